@@ -1,0 +1,488 @@
+"""Claude Code (``claude -p --output-format stream-json --verbose``): command line and stream.
+
+Also home of ``GuardedParser`` and the small coercion helpers the codex and gemini parsers
+share (they belong in ``base.py``; this module hosts them until that file is changed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import abstractmethod
+from typing import Any
+
+from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, StreamParser, draft
+from actors.adapters.protocol import extract_markers
+from messages.base import AgentName
+
+logger = logging.getLogger(__name__)
+
+TEXT_LIMIT = 4_000  # a payload carries a readable excerpt; the raw line keeps the rest
+
+
+# --------------------------------------------------------------------------------------
+# Shared by all three parsers
+# --------------------------------------------------------------------------------------
+
+class ShapeError(ValueError):
+    """A known event whose structure is not what the CLI prints (e.g. ``message`` a str)."""
+
+
+def as_str(value: Any) -> str | None:
+    """``value`` if it is a string, else None (wrong types degrade, never raise)."""
+    return value if isinstance(value, str) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty dict."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else an empty list."""
+    return value if isinstance(value, list) else []
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` if it is an int (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def require_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """``obj[key]`` when it is a dict; a missing key gives ``{}``, a wrong type a ShapeError."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ShapeError(f"field {key!r} is a {type(value).__name__}, expected an object")
+    return value
+
+
+def clip(text: str | None, limit: int = TEXT_LIMIT) -> str | None:
+    """``text`` cut to ``limit`` characters with a marker, None stays None."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+# Matched on the normalised text (reference §4 "Error classification table"); the first
+# hit wins, so the more specific causes come first.
+_CAUSES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
+    ("session_not_found", False, ("no conversation found", "no rollout found",
+                                  "invalid session identifier")),
+    ("turn_cap", False, ("error_max_turns", "maximum number of turns", "max session turns",
+                         "fatalturnlimitederror", "maximum session turns")),
+    ("budget", False, ("error_max_budget_usd",)),
+    ("context", False, ("prompt_too_long", "prompt is too long", "ran out of room",
+                        "context_length_exceeded")),
+    ("auth", False, ("authentication_failed", "not logged in", "failed to authenticate",
+                     "401 unauthorized", "403 forbidden", "missing environment variable",
+                     "please set an auth method", "invalid auth method", "unauthenticated",
+                     "permission_denied", "\"code\":401", "\"code\":403")),
+    ("rate_limit", True, ("rate_limit", "(429)", "429 too many", "quota exceeded",
+                          "exhausted your daily quota", "resource_exhausted", "\"code\":429")),
+    ("network", True, ("unable to connect to api", "reconnecting...", "stream disconnected",
+                       "fetch failed", "connection refused", "waiting for network")),
+    ("server", True, ("server_error", "high demand", "overloaded", "api error: 5",
+                      "internal server error", "\"code\":500", "\"code\":503", "status: 5")),
+)
+
+
+def classify(text: str | None) -> tuple[str | None, bool | None]:
+    """(cause, retryable) for an error text, per the reference's classification table."""
+    low = (text or "").lower()
+    for cause, retryable, needles in _CAUSES:
+        if any(needle in low for needle in needles):
+            return cause, retryable
+    return None, None
+
+
+def signal_meaning(returncode: int) -> str:
+    """'killed by signal N (NAME)' for a negative Python returncode."""
+    import signal as _signal
+
+    number = -returncode
+    try:
+        name = _signal.Signals(number).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {number} ({name})"
+
+
+class GuardedParser(StreamParser):
+    """A StreamParser that never lets a line crash the worker and ends every run once.
+
+    Subclasses implement ``_dispatch`` (one object with a string ``type``), ``_exit_meaning``
+    and optionally ``_flush`` (buffered text) and ``_stderr_drafts``.
+    """
+
+    agent: AgentName
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ok = False  # a terminal *success* event was seen
+
+    def feed_object(self, obj: dict[str, Any]) -> list[Draft]:
+        """Dispatch on ``type``; any surprise becomes a ``parse_error`` draft, never a raise."""
+        type_ = obj.get("type")
+        if not isinstance(type_, str):
+            return [draft("status", kind="unknown",
+                          text=f"{self.agent} line without a string type: {clip(repr(type_), 200)}")]
+        try:
+            drafts = self._dispatch(type_, obj)
+        except ShapeError as exc:
+            return [draft("error", kind="parse_error", terminal=False,
+                          text=f"{self.agent} {type_} line has an unexpected shape: {exc}")]
+        except Exception as exc:  # noqa: BLE001 - one odd line must not stop the run's parsing
+            logger.exception("%s parser failed on a %s line", self.agent, type_)
+            return [draft("error", kind="parse_error", terminal=False,
+                          text=f"{self.agent} parser failed on a {type_} line: {exc!r}")]
+        # The worker records one event per line; an empty answer would lose the line.
+        return drafts or [draft("status", kind="unknown", text=type_)]
+
+    @abstractmethod
+    def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
+        """Drafts for one object whose ``type`` is ``type_``."""
+
+    @abstractmethod
+    def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
+        """(what a non-zero exit code means for this CLI, whether a retry may help)."""
+
+    def _flush(self) -> list[Draft]:
+        """Drafts still buffered at the end of the run (gemini's marker buffer)."""
+        return []
+
+    def _stderr_drafts(self, stderr_tail: tuple[str, ...]) -> list[Draft]:
+        """Drafts that only stderr can reveal (codex's silent sandbox refusals)."""
+        return []
+
+    def _mark_terminal(self, ok: bool, error: str | None = None) -> None:
+        """Remember that the CLI printed its own end of run."""
+        self.terminal_seen = True
+        self._ok = ok
+        if not ok:
+            self.error = error or f"{self.agent} reported a failed run"
+
+    def finish(self, returncode: int | None, stderr_tail: tuple[str, ...]) -> list[Draft]:
+        """Flush, then synthesise the end of the run when the exit tells more than the stream."""
+        drafts: list[Draft] = []
+        for step in (self._flush, lambda: self._stderr_drafts(stderr_tail)):
+            try:
+                drafts.extend(step())
+            except Exception as exc:  # noqa: BLE001 - finish must always produce the end
+                logger.exception("%s parser failed while finishing", self.agent)
+                drafts.append(draft("error", kind="parse_error", terminal=False,
+                                    text=f"{self.agent} parser failed while finishing: {exc!r}"))
+        tail = [line.strip() for line in stderr_tail if line and line.strip()][-5:]
+        if returncode is None:
+            meaning, retryable = "exit status unknown", None
+        elif returncode < 0:
+            meaning, retryable = signal_meaning(returncode), True
+        elif returncode == 0:
+            meaning, retryable = "exit code 0", None
+        else:
+            described, retryable = self._exit_meaning(returncode)
+            meaning = f"exit code {returncode}: {described}"
+        stderr_note = f"; stderr: {' | '.join(tail)}" if tail else ""
+        if not self.terminal_seen:
+            text = f"{self.agent} ended without a final result ({meaning}){stderr_note}"
+            drafts.append(draft("error", kind="exit", terminal=True, retryable=retryable,
+                                exit_code=returncode, text=clip(text),
+                                details={"stderr_tail": tail} if tail else None))
+            self.error = text
+        elif self._ok and returncode != 0:
+            text = f"{self.agent} reported success but {meaning}{stderr_note}"
+            drafts.append(draft("error", kind="exit", terminal=True, retryable=retryable,
+                                exit_code=returncode, text=clip(text),
+                                details={"stderr_tail": tail} if tail else None))
+            self.error = text
+        self.succeeded = self._ok and returncode == 0
+        if not self.succeeded and self.error is None:
+            self.error = f"{self.agent} run failed ({meaning})"
+        return drafts
+
+
+# --------------------------------------------------------------------------------------
+# Claude
+# --------------------------------------------------------------------------------------
+
+# Tool_result texts that mean "the permission mode or workspace refused this" (§1.5 A, A',
+# B, C, E). (D) "No such tool available" is a removed tool, not a denial: plain progress.
+_DENIALS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"requested permissions to (?:write to|read from) (?P<path>.+?), "
+               r"but you haven't granted it yet"),
+    re.compile(r"\S+ in '(?P<path>[^']*)' was blocked\. For security, Claude Code may only"),
+    re.compile(r"Permission to use \S+ has been denied because Claude Code is running "
+               r"in don't ask mode"),
+    re.compile(r"Cannot write to (?P<path>.+?) while in plan mode"),
+)
+_WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+_TASK_TOOLS = frozenset({"TaskCreate", "TaskUpdate", "TodoWrite"})
+_API_ERROR_RETRYABLE = {"authentication_failed": False, "rate_limit": True,
+                        "server_error": True, "invalid_request": False}
+
+
+def _denial(text: str) -> re.Match[str] | None:
+    """The §1.5 pattern a tool_result error text matches, if any."""
+    for pattern in _DENIALS:
+        if (match := pattern.search(text)) is not None:
+            return match
+    return None
+
+
+def _block_text(content: Any) -> str:
+    """A tool_result's ``content``: a string, or a list of ``{"type": "text"}`` blocks."""
+    if isinstance(content, str):
+        return content
+    parts = [as_str(as_dict(block).get("text")) for block in as_list(content)]
+    return "\n".join(part for part in parts if part)
+
+
+class ClaudeParser(GuardedParser):
+    """Claude's stream-json: system / assistant / user / result lines."""
+
+    agent: AgentName = "claude"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tools: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_use id -> (name, input)
+        self._denied: dict[str, str] = {}  # tool_use id (or text) -> denial description
+
+    def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
+        """Route one line by its top-level type."""
+        if self.session_id is None and (sid := as_str(obj.get("session_id"))):
+            self.session_id = sid  # every line carries it; a bare resume failure has no init
+        match type_:
+            case "system":
+                return self._on_system(obj)
+            case "assistant":
+                return self._on_assistant(obj)
+            case "user":
+                return self._on_user(obj)
+            case "result":
+                return self._on_result(obj)
+        return [draft("status", kind="unknown", text=type_)]
+
+    def _on_system(self, obj: dict[str, Any]) -> list[Draft]:
+        """init (session and model), api_retry, status; other subtypes are only logged."""
+        subtype = as_str(obj.get("subtype")) or ""
+        if subtype == "init":
+            self.session_id = as_str(obj.get("session_id")) or self.session_id
+            details = {key: obj[key] for key in ("cwd", "permissionMode", "apiKeySource",
+                                                  "claude_code_version") if as_str(obj.get(key))}
+            return [draft("status", kind="init", session_id=self.session_id,
+                          model=as_str(obj.get("model")), text="session started",
+                          details=details or None)]
+        if subtype == "api_retry":
+            attempt, most = as_int(obj.get("attempt")), as_int(obj.get("max_retries"))
+            reason = as_str(obj.get("error")) or "unknown"
+            details = {key: obj.get(key) for key in ("attempt", "max_retries", "retry_delay_ms",
+                                                     "error_status", "error")}
+            return [draft("status", kind="retry", retryable=True, details=details,
+                          text=f"retrying the API request ({attempt}/{most}): {reason}")]
+        if subtype == "status":
+            return [draft("status", kind="status", text=as_str(obj.get("status")))]
+        return [draft("status", kind="unknown", text=f"system/{subtype}")]
+
+    def _on_assistant(self, obj: dict[str, Any]) -> list[Draft]:
+        """One content block per line: text, thinking or tool_use; or a synthetic API error."""
+        message = require_dict(obj, "message")
+        if "error" in obj:  # synthetic message: the API call failed, a result follows
+            return [self._api_error(obj, message)]
+        drafts: list[Draft] = []
+        for block in as_list(message.get("content")):
+            block = as_dict(block)
+            match as_str(block.get("type")):
+                case "text":
+                    text = as_str(block.get("text")) or ""
+                    drafts.append(draft("progress", kind="text", text=clip(text)))
+                    drafts.extend(extract_markers(text))  # whole block: markers are complete
+                case "thinking":
+                    drafts.append(draft("progress", kind="reasoning",
+                                        text=clip(as_str(block.get("thinking")))))
+                case "tool_use":
+                    drafts.extend(self._on_tool_use(block))
+                case other:
+                    drafts.append(draft("status", kind="unknown", text=f"assistant/{other}"))
+        return drafts
+
+    def _api_error(self, obj: dict[str, Any], message: dict[str, Any]) -> Draft:
+        """The synthetic assistant line of §1.6: its ``error`` code and the message text."""
+        code = as_str(obj.get("error")) or repr(obj.get("error"))
+        text = _block_text(message.get("content")) or code
+        cause, retryable = classify(f"{code} {text}")
+        return draft("error", kind="api_error", terminal=False,
+                     retryable=_API_ERROR_RETRYABLE.get(code, retryable), text=clip(text),
+                     details={"error": code, "cause": cause})
+
+    def _on_tool_use(self, block: dict[str, Any]) -> list[Draft]:
+        """A tool call; task tools become ``task``, ReportFindings becomes ``finding``s."""
+        name = as_str(block.get("name")) or "?"
+        tool_input = as_dict(block.get("input"))
+        if tool_id := as_str(block.get("id")):
+            self._tools[tool_id] = (name, tool_input)
+        if name in _TASK_TOOLS:
+            text = (as_str(tool_input.get("subject")) or as_str(tool_input.get("status"))
+                    or f"{len(as_list(tool_input.get('todos')))} todos")
+            return [draft("task", kind="todo", tool=name, tool_input=tool_input, text=clip(text))]
+        if name == "ReportFindings":
+            findings = [as_dict(item) for item in as_list(tool_input.get("findings"))]
+            drafts = [draft("finding", kind="tool_call", tool=name,
+                            text=clip(as_str(item.get("summary")) or ""),
+                            file=as_str(item.get("file")), line=as_int(item.get("line")),
+                            details={"failure_scenario": item.get("failure_scenario")})
+                      for item in findings]
+            return drafts or [draft("progress", kind="tool_call", tool=name, tool_input=tool_input)]
+        summary = as_str(tool_input.get("description")) or as_str(tool_input.get("command"))
+        return [draft("progress", kind="tool_call", tool=name, tool_input=tool_input,
+                      text=clip(summary or name),
+                      file=as_str(tool_input.get("file_path")))]
+
+    def _on_user(self, obj: dict[str, Any]) -> list[Draft]:
+        """Tool results: progress, a milestone for a written file, a blocker for a denial."""
+        content = require_dict(obj, "message").get("content")
+        if isinstance(content, str):  # a plain user turn (e.g. a slash command's expansion)
+            return [draft("status", kind="prompt_echo", text=clip(content))]
+        drafts: list[Draft] = []
+        for block in as_list(content):
+            block = as_dict(block)
+            if block.get("type") == "tool_result":
+                drafts.extend(self._on_tool_result(block))
+            else:
+                drafts.append(draft("status", kind="unknown",
+                                    text=f"user/{as_str(block.get('type'))}"))
+        return drafts
+
+    def _on_tool_result(self, block: dict[str, Any]) -> list[Draft]:
+        """One tool_result block (the marker scan never looks here: it may echo files)."""
+        tool_id = as_str(block.get("tool_use_id")) or ""
+        name, tool_input = self._tools.get(tool_id, (None, {}))
+        text = _block_text(block.get("content"))
+        if block.get("is_error") is True:
+            if (match := _denial(text)) is not None:
+                path = match.groupdict().get("path")
+                self._denied[tool_id or text] = text
+                self.permission_denials = list(self._denied.values())
+                return [draft("blocker", kind="denial", text=clip(text), tool=name,
+                              file=path or as_str(tool_input.get("file_path")),
+                              tool_input=tool_input or None)]
+            return [draft("progress", kind="tool_result", tool=name, text=clip(text),
+                          details={"is_error": True, "tool_use_id": tool_id})]
+        drafts = [draft("progress", kind="tool_result", tool=name, text=clip(text),
+                        details={"tool_use_id": tool_id})]
+        path = as_str(tool_input.get("file_path")) or as_str(tool_input.get("notebook_path"))
+        if name in _WRITE_TOOLS and path:
+            self.files_written.append(path)
+            drafts.append(draft("milestone", kind="file_written", file=path, tool=name,
+                                text=f"{name} {path}"))
+        return drafts
+
+    def _on_result(self, obj: dict[str, Any]) -> list[Draft]:
+        """The end of the run: totals, the final answer, denials, or the terminal error."""
+        usage = obj.get("usage")
+        self.usage = usage if isinstance(usage, dict) else self.usage
+        self.cost_usd = as_float(obj.get("total_cost_usd"))
+        if isinstance(usage, dict):
+            self.total_tokens = sum(as_int(usage.get(key)) or 0 for key in (
+                "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                "output_tokens"))
+        drafts = self._result_denials(obj)
+        subtype = as_str(obj.get("subtype")) or ""
+        is_error = obj.get("is_error")
+        # API errors are subtype "success" + is_error true: is_error decides; the subtype only
+        # when is_error is missing altogether.
+        failed = is_error is True or (is_error is None and subtype != "success")
+        if not failed:
+            self.final_text = as_str(obj.get("result")) or ""
+            self._mark_terminal(ok=True)
+            turns = as_int(obj.get("num_turns"))
+            drafts[:0] = [
+                draft("milestone", kind="result", session_id=self.session_id,
+                      text=f"run completed in {turns} turns" if turns else "run completed"),
+                draft("review", kind="result", text=self.final_text,
+                      files=tuple(dict.fromkeys(self.files_written)), usage=self.usage,
+                      cost_usd=self.cost_usd, session_id=self.session_id),
+            ]
+            return drafts
+        errors = [e for e in as_list(obj.get("errors")) if isinstance(e, str)]
+        text = as_str(obj.get("result")) or "; ".join(errors) or f"claude run failed ({subtype})"
+        status = as_int(obj.get("api_error_status"))
+        reason = as_str(obj.get("terminal_reason"))
+        cause, retryable = classify(f"{subtype} {reason or ''} {text}")
+        if status is not None and cause is None:
+            cause, retryable = ("rate_limit", True) if status == 429 else (
+                ("server", True) if status >= 500 else ("api", False))
+        self._mark_terminal(ok=False, error=text)
+        drafts.insert(0, draft("error", kind="result", terminal=True, retryable=retryable,
+                               text=clip(text), usage=self.usage, cost_usd=self.cost_usd,
+                               details={"subtype": subtype, "api_error_status": status,
+                                        "terminal_reason": reason, "cause": cause}))
+        return drafts
+
+    def _result_denials(self, obj: dict[str, Any]) -> list[Draft]:
+        """One blocker summing up ``permission_denials[]`` (the authoritative list)."""
+        entries = [as_dict(entry) for entry in as_list(obj.get("permission_denials"))]
+        if not entries:
+            return []
+        described = []
+        for entry in entries:
+            tool_input = as_dict(entry.get("tool_input"))
+            target = (as_str(tool_input.get("file_path")) or as_str(tool_input.get("command"))
+                      or as_str(tool_input.get("path")) or "")
+            line = f"{as_str(entry.get('tool_name')) or '?'} {target}".strip()
+            described.append(line)
+            key = as_str(entry.get("tool_use_id")) or line
+            self._denied.setdefault(key, line)  # keeps the tool_result's own text if seen
+        self.permission_denials = list(self._denied.values())
+        return [draft("blocker", kind="denial",
+                      text=f"{len(entries)} permission denial(s): {'; '.join(described)}",
+                      details={"permission_denials": entries})]
+
+    def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
+        """Claude exits 1 for any error result, usage error or refusal (§1.6)."""
+        if returncode == 1:
+            return "error result, usage error or refusal (see stderr)", None
+        return "unexpected exit code", None
+
+
+class ClaudeAdapter(AgentAdapter):
+    """``claude -p <prompt> --output-format stream-json --verbose …`` (reference §1, §6)."""
+
+    name: AgentName = "claude"
+    default_executable = "claude"
+
+    def build_launch(self, spec: LaunchSpec) -> Launch:
+        """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""
+        dash_prompt = spec.prompt.startswith("-")
+        # A prompt starting with "-" would be read as an option; such a prompt goes last,
+        # after "--", which the reference (§1.1) names as the other safe place for it.
+        argv: list[str] = [*spec.executable, "-p"]
+        if not dash_prompt:
+            argv.append(spec.prompt)
+        argv += ["--output-format", "stream-json", "--verbose",
+                 "--permission-mode", "plan" if spec.mode == "read_only" else "acceptEdits"]
+        for extra in spec.extra_dirs:
+            argv += ["--add-dir", str(extra)]
+        if spec.model:
+            argv += ["--model", spec.model]
+        if spec.resume_session_id:
+            argv += ["--resume", spec.resume_session_id]
+        argv += spec.extra_args
+        if dash_prompt:
+            argv += ["--", spec.prompt]
+        env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
+        env.setdefault("CLAUDE_CODE_MAX_RETRIES", "3")  # default 10 retries take > 2 min
+        env["DISABLE_AUTOUPDATER"] = "1"
+        env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
+
+    def new_parser(self) -> ClaudeParser:
+        """A fresh parser for one run."""
+        return ClaudeParser()

@@ -1,0 +1,255 @@
+"""Codex CLI (``codex exec --json``): command line and the thread/turn/item stream."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from actors.adapters.claude import (
+    GuardedParser, ShapeError, as_dict, as_int, as_list, as_str, classify, clip, require_dict,
+)
+from actors.adapters.protocol import extract_markers
+from messages.base import AgentName
+
+# A refused apply_patch or command leaves no item on stdout, only this stderr log (§2.5).
+_ROUTER_REFUSAL = re.compile(r"codex_core::tools::router: error=(?P<why>.*)")
+
+
+class CodexParser(GuardedParser):
+    """Codex ``exec --json``: thread.started, turn.*, item.*, error."""
+
+    agent: AgentName = "codex"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._todos_done: set[str] = set()  # todo texts already reported as completed
+        self._last_error: str | None = None
+
+    def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
+        """Route one line by its top-level type."""
+        match type_:
+            case "thread.started":
+                self.session_id = as_str(obj.get("thread_id")) or self.session_id
+                return [draft("status", kind="init", session_id=self.session_id,
+                              text="thread started")]
+            case "turn.started":
+                return [draft("status", kind="turn_started", text="turn started")]
+            case "item.started" | "item.updated" | "item.completed":
+                return self._on_item(type_.removeprefix("item."), require_dict(obj, "item"))
+            case "turn.completed":
+                return self._on_turn_completed(obj)
+            case "turn.failed":
+                return self._on_turn_failed(obj)
+            case "error":
+                return self._on_error(obj)
+            case "item.plan.delta":
+                return [draft("task", kind="plan", text=clip(as_str(obj.get("delta"))),
+                              details={"item_id": as_str(obj.get("item_id"))})]
+            case "request_user_input":
+                # exec cannot answer: the agent is stuck until someone outside decides.
+                questions = as_list(obj.get("questions"))
+                text = "; ".join(str(as_dict(q).get("question") or q) for q in questions)
+                return [draft("blocker", kind="question", text=clip(text or "input requested"),
+                              details={"questions": questions, "call_id": obj.get("call_id")})]
+        return [draft("status", kind="unknown", text=type_)]
+
+    def _on_item(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """One item event; ``phase`` is started, updated or completed."""
+        item_type = as_str(item.get("type")) or as_str(item.get("item_type")) or "?"
+        handler = {
+            "agent_message": self._on_agent_message,
+            "reasoning": self._on_reasoning,
+            "command_execution": self._on_command,
+            "file_change": self._on_file_change,
+            "mcp_tool_call": self._on_mcp_call,
+            "collab_tool_call": self._on_collab_call,
+            "web_search": self._on_web_search,
+            "todo_list": self._on_todo_list,
+            "plan": self._on_plan,
+            "error": self._on_error_item,
+        }.get(item_type)
+        if handler is None:
+            return [draft("status", kind="unknown", text=f"item.{phase}/{item_type}")]
+        return handler(phase, item)
+
+    def _on_agent_message(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """Interim commentary or the answer; only the last completed one is the answer."""
+        text = as_str(item.get("text")) or ""
+        if phase != "completed":  # the completed item repeats it whole: scan markers once
+            return [draft("progress", kind="text", text=clip(text), details={"phase": phase})]
+        self.final_text = text
+        return [draft("progress", kind="text", text=clip(text)), *extract_markers(text)]
+
+    def _on_reasoning(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """Model reasoning summary."""
+        return [draft("progress", kind="reasoning", text=clip(as_str(item.get("text"))),
+                      details=None if phase == "completed" else {"phase": phase})]
+
+    def _on_command(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """A shell command: the call when started, its output and exit code when done."""
+        command = as_str(item.get("command")) or ""
+        status = as_str(item.get("status"))
+        if phase == "started":
+            return [draft("progress", kind="tool_call", tool="shell", text=clip(command),
+                          tool_input={"command": command})]
+        if status == "declined":  # refused by the approval policy: nothing ran
+            return [draft("blocker", kind="denial", tool="shell", text=f"command declined: {command}",
+                          tool_input={"command": command})]
+        exit_code = as_int(item.get("exit_code"))
+        return [draft("progress", kind="tool_result", tool="shell", exit_code=exit_code,
+                      text=clip(as_str(item.get("aggregated_output"))),
+                      details={"command": command, "status": status, "phase": phase})]
+
+    def _on_file_change(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """A patch: announced when started, one milestone per path once completed."""
+        changes = [as_dict(change) for change in as_list(item.get("changes"))]
+        paths = [path for change in changes if (path := as_str(change.get("path")))]
+        status = as_str(item.get("status"))
+        if phase == "completed" and status == "completed":
+            self.files_written.extend(paths)
+            return [draft("milestone", kind="file_written", file=path, tool="apply_patch",
+                          text=f"{as_str(change.get('kind')) or 'change'} {path}")
+                    for change in changes if (path := as_str(change.get("path")))] or [
+                draft("progress", kind="tool_result", tool="apply_patch", text="empty patch")]
+        kind = "tool_call" if phase == "started" else "tool_result"
+        return [draft("progress", kind=kind, tool="apply_patch", files=tuple(paths),
+                      text=f"patch {status or phase}: {', '.join(paths)}",
+                      details={"status": status, "phase": phase})]
+
+    def _on_mcp_call(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """An MCP tool call and, when done, its result or error."""
+        tool = f"{as_str(item.get('server')) or '?'}.{as_str(item.get('tool')) or '?'}"
+        arguments = item.get("arguments")
+        if phase == "started":
+            return [draft("progress", kind="tool_call", tool=tool, text=tool,
+                          tool_input=arguments if isinstance(arguments, dict) else None)]
+        error = as_str(as_dict(item.get("error")).get("message"))
+        content = as_list(as_dict(item.get("result")).get("content"))
+        text = error or "\n".join(str(as_dict(c).get("text", "")) for c in content)
+        return [draft("progress", kind="tool_result", tool=tool, text=clip(text),
+                      details={"status": as_str(item.get("status")), "is_error": bool(error)})]
+
+    def _on_collab_call(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """A sub-agent operation (spawn_agent, send_input, wait, close_agent)."""
+        tool = as_str(item.get("tool")) or "collab"
+        return [draft("progress", kind="tool_call" if phase == "started" else "tool_result",
+                      tool=tool, text=clip(as_str(item.get("prompt")) or tool),
+                      details={"status": as_str(item.get("status"))})]
+
+    def _on_web_search(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """A web search."""
+        query = as_str(item.get("query")) or ""
+        return [draft("progress", kind="tool_call", tool="web_search", text=clip(query),
+                      tool_input={"query": query}, details={"phase": phase})]
+
+    def _on_todo_list(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """The todo list, plus a milestone for each item that turned completed."""
+        items = [as_dict(entry) for entry in as_list(item.get("items"))]
+        done = [text for entry in items
+                if entry.get("completed") is True and (text := as_str(entry.get("text")))]
+        drafts = [draft("task", kind="todo", text=f"{len(done)}/{len(items)} todos done",
+                        details={"items": items, "phase": phase})]
+        for text in done:
+            if text not in self._todos_done:
+                self._todos_done.add(text)
+                drafts.append(draft("milestone", kind="todo_done", text=clip(text)))
+        return drafts
+
+    def _on_plan(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """A plan item (its text is the plan)."""
+        return [draft("task", kind="plan", text=clip(as_str(item.get("text"))),
+                      details={"phase": phase})]
+
+    def _on_error_item(self, phase: str, item: dict[str, Any]) -> list[Draft]:
+        """Non-fatal: e.g. "Falling back from WebSockets to HTTPS transport" (§2.6)."""
+        return [draft("status", kind="warning", severity="warning",
+                      text=clip(as_str(item.get("message"))))]
+
+    def _on_turn_completed(self, obj: dict[str, Any]) -> list[Draft]:
+        """The turn ended well: usage (thread-cumulative: replaced, never added), the answer."""
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            self.total_tokens = (as_int(usage.get("input_tokens")) or 0) + (
+                as_int(usage.get("output_tokens")) or 0)
+        self._mark_terminal(ok=True)
+        return [
+            draft("milestone", kind="result", text="turn completed", session_id=self.session_id),
+            draft("review", kind="result", text=self.final_text, usage=self.usage,
+                  files=tuple(dict.fromkeys(self.files_written)), session_id=self.session_id),
+        ]
+
+    def _on_turn_failed(self, obj: dict[str, Any]) -> list[Draft]:
+        """The turn failed: terminal."""
+        error = obj.get("error")
+        if error is not None and not isinstance(error, dict):
+            raise ShapeError(f"turn.failed error is a {type(error).__name__}")
+        text = as_str(as_dict(error).get("message")) or self._last_error or "turn failed"
+        cause, retryable = classify(text)
+        self._mark_terminal(ok=False, error=text)
+        return [draft("error", kind="turn_failed", terminal=True, retryable=retryable,
+                      text=clip(text), details={"cause": cause})]
+
+    def _on_error(self, obj: dict[str, Any]) -> list[Draft]:
+        """``Reconnecting...`` is a retry; any other error line waits for turn.failed."""
+        text = as_str(obj.get("message")) or ""
+        if text.startswith("Reconnecting..."):
+            self._last_error = text
+            return [draft("status", kind="retry", retryable=True, text=clip(text))]
+        self._last_error = text
+        cause, retryable = classify(text)
+        return [draft("error", kind="api_error", terminal=False, retryable=retryable,
+                      text=clip(text or "error"), details={"cause": cause})]
+
+    def _stderr_drafts(self, stderr_tail: tuple[str, ...]) -> list[Draft]:
+        """Sandbox refusals that only the stderr log shows (§2.5)."""
+        drafts = []
+        for line in stderr_tail:
+            if (match := _ROUTER_REFUSAL.search(line)) is not None:
+                why = match.group("why").strip()
+                self.permission_denials.append(why)
+                drafts.append(draft("blocker", kind="denial", text=clip(why),
+                                    details={"source": "stderr"}))
+        return drafts
+
+    def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
+        """Codex: 1 = turn failed or startup error, 2 = CLI usage error (§2.6)."""
+        if returncode == 1:
+            last = f"; last error: {self._last_error}" if self._last_error else ""
+            return f"turn failed or startup error{last}", None
+        if returncode == 2:
+            return "CLI usage error (bad flag or value)", False
+        return "unexpected exit code", None
+
+
+class CodexAdapter(AgentAdapter):
+    """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … <prompt>`` (§2, §6)."""
+
+    name: AgentName = "codex"
+    default_executable = "codex"
+
+    def build_launch(self, spec: LaunchSpec) -> Launch:
+        """The exact command line; ``resume <id>`` and the prompt come last."""
+        argv: list[str] = [*spec.executable, "exec", "--json", "--skip-git-repo-check",
+                           "-C", str(spec.workdir),
+                           "-s", "read-only" if spec.mode == "read_only" else "workspace-write"]
+        for extra in spec.extra_dirs:
+            argv += ["--add-dir", str(extra)]  # only effective in workspace-write; harmless
+        if spec.model:
+            argv += ["-m", spec.model]
+        # Without this, codex retries "Reconnecting... waiting for network" forever (§0, §7).
+        argv += ["--disable", "unbounded_connection_retries"]
+        argv += spec.extra_args
+        if spec.resume_session_id:
+            argv += ["resume", spec.resume_session_id]
+        if spec.prompt.startswith("-"):
+            # clap reads "-x" as an option (and "-" as "read stdin"); "--" ends the options.
+            # The reference does not show "--" with codex; it is clap's standard behaviour.
+            argv.append("--")
+        argv.append(spec.prompt)
+        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir)
+
+    def new_parser(self) -> CodexParser:
+        """A fresh parser for one run."""
+        return CodexParser()

@@ -1,0 +1,206 @@
+"""Gemini CLI (``gemini -p … --output-format stream-json``): command line and stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from actors.adapters.claude import (
+    GuardedParser, as_int, as_str, classify, clip, require_dict,
+)
+from actors.adapters.protocol import MarkerBuffer
+from messages.base import AgentName
+
+logger = logging.getLogger(__name__)
+
+_WRITE_TOOLS = frozenset({"write_file", "replace"})
+# tool_result error types that mean "the workspace or approval mode refused this" (§3.4, §3.5)
+_DENIAL_TYPES = frozenset({"tool_not_registered", "policy_violation"})
+
+# §3.6; API errors exit with their HTTP status mod 256.
+_EXIT_CODES: dict[int, tuple[str, bool | None]] = {
+    1: ("general error (network failure after retries, bad flag, missing include dir, "
+        "sandbox failure)", None),
+    41: ("authentication error (no or invalid auth method, missing key)", False),
+    42: ("input error (empty prompt or bad --resume)", False),
+    44: ("sandbox error", False),
+    52: ("configuration error", False),
+    53: ("turn limit reached (FatalTurnLimitedError)", False),
+    54: ("fatal tool execution error", None),
+    55: ("untrusted workspace", False),
+    130: ("cancelled", None),
+    144: ("API error HTTP 400 (bad request, e.g. context too long)", False),
+    145: ("API error HTTP 401 (unauthenticated)", False),
+    147: ("API error HTTP 403 (forbidden)", False),
+    173: ("API error HTTP 429 (rate limit or quota)", True),
+    244: ("API error HTTP 500 (server error)", True),
+}
+
+
+class GeminiParser(GuardedParser):
+    """Gemini stream-json: init, message (deltas), tool_use, tool_result, error, result."""
+
+    agent: AgentName = "gemini"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._markers = MarkerBuffer()
+        self._turn_text: list[str] = []  # assistant deltas since the last tool_result
+        self._tools: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_id -> (name, parameters)
+
+    def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
+        """Route one line by its type."""
+        match type_:
+            case "init":
+                self.session_id = as_str(obj.get("session_id")) or self.session_id
+                return [draft("status", kind="init", session_id=self.session_id,
+                              model=as_str(obj.get("model")), text="session started")]
+            case "message":
+                return self._on_message(obj)
+            # A tool call or the end completes the pending text line: its markers come
+            # first. The handler runs first so a malformed line leaves the buffer intact.
+            case "tool_use":
+                handled = self._on_tool_use(obj)
+                return [*self._markers.flush(), *handled]
+            case "tool_result":
+                handled = self._on_tool_result(obj)
+                return [*self._markers.flush(), *handled]
+            case "error":
+                return self._on_error(obj)
+            case "result":
+                handled = self._on_result(obj)
+                return [*self._markers.flush(), *handled]
+        return [draft("status", kind="unknown", text=type_)]
+
+    def _on_message(self, obj: dict[str, Any]) -> list[Draft]:
+        """The echoed prompt (status) or a chunk of assistant text (buffered for markers)."""
+        content = as_str(obj.get("content"))
+        role = as_str(obj.get("role"))
+        if role == "user":
+            return [draft("status", kind="prompt_echo", text=clip(content))]
+        if role != "assistant" or content is None:
+            return [draft("status", kind="unknown", text=f"message/{role}")]
+        self._turn_text.append(content)
+        # Chunks are cut anywhere: markers are only read from whole lines of the buffer.
+        return [draft("progress", kind="text", text=content), *self._markers.feed(content)]
+
+    def _on_tool_use(self, obj: dict[str, Any]) -> list[Draft]:
+        """A tool call; write_todos is a plan change."""
+        name = as_str(obj.get("tool_name")) or "?"
+        parameters = require_dict(obj, "parameters")
+        if tool_id := as_str(obj.get("tool_id")):
+            self._tools[tool_id] = (name, parameters)
+        if name == "write_todos":
+            return [draft("task", kind="todo", tool=name, tool_input=parameters,
+                          text="todo list updated")]
+        summary = (as_str(parameters.get("description")) or as_str(parameters.get("command"))
+                   or as_str(parameters.get("file_path")) or name)
+        return [draft("progress", kind="tool_call", tool=name, tool_input=parameters,
+                      text=clip(summary), file=as_str(parameters.get("file_path")))]
+
+    def _on_tool_result(self, obj: dict[str, Any]) -> list[Draft]:
+        """Success (a milestone for a written file) or a tool error (a blocker if a denial)."""
+        self._turn_text = []  # the final answer is the text after the last tool result
+        tool_id = as_str(obj.get("tool_id")) or ""
+        name, parameters = self._tools.get(tool_id, (None, {}))
+        if as_str(obj.get("status")) == "success":
+            drafts = [draft("progress", kind="tool_result", tool=name,
+                            text=clip(as_str(obj.get("output"))), details={"tool_id": tool_id})]
+            # Kept as given (may be relative to the workspace): the model's own path.
+            path = as_str(parameters.get("file_path"))
+            if name in _WRITE_TOOLS and path:
+                self.files_written.append(path)
+                drafts.append(draft("milestone", kind="file_written", file=path, tool=name,
+                                    text=f"{name} {path}"))
+            return drafts
+        error = require_dict(obj, "error")
+        error_type = as_str(error.get("type"))
+        message = as_str(error.get("message")) or as_str(obj.get("output")) or "tool failed"
+        if error_type in _DENIAL_TYPES or (
+                error_type == "invalid_tool_params" and "Path not in workspace" in message):
+            self.permission_denials.append(message)
+            return [draft("blocker", kind="denial", tool=name, text=clip(message),
+                          file=as_str(parameters.get("file_path")),
+                          tool_input=parameters or None, details={"error_type": error_type})]
+        return [draft("progress", kind="tool_result", tool=name, text=clip(message),
+                      details={"tool_id": tool_id, "is_error": True, "error_type": error_type})]
+
+    def _on_error(self, obj: dict[str, Any]) -> list[Draft]:
+        """A non-fatal error event (loop detected, turns exceeded…); a result follows."""
+        text = as_str(obj.get("message")) or "error"
+        cause, retryable = classify(text)
+        return [draft("error", kind="agent_error", terminal=False, retryable=retryable,
+                      severity=as_str(obj.get("severity")), text=clip(text),
+                      details={"cause": cause})]
+
+    def _on_result(self, obj: dict[str, Any]) -> list[Draft]:
+        """The end of the run: the last turn's text and stats, or the fatal error."""
+        stats = obj.get("stats")
+        if isinstance(stats, dict):
+            self.usage = stats
+            self.total_tokens = as_int(stats.get("total_tokens"))
+        if as_str(obj.get("status")) == "success":
+            self.final_text = "".join(self._turn_text).strip()
+            self._mark_terminal(ok=True)
+            return [
+                draft("milestone", kind="result", text="run completed",
+                      session_id=self.session_id),
+                draft("review", kind="result", text=self.final_text, usage=self.usage,
+                      files=tuple(dict.fromkeys(self.files_written)),
+                      session_id=self.session_id),
+            ]
+        error = require_dict(obj, "error")
+        error_type = as_str(error.get("type"))
+        text = as_str(error.get("message")) or f"gemini run failed ({error_type or 'no reason'})"
+        cause, retryable = classify(f"{error_type or ''} {text}")
+        self._mark_terminal(ok=False, error=text)
+        return [draft("error", kind="result", terminal=True, retryable=retryable,
+                      text=clip(text), usage=self.usage,
+                      details={"error_type": error_type, "cause": cause})]
+
+    def _flush(self) -> list[Draft]:
+        """A marker on the very last line has no newline after it."""
+        return self._markers.flush()
+
+    def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
+        """The §3.6 table, including HTTP statuses truncated to 8 bits."""
+        return _EXIT_CODES.get(returncode, ("unexpected exit code (an HTTP status mod 256?)",
+                                            None))
+
+
+class GeminiAdapter(AgentAdapter):
+    """``gemini -p <prompt> --output-format stream-json --skip-trust …`` (§3, §6)."""
+
+    name: AgentName = "gemini"
+    default_executable = "gemini"
+
+    def build_launch(self, spec: LaunchSpec) -> Launch:
+        """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
+        # yargs would read a prompt starting with "-" as options; "--prompt=<text>" keeps the
+        # value whole (standard yargs syntax; the reference does not show this case).
+        prompt = [f"--prompt={spec.prompt}"] if spec.prompt.startswith("-") else ["-p", spec.prompt]
+        argv: list[str] = [*spec.executable, *prompt, "--output-format", "stream-json",
+                           "--skip-trust",
+                           # default registers only read tools: right for reviews. plan mode
+                           # would refuse writes with policy_violation blockers instead.
+                           "--approval-mode", "default" if spec.mode == "read_only" else "auto_edit"]
+        for extra in spec.extra_dirs:
+            # A non-existent --include-directories entry is fatal for gemini (exit 1,
+            # "Directory does not exist"), unlike claude/codex which ignore it: drop it.
+            if not extra.is_dir():
+                logger.warning("gemini: dropping missing extra dir %s", extra)
+                continue
+            argv += ["--include-directories", str(extra)]
+        if spec.model:
+            argv += ["-m", spec.model]
+        if spec.resume_session_id:
+            argv += ["--resume", spec.resume_session_id]
+        argv += spec.extra_args
+        env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
+        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")  # same as --skip-trust, belt and braces
+        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
+
+    def new_parser(self) -> GeminiParser:
+        """A fresh parser for one run."""
+        return GeminiParser()

@@ -1,0 +1,1 @@
+"""The launcher and the one function that wires the actor system together."""

@@ -1,0 +1,160 @@
+"""The ``orchestrate`` command.
+
+    orchestrate "Add user authentication" --target ./app [--no-dashboard] [--demo] ...
+    orchestrate sessions             list the sessions in the workspace
+    orchestrate show <session_id>    print one session
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from config.settings import ConfigError, Settings, load_settings
+
+SUBCOMMANDS = ("sessions", "show")
+EXIT_USAGE = 2
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchestrate",
+        description="Run gemini (design), claude (implementation) and codex (review) as one team "
+                    "on a task. Other commands: 'orchestrate sessions', 'orchestrate show <id>'.")
+    p.add_argument("task", help="what the agents should do, in plain words")
+    p.add_argument("--target", type=Path, help="the repository to work in (must exist; "
+                   "with --demo it defaults to a small demo app made in the session folder)")
+    p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
+    p.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    p.add_argument("--demo", action="store_true",
+                   help="use the built-in demo agents instead of the real CLIs")
+    p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
+    p.add_argument("--port", type=int, help="dashboard port (default 8000)")
+    p.add_argument("--host", help="dashboard interface (default 127.0.0.1)")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="leave as soon as the session ends, even with the dashboard")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return p
+
+
+def _workspace_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"orchestrate {prog}")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--config", type=Path)
+    return p
+
+
+def setup_logging(verbose: bool) -> Any:
+    """Console logging now; the session's orchestrator.log once the folder exists."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    logging.getLogger("pykka").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    def to_file(session_dir: Path) -> None:
+        handler = logging.FileHandler(session_dir / "orchestrator.log", encoding="utf-8")
+        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+    return to_file
+
+
+def _load(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(config, overrides)
+    except ConfigError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``orchestrate`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return _subcommand(args[0], args[1:])
+    opts = _run_parser().parse_args(args)
+    overrides: dict[str, Any] = {}
+    if opts.workspace:
+        overrides["workspace"] = str(opts.workspace)
+    if opts.port is not None:
+        overrides["web.port"] = opts.port
+    if opts.host:
+        overrides["web.host"] = opts.host
+    settings = _load(opts.config, overrides)
+    from actors.app.system import PreflightError, RunOptions, run
+
+    log_to_file = setup_logging(opts.verbose)
+    options = RunOptions(task=opts.task, target=opts.target, demo=opts.demo,
+                         dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
+                         verbose=opts.verbose)
+    try:
+        return run(settings, options, log_setup=log_to_file)
+    except PreflightError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _subcommand(name: str, args: list[str]) -> int:
+    from actors.runtime.session_files import iter_sessions, read_json
+
+    if name == "sessions":
+        opts = _workspace_parser("sessions").parse_args(args)
+        settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+        rows = list(iter_sessions(settings.workspace.expanduser().resolve()))
+        if not rows:
+            print(f"no sessions in {settings.workspace}")
+            return 0
+        for folder, state in rows:
+            if state is None:
+                print(f"{folder.name}  (state.json unreadable)")
+                continue
+            print(f"{state['session_id']}  {state.get('status', '?'):<9}  "
+                  f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}")
+        return 0
+    p = _workspace_parser("show")
+    p.add_argument("session_id")
+    p.add_argument("--json", action="store_true", help="print state.json as it is")
+    opts = p.parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    folder = settings.workspace.expanduser().resolve() / opts.session_id
+    try:
+        state = read_json(folder / "state.json")
+    except FileNotFoundError:
+        print(f"orchestrate: no session {opts.session_id} in {settings.workspace}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"orchestrate: {folder / 'state.json'} is not valid JSON: {exc}", file=sys.stderr)
+        return 1
+    if opts.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    print(f"session  {state['session_id']}  ({state.get('status')}, exit {state.get('exit_code')})")
+    print(f"task     {state.get('task')}")
+    print(f"target   {state.get('target')}")
+    print(f"plan     {state.get('plan_source')}: {state.get('plan_summary', '')[:200]}")
+    for a in state.get("assignments", []):
+        err = f" - {a['error']}" if a.get("error") else ""
+        print(f"  {a['id']:<14} {a['agent']:<7} {a['status']:<10} {a.get('busy_s', 0):>7.1f}s"
+              f"  {a['title'][:50]}{err}")
+    for s in state.get("shares", []):
+        print(f"  share {s['agent']:<7} planned {s['planned']:.0%}  busy {s['actual_by_time']:.0%}"
+              f"  target {s['target_min']:.0%}-{s['target_max']:.0%}")
+    events = sorted(p.name for p in folder.glob("*.jsonl"))
+    print(f"files    {', '.join(events)}")
+    if state.get("summary"):
+        print("summary\n  " + state["summary"].replace("\n", "\n  "))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

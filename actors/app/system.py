@@ -1,0 +1,247 @@
+"""One function wires the system: refs through constructors, the coordinator last, stop in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pykka
+
+from actors.adapters.registry import get_adapter
+from actors.console import ConsoleView
+from actors.coordinator import Coordinator
+from actors.runtime.preflight import (
+    PreflightError, check_cli, check_target, check_workspace, require_clis,
+)
+from actors.runtime.session_files import new_session_id
+from actors.worker import Worker, launch_for_preflight
+from config.settings import Settings
+from messages.base import AGENT_NAMES
+from messages.session import ControlRequested, SessionEnded, StartSession
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEMO_PACE_DEFAULT = "0.25"
+
+
+@dataclass
+class RunOptions:
+    """What the launcher asks for one session."""
+
+    task: str
+    target: Path | None
+    demo: bool = False
+    dashboard: bool = True
+    exit_when_done: bool = False
+    verbose: bool = False
+    console: bool = True
+    session_id: str | None = None
+    env: dict[str, str] | None = None
+    on_started: Callable[["RunningSession"], None] | None = None
+
+
+@dataclass
+class RunningSession:
+    """Handles on a started session (for the launcher's signal handlers and for tests)."""
+
+    session_id: str
+    session_dir: Path
+    target: Path
+    coordinator: pykka.ActorRef[Any]
+    workers: dict[str, pykka.ActorRef[Any]]
+    gateway: pykka.ActorRef[Any] | None = None
+    dashboard_url: str | None = None
+    ended: "queue.Queue[SessionEnded]" = field(default_factory=queue.Queue)
+
+
+class ReplyInbox:
+    """Anything with ``tell`` can be a ``reply_to``: this one lets a thread wait for the answer."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+
+    def tell(self, message: Any) -> None:
+        """Called from the coordinator's thread."""
+        self.queue.put(message)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The same settings with every agent's command pointed at the built-in demo agents."""
+    agents = {}
+    for name, agent in settings.agents.items():
+        cmd = f"{shlex.quote(sys.executable)} -m actors.demo {name}"
+        agents[name] = agent.model_copy(update={"command": cmd})
+    return settings.model_copy(update={"agents": agents})
+
+
+def make_demo_target(session_dir: Path) -> Path:
+    """A small git repository inside the session folder for a demo run without --target."""
+    target = session_dir / "demo-app"
+    (target / "app").mkdir(parents=True, exist_ok=True)
+    (target / "README.md").write_text("# demo-app\n\nA tiny app the demo agents work on.\n")
+    (target / "app" / "__init__.py").write_text('"""The demo application."""\n')
+    (target / "app" / "main.py").write_text(
+        'def handle(path: str) -> tuple[int, str]:\n'
+        '    """Route a request path to a status and body."""\n'
+        '    if path == "/":\n        return 200, "hello"\n    return 404, "not found"\n')
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost",
+                 "commit", "-q", "-m", "demo app"]):
+        try:
+            subprocess.run(cmd, cwd=target, check=True, capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            break  # git is optional for the demo; codex is told to skip its repo check anyway
+    return target
+
+
+def agent_environment(options: RunOptions) -> dict[str, str]:
+    """The base environment every agent CLI starts from."""
+    env = dict(options.env if options.env is not None else os.environ)
+    if options.demo:
+        env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
+        # The demo agents are modules of this project: reachable from a plain checkout too.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH"))
+                                            if p)
+    return env
+
+
+def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Path, str, dict[str, str]]:
+    """Preflight: settings for this run, the target, the session folder, its id, the agent env.
+
+    Raises:
+        PreflightError: something must be fixed first; the message says what.
+    """
+    if options.demo:
+        settings = demo_settings(settings)
+    workspace = check_workspace(settings.workspace)
+    target = check_target(options.target) if options.target is not None else None
+    if target is None and not options.demo:
+        raise PreflightError("no --target given; pass the repository the agents should work in")
+    env = agent_environment(options)
+    checks = [check_cli(name, get_adapter(name), launch_for_preflight(get_adapter(name), agent), env)
+              for name, agent in settings.agents.items() if agent.enabled]
+    if not checks:
+        raise PreflightError("every agent is disabled in the config; enable at least one")
+    require_clis(checks, settings)
+    for check in checks:
+        log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
+    session_id = options.session_id or new_session_id()
+    session_dir = workspace / session_id
+    session_dir.mkdir(parents=True, exist_ok=True)
+    if target is None:
+        target = make_demo_target(session_dir)
+    return settings, target, session_dir, session_id, env
+
+
+def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[Any]],
+          log_setup: Callable[[Path], None] | None = None) -> RunningSession:
+    """Start every actor for one session and tell the coordinator to begin."""
+    settings, target, session_dir, session_id, env = prepare(settings, options)
+    if log_setup:
+        log_setup(session_dir)
+    listeners: list[pykka.ActorRef[Any]] = []
+    if options.console:
+        listeners.append(_start(started, ConsoleView, demo=options.demo))
+    scratch = session_dir / "scratch"
+    scratch.mkdir(exist_ok=True)
+    workers = {}
+    for name in AGENT_NAMES:
+        if not settings.agents[name].enabled:
+            continue
+        workers[name] = _start(
+            started, Worker, agent=name, adapter=get_adapter(name),
+            agent_settings=settings.agents[name], session_settings=settings.session,
+            session_id=session_id, session_dir=session_dir, target=target,
+            listeners=tuple(listeners), base_env=env, extra_dirs=(scratch,))
+    coordinator = _start(started, Coordinator, settings=settings, session_id=session_id,
+                         session_dir=session_dir, task=options.task, target=target,
+                         workers=workers, listeners=tuple(listeners), demo=options.demo)
+    running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
+                             coordinator=coordinator, workers=workers)
+    inbox = ReplyInbox()
+    inbox.queue = running.ended  # type: ignore[assignment]
+    coordinator.tell(StartSession(reply_to=inbox))
+    if options.on_started:
+        options.on_started(running)
+    return running
+
+
+def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],
+           **kwargs: Any) -> pykka.ActorRef[Any]:
+    ref = actor_class.start(**kwargs)
+    started.append(ref)
+    return ref
+
+
+def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
+    """Stop actors in reverse start order; log and move on if one hangs."""
+    for ref in reversed(started):
+        try:
+            ref.stop(block=True, timeout=timeout)
+        except pykka.Timeout:
+            log.error("%s did not stop within %.0fs", ref, timeout)
+        except pykka.ActorDeadError:
+            pass
+    survivors = pykka.ActorRegistry.get_all()
+    if survivors:
+        log.error("actors still running after shutdown: %s", survivors)
+        pykka.ActorRegistry.stop_all(block=True, timeout=timeout)
+
+
+def run(settings: Settings, options: RunOptions,
+        log_setup: Callable[[Path], None] | None = None) -> int:
+    """Run one session to its end. Returns the process exit code.
+
+    Ctrl-C or SIGTERM asks the coordinator to stop (every agent group ended, state saved,
+    exit 130); a second Ctrl-C stops the actors at once.
+    """
+    started: list[pykka.ActorRef[Any]] = []
+    interrupts = {"count": 0}
+    wake = threading.Event()
+    running: RunningSession | None = None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        interrupts["count"] += 1
+        wake.set()
+        if running is not None and interrupts["count"] == 1:
+            print(f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to "
+                  "force", file=sys.stderr, flush=True)
+            running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+
+    previous = {}
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        running = start(settings, options, started, log_setup)
+        if interrupts["count"]:
+            running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+        while True:
+            try:
+                ended = running.ended.get(timeout=0.2)
+                return ended.exit_code
+            except queue.Empty:
+                pass
+            if interrupts["count"] >= 2:
+                log.warning("forced stop: ending every agent now")
+                return 130
+    finally:
+        stop_all(started)
+        if in_main:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+__all__ = ["PreflightError", "RunOptions", "RunningSession", "run", "start", "stop_all"]

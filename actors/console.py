@@ -1,0 +1,91 @@
+"""Console view actor: a compact live status line per agent when there is no dashboard.
+
+It only listens; nothing waits on it. Output goes to the stream it is given (stderr by
+default) so stdout stays clean for ``orchestrate show --json`` and the like.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+import pykka
+
+from messages.session import SessionEnded, SessionStateChanged
+from messages.worker import EventRecorded, WorkerStateChanged
+
+ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
+COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
+RESET = "\033[0m"
+
+
+class ConsoleView(pykka.ThreadingActor):
+    """Prints what matters: state changes, milestones, blockers, errors, throttled activity."""
+
+    def __init__(self, stream: TextIO | None = None, activity_every_s: float = 2.0,
+                 demo: bool = False) -> None:
+        super().__init__()
+        self._out = stream or sys.stderr
+        self._colour = hasattr(self._out, "isatty") and self._out.isatty()
+        self._every = activity_every_s
+        self._last_activity: dict[str, float] = {}
+        self._status: str | None = None
+        self._assignment_status: dict[str, str] = {}
+        self._label = " [demo]" if demo else ""
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case EventRecorded():
+                return self._on_event(message)
+            case WorkerStateChanged():
+                s = message.snapshot
+                if s.status in ("running", "paused", "stopping"):
+                    self._line(s.agent, f"{s.status}{' ' + s.assignment_id if s.assignment_id else ''}")
+            case SessionStateChanged():
+                return self._on_session(message)
+            case SessionEnded():
+                self._print(f"session {message.session_id} {message.status} "
+                            f"(exit {message.exit_code}){self._label}\n{message.summary}")
+        return None
+
+    def _on_event(self, message: EventRecorded) -> None:
+        event = message.event
+        p = event.payload
+        text = (p.text or "").strip().replace("\n", " ")
+        if event.type in ALWAYS_SHOWN and p.kind not in ("text",):
+            detail = f" {p.file}" if p.file else ""
+            progress = f" {p.progress}%" if p.progress is not None else ""
+            self._line(event.agent, f"{event.type}{progress}{detail}: {text[:140]}")
+            return
+        now = time.monotonic()
+        if text and now - self._last_activity.get(event.agent, 0.0) >= self._every:
+            self._last_activity[event.agent] = now
+            progress = f" {p.progress}%" if p.progress is not None else ""
+            self._line(event.agent, f"…{progress} {text[:120]}")
+
+    def _on_session(self, message: SessionStateChanged) -> None:
+        snap = message.snapshot
+        if snap.status != self._status:
+            self._status = snap.status
+            extra = f" (plan: {snap.plan_source})" if snap.plan_source and snap.status == "running" else ""
+            self._print(f"session {snap.session_id}: {snap.status}{extra}{self._label}")
+        for record in snap.assignments:
+            if self._assignment_status.get(record.id) != record.status:
+                self._assignment_status[record.id] = record.status
+                if record.status != "pending":
+                    why = f" - {record.error}" if record.error else ""
+                    self._line(record.agent, f"assignment {record.id} {record.status}{why}")
+
+    def _line(self, agent: str, text: str) -> None:
+        name = f"{agent:>6}"
+        if self._colour:
+            name = f"{COLOURS.get(agent, '')}{name}{RESET}"
+        self._print(f"{name} | {text}")
+
+    def _print(self, text: str) -> None:
+        try:
+            self._out.write(text + "\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            pass  # a closed terminal must not stop the session

@@ -1,0 +1,448 @@
+"""What the three demo agents share: prompt headers, scenarios, the work they do, pacing.
+
+Each CLI module subclasses ``DemoAgent`` and renders the same actions (say, write a file,
+run a command, finish, fail) in its CLI's exact stream format and permission rules; ``run``
+drives the assignment and the scenario. Only the standard library is imported here so the
+demo starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+# Same value as ``actors.adapters.protocol.MARKER`` (a test checks it); imported from there
+# it would pull in pydantic at startup.
+MARKER = "ORCHESTRATE_EVENT"
+
+SCENARIOS: dict[str, str] = {
+    "success": "do the assignment and end normally (default)",
+    "permission_error": "first try to write outside the workspace and get the CLI's real denial; still ends in success",
+    "not_git_repo": "codex: refuse as outside a git repo without --skip-git-repo-check; others: success",
+    "untrusted": "gemini: the real trust check (exit 55 unless --skip-trust or GEMINI_CLI_TRUST_WORKSPACE=true); others: success",
+    "force_untrusted": "gemini: exit 55 with the trust error even with --skip-trust; others: success",
+    "auth_error": "the CLI's exact missing/invalid credentials shape and exit code",
+    "rate_limit": "the CLI's exact HTTP 429 shape and exit code",
+    "server_error": "the CLI's exact HTTP 5xx shape and exit code",
+    "crash": "start, a line or two, a stack trace on stderr, exit 1 without a terminal event",
+    "killed": "start, a line, then SIGKILL itself",
+    "hang": "start, then sleep forever printing nothing",
+    "result_then_hang": "the whole successful run including the terminal line, then never exit",
+    "garbage": "a non-JSON line, a cut JSON line, invalid UTF-8, a 10 MB line; then a normal run",
+    "flood": "ORCHESTRATE_DEMO_FLOOD_LINES valid progress lines as fast as possible; then a normal run",
+    "invalid_plan": "Kind plan: a plan that fails validation; valid on a retry prompt quoting the error",
+    "invalid_plan_always": "Kind plan: a plan that fails validation, also on retries",
+    "concern": "Kind peer_review: verdict concern with a finding",
+    "blocker": "Kind peer_review: verdict blocker with a finding",
+    "memory_hog": "allocate ORCHESTRATE_DEMO_HOG_MB MB in steps while printing; then a normal run",
+    "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN `sleep 300` children in its process group; then a normal run",
+    "force_not_git_repo": "codex: the not-a-git-repo refusal even with --skip-git-repo-check; others: success",
+    "slow": "a normal run at ten times the pace",
+}
+
+_HEADER = re.compile(r"^[ \t]*(Session|Assignment|Role|Kind|Task):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+_RETRY_HINTS = ("depends on unknown", "validation error", "did not validate", "invalid plan")
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def scenario_for(agent: str) -> str:
+    """``ORCHESTRATE_DEMO_SCENARIO_<AGENT>`` wins over ``ORCHESTRATE_DEMO_SCENARIO``."""
+    value = os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}") or os.environ.get(
+        "ORCHESTRATE_DEMO_SCENARIO") or "success"
+    return value.strip().lower()
+
+
+def parse_headers(prompt: str) -> dict[str, str]:
+    """The first ``Session:``/``Assignment:``/``Role:``/``Kind:``/``Task:`` lines, lower-case keys."""
+    found: dict[str, str] = {}
+    for match in _HEADER.finditer(prompt):
+        found.setdefault(match.group(1).lower(), match.group(2))
+    return found
+
+
+def slugify(task: str) -> str:
+    words = re.findall(r"[a-z0-9]+", task.lower())
+    stop = {"a", "an", "the", "and", "or", "of", "to", "for", "with", "in", "on", "that", "add", "write",
+            "make", "build", "create", "implement", "please", "small", "simple", "python"}
+    words = [w for w in words if w not in stop][:3] or ["feature"]
+    slug = "_".join(words)
+    return f"m_{slug}" if slug[0].isdigit() else slug
+
+
+def marker(type_: str, text: str, **fields: Any) -> str:
+    return f"{MARKER} " + json.dumps({"type": type_, "text": text, **fields}, ensure_ascii=False)
+
+
+def within(path: Path, roots: list[Path]) -> bool:
+    resolved = Path(os.path.abspath(path))
+    return any(resolved == r or resolved.is_relative_to(r) for r in roots)
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- what the agent produces -------------------------------------------------------------
+
+def plan_object(task: str, invalid: bool) -> dict[str, Any]:
+    short = task if len(task) <= 80 else task[:77] + "..."
+    review_deps = ["qa"] if invalid else ["implement"]
+    return {
+        "summary": f"[demo] Design, implement and review: {short}",
+        "assignments": [
+            {"id": "design", "role": "architect", "title": f"Design: {short}",
+             "instructions": f"Write docs/DESIGN.md: a short design note for the task: {task}",
+             "depends_on": [], "weight": 45},
+            {"id": "implement", "role": "implementer", "title": f"Implement: {short}",
+             "instructions": f"Following docs/DESIGN.md, write the module under app/ and its test "
+                             f"under tests/ for the task: {task}",
+             "depends_on": ["design"], "weight": 45},
+            {"id": "review", "role": "reviewer", "title": f"Review: {short}",
+             "instructions": "Read the design, the module and its test; write docs/REVIEW.md with findings.",
+             "depends_on": review_deps, "weight": 10},
+        ],
+    }
+
+
+def plan_reply(task: str, invalid: bool) -> str:
+    body = json.dumps(plan_object(task, invalid), indent=2, ensure_ascii=False)
+    return (f"[demo] Here is the plan for the task.\n\n```json\n{body}\n```\n"
+            + marker("milestone", "[demo] plan ready", progress=100))
+
+
+def verdict_reply(verdict: str, task: str) -> str:
+    findings: list[dict[str, Any]] = []
+    summary = f"[demo] The work for '{task[:80]}' looks complete and consistent."
+    if verdict in ("concern", "blocker"):
+        severity = "high" if verdict == "blocker" else "medium"
+        summary = f"[demo] Found a {severity}-severity issue that should be addressed."
+        findings.append({"severity": severity, "file": "app/module.py", "line": 1,
+                         "text": "[demo] the input is not validated before use"})
+    body = json.dumps({"verdict": verdict, "summary": summary, "findings": findings}, indent=2)
+    return f"[demo] My review verdict:\n\n```json\n{body}\n```"
+
+
+def design_md(task: str, slug: str) -> str:
+    return (f"# Design (demo)\n\nTask: {task}\n\n## Approach\n\n"
+            f"- A single module `app/{slug}.py` with a pure function `{slug}(text)`.\n"
+            f"- A pytest test `tests/test_{slug}.py`.\n- No external dependencies.\n\n"
+            "## Risks\n\n- The demo agent writes deterministic placeholder code.\n")
+
+
+def module_py(task: str, slug: str) -> str:
+    return (f'"""{slug}: written by the demo implementer for the task: {task[:200]!s}."""\n\n\n'
+            f"def {slug}(text: str) -> str:\n"
+            '    """Return the text stripped and in title case."""\n'
+            "    return text.strip().title()\n")
+
+
+def test_py(slug: str) -> str:
+    return (f"from app.{slug} import {slug}\n\n\n"
+            f"def test_{slug}() -> None:\n"
+            f'    assert {slug}("  hello world ") == "Hello World"\n')
+
+
+def review_md(task: str, listing: list[str]) -> str:
+    files = "\n".join(f"- `{f}`" for f in listing) or "- (no files found)"
+    return (f"# Review (demo)\n\nTask: {task}\n\n## Files read\n\n{files}\n\n"
+            "## Findings\n\n- The module has a docstring and a test.\n- No blocking issue found.\n")
+
+
+# --- the agent ---------------------------------------------------------------------------
+
+@dataclass
+class Command:
+    display: str      # as the agent would type it
+    argv: list[str]   # what actually runs
+    writes: bool = False
+
+
+class DemoAgent:
+    """One run of a demo CLI. Subclasses render the actions in their CLI's stream format."""
+
+    name = "agent"
+
+    def __init__(self, prompt: str, cwd: Path, extra_dirs: list[Path], session_id: str | None,
+                 stream: bool = True) -> None:
+        self.prompt = prompt
+        self.cwd = Path(os.path.abspath(cwd))
+        self.extra_dirs = [Path(os.path.abspath(d)) for d in extra_dirs]
+        self.session_id = session_id or new_id()
+        self.stream = stream
+        self.headers = parse_headers(prompt)
+        self.task = self.headers.get("task") or prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
+        self.scenario = scenario_for(self.name)
+        self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (10 if self.scenario == "slow" else 1)
+        self.started = time.monotonic()
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.tool_calls = 0
+        self.written: list[str] = []
+        self.last_text = ""
+
+    # -- output ----------------------------------------------------------------------
+    def emit(self, obj: dict[str, Any], pace: bool = True) -> None:
+        if self.stream:
+            self.raw((json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        if pace and self.pace > 0:
+            time.sleep(self.pace)
+
+    @staticmethod
+    def raw(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    @staticmethod
+    def err(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def count(self, text_in: str, text_out: str) -> None:
+        self.tokens_in += 40 + len(text_in) // 4
+        self.tokens_out += 1 + len(text_out) // 4
+
+    def roots(self) -> list[Path]:
+        return [self.cwd, *self.extra_dirs]
+
+    # -- actions each CLI renders (overridden) ---------------------------------------
+    def start(self) -> None: ...
+    def say(self, text: str) -> None: ...
+    def write(self, path: Path, content: str) -> bool: ...
+    def shell(self, command: Command) -> str | None: ...
+    def noise(self, i: int) -> None: ...
+    def finish(self, final_text: str) -> int: ...
+    def fail(self, cause: str) -> int: ...
+
+    # -- helpers for subclasses ------------------------------------------------------
+    def do_write(self, path: Path, content: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        self.written.append(str(path))
+
+    def run_command(self, command: Command) -> tuple[str, int]:
+        try:
+            done = subprocess.run(command.argv, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{exc}\n", 1
+        out = (done.stdout + done.stderr).decode("utf-8", "replace")
+        return out, done.returncode
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.cwd))
+        except ValueError:
+            return str(path)
+
+
+def _sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def _garbage(agent: DemoAgent) -> None:
+    agent.raw(b"[demo] this line is not JSON at all\n")
+    agent.raw(b'{"type":"assistant","message":{"id":"msg_cut","content":[{"type":"te\n')
+    agent.raw(b'{"type":"demo","text":"\xff\xfe invalid \xc3\x28 utf-8"}\n')
+    chunk = b"x" * (1 << 20)
+    agent.raw(b'{"type":"demo_noise","data":"')
+    for _ in range(10):
+        agent.raw(chunk)
+    agent.raw(b"\n")  # never closed: JSON-looking, 10 MB, invalid
+
+
+def _memory_hog(agent: DemoAgent) -> list[bytearray]:
+    total = env_int("ORCHESTRATE_DEMO_HOG_MB", 512)
+    step = 32
+    hoard: list[bytearray] = []
+    done = 0
+    while done < total:
+        size = min(step, total - done)
+        hoard.append(bytearray(b"\x01") * (size << 20))  # touched, so resident
+        done += size
+        agent.say(f"[demo] holding {done} MB of memory\n"
+                  + marker("progress", f"[demo] allocated {done} of {total} MB",
+                           progress=min(50, int(50 * done / max(total, 1)))))
+    return hoard
+
+
+def _fork_children(agent: DemoAgent) -> list[subprocess.Popen[bytes]]:
+    children = []
+    for _ in range(env_int("ORCHESTRATE_DEMO_CHILDREN", 50)):
+        children.append(subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    agent.say(f"[demo] started {len(children)} helper processes\n"
+              + marker("progress", f"[demo] {len(children)} children running", progress=20))
+    return children
+
+
+def _work(agent: DemoAgent) -> str:
+    """The assignment itself, from the prompt headers. Returns the final text."""
+    kind = agent.headers.get("kind", "").lower()
+    role = agent.headers.get("role", "").lower()
+    task = agent.task or "the task"
+    slug = slugify(task)
+    if kind == "plan":
+        invalid = agent.scenario == "invalid_plan_always" or (
+            agent.scenario == "invalid_plan" and not any(h in agent.prompt.lower() for h in _RETRY_HINTS))
+        text = plan_reply(task, invalid)
+        agent.say(text)
+        return text
+    if kind == "peer_review":
+        verdict = agent.scenario if agent.scenario in ("concern", "blocker") else "approve"
+        text = verdict_reply(verdict, task)
+        agent.say(text)
+        return text
+    if role == "architect":
+        agent.say("[demo] I will write a short design note for the task.\n"
+                  + marker("progress", "[demo] writing docs/DESIGN.md", progress=30))
+        ok = agent.write(agent.cwd / "docs" / "DESIGN.md", design_md(task, slug))
+        text = ("[demo] Design note written to docs/DESIGN.md.\n"
+                + marker("milestone", "[demo] design written", file="docs/DESIGN.md", progress=100)
+                if ok else "[demo] I could not write docs/DESIGN.md: the write was refused.\n"
+                + marker("blocker", "[demo] writing docs/DESIGN.md was refused"))
+        agent.say(text)
+        return text
+    if role == "implementer":
+        agent.say(f"[demo] I will implement app/{slug}.py and its test.\n"
+                  + marker("progress", f"[demo] writing app/{slug}.py", progress=20))
+        module = agent.cwd / "app" / f"{slug}.py"
+        test = agent.cwd / "tests" / f"test_{slug}.py"
+        ok = agent.write(module, module_py(task, slug))
+        ok = agent.write(test, test_py(slug)) and ok
+        if ok:
+            agent.say("[demo] Checking that both files compile.\n"
+                      + marker("progress", "[demo] compiling", progress=70))
+            agent.shell(Command(f"python -m py_compile app/{slug}.py tests/test_{slug}.py",
+                                [sys.executable, "-m", "py_compile", str(module), str(test)], writes=True))
+        text = (f"[demo] Implemented app/{slug}.py with a test in tests/test_{slug}.py.\n"
+                + marker("milestone", f"[demo] implemented {slug}", file=f"app/{slug}.py", progress=100)
+                if ok else f"[demo] I could not write app/{slug}.py: the write was refused.\n"
+                + marker("blocker", f"[demo] writing app/{slug}.py was refused"))
+        agent.say(text)
+        return text
+    if role == "reviewer":
+        agent.say("[demo] Reading the workspace before writing the review.\n"
+                  + marker("progress", "[demo] reading files", progress=20))
+        agent.shell(Command("ls -R", ["ls", "-R"]))
+        found = sorted(str(p.relative_to(agent.cwd)) for pattern in ("docs/DESIGN.md", "app/*.py", "tests/test_*.py")
+                       for p in agent.cwd.glob(pattern))
+        if found:
+            agent.shell(Command("cat " + " ".join(found), ["cat", *found]))
+        ok = agent.write(agent.cwd / "docs" / "REVIEW.md", review_md(task, found))
+        finding = marker("finding", f"[demo] reviewed {len(found)} file(s); no blocking issue",
+                         file=found[0] if found else "docs/REVIEW.md", line=1)
+        text = (f"[demo] Review written to docs/REVIEW.md.\n{finding}\n"
+                + marker("milestone", "[demo] review written", file="docs/REVIEW.md", progress=100)
+                if ok else f"[demo] I could not write docs/REVIEW.md: Read-only file system.\n{finding}\n"
+                + marker("blocker", "[demo] writing docs/REVIEW.md was refused"))
+        agent.say(text)
+        return text
+    text = (f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only "
+            f"answer.\nYou asked: {task}")
+    agent.say(text)
+    return text
+
+
+def run(agent: DemoAgent) -> int:
+    """Play the scenario around the assignment. Returns the exit code."""
+    sc = agent.scenario
+    if sc in ("auth_error", "rate_limit", "server_error"):
+        return agent.fail(sc)
+    agent.start()
+    if sc == "hang":
+        _sleep_forever()
+    if sc in ("crash", "killed"):
+        agent.say("[demo] Starting on the assignment.\n" + marker("progress", "[demo] starting", progress=5))
+        if sc == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        agent.err(f"TypeError: Cannot read properties of undefined (reading 'content')\n"
+                  f"    at demoTurn (file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n"
+                  f"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)")
+        return 1
+    if sc == "garbage":
+        _garbage(agent)
+    if sc == "flood":
+        for i in range(env_int("ORCHESTRATE_DEMO_FLOOD_LINES", 100_000)):
+            agent.noise(i)
+    keep: list[Any] = []
+    if sc == "memory_hog":
+        keep.append(_memory_hog(agent))
+    if sc == "fork_bomb_lite":
+        keep.append(_fork_children(agent))
+    if sc == "permission_error":
+        outside = agent.cwd.parent / f"{agent.cwd.name}-outside" / "NOTES.md"
+        agent.say(f"[demo] First I will leave a note next to the workspace, in {outside}.\n"
+                  + marker("progress", "[demo] writing a note outside the workspace", progress=10))
+        agent.write(outside, "[demo] a note written outside the workspace\n")
+    final = _work(agent)
+    code = agent.finish(final)
+    if sc == "result_then_hang":
+        _sleep_forever()
+    return code
+
+
+class UsageExit(Exception):
+    def __init__(self, text: str, code: int = 1) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors the CLI's way (``UsageExit``) instead of exiting 2."""
+
+    def __init__(self, prog: str, error_format: str, error_code: int) -> None:
+        super().__init__(prog=prog, add_help=False, allow_abbrev=False)
+        self._format = error_format
+        self._code = error_code
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UsageExit(self._format.format(message=message), self._code)
+
+
+def guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Run a CLI main; a ``UsageExit`` prints its text on stderr and becomes the exit code."""
+    try:
+        return main(argv)
+    except UsageExit as exc:
+        DemoAgent.err(exc.text)
+        return exc.code
+    except BrokenPipeError:
+        return 1

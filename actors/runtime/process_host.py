@@ -1,0 +1,174 @@
+"""Spawn a CLI in its own process group, read its pipes line by line, signal the group.
+
+The worker actor talks to processes only through ``ProcessHost``/``HostedProcess`` so that a
+host on another machine can take this one's place without the worker changing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+import psutil
+
+from actors.adapters.base import Launch
+
+log = logging.getLogger(__name__)
+
+CHUNK = 65_536
+# The environment marker every agent process carries, so that a later orchestrator can find
+# the orphans of one that died (and never touch a process it did not start).
+SESSION_MARKER_ENV = "ORCHESTRATE_SESSION_ID"
+
+
+@dataclass(frozen=True)
+class PipeLine:
+    """One line from a pipe. ``data`` is the head only when ``total_bytes`` is larger."""
+
+    data: bytes
+    total_bytes: int
+    overflow_path: str | None = None
+
+
+def iter_lines(pipe: IO[bytes], max_line_bytes: int,
+               overflow_file: Callable[[], Path]) -> Iterator[PipeLine]:
+    """Yield the pipe's lines without ever holding more than ``max_line_bytes`` of one.
+
+    A longer line is written whole to the file ``overflow_file()`` names, and only its
+    head is yielded, so nothing is lost and memory stays bounded.
+    """
+    while True:
+        data = pipe.readline(max_line_bytes + 1)
+        if not data:
+            return
+        if data.endswith(b"\n") or len(data) <= max_line_bytes:
+            yield PipeLine(data.rstrip(b"\r\n"), len(data.rstrip(b"\r\n")))
+            continue
+        path = overflow_file()
+        total = len(data)
+        with open(path, "wb") as out:
+            out.write(data)
+            while not data.endswith(b"\n"):
+                data = pipe.readline(CHUNK)
+                if not data:
+                    break
+                out.write(data)
+                total += len(data)
+        head = open(path, "rb").read(4096)
+        yield PipeLine(head, total - (1 if data.endswith(b"\n") else 0), str(path))
+
+
+class HostedProcess:
+    """A running CLI: its pipes, its process group and how to end it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.pgid = popen.pid  # start_new_session: the CLI leads its own group
+        self.stdout: IO[bytes] = popen.stdout  # type: ignore[assignment]
+        self.stderr: IO[bytes] = popen.stderr  # type: ignore[assignment]
+        self._exited = threading.Event()
+
+    def wait_exit_unreaped(self) -> None:
+        """Block until the leader exits, leaving it a zombie so its pid (the pgid) stays ours."""
+        try:
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        self._exited.set()
+
+    def end_stragglers(self, grace_s: float = 1.0) -> int:
+        """After the leader exited: end what it left running in its group. Returns how many."""
+        members = self.group_members()
+        if not members:
+            return 0
+        self.signal_group(signal.SIGTERM)
+        gone, alive = psutil.wait_procs(members, timeout=grace_s)
+        if alive:
+            self.signal_group(signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=grace_s)
+        return len(members)
+
+    def group_members(self) -> list[psutil.Process]:
+        """Live processes in this group other than the (possibly zombie) leader."""
+        found = []
+        for proc in psutil.process_iter(["pid", "status"]):
+            if proc.pid == self.pid:
+                continue
+            try:
+                if os.getpgid(proc.pid) == self.pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    def reap(self) -> int:
+        """Collect the exit status (the leader must have exited). Negative: killed by signal."""
+        return self._popen.wait()
+
+    def signal_group(self, sig: int) -> bool:
+        """Send a signal to the whole group; False when it is already gone."""
+        if self._popen.returncode is not None:
+            return False  # reaped: the pgid may belong to someone else now
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def terminate(self, grace_s: float) -> None:
+        """SIGCONT (a stopped group cannot act on SIGTERM), SIGTERM, then SIGKILL after grace."""
+        self.signal_group(signal.SIGCONT)
+        self.signal_group(signal.SIGTERM)
+        if not self._exited.wait(grace_s):
+            log.warning("pid %s ignored SIGTERM for %.1fs; sending SIGKILL to its group",
+                        self.pid, grace_s)
+            self.signal_group(signal.SIGKILL)
+
+    @property
+    def exited(self) -> bool:
+        """True once the leader has exited (reaped or not)."""
+        return self._exited.is_set()
+
+
+class ProcessHost:
+    """Starts CLIs on this machine."""
+
+    def spawn(self, launch: Launch) -> HostedProcess:
+        """Start the CLI with stdin closed, in a new session (its own process group).
+
+        Raises:
+            FileNotFoundError: the executable or the working directory does not exist
+                (``e.filename`` tells which).
+            PermissionError: the executable is not executable.
+        """
+        popen = subprocess.Popen(
+            list(launch.argv), cwd=launch.cwd, env=launch.env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, close_fds=True,
+        )
+        return HostedProcess(popen)
+
+
+def describe_spawn_error(exc: OSError, launch: Launch) -> str:
+    """A sentence naming what was missing when a spawn failed."""
+    if isinstance(exc, FileNotFoundError):
+        if exc.filename and Path(str(exc.filename)) == Path(launch.cwd):
+            return f"working directory {launch.cwd} does not exist"
+        return (f"executable {launch.argv[0]!r} not found; install the CLI or set "
+                f"[agents.<name>] command in the config")
+    if isinstance(exc, PermissionError):
+        return f"executable {launch.argv[0]!r} is not executable: {exc.strerror}"
+    return f"could not start {launch.argv[0]!r}: {exc}"
+
+
+def monotonic() -> float:
+    """Seconds on a clock that never jumps (wall-clock changes do not matter)."""
+    return time.monotonic()

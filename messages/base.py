@@ -1,0 +1,33 @@
+"""Base of every message, and the small shared types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AgentName = Literal["gemini", "codex", "claude"]
+AGENT_NAMES: tuple[AgentName, ...] = ("gemini", "codex", "claude")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    """An immutable value; unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Frozen):
+    """Something one actor tells another.
+
+    Pykka does not copy messages, so every field is immutable (tuples, frozen models).
+    """
+
+    message_id: UUID = Field(default_factory=uuid4)
+    sent_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,65 @@
+"""The unified worker event: the seed's schema, shared by all three CLIs.
+
+``{"type", "agent", "timestamp", "payload": {"text", "progress", "file", ...}}``
+plus bookkeeping fields (``seq``, ``assignment_id``, ``raw``) kept beside it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from messages.base import AgentName, Frozen, utc_now
+
+EventType = Literal["status", "progress", "finding", "task", "blocker", "milestone", "review", "error"]
+EVENT_TYPES: tuple[str, ...] = (
+    "status", "progress", "finding", "task", "blocker", "milestone", "review", "error",
+)
+
+
+class EventPayload(Frozen):
+    """What an event says. ``kind`` tells events of one type apart (e.g. ``tool_call``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str | None = None
+    progress: int | None = Field(default=None, ge=0, le=100)
+    file: str | None = None
+    kind: str | None = Field(default=None, description="sub-kind: text, tool_call, tool_result, "
+                             "init, result, marker, parse_error, exit, retry, ...")
+    tool: str | None = None
+    tool_input: dict[str, Any] | None = None
+    session_id: str | None = None
+    model: str | None = None
+    files: tuple[str, ...] | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    retryable: bool | None = None
+    terminal: bool | None = None
+    exit_code: int | None = None
+    severity: str | None = None
+    line: int | None = None
+    details: dict[str, Any] | None = None
+
+
+class Event(Frozen):
+    """One normalised thing an agent did or said.
+
+    ``raw`` keeps the CLI's original line (decoded with replacement when not UTF-8);
+    ``raw_file`` names a side file when the line was too long to keep inline.
+    """
+
+    type: EventType
+    agent: AgentName
+    timestamp: datetime = Field(default_factory=utc_now)
+    payload: EventPayload = Field(default_factory=EventPayload)
+    seq: int | None = Field(default=None, description="position in <agent>.jsonl, from 1")
+    assignment_id: str | None = None
+    raw: str | None = None
+    raw_file: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready form written to the session's ``<agent>.jsonl``."""
+        return self.model_dump(mode="json", exclude_none=True)

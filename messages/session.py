@@ -1,0 +1,171 @@
+"""Launcher/Gateway <-> Coordinator: the session, its plan and its state."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from messages.base import AgentName, Frozen, Message
+
+Role = Literal["architect", "implementer", "reviewer"]
+SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped"]
+AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+
+
+class PlannedAssignment(Frozen):
+    """One unit of work in the architect's plan."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role
+    title: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(min_length=1)
+    depends_on: tuple[str, ...] = ()
+    weight: float = Field(default=1.0, gt=0, le=100)
+
+
+class Plan(Frozen):
+    """The architect's structured plan; validated, then scheduled by dependencies."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    summary: str = ""
+    assignments: tuple[PlannedAssignment, ...] = Field(min_length=1, max_length=30)
+
+    @field_validator("assignments")
+    @classmethod
+    def _unique_ids(cls, value: tuple[PlannedAssignment, ...]) -> tuple[PlannedAssignment, ...]:
+        ids = [a.id for a in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"assignment ids must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _dependencies_exist_and_acyclic(self) -> "Plan":
+        known = {a.id for a in self.assignments}
+        for a in self.assignments:
+            missing = [d for d in a.depends_on if d not in known]
+            if missing:
+                raise ValueError(f"assignment {a.id!r} depends on unknown {', '.join(missing)}")
+            if a.id in a.depends_on:
+                raise ValueError(f"assignment {a.id!r} depends on itself")
+        deps = {a.id: set(a.depends_on) for a in self.assignments}
+        done: set[str] = set()
+        while len(done) < len(deps):
+            ready = [i for i, d in deps.items() if i not in done and d <= done]
+            if not ready:
+                cycle = sorted(set(deps) - done)
+                raise ValueError(f"dependency cycle among: {', '.join(cycle)}")
+            done.update(ready)
+        return self
+
+
+class AssignmentRecord(Frozen):
+    """An assignment as the session tracks it (persisted in state.json)."""
+
+    id: str
+    role: Role
+    agent: AgentName
+    title: str
+    instructions: str
+    depends_on: tuple[str, ...] = ()
+    weight: float = 1.0
+    status: AssignmentStatus = "pending"
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    busy_s: float = 0.0
+    agent_session_id: str | None = None
+    final_text: str = ""
+    files_written: tuple[str, ...] = ()
+    tokens: int | None = None
+    cost_usd: float | None = None
+    error: str | None = None
+    returncode: int | None = None
+
+
+class AgentShare(Frozen):
+    """Planned, actual and target share of the work for one agent."""
+
+    agent: AgentName
+    target_min: float
+    target_max: float
+    planned: float = 0.0
+    busy_s: float = 0.0
+    actual_by_time: float = 0.0
+    tokens: int = 0
+    actual_by_tokens: float | None = None
+
+
+class SessionSnapshot(Frozen):
+    """The whole session, as written to state.json and shown on the dashboard."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    session_id: str
+    task: str
+    target: str
+    workspace: str
+    demo: bool = False
+    status: SessionStatus = "planning"
+    created_at: str
+    updated_at: str
+    ended_at: str | None = None
+    plan_source: str | None = Field(default=None, description="architect, architect_retry or fallback")
+    plan_summary: str = ""
+    plan_errors: tuple[str, ...] = ()
+    assignments: tuple[AssignmentRecord, ...] = ()
+    shares: tuple[AgentShare, ...] = ()
+    decisions: tuple[dict[str, Any], ...] = ()
+    recoveries: tuple[dict[str, Any], ...] = ()
+    questions: tuple[dict[str, Any], ...] = ()
+    summary: str = ""
+    exit_code: int | None = None
+    orchestrator_pid: int | None = None
+
+
+class StartSession(Message):
+    """Launcher -> Coordinator: plan and run the task. ``reply_to`` gets ``SessionEnded``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    reply_to: Any = Field(default=None, exclude=True)
+
+
+class ControlRequested(Message):
+    """Launcher/Gateway -> Coordinator: a person asked for pause, resume, stop or a review."""
+
+    action: Literal["pause", "resume", "stop", "review"]
+    agent: AgentName | None = Field(default=None, description="None: the whole session")
+    source: str = "user"
+
+
+class AnswerGiven(Message):
+    """Launcher/Gateway -> Coordinator: a person answered a waiting question."""
+
+    question_id: str
+    answer: str = Field(max_length=20_000)
+    approve: bool | None = None
+
+
+class GetSessionState(Message):
+    """Question (ask, with a timeout): answered with the current ``SessionSnapshot``."""
+
+
+class SessionStateChanged(Message):
+    """Coordinator -> listeners: the session moved; state.json already holds this snapshot."""
+
+    snapshot: SessionSnapshot
+
+
+class SessionEnded(Message):
+    """Coordinator -> launcher: the session reached a terminal status."""
+
+    session_id: str
+    status: SessionStatus
+    exit_code: int
+    summary: str

@@ -1,0 +1,126 @@
+"""Coordinator <-> Worker, and Worker -> everyone who listens to agent events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from messages.base import AgentName, Frozen, Message
+from messages.events import Event
+
+AssignmentMode = Literal["write", "read_only"]
+WorkerStatus = Literal["idle", "starting", "running", "paused", "stopping", "exited"]
+
+
+class RunOutcome(Frozen):
+    """What one CLI run amounted to, as its adapter understood the stream and the exit."""
+
+    success: bool
+    final_text: str = ""
+    session_id: str | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    total_tokens: int | None = None
+    files_written: tuple[str, ...] = ()
+    permission_denials: tuple[str, ...] = ()
+    error: str | None = Field(default=None, description="why it failed, in the CLI's words")
+    terminal_event_seen: bool = False
+
+
+class StartAssignment(Message):
+    """Coordinator -> Worker: run the CLI once for this assignment.
+
+    The worker answers with ``AssignmentFinished`` to ``reply_to`` when the process
+    group is gone and every line has been recorded.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    assignment_id: str
+    prompt: str
+    mode: AssignmentMode = "write"
+    resume_session_id: str | None = None
+    extra_dirs: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = Field(default=(), description="flags added by Recovery")
+    reply_to: Any = Field(default=None, exclude=True)
+
+
+class PauseWorker(Message):
+    """-> Worker: SIGSTOP the whole process group."""
+
+    reason: str = "user"
+
+
+class ResumeWorker(Message):
+    """-> Worker: SIGCONT the whole process group."""
+
+    reason: str = "user"
+
+
+class StopWorker(Message):
+    """-> Worker: SIGTERM the group, SIGKILL after the grace period."""
+
+    reason: str = "user"
+
+
+class GetWorkerState(Message):
+    """Question (ask, with a timeout): answered with a ``WorkerSnapshot``."""
+
+
+class WorkerSnapshot(Frozen):
+    """A worker as seen from outside."""
+
+    agent: AgentName
+    status: WorkerStatus
+    pid: int | None = None
+    assignment_id: str | None = None
+    events_recorded: int = 0
+    last_activity: str | None = None
+    last_progress: int | None = None
+    started_at: float | None = None
+
+
+class EventRecorded(Message):
+    """Worker -> listeners: this event is appended and flushed to ``<agent>.jsonl``."""
+
+    event: Event
+
+
+class WorkerStateChanged(Message):
+    """Worker -> listeners: the worker's lifecycle moved (started, paused, exited...)."""
+
+    snapshot: WorkerSnapshot
+
+
+class AssignmentFinished(Message):
+    """Worker -> the ``reply_to`` of ``StartAssignment``: the process group is gone, pipes drained.
+
+    ``returncode`` is negative when a signal ended the CLI; ``None`` when it never started.
+    """
+
+    agent: AgentName
+    assignment_id: str
+    returncode: int | None
+    stderr_tail: tuple[str, ...] = ()
+    outcome: RunOutcome
+    duration_s: float = 0.0
+    spawn_error: str | None = None
+    stopped_by: str | None = Field(default=None, description="reason given to StopWorker, if any")
+
+
+class LineRead(Message):
+    """Worker's reader thread -> Worker: one line (or an over-long line's head) from a pipe."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+    total_bytes: int = Field(description="the whole line's length; more than len(data) when cut")
+    overflow_path: str | None = Field(default=None, description="file holding the whole long line")
+    run_id: int
+
+
+class ProcessEnded(Message):
+    """Worker's reaper thread -> Worker: the CLI exited and both pipes reached EOF."""
+
+    returncode: int
+    run_id: int

@@ -1,0 +1,1 @@
+"""The real-CLI test tier: pinned agent CLIs (package.json) and a scripted model server."""

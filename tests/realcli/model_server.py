@@ -1,0 +1,576 @@
+"""A scripted model server that the real ``claude``, ``codex`` and ``gemini`` CLIs can talk to.
+
+It speaks just enough of three vendor APIs over SSE, on 127.0.0.1, to run whole headless
+sessions with no network and no credentials:
+
+* Anthropic Messages:  ``HEAD /`` (404 is fine) and ``POST /v1/messages?beta=true``
+* OpenAI Responses:    ``POST /v1/responses`` (codex through a custom provider)
+* Gemini:              ``POST /v1beta/models/<m>:streamGenerateContent?alt=sse`` and the
+                       ``:generateContent`` side calls (model router, next-speaker check)
+
+Every answer is decided from the request alone (no state, so runs can go in parallel).
+A keyword in the latest user prompt selects the script:
+
+``SCRIPT:text``            a plain text answer (:data:`TEXT_ANSWER`)
+``SCRIPT:marker``          a text answer that contains a reporting-protocol marker line
+``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace) with
+                           :data:`WRITE_CONTENT`; once the conversation carries the tool
+                           result, a final text (:func:`write_done_text`)
+``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
+
+A request without a keyword (a CLI's own side request) gets a short text answer.
+All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+TEXT_ANSWER = "Hello from the scripted model."
+WRITE_CONTENT = "written by the scripted model\n"
+MARKER_TEXT = "scripted marker milestone"
+MARKER_LINE = 'ORCHESTRATE_EVENT {"type":"milestone","text":"%s"}' % MARKER_TEXT
+MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
+SIDE_ANSWER = "ok"
+
+_SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error)(?:[ \t]+([^\s`'\"]+))?")
+
+ERROR_MESSAGES = {
+    400: "mock bad request",
+    401: "mock invalid api key",
+    403: "mock forbidden",
+    404: "mock not found",
+    429: "mock rate limited",
+    500: "mock internal error",
+    503: "mock unavailable",
+    529: "mock overloaded",
+}
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+_OPENAI_ERROR = {  # status -> (type, code)
+    400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "forbidden"), 404: ("invalid_request_error", "not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"), 500: ("server_error", None),
+    503: ("server_error", None),
+}
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def write_done_text(name: str) -> str:
+    """The final answer after a ``SCRIPT:write <name>`` tool call came back."""
+    return f"Wrote {name} as scripted."
+
+
+def error_message(status: int) -> str:
+    return ERROR_MESSAGES.get(status, f"mock status {status}")
+
+
+@dataclass(frozen=True)
+class Script:
+    kind: str  # "text" | "marker" | "write" | "error" | "side"
+    arg: str | None = None
+
+
+@dataclass
+class RecordedRequest:
+    """One request the server received."""
+
+    method: str
+    path: str
+    api: str  # "anthropic" | "openai" | "gemini" | "gemini-side" | "other"
+    headers: dict[str, str]
+    body: Any
+    script: Script | None = None
+    answered: str = ""  # what the server did: "text", "tool_call", "final", "error 429", ...
+    status: int = 200
+
+
+def find_script(texts: Iterable[str]) -> Script | None:
+    """The last ``SCRIPT:`` directive in ``texts`` (searched newest first)."""
+    for text in reversed(list(texts)):
+        matches = list(_SCRIPT_RE.finditer(text or ""))
+        if matches:
+            m = matches[-1]
+            return Script(m.group(1), m.group(2))
+    return None
+
+
+def _sse(events: Iterable[tuple[str | None, Any]], sep: str = "\n\n") -> bytes:
+    out = []
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        out.append(f"{head}data: {json.dumps(data)}{sep}")
+    return "".join(out).encode()
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:20]}"
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def _anthropic_texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    texts = []
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            texts.append(block.get("text", ""))
+    return texts
+
+
+def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
+    """(script, tool result present in the latest user turn, primary working directory)."""
+    messages = body.get("messages") or []
+    user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    texts: list[str] = []
+    for m in user_msgs:
+        texts.extend(_anthropic_texts(m.get("content")))
+    script = find_script(texts)
+    has_result = False
+    if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
+        content = user_msgs[-1].get("content")
+        if isinstance(content, list):
+            has_result = any(isinstance(b, dict) and b.get("type") == "tool_result"
+                             for b in content)
+    system = body.get("system")
+    system_text = system if isinstance(system, str) else " ".join(
+        b.get("text", "") for b in system or [] if isinstance(b, dict))
+    m = re.search(r"Primary working directory: (\S+)", system_text)
+    return script, has_result, (m.group(1) if m else None)
+
+
+def _anthropic_stream(model: str, blocks: list[dict], stop_reason: str) -> bytes:
+    events: list[tuple[str | None, Any]] = [("message_start", {
+        "type": "message_start",
+        "message": {"id": _new_id("msg_mock"), "type": "message", "role": "assistant",
+                    "model": model, "content": [], "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 120, "output_tokens": 1,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}},
+    })]
+    for i, block in enumerate(blocks):
+        if block["type"] == "text":
+            events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                    "content_block": {"type": "text", "text": ""}}))
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                    "delta": {"type": "text_delta",
+                                                              "text": block["text"]}}))
+        else:
+            events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                    "content_block": {"type": "tool_use",
+                                                                      "id": block["id"],
+                                                                      "name": block["name"],
+                                                                      "input": {}}}))
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                    "delta": {"type": "input_json_delta",
+                                                              "partial_json": json.dumps(
+                                                                  block["input"])}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                     "usage": {"output_tokens": 25}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return _sse(events)
+
+
+# --------------------------------------------------------------------------- OpenAI Responses
+
+
+def _openai_plan(body: dict) -> tuple[Script | None, bool, str]:
+    """(script, latest input item is a tool output, apply_patch tool flavour)."""
+    items = body.get("input") or []
+    if isinstance(items, str):
+        items = [{"type": "message", "role": "user", "content": items}]
+    texts = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("role") != "user":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        else:
+            texts.extend(c.get("text", "") for c in content or [] if isinstance(c, dict))
+    script = find_script(texts)
+    last = items[-1] if items else {}
+    has_result = isinstance(last, dict) and last.get("type") in (
+        "custom_tool_call_output", "function_call_output")
+    flavour = "custom"
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("name") == "apply_patch":
+            flavour = "custom" if tool.get("type") == "custom" else "function"
+    return script, has_result, flavour
+
+
+def _openai_stream(body: dict, items: list[dict]) -> bytes:
+    resp_id = _new_id("resp_mock")
+    model = body.get("model", "mock")
+    events: list[tuple[str | None, Any]] = [("response.created", {
+        "type": "response.created", "sequence_number": 0,
+        "response": {"id": resp_id, "object": "response", "status": "in_progress",
+                     "model": model, "output": []}})]
+    for i, item in enumerate(items):
+        events.append(("response.output_item.added", {"type": "response.output_item.added",
+                                                       "output_index": i, "item": item}))
+        events.append(("response.output_item.done", {"type": "response.output_item.done",
+                                                      "output_index": i, "item": item}))
+    events.append(("response.completed", {
+        "type": "response.completed",
+        "response": {"id": resp_id, "object": "response", "status": "completed", "model": model,
+                     "output": items,
+                     "usage": {"input_tokens": 1200,
+                               "input_tokens_details": {"cached_tokens": 0},
+                               "output_tokens": 40,
+                               "output_tokens_details": {"reasoning_tokens": 0},
+                               "total_tokens": 1240}}}))
+    return _sse(events)
+
+
+def _openai_message(text: str) -> dict:
+    return {"type": "message", "role": "assistant", "id": _new_id("msg_mock"),
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+# --------------------------------------------------------------------------- Gemini
+
+
+_GEMINI_CWD_RES = (
+    re.compile(r"\*\*Workspace Directories:\*\*\s*\n\s*- (\S+)"),
+    re.compile(r"I'm currently working in the directory: (\S+)"),
+    re.compile(r"[Cc]urrent working directory[^:]*: (\S+)"),
+    re.compile(r"working directory is[: ]+(\S+)"),
+)
+
+
+def _gemini_plan(body: dict) -> tuple[Script | None, bool, str | None]:
+    contents = body.get("contents") or []
+    texts = []
+    all_text = []
+    for c in contents:
+        if not isinstance(c, dict):
+            continue
+        for part in c.get("parts") or []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                all_text.append(part["text"])
+                if c.get("role") == "user":
+                    texts.append(part["text"])
+    script = find_script(texts)
+    has_result = False
+    if contents and isinstance(contents[-1], dict):
+        has_result = any(isinstance(p, dict) and "functionResponse" in p
+                         for p in contents[-1].get("parts") or [])
+    sys_parts = (body.get("systemInstruction") or {}).get("parts") or []
+    all_text.extend(p.get("text", "") for p in sys_parts if isinstance(p, dict))
+    cwd = None
+    for rx in _GEMINI_CWD_RES:
+        for text in all_text:
+            m = rx.search(text)
+            if m:
+                cwd = m.group(1).rstrip(".,;:")
+                break
+        if cwd:
+            break
+    return script, has_result, cwd
+
+
+def _gemini_chunk(parts: list[dict], finish: bool, model: str = "gemini-mock") -> dict:
+    chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": parts},
+                                              "index": 0}]}
+    if finish:
+        chunk["candidates"][0]["finishReason"] = "STOP"
+        chunk["usageMetadata"] = {"promptTokenCount": 1200, "candidatesTokenCount": 40,
+                                  "totalTokenCount": 1240}
+    chunk["modelVersion"] = model
+    return chunk
+
+
+def _gemini_side_answer(body: dict) -> dict:
+    """``:generateContent`` side calls: router classification, next-speaker check, other."""
+    config = body.get("generationConfig") or body.get("config") or {}
+    schema = config.get("responseJsonSchema") or config.get("responseSchema") or {}
+    props = schema.get("properties") or {} if isinstance(schema, dict) else {}
+    blob = json.dumps(body)
+    if "complexity_score" in props or "complexity_score" in blob:
+        text = json.dumps({"complexity_reasoning": "scripted: simple", "complexity_score": 1})
+    elif "next_speaker" in props:
+        text = json.dumps({"reasoning": "scripted: the model is done", "next_speaker": "user"})
+    elif props:
+        text = json.dumps({k: "" for k in props})
+    else:
+        text = SIDE_ANSWER
+    return _gemini_chunk([{"text": text}], finish=True)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep quiet
+        pass
+
+    # ---- plumbing
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        enc = (self.headers.get("Content-Encoding") or "").lower()
+        if enc == "gzip":
+            raw = gzip.decompress(raw)
+        elif enc == "deflate":
+            raw = zlib.decompress(raw)
+        elif enc == "zstd":
+            try:  # pragma: no cover - only when a client compresses with zstd
+                import zstandard  # type: ignore[import-not-found]
+                raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+            except ImportError:
+                pass
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None,
+              head_only: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
+            self.wfile.flush()
+        self.close_connection = True
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _record(self, api: str, body: Any) -> RecordedRequest:
+        rec = RecordedRequest(method=self.command, path=self.path, api=api,
+                              headers={k.lower(): v for k, v in self.headers.items()}, body=body)
+        self.server.owner._record(rec)
+        return rec
+
+    # ---- verbs
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._record("other", None)
+        self._send(404, b"", "application/json", head_only=True)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record("other", None)
+        self._json(404, {"error": {"message": f"no route for GET {self.path}"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self._read_body()
+        path = urlsplit(self.path).path
+        if not isinstance(body, dict):
+            body = {"_raw": body}
+        try:
+            if path.endswith("/v1/messages"):
+                self._anthropic(self._record("anthropic", body), body)
+            elif path.endswith("/responses"):
+                self._openai(self._record("openai", body), body)
+            elif ":streamGenerateContent" in path:
+                self._gemini(self._record("gemini", body), body, path)
+            elif ":generateContent" in path:
+                rec = self._record("gemini-side", body)
+                rec.answered = "side"
+                self._json(200, _gemini_side_answer(body))
+            elif ":countTokens" in path:
+                self._record("gemini-side", body).answered = "count"
+                self._json(200, {"totalTokens": 100})
+            else:
+                self._record("other", body)
+                self._json(404, {"error": {"message": f"no route for POST {path}"}})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # ---- per vendor
+    def _error(self, rec: RecordedRequest, status: int, api: str) -> None:
+        rec.answered, rec.status = f"error {status}", status
+        msg = error_message(status)
+        if api == "anthropic":
+            body = {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"),
+                                               "message": msg},
+                    "request_id": _new_id("req_mock")}
+        elif api == "openai":
+            etype, code = _OPENAI_ERROR.get(status, ("server_error", None))
+            body = {"error": {"message": msg, "type": etype, "param": None, "code": code}}
+        else:
+            body = {"error": {"code": status, "message": msg,
+                              "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
+        self._json(status, body, {"retry-after": "0"} if status == 429 else None)
+
+    def _anthropic(self, rec: RecordedRequest, body: dict) -> None:
+        script, has_result, cwd = _anthropic_plan(body)
+        rec.script = script
+        if script and script.kind == "error":
+            return self._error(rec, int(script.arg or 500), "anthropic")
+        blocks: list[dict]
+        stop = "end_turn"
+        if not body.get("tools") and script and script.kind != "error":
+            script = None  # a side request (session title etc.): answer it plainly
+        if script and script.kind == "write" and not has_result:
+            name = script.arg or "scripted.txt"
+            path = f"{cwd.rstrip('/')}/{name}" if cwd else name
+            blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), "name": "Write",
+                       "input": {"file_path": path, "content": WRITE_CONTENT}}]
+            stop, rec.answered = "tool_use", "tool_call"
+        else:
+            text, rec.answered = self._final_text(script, has_result)
+            blocks = [{"type": "text", "text": text}]
+        model = body.get("model", "claude-mock")
+        if body.get("stream"):
+            self._send(200, _anthropic_stream(model, blocks, stop), "text/event-stream",
+                       {"Cache-Control": "no-cache"})
+        else:
+            content = [b if b["type"] == "text" else {k: b[k] for k in ("type", "id", "name", "input")}
+                       for b in blocks]
+            self._json(200, {"id": _new_id("msg_mock"), "type": "message", "role": "assistant",
+                             "model": model, "content": content, "stop_reason": stop,
+                             "stop_sequence": None,
+                             "usage": {"input_tokens": 120, "output_tokens": 25}})
+
+    def _openai(self, rec: RecordedRequest, body: dict) -> None:
+        script, has_result, flavour = _openai_plan(body)
+        rec.script = script
+        if script and script.kind == "error":
+            return self._error(rec, int(script.arg or 500), "openai")
+        if script and script.kind == "write" and not has_result:
+            name = script.arg or "scripted.txt"
+            patch = "*** Begin Patch\n*** Add File: %s\n%s*** End Patch\n" % (
+                name, "".join("+" + line + "\n" for line in WRITE_CONTENT.splitlines()))
+            call_id = _new_id("call_mock")
+            if flavour == "custom":
+                item = {"type": "custom_tool_call", "id": _new_id("ctc_mock"), "status": "completed",
+                        "call_id": call_id, "name": "apply_patch", "input": patch}
+            else:
+                item = {"type": "function_call", "id": _new_id("fc_mock"), "status": "completed",
+                        "call_id": call_id, "name": "apply_patch",
+                        "arguments": json.dumps({"input": patch})}
+            rec.answered = "tool_call"
+            items = [item]
+        else:
+            text, rec.answered = self._final_text(script, has_result)
+            items = [_openai_message(text)]
+        self._send(200, _openai_stream(body, items), "text/event-stream",
+                   {"Cache-Control": "no-cache"})
+
+    def _gemini(self, rec: RecordedRequest, body: dict, path: str) -> None:
+        model = path.rsplit("/", 1)[-1].split(":", 1)[0]
+        script, has_result, cwd = _gemini_plan(body)
+        rec.script = script
+        if script and script.kind == "error":
+            return self._error(rec, int(script.arg or 500), "gemini")
+        if script and script.kind == "write" and not has_result:
+            name = script.arg or "scripted.txt"
+            file_path = f"{cwd.rstrip('/')}/{name}" if cwd else name
+            parts = [{"functionCall": {"name": "write_file",
+                                       "args": {"file_path": file_path, "content": WRITE_CONTENT}}}]
+            rec.answered = "tool_call"
+            chunks = [_gemini_chunk(parts, finish=True, model=model)]
+        else:
+            text, rec.answered = self._final_text(script, has_result)
+            # two chunks, split mid-line, as the real API does
+            cut = max(1, len(text) // 2)
+            chunks = [_gemini_chunk([{"text": text[:cut]}], finish=False, model=model),
+                      _gemini_chunk([{"text": text[cut:]}], finish=True, model=model)]
+        self._send(200, _sse(((None, c) for c in chunks), sep="\r\n\r\n"), "text/event-stream",
+                   {"Cache-Control": "no-cache"})
+
+    @staticmethod
+    def _final_text(script: Script | None, has_result: bool) -> tuple[str, str]:
+        if script is None:
+            return SIDE_ANSWER, "side"
+        if script.kind == "write":
+            return write_done_text(script.arg or "scripted.txt"), "final"
+        if script.kind == "marker":
+            return MARKER_ANSWER, "marker"
+        return TEXT_ANSWER, "text"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "ScriptedModelServer"
+
+
+@dataclass
+class ScriptedModelServer:
+    """Start with :meth:`start` (or as a context manager); the URL is :attr:`url`."""
+
+    host: str = "127.0.0.1"
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ScriptedModelServer":
+        server = _Server((self.host, 0), _Handler)
+        server.owner = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="scripted-model-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "ScriptedModelServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _record(self, rec: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def recorded(self, api: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if api is None or r.api == api]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()

@@ -1,0 +1,1 @@
+"""The live dashboard: static files served by the gateway actor."""
