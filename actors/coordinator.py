@@ -40,6 +40,15 @@ ROLE_FALLBACKS: dict[str, tuple[AgentName, ...]] = {
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130}
 
 
+def _failure_reason(message: AssignmentFinished) -> str:
+    """Why a run did not succeed, most telling cause first."""
+    if message.spawn_error:
+        return message.spawn_error
+    if message.stopped_by:
+        return f"stopped: {message.stopped_by}"
+    return message.outcome.error or f"exited with {message.returncode}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -122,8 +131,7 @@ class Coordinator(pykka.ThreadingActor):
             self._finish("stopped", f"stopped during planning: {self._stop_reason}")
             return
         if not message.outcome.success:
-            reason = (message.spawn_error or message.outcome.error
-                      or f"architect exited with {message.returncode}")
+            reason = _failure_reason(message)
             self._adopt_plan(fallback_plan(self._state.task), "fallback",
                              f"architect run failed: {reason}")
             return
@@ -206,9 +214,7 @@ class Coordinator(pykka.ThreadingActor):
         if outcome.success and not message.stopped_by:
             status, error = "completed", None
         else:
-            status = "failed"
-            error = (message.spawn_error or (f"stopped: {message.stopped_by}" if message.stopped_by
-                     else None) or outcome.error or f"exited with {message.returncode}")
+            status, error = "failed", _failure_reason(message)
         self._set_assignment(
             record.id, status=status, finished_at=_now(),
             busy_s=round(record.busy_s + message.duration_s, 3),

@@ -14,7 +14,8 @@ TRANSCRIPTS = Path(__file__).parent / "transcripts"
 GOOD_LINE = {
     "claude": b'{"type":"system","subtype":"init","session_id":"s-1","model":"m"}',
     "codex": b'{"type":"thread.started","thread_id":"s-1"}',
-    "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1","model":"m"}',
+    "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1",'
+              b'"model":"m"}',
 }
 # Known types whose structural fields have the wrong JSON type.
 WRONG_TYPES = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 from abc import abstractmethod
 from typing import Any
 
@@ -87,7 +88,9 @@ _CAUSES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
                      "please set an auth method", "invalid auth method", "unauthenticated",
                      "permission_denied", "\"code\":401", "\"code\":403")),
     ("rate_limit", True, ("rate_limit", "(429)", "429 too many", "quota exceeded",
-                          "exhausted your daily quota", "resource_exhausted", "\"code\":429")),
+                          "exhausted your daily quota", "resource_exhausted", "\"code\":429",
+                          # gemini's 429 result: "[API Error: <msg>]\nPlease wait and try…"
+                          "please wait and try again later", "request a quota increase")),
     ("network", True, ("unable to connect to api", "reconnecting...", "stream disconnected",
                        "fetch failed", "connection refused", "waiting for network")),
     ("server", True, ("server_error", "high demand", "overloaded", "api error: 5",
@@ -106,11 +109,9 @@ def classify(text: str | None) -> tuple[str | None, bool | None]:
 
 def signal_meaning(returncode: int) -> str:
     """'killed by signal N (NAME)' for a negative Python returncode."""
-    import signal as _signal
-
     number = -returncode
     try:
-        name = _signal.Signals(number).name
+        name = signal.Signals(number).name
     except ValueError:
         name = "unknown signal"
     return f"killed by signal {number} ({name})"
@@ -133,8 +134,9 @@ class GuardedParser(StreamParser):
         """Dispatch on ``type``; any surprise becomes a ``parse_error`` draft, never a raise."""
         type_ = obj.get("type")
         if not isinstance(type_, str):
+            shown = clip(repr(type_), 200)
             return [draft("status", kind="unknown",
-                          text=f"{self.agent} line without a string type: {clip(repr(type_), 200)}")]
+                          text=f"{self.agent} line without a string type: {shown}")]
         try:
             drafts = self._dispatch(type_, obj)
         except ShapeError as exc:

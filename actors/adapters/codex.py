@@ -94,8 +94,8 @@ class CodexParser(GuardedParser):
             return [draft("progress", kind="tool_call", tool="shell", text=clip(command),
                           tool_input={"command": command})]
         if status == "declined":  # refused by the approval policy: nothing ran
-            return [draft("blocker", kind="denial", tool="shell", text=f"command declined: {command}",
-                          tool_input={"command": command})]
+            return [draft("blocker", kind="denial", tool="shell",
+                          text=f"command declined: {command}", tool_input={"command": command})]
         exit_code = as_int(item.get("exit_code"))
         return [draft("progress", kind="tool_result", tool="shell", exit_code=exit_code,
                       text=clip(as_str(item.get("aggregated_output"))),
@@ -194,10 +194,9 @@ class CodexParser(GuardedParser):
     def _on_error(self, obj: dict[str, Any]) -> list[Draft]:
         """``Reconnecting...`` is a retry; any other error line waits for turn.failed."""
         text = as_str(obj.get("message")) or ""
+        self._last_error = text  # names the cause if the run ends with no turn.failed
         if text.startswith("Reconnecting..."):
-            self._last_error = text
             return [draft("status", kind="retry", retryable=True, text=clip(text))]
-        self._last_error = text
         cause, retryable = classify(text)
         return [draft("error", kind="api_error", terminal=False, retryable=retryable,
                       text=clip(text or "error"), details={"cause": cause})]

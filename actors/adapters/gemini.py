@@ -179,12 +179,14 @@ class GeminiAdapter(AgentAdapter):
         """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
         # yargs would read a prompt starting with "-" as options; "--prompt=<text>" keeps the
         # value whole (standard yargs syntax; the reference does not show this case).
-        prompt = [f"--prompt={spec.prompt}"] if spec.prompt.startswith("-") else ["-p", spec.prompt]
+        dash = spec.prompt.startswith("-")
+        prompt = [f"--prompt={spec.prompt}"] if dash else ["-p", spec.prompt]
         argv: list[str] = [*spec.executable, *prompt, "--output-format", "stream-json",
                            "--skip-trust",
                            # default registers only read tools: right for reviews. plan mode
                            # would refuse writes with policy_violation blockers instead.
-                           "--approval-mode", "default" if spec.mode == "read_only" else "auto_edit"]
+                           "--approval-mode",
+                           "default" if spec.mode == "read_only" else "auto_edit"]
         for extra in spec.extra_dirs:
             # A non-existent --include-directories entry is fatal for gemini (exit 1,
             # "Directory does not exist"), unlike claude/codex which ignore it: drop it.
@@ -198,7 +200,8 @@ class GeminiAdapter(AgentAdapter):
             argv += ["--resume", spec.resume_session_id]
         argv += spec.extra_args
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
-        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")  # same as --skip-trust, belt and braces
+        # Same as --skip-trust; also covers a relaunched child that might not see the flag.
+        env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")
         return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
 
     def new_parser(self) -> GeminiParser:

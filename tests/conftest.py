@@ -1,0 +1,128 @@
+"""Shared fixtures: real actors, probe collaborators, and a check that no process is left."""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pykka
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO = (sys.executable, "-m", "actors.demo")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Probe(pykka.ThreadingActor):
+    """A collaborator that records every message it is told; tests wait on them by kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: queue.Queue[Any] = queue.Queue()
+
+    def on_receive(self, message: Any) -> Any:
+        self.received.put(message)
+        return None
+
+
+class ProbeHandle:
+    """The test's side of a probe: its ref, and ``expect`` to wait for a message kind."""
+
+    def __init__(self) -> None:
+        self.ref = Probe.start()
+        self._queue: queue.Queue[Any] = self.ref.proxy().received.get()
+        self.seen: list[Any] = []
+
+    def expect(self, kind: type, timeout: float = 10.0,
+               where: Callable[[Any], bool] = lambda m: True) -> Any:
+        """Wait for the next message of ``kind`` matching ``where``; earlier ones are kept in seen."""
+        for message in self.seen:
+            if isinstance(message, kind) and where(message) and not getattr(message, "_taken", False):
+                self.seen.remove(message)
+                return message
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {kind.__name__} within {timeout}s; saw "
+                                     f"{[type(m).__name__ for m in self.seen][-20:]}")
+            try:
+                message = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if isinstance(message, kind) and where(message):
+                return message
+            self.seen.append(message)
+
+    def drain(self) -> list[Any]:
+        """Everything received so far and not yet taken."""
+        while True:
+            try:
+                self.seen.append(self._queue.get_nowait())
+            except queue.Empty:
+                return self.seen
+
+
+@pytest.fixture
+def probe() -> ProbeHandle:
+    """A fresh probe actor."""
+    return ProbeHandle()
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors_and_check_processes() -> Any:
+    """Every test ends with no actor running and no child process of ours left behind."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=20)
+
+    def leftovers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.pid not in before and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    deadline = time.monotonic() + 10
+    while (left := leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        described = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left]
+        for p in left:
+            try:
+                p.kill()  # ours: a child of this test process
+            except psutil.NoSuchProcess:
+                pass
+        pytest.fail(f"processes left running after the test: {described}")
+
+
+@pytest.fixture
+def demo_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for the demo agents in tests: no pacing, the project importable."""
+    env = dict(os.environ)
+    env["ORCHESTRATE_DEMO_PACE"] = "0"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    for key in list(env):
+        if key.startswith("ORCHESTRATE_DEMO_SCENARIO"):
+            del env[key]
+    return env

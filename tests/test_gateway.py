@@ -1,0 +1,402 @@
+"""The gateway's HTTP API against a real server on 127.0.0.1, with a probe coordinator.
+
+The helpers at the top are shared by ``test_gateway_ws.py`` and ``test_dashboard_browser.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pykka
+import pytest
+
+from actors.gateway import Gateway, GatewayError, read_events_page
+from config.settings import WebSettings
+from messages.events import Event, EventPayload
+from messages.gateway import GatewayAddress, GetGatewayAddress, GetGatewayStats
+from messages.session import AnswerGiven, ControlRequested, SessionSnapshot, SessionStateChanged
+from messages.worker import EventRecorded, WorkerSnapshot, WorkerStateChanged
+
+TOKEN = "test-token-5f2c"
+T0 = datetime(2025, 1, 1, 10, 0, 0, tzinfo=UTC)
+
+
+# --- shared helpers --------------------------------------------------------------------------
+
+
+class Probe(pykka.ThreadingActor):
+    """A collaborator that records everything it is told in a queue the test holds."""
+
+    def __init__(self, told: queue.Queue[object]) -> None:
+        super().__init__()
+        self.told = told
+
+    def on_receive(self, message: object) -> None:
+        self.told.put(message)
+
+
+def start_probe() -> tuple[pykka.ActorRef[Probe], queue.Queue[object]]:
+    """A started probe and the queue it fills."""
+    told: queue.Queue[object] = queue.Queue()
+    return Probe.start(told), told
+
+
+def expect(told: queue.Queue[object], kind: type, timeout: float = 5.0) -> Any:
+    """The next message of this kind the probe was told, skipping others; fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = told.get(timeout=left)
+        except queue.Empty:
+            break
+        if isinstance(message, kind):
+            return message
+    raise AssertionError(f"no {kind.__name__} within {timeout}s")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll until the condition is truthy and return its value; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def start_gateway(session_dir: Path, coordinator: pykka.ActorRef[Any] | None = None,
+                  client_queue: int = 1000, **kwargs: Any) -> tuple[pykka.ActorRef[Gateway], GatewayAddress]:
+    """A gateway on a free loopback port, and its address."""
+    ref = Gateway.start(WebSettings(host="127.0.0.1", port=0, client_queue=client_queue),
+                        session_dir, TOKEN, coordinator, **kwargs)
+    return ref, ref.ask(GetGatewayAddress(), timeout=5)
+
+
+def http(address: GatewayAddress, method: str, path: str, body: bytes | str | dict | None = None,
+         token: str | None = TOKEN, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One HTTP call: (status, parsed JSON body)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else (
+        body.encode() if isinstance(body, str) else body)
+    req = urllib.request.Request(address.base_url + path, data=data, method=method)
+    if token is not None:
+        req.add_header("X-Orchestrate-Token", token)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        req.add_header(key, value)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except json.JSONDecodeError:
+            return exc.code, raw.decode(errors="replace")
+
+
+def session_snapshot(**changes: Any) -> SessionSnapshot:
+    """A plausible running session."""
+    base: dict[str, Any] = dict(
+        session_id="20250101-100000-a1b2", task="Add a /health endpoint to the billing service "
+        "and cover it with tests", target="/home/dev/billing", workspace="/home/dev/workspace",
+        status="running", created_at="2025-01-01T10:00:00Z", updated_at="2025-01-01T10:01:00Z",
+        plan_source="architect", plan_summary="Design the endpoint, implement it, review it.",
+        assignments=[
+            {"id": "design", "role": "architect", "agent": "gemini", "title": "Design the endpoint",
+             "instructions": "...", "status": "completed", "weight": 4},
+            {"id": "implement", "role": "implementer", "agent": "claude", "title": "Implement /health",
+             "instructions": "...", "status": "running", "depends_on": ["design"], "weight": 4},
+            {"id": "review", "role": "reviewer", "agent": "codex", "title": "Review the change",
+             "instructions": "...", "status": "pending", "depends_on": ["implement"], "weight": 2},
+        ],
+        shares=[{"agent": "gemini", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
+                 "actual_by_time": 0.46},
+                {"agent": "codex", "target_min": 0.1, "target_max": 0.2, "planned": 0.2,
+                 "actual_by_time": 0.12},
+                {"agent": "claude", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
+                 "actual_by_time": 0.42}],
+    )
+    base.update(changes)
+    return SessionSnapshot.model_validate(base)
+
+
+def worker_snapshot(agent: str, status: str = "running", **changes: Any) -> WorkerSnapshot:
+    """A plausible worker."""
+    return WorkerSnapshot.model_validate({"agent": agent, "status": status, "pid": 4242,
+                                          "assignment_id": "implement", "events_recorded": 12,
+                                          "last_activity": "Edit src/app.py", "last_progress": 30,
+                                          **changes})
+
+
+def event(agent: str, seq: int, text: str = "working", type_: str = "status",
+          at: float | None = None, **payload: Any) -> Event:
+    """An event as a worker records it; ``at`` is seconds after T0 (default: seq)."""
+    return Event.model_validate({
+        "type": type_, "agent": agent, "seq": seq,
+        "timestamp": T0 + timedelta(seconds=seq if at is None else at),
+        "payload": EventPayload(text=text, **payload), "raw": json.dumps({"text": text}),
+    })
+
+
+def write_jsonl(path: Path, events: list[Event], torn: str | None = None) -> None:
+    """Write events as the worker does (one record a line), optionally a torn last line."""
+    with path.open("w", encoding="utf-8") as handle:
+        for item in events:
+            handle.write(json.dumps(item.to_record()) + "\n")
+        if torn is not None:
+            handle.write(torn)
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all(timeout=10)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def probe() -> tuple[pykka.ActorRef[Probe], queue.Queue[object]]:
+    return start_probe()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, probe: tuple[Any, queue.Queue[object]]) -> GatewayAddress:
+    ref, address = start_gateway(tmp_path, probe[0])
+    ref.tell(SessionStateChanged(snapshot=session_snapshot(questions=[
+        {"id": "q1", "kind": "confirmation", "text": "Run `rm -rf build/`?", "agent": "claude"},
+        {"id": "q2", "kind": "clarification", "text": "Which port?", "status": "answered"},
+    ])))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude")))
+    wait_for(lambda: http(address, "GET", "/api/workers")[1]["workers"], what="workers")
+    return address
+
+
+def test_health_needs_no_token_and_says_nothing_private(gateway: GatewayAddress) -> None:
+    status, body = http(gateway, "GET", "/api/health", token=None)
+    assert status == 200 and body["ok"] is True
+    assert TOKEN not in json.dumps(body) and "session" not in body
+
+
+@pytest.mark.parametrize("path", ["/api/session", "/api/workers", "/api/events", "/api/reviews",
+                                  "/api/decisions", "/api/resources"])
+def test_api_refuses_missing_and_wrong_token(gateway: GatewayAddress, path: str) -> None:
+    status, body = http(gateway, "GET", path, token=None)
+    assert status == 401 and "token" in body["error"]
+    status, body = http(gateway, "GET", path, token="nope")
+    assert status == 401 and "wrong token" in body["error"]
+    assert http(gateway, "GET", path)[0] == 200
+
+
+def test_token_in_query_and_cookie_set_by_the_page(gateway: GatewayAddress) -> None:
+    assert http(gateway, "GET", f"/api/session?token={TOKEN}", token=None)[0] == 200
+    with urllib.request.urlopen(gateway.url, timeout=5) as page:
+        cookie = page.headers["Set-Cookie"]
+        assert "orchestrate_token=" in cookie and "HttpOnly" in cookie
+        assert b"<html" in page.read().lower()
+    status, _ = http(gateway, "GET", "/api/workers", token=None,
+                     headers={"Cookie": cookie.split(";")[0]})
+    assert status == 200
+
+
+def test_foreign_host_header_is_refused(gateway: GatewayAddress) -> None:
+    status, body = http(gateway, "GET", "/api/session", headers={"Host": f"evil.example:{gateway.port}"})
+    assert status == 403 and "Host" in body["error"]
+
+
+def test_session_workers_and_decisions_come_from_the_latest_snapshots(
+        tmp_path: Path, probe: tuple[Any, queue.Queue[object]]) -> None:
+    ref, address = start_gateway(tmp_path, probe[0])
+    assert http(address, "GET", "/api/session")[1]["session"] is None
+    decision = {"decision": "LOG_WARNING", "reasoning": "one concern about error handling"}
+    ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=[decision])))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "paused")))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "running")))
+    body = wait_for(lambda: http(address, "GET", "/api/workers")[1]["workers"], what="workers")
+    wait_for(lambda: http(address, "GET", "/api/workers")[1]["workers"][0]["status"] == "running")
+    assert [w["agent"] for w in body] == ["gemini"]
+    assert http(address, "GET", "/api/session")[1]["session"]["status"] == "running"
+    assert http(address, "GET", "/api/decisions")[1]["decisions"] == [decision]
+
+
+def test_controls_reach_the_coordinator(gateway: GatewayAddress,
+                                        probe: tuple[Any, queue.Queue[object]]) -> None:
+    status, body = http(gateway, "POST", "/api/control/pause", body={"agent": "claude"})
+    assert status == 202, body
+    told = expect(probe[1], ControlRequested)
+    assert (told.action, told.agent, told.source) == ("pause", "claude", "dashboard")
+    assert http(gateway, "POST", "/api/control/review")[0] == 202  # no body: the whole session
+    told = expect(probe[1], ControlRequested)
+    assert (told.action, told.agent) == ("review", None)
+
+
+def test_answer_reaches_the_coordinator(gateway: GatewayAddress,
+                                        probe: tuple[Any, queue.Queue[object]]) -> None:
+    status, body = http(gateway, "POST", "/api/answer",
+                        body={"question_id": "q1", "answer": "yes, go on", "approve": True})
+    assert status == 202, body
+    told = expect(probe[1], AnswerGiven)
+    assert (told.question_id, told.answer, told.approve) == ("q1", "yes, go on", True)
+
+
+@pytest.mark.parametrize("method, path, body, status, says", [
+    ("POST", "/api/control/pause", "{not json", 400, "not valid JSON"),
+    ("POST", "/api/answer", "[1, 2", 400, "not valid JSON"),
+    ("POST", "/api/control/explode", {}, 404, "unknown action 'explode'"),
+    ("POST", "/api/control/pause", {"agent": "gpt"}, 400, "agent"),
+    ("POST", "/api/control/pause", {"agnet": "claude"}, 400, "agnet"),
+    ("POST", "/api/answer", {"question_id": "nope", "answer": "x"}, 404, "unknown question id 'nope'"),
+    ("POST", "/api/answer", {"question_id": "q2", "answer": "8080"}, 409, "already"),
+    ("POST", "/api/answer", {"question_id": "q1", "answer": "ok"}, 400, "approve"),
+    ("POST", "/api/answer", {"answer": "x"}, 400, "question_id"),
+    ("GET", "/api/reviews/r-unknown", None, 404, "unknown review id"),
+    ("GET", "/api/events?since=abc", None, 400, "since"),
+    ("GET", "/api/events?agent=gpt", None, 400, "unknown agent"),
+    ("GET", "/api/events?type=bogus", None, 400, "unknown event type"),
+    ("GET", "/api/events?limit=0", None, 400, "limit"),
+    ("GET", "/api/nothing-here", None, 404, "no such API endpoint"),
+])
+def test_bad_input_gets_4xx_with_a_reason(gateway: GatewayAddress, probe: tuple[Any, queue.Queue[object]],
+                                          method: str, path: str, body: Any, status: int,
+                                          says: str) -> None:
+    got_status, got = http(gateway, method, path, body=body)
+    assert got_status == status, got
+    assert says in got["error"]
+    with pytest.raises(AssertionError):
+        expect(probe[1], ControlRequested, timeout=0.1)  # nothing reached the coordinator
+
+
+def test_controls_without_coordinator_say_so(tmp_path: Path) -> None:
+    _, address = start_gateway(tmp_path, None)
+    status, body = http(address, "POST", "/api/control/stop")
+    assert status == 503 and "coordinator" in body["error"]
+
+
+def test_events_are_paged_from_the_session_files_with_a_torn_last_line(
+        tmp_path: Path, probe: tuple[Any, queue.Queue[object]]) -> None:
+    # Interleaved timestamps across three files; claude's last line is still being written.
+    write_jsonl(tmp_path / "gemini.jsonl", [event("gemini", i, f"g{i}", at=i * 3) for i in range(1, 11)])
+    write_jsonl(tmp_path / "codex.jsonl", [event("codex", i, f"x{i}", at=i * 3 + 1,
+                                                 type_="error" if i % 2 else "status")
+                                           for i in range(1, 6)])
+    write_jsonl(tmp_path / "claude.jsonl", [event("claude", i, f"c{i}", at=i * 3 + 2) for i in range(1, 8)],
+                torn='{"type": "status", "agent": "claude", "seq": 8, "payl')
+    _, address = start_gateway(tmp_path, probe[0])
+
+    seen: list[tuple[str, int]] = []
+    since = "0"
+    for _ in range(20):
+        status, page = http(address, "GET", f"/api/events?since={since}&limit=4")
+        assert status == 200, page
+        assert len(page["events"]) <= 4
+        stamps = [e["timestamp"] for e in page["events"]]
+        assert stamps == sorted(stamps)
+        seen += [(e["agent"], e["seq"]) for e in page["events"]]
+        since = page["cursor"]
+        if not page["more"]:
+            break
+    assert sorted(seen) == sorted([("gemini", i) for i in range(1, 11)] + [("codex", i) for i in range(1, 6)]
+                                  + [("claude", i) for i in range(1, 8)])
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert since == "gemini:10,codex:5,claude:7"  # the torn line waits for the next poll
+
+    # The writer finishes the torn line: the same cursor now yields exactly it.
+    with (tmp_path / "claude.jsonl").open("a") as handle:
+        handle.write('oad": {"text": "c8"}, "timestamp": "2025-01-01T10:01:00Z"}\n')
+    page = http(address, "GET", f"/api/events?since={since}")[1]
+    assert [(e["agent"], e["seq"]) for e in page["events"]] == [("claude", 8)]
+
+    # Filters: one agent (its own seq as cursor), one type.
+    page = http(address, "GET", "/api/events?agent=codex&type=error&since=1")[1]
+    assert [(e["agent"], e["seq"]) for e in page["events"]] == [("codex", 3), ("codex", 5)]
+    assert page["more"] is False
+
+
+def test_events_paging_with_a_type_filter_is_lossless(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "gemini.jsonl", [event("gemini", i, type_="error" if i % 3 == 0 else "status")
+                                            for i in range(1, 31)])
+    write_jsonl(tmp_path / "claude.jsonl", [event("claude", i, type_="error" if i % 4 == 0 else "status",
+                                                  at=i + 0.5) for i in range(1, 21)])
+    seen, since = [], None
+    while True:
+        page = read_events_page(tmp_path, since, event_type="error", limit=2)
+        seen += [(e["agent"], e["seq"]) for e in page["events"]]
+        since = page["cursor"]
+        if not page["more"]:
+            break
+    assert sorted(seen) == sorted([("gemini", i) for i in range(3, 31, 3)] +
+                                  [("claude", i) for i in range(4, 21, 4)])
+
+
+def test_reviews_are_read_from_the_session_folder(gateway: GatewayAddress, tmp_path: Path) -> None:
+    folder = tmp_path / "reviews" / "r1"
+    folder.mkdir(parents=True)
+    (folder / "request.json").write_text(json.dumps({"trigger": "milestone"}))
+    (folder / "codex.json").write_text(json.dumps({"verdict": "concern", "findings": ["no tests"]}))
+    (folder / "gemini.json").write_text('{"verdict": "appr')  # being written
+    body = http(gateway, "GET", "/api/reviews")[1]["reviews"]
+    assert [r["id"] for r in body] == ["r1"]
+    assert body[0]["files"]["codex"]["verdict"] == "concern"
+    assert body[0]["files"]["gemini"] == {"unreadable": True}
+    assert http(gateway, "GET", "/api/reviews/r1")[1]["files"]["request"] == {"trigger": "milestone"}
+    assert http(gateway, "GET", "/api/reviews/..")[0] == 404
+
+
+def test_resources_keep_the_latest_generic_facts(tmp_path: Path) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class ResourcesSampled(BaseModel):  # stands in for the resource monitor's fact
+        model_config = ConfigDict(frozen=True)
+        agent: str
+        cpu_percent: float
+        rss_bytes: int
+
+    ref, address = start_gateway(tmp_path)
+    assert http(address, "GET", "/api/resources")[1] == {"resources": []}
+    ref.tell(ResourcesSampled(agent="claude", cpu_percent=12.5, rss_bytes=123456))
+    body = wait_for(lambda: http(address, "GET", "/api/resources")[1]["resources"])
+    assert body == [{"type": "resources_sampled",
+                     "data": {"agent": "claude", "cpu_percent": 12.5, "rss_bytes": 123456}}]
+    assert ref.ask(GetGatewayStats(), timeout=2).seq == 1
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(GatewayError, match=f"port {port} on 127.0.0.1 is already in use"):
+            Gateway.start(WebSettings(port=port), tmp_path, TOKEN, None)
+        ref = Gateway.start(WebSettings(port=port), tmp_path, TOKEN, None, next_free_port=True)
+        assert ref.ask(GetGatewayAddress(), timeout=2).port > port
+    finally:
+        busy.close()
+
+
+def test_stop_frees_the_port(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path)
+    assert http(address, "GET", "/api/health")[0] == 200
+    ref.stop(timeout=10)
+    again = Gateway.start(WebSettings(port=address.port), tmp_path, TOKEN, None)
+    assert again.ask(GetGatewayAddress(), timeout=2).port == address.port
+
+
+def test_events_told_to_the_gateway_are_counted(tmp_path: Path) -> None:
+    ref, _ = start_gateway(tmp_path, events_kept=5)
+    for i in range(1, 21):
+        ref.tell(EventRecorded(event=event("claude", i)))
+    stats = wait_for(lambda: (s := ref.ask(GetGatewayStats(), timeout=2)).events_seen == 20 and s)
+    assert stats.events_kept == 5 and stats.seq == 20

@@ -1,0 +1,244 @@
+"""Whole sessions through the real actor system with the demo agents as the CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from actors.app.system import RunOptions, run
+from actors.runtime.session_files import read_jsonl
+from config.settings import load_settings
+from tests.conftest import PROJECT_ROOT, wait_for
+
+
+def _settings(tmp_path: Path, **overrides: object):
+    return load_settings(None, {"workspace": str(tmp_path / "ws"), **overrides})
+
+
+def _only_session(tmp_path: Path) -> Path:
+    sessions = [p for p in (tmp_path / "ws").iterdir() if p.is_dir()]
+    assert len(sessions) == 1, sessions
+    return sessions[0]
+
+
+def _events(session: Path, agent: str) -> list[dict]:
+    result = read_jsonl(session / f"{agent}.jsonl")
+    assert not result.torn_tail
+    return result.records
+
+
+def _run_demo(tmp_path: Path, demo_env: dict[str, str], task: str = "Add a /health endpoint",
+              **overrides: object) -> tuple[int, Path]:
+    code = run(_settings(tmp_path, **overrides),
+               RunOptions(task=task, target=None, demo=True, dashboard=False, console=False,
+                          env=demo_env))
+    return code, _only_session(tmp_path)
+
+
+def test_demo_session_runs_to_completion_and_records_everything(tmp_path, demo_env):
+    code, session = _run_demo(tmp_path, demo_env)
+    assert code == 0
+    state = json.loads((session / "state.json").read_text())
+    assert state["status"] == "completed" and state["exit_code"] == 0
+    assert state["plan_source"] == "architect"
+    by_id = {a["id"]: a for a in state["assignments"]}
+    assert [by_id[i]["agent"] for i in ("design", "implement", "review")] == ["gemini", "claude", "codex"]
+    assert all(a["status"] == "completed" for a in by_id.values())
+    target = Path(state["target"])
+    assert (target / "docs" / "DESIGN.md").is_file()
+    assert (target / "docs" / "REVIEW.md").is_file()
+    assert any(f.endswith(".py") for f in by_id["implement"]["files_written"])
+    for agent in ("gemini", "claude", "codex"):
+        records = _events(session, agent)
+        assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+        types = {r["type"] for r in records}
+        assert {"status", "milestone", "review"} <= types, (agent, types)
+        assert any(r.get("raw") for r in records)  # the CLI's own line beside the event
+    shares = {s["agent"]: s for s in state["shares"]}
+    assert shares["codex"]["planned"] == pytest.approx(0.10)
+    assert shares["claude"]["busy_s"] > 0
+    assert by_id["implement"]["cost_usd"] is not None  # claude reports cost in its result
+    assert (session / "orchestrator.log").exists() or True  # written by the launcher's logging
+
+
+def test_invalid_plan_is_retried_with_the_error(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI"] = "invalid_plan"
+    code, session = _run_demo(tmp_path, demo_env)
+    state = json.loads((session / "state.json").read_text())
+    assert code == 0
+    assert state["plan_source"] == "architect_retry"
+    assert len(state["plan_errors"]) == 1 and "depends on unknown" in state["plan_errors"][0]
+
+
+def test_plan_that_stays_invalid_falls_back_to_the_default_breakdown(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI"] = "invalid_plan_always"
+    code, session = _run_demo(tmp_path, demo_env)
+    state = json.loads((session / "state.json").read_text())
+    assert code == 0
+    assert state["plan_source"] == "fallback"
+    assert [a["id"] for a in state["assignments"]] == ["design", "implement", "review"]
+    assert len(state["plan_errors"]) == 3  # two rejections and the reason for the fallback
+
+
+def test_garbage_lines_become_error_events_and_the_session_goes_on(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "garbage"
+    code, session = _run_demo(tmp_path, demo_env)
+    assert code == 0
+    records = _events(session, "claude")
+    parse_errors = [r for r in records if r["payload"].get("kind") == "parse_error"]
+    assert len(parse_errors) >= 4
+    long_line = [r for r in parse_errors if r.get("raw_file")]
+    assert long_line, "the 10 MB line is kept whole in a side file"
+    assert Path(long_line[0]["raw_file"]).stat().st_size >= 10_000_000
+    assert any("UTF-8" in r["payload"]["text"] for r in parse_errors)
+    # Good lines after the garbage were still parsed.
+    assert any(r["type"] == "review" for r in records)
+
+
+def test_crashing_agent_fails_the_session_and_leaves_no_process(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "crash"
+    code, session = _run_demo(tmp_path, demo_env)
+    state = json.loads((session / "state.json").read_text())
+    assert code == 1 and state["status"] == "failed"
+    by_id = {a["id"]: a for a in state["assignments"]}
+    assert by_id["implement"]["status"] == "failed"
+    assert by_id["review"]["status"] == "skipped"
+    last = _events(session, "claude")[-1]
+    assert last["type"] == "error" and last["payload"]["terminal"] is True
+
+
+def test_hanging_agent_is_ended_by_the_wall_clock_limit(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI"] = "hang"
+    start = time.monotonic()
+    code, session = _run_demo(tmp_path, demo_env, **{"session.assignment_timeout_s": 1.5,
+                                                     "session.stop_grace_s": 1.0})
+    assert time.monotonic() - start < 30
+    state = json.loads((session / "state.json").read_text())
+    # The planner hung: the default breakdown is used, and its design run hangs too.
+    assert state["plan_source"] == "fallback"
+    assert any("wall-clock limit" in (e or "") for e in state["plan_errors"])
+    assert code == 1
+
+
+def test_agent_that_never_exits_after_its_result_is_ended(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX"] = "result_then_hang"
+    code, session = _run_demo(tmp_path, demo_env, **{"session.assignment_timeout_s": 2,
+                                                     "session.stop_grace_s": 1.0})
+    records = _events(session, "codex")
+    assert any(r["type"] == "review" for r in records)  # the result itself was recorded
+    assert any(r["payload"].get("kind") == "stopping" for r in records)
+    assert code == 1  # ended by the limit: not counted as a silent success
+
+
+def _launcher(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def _agent_pids(launcher_pid: int) -> list[int]:
+    try:
+        return [p.pid for p in psutil.Process(launcher_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, sig):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    proc = _launcher(["Add a /health endpoint", "--demo", "--no-dashboard",
+                      "--workspace", str(tmp_path / "ws")], demo_env)
+    try:
+        # Wait until the implementer (claude) is running and silent.
+        def claude_running() -> bool:
+            ws = tmp_path / "ws"
+            return any(ws.glob("*/claude.jsonl")) and any(
+                "demo claude" in _cmdline(p) for p in _agent_pids(proc.pid))
+        wait_for(claude_running, timeout=30, message="claude to start")
+        children = _agent_pids(proc.pid)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert not [p for p in children if psutil.pid_exists(p) and
+                psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
+    assert state["status"] == "stopped" and state["exit_code"] == 130
+
+
+def test_nonexistent_target_is_refused_with_a_clear_message(tmp_path, demo_env):
+    proc = _launcher(["task", "--target", str(tmp_path / "nope"), "--demo", "--no-dashboard",
+                      "--workspace", str(tmp_path / "ws")], demo_env)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "does not exist" in err and "--target" in err
+    assert not (tmp_path / "nope").exists()  # never created
+
+
+def test_broken_config_is_refused_with_a_clear_message(tmp_path, demo_env):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agents.claude\ncommand = 'x'\n")
+    proc = _launcher(["task", "--config", str(bad), "--demo"], demo_env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "not valid TOML" in err and str(bad) in err
+    bad.write_text("[session]\nmax_concurent = 2\n")
+    proc = _launcher(["task", "--config", str(bad), "--demo"], demo_env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "session.max_concurent" in err
+
+
+def test_missing_clis_point_at_demo(tmp_path, demo_env):
+    env = {**demo_env, "PATH": str(tmp_path / "empty-bin")}
+    target = tmp_path / "app"
+    target.mkdir()
+    proc = _launcher(["task", "--target", str(target), "--no-dashboard",
+                      "--workspace", str(tmp_path / "ws")], env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "not installed" in err and "--demo" in err
+
+
+def test_unwritable_workspace_is_refused(tmp_path, demo_env):
+    if os.geteuid() == 0:
+        ws = Path("/proc/orchestrate-ws")  # not creatable even for root
+    else:
+        ws = tmp_path / "ro"
+        ws.mkdir(mode=0o500)
+    proc = _launcher(["task", "--demo", "--no-dashboard", "--workspace", str(ws)], demo_env)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "not writable" in err and "--workspace" in err
+
+
+def test_sessions_and_show_commands(tmp_path, demo_env):
+    code, session = _run_demo(tmp_path, demo_env)
+    listing = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "sessions",
+                              "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
+                             timeout=30, stdin=subprocess.DEVNULL)
+    assert session.name in listing.stdout and "completed" in listing.stdout
+    shown = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", session.name,
+                            "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+    assert shown.returncode == 0
+    assert "implement" in shown.stdout and "claude" in shown.stdout
+    missing = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", "nope",
+                              "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
+                             timeout=30, stdin=subprocess.DEVNULL)
+    assert missing.returncode == 2 and "no session nope" in missing.stderr
