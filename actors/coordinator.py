@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,8 +23,9 @@ from actors.runtime.session_files import SessionFileError, write_json_atomic
 from config.settings import Settings
 from messages.base import AGENT_NAMES, AgentName
 from messages.session import (
-    AgentShare, AnswerGiven, AssignmentRecord, ControlRequested, GetSessionState, Plan,
-    SessionEnded, SessionSnapshot, SessionStateChanged, SessionStatus, StartSession,
+    AgentShare, AnswerGiven, AskQuestion, AssignmentRecord, ControlRequested, ExpireQuestion,
+    GetSessionState, Plan, Question, QuestionAnswered, SessionEnded, SessionSnapshot,
+    SessionStateChanged, SessionStatus, StartSession,
 )
 from messages.worker import (
     AssignmentFinished, PauseWorker, ResumeWorker, StartAssignment, StopWorker,
@@ -78,6 +80,8 @@ class Coordinator(pykka.ThreadingActor):
         self._running: dict[str, str] = {}  # assignment id -> agent running it
         self._busy: set[AgentName] = set()
         self._stop_reason: str | None = None
+        self._askers: dict[str, Any] = {}  # question id -> reply_to
+        self._timers: list[threading.Timer] = []
         now = _now()
         self._state = SessionSnapshot(
             session_id=session_id, task=task, target=str(target), workspace=str(session_dir),
@@ -94,8 +98,12 @@ class Coordinator(pykka.ThreadingActor):
                 return self._on_assignment_finished(message)
             case ControlRequested():
                 return self._on_control(message)
+            case AskQuestion():
+                return self._on_ask(message)
             case AnswerGiven():
                 return self._on_answer(message)
+            case ExpireQuestion():
+                return self._on_expire(message)
             case GetSessionState():
                 return self._state
         return super().on_receive(message)
@@ -300,9 +308,60 @@ class Coordinator(pykka.ThreadingActor):
                 return False
         return True
 
+    # -- questions for the user ---------------------------------------------------------------------
+
+    def on_stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def _on_ask(self, message: AskQuestion) -> None:
+        question = message.question.model_copy(update={"asked_at": _now(), "status": "open"})
+        self._askers[question.id] = message.reply_to
+        if question.timeout_s:
+            timer = threading.Timer(question.timeout_s, self._tell_self,
+                                    args=(ExpireQuestion(question_id=question.id),))
+            timer.daemon = True
+            timer.start()
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        self._update(questions=(*self._state.questions, question))
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except Exception:  # noqa: BLE001 - the session ended meanwhile
+            pass
+
+    def _resolve(self, question_id: str, answer: str, approve: bool | None,
+                 expired: bool) -> bool:
+        open_ = {q.id: q for q in self._state.questions if q.status == "open"}
+        if question_id not in open_:
+            return False
+        resolved = open_[question_id].model_copy(update={
+            "status": "expired" if expired else "answered", "answer": answer, "approve": approve})
+        self._update(questions=tuple(resolved if q.id == question_id else q
+                                     for q in self._state.questions))
+        asker = self._askers.pop(question_id, None)
+        if asker is not None:
+            try:
+                asker.tell(QuestionAnswered(question_id=question_id, answer=answer,
+                                            approve=approve, expired=expired))
+            except Exception:  # noqa: BLE001 - the asker is gone; the answer is recorded anyway
+                log.warning("the asker of %s is gone", question_id)
+        return True
+
     def _on_answer(self, message: AnswerGiven) -> bool:
-        log.info("answer to %s received: %s", message.question_id, message.answer[:200])
-        return False
+        """True when the answer matched an open question."""
+        found = self._resolve(message.question_id, message.answer, message.approve, expired=False)
+        if not found:
+            log.warning("answer to %s ignored: no such open question", message.question_id)
+        return found
+
+    def _on_expire(self, message: ExpireQuestion) -> None:
+        question = next((q for q in self._state.questions if q.id == message.question_id), None)
+        if question is not None and question.status == "open":
+            default = question.default_answer or "no"
+            self._resolve(question.id, default, False if question.kind == "confirmation" else None,
+                          expired=True)
 
     # -- state ---------------------------------------------------------------------------------------
 

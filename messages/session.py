@@ -64,6 +64,27 @@ class Plan(Frozen):
         return self
 
 
+QuestionKind = Literal["escalation", "clarification", "confirmation"]
+
+
+class Question(Frozen):
+    """Something only a person can decide; shown in the console and the dashboard inbox."""
+
+    id: str
+    kind: QuestionKind
+    text: str
+    asked_by: str = Field(description="who asked: coordinator, reviewer, sandbox, ...")
+    agent: AgentName | None = None
+    options: tuple[str, ...] = Field(default=(), description="suggested answers, if any")
+    details: dict[str, Any] = Field(default_factory=dict)
+    asked_at: str = ""
+    timeout_s: float | None = Field(default=None, description="unanswered by then: default_answer")
+    default_answer: str | None = None
+    status: Literal["open", "answered", "expired"] = "open"
+    answer: str | None = None
+    approve: bool | None = None
+
+
 class AssignmentRecord(Frozen):
     """An assignment as the session tracks it (persisted in state.json)."""
 
@@ -122,10 +143,37 @@ class SessionSnapshot(Frozen):
     shares: tuple[AgentShare, ...] = ()
     decisions: tuple[dict[str, Any], ...] = ()
     recoveries: tuple[dict[str, Any], ...] = ()
-    questions: tuple[dict[str, Any], ...] = ()
+    questions: tuple[Question, ...] = ()
     summary: str = ""
     exit_code: int | None = None
     orchestrator_pid: int | None = None
+
+
+class AskQuestion(Message):
+    """Any actor -> Coordinator: put this question to the user.
+
+    ``reply_to`` (if set) is told ``QuestionAnswered`` when the user answers or it expires.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    question: Question
+    reply_to: Any = Field(default=None, exclude=True)
+
+
+class QuestionAnswered(Message):
+    """Coordinator -> the asker: the user's answer (or the default, when it expired)."""
+
+    question_id: str
+    answer: str
+    approve: bool | None = None
+    expired: bool = False
+
+
+class ExpireQuestion(Message):
+    """Coordinator's timer -> Coordinator: this question's time is up (if still open)."""
+
+    question_id: str
 
 
 class StartSession(Message):

@@ -130,3 +130,15 @@ def test_tool_errors_error_event_and_todos() -> None:
                                  "parameters": {"todos": []}})
     assert (todo.type, todo.payload.kind) == ("task", "todo")
     assert parser.files_written == []  # the write never succeeded
+
+
+def test_quota_result_is_retryable() -> None:
+    # the text the pinned gemini printed for an HTTP 429 from the scripted server
+    parser = GeminiAdapter().new_parser()
+    [end] = parser.feed_object({"type": "result", "status": "error", "error": {
+        "type": "unknown", "message": "[API Error: mock rate limited]\nPlease wait and try again "
+        "later. To increase your limits, request a quota increase through AI Studio, or switch "
+        "to another /auth method"}})
+    assert (end.payload.retryable, end.payload.details["cause"]) == (True, "rate_limit")
+    parser.finish(173, ())
+    assert not parser.outcome().success

@@ -291,6 +291,12 @@ EXPECTED_EXIT = {
 }
 
 
+def _google_error(code: int, msg: str, status: str) -> str:
+    """The error body as gemini repeats it: compact JSON."""
+    return json.dumps({"error": {"code": code, "message": msg, "status": status}},
+                      separators=(",", ":"))
+
+
 def expected_error_text(cli: str, status: int, url: str) -> str:
     """A piece of the error text each CLI prints for an API error (§1.6, §2.6, §3.4/§3.6)."""
     msg = error_message(status)
@@ -300,10 +306,11 @@ def expected_error_text(cli: str, status: int, url: str) -> str:
         ("claude", 500): f"API Error: 500 {msg}. This is a server-side issue",
         ("codex", 401): f"unexpected status 401 Unauthorized: {msg}, url: {url}/v1/responses",
         ("codex", 429): "exceeded retry limit, last status: 429 Too Many Requests",
-        ("codex", 500): "We’re currently experiencing high demand, which may cause temporary errors.",
-        ("gemini", 401): '[API Error: {"error":{"code":401,"message":"%s","status":"UNAUTHENTICATED"}}]' % msg,
+        ("codex", 500): "We’re currently experiencing high demand, which may cause temporary "
+                        "errors.",
+        ("gemini", 401): f"[API Error: {_google_error(401, msg, 'UNAUTHENTICATED')}]",
         ("gemini", 429): f"[API Error: {msg}]",
-        ("gemini", 500): '[API Error: {"error":{"code":500,"message":"%s","status":"INTERNAL"}}]' % msg,
+        ("gemini", 500): f"[API Error: {_google_error(500, msg, 'INTERNAL')}]",
     }[(cli, status)]
 
 
@@ -446,3 +453,12 @@ def test_adapter_api_error(rig: Rig, status: int) -> None:
     assert res.outcome.success is False
     assert expected in (res.outcome.error or ""), res.describe()
     assert_single_api_attempt(rig)
+
+
+def test_ensure_real_clis_names_missing_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without node/npm the installer says so instead of failing obscurely."""
+    import tests.realcli.install as install
+
+    monkeypatch.setattr(install.shutil, "which", lambda name: None)
+    with pytest.raises(RealCliUnavailable, match="node and npm not found on PATH"):
+        install.ensure_real_clis()

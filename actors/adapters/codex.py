@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
-from actors.adapters.claude import (
+from actors.adapters.common import (
     GuardedParser, ShapeError, as_dict, as_int, as_list, as_str, classify, clip, require_dict,
 )
 from actors.adapters.protocol import extract_markers

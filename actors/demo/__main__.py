@@ -11,9 +11,11 @@ from actors.demo.common import SCENARIOS, guarded
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in AGENTS:
-        sys.stderr.write(f"usage: python -m actors.demo {{{','.join(AGENTS)}}} [the CLI's own arguments]\n"
-                         "scenarios (ORCHESTRATE_DEMO_SCENARIO[_<AGENT>]):\n"
-                         + "".join(f"  {name:20} {text}\n" for name, text in SCENARIOS.items()))
+        sys.stderr.write(
+            f"usage: python -m actors.demo {{{','.join(AGENTS)}}} [the CLI's own arguments]\n"
+            "scenarios (ORCHESTRATE_DEMO_SCENARIO[_<AGENT>]):\n"
+            + "".join(f"  {name:20} {text}\n" for name, text in SCENARIOS.items())
+        )
         return 2
     module = importlib.import_module(f"actors.demo.{argv[0]}")
     return guarded(module.main, argv[1:])

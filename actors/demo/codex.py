@@ -8,11 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.demo.common import Command, DemoAgent, Parser, UsageExit, guarded, run, scenario_for, within
+from actors.demo.common import (
+    Command,
+    DemoAgent,
+    Parser,
+    UsageExit,
+    guarded,
+    run,
+    scenario_for,
+    within,
+)
 
 VERSION = "0.169.0"
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
-USAGE_TAIL = "\n\nUsage: codex exec [OPTIONS] [PROMPT] [COMMAND]\n\nFor more information, try '--help'."
+USAGE_TAIL = (
+    "\n\nUsage: codex exec [OPTIONS] [PROMPT] [COMMAND]\n\nFor more information, try '--help'."
+)
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 ROUTER = "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; rejected by user approval settings"
 
@@ -21,14 +32,29 @@ class Codex(DemoAgent):
     name = "codex"
 
     def __init__(self, args: Any, prompt: str, cwd: Path, session_id: str | None) -> None:
-        super().__init__(prompt, cwd, [Path(d) for d in args.add_dir or []], session_id, stream=args.json)
+        super().__init__(
+            prompt, cwd, [Path(d) for d in args.add_dir or []], session_id, stream=args.json
+        )
         self.args = args
-        self.sandbox = "danger-full-access" if args.dangerously_bypass_approvals_and_sandbox else (
-            args.sandbox or _config_sandbox(args.config) or ("workspace-write" if args.approve_for_me else "read-only"))
+        self.sandbox = (
+            "danger-full-access"
+            if args.dangerously_bypass_approvals_and_sandbox
+            else (
+                args.sandbox
+                or _config_sandbox(args.config)
+                or ("workspace-write" if args.approve_for_me else "read-only")
+            )
+        )
         self.item = 0
 
-    def _item(self, item_type: str, event: str = "item.completed", item_id: str | None = None,
-              pace: bool = True, **fields: Any) -> str:
+    def _item(
+        self,
+        item_type: str,
+        event: str = "item.completed",
+        item_id: str | None = None,
+        pace: bool = True,
+        **fields: Any,
+    ) -> str:
         if item_id is None:
             item_id = f"item_{self.item}"
             self.item += 1
@@ -74,18 +100,34 @@ class Codex(DemoAgent):
         if command.writes and self.sandbox == "read-only":
             return None  # a sandbox failure prints no item at all
         shown = f"/bin/bash -lc {shlex.quote(command.display)}"
-        item_id = self._item("command_execution", "item.started", command=shown, aggregated_output="",
-                             exit_code=None, status="in_progress")
+        item_id = self._item(
+            "command_execution",
+            "item.started",
+            command=shown,
+            aggregated_output="",
+            exit_code=None,
+            status="in_progress",
+        )
         out, code = self.run_command(command)
         self.count(out, "")
-        self._item("command_execution", item_id=item_id, command=shown, aggregated_output=out, exit_code=code,
-                   status="completed" if code == 0 else "failed")
+        self._item(
+            "command_execution",
+            item_id=item_id,
+            command=shown,
+            aggregated_output=out,
+            exit_code=code,
+            status="completed" if code == 0 else "failed",
+        )
         return out
 
     def _usage(self) -> dict[str, int]:
-        return {"input_tokens": self.tokens_in, "cached_input_tokens": self.tokens_in // 6,
-                "cache_write_input_tokens": 0, "output_tokens": self.tokens_out,
-                "reasoning_output_tokens": self.tokens_out // 4}
+        return {
+            "input_tokens": self.tokens_in,
+            "cached_input_tokens": self.tokens_in // 6,
+            "cache_write_input_tokens": 0,
+            "output_tokens": self.tokens_out,
+            "reasoning_output_tokens": self.tokens_out // 4,
+        }
 
     def finish(self, final_text: str) -> int:
         if self.args.output_last_message:
@@ -98,7 +140,7 @@ class Codex(DemoAgent):
     def fail(self, cause: str) -> int:
         message = {
             "auth_error": "unexpected status 401 Unauthorized: [demo] invalid_api_key, "
-                          "url: https://api.openai.com/v1/responses",
+            "url: https://api.openai.com/v1/responses",
             "rate_limit": "exceeded retry limit, last status: 429 Too Many Requests",
             "server_error": "We’re currently experiencing high demand, which may cause temporary errors.",
         }[cause]
@@ -123,14 +165,39 @@ def _config_sandbox(config: list[str] | None) -> str | None:
 
 def _parser() -> Parser:
     p = Parser("codex exec", "error: {message}" + USAGE_TAIL, 2)
-    for flags in (("--json", "--experimental-json"), ("--dangerously-bypass-approvals-and-sandbox",),
-                  ("--approve-for-me",), ("--skip-git-repo-check",), ("--trust",), ("--ephemeral",), ("--oss",),
-                  ("--ignore-user-config",), ("--ignore-rules",), ("--strict-config",), ("--last",), ("--all",)):
+    for flags in (
+        ("--json", "--experimental-json"),
+        ("--dangerously-bypass-approvals-and-sandbox",),
+        ("--approve-for-me",),
+        ("--skip-git-repo-check",),
+        ("--trust",),
+        ("--ephemeral",),
+        ("--oss",),
+        ("--ignore-user-config",),
+        ("--ignore-rules",),
+        ("--strict-config",),
+        ("--last",),
+        ("--all",),
+    ):
         p.add_argument(*flags, action="store_true")
-    for flags in (("-o", "--output-last-message"), ("--output-schema",), ("-C", "--cd"), ("-s", "--sandbox"),
-                  ("-m", "--model"), ("--local-provider",), ("-p", "--profile"), ("--color",)):
+    for flags in (
+        ("-o", "--output-last-message"),
+        ("--output-schema",),
+        ("-C", "--cd"),
+        ("-s", "--sandbox"),
+        ("-m", "--model"),
+        ("--local-provider",),
+        ("-p", "--profile"),
+        ("--color",),
+    ):
         p.add_argument(*flags)
-    for flags in (("--add-dir",), ("-c", "--config"), ("--enable",), ("--disable",), ("-i", "--image")):
+    for flags in (
+        ("--add-dir",),
+        ("-c", "--config"),
+        ("--enable",),
+        ("--disable",),
+        ("-i", "--image"),
+    ):
         p.add_argument(*flags, action="append")
     p.add_argument("positional", nargs="*")
     return p
@@ -143,7 +210,7 @@ def main(argv: list[str]) -> int:
     sub = next((i for i, a in enumerate(argv) if a in ("exec", "e")), None)
     if sub is None:
         raise UsageExit("[demo] the demo codex supports only `codex exec`" + USAGE_TAIL, 2)
-    before, rest = argv[:sub], argv[sub + 1:]
+    before, rest = argv[:sub], argv[sub + 1 :]
     pre: list[str] = []
     skip = False
     for token in before:  # global options: -a is accepted here (only here), the rest apply to exec
@@ -153,19 +220,25 @@ def main(argv: list[str]) -> int:
             skip = True
         elif not token.startswith(("-a=", "--ask-for-approval=")):
             pre.append(token)
-    args, unknown = _parser().parse_known_intermixed_args(pre + rest)
+    args, unknown = _parser().parse_cli(pre + rest, "positional")
     for token in unknown:
         raise UsageExit(f"error: unexpected argument '{token.split('=')[0]}' found" + USAGE_TAIL, 2)
     if args.sandbox is not None and args.sandbox not in SANDBOXES:
-        raise UsageExit(f"error: invalid value '{args.sandbox}' for '--sandbox <SANDBOX_MODE>'\n  "
-                        f"[possible values: {', '.join(SANDBOXES)}]" + USAGE_TAIL, 2)
+        raise UsageExit(
+            f"error: invalid value '{args.sandbox}' for '--sandbox <SANDBOX_MODE>'\n  "
+            f"[possible values: {', '.join(SANDBOXES)}]" + USAGE_TAIL,
+            2,
+        )
     cwd = Path(args.cd) if args.cd else Path.cwd()
     if not cwd.is_dir():
         raise UsageExit("Error: No such file or directory (os error 2)")
     scenario = scenario_for("codex")
     in_repo = any((d / ".git").exists() for d in (cwd.resolve(), *cwd.resolve().parents))
-    if scenario == "force_not_git_repo" or (not args.skip_git_repo_check and not args.trust
-                                            and (not in_repo or scenario == "not_git_repo")):
+    if scenario == "force_not_git_repo" or (
+        not args.skip_git_repo_check
+        and not args.trust
+        and (not in_repo or scenario == "not_git_repo")
+    ):
         raise UsageExit(NOT_TRUSTED)
     positional = list(args.positional)
     session_id = None

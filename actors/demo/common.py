@@ -70,8 +70,11 @@ def env_int(name: str, default: int) -> int:
 
 def scenario_for(agent: str) -> str:
     """``ORCHESTRATE_DEMO_SCENARIO_<AGENT>`` wins over ``ORCHESTRATE_DEMO_SCENARIO``."""
-    value = os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}") or os.environ.get(
-        "ORCHESTRATE_DEMO_SCENARIO") or "success"
+    value = (
+        os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}")
+        or os.environ.get("ORCHESTRATE_DEMO_SCENARIO")
+        or "success"
+    )
     return value.strip().lower()
 
 
@@ -85,8 +88,30 @@ def parse_headers(prompt: str) -> dict[str, str]:
 
 def slugify(task: str) -> str:
     words = re.findall(r"[a-z0-9]+", task.lower())
-    stop = {"a", "an", "the", "and", "or", "of", "to", "for", "with", "in", "on", "that", "add", "write",
-            "make", "build", "create", "implement", "please", "small", "simple", "python"}
+    stop = {
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "for",
+        "with",
+        "in",
+        "on",
+        "that",
+        "add",
+        "write",
+        "make",
+        "build",
+        "create",
+        "implement",
+        "please",
+        "small",
+        "simple",
+        "python",
+    }
     words = [w for w in words if w not in stop][:3] or ["feature"]
     slug = "_".join(words)
     return f"m_{slug}" if slug[0].isdigit() else slug
@@ -120,30 +145,47 @@ def is_uuid(value: str) -> bool:
 
 # --- what the agent produces -------------------------------------------------------------
 
+
 def plan_object(task: str, invalid: bool) -> dict[str, Any]:
     short = task if len(task) <= 80 else task[:77] + "..."
     review_deps = ["qa"] if invalid else ["implement"]
     return {
         "summary": f"[demo] Design, implement and review: {short}",
         "assignments": [
-            {"id": "design", "role": "architect", "title": f"Design: {short}",
-             "instructions": f"Write docs/DESIGN.md: a short design note for the task: {task}",
-             "depends_on": [], "weight": 45},
-            {"id": "implement", "role": "implementer", "title": f"Implement: {short}",
-             "instructions": f"Following docs/DESIGN.md, write the module under app/ and its test "
-                             f"under tests/ for the task: {task}",
-             "depends_on": ["design"], "weight": 45},
-            {"id": "review", "role": "reviewer", "title": f"Review: {short}",
-             "instructions": "Read the design, the module and its test; write docs/REVIEW.md with findings.",
-             "depends_on": review_deps, "weight": 10},
+            {
+                "id": "design",
+                "role": "architect",
+                "title": f"Design: {short}",
+                "instructions": f"Write docs/DESIGN.md: a short design note for the task: {task}",
+                "depends_on": [],
+                "weight": 45,
+            },
+            {
+                "id": "implement",
+                "role": "implementer",
+                "title": f"Implement: {short}",
+                "instructions": f"Following docs/DESIGN.md, write the module under app/ and its test "
+                f"under tests/ for the task: {task}",
+                "depends_on": ["design"],
+                "weight": 45,
+            },
+            {
+                "id": "review",
+                "role": "reviewer",
+                "title": f"Review: {short}",
+                "instructions": "Read the design, the module and its test; write docs/REVIEW.md with findings.",
+                "depends_on": review_deps,
+                "weight": 10,
+            },
         ],
     }
 
 
 def plan_reply(task: str, invalid: bool) -> str:
     body = json.dumps(plan_object(task, invalid), indent=2, ensure_ascii=False)
-    return (f"[demo] Here is the plan for the task.\n\n```json\n{body}\n```\n"
-            + marker("milestone", "[demo] plan ready", progress=100))
+    return f"[demo] Here is the plan for the task.\n\n```json\n{body}\n```\n" + marker(
+        "milestone", "[demo] plan ready", progress=100
+    )
 
 
 def verdict_reply(verdict: str, task: str) -> str:
@@ -152,44 +194,59 @@ def verdict_reply(verdict: str, task: str) -> str:
     if verdict in ("concern", "blocker"):
         severity = "high" if verdict == "blocker" else "medium"
         summary = f"[demo] Found a {severity}-severity issue that should be addressed."
-        findings.append({"severity": severity, "file": "app/module.py", "line": 1,
-                         "text": "[demo] the input is not validated before use"})
+        findings.append(
+            {
+                "severity": severity,
+                "file": "app/module.py",
+                "line": 1,
+                "text": "[demo] the input is not validated before use",
+            }
+        )
     body = json.dumps({"verdict": verdict, "summary": summary, "findings": findings}, indent=2)
     return f"[demo] My review verdict:\n\n```json\n{body}\n```"
 
 
 def design_md(task: str, slug: str) -> str:
-    return (f"# Design (demo)\n\nTask: {task}\n\n## Approach\n\n"
-            f"- A single module `app/{slug}.py` with a pure function `{slug}(text)`.\n"
-            f"- A pytest test `tests/test_{slug}.py`.\n- No external dependencies.\n\n"
-            "## Risks\n\n- The demo agent writes deterministic placeholder code.\n")
+    return (
+        f"# Design (demo)\n\nTask: {task}\n\n## Approach\n\n"
+        f"- A single module `app/{slug}.py` with a pure function `{slug}(text)`.\n"
+        f"- A pytest test `tests/test_{slug}.py`.\n- No external dependencies.\n\n"
+        "## Risks\n\n- The demo agent writes deterministic placeholder code.\n"
+    )
 
 
 def module_py(task: str, slug: str) -> str:
-    return (f'"""{slug}: written by the demo implementer for the task: {task[:200]!s}."""\n\n\n'
-            f"def {slug}(text: str) -> str:\n"
-            '    """Return the text stripped and in title case."""\n'
-            "    return text.strip().title()\n")
+    return (
+        f'"""{slug}: written by the demo implementer for the task: {task[:200]!s}."""\n\n\n'
+        f"def {slug}(text: str) -> str:\n"
+        '    """Return the text stripped and in title case."""\n'
+        "    return text.strip().title()\n"
+    )
 
 
-def test_py(slug: str) -> str:
-    return (f"from app.{slug} import {slug}\n\n\n"
-            f"def test_{slug}() -> None:\n"
-            f'    assert {slug}("  hello world ") == "Hello World"\n')
+def unit_test_py(slug: str) -> str:
+    return (
+        f"from app.{slug} import {slug}\n\n\n"
+        f"def test_{slug}() -> None:\n"
+        f'    assert {slug}("  hello world ") == "Hello World"\n'
+    )
 
 
 def review_md(task: str, listing: list[str]) -> str:
     files = "\n".join(f"- `{f}`" for f in listing) or "- (no files found)"
-    return (f"# Review (demo)\n\nTask: {task}\n\n## Files read\n\n{files}\n\n"
-            "## Findings\n\n- The module has a docstring and a test.\n- No blocking issue found.\n")
+    return (
+        f"# Review (demo)\n\nTask: {task}\n\n## Files read\n\n{files}\n\n"
+        "## Findings\n\n- The module has a docstring and a test.\n- No blocking issue found.\n"
+    )
 
 
 # --- the agent ---------------------------------------------------------------------------
 
+
 @dataclass
 class Command:
-    display: str      # as the agent would type it
-    argv: list[str]   # what actually runs
+    display: str  # as the agent would type it
+    argv: list[str]  # what actually runs
     writes: bool = False
 
 
@@ -198,17 +255,29 @@ class DemoAgent:
 
     name = "agent"
 
-    def __init__(self, prompt: str, cwd: Path, extra_dirs: list[Path], session_id: str | None,
-                 stream: bool = True) -> None:
+    def __init__(
+        self,
+        prompt: str,
+        cwd: Path,
+        extra_dirs: list[Path],
+        session_id: str | None,
+        stream: bool = True,
+    ) -> None:
         self.prompt = prompt
         self.cwd = Path(os.path.abspath(cwd))
         self.extra_dirs = [Path(os.path.abspath(d)) for d in extra_dirs]
         self.session_id = session_id or new_id()
         self.stream = stream
         self.headers = parse_headers(prompt)
-        self.task = self.headers.get("task") or prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
+        self.task = (
+            self.headers.get("task") or prompt.strip().splitlines()[0][:200]
+            if prompt.strip()
+            else ""
+        )
         self.scenario = scenario_for(self.name)
-        self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (10 if self.scenario == "slow" else 1)
+        self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (
+            10 if self.scenario == "slow" else 1
+        )
         self.started = time.monotonic()
         self.tokens_in = 0
         self.tokens_out = 0
@@ -241,13 +310,26 @@ class DemoAgent:
         return [self.cwd, *self.extra_dirs]
 
     # -- actions each CLI renders (overridden) ---------------------------------------
-    def start(self) -> None: ...
-    def say(self, text: str) -> None: ...
-    def write(self, path: Path, content: str) -> bool: ...
-    def shell(self, command: Command) -> str | None: ...
-    def noise(self, i: int) -> None: ...
-    def finish(self, final_text: str) -> int: ...
-    def fail(self, cause: str) -> int: ...
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def say(self, text: str) -> None:
+        raise NotImplementedError
+
+    def write(self, path: Path, content: str) -> bool:
+        raise NotImplementedError
+
+    def shell(self, command: Command) -> str | None:
+        raise NotImplementedError
+
+    def noise(self, i: int) -> None:
+        raise NotImplementedError
+
+    def finish(self, final_text: str) -> int:
+        raise NotImplementedError
+
+    def fail(self, cause: str) -> int:
+        raise NotImplementedError
 
     # -- helpers for subclasses ------------------------------------------------------
     def do_write(self, path: Path, content: str) -> None:
@@ -257,18 +339,17 @@ class DemoAgent:
 
     def run_command(self, command: Command) -> tuple[str, int]:
         try:
-            done = subprocess.run(command.argv, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=60)
+            done = subprocess.run(
+                command.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{exc}\n", 1
         out = (done.stdout + done.stderr).decode("utf-8", "replace")
         return out, done.returncode
-
-    def rel(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.cwd))
-        except ValueError:
-            return str(path)
 
 
 def _sleep_forever() -> None:
@@ -296,19 +377,32 @@ def _memory_hog(agent: DemoAgent) -> list[bytearray]:
         size = min(step, total - done)
         hoard.append(bytearray(b"\x01") * (size << 20))  # touched, so resident
         done += size
-        agent.say(f"[demo] holding {done} MB of memory\n"
-                  + marker("progress", f"[demo] allocated {done} of {total} MB",
-                           progress=min(50, int(50 * done / max(total, 1)))))
+        agent.say(
+            f"[demo] holding {done} MB of memory\n"
+            + marker(
+                "progress",
+                f"[demo] allocated {done} of {total} MB",
+                progress=min(50, int(50 * done / max(total, 1))),
+            )
+        )
     return hoard
 
 
 def _fork_children(agent: DemoAgent) -> list[subprocess.Popen[bytes]]:
     children = []
     for _ in range(env_int("ORCHESTRATE_DEMO_CHILDREN", 50)):
-        children.append(subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    agent.say(f"[demo] started {len(children)} helper processes\n"
-              + marker("progress", f"[demo] {len(children)} children running", progress=20))
+        children.append(
+            subprocess.Popen(
+                ["sleep", "300"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    agent.say(
+        f"[demo] started {len(children)} helper processes\n"
+        + marker("progress", f"[demo] {len(children)} children running", progress=20)
+    )
     return children
 
 
@@ -320,7 +414,9 @@ def _work(agent: DemoAgent) -> str:
     slug = slugify(task)
     if kind == "plan":
         invalid = agent.scenario == "invalid_plan_always" or (
-            agent.scenario == "invalid_plan" and not any(h in agent.prompt.lower() for h in _RETRY_HINTS))
+            agent.scenario == "invalid_plan"
+            and not any(h in agent.prompt.lower() for h in _RETRY_HINTS)
+        )
         text = plan_reply(task, invalid)
         agent.say(text)
         return text
@@ -330,52 +426,83 @@ def _work(agent: DemoAgent) -> str:
         agent.say(text)
         return text
     if role == "architect":
-        agent.say("[demo] I will write a short design note for the task.\n"
-                  + marker("progress", "[demo] writing docs/DESIGN.md", progress=30))
+        agent.say(
+            "[demo] I will write a short design note for the task.\n"
+            + marker("progress", "[demo] writing docs/DESIGN.md", progress=30)
+        )
         ok = agent.write(agent.cwd / "docs" / "DESIGN.md", design_md(task, slug))
-        text = ("[demo] Design note written to docs/DESIGN.md.\n"
-                + marker("milestone", "[demo] design written", file="docs/DESIGN.md", progress=100)
-                if ok else "[demo] I could not write docs/DESIGN.md: the write was refused.\n"
-                + marker("blocker", "[demo] writing docs/DESIGN.md was refused"))
+        text = (
+            "[demo] Design note written to docs/DESIGN.md.\n"
+            + marker("milestone", "[demo] design written", file="docs/DESIGN.md", progress=100)
+            if ok
+            else "[demo] I could not write docs/DESIGN.md: the write was refused.\n"
+            + marker("blocker", "[demo] writing docs/DESIGN.md was refused")
+        )
         agent.say(text)
         return text
     if role == "implementer":
-        agent.say(f"[demo] I will implement app/{slug}.py and its test.\n"
-                  + marker("progress", f"[demo] writing app/{slug}.py", progress=20))
+        agent.say(
+            f"[demo] I will implement app/{slug}.py and its test.\n"
+            + marker("progress", f"[demo] writing app/{slug}.py", progress=20)
+        )
         module = agent.cwd / "app" / f"{slug}.py"
         test = agent.cwd / "tests" / f"test_{slug}.py"
         ok = agent.write(module, module_py(task, slug))
-        ok = agent.write(test, test_py(slug)) and ok
+        ok = agent.write(test, unit_test_py(slug)) and ok
         if ok:
-            agent.say("[demo] Checking that both files compile.\n"
-                      + marker("progress", "[demo] compiling", progress=70))
-            agent.shell(Command(f"python -m py_compile app/{slug}.py tests/test_{slug}.py",
-                                [sys.executable, "-m", "py_compile", str(module), str(test)], writes=True))
-        text = (f"[demo] Implemented app/{slug}.py with a test in tests/test_{slug}.py.\n"
-                + marker("milestone", f"[demo] implemented {slug}", file=f"app/{slug}.py", progress=100)
-                if ok else f"[demo] I could not write app/{slug}.py: the write was refused.\n"
-                + marker("blocker", f"[demo] writing app/{slug}.py was refused"))
+            agent.say(
+                "[demo] Checking that both files compile.\n"
+                + marker("progress", "[demo] compiling", progress=70)
+            )
+            agent.shell(
+                Command(
+                    f"python -m py_compile app/{slug}.py tests/test_{slug}.py",
+                    [sys.executable, "-m", "py_compile", str(module), str(test)],
+                    writes=True,
+                )
+            )
+        text = (
+            f"[demo] Implemented app/{slug}.py with a test in tests/test_{slug}.py.\n"
+            + marker("milestone", f"[demo] implemented {slug}", file=f"app/{slug}.py", progress=100)
+            if ok
+            else f"[demo] I could not write app/{slug}.py: the write was refused.\n"
+            + marker("blocker", f"[demo] writing app/{slug}.py was refused")
+        )
         agent.say(text)
         return text
     if role == "reviewer":
-        agent.say("[demo] Reading the workspace before writing the review.\n"
-                  + marker("progress", "[demo] reading files", progress=20))
+        agent.say(
+            "[demo] Reading the workspace before writing the review.\n"
+            + marker("progress", "[demo] reading files", progress=20)
+        )
         agent.shell(Command("ls -R", ["ls", "-R"]))
-        found = sorted(str(p.relative_to(agent.cwd)) for pattern in ("docs/DESIGN.md", "app/*.py", "tests/test_*.py")
-                       for p in agent.cwd.glob(pattern))
+        found = sorted(
+            str(p.relative_to(agent.cwd))
+            for pattern in ("docs/DESIGN.md", "app/*.py", "tests/test_*.py")
+            for p in agent.cwd.glob(pattern)
+        )
         if found:
             agent.shell(Command("cat " + " ".join(found), ["cat", *found]))
         ok = agent.write(agent.cwd / "docs" / "REVIEW.md", review_md(task, found))
-        finding = marker("finding", f"[demo] reviewed {len(found)} file(s); no blocking issue",
-                         file=found[0] if found else "docs/REVIEW.md", line=1)
-        text = (f"[demo] Review written to docs/REVIEW.md.\n{finding}\n"
-                + marker("milestone", "[demo] review written", file="docs/REVIEW.md", progress=100)
-                if ok else f"[demo] I could not write docs/REVIEW.md: Read-only file system.\n{finding}\n"
-                + marker("blocker", "[demo] writing docs/REVIEW.md was refused"))
+        finding = marker(
+            "finding",
+            f"[demo] reviewed {len(found)} file(s); no blocking issue",
+            file=found[0] if found else "docs/REVIEW.md",
+            line=1,
+        )
+        text = (
+            f"[demo] Review written to docs/REVIEW.md.\n{finding}\n"
+            + marker("milestone", "[demo] review written", file="docs/REVIEW.md", progress=100)
+            if ok
+            else f"[demo] I could not write docs/REVIEW.md: Read-only file system.\n{finding}\n"
+            + marker("blocker", "[demo] writing docs/REVIEW.md was refused")
+        )
         agent.say(text)
         return text
-    text = (f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only "
-            f"answer.\nYou asked: {task}")
+    text = (
+        f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only "
+        f"answer.\nYou asked: {task}"
+    )
     agent.say(text)
     return text
 
@@ -389,12 +516,17 @@ def run(agent: DemoAgent) -> int:
     if sc == "hang":
         _sleep_forever()
     if sc in ("crash", "killed"):
-        agent.say("[demo] Starting on the assignment.\n" + marker("progress", "[demo] starting", progress=5))
+        agent.say(
+            "[demo] Starting on the assignment.\n"
+            + marker("progress", "[demo] starting", progress=5)
+        )
         if sc == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
-        agent.err(f"TypeError: Cannot read properties of undefined (reading 'content')\n"
-                  f"    at demoTurn (file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n"
-                  f"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)")
+        agent.err(
+            f"TypeError: Cannot read properties of undefined (reading 'content')\n"
+            f"    at demoTurn (file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n"
+            f"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
+        )
         return 1
     if sc == "garbage":
         _garbage(agent)
@@ -408,8 +540,10 @@ def run(agent: DemoAgent) -> int:
         keep.append(_fork_children(agent))
     if sc == "permission_error":
         outside = agent.cwd.parent / f"{agent.cwd.name}-outside" / "NOTES.md"
-        agent.say(f"[demo] First I will leave a note next to the workspace, in {outside}.\n"
-                  + marker("progress", "[demo] writing a note outside the workspace", progress=10))
+        agent.say(
+            f"[demo] First I will leave a note next to the workspace, in {outside}.\n"
+            + marker("progress", "[demo] writing a note outside the workspace", progress=10)
+        )
         agent.write(outside, "[demo] a note written outside the workspace\n")
     final = _work(agent)
     code = agent.finish(final)
@@ -435,6 +569,16 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         raise UsageExit(self._format.format(message=message), self._code)
+
+    def parse_cli(self, argv: list[str], rest: str) -> tuple[argparse.Namespace, list[str]]:
+        """Options and positionals in any order; after ``--`` all go to the ``rest`` list."""
+        tail: list[str] = []
+        if "--" in argv:
+            cut = argv.index("--")
+            argv, tail = argv[:cut], argv[cut + 1 :]
+        args, unknown = self.parse_known_intermixed_args(argv)
+        setattr(args, rest, [*(getattr(args, rest) or []), *tail])
+        return args, unknown
 
 
 def guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:

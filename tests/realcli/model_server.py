@@ -414,8 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
         rec.answered, rec.status = f"error {status}", status
         msg = error_message(status)
         if api == "anthropic":
-            body = {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"),
-                                               "message": msg},
+            etype = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+            body = {"type": "error", "error": {"type": etype, "message": msg},
                     "request_id": _new_id("req_mock")}
         elif api == "openai":
             etype, code = _OPENAI_ERROR.get(status, ("server_error", None))
@@ -448,8 +448,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, _anthropic_stream(model, blocks, stop), "text/event-stream",
                        {"Cache-Control": "no-cache"})
         else:
-            content = [b if b["type"] == "text" else {k: b[k] for k in ("type", "id", "name", "input")}
-                       for b in blocks]
+            content = [b if b["type"] == "text"
+                       else {k: b[k] for k in ("type", "id", "name", "input")} for b in blocks]
             self._json(200, {"id": _new_id("msg_mock"), "type": "message", "role": "assistant",
                              "model": model, "content": content, "stop_reason": stop,
                              "stop_sequence": None,
@@ -466,8 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
                 name, "".join("+" + line + "\n" for line in WRITE_CONTENT.splitlines()))
             call_id = _new_id("call_mock")
             if flavour == "custom":
-                item = {"type": "custom_tool_call", "id": _new_id("ctc_mock"), "status": "completed",
-                        "call_id": call_id, "name": "apply_patch", "input": patch}
+                item = {"type": "custom_tool_call", "id": _new_id("ctc_mock"),
+                        "status": "completed", "call_id": call_id, "name": "apply_patch",
+                        "input": patch}
             else:
                 item = {"type": "function_call", "id": _new_id("fc_mock"), "status": "completed",
                         "call_id": call_id, "name": "apply_patch",
