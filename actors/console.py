@@ -32,6 +32,7 @@ class ConsoleView(pykka.ThreadingActor):
         self._last_activity: dict[str, float] = {}
         self._status: str | None = None
         self._assignment_status: dict[str, str] = {}
+        self._questions_shown: set[str] = set()
         self._label = " [demo]" if demo else ""
 
     def on_receive(self, message: Any) -> Any:
@@ -70,6 +71,16 @@ class ConsoleView(pykka.ThreadingActor):
             self._status = snap.status
             extra = f" (plan: {snap.plan_source})" if snap.plan_source and snap.status == "running" else ""
             self._print(f"session {snap.session_id}: {snap.status}{extra}{self._label}")
+        for question in snap.questions:
+            if question.status == "open" and question.id not in self._questions_shown:
+                self._questions_shown.add(question.id)
+                how = ("answer yes or no" if question.kind == "confirmation"
+                       else "type your answer")
+                timeout = (f"; unanswered after {question.timeout_s:g}s: "
+                           f"{question.default_answer or 'no'}") if question.timeout_s else ""
+                self._print(f"\n?? {question.kind} [{question.id}] from {question.asked_by}: "
+                            f"{question.text}\n   {how} and press Enter (start the line with "
+                            f"'{question.id}' when several questions are open){timeout}")
         for record in snap.assignments:
             if self._assignment_status.get(record.id) != record.status:
                 self._assignment_status[record.id] = record.status

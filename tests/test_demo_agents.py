@@ -56,6 +56,7 @@ def run_demo(
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,
+        check=False,
         env=demo_env(scenario, **extra),
         timeout=TIMEOUT,
     )
@@ -84,7 +85,7 @@ def types(objs: list[dict[str, Any]]) -> list[str]:
 
 
 def fenced_json(text: str) -> Any:
-    match = re.search(r"```json\n(.*?)\n```", text, re.S)
+    match = re.search(r"```json\n(.*?)\n```", text, re.DOTALL)
     assert match, text
     return json.loads(match.group(1))
 
@@ -152,9 +153,12 @@ def test_version(agent: str, text: str, tmp_path: Path) -> None:
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the refusal applies to root only")
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 UNTRUSTED = (
-    "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set the "
-    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in interactive mode. "
-    "For more details, see https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
+    "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set "
+    "the "
+    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
+    "interactive mode. "
+    "For more details, see "
+    "https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
 )
 
 
@@ -170,43 +174,58 @@ UNTRUSTED = (
         pytest.param(
             "claude",
             claude_args("hi", "--dangerously-skip-permissions"),
-            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security "
+            "reasons",
             1,
             marks=ROOT_ONLY,
         ),
         pytest.param(
             "claude",
             claude_args("hi", "--permission-mode", "bypassPermissions"),
-            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security "
+            "reasons",
             1,
             marks=ROOT_ONLY,
         ),
         (
             "claude",
             ["-p", "--output-format", "stream-json", "--verbose"],
-            "Error: Input must be provided either through stdin or as a prompt argument when using --print",
+            (
+                "Error: Input must be provided either through stdin or as a prompt argument when using "
+                "--print"
+            ),
             1,
         ),
         (
             "claude",
             ["-p", "--add-dir", "/x", "hi", "--output-format", "stream-json", "--verbose"],
-            "Error: Input must be provided either through stdin or as a prompt argument when using --print",
+            (
+                "Error: Input must be provided either through stdin or as a prompt argument when using "
+                "--print"
+            ),
             1,
         ),
         ("claude", claude_args("hi", "--bogus-flag"), "error: unknown option '--bogus-flag'", 1),
         (
             "claude",
             claude_args("hi", "--permission-mode", "bogus"),
-            "error: option '--permission-mode <mode>' argument 'bogus' is invalid. Allowed choices are acceptEdits, auto, "
-            "bypassPermissions, default, dontAsk, plan.",
+            (
+                "error: option '--permission-mode <mode>' argument 'bogus' is invalid. Allowed choices "
+                "are acceptEdits, auto, "
+                "bypassPermissions, default, dontAsk, plan."
+            ),
             1,
         ),
         (
             "claude",
             claude_args("hi", "--resume", "not-a-uuid"),
-            "Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p "
-            '--resume <session-id|title>. Provided value "not-a-uuid" is not a UUID and does not match any session '
-            "title.",
+            (
+                "Error: --resume requires a valid session ID or session title when used with --print. "
+                "Usage: claude -p "
+                '--resume <session-id|title>. Provided value "not-a-uuid" is not a UUID and does not '
+                "match any session "
+                "title."
+            ),
             1,
         ),
         ("codex", ["exec", "--json", "hi"], NOT_TRUSTED, 1),
@@ -232,21 +251,30 @@ UNTRUSTED = (
         (
             "gemini",
             gemini_args("hi", "--include-directories", "/nonexistent/extra"),
-            "[WARN] Skipping unreadable directory: /nonexistent/extra (Directory does not exist: /nonexistent/extra)\n"
-            "An unexpected critical error occurred:Error: Directory does not exist: /nonexistent/extra",
+            (
+                "[WARN] Skipping unreadable directory: /nonexistent/extra (Directory does not exist: "
+                "/nonexistent/extra)\n"
+                "An unexpected critical error occurred:Error: Directory does not exist: "
+                "/nonexistent/extra"
+            ),
             1,
         ),
         (
             "gemini",
             gemini_args(""),
-            "No input provided via stdin. Input can be provided by piping data into gemini or "
-            "using the --prompt option.",
+            (
+                "No input provided via stdin. Input can be provided by piping data into gemini or "
+                "using the --prompt option."
+            ),
             42,
         ),
         (
             "gemini",
             gemini_args("hi", "-y", "--approval-mode", "yolo"),
-            "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo instead.",
+            (
+                "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo "
+                "instead."
+            ),
             1,
         ),
     ],
@@ -734,8 +762,10 @@ def test_marker_matches_protocol_and_startup_is_light() -> None:
 
     assert DEMO_MARKER == MARKER
     code = (
-        "import sys, actors.demo.__main__, actors.demo.claude, actors.demo.codex, actors.demo.gemini; "
-        "bad = [m for m in ('pydantic', 'pykka', 'messages') if m in sys.modules]; assert not bad, bad"
+        "import sys, actors.demo.__main__, actors.demo.claude, actors.demo.codex, "
+        "actors.demo.gemini; "
+        "bad = [m for m in ('pydantic', 'pykka', 'messages') if m in sys.modules]; assert not bad, "
+        "bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=demo_env(), timeout=TIMEOUT)
 
@@ -744,7 +774,7 @@ def test_marker_matches_protocol_and_startup_is_light() -> None:
 
 
 def _through_adapter(
-    agent: str, text: str, workdir: Path, mode: str = "write", scenario: str | None = None
+    agent: str, text: str, workdir: Path, mode: Any = "write", scenario: str | None = None
 ) -> Any:
     registry = pytest.importorskip("actors.adapters.registry")
     from actors.adapters.base import LaunchSpec
@@ -758,13 +788,14 @@ def _through_adapter(
             mode=mode,
             env=demo_env(scenario),
         )
-    )  # type: ignore[arg-type]
+    )
     done = subprocess.run(
         launch.argv,
         cwd=launch.cwd,
         env=launch.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
+        check=False,
         timeout=TIMEOUT,
     )
     parser = adapter.new_parser()

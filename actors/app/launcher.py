@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_file = setup_logging(opts.verbose)
     options = RunOptions(task=opts.task, target=opts.target, demo=opts.demo,
                          dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
-                         verbose=opts.verbose)
+                         verbose=opts.verbose, answer_stream=sys.stdin)
     try:
         return run(settings, options, log_setup=log_to_file)
     except PreflightError as exc:

@@ -26,7 +26,9 @@ from actors.runtime.session_files import new_session_id
 from actors.worker import Worker, launch_for_preflight
 from config.settings import Settings
 from messages.base import AGENT_NAMES
-from messages.session import ControlRequested, SessionEnded, StartSession
+from messages.session import (
+    AnswerGiven, ControlRequested, GetSessionState, SessionEnded, SessionSnapshot, StartSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class RunOptions:
     console: bool = True
     session_id: str | None = None
     env: dict[str, str] | None = None
+    answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
     on_started: Callable[["RunningSession"], None] | None = None
 
 
@@ -172,9 +175,65 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     inbox = ReplyInbox()
     inbox.queue = running.ended  # type: ignore[assignment]
     coordinator.tell(StartSession(reply_to=inbox))
+    if options.console and options.answer_stream is not None:
+        threading.Thread(target=read_console_answers, args=(coordinator, options.answer_stream),
+                         name="console-answers", daemon=True).start()
     if options.on_started:
         options.on_started(running)
     return running
+
+
+APPROVE_WORDS = {"y", "yes", "approve", "ok", "allow"}
+DENY_WORDS = {"n", "no", "deny", "reject", "refuse"}
+
+
+def parse_console_answer(line: str, snapshot: SessionSnapshot) -> AnswerGiven | str:
+    """Turn a console line into an answer to an open question, or say why it is not one.
+
+    ``<question id> <answer>`` answers that question; a bare answer goes to the only open one.
+    For confirmations, yes/no words approve or deny.
+    """
+    open_questions = [q for q in snapshot.questions if q.status == "open"]
+    if not open_questions:
+        return "no question is waiting for an answer"
+    text = line.strip()
+    first, _, rest = text.partition(" ")
+    chosen = next((q for q in open_questions if q.id == first), None)
+    if chosen is not None:
+        text = rest.strip()
+    elif len(open_questions) == 1:
+        chosen = open_questions[0]
+    else:
+        ids = ", ".join(q.id for q in open_questions)
+        return f"several questions are open ({ids}): start the line with the question id"
+    if not text:
+        return f"empty answer to {chosen.id}"
+    approve = None
+    if chosen.kind == "confirmation":
+        word = text.lower()
+        if word in APPROVE_WORDS:
+            approve = True
+        elif word in DENY_WORDS:
+            approve = False
+        else:
+            return f"{chosen.id} needs yes or no"
+    return AnswerGiven(question_id=chosen.id, answer=text, approve=approve)
+
+
+def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
+    """Reader thread: lines typed on the console answer the session's open questions."""
+    for line in iter(stream.readline, ""):
+        if not line.strip():
+            continue
+        try:
+            snapshot = coordinator.ask(GetSessionState(), timeout=2.0)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return
+        answer = parse_console_answer(line, snapshot)
+        if isinstance(answer, str):
+            print(f"orchestrate: {answer}", file=sys.stderr, flush=True)
+        else:
+            coordinator.tell(answer)
 
 
 def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],

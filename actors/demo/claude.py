@@ -7,8 +7,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from actors.demo.common import (
     Command,
@@ -231,8 +232,11 @@ class Claude(DemoAgent):
     def _removed(self, tool: str) -> tuple[str, bool] | None:
         if tool in self.disallowed:
             return (
-                f"<tool_use_error>Error: No such tool available: {tool}. {tool} exists but is not enabled "
-                "in this context. Use one of the available tools instead.</tool_use_error>",
+                (
+                    f"<tool_use_error>Error: No such tool available: {tool}. {tool} exists but is not "
+                    "enabled "
+                    "in this context. Use one of the available tools instead.</tool_use_error>"
+                ),
                 False,
             )
         return None
@@ -413,9 +417,11 @@ class Claude(DemoAgent):
             ),
             "server_error": (
                 "server_error",
-                "API Error: 500 [demo] internal server error. This is a server-side "
-                "issue, usually temporary — try again in a moment. If it persists, check your "
-                "inference gateway (api.anthropic.com).",
+                (
+                    "API Error: 500 [demo] internal server error. This is a server-side "
+                    "issue, usually temporary — try again in a moment. If it persists, check your "
+                    "inference gateway (api.anthropic.com)."
+                ),
                 500,
             ),
         }[cause]
@@ -520,7 +526,8 @@ def main(argv: list[str]) -> int:
         )
     if args.permission_mode is not None and args.permission_mode not in MODES:
         raise UsageExit(
-            f"error: option '--permission-mode <mode>' argument '{args.permission_mode}' is invalid. "
+            f"error: option '--permission-mode <mode>' argument '{args.permission_mode}' is "
+            "invalid. "
             f"Allowed choices are {', '.join(MODES)}."
         )
     bypass = args.dangerously_skip_permissions or args.permission_mode == "bypassPermissions"
@@ -534,13 +541,15 @@ def main(argv: list[str]) -> int:
     prompt = " ".join(args.prompt)
     if not prompt.strip():
         raise UsageExit(
-            "Error: Input must be provided either through stdin or as a prompt argument when using --print"
+            "Error: Input must be provided either through stdin or as a prompt argument when using "
+            "--print"
         )
     session_id = args.session_id
     if args.resume is not None:
         if not is_uuid(args.resume):
             raise UsageExit(
-                "Error: --resume requires a valid session ID or session title when used with --print. "
+                "Error: --resume requires a valid session ID or session title when used with "
+                "--print. "
                 "Usage: claude -p --resume <session-id|title>. Provided value "
                 f'"{args.resume}" is not a UUID and does not match any session title.'
             )

@@ -1,4 +1,4 @@
-"""Demo ``codex``: codex-cli 0.169.0 ``exec --json`` flags, thread/turn/item lines, sandbox and errors."""
+"""Demo ``codex``: codex-cli 0.169.0 ``exec --json``: flags, thread/turn/items, sandbox, errors."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ USAGE_TAIL = (
     "\n\nUsage: codex exec [OPTIONS] [PROMPT] [COMMAND]\n\nFor more information, try '--help'."
 )
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
-ROUTER = "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; rejected by user approval settings"
+ROUTER = (
+    "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; "
+    "rejected by user approval settings"
+)
 
 
 class Codex(DemoAgent):
@@ -142,7 +145,9 @@ class Codex(DemoAgent):
             "auth_error": "unexpected status 401 Unauthorized: [demo] invalid_api_key, "
             "url: https://api.openai.com/v1/responses",
             "rate_limit": "exceeded retry limit, last status: 429 Too Many Requests",
-            "server_error": "We’re currently experiencing high demand, which may cause temporary errors.",
+            "server_error": (
+                "We’re currently experiencing high demand, which may cause temporary errors."
+            ),
         }[cause]
         self.emit({"type": "thread.started", "thread_id": self.session_id})
         self.emit({"type": "turn.started"})

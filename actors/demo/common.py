@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 # Same value as ``actors.adapters.protocol.MARKER`` (a test checks it); imported from there
 # it would pull in pydantic at startup.
@@ -27,10 +28,13 @@ MARKER = "ORCHESTRATE_EVENT"
 
 SCENARIOS: dict[str, str] = {
     "success": "do the assignment and end normally (default)",
-    "permission_error": "first try to write outside the workspace and get the CLI's real denial; still ends in success",
-    "not_git_repo": "codex: refuse as outside a git repo without --skip-git-repo-check; others: success",
-    "untrusted": "gemini: the real trust check (exit 55 unless --skip-trust or GEMINI_CLI_TRUST_WORKSPACE=true); others: success",
-    "force_untrusted": "gemini: exit 55 with the trust error even with --skip-trust; others: success",
+    "permission_error": "first try a write outside the workspace and get the CLI's real denial; "
+    "the run still succeeds",
+    "not_git_repo": "codex: as if outside a git repo (refused without --skip-git-repo-check)",
+    "force_not_git_repo": "codex: the not-a-git-repo refusal even with --skip-git-repo-check",
+    "untrusted": "gemini: the real trust check (exit 55 unless --skip-trust or "
+    "GEMINI_CLI_TRUST_WORKSPACE=true)",
+    "force_untrusted": "gemini: exit 55 with the trust error even with --skip-trust",
     "auth_error": "the CLI's exact missing/invalid credentials shape and exit code",
     "rate_limit": "the CLI's exact HTTP 429 shape and exit code",
     "server_error": "the CLI's exact HTTP 5xx shape and exit code",
@@ -39,14 +43,14 @@ SCENARIOS: dict[str, str] = {
     "hang": "start, then sleep forever printing nothing",
     "result_then_hang": "the whole successful run including the terminal line, then never exit",
     "garbage": "a non-JSON line, a cut JSON line, invalid UTF-8, a 10 MB line; then a normal run",
-    "flood": "ORCHESTRATE_DEMO_FLOOD_LINES valid progress lines as fast as possible; then a normal run",
-    "invalid_plan": "Kind plan: a plan that fails validation; valid on a retry prompt quoting the error",
+    "flood": "ORCHESTRATE_DEMO_FLOOD_LINES (100000) progress lines at full speed, then a run",
+    "invalid_plan": "Kind plan: a plan that fails validation; valid on a retry quoting the error",
     "invalid_plan_always": "Kind plan: a plan that fails validation, also on retries",
     "concern": "Kind peer_review: verdict concern with a finding",
     "blocker": "Kind peer_review: verdict blocker with a finding",
-    "memory_hog": "allocate ORCHESTRATE_DEMO_HOG_MB MB in steps while printing; then a normal run",
-    "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN `sleep 300` children in its process group; then a normal run",
-    "force_not_git_repo": "codex: the not-a-git-repo refusal even with --skip-git-repo-check; others: success",
+    "memory_hog": "allocate ORCHESTRATE_DEMO_HOG_MB (512) MB in steps while printing, then a run",
+    "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; "
+    "then a normal run",
     "slow": "a normal run at ten times the pace",
 }
 
@@ -79,7 +83,7 @@ def scenario_for(agent: str) -> str:
 
 
 def parse_headers(prompt: str) -> dict[str, str]:
-    """The first ``Session:``/``Assignment:``/``Role:``/``Kind:``/``Task:`` lines, lower-case keys."""
+    """The first ``Session:``, ``Assignment:``, ``Role:``, ``Kind:``, ``Task:`` values by key."""
     found: dict[str, str] = {}
     for match in _HEADER.finditer(prompt):
         found.setdefault(match.group(1).lower(), match.group(2))
@@ -164,8 +168,10 @@ def plan_object(task: str, invalid: bool) -> dict[str, Any]:
                 "id": "implement",
                 "role": "implementer",
                 "title": f"Implement: {short}",
-                "instructions": f"Following docs/DESIGN.md, write the module under app/ and its test "
-                f"under tests/ for the task: {task}",
+                "instructions": (
+                    "Following docs/DESIGN.md, write the module under app/ and its test "
+                    f"under tests/ for the task: {task}"
+                ),
                 "depends_on": ["design"],
                 "weight": 45,
             },
@@ -173,7 +179,9 @@ def plan_object(task: str, invalid: bool) -> dict[str, Any]:
                 "id": "review",
                 "role": "reviewer",
                 "title": f"Review: {short}",
-                "instructions": "Read the design, the module and its test; write docs/REVIEW.md with findings.",
+                "instructions": (
+                    "Read the design, the module and its test; write docs/REVIEW.md with findings."
+                ),
                 "depends_on": review_deps,
                 "weight": 10,
             },
@@ -344,6 +352,7 @@ class DemoAgent:
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
+                check=False,
                 timeout=60,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -1,4 +1,4 @@
-"""Demo ``gemini``: Gemini CLI 0.61.0 flags, stream-json lines, approval modes, trust and exit codes."""
+"""Demo ``gemini``: Gemini CLI 0.61.0: flags, stream-json, approval modes, trust, exit codes."""
 
 from __future__ import annotations
 
@@ -26,19 +26,24 @@ VERSION = "0.61.0"
 MODES = ("default", "auto_edit", "yolo", "plan")
 CHUNK = 120
 UNTRUSTED = (
-    "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set the "
-    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in interactive mode. "
-    "For more details, see https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
+    "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set "
+    "the "
+    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
+    "interactive mode. "
+    "For more details, see "
+    "https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
 )
 NO_INPUT = (
-    "No input provided via stdin. Input can be provided by piping data into gemini or using the --prompt "
+    "No input provided via stdin. Input can be provided by piping data into gemini or using the "
+    "--prompt "
     "option."
 )
 NOT_FOUND = (
     'Tool "{tool}" not found. Did you mean one of: "read_file", "update_topic", "grep_search"?'
 )
 PLAN_DENIED = (
-    "Tool execution denied by policy. You are in Plan Mode and cannot modify source code. You may ONLY "
+    "Tool execution denied by policy. You are in Plan Mode and cannot modify source code. You may "
+    "ONLY "
     "use write_file or replace to save plans to the designated plans directory as .md files."
 )
 
@@ -136,9 +141,11 @@ class Gemini(DemoAgent):
         roots = ", ".join(str(r) for r in self.roots())
         return (
             "invalid_tool_params",
-            f'Path not in workspace: Attempted path "{path}" resolves outside the allowed '
-            f"workspace directories: {roots} or the project temp directory: "
-            f"{self.project_tmp}",
+            (
+                f'Path not in workspace: Attempted path "{path}" resolves outside the allowed '
+                f"workspace directories: {roots} or the project temp directory: "
+                f"{self.project_tmp}"
+            ),
         )
 
     def write(self, path: Path, content: str) -> bool:
@@ -151,8 +158,10 @@ class Gemini(DemoAgent):
                 "policy_violation",
                 PLAN_DENIED
                 if within(path, self.roots())
-                else f"Access denied: plan path ({path}) must be within the designated plans directory "
-                f"({self.project_tmp / 'plans'}).",
+                else (
+                    f"Access denied: plan path ({path}) must be within the designated plans "
+                    f"directory ({self.project_tmp / 'plans'})."
+                ),
             )
         else:
             error = self._outside(path)
@@ -232,7 +241,8 @@ class Gemini(DemoAgent):
         if cause == "auth_error":
             home = Path(os.environ.get("GEMINI_CLI_HOME") or Path.home())
             self.err(
-                f"Please set an Auth method in your {home / '.gemini' / 'settings.json'} or specify one of "
+                f"Please set an Auth method in your {home / '.gemini' / 'settings.json'} or "
+                "specify one of "
                 "the following environment variables before running: GEMINI_API_KEY, "
                 "GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA"
             )
@@ -241,7 +251,8 @@ class Gemini(DemoAgent):
         if cause == "rate_limit":
             message, code = (
                 (
-                    "[API Error: You have exhausted your daily quota on this model.]\nPlease wait and try "
+                    "[API Error: You have exhausted your daily quota on this model.]\nPlease wait "
+                    "and try "
                     "again later. [demo]"
                 ),
                 173,
@@ -318,7 +329,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.yolo and args.approval_mode:
         raise UsageExit(
-            "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo instead."
+            "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo "
+            "instead."
         )
     if args.approval_mode is not None and args.approval_mode not in MODES:
         raise UsageExit(
