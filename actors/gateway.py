@@ -731,11 +731,22 @@ def _create_app(gateway: Gateway) -> Flask:
     session_dir = gateway._session_dir
     client_queue = gateway._settings.client_queue
 
-    def allowed_hosts() -> set[str]:
-        port = gateway.port
-        names = {gateway.host, *(_LOOPBACK_NAMES if _is_loopback(gateway.host) else ())}
-        return {f"{n}:{port}" if not (":" in n and not n.startswith("[")) else f"[{n}]:{port}"
-                for n in names}
+    def host_name(netloc: str) -> str:
+        return (urlsplit(f"//{netloc}").hostname or "").lower()
+
+    def host_ok() -> bool:
+        # Only the name matters against DNS rebinding (a plain client may leave out the port).
+        if not _is_loopback(gateway.host):
+            return True
+        return host_name(request.host) in {n.strip("[]") for n in _LOOPBACK_NAMES} | {gateway.host}
+
+    def origin_ok(origin: str) -> bool:
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        return parts.hostname == host_name(request.host) and port == gateway.port
 
     def presented_token() -> str | None:
         return (request.args.get("token") or request.headers.get(TOKEN_HEADER)
@@ -754,7 +765,7 @@ def _create_app(gateway: Gateway) -> Flask:
     @app.before_request
     def guard() -> Response | None:
         path = request.path
-        if _is_loopback(gateway.host) and request.host not in allowed_hosts():
+        if not host_ok():
             # A page on another site that resolves its name to 127.0.0.1 (DNS rebinding).
             return refuse(403, f"unexpected Host header {request.host!r}")
         if path == "/api/health" or not (path.startswith("/api/") or path == "/ws"):
@@ -766,7 +777,7 @@ def _create_app(gateway: Gateway) -> Flask:
         if path == "/ws":
             origin = request.headers.get("Origin")
             # Browsers always send Origin; a plain client with the token may omit it.
-            if origin is not None and urlsplit(origin).netloc != request.host:
+            if origin is not None and not origin_ok(origin):
                 return refuse(403, f"foreign Origin {origin!r}")
         return None
 

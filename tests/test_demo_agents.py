@@ -28,8 +28,8 @@ def prompt(
     extra: str = "",
 ) -> str:
     return (
-        f"You are one agent of a team.\nSession: s-1\nAssignment: a-1\nRole: {role}\nKind: {kind}\n"
-        f"Task: {task}\n{extra}\nFollow the reporting protocol."
+        f"You are one agent of a team.\nSession: s-1\nAssignment: a-1\nRole: {role}\nKind: "
+        f"{kind}\nTask: {task}\n{extra}\nFollow the reporting protocol."
     )
 
 
@@ -154,10 +154,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the refusal applies to
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 UNTRUSTED = (
     "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set "
-    "the "
-    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
-    "interactive mode. "
-    "For more details, see "
+    "the `GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
+    "interactive mode. For more details, see "
     "https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
 )
 
@@ -191,8 +189,8 @@ UNTRUSTED = (
             "claude",
             ["-p", "--output-format", "stream-json", "--verbose"],
             (
-                "Error: Input must be provided either through stdin or as a prompt argument when using "
-                "--print"
+                "Error: Input must be provided either through stdin or as a prompt argument when "
+                "using --print"
             ),
             1,
         ),
@@ -200,8 +198,8 @@ UNTRUSTED = (
             "claude",
             ["-p", "--add-dir", "/x", "hi", "--output-format", "stream-json", "--verbose"],
             (
-                "Error: Input must be provided either through stdin or as a prompt argument when using "
-                "--print"
+                "Error: Input must be provided either through stdin or as a prompt argument when "
+                "using --print"
             ),
             1,
         ),
@@ -210,9 +208,8 @@ UNTRUSTED = (
             "claude",
             claude_args("hi", "--permission-mode", "bogus"),
             (
-                "error: option '--permission-mode <mode>' argument 'bogus' is invalid. Allowed choices "
-                "are acceptEdits, auto, "
-                "bypassPermissions, default, dontAsk, plan."
+                "error: option '--permission-mode <mode>' argument 'bogus' is invalid. Allowed "
+                "choices are acceptEdits, auto, bypassPermissions, default, dontAsk, plan."
             ),
             1,
         ),
@@ -220,11 +217,10 @@ UNTRUSTED = (
             "claude",
             claude_args("hi", "--resume", "not-a-uuid"),
             (
-                "Error: --resume requires a valid session ID or session title when used with --print. "
-                "Usage: claude -p "
-                '--resume <session-id|title>. Provided value "not-a-uuid" is not a UUID and does not '
-                "match any session "
-                "title."
+                "Error: --resume requires a valid session ID or session title when used with "
+                "--print. Usage: claude -p "
+                '--resume <session-id|title>. Provided value "not-a-uuid" is not a UUID and does '
+                "not match any session title."
             ),
             1,
         ),
@@ -252,10 +248,9 @@ UNTRUSTED = (
             "gemini",
             gemini_args("hi", "--include-directories", "/nonexistent/extra"),
             (
-                "[WARN] Skipping unreadable directory: /nonexistent/extra (Directory does not exist: "
-                "/nonexistent/extra)\n"
-                "An unexpected critical error occurred:Error: Directory does not exist: "
-                "/nonexistent/extra"
+                "[WARN] Skipping unreadable directory: /nonexistent/extra (Directory does not "
+                "exist: /nonexistent/extra)\nAn unexpected critical error occurred:Error: "
+                "Directory does not exist: /nonexistent/extra"
             ),
             1,
         ),
@@ -272,8 +267,8 @@ UNTRUSTED = (
             "gemini",
             gemini_args("hi", "-y", "--approval-mode", "yolo"),
             (
-                "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo "
-                "instead."
+                "Cannot use both --yolo (-y) and --approval-mode together. Use "
+                "--approval-mode=yolo instead."
             ),
             1,
         ),
@@ -763,9 +758,8 @@ def test_marker_matches_protocol_and_startup_is_light() -> None:
     assert DEMO_MARKER == MARKER
     code = (
         "import sys, actors.demo.__main__, actors.demo.claude, actors.demo.codex, "
-        "actors.demo.gemini; "
-        "bad = [m for m in ('pydantic', 'pykka', 'messages') if m in sys.modules]; assert not bad, "
-        "bad"
+        "actors.demo.gemini; bad = [m for m in ('pydantic', 'pykka', 'messages') if m in "
+        "sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=demo_env(), timeout=TIMEOUT)
 

@@ -59,11 +59,11 @@ READ_ONLY = {
 }
 DONT_ASK = (
     "Permission to use {tool} has been denied because Claude Code is running in don't ask mode. "
-    "IMPORTANT: You *may* attempt to accomplish this action using other tools that might naturally "
-    "be used to accomplish this goal, e.g. using head instead of cat. But you *should not* attempt "
-    "to work around this denial in malicious ways, e.g. do not use your ability to run tests to "
-    "execute non-test actions. You should only try to work around this restriction in reasonable "
-    "ways that do not attempt to bypass the intent behind this denial."
+    "IMPORTANT: You *may* attempt to accomplish this action using other tools that might "
+    "naturally be used to accomplish this goal, e.g. using head instead of cat. But you *should "
+    "not* attempt to work around this denial in malicious ways, e.g. do not use your ability to "
+    "run tests to execute non-test actions. You should only try to work around this restriction "
+    "in reasonable ways that do not attempt to bypass the intent behind this denial."
 )
 ROOT_REFUSAL = (
     "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
@@ -233,9 +233,9 @@ class Claude(DemoAgent):
         if tool in self.disallowed:
             return (
                 (
-                    f"<tool_use_error>Error: No such tool available: {tool}. {tool} exists but is not "
-                    "enabled "
-                    "in this context. Use one of the available tools instead.</tool_use_error>"
+                    f"<tool_use_error>Error: No such tool available: {tool}. {tool} exists but is "
+                    "not enabled in this context. Use one of the available tools "
+                    "instead.</tool_use_error>"
                 ),
                 False,
             )
@@ -418,8 +418,8 @@ class Claude(DemoAgent):
             "server_error": (
                 "server_error",
                 (
-                    "API Error: 500 [demo] internal server error. This is a server-side "
-                    "issue, usually temporary — try again in a moment. If it persists, check your "
+                    "API Error: 500 [demo] internal server error. This is a server-side issue, "
+                    "usually temporary — try again in a moment. If it persists, check your "
                     "inference gateway (api.anthropic.com)."
                 ),
                 500,
@@ -527,8 +527,7 @@ def main(argv: list[str]) -> int:
     if args.permission_mode is not None and args.permission_mode not in MODES:
         raise UsageExit(
             f"error: option '--permission-mode <mode>' argument '{args.permission_mode}' is "
-            "invalid. "
-            f"Allowed choices are {', '.join(MODES)}."
+            f"invalid. Allowed choices are {', '.join(MODES)}."
         )
     bypass = args.dangerously_skip_permissions or args.permission_mode == "bypassPermissions"
     if bypass and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
@@ -541,16 +540,15 @@ def main(argv: list[str]) -> int:
     prompt = " ".join(args.prompt)
     if not prompt.strip():
         raise UsageExit(
-            "Error: Input must be provided either through stdin or as a prompt argument when using "
-            "--print"
+            "Error: Input must be provided either through stdin or as a prompt argument when "
+            "using --print"
         )
     session_id = args.session_id
     if args.resume is not None:
         if not is_uuid(args.resume):
             raise UsageExit(
                 "Error: --resume requires a valid session ID or session title when used with "
-                "--print. "
-                "Usage: claude -p --resume <session-id|title>. Provided value "
+                "--print. Usage: claude -p --resume <session-id|title>. Provided value "
                 f'"{args.resume}" is not a UUID and does not match any session title.'
             )
         session_id = None if args.fork_session else args.resume

@@ -26,8 +26,8 @@ USAGE_TAIL = (
 )
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 ROUTER = (
-    "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; "
-    "rejected by user approval settings"
+    "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; rejected by user approval "
+    "settings"
 )
 
 

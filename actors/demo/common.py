@@ -169,8 +169,8 @@ def plan_object(task: str, invalid: bool) -> dict[str, Any]:
                 "role": "implementer",
                 "title": f"Implement: {short}",
                 "instructions": (
-                    "Following docs/DESIGN.md, write the module under app/ and its test "
-                    f"under tests/ for the task: {task}"
+                    "Following docs/DESIGN.md, write the module under app/ and its test under "
+                    f"tests/ for the task: {task}"
                 ),
                 "depends_on": ["design"],
                 "weight": 45,
@@ -216,10 +216,9 @@ def verdict_reply(verdict: str, task: str) -> str:
 
 def design_md(task: str, slug: str) -> str:
     return (
-        f"# Design (demo)\n\nTask: {task}\n\n## Approach\n\n"
-        f"- A single module `app/{slug}.py` with a pure function `{slug}(text)`.\n"
-        f"- A pytest test `tests/test_{slug}.py`.\n- No external dependencies.\n\n"
-        "## Risks\n\n- The demo agent writes deterministic placeholder code.\n"
+        f"# Design (demo)\n\nTask: {task}\n\n## Approach\n\n- A single module `app/{slug}.py` with "
+        f"a pure function `{slug}(text)`.\n- A pytest test `tests/test_{slug}.py`.\n- No external "
+        "dependencies.\n\n## Risks\n\n- The demo agent writes deterministic placeholder code.\n"
     )
 
 
@@ -234,8 +233,7 @@ def module_py(task: str, slug: str) -> str:
 
 def unit_test_py(slug: str) -> str:
     return (
-        f"from app.{slug} import {slug}\n\n\n"
-        f"def test_{slug}() -> None:\n"
+        f"from app.{slug} import {slug}\n\n\ndef test_{slug}() -> None:\n"
         f'    assert {slug}("  hello world ") == "Hello World"\n'
     )
 
@@ -243,8 +241,8 @@ def unit_test_py(slug: str) -> str:
 def review_md(task: str, listing: list[str]) -> str:
     files = "\n".join(f"- `{f}`" for f in listing) or "- (no files found)"
     return (
-        f"# Review (demo)\n\nTask: {task}\n\n## Files read\n\n{files}\n\n"
-        "## Findings\n\n- The module has a docstring and a test.\n- No blocking issue found.\n"
+        f"# Review (demo)\n\nTask: {task}\n\n## Files read\n\n{files}\n\n## Findings\n\n- The "
+        "module has a docstring and a test.\n- No blocking issue found.\n"
     )
 
 
@@ -532,9 +530,9 @@ def run(agent: DemoAgent) -> int:
         if sc == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
         agent.err(
-            f"TypeError: Cannot read properties of undefined (reading 'content')\n"
-            f"    at demoTurn (file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n"
-            f"    at process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
+            "TypeError: Cannot read properties of undefined (reading 'content')\n    at demoTurn "
+            f"(file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n    at "
+            "process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
         )
         return 1
     if sc == "garbage":

@@ -27,24 +27,20 @@ MODES = ("default", "auto_edit", "yolo", "plan")
 CHUNK = 120
 UNTRUSTED = (
     "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set "
-    "the "
-    "`GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
-    "interactive mode. "
-    "For more details, see "
+    "the `GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in "
+    "interactive mode. For more details, see "
     "https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
 )
 NO_INPUT = (
     "No input provided via stdin. Input can be provided by piping data into gemini or using the "
-    "--prompt "
-    "option."
+    "--prompt option."
 )
 NOT_FOUND = (
     'Tool "{tool}" not found. Did you mean one of: "read_file", "update_topic", "grep_search"?'
 )
 PLAN_DENIED = (
     "Tool execution denied by policy. You are in Plan Mode and cannot modify source code. You may "
-    "ONLY "
-    "use write_file or replace to save plans to the designated plans directory as .md files."
+    "ONLY use write_file or replace to save plans to the designated plans directory as .md files."
 )
 
 
@@ -143,8 +139,7 @@ class Gemini(DemoAgent):
             "invalid_tool_params",
             (
                 f'Path not in workspace: Attempted path "{path}" resolves outside the allowed '
-                f"workspace directories: {roots} or the project temp directory: "
-                f"{self.project_tmp}"
+                f"workspace directories: {roots} or the project temp directory: {self.project_tmp}"
             ),
         )
 
@@ -242,9 +237,8 @@ class Gemini(DemoAgent):
             home = Path(os.environ.get("GEMINI_CLI_HOME") or Path.home())
             self.err(
                 f"Please set an Auth method in your {home / '.gemini' / 'settings.json'} or "
-                "specify one of "
-                "the following environment variables before running: GEMINI_API_KEY, "
-                "GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA"
+                "specify one of the following environment variables before running: "
+                "GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA"
             )
             return 41
         self.start()
@@ -252,16 +246,15 @@ class Gemini(DemoAgent):
             message, code = (
                 (
                     "[API Error: You have exhausted your daily quota on this model.]\nPlease wait "
-                    "and try "
-                    "again later. [demo]"
+                    "and try again later. [demo]"
                 ),
                 173,
             )
         else:
             message, code = (
                 (
-                    '[API Error: {"error":{"code":500,"message":"[demo] internal error",'
-                    '"status":"INTERNAL"}}]'
+                    '[API Error: {"error":{"code":500,"message":"[demo] internal '
+                    'error","status":"INTERNAL"}}]'
                 ),
                 244,
             )
@@ -346,8 +339,8 @@ def main(argv: list[str]) -> int:
     for d in dirs:
         if not d.is_dir():
             raise UsageExit(
-                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\n"
-                f"An unexpected critical error occurred:Error: Directory does not exist: {d}"
+                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\nAn "
+                f"unexpected critical error occurred:Error: Directory does not exist: {d}"
             )
     scenario = scenario_for("gemini")
     trusted = args.skip_trust or os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") == "true"

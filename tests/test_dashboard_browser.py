@@ -1,0 +1,198 @@
+"""The dashboard in a real browser: Playwright drives Debian's chromium against a gateway
+fed by the test (snapshots, events, resource samples), with a probe as the coordinator.
+
+The full demo-session browser test (real workers, SIGSTOP seen with psutil) lives beside the
+wiring function; this one checks the page itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pykka
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
+from messages.worker import EventRecorded, WorkerStateChanged
+from tests.conftest import ProbeHandle, wait_for
+from tests.test_gateway import event, session_snapshot, start_gateway, worker_snapshot
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+
+class ResourcesSampled(BaseModel):
+    """Stands in for the resource monitor's fact until it lands."""
+
+    model_config = ConfigDict(frozen=True)
+    agent: str
+    cpu_percent: float
+    rss_bytes: int
+
+
+def _chromium() -> str:
+    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if not path:
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.errors = errors  # type: ignore[attr-defined]
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all(timeout=10)
+
+
+def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
+    """A plausible mid-session state."""
+    decisions = [
+        {"decision": "CONTINUE", "reasoning": "Both reviewers approved the design.",
+         "decided_at": "2025-01-01T10:02:00Z"},
+        {"decision": "LOG_WARNING", "review_id": "r2",
+         "reasoning": "codex raised one concern: the endpoint does not check the database "
+                      "connection; logged, work continues.", "decided_at": "2025-01-01T10:06:00Z"},
+    ]
+    questions = [
+        {"id": "q1", "kind": "confirmation", "asked_by": "sandbox", "agent": "claude",
+         "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
+         "asked_at": "2025-01-01T10:06:30Z"},
+        {"id": "q2", "kind": "clarification", "asked_by": "coordinator", "agent": "gemini",
+         "text": "Should /health report the version string?", "asked_at": "2025-01-01T10:06:40Z"},
+    ]
+    ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=decisions, questions=questions)))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "exited", last_activity="Plan ready: 3 assignments",
+                                                         last_progress=100, assignment_id="design",
+                                                         events_recorded=41)))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "running", last_progress=45,
+                                                         last_activity="Edit app/health.py",
+                                                         events_recorded=128)))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("codex", "idle", pid=None, assignment_id=None,
+                                                         last_activity=None, last_progress=None,
+                                                         events_recorded=9)))
+    lines = [("gemini", "status", "Reading the repository layout"), ("gemini", "milestone", "Plan ready"),
+             ("claude", "task", "Implement /health"), ("claude", "progress", "Writing the handler"),
+             ("codex", "review", "Reviewing the design"), ("claude", "finding", "app/main.py has no router"),
+             ("claude", "error", "pytest: 1 failed (test_health_status)"), ("claude", "status", "Fixing the test")]
+    seqs = {"gemini": 0, "codex": 0, "claude": 0}
+    for n in range(60):
+        agent, kind, text = lines[n % len(lines)]
+        seqs[agent] += 1
+        ref.tell(EventRecorded(event=event(agent, seqs[agent], f"{text} ({n})", kind, at=n * 2,
+                                           progress=min(100, n * 2) if kind == "progress" else None)))
+    for i in range(40):
+        for agent, base in (("gemini", 3), ("codex", 8), ("claude", 35)):
+            wave = (i * 7 + len(agent) * 5) % 23
+            ref.tell(ResourcesSampled(agent=agent, cpu_percent=base + wave, rss_bytes=(120 + base * 4 + wave) * 2**20))
+    review = session_dir / "reviews" / "r2"
+    review.mkdir(parents=True)
+    (review / "request.json").write_text(json.dumps({"trigger": "milestone", "agent": "claude"}))
+    (review / "codex.json").write_text(json.dumps({"reviewer": "codex", "verdict": "concern", "findings": [
+        {"severity": "medium", "text": "No check of the database connection", "file": "app/health.py"}]}))
+    (review / "gemini.json").write_text(json.dumps({"reviewer": "gemini", "verdict": "approve", "findings": []}))
+    (review / "decision.json").write_text(json.dumps({"decision": "LOG_WARNING"}))
+
+
+def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, tmp_path: Path,
+                                                             probe: ProbeHandle) -> None:
+    page = browser_page
+    ref, address = start_gateway(tmp_path, probe.ref)
+    _feed(ref, tmp_path)
+
+    page.goto(address.url)
+    claude = page.locator('.worker[data-agent="claude"]')
+    claude.locator(".w-status", has_text="Running").wait_for(timeout=10_000)
+    assert page.locator(".worker").count() == 3
+    assert page.locator('.worker[data-agent="gemini"] .w-status').inner_text() == "Exited"
+    assert "Edit app/health.py" in claude.locator(".activity").inner_text()
+    assert claude.locator(".p-value").inner_text() == "45%"
+    assert claude.locator(".s-value").inner_text() == "42%"
+    assert "on target" in claude.locator(".share-note").inner_text()
+    claude.locator(".spark-cpu svg polyline").wait_for(timeout=5_000)
+    assert page.locator("#session-status").inner_text() == "Running"
+    assert "LOG WARNING" in page.locator("#decision").inner_text()
+    page.locator("#reviews .review", has_text="r2").wait_for(timeout=5_000)
+    assert "No check of the database connection" in page.locator("#reviews").inner_text()
+    assert page.locator("#inbox .question").count() == 2
+
+    # Events arrive live; the log is windowed, not one DOM row per event.
+    ref.tell(EventRecorded(event=event("codex", 500, "a fresh event from codex", "milestone", at=500)))
+    page.locator("#log .row", has_text="a fresh event from codex").wait_for(timeout=5_000)
+    assert page.locator("#log .row").count() < 60
+    page.select_option("#filter-agent", "codex")
+    assert set(page.locator("#log .row .ag").all_inner_texts()) == {"codex"}
+    page.select_option("#filter-agent", "")
+    page.locator("#log .row", has_text="a fresh event from codex").click()
+    assert "Raw line" in page.locator("#detail-body").inner_text()
+
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+    # A control click reaches the coordinator.
+    claude.locator('button[data-action="pause"]').click()
+    told = probe.expect(ControlRequested)
+    assert (told.action, told.agent, told.source) == ("pause", "claude", "dashboard")
+    page.locator('#session-controls button[data-action="review"]').click()
+    told = probe.expect(ControlRequested)
+    assert (told.action, told.agent) == ("review", None)
+
+    # Approving the confirmation in the inbox sends AnswerGiven(approve=True).
+    page.locator('.question[data-id="q1"] button[data-answer="approve"]').click()
+    told = probe.expect(AnswerGiven)
+    assert (told.question_id, told.approve) == ("q1", True)
+    page.locator('.question[data-id="q2"] textarea').fill("Yes, include the version")
+    page.locator('.question[data-id="q2"] button[data-answer="send"]').click()
+    told = probe.expect(AnswerGiven)
+    assert (told.question_id, told.answer, told.approve) == ("q2", "Yes, include the version", None)
+
+    # A worker paused by the coordinator shows it in colour and text.
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "paused", last_progress=45)))
+    claude.locator(".w-status", has_text="Paused").wait_for(timeout=5_000)
+    assert "status-paused" in claude.locator(".w-status").get_attribute("class")
+
+    # The connection drops: a clear banner; the gateway comes back: it says so.
+    port = address.port
+    ref.stop(timeout=10)
+    page.locator('#banner[data-kind="lost"]').wait_for(timeout=10_000)
+    assert "lost" in page.locator("#banner").inner_text().lower()
+    assert page.locator("#conn-text").inner_text() == "Disconnected"
+    page.screenshot(path=str(OUTPUT / "dashboard-disconnected.png"))
+    from actors.gateway import Gateway
+    from config.settings import WebSettings
+    from tests.test_gateway import TOKEN
+    back = Gateway.start(WebSettings(port=port), tmp_path, TOKEN, probe.ref)
+    back.tell(SessionStateChanged(snapshot=session_snapshot(status="completed", ended_at="2025-01-01T10:20:00Z")))
+    page.locator('#banner[data-kind="back"], #banner[data-kind="ended"]').wait_for(timeout=15_000)
+    page.locator("#session-status", has_text="Completed").wait_for(timeout=10_000)
+    wait_for(lambda: page.locator("#conn-text").inner_text() == "Live", timeout=10, message="live again")
+    assert not [e for e in page.errors if "401" not in e], page.errors  # type: ignore[attr-defined]

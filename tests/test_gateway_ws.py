@@ -1,0 +1,344 @@
+"""The gateway's WebSocket with plain clients on 127.0.0.1: access, order, resume, slow clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+import simple_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event as WsEvent, RejectConnection, Request, TextMessage
+
+from messages.gateway import GatewayAddress, GetGatewayStats
+from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
+from messages.worker import EventRecorded, WorkerStateChanged
+from tests.conftest import ProbeHandle, wait_for
+from tests.test_gateway import TOKEN, event, session_snapshot, start_gateway, worker_snapshot
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors() -> Any:
+    yield
+    pykka.ActorRegistry.stop_all(timeout=10)
+
+
+def ws_url(address: GatewayAddress, **query: Any) -> str:
+    params = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"ws://127.0.0.1:{address.port}/ws" + (f"?{params}" if params else "")
+
+
+def connect(address: GatewayAddress, **query: Any) -> simple_websocket.Client:
+    return simple_websocket.Client.connect(ws_url(address, token=TOKEN, **query))
+
+
+def receive(client: simple_websocket.Client, timeout: float = 5.0) -> dict[str, Any]:
+    raw = client.receive(timeout=timeout)
+    assert raw is not None, f"no frame within {timeout}s"
+    return json.loads(raw)
+
+
+def receive_until(client: simple_websocket.Client, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Frames up to and including the first one the predicate accepts."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = client.receive(timeout=max(0.01, deadline - time.monotonic()))
+        if raw is None:
+            continue
+        frames.append(json.loads(raw))
+        if predicate(frames[-1]):
+            return frames
+    raise AssertionError(f"no matching frame within {timeout}s; got {[f['type'] for f in frames][-10:]}")
+
+
+def stats(ref: pykka.ActorRef[Any]) -> Any:
+    return ref.ask(GetGatewayStats(), timeout=5)
+
+
+class RawClient:
+    """A WebSocket client on a bare socket that reads only when told to (a stalled browser)."""
+
+    def __init__(self, address: GatewayAddress, rcvbuf: int = 4096) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(("127.0.0.1", address.port))
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{address.port}", target=f"/ws?token={TOKEN}")))
+        self._text: list[str] = []
+        self.frames: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for ev in self._pump():
+                if isinstance(ev, AcceptConnection):
+                    return
+                if isinstance(ev, RejectConnection):
+                    raise ConnectionError(ev.status_code)
+        raise AssertionError("no handshake answer")
+
+    def _pump(self) -> list[WsEvent]:
+        self.sock.settimeout(1.0)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return []
+        if not data:
+            raise ConnectionError("closed")
+        self.ws.receive_data(data)
+        events = list(self.ws.events())
+        for ev in events:
+            if isinstance(ev, TextMessage):
+                self._text.append(ev.data)
+                if ev.message_finished:
+                    self.frames.append(json.loads("".join(self._text)))
+                    self._text.clear()
+        return events
+
+    def read_until(self, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while time.monotonic() < deadline:
+            for frame in self.frames[checked:]:
+                if predicate(frame):
+                    return frame
+            checked = len(self.frames)
+            self._pump()
+        raise AssertionError(f"no matching frame within {timeout}s")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_no_token_or_a_wrong_one_is_refused(tmp_path: Path) -> None:
+    _, address = start_gateway(tmp_path)
+    with pytest.raises(simple_websocket.ConnectionError, match="401"):
+        simple_websocket.Client.connect(ws_url(address))
+    with pytest.raises(simple_websocket.ConnectionError, match="401"):
+        simple_websocket.Client.connect(ws_url(address, token="guess"))
+
+
+def test_token_in_header_is_accepted(tmp_path: Path) -> None:
+    _, address = start_gateway(tmp_path)
+    client = simple_websocket.Client.connect(ws_url(address), headers={"X-Orchestrate-Token": TOKEN})
+    assert receive(client)["type"] == "snapshot"
+    client.close()
+
+
+def test_a_foreign_origin_is_refused_and_our_own_accepted(tmp_path: Path) -> None:
+    _, address = start_gateway(tmp_path)
+    for origin in ("http://evil.example", f"http://evil.example:{address.port}", "http://127.0.0.1:1"):
+        with pytest.raises(simple_websocket.ConnectionError, match="403"):
+            simple_websocket.Client.connect(ws_url(address, token=TOKEN), headers={"Origin": origin})
+    client = simple_websocket.Client.connect(ws_url(address, token=TOKEN),
+                                             headers={"Origin": f"http://127.0.0.1:{address.port}"})
+    assert receive(client)["type"] == "snapshot"
+    client.close()
+
+
+def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path)
+    ref.tell(SessionStateChanged(snapshot=session_snapshot()))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude")))
+    for i in range(1, 4):
+        ref.tell(EventRecorded(event=event("claude", i, f"before {i}")))
+    wait_for(lambda: stats(ref).seq == 5)
+
+    client = connect(address)
+    first = receive(client)
+    assert first["type"] == "snapshot" and first["seq"] == 5
+    data = first["data"]
+    assert data["session"]["session_id"] == "20250101-100000-a1b2"
+    assert [w["agent"] for w in data["workers"]] == ["claude"]
+    assert [e["payload"]["text"] for e in data["events"]] == ["before 1", "before 2", "before 3"]
+
+    ref.tell(EventRecorded(event=event("codex", 1, "after")))
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("codex", "paused")))
+    frames = [receive(client), receive(client)]
+    assert [(f["type"], f["seq"]) for f in frames] == [("event", 6), ("worker", 7)]
+    assert frames[0]["data"]["payload"]["text"] == "after"
+    assert frames[1]["data"]["status"] == "paused"
+    client.close()
+
+
+def test_unknown_facts_become_frames_named_after_their_class(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class ReviewCompleted(BaseModel):
+        review_id: str
+        decision: str
+
+    ref, address = start_gateway(tmp_path)
+    client = connect(address)
+    assert receive(client)["type"] == "snapshot"
+    ref.tell(ReviewCompleted(review_id="r1", decision="CONTINUE"))
+    frame = receive(client)
+    assert frame == {"type": "review_completed", "seq": 1, "data": {"review_id": "r1", "decision": "CONTINUE"}}
+    client.close()
+    again = connect(address)
+    assert receive(again)["data"]["facts"] == {"review_completed": [{"review_id": "r1", "decision": "CONTINUE"}]}
+    again.close()
+
+
+def test_reconnect_with_since_loses_nothing(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path)
+    client = connect(address)
+    snapshot = receive(client)
+    for i in range(1, 11):
+        ref.tell(EventRecorded(event=event("gemini", i)))
+    frames = receive_until(client, lambda f: f["seq"] == 10)
+    last_seen = frames[-1]["seq"]
+    client.close()
+
+    for i in range(11, 61):  # while the browser is away
+        ref.tell(EventRecorded(event=event("gemini", i)))
+    wait_for(lambda: stats(ref).seq == 60 and not stats(ref).clients)
+
+    again = connect(address, since=last_seen, epoch=snapshot["data"]["epoch"])
+    hello = receive(again)
+    assert hello["type"] == "hello" and hello["data"]["resumed"] is True and hello["data"]["missed"] == 50
+    missed = receive_until(again, lambda f: f["seq"] == 60)
+    assert [f["seq"] for f in missed] == list(range(11, 61))
+    assert [f["data"]["seq"] for f in missed] == list(range(11, 61))
+    again.close()
+
+
+def test_reconnect_too_late_or_to_another_gateway_gets_a_snapshot(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path, frames_kept=20)
+    client = connect(address)
+    epoch = receive(client)["data"]["epoch"]
+    client.close()
+    for i in range(1, 101):
+        ref.tell(EventRecorded(event=event("claude", i)))
+    wait_for(lambda: stats(ref).seq == 100)
+    late = connect(address, since=5, epoch=epoch)  # frames 6.. are gone from the ring
+    frame = receive(late)
+    assert frame["type"] == "snapshot" and frame["seq"] == 100
+    late.close()
+    other = connect(address, since=99, epoch="someone-else")
+    assert receive(other)["type"] == "snapshot"
+    other.close()
+    ahead = connect(address, since=500, epoch=epoch)  # a restarted gateway numbering from 0
+    assert receive(ahead)["type"] == "snapshot"
+    ahead.close()
+
+
+def test_browser_controls_are_validated_and_reach_the_coordinator(tmp_path: Path, probe: ProbeHandle) -> None:
+    ref, address = start_gateway(tmp_path, probe.ref)
+    ref.tell(SessionStateChanged(snapshot=session_snapshot(questions=[
+        {"id": "q7", "kind": "clarification", "text": "Which port?", "asked_by": "coordinator"}])))
+    client = connect(address)
+    receive_until(client, lambda f: f["type"] == "session" or (f["type"] == "snapshot" and f["data"]["session"]))
+
+    client.send(json.dumps({"type": "control", "action": "pause", "agent": "codex"}))
+    told = probe.expect(ControlRequested)
+    assert (told.action, told.agent, told.source) == ("pause", "codex", "dashboard")
+    assert receive_until(client, lambda f: f["type"] in ("ack", "error"))[-1]["type"] == "ack"
+
+    client.send(json.dumps({"type": "answer", "question_id": "q7", "answer": "8080"}))
+    told = probe.expect(AnswerGiven)
+    assert (told.question_id, told.answer) == ("q7", "8080")
+    assert receive_until(client, lambda f: f["type"] in ("ack", "error"))[-1]["type"] == "ack"
+
+    for bad, says in [("{nope", "Invalid JSON"), ('{"type": "control", "action": "explode"}', "action"),
+                      ('{"type": "launch"}', "type"), ('{"type": "answer", "question_id": "zz", "answer": "x"}',
+                                                       "unknown question id")]:
+        client.send(bad)
+        error = receive_until(client, lambda f: f["type"] in ("ack", "error"))[-1]
+        assert error["type"] == "error" and says in error["data"]["error"], error
+    client.send(json.dumps({"type": "ping"}))  # the socket is still there
+    assert receive_until(client, lambda f: f["type"] == "pong")
+    client.close()
+
+
+def test_a_dead_client_is_dropped(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path)
+    client = connect(address)
+    receive(client)
+    wait_for(lambda: len(stats(ref).clients) == 1, message="the client to register")
+    client.sock.shutdown(socket.SHUT_RDWR)  # vanishes without a close frame
+    client.sock.close()
+    for i in range(1, 20):
+        ref.tell(EventRecorded(event=event("claude", i)))
+    wait_for(lambda: not stats(ref).clients, message="the dead client to be dropped")
+
+
+def test_a_client_that_never_reads_does_not_slow_the_gateway(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path, client_queue=100)
+    stalled = RawClient(address, rcvbuf=4096)
+    fast = connect(address)
+    assert receive(fast)["type"] == "snapshot"
+    wait_for(lambda: len(stats(ref).clients) == 2, message="both clients")
+
+    seen: list[int] = []
+    done = threading.Event()
+
+    def read_fast() -> None:
+        while not done.is_set():
+            raw = fast.receive(timeout=0.2)
+            if raw is not None:
+                frame = json.loads(raw)
+                seen.append(frame["seq"] or 0)
+                if frame["seq"] == 20_000:
+                    done.set()
+
+    reader = threading.Thread(target=read_fast, name="fast-reader", daemon=True)
+    reader.start()
+    text = "x" * 1000  # 20 MB in all: far more than the stalled socket's buffers hold
+    started = time.monotonic()
+    for i in range(1, 20_001):
+        ref.tell(EventRecorded(event=event("claude", i, text)))
+    peak = 0
+    while (current := stats(ref)).events_seen < 20_000:
+        peak = max([peak] + [c.queued for c in current.clients])
+        assert time.monotonic() - started < 60, "the gateway fell behind"
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    assert done.wait(30), f"the reading client never got the last event (last {seen[-1:]})"
+    final = stats(ref)
+    by_remote = {c.client: c for c in final.clients}
+    assert len(by_remote) == 2
+    slow = max(final.clients, key=lambda c: c.resyncs)
+    assert slow.resyncs >= 1, "the stalled client was never sent a fresh snapshot"
+    assert all(c.queued <= c.capacity == 100 for c in final.clients) and peak <= 100
+    assert elapsed < 30, f"20k events took {elapsed:.1f}s"
+
+    # Once it reads again, the stalled client gets a snapshot and then the present.
+    snap = stalled.read_until(lambda f: f["type"] == "snapshot" and f["seq"] > 1)
+    assert snap["data"]["events"][-1]["seq"] == snap["seq"]
+    stalled.read_until(lambda f: f["seq"] == 20_000)
+    stalled.close()
+    fast.close()
+    reader.join(timeout=5)
+
+
+def test_a_client_stuck_for_too_long_is_dropped(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path, client_queue=20, stall_timeout_s=0.3)
+    stalled = RawClient(address, rcvbuf=4096)
+    wait_for(lambda: len(stats(ref).clients) == 1)
+    text = "y" * 2000
+    i = 0
+    deadline = time.monotonic() + 30
+    while not stats(ref).clients_dropped:
+        for _ in range(500):
+            i += 1
+            ref.tell(EventRecorded(event=event("claude", i, text)))
+        assert time.monotonic() < deadline, "the stuck client was never dropped"
+        time.sleep(0.1)
+    assert not stats(ref).clients
+    stalled.close()
+
+
+def test_stopping_the_gateway_closes_the_sockets(tmp_path: Path) -> None:
+    ref, address = start_gateway(tmp_path)
+    client = connect(address)
+    receive(client)
+    ref.stop(timeout=10)
+    deadline = time.monotonic() + 5
+    with pytest.raises(simple_websocket.ConnectionClosed):
+        while time.monotonic() < deadline:
+            client.receive(timeout=0.1)
