@@ -24,7 +24,7 @@ from config.settings import Settings
 from messages.base import AGENT_NAMES, AgentName
 from messages.session import (
     AgentShare, AnswerGiven, AskQuestion, AssignmentRecord, ControlRequested, ExpireQuestion,
-    GetSessionState, Plan, Question, QuestionAnswered, SessionEnded, SessionSnapshot,
+    GetSessionState, Plan, QuestionAnswered, SessionEnded, SessionSnapshot,
     SessionStateChanged, SessionStatus, StartSession,
 )
 from messages.worker import (

@@ -19,7 +19,7 @@ import pykka
 
 from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, StreamParser, draft
 from actors.runtime.process_host import (
-    SESSION_MARKER_ENV, HostedProcess, PipeLine, ProcessHost, describe_spawn_error, iter_lines,
+    SESSION_MARKER_ENV, HostedProcess, ProcessHost, describe_spawn_error, iter_lines,
     monotonic,
 )
 from actors.runtime.session_files import JsonlWriter, SessionFileError

@@ -6,14 +6,13 @@ The helpers at the top are shared by ``test_gateway_ws.py`` and ``test_dashboard
 from __future__ import annotations
 
 import json
-import queue
 import socket
 import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pykka
 import pytest

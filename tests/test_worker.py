@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import psutil
-import pytest
 
 from actors.adapters.registry import get_adapter
 from actors.runtime.session_files import read_jsonl
