@@ -36,11 +36,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
@@ -74,7 +75,12 @@ from messages.gateway import (
     ResyncRequest,
     frame_type_of,
 )
-from messages.session import AnswerGiven, ControlRequested, SessionEnded, SessionStateChanged
+from messages.session import (
+    AnswerGiven,
+    ControlRequested,
+    SessionEnded,
+    SessionStateChanged,
+)
 from messages.worker import EventRecorded, WorkerStateChanged
 
 logger = logging.getLogger(__name__)
@@ -461,7 +467,9 @@ class Gateway(pykka.ThreadingActor):
 
     def address(self) -> GatewayAddress:
         """Where the dashboard listens, and the address (with token) to give the user."""
-        host = self.host if not _is_loopback(self.host) or self.host == "localhost" else "127.0.0.1"
+        host = self.host
+        if _is_loopback(host) and host != "localhost" or host in ("0.0.0.0", "::", "[::]", ""):
+            host = "127.0.0.1"  # a browsable address, also when bound to every interface
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         base = f"http://{host}:{self.port}"
@@ -951,8 +959,26 @@ def _create_app(gateway: Gateway) -> Flask:
                 actor_ref.tell(ClientDisconnected(client=client, reason=reason))
             except pykka.ActorDeadError:
                 pass
+            _finish(ws)
 
     return app
+
+
+def _finish(ws: simple_websocket.Server) -> None:
+    """Close the socket's write side after the close frame.
+
+    Werkzeug writes an HTTP response once the WSGI app returns; on an upgraded socket the
+    browser would read it as a corrupt frame ("Invalid frame header"). With the write side
+    shut, that write fails as a dropped connection, which Werkzeug ignores quietly.
+    """
+    try:
+        ws.close()
+    except (simple_websocket.ConnectionClosed, OSError):
+        pass
+    try:
+        ws.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _next(ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: str,

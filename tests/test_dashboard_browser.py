@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pykka
 import pytest
@@ -86,9 +87,11 @@ def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
     questions = [
         {"id": "q1", "kind": "confirmation", "asked_by": "sandbox", "agent": "claude",
          "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
+         "details": {"command": "rm -rf build/", "cwd": "/home/dev/billing"},
          "asked_at": "2025-01-01T10:06:30Z"},
         {"id": "q2", "kind": "clarification", "asked_by": "coordinator", "agent": "gemini",
-         "text": "Should /health report the version string?", "asked_at": "2025-01-01T10:06:40Z"},
+         "text": "Should /health report the version string?", "asked_at": "2025-01-01T10:06:40Z",
+         "options": ["yes", "no"]},
     ]
     ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=decisions, questions=questions)))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "exited", last_activity="Plan ready: 3 assignments",
@@ -156,6 +159,7 @@ def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, 
     assert "Raw line" in page.locator("#detail-body").inner_text()
 
     OUTPUT.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
 
     # A control click reaches the coordinator.

@@ -10,9 +10,10 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pykka
 import pytest
@@ -21,9 +22,14 @@ from actors.gateway import Gateway, GatewayError, read_events_page
 from config.settings import WebSettings
 from messages.events import Event, EventPayload
 from messages.gateway import GatewayAddress, GetGatewayAddress, GetGatewayStats
-from messages.session import AnswerGiven, ControlRequested, SessionSnapshot, SessionStateChanged
-from tests.conftest import ProbeHandle, wait_for
+from messages.session import (
+    AnswerGiven,
+    ControlRequested,
+    SessionSnapshot,
+    SessionStateChanged,
+)
 from messages.worker import EventRecorded, WorkerSnapshot, WorkerStateChanged
+from tests.conftest import ProbeHandle, wait_for
 
 TOKEN = "test-token-5f2c"
 T0 = datetime(2025, 1, 1, 10, 0, 0, tzinfo=UTC)
@@ -65,12 +71,12 @@ def http(address: GatewayAddress, method: str, path: str, body: bytes | str | di
 
 def session_snapshot(**changes: Any) -> SessionSnapshot:
     """A plausible running session."""
-    base: dict[str, Any] = dict(
-        session_id="20250101-100000-a1b2", task="Add a /health endpoint to the billing service "
-        "and cover it with tests", target="/home/dev/billing", workspace="/home/dev/workspace",
-        status="running", created_at="2025-01-01T10:00:00Z", updated_at="2025-01-01T10:01:00Z",
-        plan_source="architect", plan_summary="Design the endpoint, implement it, review it.",
-        assignments=[
+    base: dict[str, Any] = {
+        "session_id": "20250101-100000-a1b2", "task": "Add a /health endpoint to the billing service "
+        "and cover it with tests", "target": "/home/dev/billing", "workspace": "/home/dev/workspace",
+        "status": "running", "created_at": "2025-01-01T10:00:00Z", "updated_at": "2025-01-01T10:01:00Z",
+        "plan_source": "architect", "plan_summary": "Design the endpoint, implement it, review it.",
+        "assignments": [
             {"id": "design", "role": "architect", "agent": "gemini", "title": "Design the endpoint",
              "instructions": "...", "status": "completed", "weight": 4},
             {"id": "implement", "role": "implementer", "agent": "claude", "title": "Implement /health",
@@ -78,13 +84,13 @@ def session_snapshot(**changes: Any) -> SessionSnapshot:
             {"id": "review", "role": "reviewer", "agent": "codex", "title": "Review the change",
              "instructions": "...", "status": "pending", "depends_on": ["implement"], "weight": 2},
         ],
-        shares=[{"agent": "gemini", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
+        "shares": [{"agent": "gemini", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
                  "actual_by_time": 0.46},
                 {"agent": "codex", "target_min": 0.1, "target_max": 0.2, "planned": 0.2,
                  "actual_by_time": 0.12},
                 {"agent": "claude", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
                  "actual_by_time": 0.42}],
-    )
+    }
     base.update(changes)
     return SessionSnapshot.model_validate(base)
 

@@ -13,13 +13,20 @@ import pykka
 import pytest
 import simple_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Event as WsEvent, RejectConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, RejectConnection, Request, TextMessage
+from wsproto.events import Event as WsEvent
 
 from messages.gateway import GatewayAddress, GetGatewayStats
 from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
 from messages.worker import EventRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
-from tests.test_gateway import TOKEN, event, session_snapshot, start_gateway, worker_snapshot
+from tests.test_gateway import (
+    TOKEN,
+    event,
+    session_snapshot,
+    start_gateway,
+    worker_snapshot,
+)
 
 
 @pytest.fixture(autouse=True)

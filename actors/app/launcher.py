@@ -35,6 +35,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
     p.add_argument("--port", type=int, help="dashboard port (default 8000)")
     p.add_argument("--host", help="dashboard interface (default 127.0.0.1)")
+    p.add_argument("--next-free-port", action="store_true",
+                   help="if the dashboard port is taken, use the next free one")
     p.add_argument("--exit-when-done", action="store_true",
                    help="leave as soon as the session ends, even with the dashboard")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -96,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_file = setup_logging(opts.verbose)
     options = RunOptions(task=opts.task, target=opts.target, demo=opts.demo,
                          dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
-                         verbose=opts.verbose, answer_stream=sys.stdin)
+                         verbose=opts.verbose, answer_stream=sys.stdin,
+                         next_free_port=opts.next_free_port)
     try:
         return run(settings, options, log_setup=log_to_file)
     except PreflightError as exc:

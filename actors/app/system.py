@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import shlex
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pykka
 from actors.adapters.registry import get_adapter
 from actors.console import ConsoleView
 from actors.coordinator import Coordinator
+from actors.gateway import Gateway, GatewayError
 from actors.runtime.preflight import (
     PreflightError, check_cli, check_target, check_workspace, require_clis,
 )
@@ -26,6 +28,7 @@ from actors.runtime.session_files import new_session_id
 from actors.worker import Worker, launch_for_preflight
 from config.settings import Settings
 from messages.base import AGENT_NAMES
+from messages.gateway import GetGatewayAddress
 from messages.session import (
     AnswerGiven, ControlRequested, GetSessionState, SessionEnded, SessionSnapshot, StartSession,
 )
@@ -50,6 +53,8 @@ class RunOptions:
     session_id: str | None = None
     env: dict[str, str] | None = None
     answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
+    next_free_port: bool = False
+    print_url: Callable[[str], None] | None = None
     on_started: Callable[["RunningSession"], None] | None = None
 
 
@@ -64,7 +69,23 @@ class RunningSession:
     workers: dict[str, pykka.ActorRef[Any]]
     gateway: pykka.ActorRef[Any] | None = None
     dashboard_url: str | None = None
+    token: str | None = None
+    dashboard_closed: threading.Event = field(default_factory=threading.Event)
     ended: "queue.Queue[SessionEnded]" = field(default_factory=queue.Queue)
+
+
+class LateRef:
+    """Stands in for an actor started later (the gateway is told of the coordinator this way:
+    it must start first, to hear the coordinator's first facts)."""
+
+    def __init__(self) -> None:
+        self.target: pykka.ActorRef[Any] | None = None
+
+    def tell(self, message: Any) -> None:
+        """Forward to the target; before it exists, behave like a stopped actor."""
+        if self.target is None:
+            raise pykka.ActorDeadError("not started yet")
+        self.target.tell(message)
 
 
 class ReplyInbox:
@@ -156,6 +177,20 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     listeners: list[pykka.ActorRef[Any]] = []
     if options.console:
         listeners.append(_start(started, ConsoleView, demo=options.demo))
+    coordinator_slot = LateRef()
+    gateway = None
+    token = secrets.token_urlsafe(24)
+    dashboard_closed = threading.Event()
+    if options.dashboard:
+        try:
+            gateway = _start(started, Gateway, settings=settings.web, session_dir=session_dir,
+                             token=token, coordinator=coordinator_slot,
+                             next_free_port=options.next_free_port,
+                             close_requested=dashboard_closed)
+        except GatewayError as exc:
+            raise PreflightError(f"{exc}; pick another port with --port, or pass "
+                                 "--next-free-port") from None
+        listeners.append(gateway)
     scratch = session_dir / "scratch"
     scratch.mkdir(exist_ok=True)
     workers = {}
@@ -170,8 +205,14 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     coordinator = _start(started, Coordinator, settings=settings, session_id=session_id,
                          session_dir=session_dir, task=options.task, target=target,
                          workers=workers, listeners=tuple(listeners), demo=options.demo)
+    coordinator_slot.target = coordinator
     running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
-                             coordinator=coordinator, workers=workers)
+                             coordinator=coordinator, workers=workers, gateway=gateway,
+                             token=token, dashboard_closed=dashboard_closed)
+    if gateway is not None:
+        address = gateway.ask(GetGatewayAddress(), timeout=5)
+        running.dashboard_url = address.url
+        (options.print_url or _print_url)(address.url)
     inbox = ReplyInbox()
     inbox.queue = running.ended  # type: ignore[assignment]
     coordinator.tell(StartSession(reply_to=inbox))
@@ -236,6 +277,10 @@ def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
             coordinator.tell(answer)
 
 
+def _print_url(url: str) -> None:
+    print(f"dashboard: {url}", file=sys.stderr, flush=True)
+
+
 def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],
            **kwargs: Any) -> pykka.ActorRef[Any]:
     ref = actor_class.start(**kwargs)
@@ -256,6 +301,17 @@ def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
     if survivors:
         log.error("actors still running after shutdown: %s", survivors)
         pykka.ActorRegistry.stop_all(block=True, timeout=timeout)
+
+
+def _linger(running: RunningSession, options: RunOptions, interrupts: dict[str, int]) -> None:
+    """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C."""
+    if running.gateway is None or options.exit_when_done:
+        return
+    seen = interrupts["count"]
+    print(f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
+          "or 'close dashboard' on the page to leave", file=sys.stderr, flush=True)
+    while interrupts["count"] == seen and not running.dashboard_closed.wait(0.2):
+        pass
 
 
 def run(settings: Settings, options: RunOptions,
@@ -290,9 +346,11 @@ def run(settings: Settings, options: RunOptions,
         while True:
             try:
                 ended = running.ended.get(timeout=0.2)
-                return ended.exit_code
             except queue.Empty:
-                pass
+                ended = None
+            if ended is not None:
+                _linger(running, options, interrupts)
+                return ended.exit_code
             if interrupts["count"] >= 2:
                 log.warning("forced stop: ending every agent now")
                 return 130

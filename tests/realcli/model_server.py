@@ -17,6 +17,8 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
+``SCRIPT:bash <command>``  claude only: a Bash tool call running the rest of the line; once
+                           the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 
 A request without a keyword (a CLI's own side request) gets a short text answer.
 All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
@@ -41,8 +43,11 @@ MARKER_TEXT = "scripted marker milestone"
 MARKER_LINE = 'ORCHESTRATE_EVENT {"type":"milestone","text":"%s"}' % MARKER_TEXT
 MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
 SIDE_ANSWER = "ok"
+BASH_DONE_TEXT = "Ran the scripted command."
 
 _SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error)(?:[ \t]+([^\s`'\"]+))?")
+# ``SCRIPT:bash <command>``: the rest of the line is the command (it has spaces).
+_BASH_RE = re.compile(r"SCRIPT:bash[ \t]+([^\n`]+)")
 
 ERROR_MESSAGES = {
     400: "mock bad request",
@@ -105,10 +110,12 @@ class RecordedRequest:
 def find_script(texts: Iterable[str]) -> Script | None:
     """The last ``SCRIPT:`` directive in ``texts`` (searched newest first)."""
     for text in reversed(list(texts)):
-        matches = list(_SCRIPT_RE.finditer(text or ""))
-        if matches:
-            m = matches[-1]
-            return Script(m.group(1), m.group(2))
+        found = [(m.start(), Script(m.group(1), m.group(2)))
+                 for m in _SCRIPT_RE.finditer(text or "")]
+        found += [(m.start(), Script("bash", m.group(1).strip()))
+                  for m in _BASH_RE.finditer(text or "")]
+        if found:
+            return max(found, key=lambda item: item[0])[1]
     return None
 
 
@@ -440,6 +447,11 @@ class _Handler(BaseHTTPRequestHandler):
             blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), "name": "Write",
                        "input": {"file_path": path, "content": WRITE_CONTENT}}]
             stop, rec.answered = "tool_use", "tool_call"
+        elif script and script.kind == "bash" and not has_result:
+            blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), "name": "Bash",
+                       "input": {"command": script.arg or "true",
+                                 "description": "Run the scripted command"}}]
+            stop, rec.answered = "tool_use", "tool_call"
         else:
             text, rec.answered = self._final_text(script, has_result)
             blocks = [{"type": "text", "text": text}]
@@ -509,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
             return SIDE_ANSWER, "side"
         if script.kind == "write":
             return write_done_text(script.arg or "scripted.txt"), "final"
+        if script.kind == "bash":
+            return BASH_DONE_TEXT, "final"
         if script.kind == "marker":
             return MARKER_ANSWER, "marker"
         return TEXT_ANSWER, "text"

@@ -313,11 +313,14 @@
     const s = state.session;
     if (!s || !s.created_at) return;
     const start = Date.parse(s.created_at);
-    const end = s.ended_at ? Date.parse(s.ended_at) : Date.now() + state.clockOffset;
+    const over = ["completed", "failed", "stopped"].includes(s.status);
+    const end = s.ended_at ? Date.parse(s.ended_at) : over ? Date.parse(s.updated_at) : Date.now() + state.clockOffset;
     let secs = Math.max(0, Math.floor((end - start) / 1000));
+    const d = Math.floor(secs / 86400); secs -= d * 86400;
     const h = Math.floor(secs / 3600); secs -= h * 3600;
     const m = Math.floor(secs / 60); secs -= m * 60;
-    $("elapsed").textContent = (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(secs).padStart(2, "0");
+    $("elapsed").textContent = d ? d + "d " + h + "h " + m + "m"
+      : (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(secs).padStart(2, "0");
   }
 
   function rolesOf(agent) {
@@ -380,7 +383,7 @@
           ? share.actual_by_tokens : share.actual_by_time;
         band.style.left = share.target_min * 100 + "%";
         band.style.width = Math.max(0.5, (share.target_max - share.target_min) * 100) + "%";
-        mark.style.left = Math.min(100, (actual || 0) * 100) + "%";
+        mark.style.width = Math.min(100, (actual || 0) * 100) + "%";
         card.querySelector(".s-value").textContent = pct(actual);
         const where = actual < share.target_min - 1e-9 ? "under" : actual > share.target_max + 1e-9 ? "over" : "in";
         note.className = "share-note " + where;
@@ -420,8 +423,8 @@
     prog.append(el("span", "name", "Progress"), ptrack, el("span", "value p-value", "—"));
 
     const share = el("div", "metric");
-    const strack = el("div", "track");
-    strack.append(el("div", "band"), el("div", "mark"));
+    const strack = el("div", "track share");
+    strack.append(el("div", "fill mark"), el("div", "band"));
     share.append(el("span", "name", "Load share"), strack, el("span", "value s-value", "—"));
     const note = el("div", "share-note");
 
@@ -522,9 +525,13 @@
     if (q.agent) head.append(el("span", "agent-tag agent-" + q.agent, q.agent));
     if (q.created_at || q.asked_at) head.append(el("span", null, fmtTime(q.created_at || q.asked_at)));
     node.append(head, el("div", "q-text", q.text || q.question || "(no text)"));
-    if (q.details || q.command || q.suggestion) {
-      const extra = el("div", "muted", q.command ? "Command: " + q.command : (q.suggestion || (typeof q.details === "string" ? q.details : JSON.stringify(q.details))));
-      node.append(extra);
+    const details = q.details && typeof q.details === "object" ? Object.entries(q.details) : [];
+    if (details.length) {
+      const dl = el("dl", "q-details");
+      details.slice(0, 8).forEach(([k, v]) => {
+        dl.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, typeof v === "string" ? v : JSON.stringify(v)));
+      });
+      node.append(dl);
     }
     const area = el("textarea");
     area.placeholder = kind === "confirmation" ? "Optional note" : "Your answer";
@@ -539,6 +546,12 @@
       approve.onclick = () => answer(q, { answer: area.value || "approved", approve: true }, node);
       actions.append(deny, approve);
     } else {
+      (q.options || []).forEach((option) => {
+        const b = el("button", "btn small", option);
+        b.type = "button";
+        b.onclick = () => { area.value = option; area.focus(); };
+        actions.append(b);
+      });
       const sendBtn = el("button", "btn primary", "Send answer");
       sendBtn.type = "button";
       sendBtn.dataset.answer = "send";

@@ -1,0 +1,70 @@
+"""Coordinator <-> Recovery: a failed (or refused) run, classified, and what to do about it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from messages.base import AgentName, Frozen, Message
+from messages.worker import AssignmentFinished
+
+RecoveryAction = Literal["relaunch", "retry_after", "escalate", "give_up", "none"]
+RecoveryOutcome = Literal["pending", "recovered", "failed_again", "escalated", "given_up",
+                          "fixed_before_launch", "not_needed"]
+
+
+class RecoveryRequested(Message):
+    """Coordinator -> Recovery: this run failed (or was refused something); plan a recovery.
+
+    ``extra_args``/``extra_dirs`` are the fixes already applied to this assignment, so a
+    fix that did not help is not planned twice.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    finished: AssignmentFinished
+    mode: Literal["write", "read_only"] = "write"
+    extra_args: tuple[str, ...] = ()
+    extra_dirs: tuple[str, ...] = ()
+    reply_to: Any = Field(default=None, exclude=True, description="receives RecoveryPlanned")
+
+
+class RecoveryPlanned(Message):
+    """Recovery -> Coordinator (and listeners): the class, its evidence and the action.
+
+    relaunch: run again at once with ``extra_args``/``extra_dirs`` added (resuming
+    ``resume_session_id`` when set); retry_after: the same, after ``delay_s``; escalate: a
+    person must act, ``advice`` says exactly what; give_up: the bounded retries are spent;
+    none: nothing to recover (a successful run whose refusal could not be fixed).
+    """
+
+    recovery_id: str
+    agent: AgentName
+    assignment_id: str
+    cause: str | None
+    action: RecoveryAction
+    evidence: str = Field(default="", description="the line that gave the class away")
+    extra_args: tuple[str, ...] = ()
+    extra_dirs: tuple[str, ...] = ()
+    delay_s: float = 0.0
+    resume_session_id: str | None = None
+    note: str | None = Field(default=None, description="said to the agent in the relaunch prompt")
+    advice: str = ""
+    attempt: int = Field(default=0, description="retries of this class for this agent, this one included")
+    run_succeeded: bool = False
+
+    def record(self, outcome: str) -> dict[str, Any]:
+        """The JSON-ready form kept in state.json ``recoveries``."""
+        data = self.model_dump(mode="json", exclude={"message_id"})
+        data["outcome"] = outcome
+        return data
+
+
+class PreflightFix(Frozen):
+    """A known-bad setup fixed (or checked) before launch; persisted like a recovery."""
+
+    agent: AgentName | None
+    cause: str
+    evidence: str
+    action: str
