@@ -9,7 +9,7 @@ from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
 from actors.adapters.common import (
     GuardedParser, as_dict, as_float, as_int, as_list, as_str, classify, clip, require_dict,
 )
-from actors.adapters.protocol import extract_markers
+from actors.adapters.protocol import strip_markers, text_drafts
 from messages.base import AgentName
 
 # Tool_result texts that mean "the permission mode or workspace refused this" (§1.5 A, A',
@@ -101,8 +101,7 @@ class ClaudeParser(GuardedParser):
             match as_str(block.get("type")):
                 case "text":
                     text = as_str(block.get("text")) or ""
-                    drafts.append(draft("progress", kind="text", text=clip(text)))
-                    drafts.extend(extract_markers(text))  # whole block: markers are complete
+                    drafts.extend(text_drafts(text))  # whole block: markers complete
                 case "thinking":
                     drafts.append(draft("progress", kind="reasoning",
                                         text=clip(as_str(block.get("thinking")))))
@@ -205,7 +204,7 @@ class ClaudeParser(GuardedParser):
             drafts[:0] = [
                 draft("milestone", kind="result", session_id=self.session_id,
                       text=f"run completed in {turns} turns" if turns else "run completed"),
-                draft("review", kind="result", text=self.final_text,
+                draft("review", kind="result", text=strip_markers(self.final_text),
                       files=tuple(dict.fromkeys(self.files_written)), usage=self.usage,
                       cost_usd=self.cost_usd, session_id=self.session_id),
             ]

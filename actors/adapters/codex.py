@@ -9,7 +9,7 @@ from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
 from actors.adapters.common import (
     GuardedParser, ShapeError, as_dict, as_int, as_list, as_str, classify, clip, require_dict,
 )
-from actors.adapters.protocol import extract_markers
+from actors.adapters.protocol import strip_markers, text_drafts
 from messages.base import AgentName
 
 # A refused apply_patch or command leaves no item on stdout, only this stderr log (§2.5).
@@ -79,7 +79,7 @@ class CodexParser(GuardedParser):
         if phase != "completed":  # the completed item repeats it whole: scan markers once
             return [draft("progress", kind="text", text=clip(text), details={"phase": phase})]
         self.final_text = text
-        return [draft("progress", kind="text", text=clip(text)), *extract_markers(text)]
+        return text_drafts(text)
 
     def _on_reasoning(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """Model reasoning summary."""
@@ -176,7 +176,7 @@ class CodexParser(GuardedParser):
         self._mark_terminal(ok=True)
         return [
             draft("milestone", kind="result", text="turn completed", session_id=self.session_id),
-            draft("review", kind="result", text=self.final_text, usage=self.usage,
+            draft("review", kind="result", text=strip_markers(self.final_text), usage=self.usage,
                   files=tuple(dict.fromkeys(self.files_written)), session_id=self.session_id),
         ]
 

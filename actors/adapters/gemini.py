@@ -9,7 +9,7 @@ from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
 from actors.adapters.common import (
     GuardedParser, as_int, as_str, classify, clip, require_dict,
 )
-from actors.adapters.protocol import MarkerBuffer
+from actors.adapters.protocol import MarkerBuffer, strip_markers
 from messages.base import AgentName
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class GeminiParser(GuardedParser):
             return [
                 draft("milestone", kind="result", text="run completed",
                       session_id=self.session_id),
-                draft("review", kind="result", text=self.final_text, usage=self.usage,
+                draft("review", kind="result", text=strip_markers(self.final_text), usage=self.usage,
                       files=tuple(dict.fromkeys(self.files_written)),
                       session_id=self.session_id),
             ]

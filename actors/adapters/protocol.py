@@ -87,6 +87,25 @@ def extract_markers(text: str) -> list[Draft]:
     return found
 
 
+def strip_markers(text: str) -> str:
+    """The text as a person should read it: marker lines removed (they are events of their own)."""
+    if MARKER not in text:
+        return text
+    kept = [line for line in text.splitlines() if parse_marker_line(line) is None]
+    return "\n".join(kept).strip()
+
+
+def text_drafts(text: str, limit: int = 4000, **payload: Any) -> list[Draft]:
+    """A whole block of assistant text: its readable part as progress (cut to ``limit``
+    characters; the raw line keeps it all), then every marker in it."""
+    markers = extract_markers(text)
+    readable = strip_markers(text) if markers else text
+    if len(readable) > limit:
+        readable = readable[:limit] + f"… [{len(readable) - limit} more characters]"
+    drafts = [draft("progress", kind="text", text=readable, **payload)] if readable or not markers else []
+    return drafts + markers
+
+
 class MarkerBuffer:
     """Collects streamed text chunks (gemini deltas) and yields markers at whole lines.
 

@@ -1,0 +1,76 @@
+"""SandboxGuard <-> Coordinator and listeners: tool calls that were asked about, blocked or flagged.
+
+The claude PreToolUse hook (``actors.sandbox.hook``, a separate process) talks to the guard
+over the session's local channel; the guard turns that into these messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from messages.base import AgentName, Frozen, Message
+from messages.events import Event
+
+Decision = Literal["allow", "deny"]
+
+
+class ToolCallSummary(Frozen):
+    """The tool call a hook or a watch is talking about."""
+
+    agent: AgentName
+    tool: str
+    tool_input: dict[str, Any] = Field(default_factory=dict)
+    cwd: str | None = None
+    tool_use_id: str | None = None
+
+
+class ApprovalRequested(Message):
+    """Guard's channel thread -> Guard: a hook waits for the user's decision on this call.
+
+    ``reply`` has a ``tell`` (a thread-side inbox); it receives the ``ToolCallDecided``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    request_id: str
+    call: ToolCallSummary
+    rule: str = Field(description="the high-risk rule that matched")
+    reason: str
+    reply: Any = Field(default=None, exclude=True)
+
+
+class ToolCallBlockedReported(Message):
+    """Guard's channel thread -> Guard: a hook refused a call outright (told for the record)."""
+
+    call: ToolCallSummary
+    rule: str
+    reason: str
+
+
+class ToolCallDecided(Message):
+    """Guard -> listeners (and the waiting hook): what happened to a guarded tool call.
+
+    ``decided_by``: ``policy`` (blocked outright), ``user`` (answered), ``timeout`` (nobody
+    answered in time: denied), ``unavailable`` (the question could not be asked: denied).
+    """
+
+    request_id: str
+    call: ToolCallSummary
+    decision: Decision
+    decided_by: Literal["policy", "user", "timeout", "unavailable"]
+    rule: str
+    reason: str
+
+
+class SecurityFinding(Message):
+    """Guard -> listeners: an agent's tool call matched a suspicious pattern.
+
+    ``event`` is a unified ``finding`` event with the evidence (also appended to the
+    session's ``security.jsonl``); ``action`` is what the guard told the worker.
+    """
+
+    event: Event
+    rule: str
+    action: Literal["warn", "pause", "stop"]
