@@ -948,8 +948,12 @@ def _create_app(gateway: Gateway) -> Flask:
             return
         reason = "closed by the gateway"
         try:
-            while (frame := _next(ws, outbox, client, actor_ref)) is not None:
-                ws.send(frame)  # the only thread that writes to this socket
+            while (frames := _next(ws, outbox, client, actor_ref)) is not None:
+                # The only thread that writes to this socket. Frames that queued up while it
+                # sent go out as one "batch" message: one send instead of many under load.
+                ws.send(frames[0] if len(frames) == 1 else _batch(frames))
+                if frames[-1] is None:
+                    break
         except simple_websocket.ConnectionClosed:
             reason = "closed by the browser"
         except OSError as exc:
@@ -981,9 +985,21 @@ def _finish(ws: simple_websocket.Server) -> None:
         pass
 
 
+BATCH_MAX = 256
+
+
+def _batch(frames: list[Any]) -> str:
+    """Several frames as one message: ``{"type": "batch", "seq": null, "data": [frame, ...]}``."""
+    return '{"type":"batch","seq":null,"data":[' + ",".join(f for f in frames if f) + "]}"
+
+
 def _next(ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: str,
-          actor_ref: pykka.ActorRef[Any]) -> str | None:
-    """Forward what the browser sent, then wait briefly for the next frame; None: close."""
+          actor_ref: pykka.ActorRef[Any]) -> list[Any] | None:
+    """Forward what the browser sent, then wait briefly for frames.
+
+    Returns the frames queued so far (at most ``BATCH_MAX``; a trailing None means close
+    after sending them), or None: close now.
+    """
     while True:
         while (raw := ws.receive(timeout=0)) is not None:
             text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
@@ -992,6 +1008,18 @@ def _next(ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: 
             except pykka.ActorDeadError:
                 return None
         try:
-            return outbox.get(timeout=0.1)
+            first = outbox.get(timeout=0.1)
         except queue.Empty:
             continue
+        if first is None:
+            return None
+        frames: list[Any] = [first]
+        while len(frames) < BATCH_MAX:
+            try:
+                frame = outbox.get_nowait()
+            except queue.Empty:
+                break
+            frames.append(frame)
+            if frame is None:
+                break
+        return frames

@@ -19,7 +19,7 @@ import pykka
 
 from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, StreamParser, draft
 from actors.runtime.process_host import (
-    SESSION_MARKER_ENV, HostedProcess, ProcessHost, describe_spawn_error, iter_lines,
+    SESSION_MARKER_ENV, HostedProcess, ProcessHost, describe_spawn_error, iter_line_batches,
     monotonic,
 )
 from actors.runtime.session_files import JsonlWriter, SessionFileError
@@ -27,14 +27,14 @@ from config.settings import AgentSettings, SessionSettings
 from messages.base import AgentName
 from messages.events import Event
 from messages.worker import (
-    AssignmentFinished, EventRecorded, GetWorkerState, LineRead, PauseWorker, ProcessEnded,
+    AssignmentFinished, EventRecorded, GetWorkerState, LinesRead, PauseWorker, ProcessEnded,
     ResumeWorker, RunOutcome, StartAssignment, StopWorker, WorkerSnapshot, WorkerStateChanged,
     WorkerStatus,
 )
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT_LINES = 2000  # lines read but not yet recorded; beyond this the CLI waits on its pipe
+IN_FLIGHT_BATCHES = 64  # reads (of at most 64 KiB) not yet recorded; then the CLI waits on its pipe
 STDERR_TAIL = 40
 
 
@@ -82,14 +82,15 @@ class Worker(pykka.ThreadingActor):
         self._paused_total = 0.0
         self._stopped_by: str | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
-        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_LINES)
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_BATCHES)
         self._closing = threading.Event()
-        self._late_lines: list[LineRead] = []  # lines read while the actor was stopping
+        self._late_lines: list[LinesRead] = []  # lines read while the actor was stopping
         self._threads: list[threading.Thread] = []
         self._events_recorded = 0
         self._last_activity: str | None = None
         self._last_progress: int | None = None
         self._overflow_count = 0
+        self._unpublished: list[Event] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,8 +117,8 @@ class Worker(pykka.ThreadingActor):
         for thread in self._threads:
             thread.join(timeout=self._session_settings.stop_grace_s + 2)
         # Whatever the pumps read after the actor stopped taking messages is recorded here.
-        for line in list(self._late_lines):
-            self._on_line(line)
+        for batch in list(self._late_lines):
+            self._on_lines(batch)
         self._late_lines.clear()
         if proc is not None and self._current is not None:
             try:
@@ -134,9 +135,9 @@ class Worker(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case LineRead():
+            case LinesRead():
                 try:
-                    return self._on_line(message)
+                    return self._on_lines(message)
                 finally:
                     self._in_flight.release()
             case ProcessEnded():
@@ -211,31 +212,34 @@ class Worker(pykka.ThreadingActor):
             env=env,
         )
 
-    def _on_line(self, message: LineRead) -> None:
+    def _on_lines(self, message: LinesRead) -> None:
         if message.run_id != self._run_id or self._parser is None:
             return
         if message.stream == "stderr":
             self._on_stderr(message)
             return
-        drafts = self._parser.feed_line(message.data, message.total_bytes)
-        raw = message.data.decode("utf-8", errors="replace")
-        if not drafts and raw.strip():
-            drafts = [draft("status", kind="unrecognised", text=raw[:200])]
-        self._record(drafts, raw=raw, raw_file=message.overflow_path)
+        for data, total_bytes, overflow_path in message.lines:
+            drafts = self._parser.feed_line(data, total_bytes)
+            raw = data.decode("utf-8", errors="replace")
+            if not drafts and raw.strip():
+                drafts = [draft("status", kind="unrecognised", text=raw[:200])]
+            self._record(drafts, raw=raw, raw_file=overflow_path, flush=False)
+        self._flush()
 
-    def _on_stderr(self, message: LineRead) -> None:
+    def _on_stderr(self, message: LinesRead) -> None:
         if self._stderr_file is not None:
             try:
-                self._stderr_file.write(message.data + b"\n")
+                self._stderr_file.write(b"".join(data + b"\n" for data, _, _ in message.lines))
                 self._stderr_file.flush()
             except OSError as exc:
                 log.error("cannot write %s: %s", self._stderr_path, exc)
-        text = message.data.decode("utf-8", errors="replace")
-        self._stderr_tail.append(text[:2000])
-        if self._parser is not None:
-            drafts = self._parser.feed_stderr(text)
-            if drafts:
-                self._record(drafts, raw=text)
+        for data, _, _ in message.lines:
+            text = data.decode("utf-8", errors="replace")
+            self._stderr_tail.append(text[:2000])
+            if self._parser is not None:
+                drafts = self._parser.feed_stderr(text)
+                if drafts:
+                    self._record(drafts, raw=text)
 
     def _on_process_ended(self, message: ProcessEnded) -> None:
         if message.run_id != self._run_id or self._current is None or self._parser is None:
@@ -290,7 +294,9 @@ class Worker(pykka.ThreadingActor):
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None) -> None:
+    def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None,
+                flush: bool = True) -> None:
+        """Append the events; publish them once they are flushed (now, or by ``_flush``)."""
         assert self._writer is not None
         assignment_id = self._current.assignment_id if self._current else None
         for item in drafts:
@@ -298,16 +304,28 @@ class Worker(pykka.ThreadingActor):
                           seq=self._writer.next_seq(), assignment_id=assignment_id,
                           raw=raw, raw_file=raw_file)
             try:
-                self._writer.append(event.to_record())
+                self._writer.write(event.model_dump_json(exclude_none=True), event.seq)
             except SessionFileError as exc:
                 # Publishing an event that is not on disk would break the promise of the log.
                 log.error("%s: %s", self._agent, exc)
                 raise
+            self._unpublished.append(event)
             self._events_recorded += 1
             if event.payload.text and event.type != "status":
                 self._last_activity = event.payload.text[:160]
             if event.payload.progress is not None:
                 self._last_progress = event.payload.progress
+        if flush:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Flush the event file, then tell the listeners what is now on disk."""
+        assert self._writer is not None
+        if not self._unpublished:
+            return
+        self._writer.flush()
+        events, self._unpublished = self._unpublished, []
+        for event in events:
             fact = EventRecorded(event=event)
             for listener in self._listeners:
                 listener.tell(fact)
@@ -351,15 +369,16 @@ class Worker(pykka.ThreadingActor):
     def _pump(self, stream: str, pipe: IO[bytes], run_id: int) -> None:
         limit = self._session_settings.max_line_bytes
         try:
-            for line in iter_lines(pipe, limit, self._overflow_file):
-                self._forward(LineRead(stream=stream, data=line.data, total_bytes=line.total_bytes,
-                                       overflow_path=line.overflow_path, run_id=run_id))
+            for batch in iter_line_batches(pipe.fileno(), limit, self._overflow_file):
+                self._forward(LinesRead(
+                    stream=stream, run_id=run_id,
+                    lines=tuple((line.data, line.total_bytes, line.overflow_path) for line in batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
         finally:
             pipe.close()
 
-    def _forward(self, message: LineRead) -> None:
+    def _forward(self, message: LinesRead) -> None:
         while not self._closing.is_set():
             if self._in_flight.acquire(timeout=0.2):
                 try:

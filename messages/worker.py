@@ -109,13 +109,15 @@ class AssignmentFinished(Message):
     stopped_by: str | None = Field(default=None, description="reason given to StopWorker, if any")
 
 
-class LineRead(Message):
-    """Worker's reader thread -> Worker: one line (or an over-long line's head) from a pipe."""
+class LinesRead(Message):
+    """Worker's reader thread -> Worker: the lines one read of a pipe returned, in order.
+
+    Each line is ``(data, total_bytes, overflow_path)``: ``total_bytes`` is more than
+    ``len(data)`` when the line was too long and ``overflow_path`` holds it whole.
+    """
 
     stream: Literal["stdout", "stderr"]
-    data: bytes
-    total_bytes: int = Field(description="the whole line's length; more than len(data) when cut")
-    overflow_path: str | None = Field(default=None, description="file holding the whole long line")
+    lines: tuple[tuple[bytes, int, str | None], ...]
     run_id: int
 
 

@@ -7,7 +7,6 @@ wiring function; this one checks the page itself.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,8 +15,15 @@ from typing import Any
 
 import pykka
 import pytest
-from pydantic import BaseModel, ConfigDict
 
+from messages.resources import MachineSample, ResourcesSampled, TreeSample
+from messages.review import (
+    Finding,
+    ReviewAnswer,
+    ReviewCompleted,
+    ReviewDecision,
+    ReviewTrigger,
+)
 from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
 from messages.worker import EventRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
@@ -29,15 +35,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
-
-
-class ResourcesSampled(BaseModel):
-    """Stands in for the resource monitor's fact until it lands."""
-
-    model_config = ConfigDict(frozen=True)
-    agent: str
-    cpu_percent: float
-    rss_bytes: int
 
 
 def _chromium() -> str:
@@ -77,13 +74,20 @@ def _stop_actors() -> Iterator[None]:
 
 def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
     """A plausible mid-session state."""
-    decisions = [
-        {"decision": "CONTINUE", "reasoning": "Both reviewers approved the design.",
-         "decided_at": "2025-01-01T10:02:00Z"},
-        {"decision": "LOG_WARNING", "review_id": "r2",
-         "reasoning": "codex raised one concern: the endpoint does not check the database "
-                      "connection; logged, work continues.", "decided_at": "2025-01-01T10:06:00Z"},
-    ]
+    design_review = ReviewCompleted(
+        review_id="r1", author="gemini", triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
+        answers=(ReviewAnswer(agent="codex", verdict="approve", summary="The design is sound."),
+                 ReviewAnswer(agent="claude", verdict="approve")),
+        decision=ReviewDecision(decision="CONTINUE", reasoning="Both reviewers approved the design."))
+    code_review = ReviewCompleted(
+        review_id="r2", author="claude", triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
+        answers=(ReviewAnswer(agent="codex", verdict="concern", summary="Misses the database check.",
+                              findings=(Finding(severity="medium", file="app/health.py", line=12,
+                                                text="No check of the database connection"),)),
+                 ReviewAnswer(agent="gemini", verdict="approve")),
+        decision=ReviewDecision(decision="LOG_WARNING", reasoning="codex raised one concern: the endpoint "
+                                "does not check the database connection; logged, work continues."))
+    decisions = [design_review.record(), code_review.record()]
     questions = [
         {"id": "q1", "kind": "confirmation", "asked_by": "sandbox", "agent": "claude",
          "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
@@ -114,16 +118,13 @@ def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
         ref.tell(EventRecorded(event=event(agent, seqs[agent], f"{text} ({n})", kind, at=n * 2,
                                            progress=min(100, n * 2) if kind == "progress" else None)))
     for i in range(40):
+        trees = []
         for agent, base in (("gemini", 3), ("codex", 8), ("claude", 35)):
             wave = (i * 7 + len(agent) * 5) % 23
-            ref.tell(ResourcesSampled(agent=agent, cpu_percent=base + wave, rss_bytes=(120 + base * 4 + wave) * 2**20))
-    review = session_dir / "reviews" / "r2"
-    review.mkdir(parents=True)
-    (review / "request.json").write_text(json.dumps({"trigger": "milestone", "agent": "claude"}))
-    (review / "codex.json").write_text(json.dumps({"reviewer": "codex", "verdict": "concern", "findings": [
-        {"severity": "medium", "text": "No check of the database connection", "file": "app/health.py"}]}))
-    (review / "gemini.json").write_text(json.dumps({"reviewer": "gemini", "verdict": "approve", "findings": []}))
-    (review / "decision.json").write_text(json.dumps({"decision": "LOG_WARNING"}))
+            trees.append(TreeSample(agent=agent, pid=4242, status="running", processes=3,
+                                    cpu_percent=base + wave, rss_bytes=(120 + base * 4 + wave) * 2**20))
+        ref.tell(ResourcesSampled(taken_at=1e9 + i, agents=tuple(trees), machine=MachineSample(
+            cpu_percent=20, cpu_count=8, memory_available_bytes=8 * 2**30, memory_total_bytes=16 * 2**30)))
 
 
 def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, tmp_path: Path,
@@ -145,7 +146,8 @@ def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, 
     assert page.locator("#session-status").inner_text() == "Running"
     assert "LOG WARNING" in page.locator("#decision").inner_text()
     page.locator("#reviews .review", has_text="r2").wait_for(timeout=5_000)
-    assert "No check of the database connection" in page.locator("#reviews").inner_text()
+    reviews = page.locator("#reviews").inner_text()
+    assert "No check of the database connection" in reviews and "Concern" in reviews
     assert page.locator("#inbox .question").count() == 2
 
     # Events arrive live; the log is windowed, not one DOM row per event.
@@ -157,6 +159,15 @@ def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, 
     page.select_option("#filter-agent", "")
     page.locator("#log .row", has_text="a fresh event from codex").click()
     assert "Raw line" in page.locator("#detail-body").inner_text()
+
+    # Thousands of events: the page keeps up and the DOM holds only the visible window.
+    for i in range(1, 3001):
+        ref.tell(EventRecorded(event=event("gemini", 1000 + i, f"bulk event {i}", at=600 + i)))
+        if i % 500 == 0:  # in bursts the page can follow (a faster flood gets a snapshot)
+            page.locator("#log .row", has_text=f"bulk event {i}").wait_for(timeout=15_000)
+    assert page.locator("#log .row").count() < 80
+    assert page.locator("#event-count").inner_text() == "3,061"
+    assert "3,061 events" in page.locator("#log-count").inner_text()  # none lost by a resync
 
     OUTPUT.mkdir(exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")

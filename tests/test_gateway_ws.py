@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 import socket
 import threading
 import time
@@ -44,10 +45,25 @@ def connect(address: GatewayAddress, **query: Any) -> simple_websocket.Client:
     return simple_websocket.Client.connect(ws_url(address, token=TOKEN, **query))
 
 
+_PENDING: dict[int, deque[dict[str, Any]]] = {}
+
+
+def _next_frame(client: simple_websocket.Client, timeout: float) -> dict[str, Any] | None:
+    """One frame; the frames of a "batch" message come out one by one, in order."""
+    pending = _PENDING.setdefault(id(client), deque())
+    if not pending:
+        raw = client.receive(timeout=timeout)
+        if raw is None:
+            return None
+        frame = json.loads(raw)
+        pending.extend(frame["data"] if frame["type"] == "batch" else [frame])
+    return pending.popleft()
+
+
 def receive(client: simple_websocket.Client, timeout: float = 5.0) -> dict[str, Any]:
-    raw = client.receive(timeout=timeout)
-    assert raw is not None, f"no frame within {timeout}s"
-    return json.loads(raw)
+    frame = _next_frame(client, timeout)
+    assert frame is not None, f"no frame within {timeout}s"
+    return frame
 
 
 def receive_until(client: simple_websocket.Client, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -55,10 +71,10 @@ def receive_until(client: simple_websocket.Client, predicate: Any, timeout: floa
     frames = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raw = client.receive(timeout=max(0.01, deadline - time.monotonic()))
-        if raw is None:
+        frame = _next_frame(client, max(0.01, deadline - time.monotonic()))
+        if frame is None:
             continue
-        frames.append(json.loads(raw))
+        frames.append(frame)
         if predicate(frames[-1]):
             return frames
     raise AssertionError(f"no matching frame within {timeout}s; got {[f['type'] for f in frames][-10:]}")
@@ -102,7 +118,8 @@ class RawClient:
             if isinstance(ev, TextMessage):
                 self._text.append(ev.data)
                 if ev.message_finished:
-                    self.frames.append(json.loads("".join(self._text)))
+                    message = json.loads("".join(self._text))
+                    self.frames.extend(message["data"] if message["type"] == "batch" else [message])
                     self._text.clear()
         return events
 
@@ -286,9 +303,8 @@ def test_a_client_that_never_reads_does_not_slow_the_gateway(tmp_path: Path) -> 
 
     def read_fast() -> None:
         while not done.is_set():
-            raw = fast.receive(timeout=0.2)
-            if raw is not None:
-                frame = json.loads(raw)
+            frame = _next_frame(fast, 0.2)
+            if frame is not None:
                 seen.append(frame["seq"] or 0)
                 if frame["seq"] == 20_000:
                     done.set()

@@ -20,14 +20,22 @@ import pykka
 from actors.adapters.registry import get_adapter
 from actors.console import ConsoleView
 from actors.coordinator import Coordinator
+from actors.recovery import Recovery
+from actors.reviewer import Reviewer
+from actors.resource_monitor import ResourceMonitor
+from actors.runtime.process_host import ProcessHost, SpawnCaps
+from actors.sandbox.policy import bypass_flags_in
+from actors.sandbox_guard import SandboxGuard
 from actors.gateway import Gateway, GatewayError
 from actors.runtime.preflight import (
-    PreflightError, check_cli, check_target, check_workspace, require_clis,
+    PreflightError, check_cli, check_target, check_workspace, proactive_fixes, require_clis,
 )
 from actors.runtime.session_files import new_session_id
 from actors.worker import Worker, launch_for_preflight
 from config.settings import Settings
 from messages.base import AGENT_NAMES
+from messages.resources import WatchWorkers
+from messages.sandbox import GetSandboxFiles
 from messages.gateway import GetGatewayAddress
 from messages.session import (
     AnswerGiven, ControlRequested, GetSessionState, SessionEnded, SessionSnapshot, StartSession,
@@ -193,18 +201,53 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
         listeners.append(gateway)
     scratch = session_dir / "scratch"
     scratch.mkdir(exist_ok=True)
+    settings, fixes = proactive_fixes(settings, target, env)
+    for fix in fixes:
+        log.info("preflight %s: %s", fix["agent"], fix["action"])
+    recovery = _start(started, Recovery, settings=settings.recovery, target=target,
+                      workspace=settings.workspace, listeners=tuple(listeners))
+
+    def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
+        """A peer's read-only review run: its own worker, recorded under reviews/<id>/,
+        limited by the review timeout, heard by the console and dashboard only."""
+        return _start(started, Worker, agent=agent, adapter=get_adapter(agent),
+                      agent_settings=review_agents[agent],
+                      session_settings=settings.session.model_copy(
+                          update={"assignment_timeout_s": settings.review.reviewer_timeout_s}),
+                      session_id=session_id, session_dir=session_dir, target=target,
+                      listeners=tuple(listeners), base_env=env, events_path=events_path,
+                      extra_dirs=(scratch,), host=host)
+
+    reviewer = _start(started, Reviewer, settings=settings.review, session_id=session_id,
+                      session_dir=session_dir, target=target,
+                      agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
+                      start_review_worker=start_review_worker, decisions_to=coordinator_slot,
+                      listeners=tuple(listeners), task=options.task)
+    # Monitor and guard listen to the workers, so they start first; they hear the coordinator
+    # through its slot and get the worker refs once those exist.
+    watchers = _start_watchers(started, settings, session_dir, target, (scratch,),
+                               (*listeners, coordinator_slot))
+    host = ProcessHost(_spawn_caps(settings))
     workers = {}
     for name in AGENT_NAMES:
         if not settings.agents[name].enabled:
             continue
         workers[name] = _start(
             started, Worker, agent=name, adapter=get_adapter(name),
-            agent_settings=settings.agents[name], session_settings=settings.session,
+            agent_settings=_sandboxed(name, settings, watchers),
+            session_settings=settings.session,
             session_id=session_id, session_dir=session_dir, target=target,
-            listeners=tuple(listeners), base_env=env, extra_dirs=(scratch,))
+            listeners=(*listeners, *watchers.values(), reviewer, recovery), base_env=env,
+            extra_dirs=(scratch,),
+            host=host)
+    for watcher in watchers.values():
+        watcher.tell(WatchWorkers(workers=tuple(workers.items())))
+    review_agents = {name: _sandboxed(name, settings, watchers) for name in workers}
     coordinator = _start(started, Coordinator, settings=settings, session_id=session_id,
                          session_dir=session_dir, task=options.task, target=target,
-                         workers=workers, listeners=tuple(listeners), demo=options.demo)
+                         workers=workers, listeners=(*listeners, reviewer),
+                         demo=options.demo, reviewer=reviewer, recovery=recovery,
+                         preflight_fixes=fixes)
     coordinator_slot.target = coordinator
     running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
                              coordinator=coordinator, workers=workers, gateway=gateway,
@@ -279,6 +322,53 @@ def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
 
 def _print_url(url: str) -> None:
     print(f"dashboard: {url}", file=sys.stderr, flush=True)
+
+
+def _start_watchers(started: list[pykka.ActorRef[Any]], settings: Settings, session_dir: Path,
+                    target: Path, extra_dirs: tuple[Path, ...],
+                    listeners: tuple[Any, ...]) -> dict[str, pykka.ActorRef[Any]]:
+    """The resource monitor and the sandbox guard (each when enabled in the config).
+
+    Raises:
+        PreflightError: an agent's extra_args carry a bypass flag the user did not allow.
+    """
+    for name, agent in settings.agents.items():
+        flags = bypass_flags_in(name, agent.extra_args)
+        if agent.enabled and flags and not agent.allow_bypass:
+            raise PreflightError(f"[agents.{name}] extra_args has {' '.join(flags)}, which turns "
+                                 f"the CLI's own permission checks off; set [agents.{name}] "
+                                 "allow_bypass = true only if an outer sandbox protects you")
+    watchers: dict[str, pykka.ActorRef[Any]] = {}
+    coordinator = next((l for l in listeners if isinstance(l, LateRef)), None)
+    if settings.limits.enabled:
+        watchers["monitor"] = _start(started, ResourceMonitor, settings=settings.limits,
+                                     session_dir=session_dir, listeners=listeners,
+                                     stop_grace_s=settings.session.stop_grace_s)
+    if settings.sandbox.enabled:
+        watchers["guard"] = _start(started, SandboxGuard, settings=settings.sandbox,
+                                   session_dir=session_dir, target=target, extra_dirs=extra_dirs,
+                                   asker=coordinator, listeners=listeners)
+    return watchers
+
+
+def _sandboxed(name: str, settings: Settings,
+               watchers: dict[str, pykka.ActorRef[Any]]) -> Any:
+    """The agent's settings, for claude with ``--settings <file>`` carrying the PreToolUse hook."""
+    agent = settings.agents[name]
+    guard = watchers.get("guard")
+    if name != "claude" or guard is None:
+        return agent
+    files = guard.ask(GetSandboxFiles(), timeout=10)
+    return agent.model_copy(update={"extra_args": (*agent.extra_args, "--settings",
+                                                   files.claude_settings)})
+
+
+def _spawn_caps(settings: Settings) -> SpawnCaps:
+    limits = settings.limits
+    return SpawnCaps(nice=limits.spawn_nice, core_dumps=limits.spawn_core_dumps,
+                     max_file_bytes=int(limits.spawn_max_file_mb * 1024 * 1024)
+                     if limits.spawn_max_file_mb else None,
+                     max_user_processes=limits.spawn_max_user_processes)
 
 
 def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import psutil
 
@@ -63,6 +63,67 @@ def iter_lines(pipe: IO[bytes], max_line_bytes: int,
                 total += len(data)
         head = open(path, "rb").read(4096)
         yield PipeLine(head, total - (1 if data.endswith(b"\n") else 0), str(path))
+
+
+def iter_line_batches(fd: int, max_line_bytes: int,
+                      overflow_file: Callable[[], Path]) -> Iterator[list[PipeLine]]:
+    """Yield the lines of a pipe in batches: whatever one read returned, split into lines.
+
+    Under load a read returns many lines and the handoff to the actor is paid once per batch;
+    when the CLI is quiet a batch is one line and nothing waits. A line longer than
+    ``max_line_bytes`` is written whole to the file ``overflow_file()`` names and only its
+    head is kept, so memory stays bounded and nothing is lost.
+    """
+    partial = b""
+    spill: Any = None  # open overflow file of the current over-long line
+    spill_path = ""
+    spilled = 0
+    while True:
+        chunk = os.read(fd, CHUNK)
+        batch: list[PipeLine] = []
+        if not chunk:
+            if spill is not None:
+                spill.close()
+                batch.append(PipeLine(_head(spill_path), spilled, spill_path))
+            elif partial:
+                batch.append(PipeLine(partial.rstrip(b"\r"), len(partial.rstrip(b"\r"))))
+            if batch:
+                yield batch
+            return
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end == -1 else chunk[start:end]
+            if spill is not None:
+                spill.write(piece)
+                spilled += len(piece)
+            elif len(partial) + len(piece) > max_line_bytes:
+                spill_path = str(overflow_file())
+                spill = open(spill_path, "wb")
+                spill.write(partial + piece)
+                spilled = len(partial) + len(piece)
+                partial = b""
+            else:
+                partial += piece
+            if end == -1:
+                break
+            if spill is not None:
+                spill.write(b"\n")
+                spill.close()
+                batch.append(PipeLine(_head(spill_path), spilled, spill_path))
+                spill = None
+            else:
+                line = partial.rstrip(b"\r")
+                batch.append(PipeLine(line, len(line)))
+                partial = b""
+            start = end + 1
+        if batch:
+            yield batch
+
+
+def _head(path: str, size: int = 4096) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
 
 
 class HostedProcess:
@@ -138,8 +199,57 @@ class HostedProcess:
         return self._exited.is_set()
 
 
+@dataclass(frozen=True)
+class SpawnCaps:
+    """Hard caps applied to a CLI right after it starts; its children inherit them.
+
+    Chosen so that Node-based CLIs keep working: no ``RLIMIT_AS`` (V8 and the native claude
+    binary reserve far more address space than they use) and ``RLIMIT_NPROC`` only on request
+    (Linux counts every thread of every process of the user against it, and Node runs many).
+    """
+
+    nice: int = 0  # added niceness: agents yield the CPU to the user's own work
+    core_dumps: bool = True  # False: RLIMIT_CORE = 0 (a 250 MB binary's crash fills no disk)
+    max_file_bytes: int | None = None  # RLIMIT_FSIZE
+    max_user_processes: int | None = None  # RLIMIT_NPROC (per user, threads count)
+
+    def apply(self, pid: int) -> list[str]:
+        """Apply to a running process (``prlimit``: no ``preexec_fn`` in a threaded parent).
+
+        The CLI has not started any child yet when this runs (its exec and startup take
+        milliseconds), so everything it spawns inherits the caps. Returns what failed.
+        """
+        problems = []
+        limits = []
+        if not self.core_dumps:
+            limits.append(("RLIMIT_CORE", 0))
+        if self.max_file_bytes is not None:
+            limits.append(("RLIMIT_FSIZE", self.max_file_bytes))
+        if self.max_user_processes is not None:
+            limits.append(("RLIMIT_NPROC", self.max_user_processes))
+        try:
+            proc = psutil.Process(pid)
+            if self.nice:
+                proc.nice(min(19, proc.nice() + self.nice))
+            for name, value in limits:
+                which = getattr(psutil, name, None)
+                if which is None:
+                    problems.append(f"{name} is not supported here")
+                    continue
+                _soft, hard = proc.rlimit(which)
+                if hard != psutil.RLIM_INFINITY and value > hard:
+                    value = hard  # an unprivileged process may only lower its hard limit
+                proc.rlimit(which, (value, value))
+        except (psutil.Error, OSError, ValueError) as exc:
+            problems.append(f"{exc}")
+        return problems
+
+
 class ProcessHost:
     """Starts CLIs on this machine."""
+
+    def __init__(self, caps: SpawnCaps | None = None) -> None:
+        self._caps = caps
 
     def spawn(self, launch: Launch) -> HostedProcess:
         """Start the CLI with stdin closed, in a new session (its own process group).
@@ -154,6 +264,9 @@ class ProcessHost:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, close_fds=True,
         )
+        if self._caps is not None:
+            for problem in self._caps.apply(popen.pid):
+                log.warning("hard cap not applied to pid %s: %s", popen.pid, problem)
         return HostedProcess(popen)
 
 

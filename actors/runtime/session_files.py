@@ -128,6 +128,29 @@ class JsonlWriter:
             raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
         self.seq = record.get("seq", self.seq + 1)
 
+    def write(self, line: str, seq: int | None) -> None:
+        """Write one serialised record without flushing; ``flush`` makes it durable.
+
+        Raises:
+            SessionFileError: the write failed.
+        """
+        try:
+            self._file.write(line + "\n")
+        except OSError as exc:
+            raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        self.seq = seq if seq is not None else self.seq + 1
+
+    def flush(self) -> None:
+        """Hand what was written to the operating system.
+
+        Raises:
+            SessionFileError: the flush failed (disk full...).
+        """
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+
     def close(self) -> None:
         """Close the file (errors are logged: the data was flushed already)."""
         try:

@@ -130,6 +130,11 @@
     ws.onmessage = (msg) => {
       let frame;
       try { frame = JSON.parse(msg.data); } catch (e) { return; }
+      // Under load the gateway sends the frames that queued up as one "batch" message.
+      const frames = frame.type === "batch" ? frame.data : [frame];
+      for (const one of frames) receiveFrame(one);
+    };
+    const receiveFrame = (frame) => {
       if (frame.type === "hello") missed = frame.data.missed || 0;
       handleFrame(frame);
       if ((frame.type === "hello" || frame.type === "snapshot") && wasLost) {
@@ -196,6 +201,12 @@
     switch (frame.type) {
       case "snapshot":
         state.seq = frame.seq;
+        if (state.epoch === data.epoch && state.events.length) {
+          // Same gateway, we fell behind: keep what we had and add the snapshot's recent events.
+          const fresh = new Set((data.events || []).map((e) => e.agent + ":" + e.seq));
+          data.events = state.events.filter((e) => !fresh.has(e.agent + ":" + e.seq)).concat(data.events || []);
+          if (data.events.length > MAX_EVENTS) data.events.splice(0, data.events.length - MAX_EVENTS);
+        }
         state.epoch = data.epoch;
         state.session = data.session;
         state.ended = data.ended;
@@ -248,14 +259,19 @@
         list.push(data);
         if (list.length > 600) list.splice(0, list.length - 600);
         addSample(frame.type, data);
-        if (frame.type.indexOf("review") >= 0 || frame.type.indexOf("decision") >= 0) refreshReviews();
+        if (frame.type.indexOf("review") >= 0 || frame.type.indexOf("decision") >= 0) {
+          refreshReviews();
+          markDirty("reviews");
+        }
         markDirty("workers");
       }
     }
   }
 
   function addSample(kind, d) {
-    if (kind.indexOf("resource") < 0 || !d || !d.agent || !samples[d.agent]) return;
+    if (kind.indexOf("resource") < 0 || !d) return;
+    if (Array.isArray(d.agents)) { d.agents.forEach((tree) => addSample(kind, tree)); return; }  // ResourcesSampled
+    if (!d.agent || !samples[d.agent]) return;
     const cpu = firstNumber(d, ["cpu_percent", "cpu"]);
     const rss = firstNumber(d, ["rss_bytes", "memory_bytes", "rss", "memory_rss"]);
     if (cpu === null && rss === null) return;
@@ -567,8 +583,11 @@
   }
 
   // --- decision & reviews -------------------------------------------------------------------
-  function decisionName(d) { return d.decision || d.action || d.outcome || d.kind || "decision"; }
-  function decisionWhy(d) { return d.reasoning || d.reason || d.rationale || d.summary || d.text || ""; }
+  // A decision entry is a ReviewCompleted record ({review_id, answers, decision: {decision,
+  // reasoning}}) or, for other producers, a flat {decision, reasoning}.
+  function decisionOf(d) { return d && d.decision && typeof d.decision === "object" ? d.decision : d || {}; }
+  function decisionName(d) { const x = decisionOf(d); return x.decision || x.action || x.outcome || x.kind || "decision"; }
+  function decisionWhy(d) { const x = decisionOf(d); return x.reasoning || x.reason || x.rationale || x.summary || x.text || ""; }
 
   function renderDecision() {
     const root = $("decision");
@@ -581,7 +600,8 @@
     const name = String(decisionName(d));
     head.append(pill(name.replace(/_/g, " "), name.toLowerCase()));
     if (d.agent) head.append(el("span", "agent-tag agent-" + d.agent, d.agent));
-    const when = d.decided_at || d.created_at || d.timestamp || d.at;
+    if (d.review_id) head.append(el("span", "muted", "review " + d.review_id));
+    const when = d.decided_at || d.created_at || d.timestamp || d.at || d.sent_at;
     if (when) head.append(el("span", "muted", fmtTime(when)));
     box.append(head, el("p", "reason", decisionWhy(d) || "No reasoning given."));
     if (list.length > 1) {
@@ -603,9 +623,63 @@
     return v ? String(v) : null;
   }
 
+  function reviewRecords() {
+    const byId = new Map();
+    const started = (state.facts.review_started || []);
+    started.forEach((r) => byId.set(r.review_id, { id: r.review_id, started: r }));
+    const done = ((state.session && state.session.decisions) || []).concat(state.facts.review_completed || []);
+    done.forEach((r) => {
+      if (r && r.review_id && Array.isArray(r.answers)) byId.set(r.review_id, { id: r.review_id, done: r });
+    });
+    return Array.from(byId.values());
+  }
+
+  function renderRecord(root, rec) {
+    const box = el("div", "review");
+    const head = el("div", "r-head");
+    head.append(el("b", null, rec.id));
+    const r = rec.done || rec.started;
+    const triggers = (r.triggers || []).map((t) => t.kind || t.reason || "").filter(Boolean);
+    if (triggers.length) head.append(el("span", null, triggers.join(", ")));
+    if (r.author) head.append(el("span", "agent-tag agent-" + r.author, "on " + r.author + "'s work"));
+    if (rec.done) {
+      const name = String(decisionName(rec.done));
+      head.append(pill(name.replace(/_/g, " "), name.toLowerCase()));
+    } else {
+      head.append(pill("In progress", "reviewing"));
+    }
+    box.append(head);
+    if (rec.done) {
+      if (rec.done.skipped) box.append(el("p", "muted", "Skipped: " + rec.done.skipped));
+      (rec.done.answers || []).forEach((a) => {
+        const row = el("div", "verdict");
+        row.append(el("span", "who agent-" + a.agent, a.agent), pill(cap(a.verdict), String(a.verdict).toLowerCase()));
+        if (a.summary || a.reason) row.append(el("span", "muted", a.summary || a.reason));
+        box.append(row);
+        appendFindings(box, a.findings || []);
+      });
+    } else {
+      box.append(el("p", "empty", "Waiting for " + (rec.started.reviewers || []).join(", ") + "…"));
+    }
+    root.append(box);
+  }
+
+  function appendFindings(box, findings) {
+    if (!findings.length) return;
+    const ul = el("ul", "findings");
+    findings.slice(0, 8).forEach((f) => {
+      const where = f.file ? "(" + f.file + (f.line ? ":" + f.line : "") + ")" : "";
+      const text = typeof f === "string" ? f : [f.severity ? "[" + f.severity + "]" : "", f.text || f.message || f.description || JSON.stringify(f), where].join(" ").trim();
+      ul.append(el("li", null, text));
+    });
+    box.append(ul);
+  }
+
   function renderReviews() {
     const root = $("reviews");
     root.replaceChildren();
+    const records = reviewRecords();
+    if (records.length) { records.slice(-6).reverse().forEach((rec) => renderRecord(root, rec)); return; }
     const reviews = state.reviews.slice(-6).reverse();
     if (!reviews.length) { root.append(el("p", "empty", "No review yet.")); return; }
     reviews.forEach((r) => {
@@ -633,15 +707,7 @@
         row.append(part.unreadable ? el("span", "muted", "answer still being written") : pill(cap(verdict), verdict.toLowerCase()));
         if (part.summary) row.append(el("span", "muted", part.summary));
         box.append(row);
-        const findings = part.findings || [];
-        if (findings.length) {
-          const ul = el("ul", "findings");
-          findings.slice(0, 8).forEach((f) => {
-            const text = typeof f === "string" ? f : [f.severity ? "[" + f.severity + "]" : "", f.text || f.message || f.description || JSON.stringify(f), f.file ? "(" + f.file + ")" : ""].join(" ").trim();
-            ul.append(el("li", null, text));
-          });
-          box.append(ul);
-        }
+        appendFindings(box, part.findings || []);
       });
       if (!shown) box.append(el("p", "empty", "Waiting for reviewers…"));
       root.append(box);

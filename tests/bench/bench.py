@@ -1,0 +1,342 @@
+"""Benchmarks of the orchestrator's event path and its own cost. Run by hand:
+
+    python -m tests.bench.bench            # everything (about 3 minutes on 2 cores)
+    python -m tests.bench.bench --quick    # smaller sizes, for a smoke run
+
+Each figure is printed with the baseline it is measured against in the same run, since
+this machine's speed varies. Nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pykka
+
+from actors.adapters.registry import get_adapter
+from actors.app.system import ReplyInbox
+from actors.gateway import Gateway
+from actors.worker import Worker
+from config.settings import AgentSettings, SessionSettings, WebSettings
+from messages.gateway import GetGatewayAddress
+from messages.worker import AssignmentFinished, StartAssignment
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+AGENT = HERE / "agent.py"
+TOKEN = "bench-token"
+
+
+def _agent_command(lines: int, rate: float = 0.0) -> str:
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(AGENT))} {lines} {rate}"
+
+
+# -- 1. throughput ---------------------------------------------------------------------------------
+
+def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
+    """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL."""
+    counts = [0] * k
+
+    def one(i: int) -> None:
+        proc = subprocess.Popen(shlex.split(_agent_command(n)), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, start_new_session=True)
+        with open(folder / f"base-{i}.jsonl", "w", encoding="utf-8") as out:
+            for seq, line in enumerate(proc.stdout, 1):  # type: ignore[union-attr]
+                obj = json.loads(line)
+                out.write(json.dumps({"seq": seq, "type": "progress", "agent": "claude",
+                                      "payload": {"text": str(obj.get("type"))},
+                                      "raw": line.decode("utf-8", "replace")}) + "\n")
+                out.flush()
+                counts[i] += 1
+        proc.wait()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, sum(counts)
+
+
+class WsCounter:
+    """The browser stand-in, in its own process (a real browser is not the orchestrator's cost)."""
+
+    def __init__(self, url: str, expected: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "ws_client.py"), url, "10",
+                                      str(expected)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def close(self) -> dict[str, Any]:
+        out, _ = self.proc.communicate("", timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
+    """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client."""
+    gateway = Gateway.start(settings=WebSettings(port=0), session_dir=folder, token=TOKEN)
+    address = gateway.ask(GetGatewayAddress(), timeout=5)
+    ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
+    inbox = ReplyInbox()
+    workers = []
+    for i in range(k):
+        workers.append(Worker.start(
+            agent="claude", adapter=get_adapter("claude"),
+            agent_settings=AgentSettings(command=_agent_command(n, rate), share_min=0, share_max=1),
+            session_settings=SessionSettings(), session_id="bench", session_dir=folder,
+            target=folder, listeners=(gateway,), base_env=dict(os.environ),
+            events_path=folder / f"agent-{i}.jsonl"))
+    start = time.perf_counter()
+    for w in workers:
+        w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
+    finished = [inbox.queue.get(timeout=600) for _ in workers]
+    elapsed = time.perf_counter() - start
+    assert all(isinstance(f, AssignmentFinished) and f.returncode == 0 for f in finished), finished
+    text_events = 0
+    for i in range(k):
+        with open(folder / f"agent-{i}.jsonl", "rb") as f:
+            text_events += sum(1 for line in f
+                               if json.loads(line).get("payload", {}).get("kind") == "text")
+    seen = ws.close()
+    for w in workers:
+        w.stop()
+    gateway.stop()
+    return {"elapsed": elapsed, "events_on_disk": text_events, "ws_events": seen["events"],
+            "ws_snapshots": seen["snapshots"], "latencies_ms": seen["latencies_ms"]}
+
+
+def throughput(sizes: list[int], n: int) -> list[str]:
+    rows = []
+    for k in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            base_s, base_events = baseline(k, n, Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp:
+            result = pipeline(k, n, Path(tmp))
+        expected = k * n
+        base_rate = base_events / base_s
+        rate = result["events_on_disk"] / result["elapsed"]
+        lost = expected - result["events_on_disk"]
+        rows.append(f"K={k:<3} N={n}: pipeline {rate:>9,.0f} ev/s, baseline {base_rate:>9,.0f} "
+                    f"lines/s, ratio {rate / base_rate:.2f}; on disk {result['events_on_disk']:,}"
+                    f"/{expected:,} (lost {lost}); websocket client got {result['ws_events']:,} "
+                    f"event frames + {result['ws_snapshots']} snapshot(s)")
+        print(rows[-1], flush=True)
+    return rows
+
+
+# -- 2. latency ---------------------------------------------------------------------------------
+
+def latency(rate: float, seconds: float) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = pipeline(1, int(rate * seconds), Path(tmp), rate=rate)
+    lat = sorted(result["latencies_ms"])
+    if not lat:
+        return f"{rate:g} ev/s: no latency samples"
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    line = (f"{rate:>6g} ev/s for {seconds:g}s: print->websocket p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"max {lat[-1]:.2f} ms ({len(lat)} samples)")
+    print(line, flush=True)
+    return line
+
+
+# -- 3-5. the launcher as a user runs it -----------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(workspace: Path, port: int, env_extra: dict[str, str],
+            extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0", **env_extra}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "orchestrate"), "bench task", "--demo", "--workspace",
+         str(workspace), "--port", str(port), "--exit-when-done", *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, start_new_session=True)
+
+
+def _health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=0.5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _token(workspace: Path) -> str | None:
+    for log in workspace.glob("*/orchestrator.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "token=" in line:
+                return line.split("token=")[1].split()[0]
+    return None
+
+
+def _wait(cond: Any, timeout: float) -> float | None:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if cond():
+            return time.perf_counter() - start
+        time.sleep(0.002)
+    return None
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def startup() -> str:
+    """Launcher start to the dashboard answering; baseline: a bare ``python -c pass``."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    bare = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        start = time.perf_counter()
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"})
+        took = _wait(lambda: _health(port), 30)
+        _end(proc)
+    line = (f"start-up: launcher to dashboard answering {took:.3f} s "
+            f"(bare python start {bare:.3f} s, ratio {took / bare:.1f}x)" if took else
+            "start-up: dashboard never answered")
+    print(line, flush=True)
+    return line
+
+
+def own_cost(idle_s: float, flood_lines: int) -> list[str]:
+    """The launcher's own CPU and RSS: three silent agents, then a flood through claude."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"},
+                       ("--config", str(_three_at_once(Path(tmp)))))
+        me = psutil.Process(proc.pid)
+        _wait(lambda: _health(port), 30)
+        time.sleep(2)  # let the planner's hang settle; the agents print nothing from here on
+        cpu0 = me.cpu_times()
+        t0 = time.perf_counter()
+        time.sleep(idle_s)
+        cpu1 = me.cpu_times()
+        busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        rss = me.memory_info().rss
+        _end(proc)
+    idle_cpu = busy / (time.perf_counter() - t0) * 100
+    rows.append(f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
+                f"agents, RSS {rss / 2**20:.1f} MiB")
+    print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_GEMINI": "flood",
+                                         "ORCHESTRATE_DEMO_FLOOD_LINES": str(flood_lines)})
+        me = psutil.Process(proc.pid)
+        samples = []
+        start = time.perf_counter()
+        while proc.poll() is None and time.perf_counter() - start < 900:
+            try:
+                samples.append(me.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.25)
+        took = time.perf_counter() - start
+        _end(proc)
+        events = sum(sum(1 for _ in open(f, "rb")) for f in Path(tmp).glob("*/*.jsonl"))
+    early = samples[min(8, len(samples) - 1)] if samples else 0
+    rows.append(f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
+                f"on disk; orchestrator RSS at 2s {early / 2**20:.1f} MiB, peak "
+                f"{max(samples) / 2**20:.1f} MiB, last {samples[-1] / 2**20:.1f} MiB")
+    print(rows[-1], flush=True)
+    return rows
+
+
+def _three_at_once(folder: Path) -> Path:
+    cfg = folder / "bench.toml"
+    cfg.write_text("[session]\nmax_concurrent = 3\n")
+    return cfg
+
+
+def reactions() -> list[str]:
+    """Dashboard pause to SIGSTOP; Ctrl-C to every process gone."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, ("--verbose",))
+        _wait(lambda: _health(port), 30)
+        agents = []
+        _wait(lambda: (agents := psutil.Process(proc.pid).children()) and agents, 30)
+        agent = psutil.Process(proc.pid).children()[0]
+        token = _token(Path(tmp))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/control/pause", data=b"{}", method="POST",
+            headers={"X-Orchestrate-Token": token or "", "Content-Type": "application/json"})
+        start = time.perf_counter()
+        urllib.request.urlopen(request, timeout=5).read()
+        stopped = _wait(lambda: agent.status() == psutil.STATUS_STOPPED, 10)
+        rows.append(f"dashboard pause -> SIGSTOP seen: {stopped * 1000:.1f} ms" if stopped else
+                    "dashboard pause -> SIGSTOP: not seen within 10 s")
+        print(rows[-1], flush=True)
+        tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        gone = _wait(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
+                                     psutil.STATUS_ZOMBIE for p in tree[1:]) and proc.poll() is not None,
+                     30)
+        rows.append(f"Ctrl-C -> every process gone: {gone * 1000:.0f} ms ({len(tree)} processes)"
+                    if gone else "Ctrl-C -> processes still running after 30 s")
+        print(rows[-1], flush=True)
+        _end(proc)
+    return rows
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["throughput", "latency", "cost", "reactions", "startup"])
+    args = parser.parse_args()
+    n = 5_000 if args.quick else 20_000
+    sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
+    sections = {
+        "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
+        "latency": lambda: [latency(100, 5 if args.quick else 10),
+                            latency(1000, 5 if args.quick else 10)],
+        "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
+        "reactions": reactions,
+        "startup": startup,
+    }
+    for name, fn in sections.items():
+        if args.only and name != args.only:
+            continue
+        print(f"== {name}", flush=True)
+        fn()
+    pykka.ActorRegistry.stop_all()
+
+
+if __name__ == "__main__":
+    main()
