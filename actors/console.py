@@ -12,8 +12,11 @@ from typing import Any, TextIO
 
 import pykka
 
+from messages.recovery import RecoveryPlanned
+from messages.review import ReviewCompleted, ReviewStarted
 from messages.session import SessionEnded, SessionStateChanged
-from messages.worker import EventRecorded, WorkerStateChanged
+from messages.events import Event
+from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
 COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
@@ -38,7 +41,11 @@ class ConsoleView(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         match message:
             case EventRecorded():
-                return self._on_event(message)
+                return self._on_event(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
             case WorkerStateChanged():
                 s = message.snapshot
                 if s.status in ("running", "paused", "stopping"):
@@ -48,10 +55,22 @@ class ConsoleView(pykka.ThreadingActor):
             case SessionEnded():
                 self._print(f"session {message.session_id} {message.status} "
                             f"(exit {message.exit_code}){self._label}\n{message.summary}")
+            case ReviewStarted():
+                self._print(f"review {message.review_id}: asked {', '.join(message.reviewers) or 'nobody'}"
+                            f" ({', '.join(t.kind for t in message.triggers)})")
+            case ReviewCompleted():
+                verdicts = ", ".join(f"{a.agent}={a.verdict}" for a in message.answers)
+                why = message.skipped or message.decision.reasoning
+                self._print(f"review {message.review_id}: {message.decision.decision}"
+                            f"{' [' + verdicts + ']' if verdicts else ''} - {why[:300]}")
+            case RecoveryPlanned():
+                if message.cause is not None:
+                    self._line(message.agent, f"recovery {message.recovery_id} "
+                               f"{message.cause} -> {message.action}: {message.advice[:200]} "
+                               f"(evidence: {message.evidence[:160]})")
         return None
 
-    def _on_event(self, message: EventRecorded) -> None:
-        event = message.event
+    def _on_event(self, event: Event) -> None:
         p = event.payload
         text = (p.text or "").strip().replace("\n", " ")
         if event.type in ALWAYS_SHOWN and p.kind not in ("text",):

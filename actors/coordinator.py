@@ -22,10 +22,14 @@ from actors.runtime.prompts import (
 from actors.runtime.session_files import SessionFileError, write_json_atomic
 from config.settings import Settings
 from messages.base import AGENT_NAMES, AgentName
+from messages.resources import LimitExceeded, ResourcesSampled
+from messages.sandbox import SecurityFinding, ToolCallDecided
+from messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
+from messages.review import RequestReview, ReviewCompleted, ReviewTrigger
 from messages.session import (
     AgentShare, AnswerGiven, AskQuestion, AssignmentRecord, ControlRequested, ExpireQuestion,
-    GetSessionState, Plan, QuestionAnswered, SessionEnded, SessionSnapshot,
-    SessionStateChanged, SessionStatus, StartSession,
+    GetSessionState, Plan, Question, QuestionAnswered, SessionEnded, SessionSnapshot,
+    SessionStateChanged, SessionStatus, StartSession, TERMINAL_STATUSES,
 )
 from messages.worker import (
     AssignmentFinished, PauseWorker, ResumeWorker, StartAssignment, StopWorker,
@@ -68,9 +72,26 @@ class Coordinator(pykka.ThreadingActor):
         workers: Mapping[AgentName, pykka.ActorRef[Any]],
         listeners: Sequence[pykka.ActorRef[Any]] = (),
         demo: bool = False,
+        reviewer: pykka.ActorRef[Any] | None = None,
+        recovery: pykka.ActorRef[Any] | None = None,
+        preflight_fixes: Sequence[dict[str, Any]] = (),
+        resume_from: SessionSnapshot | None = None,
+        resume_ids: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
+        self._resume_from = resume_from
+        self._resume_ids = dict(resume_ids or {})  # assignment id -> the CLI's own session id
         self._settings = settings
+        self._reviewer = reviewer
+        self._recovery = recovery
+        self._gates: set[str] = set()  # completed assignments whose dependents wait for a review
+        self._recovering: dict[str, AssignmentFinished] = {}  # waiting for RecoveryPlanned
+        self._backing_off: set[str] = set()  # relaunch timer running
+        self._fixes: dict[str, dict[str, Any]] = {}  # assignment id -> flags Recovery added
+        self._recovery_pending: dict[str, str] = {}  # assignment id -> recovery id to settle
+        self._decision_questions: dict[str, ReviewCompleted] = {}  # question id -> review
+        self._note_relaunch: dict[str, str] = {}  # running assignment -> user's note
+        self._notes: list[str] = []
         self._workers = dict(workers)
         self._listeners = tuple(listeners)
         self._session_dir = session_dir
@@ -86,7 +107,8 @@ class Coordinator(pykka.ThreadingActor):
         self._state = SessionSnapshot(
             session_id=session_id, task=task, target=str(target), workspace=str(session_dir),
             demo=demo, status="planning", created_at=now, updated_at=now,
-            orchestrator_pid=os.getpid(), shares=self._initial_shares())
+            orchestrator_pid=os.getpid(), shares=self._initial_shares(),
+            recoveries=tuple(preflight_fixes))
 
     # -- switchboard -----------------------------------------------------------------------------
 
@@ -104,14 +126,29 @@ class Coordinator(pykka.ThreadingActor):
                 return self._on_answer(message)
             case ExpireQuestion():
                 return self._on_expire(message)
+            case ReviewCompleted():
+                return self._on_review_completed(message)
+            case RecoveryPlanned():
+                return self._on_recovery_planned(message)
+            case RelaunchDue():
+                return self._on_relaunch_due(message)
             case GetSessionState():
                 return self._state
+            case LimitExceeded():
+                return self._on_limit_exceeded(message)
+            case SecurityFinding() | ToolCallDecided():
+                return self._on_security_fact(message)
+            case ResourcesSampled():
+                return None  # for the dashboard's charts; limits arrive as LimitExceeded
         return super().on_receive(message)
 
     # -- planning ----------------------------------------------------------------------------------
 
     def _on_start_session(self, message: StartSession) -> None:
         self._reply_to = message.reply_to
+        if self._resume_from is not None and self._resume_from.assignments:
+            self._continue_session(self._resume_from)
+            return
         architect = self._agent_for("architect")
         if architect is None:
             self._adopt_plan(fallback_plan(self._state.task), "fallback",
@@ -123,6 +160,36 @@ class Coordinator(pykka.ThreadingActor):
                              shares, roles)
         self._update(status="planning")
         self._send_plan_request(architect, prompt)
+
+    def _continue_session(self, saved: SessionSnapshot) -> None:
+        """Resume after the orchestrator died: finished work stays finished, the rest runs again.
+
+        An interrupted assignment is resumed with the CLI's own resume option when its
+        session id is known, else restarted with the work done so far as context.
+        """
+        self._assignments = {}
+        for record in saved.assignments:
+            if record.status in ("running", "failed", "skipped", "pending"):
+                interrupted = record.status == "running"
+                record = record.model_copy(update={"status": "pending", "error": None})
+                note = ("You were interrupted while working on this assignment; the work "
+                        "already in the target is yours. Continue from where you stopped."
+                        if interrupted else None)
+                resume = self._resume_ids.get(record.id) if interrupted else None
+                self._fixes[record.id] = {"extra_args": (), "extra_dirs": (),
+                                          **({"resume": resume} if resume else {}),
+                                          **({"note": note} if note else {})}
+            self._assignments[record.id] = record
+        keep = {k: v for k, v in saved.model_dump().items()
+                if k not in ("status", "assignments", "orchestrator_pid", "ended_at", "exit_code")}
+        self._state = SessionSnapshot(**{**keep, "status": "running",
+                                         "orchestrator_pid": os.getpid(),
+                                         "updated_at": _now(),
+                                         "assignments": tuple(self._assignments.values())})
+        log.info("resuming session %s: %s", saved.session_id, ", ".join(
+            f"{r.id}={r.status}" for r in self._assignments.values()))
+        self._update(status="running", summary="")
+        self._schedule()
 
     def _send_plan_request(self, agent: AgentName, prompt: str) -> None:
         self._plan_attempts += 1
@@ -178,7 +245,7 @@ class Coordinator(pykka.ThreadingActor):
     # -- running -----------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if self._state.status != "running":
+        if self._state.status not in ("running", "reviewing"):
             return
         for record in list(self._assignments.values()):
             if record.status != "pending":
@@ -188,8 +255,8 @@ class Coordinator(pykka.ThreadingActor):
                 self._set_assignment(record.id, status="skipped", finished_at=_now(),
                                      error="a dependency did not complete")
                 continue
-            if not all(d.status == "completed" for d in deps if d):
-                continue
+            if not all(d.status == "completed" and d.id not in self._gates for d in deps if d):
+                continue  # a dependency still runs, or waits for its review's decision
             if len(self._running) >= self._settings.session.max_concurrent:
                 break
             if record.agent in self._busy:
@@ -199,14 +266,18 @@ class Coordinator(pykka.ThreadingActor):
 
     def _launch(self, record: AssignmentRecord) -> None:
         finished = [self._assignments[d] for d in record.depends_on if d in self._assignments]
+        fixes = self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()})
+        notes = [*self._notes, *([fixes.pop("note")] if fixes.get("note") else [])]
         prompt = assignment_prompt(self._state.session_id, self._state.task, record,
-                                   self._state.plan_summary, finished)
+                                   self._state.plan_summary, finished, notes)
         self._busy.add(record.agent)
         self._running[record.id] = record.agent
         self._set_assignment(record.id, status="running", started_at=_now(),
                              attempts=record.attempts + 1)
         self._workers[record.agent].tell(StartAssignment(
-            assignment_id=record.id, prompt=prompt, mode="write", reply_to=self.actor_ref))
+            assignment_id=record.id, prompt=prompt, mode="write", reply_to=self.actor_ref,
+            resume_session_id=fixes.pop("resume", None), extra_args=fixes["extra_args"],
+            extra_dirs=fixes["extra_dirs"]))
 
     def _on_assignment_finished(self, message: AssignmentFinished) -> None:
         if message.assignment_id.startswith(PLAN_ID) and PLAN_ID in self._running:
@@ -216,13 +287,39 @@ class Coordinator(pykka.ThreadingActor):
         if record is None:
             log.warning("finish of unknown assignment %s", message.assignment_id)
             return
+        if record.id in self._recovering:
+            return  # a late duplicate: Recovery is already deciding about this run
         self._running.pop(record.id, None)
         self._busy.discard(message.agent)
+        self._settle_recovery(record.id, message)
+        note = self._note_relaunch.pop(record.id, None)
+        if note is not None and message.stopped_by and not self._stop_reason:
+            # Stopped to hear the user's clarification: continue the same agent session.
+            self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()}).update(
+                resume=message.outcome.session_id)
+            self._set_assignment(record.id, status="pending")
+            self._schedule()
+            return
+        if self._wants_recovery(message):
+            self._recovering[record.id] = message
+            self._running[record.id] = message.agent  # reserved until the plan arrives
+            self._busy.add(message.agent)
+            fixes = self._fixes.get(record.id, {})
+            self._recovery.tell(RecoveryRequested(  # type: ignore[union-attr]
+                finished=message, extra_args=fixes.get("extra_args", ()),
+                extra_dirs=fixes.get("extra_dirs", ()), reply_to=self.actor_ref))
+            return
+        self._complete_run(record, message)
+
+    def _complete_run(self, record: AssignmentRecord, message: AssignmentFinished,
+                      advice: str | None = None) -> None:
         outcome = message.outcome
         if outcome.success and not message.stopped_by:
             status, error = "completed", None
         else:
             status, error = "failed", _failure_reason(message)
+            if advice:
+                error = f"{error} -- {advice}"
         self._set_assignment(
             record.id, status=status, finished_at=_now(),
             busy_s=round(record.busy_s + message.duration_s, 3),
@@ -233,6 +330,16 @@ class Coordinator(pykka.ThreadingActor):
         if self._stop_reason:
             self._check_done()
             return
+        review = self._settings.review
+        if (status == "completed" and self._reviewer is not None and review.enabled
+                and record.role in review.phase_end_roles):
+            self._gates.add(record.id)
+            self._refresh_status()
+            self._reviewer.tell(RequestReview(
+                trigger=ReviewTrigger(kind="phase_end", agent=record.agent,
+                                      assignment_id=record.id, source="coordinator",
+                                      text=f"{record.title} finished"),
+                gate=True, reply_to=self.actor_ref))
         self._schedule()
 
     def _check_done(self) -> None:
@@ -241,7 +348,7 @@ class Coordinator(pykka.ThreadingActor):
         if self._stop_reason:
             self._finish("stopped", f"stopped: {self._stop_reason}")
             return
-        if self._state.status not in ("running",):
+        if self._state.status not in ("running", "reviewing") or self._gates:
             return
         if any(r.status in ("pending", "running") for r in self._assignments.values()):
             return
@@ -282,19 +389,20 @@ class Coordinator(pykka.ThreadingActor):
             case "pause":
                 for agent in agents:
                     self._workers[agent].tell(PauseWorker(reason=message.source))
-                if message.agent is None and self._state.status == "running":
+                if message.agent is None and self._state.status in ("running", "reviewing"):
                     self._update(status="paused")
             case "resume":
                 for agent in agents:
                     self._workers[agent].tell(ResumeWorker(reason=message.source))
                 if message.agent is None and self._state.status == "paused":
-                    self._update(status="running")
+                    self._update(status="reviewing" if self._gates else "running")
                     self._schedule()
             case "stop":
                 if message.agent is not None:
                     self._workers[message.agent].tell(StopWorker(reason=message.source))
                     return True
                 self._stop_reason = self._stop_reason or f"requested by {message.source}"
+                self._drop_recoveries_and_gates()
                 for agent in set(self._running.values()):
                     self._workers[agent].tell(StopWorker(reason=self._stop_reason))
                 for record in self._assignments.values():
@@ -303,10 +411,240 @@ class Coordinator(pykka.ThreadingActor):
                                              error="session stopped")
                 self._check_done()
             case "review":
-                log.info("review requested by %s (the review engine is not wired yet)",
-                         message.source)
-                return False
+                return self._request_user_review(message)
         return True
+
+    # -- reviews: the seed's decisions applied --------------------------------------------------------
+
+    def _request_user_review(self, message: ControlRequested) -> bool:
+        if self._reviewer is None or not self._settings.review.enabled:
+            log.info("review requested by %s, but reviews are off", message.source)
+            return False
+        running = [(a, agent) for a, agent in self._running.items()
+                   if not a.startswith(PLAN_ID) and a not in self._recovering
+                   and (message.agent is None or agent == message.agent)]
+        done = [r for r in self._assignments.values() if r.status == "completed"
+                and (message.agent is None or r.agent == message.agent)]
+        done.sort(key=lambda r: r.finished_at or "")
+        assignment_id, author = (running[0] if running else
+                                 (done[-1].id, done[-1].agent) if done else (None, message.agent))
+        self._reviewer.tell(RequestReview(
+            trigger=ReviewTrigger(kind="user", agent=author, assignment_id=assignment_id,
+                                  text=f"requested by {message.source}", source=message.source),
+            reply_to=self.actor_ref))
+        return True
+
+    def _refresh_status(self) -> None:
+        """running <-> reviewing as review gates open and close (paused and ends stay)."""
+        if self._state.status in ("running", "reviewing"):
+            wanted = "reviewing" if self._gates else "running"
+            if wanted != self._state.status:
+                self._update(status=wanted)
+
+    def _on_review_completed(self, message: ReviewCompleted) -> None:
+        if any(d.get("review_id") == message.review_id for d in self._state.decisions):
+            return  # the same decision heard twice (reply_to and the default route)
+        entry = {**message.record(), "decided_at": _now(), "applied": None}
+        decision = message.decision.decision
+        ended = self._state.status in TERMINAL_STATUSES
+        if ended:
+            entry["applied"] = f"session already {self._state.status}"
+        elif decision in ("CONTINUE", "LOG_WARNING"):
+            if decision == "LOG_WARNING":
+                log.warning("review %s: %s", message.review_id, message.decision.reasoning)
+            entry["applied"] = "continued" if decision == "CONTINUE" else "warning logged; continued"
+        else:
+            entry["applied"] = "paused; asked the user"
+        self._update(decisions=(*self._state.decisions, entry))
+        if ended:
+            return
+        if decision in ("CONTINUE", "LOG_WARNING"):
+            self._release_gate(message)
+            return
+        self._pause_for_decision()
+        escalate = decision == "STOP_AND_ESCALATE"
+        where = f" of {message.assignment_id} ({message.author})" if message.assignment_id else ""
+        question_id = f"q-{message.review_id}"
+        text = (f"Review {message.review_id}{where}: {message.decision.reasoning} "
+                + ("Answer 'continue' to go on anyway (anything else you add is passed to the "
+                   "agents) or 'stop' to end the session." if escalate else
+                   "Your answer is passed to the agents as a note and the session resumes."))
+        self._decision_questions[question_id] = message
+        review = self._settings.review
+        self._on_ask(AskQuestion(question=Question(
+            id=question_id, kind="escalation" if escalate else "clarification", text=text,
+            asked_by="reviewer", agent=message.author,
+            options=("continue", "stop") if escalate else (),
+            details={"review_id": message.review_id, "decision": decision,
+                     "assignment_id": message.assignment_id},
+            timeout_s=review.question_timeout_s,
+            default_answer=("stop" if escalate else "continue")
+            if review.question_timeout_s else None)))
+
+    def _pause_for_decision(self) -> None:
+        for agent in set(self._running.values()):
+            self._workers[agent].tell(PauseWorker(reason="waiting for the user's decision"))
+        if self._state.status in ("running", "reviewing"):
+            self._update(status="paused")
+
+    def _release_gate(self, message: ReviewCompleted) -> None:
+        if message.gate and message.assignment_id in self._gates:
+            self._gates.discard(message.assignment_id)
+        self._refresh_status()
+        self._schedule()
+        self._check_done()
+
+    def _on_decision_answered(self, question_id: str, answer: str, expired: bool) -> None:
+        review = self._decision_questions.pop(question_id)
+        word = answer.strip().lower()
+        stop = review.decision.decision == "STOP_AND_ESCALATE" and word.split()[:1] in (
+            ["stop"], ["no"], ["n"], ["abort"], ["quit"])
+        how = "expired: " if expired else ""
+        decisions = list(self._state.decisions)
+        for i, entry in enumerate(decisions):
+            if entry.get("review_id") == review.review_id:
+                decisions[i] = {**entry, "answer": answer, "answered_at": _now(),
+                                "applied": f"{how}{'stopped' if stop else 'resumed'} by the "
+                                           f"user's answer"}
+        self._update(decisions=tuple(decisions))
+        if stop:
+            self._on_control(ControlRequested(action="stop", source=f"escalation {review.review_id}"))
+            return
+        if word not in ("continue", "yes", "y", "ok", "go on", ""):
+            where = f" about {review.assignment_id}" if review.assignment_id else ""
+            note = f"The user answered the reviewers' {'blocker' if review.decision.decision == 'STOP_AND_ESCALATE' else 'concerns'}{where}: {answer.strip()}"
+            self._notes.append(note)
+            self._update(notes=tuple(self._notes))
+            aid = review.assignment_id
+            if aid in self._running and aid not in self._recovering and aid not in self._backing_off:
+                # A running agent hears the answer by being resumed with it (same agent session).
+                self._note_relaunch[aid] = note
+                self._workers[self._running[aid]].tell(StopWorker(
+                    reason="relaunching with the user's clarification"))
+        if not self._decision_questions and self._state.status == "paused":
+            for agent in set(self._running.values()):
+                self._workers[agent].tell(ResumeWorker(reason="the user answered"))
+            self._update(status="reviewing" if self._gates else "running")
+        self._release_gate(review)
+
+    # -- recovery: classified failures, relaunched with corrected flags ---------------------------
+
+    def _wants_recovery(self, message: AssignmentFinished) -> bool:
+        if self._recovery is None or not self._settings.recovery.enabled or self._stop_reason:
+            return False
+        if message.stopped_by:
+            return False  # the user or the wall-clock limit ended it: not a failure to fix
+        return not message.outcome.success or bool(message.outcome.permission_denials)
+
+    def _on_recovery_planned(self, plan: RecoveryPlanned) -> None:
+        finished = self._recovering.pop(plan.assignment_id, None)
+        record = self._assignments.get(plan.assignment_id)
+        if finished is None or record is None:
+            return
+        self._running.pop(record.id, None)
+        self._busy.discard(finished.agent)
+        retry = plan.action in ("relaunch", "retry_after") and not self._stop_reason
+        if plan.cause is not None:
+            outcome = {"relaunch": "pending", "retry_after": "pending", "escalate": "escalated",
+                       "give_up": "given_up", "none": "not_needed"}[plan.action]
+            if plan.action in ("relaunch", "retry_after") and not retry:
+                outcome = "given_up"
+            self._update(recoveries=(*self._state.recoveries,
+                                     {**plan.record(outcome), "planned_at": _now()}))
+        if not retry:
+            advice = plan.advice if plan.action in ("escalate", "give_up") else None
+            if advice:
+                log.warning("%s %s: %s", record.agent, record.id, advice)
+            self._complete_run(record, finished, advice)
+            return
+        fixes = self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()})
+        fixes["extra_args"] = tuple(dict.fromkeys((*fixes["extra_args"], *plan.extra_args)))
+        fixes["extra_dirs"] = tuple(dict.fromkeys((*fixes["extra_dirs"], *plan.extra_dirs)))
+        if plan.resume_session_id:
+            fixes["resume"] = plan.resume_session_id
+        if plan.note:
+            fixes["note"] = plan.note
+        self._recovery_pending[record.id] = plan.recovery_id
+        self._set_assignment(record.id, error=f"recovering ({plan.cause}): {plan.advice}",
+                             returncode=finished.returncode)
+        if plan.delay_s > 0:
+            self._backing_off.add(record.id)
+            self._running[record.id] = record.agent  # reserved through the back-off
+            self._busy.add(record.agent)
+            timer = threading.Timer(plan.delay_s, self._tell_self,
+                                    args=(RelaunchDue(assignment_id=record.id),))
+            timer.daemon = True
+            timer.start()
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            return
+        self._set_assignment(record.id, status="pending")
+        self._schedule()
+
+    def _on_relaunch_due(self, message: RelaunchDue) -> None:
+        if message.assignment_id not in self._backing_off:
+            return
+        self._backing_off.discard(message.assignment_id)
+        agent = self._running.pop(message.assignment_id, None)
+        if agent is not None:
+            self._busy.discard(agent)
+        if self._stop_reason:
+            self._set_assignment(message.assignment_id, status="failed", finished_at=_now(),
+                                 error="session stopped during the back-off")
+            self._check_done()
+            return
+        self._set_assignment(message.assignment_id, status="pending")
+        self._schedule()
+
+    def _settle_recovery(self, assignment_id: str, message: AssignmentFinished) -> None:
+        """The run after a recovery ended: record whether the recovery worked."""
+        recovery_id = self._recovery_pending.pop(assignment_id, None)
+        if recovery_id is None:
+            return
+        ok = message.outcome.success and not message.stopped_by
+        self._update(recoveries=tuple(
+            {**r, "outcome": "recovered" if ok else "failed_again", "settled_at": _now()}
+            if r.get("recovery_id") == recovery_id else r for r in self._state.recoveries))
+
+    def _drop_recoveries_and_gates(self) -> None:
+        """The session is stopping: nothing waits for a plan, a back-off or a review any more."""
+        for assignment_id in [*self._recovering, *self._backing_off]:
+            agent = self._running.pop(assignment_id, None)
+            if agent is not None:
+                self._busy.discard(agent)
+            if assignment_id in self._assignments:
+                self._set_assignment(assignment_id, status="failed", finished_at=_now(),
+                                     error="session stopped during recovery")
+        self._recovering.clear()
+        self._backing_off.clear()
+        self._gates.clear()
+
+    # -- limits and the sandbox ----------------------------------------------------------------------
+
+    def _on_limit_exceeded(self, message: LimitExceeded) -> None:
+        """The monitor already acted on the worker; the session records why and, for an
+        exhausted budget, pauses (nothing new starts until the user resumes)."""
+        self._update(decisions=(*self._state.decisions, {
+            "source": "resource_monitor", "at": _now(), "kind": "limit_exceeded",
+            "limit": message.limit, "action": message.action, "agent": message.agent,
+            "assignment_id": message.assignment_id, "observed": message.observed,
+            "threshold": message.threshold, "unit": message.unit, "reason": message.reason}))
+        if message.action == "pause_session" and self._state.status == "running":
+            log.warning("%s", message.reason)
+            self._on_control(ControlRequested(action="pause", source=message.reason))
+
+    def _on_security_fact(self, message: SecurityFinding | ToolCallDecided) -> None:
+        if isinstance(message, SecurityFinding):
+            entry = {"kind": "security_finding", "agent": message.event.agent,
+                     "rule": message.rule, "action": message.action,
+                     "assignment_id": message.event.assignment_id,
+                     "reason": message.event.payload.text}
+        else:
+            entry = {"kind": "tool_call_" + ("allowed" if message.decision == "allow" else "denied"),
+                     "agent": message.call.agent, "rule": message.rule,
+                     "decided_by": message.decided_by, "tool": message.call.tool,
+                     "reason": message.reason}
+        self._update(decisions=(*self._state.decisions,
+                                {"source": "sandbox", "at": _now(), **entry}))
 
     # -- questions for the user ---------------------------------------------------------------------
 
@@ -340,6 +678,8 @@ class Coordinator(pykka.ThreadingActor):
             "status": "expired" if expired else "answered", "answer": answer, "approve": approve})
         self._update(questions=tuple(resolved if q.id == question_id else q
                                      for q in self._state.questions))
+        if question_id in self._decision_questions:
+            self._on_decision_answered(question_id, answer, expired)
         asker = self._askers.pop(question_id, None)
         if asker is not None:
             try:

@@ -55,7 +55,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from config.settings import WebSettings
 from messages.base import AGENT_NAMES
-from messages.events import EVENT_TYPES
+from messages.events import EVENT_TYPES, Event
 from messages.gateway import (
     BROWSER_REQUEST,
     CONTROL_ACTIONS,
@@ -81,7 +81,7 @@ from messages.session import (
     SessionEnded,
     SessionStateChanged,
 )
-from messages.worker import EventRecorded, WorkerStateChanged
+from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,11 @@ class Gateway(pykka.ThreadingActor):
     def on_receive(self, message: object) -> object:
         match message:
             case EventRecorded():
-                return self._on_event_recorded(message)
+                return self._on_event_recorded(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event_recorded(event)
+                return None
             case WorkerStateChanged():
                 return self._on_worker_state_changed(message)
             case SessionStateChanged():
@@ -293,10 +297,10 @@ class Gateway(pykka.ThreadingActor):
 
     # -- facts --
 
-    def _on_event_recorded(self, message: EventRecorded) -> None:
-        data = message.event.model_dump_json(exclude_none=True)
+    def _on_event_recorded(self, event: Event) -> None:
+        data = event.model_dump_json(exclude_none=True)
         if len(data) > MAX_FRAME_EVENT:
-            record = message.event.to_record()
+            record = event.to_record()
             raw = record.get("raw") or ""
             record["raw"] = raw[:RAW_KEPT]
             record["raw_cut"] = len(raw)  # the whole line stays in <agent>.jsonl

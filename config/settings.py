@@ -77,6 +77,74 @@ class WebSettings(Section):
     client_queue: int = Field(default=1000, ge=10, description="frames buffered per browser")
 
 
+ReviewDecisionName = Literal["CONTINUE", "LOG_WARNING", "PAUSE_AND_CLARIFY", "STOP_AND_ESCALATE"]
+
+
+class ReviewSettings(Section):
+    """Peer reviews: when they start, who answers, how long they may take."""
+
+    enabled: bool = Field(default=True, description="false: no peer reviews at all")
+    on_milestone: bool = Field(default=True, description="review after an agent's milestone "
+                               "marker (not after every file written)")
+    on_blocker: bool = Field(default=True, description="review when an agent reports a blocker")
+    on_request: bool = Field(default=True, description="review when an agent asks for one "
+                             "(a review marker)")
+    phase_end_roles: tuple[str, ...] = Field(
+        default=("architect", "implementer"),
+        description="roles whose finished assignments are reviewed before their dependents "
+        "start (the coordinator waits in status 'reviewing')")
+    debounce_s: float = Field(default=2.0, ge=0, le=600, description="triggers for the same "
+                              "assignment within this window make one review")
+    max_rounds: int = Field(default=2, ge=0, le=20, description="reviews per assignment; "
+                            "later triggers are recorded as skipped, so reviews cannot loop")
+    reviewer_timeout_s: float = Field(default=600, gt=0, description="wall-clock limit of one "
+                                      "peer's review run; a timeout counts as a concern")
+    recent_events: int = Field(default=30, ge=0, le=500, description="author events quoted in "
+                               "the request")
+    diff_chars: int = Field(default=30_000, ge=1000, description="size cap of the change quoted "
+                            "in the request (cut with a note)")
+    when_no_reviewers: ReviewDecisionName = Field(
+        default="LOG_WARNING", description="decision when no peer can answer (recorded as "
+        "unreviewed, never as an approval)")
+    question_timeout_s: float | None = Field(default=None, gt=0, description="escalation and "
+                                             "clarification questions expire after this "
+                                             "(escalation: stop, clarification: continue); "
+                                             "None waits for the user")
+
+
+class RecoveryPattern(Section):
+    """A user's addition to the error pattern table (``[[recovery.patterns]]``)."""
+
+    cli: Literal["claude", "codex", "gemini", "*"] = Field(default="*", description="which CLI")
+    cause: str = Field(description="an error class, e.g. auth, rate_limit, network, crash")
+    match: str | None = Field(default=None, description="regex searched (case-insensitive) in "
+                              "error events, the stderr tail and the failure text")
+    exit_codes: tuple[int, ...] = Field(default=(), description="exit codes that mean this class")
+
+
+class RecoverySettings(Section):
+    """The recovery engine: bounded relaunches with corrected flags, back-off, escalation."""
+
+    enabled: bool = Field(default=True, description="false: a failed run just fails")
+    max_attempts_per_agent: int = Field(default=6, ge=0, le=50, description="recoveries per "
+                                        "agent in one session, all classes together")
+    max_retries: dict[str, int] = Field(
+        default_factory=lambda: {"rate_limit": 3, "server": 2, "network": 2, "crash": 1,
+                                 "outside_path": 2, "repo_trust": 1, "session_not_found": 1},
+        description="retries per agent and class; a class not listed is never retried")
+    backoff_base_s: float = Field(default=5.0, ge=0, description="first back-off delay")
+    backoff_max_s: float = Field(default=300.0, ge=0, description="largest back-off delay")
+    backoff_jitter: float = Field(default=0.3, ge=0, le=1, description="random extra fraction "
+                                  "of each delay, so agents do not retry in step")
+    grant_outside_dirs: bool = Field(default=True, description="relaunch with a directory an "
+                                     "agent was refused outside the target (never /, system "
+                                     "folders, $HOME or a parent of the target)")
+    create_granted_dirs: bool = Field(default=True, description="create a refused directory "
+                                      "that does not exist yet before granting it")
+    patterns: tuple[RecoveryPattern, ...] = Field(default=(), description="extra error "
+                                                  "patterns, tried before the built-in table")
+
+
 LimitAction = Literal["warn", "pause", "stop"]
 LIMIT_KINDS: tuple[str, ...] = ("rss", "cpu", "processes", "open_files", "wall", "stall")
 
@@ -191,6 +259,8 @@ class Settings(Section):
     agents: dict[AgentName, AgentSettings] = Field(default_factory=_default_agents)
     session: SessionSettings = Field(default_factory=SessionSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     extra: dict[str, Any] = Field(default_factory=dict, description="sections added by later features")

@@ -68,3 +68,9 @@ class PreflightFix(Frozen):
     cause: str
     evidence: str
     action: str
+
+
+class RelaunchDue(Message):
+    """Coordinator's back-off timer -> Coordinator: launch this assignment again now."""
+
+    assignment_id: str

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from messages.base import AgentName, Frozen, Message
 
@@ -71,3 +71,14 @@ class LimitExceeded(Message):
 
 class SampleDue(Message):
     """ResourceMonitor's ticker thread -> ResourceMonitor: time for the next sample."""
+
+
+class WatchWorkers(Message):
+    """Wiring -> ResourceMonitor, SandboxGuard: the workers to watch and act on.
+
+    Told once the workers exist (they are started after these actors, which listen to them).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    workers: tuple[tuple[AgentName, Any], ...] = Field(default=(), exclude=True)

@@ -120,3 +120,10 @@ class ReviewerTimedOut(Message):
 
     review_id: str
     agent: AgentName
+
+
+
+class CheckReviewers(Message):
+    """Reviewer's timer -> Reviewer: is every asked peer's worker still alive?"""
+
+    review_id: str

@@ -74,3 +74,15 @@ class SecurityFinding(Message):
     event: Event
     rule: str
     action: Literal["warn", "pause", "stop"]
+
+
+class GetSandboxFiles(Message):
+    """Question (ask, with a timeout; the wiring asks before starting the workers)."""
+
+
+class SandboxFiles(Frozen):
+    """Answer to ``GetSandboxFiles``: what the guard generated for this session."""
+
+    claude_settings: str = Field(description="file passed to claude with --settings")
+    policy: str = Field(description="the policy the hook reads")
+    channel: str = Field(description="the Unix socket the hook asks over")

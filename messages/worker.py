@@ -87,6 +87,13 @@ class EventRecorded(Message):
     event: Event
 
 
+class EventsRecorded(Message):
+    """Worker -> listeners: these events (in order, one read of the CLI's output) are appended
+    and flushed to their .jsonl. One message per batch keeps a flood cheap to pass on."""
+
+    events: tuple[Event, ...]
+
+
 class WorkerStateChanged(Message):
     """Worker -> listeners: the worker's lifecycle moved (started, paused, exited...)."""
 

@@ -3,6 +3,7 @@
     orchestrate "Add user authentication" --target ./app [--no-dashboard] [--demo] ...
     orchestrate sessions             list the sessions in the workspace
     orchestrate show <session_id>    print one session
+    orchestrate resume <session_id>  continue a session whose orchestrator died
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 
 from config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show")
+SUBCOMMANDS = ("sessions", "show", "resume")
 EXIT_USAGE = 2
 
 
@@ -107,9 +108,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _resume(args: list[str]) -> int:
+    p = _workspace_parser("resume")
+    p.add_argument("session_id")
+    p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--port", type=int)
+    p.add_argument("--exit-when-done", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true")
+    opts = p.parse_args(args)
+    overrides: dict[str, Any] = {"workspace": str(opts.workspace)} if opts.workspace else {}
+    if opts.port is not None:
+        overrides["web.port"] = opts.port
+    settings = _load(opts.config, overrides)
+    from actors.app.system import PreflightError, RunOptions, run
+
+    log_to_file = setup_logging(opts.verbose)
+    options = RunOptions(task="", target=None, dashboard=not opts.no_dashboard,
+                         exit_when_done=opts.exit_when_done, verbose=opts.verbose,
+                         answer_stream=sys.stdin, resume=opts.session_id)
+    try:
+        return run(settings, options, log_setup=log_to_file)
+    except PreflightError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def _subcommand(name: str, args: list[str]) -> int:
     from actors.runtime.session_files import iter_sessions, read_json
 
+    if name == "resume":
+        return _resume(args)
     if name == "sessions":
         opts = _workspace_parser("sessions").parse_args(args)
         settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})

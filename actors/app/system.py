@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pykka
 
 from actors.adapters.registry import get_adapter
@@ -30,6 +31,8 @@ from actors.gateway import Gateway, GatewayError
 from actors.runtime.preflight import (
     PreflightError, check_cli, check_target, check_workspace, proactive_fixes, require_clis,
 )
+from actors.runtime.orphans import end_orphans, find_orphans
+from actors.runtime.resume import ResumeError, interrupted_cli_sessions, load_launch, save_launch
 from actors.runtime.session_files import new_session_id
 from actors.worker import Worker, launch_for_preflight
 from config.settings import Settings
@@ -62,6 +65,8 @@ class RunOptions:
     env: dict[str, str] | None = None
     answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
     next_free_port: bool = False
+    resume: str | None = None  # a session id: continue that session
+    resume_state: dict[str, Any] | None = None  # filled in by prepare()
     print_url: Callable[[str], None] | None = None
     on_started: Callable[["RunningSession"], None] | None = None
 
@@ -154,7 +159,9 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     Raises:
         PreflightError: something must be fixed first; the message says what.
     """
-    if options.demo:
+    if options.resume:
+        settings = _prepare_resume(settings, options)
+    elif options.demo:
         settings = demo_settings(settings)
     workspace = check_workspace(settings.workspace)
     target = check_target(options.target) if options.target is not None else None
@@ -168,12 +175,55 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     require_clis(checks, settings)
     for check in checks:
         log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
-    session_id = options.session_id or new_session_id()
+    session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
     session_dir.mkdir(parents=True, exist_ok=True)
     if target is None:
         target = make_demo_target(session_dir)
+    if not options.resume:
+        save_launch(session_dir, options.task, target, options.demo, settings.model_dump(mode="json"))
     return settings, target, session_dir, session_id, env
+
+
+def _prepare_resume(settings: Settings, options: RunOptions) -> Settings:
+    """Load how the session was started; end what its dead orchestrator left running."""
+    session_dir = settings.workspace.expanduser().resolve() / str(options.resume)
+    try:
+        launch = load_launch(session_dir)
+    except ResumeError as exc:
+        raise PreflightError(str(exc)) from None
+    state = launch["state"]
+    owner = state.get("orchestrator_pid")
+    if owner and owner != os.getpid() and psutil.pid_exists(owner) and _is_orchestrator(owner):
+        raise PreflightError(f"session {options.resume} is still running (orchestrator pid {owner})")
+    orphans = find_orphans(str(options.resume))
+    if orphans:
+        log.warning("ending %d process(es) the previous orchestrator left: %s", len(orphans),
+                    "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans))
+        end_orphans(orphans)
+    options.task = launch["task"]
+    options.target = Path(launch["target"])
+    options.demo = bool(launch["demo"])
+    options.resume_state = state
+    saved = Settings.model_validate(launch["settings"])
+    # The workspace the user named now wins over the one recorded (the folder may have moved).
+    return saved.model_copy(update={"workspace": settings.workspace})
+
+
+def _resume_arguments(options: RunOptions, session_dir: Path) -> dict[str, Any]:
+    """The coordinator's resume_from and resume_ids, when resuming."""
+    if not options.resume_state:
+        return {}
+    saved = SessionSnapshot.model_validate(options.resume_state)
+    interrupted = {a.id for a in saved.assignments if a.status == "running"}
+    return {"resume_from": saved, "resume_ids": interrupted_cli_sessions(session_dir, interrupted)}
+
+
+def _is_orchestrator(pid: int) -> bool:
+    try:
+        return "orchestrate" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
 
 
 def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[Any]],
@@ -247,7 +297,7 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
                          session_dir=session_dir, task=options.task, target=target,
                          workers=workers, listeners=(*listeners, reviewer),
                          demo=options.demo, reviewer=reviewer, recovery=recovery,
-                         preflight_fixes=fixes)
+                         preflight_fixes=fixes, **_resume_arguments(options, session_dir))
     coordinator_slot.target = coordinator
     running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
                              coordinator=coordinator, workers=workers, gateway=gateway,

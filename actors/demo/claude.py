@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -77,6 +78,19 @@ def _rules(values: list[str] | None) -> list[str]:
     return out
 
 
+def _pre_tool_use_hooks(value: str | None) -> list[dict[str, Any]]:
+    """``--settings <file|json>``: its ``hooks.PreToolUse`` matcher groups."""
+    if not value:
+        return []
+    try:
+        text = value if value.lstrip().startswith("{") else Path(value).read_text(encoding="utf-8")
+        settings = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise UsageExit(f"Error: Invalid settings: {exc}") from None
+    groups = (settings.get("hooks") or {}).get("PreToolUse") or []
+    return [g for g in groups if isinstance(g, dict)]
+
+
 class Claude(DemoAgent):
     name = "claude"
 
@@ -94,6 +108,7 @@ class Claude(DemoAgent):
             if args.dangerously_skip_permissions
             else (args.permission_mode or "default")
         )
+        self.hooks = _pre_tool_use_hooks(args.settings)
         self.allowed = _rules(args.allowedTools)
         self.disallowed = _rules(args.disallowedTools)
         self.model = args.model and ALIASES.get(args.model, args.model) or "claude-opus-4-8[1m]"
@@ -192,6 +207,9 @@ class Claude(DemoAgent):
         self.count("", json.dumps(tool_input))
         self._assistant({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
         self.tool_calls += 1
+        hooked = self._pre_tool_use(name, tool_input, tool_id)
+        if hooked is not None:  # a hook decides before the permission mode does
+            denial = None if hooked == "allow" else hooked
         if denial:
             text, listed = denial
             block = {
@@ -228,6 +246,63 @@ class Claude(DemoAgent):
         self.turns += 1
         self._next_message()
         return ok
+
+    def _pre_tool_use(
+        self, name: str, tool_input: dict[str, Any], tool_id: str
+    ) -> tuple[str, bool] | str | None:
+        """Run the ``--settings`` PreToolUse command hooks as Claude Code does.
+
+        JSON on stdin; exit 2 blocks with stderr as the tool_result; exit 0 with
+        ``hookSpecificOutput.permissionDecision`` deny (the reason is the tool_result, the
+        call is listed in ``permission_denials``), ask (``-p`` cannot ask: denied the same
+        way) or allow (the permission mode is skipped). Returns a denial, "allow" or None.
+        """
+        for group in self.hooks:
+            matcher = str(group.get("matcher") or "*")
+            if matcher not in ("*", "") and not re.fullmatch(matcher, name):
+                continue
+            for hook in group.get("hooks") or []:
+                if hook.get("type") != "command" or not hook.get("command"):
+                    continue
+                call = {
+                    "session_id": self.session_id,
+                    "transcript_path": "",
+                    "cwd": str(self.cwd),
+                    "permission_mode": self.mode,
+                    "hook_event_name": "PreToolUse",
+                    "tool_name": name,
+                    "tool_input": tool_input,
+                    "tool_use_id": tool_id,
+                }
+                try:
+                    done = subprocess.run(
+                        hook["command"],
+                        shell=True,
+                        input=json.dumps(call).encode(),
+                        capture_output=True,
+                        cwd=self.cwd,
+                        timeout=float(hook.get("timeout") or 600),
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired:
+                    continue  # a hook that times out is a non-blocking error
+                if done.returncode == 2:
+                    stderr = done.stderr.decode("utf-8", "replace")
+                    return (f"PreToolUse:{name} hook error: [{hook['command']}]: {stderr}", False)
+                if done.returncode != 0:
+                    continue
+                try:
+                    output = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
+                except ValueError:
+                    continue
+                specific = output.get("hookSpecificOutput") if isinstance(output, dict) else None
+                decision = (specific or {}).get("permissionDecision")
+                reason = str((specific or {}).get("permissionDecisionReason") or "")
+                if decision in ("deny", "ask"):
+                    return (reason or f"Blocked by a PreToolUse hook: {name}", True)
+                if decision == "allow":
+                    return "allow"
+        return None
 
     def _removed(self, tool: str) -> tuple[str, bool] | None:
         if tool in self.disallowed:

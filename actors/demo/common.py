@@ -72,10 +72,12 @@ def env_int(name: str, default: int) -> int:
         return default
 
 
-def scenario_for(agent: str) -> str:
-    """``ORCHESTRATE_DEMO_SCENARIO_<AGENT>`` wins over ``ORCHESTRATE_DEMO_SCENARIO``."""
+def scenario_for(agent: str, kind: str | None = None) -> str:
+    """``ORCHESTRATE_DEMO_SCENARIO_<AGENT>_<KIND>`` (KIND: PLAN, WORK, PEER_REVIEW) wins over
+    ``ORCHESTRATE_DEMO_SCENARIO_<AGENT>``, which wins over ``ORCHESTRATE_DEMO_SCENARIO``."""
     value = (
-        os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}")
+        (os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}_{kind.upper()}") if kind else None)
+        or os.environ.get(f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}")
         or os.environ.get("ORCHESTRATE_DEMO_SCENARIO")
         or "success"
     )
@@ -280,7 +282,7 @@ class DemoAgent:
             if prompt.strip()
             else ""
         )
-        self.scenario = scenario_for(self.name)
+        self.scenario = scenario_for(self.name, self.headers.get("kind"))
         self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (
             10 if self.scenario == "slow" else 1
         )

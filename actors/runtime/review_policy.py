@@ -157,7 +157,14 @@ VERDICT_SCHEMA = ('{"verdict": "approve|concern|blocker", "summary": "one paragr
 
 
 def review_prompt(session_id: str, review_id: str, task: str, context: dict[str, Any]) -> str:
-    """The prompt a peer gets: the headers the agents key on, the context, the JSON asked for."""
+    """The prompt a peer gets: the headers the agents key on, the context, the JSON asked for.
+
+    NUL characters are removed: a command line cannot carry them.
+    """
+    return _review_prompt(session_id, review_id, task, context).replace("\0", "")
+
+
+def _review_prompt(session_id: str, review_id: str, task: str, context: dict[str, Any]) -> str:
     triggers = "\n".join(f"- {t['kind']}" + (f" by {t['agent']}" if t.get("agent") else "")
                          + (f": {t['text']}" if t.get("text") else "")
                          for t in context.get("triggers", ()))

@@ -1,0 +1,124 @@
+"""Claude Code's PreToolUse hook: ``python -m actors.sandbox.hook --policy <policy.json>``.
+
+Claude runs this before every tool call with the call as JSON on stdin
+(``{"hook_event_name": "PreToolUse", "tool_name", "tool_input", "cwd", "tool_use_id", ...}``)
+and acts on what it prints (exit 0, JSON on stdout)::
+
+    {"hookSpecificOutput": {"hookEventName": "PreToolUse",
+                            "permissionDecision": "deny" | "allow",
+                            "permissionDecisionReason": "..."}}
+
+* blocked by the policy -> ``deny``: the tool never runs; claude shows the reason to the model
+  as the tool_result and lists the call in ``result.permission_denials``. The guard is told
+  (best effort) for the session's record.
+* high-risk -> the hook asks the orchestrator's guard over the local channel (a Unix socket
+  only this user can open) and waits for the user's decision; ``allow`` on yes, ``deny`` on
+  no, on timeout, or when the channel cannot be reached.
+* anything else -> no output: claude's own permission mode and ``--add-dir`` list decide.
+
+It fails closed: a hook that crashes (any exit code but 0 and 2) would let the call through,
+so every error ends in a ``deny`` (or, if even printing fails, exit 2 with the reason on
+stderr, which claude also treats as a block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any
+
+from actors.sandbox.policy import Policy, check_tool_call
+
+CONNECT_TIMEOUT_S = 2.0
+NOTIFY_TIMEOUT_S = 0.5
+
+
+def decision(kind: str, reason: str) -> dict[str, Any]:
+    """The PreToolUse JSON output for ``allow`` or ``deny``."""
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": kind,
+                                   "permissionDecisionReason": reason}}
+
+
+def ask_channel(path: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Send one JSON line, read one JSON line back. Raises ``OSError``/``ValueError``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        sock.connect(path)
+        sock.sendall((json.dumps(request) + "\n").encode())
+        if timeout_s <= 0:
+            return {}
+        sock.settimeout(timeout_s)
+        buffer = b""
+        while not buffer.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+        answer = json.loads(buffer.decode() or "null")
+        if not isinstance(answer, dict):
+            raise ValueError("the guard closed the channel without an answer")
+        return answer
+
+
+def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
+    """The hook's output for one PreToolUse input (``None``: say nothing, claude decides)."""
+    tool = str(call.get("tool_name") or "")
+    tool_input = call.get("tool_input") if isinstance(call.get("tool_input"), dict) else {}
+    verdict = check_tool_call(policy, tool, tool_input, call.get("cwd"))
+    request = {"agent": policy.agent, "tool_name": tool, "tool_input": tool_input,
+               "cwd": call.get("cwd"), "tool_use_id": call.get("tool_use_id"),
+               "rule": verdict.rule, "reason": verdict.reason}
+    if verdict.decision == "allow":
+        return None
+    if verdict.decision == "block":
+        if policy.channel:
+            try:
+                ask_channel(policy.channel, {**request, "type": "blocked"}, 0)
+            except OSError:
+                pass  # the record is a courtesy; the block stands either way
+        return decision("deny", f"Blocked by the orchestrator's sandbox policy "
+                                f"({verdict.rule}): {verdict.reason}. Do not try to work around "
+                                "this; report it as a blocker if the task needs it.")
+    if not policy.channel:
+        return decision("deny", f"{verdict.reason}; no way to ask the user, so it is denied")
+    try:
+        answer = ask_channel(policy.channel, {**request, "type": "ask"},
+                             policy.confirm_timeout_s + 10)
+    except (OSError, ValueError) as exc:
+        return decision("deny", f"{verdict.reason}; the orchestrator could not be asked "
+                                f"({exc}), so it is denied")
+    if answer.get("decision") == "allow":
+        return decision("allow", str(answer.get("reason") or "approved by the user"))
+    return decision("deny", str(answer.get("reason") or "denied by the user"))
+
+
+def main(argv: list[str]) -> int:
+    """Read the call from stdin, print the decision. Always exits 0 or 2 (never fails open)."""
+    try:
+        parser = argparse.ArgumentParser(prog="actors.sandbox.hook")
+        parser.add_argument("--policy", required=True)
+        args = parser.parse_args(argv)
+        policy = Policy.load(args.policy)
+        call = json.loads(sys.stdin.read() or "{}")
+        if not isinstance(call, dict):
+            raise ValueError("hook input is not a JSON object")
+        output = judge(policy, call)
+        if output is not None:
+            sys.stdout.write(json.dumps(output) + "\n")
+            sys.stdout.flush()
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - fail closed, whatever went wrong
+        reason = f"the orchestrator's sandbox hook failed ({exc!r}); the call is denied"
+        try:
+            sys.stdout.write(json.dumps(decision("deny", reason)) + "\n")
+            sys.stdout.flush()
+            return 0
+        except BaseException:  # noqa: BLE001
+            sys.stderr.write(reason + "\n")
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

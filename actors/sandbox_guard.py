@@ -1,0 +1,382 @@
+"""SandboxGuard actor: the local channel claude's hook asks over, and the tool-call watch.
+
+* At start it writes the session's sandbox files (``sandbox/policy.json`` and the claude
+  settings with the PreToolUse hook) and listens on a Unix socket in a fresh 0700 directory,
+  so only this user's processes can reach it.
+* A hook asking about a high-risk call becomes an ``AskQuestion(kind="confirmation")`` to
+  the coordinator (console now, the dashboard later) with the configured timeout and a
+  default of no; the answer, or the expiry, goes back to the waiting hook.
+* Every agent's recorded tool calls are searched for suspicious patterns; a match is a
+  ``finding`` (``SecurityFinding``, appended to ``security.jsonl``) and, per the config, the
+  worker is paused (and the user asked whether to let it go on) or stopped.
+
+Threads only move bytes: the socket server's handler threads tell the actor and wait on
+their own inbox; all decisions happen in the actor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shlex
+import shutil
+import socketserver
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pykka
+
+from actors.sandbox.policy import (
+    BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, Rule, find_suspicious, rules,
+)
+from config.settings import SandboxSettings
+from messages.base import AgentName
+from messages.events import Event, EventPayload
+from messages.resources import WatchWorkers
+from messages.sandbox import (
+    ApprovalRequested, GetSandboxFiles, SandboxFiles, SecurityFinding, ToolCallBlockedReported,
+    ToolCallDecided, ToolCallSummary,
+)
+from messages.session import AskQuestion, Question, QuestionAnswered
+from messages.worker import (
+    EventRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HOOK_TIMEOUT_MARGIN_S = 30  # claude kills a hook after its timeout; ours must answer first
+MAX_REQUEST_BYTES = 1_000_000
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
+
+
+class _Inbox:
+    """What a channel thread waits on: the guard tells it the decision."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def tell(self, message: Any) -> None:
+        self.queue.put_nowait(message)
+
+
+class _Channel(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    guard: pykka.ActorRef[Any]
+    wait_s: float
+
+
+class _ChannelHandler(socketserver.StreamRequestHandler):
+    """One hook connection: one JSON line in, (for an ask) one JSON line out."""
+
+    server: _Channel
+
+    def handle(self) -> None:
+        try:
+            line = self.rfile.readline(MAX_REQUEST_BYTES)
+            request = json.loads(line.decode() or "null")
+            if not isinstance(request, dict):
+                return
+            call = ToolCallSummary(
+                agent=request.get("agent") or "claude", tool=str(request.get("tool_name") or "?"),
+                tool_input=request.get("tool_input") if isinstance(request.get("tool_input"),
+                                                                   dict) else {},
+                cwd=request.get("cwd"), tool_use_id=request.get("tool_use_id"))
+        except (ValueError, OSError) as exc:
+            log.warning("sandbox channel: bad request: %s", exc)
+            return
+        rule, reason = str(request.get("rule") or ""), str(request.get("reason") or "")
+        try:
+            if request.get("type") == "blocked":
+                self.server.guard.tell(ToolCallBlockedReported(call=call, rule=rule, reason=reason))
+                return
+            inbox = _Inbox()
+            self.server.guard.tell(ApprovalRequested(request_id=uuid.uuid4().hex[:12], call=call,
+                                                     rule=rule, reason=reason, reply=inbox))
+        except pykka.ActorDeadError:
+            self._answer("deny", "the orchestrator is shutting down")
+            return
+        try:
+            decided: ToolCallDecided = inbox.queue.get(timeout=self.server.wait_s)
+            self._answer(decided.decision, decided.reason)
+        except queue.Empty:
+            self._answer("deny", "no decision in time; denied by default")
+
+    def _answer(self, decision: str, reason: str) -> None:
+        try:
+            self.wfile.write((json.dumps({"decision": decision, "reason": reason}) + "\n").encode())
+            self.wfile.flush()
+        except OSError:
+            pass  # the hook gave up (claude's hook timeout); nothing runs without an allow
+
+
+def hook_command(policy_file: Path, python: str = sys.executable) -> str:
+    """The shell command claude runs for each tool call.
+
+    ``-P`` keeps the target's cwd off ``sys.path`` (a target with an ``actors`` package must
+    not replace the hook); ``PYTHONPATH`` points at this project.
+    """
+    return (f"PYTHONPATH={shlex.quote(str(PROJECT_ROOT))} exec {shlex.quote(python)} -P -m "
+            f"actors.sandbox.hook --policy {shlex.quote(str(policy_file))}")
+
+
+def claude_settings(command: str, timeout_s: float) -> dict[str, Any]:
+    """The ``--settings`` JSON: one PreToolUse command hook for every tool."""
+    return {"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [
+        {"type": "command", "command": command, "timeout": int(timeout_s)}]}]}}
+
+
+def _socket_dir() -> Path:
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > SOCKET_PATH_MAX - 30:
+        base = Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix="orch-sbx-", dir=base))  # mode 0700
+
+
+class SandboxGuard(pykka.ThreadingActor):
+    """Answers claude's hook over the local channel and watches every agent's tool calls."""
+
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        session_dir: Path,
+        target: Path,
+        extra_dirs: Sequence[Path] = (),
+        asker: Any = None,
+        listeners: Sequence[pykka.ActorRef[Any]] = (),
+        workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
+        home: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._session_dir = session_dir
+        self._dir = session_dir / "sandbox"
+        self._roots = tuple(str(Path(p).resolve()) for p in (target, *extra_dirs))
+        self._asker = asker
+        self._listeners = tuple(listeners)
+        self._workers: dict[str, Any] = dict(workers or {})
+        self._home = home or os.path.expanduser("~")
+        self._suspicious = rules((), settings.suspicious_patterns, prefix="config_suspicious")
+        self._pending: dict[str, ApprovalRequested] = {}  # question id -> hook waiting
+        self._finding_questions: dict[str, str] = {}  # question id -> agent paused
+        self._seen: set[tuple[str, int]] = set()
+        self._socket_dir: Path | None = None
+        self._server: _Channel | None = None
+        self._files: SandboxFiles | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._socket_dir = _socket_dir()
+        channel = str(self._socket_dir / "guard.sock")
+        server = _Channel(channel, _ChannelHandler)
+        server.guard = self.actor_ref
+        server.wait_s = self._settings.confirm_timeout_s + 5
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="sandbox-channel", daemon=True).start()
+        policy = Policy(
+            agent="claude", roots=self._roots, write_roots=self._roots, home=self._home,
+            blocked=rules(BUILTIN_BLOCKED, self._settings.blocked_patterns, "config_blocked"),
+            high_risk=rules(BUILTIN_HIGH_RISK, self._settings.high_risk_patterns,
+                            "config_high_risk"),
+            confirm_writes_outside=self._settings.confirm_writes_outside_target,
+            channel=channel, confirm_timeout_s=self._settings.confirm_timeout_s)
+        policy_file = self._dir / "policy.json"
+        settings_file = self._dir / "claude-settings.json"
+        _write_private(policy_file, policy.to_json())
+        _write_private(settings_file, claude_settings(
+            hook_command(policy_file), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S))
+        self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file),
+                                   channel=channel)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        log.error("sandbox guard crashed: %s", exception_value)
+        self._close()
+
+    def _close(self) -> None:
+        for pending in self._pending.values():
+            self._decide(pending, "deny", "unavailable", "the orchestrator is shutting down")
+        self._pending.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    # -- switchboard ----------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case EventRecorded():
+                return self._on_event(message)
+            case ApprovalRequested():
+                return self._on_approval_requested(message)
+            case QuestionAnswered():
+                return self._on_answer(message)
+            case ToolCallBlockedReported():
+                return self._on_blocked(message)
+            case WatchWorkers():
+                self._workers.update(dict(message.workers))
+                return None
+            case WorkerStateChanged():
+                return None  # heard as a worker listener; only events matter here
+            case GetSandboxFiles():
+                return self._files
+        return super().on_receive(message)
+
+    # -- the hook's questions ---------------------------------------------------------------------
+
+    def _on_approval_requested(self, message: ApprovalRequested) -> None:
+        question = Question(
+            id=f"sbx-{message.request_id}", kind="confirmation", asked_by="sandbox",
+            agent=message.call.agent,
+            text=f"{message.call.agent} wants to run a high-risk {message.call.tool} call "
+                 f"({message.reason}): {_describe(message.call)}. Allow it?",
+            options=("yes", "no"), timeout_s=self._settings.confirm_timeout_s,
+            default_answer="no",
+            details={"rule": message.rule, "tool": message.call.tool,
+                     "tool_input": message.call.tool_input, "cwd": message.call.cwd})
+        self._pending[question.id] = message
+        try:
+            if self._asker is None:
+                raise pykka.ActorDeadError("nobody to ask")
+            self._asker.tell(AskQuestion(question=question, reply_to=self.actor_ref))
+        except pykka.ActorDeadError:
+            self._pending.pop(question.id, None)
+            self._decide(message, "deny", "unavailable",
+                         f"{message.reason}; nobody can be asked, so it is denied")
+
+    def _on_answer(self, message: QuestionAnswered) -> None:
+        if (agent := self._finding_questions.pop(message.question_id, None)) is not None:
+            self._after_finding_answer(agent, message)
+            return
+        pending = self._pending.pop(message.question_id, None)
+        if pending is None:
+            return
+        if message.expired:
+            self._decide(pending, "deny", "timeout",
+                         f"no answer within {self._settings.confirm_timeout_s:g}s; denied by "
+                         "default")
+        elif message.approve:
+            self._decide(pending, "allow", "user", f"approved by the user ({message.answer})")
+        else:
+            self._decide(pending, "deny", "user", f"denied by the user ({message.answer})")
+
+    def _decide(self, request: ApprovalRequested, decision: str, by: str, reason: str) -> None:
+        fact = ToolCallDecided(request_id=request.request_id, call=request.call,
+                               decision=decision, decided_by=by, rule=request.rule,  # type: ignore[arg-type]
+                               reason=reason)
+        if request.reply is not None:
+            try:
+                request.reply.tell(fact)
+            except queue.Full:
+                pass
+        self._record("decision", fact.model_dump(mode="json"))
+        self._publish(fact)
+
+    def _on_blocked(self, message: ToolCallBlockedReported) -> None:
+        fact = ToolCallDecided(request_id=uuid.uuid4().hex[:12], call=message.call,
+                               decision="deny", decided_by="policy", rule=message.rule,
+                               reason=message.reason)
+        self._record("blocked", fact.model_dump(mode="json"))
+        self._publish(fact)
+
+    # -- the watch over every agent's tool calls ----------------------------------------------------
+
+    def _on_event(self, message: EventRecorded) -> None:
+        event = message.event
+        if event.payload.kind != "tool_call":
+            return
+        key = (event.agent, event.seq or 0)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        findings = find_suspicious(event.payload.tool, event.payload.tool_input,
+                                   event.payload.text, self._home, self._suspicious)
+        if not findings:
+            return
+        action = self._settings.suspicious_action
+        rules_hit = ", ".join(f.rule for f in findings)
+        finding = Event(
+            type="finding", agent=event.agent, assignment_id=event.assignment_id,
+            payload=EventPayload(
+                kind="security", severity="high", tool=event.payload.tool,
+                tool_input=event.payload.tool_input,
+                text=f"suspicious tool call ({rules_hit}): {findings[0].evidence}"[:500],
+                details={"rules": [f.rule for f in findings],
+                         "evidence": [f.evidence for f in findings],
+                         "event_seq": event.seq, "action": action}))
+        self._record("finding", finding.to_record())
+        self._publish(SecurityFinding(event=finding, rule=findings[0].rule, action=action))
+        worker = self._workers.get(event.agent)
+        if worker is None or action == "warn":
+            return
+        reason = f"security finding: {rules_hit}"
+        if action == "stop":
+            worker.tell(StopWorker(reason=reason))
+            return
+        worker.tell(PauseWorker(reason=reason))
+        question = Question(
+            id=f"sbx-finding-{uuid.uuid4().hex[:8]}", kind="confirmation", asked_by="sandbox",
+            agent=event.agent, options=("yes", "no"),
+            text=f"{event.agent} was paused: {finding.payload.text}. Let it go on? (no stops it)",
+            details={"rules": [f.rule for f in findings], "event_seq": event.seq})
+        self._finding_questions[question.id] = event.agent
+        try:
+            if self._asker is not None:
+                self._asker.tell(AskQuestion(question=question, reply_to=self.actor_ref))
+        except pykka.ActorDeadError:
+            self._finding_questions.pop(question.id, None)
+
+    def _after_finding_answer(self, agent: str, message: QuestionAnswered) -> None:
+        worker = self._workers.get(agent)
+        if worker is None:
+            return
+        if message.approve:
+            worker.tell(ResumeWorker(reason="the user let it go on after a security finding"))
+        else:
+            worker.tell(StopWorker(reason="stopped by the user after a security finding"))
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _publish(self, fact: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener.tell(fact)
+            except pykka.ActorDeadError:
+                pass
+
+    def _record(self, kind: str, data: dict[str, Any]) -> None:
+        try:
+            with open(self._session_dir / "security.jsonl", "a", encoding="utf-8") as out:
+                out.write(json.dumps({"kind": kind, **data}, default=str) + "\n")
+        except OSError as exc:
+            log.error("cannot write security.jsonl: %s", exc)
+
+
+def _describe(call: ToolCallSummary) -> str:
+    value = call.tool_input.get("command") or call.tool_input.get("file_path") or call.tool_input
+    return str(value)[:300]
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, path)
+
+
+__all__ = ["SandboxGuard", "claude_settings", "hook_command"]

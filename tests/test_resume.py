@@ -1,0 +1,98 @@
+"""The orchestrator SIGKILLed mid-session, then resumed to completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from actors.runtime.session_files import read_jsonl
+from tests.conftest import PROJECT_ROOT, wait_for
+
+
+def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _demo_pids(agent: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if f"actors.demo {agent}" in " ".join(proc.cmdline()) and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: dict[str, str]):
+    ws = tmp_path / "ws"
+    first = _orchestrate(["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace",
+                          str(ws)], {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"})
+    orphan_pids: list[int] = []
+    try:
+        def implementer_running() -> bool:
+            state_files = list(ws.glob("*/state.json"))
+            if not state_files:
+                return False
+            state = json.loads(state_files[0].read_text())
+            running = any(a["id"] == "implement" and a["status"] == "running"
+                          for a in state.get("assignments", []))
+            return running and bool(_demo_pids("claude"))
+        wait_for(implementer_running, timeout=60, message="the implementer to run")
+        session_dir = next(ws.glob("*/state.json")).parent
+        wait_for(lambda: any(r["payload"].get("kind") == "init" for r in
+                             read_jsonl(session_dir / "claude.jsonl").records),
+                 message="claude's init event")
+        orphan_pids = _demo_pids("claude")
+        first.send_signal(signal.SIGKILL)  # the orchestrator dies; its agent lives on
+        first.wait(timeout=10)
+        assert all(psutil.pid_exists(p) for p in orphan_pids)
+        before = {a: read_jsonl(session_dir / f"{a}.jsonl").records for a in ("gemini", "claude")}
+
+        resumed = _orchestrate(["resume", session_dir.name, "--no-dashboard", "--workspace",
+                                str(ws)], demo_env)
+        try:
+            out, err = resumed.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(resumed.pid, signal.SIGKILL)
+            out, err = resumed.communicate()
+            raise AssertionError(f"resume did not finish: {err[-3000:]}") from None
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for pid in orphan_pids:  # started by this test's launcher: ours to clean up on failure
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+    assert resumed.returncode == 0, err
+    assert "ending 1 process(es) the previous orchestrator left" in err
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in orphan_pids)
+    state = json.loads((session_dir / "state.json").read_text())
+    assert state["status"] == "completed"
+    by_id = {a["id"]: a for a in state["assignments"]}
+    assert by_id["design"]["attempts"] == 1  # finished work stays finished
+    assert by_id["implement"]["attempts"] == 2
+    for agent in ("gemini", "codex", "claude"):
+        records = read_jsonl(session_dir / f"{agent}.jsonl").records
+        assert [r["seq"] for r in records] == list(range(1, len(records) + 1)), agent
+    gemini_after = read_jsonl(session_dir / "gemini.jsonl").records
+    assert len(gemini_after) == len(before["gemini"])  # the architect did not run again
+    claude_after = read_jsonl(session_dir / "claude.jsonl").records
+    assert claude_after[:len(before["claude"])] == before["claude"]
+    launches = [r for r in claude_after if r["payload"].get("kind") == "launch"]
+    init_id = next(r["payload"]["session_id"] for r in before["claude"]
+                   if r["payload"].get("kind") == "init")
+    assert "--resume" in launches[-1]["payload"]["text"] and init_id in launches[-1]["payload"]["text"]
