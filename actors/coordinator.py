@@ -26,6 +26,7 @@ from messages.resources import LimitExceeded, ResourcesSampled
 from messages.sandbox import SecurityFinding, ToolCallDecided
 from messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
 from messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from messages.supervision import ActorRestarted, SupervisionFailed
 from messages.session import (
     AgentShare, AnswerGiven, AskQuestion, AssignmentRecord, ControlRequested, ExpireQuestion,
     GetSessionState, Plan, Question, QuestionAnswered, SessionEnded, SessionSnapshot,
@@ -101,6 +102,7 @@ class Coordinator(pykka.ThreadingActor):
         self._running: dict[str, str] = {}  # assignment id -> agent running it
         self._busy: set[AgentName] = set()
         self._stop_reason: str | None = None
+        self._abort_reason: str | None = None  # set: the session ends failed, not stopped
         self._askers: dict[str, Any] = {}  # question id -> reply_to
         self._timers: list[threading.Timer] = []
         now = _now()
@@ -134,6 +136,12 @@ class Coordinator(pykka.ThreadingActor):
                 return self._on_relaunch_due(message)
             case GetSessionState():
                 return self._state
+            case ActorRestarted():
+                log.warning("%s was restarted after a crash: %s", message.name, message.error)
+                return None
+            case SupervisionFailed():
+                return self._abort(f"{message.name} kept crashing ({message.restarts_in_window} "
+                                   f"restarts): {message.error}")
             case LimitExceeded():
                 return self._on_limit_exceeded(message)
             case SecurityFinding() | ToolCallDecided():
@@ -280,6 +288,8 @@ class Coordinator(pykka.ThreadingActor):
             extra_dirs=fixes["extra_dirs"]))
 
     def _on_assignment_finished(self, message: AssignmentFinished) -> None:
+        if message.fatal:
+            self._abort(message.fatal)
         if message.assignment_id.startswith(PLAN_ID) and PLAN_ID in self._running:
             self._on_plan_finished(message)
             return
@@ -342,8 +352,19 @@ class Coordinator(pykka.ThreadingActor):
                 gate=True, reply_to=self.actor_ref))
         self._schedule()
 
+    def _abort(self, reason: str) -> None:
+        """The session cannot go on: stop every agent, then end as failed with the reason."""
+        if self._state.status in TERMINAL_STATUSES or self._abort_reason:
+            return
+        log.error("the session cannot go on: %s", reason)
+        self._abort_reason = reason
+        self._on_control(ControlRequested(action="stop", source=reason))
+
     def _check_done(self) -> None:
         if self._running:
+            return
+        if self._abort_reason:
+            self._finish("failed", f"failed: {self._abort_reason}\n{self._summary()}")
             return
         if self._stop_reason:
             self._finish("stopped", f"stopped: {self._stop_reason}")
@@ -748,6 +769,11 @@ class Coordinator(pykka.ThreadingActor):
             write_json_atomic(self._session_dir / "state.json", self._state.model_dump(mode="json"))
         except SessionFileError as exc:
             log.error("%s", exc)
+            failure: str | None = f"session files cannot be written: {exc}"
+        else:
+            failure = None
         fact = SessionStateChanged(snapshot=self._state)
         for listener in self._listeners:
             listener.tell(fact)
+        if failure and not self._abort_reason:
+            self._abort(failure)

@@ -138,8 +138,7 @@ class Recovery(pykka.ThreadingActor):
             return RecoveryPlanned(**common, action=action, advice=advice)
 
         retry_advice = _RETRY_ADVICE.get(cause)
-        if retry_advice is not None or cause in ("outside_path", "repo_trust",
-                                                 "session_not_found"):
+        if retry_advice is not None or cause in ("outside_path", "session_not_found"):
             spent = self._spent(agent, cause)
             if spent is not None:
                 return RecoveryPlanned(**common, action="none" if base["run_succeeded"]
@@ -157,7 +156,7 @@ class Recovery(pykka.ThreadingActor):
             flag = TRUST_FLAGS.get(agent)
             launch = self._launch_line.get((agent, message.finished.assignment_id), "")
             already = flag is not None and (flag in launch.split() or flag in message.extra_args)
-            if flag and not already:
+            if flag and not already and self._spent(agent, cause) is None:
                 attempt = self._take(agent, cause)
                 return RecoveryPlanned(**common, action="relaunch", extra_args=(flag,),
                                        attempt=attempt,

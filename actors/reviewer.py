@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 StartReviewWorker = Callable[[AgentName, Path], pykka.ActorRef[Any]]
 GIT_TIMEOUT_S = 10
 CHECK_EVERY_S = 1.0
+BACKSTOP_GRACE_S = 30.0  # past the worker's own limit, which normally ends a slow peer
 FILE_CHARS = 6000
 
 
@@ -278,7 +279,8 @@ class Reviewer(pykka.ThreadingActor):
                                      reply_to=self.actor_ref))
         if review.workers:
             # The worker's own wall-clock limit ends a slow peer; this is the backstop.
-            review.timer = _timer(self._settings.reviewer_timeout_s + 30, self.actor_ref,
+            review.timer = _timer(self._settings.reviewer_timeout_s + BACKSTOP_GRACE_S,
+                                  self.actor_ref,
                                   [ReviewerTimedOut(review_id=review_id, agent=a)
                                    for a in review.workers])
             review.checker = _timer(CHECK_EVERY_S, self.actor_ref,

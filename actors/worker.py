@@ -23,6 +23,7 @@ from actors.runtime.process_host import (
     monotonic,
 )
 from actors.runtime.session_files import JsonlWriter, SessionFileError
+from actors.runtime.supervision import report_crash
 from config.settings import AgentSettings, SessionSettings
 from messages.base import AgentName
 from messages.events import Event
@@ -55,8 +56,13 @@ class Worker(pykka.ThreadingActor):
         events_path: Path | None = None,
         host: ProcessHost | None = None,
         extra_dirs: Sequence[Path] = (),
+        supervisor: Any = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
+        self._supervisor = supervisor
+        self._name = name or f"worker:{agent}"
+        self._fatal: str | None = None  # events can no longer be written: the run is ended
         self._agent = agent
         self._adapter = adapter
         self._settings = agent_settings
@@ -106,7 +112,10 @@ class Worker(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # Pykka skips on_stop after a crash: the CLI must still not outlive its worker.
         log.error("%s worker crashed: %s", self._agent, exception_value)
-        self._end_process("worker crashed")
+        try:
+            self._end_process("worker crashed")
+        finally:
+            report_crash(self._supervisor, self._name, exception_value)
 
     def _end_process(self, reason: str) -> None:
         self._closing.set()
@@ -126,6 +135,12 @@ class Worker(pykka.ThreadingActor):
             except Exception:  # noqa: BLE001 - already reaped by the reaper thread
                 returncode = -signal.SIGKILL
             self._on_process_ended(ProcessEnded(returncode=returncode, run_id=self._run_id))
+        elif self._current is not None:  # crashed before the CLI was started
+            current, self._current = self._current, None
+            self._reply(current, AssignmentFinished(
+                agent=self._agent, assignment_id=current.assignment_id, returncode=None,
+                outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
+                fatal=self._fatal))
         if self._writer:
             self._writer.close()
         if self._stderr_file:
@@ -186,7 +201,8 @@ class Worker(pykka.ThreadingActor):
             self._set_status("idle")
             self._reply(message, AssignmentFinished(
                 agent=self._agent, assignment_id=message.assignment_id, returncode=None,
-                outcome=RunOutcome(success=False, error=reason), spawn_error=reason))
+                outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
+                fatal=self._fatal))
             return
         self._run_started = monotonic()
         self._set_status("running")
@@ -257,7 +273,8 @@ class Worker(pykka.ThreadingActor):
         self._reply(current, AssignmentFinished(
             agent=self._agent, assignment_id=current.assignment_id,
             returncode=message.returncode, stderr_tail=tail, outcome=outcome,
-            duration_s=round(max(duration, 0.0), 3), stopped_by=self._stopped_by))
+            duration_s=round(max(duration, 0.0), 3), stopped_by=self._stopped_by,
+            fatal=self._fatal))
 
     def _on_pause(self, message: PauseWorker) -> bool:
         if self._proc is None or self._status != "running":
@@ -303,12 +320,13 @@ class Worker(pykka.ThreadingActor):
             event = Event(type=item.type, agent=self._agent, payload=item.payload,
                           seq=self._writer.next_seq(), assignment_id=assignment_id,
                           raw=raw, raw_file=raw_file)
+            if self._fatal:
+                return  # nothing more can be recorded; the run is being ended
             try:
                 self._writer.write(event.model_dump_json(exclude_none=True), event.seq)
             except SessionFileError as exc:
-                # Publishing an event that is not on disk would break the promise of the log.
-                log.error("%s: %s", self._agent, exc)
-                raise
+                self._on_cannot_record(exc)
+                return
             self._unpublished.append(event)
             self._events_recorded += 1
             if event.payload.text and event.type != "status":
@@ -323,12 +341,29 @@ class Worker(pykka.ThreadingActor):
         assert self._writer is not None
         if not self._unpublished:
             return
-        self._writer.flush()
+        try:
+            self._writer.flush()
+        except SessionFileError as exc:
+            self._on_cannot_record(exc)
+            return
         events, self._unpublished = self._unpublished, []
         for event in events:
             fact = EventRecorded(event=event)
             for listener in self._listeners:
                 listener.tell(fact)
+
+    def _on_cannot_record(self, exc: SessionFileError) -> None:
+        """The event file cannot be written: publishing events not on disk would break the
+        log's promise, so the run is ended and the coordinator told the session cannot go on."""
+        log.error("%s: %s; ending the run", self._agent, exc)
+        self._fatal = f"session files cannot be written: {exc}"
+        self._unpublished = []  # never published: they are not on disk
+        proc = self._proc
+        if proc is not None and not proc.exited and self._status != "stopping":
+            self._stopped_by = self._fatal
+            self._status = "stopping"
+            self._spawn_thread(f"{self._agent}-terminate", proc.terminate,
+                               self._session_settings.stop_grace_s)
 
     def _reply(self, command: StartAssignment, fact: AssignmentFinished) -> None:
         if command.reply_to is not None:

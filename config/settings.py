@@ -64,6 +64,9 @@ class SessionSettings(Section):
     stop_grace_s: float = Field(default=5.0, gt=0, le=60, description="SIGTERM to SIGKILL grace")
     max_line_bytes: int = Field(default=1_048_576, ge=1024, description="longest stdout line parsed; "
                                 "longer lines are kept whole in a side file")
+    max_restarts: int = Field(default=3, ge=0, le=100, description="restarts of one crashed "
+                              "actor allowed within restart_window_s; one more fails the session")
+    restart_window_s: float = Field(default=60.0, gt=0, description="window of the restart budget")
     roles: dict[str, AgentName] = Field(
         default_factory=lambda: {"architect": "gemini", "implementer": "claude", "reviewer": "codex"},
         description="which agent plays which role")

@@ -114,6 +114,8 @@ class AssignmentFinished(Message):
     duration_s: float = 0.0
     spawn_error: str | None = None
     stopped_by: str | None = Field(default=None, description="reason given to StopWorker, if any")
+    fatal: str | None = Field(default=None, description="the session cannot go on (its files "
+                              "cannot be written); the coordinator stops it")
 
 
 class LinesRead(Message):

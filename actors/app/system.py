@@ -21,6 +21,8 @@ import pykka
 from actors.adapters.registry import get_adapter
 from actors.console import ConsoleView
 from actors.coordinator import Coordinator
+from actors.runtime.supervision import SupervisedRef
+from actors.supervisor import Supervisor
 from actors.recovery import Recovery
 from actors.reviewer import Reviewer
 from actors.resource_monitor import ResourceMonitor
@@ -235,6 +237,10 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     listeners: list[pykka.ActorRef[Any]] = []
     if options.console:
         listeners.append(_start(started, ConsoleView, demo=options.demo))
+    supervisor = Supervisor.start(max_restarts=settings.session.max_restarts,
+                                  window_s=settings.session.restart_window_s,
+                                  listeners=tuple(listeners))
+    started.append(supervisor)  # stopped again first (see below) if the start fails half-way
     coordinator_slot = LateRef()
     gateway = None
     token = secrets.token_urlsafe(24)
@@ -263,7 +269,9 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
         return _start(started, Worker, agent=agent, adapter=get_adapter(agent),
                       agent_settings=review_agents[agent],
                       session_settings=settings.session.model_copy(
-                          update={"assignment_timeout_s": settings.review.reviewer_timeout_s}),
+                          update={"assignment_timeout_s": min(
+                              settings.review.reviewer_timeout_s,
+                              settings.session.assignment_timeout_s)}),
                       session_id=session_id, session_dir=session_dir, target=target,
                       listeners=tuple(listeners), base_env=env, events_path=events_path,
                       extra_dirs=(scratch,), host=host)
@@ -282,14 +290,14 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     for name in AGENT_NAMES:
         if not settings.agents[name].enabled:
             continue
-        workers[name] = _start(
-            started, Worker, agent=name, adapter=get_adapter(name),
+        workers[name] = _supervised(
+            started, supervisor, f"worker:{name}", Worker, agent=name, adapter=get_adapter(name),
             agent_settings=_sandboxed(name, settings, watchers),
             session_settings=settings.session,
             session_id=session_id, session_dir=session_dir, target=target,
             listeners=(*listeners, *watchers.values(), reviewer, recovery), base_env=env,
             extra_dirs=(scratch,),
-            host=host)
+            host=host, supervisor=supervisor, name=f"worker:{name}")
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
     review_agents = {name: _sandboxed(name, settings, watchers) for name in workers}
@@ -299,6 +307,9 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
                          demo=options.demo, reviewer=reviewer, recovery=recovery,
                          preflight_fixes=fixes, **_resume_arguments(options, session_dir))
     coordinator_slot.target = coordinator
+    supervisor.proxy().set_coordinator(coordinator).get(timeout=5)
+    started.remove(supervisor)
+    started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
     running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
                              coordinator=coordinator, workers=workers, gateway=gateway,
                              token=token, dashboard_closed=dashboard_closed)
@@ -426,6 +437,15 @@ def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],
     ref = actor_class.start(**kwargs)
     started.append(ref)
     return ref
+
+
+def _supervised(started: list[Any], by: pykka.ActorRef[Any], child_name: str,
+                actor_class: type[pykka.Actor], **kwargs: Any) -> SupervisedRef:
+    """Start an actor the supervisor ``by`` restarts (same arguments) when it crashes."""
+    child = SupervisedRef(child_name, lambda _ref: actor_class.start(**kwargs)).start()
+    by.proxy().supervise(child).get(timeout=5)
+    started.append(child)
+    return child
 
 
 def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:

@@ -52,6 +52,7 @@ SCENARIOS: dict[str, str] = {
     "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; "
     "then a normal run",
     "slow": "a normal run at ten times the pace",
+    "rate_limit_once": "the rate_limit failure on the first run (marked by the file ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
 }
 
 _HEADER = re.compile(r"^[ \t]*(Session|Assignment|Role|Kind|Task):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
@@ -519,6 +520,10 @@ def _work(agent: DemoAgent) -> str:
 def run(agent: DemoAgent) -> int:
     """Play the scenario around the assignment. Returns the exit code."""
     sc = agent.scenario
+    once = os.environ.get("ORCHESTRATE_DEMO_ONCE_FILE")
+    if sc == "rate_limit_once" and once and not os.path.exists(once):
+        Path(once).touch()
+        return agent.fail("rate_limit")
     if sc in ("auth_error", "rate_limit", "server_error"):
         return agent.fail(sc)
     agent.start()

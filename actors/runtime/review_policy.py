@@ -122,9 +122,14 @@ def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0,
     bare = list(_BARE_VERDICT.finditer(text or ""))
     for match in reversed(bare):
         if (verdict := normalise_verdict(match.group("v"))) is not None:
+            # Outside a JSON object a verdict may only make things stricter: an approval
+            # the parser could not read properly is a concern, never an approval.
+            reason = ("unparseable answer: 'approve' found only in prose or broken JSON; "
+                      "counted as a concern" if verdict == "approve" else
+                      "verdict read from text, not from a JSON object")
             return ReviewAnswer(
-                agent=agent, verdict=verdict,  # type: ignore[arg-type]
-                summary=_prose(text), reason="verdict read from text, not from a JSON object",
+                agent=agent, verdict="concern" if verdict == "approve" else verdict,  # type: ignore[arg-type]
+                summary=_prose(text), reason=reason,
                 parsed=False, returncode=returncode, duration_s=duration_s)
     if candidates:
         keys = ", ".join(sorted({k for o in candidates for k in o}))[:200]

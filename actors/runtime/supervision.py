@@ -1,0 +1,93 @@
+"""Stable handles on supervised actors, and how a supervised actor reports its own crash.
+
+No actors here: actor modules import this, never ``actors.supervisor`` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import pykka
+
+from messages.supervision import ActorCrashed
+
+log = logging.getLogger(__name__)
+
+
+class SupervisedRef:
+    """Stands for whichever incarnation of an actor is current. Thread-safe."""
+
+    def __init__(self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None
+                 ) -> None:
+        self.name = name
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._ref: pykka.ActorRef[Any] | None = None
+
+    def start(self) -> "SupervisedRef":
+        """Start (or start anew) the actor from its factory."""
+        assert self._factory is not None
+        ref = self._factory(self)
+        with self._lock:
+            self._ref = ref
+        return self
+
+    def set(self, ref: pykka.ActorRef[Any]) -> None:
+        """Point at an actor started elsewhere (the coordinator is told of it this way)."""
+        with self._lock:
+            self._ref = ref
+
+    @property
+    def ref(self) -> pykka.ActorRef[Any] | None:
+        """The current incarnation (may be dead between a crash and its restart)."""
+        with self._lock:
+            return self._ref
+
+    def tell(self, message: Any) -> None:
+        """Forward; a message for a crashed actor is dropped with a log line, never raised."""
+        ref = self.ref
+        if ref is None:
+            raise pykka.ActorDeadError(f"{self.name} is not started")
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            log.debug("%s is down; %s dropped", self.name, type(message).__name__)
+
+    def ask(self, message: Any, timeout: float | None = None) -> Any:
+        """Ask the current incarnation (at the edges only, with a timeout)."""
+        ref = self.ref
+        if ref is None:
+            raise pykka.ActorDeadError(f"{self.name} is not started")
+        return ref.ask(message, timeout=timeout)
+
+    def is_alive(self) -> bool:
+        """True while the current incarnation runs."""
+        ref = self.ref
+        return ref is not None and ref.is_alive()
+
+    def stop(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Stop the current incarnation."""
+        ref = self.ref
+        if ref is not None:
+            return ref.stop(block=block, timeout=timeout)
+        return None
+
+    @property
+    def factory(self) -> Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None:
+        """How to start the actor anew."""
+        return self._factory
+
+    def __repr__(self) -> str:
+        return f"<SupervisedRef {self.name} -> {self.ref}>"
+
+
+def report_crash(supervisor: Any, name: str, exception: BaseException | None) -> None:
+    """Call from a supervised actor's ``on_failure``: tell the supervisor, never raise."""
+    if supervisor is None:
+        return
+    try:
+        supervisor.tell(ActorCrashed(name=name, error=repr(exception)[:2000]))
+    except pykka.ActorDeadError:
+        log.error("%s crashed after the supervisor stopped: %r", name, exception)

@@ -1,0 +1,103 @@
+"""Supervision: a crashed actor is restarted within a budget; a crashed worker leaves no CLI."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pykka
+
+from actors.adapters.registry import get_adapter
+from actors.runtime.process_host import HostedProcess, ProcessHost
+from actors.runtime.supervision import SupervisedRef, report_crash
+from actors.supervisor import Supervisor
+from actors.worker import Worker
+from config.settings import AgentSettings, SessionSettings
+from messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
+from messages.worker import (
+    AssignmentFinished, PauseWorker, StartAssignment, WorkerStateChanged,
+)
+from tests.conftest import wait_for
+
+
+class Crashy(pykka.ThreadingActor):
+    """Raises on "boom"; answers anything else with its incarnation number."""
+
+    incarnations = 0
+
+    def __init__(self, supervisor: Any) -> None:
+        super().__init__()
+        Crashy.incarnations += 1
+        self.number = Crashy.incarnations
+        self.supervisor = supervisor
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise RuntimeError("boom in a handler")
+        return self.number
+
+    def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        report_crash(self.supervisor, "crashy", exc)
+
+
+def test_a_crashed_actor_is_restarted_until_the_budget_is_spent(probe):
+    Crashy.incarnations = 0
+    supervisor = Supervisor.start(max_restarts=2, window_s=60)
+    supervisor.proxy().set_coordinator(probe.ref).get()
+    child = SupervisedRef("crashy", lambda _ref: Crashy.start(supervisor)).start()
+    supervisor.proxy().supervise(child).get()
+    assert child.ask("who", timeout=5) == 1
+    for expected in (2, 3):
+        child.tell("boom")
+        restarted = probe.expect(ActorRestarted)
+        assert restarted.name == "crashy" and "boom in a handler" in restarted.error
+        assert child.ask("who", timeout=5) == expected  # the same handle reaches the new one
+    child.tell("boom")
+    failed = probe.expect(SupervisionFailed)
+    assert failed.name == "crashy" and failed.restarts_in_window == 2
+    wait_for(lambda: not child.is_alive(), message="the child to stay down")
+    child.tell("who")  # a message for a dead actor is dropped, not raised
+
+
+class FaultyProcess(HostedProcess):
+    """A real process whose SIGSTOP raises: a bug in a handler while the CLI runs."""
+
+    def signal_group(self, sig: int) -> bool:
+        if sig == signal.SIGSTOP:
+            raise RuntimeError("injected fault in the pause handler")
+        return super().signal_group(sig)
+
+
+class FaultyHost(ProcessHost):
+    def spawn(self, launch: Any) -> HostedProcess:
+        proc = super().spawn(launch)
+        proc.__class__ = FaultyProcess
+        return proc
+
+
+def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, probe):
+    script = tmp_path / "cli.py"
+    script.write_text('import json, time\nprint(json.dumps({"type": "system", "subtype": "init",'
+                      ' "session_id": "s"}), flush=True)\ntime.sleep(60)\n')
+    worker = Worker.start(
+        agent="claude", adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(command=f"{shlex.quote(sys.executable)} {script}",
+                                     share_min=0, share_max=1),
+        session_settings=SessionSettings(stop_grace_s=1), session_id="s",
+        session_dir=tmp_path / "session", target=tmp_path, listeners=(probe.ref,),
+        base_env=dict(os.environ), host=FaultyHost(), supervisor=probe.ref)
+    worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
+    running = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
+    cli = psutil.Process(running.snapshot.pid)
+    worker.tell(PauseWorker())
+    crashed = probe.expect(ActorCrashed)
+    assert crashed.name == "worker:claude" and "injected fault" in crashed.error
+    finished = probe.expect(AssignmentFinished)
+    assert finished.stopped_by == "worker crashed" and not finished.outcome.success
+    wait_for(lambda: not cli.is_running() or cli.status() == psutil.STATUS_ZOMBIE,
+             message="the CLI to be ended with its worker")
