@@ -20,6 +20,7 @@ from actors.runtime.prompts import (
     PlanRejected, assignment_prompt, fallback_plan, parse_plan, plan_prompt, plan_retry_prompt,
 )
 from actors.runtime.session_files import SessionFileError, write_json_atomic
+from actors.runtime.supervision import tell_all
 from config.settings import Settings
 from messages.base import AGENT_NAMES, AgentName
 from messages.resources import LimitExceeded, ResourcesSampled
@@ -384,8 +385,7 @@ class Coordinator(pykka.ThreadingActor):
                      shares=self._compute_shares())
         fact = SessionEnded(session_id=self._state.session_id, status=status, exit_code=code,
                             summary=summary)
-        for listener in self._listeners:
-            listener.tell(fact)
+        tell_all(self._listeners, fact)
         if self._reply_to is not None:
             self._reply_to.tell(fact)
 
@@ -773,7 +773,6 @@ class Coordinator(pykka.ThreadingActor):
         else:
             failure = None
         fact = SessionStateChanged(snapshot=self._state)
-        for listener in self._listeners:
-            listener.tell(fact)
+        tell_all(self._listeners, fact)
         if failure and not self._abort_reason:
             self._abort(failure)

@@ -23,7 +23,7 @@ from actors.runtime.process_host import (
     monotonic,
 )
 from actors.runtime.session_files import JsonlWriter, SessionFileError
-from actors.runtime.supervision import report_crash
+from actors.runtime.supervision import report_crash, tell_all
 from config.settings import AgentSettings, SessionSettings
 from messages.base import AgentName
 from messages.events import Event
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT_BATCHES = 64  # reads (of at most 64 KiB) not yet recorded; then the CLI waits on its pipe
 STDERR_TAIL = 40
+AFTER_RESULT = "final result printed, but the CLI did not exit"
 
 
 class Worker(pykka.ThreadingActor):
@@ -97,6 +98,7 @@ class Worker(pykka.ThreadingActor):
         self._last_progress: int | None = None
         self._overflow_count = 0
         self._unpublished: list[Event] = []
+        self._exit_watch_armed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class Worker(pykka.ThreadingActor):
         self._run_id += 1
         self._parser = self._adapter.new_parser()
         self._stopped_by = None
+        self._exit_watch_armed = False
         self._paused_total = 0.0
         self._paused_since = None
         self._stderr_tail.clear()
@@ -241,6 +244,11 @@ class Worker(pykka.ThreadingActor):
                 drafts = [draft("status", kind="unrecognised", text=raw[:200])]
             self._record(drafts, raw=raw, raw_file=overflow_path, flush=False)
         self._flush()
+        if self._parser.terminal_seen and not self._exit_watch_armed and self._proc is not None:
+            # Some CLI versions print their final result and then never exit.
+            self._exit_watch_armed = True
+            self._spawn_thread(f"{self._agent}-exit-watch", self._exit_watch, self._proc,
+                               self._session_settings.exit_grace_after_result_s)
 
     def _on_stderr(self, message: LinesRead) -> None:
         if self._stderr_file is not None:
@@ -261,7 +269,17 @@ class Worker(pykka.ThreadingActor):
         if message.run_id != self._run_id or self._current is None or self._parser is None:
             return
         tail = tuple(self._stderr_tail)
-        drafts = self._parser.finish(message.returncode, tail)
+        returncode = message.returncode
+        if self._stopped_by == AFTER_RESULT:
+            # The run had ended by its own account; only the process lingered.
+            grace = self._session_settings.exit_grace_after_result_s
+            self._record([draft("status", kind="ended_after_result",
+                                text=f"the CLI printed its final result but did not exit within "
+                                     f"{grace:g}s; it was ended and the run counts as finished")],
+                         raw=None)
+            self._stopped_by = None
+            returncode = 0
+        drafts = self._parser.finish(returncode, tail)
         self._record(drafts, raw=None)
         outcome = self._parser.outcome()
         current = self._current
@@ -349,8 +367,7 @@ class Worker(pykka.ThreadingActor):
         events, self._unpublished = self._unpublished, []
         for event in events:
             fact = EventRecorded(event=event)
-            for listener in self._listeners:
-                listener.tell(fact)
+            tell_all(self._listeners, fact)
 
     def _on_cannot_record(self, exc: SessionFileError) -> None:
         """The event file cannot be written: publishing events not on disk would break the
@@ -376,8 +393,7 @@ class Worker(pykka.ThreadingActor):
     def _set_status(self, status: WorkerStatus) -> None:
         self._status = status
         fact = WorkerStateChanged(snapshot=self._snapshot())
-        for listener in self._listeners:
-            listener.tell(fact)
+        tell_all(self._listeners, fact)
 
     def _snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
@@ -436,6 +452,14 @@ class Worker(pykka.ThreadingActor):
         returncode = proc.reap()
         try:
             self.actor_ref.tell(ProcessEnded(returncode=returncode, run_id=run_id))
+        except pykka.ActorDeadError:
+            pass
+
+    def _exit_watch(self, proc: HostedProcess, grace_s: float) -> None:
+        if proc.wait_exited(grace_s) or self._closing.is_set():
+            return
+        try:
+            self.actor_ref.tell(StopWorker(reason=AFTER_RESULT))
         except pykka.ActorDeadError:
             pass
 

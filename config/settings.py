@@ -64,6 +64,9 @@ class SessionSettings(Section):
     stop_grace_s: float = Field(default=5.0, gt=0, le=60, description="SIGTERM to SIGKILL grace")
     max_line_bytes: int = Field(default=1_048_576, ge=1024, description="longest stdout line parsed; "
                                 "longer lines are kept whole in a side file")
+    exit_grace_after_result_s: float = Field(default=10.0, gt=0, description="a CLI that printed "
+                                             "its final result and is still running this much "
+                                             "later is ended; the run counts as finished")
     max_restarts: int = Field(default=3, ge=0, le=100, description="restarts of one crashed "
                               "actor allowed within restart_window_s; one more fails the session")
     restart_window_s: float = Field(default=60.0, gt=0, description="window of the restart budget")

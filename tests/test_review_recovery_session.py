@@ -24,6 +24,7 @@ from messages.worker import AssignmentFinished, EventRecorded
 from tests.conftest import wait_for
 
 FAST = {"review.debounce_s": 0.2, "recovery.backoff_base_s": 0.05, "recovery.backoff_jitter": 0.5,
+        "sandbox.enabled": False,
         "limits.enabled": False}
 
 

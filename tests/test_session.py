@@ -128,14 +128,17 @@ def test_hanging_agent_is_ended_by_the_wall_clock_limit(tmp_path, demo_env):
     assert code == 1
 
 
-def test_agent_that_never_exits_after_its_result_is_ended(tmp_path, demo_env):
-    demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX"] = "result_then_hang"
-    code, session = _run_demo(tmp_path, demo_env, **{"session.assignment_timeout_s": 2,
+def test_agent_that_never_exits_after_its_result_is_ended_and_counts_as_finished(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX_WORK"] = "result_then_hang"
+    start = time.monotonic()
+    code, session = _run_demo(tmp_path, demo_env, **{"session.exit_grace_after_result_s": 1.0,
                                                      "session.stop_grace_s": 1.0})
+    assert time.monotonic() - start < 30
     records = _events(session, "codex")
     assert any(r["type"] == "review" for r in records)  # the result itself was recorded
-    assert any(r["payload"].get("kind") == "stopping" for r in records)
-    assert code == 1  # ended by the limit: not counted as a silent success
+    ended = [r for r in records if r["payload"].get("kind") == "ended_after_result"]
+    assert len(ended) == 1 and "did not exit within 1s" in ended[0]["payload"]["text"]
+    assert code == 0  # the run had finished by its own account
 
 
 def _launcher(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen:

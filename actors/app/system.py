@@ -494,11 +494,18 @@ def run(settings: Settings, options: RunOptions,
                   "force", file=sys.stderr, flush=True)
             running.coordinator.tell(ControlRequested(action="stop", source="signal"))
 
+    def on_hangup(signum: int, _frame: Any) -> None:
+        log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM "
+                    "or from the dashboard")
+
     previous = {}
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
+        # A closed terminal must not end the agents silently (SIGHUP's default): the session
+        # goes on and says so; stop it with SIGTERM, Ctrl-C or the dashboard.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         running = start(settings, options, started, log_setup)
         if interrupts["count"]:

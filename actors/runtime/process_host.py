@@ -193,6 +193,10 @@ class HostedProcess:
                         self.pid, grace_s)
             self.signal_group(signal.SIGKILL)
 
+    def wait_exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the leader to exit; True if it did."""
+        return self._exited.wait(timeout)
+
     @property
     def exited(self) -> bool:
         """True once the leader has exited (reaped or not)."""

@@ -91,3 +91,12 @@ def report_crash(supervisor: Any, name: str, exception: BaseException | None) ->
         supervisor.tell(ActorCrashed(name=name, error=repr(exception)[:2000]))
     except pykka.ActorDeadError:
         log.error("%s crashed after the supervisor stopped: %r", name, exception)
+
+
+def tell_all(listeners: Any, fact: Any) -> None:
+    """Tell every listener; one that has stopped (a crashed dashboard...) never stops the teller."""
+    for listener in listeners:
+        try:
+            listener.tell(fact)
+        except pykka.ActorDeadError:
+            log.debug("a listener has stopped; %s not delivered to it", type(fact).__name__)
