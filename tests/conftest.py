@@ -86,16 +86,34 @@ def probe() -> ProbeHandle:
     return ProbeHandle()
 
 
+def _agents_of_this_run(basetemp: Path) -> list[psutil.Process]:
+    """Agent processes (they carry the session marker) working under this run's temp folder:
+    they would escape a children() check once their orchestrator is gone."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if "ORCHESTRATE_SESSION_ID" in proc.environ() and \
+                    Path(proc.cwd()).is_relative_to(basetemp):
+                found.append(proc)
+        except (psutil.Error, OSError, ValueError):
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
-def _stop_actors_and_check_processes() -> Any:
-    """Every test ends with no actor running and no child process of ours left behind."""
+def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every test ends with no actor running and no process of ours left behind: no child of
+    this test process, and no agent process working in this run's temp folders."""
+    basetemp = tmp_path_factory.getbasetemp().resolve()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    before |= {p.pid for p in _agents_of_this_run(basetemp)}
     yield
     pykka.ActorRegistry.stop_all(block=True, timeout=20)
 
     def leftovers() -> list[psutil.Process]:
         found = []
-        for proc in psutil.Process().children(recursive=True):
+        candidates = psutil.Process().children(recursive=True) + _agents_of_this_run(basetemp)
+        for proc in {p.pid: p for p in candidates}.values():
             try:
                 if proc.pid not in before and proc.status() != psutil.STATUS_ZOMBIE:
                     found.append(proc)
@@ -110,7 +128,7 @@ def _stop_actors_and_check_processes() -> Any:
         described = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left]
         for p in left:
             try:
-                p.kill()  # ours: a child of this test process
+                p.kill()  # ours: started by this test (a child, or an agent in its temp folder)
             except psutil.NoSuchProcess:
                 pass
         pytest.fail(f"processes left running after the test: {described}")
@@ -126,3 +144,23 @@ def demo_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         if key.startswith("ORCHESTRATE_DEMO_SCENARIO"):
             del env[key]
     return env
+
+
+def kill_tree(proc: Any) -> None:
+    """Force-end a launcher this test started and every process below it (agents lead their
+    own process groups, so killing the launcher's group alone would orphan them)."""
+    try:
+        below = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        below = []
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    for child in below:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(below, timeout=5)

@@ -6,7 +6,6 @@ that what the page does really happens to the agent's process group.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,17 +15,18 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.browser
 
 
-def _agent_process(launcher: subprocess.Popen, agent: str) -> psutil.Process | None:
+def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> psutil.Process | None:
     try:
         for proc in psutil.Process(launcher.pid).children(recursive=True):
             try:
-                if f"actors.demo {agent}" in " ".join(proc.cmdline()):
+                line = " ".join(proc.cmdline())
+                if f"actors.demo {agent}" in line and f"Assignment: {assignment}" in line:
                     return proc
             except psutil.Error:
                 continue
@@ -37,7 +37,7 @@ def _agent_process(launcher: subprocess.Popen, agent: str) -> psutil.Process | N
 
 @pytest.fixture
 def demo_session(tmp_path: Path, demo_env: dict[str, str]):
-    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "hang"}
+    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"}
     launcher = subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "orchestrate"), "Add a /health endpoint", "--demo",
          "--workspace", str(tmp_path / "ws"), "--port", "0"],
@@ -57,18 +57,18 @@ def demo_session(tmp_path: Path, demo_env: dict[str, str]):
             try:
                 launcher.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.wait()
+                kill_tree(launcher)
 
 
-def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session, browser_page: Any):
+def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session, browser_page: Any):  # noqa: F811
     launcher, url = demo_session
     page = browser_page
     page.goto(url)
     card = page.locator('article.worker[data-agent="claude"]')
     status = card.locator(".w-status")
     status.filter(has_text="Running").wait_for(timeout=30_000)
-    agent = wait_for(lambda: _agent_process(launcher, "claude"), message="the claude process")
+    agent = wait_for(lambda: _agent_process(launcher, "claude", "implement"),
+                     message="the implementer's process")
     page.locator('article.worker[data-agent="gemini"]').filter(has_text="docs/DESIGN.md").wait_for(
         timeout=10_000)  # events of the finished design step arrived live
 

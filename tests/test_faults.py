@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from actors.runtime.session_files import read_jsonl
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 from tests.test_session import _events, _run_demo
 
 
@@ -29,7 +29,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
     try:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc)
         out, err = proc.communicate()
         raise AssertionError(f"the launcher did not end: {err[-3000:]}") from None
 
@@ -90,8 +90,7 @@ def test_signal_in_each_phase_ends_every_group_and_saves_state(tmp_path, demo_en
         _, err = _finish(proc)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
     assert proc.returncode == 130, err
     assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     state = _state(ws)
@@ -131,8 +130,7 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
         took = time.monotonic() - start
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
     assert proc.returncode == 130, err
     assert took < 20, f"the forced stop took {took:.1f}s"
     assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -153,8 +151,7 @@ def test_sighup_does_not_end_the_agents_silently(tmp_path, demo_env):
         _, err = _finish(proc)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
     assert "SIGHUP" in err and proc.returncode == 130
 
 
@@ -179,8 +176,7 @@ def test_workspace_full_mid_run_stops_the_session_and_keeps_what_was_written(tmp
             _, err = _finish(proc, timeout=90)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)
         session = next(ws.glob("*/claude.jsonl")).parent
         assert proc.returncode == 1, err
         assert "session files cannot be written" in err and "No space left on device" in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from actors.runtime.session_files import read_jsonl
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -63,14 +62,13 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
         try:
             out, err = resumed.communicate(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(resumed.pid, signal.SIGKILL)
+            kill_tree(resumed)
             out, err = resumed.communicate()
             raise AssertionError(f"resume did not finish: {err[-3000:]}") from None
     finally:
         for proc in (first,):
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)
         for pid in orphan_pids:  # started by this test's launcher: ours to clean up on failure
             try:
                 psutil.Process(pid).kill()

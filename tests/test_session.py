@@ -16,7 +16,7 @@ import pytest
 from actors.app.system import RunOptions, run
 from actors.runtime.session_files import read_jsonl
 from config.settings import load_settings
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
 
 def _settings(tmp_path: Path, **overrides: object):
@@ -178,8 +178,7 @@ def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, s
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
     assert proc.returncode == 130, err
     assert not [p for p in children if psutil.pid_exists(p) and
                 psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

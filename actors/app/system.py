@@ -465,8 +465,8 @@ def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
 
 def _linger(running: RunningSession, options: RunOptions, interrupts: dict[str, int]) -> None:
     """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C."""
-    if running.gateway is None or options.exit_when_done:
-        return
+    if running.gateway is None or options.exit_when_done or interrupts["count"]:
+        return  # no dashboard, asked not to, or the user already pressed Ctrl-C to leave
     seen = interrupts["count"]
     print(f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
           "or 'close dashboard' on the page to leave", file=sys.stderr, flush=True)
