@@ -13,13 +13,19 @@ import collections
 import logging
 import os
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pykka
 
 from actors.runtime.error_patterns import (
-    CREDENTIALS, PACKAGES, Classification, Evidence, classify_run, compile_patterns,
+    CREDENTIALS,
+    PACKAGES,
+    Classification,
+    Evidence,
+    classify_run,
+    compile_patterns,
 )
 from config.settings import RecoverySettings
 from messages.base import AgentName

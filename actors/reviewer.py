@@ -20,27 +20,49 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pykka
 
 from actors.runtime.review_policy import (
-    decide, dump_answer, failed_answer, parse_verdict, review_prompt, trigger_line,
+    decide,
+    dump_answer,
+    failed_answer,
+    parse_verdict,
+    review_prompt,
+    trigger_line,
 )
 from actors.runtime.session_files import SessionFileError, write_json_atomic
 from config.settings import ReviewSettings
 from messages.base import AgentName
 from messages.events import Event
 from messages.review import (
-    CheckReviewers, RequestReview, ReviewAnswer, ReviewCompleted, ReviewDecision, ReviewDue,
-    ReviewerTimedOut, ReviewStarted, ReviewTrigger,
+    CheckReviewers,
+    RequestReview,
+    ReviewAnswer,
+    ReviewCompleted,
+    ReviewDecision,
+    ReviewDue,
+    ReviewerTimedOut,
+    ReviewStarted,
+    ReviewTrigger,
 )
-from messages.session import SessionEnded, SessionSnapshot, SessionStateChanged, TERMINAL_STATUSES
+from messages.session import (
+    TERMINAL_STATUSES,
+    SessionEnded,
+    SessionSnapshot,
+    SessionStateChanged,
+)
 from messages.worker import (
-    AssignmentFinished, EventRecorded, StartAssignment, StopWorker, WorkerStateChanged,
+    AssignmentFinished,
+    EventRecorded,
+    StartAssignment,
+    StopWorker,
+    WorkerStateChanged,
 )
 
 log = logging.getLogger(__name__)

@@ -246,8 +246,9 @@ class SandboxSettings(Section):
                           "the approval channel; off: only the CLIs' own permission modes apply")
     confirm_timeout_s: float = Field(default=120, gt=0, le=3600, description="how long a high-risk "
                                      "tool call waits for the user; unanswered: denied")
-    confirm_writes_outside_target: bool = Field(default=True, description="a file write outside "
-                                                "the target and scratch dirs asks the user")
+    confirm_writes_outside_target: bool = Field(default=True, description="a shell write (>, >>, "
+                                                "tee) outside the target and scratch dirs asks "
+                                                "the user; file tools are confined by claude")
     blocked_patterns: tuple[str, ...] = Field(default=(), description="extra regexes: a matching "
                                               "shell command is refused before it runs")
     high_risk_patterns: tuple[str, ...] = Field(default=(), description="extra regexes: a matching "

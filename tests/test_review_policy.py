@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from actors.runtime.review_policy import decide, failed_answer, parse_verdict, review_prompt
+from actors.runtime.review_policy import (
+    decide,
+    failed_answer,
+    parse_verdict,
+    review_prompt,
+)
 from messages.review import ReviewAnswer
 
 

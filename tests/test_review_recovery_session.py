@@ -255,14 +255,13 @@ def test_preflight_checks_are_recorded(tmp_path, demo_env):
 # -- the real pinned CLIs against the scripted model server -----------------------------------
 
 try:
-    from tests.test_real_clis import Rig, cli_bin, server  # noqa: F401 - fixtures
-    from tests.test_real_clis import CLIS
+    from tests.test_real_clis import CLIS, Rig, cli_bin, server  # noqa: F401 - fixtures
 except Exception:  # noqa: BLE001 - the real-CLI tier is optional
     CLIS = ()
 
 
 @pytest.fixture
-def real_rig(request: pytest.FixtureRequest, cli_bin, server, tmp_path: Path):  # noqa: F811
+def real_rig(request: pytest.FixtureRequest, cli_bin, server, tmp_path: Path):
     return Rig(request.param, cli_bin, server, tmp_path)
 
 

@@ -13,8 +13,13 @@ import actors.reviewer as reviewer_module
 from actors.reviewer import Reviewer
 from config.settings import ReviewSettings
 from messages.events import Event, EventPayload
-from messages.review import RequestReview, ReviewCompleted, ReviewStarted, ReviewTrigger
-from messages.worker import AssignmentFinished, EventRecorded, RunOutcome, StartAssignment
+from messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from messages.worker import (
+    AssignmentFinished,
+    EventRecorded,
+    RunOutcome,
+    StartAssignment,
+)
 from tests.conftest import ProbeHandle
 
 VERDICT = '[demo] verdict:\n```json\n{{"verdict": "{v}", "summary": "{v} from {a}", "findings": []}}\n```'

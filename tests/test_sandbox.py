@@ -64,9 +64,11 @@ def test_shell_commands_are_judged_before_they_run(command, decision, rule):
     assert (verdict.decision, verdict.rule) == (decision, rule), verdict
 
 
-def test_file_writes_outside_the_target_ask():
-    assert check_tool_call(POLICY, "Write", {"file_path": "/srv/other/a.py"}, ROOT).decision == "ask"
-    assert check_tool_call(POLICY, "Edit", {"file_path": f"{ROOT}/a.py"}, ROOT).decision == "allow"
+def test_file_tools_are_left_to_claudes_own_workspace_check():
+    # claude refuses Write/Edit outside its cwd and --add-dir list by itself (reference §1.5)
+    assert check_tool_call(POLICY, "Write", {"file_path": "/srv/other/a.py"}, ROOT).decision == "allow"
+    assert check_tool_call(POLICY, "Bash", {"command": "cp a /srv/other/ > /srv/other/log"},
+                           ROOT).decision == "ask"
     assert check_tool_call(POLICY, "Read", {"file_path": "/etc/passwd"}, ROOT).decision == "allow"
 
 

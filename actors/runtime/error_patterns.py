@@ -9,8 +9,8 @@ it (a user's pattern wins), and ``classify_run`` is a pure function of the run's
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 # Classes in the order they are tried: the cause of a failure before its side effects
 # (a 401 run also prints "Reconnecting..."; a refused root bypass also exits 1).

@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from actors.runtime.prompts import extract_json_objects
 from messages.base import AgentName
-from messages.review import Decision, Finding, ReviewAnswer, ReviewDecision, ReviewTrigger
+from messages.review import (
+    Decision,
+    Finding,
+    ReviewAnswer,
+    ReviewDecision,
+    ReviewTrigger,
+)
 
 VERDICTS = ("approve", "concern", "blocker")
 _SYNONYMS = {

@@ -158,14 +158,10 @@ def check_tool_call(policy: Policy, tool: str, tool_input: dict[str, Any],
     if tool in SHELL_TOOLS:
         command = str(tool_input.get("command") or "")
         return check_command(policy, command, cwd)
-    if tool in WRITE_TOOLS and policy.confirm_writes_outside:
-        for key in PATH_KEYS:
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                path = _absolute(value, cwd, policy.home)
-                if path is not None and not _within(path, policy.write_roots):
-                    return Verdict("ask", "write_outside_target",
-                                   f"{tool} writes {path}, outside the target")
+    # File tools (Write, Edit...) outside the target are left to claude itself: it refuses
+    # any path outside its cwd and --add-dir list, and a directory granted later (Recovery's
+    # relaunch with --add-dir) is a decision already made. Shell commands are what its own
+    # checks do not see through, so shell writes outside ask (check_command).
     return Verdict("allow")
 
 
