@@ -31,7 +31,7 @@ from config.settings import RecoverySettings
 from messages.base import AgentName
 from messages.events import Event
 from messages.recovery import RecoveryAction, RecoveryPlanned, RecoveryRequested
-from messages.worker import EventRecorded, WorkerStateChanged
+from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class Recovery(pykka.ThreadingActor):
         match message:
             case EventRecorded():
                 return self._on_event(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
             case RecoveryRequested():
                 return self._on_requested(message)
             case WorkerStateChanged():

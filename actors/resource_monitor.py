@@ -33,8 +33,9 @@ from messages.base import AgentName
 from messages.resources import (
     LimitExceeded, MachineSample, ResourcesSampled, SampleDue, TreeSample, WatchWorkers,
 )
+from messages.events import Event
 from messages.worker import (
-    EventRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+    EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,11 @@ class ResourceMonitor(pykka.ThreadingActor):
             case WorkerStateChanged():
                 return self._on_worker_state(message)
             case EventRecorded():
-                return self._on_event(message)
+                return self._on_event(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
             case WatchWorkers():
                 self._workers.update(dict(message.workers))
                 return None
@@ -170,8 +175,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             run.resuming = False
         run.status = snap.status
 
-    def _on_event(self, message: EventRecorded) -> None:
-        event = message.event
+    def _on_event(self, event: Event) -> None:
         if (run := self._runs.get(event.agent)) is not None:
             run.last_output = time.monotonic()
         payload = event.payload

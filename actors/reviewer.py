@@ -60,6 +60,7 @@ from messages.session import (
 from messages.worker import (
     AssignmentFinished,
     EventRecorded,
+    EventsRecorded,
     StartAssignment,
     StopWorker,
     WorkerStateChanged,
@@ -167,6 +168,10 @@ class Reviewer(pykka.ThreadingActor):
                 return self._on_check(message)
             case EventRecorded():
                 return self._on_event(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
             case WorkerStateChanged() | SessionEnded():
                 return None  # heard as a listener; nothing to do
         return super().on_receive(message)

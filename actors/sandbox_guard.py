@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import pykka
 
 from actors.sandbox.policy import (
-    BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, Rule, find_suspicious, rules,
+    BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, find_suspicious, rules,
 )
 from config.settings import SandboxSettings
 from messages.base import AgentName
@@ -45,7 +45,7 @@ from messages.sandbox import (
 )
 from messages.session import AskQuestion, Question, QuestionAnswered
 from messages.worker import (
-    EventRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+    EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
 )
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,11 @@ class SandboxGuard(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         match message:
             case EventRecorded():
-                return self._on_event(message)
+                return self._on_event(message.event)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
             case ApprovalRequested():
                 return self._on_approval_requested(message)
             case QuestionAnswered():
@@ -295,8 +299,7 @@ class SandboxGuard(pykka.ThreadingActor):
 
     # -- the watch over every agent's tool calls ----------------------------------------------------
 
-    def _on_event(self, message: EventRecorded) -> None:
-        event = message.event
+    def _on_event(self, event: Event) -> None:
         if event.payload.kind != "tool_call":
             return
         key = (event.agent, event.seq or 0)

@@ -28,7 +28,7 @@ from config.settings import AgentSettings, SessionSettings
 from messages.base import AgentName
 from messages.events import Event
 from messages.worker import (
-    AssignmentFinished, EventRecorded, GetWorkerState, LinesRead, PauseWorker, ProcessEnded,
+    AssignmentFinished, EventRecorded, EventsRecorded, GetWorkerState, LinesRead, PauseWorker, ProcessEnded,
     ResumeWorker, RunOutcome, StartAssignment, StopWorker, WorkerSnapshot, WorkerStateChanged,
     WorkerStatus,
 )
@@ -365,9 +365,10 @@ class Worker(pykka.ThreadingActor):
             self._on_cannot_record(exc)
             return
         events, self._unpublished = self._unpublished, []
-        for event in events:
-            fact = EventRecorded(event=event)
-            tell_all(self._listeners, fact)
+        # One fact per batch: a flood costs each listener one message per read, not per line.
+        fact = EventRecorded(event=events[0]) if len(events) == 1 else EventsRecorded(
+            events=tuple(events))
+        tell_all(self._listeners, fact)
 
     def _on_cannot_record(self, exc: SessionFileError) -> None:
         """The event file cannot be written: publishing events not on disk would break the

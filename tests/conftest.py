@@ -13,6 +13,8 @@ import psutil
 import pykka
 import pytest
 
+from messages.worker import EventRecorded, EventsRecorded
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO = (sys.executable, "-m", "actors.demo")
 
@@ -38,6 +40,11 @@ class Probe(pykka.ThreadingActor):
         self.received: queue.Queue[Any] = queue.Queue()
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, EventsRecorded):
+            # Workers publish a read's events as one batch; tests wait on single events.
+            for event in message.events:
+                self.received.put(EventRecorded(event=event))
+            return None
         self.received.put(message)
         return None
 
