@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,11 +270,9 @@ class Gateway(pykka.ThreadingActor):
     def on_receive(self, message: object) -> object:
         match message:
             case EventRecorded():
-                return self._on_event_recorded(message.event)
+                return self._on_events((message.event,), (message.line,))
             case EventsRecorded():
-                for event in message.events:
-                    self._on_event_recorded(event)
-                return None
+                return self._on_events(message.events, message.lines or (None,) * len(message.events))
             case WorkerStateChanged():
                 return self._on_worker_state_changed(message)
             case SessionStateChanged():
@@ -297,17 +295,28 @@ class Gateway(pykka.ThreadingActor):
 
     # -- facts --
 
-    def _on_event_recorded(self, event: Event) -> None:
-        data = event.model_dump_json(exclude_none=True)
-        if len(data) > MAX_FRAME_EVENT:
-            record = event.to_record()
-            raw = record.get("raw") or ""
-            record["raw"] = raw[:RAW_KEPT]
-            record["raw_cut"] = len(raw)  # the whole line stays in <agent>.jsonl
-            data = _dumps(record)
-        self._events_seen += 1
-        self._events.append(self._events_seen, data)
-        self._publish("event", data)
+    def _on_events(self, events: Sequence[Event], lines: Sequence[str | None]) -> None:
+        """Number and keep each event; offer the batch to every browser as one queue item."""
+        frames = []
+        for event, line in zip(events, lines):
+            data = line or event.model_dump_json(exclude_none=True)  # serialised once, upstream
+            if len(data) > MAX_FRAME_EVENT:
+                record = event.to_record()
+                raw = record.get("raw") or ""
+                record["raw"] = raw[:RAW_KEPT]
+                record["raw_cut"] = len(raw)  # the whole line stays in <agent>.jsonl
+                data = _dumps(record)
+            self._events_seen += 1
+            self._events.append(self._events_seen, data)
+            self._seq += 1
+            frame = _frame("event", self._seq, data)
+            self._frames.append(self._seq, frame)
+            frames.append(frame)
+        if not frames:
+            return
+        item = frames[0] if len(frames) == 1 else _batch(frames)
+        for record in list(self._clients.values()):
+            self._offer(record, item)
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
         snapshot = message.snapshot.model_dump(mode="json")
@@ -992,9 +1001,15 @@ def _finish(ws: simple_websocket.Server) -> None:
 BATCH_MAX = 256
 
 
+BATCH_PREFIX = '{"type":"batch","seq":null,"data":['
+
+
 def _batch(frames: list[Any]) -> str:
-    """Several frames as one message: ``{"type": "batch", "seq": null, "data": [frame, ...]}``."""
-    return '{"type":"batch","seq":null,"data":[' + ",".join(f for f in frames if f) + "]}"
+    """Several frames as one message: ``{"type": "batch", "seq": null, "data": [frame, ...]}``.
+
+    A frame that is itself a batch is spliced in, so a browser never sees nesting."""
+    parts = [f[len(BATCH_PREFIX):-2] if f.startswith(BATCH_PREFIX) else f for f in frames if f]
+    return BATCH_PREFIX + ",".join(p for p in parts if p) + "]}"
 
 
 def _next(ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: str,

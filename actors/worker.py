@@ -97,7 +97,7 @@ class Worker(pykka.ThreadingActor):
         self._last_activity: str | None = None
         self._last_progress: int | None = None
         self._overflow_count = 0
-        self._unpublished: list[Event] = []
+        self._unpublished: list[tuple[Event, str]] = []  # written, not yet flushed
         self._exit_watch_armed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -340,12 +340,13 @@ class Worker(pykka.ThreadingActor):
                           raw=raw, raw_file=raw_file)
             if self._fatal:
                 return  # nothing more can be recorded; the run is being ended
+            line = event.model_dump_json(exclude_none=True)
             try:
-                self._writer.write(event.model_dump_json(exclude_none=True), event.seq)
+                self._writer.write(line, event.seq)
             except SessionFileError as exc:
                 self._on_cannot_record(exc)
                 return
-            self._unpublished.append(event)
+            self._unpublished.append((event, line))
             self._events_recorded += 1
             if event.payload.text and event.type != "status":
                 self._last_activity = event.payload.text[:160]
@@ -364,10 +365,12 @@ class Worker(pykka.ThreadingActor):
         except SessionFileError as exc:
             self._on_cannot_record(exc)
             return
-        events, self._unpublished = self._unpublished, []
+        batch, self._unpublished = self._unpublished, []
         # One fact per batch: a flood costs each listener one message per read, not per line.
-        fact = EventRecorded(event=events[0]) if len(events) == 1 else EventsRecorded(
-            events=tuple(events))
+        if len(batch) == 1:
+            fact: EventRecorded | EventsRecorded = EventRecorded(event=batch[0][0], line=batch[0][1])
+        else:
+            fact = EventsRecorded(events=tuple(e for e, _ in batch), lines=tuple(li for _, li in batch))
         tell_all(self._listeners, fact)
 
     def _on_cannot_record(self, exc: SessionFileError) -> None:

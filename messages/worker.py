@@ -85,6 +85,8 @@ class EventRecorded(Message):
     """Worker -> listeners: this event is appended and flushed to ``<agent>.jsonl``."""
 
     event: Event
+    line: str | None = Field(default=None, description="the event as written to the .jsonl; "
+                             "serialised once, reused by whoever forwards it")
 
 
 class EventsRecorded(Message):
@@ -92,6 +94,7 @@ class EventsRecorded(Message):
     and flushed to their .jsonl. One message per batch keeps a flood cheap to pass on."""
 
     events: tuple[Event, ...]
+    lines: tuple[str, ...] = Field(default=(), description="each event as written to the .jsonl")
 
 
 class WorkerStateChanged(Message):
