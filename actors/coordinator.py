@@ -104,6 +104,8 @@ class Coordinator(pykka.ThreadingActor):
         self._busy: set[AgentName] = set()
         self._stop_reason: str | None = None
         self._abort_reason: str | None = None  # set: the session ends failed, not stopped
+        self._grant_waiting: dict[str, RecoveryPlanned] = {}  # question id -> plan on hold
+        self._granted: set[str] = set()  # recovery ids the user allowed
         self._askers: dict[str, Any] = {}  # question id -> reply_to
         self._timers: list[threading.Timer] = []
         now = _now()
@@ -558,6 +560,8 @@ class Coordinator(pykka.ThreadingActor):
         return not message.outcome.success or bool(message.outcome.permission_denials)
 
     def _on_recovery_planned(self, plan: RecoveryPlanned) -> None:
+        if self._needs_grant(plan):
+            return  # asked the user; the plan goes on (or is turned down) with the answer
         finished = self._recovering.pop(plan.assignment_id, None)
         record = self._assignments.get(plan.assignment_id)
         if finished is None or record is None:
@@ -601,6 +605,39 @@ class Coordinator(pykka.ThreadingActor):
         self._set_assignment(record.id, status="pending")
         self._schedule()
 
+    def _needs_grant(self, plan: RecoveryPlanned) -> bool:
+        """A relaunch that would open a new directory to an agent waits for the user's yes:
+        an agent must not gain access outside the target just by trying to write there."""
+        if (not plan.extra_dirs or plan.action not in ("relaunch", "retry_after")
+                or self._stop_reason or not self._settings.recovery.confirm_granted_dirs
+                or plan.recovery_id in self._granted):
+            return False
+        granted = self._fixes.get(plan.assignment_id, {}).get("extra_dirs", ())
+        new = [d for d in plan.extra_dirs if d not in granted]
+        if not new:
+            return False
+        question_id = f"grant-{plan.recovery_id}"
+        self._grant_waiting[question_id] = plan
+        self._on_ask(AskQuestion(question=Question(
+            id=question_id, kind="confirmation", asked_by="recovery", agent=plan.agent,
+            text=(f"{plan.agent} was refused access to {', '.join(new)} while working on "
+                  f"{plan.assignment_id} ({plan.evidence[:200]}). Relaunch it with access to "
+                  f"{'that folder' if len(new) == 1 else 'those folders'}?"),
+            details={"assignment_id": plan.assignment_id, "directories": new},
+            timeout_s=self._settings.recovery.confirm_timeout_s, default_answer="no")))
+        return True
+
+    def _on_grant_answered(self, question_id: str, approve: bool | None) -> None:
+        plan = self._grant_waiting.pop(question_id)
+        if approve:
+            self._granted.add(plan.recovery_id)
+            self._on_recovery_planned(plan)
+            return
+        self._on_recovery_planned(plan.model_copy(update={
+            "action": "escalate", "extra_dirs": (), "extra_args": (), "delay_s": 0.0,
+            "advice": f"access to {', '.join(plan.extra_dirs)} was not granted; grant it by "
+                      f"rerunning with the folder in the target, or answer yes next time"}))
+
     def _on_relaunch_due(self, message: RelaunchDue) -> None:
         if message.assignment_id not in self._backing_off:
             return
@@ -638,6 +675,11 @@ class Coordinator(pykka.ThreadingActor):
         self._recovering.clear()
         self._backing_off.clear()
         self._gates.clear()
+        if self._grant_waiting:
+            waiting, self._grant_waiting = set(self._grant_waiting), {}
+            self._update(questions=tuple(
+                q.model_copy(update={"status": "expired", "answer": "session stopped"})
+                if q.id in waiting and q.status == "open" else q for q in self._state.questions))
 
     # -- limits and the sandbox ----------------------------------------------------------------------
 
@@ -701,6 +743,8 @@ class Coordinator(pykka.ThreadingActor):
                                      for q in self._state.questions))
         if question_id in self._decision_questions:
             self._on_decision_answered(question_id, answer, expired)
+        if question_id in self._grant_waiting:
+            self._on_grant_answered(question_id, approve is True)
         asker = self._askers.pop(question_id, None)
         if asker is not None:
             try:

@@ -145,6 +145,10 @@ class RecoverySettings(Section):
     grant_outside_dirs: bool = Field(default=True, description="relaunch with a directory an "
                                      "agent was refused outside the target (never /, system "
                                      "folders, $HOME or a parent of the target)")
+    confirm_granted_dirs: bool = Field(default=True, description="ask the user before such a "
+                                       "relaunch; unanswered within confirm_timeout_s: not granted")
+    confirm_timeout_s: float = Field(default=300.0, gt=0, description="how long the question "
+                                     "about a directory waits")
     create_granted_dirs: bool = Field(default=True, description="create a refused directory "
                                       "that does not exist yet before granting it")
     patterns: tuple[RecoveryPattern, ...] = Field(default=(), description="extra error "

@@ -7,6 +7,8 @@ against the scripted model server are at the end (marked realcli).
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,33 @@ def _settings(tmp_path: Path, **overrides: Any):
     return load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, **overrides})
 
 
-def _run(tmp_path: Path, env: dict[str, str], **overrides: Any) -> tuple[int, Path, dict]:
+def _run(tmp_path: Path, env: dict[str, str], on_started: Any = None,
+         **overrides: Any) -> tuple[int, Path, dict]:
     code = run(_settings(tmp_path, **overrides),
                RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False,
-                          console=False, env=env))
+                          console=False, env=env, on_started=on_started))
     session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())
     return code, session, json.loads((session / "state.json").read_text())
+
+
+def _answer_grants(approve: bool) -> Any:
+    """An on_started hook: a thread that answers every directory-grant question like a user."""
+    def hook(running: Any) -> None:
+        def answer() -> None:
+            answered: set[str] = set()
+            while running.ended.empty():
+                try:
+                    state = running.coordinator.ask(GetSessionState(), timeout=2)
+                except (pykka.ActorDeadError, pykka.Timeout):
+                    return
+                for q in state.questions:
+                    if q.id.startswith("grant-") and q.status == "open" and q.id not in answered:
+                        answered.add(q.id)
+                        running.coordinator.tell(AnswerGiven(
+                            question_id=q.id, answer="yes" if approve else "no", approve=approve))
+                time.sleep(0.05)
+        threading.Thread(target=answer, name="test-user", daemon=True).start()
+    return hook
 
 
 def _launches(session: Path, agent: str, assignment: str) -> list[str]:
@@ -178,10 +201,10 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     ("gemini", "design", "--include-directories"),
     ("claude", "implement", "--add-dir"),
 ])
-def test_outside_path_denial_is_relaunched_with_the_directory(tmp_path, demo_env, agent,
-                                                              assignment, flag):
+def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agrees(
+        tmp_path, demo_env, agent, assignment, flag):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = "permission_error"
-    code, session, state = _run(tmp_path, demo_env)
+    code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=True))
     assert code == 0
     recoveries = [r for r in state["recoveries"] if r.get("assignment_id") == assignment]
     assert recoveries and recoveries[0]["cause"] == "outside_path"
@@ -283,3 +306,15 @@ def test_real_cli_errors_are_classified(real_rig, probe, status, cause, action):
     plan = probe.expect(RecoveryPlanned, timeout=10)
     assert (plan.cause, plan.action) == (cause, action), (plan, res.describe())
     assert plan.evidence
+
+
+def test_outside_path_grant_refused_by_the_user_escalates(tmp_path, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "permission_error"
+    code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=False))
+    recoveries = [r for r in state["recoveries"] if r.get("assignment_id") == "implement"]
+    assert recoveries and recoveries[0]["cause"] == "outside_path"
+    assert recoveries[0]["action"] == "escalate" and "was not granted" in recoveries[0]["advice"]
+    assert len(_launches(session, "claude", "implement")) == 1  # never relaunched
+    question = next(q for q in state["questions"] if q["id"].startswith("grant-"))
+    assert question["status"] == "answered" and question["approve"] is False
+    assert not (Path(state["target"] + "-outside") / "NOTES.md").exists()  # nothing written there

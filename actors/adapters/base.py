@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, NamedTuple
 
 from messages.base import AgentName
-from messages.events import EventPayload, EventType
+from messages.events import EVENT_TYPES, EventPayload, EventType
 from messages.worker import RunOutcome
 
 
@@ -24,8 +24,13 @@ class Draft(NamedTuple):
     payload: EventPayload
 
 
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+
 def draft(type_: EventType, **payload: Any) -> Draft:
-    """Shorthand: ``draft("progress", text="hi", kind="text")``."""
+    """Shorthand: ``draft("progress", text="hi", kind="text")``; validated here, once."""
+    if type_ not in _EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}; one of {', '.join(EVENT_TYPES)}")
     return Draft(type_, EventPayload(**payload))
 
 
