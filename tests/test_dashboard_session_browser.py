@@ -6,9 +6,11 @@ that what the page does really happens to the agent's process group.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +37,38 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
     return None
 
 
-@pytest.fixture
-def demo_session(tmp_path: Path, demo_env: dict[str, str]):
-    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"}
+def _start_launcher(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     launcher = subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "orchestrate"), "Add a /health endpoint", "--demo",
          "--workspace", str(tmp_path / "ws"), "--port", "0"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, start_new_session=True)
-    url = None
+    for line in launcher.stderr:  # type: ignore[union-attr]
+        if line.startswith("dashboard: "):
+            # Keep reading the console so the launcher never blocks on a full pipe.
+            threading.Thread(target=launcher.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+            return launcher, line.split(" ", 1)[1].strip()
+    kill_tree(launcher)
+    raise AssertionError("the launcher printed no dashboard address")
+
+
+def _end_launcher(launcher: subprocess.Popen) -> None:
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_tree(launcher)
+
+
+@pytest.fixture
+def demo_session(tmp_path: Path, demo_env: dict[str, str]):
+    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"}
+    launcher, url = _start_launcher(tmp_path, env)
     try:
-        for line in launcher.stderr:  # type: ignore[union-attr]
-            if line.startswith("dashboard: "):
-                url = line.split(" ", 1)[1].strip()
-                break
-        assert url, "the launcher printed no dashboard address"
         yield launcher, url
     finally:
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGINT)
-            try:
-                launcher.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                kill_tree(launcher)
+        _end_launcher(launcher)
 
 
 def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session, browser_page: Any):  # noqa: F811
@@ -89,3 +100,27 @@ def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session
     wait_for(lambda: not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE,
              message="the agent to be gone")
     assert not page.errors, page.errors
+
+
+def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Path, demo_env,
+                                                                  browser_page: Any):  # noqa: F811
+    # claude is refused a write outside the target; Recovery asks before granting the folder.
+    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.02",
+           "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
+    launcher, url = _start_launcher(tmp_path, env)
+    try:
+        page = browser_page
+        page.goto(url)
+        question = page.locator('#inbox .question[data-kind="confirmation"]')
+        question.wait_for(timeout=60_000)
+        assert "refused access" in question.inner_text()
+        question.locator('[data-answer="approve"]').click()
+        page.locator("#session-status").filter(has_text="Completed").wait_for(timeout=60_000)
+        state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
+        grant = next(q for q in state["questions"] if q["id"].startswith("grant-"))
+        assert grant["status"] == "answered" and grant["approve"] is True
+        outside = Path(state["target"] + "-outside")
+        assert (outside / "NOTES.md").is_file()  # the agent went on and did the refused write
+        assert not page.errors, page.errors
+    finally:
+        _end_launcher(launcher)

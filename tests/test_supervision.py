@@ -101,3 +101,17 @@ def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, 
     assert finished.stopped_by == "worker crashed" and not finished.outcome.success
     wait_for(lambda: not cli.is_running() or cli.status() == psutil.STATUS_ZOMBIE,
              message="the CLI to be ended with its worker")
+
+
+def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[str, str]):
+    from actors.app.system import RunOptions, run
+    from config.settings import load_settings
+
+    def kill_dashboard(running: Any) -> None:
+        running.gateway.stop(block=False)  # gone before the first agent even starts
+
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "web.port": 0})
+    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
+                                    dashboard=True, exit_when_done=True, console=False,
+                                    env=demo_env, on_started=kill_dashboard, print_url=lambda u: None))
+    assert code == 0
