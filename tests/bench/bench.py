@@ -166,13 +166,40 @@ def _free_port() -> int:
 
 
 def _launch(workspace: Path, port: int, env_extra: dict[str, str],
-            extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+            extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0", **env_extra}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(ROOT / "orchestrate"), "bench task", "--demo", "--workspace",
          str(workspace), "--port", str(port), "--exit-when-done", *extra],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=env, start_new_session=True)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, start_new_session=True, text=True)
+    proc.console = _Console(proc)  # type: ignore[attr-defined]
+    return proc
+
+
+class _Console:
+    """Reads a launcher's console (so it never blocks on a full pipe) and keeps its token."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.token: str | None = None
+        self.seen = threading.Event()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith("dashboard: ") and self.token is None:
+                self.token = line.split("token=", 1)[1].strip()
+                self.seen.set()
+        self.seen.set()
+
+
+def _dashboard_token(proc: subprocess.Popen[str]) -> str:
+    """The token from the address the launcher printed."""
+    console: _Console = proc.console  # type: ignore[attr-defined]
+    console.seen.wait(30)
+    if console.token is None:
+        raise RuntimeError("the launcher printed no dashboard address")
+    return console.token
 
 
 def _health(port: int) -> bool:
@@ -181,14 +208,6 @@ def _health(port: int) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-def _token(workspace: Path) -> str | None:
-    for log in workspace.glob("*/orchestrator.log"):
-        for line in log.read_text(errors="replace").splitlines():
-            if "token=" in line:
-                return line.split("token=")[1].split()[0]
-    return None
 
 
 def _wait(cond: Any, timeout: float) -> float | None:
@@ -217,7 +236,6 @@ def startup() -> str:
     bare = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        start = time.perf_counter()
         proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"})
         took = _wait(lambda: _health(port), 30)
         _end(proc)
@@ -284,23 +302,31 @@ def reactions() -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, ("--verbose",))
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"})
+        token = _dashboard_token(proc)
         _wait(lambda: _health(port), 30)
-        agents = []
-        _wait(lambda: (agents := psutil.Process(proc.pid).children()) and agents, 30)
-        agent = psutil.Process(proc.pid).children()[0]
-        token = _token(Path(tmp))
+        def implementer() -> psutil.Process | None:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    if "Assignment: implement" in " ".join(child.cmdline()):
+                        return child
+                except psutil.Error:
+                    continue
+            return None
+        _wait(implementer, 60)
+        agent = implementer()
+        assert agent is not None
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/control/pause", data=b"{}", method="POST",
-            headers={"X-Orchestrate-Token": token or "", "Content-Type": "application/json"})
+            headers={"X-Orchestrate-Token": token, "Content-Type": "application/json"})
         start = time.perf_counter()
         urllib.request.urlopen(request, timeout=5).read()
-        stopped = _wait(lambda: agent.status() == psutil.STATUS_STOPPED, 10)
-        rows.append(f"dashboard pause -> SIGSTOP seen: {stopped * 1000:.1f} ms" if stopped else
-                    "dashboard pause -> SIGSTOP: not seen within 10 s")
+        seen = _wait(lambda: agent.status() == psutil.STATUS_STOPPED, 10)
+        stopped = time.perf_counter() - start if seen is not None else None
+        rows.append(f"dashboard pause (HTTP request sent) -> SIGSTOP seen: {stopped * 1000:.1f} ms"
+                    if stopped is not None else "dashboard pause -> SIGSTOP: not seen within 10 s")
         print(rows[-1], flush=True)
         tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-        start = time.perf_counter()
         proc.send_signal(signal.SIGINT)
         gone = _wait(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
                                      psutil.STATUS_ZOMBIE for p in tree[1:]) and proc.poll() is not None,
@@ -310,6 +336,59 @@ def reactions() -> list[str]:
         print(rows[-1], flush=True)
         _end(proc)
     return rows
+
+
+def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
+    """From an agent's RSS crossing its limit (seen by polling every 2 ms) to its process
+    group being gone; target: within one sampling interval plus 200 ms."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "limits.toml"
+        cfg.write_text(f"[limits]\ninterval_s = {interval_s}\n"
+                       f"[limits.agents.claude]\nmax_rss_mb = {limit_mb}\n")
+        env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0.05",
+               "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "memory_hog",
+               "ORCHESTRATE_DEMO_HOG_MB": "2048"}
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "orchestrate"), "bench task", "--demo", "--no-dashboard",
+             "--workspace", tmp, "--config", str(cfg)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, start_new_session=True)
+        hog = None
+        deadline = time.monotonic() + 60
+        while hog is None and time.monotonic() < deadline:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    line = " ".join(child.cmdline())
+                except psutil.Error:
+                    continue
+                if "actors.demo claude" in line and "Assignment: implement" in line:
+                    hog = child
+            time.sleep(0.01)
+        crossed = gone = None
+        while hog is not None and time.monotonic() < deadline:
+            try:
+                rss = hog.memory_info().rss
+                alive = hog.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+            except psutil.NoSuchProcess:
+                alive = False
+                rss = 0
+            now = time.perf_counter()
+            if crossed is None and rss > limit_mb * 2**20:
+                crossed = now
+            if not alive:
+                gone = now
+                break
+            time.sleep(0.002)
+        _end(proc)
+    if crossed is None or gone is None:
+        line = "limit breach -> process gone: not measured (the hog was not seen crossing)"
+    else:
+        took = gone - crossed
+        line = (f"limit breach -> agent ended: {took * 1000:.0f} ms after its RSS crossed "
+                f"{limit_mb} MiB (sampling interval {interval_s * 1000:.0f} ms; target "
+                f"<= {(interval_s + 0.2) * 1000:.0f} ms)")
+    print(line, flush=True)
+    return line
 
 
 def main() -> None:
@@ -327,7 +406,7 @@ def main() -> None:
         "latency": lambda: [latency(100, 5 if args.quick else 10),
                             latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
-        "reactions": reactions,
+        "reactions": lambda: [*reactions(), limit_reaction()],
         "startup": startup,
     }
     for name, fn in sections.items():
