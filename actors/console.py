@@ -16,7 +16,7 @@ from messages.recovery import RecoveryPlanned
 from messages.review import ReviewCompleted, ReviewStarted
 from messages.session import SessionEnded, SessionStateChanged
 from messages.events import Event
-from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
+from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
 COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
@@ -40,10 +40,8 @@ class ConsoleView(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded():
-                return self._on_event(message.event)
-            case EventsRecorded():
-                for event in message.events:
+            case EventRecorded() | EventsRecorded():
+                for event in events_in(message):
                     self._on_event(event)
                 return None
             case WorkerStateChanged():

@@ -31,7 +31,7 @@ from config.settings import RecoverySettings
 from messages.base import AgentName
 from messages.events import Event
 from messages.recovery import RecoveryAction, RecoveryPlanned, RecoveryRequested
-from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
+from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,8 @@ class Recovery(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded():
-                return self._on_event(message.event)
-            case EventsRecorded():
-                for event in message.events:
+            case EventRecorded() | EventsRecorded():
+                for event in events_in(message):
                     self._on_event(event)
                 return None
             case RecoveryRequested():

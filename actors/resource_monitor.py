@@ -36,6 +36,7 @@ from messages.resources import (
 from messages.events import Event
 from messages.worker import (
     EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,8 @@ class ResourceMonitor(pykka.ThreadingActor):
                 return self._sample()
             case WorkerStateChanged():
                 return self._on_worker_state(message)
-            case EventRecorded():
-                return self._on_event(message.event)
-            case EventsRecorded():
-                for event in message.events:
+            case EventRecorded() | EventsRecorded():
+                for event in events_in(message):
                     self._on_event(event)
                 return None
             case WatchWorkers():

@@ -64,6 +64,7 @@ from messages.worker import (
     StartAssignment,
     StopWorker,
     WorkerStateChanged,
+    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,8 @@ class Reviewer(pykka.ThreadingActor):
                 return self._on_timed_out(message)
             case CheckReviewers():
                 return self._on_check(message)
-            case EventRecorded():
-                return self._on_event(message.event)
-            case EventsRecorded():
-                for event in message.events:
+            case EventRecorded() | EventsRecorded():
+                for event in events_in(message):
                     self._on_event(event)
                 return None
             case WorkerStateChanged() | SessionEnded():

@@ -46,6 +46,7 @@ from messages.sandbox import (
 from messages.session import AskQuestion, Question, QuestionAnswered
 from messages.worker import (
     EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -219,10 +220,8 @@ class SandboxGuard(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded():
-                return self._on_event(message.event)
-            case EventsRecorded():
-                for event in message.events:
+            case EventRecorded() | EventsRecorded():
+                for event in events_in(message):
                     self._on_event(event)
                 return None
             case ApprovalRequested():

@@ -97,6 +97,11 @@ class EventsRecorded(Message):
     lines: tuple[str, ...] = Field(default=(), description="each event as written to the .jsonl")
 
 
+def events_in(message: "EventRecorded | EventsRecorded") -> tuple[Event, ...]:
+    """The events a worker's fact carries, one or a batch, in order."""
+    return (message.event,) if isinstance(message, EventRecorded) else message.events
+
+
 class WorkerStateChanged(Message):
     """Worker -> listeners: the worker's lifecycle moved (started, paused, exited...)."""
 

@@ -20,11 +20,13 @@ def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _demo_pids(agent: str) -> list[int]:
+def _demo_pids(agent: str, session_id: str) -> list[int]:
+    """This session's live demo agents (other sessions may run on the machine)."""
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
             if f"actors.demo {agent}" in " ".join(proc.cmdline()) and \
+                    proc.environ().get("ORCHESTRATE_SESSION_ID") == session_id and \
                     proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc.pid)
         except psutil.Error:
@@ -45,13 +47,13 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
             state = json.loads(state_files[0].read_text())
             running = any(a["id"] == "implement" and a["status"] == "running"
                           for a in state.get("assignments", []))
-            return running and bool(_demo_pids("claude"))
+            return running and bool(_demo_pids("claude", state_files[0].parent.name))
         wait_for(implementer_running, timeout=60, message="the implementer to run")
         session_dir = next(ws.glob("*/state.json")).parent
         wait_for(lambda: any(r["payload"].get("kind") == "init" for r in
                              read_jsonl(session_dir / "claude.jsonl").records),
                  message="claude's init event")
-        orphan_pids = _demo_pids("claude")
+        orphan_pids = _demo_pids("claude", session_dir.name)
         first.send_signal(signal.SIGKILL)  # the orchestrator dies; its agent lives on
         first.wait(timeout=10)
         assert all(psutil.pid_exists(p) for p in orphan_pids)
