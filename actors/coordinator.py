@@ -406,8 +406,11 @@ class Coordinator(pykka.ThreadingActor):
     # -- controls ----------------------------------------------------------------------------------
 
     def _on_control(self, message: ControlRequested) -> bool:
-        agents = [message.agent] if message.agent else [
-            self._running[a] for a in self._running]
+        if message.agent is not None and message.agent not in self._workers:
+            log.warning("%s for %s ignored: that agent is not part of this session",
+                        message.action, message.agent)
+            return False
+        agents = [message.agent] if message.agent else list(dict.fromkeys(self._running.values()))
         match message.action:
             case "pause":
                 for agent in agents:

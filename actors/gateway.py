@@ -309,7 +309,7 @@ class Gateway(pykka.ThreadingActor):
             self._events_seen += 1
             self._events.append(self._events_seen, data)
             self._seq += 1
-            frame = _frame("event", self._seq, data)
+            frame = f'{{"type":"event","seq":{self._seq},"data":{data}}}'  # _frame, inlined: hot
             self._frames.append(self._seq, frame)
             frames.append(frame)
         if not frames:

@@ -115,3 +115,38 @@ def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[
                                     dashboard=True, exit_when_done=True, console=False,
                                     env=demo_env, on_started=kill_dashboard, print_url=lambda u: None))
     assert code == 0
+
+
+def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Path,
+                                                                  demo_env: dict[str, str]):
+    from actors.app.system import RunOptions, run
+    from config.settings import load_settings
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK"] = "hang"
+    pids: list[int] = []
+
+    def lose_the_coordinator(running: Any) -> None:
+        def later() -> None:
+            wait_for(lambda: (s := _state(running)) and any(
+                a["id"] == "implement" and a["status"] == "running" for a in s["assignments"]),
+                timeout=60, message="the implementer")
+            pids.extend(p.pid for p in psutil.Process().children(recursive=True))
+            running.coordinator.stop(block=False)
+        import threading
+        threading.Thread(target=later, daemon=True).start()
+
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
+    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
+                                    dashboard=False, console=False, env=demo_env,
+                                    on_started=lose_the_coordinator))
+    assert code == 1
+    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
+                            psutil.STATUS_ZOMBIE for p in pids)
+
+
+def _state(running: Any) -> dict | None:
+    import json
+    try:
+        return json.loads((running.session_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None

@@ -37,6 +37,8 @@ _EXIT_CODES: dict[int, tuple[str, bool | None]] = {
     244: ("API error HTTP 500 (server error)", True),
 }
 
+FINAL_TEXT_LIMIT = 1_000_000  # characters of a turn's text kept as the final answer
+
 
 class GeminiParser(GuardedParser):
     """Gemini stream-json: init, message (deltas), tool_use, tool_result, error, result."""
@@ -47,6 +49,7 @@ class GeminiParser(GuardedParser):
         super().__init__()
         self._markers = MarkerBuffer()
         self._turn_text: list[str] = []  # assistant deltas since the last tool_result
+        self._turn_chars = 0
         self._tools: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_id -> (name, parameters)
 
     def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
@@ -82,6 +85,11 @@ class GeminiParser(GuardedParser):
         if role != "assistant" or content is None:
             return [draft("status", kind="unknown", text=f"message/{role}")]
         self._turn_text.append(content)
+        self._turn_chars += len(content)
+        if self._turn_chars > FINAL_TEXT_LIMIT:
+            # A flood must not grow memory: keep the newest text, where the answer ends.
+            joined = "".join(self._turn_text)[-FINAL_TEXT_LIMIT:]
+            self._turn_text, self._turn_chars = [joined], len(joined)
         # Chunks are cut anywhere: markers are only read from whole lines of the buffer.
         return [draft("progress", kind="text", text=content), *self._markers.feed(content)]
 
@@ -102,6 +110,7 @@ class GeminiParser(GuardedParser):
     def _on_tool_result(self, obj: dict[str, Any]) -> list[Draft]:
         """Success (a milestone for a written file) or a tool error (a blocker if a denial)."""
         self._turn_text = []  # the final answer is the text after the last tool result
+        self._turn_chars = 0
         tool_id = as_str(obj.get("tool_id")) or ""
         name, parameters = self._tools.get(tool_id, (None, {}))
         if as_str(obj.get("status")) == "success":

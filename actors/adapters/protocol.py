@@ -30,6 +30,7 @@ MARKER_TYPES: dict[str, str] = {
     "task": "task",
 }
 
+PENDING_LIMIT = 65_536  # characters of an unfinished line kept while waiting for its end
 _LINE = re.compile(r"^[\s>*`-]*" + MARKER + r"\s*(?P<body>\{.*\})\s*`*\s*$")
 
 REPORTING_PROTOCOL = f"""\
@@ -79,6 +80,8 @@ def parse_marker_line(line: str) -> Draft | None:
 
 def extract_markers(text: str) -> list[Draft]:
     """Every marker in a whole block of assistant text, in order."""
+    if MARKER not in text:
+        return []  # the common case, checked once per block rather than per line
     found = []
     for line in text.splitlines():
         parsed = parse_marker_line(line)
@@ -120,6 +123,9 @@ class MarkerBuffer:
         """Add a chunk; return the markers on the lines it completed."""
         self._pending += chunk
         if "\n" not in self._pending:
+            if len(self._pending) > PENDING_LIMIT:
+                # No marker is this long: keep only the tail, where a marker could be starting.
+                self._pending = self._pending[-PENDING_LIMIT // 2:]
             return []
         *complete, self._pending = self._pending.split("\n")
         return extract_markers("\n".join(complete))

@@ -521,6 +521,12 @@ def run(settings: Settings, options: RunOptions,
             if interrupts["count"] >= 2:
                 log.warning("forced stop: ending every agent now")
                 return 130
+            if not running.coordinator.is_alive() and running.ended.empty():
+                # Nothing would ever end the session: stop the agents rather than hang.
+                log.error("the coordinator stopped unexpectedly; ending every agent - the "
+                          "session can be continued with: orchestrate resume %s",
+                          running.session_id)
+                return 1
     finally:
         stop_all(started)
         if in_main:

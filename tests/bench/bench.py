@@ -269,7 +269,7 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
     print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_GEMINI": "flood",
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_GEMINI_WORK": "flood",
                                          "ORCHESTRATE_DEMO_FLOOD_LINES": str(flood_lines)})
         me = psutil.Process(proc.pid)
         samples = []
@@ -283,10 +283,11 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         took = time.perf_counter() - start
         _end(proc)
         events = sum(sum(1 for _ in open(f, "rb")) for f in Path(tmp).glob("*/*.jsonl"))
-    early = samples[min(8, len(samples) - 1)] if samples else 0
+    quarters = " / ".join(f"{samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20:.0f}"
+                          for q in (1, 2, 3, 4)) if samples else "-"
     rows.append(f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
-                f"on disk; orchestrator RSS at 2s {early / 2**20:.1f} MiB, peak "
-                f"{max(samples) / 2**20:.1f} MiB, last {samples[-1] / 2**20:.1f} MiB")
+                f"on disk; orchestrator RSS at 1/4, 1/2, 3/4 and the end of the run: {quarters} "
+                f"MiB (peak {max(samples) / 2**20:.0f} MiB; idle baseline above)")
     print(rows[-1], flush=True)
     return rows
 
