@@ -425,9 +425,7 @@ class Worker(pykka.ThreadingActor):
         limit = self._session_settings.max_line_bytes
         try:
             for batch in iter_line_batches(pipe.fileno(), limit, self._overflow_file):
-                self._forward(LinesRead(
-                    stream=stream, run_id=run_id,
-                    lines=tuple((line.data, line.total_bytes, line.overflow_path) for line in batch)))
+                self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
         finally:

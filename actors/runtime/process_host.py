@@ -28,45 +28,12 @@ CHUNK = 65_536
 SESSION_MARKER_ENV = "ORCHESTRATE_SESSION_ID"
 
 
-@dataclass(frozen=True)
-class PipeLine:
-    """One line from a pipe. ``data`` is the head only when ``total_bytes`` is larger."""
-
-    data: bytes
-    total_bytes: int
-    overflow_path: str | None = None
-
-
-def iter_lines(pipe: IO[bytes], max_line_bytes: int,
-               overflow_file: Callable[[], Path]) -> Iterator[PipeLine]:
-    """Yield the pipe's lines without ever holding more than ``max_line_bytes`` of one.
-
-    A longer line is written whole to the file ``overflow_file()`` names, and only its
-    head is yielded, so nothing is lost and memory stays bounded.
-    """
-    while True:
-        data = pipe.readline(max_line_bytes + 1)
-        if not data:
-            return
-        if data.endswith(b"\n") or len(data) <= max_line_bytes:
-            yield PipeLine(data.rstrip(b"\r\n"), len(data.rstrip(b"\r\n")))
-            continue
-        path = overflow_file()
-        total = len(data)
-        with open(path, "wb") as out:
-            out.write(data)
-            while not data.endswith(b"\n"):
-                data = pipe.readline(CHUNK)
-                if not data:
-                    break
-                out.write(data)
-                total += len(data)
-        head = open(path, "rb").read(4096)
-        yield PipeLine(head, total - (1 if data.endswith(b"\n") else 0), str(path))
+# (data, total_bytes, overflow_path): a line, or the head of an over-long line kept whole in a file
+RawLine = tuple[bytes, int, "str | None"]
 
 
 def iter_line_batches(fd: int, max_line_bytes: int,
-                      overflow_file: Callable[[], Path]) -> Iterator[list[PipeLine]]:
+                      overflow_file: Callable[[], Path]) -> Iterator[list[RawLine]]:
     """Yield the lines of a pipe in batches: whatever one read returned, split into lines.
 
     Under load a read returns many lines and the handoff to the actor is paid once per batch;
@@ -80,43 +47,46 @@ def iter_line_batches(fd: int, max_line_bytes: int,
     spilled = 0
     while True:
         chunk = os.read(fd, CHUNK)
-        batch: list[PipeLine] = []
+        batch: list[RawLine] = []
         if not chunk:
             if spill is not None:
                 spill.close()
-                batch.append(PipeLine(_head(spill_path), spilled, spill_path))
+                batch.append((_head(spill_path), spilled, spill_path))
             elif partial:
-                batch.append(PipeLine(partial.rstrip(b"\r"), len(partial.rstrip(b"\r"))))
+                line = partial[:-1] if partial.endswith(b"\r") else partial
+                batch.append((line, len(line), None))
             if batch:
                 yield batch
             return
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            piece = chunk[start:] if end == -1 else chunk[start:end]
-            if spill is not None:
-                spill.write(piece)
-                spilled += len(piece)
-            elif len(partial) + len(piece) > max_line_bytes:
-                spill_path = str(overflow_file())
-                spill = open(spill_path, "wb")
-                spill.write(partial + piece)
-                spilled = len(partial) + len(piece)
-                partial = b""
-            else:
-                partial += piece
+        if spill is not None:  # inside an over-long line: copy until its end
+            end = chunk.find(b"\n")
             if end == -1:
-                break
-            if spill is not None:
-                spill.write(b"\n")
-                spill.close()
-                batch.append(PipeLine(_head(spill_path), spilled, spill_path))
-                spill = None
+                spill.write(chunk)
+                spilled += len(chunk)
+                continue
+            spill.write(chunk[:end + 1])
+            spilled += end
+            spill.close()
+            spill = None
+            batch.append((_head(spill_path), spilled, spill_path))
+            chunk = chunk[end + 1:]
+        pieces = (partial + chunk if partial else chunk).split(b"\n")  # split in C: the hot path
+        partial = pieces.pop()
+        for piece in pieces:
+            if len(piece) > max_line_bytes:
+                path = str(overflow_file())
+                with open(path, "wb") as out:
+                    out.write(piece + b"\n")
+                batch.append((piece[:4096], len(piece), path))
             else:
-                line = partial.rstrip(b"\r")
-                batch.append(PipeLine(line, len(line)))
-                partial = b""
-            start = end + 1
+                line = piece[:-1] if piece.endswith(b"\r") else piece
+                batch.append((line, len(line), None))
+        if len(partial) > max_line_bytes:
+            spill_path = str(overflow_file())
+            spill = open(spill_path, "wb")
+            spill.write(partial)
+            spilled = len(partial)
+            partial = b""
         if batch:
             yield batch
 
