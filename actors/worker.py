@@ -331,23 +331,16 @@ class Worker(pykka.ThreadingActor):
 
     def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None,
                 flush: bool = True) -> None:
-        """Append the events; publish them once they are flushed (now, or by ``_flush``)."""
+        """Serialise the events; ``_flush`` writes them, and publishes them once on disk."""
         assert self._writer is not None
+        if self._fatal:
+            return  # nothing more can be recorded; the run is being ended
         assignment_id = self._current.assignment_id if self._current else None
         for item in drafts:
             event = Event(type=item.type, agent=self._agent, payload=item.payload,
-                          seq=self._writer.next_seq(), assignment_id=assignment_id,
-                          raw=raw, raw_file=raw_file)
-            if self._fatal:
-                return  # nothing more can be recorded; the run is being ended
-            line = event.model_dump_json(exclude_none=True)
-            try:
-                self._writer.write(line, event.seq)
-            except SessionFileError as exc:
-                self._on_cannot_record(exc)
-                return
-            self._unpublished.append((event, line))
-            self._events_recorded += 1
+                          seq=self._writer.seq + len(self._unpublished) + 1,
+                          assignment_id=assignment_id, raw=raw, raw_file=raw_file)
+            self._unpublished.append((event, event.model_dump_json(exclude_none=True)))
             if event.payload.text and event.type != "status":
                 self._last_activity = event.payload.text[:160]
             if event.payload.progress is not None:
@@ -356,15 +349,17 @@ class Worker(pykka.ThreadingActor):
             self._flush()
 
     def _flush(self) -> None:
-        """Flush the event file, then tell the listeners what is now on disk."""
+        """Write and flush the pending events (one write per batch), then tell the listeners."""
         assert self._writer is not None
         if not self._unpublished:
             return
         try:
-            self._writer.flush()
+            self._writer.write_batch([line for _, line in self._unpublished],
+                                     self._unpublished[-1][0].seq)
         except SessionFileError as exc:
             self._on_cannot_record(exc)
             return
+        self._events_recorded += len(self._unpublished)
         batch, self._unpublished = self._unpublished, []
         # One fact per batch: a flood costs each listener one message per read, not per line.
         if len(batch) == 1:

@@ -111,45 +111,18 @@ class JsonlWriter:
         except OSError as exc:
             raise SessionFileError(f"cannot repair {self.path}: {exc.strerror or exc}") from exc
 
-    def next_seq(self) -> int:
-        """The seq the next record will carry."""
-        return self.seq + 1
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Write and flush one record (which must carry ``seq == next_seq()``).
+    def write_batch(self, lines: list[str], last_seq: int | None) -> None:
+        """Write serialised records in one call and flush them.
 
         Raises:
-            SessionFileError: the write failed; nothing after it should be published.
+            SessionFileError: the write or the flush failed; ``seq`` is left unchanged.
         """
         try:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.write("\n".join(lines) + "\n")
             self._file.flush()
         except OSError as exc:
             raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
-        self.seq = record.get("seq", self.seq + 1)
-
-    def write(self, line: str, seq: int | None) -> None:
-        """Write one serialised record without flushing; ``flush`` makes it durable.
-
-        Raises:
-            SessionFileError: the write failed.
-        """
-        try:
-            self._file.write(line + "\n")
-        except OSError as exc:
-            raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
-        self.seq = seq if seq is not None else self.seq + 1
-
-    def flush(self) -> None:
-        """Hand what was written to the operating system.
-
-        Raises:
-            SessionFileError: the flush failed (disk full...).
-        """
-        try:
-            self._file.flush()
-        except OSError as exc:
-            raise SessionFileError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        self.seq = last_seq if last_seq is not None else self.seq + len(lines)
 
     def close(self) -> None:
         """Close the file (errors are logged: the data was flushed already)."""
