@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+import pykka.debug
 
 from config.settings import ConfigError, Settings, load_settings
 
@@ -61,6 +64,8 @@ def setup_logging(verbose: bool) -> Any:
     root.addHandler(console)
     logging.getLogger("pykka").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # `kill -USR1 <pid>` logs every thread's stack: how to see where a stuck session waits.
+    signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
 
     def to_file(session_dir: Path) -> None:
         handler = logging.FileHandler(session_dir / "orchestrator.log", encoding="utf-8")
