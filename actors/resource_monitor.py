@@ -28,6 +28,7 @@ from typing import IO, Any, Mapping, Sequence
 import psutil
 import pykka
 
+from actors.runtime.supervision import tell_all
 from config.settings import LimitsSettings
 from messages.base import AgentName
 from messages.resources import (
@@ -404,11 +405,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             pass
 
     def _publish(self, fact: Any) -> None:
-        for listener in self._listeners:
-            try:
-                listener.tell(fact)
-            except pykka.ActorDeadError:
-                pass
+        tell_all(self._listeners, fact)
 
     def _open_history(self) -> None:
         path = self._session_dir / "resources.jsonl"

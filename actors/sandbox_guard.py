@@ -35,6 +35,7 @@ import pykka
 from actors.sandbox.policy import (
     BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, find_suspicious, rules,
 )
+from actors.runtime.supervision import tell_all
 from config.settings import SandboxSettings
 from messages.base import AgentName
 from messages.events import Event, EventPayload
@@ -354,11 +355,7 @@ class SandboxGuard(pykka.ThreadingActor):
     # -- helpers --------------------------------------------------------------------------------------
 
     def _publish(self, fact: Any) -> None:
-        for listener in self._listeners:
-            try:
-                listener.tell(fact)
-            except pykka.ActorDeadError:
-                pass
+        tell_all(self._listeners, fact)
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
         try:

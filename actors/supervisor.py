@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import pykka
 
-from actors.runtime.supervision import SupervisedRef
+from actors.runtime.supervision import SupervisedRef, tell_all
 from messages.supervision import ActorRestarted, ActorCrashed, SupervisionFailed
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,7 @@ class Supervisor(pykka.ThreadingActor):
                       len(crashes), self._window)
             fact = SupervisionFailed(name=message.name, error=message.error,
                                      restarts_in_window=len(crashes) - 1)
-            for target in (self._coordinator, *self._listeners):
-                if target is not None:
-                    try:
-                        target.tell(fact)
-                    except pykka.ActorDeadError:
-                        pass
+            self._tell_everyone(fact)
             return
         log.warning("%s crashed (%s); restarting it (%d of %d in %.0fs)", message.name,
                     message.error, len(crashes), self._max, self._window)
@@ -81,15 +76,12 @@ class Supervisor(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - a factory that fails is a crash too
             log.error("restarting %s failed: %r", message.name, exc)
             self._given_up.add(message.name)
-            if self._coordinator is not None:
-                self._coordinator.tell(SupervisionFailed(
-                    name=message.name, error=f"restart failed: {exc!r}", restarts_in_window=len(crashes)))
+            self._tell_everyone(SupervisionFailed(
+                name=message.name, error=f"restart failed: {exc!r}", restarts_in_window=len(crashes)))
             return
         fact = ActorRestarted(name=message.name, error=message.error,
                               restarts_in_window=len(crashes))
-        for target in (self._coordinator, *self._listeners):
-            if target is not None:
-                try:
-                    target.tell(fact)
-                except pykka.ActorDeadError:
-                    pass
+        self._tell_everyone(fact)
+
+    def _tell_everyone(self, fact: Any) -> None:
+        tell_all([t for t in (self._coordinator, *self._listeners) if t is not None], fact)
