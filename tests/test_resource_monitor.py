@@ -8,14 +8,12 @@ from the sample that showed the breach and from the agent's own report of crossi
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from actors.adapters.registry import get_adapter
 from actors.app.system import RunOptions, start, stop_all

@@ -23,7 +23,7 @@ from messages.resources import WatchWorkers
 from messages.sandbox import GetSandboxFiles, SecurityFinding, ToolCallDecided
 from messages.session import AskQuestion, GetSessionState, QuestionAnswered
 from messages.worker import EventRecorded, PauseWorker, StopWorker
-from tests.conftest import PROJECT_ROOT, ProbeHandle, wait_for
+from tests.conftest import PROJECT_ROOT, ProbeHandle
 
 ROOT = "/srv/target"
 POLICY = Policy(agent="claude", roots=(ROOT, "/srv/ws/scratch"), write_roots=(ROOT,),

@@ -400,7 +400,7 @@ def _start_watchers(started: list[pykka.ActorRef[Any]], settings: Settings, sess
                                  f"the CLI's own permission checks off; set [agents.{name}] "
                                  "allow_bypass = true only if an outer sandbox protects you")
     watchers: dict[str, pykka.ActorRef[Any]] = {}
-    coordinator = next((l for l in listeners if isinstance(l, LateRef)), None)
+    coordinator = next((ref for ref in listeners if isinstance(ref, LateRef)), None)
     if settings.limits.enabled:
         watchers["monitor"] = _start(started, ResourceMonitor, settings=settings.limits,
                                      session_dir=session_dir, listeners=listeners,
