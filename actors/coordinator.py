@@ -538,7 +538,8 @@ class Coordinator(pykka.ThreadingActor):
             return
         if word not in ("continue", "yes", "y", "ok", "go on", ""):
             where = f" about {review.assignment_id}" if review.assignment_id else ""
-            note = f"The user answered the reviewers' {'blocker' if review.decision.decision == 'STOP_AND_ESCALATE' else 'concerns'}{where}: {answer.strip()}"
+            raised = "blocker" if review.decision.decision == "STOP_AND_ESCALATE" else "concerns"
+            note = f"The user answered the reviewers' {raised}{where}: {answer.strip()}"
             self._notes.append(note)
             self._update(notes=tuple(self._notes))
             aid = review.assignment_id

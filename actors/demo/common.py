@@ -52,7 +52,8 @@ SCENARIOS: dict[str, str] = {
     "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; "
     "then a normal run",
     "slow": "a normal run at ten times the pace",
-    "rate_limit_once": "the rate_limit failure on the first run (marked by the file ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
+    "rate_limit_once": "the rate_limit failure on the first run (marked by the file "
+    "ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
 }
 
 _HEADER = re.compile(r"^[ \t]*(Session|Assignment|Role|Kind|Task):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
