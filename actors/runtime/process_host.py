@@ -91,6 +91,36 @@ def iter_line_batches(fd: int, max_line_bytes: int,
             yield batch
 
 
+def _pids_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is ``pgid``, read straight from /proc:
+    one small read per process, where psutil would build an object and read several files."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def _head(path: str, size: int = 4096) -> bytes:
     with open(path, "rb") as f:
         return f.read(size)
@@ -130,13 +160,12 @@ class HostedProcess:
     def group_members(self) -> list[psutil.Process]:
         """Live processes in this group other than the (possibly zombie) leader."""
         found = []
-        for proc in psutil.process_iter(["pid", "status"]):
-            if proc.pid == self.pid:
+        for pid in _pids_in_group(self.pgid):
+            if pid == self.pid:
                 continue
             try:
-                if os.getpgid(proc.pid) == self.pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except (ProcessLookupError, psutil.Error):
+                found.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
                 continue
         return found
 
