@@ -140,8 +140,7 @@ class Coordinator(pykka.ThreadingActor):
             case GetSessionState():
                 return self._state
             case ActorRestarted():
-                log.warning("%s was restarted after a crash: %s", message.name, message.error)
-                return None
+                return self._on_actor_restarted(message)
             case SupervisionFailed():
                 return self._abort(f"{message.name} kept crashing ({message.restarts_in_window} "
                                    f"restarts): {message.error}")
@@ -354,6 +353,27 @@ class Coordinator(pykka.ThreadingActor):
                                       text=f"{record.title} finished"),
                 gate=True, reply_to=self.actor_ref))
         self._schedule()
+
+    def _on_actor_restarted(self, message: ActorRestarted) -> None:
+        """A crashed actor was started anew without its memory: stop waiting on what it owed."""
+        log.warning("%s was restarted after a crash: %s", message.name, message.error)
+        self._update(decisions=(*self._state.decisions, {
+            "source": "supervisor", "at": _now(), "kind": "actor_restarted",
+            "name": message.name, "error": message.error}))
+        if message.name == "reviewer" and self._gates:
+            # The reviews in flight are lost: go on as after a warning, and say so.
+            log.warning("reviews in flight were lost; continuing without their decisions")
+            self._gates.clear()
+            self._refresh_status()
+            self._schedule()
+            self._check_done()
+        elif message.name == "recovery" and self._recovering:
+            for assignment_id, finished in list(self._recovering.items()):
+                self._recovering.pop(assignment_id)
+                self._running.pop(assignment_id, None)
+                self._busy.discard(finished.agent)
+                self._complete_run(self._assignments[assignment_id], finished,
+                                   "the recovery engine crashed before deciding")
 
     def _abort(self, reason: str) -> None:
         """The session cannot go on: stop every agent, then end as failed with the reason."""

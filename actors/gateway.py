@@ -53,6 +53,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from actors.runtime.supervision import report_crash_of
 from config.settings import WebSettings
 from messages.base import AGENT_NAMES
 from messages.events import EVENT_TYPES, Event
@@ -248,6 +249,7 @@ class Gateway(pykka.ThreadingActor):
                    tb: TracebackType | None) -> None:
         logger.error("gateway crashed: %r; closing the dashboard", exc)
         self._shutdown()
+        report_crash_of(self, exc)  # the supervisor starts it again on the same port
 
     def _shutdown(self) -> None:
         for record in self._clients.values():

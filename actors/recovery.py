@@ -27,6 +27,7 @@ from actors.runtime.error_patterns import (
     classify_run,
     compile_patterns,
 )
+from actors.runtime.supervision import report_crash_of
 from config.settings import RecoverySettings
 from messages.base import AgentName
 from messages.events import Event
@@ -67,6 +68,10 @@ class Recovery(pykka.ThreadingActor):
         self._by_class: collections.Counter[tuple[str, str]] = collections.Counter()
         self._by_agent: collections.Counter[str] = collections.Counter()
         self._count = 0
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # The supervisor restarts this actor; the coordinator then stops waiting on it.
+        report_crash_of(self, exception_value)
 
     def on_receive(self, message: Any) -> Any:
         match message:

@@ -37,6 +37,7 @@ from actors.runtime.review_policy import (
     trigger_line,
 )
 from actors.runtime.session_files import SessionFileError, write_json_atomic
+from actors.runtime.supervision import report_crash_of
 from config.settings import ReviewSettings
 from messages.base import AgentName
 from messages.events import Event
@@ -152,6 +153,10 @@ class Reviewer(pykka.ThreadingActor):
                 _stop_quietly(ref)
 
     # -- switchboard --------------------------------------------------------------------------
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # The supervisor restarts this actor; the coordinator then stops waiting on it.
+        report_crash_of(self, exception_value)
 
     def on_receive(self, message: Any) -> Any:
         match message:

@@ -20,7 +20,7 @@ from actors.worker import Worker
 from config.settings import AgentSettings, SessionSettings
 from messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
 from messages.worker import (
-    AssignmentFinished, PauseWorker, StartAssignment, WorkerStateChanged,
+    AssignmentFinished, EventRecorded, PauseWorker, StartAssignment, WorkerStateChanged,
 )
 from tests.conftest import wait_for
 
@@ -150,3 +150,45 @@ def _state(running: Any) -> dict | None:
         return json.loads((running.session_dir / "state.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_forever(
+        tmp_path: Path, demo_env: dict[str, str], monkeypatch: Any):
+    import json
+
+    from actors.app.system import RunOptions, run
+    from actors.reviewer import Reviewer
+    from config.settings import load_settings
+    from messages.events import Event
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX_PEER_REVIEW"] = "hang"  # the design review never ends
+    import threading
+    armed = threading.Event()
+    original = Reviewer._on_event
+
+    def faulty(self: Any, event: Any) -> Any:  # a one-shot fault in a handler
+        if armed.is_set():
+            armed.clear()
+            raise RuntimeError("injected fault in the reviewer")
+        return original(self, event)
+
+    monkeypatch.setattr(Reviewer, "_on_event", faulty)
+
+    def crash_the_reviewer(running: Any) -> None:
+        def later() -> None:
+            wait_for(lambda: (s := _state(running)) and s["status"] == "reviewing", timeout=60,
+                     message="a review in flight")
+            armed.set()
+            pykka.ActorRegistry.get_by_class(Reviewer)[0].tell(
+                EventRecorded(event=Event(type="progress", agent="claude")))
+        threading.Thread(target=later, daemon=True).start()
+
+    # Later reviews by codex hang too: a short reviewer timeout turns them into concerns.
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.reviewer_timeout_s": 3})
+    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
+                                    dashboard=False, console=False, env=demo_env,
+                                    on_started=crash_the_reviewer))
+    state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
+    restarts = [d for d in state["decisions"] if d.get("kind") == "actor_restarted"]
+    assert restarts and restarts[0]["name"] == "reviewer"
+    assert code == 0 and state["status"] == "completed"

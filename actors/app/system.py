@@ -246,11 +246,20 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     token = secrets.token_urlsafe(24)
     dashboard_closed = threading.Event()
     if options.dashboard:
+        web = {"settings": settings.web, "next_free_port": options.next_free_port}
+
+        def start_gateway(_ref: SupervisedRef) -> pykka.ActorRef[Any]:
+            return Gateway.start(settings=web["settings"], session_dir=session_dir, token=token,
+                                 coordinator=coordinator_slot, next_free_port=web["next_free_port"],
+                                 close_requested=dashboard_closed)
+
         try:
-            gateway = _start(started, Gateway, settings=settings.web, session_dir=session_dir,
-                             token=token, coordinator=coordinator_slot,
-                             next_free_port=options.next_free_port,
-                             close_requested=dashboard_closed)
+            gateway = SupervisedRef("gateway", start_gateway, supervisor).start()
+            # A restarted dashboard comes back where the browser already is.
+            port = gateway.ask(GetGatewayAddress(), timeout=5).port
+            web.update(settings=settings.web.model_copy(update={"port": port}), next_free_port=False)
+            supervisor.proxy().supervise(gateway).get(timeout=5)
+            started.append(gateway)
         except GatewayError as exc:
             raise PreflightError(f"{exc}; pick another port with --port, or pass "
                                  "--next-free-port") from None
@@ -260,8 +269,8 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
         log.info("preflight %s: %s", fix["agent"], fix["action"])
-    recovery = _start(started, Recovery, settings=settings.recovery, target=target,
-                      workspace=settings.workspace, listeners=tuple(listeners))
+    recovery = _supervised(started, supervisor, "recovery", Recovery, settings=settings.recovery,
+                           target=target, workspace=settings.workspace, listeners=tuple(listeners))
 
     def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
         """A peer's read-only review run: its own worker, recorded under reviews/<id>/,
@@ -276,11 +285,11 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
                       listeners=tuple(listeners), base_env=env, events_path=events_path,
                       extra_dirs=(scratch,), host=host)
 
-    reviewer = _start(started, Reviewer, settings=settings.review, session_id=session_id,
-                      session_dir=session_dir, target=target,
-                      agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
-                      start_review_worker=start_review_worker, decisions_to=coordinator_slot,
-                      listeners=tuple(listeners), task=options.task)
+    reviewer = _supervised(started, supervisor, "reviewer", Reviewer, settings=settings.review,
+                           session_id=session_id, session_dir=session_dir, target=target,
+                           agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
+                           start_review_worker=start_review_worker, decisions_to=coordinator_slot,
+                           listeners=tuple(listeners), task=options.task)
     # Monitor and guard listen to the workers, so they start first; they hear the coordinator
     # through its slot and get the worker refs once those exist.
     watchers = _start_watchers(started, settings, session_dir, target, (scratch,),
@@ -442,7 +451,7 @@ def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],
 def _supervised(started: list[Any], by: pykka.ActorRef[Any], child_name: str,
                 actor_class: type[pykka.Actor], **kwargs: Any) -> SupervisedRef:
     """Start an actor the supervisor ``by`` restarts (same arguments) when it crashes."""
-    child = SupervisedRef(child_name, lambda _ref: actor_class.start(**kwargs)).start()
+    child = SupervisedRef(child_name, lambda _ref: actor_class.start(**kwargs), by).start()
     by.proxy().supervise(child).get(timeout=5)
     started.append(child)
     return child

@@ -16,13 +16,26 @@ from messages.supervision import ActorCrashed
 log = logging.getLogger(__name__)
 
 
+_SUPERVISED: dict[str, tuple[Any, str]] = {}  # actor urn -> (supervisor, name)
+_SUPERVISED_LOCK = threading.Lock()
+
+
+def report_crash_of(actor: pykka.Actor, exception: BaseException | None) -> None:
+    """Call from ``on_failure``: tell the supervisor (if the actor has one) that it crashed."""
+    with _SUPERVISED_LOCK:
+        entry = _SUPERVISED.pop(actor.actor_urn, None)
+    if entry is not None:
+        report_crash(entry[0], entry[1], exception)
+
+
 class SupervisedRef:
     """Stands for whichever incarnation of an actor is current. Thread-safe."""
 
-    def __init__(self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None
-                 ) -> None:
+    def __init__(self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None,
+                 supervisor: Any = None) -> None:
         self.name = name
         self._factory = factory
+        self._supervisor = supervisor
         self._lock = threading.Lock()
         self._ref: pykka.ActorRef[Any] | None = None
 
@@ -30,6 +43,9 @@ class SupervisedRef:
         """Start (or start anew) the actor from its factory."""
         assert self._factory is not None
         ref = self._factory(self)
+        if self._supervisor is not None:
+            with _SUPERVISED_LOCK:
+                _SUPERVISED[ref.actor_urn] = (self._supervisor, self.name)
         with self._lock:
             self._ref = ref
         return self
