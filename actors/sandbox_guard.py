@@ -35,7 +35,7 @@ import pykka
 from actors.sandbox.policy import (
     BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, find_suspicious, rules,
 )
-from actors.runtime.supervision import tell_all
+from actors.runtime.supervision import ReplyInbox, tell_all
 from config.settings import SandboxSettings
 from messages.base import AgentName
 from messages.events import Event, EventPayload
@@ -56,16 +56,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOOK_TIMEOUT_MARGIN_S = 30  # claude kills a hook after its timeout; ours must answer first
 MAX_REQUEST_BYTES = 1_000_000
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
-
-
-class _Inbox:
-    """What a channel thread waits on: the guard tells it the decision."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
-
-    def tell(self, message: Any) -> None:
-        self.queue.put_nowait(message)
 
 
 class _Channel(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -98,7 +88,7 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             if request.get("type") == "blocked":
                 self.server.guard.tell(ToolCallBlockedReported(call=call, rule=rule, reason=reason))
                 return
-            inbox = _Inbox()
+            inbox = ReplyInbox(queue.Queue(maxsize=1))  # the guard tells it the decision
             self.server.guard.tell(ApprovalRequested(request_id=uuid.uuid4().hex[:12], call=call,
                                                      rule=rule, reason=reason, reply=inbox))
         except pykka.ActorDeadError:

@@ -17,7 +17,7 @@ from typing import IO, Any, Sequence
 
 import pykka
 
-from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, StreamParser, draft
+from actors.adapters.base import AgentAdapter, Draft, LaunchSpec, StreamParser, draft
 from actors.runtime.process_host import (
     SESSION_MARKER_ENV, HostedProcess, ProcessHost, describe_spawn_error, iter_line_batches,
     monotonic,
@@ -139,10 +139,7 @@ class Worker(pykka.ThreadingActor):
             self._on_process_ended(ProcessEnded(returncode=returncode, run_id=self._run_id))
         elif self._current is not None:  # crashed before the CLI was started
             current, self._current = self._current, None
-            self._reply(current, AssignmentFinished(
-                agent=self._agent, assignment_id=current.assignment_id, returncode=None,
-                outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
-                fatal=self._fatal))
+            self._reply_not_started(current, reason)
         if self._writer:
             self._writer.close()
         if self._stderr_file:
@@ -202,10 +199,7 @@ class Worker(pykka.ThreadingActor):
             self._current = None
             self._parser = None
             self._set_status("idle")
-            self._reply(message, AssignmentFinished(
-                agent=self._agent, assignment_id=message.assignment_id, returncode=None,
-                outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
-                fatal=self._fatal))
+            self._reply_not_started(message, reason)
             return
         self._run_started = monotonic()
         self._set_status("running")
@@ -216,8 +210,7 @@ class Worker(pykka.ThreadingActor):
         self._spawn_thread(f"{self._agent}-watchdog", self._watchdog, self._proc, run_id)
 
     def _launch_spec(self, message: StartAssignment) -> LaunchSpec:
-        executable = tuple(shlex.split(self._settings.command)) if self._settings.command else (
-            self._adapter.default_executable,)
+        executable = launch_for_preflight(self._adapter, self._settings)
         env = {**self._base_env, **self._settings.env, SESSION_MARKER_ENV: self._session_id}
         return LaunchSpec(
             executable=executable,
@@ -381,6 +374,13 @@ class Worker(pykka.ThreadingActor):
             self._spawn_thread(f"{self._agent}-terminate", proc.terminate,
                                self._session_settings.stop_grace_s)
 
+    def _reply_not_started(self, command: StartAssignment, reason: str) -> None:
+        """The CLI never ran for this command: say why, as a finish with no exit code."""
+        self._reply(command, AssignmentFinished(
+            agent=self._agent, assignment_id=command.assignment_id, returncode=None,
+            outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
+            fatal=self._fatal))
+
     def _reply(self, command: StartAssignment, fact: AssignmentFinished) -> None:
         if command.reply_to is not None:
             try:
@@ -489,4 +489,4 @@ def launch_for_preflight(adapter: AgentAdapter, settings: AgentSettings) -> tupl
     return (adapter.default_executable,)
 
 
-__all__ = ["Worker", "Launch", "launch_for_preflight"]
+__all__ = ["Worker", "launch_for_preflight"]

@@ -21,7 +21,7 @@ import pykka
 from actors.adapters.registry import get_adapter
 from actors.console import ConsoleView
 from actors.coordinator import Coordinator
-from actors.runtime.supervision import SupervisedRef
+from actors.runtime.supervision import ReplyInbox, SupervisedRef
 from actors.supervisor import Supervisor
 from actors.recovery import Recovery
 from actors.reviewer import Reviewer
@@ -101,17 +101,6 @@ class LateRef:
         if self.target is None:
             raise pykka.ActorDeadError("not started yet")
         self.target.tell(message)
-
-
-class ReplyInbox:
-    """Anything with ``tell`` can be a ``reply_to``: this one lets a thread wait for the answer."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Any] = queue.Queue()
-
-    def tell(self, message: Any) -> None:
-        """Called from the coordinator's thread."""
-        self.queue.put(message)
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -326,9 +315,7 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
         address = gateway.ask(GetGatewayAddress(), timeout=5)
         running.dashboard_url = address.url
         (options.print_url or _print_url)(address.url)
-    inbox = ReplyInbox()
-    inbox.queue = running.ended  # type: ignore[assignment]
-    coordinator.tell(StartSession(reply_to=inbox))
+    coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
     if options.console and options.answer_stream is not None:
         threading.Thread(target=read_console_answers, args=(coordinator, options.answer_stream),
                          name="console-answers", daemon=True).start()

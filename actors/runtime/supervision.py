@@ -6,6 +6,7 @@ No actors here: actor modules import this, never ``actors.supervisor`` itself.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Any, Callable
 
@@ -116,3 +117,15 @@ def tell_all(listeners: Any, fact: Any) -> None:
             listener.tell(fact)
         except pykka.ActorDeadError:
             log.debug("a listener has stopped; %s not delivered to it", type(fact).__name__)
+
+
+class ReplyInbox:
+    """Anything with ``tell`` can be a ``reply_to``: this one lets a plain thread wait for the
+    answer (the launcher for ``SessionEnded``, the sandbox channel for a decision)."""
+
+    def __init__(self, into: "queue.Queue[Any] | None" = None) -> None:
+        self.queue: queue.Queue[Any] = into if into is not None else queue.Queue()
+
+    def tell(self, message: Any) -> None:
+        """Called from an actor's thread; never blocks it."""
+        self.queue.put_nowait(message)

@@ -30,7 +30,7 @@ import psutil
 import pykka
 
 from actors.adapters.registry import get_adapter
-from actors.app.system import ReplyInbox
+from actors.runtime.supervision import ReplyInbox
 from actors.gateway import Gateway
 from actors.worker import Worker
 from config.settings import AgentSettings, SessionSettings, WebSettings
