@@ -98,16 +98,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["web.port"] = opts.port
     if opts.host:
         overrides["web.host"] = opts.host
+    return _run_session(opts, overrides, task=opts.task, target=opts.target, demo=opts.demo,
+                        next_free_port=opts.next_free_port)
+
+
+def _run_session(opts: argparse.Namespace, overrides: dict[str, Any], **options: Any) -> int:
+    """Load the settings, set up logging and run one session (new or resumed) to its end."""
     settings = _load(opts.config, overrides)
     from actors.app.system import PreflightError, RunOptions, run
 
     log_to_file = setup_logging(opts.verbose)
-    options = RunOptions(task=opts.task, target=opts.target, demo=opts.demo,
-                         dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
-                         verbose=opts.verbose, answer_stream=sys.stdin,
-                         next_free_port=opts.next_free_port)
+    run_options = RunOptions(dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
+                             verbose=opts.verbose, answer_stream=sys.stdin, **options)
     try:
-        return run(settings, options, log_setup=log_to_file)
+        return run(settings, run_options, log_setup=log_to_file)
     except PreflightError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -124,18 +128,7 @@ def _resume(args: list[str]) -> int:
     overrides: dict[str, Any] = {"workspace": str(opts.workspace)} if opts.workspace else {}
     if opts.port is not None:
         overrides["web.port"] = opts.port
-    settings = _load(opts.config, overrides)
-    from actors.app.system import PreflightError, RunOptions, run
-
-    log_to_file = setup_logging(opts.verbose)
-    options = RunOptions(task="", target=None, dashboard=not opts.no_dashboard,
-                         exit_when_done=opts.exit_when_done, verbose=opts.verbose,
-                         answer_stream=sys.stdin, resume=opts.session_id)
-    try:
-        return run(settings, options, log_setup=log_to_file)
-    except PreflightError as exc:
-        print(f"orchestrate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return _run_session(opts, overrides, task="", target=None, resume=opts.session_id)
 
 
 def _subcommand(name: str, args: list[str]) -> int:
