@@ -12,11 +12,11 @@ from typing import Any, TextIO
 
 import pykka
 
-from messages.recovery import RecoveryPlanned
-from messages.review import ReviewCompleted, ReviewStarted
-from messages.session import SessionEnded, SessionStateChanged
-from messages.events import Event
-from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
+from meta_orchestrator.messages.recovery import RecoveryPlanned
+from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
+from meta_orchestrator.messages.session import SessionEnded, SessionStateChanged
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
 COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
@@ -26,8 +26,7 @@ RESET = "\033[0m"
 class ConsoleView(pykka.ThreadingActor):
     """Prints what matters: state changes, milestones, blockers, errors, throttled activity."""
 
-    def __init__(self, stream: TextIO | None = None, activity_every_s: float = 2.0,
-                 demo: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, activity_every_s: float = 2.0, demo: bool = False) -> None:
         super().__init__()
         self._out = stream or sys.stderr
         self._colour = hasattr(self._out, "isatty") and self._out.isatty()
@@ -51,21 +50,30 @@ class ConsoleView(pykka.ThreadingActor):
             case SessionStateChanged():
                 return self._on_session(message)
             case SessionEnded():
-                self._print(f"session {message.session_id} {message.status} "
-                            f"(exit {message.exit_code}){self._label}\n{message.summary}")
+                self._print(
+                    f"session {message.session_id} {message.status} "
+                    f"(exit {message.exit_code}){self._label}\n{message.summary}"
+                )
             case ReviewStarted():
-                self._print(f"review {message.review_id}: asked {', '.join(message.reviewers) or 'nobody'}"
-                            f" ({', '.join(t.kind for t in message.triggers)})")
+                self._print(
+                    f"review {message.review_id}: asked {', '.join(message.reviewers) or 'nobody'}"
+                    f" ({', '.join(t.kind for t in message.triggers)})"
+                )
             case ReviewCompleted():
                 verdicts = ", ".join(f"{a.agent}={a.verdict}" for a in message.answers)
                 why = message.skipped or message.decision.reasoning
-                self._print(f"review {message.review_id}: {message.decision.decision}"
-                            f"{' [' + verdicts + ']' if verdicts else ''} - {why[:300]}")
+                self._print(
+                    f"review {message.review_id}: {message.decision.decision}"
+                    f"{' [' + verdicts + ']' if verdicts else ''} - {why[:300]}"
+                )
             case RecoveryPlanned():
                 if message.cause is not None:
-                    self._line(message.agent, f"recovery {message.recovery_id} "
-                               f"{message.cause} -> {message.action}: {message.advice[:200]} "
-                               f"(evidence: {message.evidence[:160]})")
+                    self._line(
+                        message.agent,
+                        f"recovery {message.recovery_id} "
+                        f"{message.cause} -> {message.action}: {message.advice[:200]} "
+                        f"(evidence: {message.evidence[:160]})",
+                    )
         return None
 
     def _on_event(self, event: Event) -> None:
@@ -91,13 +99,17 @@ class ConsoleView(pykka.ThreadingActor):
         for question in snap.questions:
             if question.status == "open" and question.id not in self._questions_shown:
                 self._questions_shown.add(question.id)
-                how = ("answer yes or no" if question.kind == "confirmation"
-                       else "type your answer")
-                timeout = (f"; unanswered after {question.timeout_s:g}s: "
-                           f"{question.default_answer or 'no'}") if question.timeout_s else ""
-                self._print(f"\n?? {question.kind} [{question.id}] from {question.asked_by}: "
-                            f"{question.text}\n   {how} and press Enter (start the line with "
-                            f"'{question.id}' when several questions are open){timeout}")
+                how = "answer yes or no" if question.kind == "confirmation" else "type your answer"
+                timeout = (
+                    (f"; unanswered after {question.timeout_s:g}s: {question.default_answer or 'no'}")
+                    if question.timeout_s
+                    else ""
+                )
+                self._print(
+                    f"\n?? {question.kind} [{question.id}] from {question.asked_by}: "
+                    f"{question.text}\n   {how} and press Enter (start the line with "
+                    f"'{question.id}' when several questions are open){timeout}"
+                )
         for record in snap.assignments:
             if self._assignment_status.get(record.id) != record.status:
                 self._assignment_status[record.id] = record.status

@@ -16,25 +16,47 @@ from typing import Any, Mapping, Sequence
 
 import pykka
 
-from actors.runtime.prompts import (
-    PlanRejected, assignment_prompt, fallback_plan, parse_plan, plan_prompt, plan_retry_prompt,
+from meta_orchestrator.actors.runtime.prompts import (
+    PlanRejected,
+    assignment_prompt,
+    fallback_plan,
+    parse_plan,
+    plan_prompt,
+    plan_retry_prompt,
 )
-from actors.runtime.session_files import SessionFileError, write_json_atomic
-from actors.runtime.supervision import tell_all
-from config.settings import Settings
-from messages.base import AGENT_NAMES, AgentName
-from messages.resources import LimitExceeded, ResourcesSampled
-from messages.sandbox import SecurityFinding, ToolCallDecided
-from messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
-from messages.review import RequestReview, ReviewCompleted, ReviewTrigger
-from messages.supervision import ActorRestarted, SupervisionFailed
-from messages.session import (
-    AgentShare, AnswerGiven, AskQuestion, AssignmentRecord, ControlRequested, ExpireQuestion,
-    GetSessionState, Plan, Question, QuestionAnswered, SessionEnded, SessionSnapshot,
-    SessionStateChanged, SessionStatus, StartSession, TERMINAL_STATUSES,
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
+from meta_orchestrator.actors.runtime.supervision import tell_all
+from meta_orchestrator.config.settings import Settings
+from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
+from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled
+from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided
+from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
+from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from meta_orchestrator.messages.supervision import ActorRestarted, SupervisionFailed
+from meta_orchestrator.messages.session import (
+    AgentShare,
+    AnswerGiven,
+    AskQuestion,
+    AssignmentRecord,
+    ControlRequested,
+    ExpireQuestion,
+    GetSessionState,
+    Plan,
+    Question,
+    QuestionAnswered,
+    SessionEnded,
+    SessionSnapshot,
+    SessionStateChanged,
+    SessionStatus,
+    StartSession,
+    TERMINAL_STATUSES,
 )
-from messages.worker import (
-    AssignmentFinished, PauseWorker, ResumeWorker, StartAssignment, StopWorker,
+from meta_orchestrator.messages.worker import (
+    AssignmentFinished,
+    PauseWorker,
+    ResumeWorker,
+    StartAssignment,
+    StopWorker,
 )
 
 log = logging.getLogger(__name__)
@@ -110,10 +132,18 @@ class Coordinator(pykka.ThreadingActor):
         self._timers: list[threading.Timer] = []
         now = _now()
         self._state = SessionSnapshot(
-            session_id=session_id, task=task, target=str(target), workspace=str(session_dir),
-            demo=demo, status="planning", created_at=now, updated_at=now,
-            orchestrator_pid=os.getpid(), shares=self._initial_shares(),
-            recoveries=tuple(preflight_fixes))
+            session_id=session_id,
+            task=task,
+            target=str(target),
+            workspace=str(session_dir),
+            demo=demo,
+            status="planning",
+            created_at=now,
+            updated_at=now,
+            orchestrator_pid=os.getpid(),
+            shares=self._initial_shares(),
+            recoveries=tuple(preflight_fixes),
+        )
 
     # -- switchboard -----------------------------------------------------------------------------
 
@@ -142,8 +172,9 @@ class Coordinator(pykka.ThreadingActor):
             case ActorRestarted():
                 return self._on_actor_restarted(message)
             case SupervisionFailed():
-                return self._abort(f"{message.name} kept crashing ({message.restarts_in_window} "
-                                   f"restarts): {message.error}")
+                return self._abort(
+                    f"{message.name} kept crashing ({message.restarts_in_window} restarts): {message.error}"
+                )
             case LimitExceeded():
                 return self._on_limit_exceeded(message)
             case SecurityFinding() | ToolCallDecided():
@@ -161,13 +192,11 @@ class Coordinator(pykka.ThreadingActor):
             return
         architect = self._agent_for("architect")
         if architect is None:
-            self._adopt_plan(fallback_plan(self._state.task), "fallback",
-                             "no agent is enabled to plan")
+            self._adopt_plan(fallback_plan(self._state.task), "fallback", "no agent is enabled to plan")
             return
         roles = {role: agent for role in ROLE_FALLBACKS if (agent := self._agent_for(role))}
         shares = {name: (a.share_min, a.share_max) for name, a in self._settings.agents.items()}
-        prompt = plan_prompt(self._state.session_id, self._state.task, self._state.target,
-                             shares, roles)
+        prompt = plan_prompt(self._state.session_id, self._state.task, self._state.target, shares, roles)
         self._update(status="planning")
         self._send_plan_request(architect, prompt)
 
@@ -182,22 +211,39 @@ class Coordinator(pykka.ThreadingActor):
             if record.status in ("running", "failed", "skipped", "pending"):
                 interrupted = record.status == "running"
                 record = record.model_copy(update={"status": "pending", "error": None})
-                note = ("You were interrupted while working on this assignment; the work "
-                        "already in the target is yours. Continue from where you stopped."
-                        if interrupted else None)
+                note = (
+                    "You were interrupted while working on this assignment; the work "
+                    "already in the target is yours. Continue from where you stopped."
+                    if interrupted
+                    else None
+                )
                 resume = self._resume_ids.get(record.id) if interrupted else None
-                self._fixes[record.id] = {"extra_args": (), "extra_dirs": (),
-                                          **({"resume": resume} if resume else {}),
-                                          **({"note": note} if note else {})}
+                self._fixes[record.id] = {
+                    "extra_args": (),
+                    "extra_dirs": (),
+                    **({"resume": resume} if resume else {}),
+                    **({"note": note} if note else {}),
+                }
             self._assignments[record.id] = record
-        keep = {k: v for k, v in saved.model_dump().items()
-                if k not in ("status", "assignments", "orchestrator_pid", "ended_at", "exit_code")}
-        self._state = SessionSnapshot(**{**keep, "status": "running",
-                                         "orchestrator_pid": os.getpid(),
-                                         "updated_at": _now(),
-                                         "assignments": tuple(self._assignments.values())})
-        log.info("resuming session %s: %s", saved.session_id, ", ".join(
-            f"{r.id}={r.status}" for r in self._assignments.values()))
+        keep = {
+            k: v
+            for k, v in saved.model_dump().items()
+            if k not in ("status", "assignments", "orchestrator_pid", "ended_at", "exit_code")
+        }
+        self._state = SessionSnapshot(
+            **{
+                **keep,
+                "status": "running",
+                "orchestrator_pid": os.getpid(),
+                "updated_at": _now(),
+                "assignments": tuple(self._assignments.values()),
+            }
+        )
+        log.info(
+            "resuming session %s: %s",
+            saved.session_id,
+            ", ".join(f"{r.id}={r.status}" for r in self._assignments.values()),
+        )
         self._update(status="running", summary="")
         self._schedule()
 
@@ -205,9 +251,14 @@ class Coordinator(pykka.ThreadingActor):
         self._plan_attempts += 1
         self._busy.add(agent)
         self._running[PLAN_ID] = agent
-        self._workers[agent].tell(StartAssignment(
-            assignment_id=PLAN_ID if self._plan_attempts == 1 else f"{PLAN_ID}-{self._plan_attempts}",
-            prompt=prompt, mode="read_only", reply_to=self.actor_ref))
+        self._workers[agent].tell(
+            StartAssignment(
+                assignment_id=PLAN_ID if self._plan_attempts == 1 else f"{PLAN_ID}-{self._plan_attempts}",
+                prompt=prompt,
+                mode="read_only",
+                reply_to=self.actor_ref,
+            )
+        )
 
     def _on_plan_finished(self, message: AssignmentFinished) -> None:
         self._running.pop(PLAN_ID, None)
@@ -217,8 +268,7 @@ class Coordinator(pykka.ThreadingActor):
             return
         if not message.outcome.success:
             reason = _failure_reason(message)
-            self._adopt_plan(fallback_plan(self._state.task), "fallback",
-                             f"architect run failed: {reason}")
+            self._adopt_plan(fallback_plan(self._state.task), "fallback", f"architect run failed: {reason}")
             return
         try:
             plan = parse_plan(message.outcome.final_text)
@@ -227,11 +277,13 @@ class Coordinator(pykka.ThreadingActor):
             self._update(plan_errors=errors)
             if self._plan_attempts <= self._settings.session.plan_retries:
                 log.warning("plan rejected (%s); asking the architect again", exc)
-                self._send_plan_request(message.agent, plan_retry_prompt(
-                    self._state.session_id, self._state.task, str(exc)))
+                self._send_plan_request(
+                    message.agent, plan_retry_prompt(self._state.session_id, self._state.task, str(exc))
+                )
             else:
-                self._adopt_plan(fallback_plan(self._state.task), "fallback",
-                                 f"no valid plan after {self._plan_attempts} attempt(s)")
+                self._adopt_plan(
+                    fallback_plan(self._state.task), "fallback", f"no valid plan after {self._plan_attempts} attempt(s)"
+                )
             return
         source = "architect" if self._plan_attempts == 1 else "architect_retry"
         self._adopt_plan(plan, source, None)
@@ -245,11 +297,21 @@ class Coordinator(pykka.ThreadingActor):
             if agent is None:
                 continue
             records[item.id] = AssignmentRecord(
-                id=item.id, role=item.role, agent=agent, title=item.title,
-                instructions=item.instructions, depends_on=item.depends_on, weight=item.weight)
+                id=item.id,
+                role=item.role,
+                agent=agent,
+                title=item.title,
+                instructions=item.instructions,
+                depends_on=item.depends_on,
+                weight=item.weight,
+            )
         self._assignments = records
-        self._update(status="running", plan_source=source, plan_summary=plan.summary,
-                     plan_errors=(*self._state.plan_errors, *([why_fallback] if why_fallback else [])))
+        self._update(
+            status="running",
+            plan_source=source,
+            plan_summary=plan.summary,
+            plan_errors=(*self._state.plan_errors, *([why_fallback] if why_fallback else [])),
+        )
         self._schedule()
 
     # -- running -----------------------------------------------------------------------------------
@@ -262,8 +324,9 @@ class Coordinator(pykka.ThreadingActor):
                 continue
             deps = [self._assignments.get(d) for d in record.depends_on]
             if any(d is None or d.status in ("failed", "skipped") for d in deps):
-                self._set_assignment(record.id, status="skipped", finished_at=_now(),
-                                     error="a dependency did not complete")
+                self._set_assignment(
+                    record.id, status="skipped", finished_at=_now(), error="a dependency did not complete"
+                )
                 continue
             if not all(d.status == "completed" and d.id not in self._gates for d in deps if d):
                 continue  # a dependency still runs, or waits for its review's decision
@@ -278,16 +341,23 @@ class Coordinator(pykka.ThreadingActor):
         finished = [self._assignments[d] for d in record.depends_on if d in self._assignments]
         fixes = self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()})
         notes = [*self._notes, *([fixes.pop("note")] if fixes.get("note") else [])]
-        prompt = assignment_prompt(self._state.session_id, self._state.task, record,
-                                   self._state.plan_summary, finished, notes)
+        prompt = assignment_prompt(
+            self._state.session_id, self._state.task, record, self._state.plan_summary, finished, notes
+        )
         self._busy.add(record.agent)
         self._running[record.id] = record.agent
-        self._set_assignment(record.id, status="running", started_at=_now(),
-                             attempts=record.attempts + 1)
-        self._workers[record.agent].tell(StartAssignment(
-            assignment_id=record.id, prompt=prompt, mode="write", reply_to=self.actor_ref,
-            resume_session_id=fixes.pop("resume", None), extra_args=fixes["extra_args"],
-            extra_dirs=fixes["extra_dirs"]))
+        self._set_assignment(record.id, status="running", started_at=_now(), attempts=record.attempts + 1)
+        self._workers[record.agent].tell(
+            StartAssignment(
+                assignment_id=record.id,
+                prompt=prompt,
+                mode="write",
+                reply_to=self.actor_ref,
+                resume_session_id=fixes.pop("resume", None),
+                extra_args=fixes["extra_args"],
+                extra_dirs=fixes["extra_dirs"],
+            )
+        )
 
     def _on_assignment_finished(self, message: AssignmentFinished) -> None:
         if message.fatal:
@@ -308,7 +378,8 @@ class Coordinator(pykka.ThreadingActor):
         if note is not None and message.stopped_by and not self._stop_reason:
             # Stopped to hear the user's clarification: continue the same agent session.
             self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()}).update(
-                resume=message.outcome.session_id)
+                resume=message.outcome.session_id
+            )
             self._set_assignment(record.id, status="pending")
             self._schedule()
             return
@@ -317,14 +388,18 @@ class Coordinator(pykka.ThreadingActor):
             self._running[record.id] = message.agent  # reserved until the plan arrives
             self._busy.add(message.agent)
             fixes = self._fixes.get(record.id, {})
-            self._recovery.tell(RecoveryRequested(  # type: ignore[union-attr]
-                finished=message, extra_args=fixes.get("extra_args", ()),
-                extra_dirs=fixes.get("extra_dirs", ()), reply_to=self.actor_ref))
+            self._recovery.tell(
+                RecoveryRequested(  # type: ignore[union-attr]
+                    finished=message,
+                    extra_args=fixes.get("extra_args", ()),
+                    extra_dirs=fixes.get("extra_dirs", ()),
+                    reply_to=self.actor_ref,
+                )
+            )
             return
         self._complete_run(record, message)
 
-    def _complete_run(self, record: AssignmentRecord, message: AssignmentFinished,
-                      advice: str | None = None) -> None:
+    def _complete_run(self, record: AssignmentRecord, message: AssignmentFinished, advice: str | None = None) -> None:
         outcome = message.outcome
         if outcome.success and not message.stopped_by:
             status, error = "completed", None
@@ -333,33 +408,61 @@ class Coordinator(pykka.ThreadingActor):
             if advice:
                 error = f"{error} -- {advice}"
         self._set_assignment(
-            record.id, status=status, finished_at=_now(),
+            record.id,
+            status=status,
+            finished_at=_now(),
             busy_s=round(record.busy_s + message.duration_s, 3),
-            agent_session_id=outcome.session_id, final_text=outcome.final_text[-20_000:],
-            files_written=outcome.files_written, tokens=outcome.total_tokens,
-            cost_usd=outcome.cost_usd, error=error, returncode=message.returncode)
+            agent_session_id=outcome.session_id,
+            final_text=outcome.final_text[-20_000:],
+            files_written=outcome.files_written,
+            tokens=outcome.total_tokens,
+            cost_usd=outcome.cost_usd,
+            error=error,
+            returncode=message.returncode,
+        )
         self._update(shares=self._compute_shares())
         if self._stop_reason:
             self._check_done()
             return
         review = self._settings.review
-        if (status == "completed" and self._reviewer is not None and review.enabled
-                and record.role in review.phase_end_roles):
+        if (
+            status == "completed"
+            and self._reviewer is not None
+            and review.enabled
+            and record.role in review.phase_end_roles
+        ):
             self._gates.add(record.id)
             self._refresh_status()
-            self._reviewer.tell(RequestReview(
-                trigger=ReviewTrigger(kind="phase_end", agent=record.agent,
-                                      assignment_id=record.id, source="coordinator",
-                                      text=f"{record.title} finished"),
-                gate=True, reply_to=self.actor_ref))
+            self._reviewer.tell(
+                RequestReview(
+                    trigger=ReviewTrigger(
+                        kind="phase_end",
+                        agent=record.agent,
+                        assignment_id=record.id,
+                        source="coordinator",
+                        text=f"{record.title} finished",
+                    ),
+                    gate=True,
+                    reply_to=self.actor_ref,
+                )
+            )
         self._schedule()
 
     def _on_actor_restarted(self, message: ActorRestarted) -> None:
         """A crashed actor was started anew without its memory: stop waiting on what it owed."""
         log.warning("%s was restarted after a crash: %s", message.name, message.error)
-        self._update(decisions=(*self._state.decisions, {
-            "source": "supervisor", "at": _now(), "kind": "actor_restarted",
-            "name": message.name, "error": message.error}))
+        self._update(
+            decisions=(
+                *self._state.decisions,
+                {
+                    "source": "supervisor",
+                    "at": _now(),
+                    "kind": "actor_restarted",
+                    "name": message.name,
+                    "error": message.error,
+                },
+            )
+        )
         if message.name == "reviewer" and self._gates:
             # The reviews in flight are lost: go on as after a warning, and say so.
             log.warning("reviews in flight were lost; continuing without their decisions")
@@ -372,8 +475,9 @@ class Coordinator(pykka.ThreadingActor):
                 self._recovering.pop(assignment_id)
                 self._running.pop(assignment_id, None)
                 self._busy.discard(finished.agent)
-                self._complete_run(self._assignments[assignment_id], finished,
-                                   "the recovery engine crashed before deciding")
+                self._complete_run(
+                    self._assignments[assignment_id], finished, "the recovery engine crashed before deciding"
+                )
 
     def _abort(self, reason: str) -> None:
         """The session cannot go on: stop every agent, then end as failed with the reason."""
@@ -403,10 +507,8 @@ class Coordinator(pykka.ThreadingActor):
         if self._state.status in ("completed", "failed", "stopped"):
             return
         code = EXIT_CODES[status]
-        self._update(status=status, summary=summary, exit_code=code, ended_at=_now(),
-                     shares=self._compute_shares())
-        fact = SessionEnded(session_id=self._state.session_id, status=status, exit_code=code,
-                            summary=summary)
+        self._update(status=status, summary=summary, exit_code=code, ended_at=_now(), shares=self._compute_shares())
+        fact = SessionEnded(session_id=self._state.session_id, status=status, exit_code=code, summary=summary)
         tell_all(self._listeners, fact)
         if self._reply_to is not None:
             self._reply_to.tell(fact)
@@ -418,17 +520,18 @@ class Coordinator(pykka.ThreadingActor):
             why = f" - {r.error}" if r.error else ""
             lines.append(f"{r.id} [{r.agent}] {r.status}{files}{why}")
         for share in self._compute_shares():
-            lines.append(f"share {share.agent}: planned {share.planned:.0%}, busy "
-                         f"{share.actual_by_time:.0%} (target {share.target_min:.0%}-"
-                         f"{share.target_max:.0%})")
+            lines.append(
+                f"share {share.agent}: planned {share.planned:.0%}, busy "
+                f"{share.actual_by_time:.0%} (target {share.target_min:.0%}-"
+                f"{share.target_max:.0%})"
+            )
         return "\n".join(lines)
 
     # -- controls ----------------------------------------------------------------------------------
 
     def _on_control(self, message: ControlRequested) -> bool:
         if message.agent is not None and message.agent not in self._workers:
-            log.warning("%s for %s ignored: that agent is not part of this session",
-                        message.action, message.agent)
+            log.warning("%s for %s ignored: that agent is not part of this session", message.action, message.agent)
             return False
         agents = [message.agent] if message.agent else list(dict.fromkeys(self._running.values()))
         match message.action:
@@ -453,8 +556,7 @@ class Coordinator(pykka.ThreadingActor):
                     self._workers[agent].tell(StopWorker(reason=self._stop_reason))
                 for record in self._assignments.values():
                     if record.status == "pending":
-                        self._set_assignment(record.id, status="skipped",
-                                             error="session stopped")
+                        self._set_assignment(record.id, status="skipped", error="session stopped")
                 self._check_done()
             case "review":
                 return self._request_user_review(message)
@@ -466,18 +568,34 @@ class Coordinator(pykka.ThreadingActor):
         if self._reviewer is None or not self._settings.review.enabled:
             log.info("review requested by %s, but reviews are off", message.source)
             return False
-        running = [(a, agent) for a, agent in self._running.items()
-                   if not a.startswith(PLAN_ID) and a not in self._recovering
-                   and (message.agent is None or agent == message.agent)]
-        done = [r for r in self._assignments.values() if r.status == "completed"
-                and (message.agent is None or r.agent == message.agent)]
+        running = [
+            (a, agent)
+            for a, agent in self._running.items()
+            if not a.startswith(PLAN_ID)
+            and a not in self._recovering
+            and (message.agent is None or agent == message.agent)
+        ]
+        done = [
+            r
+            for r in self._assignments.values()
+            if r.status == "completed" and (message.agent is None or r.agent == message.agent)
+        ]
         done.sort(key=lambda r: r.finished_at or "")
-        assignment_id, author = (running[0] if running else
-                                 (done[-1].id, done[-1].agent) if done else (None, message.agent))
-        self._reviewer.tell(RequestReview(
-            trigger=ReviewTrigger(kind="user", agent=author, assignment_id=assignment_id,
-                                  text=f"requested by {message.source}", source=message.source),
-            reply_to=self.actor_ref))
+        assignment_id, author = (
+            running[0] if running else (done[-1].id, done[-1].agent) if done else (None, message.agent)
+        )
+        self._reviewer.tell(
+            RequestReview(
+                trigger=ReviewTrigger(
+                    kind="user",
+                    agent=author,
+                    assignment_id=assignment_id,
+                    text=f"requested by {message.source}",
+                    source=message.source,
+                ),
+                reply_to=self.actor_ref,
+            )
+        )
         return True
 
     def _refresh_status(self) -> None:
@@ -511,21 +629,33 @@ class Coordinator(pykka.ThreadingActor):
         escalate = decision == "STOP_AND_ESCALATE"
         where = f" of {message.assignment_id} ({message.author})" if message.assignment_id else ""
         question_id = f"q-{message.review_id}"
-        text = (f"Review {message.review_id}{where}: {message.decision.reasoning} "
-                + ("Answer 'continue' to go on anyway (anything else you add is passed to the "
-                   "agents) or 'stop' to end the session." if escalate else
-                   "Your answer is passed to the agents as a note and the session resumes."))
+        text = f"Review {message.review_id}{where}: {message.decision.reasoning} " + (
+            "Answer 'continue' to go on anyway (anything else you add is passed to the "
+            "agents) or 'stop' to end the session."
+            if escalate
+            else "Your answer is passed to the agents as a note and the session resumes."
+        )
         self._decision_questions[question_id] = message
         review = self._settings.review
-        self._on_ask(AskQuestion(question=Question(
-            id=question_id, kind="escalation" if escalate else "clarification", text=text,
-            asked_by="reviewer", agent=message.author,
-            options=("continue", "stop") if escalate else (),
-            details={"review_id": message.review_id, "decision": decision,
-                     "assignment_id": message.assignment_id},
-            timeout_s=review.question_timeout_s,
-            default_answer=("stop" if escalate else "continue")
-            if review.question_timeout_s else None)))
+        self._on_ask(
+            AskQuestion(
+                question=Question(
+                    id=question_id,
+                    kind="escalation" if escalate else "clarification",
+                    text=text,
+                    asked_by="reviewer",
+                    agent=message.author,
+                    options=("continue", "stop") if escalate else (),
+                    details={
+                        "review_id": message.review_id,
+                        "decision": decision,
+                        "assignment_id": message.assignment_id,
+                    },
+                    timeout_s=review.question_timeout_s,
+                    default_answer=("stop" if escalate else "continue") if review.question_timeout_s else None,
+                )
+            )
+        )
 
     def _pause_for_decision(self) -> None:
         for agent in set(self._running.values()):
@@ -544,14 +674,22 @@ class Coordinator(pykka.ThreadingActor):
         review = self._decision_questions.pop(question_id)
         word = answer.strip().lower()
         stop = review.decision.decision == "STOP_AND_ESCALATE" and word.split()[:1] in (
-            ["stop"], ["no"], ["n"], ["abort"], ["quit"])
+            ["stop"],
+            ["no"],
+            ["n"],
+            ["abort"],
+            ["quit"],
+        )
         how = "expired: " if expired else ""
         decisions = list(self._state.decisions)
         for i, entry in enumerate(decisions):
             if entry.get("review_id") == review.review_id:
-                decisions[i] = {**entry, "answer": answer, "answered_at": _now(),
-                                "applied": f"{how}{'stopped' if stop else 'resumed'} by the "
-                                           f"user's answer"}
+                decisions[i] = {
+                    **entry,
+                    "answer": answer,
+                    "answered_at": _now(),
+                    "applied": f"{how}{'stopped' if stop else 'resumed'} by the user's answer",
+                }
         self._update(decisions=tuple(decisions))
         if stop:
             self._on_control(ControlRequested(action="stop", source=f"escalation {review.review_id}"))
@@ -566,8 +704,7 @@ class Coordinator(pykka.ThreadingActor):
             if aid in self._running and aid not in self._recovering and aid not in self._backing_off:
                 # A running agent hears the answer by being resumed with it (same agent session).
                 self._note_relaunch[aid] = note
-                self._workers[self._running[aid]].tell(StopWorker(
-                    reason="relaunching with the user's clarification"))
+                self._workers[self._running[aid]].tell(StopWorker(reason="relaunching with the user's clarification"))
         if not self._decision_questions and self._state.status == "paused":
             for agent in set(self._running.values()):
                 self._workers[agent].tell(ResumeWorker(reason="the user answered"))
@@ -594,12 +731,16 @@ class Coordinator(pykka.ThreadingActor):
         self._busy.discard(finished.agent)
         retry = plan.action in ("relaunch", "retry_after") and not self._stop_reason
         if plan.cause is not None:
-            outcome = {"relaunch": "pending", "retry_after": "pending", "escalate": "escalated",
-                       "give_up": "given_up", "none": "not_needed"}[plan.action]
+            outcome = {
+                "relaunch": "pending",
+                "retry_after": "pending",
+                "escalate": "escalated",
+                "give_up": "given_up",
+                "none": "not_needed",
+            }[plan.action]
             if plan.action in ("relaunch", "retry_after") and not retry:
                 outcome = "given_up"
-            self._update(recoveries=(*self._state.recoveries,
-                                     {**plan.record(outcome), "planned_at": _now()}))
+            self._update(recoveries=(*self._state.recoveries, {**plan.record(outcome), "planned_at": _now()}))
         if not retry:
             advice = plan.advice if plan.action in ("escalate", "give_up") else None
             if advice:
@@ -614,14 +755,14 @@ class Coordinator(pykka.ThreadingActor):
         if plan.note:
             fixes["note"] = plan.note
         self._recovery_pending[record.id] = plan.recovery_id
-        self._set_assignment(record.id, error=f"recovering ({plan.cause}): {plan.advice}",
-                             returncode=finished.returncode)
+        self._set_assignment(
+            record.id, error=f"recovering ({plan.cause}): {plan.advice}", returncode=finished.returncode
+        )
         if plan.delay_s > 0:
             self._backing_off.add(record.id)
             self._running[record.id] = record.agent  # reserved through the back-off
             self._busy.add(record.agent)
-            timer = threading.Timer(plan.delay_s, self._tell_self,
-                                    args=(RelaunchDue(assignment_id=record.id),))
+            timer = threading.Timer(plan.delay_s, self._tell_self, args=(RelaunchDue(assignment_id=record.id),))
             timer.daemon = True
             timer.start()
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]
@@ -632,9 +773,13 @@ class Coordinator(pykka.ThreadingActor):
     def _needs_grant(self, plan: RecoveryPlanned) -> bool:
         """A relaunch that would open a new directory to an agent waits for the user's yes:
         an agent must not gain access outside the target just by trying to write there."""
-        if (not plan.extra_dirs or plan.action not in ("relaunch", "retry_after")
-                or self._stop_reason or not self._settings.recovery.confirm_granted_dirs
-                or plan.recovery_id in self._granted):
+        if (
+            not plan.extra_dirs
+            or plan.action not in ("relaunch", "retry_after")
+            or self._stop_reason
+            or not self._settings.recovery.confirm_granted_dirs
+            or plan.recovery_id in self._granted
+        ):
             return False
         granted = self._fixes.get(plan.assignment_id, {}).get("extra_dirs", ())
         new = [d for d in plan.extra_dirs if d not in granted]
@@ -642,13 +787,24 @@ class Coordinator(pykka.ThreadingActor):
             return False
         question_id = f"grant-{plan.recovery_id}"
         self._grant_waiting[question_id] = plan
-        self._on_ask(AskQuestion(question=Question(
-            id=question_id, kind="confirmation", asked_by="recovery", agent=plan.agent,
-            text=(f"{plan.agent} was refused access to {', '.join(new)} while working on "
-                  f"{plan.assignment_id} ({plan.evidence[:200]}). Relaunch it with access to "
-                  f"{'that folder' if len(new) == 1 else 'those folders'}?"),
-            details={"assignment_id": plan.assignment_id, "directories": new},
-            timeout_s=self._settings.recovery.confirm_timeout_s, default_answer="no")))
+        self._on_ask(
+            AskQuestion(
+                question=Question(
+                    id=question_id,
+                    kind="confirmation",
+                    asked_by="recovery",
+                    agent=plan.agent,
+                    text=(
+                        f"{plan.agent} was refused access to {', '.join(new)} while working on "
+                        f"{plan.assignment_id} ({plan.evidence[:200]}). Relaunch it with access to "
+                        f"{'that folder' if len(new) == 1 else 'those folders'}?"
+                    ),
+                    details={"assignment_id": plan.assignment_id, "directories": new},
+                    timeout_s=self._settings.recovery.confirm_timeout_s,
+                    default_answer="no",
+                )
+            )
+        )
         return True
 
     def _on_grant_answered(self, question_id: str, approve: bool | None) -> None:
@@ -657,10 +813,18 @@ class Coordinator(pykka.ThreadingActor):
             self._granted.add(plan.recovery_id)
             self._on_recovery_planned(plan)
             return
-        self._on_recovery_planned(plan.model_copy(update={
-            "action": "escalate", "extra_dirs": (), "extra_args": (), "delay_s": 0.0,
-            "advice": f"access to {', '.join(plan.extra_dirs)} was not granted; grant it by "
-                      f"rerunning with the folder in the target, or answer yes next time"}))
+        self._on_recovery_planned(
+            plan.model_copy(
+                update={
+                    "action": "escalate",
+                    "extra_dirs": (),
+                    "extra_args": (),
+                    "delay_s": 0.0,
+                    "advice": f"access to {', '.join(plan.extra_dirs)} was not granted; grant it by "
+                    f"rerunning with the folder in the target, or answer yes next time",
+                }
+            )
+        )
 
     def _on_relaunch_due(self, message: RelaunchDue) -> None:
         if message.assignment_id not in self._backing_off:
@@ -670,8 +834,9 @@ class Coordinator(pykka.ThreadingActor):
         if agent is not None:
             self._busy.discard(agent)
         if self._stop_reason:
-            self._set_assignment(message.assignment_id, status="failed", finished_at=_now(),
-                                 error="session stopped during the back-off")
+            self._set_assignment(
+                message.assignment_id, status="failed", finished_at=_now(), error="session stopped during the back-off"
+            )
             self._check_done()
             return
         self._set_assignment(message.assignment_id, status="pending")
@@ -683,9 +848,14 @@ class Coordinator(pykka.ThreadingActor):
         if recovery_id is None:
             return
         ok = message.outcome.success and not message.stopped_by
-        self._update(recoveries=tuple(
-            {**r, "outcome": "recovered" if ok else "failed_again", "settled_at": _now()}
-            if r.get("recovery_id") == recovery_id else r for r in self._state.recoveries))
+        self._update(
+            recoveries=tuple(
+                {**r, "outcome": "recovered" if ok else "failed_again", "settled_at": _now()}
+                if r.get("recovery_id") == recovery_id
+                else r
+                for r in self._state.recoveries
+            )
+        )
 
     def _drop_recoveries_and_gates(self) -> None:
         """The session is stopping: nothing waits for a plan, a back-off or a review any more."""
@@ -694,44 +864,70 @@ class Coordinator(pykka.ThreadingActor):
             if agent is not None:
                 self._busy.discard(agent)
             if assignment_id in self._assignments:
-                self._set_assignment(assignment_id, status="failed", finished_at=_now(),
-                                     error="session stopped during recovery")
+                self._set_assignment(
+                    assignment_id, status="failed", finished_at=_now(), error="session stopped during recovery"
+                )
         self._recovering.clear()
         self._backing_off.clear()
         self._gates.clear()
         if self._grant_waiting:
             waiting, self._grant_waiting = set(self._grant_waiting), {}
-            self._update(questions=tuple(
-                q.model_copy(update={"status": "expired", "answer": "session stopped"})
-                if q.id in waiting and q.status == "open" else q for q in self._state.questions))
+            self._update(
+                questions=tuple(
+                    q.model_copy(update={"status": "expired", "answer": "session stopped"})
+                    if q.id in waiting and q.status == "open"
+                    else q
+                    for q in self._state.questions
+                )
+            )
 
     # -- limits and the sandbox ----------------------------------------------------------------------
 
     def _on_limit_exceeded(self, message: LimitExceeded) -> None:
         """The monitor already acted on the worker; the session records why and, for an
         exhausted budget, pauses (nothing new starts until the user resumes)."""
-        self._update(decisions=(*self._state.decisions, {
-            "source": "resource_monitor", "at": _now(), "kind": "limit_exceeded",
-            "limit": message.limit, "action": message.action, "agent": message.agent,
-            "assignment_id": message.assignment_id, "observed": message.observed,
-            "threshold": message.threshold, "unit": message.unit, "reason": message.reason}))
+        self._update(
+            decisions=(
+                *self._state.decisions,
+                {
+                    "source": "resource_monitor",
+                    "at": _now(),
+                    "kind": "limit_exceeded",
+                    "limit": message.limit,
+                    "action": message.action,
+                    "agent": message.agent,
+                    "assignment_id": message.assignment_id,
+                    "observed": message.observed,
+                    "threshold": message.threshold,
+                    "unit": message.unit,
+                    "reason": message.reason,
+                },
+            )
+        )
         if message.action == "pause_session" and self._state.status == "running":
             log.warning("%s", message.reason)
             self._on_control(ControlRequested(action="pause", source=message.reason))
 
     def _on_security_fact(self, message: SecurityFinding | ToolCallDecided) -> None:
         if isinstance(message, SecurityFinding):
-            entry = {"kind": "security_finding", "agent": message.event.agent,
-                     "rule": message.rule, "action": message.action,
-                     "assignment_id": message.event.assignment_id,
-                     "reason": message.event.payload.text}
+            entry = {
+                "kind": "security_finding",
+                "agent": message.event.agent,
+                "rule": message.rule,
+                "action": message.action,
+                "assignment_id": message.event.assignment_id,
+                "reason": message.event.payload.text,
+            }
         else:
-            entry = {"kind": "tool_call_" + ("allowed" if message.decision == "allow" else "denied"),
-                     "agent": message.call.agent, "rule": message.rule,
-                     "decided_by": message.decided_by, "tool": message.call.tool,
-                     "reason": message.reason}
-        self._update(decisions=(*self._state.decisions,
-                                {"source": "sandbox", "at": _now(), **entry}))
+            entry = {
+                "kind": "tool_call_" + ("allowed" if message.decision == "allow" else "denied"),
+                "agent": message.call.agent,
+                "rule": message.rule,
+                "decided_by": message.decided_by,
+                "tool": message.call.tool,
+                "reason": message.reason,
+            }
+        self._update(decisions=(*self._state.decisions, {"source": "sandbox", "at": _now(), **entry}))
 
     # -- questions for the user ---------------------------------------------------------------------
 
@@ -743,8 +939,9 @@ class Coordinator(pykka.ThreadingActor):
         question = message.question.model_copy(update={"asked_at": _now(), "status": "open"})
         self._askers[question.id] = message.reply_to
         if question.timeout_s:
-            timer = threading.Timer(question.timeout_s, self._tell_self,
-                                    args=(ExpireQuestion(question_id=question.id),))
+            timer = threading.Timer(
+                question.timeout_s, self._tell_self, args=(ExpireQuestion(question_id=question.id),)
+            )
             timer.daemon = True
             timer.start()
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]
@@ -756,15 +953,14 @@ class Coordinator(pykka.ThreadingActor):
         except Exception:  # noqa: BLE001 - the session ended meanwhile
             pass
 
-    def _resolve(self, question_id: str, answer: str, approve: bool | None,
-                 expired: bool) -> bool:
+    def _resolve(self, question_id: str, answer: str, approve: bool | None, expired: bool) -> bool:
         open_ = {q.id: q for q in self._state.questions if q.status == "open"}
         if question_id not in open_:
             return False
-        resolved = open_[question_id].model_copy(update={
-            "status": "expired" if expired else "answered", "answer": answer, "approve": approve})
-        self._update(questions=tuple(resolved if q.id == question_id else q
-                                     for q in self._state.questions))
+        resolved = open_[question_id].model_copy(
+            update={"status": "expired" if expired else "answered", "answer": answer, "approve": approve}
+        )
+        self._update(questions=tuple(resolved if q.id == question_id else q for q in self._state.questions))
         if question_id in self._decision_questions:
             self._on_decision_answered(question_id, answer, expired)
         if question_id in self._grant_waiting:
@@ -772,8 +968,7 @@ class Coordinator(pykka.ThreadingActor):
         asker = self._askers.pop(question_id, None)
         if asker is not None:
             try:
-                asker.tell(QuestionAnswered(question_id=question_id, answer=answer,
-                                            approve=approve, expired=expired))
+                asker.tell(QuestionAnswered(question_id=question_id, answer=answer, approve=approve, expired=expired))
             except Exception:  # noqa: BLE001 - the asker is gone; the answer is recorded anyway
                 log.warning("the asker of %s is gone", question_id)
         return True
@@ -789,8 +984,7 @@ class Coordinator(pykka.ThreadingActor):
         question = next((q for q in self._state.questions if q.id == message.question_id), None)
         if question is not None and question.status == "open":
             default = question.default_answer or "no"
-            self._resolve(question.id, default, False if question.kind == "confirmation" else None,
-                          expired=True)
+            self._resolve(question.id, default, False if question.kind == "confirmation" else None, expired=True)
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -803,8 +997,10 @@ class Coordinator(pykka.ThreadingActor):
         return None
 
     def _initial_shares(self) -> tuple[AgentShare, ...]:
-        return tuple(AgentShare(agent=name, target_min=a.share_min, target_max=a.share_max)
-                     for name, a in self._settings.agents.items())
+        return tuple(
+            AgentShare(agent=name, target_min=a.share_min, target_max=a.share_max)
+            for name, a in self._settings.agents.items()
+        )
 
     def _compute_shares(self) -> tuple[AgentShare, ...]:
         records = list(self._assignments.values())
@@ -816,13 +1012,18 @@ class Coordinator(pykka.ThreadingActor):
             mine = [r for r in records if r.agent == name]
             busy = sum(r.busy_s for r in mine)
             tokens = sum(r.tokens or 0 for r in mine)
-            shares.append(AgentShare(
-                agent=name, target_min=agent.share_min, target_max=agent.share_max,
-                planned=round(sum(r.weight for r in mine) / total_weight, 4),
-                busy_s=round(busy, 3),
-                actual_by_time=round(busy / total_busy, 4) if total_busy else 0.0,
-                tokens=tokens,
-                actual_by_tokens=round(tokens / total_tokens, 4) if total_tokens else None))
+            shares.append(
+                AgentShare(
+                    agent=name,
+                    target_min=agent.share_min,
+                    target_max=agent.share_max,
+                    planned=round(sum(r.weight for r in mine) / total_weight, 4),
+                    busy_s=round(busy, 3),
+                    actual_by_time=round(busy / total_busy, 4) if total_busy else 0.0,
+                    tokens=tokens,
+                    actual_by_tokens=round(tokens / total_tokens, 4) if total_tokens else None,
+                )
+            )
         return tuple(shares)
 
     def _set_assignment(self, assignment_id: str, **changes: Any) -> None:
@@ -831,8 +1032,9 @@ class Coordinator(pykka.ThreadingActor):
         self._update()
 
     def _update(self, **changes: Any) -> None:
-        self._state = self._state.model_copy(update={
-            **changes, "updated_at": _now(), "assignments": tuple(self._assignments.values())})
+        self._state = self._state.model_copy(
+            update={**changes, "updated_at": _now(), "assignments": tuple(self._assignments.values())}
+        )
         try:
             write_json_atomic(self._session_dir / "state.json", self._state.model_dump(mode="json"))
         except SessionFileError as exc:

@@ -30,6 +30,7 @@ import hmac
 import ipaddress
 import json
 import logging
+from importlib import resources
 import queue
 import re
 import socket
@@ -53,11 +54,11 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from actors.runtime.supervision import report_crash_of
-from config.settings import WebSettings
-from messages.base import AGENT_NAMES
-from messages.events import EVENT_TYPES, Event
-from messages.gateway import (
+from meta_orchestrator.actors.runtime.supervision import report_crash_of
+from meta_orchestrator.config.settings import WebSettings
+from meta_orchestrator.messages.base import AGENT_NAMES
+from meta_orchestrator.messages.events import EVENT_TYPES, Event
+from meta_orchestrator.messages.gateway import (
     BROWSER_REQUEST,
     CONTROL_ACTIONS,
     AnswerBody,
@@ -76,17 +77,18 @@ from messages.gateway import (
     ResyncRequest,
     frame_type_of,
 )
-from messages.session import (
+from meta_orchestrator.messages.session import (
     AnswerGiven,
     ControlRequested,
     SessionEnded,
     SessionStateChanged,
 )
-from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "webui" / "static"
+# The package's own files, wherever it is installed (a wheel or an editable checkout).
+STATIC_DIR = Path(str(resources.files("meta_orchestrator.webui") / "static"))
 TOKEN_HEADER = "X-Orchestrate-Token"
 TOKEN_COOKIE = "orchestrate_token"
 MAX_WS_MESSAGE = 64 * 1024
@@ -221,15 +223,19 @@ class Gateway(pykka.ThreadingActor):
         self.view = _View()
 
         if not _is_loopback(settings.host):
-            logger.warning("the dashboard listens on %s, not only this machine; anyone who can "
-                           "reach it and knows the token can steer the agents", settings.host)
+            logger.warning(
+                "the dashboard listens on %s, not only this machine; anyone who can "
+                "reach it and knows the token can steer the agents",
+                settings.host,
+            )
         listener = _bind(settings.host, settings.port, tries=20 if next_free_port else 1)
         self.host = settings.host
         self.port = listener.getsockname()[1]
         self.app = _create_app(self)
         try:
             self._server: BaseWSGIServer = make_server(
-                self.host, self.port, self.app, threaded=True, fd=listener.fileno())
+                self.host, self.port, self.app, threaded=True, fd=listener.fileno()
+            )
         finally:
             listener.close()  # the server holds its own duplicate of the descriptor
         self._thread: threading.Thread | None = None
@@ -237,16 +243,21 @@ class Gateway(pykka.ThreadingActor):
     # -- lifecycle --
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"gateway-http-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"gateway-http-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         logger.info("dashboard listening on %s", self.address().base_url)
 
     def on_stop(self) -> None:
         self._shutdown()
 
-    def on_failure(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                   tb: TracebackType | None) -> None:
+    def on_failure(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         logger.error("gateway crashed: %r; closing the dashboard", exc)
         self._shutdown()
         report_crash_of(self, exc)  # the supervisor starts it again on the same port
@@ -390,8 +401,7 @@ class Gateway(pykka.ThreadingActor):
         record.frames_queued += 1
         record.offered_since_resync = 0
         if record.resyncs in (1, 10, 100) or record.resyncs % 1000 == 0:
-            logger.info("browser %s fell behind (%d times); sent a fresh snapshot",
-                        record.client, record.resyncs)
+            logger.info("browser %s fell behind (%d times); sent a fresh snapshot", record.client, record.resyncs)
 
     def _drop(self, record: _Client, reason: str) -> None:
         logger.warning("dropping browser %s (%s): %s", record.client, record.remote, reason)
@@ -403,19 +413,20 @@ class Gateway(pykka.ThreadingActor):
             record.hangup()
 
     def _on_client_connected(self, message: ClientConnected) -> None:
-        record = _Client(client=message.client, outbox=message.outbox, remote=message.remote,
-                         hangup=message.hangup)
+        record = _Client(client=message.client, outbox=message.outbox, remote=message.remote, hangup=message.hangup)
         self._clients[message.client] = record
         since = message.since
         if since is not None and self._can_resume(since):
             missed = [f for s, f in self._frames.items if s > since]
-            hello = _dumps({"resumed": True, "since": since, "seq": self._seq, "epoch": self.epoch,
-                            "missed": len(missed)})
+            hello = _dumps(
+                {"resumed": True, "since": since, "seq": self._seq, "epoch": self.epoch, "missed": len(missed)}
+            )
             self._offer(record, _frame("hello", None, hello))
             for frame in missed:
                 self._offer(record, frame)
-            logger.info("browser %s (%s) resumed after seq %d: %d frames", message.client,
-                        message.remote, since, len(missed))
+            logger.info(
+                "browser %s (%s) resumed after seq %d: %d frames", message.client, message.remote, since, len(missed)
+            )
         else:
             self._offer(record, self._snapshot())
             logger.info("browser %s (%s) connected", message.client, message.remote)
@@ -447,12 +458,18 @@ class Gateway(pykka.ThreadingActor):
                     self._offer(record, self._snapshot())
             case ControlRequest():
                 error = send_control(self._coordinator, request_.action, request_.agent)
-                self._reply(record, "error" if error else "ack",
-                            {"error": error} if error else {"request": request_.model_dump(mode="json")})
+                self._reply(
+                    record,
+                    "error" if error else "ack",
+                    {"error": error} if error else {"request": request_.model_dump(mode="json")},
+                )
             case AnswerRequest():
                 error = send_answer(self._coordinator, self.view.session, request_)[1]
-                self._reply(record, "error" if error else "ack",
-                            {"error": error} if error else {"request": request_.model_dump(mode="json")})
+                self._reply(
+                    record,
+                    "error" if error else "ack",
+                    {"error": error} if error else {"request": request_.model_dump(mode="json")},
+                )
 
     def _reply(self, record: _Client | None, kind: str, data: dict[str, Any]) -> None:
         if record is not None:
@@ -462,16 +479,18 @@ class Gateway(pykka.ThreadingActor):
         """The whole state as one frame; cached until the next delta."""
         if self._snapshot_cache is not None and self._snapshot_cache[0] == self._seq:
             return self._snapshot_cache[1]
-        head = _dumps({
-            "epoch": self.epoch,
-            "seq": self._seq,
-            "server_time": _now_iso(),
-            "started_at": self._started_at,
-            "workers": [self._workers[a] for a in sorted(self._workers)],
-            "facts": {k: list(v) for k, v in self._facts.items()},
-            "ended": self._ended,
-            "events_seen": self._events_seen,
-        })
+        head = _dumps(
+            {
+                "epoch": self.epoch,
+                "seq": self._seq,
+                "server_time": _now_iso(),
+                "started_at": self._started_at,
+                "workers": [self._workers[a] for a in sorted(self._workers)],
+                "facts": {k: list(v) for k, v in self._facts.items()},
+                "ended": self._ended,
+                "events_seen": self._events_seen,
+            }
+        )
         events = ",".join(text for _, text in self._events.items)
         data = f'{head[:-1]},"session":{self._session_json},"events":[{events}]}}'
         frame = _frame("snapshot", self._seq, data)
@@ -488,16 +507,27 @@ class Gateway(pykka.ThreadingActor):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         base = f"http://{host}:{self.port}"
-        return GatewayAddress(host=self.host, port=self.port, base_url=base,
-                              url=f"{base}/?token={self._token}")
+        return GatewayAddress(host=self.host, port=self.port, base_url=base, url=f"{base}/?token={self._token}")
 
     def _stats(self) -> GatewayStats:
         return GatewayStats(
-            seq=self._seq, events_seen=self._events_seen, events_kept=len(self._events.items),
-            frames_kept=len(self._frames.items), clients_dropped=self._clients_dropped,
-            clients=tuple(ClientStats(client=c.client, remote=c.remote, queued=c.outbox.qsize(),
-                                      capacity=c.outbox.maxsize, frames_queued=c.frames_queued,
-                                      resyncs=c.resyncs) for c in self._clients.values()))
+            seq=self._seq,
+            events_seen=self._events_seen,
+            events_kept=len(self._events.items),
+            frames_kept=len(self._frames.items),
+            clients_dropped=self._clients_dropped,
+            clients=tuple(
+                ClientStats(
+                    client=c.client,
+                    remote=c.remote,
+                    queued=c.outbox.qsize(),
+                    capacity=c.outbox.maxsize,
+                    frames_queued=c.frames_queued,
+                    resyncs=c.resyncs,
+                )
+                for c in self._clients.values()
+            ),
+        )
 
 
 def _drain(outbox: queue.Queue[Any]) -> None:
@@ -524,8 +554,7 @@ def _bind(host: str, port: int, tries: int) -> socket.socket:
         if candidate > 65535:
             break
         try:
-            infos = socket.getaddrinfo(host.strip("[]"), candidate, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(host.strip("[]"), candidate, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             raise GatewayError(f"cannot use dashboard host {host!r}: {exc}") from None
         family, kind, proto, _, sockaddr = infos[0]
@@ -544,8 +573,10 @@ def _bind(host: str, port: int, tries: int) -> socket.socket:
                 break
     if last is not None and last.errno == errno.EADDRINUSE:
         more = f" (tried {port}..{port + tries - 1})" if tries > 1 else ""
-        raise GatewayError(f"port {port} on {host} is already in use{more}: stop the program using "
-                           f"it, or choose another with --port (0 picks a free port)") from None
+        raise GatewayError(
+            f"port {port} on {host} is already in use{more}: stop the program using "
+            f"it, or choose another with --port (0 picks a free port)"
+        ) from None
     raise GatewayError(f"cannot listen on {host}:{port}: {last}") from None
 
 
@@ -580,8 +611,9 @@ def find_question(session: dict[str, Any] | None, question_id: str) -> dict[str,
     return None
 
 
-def send_answer(coordinator: pykka.ActorRef[Any] | None, session: dict[str, Any] | None,
-                answer: AnswerBody) -> tuple[int, str | None]:
+def send_answer(
+    coordinator: pykka.ActorRef[Any] | None, session: dict[str, Any] | None, answer: AnswerBody
+) -> tuple[int, str | None]:
     """Check the question is waiting, tell the coordinator; (HTTP status, error or None)."""
     question = find_question(session, answer.question_id)
     if question is None:
@@ -593,8 +625,7 @@ def send_answer(coordinator: pykka.ActorRef[Any] | None, session: dict[str, Any]
     if coordinator is None:
         return 503, "no coordinator is attached to this dashboard"
     try:
-        coordinator.tell(AnswerGiven(question_id=answer.question_id, answer=answer.answer,
-                                     approve=answer.approve))
+        coordinator.tell(AnswerGiven(question_id=answer.question_id, answer=answer.answer, approve=answer.approve))
     except pykka.ActorDeadError:
         return 503, "the coordinator has stopped"
     logger.info("dashboard answered question %s (approve=%s)", answer.question_id, answer.approve)
@@ -621,8 +652,7 @@ def parse_cursor(since: str | None) -> dict[str, int]:
     for part in text.split(","):
         name, sep, value = part.partition(":")
         if not sep or name.strip() not in cursor or not value.strip().isdigit():
-            raise ValueError(f"since must be a number or agent:seq pairs like 'gemini:3,claude:0', "
-                             f"not {since!r}")
+            raise ValueError(f"since must be a number or agent:seq pairs like 'gemini:3,claude:0', not {since!r}")
         cursor[name.strip()] = int(value.strip())
     return cursor
 
@@ -632,8 +662,7 @@ def format_cursor(cursor: dict[str, int]) -> str:
     return ",".join(f"{agent}:{cursor[agent]}" for agent in AGENT_NAMES)
 
 
-def _scan_agent(path: Path, since: int, event_type: str | None,
-                limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+def _scan_agent(path: Path, since: int, event_type: str | None, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
     """Complete records of one file with seq > since: (matching ones up to limit, last seq
     scanned, whether the file's complete lines were all scanned). A last line without its
     newline is being written: it is left for the next page."""
@@ -666,8 +695,9 @@ def _scan_agent(path: Path, since: int, event_type: str | None,
     return found, last, True
 
 
-def read_events_page(session_dir: Path, since: str | None, agent: str | None = None,
-                     event_type: str | None = None, limit: int = 200) -> dict[str, Any]:
+def read_events_page(
+    session_dir: Path, since: str | None, agent: str | None = None, event_type: str | None = None, limit: int = 200
+) -> dict[str, Any]:
     """One page of recorded events, read from ``<session_dir>/<agent>.jsonl``.
 
     The cursor is per agent, because each file numbers its own records (``seq`` from 1):
@@ -689,8 +719,10 @@ def read_events_page(session_dir: Path, since: str | None, agent: str | None = N
         raise ValueError("limit must be between 1 and 1000")
     agents = (agent,) if agent else AGENT_NAMES
     scans = {a: _scan_agent(session_dir / f"{a}.jsonl", cursor[a], event_type, limit) for a in agents}
-    merged = sorted(((str(r.get("timestamp", "")), a, r["seq"], r) for a, (found, _, _) in scans.items()
-                     for r in found), key=lambda item: item[:3])
+    merged = sorted(
+        ((str(r.get("timestamp", "")), a, r["seq"], r) for a, (found, _, _) in scans.items() for r in found),
+        key=lambda item: item[:3],
+    )
     page = merged[:limit]
     taken: dict[str, int] = {}
     for _, a, seq, _ in page:
@@ -772,15 +804,13 @@ def _create_app(gateway: Gateway) -> Flask:
         return parts.hostname == host_name(request.host) and port == gateway.port
 
     def presented_token() -> str | None:
-        return (request.args.get("token") or request.headers.get(TOKEN_HEADER)
-                or request.cookies.get(TOKEN_COOKIE))
+        return request.args.get("token") or request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
 
     def token_ok(value: str | None) -> bool:
         return value is not None and hmac.compare_digest(value.encode(), token.encode())
 
     def refuse(status: int, reason: str) -> Response:
-        logger.warning("refused %s %s from %s: %s", request.method, request.path,
-                       request.remote_addr, reason)
+        logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, reason)
         response = jsonify(error=reason)
         response.status_code = status
         return response
@@ -795,8 +825,10 @@ def _create_app(gateway: Gateway) -> Flask:
             return None
         if not token_ok(presented_token()):
             given = presented_token()
-            return refuse(401, "a wrong token" if given else
-                          "missing token: open the address the launcher printed (with ?token=...)")
+            return refuse(
+                401,
+                "a wrong token" if given else "missing token: open the address the launcher printed (with ?token=...)",
+            )
         if path == "/ws":
             origin = request.headers.get("Origin")
             # Browsers always send Origin; a plain client with the token may omit it.
@@ -813,7 +845,8 @@ def _create_app(gateway: Gateway) -> Flask:
         if request.path == "/" or request.path.endswith(".html"):
             response.headers["Content-Security-Policy"] = (
                 "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-                "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+                "style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+            )
         return response
 
     @app.errorhandler(HTTPException)
@@ -863,8 +896,9 @@ def _create_app(gateway: Gateway) -> Flask:
 
     @app.get("/api/resources")
     def resources() -> Response:
-        samples = [{"type": kind, "data": item} for kind, items in gateway.view.facts
-                   if "resource" in kind for item in items]
+        samples = [
+            {"type": kind, "data": item} for kind, items in gateway.view.facts if "resource" in kind for item in items
+        ]
         return jsonify(resources=samples)
 
     @app.get("/api/events")
@@ -878,8 +912,9 @@ def _create_app(gateway: Gateway) -> Flask:
         except ValueError:
             return refuse(400, f"limit must be a whole number, not {args.get('limit')!r}")
         try:
-            page = read_events_page(session_dir, args.get("since"), args.get("agent") or None,
-                                    args.get("type") or None, limit)
+            page = read_events_page(
+                session_dir, args.get("since"), args.get("agent") or None, args.get("type") or None, limit
+            )
         except ValueError as exc:
             return refuse(400, str(exc))
         return jsonify(page)
@@ -957,8 +992,9 @@ def _create_app(gateway: Gateway) -> Flask:
                 pass
 
         try:
-            actor_ref.tell(ClientConnected(client=client, outbox=outbox, since=since,
-                                           remote=request.remote_addr, hangup=hangup))
+            actor_ref.tell(
+                ClientConnected(client=client, outbox=outbox, since=since, remote=request.remote_addr, hangup=hangup)
+            )
         except pykka.ActorDeadError:
             return
         reason = "closed by the gateway"
@@ -1010,12 +1046,13 @@ def _batch(frames: list[Any]) -> str:
     """Several frames as one message: ``{"type": "batch", "seq": null, "data": [frame, ...]}``.
 
     A frame that is itself a batch is spliced in, so a browser never sees nesting."""
-    parts = [f[len(BATCH_PREFIX):-2] if f.startswith(BATCH_PREFIX) else f for f in frames if f]
+    parts = [f[len(BATCH_PREFIX) : -2] if f.startswith(BATCH_PREFIX) else f for f in frames if f]
     return BATCH_PREFIX + ",".join(p for p in parts if p) + "]}"
 
 
-def _next(ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: str,
-          actor_ref: pykka.ActorRef[Any]) -> list[Any] | None:
+def _next(
+    ws: simple_websocket.Server, outbox: queue.Queue[str | None], client: str, actor_ref: pykka.ActorRef[Any]
+) -> list[Any] | None:
     """Forward what the browser sent, then wait briefly for frames.
 
     Returns the frames queued so far (at most ``BATCH_MAX``; a trailing None means close

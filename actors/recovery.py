@@ -19,7 +19,7 @@ from typing import Any
 
 import pykka
 
-from actors.runtime.error_patterns import (
+from meta_orchestrator.actors.runtime.error_patterns import (
     CREDENTIALS,
     PACKAGES,
     Classification,
@@ -27,18 +27,20 @@ from actors.runtime.error_patterns import (
     classify_run,
     compile_patterns,
 )
-from actors.runtime.supervision import report_crash_of
-from config.settings import RecoverySettings
-from messages.base import AgentName
-from messages.events import Event
-from messages.recovery import RecoveryAction, RecoveryPlanned, RecoveryRequested
-from messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
+from meta_orchestrator.actors.runtime.supervision import report_crash_of
+from meta_orchestrator.config.settings import RecoverySettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.recovery import RecoveryAction, RecoveryPlanned, RecoveryRequested
+from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 log = logging.getLogger(__name__)
 
 RECENT_EVENTS = 60
-_PROTECTED = tuple(Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64",
-                                     "/proc", "/root", "/sbin", "/sys", "/usr", "/var"))
+_PROTECTED = tuple(
+    Path(p)
+    for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/sbin", "/sys", "/usr", "/var")
+)
 # The flag that lifts each CLI's folder check (reference §2.1, §3.1).
 TRUST_FLAGS = {"codex": "--skip-git-repo-check", "gemini": "--skip-trust"}
 
@@ -112,9 +114,13 @@ class Recovery(pykka.ThreadingActor):
             lines.append(done.outcome.error)
         lines.extend(done.outcome.permission_denials)
         lines.extend(line for line in done.stderr_tail if line.strip())
-        return Evidence(agent=done.agent, lines=tuple(lines), returncode=done.returncode,
-                        terminal_event_seen=done.outcome.terminal_event_seen,
-                        succeeded=done.outcome.success and not done.stopped_by)
+        return Evidence(
+            agent=done.agent,
+            lines=tuple(lines),
+            returncode=done.returncode,
+            terminal_event_seen=done.outcome.terminal_event_seen,
+            succeeded=done.outcome.success and not done.stopped_by,
+        )
 
     # -- planning ---------------------------------------------------------------------------------
 
@@ -123,15 +129,21 @@ class Recovery(pykka.ThreadingActor):
         evidence = self._evidence(message)
         found = classify_run(evidence, self._patterns)
         self._count += 1
-        base = dict(recovery_id=f"rec-{self._count:03d}", agent=done.agent,
-                    assignment_id=done.assignment_id, run_succeeded=evidence.succeeded)
+        base = dict(
+            recovery_id=f"rec-{self._count:03d}",
+            agent=done.agent,
+            assignment_id=done.assignment_id,
+            run_succeeded=evidence.succeeded,
+        )
         if found is None:
-            plan = RecoveryPlanned(**base, cause=None, action="none",
-                                   advice="nothing to recover: no known error class matched")
+            plan = RecoveryPlanned(
+                **base, cause=None, action="none", advice="nothing to recover: no known error class matched"
+            )
         else:
             plan = self._plan(message, found, base)
-        log.info("recovery %s: %s %s -> %s (%s)", plan.recovery_id, plan.agent, plan.cause,
-                 plan.action, plan.evidence[:200])
+        log.info(
+            "recovery %s: %s %s -> %s (%s)", plan.recovery_id, plan.agent, plan.cause, plan.action, plan.evidence[:200]
+        )
         for ref in (message.reply_to, *self._listeners):
             if ref is not None:
                 try:
@@ -140,8 +152,7 @@ class Recovery(pykka.ThreadingActor):
                     pass
         return plan
 
-    def _plan(self, message: RecoveryRequested, found: Classification,
-              base: dict[str, Any]) -> RecoveryPlanned:
+    def _plan(self, message: RecoveryRequested, found: Classification, base: dict[str, Any]) -> RecoveryPlanned:
         agent: AgentName = message.finished.agent
         cause = found.cause
         common = dict(base, cause=cause, evidence=found.evidence)
@@ -154,15 +165,19 @@ class Recovery(pykka.ThreadingActor):
         if retry_advice is not None or cause in ("outside_path", "session_not_found"):
             spent = self._spent(agent, cause)
             if spent is not None:
-                return RecoveryPlanned(**common, action="none" if base["run_succeeded"]
-                                       else "give_up", advice=spent)
+                return RecoveryPlanned(**common, action="none" if base["run_succeeded"] else "give_up", advice=spent)
         if cause in _RETRY_ADVICE:
             attempt = self._take(agent, cause)
             delay = self._backoff(attempt)
-            return RecoveryPlanned(**common, action="retry_after", delay_s=delay, attempt=attempt,
-                                   advice=f"{_RETRY_ADVICE[cause]}; retry {attempt} of "
-                                          f"{self._settings.max_retries.get(cause, 0)} in "
-                                          f"{delay:.1f}s")
+            return RecoveryPlanned(
+                **common,
+                action="retry_after",
+                delay_s=delay,
+                attempt=attempt,
+                advice=f"{_RETRY_ADVICE[cause]}; retry {attempt} of "
+                f"{self._settings.max_retries.get(cause, 0)} in "
+                f"{delay:.1f}s",
+            )
         if cause == "outside_path":
             return self._plan_outside_path(message, found, common, escalate)
         if cause == "repo_trust":
@@ -171,59 +186,80 @@ class Recovery(pykka.ThreadingActor):
             already = flag is not None and (flag in launch.split() or flag in message.extra_args)
             if flag and not already and self._spent(agent, cause) is None:
                 attempt = self._take(agent, cause)
-                return RecoveryPlanned(**common, action="relaunch", extra_args=(flag,),
-                                       attempt=attempt,
-                                       advice=f"relaunching {agent} with {flag}")
+                return RecoveryPlanned(
+                    **common,
+                    action="relaunch",
+                    extra_args=(flag,),
+                    attempt=attempt,
+                    advice=f"relaunching {agent} with {flag}",
+                )
             return escalate(_trust_advice(agent, self._target))
         if cause == "session_not_found":
             attempt = self._take(agent, cause)
-            return RecoveryPlanned(**common, action="relaunch", attempt=attempt,
-                                   advice="the session to resume is gone; starting a new one")
+            return RecoveryPlanned(
+                **common, action="relaunch", attempt=attempt, advice="the session to resume is gone; starting a new one"
+            )
         return escalate(self._advice(agent, cause, found))
 
-    def _plan_outside_path(self, message: RecoveryRequested, found: Classification,
-                           common: dict[str, Any], escalate: Callable[[str], RecoveryPlanned]
-                           ) -> RecoveryPlanned:
+    def _plan_outside_path(
+        self,
+        message: RecoveryRequested,
+        found: Classification,
+        common: dict[str, Any],
+        escalate: Callable[[str], RecoveryPlanned],
+    ) -> RecoveryPlanned:
         agent = message.finished.agent
         path = found.groups.get("path")
         if path is None:
-            return escalate(f"{agent} was refused a write outside its writable folders but did "
-                            "not say where; add the folder with [agents."
-                            f"{agent}] extra_args = [\"--add-dir\", \"<dir>\"]")
+            return escalate(
+                f"{agent} was refused a write outside its writable folders but did "
+                "not say where; add the folder with [agents."
+                f'{agent}] extra_args = ["--add-dir", "<dir>"]'
+            )
         if not self._settings.grant_outside_dirs:
-            return escalate(f"{agent} was refused {path}; recovery.grant_outside_dirs is off. "
-                            "Grant it with [agents.<name>] extra_args or move the work into "
-                            f"{self._target}")
+            return escalate(
+                f"{agent} was refused {path}; recovery.grant_outside_dirs is off. "
+                "Grant it with [agents.<name>] extra_args or move the work into "
+                f"{self._target}"
+            )
         grant, problem = self._grantable(Path(path))
         if grant is None:
-            return escalate(f"{agent} was refused {path} and the orchestrator will not grant "
-                            f"{problem}; if it must, add it to [agents.{agent}] extra_args")
+            return escalate(
+                f"{agent} was refused {path} and the orchestrator will not grant "
+                f"{problem}; if it must, add it to [agents.{agent}] extra_args"
+            )
         if str(grant) in message.extra_dirs:
-            return RecoveryPlanned(**common, action="none" if common["run_succeeded"]
-                                   else "give_up",
-                                   advice=f"{grant} was already granted and {agent} was still "
-                                          "refused; check the folder's permissions")
+            return RecoveryPlanned(
+                **common,
+                action="none" if common["run_succeeded"] else "give_up",
+                advice=f"{grant} was already granted and {agent} was still refused; check the folder's permissions",
+            )
         if not grant.exists():
             try:
                 grant.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 return escalate(f"cannot create {grant} to grant it: {exc.strerror or exc}")
         attempt = self._take(agent, "outside_path")
-        flag = {"claude": "--add-dir", "codex": "--add-dir",
-                "gemini": "--include-directories"}[agent]
-        note = (f"The orchestrator granted you access to {grant} after a refusal there. "
-                "Redo what was refused, then finish the assignment.")
-        return RecoveryPlanned(**common, action="relaunch", extra_dirs=(str(grant),),
-                               resume_session_id=message.finished.outcome.session_id,
-                               note=note, attempt=attempt,
-                               advice=f"relaunching {agent} with {flag} {grant}")
+        flag = {"claude": "--add-dir", "codex": "--add-dir", "gemini": "--include-directories"}[agent]
+        note = (
+            f"The orchestrator granted you access to {grant} after a refusal there. "
+            "Redo what was refused, then finish the assignment."
+        )
+        return RecoveryPlanned(
+            **common,
+            action="relaunch",
+            extra_dirs=(str(grant),),
+            resume_session_id=message.finished.outcome.session_id,
+            note=note,
+            attempt=attempt,
+            advice=f"relaunching {agent} with {flag} {grant}",
+        )
 
     def _grantable(self, path: Path) -> tuple[Path | None, str]:
         """The folder to grant for a refused path, or None and why not."""
         path = Path(os.path.abspath(path if path.is_absolute() else self._target / path))
         folder = path if path.is_dir() else path.parent
-        if folder in _PROTECTED or any(folder == p or p in folder.parents
-                                       for p in _PROTECTED[1:]):
+        if folder in _PROTECTED or any(folder == p or p in folder.parents for p in _PROTECTED[1:]):
             return None, f"a system folder ({folder})"
         if folder == self._home or folder in self._home.parents:
             return None, f"the home folder or one of its parents ({folder})"
@@ -242,11 +278,15 @@ class Recovery(pykka.ThreadingActor):
         """Why no more retries of this class are allowed, or None."""
         limit = self._settings.max_retries.get(cause, 0)
         if self._by_class[(agent, cause)] >= limit:
-            return (f"{self._by_class[(agent, cause)]} of {limit} {cause} retries for {agent} "
-                    f"already spent; {self._advice(agent, cause, None)}")
+            return (
+                f"{self._by_class[(agent, cause)]} of {limit} {cause} retries for {agent} "
+                f"already spent; {self._advice(agent, cause, None)}"
+            )
         if self._by_agent[agent] >= self._settings.max_attempts_per_agent:
-            return (f"{self._by_agent[agent]} recoveries for {agent} already spent "
-                    f"(recovery.max_attempts_per_agent); {self._advice(agent, cause, None)}")
+            return (
+                f"{self._by_agent[agent]} recoveries for {agent} already spent "
+                f"(recovery.max_attempts_per_agent); {self._advice(agent, cause, None)}"
+            )
         return None
 
     def _take(self, agent: str, cause: str) -> int:
@@ -263,45 +303,54 @@ class Recovery(pykka.ThreadingActor):
         groups = found.groups if found else {}
         match cause:
             case "not_installed":
-                return (f"install {agent}: npm install -g {PACKAGES[agent]} (or set "
-                        f"[agents.{agent}] command to its path, or enabled = false)")
+                return (
+                    f"install {agent}: npm install -g {PACKAGES[agent]} (or set "
+                    f"[agents.{agent}] command to its path, or enabled = false)"
+                )
             case "auth":
                 var = groups.get("var")
                 if var:
                     return f"set the environment variable {var} for {agent} and start again"
                 return f"{agent} has no valid credentials: set {CREDENTIALS[agent]}, then start again"
             case "bad_workdir":
-                return (f"a folder {agent} needs does not exist ({groups.get('path', '?')}); "
-                        "create it or fix the config")
+                return f"a folder {agent} needs does not exist ({groups.get('path', '?')}); create it or fix the config"
             case "root_bypass":
-                return ("claude refuses bypassPermissions as root: drop it from [agents.claude] "
-                        "extra_args, or (only inside a real sandbox) set IS_SANDBOX=1 in "
-                        "[agents.claude] env")
+                return (
+                    "claude refuses bypassPermissions as root: drop it from [agents.claude] "
+                    "extra_args, or (only inside a real sandbox) set IS_SANDBOX=1 in "
+                    "[agents.claude] env"
+                )
             case "bad_flag":
-                return (f"{agent} refused a flag ({groups.get('arg', 'see the evidence')}): fix "
-                        f"[agents.{agent}] extra_args")
+                return (
+                    f"{agent} refused a flag ({groups.get('arg', 'see the evidence')}): fix [agents.{agent}] extra_args"
+                )
             case "context":
-                return (f"the prompt is too long for {agent}'s model: split the assignment or "
-                        "pick a model with a larger context window")
+                return (
+                    f"the prompt is too long for {agent}'s model: split the assignment or "
+                    "pick a model with a larger context window"
+                )
             case "turn_cap":
-                return {"claude": "claude hit its turn cap: raise --max-turns in "
-                                  "[agents.claude] extra_args",
-                        "gemini": "gemini hit model.maxSessionTurns: raise it in "
-                                  "~/.gemini/settings.json"}.get(
-                    agent, f"{agent} hit its turn cap: raise it")
+                return {
+                    "claude": "claude hit its turn cap: raise --max-turns in [agents.claude] extra_args",
+                    "gemini": "gemini hit model.maxSessionTurns: raise it in ~/.gemini/settings.json",
+                }.get(agent, f"{agent} hit its turn cap: raise it")
             case "invalid_model":
                 return f"{agent} does not know the model: fix [agents.{agent}] model"
             case "sandbox":
-                return ("gemini's container sandbox failed: remove -s/--sandbox from "
-                        "[agents.gemini] extra_args or install its image")
+                return (
+                    "gemini's container sandbox failed: remove -s/--sandbox from "
+                    "[agents.gemini] extra_args or install its image"
+                )
             case "mode_too_strict":
-                return {"claude": "claude's permission mode refused a tool: allow it with "
-                                  "[agents.claude] extra_args = [\"--allowedTools\", \"Bash(...)\"]",
-                        "codex": "codex's sandbox refused the action: grant folders with "
-                                 "--add-dir, or allow_bypass inside an outer sandbox",
-                        "gemini": "gemini's approval mode did not offer the tool (shell needs "
-                                  "yolo): set [agents.gemini] allow_bypass inside an outer "
-                                  "sandbox"}[agent]
+                return {
+                    "claude": "claude's permission mode refused a tool: allow it with "
+                    '[agents.claude] extra_args = ["--allowedTools", "Bash(...)"]',
+                    "codex": "codex's sandbox refused the action: grant folders with "
+                    "--add-dir, or allow_bypass inside an outer sandbox",
+                    "gemini": "gemini's approval mode did not offer the tool (shell needs "
+                    "yolo): set [agents.gemini] allow_bypass inside an outer "
+                    "sandbox",
+                }[agent]
             case "repo_trust":
                 return _trust_advice(agent, self._target)
             case "outside_path":
@@ -313,24 +362,27 @@ class Recovery(pykka.ThreadingActor):
 
 _RETRY_ADVICE = {
     "rate_limit": "rate limit or quota reached: backing off; if it persists, wait for the "
-                  "quota to reset or use another key or model",
+    "quota to reset or use another key or model",
     "server": "the model server failed (5xx/overloaded): retrying later",
-    "network": "the model API was unreachable: retrying; if it persists, check the network, "
-               "proxy and base URL",
+    "network": "the model API was unreachable: retrying; if it persists, check the network, proxy and base URL",
     "crash": "the CLI ended without a result: retrying once; if it crashes again, look at "
-             "its stderr log in the session folder",
+    "its stderr log in the session folder",
 }
 
 
 def _trust_advice(agent: str, target: Path) -> str:
     if agent == "codex":
-        return (f"codex refused {target} as not a trusted git repository even with "
-                f"--skip-git-repo-check: run `git init` in {target} or trust it in "
-                "$CODEX_HOME/config.toml")
+        return (
+            f"codex refused {target} as not a trusted git repository even with "
+            f"--skip-git-repo-check: run `git init` in {target} or trust it in "
+            "$CODEX_HOME/config.toml"
+        )
     if agent == "gemini":
-        return (f"gemini refused {target} as untrusted even with --skip-trust: set "
-                "GEMINI_CLI_TRUST_WORKSPACE=true in [agents.gemini] env or trust the folder "
-                "in an interactive gemini session")
+        return (
+            f"gemini refused {target} as untrusted even with --skip-trust: set "
+            "GEMINI_CLI_TRUST_WORKSPACE=true in [agents.gemini] env or trust the folder "
+            "in an interactive gemini session"
+        )
     return f"{agent} refused the folder {target}"
 
 

@@ -28,15 +28,25 @@ from typing import IO, Any, Mapping, Sequence
 import psutil
 import pykka
 
-from actors.runtime.supervision import tell_all
-from config.settings import LimitsSettings
-from messages.base import AgentName
-from messages.resources import (
-    LimitExceeded, MachineSample, ResourcesSampled, SampleDue, TreeSample, WatchWorkers,
+from meta_orchestrator.actors.runtime.supervision import tell_all
+from meta_orchestrator.config.settings import LimitsSettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.resources import (
+    LimitExceeded,
+    MachineSample,
+    ResourcesSampled,
+    SampleDue,
+    TreeSample,
+    WatchWorkers,
 )
-from messages.events import Event
-from messages.worker import (
-    EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.worker import (
+    EventRecorded,
+    EventsRecorded,
+    PauseWorker,
+    ResumeWorker,
+    StopWorker,
+    WorkerStateChanged,
     events_in,
 )
 
@@ -60,8 +70,7 @@ class _Run:
     paused_total: float = 0.0
     silent_at_pause: float = 0.0
     procs: dict[int, psutil.Process] = field(default_factory=dict)
-    cpu: collections.deque[tuple[float, float]] = field(
-        default_factory=lambda: collections.deque(maxlen=3600))
+    cpu: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=3600))
     warned: set[str] = field(default_factory=set)
     acted: set[str] = field(default_factory=set)
     paused_by_me: dict[str, str] = field(default_factory=dict)  # limit kind -> reason
@@ -160,8 +169,9 @@ class ResourceMonitor(pykka.ThreadingActor):
         if snap.pid is None:
             return
         if run is None or run.pid != snap.pid:
-            run = self._runs[snap.agent] = _Run(pid=snap.pid, assignment_id=snap.assignment_id,
-                                                started=now, last_output=now)
+            run = self._runs[snap.agent] = _Run(
+                pid=snap.pid, assignment_id=snap.assignment_id, started=now, last_output=now
+            )
         if snap.status == "paused" and run.paused_since is None:
             run.paused_since = now
             run.silent_at_pause = now - run.last_output
@@ -198,12 +208,15 @@ class ResourceMonitor(pykka.ThreadingActor):
             if tree is not None:
                 trees.append(tree)
         memory = psutil.virtual_memory()
-        machine = MachineSample(cpu_percent=psutil.cpu_percent(None),
-                                cpu_count=psutil.cpu_count() or 1,
-                                memory_available_bytes=memory.available,
-                                memory_total_bytes=memory.total)
-        fact = ResourcesSampled(taken_at=wall, machine=machine, agents=tuple(trees),
-                                cost_usd=round(self._cost, 6), tokens=self._tokens)
+        machine = MachineSample(
+            cpu_percent=psutil.cpu_percent(None),
+            cpu_count=psutil.cpu_count() or 1,
+            memory_available_bytes=memory.available,
+            memory_total_bytes=memory.total,
+        )
+        fact = ResourcesSampled(
+            taken_at=wall, machine=machine, agents=tuple(trees), cost_usd=round(self._cost, 6), tokens=self._tokens
+        )
         self._persist(fact)
         self._publish(fact)
         for tree in trees:
@@ -252,10 +265,17 @@ class ResourceMonitor(pykka.ThreadingActor):
             alive[proc.pid] = proc
         run.procs = alive
         run.cpu.append((now, cpu))
-        return TreeSample(agent=agent, pid=run.pid, status=run.status,  # type: ignore[arg-type]
-                          processes=len(alive), cpu_percent=round(cpu, 1), rss_bytes=rss,
-                          open_files=fds, run_s=round(run.run_s(now), 3),
-                          silent_s=round(run.silent_s(now), 3))
+        return TreeSample(
+            agent=agent,
+            pid=run.pid,
+            status=run.status,  # type: ignore[arg-type]
+            processes=len(alive),
+            cpu_percent=round(cpu, 1),
+            rss_bytes=rss,
+            open_files=fds,
+            run_s=round(run.run_s(now), 3),
+            silent_s=round(run.silent_s(now), 3),
+        )
 
     # -- limits -------------------------------------------------------------------------------------------
 
@@ -266,8 +286,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         limits = self._settings.for_agent(tree.agent)
         now = time.monotonic()
         checks: list[tuple[str, float | None, float | None, str]] = [
-            ("rss", tree.rss_bytes / MB if tree.rss_bytes is not None else None,
-             limits.max_rss_mb, "MB"),
+            ("rss", tree.rss_bytes / MB if tree.rss_bytes is not None else None, limits.max_rss_mb, "MB"),
             ("processes", tree.processes, limits.max_processes, "processes"),
             ("open_files", tree.open_files, limits.max_open_files, "fds"),
             ("cpu", self._cpu_average(run, now), limits.max_cpu_percent, "%"),
@@ -289,10 +308,17 @@ class ResourceMonitor(pykka.ThreadingActor):
                     return  # one stop is enough
             elif observed > threshold * self._settings.warn_fraction and kind not in run.warned:
                 run.warned.add(kind)
-                self._act(tree.agent, run, kind, "warn", observed,
-                          threshold * self._settings.warn_fraction, unit, sampled_at,
-                          note=f" ({self._settings.warn_fraction:.0%} of the limit "
-                               f"{threshold:g} {unit})")
+                self._act(
+                    tree.agent,
+                    run,
+                    kind,
+                    "warn",
+                    observed,
+                    threshold * self._settings.warn_fraction,
+                    unit,
+                    sampled_at,
+                    note=f" ({self._settings.warn_fraction:.0%} of the limit {threshold:g} {unit})",
+                )
 
     def _cpu_average(self, run: _Run, now: float) -> float | None:
         window = self._settings.cpu_window_s
@@ -301,47 +327,45 @@ class ResourceMonitor(pykka.ThreadingActor):
         recent = [cpu for t, cpu in run.cpu if t >= now - window]
         return sum(recent) / len(recent) if recent else None
 
-    def _check_machine(self, machine: MachineSample, trees: list[TreeSample],
-                       sampled_at: float) -> None:
+    def _check_machine(self, machine: MachineSample, trees: list[TreeSample], sampled_at: float) -> None:
         minimum = self._settings.min_free_memory_mb
         if minimum is None:
             return
         available = machine.memory_available_bytes / MB
         if available >= minimum:
             if available >= minimum * RESUME_FACTOR:
-                self._resume_kind("system_memory", f"available memory recovered to "
-                                                   f"{available:.0f} MB")
+                self._resume_kind("system_memory", f"available memory recovered to {available:.0f} MB")
             return
         # Graduated: pause the biggest running tree first, one per sample, until it recovers.
-        candidates = sorted((t for t in trees if t.status == "running"
-                             and "system_memory" not in self._runs[t.agent].overridden),
-                            key=lambda t: t.rss_bytes or 0, reverse=True)
+        candidates = sorted(
+            (t for t in trees if t.status == "running" and "system_memory" not in self._runs[t.agent].overridden),
+            key=lambda t: t.rss_bytes or 0,
+            reverse=True,
+        )
         if not candidates:
             return
         victim = candidates[0]
         run = self._runs[victim.agent]
-        self._act(victim.agent, run, "system_memory", "pause", available, minimum, "MB free",
-                  sampled_at)
+        self._act(victim.agent, run, "system_memory", "pause", available, minimum, "MB free", sampled_at)
 
     def _check_concurrency(self, sampled_at: float) -> None:
         limit = self._settings.max_concurrent_agents
         if limit is None:
             return
-        running = sorted(((a, r) for a, r in self._runs.items() if r.status == "running"),
-                         key=lambda item: item[1].started)
+        running = sorted(
+            ((a, r) for a, r in self._runs.items() if r.status == "running"), key=lambda item: item[1].started
+        )
         for agent, run in running[limit:]:  # the newest beyond the limit wait
             if "concurrency" in run.overridden:
                 continue
-            self._act(agent, run, "concurrency", "pause", len(running), limit, "agents",
-                      sampled_at)
+            self._act(agent, run, "concurrency", "pause", len(running), limit, "agents", sampled_at)
 
     def _resume_pressure_paused(self) -> None:
         limit = self._settings.max_concurrent_agents
         running = sum(1 for r in self._runs.values() if r.status == "running")
         if limit is not None and running < limit:
-            waiting = sorted((r.started, a) for a, r in self._runs.items()
-                             if "concurrency" in r.paused_by_me)
-            for _, agent in waiting[:limit - running]:
+            waiting = sorted((r.started, a) for a, r in self._runs.items() if "concurrency" in r.paused_by_me)
+            for _, agent in waiting[: limit - running]:
                 self._resume(agent, "concurrency", "another agent finished")
 
     def _resume_kind(self, kind: str, why: str) -> None:
@@ -356,15 +380,33 @@ class ResourceMonitor(pykka.ThreadingActor):
             return  # still held by another limit
         run.resuming = True
         self._tell_worker(agent, ResumeWorker(reason=f"{why} (was: {reason})"))
-        self._publish(LimitExceeded(agent=agent, limit=kind, action="resume",  # type: ignore[arg-type]
-                                    observed=0, threshold=0, reason=f"resumed: {why}",
-                                    assignment_id=run.assignment_id, sampled_at=time.time()))
+        self._publish(
+            LimitExceeded(
+                agent=agent,
+                limit=kind,
+                action="resume",  # type: ignore[arg-type]
+                observed=0,
+                threshold=0,
+                reason=f"resumed: {why}",
+                assignment_id=run.assignment_id,
+                sampled_at=time.time(),
+            )
+        )
 
-    def _act(self, agent: str, run: _Run, kind: str, action: str, observed: float,
-             threshold: float, unit: str, sampled_at: float, note: str = "") -> None:
+    def _act(
+        self,
+        agent: str,
+        run: _Run,
+        kind: str,
+        action: str,
+        observed: float,
+        threshold: float,
+        unit: str,
+        sampled_at: float,
+        note: str = "",
+    ) -> None:
         verb = {"warn": "warning", "pause": "pausing", "stop": "stopping"}[action]
-        reason = (f"{kind} limit: {observed:.1f} {unit} > {threshold:g} {unit}{note}; "
-                  f"{verb} {agent}")
+        reason = f"{kind} limit: {observed:.1f} {unit} > {threshold:g} {unit}{note}; {verb} {agent}"
         if action == "pause":
             if run.paused_by_me.get(kind):
                 return
@@ -373,24 +415,42 @@ class ResourceMonitor(pykka.ThreadingActor):
         elif action == "stop":
             self._tell_worker(agent, StopWorker(reason=reason))
         log.warning("%s", reason)
-        self._publish(LimitExceeded(agent=agent, limit=kind, action=action,  # type: ignore[arg-type]
-                                    observed=round(observed, 3), threshold=threshold, unit=unit,
-                                    assignment_id=run.assignment_id, reason=reason,
-                                    sampled_at=sampled_at))
+        self._publish(
+            LimitExceeded(
+                agent=agent,
+                limit=kind,
+                action=action,  # type: ignore[arg-type]
+                observed=round(observed, 3),
+                threshold=threshold,
+                unit=unit,
+                assignment_id=run.assignment_id,
+                reason=reason,
+                sampled_at=sampled_at,
+            )
+        )
 
     def _check_budgets(self, agent: str) -> None:
         for kind, spent, budget, unit in (
-                ("cost_budget", self._cost, self._settings.max_cost_usd, "USD"),
-                ("token_budget", float(self._tokens), self._settings.max_tokens, "tokens")):
+            ("cost_budget", self._cost, self._settings.max_cost_usd, "USD"),
+            ("token_budget", float(self._tokens), self._settings.max_tokens, "tokens"),
+        ):
             if budget is None or kind in self._budget_hit or spent < budget:
                 continue
             self._budget_hit.add(kind)
-            reason = (f"{kind.replace('_', ' ')} exhausted: {spent:g} {unit} >= {budget:g} "
-                      f"{unit}; pausing the session")
+            reason = f"{kind.replace('_', ' ')} exhausted: {spent:g} {unit} >= {budget:g} {unit}; pausing the session"
             log.warning("%s", reason)
-            self._publish(LimitExceeded(agent=None, limit=kind, action="pause_session",  # type: ignore[arg-type]
-                                        observed=round(spent, 6), threshold=budget, unit=unit,
-                                        reason=reason, sampled_at=time.time()))
+            self._publish(
+                LimitExceeded(
+                    agent=None,
+                    limit=kind,
+                    action="pause_session",  # type: ignore[arg-type]
+                    observed=round(spent, 6),
+                    threshold=budget,
+                    unit=unit,
+                    reason=reason,
+                    sampled_at=time.time(),
+                )
+            )
 
     # -- output -------------------------------------------------------------------------------------------
 
@@ -422,12 +482,10 @@ class ResourceMonitor(pykka.ThreadingActor):
         try:
             if self._lines >= self._settings.history_samples:
                 self._file.close()
-                os.replace(self._session_dir / "resources.jsonl",
-                           self._session_dir / "resources.1.jsonl")
+                os.replace(self._session_dir / "resources.jsonl", self._session_dir / "resources.1.jsonl")
                 self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")
                 self._lines = 0
-            self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"}))
-                             + "\n")
+            self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"})) + "\n")
             self._file.flush()
             self._lines += 1
         except OSError as exc:
@@ -441,9 +499,11 @@ def _tokens(usage: dict[str, Any] | None) -> int:
     for key in ("total_tokens", "totalTokenCount"):
         if isinstance(usage.get(key), int):
             return usage[key]
-    return sum(value for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-                                 "cache_read_input_tokens")
-               if isinstance(value := usage.get(key), int))
+    return sum(
+        value
+        for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        if isinstance(value := usage.get(key), int)
+    )
 
 
 __all__ = ["ResourceMonitor"]

@@ -28,7 +28,7 @@ from typing import Any
 
 import pykka
 
-from actors.runtime.review_policy import (
+from meta_orchestrator.actors.runtime.review_policy import (
     decide,
     dump_answer,
     failed_answer,
@@ -36,12 +36,12 @@ from actors.runtime.review_policy import (
     review_prompt,
     trigger_line,
 )
-from actors.runtime.session_files import SessionFileError, write_json_atomic
-from actors.runtime.supervision import report_crash_of
-from config.settings import ReviewSettings
-from messages.base import AgentName
-from messages.events import Event
-from messages.review import (
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
+from meta_orchestrator.actors.runtime.supervision import report_crash_of
+from meta_orchestrator.config.settings import ReviewSettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.review import (
     CheckReviewers,
     RequestReview,
     ReviewAnswer,
@@ -52,13 +52,13 @@ from messages.review import (
     ReviewStarted,
     ReviewTrigger,
 )
-from messages.session import (
+from meta_orchestrator.messages.session import (
     TERMINAL_STATUSES,
     SessionEnded,
     SessionSnapshot,
     SessionStateChanged,
 )
-from messages.worker import (
+from meta_orchestrator.messages.worker import (
     AssignmentFinished,
     EventRecorded,
     EventsRecorded,
@@ -196,28 +196,41 @@ class Reviewer(pykka.ThreadingActor):
             return  # planning runs and events outside an assignment are not reviewed
         key = (event.agent, event.assignment_id)
         if event.type != "status":
-            self._recent.setdefault(key, collections.deque(
-                maxlen=max(self._settings.recent_events, 1))).append(event)
+            self._recent.setdefault(key, collections.deque(maxlen=max(self._settings.recent_events, 1))).append(event)
         if event.payload.file and event.type == "milestone":
             self._touched[event.assignment_id].append(event.payload.file)
         kind = _trigger_kind(event, self._settings)
         if kind is None or not self._settings.enabled or self._closed:
             return
-        trigger = ReviewTrigger(kind=kind, agent=event.agent, assignment_id=event.assignment_id,
-                                text=(event.payload.text or "")[:500], event_seq=event.seq,
-                                file=event.payload.file, source="events")
+        trigger = ReviewTrigger(
+            kind=kind,
+            agent=event.agent,
+            assignment_id=event.assignment_id,
+            text=(event.payload.text or "")[:500],
+            event_seq=event.seq,
+            file=event.payload.file,
+            source="events",
+        )
         self._add(trigger, reply_to=None, gate=False, now=False)
 
     def _on_request(self, message: RequestReview) -> None:
         trigger = message.trigger
         reply_to = message.reply_to or self._decisions_to
         if not self._settings.enabled:
-            self._tell_decision(ReviewCompleted(
-                review_id=self._next_id(trigger.assignment_id), assignment_id=trigger.assignment_id,
-                author=trigger.agent, triggers=(trigger,), gate=message.gate,
-                skipped="reviews are disabled (review.enabled = false)",
-                decision=ReviewDecision(decision="CONTINUE", reasoning="reviews are disabled; "
-                                        "not reviewed, not an approval")), [reply_to])
+            self._tell_decision(
+                ReviewCompleted(
+                    review_id=self._next_id(trigger.assignment_id),
+                    assignment_id=trigger.assignment_id,
+                    author=trigger.agent,
+                    triggers=(trigger,),
+                    gate=message.gate,
+                    skipped="reviews are disabled (review.enabled = false)",
+                    decision=ReviewDecision(
+                        decision="CONTINUE", reasoning="reviews are disabled; not reviewed, not an approval"
+                    ),
+                ),
+                [reply_to],
+            )
             return
         self._add(trigger, reply_to=reply_to, gate=message.gate, now=True)
 
@@ -251,21 +264,30 @@ class Reviewer(pykka.ThreadingActor):
         first = pending.triggers[0]
         assignment_id = first.assignment_id
         author = next((t.agent for t in pending.triggers if t.agent), None)
-        if self._snapshot is not None and self._snapshot.status in TERMINAL_STATUSES \
-                and not pending.reply_to:
+        if self._snapshot is not None and self._snapshot.status in TERMINAL_STATUSES and not pending.reply_to:
             return
         if assignment_id and self._rounds[assignment_id] >= self._settings.max_rounds:
-            reason = (f"{self._rounds[assignment_id]} review round(s) of {assignment_id} done: "
-                      f"review.max_rounds = {self._settings.max_rounds} reached")
+            reason = (
+                f"{self._rounds[assignment_id]} review round(s) of {assignment_id} done: "
+                f"review.max_rounds = {self._settings.max_rounds} reached"
+            )
             log.info("review skipped: %s", reason)
             if pending.gate or pending.reply_to:
-                self._tell_decision(ReviewCompleted(
-                    review_id=self._next_id(assignment_id), assignment_id=assignment_id,
-                    author=author, triggers=tuple(pending.triggers), gate=pending.gate,
-                    skipped=reason, round=self._rounds[assignment_id],
-                    decision=ReviewDecision(decision="CONTINUE", reasoning=f"{reason}; not "
-                                            "reviewed again, so not an approval")),
-                    pending.reply_to)
+                self._tell_decision(
+                    ReviewCompleted(
+                        review_id=self._next_id(assignment_id),
+                        assignment_id=assignment_id,
+                        author=author,
+                        triggers=tuple(pending.triggers),
+                        gate=pending.gate,
+                        skipped=reason,
+                        round=self._rounds[assignment_id],
+                        decision=ReviewDecision(
+                            decision="CONTINUE", reasoning=f"{reason}; not reviewed again, so not an approval"
+                        ),
+                    ),
+                    pending.reply_to,
+                )
             return
         if assignment_id:
             self._rounds[assignment_id] += 1
@@ -278,44 +300,60 @@ class Reviewer(pykka.ThreadingActor):
         tail = re.sub(r"[^A-Za-z0-9_.-]", "_", assignment_id or "session")[:40]
         return f"rev-{self._count:03d}-{tail}"
 
-    def _start_review(self, key: str, pending: _Pending, assignment_id: str | None,
-                      author: AgentName | None) -> None:
+    def _start_review(self, key: str, pending: _Pending, assignment_id: str | None, author: AgentName | None) -> None:
         review_id = self._next_id(assignment_id)
         directory = self._dir / review_id
         directory.mkdir(parents=True, exist_ok=True)
         peers = tuple(a for a in self._agents if a != author)
-        review = _Running(review_id=review_id, key=key, directory=directory,
-                          assignment_id=assignment_id, author=author,
-                          triggers=list(pending.triggers), reply_to=list(pending.reply_to),
-                          gate=pending.gate, round=self._rounds[assignment_id or ""])
+        review = _Running(
+            review_id=review_id,
+            key=key,
+            directory=directory,
+            assignment_id=assignment_id,
+            author=author,
+            triggers=list(pending.triggers),
+            reply_to=list(pending.reply_to),
+            gate=pending.gate,
+            round=self._rounds[assignment_id or ""],
+        )
         self._running[review_id] = review
         context = self._context(review)
         prompt = review_prompt(self._session_id, review_id, self._task, context)
-        self._save(directory / "request.json", {
-            "review_id": review_id, "session_id": self._session_id, "created_at": _now(),
-            "reviewers": list(peers), "author": author, "round": review.round,
-            **context, "prompt": prompt})
-        self._tell_listeners(ReviewStarted(review_id=review_id, triggers=tuple(review.triggers),
-                                           reviewers=peers, review_dir=str(directory)))
+        self._save(
+            directory / "request.json",
+            {
+                "review_id": review_id,
+                "session_id": self._session_id,
+                "created_at": _now(),
+                "reviewers": list(peers),
+                "author": author,
+                "round": review.round,
+                **context,
+                "prompt": prompt,
+            },
+        )
+        self._tell_listeners(
+            ReviewStarted(
+                review_id=review_id, triggers=tuple(review.triggers), reviewers=peers, review_dir=str(directory)
+            )
+        )
         for agent in peers:
             try:
                 ref = self._start_worker(agent, directory / f"{agent}.jsonl")
             except Exception as exc:  # noqa: BLE001 - a peer that cannot start is a concern
                 log.error("review %s: cannot start %s: %s", review_id, agent, exc)
-                self._record_answer(review, failed_answer(agent, f"reviewer could not start: "
-                                                          f"{exc}"), "")
+                self._record_answer(review, failed_answer(agent, f"reviewer could not start: {exc}"), "")
                 continue
             review.workers[agent] = ref
-            ref.tell(StartAssignment(assignment_id=review_id, prompt=prompt, mode="read_only",
-                                     reply_to=self.actor_ref))
+            ref.tell(StartAssignment(assignment_id=review_id, prompt=prompt, mode="read_only", reply_to=self.actor_ref))
         if review.workers:
             # The worker's own wall-clock limit ends a slow peer; this is the backstop.
-            review.timer = _timer(self._settings.reviewer_timeout_s + BACKSTOP_GRACE_S,
-                                  self.actor_ref,
-                                  [ReviewerTimedOut(review_id=review_id, agent=a)
-                                   for a in review.workers])
-            review.checker = _timer(CHECK_EVERY_S, self.actor_ref,
-                                    CheckReviewers(review_id=review_id))
+            review.timer = _timer(
+                self._settings.reviewer_timeout_s + BACKSTOP_GRACE_S,
+                self.actor_ref,
+                [ReviewerTimedOut(review_id=review_id, agent=a) for a in review.workers],
+            )
+            review.checker = _timer(CHECK_EVERY_S, self.actor_ref, CheckReviewers(review_id=review_id))
         self._maybe_finish(review)
 
     def _on_check(self, message: CheckReviewers) -> None:
@@ -325,8 +363,9 @@ class Reviewer(pykka.ThreadingActor):
             return
         for agent, ref in review.workers.items():
             if agent not in review.answers and not ref.is_alive():
-                self._record_answer(review, failed_answer(
-                    agent, "reviewer crashed: its worker stopped without an answer"), "")
+                self._record_answer(
+                    review, failed_answer(agent, "reviewer crashed: its worker stopped without an answer"), ""
+                )
         self._maybe_finish(review)
         if review.review_id in self._running:
             review.checker = _timer(CHECK_EVERY_S, self.actor_ref, message)
@@ -337,23 +376,32 @@ class Reviewer(pykka.ThreadingActor):
             return
         outcome = message.outcome
         if message.stopped_by:
-            answer = failed_answer(message.agent, f"reviewer timed out or was stopped "
-                                   f"({message.stopped_by})", message.returncode,
-                                   message.duration_s)
+            answer = failed_answer(
+                message.agent,
+                f"reviewer timed out or was stopped ({message.stopped_by})",
+                message.returncode,
+                message.duration_s,
+            )
         elif message.spawn_error:
-            answer = failed_answer(message.agent, f"reviewer could not start: "
-                                   f"{message.spawn_error}", None, message.duration_s)
+            answer = failed_answer(
+                message.agent, f"reviewer could not start: {message.spawn_error}", None, message.duration_s
+            )
         elif not outcome.success and not outcome.final_text.strip():
-            answer = failed_answer(message.agent, f"reviewer run failed: "
-                                   f"{outcome.error or message.returncode}",
-                                   message.returncode, message.duration_s)
+            answer = failed_answer(
+                message.agent,
+                f"reviewer run failed: {outcome.error or message.returncode}",
+                message.returncode,
+                message.duration_s,
+            )
         else:
-            answer = parse_verdict(message.agent, outcome.final_text, message.returncode,
-                                   message.duration_s)
+            answer = parse_verdict(message.agent, outcome.final_text, message.returncode, message.duration_s)
             if not outcome.success and answer.verdict == "approve":
-                answer = failed_answer(message.agent, "reviewer run failed after answering "
-                                       f"approve ({outcome.error}); not counted as approval",
-                                       message.returncode, message.duration_s)
+                answer = failed_answer(
+                    message.agent,
+                    f"reviewer run failed after answering approve ({outcome.error}); not counted as approval",
+                    message.returncode,
+                    message.duration_s,
+                )
         self._record_answer(review, answer, outcome.final_text)
         _stop_quietly(review.workers.get(message.agent))
         self._maybe_finish(review)
@@ -368,8 +416,9 @@ class Reviewer(pykka.ThreadingActor):
                 worker.tell(StopWorker(reason="review timed out"))
             except pykka.ActorDeadError:
                 pass
-        self._record_answer(review, failed_answer(
-            message.agent, f"reviewer timed out after {self._settings.reviewer_timeout_s:g}s"), "")
+        self._record_answer(
+            review, failed_answer(message.agent, f"reviewer timed out after {self._settings.reviewer_timeout_s:g}s"), ""
+        )
         _stop_quietly(worker)
         self._maybe_finish(review)
 
@@ -386,14 +435,19 @@ class Reviewer(pykka.ThreadingActor):
             if timer:
                 timer.cancel()
         answers = tuple(review.answers[a] for a in self._agents if a in review.answers)
-        unavailable = [a for a in ("gemini", "codex", "claude")
-                       if a not in self._agents and a != review.author]
-        decision = decide(answers, self._settings.when_no_reviewers,
-                          [f"{a} disabled" for a in unavailable])
+        unavailable = [a for a in ("gemini", "codex", "claude") if a not in self._agents and a != review.author]
+        decision = decide(answers, self._settings.when_no_reviewers, [f"{a} disabled" for a in unavailable])
         fact = ReviewCompleted(
-            review_id=review.review_id, assignment_id=review.assignment_id, author=review.author,
-            triggers=tuple(review.triggers), answers=answers, decision=decision,
-            gate=review.gate, review_dir=str(review.directory), round=review.round)
+            review_id=review.review_id,
+            assignment_id=review.assignment_id,
+            author=review.author,
+            triggers=tuple(review.triggers),
+            answers=answers,
+            decision=decision,
+            gate=review.gate,
+            review_dir=str(review.directory),
+            round=review.round,
+        )
         self._save(review.directory / "decision.json", fact.record())
         log.info("review %s: %s (%s)", review.review_id, decision.decision, decision.reasoning)
         self._tell_decision(fact, review.reply_to)
@@ -403,18 +457,24 @@ class Reviewer(pykka.ThreadingActor):
     def _context(self, review: _Running) -> dict[str, Any]:
         record = None
         if self._snapshot is not None and review.assignment_id:
-            record = next((a for a in self._snapshot.assignments
-                           if a.id == review.assignment_id), None)
+            record = next((a for a in self._snapshot.assignments if a.id == review.assignment_id), None)
         assignment = None
         if record is not None:
-            assignment = {"id": record.id, "role": record.role, "agent": record.agent,
-                          "title": record.title, "instructions": record.instructions,
-                          "status": record.status, "final_text": record.final_text[-6000:],
-                          "files_written": list(record.files_written)}
+            assignment = {
+                "id": record.id,
+                "role": record.role,
+                "agent": record.agent,
+                "title": record.title,
+                "instructions": record.instructions,
+                "status": record.status,
+                "final_text": record.final_text[-6000:],
+                "files_written": list(record.files_written),
+            }
         events = []
         if review.author is not None:
             for event in list(self._recent.get((review.author, review.assignment_id), ()))[
-                    -self._settings.recent_events:]:
+                -self._settings.recent_events :
+            ]:
                 text = (event.payload.text or "").strip().replace("\n", " ")
                 if text:
                     events.append({"seq": event.seq, "type": event.type, "text": text[:300]})
@@ -433,20 +493,25 @@ class Reviewer(pykka.ThreadingActor):
         status = _git(self._target, "status", "--porcelain", "--untracked-files=all")
         if status is not None:
             diff = _git(self._target, "diff", "HEAD") or _git(self._target, "diff") or ""
-            parts = [f"$ git status --porcelain\n{status or '(clean)'}",
-                     f"$ git diff HEAD\n{diff or '(no change to tracked files)'}"]
+            parts = [
+                f"$ git status --porcelain\n{status or '(clean)'}",
+                f"$ git diff HEAD\n{diff or '(no change to tracked files)'}",
+            ]
             for line in status.splitlines():
                 if line.startswith("??"):
                     parts.append(_file_excerpt(self._target / line[3:].strip(), self._target))
             how = "git diff of the target, with untracked files"
         else:
-            parts = [_file_excerpt(Path(f) if os.path.isabs(f) else self._target / f, self._target)
-                     for f in dict.fromkeys(files)]
+            parts = [
+                _file_excerpt(Path(f) if os.path.isabs(f) else self._target / f, self._target)
+                for f in dict.fromkeys(files)
+            ]
             how = "the files the author touched (the target is not a git repository)"
         text = "\n\n".join(p for p in parts if p)
         if len(text) > limit:
-            text = text[:limit] + (f"\n[... cut at {limit} of {len(text)} characters "
-                                   "(review.diff_chars); read the files for the rest]")
+            text = text[:limit] + (
+                f"\n[... cut at {limit} of {len(text)} characters (review.diff_chars); read the files for the rest]"
+            )
         return {"how": how, "text": text}
 
     # -- output ------------------------------------------------------------------------------------
@@ -456,8 +521,7 @@ class Reviewer(pykka.ThreadingActor):
         for ref in (*reply_to, self._decisions_to):
             # A stand-in for a later actor (the wiring's LateRef) is the actor it stands for.
             real = getattr(ref, "target", None) or ref
-            if ref is not None and not any(real == getattr(t, "target", None) or real == t
-                                           for t in targets):
+            if ref is not None and not any(real == getattr(t, "target", None) or real == t for t in targets):
                 targets.append(ref)
         for ref in targets:
             _tell(ref, fact)
@@ -518,8 +582,13 @@ def _stop_quietly(ref: pykka.ActorRef[Any] | None) -> None:
 def _git(target: Path, *args: str) -> str | None:
     """git output in the target, or None when it is not a repository (or git is missing)."""
     try:
-        done = subprocess.run(["git", "-C", str(target), *args], capture_output=True,
-                              timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(target), *args],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:

@@ -32,27 +32,40 @@ from typing import Any, Mapping, Sequence
 
 import pykka
 
-from actors.sandbox.policy import (
-    BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, find_suspicious, rules,
+from meta_orchestrator.actors.sandbox.policy import (
+    BUILTIN_BLOCKED,
+    BUILTIN_HIGH_RISK,
+    Policy,
+    find_suspicious,
+    rules,
 )
-from actors.runtime.supervision import ReplyInbox, tell_all
-from config.settings import SandboxSettings
-from messages.base import AgentName
-from messages.events import Event, EventPayload
-from messages.resources import WatchWorkers
-from messages.sandbox import (
-    ApprovalRequested, GetSandboxFiles, SandboxFiles, SecurityFinding, ToolCallBlockedReported,
-    ToolCallDecided, ToolCallSummary,
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox, tell_all
+from meta_orchestrator.config.settings import SandboxSettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event, EventPayload
+from meta_orchestrator.messages.resources import WatchWorkers
+from meta_orchestrator.messages.sandbox import (
+    ApprovalRequested,
+    GetSandboxFiles,
+    SandboxFiles,
+    SecurityFinding,
+    ToolCallBlockedReported,
+    ToolCallDecided,
+    ToolCallSummary,
 )
-from messages.session import AskQuestion, Question, QuestionAnswered
-from messages.worker import (
-    EventRecorded, EventsRecorded, PauseWorker, ResumeWorker, StopWorker, WorkerStateChanged,
+from meta_orchestrator.messages.session import AskQuestion, Question, QuestionAnswered
+from meta_orchestrator.messages.worker import (
+    EventRecorded,
+    EventsRecorded,
+    PauseWorker,
+    ResumeWorker,
+    StopWorker,
+    WorkerStateChanged,
     events_in,
 )
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOOK_TIMEOUT_MARGIN_S = 30  # claude kills a hook after its timeout; ours must answer first
 MAX_REQUEST_BYTES = 1_000_000
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
@@ -76,10 +89,12 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             if not isinstance(request, dict):
                 return
             call = ToolCallSummary(
-                agent=request.get("agent") or "claude", tool=str(request.get("tool_name") or "?"),
-                tool_input=request.get("tool_input") if isinstance(request.get("tool_input"),
-                                                                   dict) else {},
-                cwd=request.get("cwd"), tool_use_id=request.get("tool_use_id"))
+                agent=request.get("agent") or "claude",
+                tool=str(request.get("tool_name") or "?"),
+                tool_input=request.get("tool_input") if isinstance(request.get("tool_input"), dict) else {},
+                cwd=request.get("cwd"),
+                tool_use_id=request.get("tool_use_id"),
+            )
         except (ValueError, OSError) as exc:
             log.warning("sandbox channel: bad request: %s", exc)
             return
@@ -89,8 +104,9 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
                 self.server.guard.tell(ToolCallBlockedReported(call=call, rule=rule, reason=reason))
                 return
             inbox = ReplyInbox(queue.Queue(maxsize=1))  # the guard tells it the decision
-            self.server.guard.tell(ApprovalRequested(request_id=uuid.uuid4().hex[:12], call=call,
-                                                     rule=rule, reason=reason, reply=inbox))
+            self.server.guard.tell(
+                ApprovalRequested(request_id=uuid.uuid4().hex[:12], call=call, rule=rule, reason=reason, reply=inbox)
+            )
         except pykka.ActorDeadError:
             self._answer("deny", "the orchestrator is shutting down")
             return
@@ -111,17 +127,24 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
 def hook_command(policy_file: Path, python: str = sys.executable) -> str:
     """The shell command claude runs for each tool call.
 
-    ``-P`` keeps the target's cwd off ``sys.path`` (a target with an ``actors`` package must
-    not replace the hook); ``PYTHONPATH`` points at this project.
+    ``-P`` keeps the target's cwd off ``sys.path`` (a target with a ``meta_orchestrator``
+    package must not replace the hook); the installed package is found through site-packages.
     """
-    return (f"PYTHONPATH={shlex.quote(str(PROJECT_ROOT))} exec {shlex.quote(python)} -P -m "
-            f"actors.sandbox.hook --policy {shlex.quote(str(policy_file))}")
+    return (
+        f"exec {shlex.quote(python)} -P -m "
+        f"meta_orchestrator.actors.sandbox.hook --policy {shlex.quote(str(policy_file))}"
+    )
 
 
 def claude_settings(command: str, timeout_s: float) -> dict[str, Any]:
     """The ``--settings`` JSON: one PreToolUse command hook for every tool."""
-    return {"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [
-        {"type": "command", "command": command, "timeout": int(timeout_s)}]}]}}
+    return {
+        "hooks": {
+            "PreToolUse": [
+                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": int(timeout_s)}]}
+            ]
+        }
+    }
 
 
 def _socket_dir() -> Path:
@@ -172,22 +195,28 @@ class SandboxGuard(pykka.ThreadingActor):
         server.guard = self.actor_ref
         server.wait_s = self._settings.confirm_timeout_s + 5
         self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="sandbox-channel", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-channel", daemon=True
+        ).start()
         policy = Policy(
-            agent="claude", roots=self._roots, write_roots=self._roots, home=self._home,
+            agent="claude",
+            roots=self._roots,
+            write_roots=self._roots,
+            home=self._home,
             blocked=rules(BUILTIN_BLOCKED, self._settings.blocked_patterns, "config_blocked"),
-            high_risk=rules(BUILTIN_HIGH_RISK, self._settings.high_risk_patterns,
-                            "config_high_risk"),
+            high_risk=rules(BUILTIN_HIGH_RISK, self._settings.high_risk_patterns, "config_high_risk"),
             confirm_writes_outside=self._settings.confirm_writes_outside_target,
-            channel=channel, confirm_timeout_s=self._settings.confirm_timeout_s)
+            channel=channel,
+            confirm_timeout_s=self._settings.confirm_timeout_s,
+        )
         policy_file = self._dir / "policy.json"
         settings_file = self._dir / "claude-settings.json"
         _write_private(policy_file, policy.to_json())
-        _write_private(settings_file, claude_settings(
-            hook_command(policy_file), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S))
-        self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file),
-                                   channel=channel)
+        _write_private(
+            settings_file,
+            claude_settings(hook_command(policy_file), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S),
+        )
+        self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file), channel=channel)
 
     def on_stop(self) -> None:
         self._close()
@@ -234,14 +263,22 @@ class SandboxGuard(pykka.ThreadingActor):
 
     def _on_approval_requested(self, message: ApprovalRequested) -> None:
         question = Question(
-            id=f"sbx-{message.request_id}", kind="confirmation", asked_by="sandbox",
+            id=f"sbx-{message.request_id}",
+            kind="confirmation",
+            asked_by="sandbox",
             agent=message.call.agent,
             text=f"{message.call.agent} wants to run a high-risk {message.call.tool} call "
-                 f"({message.reason}): {_describe(message.call)}. Allow it?",
-            options=("yes", "no"), timeout_s=self._settings.confirm_timeout_s,
+            f"({message.reason}): {_describe(message.call)}. Allow it?",
+            options=("yes", "no"),
+            timeout_s=self._settings.confirm_timeout_s,
             default_answer="no",
-            details={"rule": message.rule, "tool": message.call.tool,
-                     "tool_input": message.call.tool_input, "cwd": message.call.cwd})
+            details={
+                "rule": message.rule,
+                "tool": message.call.tool,
+                "tool_input": message.call.tool_input,
+                "cwd": message.call.cwd,
+            },
+        )
         self._pending[question.id] = message
         try:
             if self._asker is None:
@@ -249,8 +286,7 @@ class SandboxGuard(pykka.ThreadingActor):
             self._asker.tell(AskQuestion(question=question, reply_to=self.actor_ref))
         except pykka.ActorDeadError:
             self._pending.pop(question.id, None)
-            self._decide(message, "deny", "unavailable",
-                         f"{message.reason}; nobody can be asked, so it is denied")
+            self._decide(message, "deny", "unavailable", f"{message.reason}; nobody can be asked, so it is denied")
 
     def _on_answer(self, message: QuestionAnswered) -> None:
         if (agent := self._finding_questions.pop(message.question_id, None)) is not None:
@@ -260,18 +296,23 @@ class SandboxGuard(pykka.ThreadingActor):
         if pending is None:
             return
         if message.expired:
-            self._decide(pending, "deny", "timeout",
-                         f"no answer within {self._settings.confirm_timeout_s:g}s; denied by "
-                         "default")
+            self._decide(
+                pending, "deny", "timeout", f"no answer within {self._settings.confirm_timeout_s:g}s; denied by default"
+            )
         elif message.approve:
             self._decide(pending, "allow", "user", f"approved by the user ({message.answer})")
         else:
             self._decide(pending, "deny", "user", f"denied by the user ({message.answer})")
 
     def _decide(self, request: ApprovalRequested, decision: str, by: str, reason: str) -> None:
-        fact = ToolCallDecided(request_id=request.request_id, call=request.call,
-                               decision=decision, decided_by=by, rule=request.rule,  # type: ignore[arg-type]
-                               reason=reason)
+        fact = ToolCallDecided(
+            request_id=request.request_id,
+            call=request.call,
+            decision=decision,
+            decided_by=by,
+            rule=request.rule,  # type: ignore[arg-type]
+            reason=reason,
+        )
         if request.reply is not None:
             try:
                 request.reply.tell(fact)
@@ -281,9 +322,14 @@ class SandboxGuard(pykka.ThreadingActor):
         self._publish(fact)
 
     def _on_blocked(self, message: ToolCallBlockedReported) -> None:
-        fact = ToolCallDecided(request_id=uuid.uuid4().hex[:12], call=message.call,
-                               decision="deny", decided_by="policy", rule=message.rule,
-                               reason=message.reason)
+        fact = ToolCallDecided(
+            request_id=uuid.uuid4().hex[:12],
+            call=message.call,
+            decision="deny",
+            decided_by="policy",
+            rule=message.rule,
+            reason=message.reason,
+        )
         self._record("blocked", fact.model_dump(mode="json"))
         self._publish(fact)
 
@@ -296,21 +342,31 @@ class SandboxGuard(pykka.ThreadingActor):
         if key in self._seen:
             return
         self._seen.add(key)
-        findings = find_suspicious(event.payload.tool, event.payload.tool_input,
-                                   event.payload.text, self._home, self._suspicious)
+        findings = find_suspicious(
+            event.payload.tool, event.payload.tool_input, event.payload.text, self._home, self._suspicious
+        )
         if not findings:
             return
         action = self._settings.suspicious_action
         rules_hit = ", ".join(f.rule for f in findings)
         finding = Event(
-            type="finding", agent=event.agent, assignment_id=event.assignment_id,
+            type="finding",
+            agent=event.agent,
+            assignment_id=event.assignment_id,
             payload=EventPayload(
-                kind="security", severity="high", tool=event.payload.tool,
+                kind="security",
+                severity="high",
+                tool=event.payload.tool,
                 tool_input=event.payload.tool_input,
                 text=f"suspicious tool call ({rules_hit}): {findings[0].evidence}"[:500],
-                details={"rules": [f.rule for f in findings],
-                         "evidence": [f.evidence for f in findings],
-                         "event_seq": event.seq, "action": action}))
+                details={
+                    "rules": [f.rule for f in findings],
+                    "evidence": [f.evidence for f in findings],
+                    "event_seq": event.seq,
+                    "action": action,
+                },
+            ),
+        )
         self._record("finding", finding.to_record())
         self._publish(SecurityFinding(event=finding, rule=findings[0].rule, action=action))
         worker = self._workers.get(event.agent)
@@ -322,10 +378,14 @@ class SandboxGuard(pykka.ThreadingActor):
             return
         worker.tell(PauseWorker(reason=reason))
         question = Question(
-            id=f"sbx-finding-{uuid.uuid4().hex[:8]}", kind="confirmation", asked_by="sandbox",
-            agent=event.agent, options=("yes", "no"),
+            id=f"sbx-finding-{uuid.uuid4().hex[:8]}",
+            kind="confirmation",
+            asked_by="sandbox",
+            agent=event.agent,
+            options=("yes", "no"),
             text=f"{event.agent} was paused: {finding.payload.text}. Let it go on? (no stops it)",
-            details={"rules": [f.rule for f in findings], "event_seq": event.seq})
+            details={"rules": [f.rule for f in findings], "event_seq": event.seq},
+        )
         self._finding_questions[question.id] = event.agent
         try:
             if self._asker is not None:

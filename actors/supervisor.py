@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import pykka
 
-from actors.runtime.supervision import SupervisedRef, tell_all
-from messages.supervision import ActorRestarted, ActorCrashed, SupervisionFailed
+from meta_orchestrator.actors.runtime.supervision import SupervisedRef, tell_all
+from meta_orchestrator.messages.supervision import ActorRestarted, ActorCrashed, SupervisionFailed
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 class Supervisor(pykka.ThreadingActor):
     """Restarts crashed actors from their factories, within a restart budget."""
 
-    def __init__(self, max_restarts: int = 3, window_s: float = 60.0,
-                 listeners: Sequence[Any] = ()) -> None:
+    def __init__(self, max_restarts: int = 3, window_s: float = 60.0, listeners: Sequence[Any] = ()) -> None:
         super().__init__()
         self._max = max_restarts
         self._window = window_s
@@ -63,24 +62,28 @@ class Supervisor(pykka.ThreadingActor):
             crashes.popleft()
         if len(crashes) > self._max:
             self._given_up.add(message.name)
-            log.error("%s crashed %d times in %.0fs; not restarting it", message.name,
-                      len(crashes), self._window)
-            fact = SupervisionFailed(name=message.name, error=message.error,
-                                     restarts_in_window=len(crashes) - 1)
+            log.error("%s crashed %d times in %.0fs; not restarting it", message.name, len(crashes), self._window)
+            fact = SupervisionFailed(name=message.name, error=message.error, restarts_in_window=len(crashes) - 1)
             self._tell_everyone(fact)
             return
-        log.warning("%s crashed (%s); restarting it (%d of %d in %.0fs)", message.name,
-                    message.error, len(crashes), self._max, self._window)
+        log.warning(
+            "%s crashed (%s); restarting it (%d of %d in %.0fs)",
+            message.name,
+            message.error,
+            len(crashes),
+            self._max,
+            self._window,
+        )
         try:
             child.start()
         except Exception as exc:  # noqa: BLE001 - a factory that fails is a crash too
             log.error("restarting %s failed: %r", message.name, exc)
             self._given_up.add(message.name)
-            self._tell_everyone(SupervisionFailed(
-                name=message.name, error=f"restart failed: {exc!r}", restarts_in_window=len(crashes)))
+            self._tell_everyone(
+                SupervisionFailed(name=message.name, error=f"restart failed: {exc!r}", restarts_in_window=len(crashes))
+            )
             return
-        fact = ActorRestarted(name=message.name, error=message.error,
-                              restarts_in_window=len(crashes))
+        fact = ActorRestarted(name=message.name, error=message.error, restarts_in_window=len(crashes))
         self._tell_everyone(fact)
 
     def _tell_everyone(self, fact: Any) -> None:

@@ -17,19 +17,34 @@ from typing import IO, Any, Sequence
 
 import pykka
 
-from actors.adapters.base import AgentAdapter, Draft, LaunchSpec, StreamParser, draft
-from actors.runtime.process_host import (
-    SESSION_MARKER_ENV, HostedProcess, ProcessHost, describe_spawn_error, iter_line_batches,
+from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, LaunchSpec, StreamParser, draft
+from meta_orchestrator.actors.runtime.process_host import (
+    SESSION_MARKER_ENV,
+    HostedProcess,
+    ProcessHost,
+    describe_spawn_error,
+    iter_line_batches,
     monotonic,
 )
-from actors.runtime.session_files import JsonlWriter, SessionFileError
-from actors.runtime.supervision import report_crash, tell_all
-from config.settings import AgentSettings, SessionSettings
-from messages.base import AgentName
-from messages.events import Event
-from messages.worker import (
-    AssignmentFinished, EventRecorded, EventsRecorded, GetWorkerState, LinesRead, PauseWorker, ProcessEnded,
-    ResumeWorker, RunOutcome, StartAssignment, StopWorker, WorkerSnapshot, WorkerStateChanged,
+from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
+from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.worker import (
+    AssignmentFinished,
+    EventRecorded,
+    EventsRecorded,
+    GetWorkerState,
+    LinesRead,
+    PauseWorker,
+    ProcessEnded,
+    ResumeWorker,
+    RunOutcome,
+    StartAssignment,
+    StopWorker,
+    WorkerSnapshot,
+    WorkerStateChanged,
     WorkerStatus,
 )
 
@@ -172,10 +187,16 @@ class Worker(pykka.ThreadingActor):
 
     def _on_start_assignment(self, message: StartAssignment) -> None:
         if self._current is not None:
-            self._reply(message, AssignmentFinished(
-                agent=self._agent, assignment_id=message.assignment_id, returncode=None,
-                outcome=RunOutcome(success=False, error="worker is busy"),
-                spawn_error=f"{self._agent} is already running {self._current.assignment_id}"))
+            self._reply(
+                message,
+                AssignmentFinished(
+                    agent=self._agent,
+                    assignment_id=message.assignment_id,
+                    returncode=None,
+                    outcome=RunOutcome(success=False, error="worker is busy"),
+                    spawn_error=f"{self._agent} is already running {self._current.assignment_id}",
+                ),
+            )
             return
         self._current = message
         self._run_id += 1
@@ -188,9 +209,16 @@ class Worker(pykka.ThreadingActor):
         self._last_progress = None
         launch = self._adapter.build_launch(self._launch_spec(message))
         self._set_status("starting")
-        self._record([draft("status", kind="launch", text=f"starting {self._agent}: "
-                            + shlex.join(_redact_prompt(launch.argv, message.prompt)))],
-                     raw=None)
+        self._record(
+            [
+                draft(
+                    "status",
+                    kind="launch",
+                    text=f"starting {self._agent}: " + shlex.join(_redact_prompt(launch.argv, message.prompt)),
+                )
+            ],
+            raw=None,
+        )
         try:
             self._proc = self._host.spawn(launch)
         except OSError as exc:
@@ -204,8 +232,10 @@ class Worker(pykka.ThreadingActor):
         self._run_started = monotonic()
         self._set_status("running")
         run_id = self._run_id
-        pumps = [self._spawn_thread(f"{self._agent}-{name}", self._pump, name, pipe, run_id)
-                 for name, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr))]
+        pumps = [
+            self._spawn_thread(f"{self._agent}-{name}", self._pump, name, pipe, run_id)
+            for name, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr))
+        ]
         self._spawn_thread(f"{self._agent}-reaper", self._reap, self._proc, pumps, run_id)
         self._spawn_thread(f"{self._agent}-watchdog", self._watchdog, self._proc, run_id)
 
@@ -240,8 +270,12 @@ class Worker(pykka.ThreadingActor):
         if self._parser.terminal_seen and not self._exit_watch_armed and self._proc is not None:
             # Some CLI versions print their final result and then never exit.
             self._exit_watch_armed = True
-            self._spawn_thread(f"{self._agent}-exit-watch", self._exit_watch, self._proc,
-                               self._session_settings.exit_grace_after_result_s)
+            self._spawn_thread(
+                f"{self._agent}-exit-watch",
+                self._exit_watch,
+                self._proc,
+                self._session_settings.exit_grace_after_result_s,
+            )
 
     def _on_stderr(self, message: LinesRead) -> None:
         if self._stderr_file is not None:
@@ -266,10 +300,17 @@ class Worker(pykka.ThreadingActor):
         if self._stopped_by == AFTER_RESULT:
             # The run had ended by its own account; only the process lingered.
             grace = self._session_settings.exit_grace_after_result_s
-            self._record([draft("status", kind="ended_after_result",
-                                text=f"the CLI printed its final result but did not exit within "
-                                     f"{grace:g}s; it was ended and the run counts as finished")],
-                         raw=None)
+            self._record(
+                [
+                    draft(
+                        "status",
+                        kind="ended_after_result",
+                        text=f"the CLI printed its final result but did not exit within "
+                        f"{grace:g}s; it was ended and the run counts as finished",
+                    )
+                ],
+                raw=None,
+            )
             self._stopped_by = None
             returncode = 0
         drafts = self._parser.finish(returncode, tail)
@@ -281,11 +322,19 @@ class Worker(pykka.ThreadingActor):
         self._parser = None
         self._proc = None
         self._set_status("idle")
-        self._reply(current, AssignmentFinished(
-            agent=self._agent, assignment_id=current.assignment_id,
-            returncode=message.returncode, stderr_tail=tail, outcome=outcome,
-            duration_s=round(max(duration, 0.0), 3), stopped_by=self._stopped_by,
-            fatal=self._fatal))
+        self._reply(
+            current,
+            AssignmentFinished(
+                agent=self._agent,
+                assignment_id=current.assignment_id,
+                returncode=message.returncode,
+                stderr_tail=tail,
+                outcome=outcome,
+                duration_s=round(max(duration, 0.0), 3),
+                stopped_by=self._stopped_by,
+                fatal=self._fatal,
+            ),
+        )
 
     def _on_pause(self, message: PauseWorker) -> bool:
         if self._proc is None or self._status != "running":
@@ -322,17 +371,22 @@ class Worker(pykka.ThreadingActor):
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None,
-                flush: bool = True) -> None:
+    def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None, flush: bool = True) -> None:
         """Serialise the events; ``_flush`` writes them, and publishes them once on disk."""
         assert self._writer is not None
         if self._fatal:
             return  # nothing more can be recorded; the run is being ended
         assignment_id = self._current.assignment_id if self._current else None
         for item in drafts:
-            event = Event(type=item.type, agent=self._agent, payload=item.payload,
-                          seq=self._writer.seq + len(self._unpublished) + 1,
-                          assignment_id=assignment_id, raw=raw, raw_file=raw_file)
+            event = Event(
+                type=item.type,
+                agent=self._agent,
+                payload=item.payload,
+                seq=self._writer.seq + len(self._unpublished) + 1,
+                assignment_id=assignment_id,
+                raw=raw,
+                raw_file=raw_file,
+            )
             self._unpublished.append((event, event.model_dump_json(exclude_none=True)))
             if event.payload.text and event.type != "status":
                 self._last_activity = event.payload.text[:160]
@@ -347,8 +401,7 @@ class Worker(pykka.ThreadingActor):
         if not self._unpublished:
             return
         try:
-            self._writer.write_batch([line for _, line in self._unpublished],
-                                     self._unpublished[-1][0].seq)
+            self._writer.write_batch([line for _, line in self._unpublished], self._unpublished[-1][0].seq)
         except SessionFileError as exc:
             self._on_cannot_record(exc)
             return
@@ -371,23 +424,28 @@ class Worker(pykka.ThreadingActor):
         if proc is not None and not proc.exited and self._status != "stopping":
             self._stopped_by = self._fatal
             self._status = "stopping"
-            self._spawn_thread(f"{self._agent}-terminate", proc.terminate,
-                               self._session_settings.stop_grace_s)
+            self._spawn_thread(f"{self._agent}-terminate", proc.terminate, self._session_settings.stop_grace_s)
 
     def _reply_not_started(self, command: StartAssignment, reason: str) -> None:
         """The CLI never ran for this command: say why, as a finish with no exit code."""
-        self._reply(command, AssignmentFinished(
-            agent=self._agent, assignment_id=command.assignment_id, returncode=None,
-            outcome=RunOutcome(success=False, error=reason), spawn_error=reason,
-            fatal=self._fatal))
+        self._reply(
+            command,
+            AssignmentFinished(
+                agent=self._agent,
+                assignment_id=command.assignment_id,
+                returncode=None,
+                outcome=RunOutcome(success=False, error=reason),
+                spawn_error=reason,
+                fatal=self._fatal,
+            ),
+        )
 
     def _reply(self, command: StartAssignment, fact: AssignmentFinished) -> None:
         if command.reply_to is not None:
             try:
                 command.reply_to.tell(fact)
             except pykka.ActorDeadError:
-                log.warning("%s: %s finished but nobody is listening", self._agent,
-                            fact.assignment_id)
+                log.warning("%s: %s finished but nobody is listening", self._agent, fact.assignment_id)
 
     def _set_status(self, status: WorkerStatus) -> None:
         self._status = status
@@ -396,11 +454,14 @@ class Worker(pykka.ThreadingActor):
 
     def _snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
-            agent=self._agent, status=self._status,
+            agent=self._agent,
+            status=self._status,
             pid=self._proc.pid if self._proc else None,
             assignment_id=self._current.assignment_id if self._current else None,
-            events_recorded=self._events_recorded, last_activity=self._last_activity,
-            last_progress=self._last_progress)
+            events_recorded=self._events_recorded,
+            last_activity=self._last_activity,
+            last_progress=self._last_progress,
+        )
 
     # -- threads: they move bytes and tell; they never touch actor state -------------------------
 
@@ -466,8 +527,7 @@ class Worker(pykka.ThreadingActor):
         while not proc.exited and not self._closing.is_set():
             if self._closing.wait(0.5):
                 return
-            paused = self._paused_total + (
-                monotonic() - self._paused_since if self._paused_since is not None else 0.0)
+            paused = self._paused_total + (monotonic() - self._paused_since if self._paused_since is not None else 0.0)
             if monotonic() - started - paused > limit:
                 try:
                     self.actor_ref.tell(StopWorker(reason=f"wall-clock limit of {limit:g}s reached"))

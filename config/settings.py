@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from messages.base import AGENT_NAMES, AgentName
+from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
 
 
 class ConfigError(Exception):
@@ -28,16 +28,19 @@ class Section(BaseModel):
 class AgentSettings(Section):
     """How one agent CLI is run."""
 
-    command: str | None = Field(default=None, description="executable (and leading args), shell-split; "
-                                "default: the CLI's own name on PATH")
+    command: str | None = Field(
+        default=None, description="executable (and leading args), shell-split; default: the CLI's own name on PATH"
+    )
     model: str | None = Field(default=None, description="model name passed with the CLI's model flag")
     enabled: bool = Field(default=True, description="false: its roles go to the other agents")
     extra_args: tuple[str, ...] = Field(default=(), description="flags added to every run")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
     share_min: float = Field(ge=0, le=1, description="least share of the work (by weight)")
     share_max: float = Field(ge=0, le=1, description="largest share of the work (by weight)")
-    allow_bypass: bool = Field(default=False, description="allow the CLI's bypass-all-permissions "
-                               "flag; off unless you run inside an outer sandbox")
+    allow_bypass: bool = Field(
+        default=False,
+        description="allow the CLI's bypass-all-permissions flag; off unless you run inside an outer sandbox",
+    )
 
     @model_validator(mode="after")
     def _share_range(self) -> "AgentSettings":
@@ -58,21 +61,35 @@ class SessionSettings(Section):
     """How a session plans and schedules its work."""
 
     max_concurrent: int = Field(default=3, ge=1, le=3, description="assignments running at once")
-    plan_retries: int = Field(default=1, ge=0, le=3, description="re-asks of the architect after an "
-                              "invalid plan, before the default breakdown is used")
+    plan_retries: int = Field(
+        default=1,
+        ge=0,
+        le=3,
+        description="re-asks of the architect after an invalid plan, before the default breakdown is used",
+    )
     assignment_timeout_s: float = Field(default=1800, gt=0, description="wall-clock cap per CLI run")
     stop_grace_s: float = Field(default=5.0, gt=0, le=60, description="SIGTERM to SIGKILL grace")
-    max_line_bytes: int = Field(default=1_048_576, ge=1024, description="longest stdout line parsed; "
-                                "longer lines are kept whole in a side file")
-    exit_grace_after_result_s: float = Field(default=10.0, gt=0, description="a CLI that printed "
-                                             "its final result and is still running this much "
-                                             "later is ended; the run counts as finished")
-    max_restarts: int = Field(default=3, ge=0, le=100, description="restarts of one crashed "
-                              "actor allowed within restart_window_s; one more fails the session")
+    max_line_bytes: int = Field(
+        default=1_048_576, ge=1024, description="longest stdout line parsed; longer lines are kept whole in a side file"
+    )
+    exit_grace_after_result_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a CLI that printed "
+        "its final result and is still running this much "
+        "later is ended; the run counts as finished",
+    )
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="restarts of one crashed actor allowed within restart_window_s; one more fails the session",
+    )
     restart_window_s: float = Field(default=60.0, gt=0, description="window of the restart budget")
     roles: dict[str, AgentName] = Field(
         default_factory=lambda: {"architect": "gemini", "implementer": "claude", "reviewer": "codex"},
-        description="which agent plays which role")
+        description="which agent plays which role",
+    )
 
 
 class WebSettings(Section):
@@ -90,32 +107,44 @@ class ReviewSettings(Section):
     """Peer reviews: when they start, who answers, how long they may take."""
 
     enabled: bool = Field(default=True, description="false: no peer reviews at all")
-    on_milestone: bool = Field(default=True, description="review after an agent's milestone "
-                               "marker (not after every file written)")
+    on_milestone: bool = Field(
+        default=True, description="review after an agent's milestone marker (not after every file written)"
+    )
     on_blocker: bool = Field(default=True, description="review when an agent reports a blocker")
-    on_request: bool = Field(default=True, description="review when an agent asks for one "
-                             "(a review marker)")
+    on_request: bool = Field(default=True, description="review when an agent asks for one (a review marker)")
     phase_end_roles: tuple[str, ...] = Field(
         default=("architect", "implementer"),
         description="roles whose finished assignments are reviewed before their dependents "
-        "start (the coordinator waits in status 'reviewing')")
-    debounce_s: float = Field(default=2.0, ge=0, le=600, description="triggers for the same "
-                              "assignment within this window make one review")
-    max_rounds: int = Field(default=2, ge=0, le=20, description="reviews per assignment; "
-                            "later triggers are recorded as skipped, so reviews cannot loop")
-    reviewer_timeout_s: float = Field(default=600, gt=0, description="wall-clock limit of one "
-                                      "peer's review run; a timeout counts as a concern")
-    recent_events: int = Field(default=30, ge=0, le=500, description="author events quoted in "
-                               "the request")
-    diff_chars: int = Field(default=30_000, ge=1000, description="size cap of the change quoted "
-                            "in the request (cut with a note)")
+        "start (the coordinator waits in status 'reviewing')",
+    )
+    debounce_s: float = Field(
+        default=2.0, ge=0, le=600, description="triggers for the same assignment within this window make one review"
+    )
+    max_rounds: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="reviews per assignment; later triggers are recorded as skipped, so reviews cannot loop",
+    )
+    reviewer_timeout_s: float = Field(
+        default=600, gt=0, description="wall-clock limit of one peer's review run; a timeout counts as a concern"
+    )
+    recent_events: int = Field(default=30, ge=0, le=500, description="author events quoted in the request")
+    diff_chars: int = Field(
+        default=30_000, ge=1000, description="size cap of the change quoted in the request (cut with a note)"
+    )
     when_no_reviewers: ReviewDecisionName = Field(
-        default="LOG_WARNING", description="decision when no peer can answer (recorded as "
-        "unreviewed, never as an approval)")
-    question_timeout_s: float | None = Field(default=None, gt=0, description="escalation and "
-                                             "clarification questions expire after this "
-                                             "(escalation: stop, clarification: continue); "
-                                             "None waits for the user")
+        default="LOG_WARNING",
+        description="decision when no peer can answer (recorded as unreviewed, never as an approval)",
+    )
+    question_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="escalation and "
+        "clarification questions expire after this "
+        "(escalation: stop, clarification: continue); "
+        "None waits for the user",
+    )
 
 
 class RecoveryPattern(Section):
@@ -123,8 +152,10 @@ class RecoveryPattern(Section):
 
     cli: Literal["claude", "codex", "gemini", "*"] = Field(default="*", description="which CLI")
     cause: str = Field(description="an error class, e.g. auth, rate_limit, network, crash")
-    match: str | None = Field(default=None, description="regex searched (case-insensitive) in "
-                              "error events, the stderr tail and the failure text")
+    match: str | None = Field(
+        default=None,
+        description="regex searched (case-insensitive) in error events, the stderr tail and the failure text",
+    )
     exit_codes: tuple[int, ...] = Field(default=(), description="exit codes that mean this class")
 
 
@@ -132,27 +163,43 @@ class RecoverySettings(Section):
     """The recovery engine: bounded relaunches with corrected flags, back-off, escalation."""
 
     enabled: bool = Field(default=True, description="false: a failed run just fails")
-    max_attempts_per_agent: int = Field(default=6, ge=0, le=50, description="recoveries per "
-                                        "agent in one session, all classes together")
+    max_attempts_per_agent: int = Field(
+        default=6, ge=0, le=50, description="recoveries per agent in one session, all classes together"
+    )
     max_retries: dict[str, int] = Field(
-        default_factory=lambda: {"rate_limit": 3, "server": 2, "network": 2, "crash": 1,
-                                 "outside_path": 2, "repo_trust": 1, "session_not_found": 1},
-        description="retries per agent and class; a class not listed is never retried")
+        default_factory=lambda: {
+            "rate_limit": 3,
+            "server": 2,
+            "network": 2,
+            "crash": 1,
+            "outside_path": 2,
+            "repo_trust": 1,
+            "session_not_found": 1,
+        },
+        description="retries per agent and class; a class not listed is never retried",
+    )
     backoff_base_s: float = Field(default=5.0, ge=0, description="first back-off delay")
     backoff_max_s: float = Field(default=300.0, ge=0, description="largest back-off delay")
-    backoff_jitter: float = Field(default=0.3, ge=0, le=1, description="random extra fraction "
-                                  "of each delay, so agents do not retry in step")
-    grant_outside_dirs: bool = Field(default=True, description="relaunch with a directory an "
-                                     "agent was refused outside the target (never /, system "
-                                     "folders, $HOME or a parent of the target)")
-    confirm_granted_dirs: bool = Field(default=True, description="ask the user before such a "
-                                       "relaunch; unanswered within confirm_timeout_s: not granted")
-    confirm_timeout_s: float = Field(default=300.0, gt=0, description="how long the question "
-                                     "about a directory waits")
-    create_granted_dirs: bool = Field(default=True, description="create a refused directory "
-                                      "that does not exist yet before granting it")
-    patterns: tuple[RecoveryPattern, ...] = Field(default=(), description="extra error "
-                                                  "patterns, tried before the built-in table")
+    backoff_jitter: float = Field(
+        default=0.3, ge=0, le=1, description="random extra fraction of each delay, so agents do not retry in step"
+    )
+    grant_outside_dirs: bool = Field(
+        default=True,
+        description="relaunch with a directory an "
+        "agent was refused outside the target (never /, system "
+        "folders, $HOME or a parent of the target)",
+    )
+    confirm_granted_dirs: bool = Field(
+        default=True,
+        description="ask the user before such a relaunch; unanswered within confirm_timeout_s: not granted",
+    )
+    confirm_timeout_s: float = Field(default=300.0, gt=0, description="how long the question about a directory waits")
+    create_granted_dirs: bool = Field(
+        default=True, description="create a refused directory that does not exist yet before granting it"
+    )
+    patterns: tuple[RecoveryPattern, ...] = Field(
+        default=(), description="extra error patterns, tried before the built-in table"
+    )
 
 
 LimitAction = Literal["warn", "pause", "stop"]
@@ -160,8 +207,7 @@ LIMIT_KINDS: tuple[str, ...] = ("rss", "cpu", "processes", "open_files", "wall",
 
 
 def _default_limit_actions() -> dict[str, LimitAction]:
-    return {"rss": "stop", "cpu": "warn", "processes": "stop", "open_files": "warn",
-            "wall": "stop", "stall": "stop"}
+    return {"rss": "stop", "cpu": "warn", "processes": "stop", "open_files": "warn", "wall": "stop", "stall": "stop"}
 
 
 class AgentLimits(Section):
@@ -172,28 +218,33 @@ class AgentLimits(Section):
     """
 
     max_rss_mb: float | None = Field(default=4096, gt=0, description="resident memory of the tree")
-    max_cpu_percent: float | None = Field(default=None, gt=0, description="CPU of the tree (100 = "
-                                          "one core), averaged over limits.cpu_window_s")
+    max_cpu_percent: float | None = Field(
+        default=None, gt=0, description="CPU of the tree (100 = one core), averaged over limits.cpu_window_s"
+    )
     max_processes: int | None = Field(default=256, ge=1, description="processes in the tree")
-    max_open_files: int | None = Field(default=None, ge=1, description="file descriptors held by "
-                                       "the tree")
-    max_wall_s: float | None = Field(default=None, gt=0, description="run time of one assignment, "
-                                     "paused time not counted (session.assignment_timeout_s is "
-                                     "the worker's own backstop)")
-    stall_s: float | None = Field(default=900, gt=0, description="longest time without any output "
-                                  "while running")
+    max_open_files: int | None = Field(default=None, ge=1, description="file descriptors held by the tree")
+    max_wall_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="run time of one assignment, "
+        "paused time not counted (session.assignment_timeout_s is "
+        "the worker's own backstop)",
+    )
+    stall_s: float | None = Field(default=900, gt=0, description="longest time without any output while running")
     actions: dict[str, LimitAction] = Field(
         default_factory=_default_limit_actions,
         description="what crossing each limit does: warn (a fact only), pause (SIGSTOP the group "
-                    "until the pressure passes or the user resumes), stop (SIGTERM, SIGKILL after "
-                    "session.stop_grace_s)")
+        "until the pressure passes or the user resumes), stop (SIGTERM, SIGKILL after "
+        "session.stop_grace_s)",
+    )
 
     @model_validator(mode="after")
     def _known_actions(self) -> "AgentLimits":
         unknown = set(self.actions) - set(LIMIT_KINDS)
         if unknown:
-            raise ValueError(f"unknown limit(s) in actions: {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(LIMIT_KINDS)}")
+            raise ValueError(
+                f"unknown limit(s) in actions: {', '.join(sorted(unknown))}; known: {', '.join(LIMIT_KINDS)}"
+            )
         return self
 
     def action(self, kind: str) -> LimitAction:
@@ -205,35 +256,64 @@ class LimitsSettings(Section):
     """The resource monitor: sampling, per-agent and session limits, hard caps at spawn."""
 
     enabled: bool = Field(default=True, description="run the resource monitor")
-    interval_s: float = Field(default=1.0, ge=0.05, le=60, description="seconds between samples; "
-                              "a breach is acted on within about one interval")
-    history_samples: int = Field(default=600, ge=10, description="samples kept in the session's "
-                                 "resources.jsonl before it rotates to resources.1.jsonl")
-    warn_fraction: float = Field(default=0.8, gt=0, le=1, description="share of a limit at which a "
-                                 "warning fact is published once per run")
+    interval_s: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="seconds between samples; a breach is acted on within about one interval",
+    )
+    history_samples: int = Field(
+        default=600,
+        ge=10,
+        description="samples kept in the session's resources.jsonl before it rotates to resources.1.jsonl",
+    )
+    warn_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="share of a limit at which a warning fact is published once per run"
+    )
     cpu_window_s: float = Field(default=10.0, gt=0, description="window over which CPU is averaged")
     default: AgentLimits = Field(default_factory=AgentLimits, description="limits for every agent")
     agents: dict[AgentName, AgentLimits] = Field(
-        default_factory=dict, description="per-agent tables; each replaces [limits.default]")
+        default_factory=dict, description="per-agent tables; each replaces [limits.default]"
+    )
     min_free_memory_mb: float | None = Field(
-        default=256, gt=0, description="below this much available system memory every running "
-        "agent is paused; resumed above 1.25 x this value")
+        default=256,
+        gt=0,
+        description="below this much available system memory every running "
+        "agent is paused; resumed above 1.25 x this value",
+    )
     max_concurrent_agents: int | None = Field(
-        default=None, ge=1, le=3, description="agents running at once; the newest beyond it is "
-        "paused until another finishes (the coordinator's session.max_concurrent schedules)")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="session budget from the "
-                                       "agents' own cost reports; exhausted: the session pauses")
-    max_tokens: int | None = Field(default=None, gt=0, description="session budget in tokens "
-                                   "from the agents' usage reports; exhausted: the session pauses")
-    spawn_nice: int = Field(default=5, ge=0, le=19, description="niceness added to every agent CLI "
-                            "at spawn (inherited by its children)")
-    spawn_core_dumps: bool = Field(default=False, description="allow core files (RLIMIT_CORE); off: "
-                                   "a crashing 250 MB binary does not fill the disk")
-    spawn_max_file_mb: float | None = Field(default=None, gt=0, description="RLIMIT_FSIZE: largest "
-                                            "file an agent may write")
+        default=None,
+        ge=1,
+        le=3,
+        description="agents running at once; the newest beyond it is "
+        "paused until another finishes (the coordinator's session.max_concurrent schedules)",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="session budget from the agents' own cost reports; exhausted: the session pauses",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="session budget in tokens from the agents' usage reports; exhausted: the session pauses",
+    )
+    spawn_nice: int = Field(
+        default=5, ge=0, le=19, description="niceness added to every agent CLI at spawn (inherited by its children)"
+    )
+    spawn_core_dumps: bool = Field(
+        default=False,
+        description="allow core files (RLIMIT_CORE); off: a crashing 250 MB binary does not fill the disk",
+    )
+    spawn_max_file_mb: float | None = Field(
+        default=None, gt=0, description="RLIMIT_FSIZE: largest file an agent may write"
+    )
     spawn_max_user_processes: int | None = Field(
-        default=None, ge=64, description="RLIMIT_NPROC. Off by default: Linux counts every thread "
-        "of every process of your user against it, and Node CLIs run many threads")
+        default=None,
+        ge=64,
+        description="RLIMIT_NPROC. Off by default: Linux counts every thread "
+        "of every process of your user against it, and Node CLIs run many threads",
+    )
 
     def for_agent(self, agent: str) -> AgentLimits:
         """The limits that apply to one agent."""
@@ -246,21 +326,32 @@ SuspiciousAction = Literal["warn", "pause", "stop"]
 class SandboxSettings(Section):
     """What the agents may do: claude's PreToolUse hook policy and the tool-call watch."""
 
-    enabled: bool = Field(default=True, description="generate claude's --settings hook and run "
-                          "the approval channel; off: only the CLIs' own permission modes apply")
-    confirm_timeout_s: float = Field(default=120, gt=0, le=3600, description="how long a high-risk "
-                                     "tool call waits for the user; unanswered: denied")
-    confirm_writes_outside_target: bool = Field(default=True, description="a shell write (>, >>, "
-                                                "tee) outside the target and scratch dirs asks "
-                                                "the user; file tools are confined by claude")
-    blocked_patterns: tuple[str, ...] = Field(default=(), description="extra regexes: a matching "
-                                              "shell command is refused before it runs")
-    high_risk_patterns: tuple[str, ...] = Field(default=(), description="extra regexes: a matching "
-                                                "shell command waits for the user's yes")
-    suspicious_patterns: tuple[str, ...] = Field(default=(), description="extra regexes searched "
-                                                 "in every agent's tool calls; a match is a finding")
-    suspicious_action: SuspiciousAction = Field(default="pause", description="what a finding does "
-                                                "to the agent: warn, pause or stop")
+    enabled: bool = Field(
+        default=True,
+        description="generate claude's --settings hook and run "
+        "the approval channel; off: only the CLIs' own permission modes apply",
+    )
+    confirm_timeout_s: float = Field(
+        default=120, gt=0, le=3600, description="how long a high-risk tool call waits for the user; unanswered: denied"
+    )
+    confirm_writes_outside_target: bool = Field(
+        default=True,
+        description="a shell write (>, >>, "
+        "tee) outside the target and scratch dirs asks "
+        "the user; file tools are confined by claude",
+    )
+    blocked_patterns: tuple[str, ...] = Field(
+        default=(), description="extra regexes: a matching shell command is refused before it runs"
+    )
+    high_risk_patterns: tuple[str, ...] = Field(
+        default=(), description="extra regexes: a matching shell command waits for the user's yes"
+    )
+    suspicious_patterns: tuple[str, ...] = Field(
+        default=(), description="extra regexes searched in every agent's tool calls; a match is a finding"
+    )
+    suspicious_action: SuspiciousAction = Field(
+        default="pause", description="what a finding does to the agent: warn, pause or stop"
+    )
 
 
 class Settings(Section):

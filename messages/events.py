@@ -11,11 +11,18 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, utc_now
+from meta_orchestrator.messages.base import AgentName, Frozen, utc_now
 
 EventType = Literal["status", "progress", "finding", "task", "blocker", "milestone", "review", "error"]
 EVENT_TYPES: tuple[str, ...] = (
-    "status", "progress", "finding", "task", "blocker", "milestone", "review", "error",
+    "status",
+    "progress",
+    "finding",
+    "task",
+    "blocker",
+    "milestone",
+    "review",
+    "error",
 )
 
 
@@ -27,8 +34,10 @@ class EventPayload(Frozen):
     text: str | None = None
     progress: int | None = Field(default=None, ge=0, le=100)
     file: str | None = None
-    kind: str | None = Field(default=None, description="sub-kind: text, tool_call, tool_result, "
-                             "init, result, marker, parse_error, exit, retry, ...")
+    kind: str | None = Field(
+        default=None,
+        description="sub-kind: text, tool_call, tool_result, init, result, marker, parse_error, exit, retry, ...",
+    )
     tool: str | None = None
     tool_input: dict[str, Any] | None = None
     session_id: str | None = None

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter
 
-from messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 ControlAction = Literal["pause", "resume", "stop", "review"]
 CONTROL_ACTIONS: tuple[str, ...] = ("pause", "resume", "stop", "review")

@@ -6,12 +6,13 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, Message
-from messages.worker import AssignmentFinished
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.worker import AssignmentFinished
 
 RecoveryAction = Literal["relaunch", "retry_after", "escalate", "give_up", "none"]
-RecoveryOutcome = Literal["pending", "recovered", "failed_again", "escalated", "given_up",
-                          "fixed_before_launch", "not_needed"]
+RecoveryOutcome = Literal[
+    "pending", "recovered", "failed_again", "escalated", "given_up", "fixed_before_launch", "not_needed"
+]
 
 
 class RecoveryRequested(Message):

@@ -6,10 +6,20 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
-LimitKind = Literal["rss", "cpu", "processes", "open_files", "wall", "stall",
-                    "system_memory", "concurrency", "cost_budget", "token_budget"]
+LimitKind = Literal[
+    "rss",
+    "cpu",
+    "processes",
+    "open_files",
+    "wall",
+    "stall",
+    "system_memory",
+    "concurrency",
+    "cost_budget",
+    "token_budget",
+]
 LimitActionTaken = Literal["warn", "pause", "stop", "resume", "pause_session"]
 
 

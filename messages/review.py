@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 TriggerKind = Literal["milestone", "blocker", "request", "phase_end", "user"]
 Verdict = Literal["approve", "concern", "blocker"]
@@ -120,7 +120,6 @@ class ReviewerTimedOut(Message):
 
     review_id: str
     agent: AgentName
-
 
 
 class CheckReviewers(Message):

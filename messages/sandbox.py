@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, Message
-from messages.events import Event
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.events import Event
 
 Decision = Literal["allow", "deny"]
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from messages.base import Message
+from meta_orchestrator.messages.base import Message
 
 
 class ActorCrashed(Message):

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from messages.base import AgentName, Frozen, Message
-from messages.events import Event
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.events import Event
 
 AssignmentMode = Literal["write", "read_only"]
 WorkerStatus = Literal["idle", "starting", "running", "paused", "stopping", "exited"]
@@ -85,8 +85,9 @@ class EventRecorded(Message):
     """Worker -> listeners: this event is appended and flushed to ``<agent>.jsonl``."""
 
     event: Event
-    line: str | None = Field(default=None, description="the event as written to the .jsonl; "
-                             "serialised once, reused by whoever forwards it")
+    line: str | None = Field(
+        default=None, description="the event as written to the .jsonl; serialised once, reused by whoever forwards it"
+    )
 
 
 class EventsRecorded(Message):
@@ -122,8 +123,9 @@ class AssignmentFinished(Message):
     duration_s: float = 0.0
     spawn_error: str | None = None
     stopped_by: str | None = Field(default=None, description="reason given to StopWorker, if any")
-    fatal: str | None = Field(default=None, description="the session cannot go on (its files "
-                              "cannot be written); the coordinator stops it")
+    fatal: str | None = Field(
+        default=None, description="the session cannot go on (its files cannot be written); the coordinator stops it"
+    )
 
 
 class LinesRead(Message):

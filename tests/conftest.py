@@ -13,14 +13,15 @@ import psutil
 import pykka
 import pytest
 
-from messages.worker import EventRecorded, EventsRecorded
+from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO = (sys.executable, "-m", "actors.demo")
+DEMO = (sys.executable, "-m", "meta_orchestrator.actors.demo")
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -57,8 +58,7 @@ class ProbeHandle:
         self._queue: queue.Queue[Any] = self.ref.proxy().received.get()
         self.seen: list[Any] = []
 
-    def expect(self, kind: type, timeout: float = 10.0,
-               where: Callable[[Any], bool] = lambda m: True) -> Any:
+    def expect(self, kind: type, timeout: float = 10.0, where: Callable[[Any], bool] = lambda m: True) -> Any:
         """Wait for the next message of ``kind`` matching ``where``; earlier ones are kept in seen."""
         for message in self.seen:
             if isinstance(message, kind) and where(message) and not getattr(message, "_taken", False):
@@ -68,8 +68,9 @@ class ProbeHandle:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no {kind.__name__} within {timeout}s; saw "
-                                     f"{[type(m).__name__ for m in self.seen][-20:]}")
+                raise AssertionError(
+                    f"no {kind.__name__} within {timeout}s; saw {[type(m).__name__ for m in self.seen][-20:]}"
+                )
             try:
                 message = self._queue.get(timeout=remaining)
             except queue.Empty:
@@ -99,8 +100,7 @@ def _agents_of_this_run(basetemp: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if "ORCHESTRATE_SESSION_ID" in proc.environ() and \
-                    Path(proc.cwd()).is_relative_to(basetemp):
+            if "ORCHESTRATE_SESSION_ID" in proc.environ() and Path(proc.cwd()).is_relative_to(basetemp):
                 found.append(proc)
         except (psutil.Error, OSError, ValueError):
             continue
@@ -143,10 +143,9 @@ def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def demo_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for the demo agents in tests: no pacing, the project importable."""
+    """Environment for the demo agents in tests: no pacing, no scenario left over."""
     env = dict(os.environ)
     env["ORCHESTRATE_DEMO_PACE"] = "0"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     for key in list(env):
         if key.startswith("ORCHESTRATE_DEMO_SCENARIO"):
             del env[key]

@@ -4,28 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.adapters.base import LaunchSpec
-from actors.adapters.claude import ClaudeAdapter
+from meta_orchestrator.actors.adapters.base import LaunchSpec
+from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from tests.test_adapter_common import kinds, replay
 
 SESSION = "869cb918-e700-49cc-a0ff-70fd7508626d"
 
 
 def _spec(**changes: object) -> LaunchSpec:
-    base = dict(executable=("claude",), prompt="do it", workdir=Path("/srv/repo"),
-                env={"PATH": "/usr/bin"})
+    base = dict(executable=("claude",), prompt="do it", workdir=Path("/srv/repo"), env={"PATH": "/usr/bin"})
     return LaunchSpec(**{**base, **changes})  # type: ignore[arg-type]
 
 
 def test_write_mode_argv_env_cwd() -> None:
     env = {"PATH": "/usr/bin"}
     launch = ClaudeAdapter().build_launch(_spec(env=env))
-    assert launch.argv == ("claude", "-p", "do it", "--output-format", "stream-json", "--verbose",
-                           "--permission-mode", "acceptEdits")
+    assert launch.argv == (
+        "claude",
+        "-p",
+        "do it",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "acceptEdits",
+    )
     assert launch.cwd == Path("/srv/repo")
-    assert launch.env == {"PATH": "/usr/bin", "CLAUDE_CODE_MAX_RETRIES": "3",
-                          "DISABLE_AUTOUPDATER": "1",
-                          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    assert launch.env == {
+        "PATH": "/usr/bin",
+        "CLAUDE_CODE_MAX_RETRIES": "3",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
     assert env == {"PATH": "/usr/bin"}  # the caller's mapping is untouched
 
 
@@ -35,20 +45,43 @@ def test_caller_retry_count_wins() -> None:
 
 
 def test_read_only_resume_dirs_model_extra_args() -> None:
-    launch = ClaudeAdapter().build_launch(_spec(
-        executable=("/usr/bin/python3", "-m", "actors.demo", "claude"), mode="read_only",
-        extra_dirs=(Path("/srv/a"), Path("/srv/b")), model="sonnet", resume_session_id=SESSION,
-        extra_args=("--max-turns", "40")))
+    launch = ClaudeAdapter().build_launch(
+        _spec(
+            executable=("/usr/bin/python3", "-m", "meta_orchestrator.actors.demo", "claude"),
+            mode="read_only",
+            extra_dirs=(Path("/srv/a"), Path("/srv/b")),
+            model="sonnet",
+            resume_session_id=SESSION,
+            extra_args=("--max-turns", "40"),
+        )
+    )
     assert launch.argv == (
-        "/usr/bin/python3", "-m", "actors.demo", "claude", "-p", "do it",
-        "--output-format", "stream-json", "--verbose", "--permission-mode", "plan",
-        "--add-dir", "/srv/a", "--add-dir", "/srv/b", "--model", "sonnet",
-        "--resume", SESSION, "--max-turns", "40")
+        "/usr/bin/python3",
+        "-m",
+        "meta_orchestrator.actors.demo",
+        "claude",
+        "-p",
+        "do it",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "plan",
+        "--add-dir",
+        "/srv/a",
+        "--add-dir",
+        "/srv/b",
+        "--model",
+        "sonnet",
+        "--resume",
+        SESSION,
+        "--max-turns",
+        "40",
+    )
 
 
 def test_prompt_starting_with_dash_goes_last_after_double_dash() -> None:
-    launch = ClaudeAdapter().build_launch(_spec(prompt="-rf is not a flag",
-                                                extra_dirs=(Path("/srv/a"),)))
+    launch = ClaudeAdapter().build_launch(_spec(prompt="-rf is not a flag", extra_dirs=(Path("/srv/a"),)))
     assert launch.argv[:2] == ("claude", "-p")
     assert launch.argv[-2:] == ("--", "-rf is not a flag")
     assert "-rf is not a flag" not in launch.argv[:-1]
@@ -57,15 +90,19 @@ def test_prompt_starting_with_dash_goes_last_after_double_dash() -> None:
 def test_normal_run_with_tool_use_and_denial() -> None:
     drafts, parser = replay("claude", "claude_normal.jsonl", 0)
     assert kinds(drafts) == [
-        ("status", "init"), ("progress", "text"), ("progress", "tool_call"),
-        ("progress", "tool_result"), ("blocker", "denial"),
-        ("milestone", "result"), ("review", "result"), ("blocker", "denial"),
+        ("status", "init"),
+        ("progress", "text"),
+        ("progress", "tool_call"),
+        ("progress", "tool_result"),
+        ("blocker", "denial"),
+        ("milestone", "result"),
+        ("review", "result"),
+        ("blocker", "denial"),
     ]
     init, text, call, result, denial, _, review, summary = drafts
     assert (init.payload.session_id, init.payload.model) == (SESSION, "claude-opus-4-8[1m]")
     assert text.payload.text == "I'll look at the directory first."
-    assert (call.payload.tool, call.payload.tool_input) == (
-        "Bash", {"command": "ls -la", "description": "List files"})
+    assert (call.payload.tool, call.payload.tool_input) == ("Bash", {"command": "ls -la", "description": "List files"})
     assert result.payload.tool == "Bash" and "a.txt" in (result.payload.text or "")
     assert denial.payload.file == "/srv/other/notes.txt"
     assert denial.payload.text.startswith("Claude requested permissions to write to")
@@ -78,15 +115,18 @@ def test_normal_run_with_tool_use_and_denial() -> None:
     assert (outcome.cost_usd, outcome.total_tokens) == (0.0049, 435)
     # the tool_result text and the result's entry name the same tool_use: counted once
     assert outcome.permission_denials == (
-        "Claude requested permissions to write to /srv/other/notes.txt, "
-        "but you haven't granted it yet.",)
+        "Claude requested permissions to write to /srv/other/notes.txt, but you haven't granted it yet.",
+    )
 
 
 def test_markers_write_milestone_and_tasks() -> None:
     drafts, parser = replay("claude", "claude_markers.jsonl", 0)
     markers = [d for d in drafts if d.payload.kind in {"marker", "marker_error"}]
     assert [(d.type, d.payload.kind) for d in markers] == [
-        ("milestone", "marker"), ("finding", "marker"), ("error", "marker_error")]
+        ("milestone", "marker"),
+        ("finding", "marker"),
+        ("error", "marker_error"),
+    ]
     assert (markers[0].payload.text, markers[0].payload.progress) == ("schema designed", 40)
     assert (markers[1].payload.file, markers[1].payload.line) == ("a.py", 12)
     # the marker echoed by `cat` in a tool_result is not an event of its own
@@ -114,9 +154,11 @@ def test_no_credentials() -> None:
 
 
 def test_api_errors_401_429_500() -> None:
-    expected = {"401": ("authentication_failed", False, "auth", 401),
-                "429": ("rate_limit", True, "rate_limit", 429),
-                "500": ("server_error", True, "server", 500)}
+    expected = {
+        "401": ("authentication_failed", False, "auth", 401),
+        "429": ("rate_limit", True, "rate_limit", 429),
+        "500": ("server_error", True, "server", 500),
+    }
     for status, (code, retryable, cause, http) in expected.items():
         drafts, parser = replay("claude", f"claude_api_{status}.jsonl", 1)
         api = next(d for d in drafts if d.payload.kind == "api_error")
@@ -143,8 +185,9 @@ def test_turn_cap() -> None:
 
 
 def test_resume_failure_without_init() -> None:
-    drafts, parser = replay("claude", "claude_resume_failure.jsonl", 1,
-                            ("No conversation found with session ID: 1111",))
+    drafts, parser = replay(
+        "claude", "claude_resume_failure.jsonl", 1, ("No conversation found with session ID: 1111",)
+    )
     [end] = drafts
     assert end.payload.details["cause"] == "session_not_found"
     assert parser.outcome().session_id == "11111111-2222-3333-4444-555555555555"
@@ -159,8 +202,15 @@ def test_success_result_with_nonzero_exit_is_an_error() -> None:
 
 def test_api_error_subtype_success_is_not_success() -> None:
     parser = ClaudeAdapter().new_parser()
-    [end] = parser.feed_object({"type": "result", "subtype": "success", "is_error": True,
-                                "result": "API Error: 500 x", "api_error_status": 500})
+    [end] = parser.feed_object(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": True,
+            "result": "API Error: 500 x",
+            "api_error_status": 500,
+        }
+    )
     assert end.type == "error" and end.payload.retryable is True
     parser.finish(0, ())
     assert not parser.outcome().success
@@ -169,14 +219,25 @@ def test_api_error_subtype_success_is_not_success() -> None:
 def test_unknown_system_subtype_and_thinking() -> None:
     parser = ClaudeAdapter().new_parser()
     [hook] = parser.feed_object({"type": "system", "subtype": "hook_started"})
-    assert (hook.type, hook.payload.kind, hook.payload.text) == ("status", "unknown",
-                                                                 "system/hook_started")
-    [think] = parser.feed_object({"type": "assistant", "message": {"content": [
-        {"type": "thinking", "thinking": "hmm"}]}})
+    assert (hook.type, hook.payload.kind, hook.payload.text) == ("status", "unknown", "system/hook_started")
+    [think] = parser.feed_object(
+        {"type": "assistant", "message": {"content": [{"type": "thinking", "thinking": "hmm"}]}}
+    )
     assert (think.type, think.payload.kind) == ("progress", "reasoning")
-    [rf1, rf2] = parser.feed_object({"type": "assistant", "message": {"content": [
-        {"type": "tool_use", "id": "t", "name": "ReportFindings", "input": {"findings": [
-            {"file": "a.py", "line": 3, "summary": "bug"}, {"summary": "another"}]}}]}})
-    assert (rf1.type, rf1.payload.file, rf1.payload.line, rf1.payload.text) == (
-        "finding", "a.py", 3, "bug")
+    [rf1, rf2] = parser.feed_object(
+        {
+            "type": "assistant",
+            "message": {
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "t",
+                        "name": "ReportFindings",
+                        "input": {"findings": [{"file": "a.py", "line": 3, "summary": "bug"}, {"summary": "another"}]},
+                    }
+                ]
+            },
+        }
+    )
+    assert (rf1.type, rf1.payload.file, rf1.payload.line, rf1.payload.text) == ("finding", "a.py", 3, "bug")
     assert rf2.type == "finding"

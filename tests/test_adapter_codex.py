@@ -4,43 +4,73 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.adapters.base import LaunchSpec
-from actors.adapters.codex import CodexAdapter
+from meta_orchestrator.actors.adapters.base import LaunchSpec
+from meta_orchestrator.actors.adapters.codex import CodexAdapter
 from tests.test_adapter_common import kinds, replay
 
 THREAD = "01a20ab5-3eec-7052-8dac-4a8d4884ba65"
 
 
 def _spec(**changes: object) -> LaunchSpec:
-    base = dict(executable=("codex",), prompt="do it", workdir=Path("/srv/repo"),
-                env={"CODEX_API_KEY": "k"})
+    base = dict(executable=("codex",), prompt="do it", workdir=Path("/srv/repo"), env={"CODEX_API_KEY": "k"})
     return LaunchSpec(**{**base, **changes})  # type: ignore[arg-type]
 
 
 def test_write_mode_argv_env_cwd() -> None:
     env = {"CODEX_API_KEY": "k"}
     launch = CodexAdapter().build_launch(_spec(env=env))
-    assert launch.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "-C", "/srv/repo",
-                           "-s", "workspace-write", "--disable", "unbounded_connection_retries",
-                           "do it")
+    assert launch.argv == (
+        "codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "-C",
+        "/srv/repo",
+        "-s",
+        "workspace-write",
+        "--disable",
+        "unbounded_connection_retries",
+        "do it",
+    )
     assert launch.env == env and launch.env is not env
     assert launch.cwd == Path("/srv/repo")
     assert "--full-auto" not in launch.argv and "-a" not in launch.argv
 
 
 def test_read_only_dirs_model_extra_args() -> None:
-    launch = CodexAdapter().build_launch(_spec(
-        mode="read_only", extra_dirs=(Path("/srv/a"), Path("/srv/b")), model="gpt-5.5",
-        extra_args=("-c", "model_provider=mock")))
-    assert launch.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "-C", "/srv/repo",
-                           "-s", "read-only", "--add-dir", "/srv/a", "--add-dir", "/srv/b",
-                           "-m", "gpt-5.5", "--disable", "unbounded_connection_retries",
-                           "-c", "model_provider=mock", "do it")
+    launch = CodexAdapter().build_launch(
+        _spec(
+            mode="read_only",
+            extra_dirs=(Path("/srv/a"), Path("/srv/b")),
+            model="gpt-5.5",
+            extra_args=("-c", "model_provider=mock"),
+        )
+    )
+    assert launch.argv == (
+        "codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "-C",
+        "/srv/repo",
+        "-s",
+        "read-only",
+        "--add-dir",
+        "/srv/a",
+        "--add-dir",
+        "/srv/b",
+        "-m",
+        "gpt-5.5",
+        "--disable",
+        "unbounded_connection_retries",
+        "-c",
+        "model_provider=mock",
+        "do it",
+    )
 
 
 def test_resume_puts_thread_and_prompt_last() -> None:
-    launch = CodexAdapter().build_launch(_spec(resume_session_id=THREAD,
-                                               executable=("node", "codex.js")))
+    launch = CodexAdapter().build_launch(_spec(resume_session_id=THREAD, executable=("node", "codex.js")))
     assert launch.argv[:2] == ("node", "codex.js")
     assert launch.argv[-3:] == ("resume", THREAD, "do it")
     assert launch.argv.index("-s") < launch.argv.index("resume")  # exec options apply
@@ -56,10 +86,18 @@ def test_prompt_starting_with_dash_follows_double_dash() -> None:
 def test_normal_run() -> None:
     drafts, parser = replay("codex", "codex_normal.jsonl", 0)
     assert kinds(drafts) == [
-        ("status", "init"), ("status", "turn_started"), ("progress", "reasoning"),
-        ("progress", "text"), ("progress", "tool_call"), ("progress", "tool_result"),
-        ("progress", "tool_result"), ("progress", "tool_call"), ("milestone", "file_written"),
-        ("progress", "text"), ("milestone", "result"), ("review", "result"),
+        ("status", "init"),
+        ("status", "turn_started"),
+        ("progress", "reasoning"),
+        ("progress", "text"),
+        ("progress", "tool_call"),
+        ("progress", "tool_result"),
+        ("progress", "tool_result"),
+        ("progress", "tool_call"),
+        ("milestone", "file_written"),
+        ("progress", "text"),
+        ("milestone", "result"),
+        ("review", "result"),
     ]
     assert drafts[0].payload.session_id == THREAD
     call, done, failed = drafts[4:7]
@@ -80,16 +118,20 @@ def test_normal_run() -> None:
 def test_usage_is_replaced_not_added() -> None:
     parser = CodexAdapter().new_parser()
     for total in (100, 250):
-        parser.feed_object({"type": "turn.completed",
-                            "usage": {"input_tokens": total, "output_tokens": 10}})
+        parser.feed_object({"type": "turn.completed", "usage": {"input_tokens": total, "output_tokens": 10}})
     assert parser.usage == {"input_tokens": 250, "output_tokens": 10}
     assert parser.total_tokens == 260
 
 
 def test_401() -> None:
     drafts, parser = replay("codex", "codex_401.jsonl", 1)
-    assert kinds(drafts) == [("status", "init"), ("status", "turn_started"), ("status", "retry"),
-                             ("error", "api_error"), ("error", "turn_failed")]
+    assert kinds(drafts) == [
+        ("status", "init"),
+        ("status", "turn_started"),
+        ("status", "retry"),
+        ("error", "api_error"),
+        ("error", "turn_failed"),
+    ]
     assert drafts[2].payload.retryable is True
     assert (drafts[3].payload.terminal, drafts[3].payload.details["cause"]) == (False, "auth")
     end = drafts[-1]
@@ -110,8 +152,13 @@ def test_429() -> None:
 
 def test_network_hang_killed_by_watchdog() -> None:
     drafts, parser = replay("codex", "codex_network.jsonl", -15)
-    assert kinds(drafts)[2:] == [("status", "retry"), ("status", "warning"), ("status", "retry"),
-                                 ("status", "retry"), ("error", "exit")]
+    assert kinds(drafts)[2:] == [
+        ("status", "retry"),
+        ("status", "warning"),
+        ("status", "retry"),
+        ("status", "retry"),
+        ("error", "exit"),
+    ]
     end = drafts[-1]
     assert end.payload.terminal and end.payload.exit_code == -15
     assert "killed by signal 15" in end.payload.text
@@ -121,8 +168,7 @@ def test_network_hang_killed_by_watchdog() -> None:
 def test_markers_and_todos() -> None:
     drafts, parser = replay("codex", "codex_markers.jsonl", 0)
     markers = [d for d in drafts if d.payload.kind == "marker"]
-    assert [(d.type, d.payload.text) for d in markers] == [
-        ("progress", "half way"), ("milestone", "all written")]
+    assert [(d.type, d.payload.text) for d in markers] == [("progress", "half way"), ("milestone", "all written")]
     assert markers[0].payload.progress == 50 and markers[1].payload.file == "hello.txt"
     assert not [d for d in drafts if d.type == "blocker"]  # the command output's marker
     todos = [d for d in drafts if d.type == "task"]
@@ -133,8 +179,10 @@ def test_markers_and_todos() -> None:
 
 
 def test_stderr_sandbox_refusal_is_a_blocker() -> None:
-    line = ("2026-11-23T23:19:00Z ERROR codex_core::tools::router: error=patch rejected: writing "
-            "is blocked by read-only sandbox; rejected by user approval settings")
+    line = (
+        "2026-11-23T23:19:00Z ERROR codex_core::tools::router: error=patch rejected: writing "
+        "is blocked by read-only sandbox; rejected by user approval settings"
+    )
     drafts, parser = replay("codex", "codex_normal.jsonl", 0, (line,))
     [blocker] = [d for d in drafts if d.type == "blocker"]
     assert blocker.payload.kind == "denial" and blocker.payload.text.startswith("patch rejected")
@@ -143,11 +191,16 @@ def test_stderr_sandbox_refusal_is_a_blocker() -> None:
 
 def test_declined_command_and_question_and_plan_delta() -> None:
     parser = CodexAdapter().new_parser()
-    [declined] = parser.feed_object({"type": "item.completed", "item": {
-        "id": "i", "type": "command_execution", "command": "rm -rf /", "status": "declined"}})
+    [declined] = parser.feed_object(
+        {
+            "type": "item.completed",
+            "item": {"id": "i", "type": "command_execution", "command": "rm -rf /", "status": "declined"},
+        }
+    )
     assert (declined.type, declined.payload.kind) == ("blocker", "denial")
-    [question] = parser.feed_object({"type": "request_user_input", "id": "1", "call_id": "c",
-                                     "questions": [{"question": "Which DB?"}]})
+    [question] = parser.feed_object(
+        {"type": "request_user_input", "id": "1", "call_id": "c", "questions": [{"question": "Which DB?"}]}
+    )
     assert (question.type, question.payload.text) == ("blocker", "Which DB?")
     [plan] = parser.feed_object({"type": "item.plan.delta", "item_id": "p", "delta": "1. x"})
     assert (plan.type, plan.payload.kind, plan.payload.text) == ("task", "plan", "1. x")

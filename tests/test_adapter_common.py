@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from actors.adapters.base import Draft, StreamParser
-from actors.adapters.registry import ADAPTERS, get_adapter
+from meta_orchestrator.actors.adapters.base import Draft, StreamParser
+from meta_orchestrator.actors.adapters.registry import ADAPTERS, get_adapter
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 
 GOOD_LINE = {
     "claude": b'{"type":"system","subtype":"init","session_id":"s-1","model":"m"}',
     "codex": b'{"type":"thread.started","thread_id":"s-1"}',
-    "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1",'
-              b'"model":"m"}',
+    "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1","model":"m"}',
 }
 # Known types whose structural fields have the wrong JSON type.
 WRONG_TYPES = {
@@ -25,8 +24,9 @@ WRONG_TYPES = {
 }
 
 
-def replay(name: str, transcript: str, returncode: int | None = 0,
-           stderr_tail: tuple[str, ...] = ()) -> tuple[list[Draft], StreamParser]:
+def replay(
+    name: str, transcript: str, returncode: int | None = 0, stderr_tail: tuple[str, ...] = ()
+) -> tuple[list[Draft], StreamParser]:
     """Feed a stored transcript line by line, then finish; the drafts and the parser."""
     parser = get_adapter(name).new_parser()
     drafts: list[Draft] = []
@@ -50,15 +50,17 @@ def test_registry_knows_the_three_clis() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
-@pytest.mark.parametrize(("data", "total", "needle"), [
-    (b"Warning: not json at all", None, "not JSON"),
-    (b'{"type":"system","subtype":"ini', None, "cut short"),
-    (b'{"type":"init","text":"\xff\xfe"}', None, "not valid UTF-8"),
-    (b'[{"type":"init"}]', None, "not an object"),
-    (b'{"type":"init"', 10_000_000, "longer than the parser accepts"),
-])
-def test_bad_line_is_an_error_and_parsing_goes_on(name: str, data: bytes, total: int | None,
-                                                  needle: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "total", "needle"),
+    [
+        (b"Warning: not json at all", None, "not JSON"),
+        (b'{"type":"system","subtype":"ini', None, "cut short"),
+        (b'{"type":"init","text":"\xff\xfe"}', None, "not valid UTF-8"),
+        (b'[{"type":"init"}]', None, "not an object"),
+        (b'{"type":"init"', 10_000_000, "longer than the parser accepts"),
+    ],
+)
+def test_bad_line_is_an_error_and_parsing_goes_on(name: str, data: bytes, total: int | None, needle: str) -> None:
     parser = get_adapter(name).new_parser()
     [bad] = parser.feed_line(data, total)
     assert (bad.type, bad.payload.kind, bad.payload.terminal) == ("error", "parse_error", False)
@@ -79,9 +81,15 @@ def test_wrong_typed_fields_give_an_error_not_an_exception(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
-@pytest.mark.parametrize("line", [
-    b'{"no_type": 1}', b'{"type": {"nested": true}}', b'{"type": 42}', b'{"type": "brand_new"}',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"no_type": 1}',
+        b'{"type": {"nested": true}}',
+        b'{"type": 42}',
+        b'{"type": "brand_new"}',
+    ],
+)
 def test_unknown_or_untyped_objects_are_status_unknown(name: str, line: bytes) -> None:
     [only] = get_adapter(name).new_parser().feed_line(line)
     assert (only.type, only.payload.kind) == ("status", "unknown")
@@ -90,10 +98,26 @@ def test_unknown_or_untyped_objects_are_status_unknown(name: str, line: bytes) -
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_missing_fields_never_raise(name: str) -> None:
     parser = get_adapter(name).new_parser()
-    types = ["system", "assistant", "user", "result", "thread.started", "turn.started",
-             "item.started", "item.updated", "item.completed", "turn.completed", "turn.failed",
-             "error", "item.plan.delta", "request_user_input", "init", "message", "tool_use",
-             "tool_result"]
+    types = [
+        "system",
+        "assistant",
+        "user",
+        "result",
+        "thread.started",
+        "turn.started",
+        "item.started",
+        "item.updated",
+        "item.completed",
+        "turn.completed",
+        "turn.failed",
+        "error",
+        "item.plan.delta",
+        "request_user_input",
+        "init",
+        "message",
+        "tool_use",
+        "tool_result",
+    ]
     for type_ in types:
         drafts = parser.feed_object({"type": type_})
         assert drafts, type_  # every line becomes at least one event
@@ -112,23 +136,25 @@ def test_unexpected_exception_becomes_a_parse_error(monkeypatch: pytest.MonkeyPa
     assert "surprise" in (only.payload.text or "")
 
 
-@pytest.mark.parametrize(("name", "returncode", "meaning"), [
-    ("claude", 1, "exit code 1: error result"),
-    ("claude", -9, "killed by signal 9 (SIGKILL)"),
-    ("codex", 2, "CLI usage error"),
-    ("codex", -15, "killed by signal 15 (SIGTERM)"),
-    ("gemini", 41, "authentication error"),
-    ("gemini", 144, "HTTP 400"),
-    ("gemini", 145, "HTTP 401"),
-    ("gemini", 147, "HTTP 403"),
-    ("gemini", 173, "HTTP 429"),
-    ("gemini", 244, "HTTP 500"),
-    ("gemini", 53, "turn limit"),
-    ("gemini", 0, "exit code 0"),
-    ("codex", None, "exit status unknown"),
-])
-def test_finish_without_terminal_event_synthesises_the_end(name: str, returncode: int | None,
-                                                           meaning: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "returncode", "meaning"),
+    [
+        ("claude", 1, "exit code 1: error result"),
+        ("claude", -9, "killed by signal 9 (SIGKILL)"),
+        ("codex", 2, "CLI usage error"),
+        ("codex", -15, "killed by signal 15 (SIGTERM)"),
+        ("gemini", 41, "authentication error"),
+        ("gemini", 144, "HTTP 400"),
+        ("gemini", 145, "HTTP 401"),
+        ("gemini", 147, "HTTP 403"),
+        ("gemini", 173, "HTTP 429"),
+        ("gemini", 244, "HTTP 500"),
+        ("gemini", 53, "turn limit"),
+        ("gemini", 0, "exit code 0"),
+        ("codex", None, "exit status unknown"),
+    ],
+)
+def test_finish_without_terminal_event_synthesises_the_end(name: str, returncode: int | None, meaning: str) -> None:
     parser = get_adapter(name).new_parser()
     parser.feed_line(GOOD_LINE[name])
     drafts = parser.finish(returncode, ("noise", "", "Error: the last words"))

@@ -16,24 +16,32 @@ from typing import Any
 import pykka
 import pytest
 
-from messages.resources import MachineSample, ResourcesSampled, TreeSample
-from messages.review import (
+from meta_orchestrator.messages.resources import MachineSample, ResourcesSampled, TreeSample
+from meta_orchestrator.messages.review import (
     Finding,
     ReviewAnswer,
     ReviewCompleted,
     ReviewDecision,
     ReviewTrigger,
 )
-from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
-from messages.worker import EventRecorded, WorkerStateChanged
+from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, SessionStateChanged
+from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 from tests.test_gateway import event, session_snapshot, start_gateway, worker_snapshot
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
 
@@ -75,60 +83,140 @@ def _stop_actors() -> Iterator[None]:
 def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
     """A plausible mid-session state."""
     design_review = ReviewCompleted(
-        review_id="r1", author="gemini", triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
-        answers=(ReviewAnswer(agent="codex", verdict="approve", summary="The design is sound."),
-                 ReviewAnswer(agent="claude", verdict="approve")),
-        decision=ReviewDecision(decision="CONTINUE", reasoning="Both reviewers approved the design."))
+        review_id="r1",
+        author="gemini",
+        triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
+        answers=(
+            ReviewAnswer(agent="codex", verdict="approve", summary="The design is sound."),
+            ReviewAnswer(agent="claude", verdict="approve"),
+        ),
+        decision=ReviewDecision(decision="CONTINUE", reasoning="Both reviewers approved the design."),
+    )
     code_review = ReviewCompleted(
-        review_id="r2", author="claude", triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
-        answers=(ReviewAnswer(agent="codex", verdict="concern", summary="Misses the database check.",
-                              findings=(Finding(severity="medium", file="app/health.py", line=12,
-                                                text="No check of the database connection"),)),
-                 ReviewAnswer(agent="gemini", verdict="approve")),
-        decision=ReviewDecision(decision="LOG_WARNING", reasoning="codex raised one concern: the endpoint "
-                                "does not check the database connection; logged, work continues."))
+        review_id="r2",
+        author="claude",
+        triggers=(ReviewTrigger.model_validate({"kind": "milestone"}),),
+        answers=(
+            ReviewAnswer(
+                agent="codex",
+                verdict="concern",
+                summary="Misses the database check.",
+                findings=(
+                    Finding(
+                        severity="medium", file="app/health.py", line=12, text="No check of the database connection"
+                    ),
+                ),
+            ),
+            ReviewAnswer(agent="gemini", verdict="approve"),
+        ),
+        decision=ReviewDecision(
+            decision="LOG_WARNING",
+            reasoning="codex raised one concern: the endpoint "
+            "does not check the database connection; logged, work continues.",
+        ),
+    )
     decisions = [design_review.record(), code_review.record()]
     questions = [
-        {"id": "q1", "kind": "confirmation", "asked_by": "sandbox", "agent": "claude",
-         "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
-         "details": {"command": "rm -rf build/", "cwd": "/home/dev/billing"},
-         "asked_at": "2025-01-01T10:06:30Z"},
-        {"id": "q2", "kind": "clarification", "asked_by": "coordinator", "agent": "gemini",
-         "text": "Should /health report the version string?", "asked_at": "2025-01-01T10:06:40Z",
-         "options": ["yes", "no"]},
+        {
+            "id": "q1",
+            "kind": "confirmation",
+            "asked_by": "sandbox",
+            "agent": "claude",
+            "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
+            "details": {"command": "rm -rf build/", "cwd": "/home/dev/billing"},
+            "asked_at": "2025-01-01T10:06:30Z",
+        },
+        {
+            "id": "q2",
+            "kind": "clarification",
+            "asked_by": "coordinator",
+            "agent": "gemini",
+            "text": "Should /health report the version string?",
+            "asked_at": "2025-01-01T10:06:40Z",
+            "options": ["yes", "no"],
+        },
     ]
     ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=decisions, questions=questions)))
-    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "exited", last_activity="Plan ready: 3 assignments",
-                                                         last_progress=100, assignment_id="design",
-                                                         events_recorded=41)))
-    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "running", last_progress=45,
-                                                         last_activity="Edit app/health.py",
-                                                         events_recorded=128)))
-    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("codex", "idle", pid=None, assignment_id=None,
-                                                         last_activity=None, last_progress=None,
-                                                         events_recorded=9)))
-    lines = [("gemini", "status", "Reading the repository layout"), ("gemini", "milestone", "Plan ready"),
-             ("claude", "task", "Implement /health"), ("claude", "progress", "Writing the handler"),
-             ("codex", "review", "Reviewing the design"), ("claude", "finding", "app/main.py has no router"),
-             ("claude", "error", "pytest: 1 failed (test_health_status)"), ("claude", "status", "Fixing the test")]
+    ref.tell(
+        WorkerStateChanged(
+            snapshot=worker_snapshot(
+                "gemini",
+                "exited",
+                last_activity="Plan ready: 3 assignments",
+                last_progress=100,
+                assignment_id="design",
+                events_recorded=41,
+            )
+        )
+    )
+    ref.tell(
+        WorkerStateChanged(
+            snapshot=worker_snapshot(
+                "claude", "running", last_progress=45, last_activity="Edit app/health.py", events_recorded=128
+            )
+        )
+    )
+    ref.tell(
+        WorkerStateChanged(
+            snapshot=worker_snapshot(
+                "codex", "idle", pid=None, assignment_id=None, last_activity=None, last_progress=None, events_recorded=9
+            )
+        )
+    )
+    lines = [
+        ("gemini", "status", "Reading the repository layout"),
+        ("gemini", "milestone", "Plan ready"),
+        ("claude", "task", "Implement /health"),
+        ("claude", "progress", "Writing the handler"),
+        ("codex", "review", "Reviewing the design"),
+        ("claude", "finding", "app/main.py has no router"),
+        ("claude", "error", "pytest: 1 failed (test_health_status)"),
+        ("claude", "status", "Fixing the test"),
+    ]
     seqs = {"gemini": 0, "codex": 0, "claude": 0}
     for n in range(60):
         agent, kind, text = lines[n % len(lines)]
         seqs[agent] += 1
-        ref.tell(EventRecorded(event=event(agent, seqs[agent], f"{text} ({n})", kind, at=n * 2,
-                                           progress=min(100, n * 2) if kind == "progress" else None)))
+        ref.tell(
+            EventRecorded(
+                event=event(
+                    agent,
+                    seqs[agent],
+                    f"{text} ({n})",
+                    kind,
+                    at=n * 2,
+                    progress=min(100, n * 2) if kind == "progress" else None,
+                )
+            )
+        )
     for i in range(40):
         trees = []
         for agent, base in (("gemini", 3), ("codex", 8), ("claude", 35)):
             wave = (i * 7 + len(agent) * 5) % 23
-            trees.append(TreeSample(agent=agent, pid=4242, status="running", processes=3,
-                                    cpu_percent=base + wave, rss_bytes=(120 + base * 4 + wave) * 2**20))
-        ref.tell(ResourcesSampled(taken_at=1e9 + i, agents=tuple(trees), machine=MachineSample(
-            cpu_percent=20, cpu_count=8, memory_available_bytes=8 * 2**30, memory_total_bytes=16 * 2**30)))
+            trees.append(
+                TreeSample(
+                    agent=agent,
+                    pid=4242,
+                    status="running",
+                    processes=3,
+                    cpu_percent=base + wave,
+                    rss_bytes=(120 + base * 4 + wave) * 2**20,
+                )
+            )
+        ref.tell(
+            ResourcesSampled(
+                taken_at=1e9 + i,
+                agents=tuple(trees),
+                machine=MachineSample(
+                    cpu_percent=20, cpu_count=8, memory_available_bytes=8 * 2**30, memory_total_bytes=16 * 2**30
+                ),
+            )
+        )
 
 
-def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, tmp_path: Path,
-                                                             probe: ProbeHandle) -> None:
+def test_dashboard_shows_the_session_live_and_sends_controls(
+    browser_page: Any, tmp_path: Path, probe: ProbeHandle
+) -> None:
     page = browser_page
     ref, address = start_gateway(tmp_path, probe.ref)
     _feed(ref, tmp_path)
@@ -202,9 +290,10 @@ def test_dashboard_shows_the_session_live_and_sends_controls(browser_page: Any, 
     assert "lost" in page.locator("#banner").inner_text().lower()
     assert page.locator("#conn-text").inner_text() == "Disconnected"
     page.screenshot(path=str(OUTPUT / "dashboard-disconnected.png"))
-    from actors.gateway import Gateway
-    from config.settings import WebSettings
+    from meta_orchestrator.actors.gateway import Gateway
+    from meta_orchestrator.config.settings import WebSettings
     from tests.test_gateway import TOKEN
+
     back = Gateway.start(WebSettings(port=port), tmp_path, TOKEN, probe.ref)
     back.tell(SessionStateChanged(snapshot=session_snapshot(status="completed", ended_at="2025-01-01T10:20:00Z")))
     page.locator('#banner[data-kind="back"], #banner[data-kind="ended"]').wait_for(timeout=15_000)

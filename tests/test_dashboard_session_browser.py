@@ -28,7 +28,7 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
         for proc in psutil.Process(launcher.pid).children(recursive=True):
             try:
                 line = " ".join(proc.cmdline())
-                if f"actors.demo {agent}" in line and f"Assignment: {assignment}" in line:
+                if f"meta_orchestrator.actors.demo {agent}" in line and f"Assignment: {assignment}" in line:
                     return proc
             except psutil.Error:
                 continue
@@ -39,10 +39,23 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
 
 def _start_launcher(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     launcher = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "orchestrate"), "Add a /health endpoint", "--demo",
-         "--workspace", str(tmp_path / "ws"), "--port", "0"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "orchestrate"),
+            "Add a /health endpoint",
+            "--demo",
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--port",
+            "0",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in launcher.stderr:  # type: ignore[union-attr]
         if line.startswith("dashboard: "):
             # Keep reading the console so the launcher never blocks on a full pipe.
@@ -78,10 +91,10 @@ def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session
     card = page.locator('article.worker[data-agent="claude"]')
     status = card.locator(".w-status")
     status.filter(has_text="Running").wait_for(timeout=30_000)
-    agent = wait_for(lambda: _agent_process(launcher, "claude", "implement"),
-                     message="the implementer's process")
+    agent = wait_for(lambda: _agent_process(launcher, "claude", "implement"), message="the implementer's process")
     page.locator('article.worker[data-agent="gemini"]').filter(has_text="docs/DESIGN.md").wait_for(
-        timeout=10_000)  # events of the finished design step arrived live
+        timeout=10_000
+    )  # events of the finished design step arrived live
 
     card.locator('[data-action="pause"]').click()
     wait_for(lambda: agent.status() == psutil.STATUS_STOPPED, message="SIGSTOP on the agent")
@@ -97,16 +110,13 @@ def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session
     stop.click()
     stop.click()  # the page asks for a second click before stopping the session
     page.locator("#session-status").filter(has_text="Stopped").wait_for(timeout=30_000)
-    wait_for(lambda: not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE,
-             message="the agent to be gone")
+    wait_for(lambda: not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE, message="the agent to be gone")
     assert not page.errors, page.errors
 
 
-def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Path, demo_env,
-                                                                  browser_page: Any):  # noqa: F811
+def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Path, demo_env, browser_page: Any):  # noqa: F811
     # claude is refused a write outside the target; Recovery asks before granting the folder.
-    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.02",
-           "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
+    env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.02", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
     launcher, url = _start_launcher(tmp_path, env)
     try:
         page = browser_page

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = (sys.executable, "-m", "actors.demo")
+DEMO = (sys.executable, "-m", "meta_orchestrator.actors.demo")
 TIMEOUT = 30
 SESSION = "11111111-2222-3333-4444-555555555555"
 
@@ -37,11 +36,9 @@ def demo_env(scenario: str | None = None, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("ORCHESTRATE_DEMO_")
-        and k not in ("IS_SANDBOX", "GEMINI_CLI_TRUST_WORKSPACE")
+        if not k.startswith("ORCHESTRATE_DEMO_") and k not in ("IS_SANDBOX", "GEMINI_CLI_TRUST_WORKSPACE")
     }
     env["ORCHESTRATE_DEMO_PACE"] = "0"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if scenario:
         env["ORCHESTRATE_DEMO_SCENARIO"] = scenario
     env.update(extra)
@@ -112,9 +109,7 @@ def kill_group_and_check(proc: subprocess.Popen[bytes]) -> None:
     assert alive_in_group(proc.pid) == []
 
 
-def read_until(
-    proc: subprocess.Popen[bytes], type_: str, timeout: float = TIMEOUT
-) -> list[dict[str, Any]]:
+def read_until(proc: subprocess.Popen[bytes], type_: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
     """Read stdout lines until one of ``type_``; fail if the process goes quiet for ``timeout``."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -172,35 +167,27 @@ UNTRUSTED = (
         pytest.param(
             "claude",
             claude_args("hi", "--dangerously-skip-permissions"),
-            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security "
-            "reasons",
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
             1,
             marks=ROOT_ONLY,
         ),
         pytest.param(
             "claude",
             claude_args("hi", "--permission-mode", "bypassPermissions"),
-            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security "
-            "reasons",
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
             1,
             marks=ROOT_ONLY,
         ),
         (
             "claude",
             ["-p", "--output-format", "stream-json", "--verbose"],
-            (
-                "Error: Input must be provided either through stdin or as a prompt argument when "
-                "using --print"
-            ),
+            ("Error: Input must be provided either through stdin or as a prompt argument when using --print"),
             1,
         ),
         (
             "claude",
             ["-p", "--add-dir", "/x", "hi", "--output-format", "stream-json", "--verbose"],
-            (
-                "Error: Input must be provided either through stdin or as a prompt argument when "
-                "using --print"
-            ),
+            ("Error: Input must be provided either through stdin or as a prompt argument when using --print"),
             1,
         ),
         ("claude", claude_args("hi", "--bogus-flag"), "error: unknown option '--bogus-flag'", 1),
@@ -266,17 +253,12 @@ UNTRUSTED = (
         (
             "gemini",
             gemini_args("hi", "-y", "--approval-mode", "yolo"),
-            (
-                "Cannot use both --yolo (-y) and --approval-mode together. Use "
-                "--approval-mode=yolo instead."
-            ),
+            ("Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo instead."),
             1,
         ),
     ],
 )
-def test_usage_errors_are_the_real_ones(
-    agent: str, args: list[str], stderr: str, code: int, tmp_path: Path
-) -> None:
+def test_usage_errors_are_the_real_ones(agent: str, args: list[str], stderr: str, code: int, tmp_path: Path) -> None:
     done = run_demo(agent, args, tmp_path)
     assert done.returncode == code
     assert done.stdout == b""
@@ -284,9 +266,7 @@ def test_usage_errors_are_the_real_ones(
 
 
 def test_claude_bypass_allowed_as_root_in_a_sandbox(tmp_path: Path) -> None:
-    done = run_demo(
-        "claude", claude_args(prompt(), "--dangerously-skip-permissions"), tmp_path, IS_SANDBOX="1"
-    )
+    done = run_demo("claude", claude_args(prompt(), "--dangerously-skip-permissions"), tmp_path, IS_SANDBOX="1")
     assert done.returncode == 0
     assert lines(done)[0]["permissionMode"] == "bypassPermissions"
 
@@ -305,9 +285,7 @@ def test_codex_in_a_git_repo_needs_no_skip_flag(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     done = run_demo("codex", ["exec", "--json", "-C", str(tmp_path), "hi"], tmp_path)
     assert done.returncode == 0 and types(lines(done))[0] == "thread.started"
-    done = run_demo(
-        "codex", ["exec", "--json", "-C", str(tmp_path), "hi"], tmp_path, "not_git_repo"
-    )
+    done = run_demo("codex", ["exec", "--json", "-C", str(tmp_path), "hi"], tmp_path, "not_git_repo")
     assert (done.returncode, done.stdout, done.stderr.decode().strip()) == (1, b"", NOT_TRUSTED)
 
 
@@ -318,11 +296,7 @@ def test_claude_implementer_writes_module_and_test(tmp_path: Path) -> None:
     done = run_demo("claude", claude_args(prompt(), "--permission-mode", "acceptEdits"), tmp_path)
     assert done.returncode == 0, done.stderr
     objs = lines(done)
-    assert (
-        objs[0]["type"] == "system"
-        and objs[0]["subtype"] == "init"
-        and objs[0]["cwd"] == str(tmp_path)
-    )
+    assert objs[0]["type"] == "system" and objs[0]["subtype"] == "init" and objs[0]["cwd"] == str(tmp_path)
     assert objs[-1]["type"] == "result" and set(types(objs[1:-1])) == {"assistant", "user"}
     for obj in objs[1:-1]:
         if obj["type"] == "assistant":
@@ -344,19 +318,13 @@ def test_claude_implementer_writes_module_and_test(tmp_path: Path) -> None:
         False,
         [],
     )
-    assert (
-        0 < result["total_cost_usd"] < 1
-        and result["usage"]["output_tokens"] > 0
-        and result["modelUsage"]
-    )
+    assert 0 < result["total_cost_usd"] < 1 and result["usage"]["output_tokens"] > 0 and result["modelUsage"]
     assert result["result"].startswith("[demo]") and "ORCHESTRATE_EVENT" in result["result"]
     assert len({o["session_id"] for o in objs}) == 1
 
 
 def test_gemini_architect_writes_design(tmp_path: Path) -> None:
-    done = run_demo(
-        "gemini", gemini_args(prompt(role="architect"), "--approval-mode", "auto_edit"), tmp_path
-    )
+    done = run_demo("gemini", gemini_args(prompt(role="architect"), "--approval-mode", "auto_edit"), tmp_path)
     assert done.returncode == 0, done.stderr
     objs = lines(done)
     assert types(objs)[:2] == ["init", "message"] and objs[1]["role"] == "user"
@@ -366,11 +334,7 @@ def test_gemini_architect_writes_design(tmp_path: Path) -> None:
     assert deltas and all(o["delta"] is True for o in deltas)
     use = next(o for o in objs if o["type"] == "tool_use")
     res = next(o for o in objs if o["type"] == "tool_result")
-    assert (
-        use["tool_name"] == "write_file"
-        and res["tool_id"] == use["tool_id"]
-        and res["status"] == "success"
-    )
+    assert use["tool_name"] == "write_file" and res["tool_id"] == use["tool_id"] and res["status"] == "success"
     text = "".join(o["content"] for o in deltas)
     assert text.startswith("[demo]") and '"type": "milestone"' in text
     assert "Add a greeting helper" in (tmp_path / "docs" / "DESIGN.md").read_text()
@@ -379,15 +343,10 @@ def test_gemini_architect_writes_design(tmp_path: Path) -> None:
 def test_codex_reviewer_reads_then_writes_review(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "thing.py").write_text("X = 1\n")
-    done = run_demo(
-        "codex", codex_args(prompt(role="reviewer"), tmp_path, "-s", "workspace-write"), tmp_path
-    )
+    done = run_demo("codex", codex_args(prompt(role="reviewer"), tmp_path, "-s", "workspace-write"), tmp_path)
     assert done.returncode == 0, done.stderr
     objs = lines(done)
-    assert (
-        types(objs)[:2] == ["thread.started", "turn.started"]
-        and types(objs)[-1] == "turn.completed"
-    )
+    assert types(objs)[:2] == ["thread.started", "turn.started"] and types(objs)[-1] == "turn.completed"
     assert set(objs[-1]["usage"]) >= {"input_tokens", "cached_input_tokens", "output_tokens"}
     items = [o["item"] for o in objs if o["type"].startswith("item.")]
     commands = [i for i in items if i["type"] == "command_execution" and i["status"] == "completed"]
@@ -401,7 +360,7 @@ def test_codex_reviewer_reads_then_writes_review(tmp_path: Path) -> None:
 
 
 def _validate_plan(text: str) -> None:
-    from messages.session import Plan
+    from meta_orchestrator.messages.session import Plan
 
     Plan.model_validate(fenced_json(text))
 
@@ -409,9 +368,7 @@ def _validate_plan(text: str) -> None:
 def test_plan_is_valid_and_invalid_plan_recovers_on_retry(tmp_path: Path) -> None:
     args = gemini_args(prompt(kind="plan", role="architect"), "--approval-mode", "default")
     done = run_demo("gemini", args, tmp_path)
-    text = "".join(
-        o["content"] for o in lines(done) if o["type"] == "message" and o["role"] == "assistant"
-    )
+    text = "".join(o["content"] for o in lines(done) if o["type"] == "message" and o["role"] == "assistant")
     _validate_plan(text)
     plan = fenced_json(text)
     assert [a["id"] for a in plan["assignments"]] == ["design", "implement", "review"]
@@ -428,9 +385,7 @@ def test_plan_is_valid_and_invalid_plan_recovers_on_retry(tmp_path: Path) -> Non
     )
     for scenario, valid in (("invalid_plan", True), ("invalid_plan_always", False)):
         again = run_demo("gemini", gemini_args(retry), tmp_path, scenario)
-        again_text = "".join(
-            o.get("content", "") for o in lines(again) if o.get("role") == "assistant"
-        )
+        again_text = "".join(o.get("content", "") for o in lines(again) if o.get("role") == "assistant")
         if valid:
             _validate_plan(again_text)
         else:
@@ -450,9 +405,7 @@ def test_peer_review_verdict(scenario: str | None, verdict: str, n: int, tmp_pat
         scenario,
     )
     final = [
-        o["item"]["text"]
-        for o in lines(done)
-        if o["type"] == "item.completed" and o["item"]["type"] == "agent_message"
+        o["item"]["text"] for o in lines(done) if o["type"] == "item.completed" and o["item"]["type"] == "agent_message"
     ][-1]
     body = fenced_json(final)
     assert (body["verdict"], len(body["findings"])) == (verdict, n)
@@ -478,10 +431,7 @@ def test_claude_permission_error_is_the_real_denial(tmp_path: Path) -> None:
     outside = tmp_path / "work-outside" / "NOTES.md"
     first = _claude_tool_results(objs)[0]
     assert first["is_error"] is True
-    assert (
-        first["content"]
-        == f"Claude requested permissions to write to {outside}, but you haven't granted it yet."
-    )
+    assert first["content"] == f"Claude requested permissions to write to {outside}, but you haven't granted it yet."
     assert objs[-1]["permission_denials"][0]["tool_name"] == "Write"
     assert (objs[-1]["is_error"], done.returncode) == (False, 0)
     assert not outside.exists() and (work / "app" / "greeting_helper.py").exists()
@@ -532,20 +482,13 @@ def test_gemini_permission_error_and_default_mode(tmp_path: Path) -> None:
     )
     first = next(o for o in objs if o["type"] == "tool_result")
     assert first["status"] == "error" and first["error"]["type"] == "invalid_tool_params"
-    assert first["output"].startswith(
-        f'Path not in workspace: Attempted path "{tmp_path / "work-outside"}'
-    )
+    assert first["output"].startswith(f'Path not in workspace: Attempted path "{tmp_path / "work-outside"}')
     assert objs[-1]["status"] == "success" and (work / "docs" / "DESIGN.md").exists()
-    objs = lines(
-        run_demo(
-            "gemini", gemini_args(prompt(role="architect"), "--approval-mode", "default"), work
-        )
-    )
+    objs = lines(run_demo("gemini", gemini_args(prompt(role="architect"), "--approval-mode", "default"), work))
     first = next(o for o in objs if o["type"] == "tool_result")
     assert first["error"] == {
         "type": "tool_not_registered",
-        "message": 'Tool "write_file" not found. Did you mean '
-        'one of: "read_file", "update_topic", "grep_search"?',
+        "message": 'Tool "write_file" not found. Did you mean one of: "read_file", "update_topic", "grep_search"?',
     }
 
 
@@ -568,13 +511,8 @@ def test_codex_sandbox_denials_are_silent(tmp_path: Path) -> None:
     assert "codex_core::tools::router: error=patch rejected" in done.stderr.decode()
     ro = run_demo("codex", codex_args(prompt(), work), work)  # default sandbox: read-only
     assert ro.returncode == 0
-    assert not [
-        o for o in lines(ro) if o["type"].startswith("item.") and o["item"]["type"] == "file_change"
-    ]
-    assert (
-        "writing is blocked by read-only sandbox; rejected by user approval settings"
-        in ro.stderr.decode()
-    )
+    assert not [o for o in lines(ro) if o["type"].startswith("item.") and o["item"]["type"] == "file_change"]
+    assert "writing is blocked by read-only sandbox; rejected by user approval settings" in ro.stderr.decode()
     assert not (work / "app").exists()
 
 
@@ -594,9 +532,7 @@ def test_codex_sandbox_denials_are_silent(tmp_path: Path) -> None:
         ("server_error", "API Error: 500", "high demand", 244),
     ],
 )
-def test_api_error_shapes(
-    scenario: str, claude_text: str, codex_text: str, gemini_code: int, tmp_path: Path
-) -> None:
+def test_api_error_shapes(scenario: str, claude_text: str, codex_text: str, gemini_code: int, tmp_path: Path) -> None:
     done = run_demo("claude", claude_args(prompt()), tmp_path, scenario)
     objs = lines(done)
     assert done.returncode == 1 and types(objs) == ["system", "assistant", "result"]
@@ -663,9 +599,7 @@ def test_hang_and_result_then_hang_must_be_killed(agent: str, tmp_path: Path) ->
 
 
 def test_garbage_lines_then_a_normal_run(tmp_path: Path) -> None:
-    done = run_demo(
-        "claude", claude_args(prompt(), "--permission-mode", "acceptEdits"), tmp_path, "garbage"
-    )
+    done = run_demo("claude", claude_args(prompt(), "--permission-mode", "acceptEdits"), tmp_path, "garbage")
     assert done.returncode == 0
     raw = done.stdout.split(b"\n")
     assert raw[-1] == b""
@@ -752,13 +686,14 @@ def test_resume_keeps_the_session_id(tmp_path: Path) -> None:
 
 
 def test_marker_matches_protocol_and_startup_is_light() -> None:
-    from actors.adapters.protocol import MARKER
-    from actors.demo.common import MARKER as DEMO_MARKER
+    from meta_orchestrator.actors.adapters.protocol import MARKER
+    from meta_orchestrator.actors.demo.common import MARKER as DEMO_MARKER
 
     assert DEMO_MARKER == MARKER
     code = (
-        "import sys, actors.demo.__main__, actors.demo.claude, actors.demo.codex, "
-        "actors.demo.gemini; bad = [m for m in ('pydantic', 'pykka', 'messages') if m in "
+        "import sys, meta_orchestrator.actors.demo.__main__, meta_orchestrator.actors.demo.claude, "
+        "meta_orchestrator.actors.demo.codex, meta_orchestrator.actors.demo.gemini; "
+        "bad = [m for m in ('pydantic', 'pykka', 'meta_orchestrator.messages') if m in "
         "sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=demo_env(), timeout=TIMEOUT)
@@ -767,11 +702,9 @@ def test_marker_matches_protocol_and_startup_is_light() -> None:
 # --- through the real adapters -------------------------------------------------------------------
 
 
-def _through_adapter(
-    agent: str, text: str, workdir: Path, mode: Any = "write", scenario: str | None = None
-) -> Any:
-    registry = pytest.importorskip("actors.adapters.registry")
-    from actors.adapters.base import LaunchSpec
+def _through_adapter(agent: str, text: str, workdir: Path, mode: Any = "write", scenario: str | None = None) -> Any:
+    registry = pytest.importorskip("meta_orchestrator.actors.adapters.registry")
+    from meta_orchestrator.actors.adapters.base import LaunchSpec
 
     adapter = registry.get_adapter(agent)
     launch = adapter.build_launch(
@@ -814,9 +747,7 @@ def test_adapters_understand_the_demo_work(tmp_path: Path) -> None:
     assert impl.cost_usd and impl.session_id
     review = _through_adapter("codex", prompt(role="reviewer"), tmp_path)
     assert review.success and review.files_written == (str(tmp_path / "docs" / "REVIEW.md"),)
-    verdict = _through_adapter(
-        "claude", prompt("peer_review", "reviewer"), tmp_path, mode="read_only"
-    )
+    verdict = _through_adapter("claude", prompt("peer_review", "reviewer"), tmp_path, mode="read_only")
     assert verdict.success and fenced_json(verdict.final_text)["verdict"] == "approve"
 
 

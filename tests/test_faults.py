@@ -14,15 +14,21 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 from tests.test_session import _events, _run_demo
 
 
 def _launch(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
@@ -44,7 +50,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def _running_agent(pid: int, agent: str) -> bool:
     for proc in _descendants(pid):
         try:
-            if f"actors.demo {agent}" in " ".join(proc.cmdline()):
+            if f"meta_orchestrator.actors.demo {agent}" in " ".join(proc.cmdline()):
                 return True
         except psutil.Error:
             continue
@@ -70,21 +76,26 @@ def test_agent_killed_mid_stream_keeps_what_it_printed(tmp_path, demo_env):
     assert {a["id"]: a["status"] for a in state["assignments"]}["implement"] == "failed"
 
 
-@pytest.mark.parametrize("phase,env_key,agent", [
-    ("planning", "ORCHESTRATE_DEMO_SCENARIO_GEMINI_PLAN", "gemini"),
-    ("running", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK", "claude"),
-    ("reviewing", "ORCHESTRATE_DEMO_SCENARIO_CODEX_PEER_REVIEW", "codex"),
-])
+@pytest.mark.parametrize(
+    "phase,env_key,agent",
+    [
+        ("planning", "ORCHESTRATE_DEMO_SCENARIO_GEMINI_PLAN", "gemini"),
+        ("running", "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK", "claude"),
+        ("reviewing", "ORCHESTRATE_DEMO_SCENARIO_CODEX_PEER_REVIEW", "codex"),
+    ],
+)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_in_each_phase_ends_every_group_and_saves_state(tmp_path, demo_env, phase, env_key,
-                                                               agent, sig):
+def test_signal_in_each_phase_ends_every_group_and_saves_state(tmp_path, demo_env, phase, env_key, agent, sig):
     ws = tmp_path / "ws"
-    proc = _launch(["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
-                   {**demo_env, env_key: "hang"})
+    proc = _launch(
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)], {**demo_env, env_key: "hang"}
+    )
     try:
-        wait_for(lambda: _running_agent(proc.pid, agent) and any(ws.glob("*/state.json"))
-                 and _state(ws)["status"] == phase, timeout=60,
-                 message=f"{agent} to hang while the session is {phase}")
+        wait_for(
+            lambda: _running_agent(proc.pid, agent) and any(ws.glob("*/state.json")) and _state(ws)["status"] == phase,
+            timeout=60,
+            message=f"{agent} to hang while the session is {phase}",
+        )
         children = _descendants(proc.pid)
         proc.send_signal(sig)
         _, err = _finish(proc)
@@ -106,21 +117,30 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
     # An agent that ignores SIGTERM makes the first stop wait out the grace period.
     cfg = tmp_path / "slow-stop.toml"
     script = tmp_path / "stubborn.py"
-    script.write_text("import json, signal, sys, time\n"
-                      "if '--version' in sys.argv:\n    print('0.0 stubborn')\n    sys.exit(0)\n"
-                      "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                      "print(json.dumps({'type': 'init', 'session_id': 's', 'model': 'm'}), flush=True)\n"
-                      "time.sleep(120)\n")
-    cfg.write_text(f"[session]\nstop_grace_s = 30\n[agents.gemini]\ncommand = "
-                   f"'{sys.executable} {script}'\n[agents.codex]\nenabled = false\n"
-                   "[agents.claude]\nenabled = false\n")
+    script.write_text(
+        "import json, signal, sys, time\n"
+        "if '--version' in sys.argv:\n    print('0.0 stubborn')\n    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print(json.dumps({'type': 'init', 'session_id': 's', 'model': 'm'}), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    cfg.write_text(
+        f"[session]\nstop_grace_s = 30\n[agents.gemini]\ncommand = "
+        f"'{sys.executable} {script}'\n[agents.codex]\nenabled = false\n"
+        "[agents.claude]\nenabled = false\n"
+    )
     target = tmp_path / "app"
     target.mkdir()
-    proc = _launch(["task", "--target", str(target), "--no-dashboard", "--workspace", str(ws),
-                    "--config", str(cfg)], {**demo_env, "PATH": os.environ["PATH"]})
+    proc = _launch(
+        ["task", "--target", str(target), "--no-dashboard", "--workspace", str(ws), "--config", str(cfg)],
+        {**demo_env, "PATH": os.environ["PATH"]},
+    )
     try:
-        wait_for(lambda: any(str(script) in " ".join(p.cmdline()) for p in _descendants(proc.pid)
-                             if p.is_running()), timeout=30, message="the stubborn agent")
+        wait_for(
+            lambda: any(str(script) in " ".join(p.cmdline()) for p in _descendants(proc.pid) if p.is_running()),
+            timeout=30,
+            message="the stubborn agent",
+        )
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)  # the first stop is under way and waiting out its grace period
@@ -138,12 +158,20 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
 
 def test_sighup_does_not_end_the_agents_silently(tmp_path, demo_env):
     ws = tmp_path / "ws"
-    proc = _launch(["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
-                   {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"})
+    proc = _launch(
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
+        {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"},
+    )
     try:
-        wait_for(lambda: _running_agent(proc.pid, "claude") and any(ws.glob("*/state.json"))
-                 and any(a["id"] == "implement" and a["status"] == "running"
-                         for a in _state(ws)["assignments"]), timeout=60, message="claude at work")
+        wait_for(
+            lambda: (
+                _running_agent(proc.pid, "claude")
+                and any(ws.glob("*/state.json"))
+                and any(a["id"] == "implement" and a["status"] == "running" for a in _state(ws)["assignments"])
+            ),
+            timeout=60,
+            message="claude at work",
+        )
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: _state(ws)["status"] == "running", message="the session to go on")
         assert proc.poll() is None and _running_agent(proc.pid, "claude")
@@ -168,10 +196,15 @@ def test_workspace_full_mid_run_stops_the_session_and_keeps_what_was_written(tmp
     ws.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(ws)], check=True)
     try:
-        proc = _launch(["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace",
-                        str(ws), "--target", str(tmp_path)],
-                       {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "flood",
-                        "ORCHESTRATE_DEMO_FLOOD_LINES": "200000", "ORCHESTRATE_DEMO_PACE": "0"})
+        proc = _launch(
+            ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws), "--target", str(tmp_path)],
+            {
+                **demo_env,
+                "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "flood",
+                "ORCHESTRATE_DEMO_FLOOD_LINES": "200000",
+                "ORCHESTRATE_DEMO_PACE": "0",
+            },
+        )
         try:
             _, err = _finish(proc, timeout=90)
         finally:

@@ -18,17 +18,17 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.gateway import Gateway, GatewayError, read_events_page
-from config.settings import WebSettings
-from messages.events import Event, EventPayload
-from messages.gateway import GatewayAddress, GetGatewayAddress, GetGatewayStats
-from messages.session import (
+from meta_orchestrator.actors.gateway import Gateway, GatewayError, read_events_page
+from meta_orchestrator.config.settings import WebSettings
+from meta_orchestrator.messages.events import Event, EventPayload
+from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayAddress, GetGatewayStats
+from meta_orchestrator.messages.session import (
     AnswerGiven,
     ControlRequested,
     SessionSnapshot,
     SessionStateChanged,
 )
-from messages.worker import EventRecorded, WorkerSnapshot, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventRecorded, WorkerSnapshot, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 
 TOKEN = "test-token-5f2c"
@@ -38,19 +38,26 @@ T0 = datetime(2025, 1, 1, 10, 0, 0, tzinfo=UTC)
 # --- shared helpers --------------------------------------------------------------------------
 
 
-def start_gateway(session_dir: Path, coordinator: pykka.ActorRef[Any] | None = None,
-                  client_queue: int = 1000, **kwargs: Any) -> tuple[pykka.ActorRef[Gateway], GatewayAddress]:
+def start_gateway(
+    session_dir: Path, coordinator: pykka.ActorRef[Any] | None = None, client_queue: int = 1000, **kwargs: Any
+) -> tuple[pykka.ActorRef[Gateway], GatewayAddress]:
     """A gateway on a free loopback port, and its address."""
-    ref = Gateway.start(WebSettings(host="127.0.0.1", port=0, client_queue=client_queue),
-                        session_dir, TOKEN, coordinator, **kwargs)
+    ref = Gateway.start(
+        WebSettings(host="127.0.0.1", port=0, client_queue=client_queue), session_dir, TOKEN, coordinator, **kwargs
+    )
     return ref, ref.ask(GetGatewayAddress(), timeout=5)
 
 
-def http(address: GatewayAddress, method: str, path: str, body: bytes | str | dict | None = None,
-         token: str | None = TOKEN, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http(
+    address: GatewayAddress,
+    method: str,
+    path: str,
+    body: bytes | str | dict | None = None,
+    token: str | None = TOKEN,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """One HTTP call: (status, parsed JSON body)."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else (
-        body.encode() if isinstance(body, str) else body)
+    data = json.dumps(body).encode() if isinstance(body, dict) else (body.encode() if isinstance(body, str) else body)
     req = urllib.request.Request(address.base_url + path, data=data, method=method)
     if token is not None:
         req.add_header("X-Orchestrate-Token", token)
@@ -72,24 +79,51 @@ def http(address: GatewayAddress, method: str, path: str, body: bytes | str | di
 def session_snapshot(**changes: Any) -> SessionSnapshot:
     """A plausible running session."""
     base: dict[str, Any] = {
-        "session_id": "20250101-100000-a1b2", "task": "Add a /health endpoint to the billing service "
-        "and cover it with tests", "target": "/home/dev/billing", "workspace": "/home/dev/workspace",
-        "status": "running", "created_at": "2025-01-01T10:00:00Z", "updated_at": "2025-01-01T10:01:00Z",
-        "plan_source": "architect", "plan_summary": "Design the endpoint, implement it, review it.",
+        "session_id": "20250101-100000-a1b2",
+        "task": "Add a /health endpoint to the billing service and cover it with tests",
+        "target": "/home/dev/billing",
+        "workspace": "/home/dev/workspace",
+        "status": "running",
+        "created_at": "2025-01-01T10:00:00Z",
+        "updated_at": "2025-01-01T10:01:00Z",
+        "plan_source": "architect",
+        "plan_summary": "Design the endpoint, implement it, review it.",
         "assignments": [
-            {"id": "design", "role": "architect", "agent": "gemini", "title": "Design the endpoint",
-             "instructions": "...", "status": "completed", "weight": 4},
-            {"id": "implement", "role": "implementer", "agent": "claude", "title": "Implement /health",
-             "instructions": "...", "status": "running", "depends_on": ["design"], "weight": 4},
-            {"id": "review", "role": "reviewer", "agent": "codex", "title": "Review the change",
-             "instructions": "...", "status": "pending", "depends_on": ["implement"], "weight": 2},
+            {
+                "id": "design",
+                "role": "architect",
+                "agent": "gemini",
+                "title": "Design the endpoint",
+                "instructions": "...",
+                "status": "completed",
+                "weight": 4,
+            },
+            {
+                "id": "implement",
+                "role": "implementer",
+                "agent": "claude",
+                "title": "Implement /health",
+                "instructions": "...",
+                "status": "running",
+                "depends_on": ["design"],
+                "weight": 4,
+            },
+            {
+                "id": "review",
+                "role": "reviewer",
+                "agent": "codex",
+                "title": "Review the change",
+                "instructions": "...",
+                "status": "pending",
+                "depends_on": ["implement"],
+                "weight": 2,
+            },
         ],
-        "shares": [{"agent": "gemini", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
-                 "actual_by_time": 0.46},
-                {"agent": "codex", "target_min": 0.1, "target_max": 0.2, "planned": 0.2,
-                 "actual_by_time": 0.12},
-                {"agent": "claude", "target_min": 0.4, "target_max": 0.5, "planned": 0.4,
-                 "actual_by_time": 0.42}],
+        "shares": [
+            {"agent": "gemini", "target_min": 0.4, "target_max": 0.5, "planned": 0.4, "actual_by_time": 0.46},
+            {"agent": "codex", "target_min": 0.1, "target_max": 0.2, "planned": 0.2, "actual_by_time": 0.12},
+            {"agent": "claude", "target_min": 0.4, "target_max": 0.5, "planned": 0.4, "actual_by_time": 0.42},
+        ],
     }
     base.update(changes)
     return SessionSnapshot.model_validate(base)
@@ -97,20 +131,34 @@ def session_snapshot(**changes: Any) -> SessionSnapshot:
 
 def worker_snapshot(agent: str, status: str = "running", **changes: Any) -> WorkerSnapshot:
     """A plausible worker."""
-    return WorkerSnapshot.model_validate({"agent": agent, "status": status, "pid": 4242,
-                                          "assignment_id": "implement", "events_recorded": 12,
-                                          "last_activity": "Edit src/app.py", "last_progress": 30,
-                                          **changes})
+    return WorkerSnapshot.model_validate(
+        {
+            "agent": agent,
+            "status": status,
+            "pid": 4242,
+            "assignment_id": "implement",
+            "events_recorded": 12,
+            "last_activity": "Edit src/app.py",
+            "last_progress": 30,
+            **changes,
+        }
+    )
 
 
-def event(agent: str, seq: int, text: str = "working", type_: str = "status",
-          at: float | None = None, **payload: Any) -> Event:
+def event(
+    agent: str, seq: int, text: str = "working", type_: str = "status", at: float | None = None, **payload: Any
+) -> Event:
     """An event as a worker records it; ``at`` is seconds after T0 (default: seq)."""
-    return Event.model_validate({
-        "type": type_, "agent": agent, "seq": seq,
-        "timestamp": T0 + timedelta(seconds=seq if at is None else at),
-        "payload": EventPayload(text=text, **payload), "raw": json.dumps({"text": text}),
-    })
+    return Event.model_validate(
+        {
+            "type": type_,
+            "agent": agent,
+            "seq": seq,
+            "timestamp": T0 + timedelta(seconds=seq if at is None else at),
+            "payload": EventPayload(text=text, **payload),
+            "raw": json.dumps({"text": text}),
+        }
+    )
 
 
 def write_jsonl(path: Path, events: list[Event], torn: str | None = None) -> None:
@@ -134,12 +182,28 @@ def _stop_actors() -> Iterator[None]:
 @pytest.fixture
 def gateway(tmp_path: Path, probe: ProbeHandle) -> GatewayAddress:
     ref, address = start_gateway(tmp_path, probe.ref)
-    ref.tell(SessionStateChanged(snapshot=session_snapshot(questions=[
-        {"id": "q1", "kind": "confirmation", "text": "Run `rm -rf build/`?", "agent": "claude",
-         "asked_by": "sandbox"},
-        {"id": "q2", "kind": "clarification", "text": "Which port?", "status": "answered",
-         "asked_by": "coordinator"},
-    ])))
+    ref.tell(
+        SessionStateChanged(
+            snapshot=session_snapshot(
+                questions=[
+                    {
+                        "id": "q1",
+                        "kind": "confirmation",
+                        "text": "Run `rm -rf build/`?",
+                        "agent": "claude",
+                        "asked_by": "sandbox",
+                    },
+                    {
+                        "id": "q2",
+                        "kind": "clarification",
+                        "text": "Which port?",
+                        "status": "answered",
+                        "asked_by": "coordinator",
+                    },
+                ]
+            )
+        )
+    )
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude")))
     wait_for(lambda: http(address, "GET", "/api/workers")[1]["workers"], message="workers")
     return address
@@ -151,8 +215,9 @@ def test_health_needs_no_token_and_says_nothing_private(gateway: GatewayAddress)
     assert TOKEN not in json.dumps(body) and "session" not in body
 
 
-@pytest.mark.parametrize("path", ["/api/session", "/api/workers", "/api/events", "/api/reviews",
-                                  "/api/decisions", "/api/resources"])
+@pytest.mark.parametrize(
+    "path", ["/api/session", "/api/workers", "/api/events", "/api/reviews", "/api/decisions", "/api/resources"]
+)
 def test_api_refuses_missing_and_wrong_token(gateway: GatewayAddress, path: str) -> None:
     status, body = http(gateway, "GET", path, token=None)
     assert status == 401 and "token" in body["error"]
@@ -167,8 +232,7 @@ def test_token_in_query_and_cookie_set_by_the_page(gateway: GatewayAddress) -> N
         cookie = page.headers["Set-Cookie"]
         assert "orchestrate_token=" in cookie and "HttpOnly" in cookie
         assert b"<html" in page.read().lower()
-    status, _ = http(gateway, "GET", "/api/workers", token=None,
-                     headers={"Cookie": cookie.split(";")[0]})
+    status, _ = http(gateway, "GET", "/api/workers", token=None, headers={"Cookie": cookie.split(";")[0]})
     assert status == 200
 
 
@@ -177,8 +241,7 @@ def test_foreign_host_header_is_refused(gateway: GatewayAddress) -> None:
     assert status == 403 and "Host" in body["error"]
 
 
-def test_session_workers_and_decisions_come_from_the_latest_snapshots(
-        tmp_path: Path, probe: ProbeHandle) -> None:
+def test_session_workers_and_decisions_come_from_the_latest_snapshots(tmp_path: Path, probe: ProbeHandle) -> None:
     ref, address = start_gateway(tmp_path, probe.ref)
     assert http(address, "GET", "/api/session")[1]["session"] is None
     decision = {"decision": "LOG_WARNING", "reasoning": "one concern about error handling"}
@@ -192,8 +255,7 @@ def test_session_workers_and_decisions_come_from_the_latest_snapshots(
     assert http(address, "GET", "/api/decisions")[1]["decisions"] == [decision]
 
 
-def test_controls_reach_the_coordinator(gateway: GatewayAddress,
-                                        probe: ProbeHandle) -> None:
+def test_controls_reach_the_coordinator(gateway: GatewayAddress, probe: ProbeHandle) -> None:
     status, body = http(gateway, "POST", "/api/control/pause", body={"agent": "claude"})
     assert status == 202, body
     told = probe.expect(ControlRequested)
@@ -203,35 +265,38 @@ def test_controls_reach_the_coordinator(gateway: GatewayAddress,
     assert (told.action, told.agent) == ("review", None)
 
 
-def test_answer_reaches_the_coordinator(gateway: GatewayAddress,
-                                        probe: ProbeHandle) -> None:
-    status, body = http(gateway, "POST", "/api/answer",
-                        body={"question_id": "q1", "answer": "yes, go on", "approve": True})
+def test_answer_reaches_the_coordinator(gateway: GatewayAddress, probe: ProbeHandle) -> None:
+    status, body = http(
+        gateway, "POST", "/api/answer", body={"question_id": "q1", "answer": "yes, go on", "approve": True}
+    )
     assert status == 202, body
     told = probe.expect(AnswerGiven)
     assert (told.question_id, told.answer, told.approve) == ("q1", "yes, go on", True)
 
 
-@pytest.mark.parametrize("method, path, body, status, says", [
-    ("POST", "/api/control/pause", "{not json", 400, "not valid JSON"),
-    ("POST", "/api/answer", "[1, 2", 400, "not valid JSON"),
-    ("POST", "/api/control/explode", {}, 404, "unknown action 'explode'"),
-    ("POST", "/api/control/pause", {"agent": "gpt"}, 400, "agent"),
-    ("POST", "/api/control/pause", {"agnet": "claude"}, 400, "agnet"),
-    ("POST", "/api/answer", {"question_id": "nope", "answer": "x"}, 404, "unknown question id 'nope'"),
-    ("POST", "/api/answer", {"question_id": "q2", "answer": "8080"}, 409, "already"),
-    ("POST", "/api/answer", {"question_id": "q1", "answer": "ok"}, 400, "approve"),
-    ("POST", "/api/answer", {"answer": "x"}, 400, "question_id"),
-    ("GET", "/api/reviews/r-unknown", None, 404, "unknown review id"),
-    ("GET", "/api/events?since=abc", None, 400, "since"),
-    ("GET", "/api/events?agent=gpt", None, 400, "unknown agent"),
-    ("GET", "/api/events?type=bogus", None, 400, "unknown event type"),
-    ("GET", "/api/events?limit=0", None, 400, "limit"),
-    ("GET", "/api/nothing-here", None, 404, "no such API endpoint"),
-])
-def test_bad_input_gets_4xx_with_a_reason(gateway: GatewayAddress, probe: ProbeHandle,
-                                          method: str, path: str, body: Any, status: int,
-                                          says: str) -> None:
+@pytest.mark.parametrize(
+    "method, path, body, status, says",
+    [
+        ("POST", "/api/control/pause", "{not json", 400, "not valid JSON"),
+        ("POST", "/api/answer", "[1, 2", 400, "not valid JSON"),
+        ("POST", "/api/control/explode", {}, 404, "unknown action 'explode'"),
+        ("POST", "/api/control/pause", {"agent": "gpt"}, 400, "agent"),
+        ("POST", "/api/control/pause", {"agnet": "claude"}, 400, "agnet"),
+        ("POST", "/api/answer", {"question_id": "nope", "answer": "x"}, 404, "unknown question id 'nope'"),
+        ("POST", "/api/answer", {"question_id": "q2", "answer": "8080"}, 409, "already"),
+        ("POST", "/api/answer", {"question_id": "q1", "answer": "ok"}, 400, "approve"),
+        ("POST", "/api/answer", {"answer": "x"}, 400, "question_id"),
+        ("GET", "/api/reviews/r-unknown", None, 404, "unknown review id"),
+        ("GET", "/api/events?since=abc", None, 400, "since"),
+        ("GET", "/api/events?agent=gpt", None, 400, "unknown agent"),
+        ("GET", "/api/events?type=bogus", None, 400, "unknown event type"),
+        ("GET", "/api/events?limit=0", None, 400, "limit"),
+        ("GET", "/api/nothing-here", None, 404, "no such API endpoint"),
+    ],
+)
+def test_bad_input_gets_4xx_with_a_reason(
+    gateway: GatewayAddress, probe: ProbeHandle, method: str, path: str, body: Any, status: int, says: str
+) -> None:
     got_status, got = http(gateway, method, path, body=body)
     assert got_status == status, got
     assert says in got["error"]
@@ -245,15 +310,18 @@ def test_controls_without_coordinator_say_so(tmp_path: Path) -> None:
     assert status == 503 and "coordinator" in body["error"]
 
 
-def test_events_are_paged_from_the_session_files_with_a_torn_last_line(
-        tmp_path: Path, probe: ProbeHandle) -> None:
+def test_events_are_paged_from_the_session_files_with_a_torn_last_line(tmp_path: Path, probe: ProbeHandle) -> None:
     # Interleaved timestamps across three files; claude's last line is still being written.
     write_jsonl(tmp_path / "gemini.jsonl", [event("gemini", i, f"g{i}", at=i * 3) for i in range(1, 11)])
-    write_jsonl(tmp_path / "codex.jsonl", [event("codex", i, f"x{i}", at=i * 3 + 1,
-                                                 type_="error" if i % 2 else "status")
-                                           for i in range(1, 6)])
-    write_jsonl(tmp_path / "claude.jsonl", [event("claude", i, f"c{i}", at=i * 3 + 2) for i in range(1, 8)],
-                torn='{"type": "status", "agent": "claude", "seq": 8, "payl')
+    write_jsonl(
+        tmp_path / "codex.jsonl",
+        [event("codex", i, f"x{i}", at=i * 3 + 1, type_="error" if i % 2 else "status") for i in range(1, 6)],
+    )
+    write_jsonl(
+        tmp_path / "claude.jsonl",
+        [event("claude", i, f"c{i}", at=i * 3 + 2) for i in range(1, 8)],
+        torn='{"type": "status", "agent": "claude", "seq": 8, "payl',
+    )
     _, address = start_gateway(tmp_path, probe.ref)
 
     seen: list[tuple[str, int]] = []
@@ -268,8 +336,11 @@ def test_events_are_paged_from_the_session_files_with_a_torn_last_line(
         since = page["cursor"]
         if not page["more"]:
             break
-    assert sorted(seen) == sorted([("gemini", i) for i in range(1, 11)] + [("codex", i) for i in range(1, 6)]
-                                  + [("claude", i) for i in range(1, 8)])
+    assert sorted(seen) == sorted(
+        [("gemini", i) for i in range(1, 11)]
+        + [("codex", i) for i in range(1, 6)]
+        + [("claude", i) for i in range(1, 8)]
+    )
     assert len(seen) == len(set(seen))  # nothing twice
     assert since == "gemini:10,codex:5,claude:7"  # the torn line waits for the next poll
 
@@ -286,10 +357,13 @@ def test_events_are_paged_from_the_session_files_with_a_torn_last_line(
 
 
 def test_events_paging_with_a_type_filter_is_lossless(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "gemini.jsonl", [event("gemini", i, type_="error" if i % 3 == 0 else "status")
-                                            for i in range(1, 31)])
-    write_jsonl(tmp_path / "claude.jsonl", [event("claude", i, type_="error" if i % 4 == 0 else "status",
-                                                  at=i + 0.5) for i in range(1, 21)])
+    write_jsonl(
+        tmp_path / "gemini.jsonl", [event("gemini", i, type_="error" if i % 3 == 0 else "status") for i in range(1, 31)]
+    )
+    write_jsonl(
+        tmp_path / "claude.jsonl",
+        [event("claude", i, type_="error" if i % 4 == 0 else "status", at=i + 0.5) for i in range(1, 21)],
+    )
     seen, since = [], None
     while True:
         page = read_events_page(tmp_path, since, event_type="error", limit=2)
@@ -297,8 +371,7 @@ def test_events_paging_with_a_type_filter_is_lossless(tmp_path: Path) -> None:
         since = page["cursor"]
         if not page["more"]:
             break
-    assert sorted(seen) == sorted([("gemini", i) for i in range(3, 31, 3)] +
-                                  [("claude", i) for i in range(4, 21, 4)])
+    assert sorted(seen) == sorted([("gemini", i) for i in range(3, 31, 3)] + [("claude", i) for i in range(4, 21, 4)])
 
 
 def test_reviews_are_read_from_the_session_folder(gateway: GatewayAddress, tmp_path: Path) -> None:
@@ -328,8 +401,9 @@ def test_resources_keep_the_latest_generic_facts(tmp_path: Path) -> None:
     assert http(address, "GET", "/api/resources")[1] == {"resources": []}
     ref.tell(ResourcesSampled(agent="claude", cpu_percent=12.5, rss_bytes=123456))
     body = wait_for(lambda: http(address, "GET", "/api/resources")[1]["resources"])
-    assert body == [{"type": "resources_sampled",
-                     "data": {"agent": "claude", "cpu_percent": 12.5, "rss_bytes": 123456}}]
+    assert body == [
+        {"type": "resources_sampled", "data": {"agent": "claude", "cpu_percent": 12.5, "rss_bytes": 123456}}
+    ]
     assert ref.ask(GetGatewayStats(), timeout=2).seq == 1
 
 

@@ -17,9 +17,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, Request, TextMessage
 from wsproto.events import Event as WsEvent
 
-from messages.gateway import GatewayAddress, GetGatewayStats
-from messages.session import AnswerGiven, ControlRequested, SessionStateChanged
-from messages.worker import EventRecorded, WorkerStateChanged
+from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayStats
+from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, SessionStateChanged
+from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 from tests.test_gateway import (
     TOKEN,
@@ -158,8 +158,9 @@ def test_a_foreign_origin_is_refused_and_our_own_accepted(tmp_path: Path) -> Non
     for origin in ("http://evil.example", f"http://evil.example:{address.port}", "http://127.0.0.1:1"):
         with pytest.raises(simple_websocket.ConnectionError, match="403"):
             simple_websocket.Client.connect(ws_url(address, token=TOKEN), headers={"Origin": origin})
-    client = simple_websocket.Client.connect(ws_url(address, token=TOKEN),
-                                             headers={"Origin": f"http://127.0.0.1:{address.port}"})
+    client = simple_websocket.Client.connect(
+        ws_url(address, token=TOKEN), headers={"Origin": f"http://127.0.0.1:{address.port}"}
+    )
     assert receive(client)["type"] == "snapshot"
     client.close()
 
@@ -253,8 +254,13 @@ def test_reconnect_too_late_or_to_another_gateway_gets_a_snapshot(tmp_path: Path
 
 def test_browser_controls_are_validated_and_reach_the_coordinator(tmp_path: Path, probe: ProbeHandle) -> None:
     ref, address = start_gateway(tmp_path, probe.ref)
-    ref.tell(SessionStateChanged(snapshot=session_snapshot(questions=[
-        {"id": "q7", "kind": "clarification", "text": "Which port?", "asked_by": "coordinator"}])))
+    ref.tell(
+        SessionStateChanged(
+            snapshot=session_snapshot(
+                questions=[{"id": "q7", "kind": "clarification", "text": "Which port?", "asked_by": "coordinator"}]
+            )
+        )
+    )
     client = connect(address)
     receive_until(client, lambda f: f["type"] == "session" or (f["type"] == "snapshot" and f["data"]["session"]))
 
@@ -268,9 +274,12 @@ def test_browser_controls_are_validated_and_reach_the_coordinator(tmp_path: Path
     assert (told.question_id, told.answer) == ("q7", "8080")
     assert receive_until(client, lambda f: f["type"] in ("ack", "error"))[-1]["type"] == "ack"
 
-    for bad, says in [("{nope", "Invalid JSON"), ('{"type": "control", "action": "explode"}', "action"),
-                      ('{"type": "launch"}', "type"), ('{"type": "answer", "question_id": "zz", "answer": "x"}',
-                                                       "unknown question id")]:
+    for bad, says in [
+        ("{nope", "Invalid JSON"),
+        ('{"type": "control", "action": "explode"}', "action"),
+        ('{"type": "launch"}', "type"),
+        ('{"type": "answer", "question_id": "zz", "answer": "x"}', "unknown question id"),
+    ]:
         client.send(bad)
         error = receive_until(client, lambda f: f["type"] in ("ack", "error"))[-1]
         assert error["type"] == "error" and says in error["data"]["error"], error

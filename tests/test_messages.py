@@ -5,9 +5,9 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from messages.events import Event
-from messages.session import Plan
-from messages.worker import StartAssignment
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.session import Plan
+from meta_orchestrator.messages.worker import StartAssignment
 
 
 def test_a_bad_event_names_the_bad_fields():
@@ -28,8 +28,7 @@ def test_messages_are_frozen_and_reject_unknown_fields():
 def test_a_plan_with_a_cycle_or_a_missing_dependency_is_refused():
     item = {"role": "architect", "title": "t", "instructions": "i"}
     with pytest.raises(pydantic.ValidationError, match="cycle"):
-        Plan(assignments=({**item, "id": "a", "depends_on": ["b"]},
-                          {**item, "id": "b", "depends_on": ["a"]}))
+        Plan(assignments=({**item, "id": "a", "depends_on": ["b"]}, {**item, "id": "b", "depends_on": ["a"]}))
     with pytest.raises(pydantic.ValidationError, match="unknown"):
         Plan(assignments=({**item, "id": "a", "depends_on": ["zz"]},))
     with pytest.raises(pydantic.ValidationError, match="unique"):

@@ -7,15 +7,16 @@ import random
 import threading
 from pathlib import Path
 
-from actors.runtime.process_host import iter_line_batches
+from meta_orchestrator.actors.runtime.process_host import iter_line_batches
 
 
 def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path):
     rng = random.Random(7)
     for trial in range(150):
-        lines = [bytes(rng.choice(b"ab\r{}") for _ in range(rng.choice([0, 1, 50, 999, 1000, 1001,
-                                                                          5000])))
-                 for _ in range(rng.randint(0, 25))]
+        lines = [
+            bytes(rng.choice(b"ab\r{}") for _ in range(rng.choice([0, 1, 50, 999, 1000, 1001, 5000])))
+            for _ in range(rng.randint(0, 25))
+        ]
         data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
         read_end, write_end = os.pipe()
 
@@ -23,7 +24,7 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
             i = 0
             while i < len(data):
                 n = rng.randint(1, 700)
-                os.write(write_end, data[i:i + n])
+                os.write(write_end, data[i : i + n])
                 i += n
             os.close(write_end)
 
@@ -36,7 +37,7 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
                 got.append(Path(path).read_bytes().removesuffix(b"\n") if path else data_)
                 totals.append(total)
                 if path:
-                    assert data_ == got[-1][:len(data_)]  # the head kept inline
+                    assert data_ == got[-1][: len(data_)]  # the head kept inline
         writer.join()
         os.close(read_end)
         expected = data.split(b"\n")

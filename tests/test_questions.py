@@ -6,11 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from actors.app.system import parse_console_answer
-from actors.coordinator import Coordinator
-from config.settings import load_settings
-from messages.session import (
-    AnswerGiven, AskQuestion, GetSessionState, Question, QuestionAnswered, SessionStateChanged,
+from meta_orchestrator.actors.app.system import parse_console_answer
+from meta_orchestrator.actors.coordinator import Coordinator
+from meta_orchestrator.config.settings import load_settings
+from meta_orchestrator.messages.session import (
+    AnswerGiven,
+    AskQuestion,
+    GetSessionState,
+    Question,
+    QuestionAnswered,
+    SessionStateChanged,
 )
 from tests.conftest import wait_for
 
@@ -18,8 +23,15 @@ from tests.conftest import wait_for
 @pytest.fixture
 def coordinator(tmp_path: Path, probe):
     settings = load_settings(None, {"workspace": str(tmp_path)})
-    ref = Coordinator.start(settings=settings, session_id="s1", session_dir=tmp_path,
-                            task="t", target=tmp_path, workers={}, listeners=(probe.ref,))
+    ref = Coordinator.start(
+        settings=settings,
+        session_id="s1",
+        session_dir=tmp_path,
+        task="t",
+        target=tmp_path,
+        workers={},
+        listeners=(probe.ref,),
+    )
     return ref
 
 

@@ -114,10 +114,12 @@ class Run:
         return self.stderr.decode("utf-8", "replace")
 
     def describe(self) -> str:
-        return (f"argv: {' '.join(self.argv)[:600]}\nexit {self.returncode} after "
-                f"{self.seconds:.1f} s\n--- stdout (tail)\n"
-                f"{self.stdout.decode('utf-8', 'replace')[-3000:]}\n--- stderr (tail)\n"
-                f"{self.stderr_text[-2000:]}")
+        return (
+            f"argv: {' '.join(self.argv)[:600]}\nexit {self.returncode} after "
+            f"{self.seconds:.1f} s\n--- stdout (tail)\n"
+            f"{self.stdout.decode('utf-8', 'replace')[-3000:]}\n--- stderr (tail)\n"
+            f"{self.stderr_text[-2000:]}"
+        )
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -135,9 +137,15 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 def run_process(argv: tuple[str, ...], env: dict[str, str], cwd: Path) -> Run:
     """Run to completion with a watchdog; kill the whole process group on timeout."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -171,32 +179,43 @@ class Rig:
     extra_args: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        self.home, self.tmp, self.codex_home, self.work = (
-            self.root / n for n in ("home", "tmp", "codex-home", "work"))
+        self.home, self.tmp, self.codex_home, self.work = (self.root / n for n in ("home", "tmp", "codex-home", "work"))
         for d in (self.home, self.tmp, self.codex_home, self.work):
             d.mkdir(parents=True)
         self.work = self.work.resolve()
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home), "TMPDIR": str(self.tmp),
-            "LANG": "C.UTF-8", "NO_COLOR": "1", "TERM": "dumb",
+            "HOME": str(self.home),
+            "TMPDIR": str(self.tmp),
+            "LANG": "C.UTF-8",
+            "NO_COLOR": "1",
+            "TERM": "dumb",
         }
         url = self.server.url
         if self.cli == "claude":
-            self.env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="sk-ant-mock",
-                            CLAUDE_CODE_MAX_RETRIES="0")
+            self.env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="sk-ant-mock", CLAUDE_CODE_MAX_RETRIES="0")
         elif self.cli == "codex":
             self.env.update(CODEX_HOME=str(self.codex_home), MOCK_API_KEY="sk-mock")
             p = "model_providers.mock"
             self.extra_args = (
-                "-c", "model_provider=mock", "-c", f"{p}.name=mock",
-                "-c", f'{p}.base_url="{url}/v1"', "-c", f"{p}.wire_api=responses",
-                "-c", f"{p}.env_key=MOCK_API_KEY", "-c", f"{p}.request_max_retries=0",
-                "-c", f"{p}.stream_max_retries=0")
+                "-c",
+                "model_provider=mock",
+                "-c",
+                f"{p}.name=mock",
+                "-c",
+                f'{p}.base_url="{url}/v1"',
+                "-c",
+                f"{p}.wire_api=responses",
+                "-c",
+                f"{p}.env_key=MOCK_API_KEY",
+                "-c",
+                f"{p}.request_max_retries=0",
+                "-c",
+                f"{p}.stream_max_retries=0",
+            )
         else:
             self.env.update(GOOGLE_GEMINI_BASE_URL=url, GEMINI_API_KEY="mock-gemini-key")
-            settings = {"general": {"maxAttempts": 1},
-                        "security": {"auth": {"selectedType": "gemini-api-key"}}}
+            settings = {"general": {"maxAttempts": 1}, "security": {"auth": {"selectedType": "gemini-api-key"}}}
             (self.home / ".gemini").mkdir()
             (self.home / ".gemini" / "settings.json").write_text(json.dumps(settings))
 
@@ -207,26 +226,65 @@ class Rig:
     def direct_argv(self, prompt: str) -> tuple[str, ...]:
         """The reference's command line (§6, §7), written out by hand."""
         if self.cli == "claude":
-            return (self.exe, "-p", prompt, "--output-format", "stream-json", "--verbose",
-                    "--permission-mode", "acceptEdits")
+            return (
+                self.exe,
+                "-p",
+                prompt,
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--permission-mode",
+                "acceptEdits",
+            )
         if self.cli == "codex":
-            return (self.exe, "exec", "--json", "--skip-git-repo-check", "-C", str(self.work),
-                    "-s", "workspace-write", "-m", "gpt-5.5",
-                    "--disable", "unbounded_connection_retries", *self.extra_args, prompt)
-        return (self.exe, "-p", prompt, "--output-format", "stream-json", "--skip-trust",
-                "--approval-mode", "auto_edit", "-m", "gemini-2.5-flash")
+            return (
+                self.exe,
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "-C",
+                str(self.work),
+                "-s",
+                "workspace-write",
+                "-m",
+                "gpt-5.5",
+                "--disable",
+                "unbounded_connection_retries",
+                *self.extra_args,
+                prompt,
+            )
+        return (
+            self.exe,
+            "-p",
+            prompt,
+            "--output-format",
+            "stream-json",
+            "--skip-trust",
+            "--approval-mode",
+            "auto_edit",
+            "-m",
+            "gemini-2.5-flash",
+        )
 
     def run_direct(self, prompt: str) -> Run:
         return run_process(self.direct_argv(prompt), self.env, self.work)
 
     def run_adapter(self, prompt: str) -> "AdapterRun":
-        from actors.adapters.base import LaunchSpec
-        from actors.adapters.registry import get_adapter
+        from meta_orchestrator.actors.adapters.base import LaunchSpec
+        from meta_orchestrator.actors.adapters.registry import get_adapter
 
         adapter = get_adapter(self.cli)
-        launch = adapter.build_launch(LaunchSpec(
-            executable=(self.exe,), prompt=prompt, workdir=self.work, mode="write",
-            model=MODELS[self.cli], extra_args=self.extra_args, env=self.env))
+        launch = adapter.build_launch(
+            LaunchSpec(
+                executable=(self.exe,),
+                prompt=prompt,
+                workdir=self.work,
+                mode="write",
+                model=MODELS[self.cli],
+                extra_args=self.extra_args,
+                env=self.env,
+            )
+        )
         run = run_process(launch.argv, launch.env, launch.cwd)
         parser = adapter.new_parser()
         drafts = []
@@ -244,24 +302,20 @@ class AdapterRun:
     outcome: Any
 
     def of(self, type_: str, kind: str | None = None) -> list[Any]:
-        return [d for d in self.drafts
-                if d.type == type_ and (kind is None or d.payload.kind == kind)]
+        return [d for d in self.drafts if d.type == type_ and (kind is None or d.payload.kind == kind)]
 
     def describe(self) -> str:
-        drafts = "\n".join(f"  {d.type} {d.payload.model_dump(exclude_none=True)}"[:400]
-                           for d in self.drafts)
+        drafts = "\n".join(f"  {d.type} {d.payload.model_dump(exclude_none=True)}"[:400] for d in self.drafts)
         return f"{self.run.describe()}\n--- drafts\n{drafts}\n--- outcome\n{self.outcome!r}"
 
 
 @pytest.fixture
-def rig(request: pytest.FixtureRequest, cli_bin: Path, server: ScriptedModelServer,
-        tmp_path: Path) -> Rig:
+def rig(request: pytest.FixtureRequest, cli_bin: Path, server: ScriptedModelServer, tmp_path: Path) -> Rig:
     return Rig(request.param, cli_bin, server, tmp_path)
 
 
 per_cli = pytest.mark.parametrize("rig", CLIS, indirect=True)
-per_cli_error = pytest.mark.parametrize(
-    "rig,status", [(c, s) for c in CLIS for s in ERROR_STATUSES], indirect=["rig"])
+per_cli_error = pytest.mark.parametrize("rig,status", [(c, s) for c in CLIS for s in ERROR_STATUSES], indirect=["rig"])
 
 
 # --------------------------------------------------------------------------- raw shapes
@@ -272,8 +326,11 @@ def final_text(cli: str, objects: list[dict[str, Any]]) -> str:
     if cli == "claude":
         return [o for o in objects if o.get("type") == "result"][-1].get("result", "")
     if cli == "codex":
-        msgs = [o["item"]["text"] for o in objects if o.get("type") == "item.completed"
-                and o["item"].get("type") == "agent_message"]
+        msgs = [
+            o["item"]["text"]
+            for o in objects
+            if o.get("type") == "item.completed" and o["item"].get("type") == "agent_message"
+        ]
         return msgs[-1] if msgs else ""
     chunks: list[str] = []
     for o in objects:
@@ -293,8 +350,7 @@ EXPECTED_EXIT = {
 
 def _google_error(code: int, msg: str, status: str) -> str:
     """The error body as gemini repeats it: compact JSON."""
-    return json.dumps({"error": {"code": code, "message": msg, "status": status}},
-                      separators=(",", ":"))
+    return json.dumps({"error": {"code": code, "message": msg, "status": status}}, separators=(",", ":"))
 
 
 def expected_error_text(cli: str, status: int, url: str) -> str:
@@ -306,8 +362,7 @@ def expected_error_text(cli: str, status: int, url: str) -> str:
         ("claude", 500): f"API Error: 500 {msg}. This is a server-side issue",
         ("codex", 401): f"unexpected status 401 Unauthorized: {msg}, url: {url}/v1/responses",
         ("codex", 429): "exceeded retry limit, last status: 429 Too Many Requests",
-        ("codex", 500): "We’re currently experiencing high demand, which may cause temporary "
-                        "errors.",
+        ("codex", 500): "We’re currently experiencing high demand, which may cause temporary errors.",
         ("gemini", 401): f"[API Error: {_google_error(401, msg, 'UNAUTHENTICATED')}]",
         ("gemini", 429): f"[API Error: {msg}]",
         ("gemini", 500): f"[API Error: {_google_error(500, msg, 'INTERNAL')}]",
@@ -352,24 +407,23 @@ def test_cli_writes_file_with_tool_call(rig: Rig) -> None:
     assert final_text(rig.cli, run.objects) == write_done_text(WRITE_NAME), run.describe()
     objs = run.objects
     if rig.cli == "claude":
-        uses = [b for o in objs if o["type"] == "assistant"
-                for b in o["message"]["content"] if b["type"] == "tool_use"]
+        uses = [b for o in objs if o["type"] == "assistant" for b in o["message"]["content"] if b["type"] == "tool_use"]
         assert [(u["name"], u["input"]["file_path"]) for u in uses] == [("Write", str(target))]
-        results = [b for o in objs if o["type"] == "user"
-                   for b in o["message"]["content"] if b.get("type") == "tool_result"]
+        results = [
+            b for o in objs if o["type"] == "user" for b in o["message"]["content"] if b.get("type") == "tool_result"
+        ]
         assert len(results) == 1 and not results[0].get("is_error"), run.describe()
     elif rig.cli == "codex":
-        changes = [o["item"]["changes"] for o in objs if o["type"] == "item.completed"
-                   and o["item"]["type"] == "file_change"]
+        changes = [
+            o["item"]["changes"] for o in objs if o["type"] == "item.completed" and o["item"]["type"] == "file_change"
+        ]
         assert changes == [[{"path": str(target), "kind": "add"}]], run.describe()
     else:
         uses = [o for o in objs if o["type"] == "tool_use"]
-        assert [(u["tool_name"], u["parameters"]["file_path"]) for u in uses] == [
-            ("write_file", str(target))]
+        assert [(u["tool_name"], u["parameters"]["file_path"]) for u in uses] == [("write_file", str(target))]
         assert [o["status"] for o in objs if o["type"] == "tool_result"] == ["success"]
     # The second model request carried the tool result (the server saw it).
-    assert [r.answered for r in rig.server.recorded()
-            if r.answered in ("tool_call", "final")] == ["tool_call", "final"]
+    assert [r.answered for r in rig.server.recorded() if r.answered in ("tool_call", "final")] == ["tool_call", "final"]
 
 
 @per_cli_error
@@ -381,14 +435,12 @@ def test_cli_api_error(rig: Rig, status: int) -> None:
     if rig.cli == "claude":
         synthetic, result = objs[-2], objs[-1]
         assert synthetic["message"]["model"] == "<synthetic>", run.describe()
-        assert synthetic["error"] == {401: "authentication_failed", 429: "rate_limit",
-                                      500: "server_error"}[status]
+        assert synthetic["error"] == {401: "authentication_failed", 429: "rate_limit", 500: "server_error"}[status]
         assert result["type"] == "result" and result["subtype"] == "success"
         assert result["is_error"] is True and result["api_error_status"] == status
         assert result["result"].startswith(expected), run.describe()
     elif rig.cli == "codex":
-        assert [o["type"] for o in objs] == ["thread.started", "turn.started", "error",
-                                             "turn.failed"], run.describe()
+        assert [o["type"] for o in objs] == ["thread.started", "turn.started", "error", "turn.failed"], run.describe()
         assert objs[2]["message"] == expected
         assert objs[3]["error"]["message"] == expected
     else:

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import psutil
 
-from actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _demo_pids(agent: str, session_id: str) -> list[int]:
@@ -25,9 +31,11 @@ def _demo_pids(agent: str, session_id: str) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if f"actors.demo {agent}" in " ".join(proc.cmdline()) and \
-                    proc.environ().get("ORCHESTRATE_SESSION_ID") == session_id and \
-                    proc.status() != psutil.STATUS_ZOMBIE:
+            if (
+                f"meta_orchestrator.actors.demo {agent}" in " ".join(proc.cmdline())
+                and proc.environ().get("ORCHESTRATE_SESSION_ID") == session_id
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(proc.pid)
         except psutil.Error:
             continue
@@ -36,31 +44,34 @@ def _demo_pids(agent: str, session_id: str) -> list[int]:
 
 def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: dict[str, str]):
     ws = tmp_path / "ws"
-    first = _orchestrate(["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace",
-                          str(ws)], {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"})
+    first = _orchestrate(
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
+        {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"},
+    )
     orphan_pids: list[int] = []
     try:
+
         def implementer_running() -> bool:
             state_files = list(ws.glob("*/state.json"))
             if not state_files:
                 return False
             state = json.loads(state_files[0].read_text())
-            running = any(a["id"] == "implement" and a["status"] == "running"
-                          for a in state.get("assignments", []))
+            running = any(a["id"] == "implement" and a["status"] == "running" for a in state.get("assignments", []))
             return running and bool(_demo_pids("claude", state_files[0].parent.name))
+
         wait_for(implementer_running, timeout=60, message="the implementer to run")
         session_dir = next(ws.glob("*/state.json")).parent
-        wait_for(lambda: any(r["payload"].get("kind") == "init" for r in
-                             read_jsonl(session_dir / "claude.jsonl").records),
-                 message="claude's init event")
+        wait_for(
+            lambda: any(r["payload"].get("kind") == "init" for r in read_jsonl(session_dir / "claude.jsonl").records),
+            message="claude's init event",
+        )
         orphan_pids = _demo_pids("claude", session_dir.name)
         first.send_signal(signal.SIGKILL)  # the orchestrator dies; its agent lives on
         first.wait(timeout=10)
         assert all(psutil.pid_exists(p) for p in orphan_pids)
         before = {a: read_jsonl(session_dir / f"{a}.jsonl").records for a in ("gemini", "claude")}
 
-        resumed = _orchestrate(["resume", session_dir.name, "--no-dashboard", "--workspace",
-                                str(ws)], demo_env)
+        resumed = _orchestrate(["resume", session_dir.name, "--no-dashboard", "--workspace", str(ws)], demo_env)
         try:
             out, err = resumed.communicate(timeout=90)
         except subprocess.TimeoutExpired:
@@ -78,8 +89,7 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
                 pass
     assert resumed.returncode == 0, err
     assert "ending 1 process(es) the previous orchestrator left" in err
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                   for p in orphan_pids)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in orphan_pids)
     state = json.loads((session_dir / "state.json").read_text())
     assert state["status"] == "completed"
     by_id = {a["id"]: a for a in state["assignments"]}
@@ -91,8 +101,7 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
     gemini_after = read_jsonl(session_dir / "gemini.jsonl").records
     assert len(gemini_after) == len(before["gemini"])  # the architect did not run again
     claude_after = read_jsonl(session_dir / "claude.jsonl").records
-    assert claude_after[:len(before["claude"])] == before["claude"]
+    assert claude_after[: len(before["claude"])] == before["claude"]
     launches = [r for r in claude_after if r["payload"].get("kind") == "launch"]
-    init_id = next(r["payload"]["session_id"] for r in before["claude"]
-                   if r["payload"].get("kind") == "init")
+    init_id = next(r["payload"]["session_id"] for r in before["claude"] if r["payload"].get("kind") == "init")
     assert "--resume" in launches[-1]["payload"]["text"] and init_id in launches[-1]["payload"]["text"]

@@ -15,36 +15,49 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.app.system import RunOptions, run, start, stop_all
-from actors.recovery import Recovery
-from actors.runtime.session_files import read_jsonl
-from config.settings import RecoverySettings, load_settings
-from messages.events import Event
-from messages.recovery import RecoveryPlanned, RecoveryRequested
-from messages.session import AnswerGiven, ControlRequested, GetSessionState
-from messages.worker import AssignmentFinished, EventRecorded
+from meta_orchestrator.actors.app.system import RunOptions, run, start, stop_all
+from meta_orchestrator.actors.recovery import Recovery
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.config.settings import RecoverySettings, load_settings
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested
+from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, GetSessionState
+from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded
 from tests.conftest import wait_for
 
-FAST = {"review.debounce_s": 0.2, "recovery.backoff_base_s": 0.05, "recovery.backoff_jitter": 0.5,
-        "sandbox.enabled": False,
-        "limits.enabled": False}
+FAST = {
+    "review.debounce_s": 0.2,
+    "recovery.backoff_base_s": 0.05,
+    "recovery.backoff_jitter": 0.5,
+    "sandbox.enabled": False,
+    "limits.enabled": False,
+}
 
 
 def _settings(tmp_path: Path, **overrides: Any):
     return load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, **overrides})
 
 
-def _run(tmp_path: Path, env: dict[str, str], on_started: Any = None,
-         **overrides: Any) -> tuple[int, Path, dict]:
-    code = run(_settings(tmp_path, **overrides),
-               RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False,
-                          console=False, env=env, on_started=on_started))
+def _run(tmp_path: Path, env: dict[str, str], on_started: Any = None, **overrides: Any) -> tuple[int, Path, dict]:
+    code = run(
+        _settings(tmp_path, **overrides),
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=False,
+            console=False,
+            env=env,
+            on_started=on_started,
+        ),
+    )
     session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())
     return code, session, json.loads((session / "state.json").read_text())
 
 
 def _answer_grants(approve: bool) -> Any:
     """An on_started hook: a thread that answers every directory-grant question like a user."""
+
     def hook(running: Any) -> None:
         def answer() -> None:
             answered: set[str] = set()
@@ -56,16 +69,22 @@ def _answer_grants(approve: bool) -> Any:
                 for q in state.questions:
                     if q.id.startswith("grant-") and q.status == "open" and q.id not in answered:
                         answered.add(q.id)
-                        running.coordinator.tell(AnswerGiven(
-                            question_id=q.id, answer="yes" if approve else "no", approve=approve))
+                        running.coordinator.tell(
+                            AnswerGiven(question_id=q.id, answer="yes" if approve else "no", approve=approve)
+                        )
                 time.sleep(0.05)
+
         threading.Thread(target=answer, name="test-user", daemon=True).start()
+
     return hook
 
 
 def _launches(session: Path, agent: str, assignment: str) -> list[str]:
-    return [r["payload"]["text"] for r in read_jsonl(session / f"{agent}.jsonl").records
-            if r["payload"].get("kind") == "launch" and r.get("assignment_id") == assignment]
+    return [
+        r["payload"]["text"]
+        for r in read_jsonl(session / f"{agent}.jsonl").records
+        if r["payload"].get("kind") == "launch" and r.get("assignment_id") == assignment
+    ]
 
 
 # -- reviews ------------------------------------------------------------------------------------
@@ -96,9 +115,11 @@ def test_default_demo_session_reviews_with_both_peers_and_decides_on_disk(tmp_pa
 
 def _start_session(tmp_path: Path, env: dict[str, str], **overrides: Any):
     started: list[pykka.ActorRef[Any]] = []
-    running = start(_settings(tmp_path, **overrides),
-                    RunOptions(task="Add a /health endpoint", target=None, demo=True,
-                               dashboard=False, console=False, env=env), started)
+    running = start(
+        _settings(tmp_path, **overrides),
+        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=env),
+        started,
+    )
     return started, running
 
 
@@ -107,26 +128,33 @@ def _state(running):
 
 
 def _open_question(running, kind: str):
-    return wait_for(lambda: next((q for q in _state(running).questions
-                                  if q.status == "open" and q.kind == kind), None),
-                    timeout=30, message=f"an open {kind} question")
+    return wait_for(
+        lambda: next((q for q in _state(running).questions if q.status == "open" and q.kind == kind), None),
+        timeout=30,
+        message=f"an open {kind} question",
+    )
 
 
 def test_two_concerns_pause_ask_and_the_answer_reaches_the_next_prompt(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX"] = "concern"
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "concern"
     # gemini designs and implements: its CLI echoes the prompt, so the note can be seen.
-    started, running = _start_session(tmp_path, demo_env, **{
-        "session.roles": {"architect": "gemini", "implementer": "gemini", "reviewer": "codex"},
-        "review.phase_end_roles": ["architect"], "review.on_milestone": False})
+    started, running = _start_session(
+        tmp_path,
+        demo_env,
+        **{
+            "session.roles": {"architect": "gemini", "implementer": "gemini", "reviewer": "codex"},
+            "review.phase_end_roles": ["architect"],
+            "review.on_milestone": False,
+        },
+    )
     try:
         question = _open_question(running, "clarification")
         state = _state(running)
         assert state.status == "paused"
         assert "design" not in [a.id for a in state.assignments if a.status == "running"]
         assert next(a for a in state.assignments if a.id == "implement").status == "pending"
-        running.coordinator.tell(AnswerGiven(question_id=question.id,
-                                             answer="Validate input with a regex."))
+        running.coordinator.tell(AnswerGiven(question_id=question.id, answer="Validate input with a regex."))
         ended = running.ended.get(timeout=60)
     finally:
         stop_all(started)
@@ -137,8 +165,11 @@ def test_two_concerns_pause_ask_and_the_answer_reaches_the_next_prompt(tmp_path,
     assert first["answer"] == "Validate input with a regex."
     assert "resumed" in first["applied"]
     assert any("Validate input with a regex." in n for n in state["notes"])
-    prompts = [r.get("raw") or "" for r in read_jsonl(running.session_dir / "gemini.jsonl").records
-               if r.get("assignment_id") == "implement"]
+    prompts = [
+        r.get("raw") or ""
+        for r in read_jsonl(running.session_dir / "gemini.jsonl").records
+        if r.get("assignment_id") == "implement"
+    ]
     assert any("Validate input with a regex." in p for p in prompts)  # echoed by the CLI
 
 
@@ -177,13 +208,14 @@ def test_escalation_answered_continue_goes_on(tmp_path, demo_env):
 def test_user_can_ask_for_a_review(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "slow"
     demo_env["ORCHESTRATE_DEMO_PACE"] = "0.05"
-    started, running = _start_session(tmp_path, demo_env, **{"review.phase_end_roles": [],
-                                                             "review.on_milestone": False})
+    started, running = _start_session(
+        tmp_path, demo_env, **{"review.phase_end_roles": [], "review.on_milestone": False}
+    )
     try:
-        wait_for(lambda: any(a.id == "implement" and a.status == "running"
-                             for a in _state(running).assignments), timeout=30)
-        assert running.coordinator.ask(ControlRequested(action="review", source="test"),
-                                       timeout=5)
+        wait_for(
+            lambda: any(a.id == "implement" and a.status == "running" for a in _state(running).assignments), timeout=30
+        )
+        assert running.coordinator.ask(ControlRequested(action="review", source="test"), timeout=5)
         decision = wait_for(lambda: _state(running).decisions, timeout=30)[0]
         ended = running.ended.get(timeout=60)
     finally:
@@ -197,12 +229,16 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
 # -- recovery, one class at a time ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agent,assignment,flag", [
-    ("gemini", "design", "--include-directories"),
-    ("claude", "implement", "--add-dir"),
-])
+@pytest.mark.parametrize(
+    "agent,assignment,flag",
+    [
+        ("gemini", "design", "--include-directories"),
+        ("claude", "implement", "--add-dir"),
+    ],
+)
 def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agrees(
-        tmp_path, demo_env, agent, assignment, flag):
+    tmp_path, demo_env, agent, assignment, flag
+):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = "permission_error"
     code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=True))
     assert code == 0
@@ -211,38 +247,41 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
     assert recoveries[0]["action"] == "relaunch" and recoveries[0]["outcome"] == "recovered"
     granted = recoveries[0]["extra_dirs"][0]
     assert granted.endswith("demo-app-outside")
-    assert ("Path not in workspace" in recoveries[0]["evidence"]
-            or "requested permissions" in recoveries[0]["evidence"])
+    assert "Path not in workspace" in recoveries[0]["evidence"] or "requested permissions" in recoveries[0]["evidence"]
     launches = _launches(session, agent, assignment)
     assert len(launches) == 2 and f"{flag} {granted}" in launches[1]
     assert (Path(granted) / "NOTES.md").is_file()  # the refused write happened on the relaunch
 
 
-@pytest.mark.parametrize("agent,scenario,cause,advice", [
-    ("claude", "auth_error", "auth", "ANTHROPIC_API_KEY"),
-    ("codex", "auth_error", "auth", "CODEX_API_KEY"),
-    ("codex", "force_not_git_repo", "repo_trust", "git init"),
-    ("gemini", "force_untrusted", "repo_trust", "GEMINI_CLI_TRUST_WORKSPACE=true"),
-])
-def test_unfixable_errors_escalate_with_the_right_advice(tmp_path, demo_env, agent, scenario,
-                                                         cause, advice):
+@pytest.mark.parametrize(
+    "agent,scenario,cause,advice",
+    [
+        ("claude", "auth_error", "auth", "ANTHROPIC_API_KEY"),
+        ("codex", "auth_error", "auth", "CODEX_API_KEY"),
+        ("codex", "force_not_git_repo", "repo_trust", "git init"),
+        ("gemini", "force_untrusted", "repo_trust", "GEMINI_CLI_TRUST_WORKSPACE=true"),
+    ],
+)
+def test_unfixable_errors_escalate_with_the_right_advice(tmp_path, demo_env, agent, scenario, cause, advice):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = scenario
     code, session, state = _run(tmp_path, demo_env)
     assert code == 1 and state["status"] == "failed"
     mine = [r for r in state["recoveries"] if r.get("assignment_id") and r["agent"] == agent]
-    assert mine and {(r["cause"], r["action"], r["outcome"]) for r in mine} == {
-        (cause, "escalate", "escalated")}
+    assert mine and {(r["cause"], r["action"], r["outcome"]) for r in mine} == {(cause, "escalate", "escalated")}
     assert advice in mine[0]["advice"] and mine[0]["evidence"]
     failed = next(a for a in state["assignments"] if a["agent"] == agent)
     assert failed["status"] == "failed" and advice in failed["error"]
     assert len(_launches(session, agent, failed["id"])) == 1  # never relaunched blindly
 
 
-@pytest.mark.parametrize("agent,scenario,cause,retries", [
-    ("claude", "rate_limit", "rate_limit", 3),
-    ("codex", "server_error", "server", 2),
-    ("claude", "crash", "crash", 1),
-])
+@pytest.mark.parametrize(
+    "agent,scenario,cause,retries",
+    [
+        ("claude", "rate_limit", "rate_limit", 3),
+        ("codex", "server_error", "server", 2),
+        ("claude", "crash", "crash", 1),
+    ],
+)
 def test_retries_back_off_and_the_caps_hold(tmp_path, demo_env, agent, scenario, cause, retries):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = scenario
     code, session, state = _run(tmp_path, demo_env)
@@ -264,8 +303,7 @@ def test_a_retry_that_works_is_recorded_as_recovered(tmp_path, demo_env):
     code, session, state = _run(tmp_path, demo_env, **{"review.enabled": False})
     assert code == 0
     mine = [r for r in state["recoveries"] if r.get("assignment_id") == "implement"]
-    assert [(r["cause"], r["action"], r["outcome"]) for r in mine] == [
-        ("rate_limit", "retry_after", "recovered")]
+    assert [(r["cause"], r["action"], r["outcome"]) for r in mine] == [("rate_limit", "retry_after", "recovered")]
 
 
 def test_preflight_checks_are_recorded(tmp_path, demo_env):
@@ -289,20 +327,39 @@ def real_rig(request: pytest.FixtureRequest, cli_bin, server, tmp_path: Path):
 
 
 @pytest.mark.realcli
-@pytest.mark.parametrize("real_rig,status,cause,action", [
-    (cli, status, cause, action) for cli in CLIS for status, cause, action in
-    ((429, "rate_limit", "retry_after"), (401, "auth", "escalate"), (500, "server", "retry_after"))
-], indirect=["real_rig"])
+@pytest.mark.parametrize(
+    "real_rig,status,cause,action",
+    [
+        (cli, status, cause, action)
+        for cli in CLIS
+        for status, cause, action in (
+            (429, "rate_limit", "retry_after"),
+            (401, "auth", "escalate"),
+            (500, "server", "retry_after"),
+        )
+    ],
+    indirect=["real_rig"],
+)
 def test_real_cli_errors_are_classified(real_rig, probe, status, cause, action):
     res = real_rig.run_adapter(f"Do the thing. SCRIPT:error {status}")
     ref = Recovery.start(settings=RecoverySettings(), target=real_rig.work, listeners=())
     for seq, d in enumerate(res.drafts, 1):
-        ref.tell(EventRecorded(event=Event(type=d.type, agent=real_rig.cli, payload=d.payload,
-                                           seq=seq, assignment_id="a1")))
+        ref.tell(
+            EventRecorded(event=Event(type=d.type, agent=real_rig.cli, payload=d.payload, seq=seq, assignment_id="a1"))
+        )
     tail = tuple(res.run.stderr_text.splitlines()[-20:])
-    ref.tell(RecoveryRequested(finished=AssignmentFinished(
-        agent=real_rig.cli, assignment_id="a1", returncode=res.run.returncode, stderr_tail=tail,
-        outcome=res.outcome), reply_to=probe.ref))
+    ref.tell(
+        RecoveryRequested(
+            finished=AssignmentFinished(
+                agent=real_rig.cli,
+                assignment_id="a1",
+                returncode=res.run.returncode,
+                stderr_tail=tail,
+                outcome=res.outcome,
+            ),
+            reply_to=probe.ref,
+        )
+    )
     plan = probe.expect(RecoveryPlanned, timeout=10)
     assert (plan.cause, plan.action) == (cause, action), (plan, res.describe())
     assert plan.evidence

@@ -9,12 +9,12 @@ from typing import Any
 import pykka
 import pytest
 
-import actors.reviewer as reviewer_module
-from actors.reviewer import Reviewer
-from config.settings import ReviewSettings
-from messages.events import Event, EventPayload
-from messages.review import RequestReview, ReviewCompleted, ReviewTrigger
-from messages.worker import (
+import meta_orchestrator.actors.reviewer as reviewer_module
+from meta_orchestrator.actors.reviewer import Reviewer
+from meta_orchestrator.config.settings import ReviewSettings
+from meta_orchestrator.messages.events import Event, EventPayload
+from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from meta_orchestrator.messages.worker import (
     AssignmentFinished,
     EventRecorded,
     RunOutcome,
@@ -41,12 +41,23 @@ class FakePeer(pykka.ThreadingActor):
         if self.script == "die":
             raise RuntimeError("worker crashed")
         ok = self.script in ("approve", "concern", "blocker", "garbage")
-        text = ("I read everything, looks fine to me." if self.script == "garbage"
-                else VERDICT.format(v=self.script, a=self.agent) if ok else "")
-        message.reply_to.tell(AssignmentFinished(
-            agent=self.agent, assignment_id=message.assignment_id, returncode=0 if ok else 1,
-            outcome=RunOutcome(success=ok, final_text=text,
-                               error=None if ok else "claude ended without a final result")))
+        text = (
+            "I read everything, looks fine to me."
+            if self.script == "garbage"
+            else VERDICT.format(v=self.script, a=self.agent)
+            if ok
+            else ""
+        )
+        message.reply_to.tell(
+            AssignmentFinished(
+                agent=self.agent,
+                assignment_id=message.assignment_id,
+                returncode=0 if ok else 1,
+                outcome=RunOutcome(
+                    success=ok, final_text=text, error=None if ok else "claude ended without a final result"
+                ),
+            )
+        )
         return None
 
 
@@ -63,24 +74,39 @@ def rig(tmp_path: Path, probe: ProbeHandle):
 
         def start(self, agents=("gemini", "codex", "claude"), **settings: Any):
             base = {"debounce_s": 0.2, **settings}
-            return Reviewer.start(settings=ReviewSettings(**base), session_id="s1",
-                                  session_dir=tmp_path, target=tmp_path, agents=agents,
-                                  start_review_worker=self.factory, decisions_to=probe.ref,
-                                  listeners=(), task="the task")
+            return Reviewer.start(
+                settings=ReviewSettings(**base),
+                session_id="s1",
+                session_dir=tmp_path,
+                target=tmp_path,
+                agents=agents,
+                start_review_worker=self.factory,
+                decisions_to=probe.ref,
+                listeners=(),
+                task="the task",
+            )
+
     r = Rig()
     r.seen, r.started = [], []
     return r
 
 
 def _gate(assignment: str = "design", agent: str = "gemini") -> RequestReview:
-    return RequestReview(trigger=ReviewTrigger(kind="phase_end", agent=agent,
-                                               assignment_id=assignment), gate=True)
+    return RequestReview(trigger=ReviewTrigger(kind="phase_end", agent=agent, assignment_id=assignment), gate=True)
 
 
-def _marker(type_: str, assignment: str = "design", agent: str = "gemini", kind: str = "marker",
-            seq: int = 5) -> EventRecorded:
-    return EventRecorded(event=Event(type=type_, agent=agent, assignment_id=assignment, seq=seq,
-                                     payload=EventPayload(kind=kind, text=f"{type_} text")))
+def _marker(
+    type_: str, assignment: str = "design", agent: str = "gemini", kind: str = "marker", seq: int = 5
+) -> EventRecorded:
+    return EventRecorded(
+        event=Event(
+            type=type_,
+            agent=agent,
+            assignment_id=assignment,
+            seq=seq,
+            payload=EventPayload(kind=kind, text=f"{type_} text"),
+        )
+    )
 
 
 def test_phase_end_review_asks_both_peers_read_only_and_saves_everything(rig, probe, tmp_path):
@@ -95,7 +121,11 @@ def test_phase_end_review_asks_both_peers_read_only_and_saves_everything(rig, pr
         assert header in rig.seen[0].prompt
     folder = tmp_path / "reviews" / done.review_id
     assert sorted(p.name for p in folder.iterdir()) == [
-        "claude.answer.json", "codex.answer.json", "decision.json", "request.json"]
+        "claude.answer.json",
+        "codex.answer.json",
+        "decision.json",
+        "request.json",
+    ]
     assert {p for _, p in rig.started} == {folder / "codex.jsonl", folder / "claude.jsonl"}
     request = json.loads((folder / "request.json").read_text())
     assert request["reviewers"] == ["codex", "claude"] and "change" in request
@@ -103,13 +133,16 @@ def test_phase_end_review_asks_both_peers_read_only_and_saves_everything(rig, pr
     assert answer["verdict"] == "approve" and "```json" in answer["raw_text"]
 
 
-@pytest.mark.parametrize("scripts,decision", [
-    ({"codex": "concern", "claude": "concern"}, "PAUSE_AND_CLARIFY"),
-    ({"codex": "concern", "claude": "approve"}, "LOG_WARNING"),
-    ({"codex": "approve", "claude": "blocker"}, "STOP_AND_ESCALATE"),  # contradictory
-    ({"codex": "garbage", "claude": "approve"}, "LOG_WARNING"),  # unparseable -> concern
-    ({"codex": "crash", "claude": "garbage"}, "PAUSE_AND_CLARIFY"),  # crashed run -> concern
-])
+@pytest.mark.parametrize(
+    "scripts,decision",
+    [
+        ({"codex": "concern", "claude": "concern"}, "PAUSE_AND_CLARIFY"),
+        ({"codex": "concern", "claude": "approve"}, "LOG_WARNING"),
+        ({"codex": "approve", "claude": "blocker"}, "STOP_AND_ESCALATE"),  # contradictory
+        ({"codex": "garbage", "claude": "approve"}, "LOG_WARNING"),  # unparseable -> concern
+        ({"codex": "crash", "claude": "garbage"}, "PAUSE_AND_CLARIFY"),  # crashed run -> concern
+    ],
+)
 def test_peer_answers_go_through_the_policy(rig, probe, scripts, decision):
     rig.scripts = {"gemini": "approve", **scripts}
     rig.start().tell(_gate())
@@ -139,8 +172,7 @@ def test_a_silent_peer_times_out_as_a_concern(rig, probe, monkeypatch):
 
 
 def test_no_reviewer_available_says_what_was_chosen(rig, probe):
-    rig.start(agents=("claude",), when_no_reviewers="PAUSE_AND_CLARIFY").tell(
-        _gate("implement", "claude"))
+    rig.start(agents=("claude",), when_no_reviewers="PAUSE_AND_CLARIFY").tell(_gate("implement", "claude"))
     done = probe.expect(ReviewCompleted)
     assert done.answers == () and done.decision.no_reviewers
     assert done.decision.decision == "PAUSE_AND_CLARIFY"

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors.app.system import RunOptions, run
-from actors.runtime.session_files import read_jsonl
-from config.settings import load_settings
+from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.config.settings import load_settings
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
 
@@ -35,11 +35,13 @@ def _events(session: Path, agent: str) -> list[dict]:
     return result.records
 
 
-def _run_demo(tmp_path: Path, demo_env: dict[str, str], task: str = "Add a /health endpoint",
-              **overrides: object) -> tuple[int, Path]:
-    code = run(_settings(tmp_path, **overrides),
-               RunOptions(task=task, target=None, demo=True, dashboard=False, console=False,
-                          env=demo_env))
+def _run_demo(
+    tmp_path: Path, demo_env: dict[str, str], task: str = "Add a /health endpoint", **overrides: object
+) -> tuple[int, Path]:
+    code = run(
+        _settings(tmp_path, **overrides),
+        RunOptions(task=task, target=None, demo=True, dashboard=False, console=False, env=demo_env),
+    )
     return code, _only_session(tmp_path)
 
 
@@ -118,8 +120,7 @@ def test_crashing_agent_fails_the_session_and_leaves_no_process(tmp_path, demo_e
 def test_hanging_agent_is_ended_by_the_wall_clock_limit(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI"] = "hang"
     start = time.monotonic()
-    code, session = _run_demo(tmp_path, demo_env, **{"session.assignment_timeout_s": 1.5,
-                                                     "session.stop_grace_s": 1.0})
+    code, session = _run_demo(tmp_path, demo_env, **{"session.assignment_timeout_s": 1.5, "session.stop_grace_s": 1.0})
     assert time.monotonic() - start < 30
     state = json.loads((session / "state.json").read_text())
     # The planner hung: the default breakdown is used, and its design run hangs too.
@@ -131,8 +132,9 @@ def test_hanging_agent_is_ended_by_the_wall_clock_limit(tmp_path, demo_env):
 def test_agent_that_never_exits_after_its_result_is_ended_and_counts_as_finished(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX_WORK"] = "result_then_hang"
     start = time.monotonic()
-    code, session = _run_demo(tmp_path, demo_env, **{"session.exit_grace_after_result_s": 1.0,
-                                                     "session.stop_grace_s": 1.0})
+    code, session = _run_demo(
+        tmp_path, demo_env, **{"session.exit_grace_after_result_s": 1.0, "session.stop_grace_s": 1.0}
+    )
     assert time.monotonic() - start < 30
     records = _events(session, "codex")
     assert any(r["type"] == "review" for r in records)  # the result itself was recorded
@@ -142,9 +144,16 @@ def test_agent_that_never_exits_after_its_result_is_ended_and_counts_as_finished
 
 
 def _launcher(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def _agent_pids(launcher_pid: int) -> list[int]:
@@ -164,14 +173,15 @@ def _cmdline(pid: int) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, sig):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
-    proc = _launcher(["Add a /health endpoint", "--demo", "--no-dashboard",
-                      "--workspace", str(tmp_path / "ws")], demo_env)
+    proc = _launcher(
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(tmp_path / "ws")], demo_env
+    )
     try:
         # Wait until the implementer (claude) is running and silent.
         def claude_running() -> bool:
             ws = tmp_path / "ws"
-            return any(ws.glob("*/claude.jsonl")) and any(
-                "demo claude" in _cmdline(p) for p in _agent_pids(proc.pid))
+            return any(ws.glob("*/claude.jsonl")) and any("demo claude" in _cmdline(p) for p in _agent_pids(proc.pid))
+
         wait_for(claude_running, timeout=30, message="claude to start")
         children = _agent_pids(proc.pid)
         proc.send_signal(sig)
@@ -180,15 +190,16 @@ def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, s
         if proc.poll() is None:
             kill_tree(proc)
     assert proc.returncode == 130, err
-    assert not [p for p in children if psutil.pid_exists(p) and
-                psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
     assert state["status"] == "stopped" and state["exit_code"] == 130
 
 
 def test_nonexistent_target_is_refused_with_a_clear_message(tmp_path, demo_env):
-    proc = _launcher(["task", "--target", str(tmp_path / "nope"), "--demo", "--no-dashboard",
-                      "--workspace", str(tmp_path / "ws")], demo_env)
+    proc = _launcher(
+        ["task", "--target", str(tmp_path / "nope"), "--demo", "--no-dashboard", "--workspace", str(tmp_path / "ws")],
+        demo_env,
+    )
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "does not exist" in err and "--target" in err
@@ -211,8 +222,7 @@ def test_missing_clis_point_at_demo(tmp_path, demo_env):
     env = {**demo_env, "PATH": str(tmp_path / "empty-bin")}
     target = tmp_path / "app"
     target.mkdir()
-    proc = _launcher(["task", "--target", str(target), "--no-dashboard",
-                      "--workspace", str(tmp_path / "ws")], env)
+    proc = _launcher(["task", "--target", str(target), "--no-dashboard", "--workspace", str(tmp_path / "ws")], env)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "not installed" in err and "--demo" in err
@@ -231,16 +241,28 @@ def test_unwritable_workspace_is_refused(tmp_path, demo_env):
 
 def test_sessions_and_show_commands(tmp_path, demo_env):
     code, session = _run_demo(tmp_path, demo_env)
-    listing = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "sessions",
-                              "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
-                             timeout=30, stdin=subprocess.DEVNULL)
+    listing = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), "sessions", "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert session.name in listing.stdout and "completed" in listing.stdout
-    shown = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", session.name,
-                            "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
-                           timeout=30, stdin=subprocess.DEVNULL)
+    shown = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", session.name, "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert shown.returncode == 0
     assert "implement" in shown.stdout and "claude" in shown.stdout
-    missing = subprocess.run([sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", "nope",
-                              "--workspace", str(tmp_path / "ws")], capture_output=True, text=True,
-                             timeout=30, stdin=subprocess.DEVNULL)
+    missing = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", "nope", "--workspace", str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert missing.returncode == 2 and "no session nope" in missing.stderr

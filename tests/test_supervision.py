@@ -12,15 +12,19 @@ from typing import Any
 import psutil
 import pykka
 
-from actors.adapters.registry import get_adapter
-from actors.runtime.process_host import HostedProcess, ProcessHost
-from actors.runtime.supervision import SupervisedRef, report_crash
-from actors.supervisor import Supervisor
-from actors.worker import Worker
-from config.settings import AgentSettings, SessionSettings
-from messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
-from messages.worker import (
-    AssignmentFinished, EventRecorded, PauseWorker, StartAssignment, WorkerStateChanged,
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost
+from meta_orchestrator.actors.runtime.supervision import SupervisedRef, report_crash
+from meta_orchestrator.actors.supervisor import Supervisor
+from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+from meta_orchestrator.messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
+from meta_orchestrator.messages.worker import (
+    AssignmentFinished,
+    EventRecorded,
+    PauseWorker,
+    StartAssignment,
+    WorkerStateChanged,
 )
 from tests.conftest import wait_for
 
@@ -82,15 +86,23 @@ class FaultyHost(ProcessHost):
 
 def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, probe):
     script = tmp_path / "cli.py"
-    script.write_text('import json, time\nprint(json.dumps({"type": "system", "subtype": "init",'
-                      ' "session_id": "s"}), flush=True)\ntime.sleep(60)\n')
+    script.write_text(
+        'import json, time\nprint(json.dumps({"type": "system", "subtype": "init",'
+        ' "session_id": "s"}), flush=True)\ntime.sleep(60)\n'
+    )
     worker = Worker.start(
-        agent="claude", adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(command=f"{shlex.quote(sys.executable)} {script}",
-                                     share_min=0, share_max=1),
-        session_settings=SessionSettings(stop_grace_s=1), session_id="s",
-        session_dir=tmp_path / "session", target=tmp_path, listeners=(probe.ref,),
-        base_env=dict(os.environ), host=FaultyHost(), supervisor=probe.ref)
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(command=f"{shlex.quote(sys.executable)} {script}", share_min=0, share_max=1),
+        session_settings=SessionSettings(stop_grace_s=1),
+        session_id="s",
+        session_dir=tmp_path / "session",
+        target=tmp_path,
+        listeners=(probe.ref,),
+        base_env=dict(os.environ),
+        host=FaultyHost(),
+        supervisor=probe.ref,
+    )
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     running = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
     cli = psutil.Process(running.snapshot.pid)
@@ -99,53 +111,81 @@ def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, 
     assert crashed.name == "worker:claude" and "injected fault" in crashed.error
     finished = probe.expect(AssignmentFinished)
     assert finished.stopped_by == "worker crashed" and not finished.outcome.success
-    wait_for(lambda: not cli.is_running() or cli.status() == psutil.STATUS_ZOMBIE,
-             message="the CLI to be ended with its worker")
+    wait_for(
+        lambda: not cli.is_running() or cli.status() == psutil.STATUS_ZOMBIE,
+        message="the CLI to be ended with its worker",
+    )
 
 
 def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[str, str]):
-    from actors.app.system import RunOptions, run
-    from config.settings import load_settings
+    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.config.settings import load_settings
 
     def kill_dashboard(running: Any) -> None:
         running.gateway.stop(block=False)  # gone before the first agent even starts
 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "web.port": 0})
-    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
-                                    dashboard=True, exit_when_done=True, console=False,
-                                    env=demo_env, on_started=kill_dashboard, print_url=lambda u: None))
+    code = run(
+        settings,
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=True,
+            exit_when_done=True,
+            console=False,
+            env=demo_env,
+            on_started=kill_dashboard,
+            print_url=lambda u: None,
+        ),
+    )
     assert code == 0
 
 
-def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Path,
-                                                                  demo_env: dict[str, str]):
-    from actors.app.system import RunOptions, run
-    from config.settings import load_settings
+def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Path, demo_env: dict[str, str]):
+    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.config.settings import load_settings
 
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK"] = "hang"
     pids: list[int] = []
 
     def lose_the_coordinator(running: Any) -> None:
         def later() -> None:
-            wait_for(lambda: (s := _state(running)) and any(
-                a["id"] == "implement" and a["status"] == "running" for a in s["assignments"]),
-                timeout=60, message="the implementer")
+            wait_for(
+                lambda: (
+                    (s := _state(running))
+                    and any(a["id"] == "implement" and a["status"] == "running" for a in s["assignments"])
+                ),
+                timeout=60,
+                message="the implementer",
+            )
             pids.extend(p.pid for p in psutil.Process().children(recursive=True))
             running.coordinator.stop(block=False)
+
         import threading
+
         threading.Thread(target=later, daemon=True).start()
 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
-    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
-                                    dashboard=False, console=False, env=demo_env,
-                                    on_started=lose_the_coordinator))
+    code = run(
+        settings,
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=False,
+            console=False,
+            env=demo_env,
+            on_started=lose_the_coordinator,
+        ),
+    )
     assert code == 1
-    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
-                            psutil.STATUS_ZOMBIE for p in pids)
+    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
 
 
 def _state(running: Any) -> dict | None:
     import json
+
     try:
         return json.loads((running.session_dir / "state.json").read_text())
     except (OSError, ValueError):
@@ -153,16 +193,18 @@ def _state(running: Any) -> dict | None:
 
 
 def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_forever(
-        tmp_path: Path, demo_env: dict[str, str], monkeypatch: Any):
+    tmp_path: Path, demo_env: dict[str, str], monkeypatch: Any
+):
     import json
 
-    from actors.app.system import RunOptions, run
-    from actors.reviewer import Reviewer
-    from config.settings import load_settings
-    from messages.events import Event
+    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.reviewer import Reviewer
+    from meta_orchestrator.config.settings import load_settings
+    from meta_orchestrator.messages.events import Event
 
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX_PEER_REVIEW"] = "hang"  # the design review never ends
     import threading
+
     armed = threading.Event()
     original = Reviewer._on_event
 
@@ -176,18 +218,30 @@ def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_for
 
     def crash_the_reviewer(running: Any) -> None:
         def later() -> None:
-            wait_for(lambda: (s := _state(running)) and s["status"] == "reviewing", timeout=60,
-                     message="a review in flight")
+            wait_for(
+                lambda: (s := _state(running)) and s["status"] == "reviewing", timeout=60, message="a review in flight"
+            )
             armed.set()
             pykka.ActorRegistry.get_by_class(Reviewer)[0].tell(
-                EventRecorded(event=Event(type="progress", agent="claude")))
+                EventRecorded(event=Event(type="progress", agent="claude"))
+            )
+
         threading.Thread(target=later, daemon=True).start()
 
     # Later reviews by codex hang too: a short reviewer timeout turns them into concerns.
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.reviewer_timeout_s": 3})
-    code = run(settings, RunOptions(task="Add a /health endpoint", target=None, demo=True,
-                                    dashboard=False, console=False, env=demo_env,
-                                    on_started=crash_the_reviewer))
+    code = run(
+        settings,
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=False,
+            console=False,
+            env=demo_env,
+            on_started=crash_the_reviewer,
+        ),
+    )
     state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
     restarts = [d for d in state["decisions"] if d.get("kind") == "actor_restarted"]
     assert restarts and restarts[0]["name"] == "reviewer"

@@ -12,12 +12,17 @@ from pathlib import Path
 
 import psutil
 
-from actors.adapters.registry import get_adapter
-from actors.runtime.session_files import read_jsonl
-from actors.worker import Worker
-from config.settings import AgentSettings, SessionSettings
-from messages.worker import (
-    AssignmentFinished, EventRecorded, PauseWorker, ResumeWorker, StartAssignment, StopWorker,
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+from meta_orchestrator.messages.worker import (
+    AssignmentFinished,
+    EventRecorded,
+    PauseWorker,
+    ResumeWorker,
+    StartAssignment,
+    StopWorker,
     WorkerStateChanged,
 )
 from tests.conftest import wait_for
@@ -32,27 +37,43 @@ def _script(tmp_path: Path, body: str) -> str:
 def _worker(tmp_path: Path, probe, command: str, agent: str = "claude", **session: object):
     settings = AgentSettings(command=command, share_min=0.4, share_max=0.5)
     return Worker.start(
-        agent=agent, adapter=get_adapter(agent), agent_settings=settings,
+        agent=agent,
+        adapter=get_adapter(agent),
+        agent_settings=settings,
         session_settings=SessionSettings(**{"stop_grace_s": 1.0, **session}),
-        session_id="test-session", session_dir=tmp_path / "session", target=tmp_path,
-        listeners=(probe.ref,), base_env=dict(os.environ))
+        session_id="test-session",
+        session_dir=tmp_path / "session",
+        target=tmp_path,
+        listeners=(probe.ref,),
+        base_env=dict(os.environ),
+    )
 
 
-CLAUDE_INIT = json.dumps({"type": "system", "subtype": "init", "session_id": "s-1",
-                          "model": "m", "cwd": "/x"})
-CLAUDE_RESULT = json.dumps({"type": "result", "subtype": "success", "is_error": False,
-                            "result": "done", "session_id": "s-1", "total_cost_usd": 0.01,
-                            "usage": {"input_tokens": 1, "output_tokens": 2}})
+CLAUDE_INIT = json.dumps({"type": "system", "subtype": "init", "session_id": "s-1", "model": "m", "cwd": "/x"})
+CLAUDE_RESULT = json.dumps(
+    {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "done",
+        "session_id": "s-1",
+        "total_cost_usd": 0.01,
+        "usage": {"input_tokens": 1, "output_tokens": 2},
+    }
+)
 
 
 def test_every_line_is_recorded_in_order_before_the_finish(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import sys
         print({CLAUDE_INIT!r})
         for i in range(20000):
             print('{{"type":"assistant","message":{{"content":[{{"type":"text","text":"line %d"}}]}}}}' % i)
         print({CLAUDE_RESULT!r})
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     finished = probe.expect(AssignmentFinished, timeout=60)
@@ -66,12 +87,15 @@ def test_every_line_is_recorded_in_order_before_the_finish(tmp_path, probe):
 
 
 def test_over_long_line_is_kept_whole_in_a_side_file(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import sys
         print({CLAUDE_INIT!r})
         sys.stdout.write('{{"x":"' + 'a' * 3_000_000 + '"}}\\n')
         print({CLAUDE_RESULT!r})
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command, max_line_bytes=65536)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     finished = probe.expect(AssignmentFinished, timeout=30)
@@ -85,13 +109,16 @@ def test_over_long_line_is_kept_whole_in_a_side_file(tmp_path, probe):
 
 
 def test_pause_and_resume_stop_and_continue_the_whole_group(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import subprocess, sys, time
         print({CLAUDE_INIT!r}, flush=True)
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         print('{{"type":"system","subtype":"status","status":"child %d"}}' % child.pid, flush=True)
         time.sleep(60)
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     state = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
@@ -99,26 +126,34 @@ def test_pause_and_resume_stop_and_continue_the_whole_group(tmp_path, probe):
     leader = psutil.Process(state.snapshot.pid)
     child = psutil.Process(int(event.event.payload.text.split()[1]))
     assert worker.ask(PauseWorker(), timeout=5)
-    wait_for(lambda: leader.status() == psutil.STATUS_STOPPED and child.status() == psutil.STATUS_STOPPED,
-             message="both processes stopped")
+    wait_for(
+        lambda: leader.status() == psutil.STATUS_STOPPED and child.status() == psutil.STATUS_STOPPED,
+        message="both processes stopped",
+    )
     assert worker.ask(ResumeWorker(), timeout=5)
-    wait_for(lambda: leader.status() != psutil.STATUS_STOPPED and child.status() != psutil.STATUS_STOPPED,
-             message="both processes running again")
+    wait_for(
+        lambda: leader.status() != psutil.STATUS_STOPPED and child.status() != psutil.STATUS_STOPPED,
+        message="both processes running again",
+    )
     assert worker.ask(StopWorker(reason="test"), timeout=5)
     finished = probe.expect(AssignmentFinished, timeout=15)
     assert finished.stopped_by == "test" and not finished.outcome.success
     assert finished.returncode == -signal.SIGTERM
-    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
-             message="the child to be gone too")
+    wait_for(
+        lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, message="the child to be gone too"
+    )
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print({CLAUDE_INIT!r}, flush=True)
         time.sleep(60)
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command, stop_grace_s=0.5)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
@@ -128,13 +163,16 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path, probe):
 
 
 def test_children_left_behind_by_a_finished_cli_are_ended(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import subprocess, sys
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print('{{"type":"system","subtype":"status","status":"child %d"}}' % child.pid, flush=True)
         print({CLAUDE_RESULT!r}, flush=True)
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     event = probe.expect(EventRecorded, where=lambda m: (m.event.payload.text or "").startswith("child"))
@@ -154,11 +192,14 @@ def test_missing_executable_is_a_clear_spawn_error(tmp_path, probe):
 
 
 def test_stopping_the_actor_ends_the_cli_and_records_its_last_lines(tmp_path, probe):
-    command = _script(tmp_path, f"""
+    command = _script(
+        tmp_path,
+        f"""
         import time
         print({CLAUDE_INIT!r}, flush=True)
         time.sleep(60)
-    """)
+    """,
+    )
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     state = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
@@ -173,8 +214,12 @@ def test_sequence_continues_in_an_existing_event_file(tmp_path, probe):
     session = tmp_path / "session"
     session.mkdir()
     (session / "claude.jsonl").write_text(
-        json.dumps({"seq": 1, "type": "status"}) + "\n" + json.dumps({"seq": 2, "type": "status"})
-        + "\n" + '{"seq": 3, "type": "sta')  # torn by a crash
+        json.dumps({"seq": 1, "type": "status"})
+        + "\n"
+        + json.dumps({"seq": 2, "type": "status"})
+        + "\n"
+        + '{"seq": 3, "type": "sta'
+    )  # torn by a crash
     command = _script(tmp_path, f"print({CLAUDE_RESULT!r})")
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))

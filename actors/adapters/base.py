@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, NamedTuple
 
-from messages.base import AgentName
-from messages.events import EVENT_TYPES, EventPayload, EventType
-from messages.worker import RunOutcome
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import EVENT_TYPES, EventPayload, EventType
+from meta_orchestrator.messages.worker import RunOutcome
 
 
 class Draft(NamedTuple):
@@ -80,14 +80,27 @@ class StreamParser(ABC):
         """Parse one stdout line. Bad lines become ``error`` drafts; the stream goes on."""
         total = len(data) if total_bytes is None else total_bytes
         if total > len(data):
-            return [draft("error", kind="parse_error", retryable=False, terminal=False,
-                          text=f"line of {total} bytes is longer than the parser accepts; "
-                               "kept whole in the side file named by raw_file")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    retryable=False,
+                    terminal=False,
+                    text=f"line of {total} bytes is longer than the parser accepts; "
+                    "kept whole in the side file named by raw_file",
+                )
+            ]
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return [draft("error", kind="parse_error", terminal=False,
-                          text=f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    terminal=False,
+                    text=f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                )
+            ]
         stripped = text.strip()
         if not stripped:
             return []
@@ -95,11 +108,23 @@ class StreamParser(ABC):
             obj = json.loads(stripped)
         except json.JSONDecodeError as exc:
             cut = " (cut short?)" if stripped.startswith("{") else ""
-            return [draft("error", kind="parse_error", terminal=False,
-                          text=f"line is not JSON{cut}: {exc.msg} at column {exc.colno}")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    terminal=False,
+                    text=f"line is not JSON{cut}: {exc.msg} at column {exc.colno}",
+                )
+            ]
         if not isinstance(obj, dict):
-            return [draft("error", kind="parse_error", terminal=False,
-                          text=f"line is JSON but not an object: {type(obj).__name__}")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    terminal=False,
+                    text=f"line is JSON but not an object: {type(obj).__name__}",
+                )
+            ]
         return self.feed_object(obj)
 
     @abstractmethod

@@ -5,27 +5,43 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
-from actors.adapters.common import (
-    GuardedParser, as_dict, as_float, as_int, as_list, as_str, classify, clip, require_dict,
+from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.common import (
+    GuardedParser,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    classify,
+    clip,
+    require_dict,
 )
-from actors.adapters.protocol import strip_markers, text_drafts
-from messages.base import AgentName
+from meta_orchestrator.actors.adapters.protocol import strip_markers, text_drafts
+from meta_orchestrator.messages.base import AgentName
 
 # Tool_result texts that mean "the permission mode or workspace refused this" (§1.5 A, A',
 # B, C, E). (D) "No such tool available" is a removed tool, not a denial: plain progress.
 _DENIALS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"requested permissions to (?:write to|read from) (?P<path>.+?), "
-               r"but you haven't granted it yet"),
+    re.compile(
+        r"requested permissions to (?:write to|read from) (?P<path>.+?), "
+        r"but you haven't granted it yet"
+    ),
     re.compile(r"\S+ in '(?P<path>[^']*)' was blocked\. For security, Claude Code may only"),
-    re.compile(r"Permission to use \S+ has been denied because Claude Code is running "
-               r"in don't ask mode"),
+    re.compile(
+        r"Permission to use \S+ has been denied because Claude Code is running "
+        r"in don't ask mode"
+    ),
     re.compile(r"Cannot write to (?P<path>.+?) while in plan mode"),
 )
 _WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 _TASK_TOOLS = frozenset({"TaskCreate", "TaskUpdate", "TodoWrite"})
-_API_ERROR_RETRYABLE = {"authentication_failed": False, "rate_limit": True,
-                        "server_error": True, "invalid_request": False}
+_API_ERROR_RETRYABLE = {
+    "authentication_failed": False,
+    "rate_limit": True,
+    "server_error": True,
+    "invalid_request": False,
+}
 
 
 def _denial(text: str) -> re.Match[str] | None:
@@ -74,18 +90,36 @@ class ClaudeParser(GuardedParser):
         subtype = as_str(obj.get("subtype")) or ""
         if subtype == "init":
             self.session_id = as_str(obj.get("session_id")) or self.session_id
-            details = {key: obj[key] for key in ("cwd", "permissionMode", "apiKeySource",
-                                                  "claude_code_version") if as_str(obj.get(key))}
-            return [draft("status", kind="init", session_id=self.session_id,
-                          model=as_str(obj.get("model")), text="session started",
-                          details=details or None)]
+            details = {
+                key: obj[key]
+                for key in ("cwd", "permissionMode", "apiKeySource", "claude_code_version")
+                if as_str(obj.get(key))
+            }
+            return [
+                draft(
+                    "status",
+                    kind="init",
+                    session_id=self.session_id,
+                    model=as_str(obj.get("model")),
+                    text="session started",
+                    details=details or None,
+                )
+            ]
         if subtype == "api_retry":
             attempt, most = as_int(obj.get("attempt")), as_int(obj.get("max_retries"))
             reason = as_str(obj.get("error")) or "unknown"
-            details = {key: obj.get(key) for key in ("attempt", "max_retries", "retry_delay_ms",
-                                                     "error_status", "error")}
-            return [draft("status", kind="retry", retryable=True, details=details,
-                          text=f"retrying the API request ({attempt}/{most}): {reason}")]
+            details = {
+                key: obj.get(key) for key in ("attempt", "max_retries", "retry_delay_ms", "error_status", "error")
+            }
+            return [
+                draft(
+                    "status",
+                    kind="retry",
+                    retryable=True,
+                    details=details,
+                    text=f"retrying the API request ({attempt}/{most}): {reason}",
+                )
+            ]
         if subtype == "status":
             return [draft("status", kind="status", text=as_str(obj.get("status")))]
         return [draft("status", kind="unknown", text=f"system/{subtype}")]
@@ -103,8 +137,7 @@ class ClaudeParser(GuardedParser):
                     text = as_str(block.get("text")) or ""
                     drafts.extend(text_drafts(text))  # whole block: markers complete
                 case "thinking":
-                    drafts.append(draft("progress", kind="reasoning",
-                                        text=clip(as_str(block.get("thinking")))))
+                    drafts.append(draft("progress", kind="reasoning", text=clip(as_str(block.get("thinking")))))
                 case "tool_use":
                     drafts.extend(self._on_tool_use(block))
                 case other:
@@ -116,9 +149,14 @@ class ClaudeParser(GuardedParser):
         code = as_str(obj.get("error")) or repr(obj.get("error"))
         text = _block_text(message.get("content")) or code
         cause, retryable = classify(f"{code} {text}")
-        return draft("error", kind="api_error", terminal=False,
-                     retryable=_API_ERROR_RETRYABLE.get(code, retryable), text=clip(text),
-                     details={"error": code, "cause": cause})
+        return draft(
+            "error",
+            kind="api_error",
+            terminal=False,
+            retryable=_API_ERROR_RETRYABLE.get(code, retryable),
+            text=clip(text),
+            details={"error": code, "cause": cause},
+        )
 
     def _on_tool_use(self, block: dict[str, Any]) -> list[Draft]:
         """A tool call; task tools become ``task``, ReportFindings becomes ``finding``s."""
@@ -127,21 +165,38 @@ class ClaudeParser(GuardedParser):
         if tool_id := as_str(block.get("id")):
             self._tools[tool_id] = (name, tool_input)
         if name in _TASK_TOOLS:
-            text = (as_str(tool_input.get("subject")) or as_str(tool_input.get("status"))
-                    or f"{len(as_list(tool_input.get('todos')))} todos")
+            text = (
+                as_str(tool_input.get("subject"))
+                or as_str(tool_input.get("status"))
+                or f"{len(as_list(tool_input.get('todos')))} todos"
+            )
             return [draft("task", kind="todo", tool=name, tool_input=tool_input, text=clip(text))]
         if name == "ReportFindings":
             findings = [as_dict(item) for item in as_list(tool_input.get("findings"))]
-            drafts = [draft("finding", kind="tool_call", tool=name,
-                            text=clip(as_str(item.get("summary")) or ""),
-                            file=as_str(item.get("file")), line=as_int(item.get("line")),
-                            details={"failure_scenario": item.get("failure_scenario")})
-                      for item in findings]
+            drafts = [
+                draft(
+                    "finding",
+                    kind="tool_call",
+                    tool=name,
+                    text=clip(as_str(item.get("summary")) or ""),
+                    file=as_str(item.get("file")),
+                    line=as_int(item.get("line")),
+                    details={"failure_scenario": item.get("failure_scenario")},
+                )
+                for item in findings
+            ]
             return drafts or [draft("progress", kind="tool_call", tool=name, tool_input=tool_input)]
         summary = as_str(tool_input.get("description")) or as_str(tool_input.get("command"))
-        return [draft("progress", kind="tool_call", tool=name, tool_input=tool_input,
-                      text=clip(summary or name),
-                      file=as_str(tool_input.get("file_path")))]
+        return [
+            draft(
+                "progress",
+                kind="tool_call",
+                tool=name,
+                tool_input=tool_input,
+                text=clip(summary or name),
+                file=as_str(tool_input.get("file_path")),
+            )
+        ]
 
     def _on_user(self, obj: dict[str, Any]) -> list[Draft]:
         """Tool results: progress, a milestone for a written file, a blocker for a denial."""
@@ -154,8 +209,7 @@ class ClaudeParser(GuardedParser):
             if block.get("type") == "tool_result":
                 drafts.extend(self._on_tool_result(block))
             else:
-                drafts.append(draft("status", kind="unknown",
-                                    text=f"user/{as_str(block.get('type'))}"))
+                drafts.append(draft("status", kind="unknown", text=f"user/{as_str(block.get('type'))}"))
         return drafts
 
     def _on_tool_result(self, block: dict[str, Any]) -> list[Draft]:
@@ -168,18 +222,30 @@ class ClaudeParser(GuardedParser):
                 path = match.groupdict().get("path")
                 self._denied[tool_id or text] = text
                 self.permission_denials = list(self._denied.values())
-                return [draft("blocker", kind="denial", text=clip(text), tool=name,
-                              file=path or as_str(tool_input.get("file_path")),
-                              tool_input=tool_input or None)]
-            return [draft("progress", kind="tool_result", tool=name, text=clip(text),
-                          details={"is_error": True, "tool_use_id": tool_id})]
-        drafts = [draft("progress", kind="tool_result", tool=name, text=clip(text),
-                        details={"tool_use_id": tool_id})]
+                return [
+                    draft(
+                        "blocker",
+                        kind="denial",
+                        text=clip(text),
+                        tool=name,
+                        file=path or as_str(tool_input.get("file_path")),
+                        tool_input=tool_input or None,
+                    )
+                ]
+            return [
+                draft(
+                    "progress",
+                    kind="tool_result",
+                    tool=name,
+                    text=clip(text),
+                    details={"is_error": True, "tool_use_id": tool_id},
+                )
+            ]
+        drafts = [draft("progress", kind="tool_result", tool=name, text=clip(text), details={"tool_use_id": tool_id})]
         path = as_str(tool_input.get("file_path")) or as_str(tool_input.get("notebook_path"))
         if name in _WRITE_TOOLS and path:
             self.files_written.append(path)
-            drafts.append(draft("milestone", kind="file_written", file=path, tool=name,
-                                text=f"{name} {path}"))
+            drafts.append(draft("milestone", kind="file_written", file=path, tool=name, text=f"{name} {path}"))
         return drafts
 
     def _on_result(self, obj: dict[str, Any]) -> list[Draft]:
@@ -188,9 +254,10 @@ class ClaudeParser(GuardedParser):
         self.usage = usage if isinstance(usage, dict) else self.usage
         self.cost_usd = as_float(obj.get("total_cost_usd"))
         if isinstance(usage, dict):
-            self.total_tokens = sum(as_int(usage.get(key)) or 0 for key in (
-                "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                "output_tokens"))
+            self.total_tokens = sum(
+                as_int(usage.get(key)) or 0
+                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+            )
         drafts = self._result_denials(obj)
         subtype = as_str(obj.get("subtype")) or ""
         is_error = obj.get("is_error")
@@ -202,11 +269,21 @@ class ClaudeParser(GuardedParser):
             self._mark_terminal(ok=True)
             turns = as_int(obj.get("num_turns"))
             drafts[:0] = [
-                draft("milestone", kind="result", session_id=self.session_id,
-                      text=f"run completed in {turns} turns" if turns else "run completed"),
-                draft("review", kind="result", text=strip_markers(self.final_text),
-                      files=tuple(dict.fromkeys(self.files_written)), usage=self.usage,
-                      cost_usd=self.cost_usd, session_id=self.session_id),
+                draft(
+                    "milestone",
+                    kind="result",
+                    session_id=self.session_id,
+                    text=f"run completed in {turns} turns" if turns else "run completed",
+                ),
+                draft(
+                    "review",
+                    kind="result",
+                    text=strip_markers(self.final_text),
+                    files=tuple(dict.fromkeys(self.files_written)),
+                    usage=self.usage,
+                    cost_usd=self.cost_usd,
+                    session_id=self.session_id,
+                ),
             ]
             return drafts
         errors = [e for e in as_list(obj.get("errors")) if isinstance(e, str)]
@@ -215,13 +292,23 @@ class ClaudeParser(GuardedParser):
         reason = as_str(obj.get("terminal_reason"))
         cause, retryable = classify(f"{subtype} {reason or ''} {text}")
         if status is not None and cause is None:
-            cause, retryable = ("rate_limit", True) if status == 429 else (
-                ("server", True) if status >= 500 else ("api", False))
+            cause, retryable = (
+                ("rate_limit", True) if status == 429 else (("server", True) if status >= 500 else ("api", False))
+            )
         self._mark_terminal(ok=False, error=text)
-        drafts.insert(0, draft("error", kind="result", terminal=True, retryable=retryable,
-                               text=clip(text), usage=self.usage, cost_usd=self.cost_usd,
-                               details={"subtype": subtype, "api_error_status": status,
-                                        "terminal_reason": reason, "cause": cause}))
+        drafts.insert(
+            0,
+            draft(
+                "error",
+                kind="result",
+                terminal=True,
+                retryable=retryable,
+                text=clip(text),
+                usage=self.usage,
+                cost_usd=self.cost_usd,
+                details={"subtype": subtype, "api_error_status": status, "terminal_reason": reason, "cause": cause},
+            ),
+        )
         return drafts
 
     def _result_denials(self, obj: dict[str, Any]) -> list[Draft]:
@@ -232,16 +319,25 @@ class ClaudeParser(GuardedParser):
         described = []
         for entry in entries:
             tool_input = as_dict(entry.get("tool_input"))
-            target = (as_str(tool_input.get("file_path")) or as_str(tool_input.get("command"))
-                      or as_str(tool_input.get("path")) or "")
+            target = (
+                as_str(tool_input.get("file_path"))
+                or as_str(tool_input.get("command"))
+                or as_str(tool_input.get("path"))
+                or ""
+            )
             line = f"{as_str(entry.get('tool_name')) or '?'} {target}".strip()
             described.append(line)
             key = as_str(entry.get("tool_use_id")) or line
             self._denied.setdefault(key, line)  # keeps the tool_result's own text if seen
         self.permission_denials = list(self._denied.values())
-        return [draft("blocker", kind="denial",
-                      text=f"{len(entries)} permission denial(s): {'; '.join(described)}",
-                      details={"permission_denials": entries})]
+        return [
+            draft(
+                "blocker",
+                kind="denial",
+                text=f"{len(entries)} permission denial(s): {'; '.join(described)}",
+                details={"permission_denials": entries},
+            )
+        ]
 
     def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
         """Claude exits 1 for any error result, usage error or refusal (§1.6)."""
@@ -264,8 +360,13 @@ class ClaudeAdapter(AgentAdapter):
         argv: list[str] = [*spec.executable, "-p"]
         if not dash_prompt:
             argv.append(spec.prompt)
-        argv += ["--output-format", "stream-json", "--verbose",
-                 "--permission-mode", "plan" if spec.mode == "read_only" else "acceptEdits"]
+        argv += [
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            "plan" if spec.mode == "read_only" else "acceptEdits",
+        ]
         for extra in spec.extra_dirs:
             argv += ["--add-dir", str(extra)]
         if spec.model:

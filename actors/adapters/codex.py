@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
-from actors.adapters.common import (
-    GuardedParser, ShapeError, as_dict, as_int, as_list, as_str, classify, clip, require_dict,
+from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.common import (
+    GuardedParser,
+    ShapeError,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    classify,
+    clip,
+    require_dict,
 )
-from actors.adapters.protocol import strip_markers, text_drafts
-from messages.base import AgentName
+from meta_orchestrator.actors.adapters.protocol import strip_markers, text_drafts
+from meta_orchestrator.messages.base import AgentName
 
 # A refused apply_patch or command leaves no item on stdout, only this stderr log (§2.5).
 _ROUTER_REFUSAL = re.compile(r"codex_core::tools::router: error=(?P<why>.*)")
@@ -31,8 +39,7 @@ class CodexParser(GuardedParser):
         match type_:
             case "thread.started":
                 self.session_id = as_str(obj.get("thread_id")) or self.session_id
-                return [draft("status", kind="init", session_id=self.session_id,
-                              text="thread started")]
+                return [draft("status", kind="init", session_id=self.session_id, text="thread started")]
             case "turn.started":
                 return [draft("status", kind="turn_started", text="turn started")]
             case "item.started" | "item.updated" | "item.completed":
@@ -44,14 +51,26 @@ class CodexParser(GuardedParser):
             case "error":
                 return self._on_error(obj)
             case "item.plan.delta":
-                return [draft("task", kind="plan", text=clip(as_str(obj.get("delta"))),
-                              details={"item_id": as_str(obj.get("item_id"))})]
+                return [
+                    draft(
+                        "task",
+                        kind="plan",
+                        text=clip(as_str(obj.get("delta"))),
+                        details={"item_id": as_str(obj.get("item_id"))},
+                    )
+                ]
             case "request_user_input":
                 # exec cannot answer: the agent is stuck until someone outside decides.
                 questions = as_list(obj.get("questions"))
                 text = "; ".join(str(as_dict(q).get("question") or q) for q in questions)
-                return [draft("blocker", kind="question", text=clip(text or "input requested"),
-                              details={"questions": questions, "call_id": obj.get("call_id")})]
+                return [
+                    draft(
+                        "blocker",
+                        kind="question",
+                        text=clip(text or "input requested"),
+                        details={"questions": questions, "call_id": obj.get("call_id")},
+                    )
+                ]
         return [draft("status", kind="unknown", text=type_)]
 
     def _on_item(self, phase: str, item: dict[str, Any]) -> list[Draft]:
@@ -83,23 +102,44 @@ class CodexParser(GuardedParser):
 
     def _on_reasoning(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """Model reasoning summary."""
-        return [draft("progress", kind="reasoning", text=clip(as_str(item.get("text"))),
-                      details=None if phase == "completed" else {"phase": phase})]
+        return [
+            draft(
+                "progress",
+                kind="reasoning",
+                text=clip(as_str(item.get("text"))),
+                details=None if phase == "completed" else {"phase": phase},
+            )
+        ]
 
     def _on_command(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """A shell command: the call when started, its output and exit code when done."""
         command = as_str(item.get("command")) or ""
         status = as_str(item.get("status"))
         if phase == "started":
-            return [draft("progress", kind="tool_call", tool="shell", text=clip(command),
-                          tool_input={"command": command})]
+            return [
+                draft("progress", kind="tool_call", tool="shell", text=clip(command), tool_input={"command": command})
+            ]
         if status == "declined":  # refused by the approval policy: nothing ran
-            return [draft("blocker", kind="denial", tool="shell",
-                          text=f"command declined: {command}", tool_input={"command": command})]
+            return [
+                draft(
+                    "blocker",
+                    kind="denial",
+                    tool="shell",
+                    text=f"command declined: {command}",
+                    tool_input={"command": command},
+                )
+            ]
         exit_code = as_int(item.get("exit_code"))
-        return [draft("progress", kind="tool_result", tool="shell", exit_code=exit_code,
-                      text=clip(as_str(item.get("aggregated_output"))),
-                      details={"command": command, "status": status, "phase": phase})]
+        return [
+            draft(
+                "progress",
+                kind="tool_result",
+                tool="shell",
+                exit_code=exit_code,
+                text=clip(as_str(item.get("aggregated_output"))),
+                details={"command": command, "status": status, "phase": phase},
+            )
+        ]
 
     def _on_file_change(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """A patch: announced when started, one milestone per path once completed."""
@@ -108,48 +148,95 @@ class CodexParser(GuardedParser):
         status = as_str(item.get("status"))
         if phase == "completed" and status == "completed":
             self.files_written.extend(paths)
-            return [draft("milestone", kind="file_written", file=path, tool="apply_patch",
-                          text=f"{as_str(change.get('kind')) or 'change'} {path}")
-                    for change in changes if (path := as_str(change.get("path")))] or [
-                draft("progress", kind="tool_result", tool="apply_patch", text="empty patch")]
+            return [
+                draft(
+                    "milestone",
+                    kind="file_written",
+                    file=path,
+                    tool="apply_patch",
+                    text=f"{as_str(change.get('kind')) or 'change'} {path}",
+                )
+                for change in changes
+                if (path := as_str(change.get("path")))
+            ] or [draft("progress", kind="tool_result", tool="apply_patch", text="empty patch")]
         kind = "tool_call" if phase == "started" else "tool_result"
-        return [draft("progress", kind=kind, tool="apply_patch", files=tuple(paths),
-                      text=f"patch {status or phase}: {', '.join(paths)}",
-                      details={"status": status, "phase": phase})]
+        return [
+            draft(
+                "progress",
+                kind=kind,
+                tool="apply_patch",
+                files=tuple(paths),
+                text=f"patch {status or phase}: {', '.join(paths)}",
+                details={"status": status, "phase": phase},
+            )
+        ]
 
     def _on_mcp_call(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """An MCP tool call and, when done, its result or error."""
         tool = f"{as_str(item.get('server')) or '?'}.{as_str(item.get('tool')) or '?'}"
         arguments = item.get("arguments")
         if phase == "started":
-            return [draft("progress", kind="tool_call", tool=tool, text=tool,
-                          tool_input=arguments if isinstance(arguments, dict) else None)]
+            return [
+                draft(
+                    "progress",
+                    kind="tool_call",
+                    tool=tool,
+                    text=tool,
+                    tool_input=arguments if isinstance(arguments, dict) else None,
+                )
+            ]
         error = as_str(as_dict(item.get("error")).get("message"))
         content = as_list(as_dict(item.get("result")).get("content"))
         text = error or "\n".join(str(as_dict(c).get("text", "")) for c in content)
-        return [draft("progress", kind="tool_result", tool=tool, text=clip(text),
-                      details={"status": as_str(item.get("status")), "is_error": bool(error)})]
+        return [
+            draft(
+                "progress",
+                kind="tool_result",
+                tool=tool,
+                text=clip(text),
+                details={"status": as_str(item.get("status")), "is_error": bool(error)},
+            )
+        ]
 
     def _on_collab_call(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """A sub-agent operation (spawn_agent, send_input, wait, close_agent)."""
         tool = as_str(item.get("tool")) or "collab"
-        return [draft("progress", kind="tool_call" if phase == "started" else "tool_result",
-                      tool=tool, text=clip(as_str(item.get("prompt")) or tool),
-                      details={"status": as_str(item.get("status"))})]
+        return [
+            draft(
+                "progress",
+                kind="tool_call" if phase == "started" else "tool_result",
+                tool=tool,
+                text=clip(as_str(item.get("prompt")) or tool),
+                details={"status": as_str(item.get("status"))},
+            )
+        ]
 
     def _on_web_search(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """A web search."""
         query = as_str(item.get("query")) or ""
-        return [draft("progress", kind="tool_call", tool="web_search", text=clip(query),
-                      tool_input={"query": query}, details={"phase": phase})]
+        return [
+            draft(
+                "progress",
+                kind="tool_call",
+                tool="web_search",
+                text=clip(query),
+                tool_input={"query": query},
+                details={"phase": phase},
+            )
+        ]
 
     def _on_todo_list(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """The todo list, plus a milestone for each item that turned completed."""
         items = [as_dict(entry) for entry in as_list(item.get("items"))]
-        done = [text for entry in items
-                if entry.get("completed") is True and (text := as_str(entry.get("text")))]
-        drafts = [draft("task", kind="todo", text=f"{len(done)}/{len(items)} todos done",
-                        details={"items": items, "phase": phase})]
+        done = [text for entry in items if entry.get("completed") is True and (text := as_str(entry.get("text")))]
+        drafts = [
+            draft(
+                "task",
+                kind="todo",
+                text=f"{len(done)}/{len(items)} todos done",
+                details={"items": items, "phase": phase},
+            )
+        ]
         for text in done:
             if text not in self._todos_done:
                 self._todos_done.add(text)
@@ -158,26 +245,29 @@ class CodexParser(GuardedParser):
 
     def _on_plan(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """A plan item (its text is the plan)."""
-        return [draft("task", kind="plan", text=clip(as_str(item.get("text"))),
-                      details={"phase": phase})]
+        return [draft("task", kind="plan", text=clip(as_str(item.get("text"))), details={"phase": phase})]
 
     def _on_error_item(self, phase: str, item: dict[str, Any]) -> list[Draft]:
         """Non-fatal: e.g. "Falling back from WebSockets to HTTPS transport" (§2.6)."""
-        return [draft("status", kind="warning", severity="warning",
-                      text=clip(as_str(item.get("message"))))]
+        return [draft("status", kind="warning", severity="warning", text=clip(as_str(item.get("message"))))]
 
     def _on_turn_completed(self, obj: dict[str, Any]) -> list[Draft]:
         """The turn ended well: usage (thread-cumulative: replaced, never added), the answer."""
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-            self.total_tokens = (as_int(usage.get("input_tokens")) or 0) + (
-                as_int(usage.get("output_tokens")) or 0)
+            self.total_tokens = (as_int(usage.get("input_tokens")) or 0) + (as_int(usage.get("output_tokens")) or 0)
         self._mark_terminal(ok=True)
         return [
             draft("milestone", kind="result", text="turn completed", session_id=self.session_id),
-            draft("review", kind="result", text=strip_markers(self.final_text), usage=self.usage,
-                  files=tuple(dict.fromkeys(self.files_written)), session_id=self.session_id),
+            draft(
+                "review",
+                kind="result",
+                text=strip_markers(self.final_text),
+                usage=self.usage,
+                files=tuple(dict.fromkeys(self.files_written)),
+                session_id=self.session_id,
+            ),
         ]
 
     def _on_turn_failed(self, obj: dict[str, Any]) -> list[Draft]:
@@ -188,8 +278,16 @@ class CodexParser(GuardedParser):
         text = as_str(as_dict(error).get("message")) or self._last_error or "turn failed"
         cause, retryable = classify(text)
         self._mark_terminal(ok=False, error=text)
-        return [draft("error", kind="turn_failed", terminal=True, retryable=retryable,
-                      text=clip(text), details={"cause": cause})]
+        return [
+            draft(
+                "error",
+                kind="turn_failed",
+                terminal=True,
+                retryable=retryable,
+                text=clip(text),
+                details={"cause": cause},
+            )
+        ]
 
     def _on_error(self, obj: dict[str, Any]) -> list[Draft]:
         """``Reconnecting...`` is a retry; any other error line waits for turn.failed."""
@@ -198,8 +296,16 @@ class CodexParser(GuardedParser):
         if text.startswith("Reconnecting..."):
             return [draft("status", kind="retry", retryable=True, text=clip(text))]
         cause, retryable = classify(text)
-        return [draft("error", kind="api_error", terminal=False, retryable=retryable,
-                      text=clip(text or "error"), details={"cause": cause})]
+        return [
+            draft(
+                "error",
+                kind="api_error",
+                terminal=False,
+                retryable=retryable,
+                text=clip(text or "error"),
+                details={"cause": cause},
+            )
+        ]
 
     def _stderr_drafts(self, stderr_tail: tuple[str, ...]) -> list[Draft]:
         """Sandbox refusals that only the stderr log shows (§2.5)."""
@@ -208,8 +314,7 @@ class CodexParser(GuardedParser):
             if (match := _ROUTER_REFUSAL.search(line)) is not None:
                 why = match.group("why").strip()
                 self.permission_denials.append(why)
-                drafts.append(draft("blocker", kind="denial", text=clip(why),
-                                    details={"source": "stderr"}))
+                drafts.append(draft("blocker", kind="denial", text=clip(why), details={"source": "stderr"}))
         return drafts
 
     def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
@@ -230,9 +335,16 @@ class CodexAdapter(AgentAdapter):
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; ``resume <id>`` and the prompt come last."""
-        argv: list[str] = [*spec.executable, "exec", "--json", "--skip-git-repo-check",
-                           "-C", str(spec.workdir),
-                           "-s", "read-only" if spec.mode == "read_only" else "workspace-write"]
+        argv: list[str] = [
+            *spec.executable,
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "-C",
+            str(spec.workdir),
+            "-s",
+            "read-only" if spec.mode == "read_only" else "workspace-write",
+        ]
         for extra in spec.extra_dirs:
             argv += ["--add-dir", str(extra)]  # only effective in workspace-write; harmless
         if spec.model:

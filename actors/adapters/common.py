@@ -10,8 +10,8 @@ import signal
 from abc import abstractmethod
 from typing import Any
 
-from actors.adapters.base import Draft, StreamParser, draft
-from messages.base import AgentName
+from meta_orchestrator.actors.adapters.base import Draft, StreamParser, draft
+from meta_orchestrator.messages.base import AgentName
 
 logger = logging.getLogger(__name__)
 
@@ -69,25 +69,80 @@ def clip(text: str | None, limit: int = TEXT_LIMIT) -> str | None:
 # Matched on the normalised text (reference §4 "Error classification table"); the first
 # hit wins, so the more specific causes come first.
 _CAUSES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
-    ("session_not_found", False, ("no conversation found", "no rollout found",
-                                  "invalid session identifier")),
-    ("turn_cap", False, ("error_max_turns", "maximum number of turns", "max session turns",
-                         "fatalturnlimitederror", "maximum session turns")),
+    ("session_not_found", False, ("no conversation found", "no rollout found", "invalid session identifier")),
+    (
+        "turn_cap",
+        False,
+        (
+            "error_max_turns",
+            "maximum number of turns",
+            "max session turns",
+            "fatalturnlimitederror",
+            "maximum session turns",
+        ),
+    ),
     ("budget", False, ("error_max_budget_usd",)),
-    ("context", False, ("prompt_too_long", "prompt is too long", "ran out of room",
-                        "context_length_exceeded")),
-    ("auth", False, ("authentication_failed", "not logged in", "failed to authenticate",
-                     "401 unauthorized", "403 forbidden", "missing environment variable",
-                     "please set an auth method", "invalid auth method", "unauthenticated",
-                     "permission_denied", "\"code\":401", "\"code\":403")),
-    ("rate_limit", True, ("rate_limit", "(429)", "429 too many", "quota exceeded",
-                          "exhausted your daily quota", "resource_exhausted", "\"code\":429",
-                          # gemini's 429 result: "[API Error: <msg>]\nPlease wait and try…"
-                          "please wait and try again later", "request a quota increase")),
-    ("network", True, ("unable to connect to api", "reconnecting...", "stream disconnected",
-                       "fetch failed", "connection refused", "waiting for network")),
-    ("server", True, ("server_error", "high demand", "overloaded", "api error: 5",
-                      "internal server error", "\"code\":500", "\"code\":503", "status: 5")),
+    ("context", False, ("prompt_too_long", "prompt is too long", "ran out of room", "context_length_exceeded")),
+    (
+        "auth",
+        False,
+        (
+            "authentication_failed",
+            "not logged in",
+            "failed to authenticate",
+            "401 unauthorized",
+            "403 forbidden",
+            "missing environment variable",
+            "please set an auth method",
+            "invalid auth method",
+            "unauthenticated",
+            "permission_denied",
+            '"code":401',
+            '"code":403',
+        ),
+    ),
+    (
+        "rate_limit",
+        True,
+        (
+            "rate_limit",
+            "(429)",
+            "429 too many",
+            "quota exceeded",
+            "exhausted your daily quota",
+            "resource_exhausted",
+            '"code":429',
+            # gemini's 429 result: "[API Error: <msg>]\nPlease wait and try…"
+            "please wait and try again later",
+            "request a quota increase",
+        ),
+    ),
+    (
+        "network",
+        True,
+        (
+            "unable to connect to api",
+            "reconnecting...",
+            "stream disconnected",
+            "fetch failed",
+            "connection refused",
+            "waiting for network",
+        ),
+    ),
+    (
+        "server",
+        True,
+        (
+            "server_error",
+            "high demand",
+            "overloaded",
+            "api error: 5",
+            "internal server error",
+            '"code":500',
+            '"code":503',
+            "status: 5",
+        ),
+    ),
 )
 
 
@@ -128,17 +183,28 @@ class GuardedParser(StreamParser):
         type_ = obj.get("type")
         if not isinstance(type_, str):
             shown = clip(repr(type_), 200)
-            return [draft("status", kind="unknown",
-                          text=f"{self.agent} line without a string type: {shown}")]
+            return [draft("status", kind="unknown", text=f"{self.agent} line without a string type: {shown}")]
         try:
             drafts = self._dispatch(type_, obj)
         except ShapeError as exc:
-            return [draft("error", kind="parse_error", terminal=False,
-                          text=f"{self.agent} {type_} line has an unexpected shape: {exc}")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    terminal=False,
+                    text=f"{self.agent} {type_} line has an unexpected shape: {exc}",
+                )
+            ]
         except Exception as exc:  # noqa: BLE001 - one odd line must not stop the run's parsing
             logger.exception("%s parser failed on a %s line", self.agent, type_)
-            return [draft("error", kind="parse_error", terminal=False,
-                          text=f"{self.agent} parser failed on a {type_} line: {exc!r}")]
+            return [
+                draft(
+                    "error",
+                    kind="parse_error",
+                    terminal=False,
+                    text=f"{self.agent} parser failed on a {type_} line: {exc!r}",
+                )
+            ]
         # The worker records one event per line; an empty answer would lose the line.
         return drafts or [draft("status", kind="unknown", text=type_)]
 
@@ -173,8 +239,14 @@ class GuardedParser(StreamParser):
                 drafts.extend(step())
             except Exception as exc:  # noqa: BLE001 - finish must always produce the end
                 logger.exception("%s parser failed while finishing", self.agent)
-                drafts.append(draft("error", kind="parse_error", terminal=False,
-                                    text=f"{self.agent} parser failed while finishing: {exc!r}"))
+                drafts.append(
+                    draft(
+                        "error",
+                        kind="parse_error",
+                        terminal=False,
+                        text=f"{self.agent} parser failed while finishing: {exc!r}",
+                    )
+                )
         tail = [line.strip() for line in stderr_tail if line and line.strip()][-5:]
         if returncode is None:
             meaning, retryable = "exit status unknown", None
@@ -188,15 +260,31 @@ class GuardedParser(StreamParser):
         stderr_note = f"; stderr: {' | '.join(tail)}" if tail else ""
         if not self.terminal_seen:
             text = f"{self.agent} ended without a final result ({meaning}){stderr_note}"
-            drafts.append(draft("error", kind="exit", terminal=True, retryable=retryable,
-                                exit_code=returncode, text=clip(text),
-                                details={"stderr_tail": tail} if tail else None))
+            drafts.append(
+                draft(
+                    "error",
+                    kind="exit",
+                    terminal=True,
+                    retryable=retryable,
+                    exit_code=returncode,
+                    text=clip(text),
+                    details={"stderr_tail": tail} if tail else None,
+                )
+            )
             self.error = text
         elif self._ok and returncode != 0:
             text = f"{self.agent} reported success but {meaning}{stderr_note}"
-            drafts.append(draft("error", kind="exit", terminal=True, retryable=retryable,
-                                exit_code=returncode, text=clip(text),
-                                details={"stderr_tail": tail} if tail else None))
+            drafts.append(
+                draft(
+                    "error",
+                    kind="exit",
+                    terminal=True,
+                    retryable=retryable,
+                    exit_code=returncode,
+                    text=clip(text),
+                    details={"stderr_tail": tail} if tail else None,
+                )
+            )
             self.error = text
         self.succeeded = self._ok and returncode == 0
         if not self.succeeded and self.error is None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
-from actors.adapters.common import (
-    GuardedParser, as_int, as_str, classify, clip, require_dict,
+from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.common import (
+    GuardedParser,
+    as_int,
+    as_str,
+    classify,
+    clip,
+    require_dict,
 )
-from actors.adapters.protocol import MarkerBuffer, strip_markers
-from messages.base import AgentName
+from meta_orchestrator.actors.adapters.protocol import MarkerBuffer, strip_markers
+from meta_orchestrator.messages.base import AgentName
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +25,7 @@ _DENIAL_TYPES = frozenset({"tool_not_registered", "policy_violation"})
 
 # §3.6; API errors exit with their HTTP status mod 256.
 _EXIT_CODES: dict[int, tuple[str, bool | None]] = {
-    1: ("general error (network failure after retries, bad flag, missing include dir, "
-        "sandbox failure)", None),
+    1: ("general error (network failure after retries, bad flag, missing include dir, sandbox failure)", None),
     41: ("authentication error (no or invalid auth method, missing key)", False),
     42: ("input error (empty prompt or bad --resume)", False),
     44: ("sandbox error", False),
@@ -57,8 +61,15 @@ class GeminiParser(GuardedParser):
         match type_:
             case "init":
                 self.session_id = as_str(obj.get("session_id")) or self.session_id
-                return [draft("status", kind="init", session_id=self.session_id,
-                              model=as_str(obj.get("model")), text="session started")]
+                return [
+                    draft(
+                        "status",
+                        kind="init",
+                        session_id=self.session_id,
+                        model=as_str(obj.get("model")),
+                        text="session started",
+                    )
+                ]
             case "message":
                 return self._on_message(obj)
             # A tool call or the end completes the pending text line: its markers come
@@ -100,12 +111,23 @@ class GeminiParser(GuardedParser):
         if tool_id := as_str(obj.get("tool_id")):
             self._tools[tool_id] = (name, parameters)
         if name == "write_todos":
-            return [draft("task", kind="todo", tool=name, tool_input=parameters,
-                          text="todo list updated")]
-        summary = (as_str(parameters.get("description")) or as_str(parameters.get("command"))
-                   or as_str(parameters.get("file_path")) or name)
-        return [draft("progress", kind="tool_call", tool=name, tool_input=parameters,
-                      text=clip(summary), file=as_str(parameters.get("file_path")))]
+            return [draft("task", kind="todo", tool=name, tool_input=parameters, text="todo list updated")]
+        summary = (
+            as_str(parameters.get("description"))
+            or as_str(parameters.get("command"))
+            or as_str(parameters.get("file_path"))
+            or name
+        )
+        return [
+            draft(
+                "progress",
+                kind="tool_call",
+                tool=name,
+                tool_input=parameters,
+                text=clip(summary),
+                file=as_str(parameters.get("file_path")),
+            )
+        ]
 
     def _on_tool_result(self, obj: dict[str, Any]) -> list[Draft]:
         """Success (a milestone for a written file) or a tool error (a blocker if a denial)."""
@@ -114,34 +136,62 @@ class GeminiParser(GuardedParser):
         tool_id = as_str(obj.get("tool_id")) or ""
         name, parameters = self._tools.get(tool_id, (None, {}))
         if as_str(obj.get("status")) == "success":
-            drafts = [draft("progress", kind="tool_result", tool=name,
-                            text=clip(as_str(obj.get("output"))), details={"tool_id": tool_id})]
+            drafts = [
+                draft(
+                    "progress",
+                    kind="tool_result",
+                    tool=name,
+                    text=clip(as_str(obj.get("output"))),
+                    details={"tool_id": tool_id},
+                )
+            ]
             # Kept as given (may be relative to the workspace): the model's own path.
             path = as_str(parameters.get("file_path"))
             if name in _WRITE_TOOLS and path:
                 self.files_written.append(path)
-                drafts.append(draft("milestone", kind="file_written", file=path, tool=name,
-                                    text=f"{name} {path}"))
+                drafts.append(draft("milestone", kind="file_written", file=path, tool=name, text=f"{name} {path}"))
             return drafts
         error = require_dict(obj, "error")
         error_type = as_str(error.get("type"))
         message = as_str(error.get("message")) or as_str(obj.get("output")) or "tool failed"
-        if error_type in _DENIAL_TYPES or (
-                error_type == "invalid_tool_params" and "Path not in workspace" in message):
+        if error_type in _DENIAL_TYPES or (error_type == "invalid_tool_params" and "Path not in workspace" in message):
             self.permission_denials.append(message)
-            return [draft("blocker", kind="denial", tool=name, text=clip(message),
-                          file=as_str(parameters.get("file_path")),
-                          tool_input=parameters or None, details={"error_type": error_type})]
-        return [draft("progress", kind="tool_result", tool=name, text=clip(message),
-                      details={"tool_id": tool_id, "is_error": True, "error_type": error_type})]
+            return [
+                draft(
+                    "blocker",
+                    kind="denial",
+                    tool=name,
+                    text=clip(message),
+                    file=as_str(parameters.get("file_path")),
+                    tool_input=parameters or None,
+                    details={"error_type": error_type},
+                )
+            ]
+        return [
+            draft(
+                "progress",
+                kind="tool_result",
+                tool=name,
+                text=clip(message),
+                details={"tool_id": tool_id, "is_error": True, "error_type": error_type},
+            )
+        ]
 
     def _on_error(self, obj: dict[str, Any]) -> list[Draft]:
         """A non-fatal error event (loop detected, turns exceeded…); a result follows."""
         text = as_str(obj.get("message")) or "error"
         cause, retryable = classify(text)
-        return [draft("error", kind="agent_error", terminal=False, retryable=retryable,
-                      severity=as_str(obj.get("severity")), text=clip(text),
-                      details={"cause": cause})]
+        return [
+            draft(
+                "error",
+                kind="agent_error",
+                terminal=False,
+                retryable=retryable,
+                severity=as_str(obj.get("severity")),
+                text=clip(text),
+                details={"cause": cause},
+            )
+        ]
 
     def _on_result(self, obj: dict[str, Any]) -> list[Draft]:
         """The end of the run: the last turn's text and stats, or the fatal error."""
@@ -153,20 +203,32 @@ class GeminiParser(GuardedParser):
             self.final_text = "".join(self._turn_text).strip()
             self._mark_terminal(ok=True)
             return [
-                draft("milestone", kind="result", text="run completed",
-                      session_id=self.session_id),
-                draft("review", kind="result", text=strip_markers(self.final_text), usage=self.usage,
-                      files=tuple(dict.fromkeys(self.files_written)),
-                      session_id=self.session_id),
+                draft("milestone", kind="result", text="run completed", session_id=self.session_id),
+                draft(
+                    "review",
+                    kind="result",
+                    text=strip_markers(self.final_text),
+                    usage=self.usage,
+                    files=tuple(dict.fromkeys(self.files_written)),
+                    session_id=self.session_id,
+                ),
             ]
         error = require_dict(obj, "error")
         error_type = as_str(error.get("type"))
         text = as_str(error.get("message")) or f"gemini run failed ({error_type or 'no reason'})"
         cause, retryable = classify(f"{error_type or ''} {text}")
         self._mark_terminal(ok=False, error=text)
-        return [draft("error", kind="result", terminal=True, retryable=retryable,
-                      text=clip(text), usage=self.usage,
-                      details={"error_type": error_type, "cause": cause})]
+        return [
+            draft(
+                "error",
+                kind="result",
+                terminal=True,
+                retryable=retryable,
+                text=clip(text),
+                usage=self.usage,
+                details={"error_type": error_type, "cause": cause},
+            )
+        ]
 
     def _flush(self) -> list[Draft]:
         """A marker on the very last line has no newline after it."""
@@ -174,8 +236,7 @@ class GeminiParser(GuardedParser):
 
     def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
         """The §3.6 table, including HTTP statuses truncated to 8 bits."""
-        return _EXIT_CODES.get(returncode, ("unexpected exit code (an HTTP status mod 256?)",
-                                            None))
+        return _EXIT_CODES.get(returncode, ("unexpected exit code (an HTTP status mod 256?)", None))
 
 
 class GeminiAdapter(AgentAdapter):
@@ -190,12 +251,17 @@ class GeminiAdapter(AgentAdapter):
         # value whole (standard yargs syntax; the reference does not show this case).
         dash = spec.prompt.startswith("-")
         prompt = [f"--prompt={spec.prompt}"] if dash else ["-p", spec.prompt]
-        argv: list[str] = [*spec.executable, *prompt, "--output-format", "stream-json",
-                           "--skip-trust",
-                           # default registers only read tools: right for reviews. plan mode
-                           # would refuse writes with policy_violation blockers instead.
-                           "--approval-mode",
-                           "default" if spec.mode == "read_only" else "auto_edit"]
+        argv: list[str] = [
+            *spec.executable,
+            *prompt,
+            "--output-format",
+            "stream-json",
+            "--skip-trust",
+            # default registers only read tools: right for reviews. plan mode
+            # would refuse writes with policy_violation blockers instead.
+            "--approval-mode",
+            "default" if spec.mode == "read_only" else "auto_edit",
+        ]
         for extra in spec.extra_dirs:
             # A non-existent --include-directories entry is fatal for gemini (exit 1,
             # "Directory does not exist"), unlike claude/codex which ignore it: drop it.

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from actors.adapters.base import Draft, draft
-from messages.events import EventPayload
+from meta_orchestrator.actors.adapters.base import Draft, draft
+from meta_orchestrator.messages.events import EventPayload
 
 MARKER = "ORCHESTRATE_EVENT"
 MARKER_TYPES: dict[str, str] = {
@@ -57,11 +57,19 @@ def parse_marker_line(line: str) -> Draft | None:
     try:
         body: Any = json.loads(match.group("body"))
     except json.JSONDecodeError as exc:
-        return draft("error", kind="marker_error", terminal=False,
-                     text=f"malformed {MARKER} line ({exc.msg}): {line.strip()[:300]}")
+        return draft(
+            "error",
+            kind="marker_error",
+            terminal=False,
+            text=f"malformed {MARKER} line ({exc.msg}): {line.strip()[:300]}",
+        )
     if not isinstance(body, dict) or body.get("type") not in MARKER_TYPES:
-        return draft("error", kind="marker_error", terminal=False,
-                     text=f"{MARKER} needs a type among {', '.join(MARKER_TYPES)}: {line.strip()[:300]}")
+        return draft(
+            "error",
+            kind="marker_error",
+            terminal=False,
+            text=f"{MARKER} needs a type among {', '.join(MARKER_TYPES)}: {line.strip()[:300]}",
+        )
     event_type = MARKER_TYPES[body["type"]]
     fields: dict[str, Any] = {"kind": "marker", "text": str(body.get("text", ""))[:10_000]}
     if isinstance(body.get("progress"), (int, float)):
@@ -125,7 +133,7 @@ class MarkerBuffer:
         if "\n" not in self._pending:
             if len(self._pending) > PENDING_LIMIT:
                 # No marker is this long: keep only the tail, where a marker could be starting.
-                self._pending = self._pending[-PENDING_LIMIT // 2:]
+                self._pending = self._pending[-PENDING_LIMIT // 2 :]
             return []
         *complete, self._pending = self._pending.split("\n")
         return extract_markers("\n".join(complete))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from actors.adapters.base import AgentAdapter
-from actors.adapters.claude import ClaudeAdapter
-from actors.adapters.codex import CodexAdapter
-from actors.adapters.gemini import GeminiAdapter
+from meta_orchestrator.actors.adapters.base import AgentAdapter
+from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
+from meta_orchestrator.actors.adapters.codex import CodexAdapter
+from meta_orchestrator.actors.adapters.gemini import GeminiAdapter
 
 # Adapters are stateless (parsers hold the per-run state), so one instance each is shared.
 ADAPTERS: dict[str, AgentAdapter] = {

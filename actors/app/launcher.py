@@ -1,9 +1,9 @@
 """The ``orchestrate`` command.
 
-    orchestrate "Add user authentication" --target ./app [--no-dashboard] [--demo] ...
-    orchestrate sessions             list the sessions in the workspace
-    orchestrate show <session_id>    print one session
-    orchestrate resume <session_id>  continue a session whose orchestrator died
+orchestrate "Add user authentication" --target ./app [--no-dashboard] [--demo] ...
+orchestrate sessions             list the sessions in the workspace
+orchestrate show <session_id>    print one session
+orchestrate resume <session_id>  continue a session whose orchestrator died
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import pykka.debug
 
-from config.settings import ConfigError, Settings, load_settings
+from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
 SUBCOMMANDS = ("sessions", "show", "resume")
 EXIT_USAGE = 2
@@ -28,21 +28,27 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="orchestrate",
         description="Run gemini (design), claude (implementation) and codex (review) as one team "
-                    "on a task. Other commands: 'orchestrate sessions', 'orchestrate show <id>'.")
+        "on a task. Other commands: 'orchestrate sessions', 'orchestrate show <id>'.",
+    )
     p.add_argument("task", help="what the agents should do, in plain words")
-    p.add_argument("--target", type=Path, help="the repository to work in (must exist; "
-                   "with --demo it defaults to a small demo app made in the session folder)")
+    p.add_argument(
+        "--target",
+        type=Path,
+        help="the repository to work in (must exist; "
+        "with --demo it defaults to a small demo app made in the session folder)",
+    )
     p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
     p.add_argument("--config", type=Path, help="TOML settings file (see README)")
-    p.add_argument("--demo", action="store_true",
-                   help="use the built-in demo agents instead of the real CLIs")
+    p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
     p.add_argument("--port", type=int, help="dashboard port (default 8000)")
     p.add_argument("--host", help="dashboard interface (default 127.0.0.1)")
-    p.add_argument("--next-free-port", action="store_true",
-                   help="if the dashboard port is taken, use the next free one")
-    p.add_argument("--exit-when-done", action="store_true",
-                   help="leave as soon as the session ends, even with the dashboard")
+    p.add_argument(
+        "--next-free-port", action="store_true", help="if the dashboard port is taken, use the next free one"
+    )
+    p.add_argument(
+        "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return p
 
@@ -70,8 +76,7 @@ def setup_logging(verbose: bool) -> Any:
     def to_file(session_dir: Path) -> None:
         handler = logging.FileHandler(session_dir / "orchestrator.log", encoding="utf-8")
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
         root.addHandler(handler)
 
     return to_file
@@ -98,18 +103,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["web.port"] = opts.port
     if opts.host:
         overrides["web.host"] = opts.host
-    return _run_session(opts, overrides, task=opts.task, target=opts.target, demo=opts.demo,
-                        next_free_port=opts.next_free_port)
+    return _run_session(
+        opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
+    )
 
 
 def _run_session(opts: argparse.Namespace, overrides: dict[str, Any], **options: Any) -> int:
     """Load the settings, set up logging and run one session (new or resumed) to its end."""
     settings = _load(opts.config, overrides)
-    from actors.app.system import PreflightError, RunOptions, run
+    from meta_orchestrator.actors.app.system import PreflightError, RunOptions, run
 
     log_to_file = setup_logging(opts.verbose)
-    run_options = RunOptions(dashboard=not opts.no_dashboard, exit_when_done=opts.exit_when_done,
-                             verbose=opts.verbose, answer_stream=sys.stdin, **options)
+    run_options = RunOptions(
+        dashboard=not opts.no_dashboard,
+        exit_when_done=opts.exit_when_done,
+        verbose=opts.verbose,
+        answer_stream=sys.stdin,
+        **options,
+    )
     try:
         return run(settings, run_options, log_setup=log_to_file)
     except PreflightError as exc:
@@ -132,7 +143,7 @@ def _resume(args: list[str]) -> int:
 
 
 def _subcommand(name: str, args: list[str]) -> int:
-    from actors.runtime.session_files import iter_sessions, read_json
+    from meta_orchestrator.actors.runtime.session_files import iter_sessions, read_json
 
     if name == "resume":
         return _resume(args)
@@ -147,8 +158,10 @@ def _subcommand(name: str, args: list[str]) -> int:
             if state is None:
                 print(f"{folder.name}  (state.json unreadable)")
                 continue
-            print(f"{state['session_id']}  {state.get('status', '?'):<9}  "
-                  f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}")
+            print(
+                f"{state['session_id']}  {state.get('status', '?'):<9}  "
+                f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}"
+            )
         return 0
     p = _workspace_parser("show")
     p.add_argument("session_id")
@@ -173,11 +186,12 @@ def _subcommand(name: str, args: list[str]) -> int:
     print(f"plan     {state.get('plan_source')}: {state.get('plan_summary', '')[:200]}")
     for a in state.get("assignments", []):
         err = f" - {a['error']}" if a.get("error") else ""
-        print(f"  {a['id']:<14} {a['agent']:<7} {a['status']:<10} {a.get('busy_s', 0):>7.1f}s"
-              f"  {a['title'][:50]}{err}")
+        print(f"  {a['id']:<14} {a['agent']:<7} {a['status']:<10} {a.get('busy_s', 0):>7.1f}s  {a['title'][:50]}{err}")
     for s in state.get("shares", []):
-        print(f"  share {s['agent']:<7} planned {s['planned']:.0%}  busy {s['actual_by_time']:.0%}"
-              f"  target {s['target_min']:.0%}-{s['target_max']:.0%}")
+        print(
+            f"  share {s['agent']:<7} planned {s['planned']:.0%}  busy {s['actual_by_time']:.0%}"
+            f"  target {s['target_min']:.0%}-{s['target_max']:.0%}"
+        )
     events = sorted(p.name for p in folder.glob("*.jsonl"))
     print(f"files    {', '.join(events)}")
     if state.get("summary"):

@@ -18,37 +18,46 @@ from typing import Any, Callable
 import psutil
 import pykka
 
-from actors.adapters.registry import get_adapter
-from actors.console import ConsoleView
-from actors.coordinator import Coordinator
-from actors.runtime.supervision import ReplyInbox, SupervisedRef
-from actors.supervisor import Supervisor
-from actors.recovery import Recovery
-from actors.reviewer import Reviewer
-from actors.resource_monitor import ResourceMonitor
-from actors.runtime.process_host import ProcessHost, SpawnCaps
-from actors.sandbox.policy import bypass_flags_in
-from actors.sandbox_guard import SandboxGuard
-from actors.gateway import Gateway, GatewayError
-from actors.runtime.preflight import (
-    PreflightError, check_cli, check_target, check_workspace, proactive_fixes, require_clis,
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.console import ConsoleView
+from meta_orchestrator.actors.coordinator import Coordinator
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
+from meta_orchestrator.actors.supervisor import Supervisor
+from meta_orchestrator.actors.recovery import Recovery
+from meta_orchestrator.actors.reviewer import Reviewer
+from meta_orchestrator.actors.resource_monitor import ResourceMonitor
+from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
+from meta_orchestrator.actors.sandbox.policy import bypass_flags_in
+from meta_orchestrator.actors.sandbox_guard import SandboxGuard
+from meta_orchestrator.actors.gateway import Gateway, GatewayError
+from meta_orchestrator.actors.runtime.preflight import (
+    PreflightError,
+    check_cli,
+    check_target,
+    check_workspace,
+    proactive_fixes,
+    require_clis,
 )
-from actors.runtime.orphans import end_orphans, find_orphans
-from actors.runtime.resume import ResumeError, interrupted_cli_sessions, load_launch, save_launch
-from actors.runtime.session_files import new_session_id
-from actors.worker import Worker, launch_for_preflight
-from config.settings import Settings
-from messages.base import AGENT_NAMES
-from messages.resources import WatchWorkers
-from messages.sandbox import GetSandboxFiles
-from messages.gateway import GetGatewayAddress
-from messages.session import (
-    AnswerGiven, ControlRequested, GetSessionState, SessionEnded, SessionSnapshot, StartSession,
+from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
+from meta_orchestrator.actors.runtime.resume import ResumeError, interrupted_cli_sessions, load_launch, save_launch
+from meta_orchestrator.actors.runtime.session_files import new_session_id
+from meta_orchestrator.actors.worker import Worker, launch_for_preflight
+from meta_orchestrator.config.settings import Settings
+from meta_orchestrator.messages.base import AGENT_NAMES
+from meta_orchestrator.messages.resources import WatchWorkers
+from meta_orchestrator.messages.sandbox import GetSandboxFiles
+from meta_orchestrator.messages.gateway import GetGatewayAddress
+from meta_orchestrator.messages.session import (
+    AnswerGiven,
+    ControlRequested,
+    GetSessionState,
+    SessionEnded,
+    SessionSnapshot,
+    StartSession,
 )
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_PACE_DEFAULT = "0.25"
 
 
@@ -107,7 +116,7 @@ def demo_settings(settings: Settings) -> Settings:
     """The same settings with every agent's command pointed at the built-in demo agents."""
     agents = {}
     for name, agent in settings.agents.items():
-        cmd = f"{shlex.quote(sys.executable)} -m actors.demo {name}"
+        cmd = f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.demo {name}"
         agents[name] = agent.model_copy(update={"command": cmd})
     return settings.model_copy(update={"agents": agents})
 
@@ -119,15 +128,17 @@ def make_demo_target(session_dir: Path) -> Path:
     (target / "README.md").write_text("# demo-app\n\nA tiny app the demo agents work on.\n")
     (target / "app" / "__init__.py").write_text('"""The demo application."""\n')
     (target / "app" / "main.py").write_text(
-        'def handle(path: str) -> tuple[int, str]:\n'
+        "def handle(path: str) -> tuple[int, str]:\n"
         '    """Route a request path to a status and body."""\n'
-        '    if path == "/":\n        return 200, "hello"\n    return 404, "not found"\n')
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost",
-                 "commit", "-q", "-m", "demo app"]):
+        '    if path == "/":\n        return 200, "hello"\n    return 404, "not found"\n'
+    )
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost", "commit", "-q", "-m", "demo app"],
+    ):
         try:
-            subprocess.run(cmd, cwd=target, check=True, capture_output=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+            subprocess.run(cmd, cwd=target, check=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError):
             break  # git is optional for the demo; codex is told to skip its repo check anyway
     return target
@@ -138,9 +149,6 @@ def agent_environment(options: RunOptions) -> dict[str, str]:
     env = dict(options.env if options.env is not None else os.environ)
     if options.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
-        # The demo agents are modules of this project: reachable from a plain checkout too.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH"))
-                                            if p)
     return env
 
 
@@ -159,8 +167,11 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     if target is None and not options.demo:
         raise PreflightError("no --target given; pass the repository the agents should work in")
     env = agent_environment(options)
-    checks = [check_cli(name, get_adapter(name), launch_for_preflight(get_adapter(name), agent), env)
-              for name, agent in settings.agents.items() if agent.enabled]
+    checks = [
+        check_cli(name, get_adapter(name), launch_for_preflight(get_adapter(name), agent), env)
+        for name, agent in settings.agents.items()
+        if agent.enabled
+    ]
     if not checks:
         raise PreflightError("every agent is disabled in the config; enable at least one")
     require_clis(checks, settings)
@@ -189,8 +200,11 @@ def _prepare_resume(settings: Settings, options: RunOptions) -> Settings:
         raise PreflightError(f"session {options.resume} is still running (orchestrator pid {owner})")
     orphans = find_orphans(str(options.resume))
     if orphans:
-        log.warning("ending %d process(es) the previous orchestrator left: %s", len(orphans),
-                    "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans))
+        log.warning(
+            "ending %d process(es) the previous orchestrator left: %s",
+            len(orphans),
+            "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans),
+        )
         end_orphans(orphans)
     options.task = launch["task"]
     options.target = Path(launch["target"])
@@ -217,8 +231,12 @@ def _is_orchestrator(pid: int) -> bool:
         return False
 
 
-def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[Any]],
-          log_setup: Callable[[Path], None] | None = None) -> RunningSession:
+def start(
+    settings: Settings,
+    options: RunOptions,
+    started: list[pykka.ActorRef[Any]],
+    log_setup: Callable[[Path], None] | None = None,
+) -> RunningSession:
     """Start every actor for one session and tell the coordinator to begin."""
     settings, target, session_dir, session_id, env = prepare(settings, options)
     if log_setup:
@@ -226,9 +244,11 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
     listeners: list[pykka.ActorRef[Any]] = []
     if options.console:
         listeners.append(_start(started, ConsoleView, demo=options.demo))
-    supervisor = Supervisor.start(max_restarts=settings.session.max_restarts,
-                                  window_s=settings.session.restart_window_s,
-                                  listeners=tuple(listeners))
+    supervisor = Supervisor.start(
+        max_restarts=settings.session.max_restarts,
+        window_s=settings.session.restart_window_s,
+        listeners=tuple(listeners),
+    )
     started.append(supervisor)  # stopped again first (see below) if the start fails half-way
     coordinator_slot = LateRef()
     gateway = None
@@ -238,9 +258,14 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
         web = {"settings": settings.web, "next_free_port": options.next_free_port}
 
         def start_gateway(_ref: SupervisedRef) -> pykka.ActorRef[Any]:
-            return Gateway.start(settings=web["settings"], session_dir=session_dir, token=token,
-                                 coordinator=coordinator_slot, next_free_port=web["next_free_port"],
-                                 close_requested=dashboard_closed)
+            return Gateway.start(
+                settings=web["settings"],
+                session_dir=session_dir,
+                token=token,
+                coordinator=coordinator_slot,
+                next_free_port=web["next_free_port"],
+                close_requested=dashboard_closed,
+            )
 
         try:
             gateway = SupervisedRef("gateway", start_gateway, supervisor).start()
@@ -250,75 +275,134 @@ def start(settings: Settings, options: RunOptions, started: list[pykka.ActorRef[
             supervisor.proxy().supervise(gateway).get(timeout=5)
             started.append(gateway)
         except GatewayError as exc:
-            raise PreflightError(f"{exc}; pick another port with --port, or pass "
-                                 "--next-free-port") from None
+            raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
         listeners.append(gateway)
     scratch = session_dir / "scratch"
     scratch.mkdir(exist_ok=True)
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
         log.info("preflight %s: %s", fix["agent"], fix["action"])
-    recovery = _supervised(started, supervisor, "recovery", Recovery, settings=settings.recovery,
-                           target=target, workspace=settings.workspace, listeners=tuple(listeners))
+    recovery = _supervised(
+        started,
+        supervisor,
+        "recovery",
+        Recovery,
+        settings=settings.recovery,
+        target=target,
+        workspace=settings.workspace,
+        listeners=tuple(listeners),
+    )
 
     def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
         """A peer's read-only review run: its own worker, recorded under reviews/<id>/,
         limited by the review timeout, heard by the console and dashboard only."""
-        return _start(started, Worker, agent=agent, adapter=get_adapter(agent),
-                      agent_settings=review_agents[agent],
-                      session_settings=settings.session.model_copy(
-                          update={"assignment_timeout_s": min(
-                              settings.review.reviewer_timeout_s,
-                              settings.session.assignment_timeout_s)}),
-                      session_id=session_id, session_dir=session_dir, target=target,
-                      listeners=tuple(listeners), base_env=env, events_path=events_path,
-                      extra_dirs=(scratch,), host=host)
+        return _start(
+            started,
+            Worker,
+            agent=agent,
+            adapter=get_adapter(agent),
+            agent_settings=review_agents[agent],
+            session_settings=settings.session.model_copy(
+                update={
+                    "assignment_timeout_s": min(
+                        settings.review.reviewer_timeout_s, settings.session.assignment_timeout_s
+                    )
+                }
+            ),
+            session_id=session_id,
+            session_dir=session_dir,
+            target=target,
+            listeners=tuple(listeners),
+            base_env=env,
+            events_path=events_path,
+            extra_dirs=(scratch,),
+            host=host,
+        )
 
-    reviewer = _supervised(started, supervisor, "reviewer", Reviewer, settings=settings.review,
-                           session_id=session_id, session_dir=session_dir, target=target,
-                           agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
-                           start_review_worker=start_review_worker, decisions_to=coordinator_slot,
-                           listeners=tuple(listeners), task=options.task)
+    reviewer = _supervised(
+        started,
+        supervisor,
+        "reviewer",
+        Reviewer,
+        settings=settings.review,
+        session_id=session_id,
+        session_dir=session_dir,
+        target=target,
+        agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
+        start_review_worker=start_review_worker,
+        decisions_to=coordinator_slot,
+        listeners=tuple(listeners),
+        task=options.task,
+    )
     # Monitor and guard listen to the workers, so they start first; they hear the coordinator
     # through its slot and get the worker refs once those exist.
-    watchers = _start_watchers(started, settings, session_dir, target, (scratch,),
-                               (*listeners, coordinator_slot))
+    watchers = _start_watchers(started, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot))
     host = ProcessHost(_spawn_caps(settings))
     workers = {}
     for name in AGENT_NAMES:
         if not settings.agents[name].enabled:
             continue
         workers[name] = _supervised(
-            started, supervisor, f"worker:{name}", Worker, agent=name, adapter=get_adapter(name),
+            started,
+            supervisor,
+            f"worker:{name}",
+            Worker,
+            agent=name,
+            adapter=get_adapter(name),
             agent_settings=_sandboxed(name, settings, watchers),
             session_settings=settings.session,
-            session_id=session_id, session_dir=session_dir, target=target,
-            listeners=(*listeners, *watchers.values(), reviewer, recovery), base_env=env,
+            session_id=session_id,
+            session_dir=session_dir,
+            target=target,
+            listeners=(*listeners, *watchers.values(), reviewer, recovery),
+            base_env=env,
             extra_dirs=(scratch,),
-            host=host, supervisor=supervisor, name=f"worker:{name}")
+            host=host,
+            supervisor=supervisor,
+            name=f"worker:{name}",
+        )
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
     review_agents = {name: _sandboxed(name, settings, watchers) for name in workers}
-    coordinator = _start(started, Coordinator, settings=settings, session_id=session_id,
-                         session_dir=session_dir, task=options.task, target=target,
-                         workers=workers, listeners=(*listeners, reviewer),
-                         demo=options.demo, reviewer=reviewer, recovery=recovery,
-                         preflight_fixes=fixes, **_resume_arguments(options, session_dir))
+    coordinator = _start(
+        started,
+        Coordinator,
+        settings=settings,
+        session_id=session_id,
+        session_dir=session_dir,
+        task=options.task,
+        target=target,
+        workers=workers,
+        listeners=(*listeners, reviewer),
+        demo=options.demo,
+        reviewer=reviewer,
+        recovery=recovery,
+        preflight_fixes=fixes,
+        **_resume_arguments(options, session_dir),
+    )
     coordinator_slot.target = coordinator
     supervisor.proxy().set_coordinator(coordinator).get(timeout=5)
     started.remove(supervisor)
     started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
-    running = RunningSession(session_id=session_id, session_dir=session_dir, target=target,
-                             coordinator=coordinator, workers=workers, gateway=gateway,
-                             token=token, dashboard_closed=dashboard_closed)
+    running = RunningSession(
+        session_id=session_id,
+        session_dir=session_dir,
+        target=target,
+        coordinator=coordinator,
+        workers=workers,
+        gateway=gateway,
+        token=token,
+        dashboard_closed=dashboard_closed,
+    )
     if gateway is not None:
         address = gateway.ask(GetGatewayAddress(), timeout=5)
         running.dashboard_url = address.url
         (options.print_url or _print_url)(address.url)
     coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
     if options.console and options.answer_stream is not None:
-        threading.Thread(target=read_console_answers, args=(coordinator, options.answer_stream),
-                         name="console-answers", daemon=True).start()
+        threading.Thread(
+            target=read_console_answers, args=(coordinator, options.answer_stream), name="console-answers", daemon=True
+        ).start()
     if options.on_started:
         options.on_started(running)
     return running
@@ -381,9 +465,14 @@ def _print_url(url: str) -> None:
     print(f"dashboard: {url}", file=sys.stderr, flush=True)
 
 
-def _start_watchers(started: list[pykka.ActorRef[Any]], settings: Settings, session_dir: Path,
-                    target: Path, extra_dirs: tuple[Path, ...],
-                    listeners: tuple[Any, ...]) -> dict[str, pykka.ActorRef[Any]]:
+def _start_watchers(
+    started: list[pykka.ActorRef[Any]],
+    settings: Settings,
+    session_dir: Path,
+    target: Path,
+    extra_dirs: tuple[Path, ...],
+    listeners: tuple[Any, ...],
+) -> dict[str, pykka.ActorRef[Any]]:
     """The resource monitor and the sandbox guard (each when enabled in the config).
 
     Raises:
@@ -392,51 +481,65 @@ def _start_watchers(started: list[pykka.ActorRef[Any]], settings: Settings, sess
     for name, agent in settings.agents.items():
         flags = bypass_flags_in(name, agent.extra_args)
         if agent.enabled and flags and not agent.allow_bypass:
-            raise PreflightError(f"[agents.{name}] extra_args has {' '.join(flags)}, which turns "
-                                 f"the CLI's own permission checks off; set [agents.{name}] "
-                                 "allow_bypass = true only if an outer sandbox protects you")
+            raise PreflightError(
+                f"[agents.{name}] extra_args has {' '.join(flags)}, which turns "
+                f"the CLI's own permission checks off; set [agents.{name}] "
+                "allow_bypass = true only if an outer sandbox protects you"
+            )
     watchers: dict[str, pykka.ActorRef[Any]] = {}
     coordinator = next((ref for ref in listeners if isinstance(ref, LateRef)), None)
     if settings.limits.enabled:
-        watchers["monitor"] = _start(started, ResourceMonitor, settings=settings.limits,
-                                     session_dir=session_dir, listeners=listeners,
-                                     stop_grace_s=settings.session.stop_grace_s)
+        watchers["monitor"] = _start(
+            started,
+            ResourceMonitor,
+            settings=settings.limits,
+            session_dir=session_dir,
+            listeners=listeners,
+            stop_grace_s=settings.session.stop_grace_s,
+        )
     if settings.sandbox.enabled:
-        watchers["guard"] = _start(started, SandboxGuard, settings=settings.sandbox,
-                                   session_dir=session_dir, target=target, extra_dirs=extra_dirs,
-                                   asker=coordinator, listeners=listeners)
+        watchers["guard"] = _start(
+            started,
+            SandboxGuard,
+            settings=settings.sandbox,
+            session_dir=session_dir,
+            target=target,
+            extra_dirs=extra_dirs,
+            asker=coordinator,
+            listeners=listeners,
+        )
     return watchers
 
 
-def _sandboxed(name: str, settings: Settings,
-               watchers: dict[str, pykka.ActorRef[Any]]) -> Any:
+def _sandboxed(name: str, settings: Settings, watchers: dict[str, pykka.ActorRef[Any]]) -> Any:
     """The agent's settings, for claude with ``--settings <file>`` carrying the PreToolUse hook."""
     agent = settings.agents[name]
     guard = watchers.get("guard")
     if name != "claude" or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
-    return agent.model_copy(update={"extra_args": (*agent.extra_args, "--settings",
-                                                   files.claude_settings)})
+    return agent.model_copy(update={"extra_args": (*agent.extra_args, "--settings", files.claude_settings)})
 
 
 def _spawn_caps(settings: Settings) -> SpawnCaps:
     limits = settings.limits
-    return SpawnCaps(nice=limits.spawn_nice, core_dumps=limits.spawn_core_dumps,
-                     max_file_bytes=int(limits.spawn_max_file_mb * 1024 * 1024)
-                     if limits.spawn_max_file_mb else None,
-                     max_user_processes=limits.spawn_max_user_processes)
+    return SpawnCaps(
+        nice=limits.spawn_nice,
+        core_dumps=limits.spawn_core_dumps,
+        max_file_bytes=int(limits.spawn_max_file_mb * 1024 * 1024) if limits.spawn_max_file_mb else None,
+        max_user_processes=limits.spawn_max_user_processes,
+    )
 
 
-def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor],
-           **kwargs: Any) -> pykka.ActorRef[Any]:
+def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor], **kwargs: Any) -> pykka.ActorRef[Any]:
     ref = actor_class.start(**kwargs)
     started.append(ref)
     return ref
 
 
-def _supervised(started: list[Any], by: pykka.ActorRef[Any], child_name: str,
-                actor_class: type[pykka.Actor], **kwargs: Any) -> SupervisedRef:
+def _supervised(
+    started: list[Any], by: pykka.ActorRef[Any], child_name: str, actor_class: type[pykka.Actor], **kwargs: Any
+) -> SupervisedRef:
     """Start an actor the supervisor ``by`` restarts (same arguments) when it crashes."""
     child = SupervisedRef(child_name, lambda _ref: actor_class.start(**kwargs), by).start()
     by.proxy().supervise(child).get(timeout=5)
@@ -464,14 +567,17 @@ def _linger(running: RunningSession, options: RunOptions, interrupts: dict[str, 
     if running.gateway is None or options.exit_when_done or interrupts["count"]:
         return  # no dashboard, asked not to, or the user already pressed Ctrl-C to leave
     seen = interrupts["count"]
-    print(f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
-          "or 'close dashboard' on the page to leave", file=sys.stderr, flush=True)
+    print(
+        f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
+        "or 'close dashboard' on the page to leave",
+        file=sys.stderr,
+        flush=True,
+    )
     while interrupts["count"] == seen and not running.dashboard_closed.wait(0.2):
         pass
 
 
-def run(settings: Settings, options: RunOptions,
-        log_setup: Callable[[Path], None] | None = None) -> int:
+def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], None] | None = None) -> int:
     """Run one session to its end. Returns the process exit code.
 
     Ctrl-C or SIGTERM asks the coordinator to stop (every agent group ended, state saved,
@@ -486,13 +592,15 @@ def run(settings: Settings, options: RunOptions,
         interrupts["count"] += 1
         wake.set()
         if running is not None and interrupts["count"] == 1:
-            print(f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to "
-                  "force", file=sys.stderr, flush=True)
+            print(
+                f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to force",
+                file=sys.stderr,
+                flush=True,
+            )
             running.coordinator.tell(ControlRequested(action="stop", source="signal"))
 
     def on_hangup(signum: int, _frame: Any) -> None:
-        log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM "
-                    "or from the dashboard")
+        log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM or from the dashboard")
 
     previous = {}
     in_main = threading.current_thread() is threading.main_thread()
@@ -519,9 +627,11 @@ def run(settings: Settings, options: RunOptions,
                 return 130
             if not running.coordinator.is_alive() and running.ended.empty():
                 # Nothing would ever end the session: stop the agents rather than hang.
-                log.error("the coordinator stopped unexpectedly; ending every agent - the "
-                          "session can be continued with: orchestrate resume %s",
-                          running.session_id)
+                log.error(
+                    "the coordinator stopped unexpectedly; ending every agent - the "
+                    "session can be continued with: orchestrate resume %s",
+                    running.session_id,
+                )
                 return 1
     finally:
         stop_all(started)

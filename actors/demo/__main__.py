@@ -1,23 +1,23 @@
-"""``python -m actors.demo <agent> [args...]``: run one demo agent CLI."""
+"""``python -m meta_orchestrator.actors.demo <agent> [args...]``: run one demo agent CLI."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from actors.demo import AGENTS
-from actors.demo.common import SCENARIOS, guarded
+from meta_orchestrator.actors.demo import AGENTS
+from meta_orchestrator.actors.demo.common import SCENARIOS, guarded
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in AGENTS:
         sys.stderr.write(
-            f"usage: python -m actors.demo {{{','.join(AGENTS)}}} [the CLI's own arguments]\n"
+            f"usage: python -m meta_orchestrator.actors.demo {{{','.join(AGENTS)}}} [the CLI's own arguments]\n"
             "scenarios (ORCHESTRATE_DEMO_SCENARIO[_<AGENT>]):\n"
             + "".join(f"  {name:20} {text}\n" for name, text in SCENARIOS.items())
         )
         return 2
-    module = importlib.import_module(f"actors.demo.{argv[0]}")
+    module = importlib.import_module(f"meta_orchestrator.actors.demo.{argv[0]}")
     return guarded(module.main, argv[1:])
 
 

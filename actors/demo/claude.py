@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.demo.common import (
+from meta_orchestrator.actors.demo.common import (
     Command,
     DemoAgent,
     Parser,
@@ -66,9 +66,7 @@ DONT_ASK = (
     "run tests to execute non-test actions. You should only try to work around this restriction "
     "in reasonable ways that do not attempt to bypass the intent behind this denial."
 )
-ROOT_REFUSAL = (
-    "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
-)
+ROOT_REFUSAL = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
 
 
 def _rules(values: list[str] | None) -> list[str]:
@@ -103,11 +101,7 @@ class Claude(DemoAgent):
             stream=args.output_format == "stream-json",
         )
         self.args = args
-        self.mode = (
-            "bypassPermissions"
-            if args.dangerously_skip_permissions
-            else (args.permission_mode or "default")
-        )
+        self.mode = "bypassPermissions" if args.dangerously_skip_permissions else (args.permission_mode or "default")
         self.hooks = _pre_tool_use_hooks(args.settings)
         self.allowed = _rules(args.allowedTools)
         self.disallowed = _rules(args.disallowedTools)
@@ -136,9 +130,7 @@ class Claude(DemoAgent):
                 "model": self.model,
                 "permissionMode": self.mode,
                 "slash_commands": ["review", "security-review"],
-                "apiKeySource": "ANTHROPIC_API_KEY"
-                if os.environ.get("ANTHROPIC_API_KEY")
-                else "none",
+                "apiKeySource": "ANTHROPIC_API_KEY" if os.environ.get("ANTHROPIC_API_KEY") else "none",
                 "claude_code_version": VERSION,
                 "output_style": "default",
                 "agents": ["claude", "Explore", "general-purpose", "Plan"],
@@ -149,11 +141,7 @@ class Claude(DemoAgent):
                 "uuid": new_id(),
                 "memory_paths": {
                     "auto": str(
-                        Path.home()
-                        / ".claude"
-                        / "projects"
-                        / re.sub(r"[^A-Za-z0-9]", "-", str(self.cwd))
-                        / "memory"
+                        Path.home() / ".claude" / "projects" / re.sub(r"[^A-Za-z0-9]", "-", str(self.cwd)) / "memory"
                     )
                     + "/"
                 },
@@ -220,9 +208,7 @@ class Claude(DemoAgent):
             }
             result: Any = "Error: " + text
             if listed:
-                self.denials.append(
-                    {"tool_name": name, "tool_use_id": tool_id, "tool_input": tool_input}
-                )
+                self.denials.append({"tool_name": name, "tool_use_id": tool_id, "tool_input": tool_input})
             ok = False
         else:
             content, is_error, result = act()
@@ -247,9 +233,7 @@ class Claude(DemoAgent):
         self._next_message()
         return ok
 
-    def _pre_tool_use(
-        self, name: str, tool_input: dict[str, Any], tool_id: str
-    ) -> tuple[str, bool] | str | None:
+    def _pre_tool_use(self, name: str, tool_input: dict[str, Any], tool_id: str) -> tuple[str, bool] | str | None:
         """Run the ``--settings`` PreToolUse command hooks as Claude Code does.
 
         JSON on stdin; exit 2 blocks with stderr as the tool_result; exit 0 with
@@ -330,9 +314,7 @@ class Claude(DemoAgent):
             return (f"Cannot write to {path} while in plan mode.", True)
         if not inside:
             return ask
-        if self.mode in ("acceptEdits", "auto") or any(
-            r in ("Write", "Edit") for r in self.allowed
-        ):
+        if self.mode in ("acceptEdits", "auto") or any(r in ("Write", "Edit") for r in self.allowed):
             return None
         if self.mode == "dontAsk":
             return (DONT_ASK.format(tool="Write"), True)
@@ -355,9 +337,7 @@ class Claude(DemoAgent):
                 },
             )
 
-        return self._tool(
-            "Write", {"file_path": str(path), "content": content}, act, self._write_denial(path)
-        )
+        return self._tool("Write", {"file_path": str(path), "content": content}, act, self._write_denial(path))
 
     def _bash_denial(self, command: Command) -> tuple[str, bool] | None:
         if (removed := self._removed("Bash")) is not None:
@@ -431,13 +411,7 @@ class Claude(DemoAgent):
             "duration_ms": int(elapsed * 1000),
             "duration_api_ms": int(elapsed * 700),
         }
-        obj.update(
-            {
-                k: fields.pop(k)
-                for k in ("ttft_ms", "ttft_stream_ms", "time_to_request_ms")
-                if k in fields
-            }
-        )
+        obj.update({k: fields.pop(k) for k in ("ttft_ms", "ttft_stream_ms", "time_to_request_ms") if k in fields})
         obj.update(num_turns=self.turns, **fields, session_id=self.session_id)
         obj.setdefault("result", self.last_text)
         obj.update({k: v for k, v in self._tail().items() if k not in obj})
@@ -614,10 +588,7 @@ def main(argv: list[str]) -> int:
         raise UsageExit("Error: When using --print, --output-format=stream-json requires --verbose")
     prompt = " ".join(args.prompt)
     if not prompt.strip():
-        raise UsageExit(
-            "Error: Input must be provided either through stdin or as a prompt argument when "
-            "using --print"
-        )
+        raise UsageExit("Error: Input must be provided either through stdin or as a prompt argument when using --print")
     session_id = args.session_id
     if args.resume is not None:
         if not is_uuid(args.resume):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.demo.common import (
+from meta_orchestrator.actors.demo.common import (
     Command,
     DemoAgent,
     Parser,
@@ -21,23 +21,16 @@ from actors.demo.common import (
 
 VERSION = "0.169.0"
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
-USAGE_TAIL = (
-    "\n\nUsage: codex exec [OPTIONS] [PROMPT] [COMMAND]\n\nFor more information, try '--help'."
-)
+USAGE_TAIL = "\n\nUsage: codex exec [OPTIONS] [PROMPT] [COMMAND]\n\nFor more information, try '--help'."
 NOT_TRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
-ROUTER = (
-    "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; rejected by user approval "
-    "settings"
-)
+ROUTER = "{ts} ERROR codex_core::tools::router: error=patch rejected: {why}; rejected by user approval settings"
 
 
 class Codex(DemoAgent):
     name = "codex"
 
     def __init__(self, args: Any, prompt: str, cwd: Path, session_id: str | None) -> None:
-        super().__init__(
-            prompt, cwd, [Path(d) for d in args.add_dir or []], session_id, stream=args.json
-        )
+        super().__init__(prompt, cwd, [Path(d) for d in args.add_dir or []], session_id, stream=args.json)
         self.args = args
         self.sandbox = (
             "danger-full-access"
@@ -145,9 +138,7 @@ class Codex(DemoAgent):
             "auth_error": "unexpected status 401 Unauthorized: [demo] invalid_api_key, "
             "url: https://api.openai.com/v1/responses",
             "rate_limit": "exceeded retry limit, last status: 429 Too Many Requests",
-            "server_error": (
-                "We’re currently experiencing high demand, which may cause temporary errors."
-            ),
+            "server_error": ("We’re currently experiencing high demand, which may cause temporary errors."),
         }[cause]
         self.emit({"type": "thread.started", "thread_id": self.session_id})
         self.emit({"type": "turn.started"})
@@ -240,9 +231,7 @@ def main(argv: list[str]) -> int:
     scenario = scenario_for("codex")
     in_repo = any((d / ".git").exists() for d in (cwd.resolve(), *cwd.resolve().parents))
     if scenario == "force_not_git_repo" or (
-        not args.skip_git_repo_check
-        and not args.trust
-        and (not in_repo or scenario == "not_git_repo")
+        not args.skip_git_repo_check and not args.trust and (not in_repo or scenario == "not_git_repo")
     ):
         raise UsageExit(NOT_TRUSTED)
     positional = list(args.positional)

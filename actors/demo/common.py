@@ -28,12 +28,10 @@ MARKER = "ORCHESTRATE_EVENT"
 
 SCENARIOS: dict[str, str] = {
     "success": "do the assignment and end normally (default)",
-    "permission_error": "first try a write outside the workspace and get the CLI's real denial; "
-    "the run still succeeds",
+    "permission_error": "first try a write outside the workspace and get the CLI's real denial; the run still succeeds",
     "not_git_repo": "codex: as if outside a git repo (refused without --skip-git-repo-check)",
     "force_not_git_repo": "codex: the not-a-git-repo refusal even with --skip-git-repo-check",
-    "untrusted": "gemini: the real trust check (exit 55 unless --skip-trust or "
-    "GEMINI_CLI_TRUST_WORKSPACE=true)",
+    "untrusted": "gemini: the real trust check (exit 55 unless --skip-trust or GEMINI_CLI_TRUST_WORKSPACE=true)",
     "force_untrusted": "gemini: exit 55 with the trust error even with --skip-trust",
     "auth_error": "the CLI's exact missing/invalid credentials shape and exit code",
     "rate_limit": "the CLI's exact HTTP 429 shape and exit code",
@@ -49,8 +47,7 @@ SCENARIOS: dict[str, str] = {
     "concern": "Kind peer_review: verdict concern with a finding",
     "blocker": "Kind peer_review: verdict blocker with a finding",
     "memory_hog": "allocate ORCHESTRATE_DEMO_HOG_MB (512) MB in steps while printing, then a run",
-    "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; "
-    "then a normal run",
+    "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; then a normal run",
     "slow": "a normal run at ten times the pace",
     "rate_limit_once": "the rate_limit failure on the first run (marked by the file "
     "ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
@@ -183,9 +180,7 @@ def plan_object(task: str, invalid: bool) -> dict[str, Any]:
                 "id": "review",
                 "role": "reviewer",
                 "title": f"Review: {short}",
-                "instructions": (
-                    "Read the design, the module and its test; write docs/REVIEW.md with findings."
-                ),
+                "instructions": ("Read the design, the module and its test; write docs/REVIEW.md with findings."),
                 "depends_on": review_deps,
                 "weight": 10,
             },
@@ -279,15 +274,9 @@ class DemoAgent:
         self.session_id = session_id or new_id()
         self.stream = stream
         self.headers = parse_headers(prompt)
-        self.task = (
-            self.headers.get("task") or prompt.strip().splitlines()[0][:200]
-            if prompt.strip()
-            else ""
-        )
+        self.task = self.headers.get("task") or prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
         self.scenario = scenario_for(self.name, self.headers.get("kind"))
-        self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (
-            10 if self.scenario == "slow" else 1
-        )
+        self.pace = env_float("ORCHESTRATE_DEMO_PACE", 0.25) * (10 if self.scenario == "slow" else 1)
         self.started = time.monotonic()
         self.tokens_in = 0
         self.tokens_out = 0
@@ -425,8 +414,7 @@ def _work(agent: DemoAgent) -> str:
     slug = slugify(task)
     if kind == "plan":
         invalid = agent.scenario == "invalid_plan_always" or (
-            agent.scenario == "invalid_plan"
-            and not any(h in agent.prompt.lower() for h in _RETRY_HINTS)
+            agent.scenario == "invalid_plan" and not any(h in agent.prompt.lower() for h in _RETRY_HINTS)
         )
         text = plan_reply(task, invalid)
         agent.say(text)
@@ -462,8 +450,7 @@ def _work(agent: DemoAgent) -> str:
         ok = agent.write(test, unit_test_py(slug)) and ok
         if ok:
             agent.say(
-                "[demo] Checking that both files compile.\n"
-                + marker("progress", "[demo] compiling", progress=70)
+                "[demo] Checking that both files compile.\n" + marker("progress", "[demo] compiling", progress=70)
             )
             agent.shell(
                 Command(
@@ -511,8 +498,7 @@ def _work(agent: DemoAgent) -> str:
         agent.say(text)
         return text
     text = (
-        f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only "
-        f"answer.\nYou asked: {task}"
+        f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only answer.\nYou asked: {task}"
     )
     agent.say(text)
     return text
@@ -531,10 +517,7 @@ def run(agent: DemoAgent) -> int:
     if sc == "hang":
         _sleep_forever()
     if sc in ("crash", "killed"):
-        agent.say(
-            "[demo] Starting on the assignment.\n"
-            + marker("progress", "[demo] starting", progress=5)
-        )
+        agent.say("[demo] Starting on the assignment.\n" + marker("progress", "[demo] starting", progress=5))
         if sc == "killed":
             os.kill(os.getpid(), signal.SIGKILL)
         agent.err(

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.demo.common import (
+from meta_orchestrator.actors.demo.common import (
     Command,
     DemoAgent,
     Parser,
@@ -31,13 +31,8 @@ UNTRUSTED = (
     "interactive mode. For more details, see "
     "https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments"
 )
-NO_INPUT = (
-    "No input provided via stdin. Input can be provided by piping data into gemini or using the "
-    "--prompt option."
-)
-NOT_FOUND = (
-    'Tool "{tool}" not found. Did you mean one of: "read_file", "update_topic", "grep_search"?'
-)
+NO_INPUT = "No input provided via stdin. Input can be provided by piping data into gemini or using the --prompt option."
+NOT_FOUND = 'Tool "{tool}" not found. Did you mean one of: "read_file", "update_topic", "grep_search"?'
 PLAN_DENIED = (
     "Tool execution denied by policy. You are in Plan Mode and cannot modify source code. You may "
     "ONLY use write_file or replace to save plans to the designated plans directory as .md files."
@@ -48,9 +43,7 @@ class Gemini(DemoAgent):
     name = "gemini"
 
     def __init__(self, args: Any, prompt: str, dirs: list[Path], session_id: str | None) -> None:
-        super().__init__(
-            prompt, Path.cwd(), dirs, session_id, stream=args.output_format == "stream-json"
-        )
+        super().__init__(prompt, Path.cwd(), dirs, session_id, stream=args.output_format == "stream-json")
         self.args = args
         self.mode = "yolo" if args.yolo else (args.approval_mode or "default")
         self.model = args.model or os.environ.get("GEMINI_MODEL") or "gemini-2.5-flash"
@@ -66,9 +59,7 @@ class Gemini(DemoAgent):
                 "model": self.model,
             }
         )
-        self.emit(
-            {"type": "message", "timestamp": now_iso(), "role": "user", "content": self.prompt}
-        )
+        self.emit({"type": "message", "timestamp": now_iso(), "role": "user", "content": self.prompt})
 
     def say(self, text: str) -> None:
         self.count("", text)
@@ -166,11 +157,7 @@ class Gemini(DemoAgent):
 
     def shell(self, command: Command) -> str | None:
         if self.mode == "yolo" or command.writes:
-            error = (
-                None
-                if self.mode == "yolo"
-                else ("tool_not_registered", NOT_FOUND.format(tool="run_shell_command"))
-            )
+            error = None if self.mode == "yolo" else ("tool_not_registered", NOT_FOUND.format(tool="run_shell_command"))
             out = self.run_command(command)[0] if error is None else None
             self._tool(
                 "run_shell_command",
@@ -181,9 +168,7 @@ class Gemini(DemoAgent):
             return out
         if command.argv[0] == "ls":  # read-only tools stand in for a shell in the stricter modes
             names = sorted(p.name + ("/" if p.is_dir() else "") for p in self.cwd.iterdir())
-            self._tool(
-                "list_directory", {"dir_path": str(self.cwd)}, None, f"Listed {len(names)} item(s)."
-            )
+            self._tool("list_directory", {"dir_path": str(self.cwd)}, None, f"Listed {len(names)} item(s).")
             return "\n".join(names)
         texts = []
         for name in command.argv[1:]:
@@ -252,10 +237,7 @@ class Gemini(DemoAgent):
             )
         else:
             message, code = (
-                (
-                    '[API Error: {"error":{"code":500,"message":"[demo] internal '
-                    'error","status":"INTERNAL"}}]'
-                ),
+                ('[API Error: {"error":{"code":500,"message":"[demo] internal error","status":"INTERNAL"}}]'),
                 244,
             )
         self.emit(
@@ -314,28 +296,18 @@ def _parser() -> Parser:
 def main(argv: list[str]) -> int:
     args, unknown = _parser().parse_cli(argv, "query")
     if unknown:
-        raise UsageExit(
-            f"Unknown arguments: {', '.join(u.lstrip('-').split('=')[0] for u in unknown)}"
-        )
+        raise UsageExit(f"Unknown arguments: {', '.join(u.lstrip('-').split('=')[0] for u in unknown)}")
     if args.version:
         print(f"{VERSION} [demo]", flush=True)
         return 0
     if args.yolo and args.approval_mode:
-        raise UsageExit(
-            "Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo "
-            "instead."
-        )
+        raise UsageExit("Cannot use both --yolo (-y) and --approval-mode together. Use --approval-mode=yolo instead.")
     if args.approval_mode is not None and args.approval_mode not in MODES:
         raise UsageExit(
             f'Invalid values:\n  Argument: approval-mode, Given: "{args.approval_mode}", Choices: '
             + ", ".join(f'"{m}"' for m in MODES)
         )
-    dirs = [
-        Path(d.strip()).expanduser()
-        for v in args.include_directories or []
-        for d in v.split(",")
-        if d.strip()
-    ]
+    dirs = [Path(d.strip()).expanduser() for v in args.include_directories or [] for d in v.split(",") if d.strip()]
     for d in dirs:
         if not d.is_dir():
             raise UsageExit(

@@ -15,22 +15,35 @@ from dataclasses import dataclass, field
 # Classes in the order they are tried: the cause of a failure before its side effects
 # (a 401 run also prints "Reconnecting..."; a refused root bypass also exits 1).
 CAUSE_ORDER: tuple[str, ...] = (
-    "not_installed", "bad_workdir", "root_bypass", "bad_flag", "repo_trust", "auth",
-    "rate_limit", "context", "turn_cap", "session_not_found", "invalid_model", "sandbox",
-    "network", "server", "outside_path", "mode_too_strict", "crash",
+    "not_installed",
+    "bad_workdir",
+    "root_bypass",
+    "bad_flag",
+    "repo_trust",
+    "auth",
+    "rate_limit",
+    "context",
+    "turn_cap",
+    "session_not_found",
+    "invalid_model",
+    "sandbox",
+    "network",
+    "server",
+    "outside_path",
+    "mode_too_strict",
+    "crash",
 )
 
 # Which env var / package each CLI needs (reference table at the top and §1.3, §2.3, §3.3).
 CREDENTIALS = {
     "claude": "ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`)",
     "codex": "CODEX_API_KEY (codex 0.169 exec does not send OPENAI_API_KEY; or run "
-             "`printenv OPENAI_API_KEY | codex login --with-api-key`)",
+    "`printenv OPENAI_API_KEY | codex login --with-api-key`)",
     "gemini": "GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT and "
-              "GOOGLE_CLOUD_LOCATION); with GOOGLE_GEMINI_BASE_URL also pin "
-              '{"security":{"auth":{"selectedType":"gemini-api-key"}}} in ~/.gemini/settings.json',
+    "GOOGLE_CLOUD_LOCATION); with GOOGLE_GEMINI_BASE_URL also pin "
+    '{"security":{"auth":{"selectedType":"gemini-api-key"}}} in ~/.gemini/settings.json',
 }
-PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex",
-            "gemini": "@google/gemini-cli"}
+PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "gemini": "@google/gemini-cli"}
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,7 @@ class ErrorPattern:
             object.__setattr__(self, "compiled", re.compile(self.regex, re.IGNORECASE))
 
 
-def _p(cli: str, cause: str, regex: str | None = None, *codes: int, source: str = "reference"
-       ) -> ErrorPattern:
+def _p(cli: str, cause: str, regex: str | None = None, *codes: int, source: str = "reference") -> ErrorPattern:
     return ErrorPattern(cli=cli, cause=cause, regex=regex, exit_codes=codes, source=source)
 
 
@@ -74,12 +86,20 @@ BUILTIN_PATTERNS: tuple[ErrorPattern, ...] = (
     _p("claude", "turn_cap", r"error_max_turns|Reached maximum number of turns"),
     _p("claude", "session_not_found", r"No conversation found with session ID"),
     _p("claude", "session_not_found", r"--resume requires a valid session ID"),
-    _p("claude", "invalid_model", r"not_found_error.*model|model.*(?:not found|does not exist)",
-       source="Anthropic API error type (not captured in the reference)"),
+    _p(
+        "claude",
+        "invalid_model",
+        r"not_found_error.*model|model.*(?:not found|does not exist)",
+        source="Anthropic API error type (not captured in the reference)",
+    ),
     _p("claude", "network", r"Unable to connect to API"),
     _p("claude", "server", r"API Error: 5\d\d|server-side issue|\bserver_error\b|overloaded"),
-    _p("claude", "outside_path", r"requested permissions to (?:write to|read from) "
-                                 r"(?P<path>.+?), but you haven't granted it yet"),
+    _p(
+        "claude",
+        "outside_path",
+        r"requested permissions to (?:write to|read from) "
+        r"(?P<path>.+?), but you haven't granted it yet",
+    ),
     _p("claude", "mode_too_strict", r"was blocked\. For security, Claude Code may only"),
     _p("claude", "mode_too_strict", r"running in don't ask mode"),
     _p("claude", "mode_too_strict", r"Cannot write to .+ while in plan mode"),
@@ -87,16 +107,24 @@ BUILTIN_PATTERNS: tuple[ErrorPattern, ...] = (
     _p("codex", "bad_workdir", r"Error: No such file or directory \(os error 2\)"),
     _p("codex", "bad_flag", r"error: unexpected argument '(?P<arg>[^']+)' found"),
     _p("codex", "bad_flag", r"error: invalid value '[^']*' for '(?P<arg>[^']+)'"),
-    _p("codex", "repo_trust", r"Not inside a trusted directory and --skip-git-repo-check "
-                              r"was not specified"),
+    _p(
+        "codex",
+        "repo_trust",
+        r"Not inside a trusted directory and --skip-git-repo-check "
+        r"was not specified",
+    ),
     _p("codex", "auth", r"401 Unauthorized|403 Forbidden"),
     _p("codex", "auth", r"Missing environment variable: `?(?P<var>[A-Z0-9_]+)"),
     _p("codex", "rate_limit", r"429 Too Many Requests"),
     _p("codex", "rate_limit", r"Quota exceeded"),
     _p("codex", "context", r"ran out of room in the model's context window"),
     _p("codex", "session_not_found", r"no rollout found for thread id"),
-    _p("codex", "invalid_model", r"model_not_found|model .* does not exist",
-       source="OpenAI API error code (not captured in the reference)"),
+    _p(
+        "codex",
+        "invalid_model",
+        r"model_not_found|model .* does not exist",
+        source="OpenAI API error code (not captured in the reference)",
+    ),
     _p("codex", "network", r"stream disconnected before completion"),
     _p("codex", "network", r"waiting for network"),
     _p("codex", "server", r"high demand|unexpected status 5\d\d"),
@@ -120,16 +148,24 @@ BUILTIN_PATTERNS: tuple[ErrorPattern, ...] = (
     _p("gemini", "turn_cap", r"FatalTurnLimitedError|max(?:imum)? session turns"),
     _p("gemini", "turn_cap", None, 53),
     _p("gemini", "session_not_found", r"Invalid session identifier"),
-    _p("gemini", "invalid_model", r"models/\S+ is not found|NOT_FOUND.*model",
-       source="Gemini API error status (not captured in the reference)"),
+    _p(
+        "gemini",
+        "invalid_model",
+        r"models/\S+ is not found|NOT_FOUND.*model",
+        source="Gemini API error status (not captured in the reference)",
+    ),
     _p("gemini", "sandbox", r"FatalSandboxError"),
     _p("gemini", "sandbox", None, 44),
     _p("gemini", "network", r"fetch failed sending request"),
     _p("gemini", "server", r"\"code\":5\d\d\b|status: 5\d\d|\bINTERNAL\b|\bUNAVAILABLE\b"),
     _p("gemini", "server", None, 244, 247),
     _p("gemini", "outside_path", r"Path not in workspace: Attempted path \"(?P<path>[^\"]+)\""),
-    _p("gemini", "mode_too_strict", r"tool_not_registered|policy_violation|"
-                                    r"Tool execution denied by policy"),
+    _p(
+        "gemini",
+        "mode_too_strict",
+        r"tool_not_registered|policy_violation|"
+        r"Tool execution denied by policy",
+    ),
 )
 
 
@@ -164,21 +200,27 @@ def compile_patterns(extra: Iterable[dict[str, object]] = ()) -> tuple[ErrorPatt
     for entry in extra:
         cause = str(entry.get("cause", ""))
         if cause not in CAUSE_ORDER:
-            raise ValueError(f"recovery pattern cause {cause!r} is not one of "
-                             f"{', '.join(CAUSE_ORDER)}")
+            raise ValueError(f"recovery pattern cause {cause!r} is not one of {', '.join(CAUSE_ORDER)}")
         regex = entry.get("match")
         codes = tuple(int(c) for c in entry.get("exit_codes", ()) or ())  # type: ignore[union-attr]
         try:
-            user.append(ErrorPattern(cli=str(entry.get("cli", "*")), cause=cause,
-                                     regex=str(regex) if regex else None, exit_codes=codes,
-                                     source="config"))
+            user.append(
+                ErrorPattern(
+                    cli=str(entry.get("cli", "*")),
+                    cause=cause,
+                    regex=str(regex) if regex else None,
+                    exit_codes=codes,
+                    source="config",
+                )
+            )
         except re.error as exc:
             raise ValueError(f"recovery pattern {regex!r} is not a valid regex: {exc}") from None
     return (*user, *BUILTIN_PATTERNS)
 
 
-def classify_run(evidence: Evidence, patterns: Sequence[ErrorPattern] = BUILTIN_PATTERNS,
-                 only: Iterable[str] | None = None) -> Classification | None:
+def classify_run(
+    evidence: Evidence, patterns: Sequence[ErrorPattern] = BUILTIN_PATTERNS, only: Iterable[str] | None = None
+) -> Classification | None:
     """The first class (in ``CAUSE_ORDER``; config patterns first within a class) whose
     pattern matches a line or the exit code. A failed run nothing explains is a ``crash``;
     a successful run is only ever classed by its refusals (outside_path, mode_too_strict).
@@ -198,11 +240,12 @@ def classify_run(evidence: Evidence, patterns: Sequence[ErrorPattern] = BUILTIN_
                         groups = {k: v for k, v in match.groupdict().items() if v}
                         return Classification(cause, _clip(line), groups, pattern.source)
             if pattern.exit_codes and evidence.returncode in pattern.exit_codes:
-                return Classification(cause, f"exit code {evidence.returncode}", {},
-                                      pattern.source)
-    if "crash" in allowed and not evidence.succeeded and (
-            evidence.returncode is None or evidence.returncode != 0
-            or not evidence.terminal_event_seen):
+                return Classification(cause, f"exit code {evidence.returncode}", {}, pattern.source)
+    if (
+        "crash" in allowed
+        and not evidence.succeeded
+        and (evidence.returncode is None or evidence.returncode != 0 or not evidence.terminal_event_seen)
+    ):
         line = next((ln for ln in evidence.lines if ln.strip()), "")
         shown = line or f"exit code {evidence.returncode}"
         return Classification("crash", _clip(shown), {}, "exit status")

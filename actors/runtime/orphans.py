@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from actors.runtime.process_host import SESSION_MARKER_ENV
+from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 
 log = logging.getLogger(__name__)
 

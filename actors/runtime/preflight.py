@@ -9,9 +9,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.adapters.base import AgentAdapter
-from config.settings import Settings
-from messages.base import AgentName
+from meta_orchestrator.actors.adapters.base import AgentAdapter
+from meta_orchestrator.config.settings import Settings
+from meta_orchestrator.messages.base import AgentName
 
 
 class PreflightError(Exception):
@@ -32,13 +32,17 @@ def check_target(target: Path) -> Path:
     """The target must exist, be a directory, readable and writable. It is never created."""
     target = target.expanduser().resolve()
     if not target.exists():
-        raise PreflightError(f"target {target} does not exist; create it or pass an existing "
-                             "directory with --target (the orchestrator never creates the target)")
+        raise PreflightError(
+            f"target {target} does not exist; create it or pass an existing "
+            "directory with --target (the orchestrator never creates the target)"
+        )
     if not target.is_dir():
         raise PreflightError(f"target {target} is not a directory")
     if not os.access(target, os.R_OK | os.W_OK | os.X_OK):
-        raise PreflightError(f"target {target} is not readable and writable by this user; "
-                             f"fix its permissions (e.g. chmod u+rwx {target})")
+        raise PreflightError(
+            f"target {target} is not readable and writable by this user; "
+            f"fix its permissions (e.g. chmod u+rwx {target})"
+        )
     return target
 
 
@@ -50,21 +54,28 @@ def check_workspace(workspace: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=workspace, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise PreflightError(f"workspace {workspace} is not writable ({exc.strerror or exc}); "
-                             "pass a writable folder with --workspace") from None
+        raise PreflightError(
+            f"workspace {workspace} is not writable ({exc.strerror or exc}); pass a writable folder with --workspace"
+        ) from None
     return workspace
 
 
-def check_cli(agent: AgentName, adapter: AgentAdapter, argv: tuple[str, ...],
-              env: dict[str, str], timeout_s: float = 20.0) -> CliCheck:
+def check_cli(
+    agent: AgentName, adapter: AgentAdapter, argv: tuple[str, ...], env: dict[str, str], timeout_s: float = 20.0
+) -> CliCheck:
     """Is the CLI on PATH, and does it report a version?"""
     exe = argv[0]
     if os.sep not in exe and shutil.which(exe, path=env.get("PATH")) is None:
         return CliCheck(agent, argv, None, f"{exe} is not installed (not found on PATH)")
     try:
-        done = subprocess.run(list(adapter.version_argv(argv)), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout_s, env=env,
-                              start_new_session=True)
+        done = subprocess.run(
+            list(adapter.version_argv(argv)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s,
+            env=env,
+            start_new_session=True,
+        )
     except FileNotFoundError:
         return CliCheck(agent, argv, None, f"{exe} was not found")
     except PermissionError:
@@ -73,8 +84,12 @@ def check_cli(agent: AgentName, adapter: AgentAdapter, argv: tuple[str, ...],
         return CliCheck(agent, argv, None, f"{exe} --version did not answer in {timeout_s:g}s")
     text = (done.stdout or done.stderr).decode("utf-8", "replace").strip().splitlines()
     if done.returncode != 0:
-        return CliCheck(agent, argv, None, f"{exe} --version failed with exit {done.returncode}: "
-                        f"{text[-1] if text else 'no output'}")
+        return CliCheck(
+            agent,
+            argv,
+            None,
+            f"{exe} --version failed with exit {done.returncode}: {text[-1] if text else 'no output'}",
+        )
     return CliCheck(agent, argv, text[0] if text else "unknown version", None)
 
 
@@ -85,16 +100,20 @@ def require_clis(checks: list[CliCheck], settings: Settings) -> None:
         return
     if len(bad) == len(checks):
         raise PreflightError(
-            "none of the agent CLIs can run: " + "; ".join(c.problem or "" for c in bad)
+            "none of the agent CLIs can run: "
+            + "; ".join(c.problem or "" for c in bad)
             + ".\nInstall them (npm install -g @google/gemini-cli @openai/codex "
             "@anthropic-ai/claude-code), or try the built-in demo agents: "
-            "orchestrate --demo \"<task>\"")
+            'orchestrate --demo "<task>"'
+        )
     lines = [f"  {c.agent}: {c.problem}" for c in bad]
     raise PreflightError(
-        "some agent CLIs cannot run:\n" + "\n".join(lines)
+        "some agent CLIs cannot run:\n"
+        + "\n".join(lines)
         + "\nInstall them, point [agents.<name>] command at them in the config file, "
         "disable them with [agents.<name>] enabled = false (their roles go to the others), "
-        "or use --demo.")
+        "or use --demo."
+    )
 
 
 # -- proactive recovery: known-bad setups fixed (or verified) before anything fails -----------
@@ -108,8 +127,12 @@ _GEMINI_YOLO = ("-y", "--yolo")  # "Cannot use both --yolo (-y) and --approval-m
 _FOLDER_FLAGS = {"codex": "--skip-git-repo-check", "gemini": "--skip-trust"}
 
 
-def _drop(args: tuple[str, ...], flags: tuple[str, ...], with_value: tuple[str, ...] = (),
-          pairs: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, ...], list[str]]:
+def _drop(
+    args: tuple[str, ...],
+    flags: tuple[str, ...],
+    with_value: tuple[str, ...] = (),
+    pairs: tuple[tuple[str, str], ...] = (),
+) -> tuple[tuple[str, ...], list[str]]:
     """``args`` without ``flags`` (and the value after ``with_value`` flags, and ``pairs``)."""
     kept: list[str] = []
     dropped: list[str] = []
@@ -138,67 +161,102 @@ def _is_git_repo(target: Path) -> bool:
     return any((d / ".git").exists() for d in (target, *target.parents))
 
 
-def proactive_fixes(settings: Settings, target: Path, env: dict[str, str],
-                    euid: int | None = None) -> tuple[Settings, list[dict[str, object]]]:
+def proactive_fixes(
+    settings: Settings, target: Path, env: dict[str, str], euid: int | None = None
+) -> tuple[Settings, list[dict[str, object]]]:
     """Fix the setups the reference shows failing, before launch, and say what was done.
 
     Returns the settings to run with and one record per fix or check (for state.json
     ``recoveries``, outcome ``fixed_before_launch`` or ``checked``).
     """
-    from actors.adapters.base import LaunchSpec  # local: preflight stays light to import
-    from actors.adapters.registry import get_adapter
+    from meta_orchestrator.actors.adapters.base import LaunchSpec  # local: preflight stays light to import
+    from meta_orchestrator.actors.adapters.registry import get_adapter
 
     euid = os.geteuid() if euid is None else euid
     records: list[dict[str, object]] = []
     agents = dict(settings.agents)
 
     def note(agent: str, cause: str, evidence: str, action: str, outcome: str) -> None:
-        records.append({"recovery_id": f"pre-{len(records) + 1:02d}", "agent": agent,
-                        "assignment_id": None, "cause": cause, "action": action,
-                        "evidence": evidence, "advice": action, "outcome": outcome})
+        records.append(
+            {
+                "recovery_id": f"pre-{len(records) + 1:02d}",
+                "agent": agent,
+                "assignment_id": None,
+                "cause": cause,
+                "action": action,
+                "evidence": evidence,
+                "advice": action,
+                "outcome": outcome,
+            }
+        )
 
     claude = agents.get("claude")
     # Only where the user allowed bypass: otherwise the sandbox preflight refuses the flag.
-    if claude is not None and claude.enabled and claude.allow_bypass and euid == 0 and \
-            {**env, **claude.env}.get("IS_SANDBOX") != "1":
-        kept, dropped = _drop(claude.extra_args, _CLAUDE_BYPASS,
-                              pairs=(("--permission-mode", "bypassPermissions"),))
+    if (
+        claude is not None
+        and claude.enabled
+        and claude.allow_bypass
+        and euid == 0
+        and {**env, **claude.env}.get("IS_SANDBOX") != "1"
+    ):
+        kept, dropped = _drop(claude.extra_args, _CLAUDE_BYPASS, pairs=(("--permission-mode", "bypassPermissions"),))
         if dropped:
             agents["claude"] = claude.model_copy(update={"extra_args": kept})
-            note("claude", "root_bypass", "--dangerously-skip-permissions cannot be used with "
-                 "root/sudo privileges for security reasons",
-                 f"running as root without IS_SANDBOX=1: dropped {', '.join(dropped)} from "
-                 "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
-                 "fixed_before_launch")
+            note(
+                "claude",
+                "root_bypass",
+                "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+                f"running as root without IS_SANDBOX=1: dropped {', '.join(dropped)} from "
+                "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
+                "fixed_before_launch",
+            )
     codex = agents.get("codex")
     if codex is not None and codex.enabled:
         kept, dropped = _drop(codex.extra_args, _CODEX_GONE, _CODEX_GONE_WITH_VALUE)
         if dropped:
             agents["codex"] = codex.model_copy(update={"extra_args": kept})
-            note("codex", "bad_flag", f"error: unexpected argument '{dropped[0].split()[0]}' found",
-                 f"codex 0.169 exec no longer takes {', '.join(dropped)}: dropped them "
-                 "(the sandbox is set with -s)", "fixed_before_launch")
+            note(
+                "codex",
+                "bad_flag",
+                f"error: unexpected argument '{dropped[0].split()[0]}' found",
+                f"codex 0.169 exec no longer takes {', '.join(dropped)}: dropped them (the sandbox is set with -s)",
+                "fixed_before_launch",
+            )
     gemini = agents.get("gemini")
     if gemini is not None and gemini.enabled:
         kept, dropped = _drop(gemini.extra_args, _GEMINI_YOLO)
         if dropped:
             agents["gemini"] = gemini.model_copy(update={"extra_args": kept})
-            note("gemini", "bad_flag", "Cannot use both --yolo (-y) and --approval-mode together.",
-                 f"dropped {', '.join(dropped)}: the adapter always sets --approval-mode",
-                 "fixed_before_launch")
+            note(
+                "gemini",
+                "bad_flag",
+                "Cannot use both --yolo (-y) and --approval-mode together.",
+                f"dropped {', '.join(dropped)}: the adapter always sets --approval-mode",
+                "fixed_before_launch",
+            )
     in_repo = _is_git_repo(target)
     for agent, flag in _FOLDER_FLAGS.items():
         agent_settings = agents.get(agent)
         if agent_settings is None or not agent_settings.enabled:
             continue
-        launch = get_adapter(agent).build_launch(LaunchSpec(
-            executable=(agent,), prompt="preflight", workdir=target,
-            extra_args=agent_settings.extra_args))
+        launch = get_adapter(agent).build_launch(
+            LaunchSpec(executable=(agent,), prompt="preflight", workdir=target, extra_args=agent_settings.extra_args)
+        )
         present = flag in launch.argv
-        what = ("not a git repository" if agent == "codex" and not in_repo
-                else "a git repository" if agent == "codex" else "trust is checked headless")
-        note(agent, "repo_trust", f"{target}: {what}",
-             f"verified: every {agent} command line carries {flag}" if present else
-             f"{agent} command line lacks {flag}: Recovery adds it on the first refusal",
-             "checked")
+        what = (
+            "not a git repository"
+            if agent == "codex" and not in_repo
+            else "a git repository"
+            if agent == "codex"
+            else "trust is checked headless"
+        )
+        note(
+            agent,
+            "repo_trust",
+            f"{target}: {what}",
+            f"verified: every {agent} command line carries {flag}"
+            if present
+            else f"{agent} command line lacks {flag}: Recovery adds it on the first refusal",
+            "checked",
+        )
     return settings.model_copy(update={"agents": agents}), records

@@ -18,7 +18,7 @@ from typing import IO, Any, Callable, Iterator
 
 import psutil
 
-from actors.adapters.base import Launch
+from meta_orchestrator.actors.adapters.base import Launch
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ SESSION_MARKER_ENV = "ORCHESTRATE_SESSION_ID"
 RawLine = tuple[bytes, int, "str | None"]
 
 
-def iter_line_batches(fd: int, max_line_bytes: int,
-                      overflow_file: Callable[[], Path]) -> Iterator[list[RawLine]]:
+def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], Path]) -> Iterator[list[RawLine]]:
     """Yield the lines of a pipe in batches: whatever one read returned, split into lines.
 
     Under load a read returns many lines and the handoff to the actor is paid once per batch;
@@ -64,12 +63,12 @@ def iter_line_batches(fd: int, max_line_bytes: int,
                 spill.write(chunk)
                 spilled += len(chunk)
                 continue
-            spill.write(chunk[:end + 1])
+            spill.write(chunk[: end + 1])
             spilled += end
             spill.close()
             spill = None
             batch.append((_head(spill_path), spilled, spill_path))
-            chunk = chunk[end + 1:]
+            chunk = chunk[end + 1 :]
         pieces = (partial + chunk if partial else chunk).split(b"\n")  # split in C: the hot path
         partial = pieces.pop()
         for piece in pieces:
@@ -108,7 +107,7 @@ def _pids_in_group(pgid: int) -> list[int]:
         except OSError:
             continue
         # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
             found.append(int(entry))
     return found
@@ -188,8 +187,7 @@ class HostedProcess:
         self.signal_group(signal.SIGCONT)
         self.signal_group(signal.SIGTERM)
         if not self._exited.wait(grace_s):
-            log.warning("pid %s ignored SIGTERM for %.1fs; sending SIGKILL to its group",
-                        self.pid, grace_s)
+            log.warning("pid %s ignored SIGTERM for %.1fs; sending SIGKILL to its group", self.pid, grace_s)
             self.signal_group(signal.SIGKILL)
 
     def wait_exited(self, timeout: float) -> bool:
@@ -263,9 +261,14 @@ class ProcessHost:
             PermissionError: the executable is not executable.
         """
         popen = subprocess.Popen(
-            list(launch.argv), cwd=launch.cwd, env=launch.env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True,
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
         )
         if self._caps is not None:
             for problem in self._caps.apply(popen.pid):
@@ -278,8 +281,7 @@ def describe_spawn_error(exc: OSError, launch: Launch) -> str:
     if isinstance(exc, FileNotFoundError):
         if exc.filename and Path(str(exc.filename)) == Path(launch.cwd):
             return f"working directory {launch.cwd} does not exist"
-        return (f"executable {launch.argv[0]!r} not found; install the CLI or set "
-                f"[agents.<name>] command in the config")
+        return f"executable {launch.argv[0]!r} not found; install the CLI or set [agents.<name>] command in the config"
     if isinstance(exc, PermissionError):
         return f"executable {launch.argv[0]!r} is not executable: {exc.strerror}"
     return f"could not start {launch.argv[0]!r}: {exc}"

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from actors.adapters.protocol import REPORTING_PROTOCOL
-from messages.session import AssignmentRecord, Plan, PlannedAssignment
+from meta_orchestrator.actors.adapters.protocol import REPORTING_PROTOCOL
+from meta_orchestrator.messages.session import AssignmentRecord, Plan, PlannedAssignment
 
 ROLE_DESCRIPTIONS = {
     "architect": "Architecture & design: shape the solution, write the design others build on.",
@@ -33,17 +33,19 @@ PLAN_SCHEMA_HINT = """\
 
 
 def _header(session_id: str, assignment_id: str, role: str, kind: str, task: str) -> str:
-    return (f"Session: {session_id}\nAssignment: {assignment_id}\nRole: {role}\nKind: {kind}\n"
-            f"Task: {task}\n")
+    return f"Session: {session_id}\nAssignment: {assignment_id}\nRole: {role}\nKind: {kind}\nTask: {task}\n"
 
 
-def plan_prompt(session_id: str, task: str, target: str, shares: dict[str, tuple[float, float]],
-                roles: dict[str, str]) -> str:
+def plan_prompt(
+    session_id: str, task: str, target: str, shares: dict[str, tuple[float, float]], roles: dict[str, str]
+) -> str:
     """Ask the architect for a structured plan."""
     share_lines = "\n".join(
         f"- {role} ({roles.get(role, '?')}): {ROLE_DESCRIPTIONS[role]} Target share of the work: "
         f"{int(shares[roles[role]][0] * 100)}-{int(shares[roles[role]][1] * 100)}%."
-        for role in ROLE_DESCRIPTIONS if role in roles and roles[role] in shares)
+        for role in ROLE_DESCRIPTIONS
+        if role in roles and roles[role] in shares
+    )
     return (
         _header(session_id, "plan", "architect", "plan", task)
         + f"\nYou are the architect of a team of three coding agents working in {target}.\n"
@@ -60,16 +62,20 @@ def plan_prompt(session_id: str, task: str, target: str, shares: dict[str, tuple
 def plan_retry_prompt(session_id: str, task: str, error: str) -> str:
     """Ask again, quoting why the last plan was refused."""
     return (
-        _header(session_id, "plan", "architect", "plan", task)
-        + "\nYour previous plan was rejected by the validator:\n"
+        _header(session_id, "plan", "architect", "plan", task) + "\nYour previous plan was rejected by the validator:\n"
         f"{error}\n\nAnswer again with ONE fenced ```json block in this shape:\n"
         f"{PLAN_SCHEMA_HINT}\n"
     )
 
 
-def assignment_prompt(session_id: str, task: str, assignment: AssignmentRecord,
-                      plan_summary: str, finished: Iterable[AssignmentRecord],
-                      notes: Iterable[str] = ()) -> str:
+def assignment_prompt(
+    session_id: str,
+    task: str,
+    assignment: AssignmentRecord,
+    plan_summary: str,
+    finished: Iterable[AssignmentRecord],
+    notes: Iterable[str] = (),
+) -> str:
     """The prompt for one assignment, with what the work it depends on produced."""
     context = []
     for done in finished:
@@ -77,8 +83,10 @@ def assignment_prompt(session_id: str, task: str, assignment: AssignmentRecord,
         answer = done.final_text.strip()
         if len(answer) > 4000:
             answer = answer[:4000] + "\n[... cut: the rest is in the session log]"
-        context.append(f"### {done.id} ({done.role}, {done.agent}): {done.title}\n"
-                       f"Files written: {files}\nResult:\n{answer or '(no text)'}\n")
+        context.append(
+            f"### {done.id} ({done.role}, {done.agent}): {done.title}\n"
+            f"Files written: {files}\nResult:\n{answer or '(no text)'}\n"
+        )
     extra = "\n".join(f"- {n}" for n in notes)
     return (
         _header(session_id, assignment.id, assignment.role, "work", task)
@@ -89,8 +97,7 @@ def assignment_prompt(session_id: str, task: str, assignment: AssignmentRecord,
         + ("## Work already done\n" + "\n".join(context) + "\n" if context else "")
         + (f"## Notes from the orchestrator\n{extra}\n\n" if extra else "")
         + "Work in the current directory (the target repository). Finish with a short summary "
-        "of what you did and which files you changed.\n\n"
-        + REPORTING_PROTOCOL
+        "of what you did and which files you changed.\n\n" + REPORTING_PROTOCOL
     )
 
 
@@ -138,23 +145,41 @@ def parse_plan(text: str) -> Plan:
         try:
             return Plan.model_validate(candidate)
         except ValidationError as exc:
-            errors.append("; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()))
+            errors.append(
+                "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors())
+            )
     raise PlanRejected(errors[0])
 
 
 def fallback_plan(task: str) -> Plan:
     """The default breakdown when the architect gives no valid plan: design, implement, review."""
-    return Plan(summary=f"Default breakdown for: {task}", assignments=(
-        PlannedAssignment(id="design", role="architect", title="Design the change",
-                          instructions=f"Design how to do this: {task}. Write the design to "
-                          "docs/DESIGN.md: components, files to touch, interfaces, risks.",
-                          weight=45),
-        PlannedAssignment(id="implement", role="implementer", title="Implement the design",
-                          instructions=f"Implement: {task}. Follow docs/DESIGN.md; add tests.",
-                          depends_on=("design",), weight=45),
-        PlannedAssignment(id="review", role="reviewer", title="Review and fix",
-                          instructions="Review the implementation against the design; fix small "
-                          "problems; write findings to docs/REVIEW.md.",
-                          depends_on=("implement",), weight=10),
-    ))
+    return Plan(
+        summary=f"Default breakdown for: {task}",
+        assignments=(
+            PlannedAssignment(
+                id="design",
+                role="architect",
+                title="Design the change",
+                instructions=f"Design how to do this: {task}. Write the design to "
+                "docs/DESIGN.md: components, files to touch, interfaces, risks.",
+                weight=45,
+            ),
+            PlannedAssignment(
+                id="implement",
+                role="implementer",
+                title="Implement the design",
+                instructions=f"Implement: {task}. Follow docs/DESIGN.md; add tests.",
+                depends_on=("design",),
+                weight=45,
+            ),
+            PlannedAssignment(
+                id="review",
+                role="reviewer",
+                title="Review and fix",
+                instructions="Review the implementation against the design; fix small "
+                "problems; write findings to docs/REVIEW.md.",
+                depends_on=("implement",),
+                weight=10,
+            ),
+        ),
+    )

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from actors.runtime.session_files import read_json, read_jsonl, write_json_atomic
-from messages.base import AGENT_NAMES
+from meta_orchestrator.actors.runtime.session_files import read_json, read_jsonl, write_json_atomic
+from meta_orchestrator.messages.base import AGENT_NAMES
 
 LAUNCH_FILE = "launch.json"
 
@@ -21,11 +21,11 @@ class ResumeError(Exception):
     """The session cannot be resumed; the message says why."""
 
 
-def save_launch(session_dir: Path, task: str, target: Path, demo: bool,
-                settings: dict[str, Any]) -> None:
+def save_launch(session_dir: Path, task: str, target: Path, demo: bool, settings: dict[str, Any]) -> None:
     """Record how the session was started (the settings as they were, demo commands included)."""
-    write_json_atomic(session_dir / LAUNCH_FILE, {
-        "task": task, "target": str(target), "demo": demo, "settings": settings})
+    write_json_atomic(
+        session_dir / LAUNCH_FILE, {"task": task, "target": str(target), "demo": demo, "settings": settings}
+    )
 
 
 def load_launch(session_dir: Path) -> dict[str, Any]:
@@ -40,8 +40,10 @@ def load_launch(session_dir: Path) -> dict[str, Any]:
         launch = read_json(session_dir / LAUNCH_FILE)
         state = read_json(session_dir / "state.json")
     except FileNotFoundError:
-        raise ResumeError(f"{session_dir / LAUNCH_FILE} is missing; this session was started by "
-                          "an older orchestrator and cannot be resumed") from None
+        raise ResumeError(
+            f"{session_dir / LAUNCH_FILE} is missing; this session was started by "
+            "an older orchestrator and cannot be resumed"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ResumeError(f"cannot read {session_dir}: {exc}") from None
     return {**launch, "state": state}
@@ -54,7 +56,6 @@ def interrupted_cli_sessions(session_dir: Path, assignment_ids: set[str]) -> dic
         for record in read_jsonl(session_dir / f"{agent}.jsonl").records:
             assignment = record.get("assignment_id")
             payload = record.get("payload") or {}
-            if (assignment in assignment_ids and payload.get("kind") == "init"
-                    and payload.get("session_id")):
+            if assignment in assignment_ids and payload.get("kind") == "init" and payload.get("session_id"):
                 found[assignment] = payload["session_id"]
     return found

@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from actors.runtime.prompts import extract_json_objects
-from messages.base import AgentName
-from messages.review import (
+from meta_orchestrator.actors.runtime.prompts import extract_json_objects
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.review import (
     Decision,
     Finding,
     ReviewAnswer,
@@ -24,12 +24,29 @@ from messages.review import (
 
 VERDICTS = ("approve", "concern", "blocker")
 _SYNONYMS = {
-    "approve": "approve", "approved": "approve", "approval": "approve", "ok": "approve",
-    "lgtm": "approve", "pass": "approve", "accept": "approve", "accepted": "approve",
-    "concern": "concern", "concerns": "concern", "concerned": "concern", "warning": "concern",
-    "changes_requested": "concern", "request_changes": "concern", "minor": "concern",
-    "blocker": "blocker", "blocked": "blocker", "block": "blocker", "blocking": "blocker",
-    "reject": "blocker", "rejected": "blocker", "fail": "blocker", "stop": "blocker",
+    "approve": "approve",
+    "approved": "approve",
+    "approval": "approve",
+    "ok": "approve",
+    "lgtm": "approve",
+    "pass": "approve",
+    "accept": "approve",
+    "accepted": "approve",
+    "concern": "concern",
+    "concerns": "concern",
+    "concerned": "concern",
+    "warning": "concern",
+    "changes_requested": "concern",
+    "request_changes": "concern",
+    "minor": "concern",
+    "blocker": "blocker",
+    "blocked": "blocker",
+    "block": "blocker",
+    "blocking": "blocker",
+    "reject": "blocker",
+    "rejected": "blocker",
+    "fail": "blocker",
+    "stop": "blocker",
 }
 _BARE_VERDICT = re.compile(r'"?verdict"?\s*[:=]\s*"?(?P<v>[A-Za-z_]+)"?', re.IGNORECASE)
 SUMMARY_LIMIT = 2000
@@ -38,9 +55,10 @@ FINDINGS_LIMIT = 50
 
 # -- the policy ------------------------------------------------------------------------------
 
-def decide(answers: Sequence[ReviewAnswer],
-           when_no_reviewers: Decision = "LOG_WARNING",
-           unavailable: Iterable[str] = ()) -> ReviewDecision:
+
+def decide(
+    answers: Sequence[ReviewAnswer], when_no_reviewers: Decision = "LOG_WARNING", unavailable: Iterable[str] = ()
+) -> ReviewDecision:
     """The seed's decision tree, in its order.
 
     any blocker -> STOP_AND_ESCALATE; two or more concerns -> PAUSE_AND_CLARIFY; one concern
@@ -53,16 +71,23 @@ def decide(answers: Sequence[ReviewAnswer],
     if not answers:
         missing = ", ".join(unavailable) or "none configured"
         return ReviewDecision(
-            decision=when_no_reviewers, counts=tally, no_reviewers=True,
-            reasoning=(f"no peer reviewer was available ({missing}); chose {when_no_reviewers} "
-                       "by the review.when_no_reviewers setting. The work is unreviewed: this "
-                       "is not an approval."))
+            decision=when_no_reviewers,
+            counts=tally,
+            no_reviewers=True,
+            reasoning=(
+                f"no peer reviewer was available ({missing}); chose {when_no_reviewers} "
+                "by the review.when_no_reviewers setting. The work is unreviewed: this "
+                "is not an approval."
+            ),
+        )
     if tally["blocker"]:
         decision: Decision = "STOP_AND_ESCALATE"
         rule = f"{tally['blocker']} blocker(s): any blocker stops and escalates"
     elif tally["concern"] >= 2:
-        decision, rule = "PAUSE_AND_CLARIFY", f"{tally['concern']} concerns: two or more pause " \
-                                              "and ask for clarification"
+        decision, rule = (
+            "PAUSE_AND_CLARIFY",
+            f"{tally['concern']} concerns: two or more pause and ask for clarification",
+        )
     elif tally["concern"] == 1:
         decision, rule = "LOG_WARNING", "one concern: logged as a warning, the work continues"
     else:
@@ -79,6 +104,7 @@ def _who_said(answer: ReviewAnswer) -> str:
 
 
 # -- verdict parsing -------------------------------------------------------------------------
+
 
 def normalise_verdict(value: Any) -> str | None:
     """approve/concern/blocker for a verdict word or a common synonym, else None."""
@@ -101,16 +127,18 @@ def _findings(value: Any) -> tuple[Finding, ...]:
         if isinstance(line, str) and line.strip().isdigit():
             line = int(line.strip())
         text = item.get("text") or item.get("message") or item.get("description") or ""
-        found.append(Finding(
-            severity=str(item.get("severity") or "info")[:40],
-            file=str(item["file"])[:500] if item.get("file") else None,
-            line=line if isinstance(line, int) and not isinstance(line, bool) else None,
-            text=str(text)[:SUMMARY_LIMIT]))
+        found.append(
+            Finding(
+                severity=str(item.get("severity") or "info")[:40],
+                file=str(item["file"])[:500] if item.get("file") else None,
+                line=line if isinstance(line, int) and not isinstance(line, bool) else None,
+                text=str(text)[:SUMMARY_LIMIT],
+            )
+        )
     return tuple(found)
 
 
-def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0,
-                  duration_s: float = 0.0) -> ReviewAnswer:
+def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0, duration_s: float = 0.0) -> ReviewAnswer:
     """A peer's answer text as a verdict. Robust to fences, prose around, missing fields.
 
     The last JSON object carrying a recognisable ``verdict`` wins (an answer may quote
@@ -123,21 +151,32 @@ def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0,
         obj = with_verdict[-1]
         summary = obj.get("summary") or obj.get("reason") or obj.get("comment") or ""
         return ReviewAnswer(
-            agent=agent, verdict=normalise_verdict(obj["verdict"]),  # type: ignore[arg-type]
-            summary=str(summary)[:SUMMARY_LIMIT], findings=_findings(obj.get("findings")),
-            returncode=returncode, duration_s=duration_s)
+            agent=agent,
+            verdict=normalise_verdict(obj["verdict"]),  # type: ignore[arg-type]
+            summary=str(summary)[:SUMMARY_LIMIT],
+            findings=_findings(obj.get("findings")),
+            returncode=returncode,
+            duration_s=duration_s,
+        )
     bare = list(_BARE_VERDICT.finditer(text or ""))
     for match in reversed(bare):
         if (verdict := normalise_verdict(match.group("v"))) is not None:
             # Outside a JSON object a verdict may only make things stricter: an approval
             # the parser could not read properly is a concern, never an approval.
-            reason = ("unparseable answer: 'approve' found only in prose or broken JSON; "
-                      "counted as a concern" if verdict == "approve" else
-                      "verdict read from text, not from a JSON object")
+            reason = (
+                "unparseable answer: 'approve' found only in prose or broken JSON; counted as a concern"
+                if verdict == "approve"
+                else "verdict read from text, not from a JSON object"
+            )
             return ReviewAnswer(
-                agent=agent, verdict="concern" if verdict == "approve" else verdict,  # type: ignore[arg-type]
-                summary=_prose(text), reason=reason,
-                parsed=False, returncode=returncode, duration_s=duration_s)
+                agent=agent,
+                verdict="concern" if verdict == "approve" else verdict,  # type: ignore[arg-type]
+                summary=_prose(text),
+                reason=reason,
+                parsed=False,
+                returncode=returncode,
+                duration_s=duration_s,
+            )
     if candidates:
         keys = ", ".join(sorted({k for o in candidates for k in o}))[:200]
         reason = f"unparseable answer: JSON without a valid verdict (keys: {keys})"
@@ -145,15 +184,24 @@ def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0,
         reason = "unparseable answer: no JSON verdict in the reply"
     else:
         reason = "unparseable answer: the reply was empty"
-    return ReviewAnswer(agent=agent, verdict="concern", summary=_prose(text), reason=reason,
-                        parsed=False, returncode=returncode, duration_s=duration_s)
+    return ReviewAnswer(
+        agent=agent,
+        verdict="concern",
+        summary=_prose(text),
+        reason=reason,
+        parsed=False,
+        returncode=returncode,
+        duration_s=duration_s,
+    )
 
 
-def failed_answer(agent: AgentName, reason: str, returncode: int | None = None,
-                  duration_s: float = 0.0) -> ReviewAnswer:
+def failed_answer(
+    agent: AgentName, reason: str, returncode: int | None = None, duration_s: float = 0.0
+) -> ReviewAnswer:
     """A reviewer that timed out, crashed or could not start: a concern with that reason."""
-    return ReviewAnswer(agent=agent, verdict="concern", reason=reason, parsed=False,
-                        returncode=returncode, duration_s=duration_s)
+    return ReviewAnswer(
+        agent=agent, verdict="concern", reason=reason, parsed=False, returncode=returncode, duration_s=duration_s
+    )
 
 
 def _prose(text: str) -> str:
@@ -163,9 +211,11 @@ def _prose(text: str) -> str:
 
 # -- the request ------------------------------------------------------------------------------
 
-VERDICT_SCHEMA = ('{"verdict": "approve|concern|blocker", "summary": "one paragraph", '
-                  '"findings": [{"severity": "low|medium|high", "file": "path", "line": 1, '
-                  '"text": "what is wrong and why"}]}')
+VERDICT_SCHEMA = (
+    '{"verdict": "approve|concern|blocker", "summary": "one paragraph", '
+    '"findings": [{"severity": "low|medium|high", "file": "path", "line": 1, '
+    '"text": "what is wrong and why"}]}'
+)
 
 
 def review_prompt(session_id: str, review_id: str, task: str, context: dict[str, Any]) -> str:
@@ -177,9 +227,10 @@ def review_prompt(session_id: str, review_id: str, task: str, context: dict[str,
 
 
 def _review_prompt(session_id: str, review_id: str, task: str, context: dict[str, Any]) -> str:
-    triggers = "\n".join(f"- {t['kind']}" + (f" by {t['agent']}" if t.get("agent") else "")
-                         + (f": {t['text']}" if t.get("text") else "")
-                         for t in context.get("triggers", ()))
+    triggers = "\n".join(
+        f"- {t['kind']}" + (f" by {t['agent']}" if t.get("agent") else "") + (f": {t['text']}" if t.get("text") else "")
+        for t in context.get("triggers", ())
+    )
     assignment = context.get("assignment") or {}
     events = "\n".join(f"- [{e['type']}] {e['text']}" for e in context.get("recent_events", ()))
     change = context.get("change") or {}
@@ -189,11 +240,14 @@ def _review_prompt(session_id: str, review_id: str, task: str, context: dict[str
         "You are a peer reviewer in a team of three coding agents. Review the work described "
         "below. Do NOT change any file: read what you need, then answer.\n\n"
         f"## Why this review\n{triggers or '- requested'}\n\n"
-        + (f"## The assignment under review: {assignment.get('id')} ({assignment.get('role')}, "
-           f"by {assignment.get('agent')})\n{assignment.get('title', '')}\n"
-           f"{assignment.get('instructions', '')}\n\n" if assignment else "")
-        + (f"## The author's final answer\n{assignment.get('final_text')}\n\n"
-           if assignment.get("final_text") else "")
+        + (
+            f"## The assignment under review: {assignment.get('id')} ({assignment.get('role')}, "
+            f"by {assignment.get('agent')})\n{assignment.get('title', '')}\n"
+            f"{assignment.get('instructions', '')}\n\n"
+            if assignment
+            else ""
+        )
+        + (f"## The author's final answer\n{assignment.get('final_text')}\n\n" if assignment.get("final_text") else "")
         + (f"## Recent events of the author\n{events}\n\n" if events else "")
         + f"## The change in the target ({change.get('how', 'unknown')})\n"
         f"{change.get('text') or '(no change found)'}\n\n"

@@ -1,12 +1,12 @@
 """The files of a session: append-only event logs, the atomically replaced state.json.
 
-    workspace/<session_id>/
-      state.json          session, assignments, decisions (atomic replace)
-      <agent>.jsonl       one line per event, appended and flushed before it is published
-      <agent>.stderr.log  the CLI's stderr, as it came
-      overflow/           whole over-long stdout lines
-      reviews/<id>/       request and each reviewer's answer
-      orchestrator.log
+workspace/<session_id>/
+  state.json          session, assignments, decisions (atomic replace)
+  <agent>.jsonl       one line per event, appended and flushed before it is published
+  <agent>.stderr.log  the CLI's stderr, as it came
+  overflow/           whole over-long stdout lines
+  reviews/<id>/       request and each reviewer's answer
+  orchestrator.log
 """
 
 from __future__ import annotations

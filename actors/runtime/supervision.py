@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pykka
 
-from messages.supervision import ActorCrashed
+from meta_orchestrator.messages.supervision import ActorCrashed
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def report_crash_of(actor: pykka.Actor, exception: BaseException | None) -> None
 class SupervisedRef:
     """Stands for whichever incarnation of an actor is current. Thread-safe."""
 
-    def __init__(self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None,
-                 supervisor: Any = None) -> None:
+    def __init__(
+        self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None, supervisor: Any = None
+    ) -> None:
         self.name = name
         self._factory = factory
         self._supervisor = supervisor

@@ -1,4 +1,4 @@
-"""Claude Code's PreToolUse hook: ``python -m actors.sandbox.hook --policy <policy.json>``.
+"""Claude Code's PreToolUse hook: ``python -m meta_orchestrator.actors.sandbox.hook --policy <policy.json>``.
 
 Claude runs this before every tool call with the call as JSON on stdin
 (``{"hook_event_name": "PreToolUse", "tool_name", "tool_input", "cwd", "tool_use_id", ...}``)
@@ -29,7 +29,7 @@ import socket
 import sys
 from typing import Any
 
-from actors.sandbox.policy import Policy, check_tool_call
+from meta_orchestrator.actors.sandbox.policy import Policy, check_tool_call
 
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 0.5
@@ -37,8 +37,13 @@ NOTIFY_TIMEOUT_S = 0.5
 
 def decision(kind: str, reason: str) -> dict[str, Any]:
     """The PreToolUse JSON output for ``allow`` or ``deny``."""
-    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": kind,
-                                   "permissionDecisionReason": reason}}
+    return {
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": kind,
+            "permissionDecisionReason": reason,
+        }
+    }
 
 
 def ask_channel(path: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -67,9 +72,15 @@ def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
     tool = str(call.get("tool_name") or "")
     tool_input = call.get("tool_input") if isinstance(call.get("tool_input"), dict) else {}
     verdict = check_tool_call(policy, tool, tool_input, call.get("cwd"))
-    request = {"agent": policy.agent, "tool_name": tool, "tool_input": tool_input,
-               "cwd": call.get("cwd"), "tool_use_id": call.get("tool_use_id"),
-               "rule": verdict.rule, "reason": verdict.reason}
+    request = {
+        "agent": policy.agent,
+        "tool_name": tool,
+        "tool_input": tool_input,
+        "cwd": call.get("cwd"),
+        "tool_use_id": call.get("tool_use_id"),
+        "rule": verdict.rule,
+        "reason": verdict.reason,
+    }
     if verdict.decision == "allow":
         return None
     if verdict.decision == "block":
@@ -78,17 +89,18 @@ def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
                 ask_channel(policy.channel, {**request, "type": "blocked"}, 0)
             except OSError:
                 pass  # the record is a courtesy; the block stands either way
-        return decision("deny", f"Blocked by the orchestrator's sandbox policy "
-                                f"({verdict.rule}): {verdict.reason}. Do not try to work around "
-                                "this; report it as a blocker if the task needs it.")
+        return decision(
+            "deny",
+            f"Blocked by the orchestrator's sandbox policy "
+            f"({verdict.rule}): {verdict.reason}. Do not try to work around "
+            "this; report it as a blocker if the task needs it.",
+        )
     if not policy.channel:
         return decision("deny", f"{verdict.reason}; no way to ask the user, so it is denied")
     try:
-        answer = ask_channel(policy.channel, {**request, "type": "ask"},
-                             policy.confirm_timeout_s + 10)
+        answer = ask_channel(policy.channel, {**request, "type": "ask"}, policy.confirm_timeout_s + 10)
     except (OSError, ValueError) as exc:
-        return decision("deny", f"{verdict.reason}; the orchestrator could not be asked "
-                                f"({exc}), so it is denied")
+        return decision("deny", f"{verdict.reason}; the orchestrator could not be asked ({exc}), so it is denied")
     if answer.get("decision") == "allow":
         return decision("allow", str(answer.get("reason") or "approved by the user"))
     return decision("deny", str(answer.get("reason") or "denied by the user"))
@@ -97,7 +109,7 @@ def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
 def main(argv: list[str]) -> int:
     """Read the call from stdin, print the decision. Always exits 0 or 2 (never fails open)."""
     try:
-        parser = argparse.ArgumentParser(prog="actors.sandbox.hook")
+        parser = argparse.ArgumentParser(prog="meta_orchestrator.actors.sandbox.hook")
         parser.add_argument("--policy", required=True)
         args = parser.parse_args(argv)
         policy = Policy.load(args.policy)

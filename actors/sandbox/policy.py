@@ -22,45 +22,73 @@ POLICY_VERSION = 1
 BUILTIN_BLOCKED: tuple[tuple[str, str], ...] = (
     ("dd", r"(?:^|[\s;&|(`])(?:sudo\s+)?dd(?:\s|$)"),
     ("mkfs", r"(?:^|[\s;&|(`])(?:sudo\s+)?(?:mkfs(?:\.\w+)?|mke2fs|mkswap|wipefs)(?:\s|$)"),
-    ("shutdown", r"(?:^|[\s;&|(`])(?:sudo\s+)?(?:shutdown|reboot|halt|poweroff)(?:\s|$)"
-                 r"|(?:^|[\s;&|(`])(?:sudo\s+)?(?:init|telinit)\s+[06](?:\s|$)"
-                 r"|systemctl\s+(?:poweroff|reboot|halt|kexec)"),
-    ("fork_bomb", r":\s*\(\s*\)\s*\{[^}]*:\s*\|\s*:\s*&"
-                  r"|\b(\w+)\s*\(\s*\)\s*\{[^}]*\b\1\s*\|\s*\1\s*&"),
+    (
+        "shutdown",
+        r"(?:^|[\s;&|(`])(?:sudo\s+)?(?:shutdown|reboot|halt|poweroff)(?:\s|$)"
+        r"|(?:^|[\s;&|(`])(?:sudo\s+)?(?:init|telinit)\s+[06](?:\s|$)"
+        r"|systemctl\s+(?:poweroff|reboot|halt|kexec)",
+    ),
+    (
+        "fork_bomb",
+        r":\s*\(\s*\)\s*\{[^}]*:\s*\|\s*:\s*&"
+        r"|\b(\w+)\s*\(\s*\)\s*\{[^}]*\b\1\s*\|\s*\1\s*&",
+    ),
     ("device_write", r">\s*/dev/(?:sd|nvme|hd|vd|xvd|mmcblk)\w*"),
 )
 
 # Allowed only after the user says yes over the local channel (timeout: denied).
 BUILTIN_HIGH_RISK: tuple[tuple[str, str], ...] = (
     ("git_push", r"\bgit\s+(?:-\S+\s+|-C\s+\S+\s+)*push\b"),
-    ("package_install",
-     r"\b(?:pip3?|uv\s+pip|python3?\s+-m\s+pip)\s+install\b"
-     r"|\b(?:npm|pnpm)\s+(?:install|i|add|ci)\b|\byarn\s+(?:add|install)\b|\byarn\s*$"
-     r"|\b(?:apt|apt-get|dnf|yum|zypper|apk|brew|port|snap)\s+(?:-\S+\s+)*(?:install|add)\b"
-     r"|\b(?:gem|cargo|go|pipx|poetry)\s+(?:install|add)\b"),
+    (
+        "package_install",
+        r"\b(?:pip3?|uv\s+pip|python3?\s+-m\s+pip)\s+install\b"
+        r"|\b(?:npm|pnpm)\s+(?:install|i|add|ci)\b|\byarn\s+(?:add|install)\b|\byarn\s*$"
+        r"|\b(?:apt|apt-get|dnf|yum|zypper|apk|brew|port|snap)\s+(?:-\S+\s+)*(?:install|add)\b"
+        r"|\b(?:gem|cargo|go|pipx|poetry)\s+(?:install|add)\b",
+    ),
 )
 
 # Searched in every agent's tool calls (command text and paths): a match is a finding.
 BUILTIN_SUSPICIOUS: tuple[tuple[str, str], ...] = (
     ("sudo", r"(?:^|[\s;&|(`])(?:sudo|doas)\s|(?:^|[\s;&|(`])su\s+-"),
-    ("pipe_to_shell", r"\b(?:curl|wget|fetch)\b[^\n;&]*\|\s*(?:sudo\s+)?(?:ba|z|da|k|fi)?sh\b"
-                      r"|\b(?:curl|wget)\b[^\n;&]*\|\s*(?:sudo\s+)?python3?\b"
-                      r"|(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b"),
+    (
+        "pipe_to_shell",
+        r"\b(?:curl|wget|fetch)\b[^\n;&]*\|\s*(?:sudo\s+)?(?:ba|z|da|k|fi)?sh\b"
+        r"|\b(?:curl|wget)\b[^\n;&]*\|\s*(?:sudo\s+)?python3?\b"
+        r"|(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
+    ),
     ("chmod_777", r"\bchmod\s+(?:-\S+\s+)*(?:0?777|a\+rwx|ugo\+rwx|o\+w)\b"),
-    ("credential_read", r"\.ssh/(?:id_|authorized_keys|known_hosts|config)|\.aws/credentials"
-                        r"|\.netrc\b|\.git-credentials|\.pypirc|\.npmrc|\.docker/config\.json"
-                        r"|\.kube/config|/etc/shadow|\.gnupg/|gcloud/(?:credentials|"
-                        r"application_default)|\.config/gh/hosts"),
+    (
+        "credential_read",
+        r"\.ssh/(?:id_|authorized_keys|known_hosts|config)|\.aws/credentials"
+        r"|\.netrc\b|\.git-credentials|\.pypirc|\.npmrc|\.docker/config\.json"
+        r"|\.kube/config|/etc/shadow|\.gnupg/|gcloud/(?:credentials|"
+        r"application_default)|\.config/gh/hosts",
+    ),
 )
 
 SHELL_TOOLS = frozenset({"Bash", "run_shell_command", "shell", "exec_command", "local_shell"})
-WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit", "write_file", "replace",
-                         "apply_patch"})
+WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit", "write_file", "replace", "apply_patch"})
 PATH_KEYS = ("file_path", "notebook_path", "path", "absolute_path", "dir_path")
 _GLOB = re.compile(r"[*?\[]")
 _SEGMENT_SPLIT = re.compile(r"\|\||&&|[;&|\n]|\$\(|`|\(|\)")
-_WRAPPERS = frozenset({"sudo", "doas", "env", "nice", "nohup", "time", "command", "exec",
-                       "builtin", "xargs", "ionice", "stdbuf", "busybox"})
+_WRAPPERS = frozenset(
+    {
+        "sudo",
+        "doas",
+        "env",
+        "nice",
+        "nohup",
+        "time",
+        "command",
+        "exec",
+        "builtin",
+        "xargs",
+        "ionice",
+        "stdbuf",
+        "busybox",
+    }
+)
 _REDIRECT = re.compile(r"(?:^|[^<>&\d])(?:\d?>>?|&>>?)\s*([^\s;&|<>]+)")
 _TEE = re.compile(r"\btee\s+(?:-\S+\s+)*([^\s;&|<>]+)")
 
@@ -112,25 +140,35 @@ class Policy:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form the hook reads."""
-        return {"version": POLICY_VERSION, "agent": self.agent, "roots": list(self.roots),
-                "write_roots": list(self.write_roots), "home": self.home,
-                "blocked": [[r.name, r.pattern] for r in self.blocked],
-                "high_risk": [[r.name, r.pattern] for r in self.high_risk],
-                "confirm_writes_outside": self.confirm_writes_outside,
-                "channel": self.channel, "confirm_timeout_s": self.confirm_timeout_s}
+        return {
+            "version": POLICY_VERSION,
+            "agent": self.agent,
+            "roots": list(self.roots),
+            "write_roots": list(self.write_roots),
+            "home": self.home,
+            "blocked": [[r.name, r.pattern] for r in self.blocked],
+            "high_risk": [[r.name, r.pattern] for r in self.high_risk],
+            "confirm_writes_outside": self.confirm_writes_outside,
+            "channel": self.channel,
+            "confirm_timeout_s": self.confirm_timeout_s,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Policy":
         """Read what ``to_json`` wrote. Raises ``KeyError``/``ValueError`` on a bad file."""
         if data.get("version") != POLICY_VERSION:
             raise ValueError(f"policy version {data.get('version')!r} is not {POLICY_VERSION}")
-        return cls(agent=str(data["agent"]), roots=tuple(data["roots"]),
-                   write_roots=tuple(data["write_roots"]), home=str(data["home"]),
-                   blocked=tuple(Rule(n, p) for n, p in data["blocked"]),
-                   high_risk=tuple(Rule(n, p) for n, p in data["high_risk"]),
-                   confirm_writes_outside=bool(data.get("confirm_writes_outside", True)),
-                   channel=data.get("channel"),
-                   confirm_timeout_s=float(data.get("confirm_timeout_s", 120.0)))
+        return cls(
+            agent=str(data["agent"]),
+            roots=tuple(data["roots"]),
+            write_roots=tuple(data["write_roots"]),
+            home=str(data["home"]),
+            blocked=tuple(Rule(n, p) for n, p in data["blocked"]),
+            high_risk=tuple(Rule(n, p) for n, p in data["high_risk"]),
+            confirm_writes_outside=bool(data.get("confirm_writes_outside", True)),
+            channel=data.get("channel"),
+            confirm_timeout_s=float(data.get("confirm_timeout_s", 120.0)),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
@@ -138,8 +176,7 @@ class Policy:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def rules(builtin: Iterable[tuple[str, str]], extra: Iterable[str] = (),
-          prefix: str = "config") -> tuple[Rule, ...]:
+def rules(builtin: Iterable[tuple[str, str]], extra: Iterable[str] = (), prefix: str = "config") -> tuple[Rule, ...]:
     """Built-in rules plus the config's extra regexes (validated here: a bad one raises)."""
     out = [Rule(name, pattern) for name, pattern in builtin]
     for i, pattern in enumerate(extra, 1):
@@ -151,8 +188,7 @@ def rules(builtin: Iterable[tuple[str, str]], extra: Iterable[str] = (),
 # -- judging one call (the hook) ------------------------------------------------------------------
 
 
-def check_tool_call(policy: Policy, tool: str, tool_input: dict[str, Any],
-                    cwd: str | None) -> Verdict:
+def check_tool_call(policy: Policy, tool: str, tool_input: dict[str, Any], cwd: str | None) -> Verdict:
     """Block, ask or allow one tool call before it runs."""
     cwd = cwd or os.getcwd()
     if tool in SHELL_TOOLS:
@@ -173,8 +209,7 @@ def check_command(policy: Policy, command: str, cwd: str) -> Verdict:
     for words in _segments(command):
         outside = _rm_outside(words, cwd, policy)
         if outside:
-            return Verdict("block", "rm_outside",
-                           f"recursive rm of {outside}, outside the workspace and target")
+            return Verdict("block", "rm_outside", f"recursive rm of {outside}, outside the workspace and target")
     for rule in policy.high_risk:
         if (match := rule.search(command)) is not None:
             return Verdict("ask", rule.name, f"`{match.group(0).strip()}` needs your approval")
@@ -182,13 +217,11 @@ def check_command(policy: Policy, command: str, cwd: str) -> Verdict:
         for regex in (_REDIRECT, _TEE):
             for match in regex.finditer(command):
                 target = match.group(1)
-                if target.startswith("/dev/") and target in ("/dev/null", "/dev/stdout",
-                                                             "/dev/stderr"):
+                if target.startswith("/dev/") and target in ("/dev/null", "/dev/stdout", "/dev/stderr"):
                     continue
                 path = _absolute(target, cwd, policy.home)
                 if path is not None and not _within(path, policy.write_roots):
-                    return Verdict("ask", "write_outside_target",
-                                   f"the command writes {path}, outside the target")
+                    return Verdict("ask", "write_outside_target", f"the command writes {path}, outside the target")
     return Verdict("allow")
 
 
@@ -200,8 +233,7 @@ def _segments(command: str) -> list[list[str]]:
             words = shlex.split(part, comments=False)
         except ValueError:
             words = part.split()
-        while words and (re.fullmatch(r"\w+=.*", words[0]) or
-                         os.path.basename(words[0]) in _WRAPPERS):
+        while words and (re.fullmatch(r"\w+=.*", words[0]) or os.path.basename(words[0]) in _WRAPPERS):
             words = words[1:]
             while words and words[0].startswith("-"):  # the wrapper's own options
                 words = words[1:]
@@ -248,7 +280,7 @@ def _absolute(raw: str, cwd: str, home: str) -> str | None:
         return None  # ~user
     glob = _GLOB.search(raw)
     if glob:
-        raw = raw[:glob.start()] or "."
+        raw = raw[: glob.start()] or "."
         raw = raw if raw.endswith("/") else os.path.dirname(raw) or "."
     path = os.path.join(cwd, raw)
     return os.path.realpath(path)  # symlinks resolved: a link out of the target is outside
@@ -265,8 +297,9 @@ def _within(path: str, roots: Iterable[str]) -> bool:
 # -- watching calls (the guard) -----------------------------------------------------------------
 
 
-def find_suspicious(tool: str | None, tool_input: dict[str, Any] | None, text: str | None,
-                    home: str, extra: Iterable[Rule] = ()) -> list[Finding]:
+def find_suspicious(
+    tool: str | None, tool_input: dict[str, Any] | None, text: str | None, home: str, extra: Iterable[Rule] = ()
+) -> list[Finding]:
     """Suspicious patterns in one recorded tool call (any agent): sudo, curl | sh, ..."""
     tool_input = tool_input or {}
     texts = []
@@ -296,8 +329,7 @@ def find_suspicious(tool: str | None, tool_input: dict[str, Any] | None, text: s
         for match in _REDIRECT.finditer(command):
             target = match.group(1)
             expanded = re.sub(r"^(~|\$HOME|\$\{HOME\})(?=/)", home, target)
-            rel = os.path.relpath(os.path.realpath(expanded), home_real) if expanded.startswith(
-                "/") else ".."
+            rel = os.path.relpath(os.path.realpath(expanded), home_real) if expanded.startswith("/") else ".."
             if not rel.startswith("..") and rel.split("/", 1)[0].startswith("."):
                 findings.append(Finding("home_dotfile_write", _evidence(command, match)))
     return findings

@@ -15,20 +15,22 @@ def main() -> None:
     lines = int(sys.argv[1])
     rate = float(sys.argv[2]) if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else 0.0
     out = sys.stdout
-    out.write(json.dumps({"type": "system", "subtype": "init", "session_id": "bench",
-                          "model": "bench", "cwd": "."}) + "\n")
+    out.write(
+        json.dumps({"type": "system", "subtype": "init", "session_id": "bench", "model": "bench", "cwd": "."}) + "\n"
+    )
     start = time.monotonic()
     for i in range(lines):
         if rate:
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        out.write('{"type":"assistant","message":{"content":[{"type":"text","text":"%d %d"}]}}\n'
-                  % (time.time_ns(), i))
+        out.write('{"type":"assistant","message":{"content":[{"type":"text","text":"%d %d"}]}}\n' % (time.time_ns(), i))
         if rate:
             out.flush()
-    out.write(json.dumps({"type": "result", "subtype": "success", "is_error": False,
-                          "result": "done", "session_id": "bench"}) + "\n")
+    out.write(
+        json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "done", "session_id": "bench"})
+        + "\n"
+    )
     out.flush()
 
 

@@ -29,13 +29,13 @@ from typing import Any
 import psutil
 import pykka
 
-from actors.adapters.registry import get_adapter
-from actors.runtime.supervision import ReplyInbox
-from actors.gateway import Gateway
-from actors.worker import Worker
-from config.settings import AgentSettings, SessionSettings, WebSettings
-from messages.gateway import GetGatewayAddress
-from messages.worker import AssignmentFinished, StartAssignment
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox
+from meta_orchestrator.actors.gateway import Gateway
+from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings, WebSettings
+from meta_orchestrator.messages.gateway import GetGatewayAddress
+from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -49,19 +49,30 @@ def _agent_command(lines: int, rate: float = 0.0) -> str:
 
 # -- 1. throughput ---------------------------------------------------------------------------------
 
+
 def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
     """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL."""
     counts = [0] * k
 
     def one(i: int) -> None:
-        proc = subprocess.Popen(shlex.split(_agent_command(n)), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            shlex.split(_agent_command(n)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+        )
         with open(folder / f"base-{i}.jsonl", "w", encoding="utf-8") as out:
             for seq, line in enumerate(proc.stdout, 1):  # type: ignore[union-attr]
                 obj = json.loads(line)
-                out.write(json.dumps({"seq": seq, "type": "progress", "agent": "claude",
-                                      "payload": {"text": str(obj.get("type"))},
-                                      "raw": line.decode("utf-8", "replace")}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "seq": seq,
+                            "type": "progress",
+                            "agent": "claude",
+                            "payload": {"text": str(obj.get("type"))},
+                            "raw": line.decode("utf-8", "replace"),
+                        }
+                    )
+                    + "\n"
+                )
                 out.flush()
                 counts[i] += 1
         proc.wait()
@@ -79,9 +90,13 @@ class WsCounter:
     """The browser stand-in, in its own process (a real browser is not the orchestrator's cost)."""
 
     def __init__(self, url: str, expected: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "ws_client.py"), url, "10",
-                                      str(expected)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "ws_client.py"), url, "10", str(expected)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
     def close(self) -> dict[str, Any]:
@@ -97,12 +112,20 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
     inbox = ReplyInbox()
     workers = []
     for i in range(k):
-        workers.append(Worker.start(
-            agent="claude", adapter=get_adapter("claude"),
-            agent_settings=AgentSettings(command=_agent_command(n, rate), share_min=0, share_max=1),
-            session_settings=SessionSettings(), session_id="bench", session_dir=folder,
-            target=folder, listeners=(gateway,), base_env=dict(os.environ),
-            events_path=folder / f"agent-{i}.jsonl"))
+        workers.append(
+            Worker.start(
+                agent="claude",
+                adapter=get_adapter("claude"),
+                agent_settings=AgentSettings(command=_agent_command(n, rate), share_min=0, share_max=1),
+                session_settings=SessionSettings(),
+                session_id="bench",
+                session_dir=folder,
+                target=folder,
+                listeners=(gateway,),
+                base_env=dict(os.environ),
+                events_path=folder / f"agent-{i}.jsonl",
+            )
+        )
     start = time.perf_counter()
     for w in workers:
         w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
@@ -112,14 +135,18 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
     text_events = 0
     for i in range(k):
         with open(folder / f"agent-{i}.jsonl", "rb") as f:
-            text_events += sum(1 for line in f
-                               if json.loads(line).get("payload", {}).get("kind") == "text")
+            text_events += sum(1 for line in f if json.loads(line).get("payload", {}).get("kind") == "text")
     seen = ws.close()
     for w in workers:
         w.stop()
     gateway.stop()
-    return {"elapsed": elapsed, "events_on_disk": text_events, "ws_events": seen["events"],
-            "ws_snapshots": seen["snapshots"], "latencies_ms": seen["latencies_ms"]}
+    return {
+        "elapsed": elapsed,
+        "events_on_disk": text_events,
+        "ws_events": seen["events"],
+        "ws_snapshots": seen["snapshots"],
+        "latencies_ms": seen["latencies_ms"],
+    }
 
 
 def throughput(sizes: list[int], n: int) -> list[str]:
@@ -133,15 +160,18 @@ def throughput(sizes: list[int], n: int) -> list[str]:
         base_rate = base_events / base_s
         rate = result["events_on_disk"] / result["elapsed"]
         lost = expected - result["events_on_disk"]
-        rows.append(f"K={k:<3} N={n}: pipeline {rate:>9,.0f} ev/s, baseline {base_rate:>9,.0f} "
-                    f"lines/s, ratio {rate / base_rate:.2f}; on disk {result['events_on_disk']:,}"
-                    f"/{expected:,} (lost {lost}); websocket client got {result['ws_events']:,} "
-                    f"event frames + {result['ws_snapshots']} snapshot(s)")
+        rows.append(
+            f"K={k:<3} N={n}: pipeline {rate:>9,.0f} ev/s, baseline {base_rate:>9,.0f} "
+            f"lines/s, ratio {rate / base_rate:.2f}; on disk {result['events_on_disk']:,}"
+            f"/{expected:,} (lost {lost}); websocket client got {result['ws_events']:,} "
+            f"event frames + {result['ws_snapshots']} snapshot(s)"
+        )
         print(rows[-1], flush=True)
     return rows
 
 
 # -- 2. latency ---------------------------------------------------------------------------------
+
 
 def latency(rate: float, seconds: float) -> str:
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,13 +181,16 @@ def latency(rate: float, seconds: float) -> str:
         return f"{rate:g} ev/s: no latency samples"
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    line = (f"{rate:>6g} ev/s for {seconds:g}s: print->websocket p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-            f"max {lat[-1]:.2f} ms ({len(lat)} samples)")
+    line = (
+        f"{rate:>6g} ev/s for {seconds:g}s: print->websocket p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+        f"max {lat[-1]:.2f} ms ({len(lat)} samples)"
+    )
     print(line, flush=True)
     return line
 
 
 # -- 3-5. the launcher as a user runs it -----------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -165,14 +198,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(workspace: Path, port: int, env_extra: dict[str, str],
-            extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+def _launch(
+    workspace: Path, port: int, env_extra: dict[str, str], extra: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0", **env_extra}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "orchestrate"), "bench task", "--demo", "--workspace",
-         str(workspace), "--port", str(port), "--exit-when-done", *extra],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=env, start_new_session=True, text=True)
+        [
+            sys.executable,
+            str(ROOT / "orchestrate"),
+            "bench task",
+            "--demo",
+            "--workspace",
+            str(workspace),
+            "--port",
+            str(port),
+            "--exit-when-done",
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        text=True,
+    )
     proc.console = _Console(proc)  # type: ignore[attr-defined]
     return proc
 
@@ -239,9 +288,12 @@ def startup() -> str:
         proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"})
         took = _wait(lambda: _health(port), 30)
         _end(proc)
-    line = (f"start-up: launcher to dashboard answering {took:.3f} s "
-            f"(bare python start {bare:.3f} s, ratio {took / bare:.1f}x)" if took else
-            "start-up: dashboard never answered")
+    line = (
+        f"start-up: launcher to dashboard answering {took:.3f} s "
+        f"(bare python start {bare:.3f} s, ratio {took / bare:.1f}x)"
+        if took
+        else "start-up: dashboard never answered"
+    )
     print(line, flush=True)
     return line
 
@@ -251,8 +303,9 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"},
-                       ("--config", str(_three_at_once(Path(tmp)))))
+        proc = _launch(
+            Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, ("--config", str(_three_at_once(Path(tmp))))
+        )
         me = psutil.Process(proc.pid)
         _wait(lambda: _health(port), 30)
         time.sleep(2)  # let the planner's hang settle; the agents print nothing from here on
@@ -264,13 +317,18 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         rss = me.memory_info().rss
         _end(proc)
     idle_cpu = busy / (time.perf_counter() - t0) * 100
-    rows.append(f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
-                f"agents, RSS {rss / 2**20:.1f} MiB")
+    rows.append(
+        f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
+        f"agents, RSS {rss / 2**20:.1f} MiB"
+    )
     print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_GEMINI_WORK": "flood",
-                                         "ORCHESTRATE_DEMO_FLOOD_LINES": str(flood_lines)})
+        proc = _launch(
+            Path(tmp),
+            port,
+            {"ORCHESTRATE_DEMO_SCENARIO_GEMINI_WORK": "flood", "ORCHESTRATE_DEMO_FLOOD_LINES": str(flood_lines)},
+        )
         me = psutil.Process(proc.pid)
         samples = []
         start = time.perf_counter()
@@ -283,11 +341,16 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         took = time.perf_counter() - start
         _end(proc)
         events = sum(sum(1 for _ in open(f, "rb")) for f in Path(tmp).glob("*/*.jsonl"))
-    quarters = " / ".join(f"{samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20:.0f}"
-                          for q in (1, 2, 3, 4)) if samples else "-"
-    rows.append(f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
-                f"on disk; orchestrator RSS at 1/4, 1/2, 3/4 and the end of the run: {quarters} "
-                f"MiB (peak {max(samples) / 2**20:.0f} MiB; idle baseline above)")
+    quarters = (
+        " / ".join(f"{samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20:.0f}" for q in (1, 2, 3, 4))
+        if samples
+        else "-"
+    )
+    rows.append(
+        f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
+        f"on disk; orchestrator RSS at 1/4, 1/2, 3/4 and the end of the run: {quarters} "
+        f"MiB (peak {max(samples) / 2**20:.0f} MiB; idle baseline above)"
+    )
     print(rows[-1], flush=True)
     return rows
 
@@ -306,6 +369,7 @@ def reactions() -> list[str]:
         proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"})
         token = _dashboard_token(proc)
         _wait(lambda: _health(port), 30)
+
         def implementer() -> psutil.Process | None:
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:
@@ -314,26 +378,40 @@ def reactions() -> list[str]:
                 except psutil.Error:
                     continue
             return None
+
         _wait(implementer, 60)
         agent = implementer()
         assert agent is not None
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/control/pause", data=b"{}", method="POST",
-            headers={"X-Orchestrate-Token": token, "Content-Type": "application/json"})
+            f"http://127.0.0.1:{port}/api/control/pause",
+            data=b"{}",
+            method="POST",
+            headers={"X-Orchestrate-Token": token, "Content-Type": "application/json"},
+        )
         start = time.perf_counter()
         urllib.request.urlopen(request, timeout=5).read()
         seen = _wait(lambda: agent.status() == psutil.STATUS_STOPPED, 10)
         stopped = time.perf_counter() - start if seen is not None else None
-        rows.append(f"dashboard pause (HTTP request sent) -> SIGSTOP seen: {stopped * 1000:.1f} ms"
-                    if stopped is not None else "dashboard pause -> SIGSTOP: not seen within 10 s")
+        rows.append(
+            f"dashboard pause (HTTP request sent) -> SIGSTOP seen: {stopped * 1000:.1f} ms"
+            if stopped is not None
+            else "dashboard pause -> SIGSTOP: not seen within 10 s"
+        )
         print(rows[-1], flush=True)
         tree = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGINT)
-        gone = _wait(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
-                                     psutil.STATUS_ZOMBIE for p in tree[1:]) and proc.poll() is not None,
-                     30)
-        rows.append(f"Ctrl-C -> every process gone: {gone * 1000:.0f} ms ({len(tree)} processes)"
-                    if gone else "Ctrl-C -> processes still running after 30 s")
+        gone = _wait(
+            lambda: (
+                not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in tree[1:])
+                and proc.poll() is not None
+            ),
+            30,
+        )
+        rows.append(
+            f"Ctrl-C -> every process gone: {gone * 1000:.0f} ms ({len(tree)} processes)"
+            if gone
+            else "Ctrl-C -> processes still running after 30 s"
+        )
         print(rows[-1], flush=True)
         _end(proc)
     return rows
@@ -344,16 +422,31 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
     group being gone; target: within one sampling interval plus 200 ms."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "limits.toml"
-        cfg.write_text(f"[limits]\ninterval_s = {interval_s}\n"
-                       f"[limits.agents.claude]\nmax_rss_mb = {limit_mb}\n")
-        env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0.05",
-               "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "memory_hog",
-               "ORCHESTRATE_DEMO_HOG_MB": "2048"}
+        cfg.write_text(f"[limits]\ninterval_s = {interval_s}\n[limits.agents.claude]\nmax_rss_mb = {limit_mb}\n")
+        env = {
+            **os.environ,
+            "ORCHESTRATE_DEMO_PACE": "0.05",
+            "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "memory_hog",
+            "ORCHESTRATE_DEMO_HOG_MB": "2048",
+        }
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "orchestrate"), "bench task", "--demo", "--no-dashboard",
-             "--workspace", tmp, "--config", str(cfg)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env, start_new_session=True)
+            [
+                sys.executable,
+                str(ROOT / "orchestrate"),
+                "bench task",
+                "--demo",
+                "--no-dashboard",
+                "--workspace",
+                tmp,
+                "--config",
+                str(cfg),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         hog = None
         deadline = time.monotonic() + 60
         while hog is None and time.monotonic() < deadline:
@@ -362,7 +455,7 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
                     line = " ".join(child.cmdline())
                 except psutil.Error:
                     continue
-                if "actors.demo claude" in line and "Assignment: implement" in line:
+                if "meta_orchestrator.actors.demo claude" in line and "Assignment: implement" in line:
                     hog = child
             time.sleep(0.01)
         crossed = gone = None
@@ -385,9 +478,11 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
         line = "limit breach -> process gone: not measured (the hog was not seen crossing)"
     else:
         took = gone - crossed
-        line = (f"limit breach -> agent ended: {took * 1000:.0f} ms after its RSS crossed "
-                f"{limit_mb} MiB (sampling interval {interval_s * 1000:.0f} ms; target "
-                f"<= {(interval_s + 0.2) * 1000:.0f} ms)")
+        line = (
+            f"limit breach -> agent ended: {took * 1000:.0f} ms after its RSS crossed "
+            f"{limit_mb} MiB (sampling interval {interval_s * 1000:.0f} ms; target "
+            f"<= {(interval_s + 0.2) * 1000:.0f} ms)"
+        )
     print(line, flush=True)
     return line
 
@@ -404,8 +499,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     sections = {
         "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
-        "latency": lambda: [latency(100, 5 if args.quick else 10),
-                            latency(1000, 5 if args.quick else 10)],
+        "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
         "reactions": lambda: [*reactions(), limit_reaction()],
         "startup": startup,

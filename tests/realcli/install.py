@@ -68,14 +68,12 @@ def _claude_is_stub() -> bool:
 
 def _run(argv: list[str], cwd: Path, timeout: float) -> None:
     try:
-        proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise RealCliUnavailable(f"`{' '.join(argv)}` did not finish in {timeout:.0f} s") from exc
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise RealCliUnavailable(
-            f"`{' '.join(argv)}` in {cwd} failed with exit {proc.returncode}:\n{tail}")
+        raise RealCliUnavailable(f"`{' '.join(argv)}` in {cwd} failed with exit {proc.returncode}:\n{tail}")
 
 
 def ensure_real_clis() -> Path:
@@ -90,7 +88,8 @@ def ensure_real_clis() -> Path:
         missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
         raise RealCliUnavailable(
             f"{missing} not found on PATH: the real-CLI tests need Node.js >= 20 with npm "
-            f"(then `npm ci` in {HERE} installs the pinned CLIs)")
+            f"(then `npm ci` in {HERE} installs the pinned CLIs)"
+        )
     key = hashlib.sha256(str(HERE).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"realcli-install-{key}.lock"
     with open(lock_path, "w") as lock_file:  # one installer at a time (npm ci wipes node_modules)
@@ -109,7 +108,8 @@ def ensure_real_clis() -> Path:
                 raise RealCliUnavailable(
                     f"{_CLAUDE_PKG / 'bin' / 'claude.exe'} is still the placeholder stub: "
                     "the platform package @anthropic-ai/claude-code-<os>-<arch> is missing "
-                    "(installed with --omit=optional?)")
+                    "(installed with --omit=optional?)"
+                )
     return BIN_DIR
 
 
@@ -118,9 +118,14 @@ def real_cli_versions(bin_dir: Path | None = None) -> dict[str, str]:
     bin_dir = bin_dir or BIN_DIR
     out = {}
     for cli in CLI_NAMES:
-        proc = subprocess.run([str(bin_dir / cli), "--version"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "NO_COLOR": "1"})
+        proc = subprocess.run(
+            [str(bin_dir / cli), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
         out[cli] = (proc.stdout or proc.stderr).strip()
     return out
 

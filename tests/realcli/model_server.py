@@ -61,19 +61,32 @@ ERROR_MESSAGES = {
 }
 
 _ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
 }
 _OPENAI_ERROR = {  # status -> (type, code)
-    400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
-    403: ("invalid_request_error", "forbidden"), 404: ("invalid_request_error", "not_found"),
-    429: ("rate_limit_error", "rate_limit_exceeded"), 500: ("server_error", None),
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("server_error", None),
     503: ("server_error", None),
 }
 _GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-    404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
 
@@ -110,10 +123,8 @@ class RecordedRequest:
 def find_script(texts: Iterable[str]) -> Script | None:
     """The last ``SCRIPT:`` directive in ``texts`` (searched newest first)."""
     for text in reversed(list(texts)):
-        found = [(m.start(), Script(m.group(1), m.group(2)))
-                 for m in _SCRIPT_RE.finditer(text or "")]
-        found += [(m.start(), Script("bash", m.group(1).strip()))
-                  for m in _BASH_RE.finditer(text or "")]
+        found = [(m.start(), Script(m.group(1), m.group(2))) for m in _SCRIPT_RE.finditer(text or "")]
+        found += [(m.start(), Script("bash", m.group(1).strip())) for m in _BASH_RE.finditer(text or "")]
         if found:
             return max(found, key=lambda item: item[0])[1]
     return None
@@ -156,45 +167,85 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
         if isinstance(content, list):
-            has_result = any(isinstance(b, dict) and b.get("type") == "tool_result"
-                             for b in content)
+            has_result = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     system = body.get("system")
-    system_text = system if isinstance(system, str) else " ".join(
-        b.get("text", "") for b in system or [] if isinstance(b, dict))
+    system_text = (
+        system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
+    )
     m = re.search(r"Primary working directory: (\S+)", system_text)
     return script, has_result, (m.group(1) if m else None)
 
 
 def _anthropic_stream(model: str, blocks: list[dict], stop_reason: str) -> bytes:
-    events: list[tuple[str | None, Any]] = [("message_start", {
-        "type": "message_start",
-        "message": {"id": _new_id("msg_mock"), "type": "message", "role": "assistant",
-                    "model": model, "content": [], "stop_reason": None,
+    events: list[tuple[str | None, Any]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": _new_id("msg_mock"),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 120, "output_tokens": 1,
-                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}},
-    })]
+                    "usage": {
+                        "input_tokens": 120,
+                        "output_tokens": 1,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                },
+            },
+        )
+    ]
     for i, block in enumerate(blocks):
         if block["type"] == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                    "content_block": {"type": "text", "text": ""}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                    "delta": {"type": "text_delta",
-                                                              "text": block["text"]}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": block["text"]}},
+                )
+            )
         else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": i,
-                                                    "content_block": {"type": "tool_use",
-                                                                      "id": block["id"],
-                                                                      "name": block["name"],
-                                                                      "input": {}}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                    "delta": {"type": "input_json_delta",
-                                                              "partial_json": json.dumps(
-                                                                  block["input"])}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    },
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    },
+                )
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                     "usage": {"output_tokens": 25}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 25},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return _sse(events)
 
@@ -218,8 +269,7 @@ def _openai_plan(body: dict) -> tuple[Script | None, bool, str]:
             texts.extend(c.get("text", "") for c in content or [] if isinstance(c, dict))
     script = find_script(texts)
     last = items[-1] if items else {}
-    has_result = isinstance(last, dict) and last.get("type") in (
-        "custom_tool_call_output", "function_call_output")
+    has_result = isinstance(last, dict) and last.get("type") in ("custom_tool_call_output", "function_call_output")
     flavour = "custom"
     for tool in body.get("tools") or []:
         if isinstance(tool, dict) and tool.get("name") == "apply_patch":
@@ -230,31 +280,62 @@ def _openai_plan(body: dict) -> tuple[Script | None, bool, str]:
 def _openai_stream(body: dict, items: list[dict]) -> bytes:
     resp_id = _new_id("resp_mock")
     model = body.get("model", "mock")
-    events: list[tuple[str | None, Any]] = [("response.created", {
-        "type": "response.created", "sequence_number": 0,
-        "response": {"id": resp_id, "object": "response", "status": "in_progress",
-                     "model": model, "output": []}})]
+    events: list[tuple[str | None, Any]] = [
+        (
+            "response.created",
+            {
+                "type": "response.created",
+                "sequence_number": 0,
+                "response": {
+                    "id": resp_id,
+                    "object": "response",
+                    "status": "in_progress",
+                    "model": model,
+                    "output": [],
+                },
+            },
+        )
+    ]
     for i, item in enumerate(items):
-        events.append(("response.output_item.added", {"type": "response.output_item.added",
-                                                       "output_index": i, "item": item}))
-        events.append(("response.output_item.done", {"type": "response.output_item.done",
-                                                      "output_index": i, "item": item}))
-    events.append(("response.completed", {
-        "type": "response.completed",
-        "response": {"id": resp_id, "object": "response", "status": "completed", "model": model,
-                     "output": items,
-                     "usage": {"input_tokens": 1200,
-                               "input_tokens_details": {"cached_tokens": 0},
-                               "output_tokens": 40,
-                               "output_tokens_details": {"reasoning_tokens": 0},
-                               "total_tokens": 1240}}}))
+        events.append(
+            ("response.output_item.added", {"type": "response.output_item.added", "output_index": i, "item": item})
+        )
+        events.append(
+            ("response.output_item.done", {"type": "response.output_item.done", "output_index": i, "item": item})
+        )
+    events.append(
+        (
+            "response.completed",
+            {
+                "type": "response.completed",
+                "response": {
+                    "id": resp_id,
+                    "object": "response",
+                    "status": "completed",
+                    "model": model,
+                    "output": items,
+                    "usage": {
+                        "input_tokens": 1200,
+                        "input_tokens_details": {"cached_tokens": 0},
+                        "output_tokens": 40,
+                        "output_tokens_details": {"reasoning_tokens": 0},
+                        "total_tokens": 1240,
+                    },
+                },
+            },
+        )
+    )
     return _sse(events)
 
 
 def _openai_message(text: str) -> dict:
-    return {"type": "message", "role": "assistant", "id": _new_id("msg_mock"),
-            "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {
+        "type": "message",
+        "role": "assistant",
+        "id": _new_id("msg_mock"),
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 # --------------------------------------------------------------------------- Gemini
@@ -283,8 +364,7 @@ def _gemini_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     script = find_script(texts)
     has_result = False
     if contents and isinstance(contents[-1], dict):
-        has_result = any(isinstance(p, dict) and "functionResponse" in p
-                         for p in contents[-1].get("parts") or [])
+        has_result = any(isinstance(p, dict) and "functionResponse" in p for p in contents[-1].get("parts") or [])
     sys_parts = (body.get("systemInstruction") or {}).get("parts") or []
     all_text.extend(p.get("text", "") for p in sys_parts if isinstance(p, dict))
     cwd = None
@@ -300,12 +380,10 @@ def _gemini_plan(body: dict) -> tuple[Script | None, bool, str | None]:
 
 
 def _gemini_chunk(parts: list[dict], finish: bool, model: str = "gemini-mock") -> dict:
-    chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": parts},
-                                              "index": 0}]}
+    chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}]}
     if finish:
         chunk["candidates"][0]["finishReason"] = "STOP"
-        chunk["usageMetadata"] = {"promptTokenCount": 1200, "candidatesTokenCount": 40,
-                                  "totalTokenCount": 1240}
+        chunk["usageMetadata"] = {"promptTokenCount": 1200, "candidatesTokenCount": 40, "totalTokenCount": 1240}
     chunk["modelVersion"] = model
     return chunk
 
@@ -349,6 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif enc == "zstd":
             try:  # pragma: no cover - only when a client compresses with zstd
                 import zstandard  # type: ignore[import-not-found]
+
                 raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
             except ImportError:
                 pass
@@ -359,8 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return raw.decode("utf-8", "replace")
 
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None,
-              head_only: bool = False) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None, head_only: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -377,8 +457,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
     def _record(self, api: str, body: Any) -> RecordedRequest:
-        rec = RecordedRequest(method=self.command, path=self.path, api=api,
-                              headers={k.lower(): v for k, v in self.headers.items()}, body=body)
+        rec = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            api=api,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
         self.server.owner._record(rec)
         return rec
 
@@ -422,14 +507,12 @@ class _Handler(BaseHTTPRequestHandler):
         msg = error_message(status)
         if api == "anthropic":
             etype = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-            body = {"type": "error", "error": {"type": etype, "message": msg},
-                    "request_id": _new_id("req_mock")}
+            body = {"type": "error", "error": {"type": etype, "message": msg}, "request_id": _new_id("req_mock")}
         elif api == "openai":
             etype, code = _OPENAI_ERROR.get(status, ("server_error", None))
             body = {"error": {"message": msg, "type": etype, "param": None, "code": code}}
         else:
-            body = {"error": {"code": status, "message": msg,
-                              "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
+            body = {"error": {"code": status, "message": msg, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
         self._json(status, body, {"retry-after": "0"} if status == 429 else None)
 
     def _anthropic(self, rec: RecordedRequest, body: dict) -> None:
@@ -444,28 +527,46 @@ class _Handler(BaseHTTPRequestHandler):
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
             path = f"{cwd.rstrip('/')}/{name}" if cwd else name
-            blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), "name": "Write",
-                       "input": {"file_path": path, "content": WRITE_CONTENT}}]
+            blocks = [
+                {
+                    "type": "tool_use",
+                    "id": _new_id("toolu_mock"),
+                    "name": "Write",
+                    "input": {"file_path": path, "content": WRITE_CONTENT},
+                }
+            ]
             stop, rec.answered = "tool_use", "tool_call"
         elif script and script.kind == "bash" and not has_result:
-            blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), "name": "Bash",
-                       "input": {"command": script.arg or "true",
-                                 "description": "Run the scripted command"}}]
+            blocks = [
+                {
+                    "type": "tool_use",
+                    "id": _new_id("toolu_mock"),
+                    "name": "Bash",
+                    "input": {"command": script.arg or "true", "description": "Run the scripted command"},
+                }
+            ]
             stop, rec.answered = "tool_use", "tool_call"
         else:
             text, rec.answered = self._final_text(script, has_result)
             blocks = [{"type": "text", "text": text}]
         model = body.get("model", "claude-mock")
         if body.get("stream"):
-            self._send(200, _anthropic_stream(model, blocks, stop), "text/event-stream",
-                       {"Cache-Control": "no-cache"})
+            self._send(200, _anthropic_stream(model, blocks, stop), "text/event-stream", {"Cache-Control": "no-cache"})
         else:
-            content = [b if b["type"] == "text"
-                       else {k: b[k] for k in ("type", "id", "name", "input")} for b in blocks]
-            self._json(200, {"id": _new_id("msg_mock"), "type": "message", "role": "assistant",
-                             "model": model, "content": content, "stop_reason": stop,
-                             "stop_sequence": None,
-                             "usage": {"input_tokens": 120, "output_tokens": 25}})
+            content = [b if b["type"] == "text" else {k: b[k] for k in ("type", "id", "name", "input")} for b in blocks]
+            self._json(
+                200,
+                {
+                    "id": _new_id("msg_mock"),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 120, "output_tokens": 25},
+                },
+            )
 
     def _openai(self, rec: RecordedRequest, body: dict) -> None:
         script, has_result, flavour = _openai_plan(body)
@@ -475,23 +576,34 @@ class _Handler(BaseHTTPRequestHandler):
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
             patch = "*** Begin Patch\n*** Add File: %s\n%s*** End Patch\n" % (
-                name, "".join("+" + line + "\n" for line in WRITE_CONTENT.splitlines()))
+                name,
+                "".join("+" + line + "\n" for line in WRITE_CONTENT.splitlines()),
+            )
             call_id = _new_id("call_mock")
             if flavour == "custom":
-                item = {"type": "custom_tool_call", "id": _new_id("ctc_mock"),
-                        "status": "completed", "call_id": call_id, "name": "apply_patch",
-                        "input": patch}
+                item = {
+                    "type": "custom_tool_call",
+                    "id": _new_id("ctc_mock"),
+                    "status": "completed",
+                    "call_id": call_id,
+                    "name": "apply_patch",
+                    "input": patch,
+                }
             else:
-                item = {"type": "function_call", "id": _new_id("fc_mock"), "status": "completed",
-                        "call_id": call_id, "name": "apply_patch",
-                        "arguments": json.dumps({"input": patch})}
+                item = {
+                    "type": "function_call",
+                    "id": _new_id("fc_mock"),
+                    "status": "completed",
+                    "call_id": call_id,
+                    "name": "apply_patch",
+                    "arguments": json.dumps({"input": patch}),
+                }
             rec.answered = "tool_call"
             items = [item]
         else:
             text, rec.answered = self._final_text(script, has_result)
             items = [_openai_message(text)]
-        self._send(200, _openai_stream(body, items), "text/event-stream",
-                   {"Cache-Control": "no-cache"})
+        self._send(200, _openai_stream(body, items), "text/event-stream", {"Cache-Control": "no-cache"})
 
     def _gemini(self, rec: RecordedRequest, body: dict, path: str) -> None:
         model = path.rsplit("/", 1)[-1].split(":", 1)[0]
@@ -502,18 +614,22 @@ class _Handler(BaseHTTPRequestHandler):
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
             file_path = f"{cwd.rstrip('/')}/{name}" if cwd else name
-            parts = [{"functionCall": {"name": "write_file",
-                                       "args": {"file_path": file_path, "content": WRITE_CONTENT}}}]
+            parts = [
+                {"functionCall": {"name": "write_file", "args": {"file_path": file_path, "content": WRITE_CONTENT}}}
+            ]
             rec.answered = "tool_call"
             chunks = [_gemini_chunk(parts, finish=True, model=model)]
         else:
             text, rec.answered = self._final_text(script, has_result)
             # two chunks, split mid-line, as the real API does
             cut = max(1, len(text) // 2)
-            chunks = [_gemini_chunk([{"text": text[:cut]}], finish=False, model=model),
-                      _gemini_chunk([{"text": text[cut:]}], finish=True, model=model)]
-        self._send(200, _sse(((None, c) for c in chunks), sep="\r\n\r\n"), "text/event-stream",
-                   {"Cache-Control": "no-cache"})
+            chunks = [
+                _gemini_chunk([{"text": text[:cut]}], finish=False, model=model),
+                _gemini_chunk([{"text": text[cut:]}], finish=True, model=model),
+            ]
+        self._send(
+            200, _sse(((None, c) for c in chunks), sep="\r\n\r\n"), "text/event-stream", {"Cache-Control": "no-cache"}
+        )
 
     @staticmethod
     def _final_text(script: Script | None, has_result: bool) -> tuple[str, str]:
@@ -550,8 +666,9 @@ class ScriptedModelServer:
         server = _Server((self.host, 0), _Handler)
         server.owner = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="scripted-model-server", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="scripted-model-server", daemon=True
+        )
         self._thread.start()
         return self
 
