@@ -21,6 +21,7 @@ import pykka
 
 from meta_orchestrator.actors.runtime.error_patterns import (
     CREDENTIALS,
+    ACCOUNT_ADVICE,
     PACKAGES,
     Classification,
     Evidence,
@@ -312,6 +313,10 @@ class Recovery(pykka.ThreadingActor):
                 if var:
                     return f"set the environment variable {var} for {agent} and start again"
                 return f"{agent} has no valid credentials: set {CREDENTIALS[agent]}, then start again"
+            case "account":
+                return ACCOUNT_ADVICE.get(
+                    agent, f"{agent} refused this account; use another account or key, or move its role"
+                )
             case "bad_workdir":
                 return f"a folder {agent} needs does not exist ({groups.get('path', '?')}); create it or fix the config"
             case "root_bypass":

@@ -90,6 +90,23 @@ class SessionSettings(Section):
         default_factory=lambda: {"architect": "gemini", "implementer": "claude", "reviewer": "codex"},
         description="which agent plays which role",
     )
+    role_fallback: dict[str, tuple[AgentName, ...]] = Field(
+        default_factory=lambda: {
+            "architect": ("claude", "codex"),
+            "implementer": ("codex", "gemini"),
+            "reviewer": ("claude", "gemini"),
+        },
+        description="who takes a role over, in order, when its agent cannot serve in this session "
+        "(not installed, credentials or licence refused, quota spent, crashed past its restarts)",
+    )
+
+    @model_validator(mode="after")
+    def _known_roles(self) -> "SessionSettings":
+        known = {"architect", "implementer", "reviewer"}
+        unknown = (set(self.roles) | set(self.role_fallback)) - known
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        return self
 
 
 class WebSettings(Section):
@@ -145,6 +162,35 @@ class ReviewSettings(Section):
         "(escalation: stop, clarification: continue); "
         "None waits for the user",
     )
+
+
+QuestionKindName = Literal["escalation", "clarification", "confirmation"]
+UnattendedMode = Literal["stop", "defaults"]
+
+
+class QuestionsSettings(Section):
+    """What happens to a question nobody can answer (no terminal on stdin, no dashboard)."""
+
+    unattended: UnattendedMode = Field(
+        default="stop",
+        description="stop: save everything, end every agent, status 'waiting', exit 3 (continue with "
+        "`orchestrate answer` and `orchestrate resume`); defaults: each question takes its default "
+        "(clarification: continue with an 'unanswered' note; escalation: stop; confirmation: deny)",
+    )
+    timeout_s: dict[QuestionKindName, float] = Field(
+        default_factory=dict,
+        description="per kind: an open question takes its default after this many seconds, even "
+        "with someone there (unset: review.question_timeout_s for clarification and escalation, "
+        "sandbox.confirm_timeout_s / recovery.confirm_timeout_s for confirmations)",
+    )
+    bell: bool = Field(default=True, description="ring the terminal bell when a new question is printed")
+
+    @model_validator(mode="after")
+    def _positive_timeouts(self) -> "QuestionsSettings":
+        bad = [k for k, v in self.timeout_s.items() if v <= 0]
+        if bad:
+            raise ValueError(f"timeout_s must be above 0 for: {', '.join(bad)}")
+        return self
 
 
 class RecoveryPattern(Section):
@@ -365,6 +411,7 @@ class Settings(Section):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
     extra: dict[str, Any] = Field(default_factory=dict, description="sections added by later features")
 
     @model_validator(mode="before")

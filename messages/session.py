@@ -9,9 +9,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 Role = Literal["architect", "implementer", "reviewer"]
-SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped"]
+SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped", "waiting"]
 AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped"]
-TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+# "waiting": ended by itself because questions were open and nobody could answer them;
+# `orchestrate answer` then `orchestrate resume` continue it.
+TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped", "waiting")
+AnswerChannel = Literal["console", "dashboard", "program"]
 
 
 class PlannedAssignment(Frozen):
@@ -83,6 +86,9 @@ class Question(Frozen):
     status: Literal["open", "answered", "expired"] = "open"
     answer: str | None = None
     approve: bool | None = None
+    answered_by: str | None = Field(
+        default=None, description="console, dashboard, command (orchestrate answer), timeout or unattended"
+    )
 
 
 class AssignmentRecord(Frozen):
@@ -170,6 +176,18 @@ class QuestionAnswered(Message):
     expired: bool = False
 
 
+class AnswerChannelChanged(Message):
+    """Launcher -> Coordinator: a way for a person to answer opened or went away.
+
+    ``console``: stdin is a terminal or a pipe not at end of file; ``dashboard``: the web
+    server runs; ``program``: a caller that answers through the coordinator itself (tests,
+    an embedding program). With none open, no question waits (``[questions] unattended``).
+    """
+
+    channel: AnswerChannel
+    open: bool
+
+
 class ExpireQuestion(Message):
     """Coordinator's timer -> Coordinator: this question's time is up (if still open)."""
 
@@ -198,6 +216,7 @@ class AnswerGiven(Message):
     question_id: str
     answer: str = Field(max_length=20_000)
     approve: bool | None = None
+    source: str = Field(default="console", description="console, dashboard or command")
 
 
 class GetSessionState(Message):

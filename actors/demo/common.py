@@ -35,6 +35,9 @@ SCENARIOS: dict[str, str] = {
     "force_untrusted": "gemini: exit 55 with the trust error even with --skip-trust",
     "auth_error": "the CLI's exact missing/invalid credentials shape and exit code",
     "rate_limit": "the CLI's exact HTTP 429 shape and exit code",
+    "license_refused": "gemini: every run refused with the 403 licence error of Code Assist for individuals "
+    "(since 2026-06-18), exit 147",
+    "client_retired": "gemini: refused at sign-in ('This client is no longer supported ...'), exit 41",
     "server_error": "the CLI's exact HTTP 5xx shape and exit code",
     "crash": "start, a line or two, a stack trace on stderr, exit 1 without a terminal event",
     "killed": "start, a line, then SIGKILL itself",
@@ -511,7 +514,9 @@ def run(agent: DemoAgent) -> int:
     if sc == "rate_limit_once" and once and not os.path.exists(once):
         Path(once).touch()
         return agent.fail("rate_limit")
-    if sc in ("auth_error", "rate_limit", "server_error"):
+    if sc in ("auth_error", "rate_limit", "server_error") or (
+        sc in ("license_refused", "client_retired") and agent.name == "gemini"
+    ):
         return agent.fail(sc)
     agent.start()
     if sc == "hang":

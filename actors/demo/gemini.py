@@ -226,8 +226,19 @@ class Gemini(DemoAgent):
                 "GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA"
             )
             return 41
+        if cause == "client_retired":
+            # At sign-in, before any request (issue 10's wording; the text is the server's).
+            self.err("This client is no longer supported for Gemini Code Assist for individuals. [demo]")
+            return 41
         self.start()
-        if cause == "rate_limit":
+        if cause == "license_refused":
+            # A 403 API error: the result carries it, the exit code is the status mod 256 (§3.6).
+            message, code = (
+                '[API Error: {"error":{"code":403,"message":"You do not have a valid license of this '
+                'product [demo] (#3501)","status":"PERMISSION_DENIED"}}]',
+                147,
+            )
+        elif cause == "rate_limit":
             message, code = (
                 (
                     "[API Error: You have exhausted your daily quota on this model.]\nPlease wait "
@@ -331,7 +342,7 @@ def main(argv: list[str]) -> int:
                 42,
             )
     agent = Gemini(args, prompt, dirs, session_id)
-    if scenario != "auth_error" and not prompt.strip():
+    if scenario not in ("auth_error", "client_retired") and not prompt.strip():
         raise UsageExit(NO_INPUT, 42)
     return run(agent)
 

@@ -20,6 +20,7 @@ CAUSE_ORDER: tuple[str, ...] = (
     "root_bypass",
     "bad_flag",
     "repo_trust",
+    "account",
     "auth",
     "rate_limit",
     "context",
@@ -42,6 +43,14 @@ CREDENTIALS = {
     "gemini": "GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT and "
     "GOOGLE_CLOUD_LOCATION); with GOOGLE_GEMINI_BASE_URL also pin "
     '{"security":{"auth":{"selectedType":"gemini-api-key"}}} in ~/.gemini/settings.json',
+}
+# Why an account (not a missing key) is refused, and the ways out.
+ACCOUNT_ADVICE = {
+    "gemini": "gemini refused this Google account: since 2026-06-18 Gemini Code Assist for individuals "
+    "no longer serves personal accounts (403 'no valid license', #3501). Use a paid GEMINI_API_KEY "
+    "(from Google AI Studio, billing on) or Vertex AI (GOOGLE_GENAI_USE_VERTEXAI=true with "
+    "GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION) in [agents.gemini] env, or move its roles "
+    "([session] roles / role_fallback, or [agents.gemini] enabled = false)",
 }
 PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex", "gemini": "@google/gemini-cli"}
 
@@ -138,6 +147,25 @@ BUILTIN_PATTERNS: tuple[ErrorPattern, ...] = (
     _p("gemini", "bad_flag", r"Invalid values:"),
     _p("gemini", "repo_trust", r"not running in a trusted directory"),
     _p("gemini", "repo_trust", None, 55),
+    # Since 2026-06-18 Code Assist for individuals refuses personal Google accounts: a 403 on
+    # every request, and at sign-in the client is refused (issue text; the server's words,
+    # not in the pinned 0.61 sources). Tried before "auth": the same run also matches 403/147.
+    _p("gemini", "account", r"do not have a valid license of this product|\(#3501\)", source="issue 10 (server 403)"),
+    _p(
+        "gemini",
+        "account",
+        r"client is no longer supported for Gemini Code Assist for individuals",
+        source="issue 10 (sign-in)",
+    ),
+    # gemini-cli 0.61 packages/core/src/code_assist/setup.ts: IneligibleTierError,
+    # ValidationRequiredError, ProjectIdRequiredError (an account, not a key, problem).
+    _p("gemini", "account", r"IneligibleTierError|Account validation required:", source="gemini-cli 0.61 setup.ts"),
+    _p(
+        "gemini",
+        "account",
+        r"This account requires setting the GOOGLE_CLOUD_PROJECT",
+        source="gemini-cli 0.61 setup.ts",
+    ),
     _p("gemini", "auth", r"Please set an Auth method|Invalid auth method selected"),
     _p("gemini", "auth", r"UNAUTHENTICATED|\"code\":40[13]\b"),
     _p("gemini", "auth", None, 41, 145, 147),
