@@ -21,20 +21,25 @@ from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, Wor
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
 COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
 RESET = "\033[0m"
+BELL = "\a"  # a new question: a person at the terminal is told even when looking elsewhere
 
 
 class ConsoleView(pykka.ThreadingActor):
     """Prints what matters: state changes, milestones, blockers, errors, throttled activity."""
 
-    def __init__(self, stream: TextIO | None = None, activity_every_s: float = 2.0, demo: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, activity_every_s: float = 2.0, demo: bool = False, bell: bool = True
+    ) -> None:
         super().__init__()
         self._out = stream or sys.stderr
         self._colour = hasattr(self._out, "isatty") and self._out.isatty()
+        self._bell = bell and self._colour  # a terminal only: a bell in a log file is noise
         self._every = activity_every_s
         self._last_activity: dict[str, float] = {}
         self._status: str | None = None
         self._assignment_status: dict[str, str] = {}
         self._questions_shown: set[str] = set()
+        self._hand_overs_shown = 0
         self._label = " [demo]" if demo else ""
 
     def on_receive(self, message: Any) -> Any:
@@ -106,10 +111,20 @@ class ConsoleView(pykka.ThreadingActor):
                     else ""
                 )
                 self._print(
-                    f"\n?? {question.kind} [{question.id}] from {question.asked_by}: "
+                    f"{BELL if self._bell else ''}\n?? {question.kind} [{question.id}] from {question.asked_by}: "
                     f"{question.text}\n   {how} and press Enter (start the line with "
                     f"'{question.id}' when several questions are open){timeout}"
                 )
+        hand_overs = [d for d in snap.decisions if d.get("kind") == "role_fallback"]
+        for entry in hand_overs[self._hand_overs_shown :]:
+            moved = ", ".join(f"{a} -> {b}" for a, b in (entry.get("moved") or {}).items())
+            roles = ", ".join(f"{r}: {a or 'nobody'}" for r, a in (entry.get("roles") or {}).items())
+            self._line(
+                entry.get("agent", "?"),
+                f"cannot serve in this session: {str(entry.get('reason', ''))[:400]}\n"
+                f"       roles now {roles}{'; moved ' + moved if moved else ''}",
+            )
+        self._hand_overs_shown = len(hand_overs)
         for record in snap.assignments:
             if self._assignment_status.get(record.id) != record.status:
                 self._assignment_status[record.id] = record.status

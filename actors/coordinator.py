@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, Re
 from meta_orchestrator.messages.supervision import ActorRestarted, SupervisionFailed
 from meta_orchestrator.messages.session import (
     AgentShare,
+    AnswerChannelChanged,
     AnswerGiven,
     AskQuestion,
     AssignmentRecord,
@@ -62,12 +64,37 @@ from meta_orchestrator.messages.worker import (
 log = logging.getLogger(__name__)
 
 PLAN_ID = "@plan"  # outside the plan-id alphabet, so no planned assignment can clash
-ROLE_FALLBACKS: dict[str, tuple[AgentName, ...]] = {
-    "architect": ("gemini", "claude", "codex"),
-    "implementer": ("claude", "gemini", "codex"),
-    "reviewer": ("codex", "claude", "gemini"),
-}
-EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130}
+ROLES = ("architect", "implementer", "reviewer")
+EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130, "waiting": 3}
+# Causes that mean the agent cannot serve in this session at all: its roles move on.
+AGENT_OUT_CAUSES = ("not_installed", "auth", "account")
+
+
+def agent_out_reason(plan: RecoveryPlanned) -> str | None:
+    """Why a recovery plan means the agent cannot serve in this session (None: it can)."""
+    if plan.action not in ("escalate", "give_up"):
+        return None
+    if plan.cause in AGENT_OUT_CAUSES:
+        return f"{plan.cause}: {plan.advice}"
+    if plan.cause == "rate_limit":
+        return f"quota or rate limit still reached after back-off: {plan.advice}"
+    return None
+
+
+def default_answer(question: Question) -> tuple[str, bool | None]:
+    """The answer a question takes when nobody gives one (timeout, or nobody there).
+
+    clarification: continue (with an 'unanswered' note); escalation: stop; confirmation: no.
+    """
+    match question.kind:
+        case "confirmation":
+            answer = question.default_answer or "no"
+            return answer, answer.strip().lower() in ("yes", "y", "allow", "approve")
+        case "escalation":
+            return question.default_answer or "stop", None
+        case "clarification":
+            return question.default_answer or "continue", None
+    return question.default_answer or "no", None
 
 
 def _failure_reason(message: AssignmentFinished) -> str:
@@ -101,8 +128,25 @@ class Coordinator(pykka.ThreadingActor):
         preflight_fixes: Sequence[dict[str, Any]] = (),
         resume_from: SessionSnapshot | None = None,
         resume_ids: Mapping[str, str] | None = None,
+        recorded_answers: Mapping[str, Mapping[str, Any]] | None = None,
+        answer_channels: Sequence[str] | None = None,
+        agents_out: Mapping[str, str] | None = None,
     ) -> None:
+        """``answer_channels``: who can answer questions now (None: not tracked, someone always
+        answers through this actor); ``agents_out``: agents that cannot serve, with why;
+        ``recorded_answers``: question id -> ``{"answer", "approve"}`` given while no
+        orchestrator ran (``orchestrate answer``), applied before a resumed session goes on."""
         super().__init__()
+        self._channels: set[str] | None = set(answer_channels) if answer_channels is not None else None
+        self._waiting: str | None = None  # set: nobody can answer; the session saves and exits 3
+        self._recorded = dict(recorded_answers or {})
+        self._resumed_questions: dict[str, Question] = {}  # re-asked after a resume
+        self._held_for_answers = False  # a resumed session waits for re-asked questions first
+        self._unusable: dict[str, str] = dict(agents_out or {})
+        self._plan_prompt = ""
+        self._plan_rejections = 0
+        self._plan_recovering: AssignmentFinished | None = None
+        self._plan_backing_off = False
         self._resume_from = resume_from
         self._resume_ids = dict(resume_ids or {})  # assignment id -> the CLI's own session id
         self._settings = settings
@@ -113,7 +157,7 @@ class Coordinator(pykka.ThreadingActor):
         self._backing_off: set[str] = set()  # relaunch timer running
         self._fixes: dict[str, dict[str, Any]] = {}  # assignment id -> flags Recovery added
         self._recovery_pending: dict[str, str] = {}  # assignment id -> recovery id to settle
-        self._decision_questions: dict[str, ReviewCompleted] = {}  # question id -> review
+        self._decision_questions: set[str] = set()  # open questions about a review decision
         self._note_relaunch: dict[str, str] = {}  # running assignment -> user's note
         self._notes: list[str] = []
         self._workers = dict(workers)
@@ -143,6 +187,7 @@ class Coordinator(pykka.ThreadingActor):
             orchestrator_pid=os.getpid(),
             shares=self._initial_shares(),
             recoveries=tuple(preflight_fixes),
+            agents_out=dict(self._unusable),
         )
 
     # -- switchboard -----------------------------------------------------------------------------
@@ -161,6 +206,8 @@ class Coordinator(pykka.ThreadingActor):
                 return self._on_answer(message)
             case ExpireQuestion():
                 return self._on_expire(message)
+            case AnswerChannelChanged():
+                return self._on_channel(message)
             case ReviewCompleted():
                 return self._on_review_completed(message)
             case RecoveryPlanned():
@@ -172,9 +219,7 @@ class Coordinator(pykka.ThreadingActor):
             case ActorRestarted():
                 return self._on_actor_restarted(message)
             case SupervisionFailed():
-                return self._abort(
-                    f"{message.name} kept crashing ({message.restarts_in_window} restarts): {message.error}"
-                )
+                return self._on_supervision_failed(message)
             case LimitExceeded():
                 return self._on_limit_exceeded(message)
             case SecurityFinding() | ToolCallDecided():
@@ -187,6 +232,8 @@ class Coordinator(pykka.ThreadingActor):
 
     def _on_start_session(self, message: StartSession) -> None:
         self._reply_to = message.reply_to
+        for agent, reason in self._unusable.items():
+            self._record_hand_over(agent, reason, {})
         if self._resume_from is not None and self._resume_from.assignments:
             self._continue_session(self._resume_from)
             return
@@ -194,7 +241,7 @@ class Coordinator(pykka.ThreadingActor):
         if architect is None:
             self._adopt_plan(fallback_plan(self._state.task), "fallback", "no agent is enabled to plan")
             return
-        roles = {role: agent for role in ROLE_FALLBACKS if (agent := self._agent_for(role))}
+        roles = {role: agent for role in ROLES if (agent := self._agent_for(role))}
         shares = {name: (a.share_min, a.share_max) for name, a in self._settings.agents.items()}
         prompt = plan_prompt(self._state.session_id, self._state.task, self._state.target, shares, roles)
         self._update(status="planning")
@@ -207,6 +254,7 @@ class Coordinator(pykka.ThreadingActor):
         session id is known, else restarted with the work done so far as context.
         """
         self._assignments = {}
+        self._notes = [str(n) for n in (saved.model_extra or {}).get("notes", ())]
         for record in saved.assignments:
             if record.status in ("running", "failed", "skipped", "pending"):
                 interrupted = record.status == "running"
@@ -245,9 +293,16 @@ class Coordinator(pykka.ThreadingActor):
             ", ".join(f"{r.id}={r.status}" for r in self._assignments.values()),
         )
         self._update(status="running", summary="")
+        self._apply_saved_questions(saved)
+        if self._held_for_answers:
+            self._update(status="paused")
+            if self._channels is not None and not self._channels:
+                self._nobody_to_answer("nobody can answer the questions still open")
+            return
         self._schedule()
 
     def _send_plan_request(self, agent: AgentName, prompt: str) -> None:
+        self._plan_prompt = prompt
         self._plan_attempts += 1
         self._busy.add(agent)
         self._running[PLAN_ID] = agent
@@ -263,30 +318,84 @@ class Coordinator(pykka.ThreadingActor):
     def _on_plan_finished(self, message: AssignmentFinished) -> None:
         self._running.pop(PLAN_ID, None)
         self._busy.discard(message.agent)
-        if self._stop_reason:
+        if self._stop_reason and not self._abort_reason:
             self._finish("stopped", f"stopped during planning: {self._stop_reason}")
             return
+        if self._waiting or self._abort_reason:
+            self._check_done()
+            return
         if not message.outcome.success:
-            reason = _failure_reason(message)
-            self._adopt_plan(fallback_plan(self._state.task), "fallback", f"architect run failed: {reason}")
+            if self._wants_recovery(message):
+                # Recovery classifies the architect's failure too: a refused account hands
+                # planning to the next agent; a rate limit backs off and asks again.
+                self._plan_recovering = message
+                self._running[PLAN_ID] = message.agent
+                self._busy.add(message.agent)
+                self._recovery.tell(RecoveryRequested(finished=message, reply_to=self.actor_ref))  # type: ignore[union-attr]
+                return
+            self._plan_failed(message, None)
             return
         try:
             plan = parse_plan(message.outcome.final_text)
         except PlanRejected as exc:
+            self._plan_rejections += 1
             errors = (*self._state.plan_errors, f"attempt {self._plan_attempts}: {exc}")
             self._update(plan_errors=errors)
-            if self._plan_attempts <= self._settings.session.plan_retries:
+            if self._plan_rejections <= self._settings.session.plan_retries:
                 log.warning("plan rejected (%s); asking the architect again", exc)
                 self._send_plan_request(
                     message.agent, plan_retry_prompt(self._state.session_id, self._state.task, str(exc))
                 )
             else:
                 self._adopt_plan(
-                    fallback_plan(self._state.task), "fallback", f"no valid plan after {self._plan_attempts} attempt(s)"
+                    fallback_plan(self._state.task),
+                    "fallback",
+                    f"no valid plan after {self._plan_rejections} attempt(s)",
                 )
             return
-        source = "architect" if self._plan_attempts == 1 else "architect_retry"
+        source = "architect" if self._plan_rejections == 0 else "architect_retry"
         self._adopt_plan(plan, source, None)
+
+    def _plan_failed(self, message: AssignmentFinished, plan: RecoveryPlanned | None) -> None:
+        reason = _failure_reason(message)
+        if plan is not None and plan.action in ("escalate", "give_up") and plan.advice:
+            reason = f"{reason} -- {plan.advice}"
+        self._adopt_plan(fallback_plan(self._state.task), "fallback", f"architect run failed: {reason}")
+
+    def _on_plan_recovery(self, plan: RecoveryPlanned) -> None:
+        """Recovery's verdict on a failed planning run."""
+        finished, self._plan_recovering = self._plan_recovering, None
+        if finished is None:
+            return
+        self._running.pop(PLAN_ID, None)
+        self._busy.discard(finished.agent)
+        retry = plan.action in ("relaunch", "retry_after") and not self._stop_reason and not self._waiting
+        out = agent_out_reason(plan)
+        if plan.cause is not None:
+            outcome = "pending" if retry else ("escalated" if plan.action == "escalate" else "given_up")
+            if plan.action == "none":
+                outcome = "not_needed"
+            self._update(recoveries=(*self._state.recoveries, {**plan.record(outcome), "planned_at": _now()}))
+        if self._stop_reason or self._waiting:
+            self._check_done()
+            return
+        if out:
+            self._hand_over(finished.agent, out)
+            successor = self._agent_for("architect")
+            if successor is not None and not self._abort_reason:
+                self._send_plan_request(successor, self._plan_prompt)  # a real plan, not the default one
+            return
+        if retry:
+            self._recovery_pending[PLAN_ID] = plan.recovery_id
+            if plan.delay_s > 0:
+                self._plan_backing_off = True
+                self._running[PLAN_ID] = finished.agent  # reserved through the back-off
+                self._busy.add(finished.agent)
+                self._start_timer(plan.delay_s, RelaunchDue(assignment_id=PLAN_ID))
+                return
+            self._send_plan_request(finished.agent, self._plan_prompt)
+            return
+        self._plan_failed(finished, plan)
 
     def _adopt_plan(self, plan: Plan, source: str, why_fallback: str | None) -> None:
         if why_fallback:
@@ -363,6 +472,7 @@ class Coordinator(pykka.ThreadingActor):
         if message.fatal:
             self._abort(message.fatal)
         if message.assignment_id.startswith(PLAN_ID) and PLAN_ID in self._running:
+            self._settle_recovery(PLAN_ID, message)
             self._on_plan_finished(message)
             return
         record = self._assignments.get(message.assignment_id)
@@ -374,6 +484,17 @@ class Coordinator(pykka.ThreadingActor):
         self._running.pop(record.id, None)
         self._busy.discard(message.agent)
         self._settle_recovery(record.id, message)
+        if self._waiting and message.stopped_by:
+            # Ended because nobody can answer: it stays 'running' on disk, so `orchestrate
+            # resume` continues it in its own CLI session (with the answers as notes).
+            self._set_assignment(
+                record.id,
+                busy_s=round(record.busy_s + message.duration_s, 3),
+                agent_session_id=message.outcome.session_id or record.agent_session_id,
+                error="interrupted: waiting for answers",
+            )
+            self._check_done()
+            return
         note = self._note_relaunch.pop(record.id, None)
         if note is not None and message.stopped_by and not self._stop_reason:
             # Stopped to hear the user's clarification: continue the same agent session.
@@ -421,7 +542,7 @@ class Coordinator(pykka.ThreadingActor):
             returncode=message.returncode,
         )
         self._update(shares=self._compute_shares())
-        if self._stop_reason:
+        if self._stop_reason or self._waiting:
             self._check_done()
             return
         review = self._settings.review
@@ -496,6 +617,9 @@ class Coordinator(pykka.ThreadingActor):
         if self._stop_reason:
             self._finish("stopped", f"stopped: {self._stop_reason}")
             return
+        if self._waiting:
+            self._finish("waiting", self._waiting_summary())
+            return
         if self._state.status not in ("running", "reviewing") or self._gates:
             return
         if any(r.status in ("pending", "running") for r in self._assignments.values()):
@@ -504,7 +628,7 @@ class Coordinator(pykka.ThreadingActor):
         self._finish("failed" if failed or not self._assignments else "completed", self._summary())
 
     def _finish(self, status: SessionStatus, summary: str) -> None:
-        if self._state.status in ("completed", "failed", "stopped"):
+        if self._state.status in TERMINAL_STATUSES:
             return
         code = EXIT_CODES[status]
         self._update(status=status, summary=summary, exit_code=code, ended_at=_now(), shares=self._compute_shares())
@@ -635,7 +759,7 @@ class Coordinator(pykka.ThreadingActor):
             if escalate
             else "Your answer is passed to the agents as a note and the session resumes."
         )
-        self._decision_questions[question_id] = message
+        self._decision_questions.add(question_id)
         review = self._settings.review
         self._on_ask(
             AskQuestion(
@@ -650,6 +774,8 @@ class Coordinator(pykka.ThreadingActor):
                         "review_id": message.review_id,
                         "decision": decision,
                         "assignment_id": message.assignment_id,
+                        "gate": message.gate,
+                        "reasoning": message.decision.reasoning[:2000],
                     },
                     timeout_s=review.question_timeout_s,
                     default_answer=("stop" if escalate else "continue") if review.question_timeout_s else None,
@@ -670,57 +796,72 @@ class Coordinator(pykka.ThreadingActor):
         self._schedule()
         self._check_done()
 
-    def _on_decision_answered(self, question_id: str, answer: str, expired: bool) -> None:
-        review = self._decision_questions.pop(question_id)
+    def _on_decision_answered(self, question: Question, answer: str, expired: bool) -> None:
+        """Apply the answer to a review's question (live, re-asked after a resume, or recorded)."""
+        self._decision_questions.discard(question.id)
+        details = question.details
+        review_id, decision = details.get("review_id"), details.get("decision")
+        aid = details.get("assignment_id")
         word = answer.strip().lower()
-        stop = review.decision.decision == "STOP_AND_ESCALATE" and word.split()[:1] in (
-            ["stop"],
-            ["no"],
-            ["n"],
-            ["abort"],
-            ["quit"],
-        )
+        stop = decision == "STOP_AND_ESCALATE" and word.split()[:1] in (["stop"], ["no"], ["n"], ["abort"], ["quit"])
         how = "expired: " if expired else ""
         decisions = list(self._state.decisions)
         for i, entry in enumerate(decisions):
-            if entry.get("review_id") == review.review_id:
+            if entry.get("review_id") == review_id:
                 decisions[i] = {
                     **entry,
                     "answer": answer,
+                    "answered_by": question.answered_by,
                     "answered_at": _now(),
-                    "applied": f"{how}{'stopped' if stop else 'resumed'} by the user's answer",
+                    "applied": f"{how}{'stopped' if stop else 'resumed'} by the "
+                    + ("default answer" if expired else "user's answer"),
                 }
         self._update(decisions=tuple(decisions))
         if stop:
-            self._on_control(ControlRequested(action="stop", source=f"escalation {review.review_id}"))
+            self._on_control(ControlRequested(action="stop", source=f"escalation {review_id}"))
             return
-        if word not in ("continue", "yes", "y", "ok", "go on", ""):
-            where = f" about {review.assignment_id}" if review.assignment_id else ""
-            raised = "blocker" if review.decision.decision == "STOP_AND_ESCALATE" else "concerns"
+        where = f" about {aid}" if aid else ""
+        raised = "blocker" if decision == "STOP_AND_ESCALATE" else "concerns"
+        note = None
+        if expired and question.kind == "clarification":
+            note = (
+                f"Nobody answered the reviewers' {raised}{where} (unanswered); go on with your own "
+                f"judgement and address them: {details.get('reasoning', '')}"
+            )
+        elif word not in ("continue", "yes", "y", "ok", "go on", ""):
             note = f"The user answered the reviewers' {raised}{where}: {answer.strip()}"
+        if note:
             self._notes.append(note)
             self._update(notes=tuple(self._notes))
-            aid = review.assignment_id
             if aid in self._running and aid not in self._recovering and aid not in self._backing_off:
                 # A running agent hears the answer by being resumed with it (same agent session).
                 self._note_relaunch[aid] = note
                 self._workers[self._running[aid]].tell(StopWorker(reason="relaunching with the user's clarification"))
-        if not self._decision_questions and self._state.status == "paused":
+        if not self._decision_questions and self._state.status == "paused" and not self._held_for_answers:
             for agent in set(self._running.values()):
                 self._workers[agent].tell(ResumeWorker(reason="the user answered"))
             self._update(status="reviewing" if self._gates else "running")
-        self._release_gate(review)
+        if details.get("gate") and aid in self._gates:
+            self._gates.discard(aid)
+        self._refresh_status()
+        self._schedule()
+        self._check_done()
 
     # -- recovery: classified failures, relaunched with corrected flags ---------------------------
 
     def _wants_recovery(self, message: AssignmentFinished) -> bool:
-        if self._recovery is None or not self._settings.recovery.enabled or self._stop_reason:
+        if self._recovery is None or not self._settings.recovery.enabled or self._stop_reason or self._waiting:
             return False
         if message.stopped_by:
             return False  # the user or the wall-clock limit ended it: not a failure to fix
         return not message.outcome.success or bool(message.outcome.permission_denials)
 
     def _on_recovery_planned(self, plan: RecoveryPlanned) -> None:
+        if plan.assignment_id.startswith(PLAN_ID):
+            self._on_plan_recovery(plan)
+            return
+        if self._waiting:
+            return  # the session is saving itself; the run goes again on resume
         if self._needs_grant(plan):
             return  # asked the user; the plan goes on (or is turned down) with the answer
         finished = self._recovering.pop(plan.assignment_id, None)
@@ -745,6 +886,11 @@ class Coordinator(pykka.ThreadingActor):
             advice = plan.advice if plan.action in ("escalate", "give_up") else None
             if advice:
                 log.warning("%s %s: %s", record.agent, record.id, advice)
+            out = agent_out_reason(plan)
+            if out and not self._stop_reason:
+                self._set_assignment(record.id, busy_s=round(record.busy_s + finished.duration_s, 3))
+                self._hand_over(finished.agent, out, failed_id=record.id)
+                return
             self._complete_run(record, finished, advice)
             return
         fixes = self._fixes.setdefault(record.id, {"extra_args": (), "extra_dirs": ()})
@@ -762,10 +908,7 @@ class Coordinator(pykka.ThreadingActor):
             self._backing_off.add(record.id)
             self._running[record.id] = record.agent  # reserved through the back-off
             self._busy.add(record.agent)
-            timer = threading.Timer(plan.delay_s, self._tell_self, args=(RelaunchDue(assignment_id=record.id),))
-            timer.daemon = True
-            timer.start()
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            self._start_timer(plan.delay_s, RelaunchDue(assignment_id=record.id))
             return
         self._set_assignment(record.id, status="pending")
         self._schedule()
@@ -827,6 +970,18 @@ class Coordinator(pykka.ThreadingActor):
         )
 
     def _on_relaunch_due(self, message: RelaunchDue) -> None:
+        if message.assignment_id == PLAN_ID:
+            if not self._plan_backing_off:
+                return
+            self._plan_backing_off = False
+            agent = self._running.pop(PLAN_ID, None)
+            if agent is not None:
+                self._busy.discard(agent)
+            if self._stop_reason or self._waiting or agent is None:
+                self._check_done()
+                return
+            self._send_plan_request(agent, self._plan_prompt)
+            return
         if message.assignment_id not in self._backing_off:
             return
         self._backing_off.discard(message.assignment_id)
@@ -870,6 +1025,11 @@ class Coordinator(pykka.ThreadingActor):
         self._recovering.clear()
         self._backing_off.clear()
         self._gates.clear()
+        if self._plan_backing_off:
+            self._plan_backing_off = False
+            agent = self._running.pop(PLAN_ID, None)
+            if agent is not None:
+                self._busy.discard(agent)
         if self._grant_waiting:
             waiting, self._grant_waiting = set(self._grant_waiting), {}
             self._update(
@@ -936,16 +1096,32 @@ class Coordinator(pykka.ThreadingActor):
             timer.cancel()
 
     def _on_ask(self, message: AskQuestion) -> None:
-        question = message.question.model_copy(update={"asked_at": _now(), "status": "open"})
+        question = message.question
+        timeout = self._settings.questions.timeout_s.get(question.kind, question.timeout_s)  # type: ignore[call-overload]
+        question = question.model_copy(
+            update={
+                "asked_at": _now(),
+                "status": "open",
+                "timeout_s": timeout,
+                "default_answer": default_answer(question)[0],
+            }
+        )
         self._askers[question.id] = message.reply_to
-        if question.timeout_s:
-            timer = threading.Timer(
-                question.timeout_s, self._tell_self, args=(ExpireQuestion(question_id=question.id),)
-            )
-            timer.daemon = True
-            timer.start()
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         self._update(questions=(*self._state.questions, question))
+        self._watch(question)
+
+    def _watch(self, question: Question) -> None:
+        """An open question: its timer, and no wait at all when nobody can answer."""
+        if question.timeout_s:
+            self._start_timer(question.timeout_s, ExpireQuestion(question_id=question.id))
+        if self._channels is not None and not self._channels:
+            self._nobody_to_answer("nobody can answer (no terminal on stdin, no dashboard)")
+
+    def _start_timer(self, delay_s: float, message: Any) -> None:
+        timer = threading.Timer(delay_s, self._tell_self, args=(message,))
+        timer.daemon = True
+        timer.start()
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
 
     def _tell_self(self, message: Any) -> None:
         try:
@@ -953,29 +1129,48 @@ class Coordinator(pykka.ThreadingActor):
         except Exception:  # noqa: BLE001 - the session ended meanwhile
             pass
 
-    def _resolve(self, question_id: str, answer: str, approve: bool | None, expired: bool) -> bool:
-        open_ = {q.id: q for q in self._state.questions if q.status == "open"}
+    def _open_questions(self) -> list[Question]:
+        return [q for q in self._state.questions if q.status == "open"]
+
+    def _resolve(
+        self, question_id: str, answer: str, approve: bool | None, expired: bool, by: str | None = None
+    ) -> bool:
+        open_ = {q.id: q for q in self._open_questions()}
         if question_id not in open_:
             return False
         resolved = open_[question_id].model_copy(
-            update={"status": "expired" if expired else "answered", "answer": answer, "approve": approve}
+            update={
+                "status": "expired" if expired else "answered",
+                "answer": answer,
+                "approve": approve,
+                "answered_by": by,
+            }
         )
         self._update(questions=tuple(resolved if q.id == question_id else q for q in self._state.questions))
         if question_id in self._decision_questions:
-            self._on_decision_answered(question_id, answer, expired)
+            self._on_decision_answered(resolved, answer, expired)
         if question_id in self._grant_waiting:
             self._on_grant_answered(question_id, approve is True)
+        if question_id in self._resumed_questions:
+            self._resumed_questions.pop(question_id)
+            self._apply_late_answer(resolved)
         asker = self._askers.pop(question_id, None)
         if asker is not None:
             try:
                 asker.tell(QuestionAnswered(question_id=question_id, answer=answer, approve=approve, expired=expired))
             except Exception:  # noqa: BLE001 - the asker is gone; the answer is recorded anyway
                 log.warning("the asker of %s is gone", question_id)
+        if self._held_for_answers and not self._resumed_questions and not self._decision_questions:
+            self._held_for_answers = False
+            if self._state.status == "paused":
+                self._update(status="running")
+            self._schedule()
+            self._check_done()
         return True
 
     def _on_answer(self, message: AnswerGiven) -> bool:
         """True when the answer matched an open question."""
-        found = self._resolve(message.question_id, message.answer, message.approve, expired=False)
+        found = self._resolve(message.question_id, message.answer, message.approve, expired=False, by=message.source)
         if not found:
             log.warning("answer to %s ignored: no such open question", message.question_id)
         return found
@@ -983,16 +1178,197 @@ class Coordinator(pykka.ThreadingActor):
     def _on_expire(self, message: ExpireQuestion) -> None:
         question = next((q for q in self._state.questions if q.id == message.question_id), None)
         if question is not None and question.status == "open":
-            default = question.default_answer or "no"
-            self._resolve(question.id, default, False if question.kind == "confirmation" else None, expired=True)
+            answer, approve = default_answer(question)
+            self._resolve(question.id, answer, approve, expired=True, by="timeout")
+
+    # -- who can answer ------------------------------------------------------------------------------
+
+    def _on_channel(self, message: AnswerChannelChanged) -> None:
+        if self._channels is None:
+            self._channels = set()
+        if message.open:
+            self._channels.add(message.channel)
+            return
+        if message.channel not in self._channels:
+            return
+        self._channels.discard(message.channel)
+        log.info("the %s can no longer answer questions", message.channel)
+        if not self._channels and self._open_questions():
+            self._nobody_to_answer(f"the {message.channel} went away while questions were open")
+
+    def _nobody_to_answer(self, why: str) -> None:
+        """No one can answer the open questions: take their defaults, or save and exit 3."""
+        if self._state.status in TERMINAL_STATUSES or self._waiting or self._stop_reason:
+            return
+        if self._settings.questions.unattended == "defaults":
+            log.warning("%s; every open question takes its default answer", why)
+            for question in self._open_questions():
+                answer, approve = default_answer(question)
+                self._resolve(question.id, answer, approve, expired=True, by="unattended")
+            return
+        log.warning("%s; the session saves itself and waits for answers (exit 3)", why)
+        self._waiting = why
+        for assignment_id in [*self._recovering, *self._backing_off]:
+            agent = self._running.pop(assignment_id, None)
+            if agent is not None:
+                self._busy.discard(agent)
+            if assignment_id in self._assignments:
+                self._set_assignment(assignment_id, status="pending", error="waiting for answers")
+        self._recovering.clear()
+        self._backing_off.clear()
+        if self._plan_backing_off or self._plan_recovering is not None:
+            self._plan_backing_off, self._plan_recovering = False, None
+            agent = self._running.pop(PLAN_ID, None)
+            if agent is not None:
+                self._busy.discard(agent)
+        for agent in set(self._running.values()):
+            self._workers[agent].tell(StopWorker(reason="nobody can answer the open questions; the session waits"))
+        self._check_done()
+
+    def _waiting_summary(self) -> str:
+        sid = self._state.session_id
+        workspace = shlex.quote(str(self._session_dir.parent))
+        lines = [f"waiting for answers: {self._waiting}"]
+        for q in self._open_questions():
+            how = "yes|no" if q.kind == "confirmation" else "'<your answer>'"
+            lines.append(f"  ? {q.kind} {q.id} (from {q.asked_by}): {q.text[:600]}")
+            lines.append(f"    orchestrate answer {sid} {q.id} {how} --workspace {workspace}")
+        lines.append(f"then continue with: orchestrate resume {sid} --workspace {workspace}")
+        lines.append(self._summary())
+        return "\n".join(lines)
+
+    # -- answers given while no orchestrator ran, and questions still open after a resume ----------
+
+    def _apply_saved_questions(self, saved: SessionSnapshot) -> None:
+        """Recorded answers first; questions still unanswered are asked again."""
+        for question in saved.questions:
+            if question.status != "open":
+                continue
+            recorded = self._recorded.get(question.id)
+            if recorded is not None:
+                answered = question.model_copy(
+                    update={
+                        "status": "answered",
+                        "answer": str(recorded.get("answer", "")),
+                        "approve": recorded.get("approve"),
+                        "answered_by": "command",
+                    }
+                )
+                self._update(questions=tuple(answered if q.id == question.id else q for q in self._state.questions))
+                self._apply_late_answer(answered)
+                continue
+            if question.asked_by == "reviewer":
+                self._decision_questions.add(question.id)
+            else:
+                self._resumed_questions[question.id] = question
+            self._held_for_answers = True
+        for question in self._open_questions():
+            if question.timeout_s:
+                self._start_timer(question.timeout_s, ExpireQuestion(question_id=question.id))
+
+    def _apply_late_answer(self, question: Question) -> None:
+        """What an answer means once the run that asked has ended (the session was resumed)."""
+        answer, expired = question.answer or "", question.status == "expired"
+        if question.asked_by == "reviewer" and question.details.get("review_id"):
+            self._on_decision_answered(question, answer, expired)
+            return
+        details = question.details
+        target = details.get("assignment_id") or next(
+            (r.id for r in self._assignments.values() if r.agent == question.agent and r.id in self._fixes), None
+        )
+        if target is None or target not in self._assignments:
+            return
+        fixes = self._fixes.setdefault(target, {"extra_args": (), "extra_dirs": ()})
+        if question.id.startswith("grant-"):
+            if question.approve:
+                fixes["extra_dirs"] = tuple(dict.fromkeys((*fixes["extra_dirs"], *details.get("directories", ()))))
+            return
+        if question.asked_by != "sandbox":
+            return
+        if "event_seq" in details and not question.approve:  # a suspicious call: "no" stops the agent
+            self._set_assignment(
+                target, status="failed", error=f"stopped by the user after a security finding ({answer})"
+            )
+            self._fixes.pop(target, None)
+            return
+        verdict = "allowed" if question.approve else "refused"
+        said = f"The user {verdict} this request of yours: {question.text[:400]}"
+        fixes["note"] = f"{fixes['note']}\n{said}" if fixes.get("note") else said
+
+    # -- agents that cannot serve: their roles move on ------------------------------------------------
+
+    def _on_supervision_failed(self, message: SupervisionFailed) -> None:
+        reason = f"{message.name} kept crashing ({message.restarts_in_window} restarts): {message.error}"
+        agent = message.name.removeprefix("worker:")
+        if not message.name.startswith("worker:") or agent not in self._workers:
+            self._abort(reason)
+            return
+        running = [aid for aid, who in self._running.items() if who == agent]
+        for aid in running:
+            self._running.pop(aid, None)
+        self._busy.discard(agent)  # type: ignore[arg-type]
+        planning = PLAN_ID in running
+        failed = next((aid for aid in running if aid in self._assignments), None)
+        self._hand_over(agent, f"crashed past its restarts: {message.error}", failed_id=failed)
+        if planning and not self._abort_reason and (successor := self._agent_for("architect")) is not None:
+            self._plan_recovering, self._plan_backing_off = None, False
+            self._send_plan_request(successor, self._plan_prompt)
+
+    def _hand_over(self, agent: str, reason: str, failed_id: str | None = None) -> None:
+        """``agent`` cannot serve in this session: its pending (and failed) assignments move
+        to the next agent of their role's fallback order; with no agent left, the session fails."""
+        self._unusable.setdefault(agent, reason)
+        moved: dict[str, str] = {}
+        for record in list(self._assignments.values()):
+            if record.agent != agent or not (record.status == "pending" or record.id == failed_id):
+                continue
+            successor = self._agent_for(record.role)
+            if successor is None:
+                continue
+            self._fixes.pop(record.id, None)  # flags fixed for the old CLI mean nothing to the next
+            self._recovery_pending.pop(record.id, None)
+            self._set_assignment(record.id, agent=successor, status="pending", error=None)
+            moved[record.id] = successor
+        self._record_hand_over(agent, reason, moved)
+        left = [a for a in self._workers if a not in self._unusable and self._settings.agents[a].enabled]
+        if not left:
+            if failed_id is not None and failed_id not in moved:
+                self._set_assignment(failed_id, status="failed", finished_at=_now(), error=reason)
+            why = "; ".join(f"{name}: {text}" for name, text in self._unusable.items())
+            self._abort(f"no agent is left to do the work ({why})")
+            return
+        self._update(shares=self._compute_shares())
+        self._schedule()
+
+    def _record_hand_over(self, agent: str, reason: str, moved: Mapping[str, str]) -> None:
+        roles = {role: self._agent_for(role) for role in ROLES}
+        log.warning(
+            "%s cannot serve in this session (%s); roles now: %s%s",
+            agent,
+            reason[:300],
+            ", ".join(f"{role}={who or 'nobody'}" for role, who in roles.items()),
+            f"; moved {', '.join(f'{a}->{b}' for a, b in moved.items())}" if moved else "",
+        )
+        entry = {
+            "source": "coordinator",
+            "kind": "role_fallback",
+            "at": _now(),
+            "agent": agent,
+            "reason": reason,
+            "moved": dict(moved),
+            "roles": roles,
+        }
+        self._update(decisions=(*self._state.decisions, entry), agents_out=dict(self._unusable))
 
     # -- state ---------------------------------------------------------------------------------------
 
     def _agent_for(self, role: str) -> AgentName | None:
-        preferred = self._settings.session.roles.get(role)
-        order = ((preferred,) if preferred else ()) + ROLE_FALLBACKS.get(role, AGENT_NAMES)
-        for agent in order:
-            if agent in self._workers and self._settings.agents[agent].enabled:
+        """The role's agent, else the first of ``[session] role_fallback`` (then any other) that can serve."""
+        session = self._settings.session
+        preferred = session.roles.get(role)
+        order = ((preferred,) if preferred else ()) + tuple(session.role_fallback.get(role, ())) + AGENT_NAMES
+        for agent in dict.fromkeys(order):
+            if agent in self._workers and self._settings.agents[agent].enabled and agent not in self._unusable:
                 return agent
         return None
 

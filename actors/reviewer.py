@@ -304,7 +304,8 @@ class Reviewer(pykka.ThreadingActor):
         review_id = self._next_id(assignment_id)
         directory = self._dir / review_id
         directory.mkdir(parents=True, exist_ok=True)
-        peers = tuple(a for a in self._agents if a != author)
+        out = self._snapshot.agents_out if self._snapshot is not None else {}
+        peers = tuple(a for a in self._agents if a != author and a not in out)  # out: its roles moved
         review = _Running(
             review_id=review_id,
             key=key,

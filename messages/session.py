@@ -150,6 +150,9 @@ class SessionSnapshot(Frozen):
     decisions: tuple[dict[str, Any], ...] = ()
     recoveries: tuple[dict[str, Any], ...] = ()
     questions: tuple[Question, ...] = ()
+    agents_out: dict[str, str] = Field(
+        default_factory=dict, description="agents that cannot serve in this session, with the reason"
+    )
     summary: str = ""
     exit_code: int | None = None
     orchestrator_pid: int | None = None

@@ -3,7 +3,8 @@
 orchestrate "Add user authentication" --target ./app [--no-dashboard] [--demo] ...
 orchestrate sessions             list the sessions in the workspace
 orchestrate show <session_id>    print one session
-orchestrate resume <session_id>  continue a session whose orchestrator died
+orchestrate resume <session_id>  continue a session (its orchestrator died, or it waited for answers)
+orchestrate answer <session_id> <question_id> <text>  answer a question of a waiting session
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,15 +22,25 @@ import pykka.debug
 
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show", "resume")
+SUBCOMMANDS = ("sessions", "show", "resume", "answer")
 EXIT_USAGE = 2
+SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FILE):
+  orchestrate sessions                                list the sessions in the workspace
+  orchestrate show <session_id> [--json]              print one session, its open questions included
+  orchestrate answer <session_id> <question_id> TEXT  answer a question of a waiting session (yes/no
+                                                      for confirmations)
+  orchestrate resume <session_id>                     continue a session: recorded answers first
+
+exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
+(nobody could answer a question: see 'orchestrate show'), 130 stopped"""
 
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="orchestrate",
-        description="Run gemini (design), claude (implementation) and codex (review) as one team "
-        "on a task. Other commands: 'orchestrate sessions', 'orchestrate show <id>'.",
+        description="Run gemini (design), claude (implementation) and codex (review) as one team on a task.",
+        epilog=SUBCOMMAND_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", help="what the agents should do, in plain words")
     p.add_argument(
@@ -50,7 +62,17 @@ def _run_parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    _unattended_flag(p)
     return p
+
+
+def _unattended_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--unattended",
+        action="store_true",
+        help="when nobody can answer a question, take its default (clarification: continue; escalation: "
+        "stop; confirmation: no) instead of saving the session and exiting 3 ([questions] unattended)",
+    )
 
 
 def _workspace_parser(prog: str) -> argparse.ArgumentParser:
@@ -103,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["web.port"] = opts.port
     if opts.host:
         overrides["web.host"] = opts.host
+    if opts.unattended:
+        overrides["questions.unattended"] = "defaults"
     return _run_session(
         opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
     )
@@ -135,11 +159,59 @@ def _resume(args: list[str]) -> int:
     p.add_argument("--port", type=int)
     p.add_argument("--exit-when-done", action="store_true")
     p.add_argument("--verbose", "-v", action="store_true")
+    _unattended_flag(p)
     opts = p.parse_args(args)
     overrides: dict[str, Any] = {"workspace": str(opts.workspace)} if opts.workspace else {}
     if opts.port is not None:
         overrides["web.port"] = opts.port
+    if opts.unattended:
+        overrides["questions.unattended"] = "defaults"
     return _run_session(opts, overrides, task="", target=None, resume=opts.session_id)
+
+
+def _answer(args: list[str]) -> int:
+    """Record an answer for a session that is not running; `orchestrate resume` applies it."""
+    import psutil
+
+    from meta_orchestrator.actors.runtime.resume import AnswerError, record_answer
+    from meta_orchestrator.actors.runtime.session_files import read_json
+    from meta_orchestrator.messages.session import TERMINAL_STATUSES
+
+    p = _workspace_parser("answer")
+    p.add_argument("session_id")
+    p.add_argument("question_id")
+    p.add_argument("text", nargs="+", help="the answer (yes or no for a confirmation)")
+    opts = p.parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    folder = settings.workspace.expanduser().resolve() / opts.session_id
+    workspace_flag = f" --workspace {opts.workspace}" if opts.workspace else ""
+    try:
+        state = read_json(folder / "state.json")
+    except FileNotFoundError:
+        print(f"orchestrate: no session {opts.session_id} in {settings.workspace}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"orchestrate: {folder / 'state.json'} is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    pid = state.get("orchestrator_pid")
+    if state.get("status") not in TERMINAL_STATUSES and pid and pid != os.getpid() and psutil.pid_exists(pid):
+        print(
+            f"orchestrate: session {opts.session_id} is running (orchestrator pid {pid}); "
+            "answer on its console or dashboard",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        recorded = record_answer(folder, opts.question_id, " ".join(opts.text))
+    except AnswerError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    verdict = {True: " (yes)", False: " (no)", None: ""}[recorded["approve"]]
+    print(f"recorded the answer to {opts.question_id}{verdict}: {recorded['answer']}")
+    if recorded["still_open"]:
+        print(f"still open: {', '.join(recorded['still_open'])}")
+    print(f"continue with: orchestrate resume {opts.session_id}{workspace_flag}")
+    return 0
 
 
 def _subcommand(name: str, args: list[str]) -> int:
@@ -147,6 +219,8 @@ def _subcommand(name: str, args: list[str]) -> int:
 
     if name == "resume":
         return _resume(args)
+    if name == "answer":
+        return _answer(args)
     if name == "sessions":
         opts = _workspace_parser("sessions").parse_args(args)
         settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -192,6 +266,26 @@ def _subcommand(name: str, args: list[str]) -> int:
             f"  share {s['agent']:<7} planned {s['planned']:.0%}  busy {s['actual_by_time']:.0%}"
             f"  target {s['target_min']:.0%}-{s['target_max']:.0%}"
         )
+    from meta_orchestrator.actors.runtime.resume import ResumeError, recorded_answers
+
+    try:
+        recorded = recorded_answers(folder)
+    except ResumeError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        recorded = {}
+    for agent, why in (state.get("agents_out") or {}).items():
+        print(f"  out    {agent}: {why[:300]}")
+    open_questions = [q for q in state.get("questions", []) if q.get("status") == "open"]
+    if open_questions:
+        print("open questions")
+    for q in open_questions:
+        given = recorded.get(q["id"])
+        answer = f"  [answered, applied on resume: {given['answer']!r}]" if given else ""
+        print(f"  ? {q['kind']:<13} {q['id']}  from {q.get('asked_by')}: {q.get('text', '')[:300]}{answer}")
+    if open_questions and state.get("status") == "waiting":
+        where = f" --workspace {opts.workspace}" if opts.workspace else ""
+        print(f"answer with: orchestrate answer {state['session_id']} <question_id> <text>{where}")
+        print(f"then: orchestrate resume {state['session_id']}{where}")
     events = sorted(p.name for p in folder.glob("*.jsonl"))
     print(f"files    {', '.join(events)}")
     if state.get("summary"):

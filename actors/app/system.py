@@ -39,7 +39,13 @@ from meta_orchestrator.actors.runtime.preflight import (
     require_clis,
 )
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
-from meta_orchestrator.actors.runtime.resume import ResumeError, interrupted_cli_sessions, load_launch, save_launch
+from meta_orchestrator.actors.runtime.resume import (
+    ResumeError,
+    interrupted_cli_sessions,
+    load_launch,
+    recorded_answers,
+    save_launch,
+)
 from meta_orchestrator.actors.runtime.session_files import new_session_id
 from meta_orchestrator.actors.worker import Worker, launch_for_preflight
 from meta_orchestrator.config.settings import Settings
@@ -48,6 +54,7 @@ from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
 from meta_orchestrator.messages.gateway import GetGatewayAddress
 from meta_orchestrator.messages.session import (
+    AnswerChannelChanged,
     AnswerGiven,
     ControlRequested,
     GetSessionState,
@@ -75,9 +82,13 @@ class RunOptions:
     session_id: str | None = None
     env: dict[str, str] | None = None
     answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
+    # Channels beyond the console and the dashboard: "program" when the caller itself answers
+    # through the coordinator (tests, an embedding program). None of them: no question waits.
+    answer_channels: tuple[str, ...] = ()
     next_free_port: bool = False
     resume: str | None = None  # a session id: continue that session
     resume_state: dict[str, Any] | None = None  # filled in by prepare()
+    agents_out: dict[str, str] = field(default_factory=dict)  # filled in by prepare(): CLIs that cannot run
     print_url: Callable[[str], None] | None = None
     on_started: Callable[["RunningSession"], None] | None = None
 
@@ -174,7 +185,22 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     ]
     if not checks:
         raise PreflightError("every agent is disabled in the config; enable at least one")
-    require_clis(checks, settings)
+    bad = [c for c in checks if c.problem]
+    if len(bad) == len(checks):
+        require_clis(checks, settings)  # none can run: stop the launch, naming each
+    if bad:
+        # Some can run: the others' roles move to them (role_fallback), each with its reason.
+        agents = dict(settings.agents)
+        for check in bad:
+            agents[check.agent] = agents[check.agent].model_copy(update={"enabled": False})
+            options.agents_out[check.agent] = f"not_installed: {check.problem}"
+            print(
+                f"orchestrate: {check.agent} cannot run ({check.problem}); its roles go to the others",
+                file=sys.stderr,
+                flush=True,
+            )
+        settings = settings.model_copy(update={"agents": agents})
+        checks = [c for c in checks if not c.problem]
     for check in checks:
         log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
     session_id = options.resume or options.session_id or new_session_id()
@@ -221,7 +247,11 @@ def _resume_arguments(options: RunOptions, session_dir: Path) -> dict[str, Any]:
         return {}
     saved = SessionSnapshot.model_validate(options.resume_state)
     interrupted = {a.id for a in saved.assignments if a.status == "running"}
-    return {"resume_from": saved, "resume_ids": interrupted_cli_sessions(session_dir, interrupted)}
+    return {
+        "resume_from": saved,
+        "resume_ids": interrupted_cli_sessions(session_dir, interrupted),
+        "recorded_answers": recorded_answers(session_dir),
+    }
 
 
 def _is_orchestrator(pid: int) -> bool:
@@ -243,7 +273,7 @@ def start(
         log_setup(session_dir)
     listeners: list[pykka.ActorRef[Any]] = []
     if options.console:
-        listeners.append(_start(started, ConsoleView, demo=options.demo))
+        listeners.append(_start(started, ConsoleView, demo=options.demo, bell=settings.questions.bell))
     supervisor = Supervisor.start(
         max_restarts=settings.session.max_restarts,
         window_s=settings.session.restart_window_s,
@@ -378,6 +408,8 @@ def start(
         reviewer=reviewer,
         recovery=recovery,
         preflight_fixes=fixes,
+        answer_channels=_answer_channels(options, gateway is not None),
+        agents_out=options.agents_out,
         **_resume_arguments(options, session_dir),
     )
     coordinator_slot.target = coordinator
@@ -442,23 +474,45 @@ def parse_console_answer(line: str, snapshot: SessionSnapshot) -> AnswerGiven | 
             approve = False
         else:
             return f"{chosen.id} needs yes or no"
-    return AnswerGiven(question_id=chosen.id, answer=text, approve=approve)
+    return AnswerGiven(question_id=chosen.id, answer=text, approve=approve, source="console")
+
+
+def _answer_channels(options: RunOptions, dashboard: bool) -> tuple[str, ...]:
+    """Who can answer at the start. The console counts while its reader has not met end of
+    file (a terminal, or a pipe someone may still write to); the reader says when it does."""
+    channels = list(options.answer_channels)
+    if options.console and options.answer_stream is not None and not getattr(options.answer_stream, "closed", False):
+        channels.append("console")
+    if dashboard:
+        channels.append("dashboard")
+    return tuple(dict.fromkeys(channels))
 
 
 def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
-    """Reader thread: lines typed on the console answer the session's open questions."""
-    for line in iter(stream.readline, ""):
-        if not line.strip():
-            continue
-        try:
-            snapshot = coordinator.ask(GetSessionState(), timeout=2.0)
-        except (pykka.ActorDeadError, pykka.Timeout):
-            return
-        answer = parse_console_answer(line, snapshot)
-        if isinstance(answer, str):
-            print(f"orchestrate: {answer}", file=sys.stderr, flush=True)
-        else:
-            coordinator.tell(answer)
+    """Reader thread: lines typed on the console answer the session's open questions.
+
+    End of file (stdin closed, ``< /dev/null``, the writer of a pipe gone) tells the
+    coordinator the console can no longer answer, so no question waits on it.
+    """
+    try:
+        for line in iter(stream.readline, ""):
+            if not line.strip():
+                continue
+            try:
+                snapshot = coordinator.ask(GetSessionState(), timeout=2.0)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                return
+            answer = parse_console_answer(line, snapshot)
+            if isinstance(answer, str):
+                print(f"orchestrate: {answer}", file=sys.stderr, flush=True)
+            else:
+                coordinator.tell(answer)
+    except (OSError, ValueError) as exc:
+        log.info("console input ended: %s", exc)
+    try:
+        coordinator.tell(AnswerChannelChanged(channel="console", open=False))
+    except pykka.ActorDeadError:
+        pass
 
 
 def _print_url(url: str) -> None:
@@ -614,14 +668,22 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
         running = start(settings, options, started, log_setup)
         if interrupts["count"]:
             running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+        dashboard_told = False
         while True:
             try:
                 ended = running.ended.get(timeout=0.2)
             except queue.Empty:
                 ended = None
             if ended is not None:
+                if ended.status == "waiting":
+                    if not options.console:
+                        print(ended.summary, file=sys.stderr, flush=True)
+                    return ended.exit_code  # nobody is there: the dashboard does not linger
                 _linger(running, options, interrupts)
                 return ended.exit_code
+            if running.gateway is not None and not dashboard_told and running.dashboard_closed.is_set():
+                dashboard_told = True  # closed from the page: it can no longer answer
+                running.coordinator.tell(AnswerChannelChanged(channel="dashboard", open=False))
             if interrupts["count"] >= 2:
                 log.warning("forced stop: ending every agent now")
                 return 130
