@@ -643,6 +643,8 @@ class Coordinator(pykka.ThreadingActor):
             files = f", {len(r.files_written)} file(s)" if r.files_written else ""
             why = f" - {r.error}" if r.error else ""
             lines.append(f"{r.id} [{r.agent}] {r.status}{files}{why}")
+        for agent, why in self._unusable.items():
+            lines.append(f"{agent} could not serve; its roles moved: {why}")
         for share in self._compute_shares():
             lines.append(
                 f"share {share.agent}: planned {share.planned:.0%}, busy "

@@ -385,6 +385,8 @@ class SandboxGuard(pykka.ThreadingActor):
             options=("yes", "no"),
             text=f"{event.agent} was paused: {finding.payload.text}. Let it go on? (no stops it)",
             details={"rules": [f.rule for f in findings], "event_seq": event.seq},
+            timeout_s=self._settings.confirm_timeout_s,  # unanswered: no, like every confirmation
+            default_answer="no",
         )
         self._finding_questions[question.id] = event.agent
         try:

@@ -49,6 +49,7 @@ def _run(tmp_path: Path, env: dict[str, str], on_started: Any = None, **override
             console=False,
             env=env,
             on_started=on_started,
+            answer_channels=("program",),  # the test answers through the coordinator
         ),
     )
     session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())
@@ -117,7 +118,15 @@ def _start_session(tmp_path: Path, env: dict[str, str], **overrides: Any):
     started: list[pykka.ActorRef[Any]] = []
     running = start(
         _settings(tmp_path, **overrides),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=env),
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=False,
+            console=False,
+            env=env,
+            answer_channels=("program",),  # the test answers through the coordinator
+        ),
         started,
     )
     return started, running

@@ -52,6 +52,8 @@ SCENARIOS: dict[str, str] = {
     "memory_hog": "allocate ORCHESTRATE_DEMO_HOG_MB (512) MB in steps while printing, then a run",
     "fork_bomb_lite": "spawn ORCHESTRATE_DEMO_CHILDREN (50) `sleep 300` children in its group; then a normal run",
     "slow": "a normal run at ten times the pace",
+    "risky_call": "first a high-risk shell call (git push --dry-run): claude's hook asks the person",
+    "suspicious_call": "first a shell call the sandbox flags as suspicious (chmod 777 on a target file)",
     "rate_limit_once": "the rate_limit failure on the first run (marked by the file "
     "ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
 }
@@ -541,6 +543,14 @@ def run(agent: DemoAgent) -> int:
         keep.append(_memory_hog(agent))
     if sc == "fork_bomb_lite":
         keep.append(_fork_children(agent))
+    if sc == "risky_call":
+        # A high-risk call (claude's hook asks the person first); harmless: a dry run, no remote.
+        agent.say("[demo] Let me publish the branch first.\n")
+        agent.shell(Command("git push --dry-run demo-remote HEAD", ["git", "push", "--dry-run", "demo-remote", "HEAD"]))
+    if sc == "suspicious_call":
+        # A call the sandbox's watch flags (chmod 777); harmless: on a file of the target.
+        agent.say("[demo] Making the entry point writable for everyone.\n")
+        agent.shell(Command("chmod 777 app/main.py", ["chmod", "777", "app/main.py"], writes=True))
     if sc == "permission_error":
         outside = agent.cwd.parent / f"{agent.cwd.name}-outside" / "NOTES.md"
         agent.say(
