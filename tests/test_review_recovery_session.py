@@ -265,8 +265,6 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
 @pytest.mark.parametrize(
     "agent,scenario,cause,advice",
     [
-        ("claude", "auth_error", "auth", "ANTHROPIC_API_KEY"),
-        ("codex", "auth_error", "auth", "CODEX_API_KEY"),
         ("codex", "force_not_git_repo", "repo_trust", "git init"),
         ("gemini", "force_untrusted", "repo_trust", "GEMINI_CLI_TRUST_WORKSPACE=true"),
     ],
@@ -284,17 +282,38 @@ def test_unfixable_errors_escalate_with_the_right_advice(tmp_path, demo_env, age
 
 
 @pytest.mark.parametrize(
-    "agent,scenario,cause,retries",
+    "agent,assignment,advice",
+    [("claude", "implement", "ANTHROPIC_API_KEY"), ("codex", "review", "CODEX_API_KEY")],
+)
+def test_refused_credentials_escalate_with_the_advice_and_the_role_moves_on(
+    tmp_path, demo_env, agent, assignment, advice
+):
+    demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = "auth_error"
+    code, session, state = _run(tmp_path, demo_env)
+    assert code == 0 and state["status"] == "completed", state["summary"]
+    mine = [r for r in state["recoveries"] if r.get("assignment_id") == assignment and r["agent"] == agent]
+    assert mine and {(r["cause"], r["action"], r["outcome"]) for r in mine} == {("auth", "escalate", "escalated")}
+    assert advice in mine[0]["advice"] and mine[0]["evidence"]
+    assert len(_launches(session, agent, assignment)) == 1  # never relaunched blindly
+    moved = next(a for a in state["assignments"] if a["id"] == assignment)
+    assert moved["agent"] != agent and moved["status"] == "completed"
+    [hand_over] = [d for d in state["decisions"] if d.get("kind") == "role_fallback"]
+    assert hand_over["agent"] == agent and advice in hand_over["reason"]
+    assert hand_over["moved"] == {assignment: moved["agent"]}
+
+
+@pytest.mark.parametrize(
+    "agent,scenario,cause,retries,exit_code",
     [
-        ("claude", "rate_limit", "rate_limit", 3),
-        ("codex", "server_error", "server", 2),
-        ("claude", "crash", "crash", 1),
+        ("claude", "rate_limit", "rate_limit", 3, 0),  # quota still spent after back-off: the role moves on
+        ("codex", "server_error", "server", 2, 1),
+        ("claude", "crash", "crash", 1, 1),
     ],
 )
-def test_retries_back_off_and_the_caps_hold(tmp_path, demo_env, agent, scenario, cause, retries):
+def test_retries_back_off_and_the_caps_hold(tmp_path, demo_env, agent, scenario, cause, retries, exit_code):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = scenario
     code, session, state = _run(tmp_path, demo_env)
-    assert code == 1
+    assert code == exit_code
     mine = [r for r in state["recoveries"] if r.get("assignment_id") and r["agent"] == agent]
     assert [r["action"] for r in mine] == ["retry_after"] * retries + ["give_up"]
     assert [r["outcome"] for r in mine] == ["failed_again"] * retries + ["given_up"]
