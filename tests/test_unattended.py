@@ -30,6 +30,7 @@ from meta_orchestrator.messages.session import (
     SessionEnded,
     SessionSnapshot,
     SessionStateChanged,
+    StartSession,
 )
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
@@ -442,3 +443,73 @@ def test_a_new_question_rings_the_bell_once():
     view.ask(SessionStateChanged(snapshot=snapshot), timeout=5)
     view.ask(SessionStateChanged(snapshot=snapshot), timeout=5)
     assert out.getvalue().count("\a") == 1 and "q1" in out.getvalue()
+
+
+def test_closing_the_dashboard_while_a_question_is_open_ends_the_wait(tmp_path, demo_env):
+    """The dashboard is an answer channel while it runs; closed from the page, it is gone."""
+    import threading
+    import urllib.request
+
+    closed: list[int] = []
+
+    def close_when_asked(running: Any) -> None:
+        def close() -> None:
+            wait_for(
+                lambda: any(
+                    q.status == "open" for q in running.coordinator.ask(GetSessionState(), timeout=5).questions
+                ),
+                timeout=60,
+                message="an open question",
+            )
+            assert running.coordinator.ask(GetSessionState(), timeout=5).status == "paused"  # it waits for someone
+            req = urllib.request.Request(running.dashboard_url.split("?")[0] + "api/close", data=b"", method="POST")
+            req.add_header("X-Orchestrate-Token", running.token)
+            with urllib.request.urlopen(req, timeout=10) as response:
+                closed.append(response.status)
+
+        threading.Thread(target=close, name="test-user", daemon=True).start()
+
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, "web.port": 0})
+    code = run(
+        settings,
+        RunOptions(
+            task="Add a /health endpoint",
+            target=None,
+            demo=True,
+            dashboard=True,
+            console=False,
+            env={**demo_env, **CONCERNS},
+            on_started=close_when_asked,
+            print_url=lambda url: None,
+        ),
+    )
+    assert closed == [202]
+    assert code == 3 and _session(tmp_path / "ws")[1]["status"] == "waiting"
+
+
+def test_a_worker_crashing_past_its_restarts_hands_planning_over(tmp_path, probe):
+    from meta_orchestrator.messages.supervision import SupervisionFailed
+    from meta_orchestrator.messages.worker import StartAssignment
+    from tests.conftest import ProbeHandle
+
+    settings = load_settings(None, {"workspace": str(tmp_path)})
+    workers = {name: ProbeHandle() for name in ("gemini", "codex", "claude")}
+    coordinator = Coordinator.start(
+        settings=settings,
+        session_id="s1",
+        session_dir=tmp_path,
+        task="Add a /health endpoint",
+        target=tmp_path,
+        workers={name: handle.ref for name, handle in workers.items()},
+        listeners=(probe.ref,),
+        answer_channels=(),
+    )
+    coordinator.tell(StartSession(reply_to=probe.ref))
+    first = workers["gemini"].expect(StartAssignment)
+    assert first.assignment_id == "@plan"
+    coordinator.tell(SupervisionFailed(name="worker:gemini", error="boom", restarts_in_window=4))
+    second = workers["claude"].expect(StartAssignment)  # role_fallback: architect -> claude
+    assert second.prompt == first.prompt and second.mode == "read_only"
+    state = coordinator.ask(GetSessionState(), timeout=5)
+    assert "crashed past its restarts" in state.agents_out["gemini"]
+    assert state.decisions[-1]["kind"] == "role_fallback"
