@@ -1159,7 +1159,11 @@ class Coordinator(pykka.ThreadingActor):
         asker = self._askers.pop(question_id, None)
         if asker is not None:
             try:
-                asker.tell(QuestionAnswered(question_id=question_id, answer=answer, approve=approve, expired=expired))
+                asker.tell(
+                    QuestionAnswered(
+                        question_id=question_id, answer=answer, approve=approve, expired=expired, answered_by=by
+                    )
+                )
             except Exception:  # noqa: BLE001 - the asker is gone; the answer is recorded anyway
                 log.warning("the asker of %s is gone", question_id)
         if self._held_for_answers and not self._resumed_questions and not self._decision_questions:

@@ -295,7 +295,9 @@ class SandboxGuard(pykka.ThreadingActor):
         pending = self._pending.pop(message.question_id, None)
         if pending is None:
             return
-        if message.expired:
+        if message.expired and message.answered_by == "unattended":
+            self._decide(pending, "deny", "unavailable", "nobody could answer (unattended); denied by default")
+        elif message.expired:
             self._decide(
                 pending, "deny", "timeout", f"no answer within {self._settings.confirm_timeout_s:g}s; denied by default"
             )

@@ -177,6 +177,7 @@ class QuestionAnswered(Message):
     answer: str
     approve: bool | None = None
     expired: bool = False
+    answered_by: str | None = Field(default=None, description="console, dashboard, command, timeout or unattended")
 
 
 class AnswerChannelChanged(Message):

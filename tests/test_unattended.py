@@ -266,7 +266,7 @@ def test_high_risk_call_confirmation_with_nobody_there(tmp_path, demo_env):
     question = next(q for q in state["questions"] if q["kind"] == "confirmation")
     assert (question["approve"], question["answered_by"]) == (False, "unattended")
     denied = [d for d in state["decisions"] if d.get("kind") == "tool_call_denied"]
-    assert denied and denied[0]["rule"] == "git_push"
+    assert denied and denied[0]["rule"] == "git_push" and denied[0]["decided_by"] == "unavailable"
 
 
 def test_suspicious_call_pause_with_nobody_there(tmp_path, demo_env):
@@ -513,3 +513,26 @@ def test_a_worker_crashing_past_its_restarts_hands_planning_over(tmp_path, probe
     state = coordinator.ask(GetSessionState(), timeout=5)
     assert "crashed past its restarts" in state.agents_out["gemini"]
     assert state.decisions[-1]["kind"] == "role_fallback"
+
+
+# -- the real pinned gemini against the scripted model server ----------------------------------------
+
+try:
+    from tests.test_real_clis import Rig, cli_bin, server  # noqa: F401 - fixtures
+except Exception:  # noqa: BLE001 - the real-CLI tier is optional
+    Rig = None  # type: ignore[assignment,misc]
+
+
+@pytest.mark.realcli
+def test_real_gemini_prints_the_licence_refusal_and_it_is_the_account_class(cli_bin, server, tmp_path):
+    from meta_orchestrator.actors.runtime.error_patterns import BUILTIN_PATTERNS
+
+    rig = Rig("gemini", cli_bin, server, tmp_path)
+    res = rig.run_adapter("Do the thing. SCRIPT:error 403")
+    assert res.run.returncode == 147, res.describe()  # 403 mod 256 (reference §3.6)
+    result = res.run.objects[-1]
+    assert result["type"] == "result" and result["status"] == "error"
+    assert "(#3501)" in result["error"]["message"]
+    lines = tuple(d.payload.text or "" for d in res.drafts if d.type == "error")
+    found = classify_run(Evidence(agent="gemini", lines=lines, returncode=147), BUILTIN_PATTERNS)
+    assert found is not None and found.cause == "account", (lines, res.describe())

@@ -96,6 +96,11 @@ def write_done_text(name: str) -> str:
     return f"Wrote {name} as scripted."
 
 
+# The 403 a personal Google account gets from Gemini Code Assist since 2026-06-18 (issue 10's
+# wording; the server's full text is not in the pinned CLI).
+GEMINI_LICENCE_REFUSAL = "You do not have a valid license of this product [mock] (#3501)"
+
+
 def error_message(status: int) -> str:
     return ERROR_MESSAGES.get(status, f"mock status {status}")
 
@@ -512,6 +517,8 @@ class _Handler(BaseHTTPRequestHandler):
             etype, code = _OPENAI_ERROR.get(status, ("server_error", None))
             body = {"error": {"message": msg, "type": etype, "param": None, "code": code}}
         else:
+            if status == 403:
+                msg = GEMINI_LICENCE_REFUSAL  # what Code Assist for individuals answers since 2026-06-18
             body = {"error": {"code": status, "message": msg, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
         self._json(status, body, {"retry-after": "0"} if status == 429 else None)
 
