@@ -112,7 +112,10 @@ class SessionSettings(Section):
 class WebSettings(Section):
     """The dashboard's web server."""
 
-    host: str = Field(default="127.0.0.1", description="interface to bind; anything but loopback warns")
+    host: str = Field(default="127.0.0.1", description="interface to bind; anything but loopback needs allow_remote")
+    allow_remote: bool = Field(
+        default=False, description="allow a host other machines can reach (--allow-remote); the token travels in clear"
+    )
     port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
     client_queue: int = Field(default=1000, ge=10, description="frames buffered per browser")
 

@@ -1,8 +1,8 @@
 """Gateway conversations: browser sockets <-> Gateway, and what the browser may ask for.
 
 The gateway is a listener: it is *told* ``EventRecorded``, ``WorkerStateChanged``,
-``SessionStateChanged``, ``SessionEnded`` (and, generically, any other fact a later
-feature publishes). Its own vocabulary is here:
+``SessionStateChanged``, ``SessionEnded`` and the facts listed in ``messages.frames.FRAME_OF``.
+Its own vocabulary is here:
 
 * ``ClientConnected`` / ``ClientDisconnected`` / ``ControlReceived``: a WebSocket handler
   thread -> Gateway. The handler thread owns the socket; the gateway only fills its outbox.
@@ -11,12 +11,11 @@ feature publishes). Its own vocabulary is here:
 * ``ControlRequest``, ``AnswerRequest``, ``PingRequest``, ``ResyncRequest``: what the browser
   sends over the socket, validated by ``BROWSER_REQUEST`` (a discriminated ``TypeAdapter``).
   ``ControlBody`` and ``AnswerBody`` are the JSON bodies of the HTTP control endpoints.
-* ``Frame``: the one wire format, ``{"type", "seq", "data"}``.
+What the gateway sends to browsers is the wire contract in ``messages.frames``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter
@@ -145,31 +144,3 @@ BrowserRequest = Annotated[
     Field(discriminator="type"),
 ]
 BROWSER_REQUEST: TypeAdapter[BrowserRequest] = TypeAdapter(BrowserRequest)
-
-
-# --- what the gateway sends -----------------------------------------------------------------
-
-
-class Frame(Frozen):
-    """The wire format of every WebSocket message.
-
-    Frame types: ``snapshot`` (first on every connection, and after an overflow),
-    ``event``, ``worker``, ``session``, ``session_ended`` and, for any other fact told to
-    the gateway, the snake_case name of its class (``resources_sampled``...). These deltas
-    carry the global ``seq``. Per-client replies carry ``seq: null``: ``hello`` (first frame
-    of a resumed connection), ``ack``, ``error``, ``pong``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: str
-    seq: int | None = None
-    data: Any = None
-
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def frame_type_of(message: object) -> str:
-    """The frame type for a message class: ``ResourcesSampled`` -> ``resources_sampled``."""
-    return _CAMEL.sub("_", type(message).__name__).lower()

@@ -18,7 +18,8 @@ from typing import Any
 import pykka
 import pytest
 
-from meta_orchestrator.actors.gateway import Gateway, GatewayError, read_events_page
+from meta_orchestrator.actors.gateway import Gateway, GatewayError
+from meta_orchestrator.actors.runtime.event_pages import read_events_page
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.events import Event, EventPayload
 from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayAddress, GetGatewayStats
@@ -61,7 +62,7 @@ def http(
     req = urllib.request.Request(address.base_url + path, data=data, method=method)
     if token is not None:
         req.add_header("X-Orchestrate-Token", token)
-    if data is not None:
+    if data is not None or method == "POST":
         req.add_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
         req.add_header(key, value)
@@ -226,14 +227,14 @@ def test_api_refuses_missing_and_wrong_token(gateway: GatewayAddress, path: str)
     assert http(gateway, "GET", path)[0] == 200
 
 
-def test_token_in_query_and_cookie_set_by_the_page(gateway: GatewayAddress) -> None:
-    assert http(gateway, "GET", f"/api/session?token={TOKEN}", token=None)[0] == 200
+def test_only_the_header_carries_the_token_not_the_query_or_a_cookie(gateway: GatewayAddress) -> None:
+    status, body = http(gateway, "GET", f"/api/session?token={TOKEN}", token=None)
+    assert status == 401 and "missing token" in body["error"]
     with urllib.request.urlopen(gateway.url, timeout=5) as page:
-        cookie = page.headers["Set-Cookie"]
-        assert "orchestrate_token=" in cookie and "HttpOnly" in cookie
+        assert page.headers.get("Set-Cookie") is None  # the page keeps the token in sessionStorage
         assert b"<html" in page.read().lower()
-    status, _ = http(gateway, "GET", "/api/workers", token=None, headers={"Cookie": cookie.split(";")[0]})
-    assert status == 200
+    status, _ = http(gateway, "GET", "/api/workers", token=None, headers={"Cookie": f"orchestrate_token={TOKEN}"})
+    assert status == 401
 
 
 def test_foreign_host_header_is_refused(gateway: GatewayAddress) -> None:
@@ -388,23 +389,31 @@ def test_reviews_are_read_from_the_session_folder(gateway: GatewayAddress, tmp_p
     assert http(gateway, "GET", "/api/reviews/..")[0] == 404
 
 
-def test_resources_keep_the_latest_generic_facts(tmp_path: Path) -> None:
-    from pydantic import BaseModel, ConfigDict
-
-    class ResourcesSampled(BaseModel):  # stands in for the resource monitor's fact
-        model_config = ConfigDict(frozen=True)
-        agent: str
-        cpu_percent: float
-        rss_bytes: int
-
+def test_resources_keep_the_latest_samples_and_limits(tmp_path: Path) -> None:
     ref, address = start_gateway(tmp_path)
     assert http(address, "GET", "/api/resources")[1] == {"resources": []}
-    ref.tell(ResourcesSampled(agent="claude", cpu_percent=12.5, rss_bytes=123456))
+    ref.tell(resources_sampled(cpu=12.5, rss=123456, taken_at=1_735_725_600.25))
     body = wait_for(lambda: http(address, "GET", "/api/resources")[1]["resources"])
-    assert body == [
-        {"type": "resources_sampled", "data": {"agent": "claude", "cpu_percent": 12.5, "rss_bytes": 123456}}
-    ]
+    assert [item["type"] for item in body] == ["resources"]
+    data = body[0]["data"]
+    assert data["taken_at"] == "2025-01-01T10:00:00.250Z"  # one time representation on the wire
+    assert (data["agents"][0]["agent"], data["agents"][0]["cpu_percent"], data["agents"][0]["rss_bytes"]) == (
+        "claude",
+        12.5,
+        123456,
+    )
     assert ref.ask(GetGatewayStats(), timeout=2).seq == 1
+
+
+def resources_sampled(cpu: float = 10.0, rss: int = 2**20, taken_at: float = 1e9, agent: str = "claude") -> Any:
+    """One resource sample of one agent."""
+    from meta_orchestrator.messages.resources import MachineSample, ResourcesSampled, TreeSample
+
+    return ResourcesSampled(
+        taken_at=taken_at,
+        agents=(TreeSample(agent=agent, pid=4242, status="running", processes=2, cpu_percent=cpu, rss_bytes=rss),),
+        machine=MachineSample(cpu_percent=5, cpu_count=2, memory_available_bytes=2**30, memory_total_bytes=2**31),
+    )
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

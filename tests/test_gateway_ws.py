@@ -7,6 +7,7 @@ from collections import deque
 import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import pykka
 import pytest
 import simple_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request, TextMessage
 from wsproto.events import Event as WsEvent
 
+from meta_orchestrator.messages.frames import FRAME
 from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayStats
 from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, SessionStateChanged
 from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
@@ -37,12 +39,12 @@ def _stop_actors() -> Any:
 
 
 def ws_url(address: GatewayAddress, **query: Any) -> str:
-    params = "&".join(f"{k}={v}" for k, v in query.items())
+    params = urllib.parse.urlencode(query)
     return f"ws://127.0.0.1:{address.port}/ws" + (f"?{params}" if params else "")
 
 
 def connect(address: GatewayAddress, **query: Any) -> simple_websocket.Client:
-    return simple_websocket.Client.connect(ws_url(address, token=TOKEN, **query))
+    return simple_websocket.Client.connect(ws_url(address, **query), headers={"X-Orchestrate-Token": TOKEN})
 
 
 _PENDING: dict[int, deque[dict[str, Any]]] = {}
@@ -55,6 +57,7 @@ def _next_frame(client: simple_websocket.Client, timeout: float) -> dict[str, An
         raw = client.receive(timeout=timeout)
         if raw is None:
             return None
+        FRAME.validate_json(raw)  # every message a browser receives keeps the contract
         frame = json.loads(raw)
         pending.extend(frame["data"] if frame["type"] == "batch" else [frame])
     return pending.popleft()
@@ -87,14 +90,23 @@ def stats(ref: pykka.ActorRef[Any]) -> Any:
 class RawClient:
     """A WebSocket client on a bare socket that reads only when told to (a stalled browser)."""
 
-    def __init__(self, address: GatewayAddress, rcvbuf: int = 4096) -> None:
+    def __init__(self, address: GatewayAddress, rcvbuf: int = 4096, target: str = "/ws") -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", address.port))
         self.ws = WSConnection(ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{address.port}", target=f"/ws?token={TOKEN}")))
+        self.sock.sendall(
+            self.ws.send(
+                Request(
+                    host=f"127.0.0.1:{address.port}",
+                    target=target,
+                    extra_headers=[(b"x-orchestrate-token", TOKEN.encode())],
+                )
+            )
+        )
         self._text: list[str] = []
         self.frames: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             for ev in self._pump():
@@ -115,9 +127,12 @@ class RawClient:
         self.ws.receive_data(data)
         events = list(self.ws.events())
         for ev in events:
+            if isinstance(ev, CloseConnection):
+                self.closed_with = ev.code
             if isinstance(ev, TextMessage):
                 self._text.append(ev.data)
                 if ev.message_finished:
+                    FRAME.validate_json("".join(self._text))
                     message = json.loads("".join(self._text))
                     self.frames.extend(message["data"] if message["type"] == "batch" else [message])
                     self._text.clear()
@@ -138,31 +153,60 @@ class RawClient:
         self.sock.close()
 
 
-def test_no_token_or_a_wrong_one_is_refused(tmp_path: Path) -> None:
+def test_no_token_a_wrong_one_or_one_in_the_address_is_refused(tmp_path: Path) -> None:
     _, address = start_gateway(tmp_path)
     with pytest.raises(simple_websocket.ConnectionError, match="401"):
         simple_websocket.Client.connect(ws_url(address))
     with pytest.raises(simple_websocket.ConnectionError, match="401"):
-        simple_websocket.Client.connect(ws_url(address, token="guess"))
+        simple_websocket.Client.connect(ws_url(address), headers={"X-Orchestrate-Token": "guess"})
+    with pytest.raises(simple_websocket.ConnectionError, match="401"):
+        simple_websocket.Client.connect(ws_url(address, token=TOKEN))  # the address leaks to logs
+    with pytest.raises(simple_websocket.ConnectionError, match="401"):
+        simple_websocket.Client.connect(ws_url(address), headers={"Cookie": f"orchestrate_token={TOKEN}"})
 
 
-def test_token_in_header_is_accepted(tmp_path: Path) -> None:
+def test_the_token_as_a_subprotocol_is_accepted(tmp_path: Path) -> None:
+    # What the page does: a browser cannot set headers on a WebSocket.
     _, address = start_gateway(tmp_path)
-    client = simple_websocket.Client.connect(ws_url(address), headers={"X-Orchestrate-Token": TOKEN})
+    client = simple_websocket.Client.connect(ws_url(address), subprotocols=["orchestrate", f"token.{TOKEN}"])
+    assert client.subprotocol == "orchestrate"  # the token is never echoed back
     assert receive(client)["type"] == "snapshot"
     client.close()
+    with pytest.raises(simple_websocket.ConnectionError, match="401"):
+        simple_websocket.Client.connect(ws_url(address), subprotocols=["orchestrate", "token.guess"])
 
 
 def test_a_foreign_origin_is_refused_and_our_own_accepted(tmp_path: Path) -> None:
     _, address = start_gateway(tmp_path)
-    for origin in ("http://evil.example", f"http://evil.example:{address.port}", "http://127.0.0.1:1"):
+    token = {"X-Orchestrate-Token": TOKEN}
+    for origin in ("http://evil.example", f"http://evil.example:{address.port}", "http://127.0.0.1:1", "null"):
         with pytest.raises(simple_websocket.ConnectionError, match="403"):
-            simple_websocket.Client.connect(ws_url(address, token=TOKEN), headers={"Origin": origin})
+            simple_websocket.Client.connect(ws_url(address), headers={**token, "Origin": origin})
     client = simple_websocket.Client.connect(
-        ws_url(address, token=TOKEN), headers={"Origin": f"http://127.0.0.1:{address.port}"}
+        ws_url(address), headers={**token, "Origin": f"http://127.0.0.1:{address.port}"}
     )
     assert receive(client)["type"] == "snapshot"
     client.close()
+
+
+@pytest.mark.parametrize("since", ["abc", "-1", "1e3", "9" * 5000, "\u0661"])
+def test_a_bad_since_closes_with_an_error_frame(tmp_path: Path, since: str) -> None:
+    ref, address = start_gateway(tmp_path)
+    # wsproto, not simple_websocket's client: that one drops what arrives with the handshake.
+    client = RawClient(address, target="/ws?" + urllib.parse.urlencode({"since": since}))
+    frame = client.read_until(lambda f: True, timeout=5)
+    assert frame["type"] == "error" and "since must be" in frame["data"]["error"]
+    assert len(frame["data"]["error"]) < 200
+    deadline = time.monotonic() + 5
+    while client.closed_with is None and time.monotonic() < deadline:
+        try:
+            client._pump()
+        except ConnectionError:
+            break  # the close frame came before the end of the stream, if at all
+    assert client.closed_with == 1008
+    client.close()
+    assert not stats(ref).clients  # never registered
+    assert connect(address).receive(timeout=5) is not None  # and the gateway is fine
 
 
 def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
@@ -190,22 +234,31 @@ def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
     client.close()
 
 
-def test_unknown_facts_become_frames_named_after_their_class(tmp_path: Path) -> None:
+def test_facts_become_frames_of_the_contract_and_unknown_ones_none(tmp_path: Path) -> None:
     from pydantic import BaseModel
 
-    class ReviewCompleted(BaseModel):
+    from meta_orchestrator.messages.review import ReviewCompleted, ReviewDecision
+    from tests.test_gateway import resources_sampled
+
+    class SomethingNew(BaseModel):  # a fact the dashboard has no frame for
         review_id: str
-        decision: str
 
     ref, address = start_gateway(tmp_path)
     client = connect(address)
     assert receive(client)["type"] == "snapshot"
-    ref.tell(ReviewCompleted(review_id="r1", decision="CONTINUE"))
-    frame = receive(client)
-    assert frame == {"type": "review_completed", "seq": 1, "data": {"review_id": "r1", "decision": "CONTINUE"}}
+    ref.tell(SomethingNew(review_id="r0"))
+    done = ReviewCompleted(review_id="r1", decision=ReviewDecision(decision="CONTINUE", reasoning="fine"))
+    ref.tell(done)
+    ref.tell(resources_sampled(cpu=3.0))
+    review, sample = receive(client), receive(client)
+    assert (review["type"], review["seq"]) == ("review_completed", 1)
+    assert review["data"]["record"] == done.record()
+    assert review["data"]["at"].endswith("Z")
+    assert (sample["type"], sample["seq"]) == ("resources", 2)
     client.close()
     again = connect(address)
-    assert receive(again)["data"]["facts"] == {"review_completed": [{"review_id": "r1", "decision": "CONTINUE"}]}
+    recent = receive(again)["data"]["recent"]
+    assert [(f["type"], f["seq"]) for f in recent] == [("review_completed", 1), ("resources", 2)]
     again.close()
 
 

@@ -54,7 +54,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
     p.add_argument("--port", type=int, help="dashboard port (default 8000)")
-    p.add_argument("--host", help="dashboard interface (default 127.0.0.1)")
+    p.add_argument("--host", help="dashboard interface (default 127.0.0.1; another needs --allow-remote)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="let --host be an address other machines can reach (the token then travels in clear; "
+        "an SSH tunnel to 127.0.0.1 is safer)",
+    )
     p.add_argument(
         "--next-free-port", action="store_true", help="if the dashboard port is taken, use the next free one"
     )
@@ -127,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["web.host"] = opts.host
     if opts.unattended:
         overrides["questions.unattended"] = "defaults"
+    if opts.allow_remote:
+        overrides["web.allow_remote"] = True
     return _run_session(
         opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
     )
@@ -135,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_session(opts: argparse.Namespace, overrides: dict[str, Any], **options: Any) -> int:
     """Load the settings, set up logging and run one session (new or resumed) to its end."""
     settings = _load(opts.config, overrides)
+    if not getattr(opts, "no_dashboard", False) and not _remote_dashboard_ok(settings):
+        return EXIT_USAGE
     from meta_orchestrator.actors.app.system import PreflightError, RunOptions, run
 
     log_to_file = setup_logging(opts.verbose)
@@ -150,6 +160,28 @@ def _run_session(opts: argparse.Namespace, overrides: dict[str, Any], **options:
     except PreflightError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _remote_dashboard_ok(settings: Settings) -> bool:
+    """A dashboard other machines can reach only on purpose, and never without saying the cost."""
+    from meta_orchestrator.webui.security import is_loopback
+
+    host = settings.web.host
+    if is_loopback(host):
+        return True
+    if not settings.web.allow_remote:
+        print(
+            f"orchestrate: --host {host} lets other machines reach the dashboard; pass --allow-remote if "
+            "you mean it, or keep 127.0.0.1 and use an SSH tunnel (ssh -L 8000:127.0.0.1:8000 <this machine>)",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"orchestrate: warning: the dashboard on {host} is plain HTTP: the token in its address travels "
+        "in clear, and anyone who reads it can steer the agents",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _resume(args: list[str]) -> int:

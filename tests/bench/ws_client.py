@@ -2,18 +2,26 @@
 print-to-receive latency from the timestamp the fake agent puts in each line.
 
     python ws_client.py URL   # prints one JSON summary line when stdin closes
+
+A ``token`` in the URL's query goes as the WebSocket subprotocol ``token.<token>``, as the
+dashboard's page sends it (the gateway refuses a token in the address).
 """
 
 import json
 import sys
 import threading
 import time
+import urllib.parse
 
 import simple_websocket
 
 
 def main() -> None:
-    client = simple_websocket.Client.connect(sys.argv[1])
+    parts = urllib.parse.urlsplit(sys.argv[1])
+    query = urllib.parse.parse_qs(parts.query)
+    token = query.pop("token", [""])[0]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, doseq=True)))
+    client = simple_websocket.Client.connect(url, subprotocols=["orchestrate", f"token.{token}"])
     state = {"events": 0, "snapshots": 0, "latencies_ms": []}
     done = threading.Event()
 

@@ -1,0 +1,123 @@
+// What the page knows, and how each frame of the wire contract (messages/frames.py) changes it.
+//
+// Every frame is {type, seq, data}; the fields read here are exactly the contract's.
+
+export const AGENTS = ["gemini", "codex", "claude"];
+export const TERMINAL = ["completed", "failed", "stopped"];
+const MAX_EVENTS = 20000;   // kept in memory; the log only renders what is visible
+const MAX_SAMPLES = 90;     // per agent, for the sparklines
+const MAX_FACTS = 600;      // per frame type
+
+export const state = {
+  seq: null, epoch: null, session: null, ended: null, workers: {}, facts: {},
+  events: [], eventsSeen: 0, clockOffset: 0, pendingAnswers: {},
+};
+export const samples = {};  // agent -> [{cpu, rss}]
+AGENTS.forEach((a) => { samples[a] = []; });
+
+// --- render scheduling: parts of the page marked dirty are drawn on the next frame ---------
+const dirty = new Set();
+let scheduled = false;
+let renderer = () => {};
+export function onRender(fn) { renderer = fn; }
+export function markDirty(...parts) {
+  parts.forEach((p) => dirty.add(p));
+  if (!scheduled) {
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      const parts = new Set(dirty);
+      dirty.clear();
+      renderer(parts);
+    });
+  }
+}
+
+// --- frames ------------------------------------------------------------------------------
+// Returns what the socket layer needs to know: "gap" when a delta was missed.
+export function applyFrame(frame) {
+  const data = frame.data;
+  let gap = false;
+  if (frame.seq !== null && frame.type !== "snapshot") {
+    if (state.seq !== null && frame.seq !== state.seq + 1) gap = true;
+    state.seq = frame.seq;
+  }
+  switch (frame.type) {
+    case "snapshot": applySnapshot(frame.seq, data); break;
+    case "hello": state.epoch = data.epoch; break;
+    case "event":
+      state.events.push(data);
+      state.eventsSeen += 1;
+      if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
+      markDirty("log", "workers", "counts");
+      break;
+    case "worker":
+      state.workers[data.agent] = data;
+      markDirty("workers");
+      break;
+    case "session":
+      state.session = data;
+      markDirty("session", "workers", "inbox", "decision", "reviews", "plan");
+      break;
+    case "session_ended":
+      state.ended = data;
+      markDirty("session");
+      break;
+    case "resources": case "limit": case "review_started": case "review_completed":
+    case "recovery": case "restart": case "tool_call": case "security_finding":
+      keepFact(frame.type, data);
+      break;
+    case "ack": case "error": case "pong": break;  // handled by the socket layer
+    default: break;  // a frame this page does not know: ignore it
+  }
+  return gap;
+}
+
+function applySnapshot(seq, data) {
+  state.seq = seq;
+  let events = data.events;
+  if (state.epoch === data.epoch && state.events.length) {
+    // Same gateway, we fell behind: keep what we had and add the snapshot's recent events.
+    const fresh = new Set(events.map((e) => e.agent + ":" + e.seq));
+    events = state.events.filter((e) => !fresh.has(e.agent + ":" + e.seq)).concat(events);
+    if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
+  }
+  state.epoch = data.epoch;
+  state.session = data.session;
+  state.ended = data.ended;
+  state.workers = {};
+  data.workers.forEach((w) => { state.workers[w.agent] = w; });
+  state.events = events;
+  state.eventsSeen = data.events_seen;
+  state.clockOffset = Date.parse(data.server_time) - Date.now();
+  state.facts = {};
+  AGENTS.forEach((a) => { samples[a] = []; });
+  data.recent.forEach((f) => keepFact(f.type, f.data));
+  markDirty("session", "workers", "log-reset", "inbox", "decision", "reviews", "plan");
+}
+
+function keepFact(kind, data) {
+  const list = state.facts[kind] || (state.facts[kind] = []);
+  list.push(data);
+  if (list.length > MAX_FACTS) list.splice(0, list.length - MAX_FACTS);
+  if (kind === "resources") {
+    data.agents.forEach((tree) => {
+      const list = samples[tree.agent];
+      if (!list) return;
+      list.push({ cpu: tree.cpu_percent, rss: tree.rss_bytes });
+      if (list.length > MAX_SAMPLES) list.shift();
+    });
+    markDirty("workers");
+  }
+  if (kind === "review_started" || kind === "review_completed") markDirty("reviews");
+}
+
+// --- derived ----------------------------------------------------------------------------
+export function sessionStatus() {
+  return (state.ended && state.ended.status) || (state.session && state.session.status) || "waiting";
+}
+
+export function openQuestions() {
+  // "answered" and "expired" are closed; any other status still waits on a person.
+  return ((state.session && state.session.questions) || []).filter((q) => q.status !== "answered" && q.status !== "expired");
+}
