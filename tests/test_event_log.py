@@ -99,3 +99,25 @@ def test_empty_and_garbage_files(tmp_path: Path) -> None:
         window = log.tail(10)
         assert window.records == [] and window.bad_lines == 3
         assert log.offset_of_seq(1) == garbage.stat().st_size
+
+
+def test_read_before_an_offset_and_after_a_moment(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    path = tmp_path / "claude.jsonl"
+    records = _write(path, 200, rng, bad_every=11)
+    with EventLog(path) as log:
+        for seq in (1, 2, 50, 199, 200):
+            offset = log.offset_of_seq(seq)
+            window = log.read_before(offset, 7)
+            assert window.records == [r for r in records if r["seq"] < seq][-7:]
+            # each end is where the next record's line begins (or a skipped bad line)
+            for record, end in zip(window.records, window.ends, strict=True):
+                following = log.read_from(end, 1).records
+                assert not following or following[0]["seq"] > record["seq"]
+        for record in rng.sample(records, 30):
+            moment = parse_time(record["timestamp"])
+            after = log.read_from(log.offset_of_time_after(moment), 1).records
+            expected = [r for r in records if parse_time(r["timestamp"]) > moment][:1]
+            assert after == expected
+        whole = log.read_from(0, 10_000, stop_at=log.offset_of_seq(100))
+        assert [r["seq"] for r in whole.records] == list(range(1, 100))

@@ -30,6 +30,7 @@ class Window:
     start: int
     end: int
     bad_lines: int = 0
+    ends: tuple[int, ...] = ()  # where each record's line ends (with read_from)
 
 
 def parse_time(text: str) -> datetime:
@@ -76,14 +77,16 @@ class EventLog:
             return None
         return start, line
 
-    def read_from(self, offset: int, limit: int) -> Window:
-        """Up to ``limit`` records from the line that starts at ``offset`` (a line start)."""
+    def read_from(self, offset: int, limit: int, stop_at: int | None = None) -> Window:
+        """Up to ``limit`` records from the line that starts at ``offset`` (a line start),
+        ending before ``stop_at`` when it is given (a line start too)."""
         f = self._file
         f.seek(offset)
         records: list[dict[str, Any]] = []
+        ends: list[int] = []
         bad = 0
         end = offset
-        while len(records) < limit:
+        while len(records) < limit and (stop_at is None or end < stop_at):
             line = f.readline()
             if not line.endswith(b"\n"):
                 break
@@ -93,12 +96,18 @@ class EventLog:
                 bad += 1
             else:
                 records.append(record)
-        return Window(records=records, start=offset, end=end, bad_lines=bad)
+                ends.append(end)
+        return Window(records=records, start=offset, end=end, bad_lines=bad, ends=tuple(ends))
 
     def tail(self, limit: int) -> Window:
-        """The last ``limit`` whole records, read backwards from the end in blocks."""
+        """The last ``limit`` whole records."""
+        return self.read_before(self.size(), limit)
+
+    def read_before(self, offset: int, limit: int) -> Window:
+        """The last ``limit`` whole records that end at or before ``offset``, read backwards in
+        blocks (a line cut by ``offset`` is not one of them)."""
         f = self._file
-        size = self.size()
+        size = min(offset, self.size())
         block = min(size, TAIL_BLOCK)
         while True:
             f.seek(size - block)
@@ -107,12 +116,22 @@ class EventLog:
             lines = data[:cut].split(b"\n")[:-1]
             if block < size:
                 lines = lines[1:]  # the first may have begun before the block
-            if len(lines) > limit or block == size:
-                chosen = lines[-limit:] if limit else []
-                start = size - block + cut - sum(len(line) + 1 for line in chosen)
-                records = [r for r in (_decode(line) for line in chosen) if r is not None]
+            end = size - block + cut
+            picked: list[tuple[int, dict[str, Any]]] = []  # (end of its line, record), newest first
+            bad, at = 0, end
+            for line in reversed(lines):
+                if len(picked) == limit:
+                    break
+                record = _decode(line)
+                if record is None:
+                    bad += 1
+                else:
+                    picked.append((at, record))
+                at -= len(line) + 1
+            if len(picked) == limit or block == size:
+                picked.reverse()
                 return Window(
-                    records=records, start=start, end=size - block + cut, bad_lines=len(chosen) - len(records)
+                    records=[r for _, r in picked], start=at, end=end, bad_lines=bad, ends=tuple(e for e, _ in picked)
                 )
             block = min(size, block * 4)
 
@@ -152,6 +171,10 @@ class EventLog:
     def offset_of_time(self, moment: datetime) -> int:
         """Where the first record stamped at or after ``moment`` starts."""
         return self._bisect(lambda record: _time(record) < moment)
+
+    def offset_of_time_after(self, moment: datetime) -> int:
+        """Where the first record stamped after ``moment`` starts."""
+        return self._bisect(lambda record: _time(record) <= moment)
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
