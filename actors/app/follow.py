@@ -8,24 +8,21 @@ orchestrator that owned it is gone without ending it (then it says how to resume
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import psutil
 from pydantic import ValidationError
 
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.runtime.event_log import EventLog
 from meta_orchestrator.actors.runtime.session_files import read_json
+from meta_orchestrator.actors.runtime.session_index import ENDED_STATUSES, orchestrator_alive
 from meta_orchestrator.messages.base import AGENT_NAMES
 from meta_orchestrator.messages.events import Event
-from meta_orchestrator.messages.session import TERMINAL_STATUSES, SessionSnapshot, SessionStateChanged
+from meta_orchestrator.messages.session import SessionSnapshot, SessionStateChanged
 from meta_orchestrator.messages.worker import EventsRecorded
 
-# A session that waits for answers has ended its process too (see `orchestrate answer`).
-ENDED = (*TERMINAL_STATUSES, "waiting")
 READ_BATCH = 500
 ASK_TIMEOUT_S = 10.0
 
@@ -73,17 +70,6 @@ def _events(records: list[dict[str, Any]]) -> list[Event]:
     return events
 
 
-def _orchestrator_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        return psutil.Process(pid).is_running()
-    except psutil.Error:
-        return False
-
-
 def follow(session_dir: Path, out: TextIO, backlog: int = 20, poll_s: float = 0.2) -> int:
     """Print the session's events until it ends; 0 when it ended, 1 when its owner vanished."""
     tails = [_Tail(session_dir / f"{agent}.jsonl") for agent in AGENT_NAMES]
@@ -106,10 +92,10 @@ def follow(session_dir: Path, out: TextIO, backlog: int = 20, poll_s: float = 0.
                 view.ask(EventsRecorded(events=tuple(fresh)), timeout=ASK_TIMEOUT_S)
                 continue  # drain everything written before deciding that the session ended
             status = state.get("status")
-            if status in ENDED:
+            if status in ENDED_STATUSES:
                 out.write(f"session {state.get('session_id')} {status} (exit {state.get('exit_code')})\n")
                 return 0
-            if state and not _orchestrator_alive(state.get("orchestrator_pid")):
+            if state and not orchestrator_alive(state.get("orchestrator_pid")):
                 out.write(
                     f"session {state.get('session_id')} is {status}, but its orchestrator "
                     f"(pid {state.get('orchestrator_pid')}) is gone: "
