@@ -272,9 +272,18 @@ def _subcommand(name: str, args: list[str]) -> int:
     p = _workspace_parser("show")
     p.add_argument("session_id")
     p.add_argument("--json", action="store_true", help="print state.json as it is")
+    p.add_argument("--follow", action="store_true", help="print the session's events as they come, until it ends")
+    p.add_argument("--last", type=int, default=20, metavar="N", help="with --follow: begin with the last N events")
     opts = p.parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
+    if opts.follow:
+        from meta_orchestrator.actors.app.follow import follow
+
+        if not (folder / "state.json").is_file():
+            print(f"orchestrate: no session {opts.session_id} in {settings.workspace}", file=sys.stderr)
+            return EXIT_USAGE
+        return follow(folder, sys.stdout, backlog=max(opts.last, 0))
     try:
         state = read_json(folder / "state.json")
     except FileNotFoundError:

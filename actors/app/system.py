@@ -29,6 +29,7 @@ from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
 from meta_orchestrator.actors.sandbox.policy import bypass_flags_in
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
+from meta_orchestrator.actors.history import HistoryRecorder
 from meta_orchestrator.actors.gateway import Gateway, GatewayError
 from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
@@ -271,7 +272,8 @@ def start(
     settings, target, session_dir, session_id, env = prepare(settings, options)
     if log_setup:
         log_setup(session_dir)
-    listeners: list[pykka.ActorRef[Any]] = []
+    # The history hears every fact first, so a replay sees what any view saw.
+    listeners: list[pykka.ActorRef[Any]] = [_start(started, HistoryRecorder, session_dir=session_dir)]
     if options.console:
         listeners.append(_start(started, ConsoleView, demo=options.demo, bell=settings.questions.bell))
     supervisor = Supervisor.start(
