@@ -39,6 +39,7 @@ from meta_orchestrator.messages.gateway import (
     ControlBody,
     ControlReceived,
 )
+from meta_orchestrator.webui.stream import add_stream_route
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, WS_PROTOCOL, Guard
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def create_app(link: DashboardLink) -> Flask:
 
     @app.before_request
     def guard() -> Response | None:
-        refusal = link.guard.check(request.method, request.path, request.headers)
+        refusal = link.guard.check(request.method, request.path, request.headers, request.args.get("token"))
         return None if refusal is None else refuse(refusal.status, refusal.reason)
 
     @app.after_request
@@ -247,6 +248,8 @@ def create_app(link: DashboardLink) -> Flask:
         response = jsonify(ok=True)
         response.status_code = 202
         return response
+
+    add_stream_route(app, link)
 
     @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def api_unknown(rest: str) -> Response:

@@ -31,6 +31,8 @@ WS_TOKEN_PREFIX = "token."
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# Read-only event streams that also take ?token=: an EventSource cannot send a header.
+STREAM_PATHS = ("/api/stream",)
 
 
 def is_loopback(host: str) -> bool:
@@ -111,6 +113,7 @@ class Guard:
         method: str,
         path: str,
         headers: Mapping[str, str],
+        query_token: str | None = None,
     ) -> Refusal | None:
         """``None`` if the request may go on; otherwise why not.
 
@@ -126,7 +129,8 @@ class Guard:
         origin = headers.get("Origin")
         unsafe = method in UNSAFE_METHODS or method == "OPTIONS"
         # A browser always sends Origin on these; a plain client with the token may leave it out.
-        if origin is not None and (path == "/ws" or unsafe) and not self.origin_ok(origin, host):
+        streams = path in STREAM_PATHS
+        if origin is not None and (path == "/ws" or streams or unsafe) and not self.origin_ok(origin, host):
             return Refusal(403, f"foreign Origin {origin[:100]!r}: only the dashboard's own page may do this")
         if method in UNSAFE_METHODS:
             mimetype = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
@@ -135,6 +139,8 @@ class Guard:
         given = headers.get(TOKEN_HEADER)
         if path == "/ws" and given is None:
             given = ws_token(headers.get("Sec-WebSocket-Protocol", ""))
+        if streams and method == "GET" and given is None:
+            given = query_token  # EventSource and curl -N cannot always set a header; reading only
         if not self.token_ok(given):
             if given:
                 return Refusal(401, "a wrong token")

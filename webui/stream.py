@@ -1,0 +1,106 @@
+"""``GET /api/stream``: the WebSocket's frames as Server-Sent Events, for scripts and curl -N.
+
+Each frame goes out as one SSE message whose ``data`` is the frame exactly as a WebSocket
+receives it, and whose ``id`` is its delta seq; a batch is sent as the frames it holds, one
+message each, so every delta has its own id. A reconnect that sends ``Last-Event-ID`` (or
+``?since=``) gets the frames it missed from the gateway's ring, or a fresh snapshot when
+they are gone, as a WebSocket does. Replies meant for one browser (``hello``) carry no id.
+
+The stream is a client of the gateway like a socket: a bounded outbox that only the actor
+fills, so a slow reader is given a snapshot instead of holding anyone up, and one whose
+writes make no progress is hung up on. A comment line every ``KEEPALIVE_S`` seconds lets a
+dead connection be noticed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+from flask import Flask, Response, jsonify, request
+
+from meta_orchestrator.messages.frames import BATCH_PREFIX
+from meta_orchestrator.messages.gateway import ClientConnected, ClientDisconnected
+
+if TYPE_CHECKING:
+    from meta_orchestrator.webui.app import DashboardLink
+
+KEEPALIVE_S = 15.0
+SINCE_DIGITS = 15
+_HEAD = re.compile(r'^\{"type":"(\w+)","seq":(null|\d+),')
+
+
+def sse_messages(frame: str) -> Iterator[str]:
+    """The SSE messages for one outbox item (a frame, or a batch of frames)."""
+    if frame.startswith(BATCH_PREFIX):
+        for inner in json.loads(frame)["data"]:
+            yield from sse_messages(json.dumps(inner, separators=(",", ":"), ensure_ascii=False))
+        return
+    head = _HEAD.match(frame)
+    if head is not None:
+        seq = head.group(2)
+    else:
+        value = json.loads(frame).get("seq")
+        seq = str(value) if isinstance(value, int) else "null"
+    prefix = f"id: {seq}\n" if seq != "null" else ""
+    yield f"{prefix}data: {frame}\n\n"
+
+
+def add_stream_route(app: Flask, link: DashboardLink) -> None:
+    """Register ``/api/stream`` on the dashboard's app."""
+
+    @app.get("/api/stream")
+    def stream() -> Response:
+        raw = request.headers.get("Last-Event-ID") or request.args.get("since")
+        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= SINCE_DIGITS):
+            response = jsonify(
+                error=f"since (or Last-Event-ID) must be a frame's seq, a whole number, not {raw[:40]!r}"
+            )
+            response.status_code = 400
+            return response
+        since = int(raw) if raw is not None else None
+        outbox: queue.Queue[str | None] = queue.Queue(maxsize=link.client_queue)
+        client = "sse-" + uuid4().hex[:12]
+        sock = request.environ.get("werkzeug.socket")
+
+        def hangup() -> None:
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        if not link.tell(
+            ClientConnected(client=client, outbox=outbox, since=since, remote=request.remote_addr, hangup=hangup)
+        ):
+            response = jsonify(error="the dashboard is shutting down")
+            response.status_code = 503
+            return response
+
+        def generate() -> Iterator[str]:
+            reason = "closed by the reader"
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    try:
+                        frame = outbox.get(timeout=KEEPALIVE_S)
+                    except queue.Empty:
+                        yield ": keepalive\n\n"
+                        continue
+                    if frame is None:
+                        reason = "closed by the gateway"
+                        return
+                    yield from sse_messages(frame)
+            finally:
+                link.tell(ClientDisconnected(client=client, reason=reason))
+
+        return Response(
+            generate(),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
