@@ -56,7 +56,10 @@ def test_the_history_holds_every_state_change_and_ends_with_state_json(finished_
 
 
 def test_the_timeline_pages_through_everything_once_in_time_order(finished_session: Path):
-    expected = sum(len(read_jsonl(finished_session / f"{n}.jsonl").records) for n in (*AGENTS, "history"))
+    files = [finished_session / f"{n}.jsonl" for n in (*AGENTS, "history")]
+    files += sorted(finished_session.glob("reviews/*/*.jsonl"))  # the peers' review runs
+    assert len(files) > 4
+    expected = sum(len(read_jsonl(path).records) for path in files)
     with Timeline(finished_session, AGENTS) as timeline:
         first, last = timeline.bounds()
         page = timeline.seek(first - timedelta(seconds=1))

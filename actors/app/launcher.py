@@ -5,6 +5,7 @@ orchestrate sessions             list the sessions in the workspace
 orchestrate show <session_id>    print one session
 orchestrate resume <session_id>  continue a session (its orchestrator died, or it waited for answers)
 orchestrate answer <session_id> <question_id> <text>  answer a question of a waiting session
+orchestrate serve                every session of the workspace, live or past, in one page
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,14 +24,17 @@ import pykka.debug
 
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show", "resume", "answer")
+SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve")
 EXIT_USAGE = 2
 SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FILE):
   orchestrate sessions                                list the sessions in the workspace
   orchestrate show <session_id> [--json]              print one session, its open questions included
+  orchestrate show <session_id> --follow [--last N]   print its events as they come, until it ends
   orchestrate answer <session_id> <question_id> TEXT  answer a question of a waiting session (yes/no
                                                       for confirmations)
   orchestrate resume <session_id>                     continue a session: recorded answers first
+  orchestrate serve [--port N]                        every session, live or past, in one page
+                                                      (127.0.0.1:8100), with replay
 
 exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""
@@ -246,11 +251,40 @@ def _answer(args: list[str]) -> int:
     return 0
 
 
+def _serve(args: list[str]) -> int:
+    from meta_orchestrator.webui.serve import ServeError, SessionsServer
+
+    p = _workspace_parser("serve")
+    p.add_argument("--port", type=int, default=8100, help="port on 127.0.0.1 (0: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (use an SSH tunnel from elsewhere)")
+    opts = p.parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    workspace = settings.workspace.expanduser().resolve()
+    try:
+        server = SessionsServer(workspace, host=opts.host, port=opts.port).start()
+    except ServeError as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"sessions: {server.url}", file=sys.stderr, flush=True)
+    print(f"serving the sessions of {workspace}; Ctrl-C ends", file=sys.stderr, flush=True)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
 def _subcommand(name: str, args: list[str]) -> int:
     from meta_orchestrator.actors.runtime.session_files import iter_sessions, read_json
 
     if name == "resume":
         return _resume(args)
+    if name == "serve":
+        return _serve(args)
     if name == "answer":
         return _answer(args)
     if name == "sessions":

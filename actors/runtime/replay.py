@@ -63,8 +63,15 @@ class Timeline:
 
     def __init__(self, session_dir: Path, agents: Iterable[str]) -> None:
         self._logs: dict[str, EventLog] = {}
-        for name, path in [(HISTORY, session_dir / HISTORY_FILE), *((a, session_dir / f"{a}.jsonl") for a in agents)]:
-            if path.exists():
+        agents = tuple(agents)
+        sources = [(HISTORY, session_dir / HISTORY_FILE), *((a, session_dir / f"{a}.jsonl") for a in agents)]
+        # Peer reviews run in workers of their own, recorded under reviews/<id>/<agent>.jsonl;
+        # the dashboard was told their events too.
+        for folder in sorted((session_dir / "reviews").glob("*/")):
+            if not folder.is_symlink():
+                sources += [(f"{folder.name}/{a}", folder / f"{a}.jsonl") for a in agents]
+        for name, path in sources:
+            if path.is_file() and not path.is_symlink():
                 self._logs[name] = EventLog(path)
 
     def close(self) -> None:
@@ -140,3 +147,131 @@ def parse_cursor(cursor: str, sources: Iterable[str]) -> dict[str, int]:
             raise ValueError(f"a replay cursor is source:offset pairs, not {cursor[:80]!r}")
         offsets[name] = int(value)
     return offsets
+
+
+# --- frames: what the dashboard was sent, rebuilt from the timeline ----------------------------
+
+
+def _fact_classes() -> dict[str, type]:
+    """Every message class by name (the history names each fact's class)."""
+    import importlib
+
+    from meta_orchestrator.messages.base import Message
+
+    for module in (
+        "events",
+        "gateway",
+        "recovery",
+        "resources",
+        "review",
+        "sandbox",
+        "session",
+        "supervision",
+        "worker",
+    ):
+        importlib.import_module(f"meta_orchestrator.messages.{module}")
+    found: dict[str, type] = {}
+    todo = [Message]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.setdefault(sub.__name__, sub)
+            todo.append(sub)
+    return found
+
+
+_FACTS: dict[str, type] | None = None
+
+
+def fact_of(record: dict[str, Any]) -> Any | None:
+    """The fact a history line recorded, as its message, or None if this version cannot read it."""
+    global _FACTS
+    if _FACTS is None:
+        _FACTS = _fact_classes()
+    cls = _FACTS.get(str(record.get("fact")))
+    if cls is None:
+        return None
+    try:
+        return cls.model_validate(record.get("data"))
+    except ValueError:
+        return None
+
+
+def frame_data(item: Item) -> tuple[str, str] | None:
+    """(frame type, data as JSON) for an item, exactly as the gateway builds it live."""
+    from meta_orchestrator.messages.frames import EventData, frame_for
+    from meta_orchestrator.messages.session import SessionStateChanged
+    from meta_orchestrator.messages.worker import WorkerStateChanged
+
+    if item.source != HISTORY:
+        try:
+            return "event", EventData.model_validate(item.record).model_dump_json(exclude_none=True)
+        except ValueError:
+            return None
+    fact = fact_of(item.record)
+    if isinstance(fact, SessionStateChanged):
+        return "session", fact.snapshot.model_dump_json()
+    if isinstance(fact, WorkerStateChanged):
+        return "worker", fact.snapshot.model_dump_json()
+    found = frame_for(fact) if fact is not None else None
+    if found is None:
+        return None
+    return found[0], found[1].model_dump_json()
+
+
+def snapshot_at(
+    timeline: Timeline, moment: datetime, started_at: datetime, events_kept: int = 500, facts_kept: int = 600
+) -> tuple[str, Page]:
+    """The ``snapshot`` frame a browser would have been sent at ``moment``, and the page it
+    came from (its cursor goes on from there). It keeps what the gateway keeps live (its
+    ``events_kept`` latest events, ``facts_kept`` frames of each other kind); its seq counts
+    the facts and events up to ``moment``."""
+    import json
+
+    from meta_orchestrator.messages.frames import SnapshotData, encode_frame
+
+    page = timeline.seek(moment, events_kept)
+    state: dict[str, Any] = {"session": None, "ended": None}
+    workers: dict[str, Any] = {}
+    events: list[str] = []
+    recent: dict[str, list[tuple[int, str]]] = {}
+    events_seen = 0
+    seq = 0
+    for item in page.items:
+        built = frame_data(item)
+        if item.source == HISTORY:
+            seq += 1
+        if built is None:
+            continue
+        kind, data = built
+        if kind == "event":
+            events.append(data)
+            continue
+        if kind == "session":
+            state["session"] = json.loads(data)
+        elif kind == "worker":
+            workers[json.loads(data)["agent"]] = json.loads(data)
+        elif kind == "session_ended":
+            state["ended"] = json.loads(data)
+        else:
+            kept = recent.setdefault(kind, [])
+            kept.append((seq, encode_frame(kind, seq, data)))
+            del kept[:-facts_kept]
+    last_seqs = {i.source: i.record.get("seq", 0) for i in page.items if i.source != HISTORY}
+    events_seen = sum(int(v) for v in last_seqs.values() if isinstance(v, int))
+    seq += events_seen
+    head = SnapshotData(
+        epoch="replay",
+        seq=seq,
+        server_time=moment,
+        started_at=started_at,
+        session=state["session"],
+        workers=tuple(workers[a] for a in sorted(workers)),
+        ended=state["ended"],
+        events_seen=events_seen,
+    ).model_dump_json()
+    tail = ',"events":[],"recent":[]}'
+    assert head.endswith(tail), "events and recent are the last fields of SnapshotData"
+    facts = ",".join(frame for _, frame in sorted(f for kept in recent.values() for f in kept))
+    data = f'{head[: -len(tail)]},"events":[{",".join(events[-events_kept:])}],"recent":[{facts}]}}'
+    return encode_frame("snapshot", seq, data), page

@@ -11,6 +11,7 @@ import { TERMINAL, markDirty, onRender, openQuestions, sessionStatus, state } fr
 import { renderWorkers } from "./workers.js";
 import { renderInbox } from "./inbox.js";
 import { renderDecision, renderPlan, renderReviews } from "./reviews.js";
+import { replaySession, startReplay } from "./replay.js";
 import { appendLog, hideDetail, log, onLogScroll, rebuildLog, showDetail, togglePause } from "./eventlog.js";
 
 function render(parts) {
@@ -38,7 +39,7 @@ function renderTitle() {
 
 function endedBanner() {
   const status = sessionStatus();
-  if (TERMINAL.includes(status)) {
+  if (TERMINAL.includes(status) && !replaySession) {
     showBanner("ended", "The session is " + status + ". This page keeps showing its final state until you close the dashboard.");
   }
 }
@@ -136,4 +137,6 @@ window.orchestrator = { state, log };   // for debugging from the console and fo
 onRender(render);
 onBannerHidden(endedBanner);
 renderWorkers();
-connect();
+// Served by `orchestrate serve` (?session=<id>): the session's files, read-only; else live.
+if (replaySession) startReplay().catch((e) => showBanner("lost", "Cannot open the session: " + e.message));
+else connect();
