@@ -536,3 +536,35 @@ def test_real_gemini_prints_the_licence_refusal_and_it_is_the_account_class(cli_
     lines = tuple(d.payload.text or "" for d in res.drafts if d.type == "error")
     found = classify_run(Evidence(agent="gemini", lines=lines, returncode=147), BUILTIN_PATTERNS)
     assert found is not None and found.cause == "account", (lines, res.describe())
+
+
+def test_defaults_a_folder_grant_is_not_given(tmp_path, demo_env):
+    env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
+    code, _, state = _run(tmp_path, env, **{"sandbox.enabled": False, "questions.unattended": "defaults"})
+    question = next(q for q in state["questions"] if q["id"].startswith("grant-"))
+    assert (question["approve"], question["answered_by"]) == (False, "unattended")
+    recovery = next(r for r in state["recoveries"] if r.get("cause") == "outside_path")
+    assert recovery["action"] == "escalate" and "was not granted" in recovery["advice"]
+    assert not (Path(state["target"] + "-outside") / "NOTES.md").exists()
+    assert code == 0  # the run itself succeeded without the refused write; the advice is recorded
+
+
+def test_answer_refuses_a_running_session(tmp_path, demo_env):
+    folder = tmp_path / "ws" / "s1"
+    folder.mkdir(parents=True)
+    question = {"id": "q1", "kind": "clarification", "text": "which?", "asked_by": "test", "status": "open"}
+    # This test process stands in for a live orchestrator.
+    state = {
+        "session_id": "s1",
+        "status": "paused",
+        "orchestrator_pid": __import__("os").getpid(),
+        "questions": [question],
+    }
+    (folder / "state.json").write_text(json.dumps(state))
+    code, _, err = _finish(
+        _orchestrate(["answer", "s1", "q1", "sqlite", "--workspace", str(tmp_path / "ws")], demo_env)
+    )
+    assert code == 2 and "is running" in err
+    assert not (folder / "answers.json").exists()
+    code, _, err = _finish(_orchestrate(["answer", "nope", "q1", "x", "--workspace", str(tmp_path / "ws")], demo_env))
+    assert code == 2 and "no session nope" in err
