@@ -108,9 +108,11 @@ async function followLoop() {
   setTimeout(followLoop, FOLLOW_MS);
 }
 
+// A moment is a time in ms or, for a mark, the recorded ISO time itself (finer than ms).
 function seekTo(moment) {
   r.following = false;
-  load(new Date(moment).toISOString()).catch((e) => toast("Replay: " + e.message, true));
+  const at = typeof moment === "string" ? moment : new Date(moment).toISOString();
+  load(at).catch((e) => toast("Replay: " + e.message, true));
 }
 
 async function loadMarks() {
@@ -142,7 +144,7 @@ export async function startReplay() {
   $("replay-start").onclick = () => seekTo(r.start);
   $("replay-end").onclick = () => seekTo(r.end);
   $("replay-position").onchange = (ev) => seekTo(r.start + (Number(ev.target.value) / 1000) * (r.end - r.start));
-  $("replay-marks").onchange = (ev) => { if (ev.target.value) seekTo(Date.parse(ev.target.value)); };
+  $("replay-marks").onchange = (ev) => { if (ev.target.value) seekTo(ev.target.value); };
   r.speed = Number($("replay-speed").value) || 10;
   await load("end");
   loadMarks();
