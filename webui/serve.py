@@ -299,6 +299,7 @@ class SessionsServer:
         if not is_loopback(host):
             raise ServeError(f"orchestrate serve listens on loopback only, not {host!r}; use an SSH tunnel")
         self.token = token or secrets.token_urlsafe(24)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._guard: Guard | None = None
         app = create_serve_app(workspace, lambda: self._guard)  # type: ignore[arg-type,return-value]
         try:

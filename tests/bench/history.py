@@ -8,7 +8,9 @@ workers' and a ``state.json``) under a temporary folder, then times, in the same
 
 * the baseline: a plain read of every line of the three files (what any full scan costs);
 * opening: the last 200 records of every agent and each file's last seq, as a page opens;
-* seeking: 200 seeks to random moments, each followed by a read of 200 records.
+* seeking: 200 seeks to random moments, each followed by a read of 200 records;
+* the page through ``orchestrate serve`` over HTTP on 127.0.0.1: opening the session (the
+  snapshot at its end, as the page asks first), a seek to a random moment, the next 500 frames.
 
 Figures are medians of repeated runs, quoted beside the baseline as ratios.
 """
@@ -21,11 +23,13 @@ import random
 import statistics
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.event_log import EventLog
 from meta_orchestrator.actors.runtime.session_files import last_seq
+from meta_orchestrator.webui.serve import SessionsServer
 
 AGENTS = ("gemini", "codex", "claude")
 START = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -58,7 +62,9 @@ def write_history(folder: Path, events: int) -> int:
         data = "\n".join(lines) + "\n"
         (folder / f"{agent}.jsonl").write_text(data, encoding="utf-8")
         total += len(data)
-    (folder / "state.json").write_text(json.dumps({"session_id": "bench", "status": "completed"}))
+    (folder / "state.json").write_text(
+        json.dumps({"session_id": folder.name, "task": "bench", "status": "completed", "created_at": START.isoformat()})
+    )
     return total
 
 
@@ -100,13 +106,37 @@ def seeks(folder: Path, count: int, span: timedelta) -> None:
             log.close()
 
 
+def _get(server: SessionsServer, path: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}{path}", headers={"X-Orchestrate-Token": server.token}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def over_http(workspace: Path, session: str, span: timedelta) -> tuple[float, float, float]:
+    server = SessionsServer(workspace, port=0).start()
+    try:
+        rng = random.Random(2)
+        base = f"/api/sessions/{session}"
+        opening = _median(lambda: _get(server, base + "/snapshot?at=end"), 5)
+        moments = [(START + span * rng.random()).isoformat().replace("+00:00", "Z") for _ in range(20)]
+        seek = _median(lambda: _get(server, base + "/snapshot?at=" + moments.pop()), 9)
+        cursor = _get(server, base + "/snapshot?at=start")["cursor"]
+        frames = _median(lambda: _get(server, base + "/frames?limit=500&cursor=" + cursor), 5)
+        return opening, seek, frames
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seeks", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="history-bench-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "20261201-120000-bench"
+        folder.mkdir()
         began = time.perf_counter()
         size = write_history(folder, args.events)
         print(f"wrote {args.events:,} events ({size / 1e6:.0f} MB) in {time.perf_counter() - began:.1f}s")
@@ -125,6 +155,10 @@ def main() -> None:
         print(
             f"seek to a moment + read 200 records: {seeking * 1000:.2f} ms each = {seeking / base:.4f} x the plain read"
         )
+        opening, seek, frames = over_http(Path(tmp), folder.name, span)
+        print(f"serve, open the session page (snapshot at the end): {opening * 1000:.1f} ms = {opening / base:.3f} x")
+        print(f"serve, seek to a random moment (snapshot there): {seek * 1000:.1f} ms = {seek / base:.3f} x")
+        print(f"serve, the next 500 frames: {frames * 1000:.1f} ms = {frames / base:.3f} x")
 
 
 if __name__ == "__main__":
