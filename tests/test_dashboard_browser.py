@@ -300,3 +300,29 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     page.locator("#session-status", has_text="Completed").wait_for(timeout=10_000)
     wait_for(lambda: page.locator("#conn-text").inner_text() == "Live", timeout=10, message="live again")
     assert not [e for e in page.errors if "401" not in e], page.errors  # type: ignore[attr-defined]
+
+
+def test_open_questions_show_in_the_tab_title(browser_page: Any, tmp_path: Path, probe: ProbeHandle) -> None:
+    page = browser_page
+    ref, address = start_gateway(tmp_path, probe.ref)
+
+    def ask(*statuses: str) -> None:
+        questions = [
+            {"id": f"q{n}", "kind": "clarification", "text": f"Question {n}?", "asked_by": "coordinator", "status": s}
+            for n, s in enumerate(statuses, 1)
+        ]
+        ref.tell(SessionStateChanged(snapshot=session_snapshot(questions=questions)))
+
+    ref.tell(SessionStateChanged(snapshot=session_snapshot()))
+    page.goto(address.url)
+    page.locator("#session-status", has_text="Running").wait_for(timeout=10_000)
+    assert not page.title().startswith("(")
+    ask("open", "open")
+    wait_for(lambda: page.title().startswith("(2) needs you · Running"), message="two waiting", timeout=5)
+    assert page.locator("#inbox .question").count() == 2 and page.locator("#inbox-count").inner_text() == "2"
+    ask("answered", "open")
+    wait_for(lambda: page.title().startswith("(1) needs you"), message="one waiting", timeout=5)
+    ask("answered", "expired")
+    wait_for(lambda: "needs you" not in page.title(), message="none waiting", timeout=5)
+    assert page.locator("#inbox .empty").inner_text() == "Nothing waits on you."
+    assert not page.errors, page.errors  # type: ignore[attr-defined]

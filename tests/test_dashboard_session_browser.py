@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from meta_orchestrator.messages.frames import FRAME, STATE_FRAMES
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
 
@@ -65,6 +66,28 @@ def _start_launcher(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Pop
     raise AssertionError("the launcher printed no dashboard address")
 
 
+def _record_frames(page: Any) -> list[str]:
+    """Every message the page's WebSockets receive, as sent."""
+    frames: list[str] = []
+
+    def on_socket(ws: Any) -> None:
+        ws.on("framereceived", lambda payload: frames.append(payload if isinstance(payload, str) else payload.decode()))
+
+    page.on("websocket", on_socket)
+    return frames
+
+
+def _assert_contract(frames: list[str]) -> set[str]:
+    """Each received message validates against the wire contract; the frame types seen."""
+    assert frames, "the page received nothing"
+    kinds: set[str] = set()
+    for text in frames:
+        frame = FRAME.validate_json(text)
+        for one in frame.data if frame.type == "batch" else (frame,):
+            kinds.add(one.type)
+    return kinds
+
+
 def _end_launcher(launcher: subprocess.Popen) -> None:
     if launcher.poll() is None:
         launcher.send_signal(signal.SIGINT)
@@ -87,6 +110,7 @@ def demo_session(tmp_path: Path, demo_env: dict[str, str]):
 def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session, browser_page: Any):  # noqa: F811
     launcher, url = demo_session
     page = browser_page
+    frames = _record_frames(page)
     page.goto(url)
     card = page.locator('article.worker[data-agent="claude"]')
     status = card.locator(".w-status")
@@ -112,6 +136,9 @@ def test_pause_and_resume_from_the_page_stop_and_continue_the_agent(demo_session
     page.locator("#session-status").filter(has_text="Stopped").wait_for(timeout=30_000)
     wait_for(lambda: not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE, message="the agent to be gone")
     assert not page.errors, page.errors
+    kinds = _assert_contract(frames)
+    assert set(STATE_FRAMES) - {"session_ended"} <= kinds, kinds  # snapshot, event, worker, session
+    assert "resources" in kinds, kinds
 
 
 def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Path, demo_env, browser_page: Any):  # noqa: F811
@@ -120,10 +147,12 @@ def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Pat
     launcher, url = _start_launcher(tmp_path, env)
     try:
         page = browser_page
+        frames = _record_frames(page)
         page.goto(url)
         question = page.locator('#inbox .question[data-kind="confirmation"]')
         question.wait_for(timeout=60_000)
         assert "refused access" in question.inner_text()
+        wait_for(lambda: page.title().startswith("(1) needs you"), message="the title to say so", timeout=5)
         question.locator('[data-answer="approve"]').click()
         page.locator("#session-status").filter(has_text="Completed").wait_for(timeout=60_000)
         state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
@@ -131,6 +160,8 @@ def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Pat
         assert grant["status"] == "answered" and grant["approve"] is True
         outside = Path(state["target"] + "-outside")
         assert (outside / "NOTES.md").is_file()  # the agent went on and did the refused write
+        assert "needs you" not in page.title()
         assert not page.errors, page.errors
+        _assert_contract(frames)
     finally:
         _end_launcher(launcher)
