@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import pykka
 
+from meta_orchestrator.actors.adapters.registry import ADAPTERS
 from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
 from meta_orchestrator.messages.session import SessionEnded, SessionStateChanged
@@ -19,8 +20,12 @@ from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
-COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
 RESET = "\033[0m"
+
+
+def _colour(agent: str) -> str:
+    adapter = ADAPTERS.get(agent)
+    return adapter.colour if adapter is not None else ""
 
 
 class ConsoleView(pykka.ThreadingActor):
@@ -120,7 +125,7 @@ class ConsoleView(pykka.ThreadingActor):
     def _line(self, agent: str, text: str) -> None:
         name = f"{agent:>6}"
         if self._colour:
-            name = f"{COLOURS.get(agent, '')}{name}{RESET}"
+            name = f"{_colour(agent)}{name}{RESET}"
         self._print(f"{name} | {text}")
 
     def _print(self, text: str) -> None:

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import AGENT_NAMES
@@ -591,8 +592,17 @@ def _describe(exc: ValidationError) -> str:
 # --- controls (called from request threads and from the actor; they only tell) ---------------
 
 
+def unknown_agent(agent: str | None) -> str | None:
+    """Why ``agent`` cannot be controlled (no adapter knows it), or ``None``."""
+    if agent is None or agent in agent_names():
+        return None
+    return f"agent: unknown agent {agent!r}; expected one of {', '.join(agent_names())}"
+
+
 def send_control(coordinator: pykka.ActorRef[Any] | None, action: str, agent: str | None) -> str | None:
     """Tell the coordinator a person's control request; the error text, or ``None``."""
+    if (unknown := unknown_agent(agent)) is not None:
+        return unknown
     if coordinator is None:
         return "no coordinator is attached to this dashboard"
     try:
@@ -652,7 +662,8 @@ def parse_cursor(since: str | None) -> dict[str, int]:
     for part in text.split(","):
         name, sep, value = part.partition(":")
         if not sep or name.strip() not in cursor or not value.strip().isdigit():
-            raise ValueError(f"since must be a number or agent:seq pairs like 'gemini:3,claude:0', not {since!r}")
+            example = ",".join(f"{agent}:{n}" for n, agent in enumerate(AGENT_NAMES[:2]))
+            raise ValueError(f"since must be a number or agent:seq pairs like '{example}', not {since!r}")
         cursor[name.strip()] = int(value.strip())
     return cursor
 
@@ -939,6 +950,8 @@ def _create_app(gateway: Gateway) -> Flask:
             parsed = ControlBody.model_validate(body)
         except ValidationError as exc:
             return refuse(400, _describe(exc))
+        if (unknown := unknown_agent(parsed.agent)) is not None:
+            return refuse(400, unknown)
         failure = send_control(gateway._coordinator, action, parsed.agent)
         if failure:
             return refuse(503, failure)

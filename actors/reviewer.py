@@ -28,6 +28,7 @@ from typing import Any
 
 import pykka
 
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.review_policy import (
     decide,
     dump_answer,
@@ -435,7 +436,7 @@ class Reviewer(pykka.ThreadingActor):
             if timer:
                 timer.cancel()
         answers = tuple(review.answers[a] for a in self._agents if a in review.answers)
-        unavailable = [a for a in ("gemini", "codex", "claude") if a not in self._agents and a != review.author]
+        unavailable = [a for a in agent_names() if a not in self._agents and a != review.author]
         decision = decide(answers, self._settings.when_no_reviewers, [f"{a} disabled" for a in unavailable])
         fact = ReviewCompleted(
             review_id=review.review_id,

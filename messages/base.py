@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-AgentName = Literal["gemini", "codex", "claude"]
+# An agent is named by its adapter (actors.adapters.registry knows which exist); the name is
+# also a file name (<agent>.jsonl) and a config table key, hence the narrow alphabet.
+AgentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# The team a session runs by default (config defaults); not the list of every known CLI.
 AGENT_NAMES: tuple[AgentName, ...] = ("gemini", "codex", "claude")
 
 

@@ -83,6 +83,8 @@ class GetSandboxFiles(Message):
 class SandboxFiles(Frozen):
     """Answer to ``GetSandboxFiles``: what the guard generated for this session."""
 
-    claude_settings: str = Field(description="file passed to claude with --settings")
+    claude_settings: str = Field(
+        description="settings file with the tool hook, passed with the hooked CLI's settings flag"
+    )
     policy: str = Field(description="the policy the hook reads")
     channel: str = Field(description="the Unix socket the hook asks over")

@@ -12,7 +12,7 @@ from meta_orchestrator.messages.worker import StartAssignment
 
 def test_a_bad_event_names_the_bad_fields():
     with pytest.raises(pydantic.ValidationError) as err:
-        Event(type="done", agent="copilot", payload={"progress": 140})
+        Event(type="done", agent="Copilot!", payload={"progress": 140})
     text = str(err.value)
     assert "type" in text and "agent" in text and "payload.progress" in text
 
