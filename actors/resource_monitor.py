@@ -28,7 +28,7 @@ from typing import IO, Any, Mapping, Sequence
 import psutil
 import pykka
 
-from meta_orchestrator.actors.runtime.supervision import tell_all
+from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.resources import (
@@ -43,6 +43,7 @@ from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import (
     EventRecorded,
     EventsRecorded,
+    GetWorkerState,
     PauseWorker,
     ResumeWorker,
     StopWorker,
@@ -119,6 +120,11 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._session_dir.mkdir(parents=True, exist_ok=True)
         self._open_history()
         threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
+        self._ask_worker_states()  # started anew after a crash: learn what runs now
+
+    def _ask_worker_states(self) -> None:
+        """Each worker tells its current state back (a restarted monitor knows no process)."""
+        tell_all(self._workers.values(), GetWorkerState(reply_to=self.actor_ref))
 
     def on_stop(self) -> None:
         self._sampling_stopped.set()
@@ -127,8 +133,9 @@ class ResourceMonitor(pykka.ThreadingActor):
             self._file = None
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        log.error("resource monitor crashed: %s", exception_value)
+        # The supervisor starts a new monitor, which asks the workers what runs now.
         self.on_stop()
+        report_crash_of(self, exception_value)
 
     def _tick(self) -> None:
         """Ticker thread: tells the actor when a sample is due; touches no actor state."""
@@ -153,6 +160,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 return None
             case WatchWorkers():
                 self._workers.update(dict(message.workers))
+                self._ask_worker_states()
                 return None
         return super().on_receive(message)
 

@@ -40,7 +40,7 @@ from meta_orchestrator.actors.sandbox.policy import (
     find_suspicious,
     rules,
 )
-from meta_orchestrator.actors.runtime.supervision import ReplyInbox, tell_all
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox, report_crash_of, tell_all
 from meta_orchestrator.config.settings import SandboxSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event, EventPayload
@@ -226,8 +226,9 @@ class SandboxGuard(pykka.ThreadingActor):
         self._close()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        log.error("sandbox guard crashed: %s", exception_value)
+        # The supervisor starts a new guard: new channel, the policy file rewritten to name it.
         self._close()
+        report_crash_of(self, exception_value)
 
     def _close(self) -> None:
         for pending in self._pending.values():

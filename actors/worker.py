@@ -27,7 +27,7 @@ from meta_orchestrator.actors.runtime.process_host import (
     monotonic,
 )
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
-from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
+from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -72,12 +72,8 @@ class Worker(pykka.ThreadingActor):
         events_path: Path | None = None,
         host: ProcessHost | None = None,
         extra_dirs: Sequence[Path] = (),
-        supervisor: Any = None,
-        name: str | None = None,
     ) -> None:
         super().__init__()
-        self._supervisor = supervisor
-        self._name = name or f"worker:{agent}"
         self._fatal: str | None = None  # events can no longer be written: the run is ended
         self._agent = agent
         self._adapter = adapter
@@ -132,7 +128,7 @@ class Worker(pykka.ThreadingActor):
         try:
             self._end_process("worker crashed")
         finally:
-            report_crash(self._supervisor, self._name, exception_value)
+            report_crash_of(self, exception_value)
 
     def _end_process(self, reason: str) -> None:
         self._closing.set()
@@ -180,7 +176,10 @@ class Worker(pykka.ThreadingActor):
             case StopWorker():
                 return self._on_stop_worker(message)
             case GetWorkerState():
-                return self._snapshot()
+                snapshot = self._snapshot()
+                if message.reply_to is not None:
+                    tell_all((message.reply_to,), WorkerStateChanged(snapshot=snapshot))
+                return snapshot
         return super().on_receive(message)
 
     # -- handlers -----------------------------------------------------------------------------

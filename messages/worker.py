@@ -65,7 +65,11 @@ class StopWorker(Message):
 
 
 class GetWorkerState(Message):
-    """Question (ask, with a timeout): answered with a ``WorkerSnapshot``."""
+    """Question (ask, with a timeout): answered with a ``WorkerSnapshot``. Told by an actor
+    (which must never ask), the answer is a ``WorkerStateChanged`` told to ``reply_to``: a
+    restarted monitor learns this way which process each worker runs."""
+
+    reply_to: Any = Field(default=None, exclude=True, description="receives WorkerStateChanged")
 
 
 class WorkerSnapshot(Frozen):

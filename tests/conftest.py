@@ -50,6 +50,10 @@ class Probe(pykka.ThreadingActor):
         return None
 
 
+class _Barrier:
+    """A marker told to a probe; see ``ProbeHandle.barrier``."""
+
+
 class ProbeHandle:
     """The test's side of a probe: its ref, and ``expect`` to wait for a message kind."""
 
@@ -78,6 +82,13 @@ class ProbeHandle:
             if isinstance(message, kind) and where(message):
                 return message
             self.seen.append(message)
+
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once everything told to the probe before this call has been received: the
+        probe's inbox is one FIFO queue, so a marker told now comes after all of it."""
+        marker = _Barrier()
+        self.ref.tell(marker)
+        self.expect(_Barrier, timeout=timeout, where=lambda m: m is marker)
 
     def drain(self) -> list[Any]:
         """Everything received so far and not yet taken."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -300,7 +299,7 @@ def test_bad_input_gets_4xx_with_a_reason(
     got_status, got = http(gateway, method, path, body=body)
     assert got_status == status, got
     assert says in got["error"]
-    time.sleep(0.1)  # give a wrongly sent message time to arrive
+    probe.barrier()  # a message wrongly told while the request was handled has arrived by now
     assert not [m for m in probe.drain() if isinstance(m, (ControlRequested, AnswerGiven))]
 
 

@@ -22,7 +22,7 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, GetWorkerState, StartAssignment
 from tests.conftest import wait_for
 
 INTERVAL = 0.25
@@ -160,8 +160,11 @@ def test_user_resume_overrides_a_pause(tmp_path, probe, demo_env):
     probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "pause")
     probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "paused")
     worker.tell(ResumeWorker(reason="user"))
-    probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "running")
-    time.sleep(INTERVAL * 4)  # several samples: the stalled agent must not be paused again
+    resumed = probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "running")
+    # Barrier: four samples of the resumed, still silent agent. The monitor tells a pause in
+    # the pass that samples it, before the next sample, so each would have shown one.
+    for _ in range(4):
+        probe.expect(ResourcesSampled, timeout=5, where=lambda m: m.sent_at > resumed.sent_at and bool(m.agents))
     later = [m for m in probe.drain() if isinstance(m, LimitExceeded) and m.action == "pause"]
     assert not later
 
@@ -227,7 +230,17 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
         # new starts: what was pending stays pending.
         pending = {a.id for a in state.assignments if a.status == "pending"}
         assert pending
-        time.sleep(1.0)  # a scheduling pass would have started one by now
+        # Barrier: every worker is paused or done. A worker tells its AssignmentFinished before
+        # it answers idle, and the coordinator handles that before the next ask: the
+        # scheduling pass a finished run triggers has happened when the state is read.
+        wait_for(
+            lambda: all(
+                w.ask(GetWorkerState(), timeout=2).status in ("paused", "idle", "exited")
+                for w in running.workers.values()
+            ),
+            timeout=30,
+            message="every worker paused or done",
+        )
         state = _session_state(running)
         assert state.status == "paused"
         assert {a.id for a in state.assignments if a.status == "pending"} == pending

@@ -340,9 +340,12 @@ def start(
     )
     # Monitor and guard listen to the workers, so they start first; they hear the coordinator
     # through its slot and get the worker refs once those exist.
-    watchers = _start_watchers(started, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot))
+    # ``workers`` is filled below; a watcher restarted after a crash starts with all of them.
+    workers: dict[str, SupervisedRef] = {}
+    watchers = _start_watchers(
+        started, supervisor, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot), workers
+    )
     host = ProcessHost(_spawn_caps(settings))
-    workers = {}
     for name, agent_settings in settings.agents.items():
         if not agent_settings.enabled:
             continue
@@ -362,8 +365,6 @@ def start(
             base_env=env,
             extra_dirs=(scratch,),
             host=host,
-            supervisor=supervisor,
-            name=f"worker:{name}",
         )
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
@@ -470,14 +471,17 @@ def _print_url(url: str) -> None:
 
 
 def _start_watchers(
-    started: list[pykka.ActorRef[Any]],
+    started: list[Any],
+    supervisor: pykka.ActorRef[Any],
     settings: Settings,
     session_dir: Path,
     target: Path,
     extra_dirs: tuple[Path, ...],
     listeners: tuple[Any, ...],
-) -> dict[str, pykka.ActorRef[Any]]:
-    """The resource monitor and the sandbox guard (each when enabled in the config).
+    workers: dict[str, SupervisedRef],
+) -> dict[str, SupervisedRef]:
+    """The resource monitor and the sandbox guard (each when enabled in the config), supervised
+    like every other actor: a crashed monitor is restarted and enforces the limits again.
 
     Raises:
         PreflightError: an agent's extra_args carry a bypass flag the user did not allow.
@@ -490,21 +494,27 @@ def _start_watchers(
                 f"the CLI's own permission checks off; set [agents.{name}] "
                 "allow_bypass = true only if an outer sandbox protects you"
             )
-    watchers: dict[str, pykka.ActorRef[Any]] = {}
+    watchers: dict[str, SupervisedRef] = {}
     coordinator = next((ref for ref in listeners if isinstance(ref, LateRef)), None)
     if settings.limits.enabled:
-        watchers["monitor"] = _start(
+        watchers["monitor"] = _supervised(
             started,
+            supervisor,
+            "monitor",
             ResourceMonitor,
+            workers=workers,
             settings=settings.limits,
             session_dir=session_dir,
             listeners=listeners,
             stop_grace_s=settings.session.stop_grace_s,
         )
     if settings.sandbox.enabled:
-        watchers["guard"] = _start(
+        watchers["guard"] = _supervised(
             started,
+            supervisor,
+            "guard",
             SandboxGuard,
+            workers=workers,
             settings=settings.sandbox,
             session_dir=session_dir,
             target=target,
@@ -515,7 +525,7 @@ def _start_watchers(
     return watchers
 
 
-def _sandboxed(name: str, settings: Settings, watchers: dict[str, pykka.ActorRef[Any]]) -> Any:
+def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]) -> Any:
     """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file."""
     agent = settings.agents[name]
     guard = watchers.get("guard")
