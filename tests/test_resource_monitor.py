@@ -249,3 +249,62 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
         assert ended.status == "stopped"
     finally:
         stop_all(started)
+
+
+def test_a_crashed_monitor_is_restarted_and_enforces_the_limits_again(tmp_path, probe, demo_env, monkeypatch):
+    from meta_orchestrator.actors.runtime.supervision import SupervisedRef
+    from meta_orchestrator.actors.supervisor import Supervisor
+    from meta_orchestrator.messages.supervision import ActorRestarted
+    from meta_orchestrator.messages.worker import WorkerStateChanged
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    settings = LimitsSettings(
+        interval_s=INTERVAL, min_free_memory_mb=None, default={**LimitsSettings().default.model_dump(), "stall_s": 1.5}
+    )
+    session_dir = tmp_path / "session"
+    target = tmp_path / "target"
+    target.mkdir()
+    supervisor = Supervisor.start(max_restarts=2, window_s=60, listeners=(probe.ref,))
+    workers: dict[str, Any] = {}  # filled once the worker exists, as the wiring does
+    monitor = SupervisedRef(
+        "monitor",
+        lambda _ref: ResourceMonitor.start(
+            settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers=workers
+        ),
+        supervisor,
+    ).start()
+    supervisor.proxy().supervise(monitor).get(timeout=5)
+    workers["claude"] = Worker.start(
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(
+            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.demo claude", share_min=0, share_max=1
+        ),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="t",
+        session_dir=session_dir,
+        target=target,
+        listeners=(probe.ref, monitor),
+        base_env=demo_env,
+    )
+    monitor.tell(WatchWorkers(workers=(("claude", workers["claude"]),)))
+    workers["claude"].tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    probe.expect(WorkerStateChanged, timeout=10, where=lambda m: m.snapshot.status == "running")
+
+    original = ResourceMonitor._sample
+    faults = {"left": 1}
+
+    def faulty(self: Any) -> Any:  # one fault in a handler, while the agent runs
+        if faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("injected fault in the monitor")
+        return original(self)
+
+    monkeypatch.setattr(ResourceMonitor, "_sample", faulty)
+    restarted = probe.expect(ActorRestarted, timeout=10)
+    assert restarted.name == "monitor" and "injected fault" in restarted.error
+    # The new monitor asked the worker what runs, so the silent agent is still ended.
+    fact = probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall" and fact.agent == "claude"
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "")
