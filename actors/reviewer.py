@@ -22,7 +22,6 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from meta_orchestrator.actors.runtime.review_policy import (
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import ReviewSettings
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import AgentName, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.review import (
     CheckReviewers,
@@ -615,7 +614,7 @@ def _file_excerpt(path: Path, target: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(utc_now())
 
 
 __all__ = ["Reviewer", "StartReviewWorker", "trigger_line"]

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.recovery import RecoveryEntry
+from meta_orchestrator.messages.resources import LimitExceededRecord
+from meta_orchestrator.messages.review import ReviewDecisionRecord
+from meta_orchestrator.messages.sandbox import SecurityFindingRecord, ToolCallRecord
+from meta_orchestrator.messages.supervision import ActorRestartedRecord
 
 Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped"]
 AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+
+
+def _legacy_decision_kind(value: Any) -> Any:
+    """state.json written before records had a ``kind``: only a review's entry lacked one."""
+    if isinstance(value, dict) and "kind" not in value and "review_id" in value:
+        return {**value, "kind": "review"}
+    return value
+
+
+# One entry of state.json ``decisions``: what a review, the supervisor, the monitor or the
+# sandbox decided, told apart by ``kind``.
+SessionDecision = Annotated[
+    Annotated[
+        ReviewDecisionRecord | ActorRestartedRecord | LimitExceededRecord | SecurityFindingRecord | ToolCallRecord,
+        Field(discriminator="kind"),
+    ],
+    BeforeValidator(_legacy_decision_kind),
+]
 
 
 class PlannedAssignment(Frozen):
@@ -141,8 +164,8 @@ class SessionSnapshot(Frozen):
     plan_errors: tuple[str, ...] = ()
     assignments: tuple[AssignmentRecord, ...] = ()
     shares: tuple[AgentShare, ...] = ()
-    decisions: tuple[dict[str, Any], ...] = ()
-    recoveries: tuple[dict[str, Any], ...] = ()
+    decisions: tuple[SessionDecision, ...] = ()
+    recoveries: tuple[RecoveryEntry, ...] = ()
     questions: tuple[Question, ...] = ()
     summary: str = ""
     exit_code: int | None = None

@@ -84,9 +84,9 @@ def test_a_fourth_cli_brings_its_error_rows_and_advice(parrot, tmp_path):
 def test_preflight_checks_a_fourth_cli_by_its_adapter(parrot, tmp_path):
     settings = _parrot_settings(tmp_path)
     _, records = proactive_fixes(settings, tmp_path, {}, euid=1000)
-    mine = [r for r in records if r["agent"] == "parrot"]
-    assert [r["cause"] for r in mine] == ["repo_trust"]
-    assert mine[0]["action"] == "verified: every parrot command line carries --any-dir"
+    mine = [r for r in records if r.agent == "parrot"]
+    assert [r.cause for r in mine] == ["repo_trust"]
+    assert mine[0].action == "verified: every parrot command line carries --any-dir"
 
 
 def test_an_agent_no_adapter_knows_is_refused_before_launch(tmp_path, demo_env):

@@ -243,7 +243,13 @@ def test_foreign_host_header_is_refused(gateway: GatewayAddress) -> None:
 def test_session_workers_and_decisions_come_from_the_latest_snapshots(tmp_path: Path, probe: ProbeHandle) -> None:
     ref, address = start_gateway(tmp_path, probe.ref)
     assert http(address, "GET", "/api/session")[1]["session"] is None
-    decision = {"decision": "LOG_WARNING", "reasoning": "one concern about error handling"}
+    decision = {
+        "kind": "actor_restarted",
+        "source": "supervisor",
+        "at": "2025-01-01T10:00:30.000Z",
+        "name": "reviewer",
+        "error": "RuntimeError('x')",
+    }
     ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=[decision])))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "paused")))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "running")))

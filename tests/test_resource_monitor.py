@@ -223,9 +223,9 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
             timeout=60,
             message="the session paused on the budget",
         )
-        budget = [d for d in state.decisions if d.get("limit") == "cost_budget"]
-        assert budget and budget[0]["action"] == "pause_session"
-        assert budget[0]["observed"] >= 0.0001
+        budget = [d for d in state.decisions if d.kind == "limit_exceeded" and d.limit == "cost_budget"]
+        assert budget and budget[0].action == "pause_session"
+        assert budget[0].observed >= 0.0001
         # Claude's result was the first cost report. Running agents are paused and nothing
         # new starts: what was pending stays pending.
         pending = {a.id for a in state.assignments if a.status == "pending"}

@@ -285,7 +285,7 @@ def start(
     scratch.mkdir(exist_ok=True)
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
-        log.info("preflight %s: %s", fix["agent"], fix["action"])
+        log.info("preflight %s: %s", fix.agent, fix.action)
     recovery = _supervised(
         started,
         supervisor,

@@ -8,10 +8,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.recovery import PreflightRecord
 
 
 class PreflightError(Exception):
@@ -127,7 +129,7 @@ def _is_git_repo(target: Path) -> bool:
 
 def proactive_fixes(
     settings: Settings, target: Path, env: dict[str, str], euid: int | None = None
-) -> tuple[Settings, list[dict[str, object]]]:
+) -> tuple[Settings, list[PreflightRecord]]:
     """Fix the setups the reference shows failing, before launch, and say what was done.
 
     Returns the settings to run with and one record per fix or check (for state.json
@@ -137,21 +139,22 @@ def proactive_fixes(
     from meta_orchestrator.actors.adapters.registry import get_adapter
 
     euid = os.geteuid() if euid is None else euid
-    records: list[dict[str, object]] = []
+    records: list[PreflightRecord] = []
     agents = dict(settings.agents)
 
-    def note(agent: str, cause: str, evidence: str, action: str, outcome: str) -> None:
+    def note(
+        agent: str, cause: str, evidence: str, action: str, outcome: Literal["fixed_before_launch", "checked"]
+    ) -> None:
         records.append(
-            {
-                "recovery_id": f"pre-{len(records) + 1:02d}",
-                "agent": agent,
-                "assignment_id": None,
-                "cause": cause,
-                "action": action,
-                "evidence": evidence,
-                "advice": action,
-                "outcome": outcome,
-            }
+            PreflightRecord(
+                recovery_id=f"pre-{len(records) + 1:02d}",
+                agent=agent,
+                cause=cause,
+                action=action,
+                evidence=evidence,
+                advice=action,
+                outcome=outcome,
+            )
         )
 
     in_repo = _is_git_repo(target)
