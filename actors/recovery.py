@@ -10,6 +10,7 @@ stops a process itself: the coordinator applies the plan.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import random
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.runtime.error_patterns import Classification, Evidence, classify_run, compile_patterns
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
@@ -138,10 +138,8 @@ class Recovery(pykka.ThreadingActor):
         )
         for ref in (message.reply_to, *self._listeners):
             if ref is not None:
-                try:
+                with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(plan)
-                except pykka.ActorDeadError:
-                    pass
         return plan
 
     def _plan(self, message: RecoveryRequested, found: Classification, base: dict[str, Any]) -> RecoveryPlanned:

@@ -16,21 +16,23 @@ agents' own usage reports (``EventRecorded`` result events) and pause the sessio
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any
 
 import psutil
 import pykka
-
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.resources import (
     LimitExceeded,
     MachineSample,
@@ -39,7 +41,6 @@ from meta_orchestrator.messages.resources import (
     TreeSample,
     WatchWorkers,
 )
-from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import (
     EventRecorded,
     EventsRecorded,
@@ -467,10 +468,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         if worker is None:
             log.error("no worker ref for %s; cannot %s", agent, type(message).__name__)
             return
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             worker.tell(message)
-        except pykka.ActorDeadError:
-            pass
 
     def _publish(self, fact: Any) -> None:
         tell_all(self._listeners, fact)
@@ -482,7 +481,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 self._lines = sum(1 for _ in existing)
         except FileNotFoundError:
             self._lines = 0
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open; closed in on_stop
 
     def _persist(self, fact: ResourcesSampled) -> None:
         if self._file is None:
@@ -491,7 +490,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             if self._lines >= self._settings.history_samples:
                 self._file.close()
                 os.replace(self._session_dir / "resources.jsonl", self._session_dir / "resources.1.jsonl")
-                self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")
+                self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")  # noqa: SIM115
                 self._lines = 0
             self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"})) + "\n")
             self._file.flush()

@@ -15,6 +15,7 @@ Peers answer through their own Worker actors, started by a factory the wiring pa
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-
 from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.review_policy import (
     decide,
@@ -412,10 +412,8 @@ class Reviewer(pykka.ThreadingActor):
             return
         worker = review.workers.get(message.agent)
         if worker is not None:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 worker.tell(StopWorker(reason="review timed out"))
-            except pykka.ActorDeadError:
-                pass
         self._record_answer(
             review, failed_answer(message.agent, f"reviewer timed out after {self._settings.reviewer_timeout_s:g}s"), ""
         )
@@ -448,7 +446,7 @@ class Reviewer(pykka.ThreadingActor):
             review_dir=str(review.directory),
             round=review.round,
         )
-        self._save(review.directory / "decision.json", fact.record())
+        self._save(review.directory / "decision.json", fact.model_dump(mode="json", exclude={"message_id"}))
         log.info("review %s: %s (%s)", review.review_id, decision.decision, decision.reasoning)
         self._tell_decision(fact, review.reply_to)
 
@@ -564,19 +562,15 @@ def _timer(delay: float, ref: pykka.ActorRef[Any], messages: Any) -> threading.T
 
 
 def _tell(ref: Any, message: Any) -> None:
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
 
 
 def _stop_quietly(ref: pykka.ActorRef[Any] | None) -> None:
     if ref is None:
         return
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.stop(block=False)
-    except pykka.ActorDeadError:
-        pass
 
 
 def _git(target: Path, *args: str) -> str | None:

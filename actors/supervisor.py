@@ -13,12 +13,12 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pykka
-
 from meta_orchestrator.actors.runtime.supervision import SupervisedRef, tell_all
-from meta_orchestrator.messages.supervision import ActorRestarted, ActorCrashed, SupervisionFailed
+from meta_orchestrator.messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
-
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
 from meta_orchestrator.messages.worker import AssignmentFinished
+from pydantic import BeforeValidator, ConfigDict, Field
 
 RecoveryAction = Literal["relaunch", "retry_after", "escalate", "give_up", "none"]
 RecoveryOutcome = Literal[
@@ -55,7 +54,7 @@ class RecoveryPlanned(Message):
     attempt: int = Field(default=0, description="retries of this class for this agent, this one included")
     run_succeeded: bool = False
 
-    def record(self, outcome: RecoveryOutcome) -> "RecoveryRecord":
+    def record(self, outcome: RecoveryOutcome) -> RecoveryRecord:
         """The entry kept in state.json ``recoveries``."""
         fields = {name: getattr(self, name) for name in RecoveryRecord.model_fields if name in type(self).model_fields}
         return RecoveryRecord(**fields, outcome=outcome, planned_at=utc_now())

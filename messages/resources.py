@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
-
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
+from pydantic import ConfigDict, Field
 
 LimitKind = Literal[
     "rss",
@@ -78,7 +77,7 @@ class LimitExceeded(Message):
     reason: str = Field(description="one sentence with the figures, as told to the worker")
     sampled_at: float = Field(description="time.time() of the sample that showed the breach")
 
-    def record(self) -> "LimitExceededRecord":
+    def record(self) -> LimitExceededRecord:
         """The entry kept in state.json ``decisions``."""
         fields = {n: getattr(self, n) for n in LimitExceededRecord.model_fields if n in type(self).model_fields}
         return LimitExceededRecord(**fields, at=utc_now())

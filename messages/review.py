@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
-
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
+from pydantic import ConfigDict, Field
 
 TriggerKind = Literal["milestone", "blocker", "request", "phase_end", "user"]
 Verdict = Literal["approve", "concern", "blocker"]
@@ -104,7 +103,7 @@ class ReviewCompleted(Message):
     review_dir: str | None = None
     round: int = 0
 
-    def record(self, applied: str | None = None) -> "ReviewDecisionRecord":
+    def record(self, applied: str | None = None) -> ReviewDecisionRecord:
         """The entry kept in state.json ``decisions``; ``applied`` says what the coordinator did."""
         fields = {
             name: getattr(self, name) for name in ReviewDecisionRecord.model_fields if name in type(self).model_fields

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
-
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
 from meta_orchestrator.messages.recovery import RecoveryEntry
 from meta_orchestrator.messages.resources import LimitExceededRecord
 from meta_orchestrator.messages.review import ReviewDecisionRecord
 from meta_orchestrator.messages.sandbox import SecurityFindingRecord, ToolCallRecord
 from meta_orchestrator.messages.supervision import ActorRestartedRecord
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped"]
@@ -68,7 +67,7 @@ class Plan(Frozen):
         return value
 
     @model_validator(mode="after")
-    def _dependencies_exist_and_acyclic(self) -> "Plan":
+    def _dependencies_exist_and_acyclic(self) -> Plan:
         known = {a.id for a in self.assignments}
         for a in self.assignments:
             missing = [d for d in a.depends_on if d not in known]

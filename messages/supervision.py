@@ -21,7 +21,7 @@ class ActorRestarted(Message):
     error: str
     restarts_in_window: int
 
-    def record(self) -> "ActorRestartedRecord":
+    def record(self) -> ActorRestartedRecord:
         """The entry kept in state.json ``decisions``."""
         return ActorRestartedRecord(at=utc_now(), name=self.name, error=self.error)
 

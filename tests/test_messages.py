@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pydantic
 import pytest
-
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.session import Plan
 from meta_orchestrator.messages.worker import StartAssignment
@@ -139,7 +138,9 @@ def test_an_old_state_file_loads_into_typed_records_and_keeps_its_shape():
     # millisecond, the one form records write).
     dumped = state.model_dump(mode="json")
     for old, new in zip(
-        [*_LEGACY_STATE["decisions"], *_LEGACY_STATE["recoveries"]], [*dumped["decisions"], *dumped["recoveries"]]
+        [*_LEGACY_STATE["decisions"], *_LEGACY_STATE["recoveries"]],
+        [*dumped["decisions"], *dumped["recoveries"]],
+        strict=True,
     ):
         assert new["kind"] == old.get("kind", new["kind"])
         for key, value in old.items():

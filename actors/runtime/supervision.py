@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
-
 from meta_orchestrator.messages.supervision import ActorCrashed
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class SupervisedRef:
     """Stands for whichever incarnation of an actor is current. Thread-safe."""
 
     def __init__(
-        self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None, supervisor: Any = None
+        self, name: str, factory: Callable[[SupervisedRef], pykka.ActorRef[Any]] | None = None, supervisor: Any = None
     ) -> None:
         self.name = name
         self._factory = factory
@@ -48,7 +48,7 @@ class SupervisedRef:
         self._lock = threading.Lock()
         self._ref: pykka.ActorRef[Any] | None = None
 
-    def start(self) -> "SupervisedRef":
+    def start(self) -> SupervisedRef:
         """Start (or start anew) the actor from its factory."""
         assert self._factory is not None
         ref = self._factory(self)
@@ -111,7 +111,7 @@ class ReplyInbox:
     """Anything with ``tell`` can be a ``reply_to``: this one lets a plain thread wait for the
     answer (the launcher for ``SessionEnded``, the sandbox channel for a decision)."""
 
-    def __init__(self, into: "queue.Queue[Any] | None" = None) -> None:
+    def __init__(self, into: queue.Queue[Any] | None = None) -> None:
         self.queue: queue.Queue[Any] = into if into is not None else queue.Queue()
 
     def tell(self, message: Any) -> None:
