@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import psutil
 import pykka
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
@@ -109,6 +110,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._cost = 0.0
         self._tokens = 0
         self._budget_hit: set[str] = set()
+        self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
         self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
         self._file: IO[str] | None = None
         self._lines = 0
@@ -121,7 +123,29 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._session_dir.mkdir(parents=True, exist_ok=True)
         self._open_history()
         threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
-        self._ask_worker_states()  # started anew after a crash: learn what runs now
+        if self._workers:  # started anew after a crash: learn what runs and what was spent
+            self._replay_spending()
+            self._ask_worker_states()
+
+    def _replay_spending(self) -> None:
+        """The spend the agents reported before the crash, from their event files (the
+        budgets must not start again from zero); later events arrive as messages."""
+        for agent in self._workers:
+            for record in read_jsonl(self._session_dir / f"{agent}.jsonl").records:
+                seq = record.get("seq")
+                if isinstance(seq, int):
+                    self._replayed[agent] = max(self._replayed.get(agent, 0), seq)
+                payload = record.get("payload") or {}
+                if payload.get("kind") == "result":
+                    self._cost += payload.get("cost_usd") or 0.0
+                    self._tokens += _tokens(payload.get("usage"))
+        for kind, spent, budget in (
+            ("cost_budget", self._cost, self._settings.max_cost_usd),
+            ("token_budget", float(self._tokens), self._settings.max_tokens),
+        ):
+            if budget is not None and spent >= budget:
+                self._budget_hit.add(kind)  # the crashed monitor acted on it already
+        log.info("resource monitor restarted: %.4f USD and %d tokens spent so far", self._cost, self._tokens)
 
     def _ask_worker_states(self) -> None:
         """Each worker tells its current state back (a restarted monitor knows no process)."""
@@ -195,6 +219,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         run.status = snap.status
 
     def _on_event(self, event: Event) -> None:
+        if event.seq is not None and event.seq <= self._replayed.get(event.agent, 0):
+            return  # counted from the event file when this monitor started
         if (run := self._runs.get(event.agent)) is not None:
             run.last_output = time.monotonic()
         payload = event.payload

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
+import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, start, stop_all
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
@@ -23,6 +23,7 @@ from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, Ses
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, GetWorkerState, StartAssignment
+
 from tests.conftest import wait_for
 
 INTERVAL = 0.25
@@ -308,3 +309,29 @@ def test_a_crashed_monitor_is_restarted_and_enforces_the_limits_again(tmp_path, 
     assert fact.limit == "stall" and fact.agent == "claude"
     finished = probe.expect(AssignmentFinished, timeout=10)
     assert "stall limit" in (finished.stopped_by or "")
+
+
+def test_a_restarted_monitor_counts_what_was_spent_before_its_crash(tmp_path, probe):
+    from meta_orchestrator.actors.runtime.session_files import JsonlWriter
+    from meta_orchestrator.messages.events import Event, EventPayload
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+
+    def result(seq: int, cost: float) -> Event:
+        return Event(type="review", agent="claude", seq=seq, payload=EventPayload(kind="result", cost_usd=cost))
+
+    writer = JsonlWriter(session_dir / "claude.jsonl")
+    before = result(1, 0.5)
+    writer.write_batch([before.model_dump_json()], before.seq)
+    writer.close()
+    settings = LimitsSettings(interval_s=INTERVAL, min_free_memory_mb=None, max_cost_usd=1.0)
+    # Started with its workers: what the supervisor's factory does after a crash.
+    monitor = ResourceMonitor.start(
+        settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers={"claude": probe.ref}
+    )
+    monitor.tell(EventRecorded(event=before))  # told again after the restart: not counted twice
+    monitor.tell(EventRecorded(event=result(2, 0.4)))
+    monitor.tell(EventRecorded(event=result(3, 0.2)))
+    fact = probe.expect(LimitExceeded, timeout=5, where=lambda m: m.limit == "cost_budget")
+    assert fact.action == "pause_session" and fact.observed == pytest.approx(1.1)
