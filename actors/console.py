@@ -12,16 +12,21 @@ from typing import Any, TextIO
 
 import pykka
 
+from meta_orchestrator.actors.adapters.registry import ADAPTERS
 from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
-from meta_orchestrator.messages.session import SessionEnded, SessionStateChanged
+from meta_orchestrator.messages.session import RoleFallbackRecord, SessionEnded, SessionStateChanged
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
-COLOURS = {"gemini": "\033[34m", "codex": "\033[35m", "claude": "\033[33m"}
 RESET = "\033[0m"
 BELL = "\a"  # a new question: a person at the terminal is told even when looking elsewhere
+
+
+def _colour(agent: str) -> str:
+    adapter = ADAPTERS.get(agent)
+    return adapter.colour if adapter is not None else ""
 
 
 class ConsoleView(pykka.ThreadingActor):
@@ -115,13 +120,13 @@ class ConsoleView(pykka.ThreadingActor):
                     f"{question.text}\n   {how} and press Enter (start the line with "
                     f"'{question.id}' when several questions are open){timeout}"
                 )
-        hand_overs = [d for d in snap.decisions if d.get("kind") == "role_fallback"]
+        hand_overs = [d for d in snap.decisions if isinstance(d, RoleFallbackRecord)]
         for entry in hand_overs[self._hand_overs_shown :]:
-            moved = ", ".join(f"{a} -> {b}" for a, b in (entry.get("moved") or {}).items())
-            roles = ", ".join(f"{r}: {a or 'nobody'}" for r, a in (entry.get("roles") or {}).items())
+            moved = ", ".join(f"{a} -> {b}" for a, b in entry.moved.items())
+            roles = ", ".join(f"{r}: {a or 'nobody'}" for r, a in entry.roles.items())
             self._line(
-                entry.get("agent", "?"),
-                f"cannot serve in this session: {str(entry.get('reason', ''))[:400]}\n"
+                entry.agent,
+                f"cannot serve in this session: {entry.reason[:400]}\n"
                 f"       roles now {roles}{'; moved ' + moved if moved else ''}",
             )
         self._hand_overs_shown = len(hand_overs)
@@ -135,7 +140,7 @@ class ConsoleView(pykka.ThreadingActor):
     def _line(self, agent: str, text: str) -> None:
         name = f"{agent:>6}"
         if self._colour:
-            name = f"{COLOURS.get(agent, '')}{name}{RESET}"
+            name = f"{_colour(agent)}{name}{RESET}"
         self._print(f"{name} | {text}")
 
     def _print(self, text: str) -> None:

@@ -11,7 +11,6 @@ import logging
 import os
 import shlex
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,11 +27,17 @@ from meta_orchestrator.actors.runtime.prompts import (
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import tell_all
 from meta_orchestrator.config.settings import Settings
-from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
+from meta_orchestrator.messages.base import AGENT_NAMES, AgentName, iso_utc, utc_now
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided
-from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
-from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from meta_orchestrator.messages.recovery import (
+    PreflightRecord,
+    RecoveryPlanned,
+    RecoveryRecord,
+    RecoveryRequested,
+    RelaunchDue,
+)
+from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewDecisionRecord, ReviewTrigger
 from meta_orchestrator.messages.supervision import ActorRestarted, SupervisionFailed
 from meta_orchestrator.messages.session import (
     AgentShare,
@@ -45,6 +50,7 @@ from meta_orchestrator.messages.session import (
     GetSessionState,
     Plan,
     Question,
+    RoleFallbackRecord,
     QuestionAnswered,
     SessionEnded,
     SessionSnapshot,
@@ -107,7 +113,7 @@ def _failure_reason(message: AssignmentFinished) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(utc_now())
 
 
 class Coordinator(pykka.ThreadingActor):
@@ -125,7 +131,7 @@ class Coordinator(pykka.ThreadingActor):
         demo: bool = False,
         reviewer: pykka.ActorRef[Any] | None = None,
         recovery: pykka.ActorRef[Any] | None = None,
-        preflight_fixes: Sequence[dict[str, Any]] = (),
+        preflight_fixes: Sequence[PreflightRecord] = (),
         resume_from: SessionSnapshot | None = None,
         resume_ids: Mapping[str, str] | None = None,
         recorded_answers: Mapping[str, Mapping[str, Any]] | None = None,
@@ -375,7 +381,7 @@ class Coordinator(pykka.ThreadingActor):
             outcome = "pending" if retry else ("escalated" if plan.action == "escalate" else "given_up")
             if plan.action == "none":
                 outcome = "not_needed"
-            self._update(recoveries=(*self._state.recoveries, {**plan.record(outcome), "planned_at": _now()}))
+            self._update(recoveries=(*self._state.recoveries, plan.record(outcome)))
         if self._stop_reason or self._waiting:
             self._check_done()
             return
@@ -572,18 +578,7 @@ class Coordinator(pykka.ThreadingActor):
     def _on_actor_restarted(self, message: ActorRestarted) -> None:
         """A crashed actor was started anew without its memory: stop waiting on what it owed."""
         log.warning("%s was restarted after a crash: %s", message.name, message.error)
-        self._update(
-            decisions=(
-                *self._state.decisions,
-                {
-                    "source": "supervisor",
-                    "at": _now(),
-                    "kind": "actor_restarted",
-                    "name": message.name,
-                    "error": message.error,
-                },
-            )
-        )
+        self._update(decisions=(*self._state.decisions, message.record()))
         if message.name == "reviewer" and self._gates:
             # The reviews in flight are lost: go on as after a warning, and say so.
             log.warning("reviews in flight were lost; continuing without their decisions")
@@ -732,20 +727,19 @@ class Coordinator(pykka.ThreadingActor):
                 self._update(status=wanted)
 
     def _on_review_completed(self, message: ReviewCompleted) -> None:
-        if any(d.get("review_id") == message.review_id for d in self._state.decisions):
+        if any(isinstance(d, ReviewDecisionRecord) and d.review_id == message.review_id for d in self._state.decisions):
             return  # the same decision heard twice (reply_to and the default route)
-        entry = {**message.record(), "decided_at": _now(), "applied": None}
         decision = message.decision.decision
         ended = self._state.status in TERMINAL_STATUSES
         if ended:
-            entry["applied"] = f"session already {self._state.status}"
+            applied = f"session already {self._state.status}"
         elif decision in ("CONTINUE", "LOG_WARNING"):
             if decision == "LOG_WARNING":
                 log.warning("review %s: %s", message.review_id, message.decision.reasoning)
-            entry["applied"] = "continued" if decision == "CONTINUE" else "warning logged; continued"
+            applied = "continued" if decision == "CONTINUE" else "warning logged; continued"
         else:
-            entry["applied"] = "paused; asked the user"
-        self._update(decisions=(*self._state.decisions, entry))
+            applied = "paused; asked the user"
+        self._update(decisions=(*self._state.decisions, message.record(applied)))
         if ended:
             return
         if decision in ("CONTINUE", "LOG_WARNING"):
@@ -807,18 +801,16 @@ class Coordinator(pykka.ThreadingActor):
         word = answer.strip().lower()
         stop = decision == "STOP_AND_ESCALATE" and word.split()[:1] in (["stop"], ["no"], ["n"], ["abort"], ["quit"])
         how = "expired: " if expired else ""
-        decisions = list(self._state.decisions)
-        for i, entry in enumerate(decisions):
-            if entry.get("review_id") == review_id:
-                decisions[i] = {
-                    **entry,
-                    "answer": answer,
-                    "answered_by": question.answered_by,
-                    "answered_at": _now(),
-                    "applied": f"{how}{'stopped' if stop else 'resumed'} by the "
-                    + ("default answer" if expired else "user's answer"),
-                }
-        self._update(decisions=tuple(decisions))
+        applied = f"{how}{'stopped' if stop else 'resumed'} by the " + (
+            "default answer" if expired else "user's answer"
+        )
+        answered = {"answer": answer, "answered_by": question.answered_by, "answered_at": utc_now(), "applied": applied}
+        self._update(
+            decisions=tuple(
+                d.model_copy(update=answered) if isinstance(d, ReviewDecisionRecord) and d.review_id == review_id else d
+                for d in self._state.decisions
+            )
+        )
         if stop:
             self._on_control(ControlRequested(action="stop", source=f"escalation {review_id}"))
             return
@@ -883,7 +875,7 @@ class Coordinator(pykka.ThreadingActor):
             }[plan.action]
             if plan.action in ("relaunch", "retry_after") and not retry:
                 outcome = "given_up"
-            self._update(recoveries=(*self._state.recoveries, {**plan.record(outcome), "planned_at": _now()}))
+            self._update(recoveries=(*self._state.recoveries, plan.record(outcome)))
         if not retry:
             advice = plan.advice if plan.action in ("escalate", "give_up") else None
             if advice:
@@ -1007,8 +999,8 @@ class Coordinator(pykka.ThreadingActor):
         ok = message.outcome.success and not message.stopped_by
         self._update(
             recoveries=tuple(
-                {**r, "outcome": "recovered" if ok else "failed_again", "settled_at": _now()}
-                if r.get("recovery_id") == recovery_id
+                r.model_copy(update={"outcome": "recovered" if ok else "failed_again", "settled_at": utc_now()})
+                if isinstance(r, RecoveryRecord) and r.recovery_id == recovery_id
                 else r
                 for r in self._state.recoveries
             )
@@ -1048,48 +1040,13 @@ class Coordinator(pykka.ThreadingActor):
     def _on_limit_exceeded(self, message: LimitExceeded) -> None:
         """The monitor already acted on the worker; the session records why and, for an
         exhausted budget, pauses (nothing new starts until the user resumes)."""
-        self._update(
-            decisions=(
-                *self._state.decisions,
-                {
-                    "source": "resource_monitor",
-                    "at": _now(),
-                    "kind": "limit_exceeded",
-                    "limit": message.limit,
-                    "action": message.action,
-                    "agent": message.agent,
-                    "assignment_id": message.assignment_id,
-                    "observed": message.observed,
-                    "threshold": message.threshold,
-                    "unit": message.unit,
-                    "reason": message.reason,
-                },
-            )
-        )
+        self._update(decisions=(*self._state.decisions, message.record()))
         if message.action == "pause_session" and self._state.status == "running":
             log.warning("%s", message.reason)
             self._on_control(ControlRequested(action="pause", source=message.reason))
 
     def _on_security_fact(self, message: SecurityFinding | ToolCallDecided) -> None:
-        if isinstance(message, SecurityFinding):
-            entry = {
-                "kind": "security_finding",
-                "agent": message.event.agent,
-                "rule": message.rule,
-                "action": message.action,
-                "assignment_id": message.event.assignment_id,
-                "reason": message.event.payload.text,
-            }
-        else:
-            entry = {
-                "kind": "tool_call_" + ("allowed" if message.decision == "allow" else "denied"),
-                "agent": message.call.agent,
-                "rule": message.rule,
-                "decided_by": message.decided_by,
-                "tool": message.call.tool,
-                "reason": message.reason,
-            }
-        self._update(decisions=(*self._state.decisions, {"source": "sandbox", "at": _now(), **entry}))
+        self._update(decisions=(*self._state.decisions, message.record()))
 
     # -- questions for the user ---------------------------------------------------------------------
 
@@ -1355,15 +1312,7 @@ class Coordinator(pykka.ThreadingActor):
             ", ".join(f"{role}={who or 'nobody'}" for role, who in roles.items()),
             f"; moved {', '.join(f'{a}->{b}' for a, b in moved.items())}" if moved else "",
         )
-        entry = {
-            "source": "coordinator",
-            "kind": "role_fallback",
-            "at": _now(),
-            "agent": agent,
-            "reason": reason,
-            "moved": dict(moved),
-            "roles": roles,
-        }
+        entry = RoleFallbackRecord(at=utc_now(), agent=agent, reason=reason, moved=dict(moved), roles=roles)
         self._update(decisions=(*self._state.decisions, entry), agents_out=dict(self._unusable))
 
     # -- state ---------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import pykka
 from pydantic import BaseModel, ValidationError
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import Message, utc_now
@@ -581,8 +582,17 @@ def _bind(host: str, port: int, tries: int) -> socket.socket:
 # --- controls (called from request threads and from the actor; they only tell) ---------------
 
 
+def unknown_agent(agent: str | None) -> str | None:
+    """Why ``agent`` cannot be controlled (no adapter knows it), or ``None``."""
+    if agent is None or agent in agent_names():
+        return None
+    return f"agent: unknown agent {agent!r}; expected one of {', '.join(agent_names())}"
+
+
 def send_control(coordinator: pykka.ActorRef[Any] | None, action: str, agent: str | None) -> str | None:
     """Tell the coordinator a person's control request; the error text, or ``None``."""
+    if (unknown := unknown_agent(agent)) is not None:
+        return unknown
     if coordinator is None:
         return "no coordinator is attached to this dashboard"
     try:

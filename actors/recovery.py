@@ -10,6 +10,7 @@ stops a process itself: the coordinator applies the plan.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import random
@@ -18,16 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-
-from meta_orchestrator.actors.runtime.error_patterns import (
-    CREDENTIALS,
-    ACCOUNT_ADVICE,
-    PACKAGES,
-    Classification,
-    Evidence,
-    classify_run,
-    compile_patterns,
-)
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.runtime.error_patterns import Classification, Evidence, classify_run, compile_patterns
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import RecoverySettings
 from meta_orchestrator.messages.base import AgentName
@@ -42,8 +35,6 @@ _PROTECTED = tuple(
     Path(p)
     for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/sbin", "/sys", "/usr", "/var")
 )
-# The flag that lifts each CLI's folder check (reference §2.1, §3.1).
-TRUST_FLAGS = {"codex": "--skip-git-repo-check", "gemini": "--skip-trust"}
 
 
 class Recovery(pykka.ThreadingActor):
@@ -147,10 +138,8 @@ class Recovery(pykka.ThreadingActor):
         )
         for ref in (message.reply_to, *self._listeners):
             if ref is not None:
-                try:
+                with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(plan)
-                except pykka.ActorDeadError:
-                    pass
         return plan
 
     def _plan(self, message: RecoveryRequested, found: Classification, base: dict[str, Any]) -> RecoveryPlanned:
@@ -182,7 +171,7 @@ class Recovery(pykka.ThreadingActor):
         if cause == "outside_path":
             return self._plan_outside_path(message, found, common, escalate)
         if cause == "repo_trust":
-            flag = TRUST_FLAGS.get(agent)
+            flag = get_adapter(agent).trust_flag
             launch = self._launch_line.get((agent, message.finished.assignment_id), "")
             already = flag is not None and (flag in launch.split() or flag in message.extra_args)
             if flag and not already and self._spent(agent, cause) is None:
@@ -194,7 +183,7 @@ class Recovery(pykka.ThreadingActor):
                     attempt=attempt,
                     advice=f"relaunching {agent} with {flag}",
                 )
-            return escalate(_trust_advice(agent, self._target))
+            return escalate(self._advice(agent, cause, found))
         if cause == "session_not_found":
             attempt = self._take(agent, cause)
             return RecoveryPlanned(
@@ -241,7 +230,7 @@ class Recovery(pykka.ThreadingActor):
             except OSError as exc:
                 return escalate(f"cannot create {grant} to grant it: {exc.strerror or exc}")
         attempt = self._take(agent, "outside_path")
-        flag = {"claude": "--add-dir", "codex": "--add-dir", "gemini": "--include-directories"}[agent]
+        flag = get_adapter(agent).grant_dir_flag
         note = (
             f"The orchestrator granted you access to {grant} after a refusal there. "
             "Redo what was refused, then finish the assignment."
@@ -301,30 +290,30 @@ class Recovery(pykka.ThreadingActor):
         return round(delay * (1 + s.backoff_jitter * self._rng()), 3)
 
     def _advice(self, agent: str, cause: str, found: Classification | None) -> str:
+        """The CLI's own advice for the class if its adapter has one, else the generic one."""
+        adapter = get_adapter(agent)
+        specific = adapter.advise(cause, self._target)
+        if specific is not None:
+            return specific
         groups = found.groups if found else {}
         match cause:
             case "not_installed":
                 return (
-                    f"install {agent}: npm install -g {PACKAGES[agent]} (or set "
+                    f"install {agent}: {adapter.install_hint()} (or set "
                     f"[agents.{agent}] command to its path, or enabled = false)"
                 )
             case "auth":
                 var = groups.get("var")
                 if var:
                     return f"set the environment variable {var} for {agent} and start again"
-                return f"{agent} has no valid credentials: set {CREDENTIALS[agent]}, then start again"
+                return f"{agent} has no valid credentials: set {adapter.credentials}, then start again"
             case "account":
-                return ACCOUNT_ADVICE.get(
-                    agent, f"{agent} refused this account; use another account or key, or move its role"
+                return (
+                    f"{agent} refused this account: use another account or key, or move its roles "
+                    "([session] role_fallback)"
                 )
             case "bad_workdir":
                 return f"a folder {agent} needs does not exist ({groups.get('path', '?')}); create it or fix the config"
-            case "root_bypass":
-                return (
-                    "claude refuses bypassPermissions as root: drop it from [agents.claude] "
-                    "extra_args, or (only inside a real sandbox) set IS_SANDBOX=1 in "
-                    "[agents.claude] env"
-                )
             case "bad_flag":
                 return (
                     f"{agent} refused a flag ({groups.get('arg', 'see the evidence')}): fix [agents.{agent}] extra_args"
@@ -335,33 +324,17 @@ class Recovery(pykka.ThreadingActor):
                     "pick a model with a larger context window"
                 )
             case "turn_cap":
-                return {
-                    "claude": "claude hit its turn cap: raise --max-turns in [agents.claude] extra_args",
-                    "gemini": "gemini hit model.maxSessionTurns: raise it in ~/.gemini/settings.json",
-                }.get(agent, f"{agent} hit its turn cap: raise it")
+                return f"{agent} hit its turn cap: raise it"
             case "invalid_model":
                 return f"{agent} does not know the model: fix [agents.{agent}] model"
-            case "sandbox":
-                return (
-                    "gemini's container sandbox failed: remove -s/--sandbox from "
-                    "[agents.gemini] extra_args or install its image"
-                )
-            case "mode_too_strict":
-                return {
-                    "claude": "claude's permission mode refused a tool: allow it with "
-                    '[agents.claude] extra_args = ["--allowedTools", "Bash(...)"]',
-                    "codex": "codex's sandbox refused the action: grant folders with "
-                    "--add-dir, or allow_bypass inside an outer sandbox",
-                    "gemini": "gemini's approval mode did not offer the tool (shell needs "
-                    "yolo): set [agents.gemini] allow_bypass inside an outer "
-                    "sandbox",
-                }[agent]
             case "repo_trust":
-                return _trust_advice(agent, self._target)
+                return f"{agent} refused the folder {self._target}"
             case "outside_path":
                 return f"grant the folder with [agents.{agent}] extra_args"
             case "session_not_found":
                 return "the session to resume is gone"
+            case "mode_too_strict" | "sandbox" | "root_bypass":
+                return f"{agent}'s own permission checks refused the run ({cause}): see [agents.{agent}] extra_args"
         return _RETRY_ADVICE.get(cause, f"{agent} failed ({cause})")
 
 
@@ -373,22 +346,6 @@ _RETRY_ADVICE = {
     "crash": "the CLI ended without a result: retrying once; if it crashes again, look at "
     "its stderr log in the session folder",
 }
-
-
-def _trust_advice(agent: str, target: Path) -> str:
-    if agent == "codex":
-        return (
-            f"codex refused {target} as not a trusted git repository even with "
-            f"--skip-git-repo-check: run `git init` in {target} or trust it in "
-            "$CODEX_HOME/config.toml"
-        )
-    if agent == "gemini":
-        return (
-            f"gemini refused {target} as untrusted even with --skip-trust: set "
-            "GEMINI_CLI_TRUST_WORKSPACE=true in [agents.gemini] env or trust the folder "
-            "in an interactive gemini session"
-        )
-    return f"{agent} refused the folder {target}"
 
 
 __all__ = ["Recovery"]

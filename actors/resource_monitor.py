@@ -16,21 +16,24 @@ agents' own usage reports (``EventRecorded`` result events) and pause the sessio
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any
 
 import psutil
 import pykka
-
-from meta_orchestrator.actors.runtime.supervision import tell_all
+from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.resources import (
     LimitExceeded,
     MachineSample,
@@ -39,10 +42,10 @@ from meta_orchestrator.messages.resources import (
     TreeSample,
     WatchWorkers,
 )
-from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import (
     EventRecorded,
     EventsRecorded,
+    GetWorkerState,
     PauseWorker,
     ResumeWorker,
     StopWorker,
@@ -107,6 +110,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._cost = 0.0
         self._tokens = 0
         self._budget_hit: set[str] = set()
+        self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
         self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
         self._file: IO[str] | None = None
         self._lines = 0
@@ -119,6 +123,33 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._session_dir.mkdir(parents=True, exist_ok=True)
         self._open_history()
         threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
+        if self._workers:  # started anew after a crash: learn what runs and what was spent
+            self._replay_spending()
+            self._ask_worker_states()
+
+    def _replay_spending(self) -> None:
+        """The spend the agents reported before the crash, from their event files (the
+        budgets must not start again from zero); later events arrive as messages."""
+        for agent in self._workers:
+            for record in read_jsonl(self._session_dir / f"{agent}.jsonl").records:
+                seq = record.get("seq")
+                if isinstance(seq, int):
+                    self._replayed[agent] = max(self._replayed.get(agent, 0), seq)
+                payload = record.get("payload") or {}
+                if payload.get("kind") == "result":
+                    self._cost += payload.get("cost_usd") or 0.0
+                    self._tokens += _tokens(payload.get("usage"))
+        for kind, spent, budget in (
+            ("cost_budget", self._cost, self._settings.max_cost_usd),
+            ("token_budget", float(self._tokens), self._settings.max_tokens),
+        ):
+            if budget is not None and spent >= budget:
+                self._budget_hit.add(kind)  # the crashed monitor acted on it already
+        log.info("resource monitor restarted: %.4f USD and %d tokens spent so far", self._cost, self._tokens)
+
+    def _ask_worker_states(self) -> None:
+        """Each worker tells its current state back (a restarted monitor knows no process)."""
+        tell_all(self._workers.values(), GetWorkerState(reply_to=self.actor_ref))
 
     def on_stop(self) -> None:
         self._sampling_stopped.set()
@@ -127,8 +158,9 @@ class ResourceMonitor(pykka.ThreadingActor):
             self._file = None
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        log.error("resource monitor crashed: %s", exception_value)
+        # The supervisor starts a new monitor, which asks the workers what runs now.
         self.on_stop()
+        report_crash_of(self, exception_value)
 
     def _tick(self) -> None:
         """Ticker thread: tells the actor when a sample is due; touches no actor state."""
@@ -153,6 +185,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 return None
             case WatchWorkers():
                 self._workers.update(dict(message.workers))
+                self._ask_worker_states()
                 return None
         return super().on_receive(message)
 
@@ -186,6 +219,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         run.status = snap.status
 
     def _on_event(self, event: Event) -> None:
+        if event.seq is not None and event.seq <= self._replayed.get(event.agent, 0):
+            return  # counted from the event file when this monitor started
         if (run := self._runs.get(event.agent)) is not None:
             run.last_output = time.monotonic()
         payload = event.payload
@@ -459,10 +494,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         if worker is None:
             log.error("no worker ref for %s; cannot %s", agent, type(message).__name__)
             return
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             worker.tell(message)
-        except pykka.ActorDeadError:
-            pass
 
     def _publish(self, fact: Any) -> None:
         tell_all(self._listeners, fact)
@@ -474,7 +507,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 self._lines = sum(1 for _ in existing)
         except FileNotFoundError:
             self._lines = 0
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open; closed in on_stop
 
     def _persist(self, fact: ResourcesSampled) -> None:
         if self._file is None:
@@ -483,7 +516,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             if self._lines >= self._settings.history_samples:
                 self._file.close()
                 os.replace(self._session_dir / "resources.jsonl", self._session_dir / "resources.1.jsonl")
-                self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")
+                self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")  # noqa: SIM115
                 self._lines = 0
             self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"})) + "\n")
             self._file.flush()

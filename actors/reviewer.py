@@ -15,6 +15,7 @@ Peers answer through their own Worker actors, started by a factory the wiring pa
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -22,12 +23,11 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pykka
-
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.review_policy import (
     decide,
     dump_answer,
@@ -39,7 +39,7 @@ from meta_orchestrator.actors.runtime.review_policy import (
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import ReviewSettings
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import AgentName, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.review import (
     CheckReviewers,
@@ -413,10 +413,8 @@ class Reviewer(pykka.ThreadingActor):
             return
         worker = review.workers.get(message.agent)
         if worker is not None:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 worker.tell(StopWorker(reason="review timed out"))
-            except pykka.ActorDeadError:
-                pass
         self._record_answer(
             review, failed_answer(message.agent, f"reviewer timed out after {self._settings.reviewer_timeout_s:g}s"), ""
         )
@@ -436,7 +434,7 @@ class Reviewer(pykka.ThreadingActor):
             if timer:
                 timer.cancel()
         answers = tuple(review.answers[a] for a in self._agents if a in review.answers)
-        unavailable = [a for a in ("gemini", "codex", "claude") if a not in self._agents and a != review.author]
+        unavailable = [a for a in agent_names() if a not in self._agents and a != review.author]
         decision = decide(answers, self._settings.when_no_reviewers, [f"{a} disabled" for a in unavailable])
         fact = ReviewCompleted(
             review_id=review.review_id,
@@ -449,7 +447,7 @@ class Reviewer(pykka.ThreadingActor):
             review_dir=str(review.directory),
             round=review.round,
         )
-        self._save(review.directory / "decision.json", fact.record())
+        self._save(review.directory / "decision.json", fact.model_dump(mode="json", exclude={"message_id"}))
         log.info("review %s: %s (%s)", review.review_id, decision.decision, decision.reasoning)
         self._tell_decision(fact, review.reply_to)
 
@@ -565,19 +563,15 @@ def _timer(delay: float, ref: pykka.ActorRef[Any], messages: Any) -> threading.T
 
 
 def _tell(ref: Any, message: Any) -> None:
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
 
 
 def _stop_quietly(ref: pykka.ActorRef[Any] | None) -> None:
     if ref is None:
         return
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         ref.stop(block=False)
-    except pykka.ActorDeadError:
-        pass
 
 
 def _git(target: Path, *args: str) -> str | None:
@@ -615,7 +609,7 @@ def _file_excerpt(path: Path, target: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(utc_now())
 
 
 __all__ = ["Reviewer", "StartReviewWorker", "trigger_line"]

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import pykka
 
+from meta_orchestrator.actors.adapters.registry import hooked_agent
 from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
@@ -39,7 +40,7 @@ from meta_orchestrator.actors.sandbox.policy import (
     find_suspicious,
     rules,
 )
-from meta_orchestrator.actors.runtime.supervision import ReplyInbox, tell_all
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox, report_crash_of, tell_all
 from meta_orchestrator.config.settings import SandboxSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event, EventPayload
@@ -75,6 +76,7 @@ class _Channel(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     guard: pykka.ActorRef[Any]
     wait_s: float
+    hook_agent: str  # the CLI whose tool hook asks over this channel
 
 
 class _ChannelHandler(socketserver.StreamRequestHandler):
@@ -89,7 +91,7 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             if not isinstance(request, dict):
                 return
             call = ToolCallSummary(
-                agent=request.get("agent") or "claude",
+                agent=request.get("agent") or self.server.hook_agent,
                 tool=str(request.get("tool_name") or "?"),
                 tool_input=request.get("tool_input") if isinstance(request.get("tool_input"), dict) else {},
                 cwd=request.get("cwd"),
@@ -194,12 +196,14 @@ class SandboxGuard(pykka.ThreadingActor):
         server = _Channel(channel, _ChannelHandler)
         server.guard = self.actor_ref
         server.wait_s = self._settings.confirm_timeout_s + 5
+        hooked = hooked_agent()
+        server.hook_agent = hooked.name if hooked is not None else "?"
         self._server = server
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-channel", daemon=True
         ).start()
         policy = Policy(
-            agent="claude",
+            agent=server.hook_agent,
             roots=self._roots,
             write_roots=self._roots,
             home=self._home,
@@ -210,7 +214,7 @@ class SandboxGuard(pykka.ThreadingActor):
             confirm_timeout_s=self._settings.confirm_timeout_s,
         )
         policy_file = self._dir / "policy.json"
-        settings_file = self._dir / "claude-settings.json"
+        settings_file = self._dir / f"{server.hook_agent}-settings.json"
         _write_private(policy_file, policy.to_json())
         _write_private(
             settings_file,
@@ -222,8 +226,9 @@ class SandboxGuard(pykka.ThreadingActor):
         self._close()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        log.error("sandbox guard crashed: %s", exception_value)
+        # The supervisor starts a new guard: new channel, the policy file rewritten to name it.
         self._close()
+        report_crash_of(self, exception_value)
 
     def _close(self) -> None:
         for pending in self._pending.values():

@@ -2,7 +2,7 @@
 
 Every supervised actor is reached through a ``SupervisedRef``: a stable handle whose target
 is swapped on restart, so the refs other actors hold stay valid. A supervised actor reports
-its own crash from ``on_failure`` (``report_crash``); the supervisor starts a new one from
+its own crash from ``on_failure`` (``report_crash_of``); the supervisor starts a new one from
 the factory it was registered with. More than ``max_restarts`` crashes of one actor within
 ``window_s`` seconds and the supervisor stops restarting it and tells the coordinator,
 which fails the session with the reason.
@@ -13,12 +13,12 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pykka
-
 from meta_orchestrator.actors.runtime.supervision import SupervisedRef, tell_all
-from meta_orchestrator.messages.supervision import ActorRestarted, ActorCrashed, SupervisionFailed
+from meta_orchestrator.messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,16 @@ in order, so every event is on disk before anyone hears of it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import shlex
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 import pykka
-
 from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, LaunchSpec, StreamParser, draft
 from meta_orchestrator.actors.runtime.process_host import (
     SESSION_MARKER_ENV,
@@ -27,7 +28,7 @@ from meta_orchestrator.actors.runtime.process_host import (
     monotonic,
 )
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
-from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
+from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -72,12 +73,8 @@ class Worker(pykka.ThreadingActor):
         events_path: Path | None = None,
         host: ProcessHost | None = None,
         extra_dirs: Sequence[Path] = (),
-        supervisor: Any = None,
-        name: str | None = None,
     ) -> None:
         super().__init__()
-        self._supervisor = supervisor
-        self._name = name or f"worker:{agent}"
         self._fatal: str | None = None  # events can no longer be written: the run is ended
         self._agent = agent
         self._adapter = adapter
@@ -121,7 +118,7 @@ class Worker(pykka.ThreadingActor):
         self._session_dir.mkdir(parents=True, exist_ok=True)
         self._writer = JsonlWriter(self._events_path)
         self._events_recorded = self._writer.seq
-        self._stderr_file = open(self._stderr_path, "ab")
+        self._stderr_file = open(self._stderr_path, "ab")  # noqa: SIM115 - held for the actor's life; on_stop closes it
 
     def on_stop(self) -> None:
         self._end_process("orchestrator stopping")
@@ -132,7 +129,7 @@ class Worker(pykka.ThreadingActor):
         try:
             self._end_process("worker crashed")
         finally:
-            report_crash(self._supervisor, self._name, exception_value)
+            report_crash_of(self, exception_value)
 
     def _end_process(self, reason: str) -> None:
         self._closing.set()
@@ -180,7 +177,10 @@ class Worker(pykka.ThreadingActor):
             case StopWorker():
                 return self._on_stop_worker(message)
             case GetWorkerState():
-                return self._snapshot()
+                snapshot = self._snapshot()
+                if message.reply_to is not None:
+                    tell_all((message.reply_to,), WorkerStateChanged(snapshot=snapshot))
+                return snapshot
         return super().on_receive(message)
 
     # -- handlers -----------------------------------------------------------------------------
@@ -508,18 +508,14 @@ class Worker(pykka.ThreadingActor):
         if self._closing.is_set():
             return  # on_stop reaps and records the end itself
         returncode = proc.reap()
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(ProcessEnded(returncode=returncode, run_id=run_id))
-        except pykka.ActorDeadError:
-            pass
 
     def _exit_watch(self, proc: HostedProcess, grace_s: float) -> None:
         if proc.wait_exited(grace_s) or self._closing.is_set():
             return
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(StopWorker(reason=AFTER_RESULT))
-        except pykka.ActorDeadError:
-            pass
 
     def _watchdog(self, proc: HostedProcess, run_id: int) -> None:
         limit = self._session_settings.assignment_timeout_s
@@ -529,10 +525,8 @@ class Worker(pykka.ThreadingActor):
                 return
             paused = self._paused_total + (monotonic() - self._paused_since if self._paused_since is not None else 0.0)
             if monotonic() - started - paused > limit:
-                try:
+                with contextlib.suppress(pykka.ActorDeadError):
                     self.actor_ref.tell(StopWorker(reason=f"wall-clock limit of {limit:g}s reached"))
-                except pykka.ActorDeadError:
-                    pass
                 return
 
 

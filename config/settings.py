@@ -199,7 +199,7 @@ class QuestionsSettings(Section):
 class RecoveryPattern(Section):
     """A user's addition to the error pattern table (``[[recovery.patterns]]``)."""
 
-    cli: Literal["claude", "codex", "gemini", "*"] = Field(default="*", description="which CLI")
+    cli: AgentName | Literal["*"] = Field(default="*", description="which CLI (an agent name), * for every one")
     cause: str = Field(description="an error class, e.g. auth, rate_limit, network, crash")
     match: str | None = Field(
         default=None,

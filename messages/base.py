@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
-AgentName = Literal["gemini", "codex", "claude"]
+# An agent is named by its adapter (actors.adapters.registry knows which exist); the name is
+# also a file name (<agent>.jsonl) and a config table key, hence the narrow alphabet.
+AgentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# The team a session runs by default (config defaults); not the list of every known CLI.
 AGENT_NAMES: tuple[AgentName, ...] = ("gemini", "codex", "claude")
 
 
 def utc_now() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """``moment`` as state.json writes it: ISO 8601 in UTC, to the millisecond, with a "Z"."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# A moment in a record: an aware datetime in memory, ISO 8601 in UTC to the millisecond with
+# a "Z" in JSON (state.json, the dashboard); the older string form reads back unchanged.
+Timestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str, when_used="json")]
 
 
 class Frozen(BaseModel):

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
-from meta_orchestrator.messages.base import AgentName, Frozen, utc_now
+from meta_orchestrator.messages.base import AgentName, Frozen, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.resources import LimitExceeded, MachineSample, ResourcesSampled, TreeSample
@@ -39,8 +39,8 @@ def _in_utc(moment: datetime) -> datetime:
 
 
 def format_utc(moment: datetime) -> str:
-    """``2025-01-01T10:00:00.000Z``: the one way a time is written for the dashboard."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2025-01-01T10:00:00.000Z``: the one way a time is written (``base.iso_utc``)."""
+    return iso_utc(moment)
 
 
 UtcTime = Annotated[datetime, AfterValidator(_in_utc), PlainSerializer(format_utc, return_type=str)]
@@ -380,11 +380,16 @@ def _review_started(fact: ReviewStarted) -> ReviewStartedData:
 
 
 def _review_completed(fact: ReviewCompleted) -> ReviewCompletedData:
-    return ReviewCompletedData(review_id=fact.review_id, record=fact.record(), at=fact.sent_at)
+    return ReviewCompletedData(review_id=fact.review_id, record=fact.record().model_dump(mode="json"), at=fact.sent_at)
 
 
 def _recovery(fact: RecoveryPlanned) -> RecoveryData:
-    return RecoveryData(recovery_id=fact.recovery_id, agent=fact.agent, record=fact.record("pending"), at=fact.sent_at)
+    return RecoveryData(
+        recovery_id=fact.recovery_id,
+        agent=fact.agent,
+        record=fact.record("pending").model_dump(mode="json"),
+        at=fact.sent_at,
+    )
 
 
 def _resources(fact: ResourcesSampled) -> ResourcesData:

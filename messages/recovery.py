@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
-
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
 from meta_orchestrator.messages.worker import AssignmentFinished
+from pydantic import BeforeValidator, ConfigDict, Field
 
 RecoveryAction = Literal["relaunch", "retry_after", "escalate", "give_up", "none"]
 RecoveryOutcome = Literal[
@@ -55,20 +54,60 @@ class RecoveryPlanned(Message):
     attempt: int = Field(default=0, description="retries of this class for this agent, this one included")
     run_succeeded: bool = False
 
-    def record(self, outcome: str) -> dict[str, Any]:
-        """The JSON-ready form kept in state.json ``recoveries``."""
-        data = self.model_dump(mode="json", exclude={"message_id"})
-        data["outcome"] = outcome
-        return data
+    def record(self, outcome: RecoveryOutcome) -> RecoveryRecord:
+        """The entry kept in state.json ``recoveries``."""
+        fields = {name: getattr(self, name) for name in RecoveryRecord.model_fields if name in type(self).model_fields}
+        return RecoveryRecord(**fields, outcome=outcome, planned_at=utc_now())
 
 
-class PreflightFix(Frozen):
-    """A known-bad setup fixed (or checked) before launch; persisted like a recovery."""
+class RecoveryRecord(Frozen):
+    """A planned recovery in state.json ``recoveries``; ``outcome`` is settled by the next run."""
 
-    agent: AgentName | None
+    kind: Literal["recovery"] = "recovery"
+    recovery_id: str
+    agent: AgentName
+    assignment_id: str
+    cause: str | None
+    action: RecoveryAction
+    evidence: str = ""
+    extra_args: tuple[str, ...] = ()
+    extra_dirs: tuple[str, ...] = ()
+    delay_s: float = 0.0
+    resume_session_id: str | None = None
+    note: str | None = None
+    advice: str = ""
+    attempt: int = 0
+    run_succeeded: bool = False
+    sent_at: Timestamp = Field(description="when Recovery planned it")
+    outcome: RecoveryOutcome
+    planned_at: Timestamp = Field(description="when the coordinator recorded it")
+    settled_at: Timestamp | None = None
+
+
+class PreflightRecord(Frozen):
+    """A known-bad setup fixed (or checked) before launch, in state.json ``recoveries``."""
+
+    kind: Literal["preflight"] = "preflight"
+    recovery_id: str  # pre-01, pre-02...
+    agent: AgentName
+    assignment_id: None = None
     cause: str
-    evidence: str
     action: str
+    evidence: str
+    advice: str
+    outcome: Literal["fixed_before_launch", "checked"]
+
+
+def _legacy_recovery_kind(value: Any) -> Any:
+    """state.json written before records had a ``kind``: a preflight entry has no assignment."""
+    if isinstance(value, dict) and "kind" not in value:
+        return {**value, "kind": "preflight" if value.get("assignment_id") is None else "recovery"}
+    return value
+
+
+RecoveryEntry = Annotated[
+    Annotated[RecoveryRecord | PreflightRecord, Field(discriminator="kind")], BeforeValidator(_legacy_recovery_kind)
+]
 
 
 class RelaunchDue(Message):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
 from pydantic import ConfigDict, Field
-
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 LimitKind = Literal[
     "rss",
@@ -77,6 +76,27 @@ class LimitExceeded(Message):
     assignment_id: str | None = None
     reason: str = Field(description="one sentence with the figures, as told to the worker")
     sampled_at: float = Field(description="time.time() of the sample that showed the breach")
+
+    def record(self) -> LimitExceededRecord:
+        """The entry kept in state.json ``decisions``."""
+        fields = {n: getattr(self, n) for n in LimitExceededRecord.model_fields if n in type(self).model_fields}
+        return LimitExceededRecord(**fields, at=utc_now())
+
+
+class LimitExceededRecord(Frozen):
+    """A limit the monitor acted on, in state.json ``decisions``."""
+
+    kind: Literal["limit_exceeded"] = "limit_exceeded"
+    source: Literal["resource_monitor"] = "resource_monitor"
+    at: Timestamp
+    limit: LimitKind
+    action: LimitActionTaken
+    agent: AgentName | None = None
+    assignment_id: str | None = None
+    observed: float
+    threshold: float
+    unit: str = ""
+    reason: str
 
 
 class SampleDue(Message):

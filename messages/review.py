@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
 from pydantic import ConfigDict, Field
-
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 TriggerKind = Literal["milestone", "blocker", "request", "phase_end", "user"]
 Verdict = Literal["approve", "concern", "blocker"]
@@ -104,9 +103,34 @@ class ReviewCompleted(Message):
     review_dir: str | None = None
     round: int = 0
 
-    def record(self) -> dict[str, Any]:
-        """The JSON-ready form kept in state.json ``decisions``."""
-        return self.model_dump(mode="json", exclude={"message_id"})
+    def record(self, applied: str | None = None) -> ReviewDecisionRecord:
+        """The entry kept in state.json ``decisions``; ``applied`` says what the coordinator did."""
+        fields = {
+            name: getattr(self, name) for name in ReviewDecisionRecord.model_fields if name in type(self).model_fields
+        }
+        return ReviewDecisionRecord(**fields, decided_at=utc_now(), applied=applied)
+
+
+class ReviewDecisionRecord(Frozen):
+    """A review's decision in state.json ``decisions``, and what became of it."""
+
+    kind: Literal["review"] = "review"
+    review_id: str
+    assignment_id: str | None = None
+    author: AgentName | None = None
+    triggers: tuple[ReviewTrigger, ...] = ()
+    answers: tuple[ReviewAnswer, ...] = ()
+    decision: ReviewDecision
+    gate: bool = False
+    skipped: str | None = None
+    review_dir: str | None = None
+    round: int = 0
+    sent_at: Timestamp = Field(description="when the reviewer decided")
+    decided_at: Timestamp = Field(description="when the coordinator applied it")
+    applied: str | None = None
+    answer: str | None = Field(default=None, description="the user's answer to a pause or escalation")
+    answered_by: str | None = Field(default=None, description="console, dashboard, a recorded answer, or the default")
+    answered_at: Timestamp | None = None
 
 
 class ReviewDue(Message):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
 from meta_orchestrator.messages.events import Event
 
 Decision = Literal["allow", "deny"]
@@ -63,6 +63,18 @@ class ToolCallDecided(Message):
     rule: str
     reason: str
 
+    def record(self) -> "ToolCallRecord":
+        """The entry kept in state.json ``decisions``."""
+        return ToolCallRecord(
+            kind="tool_call_allowed" if self.decision == "allow" else "tool_call_denied",
+            at=utc_now(),
+            agent=self.call.agent,
+            rule=self.rule,
+            decided_by=self.decided_by,
+            tool=self.call.tool,
+            reason=self.reason,
+        )
+
 
 class SecurityFinding(Message):
     """Guard -> listeners: an agent's tool call matched a suspicious pattern.
@@ -75,6 +87,43 @@ class SecurityFinding(Message):
     rule: str
     action: Literal["warn", "pause", "stop"]
 
+    def record(self) -> "SecurityFindingRecord":
+        """The entry kept in state.json ``decisions``."""
+        return SecurityFindingRecord(
+            at=utc_now(),
+            agent=self.event.agent,
+            rule=self.rule,
+            action=self.action,
+            assignment_id=self.event.assignment_id,
+            reason=self.event.payload.text,
+        )
+
+
+class ToolCallRecord(Frozen):
+    """A guarded tool call's outcome, in state.json ``decisions``."""
+
+    kind: Literal["tool_call_allowed", "tool_call_denied"]
+    source: Literal["sandbox"] = "sandbox"
+    at: Timestamp
+    agent: AgentName
+    rule: str
+    decided_by: Literal["policy", "user", "timeout", "unavailable"]
+    tool: str
+    reason: str
+
+
+class SecurityFindingRecord(Frozen):
+    """A suspicious tool call and what the guard did, in state.json ``decisions``."""
+
+    kind: Literal["security_finding"] = "security_finding"
+    source: Literal["sandbox"] = "sandbox"
+    at: Timestamp
+    agent: AgentName
+    rule: str
+    action: Literal["warn", "pause", "stop"]
+    assignment_id: str | None = None
+    reason: str | None = None
+
 
 class GetSandboxFiles(Message):
     """Question (ask, with a timeout; the wiring asks before starting the workers)."""
@@ -83,6 +132,8 @@ class GetSandboxFiles(Message):
 class SandboxFiles(Frozen):
     """Answer to ``GetSandboxFiles``: what the guard generated for this session."""
 
-    claude_settings: str = Field(description="file passed to claude with --settings")
+    claude_settings: str = Field(
+        description="settings file with the tool hook, passed with the hooked CLI's settings flag"
+    )
     policy: str = Field(description="the policy the hook reads")
     channel: str = Field(description="the Unix socket the hook asks over")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
-
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp
+from meta_orchestrator.messages.recovery import RecoveryEntry
+from meta_orchestrator.messages.resources import LimitExceededRecord
+from meta_orchestrator.messages.review import ReviewDecisionRecord
+from meta_orchestrator.messages.sandbox import SecurityFindingRecord, ToolCallRecord
+from meta_orchestrator.messages.supervision import ActorRestartedRecord
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped", "waiting"]
@@ -15,6 +19,41 @@ AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped
 # `orchestrate answer` then `orchestrate resume` continue it.
 TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped", "waiting")
 AnswerChannel = Literal["console", "dashboard", "program"]
+
+
+def _legacy_decision_kind(value: Any) -> Any:
+    """state.json written before records had a ``kind``: only a review's entry lacked one."""
+    if isinstance(value, dict) and "kind" not in value and "review_id" in value:
+        return {**value, "kind": "review"}
+    return value
+
+
+class RoleFallbackRecord(Frozen):
+    """The coordinator moved an agent's work to others: it cannot serve in this session."""
+
+    kind: Literal["role_fallback"] = "role_fallback"
+    source: Literal["coordinator"] = "coordinator"
+    at: Timestamp
+    agent: AgentName
+    reason: str
+    moved: dict[str, str] = Field(default_factory=dict, description="assignment id -> the agent that took it")
+    roles: dict[str, AgentName | None] = Field(default_factory=dict, description="role -> its agent from now on")
+
+
+# One entry of state.json ``decisions``: what a review, the supervisor, the monitor or the
+# sandbox decided, told apart by ``kind``.
+SessionDecision = Annotated[
+    Annotated[
+        ReviewDecisionRecord
+        | ActorRestartedRecord
+        | LimitExceededRecord
+        | SecurityFindingRecord
+        | ToolCallRecord
+        | RoleFallbackRecord,
+        Field(discriminator="kind"),
+    ],
+    BeforeValidator(_legacy_decision_kind),
+]
 
 
 class PlannedAssignment(Frozen):
@@ -48,7 +87,7 @@ class Plan(Frozen):
         return value
 
     @model_validator(mode="after")
-    def _dependencies_exist_and_acyclic(self) -> "Plan":
+    def _dependencies_exist_and_acyclic(self) -> Plan:
         known = {a.id for a in self.assignments}
         for a in self.assignments:
             missing = [d for d in a.depends_on if d not in known]
@@ -147,8 +186,8 @@ class SessionSnapshot(Frozen):
     plan_errors: tuple[str, ...] = ()
     assignments: tuple[AssignmentRecord, ...] = ()
     shares: tuple[AgentShare, ...] = ()
-    decisions: tuple[dict[str, Any], ...] = ()
-    recoveries: tuple[dict[str, Any], ...] = ()
+    decisions: tuple[SessionDecision, ...] = ()
+    recoveries: tuple[RecoveryEntry, ...] = ()
     questions: tuple[Question, ...] = ()
     agents_out: dict[str, str] = Field(
         default_factory=dict, description="agents that cannot serve in this session, with the reason"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from meta_orchestrator.messages.base import Message
+from typing import Literal
+
+from meta_orchestrator.messages.base import Frozen, Message, Timestamp, utc_now
 
 
 class ActorCrashed(Message):
@@ -18,6 +20,20 @@ class ActorRestarted(Message):
     name: str
     error: str
     restarts_in_window: int
+
+    def record(self) -> ActorRestartedRecord:
+        """The entry kept in state.json ``decisions``."""
+        return ActorRestartedRecord(at=utc_now(), name=self.name, error=self.error)
+
+
+class ActorRestartedRecord(Frozen):
+    """A restart after a crash, in state.json ``decisions``."""
+
+    kind: Literal["actor_restarted"] = "actor_restarted"
+    source: Literal["supervisor"] = "supervisor"
+    at: Timestamp
+    name: str
+    error: str
 
 
 class SupervisionFailed(Message):

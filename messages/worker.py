@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
-
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
 from meta_orchestrator.messages.events import Event
+from pydantic import ConfigDict, Field
 
 AssignmentMode = Literal["write", "read_only"]
 WorkerStatus = Literal["idle", "starting", "running", "paused", "stopping", "exited"]
@@ -65,7 +64,11 @@ class StopWorker(Message):
 
 
 class GetWorkerState(Message):
-    """Question (ask, with a timeout): answered with a ``WorkerSnapshot``."""
+    """Question (ask, with a timeout): answered with a ``WorkerSnapshot``. Told by an actor
+    (which must never ask), the answer is a ``WorkerStateChanged`` told to ``reply_to``: a
+    restarted monitor learns this way which process each worker runs."""
+
+    reply_to: Any = Field(default=None, exclude=True, description="receives WorkerStateChanged")
 
 
 class WorkerSnapshot(Frozen):
@@ -98,7 +101,7 @@ class EventsRecorded(Message):
     lines: tuple[str, ...] = Field(default=(), description="each event as written to the .jsonl")
 
 
-def events_in(message: "EventRecorded | EventsRecorded") -> tuple[Event, ...]:
+def events_in(message: EventRecorded | EventsRecorded) -> tuple[Event, ...]:
     """The events a worker's fact carries, one or a batch, in order."""
     return (message.event,) if isinstance(message, EventRecorded) else message.events
 

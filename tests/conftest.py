@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pykka
 import pytest
-
 from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,10 @@ class Probe(pykka.ThreadingActor):
         return None
 
 
+class _Barrier:
+    """A marker told to a probe; see ``ProbeHandle.barrier``."""
+
+
 class ProbeHandle:
     """The test's side of a probe: its ref, and ``expect`` to wait for a message kind."""
 
@@ -78,6 +83,13 @@ class ProbeHandle:
             if isinstance(message, kind) and where(message):
                 return message
             self.seen.append(message)
+
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once everything told to the probe before this call has been received: the
+        probe's inbox is one FIFO queue, so a marker told now comes after all of it."""
+        marker = _Barrier()
+        self.ref.tell(marker)
+        self.expect(_Barrier, timeout=timeout, where=lambda m: m is marker)
 
     def drain(self) -> list[Any]:
         """Everything received so far and not yet taken."""
@@ -134,10 +146,8 @@ def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -
     if left:
         described = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left]
         for p in left:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()  # ours: started by this test (a child, or an agent in its temp folder)
-            except psutil.NoSuchProcess:
-                pass
         pytest.fail(f"processes left running after the test: {described}")
 
 
@@ -159,14 +169,10 @@ def kill_tree(proc: Any) -> None:
         below = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         below = []
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
     for child in below:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     proc.wait()
     psutil.wait_procs(below, timeout=5)

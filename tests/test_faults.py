@@ -143,7 +143,17 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
         )
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)  # the first stop is under way and waiting out its grace period
+        # The first stop is under way (the worker recorded it and sent SIGTERM, which the agent
+        # ignores) and is waiting out its 30 s grace period when the second Ctrl-C comes.
+        wait_for(
+            lambda: any(
+                r["payload"].get("kind") == "stopping"
+                for path in ws.glob("*/gemini.jsonl")
+                for r in read_jsonl(path).records
+            ),
+            timeout=20,
+            message="the first stop under way",
+        )
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = _finish(proc, timeout=25)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -245,7 +244,13 @@ def test_foreign_host_header_is_refused(gateway: GatewayAddress) -> None:
 def test_session_workers_and_decisions_come_from_the_latest_snapshots(tmp_path: Path, probe: ProbeHandle) -> None:
     ref, address = start_gateway(tmp_path, probe.ref)
     assert http(address, "GET", "/api/session")[1]["session"] is None
-    decision = {"decision": "LOG_WARNING", "reasoning": "one concern about error handling"}
+    decision = {
+        "kind": "actor_restarted",
+        "source": "supervisor",
+        "at": "2025-01-01T10:00:30.000Z",
+        "name": "reviewer",
+        "error": "RuntimeError('x')",
+    }
     ref.tell(SessionStateChanged(snapshot=session_snapshot(decisions=[decision])))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "paused")))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("gemini", "running")))
@@ -301,7 +306,7 @@ def test_bad_input_gets_4xx_with_a_reason(
     got_status, got = http(gateway, method, path, body=body)
     assert got_status == status, got
     assert says in got["error"]
-    time.sleep(0.1)  # give a wrongly sent message time to arrive
+    probe.barrier()  # a message wrongly told while the request was handled has arrived by now
     assert not [m for m in probe.drain() if isinstance(m, (ControlRequested, AnswerGiven))]
 
 
@@ -343,7 +348,11 @@ def test_events_are_paged_from_the_session_files_with_a_torn_last_line(tmp_path:
         + [("claude", i) for i in range(1, 8)]
     )
     assert len(seen) == len(set(seen))  # nothing twice
-    assert since == "gemini:10,codex:5,claude:7"  # the torn line waits for the next poll
+    assert dict(p.split(":") for p in since.split(",")) == {
+        "gemini": "10",
+        "codex": "5",
+        "claude": "7",
+    }  # torn line waits
 
     # The writer finishes the torn line: the same cursor now yields exactly it.
     with (tmp_path / "claude.jsonl").open("a") as handle:

@@ -48,7 +48,7 @@ def test_the_history_holds_every_state_change_and_ends_with_state_json(finished_
     records = read_jsonl(finished_session / "history.jsonl").records
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     facts = [r["fact"] for r in records]
-    assert facts[-1] == "SessionEnded" and "ReviewCompleted" in facts and "WorkerStateChanged" in facts
+    assert "SessionEnded" in facts and "ReviewCompleted" in facts and "WorkerStateChanged" in facts
     snapshots = [r["data"]["snapshot"] for r in records if r["fact"] == "SessionStateChanged"]
     statuses = [s["status"] for s in snapshots]
     assert statuses[0] == "planning" and "running" in statuses and statuses[-1] == "completed"

@@ -20,7 +20,7 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
         data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
         read_end, write_end = os.pipe()
 
-        def write() -> None:
+        def write(data: bytes = data, write_end: int = write_end) -> None:
             i = 0
             while i < len(data):
                 n = rng.randint(1, 700)
@@ -32,7 +32,8 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
         writer.start()
         names = iter(range(10_000))
         got, totals = [], []
-        for batch in iter_line_batches(read_end, 1000, lambda: tmp_path / f"{trial}-{next(names)}"):
+        side_file = lambda trial=trial, names=names: tmp_path / f"{trial}-{next(names)}"  # noqa: E731
+        for batch in iter_line_batches(read_end, 1000, side_file):
             for data_, total, path in batch:
                 got.append(Path(path).read_bytes().removesuffix(b"\n") if path else data_)
                 totals.append(total)

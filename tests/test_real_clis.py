@@ -19,9 +19,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -269,7 +270,7 @@ class Rig:
     def run_direct(self, prompt: str) -> Run:
         return run_process(self.direct_argv(prompt), self.env, self.work)
 
-    def run_adapter(self, prompt: str) -> "AdapterRun":
+    def run_adapter(self, prompt: str) -> AdapterRun:
         from meta_orchestrator.actors.adapters.base import LaunchSpec
         from meta_orchestrator.actors.adapters.registry import get_adapter
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
+import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, start, stop_all
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
@@ -22,7 +22,8 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, GetWorkerState, StartAssignment
+
 from tests.conftest import wait_for
 
 INTERVAL = 0.25
@@ -160,8 +161,11 @@ def test_user_resume_overrides_a_pause(tmp_path, probe, demo_env):
     probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "pause")
     probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "paused")
     worker.tell(ResumeWorker(reason="user"))
-    probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "running")
-    time.sleep(INTERVAL * 4)  # several samples: the stalled agent must not be paused again
+    resumed = probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "running")
+    # Barrier: four samples of the resumed, still silent agent. The monitor tells a pause in
+    # the pass that samples it, before the next sample, so each would have shown one.
+    for _ in range(4):
+        probe.expect(ResourcesSampled, timeout=5, where=lambda m: m.sent_at > resumed.sent_at and bool(m.agents))
     later = [m for m in probe.drain() if isinstance(m, LimitExceeded) and m.action == "pause"]
     assert not later
 
@@ -220,14 +224,24 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
             timeout=60,
             message="the session paused on the budget",
         )
-        budget = [d for d in state.decisions if d.get("limit") == "cost_budget"]
-        assert budget and budget[0]["action"] == "pause_session"
-        assert budget[0]["observed"] >= 0.0001
+        budget = [d for d in state.decisions if d.kind == "limit_exceeded" and d.limit == "cost_budget"]
+        assert budget and budget[0].action == "pause_session"
+        assert budget[0].observed >= 0.0001
         # Claude's result was the first cost report. Running agents are paused and nothing
         # new starts: what was pending stays pending.
         pending = {a.id for a in state.assignments if a.status == "pending"}
         assert pending
-        time.sleep(1.0)  # a scheduling pass would have started one by now
+        # Barrier: every worker is paused or done. A worker tells its AssignmentFinished before
+        # it answers idle, and the coordinator handles that before the next ask: the
+        # scheduling pass a finished run triggers has happened when the state is read.
+        wait_for(
+            lambda: all(
+                w.ask(GetWorkerState(), timeout=2).status in ("paused", "idle", "exited")
+                for w in running.workers.values()
+            ),
+            timeout=30,
+            message="every worker paused or done",
+        )
         state = _session_state(running)
         assert state.status == "paused"
         assert {a.id for a in state.assignments if a.status == "pending"} == pending
@@ -236,3 +250,88 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
         assert ended.status == "stopped"
     finally:
         stop_all(started)
+
+
+def test_a_crashed_monitor_is_restarted_and_enforces_the_limits_again(tmp_path, probe, demo_env, monkeypatch):
+    from meta_orchestrator.actors.runtime.supervision import SupervisedRef
+    from meta_orchestrator.actors.supervisor import Supervisor
+    from meta_orchestrator.messages.supervision import ActorRestarted
+    from meta_orchestrator.messages.worker import WorkerStateChanged
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    settings = LimitsSettings(
+        interval_s=INTERVAL, min_free_memory_mb=None, default={**LimitsSettings().default.model_dump(), "stall_s": 1.5}
+    )
+    session_dir = tmp_path / "session"
+    target = tmp_path / "target"
+    target.mkdir()
+    supervisor = Supervisor.start(max_restarts=2, window_s=60, listeners=(probe.ref,))
+    workers: dict[str, Any] = {}  # filled once the worker exists, as the wiring does
+    monitor = SupervisedRef(
+        "monitor",
+        lambda _ref: ResourceMonitor.start(
+            settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers=workers
+        ),
+        supervisor,
+    ).start()
+    supervisor.proxy().supervise(monitor).get(timeout=5)
+    workers["claude"] = Worker.start(
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(
+            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.demo claude", share_min=0, share_max=1
+        ),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="t",
+        session_dir=session_dir,
+        target=target,
+        listeners=(probe.ref, monitor),
+        base_env=demo_env,
+    )
+    monitor.tell(WatchWorkers(workers=(("claude", workers["claude"]),)))
+    workers["claude"].tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    probe.expect(WorkerStateChanged, timeout=10, where=lambda m: m.snapshot.status == "running")
+
+    original = ResourceMonitor._sample
+    faults = {"left": 1}
+
+    def faulty(self: Any) -> Any:  # one fault in a handler, while the agent runs
+        if faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("injected fault in the monitor")
+        return original(self)
+
+    monkeypatch.setattr(ResourceMonitor, "_sample", faulty)
+    restarted = probe.expect(ActorRestarted, timeout=10)
+    assert restarted.name == "monitor" and "injected fault" in restarted.error
+    # The new monitor asked the worker what runs, so the silent agent is still ended.
+    fact = probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall" and fact.agent == "claude"
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "")
+
+
+def test_a_restarted_monitor_counts_what_was_spent_before_its_crash(tmp_path, probe):
+    from meta_orchestrator.actors.runtime.session_files import JsonlWriter
+    from meta_orchestrator.messages.events import Event, EventPayload
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+
+    def result(seq: int, cost: float) -> Event:
+        return Event(type="review", agent="claude", seq=seq, payload=EventPayload(kind="result", cost_usd=cost))
+
+    writer = JsonlWriter(session_dir / "claude.jsonl")
+    before = result(1, 0.5)
+    writer.write_batch([before.model_dump_json()], before.seq)
+    writer.close()
+    settings = LimitsSettings(interval_s=INTERVAL, min_free_memory_mb=None, max_cost_usd=1.0)
+    # Started with its workers: what the supervisor's factory does after a crash.
+    monitor = ResourceMonitor.start(
+        settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers={"claude": probe.ref}
+    )
+    monitor.tell(EventRecorded(event=before))  # told again after the restart: not counted twice
+    monitor.tell(EventRecorded(event=result(2, 0.4)))
+    monitor.tell(EventRecorded(event=result(3, 0.2)))
+    fact = probe.expect(LimitExceeded, timeout=5, where=lambda m: m.limit == "cost_budget")
+    assert fact.action == "pause_session" and fact.observed == pytest.approx(1.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -9,8 +10,8 @@ import sys
 from pathlib import Path
 
 import psutil
-
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
+
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
 
 
@@ -83,10 +84,8 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
             if proc.poll() is None:
                 kill_tree(proc)
         for pid in orphan_pids:  # started by this test's launcher: ours to clean up on failure
-            try:
+            with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
     assert resumed.returncode == 0, err
     assert "ending 1 process(es) the previous orchestrator left" in err
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in orphan_pids)

@@ -230,9 +230,9 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     finally:
         stop_all(started)
     assert ended.exit_code == 0
-    assert decision["triggers"][0]["kind"] == "user"
-    assert decision["assignment_id"] == "implement"
-    assert {a["agent"] for a in decision["answers"]} == {"gemini", "codex"}
+    assert decision.kind == "review" and decision.triggers[0].kind == "user"
+    assert decision.assignment_id == "implement"
+    assert {a.agent for a in decision.answers} == {"gemini", "codex"}
 
 
 # -- recovery, one class at a time ------------------------------------------------------------

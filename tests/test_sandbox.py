@@ -16,7 +16,6 @@ from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
     Policy,
-    bypass_flags_in,
     check_command,
     check_tool_call,
     find_suspicious,
@@ -110,14 +109,6 @@ def test_ordinary_tool_calls_are_not_suspicious():
         ("shell", {"command": "git log --oneline"}),
     ):
         assert not find_suspicious(tool, tool_input, None, "/home/user")
-
-
-def test_bypass_flags_are_recognised():
-    assert bypass_flags_in("claude", ["--dangerously-skip-permissions"])
-    assert bypass_flags_in("claude", ["--permission-mode=bypassPermissions"])
-    assert bypass_flags_in("codex", ["-s", "danger-full-access"])
-    assert bypass_flags_in("gemini", ["--approval-mode", "yolo"])
-    assert not bypass_flags_in("codex", ["-s", "workspace-write"])
 
 
 def test_a_bypass_flag_needs_the_users_opt_in(tmp_path, demo_env):
@@ -293,3 +284,35 @@ def test_demo_claude_honours_the_hook_like_the_real_one(tmp_path, probe, demo_en
     launch = json.loads((session / "claude.jsonl").read_text().splitlines()[0])
     assert "--settings" in launch["payload"]["text"]
     assert (session / "sandbox" / "claude-settings.json").is_file()
+
+
+def test_a_crashed_guard_is_restarted_and_the_hook_reaches_the_new_one(tmp_path, probe, monkeypatch):
+    from meta_orchestrator.actors.runtime.supervision import SupervisedRef
+    from meta_orchestrator.actors.supervisor import Supervisor
+    from meta_orchestrator.messages.supervision import ActorRestarted
+
+    original = SandboxGuard.on_receive
+
+    def faulty(self: Any, message: Any) -> Any:  # a fault in a handler
+        if message == "boom":
+            raise RuntimeError("injected fault in the guard")
+        return original(self, message)
+
+    monkeypatch.setattr(SandboxGuard, "on_receive", faulty)
+    asker = ProbeHandle()
+    supervisor = Supervisor.start(max_restarts=2, window_s=60, listeners=(probe.ref,))
+    guard = SupervisedRef("guard", lambda _ref: _guard(tmp_path, asker.ref, probe.ref), supervisor).start()
+    supervisor.proxy().supervise(guard).get(timeout=5)
+    before = guard.ask(GetSandboxFiles(), timeout=5)
+    guard.tell("boom")
+    restarted = probe.expect(ActorRestarted, timeout=10)
+    assert restarted.name == "guard" and "injected fault" in restarted.error
+    after = guard.ask(GetSandboxFiles(), timeout=5)
+    # The agents keep the settings file they were launched with; it leads to the new channel.
+    assert (after.claude_settings, after.policy) == (before.claude_settings, before.policy)
+    assert after.channel != before.channel and Path(after.channel).is_socket()
+    thread, result = _hook_in_thread(after.policy, _call("git push origin main", str(tmp_path / "target")))
+    ask = asker.expect(AskQuestion, timeout=10)
+    guard.tell(QuestionAnswered(question_id=ask.question.id, answer="no", approve=False))
+    thread.join(10)
+    assert result[0]["hookSpecificOutput"]["permissionDecision"] == "deny"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
-from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
+from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture, used by name
 
 pytestmark = pytest.mark.browser
 
@@ -41,9 +41,15 @@ VIEW = """() => {
 
 
 def _start(args: list[str], env: dict[str, str], marker: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "orchestrate"), *args], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for line in proc.stderr:  # type: ignore[union-attr]
         if line.startswith(marker):
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
@@ -66,18 +72,22 @@ def workspace(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "ws"
 
 
-def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspace: Path, demo_env: dict):
+def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspace: Path, demo_env: dict):  # noqa: F811
     page = browser_page
     env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05"}
-    launcher, url = _start(["Add a /health endpoint", "--demo", "--workspace", str(workspace), "--port", "0"], env,
-                           "dashboard: ")
+    launcher, url = _start(
+        ["Add a /health endpoint", "--demo", "--workspace", str(workspace), "--port", "0"], env, "dashboard: "
+    )
     server = None
     try:
         page.goto(url)
         page.wait_for_function("() => window.orchestrator.state.ended !== null", timeout=60_000)
         # The launcher writes the last lines as it ends the session: let the page settle on them.
-        wait_for(lambda: json.loads(next(workspace.glob("*/state.json")).read_text())["status"] == "completed",
-                 timeout=30, message="state.json completed")
+        wait_for(
+            lambda: json.loads(next(workspace.glob("*/state.json")).read_text())["status"] == "completed",
+            timeout=30,
+            message="state.json completed",
+        )
         live = page.evaluate(VIEW)
         _interrupt(launcher)
         assert live["ended"] == ["completed", 0] and live["events_seen"] > 20
@@ -90,8 +100,11 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
         assert row.count() == 1 and "Completed" in row.first.inner_text()
         assert "?token=" not in page.url  # kept in sessionStorage, gone from the address bar
         row.first.click()
-        page.wait_for_function("() => window.orchestratorReplay && window.orchestratorReplay.end > 0 "
-                               "&& window.orchestrator.state.ended !== null", timeout=15_000)
+        page.wait_for_function(
+            "() => window.orchestratorReplay && window.orchestratorReplay.end > 0 "
+            "&& window.orchestrator.state.ended !== null",
+            timeout=15_000,
+        )
         opened = page.evaluate(VIEW)
         assert opened == live, "opened at its end, the page differs from the live one"
         OUTPUT.mkdir(exist_ok=True)
@@ -100,11 +113,15 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
 
         # Back to the start, then play at 50x to the end: the same final page.
         page.click("#replay-start")
-        page.wait_for_function("() => !window.orchestrator.state.session || window.orchestrator.state.session.status === 'planning'", timeout=10_000)
+        page.wait_for_function(
+            "() => !window.orchestrator.state.session || window.orchestrator.state.session.status === 'planning'",
+            timeout=10_000,
+        )
         page.select_option("#replay-speed", "50")
         page.click("#replay-play")
-        page.wait_for_function("() => window.orchestrator.state.ended !== null && "
-                               "!window.orchestratorReplay.playing", timeout=60_000)
+        page.wait_for_function(
+            "() => window.orchestrator.state.ended !== null && !window.orchestratorReplay.playing", timeout=60_000
+        )
         assert page.evaluate(VIEW) == live, "replayed to the end, the page differs from the live one"
 
         # Jump to the first decision: the page shows that decision as the latest.
@@ -112,16 +129,31 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
         assert marks.count() >= 2
         first_mark = marks.first.get_attribute("value")
         page.select_option("#replay-marks", first_mark)
-        page.wait_for_function("() => (window.orchestrator.state.session || {decisions: []}).decisions.length === 1", timeout=10_000)
+        page.wait_for_function(
+            "() => (window.orchestrator.state.session || {decisions: []}).decisions.length === 1", timeout=10_000
+        )
         assert page.evaluate("() => window.orchestrator.state.ended") is None
         assert not page.errors, page.errors  # type: ignore[attr-defined]
 
         # A session started while serve runs appears in the list.
         page.goto(serve_url.split("/?")[0] + "/")
         second = subprocess.run(
-            [sys.executable, str(PROJECT_ROOT / "orchestrate"), "Add a /version endpoint", "--demo", "--no-dashboard",
-             "--workspace", str(workspace)], env={**demo_env}, stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, timeout=90, check=False)
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "orchestrate"),
+                "Add a /version endpoint",
+                "--demo",
+                "--no-dashboard",
+                "--workspace",
+                str(workspace),
+            ],
+            env={**demo_env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
         assert second.returncode == 0, second.stderr[-2000:]
         page.wait_for_function("() => document.querySelectorAll('tr.session-row').length === 2", timeout=10_000)
         assert "Add a /version endpoint" in page.locator("tr.session-row").first.inner_text()  # newest first

@@ -5,6 +5,7 @@ of the project goes through its one installed namespace, ``meta_orchestrator``."
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -85,3 +86,46 @@ def test_every_import_of_the_project_uses_its_namespace():
     for path in _project_sources():
         bare = {m for m in _imports(path) if m.split(".")[0] in SUBPACKAGES}
         assert not bare, f"{path.relative_to(ROOT)} imports {sorted(bare)} outside {PACKAGE}"
+
+
+# Where a CLI's name may still appear as data outside its adapter, and why.
+CLI_NAME_EXCEPTIONS = {
+    # The default team: shares and roles of the three built-in agents.
+    "config/settings.py",
+    "messages/base.py",
+    # The role table's fallback order names the built-in agents per role.
+    "actors/coordinator.py",
+    # The program's --help describes the default team.
+    "actors/app/launcher.py",
+}
+_CLI_NAME = re.compile(r"\b(claude|codex|gemini)\b", re.IGNORECASE)
+
+
+def _string_literals(tree: ast.AST) -> list[ast.Constant]:
+    """Every string constant except docstrings (prose may name a CLI as an example)."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_only_the_adapters_and_demo_agents_name_a_cli():
+    """Per-CLI knowledge lives with its adapter: a string naming a CLI anywhere else is a
+    flag, a path or an error message that belongs there."""
+    offenders = []
+    for folder in SUBPACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(("actors/adapters/", "actors/demo/")) or rel in CLI_NAME_EXCEPTIONS:
+                continue
+            for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+                if _CLI_NAME.search(node.value):
+                    offenders.append(f"{rel}:{node.lineno}: {node.value[:60]!r}")
+    assert not offenders, "\n".join(offenders)

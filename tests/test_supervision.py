@@ -14,7 +14,7 @@ import pykka
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost
-from meta_orchestrator.actors.runtime.supervision import SupervisedRef, report_crash
+from meta_orchestrator.actors.runtime.supervision import SupervisedRef, report_crash_of
 from meta_orchestrator.actors.supervisor import Supervisor
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
@@ -34,11 +34,10 @@ class Crashy(pykka.ThreadingActor):
 
     incarnations = 0
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self) -> None:
         super().__init__()
         Crashy.incarnations += 1
         self.number = Crashy.incarnations
-        self.supervisor = supervisor
 
     def on_receive(self, message: Any) -> Any:
         if message == "boom":
@@ -46,14 +45,14 @@ class Crashy(pykka.ThreadingActor):
         return self.number
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        report_crash(self.supervisor, "crashy", exc)
+        report_crash_of(self, exc)
 
 
 def test_a_crashed_actor_is_restarted_until_the_budget_is_spent(probe):
     Crashy.incarnations = 0
     supervisor = Supervisor.start(max_restarts=2, window_s=60)
     supervisor.proxy().set_coordinator(probe.ref).get()
-    child = SupervisedRef("crashy", lambda _ref: Crashy.start(supervisor)).start()
+    child = SupervisedRef("crashy", lambda _ref: Crashy.start(), supervisor).start()
     supervisor.proxy().supervise(child).get()
     assert child.ask("who", timeout=5) == 1
     for expected in (2, 3):
@@ -90,7 +89,7 @@ def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, 
         'import json, time\nprint(json.dumps({"type": "system", "subtype": "init",'
         ' "session_id": "s"}), flush=True)\ntime.sleep(60)\n'
     )
-    worker = Worker.start(
+    start_worker = lambda _ref: Worker.start(  # noqa: E731 - the factory a supervisor would restart
         agent="claude",
         adapter=get_adapter("claude"),
         agent_settings=AgentSettings(command=f"{shlex.quote(sys.executable)} {script}", share_min=0, share_max=1),
@@ -101,8 +100,8 @@ def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, 
         listeners=(probe.ref,),
         base_env=dict(os.environ),
         host=FaultyHost(),
-        supervisor=probe.ref,
     )
+    worker = SupervisedRef("worker:claude", start_worker, probe.ref).start()
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     running = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
     cli = psutil.Process(running.snapshot.pid)

@@ -462,8 +462,9 @@ def test_closing_the_dashboard_while_a_question_is_open_ends_the_wait(tmp_path, 
                 message="an open question",
             )
             assert running.coordinator.ask(GetSessionState(), timeout=5).status == "paused"  # it waits for someone
-            req = urllib.request.Request(running.dashboard_url.split("?")[0] + "api/close", data=b"", method="POST")
+            req = urllib.request.Request(running.dashboard_url.split("?")[0] + "api/close", data=b"{}", method="POST")
             req.add_header("X-Orchestrate-Token", running.token)
+            req.add_header("Content-Type", "application/json")
             with urllib.request.urlopen(req, timeout=10) as response:
                 closed.append(response.status)
 
@@ -512,7 +513,7 @@ def test_a_worker_crashing_past_its_restarts_hands_planning_over(tmp_path, probe
     assert second.prompt == first.prompt and second.mode == "read_only"
     state = coordinator.ask(GetSessionState(), timeout=5)
     assert "crashed past its restarts" in state.agents_out["gemini"]
-    assert state.decisions[-1]["kind"] == "role_fallback"
+    assert state.decisions[-1].kind == "role_fallback"
 
 
 # -- the real pinned gemini against the scripted model server ----------------------------------------
@@ -525,7 +526,7 @@ except Exception:  # noqa: BLE001 - the real-CLI tier is optional
 
 @pytest.mark.realcli
 def test_real_gemini_prints_the_licence_refusal_and_it_is_the_account_class(cli_bin, server, tmp_path):
-    from meta_orchestrator.actors.runtime.error_patterns import BUILTIN_PATTERNS
+    from meta_orchestrator.actors.runtime.error_patterns import builtin_patterns
 
     rig = Rig("gemini", cli_bin, server, tmp_path)
     res = rig.run_adapter("Do the thing. SCRIPT:error 403")
@@ -534,7 +535,7 @@ def test_real_gemini_prints_the_licence_refusal_and_it_is_the_account_class(cli_
     assert result["type"] == "result" and result["status"] == "error"
     assert "(#3501)" in result["error"]["message"]
     lines = tuple(d.payload.text or "" for d in res.drafts if d.type == "error")
-    found = classify_run(Evidence(agent="gemini", lines=lines, returncode=147), BUILTIN_PATTERNS)
+    found = classify_run(Evidence(agent="gemini", lines=lines, returncode=147), builtin_patterns())
     assert found is not None and found.cause == "account", (lines, res.describe())
 
 

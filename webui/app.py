@@ -220,7 +220,8 @@ def create_app(link: DashboardLink) -> Flask:
             return refuse(400, describe(exc))
         failure = link.control(action, parsed.agent)
         if failure:
-            return refuse(503, failure)
+            # An agent no adapter knows is the request's fault; anything else is ours.
+            return refuse(400 if failure.startswith("agent:") else 503, failure)
         response = jsonify(ok=True, action=action, agent=parsed.agent)
         response.status_code = 202
         return response

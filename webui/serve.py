@@ -106,7 +106,9 @@ def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
                         if key in seen_decisions:
                             continue
                         seen_decisions.add(key)
-                        found.append({"at": record["timestamp"], "kind": "decision", "label": _decision_label(decision)})
+                        found.append(
+                            {"at": record["timestamp"], "kind": "decision", "label": _decision_label(decision)}
+                        )
     for agent in agents:
         path = folder / f"{agent}.jsonl"
         if not path.exists():

@@ -1,5 +1,11 @@
 """What every CLI adapter provides, and the line handling they share.
 
+An adapter is everything the orchestrator knows about one CLI: its command line, its
+stream format, the flags that grant a folder, lift its folder check or switch its own
+permission checks off, where it is installed from and which credentials it needs, its
+rows of the error table and the advice for each error class. Recovery, preflight, the
+sandbox and the reviewer ask the adapter; no other module names a CLI.
+
 An adapter is pure: it builds a command line and turns stdout lines into event drafts.
 It never spawns, reads pipes or touches files; the worker actor does that.
 """
@@ -7,11 +13,15 @@ It never spawns, reads pipes or touches files; the worker actor does that.
 from __future__ import annotations
 
 import json
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, NamedTuple
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, NamedTuple
 
+from meta_orchestrator.actors.adapters.errors import ErrorPattern
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import EVENT_TYPES, EventPayload, EventType
 from meta_orchestrator.messages.worker import RunOutcome
@@ -156,11 +166,66 @@ class StreamParser(ABC):
         )
 
 
+@dataclass(frozen=True)
+class ArgsFixed:
+    """Flags dropped from a user's ``extra_args`` before launch because the CLI would refuse them."""
+
+    extra_args: tuple[str, ...]  # what is kept
+    cause: str  # the error class the flags would have caused
+    evidence: str  # the CLI's own message for it
+    action: str  # what was done, said to the user
+
+
+def drop_args(
+    args: tuple[str, ...],
+    flags: tuple[str, ...],
+    with_value: tuple[str, ...] = (),
+    pairs: tuple[tuple[str, str], ...] = (),
+) -> tuple[tuple[str, ...], list[str]]:
+    """``args`` without ``flags`` (and the value after ``with_value`` flags, and ``pairs``)."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if name in flags:
+            dropped.append(arg)
+        elif name in with_value:
+            dropped.append(arg if "=" in arg or nxt is None else f"{arg} {nxt}")
+            i += 0 if "=" in arg else 1
+        elif any(arg == a and nxt == b for a, b in pairs):
+            dropped.append(f"{arg} {nxt}")
+            i += 1
+        elif any(arg == f"{a}={b}" for a, b in pairs):
+            dropped.append(arg)
+        else:
+            kept.append(arg)
+        i += 1
+    return tuple(kept), dropped
+
+
 class AgentAdapter(ABC):
-    """Builds the command line for one CLI and makes parsers for its stream."""
+    """Builds the command line for one CLI, makes parsers for its stream, and knows its quirks.
+
+    Subclasses set ``name`` and ``default_executable`` and implement ``build_launch`` and
+    ``new_parser``; the other attributes default to "this CLI has no such thing".
+    """
 
     name: AgentName
     default_executable: str
+    package: ClassVar[str | None] = None  # the npm package it installs from
+    credentials: ClassVar[str] = "the credentials its documentation names"
+    trust_flag: ClassVar[str | None] = None  # lifts the CLI's own folder check (always on its command line)
+    grant_dir_flag: ClassVar[str] = "--add-dir"  # grants one more folder
+    bypass_flags: ClassVar[tuple[str, ...]] = ()  # flags or values that switch its permission checks off
+    hook_settings_flag: ClassVar[str | None] = None  # passes a settings file with the sandbox's tool hook
+    error_patterns: ClassVar[tuple[ErrorPattern, ...]] = ()  # its rows of the error table
+    # Error class -> what the user should do, with {agent} and {target} filled in; classes
+    # not named here get Recovery's generic advice.
+    advice: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    colour: ClassVar[str] = ""  # ANSI colour of its name on the console
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -173,3 +238,35 @@ class AgentAdapter(ABC):
     def version_argv(self, executable: tuple[str, ...]) -> tuple[str, ...]:
         """Command that prints the CLI's version (preflight)."""
         return (*executable, "--version")
+
+    def install_hint(self) -> str:
+        """How to install the CLI, as a command when there is one."""
+        return f"npm install -g {self.package}" if self.package else f"put {self.default_executable} on PATH"
+
+    def advise(self, cause: str, target: Path) -> str | None:
+        """This CLI's advice for an error class, or None for the generic one."""
+        text = self.advice.get(cause)
+        return text.format(agent=self.name, target=target) if text is not None else None
+
+    def bypass_flags_in(self, args: tuple[str, ...] | list[str]) -> list[str]:
+        """The arguments that would switch the CLI's own permission checks off."""
+        found = []
+        for arg in args:
+            name, _, value = arg.partition("=")
+            if arg in self.bypass_flags or name in self.bypass_flags or (value and value in self.bypass_flags):
+                found.append(arg)
+        return found
+
+    def fix_before_launch(
+        self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
+    ) -> ArgsFixed | None:
+        """Drop user flags this CLI is known to refuse (preflight), or None when all are fine."""
+        return None
+
+    def folder_check(self, in_git_repo: bool) -> str:
+        """What the CLI checks about the target folder before it works there (preflight's record)."""
+        return "no folder check"
+
+    def demo_argv(self) -> tuple[str, ...]:
+        """The command of its demo agent, which prints this CLI's exact stream format."""
+        return (sys.executable, "-m", "meta_orchestrator.actors.demo", self.name)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from collections.abc import Mapping
 import re
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     as_dict,
@@ -17,6 +19,7 @@ from meta_orchestrator.actors.adapters.common import (
     clip,
     require_dict,
 )
+from meta_orchestrator.actors.adapters.errors import ErrorPattern, error_pattern
 from meta_orchestrator.actors.adapters.protocol import strip_markers, text_drafts
 from meta_orchestrator.messages.base import AgentName
 
@@ -346,11 +349,80 @@ class ClaudeParser(GuardedParser):
         return "unexpected exit code", None
 
 
+# Its rows of the error table (reference §1.2, §1.5, §1.6, §4).
+CLAUDE_ERRORS: tuple[ErrorPattern, ...] = (
+    error_pattern("claude", "root_bypass", r"--dangerously-skip-permissions cannot be used with root/sudo"),
+    error_pattern("claude", "bad_flag", r"error: unknown option '(?P<arg>[^']+)'"),
+    error_pattern("claude", "bad_flag", r"error: option '(?P<arg>[^']+)' argument '[^']*' is invalid"),
+    error_pattern("claude", "auth", r"authentication_failed"),
+    error_pattern("claude", "auth", r"Not logged in"),
+    error_pattern("claude", "auth", r"Failed to authenticate"),
+    error_pattern("claude", "rate_limit", r"Request rejected \(429\)"),
+    error_pattern("claude", "rate_limit", r"\brate_limit\b"),
+    error_pattern("claude", "context", r"prompt_too_long|Prompt is too long"),
+    error_pattern("claude", "turn_cap", r"error_max_turns|Reached maximum number of turns"),
+    error_pattern("claude", "session_not_found", r"No conversation found with session ID"),
+    error_pattern("claude", "session_not_found", r"--resume requires a valid session ID"),
+    error_pattern(
+        "claude",
+        "invalid_model",
+        r"not_found_error.*model|model.*(?:not found|does not exist)",
+        source="Anthropic API error type (not captured in the reference)",
+    ),
+    error_pattern("claude", "network", r"Unable to connect to API"),
+    error_pattern("claude", "server", r"API Error: 5\d\d|server-side issue|\bserver_error\b|overloaded"),
+    error_pattern(
+        "claude",
+        "outside_path",
+        r"requested permissions to (?:write to|read from) (?P<path>.+?), but you haven't granted it yet",
+    ),
+    error_pattern("claude", "mode_too_strict", r"was blocked\. For security, Claude Code may only"),
+    error_pattern("claude", "mode_too_strict", r"running in don't ask mode"),
+    error_pattern("claude", "mode_too_strict", r"Cannot write to .+ while in plan mode"),
+)
+
+
 class ClaudeAdapter(AgentAdapter):
     """``claude -p <prompt> --output-format stream-json --verbose …`` (reference §1, §6)."""
 
     name: AgentName = "claude"
     default_executable = "claude"
+    package = "@anthropic-ai/claude-code"
+    credentials = "ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`)"
+    grant_dir_flag = "--add-dir"
+    bypass_flags = ("--dangerously-skip-permissions", "bypassPermissions")
+    hook_settings_flag = "--settings"  # a settings file whose PreToolUse hook asks the sandbox
+    error_patterns = CLAUDE_ERRORS
+    advice = MappingProxyType(
+        {
+            "root_bypass": "claude refuses bypassPermissions as root: drop it from [agents.claude] "
+            "extra_args, or (only inside a real sandbox) set IS_SANDBOX=1 in [agents.claude] env",
+            "turn_cap": "claude hit its turn cap: raise --max-turns in [agents.claude] extra_args",
+            "mode_too_strict": "claude's permission mode refused a tool: allow it with "
+            '[agents.claude] extra_args = ["--allowedTools", "Bash(...)"]',
+        }
+    )
+    colour = "\033[33m"
+
+    def fix_before_launch(
+        self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
+    ) -> ArgsFixed | None:
+        """As root, claude refuses its bypass flag unless IS_SANDBOX=1 (§1.2). Only where the user
+        allowed bypass: otherwise the sandbox preflight refuses the flag with its own message."""
+        if not allow_bypass or euid != 0 or env.get("IS_SANDBOX") == "1":
+            return None
+        kept, dropped = drop_args(
+            extra_args, ("--dangerously-skip-permissions",), pairs=(("--permission-mode", "bypassPermissions"),)
+        )
+        if not dropped:
+            return None
+        return ArgsFixed(
+            kept,
+            "root_bypass",
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            f"running as root without IS_SANDBOX=1: dropped {', '.join(dropped)} from "
+            "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
+        )
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""

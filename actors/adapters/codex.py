@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from collections.abc import Mapping
 import re
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     ShapeError,
@@ -17,6 +19,7 @@ from meta_orchestrator.actors.adapters.common import (
     clip,
     require_dict,
 )
+from meta_orchestrator.actors.adapters.errors import ErrorPattern, error_pattern
 from meta_orchestrator.actors.adapters.protocol import strip_markers, text_drafts
 from meta_orchestrator.messages.base import AgentName
 
@@ -327,11 +330,74 @@ class CodexParser(GuardedParser):
         return "unexpected exit code", None
 
 
+# Its rows of the error table (reference §2.1, §2.2, §2.5, §2.6, §4).
+CODEX_ERRORS: tuple[ErrorPattern, ...] = (
+    error_pattern("codex", "bad_workdir", r"Error: No such file or directory \(os error 2\)"),
+    error_pattern("codex", "bad_flag", r"error: unexpected argument '(?P<arg>[^']+)' found"),
+    error_pattern("codex", "bad_flag", r"error: invalid value '[^']*' for '(?P<arg>[^']+)'"),
+    error_pattern("codex", "repo_trust", r"Not inside a trusted directory and --skip-git-repo-check was not specified"),
+    error_pattern("codex", "auth", r"401 Unauthorized|403 Forbidden"),
+    error_pattern("codex", "auth", r"Missing environment variable: `?(?P<var>[A-Z0-9_]+)"),
+    error_pattern("codex", "rate_limit", r"429 Too Many Requests"),
+    error_pattern("codex", "rate_limit", r"Quota exceeded"),
+    error_pattern("codex", "context", r"ran out of room in the model's context window"),
+    error_pattern("codex", "session_not_found", r"no rollout found for thread id"),
+    error_pattern(
+        "codex",
+        "invalid_model",
+        r"model_not_found|model .* does not exist",
+        source="OpenAI API error code (not captured in the reference)",
+    ),
+    error_pattern("codex", "network", r"stream disconnected before completion"),
+    error_pattern("codex", "network", r"waiting for network"),
+    error_pattern("codex", "server", r"high demand|unexpected status 5\d\d"),
+    error_pattern("codex", "outside_path", r"Read-only file system"),
+    error_pattern("codex", "outside_path", r"writing is blocked by read-only sandbox"),
+    error_pattern("codex", "mode_too_strict", r"rejected by user approval settings"),
+)
+
+
 class CodexAdapter(AgentAdapter):
     """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … <prompt>`` (§2, §6)."""
 
     name: AgentName = "codex"
     default_executable = "codex"
+    package = "@openai/codex"
+    credentials = (
+        "CODEX_API_KEY (codex 0.169 exec does not send OPENAI_API_KEY; or run "
+        "`printenv OPENAI_API_KEY | codex login --with-api-key`)"
+    )
+    trust_flag = "--skip-git-repo-check"
+    grant_dir_flag = "--add-dir"
+    bypass_flags = ("--dangerously-bypass-approvals-and-sandbox", "danger-full-access", "--yolo")
+    error_patterns = CODEX_ERRORS
+    advice = MappingProxyType(
+        {
+            "repo_trust": "codex refused {target} as not a trusted git repository even with "
+            "--skip-git-repo-check: run `git init` in {target} or trust it in $CODEX_HOME/config.toml",
+            "mode_too_strict": "codex's sandbox refused the action: grant folders with "
+            "--add-dir, or allow_bypass inside an outer sandbox",
+        }
+    )
+    colour = "\033[35m"
+
+    def fix_before_launch(
+        self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
+    ) -> ArgsFixed | None:
+        """codex 0.169 exec refuses --full-auto and -a/--ask-for-approval (§2.2, exit 2)."""
+        kept, dropped = drop_args(extra_args, ("--full-auto",), ("-a", "--ask-for-approval"))
+        if not dropped:
+            return None
+        return ArgsFixed(
+            kept,
+            "bad_flag",
+            f"error: unexpected argument '{dropped[0].split()[0]}' found",
+            f"codex 0.169 exec no longer takes {', '.join(dropped)}: dropped them (the sandbox is set with -s)",
+        )
+
+    def folder_check(self, in_git_repo: bool) -> str:
+        """codex refuses a folder outside a trusted git repository (§2.1)."""
+        return "a git repository" if in_git_repo else "not a git repository"
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; ``resume <id>`` and the prompt come last."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from collections.abc import Mapping
 import logging
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     as_int,
@@ -14,6 +16,7 @@ from meta_orchestrator.actors.adapters.common import (
     clip,
     require_dict,
 )
+from meta_orchestrator.actors.adapters.errors import ErrorPattern, error_pattern
 from meta_orchestrator.actors.adapters.protocol import MarkerBuffer, strip_markers
 from meta_orchestrator.messages.base import AgentName
 
@@ -239,11 +242,114 @@ class GeminiParser(GuardedParser):
         return _EXIT_CODES.get(returncode, ("unexpected exit code (an HTTP status mod 256?)", None))
 
 
+# Its rows of the error table (reference §3.1-§3.6, §4).
+GEMINI_ERRORS: tuple[ErrorPattern, ...] = (
+    error_pattern("gemini", "bad_workdir", r"Directory does not exist: (?P<path>\S+)"),
+    error_pattern("gemini", "bad_flag", r"Unknown arguments?: (?P<arg>\S+)"),
+    error_pattern("gemini", "bad_flag", r"Cannot use both --yolo \(-y\) and --approval-mode"),
+    error_pattern("gemini", "bad_flag", r"Invalid values:"),
+    error_pattern("gemini", "repo_trust", r"not running in a trusted directory"),
+    error_pattern("gemini", "repo_trust", None, 55),
+    # Since 2026-06-18 Code Assist for individuals refuses personal Google accounts: a 403 on
+    # every request, and at sign-in the client is refused (the server's words, not in the
+    # pinned 0.61 sources). Tried before "auth": the same run also matches 403 / exit 147.
+    error_pattern(
+        "gemini", "account", r"do not have a valid license of this product|\(#3501\)", source="server 403 (2026-06)"
+    ),
+    error_pattern(
+        "gemini",
+        "account",
+        r"client is no longer supported for Gemini Code Assist for individuals",
+        source="sign-in (2026-06)",
+    ),
+    # gemini-cli 0.61 packages/core/src/code_assist/setup.ts: IneligibleTierError,
+    # ValidationRequiredError, ProjectIdRequiredError (an account, not a key, problem).
+    error_pattern(
+        "gemini", "account", r"IneligibleTierError|Account validation required:", source="gemini-cli 0.61 setup.ts"
+    ),
+    error_pattern(
+        "gemini",
+        "account",
+        r"This account requires setting the GOOGLE_CLOUD_PROJECT",
+        source="gemini-cli 0.61 setup.ts",
+    ),
+    error_pattern("gemini", "auth", r"Please set an Auth method|Invalid auth method selected"),
+    error_pattern("gemini", "auth", r"UNAUTHENTICATED|\"code\":40[13]\b"),
+    error_pattern("gemini", "auth", None, 41, 145, 147),
+    error_pattern("gemini", "rate_limit", r"exhausted your daily quota|RESOURCE_EXHAUSTED|\"code\":429\b"),
+    error_pattern("gemini", "rate_limit", r"Please wait and try again later"),
+    error_pattern("gemini", "rate_limit", None, 173),
+    error_pattern("gemini", "context", None, 144),
+    error_pattern("gemini", "turn_cap", r"FatalTurnLimitedError|max(?:imum)? session turns"),
+    error_pattern("gemini", "turn_cap", None, 53),
+    error_pattern("gemini", "session_not_found", r"Invalid session identifier"),
+    error_pattern(
+        "gemini",
+        "invalid_model",
+        r"models/\S+ is not found|NOT_FOUND.*model",
+        source="Gemini API error status (not captured in the reference)",
+    ),
+    error_pattern("gemini", "sandbox", r"FatalSandboxError"),
+    error_pattern("gemini", "sandbox", None, 44),
+    error_pattern("gemini", "network", r"fetch failed sending request"),
+    error_pattern("gemini", "server", r"\"code\":5\d\d\b|status: 5\d\d|\bINTERNAL\b|\bUNAVAILABLE\b"),
+    error_pattern("gemini", "server", None, 244, 247),
+    error_pattern("gemini", "outside_path", r"Path not in workspace: Attempted path \"(?P<path>[^\"]+)\""),
+    error_pattern("gemini", "mode_too_strict", r"tool_not_registered|policy_violation|Tool execution denied by policy"),
+)
+
+
 class GeminiAdapter(AgentAdapter):
     """``gemini -p <prompt> --output-format stream-json --skip-trust …`` (§3, §6)."""
 
     name: AgentName = "gemini"
     default_executable = "gemini"
+    package = "@google/gemini-cli"
+    credentials = (
+        "GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT and "
+        "GOOGLE_CLOUD_LOCATION); with GOOGLE_GEMINI_BASE_URL also pin "
+        '{"security":{"auth":{"selectedType":"gemini-api-key"}}} in ~/.gemini/settings.json'
+    )
+    trust_flag = "--skip-trust"
+    grant_dir_flag = "--include-directories"
+    bypass_flags = ("--yolo", "-y", "yolo")
+    error_patterns = GEMINI_ERRORS
+    advice = MappingProxyType(
+        {
+            "repo_trust": "gemini refused {target} as untrusted even with --skip-trust: set "
+            "GEMINI_CLI_TRUST_WORKSPACE=true in [agents.gemini] env or trust the folder "
+            "in an interactive gemini session",
+            "account": "gemini refused this Google account: since 2026-06-18 Gemini Code Assist for "
+            "individuals no longer serves personal accounts (403 'no valid license', #3501). Use a paid "
+            "GEMINI_API_KEY (from Google AI Studio, billing on) or Vertex AI (GOOGLE_GENAI_USE_VERTEXAI=true "
+            "with GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION) in [agents.gemini] env, or move its roles "
+            "([session] roles / role_fallback, or [agents.gemini] enabled = false)",
+            "turn_cap": "gemini hit model.maxSessionTurns: raise it in ~/.gemini/settings.json",
+            "sandbox": "gemini's container sandbox failed: remove -s/--sandbox from "
+            "[agents.gemini] extra_args or install its image",
+            "mode_too_strict": "gemini's approval mode did not offer the tool (shell needs "
+            "yolo): set [agents.gemini] allow_bypass inside an outer sandbox",
+        }
+    )
+    colour = "\033[34m"
+
+    def fix_before_launch(
+        self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
+    ) -> ArgsFixed | None:
+        """gemini refuses -y/--yolo beside --approval-mode, which the adapter always sets (§3.2)."""
+        kept, dropped = drop_args(extra_args, ("-y", "--yolo"))
+        if not dropped:
+            return None
+        return ArgsFixed(
+            kept,
+            "bad_flag",
+            "Cannot use both --yolo (-y) and --approval-mode together.",
+            f"dropped {', '.join(dropped)}: the adapter always sets --approval-mode",
+        )
+
+    def folder_check(self, in_git_repo: bool) -> str:
+        """gemini checks folder trust even headless (§3.1)."""
+        return "trust is checked headless"
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; missing extra dirs are dropped (gemini dies on them)."""

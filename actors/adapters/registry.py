@@ -1,6 +1,13 @@
-"""The adapters by agent name: the one place that knows which CLIs exist."""
+"""The adapters by agent name: the one place that knows which CLIs exist.
+
+Adding a CLI is one adapter module (its command line, stream parser and knowledge; see
+``base.AgentAdapter``), its demo agent, and one line in ``ADAPTERS``. A test (or a plug-in)
+can also ``register`` an adapter at run time.
+"""
 
 from __future__ import annotations
+
+import re
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
@@ -13,6 +20,10 @@ ADAPTERS: dict[str, AgentAdapter] = {
     "codex": CodexAdapter(),
     "gemini": GeminiAdapter(),
 }
+_BUILT_IN = frozenset(ADAPTERS)
+
+# The same rule as messages.base.AgentName: the name is a file name and a config table key.
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def get_adapter(name: str) -> AgentAdapter:
@@ -25,3 +36,33 @@ def get_adapter(name: str) -> AgentAdapter:
         return ADAPTERS[name]
     except KeyError:
         raise KeyError(f"unknown agent {name!r}; known: {', '.join(ADAPTERS)}") from None
+
+
+def agent_names() -> tuple[str, ...]:
+    """Every known agent, in registration order."""
+    return tuple(ADAPTERS)
+
+
+def register(adapter: AgentAdapter) -> None:
+    """Make one more CLI known (a plug-in or a test); its name must be new.
+
+    Raises:
+        ValueError: the name is taken or is not a valid agent name.
+    """
+    if not _NAME.match(adapter.name):
+        raise ValueError(f"agent name {adapter.name!r} must match {_NAME.pattern}")
+    if adapter.name in ADAPTERS:
+        raise ValueError(f"agent {adapter.name!r} is already registered")
+    ADAPTERS[adapter.name] = adapter
+
+
+def unregister(name: str) -> None:
+    """Forget an adapter added with ``register`` (the built-in ones stay)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"{name} is built in")
+    ADAPTERS.pop(name, None)
+
+
+def hooked_agent() -> AgentAdapter | None:
+    """The CLI that takes the sandbox's tool hook in a settings file, if one is known."""
+    return next((a for a in ADAPTERS.values() if a.hook_settings_flag), None)

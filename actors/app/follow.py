@@ -14,11 +14,11 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.runtime.event_log import EventLog
 from meta_orchestrator.actors.runtime.session_files import read_json
 from meta_orchestrator.actors.runtime.session_index import ENDED_STATUSES, orchestrator_alive
-from meta_orchestrator.messages.base import AGENT_NAMES
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.session import SessionSnapshot, SessionStateChanged
 from meta_orchestrator.messages.worker import EventsRecorded
@@ -72,7 +72,7 @@ def _events(records: list[dict[str, Any]]) -> list[Event]:
 
 def follow(session_dir: Path, out: TextIO, backlog: int = 20, poll_s: float = 0.2) -> int:
     """Print the session's events until it ends; 0 when it ended, 1 when its owner vanished."""
-    tails = [_Tail(session_dir / f"{agent}.jsonl") for agent in AGENT_NAMES]
+    tails = [_Tail(session_dir / f"{agent}.jsonl") for agent in agent_names()]
     view = ConsoleView.start(stream=out, activity_every_s=0.0)
     state_mtime = -1.0
     state: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import psutil
 import pykka
 
-from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
@@ -27,7 +27,6 @@ from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
-from meta_orchestrator.actors.sandbox.policy import bypass_flags_in
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.history import HistoryRecorder
 from meta_orchestrator.actors.gateway import Gateway, GatewayError
@@ -50,7 +49,6 @@ from meta_orchestrator.actors.runtime.resume import (
 from meta_orchestrator.actors.runtime.session_files import new_session_id
 from meta_orchestrator.actors.worker import Worker, launch_for_preflight
 from meta_orchestrator.config.settings import Settings
-from meta_orchestrator.messages.base import AGENT_NAMES
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
 from meta_orchestrator.messages.gateway import GetGatewayAddress
@@ -128,7 +126,7 @@ def demo_settings(settings: Settings) -> Settings:
     """The same settings with every agent's command pointed at the built-in demo agents."""
     agents = {}
     for name, agent in settings.agents.items():
-        cmd = f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.demo {name}"
+        cmd = shlex.join(get_adapter(name).demo_argv())
         agents[name] = agent.model_copy(update={"command": cmd})
     return settings.model_copy(update={"agents": agents})
 
@@ -170,6 +168,12 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     Raises:
         PreflightError: something must be fixed first; the message says what.
     """
+    unknown = [name for name in settings.agents if name not in agent_names()]
+    if unknown:
+        raise PreflightError(
+            f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
+            f"known agents: {', '.join(agent_names())}"
+        )
     if options.resume:
         settings = _prepare_resume(settings, options)
     elif options.demo:
@@ -313,7 +317,7 @@ def start(
     scratch.mkdir(exist_ok=True)
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
-        log.info("preflight %s: %s", fix["agent"], fix["action"])
+        log.info("preflight %s: %s", fix.agent, fix.action)
     recovery = _supervised(
         started,
         supervisor,
@@ -360,7 +364,7 @@ def start(
         session_id=session_id,
         session_dir=session_dir,
         target=target,
-        agents=tuple(n for n in AGENT_NAMES if settings.agents[n].enabled),
+        agents=tuple(n for n, agent in settings.agents.items() if agent.enabled),
         start_review_worker=start_review_worker,
         decisions_to=coordinator_slot,
         listeners=tuple(listeners),
@@ -368,11 +372,14 @@ def start(
     )
     # Monitor and guard listen to the workers, so they start first; they hear the coordinator
     # through its slot and get the worker refs once those exist.
-    watchers = _start_watchers(started, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot))
+    # ``workers`` is filled below; a watcher restarted after a crash starts with all of them.
+    workers: dict[str, SupervisedRef] = {}
+    watchers = _start_watchers(
+        started, supervisor, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot), workers
+    )
     host = ProcessHost(_spawn_caps(settings))
-    workers = {}
-    for name in AGENT_NAMES:
-        if not settings.agents[name].enabled:
+    for name, agent_settings in settings.agents.items():
+        if not agent_settings.enabled:
             continue
         workers[name] = _supervised(
             started,
@@ -390,8 +397,6 @@ def start(
             base_env=env,
             extra_dirs=(scratch,),
             host=host,
-            supervisor=supervisor,
-            name=f"worker:{name}",
         )
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
@@ -522,41 +527,50 @@ def _print_url(url: str) -> None:
 
 
 def _start_watchers(
-    started: list[pykka.ActorRef[Any]],
+    started: list[Any],
+    supervisor: pykka.ActorRef[Any],
     settings: Settings,
     session_dir: Path,
     target: Path,
     extra_dirs: tuple[Path, ...],
     listeners: tuple[Any, ...],
-) -> dict[str, pykka.ActorRef[Any]]:
-    """The resource monitor and the sandbox guard (each when enabled in the config).
+    workers: dict[str, SupervisedRef],
+) -> dict[str, SupervisedRef]:
+    """The resource monitor and the sandbox guard (each when enabled in the config), supervised
+    like every other actor: a crashed monitor is restarted and enforces the limits again.
 
     Raises:
         PreflightError: an agent's extra_args carry a bypass flag the user did not allow.
     """
     for name, agent in settings.agents.items():
-        flags = bypass_flags_in(name, agent.extra_args)
+        flags = get_adapter(name).bypass_flags_in(agent.extra_args)
         if agent.enabled and flags and not agent.allow_bypass:
             raise PreflightError(
                 f"[agents.{name}] extra_args has {' '.join(flags)}, which turns "
                 f"the CLI's own permission checks off; set [agents.{name}] "
                 "allow_bypass = true only if an outer sandbox protects you"
             )
-    watchers: dict[str, pykka.ActorRef[Any]] = {}
+    watchers: dict[str, SupervisedRef] = {}
     coordinator = next((ref for ref in listeners if isinstance(ref, LateRef)), None)
     if settings.limits.enabled:
-        watchers["monitor"] = _start(
+        watchers["monitor"] = _supervised(
             started,
+            supervisor,
+            "monitor",
             ResourceMonitor,
+            workers=workers,
             settings=settings.limits,
             session_dir=session_dir,
             listeners=listeners,
             stop_grace_s=settings.session.stop_grace_s,
         )
     if settings.sandbox.enabled:
-        watchers["guard"] = _start(
+        watchers["guard"] = _supervised(
             started,
+            supervisor,
+            "guard",
             SandboxGuard,
+            workers=workers,
             settings=settings.sandbox,
             session_dir=session_dir,
             target=target,
@@ -567,14 +581,15 @@ def _start_watchers(
     return watchers
 
 
-def _sandboxed(name: str, settings: Settings, watchers: dict[str, pykka.ActorRef[Any]]) -> Any:
-    """The agent's settings, for claude with ``--settings <file>`` carrying the PreToolUse hook."""
+def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]) -> Any:
+    """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file."""
     agent = settings.agents[name]
     guard = watchers.get("guard")
-    if name != "claude" or guard is None:
+    flag = get_adapter(name).hook_settings_flag
+    if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
-    return agent.model_copy(update={"extra_args": (*agent.extra_args, "--settings", files.claude_settings)})
+    return agent.model_copy(update={"extra_args": (*agent.extra_args, flag, files.claude_settings)})
 
 
 def _spawn_caps(settings: Settings) -> SpawnCaps:

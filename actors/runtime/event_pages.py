@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.messages.base import AGENT_NAMES
+from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.messages.events import EVENT_TYPES
 from meta_orchestrator.messages.frames import format_utc
 
@@ -32,18 +32,19 @@ def parse_cursor(since: str | None) -> dict[str, int]:
     Raises:
         ValueError: with a message saying what is wrong.
     """
-    cursor = {agent: 0 for agent in AGENT_NAMES}
+    cursor = {agent: 0 for agent in agent_names()}
     if since is None or since.strip() == "":
         return cursor
     text = since.strip()
     if len(text) > 200:
         raise ValueError(f"since is too long ({len(text)} characters); pass the cursor of the last page")
     if text.isdigit():
-        return {agent: _seq(text) for agent in AGENT_NAMES}
+        return {agent: _seq(text) for agent in agent_names()}
     for part in text.split(","):
         name, sep, value = part.partition(":")
         if not sep or name.strip() not in cursor or not value.strip().isdigit():
-            raise ValueError(f"since must be a number or agent:seq pairs like 'gemini:3,claude:0', not {since!r}")
+            example = ",".join(f"{agent}:{n}" for n, agent in enumerate(agent_names()[:2], start=3))
+            raise ValueError(f"since must be a number or agent:seq pairs like '{example}', not {since!r}")
         cursor[name.strip()] = _seq(value.strip())
     return cursor
 
@@ -56,7 +57,7 @@ def _seq(digits: str) -> int:
 
 def format_cursor(cursor: dict[str, int]) -> str:
     """The inverse of ``parse_cursor``."""
-    return ",".join(f"{agent}:{cursor[agent]}" for agent in AGENT_NAMES)
+    return ",".join(f"{agent}:{cursor[agent]}" for agent in agent_names())
 
 
 def _scan_agent(path: Path, since: int, event_type: str | None, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
@@ -108,13 +109,13 @@ def read_events_page(
         ValueError: bad ``since``, ``agent``, ``type`` or ``limit``, saying which.
     """
     cursor = parse_cursor(since)
-    if agent is not None and agent not in AGENT_NAMES:
-        raise ValueError(f"unknown agent {agent!r}; expected one of {', '.join(AGENT_NAMES)}")
+    if agent is not None and agent not in agent_names():
+        raise ValueError(f"unknown agent {agent!r}; expected one of {', '.join(agent_names())}")
     if event_type is not None and event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
-    agents = (agent,) if agent else AGENT_NAMES
+    agents = (agent,) if agent else agent_names()
     scans = {a: _scan_agent(session_dir / f"{a}.jsonl", cursor[a], event_type, limit) for a in agents}
     merged = sorted(
         ((str(r.get("timestamp", "")), a, r["seq"], r) for a, (found, _, _) in scans.items() for r in found),

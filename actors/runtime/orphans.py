@@ -8,13 +8,13 @@ name, and a process without the marker is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 from dataclasses import dataclass
 
 import psutil
-
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,8 @@ def end_orphans(orphans: list[Orphan], grace_s: float = 3.0) -> int:
             continue
     for pgid in {o.pgid for o in orphans}:
         for sig in (signal.SIGCONT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
         try:

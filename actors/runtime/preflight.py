@@ -8,10 +8,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.recovery import PreflightRecord
 
 
 class PreflightError(Exception):
@@ -98,15 +100,17 @@ def require_clis(checks: list[CliCheck], settings: Settings) -> None:
     bad = [c for c in checks if c.problem and settings.agents[c.agent].enabled]
     if not bad:
         return
+    from meta_orchestrator.actors.adapters.registry import get_adapter  # local: preflight stays light to import
+
     if len(bad) == len(checks):
         raise PreflightError(
             "none of the agent CLIs can run: "
             + "; ".join(c.problem or "" for c in bad)
-            + ".\nInstall them (npm install -g @google/gemini-cli @openai/codex "
-            "@anthropic-ai/claude-code), or try the built-in demo agents: "
-            'orchestrate --demo "<task>"'
+            + ".\nInstall them ("
+            + "; ".join(get_adapter(c.agent).install_hint() for c in bad)
+            + '), or try the built-in demo agents: orchestrate --demo "<task>"'
         )
-    lines = [f"  {c.agent}: {c.problem}" for c in bad]
+    lines = [f"  {c.agent}: {c.problem} ({get_adapter(c.agent).install_hint()})" for c in bad]
     raise PreflightError(
         "some agent CLIs cannot run:\n"
         + "\n".join(lines)
@@ -118,44 +122,6 @@ def require_clis(checks: list[CliCheck], settings: Settings) -> None:
 
 # -- proactive recovery: known-bad setups fixed (or verified) before anything fails -----------
 
-# Flags the pinned CLIs refuse, and why (reference §1.2, §2.2, §3.2).
-_CLAUDE_BYPASS = ("--dangerously-skip-permissions",)
-_CODEX_GONE = ("--full-auto",)  # "error: unexpected argument '--full-auto' found" (exit 2)
-_CODEX_GONE_WITH_VALUE = ("-a", "--ask-for-approval")
-_GEMINI_YOLO = ("-y", "--yolo")  # "Cannot use both --yolo (-y) and --approval-mode together"
-# The flag each adapter passes so the CLI does not refuse a folder (reference §2.1, §3.1).
-_FOLDER_FLAGS = {"codex": "--skip-git-repo-check", "gemini": "--skip-trust"}
-
-
-def _drop(
-    args: tuple[str, ...],
-    flags: tuple[str, ...],
-    with_value: tuple[str, ...] = (),
-    pairs: tuple[tuple[str, str], ...] = (),
-) -> tuple[tuple[str, ...], list[str]]:
-    """``args`` without ``flags`` (and the value after ``with_value`` flags, and ``pairs``)."""
-    kept: list[str] = []
-    dropped: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name = arg.split("=", 1)[0]
-        nxt = args[i + 1] if i + 1 < len(args) else None
-        if name in flags:
-            dropped.append(arg)
-        elif name in with_value:
-            dropped.append(arg if "=" in arg or nxt is None else f"{arg} {nxt}")
-            i += 0 if "=" in arg else 1
-        elif any(arg == a and nxt == b for a, b in pairs):
-            dropped.append(f"{arg} {nxt}")
-            i += 1
-        elif any(arg == f"{a}={b}" for a, b in pairs):
-            dropped.append(arg)
-        else:
-            kept.append(arg)
-        i += 1
-    return tuple(kept), dropped
-
 
 def _is_git_repo(target: Path) -> bool:
     return any((d / ".git").exists() for d in (target, *target.parents))
@@ -163,7 +129,7 @@ def _is_git_repo(target: Path) -> bool:
 
 def proactive_fixes(
     settings: Settings, target: Path, env: dict[str, str], euid: int | None = None
-) -> tuple[Settings, list[dict[str, object]]]:
+) -> tuple[Settings, list[PreflightRecord]]:
     """Fix the setups the reference shows failing, before launch, and say what was done.
 
     Returns the settings to run with and one record per fix or check (for state.json
@@ -173,90 +139,51 @@ def proactive_fixes(
     from meta_orchestrator.actors.adapters.registry import get_adapter
 
     euid = os.geteuid() if euid is None else euid
-    records: list[dict[str, object]] = []
+    records: list[PreflightRecord] = []
     agents = dict(settings.agents)
 
-    def note(agent: str, cause: str, evidence: str, action: str, outcome: str) -> None:
+    def note(
+        agent: str, cause: str, evidence: str, action: str, outcome: Literal["fixed_before_launch", "checked"]
+    ) -> None:
         records.append(
-            {
-                "recovery_id": f"pre-{len(records) + 1:02d}",
-                "agent": agent,
-                "assignment_id": None,
-                "cause": cause,
-                "action": action,
-                "evidence": evidence,
-                "advice": action,
-                "outcome": outcome,
-            }
+            PreflightRecord(
+                recovery_id=f"pre-{len(records) + 1:02d}",
+                agent=agent,
+                cause=cause,
+                action=action,
+                evidence=evidence,
+                advice=action,
+                outcome=outcome,
+            )
         )
 
-    claude = agents.get("claude")
-    # Only where the user allowed bypass: otherwise the sandbox preflight refuses the flag.
-    if (
-        claude is not None
-        and claude.enabled
-        and claude.allow_bypass
-        and euid == 0
-        and {**env, **claude.env}.get("IS_SANDBOX") != "1"
-    ):
-        kept, dropped = _drop(claude.extra_args, _CLAUDE_BYPASS, pairs=(("--permission-mode", "bypassPermissions"),))
-        if dropped:
-            agents["claude"] = claude.model_copy(update={"extra_args": kept})
-            note(
-                "claude",
-                "root_bypass",
-                "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
-                f"running as root without IS_SANDBOX=1: dropped {', '.join(dropped)} from "
-                "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
-                "fixed_before_launch",
-            )
-    codex = agents.get("codex")
-    if codex is not None and codex.enabled:
-        kept, dropped = _drop(codex.extra_args, _CODEX_GONE, _CODEX_GONE_WITH_VALUE)
-        if dropped:
-            agents["codex"] = codex.model_copy(update={"extra_args": kept})
-            note(
-                "codex",
-                "bad_flag",
-                f"error: unexpected argument '{dropped[0].split()[0]}' found",
-                f"codex 0.169 exec no longer takes {', '.join(dropped)}: dropped them (the sandbox is set with -s)",
-                "fixed_before_launch",
-            )
-    gemini = agents.get("gemini")
-    if gemini is not None and gemini.enabled:
-        kept, dropped = _drop(gemini.extra_args, _GEMINI_YOLO)
-        if dropped:
-            agents["gemini"] = gemini.model_copy(update={"extra_args": kept})
-            note(
-                "gemini",
-                "bad_flag",
-                "Cannot use both --yolo (-y) and --approval-mode together.",
-                f"dropped {', '.join(dropped)}: the adapter always sets --approval-mode",
-                "fixed_before_launch",
-            )
     in_repo = _is_git_repo(target)
-    for agent, flag in _FOLDER_FLAGS.items():
-        agent_settings = agents.get(agent)
-        if agent_settings is None or not agent_settings.enabled:
+    for name, agent_settings in settings.agents.items():
+        if not agent_settings.enabled:
             continue
-        launch = get_adapter(agent).build_launch(
-            LaunchSpec(executable=(agent,), prompt="preflight", workdir=target, extra_args=agent_settings.extra_args)
+        adapter = get_adapter(name)
+        fixed = adapter.fix_before_launch(
+            agent_settings.extra_args,
+            allow_bypass=agent_settings.allow_bypass,
+            env={**env, **agent_settings.env},
+            euid=euid,
         )
-        present = flag in launch.argv
-        what = (
-            "not a git repository"
-            if agent == "codex" and not in_repo
-            else "a git repository"
-            if agent == "codex"
-            else "trust is checked headless"
+        if fixed is not None:
+            agents[name] = agent_settings = agent_settings.model_copy(update={"extra_args": fixed.extra_args})
+            note(name, fixed.cause, fixed.evidence, fixed.action, "fixed_before_launch")
+        flag = adapter.trust_flag
+        if flag is None:
+            continue
+        launch = adapter.build_launch(
+            LaunchSpec(executable=(name,), prompt="preflight", workdir=target, extra_args=agent_settings.extra_args)
         )
         note(
-            agent,
+            name,
             "repo_trust",
-            f"{target}: {what}",
-            f"verified: every {agent} command line carries {flag}"
-            if present
-            else f"{agent} command line lacks {flag}: Recovery adds it on the first refusal",
+            f"{target}: {adapter.folder_check(in_repo)}",
+            f"verified: every {name} command line carries {flag}"
+            if flag in launch.argv
+            else f"{name} command line lacks {flag}: Recovery adds it on the first refusal",
             "checked",
         )
     return settings.model_copy(update={"agents": agents}), records

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
-
-from pydantic import ValidationError
+from collections.abc import Iterable
+from typing import Any
 
 from meta_orchestrator.actors.adapters.protocol import REPORTING_PROTOCOL
 from meta_orchestrator.messages.session import AssignmentRecord, Plan, PlannedAssignment
+from pydantic import ValidationError
 
 ROLE_DESCRIPTIONS = {
     "architect": "Architecture & design: shape the solution, write the design others build on.",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.runtime.session_files import read_json, read_jsonl, write_json_atomic
-from meta_orchestrator.messages.base import AGENT_NAMES
+from meta_orchestrator.actors.adapters.registry import agent_names
 
 LAUNCH_FILE = "launch.json"
 
@@ -54,7 +54,7 @@ def load_launch(session_dir: Path) -> dict[str, Any]:
 def interrupted_cli_sessions(session_dir: Path, assignment_ids: set[str]) -> dict[str, str]:
     """Assignment id -> the CLI session id its last run announced (init event), if any."""
     found: dict[str, str] = {}
-    for agent in AGENT_NAMES:
+    for agent in agent_names():
         for record in read_jsonl(session_dir / f"{agent}.jsonl").records:
             assignment = record.get("assignment_id")
             payload = record.get("payload") or {}

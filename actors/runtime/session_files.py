@@ -11,15 +11,17 @@ workspace/<session_id>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
                 os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
     except OSError as exc:
         raise SessionFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -95,7 +95,7 @@ class JsonlWriter:
         self._heal_torn_tail()
         self.seq = last_seq(path)
         try:
-            self._file = open(path, "a", encoding="utf-8")
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for appends; close() ends it
         except OSError as exc:
             raise SessionFileError(f"cannot open {path}: {exc.strerror or exc}") from exc
 
@@ -145,7 +145,7 @@ def read_jsonl(path: Path, since_seq: int = 0, limit: int | None = None) -> Json
     """Read records with ``seq > since_seq``; a torn last line is skipped and reported."""
     result = JsonlReadResult(records=[])
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; only the open may be missing
     except FileNotFoundError:
         return result
     with f:

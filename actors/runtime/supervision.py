@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
-
 from meta_orchestrator.messages.supervision import ActorCrashed
 
 log = logging.getLogger(__name__)
@@ -22,18 +22,25 @@ _SUPERVISED_LOCK = threading.Lock()
 
 
 def report_crash_of(actor: pykka.Actor, exception: BaseException | None) -> None:
-    """Call from ``on_failure``: tell the supervisor (if the actor has one) that it crashed."""
+    """The one crash-report path: call from ``on_failure``; tells the actor's supervisor (the
+    one its ``SupervisedRef`` was started with), or only logs for an unsupervised actor."""
     with _SUPERVISED_LOCK:
         entry = _SUPERVISED.pop(actor.actor_urn, None)
-    if entry is not None:
-        report_crash(entry[0], entry[1], exception)
+    if entry is None:
+        log.error("%s crashed and has no supervisor: %r", actor, exception)
+        return
+    supervisor, name = entry
+    try:
+        supervisor.tell(ActorCrashed(name=name, error=repr(exception)[:2000]))
+    except pykka.ActorDeadError:
+        log.error("%s crashed after the supervisor stopped: %r", name, exception)
 
 
 class SupervisedRef:
     """Stands for whichever incarnation of an actor is current. Thread-safe."""
 
     def __init__(
-        self, name: str, factory: Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None = None, supervisor: Any = None
+        self, name: str, factory: Callable[[SupervisedRef], pykka.ActorRef[Any]] | None = None, supervisor: Any = None
     ) -> None:
         self.name = name
         self._factory = factory
@@ -41,7 +48,7 @@ class SupervisedRef:
         self._lock = threading.Lock()
         self._ref: pykka.ActorRef[Any] | None = None
 
-    def start(self) -> "SupervisedRef":
+    def start(self) -> SupervisedRef:
         """Start (or start anew) the actor from its factory."""
         assert self._factory is not None
         ref = self._factory(self)
@@ -51,11 +58,6 @@ class SupervisedRef:
         with self._lock:
             self._ref = ref
         return self
-
-    def set(self, ref: pykka.ActorRef[Any]) -> None:
-        """Point at an actor started elsewhere (the coordinator is told of it this way)."""
-        with self._lock:
-            self._ref = ref
 
     @property
     def ref(self) -> pykka.ActorRef[Any] | None:
@@ -92,23 +94,8 @@ class SupervisedRef:
             return ref.stop(block=block, timeout=timeout)
         return None
 
-    @property
-    def factory(self) -> Callable[["SupervisedRef"], pykka.ActorRef[Any]] | None:
-        """How to start the actor anew."""
-        return self._factory
-
     def __repr__(self) -> str:
         return f"<SupervisedRef {self.name} -> {self.ref}>"
-
-
-def report_crash(supervisor: Any, name: str, exception: BaseException | None) -> None:
-    """Call from a supervised actor's ``on_failure``: tell the supervisor, never raise."""
-    if supervisor is None:
-        return
-    try:
-        supervisor.tell(ActorCrashed(name=name, error=repr(exception)[:2000]))
-    except pykka.ActorDeadError:
-        log.error("%s crashed after the supervisor stopped: %r", name, exception)
 
 
 def tell_all(listeners: Any, fact: Any) -> None:
@@ -124,7 +111,7 @@ class ReplyInbox:
     """Anything with ``tell`` can be a ``reply_to``: this one lets a plain thread wait for the
     answer (the launcher for ``SessionEnded``, the sandbox channel for a decision)."""
 
-    def __init__(self, into: "queue.Queue[Any] | None" = None) -> None:
+    def __init__(self, into: queue.Queue[Any] | None = None) -> None:
         self.queue: queue.Queue[Any] = into if into is not None else queue.Queue()
 
     def tell(self, message: Any) -> None:

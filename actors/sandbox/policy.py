@@ -338,23 +338,3 @@ def find_suspicious(
 def _evidence(text: str, match: re.Match[str]) -> str:
     start, end = max(0, match.start() - 60), min(len(text), match.end() + 60)
     return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
-
-
-# -- bypass flags --------------------------------------------------------------------------------
-
-BYPASS_FLAGS: dict[str, tuple[str, ...]] = {
-    "claude": ("--dangerously-skip-permissions", "bypassPermissions"),
-    "codex": ("--dangerously-bypass-approvals-and-sandbox", "danger-full-access", "--yolo"),
-    "gemini": ("--yolo", "-y", "yolo"),
-}
-
-
-def bypass_flags_in(agent: str, args: Iterable[str]) -> list[str]:
-    """The arguments that would switch the CLI's own permission checks off."""
-    flags = BYPASS_FLAGS.get(agent, ())
-    found = []
-    for arg in args:
-        name, _, value = arg.partition("=")
-        if arg in flags or name in flags or (value and value in flags):
-            found.append(arg)
-    return found

@@ -24,7 +24,7 @@ def main() -> None:
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        out.write('{"type":"assistant","message":{"content":[{"type":"text","text":"%d %d"}]}}\n' % (time.time_ns(), i))
+        out.write(f'{{"type":"assistant","message":{{"content":[{{"type":"text","text":"{time.time_ns()} {i}"}}]}}}}\n')
         if rate:
             out.flush()
     out.write(

@@ -340,7 +340,7 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
             time.sleep(0.25)
         took = time.perf_counter() - start
         _end(proc)
-        events = sum(sum(1 for _ in open(f, "rb")) for f in Path(tmp).glob("*/*.jsonl"))
+        events = sum(f.read_bytes().count(b"\n") for f in Path(tmp).glob("*/*.jsonl"))
     quarters = (
         " / ".join(f"{samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20:.0f}" for q in (1, 2, 3, 4))
         if samples

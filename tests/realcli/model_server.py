@@ -32,15 +32,16 @@ import re
 import threading
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 TEXT_ANSWER = "Hello from the scripted model."
 WRITE_CONTENT = "written by the scripted model\n"
 MARKER_TEXT = "scripted marker milestone"
-MARKER_LINE = 'ORCHESTRATE_EVENT {"type":"milestone","text":"%s"}' % MARKER_TEXT
+MARKER_LINE = f'ORCHESTRATE_EVENT {{"type":"milestone","text":"{MARKER_TEXT}"}}'
 MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
 SIDE_ANSWER = "ok"
 BASH_DONE_TEXT = "Ran the scripted command."
@@ -415,7 +416,7 @@ def _gemini_side_answer(body: dict) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep quiet
         pass
@@ -582,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(rec, int(script.arg or 500), "openai")
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
-            patch = "*** Begin Patch\n*** Add File: %s\n%s*** End Patch\n" % (
+            patch = "*** Begin Patch\n*** Add File: {}\n{}*** End Patch\n".format(
                 name,
                 "".join("+" + line + "\n" for line in WRITE_CONTENT.splitlines()),
             )
@@ -654,7 +655,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "ScriptedModelServer"
+    owner: ScriptedModelServer
 
 
 @dataclass
@@ -669,7 +670,7 @@ class ScriptedModelServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "ScriptedModelServer":
+    def start(self) -> ScriptedModelServer:
         server = _Server((self.host, 0), _Handler)
         server.owner = self
         self._server = server
@@ -687,7 +688,7 @@ class ScriptedModelServer:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "ScriptedModelServer":
+    def __enter__(self) -> ScriptedModelServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
