@@ -24,7 +24,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from meta_orchestrator.messages.base import AgentName, Frozen, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.recovery import RecoveryPlanned
-from meta_orchestrator.messages.resources import LimitExceeded, MachineSample, ResourcesSampled, TreeSample
+from meta_orchestrator.messages.resources import (
+    LimitActionTaken,
+    LimitExceeded,
+    LimitKind,
+    MachineSample,
+    ResourcesSampled,
+    TreeSample,
+)
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided, ToolCallSummary
 from meta_orchestrator.messages.session import SessionEnded, SessionSnapshot, SessionStatus
@@ -86,8 +93,8 @@ class LimitData(Frozen):
     """A resource limit or budget was crossed, and what was done about it."""
 
     agent: AgentName | None = None
-    limit: str
-    action: str
+    limit: LimitKind
+    action: LimitActionTaken
     observed: float
     threshold: float
     unit: str = ""
@@ -137,7 +144,7 @@ class ToolCallData(Frozen):
     request_id: str
     call: ToolCallSummary
     decision: Literal["allow", "deny"]
-    decided_by: str
+    decided_by: Literal["policy", "user", "timeout", "unavailable"]
     rule: str
     reason: str
     at: UtcTime

@@ -299,7 +299,9 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     page.locator('#banner[data-kind="back"], #banner[data-kind="ended"]').wait_for(timeout=15_000)
     page.locator("#session-status", has_text="Completed").wait_for(timeout=10_000)
     wait_for(lambda: page.locator("#conn-text").inner_text() == "Live", timeout=10, message="live again")
-    assert not [e for e in page.errors if "401" not in e], page.errors  # type: ignore[attr-defined]
+    # The only console errors allowed: the reconnects that found the gateway stopped on purpose.
+    unexpected = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]  # type: ignore[attr-defined]
+    assert not unexpected, unexpected
 
 
 def test_open_questions_show_in_the_tab_title(browser_page: Any, tmp_path: Path, probe: ProbeHandle) -> None:
