@@ -63,7 +63,7 @@ class ToolCallDecided(Message):
     rule: str
     reason: str
 
-    def record(self) -> "ToolCallRecord":
+    def record(self) -> ToolCallRecord:
         """The entry kept in state.json ``decisions``."""
         return ToolCallRecord(
             kind="tool_call_allowed" if self.decision == "allow" else "tool_call_denied",
@@ -87,7 +87,7 @@ class SecurityFinding(Message):
     rule: str
     action: Literal["warn", "pause", "stop"]
 
-    def record(self) -> "SecurityFindingRecord":
+    def record(self) -> SecurityFindingRecord:
         """The entry kept in state.json ``decisions``."""
         return SecurityFindingRecord(
             at=utc_now(),

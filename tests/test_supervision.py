@@ -158,7 +158,13 @@ def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Pat
                 timeout=60,
                 message="the implementer",
             )
-            pids.extend(p.pid for p in psutil.Process().children(recursive=True))
+            # "running" is recorded as the assignment is handed to the worker: wait for its CLI.
+            agents = wait_for(
+                lambda: [p for p in psutil.Process().children(recursive=True) if "claude" in _cmdline(p)],
+                timeout=30,
+                message="the implementer's CLI",
+            )
+            pids.extend(p.pid for p in agents)
             running.coordinator.stop(block=False)
 
         import threading
@@ -180,6 +186,13 @@ def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Pat
     )
     assert code == 1
     assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""  # it has ended already
 
 
 def _state(running: Any) -> dict | None:
