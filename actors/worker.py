@@ -27,6 +27,7 @@ from meta_orchestrator.actors.runtime.process_host import (
     monotonic,
 )
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName
@@ -74,8 +75,10 @@ class Worker(pykka.ThreadingActor):
         extra_dirs: Sequence[Path] = (),
         supervisor: Any = None,
         name: str | None = None,
+        sandbox: OsSandbox | None = None,
     ) -> None:
         super().__init__()
+        self._sandbox = sandbox
         self._supervisor = supervisor
         self._name = name or f"worker:{agent}"
         self._fatal: str | None = None  # events can no longer be written: the run is ended
@@ -207,7 +210,8 @@ class Worker(pykka.ThreadingActor):
         self._paused_since = None
         self._stderr_tail.clear()
         self._last_progress = None
-        launch = self._adapter.build_launch(self._launch_spec(message))
+        spec = self._launch_spec(message)
+        launch = self._adapter.build_launch(spec)
         self._set_status("starting")
         self._record(
             [
@@ -220,7 +224,7 @@ class Worker(pykka.ThreadingActor):
             raw=None,
         )
         try:
-            self._proc = self._host.spawn(launch)
+            self._proc = self._host.spawn(launch, self._confinement(spec))
         except OSError as exc:
             reason = describe_spawn_error(exc, launch)
             self._record([draft("error", kind="spawn_error", text=reason, terminal=True)], raw=None)
@@ -252,6 +256,21 @@ class Worker(pykka.ThreadingActor):
             resume_session_id=message.resume_session_id,
             extra_args=(*self._settings.extra_args, *message.extra_args),
             env=env,
+        )
+
+    def _confinement(self, spec: LaunchSpec) -> Confinement | None:
+        """What this run may write under the OS sandbox: its folders and the CLI's own state."""
+        if self._sandbox is None:
+            return None
+        state = self._adapter.cli_state(spec.env)
+        for folder in state.dirs:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
+        return Confinement(
+            bwrap=self._sandbox.bwrap,
+            writable=tuple(str(p) for p in (spec.workdir, *spec.extra_dirs, *state.dirs, *state.files)),
+            hidden=self._sandbox.hidden,
+            readable=self._sandbox.readable,
+            chdir=str(spec.workdir),
         )
 
     def _on_lines(self, message: LinesRead) -> None:

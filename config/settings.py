@@ -324,8 +324,13 @@ SuspiciousAction = Literal["warn", "pause", "stop"]
 
 
 class SandboxSettings(Section):
-    """What the agents may do: claude's PreToolUse hook policy and the tool-call watch."""
+    """What the agents may do: the OS sandbox, claude's PreToolUse hook and the tool-call watch."""
 
+    os: Literal["bwrap", "off"] = Field(
+        default="bwrap",
+        description="bwrap: every agent CLI runs inside bubblewrap (writes only in its working, scratch and "
+        "state folders); off: no OS sandbox (a warning every run)",
+    )
     enabled: bool = Field(
         default=True,
         description="generate claude's --settings hook and run "

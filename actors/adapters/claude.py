@@ -351,6 +351,8 @@ class ClaudeAdapter(AgentAdapter):
 
     name: AgentName = "claude"
     default_executable = "claude"
+    state_dirs = (".claude",)
+    state_files = (".claude.json",)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""

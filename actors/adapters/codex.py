@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, Launch, LaunchSpec, draft
+from meta_orchestrator.actors.adapters.base import AgentAdapter, CliState, Draft, Launch, LaunchSpec, draft
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     ShapeError,
@@ -332,6 +333,13 @@ class CodexAdapter(AgentAdapter):
 
     name: AgentName = "codex"
     default_executable = "codex"
+    state_dirs = (".codex",)
+
+    def cli_state(self, env: Mapping[str, str]) -> CliState:
+        """``$CODEX_HOME`` when set (reference §2), else ``~/.codex``."""
+        if env.get("CODEX_HOME"):
+            return CliState(dirs=(Path(env["CODEX_HOME"]),))
+        return super().cli_state(env)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; ``resume <id>`` and the prompt come last."""

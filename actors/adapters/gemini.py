@@ -244,6 +244,7 @@ class GeminiAdapter(AgentAdapter):
 
     name: AgentName = "gemini"
     default_executable = "gemini"
+    state_dirs = (".gemini",)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; missing extra dirs are dropped (gemini dies on them)."""

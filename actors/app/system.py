@@ -27,12 +27,14 @@ from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.sandbox.policy import bypass_flags_in
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.gateway import Gateway, GatewayError
 from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
     check_cli,
+    check_os_sandbox,
     check_target,
     check_workspace,
     proactive_fixes,
@@ -241,6 +243,7 @@ def start(
     settings, target, session_dir, session_id, env = prepare(settings, options)
     if log_setup:
         log_setup(session_dir)
+    bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
     listeners: list[pykka.ActorRef[Any]] = []
     if options.console:
         listeners.append(_start(started, ConsoleView, demo=options.demo))
@@ -317,6 +320,7 @@ def start(
             events_path=events_path,
             extra_dirs=(scratch,),
             host=host,
+            sandbox=os_sandboxes.get(agent),
         )
 
     reviewer = _supervised(
@@ -338,6 +342,7 @@ def start(
     # through its slot and get the worker refs once those exist.
     watchers = _start_watchers(started, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot))
     host = ProcessHost(_spawn_caps(settings))
+    os_sandboxes = _os_sandboxes(bwrap, settings, session_dir, watchers)
     workers = {}
     for name in AGENT_NAMES:
         if not settings.agents[name].enabled:
@@ -360,6 +365,7 @@ def start(
             host=host,
             supervisor=supervisor,
             name=f"worker:{name}",
+            sandbox=os_sandboxes.get(name),
         )
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
@@ -519,6 +525,21 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, pykka.ActorRef
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
     return agent.model_copy(update={"extra_args": (*agent.extra_args, "--settings", files.claude_settings)})
+
+
+def _os_sandboxes(
+    bwrap: str | None, settings: Settings, session_dir: Path, watchers: dict[str, pykka.ActorRef[Any]]
+) -> dict[str, OsSandbox]:
+    """Per agent: the workspace hidden; for claude, its hook's files and socket shown read-only."""
+    if bwrap is None:
+        return {}
+    hidden = (str(session_dir.parent),)  # every session's files, this one's included
+    out = {name: OsSandbox(bwrap=bwrap, hidden=hidden) for name in AGENT_NAMES}
+    if (guard := watchers.get("guard")) is not None:
+        files = guard.ask(GetSandboxFiles(), timeout=10)
+        shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
+        out["claude"] = OsSandbox(bwrap=bwrap, hidden=hidden, readable=shown)
+    return out
 
 
 def _spawn_caps(settings: Settings) -> SpawnCaps:
