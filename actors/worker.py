@@ -26,7 +26,7 @@ from meta_orchestrator.actors.runtime.process_host import (
     iter_line_batches,
     monotonic,
 )
-from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
+from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError, open_private, private_dir
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
@@ -121,10 +121,11 @@ class Worker(pykka.ThreadingActor):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._session_dir.mkdir(parents=True, exist_ok=True)
+        self._session_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._session_dir)
         self._writer = JsonlWriter(self._events_path)
         self._events_recorded = self._writer.seq
-        self._stderr_file = open(self._stderr_path, "ab")
+        self._stderr_file = open_private(self._stderr_path, binary=True)
 
     def on_stop(self) -> None:
         self._end_process("orchestrator stopping")
@@ -492,8 +493,7 @@ class Worker(pykka.ThreadingActor):
 
     def _overflow_file(self) -> Path:
         self._overflow_count += 1  # only the stdout pump calls this
-        folder = self._session_dir / "overflow"
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self._session_dir / "overflow")
         return folder / f"{self._events_path.stem}-run{self._run_id}-{self._overflow_count}.txt"
 
     def _pump(self, stream: str, pipe: IO[bytes], run_id: int) -> None:

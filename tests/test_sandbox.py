@@ -17,8 +17,6 @@ from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_HIGH_RISK,
     Policy,
     bypass_flags_in,
-    check_command,
-    check_tool_call,
     find_suspicious,
     rules,
 )
@@ -40,49 +38,6 @@ POLICY = Policy(
     blocked=rules(BUILTIN_BLOCKED, (r"\bterraform\s+destroy\b",)),
     high_risk=rules(BUILTIN_HIGH_RISK),
 )
-
-
-@pytest.mark.parametrize(
-    ("command", "decision", "rule"),
-    [
-        ("rm -rf /srv/other", "block", "rm_outside"),
-        ("rm -rf ../other", "block", "rm_outside"),
-        ("cd sub && rm -r -f ../../../etc", "block", "rm_outside"),
-        ("rm -rf $HOME/x", "block", "rm_outside"),
-        ("rm -rf ~", "block", "rm_outside"),
-        ("sudo rm -rf /", "block", "rm_outside"),
-        ("rm -rf /srv/target", "block", "rm_outside"),  # the whole target
-        ("rm -rf build dist", "allow", ""),
-        ("rm -rf /srv/target/*", "allow", ""),
-        ("rm -rf /srv/ws/scratch/tmp", "allow", ""),
-        ("rm /srv/other/file.txt", "allow", ""),  # not recursive: claude's own checks decide
-        ("dd if=/dev/zero of=/dev/sda bs=1M", "block", "dd"),
-        ("mkfs.ext4 /dev/sdb1", "block", "mkfs"),
-        ("shutdown -h now", "block", "shutdown"),
-        (":(){ :|:& };:", "block", "fork_bomb"),
-        ("bomb() { bomb | bomb & }; bomb", "block", "fork_bomb"),
-        ("terraform destroy -auto-approve", "block", "config_1"),
-        ("git push origin main", "ask", "git_push"),
-        ("git -C app push --force", "ask", "git_push"),
-        ("pip install requests", "ask", "package_install"),
-        ("npm install left-pad", "ask", "package_install"),
-        ("apt-get install -y curl", "ask", "package_install"),
-        ("echo x > /srv/other/notes.txt", "ask", "write_outside_target"),
-        ("echo x | tee /etc/motd", "ask", "write_outside_target"),
-        ("python -m pytest -q 2>/dev/null > out.txt", "allow", ""),
-        ("git status && git diff", "allow", ""),
-    ],
-)
-def test_shell_commands_are_judged_before_they_run(command, decision, rule):
-    verdict = check_command(POLICY, command, ROOT)
-    assert (verdict.decision, verdict.rule) == (decision, rule), verdict
-
-
-def test_file_tools_are_left_to_claudes_own_workspace_check():
-    # claude refuses Write/Edit outside its cwd and --add-dir list by itself (reference §1.5)
-    assert check_tool_call(POLICY, "Write", {"file_path": "/srv/other/a.py"}, ROOT).decision == "allow"
-    assert check_tool_call(POLICY, "Bash", {"command": "cp a /srv/other/ > /srv/other/log"}, ROOT).decision == "ask"
-    assert check_tool_call(POLICY, "Read", {"file_path": "/etc/passwd"}, ROOT).decision == "allow"
 
 
 @pytest.mark.parametrize(

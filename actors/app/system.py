@@ -42,7 +42,7 @@ from meta_orchestrator.actors.runtime.preflight import (
 )
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import ResumeError, interrupted_cli_sessions, load_launch, save_launch
-from meta_orchestrator.actors.runtime.session_files import new_session_id
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
 from meta_orchestrator.actors.worker import Worker, launch_for_preflight
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.base import AGENT_NAMES
@@ -181,7 +181,10 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
         log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
     session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
-    session_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(session_dir)
+    except SessionFileError as exc:
+        raise PreflightError(str(exc)) from None
     if target is None:
         target = make_demo_target(session_dir)
     if not options.resume:
@@ -280,8 +283,7 @@ def start(
         except GatewayError as exc:
             raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
         listeners.append(gateway)
-    scratch = session_dir / "scratch"
-    scratch.mkdir(exist_ok=True)
+    scratch = private_dir(session_dir / "scratch")
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
         log.info("preflight %s: %s", fix["agent"], fix["action"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
 from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, probe_argv
 from meta_orchestrator.config.settings import SandboxSettings, Settings
 from meta_orchestrator.messages.base import AgentName
@@ -52,12 +53,20 @@ def check_target(target: Path) -> Path:
 
 
 def check_workspace(workspace: Path) -> Path:
-    """Create the workspace if needed and prove it is writable with a real write."""
+    """Create the workspace (0700) if needed, refuse one that is not the user's own or that
+    others may write, and prove it is writable with a real write."""
     workspace = workspace.expanduser().resolve()
     try:
-        workspace.mkdir(parents=True, exist_ok=True)
+        workspace.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(workspace, 0o700)
+        except FileExistsError:
+            pass
+        check_owned_dir(workspace, "workspace")
         with tempfile.NamedTemporaryFile(dir=workspace, prefix=".write-test-"):
             pass
+    except SessionFileError as exc:
+        raise PreflightError(f"{exc}; pass another folder with --workspace") from None
     except OSError as exc:
         raise PreflightError(
             f"workspace {workspace} is not writable ({exc.strerror or exc}); pass a writable folder with --workspace"

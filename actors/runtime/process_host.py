@@ -20,6 +20,7 @@ from typing import IO, Any, Callable, Iterator
 import psutil
 
 from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
         for piece in pieces:
             if len(piece) > max_line_bytes:
                 path = str(overflow_file())
-                with open(path, "wb") as out:
+                with open_private(Path(path), binary=True, exclusive=True) as out:
                     out.write(piece + b"\n")
                 batch.append((piece[:4096], len(piece), path))
             else:
@@ -90,7 +91,7 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
                 batch.append((line, len(line), None))
         if len(partial) > max_line_bytes:
             spill_path = str(overflow_file())
-            spill = open(spill_path, "wb")
+            spill = open_private(Path(spill_path), binary=True, exclusive=True)
             spill.write(partial)
             spilled = len(partial)
             partial = b""
