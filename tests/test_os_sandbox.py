@@ -334,3 +334,39 @@ def test_preflight_names_a_bwrap_that_cannot_build_namespaces(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(PreflightError, match="cannot create its namespaces here .*No permissions"):
         check_os_sandbox(SandboxSettings(), demo=False, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, platform="linux")
+
+
+def test_the_agents_die_with_a_killed_orchestrator(tmp_path, bwrap, demo_env):
+    from tests.test_resume import _demo_pids, _orchestrate
+
+    ws = tmp_path / "ws"
+    orchestrator = _orchestrate(
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
+        {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"},
+    )
+    agents: list[int] = []
+    try:
+
+        def implementer() -> list[int]:
+            sessions = [p for p in ws.glob("*") if p.is_dir()] if ws.is_dir() else []
+            return _demo_pids("claude", sessions[0].name) if sessions else []
+
+        wait_for(lambda: bool(implementer()), timeout=60, message="the demo implementer to run")
+        agents = implementer()
+        names = {psutil.Process(p).name(): psutil.Process(p).parent().name() for p in agents}
+        assert names["bwrap"] and names["python"] == "bwrap", names  # bwrap, and the CLI inside it
+        orchestrator.kill()
+        orchestrator.wait(timeout=10)
+        wait_for(
+            lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in agents),
+            message="the sandboxed agent to die with its orchestrator (--die-with-parent)",
+        )
+    finally:
+        if orchestrator.poll() is None:
+            orchestrator.kill()
+        orchestrator.communicate(timeout=10)
+        for pid in agents:  # started by this test: ours to clean up should it fail
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
