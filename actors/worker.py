@@ -11,6 +11,7 @@ import collections
 import logging
 import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import IO, Any, Sequence
@@ -27,7 +28,7 @@ from meta_orchestrator.actors.runtime.process_host import (
     monotonic,
 )
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError, open_private, private_dir
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
 from meta_orchestrator.actors.runtime.supervision import report_crash, tell_all
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName
@@ -266,11 +267,14 @@ class Worker(pykka.ThreadingActor):
         state = self._adapter.cli_state(spec.env)
         for folder in state.dirs:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
+        # What the CLI runs from must stay readable: its executable (or script) and, for the
+        # Python the hook and the demo agents use, the interpreter and its import path.
+        own = under_private_tmp([*spec.executable, sys.prefix, sys.base_prefix, *sys.path])
         return Confinement(
             bwrap=self._sandbox.bwrap,
             writable=tuple(str(p) for p in (spec.workdir, *spec.extra_dirs, *state.dirs, *state.files)),
             hidden=self._sandbox.hidden,
-            readable=self._sandbox.readable,
+            readable=(*own, *self._sandbox.readable),
             chdir=str(spec.workdir),
         )
 

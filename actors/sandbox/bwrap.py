@@ -58,6 +58,19 @@ def _real(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
+def under_private_tmp(paths: "list[str] | tuple[str, ...]") -> tuple[str, ...]:
+    """The existing paths among ``paths`` that live in ``/tmp``: the CLI's own files (a script,
+    a virtualenv, the installed package) that the private ``/tmp`` would otherwise hide."""
+    found = []
+    for raw in paths:
+        if not raw or not os.path.isabs(raw):
+            continue
+        path = _real(raw)
+        if path.startswith(PRIVATE_TMP + "/") and os.path.exists(path):
+            found.append(path)
+    return tuple(dict.fromkeys(found))
+
+
 def mounts(confinement: Confinement) -> list[tuple[str, str]]:
     """``(kind, path)`` in the order bwrap applies them: parents before children.
 
