@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import psutil
 import pykka
-from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.runtime.session_files import open_in_session, open_private, private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
@@ -120,7 +120,8 @@ class ResourceMonitor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         psutil.cpu_percent(None)  # primes the machine-wide reading
-        self._session_dir.mkdir(parents=True, exist_ok=True)
+        self._session_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._session_dir)
         self._open_history()
         threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
         if self._workers:  # started anew after a crash: learn what runs and what was spent
@@ -503,11 +504,11 @@ class ResourceMonitor(pykka.ThreadingActor):
     def _open_history(self) -> None:
         path = self._session_dir / "resources.jsonl"
         try:
-            with open(path, "rb") as existing:
+            with open_in_session(self._session_dir, path) as existing:
                 self._lines = sum(1 for _ in existing)
         except FileNotFoundError:
             self._lines = 0
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open; closed in on_stop
+        self._file = open_private(path)
 
     def _persist(self, fact: ResourcesSampled) -> None:
         if self._file is None:
@@ -516,7 +517,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             if self._lines >= self._settings.history_samples:
                 self._file.close()
                 os.replace(self._session_dir / "resources.jsonl", self._session_dir / "resources.1.jsonl")
-                self._file = open(self._session_dir / "resources.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+                self._file = open_private(self._session_dir / "resources.jsonl")
                 self._lines = 0
             self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"})) + "\n")
             self._file.flush()

@@ -36,7 +36,7 @@ from meta_orchestrator.actors.runtime.review_policy import (
     review_prompt,
     trigger_line,
 )
-from meta_orchestrator.actors.runtime.session_files import SessionFileError, write_json_atomic
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import ReviewSettings
 from meta_orchestrator.messages.base import AgentName, iso_utc, utc_now
@@ -302,8 +302,7 @@ class Reviewer(pykka.ThreadingActor):
 
     def _start_review(self, key: str, pending: _Pending, assignment_id: str | None, author: AgentName | None) -> None:
         review_id = self._next_id(assignment_id)
-        directory = self._dir / review_id
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = private_dir(private_dir(self._dir) / review_id)
         out = self._snapshot.agents_out if self._snapshot is not None else {}
         peers = tuple(a for a in self._agents if a != author and a not in out)  # out: its roles moved
         review = _Running(

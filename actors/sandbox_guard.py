@@ -16,10 +16,13 @@ their own inbox; all decisions happen in the actor.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import queue
+import secrets
 import shlex
 import shutil
 import socketserver
@@ -40,6 +43,7 @@ from meta_orchestrator.actors.sandbox.policy import (
     find_suspicious,
     rules,
 )
+from meta_orchestrator.actors.runtime.session_files import open_private, private_dir, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import ReplyInbox, report_crash_of, tell_all
 from meta_orchestrator.config.settings import SandboxSettings
 from meta_orchestrator.messages.base import AgentName
@@ -77,6 +81,7 @@ class _Channel(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     guard: pykka.ActorRef[Any]
     wait_s: float
     hook_agent: str  # the CLI whose tool hook asks over this channel
+    secret: str
 
 
 class _ChannelHandler(socketserver.StreamRequestHandler):
@@ -89,6 +94,12 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             line = self.rfile.readline(MAX_REQUEST_BYTES)
             request = json.loads(line.decode() or "null")
             if not isinstance(request, dict):
+                return
+            if not hmac.compare_digest(str(request.get("secret") or ""), self.server.secret):
+                # Only this session's hook knows the secret (its policy file, 0600 in a 0700
+                # folder): anything else on the socket is refused, and never reaches the user.
+                log.warning("sandbox channel: a request without this session's secret was refused")
+                self._answer("deny", "not this session's hook; refused")
                 return
             call = ToolCallSummary(
                 agent=request.get("agent") or self.server.hook_agent,
@@ -126,15 +137,18 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             pass  # the hook gave up (claude's hook timeout); nothing runs without an allow
 
 
-def hook_command(policy_file: Path, python: str = sys.executable) -> str:
+def hook_command(policy_file: Path, policy_sha256: str = "", python: str = sys.executable) -> str:
     """The shell command claude runs for each tool call.
 
     ``-P`` keeps the target's cwd off ``sys.path`` (a target with a ``meta_orchestrator``
     package must not replace the hook); the installed package is found through site-packages.
+    The policy's hash rides in the command, which claude reads once at start: a policy
+    rewritten later (where the OS sandbox does not make it read-only) denies every call.
     """
+    check = f" --policy-sha256 {policy_sha256}" if policy_sha256 else ""
     return (
         f"exec {shlex.quote(python)} -P -m "
-        f"meta_orchestrator.actors.sandbox.hook --policy {shlex.quote(str(policy_file))}"
+        f"meta_orchestrator.actors.sandbox.hook --policy {shlex.quote(str(policy_file))}{check}"
     )
 
 
@@ -190,14 +204,17 @@ class SandboxGuard(pykka.ThreadingActor):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._session_dir)
+        private_dir(self._dir)
         self._socket_dir = _socket_dir()
         channel = str(self._socket_dir / "guard.sock")
+        secret = secrets.token_urlsafe(32)
         server = _Channel(channel, _ChannelHandler)
         server.guard = self.actor_ref
         server.wait_s = self._settings.confirm_timeout_s + 5
         hooked = hooked_agent()
         server.hook_agent = hooked.name if hooked is not None else "?"
+        server.secret = secret
         self._server = server
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-channel", daemon=True
@@ -205,20 +222,26 @@ class SandboxGuard(pykka.ThreadingActor):
         policy = Policy(
             agent=server.hook_agent,
             roots=self._roots,
-            write_roots=self._roots,
+            # temp files are ordinary work (and private to the run under the OS sandbox)
+            write_roots=(*self._roots, *dict.fromkeys(("/tmp", os.path.realpath(tempfile.gettempdir())))),
             home=self._home,
             blocked=rules(BUILTIN_BLOCKED, self._settings.blocked_patterns, "config_blocked"),
             high_risk=rules(BUILTIN_HIGH_RISK, self._settings.high_risk_patterns, "config_high_risk"),
             confirm_writes_outside=self._settings.confirm_writes_outside_target,
             channel=channel,
             confirm_timeout_s=self._settings.confirm_timeout_s,
+            protected=(str(self._dir.resolve()), str(self._socket_dir.resolve())),
+            secret=secret,
         )
         policy_file = self._dir / "policy.json"
         settings_file = self._dir / f"{server.hook_agent}-settings.json"
-        _write_private(policy_file, policy.to_json())
-        _write_private(
+        write_json_atomic(policy_file, policy.to_json())
+        digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
+        write_json_atomic(
             settings_file,
-            claude_settings(hook_command(policy_file), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S),
+            claude_settings(
+                hook_command(policy_file, digest), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
+            ),
         )
         self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file), channel=channel)
 
@@ -418,7 +441,7 @@ class SandboxGuard(pykka.ThreadingActor):
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
         try:
-            with open(self._session_dir / "security.jsonl", "a", encoding="utf-8") as out:
+            with open_private(self._session_dir / "security.jsonl") as out:
                 out.write(json.dumps({"kind": kind, **data}, default=str) + "\n")
         except OSError as exc:
             log.error("cannot write security.jsonl: %s", exc)
@@ -427,14 +450,6 @@ class SandboxGuard(pykka.ThreadingActor):
 def _describe(call: ToolCallSummary) -> str:
     value = call.tool_input.get("command") or call.tool_input.get("file_path") or call.tool_input
     return str(value)[:300]
-
-
-def _write_private(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)
 
 
 __all__ = ["SandboxGuard", "claude_settings", "hook_command"]

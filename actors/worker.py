@@ -12,6 +12,7 @@ import contextlib
 import logging
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,9 @@ from meta_orchestrator.actors.runtime.process_host import (
     iter_line_batches,
     monotonic,
 )
-from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
+from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError, open_private, private_dir
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -73,8 +75,10 @@ class Worker(pykka.ThreadingActor):
         events_path: Path | None = None,
         host: ProcessHost | None = None,
         extra_dirs: Sequence[Path] = (),
+        sandbox: OsSandbox | None = None,
     ) -> None:
         super().__init__()
+        self._sandbox = sandbox
         self._fatal: str | None = None  # events can no longer be written: the run is ended
         self._agent = agent
         self._adapter = adapter
@@ -115,10 +119,11 @@ class Worker(pykka.ThreadingActor):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._session_dir.mkdir(parents=True, exist_ok=True)
+        self._session_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._session_dir)
         self._writer = JsonlWriter(self._events_path)
         self._events_recorded = self._writer.seq
-        self._stderr_file = open(self._stderr_path, "ab")  # noqa: SIM115 - held for the actor's life; on_stop closes it
+        self._stderr_file = open_private(self._stderr_path, binary=True)
 
     def on_stop(self) -> None:
         self._end_process("orchestrator stopping")
@@ -207,7 +212,8 @@ class Worker(pykka.ThreadingActor):
         self._paused_since = None
         self._stderr_tail.clear()
         self._last_progress = None
-        launch = self._adapter.build_launch(self._launch_spec(message))
+        spec = self._launch_spec(message)
+        launch = self._adapter.build_launch(spec)
         self._set_status("starting")
         self._record(
             [
@@ -220,7 +226,7 @@ class Worker(pykka.ThreadingActor):
             raw=None,
         )
         try:
-            self._proc = self._host.spawn(launch)
+            self._proc = self._host.spawn(launch, self._confinement(spec))
         except OSError as exc:
             reason = describe_spawn_error(exc, launch)
             self._record([draft("error", kind="spawn_error", text=reason, terminal=True)], raw=None)
@@ -252,6 +258,24 @@ class Worker(pykka.ThreadingActor):
             resume_session_id=message.resume_session_id,
             extra_args=(*self._settings.extra_args, *message.extra_args),
             env=env,
+        )
+
+    def _confinement(self, spec: LaunchSpec) -> Confinement | None:
+        """What this run may write under the OS sandbox: its folders and the CLI's own state."""
+        if self._sandbox is None:
+            return None
+        state = self._adapter.cli_state(spec.env)
+        for folder in state.dirs:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
+        # What the CLI runs from must stay readable: its executable (or script) and, for the
+        # Python the hook and the demo agents use, the interpreter and its import path.
+        own = under_private_tmp([*spec.executable, sys.prefix, sys.base_prefix, *sys.path])
+        return Confinement(
+            bwrap=self._sandbox.bwrap,
+            writable=tuple(str(p) for p in (spec.workdir, *spec.extra_dirs, *state.dirs, *state.files)),
+            hidden=self._sandbox.hidden,
+            readable=(*own, *self._sandbox.readable),
+            chdir=str(spec.workdir),
         )
 
     def _on_lines(self, message: LinesRead) -> None:
@@ -473,8 +497,7 @@ class Worker(pykka.ThreadingActor):
 
     def _overflow_file(self) -> Path:
         self._overflow_count += 1  # only the stdout pump calls this
-        folder = self._session_dir / "overflow"
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(self._session_dir / "overflow")
         return folder / f"{self._events_path.stem}-run{self._run_id}-{self._overflow_count}.txt"
 
     def _pump(self, stream: str, pipe: IO[bytes], run_id: int) -> None:

@@ -39,7 +39,7 @@ class AgentSettings(Section):
     share_max: float = Field(ge=0, le=1, description="largest share of the work (by weight)")
     allow_bypass: bool = Field(
         default=False,
-        description="allow the CLI's bypass-all-permissions flag; off unless you run inside an outer sandbox",
+        description="allow the CLI's bypass-all-permissions flag; the OS sandbox and claude's hook still apply",
     )
 
     @model_validator(mode="after")
@@ -373,21 +373,25 @@ SuspiciousAction = Literal["warn", "pause", "stop"]
 
 
 class SandboxSettings(Section):
-    """What the agents may do: claude's PreToolUse hook policy and the tool-call watch."""
+    """What the agents may do: the OS sandbox, claude's PreToolUse hook and the tool-call watch."""
 
+    os: Literal["bwrap", "off"] = Field(
+        default="bwrap",
+        description="bwrap: every agent CLI runs inside bubblewrap (writes only in its working, scratch and "
+        "state folders); off: no OS sandbox (a warning every run)",
+    )
     enabled: bool = Field(
         default=True,
         description="generate claude's --settings hook and run "
-        "the approval channel; off: only the CLIs' own permission modes apply",
+        "the approval channel and the watch; off: only the OS sandbox and the CLIs' own permission modes apply",
     )
     confirm_timeout_s: float = Field(
         default=120, gt=0, le=3600, description="how long a high-risk tool call waits for the user; unanswered: denied"
     )
     confirm_writes_outside_target: bool = Field(
         default=True,
-        description="a shell write (>, >>, "
-        "tee) outside the target and scratch dirs asks "
-        "the user; file tools are confined by claude",
+        description="a write outside the target, scratch "
+        "dir and /tmp (shell redirects, cp/mv/tee..., Write/Edit) asks the user",
     )
     blocked_patterns: tuple[str, ...] = Field(
         default=(), description="extra regexes: a matching shell command is refused before it runs"

@@ -204,7 +204,7 @@ def test_workspace_full_mid_run_stops_the_session_and_keeps_what_was_written(tmp
         pytest.skip(message)
     ws = tmp_path / "ws"
     ws.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(ws)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(ws)], check=True)
     try:
         proc = _launch(
             ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws), "--target", str(tmp_path)],

@@ -45,8 +45,12 @@ def _demo_pids(agent: str, session_id: str) -> list[int]:
 
 def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: dict[str, str]):
     ws = tmp_path / "ws"
+    # Without the OS sandbox an agent outlives its orchestrator (under bwrap it dies with it:
+    # tests/test_os_sandbox.py); the saved settings keep it off for the resumed run.
+    config = tmp_path / "no-os-sandbox.toml"
+    config.write_text('[sandbox]\nos = "off"\n')
     first = _orchestrate(
-        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
+        ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws), "--config", str(config)],
         {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"},
     )
     orphan_pids: list[int] = []

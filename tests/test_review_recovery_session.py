@@ -328,7 +328,8 @@ def test_a_retry_that_works_is_recorded_as_recovered(tmp_path, demo_env):
     # Rate-limited once: the first run fails, the relaunch (after the back-off) succeeds.
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "rate_limit_once"
     demo_env["ORCHESTRATE_DEMO_ONCE_FILE"] = str(tmp_path / "once")
-    code, session, state = _run(tmp_path, demo_env, **{"review.enabled": False})
+    # the once-file outlives a run only outside the private /tmp of the OS sandbox
+    code, session, state = _run(tmp_path, demo_env, **{"review.enabled": False, "sandbox.os": "off"})
     assert code == 0
     mine = [r for r in state["recoveries"] if r.get("assignment_id") == "implement"]
     assert [(r["cause"], r["action"], r["outcome"]) for r in mine] == [("rate_limit", "retry_after", "recovered")]

@@ -16,8 +16,6 @@ from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
     Policy,
-    check_command,
-    check_tool_call,
     find_suspicious,
     rules,
 )
@@ -39,49 +37,6 @@ POLICY = Policy(
     blocked=rules(BUILTIN_BLOCKED, (r"\bterraform\s+destroy\b",)),
     high_risk=rules(BUILTIN_HIGH_RISK),
 )
-
-
-@pytest.mark.parametrize(
-    ("command", "decision", "rule"),
-    [
-        ("rm -rf /srv/other", "block", "rm_outside"),
-        ("rm -rf ../other", "block", "rm_outside"),
-        ("cd sub && rm -r -f ../../../etc", "block", "rm_outside"),
-        ("rm -rf $HOME/x", "block", "rm_outside"),
-        ("rm -rf ~", "block", "rm_outside"),
-        ("sudo rm -rf /", "block", "rm_outside"),
-        ("rm -rf /srv/target", "block", "rm_outside"),  # the whole target
-        ("rm -rf build dist", "allow", ""),
-        ("rm -rf /srv/target/*", "allow", ""),
-        ("rm -rf /srv/ws/scratch/tmp", "allow", ""),
-        ("rm /srv/other/file.txt", "allow", ""),  # not recursive: claude's own checks decide
-        ("dd if=/dev/zero of=/dev/sda bs=1M", "block", "dd"),
-        ("mkfs.ext4 /dev/sdb1", "block", "mkfs"),
-        ("shutdown -h now", "block", "shutdown"),
-        (":(){ :|:& };:", "block", "fork_bomb"),
-        ("bomb() { bomb | bomb & }; bomb", "block", "fork_bomb"),
-        ("terraform destroy -auto-approve", "block", "config_1"),
-        ("git push origin main", "ask", "git_push"),
-        ("git -C app push --force", "ask", "git_push"),
-        ("pip install requests", "ask", "package_install"),
-        ("npm install left-pad", "ask", "package_install"),
-        ("apt-get install -y curl", "ask", "package_install"),
-        ("echo x > /srv/other/notes.txt", "ask", "write_outside_target"),
-        ("echo x | tee /etc/motd", "ask", "write_outside_target"),
-        ("python -m pytest -q 2>/dev/null > out.txt", "allow", ""),
-        ("git status && git diff", "allow", ""),
-    ],
-)
-def test_shell_commands_are_judged_before_they_run(command, decision, rule):
-    verdict = check_command(POLICY, command, ROOT)
-    assert (verdict.decision, verdict.rule) == (decision, rule), verdict
-
-
-def test_file_tools_are_left_to_claudes_own_workspace_check():
-    # claude refuses Write/Edit outside its cwd and --add-dir list by itself (reference §1.5)
-    assert check_tool_call(POLICY, "Write", {"file_path": "/srv/other/a.py"}, ROOT).decision == "allow"
-    assert check_tool_call(POLICY, "Bash", {"command": "cp a /srv/other/ > /srv/other/log"}, ROOT).decision == "ask"
-    assert check_tool_call(POLICY, "Read", {"file_path": "/etc/passwd"}, ROOT).decision == "allow"
 
 
 @pytest.mark.parametrize(
@@ -316,3 +271,61 @@ def test_a_crashed_guard_is_restarted_and_the_hook_reaches_the_new_one(tmp_path,
     guard.tell(QuestionAnswered(question_id=ask.question.id, answer="no", approve=False))
     thread.join(10)
     assert result[0]["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+# -- the channel and the policy are the session's own -------------------------------------------
+
+
+def _settings_hook(settings_file: str, call: dict[str, Any]) -> dict[str, Any] | None:
+    """Run the hook exactly as claude does: the command from the generated settings file."""
+    command = json.loads(Path(settings_file).read_text())["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    done = subprocess.run(["sh", "-c", command], input=json.dumps(call).encode(), capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode().strip()
+    return json.loads(out) if out else None
+
+
+def _push(channel: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Another local process writing straight into the guard's socket."""
+    from meta_orchestrator.actors.sandbox.hook import ask_channel
+
+    return ask_channel(channel, request, 5)
+
+
+def test_questions_pushed_into_the_socket_without_the_session_secret_are_refused(tmp_path, probe):
+    asker = ProbeHandle()
+    guard = _guard(tmp_path, asker.ref, probe.ref)
+    files = guard.ask(GetSandboxFiles(), timeout=5)
+    fake = {"type": "ask", "agent": "claude", "tool_name": "Bash", "tool_input": {"command": "git push"}}
+    for secret in (None, "", "guessed-secret"):
+        request = dict(fake) if secret is None else {**fake, "secret": secret}
+        answer = _push(files.channel, request)
+        assert answer["decision"] == "deny" and "refused" in answer["reason"]
+    assert _push(files.channel, {**fake, "type": "blocked", "rule": "rm_outside"})["decision"] == "deny"
+    # the real hook carries the secret: its question reaches the user
+    thread, result = _hook_in_thread(files.policy, _call("git push origin main", str(tmp_path / "target")))
+    ask = asker.expect(AskQuestion, timeout=10)
+    assert "git push origin main" in ask.question.text  # and not the fake "git push" above
+    guard.tell(QuestionAnswered(question_id=ask.question.id, answer="no", approve=False))
+    thread.join(10)
+    assert result[0]["hookSpecificOutput"]["permissionDecision"] == "deny"
+    with pytest.raises(AssertionError):
+        asker.expect(AskQuestion, timeout=0.5)  # nothing else was asked
+    assert not [fact for fact in probe.drain() if isinstance(fact, ToolCallDecided) and fact.decided_by == "policy"]
+
+
+def test_the_sandbox_files_are_private_and_a_rewritten_policy_denies_everything(tmp_path, probe):
+    guard = _guard(tmp_path, ProbeHandle().ref, probe.ref)
+    files = guard.ask(GetSandboxFiles(), timeout=5)
+    for path in (files.policy, files.claude_settings):
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+    assert Path(files.policy).parent.stat().st_mode & 0o777 == 0o700
+    assert Path(files.channel).parent.stat().st_mode & 0o777 == 0o700
+    ordinary = _call("ls -la", str(tmp_path / "target"))
+    assert _settings_hook(files.claude_settings, ordinary) is None  # the hook as generated: silent
+    policy = json.loads(Path(files.policy).read_text())
+    policy.update(blocked=[], high_risk=[], roots=["/"], write_roots=["/"])  # every check off
+    Path(files.policy).write_text(json.dumps(policy))
+    out = _settings_hook(files.claude_settings, ordinary)
+    assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert "not the policy this session wrote" in out["hookSpecificOutput"]["permissionDecisionReason"]

@@ -77,8 +77,8 @@ class FaultyProcess(HostedProcess):
 
 
 class FaultyHost(ProcessHost):
-    def spawn(self, launch: Any) -> HostedProcess:
-        proc = super().spawn(launch)
+    def spawn(self, launch: Any, confinement: Any = None) -> HostedProcess:
+        proc = super().spawn(launch, confinement)
         proc.__class__ = FaultyProcess
         return proc
 

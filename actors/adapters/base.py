@@ -68,6 +68,14 @@ class Launch:
     cwd: Path
 
 
+@dataclass(frozen=True)
+class CliState:
+    """Where a CLI keeps its sessions, auth and settings (bound read-write in the OS sandbox)."""
+
+    dirs: tuple[Path, ...] = ()  # created (0700) when missing, so the CLI can use them
+    files: tuple[Path, ...] = ()  # bound only when they exist
+
+
 class StreamParser(ABC):
     """Turns one run's stdout lines into drafts and remembers what the run amounted to.
 
@@ -226,6 +234,9 @@ class AgentAdapter(ABC):
     # not named here get Recovery's generic advice.
     advice: ClassVar[Mapping[str, str]] = MappingProxyType({})
     colour: ClassVar[str] = ""  # ANSI colour of its name on the console
+    # The CLI's own state, relative to $HOME: writable inside the OS sandbox.
+    state_dirs: tuple[str, ...] = ()
+    state_files: tuple[str, ...] = ()
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -234,6 +245,11 @@ class AgentAdapter(ABC):
     @abstractmethod
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
+
+    def cli_state(self, env: Mapping[str, str]) -> CliState:
+        """The state folders and files of this CLI for a run with environment ``env``."""
+        home = Path(env.get("HOME") or Path.home())
+        return CliState(dirs=tuple(home / d for d in self.state_dirs), files=tuple(home / f for f in self.state_files))
 
     def version_argv(self, executable: tuple[str, ...]) -> tuple[str, ...]:
         """Command that prints the CLI's version (preflight)."""

@@ -424,6 +424,9 @@ class ClaudeAdapter(AgentAdapter):
             "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
         )
 
+    state_dirs = (".claude",)
+    state_files = (".claude.json",)
+
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""
         dash_prompt = spec.prompt.startswith("-")

@@ -5,9 +5,19 @@ from __future__ import annotations
 from types import MappingProxyType
 from collections.abc import Mapping
 import re
+from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
+from meta_orchestrator.actors.adapters.base import (
+    AgentAdapter,
+    ArgsFixed,
+    CliState,
+    Draft,
+    Launch,
+    LaunchSpec,
+    draft,
+    drop_args,
+)
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     ShapeError,
@@ -398,6 +408,14 @@ class CodexAdapter(AgentAdapter):
     def folder_check(self, in_git_repo: bool) -> str:
         """codex refuses a folder outside a trusted git repository (§2.1)."""
         return "a git repository" if in_git_repo else "not a git repository"
+
+    state_dirs = (".codex",)
+
+    def cli_state(self, env: Mapping[str, str]) -> CliState:
+        """``$CODEX_HOME`` when set (reference §2), else ``~/.codex``."""
+        if env.get("CODEX_HOME"):
+            return CliState(dirs=(Path(env["CODEX_HOME"]),))
+        return super().cli_state(env)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; ``resume <id>`` and the prompt come last."""

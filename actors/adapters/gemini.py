@@ -351,6 +351,8 @@ class GeminiAdapter(AgentAdapter):
         """gemini checks folder trust even headless (§3.1)."""
         return "trust is checked headless"
 
+    state_dirs = (".gemini",)
+
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
         # yargs would read a prompt starting with "-" as options; "--prompt=<text>" keeps the

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import pykka.debug
 
+from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
 SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve")
@@ -107,6 +108,7 @@ def setup_logging(verbose: bool) -> Any:
     signal.signal(signal.SIGUSR1, pykka.debug.log_thread_tracebacks)
 
     def to_file(session_dir: Path) -> None:
+        open_private(session_dir / "orchestrator.log").close()  # 0600 before the handler appends
         handler = logging.FileHandler(session_dir / "orchestrator.log", encoding="utf-8")
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))

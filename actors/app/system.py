@@ -18,7 +18,7 @@ from typing import Any, Callable
 import psutil
 import pykka
 
-from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
+from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter, hooked_agent
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
@@ -27,12 +27,14 @@ from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.history import HistoryRecorder
 from meta_orchestrator.actors.gateway import Gateway, GatewayError
 from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
     check_cli,
+    check_os_sandbox,
     check_target,
     check_workspace,
     proactive_fixes,
@@ -46,7 +48,7 @@ from meta_orchestrator.actors.runtime.resume import (
     recorded_answers,
     save_launch,
 )
-from meta_orchestrator.actors.runtime.session_files import new_session_id
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
 from meta_orchestrator.actors.worker import Worker, launch_for_preflight
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers
@@ -210,7 +212,10 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
         log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
     session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
-    session_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(session_dir)
+    except SessionFileError as exc:
+        raise PreflightError(str(exc)) from None
     if target is None:
         target = make_demo_target(session_dir)
     if not options.resume:
@@ -276,6 +281,7 @@ def start(
     settings, target, session_dir, session_id, env = prepare(settings, options)
     if log_setup:
         log_setup(session_dir)
+    bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
     # The history hears every fact first, so a replay sees what any view saw.
     listeners: list[pykka.ActorRef[Any]] = [_start(started, HistoryRecorder, session_dir=session_dir)]
     if options.console:
@@ -313,8 +319,7 @@ def start(
         except GatewayError as exc:
             raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
         listeners.append(gateway)
-    scratch = session_dir / "scratch"
-    scratch.mkdir(exist_ok=True)
+    scratch = private_dir(session_dir / "scratch")
     settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
         log.info("preflight %s: %s", fix.agent, fix.action)
@@ -353,6 +358,7 @@ def start(
             events_path=events_path,
             extra_dirs=(scratch,),
             host=host,
+            sandbox=os_sandboxes.get(agent),
         )
 
     reviewer = _supervised(
@@ -378,6 +384,7 @@ def start(
         started, supervisor, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot), workers
     )
     host = ProcessHost(_spawn_caps(settings))
+    os_sandboxes = _os_sandboxes(bwrap, settings, session_dir, watchers)
     for name, agent_settings in settings.agents.items():
         if not agent_settings.enabled:
             continue
@@ -397,6 +404,7 @@ def start(
             base_env=env,
             extra_dirs=(scratch,),
             host=host,
+            sandbox=os_sandboxes.get(name),
         )
     for watcher in watchers.values():
         watcher.tell(WatchWorkers(workers=tuple(workers.items())))
@@ -590,6 +598,23 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
     return agent.model_copy(update={"extra_args": (*agent.extra_args, flag, files.claude_settings)})
+
+
+def _os_sandboxes(
+    bwrap: str | None, settings: Settings, session_dir: Path, watchers: dict[str, pykka.ActorRef[Any]]
+) -> dict[str, OsSandbox]:
+    """Per agent: the workspace hidden; for the CLI with the tool hook, the hook's files and
+    socket shown read-only."""
+    if bwrap is None:
+        return {}
+    hidden = (str(session_dir.parent),)  # every session's files, this one's included
+    out = {name: OsSandbox(bwrap=bwrap, hidden=hidden) for name in settings.agents}
+    hooked = hooked_agent()
+    if (guard := watchers.get("guard")) is not None and hooked is not None:
+        files = guard.ask(GetSandboxFiles(), timeout=10)
+        shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
+        out[hooked.name] = OsSandbox(bwrap=bwrap, hidden=hidden, readable=shown)
+    return out
 
 
 def _spawn_caps(settings: Settings) -> SpawnCaps:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
-from meta_orchestrator.config.settings import Settings
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
+from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, probe_argv
+from meta_orchestrator.config.settings import SandboxSettings, Settings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.recovery import PreflightRecord
+
+log = logging.getLogger(__name__)
 
 
 class PreflightError(Exception):
@@ -49,12 +55,20 @@ def check_target(target: Path) -> Path:
 
 
 def check_workspace(workspace: Path) -> Path:
-    """Create the workspace if needed and prove it is writable with a real write."""
+    """Create the workspace (0700) if needed, refuse one that is not the user's own or that
+    others may write, and prove it is writable with a real write."""
     workspace = workspace.expanduser().resolve()
     try:
-        workspace.mkdir(parents=True, exist_ok=True)
+        workspace.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(workspace, 0o700)
+        except FileExistsError:
+            pass
+        check_owned_dir(workspace, "workspace")
         with tempfile.NamedTemporaryFile(dir=workspace, prefix=".write-test-"):
             pass
+    except SessionFileError as exc:
+        raise PreflightError(f"{exc}; pass another folder with --workspace") from None
     except OSError as exc:
         raise PreflightError(
             f"workspace {workspace} is not writable ({exc.strerror or exc}); pass a writable folder with --workspace"
@@ -117,6 +131,59 @@ def require_clis(checks: list[CliCheck], settings: Settings) -> None:
         + "\nInstall them, point [agents.<name>] command at them in the config file, "
         "disable them with [agents.<name>] enabled = false (their roles go to the others), "
         "or use --demo."
+    )
+
+
+def check_os_sandbox(
+    settings: SandboxSettings, demo: bool, env: dict[str, str] | None = None, platform: str = sys.platform
+) -> str | None:
+    """The bwrap executable every agent CLI will run under, or None (no OS sandbox: warned).
+
+    Raises:
+        PreflightError: ``sandbox.os = "bwrap"`` on Linux, real CLIs, and bubblewrap is missing
+            or cannot create its namespaces here.
+    """
+    if settings.os == "off":
+        log.warning(
+            'sandbox.os = "off": the agent CLIs run without the OS sandbox; only their own permission '
+            "modes and claude's hook stand between them and your files"
+        )
+        return None
+    if not platform.startswith("linux"):
+        log.warning("no OS sandbox on %s (bubblewrap is Linux only): the agent CLIs run unconfined", platform)
+        return None
+    path = (env or os.environ).get("PATH")
+    bwrap = shutil.which("bwrap", path=path)
+    problem = None
+    if bwrap is None:
+        problem = f"bubblewrap (bwrap) is not installed; install the {PACKAGE} package (apt-get install {PACKAGE})"
+    else:
+        try:
+            done = subprocess.run(
+                probe_argv(bwrap),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=20,
+                start_new_session=True,
+                env={"PATH": path or os.defpath},
+            )
+            if done.returncode != 0:
+                why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+                problem = (
+                    f"bwrap cannot create its namespaces here ({why[-1] if why else f'exit {done.returncode}'}); "
+                    "unprivileged user namespaces may be off (sysctl kernel.unprivileged_userns_clone=1, or on "
+                    "Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0)"
+                )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"bwrap could not be run ({exc})"
+    if problem is None:
+        return bwrap
+    if demo:
+        log.warning("%s; the demo agents run without the OS sandbox", problem)
+        return None
+    raise PreflightError(
+        f"{problem}.\nThe agent CLIs only run inside the OS sandbox; to run them without it, "
+        'set sandbox.os = "off" in the config (not recommended)'
     )
 
 

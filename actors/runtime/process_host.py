@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -19,6 +20,8 @@ from typing import IO, Any, Callable, Iterator
 import psutil
 
 from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.runtime.session_files import open_private
+from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,12 @@ CHUNK = 65_536
 # The environment marker every agent process carries, so that a later orchestrator can find
 # the orphans of one that died (and never touch a process it did not start).
 SESSION_MARKER_ENV = "ORCHESTRATE_SESSION_ID"
+# bwrap reports a child killed by signal n as exit 128 + n; these mean a death, not a choice.
+_DEATH_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+)
+# Signals the CLI must get itself: bwrap dies of them at once and its namespace with it.
+_FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2})
 
 
 # (data, total_bytes, overflow_path): a line, or the head of an over-long line kept whole in a file
@@ -74,7 +83,7 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
         for piece in pieces:
             if len(piece) > max_line_bytes:
                 path = str(overflow_file())
-                with open(path, "wb") as out:
+                with open_private(Path(path), binary=True, exclusive=True) as out:
                     out.write(piece + b"\n")
                 batch.append((piece[:4096], len(piece), path))
             else:
@@ -82,7 +91,7 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
                 batch.append((line, len(line), None))
         if len(partial) > max_line_bytes:
             spill_path = str(overflow_file())
-            spill = open(spill_path, "wb")
+            spill = open_private(Path(spill_path), binary=True, exclusive=True)
             spill.write(partial)
             spilled = len(partial)
             partial = b""
@@ -126,12 +135,19 @@ def _head(path: str, size: int = 4096) -> bytes:
 
 
 class HostedProcess:
-    """A running CLI: its pipes, its process group and how to end it."""
+    """A running CLI: its pipes, its process group and how to end it.
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    Sandboxed, the leader is bwrap; its only child is the PID namespace's init, and every
+    process of the run descends from that init (orphans are re-parented to it), with host
+    PIDs as psutil sees them. bwrap forwards no signal and dies of SIGTERM at once, which
+    ends the namespace with SIGKILL; so a polite signal goes to each process inside instead.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], sandboxed: bool = False) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self.pgid = popen.pid  # start_new_session: the CLI leads its own group
+        self.pgid = popen.pid  # start_new_session: the CLI (or bwrap) leads its own group
+        self.sandboxed = sandboxed
         self.stdout: IO[bytes] = popen.stdout  # type: ignore[assignment]
         self.stderr: IO[bytes] = popen.stderr  # type: ignore[assignment]
         self._exited = threading.Event()
@@ -170,12 +186,39 @@ class HostedProcess:
 
     def reap(self) -> int:
         """Collect the exit status (the leader must have exited). Negative: killed by signal."""
-        return self._popen.wait()
+        code = self._popen.wait()
+        if self.sandboxed and code > 128 and code - 128 in _DEATH_SIGNALS:
+            return 128 - code  # bwrap's 128 + n, as Popen says it unsandboxed
+        return code
+
+    def sandbox_members(self) -> list[psutil.Process]:
+        """Every process inside the PID namespace but its init (sandboxed runs only)."""
+        try:
+            inits = psutil.Process(self.pid).children()
+        except psutil.Error:
+            return []
+        found = []
+        for init in inits:
+            try:
+                found.extend(init.children(recursive=True))
+            except psutil.Error:
+                continue
+        return found
 
     def signal_group(self, sig: int) -> bool:
-        """Send a signal to the whole group; False when it is already gone."""
+        """Send a signal to the whole group (sandboxed: to every process of the run);
+        False when it is already gone."""
         if self._popen.returncode is not None:
             return False  # reaped: the pgid may belong to someone else now
+        if self.sandboxed:
+            members = self.sandbox_members()
+            for member in members:  # also those that left the group (setsid) inside
+                try:
+                    member.send_signal(sig)
+                except psutil.Error:
+                    continue
+            if members and sig in _FORWARDED:
+                return True
         try:
             os.killpg(self.pgid, sig)
             return True
@@ -252,18 +295,26 @@ class ProcessHost:
     def __init__(self, caps: SpawnCaps | None = None) -> None:
         self._caps = caps
 
-    def spawn(self, launch: Launch) -> HostedProcess:
-        """Start the CLI with stdin closed, in a new session (its own process group).
+    def spawn(self, launch: Launch, confinement: Confinement | None = None) -> HostedProcess:
+        """Start the CLI with stdin closed, in a new session (its own process group);
+        with a ``confinement``, inside bubblewrap (``TMPDIR`` is then its private ``/tmp``).
 
         Raises:
             FileNotFoundError: the executable or the working directory does not exist
                 (``e.filename`` tells which).
             PermissionError: the executable is not executable.
         """
+        argv, env = list(launch.argv), launch.env
+        if confinement is not None:
+            if not Path(launch.cwd).is_dir():  # bwrap would only say "Can't chdir"
+                raise FileNotFoundError(2, "No such file or directory", str(launch.cwd))
+            _require_executable(argv[0], env.get("PATH"), launch.cwd)
+            argv = bwrap_argv(confinement, argv)
+            env = {**env, "TMPDIR": PRIVATE_TMP}
         popen = subprocess.Popen(
-            list(launch.argv),
+            argv,
             cwd=launch.cwd,
-            env=launch.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -273,7 +324,21 @@ class ProcessHost:
         if self._caps is not None:
             for problem in self._caps.apply(popen.pid):
                 log.warning("hard cap not applied to pid %s: %s", popen.pid, problem)
-        return HostedProcess(popen)
+        return HostedProcess(popen, sandboxed=confinement is not None)
+
+
+def _require_executable(exe: str, path: str | None, cwd: Path) -> None:
+    """What Popen would raise for a missing or non-executable CLI (bwrap would only exit 1)."""
+    if os.sep in exe:
+        found: str | None = str(Path(cwd, exe))
+        if not os.path.exists(found):
+            found = None
+    else:
+        found = shutil.which(exe, mode=os.F_OK, path=path)
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", exe)
+    if not os.access(found, os.X_OK) or os.path.isdir(found):
+        raise PermissionError(13, "Permission denied", exe)
 
 
 def describe_spawn_error(exc: OSError, launch: Launch) -> str:

@@ -7,6 +7,10 @@ workspace/<session_id>/
   overflow/           whole over-long stdout lines
   reviews/<id>/       request and each reviewer's answer
   orchestrator.log
+
+Private: folders 0700, files 0600, created with ``O_EXCL``/``O_NOFOLLOW`` (``mkstemp`` and
+rename for the replaced ones); a folder not owned by this user, or writable by others, is
+refused; readers never follow a symlink out of the session folder.
 """
 
 from __future__ import annotations
@@ -16,18 +20,103 @@ import json
 import logging
 import os
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
 
 class SessionFileError(Exception):
     """A session file could not be written (disk full, read-only workspace...)."""
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def check_owned_dir(path: Path, what: str = "folder") -> os.stat_result:
+    """A real directory (not a symlink) owned by this user and not writable by group or others.
+
+    Raises:
+        SessionFileError: it is none of these; the message says which and what to do.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SessionFileError(f"{what} {path} cannot be used: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise SessionFileError(f"{what} {path} is not a folder (a symlink or a file); refusing to use it")
+    if info.st_uid != os.geteuid():
+        raise SessionFileError(
+            f"{what} {path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); another user could "
+            "change what is in it, so it is refused: use a folder of your own"
+        )
+    if info.st_mode & 0o022:
+        raise SessionFileError(
+            f"{what} {path} is writable by {'group and others' if info.st_mode & 0o002 else 'its group'} "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); refusing to use it: chmod go-w {path}, or use another folder"
+        )
+    return info
+
+
+def private_dir(path: Path) -> Path:
+    """Create a session folder 0700, or check an existing one (ours, not writable by others)
+    and close it to group and others.
+
+    Raises:
+        SessionFileError: it cannot be created, or it is not ours to use.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SessionFileError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    info = check_owned_dir(path, "session folder")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)  # e.g. made 0755 by an older version
+    return path
+
+
+def open_private(path: Path, binary: bool = False, exclusive: bool = False) -> IO[Any]:
+    """Open a session file for appending (``exclusive``: create it, it must not exist),
+    0600, never through a symlink, and only a regular file of ours.
+
+    Raises:
+        OSError: ``ELOOP`` for a symlink, ``EEXIST`` for an exclusive one that exists,
+            ``EPERM`` for a file that is not a regular file of ours.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | _CLOEXEC | (os.O_EXCL if exclusive else os.O_APPEND)
+    fd = os.open(path, flags, 0o600)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise PermissionError(1, "not a regular file of this user", str(path))
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
+
+
+def open_in_session(session_dir: Path, path: Path) -> IO[bytes]:
+    """Open a session file for reading; a path (or symlink) leading out of the folder is refused.
+
+    Raises:
+        OSError: the file is missing, a symlink, or outside ``session_dir``.
+    """
+    root = os.path.realpath(session_dir)
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root.rstrip("/") + "/"):
+        raise PermissionError(1, f"outside the session folder {root}", str(path))
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    return os.fdopen(fd, "rb")
 
 
 def new_session_id() -> str:
@@ -58,14 +147,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Load a JSON file."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    """Load a JSON file of the session (never through a symlink)."""
+    with open_in_session(path.parent, path) as f:
+        return json.loads(f.read().decode("utf-8"))
 
 
 def last_seq(path: Path) -> int:
     """The ``seq`` of the last whole record in a .jsonl file (0 when none), read from its tail."""
     try:
-        with open(path, "rb") as f:
+        with open_in_session(path.parent, path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             block = min(size, 1 << 20)
@@ -95,14 +185,14 @@ class JsonlWriter:
         self._heal_torn_tail()
         self.seq = last_seq(path)
         try:
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for appends; close() ends it
+            self._file = open_private(path)
         except OSError as exc:
             raise SessionFileError(f"cannot open {path}: {exc.strerror or exc}") from exc
 
     def _heal_torn_tail(self) -> None:
         # A crash can leave half a line; end it so the next record starts on a line of its own.
         try:
-            with open(self.path, "rb+") as f:
+            with os.fdopen(os.open(self.path, os.O_RDWR | _NOFOLLOW | _CLOEXEC), "rb+") as f:
                 f.seek(0, os.SEEK_END)
                 if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
                     f.write(b"\n")
@@ -145,7 +235,7 @@ def read_jsonl(path: Path, since_seq: int = 0, limit: int | None = None) -> Json
     """Read records with ``seq > since_seq``; a torn last line is skipped and reported."""
     result = JsonlReadResult(records=[])
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; only the open may be missing
+        f = open_in_session(path.parent, path)
     except FileNotFoundError:
         return result
     with f:

@@ -24,6 +24,8 @@ stderr, which claude also treats as a block).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import socket
 import sys
@@ -73,6 +75,7 @@ def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
     tool_input = call.get("tool_input") if isinstance(call.get("tool_input"), dict) else {}
     verdict = check_tool_call(policy, tool, tool_input, call.get("cwd"))
     request = {
+        "secret": policy.secret,
         "agent": policy.agent,
         "tool_name": tool,
         "tool_input": tool_input,
@@ -111,8 +114,13 @@ def main(argv: list[str]) -> int:
     try:
         parser = argparse.ArgumentParser(prog="meta_orchestrator.actors.sandbox.hook")
         parser.add_argument("--policy", required=True)
+        parser.add_argument("--policy-sha256", default="")
         args = parser.parse_args(argv)
-        policy = Policy.load(args.policy)
+        with open(args.policy, "rb") as f:
+            raw = f.read()
+        if args.policy_sha256 and not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), args.policy_sha256):
+            raise ValueError(f"{args.policy} is not the policy this session wrote (it was changed)")
+        policy = Policy.from_json(json.loads(raw.decode("utf-8")))
         call = json.loads(sys.stdin.read() or "{}")
         if not isinstance(call, dict):
             raise ValueError("hook input is not a JSON object")

@@ -13,7 +13,7 @@ A keyword in the latest user prompt selects the script:
 
 ``SCRIPT:text``            a plain text answer (:data:`TEXT_ANSWER`)
 ``SCRIPT:marker``          a text answer that contains a reporting-protocol marker line
-``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace) with
+``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace, or absolute) with
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
@@ -534,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
             script = None  # a side request (session title etc.): answer it plainly
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
-            path = f"{cwd.rstrip('/')}/{name}" if cwd else name
+            path = name if name.startswith("/") or not cwd else f"{cwd.rstrip('/')}/{name}"
             blocks = [
                 {
                     "type": "tool_use",
