@@ -105,7 +105,7 @@ def test_curl_reads_every_frame_with_ids_and_a_reconnect_loses_none(tmp_path: Pa
     assert ids == list(range(ids[0], ids[-1] + 1)), "a frame was lost or repeated across the reconnect"
     assert all(m["id"] == m["frame"]["seq"] for m in before + after if m["id"] is not None)
     kinds = [m["frame"]["type"] for m in after]
-    assert "event" in kinds and kinds[-1] == "session_ended"
+    assert "event" in kinds and "session_ended" in kinds  # resource samples may follow the end
 
 
 def test_bad_requests_to_the_stream_are_plain_errors(tmp_path: Path, demo_env: dict[str, str]):

@@ -146,7 +146,7 @@ def check_os_sandbox(
     if settings.os == "off":
         log.warning(
             'sandbox.os = "off": the agent CLIs run without the OS sandbox; only their own permission '
-            "modes and claude's hook stand between them and your files"
+            "modes and the tool hook stand between them and your files"
         )
         return None
     if not platform.startswith("linux"):
