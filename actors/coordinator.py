@@ -7,12 +7,14 @@ announced.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import pykka
 
@@ -1083,10 +1085,8 @@ class Coordinator(pykka.ThreadingActor):
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
 
     def _tell_self(self, message: Any) -> None:
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):  # the session ended meanwhile
             self.actor_ref.tell(message)
-        except Exception:  # noqa: BLE001 - the session ended meanwhile
-            pass
 
     def _open_questions(self) -> list[Question]:
         return [q for q in self._state.questions if q.status == "open"]

@@ -292,7 +292,7 @@ class Gateway(pykka.ThreadingActor):
         (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream.
         """
         frames = []
-        for event, line in zip(events, lines):
+        for event, line in zip(events, lines, strict=True):
             data = line or event.model_dump_json(exclude_none=True)
             if len(data) > MAX_FRAME_EVENT:
                 raw = event.raw or ""

@@ -31,7 +31,8 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import pykka
 
@@ -68,6 +69,7 @@ from meta_orchestrator.messages.worker import (
     WorkerStateChanged,
     events_in,
 )
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +346,8 @@ class SandboxGuard(pykka.ThreadingActor):
             reason=reason,
         )
         if request.reply is not None:
-            try:
+            with contextlib.suppress(queue.Full):
                 request.reply.tell(fact)
-            except queue.Full:
-                pass
         self._record("decision", fact.model_dump(mode="json"))
         self._publish(fact)
 

@@ -43,7 +43,7 @@ class AgentSettings(Section):
     )
 
     @model_validator(mode="after")
-    def _share_range(self) -> "AgentSettings":
+    def _share_range(self) -> AgentSettings:
         if self.share_min > self.share_max:
             raise ValueError(f"share_min {self.share_min} is above share_max {self.share_max}")
         return self
@@ -101,7 +101,7 @@ class SessionSettings(Section):
     )
 
     @model_validator(mode="after")
-    def _known_roles(self) -> "SessionSettings":
+    def _known_roles(self) -> SessionSettings:
         known = {"architect", "implementer", "reviewer"}
         unknown = (set(self.roles) | set(self.role_fallback)) - known
         if unknown:
@@ -189,7 +189,7 @@ class QuestionsSettings(Section):
     bell: bool = Field(default=True, description="ring the terminal bell when a new question is printed")
 
     @model_validator(mode="after")
-    def _positive_timeouts(self) -> "QuestionsSettings":
+    def _positive_timeouts(self) -> QuestionsSettings:
         bad = [k for k, v in self.timeout_s.items() if v <= 0]
         if bad:
             raise ValueError(f"timeout_s must be above 0 for: {', '.join(bad)}")
@@ -288,7 +288,7 @@ class AgentLimits(Section):
     )
 
     @model_validator(mode="after")
-    def _known_actions(self) -> "AgentLimits":
+    def _known_actions(self) -> AgentLimits:
         unknown = set(self.actions) - set(LIMIT_KINDS)
         if unknown:
             raise ValueError(

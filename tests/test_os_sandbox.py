@@ -17,7 +17,8 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -40,6 +41,7 @@ from meta_orchestrator.messages.worker import (
 )
 from tests.conftest import wait_for
 from tests.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
+import contextlib
 
 CLAUDE_INIT = json.dumps({"type": "system", "subtype": "init", "session_id": "s-1", "model": "m", "cwd": "/x"})
 CLAUDE_RESULT = json.dumps(
@@ -367,10 +369,8 @@ def test_the_agents_die_with_a_killed_orchestrator(tmp_path, bwrap, demo_env):
             orchestrator.kill()
         orchestrator.communicate(timeout=10)
         for pid in agents:  # started by this test: ours to clean up should it fail
-            try:
+            with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
 
 
 CODEX_NESTED = pytest.mark.xfail(

@@ -19,7 +19,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pykka
 import pytest
@@ -70,7 +71,7 @@ class World:
     home: Path
 
     @classmethod
-    def make(cls, root: Path) -> "World":
+    def make(cls, root: Path) -> World:
         world = cls(
             root=root,
             workspace=root / "workspace",

@@ -41,6 +41,7 @@ from meta_orchestrator.messages.gateway import (
 )
 from meta_orchestrator.webui.stream import add_stream_route
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, WS_PROTOCOL, Guard
+import contextlib
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +113,45 @@ def create_app(link: DashboardLink) -> Flask:
     app.json.sort_keys = False
     sock = Sock(app)
 
-    def refuse(status: int, reason: str) -> Response:
-        logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, reason)
-        response = jsonify(error=reason)
-        response.status_code = status
-        return response
+    _add_guard(app, link)
+    _add_read_routes(app, link)
+    _add_action_routes(app, link)
+    add_stream_route(app, link)
+
+    @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def api_unknown(rest: str) -> Response:
+        return _refuse(404, f"no such API endpoint: {request.method} /api/{_short(rest, 100)[1:-1]}")
+
+    _add_socket_route(sock, link)
+    return app
+
+
+def _refuse(status: int, reason: str) -> Response:
+    """A JSON error answer, logged with who asked."""
+    logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, reason)
+    response = jsonify(error=reason)
+    response.status_code = status
+    return response
+
+
+def _json_body() -> tuple[Any, Response | None]:
+    """The request's JSON body ({} when empty), or the refusal that says why it is not JSON."""
+    raw = request.get_data(cache=False, as_text=False)
+    if not raw.strip():
+        return {}, None
+    try:
+        return json.loads(raw), None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, _refuse(400, f"the request body is not valid JSON: {exc}")
+
+
+def _add_guard(app: Flask, link: DashboardLink) -> None:
+    """The token, Host, Origin and body rules before every request; safe headers after."""
 
     @app.before_request
     def guard() -> Response | None:
         refusal = link.guard.check(request.method, request.path, request.headers, request.args.get("token"))
-        return None if refusal is None else refuse(refusal.status, refusal.reason)
+        return None if refusal is None else _refuse(refusal.status, refusal.reason)
 
     @app.after_request
     def headers(response: Response) -> Response:
@@ -136,6 +166,10 @@ def create_app(link: DashboardLink) -> Flask:
         response = jsonify(error=f"{exc.name}: {exc.description}" if exc.description else exc.name)
         response.status_code = exc.code or 500
         return response
+
+
+def _add_read_routes(app: Flask, link: DashboardLink) -> None:
+    """The page and the read-only API."""
 
     @app.get("/")
     def index() -> Response:
@@ -168,7 +202,7 @@ def create_app(link: DashboardLink) -> Flask:
     def review(review_id: str) -> Response:
         found = read_review(link.session_dir, review_id)
         if found is None:
-            return refuse(404, f"unknown review id {_short(review_id)}")
+            return _refuse(404, f"unknown review id {_short(review_id)}")
         return jsonify(found)
 
     @app.get("/api/resources")
@@ -186,58 +220,53 @@ def create_app(link: DashboardLink) -> Flask:
         args = request.args
         unknown = sorted(set(args) - {"since", "agent", "type", "limit"})
         if unknown:
-            return refuse(400, f"unknown query parameter(s): {', '.join(_short(u) for u in unknown[:5])}")
+            return _refuse(400, f"unknown query parameter(s): {', '.join(_short(u) for u in unknown[:5])}")
         raw_limit = args.get("limit", "200")
         if not (_is_seq(raw_limit) and len(raw_limit) <= 4):
-            return refuse(400, f"limit must be a whole number from 1 to 1000, not {_short(raw_limit)}")
+            return _refuse(400, f"limit must be a whole number from 1 to 1000, not {_short(raw_limit)}")
         try:
             page = read_events_page(
                 link.session_dir, args.get("since"), args.get("agent") or None, args.get("type") or None, int(raw_limit)
             )
         except ValueError as exc:
-            return refuse(400, str(exc))
+            return _refuse(400, str(exc))
         return jsonify(page)
 
-    def json_body() -> tuple[Any, Response | None]:
-        raw = request.get_data(cache=False, as_text=False)
-        if not raw.strip():
-            return {}, None
-        try:
-            return json.loads(raw), None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return None, refuse(400, f"the request body is not valid JSON: {exc}")
+
+def _add_action_routes(app: Flask, link: DashboardLink) -> None:
+    """Controls, answers and closing the dashboard: each only tells."""
 
     @app.post("/api/control/<action>")
     def control(action: str) -> Response:
         if action not in CONTROL_ACTIONS:
-            return refuse(404, f"unknown action {_short(action)}; expected one of {', '.join(CONTROL_ACTIONS)}")
-        body, error = json_body()
+            return _refuse(404, f"unknown action {_short(action)}; expected one of {', '.join(CONTROL_ACTIONS)}")
+        body, error = _json_body()
         if error is not None:
             return error
         try:
             parsed = ControlBody.model_validate(body)
         except ValidationError as exc:
-            return refuse(400, describe(exc))
+            return _refuse(400, describe(exc))
         failure = link.control(action, parsed.agent)
         if failure:
             # An agent no adapter knows is the request's fault; anything else is ours.
-            return refuse(400 if failure.startswith("agent:") else 503, failure)
+            return _refuse(400 if failure.startswith("agent:") else 503, failure)
         response = jsonify(ok=True, action=action, agent=parsed.agent)
         response.status_code = 202
         return response
 
     @app.post("/api/answer")
     def answer() -> Response:
-        body, error = json_body()
+        body, error = _json_body()
         if error is not None:
             return error
         try:
             parsed = AnswerBody.model_validate(body)
         except ValidationError as exc:
-            return refuse(400, describe(exc))
+            return _refuse(400, describe(exc))
         status, failure = link.answer(parsed)
         if failure:
-            return refuse(status, failure)
+            return _refuse(status, failure)
         response = jsonify(ok=True, question_id=parsed.question_id)
         response.status_code = status
         return response
@@ -250,11 +279,9 @@ def create_app(link: DashboardLink) -> Flask:
         response.status_code = 202
         return response
 
-    add_stream_route(app, link)
 
-    @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    def api_unknown(rest: str) -> Response:
-        return refuse(404, f"no such API endpoint: {request.method} /api/{_short(rest, 100)[1:-1]}")
+def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
+    """The live feed: one WebSocket per browser, its only writer this request's thread."""
 
     @sock.route("/ws")
     def websocket(ws: simple_websocket.Server) -> None:
@@ -269,10 +296,8 @@ def create_app(link: DashboardLink) -> Flask:
         client = uuid4().hex[:12]
 
         def hangup() -> None:
-            try:
+            with contextlib.suppress(OSError):
                 ws.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
         remote = request.remote_addr
         if not link.tell(ClientConnected(client=client, outbox=outbox, since=since, remote=remote, hangup=hangup)):
@@ -295,8 +320,6 @@ def create_app(link: DashboardLink) -> Flask:
             link.tell(ClientDisconnected(client=client, reason=reason))
             _finish(ws)
 
-    return app
-
 
 def _is_seq(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= SINCE_DIGITS
@@ -305,10 +328,8 @@ def _is_seq(text: str) -> bool:
 def _refuse_socket(ws: simple_websocket.Server, reason: str) -> None:
     """Tell the browser why in an ``error`` frame, then close: bad input is not a traceback."""
     logger.warning("refused a WebSocket: %s", reason)
-    try:
+    with contextlib.suppress(simple_websocket.ConnectionClosed, OSError):
         ws.send(ErrorFrame(data=ErrorData(error=reason)).model_dump_json())
-    except (simple_websocket.ConnectionClosed, OSError):
-        pass
     _finish(ws, code=1008, reason="bad request")
 
 
@@ -319,14 +340,10 @@ def _finish(ws: simple_websocket.Server, code: int | None = None, reason: str | 
     browser would read it as a corrupt frame ("Invalid frame header"). With the write side
     shut, that write fails as a dropped connection, which Werkzeug ignores quietly.
     """
-    try:
+    with contextlib.suppress(simple_websocket.ConnectionClosed, OSError):
         ws.close(reason=code, message=reason)
-    except (simple_websocket.ConnectionClosed, OSError):
-        pass
-    try:
+    with contextlib.suppress(OSError):
         ws.sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def _next(

@@ -133,15 +133,54 @@ def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
     app = Flask("orchestrator_sessions", static_folder=str(STATIC_DIR), static_url_path="/static")
     app.json.sort_keys = False
 
-    def refuse(status: int, reason: str) -> Response:
-        response = jsonify(error=reason)
-        response.status_code = status
-        return response
+    _add_guard(app, guard)
+    _add_list_routes(app, workspace)
+    _add_replay_routes(app, workspace)
+
+    @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def unknown(rest: str) -> Response:
+        return _refuse(404, f"no such API endpoint: {request.method} /api/{rest[:100]}")
+
+    return app
+
+
+def _refuse(status: int, reason: str) -> Response:
+    response = jsonify(error=reason)
+    response.status_code = status
+    return response
+
+
+def _folder_of(workspace: Path, session_id: str) -> Path:
+    """A session's folder in the workspace: a plain name, a real folder with a state.json."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise LookupError(f"no session {session_id[:60]!r}")
+    folder = workspace / session_id
+    if folder.is_symlink() or not (folder / "state.json").is_file():
+        raise LookupError(f"no session {session_id!r} in this workspace")
+    return folder
+
+
+def _opened(workspace: Path, session_id: str) -> tuple[Path, dict[str, Any], tuple[str, ...]]:
+    """The session's folder, its state and its agents.
+
+    Raises:
+        LookupError: no such session, or its state.json cannot be read.
+    """
+    folder = _folder_of(workspace, session_id)
+    try:
+        state = read_json(folder / "state.json")
+    except (OSError, ValueError) as exc:
+        raise LookupError(f"session {session_id}: state.json cannot be read ({exc})") from None
+    return folder, state, _agents(state, folder)
+
+
+def _add_guard(app: Flask, guard: Callable[[], Guard]) -> None:
+    """The dashboard's rules before every request; safe headers after."""
 
     @app.before_request
     def check() -> Response | None:
         refusal = guard().check(request.method, request.path, request.headers)
-        return None if refusal is None else refuse(refusal.status, refusal.reason)
+        return None if refusal is None else _refuse(refusal.status, refusal.reason)
 
     @app.after_request
     def headers(response: Response) -> Response:
@@ -153,23 +192,11 @@ def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return refuse(exc.code or 500, exc.name)
+        return _refuse(exc.code or 500, exc.name)
 
-    def folder_of(session_id: str) -> Path:
-        if not SESSION_ID.fullmatch(session_id):
-            raise LookupError(f"no session {session_id[:60]!r}")
-        folder = workspace / session_id
-        if folder.is_symlink() or not (folder / "state.json").is_file():
-            raise LookupError(f"no session {session_id!r} in this workspace")
-        return folder
 
-    def opened(session_id: str) -> tuple[Path, dict[str, Any], tuple[str, ...]]:
-        folder = folder_of(session_id)
-        try:
-            state = read_json(folder / "state.json")
-        except (OSError, ValueError) as exc:
-            raise LookupError(f"session {session_id}: state.json cannot be read ({exc})") from None
-        return folder, state, _agents(state, folder)
+def _add_list_routes(app: Flask, workspace: Path) -> None:
+    """The pages, the session list and one session's summary."""
 
     @app.get("/")
     def index() -> Response:
@@ -193,25 +220,29 @@ def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
     @app.get("/api/sessions/<session_id>")
     def one(session_id: str) -> Response:
         try:
-            folder, state, _ = opened(session_id)
+            folder, state, _ = _opened(workspace, session_id)
         except LookupError as exc:
-            return refuse(404, str(exc))
+            return _refuse(404, str(exc))
         return jsonify(summary=summarize(folder, state, utc_now()), state=state)
+
+
+def _add_replay_routes(app: Flask, workspace: Path) -> None:
+    """A session's frames: the snapshot at a moment, the frames after a cursor, the marks."""
 
     @app.get("/api/sessions/<session_id>/snapshot")
     def snapshot(session_id: str) -> Response:
         try:
-            folder, state, agents = opened(session_id)
+            folder, state, agents = _opened(workspace, session_id)
         except LookupError as exc:
-            return refuse(404, str(exc))
+            return _refuse(404, str(exc))
         with Timeline(folder, agents) as timeline:
             bounds = timeline.bounds()
             if bounds is None:
-                return refuse(404, f"session {session_id} has recorded nothing yet")
+                return _refuse(404, f"session {session_id} has recorded nothing yet")
             try:
                 moment = _moment(request.args.get("at"), bounds)
             except ValueError as exc:
-                return refuse(400, str(exc))
+                return _refuse(400, str(exc))
             frame, page = snapshot_at(timeline, moment, bounds[0])
         summary = summarize(folder, state, utc_now())
         return Response(
@@ -236,19 +267,19 @@ def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
     @app.get("/api/sessions/<session_id>/frames")
     def frames(session_id: str) -> Response:
         try:
-            folder, state, agents = opened(session_id)
+            folder, state, agents = _opened(workspace, session_id)
         except LookupError as exc:
-            return refuse(404, str(exc))
+            return _refuse(404, str(exc))
         raw_seq = request.args.get("seq", "0")
         raw_limit = request.args.get("limit", "500")
         if not (raw_seq.isdigit() and len(raw_seq) <= 15 and raw_limit.isdigit() and len(raw_limit) <= 5):
-            return refuse(400, "seq and limit are whole numbers")
+            return _refuse(400, "seq and limit are whole numbers")
         seq, limit = int(raw_seq), min(max(int(raw_limit), 1), MAX_PAGE)
         with Timeline(folder, agents) as timeline:
             try:
                 parse_cursor(request.args.get("cursor", ""), timeline.sources)
             except ValueError as exc:
-                return refuse(400, str(exc))
+                return _refuse(400, str(exc))
             page = timeline.read(request.args.get("cursor", ""), limit)
         out = []
         for item in page.items:
@@ -282,16 +313,10 @@ def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
     @app.get("/api/sessions/<session_id>/marks")
     def marks(session_id: str) -> Response:
         try:
-            folder, _state, agents = opened(session_id)
+            folder, _state, agents = _opened(workspace, session_id)
         except LookupError as exc:
-            return refuse(404, str(exc))
+            return _refuse(404, str(exc))
         return jsonify(marks=marks_of(folder, agents))
-
-    @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    def unknown(rest: str) -> Response:
-        return refuse(404, f"no such API endpoint: {request.method} /api/{rest[:100]}")
-
-    return app
 
 
 class SessionsServer:

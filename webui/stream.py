@@ -26,6 +26,7 @@ from flask import Flask, Response, jsonify, request
 
 from meta_orchestrator.messages.frames import BATCH_PREFIX
 from meta_orchestrator.messages.gateway import ClientConnected, ClientDisconnected
+import contextlib
 
 if TYPE_CHECKING:
     from meta_orchestrator.webui.app import DashboardLink
@@ -70,10 +71,8 @@ def add_stream_route(app: Flask, link: DashboardLink) -> None:
 
         def hangup() -> None:
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         if not link.tell(
             ClientConnected(client=client, outbox=outbox, since=since, remote=request.remote_addr, hangup=hangup)

@@ -18,7 +18,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import pykka.debug
 
@@ -281,30 +282,33 @@ def _serve(args: list[str]) -> int:
 
 
 def _subcommand(name: str, args: list[str]) -> int:
-    from meta_orchestrator.actors.runtime.session_files import iter_sessions, read_json
+    run = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions}.get(name, _show)
+    return run(args)
 
-    if name == "resume":
-        return _resume(args)
-    if name == "serve":
-        return _serve(args)
-    if name == "answer":
-        return _answer(args)
-    if name == "sessions":
-        opts = _workspace_parser("sessions").parse_args(args)
-        settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
-        rows = list(iter_sessions(settings.workspace.expanduser().resolve()))
-        if not rows:
-            print(f"no sessions in {settings.workspace}")
-            return 0
-        for folder, state in rows:
-            if state is None:
-                print(f"{folder.name}  (state.json unreadable)")
-                continue
-            print(
-                f"{state['session_id']}  {state.get('status', '?'):<9}  "
-                f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}"
-            )
+
+def _sessions(args: list[str]) -> int:
+    from meta_orchestrator.actors.runtime.session_files import iter_sessions
+
+    opts = _workspace_parser("sessions").parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    rows = list(iter_sessions(settings.workspace.expanduser().resolve()))
+    if not rows:
+        print(f"no sessions in {settings.workspace}")
         return 0
+    for folder, state in rows:
+        if state is None:
+            print(f"{folder.name}  (state.json unreadable)")
+            continue
+        print(
+            f"{state['session_id']}  {state.get('status', '?'):<9}  "
+            f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}"
+        )
+    return 0
+
+
+def _show(args: list[str]) -> int:
+    from meta_orchestrator.actors.runtime.session_files import read_json
+
     p = _workspace_parser("show")
     p.add_argument("session_id")
     p.add_argument("--json", action="store_true", help="print state.json as it is")
@@ -331,6 +335,10 @@ def _subcommand(name: str, args: list[str]) -> int:
     if opts.json:
         print(json.dumps(state, indent=2))
         return 0
+    return _print_session(folder, state, opts.workspace)
+
+
+def _print_session(folder: Path, state: dict[str, Any], workspace: Path | None) -> int:
     print(f"session  {state['session_id']}  ({state.get('status')}, exit {state.get('exit_code')})")
     print(f"task     {state.get('task')}")
     print(f"target   {state.get('target')}")
@@ -360,7 +368,7 @@ def _subcommand(name: str, args: list[str]) -> int:
         answer = f"  [answered, applied on resume: {given['answer']!r}]" if given else ""
         print(f"  ? {q['kind']:<13} {q['id']}  from {q.get('asked_by')}: {q.get('text', '')[:300]}{answer}")
     if open_questions and state.get("status") == "waiting":
-        where = f" --workspace {opts.workspace}" if opts.workspace else ""
+        where = f" --workspace {workspace}" if workspace else ""
         print(f"answer with: orchestrate answer {state['session_id']} <question_id> <text>{where}")
         print(f"then: orchestrate resume {state['session_id']}{where}")
     events = sorted(p.name for p in folder.glob("*.jsonl"))

@@ -13,7 +13,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import psutil
 import pykka
@@ -63,6 +64,7 @@ from meta_orchestrator.messages.session import (
     SessionSnapshot,
     StartSession,
 )
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class RunOptions:
     resume_state: dict[str, Any] | None = None  # filled in by prepare()
     agents_out: dict[str, str] = field(default_factory=dict)  # filled in by prepare(): CLIs that cannot run
     print_url: Callable[[str], None] | None = None
-    on_started: Callable[["RunningSession"], None] | None = None
+    on_started: Callable[[RunningSession], None] | None = None
 
 
 @dataclass
@@ -107,7 +109,7 @@ class RunningSession:
     dashboard_url: str | None = None
     token: str | None = None
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
-    ended: "queue.Queue[SessionEnded]" = field(default_factory=queue.Queue)
+    ended: queue.Queue[SessionEnded] = field(default_factory=queue.Queue)
 
 
 class LateRef:
@@ -524,10 +526,8 @@ def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
                 coordinator.tell(answer)
     except (OSError, ValueError) as exc:
         log.info("console input ended: %s", exc)
-    try:
+    with contextlib.suppress(pykka.ActorDeadError):
         coordinator.tell(AnswerChannelChanged(channel="console", open=False))
-    except pykka.ActorDeadError:
-        pass
 
 
 def _print_url(url: str) -> None:

@@ -123,7 +123,7 @@ def read_events_page(
     )
     page = merged[:limit]
     taken: dict[str, int] = {}
-    for _, a, seq, _ in page:
+    for _, a, _seq, _ in page:
         taken[a] = taken.get(a, 0) + 1
     more = False
     for a, (found, last, complete) in scans.items():

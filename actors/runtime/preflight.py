@@ -18,6 +18,7 @@ from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, probe_argv
 from meta_orchestrator.config.settings import SandboxSettings, Settings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.recovery import PreflightRecord
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,8 @@ def check_workspace(workspace: Path) -> Path:
     workspace = workspace.expanduser().resolve()
     try:
         workspace.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(workspace, 0o700)
-        except FileExistsError:
-            pass
         check_owned_dir(workspace, "workspace")
         with tempfile.NamedTemporaryFile(dir=workspace, prefix=".write-test-"):
             pass

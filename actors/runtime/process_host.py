@@ -15,13 +15,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
+from collections.abc import Callable, Iterator
 
 import psutil
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +156,8 @@ class HostedProcess:
 
     def wait_exit_unreaped(self) -> None:
         """Block until the leader exits, leaving it a zombie so its pid (the pgid) stays ours."""
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-        except ChildProcessError:
-            pass
         self._exited.set()
 
     def end_stragglers(self, grace_s: float = 1.0) -> int:

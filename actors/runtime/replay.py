@@ -52,7 +52,10 @@ def _merge(reads: dict[str, tuple[list[dict[str, Any]], tuple[int, ...]]]) -> li
     offset its source reaches once it is taken."""
     order = {name: rank for rank, name in enumerate(sorted(reads, key=lambda n: (n != HISTORY, n)))}
     streams = (
-        [((_when(r), order[name], i), Item(name, _when(r), r), end) for i, (r, end) in enumerate(zip(recs, ends))]
+        [
+            ((_when(r), order[name], i), Item(name, _when(r), r), end)
+            for i, (r, end) in enumerate(zip(recs, ends, strict=True))
+        ]
         for name, (recs, ends) in reads.items()
     )
     return [(item, end) for _key, item, end in heapq.merge(*streams, key=lambda entry: entry[0])]

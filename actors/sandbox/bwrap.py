@@ -58,7 +58,7 @@ def _real(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-def under_private_tmp(paths: "list[str] | tuple[str, ...]") -> tuple[str, ...]:
+def under_private_tmp(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The existing paths among ``paths`` that live in ``/tmp``: the CLI's own files (a script,
     a virtualenv, the installed package) that the private ``/tmp`` would otherwise hide."""
     found = []

@@ -23,6 +23,7 @@ stderr, which claude also treats as a block).
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import hashlib
 import hmac
@@ -88,10 +89,8 @@ def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if verdict.decision == "block":
         if policy.channel:
-            try:
+            with contextlib.suppress(OSError):  # the record is a courtesy; the block stands either way
                 ask_channel(policy.channel, {**request, "type": "blocked"}, 0)
-            except OSError:
-                pass  # the record is a courtesy; the block stands either way
         return decision(
             "deny",
             f"Blocked by the orchestrator's sandbox policy "

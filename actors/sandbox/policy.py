@@ -12,7 +12,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
+from collections.abc import Iterable
 
 from meta_orchestrator.actors.sandbox.shell import RESERVED, Redirect, ShellSyntaxError, Simple, Word, parse
 
@@ -140,7 +141,7 @@ class Policy:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Policy":
+    def from_json(cls, data: dict[str, Any]) -> Policy:
         """Read what ``to_json`` wrote. Raises ``KeyError``/``ValueError`` on a bad file."""
         if data.get("version") != POLICY_VERSION:
             raise ValueError(f"policy version {data.get('version')!r} is not {POLICY_VERSION}")
@@ -159,7 +160,7 @@ class Policy:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         """Read ``sandbox/policy.json``."""
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
