@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +178,24 @@ def kill_tree(proc: Any) -> None:
             child.kill()
     proc.wait()
     psutil.wait_procs(below, timeout=5)
+
+
+def start_orchestrate(args: list[str], env: dict[str, str], marker: str) -> tuple[subprocess.Popen, str]:
+    """Start ``orchestrate <args>`` in its own group and wait for the stderr line that starts
+    with ``marker`` (``dashboard: ``, ``sessions: ``); returns the process and the rest of
+    that line. The rest of stderr keeps being read so the program never blocks on the pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if line.startswith(marker):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+            return proc, line.split(" ", 1)[1].strip()
+    kill_tree(proc)
+    raise AssertionError(f"orchestrate {' '.join(args[:2])} printed no {marker!r} line")

@@ -7,14 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, start_orchestrate, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture, used by name
 
 pytestmark = pytest.mark.browser
@@ -40,24 +39,6 @@ VIEW = """() => {
 }"""
 
 
-def _start(args: list[str], env: dict[str, str], marker: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    for line in proc.stderr:  # type: ignore[union-attr]
-        if line.startswith(marker):
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
-            return proc, line.split(" ", 1)[1].strip()
-    kill_tree(proc)
-    raise AssertionError(f"no {marker!r} line")
-
-
 def _interrupt(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -75,7 +56,7 @@ def workspace(tmp_path: Path) -> Iterator[Path]:
 def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspace: Path, demo_env: dict):  # noqa: F811
     page = browser_page
     env = {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.05"}
-    launcher, url = _start(
+    launcher, url = start_orchestrate(
         ["Add a /health endpoint", "--demo", "--workspace", str(workspace), "--port", "0"], env, "dashboard: "
     )
     server = None
@@ -92,7 +73,9 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
         _interrupt(launcher)
         assert live["ended"] == ["completed", 0] and live["events_seen"] > 20
 
-        server, serve_url = _start(["serve", "--workspace", str(workspace), "--port", "0"], env, "sessions: ")
+        server, serve_url = start_orchestrate(
+            ["serve", "--workspace", str(workspace), "--port", "0"], env, "sessions: "
+        )
         page.goto(serve_url)
         page.errors.clear()  # type: ignore[attr-defined] - the live page's reconnects to the ended dashboard
         row = page.locator("tr.session-row")

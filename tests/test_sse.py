@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from meta_orchestrator.messages.frames import FRAME
-from tests.conftest import PROJECT_ROOT, kill_tree
+from tests.conftest import kill_tree, start_orchestrate
 
 
 def _curl() -> str:
@@ -23,31 +21,8 @@ def _curl() -> str:
 
 
 def _launch(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "orchestrate"),
-            "Add a /health endpoint",
-            "--demo",
-            "--workspace",
-            str(tmp_path / "ws"),
-            "--port",
-            "0",
-            "--exit-when-done",
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    for line in launcher.stderr:  # type: ignore[union-attr]
-        if line.startswith("dashboard: "):
-            threading.Thread(target=launcher.stderr.read, daemon=True).start()  # type: ignore[union-attr]
-            return launcher, line.split(" ", 1)[1].strip()
-    kill_tree(launcher)
-    raise AssertionError("the launcher printed no dashboard address")
+    args = ["Add a /health endpoint", "--demo", "--workspace", str(tmp_path / "ws"), "--port", "0", "--exit-when-done"]
+    return start_orchestrate(args, env, "dashboard: ")
 
 
 def _messages(proc: subprocess.Popen, stop_after: int | None = None) -> list[dict]:
