@@ -136,10 +136,16 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
         {**demo_env, "PATH": os.environ["PATH"]},
     )
     try:
+        # Its first line is printed after it started ignoring SIGTERM: from then on only a
+        # SIGKILL ends it.
         wait_for(
-            lambda: any(str(script) in " ".join(p.cmdline()) for p in _descendants(proc.pid) if p.is_running()),
+            lambda: any(
+                r["payload"].get("kind") == "init"
+                for path in ws.glob("*/gemini.jsonl")
+                for r in read_jsonl(path).records
+            ),
             timeout=30,
-            message="the stubborn agent",
+            message="the stubborn agent's first line",
         )
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)

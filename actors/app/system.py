@@ -110,6 +110,7 @@ class RunningSession:
     token: str | None = None
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
     ended: queue.Queue[SessionEnded] = field(default_factory=queue.Queue)
+    host: ProcessHost | None = None  # started every CLI of the session: a forced stop kills them
 
 
 class LateRef:
@@ -434,6 +435,7 @@ def start(
     started.remove(supervisor)
     started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
     running = RunningSession(
+        host=host,
         session_id=session_id,
         session_dir=session_dir,
         target=target,
@@ -727,7 +729,9 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
                 dashboard_told = True  # closed from the page: it can no longer answer
                 running.coordinator.tell(AnswerChannelChanged(channel="dashboard", open=False))
             if interrupts["count"] >= 2:
-                log.warning("forced stop: ending every agent now")
+                # The workers would each wait out stop_grace_s on an agent that ignores SIGTERM.
+                killed = running.host.kill_all() if running.host is not None else 0
+                log.warning("forced stop: ended %d agent process group(s) at once", killed)
                 return 130
             if not running.coordinator.is_alive() and running.ended.empty():
                 # Nothing would ever end the session: stop the agents rather than hang.

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import weakref
 import subprocess
 import threading
 import time
@@ -294,6 +295,9 @@ class ProcessHost:
 
     def __init__(self, caps: SpawnCaps | None = None) -> None:
         self._caps = caps
+        # Every CLI this host started and not yet forgotten, for a forced stop (kill_all).
+        self._started: weakref.WeakSet[HostedProcess] = weakref.WeakSet()
+        self._lock = threading.Lock()
 
     def spawn(self, launch: Launch, confinement: Confinement | None = None) -> HostedProcess:
         """Start the CLI with stdin closed, in a new session (its own process group);
@@ -324,7 +328,17 @@ class ProcessHost:
         if self._caps is not None:
             for problem in self._caps.apply(popen.pid):
                 log.warning("hard cap not applied to pid %s: %s", popen.pid, problem)
-        return HostedProcess(popen, sandboxed=confinement is not None)
+        hosted = HostedProcess(popen, sandboxed=confinement is not None)
+        with self._lock:
+            self._started.add(hosted)
+        return hosted
+
+    def kill_all(self) -> int:
+        """SIGKILL every CLI this host started that still runs (a forced stop: no grace
+        period); their workers then see them exit. Returns how many were signalled."""
+        with self._lock:
+            running = [p for p in self._started if not p.exited]
+        return sum(1 for p in running if p.signal_group(signal.SIGKILL))
 
 
 def _require_executable(exe: str, path: str | None, cwd: Path) -> None:
