@@ -625,7 +625,11 @@ def send_answer(
     if coordinator is None:
         return 503, "no coordinator is attached to this dashboard"
     try:
-        coordinator.tell(AnswerGiven(question_id=answer.question_id, answer=answer.answer, approve=answer.approve))
+        coordinator.tell(
+            AnswerGiven(
+                question_id=answer.question_id, answer=answer.answer, approve=answer.approve, source="dashboard"
+            )
+        )
     except pykka.ActorDeadError:
         return 503, "the coordinator has stopped"
     logger.info("dashboard answered question %s (approve=%s)", answer.question_id, answer.approve)

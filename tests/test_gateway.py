@@ -277,7 +277,7 @@ def test_answer_reaches_the_coordinator(gateway: GatewayAddress, probe: ProbeHan
     )
     assert status == 202, body
     told = probe.expect(AnswerGiven)
-    assert (told.question_id, told.answer, told.approve) == ("q1", "yes, go on", True)
+    assert (told.question_id, told.answer, told.approve, told.source) == ("q1", "yes, go on", True, "dashboard")
 
 
 @pytest.mark.parametrize(
