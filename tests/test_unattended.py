@@ -247,8 +247,21 @@ def test_stop_an_escalation_waits_then_continue_resumes_it(tmp_path, demo_env):
         record_answer(folder, "q-nope", "continue")
     record_answer(folder, question["id"], "continue")
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
-    code = run(settings, RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name))
-    state = json.loads((folder / "state.json").read_text())
+    answered = [question["id"]]
+    # claude blocks in every review it gives: a later review it takes part in (a milestone of
+    # the reviewer's own work, say) escalates again, and is answered the same way.
+    for _ in range(3):
+        options = RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name)
+        code = run(settings, options)
+        state = json.loads((folder / "state.json").read_text())
+        first = next(q for q in state["questions"] if q["id"] == answered[0])
+        assert (first["status"], first["answer"]) == ("answered", "continue")  # applied on resume
+        if code != 3:
+            break
+        [again] = [q for q in state["questions"] if q["status"] == "open"]
+        assert again["kind"] == "escalation" and again["id"] not in answered
+        record_answer(folder, again["id"], "continue")
+        answered.append(again["id"])
     assert code == 0 and state["status"] == "completed"
 
 
