@@ -29,7 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from meta_orchestrator.actors.runtime.event_log import EventLog, parse_time
 from meta_orchestrator.actors.runtime.replay import Timeline, frame_data, parse_cursor, snapshot_at
-from meta_orchestrator.actors.runtime.session_index import ENDED_STATUSES, list_sessions, summarize
+from meta_orchestrator.actors.runtime.session_index import is_live, list_sessions, summarize
 from meta_orchestrator.actors.runtime.session_files import read_json
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc
@@ -243,15 +243,14 @@ def _add_replay_routes(app: Flask, workspace: Path) -> None:
                 moment = _moment(request.args.get("at"), bounds)
             except ValueError as exc:
                 return _refuse(400, str(exc))
-            frame, page = snapshot_at(timeline, moment, bounds[0])
-        summary = summarize(folder, state, utc_now())
+            frame, page, seq = snapshot_at(timeline, moment, bounds[0])
         return Response(
             '{"frame":'
             + frame
             + ',"cursor":'
             + json.dumps(page.cursor)
             + ',"seq":'
-            + str(json.loads(frame)["seq"])
+            + str(seq)
             + ',"at":'
             + json.dumps(format_utc(moment))
             + ',"start":'
@@ -259,7 +258,7 @@ def _add_replay_routes(app: Flask, workspace: Path) -> None:
             + ',"end":'
             + json.dumps(format_utc(bounds[1]))
             + ',"live":'
-            + json.dumps(summary["live"])
+            + json.dumps(is_live(state))
             + "}",
             mimetype="application/json",
         )
@@ -294,7 +293,7 @@ def _add_replay_routes(app: Flask, workspace: Path) -> None:
                 + encode_frame(built[0], seq, built[1])
                 + "}"
             )
-        live = state.get("status") not in ENDED_STATUSES and summarize(folder, state)["live"]
+        live = is_live(state)
         return Response(
             '{"frames":['
             + ",".join(out)

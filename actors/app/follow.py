@@ -37,7 +37,10 @@ class _Tail:
 
     def open(self) -> bool:
         if self.log is None and self.path.exists():
-            self.log = EventLog(self.path)
+            try:
+                self.log = EventLog(self.path)
+            except OSError:
+                return False  # a symlink or a path out of the session: not one of its files
         return self.log is not None
 
     def last(self, count: int) -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.runtime.session_files import open_in_session
+
 TAIL_BLOCK = 64 * 1024
 
 
@@ -47,7 +49,8 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open across calls, closed in close()
+        # As every reader of session files: no symlink, nothing outside the session's folder.
+        self._file = open_in_session(path.parent, path)
 
     def close(self) -> None:
         self._file.close()

@@ -224,11 +224,11 @@ def frame_data(item: Item) -> tuple[str, str] | None:
 
 def snapshot_at(
     timeline: Timeline, moment: datetime, started_at: datetime, events_kept: int = 500, facts_kept: int = 600
-) -> tuple[str, Page]:
+) -> tuple[str, Page, int]:
     """The ``snapshot`` frame a browser would have been sent at ``moment``, and the page it
     came from (its cursor goes on from there). It keeps what the gateway keeps live (its
     ``events_kept`` latest events, ``facts_kept`` frames of each other kind); its seq counts
-    the facts and events up to ``moment``."""
+    the facts and events up to ``moment``, returned third."""
     import json
 
     from meta_orchestrator.messages.frames import SnapshotData, encode_frame
@@ -277,4 +277,4 @@ def snapshot_at(
     assert head.endswith(tail), "events and recent are the last fields of SnapshotData"
     facts = ",".join(frame for _, frame in sorted(f for kept in recent.values() for f in kept))
     data = f'{head[: -len(tail)]},"events":[{",".join(events[-events_kept:])}],"recent":[{facts}]}}'
-    return encode_frame("snapshot", seq, data), page
+    return encode_frame("snapshot", seq, data), page, seq

@@ -33,6 +33,11 @@ def orchestrator_alive(pid: Any) -> bool:
         return False
 
 
+def is_live(state: dict[str, Any]) -> bool:
+    """Whether the session still runs: not ended, and its orchestrator still there."""
+    return state.get("status") not in ENDED_STATUSES and orchestrator_alive(state.get("orchestrator_pid"))
+
+
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     try:
         return max(0.0, (parse_time(end or "") - parse_time(start or "")).total_seconds())
@@ -43,9 +48,11 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 def _last_sample(folder: Path) -> dict[str, Any] | None:
     """The newest resource sample in the history: the session's cost and tokens so far."""
     path = folder / "history.jsonl"
-    if not path.exists():
-        return None
-    with EventLog(path) as log:
+    try:
+        log = EventLog(path)
+    except OSError:
+        return None  # none yet (an older session), or not a plain file of the session
+    with log:
         for record in reversed(log.tail(HISTORY_TAIL).records):
             if record.get("fact") == "ResourcesSampled" and isinstance(record.get("data"), dict):
                 return record["data"]
@@ -57,7 +64,7 @@ def summarize(folder: Path, state: dict[str, Any] | None, now: datetime | None =
     if state is None:
         return {"session_id": folder.name, "status": "unreadable", "live": False, "task": ""}
     status = str(state.get("status", "?"))
-    live = status not in ENDED_STATUSES and orchestrator_alive(state.get("orchestrator_pid"))
+    live = is_live(state)
     end = state.get("ended_at") or (now.isoformat() if (live and now) else state.get("updated_at"))
     sample = _last_sample(folder) or {}
     share_tokens = sum(int(s.get("tokens") or 0) for s in state.get("shares", []) if isinstance(s, dict))
