@@ -180,19 +180,25 @@ def kill_tree(proc: Any) -> None:
     psutil.wait_procs(below, timeout=5)
 
 
-def start_orchestrate(args: list[str], env: dict[str, str], marker: str) -> tuple[subprocess.Popen, str]:
-    """Start ``orchestrate <args>`` in its own group and wait for the stderr line that starts
-    with ``marker`` (``dashboard: ``, ``sessions: ``); returns the process and the rest of
-    that line. The rest of stderr keeps being read so the program never blocks on the pipe."""
-    proc = subprocess.Popen(
+def popen_orchestrate(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
+    """``orchestrate <args>`` from this checkout, in a process group of its own, stdin closed,
+    stdout and stderr piped as text (``kwargs`` override, e.g. ``stdout=subprocess.DEVNULL``)."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    return subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        **options,
     )
+
+
+def start_orchestrate(args: list[str], env: dict[str, str], marker: str) -> tuple[subprocess.Popen, str]:
+    """Start ``orchestrate <args>`` and wait for the stderr line that starts with ``marker``
+    (``dashboard: ``, ``sessions: ``); returns the process and the rest of that line. The
+    rest of stderr keeps being read so the program never blocks on the pipe."""
+    proc = popen_orchestrate(args, env, stdout=subprocess.DEVNULL)
     for line in proc.stderr:  # type: ignore[union-attr]
         if line.startswith(marker):
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import psutil
 import pytest
 
 from meta_orchestrator.messages.frames import FRAME, STATE_FRAMES
-from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
+from tests.conftest import kill_tree, start_orchestrate, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.browser
@@ -39,31 +37,8 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
 
 
 def _start_launcher(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "orchestrate"),
-            "Add a /health endpoint",
-            "--demo",
-            "--workspace",
-            str(tmp_path / "ws"),
-            "--port",
-            "0",
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    for line in launcher.stderr:  # type: ignore[union-attr]
-        if line.startswith("dashboard: "):
-            # Keep reading the console so the launcher never blocks on a full pipe.
-            threading.Thread(target=launcher.stderr.read, daemon=True).start()  # type: ignore[union-attr]
-            return launcher, line.split(" ", 1)[1].strip()
-    kill_tree(launcher)
-    raise AssertionError("the launcher printed no dashboard address")
+    args = ["Add a /health endpoint", "--demo", "--workspace", str(tmp_path / "ws"), "--port", "0"]
+    return start_orchestrate(args, env, "dashboard: ")
 
 
 def _record_frames(page: Any) -> list[str]:

@@ -15,20 +15,12 @@ import psutil
 import pytest
 
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
-from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
+from tests.conftest import kill_tree, popen_orchestrate, wait_for
 from tests.test_session import _events, _run_demo
 
 
 def _launch(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return popen_orchestrate(args, env)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:

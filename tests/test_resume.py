@@ -6,25 +6,16 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 
-from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
+from tests.conftest import kill_tree, popen_orchestrate, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return popen_orchestrate(args, env)
 
 
 def _demo_pids(agent: str, session_id: str) -> list[int]:

@@ -16,7 +16,7 @@ import pytest
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
-from tests.conftest import PROJECT_ROOT, kill_tree, wait_for
+from tests.conftest import PROJECT_ROOT, kill_tree, popen_orchestrate, wait_for
 
 
 def _settings(tmp_path: Path, **overrides: object):
@@ -144,16 +144,7 @@ def test_agent_that_never_exits_after_its_result_is_ended_and_counts_as_finished
 
 
 def _launcher(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "orchestrate"), *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
+    return popen_orchestrate(args, env, **kwargs)
 
 
 def _agent_pids(launcher_pid: int) -> list[int]:
