@@ -173,11 +173,11 @@ class EventLog:
 
     def offset_of_time(self, moment: datetime) -> int:
         """Where the first record stamped at or after ``moment`` starts."""
-        return self._bisect(lambda record: _time(record) < moment)
+        return self._bisect(lambda record: record_time(record) < moment)
 
     def offset_of_time_after(self, moment: datetime) -> int:
         """Where the first record stamped after ``moment`` starts."""
-        return self._bisect(lambda record: _time(record) <= moment)
+        return self._bisect(lambda record: record_time(record) <= moment)
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -193,7 +193,8 @@ def _seq(record: dict[str, Any]) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _time(record: dict[str, Any]) -> datetime:
+def record_time(record: dict[str, Any]) -> datetime:
+    """A record's ``timestamp``; an unstamped or unreadable one sorts first."""
     try:
         return parse_time(str(record.get("timestamp", "")))
     except ValueError:

@@ -17,11 +17,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.runtime.event_log import EventLog, parse_time
+import importlib
+import json
+
+from meta_orchestrator.actors.runtime.event_log import EventLog, record_time
+from meta_orchestrator.messages.base import Message
+from meta_orchestrator.messages.frames import EventData, SnapshotData, encode_frame, frame_for
+from meta_orchestrator.messages.session import SessionStateChanged
+from meta_orchestrator.messages.worker import WorkerStateChanged
 
 HISTORY = "history"
 HISTORY_FILE = "history.jsonl"
-_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
 @dataclass(frozen=True)
@@ -40,20 +46,13 @@ class Page:
     more: bool
 
 
-def _when(record: dict[str, Any]) -> datetime:
-    try:
-        return parse_time(str(record.get("timestamp", "")))
-    except ValueError:
-        return _EPOCH
-
-
 def _merge(reads: dict[str, tuple[list[dict[str, Any]], tuple[int, ...]]]) -> list[tuple[Item, int]]:
     """Items of every source in time order (ties: history first, then by source), each with the
     offset its source reaches once it is taken."""
     order = {name: rank for rank, name in enumerate(sorted(reads, key=lambda n: (n != HISTORY, n)))}
     streams = (
         [
-            ((_when(r), order[name], i), Item(name, _when(r), r), end)
+            ((record_time(r), order[name], i), Item(name, record_time(r), r), end)
             for i, (r, end) in enumerate(zip(recs, ends, strict=True))
         ]
         for name, (recs, ends) in reads.items()
@@ -96,8 +95,8 @@ class Timeline:
         firsts, lasts = [], []
         for log in self._logs.values():
             head, tail = log.read_from(0, 1).records, log.tail(1).records
-            firsts += [_when(r) for r in head]
-            lasts += [_when(r) for r in tail]
+            firsts += [record_time(r) for r in head]
+            lasts += [record_time(r) for r in tail]
         return (min(firsts), max(lasts)) if firsts else None
 
     def seek(self, moment: datetime, events_before: int = 200) -> Page:
@@ -157,9 +156,6 @@ def parse_cursor(cursor: str, sources: Iterable[str]) -> dict[str, int]:
 
 def _fact_classes() -> dict[str, type]:
     """Every message class by name (the history names each fact's class)."""
-    import importlib
-
-    from meta_orchestrator.messages.base import Message
 
     for module in (
         "events",
@@ -202,9 +198,6 @@ def fact_of(record: dict[str, Any]) -> Any | None:
 
 def frame_data(item: Item) -> tuple[str, str] | None:
     """(frame type, data as JSON) for an item, exactly as the gateway builds it live."""
-    from meta_orchestrator.messages.frames import EventData, frame_for
-    from meta_orchestrator.messages.session import SessionStateChanged
-    from meta_orchestrator.messages.worker import WorkerStateChanged
 
     if item.source != HISTORY:
         try:
@@ -229,9 +222,6 @@ def snapshot_at(
     came from (its cursor goes on from there). It keeps what the gateway keeps live (its
     ``events_kept`` latest events, ``facts_kept`` frames of each other kind); its seq counts
     the facts and events up to ``moment``, returned third."""
-    import json
-
-    from meta_orchestrator.messages.frames import SnapshotData, encode_frame
 
     page = timeline.seek(moment, events_kept)
     state: dict[str, Any] = {"session": None, "ended": None}
