@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Annotated, Any, Literal
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
@@ -54,10 +56,10 @@ class RecoveryPlanned(Message):
     attempt: int = Field(default=0, description="retries of this class for this agent, this one included")
     run_succeeded: bool = False
 
-    def record(self, outcome: RecoveryOutcome) -> RecoveryRecord:
+    def record(self, outcome: RecoveryOutcome, at: datetime | None = None) -> RecoveryRecord:
         """The entry kept in state.json ``recoveries``."""
         fields = {name: getattr(self, name) for name in RecoveryRecord.model_fields if name in type(self).model_fields}
-        return RecoveryRecord(**fields, outcome=outcome, planned_at=utc_now())
+        return RecoveryRecord(**fields, outcome=outcome, planned_at=at or utc_now())
 
 
 class RecoveryRecord(Frozen):

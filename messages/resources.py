@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Any, Literal
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
@@ -77,10 +79,10 @@ class LimitExceeded(Message):
     reason: str = Field(description="one sentence with the figures, as told to the worker")
     sampled_at: float = Field(description="time.time() of the sample that showed the breach")
 
-    def record(self) -> LimitExceededRecord:
+    def record(self, at: datetime | None = None) -> LimitExceededRecord:
         """The entry kept in state.json ``decisions``."""
         fields = {n: getattr(self, n) for n in LimitExceededRecord.model_fields if n in type(self).model_fields}
-        return LimitExceededRecord(**fields, at=utc_now())
+        return LimitExceededRecord(**fields, at=at or utc_now())
 
 
 class LimitExceededRecord(Frozen):

@@ -7,6 +7,8 @@ read-only mode, and tells the Coordinator ``ReviewCompleted`` with the decision.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Any, Literal
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
@@ -103,12 +105,12 @@ class ReviewCompleted(Message):
     review_dir: str | None = None
     round: int = 0
 
-    def record(self, applied: str | None = None) -> ReviewDecisionRecord:
+    def record(self, applied: str | None = None, at: datetime | None = None) -> ReviewDecisionRecord:
         """The entry kept in state.json ``decisions``; ``applied`` says what the coordinator did."""
         fields = {
             name: getattr(self, name) for name in ReviewDecisionRecord.model_fields if name in type(self).model_fields
         }
-        return ReviewDecisionRecord(**fields, decided_at=utc_now(), applied=applied)
+        return ReviewDecisionRecord(**fields, decided_at=at or utc_now(), applied=applied)
 
 
 class ReviewDecisionRecord(Frozen):

@@ -6,6 +6,8 @@ over the session's local channel; the guard turns that into these messages.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -63,11 +65,11 @@ class ToolCallDecided(Message):
     rule: str
     reason: str
 
-    def record(self) -> ToolCallRecord:
+    def record(self, at: datetime | None = None) -> ToolCallRecord:
         """The entry kept in state.json ``decisions``."""
         return ToolCallRecord(
             kind="tool_call_allowed" if self.decision == "allow" else "tool_call_denied",
-            at=utc_now(),
+            at=at or utc_now(),
             agent=self.call.agent,
             rule=self.rule,
             decided_by=self.decided_by,
@@ -87,10 +89,10 @@ class SecurityFinding(Message):
     rule: str
     action: Literal["warn", "pause", "stop"]
 
-    def record(self) -> SecurityFindingRecord:
+    def record(self, at: datetime | None = None) -> SecurityFindingRecord:
         """The entry kept in state.json ``decisions``."""
         return SecurityFindingRecord(
-            at=utc_now(),
+            at=at or utc_now(),
             agent=self.event.agent,
             rule=self.rule,
             action=self.action,

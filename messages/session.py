@@ -15,6 +15,43 @@ from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_
 Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped", "waiting"]
 AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+# Where an assignment is in its life (the session core's table of moves is in
+# actors/session_core/phases.py); ``status`` is the coarse view of it that state.json and the
+# dashboard have always shown. "interrupted": its run ended because the session saves itself
+# for answers; it stays "running" on disk so that `orchestrate resume` continues it.
+AssignmentPhase = Literal[
+    "pending",
+    "running",
+    "paused",
+    "recovering",
+    "backing_off",
+    "awaiting_grant",
+    "interrupted",
+    "gated",
+    "done",
+    "failed",
+    "skipped",
+]
+STATUS_OF_PHASE: dict[str, AssignmentStatus] = {
+    "pending": "pending",
+    "running": "running",
+    "paused": "running",
+    "recovering": "running",
+    "backing_off": "running",
+    "awaiting_grant": "running",
+    "interrupted": "running",
+    "gated": "completed",
+    "done": "completed",
+    "failed": "failed",
+    "skipped": "skipped",
+}
+_PHASE_OF_STATUS: dict[str, AssignmentPhase] = {
+    "pending": "pending",
+    "running": "running",
+    "completed": "done",
+    "failed": "failed",
+    "skipped": "skipped",
+}
 # "waiting": ended by itself because questions were open and nobody could answer them;
 # `orchestrate answer` then `orchestrate resume` continue it.
 TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped", "waiting")
@@ -130,6 +167,28 @@ class Question(Frozen):
     )
 
 
+class LaunchFixes(Frozen):
+    """What the next launch of an assignment adds: Recovery's corrected flags, the directories the
+    user granted, the CLI session to resume and a note for the prompt."""
+
+    extra_args: tuple[str, ...] = ()
+    extra_dirs: tuple[str, ...] = ()
+    resume: str | None = Field(default=None, description="the CLI's own session id to resume")
+    note: str | None = Field(default=None, description="said once, in the next prompt")
+
+    def add(self, extra_args: tuple[str, ...] = (), extra_dirs: tuple[str, ...] = ()) -> LaunchFixes:
+        """These flags and directories too (each once, in order)."""
+        return self.model_copy(
+            update={
+                "extra_args": tuple(dict.fromkeys((*self.extra_args, *extra_args))),
+                "extra_dirs": tuple(dict.fromkeys((*self.extra_dirs, *extra_dirs))),
+            }
+        )
+
+    def with_note(self, note: str) -> LaunchFixes:
+        return self.model_copy(update={"note": f"{self.note}\n{note}" if self.note else note})
+
+
 class AssignmentRecord(Frozen):
     """An assignment as the session tracks it (persisted in state.json)."""
 
@@ -152,6 +211,18 @@ class AssignmentRecord(Frozen):
     cost_usd: float | None = None
     error: str | None = None
     returncode: int | None = None
+    phase: AssignmentPhase = "pending"
+    fixes: LaunchFixes = Field(default_factory=LaunchFixes)
+    recovery_id: str | None = Field(default=None, description="the recovery this run tries; settled when it ends")
+    relaunch_on_stop: bool = Field(default=False, description="being stopped to hear the user's answer, then resumed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phase_from_status(cls, data: Any) -> Any:
+        """state.json written before records had a phase: the status says it."""
+        if isinstance(data, dict) and "phase" not in data:
+            return {**data, "phase": _PHASE_OF_STATUS.get(data.get("status", "pending"), "pending")}
+        return data
 
 
 class AgentShare(Frozen):
@@ -192,6 +263,7 @@ class SessionSnapshot(Frozen):
     agents_out: dict[str, str] = Field(
         default_factory=dict, description="agents that cannot serve in this session, with the reason"
     )
+    notes: tuple[str, ...] = Field(default=(), description="the user's answers, passed to every later prompt")
     summary: str = ""
     exit_code: int | None = None
     orchestrator_pid: int | None = None
@@ -270,6 +342,12 @@ class SessionStateChanged(Message):
     """Coordinator -> listeners: the session moved; state.json already holds this snapshot."""
 
     snapshot: SessionSnapshot
+
+
+class StateNotSaved(Message):
+    """Coordinator -> itself: state.json could not be written; the session cannot go on."""
+
+    reason: str
 
 
 class SessionEnded(Message):

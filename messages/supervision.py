@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from typing import Literal
 
 from meta_orchestrator.messages.base import Frozen, Message, Timestamp, utc_now
@@ -21,9 +23,9 @@ class ActorRestarted(Message):
     error: str
     restarts_in_window: int
 
-    def record(self) -> ActorRestartedRecord:
+    def record(self, at: datetime | None = None) -> ActorRestartedRecord:
         """The entry kept in state.json ``decisions``."""
-        return ActorRestartedRecord(at=utc_now(), name=self.name, error=self.error)
+        return ActorRestartedRecord(at=at or utc_now(), name=self.name, error=self.error)
 
 
 class ActorRestartedRecord(Frozen):

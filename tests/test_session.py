@@ -80,16 +80,6 @@ def test_invalid_plan_is_retried_with_the_error(tmp_path, demo_env):
     assert len(state["plan_errors"]) == 1 and "depends on unknown" in state["plan_errors"][0]
 
 
-def test_plan_that_stays_invalid_falls_back_to_the_default_breakdown(tmp_path, demo_env):
-    demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI"] = "invalid_plan_always"
-    code, session = _run_demo(tmp_path, demo_env)
-    state = json.loads((session / "state.json").read_text())
-    assert code == 0
-    assert state["plan_source"] == "fallback"
-    assert [a["id"] for a in state["assignments"]] == ["design", "implement", "review"]
-    assert len(state["plan_errors"]) == 3  # two rejections and the reason for the fallback
-
-
 def test_garbage_lines_become_error_events_and_the_session_goes_on(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "garbage"
     code, session = _run_demo(tmp_path, demo_env)
