@@ -41,6 +41,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     proactive_fixes,
     require_clis,
 )
+from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -50,7 +51,7 @@ from meta_orchestrator.actors.runtime.resume import (
     save_launch,
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
-from meta_orchestrator.actors.worker import Worker, launch_for_preflight
+from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
