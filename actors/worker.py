@@ -8,21 +8,20 @@ anyone hears of it.
 
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pykka
 from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, StreamParser, draft
 from meta_orchestrator.actors.runtime.cli_launch import confinement, launch_spec, shown_command
-from meta_orchestrator.actors.runtime.event_recorder import EventRecorder
+from meta_orchestrator.actors.runtime.event_recorder import EventRecorder, StderrLog
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost, describe_spawn_error, monotonic
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.run_threads import AFTER_RESULT, RunThreads
-from meta_orchestrator.actors.runtime.session_files import SessionFileError, open_private, private_dir
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
@@ -43,8 +42,6 @@ from meta_orchestrator.messages.worker import (
 )
 
 log = logging.getLogger(__name__)
-
-STDERR_TAIL = 40
 
 
 class Worker(pykka.ThreadingActor):
@@ -79,11 +76,10 @@ class Worker(pykka.ThreadingActor):
         self._base_env = dict(base_env or {})
         events_path = events_path or session_dir / f"{agent}.jsonl"
         self._recorder = EventRecorder(agent, events_path, self._listeners)
-        self._stderr_path = events_path.with_suffix(".stderr.log")
+        self._stderr = StderrLog(events_path.with_suffix(".stderr.log"))
         self._host = host or ProcessHost()
         self._extra_dirs = tuple(extra_dirs)
         self._threads = RunThreads(agent, self.actor_ref, session_settings.max_line_bytes, session_dir / "overflow")
-        self._stderr_file: IO[bytes] | None = None
         self._status: WorkerStatus = "idle"
         self._proc: HostedProcess | None = None
         self._parser: StreamParser | None = None
@@ -91,7 +87,6 @@ class Worker(pykka.ThreadingActor):
         self._run_id = 0
         self._clock = RunClock(started=0.0)
         self._stopped_by: str | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._exit_watch_armed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -100,7 +95,7 @@ class Worker(pykka.ThreadingActor):
         self._session_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(self._session_dir)
         self._recorder.open()
-        self._stderr_file = open_private(self._stderr_path, binary=True)
+        self._stderr.open()
 
     def on_stop(self) -> None:
         self._end_process("orchestrator stopping")
@@ -132,8 +127,7 @@ class Worker(pykka.ThreadingActor):
             current, self._current = self._current, None
             self._reply_not_started(current, reason)
         self._recorder.close()
-        if self._stderr_file:
-            self._stderr_file.close()
+        self._stderr.close()
 
     # -- switchboard --------------------------------------------------------------------------
 
@@ -217,7 +211,7 @@ class Worker(pykka.ThreadingActor):
         self._parser = self._adapter.new_parser()
         self._stopped_by = None
         self._exit_watch_armed = False
-        self._stderr_tail.clear()
+        self._stderr.tail.clear()
         self._recorder.last_progress = None
 
     def _on_lines(self, message: LinesRead) -> None:
@@ -239,24 +233,15 @@ class Worker(pykka.ThreadingActor):
             self._threads.watch_exit(self._proc, self._session_settings.exit_grace_after_result_s)
 
     def _on_stderr(self, message: LinesRead) -> None:
-        if self._stderr_file is not None:
-            try:
-                self._stderr_file.write(b"".join(data + b"\n" for data, _, _ in message.lines))
-                self._stderr_file.flush()
-            except OSError as exc:
-                log.error("cannot write %s: %s", self._stderr_path, exc)
-        for data, _, _ in message.lines:
-            text = data.decode("utf-8", errors="replace")
-            self._stderr_tail.append(text[:2000])
-            if self._parser is not None:
-                drafts = self._parser.feed_stderr(text)
-                if drafts:
-                    self._record(drafts, raw=text)
+        for text in self._stderr.write([data for data, _, _ in message.lines]):
+            drafts = self._parser.feed_stderr(text) if self._parser is not None else None
+            if drafts:
+                self._record(drafts, raw=text)
 
     def _on_process_ended(self, message: ProcessEnded) -> None:
         if message.run_id != self._run_id or self._current is None or self._parser is None:
             return
-        tail = tuple(self._stderr_tail)
+        tail = tuple(self._stderr.tail)
         returncode = message.returncode
         if self._stopped_by == AFTER_RESULT:
             # The run had ended by its own account; only the process lingered.

@@ -1,4 +1,4 @@
-"""A worker's event file: drafts become numbered events, written a batch at a time, then told.
+"""A worker's files: its events, numbered, written a batch at a time, then told; the CLI's stderr.
 
 Every event is on disk before anyone hears of it: ``flush`` writes the pending batch with one
 write and only then tells the listeners, as one fact per batch (a flood costs each listener
@@ -8,14 +8,15 @@ are dropped, never told, and the recorder takes no more: the run must end.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pykka
 from meta_orchestrator.actors.adapters.base import Draft
-from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
+from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError, open_private
 from meta_orchestrator.actors.runtime.supervision import tell_all
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -24,6 +25,8 @@ from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
 log = logging.getLogger(__name__)
 
 ACTIVITY_CHARS = 160
+STDERR_TAIL = 40
+STDERR_LINE_CHARS = 2000
 
 
 class EventRecorder:
@@ -94,4 +97,33 @@ class EventRecorder:
         return None
 
 
-__all__ = ["EventRecorder"]
+class StderrLog:
+    """The CLI's stderr as it came, in ``<agent>.stderr.log``, and the current run's last lines
+    (told with its finish). A write that fails is logged: stderr is evidence, not the record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> None:
+        self._file = open_private(self.path, binary=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, lines: Sequence[bytes]) -> list[str]:
+        """Append the lines; the text of each, which the tail keeps too."""
+        if self._file is not None:
+            try:
+                self._file.write(b"".join(data + b"\n" for data in lines))
+                self._file.flush()
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.path, exc)
+        texts = [data.decode("utf-8", errors="replace") for data in lines]
+        self.tail.extend(text[:STDERR_LINE_CHARS] for text in texts)
+        return texts
+
+
+__all__ = ["EventRecorder", "StderrLog"]
