@@ -8,12 +8,14 @@ A fact without an entry in that table is not shown on the dashboard.
 Threads and who owns what:
 
 * the actor thread owns all state, the delta sequence number and every client's record;
-* ``gateway-http`` runs Werkzeug's threaded WSGI server (one thread per request) with the
-  routes of ``webui.app``, which reach this actor only through a ``DashboardLink``;
+* ``gateway-http`` runs Werkzeug's threaded WSGI server (one thread per request,
+  ``webui.dashboard_server``) with the routes of ``webui.app``, which reach this actor only
+  through a ``DashboardLink``;
 * each WebSocket request thread is the *only writer* of its socket: it drains a bounded
-  outbox that only the actor fills. A browser that falls behind never blocks the actor: when
-  its outbox is full the actor empties it and puts a fresh snapshot instead. A browser whose
-  writer made no progress for ``stall_timeout_s`` is hung up on and dropped.
+  outbox that only the actor fills (``webui.outboxes``). A browser that falls behind never
+  blocks the actor: when its outbox is full the actor empties it and puts a fresh snapshot
+  instead. A browser whose writer made no progress for ``stall_timeout_s`` is hung up on and
+  dropped.
 * HTTP views never wait on any actor: they read a ``DashboardView``, an immutable record the
   actor replaces whenever the session, a worker or a fact changes (one reference swap).
   Control requests are *told* to the coordinator.
@@ -21,14 +23,10 @@ Threads and who owns what:
 
 from __future__ import annotations
 
-import errno
 import logging
-import queue
-import socket
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +35,6 @@ from uuid import uuid4
 
 import pykka
 from pydantic import BaseModel, ValidationError
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
@@ -66,7 +63,6 @@ from meta_orchestrator.messages.gateway import (
     AnswerRequest,
     ClientConnected,
     ClientDisconnected,
-    ClientStats,
     ControlReceived,
     ControlRequest,
     GatewayAddress,
@@ -85,7 +81,9 @@ from meta_orchestrator.messages.session import (
 )
 from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from meta_orchestrator.webui.app import DashboardLink, DashboardView, create_app, describe
-from meta_orchestrator.webui.security import Guard, allowed_hosts, is_loopback
+from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
+from meta_orchestrator.webui.outboxes import Outboxes
+from meta_orchestrator.webui.security import Guard, allowed_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -93,24 +91,6 @@ MAX_FRAME_EVENT = 256 * 1024  # an event larger than this goes to browsers with 
 RAW_KEPT = 16 * 1024
 _CLOSED_QUESTION = ("answered", "expired")
 _SNAPSHOT_TAIL = '"events":[],"recent":[]}'
-
-
-class GatewayError(Exception):
-    """The dashboard cannot start (e.g. its port is in use); the message tells the user why."""
-
-
-@dataclass
-class _Client:
-    """The actor's record of one browser; only the actor thread touches it."""
-
-    client: str
-    outbox: queue.Queue[str | None]
-    remote: str | None
-    hangup: Callable[[], None] | None
-    frames_queued: int = 0
-    resyncs: int = 0
-    offered_since_resync: int = 0
-    stuck_since: float | None = None
 
 
 @dataclass
@@ -174,7 +154,6 @@ class Gateway(pykka.ThreadingActor):
         self._token = token
         self._coordinator = coordinator
         self._close_requested = close_requested or threading.Event()
-        self._stall_timeout_s = stall_timeout_s
         self._facts_kept = facts_kept
         self.epoch = uuid4().hex[:12]
 
@@ -190,45 +169,20 @@ class Gateway(pykka.ThreadingActor):
         # per frame type: (seq, encoded frame, data as JSON-ready dict), oldest first
         self._facts: dict[str, deque[tuple[int, str, dict[str, Any]]]] = {}
         self._ended: SessionEndedData | None = None
-        self._clients: dict[str, _Client] = {}
-        self._clients_dropped = 0
+        self._clients = Outboxes(self._snapshot, stall_timeout_s)
         self._snapshot_cache: tuple[int, str] | None = None
         self._started_at = utc_now()
         self.view = DashboardView()
-
-        if not is_loopback(settings.host):
-            if not settings.allow_remote:
-                raise GatewayError(
-                    f"the dashboard host {settings.host!r} is reachable from other machines; pass "
-                    "--allow-remote if you mean it (or keep 127.0.0.1 and use an SSH tunnel)"
-                )
-            logger.warning(
-                "the dashboard listens on %s, not only this machine: the token travels in clear "
-                "over plain HTTP; anyone who can read the traffic can steer the agents",
-                settings.host,
-            )
-        listener = _bind(settings.host, settings.port, tries=20 if next_free_port else 1)
+        self._server = DashboardServer(settings, next_free_port)
         self.host = settings.host
-        self.port = listener.getsockname()[1]
+        self.port = self._server.port
         self.app = create_app(self._link())
-        try:
-            self._server: BaseWSGIServer = make_server(
-                self.host, self.port, self.app, threaded=True, fd=listener.fileno()
-            )
-        finally:
-            listener.close()  # the server holds its own duplicate of the descriptor
-        self._thread: threading.Thread | None = None
+        self._server.mount(self.app)
 
     # -- lifecycle --
 
     def on_start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name=f"gateway-http-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server.start()
         logger.info("dashboard listening on %s", self.address().base_url)
 
     def on_stop(self) -> None:
@@ -242,20 +196,9 @@ class Gateway(pykka.ThreadingActor):
         report_crash_of(self, exc)  # the supervisor starts it again on the same port
 
     def _shutdown(self) -> None:
-        for record in self._clients.values():
-            _drain(record.outbox)
-            record.outbox.put_nowait(None)  # the writer closes its socket
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(not c.outbox.empty() for c in self._clients.values()):
-            time.sleep(0.02)
-        for record in self._clients.values():
-            if not record.outbox.empty() and record.hangup is not None:
-                record.hangup()  # its writer is stuck in a send: unblock it
-        self._clients.clear()
+        self._clients.close_all()
+        self._server.stop()
+        self._clients.hang_up_stuck()
 
     # -- the switchboard --
 
@@ -306,9 +249,7 @@ class Gateway(pykka.ThreadingActor):
             frames.append(frame)
         if not frames:
             return
-        item = frames[0] if len(frames) == 1 else batch(frames)
-        for record in list(self._clients.values()):
-            self._offer(record, item)
+        self._clients.offer_all(frames[0] if len(frames) == 1 else batch(frames))
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
         self._workers[message.snapshot.agent] = message.snapshot
@@ -344,8 +285,7 @@ class Gateway(pykka.ThreadingActor):
         self._frames.append(self._seq, frame)
         if keep_view:
             self.view = self._make_view()
-        for record in list(self._clients.values()):
-            self._offer(record, frame)
+        self._clients.offer_all(frame)
         return frame
 
     def _make_view(self) -> DashboardView:
@@ -359,61 +299,20 @@ class Gateway(pykka.ThreadingActor):
 
     # -- clients --
 
-    def _offer(self, record: _Client, frame: str) -> None:
-        try:
-            record.outbox.put_nowait(frame)
-        except queue.Full:
-            self._resync(record)
-        else:
-            record.frames_queued += 1
-            record.offered_since_resync += 1
-
-    def _resync(self, record: _Client) -> None:
-        """The browser fell behind: replace what it has not read by one fresh snapshot."""
-        capacity = record.outbox.maxsize
-        # After the last resync the outbox held one frame; if it filled up with exactly the
-        # frames offered since, the writer took nothing: it is stuck in a send.
-        stuck = record.resyncs > 0 and record.offered_since_resync <= capacity - 1
-        now = time.monotonic()
-        if stuck:
-            record.stuck_since = record.stuck_since or now
-            if now - record.stuck_since >= self._stall_timeout_s:
-                self._drop(record, f"no progress for {self._stall_timeout_s:.0f}s")
-                return
-        else:
-            record.stuck_since = None
-        _drain(record.outbox)
-        record.outbox.put_nowait(self._snapshot())
-        record.resyncs += 1
-        record.frames_queued += 1
-        record.offered_since_resync = 0
-        if record.resyncs in (1, 10, 100) or record.resyncs % 1000 == 0:
-            logger.info("browser %s fell behind (%d times); sent a fresh snapshot", record.client, record.resyncs)
-
-    def _drop(self, record: _Client, reason: str) -> None:
-        logger.warning("dropping browser %s (%s): %s", record.client, record.remote, reason)
-        self._clients.pop(record.client, None)
-        self._clients_dropped += 1
-        _drain(record.outbox)
-        record.outbox.put_nowait(None)
-        if record.hangup is not None:
-            record.hangup()
-
     def _on_client_connected(self, message: ClientConnected) -> None:
-        record = _Client(client=message.client, outbox=message.outbox, remote=message.remote, hangup=message.hangup)
-        self._clients[message.client] = record
+        record = self._clients.add(message)
         since = message.since
         if since is not None and self._can_resume(since):
             missed = [f for s, f in self._frames.items if s > since]
             hello = HelloFrame(data=HelloData(since=since, seq=self._seq, epoch=self.epoch, missed=len(missed)))
-            self._offer(record, hello.model_dump_json())
+            self._clients.offer(record, hello.model_dump_json())
             for frame in missed:
-                self._offer(record, frame)
+                self._clients.offer(record, frame)
             logger.info(
                 "browser %s (%s) resumed after seq %d: %d frames", message.client, message.remote, since, len(missed)
             )
         else:
-            self._offer(record, self._snapshot())
+            self._clients.offer(record, self._snapshot())
             logger.info("browser %s (%s) connected", message.client, message.remote)
 
     def _can_resume(self, since: int) -> bool:
@@ -424,7 +323,7 @@ class Gateway(pykka.ThreadingActor):
         return self._frames.items[0][0] <= since + 1
 
     def _on_client_disconnected(self, message: ClientDisconnected) -> None:
-        if self._clients.pop(message.client, None) is not None:
+        if self._clients.remove(message.client):
             logger.info("browser %s disconnected (%s)", message.client, message.reason)
 
     def _on_control_received(self, message: ControlReceived) -> None:
@@ -435,16 +334,15 @@ class Gateway(pykka.ThreadingActor):
             request_ = BROWSER_REQUEST.validate_json(message.raw)
         except ValidationError as exc:
             refused = ErrorFrame(data=ErrorData(error=describe(exc), request=message.raw[:500]))
-            self._offer(record, refused.model_dump_json())
+            self._clients.offer(record, refused.model_dump_json())
             return
         error: str | None = None
         match request_:
             case PingRequest():
-                self._offer(record, PongFrame(data=PongData(seq=self._seq)).model_dump_json())
+                self._clients.offer(record, PongFrame(data=PongData(seq=self._seq)).model_dump_json())
                 return
             case ResyncRequest():
-                _drain(record.outbox)
-                self._offer(record, self._snapshot())
+                self._clients.replace_by_snapshot(record)
                 return
             case ControlRequest():
                 error = send_control(self._coordinator, request_.action, request_.agent)
@@ -454,7 +352,7 @@ class Gateway(pykka.ThreadingActor):
             reply: ErrorFrame | AckFrame = ErrorFrame(data=ErrorData(error=error))
         else:
             reply = AckFrame(data=AckData(request=request_.model_dump(mode="json")))
-        self._offer(record, reply.model_dump_json())
+        self._clients.offer(record, reply.model_dump_json())
 
     def _snapshot(self) -> str:
         """The whole state as one frame; cached until the next delta.
@@ -509,13 +407,7 @@ class Gateway(pykka.ThreadingActor):
 
     def address(self) -> GatewayAddress:
         """Where the dashboard listens, and the address (with token) to give the user."""
-        host = self.host
-        if is_loopback(host) and host != "localhost" or host in ("0.0.0.0", "::", "[::]", ""):
-            host = "127.0.0.1"  # a browsable address, also when bound to every interface
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        base = f"http://{host}:{self.port}"
-        return GatewayAddress(host=self.host, port=self.port, base_url=base, url=f"{base}/?token={self._token}")
+        return self._server.address(self._token)
 
     def _stats(self) -> GatewayStats:
         return GatewayStats(
@@ -523,60 +415,9 @@ class Gateway(pykka.ThreadingActor):
             events_seen=self._events_seen,
             events_kept=len(self._events.items),
             frames_kept=len(self._frames.items),
-            clients_dropped=self._clients_dropped,
-            clients=tuple(
-                ClientStats(
-                    client=c.client,
-                    remote=c.remote,
-                    queued=c.outbox.qsize(),
-                    capacity=c.outbox.maxsize,
-                    frames_queued=c.frames_queued,
-                    resyncs=c.resyncs,
-                )
-                for c in self._clients.values()
-            ),
+            clients_dropped=self._clients.dropped,
+            clients=tuple(box.stats() for box in self._clients),
         )
-
-
-def _drain(outbox: queue.Queue[Any]) -> None:
-    while True:
-        try:
-            outbox.get_nowait()
-        except queue.Empty:
-            return
-
-
-def _bind(host: str, port: int, tries: int) -> socket.socket:
-    """Bind and listen ourselves: Werkzeug would ``sys.exit`` on a port in use."""
-    last: OSError | None = None
-    for candidate in range(port, port + tries) if port else (0,):
-        if candidate > 65535:
-            break
-        try:
-            infos = socket.getaddrinfo(host.strip("[]"), candidate, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as exc:
-            raise GatewayError(f"cannot use dashboard host {host!r}: {exc}") from None
-        family, kind, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-            sock.listen(128)
-            if candidate != port:
-                logger.warning("port %d is in use; the dashboard uses port %d", port, candidate)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-            if exc.errno != errno.EADDRINUSE:
-                break
-    if last is not None and last.errno == errno.EADDRINUSE:
-        more = f" (tried {port}..{port + tries - 1})" if tries > 1 else ""
-        raise GatewayError(
-            f"port {port} on {host} is already in use{more}: stop the program using "
-            f"it, or choose another with --port (0 picks a free port)"
-        ) from None
-    raise GatewayError(f"cannot listen on {host}:{port}: {last}") from None
 
 
 # --- controls (called from request threads and from the actor; they only tell) ---------------
@@ -634,3 +475,6 @@ def send_answer(
         return 503, "the coordinator has stopped"
     logger.info("dashboard answered question %s (approve=%s)", answer.question_id, answer.approve)
     return 202, None
+
+
+__all__ = ["Gateway", "GatewayError", "find_question", "send_answer", "send_control", "unknown_agent"]

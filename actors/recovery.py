@@ -296,48 +296,43 @@ class Recovery(pykka.ThreadingActor):
         if specific is not None:
             return specific
         groups = found.groups if found else {}
-        match cause:
-            case "not_installed":
-                return (
-                    f"install {agent}: {adapter.install_hint()} (or set "
-                    f"[agents.{agent}] command to its path, or enabled = false)"
-                )
-            case "auth":
-                var = groups.get("var")
-                if var:
-                    return f"set the environment variable {var} for {agent} and start again"
-                return f"{agent} has no valid credentials: set {adapter.credentials}, then start again"
-            case "account":
-                return (
-                    f"{agent} refused this account: use another account or key, or move its roles "
-                    "([session] role_fallback)"
-                )
-            case "bad_workdir":
-                return f"a folder {agent} needs does not exist ({groups.get('path', '?')}); create it or fix the config"
-            case "bad_flag":
-                return (
-                    f"{agent} refused a flag ({groups.get('arg', 'see the evidence')}): fix [agents.{agent}] extra_args"
-                )
-            case "context":
-                return (
-                    f"the prompt is too long for {agent}'s model: split the assignment or "
-                    "pick a model with a larger context window"
-                )
-            case "turn_cap":
-                return f"{agent} hit its turn cap: raise it"
-            case "invalid_model":
-                return f"{agent} does not know the model: fix [agents.{agent}] model"
-            case "repo_trust":
-                return f"{agent} refused the folder {self._target}"
-            case "outside_path":
-                return f"grant the folder with [agents.{agent}] extra_args"
-            case "session_not_found":
-                return "the session to resume is gone"
-            case "mode_too_strict" | "sandbox" | "root_bypass":
-                return f"{agent}'s own permission checks refused the run ({cause}): see [agents.{agent}] extra_args"
-        return _RETRY_ADVICE.get(cause, f"{agent} failed ({cause})")
+        if cause == "auth":
+            var = groups.get("var")
+            if var:
+                return f"set the environment variable {var} for {agent} and start again"
+            return f"{agent} has no valid credentials: set {adapter.credentials}, then start again"
+        template = _FIX_ADVICE.get(cause)
+        if template is None:
+            return _RETRY_ADVICE.get(cause, f"{agent} failed ({cause})")
+        return template.format(
+            agent=agent,
+            cause=cause,
+            target=self._target,
+            install_hint=adapter.install_hint(),
+            path=groups.get("path", "?"),
+            arg=groups.get("arg", "see the evidence"),
+        )
 
 
+_PERMISSION_REFUSED = "{agent}'s own permission checks refused the run ({cause}): see [agents.{agent}] extra_args"
+# What the user must fix, per class (auth aside: it names the variable when the CLI did).
+_FIX_ADVICE = {
+    "not_installed": "install {agent}: {install_hint} "
+    "(or set [agents.{agent}] command to its path, or enabled = false)",
+    "account": "{agent} refused this account: use another account or key, or move its roles ([session] role_fallback)",
+    "bad_workdir": "a folder {agent} needs does not exist ({path}); create it or fix the config",
+    "bad_flag": "{agent} refused a flag ({arg}): fix [agents.{agent}] extra_args",
+    "context": "the prompt is too long for {agent}'s model: split the assignment or "
+    "pick a model with a larger context window",
+    "turn_cap": "{agent} hit its turn cap: raise it",
+    "invalid_model": "{agent} does not know the model: fix [agents.{agent}] model",
+    "repo_trust": "{agent} refused the folder {target}",
+    "outside_path": "grant the folder with [agents.{agent}] extra_args",
+    "session_not_found": "the session to resume is gone",
+    "mode_too_strict": _PERMISSION_REFUSED,
+    "sandbox": _PERMISSION_REFUSED,
+    "root_bypass": _PERMISSION_REFUSED,
+}
 _RETRY_ADVICE = {
     "rate_limit": "rate limit or quota reached: backing off; if it persists, wait for the "
     "quota to reset or use another key or model",

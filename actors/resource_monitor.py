@@ -1,36 +1,46 @@
 """ResourceMonitor actor: samples every agent's process tree, enforces the limits, keeps budgets.
 
 A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
-running agent's whole tree (the CLI and every descendant) with long-lived ``psutil.Process``
-objects (the first ``cpu_percent`` of a process is a meaningless 0.0, so objects are kept
-between samples), reads the machine, publishes ``ResourcesSampled`` and appends it to the
-session's ``resources.jsonl`` (rotated to ``resources.1.jsonl`` after ``history_samples``).
+running agent's whole tree (the CLI and every descendant, ``runtime.tree_sampler``) and the
+machine, publishes ``ResourcesSampled`` and appends it to the session's ``resources.jsonl``
+(rotated to ``resources.1.jsonl`` after ``history_samples``).
 
-Limits are graduated: a warning at ``warn_fraction`` of a limit, then the limit's action
-(warn, pause the group, stop the group). Every action is a ``LimitExceeded`` fact with the
-figures; the coordinator decides what the session does next. A breach is acted on in the
-sample that shows it, so within about one interval. Budgets (cost, tokens) come from the
-agents' own usage reports (``EventRecorded`` result events) and pause the session.
+Limits are graduated (the rules: ``runtime.limit_rules``): a warning at ``warn_fraction`` of a
+limit, then the limit's action (warn, pause the group, stop the group). Every action is a
+``LimitExceeded`` fact with the figures; the coordinator decides what the session does next. A
+breach is acted on in the sample that shows it, so within about one interval. Budgets (cost,
+tokens) come from the agents' own usage reports (``EventRecorded`` result events) and pause
+the session.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import psutil
 import pykka
-from meta_orchestrator.actors.runtime.session_files import open_in_session, open_private, private_dir, read_jsonl
+from meta_orchestrator.actors.runtime.limit_rules import (
+    MB,
+    RESUME_FACTOR,
+    Breach,
+    beyond_concurrency,
+    cpu_average,
+    exhausted,
+    memory_victim,
+    tokens_of,
+    tree_breaches,
+)
+from meta_orchestrator.actors.runtime.run_clock import RunClock
+from meta_orchestrator.actors.runtime.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
+from meta_orchestrator.actors.runtime.tree_sampler import TreeSampler, machine_sample, prime_machine
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -55,37 +65,35 @@ from meta_orchestrator.messages.worker import (
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
-RESUME_FACTOR = 1.25  # system memory must recover this far above the minimum before resuming
 SAMPLED_STATUSES = ("running", "paused", "stopping")
+CPU_SAMPLES_KEPT = 3600
 
 
 @dataclass
 class _Run:
     """What the monitor knows about one agent's current CLI run."""
 
-    pid: int
     assignment_id: str | None
-    started: float
+    clock: RunClock
+    tree: TreeSampler
     status: str = "running"
     last_output: float = 0.0
-    paused_since: float | None = None
-    paused_total: float = 0.0
     silent_at_pause: float = 0.0
-    procs: dict[int, psutil.Process] = field(default_factory=dict)
-    cpu: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=3600))
+    cpu: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=CPU_SAMPLES_KEPT)
+    )
     warned: set[str] = field(default_factory=set)
     acted: set[str] = field(default_factory=set)
     paused_by_me: dict[str, str] = field(default_factory=dict)  # limit kind -> reason
     overridden: set[str] = field(default_factory=set)  # the user resumed after these
     resuming: bool = False
 
-    def run_s(self, now: float) -> float:
-        paused = self.paused_total + (now - self.paused_since if self.paused_since else 0.0)
-        return max(0.0, now - self.started - paused)
+    @property
+    def pid(self) -> int:
+        return self.tree.pid
 
     def silent_s(self, now: float) -> float:
-        if self.paused_since is not None:
+        if self.clock.paused:
             return self.silent_at_pause
         return max(0.0, now - self.last_output)
 
@@ -112,17 +120,16 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._budget_hit: set[str] = set()
         self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
         self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
-        self._file: IO[str] | None = None
-        self._lines = 0
+        self._history: RotatingJsonl | None = None
         self._stop_grace_s = stop_grace_s
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        psutil.cpu_percent(None)  # primes the machine-wide reading
+        prime_machine()
         self._session_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(self._session_dir)
-        self._open_history()
+        self._history = RotatingJsonl(self._session_dir, "resources", self._settings.history_samples)
         threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
         if self._workers:  # started anew after a crash: learn what runs and what was spent
             self._replay_spending()
@@ -139,13 +146,9 @@ class ResourceMonitor(pykka.ThreadingActor):
                 payload = record.get("payload") or {}
                 if payload.get("kind") == "result":
                     self._cost += payload.get("cost_usd") or 0.0
-                    self._tokens += _tokens(payload.get("usage"))
-        for kind, spent, budget in (
-            ("cost_budget", self._cost, self._settings.max_cost_usd),
-            ("token_budget", float(self._tokens), self._settings.max_tokens),
-        ):
-            if budget is not None and spent >= budget:
-                self._budget_hit.add(kind)  # the crashed monitor acted on it already
+                    self._tokens += tokens_of(payload.get("usage"))
+        for kind, *_ in exhausted(self._cost, self._tokens, self._settings):
+            self._budget_hit.add(kind)  # the crashed monitor acted on it already
         log.info("resource monitor restarted: %.4f USD and %d tokens spent so far", self._cost, self._tokens)
 
     def _ask_worker_states(self) -> None:
@@ -154,9 +157,8 @@ class ResourceMonitor(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self._sampling_stopped.set()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._history is not None:
+            self._history.close()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # The supervisor starts a new monitor, which asks the workers what runs now.
@@ -204,14 +206,16 @@ class ResourceMonitor(pykka.ThreadingActor):
             return
         if run is None or run.pid != snap.pid:
             run = self._runs[snap.agent] = _Run(
-                pid=snap.pid, assignment_id=snap.assignment_id, started=now, last_output=now
+                assignment_id=snap.assignment_id,
+                clock=RunClock(started=now),
+                tree=TreeSampler(snap.pid),
+                last_output=now,
             )
-        if snap.status == "paused" and run.paused_since is None:
-            run.paused_since = now
+        if snap.status == "paused" and not run.clock.paused:
+            run.clock.pause(now)
             run.silent_at_pause = now - run.last_output
-        elif snap.status == "running" and run.paused_since is not None:
-            run.paused_total += now - run.paused_since
-            run.paused_since = None
+        elif snap.status == "running" and run.clock.paused:
+            run.clock.resume(now)
             run.last_output = now - run.silent_at_pause  # paused time is not silence
             if not run.resuming and run.paused_by_me:
                 run.overridden |= set(run.paused_by_me)  # the user resumed: only warn now
@@ -228,8 +232,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         if payload.kind != "result" or (payload.cost_usd is None and not payload.usage):
             return
         self._cost += payload.cost_usd or 0.0
-        self._tokens += _tokens(payload.usage)
-        self._check_budgets(event.agent)
+        self._tokens += tokens_of(payload.usage)
+        self._check_budgets()
 
     # -- sampling ---------------------------------------------------------------------------------------
 
@@ -243,17 +247,12 @@ class ResourceMonitor(pykka.ThreadingActor):
             tree = self._read_tree(agent, run, now)
             if tree is not None:
                 trees.append(tree)
-        memory = psutil.virtual_memory()
-        machine = MachineSample(
-            cpu_percent=psutil.cpu_percent(None),
-            cpu_count=psutil.cpu_count() or 1,
-            memory_available_bytes=memory.available,
-            memory_total_bytes=memory.total,
-        )
+        machine = machine_sample()
         fact = ResourcesSampled(
             taken_at=wall, machine=machine, agents=tuple(trees), cost_usd=round(self._cost, 6), tokens=self._tokens
         )
-        self._persist(fact)
+        if self._history is not None:
+            self._history.append(fact.model_dump(mode="json", exclude={"message_id"}))
         self._publish(fact)
         for tree in trees:
             self._check_agent(tree, wall)
@@ -261,55 +260,19 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._check_concurrency(wall)
 
     def _read_tree(self, agent: str, run: _Run, now: float) -> TreeSample | None:
-        root = run.procs.get(run.pid)
-        try:
-            if root is None:
-                root = run.procs[run.pid] = psutil.Process(run.pid)
-                root.cpu_percent(None)
-            members = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return None  # exited between the worker's report and this sample
-        except psutil.AccessDenied:
-            members = [root] if root is not None else []
-        alive: dict[int, psutil.Process] = {}
-        cpu = 0.0
-        rss: int | None = 0
-        fds: int | None = 0
-        for member in members:
-            proc = run.procs.get(member.pid)
-            if proc is None or not proc.is_running():
-                proc = member
-                try:
-                    proc.cpu_percent(None)  # first reading is meaningless: primes it
-                except psutil.Error:
-                    continue
-            try:
-                with proc.oneshot():
-                    if proc.status() == psutil.STATUS_ZOMBIE:
-                        continue
-                    cpu += proc.cpu_percent(None)
-                    rss = None if rss is None else rss + proc.memory_info().rss
-                    try:
-                        fds = None if fds is None else fds + proc.num_fds()
-                    except psutil.AccessDenied:
-                        fds = None
-            except psutil.NoSuchProcess:
-                continue
-            except psutil.AccessDenied:
-                rss = None
-                continue
-            alive[proc.pid] = proc
-        run.procs = alive
-        run.cpu.append((now, cpu))
+        reading = run.tree.read()
+        if reading is None:
+            return None
+        run.cpu.append((now, reading.cpu_percent))
         return TreeSample(
             agent=agent,
             pid=run.pid,
-            status=run.status,  # type: ignore[arg-type]
-            processes=len(alive),
-            cpu_percent=round(cpu, 1),
-            rss_bytes=rss,
-            open_files=fds,
-            run_s=round(run.run_s(now), 3),
+            status=run.status,
+            processes=reading.processes,
+            cpu_percent=round(reading.cpu_percent, 1),
+            rss_bytes=reading.rss_bytes,
+            open_files=reading.open_files,
+            run_s=round(run.clock.run_s(now), 3),
             silent_s=round(run.silent_s(now), 3),
         )
 
@@ -319,49 +282,19 @@ class ResourceMonitor(pykka.ThreadingActor):
         run = self._runs.get(tree.agent)
         if run is None or run.status != "running":
             return
-        limits = self._settings.for_agent(tree.agent)
         now = time.monotonic()
-        checks: list[tuple[str, float | None, float | None, str]] = [
-            ("rss", tree.rss_bytes / MB if tree.rss_bytes is not None else None, limits.max_rss_mb, "MB"),
-            ("processes", tree.processes, limits.max_processes, "processes"),
-            ("open_files", tree.open_files, limits.max_open_files, "fds"),
-            ("cpu", self._cpu_average(run, now), limits.max_cpu_percent, "%"),
-            ("wall", tree.run_s, limits.max_wall_s, "s"),
-            ("stall", tree.silent_s, limits.stall_s, "s"),
-        ]
-        for kind, observed, threshold, unit in checks:
-            if observed is None or threshold is None:
-                continue
-            if observed > threshold:
-                action = limits.action(kind)
-                if kind in run.overridden:
-                    action = "warn"
-                if kind in run.acted:
-                    continue
-                run.acted.add(kind)
-                self._act(tree.agent, run, kind, action, observed, threshold, unit, sampled_at)
-                if action == "stop":
-                    return  # one stop is enough
-            elif observed > threshold * self._settings.warn_fraction and kind not in run.warned:
-                run.warned.add(kind)
-                self._act(
-                    tree.agent,
-                    run,
-                    kind,
-                    "warn",
-                    observed,
-                    threshold * self._settings.warn_fraction,
-                    unit,
-                    sampled_at,
-                    note=f" ({self._settings.warn_fraction:.0%} of the limit {threshold:g} {unit})",
-                )
-
-    def _cpu_average(self, run: _Run, now: float) -> float | None:
-        window = self._settings.cpu_window_s
-        if not run.cpu or now - run.started < window:
-            return None  # not enough history for a sustained figure yet
-        recent = [cpu for t, cpu in run.cpu if t >= now - window]
-        return sum(recent) / len(recent) if recent else None
+        breaches = tree_breaches(
+            tree,
+            cpu_average(run.cpu, run.clock.started, now, self._settings.cpu_window_s),
+            self._settings.for_agent(tree.agent),
+            self._settings.warn_fraction,
+            acted=run.acted,
+            warned=run.warned,
+            overridden=run.overridden,
+        )
+        for breach in breaches:
+            (run.warned if breach.early else run.acted).add(breach.kind)
+            self._act(tree.agent, run, breach, sampled_at)
 
     def _check_machine(self, machine: MachineSample, trees: list[TreeSample], sampled_at: float) -> None:
         minimum = self._settings.min_free_memory_mb
@@ -372,35 +305,28 @@ class ResourceMonitor(pykka.ThreadingActor):
             if available >= minimum * RESUME_FACTOR:
                 self._resume_kind("system_memory", f"available memory recovered to {available:.0f} MB")
             return
-        # Graduated: pause the biggest running tree first, one per sample, until it recovers.
-        candidates = sorted(
-            (t for t in trees if t.status == "running" and "system_memory" not in self._runs[t.agent].overridden),
-            key=lambda t: t.rss_bytes or 0,
-            reverse=True,
-        )
-        if not candidates:
-            return
-        victim = candidates[0]
-        run = self._runs[victim.agent]
-        self._act(victim.agent, run, "system_memory", "pause", available, minimum, "MB free", sampled_at)
+        exempt = {agent for agent, run in self._runs.items() if "system_memory" in run.overridden}
+        victim = memory_victim(trees, exempt)
+        if victim is not None:
+            breach = Breach("system_memory", "pause", available, minimum, "MB free")
+            self._act(victim.agent, self._runs[victim.agent], breach, sampled_at)
 
     def _check_concurrency(self, sampled_at: float) -> None:
         limit = self._settings.max_concurrent_agents
         if limit is None:
             return
-        running = sorted(
-            ((a, r) for a, r in self._runs.items() if r.status == "running"), key=lambda item: item[1].started
-        )
-        for agent, run in running[limit:]:  # the newest beyond the limit wait
+        running = [(r.clock.started, a) for a, r in self._runs.items() if r.status == "running"]
+        for agent in beyond_concurrency(running, limit):
+            run = self._runs[agent]
             if "concurrency" in run.overridden:
                 continue
-            self._act(agent, run, "concurrency", "pause", len(running), limit, "agents", sampled_at)
+            self._act(agent, run, Breach("concurrency", "pause", len(running), limit, "agents"), sampled_at)
 
     def _resume_pressure_paused(self) -> None:
         limit = self._settings.max_concurrent_agents
         running = sum(1 for r in self._runs.values() if r.status == "running")
         if limit is not None and running < limit:
-            waiting = sorted((r.started, a) for a, r in self._runs.items() if "concurrency" in r.paused_by_me)
+            waiting = sorted((r.clock.started, a) for a, r in self._runs.items() if "concurrency" in r.paused_by_me)
             for _, agent in waiting[: limit - running]:
                 self._resume(agent, "concurrency", "another agent finished")
 
@@ -420,7 +346,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             LimitExceeded(
                 agent=agent,
                 limit=kind,
-                action="resume",  # type: ignore[arg-type]
+                action="resume",
                 observed=0,
                 threshold=0,
                 reason=f"resumed: {why}",
@@ -429,48 +355,33 @@ class ResourceMonitor(pykka.ThreadingActor):
             )
         )
 
-    def _act(
-        self,
-        agent: str,
-        run: _Run,
-        kind: str,
-        action: str,
-        observed: float,
-        threshold: float,
-        unit: str,
-        sampled_at: float,
-        note: str = "",
-    ) -> None:
-        verb = {"warn": "warning", "pause": "pausing", "stop": "stopping"}[action]
-        reason = f"{kind} limit: {observed:.1f} {unit} > {threshold:g} {unit}{note}; {verb} {agent}"
-        if action == "pause":
-            if run.paused_by_me.get(kind):
+    def _act(self, agent: str, run: _Run, breach: Breach, sampled_at: float) -> None:
+        reason = breach.reason(agent)
+        if breach.action == "pause":
+            if run.paused_by_me.get(breach.kind):
                 return
-            run.paused_by_me[kind] = reason
+            run.paused_by_me[breach.kind] = reason
             self._tell_worker(agent, PauseWorker(reason=reason))
-        elif action == "stop":
+        elif breach.action == "stop":
             self._tell_worker(agent, StopWorker(reason=reason))
         log.warning("%s", reason)
         self._publish(
             LimitExceeded(
                 agent=agent,
-                limit=kind,
-                action=action,  # type: ignore[arg-type]
-                observed=round(observed, 3),
-                threshold=threshold,
-                unit=unit,
+                limit=breach.kind,
+                action=breach.action,  # type: ignore[arg-type]
+                observed=round(breach.observed, 3),
+                threshold=breach.threshold,
+                unit=breach.unit,
                 assignment_id=run.assignment_id,
                 reason=reason,
                 sampled_at=sampled_at,
             )
         )
 
-    def _check_budgets(self, agent: str) -> None:
-        for kind, spent, budget, unit in (
-            ("cost_budget", self._cost, self._settings.max_cost_usd, "USD"),
-            ("token_budget", float(self._tokens), self._settings.max_tokens, "tokens"),
-        ):
-            if budget is None or kind in self._budget_hit or spent < budget:
+    def _check_budgets(self) -> None:
+        for kind, spent, budget, unit in exhausted(self._cost, self._tokens, self._settings):
+            if kind in self._budget_hit:
                 continue
             self._budget_hit.add(kind)
             reason = f"{kind.replace('_', ' ')} exhausted: {spent:g} {unit} >= {budget:g} {unit}; pausing the session"
@@ -479,7 +390,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 LimitExceeded(
                     agent=None,
                     limit=kind,
-                    action="pause_session",  # type: ignore[arg-type]
+                    action="pause_session",
                     observed=round(spent, 6),
                     threshold=budget,
                     unit=unit,
@@ -500,44 +411,6 @@ class ResourceMonitor(pykka.ThreadingActor):
 
     def _publish(self, fact: Any) -> None:
         tell_all(self._listeners, fact)
-
-    def _open_history(self) -> None:
-        path = self._session_dir / "resources.jsonl"
-        try:
-            with open_in_session(self._session_dir, path) as existing:
-                self._lines = sum(1 for _ in existing)
-        except FileNotFoundError:
-            self._lines = 0
-        self._file = open_private(path)
-
-    def _persist(self, fact: ResourcesSampled) -> None:
-        if self._file is None:
-            return
-        try:
-            if self._lines >= self._settings.history_samples:
-                self._file.close()
-                os.replace(self._session_dir / "resources.jsonl", self._session_dir / "resources.1.jsonl")
-                self._file = open_private(self._session_dir / "resources.jsonl")
-                self._lines = 0
-            self._file.write(json.dumps(fact.model_dump(mode="json", exclude={"message_id"})) + "\n")
-            self._file.flush()
-            self._lines += 1
-        except OSError as exc:
-            log.error("cannot write resources.jsonl: %s", exc)
-
-
-def _tokens(usage: dict[str, Any] | None) -> int:
-    """Total tokens in a usage report (claude, codex and gemini name them differently)."""
-    if not usage:
-        return 0
-    for key in ("total_tokens", "totalTokenCount"):
-        if isinstance(usage.get(key), int):
-            return usage[key]
-    return sum(
-        value
-        for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        if isinstance(value := usage.get(key), int)
-    )
 
 
 __all__ = ["ResourceMonitor"]

@@ -9,7 +9,8 @@ Peers answer through their own Worker actors, started by a factory the wiring pa
 (this module imports no other actor), in read-only mode, recording to
 ``reviews/<review_id>/<agent>.jsonl``. Everything is saved beside it: ``request.json``,
 ``<agent>.answer.json``, ``decision.json``. The decision goes to the coordinator as
-``ReviewCompleted``; the coordinator applies it.
+``ReviewCompleted``; the coordinator applies it. What a peer is shown is gathered in
+``runtime.review_context``; the policy, the verdicts and the prompt are ``runtime.review_policy``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import re
-import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +27,14 @@ from typing import Any
 
 import pykka
 from meta_orchestrator.actors.adapters.registry import agent_names
+from meta_orchestrator.actors.runtime.review_context import Evidence, review_context
 from meta_orchestrator.actors.runtime.review_policy import (
+    answer_of_run,
     decide,
     dump_answer,
     failed_answer,
-    parse_verdict,
     review_prompt,
+    skipped_review,
     trigger_line,
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir, write_json_atomic
@@ -46,7 +47,6 @@ from meta_orchestrator.messages.review import (
     RequestReview,
     ReviewAnswer,
     ReviewCompleted,
-    ReviewDecision,
     ReviewDue,
     ReviewerTimedOut,
     ReviewStarted,
@@ -71,39 +71,48 @@ from meta_orchestrator.messages.worker import (
 log = logging.getLogger(__name__)
 
 StartReviewWorker = Callable[[AgentName, Path], pykka.ActorRef[Any]]
-GIT_TIMEOUT_S = 10
 CHECK_EVERY_S = 1.0
 BACKSTOP_GRACE_S = 30.0  # past the worker's own limit, which normally ends a slow peer
-FILE_CHARS = 6000
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Pending:
     """Triggers gathered for one key, waiting for the debounce window to close."""
 
-    triggers: list[ReviewTrigger]
+    triggers: list[ReviewTrigger] = field(default_factory=list)
     reply_to: list[Any] = field(default_factory=list)
     gate: bool = False
     timer: threading.Timer | None = None
 
+    def merge(self, trigger: ReviewTrigger, reply_to: Any, gate: bool) -> None:
+        self.triggers.append(trigger)
+        if reply_to is not None:
+            self.reply_to.append(reply_to)
+        self.gate = self.gate or gate
 
-@dataclass
-class _Running:
-    """A review whose peers have been asked."""
+    def cancel_timers(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+
+
+@dataclass(kw_only=True)
+class _Running(_Pending):
+    """A review whose peers have been asked; triggers arriving meanwhile merge into it."""
 
     review_id: str
     key: str
     directory: Path
     assignment_id: str | None
     author: AgentName | None
-    triggers: list[ReviewTrigger]
-    reply_to: list[Any]
-    gate: bool
     round: int
     workers: dict[AgentName, pykka.ActorRef[Any]] = field(default_factory=dict)
     answers: dict[AgentName, ReviewAnswer] = field(default_factory=dict)
-    timer: threading.Timer | None = None
     checker: threading.Timer | None = None
+
+    def cancel_timers(self) -> None:
+        super().cancel_timers()
+        if self.checker:
+            self.checker.cancel()
 
 
 class Reviewer(pykka.ThreadingActor):
@@ -132,8 +141,7 @@ class Reviewer(pykka.ThreadingActor):
         self._listeners = tuple(listeners)
         self._task = task
         self._snapshot: SessionSnapshot | None = None
-        self._recent: dict[tuple[str, str | None], collections.deque[Event]] = {}
-        self._touched: dict[str | None, list[str]] = collections.defaultdict(list)
+        self._evidence = Evidence(keep=settings.recent_events)
         self._pending: dict[str, _Pending] = {}
         self._running: dict[str, _Running] = {}  # review id -> review
         self._rounds: collections.Counter[str] = collections.Counter()
@@ -143,12 +151,9 @@ class Reviewer(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._closed = True
         for pending in self._pending.values():
-            if pending.timer:
-                pending.timer.cancel()
+            pending.cancel_timers()
         for review in list(self._running.values()):
-            for timer in (review.timer, review.checker):
-                if timer:
-                    timer.cancel()
+            review.cancel_timers()
             for ref in review.workers.values():
                 _stop_quietly(ref)
 
@@ -187,18 +192,13 @@ class Reviewer(pykka.ThreadingActor):
         self._task = snapshot.task or self._task
         if snapshot.status in TERMINAL_STATUSES:
             for pending in self._pending.values():
-                if pending.timer:
-                    pending.timer.cancel()
+                pending.cancel_timers()
             self._pending.clear()
 
     def _on_event(self, event: Event) -> None:
         if event.assignment_id is None or event.assignment_id.startswith("@"):
             return  # planning runs and events outside an assignment are not reviewed
-        key = (event.agent, event.assignment_id)
-        if event.type != "status":
-            self._recent.setdefault(key, collections.deque(maxlen=max(self._settings.recent_events, 1))).append(event)
-        if event.payload.file and event.type == "milestone":
-            self._touched[event.assignment_id].append(event.payload.file)
+        self._evidence.add(event)
         kind = _trigger_kind(event, self._settings)
         if kind is None or not self._settings.enabled or self._closed:
             return
@@ -217,20 +217,15 @@ class Reviewer(pykka.ThreadingActor):
         trigger = message.trigger
         reply_to = message.reply_to or self._decisions_to
         if not self._settings.enabled:
-            self._tell_decision(
-                ReviewCompleted(
-                    review_id=self._next_id(trigger.assignment_id),
-                    assignment_id=trigger.assignment_id,
-                    author=trigger.agent,
-                    triggers=(trigger,),
-                    gate=message.gate,
-                    skipped="reviews are disabled (review.enabled = false)",
-                    decision=ReviewDecision(
-                        decision="CONTINUE", reasoning="reviews are disabled; not reviewed, not an approval"
-                    ),
-                ),
-                [reply_to],
+            skipped = skipped_review(
+                self._next_id(trigger.assignment_id),
+                (trigger,),
+                trigger.agent,
+                message.gate,
+                "reviews are disabled (review.enabled = false)",
+                "reviews are disabled; not reviewed, not an approval",
             )
+            self._tell_decision(skipped, [reply_to])
             return
         self._add(trigger, reply_to=reply_to, gate=message.gate, now=True)
 
@@ -238,18 +233,10 @@ class Reviewer(pykka.ThreadingActor):
         key = trigger.assignment_id or f"session:{trigger.agent or 'all'}"
         running = next((r for r in self._running.values() if r.key == key), None)
         if running is not None:  # merged into the review already under way
-            running.triggers.append(trigger)
-            if reply_to is not None:
-                running.reply_to.append(reply_to)
-            running.gate = running.gate or gate
+            running.merge(trigger, reply_to, gate)
             return
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = _Pending(triggers=[])
-        pending.triggers.append(trigger)
-        if reply_to is not None:
-            pending.reply_to.append(reply_to)
-        pending.gate = pending.gate or gate
+        pending = self._pending.setdefault(key, _Pending())
+        pending.merge(trigger, reply_to, gate)
         if now or self._settings.debounce_s == 0:
             self._on_due(key)
         elif pending.timer is None:
@@ -259,8 +246,7 @@ class Reviewer(pykka.ThreadingActor):
         pending = self._pending.pop(key, None)
         if pending is None or self._closed:
             return
-        if pending.timer:
-            pending.timer.cancel()
+        pending.cancel_timers()
         first = pending.triggers[0]
         assignment_id = first.assignment_id
         author = next((t.agent for t in pending.triggers if t.agent), None)
@@ -273,21 +259,16 @@ class Reviewer(pykka.ThreadingActor):
             )
             log.info("review skipped: %s", reason)
             if pending.gate or pending.reply_to:
-                self._tell_decision(
-                    ReviewCompleted(
-                        review_id=self._next_id(assignment_id),
-                        assignment_id=assignment_id,
-                        author=author,
-                        triggers=tuple(pending.triggers),
-                        gate=pending.gate,
-                        skipped=reason,
-                        round=self._rounds[assignment_id],
-                        decision=ReviewDecision(
-                            decision="CONTINUE", reasoning=f"{reason}; not reviewed again, so not an approval"
-                        ),
-                    ),
-                    pending.reply_to,
+                skipped = skipped_review(
+                    self._next_id(assignment_id),
+                    pending.triggers,
+                    author,
+                    pending.gate,
+                    reason,
+                    f"{reason}; not reviewed again, so not an approval",
+                    self._rounds[assignment_id],
                 )
+                self._tell_decision(skipped, pending.reply_to)
             return
         if assignment_id:
             self._rounds[assignment_id] += 1
@@ -337,9 +318,15 @@ class Reviewer(pykka.ThreadingActor):
                 review_id=review_id, triggers=tuple(review.triggers), reviewers=peers, review_dir=str(directory)
             )
         )
+        self._ask_peers(review, peers, prompt)
+        self._maybe_finish(review)
+
+    def _ask_peers(self, review: _Running, peers: Sequence[AgentName], prompt: str) -> None:
+        """Each peer's own read-only worker, and the timers that bound the wait for them."""
+        review_id = review.review_id
         for agent in peers:
             try:
-                ref = self._start_worker(agent, directory / f"{agent}.jsonl")
+                ref = self._start_worker(agent, review.directory / f"{agent}.jsonl")
             except Exception as exc:  # noqa: BLE001 - a peer that cannot start is a concern
                 log.error("review %s: cannot start %s: %s", review_id, agent, exc)
                 self._record_answer(review, failed_answer(agent, f"reviewer could not start: {exc}"), "")
@@ -354,7 +341,6 @@ class Reviewer(pykka.ThreadingActor):
                 [ReviewerTimedOut(review_id=review_id, agent=a) for a in review.workers],
             )
             review.checker = _timer(CHECK_EVERY_S, self.actor_ref, CheckReviewers(review_id=review_id))
-        self._maybe_finish(review)
 
     def _on_check(self, message: CheckReviewers) -> None:
         """A peer whose worker died without answering (it crashed) counts as a concern."""
@@ -374,35 +360,8 @@ class Reviewer(pykka.ThreadingActor):
         review = self._running.get(message.assignment_id)
         if review is None or message.agent in review.answers:
             return
-        outcome = message.outcome
-        if message.stopped_by:
-            answer = failed_answer(
-                message.agent,
-                f"reviewer timed out or was stopped ({message.stopped_by})",
-                message.returncode,
-                message.duration_s,
-            )
-        elif message.spawn_error:
-            answer = failed_answer(
-                message.agent, f"reviewer could not start: {message.spawn_error}", None, message.duration_s
-            )
-        elif not outcome.success and not outcome.final_text.strip():
-            answer = failed_answer(
-                message.agent,
-                f"reviewer run failed: {outcome.error or message.returncode}",
-                message.returncode,
-                message.duration_s,
-            )
-        else:
-            answer = parse_verdict(message.agent, outcome.final_text, message.returncode, message.duration_s)
-            if not outcome.success and answer.verdict == "approve":
-                answer = failed_answer(
-                    message.agent,
-                    f"reviewer run failed after answering approve ({outcome.error}); not counted as approval",
-                    message.returncode,
-                    message.duration_s,
-                )
-        self._record_answer(review, answer, outcome.final_text)
+        answer = answer_of_run(message)
+        self._record_answer(review, answer, message.outcome.final_text)
         _stop_quietly(review.workers.get(message.agent))
         self._maybe_finish(review)
 
@@ -429,9 +388,7 @@ class Reviewer(pykka.ThreadingActor):
         if review.review_id not in self._running or not asked <= set(review.answers):
             return
         del self._running[review.review_id]
-        for timer in (review.timer, review.checker):
-            if timer:
-                timer.cancel()
+        review.cancel_timers()
         answers = tuple(review.answers[a] for a in self._agents if a in review.answers)
         unavailable = [a for a in agent_names() if a not in self._agents and a != review.author]
         decision = decide(answers, self._settings.when_no_reviewers, [f"{a} disabled" for a in unavailable])
@@ -456,72 +413,20 @@ class Reviewer(pykka.ThreadingActor):
         record = None
         if self._snapshot is not None and review.assignment_id:
             record = next((a for a in self._snapshot.assignments if a.id == review.assignment_id), None)
-        assignment = None
-        if record is not None:
-            assignment = {
-                "id": record.id,
-                "role": record.role,
-                "agent": record.agent,
-                "title": record.title,
-                "instructions": record.instructions,
-                "status": record.status,
-                "final_text": record.final_text[-6000:],
-                "files_written": list(record.files_written),
-            }
-        events = []
-        if review.author is not None:
-            for event in list(self._recent.get((review.author, review.assignment_id), ()))[
-                -self._settings.recent_events :
-            ]:
-                text = (event.payload.text or "").strip().replace("\n", " ")
-                if text:
-                    events.append({"seq": event.seq, "type": event.type, "text": text[:300]})
-        files = [*(record.files_written if record else ()), *self._touched[review.assignment_id]]
-        return {
-            "task": self._task,
-            "triggers": [t.model_dump(mode="json") for t in review.triggers],
-            "assignment": assignment,
-            "recent_events": events,
-            "change": self._change(files),
-        }
-
-    def _change(self, files: Sequence[str]) -> dict[str, Any]:
-        """The change in the target: git diff (with untracked files) or the touched files."""
-        limit = self._settings.diff_chars
-        status = _git(self._target, "status", "--porcelain", "--untracked-files=all")
-        if status is not None:
-            diff = _git(self._target, "diff", "HEAD") or _git(self._target, "diff") or ""
-            parts = [
-                f"$ git status --porcelain\n{status or '(clean)'}",
-                f"$ git diff HEAD\n{diff or '(no change to tracked files)'}",
-            ]
-            for line in status.splitlines():
-                if line.startswith("??"):
-                    parts.append(_file_excerpt(self._target / line[3:].strip(), self._target))
-            how = "git diff of the target, with untracked files"
-        else:
-            parts = [
-                _file_excerpt(Path(f) if os.path.isabs(f) else self._target / f, self._target)
-                for f in dict.fromkeys(files)
-            ]
-            how = "the files the author touched (the target is not a git repository)"
-        text = "\n\n".join(p for p in parts if p)
-        if len(text) > limit:
-            text = text[:limit] + (
-                f"\n[... cut at {limit} of {len(text)} characters (review.diff_chars); read the files for the rest]"
-            )
-        return {"how": how, "text": text}
+        return review_context(
+            self._task,
+            review.triggers,
+            record,
+            self._evidence.recent(review.author, review.assignment_id, self._settings.recent_events),
+            self._evidence.touched(review.assignment_id),
+            self._target,
+            self._settings.diff_chars,
+        )
 
     # -- output ------------------------------------------------------------------------------------
 
     def _tell_decision(self, fact: ReviewCompleted, reply_to: Sequence[Any]) -> None:
-        targets: list[Any] = []
-        for ref in (*reply_to, self._decisions_to):
-            # A stand-in for a later actor (the wiring's LateRef) is the actor it stands for.
-            real = getattr(ref, "target", None) or ref
-            if ref is not None and not any(real == getattr(t, "target", None) or real == t for t in targets):
-                targets.append(ref)
-        for ref in targets:
+        for ref in _distinct((*reply_to, self._decisions_to)):
             _tell(ref, fact)
         self._tell_listeners(fact)
 
@@ -545,6 +450,16 @@ def _trigger_kind(event: Event, settings: ReviewSettings) -> str | None:
     if event.type == "review" and kind == "marker" and settings.on_request:
         return "request"
     return None
+
+
+def _distinct(refs: Sequence[Any]) -> list[Any]:
+    """Each actor once: a stand-in for a later actor (the wiring's LateRef) is the actor it stands for."""
+    targets: list[Any] = []
+    for ref in refs:
+        real = getattr(ref, "target", None) or ref
+        if ref is not None and not any(real == getattr(t, "target", None) or real == t for t in targets):
+            targets.append(ref)
+    return targets
 
 
 def _timer(delay: float, ref: pykka.ActorRef[Any], messages: Any) -> threading.Timer:
@@ -571,40 +486,6 @@ def _stop_quietly(ref: pykka.ActorRef[Any] | None) -> None:
         return
     with contextlib.suppress(pykka.ActorDeadError):
         ref.stop(block=False)
-
-
-def _git(target: Path, *args: str) -> str | None:
-    """git output in the target, or None when it is not a repository (or git is missing)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(target), *args],
-            capture_output=True,
-            timeout=GIT_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.decode("utf-8", "replace").rstrip()
-
-
-def _file_excerpt(path: Path, target: Path) -> str:
-    try:
-        shown = path.relative_to(target)
-    except ValueError:
-        shown = path
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"--- {shown}: cannot be read ({exc.strerror or exc})"
-    if b"\0" in data[:8192]:
-        return f"--- {shown}: binary file ({len(data)} bytes), not shown"
-    text = data.decode("utf-8", errors="replace")
-    if len(text) > FILE_CHARS:
-        text = text[:FILE_CHARS] + f"\n[... cut: {len(text) - FILE_CHARS} more characters]"
-    return f"--- {shown}\n{text}"
 
 
 def _now() -> str:

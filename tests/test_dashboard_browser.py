@@ -223,6 +223,25 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
 
     page.goto(address.url)
     claude = page.locator('.worker[data-agent="claude"]')
+    _shows_the_fed_state(page, claude)
+    _follows_live_events(page, ref)
+    OUTPUT.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+    _sends_controls_and_answers(page, probe, claude)
+
+    # A worker paused by the coordinator shows it in colour and text.
+    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "paused", last_progress=45)))
+    claude.locator(".w-status", has_text="Paused").wait_for(timeout=5_000)
+    assert "status-paused" in claude.locator(".w-status").get_attribute("class")
+
+    _says_when_the_connection_drops_and_returns(page, ref, address.port, tmp_path, probe)
+    # The only console errors allowed: the reconnects that found the gateway stopped on purpose.
+    unexpected = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]  # type: ignore[attr-defined]
+    assert not unexpected, unexpected
+
+
+def _shows_the_fed_state(page: Any, claude: Any) -> None:
     claude.locator(".w-status", has_text="Running").wait_for(timeout=10_000)
     assert page.locator(".worker").count() == 3
     assert page.locator('.worker[data-agent="gemini"] .w-status').inner_text() == "Exited"
@@ -238,6 +257,8 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     assert "No check of the database connection" in reviews and "Concern" in reviews
     assert page.locator("#inbox .question").count() == 2
 
+
+def _follows_live_events(page: Any, ref: Any) -> None:
     # Events arrive live; the log is windowed, not one DOM row per event.
     ref.tell(EventRecorded(event=event("codex", 500, "a fresh event from codex", "milestone", at=500)))
     page.locator("#log .row", has_text="a fresh event from codex").wait_for(timeout=5_000)
@@ -257,10 +278,8 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     assert page.locator("#event-count").inner_text() == "3,061"
     assert "3,061 events" in page.locator("#log-count").inner_text()  # none lost by a resync
 
-    OUTPUT.mkdir(exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
 
+def _sends_controls_and_answers(page: Any, probe: ProbeHandle, claude: Any) -> None:
     # A control click reaches the coordinator.
     claude.locator('button[data-action="pause"]').click()
     told = probe.expect(ControlRequested)
@@ -278,13 +297,11 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     told = probe.expect(AnswerGiven)
     assert (told.question_id, told.answer, told.approve) == ("q2", "Yes, include the version", None)
 
-    # A worker paused by the coordinator shows it in colour and text.
-    ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "paused", last_progress=45)))
-    claude.locator(".w-status", has_text="Paused").wait_for(timeout=5_000)
-    assert "status-paused" in claude.locator(".w-status").get_attribute("class")
 
+def _says_when_the_connection_drops_and_returns(
+    page: Any, ref: Any, port: int, tmp_path: Path, probe: ProbeHandle
+) -> None:
     # The connection drops: a clear banner; the gateway comes back: it says so.
-    port = address.port
     ref.stop(timeout=10)
     page.locator('#banner[data-kind="lost"]').wait_for(timeout=10_000)
     assert "lost" in page.locator("#banner").inner_text().lower()
@@ -299,9 +316,6 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     page.locator('#banner[data-kind="back"], #banner[data-kind="ended"]').wait_for(timeout=15_000)
     page.locator("#session-status", has_text="Completed").wait_for(timeout=10_000)
     wait_for(lambda: page.locator("#conn-text").inner_text() == "Live", timeout=10, message="live again")
-    # The only console errors allowed: the reconnects that found the gateway stopped on purpose.
-    unexpected = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]  # type: ignore[attr-defined]
-    assert not unexpected, unexpected
 
 
 def test_open_questions_show_in_the_tab_title(browser_page: Any, tmp_path: Path, probe: ProbeHandle) -> None:

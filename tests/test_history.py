@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from meta_orchestrator.actors.runtime.replay import Timeline, parse_cursor
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.messages.gateway import GatewayAddress
+from meta_orchestrator.webui.serve import SessionsServer
 from tests.conftest import PROJECT_ROOT
+from tests.test_gateway import TOKEN, http
 
 AGENTS = ("gemini", "codex", "claude")
 
@@ -96,3 +101,45 @@ def test_a_forged_cursor_is_refused():
         parse_cursor("history:12,/etc/passwd:0", ("history", "claude"))
     with pytest.raises(ValueError):
         parse_cursor("claude:" + "9" * 5000, ("claude",))
+
+
+@pytest.fixture
+def served(finished_session: Path) -> Iterator[GatewayAddress]:
+    server = SessionsServer(finished_session.parent, port=0, token=TOKEN).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        yield GatewayAddress(host="127.0.0.1", port=server.port, base_url=base, url=server.url)
+    finally:
+        server.stop()
+
+
+def test_serve_replays_a_session_from_its_snapshot_through_its_frames(finished_session: Path, served):
+    sid = finished_session.name
+    status, start = http(served, "GET", f"/api/sessions/{sid}/snapshot?at=start")
+    assert status == 200 and start["frame"]["type"] == "snapshot" and start["live"] is False
+    assert start["at"] == start["start"] < start["end"]
+    seq, cursor, frames = start["seq"], start["cursor"], []
+    while True:
+        status, page = http(served, "GET", f"/api/sessions/{sid}/frames?seq={seq}&limit=50&cursor={quote(cursor)}")
+        assert status == 200 and page["live"] is False
+        frames += page["frames"]
+        seq, cursor = page["seq"], page["cursor"]
+        if not page["more"]:
+            break
+    assert [f["frame"]["seq"] for f in frames] == list(range(start["seq"] + 1, seq + 1))  # numbered on, none lost
+    assert [f["at"] for f in frames] == sorted(f["at"] for f in frames)
+    assert frames[-1]["frame"]["type"] == "session_ended"
+    status, end = http(served, "GET", f"/api/sessions/{sid}/snapshot")
+    assert status == 200 and end["at"] == end["end"]
+    assert end["frame"]["data"]["session"]["status"] == "completed"
+
+
+def test_serve_refuses_what_it_cannot_replay(finished_session: Path, served):
+    sid = finished_session.name
+    assert http(served, "GET", "/api/sessions/nosuch/snapshot")[0] == 404
+    assert http(served, "GET", "/api/sessions/nosuch/frames")[0] == 404
+    status, body = http(served, "GET", f"/api/sessions/{sid}/snapshot?at=2025-01-01T00:00:00")
+    assert status == 400 and "time zone" in body["error"]
+    assert http(served, "GET", f"/api/sessions/{sid}/frames?seq=-1")[0] == 400
+    status, body = http(served, "GET", f"/api/sessions/{sid}/frames?cursor=history:1,/etc/passwd:0")
+    assert status == 400 and "source:offset" in body["error"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_orchestrator.actors.app.system import parse_console_answer
+from meta_orchestrator.actors.app.console_answers import parse_console_answer
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import (

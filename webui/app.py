@@ -115,6 +115,7 @@ def create_app(link: DashboardLink) -> Flask:
 
     _add_guard(app, link)
     _add_read_routes(app, link)
+    _add_file_routes(app, link)
     _add_action_routes(app, link)
     add_stream_route(app, link)
 
@@ -169,7 +170,7 @@ def _add_guard(app: Flask, link: DashboardLink) -> None:
 
 
 def _add_read_routes(app: Flask, link: DashboardLink) -> None:
-    """The page and the read-only API."""
+    """The page and the read-only API over the state the gateway keeps (its view)."""
 
     @app.get("/")
     def index() -> Response:
@@ -194,6 +195,20 @@ def _add_read_routes(app: Flask, link: DashboardLink) -> None:
     def decisions() -> Response:
         return jsonify(decisions=list((link.view().session or {}).get("decisions") or ()))
 
+    @app.get("/api/resources")
+    def resources_() -> Response:
+        samples = [
+            {"type": kind, "data": item}
+            for kind, items in link.view().facts
+            if kind in ("resources", "limit")
+            for item in items
+        ]
+        return jsonify(resources=samples)
+
+
+def _add_file_routes(app: Flask, link: DashboardLink) -> None:
+    """The read-only API over the session's files: reviews, and pages of events."""
+
     @app.get("/api/reviews")
     def reviews() -> Response:
         return jsonify(reviews=read_reviews(link.session_dir))
@@ -204,16 +219,6 @@ def _add_read_routes(app: Flask, link: DashboardLink) -> None:
         if found is None:
             return _refuse(404, f"unknown review id {_short(review_id)}")
         return jsonify(found)
-
-    @app.get("/api/resources")
-    def resources_() -> Response:
-        samples = [
-            {"type": kind, "data": item}
-            for kind, items in link.view().facts
-            if kind in ("resources", "limit")
-            for item in items
-        ]
-        return jsonify(resources=samples)
 
     @app.get("/api/events")
     def events() -> Response:

@@ -232,82 +232,22 @@ def _add_replay_routes(app: Flask, workspace: Path) -> None:
     @app.get("/api/sessions/<session_id>/snapshot")
     def snapshot(session_id: str) -> Response:
         try:
-            folder, state, agents = _opened(workspace, session_id)
+            return _snapshot_at(*_opened(workspace, session_id), request.args.get("at"))
         except LookupError as exc:
             return _refuse(404, str(exc))
-        with Timeline(folder, agents) as timeline:
-            bounds = timeline.bounds()
-            if bounds is None:
-                return _refuse(404, f"session {session_id} has recorded nothing yet")
-            try:
-                moment = _moment(request.args.get("at"), bounds)
-            except ValueError as exc:
-                return _refuse(400, str(exc))
-            frame, page, seq = snapshot_at(timeline, moment, bounds[0])
-        return Response(
-            '{"frame":'
-            + frame
-            + ',"cursor":'
-            + json.dumps(page.cursor)
-            + ',"seq":'
-            + str(seq)
-            + ',"at":'
-            + json.dumps(format_utc(moment))
-            + ',"start":'
-            + json.dumps(format_utc(bounds[0]))
-            + ',"end":'
-            + json.dumps(format_utc(bounds[1]))
-            + ',"live":'
-            + json.dumps(is_live(state))
-            + "}",
-            mimetype="application/json",
-        )
 
     @app.get("/api/sessions/<session_id>/frames")
     def frames(session_id: str) -> Response:
         try:
-            folder, state, agents = _opened(workspace, session_id)
+            opened = _opened(workspace, session_id)
         except LookupError as exc:
             return _refuse(404, str(exc))
         raw_seq = request.args.get("seq", "0")
         raw_limit = request.args.get("limit", "500")
         if not (raw_seq.isdigit() and len(raw_seq) <= 15 and raw_limit.isdigit() and len(raw_limit) <= 5):
             return _refuse(400, "seq and limit are whole numbers")
-        seq, limit = int(raw_seq), min(max(int(raw_limit), 1), MAX_PAGE)
-        with Timeline(folder, agents) as timeline:
-            try:
-                parse_cursor(request.args.get("cursor", ""), timeline.sources)
-            except ValueError as exc:
-                return _refuse(400, str(exc))
-            page = timeline.read(request.args.get("cursor", ""), limit)
-        out = []
-        for item in page.items:
-            built = frame_data(item)
-            if built is None:
-                continue
-            seq += 1
-            out.append(
-                '{"at":'
-                + json.dumps(format_utc(item.timestamp))
-                + ',"frame":'
-                + encode_frame(built[0], seq, built[1])
-                + "}"
-            )
-        live = is_live(state)
-        return Response(
-            '{"frames":['
-            + ",".join(out)
-            + '],"cursor":'
-            + json.dumps(page.cursor)
-            + ',"seq":'
-            + str(seq)
-            + ',"more":'
-            + json.dumps(page.more)
-            + ',"live":'
-            + json.dumps(live)
-            + "}",
-            mimetype="application/json",
-        )
+        limit = min(max(int(raw_limit), 1), MAX_PAGE)
+        return _frames_after(*opened, request.args.get("cursor", ""), int(raw_seq), limit)
 
     @app.get("/api/sessions/<session_id>/marks")
     def marks(session_id: str) -> Response:
@@ -316,6 +256,63 @@ def _add_replay_routes(app: Flask, workspace: Path) -> None:
         except LookupError as exc:
             return _refuse(404, str(exc))
         return jsonify(marks=marks_of(folder, agents))
+
+
+def _snapshot_at(folder: Path, state: dict[str, Any], agents: tuple[str, ...], at: str | None) -> Response:
+    """The session as it stood at ``at``, as one snapshot frame, and where to read on from."""
+    with Timeline(folder, agents) as timeline:
+        bounds = timeline.bounds()
+        if bounds is None:
+            raise LookupError(f"session {folder.name} has recorded nothing yet")
+        try:
+            moment = _moment(at, bounds)
+        except ValueError as exc:
+            return _refuse(400, str(exc))
+        frame, page, seq = snapshot_at(timeline, moment, bounds[0])
+    return _spliced(
+        frame=frame,
+        cursor=json.dumps(page.cursor),
+        seq=str(seq),
+        at=json.dumps(format_utc(moment)),
+        start=json.dumps(format_utc(bounds[0])),
+        end=json.dumps(format_utc(bounds[1])),
+        live=json.dumps(is_live(state)),
+    )
+
+
+def _frames_after(
+    folder: Path, state: dict[str, Any], agents: tuple[str, ...], cursor: str, seq: int, limit: int
+) -> Response:
+    """Up to ``limit`` frames after ``cursor``, numbered on from ``seq``, each with its time."""
+    with Timeline(folder, agents) as timeline:
+        try:
+            parse_cursor(cursor, timeline.sources)
+        except ValueError as exc:
+            return _refuse(400, str(exc))
+        page = timeline.read(cursor, limit)
+    out = []
+    for item in page.items:
+        built = frame_data(item)
+        if built is None:
+            continue
+        seq += 1
+        out.append(_splice(at=json.dumps(format_utc(item.timestamp)), frame=encode_frame(built[0], seq, built[1])))
+    return _spliced(
+        frames="[" + ",".join(out) + "]",
+        cursor=json.dumps(page.cursor),
+        seq=str(seq),
+        more=json.dumps(page.more),
+        live=json.dumps(is_live(state)),
+    )
+
+
+def _splice(**fields: str) -> str:
+    """A JSON object from JSON texts: frames go in as they were built, never parsed again."""
+    return "{" + ",".join(f'"{name}":{value}' for name, value in fields.items()) + "}"
+
+
+def _spliced(**fields: str) -> Response:
+    return Response(_splice(**fields), mimetype="application/json")
 
 
 class SessionsServer:

@@ -20,6 +20,7 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter, hooked_agent
+from meta_orchestrator.actors.app.console_answers import read_console_answers
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
@@ -41,6 +42,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     proactive_fixes,
     require_clis,
 )
+from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -50,21 +52,18 @@ from meta_orchestrator.actors.runtime.resume import (
     save_launch,
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
-from meta_orchestrator.actors.worker import Worker, launch_for_preflight
+from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
 from meta_orchestrator.messages.gateway import GetGatewayAddress
 from meta_orchestrator.messages.session import (
     AnswerChannelChanged,
-    AnswerGiven,
     ControlRequested,
-    GetSessionState,
     SessionEnded,
     SessionSnapshot,
     StartSession,
 )
-import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +187,27 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     if target is None and not options.demo:
         raise PreflightError("no --target given; pass the repository the agents should work in")
     env = agent_environment(options)
+    settings = _runnable_agents(settings, options, env)
+    session_id = options.resume or options.session_id or new_session_id()
+    session_dir = workspace / session_id
+    try:
+        private_dir(session_dir)
+    except SessionFileError as exc:
+        raise PreflightError(str(exc)) from None
+    if target is None:
+        target = make_demo_target(session_dir)
+    if not options.resume:
+        save_launch(session_dir, options.task, target, options.demo, settings.model_dump(mode="json"))
+    return settings, target, session_dir, session_id, env
+
+
+def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str]) -> Settings:
+    """The settings with every enabled CLI checked; those that cannot run are disabled (their
+    roles move to the others, named in ``options.agents_out``) unless none can run.
+
+    Raises:
+        PreflightError: no agent is enabled, or none of them can run.
+    """
     checks = [
         check_cli(name, get_adapter(name), launch_for_preflight(get_adapter(name), agent), env)
         for name, agent in settings.agents.items()
@@ -210,20 +230,10 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
                 flush=True,
             )
         settings = settings.model_copy(update={"agents": agents})
-        checks = [c for c in checks if not c.problem]
     for check in checks:
-        log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
-    session_id = options.resume or options.session_id or new_session_id()
-    session_dir = workspace / session_id
-    try:
-        private_dir(session_dir)
-    except SessionFileError as exc:
-        raise PreflightError(str(exc)) from None
-    if target is None:
-        target = make_demo_target(session_dir)
-    if not options.resume:
-        save_launch(session_dir, options.task, target, options.demo, settings.model_dump(mode="json"))
-    return settings, target, session_dir, session_id, env
+        if not check.problem:
+            log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
+    return settings
 
 
 def _prepare_resume(settings: Settings, options: RunOptions) -> Settings:
@@ -274,6 +284,32 @@ def _is_orchestrator(pid: int) -> bool:
         return False
 
 
+@dataclass
+class _Wiring:
+    """What the stages of ``start`` share: the prepared session and what is started so far.
+
+    ``host``, ``sandboxes`` and ``review_agents`` are filled in once the workers' watchers
+    exist; the review workers, started later on demand, read them then.
+    """
+
+    settings: Settings
+    options: RunOptions
+    started: list[pykka.ActorRef[Any]]
+    target: Path
+    session_dir: Path
+    session_id: str
+    env: dict[str, str]
+    scratch: Path
+    supervisor: Any = None
+    listeners: list[Any] = field(default_factory=list)
+    coordinator_slot: LateRef = field(default_factory=LateRef)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    dashboard_closed: threading.Event = field(default_factory=threading.Event)
+    host: ProcessHost | None = None
+    sandboxes: dict[str, OsSandbox] = field(default_factory=dict)
+    review_agents: dict[str, Any] = field(default_factory=dict)
+
+
 def start(
     settings: Settings,
     options: RunOptions,
@@ -285,215 +321,237 @@ def start(
     if log_setup:
         log_setup(session_dir)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
-    # The history hears every fact first, so a replay sees what any view saw.
-    listeners: list[pykka.ActorRef[Any]] = [_start(started, HistoryRecorder, session_dir=session_dir)]
-    if options.console:
-        listeners.append(_start(started, ConsoleView, demo=options.demo, bell=settings.questions.bell))
-    supervisor = Supervisor.start(
-        max_restarts=settings.session.max_restarts,
-        window_s=settings.session.restart_window_s,
-        listeners=tuple(listeners),
+    wiring = _Wiring(
+        settings=settings,
+        options=options,
+        started=started,
+        target=target,
+        session_dir=session_dir,
+        session_id=session_id,
+        env=env,
+        scratch=session_dir / "scratch",
     )
-    started.append(supervisor)  # stopped again first (see below) if the start fails half-way
-    coordinator_slot = LateRef()
-    gateway = None
-    token = secrets.token_urlsafe(24)
-    dashboard_closed = threading.Event()
-    if options.dashboard:
-        web = {"settings": settings.web, "next_free_port": options.next_free_port}
-
-        def start_gateway(_ref: SupervisedRef) -> pykka.ActorRef[Any]:
-            return Gateway.start(
-                settings=web["settings"],
-                session_dir=session_dir,
-                token=token,
-                coordinator=coordinator_slot,
-                next_free_port=web["next_free_port"],
-                close_requested=dashboard_closed,
-            )
-
-        try:
-            gateway = SupervisedRef("gateway", start_gateway, supervisor).start()
-            # A restarted dashboard comes back where the browser already is.
-            port = gateway.ask(GetGatewayAddress(), timeout=5).port
-            web.update(settings=settings.web.model_copy(update={"port": port}), next_free_port=False)
-            supervisor.proxy().supervise(gateway).get(timeout=5)
-            started.append(gateway)
-        except GatewayError as exc:
-            raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
-        listeners.append(gateway)
-    scratch = private_dir(session_dir / "scratch")
-    settings, fixes = proactive_fixes(settings, target, env)
+    _start_listeners(wiring)
+    gateway = _start_dashboard(wiring) if options.dashboard else None
+    private_dir(wiring.scratch)
+    wiring.settings, fixes = proactive_fixes(settings, target, env)
     for fix in fixes:
         log.info("preflight %s: %s", fix.agent, fix.action)
     recovery = _supervised(
         started,
-        supervisor,
+        wiring.supervisor,
         "recovery",
         Recovery,
-        settings=settings.recovery,
+        settings=wiring.settings.recovery,
         target=target,
-        workspace=settings.workspace,
-        listeners=tuple(listeners),
+        workspace=wiring.settings.workspace,
+        listeners=tuple(wiring.listeners),
     )
-
-    def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
-        """A peer's read-only review run: its own worker, recorded under reviews/<id>/,
-        limited by the review timeout, heard by the console and dashboard only."""
-        return _start(
-            started,
-            Worker,
-            agent=agent,
-            adapter=get_adapter(agent),
-            agent_settings=review_agents[agent],
-            session_settings=settings.session.model_copy(
-                update={
-                    "assignment_timeout_s": min(
-                        settings.review.reviewer_timeout_s, settings.session.assignment_timeout_s
-                    )
-                }
-            ),
-            session_id=session_id,
-            session_dir=session_dir,
-            target=target,
-            listeners=tuple(listeners),
-            base_env=env,
-            events_path=events_path,
-            extra_dirs=(scratch,),
-            host=host,
-            sandbox=os_sandboxes.get(agent),
-        )
-
-    reviewer = _supervised(
-        started,
-        supervisor,
-        "reviewer",
-        Reviewer,
-        settings=settings.review,
-        session_id=session_id,
-        session_dir=session_dir,
-        target=target,
-        agents=tuple(n for n, agent in settings.agents.items() if agent.enabled),
-        start_review_worker=start_review_worker,
-        decisions_to=coordinator_slot,
-        listeners=tuple(listeners),
-        task=options.task,
-    )
-    # Monitor and guard listen to the workers, so they start first; they hear the coordinator
-    # through its slot and get the worker refs once those exist.
-    # ``workers`` is filled below; a watcher restarted after a crash starts with all of them.
-    workers: dict[str, SupervisedRef] = {}
-    watchers = _start_watchers(
-        started, supervisor, settings, session_dir, target, (scratch,), (*listeners, coordinator_slot), workers
-    )
-    host = ProcessHost(_spawn_caps(settings))
-    os_sandboxes = _os_sandboxes(bwrap, settings, session_dir, watchers)
-    for name, agent_settings in settings.agents.items():
-        if not agent_settings.enabled:
-            continue
-        workers[name] = _supervised(
-            started,
-            supervisor,
-            f"worker:{name}",
-            Worker,
-            agent=name,
-            adapter=get_adapter(name),
-            agent_settings=_sandboxed(name, settings, watchers),
-            session_settings=settings.session,
-            session_id=session_id,
-            session_dir=session_dir,
-            target=target,
-            listeners=(*listeners, *watchers.values(), reviewer, recovery),
-            base_env=env,
-            extra_dirs=(scratch,),
-            host=host,
-            sandbox=os_sandboxes.get(name),
-        )
-    for watcher in watchers.values():
-        watcher.tell(WatchWorkers(workers=tuple(workers.items())))
-    review_agents = {name: _sandboxed(name, settings, watchers) for name in workers}
-    coordinator = _start(
-        started,
-        Coordinator,
-        settings=settings,
-        session_id=session_id,
-        session_dir=session_dir,
-        task=options.task,
-        target=target,
-        workers=workers,
-        listeners=(*listeners, reviewer),
-        demo=options.demo,
-        reviewer=reviewer,
-        recovery=recovery,
-        preflight_fixes=fixes,
-        answer_channels=_answer_channels(options, gateway is not None),
-        agents_out=options.agents_out,
-        **_resume_arguments(options, session_dir),
-    )
-    coordinator_slot.target = coordinator
-    supervisor.proxy().set_coordinator(coordinator).get(timeout=5)
-    started.remove(supervisor)
-    started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
+    reviewer = _start_reviewer(wiring)
+    workers = _start_workers(wiring, bwrap, heard_by=(reviewer, recovery))
+    coordinator = _start_coordinator(wiring, workers, reviewer, recovery, fixes, dashboard=gateway is not None)
     running = RunningSession(
-        host=host,
+        host=wiring.host,
         session_id=session_id,
         session_dir=session_dir,
         target=target,
         coordinator=coordinator,
         workers=workers,
         gateway=gateway,
-        token=token,
-        dashboard_closed=dashboard_closed,
+        token=wiring.token,
+        dashboard_closed=wiring.dashboard_closed,
     )
-    if gateway is not None:
-        address = gateway.ask(GetGatewayAddress(), timeout=5)
-        running.dashboard_url = address.url
-        (options.print_url or _print_url)(address.url)
-    coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
-    if options.console and options.answer_stream is not None:
-        threading.Thread(
-            target=read_console_answers, args=(coordinator, options.answer_stream), name="console-answers", daemon=True
-        ).start()
-    if options.on_started:
-        options.on_started(running)
+    _begin(running, options)
     return running
 
 
-APPROVE_WORDS = {"y", "yes", "approve", "ok", "allow"}
-DENY_WORDS = {"n", "no", "deny", "reject", "refuse"}
+def _start_listeners(wiring: _Wiring) -> None:
+    """The history and the console (the listeners of every actor), then the supervisor."""
+    settings, options, started = wiring.settings, wiring.options, wiring.started
+    # The history hears every fact first, so a replay sees what any view saw.
+    wiring.listeners.append(_start(started, HistoryRecorder, session_dir=wiring.session_dir))
+    if options.console:
+        wiring.listeners.append(_start(started, ConsoleView, demo=options.demo, bell=settings.questions.bell))
+    wiring.supervisor = Supervisor.start(
+        max_restarts=settings.session.max_restarts,
+        window_s=settings.session.restart_window_s,
+        listeners=tuple(wiring.listeners),
+    )
+    started.append(wiring.supervisor)  # stopped again first (see _start_coordinator) if the start fails half-way
 
 
-def parse_console_answer(line: str, snapshot: SessionSnapshot) -> AnswerGiven | str:
-    """Turn a console line into an answer to an open question, or say why it is not one.
+def _start_dashboard(wiring: _Wiring) -> SupervisedRef:
+    """The gateway, supervised; it hears every fact from here on.
 
-    ``<question id> <answer>`` answers that question; a bare answer goes to the only open one.
-    For confirmations, yes/no words approve or deny.
+    Raises:
+        PreflightError: its address cannot be bound.
     """
-    open_questions = [q for q in snapshot.questions if q.status == "open"]
-    if not open_questions:
-        return "no question is waiting for an answer"
-    text = line.strip()
-    first, _, rest = text.partition(" ")
-    chosen = next((q for q in open_questions if q.id == first), None)
-    if chosen is not None:
-        text = rest.strip()
-    elif len(open_questions) == 1:
-        chosen = open_questions[0]
-    else:
-        ids = ", ".join(q.id for q in open_questions)
-        return f"several questions are open ({ids}): start the line with the question id"
-    if not text:
-        return f"empty answer to {chosen.id}"
-    approve = None
-    if chosen.kind == "confirmation":
-        word = text.lower()
-        if word in APPROVE_WORDS:
-            approve = True
-        elif word in DENY_WORDS:
-            approve = False
-        else:
-            return f"{chosen.id} needs yes or no"
-    return AnswerGiven(question_id=chosen.id, answer=text, approve=approve, source="console")
+    web = {"settings": wiring.settings.web, "next_free_port": wiring.options.next_free_port}
+
+    def start_gateway(_ref: SupervisedRef) -> pykka.ActorRef[Any]:
+        return Gateway.start(
+            settings=web["settings"],
+            session_dir=wiring.session_dir,
+            token=wiring.token,
+            coordinator=wiring.coordinator_slot,
+            next_free_port=web["next_free_port"],
+            close_requested=wiring.dashboard_closed,
+        )
+
+    try:
+        gateway = SupervisedRef("gateway", start_gateway, wiring.supervisor).start()
+        # A restarted dashboard comes back where the browser already is.
+        port = gateway.ask(GetGatewayAddress(), timeout=5).port
+        web.update(settings=wiring.settings.web.model_copy(update={"port": port}), next_free_port=False)
+        wiring.supervisor.proxy().supervise(gateway).get(timeout=5)
+        wiring.started.append(gateway)
+    except GatewayError as exc:
+        raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
+    wiring.listeners.append(gateway)
+    return gateway
+
+
+def _start_reviewer(wiring: _Wiring) -> SupervisedRef:
+    """The reviewer, supervised; each peer it asks runs in a worker of its own."""
+
+    def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
+        """A peer's read-only review run: its own worker, recorded under reviews/<id>/,
+        limited by the review timeout, heard by the console and dashboard only."""
+        settings = wiring.settings
+        timeout_s = min(settings.review.reviewer_timeout_s, settings.session.assignment_timeout_s)
+        return _start(
+            wiring.started,
+            Worker,
+            agent=agent,
+            adapter=get_adapter(agent),
+            agent_settings=wiring.review_agents[agent],
+            session_settings=settings.session.model_copy(update={"assignment_timeout_s": timeout_s}),
+            session_id=wiring.session_id,
+            session_dir=wiring.session_dir,
+            target=wiring.target,
+            listeners=tuple(wiring.listeners),
+            base_env=wiring.env,
+            events_path=events_path,
+            extra_dirs=(wiring.scratch,),
+            host=wiring.host,
+            sandbox=wiring.sandboxes.get(agent),
+        )
+
+    return _supervised(
+        wiring.started,
+        wiring.supervisor,
+        "reviewer",
+        Reviewer,
+        settings=wiring.settings.review,
+        session_id=wiring.session_id,
+        session_dir=wiring.session_dir,
+        target=wiring.target,
+        agents=tuple(n for n, agent in wiring.settings.agents.items() if agent.enabled),
+        start_review_worker=start_review_worker,
+        decisions_to=wiring.coordinator_slot,
+        listeners=tuple(wiring.listeners),
+        task=wiring.options.task,
+    )
+
+
+def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]) -> dict[str, SupervisedRef]:
+    """The watchers (resource monitor, sandbox guard), then one supervised worker per enabled
+    agent, heard by the listeners, the watchers and ``heard_by`` (reviewer, recovery)."""
+    settings = wiring.settings
+    # Monitor and guard listen to the workers, so they start first; they hear the coordinator
+    # through its slot and get the worker refs once those exist.
+    # ``workers`` is filled below; a watcher restarted after a crash starts with all of them.
+    workers: dict[str, SupervisedRef] = {}
+    watchers = _start_watchers(
+        wiring.started,
+        wiring.supervisor,
+        settings,
+        wiring.session_dir,
+        wiring.target,
+        (wiring.scratch,),
+        (*wiring.listeners, wiring.coordinator_slot),
+        workers,
+    )
+    wiring.host = ProcessHost(_spawn_caps(settings))
+    wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
+    for name, agent_settings in settings.agents.items():
+        if not agent_settings.enabled:
+            continue
+        workers[name] = _supervised(
+            wiring.started,
+            wiring.supervisor,
+            f"worker:{name}",
+            Worker,
+            agent=name,
+            adapter=get_adapter(name),
+            agent_settings=_sandboxed(name, settings, watchers),
+            session_settings=settings.session,
+            session_id=wiring.session_id,
+            session_dir=wiring.session_dir,
+            target=wiring.target,
+            listeners=(*wiring.listeners, *watchers.values(), *heard_by),
+            base_env=wiring.env,
+            extra_dirs=(wiring.scratch,),
+            host=wiring.host,
+            sandbox=wiring.sandboxes.get(name),
+        )
+    for watcher in watchers.values():
+        watcher.tell(WatchWorkers(workers=tuple(workers.items())))
+    wiring.review_agents = {name: _sandboxed(name, settings, watchers) for name in workers}
+    return workers
+
+
+def _start_coordinator(
+    wiring: _Wiring,
+    workers: dict[str, SupervisedRef],
+    reviewer: SupervisedRef,
+    recovery: SupervisedRef,
+    fixes: Any,
+    dashboard: bool,
+) -> pykka.ActorRef[Any]:
+    """The coordinator, last: everything it tells is running; the slots now point at it."""
+    options, started, supervisor = wiring.options, wiring.started, wiring.supervisor
+    coordinator = _start(
+        started,
+        Coordinator,
+        settings=wiring.settings,
+        session_id=wiring.session_id,
+        session_dir=wiring.session_dir,
+        task=options.task,
+        target=wiring.target,
+        workers=workers,
+        listeners=(*wiring.listeners, reviewer),
+        demo=options.demo,
+        reviewer=reviewer,
+        recovery=recovery,
+        preflight_fixes=fixes,
+        answer_channels=_answer_channels(options, dashboard),
+        agents_out=options.agents_out,
+        **_resume_arguments(options, wiring.session_dir),
+    )
+    wiring.coordinator_slot.target = coordinator
+    supervisor.proxy().set_coordinator(coordinator).get(timeout=5)
+    started.remove(supervisor)
+    started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
+    return coordinator
+
+
+def _begin(running: RunningSession, options: RunOptions) -> None:
+    """Give the user the dashboard's address, tell the coordinator to begin, read the console."""
+    if running.gateway is not None:
+        address = running.gateway.ask(GetGatewayAddress(), timeout=5)
+        running.dashboard_url = address.url
+        (options.print_url or _print_url)(address.url)
+    running.coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
+    if options.console and options.answer_stream is not None:
+        threading.Thread(
+            target=read_console_answers,
+            args=(running.coordinator, options.answer_stream),
+            name="console-answers",
+            daemon=True,
+        ).start()
+    if options.on_started:
+        options.on_started(running)
 
 
 def _answer_channels(options: RunOptions, dashboard: bool) -> tuple[str, ...]:
@@ -505,31 +563,6 @@ def _answer_channels(options: RunOptions, dashboard: bool) -> tuple[str, ...]:
     if dashboard:
         channels.append("dashboard")
     return tuple(dict.fromkeys(channels))
-
-
-def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
-    """Reader thread: lines typed on the console answer the session's open questions.
-
-    End of file (stdin closed, ``< /dev/null``, the writer of a pipe gone) tells the
-    coordinator the console can no longer answer, so no question waits on it.
-    """
-    try:
-        for line in iter(stream.readline, ""):
-            if not line.strip():
-                continue
-            try:
-                snapshot = coordinator.ask(GetSessionState(), timeout=2.0)
-            except (pykka.ActorDeadError, pykka.Timeout):
-                return
-            answer = parse_console_answer(line, snapshot)
-            if isinstance(answer, str):
-                print(f"orchestrate: {answer}", file=sys.stderr, flush=True)
-            else:
-                coordinator.tell(answer)
-    except (OSError, ValueError) as exc:
-        log.info("console input ended: %s", exc)
-    with contextlib.suppress(pykka.ActorDeadError):
-        coordinator.tell(AnswerChannelChanged(channel="console", open=False))
 
 
 def _print_url(url: str) -> None:
@@ -660,18 +693,54 @@ def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
         pykka.ActorRegistry.stop_all(block=True, timeout=timeout)
 
 
-def _linger(running: RunningSession, options: RunOptions, interrupts: dict[str, int]) -> None:
+class _Interrupts:
+    """Ctrl-C and SIGTERM while a session runs: the first asks the coordinator to stop (every
+    agent group ended, state saved, exit 130), a second forces it. A closed terminal (SIGHUP)
+    must not end the agents silently, as its default would: the session goes on and says so.
+    Handlers are installed only on the main thread (Python allows no other)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.running: RunningSession | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.running is not None and self.count == 1:
+            print(
+                f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to force",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+
+    def _on_hangup(self, signum: int, _frame: Any) -> None:
+        log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM or from the dashboard")
+
+
+def _linger(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> None:
     """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C."""
-    if running.gateway is None or options.exit_when_done or interrupts["count"]:
+    if running.gateway is None or options.exit_when_done or interrupts.count:
         return  # no dashboard, asked not to, or the user already pressed Ctrl-C to leave
-    seen = interrupts["count"]
+    seen = interrupts.count
     print(
         f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
         "or 'close dashboard' on the page to leave",
         file=sys.stderr,
         flush=True,
     )
-    while interrupts["count"] == seen and not running.dashboard_closed.wait(0.2):
+    while interrupts.count == seen and not running.dashboard_closed.wait(0.2):
         pass
 
 
@@ -682,70 +751,47 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
     exit 130); a second Ctrl-C stops the actors at once.
     """
     started: list[pykka.ActorRef[Any]] = []
-    interrupts = {"count": 0}
-    wake = threading.Event()
-    running: RunningSession | None = None
+    with _Interrupts() as interrupts:
+        try:
+            running = interrupts.running = start(settings, options, started, log_setup)
+            if interrupts.count:
+                running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+            return _wait_for_end(running, options, interrupts)
+        finally:
+            stop_all(started)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        interrupts["count"] += 1
-        wake.set()
-        if running is not None and interrupts["count"] == 1:
-            print(
-                f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to force",
-                file=sys.stderr,
-                flush=True,
+
+def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> int:
+    """Wait for the session's end (or a forced stop, or a coordinator gone); its exit code."""
+    dashboard_told = False
+    while True:
+        try:
+            ended = running.ended.get(timeout=0.2)
+        except queue.Empty:
+            ended = None
+        if ended is not None:
+            if ended.status == "waiting":
+                if not options.console:
+                    print(ended.summary, file=sys.stderr, flush=True)
+                return ended.exit_code  # nobody is there: the dashboard does not linger
+            _linger(running, options, interrupts)
+            return ended.exit_code
+        if running.gateway is not None and not dashboard_told and running.dashboard_closed.is_set():
+            dashboard_told = True  # closed from the page: it can no longer answer
+            running.coordinator.tell(AnswerChannelChanged(channel="dashboard", open=False))
+        if interrupts.count >= 2:
+            # The workers would each wait out stop_grace_s on an agent that ignores SIGTERM.
+            killed = running.host.kill_all() if running.host is not None else 0
+            log.warning("forced stop: ended %d agent process group(s) at once", killed)
+            return 130
+        if not running.coordinator.is_alive() and running.ended.empty():
+            # Nothing would ever end the session: stop the agents rather than hang.
+            log.error(
+                "the coordinator stopped unexpectedly; ending every agent - the "
+                "session can be continued with: orchestrate resume %s",
+                running.session_id,
             )
-            running.coordinator.tell(ControlRequested(action="stop", source="signal"))
-
-    def on_hangup(signum: int, _frame: Any) -> None:
-        log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM or from the dashboard")
-
-    previous = {}
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-        # A closed terminal must not end the agents silently (SIGHUP's default): the session
-        # goes on and says so; stop it with SIGTERM, Ctrl-C or the dashboard.
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
-    try:
-        running = start(settings, options, started, log_setup)
-        if interrupts["count"]:
-            running.coordinator.tell(ControlRequested(action="stop", source="signal"))
-        dashboard_told = False
-        while True:
-            try:
-                ended = running.ended.get(timeout=0.2)
-            except queue.Empty:
-                ended = None
-            if ended is not None:
-                if ended.status == "waiting":
-                    if not options.console:
-                        print(ended.summary, file=sys.stderr, flush=True)
-                    return ended.exit_code  # nobody is there: the dashboard does not linger
-                _linger(running, options, interrupts)
-                return ended.exit_code
-            if running.gateway is not None and not dashboard_told and running.dashboard_closed.is_set():
-                dashboard_told = True  # closed from the page: it can no longer answer
-                running.coordinator.tell(AnswerChannelChanged(channel="dashboard", open=False))
-            if interrupts["count"] >= 2:
-                # The workers would each wait out stop_grace_s on an agent that ignores SIGTERM.
-                killed = running.host.kill_all() if running.host is not None else 0
-                log.warning("forced stop: ended %d agent process group(s) at once", killed)
-                return 130
-            if not running.coordinator.is_alive() and running.ended.empty():
-                # Nothing would ever end the session: stop the agents rather than hang.
-                log.error(
-                    "the coordinator stopped unexpectedly; ending every agent - the "
-                    "session can be continued with: orchestrate resume %s",
-                    running.session_id,
-                )
-                return 1
-    finally:
-        stop_all(started)
-        if in_main:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            return 1
 
 
 __all__ = ["PreflightError", "RunOptions", "RunningSession", "run", "start", "stop_all"]

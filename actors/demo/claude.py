@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.demo.claude_permissions import Denial, Permissions, PreToolUseHooks, tool_rules
 from meta_orchestrator.actors.demo.common import (
     Command,
     DemoAgent,
@@ -22,7 +22,6 @@ from meta_orchestrator.actors.demo.common import (
     new_id,
     now_iso,
     run,
-    within,
 )
 
 VERSION = "2.1.197"
@@ -44,49 +43,19 @@ TOOLS = [
     "ToolSearch",
 ]
 ALIASES = {"opus": "claude-opus-4-8", "sonnet": "claude-sonnet-4-6", "fable": "claude-fable-4-8"}
-READ_ONLY = {
-    "ls",
-    "cat",
-    "head",
-    "tail",
-    "wc",
-    "grep",
-    "find",
-    "pwd",
-    "echo",
-    "stat",
-    "file",
-    "tree",
+# scenario -> (the assistant message's error, its text, the result's api_error_status)
+FAILURES: dict[str, tuple[str, str, int | None]] = {
+    "auth_error": ("authentication_failed", "Not logged in · Please run /login", None),
+    "rate_limit": ("rate_limit", "API Error: Request rejected (429) · [demo] rate limit exceeded", 429),
+    "server_error": (
+        "server_error",
+        "API Error: 500 [demo] internal server error. This is a server-side issue, "
+        "usually temporary — try again in a moment. If it persists, check your "
+        "inference gateway (api.anthropic.com).",
+        500,
+    ),
 }
-DONT_ASK = (
-    "Permission to use {tool} has been denied because Claude Code is running in don't ask mode. "
-    "IMPORTANT: You *may* attempt to accomplish this action using other tools that might "
-    "naturally be used to accomplish this goal, e.g. using head instead of cat. But you *should "
-    "not* attempt to work around this denial in malicious ways, e.g. do not use your ability to "
-    "run tests to execute non-test actions. You should only try to work around this restriction "
-    "in reasonable ways that do not attempt to bypass the intent behind this denial."
-)
 ROOT_REFUSAL = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
-
-
-def _rules(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for value in values or []:
-        out += [r for r in re.split(r"[,\s]+(?![^(]*\))", value) if r]
-    return out
-
-
-def _pre_tool_use_hooks(value: str | None) -> list[dict[str, Any]]:
-    """``--settings <file|json>``: its ``hooks.PreToolUse`` matcher groups."""
-    if not value:
-        return []
-    try:
-        text = value if value.lstrip().startswith("{") else Path(value).read_text(encoding="utf-8")
-        settings = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise UsageExit(f"Error: Invalid settings: {exc}") from None
-    groups = (settings.get("hooks") or {}).get("PreToolUse") or []
-    return [g for g in groups if isinstance(g, dict)]
 
 
 class Claude(DemoAgent):
@@ -102,9 +71,8 @@ class Claude(DemoAgent):
         )
         self.args = args
         self.mode = "bypassPermissions" if args.dangerously_skip_permissions else (args.permission_mode or "default")
-        self.hooks = _pre_tool_use_hooks(args.settings)
-        self.allowed = _rules(args.allowedTools)
-        self.disallowed = _rules(args.disallowedTools)
+        self.hooks = PreToolUseHooks(args.settings)
+        self.permissions = Permissions(self.mode, tool_rules(args.allowedTools), tool_rules(args.disallowedTools))
         self.model = args.model and ALIASES.get(args.model, args.model) or "claude-opus-4-8[1m]"
         self.api_model = self.model.removesuffix("[1m]")
         self.denials: list[dict[str, Any]] = []
@@ -125,7 +93,7 @@ class Claude(DemoAgent):
                 "subtype": "init",
                 "cwd": str(self.cwd),
                 "session_id": self.session_id,
-                "tools": [t for t in TOOLS if t not in self.disallowed],
+                "tools": [t for t in TOOLS if t not in self.permissions.disallowed],
                 "mcp_servers": [],
                 "model": self.model,
                 "permissionMode": self.mode,
@@ -188,14 +156,14 @@ class Claude(DemoAgent):
         name: str,
         tool_input: dict[str, Any],
         act: Callable[[], tuple[str, bool, Any]],
-        denial: tuple[str, bool] | None,
+        denial: Denial | None,
     ) -> bool:
         """Print tool_use and its tool_result; ``denial`` = (text, listed in permission_denials)."""
         tool_id = "toolu_demo" + new_id().replace("-", "")[:20]
         self.count("", json.dumps(tool_input))
         self._assistant({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
         self.tool_calls += 1
-        hooked = self._pre_tool_use(name, tool_input, tool_id)
+        hooked = self.hooks.decide(self._hook_call(name, tool_input, tool_id), self.cwd)
         if hooked is not None:  # a hook decides before the permission mode does
             denial = None if hooked == "allow" else hooked
         if denial:
@@ -233,92 +201,18 @@ class Claude(DemoAgent):
         self._next_message()
         return ok
 
-    def _pre_tool_use(self, name: str, tool_input: dict[str, Any], tool_id: str) -> tuple[str, bool] | str | None:
-        """Run the ``--settings`` PreToolUse command hooks as Claude Code does.
-
-        JSON on stdin; exit 2 blocks with stderr as the tool_result; exit 0 with
-        ``hookSpecificOutput.permissionDecision`` deny (the reason is the tool_result, the
-        call is listed in ``permission_denials``), ask (``-p`` cannot ask: denied the same
-        way) or allow (the permission mode is skipped). Returns a denial, "allow" or None.
-        """
-        for group in self.hooks:
-            matcher = str(group.get("matcher") or "*")
-            if matcher not in ("*", "") and not re.fullmatch(matcher, name):
-                continue
-            for hook in group.get("hooks") or []:
-                if hook.get("type") != "command" or not hook.get("command"):
-                    continue
-                call = {
-                    "session_id": self.session_id,
-                    "transcript_path": "",
-                    "cwd": str(self.cwd),
-                    "permission_mode": self.mode,
-                    "hook_event_name": "PreToolUse",
-                    "tool_name": name,
-                    "tool_input": tool_input,
-                    "tool_use_id": tool_id,
-                }
-                try:
-                    done = subprocess.run(
-                        hook["command"],
-                        shell=True,
-                        input=json.dumps(call).encode(),
-                        capture_output=True,
-                        cwd=self.cwd,
-                        timeout=float(hook.get("timeout") or 600),
-                        check=False,
-                    )
-                except subprocess.TimeoutExpired:
-                    continue  # a hook that times out is a non-blocking error
-                if done.returncode == 2:
-                    stderr = done.stderr.decode("utf-8", "replace")
-                    return (f"PreToolUse:{name} hook error: [{hook['command']}]: {stderr}", False)
-                if done.returncode != 0:
-                    continue
-                try:
-                    output = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
-                except ValueError:
-                    continue
-                specific = output.get("hookSpecificOutput") if isinstance(output, dict) else None
-                decision = (specific or {}).get("permissionDecision")
-                reason = str((specific or {}).get("permissionDecisionReason") or "")
-                if decision in ("deny", "ask"):
-                    return (reason or f"Blocked by a PreToolUse hook: {name}", True)
-                if decision == "allow":
-                    return "allow"
-        return None
-
-    def _removed(self, tool: str) -> tuple[str, bool] | None:
-        if tool in self.disallowed:
-            return (
-                (
-                    f"<tool_use_error>Error: No such tool available: {tool}. {tool} exists but is "
-                    "not enabled in this context. Use one of the available tools "
-                    "instead.</tool_use_error>"
-                ),
-                False,
-            )
-        return None
-
-    def _write_denial(self, path: Path) -> tuple[str, bool] | None:
-        if (removed := self._removed("Write")) is not None:
-            return removed
-        inside = within(path, self.roots())
-        ask = (
-            f"Claude requested permissions to write to {path}, but you haven't granted it yet.",
-            True,
-        )
-        if self.mode == "bypassPermissions":
-            return None
-        if self.mode == "plan":
-            return (f"Cannot write to {path} while in plan mode.", True)
-        if not inside:
-            return ask
-        if self.mode in ("acceptEdits", "auto") or any(r in ("Write", "Edit") for r in self.allowed):
-            return None
-        if self.mode == "dontAsk":
-            return (DONT_ASK.format(tool="Write"), True)
-        return ask
+    def _hook_call(self, name: str, tool_input: dict[str, Any], tool_id: str) -> dict[str, Any]:
+        """What a PreToolUse hook reads on its stdin."""
+        return {
+            "session_id": self.session_id,
+            "transcript_path": "",
+            "cwd": str(self.cwd),
+            "permission_mode": self.mode,
+            "hook_event_name": "PreToolUse",
+            "tool_name": name,
+            "tool_input": tool_input,
+            "tool_use_id": tool_id,
+        }
 
     def write(self, path: Path, content: str) -> bool:
         def act() -> tuple[str, bool, Any]:
@@ -337,28 +231,8 @@ class Claude(DemoAgent):
                 },
             )
 
-        return self._tool("Write", {"file_path": str(path), "content": content}, act, self._write_denial(path))
-
-    def _bash_denial(self, command: Command) -> tuple[str, bool] | None:
-        if (removed := self._removed("Bash")) is not None:
-            return removed
-        head = command.display.split()[0]
-        allowed = any(
-            r == "Bash"
-            or re.fullmatch(rf"Bash\({re.escape(head)}(:\*| \*|\s.*)?\)", r)
-            or r == f"Bash({command.display})"
-            for r in self.allowed
-        )
-        if self.mode == "bypassPermissions" or allowed:
-            return None
-        if self.mode == "dontAsk":
-            return (DONT_ASK.format(tool="Bash"), True)
-        if head in READ_ONLY or self.mode in (
-            "acceptEdits",
-            "auto",
-        ):  # demo: edits-mode runs its checks
-            return None
-        return ("Claude requested permissions to use Bash, but you haven't granted it yet.", True)
+        denial = self.permissions.write(path, self.roots())
+        return self._tool("Write", {"file_path": str(path), "content": content}, act, denial)
 
     def shell(self, command: Command) -> str | None:
         out: list[str] = []
@@ -383,7 +257,7 @@ class Claude(DemoAgent):
             "Bash",
             {"command": command.display, "description": f"Run {command.display.split()[0]}"},
             act,
-            self._bash_denial(command),
+            self.permissions.bash(command),
         )
         return out[0] if out else None
 
@@ -457,23 +331,7 @@ class Claude(DemoAgent):
 
     def fail(self, cause: str) -> int:
         self.start()
-        code, text, status = {
-            "auth_error": ("authentication_failed", "Not logged in · Please run /login", None),
-            "rate_limit": (
-                "rate_limit",
-                "API Error: Request rejected (429) · [demo] rate limit exceeded",
-                429,
-            ),
-            "server_error": (
-                "server_error",
-                (
-                    "API Error: 500 [demo] internal server error. This is a server-side issue, "
-                    "usually temporary — try again in a moment. If it persists, check your "
-                    "inference gateway (api.anthropic.com)."
-                ),
-                500,
-            ),
-        }[cause]
+        code, text, status = FAILURES[cause]
         self.emit(
             {
                 "type": "assistant",

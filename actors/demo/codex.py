@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import time
@@ -206,7 +207,26 @@ def main(argv: list[str]) -> int:
     sub = next((i for i, a in enumerate(argv) if a in ("exec", "e")), None)
     if sub is None:
         raise UsageExit("[demo] the demo codex supports only `codex exec`" + USAGE_TAIL, 2)
-    before, rest = argv[:sub], argv[sub + 1 :]
+    args = _exec_arguments(argv[:sub], argv[sub + 1 :])
+    cwd = Path(args.cd) if args.cd else Path.cwd()
+    if not cwd.is_dir():
+        raise UsageExit("Error: No such file or directory (os error 2)")
+    scenario = scenario_for("codex")
+    in_repo = any((d / ".git").exists() for d in (cwd.resolve(), *cwd.resolve().parents))
+    if scenario == "force_not_git_repo" or (
+        not args.skip_git_repo_check and not args.trust and (not in_repo or scenario == "not_git_repo")
+    ):
+        raise UsageExit(NOT_TRUSTED)
+    session_id, prompt = _session_and_prompt(list(args.positional), bool(args.last))
+    if not prompt or prompt == "-":
+        raise UsageExit("No prompt provided via stdin.")
+    if not sys.stdin or not sys.stdin.isatty():
+        DemoAgent.err("Reading additional input from stdin...")
+    return run(Codex(args, prompt, cwd, session_id))
+
+
+def _exec_arguments(before: list[str], rest: list[str]) -> argparse.Namespace:
+    """``codex [global options] exec [options]``: the options as exec takes them."""
     pre: list[str] = []
     skip = False
     for token in before:  # global options: -a is accepted here (only here), the rest apply to exec
@@ -225,28 +245,18 @@ def main(argv: list[str]) -> int:
             f"[possible values: {', '.join(SANDBOXES)}]" + USAGE_TAIL,
             2,
         )
-    cwd = Path(args.cd) if args.cd else Path.cwd()
-    if not cwd.is_dir():
-        raise UsageExit("Error: No such file or directory (os error 2)")
-    scenario = scenario_for("codex")
-    in_repo = any((d / ".git").exists() for d in (cwd.resolve(), *cwd.resolve().parents))
-    if scenario == "force_not_git_repo" or (
-        not args.skip_git_repo_check and not args.trust and (not in_repo or scenario == "not_git_repo")
-    ):
-        raise UsageExit(NOT_TRUSTED)
-    positional = list(args.positional)
+    return args
+
+
+def _session_and_prompt(positional: list[str], last: bool) -> tuple[str | None, str]:
+    """``resume <id> <prompt>`` / ``fork ...`` / ``<prompt>``: the session resumed and the prompt."""
     session_id = None
     if positional[:1] in (["resume"], ["fork"]):
         verb = positional.pop(0)
-        target = None if args.last else (positional.pop(0) if positional else None)
+        target = None if last else (positional.pop(0) if positional else None)
         if verb == "resume" and target:
             session_id = target
-    prompt = " ".join(positional)
-    if not prompt or prompt == "-":
-        raise UsageExit("No prompt provided via stdin.")
-    if not sys.stdin or not sys.stdin.isatty():
-        DemoAgent.err("Reading additional input from stdin...")
-    return run(Codex(args, prompt, cwd, session_id))
+    return session_id, " ".join(positional)
 
 
 if __name__ == "__main__":

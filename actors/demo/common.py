@@ -416,97 +416,101 @@ def _work(agent: DemoAgent) -> str:
     kind = agent.headers.get("kind", "").lower()
     role = agent.headers.get("role", "").lower()
     task = agent.task or "the task"
-    slug = slugify(task)
     if kind == "plan":
         invalid = agent.scenario == "invalid_plan_always" or (
             agent.scenario == "invalid_plan" and not any(h in agent.prompt.lower() for h in _RETRY_HINTS)
         )
         text = plan_reply(task, invalid)
-        agent.say(text)
-        return text
-    if kind == "peer_review":
-        verdict = agent.scenario if agent.scenario in ("concern", "blocker") else "approve"
-        text = verdict_reply(verdict, task)
-        agent.say(text)
-        return text
-    if role == "architect":
-        agent.say(
-            "[demo] I will write a short design note for the task.\n"
-            + marker("progress", "[demo] writing docs/DESIGN.md", progress=30)
-        )
-        ok = agent.write(agent.cwd / "docs" / "DESIGN.md", design_md(task, slug))
+    elif kind == "peer_review":
+        text = verdict_reply(agent.scenario if agent.scenario in ("concern", "blocker") else "approve", task)
+    elif role in _ROLE_WORK:
+        text = _ROLE_WORK[role](agent, task, slugify(task))
+    else:
         text = (
-            "[demo] Design note written to docs/DESIGN.md.\n"
-            + marker("milestone", "[demo] design written", file="docs/DESIGN.md", progress=100)
-            if ok
-            else "[demo] I could not write docs/DESIGN.md: the write was refused.\n"
-            + marker("blocker", "[demo] writing docs/DESIGN.md was refused")
+            f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only answer.\n"
+            f"You asked: {task}"
         )
-        agent.say(text)
-        return text
-    if role == "implementer":
-        agent.say(
-            f"[demo] I will implement app/{slug}.py and its test.\n"
-            + marker("progress", f"[demo] writing app/{slug}.py", progress=20)
-        )
-        module = agent.cwd / "app" / f"{slug}.py"
-        test = agent.cwd / "tests" / f"test_{slug}.py"
-        ok = agent.write(module, module_py(task, slug))
-        ok = agent.write(test, unit_test_py(slug)) and ok
-        if ok:
-            agent.say(
-                "[demo] Checking that both files compile.\n" + marker("progress", "[demo] compiling", progress=70)
-            )
-            agent.shell(
-                Command(
-                    f"python -m py_compile app/{slug}.py tests/test_{slug}.py",
-                    [sys.executable, "-m", "py_compile", str(module), str(test)],
-                    writes=True,
-                )
-            )
-        text = (
-            f"[demo] Implemented app/{slug}.py with a test in tests/test_{slug}.py.\n"
-            + marker("milestone", f"[demo] implemented {slug}", file=f"app/{slug}.py", progress=100)
-            if ok
-            else f"[demo] I could not write app/{slug}.py: the write was refused.\n"
-            + marker("blocker", f"[demo] writing app/{slug}.py was refused")
-        )
-        agent.say(text)
-        return text
-    if role == "reviewer":
-        agent.say(
-            "[demo] Reading the workspace before writing the review.\n"
-            + marker("progress", "[demo] reading files", progress=20)
-        )
-        agent.shell(Command("ls -R", ["ls", "-R"]))
-        found = sorted(
-            str(p.relative_to(agent.cwd))
-            for pattern in ("docs/DESIGN.md", "app/*.py", "tests/test_*.py")
-            for p in agent.cwd.glob(pattern)
-        )
-        if found:
-            agent.shell(Command("cat " + " ".join(found), ["cat", *found]))
-        ok = agent.write(agent.cwd / "docs" / "REVIEW.md", review_md(task, found))
-        finding = marker(
-            "finding",
-            f"[demo] reviewed {len(found)} file(s); no blocking issue",
-            file=found[0] if found else "docs/REVIEW.md",
-            line=1,
-        )
-        text = (
-            f"[demo] Review written to docs/REVIEW.md.\n{finding}\n"
-            + marker("milestone", "[demo] review written", file="docs/REVIEW.md", progress=100)
-            if ok
-            else f"[demo] I could not write docs/REVIEW.md: Read-only file system.\n{finding}\n"
-            + marker("blocker", "[demo] writing docs/REVIEW.md was refused")
-        )
-        agent.say(text)
-        return text
-    text = (
-        f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only answer.\nYou asked: {task}"
-    )
     agent.say(text)
     return text
+
+
+def _design(agent: DemoAgent, task: str, slug: str) -> str:
+    agent.say(
+        "[demo] I will write a short design note for the task.\n"
+        + marker("progress", "[demo] writing docs/DESIGN.md", progress=30)
+    )
+    if agent.write(agent.cwd / "docs" / "DESIGN.md", design_md(task, slug)):
+        return "[demo] Design note written to docs/DESIGN.md.\n" + marker(
+            "milestone", "[demo] design written", file="docs/DESIGN.md", progress=100
+        )
+    return "[demo] I could not write docs/DESIGN.md: the write was refused.\n" + marker(
+        "blocker", "[demo] writing docs/DESIGN.md was refused"
+    )
+
+
+def _implement(agent: DemoAgent, task: str, slug: str) -> str:
+    agent.say(
+        f"[demo] I will implement app/{slug}.py and its test.\n"
+        + marker("progress", f"[demo] writing app/{slug}.py", progress=20)
+    )
+    module = agent.cwd / "app" / f"{slug}.py"
+    test = agent.cwd / "tests" / f"test_{slug}.py"
+    ok = agent.write(module, module_py(task, slug))
+    ok = agent.write(test, unit_test_py(slug)) and ok
+    if not ok:
+        return f"[demo] I could not write app/{slug}.py: the write was refused.\n" + marker(
+            "blocker", f"[demo] writing app/{slug}.py was refused"
+        )
+    agent.say("[demo] Checking that both files compile.\n" + marker("progress", "[demo] compiling", progress=70))
+    agent.shell(
+        Command(
+            f"python -m py_compile app/{slug}.py tests/test_{slug}.py",
+            [sys.executable, "-m", "py_compile", str(module), str(test)],
+            writes=True,
+        )
+    )
+    return f"[demo] Implemented app/{slug}.py with a test in tests/test_{slug}.py.\n" + marker(
+        "milestone", f"[demo] implemented {slug}", file=f"app/{slug}.py", progress=100
+    )
+
+
+def _review(agent: DemoAgent, task: str, slug: str) -> str:
+    agent.say(
+        "[demo] Reading the workspace before writing the review.\n"
+        + marker("progress", "[demo] reading files", progress=20)
+    )
+    agent.shell(Command("ls -R", ["ls", "-R"]))
+    found = sorted(
+        str(p.relative_to(agent.cwd))
+        for pattern in ("docs/DESIGN.md", "app/*.py", "tests/test_*.py")
+        for p in agent.cwd.glob(pattern)
+    )
+    if found:
+        agent.shell(Command("cat " + " ".join(found), ["cat", *found]))
+    ok = agent.write(agent.cwd / "docs" / "REVIEW.md", review_md(task, found))
+    finding = marker(
+        "finding",
+        f"[demo] reviewed {len(found)} file(s); no blocking issue",
+        file=found[0] if found else "docs/REVIEW.md",
+        line=1,
+    )
+    if ok:
+        return f"[demo] Review written to docs/REVIEW.md.\n{finding}\n" + marker(
+            "milestone", "[demo] review written", file="docs/REVIEW.md", progress=100
+        )
+    return f"[demo] I could not write docs/REVIEW.md: Read-only file system.\n{finding}\n" + marker(
+        "blocker", "[demo] writing docs/REVIEW.md was refused"
+    )
+
+
+# role -> the work, given the agent, the task and the task's slug; returns the final text
+_ROLE_WORK: dict[str, Callable[[DemoAgent, str, str], str]] = {
+    "architect": _design,
+    "implementer": _implement,
+    "reviewer": _review,
+}
+_FAILURES = ("auth_error", "rate_limit", "server_error")
+_GEMINI_FAILURES = ("license_refused", "client_retired")
 
 
 def run(agent: DemoAgent) -> int:
@@ -516,29 +520,42 @@ def run(agent: DemoAgent) -> int:
     if sc == "rate_limit_once" and once and not os.path.exists(once):
         Path(once).touch()
         return agent.fail("rate_limit")
-    if sc in ("auth_error", "rate_limit", "server_error") or (
-        sc in ("license_refused", "client_retired") and agent.name == "gemini"
-    ):
+    if sc in _FAILURES or (sc in _GEMINI_FAILURES and agent.name == "gemini"):
         return agent.fail(sc)
     agent.start()
     if sc == "hang":
         _sleep_forever()
     if sc in ("crash", "killed"):
-        agent.say("[demo] Starting on the assignment.\n" + marker("progress", "[demo] starting", progress=5))
-        if sc == "killed":
-            os.kill(os.getpid(), signal.SIGKILL)
-        agent.err(
-            "TypeError: Cannot read properties of undefined (reading 'content')\n    at demoTurn "
-            f"(file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n    at "
-            "process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
-        )
-        return 1
+        return _crash(agent, killed=sc == "killed")
+    keep = _before_work(agent, sc)
+    final = _work(agent)
+    code = agent.finish(final)
+    if sc == "result_then_hang":
+        _sleep_forever()
+    del keep  # held (memory, children) until the run is over
+    return code
+
+
+def _crash(agent: DemoAgent, killed: bool) -> int:
+    agent.say("[demo] Starting on the assignment.\n" + marker("progress", "[demo] starting", progress=5))
+    if killed:
+        os.kill(os.getpid(), signal.SIGKILL)
+    agent.err(
+        "TypeError: Cannot read properties of undefined (reading 'content')\n    at demoTurn "
+        f"(file:///usr/lib/node_modules/demo/{agent.name}.js:1:4242)\n    at "
+        "process.processTicksAndRejections (node:internal/process/task_queues:95:5)"
+    )
+    return 1
+
+
+def _before_work(agent: DemoAgent, sc: str) -> list[Any]:
+    """What the scenario does before the assignment; returns what must be held until the end."""
+    keep: list[Any] = []
     if sc == "garbage":
         _garbage(agent)
     if sc == "flood":
         for i in range(env_int("ORCHESTRATE_DEMO_FLOOD_LINES", 100_000)):
             agent.noise(i)
-    keep: list[Any] = []
     if sc == "memory_hog":
         keep.append(_memory_hog(agent))
     if sc == "fork_bomb_lite":
@@ -558,11 +575,7 @@ def run(agent: DemoAgent) -> int:
             + marker("progress", "[demo] writing a note outside the workspace", progress=10)
         )
         agent.write(outside, "[demo] a note written outside the workspace\n")
-    final = _work(agent)
-    code = agent.finish(final)
-    if sc == "result_then_hang":
-        _sleep_forever()
-    return code
+    return keep
 
 
 class UsageExit(Exception):

@@ -18,9 +18,11 @@ from meta_orchestrator.messages.review import (
     Decision,
     Finding,
     ReviewAnswer,
+    ReviewCompleted,
     ReviewDecision,
     ReviewTrigger,
 )
+from meta_orchestrator.messages.worker import AssignmentFinished
 
 VERDICTS = ("approve", "concern", "blocker")
 _SYNONYMS = {
@@ -93,6 +95,28 @@ def decide(
     else:
         decision, rule = "CONTINUE", f"all {len(answers)} reviewer(s) approve"
     return ReviewDecision(decision=decision, counts=tally, reasoning=f"{rule}. {said}")
+
+
+def skipped_review(
+    review_id: str,
+    triggers: Sequence[ReviewTrigger],
+    author: AgentName | None,
+    gate: bool,
+    reason: str,
+    reasoning: str,
+    round_: int = 0,
+) -> ReviewCompleted:
+    """A review no peer was asked for: CONTINUE, and the reasoning says it is not an approval."""
+    return ReviewCompleted(
+        review_id=review_id,
+        assignment_id=triggers[0].assignment_id,
+        author=author,
+        triggers=tuple(triggers),
+        gate=gate,
+        skipped=reason,
+        round=round_,
+        decision=ReviewDecision(decision="CONTINUE", reasoning=reasoning),
+    )
 
 
 def _who_said(answer: ReviewAnswer) -> str:
@@ -202,6 +226,31 @@ def failed_answer(
     return ReviewAnswer(
         agent=agent, verdict="concern", reason=reason, parsed=False, returncode=returncode, duration_s=duration_s
     )
+
+
+def answer_of_run(finished: AssignmentFinished) -> ReviewAnswer:
+    """A peer's answer from its finished read-only run: its verdict, or a concern saying why
+    there is none (stopped, never started, failed with nothing said). A failed run that still
+    printed ``approve`` is not counted as an approval."""
+    agent, returncode, duration_s = finished.agent, finished.returncode, finished.duration_s
+    outcome = finished.outcome
+    if finished.stopped_by:
+        return failed_answer(
+            agent, f"reviewer timed out or was stopped ({finished.stopped_by})", returncode, duration_s
+        )
+    if finished.spawn_error:
+        return failed_answer(agent, f"reviewer could not start: {finished.spawn_error}", None, duration_s)
+    if not outcome.success and not outcome.final_text.strip():
+        return failed_answer(agent, f"reviewer run failed: {outcome.error or returncode}", returncode, duration_s)
+    answer = parse_verdict(agent, outcome.final_text, returncode, duration_s)
+    if not outcome.success and answer.verdict == "approve":
+        return failed_answer(
+            agent,
+            f"reviewer run failed after answering approve ({outcome.error}); not counted as approval",
+            returncode,
+            duration_s,
+        )
+    return answer
 
 
 def _prose(text: str) -> str:

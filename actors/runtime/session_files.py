@@ -222,6 +222,43 @@ class JsonlWriter:
             log.warning("closing %s: %s", self.path, exc)
 
 
+class RotatingJsonl:
+    """A bounded window of JSON lines: after ``max_lines`` the file becomes ``<name>.1.jsonl``
+    (replacing the older one) and a new one starts. Errors are logged: a sample less on disk
+    must not stop whoever writes it."""
+
+    def __init__(self, session_dir: Path, name: str, max_lines: int) -> None:
+        self.path = session_dir / f"{name}.jsonl"
+        self._older = session_dir / f"{name}.1.jsonl"
+        self._max_lines = max_lines
+        try:
+            with open_in_session(session_dir, self.path) as existing:
+                self._lines = sum(1 for _ in existing)
+        except FileNotFoundError:
+            self._lines = 0
+        self._file: IO[str] | None = open_private(self.path)
+
+    def append(self, record: Any) -> None:
+        if self._file is None:
+            return
+        try:
+            if self._lines >= self._max_lines:
+                self._file.close()
+                os.replace(self.path, self._older)
+                self._file = open_private(self.path)
+                self._lines = 0
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            self._lines += 1
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.path.name, exc)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 @dataclass
 class JsonlReadResult:
     """Records read from a .jsonl file, and whether a torn last line was skipped."""

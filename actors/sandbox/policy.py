@@ -392,42 +392,57 @@ def _unwrap(words: list[Word]) -> tuple[list[Word], str | None, bool]:
             continue
         if name not in _WRAPPER_OPTIONS:
             break
-        with_value, flags = _WRAPPER_OPTIONS[name]
-        rest = words[1:]
-        positionals = _WRAPPER_POSITIONALS.get(name, 0)
-        while rest:
-            text = rest[0].text
-            if name == "env" and re.match(r"[A-Za-z_]\w*=", text):
-                rest = rest[1:]
-                continue
-            if text == "--":
-                rest = rest[1:]
-                break
-            if not text.startswith("-") or text == "-" and name != "env":
-                break
-            option, eq, _value = text.partition("=")
-            if name == "nice" and re.fullmatch(r"-\d+", text):
-                rest = rest[1:]
-                continue
-            if option in _CHDIR_OPTIONS and name in ("env", "sudo"):
-                chdir = True
-            if name == "env" and option in ("-S", "--split-string"):
-                return words, "env -S splits a string into a command", chdir
-            if option in with_value:
-                rest = rest[1:] if eq else rest[2:]
-            elif len(option) > 2 and not option.startswith("--") and option[:2] in with_value:
-                rest = rest[1:]  # "-n5", "-uroot": the value is attached
-            elif option in flags or (not option.startswith("--") and all(f"-{c}" in flags for c in option[1:])):
-                rest = rest[1:]
-            else:
-                return words, f"`{name} {text}` is an option the hook cannot read", chdir
+        rest, problem, changes_dir = _after_wrapper_options(name, words)
+        chdir = chdir or changes_dir
+        if problem:
+            return words, problem, chdir
         if name == "sudo" and any(w.text in ("-s", "-i", "--shell", "--login") for w in words[1:2]):
             return words, "sudo -s/-i runs a shell", chdir
+        positionals = _WRAPPER_POSITIONALS.get(name, 0)
         if len(rest) < positionals:
             return [], None, chdir
-        rest = rest[positionals:]
-        words = rest
+        words = rest[positionals:]
     return words, None, chdir
+
+
+def _after_wrapper_options(name: str, words: list[Word]) -> tuple[list[Word], str | None, bool]:
+    """The words after the options of the wrapper ``words[0]``; a problem when one of them
+    cannot be read; whether one changes the directory."""
+    with_value, flags = _WRAPPER_OPTIONS[name]
+    rest = words[1:]
+    chdir = False
+    while rest:
+        text = rest[0].text
+        if name == "env" and re.match(r"[A-Za-z_]\w*=", text):
+            rest = rest[1:]
+            continue
+        if text == "--":
+            return rest[1:], None, chdir
+        if not text.startswith("-") or text == "-" and name != "env":
+            break
+        option, eq, _value = text.partition("=")
+        if name == "nice" and re.fullmatch(r"-\d+", text):
+            rest = rest[1:]
+            continue
+        chdir = chdir or (option in _CHDIR_OPTIONS and name in ("env", "sudo"))
+        if name == "env" and option in ("-S", "--split-string"):
+            return rest, "env -S splits a string into a command", chdir
+        if option in with_value:
+            rest = rest[1:] if eq else rest[2:]
+        elif _bundled(option, with_value, flags):
+            rest = rest[1:]
+        else:
+            return rest, f"`{name} {text}` is an option the hook cannot read", chdir
+    return rest, None, chdir
+
+
+def _bundled(option: str, with_value: frozenset[str], flags: frozenset[str]) -> bool:
+    """A short option with its value attached ("-n5", "-uroot"), a known flag, or short flags
+    run together ("-iu")."""
+    short = not option.startswith("--")
+    if len(option) > 2 and short and option[:2] in with_value:
+        return True
+    return option in flags or (short and all(f"-{c}" in flags for c in option[1:]))
 
 
 def _operands(words: list[Word], with_value: frozenset[str]) -> tuple[list[str], list[Word], dict[str, Word]]:
@@ -475,38 +490,51 @@ def _judge_simple(policy: Policy, simple: Simple, cwd: str, after_cd: bool) -> t
         )
         return _strongest(verdicts), chdir
     name = _program(first)
-    args = words[1:]
-    after_cd = after_cd or chdir
     if name in ("cd", "pushd", "popd"):
         return _strongest(verdicts), True
+    verdicts.extend(_judge_program(policy, name, words[1:], simple, cwd, after_cd or chdir))
+    return _strongest(verdicts), chdir
+
+
+def _judge_program(
+    policy: Policy, name: str, args: list[Word], simple: Simple, cwd: str, after_cd: bool
+) -> list[Verdict]:
+    """What running ``name`` with ``args`` deserves, by the program: the first rule that names it."""
     if name in BLOCKED_PROGRAMS:
-        verdicts.append(Verdict("block", BLOCKED_PROGRAMS[name], f"`{name}` is not allowed"))
-    elif name in ("init", "telinit") and any(a.text in ("0", "6") for a in args):
-        verdicts.append(Verdict("block", "shutdown", f"`{name} {args[0].text}` is not allowed"))
-    elif name == "eval":
-        verdicts.append(Verdict("ask", "eval", "eval runs text the hook cannot analyse"))
-    elif name in SHELLS:
-        verdicts.append(_judge_shell(name, args, simple))
-    elif name in INTERPRETERS:
-        verdicts.append(_judge_interpreter(name, args, simple))
-    elif name in AWKS:
+        return [Verdict("block", BLOCKED_PROGRAMS[name], f"`{name}` is not allowed")]
+    if name in ("init", "telinit") and any(a.text in ("0", "6") for a in args):
+        return [Verdict("block", "shutdown", f"`{name} {args[0].text}` is not allowed")]
+    if name == "eval":
+        return [Verdict("ask", "eval", "eval runs text the hook cannot analyse")]
+    if name in SHELLS:
+        return [_judge_shell(name, args, simple)]
+    if name in INTERPRETERS:
+        return [_judge_interpreter(name, args, simple)]
+    if name in AWKS:
         program = next((a.text for a in args if not a.text.startswith("-")), "")
         if re.search(r"system\s*\(|\||>|getline", program):
-            verdicts.append(Verdict("ask", "interpreter_one_liner", f"the {name} program runs commands or writes"))
-    elif name == "xargs":
-        verdicts.append(_judge_xargs(args))
-    elif name == "find":
-        verdicts.append(_judge_find(policy, args, cwd, after_cd))
-    elif name == "rm":
-        verdicts.append(_judge_rm(policy, args, cwd, after_cd))
-    elif name == "sed":
-        options, operands, values = _operands(args, _VALUE_OPTIONS["sed"])
-        if any(o in ("-i", "--in-place") or (o.startswith("-i") and not o.startswith("--")) for o in options):
-            files = operands if ("-e" in values or "--expression" in values or "-f" in values) else operands[1:]
-            verdicts.extend(_judge_target(policy, w, cwd, after_cd, "sed -i") for w in files)
-    elif name in _WRITES:
-        verdicts.append(_judge_writes(policy, name, args, cwd, after_cd))
-    return _strongest(verdicts), chdir
+            return [Verdict("ask", "interpreter_one_liner", f"the {name} program runs commands or writes")]
+        return []
+    if name == "xargs":
+        return [_judge_xargs(args)]
+    if name == "find":
+        return [_judge_find(policy, args, cwd, after_cd)]
+    if name == "rm":
+        return [_judge_rm(policy, args, cwd, after_cd)]
+    if name == "sed":
+        return _judge_sed(policy, args, cwd, after_cd)
+    if name in _WRITES:
+        return [_judge_writes(policy, name, args, cwd, after_cd)]
+    return []
+
+
+def _judge_sed(policy: Policy, args: list[Word], cwd: str, after_cd: bool) -> list[Verdict]:
+    """``sed -i`` writes its files in place: each is judged as a write target."""
+    options, operands, values = _operands(args, _VALUE_OPTIONS["sed"])
+    if not any(o in ("-i", "--in-place") or (o.startswith("-i") and not o.startswith("--")) for o in options):
+        return []
+    files = operands if ("-e" in values or "--expression" in values or "-f" in values) else operands[1:]
+    return [_judge_target(policy, w, cwd, after_cd, "sed -i") for w in files]
 
 
 def _judge_shell(name: str, args: list[Word], simple: Simple) -> Verdict:

@@ -208,33 +208,35 @@ class _Lexer:
             if c in ";&|()\n<>":
                 break
             started = True
-            if c == "\\":
-                if self.s[self.i + 1 : self.i + 2] == "\n":
-                    self.i += 2
-                    continue
+            self._unquoted(word, c)
+        return word if started else None
+
+    def _unquoted(self, word: Word, c: str) -> None:
+        """One piece of a word outside quotes, starting with ``c`` at ``self.i``."""
+        if c == "\\":
+            if self.s[self.i + 1 : self.i + 2] != "\n":  # a backslash-newline joins lines
                 word.text += self.s[self.i + 1 : self.i + 2]
                 word.quoted = True
-                self.i += 2
-            elif c == "'":
-                end = self.s.find("'", self.i + 1)
-                if end == -1:
-                    raise ShellSyntaxError("unclosed '")
-                word.text += self.s[self.i + 1 : end]
-                word.quoted = True
-                self.i = end + 1
-            elif c == '"':
-                self.i += 1
-                self._double_quoted(word)
-            elif c == "$":
-                self._dollar(word, in_quotes=False)
-            elif c == "`":
-                self._backtick(word)
-            else:
-                if c in "*?[":
-                    word.glob = True
-                word.text += c
-                self.i += 1
-        return word if started else None
+            self.i += 2
+        elif c == "'":
+            end = self.s.find("'", self.i + 1)
+            if end == -1:
+                raise ShellSyntaxError("unclosed '")
+            word.text += self.s[self.i + 1 : end]
+            word.quoted = True
+            self.i = end + 1
+        elif c == '"':
+            self.i += 1
+            self._double_quoted(word)
+        elif c == "$":
+            self._dollar(word, in_quotes=False)
+        elif c == "`":
+            self._backtick(word)
+        else:
+            if c in "*?[":
+                word.glob = True
+            word.text += c
+            self.i += 1
 
     def skip_heredocs(self) -> None:
         """At a newline with heredocs pending: skip their bodies."""
@@ -275,21 +277,7 @@ def parse(text: str) -> Parsed:
         op = next((o for o in _REDIRECT_OPS if s.startswith(o, i)), None)
         if op is not None:
             lexer.i += len(op)
-            if op in (">&", "<&") and re.match(r"\s*(?:\d+|-)(?=$|[\s;&|()<>])", s[lexer.i :]):
-                match = re.match(r"\s*(?:\d+|-)", s[lexer.i :])
-                assert match is not None
-                lexer.i += len(match.group(0))
-                current.redirects.append(Redirect(op, None))
-                continue
-            target = lexer.word()
-            if target is None:
-                raise ShellSyntaxError(f"{op} without a target")
-            if op in ("<<", "<<-"):
-                lexer.heredocs.append((target.text, op == "<<-"))
-                current.heredoc = True
-            elif op == "<<<":
-                current.heredoc = True
-            current.redirects.append(Redirect(op, target))
+            _redirect(lexer, current, op)
             continue
         op = next(o for o in _OPERATORS if s.startswith(o, i))
         lexer.i += len(op)
@@ -301,3 +289,23 @@ def parse(text: str) -> Parsed:
     if current.words or current.redirects:
         commands.append(current)
     return Parsed(commands=commands, nested=lexer.nested)
+
+
+def _redirect(lexer: _Lexer, current: Simple, op: str) -> None:
+    """The redirect ``op`` (``lexer.i`` just past it) of the command being read, with its target."""
+    rest = lexer.s[lexer.i :]
+    if op in (">&", "<&") and re.match(r"\s*(?:\d+|-)(?=$|[\s;&|()<>])", rest):
+        match = re.match(r"\s*(?:\d+|-)", rest)
+        assert match is not None
+        lexer.i += len(match.group(0))
+        current.redirects.append(Redirect(op, None))  # a duplicated or closed fd: no file
+        return
+    target = lexer.word()
+    if target is None:
+        raise ShellSyntaxError(f"{op} without a target")
+    if op in ("<<", "<<-"):
+        lexer.heredocs.append((target.text, op == "<<-"))
+        current.heredoc = True
+    elif op == "<<<":
+        current.heredoc = True
+    current.redirects.append(Redirect(op, target))

@@ -453,9 +453,15 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:
                     line = " ".join(child.cmdline())
+                    name = child.name()
                 except psutil.Error:
                     continue
-                if "meta_orchestrator.actors.demo claude" in line and "Assignment: implement" in line:
+                # Under the OS sandbox the bwrap in front of the agent carries the same command line.
+                if (
+                    name != "bwrap"
+                    and "meta_orchestrator.actors.demo claude" in line
+                    and "Assignment: implement" in line
+                ):
                     hog = child
             time.sleep(0.01)
         crossed = gone = None

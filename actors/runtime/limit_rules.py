@@ -1,0 +1,137 @@
+"""The resource monitor's rules: which figures break which limit, and what that does.
+
+Pure: figures and settings in, decisions out; the actor samples, tells and publishes.
+Limits are graduated: a warning at ``warn_fraction`` of a limit (once per run), then the
+limit's own action (warn, pause, stop) once per run; after the user resumed an agent a limit
+had paused, that limit only warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meta_orchestrator.config.settings import AgentLimits, LimitsSettings
+from meta_orchestrator.messages.resources import TreeSample
+
+MB = 1024 * 1024
+RESUME_FACTOR = 1.25  # system memory must recover this far above the minimum before resuming
+_VERBS = {"warn": "warning", "pause": "pausing", "stop": "stopping"}
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A figure past a limit (or, ``early``, past the warning share of it) and the action it takes."""
+
+    kind: str
+    action: str
+    observed: float
+    threshold: float
+    unit: str
+    early: bool = False
+    note: str = ""
+
+    def reason(self, agent: str) -> str:
+        return (
+            f"{self.kind} limit: {self.observed:.1f} {self.unit} > {self.threshold:g} {self.unit}{self.note}; "
+            f"{_VERBS[self.action]} {agent}"
+        )
+
+
+def tree_breaches(
+    tree: TreeSample,
+    cpu_average: float | None,
+    limits: AgentLimits,
+    warn_fraction: float,
+    *,
+    acted: Collection[str],
+    warned: Collection[str],
+    overridden: Collection[str],
+) -> list[Breach]:
+    """What this sample of a running tree breaks, in the table's order; nothing after a stop."""
+    found: list[Breach] = []
+    for kind, observed, threshold, unit in _figures(tree, cpu_average, limits):
+        if observed is None or threshold is None:
+            continue
+        if observed > threshold:
+            if kind in acted:
+                continue
+            action = "warn" if kind in overridden else limits.action(kind)
+            found.append(Breach(kind, action, observed, threshold, unit))
+            if action == "stop":
+                break  # one stop is enough
+        elif observed > threshold * warn_fraction and kind not in warned:
+            note = f" ({warn_fraction:.0%} of the limit {threshold:g} {unit})"
+            found.append(Breach(kind, "warn", observed, threshold * warn_fraction, unit, early=True, note=note))
+    return found
+
+
+def _figures(
+    tree: TreeSample, cpu_average: float | None, limits: AgentLimits
+) -> list[tuple[str, float | None, float | None, str]]:
+    return [
+        ("rss", tree.rss_bytes / MB if tree.rss_bytes is not None else None, limits.max_rss_mb, "MB"),
+        ("processes", tree.processes, limits.max_processes, "processes"),
+        ("open_files", tree.open_files, limits.max_open_files, "fds"),
+        ("cpu", cpu_average, limits.max_cpu_percent, "%"),
+        ("wall", tree.run_s, limits.max_wall_s, "s"),
+        ("stall", tree.silent_s, limits.stall_s, "s"),
+    ]
+
+
+def cpu_average(samples: Iterable[tuple[float, float]], started: float, now: float, window_s: float) -> float | None:
+    """The tree's CPU over the last ``window_s``; ``None`` until the run is that old."""
+    if now - started < window_s:
+        return None  # not enough history for a sustained figure yet
+    recent = [cpu for t, cpu in samples if t >= now - window_s]
+    return sum(recent) / len(recent) if recent else None
+
+
+def memory_victim(trees: Sequence[TreeSample], exempt: Collection[str]) -> TreeSample | None:
+    """Under memory pressure the biggest running tree is paused first, one per sample."""
+    candidates = [t for t in trees if t.status == "running" and t.agent not in exempt]
+    return max(candidates, key=lambda t: t.rss_bytes or 0, default=None)
+
+
+def beyond_concurrency(running: Sequence[tuple[float, str]], limit: int) -> list[str]:
+    """Of the running agents (with their start times), the newest beyond the limit wait."""
+    return [agent for _, agent in sorted(running, key=lambda item: item[0])[limit:]]
+
+
+def exhausted(cost_usd: float, tokens: int, settings: LimitsSettings) -> list[tuple[str, float, float, str]]:
+    """The session budgets spent in full: (kind, spent, budget, unit)."""
+    table = (
+        ("cost_budget", cost_usd, settings.max_cost_usd, "USD"),
+        ("token_budget", float(tokens), settings.max_tokens, "tokens"),
+    )
+    return [
+        (kind, spent, budget, unit) for kind, spent, budget, unit in table if budget is not None and spent >= budget
+    ]
+
+
+def tokens_of(usage: dict[str, Any] | None) -> int:
+    """Total tokens in a usage report (claude, codex and gemini name them differently)."""
+    if not usage:
+        return 0
+    for key in ("total_tokens", "totalTokenCount"):
+        if isinstance(usage.get(key), int):
+            return usage[key]
+    return sum(
+        value
+        for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        if isinstance(value := usage.get(key), int)
+    )
+
+
+__all__ = [
+    "MB",
+    "RESUME_FACTOR",
+    "Breach",
+    "beyond_concurrency",
+    "cpu_average",
+    "exhausted",
+    "memory_victim",
+    "tokens_of",
+    "tree_breaches",
+]

@@ -1,0 +1,102 @@
+"""Reading a process tree and the machine with psutil: the resource monitor's figures.
+
+The first ``cpu_percent`` of a ``psutil.Process`` is a meaningless 0.0, so a tree is read
+with objects kept from one sample to the next; a process met for the first time is primed
+and counts from the next sample on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import psutil
+from meta_orchestrator.messages.resources import MachineSample
+
+
+class TreeReading(NamedTuple):
+    """A tree's figures at one instant; ``None``: not readable (AccessDenied)."""
+
+    processes: int
+    cpu_percent: float
+    rss_bytes: int | None
+    open_files: int | None
+
+
+class TreeSampler:
+    """The whole tree under one pid (the CLI and every descendant), read again each sample."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._procs: dict[int, psutil.Process] = {}
+
+    def read(self) -> TreeReading | None:
+        """The tree now; ``None`` when its root has exited."""
+        members = self._members()
+        if members is None:
+            return None
+        alive: dict[int, psutil.Process] = {}
+        cpu = 0.0
+        rss: int | None = 0
+        fds: int | None = 0
+        for member in members:
+            proc = self._procs.get(member.pid)
+            if proc is None or not proc.is_running():
+                proc = member
+                try:
+                    proc.cpu_percent(None)  # first reading is meaningless: primes it
+                except psutil.Error:
+                    continue
+            try:
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    cpu += proc.cpu_percent(None)
+                    rss = None if rss is None else rss + proc.memory_info().rss
+                    fds = _add_fds(fds, proc)
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.AccessDenied:
+                rss = None
+                continue
+            alive[proc.pid] = proc
+        self._procs = alive
+        return TreeReading(processes=len(alive), cpu_percent=cpu, rss_bytes=rss, open_files=fds)
+
+    def _members(self) -> list[psutil.Process] | None:
+        root = self._procs.get(self.pid)
+        try:
+            if root is None:
+                root = self._procs[self.pid] = psutil.Process(self.pid)
+                root.cpu_percent(None)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return None  # exited between the worker's report and this sample
+        except psutil.AccessDenied:
+            return [root] if root is not None else []
+
+
+def _add_fds(total: int | None, proc: psutil.Process) -> int | None:
+    if total is None:
+        return None
+    try:
+        return total + proc.num_fds()
+    except psutil.AccessDenied:
+        return None
+
+
+def prime_machine() -> None:
+    """The machine-wide CPU reading counts from here (its first reading is meaningless)."""
+    psutil.cpu_percent(None)
+
+
+def machine_sample() -> MachineSample:
+    memory = psutil.virtual_memory()
+    return MachineSample(
+        cpu_percent=psutil.cpu_percent(None),
+        cpu_count=psutil.cpu_count() or 1,
+        memory_available_bytes=memory.available,
+        memory_total_bytes=memory.total,
+    )
+
+
+__all__ = ["TreeReading", "TreeSampler", "machine_sample", "prime_machine"]
