@@ -354,9 +354,19 @@ def test_the_agents_die_with_a_killed_orchestrator(tmp_path, bwrap, demo_env):
             sessions = [p for p in ws.glob("*") if p.is_dir()] if ws.is_dir() else []
             return _demo_pids("claude", sessions[0].name) if sessions else []
 
-        wait_for(lambda: bool(implementer()), timeout=60, message="the demo implementer to run")
+        def names_of(pids: list[int]) -> dict[str, str]:
+            with contextlib.suppress(psutil.Error):
+                return {psutil.Process(p).name(): psutil.Process(p).parent().name() for p in pids}
+            return {}
+
+        # bwrap is there a moment before the CLI it starts: wait for both.
+        wait_for(
+            lambda: {"bwrap", "python"} <= set(names_of(implementer())),
+            timeout=60,
+            message="the demo implementer to run inside bwrap",
+        )
         agents = implementer()
-        names = {psutil.Process(p).name(): psutil.Process(p).parent().name() for p in agents}
+        names = names_of(agents)
         assert names["bwrap"] and names["python"] == "bwrap", names  # bwrap, and the CLI inside it
         orchestrator.kill()
         orchestrator.wait(timeout=10)
