@@ -8,10 +8,10 @@ into the user's branch, ended.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from meta_orchestrator.messages.base import Frozen, Timestamp, utc_now
-from pydantic import Field
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
+from pydantic import ConfigDict, Field
 
 CheckoutKind = Literal["assignment", "view"]
 MergeStatus = Literal["fast_forward", "merged", "up_to_date", "conflict"]
@@ -142,3 +142,63 @@ class SessionChanges(Frozen):
     added: int
     removed: int
     truncated: bool = Field(default=False, description="some diff text was cut at the size cap")
+
+
+# -- Coordinator <-> Workspace actor ------------------------------------------------------------
+
+
+class PrepareCheckout(Message):
+    """Coordinator -> Workspace: make (or reuse) the assignment's checkout; answered with
+    ``CheckoutReady`` or ``CheckoutFailed`` to ``reply_to``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    assignment_id: str
+    writing: bool = True
+    reply_to: Any = Field(default=None, exclude=True)
+
+
+class CheckoutReady(Message):
+    """Workspace -> Coordinator: the agent works in ``workdir``; ``read_only_dirs`` are what a
+    sandbox must let it read for git to work there (the shared objects)."""
+
+    assignment_id: str
+    workdir: str
+    base: str = Field(description="the commit the checkout started from")
+    read_only_dirs: tuple[str, ...] = ()
+
+
+class CheckoutFailed(Message):
+    """Workspace -> Coordinator: no checkout could be made; the run does not start."""
+
+    assignment_id: str
+    error: str
+
+
+class MergeAssignment(Message):
+    """Coordinator -> Workspace: commit everything in the assignment's checkout and merge it
+    into the session branch; answered with ``AssignmentMerged`` (a conflict included)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    assignment_id: str
+    agent: AgentName
+    title: str
+    reply_to: Any = Field(default=None, exclude=True)
+
+
+class AssignmentMerged(Message):
+    """Workspace -> Coordinator: how the merge ended. ``commit``: the assignment's commit
+    (None: it changed nothing); on a conflict the checkout already holds the session branch
+    merged in, with the markers, for its agent to resolve. ``error``: git itself failed."""
+
+    assignment_id: str
+    result: MergeResult | None = None
+    commit: str | None = None
+    error: str | None = None
+
+
+class ChangesUpdated(Message):
+    """Workspace -> listeners (the dashboard): the session branch's change after a merge."""
+
+    changes: SessionChanges
