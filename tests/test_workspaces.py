@@ -182,6 +182,17 @@ def test_include_uncommitted_puts_the_user_change_in_the_base_only(user_repo: Pa
     assert "app.py" in diff and "the user's own note" not in diff
 
 
+def test_a_workspace_inside_the_repository_is_no_change_of_the_user(user_repo: Path) -> None:
+    inside = private_dir(user_repo / "workspace")
+    (inside / "older-session").mkdir()
+    (inside / "older-session" / "state.json").write_text("{}")
+    repo = new_session(inside, user_repo, include_uncommitted=True)
+    assert repo.record.uncommitted_count == 3
+    work = repo.checkout("implement")
+    assert not (work.path / "workspace").exists()
+    assert "workspace/" not in git(user_repo, "ls-tree", "-r", "--name-only", repo.base)
+
+
 def _two_editors(workspace: Path, user_repo: Path) -> SessionRepo:
     repo = new_session(workspace, user_repo)
     first = repo.checkout("first")
