@@ -234,6 +234,14 @@ def test_two_assignments_on_the_same_line_conflict_and_the_agent_resolves_it(use
     assert user_state(user_repo) == before
 
 
+def test_prepare_conflict_refuses_a_checkout_with_uncommitted_work(user_repo: Path, workspace: Path) -> None:
+    repo = _two_editors(workspace, user_repo)
+    repo.merge_assignment("first")
+    (repo.checkout("second").path / "app.py").write_text("not committed\n")
+    with pytest.raises(WorkspaceError, match="local changes"):
+        repo.prepare_conflict("second")
+
+
 def test_assignments_on_different_files_merge_with_a_merge_commit(user_repo: Path, workspace: Path) -> None:
     repo = new_session(workspace, user_repo)
     docs = repo.checkout("docs")

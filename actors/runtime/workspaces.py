@@ -621,7 +621,9 @@ class SessionRepo:
                     return record.conflicts
             git = self._git_in(record)
             message = f"Merge {self.branch} into {assignment_id} (conflict resolution)"
-            git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+            merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+            if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
+                raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
             conflicts = tuple(git.run("diff", "--name-only", "-z", "--diff-filter=U").fields)
             self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
             return conflicts
