@@ -182,6 +182,17 @@ def test_include_uncommitted_puts_the_user_change_in_the_base_only(user_repo: Pa
     assert "app.py" in diff and "the user's own note" not in diff
 
 
+def test_a_workspace_inside_the_repository_is_no_change_of_the_user(user_repo: Path) -> None:
+    inside = private_dir(user_repo / "workspace")
+    (inside / "older-session").mkdir()
+    (inside / "older-session" / "state.json").write_text("{}")
+    repo = new_session(inside, user_repo, include_uncommitted=True)
+    assert repo.record.uncommitted_count == 3
+    work = repo.checkout("implement")
+    assert not (work.path / "workspace").exists()
+    assert "workspace/" not in git(user_repo, "ls-tree", "-r", "--name-only", repo.base)
+
+
 def _two_editors(workspace: Path, user_repo: Path) -> SessionRepo:
     repo = new_session(workspace, user_repo)
     first = repo.checkout("first")
@@ -221,6 +232,14 @@ def test_two_assignments_on_the_same_line_conflict_and_the_agent_resolves_it(use
     assert "+    return 'first' + 'second'" in diff and "-    return 'first'" in diff
     assert [a.assignment_id for a in repo.session_changes().assignments] == ["first", "second"]
     assert user_state(user_repo) == before
+
+
+def test_prepare_conflict_refuses_a_checkout_with_uncommitted_work(user_repo: Path, workspace: Path) -> None:
+    repo = _two_editors(workspace, user_repo)
+    repo.merge_assignment("first")
+    (repo.checkout("second").path / "app.py").write_text("not committed\n")
+    with pytest.raises(WorkspaceError, match="local changes"):
+        repo.prepare_conflict("second")
 
 
 def test_assignments_on_different_files_merge_with_a_merge_commit(user_repo: Path, workspace: Path) -> None:

@@ -396,20 +396,16 @@ class SessionRepo:
         folder = _FOLDERS[kind]
         return self._dir / folder / name, self._dir / GIT_FOLDER / folder / name
 
-    def _object_dirs(self) -> tuple[Path, ...]:
-        """The user's object folder and the alternates it names itself (read-only for agents)."""
-        found = [Path(self._record.common_dir) / "objects"]
-        with contextlib.suppress(OSError):
-            for line in (found[0] / "info" / "alternates").read_text().splitlines():
-                if line.strip() and not line.startswith("#"):
-                    found.append((found[0] / line.strip()).resolve())
-        return tuple(found)
+    def _alternates(self, kind: CheckoutKind) -> list[Path]:
+        """The object folders a new checkout reads: the user's; a view also every assignment's
+        (it may show a commit not merged yet)."""
+        sources = [Path(self._record.common_dir) / "objects"]
+        if kind == "view":
+            sources += [self._paths("assignment", n)[1] / "objects" for n in self._assignment_names()]
+        return sources
 
     def _as_checkout(self, record: CheckoutRecord) -> Checkout:
         path, git_dir = self._paths(record.kind, record.name)
-        objects = self._object_dirs()
-        if record.kind == "view":
-            objects += tuple(self._paths("assignment", n)[1] / "objects" for n in self._assignment_names())
         return Checkout(
             name=record.name,
             kind=record.kind,
@@ -418,7 +414,7 @@ class SessionRepo:
             workdir=path / self._record.prefix if self._record.prefix else path,
             branch=record.branch,
             base=record.base,
-            object_dirs=objects,
+            object_dirs=_with_their_alternates(self._alternates(record.kind)),
         )
 
     def _assignment_names(self) -> list[str]:
@@ -448,16 +444,7 @@ class SessionRepo:
         _remove(path, git_dir)  # a half-made one (killed before it was recorded)
         for folder in (self._dir / _FOLDERS[kind], self._dir / GIT_FOLDER, git_dir.parent):
             private_dir(folder)
-        Git([], timeout_s=self._timeout).run("init", "-q", "--template=", f"--separate-git-dir={git_dir}", str(path))
-        info = git_dir / "objects" / "info"
-        info.mkdir(parents=True, exist_ok=True)
-        sources = [Path(self._record.common_dir) / "objects"]
-        if kind == "view":
-            sources += [self._paths("assignment", n)[1] / "objects" for n in self._assignment_names()]
-        (info / "alternates").write_text("".join(f"{s}\n" for s in sources))
-        shallow = Path(self._record.common_dir) / "shallow"
-        if shallow.exists():
-            shutil.copyfile(shallow, git_dir / "shallow")
+        _init_checkout(path, git_dir, self._alternates(kind), Path(self._record.common_dir), self._timeout)
         record = CheckoutRecord(
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
         )
@@ -634,7 +621,9 @@ class SessionRepo:
                     return record.conflicts
             git = self._git_in(record)
             message = f"Merge {self.branch} into {assignment_id} (conflict resolution)"
-            git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+            merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+            if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
+                raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
             conflicts = tuple(git.run("diff", "--name-only", "-z", "--diff-filter=U").fields)
             self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
             return conflicts
@@ -719,6 +708,32 @@ class SessionRepo:
             except WorkspaceError as exc:
                 log.info("keeping checkout %s: %s", name, exc)
         return self.checkouts_left()
+
+
+def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
+    """An empty repository with its git folder apart, reading the objects of ``alternates``."""
+    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", f"--separate-git-dir={git_dir}", str(path))
+    info = git_dir / "objects" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "alternates").write_text("".join(f"{source}\n" for source in alternates))
+    if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
+        shutil.copyfile(common_dir / "shallow", git_dir / "shallow")
+
+
+def _with_their_alternates(sources: list[Path]) -> tuple[Path, ...]:
+    """``sources`` and the object folders they name in turn (git follows alternates of alternates)."""
+    found: list[Path] = []
+    pending = list(sources)
+    while pending and len(found) < 16:
+        folder = pending.pop(0)
+        if folder in found:
+            continue
+        found.append(folder)
+        with contextlib.suppress(OSError):
+            for line in (folder / "info" / "alternates").read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    pending.append((folder / line.strip()).resolve())
+    return tuple(found)
 
 
 def _has_markers(path: Path) -> bool:
