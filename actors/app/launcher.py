@@ -81,6 +81,12 @@ def _run_parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--include-uncommitted",
+        action="store_true",
+        help="start the session from your uncommitted changes too (a snapshot; your working tree and "
+        "index stay as they are); without it the session starts from HEAD and they are not part of it",
+    )
     _unattended_flag(p)
     return p
 
@@ -150,7 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.allow_remote:
         overrides["web.allow_remote"] = True
     return _run_session(
-        opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
+        opts,
+        overrides,
+        task=opts.task,
+        target=opts.target,
+        demo=opts.demo,
+        next_free_port=opts.next_free_port,
+        include_uncommitted=opts.include_uncommitted,
     )
 
 

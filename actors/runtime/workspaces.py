@@ -293,15 +293,21 @@ def _snapshot_uncommitted(
     git: Git, found: _Repository, session_dir: Path, session_id: str, exclude: tuple[str, ...]
 ) -> str:
     """A commit of the user's working tree on top of HEAD, through a copy of their index."""
-    with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=session_dir) as folder:
-        index = Path(folder) / "index"
-        with contextlib.suppress(FileNotFoundError):
-            shutil.copyfile(Path(found.git_dir) / "index", index)  # a copy: only changed files are hashed
-        env = {"GIT_INDEX_FILE": str(index)}
-        git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
-        tree = git.out("write-tree", env=env)
+    tree = _tree_through_index_copy(git, Path(found.git_dir) / "index", session_dir, exclude)
     message = f"The uncommitted changes at the start of session {session_id}\n\n{TRAILER_SESSION}: {session_id}"
     return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
+
+
+def _tree_through_index_copy(git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = ()) -> str:
+    """The tree of the working tree as it is (untracked files too, ignored ones not), written
+    through a copy of ``index`` (a copy: only changed files are hashed; the index stays)."""
+    with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=scratch) as folder:
+        copy = Path(folder) / "index"
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(index, copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
+        git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
+        return git.out("write-tree", env=env)
 
 
 def _key(kind: CheckoutKind, name: str) -> str:
@@ -638,6 +644,16 @@ class SessionRepo:
             return ""
         git = self._git_in(record, tree=False) if record.present else self._user
         return git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, record.head).text
+
+    def working_tree_commit(self, assignment_id: str) -> tuple[str, str]:
+        """Its working tree now (untracked too) as a commit on its base, and that diff: for reviews."""
+        with self._lock:
+            record = self._assignment(assignment_id)
+            git = self._git_in(record)
+            tree = _tree_through_index_copy(git, self._paths("assignment", assignment_id)[1] / "index", self._dir)
+            message = f"The working tree of {assignment_id} under review\n\n{TRAILER_SESSION}: {self.session_id}"
+            commit = git.out("commit-tree", tree, "-p", record.base, "-m", message)
+            return commit, git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, commit).text
 
     def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
         """The session branch against its base: per file, per assignment, and the text."""
