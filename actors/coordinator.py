@@ -34,6 +34,7 @@ from meta_orchestrator.actors.session_core.effects import (
     ToRecovery,
     ToReviewer,
     ToWorker,
+    ToWorkspace,
 )
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.base import AgentName, utc_now
@@ -73,17 +74,24 @@ class Coordinator(pykka.ThreadingActor):
         recorded_answers: Mapping[str, Mapping[str, Any]] | None = None,
         answer_channels: Sequence[str] | None = None,
         agents_out: Mapping[str, str] | None = None,
+        workspace: pykka.ActorRef[Any] | None = None,
+        branch: str | None = None,
+        plan_checkout: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         """``answer_channels``: who can answer questions now (None: not tracked, someone always
         answers through this actor); ``agents_out``: agents that cannot serve, with why;
         ``recorded_answers``: question id -> ``{"answer", "approve"}`` given while no
-        orchestrator ran (``orchestrate answer``), applied before a resumed session goes on."""
+        orchestrator ran (``orchestrate answer``), applied before a resumed session goes on;
+        ``workspace``: the Workspace actor when the target is a git repository (each writing
+        assignment then works in its own checkout and is merged into ``branch``);
+        ``plan_checkout``: the read-only checkout planning runs in, and what it must read."""
         super().__init__()
         self._session_dir = session_dir
         self._workers = dict(workers)
         self._listeners = tuple(listeners)
         self._reviewer = reviewer
         self._recovery = recovery
+        self._workspace = workspace
         self._reply_to: Any = None  # whoever started the session: told SessionEnded
         self._askers: dict[str, Any] = {}  # question id -> who asked (told the answer)
         self._timers: list[threading.Timer] = []
@@ -96,6 +104,10 @@ class Coordinator(pykka.ThreadingActor):
             resume_from=resume_from,
             resume_ids=dict(resume_ids or {}),
             recorded_answers=dict(recorded_answers or {}),
+            workspace=workspace is not None,
+            branch=branch if workspace is not None else None,
+            plan_workdir=plan_checkout[0] if plan_checkout else None,
+            plan_read_only=plan_checkout[1] if plan_checkout else (),
         )
         self._state: CoreState = initial_state(
             config,
@@ -151,6 +163,8 @@ class Coordinator(pykka.ThreadingActor):
                 self._reviewer.tell(self._replying(message))
             case ToRecovery(message=message) if self._recovery is not None:
                 self._recovery.tell(self._replying(message))
+            case ToWorkspace(message=message) if self._workspace is not None:
+                self._workspace.tell(self._replying(message))
             case Announce(fact=fact):
                 tell_all(self._listeners, fact)
                 if isinstance(fact, SessionEnded) and self._reply_to is not None:

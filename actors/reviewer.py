@@ -27,7 +27,8 @@ from typing import Any
 
 import pykka
 from meta_orchestrator.actors.adapters.registry import agent_names
-from meta_orchestrator.actors.runtime.review_context import Evidence, review_context
+from meta_orchestrator.actors.runtime.git_command import WorkspaceError
+from meta_orchestrator.actors.runtime.review_context import Evidence, review_context, workspace_change
 from meta_orchestrator.actors.runtime.review_policy import (
     answer_of_run,
     decide,
@@ -39,6 +40,7 @@ from meta_orchestrator.actors.runtime.review_policy import (
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir, write_json_atomic
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
+from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.config.settings import ReviewSettings
 from meta_orchestrator.messages.base import AgentName, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
@@ -108,6 +110,10 @@ class _Running(_Pending):
     workers: dict[AgentName, pykka.ActorRef[Any]] = field(default_factory=dict)
     answers: dict[AgentName, ReviewAnswer] = field(default_factory=dict)
     checker: threading.Timer | None = None
+    # Where the peers read (a read-only checkout of the commit under review) and what their
+    # sandbox must let them read; None: the target itself (no git workspace).
+    workdir: str | None = None
+    read_only_dirs: tuple[str, ...] = ()
 
     def cancel_timers(self) -> None:
         super().cancel_timers()
@@ -129,7 +135,10 @@ class Reviewer(pykka.ThreadingActor):
         decisions_to: pykka.ActorRef[Any] | None = None,
         listeners: Sequence[pykka.ActorRef[Any]] = (),
         task: str = "",
+        workspace: SessionRepo | None = None,
     ) -> None:
+        """``workspace``: the session's git workspace; a review then quotes the assignment's own
+        change and its peers read a checkout of exactly that commit."""
         super().__init__()
         self._settings = settings
         self._session_id = session_id
@@ -140,6 +149,7 @@ class Reviewer(pykka.ThreadingActor):
         self._decisions_to = decisions_to
         self._listeners = tuple(listeners)
         self._task = task
+        self._repo = workspace
         self._snapshot: SessionSnapshot | None = None
         self._evidence = Evidence(keep=settings.recent_events)
         self._pending: dict[str, _Pending] = {}
@@ -299,6 +309,7 @@ class Reviewer(pykka.ThreadingActor):
         )
         self._running[review_id] = review
         context = self._context(review)
+        review.workdir, review.read_only_dirs = self._view(review_id, context.pop("commit", None))
         prompt = review_prompt(self._session_id, review_id, self._task, context)
         self._save(
             directory / "request.json",
@@ -332,7 +343,16 @@ class Reviewer(pykka.ThreadingActor):
                 self._record_answer(review, failed_answer(agent, f"reviewer could not start: {exc}"), "")
                 continue
             review.workers[agent] = ref
-            ref.tell(StartAssignment(assignment_id=review_id, prompt=prompt, mode="read_only", reply_to=self.actor_ref))
+            ref.tell(
+                StartAssignment(
+                    assignment_id=review_id,
+                    prompt=prompt,
+                    mode="read_only",
+                    workdir=review.workdir,
+                    read_only_dirs=review.read_only_dirs,
+                    reply_to=self.actor_ref,
+                )
+            )
         if review.workers:
             # The worker's own wall-clock limit ends a slow peer; this is the backstop.
             review.timer = _timer(
@@ -389,6 +409,7 @@ class Reviewer(pykka.ThreadingActor):
             return
         del self._running[review.review_id]
         review.cancel_timers()
+        self._drop_view(review)
         answers = tuple(review.answers[a] for a in self._agents if a in review.answers)
         unavailable = [a for a in agent_names() if a not in self._agents and a != review.author]
         decision = decide(answers, self._settings.when_no_reviewers, [f"{a} disabled" for a in unavailable])
@@ -410,10 +431,14 @@ class Reviewer(pykka.ThreadingActor):
     # -- context ----------------------------------------------------------------------------------
 
     def _context(self, review: _Running) -> dict[str, Any]:
+        """The review's context; with a workspace, also ``commit``: what the peers read."""
         record = None
         if self._snapshot is not None and review.assignment_id:
             record = next((a for a in self._snapshot.assignments if a.id == review.assignment_id), None)
-        return review_context(
+        change, commit = None, None
+        if self._repo is not None:
+            change, commit = workspace_change(self._repo, record, self._settings.diff_chars)
+        context = review_context(
             self._task,
             review.triggers,
             record,
@@ -421,7 +446,28 @@ class Reviewer(pykka.ThreadingActor):
             self._evidence.touched(review.assignment_id),
             self._target,
             self._settings.diff_chars,
+            change=change,
         )
+        return {**context, "commit": commit} if self._repo is not None else context
+
+    def _view(self, review_id: str, commit: str | None) -> tuple[str | None, tuple[str, ...]]:
+        """A read-only checkout of ``commit`` for the peers: its folder and what they must read."""
+        if self._repo is None or commit is None:
+            return None, ()
+        try:
+            view = self._repo.readonly_checkout(review_id, commit)
+        except WorkspaceError as exc:
+            log.error("review %s: no checkout of %s for the peers (%s); they read the target", review_id, commit, exc)
+            return None, ()
+        return str(view.workdir), view.sandbox_paths()[1]
+
+    def _drop_view(self, review: _Running) -> None:
+        if self._repo is None or review.workdir is None:
+            return
+        try:
+            self._repo.remove_checkout(f"view:{review.review_id}")
+        except (WorkspaceError, OSError) as exc:
+            log.warning("review %s: its checkout stays until the session ends: %s", review.review_id, exc)
 
     # -- output ------------------------------------------------------------------------------------
 

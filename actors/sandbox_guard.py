@@ -185,12 +185,20 @@ class SandboxGuard(pykka.ThreadingActor):
         listeners: Sequence[pykka.ActorRef[Any]] = (),
         workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
         home: str | None = None,
+        checkouts: Path | None = None,
     ) -> None:
+        """``checkouts``: the session has a git workspace, its runs work in checkouts under this
+        folder (each run may write its own, told by the worker); the target itself, the user's
+        repository, is then outside. ``None``: every run works in the target."""
         super().__init__()
         self._settings = settings
         self._session_dir = session_dir
         self._dir = session_dir / "sandbox"
-        self._roots = tuple(str(Path(p).resolve()) for p in (target, *extra_dirs))
+        in_place = () if checkouts is not None else (target,)
+        self._roots = tuple(str(Path(p).resolve()) for p in (*in_place, *extra_dirs))
+        self._run_roots = (str(Path(checkouts if checkouts is not None else target).resolve()),)
+        # The checkouts' git folders are the orchestrator's: it runs git there outside any sandbox.
+        self._git_dirs = (str((session_dir / "git").resolve()),) if checkouts is not None else ()
         self._asker = asker
         self._listeners = tuple(listeners)
         self._workers: dict[str, Any] = dict(workers or {})
@@ -232,8 +240,9 @@ class SandboxGuard(pykka.ThreadingActor):
             confirm_writes_outside=self._settings.confirm_writes_outside_target,
             channel=channel,
             confirm_timeout_s=self._settings.confirm_timeout_s,
-            protected=(str(self._dir.resolve()), str(self._socket_dir.resolve())),
+            protected=(str(self._dir.resolve()), str(self._socket_dir.resolve()), *self._git_dirs),
             secret=secret,
+            run_roots=self._run_roots,
         )
         policy_file = self._dir / "policy.json"
         settings_file = self._dir / f"{server.hook_agent}-settings.json"

@@ -185,7 +185,8 @@ class Worker(pykka.ThreadingActor):
         text = f"starting {self._agent}: " + shown_command(launch.argv, message.prompt)
         self._record([draft("status", kind="launch", text=text)], raw=None)
         try:
-            self._proc = self._host.spawn(launch, confinement(self._adapter, self._sandbox, spec))
+            confined = confinement(self._adapter, self._sandbox, spec, message.read_only_dirs)
+            self._proc = self._host.spawn(launch, confined)
         except OSError as exc:
             reason = describe_spawn_error(exc, launch)
             self._record([draft("error", kind="spawn_error", text=reason, terminal=True)], raw=None)

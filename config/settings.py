@@ -86,6 +86,12 @@ class SessionSettings(Section):
         description="restarts of one crashed actor allowed within restart_window_s; one more fails the session",
     )
     restart_window_s: float = Field(default=60.0, gt=0, description="window of the restart budget")
+    conflict_rounds: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="times an assignment's agent is asked to resolve a merge conflict before the user is asked",
+    )
     roles: dict[str, AgentName] = Field(
         default_factory=lambda: {"architect": "gemini", "implementer": "claude", "reviewer": "codex"},
         description="which agent plays which role",

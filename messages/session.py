@@ -19,14 +19,20 @@ AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped
 # actors/session_core/phases.py); ``status`` is the coarse view of it that state.json and the
 # dashboard have always shown. "interrupted": its run ended because the session saves itself
 # for answers; it stays "running" on disk so that `orchestrate resume` continues it.
+# "preparing": its checkout is being made; "merging": its run succeeded and its commit goes
+# into the session branch; "conflicted": that merge conflicted past the agent's rounds and the
+# user is asked.
 AssignmentPhase = Literal[
     "pending",
+    "preparing",
     "running",
     "paused",
     "recovering",
     "backing_off",
     "awaiting_grant",
     "interrupted",
+    "merging",
+    "conflicted",
     "gated",
     "done",
     "failed",
@@ -34,12 +40,15 @@ AssignmentPhase = Literal[
 ]
 STATUS_OF_PHASE: dict[str, AssignmentStatus] = {
     "pending": "pending",
+    "preparing": "running",
     "running": "running",
     "paused": "running",
     "recovering": "running",
     "backing_off": "running",
     "awaiting_grant": "running",
     "interrupted": "running",
+    "merging": "running",
+    "conflicted": "running",
     "gated": "completed",
     "done": "completed",
     "failed": "failed",
@@ -215,6 +224,10 @@ class AssignmentRecord(Frozen):
     fixes: LaunchFixes = Field(default_factory=LaunchFixes)
     recovery_id: str | None = Field(default=None, description="the recovery this run tries; settled when it ends")
     relaunch_on_stop: bool = Field(default=False, description="being stopped to hear the user's answer, then resumed")
+    workdir: str | None = Field(default=None, description="its checkout (None: it works in the target itself)")
+    read_only_dirs: tuple[str, ...] = Field(default=(), description="what its sandbox lets it read for git")
+    commit: str | None = Field(default=None, description="its commit, merged into the session branch")
+    conflict_rounds: int = Field(default=0, description="times its agent was asked to resolve a merge conflict")
 
     @model_validator(mode="before")
     @classmethod

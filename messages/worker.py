@@ -42,6 +42,10 @@ class StartAssignment(Message):
     resume_session_id: str | None = None
     extra_dirs: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = Field(default=(), description="flags added by Recovery")
+    workdir: str | None = Field(default=None, description="the checkout to work in (None: the target itself)")
+    read_only_dirs: tuple[str, ...] = Field(
+        default=(), description="folders the run reads but must not write (the checkout's git objects)"
+    )
     reply_to: Any = Field(default=None, exclude=True)
 
 

@@ -45,6 +45,7 @@ class Playbook:
         resume_ids: dict[str, str] | None = None,
         recorded_answers: dict[str, dict[str, Any]] | None = None,
         agents_out: dict[str, str] | None = None,
+        workspace: bool = False,
     ) -> None:
         self.settings = load_settings(None, {"workspace": "/nowhere", **(overrides or {})})
         config = CoreConfig(
@@ -56,6 +57,10 @@ class Playbook:
             resume_from=resume_from,
             resume_ids=resume_ids or {},
             recorded_answers=recorded_answers or {},
+            workspace=workspace,
+            branch="orchestrate/s1" if workspace else None,
+            plan_workdir="/nowhere/s1/checkouts/plan" if workspace else None,
+            plan_read_only=("/app/.git",) if workspace else (),
         )
         self.clock = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
         self.state = initial_state(
@@ -99,6 +104,25 @@ class Playbook:
                 gate=gate,
             )
         )
+
+    def checkout_ready(self, assignment_id: str) -> list[Effect]:
+        from meta_orchestrator.messages.workspace import CheckoutReady
+
+        return self.send(
+            CheckoutReady(
+                assignment_id=assignment_id,
+                workdir=f"/nowhere/s1/checkouts/{assignment_id}",
+                base="b" * 40,
+                read_only_dirs=("/app/.git/objects",),
+            )
+        )
+
+    def merged(self, assignment_id: str, conflicts: tuple[str, ...] = (), n: int = 1) -> list[Effect]:
+        from meta_orchestrator.messages.workspace import AssignmentMerged, MergeResult
+
+        status = "conflict" if conflicts else "merged"
+        result = MergeResult(assignment_id=assignment_id, status=status, commit="c" * 40, conflicts=conflicts)
+        return self.send(AssignmentMerged(assignment_id=assignment_id, result=result, commit=f"{n:040d}"))
 
     def recover(self, assignment_id: str, action: str = "relaunch", n: int = 1, **plan: Any) -> list[Effect]:
         record = self.record(assignment_id)

@@ -6,6 +6,8 @@ orchestrate show <session_id>    print one session
 orchestrate resume <session_id>  continue a session (its orchestrator died, or it waited for answers)
 orchestrate answer <session_id> <question_id> <text>  answer a question of a waiting session
 orchestrate serve                every session of the workspace, live or past, in one page
+orchestrate apply <session_id>   merge the session's branch into your current branch
+orchestrate discard <session_id> delete the session's branches and checkouts
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pykka.debug
 from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve")
+SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard")
 EXIT_USAGE = 2
 SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FILE):
   orchestrate sessions                                list the sessions in the workspace
@@ -37,6 +39,10 @@ SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FIL
   orchestrate resume <session_id>                     continue a session: recorded answers first
   orchestrate serve [--port N]                        every session, live or past, in one page
                                                       (127.0.0.1:8100), with replay
+  orchestrate apply <session_id> [--squash]           merge branch orchestrate/<session_id> into your
+                                                      current branch (refused, with the reason, if your
+                                                      uncommitted changes touch its files or it conflicts)
+  orchestrate discard <session_id>                    delete the session's branches and checkouts
 
 exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""
@@ -75,6 +81,12 @@ def _run_parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--include-uncommitted",
+        action="store_true",
+        help="start the session from your uncommitted changes too (a snapshot; your working tree and "
+        "index stay as they are); without it the session starts from HEAD and they are not part of it",
+    )
     _unattended_flag(p)
     return p
 
@@ -144,7 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.allow_remote:
         overrides["web.allow_remote"] = True
     return _run_session(
-        opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
+        opts,
+        overrides,
+        task=opts.task,
+        target=opts.target,
+        demo=opts.demo,
+        next_free_port=opts.next_free_port,
+        include_uncommitted=opts.include_uncommitted,
     )
 
 
@@ -281,12 +299,35 @@ def _serve(args: list[str]) -> int:
     return 0
 
 
+def _apply(args: list[str]) -> int:
+    from meta_orchestrator.actors.app.workspace_commands import apply_command
+
+    p = _workspace_parser("apply")
+    p.add_argument("session_id")
+    p.add_argument("--squash", action="store_true", help="one commit instead of a merge")
+    opts = p.parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    return apply_command(settings.workspace.expanduser().resolve() / opts.session_id, opts.session_id, opts.squash)
+
+
+def _discard(args: list[str]) -> int:
+    from meta_orchestrator.actors.app.workspace_commands import discard_command
+
+    p = _workspace_parser("discard")
+    p.add_argument("session_id")
+    opts = p.parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    return discard_command(settings.workspace.expanduser().resolve() / opts.session_id, opts.session_id)
+
+
 def _subcommand(name: str, args: list[str]) -> int:
-    run = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions}.get(name, _show)
+    commands = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions}
+    run = {**commands, "apply": _apply, "discard": _discard}.get(name, _show)
     return run(args)
 
 
 def _sessions(args: list[str]) -> int:
+    from meta_orchestrator.actors.app.workspace_commands import branch_note
     from meta_orchestrator.actors.runtime.session_files import iter_sessions
 
     opts = _workspace_parser("sessions").parse_args(args)
@@ -301,7 +342,7 @@ def _sessions(args: list[str]) -> int:
             continue
         print(
             f"{state['session_id']}  {state.get('status', '?'):<9}  "
-            f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}"
+            f"{state.get('created_at', '')[:19]}  {state.get('task', '')[:60]}{branch_note(folder)}"
         )
     return 0
 

@@ -21,6 +21,12 @@ import pykka
 
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter, hooked_agent
 from meta_orchestrator.actors.app.console_answers import read_console_answers
+from meta_orchestrator.actors.app.workspace_wiring import (
+    abandon_workspace,
+    finish_workspace,
+    open_workspace,
+    plan_checkout,
+)
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
@@ -52,7 +58,10 @@ from meta_orchestrator.actors.runtime.resume import (
     save_launch,
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
+from meta_orchestrator.actors.runtime.git_command import WorkspaceError
+from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.actors.workspace import Workspace
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
@@ -93,6 +102,8 @@ class RunOptions:
     agents_out: dict[str, str] = field(default_factory=dict)  # filled in by prepare(): CLIs that cannot run
     print_url: Callable[[str], None] | None = None
     on_started: Callable[[RunningSession], None] | None = None
+    # The user's uncommitted files go into the session's base (their tree stays as it is).
+    include_uncommitted: bool = False
 
 
 @dataclass
@@ -110,6 +121,7 @@ class RunningSession:
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
     ended: queue.Queue[SessionEnded] = field(default_factory=queue.Queue)
     host: ProcessHost | None = None  # started every CLI of the session: a forced stop kills them
+    workspace: SessionRepo | None = None  # the session's branch and checkouts (None: in place)
 
 
 class LateRef:
@@ -140,6 +152,7 @@ def make_demo_target(session_dir: Path) -> Path:
     target = session_dir / "demo-app"
     (target / "app").mkdir(parents=True, exist_ok=True)
     (target / "README.md").write_text("# demo-app\n\nA tiny app the demo agents work on.\n")
+    (target / ".gitignore").write_text("__pycache__/\n*.pyc\n")
     (target / "app" / "__init__.py").write_text('"""The demo application."""\n')
     (target / "app" / "main.py").write_text(
         "def handle(path: str) -> tuple[int, str]:\n"
@@ -308,6 +321,12 @@ class _Wiring:
     host: ProcessHost | None = None
     sandboxes: dict[str, OsSandbox] = field(default_factory=dict)
     review_agents: dict[str, Any] = field(default_factory=dict)
+    repo: SessionRepo | None = None  # the git workspace; None: the agents work in the target
+
+    @property
+    def checkouts(self) -> Path | None:
+        """Where the runs' checkouts are (their sandbox guard's run roots), with a workspace."""
+        return self.session_dir / "checkouts" if self.repo is not None else None
 
 
 def start(
@@ -334,7 +353,45 @@ def start(
     _start_listeners(wiring)
     gateway = _start_dashboard(wiring) if options.dashboard else None
     private_dir(wiring.scratch)
-    wiring.settings, fixes = proactive_fixes(settings, target, env)
+    wiring.repo = _open_workspace(wiring)
+    try:
+        running = _start_session(wiring, bwrap, gateway)
+    except BaseException:
+        if wiring.repo is not None and not options.resume:
+            abandon_workspace(wiring.repo, session_dir)  # nothing ran on its branch
+        raise
+    _begin(running, options)
+    return running
+
+
+def _open_workspace(wiring: _Wiring) -> SessionRepo | None:
+    """The session's git workspace (see workspace_wiring.open_workspace).
+
+    Raises:
+        PreflightError: git cannot make it, or the session was discarded.
+    """
+    options = wiring.options
+    try:
+        return open_workspace(
+            wiring.target,
+            wiring.session_dir,
+            wiring.session_id,
+            options.include_uncommitted,
+            resuming=bool(options.resume),
+            say=_say if options.console else None,
+        )
+    except WorkspaceError as exc:
+        raise PreflightError(f"the session's branch cannot be made: {exc}") from None
+
+
+def _say(text: str) -> None:
+    print(f"orchestrate: {text}", file=sys.stderr, flush=True)
+
+
+def _start_session(wiring: _Wiring, bwrap: str | None, gateway: SupervisedRef | None) -> RunningSession:
+    """Every actor after the listeners and the dashboard, the coordinator last."""
+    settings, started, target = wiring.settings, wiring.started, wiring.target
+    wiring.settings, fixes = proactive_fixes(settings, target, wiring.env)
     for fix in fixes:
         log.info("preflight %s: %s", fix.agent, fix.action)
     recovery = _supervised(
@@ -350,19 +407,18 @@ def start(
     reviewer = _start_reviewer(wiring)
     workers = _start_workers(wiring, bwrap, heard_by=(reviewer, recovery))
     coordinator = _start_coordinator(wiring, workers, reviewer, recovery, fixes, dashboard=gateway is not None)
-    running = RunningSession(
+    return RunningSession(
         host=wiring.host,
-        session_id=session_id,
-        session_dir=session_dir,
+        session_id=wiring.session_id,
+        session_dir=wiring.session_dir,
         target=target,
         coordinator=coordinator,
         workers=workers,
         gateway=gateway,
         token=wiring.token,
         dashboard_closed=wiring.dashboard_closed,
+        workspace=wiring.repo,
     )
-    _begin(running, options)
-    return running
 
 
 def _start_listeners(wiring: _Wiring) -> None:
@@ -451,6 +507,7 @@ def _start_reviewer(wiring: _Wiring) -> SupervisedRef:
         decisions_to=wiring.coordinator_slot,
         listeners=tuple(wiring.listeners),
         task=wiring.options.task,
+        workspace=wiring.repo,
     )
 
 
@@ -471,6 +528,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
         (wiring.scratch,),
         (*wiring.listeners, wiring.coordinator_slot),
         workers,
+        wiring.checkouts,
     )
     wiring.host = ProcessHost(_spawn_caps(settings))
     wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
@@ -514,6 +572,7 @@ def _start_coordinator(
     coordinator = _start(
         started,
         Coordinator,
+        **_workspace_arguments(wiring),
         settings=wiring.settings,
         session_id=wiring.session_id,
         session_dir=wiring.session_dir,
@@ -534,6 +593,20 @@ def _start_coordinator(
     started.remove(supervisor)
     started.append(supervisor)  # stopped first, so nothing is restarted during shutdown
     return coordinator
+
+
+def _workspace_arguments(wiring: _Wiring) -> dict[str, Any]:
+    """The coordinator's workspace, branch and plan checkout; the Workspace actor started."""
+    repo = wiring.repo
+    if repo is None:
+        return {}
+    workspace = _supervised(
+        wiring.started, wiring.supervisor, "workspace", Workspace, repo=repo, listeners=tuple(wiring.listeners)
+    )
+    resumed = wiring.options.resume_state or {}
+    # A resumed session with a plan does not plan again: no checkout for it.
+    plan = None if resumed.get("assignments") else plan_checkout(repo)
+    return {"workspace": workspace, "branch": repo.branch, "plan_checkout": plan}
 
 
 def _begin(running: RunningSession, options: RunOptions) -> None:
@@ -578,9 +651,11 @@ def _start_watchers(
     extra_dirs: tuple[Path, ...],
     listeners: tuple[Any, ...],
     workers: dict[str, SupervisedRef],
+    checkouts: Path | None = None,
 ) -> dict[str, SupervisedRef]:
     """The resource monitor and the sandbox guard (each when enabled in the config), supervised
     like every other actor: a crashed monitor is restarted and enforces the limits again.
+    ``checkouts``: where the runs work, with a git workspace (the guard's run roots).
 
     Raises:
         PreflightError: an agent's extra_args carry a bypass flag the user did not allow.
@@ -620,6 +695,7 @@ def _start_watchers(
             extra_dirs=extra_dirs,
             asker=coordinator,
             listeners=listeners,
+            checkouts=checkouts,
         )
     return watchers
 
@@ -759,6 +835,10 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
             return _wait_for_end(running, options, interrupts)
         finally:
             stop_all(started)
+            if interrupts.running is not None and interrupts.running.workspace is not None:
+                # Every agent has ended: what is merged leaves its checkout; the branch stays.
+                say = (lambda line: print(line, flush=True)) if options.console else None
+                finish_workspace(interrupts.running.workspace, interrupts.running.session_dir, say)
 
 
 def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> int:

@@ -59,6 +59,12 @@ SCENARIOS: dict[str, str] = {
 }
 
 _HEADER = re.compile(r"^[ \t]*(Session|Assignment|Role|Kind|Task):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+# The orchestrator's note when merging a run's work into the session branch conflicted.
+_CONFLICT_NOTE = re.compile(r"conflicts in: (.+?)\. Your checkout now has")
+_CONFLICT_RETRY = "finish resolving the merge conflict"
+# Set to a path (e.g. docs/NOTES.md): the plan runs implement and review side by side, and
+# each of them also writes this file, so that their merges into the session branch conflict.
+SHARED_FILE_ENV = "ORCHESTRATE_DEMO_SHARED_FILE"
 _RETRY_HINTS = ("depends on unknown", "validation error", "did not validate", "invalid plan")
 
 
@@ -158,7 +164,8 @@ def is_uuid(value: str) -> bool:
 
 def plan_object(task: str, invalid: bool) -> dict[str, Any]:
     short = task if len(task) <= 80 else task[:77] + "..."
-    review_deps = ["qa"] if invalid else ["implement"]
+    side_by_side = bool(os.environ.get(SHARED_FILE_ENV))  # two writers at once
+    review_deps = ["qa"] if invalid else ["design"] if side_by_side else ["implement"]
     return {
         "summary": f"[demo] Design, implement and review: {short}",
         "assignments": [
@@ -240,6 +247,29 @@ def unit_test_py(slug: str) -> str:
         f"from app.{slug} import {slug}\n\n\ndef test_{slug}() -> None:\n"
         f'    assert {slug}("  hello world ") == "Hello World"\n'
     )
+
+
+def resolve_conflict_markers(text: str) -> str:
+    """The text with each conflict kept from both sides: ours, then theirs (the base, in the
+    diff3 style, dropped), without the marker lines."""
+    out: list[str] = []
+    side: str | None = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("<<<<<<<"):
+            side = "ours"
+        elif side is not None and line.startswith("|||||||"):
+            side = "base"
+        elif side is not None and line.startswith("======="):
+            side = "theirs"
+        elif side is not None and line.startswith(">>>>>>>"):
+            side = None
+        elif side != "base":
+            out.append(line)
+    return "".join(out)
+
+
+def has_conflict_markers(text: str) -> bool:
+    return any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines())
 
 
 def review_md(task: str, listing: list[str]) -> str:
@@ -423,8 +453,12 @@ def _work(agent: DemoAgent) -> str:
         text = plan_reply(task, invalid)
     elif kind == "peer_review":
         text = verdict_reply(agent.scenario if agent.scenario in ("concern", "blocker") else "approve", task)
+    elif _CONFLICT_NOTE.search(agent.prompt) or _CONFLICT_RETRY in agent.prompt:
+        text = _resolve_conflicts(agent)
     elif role in _ROLE_WORK:
         text = _ROLE_WORK[role](agent, task, slugify(task))
+        if role in ("implementer", "reviewer") and os.environ.get(SHARED_FILE_ENV):
+            _write_shared(agent, role, os.environ[SHARED_FILE_ENV])
     else:
         text = (
             f"[demo] I am the demo {agent.name} agent; no Kind/Role header was given, so I only answer.\n"
@@ -432,6 +466,39 @@ def _work(agent: DemoAgent) -> str:
         )
     agent.say(text)
     return text
+
+
+def _resolve_conflicts(agent: DemoAgent) -> str:
+    """The orchestrator merged the session branch into this checkout and it conflicted: keep
+    both sides' lines in every file it names (or, not named, every file with markers)."""
+    named = _CONFLICT_NOTE.search(agent.prompt)
+    if named:
+        files = [agent.cwd / f.strip() for f in named.group(1).split(",") if " more" not in f]
+    else:
+        files = [p for p in sorted(agent.cwd.rglob("*")) if p.is_file() and ".git" not in p.parts]
+    agent.say("[demo] The merge conflicted; resolving it.\n" + marker("progress", "[demo] resolving", progress=30))
+    resolved = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if has_conflict_markers(text) and agent.write(path, resolve_conflict_markers(text)):
+            resolved.append(str(path.relative_to(agent.cwd)))
+    listed = ", ".join(resolved) or "nothing left to resolve"
+    return f"[demo] Kept both sides of the merge in: {listed}.\n" + marker(
+        "milestone", f"[demo] merge resolved ({listed})", progress=100
+    )
+
+
+def _write_shared(agent: DemoAgent, role: str, relative: str) -> None:
+    """The line this role adds to the shared file (an existing file keeps its lines)."""
+    path = agent.cwd / relative
+    try:
+        before = path.read_text(encoding="utf-8")
+    except OSError:
+        before = ""
+    agent.write(path, f"{before}- {role} ({agent.name}): [demo] notes on the task\n")
 
 
 def _design(agent: DemoAgent, task: str, slug: str) -> str:

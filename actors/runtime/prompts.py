@@ -79,7 +79,7 @@ def assignment_prompt(
     """The prompt for one assignment, with what the work it depends on produced."""
     context = []
     for done in finished:
-        files = ", ".join(done.files_written[:20]) or "none reported"
+        files = ", ".join(_shown(f, done.workdir) for f in done.files_written[:20]) or "none reported"
         answer = done.final_text.strip()
         if len(answer) > 4000:
             answer = answer[:4000] + "\n[... cut: the rest is in the session log]"
@@ -99,6 +99,14 @@ def assignment_prompt(
         + "Work in the current directory (the target repository). Finish with a short summary "
         "of what you did and which files you changed.\n\n" + REPORTING_PROTOCOL
     )
+
+
+def _shown(path: str, workdir: str | None) -> str:
+    """A file another assignment wrote, relative to its checkout: the same file is in this
+    run's folder (its checkout started from the session branch the other one merged into)."""
+    if workdir and path.startswith(workdir.rstrip("/") + "/"):
+        return path[len(workdir.rstrip("/")) + 1 :]
+    return path
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)

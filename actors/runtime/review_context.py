@@ -1,7 +1,10 @@
 """What a peer review is shown: the task, the assignment, the author's recent events, the change.
 
-The change is read from the target: ``git status`` and ``git diff HEAD`` with every untracked
-file, or, outside a git repository, the files the author touched; cut at ``diff_chars``.
+With a git workspace the change is the assignment's own (``workspace_change``): its commits
+against its own base, or, while it still runs, its checkout's working tree against that base;
+nothing of the user's uncommitted files or of other assignments. Without one it is read from
+the target: ``git status`` and ``git diff HEAD`` with every untracked file, or, outside a git
+repository, the files the author touched. Either is cut at ``diff_chars``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.runtime.git_command import WorkspaceError
+from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.review import ReviewTrigger
 from meta_orchestrator.messages.session import AssignmentRecord
@@ -58,16 +63,58 @@ def review_context(
     touched: Sequence[str],
     target: Path,
     diff_chars: int,
+    change: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The context saved in ``request.json`` and rendered into the reviewers' prompt."""
+    """The context saved in ``request.json`` and rendered into the reviewers' prompt;
+    ``change`` given (``workspace_change``), else read from the target."""
     files = [*(record.files_written if record else ()), *touched]
     return {
         "task": task,
         "triggers": [t.model_dump(mode="json") for t in triggers],
         "assignment": _assignment(record) if record is not None else None,
         "recent_events": _events(recent),
-        "change": change_in(target, files, diff_chars),
+        "change": change if change is not None else change_in(target, files, diff_chars),
     }
+
+
+def workspace_change(
+    repo: SessionRepo, record: AssignmentRecord | None, limit: int
+) -> tuple[dict[str, Any], str | None]:
+    """The change a review quotes, and the commit its peers read (None: it cannot be read).
+
+    An assignment not finished (still running, or its work not merged) is shown as its
+    checkout's working tree now, committed aside; a finished one as its commits against its
+    own base; a review of no assignment as the session branch against the session's base.
+    """
+    try:
+        if record is None:
+            changes = repo.session_changes(max_total_bytes=limit + 1)
+            text = "\n".join(d.text for d in changes.diffs)
+            how = f"the session branch {repo.branch} against its base {repo.base[:10]}"
+            return _change(how, text, limit), changes.tip
+        checkout = repo.record.checkouts.get(record.id)
+        if checkout is None or checkout.kind != "assignment":
+            return _change(f"{record.id} has no checkout: it changed nothing yet", "", limit), repo.tip()
+        if record.phase not in ("gated", "done") and checkout.present:
+            commit, text = repo.working_tree_commit(record.id)
+            how = f"the working tree of {record.id}'s checkout against its base {checkout.base[:10]} (not merged yet)"
+            return _change(how, text, limit), commit
+        how = f"the commits of {record.id} against its own base {checkout.base[:10]}"
+        return _change(how, repo.assignment_diff(record.id), limit), checkout.head or checkout.base
+    except WorkspaceError as exc:
+        return _change(f"the change could not be read: {exc}", "", limit), None
+
+
+def _change(how: str, text: str, limit: int) -> dict[str, Any]:
+    return {"how": how, "text": _cut(text or "(no change)", limit)}
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + (
+        f"\n[... cut at {limit} of {len(text)} characters (review.diff_chars); read the files for the rest]"
+    )
 
 
 def _assignment(record: AssignmentRecord) -> dict[str, Any]:
@@ -108,12 +155,7 @@ def change_in(target: Path, files: Sequence[str], limit: int) -> dict[str, Any]:
     else:
         parts = [file_excerpt(Path(f) if os.path.isabs(f) else target / f, target) for f in dict.fromkeys(files)]
         how = "the files the author touched (the target is not a git repository)"
-    text = "\n\n".join(p for p in parts if p)
-    if len(text) > limit:
-        text = text[:limit] + (
-            f"\n[... cut at {limit} of {len(text)} characters (review.diff_chars); read the files for the rest]"
-        )
-    return {"how": how, "text": text}
+    return {"how": how, "text": _cut("\n\n".join(p for p in parts if p), limit)}
 
 
 def _git(target: Path, *args: str) -> str | None:
@@ -151,4 +193,4 @@ def file_excerpt(path: Path, target: Path) -> str:
     return f"--- {shown}\n{text}"
 
 
-__all__ = ["Evidence", "change_in", "file_excerpt", "review_context"]
+__all__ = ["Evidence", "change_in", "file_excerpt", "review_context", "workspace_change"]

@@ -15,6 +15,7 @@ import psutil
 
 from meta_orchestrator.actors.runtime.event_log import EventLog, parse_time
 from meta_orchestrator.actors.runtime.session_files import iter_sessions
+from meta_orchestrator.actors.runtime.workspaces import workspace_summary
 from meta_orchestrator.messages.session import TERMINAL_STATUSES
 
 ENDED_STATUSES = (*TERMINAL_STATUSES, "waiting")
@@ -83,8 +84,14 @@ def summarize(folder: Path, state: dict[str, Any] | None, now: datetime | None =
         "tokens": (sample.get("tokens") or share_tokens) or None,
         "open_questions": len(questions),
         "assignments": len(state.get("assignments", [])),
-        "branch": state.get("branch"),
+        "branch": state.get("branch") or _recorded_branch(folder),
     }
+
+
+def _recorded_branch(folder: Path) -> str | None:
+    """The session's branch from its workspace.json (None without one)."""
+    summary = workspace_summary(folder)
+    return str(summary["branch"]) if summary else None
 
 
 def list_sessions(workspace: Path, text: str = "", status: str = "", now: datetime | None = None) -> list[dict]:

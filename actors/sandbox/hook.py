@@ -28,11 +28,12 @@ import argparse
 import hashlib
 import hmac
 import json
+import os
 import socket
 import sys
 from typing import Any
 
-from meta_orchestrator.actors.sandbox.policy import Policy, check_tool_call
+from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV, Policy, check_tool_call
 
 CONNECT_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 0.5
@@ -119,7 +120,8 @@ def main(argv: list[str]) -> int:
             raw = f.read()
         if args.policy_sha256 and not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), args.policy_sha256):
             raise ValueError(f"{args.policy} is not the policy this session wrote (it was changed)")
-        policy = Policy.from_json(json.loads(raw.decode("utf-8")))
+        # The run's own folder (its checkout) from the worker, within what the policy allows.
+        policy = Policy.from_json(json.loads(raw.decode("utf-8"))).for_run(os.environ.get(RUN_WORKDIR_ENV))
         call = json.loads(sys.stdin.read() or "{}")
         if not isinstance(call, dict):
             raise ValueError("hook input is not a JSON object")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Iterable
@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from meta_orchestrator.actors.sandbox.shell import RESERVED, Redirect, ShellSyntaxError, Simple, Word, parse
 
 POLICY_VERSION = 1
+# Set by the worker in every run's environment: the folder the run works in (its checkout, or
+# the target). The hook judges "outside the target" against it, if the policy allows it.
+RUN_WORKDIR_ENV = "ORCHESTRATE_WORKDIR"
 
 # Blocked outright, before the command runs (regexes searched in the whole shell command).
 # rm -r outside the allowed roots is checked by ``_rm_outside`` (it needs the paths).
@@ -122,6 +125,20 @@ class Policy:
     confirm_timeout_s: float = 120.0
     protected: tuple[str, ...] = ()  # the sandbox's own files: never written, never removed
     secret: str = ""  # proves to the guard that a question comes from this session's hook
+    # Where a run's own working folder may be (the target, or the session's checkouts): a
+    # run working there may write it, as a root (``for_run``). Nothing else is taken from
+    # the run's environment.
+    run_roots: tuple[str, ...] = ()
+
+    def for_run(self, workdir: str | None) -> Policy:
+        """The policy for one run working in ``workdir``: that folder is a root too when it
+        lies within ``run_roots`` (one checkout, not its siblings, not the user's tree)."""
+        if not workdir:
+            return self
+        real = os.path.realpath(workdir)
+        if not _within(real, self.run_roots) or _within(real, self.protected):
+            return self
+        return replace(self, roots=(*self.roots, real), write_roots=(*self.write_roots, real))
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form the hook reads."""
@@ -138,6 +155,7 @@ class Policy:
             "confirm_timeout_s": self.confirm_timeout_s,
             "protected": list(self.protected),
             "secret": self.secret,
+            "run_roots": list(self.run_roots),
         }
 
     @classmethod
@@ -157,6 +175,7 @@ class Policy:
             confirm_timeout_s=float(data.get("confirm_timeout_s", 120.0)),
             protected=tuple(data.get("protected", ())),
             secret=str(data.get("secret", "")),
+            run_roots=tuple(data.get("run_roots", ())),
         )
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from meta_orchestrator.actors.session_core.phases import ACTIVE_PHASES
 from meta_orchestrator.actors.session_core.step import ROLES, StepBase
 from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided
@@ -101,7 +102,7 @@ class ControlRules(StepBase):
             self.abort(reason)
             return
         planning = self.plan if self.plan is not None and self.plan.active and self.plan.agent == agent else None
-        held = [r for r in self.in_phase("running", "paused", "recovering", "backing_off", "awaiting_grant")]
+        held = self.in_phase(*ACTIVE_PHASES)
         failed = next((r.id for r in held if r.agent == agent), None)
         if failed is not None:
             self.finishes.pop(failed, None)

@@ -13,6 +13,7 @@ from meta_orchestrator.actors.session_core.recovery import RecoveryRules
 from meta_orchestrator.actors.session_core.reviews import ReviewRules
 from meta_orchestrator.actors.session_core.running import RunningRules
 from meta_orchestrator.actors.session_core.state import CoreState
+from meta_orchestrator.actors.session_core.workspace import WorkspaceRules
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RelaunchDue
 from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.review import ReviewCompleted
@@ -30,6 +31,7 @@ from meta_orchestrator.messages.session import (
 )
 from meta_orchestrator.messages.supervision import ActorRestarted, SupervisionFailed
 from meta_orchestrator.messages.worker import AssignmentFinished
+from meta_orchestrator.messages.workspace import AssignmentMerged, CheckoutFailed, CheckoutReady
 
 _INTERRUPTED_NOTE = (
     "You were interrupted while working on this assignment; the work already in the target is "
@@ -41,7 +43,7 @@ class NoRule(LookupError):
     """The core has no rule for this kind of message (the actor's own business, or a mistake)."""
 
 
-class SessionStep(PlanningRules, RunningRules, RecoveryRules, ReviewRules, QuestionRules, ControlRules):
+class SessionStep(PlanningRules, RunningRules, RecoveryRules, ReviewRules, QuestionRules, ControlRules, WorkspaceRules):
     """Every rule of the session, applied to one message."""
 
     def dispatch(self, message: Any) -> Any:
@@ -120,6 +122,9 @@ _RULES: dict[type, str] = {
     SecurityFinding: "on_security_fact",
     ToolCallDecided: "on_security_fact",
     StateNotSaved: "on_state_not_saved",
+    CheckoutReady: "on_checkout_ready",
+    CheckoutFailed: "on_checkout_failed",
+    AssignmentMerged: "on_merged",
 }
 
 

@@ -42,6 +42,13 @@ class ToRecovery:
 
 
 @dataclass(frozen=True)
+class ToWorkspace:
+    """Tell the Workspace actor (checkouts, commits, merges)."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
 class Announce:
     """A fact for the listeners; ``SessionEnded`` also goes to whoever started the session."""
 
@@ -77,4 +84,16 @@ class Reply:
     value: Any
 
 
-Effect = Persist | Publish | ToWorker | ToReviewer | ToRecovery | Announce | AnswerAsker | StartTimer | Log | Reply
+Effect = (
+    Persist
+    | Publish
+    | ToWorker
+    | ToReviewer
+    | ToRecovery
+    | ToWorkspace
+    | Announce
+    | AnswerAsker
+    | StartTimer
+    | Log
+    | Reply
+)

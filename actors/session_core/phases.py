@@ -10,16 +10,23 @@ from meta_orchestrator.messages.session import TERMINAL_STATUSES
 
 # Phases in which an agent is taken by the assignment (its process runs, or Recovery, a
 # back-off or the user's grant decides how it runs again).
-ACTIVE_PHASES = frozenset({"running", "paused", "recovering", "backing_off", "awaiting_grant"})
+ACTIVE_PHASES = frozenset({"preparing", "running", "paused", "recovering", "backing_off", "awaiting_grant"})
+# Phases in which the session still waits for the assignment though no agent is taken by it.
+WAITING_PHASES = frozenset({"pending", "merging", "conflicted"})
 # pending -> failed: a resumed session hears that the user said no to what it asked.
-# running/paused/recovering -> pending: its agent cannot serve and another takes it over.
+# preparing/running/paused/recovering -> pending: its agent cannot serve and another takes it
+# over (or the session saves itself for answers while its checkout is made).
+# merging -> pending: the merge conflicted and its agent resolves it in a new run.
 ASSIGNMENT_MOVES: dict[str, frozenset[str]] = {
-    "pending": frozenset({"running", "skipped", "failed"}),
-    "running": frozenset({"paused", "recovering", "interrupted", "pending", "gated", "done", "failed"}),
-    "paused": frozenset({"running", "recovering", "interrupted", "pending", "gated", "done", "failed"}),
-    "recovering": frozenset({"pending", "backing_off", "awaiting_grant", "gated", "done", "failed"}),
-    "awaiting_grant": frozenset({"pending", "backing_off", "gated", "done", "failed"}),
+    "pending": frozenset({"preparing", "running", "skipped", "failed"}),
+    "preparing": frozenset({"running", "pending", "failed"}),
+    "running": frozenset({"paused", "recovering", "interrupted", "pending", "merging", "gated", "done", "failed"}),
+    "paused": frozenset({"running", "recovering", "interrupted", "pending", "merging", "gated", "done", "failed"}),
+    "recovering": frozenset({"pending", "backing_off", "awaiting_grant", "merging", "gated", "done", "failed"}),
+    "awaiting_grant": frozenset({"pending", "backing_off", "merging", "gated", "done", "failed"}),
     "backing_off": frozenset({"pending", "failed"}),
+    "merging": frozenset({"pending", "conflicted", "gated", "done", "failed"}),
+    "conflicted": frozenset({"pending", "failed"}),
     "gated": frozenset({"done"}),
     "interrupted": frozenset(),
     "done": frozenset(),

@@ -63,7 +63,14 @@ class PlanningRules(StepBase):
                 finish=None,
                 recovery_id=recovery_id,
             )
-        self.to_worker(agent, StartAssignment(assignment_id=self.plan.run_id, prompt=prompt, mode="read_only"))
+        start = StartAssignment(
+            assignment_id=self.plan.run_id,
+            prompt=prompt,
+            mode="read_only",
+            workdir=self.config.plan_workdir,
+            read_only_dirs=self.config.plan_read_only,
+        )
+        self.to_worker(agent, start)
 
     def on_plan_finished(self, message: AssignmentFinished) -> None:
         assert self.plan is not None

@@ -83,6 +83,8 @@ class QuestionRules(StepBase):
         self.update(questions=tuple(resolved if q.id == question_id else q for q in self.snap.questions))
         if resolved.asked_by == "reviewer":
             self.on_decision_answered(resolved, answer, expired)
+        if resolved.asked_by == "workspace":
+            self.on_conflict_answered(resolved)
         if question_id in self.grants:
             self.on_grant_answered(question_id, approve is True)
         if question_id in self.resumed:
@@ -127,7 +129,7 @@ class QuestionRules(StepBase):
             return
         self.log("warning", f"{why}; the session saves itself and waits for answers (exit 3)")
         self.end(wait=why)
-        for record in self.in_phase("recovering", "backing_off", "awaiting_grant"):
+        for record in self.in_phase("preparing", "recovering", "backing_off", "awaiting_grant"):
             self.finishes.pop(record.id, None)
             self.put(record.id, "pending", error="waiting for answers")
         if self.plan is not None and self.plan.phase in ("recovering", "backing_off"):

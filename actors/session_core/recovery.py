@@ -167,6 +167,18 @@ class RecoveryRules(StepBase):
         for record in self.in_phase("recovering", "backing_off", "awaiting_grant"):
             self.finishes.pop(record.id, None)
             self.put(record.id, "failed", finished_at=self.stamp, error="session stopped during recovery")
+        for record in self.in_phase("preparing"):
+            self.put(record.id, "failed", finished_at=self.stamp, error="session stopped before it started")
+        for record in self.in_phase("conflicted"):
+            self.put(record.id, "failed", finished_at=self.stamp)  # its branch and checkout are kept
+        conflicts = {q.id for q in self.open_questions() if q.asked_by == "workspace"}
+        if conflicts:
+            self.update(
+                questions=tuple(
+                    q.model_copy(update={"status": "expired", "answer": "session stopped"}) if q.id in conflicts else q
+                    for q in self.snap.questions
+                )
+            )
         for record in self.in_phase("gated"):
             self.put(record.id, "done")
         if self.plan is not None and self.plan.phase == "backing_off":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meta_orchestrator.actors.runtime.prompts import assignment_prompt
-from meta_orchestrator.actors.session_core.phases import ACTIVE_PHASES
+from meta_orchestrator.actors.session_core.phases import ACTIVE_PHASES, WAITING_PHASES
 from meta_orchestrator.actors.session_core.planning import failure_reason
 from meta_orchestrator.actors.session_core.state import PLAN_ID
 from meta_orchestrator.actors.session_core.step import StepBase
@@ -11,6 +11,7 @@ from meta_orchestrator.messages.recovery import RecoveryRequested
 from meta_orchestrator.messages.review import RequestReview, ReviewTrigger
 from meta_orchestrator.messages.session import AssignmentRecord, SessionEnded, SessionStatus
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from meta_orchestrator.messages.workspace import PrepareCheckout
 
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130, "waiting": 3}
 
@@ -37,6 +38,14 @@ class RunningRules(StepBase):
         self.check_done()
 
     def launch(self, record: AssignmentRecord) -> None:
+        """Start the assignment's run; with a workspace, its checkout is made first."""
+        if self.config.workspace:
+            self.put(record.id, "preparing")
+            self.to_workspace(PrepareCheckout(assignment_id=record.id))
+            return
+        self.start_run(record)
+
+    def start_run(self, record: AssignmentRecord) -> None:
         finished = [self.records[d] for d in record.depends_on if d in self.records]
         fixes = record.fixes
         notes = [*self.snap.notes, *([fixes.note] if fixes.note else [])]
@@ -59,6 +68,8 @@ class RunningRules(StepBase):
                 resume_session_id=fixes.resume,
                 extra_args=fixes.extra_args,
                 extra_dirs=fixes.extra_dirs,
+                workdir=record.workdir,
+                read_only_dirs=record.read_only_dirs,
             ),
         )
 
@@ -106,11 +117,16 @@ class RunningRules(StepBase):
             return
         self.complete_run(record.id, message)
 
-    def complete_run(self, assignment_id: str, message: AssignmentFinished, advice: str | None = None) -> None:
+    def complete_run(
+        self, assignment_id: str, message: AssignmentFinished, advice: str | None = None, merged: bool = False
+    ) -> None:
         record = self.records[assignment_id]
         outcome = message.outcome
         if outcome.success and not message.stopped_by:
             error = None
+            if self.config.workspace and not merged:
+                self.start_merge(record, message)  # done once its commit is in the session branch
+                return
         else:
             error = failure_reason(message)
             if advice:
@@ -160,8 +176,8 @@ class RunningRules(StepBase):
         self.stop_session(reason)
 
     def check_done(self) -> None:
-        if self.runs():
-            return
+        if self.runs() or self.in_phase("merging"):
+            return  # a merge in flight finishes even when stopping: work is never dropped
         if self.ending.abort:
             self.finish("failed", f"failed: {self.ending.abort}\n{self.summary()}")
             return
@@ -173,7 +189,7 @@ class RunningRules(StepBase):
             return
         if self.snap.status not in ("running", "reviewing") or self.in_phase("gated"):
             return
-        if self.in_phase("pending", "interrupted", *ACTIVE_PHASES):
+        if self.in_phase("interrupted", *WAITING_PHASES, *ACTIVE_PHASES):
             return
         failed = self.in_phase("failed", "skipped")
         self.finish("failed" if failed or not self.records else "completed", self.summary())
@@ -193,6 +209,12 @@ class RunningRules(StepBase):
             lines.append(f"{r.id} [{r.agent}] {r.status}{files}{why}")
         for agent, why in self.snap.agents_out.items():
             lines.append(f"{agent} could not serve; its roles moved: {why}")
+        if self.config.branch:
+            sid = self.snap.session_id
+            lines.append(
+                f"the work is on branch {self.config.branch}: `orchestrate apply {sid}` merges it into "
+                f"your branch (or `git merge {self.config.branch}`); `orchestrate discard {sid}` throws it away"
+            )
         for share in self.shares():
             lines.append(
                 f"share {share.agent}: planned {share.planned:.0%}, busy "

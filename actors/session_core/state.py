@@ -30,6 +30,12 @@ class CoreConfig:
     resume_from: SessionSnapshot | None = None
     resume_ids: Mapping[str, str] = field(default_factory=dict)  # assignment id -> the CLI's session id
     recorded_answers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The session's git workspace: each writing assignment works in a checkout of its own and
+    # its commit is merged into ``branch``; False: everyone works in the target (not a repo).
+    workspace: bool = False
+    branch: str | None = None
+    plan_workdir: str | None = None  # a read-only checkout of the base for planning
+    plan_read_only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from meta_orchestrator.actors.session_core.effects import (
     ToRecovery,
     ToReviewer,
     ToWorker,
+    ToWorkspace,
 )
 from meta_orchestrator.actors.session_core.phases import ACTIVE_PHASES, check_assignment_move, check_session_move
 from meta_orchestrator.actors.session_core.state import PLAN_ID, CoreState, Ending, PlanRun
@@ -112,6 +113,9 @@ class StepBase:
 
     def to_recovery(self, message: Message) -> None:
         self.effects.append(ToRecovery(message))
+
+    def to_workspace(self, message: Message) -> None:
+        self.effects.append(ToWorkspace(message))
 
     def announce(self, fact: Message) -> None:
         self.effects.append(Announce(fact))

@@ -1,0 +1,130 @@
+"""The session's git workspace at start and at the end: open it (or say why not), give
+planning its read-only checkout, and at the end remove what is no longer needed and tell the
+user where the work is and what they can do with it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from meta_orchestrator.actors.runtime.git_command import Git, WorkspaceError
+from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
+
+log = logging.getLogger(__name__)
+
+PLAN_VIEW = "plan"
+_MAX_STAT_LINES = 40
+
+Say = Callable[[str], None]
+
+
+def _to_stderr(text: str) -> None:
+    print(f"orchestrate: {text}", file=sys.stderr, flush=True)
+
+
+def open_workspace(
+    target: Path,
+    session_dir: Path,
+    session_id: str,
+    include_uncommitted: bool,
+    resuming: bool,
+    say: Say | None = _to_stderr,
+) -> SessionRepo | None:
+    """The session's branch and checkouts, or None: the agents work in the target itself.
+
+    A resumed session keeps what it started with: its workspace if it had one, none if it
+    ran in place (a repository made meanwhile must not move half its work elsewhere).
+
+    Raises:
+        WorkspaceError: git failed, or the session was discarded.
+    """
+    if resuming and not (session_dir / RECORD_FILE).exists():
+        log.info("session %s ran in its target without a branch; it goes on that way", session_id)
+        return None
+    opened = open_session_repo(target, session_dir, session_id, include_uncommitted)
+    if opened.repo is None:
+        log.warning("no session branch: %s", opened.message)
+        if say is not None:
+            say(f"warning: {opened.message}")
+        return None
+    log.info("workspace: %s", opened.message)
+    if say is not None:
+        say(opened.message)
+    return opened.repo
+
+
+def plan_checkout(repo: SessionRepo) -> tuple[str, tuple[str, ...]] | None:
+    """Planning's read-only checkout of the session branch, and what its sandbox must read;
+    None: planning reads the target (said in the log)."""
+    try:
+        view = repo.readonly_checkout(PLAN_VIEW, repo.tip())
+    except WorkspaceError as exc:
+        log.warning("no checkout for planning (%s); the architect reads the target", exc)
+        return None
+    return str(view.workdir), view.sandbox_paths()[1]
+
+
+def abandon_workspace(repo: SessionRepo, session_dir: Path) -> None:
+    """A new session that could not start: its branch and checkouts go (nothing ran there)."""
+    result = discard_session(Path(repo.record.repository), session_dir, repo.session_id)
+    for problem in result.problems:
+        log.warning("%s", problem)
+
+
+def finish_workspace(repo: SessionRepo, session_dir: Path, say: Say | None) -> list[str]:
+    """At the end: remove the views and every checkout whose work is in the session branch
+    (the branch always stays), then tell where the work is and the next commands. Returns the
+    checkouts kept (work not merged, or a conflict to resolve)."""
+    kept = _remove_finished_checkouts(repo)
+    if say is not None:
+        for line in end_report(repo, session_dir, kept):
+            say(line)
+    return kept
+
+
+def _remove_finished_checkouts(repo: SessionRepo) -> list[str]:
+    kept = []
+    for name, record in list(repo.record.checkouts.items()):
+        if record.kind == "assignment" and not record.present:
+            continue
+        try:
+            repo.remove_checkout(name)
+        except (WorkspaceError, OSError) as exc:
+            log.info("keeping checkout %s: %s", name, exc)
+            kept.append(name)
+    return kept
+
+
+def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[str]:
+    """The lines that close a session with a branch: where, what changed, what next."""
+    record = repo.record
+    sid, branch = repo.session_id, repo.branch
+    try:
+        tip = repo.tip()
+    except WorkspaceError as exc:
+        return [f"the session branch is gone: {exc}"]
+    if tip == record.base:
+        lines = [f"branch {branch} has no change against its base {record.base[:10]}"]
+    else:
+        user = Git(["-C", record.repository])
+        stat = user.run("diff", "--stat", "--no-color", record.base, tip, ok=(0, 1)).text.splitlines()
+        if len(stat) > _MAX_STAT_LINES:
+            stat = [*stat[: _MAX_STAT_LINES - 1], f" ... ({len(stat) - _MAX_STAT_LINES} more files)", stat[-1]]
+        lines = [
+            f"the work is on branch {branch} (base {record.base[:10]}); git diff --stat {record.base[:10]}..{branch}:"
+        ]
+        lines += [f"  {line.strip()}" for line in stat]
+        into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
+        lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
+        lines.append(f"      or: git merge {branch}")
+    lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
+    for name in kept:
+        # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
+        where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")
+        lines.append(f"kept checkout {name} (work not in {branch}, or a conflict to resolve): {where}")
+    return lines
+
+
+__all__ = ["abandon_workspace", "end_report", "finish_workspace", "open_workspace", "plan_checkout"]

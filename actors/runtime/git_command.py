@@ -1,0 +1,221 @@
+"""Running git for the workspaces: one child per call, in its own process group, with a
+timeout; a failure is a ``WorkspaceError`` whose message says what failed and why.
+
+The environment is cleaned of the variables that would point git at another repository
+(``GIT_DIR``, ``GIT_INDEX_FILE``... as when orchestrate runs from a git hook), messages are
+in English (``LC_ALL=C``: some outputs are read), nothing prompts, and no optional lock is
+taken (a ``git status`` in the user's repository must not rewrite their index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_TIMEOUT_S = 300.0
+# What `git rev-parse --local-env-vars` lists: each would make a call act on another repository.
+_REPOSITORY_ENV = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_QUARANTINE_PATH",
+)
+_FIXED_ENV = {
+    "LC_ALL": "C",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "GIT_PAGER": "cat",
+    "GIT_EDITOR": ":",
+    "GIT_MERGE_AUTOEDIT": "no",
+}
+# The tool's own identity for the commits it makes: the user's git config is not needed.
+TOOL_IDENTITY = {
+    "GIT_AUTHOR_NAME": "orchestrate",
+    "GIT_AUTHOR_EMAIL": "orchestrate@localhost",
+    "GIT_COMMITTER_NAME": "orchestrate",
+    "GIT_COMMITTER_EMAIL": "orchestrate@localhost",
+}
+_STDERR_TAIL = 2000
+
+
+class WorkspaceError(Exception):
+    """A git step of the workspace failed; ``str()`` is the message to show."""
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class GitResult:
+    """A finished git call: its exit code, its output, and whether the output was cut."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+    truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        """stdout as text, without the last newline."""
+        return self.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+
+    @property
+    def fields(self) -> list[str]:
+        """stdout split on NUL (the ``-z`` formats), without the empty last field."""
+        parts = self.stdout.decode("utf-8", "surrogateescape").split("\0")
+        return parts[:-1] if parts and parts[-1] == "" else parts
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, cleaned and fixed for git (see the module's docstring)."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPOSITORY_ENV}
+    env.update(_FIXED_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_output: int | None = None,
+) -> GitResult:
+    """Run ``argv`` with stdin closed, in a process group of its own, and reap it.
+
+    ``max_output``: stop reading after that many bytes of stdout and end the group (the
+    result says ``truncated``). On timeout the whole group is killed.
+
+    Raises:
+        WorkspaceError: the program is missing, or it ran past ``timeout_s``.
+    """
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=dict(env) if env is not None else git_env(),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise WorkspaceError(f"{argv[0]} is not installed (not found on PATH)") from exc
+        try:
+            stdout, truncated = _read_stdout(proc, timeout_s, max_output)
+        except BaseException:
+            _end_group(proc)
+            raise
+        returncode = proc.wait()
+        errors.seek(0)
+        stderr = errors.read()[-_STDERR_TAIL:].decode("utf-8", "replace").strip()
+    if truncated:
+        returncode = 0  # we ended it: what was read is the answer
+    return GitResult(returncode=returncode, stdout=stdout, stderr=stderr, truncated=truncated)
+
+
+def _read_stdout(proc: subprocess.Popen[bytes], timeout_s: float, max_output: int | None) -> tuple[bytes, bool]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    size = 0
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector, proc.stdout:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkspaceError(f"{' '.join(proc.args[:4])}... took longer than {timeout_s:g}s and was ended")  # type: ignore[index]
+            if not selector.select(left):
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                return b"".join(chunks), False
+            chunks.append(data)
+            size += len(data)
+            if max_output is not None and size > max_output:
+                _end_group(proc)
+                return b"".join(chunks)[:max_output], True
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class Git:
+    """git bound to one repository: ``prefix`` (e.g. ``-C <dir>`` or ``--git-dir``) and
+    ``config`` (``-c`` pairs) go before every subcommand."""
+
+    def __init__(
+        self,
+        prefix: Sequence[str],
+        *,
+        config: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self._argv = ["git", *prefix]
+        for pair in config:
+            self._argv += ["-c", pair]
+        self._env = git_env(env)
+        self.timeout_s = timeout_s
+
+    def run(
+        self,
+        *args: str,
+        ok: tuple[int, ...] = (0,),
+        env: Mapping[str, str] | None = None,
+        max_output: int | None = None,
+    ) -> GitResult:
+        """``git <prefix> <args>``; an exit code outside ``ok`` is an error.
+
+        Raises:
+            WorkspaceError: git failed (its message is quoted) or timed out.
+        """
+        result = run_command(
+            [*self._argv, *args],
+            env={**self._env, **env} if env else self._env,
+            timeout_s=self.timeout_s,
+            max_output=max_output,
+        )
+        if result.returncode not in ok:
+            said = result.stderr or result.text or "no message"
+            raise WorkspaceError(
+                f"git {' '.join(args[:3])} failed (exit {result.returncode}): {said}",
+                returncode=result.returncode,
+                stderr=result.stderr,
+            )
+        return result
+
+    def out(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        """The text git printed (the call must succeed)."""
+        return self.run(*args, env=env).text

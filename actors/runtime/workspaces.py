@@ -1,0 +1,942 @@
+"""Isolated workspaces: a session works on its own branch, each writing assignment in its own
+checkout; the user's working tree, index, HEAD, current branch and stash are never touched.
+
+In the user's repository a session makes one branch, ``orchestrate/<session_id>``, at its
+base (HEAD's commit, or a snapshot of the user's uncommitted files on top of it), and moves
+it only by fetching a commit into that ref (a fast-forward; ``git fetch`` refuses the
+checked-out branch). Merges are computed without a working tree (``git merge-tree
+--write-tree``). ``apply_session`` and ``discard_session`` serve ``orchestrate apply`` and
+``orchestrate discard``.
+
+In the session folder::
+
+  workspace.json              base, branch, checkouts and merges (WorkspaceRecord)
+  checkouts/<assignment>/     an assignment's working tree, on orchestrate/<session>/<assignment>
+  views/<name>/               a read-only checkout of exactly one commit (planning, reviews)
+  git/checkouts/<assignment>/ the git folder of each (the tree's .git is a file pointing here)
+  git/views/<name>/
+
+Why not ``git worktree``: a linked worktree shares the user's ``.git`` (refs, config, hooks),
+so an agent could move or delete the user's branches. Each checkout is instead a repository
+of its own whose ``objects/info/alternates`` names the user's object folder, as ``git clone
+--shared`` makes, minus the copy of the user's refs and the ``origin`` remote pointing back:
+making one costs one ``git init`` and one ``git checkout``, no object is copied, and nothing
+of it can write to the user's repository.
+
+Why the git folder sits outside the tree: the orchestrator runs git (add, commit, merge) in
+each checkout outside the sandbox. A ``.git/config`` or hook an agent could write would run
+its commands there (``core.fsmonitor``, a filter driver, a hook), so the git folder is the
+orchestrator's (agents get it read-only), every call names it (``--git-dir``), hooks are off,
+and its config must still hash as written.
+
+For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
+``<session>/checkouts/<assignment>``; read-only, its git folder
+``<session>/git/checkouts/<assignment>`` and the object folders named by alternates: the
+user's ``<common git dir>/objects`` and any alternates that folder names itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from meta_orchestrator.actors.runtime import workspace_changes as changes
+from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, TOOL_IDENTITY, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
+from meta_orchestrator.messages.workspace import (
+    ApplyResult,
+    CheckoutKind,
+    CheckoutRecord,
+    DiscardResult,
+    MergeRecord,
+    MergeResult,
+    SessionChanges,
+    WorkspaceRecord,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "workspace.json"
+BRANCH_PREFIX = "orchestrate/"
+_FOLDERS: dict[CheckoutKind, str] = {"assignment": "checkouts", "view": "views"}
+GIT_FOLDER = "git"
+TRAILER_SESSION = "Orchestrate-Session"
+# The config every call in a checkout runs with: no hook, no fsmonitor program, no signing
+# prompt, no recorded resolutions, a conflict an agent can read (with the base).
+CHECKOUT_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "commit.gpgSign=false",
+    "rerere.enabled=false",
+    "merge.conflictStyle=diff3",
+    "gc.auto=0",
+    "maintenance.auto=false",
+)
+# Fetching a commit by its id from a checkout (protocol v2 allows any id; v0 needs the flag).
+_FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
+# Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
+_FETCH = ("fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance", "--no-recurse-submodules")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+_KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
+_MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+
+
+class ConflictMarkersLeft(WorkspaceError):
+    """commit_assignment after prepare_conflict: these files still hold conflict markers."""
+
+    def __init__(self, assignment_id: str, files: tuple[str, ...]) -> None:
+        super().__init__(f"assignment {assignment_id}: conflict markers remain in {', '.join(files)}")
+        self.files = files
+
+
+class ApplyRefused(WorkspaceError):
+    """``orchestrate apply`` would overwrite the user's changes or conflict; nothing was done."""
+
+    def __init__(self, message: str, files: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+def session_branch(session_id: str) -> str:
+    """The session's branch in the user's repository."""
+    return f"{BRANCH_PREFIX}{session_id}"
+
+
+def check_name(name: str, what: str) -> str:
+    """A session or assignment id usable in a branch name and as a folder name.
+
+    Raises:
+        WorkspaceError: it is not.
+    """
+    if not _NAME.match(name) or ".." in name or name.endswith((".lock", ".")):
+        raise WorkspaceError(
+            f"{what} {name!r} cannot name a branch or folder (letters, digits, '_', '-', '.'; "
+            "not starting with '.' or '-', no '..', not ending in '.lock' or '.')"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A checkout in the session folder: where an agent works (``workdir``) and what it is."""
+
+    name: str
+    kind: CheckoutKind
+    path: Path  # the working tree
+    git_dir: Path
+    workdir: Path  # the target's folder inside the tree (the tree itself for a target at the top)
+    branch: str | None
+    base: str
+    object_dirs: tuple[Path, ...]  # read through alternates
+
+    @property
+    def writable(self) -> bool:
+        """An assignment's checkout is written by its agent; a view is only read."""
+        return self.kind == "assignment"
+
+    def sandbox_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(read_write, read_only)`` paths a sandbox must bind for git to work in it."""
+        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs))
+        if self.writable:
+            return (str(self.path),), readable
+        return (), (str(self.path), *readable)
+
+
+class OpenResult(NamedTuple):
+    """``repo`` None: the target cannot have a session branch, ``message`` says why (a
+    warning naming the fix); otherwise ``message`` is the note to show at start."""
+
+    repo: SessionRepo | None
+    message: str
+
+
+@dataclass(frozen=True)
+class _Repository:
+    top: str
+    git_dir: str
+    common_dir: str
+    prefix: str
+    head: str
+    branch: str | None
+
+
+def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Repository | str:
+    """The git repository ``target`` is in, or the reason it cannot have a session branch."""
+    if not target.is_dir():
+        return f"{target} is not a folder"
+    git = Git(["-C", str(target)], timeout_s=timeout_s)
+    result = git.run(
+        "rev-parse",
+        "--path-format=absolute",
+        "--show-toplevel",
+        "--absolute-git-dir",
+        "--git-common-dir",
+        "--show-prefix",
+        "HEAD^{commit}",
+        "--symbolic-full-name",
+        "HEAD",
+        ok=(0, 128),
+    )
+    lines = result.stdout.decode("utf-8", "surrogateescape").split("\n")
+    if result.returncode != 0:
+        if "not a git repository" in result.stderr:
+            return (
+                f"{target} is not a git repository: the agents will work in it directly, with nothing to "
+                "separate or undo their changes; `git init` and a first commit give each session a branch of its own"
+            )
+        if len(lines) >= 4 and ("unknown revision" in result.stderr or "ambiguous argument" in result.stderr):
+            return (
+                f"{target} is a git repository without a commit: the agents will work in it directly; commit once "
+                "(`git add -A && git commit -m start`; `git init` made the repository) to give each session a branch"
+            )
+        return f"git cannot use {target}: {result.stderr or 'exit ' + str(result.returncode)}"
+    top, git_dir, common_dir, prefix, head, symbolic = lines[:6]
+    branch = symbolic if symbolic.startswith("refs/heads/") else None
+    return _Repository(top, git_dir, common_dir, prefix, head, branch)
+
+
+def uncommitted_files(git: Git, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The user's changed, staged and untracked files (ignored ones excluded); reads only.
+    ``exclude``: pathspecs left out (the workspace, when it lies inside the repository)."""
+    args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    fields = git.run(*args, *(("--", *exclude) if exclude else ())).fields
+    return [field[3:] for field in fields if len(field) > 3]
+
+
+def _workspace_inside(session_dir: Path, top: str) -> tuple[str, ...]:
+    """A pathspec leaving out the workspace (every session folder) when it is inside the
+    user's working tree: it is no change of theirs, and checkouts are no files to snapshot."""
+    workspace = session_dir.resolve().parent
+    try:
+        inside = workspace.relative_to(Path(top).resolve())
+    except ValueError:
+        return ()
+    return (f":(top,exclude){inside.as_posix()}",) if inside.parts else ()
+
+
+def open_session_repo(
+    target: Path,
+    session_dir: Path,
+    session_id: str,
+    include_uncommitted: bool = False,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> OpenResult:
+    """Open the session's workspace: a new one (base, branch, workspace.json), or the one
+    recorded in ``session_dir`` (a resume: same base, branch and checkouts).
+
+    ``include_uncommitted``: the base is a commit of the user's uncommitted files (untracked
+    included, .gitignore respected) on top of HEAD, made with a temporary index; their
+    tree and index stay as they are.
+
+    Raises:
+        WorkspaceError: git failed, or the session was discarded.
+    """
+    check_name(session_id, "session id")
+    if (session_dir / RECORD_FILE).exists():
+        record = WorkspaceRecord.model_validate(read_json(session_dir / RECORD_FILE))
+        if record.discarded:
+            raise WorkspaceError(f"session {session_id} was discarded: its branch and checkouts are gone")
+        repo = SessionRepo(record, session_dir, timeout_s)
+        repo.resume()
+        kept = sum(1 for r in record.checkouts.values() if r.present)
+        return OpenResult(repo, f"resumed on branch {record.branch} ({kept} checkout{'s' * (kept != 1)} kept)")
+    found = probe_repository(Path(target), timeout_s)
+    if isinstance(found, str):
+        return OpenResult(None, found)
+    git = Git(["-C", found.top], timeout_s=timeout_s)
+    exclude = _workspace_inside(session_dir, found.top)
+    dirty = uncommitted_files(git, exclude)
+    base = found.head
+    if include_uncommitted and dirty:
+        base = _snapshot_uncommitted(git, found, session_dir, session_id, exclude)
+    record = WorkspaceRecord(
+        session_id=session_id,
+        repository=found.top,
+        git_dir=found.git_dir,
+        common_dir=found.common_dir,
+        prefix=found.prefix,
+        branch=session_branch(session_id),
+        base=base,
+        user_head=found.head,
+        user_branch=found.branch,
+        uncommitted_count=len(dirty),
+        uncommitted=tuple(dirty[:_KEEP_UNCOMMITTED]),
+        include_uncommitted=include_uncommitted,
+        tip=base,
+    )
+    repo = SessionRepo(record, session_dir, timeout_s)
+    repo.save()  # first, so that a kill before the branch exists resumes and makes it
+    repo.resume()
+    return OpenResult(repo, _start_note(record, len(dirty)))
+
+
+def _start_note(record: WorkspaceRecord, dirty: int) -> str:
+    where = f"branch {record.branch} at {record.base[:10]}"
+    if not dirty:
+        return f"{where}; your working tree is clean"
+    files = f"{dirty} uncommitted file{'s' * (dirty != 1)} of yours"
+    if record.include_uncommitted:
+        return f"{where}; {files} are in the session's base (your tree and index stay as they are)"
+    return f"{where}; {files} are not part of the session (--include-uncommitted takes them in)"
+
+
+def _snapshot_uncommitted(
+    git: Git, found: _Repository, session_dir: Path, session_id: str, exclude: tuple[str, ...]
+) -> str:
+    """A commit of the user's working tree on top of HEAD, through a copy of their index."""
+    tree = _tree_through_index_copy(git, Path(found.git_dir) / "index", session_dir, exclude)
+    message = f"The uncommitted changes at the start of session {session_id}\n\n{TRAILER_SESSION}: {session_id}"
+    return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
+
+
+def _tree_through_index_copy(git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = ()) -> str:
+    """The tree of the working tree as it is (untracked files too, ignored ones not), written
+    through a copy of ``index`` (a copy: only changed files are hashed; the index stays)."""
+    with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=scratch) as folder:
+        copy = Path(folder) / "index"
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(index, copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
+        git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
+        return git.out("write-tree", env=env)
+
+
+def _key(kind: CheckoutKind, name: str) -> str:
+    """The checkout's key in WorkspaceRecord.checkouts: a view may share an assignment's name."""
+    return name if kind == "assignment" else f"view:{name}"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class SessionRepo:
+    """One session's branch and checkouts. Methods may be called from several threads."""
+
+    def __init__(self, record: WorkspaceRecord, session_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._record = record
+        self._dir = session_dir
+        self._timeout = timeout_s
+        self._lock = threading.RLock()
+        self._user = Git(["-C", record.repository], timeout_s=timeout_s)
+        self._fetcher = Git(["-C", record.repository], config=_FETCH_CONFIG, timeout_s=timeout_s)
+
+    @property
+    def record(self) -> WorkspaceRecord:
+        """What workspace.json holds."""
+        return self._record
+
+    @property
+    def session_id(self) -> str:
+        return self._record.session_id
+
+    @property
+    def branch(self) -> str:
+        return self._record.branch
+
+    @property
+    def base(self) -> str:
+        return self._record.base
+
+    def save(self) -> None:
+        """Write workspace.json (atomically, private)."""
+        with self._lock:
+            write_json_atomic(self._dir / RECORD_FILE, self._record.model_dump(mode="json"))
+
+    def _update(self, **fields: object) -> None:
+        with self._lock:
+            self._record = self._record.model_copy(update=fields)
+            self.save()
+
+    def _set_checkout(self, record: CheckoutRecord | None, key: str) -> None:
+        with self._lock:
+            checkouts = dict(self._record.checkouts)
+            if record is None:
+                checkouts.pop(key, None)
+            else:
+                checkouts[key] = record
+            self._update(checkouts=checkouts)
+
+    def resume(self) -> None:
+        """Make the branch again if it is missing (at the last tip the session set), and clear
+        the lock files a killed orchestrator left in its own checkouts and branch."""
+        ref = f"refs/heads/{self.branch}"
+        (Path(self._record.common_dir) / f"{ref}.lock").unlink(missing_ok=True)
+        for record in self._record.checkouts.values():
+            if not record.present:
+                continue
+            _, git_dir = self._paths(record.kind, record.name)
+            for lock in ("index.lock", "HEAD.lock"):
+                (git_dir / lock).unlink(missing_ok=True)
+        if self._user.run("rev-parse", "-q", "--verify", ref, ok=(0, 1)).returncode == 1:
+            self._user.run("update-ref", "-m", f"orchestrate: session {self.session_id}", ref, self._record.tip, "")
+
+    def tip(self) -> str:
+        """The session branch's commit now.
+
+        Raises:
+            WorkspaceError: the branch is gone from the user's repository.
+        """
+        result = self._user.run("rev-parse", "-q", "--verify", f"refs/heads/{self.branch}^{{commit}}", ok=(0, 1))
+        if result.returncode == 1:
+            raise WorkspaceError(f"branch {self.branch} is gone from {self._record.repository}")
+        return result.text
+
+    # -- checkouts ------------------------------------------------------------------------
+
+    def _paths(self, kind: CheckoutKind, name: str) -> tuple[Path, Path]:
+        folder = _FOLDERS[kind]
+        return self._dir / folder / name, self._dir / GIT_FOLDER / folder / name
+
+    def _alternates(self, kind: CheckoutKind) -> list[Path]:
+        """The object folders a new checkout reads: the user's; a view also every assignment's
+        (it may show a commit not merged yet)."""
+        sources = [Path(self._record.common_dir) / "objects"]
+        if kind == "view":
+            sources += [self._paths("assignment", n)[1] / "objects" for n in self._assignment_names()]
+        return sources
+
+    def _as_checkout(self, record: CheckoutRecord) -> Checkout:
+        path, git_dir = self._paths(record.kind, record.name)
+        return Checkout(
+            name=record.name,
+            kind=record.kind,
+            path=path,
+            git_dir=git_dir,
+            workdir=path / self._record.prefix if self._record.prefix else path,
+            branch=record.branch,
+            base=record.base,
+            object_dirs=_with_their_alternates(self._alternates(record.kind)),
+        )
+
+    def _assignment_names(self) -> list[str]:
+        return [n for n, r in self._record.checkouts.items() if r.kind == "assignment" and r.present]
+
+    def _git_in(self, record: CheckoutRecord, *, tree: bool = True) -> Git:
+        """git for a checkout, once its config is known to be the one the orchestrator wrote.
+
+        Raises:
+            WorkspaceError: the config was changed (by its agent?): nothing is run there.
+        """
+        path, git_dir = self._paths(record.kind, record.name)
+        try:
+            digest = _digest(git_dir / "config")
+        except OSError as exc:
+            raise WorkspaceError(f"checkout {record.name}: its git folder {git_dir} is unreadable: {exc}") from exc
+        if digest != record.config_digest:
+            raise WorkspaceError(
+                f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
+                "no git command is run there (remove the checkout, or discard the session)"
+            )
+        prefix = ["--git-dir", str(git_dir), *(["--work-tree", str(path)] if tree else [])]
+        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=self._timeout)
+
+    def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
+        path, git_dir = self._paths(kind, name)
+        _remove(path, git_dir)  # a half-made one (killed before it was recorded)
+        for folder in (self._dir / _FOLDERS[kind], self._dir / GIT_FOLDER, git_dir.parent):
+            private_dir(folder)
+        _init_checkout(path, git_dir, self._alternates(kind), Path(self._record.common_dir), self._timeout)
+        record = CheckoutRecord(
+            name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
+        )
+        git = self._git_in(record)
+        if branch is None:
+            git.run("checkout", "-q", "--detach", commit)
+            record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
+        else:
+            git.run("checkout", "-q", "-b", branch, commit)
+        self._set_checkout(record, _key(kind, name))
+        return record
+
+    def checkout(self, assignment_id: str, writing: bool = True) -> Checkout:
+        """The assignment's checkout on ``orchestrate/<session>/<assignment>``, made from the
+        session branch's tip (its base from then on), or the existing one. ``writing`` False:
+        a read-only view of the tip instead.
+
+        Raises:
+            WorkspaceError: git failed.
+        """
+        check_name(assignment_id, "assignment id")
+        if not writing:
+            return self.readonly_checkout(assignment_id, self.tip())
+        with self._lock:
+            record = self._record.checkouts.get(assignment_id)
+            path, git_dir = self._paths("assignment", assignment_id)
+            if record is None or not record.present or not (git_dir / "HEAD").exists() or not path.is_dir():
+                if record is not None and record.present:
+                    log.warning("checkout %s was recorded but is gone: making it again", assignment_id)
+                branch = f"{self.branch}/{assignment_id}"
+                record = self._make("assignment", assignment_id, self.tip(), branch)
+            return self._as_checkout(record)
+
+    def readonly_checkout(self, name: str, commit: str) -> Checkout:
+        """A checkout of exactly ``commit`` (detached) in ``views/<name>``, for planning or a
+        review; an existing one is moved to that commit, files it does not hold removed.
+
+        Raises:
+            WorkspaceError: git failed (e.g. the commit is unknown).
+        """
+        check_name(name, "view name")
+        with self._lock:
+            record = self._record.checkouts.get(_key("view", name))
+            path, git_dir = self._paths("view", name)
+            if record is None or not (git_dir / "HEAD").exists() or not path.is_dir():
+                record = self._make("view", name, commit, None)
+            elif record.base != commit:
+                git = self._git_in(record)
+                git.run("checkout", "-q", "-f", "--detach", commit)
+                git.run("clean", "-q", "-ffdx")
+                record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
+                self._set_checkout(record, _key("view", name))
+            return self._as_checkout(record)
+
+    # -- commits and merges ---------------------------------------------------------------
+
+    def _assignment(self, assignment_id: str, *, present: bool = True) -> CheckoutRecord:
+        record = self._record.checkouts.get(assignment_id)
+        if record is None or record.kind != "assignment":
+            raise WorkspaceError(f"assignment {assignment_id} has no checkout in session {self.session_id}")
+        if present and not record.present:
+            raise WorkspaceError(f"assignment {assignment_id}'s checkout was removed (checkout() makes a new one)")
+        return record
+
+    def commit_assignment(self, assignment_id: str, agent: str, title: str) -> str | None:
+        """Commit everything in the assignment's checkout (untracked files too, ignored ones
+        not) as the tool, hooks off. Returns the assignment's head, or None when it has no
+        change at all against its base.
+
+        Raises:
+            ConflictMarkersLeft: after prepare_conflict, markers are still in these files.
+            WorkspaceError: git failed.
+        """
+        with self._lock:
+            record = self._assignment(assignment_id)
+            git = self._git_in(record)
+            path, _ = self._paths("assignment", assignment_id)
+            left = tuple(f for f in record.conflicts if _has_markers(path / f))
+            if left:
+                raise ConflictMarkersLeft(assignment_id, left)
+            git.run("add", "-A")
+            subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
+            trailers = (
+                f"{TRAILER_SESSION}: {self.session_id}\n"
+                f"Orchestrate-Assignment: {assignment_id}\nOrchestrate-Agent: {_one_line(agent, 64)}"
+            )
+            body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
+            result = git.run("commit", "-q", "--no-verify", "-m", subject, "-m", body, "-m", trailers, ok=(0, 1))
+            if result.returncode == 1 and not _nothing_to_commit(result.text):
+                raise WorkspaceError(f"assignment {assignment_id}: git commit failed: {result.stderr or result.text}")
+            head = git.out("rev-parse", "HEAD")
+            self._set_checkout(record.model_copy(update={"head": head, "conflicts": ()}), assignment_id)
+            return None if head == record.base else head
+
+    def merge_assignment(self, assignment_id: str) -> MergeResult:
+        """Merge the assignment's head into the session branch: a fast-forward when the
+        branch has not moved since the assignment's base, else a merge commit made without a
+        working tree. On a conflict nothing moves and the files are named.
+
+        Raises:
+            WorkspaceError: git failed, or the branch moved in a way that is no fast-forward.
+        """
+        with self._lock:
+            record = self._assignment(assignment_id)
+            head = record.head
+            tip = self.tip()
+            if head is None or head == record.base or head == record.merged_head:
+                return MergeResult(assignment_id=assignment_id, status="up_to_date", commit=tip)
+            _, git_dir = self._paths("assignment", assignment_id)
+            if tip == record.base and self._fetch(git_dir, head):
+                return self._merged(record, tip, head, fast_forward=True)
+            git = self._git_in(record, tree=False)
+            found_fork = git.run("merge-base", tip, head, ok=(0, 1))
+            if found_fork.returncode == 1:
+                raise WorkspaceError(
+                    f"assignment {assignment_id}: its branch shares no history with {self.branch} (rewritten?)"
+                )
+            fork = found_fork.text
+            if fork == head:
+                return self._merged(record, tip, tip, fast_forward=True)
+            if fork == tip:
+                if not self._fetch(git_dir, head):
+                    raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
+                return self._merged(record, tip, head, fast_forward=True)
+            found = git.run("merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", tip, head, ok=(0, 1))
+            if found.returncode == 1:
+                conflicts = tuple(dict.fromkeys(found.fields[1:]))
+                return MergeResult(assignment_id=assignment_id, status="conflict", commit=tip, conflicts=conflicts)
+            message = (
+                f"Merge assignment {assignment_id} into {self.branch}\n\n"
+                f"{TRAILER_SESSION}: {self.session_id}\nOrchestrate-Assignment: {assignment_id}"
+            )
+            merge = git.out("commit-tree", found.fields[0], "-p", tip, "-p", head, "-m", message)
+            if not self._fetch(git_dir, merge):
+                raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
+            return self._merged(record, tip, merge, fast_forward=False)
+
+    def _fetch(self, git_dir: Path, commit: str) -> bool:
+        """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
+        ref = f"refs/heads/{self.branch}"
+        result = self._fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
+        if result.returncode == 0:
+            return True
+        if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
+            return False
+        raise WorkspaceError(f"cannot update {self.branch} in {self._record.repository}: {result.stderr}")
+
+    def _merged(self, record: CheckoutRecord, before: str, after: str, *, fast_forward: bool) -> MergeResult:
+        with self._lock:
+            merges = self._record.merges
+            if after != before:
+                entry = MergeRecord(assignment_id=record.name, before=before, after=after, fast_forward=fast_forward)
+                merges = (*merges, entry)
+            checkouts = {**self._record.checkouts, record.name: record.model_copy(update={"merged_head": record.head})}
+            self._update(tip=after, merges=merges, checkouts=checkouts)
+        status = "up_to_date" if after == before else "fast_forward" if fast_forward else "merged"
+        return MergeResult(assignment_id=record.name, status=status, commit=after)
+
+    def prepare_conflict(self, assignment_id: str) -> tuple[str, ...]:
+        """Merge the session tip into the assignment's checkout, leaving the conflict markers
+        for its agent; the tip becomes the assignment's base. Then commit_assignment and
+        merge_assignment fast-forward. Returns the files to resolve (empty: it merged cleanly
+        and the merge is staged). Calling it again before the commit changes nothing.
+
+        Raises:
+            WorkspaceError: git failed (e.g. the checkout has uncommitted changes).
+        """
+        with self._lock:
+            record = self._assignment(assignment_id)
+            _, git_dir = self._paths("assignment", assignment_id)
+            tip = self.tip()
+            with contextlib.suppress(FileNotFoundError):
+                if (git_dir / "MERGE_HEAD").read_text().strip() == tip:
+                    return record.conflicts
+            git = self._git_in(record)
+            message = f"Merge {self.branch} into {assignment_id} (conflict resolution)"
+            merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+            if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
+                raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
+            conflicts = tuple(git.run("diff", "--name-only", "-z", "--diff-filter=U").fields)
+            self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
+            return conflicts
+
+    # -- what changed ---------------------------------------------------------------------
+
+    def assignment_diff(self, assignment_id: str) -> str:
+        """The diff of the assignment's commits against its own base: nothing of the user's
+        uncommitted change, nothing of other assignments."""
+        record = self._assignment(assignment_id, present=False)
+        if record.head is None or record.head == record.base:
+            return ""
+        git = self._git_in(record, tree=False) if record.present else self._user
+        return git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, record.head).text
+
+    def working_tree_commit(self, assignment_id: str) -> tuple[str, str]:
+        """Its working tree now (untracked too) as a commit on its base, and that diff: for reviews."""
+        with self._lock:
+            record = self._assignment(assignment_id)
+            git = self._git_in(record)
+            tree = _tree_through_index_copy(git, self._paths("assignment", assignment_id)[1] / "index", self._dir)
+            message = f"The working tree of {assignment_id} under review\n\n{TRAILER_SESSION}: {self.session_id}"
+            commit = git.out("commit-tree", tree, "-p", record.base, "-m", message)
+            return commit, git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, commit).text
+
+    def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
+        """The session branch against its base: per file, per assignment, and the text."""
+        tip = self.tip()
+        record = self._record
+        files = changes.diff_files(self._user, record.base, tip)
+        texts, cut = changes.diff_texts(self._user, record.base, tip, files, max_file_bytes, max_total_bytes)
+        return SessionChanges(
+            session_id=self.session_id,
+            branch=self.branch,
+            base=record.base,
+            tip=tip,
+            files=files,
+            assignments=changes.assignment_changes(self._user, record.base, tip, record.merges),
+            diffs=texts,
+            added=sum(f.added or 0 for f in files),
+            removed=sum(f.removed or 0 for f in files),
+            truncated=cut,
+        )
+
+    # -- nothing left behind --------------------------------------------------------------
+
+    def checkouts_left(self) -> list[str]:
+        """Checkouts on disk or recorded: assignment ids, and views as ``view:<name>``."""
+        found = {key for key, record in self._record.checkouts.items() if record.present}
+        for kind, folder in _FOLDERS.items():
+            with contextlib.suppress(FileNotFoundError):
+                found.update(_key(kind, p.name) for p in (self._dir / folder).iterdir())
+        return sorted(found)
+
+    def remove_checkout(self, name: str, force: bool = False) -> None:
+        """Remove a checkout (an assignment id, or ``view:<name>``) and its git folder.
+        Without ``force`` an assignment's must be merged and hold no uncommitted file.
+
+        Raises:
+            WorkspaceError: it holds work that is not in the session branch.
+        """
+        kind: CheckoutKind = "view" if name.startswith("view:") else "assignment"
+        plain = name.removeprefix("view:")
+        with self._lock:
+            record = self._record.checkouts.get(name)
+            path, git_dir = self._paths(kind, plain)
+            if record is not None and kind == "assignment" and not force and path.is_dir():
+                self._check_nothing_unmerged(record)
+            _remove(path, git_dir)
+            if record is not None and kind == "assignment":
+                self._set_checkout(record.model_copy(update={"present": False}), name)
+            else:
+                self._set_checkout(None, name)
+
+    def _check_nothing_unmerged(self, record: CheckoutRecord) -> None:
+        if record.head not in (None, record.base, record.merged_head):
+            raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
+        if uncommitted_files(self._git_in(record)):
+            raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
+
+    def cleanup(self, keep_branch: bool = True, keep_unmerged: bool = True) -> list[str]:
+        """Remove the views and every checkout whose work is in the session branch; with
+        ``keep_unmerged`` False every checkout, and with ``keep_branch`` False the session's
+        branches too (``discard_session``). Returns the checkouts left."""
+        if not keep_branch:
+            discard_session(Path(self._record.repository), self._dir, self.session_id)
+            self._record = WorkspaceRecord.model_validate(read_json(self._dir / RECORD_FILE))
+            return self.checkouts_left()
+        for name in self.checkouts_left():
+            try:
+                self.remove_checkout(name, force=not keep_unmerged)
+            except WorkspaceError as exc:
+                log.info("keeping checkout %s: %s", name, exc)
+        return self.checkouts_left()
+
+
+def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
+    """An empty repository with its git folder apart, reading the objects of ``alternates``."""
+    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", f"--separate-git-dir={git_dir}", str(path))
+    info = git_dir / "objects" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "alternates").write_text("".join(f"{source}\n" for source in alternates))
+    if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
+        shutil.copyfile(common_dir / "shallow", git_dir / "shallow")
+
+
+def _with_their_alternates(sources: list[Path]) -> tuple[Path, ...]:
+    """``sources`` and the object folders they name in turn (git follows alternates of alternates)."""
+    found: list[Path] = []
+    pending = list(sources)
+    while pending and len(found) < 16:
+        folder = pending.pop(0)
+        if folder in found:
+            continue
+        found.append(folder)
+        with contextlib.suppress(OSError):
+            for line in (folder / "info" / "alternates").read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    pending.append((folder / line.strip()).resolve())
+    return tuple(found)
+
+
+def _has_markers(path: Path) -> bool:
+    try:
+        return _MARKERS.search(path.read_bytes()) is not None
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def _nothing_to_commit(said: str) -> bool:
+    return any(s in said for s in ("nothing to commit", "nothing added to commit", "no changes added to commit"))
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+
+
+# -- orchestrate apply / discard / sessions -------------------------------------------------
+
+
+def apply_session(
+    target: Path,
+    session_id: str,
+    squash: bool = False,
+    title: str | None = None,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> ApplyResult:
+    """Merge ``orchestrate/<session_id>`` into the user's current branch (``squash``: as one
+    commit). Everything is checked before anything moves: the merge must not conflict and
+    the user's uncommitted files must not be among those it changes; then their branch is
+    fast-forwarded to the merge (or squash) commit, keeping every other change of theirs,
+    staged or not.
+
+    Raises:
+        ApplyRefused: the reason nothing was done (and the files concerned).
+        WorkspaceError: git failed.
+    """
+    check_name(session_id, "session id")
+    found = probe_repository(Path(target), timeout_s)
+    if isinstance(found, str):
+        raise ApplyRefused(found)
+    git = Git(["-C", found.top], timeout_s=timeout_s)
+    branch = session_branch(session_id)
+    session_tip = _apply_preconditions(git, found, branch)
+    into = (found.branch or "").removeprefix("refs/heads/")
+    fork = git.out("merge-base", found.head, session_tip)
+    if fork == session_tip:
+        return ApplyResult(session_id=session_id, status="up_to_date", branch=into, commit=found.head)
+    tree = None
+    if fork != found.head:
+        merged = git.run(
+            "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", found.head, session_tip, ok=(0, 1)
+        )
+        if merged.returncode == 1:
+            files = tuple(dict.fromkeys(merged.fields[1:]))
+            raise ApplyRefused(
+                f"merging {branch} into {into} would conflict in {', '.join(files)}; nothing was changed. "
+                f"Merge it yourself (git merge {branch}) and resolve the conflicts",
+                files,
+            )
+        tree = merged.fields[0]
+    touched = git.run("diff", "--name-only", "-z", "--no-renames", found.head, tree or session_tip).fields
+    overlap = tuple(sorted(set(touched) & set(uncommitted_files(git))))
+    if overlap:
+        raise ApplyRefused(
+            f"your uncommitted changes touch files the session changed: {', '.join(overlap)}; nothing was changed. "
+            "Commit or stash them, then apply again",
+            overlap,
+        )
+    commit = _apply_commit(git, found, session_id, session_tip, tree, fork, squash, title)
+    git.run("merge", "-q", "--ff-only", commit)
+    status = "squashed" if squash else ("fast_forward" if commit == session_tip else "merged")
+    return ApplyResult(session_id=session_id, status=status, branch=into, commit=commit, files=tuple(touched))
+
+
+def _apply_preconditions(git: Git, found: _Repository, branch: str) -> str:
+    """The session branch's commit, once the user's HEAD is a branch to apply it to."""
+    ref = f"refs/heads/{branch}"
+    if found.branch is None:
+        raise ApplyRefused(f"HEAD is detached in {found.top}: check out the branch to apply the session to")
+    if found.branch == ref:
+        raise ApplyRefused(f"{branch} itself is checked out in {found.top}: check out the branch to apply it to")
+    result = git.run("rev-parse", "-q", "--verify", f"{ref}^{{commit}}", ok=(0, 1))
+    if result.returncode == 1:
+        raise ApplyRefused(f"there is no branch {branch} in {found.top} (discarded, or never made)")
+    return result.text
+
+
+def _apply_commit(
+    git: Git,
+    found: _Repository,
+    session_id: str,
+    session_tip: str,
+    tree: str | None,
+    fork: str,
+    squash: bool,
+    title: str | None,
+) -> str:
+    """The commit the user's branch fast-forwards to: the session tip itself, a merge commit
+    of both, or one squash commit on top of their HEAD."""
+    if not squash and tree is None:
+        return session_tip
+    # Their own identity when git has one for them, as `git merge` would; the tool's otherwise.
+    identity = {} if git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128)).returncode == 0 else dict(TOOL_IDENTITY)
+    branch = session_branch(session_id)
+    into = (found.branch or "").removeprefix("refs/heads/")
+    trailer = f"{TRAILER_SESSION}: {session_id}"
+    if not squash:
+        message = f"Merge branch '{branch}' into {into}\n\n{trailer}"
+        return git.out("commit-tree", tree or "", "-p", found.head, "-p", session_tip, "-m", message, env=identity)
+    subjects = git.out("log", "--no-merges", "--format=* %s", f"{fork}..{session_tip}")
+    subject = _one_line(title, 100) if title else f"Apply session {session_id} (orchestrate)"
+    message = f"{subject}\n\n{subjects}\n\n{trailer}" if subjects else f"{subject}\n\n{trailer}"
+    authored = {**identity, **{k: v for k, v in TOOL_IDENTITY.items() if k.startswith("GIT_AUTHOR")}}
+    return git.out("commit-tree", tree or f"{session_tip}^{{tree}}", "-p", found.head, "-m", message, env=authored)
+
+
+def discard_session(
+    target: Path | None, session_dir: Path, session_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> DiscardResult:
+    """Delete the session's branches (``orchestrate/<id>`` and ``orchestrate/<id>/*``) from
+    the user's repository and its checkouts from the session folder. What could not be
+    deleted (a branch checked out somewhere, a target that is no repository) is in
+    ``problems``; nothing is skipped silently. ``target`` None: no repository is known, only
+    the checkouts go."""
+    check_name(session_id, "session id")
+    deleted, problems = _delete_branches(target, session_id, timeout_s) if target is not None else ([], [])
+    removed = []
+    for kind, folder in _FOLDERS.items():
+        with contextlib.suppress(FileNotFoundError):
+            removed += [_key(kind, p.name) for p in sorted((session_dir / folder).iterdir())]
+        _remove(session_dir / folder)
+    _remove(session_dir / GIT_FOLDER)
+    record_path = session_dir / RECORD_FILE
+    if record_path.exists():
+        record = WorkspaceRecord.model_validate(read_json(record_path))
+        update = {"checkouts": {}, "discarded": not problems}
+        write_json_atomic(record_path, record.model_copy(update=update).model_dump(mode="json"))
+    return DiscardResult(
+        session_id=session_id, branches=tuple(deleted), checkouts=tuple(removed), problems=tuple(problems)
+    )
+
+
+def _delete_branches(target: Path, session_id: str, timeout_s: float) -> tuple[list[str], list[str]]:
+    """``git branch -D`` of the session's branches: the deleted ones, and what went wrong."""
+    found = probe_repository(Path(target), timeout_s)
+    if isinstance(found, str):
+        return [], [f"no branch deleted: {found}"]
+    git = Git(["-C", found.top], timeout_s=timeout_s)
+    # A pattern matches the ref itself and every ref below it (orchestrate/<id>/...), not <id>1.
+    pattern = f"refs/heads/{session_branch(session_id)}"
+
+    def listed() -> list[str]:
+        return [r for r in git.out("for-each-ref", "--format=%(refname)", pattern).splitlines() if r]
+
+    names = listed()
+    if not names:
+        return [], []
+    # branch -D refuses a branch checked out in any worktree, with the reason.
+    result = git.run("branch", "-D", *(r.removeprefix("refs/heads/") for r in names), ok=(0, 1))
+    left = listed()
+    deleted = [r.removeprefix("refs/heads/") for r in names if r not in left]
+    problems = [f"not deleted: {', '.join(left)}: {result.stderr}"] if left else []
+    return deleted, problems
+
+
+def workspace_summary(session_dir: Path) -> dict[str, object] | None:
+    """The session's branch and what is left of its checkouts, read from its folder only
+    (no git): None for a session without a workspace (no git target, or an older session)."""
+    try:
+        record = WorkspaceRecord.model_validate(read_json(session_dir / RECORD_FILE))
+    except (OSError, ValueError):
+        return None
+    left = 0
+    for folder in _FOLDERS.values():
+        with contextlib.suppress(OSError):
+            left += sum(1 for _ in (session_dir / folder).iterdir())
+    return {
+        "branch": record.branch,
+        "repository": record.repository,
+        "base": record.base,
+        "discarded": record.discarded,
+        "checkouts": left,
+        "merges": len(record.merges),
+    }

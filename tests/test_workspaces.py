@@ -1,0 +1,661 @@
+"""Isolated workspaces with real git: the user's tree, index, HEAD, branch and stash stay
+byte-identical; the session branch holds the agents' work; diffs are exact; conflicts are
+resolved in the assignment's checkout; apply and discard; resume after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meta_orchestrator.actors.runtime.git_command import WorkspaceError, run_command
+from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.workspaces import (
+    ApplyRefused,
+    ConflictMarkersLeft,
+    SessionRepo,
+    apply_session,
+    discard_session,
+    open_session_repo,
+)
+from tests.conftest import PROJECT_ROOT, popen_orchestrate, wait_for
+
+APP = "def main():\n    return 1\n\n\ndef helper():\n    return 2\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in the user's repository, as the user would run it (but taking no optional lock,
+    so that the test's own reads never rewrite their index)."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env, timeout=60
+    )
+    return done.stdout
+
+
+@pytest.fixture(autouse=True)
+def _no_global_git_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No identity, no hooks from this machine's config: the tool must not need them."""
+    config = tmp_path_factory.mktemp("gitconfig") / "config"
+    config.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    return config
+
+
+def _commit(repo: Path, message: str) -> None:
+    git(repo, "-c", "user.name=User", "-c", "user.email=user@example.com", "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def user_repo(tmp_path: Path) -> Path:
+    """A repository with the user's own uncommitted change of every kind: a tracked
+    modification, a staged change, an untracked file, an ignored file, a stash entry."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "app.py").write_text(APP)
+    (repo / "README.md").write_text("# project\n")
+    (repo / "lib").mkdir()
+    (repo / "lib" / "util.py").write_text("VALUE = 1\n")
+    (repo / ".gitignore").write_text("*.log\n")
+    git(repo, "add", "-A")
+    _commit(repo, "start")
+    (repo / "README.md").write_text("# project\n\nstashed idea\n")
+    git(repo, "-c", "user.name=User", "-c", "user.email=user@example.com", "stash", "-q")
+    (repo / "README.md").write_text("# project\n\nthe user's own note\n")
+    (repo / "lib" / "util.py").write_text("VALUE = 2  # staged by the user\n")
+    git(repo, "add", "lib/util.py")
+    (repo / "notes.txt").write_text("the user's untracked notes\n")
+    (repo / "debug.log").write_text("ignored\n")
+    return repo
+
+
+def user_state(repo: Path) -> dict[str, Any]:
+    """Everything of the user's that a session must leave as it was, byte for byte."""
+    files = {
+        p.relative_to(repo).as_posix(): p.read_bytes()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(repo).parts
+    }
+    return {
+        "files": files,
+        "index": (repo / ".git" / "index").read_bytes(),
+        "cached": git(repo, "diff", "--cached"),
+        "unstaged": git(repo, "diff"),
+        "status": git(repo, "status", "--porcelain=v2", "-z", "--untracked-files=all"),
+        "head": git(repo, "rev-parse", "HEAD"),
+        "branch": git(repo, "symbolic-ref", "HEAD"),
+        "stash": (git(repo, "stash", "list"), git(repo, "rev-parse", "refs/stash")),
+        "worktrees": git(repo, "worktree", "list", "--porcelain"),
+        "config": (repo / ".git" / "config").read_bytes(),
+    }
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return private_dir(tmp_path / "workspace")
+
+
+def new_session(workspace: Path, repo: Path, sid: str = "20260101-120000-abc123", **kwargs: Any) -> SessionRepo:
+    opened = open_session_repo(repo, private_dir(workspace / sid), sid, **kwargs)
+    assert opened.repo is not None, opened.message
+    return opened.repo
+
+
+def test_a_session_leaves_the_user_repository_as_it_was(user_repo: Path, workspace: Path) -> None:
+    before = user_state(user_repo)
+    start_head = before["head"].strip()
+    repo = new_session(workspace, user_repo)
+    assert repo.base == start_head
+    assert repo.record.user_branch == "refs/heads/main"
+    assert set(repo.record.uncommitted) == {"README.md", "lib/util.py", "notes.txt"}
+
+    checkout = repo.checkout("implement")
+    assert checkout.branch == f"orchestrate/{repo.session_id}/implement"
+    # The agent sees the committed tree only: none of the user's uncommitted files.
+    assert (checkout.path / "README.md").read_text() == "# project\n"
+    assert (checkout.path / "lib" / "util.py").read_text() == "VALUE = 1\n"
+    assert not (checkout.path / "notes.txt").exists()
+    (checkout.path / "app.py").write_text(APP.replace("return 1", "return 10"))
+    (checkout.path / "health.py").write_text("def health():\n    return 'ok'\n")
+    (checkout.path / "build.log").write_text("ignored by .gitignore\n")
+
+    head = repo.commit_assignment("implement", "claude", "Add a health check")
+    assert head is not None
+    result = repo.merge_assignment("implement")
+    assert result.status == "fast_forward" and result.commit == head
+
+    assert user_state(user_repo) == before
+    branch = f"orchestrate/{repo.session_id}"
+    assert git(user_repo, "show", f"{branch}:health.py") == "def health():\n    return 'ok'\n"
+    assert "return 10" in git(user_repo, "show", f"{branch}:app.py")
+    assert "build.log" not in git(user_repo, "ls-tree", "-r", "--name-only", branch)
+    message = git(user_repo, "log", "-1", "--format=%an <%ae>%n%cn%n%B", branch)
+    assert message.startswith(
+        "orchestrate <orchestrate@localhost>\norchestrate\nimplement (claude): Add a health check"
+    )
+    assert f"Orchestrate-Session: {repo.session_id}" in message
+    assert "Orchestrate-Assignment: implement" in message
+
+    diff = repo.assignment_diff("implement")
+    assert "+def health():" in diff and "+    return 10" in diff
+    for theirs in ("the user's own note", "staged by the user", "untracked notes", "stashed idea"):
+        assert theirs not in diff
+
+    changes = repo.session_changes()
+    by_path = {f.path: f for f in changes.files}
+    assert set(by_path) == {"app.py", "health.py"}
+    assert (by_path["app.py"].added, by_path["app.py"].removed, by_path["app.py"].status) == (1, 1, "modified")
+    assert (by_path["health.py"].added, by_path["health.py"].status) == (2, "added")
+    assert [a.assignment_id for a in changes.assignments] == ["implement"]
+    assert {d.path: "+def health():" in d.text for d in changes.diffs} == {"app.py": False, "health.py": True}
+
+
+def test_the_start_note_counts_the_user_uncommitted_files(user_repo: Path, workspace: Path) -> None:
+    opened = open_session_repo(user_repo, private_dir(workspace / "s1"), "s1")
+    assert opened.repo is not None
+    assert "3 uncommitted files of yours are not part of the session" in opened.message
+    assert "--include-uncommitted" in opened.message
+
+
+def test_include_uncommitted_puts_the_user_change_in_the_base_only(user_repo: Path, workspace: Path) -> None:
+    before = user_state(user_repo)
+    repo = new_session(workspace, user_repo, include_uncommitted=True)
+    assert repo.base != before["head"].strip()
+    assert git(user_repo, "rev-parse", f"{repo.base}^").strip() == before["head"].strip()
+    checkout = repo.checkout("implement")
+    assert (checkout.path / "README.md").read_text() == "# project\n\nthe user's own note\n"
+    assert (checkout.path / "lib" / "util.py").read_text() == "VALUE = 2  # staged by the user\n"
+    assert (checkout.path / "notes.txt").read_text() == "the user's untracked notes\n"
+    assert not (checkout.path / "debug.log").exists()  # ignored
+    assert user_state(user_repo) == before
+    (checkout.path / "app.py").write_text("print('work')\n")
+    repo.commit_assignment("implement", "claude", "work")
+    diff = repo.assignment_diff("implement")
+    assert "app.py" in diff and "the user's own note" not in diff
+
+
+def test_a_workspace_inside_the_repository_is_no_change_of_the_user(user_repo: Path) -> None:
+    inside = private_dir(user_repo / "workspace")
+    (inside / "older-session").mkdir()
+    (inside / "older-session" / "state.json").write_text("{}")
+    repo = new_session(inside, user_repo, include_uncommitted=True)
+    assert repo.record.uncommitted_count == 3
+    work = repo.checkout("implement")
+    assert not (work.path / "workspace").exists()
+    assert "workspace/" not in git(user_repo, "ls-tree", "-r", "--name-only", repo.base)
+
+
+def _two_editors(workspace: Path, user_repo: Path) -> SessionRepo:
+    repo = new_session(workspace, user_repo)
+    first = repo.checkout("first")
+    second = repo.checkout("second")
+    (first.path / "app.py").write_text(APP.replace("return 1", "return 'first'"))
+    (second.path / "app.py").write_text(APP.replace("return 1", "return 'second'"))
+    assert repo.commit_assignment("first", "claude", "first edit")
+    assert repo.commit_assignment("second", "codex", "second edit")
+    return repo
+
+
+def test_two_assignments_on_the_same_line_conflict_and_the_agent_resolves_it(user_repo: Path, workspace: Path) -> None:
+    before = user_state(user_repo)
+    repo = _two_editors(workspace, user_repo)
+    assert repo.merge_assignment("first").status == "fast_forward"
+    tip = repo.tip()
+    conflict = repo.merge_assignment("second")
+    assert (conflict.status, conflict.conflicts, conflict.commit) == ("conflict", ("app.py",), tip)
+    assert repo.tip() == tip  # nothing moved
+
+    assert repo.prepare_conflict("second") == ("app.py",)
+    assert repo.prepare_conflict("second") == ("app.py",)  # again: nothing changes
+    second = repo.checkout("second")
+    text = (second.path / "app.py").read_text()
+    assert "<<<<<<<" in text and "return 'first'" in text and "return 'second'" in text
+    with pytest.raises(ConflictMarkersLeft) as left:
+        repo.commit_assignment("second", "codex", "resolve")
+    assert left.value.files == ("app.py",)
+
+    (second.path / "app.py").write_text(APP.replace("return 1", "return 'first' + 'second'"))
+    resolved = repo.commit_assignment("second", "codex", "resolve")
+    merged = repo.merge_assignment("second")
+    assert (merged.status, merged.commit) == ("fast_forward", resolved)
+    assert "return 'first' + 'second'" in git(user_repo, "show", f"{repo.branch}:app.py")
+    # Its own diff now starts from the tip it merged in: the resolution, not the first's work again.
+    diff = repo.assignment_diff("second")
+    assert "+    return 'first' + 'second'" in diff and "-    return 'first'" in diff
+    assert [a.assignment_id for a in repo.session_changes().assignments] == ["first", "second"]
+    assert user_state(user_repo) == before
+
+
+def test_prepare_conflict_refuses_a_checkout_with_uncommitted_work(user_repo: Path, workspace: Path) -> None:
+    repo = _two_editors(workspace, user_repo)
+    repo.merge_assignment("first")
+    (repo.checkout("second").path / "app.py").write_text("not committed\n")
+    with pytest.raises(WorkspaceError, match="local changes"):
+        repo.prepare_conflict("second")
+
+
+def test_assignments_on_different_files_merge_with_a_merge_commit(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    docs = repo.checkout("docs")
+    code = repo.checkout("code")
+    (docs.path / "docs.md").write_text("# docs\n")
+    (code.path / "lib" / "util.py").write_text("VALUE = 3\n")
+    (code.path / "image.bin").write_bytes(b"\x00\x01\x02binary")
+    repo.commit_assignment("docs", "gemini", "docs")
+    code_head = repo.commit_assignment("code", "claude", "code")
+    assert repo.merge_assignment("docs").status == "fast_forward"
+    merged = repo.merge_assignment("code")
+    assert merged.status == "merged"
+    parents = git(user_repo, "rev-list", "--parents", "-n1", merged.commit).split()
+    assert parents[2] == code_head
+    assert "Orchestrate-Assignment: code" in git(user_repo, "log", "-1", "--format=%B", merged.commit)
+    assert repo.merge_assignment("code").status == "up_to_date"
+
+    changes = repo.session_changes()
+    per = {a.assignment_id: sorted(f.path for f in a.files) for a in changes.assignments}
+    assert per == {"docs": ["docs.md"], "code": ["image.bin", "lib/util.py"]}
+    binary = next(f for f in changes.files if f.path == "image.bin")
+    assert binary.binary and binary.added is None
+    # The diff of code is its own only, though docs merged first.
+    assert "docs.md" not in repo.assignment_diff("code")
+
+
+def test_a_commit_made_on_the_session_branch_by_someone_else_is_merged_and_shown_apart(
+    user_repo: Path, workspace: Path
+) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "health.py").write_text("ok = True\n")
+    repo.commit_assignment("implement", "claude", "health")
+    look = user_repo.parent / "look"
+    git(user_repo, "worktree", "add", "-q", str(look), repo.branch)
+    (look / "by-hand.txt").write_text("committed on the branch by hand\n")
+    git(look, "add", "by-hand.txt")
+    _commit(look, "by hand")
+    git(user_repo, "worktree", "remove", str(look))
+    merged = repo.merge_assignment("implement")
+    assert merged.status == "merged"
+    steps = [(a.assignment_id, [f.path for f in a.files]) for a in repo.session_changes().assignments]
+    assert steps == [(None, ["by-hand.txt"]), ("implement", ["health.py"])]
+
+
+def test_an_assignment_whose_history_was_rewritten_is_not_merged(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    # What an agent with a writable git folder could do: a branch with no common history.
+    git(work.path, "checkout", "-q", "--orphan", "elsewhere")
+    (work.path / "x.txt").write_text("x\n")
+    git(work.path, "add", "-A")
+    _commit(work.path, "unrelated root")
+    git(work.path, "branch", "-q", "-M", work.branch or "")
+    repo.commit_assignment("implement", "claude", "x")
+    with pytest.raises(WorkspaceError, match="shares no history"):
+        repo.merge_assignment("implement")
+    assert repo.tip() == repo.base
+
+
+def test_session_changes_cut_the_diff_text_at_the_cap(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("big")
+    (work.path / "a.txt").write_text("".join(f"line {i}\n" for i in range(5000)))
+    (work.path / "b.txt").write_text("small\n")
+    repo.commit_assignment("big", "claude", "big")
+    repo.merge_assignment("big")
+    changes = repo.session_changes(max_file_bytes=1000, max_total_bytes=200_000)
+    texts = {d.path: d for d in changes.diffs}
+    assert texts["a.txt"].truncated and len(texts["a.txt"].text) <= 1000
+    assert not texts["b.txt"].truncated and "+small" in texts["b.txt"].text
+    assert changes.truncated and changes.added == 5001
+    tiny = repo.session_changes(max_file_bytes=1000, max_total_bytes=500)
+    assert [d.truncated for d in tiny.diffs] == [True, True] and tiny.diffs[1].text == ""
+
+
+def test_apply_brings_the_work_and_keeps_the_user_change(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "app.py").write_text(APP.replace("return 1", "return 10"))
+    repo.commit_assignment("implement", "claude", "work")
+    repo.merge_assignment("implement")
+    before = user_state(user_repo)
+
+    result = apply_session(user_repo, repo.session_id)
+    assert (result.status, result.branch, result.files) == ("fast_forward", "main", ("app.py",))
+    after = user_state(user_repo)
+    assert "return 10" in (user_repo / "app.py").read_text()
+    assert git(user_repo, "rev-parse", "HEAD").strip() == repo.tip()
+    for kept in ("README.md", "notes.txt", "debug.log", "lib/util.py"):
+        assert after["files"][kept] == before["files"][kept]
+    assert after["cached"] == before["cached"]  # the staged change is still staged
+    assert after["stash"] == before["stash"]
+    assert apply_session(user_repo, repo.session_id).status == "up_to_date"
+
+
+def test_apply_after_the_user_committed_makes_a_merge_commit(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "health.py").write_text("ok = True\n")
+    repo.commit_assignment("implement", "claude", "work")
+    repo.merge_assignment("implement")
+    _commit(user_repo, "the user's staged change")  # lib/util.py, meanwhile
+    mine = git(user_repo, "rev-parse", "HEAD").strip()
+    result = apply_session(user_repo, repo.session_id)
+    assert result.status == "merged"
+    assert git(user_repo, "rev-list", "--parents", "-n1", "HEAD").split()[1:] == [mine, repo.tip()]
+    assert (user_repo / "health.py").read_text() == "ok = True\n"
+    assert (user_repo / "README.md").read_text() == "# project\n\nthe user's own note\n"
+
+
+def test_apply_refuses_when_the_user_change_touches_the_same_file(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("docs")
+    (work.path / "README.md").write_text("# project\n\nby the agents\n")
+    repo.commit_assignment("docs", "gemini", "docs")
+    repo.merge_assignment("docs")
+    before = user_state(user_repo)
+    with pytest.raises(ApplyRefused) as refused:
+        apply_session(user_repo, repo.session_id)
+    assert refused.value.files == ("README.md",)
+    assert "uncommitted changes touch" in str(refused.value)
+    assert user_state(user_repo) == before
+
+
+def test_apply_refuses_a_conflicting_merge_and_leaves_nothing_half_done(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "app.py").write_text(APP.replace("return 1", "return 'agents'"))
+    repo.commit_assignment("implement", "claude", "work")
+    repo.merge_assignment("implement")
+    (user_repo / "app.py").write_text(APP.replace("return 1", "return 'user'"))
+    git(user_repo, "add", "app.py")
+    _commit(user_repo, "the user's own edit of app.py")
+    before = user_state(user_repo)
+    with pytest.raises(ApplyRefused) as refused:
+        apply_session(user_repo, repo.session_id)
+    assert refused.value.files == ("app.py",) and "would conflict" in str(refused.value)
+    assert user_state(user_repo) == before
+    assert not (user_repo / ".git" / "MERGE_HEAD").exists()
+
+
+def test_apply_squash_makes_one_commit_on_the_user_branch(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    for name in ("one", "two"):
+        work = repo.checkout(name)
+        (work.path / f"{name}.txt").write_text(name + "\n")
+        repo.commit_assignment(name, "claude", f"add {name}")
+        repo.merge_assignment(name)
+    head = git(user_repo, "rev-parse", "HEAD").strip()
+    result = apply_session(user_repo, repo.session_id, squash=True, title="Add one and two")
+    assert result.status == "squashed"
+    assert git(user_repo, "rev-list", "--parents", "-n1", "HEAD").split()[1:] == [head]
+    message = git(user_repo, "log", "-1", "--format=%an%n%B")
+    assert message.startswith("orchestrate\nAdd one and two\n")
+    assert "* one (claude): add one" in message and "* two (claude): add two" in message
+    assert f"Orchestrate-Session: {repo.session_id}" in message
+    assert git(user_repo, "diff", "--cached", "--name-only") == "lib/util.py\n"  # theirs, still staged
+    assert (user_repo / "one.txt").exists() and (user_repo / "two.txt").exists()
+
+
+def test_discard_leaves_no_branch_worktree_or_checkout(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    repo.checkout("implement")
+    repo.readonly_checkout("review", repo.base)
+    before = user_state(user_repo)
+    result = discard_session(user_repo, workspace / repo.session_id, repo.session_id)
+    assert result.branches == (repo.branch,) and not result.problems
+    assert set(result.checkouts) == {"implement", "view:review"}
+    assert git(user_repo, "for-each-ref", "refs/heads/orchestrate/") == ""
+    assert sorted(p.name for p in (workspace / repo.session_id).iterdir()) == ["workspace.json"]
+    after = user_state(user_repo)
+    assert after == before
+    with pytest.raises(WorkspaceError, match="discarded"):
+        open_session_repo(user_repo, workspace / repo.session_id, repo.session_id)
+
+
+def test_discard_refuses_a_checked_out_branch_and_says_so(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    other = user_repo.parent / "look"
+    git(user_repo, "worktree", "add", "-q", str(other), repo.branch)
+    result = discard_session(user_repo, workspace / repo.session_id, repo.session_id)
+    assert result.branches == () and "not deleted" in result.problems[0] and str(other) in result.problems[0]
+    git(user_repo, "worktree", "remove", str(other))
+
+
+def test_a_folder_that_is_no_repository_gives_a_reason_naming_git_init(tmp_path: Path, workspace: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    opened = open_session_repo(plain, private_dir(workspace / "s1"), "s1")
+    assert opened.repo is None and "not a git repository" in opened.message and "git init" in opened.message
+    git(plain, "init", "-q")
+    opened = open_session_repo(plain, private_dir(workspace / "s2"), "s2")
+    assert opened.repo is None and "without a commit" in opened.message and "git commit" in opened.message
+
+
+def test_a_target_below_the_top_works_in_that_folder_of_the_checkout(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo / "lib")
+    checkout = repo.checkout("implement")
+    assert checkout.workdir == checkout.path / "lib" and (checkout.workdir / "util.py").exists()
+    writable, readable = checkout.sandbox_paths()
+    assert writable == (str(checkout.path),)
+    assert readable == (str(checkout.git_dir), str(user_repo / ".git" / "objects"))
+
+
+def test_readonly_checkout_is_exactly_the_commit(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "new.txt").write_text("new\n")
+    head = repo.commit_assignment("implement", "claude", "new")
+    assert head is not None
+    view = repo.readonly_checkout("review", head)  # not merged yet: read from the assignment's objects
+    assert (view.path / "new.txt").read_text() == "new\n" and view.base == head and not view.writable
+    (view.path / "stray.txt").write_text("written where nothing should be\n")
+    again = repo.readonly_checkout("review", repo.base)
+    assert again.path == view.path and again.base == repo.base
+    assert not (view.path / "new.txt").exists() and not (view.path / "stray.txt").exists()
+
+
+def test_remove_checkout_keeps_unmerged_work_unless_forced(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "wip.txt").write_text("wip\n")
+    with pytest.raises(WorkspaceError, match="uncommitted"):
+        repo.remove_checkout("implement")
+    repo.commit_assignment("implement", "claude", "wip")
+    with pytest.raises(WorkspaceError, match="not merged"):
+        repo.remove_checkout("implement")
+    assert repo.cleanup() == ["implement"]  # unmerged: kept
+    repo.merge_assignment("implement")
+    repo.readonly_checkout("review", repo.tip())
+    assert repo.cleanup() == []
+    assert not (workspace / repo.session_id / "checkouts" / "implement").exists()
+    assert repo.assignment_diff("implement").count("+wip") == 1  # from the user's repository now
+    assert git(user_repo, "rev-parse", repo.branch).strip() == repo.tip()
+
+
+def test_the_tool_commits_without_the_user_config_and_runs_none_of_their_hooks(
+    user_repo: Path, workspace: Path, _no_global_git_config: Path, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    ran = tmp_path / "hook-ran"
+    for name in ("pre-commit", "commit-msg", "prepare-commit-msg", "post-commit"):
+        (hooks / name).write_text(f"#!/bin/sh\necho {name} >> {ran}\nexit 1\n")
+        (hooks / name).chmod(0o755)
+    _no_global_git_config.write_text(
+        f"[core]\n\thooksPath = {hooks}\n[commit]\n\tgpgSign = true\n[user]\n\tuseConfigOnly = true\n"
+    )
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "x.txt").write_text("x\n")
+    assert repo.commit_assignment("implement", "claude", "x") is not None
+    assert repo.merge_assignment("implement").ok
+    assert not ran.exists()
+
+
+def test_nothing_is_run_in_a_checkout_whose_git_config_was_changed(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    marker = work.path.parent / "fsmonitor-ran"
+    with (work.git_dir / "config").open("a") as config:
+        config.write(f"[core]\n\tfsmonitor = touch {marker}\n")
+    (work.path / "x.txt").write_text("x\n")
+    with pytest.raises(WorkspaceError, match="was changed"):
+        repo.commit_assignment("implement", "claude", "x")
+    assert not marker.exists()
+
+
+def test_nothing_to_commit_gives_none(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    repo.checkout("idle")
+    assert repo.commit_assignment("idle", "codex", "nothing") is None
+    assert repo.merge_assignment("idle").status == "up_to_date"
+    assert repo.assignment_diff("idle") == ""
+
+
+def test_a_git_call_past_its_timeout_is_ended_with_its_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild"
+    script = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(WorkspaceError, match="took longer than"):
+        run_command([sys.executable, "-c", script], timeout_s=1.5)
+    grandchild = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), message="the grandchild's pid"))
+    wait_for(lambda: not _alive(grandchild), timeout=5, message="the grandchild to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_resume_after_a_sigkill_reuses_branch_base_and_checkouts(user_repo: Path, workspace: Path) -> None:
+    sid = "20260101-120000-kill01"
+    session_dir = private_dir(workspace / sid)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from meta_orchestrator.actors.runtime.workspaces import open_session_repo
+        repo = open_session_repo(Path({str(user_repo)!r}), Path({str(session_dir)!r}), {sid!r}).repo
+        work = repo.checkout("implement")
+        (work.path / "wip.txt").write_text("written before the kill\\n")
+        (work.git_dir / "index.lock").write_text("")  # as a kill in the middle of git add leaves it
+        print(repo.base, flush=True)
+        sys.stdin.read()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        base = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and base
+
+    opened = open_session_repo(user_repo, session_dir, sid)
+    assert opened.repo is not None and "resumed" in opened.message
+    repo = opened.repo
+    assert repo.base == base and repo.tip() == base
+    work = repo.checkout("implement")
+    assert (work.path / "wip.txt").read_text() == "written before the kill\n"
+    assert repo.commit_assignment("implement", "claude", "wip") is not None
+    assert repo.merge_assignment("implement").status == "fast_forward"
+
+
+def test_resume_makes_a_deleted_session_branch_again_at_its_last_tip(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    work = repo.checkout("implement")
+    (work.path / "x.txt").write_text("x\n")
+    repo.commit_assignment("implement", "claude", "x")
+    tip = repo.merge_assignment("implement").commit
+    git(user_repo, "branch", "-D", repo.branch)
+    again = new_session(workspace, user_repo, sid=repo.session_id)
+    assert again.tip() == tip
+
+
+def _write_session(workspace: Path, sid: str, target: Path, status: str = "completed") -> None:
+    state = {
+        "session_id": sid,
+        "status": status,
+        "task": "Add a health check",
+        "target": str(target),
+        "created_at": "2026-01-01T12:00:00.000Z",
+        "assignments": [],
+    }
+    (workspace / sid / "state.json").write_text(json.dumps(state))
+
+
+def _orchestrate(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = popen_orchestrate([*args, "--workspace", str(workspace)], dict(os.environ))
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_the_apply_discard_and_sessions_commands_end_to_end(user_repo: Path, workspace: Path) -> None:
+    applied = new_session(workspace, user_repo, sid="20260101-120000-aaaaaa")
+    work = applied.checkout("implement")
+    (work.path / "health.py").write_text("ok = True\n")
+    applied.commit_assignment("implement", "claude", "health")
+    applied.merge_assignment("implement")
+    _write_session(workspace, applied.session_id, user_repo)
+    other = new_session(workspace, user_repo, sid="20260101-130000-bbbbbb")
+    other.checkout("docs")
+    _write_session(workspace, other.session_id, user_repo)
+
+    listed = _orchestrate(workspace, "sessions")
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert lines[applied.session_id].endswith(f"orchestrate/{applied.session_id}, 1 checkout left")
+    assert lines[other.session_id].endswith(f"orchestrate/{other.session_id}, 1 checkout left")
+
+    done = _orchestrate(workspace, "apply", applied.session_id)
+    assert done.returncode == 0, done.stderr
+    assert f"applied orchestrate/{applied.session_id} to main (fast-forward" in done.stdout
+    assert (user_repo / "health.py").read_text() == "ok = True\n"
+    assert (user_repo / "README.md").read_text() == "# project\n\nthe user's own note\n"
+    again = _orchestrate(workspace, "apply", applied.session_id)
+    assert again.returncode == 0 and "already in main" in again.stdout
+
+    gone = _orchestrate(workspace, "discard", other.session_id)
+    assert gone.returncode == 0, gone.stderr
+    assert f"deleted branch orchestrate/{other.session_id}" in gone.stdout and "removed checkout docs" in gone.stdout
+    refs = git(user_repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/orchestrate/").split()
+    assert refs == [f"orchestrate/{applied.session_id}"]
+    assert "(discarded)" in _orchestrate(workspace, "sessions").stdout
+
+    refused = _orchestrate(workspace, "apply", other.session_id)
+    assert refused.returncode == 1 and "no branch" in refused.stderr
+    missing = _orchestrate(workspace, "apply", "20260101-000000-nosuch")
+    assert missing.returncode == 2 and "no session" in missing.stderr
+
+
+def test_apply_refuses_a_running_session(user_repo: Path, workspace: Path) -> None:
+    repo = new_session(workspace, user_repo)
+    _write_session(workspace, repo.session_id, user_repo, status="running")
+    state = json.loads((workspace / repo.session_id / "state.json").read_text())
+    state["orchestrator_pid"] = os.getpid()  # alive, and not the launcher's own
+    (workspace / repo.session_id / "state.json").write_text(json.dumps(state))
+    refused = _orchestrate(workspace, "discard", repo.session_id)
+    assert refused.returncode == 2 and "is running" in refused.stderr
+    assert git(user_repo, "rev-parse", "--verify", repo.branch)
