@@ -75,7 +75,8 @@ function renderDiff(box, changes) {
   head.append(el("b", "path", file.path), el("span", "st st-" + file.status, STATUS[file.status] || file.status), counts(file),
     el("span", "muted", "the branch against its base"));
   box.append(head);
-  const diff = changes.diffs.find((d) => d.path === file.path);
+  // "(all files)": git's listing could not be split per file (a path with a newline), one text for all.
+  const diff = changes.diffs.find((d) => d.path === file.path) || changes.diffs.find((d) => d.path === "(all files)");
   const whole = "git diff " + short(changes.base) + " " + changes.branch + " -- " + shellWord(file.path);
   if (file.binary) { box.append(el("p", "empty", "A binary file: no text to show.")); return; }
   if (!diff || !diff.text) {
@@ -126,7 +127,6 @@ export function renderChanges() {
   list.append(panel.mode === "files" ? fileList(changes.files) : assignmentGroups(changes));
   const diff = el("div", "changes-diff");
   diff.id = "changes-diff";
-  diff.setAttribute("aria-live", "polite");
   renderDiff(diff, changes);
   root.append(list, diff);
   if (focused !== undefined) {
