@@ -90,7 +90,7 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_EVENT = 256 * 1024  # an event larger than this goes to browsers with a cut `raw`
 RAW_KEPT = 16 * 1024
 _CLOSED_QUESTION = ("answered", "expired")
-_SNAPSHOT_TAIL = '"events":[],"recent":[]}'
+_SNAPSHOT_TAIL = '"changes":null,"events":[],"recent":[]}'
 
 
 @dataclass
@@ -169,6 +169,7 @@ class Gateway(pykka.ThreadingActor):
         # per frame type: (seq, encoded frame, data as JSON-ready dict), oldest first
         self._facts: dict[str, deque[tuple[int, str, dict[str, Any]]]] = {}
         self._ended: SessionEndedData | None = None
+        self._changes_json = "null"  # the latest changes frame's data, spliced into snapshots
         self._clients = Outboxes(self._snapshot, stall_timeout_s)
         self._snapshot_cache: tuple[int, str] | None = None
         self._started_at = utc_now()
@@ -273,6 +274,10 @@ class Gateway(pykka.ThreadingActor):
             self._ended = data  # type: ignore[assignment]
             self._publish(kind, data_json)
             return
+        if kind == "changes":  # state: the latest replaces the one before, for every snapshot
+            self._changes_json = data_json
+            self._publish(kind, data_json)
+            return
         frame = self._publish(kind, data_json, keep_view=False)
         kept = self._facts.setdefault(kind, deque(maxlen=self._facts_kept))
         kept.append((self._seq, frame, data.model_dump(mode="json")))
@@ -294,6 +299,7 @@ class Gateway(pykka.ThreadingActor):
             workers=tuple(self._worker_views[a] for a in sorted(self._worker_views)),
             facts=tuple((k, tuple(d for _, _, d in v)) for k, v in self._facts.items()),
             ended=self._ended.model_dump(mode="json") if self._ended is not None else None,
+            changes_json=self._changes_json,
             seq=self._seq,
         )
 
@@ -357,8 +363,9 @@ class Gateway(pykka.ThreadingActor):
     def _snapshot(self) -> str:
         """The whole state as one frame; cached until the next delta.
 
-        The head is ``SnapshotData`` serialised with no events and no recent frames; those
-        are spliced in as the strings already sent (each valid by the same contract).
+        The head is ``SnapshotData`` serialised with no changes, events or recent frames;
+        those are spliced in as the strings already sent (each valid by the same contract),
+        so a large diff is serialised once per merge, not once per snapshot.
         """
         if self._snapshot_cache is not None and self._snapshot_cache[0] == self._seq:
             return self._snapshot_cache[1]
@@ -372,10 +379,11 @@ class Gateway(pykka.ThreadingActor):
             ended=self._ended,
             events_seen=self._events_seen,
         ).model_dump_json()
-        assert head.endswith(_SNAPSHOT_TAIL), "events and recent are the last fields of SnapshotData"
+        assert head.endswith(_SNAPSHOT_TAIL), "changes, events and recent are the last fields of SnapshotData"
         events = ",".join(text for _, text in self._events.items)
         recent = ",".join(frame for _, frame, _ in sorted(f for kept in self._facts.values() for f in kept))
-        data = f'{head[: -len(_SNAPSHOT_TAIL)]}"events":[{events}],"recent":[{recent}]}}'
+        changes = self._changes_json
+        data = f'{head[: -len(_SNAPSHOT_TAIL)]}"changes":{changes},"events":[{events}],"recent":[{recent}]}}'
         frame = encode_frame("snapshot", self._seq, data)
         self._snapshot_cache = (self._seq, frame)
         return frame

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, model_validator
 
 from meta_orchestrator.messages.base import AgentName, Frozen, iso_utc, utc_now
 from meta_orchestrator.messages.events import Event
@@ -37,6 +37,7 @@ from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided,
 from meta_orchestrator.messages.session import SessionEnded, SessionSnapshot, SessionStatus
 from meta_orchestrator.messages.supervision import ActorRestarted
 from meta_orchestrator.messages.worker import WorkerSnapshot
+from meta_orchestrator.messages.workspace import ChangesUpdated, SessionChanges, WorkspaceNotOpened
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -159,11 +160,32 @@ class SecurityFindingData(Frozen):
     at: UtcTime
 
 
+class ChangesData(Frozen):
+    """What the Changes panel shows: the session branch against its base after the latest
+    merge (``workspace`` "branch"), or that the agents work in the target itself ("in_place",
+    ``reason`` says why). Every diff is plain text; the page shows it as text, never as markup.
+    """
+
+    workspace: Literal["branch", "in_place"]
+    changes: SessionChanges | None = Field(
+        default=None, description="the session branch's change, per file and per assignment"
+    )
+    reason: str = Field(default="", description="in_place: why the session has no branch")
+    at: UtcTime
+
+    @model_validator(mode="after")
+    def _one_of_both(self) -> ChangesData:
+        if (self.workspace == "branch") != (self.changes is not None):
+            raise ValueError("a branch's changes come with workspace 'branch', and only with it")
+        return self
+
+
 class SnapshotData(Frozen):
     """The whole state, first on every connection and after a browser fell behind.
 
     ``recent`` holds the latest frames of the kinds that are not state (resources, limits,
     reviews, recoveries, restarts, tool calls, findings), oldest first, as they were sent.
+    ``changes`` is the latest ``changes`` frame's data (None: nothing merged yet).
     """
 
     epoch: str = Field(description="this gateway's run; a reconnect passes it with since")
@@ -174,6 +196,7 @@ class SnapshotData(Frozen):
     workers: tuple[WorkerSnapshot, ...] = ()
     ended: SessionEndedData | None = None
     events_seen: int = Field(description="events the gateway was told since it started")
+    changes: ChangesData | None = None
     events: tuple[EventData, ...] = Field(default=(), description="the latest events, oldest first")
     recent: tuple[FactFrame, ...] = ()
 
@@ -282,6 +305,11 @@ class SecurityFindingFrame(_Delta):
     data: SecurityFindingData
 
 
+class ChangesFrame(_Delta):
+    type: Literal["changes"] = "changes"
+    data: ChangesData
+
+
 FactFrame = Annotated[
     ResourcesFrame
     | LimitFrame
@@ -335,6 +363,7 @@ SingleFrame = Annotated[
     | RestartFrame
     | ToolCallFrame
     | SecurityFindingFrame
+    | ChangesFrame
     | HelloFrame
     | AckFrame
     | ErrorFrame
@@ -353,7 +382,7 @@ class BatchFrame(_Reply):
 Frame = Annotated[SingleFrame | BatchFrame, Field(discriminator="type")]
 FRAME: TypeAdapter[Frame] = TypeAdapter(Frame)
 
-STATE_FRAMES: tuple[str, ...] = ("snapshot", "event", "worker", "session", "session_ended")
+STATE_FRAMES: tuple[str, ...] = ("snapshot", "event", "worker", "session", "session_ended", "changes")
 REPLY_FRAMES: tuple[str, ...] = ("hello", "ack", "error", "pong", "batch")
 
 
@@ -414,6 +443,14 @@ def _limit(fact: LimitExceeded) -> LimitData:
     return LimitData(**fields, sampled_at=utc_from_epoch(fact.sampled_at))
 
 
+def _changes(fact: ChangesUpdated) -> ChangesData:
+    return ChangesData(workspace="branch", changes=fact.changes, at=fact.sent_at)
+
+
+def _in_place(fact: WorkspaceNotOpened) -> ChangesData:
+    return ChangesData(workspace="in_place", reason=fact.reason, at=fact.sent_at)
+
+
 def _fields(model: type[Frozen]) -> Callable[[BaseModel], Frozen]:
     """Copy the fields both have; ``at`` is when the fact was told."""
 
@@ -439,8 +476,11 @@ FRAME_OF: dict[type[BaseModel], tuple[str, Callable[[Any], Frozen]]] = {
     ActorRestarted: ("restart", _fields(RestartData)),
     ToolCallDecided: ("tool_call", _fields(ToolCallData)),
     SecurityFinding: ("security_finding", _fields(SecurityFindingData)),
+    ChangesUpdated: ("changes", _changes),
+    WorkspaceNotOpened: ("changes", _in_place),
 }
-"""Facts whose frames are kept in ``SnapshotData.recent`` (all but ``SessionEnded``, which is state).
+"""Facts whose frames are kept in ``SnapshotData.recent``, except those of ``STATE_FRAMES``
+(``session_ended``, ``changes``): the latest of those is state, a field of the snapshot.
 ``EventRecorded``/``EventsRecorded``, ``WorkerStateChanged`` and ``SessionStateChanged`` carry
 their snapshot as it is (``EventData``, ``WorkerSnapshot``, ``SessionSnapshot``)."""
 

@@ -202,3 +202,12 @@ class ChangesUpdated(Message):
     """Workspace -> listeners (the dashboard): the session branch's change after a merge."""
 
     changes: SessionChanges
+
+
+class WorkspaceNotOpened(Message):
+    """Launcher -> listeners (the dashboard), at start: the session has no git workspace, so
+    there is no session branch and no ``ChangesUpdated`` will come; the agents work in the
+    target itself. ``reason``: what the launcher warned (the target is no git repository, or
+    has no commit yet; ``git init`` and a first commit give the next session a branch)."""
+
+    reason: str

@@ -10,14 +10,39 @@ import pykka
 import pytest
 
 from meta_orchestrator.messages.events import Event, EventPayload
-from meta_orchestrator.messages.frames import FRAME, FRAME_OF, encode_frame, frame_for
+from meta_orchestrator.messages.frames import FRAME, FRAME_OF, STATE_FRAMES, encode_frame, frame_for
 from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewDecision, ReviewStarted, ReviewTrigger
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided, ToolCallSummary
 from meta_orchestrator.messages.session import SessionEnded
 from meta_orchestrator.messages.supervision import ActorRestarted
+from meta_orchestrator.messages.workspace import (
+    AssignmentChanges,
+    ChangesUpdated,
+    FileChange,
+    FileDiff,
+    SessionChanges,
+    WorkspaceNotOpened,
+)
 from tests.test_gateway import resources_sampled
+
+_HEALTH = FileChange(path="health.py", status="added", added=2, removed=0)
+CHANGES = SessionChanges(
+    session_id="s1",
+    branch="orchestrate/s1",
+    base="a" * 40,
+    tip="b" * 40,
+    files=(_HEALTH,),
+    assignments=(
+        AssignmentChanges(
+            assignment_id="implement", before="a" * 40, after="b" * 40, files=(_HEALTH,), added=2, removed=0
+        ),
+    ),
+    diffs=(FileDiff(path="health.py", text="diff --git a/health.py b/health.py\n+<b>ok</b>\n"),),
+    added=2,
+    removed=0,
+)
 
 FACTS: list[Any] = [
     SessionEnded(session_id="s1", status="completed", exit_code=0, summary="done"),
@@ -42,6 +67,8 @@ FACTS: list[Any] = [
         rule="ssh",
         action="warn",
     ),
+    ChangesUpdated(changes=CHANGES),
+    WorkspaceNotOpened(reason="not a git repository"),
 ]
 
 
@@ -89,7 +116,9 @@ def test_the_snapshot_of_a_gateway_validates(tmp_path: Path) -> None:
         client.close()
         assert snapshot.type == "snapshot"
         assert snapshot.data.events[0].raw_cut is not None or snapshot.data.events[0].raw is None
-        assert [f.type for f in snapshot.data.recent] == [FRAME_OF[type(f)][0] for f in FACTS[1:]]
+        kept = [FRAME_OF[type(f)][0] for f in FACTS]
+        assert [f.type for f in snapshot.data.recent] == [k for k in kept if k not in STATE_FRAMES]
         assert snapshot.data.ended is not None and snapshot.data.ended.status == "completed"
+        assert snapshot.data.changes is not None and snapshot.data.changes.workspace == "in_place"  # the latest
     finally:
         pykka.ActorRegistry.stop_all(timeout=10)

@@ -61,6 +61,7 @@ class DashboardView:
     workers: tuple[dict[str, Any], ...] = ()
     facts: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
     ended: dict[str, Any] | None = None
+    changes_json: str = "null"  # the latest changes frame's data, as sent
     seq: int = 0
 
 
@@ -194,6 +195,11 @@ def _add_read_routes(app: Flask, link: DashboardLink) -> None:
     @app.get("/api/decisions")
     def decisions() -> Response:
         return jsonify(decisions=list((link.view().session or {}).get("decisions") or ()))
+
+    @app.get("/api/changes")
+    def changes() -> Response:
+        # Diffs of up to megabytes: the text the frame carried, never parsed again.
+        return Response('{"changes":' + link.view().changes_json + "}", mimetype="application/json")
 
     @app.get("/api/resources")
     def resources_() -> Response:

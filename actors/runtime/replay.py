@@ -167,6 +167,7 @@ def _fact_classes() -> dict[str, type]:
         "session",
         "supervision",
         "worker",
+        "workspace",
     ):
         importlib.import_module(f"meta_orchestrator.messages.{module}")
     found: dict[str, type] = {}
@@ -225,6 +226,7 @@ def snapshot_at(
 
     page = timeline.seek(moment, events_kept)
     state: dict[str, Any] = {"session": None, "ended": None}
+    changes = "null"  # the latest changes frame's data, spliced in as built
     workers: dict[str, Any] = {}
     events: list[str] = []
     recent: dict[str, list[tuple[int, str]]] = {}
@@ -246,6 +248,8 @@ def snapshot_at(
             workers[json.loads(data)["agent"]] = json.loads(data)
         elif kind == "session_ended":
             state["ended"] = json.loads(data)
+        elif kind == "changes":
+            changes = data
         else:
             kept = recent.setdefault(kind, [])
             kept.append((seq, encode_frame(kind, seq, data)))
@@ -263,8 +267,9 @@ def snapshot_at(
         ended=state["ended"],
         events_seen=events_seen,
     ).model_dump_json()
-    tail = ',"events":[],"recent":[]}'
-    assert head.endswith(tail), "events and recent are the last fields of SnapshotData"
+    tail = ',"changes":null,"events":[],"recent":[]}'
+    assert head.endswith(tail), "changes, events and recent are the last fields of SnapshotData"
     facts = ",".join(frame for _, frame in sorted(f for kept in recent.values() for f in kept))
-    data = f'{head[: -len(tail)]},"events":[{",".join(events[-events_kept:])}],"recent":[{facts}]}}'
+    kept_events = ",".join(events[-events_kept:])
+    data = f'{head[: -len(tail)]},"changes":{changes},"events":[{kept_events}],"recent":[{facts}]}}'
     return encode_frame("snapshot", seq, data), page, seq

@@ -3,7 +3,7 @@
 //   api.js      the token (kept in sessionStorage) and the JSON API
 //   socket.js   the WebSocket: snapshot, numbered deltas, resume after a drop
 //   store.js    the state, and what each frame of the wire contract does to it
-//   workers.js, inbox.js, reviews.js, eventlog.js   the parts of the page
+//   workers.js, inbox.js, reviews.js, changes.js, eventlog.js   the parts of the page
 import { $, cap, showBanner, toast } from "./dom.js";
 import { api } from "./api.js";
 import { connect, onBannerHidden, send } from "./socket.js";
@@ -11,6 +11,7 @@ import { TERMINAL, markDirty, onRender, openQuestions, sessionStatus, state } fr
 import { renderWorkers } from "./workers.js";
 import { renderInbox } from "./inbox.js";
 import { renderDecision, renderPlan, renderReviews } from "./reviews.js";
+import { renderChanges, setupChanges } from "./changes.js";
 import { replaySession, startReplay } from "./replay.js";
 import { appendLog, hideDetail, log, onLogScroll, rebuildLog, showDetail, togglePause } from "./eventlog.js";
 
@@ -21,6 +22,7 @@ function render(parts) {
   if (parts.has("decision")) renderDecision();
   if (parts.has("reviews")) renderReviews();
   if (parts.has("plan")) renderPlan();
+  if (parts.has("changes")) renderChanges();
   if (parts.has("log-reset")) rebuildLog();
   else if (parts.has("log")) appendLog();
   if (parts.has("session") || parts.has("inbox")) renderTitle();
@@ -129,6 +131,7 @@ $("close-dashboard").onclick = async () => {
 let searchTimer = null;
 $("filter-text").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => markDirty("log-reset"), 150); });
 $("pause-scroll").onclick = togglePause;
+setupChanges();
 $("log").addEventListener("scroll", onLogScroll, { passive: true });
 setInterval(tickElapsed, 1000);
 setInterval(() => send({ type: "ping" }), 25000);

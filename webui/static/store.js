@@ -9,7 +9,7 @@ const MAX_SAMPLES = 90;     // per agent, for the sparklines
 const MAX_FACTS = 600;      // per frame type
 
 export const state = {
-  seq: null, epoch: null, session: null, ended: null, workers: {}, facts: {},
+  seq: null, epoch: null, session: null, ended: null, changes: null, workers: {}, facts: {},
   events: [], eventsSeen: 0, clockOffset: 0, pendingAnswers: {},
 };
 export const samples = {};  // agent -> [{cpu, rss}]
@@ -63,6 +63,10 @@ export function applyFrame(frame) {
       state.ended = data;
       markDirty("session");
       break;
+    case "changes":  // the latest replaces the one before: the branch after this merge
+      state.changes = data;
+      markDirty("changes");
+      break;
     case "resources": case "limit": case "review_started": case "review_completed":
     case "recovery": case "restart": case "tool_call": case "security_finding":
       keepFact(frame.type, data);
@@ -85,6 +89,7 @@ function applySnapshot(seq, data) {
   state.epoch = data.epoch;
   state.session = data.session;
   state.ended = data.ended;
+  state.changes = data.changes;
   state.workers = {};
   data.workers.forEach((w) => { state.workers[w.agent] = w; });
   state.events = events;
@@ -93,7 +98,7 @@ function applySnapshot(seq, data) {
   state.facts = {};
   AGENTS.forEach((a) => { samples[a] = []; });
   data.recent.forEach((f) => keepFact(f.type, f.data));
-  markDirty("session", "workers", "log-reset", "inbox", "decision", "reviews", "plan");
+  markDirty("session", "workers", "log-reset", "inbox", "decision", "reviews", "plan", "changes");
 }
 
 function keepFact(kind, data) {
