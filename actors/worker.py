@@ -25,7 +25,6 @@ from meta_orchestrator.actors.runtime.process_host import (
     HostedProcess,
     ProcessHost,
     describe_spawn_error,
-    iter_line_batches,
     monotonic,
 )
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError, open_private, private_dir
@@ -239,8 +238,8 @@ class Worker(pykka.ThreadingActor):
         self._set_status("running")
         run_id = self._run_id
         pumps = [
-            self._spawn_thread(f"{self._agent}-{name}", self._pump, name, pipe, run_id)
-            for name, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr))
+            self._spawn_thread(f"{self._agent}-{name}", self._pump, name, self._proc, run_id)
+            for name in ("stdout", "stderr")
         ]
         self._spawn_thread(f"{self._agent}-reaper", self._reap, self._proc, pumps, run_id)
         self._spawn_thread(f"{self._agent}-watchdog", self._watchdog, self._proc, run_id)
@@ -500,15 +499,13 @@ class Worker(pykka.ThreadingActor):
         folder = private_dir(self._session_dir / "overflow")
         return folder / f"{self._events_path.stem}-run{self._run_id}-{self._overflow_count}.txt"
 
-    def _pump(self, stream: str, pipe: IO[bytes], run_id: int) -> None:
+    def _pump(self, stream: str, proc: HostedProcess, run_id: int) -> None:
         limit = self._session_settings.max_line_bytes
-        try:
-            for batch in iter_line_batches(pipe.fileno(), limit, self._overflow_file):
+        try:  # a local pipe or a remote run's lines: the process says how to read them
+            for batch in proc.line_batches(stream, limit, self._overflow_file):
                 self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
-        finally:
-            pipe.close()
 
     def _forward(self, message: LinesRead) -> None:
         while not self._closing.is_set():
