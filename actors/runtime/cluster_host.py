@@ -163,7 +163,10 @@ class RemoteProcess:
         """The exit status once ended; a lost or never started run counts as killed
         (``end.kind`` says which)."""
         self._exited.wait()
-        self._release()
+        with self._lock:
+            drained = len(self._drained) == len(self._streams)
+        if drained:  # else the last stream's reader frees the slot (it may still need the host)
+            self._release()
         if self.end is not None and self.end.returncode is not None:
             return self.end.returncode
         return -signal.SIGKILL
@@ -234,8 +237,8 @@ class RemoteProcess:
                     pending.close()
                 else:
                     pending.finish()  # the consumers take what is left, then stop
+            self._change("ended", detail=end.detail, end=end)  # told before anyone sees the end
             self._exited.set()
-            self._change("ended", detail=end.detail, end=end)
             if self._closing.is_set():
                 self._release()
 
@@ -258,8 +261,8 @@ class RemoteProcess:
     def _on_started(self, started: RunStarted) -> None:
         self.pid, self.pgid = started.pid, started.pgid
         self.node_id, self.node_ip = started.node_id, started.node_ip
-        self._started.set()
         self._change("running", detail=f"pid {started.pid} on {started.hostname} ({started.node_ip})")
+        self._started.set()
 
     def _read_all(self) -> RemoteRunEnd:
         expected = 1
