@@ -129,3 +129,19 @@ def test_only_the_adapters_and_demo_agents_name_a_cli():
                 if _CLI_NAME.search(node.value):
                     offenders.append(f"{rel}:{node.lineno}: {node.value[:60]!r}")
     assert not offenders, "\n".join(offenders)
+
+
+# The cluster path (the optional extra ``cluster``): the only product modules that import ray,
+# and imported by no other product module, so that without ray installed nothing changes.
+RAY_MODULES = {"actors/runtime/remote_host.py", "actors/runtime/cluster_host.py"}
+
+
+def test_only_the_cluster_path_imports_ray():
+    for folder in SUBPACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            imports = _imports(path)
+            if rel not in RAY_MODULES:
+                assert not {m for m in imports if m.split(".")[0] == "ray"}, f"{rel} imports ray"
+                cluster = {m for m in imports if m.endswith((".remote_host", ".cluster_host"))}
+                assert not cluster, f"{rel} imports {sorted(cluster)}: ray would be needed"
