@@ -35,7 +35,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from meta_orchestrator.actors.adapters.base import Launch
-from meta_orchestrator.actors.runtime.line_buffer import SequencedLines
+from meta_orchestrator.actors.runtime.line_buffer import SequencedLines, unpack
 from meta_orchestrator.actors.runtime.process_host import RawLine, SpawnCaps
 from meta_orchestrator.actors.runtime.remote_host import HostOptions, LineBatch, NodeSample, RemoteRunHost, RunStarted
 from meta_orchestrator.actors.runtime.session_files import open_private
@@ -124,7 +124,7 @@ class RemoteProcess:
             while not pending.closed:
                 taken = pending.take(after, _WAIT_STEP_S, HANDOFF_BYTES)
                 after = taken.last_seq
-                lines = [line for _, _, chunk in taken.chunks for line in chunk]
+                lines = [line for _, _, count, packed, extras in taken.chunks for line in unpack(count, packed, extras)]
                 if any(path for _, _, path in lines):
                     lines = [self._fetch_overflow(line, overflow_file) if line[2] else line for line in lines]
                 if lines:
@@ -274,12 +274,12 @@ class RemoteProcess:
             if batch.sample is not None:
                 self.latest_sample = batch.sample
             self.buffered_peak = batch.buffered_peak
-            for stream, first, lines in batch.chunks:
+            for stream, first, count, packed, extras in batch.chunks:
                 if first != expected:  # the host numbers without gaps: this would be a bug
                     log.error("remote run on %s: expected line %d, got %d", self.node_ip, expected, first)
-                expected = first + len(lines)
-                self.lines_received += len(lines)
-                self._streams[stream].put(stream, lines)  # waits while the consumer is behind
+                expected = first + count
+                self.lines_received += count
+                self._streams[stream].put_packed(stream, count, packed, extras)  # waits while behind
             if batch.end is not None:
                 end = batch.end
                 return RemoteRunEnd(

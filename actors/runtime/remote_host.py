@@ -53,7 +53,7 @@ class HostOptions:
 
     max_line_bytes: int = 1_048_576  # longer lines go whole to a file on the node, read on demand
     buffer_bytes: int = 8 * 1_048_576  # lines held until the driver acknowledges them
-    batch_bytes: int = 2 * 1_048_576  # at most this much per read_batch reply
+    batch_bytes: int = 4 * 1_048_576  # at most this much per read_batch reply (a call costs ~1 ms)
     sample_interval_s: float = 0.5  # the process tree is read at most this often
     guard_grace_s: float = 5.0  # the lifeline's SIGTERM-to-SIGKILL grace
     caps: SpawnCaps | None = None
