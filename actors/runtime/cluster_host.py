@@ -92,6 +92,7 @@ class RemoteProcess:
         self.latest_sample: NodeSample | None = None
         self.buffered_peak = 0
         self.lines_received = 0
+        self.batches_received = 0  # read_batch replies: a flood should need few
         self._actor = actor
         self._resources = resources
         self._poll_s = poll_s
@@ -124,9 +125,12 @@ class RemoteProcess:
             while not pending.closed:
                 taken = pending.take(after, _WAIT_STEP_S, HANDOFF_BYTES)
                 after = taken.last_seq
-                lines = [line for _, _, count, packed, extras in taken.chunks for line in unpack(count, packed, extras)]
-                if any(path for _, _, path in lines):
-                    lines = [self._fetch_overflow(line, overflow_file) if line[2] else line for line in lines]
+                lines: list[RawLine] = []
+                for _, _, count, packed, extras in taken.chunks:
+                    chunk = unpack(count, packed, extras)
+                    if extras:  # over-long lines: their whole text is still on the node
+                        chunk = [self._fetch_overflow(line, overflow_file) if line[2] else line for line in chunk]
+                    lines.extend(chunk)
                 if lines:
                     yield lines
                 if taken.ended:
@@ -269,6 +273,7 @@ class RemoteProcess:
         ref = self._actor.read_batch.remote(0, self._poll_s)
         while True:
             batch: LineBatch = self._get(ref)
+            self.batches_received += 1
             if batch.end is None:  # ask again at once (acknowledging), then hand these on
                 ref = self._actor.read_batch.remote(batch.last_seq, self._poll_s)
             if batch.sample is not None:

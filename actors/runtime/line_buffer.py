@@ -24,7 +24,7 @@ LINE_OVERHEAD = 16
 # every take costs the reader a round trip, so a flood is better moved in few large ones. A
 # quiet stream (small takes) is answered the moment a line arrives.
 FLOOD_BYTES = 16_384
-LINGER_S = 0.005
+LINGER_S = 0.02
 LINGER_BYTES = 1_048_576
 
 # Lines travel packed: their bytes joined by newlines (a line never holds one), one string per
@@ -129,7 +129,7 @@ class SequencedLines:
         its start (the reader skips the numbers it has).
 
         After a take of ``FLOOD_BYTES`` or more (a flood) it waits up to ``LINGER_S`` for
-        ``LINGER_BYTES`` to gather, so that a flood costs a few large takes and not one per
+        ``LINGER_BYTES`` (or ``max_bytes``) to gather, so that a flood costs a few large takes and not one per
         pipe read; a quiet stream is answered at once."""
         deadline = time.monotonic() + timeout_s
         flood = self._last_take_bytes >= FLOOD_BYTES
@@ -139,7 +139,7 @@ class SequencedLines:
             while not self._closed and not self._finished:
                 now = time.monotonic()
                 if self._next_seq - 1 > after_seq:  # lines are there
-                    if not flood or self._bytes >= LINGER_BYTES:
+                    if not flood or self._bytes >= min(LINGER_BYTES, max_bytes):
                         break
                     if linger_until is None:
                         linger_until = min(deadline, now + LINGER_S)

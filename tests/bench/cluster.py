@@ -45,8 +45,9 @@ def _launch(argv: list[str], cwd: Path) -> Any:
     return Launch(argv=tuple(argv), env=dict(os.environ), cwd=cwd)
 
 
-def _read(proc: Any, overflow_dir: Path) -> dict[str, Any]:
-    """Read both streams of ``proc`` to their end; the stdout lines' receipt times."""
+def _read(proc: Any, overflow_dir: Path, timed: bool = False) -> dict[str, Any]:
+    """Read both streams of ``proc`` to their end; with ``timed``, the stdout lines' receipt
+    times (parsing every line: only for the latency figures)."""
     first: list[float] = []
     stamps: list[tuple[int, int]] = []  # (receipt ns, printed ns) of each timed line
     count = [0]
@@ -61,7 +62,7 @@ def _read(proc: Any, overflow_dir: Path) -> dict[str, Any]:
             if not first:
                 first.append(time.perf_counter())
             count[0] += len(batch)
-            for data, _, _ in batch:
+            for data, _, _ in batch if timed else ():
                 marker = data.find(b'"text":"')
                 if marker != -1:
                     stamps.append((now, int(data[marker + 8 : data.index(b" ", marker)])))
@@ -78,27 +79,27 @@ def _read(proc: Any, overflow_dir: Path) -> dict[str, Any]:
     return {"first": first[0] if first else None, "end": time.perf_counter(), "lines": count[0], "stamps": stamps}
 
 
-def run_local(argv: list[str], folder: Path) -> dict[str, Any]:
+def run_local(argv: list[str], folder: Path, timed: bool = False) -> dict[str, Any]:
     from meta_orchestrator.actors.runtime.process_host import ProcessHost
 
     started = time.perf_counter()
     proc = ProcessHost().spawn(_launch(argv, folder))
-    result = _read(proc, folder)
+    result = _read(proc, folder, timed)
     proc.wait_exit_unreaped()
     assert proc.reap() == 0
     return {**result, "placed_s": 0.0, "started": started}
 
 
-def run_remote(argv: list[str], folder: Path) -> dict[str, Any]:
+def run_remote(argv: list[str], folder: Path, timed: bool = False) -> dict[str, Any]:
     from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost
 
     started = time.perf_counter()
     proc = ClusterProcessHost().spawn(_launch(argv, folder))
     assert proc.wait_started(120), "no slot"
     placed = time.perf_counter() - started
-    result = _read(proc, folder)
+    result = _read(proc, folder, timed)
     assert proc.reap() == 0, proc.end
-    return {**result, "placed_s": placed, "started": started}
+    return {**result, "placed_s": placed, "started": started, "batches": proc.batches_received}
 
 
 def throughput(lines: int, folder: Path) -> list[str]:
@@ -109,10 +110,11 @@ def throughput(lines: int, folder: Path) -> list[str]:
         assert result["lines"] == lines + 2, result["lines"]  # the init and result lines too
         rates[name] = (result["lines"] - 1) / (result["end"] - result["first"])
         rates[name + "_placed"] = result["placed_s"]
+        rates[name + "_batches"] = result.get("batches", 0)
     row = (
         f"throughput, {lines:,} lines: local {rates['local']:,.0f} lines/s, remote {rates['remote']:,.0f} "
         f"lines/s, ratio {rates['remote'] / rates['local']:.2f} (target >= 0.5); remote placement "
-        f"{rates['remote_placed']:.2f}s"
+        f"{rates['remote_placed']:.2f}s, {rates['remote_batches']} read_batch calls"
     )
     print(row, flush=True)
     return [row]
@@ -123,7 +125,7 @@ def latency(rate: float, seconds: float, folder: Path) -> list[str]:
     rows = []
     figures = {}
     for name, run in (("local", run_local), ("remote", run_remote)):
-        result = run(argv, folder)
+        result = run(argv, folder, timed=True)
         lat = sorted((got - printed) / 1e6 for got, printed in result["stamps"])
         figures[name] = lat
         rows.append(
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["throughput", "latency", "rss"])
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    unconnected = psutil.Process().memory_info().rss
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     runs = 8 if args.quick else 64
     started = time.perf_counter()
@@ -197,7 +200,11 @@ def main() -> None:
         cluster.add_node("slots", {"agent_slot": runs + 2}, num_cpus=2)
         keep_loopback()
         connect(cluster.address)
-        print(f"cluster up and driver connected in {time.perf_counter() - started:.1f}s", flush=True)
+        print(
+            f"cluster up and driver connected in {time.perf_counter() - started:.1f}s; driver RSS "
+            f"{unconnected / MB:.0f} MB before connecting, {psutil.Process().memory_info().rss / MB:.0f} MB after",
+            flush=True,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             if args.only in (None, "throughput"):
