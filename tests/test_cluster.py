@@ -38,6 +38,7 @@ from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, Re
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV, RawLine, describe_spawn_error
 from meta_orchestrator.actors.runtime.remote_host import HostOptions
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
+from meta_orchestrator.actors.sandbox.bwrap import Confinement
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.cluster import RemoteRunChanged
@@ -215,6 +216,63 @@ def test_pause_resume_and_stop_act_on_the_whole_remote_group(cluster, tmp_path):
     reading.join()
     wait_for(lambda: _gone(child.pid), message="the child to be gone too")
     assert not proc.signal_group(signal.SIGCONT)  # ended: nothing left to signal
+
+
+@pytest.fixture
+def bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
+        pytest.skip("bubblewrap is not installed")
+    return path
+
+
+def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_path, bwrap):
+    target = tmp_path / "target"
+    target.mkdir()
+    outside = Path(tempfile.mkdtemp(prefix="orch-outside-", dir="/var/tmp"))
+    try:
+        launch = _script(
+            target,
+            f"""
+            import pathlib, signal, subprocess, sys, time
+            def on_term(*_):
+                pathlib.Path("terminated-cleanly").write_text("yes")
+                sys.exit(0)
+            signal.signal(signal.SIGTERM, on_term)
+            try:
+                pathlib.Path({str(outside / "escaped.txt")!r}).write_text("no")
+                print("wrote outside", flush=True)
+            except OSError as exc:
+                print("refused", type(exc).__name__, flush=True)
+            pathlib.Path("work.txt").write_text("done")
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            print("ready", flush=True)
+            time.sleep(60)
+            """,
+        )
+        confinement = Confinement(bwrap=bwrap, writable=(str(target),), chdir=str(target))
+        proc = ClusterProcessHost().spawn(launch, confinement)
+        reading = Reading(proc)
+        wait_for(lambda: "ready" in reading.text(), timeout=60, message="the CLI inside its sandbox")
+        leader = psutil.Process(proc.pid)
+        assert leader.name() == "bwrap" and proc.sandboxed
+        assert reading.text()[0].startswith("refused")  # the filesystem outside is read-only
+        assert not (outside / "escaped.txt").exists() and (target / "work.txt").read_text() == "done"
+        [init] = leader.children()
+        inside = init.children(recursive=True)
+        assert len(inside) == 2
+        assert proc.signal_group(signal.SIGSTOP)
+        wait_for(lambda: all(p.status() == psutil.STATUS_STOPPED for p in inside), message="all stopped")
+        assert proc.signal_group(signal.SIGCONT)
+        proc.terminate(grace_s=5.0)
+        assert proc.reap() == 0
+        assert (target / "terminated-cleanly").read_text() == "yes"  # SIGTERM reached the CLI itself
+        reading.join()
+        wait_for(lambda: not any(p.is_running() for p in inside), message="every process of the run gone")
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_a_sample_of_the_tree_comes_with_the_batches(cluster, tmp_path):
