@@ -337,6 +337,21 @@ def test_a_waiting_run_can_be_cancelled(cluster, tmp_path):
     assert reading.join().lines["stdout"] == []
 
 
+def test_kill_all_kills_the_running_and_cancels_the_waiting(cluster, tmp_path):
+    launch = _script(tmp_path, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n")
+    host = ClusterProcessHost()
+    running = host.spawn(launch)
+    waiting = ClusterProcessHost(resources={"agent_slot": 1, "no_such_node": 1})
+    pending = waiting.spawn(launch)
+    readings = [Reading(running), Reading(pending)]
+    assert running.wait_started(60)
+    assert host.kill_all() == 1 and waiting.kill_all() == 1  # no grace: SIGTERM is ignored anyway
+    assert running.reap() == -signal.SIGKILL and running.end is not None and running.end.kind == "exited"
+    assert pending.wait_exited(30) and pending.end is not None and pending.end.kind == "cancelled"
+    for reading in readings:
+        reading.join()
+
+
 def test_a_cli_the_node_cannot_start_is_a_spawn_failure(cluster, tmp_path):
     launch = Launch(argv=(str(tmp_path / "no-such-cli"),), env=dict(os.environ), cwd=tmp_path)
     proc = ClusterProcessHost().spawn(launch)

@@ -45,7 +45,7 @@ from meta_orchestrator.messages.cluster import RemoteRunChanged, RemoteRunEnd, R
 log = logging.getLogger(__name__)
 
 AGENT_SLOT = "agent_slot"  # the custom resource a node offers, one per concurrent run
-QUEUE_BYTES = 8 * 1_048_576  # lines a stream holds on the driver, as the node's buffer counts
+QUEUE_BYTES = 2 * 1_048_576  # lines a stream holds on the driver (bounded: 64 runs may flood at once)
 HANDOFF_BYTES = 1_048_576  # at most this much in one batch handed to a consumer
 CALL_TIMEOUT_S = 30.0  # a signal or a piece of an over-long line, beyond any grace period
 OVERFLOW_PIECE = 1_048_576
