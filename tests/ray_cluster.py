@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meta_orchestrator.actors.runtime.process_groups import pids_in_session
+
 HERE = Path(__file__).resolve()
 ADDRESS = "127.0.0.1"
 RAY_ENV = {
@@ -43,23 +45,6 @@ def keep_loopback() -> None:
     services.resolve_ip_for_localhost = lambda host: host
 
 
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid`` (every process a node started)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()  # state ppid pgrp session ...
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            found.append(int(entry))
-    return found
-
-
 @dataclass
 class RayNode:
     """One ``ray start --block``: its process (leader of its own session) and its folder."""
@@ -74,7 +59,7 @@ class RayNode:
         return self.popen.pid
 
     def processes(self) -> list[int]:
-        return session_members(self.sid)
+        return pids_in_session(self.sid)
 
     def kill(self) -> None:
         """SIGKILL every process of the node (its workers lead groups of their own)."""

@@ -46,6 +46,7 @@ from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignmen
 from tests import conftest
 from tests.conftest import DEMO, PROJECT_ROOT, wait_for
 from tests.ray_cluster import LocalRayCluster, RayNode, keep_loopback
+from tests.test_os_sandbox import bwrap  # noqa: F401 - fixture
 
 PROMPT = (
     "You are one agent of a team.\nSession: s-1\nAssignment: a-1\nRole: implementer\nKind: work\n"
@@ -218,17 +219,7 @@ def test_pause_resume_and_stop_act_on_the_whole_remote_group(cluster, tmp_path):
     assert not proc.signal_group(signal.SIGCONT)  # ended: nothing left to signal
 
 
-@pytest.fixture
-def bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
-        pytest.skip("bubblewrap is not installed")
-    return path
-
-
-def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_path, bwrap):
+def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_path, bwrap):  # noqa: F811
     target = tmp_path / "target"
     target.mkdir()
     outside = Path(tempfile.mkdtemp(prefix="orch-outside-", dir="/var/tmp"))

@@ -12,14 +12,27 @@ import os
 def pids_in_group(pgid: int) -> list[int]:
     """Live (not zombie) processes whose process group is ``pgid``, read straight from /proc:
     one small read per process, where psutil would build an object and read several files."""
-    found = []
     try:
-        entries = os.listdir("/proc")
+        return _pids_where(_PGRP, pgid)
     except OSError:
         import psutil  # no /proc (not Linux): the slow, portable way
 
         return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
-    for entry in entries:
+
+
+def pids_in_session(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (Linux: /proc)."""
+    return _pids_where(_SESSION, sid)
+
+
+# Fields of /proc/<pid>/stat after "pid (comm) ": state ppid pgrp session ...
+_PGRP = 2
+_SESSION = 3
+
+
+def _pids_where(field: int, value: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -27,9 +40,9 @@ def pids_in_group(pgid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        # comm may hold spaces and parentheses: the fields start after the last ")".
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+        if len(fields) > field and fields[0] != b"Z" and int(fields[field]) == value:
             found.append(int(entry))
     return found
 
