@@ -95,7 +95,7 @@ class LocalRayCluster:
         self, name: str, resources: dict[str, float], args: list[str], num_cpus: int | None = None
     ) -> RayNode:
         temp_dir = self.root / name
-        temp_dir.mkdir(parents=True)
+        (temp_dir / "tmp").mkdir(parents=True)  # the node's TMPDIR: its runs' scratch folders
         log = open(temp_dir / "start.log", "wb")  # noqa: SIM115 - the node writes it as long as it lives
         popen = subprocess.Popen(
             [
@@ -110,7 +110,7 @@ class LocalRayCluster:
                 f"--temp-dir={temp_dir}",
                 *args,
             ],
-            env={**os.environ, **RAY_ENV},
+            env={**os.environ, **RAY_ENV, "TMPDIR": str(temp_dir / "tmp")},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -133,13 +133,22 @@ class LocalRayCluster:
         raise AssertionError(f"no live Ray node for {node.name}")
 
     def stop(self) -> list[str]:
-        """End every node, newest first; returns what was still running afterwards (nothing)."""
+        """End every node, newest first; returns what was left afterwards (nothing): a process
+        of a node, a lifeline guardian of one of its runs, a run's scratch folder."""
         for node in reversed(self.nodes):
             node.kill()
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(n.processes() for n in self.nodes):
+        while time.monotonic() < deadline and self._leftovers():
             time.sleep(0.1)
-        return [f"{n.name}: {pid} {_cmdline(pid)}" for n in self.nodes for pid in n.processes()]
+        return self._leftovers()
+
+    def _leftovers(self) -> list[str]:
+        found = [f"{n.name}: {pid} {_cmdline(pid)}" for n in self.nodes for pid in n.processes()]
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and "runtime.lifeline" in (line := _cmdline(int(pid))) and str(self.root) in line:
+                found.append(f"guardian {pid} {line}")
+        found += [f"scratch {p}" for n in self.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
+        return found
 
 
 def _wait_started(node: RayNode, timeout: float = 90.0) -> None:
@@ -163,7 +172,7 @@ def _free_port() -> int:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:300]
     except OSError:
         return "?"
 

@@ -384,13 +384,23 @@ def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe
     assert finished.outcome.final_text
 
 
+# A CLI with a child of its own in its group: Ray ends an exiting worker's direct children
+# itself; the rest of the group is the lifeline's to end.
+WITH_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print("child", child.pid, flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_killed_node_ends_the_run_as_node_lost_and_its_cli_with_it(cluster, tmp_path):
     doomed = cluster.add_node("doomed", {"agent_slot": 1, "doomed": 1})
-    launch = _script(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    launch = _script(tmp_path, WITH_CHILD)
     proc = ClusterProcessHost(resources={"agent_slot": 1, "doomed": 1}).spawn(launch)
     reading = Reading(proc)
     wait_for(lambda: reading.lines["stdout"], timeout=60, message="the first line")
-    cli = proc.pid
+    cli, child = proc.pid, int(reading.text()[0].split()[1])
     assert cli is not None and proc.node_id == cluster.local.node_id(doomed)
     started = time.monotonic()
     doomed.kill()
@@ -398,12 +408,12 @@ def test_a_killed_node_ends_the_run_as_node_lost_and_its_cli_with_it(cluster, tm
     lost_after = time.monotonic() - started
     assert proc.end is not None and proc.end.kind == "node_lost", proc.end
     assert proc.reap() == -signal.SIGKILL
-    assert reading.join().text() == ["up"]  # what came before the loss is kept
-    wait_for(lambda: _gone(cli), timeout=15, message="the lifeline to end the orphaned CLI")
+    assert reading.join().text() == [f"child {child}"]  # what came before the loss is kept
+    wait_for(lambda: _gone(cli) and _gone(child), timeout=15, message="the lifeline to end the orphaned group")
     print(f"node loss seen by the driver after {lost_after:.1f}s")
 
 
-DRIVER = """
+DRIVER = f"""
 import os, sys, time
 from pathlib import Path
 from tests.ray_cluster import keep_loopback
@@ -411,11 +421,11 @@ keep_loopback()
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, connect
 connect(sys.argv[1])
-argv = (sys.executable, "-c", "import time; time.sleep(120)")
-launch = Launch(argv=argv, env=dict(os.environ), cwd=Path(sys.argv[2]))
+launch = Launch(argv=(sys.executable, "-c", {WITH_CHILD!r}), env=dict(os.environ), cwd=Path(sys.argv[2]))
 proc = ClusterProcessHost().spawn(launch)
-assert proc.wait_started(60)
-print(proc.pid, flush=True)
+for batch in proc.line_batches("stdout", 65536, lambda: Path(sys.argv[2], "overflow")):
+    print(proc.pid, batch[0][0].decode().split()[1], flush=True)
+    break
 time.sleep(120)
 """
 
@@ -432,10 +442,11 @@ def test_the_remote_group_ends_when_the_driver_goes_away(cluster, tmp_path):
     )
     try:
         assert driver.stdout is not None
-        cli = int(driver.stdout.readline())
+        cli, child = map(int, driver.stdout.readline().split())
         assert not _gone(cli) and os.getsid(psutil.Process(cli).ppid()) == cluster.slots.sid
+        assert os.getpgid(child) == cli
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # the orchestrator dies without a word
         driver.wait()
-    wait_for(lambda: _gone(cli), timeout=30, message="the remote CLI to end with its driver")
+    wait_for(lambda: _gone(cli) and _gone(child), timeout=30, message="the remote group to end with its driver")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -38,10 +39,11 @@ def test_cutting_the_lifeline_ends_the_watched_group_and_removes_the_scratch_fol
     child = psutil.Process(group.pid).children()[0]
     group.send_signal(signal.SIGSTOP)  # even a paused group ends
     lifeline.watch(group.pid)
-    assert not lifeline.guardian.poll() and not _gone(child.pid)
+    assert not _gone(lifeline.guardian_pid) and not _gone(child.pid)
+    assert psutil.Process(lifeline.guardian_pid).ppid() != os.getpid()  # no child of its starter
     lifeline.cut()  # as the actor's death closes it
-    assert lifeline.guardian.wait(15) == 0
-    assert group.wait(5) == -signal.SIGTERM
+    assert group.wait(15) == -signal.SIGTERM
+    wait_for(lambda: _gone(lifeline.guardian_pid), message="the guardian to finish")
     wait_for(lambda: _gone(child.pid), message="the group's other member to be gone")
     assert not scratch.exists()
 
@@ -52,4 +54,4 @@ def test_a_guardian_whose_group_ended_on_its_own_just_leaves(tmp_path):
     lifeline.watch(ended.pid)
     assert ended.wait(15) == 0
     lifeline.cut()
-    assert lifeline.guardian.wait(15) == 0
+    wait_for(lambda: _gone(lifeline.guardian_pid), message="the guardian to leave")
