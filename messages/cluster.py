@@ -36,6 +36,7 @@ class RemoteRunChanged(Message):
     """RemoteProcess -> its ``on_change`` callback: the run entered ``phase``."""
 
     phase: RemoteRunPhase
+    pid: int | None = Field(default=None, description="the CLI's pid on its node, once running")
     node_id: str | None = None
     node_ip: str | None = None
     detail: str = Field(default="", description="why it waits, what it runs as, how it ended")

@@ -149,6 +149,7 @@ def test_a_demo_agent_runs_on_the_slot_node_and_every_line_comes_back(cluster, t
     assert objects[0]["type"] == "system" and objects[-1]["type"] == "result" and not objects[-1]["is_error"]
     assert proc.node_id == cluster.slot_node_id
     assert [c.phase for c in seen] == ["running", "ended"] and seen[0].node_id == cluster.slot_node_id
+    assert seen[0].pid == proc.pid and seen[1].end == proc.end
     assert proc.end is not None and proc.end.kind == "exited"
     assert any(tmp_path.rglob("*.py"))  # it wrote its work where it was told, on the node's disk
 
@@ -210,7 +211,10 @@ def test_pause_resume_and_stop_act_on_the_whole_remote_group(cluster, tmp_path):
     wait_for(lambda: {leader.status(), child.status()} == {psutil.STATUS_STOPPED}, message="both stopped")
     assert proc.signal_group(signal.SIGCONT)
     wait_for(lambda: psutil.STATUS_STOPPED not in {leader.status(), child.status()}, message="both running")
-    wait_for(lambda: proc.latest_sample and proc.latest_sample.figures.processes == 2, message="a 2-process sample")
+    wait_for(
+        lambda: proc.latest_sample and set(proc.latest_sample.figures.pids) == {leader.pid, child.pid},
+        message="a sample of both processes",
+    )
     proc.signal_group(signal.SIGSTOP)  # a paused group is stopped too: SIGCONT comes first
     proc.terminate(grace_s=2.0)
     assert proc.reap() == -signal.SIGTERM

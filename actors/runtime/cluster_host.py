@@ -324,7 +324,9 @@ class RemoteProcess:
         self.phase = phase
         if self._on_change is None:
             return
-        fact = RemoteRunChanged(phase=phase, node_id=self.node_id, node_ip=self.node_ip, detail=detail, end=end)
+        fact = RemoteRunChanged(
+            phase=phase, pid=self.pid, node_id=self.node_id, node_ip=self.node_ip, detail=detail, end=end
+        )
         try:
             self._on_change(fact)
         except Exception:  # noqa: BLE001 - a listener's bug must not end the run

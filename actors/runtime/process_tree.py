@@ -17,6 +17,7 @@ class TreeFigures:
     """A tree at one instant. ``None``: not readable (AccessDenied)."""
 
     processes: int
+    pids: tuple[int, ...]  # the root first
     cpu_percent: float  # summed over the tree; 100 = one core
     rss_bytes: int | None
     open_files: int | None
@@ -63,4 +64,6 @@ class TreeReader:
                 rss = fds = None
             alive[proc.pid] = proc
         self._procs = alive
-        return TreeFigures(processes=len(alive), cpu_percent=round(cpu, 1), rss_bytes=rss, open_files=fds)
+        return TreeFigures(
+            processes=len(alive), pids=tuple(alive), cpu_percent=round(cpu, 1), rss_bytes=rss, open_files=fds
+        )
