@@ -1,5 +1,5 @@
 """The remote process host on a real local Ray cluster: a head without agent slots and a node
-with two, every server on 127.0.0.1, started once for the session (see tests/ray_cluster.py).
+with two, every server on 127.0.0.1, started once for the module (see tests/ray_cluster.py).
 
 The CLIs run on the slot node as children of its Ray workers, in process groups of their own;
 the tests read them through the driver's ``RemoteProcess`` exactly as a worker would.
@@ -73,8 +73,10 @@ class Cluster:
         return node
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Any:
+    """One cluster for the whole tier (this module), stopped when its last test is done so
+    that the rest of the suite does not share two cores with it."""
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     made = Cluster(root)
     print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
@@ -83,8 +85,9 @@ def cluster() -> Any:
     finally:
         ray.shutdown()
         left = made.local.stop()
+        conftest.SPARED_SESSIONS.difference_update(n.sid for n in made.local.nodes)
         shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"Ray processes left running: {left}"
+        assert not left, f"left after the cluster stopped: {left}"
 
 
 def _script(tmp_path: Path, body: str, name: str = "cli.py") -> Launch:
