@@ -202,3 +202,19 @@ def test_the_shape_measure_sees_nested_and_async_definitions():
         ("function", "Small.long", MAX_FUNCTION_LINES + 1),
         ("class", "Big", MAX_CLASS_LINES + 1),
     ]
+
+
+# The cluster path (the optional extra ``cluster``): the only product modules that import ray,
+# and imported by no other product module, so that without ray installed nothing changes.
+RAY_MODULES = {"actors/runtime/remote_host.py", "actors/runtime/cluster_host.py"}
+
+
+def test_only_the_cluster_path_imports_ray():
+    for folder in SUBPACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            imports = _imports(path)
+            if rel not in RAY_MODULES:
+                assert not {m for m in imports if m.split(".")[0] == "ray"}, f"{rel} imports ray"
+                cluster = {m for m in imports if m.endswith((".remote_host", ".cluster_host"))}
+                assert not cluster, f"{rel} imports {sorted(cluster)}: ray would be needed"

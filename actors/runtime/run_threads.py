@@ -14,10 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pykka
-from meta_orchestrator.actors.runtime.process_host import HostedProcess, iter_line_batches, monotonic
+from meta_orchestrator.actors.runtime.process_host import HostedProcess, monotonic
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.messages.worker import LinesRead, ProcessEnded, StopWorker
@@ -50,8 +50,8 @@ class RunThreads:
         """Pumps for both pipes, the reaper and the wall-clock watchdog of one run."""
         overflow = self._overflow_namer(run_id, file_stem)
         pumps = [
-            self._spawn(f"{self._agent}-{name}", self._pump, name, pipe, run_id, overflow)
-            for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            self._spawn(f"{self._agent}-{name}", self._pump, name, proc, run_id, overflow)
+            for name in ("stdout", "stderr")
         ]
         self._spawn(f"{self._agent}-reaper", self._reap, proc, pumps, run_id)
         self._spawn(f"{self._agent}-watchdog", self._watchdog, proc, clock, limit_s)
@@ -89,14 +89,12 @@ class RunThreads:
 
         return next_file
 
-    def _pump(self, stream: str, pipe: IO[bytes], run_id: int, overflow_file: Callable[[], Path]) -> None:
-        try:
-            for batch in iter_line_batches(pipe.fileno(), self._max_line_bytes, overflow_file):
+    def _pump(self, stream: str, proc: HostedProcess, run_id: int, overflow_file: Callable[[], Path]) -> None:
+        try:  # a local pipe or a remote run's lines: the process says how to read them
+            for batch in proc.line_batches(stream, self._max_line_bytes, overflow_file):
                 self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
-        finally:
-            pipe.close()
 
     def _forward(self, message: LinesRead) -> None:
         while not self.closing.is_set():
