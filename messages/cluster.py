@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from meta_orchestrator.messages.base import Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message
 
 RemoteRunPhase = Literal["placing", "waiting_for_slot", "running", "ended"]
 RemoteEndKind = Literal["exited", "node_lost", "spawn_failed", "cancelled"]
@@ -39,5 +39,29 @@ class RemoteRunChanged(Message):
     pid: int | None = Field(default=None, description="the CLI's pid on its node, once running")
     node_id: str | None = None
     node_ip: str | None = None
+    hostname: str | None = None
     detail: str = Field(default="", description="why it waits, what it runs as, how it ended")
     end: RemoteRunEnd | None = None
+
+
+class RunNode(Frozen):
+    """The cluster node a run was placed on: Ray's node id, its address, the machine's name."""
+
+    node_id: str
+    node_ip: str | None = None
+    hostname: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How a person reads it: ``host (address)``."""
+        return f"{self.hostname or self.node_id[:12]} ({self.node_ip or '?'})"
+
+
+class RunPlaced(Message):
+    """Worker -> the ``reply_to`` of a writing ``StartAssignment`` (the coordinator): its run
+    was placed on ``node`` and its CLI runs there now (a retry may land on another node)."""
+
+    agent: AgentName
+    assignment_id: str
+    node: RunNode
+    pid: int | None = Field(default=None, description="the CLI's pid on that node")

@@ -116,3 +116,26 @@ def test_in_a_flood_takes_gather_more_and_still_return_what_is_there():
     assert lingered.last_seq == flood.last_seq + 1  # waited at most the linger, then returned it
     quiet = buffer.take(lingered.last_seq, timeout_s=0, max_bytes=LINGER_BYTES)
     assert quiet.chunks == []  # a small take ends the flood: nothing waits for more
+
+
+def test_lines_handed_over_stay_until_their_reader_acknowledges_them():
+    cost = 1 + LINE_OVERHEAD
+    buffer = SequencedLines(max_bytes=3 * cost)
+    for text in ("a", "b", "c"):
+        buffer.put("stdout", _lines(text))
+    first = buffer.take(0, timeout_s=0, max_bytes=10_000, ack_seq=0)
+    assert first.last_seq == 3
+    # Handed over, none acknowledged: a new take has nothing new, and the buffer is still full.
+    assert buffer.take(3, timeout_s=0, max_bytes=10_000, ack_seq=0).chunks == []
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (buffer.put("stdout", _lines("d")), done.set()))
+    writer.start()
+    assert not done.wait(0.2)
+    again = buffer.take(1, timeout_s=0, max_bytes=10_000, ack_seq=1)  # the reader lost 2 and 3: sent again
+    assert [first for _, first, _, _, _ in again.chunks] == [2, 3]
+    assert done.wait(5)  # acknowledging line 1 made room for d
+    buffer.acknowledge(3)  # between takes: the driver recorded up to 3
+    rest = buffer.take(3, timeout_s=0, max_bytes=10_000, ack_seq=3)
+    assert [first for _, first, _, _, _ in rest.chunks] == [4]
+    assert buffer.take(4, timeout_s=0, max_bytes=10_000, ack_seq=99).chunks == []  # never beyond what it holds
+    writer.join(5)

@@ -81,6 +81,12 @@ def _run_parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the agent CLIs on the nodes of this Ray cluster that offer agent slots "
+        "(host:port or auto; [cluster] address); needs pip install 'meta-orchestrator[cluster]'",
+    )
     _unattended_flag(p)
     return p
 
@@ -149,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["questions.unattended"] = "defaults"
     if opts.allow_remote:
         overrides["web.allow_remote"] = True
+    if opts.cluster:
+        overrides["cluster.address"] = opts.cluster
     return _run_session(
         opts, overrides, task=opts.task, target=opts.target, demo=opts.demo, next_free_port=opts.next_free_port
     )

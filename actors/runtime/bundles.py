@@ -43,18 +43,24 @@ def bundle_of_commits(repo: Path, branch: str, since: str) -> bytes | None:
     return make_bundle(repo, branch, base=since)
 
 
-def checkout_from_bundle(data: bytes, dest: Path, branch: str) -> str:
-    """A new repository at ``dest`` (absent or empty) with ``branch`` of the bundle checked
-    out, and no remote pointing at the bundle. Returns the commit checked out."""
+def checkout_from_bundle(
+    data: bytes, dest: Path, branch: str, git_dir: Path | None = None, local_branch: str | None = None
+) -> str:
+    """A new repository at ``dest`` (absent or empty) with ``branch`` of the bundle (a branch
+    name, or any full ref name it carries) checked out as ``local_branch`` (default: the
+    same), and no remote pointing at the bundle. With ``git_dir`` the repository's git folder
+    is made there, outside the tree (the tree's ``.git`` is then a file naming it). Returns
+    the commit checked out."""
+    local = local_branch or branch
     with _bundle_file(data) as path:
         head = _head_named(path, branch)
         dest.mkdir(parents=True, exist_ok=True)
         if any(dest.iterdir()):
             raise BundleError(f"{dest} is not empty")
-        _git(dest, "init", "--quiet")
+        _git(dest, "init", "--quiet", *([f"--separate-git-dir={git_dir}"] if git_dir is not None else []))
         # The new repository's own (unborn) branch may have the same name: fetch into it anyway.
-        _git(dest, "fetch", "--quiet", "--update-head-ok", str(path), f"{head}:refs/heads/{branch}")
-        _git(dest, "checkout", "--quiet", "--force", branch)
+        _git(dest, "fetch", "--quiet", "--update-head-ok", str(path), f"{head}:refs/heads/{local}")
+        _git(dest, "checkout", "--quiet", "--force", local)
     return _git(dest, "rev-parse", "HEAD").strip()
 
 

@@ -8,10 +8,13 @@ one Ray actor per run (``remote_host.RunHost``) is placed on a node with a free
 outstanding on it and hands the chunks on, in order, to one bounded queue per stream.
 
 Memory stays bounded end to end: a consumer that falls behind fills its queue, the reader
-stops asking, the node's buffer fills and the CLI waits on its pipe. Each ``read_batch``
-acknowledges what the driver already holds (its lines are in this process from then on, so a
-lost node loses none of them). A run that cannot be placed now says so (``waiting_for_slot``)
-and waits; a host or node that dies ends the run as ``node_lost``.
+stops asking, the node's buffer fills and the CLI waits on its pipe. The node keeps every line
+until the consumer says it is recorded (``acknowledge``: the worker calls it once the lines
+are in its event file); each ``read_batch`` carries that mark, and a flood's mark goes ahead
+on its own when it has moved far, so the node's buffer does not wait on the next long-poll.
+A run that cannot be placed now says so (``waiting_for_slot``) and waits; a host or node that
+dies ends the run as ``node_lost``. With ``RemoteWork`` the run works in a checkout of its own
+on its node; its changes come back with its end (``work_back``).
 
 Every stream's ``line_batches`` must be consumed (as the worker's two pumps do): a stream
 nobody reads would fill its queue and hold the other back.
@@ -19,6 +22,7 @@ nobody reads would fill its queue and hold the other back.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -37,6 +41,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.line_buffer import SequencedLines, unpack
 from meta_orchestrator.actors.runtime.process_host import RawLine, SpawnCaps
+from meta_orchestrator.actors.runtime.remote_checkout import RemoteWork, WorkBack
 from meta_orchestrator.actors.runtime.remote_host import HostOptions, LineBatch, NodeSample, RemoteRunHost, RunStarted
 from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
@@ -50,6 +55,7 @@ HANDOFF_BYTES = 1_048_576  # at most this much in one batch handed to a consumer
 CALL_TIMEOUT_S = 30.0  # a signal or a piece of an over-long line, beyond any grace period
 OVERFLOW_PIECE = 1_048_576
 _WAIT_STEP_S = 0.25  # how often a waiting reader looks up from Ray to see if it was closed
+ACK_AHEAD_BYTES = 1_048_576  # recorded but not yet acknowledged: past this, the mark goes on its own
 
 OnChange = Callable[[RemoteRunChanged], None]
 
@@ -58,12 +64,26 @@ class _Closed(Exception):
     """The driver abandoned the run (close); the reader stops."""
 
 
-def connect(address: str, namespace: str = "meta-orchestrator") -> None:
+def connect(address: str, namespace: str = "meta-orchestrator") -> bool:
     """Join the Ray cluster at ``address`` (Ray's own forms: ``host:port``, ``auto``) as its
-    driver: no dashboard of our own, no usage statistics, the nodes' logs left on the nodes."""
+    driver: no dashboard of our own, no usage statistics, the nodes' logs left on the nodes.
+    False when this process is a driver already (then that connection is used)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    return True
+
+
+def disconnect() -> None:
+    """Leave the cluster (the runs this driver owns go with it)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def offered(resource: str) -> float:
+    """How much of ``resource`` the cluster's live nodes offer in all (busy or not)."""
+    return float(ray.cluster_resources().get(resource, 0))
 
 
 class RemoteProcess:
@@ -80,12 +100,19 @@ class RemoteProcess:
         notice_s: float,
         queue_bytes: int,
         on_change: OnChange | None,
+        work: RemoteWork | None = None,
+        bundle: Any = None,
+        hold_until_recorded: bool = False,
     ) -> None:
         self.pid: int | None = None  # on its node, once running
         self.pgid: int | None = None
         self.sandboxed = confinement is not None
         self.node_id: str | None = None
         self.node_ip: str | None = None
+        self.hostname: str | None = None
+        self.workdir: str | None = None  # the node's checkout, with RemoteWork
+        self.work_back: WorkBack | None = None  # what its checkout gave back at the end
+        self.launch = launch  # as the driver built it (the node's paths may differ)
         self.phase: RemoteRunPhase = "placing"
         self.end: RemoteRunEnd | None = None
         self.spawn_error: OSError | None = None  # what the node's spawn raised
@@ -107,7 +134,16 @@ class RemoteProcess:
         self._closing = threading.Event()
         self._cancelled = False
         self._released = False
-        self._start_ref = actor.start.remote(launch, confinement, options)
+        # What the consumers recorded, as the node's seq: (stream, last seq, that stream's
+        # lines received up to it) per chunk received and not yet acknowledged.
+        self._unrecorded: collections.deque[tuple[str, int, int, int]] = collections.deque()
+        self._received = {name: 0 for name in self._streams}
+        self._recorded = {name: 0 for name in self._streams}
+        self.ack_seq = 0  # every line up to it is recorded: the node may drop it
+        self._hold = hold_until_recorded  # False: a line is dropped once the driver holds it
+        self._ack_sent = 0
+        self._ack_bytes = 0  # recorded since the mark last went to the node
+        self._start_ref = actor.start.remote(launch, confinement, options, work, bundle)
         self._reader = threading.Thread(target=self._run, name="remote-run-reader", daemon=True)
         self._reader.start()
 
@@ -199,6 +235,28 @@ class RemoteProcess:
         except RayError as exc:  # lost meanwhile: the reader reports it
             log.warning("stopping the remote run on %s failed: %s", self.node_ip, exc)
 
+    def acknowledge(self, stream: str, count: int) -> None:
+        """The consumer has recorded the next ``count`` lines of ``stream``: the node may drop
+        them once every line before them is recorded too."""
+        if not self._hold:
+            return
+        eager = False
+        with self._lock:
+            self._recorded[stream] += count
+            while self._unrecorded:
+                name, last, received, size = self._unrecorded[0]
+                if self._recorded[name] < received:
+                    break
+                self._unrecorded.popleft()
+                self.ack_seq = last
+                self._ack_bytes += size
+            if self._ack_bytes >= ACK_AHEAD_BYTES and self.ack_seq > self._ack_sent and not self._exited.is_set():
+                eager = True
+                self._ack_sent, self._ack_bytes = self.ack_seq, 0
+        if eager:
+            with contextlib.suppress(RayError):
+                self._actor.acknowledge.remote(self._ack_sent)  # not waited for: the next poll carries it too
+
     # -- the driver's own -----------------------------------------------------------------------------
 
     def wait_started(self, timeout: float) -> bool:
@@ -265,17 +323,20 @@ class RemoteProcess:
     def _on_started(self, started: RunStarted) -> None:
         self.pid, self.pgid = started.pid, started.pgid
         self.node_id, self.node_ip = started.node_id, started.node_ip
+        self.hostname, self.workdir = started.hostname, started.workdir
         self._change("running", detail=f"pid {started.pid} on {started.hostname} ({started.node_ip})")
         self._started.set()
 
     def _read_all(self) -> RemoteRunEnd:
         expected = 1
-        ref = self._actor.read_batch.remote(0, self._poll_s)
+        ref = self._actor.read_batch.remote(0, self._poll_s, 0)
         while True:
             batch: LineBatch = self._get(ref)
             self.batches_received += 1
-            if batch.end is None:  # ask again at once (acknowledging), then hand these on
-                ref = self._actor.read_batch.remote(batch.last_seq, self._poll_s)
+            if batch.end is None:  # ask again at once (with what is recorded), then hand these on
+                with self._lock:
+                    self._ack_sent, self._ack_bytes = self.ack_seq if self._hold else batch.last_seq, 0
+                ref = self._actor.read_batch.remote(batch.last_seq, self._poll_s, self._ack_sent)
             if batch.sample is not None:
                 self.latest_sample = batch.sample
             self.buffered_peak = batch.buffered_peak
@@ -284,9 +345,14 @@ class RemoteProcess:
                     log.error("remote run on %s: expected line %d, got %d", self.node_ip, expected, first)
                 expected = first + count
                 self.lines_received += count
+                if self._hold:
+                    with self._lock:
+                        self._received[stream] += count
+                        self._unrecorded.append((stream, first + count - 1, self._received[stream], len(packed)))
                 self._streams[stream].put_packed(stream, count, packed, extras)  # waits while behind
             if batch.end is not None:
                 end = batch.end
+                self.work_back = end.work
                 return RemoteRunEnd(
                     kind="exited",
                     returncode=end.returncode,
@@ -325,7 +391,13 @@ class RemoteProcess:
         if self._on_change is None:
             return
         fact = RemoteRunChanged(
-            phase=phase, pid=self.pid, node_id=self.node_id, node_ip=self.node_ip, detail=detail, end=end
+            phase=phase,
+            pid=self.pid,
+            node_id=self.node_id,
+            node_ip=self.node_ip,
+            hostname=self.hostname,
+            detail=detail,
+            end=end,
         )
         try:
             self._on_change(fact)
@@ -346,6 +418,8 @@ class ClusterProcessHost:
     """Starts CLIs on cluster nodes that offer a free agent slot (the driver must be
     connected: ``connect``)."""
 
+    remote = True  # its CLIs run on other machines: their folders travel by git (remote_workdir)
+
     def __init__(
         self,
         caps: SpawnCaps | None = None,
@@ -355,7 +429,12 @@ class ClusterProcessHost:
         notice_s: float = 1.0,
         queue_bytes: int = QUEUE_BYTES,
         on_change: OnChange | None = None,
+        hold_until_recorded: bool = False,
     ) -> None:
+        """``hold_until_recorded``: the node keeps each line until the consumer says it is
+        recorded (``RemoteProcess.acknowledge``, as the worker does); False: until the driver
+        holds it (for a consumer that does not acknowledge)."""
+        self._hold = hold_until_recorded
         self._queue_bytes = queue_bytes
         self._resources = dict(resources or {AGENT_SLOT: 1})
         base = options or HostOptions()
@@ -367,11 +446,18 @@ class ClusterProcessHost:
         self._lock = threading.Lock()
 
     def spawn(
-        self, launch: Launch, confinement: Confinement | None = None, on_change: OnChange | None = None
+        self,
+        launch: Launch,
+        confinement: Confinement | None = None,
+        on_change: OnChange | None = None,
+        work: RemoteWork | None = None,
+        bundle: bytes | None = None,
     ) -> RemoteProcess:
         """Ask for a slot and start the CLI there; returns at once (the run is ``placing``).
-        Where the node cannot start it, the run ends ``spawn_failed`` with ``spawn_error``."""
+        With ``work``, the node checks ``bundle`` out first and the CLI works there. Where the
+        node cannot start it, the run ends ``spawn_failed`` (``spawn_error``: what it raised)."""
         actor = RemoteRunHost.options(resources=self._resources).remote()
+        bundle_ref = ray.put(bundle) if bundle is not None else None  # the object store carries it
         process = RemoteProcess(
             actor,
             launch,
@@ -382,6 +468,9 @@ class ClusterProcessHost:
             self._notice_s,
             self._queue_bytes,
             on_change or self._on_change,
+            work,
+            bundle_ref,
+            self._hold,
         )
         with self._lock:
             self._started.add(process)
@@ -419,4 +508,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AGENT_SLOT", "ClusterProcessHost", "RemoteProcess", "connect"]
+__all__ = ["AGENT_SLOT", "ClusterProcessHost", "RemoteProcess", "connect", "disconnect", "offered"]

@@ -1,10 +1,13 @@
 """A bounded buffer of one CLI run's lines, numbered, between its pipes and a distant reader.
 
 The pump threads put what each read of a pipe returned (a chunk of lines); the reader's
-long-poll takes the chunks after the last sequence number it holds, and naming that number
-acknowledges everything up to it: only then is a line dropped, so a reply lost on the way is
-simply asked for again. A full buffer blocks the pump (the CLI then waits on its pipe)
-rather than drop a line. Threads and a condition only; the remote host wraps it.
+long-poll takes the chunks after the last sequence number it holds (``after_seq``), and a
+separate number (``ack_seq``, by default the same) acknowledges the lines the reader has
+made safe: the driver advances it only once the lines are written to its event files. Only
+an acknowledged line is dropped, so a line handed over but not yet recorded is still here
+if its reader is lost, and a reply lost on the way is simply asked for again. A full buffer
+(taken and untaken lines alike) blocks the pump (the CLI then waits on its pipe) rather
+than drop a line. Threads and a condition only; the remote host wraps it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def unpack(count: int, packed: bytes, extras: Extras) -> list[RawLine]:
     return lines
 
 
+# A chunk as the buffer holds it: the chunk and what it counts against the bound.
+_Held = tuple[str, int, int, bytes, Extras, int]
+
+
 @dataclass(frozen=True)
 class Taken:
     """What one take returns: whole chunks in sequence order, the last number they reach
@@ -65,8 +72,11 @@ class SequencedLines:
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._chunks: collections.deque[tuple[str, int, int, bytes, Extras, int]] = collections.deque()
-        self._bytes = 0
+        # Not yet handed over, and handed over but not yet acknowledged, each in seq order.
+        self._chunks: collections.deque[_Held] = collections.deque()
+        self._sent: collections.deque[_Held] = collections.deque()
+        self._bytes = 0  # both queues: what the bound counts
+        self._new_bytes = 0  # ``_chunks`` alone: what a lingering take waits for
         self._peak = 0
         self._next_seq = 1
         self._finished = False
@@ -103,6 +113,7 @@ class SequencedLines:
             self._chunks.append((stream, self._next_seq, count, packed, extras, cost))
             self._next_seq += count
             self._bytes += cost
+            self._new_bytes += cost
             self._peak = max(self._peak, self._bytes)
             self._changed.notify_all()
             return True
@@ -118,28 +129,31 @@ class SequencedLines:
         with self._changed:
             self._closed = True
             self._chunks.clear()
-            self._bytes = 0
+            self._sent.clear()
+            self._bytes = self._new_bytes = 0
             self._changed.notify_all()
 
-    def take(self, after_seq: int, timeout_s: float, max_bytes: int) -> Taken:
-        """Acknowledge every line up to ``after_seq``, then return the chunks after it: when
-        there are some, else when one arrives, the end comes or ``timeout_s`` passes. At most
-        about ``max_bytes`` (always at least one chunk). Chunks are whole: a chunk is dropped
-        once all of it is acknowledged, and one acknowledged part-way is returned again from
-        its start (the reader skips the numbers it has).
+    def take(self, after_seq: int, timeout_s: float, max_bytes: int, ack_seq: int | None = None) -> Taken:
+        """Acknowledge every line up to ``ack_seq`` (``after_seq`` when not given; never
+        beyond it), then return the chunks after ``after_seq``: when there are some, else when
+        one arrives, the end comes or ``timeout_s`` passes. At most about ``max_bytes`` (always
+        at least one chunk). Chunks are whole: a chunk is dropped once all of it is
+        acknowledged, and one the reader holds only part of is returned again from its start
+        (the reader skips the numbers it has).
 
         After a take of ``FLOOD_BYTES`` or more (a flood) it waits up to ``LINGER_S`` for
-        ``LINGER_BYTES`` (or ``max_bytes``) to gather, so that a flood costs a few large takes and not one per
-        pipe read; a quiet stream is answered at once."""
+        ``LINGER_BYTES`` (or ``max_bytes``) of new lines to gather, so that a flood costs a few
+        large takes and not one per pipe read; a quiet stream is answered at once."""
         deadline = time.monotonic() + timeout_s
         flood = self._last_take_bytes >= FLOOD_BYTES
         with self._changed:
-            self._acknowledge(after_seq)
+            self._handed_over(after_seq)
+            self._acknowledge(after_seq if ack_seq is None else min(ack_seq, after_seq))
             linger_until: float | None = None
             while not self._closed and not self._finished:
                 now = time.monotonic()
                 if self._next_seq - 1 > after_seq:  # lines are there
-                    if not flood or self._bytes >= min(LINGER_BYTES, max_bytes):
+                    if not flood or self._new_bytes >= min(LINGER_BYTES, max_bytes):
                         break
                     if linger_until is None:
                         linger_until = min(deadline, now + LINGER_S)
@@ -163,14 +177,31 @@ class SequencedLines:
             self._last_take_bytes = size
             return Taken(chunks=chunks, last_seq=last, ended=ended)
 
+    def _handed_over(self, after_seq: int) -> None:
+        """The reader holds every line up to ``after_seq`` (lock held): those chunks wait for
+        their acknowledgement apart; sent ones it says it lacks (a lost reply) go out again."""
+        while self._chunks and self._chunks[0][1] + self._chunks[0][2] - 1 <= after_seq:
+            held = self._chunks.popleft()
+            self._sent.append(held)
+            self._new_bytes -= held[5]
+        while self._sent and self._sent[-1][1] + self._sent[-1][2] - 1 > after_seq:
+            held = self._sent.pop()
+            self._chunks.appendleft(held)
+            self._new_bytes += held[5]
+
+    def acknowledge(self, seq: int) -> None:
+        """The reader has made every line up to ``seq`` safe: drop them (between takes)."""
+        with self._changed:
+            self._acknowledge(seq)
+
     def _acknowledge(self, seq: int) -> None:
-        """Drop the chunks every line of which is at or before ``seq`` (lock held)."""
+        """Drop the handed-over chunks every line of which is at or before ``seq`` (lock held)."""
         dropped = False
-        while self._chunks:
-            _, first, count, _, _, cost = self._chunks[0]
+        while self._sent:
+            _, first, count, _, _, cost = self._sent[0]
             if first + count - 1 > seq:
                 break
-            self._chunks.popleft()
+            self._sent.popleft()
             self._bytes -= cost
             dropped = True
         if dropped:

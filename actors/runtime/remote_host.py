@@ -4,8 +4,11 @@ It is the process host of this machine moved onto another one: the CLI is starte
 ``ProcessHost`` (its own process group, the same bubblewrap sandbox), its pipes are read by
 the same ``iter_line_batches`` into a bounded, numbered buffer, and its group is signalled
 as ``HostedProcess`` does. The driver (the orchestrator) keeps one ``read_batch`` long-poll
-outstanding per run; each call acknowledges what came before and carries a fresh sample of
-the process tree as this node sees it.
+outstanding per run; each call says what the driver holds, acknowledges what it has recorded
+(``ack_seq``: only then is a line dropped here), and carries a fresh sample of the process
+tree as this node sees it. With ``RemoteWork`` the CLI works in a checkout of its own, made
+from the bundle the driver sent, and its changes go back as a bundle with the run's end
+(``remote_checkout``).
 
 How the run ends when the driver goes away: the actor is owned by the driver, and Ray
 destroys an actor whose owner died (fate sharing, no extra traffic, no false alarm while the
@@ -38,6 +41,7 @@ from meta_orchestrator.actors.runtime.line_buffer import Chunk, SequencedLines
 from meta_orchestrator.actors.runtime.lifeline import Lifeline
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
 from meta_orchestrator.actors.runtime.process_tree import TreeFigures, TreeReader
+from meta_orchestrator.actors.runtime.remote_checkout import NodeCheckout, RemoteWork, WorkBack
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,7 @@ class RunStarted:
     node_ip: str
     hostname: str
     host_pid: int  # the actor's own process
+    workdir: str | None = None  # the node's checkout, when the work travelled by git
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class HostEnd:
 
     returncode: int  # negative: the signal that ended it
     stragglers: int  # processes it left in its group, ended by the host
+    work: WorkBack | None = None  # the run's changes, when it worked in a checkout of its own
 
 
 @dataclass(frozen=True)
@@ -115,16 +121,31 @@ class RunHost:
         self._sample_sent: NodeSample | None = None
         self._sample_lock = threading.Lock()
         self._lifeline: Lifeline | None = None
+        self._checkout: NodeCheckout | None = None
 
-    def start(self, launch: Launch, confinement: Confinement | None, options: HostOptions) -> RunStarted:
-        """Start the CLI as the local host would. Raises what ``ProcessHost.spawn`` raises."""
+    def start(
+        self,
+        launch: Launch,
+        confinement: Confinement | None,
+        options: HostOptions,
+        work: RemoteWork | None = None,
+        bundle: bytes | None = None,
+    ) -> RunStarted:
+        """Start the CLI as the local host would; with ``work``, in a checkout made from
+        ``bundle`` (Ray hands the object store's bytes). Raises what ``ProcessHost.spawn``
+        raises, or a ``BundleError``."""
         if self._proc is not None:
             raise RuntimeError("this host already runs a CLI")
         self._options = options
         self._buffer = SequencedLines(options.buffer_bytes)
         self._scratch = Path(tempfile.mkdtemp(prefix="orchestrate-run-"))  # 0700
-        # The guardian first: from the spawn on, the group is never without one.
+        # The guardian first: from the spawn on, the group is never without one (and the
+        # checkout, in the scratch folder, goes with the run whatever ends it).
         self._lifeline = Lifeline(self._scratch, options.guard_grace_s)
+        if work is not None:
+            self._checkout = NodeCheckout(work, self._scratch)
+            self._checkout.make(bundle or b"")
+            launch, confinement = self._checkout.rewrite(launch, confinement)
         proc = ProcessHost(options.caps).spawn(launch, confinement)
         self._lifeline.watch(proc.pgid)
         self._proc = proc
@@ -140,12 +161,14 @@ class RunHost:
             node_ip=ray.util.get_node_ip_address(),
             hostname=socket.gethostname(),
             host_pid=os.getpid(),
+            workdir=str(self._checkout.tree) if self._checkout is not None else None,
         )
 
-    def read_batch(self, after_seq: int, timeout_s: float) -> LineBatch:
-        """Acknowledge the lines up to ``after_seq``; return those after it as soon as there
-        are some (or the end), else after ``timeout_s`` with none."""
-        taken = self._buffer.take(after_seq, timeout_s, self._options.batch_bytes)
+    def read_batch(self, after_seq: int, timeout_s: float, ack_seq: int | None = None) -> LineBatch:
+        """The driver holds the lines up to ``after_seq`` and has recorded those up to
+        ``ack_seq`` (default: all it holds; these are dropped); return the lines after
+        ``after_seq`` as soon as there are some (or the end), else after ``timeout_s``."""
+        taken = self._buffer.take(after_seq, timeout_s, self._options.batch_bytes, ack_seq)
         return LineBatch(
             chunks=taken.chunks,
             last_seq=taken.last_seq,
@@ -153,6 +176,11 @@ class RunHost:
             sample=self._fresh_sample(),
             buffered_peak=self._buffer.peak_bytes,
         )
+
+    def acknowledge(self, seq: int) -> None:
+        """The driver has recorded every line up to ``seq`` (between two long-polls: room for
+        a flood the driver is still writing)."""
+        self._buffer.acknowledge(seq)
 
     def signal_group(self, sig: int) -> bool:
         """``HostedProcess.signal_group`` on this node; False when the CLI is gone."""
@@ -198,7 +226,10 @@ class RunHost:
         stragglers = self._proc.end_stragglers(STRAGGLER_GRACE_S)
         for pump in pumps:
             pump.join()  # every line is in the buffer before the end is
-        self._end = HostEnd(returncode=self._proc.reap(), stragglers=stragglers)
+        returncode = self._proc.reap()
+        checkout = self._checkout
+        work = checkout.collect() if checkout is not None and checkout.work.bring_back else None
+        self._end = HostEnd(returncode=returncode, stragglers=stragglers, work=work)
         self._buffer.finish()
 
     def _overflow_file(self) -> Path:

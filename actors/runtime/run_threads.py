@@ -45,10 +45,14 @@ class RunThreads:
         self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_BATCHES)
         self._late_lines: list[LinesRead] = []
         self._threads: list[threading.Thread] = []
+        # A remote run's node keeps each line until it is recorded: told here, per run.
+        self._acknowledge: dict[int, Callable[[str, int], None]] = {}
 
     def watch(self, proc: HostedProcess, run_id: int, clock: RunClock, limit_s: float, file_stem: str) -> None:
         """Pumps for both pipes, the reaper and the wall-clock watchdog of one run."""
         overflow = self._overflow_namer(run_id, file_stem)
+        acknowledge = getattr(proc, "acknowledge", None)
+        self._acknowledge = {run_id: acknowledge} if acknowledge is not None else {}
         pumps = [
             self._spawn(f"{self._agent}-{name}", self._pump, name, proc, run_id, overflow)
             for name in ("stdout", "stderr")
@@ -63,9 +67,13 @@ class RunThreads:
     def terminate(self, proc: HostedProcess, grace_s: float) -> None:
         self._spawn(f"{self._agent}-terminate", proc.terminate, grace_s)
 
-    def recorded(self) -> None:
-        """The actor handled one ``LinesRead``: a pump may tell another."""
+    def recorded(self, message: LinesRead) -> None:
+        """The actor handled one ``LinesRead`` (its lines are on disk): a pump may tell
+        another, and a remote run's node may drop them."""
         self._in_flight.release()
+        acknowledge = self._acknowledge.get(message.run_id)
+        if acknowledge is not None:
+            acknowledge(message.stream, len(message.lines))
 
     def join(self, timeout: float) -> list[LinesRead]:
         """Wait for every thread (after ``closing`` is set); the lines told too late to the actor."""
