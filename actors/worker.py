@@ -287,6 +287,7 @@ class Worker(pykka.ThreadingActor):
             returncode = 0
         self._record(self._parser.finish(returncode, tail), raw=None)
         outcome = self._parser.outcome()
+        outcome = outcome.model_copy(update={"files_written": remote.here(outcome.files_written)})
         if remote.error:
             outcome = outcome.model_copy(update={"success": False, "error": remote.error})
         current = self._current

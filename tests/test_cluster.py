@@ -371,6 +371,15 @@ def test_an_over_long_line_is_copied_whole_from_the_node(cluster, tmp_path):
 
 
 def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe, demo_env):
+    target = tmp_path / "target"  # a git work tree: the run's folder travels to its node by git
+    target.mkdir()
+    (target / "README.md").write_text("# target\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "start"],
+    ):
+        subprocess.run(["git", *args], cwd=target, check=True, capture_output=True)
     worker = Worker.start(
         agent="claude",
         adapter=get_adapter("claude"),
@@ -378,10 +387,10 @@ def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe
         session_settings=SessionSettings(stop_grace_s=1.0),
         session_id="test-session",
         session_dir=tmp_path / "session",
-        target=tmp_path,
+        target=target,
         listeners=(probe.ref,),
         base_env=demo_env,
-        host=ClusterProcessHost(),
+        host=ClusterProcessHost(hold_until_recorded=True),
     )
     worker.tell(StartAssignment(assignment_id="a-1", prompt=PROMPT, reply_to=probe.ref))
     finished = probe.expect(AssignmentFinished, timeout=90)
@@ -389,6 +398,11 @@ def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe
     records = read_jsonl(tmp_path / "session" / "claude.jsonl").records
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     assert finished.outcome.final_text
+    # It ran in a checkout on its node; what it wrote there is in the target now, uncommitted.
+    placed = next(r for r in records if r["payload"].get("kind") == "placed")
+    assert cluster.slot_node_id in placed["payload"]["details"]["node_id"]
+    assert any(target.rglob("*.py")) and "orchestrate-run-" not in str(next(target.rglob("*.py")))
+    assert any(r["payload"].get("kind") == "remote_work" for r in records)
 
 
 # A CLI with a child of its own in its group: Ray ends an exiting worker's direct children

@@ -22,6 +22,7 @@ is where its retry begins. No ray here (the cluster host is duck-typed: ``spawn`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -58,6 +59,14 @@ class RunEnd:
     kind: str | None = None
     spawn_error: str | None = None
     changes: str | None = None  # what came back, said in the run's log
+    moved: tuple[str, str] | None = None  # (the node's checkout, the driver's folder)
+
+    def here(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """Paths the CLI named on its node, as the driver's (its files written)."""
+        if self.moved is None:
+            return paths
+        node, local = self.moved
+        return tuple(local + p[len(node) :] if p == node or p.startswith(node + "/") else p for p in paths)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class SentWork:
 
     git: Git
     git_dir: Path
+    top: str
     start: str
     start_ref: str
     index: Path  # the private index of the start (its stat data saves re-reading the files)
@@ -133,9 +143,13 @@ def finish(proc: Any, sent: SentWork | None) -> RunEnd:
             )
         if end.kind == "spawn_failed":
             return RunEnd(spawn_error=_spawn_failure(proc))
-        if sent is None or not sent.bring_back:
+        if sent is None:
             return RunEnd()
-        return _bring_back(sent, getattr(proc, "work_back", None), f"{proc.hostname} ({proc.node_ip})")
+        moved = (proc.workdir, sent.top) if getattr(proc, "workdir", None) else None
+        if not sent.bring_back:
+            return RunEnd(moved=moved)
+        back = _bring_back(sent, getattr(proc, "work_back", None), f"{proc.hostname} ({proc.node_ip})")
+        return dataclasses.replace(back, moved=moved)
     finally:
         if sent is not None:
             _forget(sent)
@@ -173,9 +187,9 @@ def _send(folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...])
         git.run("update-ref", start_ref, start)
         bundle = make_bundle(Path(git_dir), start_ref)
     except (WorkspaceError, BundleError) as exc:
-        _forget(SentWork(git, Path(git_dir), "", start_ref, index, private, writing))
+        _forget(SentWork(git, Path(git_dir), top, "", start_ref, index, private, writing))
         raise RemoteWorkError(f"cannot send {folder} to the cluster node: {exc}") from None
-    sent = SentWork(git, Path(git_dir), start, start_ref, index, private, writing)
+    sent = SentWork(git, Path(git_dir), top, start, start_ref, index, private, writing)
     work = RemoteWork(
         head=start_ref, start=start, local_top=top, bring_back=writing, subject=subject, stand_ins=stand_ins
     )
