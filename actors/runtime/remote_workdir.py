@@ -143,6 +143,8 @@ def finish(proc: Any, sent: SentWork | None) -> RunEnd:
             )
         if end.kind == "spawn_failed":
             return RunEnd(spawn_error=_spawn_failure(proc))
+        if end.kind == "cancelled":
+            return RunEnd()  # stopped before it was placed: it never ran
         if sent is None:
             return RunEnd()
         moved = (proc.workdir, sent.top) if getattr(proc, "workdir", None) else None

@@ -8,7 +8,8 @@ A head without agent slots and one node with them (tests/ray_cluster.py: every s
 
 1. throughput: one CLI printing lines as fast as it can, read to the end through each path
    (from the first line received to the last, so the remote run's placement is not counted;
-   placement is printed apart);
+   placement is printed apart); the remote path as sessions use it: the node keeps each batch
+   until the reader acknowledges it, as the worker does once the lines are recorded;
 2. latency at 100 lines/s: each line carries the time it was printed; the reader's clock
    at receipt minus that (same machine, same clock), p50/p99/max;
 3. the driver's RSS with 64 remote runs streaming at once (a Python one-liner each).
@@ -56,6 +57,9 @@ def _read(proc: Any, overflow_dir: Path, timed: bool = False) -> dict[str, Any]:
     def overflow() -> Path:
         return overflow_dir / f"overflow-{next(spill)}.txt"
 
+    # As the worker does: a remote run's node keeps each batch until it is recorded.
+    acknowledge = getattr(proc, "acknowledge", lambda stream, count: None)
+
     def stdout() -> None:
         for batch in proc.line_batches("stdout", 1_048_576, overflow):
             now = time.time_ns()
@@ -66,10 +70,11 @@ def _read(proc: Any, overflow_dir: Path, timed: bool = False) -> dict[str, Any]:
                 marker = data.find(b'"text":"')
                 if marker != -1:
                     stamps.append((now, int(data[marker + 8 : data.index(b" ", marker)])))
+            acknowledge("stdout", len(batch))
 
     def stderr() -> None:
-        for _ in proc.line_batches("stderr", 1_048_576, overflow):
-            pass
+        for batch in proc.line_batches("stderr", 1_048_576, overflow):
+            acknowledge("stderr", len(batch))
 
     threads = [threading.Thread(target=f) for f in (stdout, stderr)]
     for thread in threads:
@@ -94,7 +99,7 @@ def run_remote(argv: list[str], folder: Path, timed: bool = False) -> dict[str, 
     from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost
 
     started = time.perf_counter()
-    proc = ClusterProcessHost().spawn(_launch(argv, folder))
+    proc = ClusterProcessHost(hold_until_recorded=True).spawn(_launch(argv, folder))  # as in a session
     assert proc.wait_started(120), "no slot"
     placed = time.perf_counter() - started
     result = _read(proc, folder, timed)
@@ -148,7 +153,7 @@ def driver_rss(runs: int, folder: Path) -> list[str]:
     me = psutil.Process()
     gc.collect()
     before = me.memory_info().rss
-    host = ClusterProcessHost()
+    host = ClusterProcessHost(hold_until_recorded=True)
     argv = [sys.executable, "-c", ONE_LINER.format(n=100_000)]
     started = time.perf_counter()
     procs = [host.spawn(_launch(argv, folder)) for _ in range(runs)]
