@@ -268,11 +268,8 @@ class Worker(pykka.ThreadingActor):
             self._set_status("idle")
             self._reply_not_started(current, remote.spawn_error)
             return
-        if remote.changes:
-            self._record([draft("status", kind="remote_work", text=remote.changes)], raw=None)
-        if remote.error:
-            cause = {"cause": remote.kind}
-            self._record([draft("error", kind=remote.kind, text=remote.error, terminal=True, details=cause)], raw=None)
+        if remote.drafts():
+            self._record(remote.drafts(), raw=None)
         tail = tuple(self._stderr.tail)
         returncode = message.returncode
         if self._stopped_by == AFTER_RESULT:

@@ -184,6 +184,37 @@ def test_lines_arrive_in_order_and_a_full_buffer_holds_the_cli_back(cluster, tmp
     assert bound / 2 < proc.buffered_peak <= bound + 512 * 1024  # bounded: at most one read over
 
 
+def test_held_lines_stay_on_the_node_until_the_consumer_says_they_are_recorded(cluster, tmp_path):
+    launch = _script(tmp_path, "for i in range(100_000):\n    print('line', i)\n")
+    bound = 128 * 1024
+    host = ClusterProcessHost(options=HostOptions(buffer_bytes=bound, batch_bytes=32 * 1024), hold_until_recorded=True)
+    proc = host.spawn(launch)
+    recorded = threading.Event()
+    got: list[RawLine] = []
+
+    def consume(stream: str) -> None:
+        for batch in proc.line_batches(stream, 1_048_576, lambda: tmp_path / "overflow"):
+            if stream == "stdout":
+                got.extend(batch)
+            recorded.wait()  # as a worker that has not yet written them
+            proc.acknowledge(stream, len(batch))
+
+    readers = [threading.Thread(target=consume, args=(s,), daemon=True) for s in ("stdout", "stderr")]
+    for reader in readers:
+        reader.start()
+    assert proc.wait_started(60)
+    # The driver has room for far more, but the node keeps what is not recorded: the CLI waits.
+    wait_for(lambda: "pipe_write" in _wchan(proc.pid), timeout=30, message="the CLI to block on its full pipe")
+    # (128 KiB at 22 bytes or more a line, and one pipe read beyond it: under 10,000 of 100,000.)
+    assert proc.lines_received < 10_000 and proc.ack_seq == 0
+    recorded.set()
+    assert proc.reap() == 0
+    for reader in readers:
+        reader.join(60)
+    assert [data for data, _, _ in got] == [f"line {i}".encode() for i in range(100_000)]
+    assert proc.ack_seq == 100_000 and proc.buffered_peak <= bound + 64 * 1024
+
+
 def _wchan(pid: int | None) -> str:
     """The kernel function a process sleeps in ("pipe_write", "anon_pipe_write": a full pipe)."""
     try:

@@ -135,7 +135,7 @@ class RemoteProcess:
         self._cancelled = False
         self._released = False
         # What the consumers recorded, as the node's seq: (stream, last seq, that stream's
-        # lines received up to it) per chunk received and not yet acknowledged.
+        # lines received up to it, its bytes) per chunk received and not yet acknowledged.
         self._unrecorded: collections.deque[tuple[str, int, int, int]] = collections.deque()
         self._received = {name: 0 for name in self._streams}
         self._recorded = {name: 0 for name in self._streams}
@@ -240,7 +240,6 @@ class RemoteProcess:
         them once every line before them is recorded too."""
         if not self._hold:
             return
-        eager = False
         with self._lock:
             self._recorded[stream] += count
             while self._unrecorded:
@@ -250,12 +249,13 @@ class RemoteProcess:
                 self._unrecorded.popleft()
                 self.ack_seq = last
                 self._ack_bytes += size
-            if self._ack_bytes >= ACK_AHEAD_BYTES and self.ack_seq > self._ack_sent and not self._exited.is_set():
-                eager = True
+            eager = self._ack_bytes >= ACK_AHEAD_BYTES and self.ack_seq > self._ack_sent and not self._exited.is_set()
+            if eager:
                 self._ack_sent, self._ack_bytes = self.ack_seq, 0
+            mark = self._ack_sent
         if eager:
             with contextlib.suppress(RayError):
-                self._actor.acknowledge.remote(self._ack_sent)  # not waited for: the next poll carries it too
+                self._actor.acknowledge.remote(mark)  # not waited for: the next poll carries it too
 
     # -- the driver's own -----------------------------------------------------------------------------
 

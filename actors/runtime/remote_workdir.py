@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.adapters.base import Draft, Launch, draft
 from meta_orchestrator.actors.runtime.bundles import BundleError, apply_bundle, make_bundle
 from meta_orchestrator.actors.runtime.git_command import TOOL_IDENTITY, Git, WorkspaceError
 from meta_orchestrator.actors.runtime.process_host import describe_spawn_error
@@ -60,6 +60,13 @@ class RunEnd:
     spawn_error: str | None = None
     changes: str | None = None  # what came back, said in the run's log
     moved: tuple[str, str] | None = None  # (the node's checkout, the driver's folder)
+
+    def drafts(self) -> list[Draft]:
+        """The events that say it in the run's log (a node_lost error is Recovery's evidence)."""
+        out = [draft("status", kind="remote_work", text=self.changes)] if self.changes else []
+        if self.error:
+            out.append(draft("error", kind=self.kind, text=self.error, terminal=True, details={"cause": self.kind}))
+        return out
 
     def here(self, paths: tuple[str, ...]) -> tuple[str, ...]:
         """Paths the CLI named on its node, as the driver's (its files written)."""
