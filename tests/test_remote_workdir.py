@@ -187,3 +187,33 @@ def test_a_local_host_just_spawns(tmp_path):
         None,
     )
     assert remote_workdir.finish(object(), None) == remote_workdir.RunEnd()
+
+
+def test_a_remote_run_in_an_assignment_checkout_is_committed_and_merged_as_a_local_one(repo, tmp_path):
+    from meta_orchestrator.actors.runtime.session_files import private_dir
+    from meta_orchestrator.actors.runtime.workspaces import open_session_repo
+
+    user = _state(repo)
+    session = open_session_repo(repo, private_dir(private_dir(tmp_path / "ws") / "s1"), "s1").repo
+    assert session is not None
+    checkout = session.checkout("implement")
+    cluster = Cluster(tmp_path / "node")
+    proc, sent = remote_workdir.spawn(
+        cluster,
+        _launch(checkout.workdir, tmp_path),
+        None,
+        folder=checkout.workdir,
+        writing=True,
+        subject="implement (claude)",
+    )
+    assert proc.checkout.tree.name == "implement" and (proc.checkout.tree / "kept.txt").exists()
+    (proc.checkout.tree / "feature.py").write_text("def feature():\n    return 1\n")
+    proc.work_back, proc.end = proc.checkout.collect(), RemoteRunEnd(kind="exited", returncode=0)
+    assert remote_workdir.finish(proc, sent).changes
+    # From here on it is the Workspace's usual work: commit the checkout, merge into the branch.
+    head = session.commit_assignment("implement", "claude", "a feature")
+    assert head is not None and session.merge_assignment("implement").ok
+    shown = git(repo, "show", f"{session.branch}:feature.py")
+    assert shown == "def feature():\n    return 1"
+    assert _state(repo) | {"refs": ""} == user | {"refs": ""}  # the user's tree, index, HEAD as they were
+    assert not (repo / "feature.py").exists()
