@@ -55,8 +55,9 @@ class ConsoleView(pykka.ThreadingActor):
                 return None
             case WorkerStateChanged():
                 s = message.snapshot
-                if s.status in ("running", "paused", "stopping"):
-                    self._line(s.agent, f"{s.status}{' ' + s.assignment_id if s.assignment_id else ''}")
+                if s.status in ("waiting", "running", "paused", "stopping"):
+                    where = f" on {s.node}" if s.node and s.status == "running" else ""
+                    self._line(s.agent, f"{s.status}{' ' + s.assignment_id if s.assignment_id else ''}{where}")
             case SessionStateChanged():
                 return self._on_session(message)
             case SessionEnded():

@@ -152,7 +152,7 @@ class Recovery(pykka.ThreadingActor):
             return RecoveryPlanned(**common, action=action, advice=advice)
 
         retry_advice = _RETRY_ADVICE.get(cause)
-        if retry_advice is not None or cause in ("outside_path", "session_not_found"):
+        if retry_advice is not None or cause in ("outside_path", "session_not_found", "node_lost"):
             spent = self._spent(agent, cause)
             if spent is not None:
                 return RecoveryPlanned(**common, action="none" if base["run_succeeded"] else "give_up", advice=spent)
@@ -184,6 +184,8 @@ class Recovery(pykka.ThreadingActor):
                     advice=f"relaunching {agent} with {flag}",
                 )
             return escalate(self._advice(agent, cause, found))
+        if cause == "node_lost":
+            return self._plan_node_lost(message, common)
         if cause == "session_not_found":
             attempt = self._take(agent, cause)
             return RecoveryPlanned(
@@ -243,6 +245,23 @@ class Recovery(pykka.ThreadingActor):
             note=note,
             attempt=attempt,
             advice=f"relaunching {agent} with {flag} {grant}",
+        )
+
+    def _plan_node_lost(self, message: RecoveryRequested, common: dict[str, Any]) -> RecoveryPlanned:
+        """The machine it ran on went: run it again at once (the cluster places it on another
+        node, or it waits for a slot), resuming the CLI's session when the run named one."""
+        agent = message.finished.agent
+        attempt = self._take(agent, "node_lost")
+        session = message.finished.outcome.session_id
+        how = f"resuming its session {session}" if session else "from the start"
+        return RecoveryPlanned(
+            **common,
+            action="relaunch",
+            resume_session_id=session,
+            note=_NODE_LOST_NOTE,
+            attempt=attempt,
+            advice=f"the cluster node running {agent} was lost; relaunching it on another node, {how} "
+            f"(retry {attempt} of {self._settings.max_retries.get('node_lost', 0)})",
         )
 
     def _grantable(self, path: Path) -> tuple[Path | None, str]:
@@ -314,6 +333,10 @@ class Recovery(pykka.ThreadingActor):
         )
 
 
+_NODE_LOST_NOTE = (
+    "The machine your previous run of this assignment ran on was lost, and every change that run made "
+    "with it: the files are as they were when it started. Check them and do again what is missing."
+)
 _PERMISSION_REFUSED = "{agent}'s own permission checks refused the run ({cause}): see [agents.{agent}] extra_args"
 # What the user must fix, per class (auth aside: it names the variable when the CLI did).
 _FIX_ADVICE = {
@@ -329,6 +352,7 @@ _FIX_ADVICE = {
     "repo_trust": "{agent} refused the folder {target}",
     "outside_path": "grant the folder with [agents.{agent}] extra_args",
     "session_not_found": "the session to resume is gone",
+    "node_lost": "the cluster node running {agent} was lost again; check the cluster's nodes (ray status)",
     "mode_too_strict": _PERMISSION_REFUSED,
     "sandbox": _PERMISSION_REFUSED,
     "root_bypass": _PERMISSION_REFUSED,

@@ -40,7 +40,12 @@ from meta_orchestrator.actors.runtime.limit_rules import (
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
-from meta_orchestrator.actors.runtime.tree_sampler import TreeSampler, machine_sample, prime_machine
+from meta_orchestrator.actors.runtime.tree_sampler import (
+    RemoteTreeSampler,
+    TreeSampler,
+    machine_sample,
+    prime_machine,
+)
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -75,7 +80,7 @@ class _Run:
 
     assignment_id: str | None
     clock: RunClock
-    tree: TreeSampler
+    tree: TreeSampler | RemoteTreeSampler
     status: str = "running"
     last_output: float = 0.0
     silent_at_pause: float = 0.0
@@ -208,7 +213,10 @@ class ResourceMonitor(pykka.ThreadingActor):
             run = self._runs[snap.agent] = _Run(
                 assignment_id=snap.assignment_id,
                 clock=RunClock(started=now),
-                tree=TreeSampler(snap.pid),
+                # A remote run's tree is on its node: the samples that come with its lines.
+                tree=TreeSampler(snap.pid)
+                if snap.remote_sample is None
+                else RemoteTreeSampler(snap.pid, snap.remote_sample, snap.node),
                 last_output=now,
             )
         if snap.status == "paused" and not run.clock.paused:
@@ -274,6 +282,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             open_files=reading.open_files,
             run_s=round(run.clock.run_s(now), 3),
             silent_s=round(run.silent_s(now), 3),
+            node=getattr(run.tree, "node", None),
         )
 
     # -- limits -------------------------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 Threads only move bytes (``runtime.run_threads``): two pumps read stdout/stderr lines and tell
 them to the actor, a reaper waits for the exit. Parsing, the .jsonl append and publishing
 happen in the actor, in order (``runtime.event_recorder``), so every event is on disk before
-anyone hears of it.
+anyone hears of it. A remote run (a cluster host) is started and ended through
+``runtime.remote_workdir``: its folder travels to its node and its changes come back by git.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from typing import Any
 
 import pykka
 from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, StreamParser, draft
+from meta_orchestrator.actors.runtime import remote_workdir
 from meta_orchestrator.actors.runtime.cli_launch import confinement, launch_spec, shown_command
 from meta_orchestrator.actors.runtime.event_recorder import EventRecorder, StderrLog
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost, describe_spawn_error, monotonic
@@ -25,7 +28,8 @@ from meta_orchestrator.actors.runtime.session_files import SessionFileError, pri
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import AgentName, Message
+from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
     GetWorkerState,
@@ -88,6 +92,8 @@ class Worker(pykka.ThreadingActor):
         self._clock = RunClock(started=0.0)
         self._stopped_by: str | None = None
         self._exit_watch_armed = False
+        self._sent: remote_workdir.SentWork | None = None  # a remote run's folder, as sent
+        self._node: str | None = None  # where a remote run runs
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class Worker(pykka.ThreadingActor):
                 try:
                     return self._on_lines(message)
                 finally:
-                    self._threads.recorded()
+                    self._threads.recorded(message)
             case ProcessEnded():
                 return self._on_process_ended(message)
             case StartAssignment():
@@ -148,6 +154,8 @@ class Worker(pykka.ThreadingActor):
                 return self._on_resume(message)
             case StopWorker():
                 return self._on_stop_worker(message)
+            case RemoteRunChanged():
+                return self._on_remote_change(message)
             case GetWorkerState():
                 snapshot = self._snapshot()
                 if message.reply_to is not None:
@@ -185,8 +193,16 @@ class Worker(pykka.ThreadingActor):
         text = f"starting {self._agent}: " + shown_command(launch.argv, message.prompt)
         self._record([draft("status", kind="launch", text=text)], raw=None)
         try:
-            confined = confinement(self._adapter, self._sandbox, spec, message.read_only_dirs)
-            self._proc = self._host.spawn(launch, confined)
+            self._proc, self._sent = remote_workdir.spawn(
+                self._host,
+                launch,
+                confinement(self._adapter, self._sandbox, spec, message.read_only_dirs),
+                folder=spec.workdir,
+                writing=message.mode == "write",
+                subject=f"{message.assignment_id} ({self._agent}): the run's changes",
+                stand_ins=tuple(str(d) for d in self._extra_dirs),
+                on_change=self._tell_self,
+            )
         except OSError as exc:
             reason = describe_spawn_error(exc, launch)
             self._record([draft("error", kind="spawn_error", text=reason, terminal=True)], raw=None)
@@ -196,7 +212,7 @@ class Worker(pykka.ThreadingActor):
             self._reply_not_started(message, reason)
             return
         self._clock = RunClock(started=monotonic())
-        self._set_status("running")
+        self._set_status("running" if self._proc.pid is not None else "starting")  # remote: once placed
         self._threads.watch(
             self._proc,
             self._run_id,
@@ -214,6 +230,7 @@ class Worker(pykka.ThreadingActor):
         self._exit_watch_armed = False
         self._stderr.tail.clear()
         self._recorder.last_progress = None
+        self._node = None
 
     def _on_lines(self, message: LinesRead) -> None:
         if message.run_id != self._run_id or self._parser is None:
@@ -242,6 +259,17 @@ class Worker(pykka.ThreadingActor):
     def _on_process_ended(self, message: ProcessEnded) -> None:
         if message.run_id != self._run_id or self._current is None or self._parser is None:
             return
+        # A remote run's changes are in its folder before anyone hears it finished.
+        remote = remote_workdir.finish(self._proc, self._sent)
+        self._sent = None
+        if remote.spawn_error:
+            self._record([draft("error", kind="spawn_error", text=remote.spawn_error, terminal=True)], raw=None)
+            current, self._current, self._parser, self._proc = self._current, None, None, None
+            self._set_status("idle")
+            self._reply_not_started(current, remote.spawn_error)
+            return
+        if remote.drafts():
+            self._record(remote.drafts(), raw=None)
         tail = tuple(self._stderr.tail)
         returncode = message.returncode
         if self._stopped_by == AFTER_RESULT:
@@ -256,6 +284,9 @@ class Worker(pykka.ThreadingActor):
             returncode = 0
         self._record(self._parser.finish(returncode, tail), raw=None)
         outcome = self._parser.outcome()
+        outcome = outcome.model_copy(update={"files_written": remote.here(outcome.files_written)})
+        if remote.error:
+            outcome = outcome.model_copy(update={"success": False, "error": remote.error})
         current = self._current
         # A pause still open when the run ended counts as run time (as it always has).
         duration = monotonic() - self._clock.started - self._clock.paused_total
@@ -276,6 +307,32 @@ class Worker(pykka.ThreadingActor):
                 fatal=self._recorder.fatal,
             ),
         )
+
+    def _on_remote_change(self, fact: RemoteRunChanged) -> None:
+        """The remote run waits for a slot (no run time passes), or runs on its node now."""
+        if self._current is None or self._proc is None:
+            return
+        if fact.phase == "waiting_for_slot":
+            self._clock.pause(monotonic())
+            self._record(
+                [draft("status", kind="waiting_for_slot", text=f"waiting for an agent slot: {fact.detail}")], raw=None
+            )
+            self._set_status("waiting")
+        elif fact.phase == "running":
+            self._clock.resume(monotonic())
+            placed = remote_workdir.placed(self._agent, self._current, fact)
+            self._node = placed.node.label
+            text = f"running on {self._node}: pid {fact.pid}"
+            self._record([draft("status", kind="placed", text=text, details={"node_id": fact.node_id})], raw=None)
+            if self._status in ("starting", "waiting"):
+                self._set_status("running")
+            if self._current.mode == "write":  # an assignment's: state.json names its node
+                self._reply(self._current, placed)
+
+    def _tell_self(self, message: Message) -> None:
+        """From another thread (a remote run's reader): the actor handles it in order."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
 
     def _on_pause(self, message: PauseWorker) -> bool:
         if self._proc is None or self._status != "running":
@@ -343,12 +400,12 @@ class Worker(pykka.ThreadingActor):
             ),
         )
 
-    def _reply(self, command: StartAssignment, fact: AssignmentFinished) -> None:
+    def _reply(self, command: StartAssignment, fact: Message) -> None:
         if command.reply_to is not None:
             try:
                 command.reply_to.tell(fact)
             except pykka.ActorDeadError:
-                log.warning("%s: %s finished but nobody is listening", self._agent, fact.assignment_id)
+                log.warning("%s: %s finished but nobody is listening", self._agent, command.assignment_id)
 
     def _set_status(self, status: WorkerStatus) -> None:
         self._status = status
@@ -364,6 +421,8 @@ class Worker(pykka.ThreadingActor):
             events_recorded=self._recorder.recorded,
             last_activity=self._recorder.last_activity,
             last_progress=self._recorder.last_progress,
+            node=self._node,
+            remote_sample=remote_workdir.sampler(self._proc),
         )
 
 

@@ -230,6 +230,7 @@ class RecoverySettings(Section):
             "outside_path": 2,
             "repo_trust": 1,
             "session_not_found": 1,
+            "node_lost": 2,
         },
         description="retries per agent and class; a class not listed is never retried",
     )
@@ -413,6 +414,36 @@ class SandboxSettings(Section):
     )
 
 
+class ClusterSettings(Section):
+    """Agent CLIs on other machines: a Ray cluster whose nodes offer agent slots."""
+
+    address: str | None = Field(
+        default=None,
+        description="the Ray cluster to run agent CLIs on, in Ray's own forms (host:port, auto, "
+        "ray://host:port); None: every CLI runs on this machine. Needs pip install 'meta-orchestrator[cluster]'",
+    )
+    agents: tuple[AgentName, ...] | None = Field(
+        default=None, description="the agents whose CLIs run on the cluster; None: all of them"
+    )
+    slot_resource: str = Field(
+        default="agent_slot",
+        min_length=1,
+        description="the custom resource a node offers per concurrent run (ray start --resources)",
+    )
+    resources: dict[AgentName, dict[str, float]] = Field(
+        default_factory=dict,
+        description="extra custom resources an agent's runs ask for, to keep them on some nodes "
+        "(e.g. claude = { big_memory = 1 })",
+    )
+    wait_notice_s: float = Field(
+        default=1.0, ge=0, description="a run not placed after this long says why it waits (no free slot)"
+    )
+
+    def runs_remote(self, agent: str) -> bool:
+        """True when ``agent``'s CLIs run on the cluster."""
+        return self.address is not None and (self.agents is None or agent in self.agents)
+
+
 class Settings(Section):
     """All settings."""
 
@@ -425,6 +456,7 @@ class Settings(Section):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     extra: dict[str, Any] = Field(default_factory=dict, description="sections added by later features")
 
     @model_validator(mode="before")

@@ -36,6 +36,7 @@ class TreeSample(Frozen):
     open_files: int | None = Field(default=None, description="file descriptors of the tree")
     run_s: float = Field(default=0.0, description="seconds since the run started, pauses excluded")
     silent_s: float = Field(default=0.0, description="seconds since the agent's last event")
+    node: str | None = Field(default=None, description="the cluster node it was sampled on (None: this machine)")
 
 
 class MachineSample(Frozen):

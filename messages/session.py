@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp
+from meta_orchestrator.messages.cluster import RunNode
 from meta_orchestrator.messages.recovery import RecoveryEntry
 from meta_orchestrator.messages.resources import LimitExceededRecord
 from meta_orchestrator.messages.review import ReviewDecisionRecord
@@ -228,6 +229,7 @@ class AssignmentRecord(Frozen):
     read_only_dirs: tuple[str, ...] = Field(default=(), description="what its sandbox lets it read for git")
     commit: str | None = Field(default=None, description="its commit, merged into the session branch")
     conflict_rounds: int = Field(default=0, description="times its agent was asked to resolve a merge conflict")
+    node: RunNode | None = Field(default=None, description="the cluster node its last run was placed on (None: here)")
 
     @model_validator(mode="before")
     @classmethod

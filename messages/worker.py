@@ -9,7 +9,8 @@ from meta_orchestrator.messages.events import Event
 from pydantic import ConfigDict, Field
 
 AssignmentMode = Literal["write", "read_only"]
-WorkerStatus = Literal["idle", "starting", "running", "paused", "stopping", "exited"]
+# waiting: a remote run waits for a free agent slot on the cluster (no process yet).
+WorkerStatus = Literal["idle", "starting", "waiting", "running", "paused", "stopping", "exited"]
 
 
 class RunOutcome(Frozen):
@@ -86,6 +87,10 @@ class WorkerSnapshot(Frozen):
     last_activity: str | None = None
     last_progress: int | None = None
     started_at: float | None = None
+    node: str | None = Field(default=None, description="the cluster node the CLI runs on (None: this machine)")
+    # A remote run's latest sample of its tree on its node (a callable, for the resource
+    # monitor, which cannot read a process on another machine); never serialised.
+    remote_sample: Any = Field(default=None, exclude=True)
 
 
 class EventRecorded(Message):

@@ -121,6 +121,18 @@ def _agents_of_this_run(basetemp: Path) -> list[psutil.Process]:
     return found
 
 
+# Sessions whose processes a session-scoped fixture owns and checks when it ends: the nodes
+# of a Ray cluster start and end workers of their own between tests.
+SPARED_SESSIONS: set[int] = set()
+
+
+def _spared(pid: int) -> bool:
+    try:
+        return os.getsid(pid) in SPARED_SESSIONS
+    except OSError:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Every test ends with no actor running and no process of ours left behind: no child of
@@ -136,7 +148,7 @@ def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -
         candidates = psutil.Process().children(recursive=True) + _agents_of_this_run(basetemp)
         for proc in {p.pid: p for p in candidates}.values():
             try:
-                if proc.pid not in before and proc.status() != psutil.STATUS_ZOMBIE:
+                if proc.pid not in before and proc.status() != psutil.STATUS_ZOMBIE and not _spared(proc.pid):
                     found.append(proc)
             except psutil.NoSuchProcess:
                 continue

@@ -312,3 +312,22 @@ def test_errors_recorded_by_the_worker_are_evidence(recovery, probe):
         )
     plan = _plan(ref, probe, _finished("claude", error="claude run failed (exit code 1)"))
     assert plan.cause == "auth" and "401" in plan.evidence
+
+
+def test_a_lost_node_relaunches_at_once_resuming_the_session_within_its_cap(recovery, probe):
+    ref = recovery()
+    lost = _finished(
+        "claude",
+        code=-9,
+        # What the worker says when the run's node went; the CLI's own last words do not count.
+        error="node lost: the cluster node vm-2 (10.0.0.2) running this CLI was lost (ActorDiedError: ...)",
+        stderr=("API Error: Request rejected (429) · rate limited",),
+        session_id="11111111-2222-3333-4444-555555555555",
+    )
+    first = _plan(ref, probe, lost)
+    assert (first.cause, first.action, first.delay_s) == ("node_lost", "relaunch", 0.0)
+    assert first.resume_session_id == "11111111-2222-3333-4444-555555555555"
+    assert first.note and "lost" in first.note and "retry 1 of 2" in first.advice
+    assert _plan(ref, probe, lost.model_copy(update={"outcome": lost.outcome.model_copy(update={"session_id": None})}))
+    third = _plan(ref, probe, lost)
+    assert third.action == "give_up" and "2 of 2 node_lost retries" in third.advice

@@ -603,3 +603,19 @@ def test_start_assignment_carries_no_actor():
     book = Playbook()
     book.send(StartSession())
     assert all(e.message.reply_to is None for e in book.told(ToWorker, StartAssignment))
+
+
+def test_a_run_placed_on_a_cluster_node_names_it_in_the_state_until_a_retry_moves_it():
+    from meta_orchestrator.messages.cluster import RunNode, RunPlaced
+
+    book = Playbook(NO_REVIEWS)
+    book.start_with_plan(DESIGN, CHECK)
+    first, other = RunNode(node_id="a" * 56, node_ip="10.0.0.1", hostname="n1"), RunNode(node_id="b" * 56)
+    book.send(RunPlaced(agent="gemini", assignment_id="design", node=first, pid=7))
+    assert book.record("design").node == first and book.writes() == 1  # state.json has it at once
+    book.send(RunPlaced(agent="claude", assignment_id="check", node=other))  # not its agent's run: ignored
+    assert book.record("check").node is None
+    book.finish("design")
+    book.send(RunPlaced(agent="gemini", assignment_id="design", node=other))  # late: it already ended
+    assert book.record("design").node == first and book.record("design").phase == "done"
+    assert book.snapshot.model_dump(mode="json")["assignments"][0]["node"]["hostname"] == "n1"

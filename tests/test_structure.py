@@ -202,3 +202,39 @@ def test_the_shape_measure_sees_nested_and_async_definitions():
         ("function", "Small.long", MAX_FUNCTION_LINES + 1),
         ("class", "Big", MAX_CLASS_LINES + 1),
     ]
+
+
+# The cluster path (the optional extra ``cluster``): the only product modules that import ray,
+# and imported by no other product module, so that without ray installed nothing changes;
+# the launcher's cluster wiring imports it only inside the functions ``--cluster`` calls.
+RAY_MODULES = {"actors/runtime/remote_host.py", "actors/runtime/cluster_host.py"}
+LAZY_CLUSTER_MODULES = {"actors/app/cluster_wiring.py"}
+
+
+def test_only_the_cluster_path_imports_ray():
+    for folder in SUBPACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            imports = _imports(path)
+            if rel in RAY_MODULES:
+                continue
+            assert not {m for m in imports if m.split(".")[0] == "ray"}, f"{rel} imports ray"
+            if rel in LAZY_CLUSTER_MODULES:
+                imports = _top_level_imports(path)
+            cluster = {m for m in imports if m.endswith((".remote_host", ".cluster_host"))}
+            assert not cluster, f"{rel} imports {sorted(cluster)}: ray would be needed"
+    for rel in LAZY_CLUSTER_MODULES:
+        lazy = {m for m in _imports(ROOT / rel) if m.endswith((".remote_host", ".cluster_host"))}
+        assert lazy, f"{rel} no longer imports the cluster path: drop it from LAZY_CLUSTER_MODULES"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported itself (not inside its functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found

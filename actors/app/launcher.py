@@ -87,6 +87,12 @@ def _run_parser() -> argparse.ArgumentParser:
         help="start the session from your uncommitted changes too (a snapshot; your working tree and "
         "index stay as they are); without it the session starts from HEAD and they are not part of it",
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the agent CLIs on the nodes of this Ray cluster that offer agent slots "
+        "(host:port or auto; [cluster] address); needs pip install 'meta-orchestrator[cluster]'",
+    )
     _unattended_flag(p)
     return p
 
@@ -155,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["questions.unattended"] = "defaults"
     if opts.allow_remote:
         overrides["web.allow_remote"] = True
+    if opts.cluster:
+        overrides["cluster.address"] = opts.cluster
     return _run_session(
         opts,
         overrides,

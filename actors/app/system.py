@@ -20,6 +20,7 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter, hooked_agent
+from meta_orchestrator.actors.app import cluster_wiring
 from meta_orchestrator.actors.app.console_answers import read_console_answers
 from meta_orchestrator.actors.app.workspace_wiring import (
     abandon_workspace,
@@ -34,7 +35,7 @@ from meta_orchestrator.actors.supervisor import Supervisor
 from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
-from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
+from meta_orchestrator.actors.runtime.process_host import SpawnCaps
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.history import HistoryRecorder
@@ -120,7 +121,7 @@ class RunningSession:
     token: str | None = None
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
     ended: queue.Queue[SessionEnded] = field(default_factory=queue.Queue)
-    host: ProcessHost | None = None  # started every CLI of the session: a forced stop kills them
+    host: Any = None  # started every CLI of the session (a cluster_wiring.HostSet): a forced stop kills them
     workspace: SessionRepo | None = None  # the session's branch and checkouts (None: in place)
 
 
@@ -318,7 +319,7 @@ class _Wiring:
     coordinator_slot: LateRef = field(default_factory=LateRef)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
-    host: ProcessHost | None = None
+    host: cluster_wiring.HostSet | None = None
     sandboxes: dict[str, OsSandbox] = field(default_factory=dict)
     review_agents: dict[str, Any] = field(default_factory=dict)
     repo: SessionRepo | None = None  # the git workspace; None: the agents work in the target
@@ -340,6 +341,7 @@ def start(
     if log_setup:
         log_setup(session_dir)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
+    cluster_wiring.join(settings, target)  # with [cluster] address: this process is the Ray driver
     wiring = _Wiring(
         settings=settings,
         options=options,
@@ -489,7 +491,7 @@ def _start_reviewer(wiring: _Wiring) -> SupervisedRef:
             base_env=wiring.env,
             events_path=events_path,
             extra_dirs=(wiring.scratch,),
-            host=wiring.host,
+            host=wiring.host.for_agent(agent) if wiring.host is not None else None,
             sandbox=wiring.sandboxes.get(agent),
         )
 
@@ -530,7 +532,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
         workers,
         wiring.checkouts,
     )
-    wiring.host = ProcessHost(_spawn_caps(settings))
+    wiring.host = cluster_wiring.hosts(settings, _spawn_caps(settings))
     wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
     for name, agent_settings in settings.agents.items():
         if not agent_settings.enabled:
@@ -550,7 +552,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
             listeners=(*wiring.listeners, *watchers.values(), *heard_by),
             base_env=wiring.env,
             extra_dirs=(wiring.scratch,),
-            host=wiring.host,
+            host=wiring.host.for_agent(name),
             sandbox=wiring.sandboxes.get(name),
         )
     for watcher in watchers.values():
@@ -839,6 +841,7 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
                 # Every agent has ended: what is merged leaves its checkout; the branch stays.
                 say = (lambda line: print(line, flush=True)) if options.console else None
                 finish_workspace(interrupts.running.workspace, interrupts.running.session_dir, say)
+            cluster_wiring.leave()
 
 
 def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> int:

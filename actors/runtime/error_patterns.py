@@ -19,6 +19,7 @@ from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
 # Classes in the order they are tried: the cause of a failure before its side effects
 # (a 401 run also prints "Reconnecting..."; a refused root bypass also exits 1).
 CAUSE_ORDER: tuple[str, ...] = (
+    "node_lost",  # the machine went: whatever the CLI printed last is not why it ended
     "not_installed",
     "bad_workdir",
     "root_bypass",
@@ -39,9 +40,10 @@ CAUSE_ORDER: tuple[str, ...] = (
     "crash",
 )
 
-# The rows that hold for every CLI: what the worker itself reports (process_host.describe_spawn_error).
-# Each CLI's own rows live with its adapter (``AgentAdapter.error_patterns``).
+# The rows that hold for every CLI: what the worker itself reports (process_host.describe_spawn_error,
+# remote_workdir.finish). Each CLI's own rows live with its adapter (``AgentAdapter.error_patterns``).
 GENERIC_PATTERNS: tuple[ErrorPattern, ...] = (
+    error_pattern("*", "node_lost", r"^node lost: the cluster node .* was lost", source="worker"),
     error_pattern("*", "not_installed", r"executable '(?P<exe>[^']+)' not found", source="worker"),
     error_pattern("*", "not_installed", r"executable '(?P<exe>[^']+)' is not executable", source="worker"),
     error_pattern("*", "bad_workdir", r"working directory (?P<path>\S+) does not exist", source="worker"),

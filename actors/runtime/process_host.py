@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import psutil
 
 from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.runtime.process_groups import pids_in_group
 from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
 import contextlib
@@ -102,36 +103,6 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
             yield batch
 
 
-def _pids_in_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes whose process group is ``pgid``, read straight from /proc:
-    one small read per process, where psutil would build an object and read several files."""
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
 def _head(path: str, size: int = 4096) -> bytes:
     with open(path, "rb") as f:
         return f.read(size)
@@ -155,6 +126,17 @@ class HostedProcess:
         self.stderr: IO[bytes] = popen.stderr  # type: ignore[assignment]
         self._exited = threading.Event()
 
+    def line_batches(
+        self, stream: str, max_line_bytes: int, overflow_file: Callable[[], Path]
+    ) -> Iterator[list[RawLine]]:
+        """The lines of ``stream`` ("stdout" or "stderr") in batches until it closes; the pipe
+        is closed at the end. A remote process offers the same, so a pump takes either."""
+        pipe = self.stdout if stream == "stdout" else self.stderr
+        try:
+            yield from iter_line_batches(pipe.fileno(), max_line_bytes, overflow_file)
+        finally:
+            pipe.close()
+
     def wait_exit_unreaped(self) -> None:
         """Block until the leader exits, leaving it a zombie so its pid (the pgid) stays ours."""
         with contextlib.suppress(ChildProcessError):
@@ -176,7 +158,7 @@ class HostedProcess:
     def group_members(self) -> list[psutil.Process]:
         """Live processes in this group other than the (possibly zombie) leader."""
         found = []
-        for pid in _pids_in_group(self.pgid):
+        for pid in pids_in_group(self.pgid):
             if pid == self.pid:
                 continue
             try:

@@ -14,10 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pykka
-from meta_orchestrator.actors.runtime.process_host import HostedProcess, iter_line_batches, monotonic
+from meta_orchestrator.actors.runtime.process_host import HostedProcess, monotonic
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.messages.worker import LinesRead, ProcessEnded, StopWorker
@@ -45,13 +45,17 @@ class RunThreads:
         self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_BATCHES)
         self._late_lines: list[LinesRead] = []
         self._threads: list[threading.Thread] = []
+        # A remote run's node keeps each line until it is recorded: told here, per run.
+        self._acknowledge: dict[int, Callable[[str, int], None]] = {}
 
     def watch(self, proc: HostedProcess, run_id: int, clock: RunClock, limit_s: float, file_stem: str) -> None:
         """Pumps for both pipes, the reaper and the wall-clock watchdog of one run."""
         overflow = self._overflow_namer(run_id, file_stem)
+        acknowledge = getattr(proc, "acknowledge", None)
+        self._acknowledge = {run_id: acknowledge} if acknowledge is not None else {}
         pumps = [
-            self._spawn(f"{self._agent}-{name}", self._pump, name, pipe, run_id, overflow)
-            for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            self._spawn(f"{self._agent}-{name}", self._pump, name, proc, run_id, overflow)
+            for name in ("stdout", "stderr")
         ]
         self._spawn(f"{self._agent}-reaper", self._reap, proc, pumps, run_id)
         self._spawn(f"{self._agent}-watchdog", self._watchdog, proc, clock, limit_s)
@@ -63,9 +67,13 @@ class RunThreads:
     def terminate(self, proc: HostedProcess, grace_s: float) -> None:
         self._spawn(f"{self._agent}-terminate", proc.terminate, grace_s)
 
-    def recorded(self) -> None:
-        """The actor handled one ``LinesRead``: a pump may tell another."""
+    def recorded(self, message: LinesRead) -> None:
+        """The actor handled one ``LinesRead`` (its lines are on disk): a pump may tell
+        another, and a remote run's node may drop them."""
         self._in_flight.release()
+        acknowledge = self._acknowledge.get(message.run_id)
+        if acknowledge is not None:
+            acknowledge(message.stream, len(message.lines))
 
     def join(self, timeout: float) -> list[LinesRead]:
         """Wait for every thread (after ``closing`` is set); the lines told too late to the actor."""
@@ -89,14 +97,12 @@ class RunThreads:
 
         return next_file
 
-    def _pump(self, stream: str, pipe: IO[bytes], run_id: int, overflow_file: Callable[[], Path]) -> None:
-        try:
-            for batch in iter_line_batches(pipe.fileno(), self._max_line_bytes, overflow_file):
+    def _pump(self, stream: str, proc: HostedProcess, run_id: int, overflow_file: Callable[[], Path]) -> None:
+        try:  # a local pipe or a remote run's lines: the process says how to read them
+            for batch in proc.line_batches(stream, self._max_line_bytes, overflow_file):
                 self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
-        finally:
-            pipe.close()
 
     def _forward(self, message: LinesRead) -> None:
         while not self.closing.is_set():

@@ -7,7 +7,8 @@ and counts from the next sample on.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import psutil
 from meta_orchestrator.messages.resources import MachineSample
@@ -75,6 +76,29 @@ class TreeSampler:
             return [root] if root is not None else []
 
 
+class RemoteTreeSampler:
+    """A remote run's tree, as its node sampled it last (it comes with the run's lines): the
+    monitor reads it where it would read a local tree, and its limits act the same way."""
+
+    def __init__(self, pid: int, latest: Callable[[], Any], node: str | None = None) -> None:
+        self.pid = pid
+        self.node = node
+        self._latest = latest
+
+    def read(self) -> TreeReading | None:
+        """The node's latest figures; ``None`` before the first sample arrived."""
+        sample = self._latest()
+        if sample is None:
+            return None
+        figures = sample.figures
+        return TreeReading(
+            processes=figures.processes,
+            cpu_percent=figures.cpu_percent,
+            rss_bytes=figures.rss_bytes,
+            open_files=figures.open_files,
+        )
+
+
 def _add_fds(total: int | None, proc: psutil.Process) -> int | None:
     if total is None:
         return None
@@ -99,4 +123,4 @@ def machine_sample() -> MachineSample:
     )
 
 
-__all__ = ["TreeReading", "TreeSampler", "machine_sample", "prime_machine"]
+__all__ = ["RemoteTreeSampler", "TreeReading", "TreeSampler", "machine_sample", "prime_machine"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from meta_orchestrator.actors.session_core.controls import ControlRules
 from meta_orchestrator.actors.session_core.effects import Effect, Reply
+from meta_orchestrator.actors.session_core.placement import PlacementRules
 from meta_orchestrator.actors.session_core.planning import PlanningRules
 from meta_orchestrator.actors.session_core.questions import QuestionRules
 from meta_orchestrator.actors.session_core.recovery import RecoveryRules
@@ -14,6 +15,7 @@ from meta_orchestrator.actors.session_core.reviews import ReviewRules
 from meta_orchestrator.actors.session_core.running import RunningRules
 from meta_orchestrator.actors.session_core.state import CoreState
 from meta_orchestrator.actors.session_core.workspace import WorkspaceRules
+from meta_orchestrator.messages.cluster import RunPlaced
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RelaunchDue
 from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.review import ReviewCompleted
@@ -43,7 +45,9 @@ class NoRule(LookupError):
     """The core has no rule for this kind of message (the actor's own business, or a mistake)."""
 
 
-class SessionStep(PlanningRules, RunningRules, RecoveryRules, ReviewRules, QuestionRules, ControlRules, WorkspaceRules):
+class SessionStep(
+    PlanningRules, RunningRules, RecoveryRules, ReviewRules, QuestionRules, ControlRules, WorkspaceRules, PlacementRules
+):
     """Every rule of the session, applied to one message."""
 
     def dispatch(self, message: Any) -> Any:
@@ -125,6 +129,7 @@ _RULES: dict[type, str] = {
     CheckoutReady: "on_checkout_ready",
     CheckoutFailed: "on_checkout_failed",
     AssignmentMerged: "on_merged",
+    RunPlaced: "on_run_placed",
 }
 
 

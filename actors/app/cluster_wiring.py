@@ -1,0 +1,127 @@
+"""``--cluster``: the session joins a Ray cluster as its driver and the workers of the agents
+that go remote get a cluster host; without it nothing here imports Ray.
+
+The coordinator, reviewer, recovery, gateway and the session's files stay in this process;
+only each chosen agent's CLI runs on a node that offers an agent slot (``[cluster]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from meta_orchestrator.actors.runtime.preflight import PreflightError
+from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
+from meta_orchestrator.config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'meta-orchestrator[cluster]'"
+_connected_here = False  # this process joined the cluster for its session (and leaves it)
+
+
+class HostSet:
+    """Every process host of the session: this machine's, and one per remote agent."""
+
+    def __init__(self, local: ProcessHost, remote: dict[str, Any] | None = None) -> None:
+        self.local = local
+        self.remote = dict(remote or {})
+
+    def for_agent(self, agent: str) -> Any:
+        """The host ``agent``'s CLIs are started by."""
+        return self.remote.get(agent, self.local)
+
+    def kill_all(self) -> int:
+        """A forced stop: every CLI of every host ended at once (no grace)."""
+        return sum(host.kill_all() for host in self._all())
+
+    def _all(self) -> Iterable[Any]:
+        return [self.local, *self.remote.values()]
+
+
+def join(settings: Settings, target: Path) -> None:
+    """With ``[cluster] address``: join the cluster as its driver (no-op without it).
+
+    Raises:
+        PreflightError: Ray is not installed, the target is no git work tree (the work travels
+            to the nodes by git), or the cluster cannot be reached.
+    """
+    global _connected_here
+    address = settings.cluster.address
+    if address is None:
+        return
+    try:
+        from meta_orchestrator.actors.runtime.cluster_host import connect, offered
+    except ImportError as exc:
+        raise PreflightError(
+            f"--cluster needs Ray, which is not installed here ({exc}); install it with: {INSTALL_HINT}"
+        ) from None
+    if not _is_work_tree(target):
+        raise PreflightError(
+            f"--cluster needs the target to be a git repository: the agents' work travels to the cluster's "
+            f"nodes and back by git, and {target} is none (git init && git add -A && git commit)"
+        )
+    try:
+        _connected_here = connect(address) or _connected_here
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        raise PreflightError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    slot = settings.cluster.slot_resource
+    slots = offered(slot)
+    if not slots:
+        log.warning("no node of the cluster at %s offers %s yet: the remote runs wait until one does", address, slot)
+    else:
+        log.info("joined the Ray cluster at %s: %g %s in all", address, slots, slot)
+
+
+def hosts(settings: Settings, caps: SpawnCaps) -> HostSet:
+    """This machine's host, and a cluster host for each agent that runs remote."""
+    local = ProcessHost(caps)
+    if settings.cluster.address is None:
+        return HostSet(local)
+    from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost
+    from meta_orchestrator.actors.runtime.remote_host import HostOptions
+
+    cluster = settings.cluster
+    options = HostOptions(max_line_bytes=settings.session.max_line_bytes)
+    remote = {
+        name: ClusterProcessHost(
+            caps=caps,
+            resources={cluster.slot_resource: 1, **cluster.resources.get(name, {})},  # type: ignore[call-overload]
+            options=options,
+            notice_s=cluster.wait_notice_s,
+            hold_until_recorded=True,  # a line leaves its node only once it is in the event file
+        )
+        for name in settings.agents
+        if cluster.runs_remote(name)
+    }
+    return HostSet(local, remote)
+
+
+def leave() -> None:
+    """Leave the cluster if this process joined it for its session."""
+    global _connected_here
+    if _connected_here:
+        from meta_orchestrator.actors.runtime.cluster_host import disconnect
+
+        disconnect()
+        _connected_here = False
+
+
+def _is_work_tree(target: Path) -> bool:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(target), "rev-parse", "--is-inside-work-tree"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            start_new_session=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == b"true"
+
+
+__all__ = ["HostSet", "INSTALL_HINT", "hosts", "join", "leave"]
