@@ -135,13 +135,20 @@ def test_a_demo_session_runs_every_cli_on_the_slot_node_and_keeps_everything(clu
         assert any(r["type"] == "milestone" for r in records), path
         runs += len(placed)
     assert runs >= 4  # planning, the three assignments, and their peers' reviews
-    # The work came back by git: the demo agents' files are in the target, none on the nodes.
+    # The work came back by git and was merged: the demo agents' files are on the session
+    # branch (the target's own tree is the user's and stays as it was), none on the nodes.
     target = Path(state["target"])
-    assert (target / "docs" / "DESIGN.md").is_file() and (target / "docs" / "REVIEW.md").is_file()
+    branch = f"orchestrate/{state['session_id']}"
+    on_branch = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", branch], cwd=target, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert {"docs/DESIGN.md", "docs/REVIEW.md"} <= set(on_branch)
+    assert not (target / "docs" / "DESIGN.md").exists()
     implement = next(a for a in state["assignments"] if a["agent"] == "claude")
-    # The files it says it wrote are named as the driver sees them, and they are here.
-    assert implement["files_written"] and all(Path(f).is_file() for f in implement["files_written"])
-    assert all(Path(f).is_relative_to(target) for f in implement["files_written"])
+    # The files it says it wrote are named as the driver sees them: in its checkout.
+    checkout = session / "checkouts" / implement["id"]
+    assert implement["files_written"] and all(Path(f).is_relative_to(checkout) for f in implement["files_written"])
+    assert all(Path(f).relative_to(checkout).as_posix() in on_branch for f in implement["files_written"])
     refs = subprocess.run(["git", "for-each-ref"], cwd=target, capture_output=True, text=True, check=True).stdout
     assert "refs/orchestrate/remote" not in refs  # a run's refs go with it
     wait_for(lambda: not cluster.scratch_left(), timeout=30, message="every run's checkout on the node removed")
