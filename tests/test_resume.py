@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 
-from tests.conftest import kill_tree, popen_orchestrate, wait_for
+from tests.conftest import branch_file, branch_files, kill_tree, popen_orchestrate, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -62,6 +62,9 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
             message="claude's init event",
         )
         orphan_pids = _demo_pids("claude", session_dir.name)
+        implement = _assignment(session_dir, "implement")
+        checkout = Path(implement["workdir"])
+        (checkout / "partial.txt").write_text("work done before the kill\n")  # as its agent would
         first.send_signal(signal.SIGKILL)  # the orchestrator dies; its agent lives on
         first.wait(timeout=10)
         assert all(psutil.pid_exists(p) for p in orphan_pids)
@@ -99,3 +102,17 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
     launches = [r for r in claude_after if r["payload"].get("kind") == "launch"]
     init_id = next(r["payload"]["session_id"] for r in before["claude"] if r["payload"].get("kind") == "init")
     assert "--resume" in launches[-1]["payload"]["text"] and init_id in launches[-1]["payload"]["text"]
+    # The resumed run worked in the same checkout, on the same branch: what was there before
+    # the kill is in the session branch with the rest of its work; the checkout is gone now.
+    assert by_id["implement"]["workdir"] == str(checkout)
+    target = Path(state["target"])
+    files = branch_files(target, f"orchestrate/{session_dir.name}")
+    assert {"partial.txt", "docs/DESIGN.md", "docs/REVIEW.md"} <= files
+    assert branch_file(target, f"orchestrate/{session_dir.name}", "partial.txt") == "work done before the kill\n"
+    assert not checkout.exists() and not (target / "partial.txt").exists()
+    assert "resumed on branch" in err
+
+
+def _assignment(session_dir: Path, assignment_id: str) -> dict:
+    state = json.loads((session_dir / "state.json").read_text())
+    return next(a for a in state["assignments"] if a["id"] == assignment_id)

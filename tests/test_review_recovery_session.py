@@ -207,7 +207,7 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     )
     try:
         wait_for(
-            lambda: any(a.id == "implement" and a.status == "running" for a in _state(running).assignments), timeout=30
+            lambda: any(a.id == "implement" and a.phase == "running" for a in _state(running).assignments), timeout=30
         )
         assert running.coordinator.ask(ControlRequested(action="review", source="test"), timeout=5)
         decision = wait_for(lambda: _state(running).decisions, timeout=30)[0]
@@ -240,7 +240,8 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
     assert recoveries and recoveries[0]["cause"] == "outside_path"
     assert recoveries[0]["action"] == "relaunch" and recoveries[0]["outcome"] == "recovered"
     granted = recoveries[0]["extra_dirs"][0]
-    assert granted.endswith("demo-app-outside")
+    workdir = next(a["workdir"] for a in state["assignments"] if a["id"] == assignment)
+    assert granted == f"{workdir}-outside"  # beside the folder it works in: its checkout
     assert "Path not in workspace" in recoveries[0]["evidence"] or "requested permissions" in recoveries[0]["evidence"]
     launches = _launches(session, agent, assignment)
     assert len(launches) == 2 and f"{flag} {granted}" in launches[1]
@@ -388,4 +389,5 @@ def test_outside_path_grant_refused_by_the_user_escalates(tmp_path, demo_env):
     assert len(_launches(session, "claude", "implement")) == 1  # never relaunched
     question = next(q for q in state["questions"] if q["id"].startswith("grant-"))
     assert question["status"] == "answered" and question["approve"] is False
-    assert not (Path(state["target"] + "-outside") / "NOTES.md").exists()  # nothing written there
+    workdir = next(a["workdir"] for a in state["assignments"] if a["id"] == "implement")
+    assert not (Path(workdir + "-outside") / "NOTES.md").exists()  # nothing written there
