@@ -218,6 +218,9 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     assert decision.kind == "review" and decision.triggers[0].kind == "user"
     assert decision.assignment_id == "implement"
     assert {a.agent for a in decision.answers} == {"gemini", "codex"}
+    # Asked while it ran: the change is its checkout's working tree against its base.
+    change = json.loads((Path(decision.review_dir) / "request.json").read_text())["change"]
+    assert change["how"].startswith("the working tree of implement's checkout"), change["how"]
 
 
 # -- recovery, one class at a time ------------------------------------------------------------
