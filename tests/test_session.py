@@ -179,6 +179,11 @@ def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, s
     assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
     assert state["status"] == "stopped" and state["exit_code"] == 130
+    # The branch stays with what was merged (the design); the checkouts it no longer needs go.
+    session = Path(state["workspace"])
+    assert "docs/DESIGN.md" in branch_files(Path(state["target"]), f"orchestrate/{session.name}")
+    assert not list(session.glob("checkouts/*")) and not list(session.glob("views/*"))
+    assert f"the work is on branch orchestrate/{session.name}" in out
 
 
 def test_nonexistent_target_is_refused_with_a_clear_message(tmp_path, demo_env):
