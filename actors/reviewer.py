@@ -155,7 +155,9 @@ class Reviewer(pykka.ThreadingActor):
         self._pending: dict[str, _Pending] = {}
         self._running: dict[str, _Running] = {}  # review id -> review
         self._rounds: collections.Counter[str] = collections.Counter()
-        self._count = 0
+        # A resumed session (or a restarted reviewer) numbers on after the reviews on disk: an
+        # id used again would overwrite that review's files and read as a decision already made.
+        self._count = _reviews_on_disk(self._dir)
         self._closed = False
 
     def on_stop(self) -> None:
@@ -485,6 +487,16 @@ class Reviewer(pykka.ThreadingActor):
             write_json_atomic(path, data)
         except SessionFileError as exc:
             log.error("%s", exc)
+
+
+def _reviews_on_disk(folder: Path) -> int:
+    """The highest review number in ``reviews/`` (``rev-<n>-...``), 0 when there is none."""
+    numbers = [0]
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if (found := re.match(r"rev-(\d+)-", entry.name)) is not None:
+                numbers.append(int(found.group(1)))
+    return max(numbers)
 
 
 def _trigger_kind(event: Event, settings: ReviewSettings) -> str | None:

@@ -217,3 +217,29 @@ def start_orchestrate(args: list[str], env: dict[str, str], marker: str) -> tupl
             return proc, line.split(" ", 1)[1].strip()
     kill_tree(proc)
     raise AssertionError(f"orchestrate {' '.join(args[:2])} printed no {marker!r} line")
+
+
+def branch_files(repo: Path, branch: str) -> set[str]:
+    """The files on ``branch`` of the git repository ``repo`` (a session's orchestrate/<id>)."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "-z", "--name-only", branch],
+        capture_output=True,
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+    )
+    return {name for name in done.stdout.decode().split("\0") if name}
+
+
+def branch_file(repo: Path, branch: str, path: str) -> str:
+    """A file's text on ``branch`` of ``repo``."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{branch}:{path}"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+    )
+    return done.stdout.decode()

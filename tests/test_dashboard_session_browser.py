@@ -134,7 +134,8 @@ def test_a_confirmation_approved_in_the_inbox_lets_the_agent_go_on(tmp_path: Pat
         state = json.loads(next((tmp_path / "ws").glob("*/state.json")).read_text())
         grant = next(q for q in state["questions"] if q["id"].startswith("grant-"))
         assert grant["status"] == "answered" and grant["approve"] is True
-        outside = Path(state["target"] + "-outside")
+        implement = next(a for a in state["assignments"] if a["id"] == "implement")
+        outside = Path(implement["workdir"] + "-outside")  # beside its checkout
         assert (outside / "NOTES.md").is_file()  # the agent went on and did the refused write
         assert "needs you" not in page.title()
         assert not page.errors, page.errors

@@ -328,3 +328,29 @@ def test_a_symlink_out_of_the_target_is_followed_to_where_it_points(tmp_path):
 def test_reads_are_left_alone():
     assert check_tool_call(POLICY, "Read", {"file_path": "/etc/passwd"}, ROOT).decision == "allow"
     assert check_tool_call(POLICY, "Grep", {"pattern": "x", "path": "/etc"}, ROOT).decision == "allow"
+
+
+def test_a_run_in_its_checkout_writes_there_and_asks_outside_it():
+    """With a git workspace the target (the user's repository) is no root: each run's own
+    checkout is, when it lies where the policy says runs work, and nothing else becomes one."""
+    checkouts = "/srv/ws/s1/checkouts"
+    policy = Policy(
+        agent="claude",
+        roots=(SCRATCH,),
+        write_roots=(SCRATCH,),
+        home="/home/user",
+        protected=(SANDBOX, "/srv/ws/s1/git"),
+        run_roots=(checkouts,),
+    )
+    mine = policy.for_run(f"{checkouts}/implement")
+    cwd = f"{checkouts}/implement"
+    assert check_tool_call(mine, "Write", {"file_path": "app/x.py"}, cwd).decision == "allow"
+    assert check_tool_call(mine, "Bash", {"command": "rm -rf build"}, cwd).decision == "allow"
+    for outside in (f"{ROOT}/app/x.py", f"{checkouts}/review/x.py"):  # the user's tree, a sibling checkout
+        assert check_tool_call(mine, "Write", {"file_path": outside}, cwd).rule == "write_outside_target"
+    assert check_tool_call(mine, "Write", {"file_path": "/srv/ws/s1/git/checkouts/implement/config"}, cwd).decision == (
+        "block"
+    )
+    for refused in (ROOT, "/", "/srv/ws/s1/git/checkouts/implement", None):  # only inside the run roots
+        assert policy.for_run(refused) == policy
+    assert Policy.from_json(mine.to_json()) == mine

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 
-from tests.conftest import kill_tree, popen_orchestrate, wait_for
+from tests.conftest import branch_file, branch_files, kill_tree, popen_orchestrate, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -62,6 +62,7 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
             message="claude's init event",
         )
         orphan_pids = _demo_pids("claude", session_dir.name)
+        checkout = _leave_partial_work(session_dir)
         first.send_signal(signal.SIGKILL)  # the orchestrator dies; its agent lives on
         first.wait(timeout=10)
         assert all(psutil.pid_exists(p) for p in orphan_pids)
@@ -87,8 +88,8 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
     state = json.loads((session_dir / "state.json").read_text())
     assert state["status"] == "completed"
     by_id = {a["id"]: a for a in state["assignments"]}
-    assert by_id["design"]["attempts"] == 1  # finished work stays finished
-    assert by_id["implement"]["attempts"] == 2
+    # Finished work stays finished; the interrupted one ran once more.
+    assert (by_id["design"]["attempts"], by_id["implement"]["attempts"]) == (1, 2)
     for agent in ("gemini", "codex", "claude"):
         records = read_jsonl(session_dir / f"{agent}.jsonl").records
         assert [r["seq"] for r in records] == list(range(1, len(records) + 1)), agent
@@ -99,3 +100,25 @@ def test_killed_orchestrator_is_resumed_to_completion(tmp_path: Path, demo_env: 
     launches = [r for r in claude_after if r["payload"].get("kind") == "launch"]
     init_id = next(r["payload"]["session_id"] for r in before["claude"] if r["payload"].get("kind") == "init")
     assert "--resume" in launches[-1]["payload"]["text"] and init_id in launches[-1]["payload"]["text"]
+    _assert_the_checkout_was_reused(state, session_dir, checkout, err)
+
+
+def _assert_the_checkout_was_reused(state: dict, session_dir: Path, checkout: Path, err: str) -> None:
+    """The resumed run worked in the same checkout, on the same branch: what was there before
+    the kill is in the session branch with the rest of its work; the checkout is gone now."""
+    implement = next(a for a in state["assignments"] if a["id"] == "implement")
+    assert implement["workdir"] == str(checkout)
+    target = Path(state["target"])
+    files = branch_files(target, f"orchestrate/{session_dir.name}")
+    assert {"partial.txt", "docs/DESIGN.md", "docs/REVIEW.md"} <= files
+    assert branch_file(target, f"orchestrate/{session_dir.name}", "partial.txt") == "work done before the kill\n"
+    assert not checkout.exists() and not (target / "partial.txt").exists()
+    assert "resumed on branch" in err
+
+
+def _leave_partial_work(session_dir: Path) -> Path:
+    """A file in the implementer's checkout, as its agent would leave one before the kill."""
+    state = json.loads((session_dir / "state.json").read_text())
+    checkout = Path(next(a for a in state["assignments"] if a["id"] == "implement")["workdir"])
+    (checkout / "partial.txt").write_text("work done before the kill\n")
+    return checkout

@@ -207,7 +207,7 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     )
     try:
         wait_for(
-            lambda: any(a.id == "implement" and a.status == "running" for a in _state(running).assignments), timeout=30
+            lambda: any(a.id == "implement" and a.phase == "running" for a in _state(running).assignments), timeout=30
         )
         assert running.coordinator.ask(ControlRequested(action="review", source="test"), timeout=5)
         decision = wait_for(lambda: _state(running).decisions, timeout=30)[0]
@@ -218,6 +218,9 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
     assert decision.kind == "review" and decision.triggers[0].kind == "user"
     assert decision.assignment_id == "implement"
     assert {a.agent for a in decision.answers} == {"gemini", "codex"}
+    # Asked while it ran: the change is its checkout's working tree against its base.
+    change = json.loads((Path(decision.review_dir) / "request.json").read_text())["change"]
+    assert change["how"].startswith("the working tree of implement's checkout"), change["how"]
 
 
 # -- recovery, one class at a time ------------------------------------------------------------
@@ -240,7 +243,8 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
     assert recoveries and recoveries[0]["cause"] == "outside_path"
     assert recoveries[0]["action"] == "relaunch" and recoveries[0]["outcome"] == "recovered"
     granted = recoveries[0]["extra_dirs"][0]
-    assert granted.endswith("demo-app-outside")
+    workdir = next(a["workdir"] for a in state["assignments"] if a["id"] == assignment)
+    assert granted == f"{workdir}-outside"  # beside the folder it works in: its checkout
     assert "Path not in workspace" in recoveries[0]["evidence"] or "requested permissions" in recoveries[0]["evidence"]
     launches = _launches(session, agent, assignment)
     assert len(launches) == 2 and f"{flag} {granted}" in launches[1]
@@ -388,4 +392,5 @@ def test_outside_path_grant_refused_by_the_user_escalates(tmp_path, demo_env):
     assert len(_launches(session, "claude", "implement")) == 1  # never relaunched
     question = next(q for q in state["questions"] if q["id"].startswith("grant-"))
     assert question["status"] == "answered" and question["approve"] is False
-    assert not (Path(state["target"] + "-outside") / "NOTES.md").exists()  # nothing written there
+    workdir = next(a["workdir"] for a in state["assignments"] if a["id"] == "implement")
+    assert not (Path(workdir + "-outside") / "NOTES.md").exists()  # nothing written there

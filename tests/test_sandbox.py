@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 from meta_orchestrator.actors.coordinator import Coordinator
 from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
+    RUN_WORKDIR_ENV,
     BUILTIN_HIGH_RISK,
     Policy,
     find_suspicious,
@@ -86,7 +88,11 @@ def test_a_bypass_flag_needs_the_users_opt_in(tmp_path, demo_env):
 # -- the hook process ---------------------------------------------------------------------------
 
 
-def _hook(policy_file: Path, call: dict[str, Any], timeout: float = 30) -> dict[str, Any] | None:
+def _hook(
+    policy_file: Path, call: dict[str, Any], timeout: float = 30, env: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The hook as claude runs it; ``env``: what the run's environment adds (its workdir)."""
+    base = {k: v for k, v in os.environ.items() if k != RUN_WORKDIR_ENV}
     done = subprocess.run(
         [sys.executable, "-P", "-m", "meta_orchestrator.actors.sandbox.hook", "--policy", str(policy_file)],
         input=json.dumps(call).encode(),
@@ -94,6 +100,7 @@ def _hook(policy_file: Path, call: dict[str, Any], timeout: float = 30) -> dict[
         timeout=timeout,
         cwd=PROJECT_ROOT,
         check=False,
+        env={**base, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout.decode().strip()
@@ -125,6 +132,22 @@ def test_hook_denies_blocked_commands_and_stays_silent_otherwise(tmp_path):
     assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
     assert "rm_outside" in out["hookSpecificOutput"]["permissionDecisionReason"]
     assert _hook(policy_file, _call("ls -la", str(tmp_path))) is None
+
+
+def test_the_hook_takes_the_run_folder_from_the_worker_within_the_run_roots(tmp_path):
+    checkouts = tmp_path / "checkouts"
+    (checkouts / "implement").mkdir(parents=True)
+    policy = Policy(agent="claude", roots=(), write_roots=(), home=str(tmp_path), run_roots=(str(checkouts),))
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(policy.to_json()))
+    call = {**_call("", str(tmp_path)), "tool_name": "Write", "tool_input": {"file_path": "x.py"}}
+    call["cwd"] = str(checkouts / "implement")
+    env = {RUN_WORKDIR_ENV: str(checkouts / "implement")}
+    assert _hook(policy_file, call, env=env) is None  # its own checkout: claude's mode decides
+    for workdir in (None, str(tmp_path)):  # no folder said, or one outside the run roots: it asks
+        out = _hook(policy_file, call, env={RUN_WORKDIR_ENV: workdir} if workdir else {})
+        assert out["hookSpecificOutput"]["permissionDecision"] == "deny"
+        assert "outside the target" in out["hookSpecificOutput"]["permissionDecisionReason"]
 
 
 def test_hook_fails_closed(tmp_path):

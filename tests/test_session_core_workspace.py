@@ -120,3 +120,38 @@ def test_the_summary_names_the_branch_and_the_next_commands():
     summary = book.ended().summary
     assert "branch orchestrate/s1" in summary and "orchestrate apply s1" in summary
     assert "orchestrate discard s1" in summary
+
+
+def _waiting_on_a_conflict() -> Playbook:
+    """A session that saved itself (nobody to answer) while check's conflict waits for the user."""
+    book = Playbook({"session": {"conflict_rounds": 0}, **NO_REVIEWS}, workspace=True, channels=())
+    book.start_with_plan(CHECK)
+    book.checkout_ready("check")
+    book.finish("check")
+    book.merged("check", conflicts=("app.py",))
+    assert book.ended().status == "waiting" and book.phases()["check"] == "conflicted"
+    return book
+
+
+def test_a_resumed_conflict_waits_for_its_answer_then_goes_back_to_its_agent():
+    saved = _waiting_on_a_conflict().snapshot
+    book = Playbook({"session": {"conflict_rounds": 0}, **NO_REVIEWS}, workspace=True, resume_from=saved)
+    book.send(StartSession())
+    # Not relaunched as interrupted work: its checkout holds the conflict, the user decides.
+    assert book.phases()["check"] == "conflicted" and book.started() == []
+    assert book.snapshot.status == "paused" and book.snapshot.questions[-1].status == "open"
+    book.send(AnswerGiven(question_id="conflict-check-1", answer="yes", approve=True))
+    assert book.phases()["check"] == "preparing"
+    book.checkout_ready("check")
+    assert "finish resolving the merge conflict" in book.start_of("check").prompt
+
+
+def test_a_conflict_answered_while_nothing_ran_is_applied_on_resume():
+    saved = _waiting_on_a_conflict().snapshot
+    recorded = {"conflict-check-1": {"answer": "no", "approve": False}}
+    book = Playbook(
+        {"session": {"conflict_rounds": 0}, **NO_REVIEWS}, workspace=True, resume_from=saved, recorded_answers=recorded
+    )
+    book.send(StartSession())
+    assert book.phases()["check"] == "failed" and book.started() == []
+    assert book.ended().status == "failed"

@@ -295,7 +295,8 @@ def test_folder_grant_confirmation_waits_then_yes_on_resume_grants_it(tmp_path, 
     code = run(settings, RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name))
     state = json.loads((folder / "state.json").read_text())
     assert code == 0, state["summary"]
-    assert (Path(state["target"] + "-outside") / "NOTES.md").is_file()  # written on the granted run
+    implement = next(a for a in state["assignments"] if a["id"] == "implement")
+    assert (Path(implement["workdir"] + "-outside") / "NOTES.md").is_file()  # written on the granted run
 
 
 def test_a_question_timeout_per_kind_takes_the_default(tmp_path, demo_env):
@@ -513,7 +514,8 @@ def test_defaults_a_folder_grant_is_not_given(tmp_path, demo_env):
     assert (question["approve"], question["answered_by"]) == (False, "unattended")
     recovery = next(r for r in state["recoveries"] if r.get("cause") == "outside_path")
     assert recovery["action"] == "escalate" and "was not granted" in recovery["advice"]
-    assert not (Path(state["target"] + "-outside") / "NOTES.md").exists()
+    implement = next(a for a in state["assignments"] if a["id"] == "implement")
+    assert not (Path(implement["workdir"] + "-outside") / "NOTES.md").exists()
     assert code == 0  # the run itself succeeded without the refused write; the advice is recorded
 
 

@@ -77,7 +77,9 @@ class SessionStep(
         """
         self.records = {}
         for record in saved.assignments:
-            if record.status in ("running", "failed", "skipped", "pending"):
+            if record.phase == "conflicted":
+                pass  # its checkout holds the conflict; it waits for the user's answer (asked again)
+            elif record.status in ("running", "failed", "skipped", "pending"):
                 interrupted = record.status == "running"
                 fixes = LaunchFixes(
                     resume=self.config.resume_ids.get(record.id) if interrupted else None,

@@ -183,6 +183,9 @@ class QuestionRules(StepBase):
         if question.asked_by == "reviewer" and question.details.get("review_id"):
             self.on_decision_answered(question, answer, expired)
             return
+        if question.asked_by == "workspace":
+            self.on_conflict_answered(question)  # its assignment waited, conflicted, for this
+            return
         details = question.details
         target = details.get("assignment_id") or next(
             (r.id for r in self.records.values() if r.agent == question.agent and r.phase == "pending"), None
