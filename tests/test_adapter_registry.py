@@ -36,13 +36,15 @@ def test_the_flags_an_adapter_names_are_the_ones_its_command_line_uses(name, tmp
 
 
 def test_every_row_of_a_cli_is_its_own_and_names_a_known_class():
-    from meta_orchestrator.actors.runtime.error_patterns import CAUSE_ORDER
+    from meta_orchestrator.actors.runtime.error_patterns import CAUSE_ORDER, GENERIC_PATTERNS
 
     for name in registry.agent_names():
         rows = get_adapter(name).error_patterns
         assert rows and {r.cli for r in rows} == {name}
         assert {r.cause for r in rows} <= set(CAUSE_ORDER)
-    assert len(builtin_patterns()) == 3 + sum(len(get_adapter(n).error_patterns) for n in registry.agent_names())
+    assert len(builtin_patterns()) == len(GENERIC_PATTERNS) + sum(
+        len(get_adapter(n).error_patterns) for n in registry.agent_names()
+    )
 
 
 def test_a_user_pattern_must_name_a_known_cli():

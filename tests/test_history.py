@@ -128,7 +128,11 @@ def test_serve_replays_a_session_from_its_snapshot_through_its_frames(finished_s
             break
     assert [f["frame"]["seq"] for f in frames] == list(range(start["seq"] + 1, seq + 1))  # numbered on, none lost
     assert [f["at"] for f in frames] == sorted(f["at"] for f in frames)
-    assert frames[-1]["frame"]["type"] == "session_ended"
+    types = [f["frame"]["type"] for f in frames]
+    # The end is there; only the monitor's last sample and the last merge's changes may follow it.
+    assert "session_ended" in types and set(types[types.index("session_ended") + 1 :]) <= {"resources", "changes"}, (
+        types[-5:]
+    )
     status, end = http(served, "GET", f"/api/sessions/{sid}/snapshot")
     assert status == 200 and end["at"] == end["end"]
     assert end["frame"]["data"]["session"]["status"] == "completed"
