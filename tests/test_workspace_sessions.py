@@ -279,3 +279,25 @@ def test_a_sandboxed_run_works_in_its_checkout_and_cannot_write_the_user_reposit
     assert repo.commit_assignment("implement", "claude", "made") is not None
     assert repo.merge_assignment("implement").ok
     assert branch_file(repo_outside_tmp, repo.branch, "made.txt") == "made in the checkout\n"
+
+
+def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
+    user_repo: Path,  # noqa: F811
+    tmp_path: Path,
+    demo_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = user_state(user_repo)
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.enabled": False})
+    options = RunOptions(
+        task=TASK, target=user_repo, demo=True, dashboard=False, console=True, env=demo_env, include_uncommitted=True
+    )
+    assert run(settings, options) == 0
+    assert "3 uncommitted files of yours are in the session's base" in capsys.readouterr().err
+    assert user_state(user_repo) == before
+    (folder,) = _session_dirs(tmp_path / "ws")
+    branch = f"orchestrate/{folder.name}"
+    assert branch_file(user_repo, branch, "README.md") == "# project\n\nthe user's own note\n"
+    assert branch_file(user_repo, branch, "lib/util.py") == "VALUE = 2  # staged by the user\n"
+    assert {"notes.txt", "docs/DESIGN.md", "app/health_endpoint.py"} <= branch_files(user_repo, branch)
+    assert "debug.log" not in branch_files(user_repo, branch)  # ignored stays out
