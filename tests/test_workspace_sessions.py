@@ -21,7 +21,7 @@ import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.actors.demo.common import SHARED_FILE_ENV
-from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.session_files import private_dir, read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
@@ -68,11 +68,20 @@ def _branches(repo: Path) -> list[str]:
 def _assert_no_review_quotes_the_user_change(folder: Path) -> None:
     requests = list(folder.glob("reviews/*/request.json"))
     assert requests, "no review was made"
+    read_by_codex = 0
     for request in requests:
         text = request.read_text()
         change = json.loads(text)["change"]
         assert "commits of" in change["how"] or "working tree of" in change["how"], change["how"]
         assert not [said for said in USER_CHANGE if said in text], request
+        assert len(change["commit"]) == 40
+        if not (request.parent / "codex.jsonl").exists():
+            continue  # codex wrote this work: it is no peer here
+        # Its peers read a checkout of exactly that commit (codex names its folder with -C).
+        launches = [r["payload"]["text"] for r in read_jsonl(request.parent / "codex.jsonl").records]
+        assert any(f"-C {folder}/views/{request.parent.name} " in text for text in launches)
+        read_by_codex += 1
+    assert read_by_codex
 
 
 def _assert_conflict_waits_for_the_user(repo: Path, folder: Path, done: subprocess.CompletedProcess) -> str:
