@@ -311,7 +311,7 @@ class Reviewer(pykka.ThreadingActor):
         )
         self._running[review_id] = review
         context = self._context(review)
-        review.workdir, review.read_only_dirs = self._view(review_id, context.pop("commit", None))
+        review.workdir, review.read_only_dirs = self._view(review_id, context["change"].get("commit"))
         prompt = review_prompt(self._session_id, review_id, self._task, context)
         self._save(
             directory / "request.json",
@@ -433,14 +433,14 @@ class Reviewer(pykka.ThreadingActor):
     # -- context ----------------------------------------------------------------------------------
 
     def _context(self, review: _Running) -> dict[str, Any]:
-        """The review's context; with a workspace, also ``commit``: what the peers read."""
+        """The review's context; with a workspace its change names the commit the peers read."""
         record = None
         if self._snapshot is not None and review.assignment_id:
             record = next((a for a in self._snapshot.assignments if a.id == review.assignment_id), None)
-        change, commit = None, None
+        change = None
         if self._repo is not None:
-            change, commit = workspace_change(self._repo, record, self._settings.diff_chars)
-        context = review_context(
+            change = workspace_change(self._repo, record, self._settings.diff_chars)
+        return review_context(
             self._task,
             review.triggers,
             record,
@@ -450,7 +450,6 @@ class Reviewer(pykka.ThreadingActor):
             self._settings.diff_chars,
             change=change,
         )
-        return {**context, "commit": commit} if self._repo is not None else context
 
     def _view(self, review_id: str, commit: str | None) -> tuple[str | None, tuple[str, ...]]:
         """A read-only checkout of ``commit`` for the peers: its folder and what they must read."""

@@ -3,7 +3,8 @@
 The coordinator tells it ``PrepareCheckout`` before a writing assignment runs and
 ``MergeAssignment`` after its run succeeded; each is answered with a fact to ``reply_to``
 (``CheckoutReady``/``CheckoutFailed``, ``AssignmentMerged``). After each merge that moved the
-session branch, the listeners (the dashboard) are told ``ChangesUpdated``.
+session branch, and at start when it has moved already (a resumed session), the listeners
+(the dashboard) are told ``ChangesUpdated``.
 
 Git failing is an expected failure: it becomes the answer (``CheckoutFailed``, or
 ``AssignmentMerged(error=...)``), never a crash, so the coordinator always hears back about
@@ -42,6 +43,10 @@ class Workspace(pykka.ThreadingActor):
         super().__init__()
         self._repo = repo
         self._listeners = tuple(listeners)
+
+    def on_start(self) -> None:
+        if self._tip() not in (None, self._repo.base):
+            self._publish_changes()  # a resumed session: the dashboard shows what it has so far
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         report_crash_of(self, exception_value)

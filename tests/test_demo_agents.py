@@ -770,3 +770,29 @@ def test_adapters_prompt_starting_with_a_dash(agent: str, tmp_path: Path) -> Non
     outcome = _through_adapter(agent, "-rf is not a flag", tmp_path, mode="read_only")
     assert outcome.success, outcome.error
     assert "-rf is not a flag" in outcome.final_text
+
+
+CONFLICTED = "a\n<<<<<<< ours\nmine\n||||||| base\nold\n=======\ntheirs\n>>>>>>> theirs\nz\n"
+
+
+def test_conflict_markers_are_resolved_keeping_both_sides() -> None:
+    from meta_orchestrator.actors.demo.common import has_conflict_markers, resolve_conflict_markers
+
+    assert resolve_conflict_markers(CONFLICTED) == "a\nmine\ntheirs\nz\n"
+    assert has_conflict_markers(CONFLICTED) and not has_conflict_markers("a\n=======\nb\n")
+
+
+@pytest.mark.parametrize("agent", ["claude", "codex", "gemini"])
+def test_told_of_a_merge_conflict_the_demo_agent_resolves_it_and_reports(agent: str, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "NOTES.md").write_text(CONFLICTED)
+    (tmp_path / "app.py").write_text("X = 1\n")  # not named: left alone
+    note = (
+        "## Notes from the orchestrator\n- Merging your work into the session branch conflicts in: docs/NOTES.md. "
+        "Your checkout now has the session branch merged in, with conflict markers in those files."
+    )
+    outcome = _through_adapter(agent, prompt(role="implementer", extra=note), tmp_path)
+    assert outcome.success, outcome.error
+    assert (tmp_path / "docs" / "NOTES.md").read_text() == "a\nmine\ntheirs\nz\n"
+    assert outcome.files_written == (str(tmp_path / "docs" / "NOTES.md"),)  # no other work redone
+    assert "Kept both sides of the merge in: docs/NOTES.md" in outcome.final_text

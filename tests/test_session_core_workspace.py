@@ -19,6 +19,7 @@ def test_planning_runs_in_its_read_only_checkout():
     book.send(StartSession())
     start = book.start_of("@plan")
     assert start.workdir == "/nowhere/s1/checkouts/plan" and start.read_only_dirs == ("/app/.git",)
+    assert "working in /nowhere/s1/checkouts/plan." in start.prompt and "/app." not in start.prompt
 
 
 def test_a_writing_assignment_gets_its_checkout_before_it_runs():

@@ -47,6 +47,9 @@ def test_checkouts_commits_merges_and_the_changes_told(user_repo: Path, tmp_path
     assert nothing.result is not None and nothing.result.status == "up_to_date" and nothing.commit == merged.commit
     probe.barrier()
     assert not [m for m in probe.drain() if isinstance(m, ChangesUpdated)]
+    actor.stop()
+    Workspace.start(repo=repo, listeners=(probe.ref,))  # as on resume: what the branch has so far
+    assert probe.expect(ChangesUpdated).changes.tip == repo.tip()
 
 
 def test_a_conflict_stays_in_its_checkout_until_its_agent_resolves_it(

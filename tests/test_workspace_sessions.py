@@ -21,7 +21,7 @@ import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.actors.demo.common import SHARED_FILE_ENV
-from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.session_files import private_dir, read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
@@ -68,11 +68,20 @@ def _branches(repo: Path) -> list[str]:
 def _assert_no_review_quotes_the_user_change(folder: Path) -> None:
     requests = list(folder.glob("reviews/*/request.json"))
     assert requests, "no review was made"
+    read_by_codex = 0
     for request in requests:
         text = request.read_text()
         change = json.loads(text)["change"]
         assert "commits of" in change["how"] or "working tree of" in change["how"], change["how"]
         assert not [said for said in USER_CHANGE if said in text], request
+        assert len(change["commit"]) == 40
+        if not (request.parent / "codex.jsonl").exists():
+            continue  # codex wrote this work: it is no peer here
+        # Its peers read a checkout of exactly that commit (codex names its folder with -C).
+        launches = [r["payload"]["text"] for r in read_jsonl(request.parent / "codex.jsonl").records]
+        assert any(f"-C {folder}/views/{request.parent.name} " in text for text in launches)
+        read_by_codex += 1
+    assert read_by_codex
 
 
 def _assert_conflict_waits_for_the_user(repo: Path, folder: Path, done: subprocess.CompletedProcess) -> str:
@@ -279,3 +288,25 @@ def test_a_sandboxed_run_works_in_its_checkout_and_cannot_write_the_user_reposit
     assert repo.commit_assignment("implement", "claude", "made") is not None
     assert repo.merge_assignment("implement").ok
     assert branch_file(repo_outside_tmp, repo.branch, "made.txt") == "made in the checkout\n"
+
+
+def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
+    user_repo: Path,  # noqa: F811
+    tmp_path: Path,
+    demo_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = user_state(user_repo)
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.enabled": False})
+    options = RunOptions(
+        task=TASK, target=user_repo, demo=True, dashboard=False, console=True, env=demo_env, include_uncommitted=True
+    )
+    assert run(settings, options) == 0
+    assert "3 uncommitted files of yours are in the session's base" in capsys.readouterr().err
+    assert user_state(user_repo) == before
+    (folder,) = _session_dirs(tmp_path / "ws")
+    branch = f"orchestrate/{folder.name}"
+    assert branch_file(user_repo, branch, "README.md") == "# project\n\nthe user's own note\n"
+    assert branch_file(user_repo, branch, "lib/util.py") == "VALUE = 2  # staged by the user\n"
+    assert {"notes.txt", "docs/DESIGN.md", "app/health_endpoint.py"} <= branch_files(user_repo, branch)
+    assert "debug.log" not in branch_files(user_repo, branch)  # ignored stays out

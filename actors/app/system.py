@@ -27,6 +27,7 @@ from meta_orchestrator.actors.app.workspace_wiring import (
     finish_workspace,
     open_workspace,
     plan_checkout,
+    say_on_stderr,
 )
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
@@ -380,14 +381,10 @@ def _open_workspace(wiring: _Wiring) -> SessionRepo | None:
             wiring.session_id,
             options.include_uncommitted,
             resuming=bool(options.resume),
-            say=_say if options.console else None,
+            say=say_on_stderr if options.console else None,
         )
     except WorkspaceError as exc:
         raise PreflightError(f"the session's branch cannot be made: {exc}") from None
-
-
-def _say(text: str) -> None:
-    print(f"orchestrate: {text}", file=sys.stderr, flush=True)
 
 
 def _start_session(wiring: _Wiring, bwrap: str | None, gateway: SupervisedRef | None) -> RunningSession:

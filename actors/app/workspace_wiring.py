@@ -20,7 +20,8 @@ _MAX_STAT_LINES = 40
 Say = Callable[[str], None]
 
 
-def _to_stderr(text: str) -> None:
+def say_on_stderr(text: str) -> None:
+    """How the launcher tells the user about the workspace at start."""
     print(f"orchestrate: {text}", file=sys.stderr, flush=True)
 
 
@@ -30,7 +31,7 @@ def open_workspace(
     session_id: str,
     include_uncommitted: bool,
     resuming: bool,
-    say: Say | None = _to_stderr,
+    say: Say | None = say_on_stderr,
 ) -> SessionRepo | None:
     """The session's branch and checkouts, or None: the agents work in the target itself.
 
@@ -78,9 +79,14 @@ def finish_workspace(repo: SessionRepo, session_dir: Path, say: Say | None) -> l
     (the branch always stays), then tell where the work is and the next commands. Returns the
     checkouts kept (work not merged, or a conflict to resolve)."""
     kept = _remove_finished_checkouts(repo)
-    if say is not None:
-        for line in end_report(repo, session_dir, kept):
-            say(line)
+    if say is None:
+        return kept
+    try:
+        lines = end_report(repo, session_dir, kept)
+    except (WorkspaceError, OSError) as exc:  # the session has ended: say so, never fail here
+        lines = [f"the work is on branch {repo.branch} (its diff cannot be shown: {exc})"]
+    for line in lines:
+        say(line)
     return kept
 
 
@@ -106,7 +112,10 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
     except WorkspaceError as exc:
         return [f"the session branch is gone: {exc}"]
     if tip == record.base:
-        lines = [f"branch {branch} has no change against its base {record.base[:10]}"]
+        lines = [
+            f"branch {branch} has no change against its base {record.base[:10]}",
+            f"next: orchestrate discard {sid}  (removes its branches and checkouts)",
+        ]
     else:
         user = Git(["-C", record.repository])
         stat = user.run("diff", "--stat", "--no-color", record.base, tip, ok=(0, 1)).text.splitlines()
@@ -119,7 +128,7 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
         into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
         lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
         lines.append(f"      or: git merge {branch}")
-    lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
+        lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
     for name in kept:
         # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
         where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")
@@ -127,4 +136,4 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
     return lines
 
 
-__all__ = ["abandon_workspace", "end_report", "finish_workspace", "open_workspace", "plan_checkout"]
+__all__ = ["abandon_workspace", "end_report", "finish_workspace", "open_workspace", "plan_checkout", "say_on_stderr"]

@@ -77,10 +77,8 @@ def review_context(
     }
 
 
-def workspace_change(
-    repo: SessionRepo, record: AssignmentRecord | None, limit: int
-) -> tuple[dict[str, Any], str | None]:
-    """The change a review quotes, and the commit its peers read (None: it cannot be read).
+def workspace_change(repo: SessionRepo, record: AssignmentRecord | None, limit: int) -> dict[str, Any]:
+    """The change a review quotes, with ``commit``: what its peers read (None: it cannot be read).
 
     An assignment not finished (still running, or its work not merged) is shown as its
     checkout's working tree now, committed aside; a finished one as its commits against its
@@ -91,22 +89,22 @@ def workspace_change(
             changes = repo.session_changes(max_total_bytes=limit + 1)
             text = "\n".join(d.text for d in changes.diffs)
             how = f"the session branch {repo.branch} against its base {repo.base[:10]}"
-            return _change(how, text, limit), changes.tip
+            return _change(how, text, limit, changes.tip)
         checkout = repo.record.checkouts.get(record.id)
         if checkout is None or checkout.kind != "assignment":
-            return _change(f"{record.id} has no checkout: it changed nothing yet", "", limit), repo.tip()
+            return _change(f"{record.id} has no checkout: it changed nothing yet", "", limit, repo.tip())
         if record.phase not in ("gated", "done") and checkout.present:
             commit, text = repo.working_tree_commit(record.id)
             how = f"the working tree of {record.id}'s checkout against its base {checkout.base[:10]} (not merged yet)"
-            return _change(how, text, limit), commit
+            return _change(how, text, limit, commit)
         how = f"the commits of {record.id} against its own base {checkout.base[:10]}"
-        return _change(how, repo.assignment_diff(record.id), limit), checkout.head or checkout.base
+        return _change(how, repo.assignment_diff(record.id), limit, checkout.head or checkout.base)
     except WorkspaceError as exc:
-        return _change(f"the change could not be read: {exc}", "", limit), None
+        return _change(f"the change could not be read: {exc}", "", limit, None)
 
 
-def _change(how: str, text: str, limit: int) -> dict[str, Any]:
-    return {"how": how, "text": _cut(text or "(no change)", limit)}
+def _change(how: str, text: str, limit: int, commit: str | None) -> dict[str, Any]:
+    return {"how": how, "text": _cut(text or "(no change)", limit), "commit": commit}
 
 
 def _cut(text: str, limit: int) -> str:

@@ -46,7 +46,9 @@ class PlanningRules(StepBase):
             return
         roles = {role: agent for role in ROLES if (agent := self.agent_for(role))}
         shares = {name: (a.share_min, a.share_max) for name, a in self.settings.agents.items()}
-        prompt = plan_prompt(self.snap.session_id, self.snap.task, self.snap.target, shares, roles)
+        # With a workspace the architect reads its checkout of the base, not the user's tree.
+        where = self.config.plan_workdir or self.snap.target
+        prompt = plan_prompt(self.snap.session_id, self.snap.task, where, shares, roles)
         self.send_plan_request(architect, prompt)
 
     def send_plan_request(self, agent: str, prompt: str, recovery_id: str | None = None) -> None:
