@@ -186,6 +186,10 @@ def test_a_folder_that_is_no_repository_runs_in_place_with_a_warning(
     assert (target / "docs" / "DESIGN.md").is_file() and (target / "docs" / "REVIEW.md").is_file()
     (folder,) = _session_dirs(tmp_path / "ws")
     assert not (folder / "workspace.json").exists() and not (folder / "checkouts").exists()
+    # The dashboard (and a replay) hears why there is no branch: the Changes panel says it.
+    history = (folder / "history.jsonl").read_text()
+    assert "WorkspaceNotOpened" in history or '"in_place"' in history
+    assert "git init" in history
 
 
 @pytest.fixture

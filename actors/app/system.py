@@ -31,7 +31,7 @@ from meta_orchestrator.actors.app.workspace_wiring import (
 )
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
-from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef
+from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef, tell_all
 from meta_orchestrator.actors.supervisor import Supervisor
 from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
@@ -64,6 +64,7 @@ from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.actors.workspace import Workspace
+from meta_orchestrator.messages.workspace import WorkspaceNotOpened
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
@@ -324,6 +325,7 @@ class _Wiring:
     sandboxes: dict[str, OsSandbox] = field(default_factory=dict)
     review_agents: dict[str, Any] = field(default_factory=dict)
     repo: SessionRepo | None = None  # the git workspace; None: the agents work in the target
+    no_branch: str | None = None  # why there is no workspace (told to the dashboard)
 
     @property
     def checkouts(self) -> Path | None:
@@ -382,6 +384,7 @@ def _open_workspace(wiring: _Wiring) -> SessionRepo | None:
             options.include_uncommitted,
             resuming=bool(options.resume),
             say=say_on_stderr if options.console else None,
+            no_branch=lambda reason: setattr(wiring, "no_branch", reason),
         )
     except WorkspaceError as exc:
         raise PreflightError(f"the session's branch cannot be made: {exc}") from None
@@ -598,6 +601,8 @@ def _workspace_arguments(wiring: _Wiring) -> dict[str, Any]:
     """The coordinator's workspace, branch and plan checkout; the Workspace actor started."""
     repo = wiring.repo
     if repo is None:
+        if wiring.no_branch:  # the Changes panel says why there is no branch
+            tell_all(wiring.listeners, WorkspaceNotOpened(reason=wiring.no_branch))
         return {}
     workspace = _supervised(
         wiring.started, wiring.supervisor, "workspace", Workspace, repo=repo, listeners=tuple(wiring.listeners)

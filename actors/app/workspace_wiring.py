@@ -32,6 +32,7 @@ def open_workspace(
     include_uncommitted: bool,
     resuming: bool,
     say: Say | None = say_on_stderr,
+    no_branch: Say | None = None,
 ) -> SessionRepo | None:
     """The session's branch and checkouts, or None: the agents work in the target itself.
 
@@ -47,6 +48,8 @@ def open_workspace(
     opened = open_session_repo(target, session_dir, session_id, include_uncommitted)
     if opened.repo is None:
         log.warning("no session branch: %s", opened.message)
+        if no_branch is not None:
+            no_branch(opened.message)
         if say is not None:
             say(f"warning: {opened.message}")
         return None
