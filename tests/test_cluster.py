@@ -38,7 +38,7 @@ from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, Re
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV, RawLine, describe_spawn_error
 from meta_orchestrator.actors.runtime.remote_host import HostOptions
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
-from meta_orchestrator.actors.sandbox.bwrap import Confinement
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.cluster import RemoteRunChanged
@@ -281,7 +281,10 @@ def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_pat
             time.sleep(60)
             """,
         )
-        confinement = Confinement(bwrap=bwrap, writable=(str(target),), chdir=str(target))
+        # The interpreter and this checkout may live in /tmp, which is private inside: bind
+        # them back read-only, as the worker does for a CLI's own files (cli_launch).
+        own = under_private_tmp([sys.executable, sys.prefix, sys.base_prefix, *sys.path])
+        confinement = Confinement(bwrap=bwrap, writable=(str(target),), readable=own, chdir=str(target))
         proc = ClusterProcessHost().spawn(launch, confinement)
         reading = Reading(proc)
         wait_for(lambda: "ready" in reading.text(), timeout=60, message="the CLI inside its sandbox")
