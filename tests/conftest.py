@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -243,3 +244,14 @@ def branch_file(repo: Path, branch: str, path: str) -> str:
         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
     )
     return done.stdout.decode()
+
+
+@pytest.fixture
+def bwrap() -> str:
+    """bubblewrap's path; without it the test is skipped, or fails in CI (.ci/run installs it)."""
+    path = shutil.which("bwrap")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
+        pytest.skip("bubblewrap is not installed")
+    return path

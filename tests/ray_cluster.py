@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,3 +186,53 @@ if __name__ == "__main__":
 
     sys.argv = ["ray", *sys.argv[1:]]
     sys.exit(main())
+
+
+class DrivenCluster:
+    """A test cluster (a head without slots, a node with ``slots`` agent slots), this process
+    connected to it as the driver, and what its setup cost; its nodes' processes are spared
+    by the leftover-process check until it stops."""
+
+    def __init__(self, root: Path, slots: int, num_cpus: int | None = None) -> None:
+        from meta_orchestrator.actors.runtime.cluster_host import connect
+        from tests import conftest
+
+        started = time.monotonic()
+        self.local = LocalRayCluster(root).start()
+        self.slots = self.local.add_node("slots", {"agent_slot": slots}, num_cpus=num_cpus)
+        keep_loopback()
+        connect(self.local.address)
+        self.setup_s = time.monotonic() - started
+        self.slot_node_id = self.local.node_id(self.slots)
+        conftest.SPARED_SESSIONS.update(n.sid for n in self.local.nodes)
+
+    def add_node(self, name: str, resources: dict[str, float]) -> RayNode:
+        from tests import conftest
+
+        node = self.local.add_node(name, resources)
+        conftest.SPARED_SESSIONS.add(node.sid)
+        return node
+
+    def scratch_left(self) -> list[Path]:
+        """Runs' folders still on a node (each run removes its own when it ends)."""
+        return [p for n in self.local.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
+
+
+def driven_cluster(slots: int, num_cpus: int | None = None) -> Iterator[DrivenCluster]:
+    """The body of a module's ``cluster`` fixture: one start for the module, and at its end
+    the driver disconnected, every node stopped and nothing of them left running."""
+    import ray
+
+    from tests import conftest
+
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    made = DrivenCluster(root, slots, num_cpus)
+    print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
+    try:
+        yield made
+    finally:
+        ray.shutdown()
+        left = made.local.stop()
+        conftest.SPARED_SESSIONS.difference_update(n.sid for n in made.local.nodes)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"left after the cluster stopped: {left}"

@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import psutil
 import pytest
 
 try:
-    import ray
+    import ray  # noqa: F401 - is Ray installed? (the tests skip, or fail in CI, without it)
 except ImportError:
     if os.environ.get("CI"):
         raise  # CI installs the cluster extra: its absence is a failure there
@@ -34,7 +35,7 @@ except ImportError:
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, RemoteProcess, connect
+from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, RemoteProcess
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV, RawLine, describe_spawn_error
 from meta_orchestrator.actors.runtime.remote_host import HostOptions
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
@@ -43,10 +44,8 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
-from tests import conftest
 from tests.conftest import DEMO, PROJECT_ROOT, wait_for
-from tests.ray_cluster import LocalRayCluster, RayNode, keep_loopback
-from tests.test_os_sandbox import bwrap  # noqa: F401 - fixture
+from tests.ray_cluster import DrivenCluster, driven_cluster
 
 PROMPT = (
     "You are one agent of a team.\nSession: s-1\nAssignment: a-1\nRole: implementer\nKind: work\n"
@@ -54,40 +53,11 @@ PROMPT = (
 )
 
 
-class Cluster:
-    """The session's cluster, the driver connected to it, and what its setup cost."""
-
-    def __init__(self, root: Path) -> None:
-        started = time.monotonic()
-        self.local = LocalRayCluster(root).start()
-        self.slots = self.local.add_node("slots", {"agent_slot": 2})
-        keep_loopback()
-        connect(self.local.address)
-        self.setup_s = time.monotonic() - started
-        self.slot_node_id = self.local.node_id(self.slots)
-        conftest.SPARED_SESSIONS.update(n.sid for n in self.local.nodes)
-
-    def add_node(self, name: str, resources: dict[str, float]) -> RayNode:
-        node = self.local.add_node(name, resources)
-        conftest.SPARED_SESSIONS.add(node.sid)
-        return node
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Any:
+def cluster() -> Iterator[DrivenCluster]:
     """One cluster for the whole tier (this module), stopped when its last test is done so
     that the rest of the suite does not share two cores with it."""
-    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
-    made = Cluster(root)
-    print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
-    try:
-        yield made
-    finally:
-        ray.shutdown()
-        left = made.local.stop()
-        conftest.SPARED_SESSIONS.difference_update(n.sid for n in made.local.nodes)
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"left after the cluster stopped: {left}"
+    yield from driven_cluster(2)
 
 
 def _script(tmp_path: Path, body: str, name: str = "cli.py") -> Launch:
@@ -257,7 +227,7 @@ def test_pause_resume_and_stop_act_on_the_whole_remote_group(cluster, tmp_path):
     assert not proc.signal_group(signal.SIGCONT)  # ended: nothing left to signal
 
 
-def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_path, bwrap):  # noqa: F811
+def test_the_remote_cli_runs_in_the_same_sandbox_as_a_local_one(cluster, tmp_path, bwrap):
     target = tmp_path / "target"
     target.mkdir()
     outside = Path(tempfile.mkdtemp(prefix="orch-outside-", dir="/var/tmp"))

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,63 +19,29 @@ import psutil
 import pytest
 
 try:
-    import ray
+    import ray  # noqa: F401 - is Ray installed? (the tests skip, or fail in CI, without it)
 except ImportError:
     if os.environ.get("CI"):
         raise  # CI installs the cluster extra: its absence is a failure there
     pytest.skip("ray is not installed (pip install -e '.[cluster]')", allow_module_level=True)
 
 from meta_orchestrator.actors.app.system import PreflightError, RunOptions, run, start, stop_all
-from meta_orchestrator.actors.runtime.cluster_host import connect
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from meta_orchestrator.messages.worker import GetWorkerState
-from tests import conftest
 from tests.conftest import PROJECT_ROOT, wait_for
-from tests.ray_cluster import LocalRayCluster, RayNode, keep_loopback
+from tests.ray_cluster import DrivenCluster, RayNode, driven_cluster
 
 TASK = "Add a /health endpoint"
 
 
-class Cluster:
-    """The module's cluster, the driver connected, and Ray's id of the slot node."""
-
-    def __init__(self, root: Path) -> None:
-        started = time.monotonic()
-        self.local = LocalRayCluster(root).start()
-        self.slots = self.local.add_node("slots", {"agent_slot": 3}, num_cpus=2)
-        keep_loopback()
-        connect(self.local.address)
-        self.setup_s = time.monotonic() - started
-        self.slot_node_id = self.local.node_id(self.slots)
-        conftest.SPARED_SESSIONS.update(n.sid for n in self.local.nodes)
-
-    def add_node(self, name: str, resources: dict[str, float]) -> RayNode:
-        node = self.local.add_node(name, resources)
-        conftest.SPARED_SESSIONS.add(node.sid)
-        return node
-
-    def scratch_left(self) -> list[Path]:
-        return [p for n in self.local.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Any:
-    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
-    made = Cluster(root)
-    print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
-    try:
-        yield made
-    finally:
-        ray.shutdown()
-        left = made.local.stop()
-        conftest.SPARED_SESSIONS.difference_update(n.sid for n in made.local.nodes)
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"left after the cluster stopped: {left}"
+def cluster() -> Iterator[DrivenCluster]:
+    yield from driven_cluster(3, num_cpus=2)
 
 
-def _settings(tmp_path: Path, cluster: Cluster, **overrides: object) -> Any:
+def _settings(tmp_path: Path, cluster: DrivenCluster, **overrides: object) -> Any:
     return load_settings(
         None, {"workspace": str(tmp_path / "ws"), "cluster.address": cluster.local.address, **overrides}
     )

@@ -50,16 +50,6 @@ CLAUDE_RESULT = json.dumps(
 
 
 @pytest.fixture
-def bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
-        pytest.skip("bubblewrap is not installed")
-    return path
-
-
-@pytest.fixture
 def outside() -> Iterator[Path]:
     """A folder outside /tmp (inside the sandbox /tmp is private, so it would prove nothing)."""
     folder = Path(tempfile.mkdtemp(prefix="orch-outside-", dir="/var/tmp"))

@@ -108,16 +108,6 @@ def world() -> Iterator[World]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
-        pytest.skip("bubblewrap is not installed")
-    return path
-
-
 def _start_guard(world: World, asker: Any, listener: Any, **settings: Any) -> tuple[Any, SandboxFiles]:
     guard = SandboxGuard.start(
         settings=SandboxSettings(**settings),

@@ -193,16 +193,6 @@ def test_a_folder_that_is_no_repository_runs_in_place_with_a_warning(
 
 
 @pytest.fixture
-def bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap is not installed (.ci/run installs it)")
-        pytest.skip("bubblewrap is not installed")
-    return path
-
-
-@pytest.fixture
 def repo_outside_tmp() -> Iterator[Path]:
     """A user repository outside /tmp: inside the sandbox /tmp is private, so a repository
     there would be out of reach anyway and prove nothing about read-only binds."""
