@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter, field_validator
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.ids import check_question_id
 
 ControlAction = Literal["pause", "resume", "stop", "review"]
 CONTROL_ACTIONS: tuple[str, ...] = ("pause", "resume", "stop", "review")
@@ -112,6 +113,11 @@ class AnswerBody(Frozen):
     question_id: str = Field(min_length=1, max_length=200)
     answer: str = Field(default="", max_length=20_000)
     approve: bool | None = Field(default=None, description="confirmations: approve or deny")
+
+    @field_validator("question_id")
+    @classmethod
+    def _one_component(cls, value: str) -> str:
+        return check_question_id(value)
 
 
 class ControlRequest(ControlBody):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -33,12 +32,12 @@ from meta_orchestrator.actors.runtime.session_index import is_live, list_session
 from meta_orchestrator.actors.runtime.session_files import read_json
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc
+from meta_orchestrator.messages.ids import is_session_id
 from meta_orchestrator.webui.app import STATIC_DIR
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, Guard, allowed_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 MAX_PAGE = 2000
 MAX_MARKS = 2000
 ERROR_PREFIX = b'{"type":"error",'
@@ -53,7 +52,7 @@ def _agents(state: dict[str, Any] | None, folder: Path) -> tuple[str, ...]:
     beside them that is an agent's (not the history or the resource samples)."""
     names = {str(a.get("agent")) for a in (state or {}).get("assignments", []) if isinstance(a, dict)}
     names |= {p.stem for p in folder.glob("*.jsonl") if p.stem not in ("history", "resources")}
-    return tuple(sorted(n for n in names if SESSION_ID.fullmatch(n)))
+    return tuple(sorted(n for n in names if is_session_id(n)))
 
 
 def _moment(text: str | None, bounds: tuple[datetime, datetime]) -> datetime:
@@ -152,7 +151,7 @@ def _refuse(status: int, reason: str) -> Response:
 
 def _folder_of(workspace: Path, session_id: str) -> Path:
     """A session's folder in the workspace: a plain name, a real folder with a state.json."""
-    if not SESSION_ID.fullmatch(session_id):
+    if not is_session_id(session_id):
         raise LookupError(f"no session {session_id[:60]!r}")
     folder = workspace / session_id
     if folder.is_symlink() or not (folder / "state.json").is_file():

@@ -106,6 +106,26 @@ def _unattended_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _session_id_arg(value: str) -> str:
+    """argparse's type for a session id: one folder name, else exit 2 before anything is read."""
+    from meta_orchestrator.messages.ids import InvalidId, check_session_id
+
+    try:
+        return check_session_id(value)
+    except InvalidId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _question_id_arg(value: str) -> str:
+    """argparse's type for a question id."""
+    from meta_orchestrator.messages.ids import InvalidId, check_question_id
+
+    try:
+        return check_question_id(value)
+    except InvalidId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _workspace_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"orchestrate {prog}")
     p.add_argument("--workspace", type=Path)
@@ -220,7 +240,7 @@ def _remote_dashboard_ok(settings: Settings) -> bool:
 
 def _resume(args: list[str]) -> int:
     p = _workspace_parser("resume")
-    p.add_argument("session_id")
+    p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--port", type=int)
     p.add_argument("--exit-when-done", action="store_true")
@@ -244,8 +264,8 @@ def _answer(args: list[str]) -> int:
     from meta_orchestrator.messages.session import TERMINAL_STATUSES
 
     p = _workspace_parser("answer")
-    p.add_argument("session_id")
-    p.add_argument("question_id")
+    p.add_argument("session_id", type=_session_id_arg)
+    p.add_argument("question_id", type=_question_id_arg)
     p.add_argument("text", nargs="+", help="the answer (yes or no for a confirmation)")
     opts = p.parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -311,7 +331,7 @@ def _apply(args: list[str]) -> int:
     from meta_orchestrator.actors.app.workspace_commands import apply_command
 
     p = _workspace_parser("apply")
-    p.add_argument("session_id")
+    p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")
     opts = p.parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -322,7 +342,7 @@ def _discard(args: list[str]) -> int:
     from meta_orchestrator.actors.app.workspace_commands import discard_command
 
     p = _workspace_parser("discard")
-    p.add_argument("session_id")
+    p.add_argument("session_id", type=_session_id_arg)
     opts = p.parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     return discard_command(settings.workspace.expanduser().resolve() / opts.session_id, opts.session_id)
@@ -359,7 +379,7 @@ def _show(args: list[str]) -> int:
     from meta_orchestrator.actors.runtime.session_files import read_json
 
     p = _workspace_parser("show")
-    p.add_argument("session_id")
+    p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--json", action="store_true", help="print state.json as it is")
     p.add_argument("--follow", action="store_true", help="print the session's events as they come, until it ends")
     p.add_argument("--last", type=int, default=20, metavar="N", help="with --follow: begin with the last N events")

@@ -60,6 +60,7 @@ from meta_orchestrator.actors.runtime.resume import (
     save_launch,
 )
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
+from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.actors.worker import Worker
@@ -194,6 +195,12 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
             f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
             f"known agents: {', '.join(agent_names())}"
         )
+    for given in (options.resume, options.session_id):
+        if given is not None:
+            try:
+                check_session_id(given)
+            except InvalidId as exc:
+                raise PreflightError(str(exc)) from None
     if options.resume:
         settings = _prepare_resume(settings, options)
     elif options.demo:

@@ -51,6 +51,7 @@ from typing import NamedTuple
 from meta_orchestrator.actors.runtime import workspace_changes as changes
 from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, TOOL_IDENTITY, Git, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
+from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.messages.workspace import (
     ApplyResult,
     CheckoutKind,
@@ -84,7 +85,6 @@ CHECKOUT_CONFIG = (
 _FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
 # Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
 _FETCH = ("fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance", "--no-recurse-submodules")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
 _MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
 
@@ -116,12 +116,10 @@ def check_name(name: str, what: str) -> str:
     Raises:
         WorkspaceError: it is not.
     """
-    if not _NAME.match(name) or ".." in name or name.endswith((".lock", ".")):
-        raise WorkspaceError(
-            f"{what} {name!r} cannot name a branch or folder (letters, digits, '_', '-', '.'; "
-            "not starting with '.' or '-', no '..', not ending in '.lock' or '.')"
-        )
-    return name
+    try:
+        return check_session_id(name, what)
+    except InvalidId as exc:
+        raise WorkspaceError(str(exc)) from None
 
 
 @dataclass(frozen=True)
