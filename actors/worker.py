@@ -187,6 +187,7 @@ class Worker(pykka.ThreadingActor):
             workdir=self._target,
             extra_dirs=self._extra_dirs,
             base_env=self._base_env,
+            confined=self._sandbox is not None,
         )
         launch = self._adapter.build_launch(spec)
         self._set_status("starting")
@@ -283,7 +284,7 @@ class Worker(pykka.ThreadingActor):
             self._stopped_by = None
             returncode = 0
         self._record(self._parser.finish(returncode, tail), raw=None)
-        outcome = self._parser.outcome()
+        outcome = self._parser.outcome(writing=self._current.mode == "write")
         outcome = outcome.model_copy(update={"files_written": remote.here(outcome.files_written)})
         if remote.error:
             outcome = outcome.model_copy(update={"success": False, "error": remote.error})

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
 
 
+# An agent's largest file: past it a write fails ("File too large") instead of filling the disk.
+DEFAULT_MAX_FILE_MB = 1024
+
+
 class ConfigError(Exception):
     """The configuration file cannot be used; the message says where and why."""
 
@@ -361,8 +365,11 @@ class LimitsSettings(Section):
         default=False,
         description="allow core files (RLIMIT_CORE); off: a crashing 250 MB binary does not fill the disk",
     )
-    spawn_max_file_mb: float | None = Field(
-        default=None, gt=0, description="RLIMIT_FSIZE: largest file an agent may write"
+    spawn_max_file_mb: float = Field(
+        default=DEFAULT_MAX_FILE_MB,
+        ge=0,
+        description="RLIMIT_FSIZE: largest file an agent may write (0: no limit); a bigger write fails "
+        "with 'File too large' instead of filling the disk",
     )
     spawn_max_user_processes: int | None = Field(
         default=None,

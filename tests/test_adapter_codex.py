@@ -206,3 +206,51 @@ def test_declined_command_and_question_and_plan_delta() -> None:
     assert (plan.type, plan.payload.kind, plan.payload.text) == ("task", "plan", "1. x")
     [legacy] = parser.feed_object({"id": "0", "msg": {"type": "task_started"}})
     assert legacy.payload.kind == "unknown"
+
+
+def test_inside_the_os_sandbox_codex_runs_with_its_own_sandbox_off_set_once() -> None:
+    adapter = CodexAdapter()
+    for mode in ("write", "read_only"):
+        argv = adapter.build_launch(_spec(mode=mode, confined=True, extra_args=("-s", "workspace-write"))).argv
+        assert argv.count("-s") == 1 and argv[argv.index("-s") + 1] == "danger-full-access"
+    argv = adapter.build_launch(_spec(confined=True, extra_args=("--sandbox=read-only", "-m", "x"))).argv
+    assert "--sandbox=read-only" not in argv and argv[argv.index("-m") + 1] == "x"
+    assert adapter.build_launch(_spec(mode="read_only")).argv[7] == "read-only"  # unconfined: its own
+
+
+def _lines(*objects: dict[str, object]) -> list[bytes]:
+    import json
+
+    return [json.dumps(o).encode() for o in objects]
+
+
+def _command(exit_code: int, output: str, status: str) -> dict[str, object]:
+    item = {"id": "i1", "type": "command_execution", "command": "ls", "aggregated_output": output}
+    return {"type": "item.completed", "item": {**item, "exit_code": exit_code, "status": status}}
+
+
+UID_MAP = "bwrap: setting up uid map: Operation not permitted\n"
+END = {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}}
+
+
+def test_a_writing_run_whose_every_tool_call_failed_is_not_a_success() -> None:
+    from meta_orchestrator.actors.runtime.error_patterns import Evidence, classify_run
+
+    parser = CodexAdapter().new_parser()
+    for line in _lines({"type": "thread.started", "thread_id": THREAD}, _command(1, UID_MAP, "failed"), END):
+        parser.feed_line(line)
+    parser.finish(0, ())
+    assert parser.succeeded  # codex's own account: the turn completed, exit 0
+    outcome = parser.outcome(writing=True)
+    assert not outcome.success and "every tool call failed (1)" in (outcome.error or "")
+    found = classify_run(Evidence(agent="codex", lines=(outcome.error or "",), returncode=0, succeeded=False))
+    assert found is not None and found.cause == "sandbox"
+    assert parser.outcome(writing=False).success  # a review that only read: its commands decide nothing
+
+
+def test_one_tool_call_that_worked_keeps_the_run_a_success() -> None:
+    parser = CodexAdapter().new_parser()
+    for line in _lines(_command(1, "grep: no match", "failed"), _command(0, "a.txt", "completed"), END):
+        parser.feed_line(line)
+    parser.finish(0, ())
+    assert parser.outcome(writing=True).success

@@ -373,16 +373,10 @@ def test_the_agents_die_with_a_killed_orchestrator(tmp_path, bwrap, demo_env):
                 psutil.Process(pid).kill()
 
 
-CODEX_NESTED = pytest.mark.xfail(
-    os.geteuid() == 0,
-    strict=True,
-    reason="codex's own sandbox is a bwrap of its own; run as root, ours leaves it no capabilities and no user "
-    "namespace to build its namespaces with, so its writes fail (as another user it nests; README: The sandbox)",
-)
-
-
 @pytest.mark.realcli
-@pytest.mark.parametrize("cli", ["claude", pytest.param("codex", marks=CODEX_NESTED), "gemini"])
+# As root too (CI): codex runs with its own sandbox off inside ours (its bwrap cannot map its
+# uid here), so its writes work; test_real_clis_sandboxed.py shows what happened before.
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
 def test_every_real_cli_does_its_work_inside_the_sandbox(cli, cli_bin, server, tmp_path, probe, bwrap):  # noqa: F811
     from tests.realcli.model_server import WRITE_CONTENT
     from tests.test_real_clis import MODELS, Rig as CliRig

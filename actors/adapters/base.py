@@ -57,6 +57,9 @@ class LaunchSpec:
     resume_session_id: str | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # The run is inside the orchestrator's OS sandbox: a CLI whose own sandbox cannot nest in
+    # it (codex's bwrap, as root) turns its own off and relies on ours.
+    confined: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,15 @@ class StreamParser(ABC):
         self.error: str | None = None
         self.terminal_seen: bool = False
         self.succeeded: bool = False
+        self.tool_results_ok = 0  # tool calls that ended well
+        self.tool_failures: list[str] = []  # what each failed tool call said, in order
+
+    def note_tool_result(self, ok: bool, text: str) -> None:
+        """Count one finished tool call (a command, a patch); a failure keeps its words."""
+        if ok:
+            self.tool_results_ok += 1
+        else:
+            self.tool_failures.append(text)
 
     def feed_line(self, data: bytes, total_bytes: int | None = None) -> list[Draft]:
         """Parse one stdout line. Bad lines become ``error`` drafts; the stream goes on."""
@@ -158,10 +170,19 @@ class StreamParser(ABC):
     def finish(self, returncode: int | None, stderr_tail: tuple[str, ...]) -> list[Draft]:
         """The process is gone: flush buffers, synthesise the end if no terminal event came."""
 
-    def outcome(self) -> RunOutcome:
-        """What this run amounted to."""
+    def outcome(self, writing: bool = False) -> RunOutcome:
+        """What this run amounted to. ``writing``: a run meant to change files; one whose every
+        tool call failed (a CLI whose own sandbox broke: nothing ran, nothing was written) is
+        not a success, whatever the CLI said of it."""
+        success, error = self.succeeded, self.error
+        if writing and success and self.tool_failures and not self.tool_results_ok:
+            # Each distinct failure, shortened: the words that say why (a sandbox that could not
+            # start, a read-only file system) are what recovery classifies.
+            said = list(dict.fromkeys(" ".join(text.split())[:300] for text in self.tool_failures))[:4]
+            success = False
+            error = f"every tool call failed ({len(self.tool_failures)}); they said: {' | '.join(said)}"
         return RunOutcome(
-            success=self.succeeded,
+            success=success,
             final_text=self.final_text,
             session_id=self.session_id,
             usage=self.usage,
@@ -169,7 +190,7 @@ class StreamParser(ABC):
             total_tokens=self.total_tokens,
             files_written=tuple(dict.fromkeys(self.files_written)),
             permission_denials=tuple(self.permission_denials),
-            error=self.error,
+            error=error,
             terminal_event_seen=self.terminal_seen,
         )
 

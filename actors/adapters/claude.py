@@ -220,6 +220,7 @@ class ClaudeParser(GuardedParser):
         tool_id = as_str(block.get("tool_use_id")) or ""
         name, tool_input = self._tools.get(tool_id, (None, {}))
         text = _block_text(block.get("content"))
+        self.note_tool_result(block.get("is_error") is not True, text)
         if block.get("is_error") is True:
             if (match := _denial(text)) is not None:
                 path = match.groupdict().get("path")

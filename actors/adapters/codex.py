@@ -143,6 +143,9 @@ class CodexParser(GuardedParser):
                 )
             ]
         exit_code = as_int(item.get("exit_code"))
+        if phase == "completed":
+            output = as_str(item.get("aggregated_output")) or ""
+            self.note_tool_result(status == "completed" and exit_code == 0, output or f"{command}: {status}")
         return [
             draft(
                 "progress",
@@ -159,6 +162,8 @@ class CodexParser(GuardedParser):
         changes = [as_dict(change) for change in as_list(item.get("changes"))]
         paths = [path for change in changes if (path := as_str(change.get("path")))]
         status = as_str(item.get("status"))
+        if phase == "completed":
+            self.note_tool_result(status == "completed", f"patch {status or 'failed'}: {', '.join(paths)}")
         if phase == "completed" and status == "completed":
             self.files_written.extend(paths)
             return [
@@ -327,6 +332,7 @@ class CodexParser(GuardedParser):
             if (match := _ROUTER_REFUSAL.search(line)) is not None:
                 why = match.group("why").strip()
                 self.permission_denials.append(why)
+                self.note_tool_result(False, why)
                 drafts.append(draft("blocker", kind="denial", text=clip(why), details={"source": "stderr"}))
         return drafts
 
@@ -364,7 +370,30 @@ CODEX_ERRORS: tuple[ErrorPattern, ...] = (
     error_pattern("codex", "outside_path", r"Read-only file system"),
     error_pattern("codex", "outside_path", r"writing is blocked by read-only sandbox"),
     error_pattern("codex", "mode_too_strict", r"rejected by user approval settings"),
+    # Its own bwrap inside another sandbox, as root (more-clis.md: "Codex as root inside an outer
+    # bubblewrap"): only the tool output says so, and the run exits 0.
+    error_pattern("codex", "sandbox", r"bwrap: setting up uid map: Operation not permitted"),
+    error_pattern("codex", "sandbox", r"bwrap: .*(?:Operation not permitted|No permissions to create)"),
+    # apply_patch's words when that sandbox failed: the path and nothing after it (a read-only
+    # file system names itself and is outside_path).
+    error_pattern("codex", "sandbox", r"Failed to write file \S+\s*(?:$|\|)", source="real codex 0.169.0 as root"),
 )
+
+
+def _sandbox_mode(spec: LaunchSpec) -> str:
+    """Codex's own sandbox: off inside ours (as root codex's bwrap cannot map its uid there,
+    and every command and patch fails while the run exits 0; codex's docs say to use
+    danger-full-access when the sandbox is provided outside), else by the run's mode."""
+    if spec.confined:
+        return "danger-full-access"
+    return "read-only" if spec.mode == "read_only" else "workspace-write"
+
+
+def _without_sandbox_flag(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` less any -s/--sandbox: a second one makes codex exit 2, and inside the OS
+    sandbox the orchestrator sets it."""
+    kept, _dropped = drop_args(args, (), ("-s", "--sandbox"))
+    return kept
 
 
 class CodexAdapter(AgentAdapter):
@@ -387,6 +416,9 @@ class CodexAdapter(AgentAdapter):
             "--skip-git-repo-check: run `git init` in {target} or trust it in $CODEX_HOME/config.toml",
             "mode_too_strict": "codex's sandbox refused the action: grant folders with "
             "--add-dir, or allow_bypass inside an outer sandbox",
+            "sandbox": "codex's own sandbox could not start (its bubblewrap inside another sandbox, "
+            'as root): run it under the orchestrator\'s OS sandbox (sandbox.os = "bwrap"), which turns '
+            "codex's own off, or as an ordinary user",
         }
     )
     colour = "\033[35m"
@@ -427,7 +459,7 @@ class CodexAdapter(AgentAdapter):
             "-C",
             str(spec.workdir),
             "-s",
-            "read-only" if spec.mode == "read_only" else "workspace-write",
+            _sandbox_mode(spec),
         ]
         for extra in spec.extra_dirs:
             argv += ["--add-dir", str(extra)]  # only effective in workspace-write; harmless
@@ -435,7 +467,7 @@ class CodexAdapter(AgentAdapter):
             argv += ["-m", spec.model]
         # Without this, codex retries "Reconnecting... waiting for network" forever (§0, §7).
         argv += ["--disable", "unbounded_connection_retries"]
-        argv += spec.extra_args
+        argv += _without_sandbox_flag(spec.extra_args) if spec.confined else spec.extra_args
         if spec.resume_session_id:
             argv += ["resume", spec.resume_session_id]
         if spec.prompt.startswith("-"):

@@ -139,6 +139,7 @@ class GeminiParser(GuardedParser):
         tool_id = as_str(obj.get("tool_id")) or ""
         name, parameters = self._tools.get(tool_id, (None, {}))
         if as_str(obj.get("status")) == "success":
+            self.note_tool_result(True, as_str(obj.get("output")) or "")
             drafts = [
                 draft(
                     "progress",
@@ -157,6 +158,7 @@ class GeminiParser(GuardedParser):
         error = require_dict(obj, "error")
         error_type = as_str(error.get("type"))
         message = as_str(error.get("message")) or as_str(obj.get("output")) or "tool failed"
+        self.note_tool_result(False, message)
         if error_type in _DENIAL_TYPES or (error_type == "invalid_tool_params" and "Path not in workspace" in message):
             self.permission_denials.append(message)
             return [

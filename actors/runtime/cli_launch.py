@@ -34,6 +34,7 @@ def launch_spec(
     workdir: Path,
     extra_dirs: Sequence[Path],
     base_env: Mapping[str, str],
+    confined: bool = False,
 ) -> LaunchSpec:
     """The run ``command`` asks for, with the agent's configured command, model and flags.
 
@@ -52,6 +53,7 @@ def launch_spec(
         resume_session_id=command.resume_session_id,
         extra_args=(*settings.extra_args, *command.extra_args),
         env=env,
+        confined=confined,
     )
 
 
@@ -71,7 +73,9 @@ def confinement(
     # What the CLI runs from must stay readable: its executable (or script) and, for the
     # Python the hook and the demo agents use, the interpreter and its import path.
     own = under_private_tmp([*spec.executable, sys.prefix, sys.base_prefix, *sys.path])
-    viewed = any(_inside(spec.workdir, Path(d)) for d in read_only_dirs)
+    # A read-only run (planning, a review) never gets its folder writable: inside the OS
+    # sandbox codex's own sandbox is off, so ours is what keeps such a run from writing.
+    viewed = spec.mode == "read_only" or any(_inside(spec.workdir, Path(d)) for d in read_only_dirs)
     folders = (*(() if viewed else (spec.workdir,)), *spec.extra_dirs, *state.dirs, *state.files)
     return Confinement(
         bwrap=sandbox.bwrap,
