@@ -84,6 +84,7 @@ class BoundedWSGIServer(BaseWSGIServer):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._stopped.set()  # not serving yet: a shutdown has nothing to wait for
         self._accept_paused_until = 0.0
 
     @property
@@ -94,6 +95,7 @@ class BoundedWSGIServer(BaseWSGIServer):
     # -- the loop --
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stopped.clear()
         self._selector.register(self.socket, selectors.EVENT_READ, None)
         try:
             while not self._stop.is_set():
@@ -139,9 +141,13 @@ class BoundedWSGIServer(BaseWSGIServer):
             self._admit(sock, address)
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
-        sock.setblocking(False)
-        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: a peer that acknowledges nothing is dropped
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.limits.send_timeout_s * 1000))
+        try:
+            sock.setblocking(False)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: a peer that acknowledges nothing is dropped
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.limits.send_timeout_s * 1000))
+        except OSError:  # gone already
+            close_quietly(sock)
+            return
         self._waiting[sock] = Connection(sock, address, time.monotonic() + self.limits.request_timeout_s)
         self._selector.register(sock, selectors.EVENT_READ, True)
 
@@ -185,7 +191,12 @@ class BoundedWSGIServer(BaseWSGIServer):
             )
             return
         connection.sock.setblocking(True)
-        threading.Thread(target=self._serve, args=(connection,), name=f"{self.name}-request", daemon=True).start()
+        try:
+            threading.Thread(target=self._serve, args=(connection,), name=f"{self.name}-request", daemon=True).start()
+        except RuntimeError as exc:  # the process can start no more threads
+            with self._lock:
+                self._active -= 1
+            self._answer(connection.sock, 503, f"the server cannot start a thread ({exc})", registered=False)
 
     def _serve(self, connection: Connection) -> None:
         try:
