@@ -25,7 +25,7 @@ from meta_orchestrator.config.settings import ConfigError, WebSettings, load_set
 from meta_orchestrator.actors.gateway import Gateway
 from meta_orchestrator.messages.gateway import GetGatewayAddress, GetGatewayStats
 from meta_orchestrator.messages.session import SessionStateChanged
-from meta_orchestrator.webui.serve import SessionsServer
+from meta_orchestrator.webui.serve import ServeError, SessionsServer
 from tests.conftest import wait_for
 from tests.test_gateway import TOKEN, session_snapshot
 
@@ -105,6 +105,13 @@ def read_all(sock: socket.socket, timeout: float = 10) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    got = b""
+    while len(got) < size and (chunk := sock.recv(size - len(got))):
+        got += chunk
+    return got
 
 
 def ask(port: int, request: bytes | None = None) -> tuple[int, bytes, bytes]:
@@ -248,7 +255,7 @@ def test_serve_slow_readers_hold_slots_up_to_the_send_timeout_and_past_the_cap_g
         for _ in range(2):  # each asks for 16 MB and reads only its first bytes
             reader = connect(served.port, rcvbuf=4096)
             reader.sendall(head(served.port, path=f"/api/sessions/{session}"))
-            assert reader.recv(12) == b"HTTP/1.1 200"
+            assert read_exactly(reader, 12) == b"HTTP/1.1 200"
             readers.append(reader)
         assert ask(served.port)[0] == 503
         # The server gives a reader that takes nothing up after send_timeout_s: slots free again.
@@ -308,6 +315,14 @@ def test_a_websocket_peer_that_answers_no_ping_is_closed(start):
         wait_for(lambda: not served.gateway.ask(GetGatewayStats(), timeout=5).clients, timeout=5)
     finally:
         peer.sock.close()
+
+
+def test_serve_on_a_taken_port_says_so(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(ServeError, match=r"already in use.*--port"):
+            SessionsServer(tmp_path, port=taken.getsockname()[1], token=TOKEN)
 
 
 # --- settings -------------------------------------------------------------------------------------
