@@ -8,9 +8,9 @@ A fact without an entry in that table is not shown on the dashboard.
 Threads and who owns what:
 
 * the actor thread owns all state, the delta sequence number and every client's record;
-* ``gateway-http`` runs Werkzeug's threaded WSGI server (one thread per request,
-  ``webui.dashboard_server``) with the routes of ``webui.app``, which reach this actor only
-  through a ``DashboardLink``;
+* ``gateway-http`` runs the bounded WSGI server (``webui.http_server``: one thread per request
+  whose head has arrived, at most ``web.max_connections``) with the routes of ``webui.app``,
+  which reach this actor only through a ``DashboardLink``;
 * each WebSocket request thread is the *only writer* of its socket: it drains a bounded
   outbox that only the actor fills (``webui.outboxes``). A browser that falls behind never
   blocks the actor: when its outbox is full the actor empties it and puts a fresh snapshot
@@ -403,6 +403,7 @@ class Gateway(pykka.ThreadingActor):
             guard=Guard(token=self._token, port=self.port, hosts=allowed_hosts(self.host)),
             session_dir=self._session_dir,
             client_queue=self._settings.client_queue,
+            ping_interval_s=self._settings.ping_interval_s,
             epoch=self.epoch,
             view=lambda: self.view,  # one attribute read: the actor swaps the record whole
             tell=tell,

@@ -120,7 +120,8 @@ class SessionSettings(Section):
 
 
 class WebSettings(Section):
-    """The dashboard's web server."""
+    """The web servers: a session's dashboard, and ``orchestrate serve`` (its own --host/--port;
+    the connection limits below apply to both)."""
 
     host: str = Field(default="127.0.0.1", description="interface to bind; anything but loopback needs allow_remote")
     allow_remote: bool = Field(
@@ -128,6 +129,39 @@ class WebSettings(Section):
     )
     port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
     client_queue: int = Field(default=1000, ge=10, description="frames buffered per browser")
+    max_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="requests served at once, open live streams (WebSocket, SSE) included; "
+        "past it a request is answered 503 at once",
+    )
+    max_waiting: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="connections still sending their request, held without a thread; past it the oldest is closed",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's line, headers and body must arrive within this of its connection "
+        "opening; else 408 and closed (live streams are not cut by it)",
+    )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a peer that takes none of what is sent to it for this long is cut off",
+    )
+    ping_interval_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="a WebSocket is pinged this often and closed when a ping went unanswered; "
+        "an SSE stream gets a comment line",
+    )
 
 
 ReviewDecisionName = Literal["CONTINUE", "LOG_WARNING", "PAUSE_AND_CLARIFY", "STOP_AND_ESCALATE"]

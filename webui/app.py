@@ -73,6 +73,8 @@ class DashboardLink:
         guard: the token, port and Host allowlist checks.
         session_dir: ``workspace/<session_id>``: the ``<agent>.jsonl`` files, ``reviews/``.
         client_queue: frames buffered per browser.
+        ping_interval_s: a WebSocket is pinged this often (closed when a ping went unanswered),
+            an SSE stream gets a comment line: a dead peer is noticed.
         epoch: the gateway's run; a reconnect with another epoch starts from a snapshot.
         view: the latest ``DashboardView``.
         tell: tells the actor a socket's message; False once the actor has stopped.
@@ -84,6 +86,7 @@ class DashboardLink:
     guard: Guard
     session_dir: Path
     client_queue: int
+    ping_interval_s: float
     epoch: str
     view: Callable[[], DashboardView]
     tell: Callable[[Message], bool]
@@ -109,7 +112,11 @@ def _short(value: str | None, keep: int = 40) -> str:
 def create_app(link: DashboardLink) -> Flask:
     """The dashboard's routes."""
     app = Flask("orchestrator_dashboard", static_folder=str(STATIC_DIR), static_url_path="/static")
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_WS_MESSAGE, "subprotocols": [WS_PROTOCOL]}
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "max_message_size": MAX_WS_MESSAGE,
+        "subprotocols": [WS_PROTOCOL],
+        "ping_interval": link.ping_interval_s,
+    }
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     sock = Sock(app)

@@ -1,8 +1,9 @@
-"""The dashboard's web server: the address it may listen on, the socket, the serving thread.
+"""The web server of the dashboard and of ``orchestrate serve``: the address it may listen on,
+the socket, the serving thread.
 
 We bind and listen ourselves (Werkzeug would ``sys.exit`` on a port in use) and hand the
-socket to a threaded Werkzeug server, so a taken port is a ``GatewayError`` with a message
-that tells the user what to do.
+socket to ``webui.http_server`` (Werkzeug's handler, with bounded connections), so a taken
+port is a ``GatewayError`` with a message that tells the user what to do.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import logging
 import socket
 import threading
 
-from werkzeug.serving import BaseWSGIServer, make_server
-
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.gateway import GatewayAddress
+from meta_orchestrator.webui.http_server import BoundedWSGIServer
 from meta_orchestrator.webui.security import is_loopback
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class GatewayError(Exception):
 class DashboardServer:
     """Bound on creation (so a bad address fails at once); serving once ``start`` is called."""
 
-    def __init__(self, settings: WebSettings, next_free_port: bool = False) -> None:
+    def __init__(self, settings: WebSettings, next_free_port: bool = False, name: str = "gateway-http") -> None:
         if not is_loopback(settings.host):
             if not settings.allow_remote:
                 raise GatewayError(
@@ -45,15 +45,19 @@ class DashboardServer:
                 settings.host,
             )
         self.host = settings.host
+        self._settings = settings
         self._listener = _bind(settings.host, settings.port, tries=PORT_TRIES if next_free_port else 1)
         self.port: int = self._listener.getsockname()[1]
-        self._server: BaseWSGIServer | None = None
+        self._name = f"{name}-{self.port}"
+        self._server: BoundedWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def mount(self, app: object) -> None:
         """The WSGI app to serve; the server takes its own duplicate of the bound socket."""
         try:
-            self._server = make_server(self.host, self.port, app, threaded=True, fd=self._listener.fileno())  # type: ignore[arg-type]
+            self._server = BoundedWSGIServer(
+                self.host, self.port, app, self._settings, fd=self._listener.fileno(), name=self._name
+            )
         finally:
             self._listener.close()
 
@@ -62,7 +66,7 @@ class DashboardServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": POLL_INTERVAL_S},
-            name=f"gateway-http-{self.port}",
+            name=self._name,
             daemon=True,
         )
         self._thread.start()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,16 +23,17 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from meta_orchestrator.actors.runtime.event_log import EventLog, parse_time
 from meta_orchestrator.actors.runtime.replay import Timeline, frame_data, parse_cursor, snapshot_at
 from meta_orchestrator.actors.runtime.session_index import is_live, list_sessions, summarize
 from meta_orchestrator.actors.runtime.session_files import read_json
+from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc
 from meta_orchestrator.messages.ids import is_session_id
 from meta_orchestrator.webui.app import STATIC_DIR
+from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, Guard, allowed_hosts, is_loopback
 
 logger = logging.getLogger(__name__)
@@ -315,34 +315,39 @@ def _spliced(**fields: str) -> Response:
 
 
 class SessionsServer:
-    """The ``orchestrate serve`` web server, on a thread of its own."""
+    """The ``orchestrate serve`` web server, on a thread of its own: the dashboard's server
+    (``webui.dashboard_server``), with the connection limits of ``web``."""
 
-    def __init__(self, workspace: Path, host: str = "127.0.0.1", port: int = 8100, token: str | None = None) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        host: str = "127.0.0.1",
+        port: int = 8100,
+        token: str | None = None,
+        web: WebSettings | None = None,
+    ) -> None:
         if not is_loopback(host):
             raise ServeError(f"orchestrate serve listens on loopback only, not {host!r}; use an SSH tunnel")
         self.token = token or secrets.token_urlsafe(24)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self._guard: Guard | None = None
         app = create_serve_app(workspace, lambda: self._guard)  # type: ignore[arg-type,return-value]
+        settings = (web or WebSettings()).model_copy(update={"host": host, "port": port, "allow_remote": False})
         try:
-            self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
-        except OSError as exc:
-            raise ServeError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port (0 picks a free one)"
-            ) from None
-        self.host, self.port = host, self._server.server_port
+            self._server = DashboardServer(settings, name="serve-http")
+        except GatewayError as exc:
+            raise ServeError(str(exc)) from None
+        self._server.mount(app)
+        self.host, self.port = host, self._server.port
         self._guard = Guard(token=self.token, port=self.port, hosts=allowed_hosts(host))
-        self._thread = threading.Thread(target=self._server.serve_forever, name="serve-http", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/?token={self.token}"
 
     def start(self) -> SessionsServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()

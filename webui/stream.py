@@ -8,8 +8,8 @@ they are gone, as a WebSocket does. Replies meant for one browser (``hello``) ca
 
 The stream is a client of the gateway like a socket: a bounded outbox that only the actor
 fills, so a slow reader is given a snapshot instead of holding anyone up, and one whose
-writes make no progress is hung up on. A comment line every ``KEEPALIVE_S`` seconds lets a
-dead connection be noticed.
+writes make no progress is hung up on. A comment line every ``web.ping_interval_s`` lets a
+dead connection be noticed (its write fails once the kernel gives the peer up).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import queue
 import re
 import socket
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from uuid import uuid4
@@ -26,13 +27,14 @@ from flask import Flask, Response, jsonify, request
 
 from meta_orchestrator.messages.frames import BATCH_PREFIX
 from meta_orchestrator.messages.gateway import ClientConnected, ClientDisconnected
+from meta_orchestrator.webui.http_server import peer_has_closed
 import contextlib
 
 if TYPE_CHECKING:
     from meta_orchestrator.webui.app import DashboardLink
 
-KEEPALIVE_S = 15.0
 SINCE_DIGITS = 15
+HANGUP_CHECK_S = 0.5  # a quiet stream looks this often whether its reader hung up
 _HEAD = re.compile(r'^\{"type":"(\w+)","seq":(null|\d+),')
 
 
@@ -85,15 +87,21 @@ def add_stream_route(app: Flask, link: DashboardLink) -> None:
             reason = "closed by the reader"
             try:
                 yield "retry: 1000\n\n"
+                quiet_since = time.monotonic()
                 while True:
                     try:
-                        frame = outbox.get(timeout=KEEPALIVE_S)
+                        frame = outbox.get(timeout=HANGUP_CHECK_S)
                     except queue.Empty:
-                        yield ": keepalive\n\n"
+                        if sock is not None and peer_has_closed(sock):
+                            return  # its slot is free at once, not at the next keepalive
+                        if time.monotonic() - quiet_since >= link.ping_interval_s:
+                            quiet_since = time.monotonic()
+                            yield ": keepalive\n\n"
                         continue
                     if frame is None:
                         reason = "closed by the gateway"
                         return
+                    quiet_since = time.monotonic()
                     yield from sse_messages(frame)
             finally:
                 link.tell(ClientDisconnected(client=client, reason=reason))

@@ -310,7 +310,7 @@ def _serve(args: list[str]) -> int:
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     workspace = settings.workspace.expanduser().resolve()
     try:
-        server = SessionsServer(workspace, host=opts.host, port=opts.port).start()
+        server = SessionsServer(workspace, host=opts.host, port=opts.port, web=settings.web).start()
     except ServeError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE

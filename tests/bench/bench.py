@@ -493,12 +493,61 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
     return line
 
 
+def _timed_health(port: int, token: str, rounds: int) -> tuple[float, int]:
+    """The median time of an authorised ``GET /api/health`` (seconds) and how many answered 200."""
+    times, answered = [], 0
+    for _ in range(rounds):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/health", headers={"X-Orchestrate-Token": token})
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answered += r.status == 200
+            r.read()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), answered
+
+
+def idle_connections(count: int = 1000, rounds: int = 20) -> str:
+    """The dashboard's answer with ``count`` idle connections held open (half of them with a
+    half-sent request), against none, and the launcher's threads meanwhile."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+    idle: list[socket.socket] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"})
+        try:
+            token = _dashboard_token(proc)
+            _wait(lambda: _health(port), 30)
+            quiet, _ = _timed_health(port, token, rounds)
+            threads_quiet = psutil.Process(proc.pid).num_threads()
+            for i in range(count):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                idle.append(sock)
+                if i % 2:
+                    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            busy, answered = _timed_health(port, token, rounds)
+            threads_busy = psutil.Process(proc.pid).num_threads()
+        finally:
+            for sock in idle:
+                sock.close()
+            _end(proc)
+    line = (
+        f"idle connections: GET /api/health median {busy * 1000:.1f} ms with {count} idle connections open "
+        f"({answered}/{rounds} answered), {quiet * 1000:.1f} ms with none; launcher threads {threads_busy} "
+        f"(with none: {threads_quiet})"
+    )
+    print(line, flush=True)
+    return line
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "cost", "reactions", "startup"])
+    parser.add_argument("--only", choices=["throughput", "latency", "cost", "reactions", "startup", "connections"])
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
@@ -509,6 +558,7 @@ def main() -> None:
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
         "reactions": lambda: [*reactions(), limit_reaction()],
         "startup": startup,
+        "connections": idle_connections,
     }
     for name, fn in sections.items():
         if args.only and name != args.only:
