@@ -300,7 +300,7 @@ GEMINI_ERRORS: tuple[ErrorPattern, ...] = (
 
 
 class GeminiAdapter(AgentAdapter):
-    """``gemini -p <prompt> --output-format stream-json --skip-trust …`` (§3, §6)."""
+    """``gemini -p "" --output-format stream-json --skip-trust …`` with the prompt on stdin (§3, §6)."""
 
     name: AgentName = "gemini"
     default_executable = "gemini"
@@ -332,6 +332,18 @@ class GeminiAdapter(AgentAdapter):
         }
     )
     colour = "\033[34m"
+    vendor_env = (
+        "GEMINI_*",  # GEMINI_API_KEY, GEMINI_MODEL, GEMINI_CLI_HOME, GEMINI_CLI_TRUST_WORKSPACE, ...
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GENAI_USE_GCA",
+        "GOOGLE_CLOUD_PROJECT",
+        "GOOGLE_CLOUD_LOCATION",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "CLOUD_SHELL",
+    )
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
@@ -354,14 +366,16 @@ class GeminiAdapter(AgentAdapter):
     state_dirs = (".gemini",)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
-        # yargs would read a prompt starting with "-" as options; "--prompt=<text>" keeps the
-        # value whole (standard yargs syntax; the reference does not show this case).
-        dash = spec.prompt.startswith("-")
-        prompt = [f"--prompt={spec.prompt}"] if dash else ["-p", spec.prompt]
+        """The exact command line; missing extra dirs are dropped (gemini dies on them).
+
+        The prompt goes on stdin: headless gemini reads it there and joins it to ``-p``'s text,
+        which is empty here (verified with 0.61: the prompt reaches the model exactly, on
+        ``--resume`` too). gemini waits 500 ms for stdin's first bytes and keeps 8 MiB.
+        """
         argv: list[str] = [
             *spec.executable,
-            *prompt,
+            "-p",
+            "",
             "--output-format",
             "stream-json",
             "--skip-trust",
@@ -385,7 +399,7 @@ class GeminiAdapter(AgentAdapter):
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
         # Same as --skip-trust; also covers a relaunched child that might not see the flag.
         env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")
-        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
+        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
     def new_parser(self) -> GeminiParser:
         """A fresh parser for one run."""
