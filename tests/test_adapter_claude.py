@@ -83,7 +83,7 @@ def test_a_prompt_starting_with_a_dash_or_after_variadic_options_is_never_an_arg
     launch = ClaudeAdapter().build_launch(_spec(prompt="-rf is not a flag", extra_dirs=(Path("/srv/a"),)))
     assert launch.argv[:2] == ("claude", "-p")
     assert "-rf is not a flag" not in launch.argv and "--" not in launch.argv
-    assert launch.stdin == "-rf is not a flag".encode()
+    assert launch.stdin == b"-rf is not a flag"
 
 
 def test_normal_run_with_tool_use_and_denial() -> None:
