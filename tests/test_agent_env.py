@@ -49,6 +49,7 @@ NEEDED = {
     "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca.pem",
     "ORCHESTRATE_DEMO_PACE": "0",
     "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "slow",
+    "PYTHONPATH": "/opt/orchestrator/site",  # the hook and the demo agents import the package by it
 }
 VENDOR_KEYS = {
     "claude": {"ANTHROPIC_API_KEY": "sk-ant", "ANTHROPIC_BASE_URL": "http://127.0.0.1:1", "IS_SANDBOX": "1"},
@@ -126,6 +127,8 @@ def test_the_log_line_names_what_passes_and_never_a_value() -> None:
     assert "ANTHROPIC_API_KEY" in line and "PATH" in line and f"({len(ENVIRON) - len(passed)} other" in line
     assert "GITHUB_TOKEN" not in line
     assert not any(value in line for value in ENVIRON.values() if len(value) > 3)
+    configured = describe_env("claude", passed, ENVIRON, {"IS_SANDBOX": "1", "MY_URL": "http://x"})
+    assert configured.endswith("; set by [agents.claude] env: IS_SANDBOX, MY_URL")
 
 
 # -- a whole session: a fake claude prints the environment it was started with --------------------

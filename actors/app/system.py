@@ -177,7 +177,7 @@ def make_demo_target(session_dir: Path) -> Path:
 
 
 def agent_environment(options: RunOptions) -> dict[str, str]:
-    """The base environment every agent CLI starts from."""
+    """The environment each agent CLI's allowlist takes its variables from (``agent_env``)."""
     env = dict(options.env if options.env is not None else os.environ)
     if options.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
@@ -387,7 +387,7 @@ def _log_agent_environments(settings: Settings, env: dict[str, str]) -> None:
     """Say, by name only, what of this environment each enabled agent's CLI receives."""
     for name, agent in settings.agents.items():
         if agent.enabled:
-            log.info("%s", describe_env(name, agent_env(get_adapter(name), agent, env), env))
+            log.info("%s", describe_env(name, agent_env(get_adapter(name), agent, env), env, agent.env))
 
 
 def _open_workspace(wiring: _Wiring) -> SessionRepo | None:

@@ -16,9 +16,10 @@ from fnmatch import fnmatchcase
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.config.settings import AgentSettings
 
-# The orchestrator's own variables a run may read: the demo agents' scenario and pacing.
-# (The session marker and the run's folder are set per run, not passed.)
-ORCHESTRATOR_ENV: tuple[str, ...] = ("ORCHESTRATE_DEMO_*",)
+# What the orchestrator's own programs inside a run need: the demo agents' scenario and
+# pacing, and the import path by which they and claude's tool hook find this package (an
+# install through PYTHONPATH). The session marker and the run's folder are set per run.
+ORCHESTRATOR_ENV: tuple[str, ...] = ("ORCHESTRATE_DEMO_*", "PYTHONPATH")
 
 
 def env_patterns(adapter: AgentAdapter, settings: AgentSettings, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -37,11 +38,15 @@ def agent_env(adapter: AgentAdapter, settings: AgentSettings, environ: Mapping[s
     return {name: value for name, value in environ.items() if allowed(name, patterns)}
 
 
-def describe_env(agent: str, passed: Mapping[str, str], environ: Mapping[str, str]) -> str:
-    """One log line: the names that pass (never their values) and how many stay behind."""
+def describe_env(
+    agent: str, passed: Mapping[str, str], environ: Mapping[str, str], configured: Iterable[str] = ()
+) -> str:
+    """One log line: the names that pass and those its settings set (never a value), and how
+    many stay behind."""
     names = ", ".join(sorted(passed)) or "nothing"
     dropped = len(set(environ) - set(passed))
-    return f"{agent} receives from this environment: {names} ({dropped} other variables withheld)"
+    line = f"{agent} receives from this environment: {names} ({dropped} other variables withheld)"
+    return f"{line}; set by [agents.{agent}] env: {', '.join(sorted(configured))}" if configured else line
 
 
 __all__ = ["ORCHESTRATOR_ENV", "agent_env", "allowed", "describe_env", "env_patterns"]
