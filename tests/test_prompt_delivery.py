@@ -15,9 +15,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from meta_orchestrator.actors.adapters.base import Launch, LaunchSpec
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.runtime.cli_launch import shown_command
 from meta_orchestrator.actors.runtime.process_host import ProcessHost
-from meta_orchestrator.actors.sandbox.bwrap import Confinement
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
@@ -133,7 +136,12 @@ def test_without_a_prompt_stdin_is_closed_at_once(tmp_path):
 # -- the real CLIs: the prompt reaches the model, and no command line holds it --------------------
 
 API = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
-SECRET = {"GITHUB_TOKEN": "ghp_prompt_test", "SSH_AUTH_SOCK": "/tmp/agent.sock"}
+SECRET = {
+    "GITHUB_TOKEN": "ghp_prompt_test",
+    "AWS_SECRET_ACCESS_KEY": "aws-prompt-test",
+    "SSH_AUTH_SOCK": "/tmp/agent.sock",
+    "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/0/bus",
+}
 
 
 def _strings(value: Any) -> list[str]:
@@ -173,7 +181,9 @@ def _prompt(marker: str) -> str:
     return f"Review the change below ({marker}).\n--- a/app/main.py\n+++ b/app/main.py\n{diff}SCRIPT:hold\n"
 
 
-def _held_run(worker: Any, probe: Any, srv: ScriptedModelServer, cli: str, resume: str | None) -> str | None:
+def _held_run(
+    worker: Any, probe: Any, srv: ScriptedModelServer, cli: str, resume: str | None, sandboxed: bool
+) -> str | None:
     """One run whose request the server holds: while it waits, no command line holds the
     prompt and the CLI's environment holds no secret; then the model got the whole prompt."""
     marker = f"prompt-marker-{uuid.uuid4().hex}"
@@ -191,6 +201,7 @@ def _held_run(worker: Any, probe: Any, srv: ScriptedModelServer, cli: str, resum
         )
         running = _session_processes("prompt-test")
         assert running, "the CLI is not running while its request is held"
+        assert any(p.name() == "bwrap" for p in running) == sandboxed
         assert _cmdlines_holding(marker.encode()) == []
         for proc in running:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -203,12 +214,30 @@ def _held_run(worker: Any, probe: Any, srv: ScriptedModelServer, cli: str, resum
     return finished.outcome.session_id
 
 
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder outside /tmp: under the OS sandbox /tmp is private, and the CLI's home must stay visible."""
+    root = Path(tempfile.mkdtemp(prefix="orch-prompt-", dir="/var/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.realcli
-@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
-def test_a_real_cli_gets_the_whole_prompt_on_stdin_and_no_command_line_shows_it(cli, cli_bin, server, tmp_path, probe):  # noqa: F811
-    rig = Rig(cli, cli_bin, server, tmp_path / "rig")
+@pytest.mark.parametrize("cli,sandboxed", [("claude", False), ("codex", False), ("gemini", False), ("claude", True)])
+def test_a_real_cli_gets_the_whole_prompt_on_stdin_and_no_command_line_shows_it(
+    cli,
+    sandboxed,
+    cli_bin,  # noqa: F811 - the fixture
+    server,  # noqa: F811 - the fixture
+    tmp_path,
+    outside_tmp,
+    probe,
+    request,
+):
+    rig = Rig(cli, cli_bin, server, outside_tmp / "rig")
     session_dir = tmp_path / "session"
     session_dir.mkdir()
+    sandbox = OsSandbox(bwrap=request.getfixturevalue("bwrap")) if sandboxed else None
     worker = Worker.start(
         agent=cli,
         adapter=get_adapter(cli),
@@ -220,11 +249,12 @@ def test_a_real_cli_gets_the_whole_prompt_on_stdin_and_no_command_line_shows_it(
         session_dir=session_dir,
         target=rig.work,
         base_env={**rig.env, **SECRET},
+        sandbox=sandbox,
     )
     try:
-        session_id = _held_run(worker, probe, server, cli, resume=None)
+        session_id = _held_run(worker, probe, server, cli, None, sandboxed)
         assert session_id
-        _held_run(worker, probe, server, cli, resume=session_id)  # a resumed run: --resume <id> + a new prompt
+        _held_run(worker, probe, server, cli, session_id, sandboxed)  # a resumed run: --resume <id> + a new prompt
     finally:
         worker.stop()
     launches = [
