@@ -5,8 +5,9 @@ prompt there (the task, the plan, earlier results, review diffs) is public on th
 Each adapter builds a command line without it and hands it as ``Launch.stdin``; the process
 host writes it in a thread of its own and closes the pipe. Checked: the command lines of
 every adapter, the host with a prompt larger than the pipe's buffer (plain and under
-bubblewrap), and the real pinned claude, codex and gemini driven by a worker against the
-scripted model server, which holds its answer while every ``/proc/*/cmdline`` is searched.
+bubblewrap), and the real pinned claude, codex and gemini (claude under bubblewrap too) driven
+by a worker against the scripted model server, which holds its answer while every
+``/proc/*/cmdline`` is searched and the CLI's environment is read; a resumed run the same.
 """
 
 from __future__ import annotations
