@@ -4,8 +4,8 @@ An adapter is everything the orchestrator knows about one CLI: its command line,
 stream format, the flags that grant a folder, lift its folder check or switch its own
 permission checks off, where it is installed from and which credentials it needs, which
 variables of the environment it receives, its rows of the error table and the advice for
-each error class. Recovery, preflight, the
-sandbox and the reviewer ask the adapter; no other module names a CLI.
+each error class. Recovery, preflight, the sandbox and the reviewer ask the adapter; no
+other module names a CLI.
 
 An adapter is pure: it builds a command line and turns stdout lines into event drafts.
 It never spawns, reads pipes or touches files; the worker actor does that.
