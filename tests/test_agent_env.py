@@ -34,6 +34,8 @@ SECRETS = {
     "DISPLAY": ":0",
     "XDG_RUNTIME_DIR": "/run/user/0",
     "NPM_TOKEN": "npm-secret",
+    "GEMINI_CLI_IDE_AUTH_TOKEN": "ide-token",  # the IDE companion's, not the CLI's
+    "GEMINI_SANDBOX": "docker",  # gemini's container sandbox would put stdin back on a command line
 }
 NEEDED = {
     "PATH": "/usr/bin:/bin",

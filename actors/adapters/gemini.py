@@ -332,16 +332,30 @@ class GeminiAdapter(AgentAdapter):
         }
     )
     colour = "\033[34m"
+    # Names the 0.61 bundle reads (process.env), less those of its IDE companion (an auth
+    # token) and of its own container sandbox.
     vendor_env = (
-        "GEMINI_*",  # GEMINI_API_KEY, GEMINI_MODEL, GEMINI_CLI_HOME, GEMINI_CLI_TRUST_WORKSPACE, ...
+        "GEMINI_API_KEY",
+        "GEMINI_API_KEY_AUTH_MECHANISM",
+        "GEMINI_DEFAULT_AUTH_TYPE",
+        "GEMINI_MODEL",
+        "GEMINI_SYSTEM_MD",
+        "GEMINI_CLI_HOME",
+        "GEMINI_CLI_TRUST_WORKSPACE",
+        "GEMINI_CLI_TRUSTED_FOLDERS_PATH",
+        "GEMINI_CLI_SYSTEM_SETTINGS_PATH",
+        "GEMINI_CLI_CUSTOM_HEADERS",
+        "GEMINI_CLI_USE_COMPUTE_ADC",
+        "GEMINI_CLI_NO_RELAUNCH",
         "GOOGLE_API_KEY",
         "GOOGLE_GEMINI_BASE_URL",
         "GOOGLE_VERTEX_BASE_URL",
-        "GOOGLE_GENAI_USE_VERTEXAI",
-        "GOOGLE_GENAI_USE_GCA",
-        "GOOGLE_CLOUD_PROJECT",
-        "GOOGLE_CLOUD_LOCATION",
+        "GOOGLE_GENAI_*",  # USE_VERTEXAI, USE_GCA, API_VERSION
+        "GOOGLE_CLOUD_*",  # PROJECT, LOCATION, QUOTA_PROJECT, ACCESS_TOKEN, ...
         "GOOGLE_APPLICATION_CREDENTIALS",
+        "GCLOUD_PROJECT",
+        "CLOUDSDK_CONFIG",
+        "CODE_ASSIST_*",
         "CLOUD_SHELL",
     )
 
