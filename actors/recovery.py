@@ -318,7 +318,12 @@ class Recovery(pykka.ThreadingActor):
         if cause == "auth":
             var = groups.get("var")
             if var:
-                return f"set the environment variable {var} for {agent} and start again"
+                # It may be set and withheld: only the allowlist of agent_env reaches the CLI.
+                return (
+                    f"set the environment variable {var} for {agent} and start again (a variable of your "
+                    f"environment reaches {agent} only when it is its vendor's or named in [agents.{agent}] "
+                    f"pass_env; or set it in [agents.{agent}] env)"
+                )
             return f"{agent} has no valid credentials: set {adapter.credentials}, then start again"
         template = _FIX_ADVICE.get(cause)
         if template is None:

@@ -6,11 +6,12 @@ that needs it. Unknown keys are errors, so a typo never passes silently.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
 
@@ -29,6 +30,9 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?]+")
+
+
 class AgentSettings(Section):
     """How one agent CLI is run."""
 
@@ -39,12 +43,28 @@ class AgentSettings(Section):
     enabled: bool = Field(default=True, description="false: its roles go to the other agents")
     extra_args: tuple[str, ...] = Field(default=(), description="flags added to every run")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    pass_env: tuple[str, ...] = Field(
+        default=(),
+        description="more variables of the orchestrator's environment the CLI receives: names or globs "
+        "(MY_TOOL_*); it always receives PATH, HOME, locale, terminal, proxies, CA bundles and its "
+        "vendor's own, and nothing else",
+    )
     share_min: float = Field(ge=0, le=1, description="least share of the work (by weight)")
     share_max: float = Field(ge=0, le=1, description="largest share of the work (by weight)")
     allow_bypass: bool = Field(
         default=False,
         description="allow the CLI's bypass-all-permissions flag; the OS sandbox and claude's hook still apply",
     )
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not _ENV_PATTERN.fullmatch(name):
+                raise ValueError(
+                    f"pass_env entry {name!r} is not a variable name or a glob of one (letters, digits, _, * and ?)"
+                )
+        return names
 
     @model_validator(mode="after")
     def _share_range(self) -> AgentSettings:

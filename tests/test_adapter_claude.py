@@ -22,7 +22,6 @@ def test_write_mode_argv_env_cwd() -> None:
     assert launch.argv == (
         "claude",
         "-p",
-        "do it",
         "--output-format",
         "stream-json",
         "--verbose",
@@ -30,6 +29,7 @@ def test_write_mode_argv_env_cwd() -> None:
         "acceptEdits",
     )
     assert launch.cwd == Path("/srv/repo")
+    assert launch.stdin == b"do it"  # the prompt: -p with no prompt argument reads stdin
     assert launch.env == {
         "PATH": "/usr/bin",
         "CLAUDE_CODE_MAX_RETRIES": "3",
@@ -61,7 +61,6 @@ def test_read_only_resume_dirs_model_extra_args() -> None:
         "meta_orchestrator.actors.demo",
         "claude",
         "-p",
-        "do it",
         "--output-format",
         "stream-json",
         "--verbose",
@@ -80,11 +79,11 @@ def test_read_only_resume_dirs_model_extra_args() -> None:
     )
 
 
-def test_prompt_starting_with_dash_goes_last_after_double_dash() -> None:
+def test_a_prompt_starting_with_a_dash_or_after_variadic_options_is_never_an_argument() -> None:
     launch = ClaudeAdapter().build_launch(_spec(prompt="-rf is not a flag", extra_dirs=(Path("/srv/a"),)))
     assert launch.argv[:2] == ("claude", "-p")
-    assert launch.argv[-2:] == ("--", "-rf is not a flag")
-    assert "-rf is not a flag" not in launch.argv[:-1]
+    assert "-rf is not a flag" not in launch.argv and "--" not in launch.argv
+    assert launch.stdin == b"-rf is not a flag"
 
 
 def test_normal_run_with_tool_use_and_denial() -> None:

@@ -30,8 +30,9 @@ def test_write_mode_argv_env_cwd() -> None:
         "workspace-write",
         "--disable",
         "unbounded_connection_retries",
-        "do it",
+        "-",
     )
+    assert launch.stdin == b"do it"  # "-": codex exec reads the prompt from stdin
     assert launch.env == env and launch.env is not env
     assert launch.cwd == Path("/srv/repo")
     assert "--full-auto" not in launch.argv and "-a" not in launch.argv
@@ -65,22 +66,31 @@ def test_read_only_dirs_model_extra_args() -> None:
         "unbounded_connection_retries",
         "-c",
         "model_provider=mock",
-        "do it",
+        "-",
     )
 
 
-def test_resume_puts_thread_and_prompt_last() -> None:
+def test_resume_puts_thread_and_the_stdin_dash_last() -> None:
     launch = CodexAdapter().build_launch(_spec(resume_session_id=THREAD, executable=("node", "codex.js")))
     assert launch.argv[:2] == ("node", "codex.js")
-    assert launch.argv[-3:] == ("resume", THREAD, "do it")
+    assert launch.argv[-3:] == ("resume", THREAD, "-") and launch.stdin == b"do it"
     assert launch.argv.index("-s") < launch.argv.index("resume")  # exec options apply
 
 
-def test_prompt_starting_with_dash_follows_double_dash() -> None:
+def test_a_prompt_starting_with_a_dash_is_never_an_argument() -> None:
     launch = CodexAdapter().build_launch(_spec(prompt="-"))
-    assert launch.argv[-2:] == ("--", "-")  # not "read the prompt from stdin"
+    assert launch.argv[-1] == "-" and launch.stdin == b"-"  # the prompt "-" itself, on stdin
     resumed = CodexAdapter().build_launch(_spec(prompt="--help me", resume_session_id=THREAD))
-    assert resumed.argv[-4:] == ("resume", THREAD, "--", "--help me")
+    assert resumed.argv[-3:] == ("resume", THREAD, "-") and "--help me" not in resumed.argv
+    assert resumed.stdin == b"--help me"
+
+
+def test_a_providers_key_variable_named_in_extra_args_passes() -> None:
+    adapter = CodexAdapter()
+    inline = 'model_providers.gw={name="gw", base_url="http://h/v1", env_key="GW_KEY", wire_api="responses"}'
+    assert "MOCK_API_KEY" in adapter.env_patterns({}, ("-c", "model_providers.mock.env_key=MOCK_API_KEY"))
+    assert "GW_KEY" in adapter.env_patterns({}, ("-c", inline))
+    assert "GW_KEY" not in adapter.env_patterns({}, ())
 
 
 def test_normal_run() -> None:

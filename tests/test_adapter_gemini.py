@@ -22,13 +22,14 @@ def test_write_mode_argv_env_cwd() -> None:
     assert launch.argv == (
         "gemini",
         "-p",
-        "do it",
+        "",
         "--output-format",
         "stream-json",
         "--skip-trust",
         "--approval-mode",
         "auto_edit",
     )
+    assert launch.stdin == b"do it"  # headless gemini reads stdin and joins the empty -p to it
     assert launch.env == {"GEMINI_API_KEY": "k", "GEMINI_CLI_TRUST_WORKSPACE": "true"}
     assert env == {"GEMINI_API_KEY": "k"} and launch.cwd == Path("/srv/repo")
 
@@ -48,7 +49,7 @@ def test_read_only_dirs_model_resume(tmp_path: Path) -> None:
     assert launch.argv == (
         "gemini",
         "-p",
-        "do it",
+        "",
         "--output-format",
         "stream-json",
         "--skip-trust",
@@ -64,9 +65,10 @@ def test_read_only_dirs_model_resume(tmp_path: Path) -> None:
     )  # the missing dir is dropped
 
 
-def test_prompt_starting_with_dash_is_one_value() -> None:
+def test_a_prompt_starting_with_a_dash_is_never_an_argument() -> None:
     launch = GeminiAdapter().build_launch(_spec(prompt="-y delete all"))
-    assert launch.argv[1] == "--prompt=-y delete all" and "-p" not in launch.argv
+    assert launch.argv[1:3] == ("-p", "") and not any("delete all" in a for a in launch.argv)
+    assert launch.stdin == b"-y delete all"
 
 
 def test_yolo_run_with_path_not_in_workspace() -> None:

@@ -716,11 +716,12 @@ def _through_adapter(agent: str, text: str, workdir: Path, mode: Any = "write", 
             env=demo_env(scenario),
         )
     )
+    assert launch.stdin is not None and not any(text in arg for arg in launch.argv)
     done = subprocess.run(
         launch.argv,
         cwd=launch.cwd,
         env=launch.env,
-        stdin=subprocess.DEVNULL,
+        input=launch.stdin,  # the prompt, as the real CLI reads it
         capture_output=True,
         check=False,
         timeout=TIMEOUT,

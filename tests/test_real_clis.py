@@ -8,7 +8,8 @@ Two layers, both driving the real programs (tests/realcli/package.json pins the 
   test-only flags added: the codex provider overrides and model names), stdout goes through
   the adapter's parser, and the unified events and ``RunOutcome`` are checked.
 
-Every run: fresh HOME/TMPDIR/CODEX_HOME, stdin closed, its own process group, a 60 s
+Every run: fresh HOME/TMPDIR/CODEX_HOME, stdin closed (or, through an adapter, the prompt
+written to it and closed), its own process group, a 60 s
 watchdog that kills the group and fails the test; after each test no child is left.
 """
 
@@ -135,20 +136,21 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def run_process(argv: tuple[str, ...], env: dict[str, str], cwd: Path) -> Run:
-    """Run to completion with a watchdog; kill the whole process group on timeout."""
+def run_process(argv: tuple[str, ...], env: dict[str, str], cwd: Path, stdin: bytes | None = None) -> Run:
+    """Run to completion with a watchdog; kill the whole process group on timeout. ``stdin``
+    is written to the process and closed (None: stdin closed at once)."""
     start = time.monotonic()
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        out, err = proc.communicate(stdin, timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
@@ -286,7 +288,7 @@ class Rig:
                 env=self.env,
             )
         )
-        run = run_process(launch.argv, launch.env, launch.cwd)
+        run = run_process(launch.argv, launch.env, launch.cwd, launch.stdin)
         parser = adapter.new_parser()
         drafts = []
         for line in run.stdout.splitlines():

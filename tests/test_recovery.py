@@ -228,6 +228,7 @@ def test_auth_escalates_naming_the_variable(recovery, probe):
     assert "ANTHROPIC_API_KEY" in plan.advice
     plan = _plan(ref, probe, _finished("codex", error="Missing environment variable: `OPENAI_API_KEY`."))
     assert "OPENAI_API_KEY" in plan.advice and plan.action == "escalate"
+    assert "[agents.codex] pass_env" in plan.advice  # it may be set and withheld by the allowlist
     plan = _plan(ref, probe, _finished("gemini", code=41))
     assert "GEMINI_API_KEY" in plan.advice
 

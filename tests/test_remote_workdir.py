@@ -94,7 +94,8 @@ def _state(repo: Path) -> dict[str, str]:
 
 def _launch(folder: Path, scratch: Path) -> Launch:
     argv = (sys.executable, "-C", str(folder), "--add-dir", str(scratch), f"--target={folder}/sub")
-    return Launch(argv=argv, env={"RUN_DIR": str(folder), "OTHER": f"{folder}2"}, cwd=folder / "sub")
+    prompt = f"Work in {folder}/sub, not in {folder}2.".encode()  # the prompt, on stdin
+    return Launch(argv=argv, env={"RUN_DIR": str(folder), "OTHER": f"{folder}2"}, cwd=folder / "sub", stdin=prompt)
 
 
 def test_a_writing_run_works_on_its_node_and_its_changes_come_back_into_the_folder(repo, tmp_path):
@@ -121,6 +122,7 @@ def test_a_writing_run_works_on_its_node_and_its_changes_come_back_into_the_fold
     stand_in = str(proc.checkout.git_dir.parent / "folder-0")
     assert proc.launch.argv[2:] == (str(tree), "--add-dir", stand_in, f"--target={tree}/sub")
     assert proc.launch.cwd == tree / "sub" and proc.launch.env == {"RUN_DIR": str(tree), "OTHER": f"{repo}2"}
+    assert proc.launch.stdin == f"Work in {tree}/sub, not in {repo}2.".encode()
     assert cluster.confinement.writable == (str(tree), stand_in) and cluster.confinement.chdir == str(tree / "sub")
     assert str(proc.checkout.git_dir) in cluster.confinement.readable
     # Sending moved nothing; the start is kept by a ref of the tool's own for the run's length.

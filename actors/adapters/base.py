@@ -2,9 +2,10 @@
 
 An adapter is everything the orchestrator knows about one CLI: its command line, its
 stream format, the flags that grant a folder, lift its folder check or switch its own
-permission checks off, where it is installed from and which credentials it needs, its
-rows of the error table and the advice for each error class. Recovery, preflight, the
-sandbox and the reviewer ask the adapter; no other module names a CLI.
+permission checks off, where it is installed from and which credentials it needs, which
+variables of the environment it receives, its rows of the error table and the advice for
+each error class. Recovery, preflight, the sandbox and the reviewer ask the adapter; no
+other module names a CLI.
 
 An adapter is pure: it builds a command line and turns stdout lines into event drafts.
 It never spawns, reads pipes or touches files; the worker actor does that.
@@ -64,11 +65,48 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class Launch:
-    """A ready-to-spawn process: argv, the full environment and the working directory."""
+    """A ready-to-spawn process: argv, the full environment, the working directory and what
+    it reads on stdin (the prompt: any local user can read a command line with ``ps``)."""
 
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: Path
+    stdin: bytes | None = None  # written to the CLI's stdin, which is then closed; None: closed at once
+
+
+# What every CLI process needs from the orchestrator's environment (names or ``*`` globs):
+# where programs and home are, who runs it, locale, terminal, temp folder, the shell its
+# tools run in, proxies and CA bundles (a corporate network needs them to reach the API).
+# NODE_OPTIONS can load code, but only the user can have set it in this environment.
+BASE_ENV: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "TMPDIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_OPTIONS",
+)
 
 
 @dataclass(frozen=True)
@@ -255,13 +293,16 @@ class AgentAdapter(ABC):
     # not named here get Recovery's generic advice.
     advice: ClassVar[Mapping[str, str]] = MappingProxyType({})
     colour: ClassVar[str] = ""  # ANSI colour of its name on the console
+    # Its vendor's variables (keys, endpoints, its own settings) it receives beside BASE_ENV;
+    # the rest of the orchestrator's environment is dropped (see env_patterns).
+    vendor_env: ClassVar[tuple[str, ...]] = ()
     # The CLI's own state, relative to $HOME: writable inside the OS sandbox.
     state_dirs: tuple[str, ...] = ()
     state_files: tuple[str, ...] = ()
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact argv, environment and cwd for this run (stdin is always closed)."""
+        """The exact argv, environment, cwd and stdin for this run; the prompt never in argv."""
 
     @abstractmethod
     def new_parser(self) -> StreamParser:
@@ -271,6 +312,11 @@ class AgentAdapter(ABC):
         """The state folders and files of this CLI for a run with environment ``env``."""
         home = Path(env.get("HOME") or Path.home())
         return CliState(dirs=tuple(home / d for d in self.state_dirs), files=tuple(home / f for f in self.state_files))
+
+    def env_patterns(self, environ: Mapping[str, str], extra_args: tuple[str, ...]) -> tuple[str, ...]:
+        """The variable names (or ``*`` globs) this CLI receives from ``environ``; an adapter
+        adds those that only a setting in ``environ`` or its ``extra_args`` asks for."""
+        return (*BASE_ENV, *self.vendor_env)
 
     def version_argv(self, executable: tuple[str, ...]) -> tuple[str, ...]:
         """Command that prints the CLI's version (preflight)."""

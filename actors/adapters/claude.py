@@ -383,8 +383,26 @@ CLAUDE_ERRORS: tuple[ErrorPattern, ...] = (
 )
 
 
+# The cloud credentials claude reads only when told to use that provider (reference §1.3):
+# an AWS key in the user's shell reaches claude only when claude is set to use Bedrock.
+_PROVIDER_ENV: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CLAUDE_CODE_USE_BEDROCK", ("AWS_*",)),
+    (
+        "CLAUDE_CODE_USE_VERTEX",
+        (
+            "CLOUD_ML_REGION",
+            "VERTEX_REGION_*",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_PROJECT",
+            "GCLOUD_PROJECT",
+        ),
+    ),
+    ("CLAUDE_CODE_USE_FOUNDRY", ("AZURE_*",)),
+)
+
+
 class ClaudeAdapter(AgentAdapter):
-    """``claude -p <prompt> --output-format stream-json --verbose …`` (reference §1, §6)."""
+    """``claude -p --output-format stream-json --verbose …`` with the prompt on stdin (§1, §6)."""
 
     name: AgentName = "claude"
     default_executable = "claude"
@@ -404,6 +422,31 @@ class ClaudeAdapter(AgentAdapter):
         }
     )
     colour = "\033[33m"
+    vendor_env = (
+        "ANTHROPIC_*",  # keys, token, base URL, models, custom headers, Bedrock/Vertex/Foundry endpoints
+        "CLAUDE_CODE_*",
+        "CLAUDE_CONFIG_DIR",
+        "IS_SANDBOX",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_TELEMETRY",
+        "DISABLE_ERROR_REPORTING",
+        "DISABLE_NON_ESSENTIAL_MODEL_CALLS",
+        "DISABLE_PROMPT_CACHING",
+        "API_TIMEOUT_MS",
+        "BASH_DEFAULT_TIMEOUT_MS",
+        "BASH_MAX_TIMEOUT_MS",
+        "BASH_MAX_OUTPUT_LENGTH",
+        "MAX_THINKING_TOKENS",
+        "MAX_MCP_OUTPUT_TOKENS",
+        "MCP_TIMEOUT",
+        "MCP_TOOL_TIMEOUT",
+        "USE_BUILTIN_RIPGREP",
+    )
+
+    def env_patterns(self, environ: Mapping[str, str], extra_args: tuple[str, ...]) -> tuple[str, ...]:
+        """Its own names, and a cloud provider's credentials when ``CLAUDE_CODE_USE_<provider>`` is set."""
+        chosen = [names for switch, names in _PROVIDER_ENV if environ.get(switch, "").lower() not in ("", "0", "false")]
+        return (*super().env_patterns(environ, extra_args), *(n for names in chosen for n in names))
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
@@ -429,14 +472,11 @@ class ClaudeAdapter(AgentAdapter):
     state_files = (".claude.json",)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""
-        dash_prompt = spec.prompt.startswith("-")
-        # A prompt starting with "-" would be read as an option; such a prompt goes last,
-        # after "--", which the reference (§1.1) names as the other safe place for it.
-        argv: list[str] = [*spec.executable, "-p"]
-        if not dash_prompt:
-            argv.append(spec.prompt)
-        argv += [
+        """The exact command line: ``-p`` with no prompt reads it from stdin (§0, verified with
+        2.1.197, ``--resume`` too), so no option can swallow it and ``ps`` never shows it."""
+        argv: list[str] = [
+            *spec.executable,
+            "-p",
             "--output-format",
             "stream-json",
             "--verbose",
@@ -450,13 +490,11 @@ class ClaudeAdapter(AgentAdapter):
         if spec.resume_session_id:
             argv += ["--resume", spec.resume_session_id]
         argv += spec.extra_args
-        if dash_prompt:
-            argv += ["--", spec.prompt]
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
         env.setdefault("CLAUDE_CODE_MAX_RETRIES", "3")  # default 10 retries take > 2 min
         env["DISABLE_AUTOUPDATER"] = "1"
         env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
-        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
+        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
     def new_parser(self) -> ClaudeParser:
         """A fresh parser for one run."""

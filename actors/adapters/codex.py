@@ -34,6 +34,9 @@ from meta_orchestrator.actors.adapters.protocol import strip_markers, text_draft
 from meta_orchestrator.messages.base import AgentName
 
 # A refused apply_patch or command leaves no item on stdout, only this stderr log (§2.5).
+# A model provider's key variable set on the command line (``-c model_providers.<id>.env_key=NAME``
+# or inside an inline table, reference §2.3): the provider needs that variable passed.
+_ENV_KEY = re.compile(r"\benv_key\s*=\s*[\"']?(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
 _ROUTER_REFUSAL = re.compile(r"codex_core::tools::router: error=(?P<why>.*)")
 
 
@@ -397,7 +400,7 @@ def _without_sandbox_flag(args: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class CodexAdapter(AgentAdapter):
-    """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … <prompt>`` (§2, §6)."""
+    """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … -`` with the prompt on stdin (§2, §6)."""
 
     name: AgentName = "codex"
     default_executable = "codex"
@@ -422,6 +425,13 @@ class CodexAdapter(AgentAdapter):
         }
     )
     colour = "\033[35m"
+    # CODEX_*: CODEX_API_KEY, CODEX_ACCESS_TOKEN, CODEX_HOME, CODEX_CA_CERTIFICATE.
+    vendor_env = ("CODEX_*", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORGANIZATION", "OPENAI_PROJECT")
+
+    def env_patterns(self, environ: Mapping[str, str], extra_args: tuple[str, ...]) -> tuple[str, ...]:
+        """Its own names and the key variable of a model provider its ``extra_args`` define."""
+        keys = (m.group("name") for arg in extra_args for m in _ENV_KEY.finditer(arg))
+        return (*super().env_patterns(environ, extra_args), *keys)
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
@@ -450,7 +460,7 @@ class CodexAdapter(AgentAdapter):
         return super().cli_state(env)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact command line; ``resume <id>`` and the prompt come last."""
+        """The exact command line; ``resume <id>`` and ``-`` (read the prompt from stdin) come last."""
         argv: list[str] = [
             *spec.executable,
             "exec",
@@ -470,12 +480,8 @@ class CodexAdapter(AgentAdapter):
         argv += _without_sandbox_flag(spec.extra_args) if spec.confined else spec.extra_args
         if spec.resume_session_id:
             argv += ["resume", spec.resume_session_id]
-        if spec.prompt.startswith("-"):
-            # clap reads "-x" as an option (and "-" as "read stdin"); "--" ends the options.
-            # The reference does not show "--" with codex; it is clap's standard behaviour.
-            argv.append("--")
-        argv.append(spec.prompt)
-        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir)
+        argv.append("-")  # the prompt is read from stdin (§2.1; `resume <id> -` too, verified 0.169)
+        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
     def new_parser(self) -> CodexParser:
         """A fresh parser for one run."""

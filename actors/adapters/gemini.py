@@ -302,7 +302,7 @@ GEMINI_ERRORS: tuple[ErrorPattern, ...] = (
 
 
 class GeminiAdapter(AgentAdapter):
-    """``gemini -p <prompt> --output-format stream-json --skip-trust …`` (§3, §6)."""
+    """``gemini -p "" --output-format stream-json --skip-trust …`` with the prompt on stdin (§3, §6)."""
 
     name: AgentName = "gemini"
     default_executable = "gemini"
@@ -334,6 +334,32 @@ class GeminiAdapter(AgentAdapter):
         }
     )
     colour = "\033[34m"
+    # Names the 0.61 bundle reads (process.env), less those of its IDE companion (an auth
+    # token) and of its own container sandbox.
+    vendor_env = (
+        "GEMINI_API_KEY",
+        "GEMINI_API_KEY_AUTH_MECHANISM",
+        "GEMINI_DEFAULT_AUTH_TYPE",
+        "GEMINI_MODEL",
+        "GEMINI_SYSTEM_MD",
+        "GEMINI_CLI_HOME",
+        "GEMINI_CLI_TRUST_WORKSPACE",
+        "GEMINI_CLI_TRUSTED_FOLDERS_PATH",
+        "GEMINI_CLI_SYSTEM_SETTINGS_PATH",
+        "GEMINI_CLI_CUSTOM_HEADERS",
+        "GEMINI_CLI_USE_COMPUTE_ADC",
+        "GEMINI_CLI_NO_RELAUNCH",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
+        "GOOGLE_GENAI_*",  # USE_VERTEXAI, USE_GCA, API_VERSION
+        "GOOGLE_CLOUD_*",  # PROJECT, LOCATION, QUOTA_PROJECT, ACCESS_TOKEN, ...
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GCLOUD_PROJECT",
+        "CLOUDSDK_CONFIG",
+        "CODE_ASSIST_*",
+        "CLOUD_SHELL",
+    )
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
@@ -356,14 +382,16 @@ class GeminiAdapter(AgentAdapter):
     state_dirs = (".gemini",)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
-        # yargs would read a prompt starting with "-" as options; "--prompt=<text>" keeps the
-        # value whole (standard yargs syntax; the reference does not show this case).
-        dash = spec.prompt.startswith("-")
-        prompt = [f"--prompt={spec.prompt}"] if dash else ["-p", spec.prompt]
+        """The exact command line; missing extra dirs are dropped (gemini dies on them).
+
+        The prompt goes on stdin: headless gemini reads it there and joins it to ``-p``'s text,
+        which is empty here (verified with 0.61: the prompt reaches the model exactly, on
+        ``--resume`` too). gemini waits 500 ms for stdin's first bytes and keeps 8 MiB.
+        """
         argv: list[str] = [
             *spec.executable,
-            *prompt,
+            "-p",
+            "",
             "--output-format",
             "stream-json",
             "--skip-trust",
@@ -387,7 +415,7 @@ class GeminiAdapter(AgentAdapter):
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
         # Same as --skip-trust; also covers a relaunched child that might not see the flag.
         env.setdefault("GEMINI_CLI_TRUST_WORKSPACE", "true")
-        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir)
+        return Launch(argv=tuple(argv), env=env, cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
     def new_parser(self) -> GeminiParser:
         """A fresh parser for one run."""

@@ -51,6 +51,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     require_clis,
 )
 from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
+from meta_orchestrator.actors.runtime.agent_env import agent_env, describe_env
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -176,7 +177,7 @@ def make_demo_target(session_dir: Path) -> Path:
 
 
 def agent_environment(options: RunOptions) -> dict[str, str]:
-    """The base environment every agent CLI starts from."""
+    """The environment each agent CLI's allowlist takes its variables from (``agent_env``)."""
     env = dict(options.env if options.env is not None else os.environ)
     if options.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
@@ -232,7 +233,12 @@ def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str
         PreflightError: no agent is enabled, or none of them can run.
     """
     checks = [
-        check_cli(name, get_adapter(name), launch_for_preflight(get_adapter(name), agent), env)
+        check_cli(
+            name,
+            get_adapter(name),
+            launch_for_preflight(get_adapter(name), agent),
+            {**agent_env(get_adapter(name), agent, env), **agent.env},
+        )
         for name, agent in settings.agents.items()
         if agent.enabled
     ]
@@ -350,6 +356,7 @@ def start(
     settings, target, session_dir, session_id, env = prepare(settings, options)
     if log_setup:
         log_setup(session_dir)
+    _log_agent_environments(settings, env)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
     cluster_wiring.join(settings, target)  # with [cluster] address: this process is the Ray driver
     wiring = _Wiring(
@@ -374,6 +381,13 @@ def start(
         raise
     _begin(running, options)
     return running
+
+
+def _log_agent_environments(settings: Settings, env: dict[str, str]) -> None:
+    """Say, by name only, what of this environment each enabled agent's CLI receives."""
+    for name, agent in settings.agents.items():
+        if agent.enabled:
+            log.info("%s", describe_env(name, agent_env(get_adapter(name), agent, env), env, agent.env))
 
 
 def _open_workspace(wiring: _Wiring) -> SessionRepo | None:

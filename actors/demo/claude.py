@@ -21,6 +21,7 @@ from meta_orchestrator.actors.demo.common import (
     is_uuid,
     new_id,
     now_iso,
+    piped_input,
     run,
 )
 
@@ -55,6 +56,12 @@ FAILURES: dict[str, tuple[str, str, int | None]] = {
         500,
     ),
 }
+# With no prompt argument and nothing on stdin for 3 s, the real claude goes on without it (§0).
+STDIN_WAIT_S = 3.0
+NO_STDIN_WARNING = (
+    "Warning: no stdin data received in 3s, proceeding without it. If piping from a slow command, "
+    "redirect stdin explicitly: < /dev/null to skip, or wait longer."
+)
 ROOT_REFUSAL = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
 
 
@@ -418,6 +425,14 @@ def _parser() -> Parser:
     return p
 
 
+def _piped_prompt() -> str:
+    """No prompt argument: the real claude reads stdin, waiting 3 s for its first bytes (§0)."""
+    piped = piped_input(STDIN_WAIT_S)
+    if piped is None and sys.stdin is not None and not sys.stdin.isatty():
+        DemoAgent.err(NO_STDIN_WARNING)
+    return piped or ""
+
+
 def main(argv: list[str]) -> int:
     args, unknown = _parser().parse_cli(argv, "prompt")
     for token in unknown:
@@ -444,7 +459,7 @@ def main(argv: list[str]) -> int:
     args.output_format = args.output_format or "text"
     if args.output_format == "stream-json" and not args.verbose:
         raise UsageExit("Error: When using --print, --output-format=stream-json requires --verbose")
-    prompt = " ".join(args.prompt)
+    prompt = " ".join(args.prompt) or _piped_prompt()
     if not prompt.strip():
         raise UsageExit("Error: Input must be provided either through stdin or as a prompt argument when using --print")
     session_id = args.session_id

@@ -15,6 +15,7 @@ from meta_orchestrator.actors.demo.common import (
     Parser,
     UsageExit,
     guarded,
+    piped_input,
     run,
     scenario_for,
     within,
@@ -218,9 +219,13 @@ def main(argv: list[str]) -> int:
     ):
         raise UsageExit(NOT_TRUSTED)
     session_id, prompt = _session_and_prompt(list(args.positional), bool(args.last))
-    if not prompt or prompt == "-":
-        raise UsageExit("No prompt provided via stdin.")
-    if not sys.stdin or not sys.stdin.isatty():
+    if prompt in ("", "-"):  # the prompt is read from stdin, to its end (§2.1)
+        if not prompt and sys.stdin is not None and not sys.stdin.isatty():
+            DemoAgent.err("Reading prompt from stdin...")
+        prompt = piped_input(None) or ""
+        if not prompt.strip():
+            raise UsageExit("No prompt provided via stdin.")
+    elif not sys.stdin or not sys.stdin.isatty():
         DemoAgent.err("Reading additional input from stdin...")
     return run(Codex(args, prompt, cwd, session_id))
 

@@ -645,6 +645,22 @@ def _before_work(agent: DemoAgent, sc: str) -> list[Any]:
     return keep
 
 
+def piped_input(first_bytes_wait_s: float | None) -> str | None:
+    """What is piped into stdin, as the real CLIs read their prompt there: None when stdin is a
+    terminal or missing, or (``first_bytes_wait_s`` given) when nothing came in that time;
+    else everything up to its end."""
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        return None
+    if first_bytes_wait_s is not None:
+        import select  # only here: the demo starts fast
+
+        ready, _, _ = select.select([stream], [], [], first_bytes_wait_s)
+        if not ready:
+            return None
+    return stream.buffer.read().decode("utf-8", "replace")
+
+
 class UsageExit(Exception):
     def __init__(self, text: str, code: int = 1) -> None:
         super().__init__(text)

@@ -17,10 +17,13 @@ from meta_orchestrator.actors.demo.common import (
     guarded,
     is_uuid,
     now_iso,
+    piped_input,
     run,
     scenario_for,
     within,
 )
+
+STDIN_WAIT_S = 0.5  # gemini stops waiting for piped input after 500 ms
 
 VERSION = "0.61.0"
 MODES = ("default", "auto_edit", "yolo", "plan")
@@ -330,6 +333,9 @@ def main(argv: list[str]) -> int:
     if scenario == "force_untrusted" or not trusted:
         raise UsageExit(UNTRUSTED, 55)
     prompt = " ".join(x for x in [args.prompt or "", *args.query] if x)
+    piped = piped_input(STDIN_WAIT_S)  # headless gemini puts stdin before -p's text (§3.1)
+    if piped:
+        prompt = f"{piped}\n\n{prompt}" if prompt else piped
     session_id = args.session_id
     if args.resume is not None:
         if is_uuid(args.resume):

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
+from meta_orchestrator.actors.runtime.agent_env import agent_env
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
@@ -40,9 +41,11 @@ def launch_spec(
 
     It works in ``command.workdir`` (its checkout) when the command names one, else in
     ``workdir`` (the target). The tool hook learns that folder from ``RUN_WORKDIR_ENV``.
+    Of ``base_env`` it receives only what ``agent_env`` lets through.
     """
     folder = Path(command.workdir) if command.workdir else workdir
-    env = {**base_env, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)}
+    passed = agent_env(adapter, settings, base_env)  # an allowlist: the rest stays behind
+    env = {**passed, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)}
     return LaunchSpec(
         executable=launch_for_preflight(adapter, settings),
         prompt=command.prompt,
@@ -92,11 +95,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def shown_command(argv: tuple[str, ...], prompt: str) -> str:
-    """The command line for the log, with the (long) prompt shortened."""
+    """The command line for the log, with the prompt it reads on stdin shortened after it."""
     short = (
         prompt if len(prompt) < 80 else prompt[:SHOWN_PROMPT_CHARS].replace("\n", " ") + f"... ({len(prompt)} chars)"
     )
-    return shlex.join(short if a == prompt else a for a in argv)
+    return f"{shlex.join(argv)} <<< {shlex.quote(short)}"
 
 
 __all__ = ["confinement", "launch_for_preflight", "launch_spec", "shown_command"]

@@ -282,8 +282,9 @@ class ProcessHost:
         self._lock = threading.Lock()
 
     def spawn(self, launch: Launch, confinement: Confinement | None = None) -> HostedProcess:
-        """Start the CLI with stdin closed, in a new session (its own process group);
-        with a ``confinement``, inside bubblewrap (``TMPDIR`` is then its private ``/tmp``).
+        """Start the CLI in a new session (its own process group); with a ``confinement``,
+        inside bubblewrap (``TMPDIR`` is then its private ``/tmp``). Its stdin gets
+        ``launch.stdin`` and is then closed (closed at once when there is none).
 
         Raises:
             FileNotFoundError: the executable or the working directory does not exist
@@ -301,12 +302,14 @@ class ProcessHost:
             argv,
             cwd=launch.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if launch.stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
         )
+        if launch.stdin is not None:
+            feed_stdin(popen, launch.stdin)
         if self._caps is not None:
             for problem in self._caps.apply(popen.pid):
                 log.warning("hard cap not applied to pid %s: %s", popen.pid, problem)
@@ -321,6 +324,28 @@ class ProcessHost:
         with self._lock:
             running = [p for p in self._started if not p.exited]
         return sum(1 for p in running if p.signal_group(signal.SIGKILL))
+
+
+def feed_stdin(popen: subprocess.Popen[bytes], data: bytes) -> threading.Thread:
+    """Write ``data`` to the process's stdin and close it, in a thread of its own: a prompt
+    larger than the pipe's buffer waits for the CLI to read while stdout is being read."""
+
+    def write() -> None:
+        pipe = popen.stdin
+        assert pipe is not None
+        try:
+            pipe.write(data)
+        except (BrokenPipeError, ValueError):  # the CLI exited (or closed stdin) without reading all
+            log.debug("pid %s did not read its whole stdin", popen.pid)
+        except OSError as exc:
+            log.warning("writing stdin of pid %s: %s", popen.pid, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    thread = threading.Thread(target=write, name=f"stdin-{popen.pid}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _require_executable(exe: str, path: str | None, cwd: Path) -> None:

@@ -3,7 +3,7 @@
 The CLI on another machine cannot see the driver's checkout, so the driver sends the run's
 starting point (``RemoteWork``, with a bundle of it) and the node's host makes a checkout of
 its own from it (``NodeCheckout.make``), in the run's scratch folder: the lifeline removes
-it with the run. Every path of the driver's checkout in the CLI's command line, environment,
+it with the run. Every path of the driver's checkout in the CLI's command line, prompt, environment,
 cwd and sandbox is replaced by the node's (``rewrite``). When the CLI has ended, ``collect``
 commits what it changed (untracked files too, ignored ones not, as the orchestrator) and
 returns a bundle of that commit, whose prerequisite is the start the driver already has.
@@ -78,12 +78,17 @@ class NodeCheckout:
         return commit
 
     def rewrite(self, launch: Launch, confinement: Confinement | None) -> tuple[Launch, Confinement | None]:
-        """The launch and sandbox with every driver path replaced by the node's; the node's git
-        folder readable in the sandbox (for the CLI's own git status and diff)."""
+        """The launch and sandbox with every driver path replaced by the node's (in the prompt
+        on stdin too); the node's git folder readable in the sandbox (for the CLI's own git
+        status and diff)."""
+        stdin = launch.stdin
         launch = Launch(
             argv=tuple(self._local(a) for a in launch.argv),
             env={k: self._local(v) for k, v in launch.env.items()},
             cwd=Path(self._local(str(launch.cwd))),
+            stdin=None
+            if stdin is None
+            else self._local(stdin.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape"),
         )
         if confinement is not None:
             confinement = dataclasses.replace(

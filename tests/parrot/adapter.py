@@ -1,4 +1,5 @@
-"""The ``parrot`` CLI's adapter: ``parrot run --jsonl --dir <dir> [--grant <dir>]... -- <prompt>``.
+"""The ``parrot`` CLI's adapter: ``parrot run --jsonl --dir <dir> [--grant <dir>]...``, the prompt
+on stdin (parrot reads it there when its command line holds none).
 
 Its stream is one JSON object per line with an ``event`` field: ``hello`` (the session id),
 ``say`` (assistant text, with the reporting protocol's markers), ``wrote`` (a file),
@@ -89,8 +90,10 @@ class ParrotAdapter(AgentAdapter):
     advice = MappingProxyType({"repo_trust": "parrot refused {target}: run `git init` there"})
     colour = "\033[32m"
 
+    vendor_env = ("PARROT_*",)
+
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """``parrot run --jsonl --any-dir --dir <dir> [--grant d]... [--read-only] [--model m] -- <prompt>``."""
+        """``parrot run --jsonl --any-dir --dir <dir> [--grant d]... [--read-only] [--model m]`` < prompt."""
         argv = [*spec.executable, "run", "--jsonl", "--any-dir", "--dir", str(spec.workdir)]
         for extra in spec.extra_dirs:
             argv += ["--grant", str(extra)]
@@ -100,8 +103,8 @@ class ParrotAdapter(AgentAdapter):
             argv += ["--model", spec.model]
         if spec.resume_session_id:
             argv += ["--resume", spec.resume_session_id]
-        argv += [*spec.extra_args, "--", spec.prompt]
-        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir)
+        argv += spec.extra_args
+        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
     def new_parser(self) -> ParrotParser:
         """A fresh parser for one run."""

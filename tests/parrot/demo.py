@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from meta_orchestrator.actors.demo.common import Command, DemoAgent, Parser, UsageExit, guarded, run, within
+from meta_orchestrator.actors.demo.common import (
+    Command,
+    DemoAgent,
+    Parser,
+    UsageExit,
+    guarded,
+    piped_input,
+    run,
+    within,
+)
 
 VERSION = "parrot 1.0.0"
 
@@ -62,7 +71,7 @@ def main(argv: list[str]) -> int:
         print(VERSION)
         return 0
     if argv[:1] != ["run"]:
-        raise UsageExit("parrot: usage: parrot run --jsonl --dir <dir> -- <prompt>", 2)
+        raise UsageExit("parrot: usage: parrot run --jsonl --dir <dir> [-- <prompt>] (else the prompt on stdin)", 2)
     parser = Parser("parrot", "parrot: {message}", 2)
     parser.add_argument("--jsonl", action="store_true", required=True)
     parser.add_argument("--dir", required=True)
@@ -78,7 +87,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(args.dir)
     if not args.any_dir and not any((d / ".git").exists() for d in (workdir, *workdir.parents)):
         raise UsageExit(f"parrot: {workdir} is not a git repository", 3)
-    agent = Parrot(" ".join(args.prompt), workdir, [Path(g) for g in args.grant], args.resume, args.read_only)
+    prompt = " ".join(args.prompt) or piped_input(None) or ""  # no prompt argument: parrot reads stdin
+    agent = Parrot(prompt, workdir, [Path(g) for g in args.grant], args.resume, args.read_only)
     return run(agent)
 
 

@@ -19,6 +19,8 @@ A keyword in the latest user prompt selects the script:
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
 ``SCRIPT:bash <command>``  claude only: a Bash tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
+``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
+                           CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
 A request without a keyword (a CLI's own side request) gets a short text answer.
 All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
@@ -45,8 +47,9 @@ MARKER_LINE = f'ORCHESTRATE_EVENT {{"type":"milestone","text":"{MARKER_TEXT}"}}'
 MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
 SIDE_ANSWER = "ok"
 BASH_DONE_TEXT = "Ran the scripted command."
+HOLD_LIMIT_S = 60  # a held request is answered after this even if the test never releases it
 
-_SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error)(?:[ \t]+([^\s`'\"]+))?")
+_SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error|hold)(?:[ \t]+([^\s`'\"]+))?")
 # ``SCRIPT:bash <command>``: the rest of the line is the command (it has spaces).
 _BASH_RE = re.compile(r"SCRIPT:bash[ \t]+([^\n`]+)")
 
@@ -108,7 +111,7 @@ def error_message(status: int) -> str:
 
 @dataclass(frozen=True)
 class Script:
-    kind: str  # "text" | "marker" | "write" | "error" | "side"
+    kind: str  # "text" | "marker" | "write" | "error" | "hold" | "side"
     arg: str | None = None
 
 
@@ -532,6 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
         stop = "end_turn"
         if not body.get("tools") and script and script.kind != "error":
             script = None  # a side request (session title etc.): answer it plainly
+        self._hold(rec, script)
         if script and script.kind == "write" and not has_result:
             name = script.arg or "scripted.txt"
             path = name if name.startswith("/") or not cwd else f"{cwd.rstrip('/')}/{name}"
@@ -579,6 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai(self, rec: RecordedRequest, body: dict) -> None:
         script, has_result, flavour = _openai_plan(body)
         rec.script = script
+        self._hold(rec, script)
         if script and script.kind == "error":
             return self._error(rec, int(script.arg or 500), "openai")
         if script and script.kind == "write" and not has_result:
@@ -617,6 +622,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = path.rsplit("/", 1)[-1].split(":", 1)[0]
         script, has_result, cwd = _gemini_plan(body)
         rec.script = script
+        self._hold(rec, script)
         if script and script.kind == "error":
             return self._error(rec, int(script.arg or 500), "gemini")
         if script and script.kind == "write" and not has_result:
@@ -638,6 +644,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(
             200, _sse(((None, c) for c in chunks), sep="\r\n\r\n"), "text/event-stream", {"Cache-Control": "no-cache"}
         )
+
+    def _hold(self, rec: RecordedRequest, script: Script | None) -> None:
+        """``SCRIPT:hold``: answer only once the test releases the server (or it stops)."""
+        if script is not None and script.kind == "hold":
+            rec.answered = "held"
+            self.server.owner.released.wait(HOLD_LIMIT_S)
 
     @staticmethod
     def _final_text(script: Script | None, has_result: bool) -> tuple[str, str]:
@@ -666,6 +678,7 @@ class ScriptedModelServer:
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.released = threading.Event()  # held requests (SCRIPT:hold) are answered once set
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -680,7 +693,12 @@ class ScriptedModelServer:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Answer every held request, and those still to come, at once."""
+        self.released.set()
+
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
