@@ -16,7 +16,7 @@ import json
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -68,12 +68,32 @@ class Launch:
     cwd: Path
 
 
+# A credential file's token fields: name -> the JSON types it may hold, or a nested shape.
+TokenShape = Mapping[str, "tuple[type, ...] | TokenShape"]
+
+
+@dataclass(frozen=True)
+class StatePlace:
+    """One place a CLI keeps its state in the user's home: a folder or a file.
+
+    A run gets a private copy of it (made from the user's at the session's first run), bound
+    at ``real`` inside the OS sandbox; the user's own is never writable inside. Paths in
+    ``copied``, ``settings`` and ``credentials`` are relative to a folder place.
+    """
+
+    real: Path  # the user's: where the CLI looks for it
+    name: str  # its name in the session's private copy
+    folder: bool = True
+    copied: tuple[str, ...] = ()  # what the copy is made from (a folder place); a file place: the file
+    settings: tuple[str, ...] = ()  # read-only inside (they configure hooks, MCP servers, notify); "x/": a folder
+    credentials: Mapping[str, TokenShape] = field(default_factory=dict)  # token files that flow back, validated
+
+
 @dataclass(frozen=True)
 class CliState:
-    """Where a CLI keeps its sessions, auth and settings (bound read-write in the OS sandbox)."""
+    """Where a CLI keeps its sessions, auth and settings, for one run."""
 
-    dirs: tuple[Path, ...] = ()  # created (0700) when missing, so the CLI can use them
-    files: tuple[Path, ...] = ()  # bound only when they exist
+    places: tuple[StatePlace, ...] = ()
 
 
 class StreamParser(ABC):
@@ -234,9 +254,8 @@ class AgentAdapter(ABC):
     # not named here get Recovery's generic advice.
     advice: ClassVar[Mapping[str, str]] = MappingProxyType({})
     colour: ClassVar[str] = ""  # ANSI colour of its name on the console
-    # The CLI's own state, relative to $HOME: writable inside the OS sandbox.
-    state_dirs: tuple[str, ...] = ()
-    state_files: tuple[str, ...] = ()
+    # The CLI's own state in $HOME (see ``cli_state``); a run gets a private copy of each.
+    state_places: ClassVar[tuple[StatePlace, ...]] = ()  # ``real`` relative to $HOME
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -246,10 +265,10 @@ class AgentAdapter(ABC):
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
 
-    def cli_state(self, env: Mapping[str, str]) -> CliState:
-        """The state folders and files of this CLI for a run with environment ``env``."""
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
+        """The state places of this CLI for a run with environment ``env`` working in ``folders``."""
         home = Path(env.get("HOME") or Path.home())
-        return CliState(dirs=tuple(home / d for d in self.state_dirs), files=tuple(home / f for f in self.state_files))
+        return CliState(places=tuple(replace(p, real=home / p.real) for p in self.state_places))
 
     def version_argv(self, executable: tuple[str, ...]) -> tuple[str, ...]:
         """Command that prints the CLI's version (preflight)."""
