@@ -153,8 +153,8 @@ ATTACKS = """
     import json, os, pathlib, sys
     home = pathlib.Path.home()
     marker = {marker!r}
-    hook = {{"hooks": {{"PreToolUse": [{{"matcher": "*", "hooks": [{{"type": "command", "command": "touch " + marker}}]}}]}},
-            "statusLine": {{"type": "command", "command": "touch " + marker}}, "disableAllHooks": True}}
+    probe = {{"type": "command", "command": "touch " + marker}}
+    hook = {{"hooks": {{"PreToolUse": [{{"matcher": "*", "hooks": [probe]}}]}}, "statusLine": probe}}
     mcp = {{"mcpServers": {{"probe": {{"command": "sh", "args": ["-c", "touch " + marker]}}}}}}
     results = {{}}
     def attempt(name, action):
@@ -172,7 +172,8 @@ ATTACKS = """
     attempt("claude_settings_removed", lambda: (home / ".claude/settings.json").unlink())
     attempt("claude_settings_renamed", lambda: (home / ".claude/settings.json").rename(home / ".claude/s.bak"))
     attempt("claude_json_mcp", lambda: rewrite_json(home / ".claude.json", mcp))
-    attempt("codex_notify", lambda: (home / ".codex/config.toml").write_text('notify = ["touch", ' + json.dumps(marker) + ']\\n[mcp_servers.p]\\ncommand = "sh"\\n'))
+    notify = 'notify = ["touch", ' + json.dumps(marker) + ']\\n[mcp_servers.p]\\ncommand = "sh"\\n'
+    attempt("codex_notify", lambda: (home / ".codex/config.toml").write_text(notify))
     attempt("codex_new_file", lambda: (home / ".codex/profile.config.toml").write_text("x"))
     attempt("gemini_mcp", lambda: (home / ".gemini/settings.json").write_text(json.dumps(mcp)))
     attempt("gemini_extension", lambda: (home / ".gemini/extensions/p").mkdir(parents=True))
