@@ -29,7 +29,7 @@ import pytest
 from meta_orchestrator.actors.adapters.claude import CLAUDE_TOKENS, project_folder_name
 from meta_orchestrator.actors.adapters.codex import CODEX_TOKENS
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER, merged, token_data
+from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER, PrivateCliState, merged, token_data
 from meta_orchestrator.actors.runtime.session_files import new_session_id
 from meta_orchestrator.actors.runtime.workspaces import discard_session
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, PrivateBind, bwrap_argv, mounts
@@ -411,3 +411,58 @@ def test_claude_project_folder_names_follow_claudes_rule():
     long = "/" + "x" * 250
     name = project_folder_name(long)
     assert name.startswith("-" + "x" * 199 + "-") and len(name) > 201
+
+
+@pytest.mark.parametrize("agent", ["codex", "gemini"])
+def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, agent):
+    home, target = tmp_path / "home", tmp_path / "target"
+    target.mkdir()
+    make_home(home, target, tmp_path / "marker")
+    adapter = get_adapter(agent)
+    state = adapter.cli_state({"HOME": str(home)}, (target,))
+    (tmp_path / "session").mkdir(mode=0o700)
+    private = PrivateCliState(agent, tmp_path / "session")
+    binds = private.prepare(state)
+    [place] = state.places
+    [(name, _shape)] = place.credentials.items()
+    user_file, copy_file = place.real / name, private.root / place.name / name
+    assert copy_file.read_bytes() == user_file.read_bytes()
+    assert [b.dest for b in binds if not b.writable] == [str(place.real / s.rstrip("/")) for s in place.settings]
+    user_file.chmod(0o600)
+
+    # Nothing refreshed in the run, while another session refreshed the user's file: untouched.
+    newer = user_file.read_text().replace('"r"', '"r-newer"').replace('"1//r"', '"1//r-newer"')
+    user_file.write_text(newer)
+    assert private.return_tokens(state) == []
+    assert user_file.read_text() == newer
+
+    # The run refreshed its tokens and planted more: the tokens flow back, nothing else.
+    data = json.loads(copy_file.read_text())
+    if agent == "codex":
+        data["tokens"]["access_token"] = "a-new"
+        data["OPENAI_API_KEY"] = "sk-attacker"
+        data["notify"] = ["touch", "x"]
+    else:
+        data["access_token"] = "ya29.new"
+        data["mcpServers"] = {"p": {"command": "sh"}}
+    copy_file.write_text(json.dumps(data))
+    [said] = private.return_tokens(state)
+    assert "dropped" in said and "sk-attacker" not in said
+    back = json.loads(user_file.read_text())
+    expected = json.loads(newer)
+    if agent == "codex":
+        expected["tokens"]["access_token"] = "a-new"
+    else:
+        expected["access_token"] = "ya29.new"
+    assert back == expected  # the user's API key, and everything else of theirs, kept
+    assert stat.S_IMODE(user_file.stat().st_mode) == 0o600
+    assert private.return_tokens(state) == []  # given back once
+
+    # A FIFO or a link put in the credentials' place is not read (and hangs nothing).
+    copy_file.unlink()
+    os.mkfifo(copy_file)
+    assert private.return_tokens(state) == []
+    copy_file.unlink()
+    copy_file.symlink_to(home / ".claude" / ".credentials.json")
+    assert private.return_tokens(state) == []
+    assert json.loads(user_file.read_text()) == expected

@@ -84,6 +84,19 @@ def merged(user: dict[str, Any], tokens: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def changed(tokens: Mapping[str, Any], seen: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``tokens`` whose values differ from ``seen`` (nested objects compared inside)."""
+    out: dict[str, Any] = {}
+    for key, value in tokens.items():
+        before = seen.get(key) if isinstance(seen, Mapping) else None
+        if isinstance(value, dict) and isinstance(before, dict):
+            if inner := changed(value, before):
+                out[key] = inner
+        elif value != before:
+            out[key] = value
+    return out
+
+
 class PrivateCliState:
     """The private copies of one agent's CLI state in a session, and their token return."""
 
@@ -187,7 +200,8 @@ class PrivateCliState:
                 f"{self.agent}: {relative} changed in the private copy but is not given back "
                 f"(no file of yours to refresh, or no token in it){lost}"
             )
-        updated = merged(current, tokens)
+        # Only what this session changed: a token another session refreshed since stays theirs.
+        updated = merged(current, changed(tokens, seen))
         if updated != current:
             _replace_keeping_mode(user, (json.dumps(updated, indent=2) + "\n").encode())
         _replace_keeping_mode(seen_path, json.dumps(tokens).encode())
@@ -268,4 +282,4 @@ def _read_json_capped(path: Path, follow: bool = False) -> object | None:
     return json.loads(data.decode("utf-8"))
 
 
-__all__ = ["CLI_STATE_FOLDER", "PrivateCliState", "merged", "token_data"]
+__all__ = ["CLI_STATE_FOLDER", "PrivateCliState", "changed", "merged", "token_data"]
