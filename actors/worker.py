@@ -83,8 +83,10 @@ class Worker(pykka.ThreadingActor):
         self._recorder = EventRecorder(agent, events_path, self._listeners)
         self._stderr = StderrLog(events_path.with_suffix(".stderr.log"))
         self._host = host or ProcessHost()
+        # The CLI's private state (a remote run's node keeps its own; unconfined, the user's).
+        local = sandbox is not None and not remote_workdir.is_remote(self._host)
+        self._cli_state = PrivateCliState(agent, adapter, session_dir) if local else None
         self._extra_dirs = tuple(extra_dirs)
-        self._cli_state = PrivateCliState(agent, session_dir)
         self._run_env: Mapping[str, str] = {}
         self._threads = RunThreads(agent, self.actor_ref, session_settings.max_line_bytes, session_dir / "overflow")
         self._status: WorkerStatus = "idle"
@@ -200,7 +202,7 @@ class Worker(pykka.ThreadingActor):
             self._proc, self._sent = remote_workdir.spawn(
                 self._host,
                 launch,
-                confinement(self._adapter, self._sandbox, spec, message.read_only_dirs, self._private_state(spec)),
+                confinement(self._adapter, self._sandbox, spec, message.read_only_dirs, self._state_binds(spec)),
                 folder=spec.workdir,
                 writing=message.mode == "write",
                 subject=f"{message.assignment_id} ({self._agent}): the run's changes",
@@ -225,26 +227,9 @@ class Worker(pykka.ThreadingActor):
             self._recorder.path.stem,
         )
 
-    def _private_state(self, spec: LaunchSpec) -> tuple[PrivateBind, ...] | None:
-        """The CLI's private state for this run, made or completed now (None: a remote run,
-        whose node keeps its own).
-
-        Raises:
-            OSError: the private copy could not be made (a spawn error for the run).
-        """
-        if self._sandbox is None or remote_workdir.is_remote(self._host):
-            return None
-        try:
-            return self._cli_state.prepare(self._adapter.cli_state(spec.env, (spec.workdir,)))
-        except SessionFileError as exc:
-            raise OSError(f"the private state of {self._agent}'s CLI cannot be made: {exc}") from exc
-
-    def _return_tokens(self) -> None:
-        """After a run: the OAuth tokens its CLI refreshed go to the user's files, as token data only."""
-        if self._sandbox is None or remote_workdir.is_remote(self._host) or self._current is None:
-            return
-        for line in self._cli_state.return_tokens(self._adapter.cli_state(self._run_env)):
-            self._record([draft("status", kind="credentials", text=line)], raw=None)
+    def _state_binds(self, spec: LaunchSpec) -> tuple[PrivateBind, ...] | None:
+        """The CLI's private state bound for this run (made or completed now); None: none kept here."""
+        return self._cli_state.prepare(spec.env, spec.workdir) if self._cli_state else None
 
     def _begin_run(self, message: StartAssignment) -> None:
         """A new run: nothing of the last one's parse, stop reason, stderr or progress is kept."""
@@ -308,7 +293,8 @@ class Worker(pykka.ThreadingActor):
             self._stopped_by = None
             returncode = 0
         self._record(self._parser.finish(returncode, tail), raw=None)
-        self._return_tokens()
+        for line in self._cli_state.return_tokens(self._run_env) if self._cli_state else ():
+            self._record([draft("status", kind="credentials", text=line)], raw=None)
         outcome = self._parser.outcome()
         outcome = outcome.model_copy(update={"files_written": remote.here(outcome.files_written)})
         if remote.error:

@@ -419,10 +419,11 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
     target.mkdir()
     make_home(home, target, tmp_path / "marker")
     adapter = get_adapter(agent)
-    state = adapter.cli_state({"HOME": str(home)}, (target,))
+    env = {"HOME": str(home)}
+    state = adapter.cli_state(env, (target,))
     (tmp_path / "session").mkdir(mode=0o700)
-    private = PrivateCliState(agent, tmp_path / "session")
-    binds = private.prepare(state)
+    private = PrivateCliState(agent, adapter, tmp_path / "session")
+    binds = private.prepare(env, target)
     [place] = state.places
     [(name, _shape)] = place.credentials.items()
     user_file, copy_file = place.real / name, private.root / place.name / name
@@ -433,7 +434,7 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
     # Nothing refreshed in the run, while another session refreshed the user's file: untouched.
     newer = user_file.read_text().replace('"r"', '"r-newer"').replace('"1//r"', '"1//r-newer"')
     user_file.write_text(newer)
-    assert private.return_tokens(state) == []
+    assert private.return_tokens(env) == []
     assert user_file.read_text() == newer
 
     # The run refreshed its tokens and planted more: the tokens flow back, nothing else.
@@ -446,7 +447,7 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
         data["access_token"] = "ya29.new"
         data["mcpServers"] = {"p": {"command": "sh"}}
     copy_file.write_text(json.dumps(data))
-    [said] = private.return_tokens(state)
+    [said] = private.return_tokens(env)
     assert "dropped" in said and "sk-attacker" not in said
     back = json.loads(user_file.read_text())
     expected = json.loads(newer)
@@ -456,13 +457,13 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
         expected["access_token"] = "ya29.new"
     assert back == expected  # the user's API key, and everything else of theirs, kept
     assert stat.S_IMODE(user_file.stat().st_mode) == 0o600
-    assert private.return_tokens(state) == []  # given back once
+    assert private.return_tokens(env) == []  # given back once
 
     # A FIFO or a link put in the credentials' place is not read (and hangs nothing).
     copy_file.unlink()
     os.mkfifo(copy_file)
-    assert private.return_tokens(state) == []
+    assert private.return_tokens(env) == []
     copy_file.unlink()
     copy_file.symlink_to(home / ".claude" / ".credentials.json")
-    assert private.return_tokens(state) == []
+    assert private.return_tokens(env) == []
     assert json.loads(user_file.read_text()) == expected

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import CliState, StatePlace, TokenShape
-from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.adapters.base import AgentAdapter, CliState, StatePlace, TokenShape
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.sandbox.bwrap import PrivateBind
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,24 @@ def changed(tokens: Mapping[str, Any], seen: Mapping[str, Any]) -> dict[str, Any
 class PrivateCliState:
     """The private copies of one agent's CLI state in a session, and their token return."""
 
-    def __init__(self, agent: str, session_dir: Path) -> None:
+    def __init__(self, agent: str, adapter: AgentAdapter, session_dir: Path) -> None:
         self.agent = agent
+        self.adapter = adapter
         self.root = session_dir / CLI_STATE_FOLDER / agent
 
-    def prepare(self, state: CliState) -> tuple[PrivateBind, ...]:
-        """Make (or complete) the copies for one run; the binds that put them in place.
+    def prepare(self, env: Mapping[str, str], folder: Path) -> tuple[PrivateBind, ...]:
+        """Make (or complete) the copies for a run with environment ``env`` working in
+        ``folder``; the binds that put them in place.
 
         Raises:
-            OSError: a copy or the user's mount point could not be made.
+            OSError: a copy or the user's mount point could not be made (a spawn error).
         """
+        try:
+            return self._prepare(self.adapter.cli_state(env, (folder,)))
+        except SessionFileError as exc:
+            raise OSError(f"the private state of {self.agent}'s CLI cannot be made: {exc}") from exc
+
+    def _prepare(self, state: CliState) -> tuple[PrivateBind, ...]:
         private_dir(self.root.parent)
         private_dir(self.root)
         private_dir(self.root / _SEEN)
@@ -166,11 +174,12 @@ class PrivateCliState:
             return {}
         return token_data(obj, place.credentials[relative])[0] if obj is not None else {}
 
-    def return_tokens(self, state: CliState) -> list[str]:
-        """After a run: the token data the CLI refreshed, written to the user's credential
-        files. What happened, one line per file that changed or was refused (also logged)."""
+    def return_tokens(self, env: Mapping[str, str]) -> list[str]:
+        """After a run with environment ``env``: the token data the CLI refreshed, written to
+        the user's credential files. What happened, one line per file that changed or was
+        refused (also logged)."""
         said: list[str] = []
-        for place in state.places:
+        for place in self.adapter.cli_state(env).places:
             for relative, shape in place.credentials.items():
                 try:
                     line = self._return_one(place, relative, shape)
