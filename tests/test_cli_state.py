@@ -264,6 +264,11 @@ def test_the_private_state_lasts_across_runs_of_the_session_and_goes_with_discar
         state = pathlib.Path.home() / ".claude.json"
         data = json.loads(state.read_text())
         data["numStartups"] += 1
+        planted = sorted(k for k in ("mcpServers", "projects") if data.get(k))
+        planted += sorted(data.get("projects", {{}}).get("/x", {{}}))
+        # plant MCP servers (user and local scope) for the next run: reset before it starts
+        data["mcpServers"] = {{"probe": {{"command": "sh"}}}}
+        data["projects"] = {{"/x": {{"mcpServers": {{"p": {{}}}}, "enableAllProjectMcpServers": True, "kept": 1}}}}
         state.write_text(json.dumps(data))
         session = pathlib.Path.home() / ".claude" / "projects" / "run.jsonl"
         runs = session.read_text() if session.exists() else ""
@@ -274,15 +279,19 @@ def test_the_private_state_lasts_across_runs_of_the_session_and_goes_with_discar
                 (pathlib.Path.home() / ".claude" / name).write_text('{{"hooks": {{}}}}')
             except OSError:
                 pass
-        pathlib.Path("seen.json").write_text(json.dumps({{"numStartups": data["numStartups"], "runs": runs}}))
+        seen = {{"numStartups": data["numStartups"], "runs": runs, "planted": planted}}
+        pathlib.Path("seen.json").write_text(json.dumps(seen))
         print({CLAUDE_INIT!r})
         print({CLAUDE_RESULT!r})
     """
     worker = rig.worker(probe, rig.script(script))
     _run(rig, probe, worker, "a1")
-    assert json.loads((rig.target / "seen.json").read_text()) == {"numStartups": 8, "runs": ""}
+    assert json.loads((rig.target / "seen.json").read_text()) == {"numStartups": 8, "runs": "", "planted": []}
     _run(rig, probe, worker, "a2")
-    assert json.loads((rig.target / "seen.json").read_text()) == {"numStartups": 9, "runs": "run\n"}
+    # claude's own state persisted; the MCP servers planted in run 1 were gone in run 2
+    seen = json.loads((rig.target / "seen.json").read_text())
+    assert seen == {"numStartups": 9, "runs": "run\n", "planted": ["projects", "kept"]}
+    assert json.loads((rig.private / "claude.json").read_text())["projects"]["/x"]["mcpServers"] == {"p": {}}
     assert snapshot(rig.home) == before
     assert json.loads((rig.private / "claude-dir" / "settings.json").read_text())["model"] == "opus"
     assert (rig.private / "claude-dir" / "settings.local.json").read_text() == "{}\n"
@@ -436,6 +445,9 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
     user_file.write_text(newer)
     assert private.return_tokens(env) == []
     assert user_file.read_text() == newer
+    # ... and the next run starts from the user's newer tokens (the copy's may be spent).
+    private.prepare(env, target)
+    assert "r-newer" in copy_file.read_text()
 
     # The run refreshed its tokens and planted more: the tokens flow back, nothing else.
     data = json.loads(copy_file.read_text())

@@ -173,7 +173,8 @@ def test_the_real_claude_plants_nothing_in_the_users_state(cli_bin, server, mach
         answerer.stop()
     assert snapshot(machine.home) == before
     private = machine.session_dir / CLI_STATE_FOLDER / "claude"
-    assert "mcpServers" in json.loads((private / "claude.json").read_text())  # planted in the copy only
+    # planted in the copy by one run, reset before the next
+    assert not json.loads((private / "claude.json").read_text()).get("mcpServers")
     assert json.loads((private / "claude-dir" / "settings.json").read_text())["model"] == "opus"
 
     # The user's next run of claude, outside any sandbox, with what the session left behind.

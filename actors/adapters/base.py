@@ -87,6 +87,9 @@ class StatePlace:
     copied: tuple[str, ...] = ()  # what the copy is made from (a folder place); a file place: the file
     settings: tuple[str, ...] = ()  # read-only inside (they configure hooks, MCP servers, notify); "x/": a folder
     credentials: Mapping[str, TokenShape] = field(default_factory=dict)  # token files that flow back, validated
+    # A file place's JSON keys reset to the user's before every run (``a.*.b``: ``b`` in each
+    # entry of ``a``): MCP servers in a file the CLI itself rewrites, which cannot be read-only.
+    pinned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -487,7 +487,18 @@ class ClaudeAdapter(AgentAdapter):
         ),
         # Never read-only: claude rewrites it on every start. It must exist in the copy, or
         # claude could not keep it from one run to the next.
-        StatePlace(real=Path(".claude.json"), name="claude.json", folder=False),
+        StatePlace(
+            real=Path(".claude.json"),
+            name="claude.json",
+            folder=False,
+            pinned=(
+                "mcpServers",  # user scope
+                "projects.*.mcpServers",  # local scope (claude mcp add's default)
+                "projects.*.enabledMcpjsonServers",  # approvals of a project's .mcp.json
+                "projects.*.disabledMcpjsonServers",
+                "projects.*.enableAllProjectMcpServers",
+            ),
+        ),
     )
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:

@@ -26,6 +26,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,30 @@ def changed(tokens: Mapping[str, Any], seen: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def pinned(mine: dict[str, Any], user: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """``mine`` with each of ``paths`` (dotted keys, ``*`` for every entry) as in ``user``."""
+    out = deepcopy(mine)
+    for path in paths:
+        _pin(out, user, path.split("."))
+    return out
+
+
+def _pin(target: dict[str, Any], source: object, keys: list[str]) -> None:
+    key, rest = keys[0], keys[1:]
+    given = source if isinstance(source, dict) else {}
+    if key == "*":
+        for name, value in target.items():
+            if isinstance(value, dict) and rest:
+                _pin(value, given.get(name), rest)
+    elif not rest:
+        if key in given:
+            target[key] = deepcopy(given[key])
+        else:
+            target.pop(key, None)
+    elif isinstance(target.get(key), dict):
+        _pin(target[key], given.get(key), rest)
+
+
 class PrivateCliState:
     """The private copies of one agent's CLI state in a session, and their token return."""
 
@@ -149,9 +174,28 @@ class PrivateCliState:
                 made.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _write_new(made, _EMPTY.get(made.suffix, b""), 0o600)
         for relative in place.credentials:
-            seen = self._seen_path(place, relative)
-            if not seen.exists():
-                _write_new(seen, json.dumps(self._user_tokens(place, relative)).encode(), 0o600)
+            self._take_tokens(place, relative, copy / relative)
+
+    def _take_tokens(self, place: StatePlace, relative: str, mine_path: Path) -> None:
+        """Before a run: the user's tokens into the copy when theirs changed since this session
+        last saw them and the copy's did not (the user's own CLI refreshed meanwhile, and the
+        refresh token the copy holds may be spent). A run's own refresh wins: it flows back."""
+        seen_path = self._seen_path(place, relative)
+        user = self._user_tokens(place, relative)
+        if not seen_path.exists():
+            _write_new(seen_path, json.dumps(user).encode(), 0o600)
+            return
+        seen = json.loads(seen_path.read_text(encoding="utf-8"))
+        if not user or user == seen:
+            return
+        try:
+            mine = _read_json_capped(mine_path)
+        except ValueError:
+            return
+        if not isinstance(mine, dict) or token_data(mine, place.credentials[relative])[0] != seen:
+            return
+        _write_new(mine_path, (json.dumps(merged(mine, changed(user, seen)), indent=2) + "\n").encode(), 0o600)
+        _write_new(seen_path, json.dumps(user).encode(), 0o600)
 
     def _prepare_file(self, place: StatePlace, copy: Path) -> None:
         if not os.path.lexists(place.real):
@@ -163,6 +207,29 @@ class PrivateCliState:
             copied = _copy_entry(place.real, copy)
             if not copied:
                 _write_new(copy, _EMPTY[".json"], 0o600)
+        elif place.pinned:
+            self._pin(place, copy)
+
+    def _pin(self, place: StatePlace, copy: Path) -> None:
+        """Reset the pinned keys of the copy to the user's: what a run planted there goes."""
+        try:
+            user = _read_json_capped(place.real, follow=True, limit=MAX_COPIED_FILE_BYTES)
+        except ValueError:
+            user = None
+        try:
+            mine = _read_json_capped(copy, limit=MAX_COPIED_FILE_BYTES)
+        except ValueError:
+            mine = None
+        if not isinstance(mine, dict):  # corrupted or replaced by a run: start again from the user's
+            log.warning("%s: the private %s is no JSON object; made again from yours", self.agent, place.real.name)
+            copy.unlink(missing_ok=True)
+            if not _copy_entry(place.real, copy):
+                _write_new(copy, _EMPTY[".json"], 0o600)
+            return
+        reset = pinned(mine, user if isinstance(user, dict) else {}, place.pinned)
+        if reset != mine:
+            log.info("%s: reset %s in the private %s", self.agent, ", ".join(place.pinned), place.real.name)
+            _write_new(copy, json.dumps(reset, indent=2).encode(), 0o600)
 
     def _seen_path(self, place: StatePlace, relative: str) -> Path:
         return self.root / _SEEN / f"{place.name}.{relative.replace('/', '_')}.json"
@@ -270,7 +337,7 @@ def _replace_keeping_mode(path: Path, data: bytes) -> None:
     _write_new(real, data, mode)
 
 
-def _read_json_capped(path: Path, follow: bool = False) -> object | None:
+def _read_json_capped(path: Path, follow: bool = False, limit: int = MAX_TOKEN_FILE_BYTES) -> object | None:
     """A JSON file's content: None when it is missing, no regular file (a link, unless
     ``follow``: the user's own may be one) or too large.
 
@@ -283,12 +350,12 @@ def _read_json_capped(path: Path, follow: bool = False) -> object | None:
         return None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TOKEN_FILE_BYTES:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             return None
-        data = f.read(MAX_TOKEN_FILE_BYTES + 1)
-    if len(data) > MAX_TOKEN_FILE_BYTES:
+        data = f.read(limit + 1)
+    if len(data) > limit:
         return None
     return json.loads(data.decode("utf-8"))
 
 
-__all__ = ["CLI_STATE_FOLDER", "PrivateCliState", "changed", "merged", "token_data"]
+__all__ = ["CLI_STATE_FOLDER", "PrivateCliState", "changed", "merged", "pinned", "token_data"]
