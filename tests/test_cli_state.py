@@ -479,3 +479,16 @@ def test_refreshed_tokens_flow_back_only_when_the_run_refreshed_them(tmp_path, a
     copy_file.symlink_to(home / ".claude" / ".credentials.json")
     assert private.return_tokens(env) == []
     assert json.loads(user_file.read_text()) == expected
+
+
+def test_each_cli_names_its_state_where_its_environment_puts_it(tmp_path):
+    home = {"HOME": str(tmp_path / "h")}
+    claude = get_adapter("claude").cli_state({**home, "CLAUDE_CONFIG_DIR": str(tmp_path / "cfg")}, (tmp_path,))
+    assert [p.real for p in claude.places] == [tmp_path / "cfg", tmp_path / "cfg" / ".claude.json"]
+    assert f"projects/{project_folder_name(str(tmp_path))}" in claude.places[0].copied
+    codex = get_adapter("codex").cli_state({**home, "CODEX_HOME": str(tmp_path / "ch")})
+    assert [p.real for p in codex.places] == [tmp_path / "ch"]
+    gemini = get_adapter("gemini").cli_state({**home, "GEMINI_CLI_HOME": str(tmp_path / "g")})
+    assert [p.real for p in gemini.places] == [tmp_path / "g" / ".gemini"]
+    plain = [p.real for a in ("claude", "codex", "gemini") for p in get_adapter(a).cli_state(home).places]
+    assert plain == [tmp_path / "h" / n for n in (".claude", ".claude.json", ".codex", ".gemini")]

@@ -503,11 +503,15 @@ class ClaudeAdapter(AgentAdapter):
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
         """``~/.claude`` with this run's entries of ``projects/`` (its folders' history and
-        memory, not the user's whole history), and ``~/.claude.json``."""
+        memory, not the user's whole history), and ``~/.claude.json``; both in
+        ``$CLAUDE_CONFIG_DIR`` when it is set."""
         state = super().cli_state(env, folders)
         projects = tuple(f"projects/{project_folder_name(str(f))}" for f in folders)
-        first = replace(state.places[0], copied=(*state.places[0].copied, *projects))
-        return CliState(places=(first, *state.places[1:]))
+        folder, config = state.places
+        if env.get("CLAUDE_CONFIG_DIR"):  # both live there then (2.1.197)
+            folder = replace(folder, real=Path(env["CLAUDE_CONFIG_DIR"]))
+            config = replace(config, real=folder.real / ".claude.json")
+        return CliState(places=(replace(folder, copied=(*folder.copied, *projects)), config))
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; the prompt directly after ``-p`` (variadics eat it later)."""

@@ -11,6 +11,7 @@ from typing import Any
 from meta_orchestrator.actors.adapters.base import (
     AgentAdapter,
     ArgsFixed,
+    CliState,
     Draft,
     Launch,
     LaunchSpec,
@@ -385,6 +386,11 @@ class GeminiAdapter(AgentAdapter):
             credentials=MappingProxyType({"oauth_creds.json": GEMINI_TOKENS}),
         ),
     )
+
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
+        """``~/.gemini``, or ``$GEMINI_CLI_HOME/.gemini`` when that is set (reference §3.3)."""
+        home = env.get("GEMINI_CLI_HOME")
+        return super().cli_state({**env, "HOME": home} if home else env, folders)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; missing extra dirs are dropped (gemini dies on them)."""
