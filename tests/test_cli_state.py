@@ -29,7 +29,8 @@ import pytest
 from meta_orchestrator.actors.adapters.claude import CLAUDE_TOKENS, project_folder_name
 from meta_orchestrator.actors.adapters.codex import CODEX_TOKENS
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER, PrivateCliState, merged, token_data
+from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER, PrivateCliState
+from meta_orchestrator.actors.sandbox.state_rules import merged, token_data
 from meta_orchestrator.actors.runtime.session_files import new_session_id
 from meta_orchestrator.actors.runtime.workspaces import discard_session
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, PrivateBind, bwrap_argv, mounts

@@ -26,13 +26,13 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Mapping
-from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, CliState, StatePlace, TokenShape
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.sandbox.bwrap import PrivateBind
+from meta_orchestrator.actors.sandbox.state_rules import changed, merged, pinned, token_data
 
 log = logging.getLogger(__name__)
 
@@ -42,84 +42,6 @@ MAX_COPIED_FILE_BYTES = 64 * 1024 * 1024  # a settings or project file larger th
 MAX_TOKEN_FILE_BYTES = 64 * 1024  # a credential file larger than this is not read
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _EMPTY = {".json": b"{}\n"}  # an absent settings file is made, so the CLI cannot make one
-
-
-def token_data(obj: object, shape: TokenShape) -> tuple[dict[str, Any], list[str]]:
-    """The fields of ``obj`` that ``shape`` names with the types it allows; and what was dropped.
-
-    Only names are reported as dropped, never values (they may be secrets).
-    """
-    if not isinstance(obj, dict):
-        return {}, [f"(a {type(obj).__name__}, not an object)"]
-    kept: dict[str, Any] = {}
-    dropped = [str(key) for key in obj if key not in shape]
-    for key, allowed in shape.items():
-        if key not in obj:
-            continue
-        value = obj[key]
-        if isinstance(allowed, Mapping):
-            inner, lost = token_data(value, allowed)
-            dropped += [f"{key}.{name}" for name in lost]
-            if inner:
-                kept[key] = inner
-        elif _typed(value, allowed):
-            kept[key] = value
-        else:
-            dropped.append(key)
-    return kept, dropped
-
-
-def _typed(value: object, allowed: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in allowed:  # JSON true is no number of seconds
-        return False
-    if isinstance(value, list):
-        return list in allowed and all(isinstance(item, str) for item in value)
-    return isinstance(value, allowed)
-
-
-def merged(user: dict[str, Any], tokens: Mapping[str, Any]) -> dict[str, Any]:
-    """``user`` with the token fields replaced by ``tokens`` (nested objects merged)."""
-    out = dict(user)
-    for key, value in tokens.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def changed(tokens: Mapping[str, Any], seen: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of ``tokens`` whose values differ from ``seen`` (nested objects compared inside)."""
-    out: dict[str, Any] = {}
-    for key, value in tokens.items():
-        before = seen.get(key) if isinstance(seen, Mapping) else None
-        if isinstance(value, dict) and isinstance(before, dict):
-            if inner := changed(value, before):
-                out[key] = inner
-        elif value != before:
-            out[key] = value
-    return out
-
-
-def pinned(mine: dict[str, Any], user: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
-    """``mine`` with each of ``paths`` (dotted keys, ``*`` for every entry) as in ``user``."""
-    out = deepcopy(mine)
-    for path in paths:
-        _pin(out, user, path.split("."))
-    return out
-
-
-def _pin(target: dict[str, Any], source: object, keys: list[str]) -> None:
-    key, rest = keys[0], keys[1:]
-    given = source if isinstance(source, dict) else {}
-    if key == "*":
-        for name, value in target.items():
-            if isinstance(value, dict) and rest:
-                _pin(value, given.get(name), rest)
-    elif not rest:
-        if key in given:
-            target[key] = deepcopy(given[key])
-        else:
-            target.pop(key, None)
-    elif isinstance(target.get(key), dict):
-        _pin(target[key], given.get(key), rest)
 
 
 class PrivateCliState:
@@ -292,7 +214,7 @@ def _copy_entry(source: Path, dest: Path) -> bool:
         return False
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if stat.S_ISDIR(info.st_mode):
-        shutil.copytree(source, dest, symlinks=True, ignore=_too_large)
+        shutil.copytree(source, dest, symlinks=True, ignore=_too_large, dirs_exist_ok=True)  # a concurrent run's copy
         return True
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_COPIED_FILE_BYTES:
         log.warning("not copied into the private CLI state: %s (not a regular file, or too large)", source)
@@ -358,4 +280,4 @@ def _read_json_capped(path: Path, follow: bool = False, limit: int = MAX_TOKEN_F
     return json.loads(data.decode("utf-8"))
 
 
-__all__ = ["CLI_STATE_FOLDER", "PrivateCliState", "changed", "merged", "pinned", "token_data"]
+__all__ = ["CLI_STATE_FOLDER", "PrivateCliState"]
