@@ -2,9 +2,11 @@
 
 Pure: a ``Confinement`` (what the CLI may write, what it must not see) becomes an argv
 prefix; the process host spawns it. The filesystem is the host's, read-only; the working
-folder, the scratch folder and the CLI's own state folder are bound read-write; the
+folder and the scratch folder are bound read-write; the CLI's state is the session's
+private copy bound over the user's paths (its settings files read-only on top); the
 workspace (every session's files) is an empty tmpfs, with only what the CLI must read
-(claude's hook settings, policy and socket) bound back read-only; ``/tmp`` is private.
+(claude's hook settings, policy and socket) bound back read-only; ``/tmp`` is private; the
+CLI's launch path is bound read-only where a writable or hidden folder would cover it.
 
 Flags and why:
 
