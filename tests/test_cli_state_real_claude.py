@@ -167,6 +167,8 @@ def test_the_real_claude_plants_nothing_in_the_users_state(cli_bin, server, mach
         assert first.outcome.success and first.outcome.session_id, first
         again = _run(worker, probe, "SCRIPT:text", resume=first.outcome.session_id)
         assert again.outcome.success and again.outcome.session_id == first.outcome.session_id, again
+        kept = machine.session_dir / CLI_STATE_FOLDER / "claude" / "claude-dir" / "projects"
+        assert list(kept.rglob(f"{first.outcome.session_id}.jsonl")), "the session is kept in the private copy"
     finally:
         worker.stop()
         guard.stop()
