@@ -12,21 +12,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pykka
-from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, StreamParser, draft
+from meta_orchestrator.actors.adapters.base import AgentAdapter, Draft, LaunchSpec, StreamParser, draft
 from meta_orchestrator.actors.runtime import remote_workdir
 from meta_orchestrator.actors.runtime.cli_launch import confinement, launch_spec, shown_command
+from meta_orchestrator.actors.runtime.cli_state import PrivateCliState
 from meta_orchestrator.actors.runtime.event_recorder import EventRecorder, StderrLog
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost, describe_spawn_error, monotonic
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.run_threads import AFTER_RESULT, RunThreads
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
-from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, PrivateBind
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.base import AgentName, Message
 from meta_orchestrator.messages.cluster import RemoteRunChanged
@@ -82,7 +83,11 @@ class Worker(pykka.ThreadingActor):
         self._recorder = EventRecorder(agent, events_path, self._listeners)
         self._stderr = StderrLog(events_path.with_suffix(".stderr.log"))
         self._host = host or ProcessHost()
+        # The CLI's private state (a remote run's node keeps its own; unconfined, the user's).
+        local = sandbox is not None and not remote_workdir.is_remote(self._host)
+        self._cli_state = PrivateCliState(agent, adapter, session_dir) if local else None
         self._extra_dirs = tuple(extra_dirs)
+        self._run_env: Mapping[str, str] = {}
         self._threads = RunThreads(agent, self.actor_ref, session_settings.max_line_bytes, session_dir / "overflow")
         self._status: WorkerStatus = "idle"
         self._proc: HostedProcess | None = None
@@ -190,6 +195,7 @@ class Worker(pykka.ThreadingActor):
             confined=self._sandbox is not None,
         )
         launch = self._adapter.build_launch(spec)
+        self._run_env = spec.env
         self._set_status("starting")
         text = f"starting {self._agent}: " + shown_command(launch.argv, message.prompt)
         self._record([draft("status", kind="launch", text=text)], raw=None)
@@ -197,7 +203,7 @@ class Worker(pykka.ThreadingActor):
             self._proc, self._sent = remote_workdir.spawn(
                 self._host,
                 launch,
-                confinement(self._adapter, self._sandbox, spec, message.read_only_dirs),
+                confinement(self._adapter, self._sandbox, spec, message.read_only_dirs, self._state_binds(spec)),
                 folder=spec.workdir,
                 writing=message.mode == "write",
                 subject=f"{message.assignment_id} ({self._agent}): the run's changes",
@@ -221,6 +227,10 @@ class Worker(pykka.ThreadingActor):
             self._session_settings.assignment_timeout_s,
             self._recorder.path.stem,
         )
+
+    def _state_binds(self, spec: LaunchSpec) -> tuple[PrivateBind, ...] | None:
+        """The CLI's private state bound for this run (made or completed now); None: none kept here."""
+        return self._cli_state.prepare(spec.env, spec.workdir) if self._cli_state else None
 
     def _begin_run(self, message: StartAssignment) -> None:
         """A new run: nothing of the last one's parse, stop reason, stderr or progress is kept."""
@@ -284,6 +294,8 @@ class Worker(pykka.ThreadingActor):
             self._stopped_by = None
             returncode = 0
         self._record(self._parser.finish(returncode, tail), raw=None)
+        for line in self._cli_state.return_tokens(self._run_env) if self._cli_state else ():
+            self._record([draft("status", kind="credentials", text=line)], raw=None)
         outcome = self._parser.outcome(writing=self._current.mode == "write")
         outcome = outcome.model_copy(update={"files_written": remote.here(outcome.files_written)})
         if remote.error:

@@ -172,7 +172,10 @@ def test_the_cli_writes_only_its_folders_and_sees_no_session_files(tmp_path, pro
     }
     assert (outside / "precious.txt").read_text() == "keep me\n"
     assert sorted(p.name for p in outside.iterdir()) == ["home", "precious.txt"]
-    assert not (rig.home / ".bashrc").exists() and (rig.home / ".claude" / "s.json").is_file()
+    assert not (rig.home / ".bashrc").exists()
+    # The CLI's state is a private copy of the session: the user's own folder is untouched.
+    assert not (rig.home / ".claude" / "s.json").exists()
+    assert (rig.session_dir / "cli-state" / "claude" / "claude-dir" / "s.json").is_file()
     assert not Path("/tmp/private.txt").exists()
 
 

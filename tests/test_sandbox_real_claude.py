@@ -85,6 +85,7 @@ class World:
         for name in ("a.txt", "sub/b.txt"):
             (world.outside / name).write_text("keep me\n")
         (world.home / ".bashrc").write_text("# the user's own\n")
+        (world.home / ".claude.json").write_text('{"numStartups": 1}\n')  # a home where claude has run
         (world.home / ".profile").write_text("# the user's own\n")
         return world
 

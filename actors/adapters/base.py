@@ -17,7 +17,7 @@ import json
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -109,12 +109,35 @@ BASE_ENV: tuple[str, ...] = (
 )
 
 
+# A credential file's token fields: name -> the JSON types it may hold, or a nested shape.
+TokenShape = Mapping[str, "tuple[type, ...] | TokenShape"]
+
+
+@dataclass(frozen=True)
+class StatePlace:
+    """One place a CLI keeps its state in the user's home: a folder or a file.
+
+    A run gets a private copy of it (made from the user's at the session's first run), bound
+    at ``real`` inside the OS sandbox; the user's own is never writable inside. Paths in
+    ``copied``, ``settings`` and ``credentials`` are relative to a folder place.
+    """
+
+    real: Path  # the user's: where the CLI looks for it
+    name: str  # its name in the session's private copy
+    folder: bool = True
+    copied: tuple[str, ...] = ()  # what the copy is made from (a folder place); a file place: the file
+    settings: tuple[str, ...] = ()  # read-only inside (they configure hooks, MCP servers, notify); "x/": a folder
+    credentials: Mapping[str, TokenShape] = field(default_factory=dict)  # token files that flow back, validated
+    # A file place's JSON keys reset to the user's before every run (``a.*.b``: ``b`` in each
+    # entry of ``a``): MCP servers in a file the CLI itself rewrites, which cannot be read-only.
+    pinned: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class CliState:
-    """Where a CLI keeps its sessions, auth and settings (bound read-write in the OS sandbox)."""
+    """Where a CLI keeps its sessions, auth and settings, for one run."""
 
-    dirs: tuple[Path, ...] = ()  # created (0700) when missing, so the CLI can use them
-    files: tuple[Path, ...] = ()  # bound only when they exist
+    places: tuple[StatePlace, ...] = ()
 
 
 class StreamParser(ABC):
@@ -296,9 +319,8 @@ class AgentAdapter(ABC):
     # Its vendor's variables (keys, endpoints, its own settings) it receives beside BASE_ENV;
     # the rest of the orchestrator's environment is dropped (see env_patterns).
     vendor_env: ClassVar[tuple[str, ...]] = ()
-    # The CLI's own state, relative to $HOME: writable inside the OS sandbox.
-    state_dirs: tuple[str, ...] = ()
-    state_files: tuple[str, ...] = ()
+    # The CLI's own state in $HOME (see ``cli_state``); a run gets a private copy of each.
+    state_places: ClassVar[tuple[StatePlace, ...]] = ()  # ``real`` relative to $HOME
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -308,10 +330,10 @@ class AgentAdapter(ABC):
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
 
-    def cli_state(self, env: Mapping[str, str]) -> CliState:
-        """The state folders and files of this CLI for a run with environment ``env``."""
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
+        """The state places of this CLI for a run with environment ``env`` working in ``folders``."""
         home = Path(env.get("HOME") or Path.home())
-        return CliState(dirs=tuple(home / d for d in self.state_dirs), files=tuple(home / f for f in self.state_files))
+        return CliState(places=tuple(replace(p, real=home / p.real) for p in self.state_places))
 
     def env_patterns(self, environ: Mapping[str, str], extra_args: tuple[str, ...]) -> tuple[str, ...]:
         """The variable names (or ``*`` globs) this CLI receives from ``environ``; an adapter

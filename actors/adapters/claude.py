@@ -5,9 +5,21 @@ from __future__ import annotations
 from types import MappingProxyType
 from collections.abc import Mapping
 import re
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
+from meta_orchestrator.actors.adapters.base import (
+    AgentAdapter,
+    ArgsFixed,
+    CliState,
+    Draft,
+    Launch,
+    LaunchSpec,
+    StatePlace,
+    draft,
+    drop_args,
+)
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     as_dict,
@@ -401,6 +413,47 @@ _PROVIDER_ENV: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# ~/.claude/.credentials.json: the OAuth tokens claude refreshes (2.1.197 writes these keys).
+CLAUDE_TOKENS = MappingProxyType(
+    {
+        "claudeAiOauth": MappingProxyType(
+            {
+                "accessToken": (str,),
+                "refreshToken": (str,),
+                "expiresAt": (int,),
+                "scopes": (list,),
+                "subscriptionType": (str, type(None)),
+                "rateLimitTier": (str, type(None)),
+                "clientId": (str, type(None)),
+            }
+        )
+    }
+)
+_PROJECT_NAME_MAX = 200  # claude 2.1.197: longer names are cut and get a hash
+
+
+def project_folder_name(cwd: str) -> str:
+    """The name of ``cwd``'s folder in ``~/.claude/projects`` (claude 2.1.197's rule)."""
+    name = re.sub(r"[^a-zA-Z0-9]", "-", cwd)
+    if len(name) <= _PROJECT_NAME_MAX:
+        return name
+    digest = 0
+    for char in cwd:  # Java's String.hashCode, as a signed 32-bit int
+        digest = (digest * 31 + ord(char)) & 0xFFFFFFFF
+    digest = digest - (1 << 32) if digest >= 1 << 31 else digest
+    return f"{name[:_PROJECT_NAME_MAX]}-{_base36(abs(digest))}"
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
 class ClaudeAdapter(AgentAdapter):
     """``claude -p --output-format stream-json --verbose …`` with the prompt on stdin (§1, §6)."""
 
@@ -468,8 +521,41 @@ class ClaudeAdapter(AgentAdapter):
             "[agents.claude] extra_args; claude runs with --permission-mode acceptEdits",
         )
 
-    state_dirs = (".claude",)
-    state_files = (".claude.json",)
+    state_places = (
+        StatePlace(
+            real=Path(".claude"),
+            name="claude-dir",
+            copied=("settings.json", ".credentials.json", "CLAUDE.md"),
+            settings=("settings.json", "settings.local.json"),
+            credentials=MappingProxyType({".credentials.json": CLAUDE_TOKENS}),
+        ),
+        # Never read-only: claude rewrites it on every start. It must exist in the copy, or
+        # claude could not keep it from one run to the next.
+        StatePlace(
+            real=Path(".claude.json"),
+            name="claude.json",
+            folder=False,
+            pinned=(
+                "mcpServers",  # user scope
+                "projects.*.mcpServers",  # local scope (claude mcp add's default)
+                "projects.*.enabledMcpjsonServers",  # approvals of a project's .mcp.json
+                "projects.*.disabledMcpjsonServers",
+                "projects.*.enableAllProjectMcpServers",
+            ),
+        ),
+    )
+
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
+        """``~/.claude`` with this run's entries of ``projects/`` (its folders' history and
+        memory, not the user's whole history), and ``~/.claude.json``; both in
+        ``$CLAUDE_CONFIG_DIR`` when it is set."""
+        state = super().cli_state(env, folders)
+        projects = tuple(f"projects/{project_folder_name(str(f))}" for f in folders)
+        folder, config = state.places
+        if env.get("CLAUDE_CONFIG_DIR"):  # both live there then (2.1.197)
+            folder = replace(folder, real=Path(env["CLAUDE_CONFIG_DIR"]))
+            config = replace(config, real=folder.real / ".claude.json")
+        return CliState(places=(replace(folder, copied=(*folder.copied, *projects)), config))
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line: ``-p`` with no prompt reads it from stdin (§0, verified with

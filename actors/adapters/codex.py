@@ -5,10 +5,12 @@ from __future__ import annotations
 from types import MappingProxyType
 from collections.abc import Mapping
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import (
+    StatePlace,
     AgentAdapter,
     ArgsFixed,
     CliState,
@@ -399,6 +401,23 @@ def _without_sandbox_flag(args: tuple[str, ...]) -> tuple[str, ...]:
     return kept
 
 
+# $CODEX_HOME/auth.json: the ChatGPT tokens codex refreshes. The API key is not among them:
+# codex never changes it, so a run may not either.
+CODEX_TOKENS = MappingProxyType(
+    {
+        "tokens": MappingProxyType(
+            {
+                "id_token": (str,),
+                "access_token": (str,),
+                "refresh_token": (str,),
+                "account_id": (str, type(None)),
+            }
+        ),
+        "last_refresh": (str,),
+    }
+)
+
+
 class CodexAdapter(AgentAdapter):
     """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … -`` with the prompt on stdin (§2, §6)."""
 
@@ -451,13 +470,23 @@ class CodexAdapter(AgentAdapter):
         """codex refuses a folder outside a trusted git repository (§2.1)."""
         return "a git repository" if in_git_repo else "not a git repository"
 
-    state_dirs = (".codex",)
+    state_places = (
+        StatePlace(
+            real=Path(".codex"),
+            name="codex-home",
+            copied=("config.toml", "auth.json", "AGENTS.md"),
+            # config.toml names notify and [mcp_servers]; rules/ pre-approves commands.
+            settings=("config.toml", "rules/"),
+            credentials=MappingProxyType({"auth.json": CODEX_TOKENS}),
+        ),
+    )
 
-    def cli_state(self, env: Mapping[str, str]) -> CliState:
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
         """``$CODEX_HOME`` when set (reference §2), else ``~/.codex``."""
+        state = super().cli_state(env, folders)
         if env.get("CODEX_HOME"):
-            return CliState(dirs=(Path(env["CODEX_HOME"]),))
-        return super().cli_state(env)
+            return CliState(places=(replace(state.places[0], real=Path(env["CODEX_HOME"])),))
+        return state
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; ``resume <id>`` and ``-`` (read the prompt from stdin) come last."""

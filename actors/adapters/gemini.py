@@ -5,9 +5,20 @@ from __future__ import annotations
 from types import MappingProxyType
 from collections.abc import Mapping
 import logging
+from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
+from meta_orchestrator.actors.adapters.base import (
+    AgentAdapter,
+    ArgsFixed,
+    CliState,
+    Draft,
+    Launch,
+    LaunchSpec,
+    StatePlace,
+    draft,
+    drop_args,
+)
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     as_int,
@@ -301,6 +312,20 @@ GEMINI_ERRORS: tuple[ErrorPattern, ...] = (
 )
 
 
+# ~/.gemini/oauth_creds.json: the Google OAuth tokens gemini refreshes (google-auth-library's
+# Credentials).
+GEMINI_TOKENS = MappingProxyType(
+    {
+        "access_token": (str,),
+        "refresh_token": (str,),
+        "scope": (str,),
+        "token_type": (str,),
+        "id_token": (str,),
+        "expiry_date": (int,),
+    }
+)
+
+
 class GeminiAdapter(AgentAdapter):
     """``gemini -p "" --output-format stream-json --skip-trust …`` with the prompt on stdin (§3, §6)."""
 
@@ -379,7 +404,21 @@ class GeminiAdapter(AgentAdapter):
         """gemini checks folder trust even headless (§3.1)."""
         return "trust is checked headless"
 
-    state_dirs = (".gemini",)
+    state_places = (
+        StatePlace(
+            real=Path(".gemini"),
+            name="gemini-dir",
+            copied=("settings.json", "oauth_creds.json", "google_accounts.json", "installation_id", "GEMINI.md"),
+            # settings.json names mcpServers and hooks; an extension brings its own servers.
+            settings=("settings.json", "extensions/"),
+            credentials=MappingProxyType({"oauth_creds.json": GEMINI_TOKENS}),
+        ),
+    )
+
+    def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
+        """``~/.gemini``, or ``$GEMINI_CLI_HOME/.gemini`` when that is set (reference §3.3)."""
+        home = env.get("GEMINI_CLI_HOME")
+        return super().cli_state({**env, "HOME": home} if home else env, folders)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The exact command line; missing extra dirs are dropped (gemini dies on them).

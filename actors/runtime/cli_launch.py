@@ -11,7 +11,8 @@ from pathlib import Path
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.runtime.agent_env import agent_env
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
+from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, OsSandbox, PrivateBind, under_private_tmp
+from meta_orchestrator.actors.sandbox.launch_path import launch_path
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
 from meta_orchestrator.config.settings import AgentSettings
 from meta_orchestrator.messages.worker import StartAssignment
@@ -61,31 +62,49 @@ def launch_spec(
 
 
 def confinement(
-    adapter: AgentAdapter, sandbox: OsSandbox | None, spec: LaunchSpec, read_only_dirs: Sequence[str] = ()
+    adapter: AgentAdapter,
+    sandbox: OsSandbox | None,
+    spec: LaunchSpec,
+    read_only_dirs: Sequence[str] = (),
+    private: Sequence[PrivateBind] | None = (),
 ) -> Confinement | None:
-    """What this run may write under the OS sandbox: its folders and the CLI's own state.
+    """What this run may write under the OS sandbox: its folders and the CLI's private state.
 
-    ``read_only_dirs`` are bound read-only (a checkout's git folder and the objects it reads);
-    a working folder inside one of them (a read-only view of a commit) is not writable.
+    ``private``: the CLI's state as private copies bound over the user's (``cli_state``);
+    None (a run on a cluster node, whose copies are not made here) binds the node user's own
+    state folders writable. ``read_only_dirs`` are bound read-only (a checkout's git folder
+    and the objects it reads); a working folder inside one of them (a read-only view of a
+    commit) is not writable. The CLI's launch path is read-only wherever it is installed.
     """
     if sandbox is None:
         return None
-    state = adapter.cli_state(spec.env)
-    for folder in state.dirs:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
-    # What the CLI runs from must stay readable: its executable (or script) and, for the
-    # Python the hook and the demo agents use, the interpreter and its import path.
-    own = under_private_tmp([*spec.executable, sys.prefix, sys.base_prefix, *sys.path])
+    places = adapter.cli_state(spec.env).places
+    legacy: tuple[Path, ...] = ()
+    if private is None:
+        legacy = tuple(p.real for p in places)
+        for place in places:
+            if place.folder:
+                place.real.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
     # A read-only run (planning, a review) never gets its folder writable: inside the OS
     # sandbox codex's own sandbox is off, so ours is what keeps such a run from writing.
     viewed = spec.mode == "read_only" or any(_inside(spec.workdir, Path(d)) for d in read_only_dirs)
-    folders = (*(() if viewed else (spec.workdir,)), *spec.extra_dirs, *state.dirs, *state.files)
+    folders = (*(() if viewed else (spec.workdir,)), *spec.extra_dirs, *legacy)
+    # What the CLI runs from stays readable and unwritable: its executable's whole launch
+    # path and, for the Python the hook and the demo agents use, the interpreter and its
+    # import path (bound back where the private /tmp would hide them).
+    taken = {os.path.realpath(p) for p in (*folders, *(b.dest for b in private or ()), *sandbox.hidden)}
+    started = launch_path(spec.executable, spec.env.get("PATH"), [p.real for p in places if p.folder])
+    own = (
+        *(p for p in started if p not in taken and p != PRIVATE_TMP),
+        *under_private_tmp([sys.prefix, sys.base_prefix, *sys.path]),
+    )
     return Confinement(
         bwrap=sandbox.bwrap,
         writable=tuple(str(p) for p in folders),
         hidden=sandbox.hidden,
         readable=(*own, *sandbox.readable, *read_only_dirs),
         chdir=str(spec.workdir),
+        private=tuple(private or ()),
     )
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from meta_orchestrator.actors.runtime import workspace_changes as changes
+from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER
 from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, TOOL_IDENTITY, Git, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
@@ -874,7 +875,8 @@ def discard_session(
     target: Path | None, session_dir: Path, session_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> DiscardResult:
     """Delete the session's branches (``orchestrate/<id>`` and ``orchestrate/<id>/*``) from
-    the user's repository and its checkouts from the session folder. What could not be
+    the user's repository, its checkouts and the agents' private CLI state from the session
+    folder. What could not be
     deleted (a branch checked out somewhere, a target that is no repository) is in
     ``problems``; nothing is skipped silently. ``target`` None: no repository is known, only
     the checkouts go."""
@@ -886,6 +888,7 @@ def discard_session(
             removed += [_key(kind, p.name) for p in sorted((session_dir / folder).iterdir())]
         _remove(session_dir / folder)
     _remove(session_dir / GIT_FOLDER)
+    _remove(session_dir / CLI_STATE_FOLDER)  # the agents' private CLI state: copies of your credentials
     record_path = session_dir / RECORD_FILE
     if record_path.exists():
         record = WorkspaceRecord.model_validate(read_json(record_path))

@@ -2,9 +2,11 @@
 
 Pure: a ``Confinement`` (what the CLI may write, what it must not see) becomes an argv
 prefix; the process host spawns it. The filesystem is the host's, read-only; the working
-folder, the scratch folder and the CLI's own state folder are bound read-write; the
+folder and the scratch folder are bound read-write; the CLI's state is the session's
+private copy bound over the user's paths (its settings files read-only on top); the
 workspace (every session's files) is an empty tmpfs, with only what the CLI must read
-(claude's hook settings, policy and socket) bound back read-only; ``/tmp`` is private.
+(claude's hook settings, policy and socket) bound back read-only; ``/tmp`` is private; the
+CLI's launch path is bound read-only where a writable or hidden folder would cover it.
 
 Flags and why:
 
@@ -31,7 +33,8 @@ PACKAGE = "bubblewrap"  # Debian/Ubuntu/Fedora/Arch all name it so
 PRIVATE_TMP = "/tmp"
 
 # What each mount kind does, applied parent-first so the deeper rule wins.
-_ORDER = {"hidden": 0, "writable": 1, "readable": 2}
+_ORDER = {"hidden": 0, "writable": 1, "private": 1, "private_read_only": 2, "readable": 2}
+_FLAGS = {"writable": "--bind", "private": "--bind", "private_read_only": "--ro-bind", "readable": "--ro-bind"}
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,24 @@ class OsSandbox:
 
 
 @dataclass(frozen=True)
+class PrivateBind:
+    """A private copy bound over the path a program expects (a CLI's state over the user's)."""
+
+    source: str  # the copy (in the session folder, hidden inside)
+    dest: str  # where the program looks
+    writable: bool = True
+
+
+@dataclass(frozen=True)
 class Confinement:
-    """One run's mounts: read-write binds, hidden folders, read-only binds, the cwd."""
+    """One run's mounts: read-write binds, hidden folders, private copies, read-only binds, the cwd."""
 
     bwrap: str
     writable: tuple[str, ...]
     hidden: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
     chdir: str | None = None
+    private: tuple[PrivateBind, ...] = ()
 
 
 def _real(path: str) -> str:
@@ -78,27 +91,45 @@ def mounts(confinement: Confinement) -> list[tuple[str, str]]:
     root, and a folder that does not exist holds nothing to protect or to grant).
     """
     found: dict[str, str] = {PRIVATE_TMP: "hidden"}
-    for kind in ("hidden", "writable", "readable"):  # for one path, the later kind wins
-        for raw in getattr(confinement, kind):
+    for kind in ("hidden", "writable", "private", "readable"):  # for one path, the later kind wins
+        for raw in _paths(confinement, kind):
             path = _real(raw)
-            if path == "/" or not os.path.exists(path):
+            # A private copy's deeper file may exist only in the copy bound above it.
+            if path == "/" or not (kind == "private" or os.path.exists(path)):
                 continue
             found[path] = kind
+    for bind in confinement.private:
+        path = _real(bind.dest)
+        if found.get(path) == "private" and not bind.writable:
+            found[path] = "private_read_only"
     return sorted(
         ((kind, path) for path, kind in found.items()), key=lambda item: (len(Path(item[1]).parts), _ORDER[item[0]])
     )
 
 
+def _paths(confinement: Confinement, kind: str) -> tuple[str, ...]:
+    if kind == "private":  # a private copy's place; its source is looked up by ``_sources``
+        return tuple(b.dest for b in confinement.private if os.path.exists(b.source))
+    return getattr(confinement, kind)
+
+
+def _sources(confinement: Confinement) -> dict[str, str]:
+    return {_real(b.dest): _real(b.source) for b in confinement.private}
+
+
 def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> list[str]:
-    """The full command line: bwrap, its mounts and flags, ``--``, then the CLI's argv."""
+    """The full command line: bwrap, its mounts and flags, ``--``, then the CLI's argv.
+
+    A private copy's source lies in the hidden workspace: bwrap binds from the host's tree
+    (its old root), so the tmpfs over the workspace does not hide it from the bind.
+    """
     out = [confinement.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    sources = _sources(confinement)
     for kind, path in mounts(confinement):
         if kind == "hidden":
             out += ["--tmpfs", path]
-        elif kind == "writable":
-            out += ["--bind", path, path]
         else:
-            out += ["--ro-bind", path, path]
+            out += [_FLAGS[kind], sources.get(path, path) if kind.startswith("private") else path, path]
     out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
     if confinement.chdir:
         out += ["--chdir", _real(confinement.chdir)]
