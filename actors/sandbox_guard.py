@@ -23,10 +23,8 @@ import logging
 import os
 import queue
 import secrets
-import shlex
 import shutil
 import socketserver
-import sys
 import tempfile
 import threading
 import uuid
@@ -37,6 +35,7 @@ from collections.abc import Mapping, Sequence
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import hooked_agent
+from meta_orchestrator.actors.sandbox.hook_launch import claude_settings, hook_command, hook_deadline_s
 from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
@@ -139,32 +138,6 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             pass  # the hook gave up (claude's hook timeout); nothing runs without an allow
 
 
-def hook_command(policy_file: Path, policy_sha256: str = "", python: str = sys.executable) -> str:
-    """The shell command claude runs for each tool call.
-
-    ``-P`` keeps the target's cwd off ``sys.path`` (a target with a ``meta_orchestrator``
-    package must not replace the hook); the installed package is found through site-packages.
-    The policy's hash rides in the command, which claude reads once at start: a policy
-    rewritten later (where the OS sandbox does not make it read-only) denies every call.
-    """
-    check = f" --policy-sha256 {policy_sha256}" if policy_sha256 else ""
-    return (
-        f"exec {shlex.quote(python)} -P -m "
-        f"meta_orchestrator.actors.sandbox.hook --policy {shlex.quote(str(policy_file))}{check}"
-    )
-
-
-def claude_settings(command: str, timeout_s: float) -> dict[str, Any]:
-    """The ``--settings`` JSON: one PreToolUse command hook for every tool."""
-    return {
-        "hooks": {
-            "PreToolUse": [
-                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": int(timeout_s)}]}
-            ]
-        }
-    }
-
-
 def _socket_dir() -> Path:
     base = Path(tempfile.gettempdir())
     if len(str(base)) > SOCKET_PATH_MAX - 30:
@@ -248,12 +221,9 @@ class SandboxGuard(pykka.ThreadingActor):
         settings_file = self._dir / f"{server.hook_agent}-settings.json"
         write_json_atomic(policy_file, policy.to_json())
         digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
-        write_json_atomic(
-            settings_file,
-            claude_settings(
-                hook_command(policy_file, digest), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
-            ),
-        )
+        timeout_s = self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
+        command = hook_command(policy_file, digest, deadline_s=hook_deadline_s(timeout_s))
+        write_json_atomic(settings_file, claude_settings(command, timeout_s))
         self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file), channel=channel)
 
     def on_stop(self) -> None:
@@ -461,4 +431,4 @@ def _describe(call: ToolCallSummary) -> str:
     return str(value)[:300]
 
 
-__all__ = ["SandboxGuard", "claude_settings", "hook_command"]
+__all__ = ["SandboxGuard"]

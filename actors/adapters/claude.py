@@ -392,6 +392,12 @@ class ClaudeAdapter(AgentAdapter):
     grant_dir_flag = "--add-dir"
     bypass_flags = ("--dangerously-skip-permissions", "bypassPermissions")
     hook_settings_flag = "--settings"  # a settings file whose PreToolUse hook asks the sandbox
+    # Only that file and managed settings: the user's, the project's and the local settings
+    # (all writable by an agent) could set disableAllHooks, or env CLAUDE_CODE_SAFE_MODE or
+    # CLAUDE_CODE_SHELL_PREFIX, each of which switches the hook off or takes it over (2.1.197).
+    hook_settings_args = ("--setting-sources", "")
+    hook_off_flags = ("--bare", "--safe-mode", "--settings", "--setting-sources")
+    hook_off_env = ("CLAUDE_CODE_SAFE_MODE", "CLAUDE_CODE_SIMPLE", "CLAUDE_CODE_SHELL_PREFIX")
     error_patterns = CLAUDE_ERRORS
     advice = MappingProxyType(
         {

@@ -45,6 +45,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
     check_cli,
     check_os_sandbox,
+    check_tool_hook,
     check_target,
     check_workspace,
     proactive_fixes,
@@ -344,6 +345,7 @@ def start(
     if log_setup:
         log_setup(session_dir)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
+    check_tool_hook(settings, bwrap, env)
     cluster_wiring.join(settings, target)  # with [cluster] address: this process is the Ray driver
     wiring = _Wiring(
         settings=settings,
@@ -712,7 +714,8 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
     if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
-    return agent.model_copy(update={"extra_args": (*agent.extra_args, flag, files.claude_settings)})
+    hook_args = get_adapter(name).hook_args(files.claude_settings)
+    return agent.model_copy(update={"extra_args": (*agent.extra_args, *hook_args)})
 
 
 def _os_sandboxes(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
+from meta_orchestrator.actors.sandbox.hook_launch import hook_read_paths
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
 from meta_orchestrator.config.settings import AgentSettings
 from meta_orchestrator.messages.worker import StartAssignment
@@ -69,8 +69,9 @@ def confinement(
     for folder in state.dirs:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the CLI cannot create it inside
     # What the CLI runs from must stay readable: its executable (or script) and, for the
-    # Python the hook and the demo agents use, the interpreter and its import path.
-    own = under_private_tmp([*spec.executable, sys.prefix, sys.base_prefix, *sys.path])
+    # Python the hook and the demo agents use, the interpreter, its import path and the
+    # package's own source (an editable install's source under /tmp is on no import path).
+    own = under_private_tmp([*spec.executable, *hook_read_paths()])
     viewed = any(_inside(spec.workdir, Path(d)) for d in read_only_dirs)
     folders = (*(() if viewed else (spec.workdir,)), *spec.extra_dirs, *state.dirs, *state.files)
     return Confinement(
