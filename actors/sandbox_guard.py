@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import hooked_agent
-from meta_orchestrator.actors.sandbox.hook_launch import claude_settings, hook_command, hook_deadline_s
+from meta_orchestrator.actors.sandbox.hook_launch import claude_settings, hook_command, hook_deadline_s, pinned_env
 from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
@@ -159,10 +159,13 @@ class SandboxGuard(pykka.ThreadingActor):
         workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
         home: str | None = None,
         checkouts: Path | None = None,
+        launch_env: Mapping[str, str] | None = None,
     ) -> None:
         """``checkouts``: the session has a git workspace, its runs work in checkouts under this
         folder (each run may write its own, told by the worker); the target itself, the user's
-        repository, is then outside. ``None``: every run works in the target."""
+        repository, is then outside. ``None``: every run works in the target.
+        ``launch_env``: the environment the hooked CLI is started with (default: this process's),
+        whose loader variables the settings file pins."""
         super().__init__()
         self._settings = settings
         self._session_dir = session_dir
@@ -176,6 +179,7 @@ class SandboxGuard(pykka.ThreadingActor):
         self._listeners = tuple(listeners)
         self._workers: dict[str, Any] = dict(workers or {})
         self._home = home or os.path.expanduser("~")
+        self._launch_env = dict(os.environ if launch_env is None else launch_env)
         self._suspicious = rules((), settings.suspicious_patterns, prefix="config_suspicious")
         self._pending: dict[str, ApprovalRequested] = {}  # question id -> hook waiting
         self._finding_questions: dict[str, str] = {}  # question id -> agent paused
@@ -223,7 +227,8 @@ class SandboxGuard(pykka.ThreadingActor):
         digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
         timeout_s = self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
         command = hook_command(policy_file, digest, deadline_s=hook_deadline_s(timeout_s))
-        write_json_atomic(settings_file, claude_settings(command, timeout_s))
+        env = pinned_env(self._launch_env, hooked.hook_off_env if hooked is not None else ())
+        write_json_atomic(settings_file, claude_settings(command, timeout_s, env))
         self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file), channel=channel)
 
     def on_stop(self) -> None:

@@ -533,6 +533,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
         (*wiring.listeners, wiring.coordinator_slot),
         workers,
         wiring.checkouts,
+        launch_env=_hooked_launch_env(settings, wiring.env),
     )
     wiring.host = cluster_wiring.hosts(settings, _spawn_caps(settings))
     wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
@@ -658,9 +659,11 @@ def _start_watchers(
     listeners: tuple[Any, ...],
     workers: dict[str, SupervisedRef],
     checkouts: Path | None = None,
+    launch_env: dict[str, str] | None = None,
 ) -> dict[str, SupervisedRef]:
     """The resource monitor and the sandbox guard (each when enabled in the config), supervised
     like every other actor: a crashed monitor is restarted and enforces the limits again.
+    ``launch_env``: the environment the CLI with the tool hook starts with.
     ``checkouts``: where the runs work, with a git workspace (the guard's run roots).
 
     Raises:
@@ -702,8 +705,16 @@ def _start_watchers(
             asker=coordinator,
             listeners=listeners,
             checkouts=checkouts,
+            launch_env=launch_env,
         )
     return watchers
+
+
+def _hooked_launch_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The environment the CLI that takes the tool hook is started with (before the worker's own)."""
+    hooked = hooked_agent()
+    agent = settings.agents.get(hooked.name) if hooked is not None else None
+    return {**env, **(agent.env if agent is not None else {})}
 
 
 def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]) -> Any:

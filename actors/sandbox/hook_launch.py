@@ -12,10 +12,13 @@ call through. So the command
   import (``|| { ...; exit 2; }``); past that point the hook itself answers ``deny`` on error;
 * tells the hook its deadline, shorter than claude's timeout, after which it denies.
 
-The settings file holds only this hook and ``disableAllHooks: false``; claude is started with
+The settings file holds this hook, ``disableAllHooks: false`` and an ``env`` that pins the
+variables deciding what runs before the hook's Python does. Claude is started with
 ``--setting-sources ""`` (the adapter's ``hook_settings_args``), so the user, project and local
 settings files, all of which an agent can write, are not read at all: none of them can turn
-hooks off, swap the hook's shell (``env.CLAUDE_CODE_SHELL_PREFIX``) or enter safe mode.
+hooks off, swap the hook's shell (``env.CLAUDE_CODE_SHELL_PREFIX``) or enter safe mode. The
+``env`` of ``~/.claude.json`` (also writable inside) is applied whatever the sources are, but
+before the settings file's: the pinned variables keep the orchestrator's values.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 HOOK_MODULE = "meta_orchestrator.actors.sandbox.hook"
 DEADLINE_MARGIN_S = 10  # the hook denies this long before claude would give up on it
+# What the dynamic loader and a shell read before any of the hook's code runs.
+LOADER_ENV = ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "BASH_ENV", "ENV")
 
 
 def hook_command(
@@ -49,13 +55,20 @@ def hook_command(
     return f'{shlex.join(args)} || {{ echo "{failed}" >&2; exit 2; }}'
 
 
-def claude_settings(command: str, timeout_s: float) -> dict[str, Any]:
-    """The ``--settings`` JSON: one PreToolUse command hook for every tool, hooks on.
+def pinned_env(launch_env: Mapping[str, str], off_switches: Sequence[str] = ()) -> dict[str, str]:
+    """The settings file's ``env``: the loader's variables as the orchestrator launches the CLI
+    (empty when unset), and the CLI's own hook off-switches empty."""
+    return {**{name: launch_env.get(name, "") for name in LOADER_ENV}, **dict.fromkeys(off_switches, "")}
+
+
+def claude_settings(command: str, timeout_s: float, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``--settings`` JSON: one PreToolUse command hook for every tool, hooks on, ``env``.
 
     ``disableAllHooks: false`` outranks the same key in the user, project and local settings
     (flag settings merge after them) should any of those be loaded after all.
     """
     return {
+        "env": dict(env or {}),
         "disableAllHooks": False,
         "hooks": {
             "PreToolUse": [
@@ -79,4 +92,12 @@ def hook_read_paths() -> tuple[str, ...]:
     return (sys.executable, sys.prefix, sys.base_prefix, *sys.path, *actors.__path__)
 
 
-__all__ = ["HOOK_MODULE", "claude_settings", "hook_command", "hook_deadline_s", "hook_read_paths"]
+__all__ = [
+    "HOOK_MODULE",
+    "LOADER_ENV",
+    "claude_settings",
+    "hook_command",
+    "hook_deadline_s",
+    "hook_read_paths",
+    "pinned_env",
+]
