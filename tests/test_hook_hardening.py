@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.runtime.preflight import PreflightError, check_tool_hook, hook_self_test
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
@@ -212,9 +213,9 @@ def test_a_python_that_cannot_import_the_hook_blocks_with_a_reason(folder, bare_
 
 def test_preflight_self_test_passes_inside_bubblewrap_and_fails_clearly_without_the_package(bwrap, bare_python):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    hook_self_test(bwrap, env)  # the orchestrator's own Python, confined as claude's hook runs
+    hook_self_test("claude", bwrap, env)  # the orchestrator's own Python, confined as claude's hook runs
     with pytest.raises(PreflightError) as failed:
-        hook_self_test(bwrap, env, python=bare_python)
+        hook_self_test("claude", bwrap, env, python=bare_python)
     message = str(failed.value)
     assert "claude's sandbox tool hook does not work here" in message and "No module named" in message
     assert "[sandbox] enabled = false" in message
@@ -247,7 +248,7 @@ def test_an_editable_install_under_tmp_runs_its_hook_inside_bubblewrap(bwrap, fo
         assert where.stdout.startswith(str(source)), where
         check = (
             "import sys; from meta_orchestrator.actors.runtime.preflight import hook_self_test; "
-            f"hook_self_test({bwrap!r}, {{'PATH': '/usr/bin:/bin'}}); print('self-test passed')"
+            f"hook_self_test('claude', {bwrap!r}, {{'PATH': '/usr/bin:/bin'}}); print('self-test passed')"
         )
         done = subprocess.run([python, "-I", "-c", check], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "self-test passed" in done.stdout, done.stderr
@@ -301,6 +302,25 @@ def test_preflight_refuses_what_switches_the_hook_off(tmp_path, extra_args, env,
     check_tool_hook(
         settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"enabled": False})}), None, {}
     )
+
+
+def test_preflight_refuses_managed_settings_that_switch_the_hook_off(tmp_path):
+    adapter = ClaudeAdapter()
+    adapter.managed_settings_dir = tmp_path  # claude's is /etc/claude-code
+    assert adapter.hook_off_by_policy() == []
+    (tmp_path / "managed-settings.json").write_text(json.dumps({"disableAllHooks": False, "model": "x"}))
+    (tmp_path / "managed-settings.d").mkdir()
+    (tmp_path / "managed-settings.d" / "10-broken.json").write_text("{not json")
+    assert adapter.hook_off_by_policy() == []
+    (tmp_path / "managed-settings.d" / "20-hooks.json").write_text(
+        json.dumps({"allowManagedHooksOnly": True, "env": {"CLAUDE_CODE_SAFE_MODE": "true"}})
+    )
+    (tmp_path / "managed-settings.json").write_text(json.dumps({"strictPluginOnlyCustomization": ["hooks"]}))
+    assert adapter.hook_off_by_policy() == [
+        f"{tmp_path}/managed-settings.json: strictPluginOnlyCustomization",
+        f"{tmp_path}/managed-settings.d/20-hooks.json: allowManagedHooksOnly",
+        f"{tmp_path}/managed-settings.d/20-hooks.json: env.CLAUDE_CODE_SAFE_MODE",
+    ]
 
 
 def test_the_settings_file_keeps_hooks_on_pins_the_loader_env_and_claude_reads_no_other_source(tmp_path):

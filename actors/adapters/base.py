@@ -214,7 +214,7 @@ def drop_args(
     return tuple(kept), dropped
 
 
-_OFF_VALUES = frozenset({"", "0", "false", "no", "off"})
+OFF_VALUES = frozenset({"", "0", "false", "no", "off"})  # an environment switch set to one of these is off
 
 
 class AgentAdapter(ABC):
@@ -291,8 +291,13 @@ class AgentAdapter(ABC):
     def hook_off_switches(self, args: tuple[str, ...] | list[str], env: Mapping[str, str]) -> list[str]:
         """The arguments and environment variables that would switch the tool hook off."""
         found = [arg for arg in args if arg.partition("=")[0] in self.hook_off_flags]
-        on = [name for name in self.hook_off_env if env.get(name, "").strip().lower() not in _OFF_VALUES]
+        on = [name for name in self.hook_off_env if env.get(name, "").strip().lower() not in OFF_VALUES]
         return found + [f"{name}={env[name]}" for name in on]
+
+    def hook_off_by_policy(self) -> list[str]:
+        """What the administrator's managed settings say that switches the tool hook off (no
+        argument outranks them)."""
+        return []
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int

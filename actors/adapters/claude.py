@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
-from collections.abc import Mapping
+import json
 import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, ArgsFixed, Draft, Launch, LaunchSpec, draft, drop_args
+from meta_orchestrator.actors.adapters.base import (
+    OFF_VALUES,
+    AgentAdapter,
+    ArgsFixed,
+    Draft,
+    Launch,
+    LaunchSpec,
+    draft,
+    drop_args,
+)
 from meta_orchestrator.actors.adapters.common import (
     GuardedParser,
     as_dict,
@@ -382,6 +393,15 @@ CLAUDE_ERRORS: tuple[ErrorPattern, ...] = (
 )
 
 
+def _policy_hook_switches(settings: dict[str, Any], off_env: tuple[str, ...]) -> list[str]:
+    strict = settings.get("strictPluginOnlyCustomization")
+    env = settings.get("env") if isinstance(settings.get("env"), dict) else {}
+    switches = [key for key in ("disableAllHooks", "allowManagedHooksOnly") if settings.get(key) is True]
+    if strict is True or (isinstance(strict, list) and "hooks" in strict):
+        switches.append("strictPluginOnlyCustomization")
+    return switches + [f"env.{name}" for name in off_env if str(env.get(name) or "").strip().lower() not in OFF_VALUES]
+
+
 class ClaudeAdapter(AgentAdapter):
     """``claude -p <prompt> --output-format stream-json --verbose …`` (reference §1, §6)."""
 
@@ -398,6 +418,24 @@ class ClaudeAdapter(AgentAdapter):
     hook_settings_args = ("--setting-sources", "")
     hook_off_flags = ("--bare", "--safe-mode", "--settings", "--setting-sources")
     hook_off_env = ("CLAUDE_CODE_SAFE_MODE", "CLAUDE_CODE_SIMPLE", "CLAUDE_CODE_SHELL_PREFIX")
+    # Managed settings on Linux (2.1.197): managed-settings.json, then managed-settings.d/*.json.
+    managed_settings_dir = Path("/etc/claude-code")
+
+    def hook_off_by_policy(self) -> list[str]:
+        """Managed settings that keep the session's hook from running: ``disableAllHooks``,
+        ``allowManagedHooksOnly``, ``strictPluginOnlyCustomization`` covering hooks, or an
+        off-switch in their ``env`` (applied after every other source)."""
+        folder = self.managed_settings_dir
+        found = []
+        for path in [folder / "managed-settings.json", *sorted((folder / "managed-settings.d").glob("*.json"))]:
+            try:
+                settings = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # absent, or claude ignores it too
+            if isinstance(settings, dict):
+                found += [f"{path}: {key}" for key in _policy_hook_switches(settings, self.hook_off_env)]
+        return found
+
     error_patterns = CLAUDE_ERRORS
     advice = MappingProxyType(
         {

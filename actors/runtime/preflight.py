@@ -190,7 +190,7 @@ def check_os_sandbox(
     )
 
 
-# -- claude's tool hook: nothing switches it off, and it runs -----------------------------------
+# -- the CLI's tool hook: nothing switches it off, and it runs ----------------------------------
 
 # A call every policy blocks (a disk tool), for the hook's self-test.
 HOOK_TEST_COMMAND = "mkfs.ext4 /dev/orchestrate-self-test"
@@ -210,18 +210,18 @@ def check_tool_hook(settings: Settings, bwrap: str | None, env: dict[str, str]) 
     agent = settings.agents.get(hooked.name) if hooked is not None else None
     if hooked is None or agent is None or not agent.enabled or not settings.sandbox.enabled:
         return
-    found = hooked.hook_off_switches(agent.extra_args, {**env, **agent.env})
+    found = [*hooked.hook_off_switches(agent.extra_args, {**env, **agent.env}), *hooked.hook_off_by_policy()]
     if found:
         raise PreflightError(
             f"{', '.join(found)} would switch off or replace {hooked.name}'s sandbox tool hook; remove it from "
-            f"[agents.{hooked.name}] extra_args / env or from the environment (or, to run without the "
-            "hook, set [sandbox] enabled = false)"
+            f"[agents.{hooked.name}] extra_args / env, the environment or (ask your administrator) the managed "
+            "settings; or, to run without the hook, set [sandbox] enabled = false"
         )
-    hook_self_test(bwrap, env)
+    hook_self_test(hooked.name, bwrap, env)
 
 
-def hook_self_test(bwrap: str | None, env: dict[str, str], python: str = sys.executable) -> None:
-    """Run the tool hook once as claude runs it (``/bin/sh -c`` its command, inside the OS
+def hook_self_test(agent: str, bwrap: str | None, env: dict[str, str], python: str = sys.executable) -> None:
+    """Run ``agent``'s tool hook once as the CLI runs it (``/bin/sh -c`` its command, inside the OS
     sandbox when there is one) on a call its policy blocks: it must answer ``deny``.
 
     Raises:
@@ -230,7 +230,7 @@ def hook_self_test(bwrap: str | None, env: dict[str, str], python: str = sys.exe
     with tempfile.TemporaryDirectory(prefix="orch-hook-test-") as folder:
         policy_file = Path(folder) / "policy.json"
         policy = Policy(
-            agent="claude", roots=(folder,), write_roots=(folder,), home=folder, blocked=rules(BUILTIN_BLOCKED)
+            agent=agent, roots=(folder,), write_roots=(folder,), home=folder, blocked=rules(BUILTIN_BLOCKED)
         )
         policy_file.write_text(json.dumps(policy.to_json()))
         digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
@@ -255,9 +255,9 @@ def hook_self_test(bwrap: str | None, env: dict[str, str], python: str = sys.exe
             problem = f"it could not be run ({exc})"
     if problem is not None:
         raise PreflightError(
-            f"claude's sandbox tool hook does not work here: {problem}. Every claude tool call would be "
+            f"{agent}'s sandbox tool hook does not work here: {problem}. Every {agent} tool call would be "
             f"blocked ({python} -I -m {HOOK_MODULE}).\nReinstall the orchestrator so that {python} can import it, "
-            "disable claude ([agents.claude] enabled = false), or run without the hook ([sandbox] enabled = false)"
+            f"disable {agent} ([agents.{agent}] enabled = false), or run without the hook ([sandbox] enabled = false)"
         )
 
 
