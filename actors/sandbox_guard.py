@@ -23,10 +23,8 @@ import logging
 import os
 import queue
 import secrets
-import shlex
 import shutil
 import socketserver
-import sys
 import tempfile
 import threading
 import uuid
@@ -37,6 +35,7 @@ from collections.abc import Mapping, Sequence
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import hooked_agent
+from meta_orchestrator.actors.sandbox.hook_launch import claude_settings, hook_command, hook_deadline_s, pinned_env
 from meta_orchestrator.actors.sandbox.policy import (
     BUILTIN_BLOCKED,
     BUILTIN_HIGH_RISK,
@@ -139,32 +138,6 @@ class _ChannelHandler(socketserver.StreamRequestHandler):
             pass  # the hook gave up (claude's hook timeout); nothing runs without an allow
 
 
-def hook_command(policy_file: Path, policy_sha256: str = "", python: str = sys.executable) -> str:
-    """The shell command claude runs for each tool call.
-
-    ``-P`` keeps the target's cwd off ``sys.path`` (a target with a ``meta_orchestrator``
-    package must not replace the hook); the installed package is found through site-packages.
-    The policy's hash rides in the command, which claude reads once at start: a policy
-    rewritten later (where the OS sandbox does not make it read-only) denies every call.
-    """
-    check = f" --policy-sha256 {policy_sha256}" if policy_sha256 else ""
-    return (
-        f"exec {shlex.quote(python)} -P -m "
-        f"meta_orchestrator.actors.sandbox.hook --policy {shlex.quote(str(policy_file))}{check}"
-    )
-
-
-def claude_settings(command: str, timeout_s: float) -> dict[str, Any]:
-    """The ``--settings`` JSON: one PreToolUse command hook for every tool."""
-    return {
-        "hooks": {
-            "PreToolUse": [
-                {"matcher": "*", "hooks": [{"type": "command", "command": command, "timeout": int(timeout_s)}]}
-            ]
-        }
-    }
-
-
 def _socket_dir() -> Path:
     base = Path(tempfile.gettempdir())
     if len(str(base)) > SOCKET_PATH_MAX - 30:
@@ -186,10 +159,13 @@ class SandboxGuard(pykka.ThreadingActor):
         workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
         home: str | None = None,
         checkouts: Path | None = None,
+        launch_env: Mapping[str, str] | None = None,
     ) -> None:
         """``checkouts``: the session has a git workspace, its runs work in checkouts under this
         folder (each run may write its own, told by the worker); the target itself, the user's
-        repository, is then outside. ``None``: every run works in the target."""
+        repository, is then outside. ``None``: every run works in the target.
+        ``launch_env``: the environment the hooked CLI is started with (default: this process's),
+        whose loader variables the settings file pins."""
         super().__init__()
         self._settings = settings
         self._session_dir = session_dir
@@ -203,6 +179,7 @@ class SandboxGuard(pykka.ThreadingActor):
         self._listeners = tuple(listeners)
         self._workers: dict[str, Any] = dict(workers or {})
         self._home = home or os.path.expanduser("~")
+        self._launch_env = dict(os.environ if launch_env is None else launch_env)
         self._suspicious = rules((), settings.suspicious_patterns, prefix="config_suspicious")
         self._pending: dict[str, ApprovalRequested] = {}  # question id -> hook waiting
         self._finding_questions: dict[str, str] = {}  # question id -> agent paused
@@ -248,12 +225,10 @@ class SandboxGuard(pykka.ThreadingActor):
         settings_file = self._dir / f"{server.hook_agent}-settings.json"
         write_json_atomic(policy_file, policy.to_json())
         digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
-        write_json_atomic(
-            settings_file,
-            claude_settings(
-                hook_command(policy_file, digest), self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
-            ),
-        )
+        timeout_s = self._settings.confirm_timeout_s + HOOK_TIMEOUT_MARGIN_S
+        command = hook_command(policy_file, digest, deadline_s=hook_deadline_s(timeout_s))
+        env = pinned_env(self._launch_env, hooked.hook_off_env if hooked is not None else ())
+        write_json_atomic(settings_file, claude_settings(command, timeout_s, env))
         self._files = SandboxFiles(claude_settings=str(settings_file), policy=str(policy_file), channel=channel)
 
     def on_stop(self) -> None:
@@ -461,4 +436,4 @@ def _describe(call: ToolCallSummary) -> str:
     return str(value)[:300]
 
 
-__all__ = ["SandboxGuard", "claude_settings", "hook_command"]
+__all__ = ["SandboxGuard"]

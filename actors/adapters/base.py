@@ -296,6 +296,9 @@ def drop_args(
     return tuple(kept), dropped
 
 
+OFF_VALUES = frozenset({"", "0", "false", "no", "off"})  # an environment switch set to one of these is off
+
+
 class AgentAdapter(ABC):
     """Builds the command line for one CLI, makes parsers for its stream, and knows its quirks.
 
@@ -311,6 +314,11 @@ class AgentAdapter(ABC):
     grant_dir_flag: ClassVar[str] = "--add-dir"  # grants one more folder
     bypass_flags: ClassVar[tuple[str, ...]] = ()  # flags or values that switch its permission checks off
     hook_settings_flag: ClassVar[str | None] = None  # passes a settings file with the sandbox's tool hook
+    # Go with that file: no other settings source (files an agent can write) is read.
+    hook_settings_args: ClassVar[tuple[str, ...]] = ()
+    # What would switch the hook off or replace its file: refused while the hook is on.
+    hook_off_flags: ClassVar[tuple[str, ...]] = ()
+    hook_off_env: ClassVar[tuple[str, ...]] = ()
     error_patterns: ClassVar[tuple[ErrorPattern, ...]] = ()  # its rows of the error table
     # Error class -> what the user should do, with {agent} and {target} filled in; classes
     # not named here get Recovery's generic advice.
@@ -361,6 +369,24 @@ class AgentAdapter(ABC):
             if arg in self.bypass_flags or name in self.bypass_flags or (value and value in self.bypass_flags):
                 found.append(arg)
         return found
+
+    def hook_args(self, settings_file: str) -> tuple[str, ...]:
+        """The arguments that give the CLI the sandbox's tool hook (after every other argument:
+        for a repeated option the last one wins)."""
+        if self.hook_settings_flag is None:
+            return ()
+        return (self.hook_settings_flag, settings_file, *self.hook_settings_args)
+
+    def hook_off_switches(self, args: tuple[str, ...] | list[str], env: Mapping[str, str]) -> list[str]:
+        """The arguments and environment variables that would switch the tool hook off."""
+        found = [arg for arg in args if arg.partition("=")[0] in self.hook_off_flags]
+        on = [name for name in self.hook_off_env if env.get(name, "").strip().lower() not in OFF_VALUES]
+        return found + [f"{name}={env[name]}" for name in on]
+
+    def hook_off_by_policy(self) -> list[str]:
+        """What the administrator's managed settings say that switches the tool hook off (no
+        argument outranks them)."""
+        return []
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
-from collections.abc import Mapping
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import (
+    OFF_VALUES,
     AgentAdapter,
     ArgsFixed,
     CliState,
@@ -454,6 +456,15 @@ def _base36(number: int) -> str:
             return out
 
 
+def _policy_hook_switches(settings: dict[str, Any], off_env: tuple[str, ...]) -> list[str]:
+    strict = settings.get("strictPluginOnlyCustomization")
+    env = settings.get("env") if isinstance(settings.get("env"), dict) else {}
+    switches = [key for key in ("disableAllHooks", "allowManagedHooksOnly") if settings.get(key) is True]
+    if strict is True or (isinstance(strict, list) and "hooks" in strict):
+        switches.append("strictPluginOnlyCustomization")
+    return switches + [f"env.{name}" for name in off_env if str(env.get(name) or "").strip().lower() not in OFF_VALUES]
+
+
 class ClaudeAdapter(AgentAdapter):
     """``claude -p --output-format stream-json --verbose …`` with the prompt on stdin (§1, §6)."""
 
@@ -464,6 +475,30 @@ class ClaudeAdapter(AgentAdapter):
     grant_dir_flag = "--add-dir"
     bypass_flags = ("--dangerously-skip-permissions", "bypassPermissions")
     hook_settings_flag = "--settings"  # a settings file whose PreToolUse hook asks the sandbox
+    # Only that file and managed settings: the user's, the project's and the local settings
+    # (all writable by an agent) could set disableAllHooks, or env CLAUDE_CODE_SAFE_MODE or
+    # CLAUDE_CODE_SHELL_PREFIX, each of which switches the hook off or takes it over (2.1.197).
+    hook_settings_args = ("--setting-sources", "")
+    hook_off_flags = ("--bare", "--safe-mode", "--settings", "--setting-sources")
+    hook_off_env = ("CLAUDE_CODE_SAFE_MODE", "CLAUDE_CODE_SIMPLE", "CLAUDE_CODE_SHELL_PREFIX")
+    # Managed settings on Linux (2.1.197): managed-settings.json, then managed-settings.d/*.json.
+    managed_settings_dir = Path("/etc/claude-code")
+
+    def hook_off_by_policy(self) -> list[str]:
+        """Managed settings that keep the session's hook from running: ``disableAllHooks``,
+        ``allowManagedHooksOnly``, ``strictPluginOnlyCustomization`` covering hooks, or an
+        off-switch in their ``env`` (applied after every other source)."""
+        folder = self.managed_settings_dir
+        found = []
+        for path in [folder / "managed-settings.json", *sorted((folder / "managed-settings.d").glob("*.json"))]:
+            try:
+                settings = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # absent, or claude ignores it too
+            if isinstance(settings, dict):
+                found += [f"{path}: {key}" for key in _policy_hook_switches(settings, self.hook_off_env)]
+        return found
+
     error_patterns = CLAUDE_ERRORS
     advice = MappingProxyType(
         {

@@ -45,6 +45,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
     check_cli,
     check_os_sandbox,
+    check_tool_hook,
     check_target,
     check_workspace,
     proactive_fixes,
@@ -358,6 +359,7 @@ def start(
         log_setup(session_dir)
     _log_agent_environments(settings, env)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
+    check_tool_hook(settings, bwrap, env)
     cluster_wiring.join(settings, target)  # with [cluster] address: this process is the Ray driver
     wiring = _Wiring(
         settings=settings,
@@ -552,6 +554,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
         (*wiring.listeners, wiring.coordinator_slot),
         workers,
         wiring.checkouts,
+        launch_env=_hooked_launch_env(settings, wiring.env),
     )
     wiring.host = cluster_wiring.hosts(settings, _spawn_caps(settings))
     wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
@@ -677,9 +680,11 @@ def _start_watchers(
     listeners: tuple[Any, ...],
     workers: dict[str, SupervisedRef],
     checkouts: Path | None = None,
+    launch_env: dict[str, str] | None = None,
 ) -> dict[str, SupervisedRef]:
     """The resource monitor and the sandbox guard (each when enabled in the config), supervised
     like every other actor: a crashed monitor is restarted and enforces the limits again.
+    ``launch_env``: the environment the CLI with the tool hook starts with.
     ``checkouts``: where the runs work, with a git workspace (the guard's run roots).
 
     Raises:
@@ -721,8 +726,16 @@ def _start_watchers(
             asker=coordinator,
             listeners=listeners,
             checkouts=checkouts,
+            launch_env=launch_env,
         )
     return watchers
+
+
+def _hooked_launch_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The environment the CLI that takes the tool hook is started with (before the worker's own)."""
+    hooked = hooked_agent()
+    agent = settings.agents.get(hooked.name) if hooked is not None else None
+    return {**env, **(agent.env if agent is not None else {})}
 
 
 def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]) -> Any:
@@ -733,7 +746,8 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
     if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
-    return agent.model_copy(update={"extra_args": (*agent.extra_args, flag, files.claude_settings)})
+    hook_args = get_adapter(name).hook_args(files.claude_settings)
+    return agent.model_copy(update={"extra_args": (*agent.extra_args, *hook_args)})
 
 
 def _os_sandboxes(

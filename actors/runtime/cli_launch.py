@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from meta_orchestrator.actors.runtime.agent_env import agent_env
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, OsSandbox, PrivateBind, under_private_tmp
 from meta_orchestrator.actors.sandbox.launch_path import launch_path
+from meta_orchestrator.actors.sandbox.hook_launch import hook_read_paths
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
 from meta_orchestrator.config.settings import AgentSettings
 from meta_orchestrator.messages.worker import StartAssignment
@@ -90,13 +90,14 @@ def confinement(
     viewed = spec.mode == "read_only" or any(_inside(spec.workdir, Path(d)) for d in read_only_dirs)
     folders = (*(() if viewed else (spec.workdir,)), *spec.extra_dirs, *legacy)
     # What the CLI runs from stays readable and unwritable: its executable's whole launch
-    # path and, for the Python the hook and the demo agents use, the interpreter and its
-    # import path (bound back where the private /tmp would hide them).
+    # path and, for the Python the hook and the demo agents use, the interpreter, its import
+    # path and the package's own source (an editable install's source under /tmp is on no
+    # import path), bound back where the private /tmp would hide them.
     taken = {os.path.realpath(p) for p in (*folders, *(b.dest for b in private or ()), *sandbox.hidden)}
     started = launch_path(spec.executable, spec.env.get("PATH"), [p.real for p in places if p.folder])
     own = (
         *(p for p in started if p not in taken and p != PRIVATE_TMP),
-        *under_private_tmp([sys.prefix, sys.base_prefix, *sys.path]),
+        *under_private_tmp(hook_read_paths()),
     )
     return Confinement(
         bwrap=sandbox.bwrap,

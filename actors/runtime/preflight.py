@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -14,7 +16,9 @@ from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
-from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, probe_argv
+from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, Confinement, bwrap_argv, probe_argv, under_private_tmp
+from meta_orchestrator.actors.sandbox.hook_launch import HOOK_MODULE, hook_command, hook_read_paths
+from meta_orchestrator.actors.sandbox.policy import BUILTIN_BLOCKED, RUN_WORKDIR_ENV, Policy, rules
 from meta_orchestrator.config.settings import SandboxSettings, Settings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.recovery import PreflightRecord
@@ -184,6 +188,92 @@ def check_os_sandbox(
         f"{problem}.\nThe agent CLIs only run inside the OS sandbox; to run them without it, "
         'set sandbox.os = "off" in the config (not recommended)'
     )
+
+
+# -- the CLI's tool hook: nothing switches it off, and it runs ----------------------------------
+
+# A call every policy blocks (a disk tool), for the hook's self-test.
+HOOK_TEST_COMMAND = "mkfs.ext4 /dev/orchestrate-self-test"
+HOOK_TEST_TIMEOUT_S = 30.0
+
+
+def check_tool_hook(settings: Settings, bwrap: str | None, env: dict[str, str]) -> None:
+    """With the sandbox on and the CLI that takes the tool hook enabled: nothing in its
+    arguments or environment switches the hook off, and the hook runs (``hook_self_test``).
+
+    Raises:
+        PreflightError: naming what to change.
+    """
+    from meta_orchestrator.actors.adapters.registry import hooked_agent  # local: preflight stays light
+
+    hooked = hooked_agent()
+    agent = settings.agents.get(hooked.name) if hooked is not None else None
+    if hooked is None or agent is None or not agent.enabled or not settings.sandbox.enabled:
+        return
+    found = [*hooked.hook_off_switches(agent.extra_args, {**env, **agent.env}), *hooked.hook_off_by_policy()]
+    if found:
+        raise PreflightError(
+            f"{', '.join(found)} would switch off or replace {hooked.name}'s sandbox tool hook; remove it from "
+            f"[agents.{hooked.name}] extra_args / env, the environment or (ask your administrator) the managed "
+            "settings; or, to run without the hook, set [sandbox] enabled = false"
+        )
+    hook_self_test(hooked.name, bwrap, env)
+
+
+def hook_self_test(agent: str, bwrap: str | None, env: dict[str, str], python: str = sys.executable) -> None:
+    """Run ``agent``'s tool hook once as the CLI runs it (``/bin/sh -c`` its command, inside the OS
+    sandbox when there is one) on a call its policy blocks: it must answer ``deny``.
+
+    Raises:
+        PreflightError: the hook cannot start, import or answer here; every call would be blocked.
+    """
+    with tempfile.TemporaryDirectory(prefix="orch-hook-test-") as folder:
+        policy_file = Path(folder) / "policy.json"
+        policy = Policy(
+            agent=agent, roots=(folder,), write_roots=(folder,), home=folder, blocked=rules(BUILTIN_BLOCKED)
+        )
+        policy_file.write_text(json.dumps(policy.to_json()))
+        digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()
+        command = hook_command(policy_file, digest, python, deadline_s=HOOK_TEST_TIMEOUT_S - 5)
+        argv = ["/bin/sh", "-c", command]
+        if bwrap is not None:
+            readable = (folder, *under_private_tmp(hook_read_paths()))
+            argv = bwrap_argv(Confinement(bwrap=bwrap, writable=(), readable=readable, chdir=folder), argv)
+        call = {"hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": folder, "tool_use_id": "preflight"}
+        call["tool_input"] = {"command": HOOK_TEST_COMMAND}
+        try:
+            done = subprocess.run(
+                argv,
+                input=json.dumps(call).encode(),
+                capture_output=True,
+                timeout=HOOK_TEST_TIMEOUT_S,
+                env={**env, RUN_WORKDIR_ENV: folder},
+                start_new_session=True,
+            )
+            problem = _hook_test_problem(done.returncode, done.stdout, done.stderr)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"it could not be run ({exc})"
+    if problem is not None:
+        raise PreflightError(
+            f"{agent}'s sandbox tool hook does not work here: {problem}. Every {agent} tool call would be "
+            f"blocked ({python} -I -m {HOOK_MODULE}).\nReinstall the orchestrator so that {python} can import it, "
+            f"disable {agent} ([agents.{agent}] enabled = false), or run without the hook ([sandbox] enabled = false)"
+        )
+
+
+def _hook_test_problem(returncode: int, stdout: bytes, stderr: bytes) -> str | None:
+    """Why the self-test's answer is not the policy's deny, or None when it is."""
+    errors = stderr.decode("utf-8", "replace").strip().splitlines()
+    if returncode != 0:
+        return f"exit {returncode}: {' / '.join(errors[-2:]) if errors else 'no message'}"
+    try:
+        answer = json.loads(stdout.decode("utf-8", "replace") or "null")["hookSpecificOutput"]
+    except (ValueError, TypeError, KeyError):
+        return f"it answered {stdout[:200]!r}, not a decision"
+    reason = str(answer.get("permissionDecisionReason") or "")
+    if answer.get("permissionDecision") != "deny" or "sandbox policy" not in reason:
+        return f"it answered {answer.get('permissionDecision')!r} ({reason[:300]}) to a call its policy blocks"
+    return None
 
 
 # -- proactive recovery: known-bad setups fixed (or verified) before anything fails -----------
