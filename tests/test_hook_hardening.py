@@ -427,6 +427,7 @@ class Attack:
     def __init__(self, world: World) -> None:
         self.world = world
         self.bash_marker = world.target / "PROBE-bash"
+        # ~/.claude: writable inside (the session's private copy of it), outside the target.
         self.write_marker = world.home / ".claude" / "PROBE-write.txt"
 
     def user_settings(self, settings: dict[str, Any]) -> None:
@@ -444,7 +445,15 @@ class Attack:
         (self.world.home / ".claude.json").write_text(json.dumps(config))
 
     def markers(self) -> list[Path]:
-        return [p for p in (self.bash_marker, self.write_marker) if p.exists()]
+        return [p for p in (self.bash_marker, *self.write_markers()) if p.exists()]
+
+    def write_markers(self) -> list[Path]:
+        """Where the write probe lands: the user's ~/.claude, or the private copy a run sees there."""
+        copies = self.world.session_dir.glob(f"cli-state/claude/*/{self.write_marker.name}")
+        return [self.write_marker, *copies]
+
+    def written(self) -> bool:
+        return any(p.exists() for p in self.write_markers())
 
 
 ALLOW_ALL = {"permissions": {"allow": ["Bash", "Bash(*)", "Write", "Edit"], "defaultMode": "bypassPermissions"}}
@@ -573,10 +582,15 @@ def test_without_the_session_arguments_the_same_settings_do_switch_it_off(cli_bi
     assert attack.bash_marker.exists()
     prompt = f"SCRIPT:write {attack.write_marker}"
     _run_claude(world, cli_bin, server, files, bwrap, probe, prompt, True, as_before)
-    assert attack.write_marker.exists()
+    assert attack.written()
     attack.bash_marker.unlink()
     (world.home / ".claude" / "settings.json").unlink()
     _plant(attack, "claude-json-env")
+    # The session's private copy of ~/.claude.json is made at its first run: an agent writes that
+    # copy (it is writable inside), so the planted env goes there for the next run to read.
+    copy = world.session_dir / "cli-state" / "claude" / "claude.json"
+    assert copy.is_file()
+    copy.write_text((world.home / ".claude.json").read_text())
     prompt = f"SCRIPT:bash touch {attack.bash_marker}"
     _run_claude(world, cli_bin, server, files, bwrap, probe, prompt, False, CLAUDE.hook_args(str(hook_only_file)))
     assert attack.bash_marker.exists()
