@@ -412,6 +412,48 @@ class SandboxSettings(Section):
     suspicious_action: SuspiciousAction = Field(
         default="pause", description="what a finding does to the agent: warn, pause or stop"
     )
+    isolate_host_services: bool = Field(
+        default=True,
+        description="Landlock inside the OS sandbox: no abstract Unix socket of the host (D-Bus, X11) and TCP "
+        "connections only to the ports the CLI needs (443, 80, 53, its endpoint's and proxy's, allow_connect); "
+        "named sockets (/run, $XDG_RUNTIME_DIR) are hidden either way",
+    )
+    allow_connect: tuple[str, ...] = Field(
+        default=(),
+        description='more TCP ports a CLI may connect to, as "host:port" or "port" (Landlock rules are per '
+        'port: the host part is not enforced), e.g. ["127.0.0.1:8080"]',
+    )
+    private_tmp_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="size of the private /tmp and of /dev/shm inside the OS sandbox (each); None: "
+        "private_tmp_fraction of the agent's max_rss_mb (512 MB when that is off)",
+    )
+    private_tmp_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="the private /tmp's and /dev/shm's size as a share of max_rss_mb"
+    )
+
+    @model_validator(mode="after")
+    def _ports_named(self) -> SandboxSettings:
+        self.allowed_ports()  # raises on an entry without a port
+        return self
+
+    def allowed_ports(self) -> tuple[int, ...]:
+        """``allow_connect`` as TCP ports."""
+        ports = []
+        for entry in self.allow_connect:
+            text = entry.rsplit(":", 1)[-1].strip("[] ")
+            if not text.isdigit() or not 0 < int(text) < 65536:
+                raise ValueError(f'allow_connect entry {entry!r} names no TCP port (write "host:port" or "port")')
+            ports.append(int(text))
+        return tuple(ports)
+
+    def private_tmp_bytes(self, max_rss_mb: float | None) -> int:
+        """Each private tmpfs's size for an agent with this memory limit."""
+        if self.private_tmp_mb is not None:
+            return int(self.private_tmp_mb * 1024 * 1024)
+        megabytes = max_rss_mb * self.private_tmp_fraction if max_rss_mb is not None else 512
+        return int(megabytes * 1024 * 1024)
 
 
 class ClusterSettings(Section):

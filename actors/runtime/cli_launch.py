@@ -7,10 +7,16 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
+from meta_orchestrator.actors.sandbox.bwrap import (
+    DEFAULT_CONNECT_PORTS,
+    Confinement,
+    OsSandbox,
+    under_private_tmp,
+)
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
 from meta_orchestrator.config.settings import AgentSettings
 from meta_orchestrator.messages.worker import StartAssignment
@@ -79,7 +85,32 @@ def confinement(
         hidden=sandbox.hidden,
         readable=(*own, *sandbox.readable, *read_only_dirs),
         chdir=str(spec.workdir),
+        tmpfs_bytes=sandbox.tmpfs_bytes,
+        connect_ports=None
+        if sandbox.allow_connect is None
+        else (*DEFAULT_CONNECT_PORTS, *endpoint_ports(spec.env), *sandbox.allow_connect),
     )
+
+
+# Variables naming where a CLI connects: its vendor's endpoint, a proxy.
+_ENDPOINT_SUFFIXES = ("_BASE_URL", "_API_BASE", "_ENDPOINT", "_PROXY", "_proxy")
+
+
+def endpoint_ports(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The TCP ports of the endpoints and proxies the run's environment names (``ANTHROPIC_BASE_URL``,
+    ``OPENAI_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL``, ``HTTPS_PROXY``...): the run may connect to them."""
+    ports = []
+    for name, value in env.items():
+        if not name.endswith(_ENDPOINT_SUFFIXES) or "://" not in value:
+            continue
+        try:
+            parsed = urlsplit(value)
+            port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
+        except ValueError:
+            continue  # not a URL: nothing to allow
+        if port:
+            ports.append(port)
+    return tuple(dict.fromkeys(ports))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -95,4 +126,4 @@ def shown_command(argv: tuple[str, ...], prompt: str) -> str:
     return shlex.join(short if a == prompt else a for a in argv)
 
 
-__all__ = ["confinement", "launch_for_preflight", "launch_spec", "shown_command"]
+__all__ = ["confinement", "endpoint_ports", "launch_for_preflight", "launch_spec", "shown_command"]

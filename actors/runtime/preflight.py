@@ -14,6 +14,7 @@ from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
+from meta_orchestrator.actors.sandbox import landlock
 from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, probe_argv
 from meta_orchestrator.config.settings import SandboxSettings, Settings
 from meta_orchestrator.messages.base import AgentName
@@ -184,6 +185,26 @@ def check_os_sandbox(
         f"{problem}.\nThe agent CLIs only run inside the OS sandbox; to run them without it, "
         'set sandbox.os = "off" in the config (not recommended)'
     )
+
+
+def check_host_isolation(settings: SandboxSettings, version: int | None = None) -> list[str]:
+    """What the runs are not isolated from on this kernel, each said as a warning at start.
+
+    The OS sandbox hides the host's named sockets everywhere; abstract sockets and the host's
+    TCP services are cut off by Landlock (``sandbox.landlock``), which needs Linux 6.12+
+    (Landlock ABI 6) with ``lsm=...,landlock`` enabled. Runs on Ray nodes check their own
+    kernel (the launcher says on the run's stderr what it could not do).
+    """
+    if not settings.isolate_host_services:
+        gaps = ["abstract Unix sockets of the host (D-Bus, X11)", "TCP services on the host's loopback"]
+        why = "sandbox.isolate_host_services = false"
+    else:
+        version = landlock.abi() if version is None else version
+        gaps = landlock.missing(version)
+        why = f"Landlock ABI {version} on kernel {os.uname().release} (ABI 6, Linux 6.12+, isolates both)"
+    for gap in gaps:
+        log.warning("the agents' runs are NOT isolated from %s: %s", gap, why)
+    return gaps
 
 
 # -- proactive recovery: known-bad setups fixed (or verified) before anything fails -----------
