@@ -227,6 +227,9 @@ def test_host_sockets_and_loopback_services_are_out_of_reach_and_the_model_endpo
         }
         after = {name: s.accepted for name, s in services.items()}
         assert after == {**before, "model": before["model"] + 1}  # nobody else was reached
+        # Only the thread that started the run was restricted: this process still connects.
+        with socket.create_connection(("127.0.0.1", services["dashboard"].port), timeout=5) as s:
+            assert s.recv(5) == b"hello"
 
         # An explicit allow_connect opens the dashboard's port (and only by configuration).
         opened = rig.sandbox(allow_connect=(f"127.0.0.1:{services['dashboard'].port}",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -88,23 +89,25 @@ def confinement(
         tmpfs_bytes=sandbox.tmpfs_bytes,
         connect_ports=None
         if sandbox.allow_connect is None
-        else (*DEFAULT_CONNECT_PORTS, *endpoint_ports(spec.env), *sandbox.allow_connect),
+        else (*DEFAULT_CONNECT_PORTS, *endpoint_ports(spec.env, spec.extra_args), *sandbox.allow_connect),
     )
 
 
 # Variables naming where a CLI connects: its vendor's endpoint, a proxy.
 _ENDPOINT_SUFFIXES = ("_BASE_URL", "_API_BASE", "_ENDPOINT", "_PROXY", "_proxy")
+_URL = re.compile(r"https?://[^\s\"']+")
 
 
-def endpoint_ports(env: Mapping[str, str]) -> tuple[int, ...]:
-    """The TCP ports of the endpoints and proxies the run's environment names (``ANTHROPIC_BASE_URL``,
-    ``OPENAI_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL``, ``HTTPS_PROXY``...): the run may connect to them."""
+def endpoint_ports(env: Mapping[str, str], args: Sequence[str] = ()) -> tuple[int, ...]:
+    """The TCP ports of the endpoints and proxies the run is configured for: in its environment
+    (``ANTHROPIC_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL``, ``HTTPS_PROXY``...) and in its flags
+    (codex's ``-c model_providers.x.base_url="..."``). The run may connect to them."""
+    urls = [v for n, v in env.items() if n.endswith(_ENDPOINT_SUFFIXES)]
+    urls += [m for a in args if "base_url" in a or "endpoint" in a for m in _URL.findall(a)]
     ports = []
-    for name, value in env.items():
-        if not name.endswith(_ENDPOINT_SUFFIXES) or "://" not in value:
-            continue
+    for url in urls:
         try:
-            parsed = urlsplit(value)
+            parsed = urlsplit(url.strip())
             port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
         except ValueError:
             continue  # not a URL: nothing to allow

@@ -191,9 +191,9 @@ def check_host_isolation(settings: SandboxSettings, version: int | None = None) 
     """What the runs are not isolated from on this kernel, each said as a warning at start.
 
     The OS sandbox hides the host's named sockets everywhere; abstract sockets and the host's
-    TCP services are cut off by Landlock (``sandbox.landlock``), which needs Linux 6.12+
-    (Landlock ABI 6) with ``lsm=...,landlock`` enabled. Runs on Ray nodes check their own
-    kernel (the launcher says on the run's stderr what it could not do).
+    TCP services are cut off by Landlock (``actors/sandbox/landlock.py``), which needs Linux
+    6.12+ (Landlock ABI 6) with Landlock among the enabled LSMs. A Ray node checks its own
+    kernel and logs the same warning at its first run.
     """
     if not settings.isolate_host_services:
         gaps = ["abstract Unix sockets of the host (D-Bus, X11)", "TCP services on the host's loopback"]

@@ -19,8 +19,9 @@ Flags and why:
 * no ``--unshare-net``: the CLIs need their model API. Host services are kept out another
   way: named sockets are hidden (an empty tmpfs over ``/run``, ``/var/run``,
   ``$XDG_RUNTIME_DIR``; the private ``/tmp`` holds no ``/tmp/.X11-unix``), with only what DNS
-  reads bound back; abstract sockets and the host's TCP services are cut by Landlock, applied
-  by ``landlock.py`` as the first command inside (``Confinement.connect_ports``).
+  reads bound back; abstract sockets and the host's TCP services are cut by Landlock
+  (``landlock.py``: the process host starts bwrap from a thread restricted to
+  ``Confinement.connect_ports``).
 * ``--size`` before ``--tmpfs /tmp`` and ``/dev/shm``: each private tmpfs holds at most
   ``tmpfs_bytes`` (else half the RAM); what it holds is the run's memory, and the resource
   monitor counts it (``tree_sampler.private_tmpfs_bytes``).
@@ -31,7 +32,6 @@ bwrap always sets ``PR_SET_NO_NEW_PRIVS``, so setuid programs gain nothing insid
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,6 @@ from pathlib import Path
 PACKAGE = "bubblewrap"  # Debian/Ubuntu/Fedora/Arch all name it so
 PRIVATE_TMP = "/tmp"
 PRIVATE_SHM = "/dev/shm"
-LANDLOCK_LAUNCHER = str(Path(__file__).with_name("landlock.py"))
 # Where named Unix sockets of the host live (D-Bus, docker.sock, systemd, the user's session).
 SOCKET_DIRS = ("/run", "/var/run")
 # Ports a CLI reaches without asking: HTTPS (the model APIs), HTTP, DNS over TCP.
@@ -70,8 +69,7 @@ class Confinement:
     readable: tuple[str, ...] = ()
     chdir: str | None = None
     tmpfs_bytes: int | None = None
-    connect_ports: tuple[int, ...] | None = None  # None: no Landlock launcher
-    python: str = ""  # runs the Landlock launcher; "": the spawning process's own (a Ray node's)
+    connect_ports: tuple[int, ...] | None = None  # Landlock: the TCP ports it may reach; None: no Landlock
 
 
 def _real(path: str) -> str:
@@ -141,9 +139,6 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
     out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
     if confinement.chdir:
         out += ["--chdir", _real(confinement.chdir)]
-    if confinement.connect_ports is not None:
-        ports = ",".join(str(p) for p in sorted(set(confinement.connect_ports)))
-        argv = [confinement.python or sys.executable, "-I", "-S", LANDLOCK_LAUNCHER, "--connect", ports, "--", *argv]
     return [*out, "--", *argv]
 
 

@@ -1,8 +1,9 @@
-"""Landlock inside the OS sandbox: no host abstract sockets, TCP only to the ports a CLI needs.
+"""Landlock for the OS sandbox: no host abstract sockets, TCP only to the ports a CLI needs.
 
-Run as a file (stdlib only, ``python -I -S landlock.py --connect 443,80 -- <argv>``) as the
-first command inside bwrap: it restricts itself and ``exec``s the CLI, which inherits the
-domain, as does everything it starts. What it sets (kernel ABI numbers in brackets):
+The process host restricts the one thread that starts bwrap (``restrict`` applies to the
+calling thread, and a process inherits the domain of the thread that forked it), so bwrap,
+the CLI and everything it starts live in the domain, at no cost to the start, while the
+orchestrator's other threads stay free. What it sets (kernel ABI numbers in brackets):
 
 * ``LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET`` [6]: no connect to an abstract Unix socket made
   outside the run (a D-Bus session bus, X11's ``@/tmp/.X11-unix/X0``); the run's own
@@ -10,18 +11,19 @@ domain, as does everything it starts. What it sets (kernel ABI numbers in bracke
 * ``LANDLOCK_ACCESS_NET_CONNECT_TCP`` [4] with port rules: a TCP connect succeeds only to
   the listed ports, on any address: the dashboard's and Ray's ports on the host loopback are
   refused while the model API (443, or the port of its configured endpoint) is reached.
-  Rules are per port, not per address; UDP (DNS) is not restricted.
+  Rules are per port, not per address; UDP (DNS) is not restricted; the filesystem is left
+  to bwrap (no filesystem rights are handled, so bwrap may still mount).
 
-Where the kernel lacks an ABI, what it cannot do is left out and said on stderr; the
-preflight says it loudly at start (``missing``). Chosen over a network namespace with pasta:
-no companion process to start, wait for and end, and ~10 ms against pasta's 50-80 ms setup.
+Where the kernel lacks an ABI, what it cannot do is left out; the preflight says so loudly at
+start (``missing``). Chosen over a network namespace joined by pasta: no companion process to
+start, wait for and end (pasta 2023.03 left its daemon running after the namespace was gone,
+and failed to join bwrap's namespace now and then), and nothing added to the start.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import sys
 
 # x86_64 and aarch64 share the generic syscall numbers for Landlock.
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
@@ -90,25 +92,4 @@ def restrict(ports: list[int], version: int) -> None:
     os.close(fd)
 
 
-def main(argv: list[str]) -> int:
-    """``--connect P1,P2,... -- <command>``: restrict, then exec the command."""
-    if len(argv) < 4 or argv[0] != "--connect" or argv[2] != "--":
-        print("usage: landlock.py --connect PORT[,PORT...] -- COMMAND...", file=sys.stderr)
-        return 2
-    ports = [int(p) for p in argv[1].split(",") if p]
-    version = abi()
-    for gap in missing(version):
-        print(f"orchestrate: Landlock ABI {version} on this kernel: not isolated from {gap}", file=sys.stderr)
-    try:
-        restrict(ports, version)
-    except OSError as exc:
-        print(f"orchestrate: Landlock not applied ({exc}); host services stay reachable", file=sys.stderr)
-    try:
-        os.execvp(argv[3], argv[3:])
-    except OSError as exc:
-        print(f"execvp {argv[3]}: {exc.strerror}", file=sys.stderr)
-        return 127
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+__all__ = ["NET_ABI", "SCOPE_ABI", "abi", "missing", "restrict"]
