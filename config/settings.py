@@ -420,8 +420,8 @@ class SandboxSettings(Section):
     )
     allow_connect: tuple[str, ...] = Field(
         default=(),
-        description='more TCP ports a CLI may connect to, as "host:port" or "port" (Landlock rules are per '
-        'port: the host part is not enforced), e.g. ["127.0.0.1:8080"]',
+        description='more TCP ports a CLI may connect to, as "host:port", "port" or "low-high" (Landlock '
+        'rules are per port: the host part is not enforced), e.g. ["127.0.0.1:8080", "32768-60999"]',
     )
     private_tmp_mb: float | None = Field(
         default=None,
@@ -439,13 +439,17 @@ class SandboxSettings(Section):
         return self
 
     def allowed_ports(self) -> tuple[int, ...]:
-        """``allow_connect`` as TCP ports."""
-        ports = []
+        """``allow_connect`` as TCP ports (a range "lo-hi" gives each port in it)."""
+        ports: list[int] = []
         for entry in self.allow_connect:
-            text = entry.rsplit(":", 1)[-1].strip("[] ")
-            if not text.isdigit() or not 0 < int(text) < 65536:
-                raise ValueError(f'allow_connect entry {entry!r} names no TCP port (write "host:port" or "port")')
-            ports.append(int(text))
+            text = entry.rsplit(":", 1)[-1].strip("[] ") if not entry.strip().isdigit() else entry.strip()
+            low, _, high = text.partition("-")
+            bounds = [int(b) for b in (low, high or low) if b.isdigit() and 0 < int(b) < 65536]
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(
+                    f'allow_connect entry {entry!r} names no TCP port (write "host:port", "port" or "low-high")'
+                )
+            ports.extend(range(bounds[0], bounds[1] + 1))
         return tuple(ports)
 
     def private_tmp_bytes(self, max_rss_mb: float | None) -> int:

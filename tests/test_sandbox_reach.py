@@ -246,6 +246,14 @@ def test_host_sockets_and_loopback_services_are_out_of_reach_and_the_model_endpo
             service.close()
 
 
+def test_allow_connect_takes_ports_and_ranges_and_refuses_what_names_none():
+    allowed = SandboxSettings(allow_connect=("127.0.0.1:8080", "9000", "[::1]:22", "32768-32770"))
+    assert allowed.allowed_ports() == (8080, 9000, 22, 32768, 32769, 32770)
+    for bad in ("localhost", "127.0.0.1", "9-3", "70000"):
+        with pytest.raises(ValueError, match="names no TCP port"):
+            SandboxSettings(allow_connect=(bad,))
+
+
 FILLER = """
     import pathlib, time
     for folder in ("/tmp", "/dev/shm"):

@@ -22,9 +22,10 @@ Flags and why:
   reads bound back; abstract sockets and the host's TCP services are cut by Landlock
   (``landlock.py``: the process host starts bwrap from a thread restricted to
   ``Confinement.connect_ports``).
-* ``--size`` before ``--tmpfs /tmp`` and ``/dev/shm``: each private tmpfs holds at most
-  ``tmpfs_bytes`` (else half the RAM); what it holds is the run's memory, and the resource
-  monitor counts it (``tree_sampler.private_tmpfs_bytes``).
+* ``--size`` before each ``--tmpfs`` (the private ``/tmp``, ``/dev/shm``, the empty folders
+  over what is hidden, all writable): each holds at most ``tmpfs_bytes`` (else half the RAM);
+  what they hold is the run's memory, and the resource monitor counts it
+  (``process_tree.private_tmpfs_bytes``).
 
 bwrap always sets ``PR_SET_NO_NEW_PRIVS``, so setuid programs gain nothing inside.
 """
@@ -131,7 +132,7 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
     out += [*size, "--tmpfs", PRIVATE_SHM]
     for kind, path in mounts(confinement):
         if kind == "hidden":
-            out += [*(size if path == PRIVATE_TMP else []), "--tmpfs", path]
+            out += [*size, "--tmpfs", path]
         elif kind == "writable":
             out += ["--bind", path, path]
         else:
