@@ -11,6 +11,7 @@ dashboard's and Ray's ports), and the model endpoint the CLI is configured for.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -178,7 +179,7 @@ ATTEMPTS = """
 
 
 def test_host_sockets_and_loopback_services_are_out_of_reach_and_the_model_endpoint_is_not(
-    tmp_path, probe, bwrap, monkeypatch
+    tmp_path, probe, bwrap, monkeypatch, caplog
 ):
     _require_landlock()
     rig = Rig(tmp_path, bwrap, monkeypatch)
@@ -236,7 +237,9 @@ def test_host_sockets_and_loopback_services_are_out_of_reach_and_the_model_endpo
         assert rig.run(probe, body, opened, env)["dashboard"] == "hello"
         # Switched off, the loopback is reachable again: the preflight says so at start.
         assert rig.run(probe, body, rig.sandbox(isolate_host_services=False), env)["dashboard"] == "hello"
-        assert check_host_isolation(SandboxSettings(isolate_host_services=False)) != []
+        with caplog.at_level(logging.WARNING):
+            assert check_host_isolation(SandboxSettings(isolate_host_services=False)) != []
+        assert "NOT isolated from TCP services on the host's loopback" in caplog.text  # said at start
         assert check_host_isolation(SandboxSettings()) == []  # this kernel: nothing left open
         assert check_host_isolation(SandboxSettings(), version=5) == [
             "abstract Unix sockets of the host (D-Bus session bus, X11)"
