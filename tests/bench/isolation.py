@@ -12,13 +12,16 @@ interleaved and shown beside the plain one):
   ``--workspaces`` registered workspaces;
 * landlock: plus Landlock (bwrap started from a restricted thread, as the process host
   does) - what a run gets;
-* pasta: the alternative not taken: a network namespace of its own (``--unshare-net``)
-  joined by pasta, which the start must wait for (``pasta`` in the ``passt`` package).
+* pasta (``--pasta``): the alternative not taken: a network namespace of its own
+  (``--unshare-net``) joined by pasta, which the start must wait for (``passt`` package). The
+  2023.03 pasta leaves its daemon running after the namespace is gone: the bench ends the
+  ones it started (found by the namespace path each was given) before it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +32,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from meta_orchestrator.actors.runtime.process_host import _start_restricted
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, bwrap_argv, socket_dirs
@@ -55,7 +60,7 @@ def _landlocked(argv: list[str]) -> None:
         raise RuntimeError(f"exit {proc.returncode}")
 
 
-def _with_pasta(argv: list[str], pasta: str) -> bool:
+def _with_pasta(argv: list[str], pasta: str, joined: list[str]) -> bool:
     """bwrap in a network namespace of its own, held before the command until pasta joined it;
     False when pasta could not join it (then the command runs without a network)."""
     info_r, info_w = os.pipe()
@@ -72,6 +77,7 @@ def _with_pasta(argv: list[str], pasta: str) -> bool:
         data += chunk
     os.close(info_r)
     child = json.loads(data)["child-pid"]
+    joined.append(f"/proc/{child}/ns/net")
     net = ["-t", "none", "-u", "none", "-T", "none", "-U", "none", "--no-map-gw"]
     # Without -f pasta returns once the namespace is configured, leaving its daemon behind.
     done = subprocess.run(
@@ -87,6 +93,16 @@ def _with_pasta(argv: list[str], pasta: str) -> bool:
     return done.returncode == 0
 
 
+def _end_pastas(joined: list[str]) -> None:
+    """End the pasta daemons this bench left: each is the one given one of these paths."""
+    paths = set(joined)
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and os.path.basename(cmdline[0]) == "pasta" and paths & set(cmdline):
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+
+
 def _time(run: Callable[[], object]) -> float:
     start = time.perf_counter()
     run()
@@ -97,11 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workspaces", type=int, default=20, help="registered workspaces hidden in each run")
+    parser.add_argument("--pasta", action="store_true", help="also time a network namespace joined by pasta")
     args = parser.parse_args()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         sys.exit("bubblewrap is not installed")
-    pasta = shutil.which("pasta")
+    pasta = shutil.which("pasta") if args.pasta else None
+    joined: list[str] = []
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         folder = Path(tmp) / "target"
         folder.mkdir()
@@ -115,13 +133,16 @@ def main() -> None:
             "landlock": lambda: _landlocked(_hidden(bwrap, folder, workspaces)),
         }
         if pasta is not None:
-            setups["pasta"] = lambda: _with_pasta(_hidden(bwrap, folder, workspaces), pasta)
+            setups["pasta"] = lambda: _with_pasta(_hidden(bwrap, folder, workspaces), pasta, joined)
         times: dict[str, list[float]] = {name: [] for name in setups}
         for run in setups.values():
             run()  # warm the caches once
-        for _ in range(args.rounds):
-            for name, run in setups.items():
-                times[name].append(_time(run))
+        try:
+            for _ in range(args.rounds):
+                for name, run in setups.items():
+                    times[name].append(_time(run))
+        finally:
+            _end_pastas(joined)
     base = statistics.median(times["plain"])
     print(f"start of `true` inside the sandbox, median of {args.rounds} ({args.workspaces} workspaces hidden):")
     for name, values in times.items():
