@@ -35,7 +35,7 @@ from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.preflight import check_host_isolation
 from meta_orchestrator.actors.runtime.workspace_registry import register_workspace, registry_path
 from meta_orchestrator.actors.sandbox import landlock
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, bwrap_argv
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, bwrap_argv, dns_files
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import (
     AgentLimits,
@@ -247,6 +247,22 @@ def test_host_sockets_and_loopback_services_are_out_of_reach_and_the_model_endpo
     finally:
         for service in services.values():
             service.close()
+
+
+def test_dns_files_under_a_hidden_folder_are_bound_back_read_only(outside, bwrap):
+    run = outside / "run"  # outside /tmp: the private /tmp would hide it anyway
+    (run / "systemd" / "resolve").mkdir(parents=True)
+    (run / "systemd" / "resolve" / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+    (run / "dbus-socket-stand-in").write_text("")
+    etc = outside / "etc"
+    etc.mkdir()
+    (etc / "resolv.conf").symlink_to(run / "systemd" / "resolve" / "stub-resolv.conf")
+    shown = dns_files((str(run),), files=(str(etc / "resolv.conf"), str(etc / "missing.conf")))
+    assert shown == (str(run / "systemd" / "resolve"),)
+    confinement = Confinement(bwrap=bwrap, writable=(), hidden=(str(run),), readable=shown)
+    read = f"import os; print(open({str(etc / 'resolv.conf')!r}).read().strip(), sorted(os.listdir({str(run)!r})))"
+    done = subprocess.run(bwrap_argv(confinement, [sys.executable, "-c", read]), capture_output=True, timeout=60)
+    assert done.stdout.decode().strip() == "nameserver 127.0.0.53 ['systemd']"  # the rest of /run hidden
 
 
 def test_allow_connect_takes_ports_and_ranges_and_refuses_what_names_none():

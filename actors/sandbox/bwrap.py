@@ -96,11 +96,14 @@ def socket_dirs(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return (*SOCKET_DIRS, *((runtime,) if os.path.isabs(runtime) else ()))
 
 
-def dns_files(hidden: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """What name resolution reads that a hidden folder would take away (``/etc/resolv.conf``
-    pointing into ``/run/systemd/resolve``, say): bound back read-only."""
+DNS_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
+
+
+def dns_files(hidden: tuple[str, ...] | list[str], files: tuple[str, ...] = DNS_FILES) -> tuple[str, ...]:
+    """The folders of what name resolution reads that a hidden folder would take away
+    (``/etc/resolv.conf`` pointing into ``/run/systemd/resolve``, say): bound back read-only."""
     found = []
-    for name in ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf"):
+    for name in files:
         real = _real(name)
         if real != name and any(real.startswith(_real(h) + "/") for h in hidden) and os.path.exists(real):
             found.append(os.path.dirname(real))
