@@ -279,6 +279,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             processes=reading.processes,
             cpu_percent=round(reading.cpu_percent, 1),
             rss_bytes=reading.rss_bytes,
+            tmpfs_bytes=reading.tmpfs_bytes,
             open_files=reading.open_files,
             run_s=round(run.clock.run_s(now), 3),
             silent_s=round(run.silent_s(now), 3),

@@ -473,6 +473,52 @@ class SandboxSettings(Section):
     suspicious_action: SuspiciousAction = Field(
         default="pause", description="what a finding does to the agent: warn, pause or stop"
     )
+    isolate_host_services: bool = Field(
+        default=True,
+        description="Landlock inside the OS sandbox: no abstract Unix socket of the host (D-Bus, X11) and TCP "
+        "connections only to the ports the CLI needs (443, 80, 53, its endpoint's and proxy's, allow_connect); "
+        "named sockets (/run, $XDG_RUNTIME_DIR) are hidden either way",
+    )
+    allow_connect: tuple[str, ...] = Field(
+        default=(),
+        description='more TCP ports a CLI may connect to, as "host:port", "port" or "low-high" (Landlock '
+        'rules are per port: the host part is not enforced), e.g. ["127.0.0.1:8080", "32768-60999"]',
+    )
+    private_tmp_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="size of the private /tmp and of /dev/shm inside the OS sandbox (each); None: "
+        "private_tmp_fraction of the agent's max_rss_mb (512 MB when that is off)",
+    )
+    private_tmp_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="the private /tmp's and /dev/shm's size as a share of max_rss_mb"
+    )
+
+    @model_validator(mode="after")
+    def _ports_named(self) -> SandboxSettings:
+        self.allowed_ports()  # raises on an entry without a port
+        return self
+
+    def allowed_ports(self) -> tuple[int, ...]:
+        """``allow_connect`` as TCP ports (a range "lo-hi" gives each port in it)."""
+        ports: list[int] = []
+        for entry in self.allow_connect:
+            text = entry.rsplit(":", 1)[-1].strip("[] ") if not entry.strip().isdigit() else entry.strip()
+            low, _, high = text.partition("-")
+            bounds = [int(b) for b in (low, high or low) if b.isdigit() and 0 < int(b) < 65536]
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(
+                    f'allow_connect entry {entry!r} names no TCP port (write "host:port", "port" or "low-high")'
+                )
+            ports.extend(range(bounds[0], bounds[1] + 1))
+        return tuple(ports)
+
+    def private_tmp_bytes(self, max_rss_mb: float | None) -> int:
+        """Each private tmpfs's size for an agent with this memory limit."""
+        if self.private_tmp_mb is not None:
+            return int(self.private_tmp_mb * 1024 * 1024)
+        megabytes = max_rss_mb * self.private_tmp_fraction if max_rss_mb is not None else 512
+        return int(megabytes * 1024 * 1024)
 
 
 class ClusterSettings(Section):

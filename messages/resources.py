@@ -33,6 +33,9 @@ class TreeSample(Frozen):
     processes: int
     cpu_percent: float | None = Field(default=None, description="sum over the tree; 100 = one core")
     rss_bytes: int | None = None
+    tmpfs_bytes: int = Field(
+        default=0, description="held in the run's private tmpfs (/tmp, /dev/shm): counted with rss_bytes as memory"
+    )
     open_files: int | None = Field(default=None, description="file descriptors of the tree")
     run_s: float = Field(default=0.0, description="seconds since the run started, pauses excluded")
     silent_s: float = Field(default=0.0, description="seconds since the agent's last event")

@@ -135,6 +135,12 @@ def _spared(pid: int) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _private_user_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions started by tests list their workspaces in this run's state, not the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+
+
+@pytest.fixture(autouse=True)
 def _stop_actors_and_check_processes(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Every test ends with no actor running and no process of ours left behind: no child of
     this test process, and no agent process working in this run's temp folders."""

@@ -26,7 +26,7 @@ import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.preflight import PreflightError, check_os_sandbox
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, bwrap_argv, mounts
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, bwrap_argv, mounts, socket_dirs
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SandboxSettings, SessionSettings
 from meta_orchestrator.messages.resources import ResourcesSampled, WatchWorkers
@@ -402,7 +402,11 @@ def test_every_real_cli_does_its_work_inside_the_sandbox(cli, cli_bin, server, t
         target=rig.work,
         listeners=(probe.ref,),
         base_env=rig.env,
-        sandbox=OsSandbox(bwrap=bwrap, hidden=(str(workspace),)),
+        # As a session confines it: host sockets hidden, Landlock (the model server's port comes
+        # from the CLI's configured endpoint), a sized private /tmp.
+        sandbox=OsSandbox(
+            bwrap=bwrap, hidden=(str(workspace), *socket_dirs()), tmpfs_bytes=256 * 1024 * 1024, allow_connect=()
+        ),
     )
     worker.tell(StartAssignment(assignment_id="a1", prompt="Create it. SCRIPT:write made.txt", reply_to=probe.ref))
     leader = _running_leader(probe)

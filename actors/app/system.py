@@ -37,13 +37,14 @@ from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.actors.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.runtime.process_host import SpawnCaps
-from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.history import HistoryRecorder
 from meta_orchestrator.actors.gateway import Gateway, GatewayError
 from meta_orchestrator.actors.runtime.preflight import (
     PreflightError,
     check_cli,
+    check_host_isolation,
     check_os_sandbox,
     check_tool_hook,
     check_target,
@@ -64,6 +65,7 @@ from meta_orchestrator.actors.runtime.resume import (
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
+from meta_orchestrator.actors.runtime.workspace_registry import register_workspace
 from meta_orchestrator.actors.runtime.workspaces import SessionRepo
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.actors.workspace import Workspace
@@ -330,6 +332,7 @@ class _Wiring:
     session_id: str
     env: dict[str, str]
     scratch: Path
+    workspaces: tuple[Path, ...] = ()  # every workspace of this user: hidden inside each run
     supervisor: Any = None
     listeners: list[Any] = field(default_factory=list)
     coordinator_slot: LateRef = field(default_factory=LateRef)
@@ -359,6 +362,8 @@ def start(
         log_setup(session_dir)
     _log_agent_environments(settings, env)
     bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
+    if bwrap is not None:
+        check_host_isolation(settings.sandbox)
     check_tool_hook(settings, bwrap, env)
     cluster_wiring.join(settings, target)  # with [cluster] address: this process is the Ray driver
     wiring = _Wiring(
@@ -370,6 +375,7 @@ def start(
         session_id=session_id,
         env=env,
         scratch=session_dir / "scratch",
+        workspaces=register_workspace(session_dir.parent),
     )
     _start_listeners(wiring)
     gateway = _start_dashboard(wiring) if options.dashboard else None
@@ -557,7 +563,7 @@ def _start_workers(wiring: _Wiring, bwrap: str | None, heard_by: tuple[Any, ...]
         launch_env=_hooked_launch_env(settings, wiring.env),
     )
     wiring.host = cluster_wiring.hosts(settings, _spawn_caps(settings))
-    wiring.sandboxes = _os_sandboxes(bwrap, settings, wiring.session_dir, watchers)
+    wiring.sandboxes = _os_sandboxes(bwrap, settings, (wiring.session_dir.parent, *wiring.workspaces), watchers)
     for name, agent_settings in settings.agents.items():
         if not agent_settings.enabled:
             continue
@@ -751,20 +757,32 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
 
 
 def _os_sandboxes(
-    bwrap: str | None, settings: Settings, session_dir: Path, watchers: dict[str, pykka.ActorRef[Any]]
+    bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: dict[str, pykka.ActorRef[Any]]
 ) -> dict[str, OsSandbox]:
-    """Per agent: the workspace hidden; for the CLI with the tool hook, the hook's files and
-    socket shown read-only."""
+    """Per agent: every workspace of the user and the host's socket folders hidden (what DNS
+    reads there shown), the private tmpfs sized, the host's services cut off (Landlock); for
+    the CLI with the tool hook, the hook's files and socket shown read-only."""
     if bwrap is None:
         return {}
-    hidden = (str(session_dir.parent),)  # every session's files, this one's included
-    out = {name: OsSandbox(bwrap=bwrap, hidden=hidden) for name in settings.agents}
+    hidden = (*(str(w) for w in dict.fromkeys(workspaces)), *socket_dirs())
+    readable = dns_files(hidden)
+    sandbox = settings.sandbox
+    ports = sandbox.allowed_ports() if sandbox.isolate_host_services else None
     hooked = hooked_agent()
+    shown: tuple[str, ...] = ()
     if (guard := watchers.get("guard")) is not None and hooked is not None:
         files = guard.ask(GetSandboxFiles(), timeout=10)
         shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
-        out[hooked.name] = OsSandbox(bwrap=bwrap, hidden=hidden, readable=shown)
-    return out
+    return {
+        name: OsSandbox(
+            bwrap=bwrap,
+            hidden=hidden,
+            readable=(*readable, *(shown if hooked is not None and name == hooked.name else ())),
+            tmpfs_bytes=sandbox.private_tmp_bytes(settings.limits.for_agent(name).max_rss_mb),
+            allow_connect=ports,
+        )
+        for name in settings.agents
+    }
 
 
 def _spawn_caps(settings: Settings) -> SpawnCaps:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.runtime.agent_env import agent_env
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
-from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, OsSandbox, PrivateBind, under_private_tmp
-from meta_orchestrator.actors.sandbox.launch_path import launch_path
+from meta_orchestrator.actors.sandbox.bwrap import (
+    DEFAULT_CONNECT_PORTS,
+    PRIVATE_TMP,
+    Confinement,
+    OsSandbox,
+    PrivateBind,
+    under_private_tmp,
+)
 from meta_orchestrator.actors.sandbox.hook_launch import hook_read_paths
+from meta_orchestrator.actors.sandbox.launch_path import launch_path
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
 from meta_orchestrator.config.settings import AgentSettings
 from meta_orchestrator.messages.worker import StartAssignment
@@ -106,7 +115,34 @@ def confinement(
         readable=(*own, *sandbox.readable, *read_only_dirs),
         chdir=str(spec.workdir),
         private=tuple(private or ()),
+        tmpfs_bytes=sandbox.tmpfs_bytes,
+        connect_ports=None
+        if sandbox.allow_connect is None
+        else (*DEFAULT_CONNECT_PORTS, *endpoint_ports(spec.env, spec.extra_args), *sandbox.allow_connect),
     )
+
+
+# Variables naming where a CLI connects: its vendor's endpoint, a proxy.
+_ENDPOINT_SUFFIXES = ("_BASE_URL", "_API_BASE", "_ENDPOINT", "_PROXY", "_proxy")
+_URL = re.compile(r"https?://[^\s\"']+")
+
+
+def endpoint_ports(env: Mapping[str, str], args: Sequence[str] = ()) -> tuple[int, ...]:
+    """The TCP ports of the endpoints and proxies the run is configured for: in its environment
+    (``ANTHROPIC_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL``, ``HTTPS_PROXY``...) and in its flags
+    (codex's ``-c model_providers.x.base_url="..."``). The run may connect to them."""
+    urls = [v for n, v in env.items() if n.endswith(_ENDPOINT_SUFFIXES)]
+    urls += [m for a in args if "base_url" in a or "endpoint" in a for m in _URL.findall(a)]
+    ports = []
+    for url in urls:
+        try:
+            parsed = urlsplit(url.strip())
+            port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
+        except ValueError:
+            continue  # not a URL: nothing to allow
+        if port:
+            ports.append(port)
+    return tuple(dict.fromkeys(ports))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -122,4 +158,4 @@ def shown_command(argv: tuple[str, ...], prompt: str) -> str:
     return f"{shlex.join(argv)} <<< {shlex.quote(short)}"
 
 
-__all__ = ["confinement", "launch_for_preflight", "launch_spec", "shown_command"]
+__all__ = ["confinement", "endpoint_ports", "launch_for_preflight", "launch_spec", "shown_command"]

@@ -58,7 +58,7 @@ def tree_breaches(
             if kind in acted:
                 continue
             action = "warn" if kind in overridden else limits.action(kind)
-            found.append(Breach(kind, action, observed, threshold, unit))
+            found.append(Breach(kind, action, observed, threshold, unit, note=_memory_note(kind, tree)))
             if action == "stop":
                 break  # one stop is enough
         elif observed > threshold * warn_fraction and kind not in warned:
@@ -67,11 +67,26 @@ def tree_breaches(
     return found
 
 
+def memory_bytes(tree: TreeSample) -> int | None:
+    """The tree's memory: its resident pages and what it holds in its private tmpfs mounts."""
+    return None if tree.rss_bytes is None else tree.rss_bytes + tree.tmpfs_bytes
+
+
+def _memory_note(kind: str, tree: TreeSample) -> str:
+    if kind != "rss" or not tree.tmpfs_bytes or tree.rss_bytes is None:
+        return ""
+    return (
+        f" (memory limit: RSS {tree.rss_bytes / MB:.1f} MB + {tree.tmpfs_bytes / MB:.1f} MB "
+        "in the private /tmp and /dev/shm)"
+    )
+
+
 def _figures(
     tree: TreeSample, cpu_average: float | None, limits: AgentLimits
 ) -> list[tuple[str, float | None, float | None, str]]:
+    memory = memory_bytes(tree)
     return [
-        ("rss", tree.rss_bytes / MB if tree.rss_bytes is not None else None, limits.max_rss_mb, "MB"),
+        ("rss", memory / MB if memory is not None else None, limits.max_rss_mb, "MB"),
         ("processes", tree.processes, limits.max_processes, "processes"),
         ("open_files", tree.open_files, limits.max_open_files, "fds"),
         ("cpu", cpu_average, limits.max_cpu_percent, "%"),
@@ -91,7 +106,7 @@ def cpu_average(samples: Iterable[tuple[float, float]], started: float, now: flo
 def memory_victim(trees: Sequence[TreeSample], exempt: Collection[str]) -> TreeSample | None:
     """Under memory pressure the biggest running tree is paused first, one per sample."""
     candidates = [t for t in trees if t.status == "running" and t.agent not in exempt]
-    return max(candidates, key=lambda t: t.rss_bytes or 0, default=None)
+    return max(candidates, key=lambda t: memory_bytes(t) or 0, default=None)
 
 
 def beyond_concurrency(running: Sequence[tuple[float, str]], limit: int) -> list[str]:
@@ -131,6 +146,7 @@ __all__ = [
     "beyond_concurrency",
     "cpu_average",
     "exhausted",
+    "memory_bytes",
     "memory_victim",
     "tokens_of",
     "tree_breaches",

@@ -16,6 +16,7 @@ from typing import Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
+from meta_orchestrator.actors.sandbox import landlock
 from meta_orchestrator.actors.sandbox.bwrap import PACKAGE, Confinement, bwrap_argv, probe_argv, under_private_tmp
 from meta_orchestrator.actors.sandbox.hook_launch import HOOK_MODULE, hook_command, hook_read_paths
 from meta_orchestrator.actors.sandbox.policy import BUILTIN_BLOCKED, RUN_WORKDIR_ENV, Policy, rules
@@ -188,6 +189,26 @@ def check_os_sandbox(
         f"{problem}.\nThe agent CLIs only run inside the OS sandbox; to run them without it, "
         'set sandbox.os = "off" in the config (not recommended)'
     )
+
+
+def check_host_isolation(settings: SandboxSettings, version: int | None = None) -> list[str]:
+    """What the runs are not isolated from on this kernel, each said as a warning at start.
+
+    The OS sandbox hides the host's named sockets everywhere; abstract sockets and the host's
+    TCP services are cut off by Landlock (``actors/sandbox/landlock.py``), which needs Linux
+    6.12+ (Landlock ABI 6) with Landlock among the enabled LSMs. A Ray node checks its own
+    kernel and logs the same warning at its first run.
+    """
+    if not settings.isolate_host_services:
+        gaps = ["abstract Unix sockets of the host (D-Bus, X11)", "TCP services on the host's loopback"]
+        why = "sandbox.isolate_host_services = false"
+    else:
+        version = landlock.abi() if version is None else version
+        gaps = landlock.missing(version)
+        why = f"Landlock ABI {version} on kernel {os.uname().release} (ABI 6, Linux 6.12+, isolates both)"
+    for gap in gaps:
+        log.warning("the agents' runs are NOT isolated from %s: %s", gap, why)
+    return gaps
 
 
 # -- the CLI's tool hook: nothing switches it off, and it runs ----------------------------------

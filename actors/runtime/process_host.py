@@ -6,6 +6,7 @@ host on another machine can take this one's place without the worker changing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ import psutil
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.process_groups import pids_in_group
 from meta_orchestrator.actors.runtime.session_files import open_private
+from meta_orchestrator.actors.sandbox import landlock
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
 import contextlib
 
@@ -298,7 +300,8 @@ class ProcessHost:
             _require_executable(argv[0], env.get("PATH"), launch.cwd)
             argv = bwrap_argv(confinement, argv)
             env = {**env, "TMPDIR": PRIVATE_TMP}
-        popen = subprocess.Popen(
+        start = functools.partial(
+            subprocess.Popen,
             argv,
             cwd=launch.cwd,
             env=env,
@@ -308,6 +311,8 @@ class ProcessHost:
             start_new_session=True,
             close_fds=True,
         )
+        ports = confinement.connect_ports if confinement is not None else None
+        popen = start() if ports is None else _start_restricted(start, ports)
         if launch.stdin is not None:
             feed_stdin(popen, launch.stdin)
         if self._caps is not None:
@@ -346,6 +351,42 @@ def feed_stdin(popen: subprocess.Popen[bytes], data: bytes) -> threading.Thread:
     thread = threading.Thread(target=write, name=f"stdin-{popen.pid}", daemon=True)
     thread.start()
     return thread
+
+
+def _start_restricted(start: Callable[[], subprocess.Popen[bytes]], ports: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """``start()`` from a thread of its own under Landlock (``landlock.py``): the process it
+    forks, and all that descends from it, inherit the domain; no other thread is restricted.
+
+    The thread stays until the process exits: bwrap's ``--die-with-parent`` is a parent-death
+    signal, which the kernel sends when the *thread* that forked it ends.
+    """
+    started: list[subprocess.Popen[bytes] | BaseException] = []
+    ready = threading.Event()
+
+    def restricted() -> None:
+        try:
+            landlock.restrict(sorted(set(ports)), _landlock_abi())
+            started.append(start())
+        except BaseException as exc:  # handed to the caller below
+            started.append(exc)
+        ready.set()
+        if isinstance(started[0], subprocess.Popen):
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, started[0].pid, os.WEXITED | os.WNOWAIT)  # leaves the reaping to its owner
+
+    threading.Thread(target=restricted, name="landlocked-spawn", daemon=True).start()
+    ready.wait()
+    if isinstance(started[0], BaseException):
+        raise started[0]
+    return started[0]
+
+
+@functools.cache
+def _landlock_abi() -> int:
+    version = landlock.abi()
+    for gap in landlock.missing(version):
+        log.warning("Landlock ABI %s here: the agents' runs are NOT isolated from %s", version, gap)
+    return version
 
 
 def _require_executable(exe: str, path: str | None, cwd: Path) -> None:

@@ -7,6 +7,8 @@ of a process is a meaningless 0.0, so a reader made anew each time would always 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -21,6 +23,57 @@ class TreeFigures:
     cpu_percent: float  # summed over the tree; 100 = one core
     rss_bytes: int | None
     open_files: int | None
+    tmpfs_bytes: int = 0  # held in the run's private tmpfs mounts (/tmp, /dev/shm): memory too
+
+
+def private_tmpfs_bytes(pids: Iterable[int]) -> int:
+    """What the tree holds in tmpfs mounts of its own: memory no RSS shows.
+
+    A sandboxed run lives in a mount namespace of its own; each tmpfs mounted there and not
+    in ours (its private ``/tmp``, ``/dev/shm``, ``/dev``, the empty folders over what it must
+    not see) is read once through ``/proc/<pid>/root``. An unsandboxed tree counts 0.
+    """
+    ours = _tmpfs_devices("self")
+    seen_ns = {_mount_ns("self")}
+    total = 0
+    for pid in pids:
+        ns = _mount_ns(str(pid))
+        if ns is None or ns in seen_ns:
+            continue
+        seen_ns.add(ns)
+        for device, point in _tmpfs_mounts(str(pid)):
+            if device in ours:
+                continue  # the host's own tmpfs bound in (a target under /tmp): not the run's
+            with contextlib.suppress(OSError):
+                info = os.statvfs(f"/proc/{pid}/root{point}")
+                total += (info.f_blocks - info.f_bfree) * info.f_frsize
+    return total
+
+
+def _mount_ns(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _tmpfs_mounts(pid: str) -> list[tuple[str, str]]:
+    """(major:minor, mount point) of each tmpfs mounted whole (root "/") in pid's namespace."""
+    found = []
+    try:
+        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                fields = line.split()
+                dash = fields.index("-")
+                if fields[dash + 1] == "tmpfs" and fields[3] == "/":
+                    found.append((fields[2], fields[4].replace("\\040", " ")))
+    except (OSError, ValueError, IndexError):
+        return []
+    return found
+
+
+def _tmpfs_devices(pid: str) -> set[str]:
+    return {device for device, _point in _tmpfs_mounts(pid)}
 
 
 class TreeReader:
@@ -65,5 +118,10 @@ class TreeReader:
             alive[proc.pid] = proc
         self._procs = alive
         return TreeFigures(
-            processes=len(alive), pids=tuple(alive), cpu_percent=round(cpu, 1), rss_bytes=rss, open_files=fds
+            processes=len(alive),
+            pids=tuple(alive),
+            cpu_percent=round(cpu, 1),
+            rss_bytes=rss,
+            open_files=fds,
+            tmpfs_bytes=private_tmpfs_bytes(alive),
         )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import psutil
+from meta_orchestrator.actors.runtime.process_tree import private_tmpfs_bytes
 from meta_orchestrator.messages.resources import MachineSample
 
 
@@ -21,6 +22,7 @@ class TreeReading(NamedTuple):
     cpu_percent: float
     rss_bytes: int | None
     open_files: int | None
+    tmpfs_bytes: int = 0  # in the run's private tmpfs mounts (process_tree.private_tmpfs_bytes)
 
 
 class TreeSampler:
@@ -61,7 +63,13 @@ class TreeSampler:
                 continue
             alive[proc.pid] = proc
         self._procs = alive
-        return TreeReading(processes=len(alive), cpu_percent=cpu, rss_bytes=rss, open_files=fds)
+        return TreeReading(
+            processes=len(alive),
+            cpu_percent=cpu,
+            rss_bytes=rss,
+            open_files=fds,
+            tmpfs_bytes=private_tmpfs_bytes(alive),
+        )
 
     def _members(self) -> list[psutil.Process] | None:
         root = self._procs.get(self.pid)
@@ -96,6 +104,7 @@ class RemoteTreeSampler:
             cpu_percent=figures.cpu_percent,
             rss_bytes=figures.rss_bytes,
             open_files=figures.open_files,
+            tmpfs_bytes=getattr(figures, "tmpfs_bytes", 0),  # a node of an older version sends none
         )
 
 

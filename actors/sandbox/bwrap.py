@@ -18,7 +18,16 @@ Flags and why:
 * no ``--new-session``: the CLI stays in the process group the worker pauses and stops;
   stdin is closed and the host starts bwrap in a new session, so there is no terminal to
   push input into.
-* no ``--unshare-net``: the CLIs need their model API.
+* no ``--unshare-net``: the CLIs need their model API. Host services are kept out another
+  way: named sockets are hidden (an empty tmpfs over ``/run``, ``/var/run``,
+  ``$XDG_RUNTIME_DIR``; the private ``/tmp`` holds no ``/tmp/.X11-unix``), with only what DNS
+  reads bound back; abstract sockets and the host's TCP services are cut by Landlock
+  (``landlock.py``: the process host starts bwrap from a thread restricted to
+  ``Confinement.connect_ports``).
+* ``--size`` before each ``--tmpfs`` (the private ``/tmp``, ``/dev/shm``, the empty folders
+  over what is hidden, all writable): each holds at most ``tmpfs_bytes`` (else half the RAM);
+  what they hold is the run's memory, and the resource monitor counts it
+  (``process_tree.private_tmpfs_bytes``).
 
 bwrap always sets ``PR_SET_NO_NEW_PRIVS``, so setuid programs gain nothing inside.
 """
@@ -26,11 +35,17 @@ bwrap always sets ``PR_SET_NO_NEW_PRIVS``, so setuid programs gain nothing insid
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "bubblewrap"  # Debian/Ubuntu/Fedora/Arch all name it so
 PRIVATE_TMP = "/tmp"
+PRIVATE_SHM = "/dev/shm"
+# Where named Unix sockets of the host live (D-Bus, docker.sock, systemd, the user's session).
+SOCKET_DIRS = ("/run", "/var/run")
+# Ports a CLI reaches without asking: HTTPS (the model APIs), HTTP, DNS over TCP.
+DEFAULT_CONNECT_PORTS = (443, 80, 53)
 
 # What each mount kind does, applied parent-first so the deeper rule wins.
 _ORDER = {"hidden": 0, "writable": 1, "private": 1, "private_read_only": 2, "readable": 2}
@@ -42,8 +57,10 @@ class OsSandbox:
     """How a worker confines its CLI: the bwrap binary, and what the wiring hides or shows."""
 
     bwrap: str
-    hidden: tuple[str, ...] = ()  # empty tmpfs over these (the workspace)
-    readable: tuple[str, ...] = ()  # bound back read-only (claude's hook files and socket)
+    hidden: tuple[str, ...] = ()  # empty tmpfs over these (every workspace, the socket folders)
+    readable: tuple[str, ...] = ()  # bound back read-only (claude's hook files and socket, DNS)
+    tmpfs_bytes: int | None = None  # size of the private /tmp and /dev/shm (None: the kernel's half of RAM)
+    allow_connect: tuple[int, ...] | None = None  # extra TCP ports; None: no Landlock (host services reachable)
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,8 @@ class Confinement:
     readable: tuple[str, ...] = ()
     chdir: str | None = None
     private: tuple[PrivateBind, ...] = ()
+    tmpfs_bytes: int | None = None
+    connect_ports: tuple[int, ...] | None = None  # Landlock: the TCP ports it may reach; None: no Landlock
 
 
 def _real(path: str) -> str:
@@ -81,6 +100,26 @@ def under_private_tmp(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         path = _real(raw)
         if path.startswith(PRIVATE_TMP + "/") and os.path.exists(path):
             found.append(path)
+    return tuple(dict.fromkeys(found))
+
+
+def socket_dirs(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The folders of the host's named sockets, hidden inside every run."""
+    runtime = (env if env is not None else os.environ).get("XDG_RUNTIME_DIR", "")
+    return (*SOCKET_DIRS, *((runtime,) if os.path.isabs(runtime) else ()))
+
+
+DNS_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
+
+
+def dns_files(hidden: tuple[str, ...] | list[str], files: tuple[str, ...] = DNS_FILES) -> tuple[str, ...]:
+    """The folders of what name resolution reads that a hidden folder would take away
+    (``/etc/resolv.conf`` pointing into ``/run/systemd/resolve``, say): bound back read-only."""
+    found = []
+    for name in files:
+        real = _real(name)
+        if real != name and any(real.startswith(_real(h) + "/") for h in hidden) and os.path.exists(real):
+            found.append(os.path.dirname(real))
     return tuple(dict.fromkeys(found))
 
 
@@ -125,9 +164,11 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
     """
     out = [confinement.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     sources = _sources(confinement)
+    size = ["--size", str(confinement.tmpfs_bytes)] if confinement.tmpfs_bytes else []
+    out += [*size, "--tmpfs", PRIVATE_SHM]
     for kind, path in mounts(confinement):
         if kind == "hidden":
-            out += ["--tmpfs", path]
+            out += [*size, "--tmpfs", path]
         else:
             out += [_FLAGS[kind], sources.get(path, path) if kind.startswith("private") else path, path]
     out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
