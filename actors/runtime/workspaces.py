@@ -49,8 +49,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 from meta_orchestrator.actors.runtime import workspace_changes as changes
-from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, TOOL_IDENTITY, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.git_command import (
+    DEFAULT_TIMEOUT_S,
+    HOSTILE_TREE_CONFIG,
+    TOOL_IDENTITY,
+    Git,
+    WorkspaceError,
+    add_all,
+    confined_git,
+)
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.messages.workspace import (
     ApplyResult,
     CheckoutKind,
@@ -69,17 +78,9 @@ BRANCH_PREFIX = "orchestrate/"
 _FOLDERS: dict[CheckoutKind, str] = {"assignment": "checkouts", "view": "views"}
 GIT_FOLDER = "git"
 TRAILER_SESSION = "Orchestrate-Session"
-# The config every call in a checkout runs with: no hook, no fsmonitor program, no signing
-# prompt, no recorded resolutions, a conflict an agent can read (with the base).
-CHECKOUT_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "commit.gpgSign=false",
-    "rerere.enabled=false",
-    "merge.conflictStyle=diff3",
-    "gc.auto=0",
-    "maintenance.auto=false",
-)
+# The config every call in a checkout runs with: nothing an agent wrote runs (no hook, no
+# fsmonitor, no submodule), no recorded resolutions, a conflict an agent can read (with the base).
+CHECKOUT_CONFIG = (*HOSTILE_TREE_CONFIG, "rerere.enabled=false", "merge.conflictStyle=diff3")
 # Fetching a commit by its id from a checkout (protocol v2 allows any id; v0 needs the flag).
 _FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
 # Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
@@ -229,13 +230,15 @@ def open_session_repo(
     include_uncommitted: bool = False,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    sandbox: OsSandbox | None = None,
 ) -> OpenResult:
     """Open the session's workspace: a new one (base, branch, workspace.json), or the one
     recorded in ``session_dir`` (a resume: same base, branch and checkouts).
 
     ``include_uncommitted``: the base is a commit of the user's uncommitted files (untracked
     included, .gitignore respected) on top of HEAD, made with a temporary index; their
-    tree and index stay as they are.
+    tree and index stay as they are. ``sandbox``: the OS sandbox the agents run in; git over
+    their checkouts runs in it too.
 
     Raises:
         WorkspaceError: git failed, or the session was discarded.
@@ -245,7 +248,7 @@ def open_session_repo(
         record = WorkspaceRecord.model_validate(read_json(session_dir / RECORD_FILE))
         if record.discarded:
             raise WorkspaceError(f"session {session_id} was discarded: its branch and checkouts are gone")
-        repo = SessionRepo(record, session_dir, timeout_s)
+        repo = SessionRepo(record, session_dir, timeout_s, sandbox)
         repo.resume()
         kept = sum(1 for r in record.checkouts.values() if r.present)
         return OpenResult(repo, f"resumed on branch {record.branch} ({kept} checkout{'s' * (kept != 1)} kept)")
@@ -273,7 +276,7 @@ def open_session_repo(
         include_uncommitted=include_uncommitted,
         tip=base,
     )
-    repo = SessionRepo(record, session_dir, timeout_s)
+    repo = SessionRepo(record, session_dir, timeout_s, sandbox)
     repo.save()  # first, so that a kill before the branch exists resumes and makes it
     repo.resume()
     return OpenResult(repo, _start_note(record, len(dirty)))
@@ -298,15 +301,22 @@ def _snapshot_uncommitted(
     return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
 
 
-def _tree_through_index_copy(git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = ()) -> str:
+def _tree_through_index_copy(
+    git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = (), agents: Path | None = None
+) -> str:
     """The tree of the working tree as it is (untracked files too, ignored ones not), written
-    through a copy of ``index`` (a copy: only changed files are hashed; the index stays)."""
+    through a copy of ``index`` (a copy: only changed files are hashed; the index stays).
+    ``agents``: the tree is an agent's checkout, whose nested repositories are left out."""
     with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=scratch) as folder:
         copy = Path(folder) / "index"
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(index, copy)
         env = {"GIT_INDEX_FILE": str(copy)}
-        git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
+        git = git.also_writable(folder)
+        if agents is not None:
+            add_all(git, agents, env=env)
+        else:
+            git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
         return git.out("write-tree", env=env)
 
 
@@ -327,13 +337,38 @@ def _one_line(text: str, limit: int) -> str:
 class SessionRepo:
     """One session's branch and checkouts. Methods may be called from several threads."""
 
-    def __init__(self, record: WorkspaceRecord, session_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        record: WorkspaceRecord,
+        session_dir: Path,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        sandbox: OsSandbox | None = None,
+    ) -> None:
         self._record = record
         self._dir = session_dir
         self._timeout = timeout_s
+        self._sandbox = sandbox  # git over the checkouts runs inside it (None: only hardened)
         self._lock = threading.RLock()
         self._user = Git(["-C", record.repository], timeout_s=timeout_s)
-        self._fetcher = Git(["-C", record.repository], config=_FETCH_CONFIG, timeout_s=timeout_s)
+
+    def _confinement(self, writable: tuple[str, ...], readable: tuple[str, ...]) -> Confinement | None:
+        if self._sandbox is None:
+            return None
+        return confined_git(self._sandbox.bwrap, writable, readable, self._sandbox.hidden)
+
+    def _fetcher(self, git_dir: Path) -> Git:
+        """git in the user's repository, to fetch from a checkout's git folder: confined, it
+        may write only the repository's git folder (objects, refs)."""
+        objects = _with_their_alternates([git_dir / "objects"])
+        confine = self._confinement(
+            (self._record.common_dir,), (self._record.repository, str(git_dir), *(str(p) for p in objects))
+        )
+        return Git(
+            ["-C", self._record.repository],
+            config=(*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG),
+            timeout_s=self._timeout,
+            confine=confine,
+        )
 
     @property
     def record(self) -> WorkspaceRecord:
@@ -442,8 +477,20 @@ class SessionRepo:
                 f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
                 "no git command is run there (remove the checkout, or discard the session)"
             )
-        prefix = ["--git-dir", str(git_dir), *(["--work-tree", str(path)] if tree else [])]
-        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=self._timeout)
+        writable = (str(path), str(git_dir)) if tree else (str(git_dir),)
+        confine = self._confinement(writable, tuple(str(p) for p in self._as_checkout(record).object_dirs))
+        if tree:
+            prefix = ["--git-dir", str(git_dir), "--work-tree", str(path)]
+            return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=self._timeout, confine=confine)
+        # No working tree: run in the git folder, or git takes the current folder for one.
+        return Git(
+            ["--git-dir", str(git_dir)],
+            config=CHECKOUT_CONFIG,
+            env=TOOL_IDENTITY,
+            timeout_s=self._timeout,
+            confine=confine,
+            cwd=git_dir,
+        )
 
     def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
         path, git_dir = self._paths(kind, name)
@@ -531,7 +578,14 @@ class SessionRepo:
             left = tuple(f for f in record.conflicts if _has_markers(path / f))
             if left:
                 raise ConflictMarkersLeft(assignment_id, left)
-            git.run("add", "-A")
+            left_out = add_all(git, path)
+            if left_out:
+                log.warning(
+                    "assignment %s: nested git repositories left out of its commit (kept in %s): %s",
+                    assignment_id,
+                    path,
+                    ", ".join(left_out),
+                )
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
@@ -542,7 +596,8 @@ class SessionRepo:
             if result.returncode == 1 and not _nothing_to_commit(result.text):
                 raise WorkspaceError(f"assignment {assignment_id}: git commit failed: {result.stderr or result.text}")
             head = git.out("rev-parse", "HEAD")
-            self._set_checkout(record.model_copy(update={"head": head, "conflicts": ()}), assignment_id)
+            update = {"head": head, "conflicts": (), "left_out": left_out}
+            self._set_checkout(record.model_copy(update=update), assignment_id)
             return None if head == record.base else head
 
     def merge_assignment(self, assignment_id: str) -> MergeResult:
@@ -591,7 +646,7 @@ class SessionRepo:
     def _fetch(self, git_dir: Path, commit: str) -> bool:
         """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
         ref = f"refs/heads/{self.branch}"
-        result = self._fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
+        result = self._fetcher(git_dir).run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
         if result.returncode == 0:
             return True
         if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
@@ -650,7 +705,8 @@ class SessionRepo:
         with self._lock:
             record = self._assignment(assignment_id)
             git = self._git_in(record)
-            tree = _tree_through_index_copy(git, self._paths("assignment", assignment_id)[1] / "index", self._dir)
+            path, git_dir = self._paths("assignment", assignment_id)
+            tree = _tree_through_index_copy(git, git_dir / "index", self._dir, agents=path)
             message = f"The working tree of {assignment_id} under review\n\n{TRAILER_SESSION}: {self.session_id}"
             commit = git.out("commit-tree", tree, "-p", record.base, "-m", message)
             return commit, git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, commit).text
@@ -707,6 +763,11 @@ class SessionRepo:
     def _check_nothing_unmerged(self, record: CheckoutRecord) -> None:
         if record.head not in (None, record.base, record.merged_head):
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
+        if record.left_out:
+            raise WorkspaceError(
+                f"checkout {record.name} holds nested git repositories left out of its commits: "
+                + ", ".join(record.left_out)
+            )
         if uncommitted_files(self._git_in(record)):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 

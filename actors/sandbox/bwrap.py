@@ -16,7 +16,8 @@ Flags and why:
 * no ``--new-session``: the CLI stays in the process group the worker pauses and stops;
   stdin is closed and the host starts bwrap in a new session, so there is no terminal to
   push input into.
-* no ``--unshare-net``: the CLIs need their model API.
+* no ``--unshare-net``: the CLIs need their model API (the orchestrator's own git over an
+  agent's tree, run in this sandbox too, gets it: ``Confinement.network`` False).
 
 bwrap always sets ``PR_SET_NO_NEW_PRIVS``, so setuid programs gain nothing inside.
 """
@@ -52,6 +53,7 @@ class Confinement:
     hidden: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
     chdir: str | None = None
+    network: bool = True  # False: a network namespace of its own (the orchestrator's git)
 
 
 def _real(path: str) -> str:
@@ -100,6 +102,8 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
         else:
             out += ["--ro-bind", path, path]
     out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
+    if not confinement.network:
+        out.append("--unshare-net")
     if confinement.chdir:
         out += ["--chdir", _real(confinement.chdir)]
     return [*out, "--", *argv]
