@@ -211,6 +211,10 @@ def confined_git(
     home = os.path.expanduser("~")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     configs = [os.environ.get("GIT_CONFIG_GLOBAL", ""), os.path.join(home, ".gitconfig"), os.path.join(xdg, "git")]
+    # A folder to read inside one to write (the user's objects, in the git folder a fetch
+    # writes) stays writable: bwrap would bind the deeper one read-only over it.
+    written = [Path(os.path.realpath(p)) for p in writable]
+    readable = [p for p in readable if not any(Path(os.path.realpath(p)).is_relative_to(w) for w in written)]
     return Confinement(
         bwrap=bwrap,
         writable=tuple(writable),

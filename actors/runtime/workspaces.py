@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -811,6 +812,23 @@ def _with_their_alternates(sources: list[Path]) -> tuple[Path, ...]:
                 if line.strip() and not line.startswith("#"):
                     pending.append((folder / line.strip()).resolve())
     return tuple(found)
+
+
+def object_folders(git_dir: Path) -> tuple[Path, ...]:
+    """The object folders a checkout's git folder reads: its own and those its alternates name."""
+    return _with_their_alternates([git_dir / "objects"])
+
+
+def checkout_of(folder: Path) -> tuple[Path, Path] | None:
+    """``(tree, git folder)`` of the assignment checkout ``folder`` is in, by the workspace's
+    layout (``<session>/checkouts/<name>``, ``<session>/git/checkouts/<name>``), never by the
+    tree's ``.git`` file, which its agent can rewrite; None: no such checkout."""
+    folder = Path(os.path.abspath(folder))
+    for tree in (*reversed(folder.parents), folder):  # outermost first: the agent makes none above its tree
+        if tree.parent.name == _FOLDERS["assignment"] and (tree.parent.parent / RECORD_FILE).is_file():
+            git_dir = tree.parent.parent / GIT_FOLDER / _FOLDERS["assignment"] / tree.name
+            return (tree, git_dir) if (git_dir / "HEAD").is_file() else None
+    return None
 
 
 def _has_markers(path: Path) -> bool:
