@@ -200,6 +200,7 @@ class AssignmentMerged(Message):
     result: MergeResult | None = None
     commit: str | None = None
     error: str | None = None
+    left_out: tuple[str, ...] = ()  # nested git repositories its agent made: not committed, kept in its checkout
 
 
 class ChangesUpdated(Message):

@@ -253,8 +253,10 @@ def _bring_back(sent: SentWork, back: Any, node: str) -> RunEnd:
     if back is None or back.error:
         why = back.error if back is not None else "the node sent nothing back"
         return RunEnd(kind="work_lost", error=f"the run's changes could not be brought back from {node}: {why}")
+    left = getattr(back, "left_out", ())
+    note = f"; nested git repositories left on the node, not brought back: {', '.join(left)}" if left else ""
     if back.bundle is None:
-        return RunEnd(changes=f"no change to bring back from {node}")
+        return RunEnd(changes=f"no change to bring back from {node}{note}")
     try:
         commit = apply_bundle(sent.git_dir, back.bundle, sent.start_ref + "-back")
         with_index = {"GIT_INDEX_FILE": str(sent.index)}
@@ -264,7 +266,7 @@ def _bring_back(sent: SentWork, back: Any, node: str) -> RunEnd:
         files = sent.git.out("diff-tree", "-r", "--name-only", "--no-commit-id", sent.start, commit).splitlines()
     except (WorkspaceError, BundleError) as exc:
         return RunEnd(kind="work_lost", error=f"the run's changes could not be brought back from {node}: {exc}")
-    return RunEnd(changes=f"{len(files)} changed file(s) brought back from {node} (commit {commit[:12]})")
+    return RunEnd(changes=f"{len(files)} changed file(s) brought back from {node} (commit {commit[:12]}){note}")
 
 
 def _spawn_failure(proc: Any) -> str:
