@@ -37,10 +37,18 @@ from typing import Any
 
 import pytest
 
+from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.workspace_wiring import end_report
 from meta_orchestrator.actors.runtime.git_command import Git, confined_git
 from meta_orchestrator.actors.runtime.review_context import NotRead, change_in, read_own_file
-from meta_orchestrator.config.settings import load_settings
+from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.workspaces import open_session_repo
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
+from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from tests.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
 
 TASK = "Add a /health endpoint"
 SESSION_ID = "20260101-120000-hostile"
@@ -273,3 +281,145 @@ def test_confined_git_writes_only_where_it_must_and_reaches_no_network(tmp_path:
         assert not (elsewhere / "outside").exists() and not (tree / "connected").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- the real claude, in bypass mode, making the same attacks ---------------------------------
+
+
+def _real_claude(
+    root: Root,
+    bin_dir: Path,
+    srv: Any,
+    probe: Any,
+    bwrap: str,
+    target: Path,
+    workdir: Path,
+    read_only: tuple[str, ...],
+    command: str,
+) -> AssignmentFinished:
+    """One bypass-mode run of the real claude, confined as a session confines it, whose model
+    makes one Bash call: ``command``."""
+    home = root.path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_BASE_URL": srv.url,
+        "ANTHROPIC_API_KEY": "sk-ant-mock",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "IS_SANDBOX": "1",  # claude refuses bypass as root otherwise; tests run as root
+    }
+    session_dir = private_dir(private_dir(root.workspace) / SESSION_ID)
+    worker = Worker.start(
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(
+            command=str(bin_dir / "claude"),
+            extra_args=("--dangerously-skip-permissions",),
+            share_min=0.4,
+            share_max=0.5,
+            allow_bypass=True,
+        ),
+        session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=90),
+        session_id=SESSION_ID,
+        session_dir=session_dir,
+        target=target,
+        base_env=env,
+        sandbox=OsSandbox(bwrap=bwrap, hidden=(str(root.workspace),)),
+    )
+    try:
+        worker.tell(
+            StartAssignment(
+                assignment_id="implement",
+                prompt=f"SCRIPT:bash {command}",
+                workdir=str(workdir),
+                read_only_dirs=read_only,
+                reply_to=probe.ref,
+            )
+        )
+        finished = probe.expect(AssignmentFinished, timeout=120)
+    finally:
+        worker.stop()
+    assert finished.returncode == 0 and finished.outcome.success, finished
+    return finished
+
+
+@pytest.mark.realcli
+def test_real_claude_a_nested_repository_in_its_checkout_runs_nothing(
+    cli_bin: Path,  # noqa: F811 - the fixture
+    server: Any,  # noqa: F811 - the fixture
+    probe: Any,
+    root: Root,
+    bwrap: str,
+) -> None:
+    before = root.fingerprint()
+    sandbox = OsSandbox(bwrap=bwrap, hidden=(str(root.workspace),))
+    session_dir = private_dir(private_dir(root.workspace) / SESSION_ID)
+    repo = open_session_repo(root.repo, session_dir, SESSION_ID, sandbox=sandbox).repo
+    assert repo is not None
+    checkout = repo.checkout("implement")
+    _real_claude(
+        root,
+        cli_bin,
+        server,
+        probe,
+        bwrap,
+        root.repo,
+        checkout.workdir,
+        checkout.sandbox_paths()[1],
+        nested_repo_attack(root.marker),
+    )
+    assert (checkout.workdir / "nest" / ".git" / "fsm").is_file()  # the attack was made, in the checkout
+    # What the session does next: a review of the working tree, the commit, the merge, the
+    # changes shown, the end (the clean-up's status in the checkout).
+    _, diff = repo.working_tree_commit("implement")
+    assert "agent_note.txt" in diff and "nest" not in diff
+    assert repo.commit_assignment("implement", "claude", "a note") is not None
+    assert repo.merge_assignment("implement").ok
+    texts = [d.text for d in repo.session_changes().diffs]
+    assert any("+agent work" in t for t in texts)
+    assert repo.cleanup() == ["implement"]  # kept: it holds the nested repository
+    lines = end_report(repo, session_dir, ["implement"])
+    assert any("nested git repositories its agent made there are not on" in line and "nest" in line for line in lines)
+    assert root.markers() == []
+    assert root.fingerprint() == before
+    on_branch = set(_git(root.repo, "ls-tree", "-r", "--name-only", repo.branch).split())
+    assert {"agent_note.txt", ".gitattributes", "app.py"} <= on_branch and "nest" not in on_branch
+
+
+@pytest.mark.realcli
+def test_real_claude_in_place_a_repository_and_named_files_are_not_used(
+    cli_bin: Path,  # noqa: F811 - the fixture
+    server: Any,  # noqa: F811 - the fixture
+    probe: Any,
+    root: Root,
+    bwrap: str,
+) -> None:
+    before = root.fingerprint()
+    finished = _real_claude(
+        root, cli_bin, server, probe, bwrap, root.plain, root.plain, (), in_place_attack(root.marker)
+    )
+    assert (root.plain / ".git" / "fsm").is_file() and (root.plain / "pipe").exists()
+    state_file = root.session_dir / "state.json"
+    state_file.write_text('{"assignments": []}\n')
+    named = [
+        *finished.outcome.files_written,
+        str(state_file),
+        str(root.host_tmp_file),
+        "link-out",
+        "pipe",
+        "agent_note.txt",
+    ]
+    done: dict[str, Any] = {}
+    reader = threading.Thread(
+        target=lambda: done.update(change_in(root.plain, named, 100_000, private=(root.workspace,))), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "reading the named files hung (on the FIFO?)"
+    text = done["text"]
+    assert "--- agent_note.txt\nagent work" in text and "--- pipe: not a regular file" in text
+    assert "a secret of the host" not in text and '"assignments"' not in text
+    assert root.markers() == []
+    assert root.fingerprint() == before
