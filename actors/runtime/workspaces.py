@@ -352,25 +352,6 @@ class SessionRepo:
         self._lock = threading.RLock()
         self._user = Git(["-C", record.repository], timeout_s=timeout_s)
 
-    def _confinement(self, writable: tuple[str, ...], readable: tuple[str, ...]) -> Confinement | None:
-        if self._sandbox is None:
-            return None
-        return confined_git(self._sandbox.bwrap, writable, readable, self._sandbox.hidden)
-
-    def _fetcher(self, git_dir: Path) -> Git:
-        """git in the user's repository, to fetch from a checkout's git folder: confined, it
-        may write only the repository's git folder (objects, refs)."""
-        objects = _with_their_alternates([git_dir / "objects"])
-        confine = self._confinement(
-            (self._record.common_dir,), (self._record.repository, str(git_dir), *(str(p) for p in objects))
-        )
-        return Git(
-            ["-C", self._record.repository],
-            config=(*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG),
-            timeout_s=self._timeout,
-            confine=confine,
-        )
-
     @property
     def record(self) -> WorkspaceRecord:
         """What workspace.json holds."""
@@ -478,20 +459,8 @@ class SessionRepo:
                 f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
                 "no git command is run there (remove the checkout, or discard the session)"
             )
-        writable = (str(path), str(git_dir)) if tree else (str(git_dir),)
-        confine = self._confinement(writable, tuple(str(p) for p in self._as_checkout(record).object_dirs))
-        if tree:
-            prefix = ["--git-dir", str(git_dir), "--work-tree", str(path)]
-            return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=self._timeout, confine=confine)
-        # No working tree: run in the git folder, or git takes the current folder for one.
-        return Git(
-            ["--git-dir", str(git_dir)],
-            config=CHECKOUT_CONFIG,
-            env=TOOL_IDENTITY,
-            timeout_s=self._timeout,
-            confine=confine,
-            cwd=git_dir,
-        )
+        objects = self._as_checkout(record).object_dirs
+        return _checkout_git(git_dir, path if tree else None, objects, self._sandbox, self._timeout)
 
     def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
         path, git_dir = self._paths(kind, name)
@@ -581,12 +550,7 @@ class SessionRepo:
                 raise ConflictMarkersLeft(assignment_id, left)
             left_out = add_all(git, path)
             if left_out:
-                log.warning(
-                    "assignment %s: nested git repositories left out of its commit (kept in %s): %s",
-                    assignment_id,
-                    path,
-                    ", ".join(left_out),
-                )
+                log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
@@ -647,7 +611,8 @@ class SessionRepo:
     def _fetch(self, git_dir: Path, commit: str) -> bool:
         """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
         ref = f"refs/heads/{self.branch}"
-        result = self._fetcher(git_dir).run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
+        fetcher = _fetch_git(self._record, git_dir, self._sandbox, self._timeout)
+        result = fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
         if result.returncode == 0:
             return True
         if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
@@ -714,22 +679,8 @@ class SessionRepo:
 
     def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
         """The session branch against its base: per file, per assignment, and the text."""
-        tip = self.tip()
         record = self._record
-        files = changes.diff_files(self._user, record.base, tip)
-        texts, cut = changes.diff_texts(self._user, record.base, tip, files, max_file_bytes, max_total_bytes)
-        return SessionChanges(
-            session_id=self.session_id,
-            branch=self.branch,
-            base=record.base,
-            tip=tip,
-            files=files,
-            assignments=changes.assignment_changes(self._user, record.base, tip, record.merges),
-            diffs=texts,
-            added=sum(f.added or 0 for f in files),
-            removed=sum(f.removed or 0 for f in files),
-            truncated=cut,
-        )
+        return changes.session_changes(self._user, record, self.tip(), max_file_bytes, max_total_bytes)
 
     # -- nothing left behind --------------------------------------------------------------
 
@@ -765,10 +716,7 @@ class SessionRepo:
         if record.head not in (None, record.base, record.merged_head):
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
         if record.left_out:
-            raise WorkspaceError(
-                f"checkout {record.name} holds nested git repositories left out of its commits: "
-                + ", ".join(record.left_out)
-            )
+            raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
         if uncommitted_files(self._git_in(record)):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
@@ -786,6 +734,34 @@ class SessionRepo:
             except WorkspaceError as exc:
                 log.info("keeping checkout %s: %s", name, exc)
         return self.checkouts_left()
+
+
+def _confinement(sandbox: OsSandbox | None, writable: tuple[str, ...], readable: tuple[str, ...]) -> Confinement | None:
+    return confined_git(sandbox.bwrap, writable, readable, sandbox.hidden) if sandbox is not None else None
+
+
+def _checkout_git(
+    git_dir: Path, tree: Path | None, objects: tuple[Path, ...], sandbox: OsSandbox | None, timeout_s: float
+) -> Git:
+    """git for a checkout (``tree`` None: without its working tree), hardened, and confined
+    in ``sandbox``: writable only its tree and git folder, its object folders readable."""
+    writable = (str(tree), str(git_dir)) if tree is not None else (str(git_dir),)
+    confine = _confinement(sandbox, writable, tuple(str(p) for p in objects))
+    if tree is not None:
+        prefix = ["--git-dir", str(git_dir), "--work-tree", str(tree)]
+        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine)
+    # No working tree: run in the git folder, or git takes the current folder for one.
+    prefix = ["--git-dir", str(git_dir)]
+    return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine, cwd=git_dir)
+
+
+def _fetch_git(record: WorkspaceRecord, git_dir: Path, sandbox: OsSandbox | None, timeout_s: float) -> Git:
+    """git in the user's repository, to fetch from a checkout's git folder: confined, it may
+    write only the repository's git folder (objects, refs)."""
+    readable = (record.repository, str(git_dir), *(str(p) for p in object_folders(git_dir)))
+    confine = _confinement(sandbox, (record.common_dir,), readable)
+    config = (*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG)
+    return Git(["-C", record.repository], config=config, timeout_s=timeout_s, confine=confine)
 
 
 def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
