@@ -26,8 +26,18 @@ of it can write to the user's repository.
 Why the git folder sits outside the tree: the orchestrator runs git (add, commit, merge) in
 each checkout outside the sandbox. A ``.git/config`` or hook an agent could write would run
 its commands there (``core.fsmonitor``, a filter driver, a hook), so the git folder is the
-orchestrator's (agents get it read-only), every call names it (``--git-dir``), hooks are off,
-and its config must still hash as written.
+orchestrator's (agents get it read-only), every call names it (``--git-dir``), and its config
+must still hash as written. Every call also runs with ``CHECKOUT_CONFIG`` (hooks, fsmonitor,
+pager and signing off; never into a submodule or nested repository) and, when the agents run
+in the OS sandbox, inside the same bwrap without network, writable only the checkout and its
+git folder (a fetch into the session branch: only the user's git folder), the workspace
+hidden: a setting that slipped through still writes nothing outside.
+
+A nested repository an agent makes in its checkout (``git init`` there, or a gitlink of the
+base it fills) is left out of its commits: a gitlink to a commit that exists only in that
+checkout would be of no use on the branch, and its own ``.git/config`` is the agent's. It
+stays in the checkout, which is then kept at the end (``CheckoutRecord.left_out``; the log
+and the end report name it); the base's submodules stay at the base's commits.
 
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
