@@ -423,3 +423,34 @@ def test_real_claude_in_place_a_repository_and_named_files_are_not_used(
     assert "a secret of the host" not in text and '"assignments"' not in text
     assert root.markers() == []
     assert root.fingerprint() == before
+
+
+def test_a_gitmodules_of_the_agent_does_not_make_git_look_into_a_submodule(root: Root, bwrap: str) -> None:
+    """The base has a submodule (a gitlink; its folder is empty in a checkout). The agent makes
+    a repository there with a clean filter, and a .gitmodules saying ``ignore = none``, which
+    would win over ``diff.ignoreSubmodules=all``: the commit, the status of a checkout whose
+    run never committed (the clean-up's) and the conflict listing must not look inside."""
+    library = _git(root.repo, "rev-parse", "HEAD").strip()
+    _git(root.repo, "update-index", "--add", "--cacheinfo", f"160000,{library},lib")
+    (root.repo / ".gitmodules").write_text('[submodule "lib"]\n\tpath = lib\n\turl = ./lib\n')
+    _git(root.repo, "add", ".gitmodules")
+    _git(root.repo, "-c", "user.name=User", "-c", "user.email=u@example.com", "commit", "-q", "-m", "a submodule")
+    sandbox = OsSandbox(bwrap=bwrap, hidden=(str(root.workspace),))
+    for sid, sandboxed in (("s-on", sandbox), ("s-off", None)):
+        repo = open_session_repo(root.repo, private_dir(private_dir(root.workspace) / sid), sid, sandbox=sandboxed).repo
+        assert repo is not None
+        for name in ("committed", "never-committed"):
+            tree = repo.checkout(name).workdir
+            script = (
+                "set -e; cd lib; git init -q; echo '*.txt filter=evil' > .gitattributes; echo hi > f.txt; "
+                "git add -A; git -c user.name=a -c user.email=a@a commit -qm n; "
+                f"git config filter.evil.clean 'touch {root.marker}-{name}; cat'; touch -d 2001-01-01 f.txt; cd ..; "
+                "printf '[submodule \"lib\"]\\n\\tpath = lib\\n\\turl = ./lib\\n\\tignore = none\\n' > .gitmodules"
+            )
+            subprocess.run(["bash", "-c", script], cwd=tree, check=True, capture_output=True)
+        assert repo.commit_assignment("committed", "claude", "t") is not None  # the .gitmodules change
+        assert repo.record.checkouts["committed"].left_out == ("lib",)
+        assert repo.merge_assignment("committed").ok
+        assert set(repo.cleanup()) == {"committed", "never-committed"}  # both hold a repository: kept
+        assert root.markers() == [], sid
+        assert _git(root.repo, "ls-tree", repo.branch, "lib").split()[2] == library  # the base's commit

@@ -303,3 +303,12 @@ def add_all(git: Git, tree: Path, env: Mapping[str, str] | None = None) -> tuple
     git.run("add", "-A", "--", ":(top)", *skip, env=env)
     made = [path for path in linked if os.path.lexists(tree / path / ".git")]
     return tuple(sorted({*untracked, *made}))
+
+
+def commit_staged(git: Git, git_dir: Path, *message: str) -> None:
+    """``git commit`` (hooks skipped) of what is staged, when the index differs from HEAD or a
+    merge is under way; nothing staged, no ``git commit``: its "nothing to commit" status would
+    look into submodules as a ``.gitmodules`` in an agent's tree says."""
+    staged = git.run("diff-index", "--cached", "--quiet", "HEAD", "--", ok=(0, 1)).returncode == 1
+    if staged or (git_dir / "MERGE_HEAD").exists():
+        git.run("commit", "-q", "--no-verify", *message)

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.bundles import bundle_of_commits, checkout_from_bundle
-from meta_orchestrator.actors.runtime.git_command import HOSTILE_TREE_CONFIG, TOOL_IDENTITY, Git, add_all, confined_git
+from meta_orchestrator.actors.runtime.git_command import (
+    HOSTILE_TREE_CONFIG,
+    TOOL_IDENTITY,
+    Git,
+    add_all,
+    commit_staged,
+    confined_git,
+)
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 
 WORK_BRANCH = "orchestrate-remote"  # the run's branch in the node's checkout
@@ -115,7 +122,7 @@ class NodeCheckout:
         try:
             left_out = add_all(git, self.tree)
             body = f"Made on {socket.gethostname()} by a remote run; brought back to the driver as a bundle."
-            git.run("commit", "-q", "--no-verify", "-m", self.work.subject, "-m", body, ok=(0, 1))
+            commit_staged(git, self.git_dir, "-m", self.work.subject, "-m", body)
             commit = git.out("rev-parse", "HEAD")
             # Run in the git folder itself: nothing in the tree is read.
             bundle = bundle_of_commits(self.git_dir, WORK_BRANCH, since=self.work.start)

@@ -67,6 +67,7 @@ from meta_orchestrator.actors.runtime.git_command import (
     Git,
     WorkspaceError,
     add_all,
+    commit_staged,
     confined_git,
 )
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
@@ -215,10 +216,14 @@ def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Rep
     return _Repository(top, git_dir, common_dir, prefix, head, branch)
 
 
-def uncommitted_files(git: Git, exclude: tuple[str, ...] = ()) -> list[str]:
+def uncommitted_files(git: Git, exclude: tuple[str, ...] = (), *, agents: bool = False) -> list[str]:
     """The user's changed, staged and untracked files (ignored ones excluded); reads only.
-    ``exclude``: pathspecs left out (the workspace, when it lies inside the repository)."""
+    ``exclude``: pathspecs left out (the workspace, when it lies inside the repository).
+    ``agents``: an agent's checkout, whose submodules are never looked into (only the command
+    line's ``--ignore-submodules`` wins over a ``.gitmodules`` its agent wrote)."""
     args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    if agents:
+        args = (*args, "--ignore-submodules=all")
     fields = git.run(*args, *(("--", *exclude) if exclude else ())).fields
     return [field[3:] for field in fields if len(field) > 3]
 
@@ -554,7 +559,7 @@ class SessionRepo:
         with self._lock:
             record = self._assignment(assignment_id)
             git = self._git_in(record)
-            path, _ = self._paths("assignment", assignment_id)
+            path, git_dir = self._paths("assignment", assignment_id)
             left = tuple(f for f in record.conflicts if _has_markers(path / f))
             if left:
                 raise ConflictMarkersLeft(assignment_id, left)
@@ -567,9 +572,7 @@ class SessionRepo:
                 f"Orchestrate-Assignment: {assignment_id}\nOrchestrate-Agent: {_one_line(agent, 64)}"
             )
             body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
-            result = git.run("commit", "-q", "--no-verify", "-m", subject, "-m", body, "-m", trailers, ok=(0, 1))
-            if result.returncode == 1 and not _nothing_to_commit(result.text):
-                raise WorkspaceError(f"assignment {assignment_id}: git commit failed: {result.stderr or result.text}")
+            commit_staged(git, git_dir, "-m", subject, "-m", body, "-m", trailers)
             head = git.out("rev-parse", "HEAD")
             update = {"head": head, "conflicts": (), "left_out": left_out}
             self._set_checkout(record.model_copy(update=update), assignment_id)
@@ -661,7 +664,8 @@ class SessionRepo:
             merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
             if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
                 raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
-            conflicts = tuple(git.run("diff", "--name-only", "-z", "--diff-filter=U").fields)
+            unmerged = ("diff", "--name-only", "-z", "--diff-filter=U", "--ignore-submodules=all")
+            conflicts = tuple(git.run(*unmerged).fields)
             self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
             return conflicts
 
@@ -727,7 +731,7 @@ class SessionRepo:
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
         if record.left_out:
             raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
-        if uncommitted_files(self._git_in(record)):
+        if uncommitted_files(self._git_in(record), agents=True):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
     def cleanup(self, keep_branch: bool = True, keep_unmerged: bool = True) -> list[str]:
@@ -822,10 +826,6 @@ def _has_markers(path: Path) -> bool:
         return _MARKERS.search(path.read_bytes()) is not None
     except (FileNotFoundError, IsADirectoryError):
         return False
-
-
-def _nothing_to_commit(said: str) -> bool:
-    return any(s in said for s in ("nothing to commit", "nothing added to commit", "no changes added to commit"))
 
 
 def _remove(*paths: Path) -> None:
