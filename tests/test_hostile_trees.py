@@ -41,12 +41,19 @@ from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.actors.app.workspace_wiring import end_report
 from meta_orchestrator.actors.runtime.git_command import Git, confined_git
-from meta_orchestrator.actors.runtime.review_context import NotRead, change_in, read_own_file
-from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.review_context import (
+    Evidence,
+    NotRead,
+    change_in,
+    read_own_file,
+    review_context,
+)
+from meta_orchestrator.actors.runtime.session_files import private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.workspaces import open_session_repo
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
+from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from tests.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
 
@@ -296,9 +303,10 @@ def _real_claude(
     workdir: Path,
     read_only: tuple[str, ...],
     command: str,
+    raw: bool = False,
 ) -> AssignmentFinished:
     """One bypass-mode run of the real claude, confined as a session confines it, whose model
-    makes one Bash call: ``command``."""
+    makes one Bash call: ``command`` (``raw``: the prompt is ``command`` itself)."""
     home = root.path / "home"
     home.mkdir(exist_ok=True)
     env = {
@@ -332,7 +340,7 @@ def _real_claude(
         worker.tell(
             StartAssignment(
                 assignment_id="implement",
-                prompt=f"SCRIPT:bash {command}",
+                prompt=command if raw else f"SCRIPT:bash {command}",
                 workdir=str(workdir),
                 read_only_dirs=read_only,
                 reply_to=probe.ref,
@@ -389,38 +397,52 @@ def test_real_claude_a_nested_repository_in_its_checkout_runs_nothing(
 
 
 @pytest.mark.realcli
-def test_real_claude_in_place_a_repository_and_named_files_are_not_used(
+def test_real_claude_in_place_a_repository_and_files_named_by_milestones_are_not_used(
     cli_bin: Path,  # noqa: F811 - the fixture
     server: Any,  # noqa: F811 - the fixture
     probe: Any,
     root: Root,
     bwrap: str,
 ) -> None:
+    """The real claude runs ``git init`` with an fsmonitor in the target, then reports
+    milestones naming the session's state.json, the host's /tmp file, a link out and a FIFO:
+    the review's context is made from its events as the Reviewer makes it."""
     before = root.fingerprint()
-    finished = _real_claude(
-        root, cli_bin, server, probe, bwrap, root.plain, root.plain, (), in_place_attack(root.marker)
-    )
+    _real_claude(root, cli_bin, server, probe, bwrap, root.plain, root.plain, (), in_place_attack(root.marker))
     assert (root.plain / ".git" / "fsm").is_file() and (root.plain / "pipe").exists()
+    log = root.session_dir / "claude.jsonl"
+    log.unlink()  # the next run's events only
     state_file = root.session_dir / "state.json"
     state_file.write_text('{"assignments": []}\n')
-    named = [
-        *finished.outcome.files_written,
-        str(state_file),
-        str(root.host_tmp_file),
-        "link-out",
-        "pipe",
-        "agent_note.txt",
-    ]
+    named = (str(state_file), str(root.host_tmp_file), "link-out", "pipe", "agent_note.txt")
+    milestones = f"SCRIPT:marker {','.join(named)}"
+    finished = _real_claude(root, cli_bin, server, probe, bwrap, root.plain, root.plain, (), milestones, raw=True)
+    evidence = Evidence(keep=20)
+    for record in read_jsonl(log).records:
+        event = Event.model_validate(record)
+        if event.assignment_id:
+            evidence.add(event)
+    assert evidence.touched("implement") == list(named)  # claude's milestones, parsed by its adapter
     done: dict[str, Any] = {}
-    reader = threading.Thread(
-        target=lambda: done.update(change_in(root.plain, named, 100_000, private=(root.workspace,))), daemon=True
-    )
+
+    def review() -> None:
+        done.update(
+            review_context(
+                TASK, [], None, [], evidence.touched("implement"), root.plain, 100_000, private=(root.workspace,)
+            )
+        )
+
+    reader = threading.Thread(target=review, daemon=True)
     reader.start()
     reader.join(timeout=30)
-    assert not reader.is_alive(), "reading the named files hung (on the FIFO?)"
-    text = done["text"]
-    assert "--- agent_note.txt\nagent work" in text and "--- pipe: not a regular file" in text
+    assert not reader.is_alive(), "the review's context hung (on the FIFO?)"
+    text = done["change"]["text"]
+    assert f"--- {state_file}: outside the run's own folder: not read" in text
+    assert f"--- {root.host_tmp_file}: outside the run's own folder: not read" in text
+    assert "--- link-out: a symbolic link (or through one): not followed" in text
+    assert "--- pipe: not a regular file" in text and "--- agent_note.txt\nagent work" in text
     assert "a secret of the host" not in text and '"assignments"' not in text
+    assert finished.outcome.success
     assert root.markers() == []
     assert root.fingerprint() == before
 
