@@ -449,6 +449,7 @@ class Reviewer(pykka.ThreadingActor):
             self._target,
             self._settings.diff_chars,
             change=change,
+            private=(self._dir.parent.parent,),  # the workspace: every session's files
         )
 
     def _view(self, review_id: str, commit: str | None) -> tuple[str | None, tuple[str, ...]]:

@@ -86,6 +86,9 @@ class Workspace(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - as above: an answer, never a lost request
             log.error("merging %s failed: %s", assignment_id, exc)
             fact = AssignmentMerged(assignment_id=assignment_id, error=str(exc))
+        record = self._repo.record.checkouts.get(assignment_id)
+        if record is not None and record.left_out:
+            fact = fact.model_copy(update={"left_out": record.left_out})
         _reply(message.reply_to, fact)
         if fact.result is not None and fact.result.ok and fact.result.commit != before:
             self._publish_changes()

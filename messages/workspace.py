@@ -32,6 +32,10 @@ class CheckoutRecord(Frozen):
     conflicts: tuple[str, ...] = Field(default=(), description="files left with conflict markers to resolve")
     config_digest: str = Field(description="sha256 of the checkout's git config as the orchestrator wrote it")
     present: bool = Field(default=True, description="False once removed: base and head still serve its diff")
+    left_out: tuple[str, ...] = Field(
+        default=(),
+        description="nested git repositories its agent made in it, left out of its commits (kept in the checkout)",
+    )
 
 
 class MergeRecord(Frozen):
@@ -196,6 +200,7 @@ class AssignmentMerged(Message):
     result: MergeResult | None = None
     commit: str | None = None
     error: str | None = None
+    left_out: tuple[str, ...] = ()  # nested git repositories its agent made: not committed, kept in its checkout
 
 
 class ChangesUpdated(Message):

@@ -8,11 +8,11 @@ only each chosen agent's CLI runs on a node that offers an agent slot (``[cluste
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.runtime.git_command import HOSTILE_TREE_CONFIG, Git, WorkspaceError
 from meta_orchestrator.actors.runtime.preflight import PreflightError
 from meta_orchestrator.actors.runtime.process_host import ProcessHost, SpawnCaps
 from meta_orchestrator.config.settings import Settings
@@ -112,16 +112,13 @@ def leave() -> None:
 
 def _is_work_tree(target: Path) -> bool:
     try:
-        done = subprocess.run(
-            ["git", "-C", str(target), "rev-parse", "--is-inside-work-tree"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-            start_new_session=True,
+        # Hardened: on a resume the target may hold what agents wrote in place.
+        done = Git(["-C", str(target)], config=HOSTILE_TREE_CONFIG, timeout_s=30).run(
+            "rev-parse", "--is-inside-work-tree", ok=(0, 128)
         )
-    except (OSError, subprocess.SubprocessError):
+    except WorkspaceError:
         return False
-    return done.returncode == 0 and done.stdout.strip() == b"true"
+    return done.returncode == 0 and done.text == "true"
 
 
 __all__ = ["HostSet", "INSTALL_HINT", "hosts", "join", "leave"]

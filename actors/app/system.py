@@ -380,7 +380,7 @@ def start(
     _start_listeners(wiring)
     gateway = _start_dashboard(wiring) if options.dashboard else None
     private_dir(wiring.scratch)
-    wiring.repo = _open_workspace(wiring)
+    wiring.repo = _open_workspace(wiring, bwrap)
     try:
         running = _start_session(wiring, bwrap, gateway)
     except BaseException:
@@ -398,7 +398,7 @@ def _log_agent_environments(settings: Settings, env: dict[str, str]) -> None:
             log.info("%s", describe_env(name, agent_env(get_adapter(name), agent, env), env, agent.env))
 
 
-def _open_workspace(wiring: _Wiring) -> SessionRepo | None:
+def _open_workspace(wiring: _Wiring, bwrap: str | None) -> SessionRepo | None:
     """The session's git workspace (see workspace_wiring.open_workspace).
 
     Raises:
@@ -414,6 +414,7 @@ def _open_workspace(wiring: _Wiring) -> SessionRepo | None:
             resuming=bool(options.resume),
             say=say_on_stderr if options.console else None,
             no_branch=lambda reason: setattr(wiring, "no_branch", reason),
+            bwrap=bwrap,
         )
     except WorkspaceError as exc:
         raise PreflightError(f"the session's branch cannot be made: {exc}") from None

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.git_command import Git, WorkspaceError
+from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, Git, WorkspaceError
 from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,14 @@ def open_workspace(
     resuming: bool,
     say: Say | None = say_on_stderr,
     no_branch: Say | None = None,
+    bwrap: str | None = None,
 ) -> SessionRepo | None:
     """The session's branch and checkouts, or None: the agents work in the target itself.
 
     A resumed session keeps what it started with: its workspace if it had one, none if it
     ran in place (a repository made meanwhile must not move half its work elsewhere).
+    ``bwrap``: the agents' OS sandbox; the orchestrator's git over their checkouts runs in
+    it too, with the workspace (every session's files) hidden as it is from the agents.
 
     Raises:
         WorkspaceError: git failed, or the session was discarded.
@@ -45,7 +49,8 @@ def open_workspace(
     if resuming and not (session_dir / RECORD_FILE).exists():
         log.info("session %s ran in its target without a branch; it goes on that way", session_id)
         return None
-    opened = open_session_repo(target, session_dir, session_id, include_uncommitted)
+    sandbox = OsSandbox(bwrap=bwrap, hidden=(str(session_dir.parent),)) if bwrap is not None else None
+    opened = open_session_repo(target, session_dir, session_id, include_uncommitted, sandbox=sandbox)
     if opened.repo is None:
         log.warning("no session branch: %s", opened.message)
         if no_branch is not None:
@@ -121,7 +126,7 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
         ]
     else:
         user = Git(["-C", record.repository])
-        stat = user.run("diff", "--stat", "--no-color", record.base, tip, ok=(0, 1)).text.splitlines()
+        stat = user.run("diff", "--stat", "--no-color", *NO_DRIVERS, record.base, tip, ok=(0, 1)).text.splitlines()
         if len(stat) > _MAX_STAT_LINES:
             stat = [*stat[: _MAX_STAT_LINES - 1], f" ... ({len(stat) - _MAX_STAT_LINES} more files)", stat[-1]]
         lines = [
@@ -135,6 +140,13 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
     for name in kept:
         # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
         where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")
+        left_out = record.checkouts[name].left_out if name in record.checkouts else ()
+        if left_out:
+            lines.append(
+                f"kept checkout {name}: the nested git repositories its agent made there are not on {branch} "
+                f"(a gitlink to a commit only that checkout has would be of no use): {', '.join(left_out)}: {where}"
+            )
+            continue
         lines.append(f"kept checkout {name} (work not in {branch}, or a conflict to resolve): {where}")
     return lines
 

@@ -56,6 +56,9 @@ SCENARIOS: dict[str, str] = {
     "suspicious_call": "first a shell call the sandbox flags as suspicious (chmod 777 on a target file)",
     "rate_limit_once": "the rate_limit failure on the first run (marked by the file "
     "ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
+    "shell_script": "first run the shell command ORCHESTRATE_DEMO_SHELL in its folder (its shell tool, "
+    "bash -c), and a milestone naming each file of ORCHESTRATE_DEMO_MILESTONE_FILES (os.pathsep-separated); "
+    "then a normal run",
 }
 
 _HEADER = re.compile(r"^[ \t]*(Session|Assignment|Role|Kind|Task):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
@@ -635,6 +638,8 @@ def _before_work(agent: DemoAgent, sc: str) -> list[Any]:
         # A call the sandbox's watch flags (chmod 777); harmless: on a file of the target.
         agent.say("[demo] Making the entry point writable for everyone.\n")
         agent.shell(Command("chmod 777 app/main.py", ["chmod", "777", "app/main.py"], writes=True))
+    if sc == "shell_script":
+        _shell_script(agent)
     if sc == "permission_error":
         outside = agent.cwd.parent / f"{agent.cwd.name}-outside" / "NOTES.md"
         agent.say(
@@ -659,6 +664,17 @@ def piped_input(first_bytes_wait_s: float | None) -> str | None:
         if not ready:
             return None
     return stream.buffer.read().decode("utf-8", "replace")
+
+
+def _shell_script(agent: DemoAgent) -> None:
+    """What a prompt-injected model might make its CLI do: a shell command, then milestones
+    naming files (each a review reads)."""
+    command = os.environ.get("ORCHESTRATE_DEMO_SHELL", "")
+    if command:
+        agent.say("[demo] Setting up my tools first.\n")
+        agent.shell(Command(command, ["bash", "-c", command], writes=True))
+    for name in filter(None, os.environ.get("ORCHESTRATE_DEMO_MILESTONE_FILES", "").split(os.pathsep)):
+        agent.say(f"[demo] Done with {name}.\n" + marker("milestone", f"[demo] wrote {name}", file=name))
 
 
 class UsageExit(Exception):

@@ -7,7 +7,8 @@ fetches into a ref of its repository. A bundle of the commits alone carries only
 receiver lacks (its prerequisite is the start the receiver already has).
 
 Every git runs in its own process group with a timeout (the group is killed when it runs
-over); a failure is a ``BundleError`` with git's own words.
+over), hardened (``HOSTILE_TREE_CONFIG``: no hook, no fsmonitor, no submodule); a failure is
+a ``BundleError`` with git's own words.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+
+from meta_orchestrator.actors.runtime.git_command import HOSTILE_TREE_CONFIG
 
 GIT_TIMEOUT_S = 300.0
 
@@ -103,8 +106,13 @@ def _head_named(path: Path, branch: str) -> str:
 def _git(cwd: Path, *args: str) -> str:
     """Run git in its own process group; its output, or a BundleError with its message."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    # Hardened as every git over a folder an agent wrote: a repository worked in place is
+    # the agent's, its hooks (reference-transaction runs on a fetch) and config included.
+    # (Found from the git folder itself here, as a bare one: no safe.bareRepository.)
+    pairs = [pair for pair in HOSTILE_TREE_CONFIG if not pair.startswith("safe.bareRepository")]
+    hardening = [part for pair in pairs for part in ("-c", pair)]
     proc = subprocess.Popen(
-        ["git", *args],
+        ["git", *hardening, *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ taken (a ``git status`` in the user's repository must not rewrite their index).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import selectors
 import signal
@@ -17,8 +18,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, bwrap_argv, under_private_tmp
 
 DEFAULT_TIMEOUT_S = 300.0
 # What `git rev-parse --local-env-vars` lists: each would make a call act on another repository.
@@ -58,6 +61,33 @@ TOOL_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "orchestrate@localhost",
 }
 _STDERR_TAIL = 2000
+# Every git call over a tree an agent could write (an assignment's checkout, a node's
+# checkout): nothing the agent wrote may run, and git goes into no other repository. The
+# repository's own config is the orchestrator's (digest-checked); the user's global and
+# system config stay (their LFS or git-crypt filters are theirs), but nothing there that
+# starts a program by itself: hooks, the fsmonitor, a pager, a signing program. Never into
+# a nested repository or submodule: an agent's `git init` there brings its own config
+# (filters, fsmonitor), which `git status` would honour when it looks inside.
+HOSTILE_TREE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.pager=cat",
+    "core.sshCommand=false",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
+    "push.recurseSubmodules=no",
+    "safe.bareRepository=explicit",
+    "protocol.allow=never",
+    "protocol.file.allow=always",
+    "gc.auto=0",
+    "maintenance.auto=false",
+)
+# git's options that keep its output plain data whatever a .gitattributes names.
+NO_DRIVERS = ("--no-ext-diff", "--no-textconv")
 
 
 class WorkspaceError(Exception):
@@ -171,9 +201,34 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def confined_git(
+    bwrap: str, writable: Sequence[str], readable: Sequence[str] = (), hidden: Sequence[str] = ()
+) -> Confinement:
+    """The OS sandbox a git call over an agent's tree runs in, as the agent's own runs do:
+    the filesystem read-only but ``writable``, ``hidden`` an empty tmpfs (the workspace),
+    ``readable`` bound back, a private ``/tmp`` and no network. A program a setting or an
+    attribute slipped past the hardening would start can then write nothing outside."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    configs = [os.environ.get("GIT_CONFIG_GLOBAL", ""), os.path.join(home, ".gitconfig"), os.path.join(xdg, "git")]
+    # A folder to read inside one to write (the user's objects, in the git folder a fetch
+    # writes) stays writable: bwrap would bind the deeper one read-only over it.
+    written = [Path(os.path.realpath(p)) for p in writable]
+    readable = [p for p in readable if not any(Path(os.path.realpath(p)).is_relative_to(w) for w in written)]
+    return Confinement(
+        bwrap=bwrap,
+        writable=tuple(writable),
+        hidden=tuple(hidden),
+        readable=(*readable, *under_private_tmp(configs)),  # the user's config, where /tmp would hide it
+        network=False,
+    )
+
+
 class Git:
     """git bound to one repository: ``prefix`` (e.g. ``-C <dir>`` or ``--git-dir``) and
-    ``config`` (``-c`` pairs) go before every subcommand."""
+    ``config`` (``-c`` pairs) go before every subcommand; with ``confine`` each call runs
+    inside that OS sandbox; ``cwd``: where it runs (a git folder, for calls that read no
+    working tree: git takes the current folder for one otherwise)."""
 
     def __init__(
         self,
@@ -182,12 +237,24 @@ class Git:
         config: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        confine: Confinement | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self._argv = ["git", *prefix]
         for pair in config:
             self._argv += ["-c", pair]
         self._env = git_env(env)
         self.timeout_s = timeout_s
+        self.confine = replace(confine, chdir=str(cwd)) if confine is not None and cwd is not None else confine
+        self._cwd = cwd
+
+    def also_writable(self, *paths: Path | str) -> Git:
+        """The same git, with ``paths`` writable too inside its sandbox (e.g. a private index)."""
+        if self.confine is None:
+            return self
+        twin = copy.copy(self)
+        twin.confine = replace(self.confine, writable=(*self.confine.writable, *(str(p) for p in paths)))
+        return twin
 
     def run(
         self,
@@ -201,9 +268,11 @@ class Git:
         Raises:
             WorkspaceError: git failed (its message is quoted) or timed out.
         """
+        argv = [*self._argv, *args]
         result = run_command(
-            [*self._argv, *args],
+            bwrap_argv(self.confine, argv) if self.confine is not None else argv,
             env={**self._env, **env} if env else self._env,
+            cwd=self._cwd,
             timeout_s=self.timeout_s,
             max_output=max_output,
         )
@@ -219,3 +288,27 @@ class Git:
     def out(self, *args: str, env: Mapping[str, str] | None = None) -> str:
         """The text git printed (the call must succeed)."""
         return self.run(*args, env=env).text
+
+
+def add_all(git: Git, tree: Path, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``git add -A`` of an agent's tree (untracked files too, ignored ones not), but never a
+    nested repository: an untracked folder holding one (git would record a gitlink to a
+    commit nobody else has) and every gitlink already in the index (a submodule of the base
+    stays at the base's commit). Returns the nested repositories the tree holds, left out:
+    they stay in the tree only."""
+    untracked = [f[:-1] for f in git.run("ls-files", "-o", "-z", "--exclude-standard", env=env).fields if f[-1:] == "/"]
+    staged = git.run("ls-files", "-s", "-z", env=env).fields
+    linked = [f.split("\t", 1)[1] for f in staged if f.startswith("160000 ") and "\t" in f]
+    skip = [f":(top,literal,exclude){path}" for path in (*untracked, *linked)]
+    git.run("add", "-A", "--", ":(top)", *skip, env=env)
+    made = [path for path in linked if os.path.lexists(tree / path / ".git")]
+    return tuple(sorted({*untracked, *made}))
+
+
+def commit_staged(git: Git, git_dir: Path, *message: str) -> None:
+    """``git commit`` (hooks skipped) of what is staged, when the index differs from HEAD or a
+    merge is under way; nothing staged, no ``git commit``: its "nothing to commit" status would
+    look into submodules as a ``.gitmodules`` in an agent's tree says."""
+    staged = git.run("diff-index", "--cached", "--quiet", "HEAD", "--", ok=(0, 1)).returncode == 1
+    if staged or (git_dir / "MERGE_HEAD").exists():
+        git.run("commit", "-q", "--no-verify", *message)

@@ -9,8 +9,11 @@ commits what it changed (untracked files too, ignored ones not, as the orchestra
 returns a bundle of that commit, whose prerequisite is the start the driver already has.
 
 The git folder sits outside the tree and is only readable inside the sandbox, and every git
-call names it (``--git-dir``) with hooks and the fsmonitor off: a ``.git`` an agent wrote
-cannot make the host run anything outside the sandbox. No ray here: both sides import it.
+call names it (``--git-dir``) with the hardening of ``HOSTILE_TREE_CONFIG`` (no hook, no
+fsmonitor, no submodule): a ``.git`` an agent wrote cannot make the host run anything. A
+nested repository the agent made is left out of the commit (it stays on the node, and the
+driver says so). When the run was confined, ``collect`` runs in the same sandbox, without
+network. No ray here: both sides import it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.bundles import bundle_of_commits, checkout_from_bundle
-from meta_orchestrator.actors.runtime.git_command import TOOL_IDENTITY, Git
+from meta_orchestrator.actors.runtime.git_command import (
+    HOSTILE_TREE_CONFIG,
+    TOOL_IDENTITY,
+    Git,
+    add_all,
+    commit_staged,
+    confined_git,
+)
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 
 WORK_BRANCH = "orchestrate-remote"  # the run's branch in the node's checkout
-# Every git call on a checkout an agent wrote in: nothing of its own may run.
-HARDENED = ("core.hooksPath=/dev/null", "core.fsmonitor=false", "commit.gpgSign=false", "gc.auto=0")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class WorkBack:
     bundle: bytes | None = None
     commit: str | None = None
     error: str | None = None
+    left_out: tuple[str, ...] = ()  # nested repositories the agent made, not brought back
 
 
 class NodeCheckout:
@@ -64,6 +73,7 @@ class NodeCheckout:
         self.git_dir = scratch / "git"
         self._scratch = scratch
         self._paths: dict[str, str] = {}
+        self._confinement: Confinement | None = None  # the run's, once rewritten: collect runs in it too
 
     def make(self, bundle: bytes) -> str:
         """Check the start out from ``bundle``; the commit checked out. Raises BundleError."""
@@ -97,6 +107,7 @@ class NodeCheckout:
                 readable=(*(self._local(p) for p in confinement.readable), str(self.git_dir)),
                 chdir=self._local(confinement.chdir) if confinement.chdir else None,
             )
+        self._confinement = confinement
         return launch, confinement
 
     def _local(self, text: str) -> str:
@@ -109,17 +120,20 @@ class NodeCheckout:
 
     def collect(self) -> WorkBack:
         """Commit everything the run changed as the orchestrator; a bundle of that commit."""
-        git = Git(["--git-dir", str(self.git_dir), "--work-tree", str(self.tree)], config=HARDENED, env=TOOL_IDENTITY)
+        run = self._confinement
+        confine = confined_git(run.bwrap, (str(self.tree), str(self.git_dir)), (), run.hidden) if run else None
+        prefix = ["--git-dir", str(self.git_dir), "--work-tree", str(self.tree)]
+        git = Git(prefix, config=HOSTILE_TREE_CONFIG, env=TOOL_IDENTITY, confine=confine)
         try:
-            git.run("add", "-A")
+            left_out = add_all(git, self.tree)
             body = f"Made on {socket.gethostname()} by a remote run; brought back to the driver as a bundle."
-            git.run("commit", "-q", "--no-verify", "-m", self.work.subject, "-m", body, ok=(0, 1))
+            commit_staged(git, self.git_dir, "-m", self.work.subject, "-m", body)
             commit = git.out("rev-parse", "HEAD")
             # Run in the git folder itself: nothing in the tree is read.
             bundle = bundle_of_commits(self.git_dir, WORK_BRANCH, since=self.work.start)
         except Exception as exc:  # noqa: BLE001 - git's failure is the run's to report, not the host's crash
             return WorkBack(error=f"{type(exc).__name__}: {exc}")
-        return WorkBack(bundle=bundle, commit=commit if bundle is not None else None)
+        return WorkBack(bundle=bundle, commit=commit if bundle is not None else None, left_out=left_out)
 
 
 __all__ = ["NodeCheckout", "RemoteWork", "WORK_BRANCH", "WorkBack"]

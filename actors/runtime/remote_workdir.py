@@ -16,7 +16,11 @@ the worker calls this module:
 
 A run whose node was lost brings nothing back: the folder is still at the run's start, which
 is where its retry begins. No ray here (the cluster host is duck-typed: ``spawn`` takes
-``work``); the git calls are the real git, with hooks and the fsmonitor off.
+``work``); the git calls are the real git, hardened as every call over an agent's tree
+(``HOSTILE_TREE_CONFIG``: no hook, fsmonitor or submodule; nested repositories left out),
+and, when the run is confined, inside its sandbox's bwrap without network. An assignment's
+checkout is sent with the git folder the workspace made for it, never the one its tree's
+``.git`` names (its agent may have rewritten that file).
 """
 
 from __future__ import annotations
@@ -34,9 +38,17 @@ from typing import Any
 
 from meta_orchestrator.actors.adapters.base import Draft, Launch, draft
 from meta_orchestrator.actors.runtime.bundles import BundleError, apply_bundle, make_bundle
-from meta_orchestrator.actors.runtime.git_command import TOOL_IDENTITY, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.git_command import (
+    HOSTILE_TREE_CONFIG,
+    TOOL_IDENTITY,
+    Git,
+    WorkspaceError,
+    add_all,
+    confined_git,
+)
 from meta_orchestrator.actors.runtime.process_host import describe_spawn_error
-from meta_orchestrator.actors.runtime.remote_checkout import HARDENED, RemoteWork
+from meta_orchestrator.actors.runtime.remote_checkout import RemoteWork
+from meta_orchestrator.actors.runtime.workspaces import checkout_of, object_folders
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 from meta_orchestrator.messages.cluster import RemoteRunChanged, RunNode, RunPlaced
 
@@ -114,7 +126,7 @@ def spawn(
     """
     if not is_remote(host):
         return host.spawn(launch, confinement), None
-    sent, work, bundle = _send(folder, writing, subject, stand_ins)
+    sent, work, bundle = _send(folder, writing, subject, stand_ins, confinement)
     try:
         return host.spawn(launch, confinement, on_change=on_change, work=work, bundle=bundle), sent
     except BaseException:
@@ -167,20 +179,18 @@ def finish(proc: Any, sent: SentWork | None) -> RunEnd:
 # -- sending ----------------------------------------------------------------------------------
 
 
-def _send(folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...]) -> tuple[SentWork, RemoteWork, bytes]:
-    try:
-        found = Git(["-C", str(folder)], config=HARDENED).run(
-            "rev-parse", "--show-toplevel", "--absolute-git-dir", ok=(0, 128)
-        )
-    except WorkspaceError as exc:
-        raise RemoteWorkError(f"cannot send {folder} to the cluster node: {exc}") from None
-    if found.returncode != 0:
-        raise RemoteWorkError(
-            f"{folder} is not in a git work tree: a remote run's folder travels by git (git init and commit it)"
-        )
-    top, git_dir = found.text.splitlines()[:2]
-    git = Git(["--git-dir", git_dir, "--work-tree", top], config=HARDENED, env=TOOL_IDENTITY)
+def _send(
+    folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...], confinement: Confinement | None
+) -> tuple[SentWork, RemoteWork, bytes]:
+    top, git_dir = _work_tree_of(folder)
     private = Path(tempfile.mkdtemp(prefix="orchestrate-send-"))  # 0700
+    confine = None
+    if confinement is not None:
+        objects = tuple(str(p) for p in object_folders(Path(git_dir)))
+        confine = confined_git(confinement.bwrap, (top, git_dir, str(private)), objects, confinement.hidden)
+    git = Git(
+        ["--git-dir", git_dir, "--work-tree", top], config=HOSTILE_TREE_CONFIG, env=TOOL_IDENTITY, confine=confine
+    )
     index = private / "index"
     start_ref = f"{REF_PREFIX}/{uuid.uuid4().hex}"
     try:
@@ -188,7 +198,9 @@ def _send(folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...])
         if own_index.exists():
             shutil.copyfile(own_index, index)  # stat data: only changed files are read again
         with_index = {"GIT_INDEX_FILE": str(index)}
-        git.run("add", "-A", env=with_index)
+        left_out = add_all(git, Path(top), env=with_index)
+        if left_out:
+            log.warning("not sent to the cluster node (nested git repositories): %s", ", ".join(left_out))
         tree = git.out("write-tree", env=with_index)
         head = git.run("rev-parse", "--verify", "-q", "HEAD", ok=(0, 1)).text
         parents = ["-p", head] if head else []
@@ -206,6 +218,26 @@ def _send(folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...])
     return sent, work, bundle
 
 
+def _work_tree_of(folder: Path) -> tuple[str, str]:
+    """The work tree ``folder`` is in and its git folder: an assignment's checkout's as the
+    workspace made them; otherwise (the target, worked in place) as git finds them."""
+    known = checkout_of(folder)
+    if known is not None:
+        return str(known[0]), str(known[1])
+    try:
+        found = Git(["-C", str(folder)], config=HOSTILE_TREE_CONFIG).run(
+            "rev-parse", "--show-toplevel", "--absolute-git-dir", ok=(0, 128)
+        )
+    except WorkspaceError as exc:
+        raise RemoteWorkError(f"cannot send {folder} to the cluster node: {exc}") from None
+    if found.returncode != 0:
+        raise RemoteWorkError(
+            f"{folder} is not in a git work tree: a remote run's folder travels by git (git init and commit it)"
+        )
+    top, git_dir = found.text.splitlines()[:2]
+    return top, git_dir
+
+
 def _forget(sent: SentWork) -> None:
     """The run no longer needs its refs and private index (its objects go with git's gc)."""
     with contextlib.suppress(WorkspaceError):
@@ -221,8 +253,10 @@ def _bring_back(sent: SentWork, back: Any, node: str) -> RunEnd:
     if back is None or back.error:
         why = back.error if back is not None else "the node sent nothing back"
         return RunEnd(kind="work_lost", error=f"the run's changes could not be brought back from {node}: {why}")
+    left = getattr(back, "left_out", ())
+    note = f"; nested git repositories left on the node, not brought back: {', '.join(left)}" if left else ""
     if back.bundle is None:
-        return RunEnd(changes=f"no change to bring back from {node}")
+        return RunEnd(changes=f"no change to bring back from {node}{note}")
     try:
         commit = apply_bundle(sent.git_dir, back.bundle, sent.start_ref + "-back")
         with_index = {"GIT_INDEX_FILE": str(sent.index)}
@@ -232,7 +266,7 @@ def _bring_back(sent: SentWork, back: Any, node: str) -> RunEnd:
         files = sent.git.out("diff-tree", "-r", "--name-only", "--no-commit-id", sent.start, commit).splitlines()
     except (WorkspaceError, BundleError) as exc:
         return RunEnd(kind="work_lost", error=f"the run's changes could not be brought back from {node}: {exc}")
-    return RunEnd(changes=f"{len(files)} changed file(s) brought back from {node} (commit {commit[:12]})")
+    return RunEnd(changes=f"{len(files)} changed file(s) brought back from {node} (commit {commit[:12]}){note}")
 
 
 def _spawn_failure(proc: Any) -> str:

@@ -15,6 +15,8 @@ from meta_orchestrator.messages.workspace import (
     FileDiff,
     FileStatus,
     MergeRecord,
+    SessionChanges,
+    WorkspaceRecord,
 )
 
 # No external diff, no textconv, no colour: the output is data, whatever the user's config says.
@@ -121,3 +123,23 @@ def assignment_changes(git: Git, base: str, tip: str, merges: Sequence[MergeReco
             )
         )
     return tuple(found)
+
+
+def session_changes(
+    git: Git, record: WorkspaceRecord, tip: str, max_file_bytes: int, max_total_bytes: int
+) -> SessionChanges:
+    """The session branch (at ``tip``) against its base: per file, per assignment, and the text."""
+    files = diff_files(git, record.base, tip)
+    texts, cut = diff_texts(git, record.base, tip, files, max_file_bytes, max_total_bytes)
+    return SessionChanges(
+        session_id=record.session_id,
+        branch=record.branch,
+        base=record.base,
+        tip=tip,
+        files=files,
+        assignments=assignment_changes(git, record.base, tip, record.merges),
+        diffs=texts,
+        added=sum(f.added or 0 for f in files),
+        removed=sum(f.removed or 0 for f in files),
+        truncated=cut,
+    )

@@ -26,8 +26,18 @@ of it can write to the user's repository.
 Why the git folder sits outside the tree: the orchestrator runs git (add, commit, merge) in
 each checkout outside the sandbox. A ``.git/config`` or hook an agent could write would run
 its commands there (``core.fsmonitor``, a filter driver, a hook), so the git folder is the
-orchestrator's (agents get it read-only), every call names it (``--git-dir``), hooks are off,
-and its config must still hash as written.
+orchestrator's (agents get it read-only), every call names it (``--git-dir``), and its config
+must still hash as written. Every call also runs with ``CHECKOUT_CONFIG`` (hooks, fsmonitor,
+pager and signing off; never into a submodule or nested repository) and, when the agents run
+in the OS sandbox, inside the same bwrap without network, writable only the checkout and its
+git folder (a fetch into the session branch: only the user's git folder), the workspace
+hidden: a setting that slipped through still writes nothing outside.
+
+A nested repository an agent makes in its checkout (``git init`` there, or a gitlink of the
+base it fills) is left out of its commits: a gitlink to a commit that exists only in that
+checkout would be of no use on the branch, and its own ``.git/config`` is the agent's. It
+stays in the checkout, which is then kept at the end (``CheckoutRecord.left_out``; the log
+and the end report name it); the base's submodules stay at the base's commits.
 
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
@@ -40,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -50,8 +61,18 @@ from typing import NamedTuple
 
 from meta_orchestrator.actors.runtime import workspace_changes as changes
 from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER
-from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, TOOL_IDENTITY, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.git_command import (
+    DEFAULT_TIMEOUT_S,
+    HOSTILE_TREE_CONFIG,
+    TOOL_IDENTITY,
+    Git,
+    WorkspaceError,
+    add_all,
+    commit_staged,
+    confined_git,
+)
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.messages.workspace import (
     ApplyResult,
@@ -71,17 +92,9 @@ BRANCH_PREFIX = "orchestrate/"
 _FOLDERS: dict[CheckoutKind, str] = {"assignment": "checkouts", "view": "views"}
 GIT_FOLDER = "git"
 TRAILER_SESSION = "Orchestrate-Session"
-# The config every call in a checkout runs with: no hook, no fsmonitor program, no signing
-# prompt, no recorded resolutions, a conflict an agent can read (with the base).
-CHECKOUT_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "commit.gpgSign=false",
-    "rerere.enabled=false",
-    "merge.conflictStyle=diff3",
-    "gc.auto=0",
-    "maintenance.auto=false",
-)
+# The config every call in a checkout runs with: nothing an agent wrote runs (no hook, no
+# fsmonitor, no submodule), no recorded resolutions, a conflict an agent can read (with the base).
+CHECKOUT_CONFIG = (*HOSTILE_TREE_CONFIG, "rerere.enabled=false", "merge.conflictStyle=diff3")
 # Fetching a commit by its id from a checkout (protocol v2 allows any id; v0 needs the flag).
 _FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
 # Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
@@ -202,10 +215,14 @@ def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Rep
     return _Repository(top, git_dir, common_dir, prefix, head, branch)
 
 
-def uncommitted_files(git: Git, exclude: tuple[str, ...] = ()) -> list[str]:
+def uncommitted_files(git: Git, exclude: tuple[str, ...] = (), *, agents: bool = False) -> list[str]:
     """The user's changed, staged and untracked files (ignored ones excluded); reads only.
-    ``exclude``: pathspecs left out (the workspace, when it lies inside the repository)."""
+    ``exclude``: pathspecs left out (the workspace, when it lies inside the repository).
+    ``agents``: an agent's checkout, whose submodules are never looked into (only the command
+    line's ``--ignore-submodules`` wins over a ``.gitmodules`` its agent wrote)."""
     args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    if agents:
+        args = (*args, "--ignore-submodules=all")
     fields = git.run(*args, *(("--", *exclude) if exclude else ())).fields
     return [field[3:] for field in fields if len(field) > 3]
 
@@ -228,13 +245,15 @@ def open_session_repo(
     include_uncommitted: bool = False,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    sandbox: OsSandbox | None = None,
 ) -> OpenResult:
     """Open the session's workspace: a new one (base, branch, workspace.json), or the one
     recorded in ``session_dir`` (a resume: same base, branch and checkouts).
 
     ``include_uncommitted``: the base is a commit of the user's uncommitted files (untracked
     included, .gitignore respected) on top of HEAD, made with a temporary index; their
-    tree and index stay as they are.
+    tree and index stay as they are. ``sandbox``: the OS sandbox the agents run in; git over
+    their checkouts runs in it too.
 
     Raises:
         WorkspaceError: git failed, or the session was discarded.
@@ -244,7 +263,7 @@ def open_session_repo(
         record = WorkspaceRecord.model_validate(read_json(session_dir / RECORD_FILE))
         if record.discarded:
             raise WorkspaceError(f"session {session_id} was discarded: its branch and checkouts are gone")
-        repo = SessionRepo(record, session_dir, timeout_s)
+        repo = SessionRepo(record, session_dir, timeout_s, sandbox)
         repo.resume()
         kept = sum(1 for r in record.checkouts.values() if r.present)
         return OpenResult(repo, f"resumed on branch {record.branch} ({kept} checkout{'s' * (kept != 1)} kept)")
@@ -272,7 +291,7 @@ def open_session_repo(
         include_uncommitted=include_uncommitted,
         tip=base,
     )
-    repo = SessionRepo(record, session_dir, timeout_s)
+    repo = SessionRepo(record, session_dir, timeout_s, sandbox)
     repo.save()  # first, so that a kill before the branch exists resumes and makes it
     repo.resume()
     return OpenResult(repo, _start_note(record, len(dirty)))
@@ -297,15 +316,22 @@ def _snapshot_uncommitted(
     return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
 
 
-def _tree_through_index_copy(git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = ()) -> str:
+def _tree_through_index_copy(
+    git: Git, index: Path, scratch: Path, exclude: tuple[str, ...] = (), agents: Path | None = None
+) -> str:
     """The tree of the working tree as it is (untracked files too, ignored ones not), written
-    through a copy of ``index`` (a copy: only changed files are hashed; the index stays)."""
+    through a copy of ``index`` (a copy: only changed files are hashed; the index stays).
+    ``agents``: the tree is an agent's checkout, whose nested repositories are left out."""
     with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=scratch) as folder:
         copy = Path(folder) / "index"
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(index, copy)
         env = {"GIT_INDEX_FILE": str(copy)}
-        git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
+        git = git.also_writable(folder)
+        if agents is not None:
+            add_all(git, agents, env=env)
+        else:
+            git.run("add", "-A", *(("--", *exclude) if exclude else ()), env=env)
         return git.out("write-tree", env=env)
 
 
@@ -326,13 +352,19 @@ def _one_line(text: str, limit: int) -> str:
 class SessionRepo:
     """One session's branch and checkouts. Methods may be called from several threads."""
 
-    def __init__(self, record: WorkspaceRecord, session_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        record: WorkspaceRecord,
+        session_dir: Path,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        sandbox: OsSandbox | None = None,
+    ) -> None:
         self._record = record
         self._dir = session_dir
         self._timeout = timeout_s
+        self._sandbox = sandbox  # git over the checkouts runs inside it (None: only hardened)
         self._lock = threading.RLock()
         self._user = Git(["-C", record.repository], timeout_s=timeout_s)
-        self._fetcher = Git(["-C", record.repository], config=_FETCH_CONFIG, timeout_s=timeout_s)
 
     @property
     def record(self) -> WorkspaceRecord:
@@ -441,8 +473,8 @@ class SessionRepo:
                 f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
                 "no git command is run there (remove the checkout, or discard the session)"
             )
-        prefix = ["--git-dir", str(git_dir), *(["--work-tree", str(path)] if tree else [])]
-        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=self._timeout)
+        objects = self._as_checkout(record).object_dirs
+        return _checkout_git(git_dir, path if tree else None, objects, self._sandbox, self._timeout)
 
     def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
         path, git_dir = self._paths(kind, name)
@@ -526,22 +558,23 @@ class SessionRepo:
         with self._lock:
             record = self._assignment(assignment_id)
             git = self._git_in(record)
-            path, _ = self._paths("assignment", assignment_id)
+            path, git_dir = self._paths("assignment", assignment_id)
             left = tuple(f for f in record.conflicts if _has_markers(path / f))
             if left:
                 raise ConflictMarkersLeft(assignment_id, left)
-            git.run("add", "-A")
+            left_out = add_all(git, path)
+            if left_out:
+                log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
                 f"Orchestrate-Assignment: {assignment_id}\nOrchestrate-Agent: {_one_line(agent, 64)}"
             )
             body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
-            result = git.run("commit", "-q", "--no-verify", "-m", subject, "-m", body, "-m", trailers, ok=(0, 1))
-            if result.returncode == 1 and not _nothing_to_commit(result.text):
-                raise WorkspaceError(f"assignment {assignment_id}: git commit failed: {result.stderr or result.text}")
+            commit_staged(git, git_dir, "-m", subject, "-m", body, "-m", trailers)
             head = git.out("rev-parse", "HEAD")
-            self._set_checkout(record.model_copy(update={"head": head, "conflicts": ()}), assignment_id)
+            update = {"head": head, "conflicts": (), "left_out": left_out}
+            self._set_checkout(record.model_copy(update=update), assignment_id)
             return None if head == record.base else head
 
     def merge_assignment(self, assignment_id: str) -> MergeResult:
@@ -590,7 +623,8 @@ class SessionRepo:
     def _fetch(self, git_dir: Path, commit: str) -> bool:
         """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
         ref = f"refs/heads/{self.branch}"
-        result = self._fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
+        fetcher = _fetch_git(self._record, git_dir, self._sandbox, self._timeout)
+        result = fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
         if result.returncode == 0:
             return True
         if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
@@ -629,7 +663,8 @@ class SessionRepo:
             merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
             if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
                 raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
-            conflicts = tuple(git.run("diff", "--name-only", "-z", "--diff-filter=U").fields)
+            unmerged = ("diff", "--name-only", "-z", "--diff-filter=U", "--ignore-submodules=all")
+            conflicts = tuple(git.run(*unmerged).fields)
             self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
             return conflicts
 
@@ -649,29 +684,16 @@ class SessionRepo:
         with self._lock:
             record = self._assignment(assignment_id)
             git = self._git_in(record)
-            tree = _tree_through_index_copy(git, self._paths("assignment", assignment_id)[1] / "index", self._dir)
+            path, git_dir = self._paths("assignment", assignment_id)
+            tree = _tree_through_index_copy(git, git_dir / "index", self._dir, agents=path)
             message = f"The working tree of {assignment_id} under review\n\n{TRAILER_SESSION}: {self.session_id}"
             commit = git.out("commit-tree", tree, "-p", record.base, "-m", message)
             return commit, git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, commit).text
 
     def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
         """The session branch against its base: per file, per assignment, and the text."""
-        tip = self.tip()
         record = self._record
-        files = changes.diff_files(self._user, record.base, tip)
-        texts, cut = changes.diff_texts(self._user, record.base, tip, files, max_file_bytes, max_total_bytes)
-        return SessionChanges(
-            session_id=self.session_id,
-            branch=self.branch,
-            base=record.base,
-            tip=tip,
-            files=files,
-            assignments=changes.assignment_changes(self._user, record.base, tip, record.merges),
-            diffs=texts,
-            added=sum(f.added or 0 for f in files),
-            removed=sum(f.removed or 0 for f in files),
-            truncated=cut,
-        )
+        return changes.session_changes(self._user, record, self.tip(), max_file_bytes, max_total_bytes)
 
     # -- nothing left behind --------------------------------------------------------------
 
@@ -706,7 +728,9 @@ class SessionRepo:
     def _check_nothing_unmerged(self, record: CheckoutRecord) -> None:
         if record.head not in (None, record.base, record.merged_head):
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
-        if uncommitted_files(self._git_in(record)):
+        if record.left_out:
+            raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
+        if uncommitted_files(self._git_in(record), agents=True):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
     def cleanup(self, keep_branch: bool = True, keep_unmerged: bool = True) -> list[str]:
@@ -723,6 +747,34 @@ class SessionRepo:
             except WorkspaceError as exc:
                 log.info("keeping checkout %s: %s", name, exc)
         return self.checkouts_left()
+
+
+def _confinement(sandbox: OsSandbox | None, writable: tuple[str, ...], readable: tuple[str, ...]) -> Confinement | None:
+    return confined_git(sandbox.bwrap, writable, readable, sandbox.hidden) if sandbox is not None else None
+
+
+def _checkout_git(
+    git_dir: Path, tree: Path | None, objects: tuple[Path, ...], sandbox: OsSandbox | None, timeout_s: float
+) -> Git:
+    """git for a checkout (``tree`` None: without its working tree), hardened, and confined
+    in ``sandbox``: writable only its tree and git folder, its object folders readable."""
+    writable = (str(tree), str(git_dir)) if tree is not None else (str(git_dir),)
+    confine = _confinement(sandbox, writable, tuple(str(p) for p in objects))
+    if tree is not None:
+        prefix = ["--git-dir", str(git_dir), "--work-tree", str(tree)]
+        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine)
+    # No working tree: run in the git folder, or git takes the current folder for one.
+    prefix = ["--git-dir", str(git_dir)]
+    return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine, cwd=git_dir)
+
+
+def _fetch_git(record: WorkspaceRecord, git_dir: Path, sandbox: OsSandbox | None, timeout_s: float) -> Git:
+    """git in the user's repository, to fetch from a checkout's git folder: confined, it may
+    write only the repository's git folder (objects, refs)."""
+    readable = (record.repository, str(git_dir), *(str(p) for p in object_folders(git_dir)))
+    confine = _confinement(sandbox, (record.common_dir,), readable)
+    config = (*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG)
+    return Git(["-C", record.repository], config=config, timeout_s=timeout_s, confine=confine)
 
 
 def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
@@ -751,15 +803,28 @@ def _with_their_alternates(sources: list[Path]) -> tuple[Path, ...]:
     return tuple(found)
 
 
+def object_folders(git_dir: Path) -> tuple[Path, ...]:
+    """The object folders a checkout's git folder reads: its own and those its alternates name."""
+    return _with_their_alternates([git_dir / "objects"])
+
+
+def checkout_of(folder: Path) -> tuple[Path, Path] | None:
+    """``(tree, git folder)`` of the assignment checkout ``folder`` is in, by the workspace's
+    layout (``<session>/checkouts/<name>``, ``<session>/git/checkouts/<name>``), never by the
+    tree's ``.git`` file, which its agent can rewrite; None: no such checkout."""
+    folder = Path(os.path.abspath(folder))
+    for tree in (*reversed(folder.parents), folder):  # outermost first: the agent makes none above its tree
+        if tree.parent.name == _FOLDERS["assignment"] and (tree.parent.parent / RECORD_FILE).is_file():
+            git_dir = tree.parent.parent / GIT_FOLDER / _FOLDERS["assignment"] / tree.name
+            return (tree, git_dir) if (git_dir / "HEAD").is_file() else None
+    return None
+
+
 def _has_markers(path: Path) -> bool:
     try:
         return _MARKERS.search(path.read_bytes()) is not None
     except (FileNotFoundError, IsADirectoryError):
         return False
-
-
-def _nothing_to_commit(said: str) -> bool:
-    return any(s in said for s in ("nothing to commit", "nothing added to commit", "no changes added to commit"))
 
 
 def _remove(*paths: Path) -> None:

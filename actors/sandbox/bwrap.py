@@ -18,7 +18,8 @@ Flags and why:
 * no ``--new-session``: the CLI stays in the process group the worker pauses and stops;
   stdin is closed and the host starts bwrap in a new session, so there is no terminal to
   push input into.
-* no ``--unshare-net``: the CLIs need their model API. Host services are kept out another
+* no ``--unshare-net``: the CLIs need their model API (the orchestrator's own git over an
+  agent's tree, run in this sandbox too, gets it: ``Confinement.network`` False). Host services are kept out another
   way: named sockets are hidden (an empty tmpfs over ``/run``, ``/var/run``,
   ``$XDG_RUNTIME_DIR``; the private ``/tmp`` holds no ``/tmp/.X11-unix``), with only what DNS
   reads bound back; abstract sockets and the host's TCP services are cut by Landlock
@@ -84,6 +85,7 @@ class Confinement:
     private: tuple[PrivateBind, ...] = ()
     tmpfs_bytes: int | None = None
     connect_ports: tuple[int, ...] | None = None  # Landlock: the TCP ports it may reach; None: no Landlock
+    network: bool = True  # False: a network namespace of its own (the orchestrator's git)
 
 
 def _real(path: str) -> str:
@@ -172,6 +174,8 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
         else:
             out += [_FLAGS[kind], sources.get(path, path) if kind.startswith("private") else path, path]
     out += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL"]
+    if not confinement.network:
+        out.append("--unshare-net")
     if confinement.chdir:
         out += ["--chdir", _real(confinement.chdir)]
     return [*out, "--", *argv]

@@ -37,6 +37,12 @@ class WorkspaceRules(StepBase):
         if record is None or record.phase != "merging":
             return
         finished = self.finishes.pop(record.id)
+        if message.left_out:
+            self.log(
+                "warning",
+                f"{record.id}: nested git repositories its agent made are not on the session branch "
+                f"(kept in its checkout): {', '.join(message.left_out)}",
+            )
         # The run's time was counted when the merge began.
         finished = finished.model_copy(update={"duration_s": 0.0})
         if message.error:

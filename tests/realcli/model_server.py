@@ -13,6 +13,7 @@ A keyword in the latest user prompt selects the script:
 
 ``SCRIPT:text``            a plain text answer (:data:`TEXT_ANSWER`)
 ``SCRIPT:marker``          a text answer that contains a reporting-protocol marker line
+``SCRIPT:marker <a,b>``    the same with one milestone marker naming each file (``"file": "a"``, ...)
 ``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace, or absolute) with
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
@@ -659,6 +660,9 @@ class _Handler(BaseHTTPRequestHandler):
             return write_done_text(script.arg or "scripted.txt"), "final"
         if script.kind == "bash":
             return BASH_DONE_TEXT, "final"
+        if script.kind == "marker" and script.arg:
+            named = [json.dumps({"type": "milestone", "text": MARKER_TEXT, "file": f}) for f in script.arg.split(",")]
+            return "\n".join(["Starting the scripted work.", *(f"ORCHESTRATE_EVENT {n}" for n in named)]), "marker"
         if script.kind == "marker":
             return MARKER_ANSWER, "marker"
         return TEXT_ANSWER, "text"
