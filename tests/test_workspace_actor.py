@@ -83,7 +83,7 @@ def test_git_failing_is_an_answer_not_a_crash(user_repo: Path, tmp_path: Path, p
     actor = Workspace.start(repo=repo, listeners=())
     actor.tell(PrepareCheckout(assignment_id="../escape", reply_to=probe.ref))
     failed = probe.expect(CheckoutFailed)
-    assert failed.assignment_id == "../escape" and "cannot name a branch" in failed.error
+    assert failed.assignment_id == "../escape" and "is not valid" in failed.error
     merged = _merge(actor, probe, "never-prepared")
     assert merged.result is None and "has no checkout" in (merged.error or "")
     assert actor.is_alive()
