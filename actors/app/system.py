@@ -51,6 +51,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     require_clis,
 )
 from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
+from meta_orchestrator.actors.runtime.cluster_auth import without_ray
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -175,8 +176,8 @@ def make_demo_target(session_dir: Path) -> Path:
 
 
 def agent_environment(options: RunOptions) -> dict[str, str]:
-    """The base environment every agent CLI starts from."""
-    env = dict(options.env if options.env is not None else os.environ)
+    """The base environment every agent CLI starts from (nothing of Ray's: its token above all)."""
+    env = without_ray(options.env if options.env is not None else os.environ)
     if options.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
     return env

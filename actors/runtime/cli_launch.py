@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
+from meta_orchestrator.actors.runtime.cluster_auth import without_ray
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, under_private_tmp
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV
@@ -39,9 +40,10 @@ def launch_spec(
 
     It works in ``command.workdir`` (its checkout) when the command names one, else in
     ``workdir`` (the target). The tool hook learns that folder from ``RUN_WORKDIR_ENV``.
+    Nothing of Ray's reaches it (``RAY_*``: the cluster's token, its addresses).
     """
     folder = Path(command.workdir) if command.workdir else workdir
-    env = {**base_env, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)}
+    env = without_ray({**base_env, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)})
     return LaunchSpec(
         executable=launch_for_preflight(adapter, settings),
         prompt=command.prompt,

@@ -39,7 +39,7 @@ class OsSandbox:
     """How a worker confines its CLI: the bwrap binary, and what the wiring hides or shows."""
 
     bwrap: str
-    hidden: tuple[str, ...] = ()  # empty tmpfs over these (the workspace)
+    hidden: tuple[str, ...] = ()  # empty tmpfs over these folders (the workspace), /dev/null over files
     readable: tuple[str, ...] = ()  # bound back read-only (claude's hook files and socket)
 
 
@@ -93,7 +93,9 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
     """The full command line: bwrap, its mounts and flags, ``--``, then the CLI's argv."""
     out = [confinement.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for kind, path in mounts(confinement):
-        if kind == "hidden":
+        if kind == "hidden" and not os.path.isdir(path):  # a file (a token): read as empty
+            out += ["--ro-bind", "/dev/null", path]
+        elif kind == "hidden":
             out += ["--tmpfs", path]
         elif kind == "writable":
             out += ["--bind", path, path]
