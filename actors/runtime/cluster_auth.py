@@ -6,7 +6,8 @@ regular file only its owner may read or write) or else from ``RAY_AUTH_TOKEN`` i
 environment. A CLI must never get it: Ray reads its settings and the token from ``RAY_*``
 variables (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ...), all dropped from a CLI's
 environment, and from files (``RAY_AUTH_TOKEN_PATH``'s, ``~/.ray/auth_token``), hidden in
-its sandbox with the node's Ray folder (addresses, sockets, logs). No Ray import here.
+its sandbox with the node's Ray folder (addresses, sockets, logs): a hidden file has
+``/dev/null`` bound over it, which the sandbox's nodev root refuses to open. No Ray import here.
 """
 
 from __future__ import annotations
