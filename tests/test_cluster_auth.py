@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -28,7 +29,7 @@ import ray  # noqa: E402
 
 from meta_orchestrator.actors.adapters.base import Launch  # noqa: E402
 from meta_orchestrator.actors.app import cluster_wiring  # noqa: E402
-from meta_orchestrator.actors.runtime import node_wire  # noqa: E402
+from meta_orchestrator.actors.runtime import cluster_host, node_wire  # noqa: E402
 from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_from, without_ray  # noqa: E402
 from meta_orchestrator.actors.runtime.cluster_host import (  # noqa: E402
     ClusterProcessHost,
@@ -43,7 +44,7 @@ from meta_orchestrator.actors.runtime.remote_checkout import WorkBack  # noqa: E
 from meta_orchestrator.actors.runtime.remote_host import HostOptions, RunHost  # noqa: E402
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp  # noqa: E402
 from meta_orchestrator.config.settings import Settings  # noqa: E402
-from tests.conftest import PROJECT_ROOT  # noqa: E402
+from tests.conftest import PROJECT_ROOT, wait_for  # noqa: E402
 from tests.ray_cluster import DrivenCluster, driven_cluster, make_token_file  # noqa: E402
 from tests.test_cluster import Reading  # noqa: E402
 
@@ -196,6 +197,9 @@ class CraftedHost(RunHost):
     def raising(self):  # noqa: ANN201
         raise PlantedError(self.marker)
 
+    def ping(self) -> bytes:
+        return b"pong"
+
 
 def _crafted(marker: Path):  # noqa: ANN202
     return ray.remote(num_cpus=0, max_restarts=0)(CraftedHost).options(resources={"agent_slot": 1}).remote(str(marker))
@@ -213,6 +217,24 @@ def test_a_crafted_reply_runs_nothing_in_the_driver(cluster, tmp_path):
         # The control: Ray's own get of the very same reply loads it, and the marker appears.
         ray.get(host.start.remote(), timeout=60)
         assert marker.read_text() == "code ran in the driver"
+    finally:
+        ray.kill(host)
+
+
+def test_an_error_reply_nobody_reads_is_not_unpickled_either(cluster, tmp_path):
+    """Ray reports an error result that was never read when its last reference goes, and its
+    report unpickles the error: a crafted one would run in the driver (it did before connect
+    replaced the report)."""
+    marker = tmp_path / "driver-marker"
+    host = _crafted(marker)
+    try:
+        before = cluster_host.unread_error_count
+        ref = host.raising.remote()
+        assert plain_get(host.ping.remote(), 60) == b"pong"  # one call at a time: the error is in
+        del ref  # dropped unread, as the driver drops its acknowledge calls
+        gc.collect()
+        wait_for(lambda: cluster_host.unread_error_count > before, timeout=30, message="Ray's unread-error report")
+        assert not marker.exists()
     finally:
         ray.kill(host)
 

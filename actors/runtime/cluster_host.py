@@ -101,7 +101,19 @@ def connect(address: str, token_file: Path | None = None, namespace: str = "meta
     if get_authentication_mode() != AuthenticationMode.TOKEN:
         raise RuntimeError("Ray did not turn token authentication on (RAY_AUTH_MODE=token)")
     ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    # Ray reports an error reply nobody read (a dropped ``acknowledge``, say) by unpickling it
+    # first: the report is made here instead, from the count alone.
+    ray._private.worker.global_worker.raise_errors = _unread_errors
     return True
+
+
+unread_error_count = 0  # error replies of nodes that nobody read, and that were not unpickled
+
+
+def _unread_errors(serialized_objects: list[Any], object_refs: list[Any]) -> None:
+    global unread_error_count
+    unread_error_count += len(serialized_objects)
+    log.warning("%d error replies of cluster nodes were never read (and not unpickled)", len(serialized_objects))
 
 
 def plain_get(ref: Any, timeout: float | None = None) -> bytes:
