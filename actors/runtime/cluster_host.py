@@ -16,6 +16,10 @@ A run that cannot be placed now says so (``waiting_for_slot``) and waits; a host
 dies ends the run as ``node_lost``. With ``RemoteWork`` the run works in a checkout of its own
 on its node; its changes come back with its end (``work_back``).
 
+The driver joins with Ray's token authentication (``connect``) and reads every reply of a
+node as the bytes it is (``plain_get``, ``node_wire``): a node cannot make it unpickle
+anything, neither a reply nor an error nobody read.
+
 Every stream's ``line_batches`` must be consumed (as the worker's two pumps do): a stream
 nobody reads would fill its queue and hold the other back.
 """

@@ -10,6 +10,11 @@ tree as this node sees it. With ``RemoteWork`` the CLI works in a checkout of it
 from the bundle the driver sent, and its changes go back as a bundle with the run's end
 (``remote_checkout``).
 
+What crosses back to the driver is plain bytes (``node_wire``): every reply, errors
+included, so the driver never has to unpickle what a node sent. What reaches the CLI holds
+nothing of Ray: no ``RAY_*`` variable (the token, its path, addresses), and in the sandbox
+no token file and no folder of this node's Ray (``cluster_auth``).
+
 How the run ends when the driver goes away: the actor is owned by the driver, and Ray
 destroys an actor whose owner died (fate sharing, no extra traffic, no false alarm while the
 orchestrator is merely slow or suspended, as a heartbeat deadline would give). The CLI leads
