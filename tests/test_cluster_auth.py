@@ -311,3 +311,30 @@ def test_the_driver_refuses_a_missing_or_unsafe_token(tmp_path, monkeypatch):
 def test_no_ray_variable_reaches_an_agent_environment():
     env = {"PATH": "/bin", "RAY_AUTH_TOKEN": "t", "RAY_AUTH_TOKEN_PATH": "/p", "ray_address": "x", "HOME": "/h"}
     assert without_ray(env) == {"PATH": "/bin", "HOME": "/h"}
+
+
+@pytest.mark.parametrize("kept", ["open to others", "nowhere"])
+def test_orchestrate_with_a_cluster_and_no_safe_token_stops_with_a_clear_error(tmp_path, kept):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    token.chmod(0o644)
+    flags = ["--cluster-token-file", str(token)] if kept == "open to others" else []
+    code = (
+        "import sys\n"
+        "from meta_orchestrator.actors.app.launcher import main\n"
+        "sys.exit(main(['Add a greeting helper', '--demo', '--no-dashboard', '--cluster', '127.0.0.1:1', "
+        f"'--workspace', {str(tmp_path / 'ws')!r}, *{flags!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=without_ray(os.environ),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    expected = "chmod 600" if kept == "open to others" else "the cluster needs its token"
+    assert expected in done.stderr, done.stderr
