@@ -28,7 +28,7 @@ pytest.importorskip("ray")
 import ray  # noqa: E402
 
 from meta_orchestrator.actors.adapters.base import Launch  # noqa: E402
-from meta_orchestrator.actors.app import cluster_wiring  # noqa: E402
+from meta_orchestrator.actors.app import cluster_wiring, system  # noqa: E402
 from meta_orchestrator.actors.runtime import cluster_host, node_wire  # noqa: E402
 from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_from, without_ray  # noqa: E402
 from meta_orchestrator.actors.runtime.cluster_host import (  # noqa: E402
@@ -42,7 +42,7 @@ from meta_orchestrator.actors.runtime.preflight import PreflightError  # noqa: E
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV  # noqa: E402
 from meta_orchestrator.actors.runtime.remote_checkout import WorkBack  # noqa: E402
 from meta_orchestrator.actors.runtime.remote_host import HostOptions, RunHost  # noqa: E402
-from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp  # noqa: E402
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, bwrap_argv, under_private_tmp  # noqa: E402
 from meta_orchestrator.config.settings import Settings  # noqa: E402
 from tests.conftest import PROJECT_ROOT, wait_for  # noqa: E402
 from tests.ray_cluster import DrivenCluster, driven_cluster, make_token_file  # noqa: E402
@@ -62,6 +62,14 @@ PROBE = textwrap.dedent(
         except OSError as exc:
             found[name] = type(exc).__name__
     found["ray_dir"] = sorted(os.listdir(ray_dir)) if os.path.isdir(ray_dir) else None
+    seen = []  # processes whose environment names Ray's token (the node's Ray workers have it)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"RAY_AUTH_TOKEN" in open(f"/proc/{pid}/environ", "rb").read():
+                seen.append(pid)
+        except OSError:
+            pass
+    found["ray_processes"] = seen
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token_path, RAY_USAGE_STATS_ENABLED="0")
     os.environ.update(RAY_gcs_server_port_wait_time_s="1", RAY_NUM_REDIS_GET_RETRIES="1")
     import ray, ray._private.services as services
@@ -110,6 +118,7 @@ def test_a_cli_in_its_sandbox_on_a_node_finds_nothing_of_ray_and_cannot_join(clu
     assert token.read_text() not in "\n".join(reading.text() + reading.text("stderr"))
     assert found["home_token"] == "FileNotFoundError"
     assert not found["ray_dir"]  # the node's Ray folder (sessions, sockets, logs): empty inside
+    assert found["ray_processes"] == []  # its own PID namespace: no Ray worker's environment to read
     assert any(p.name.startswith("session_") for p in _node_temp_dir(cluster).iterdir())  # not outside
     assert "task_ran" not in found and "refused" in found, found
     assert not marker.exists()
@@ -123,6 +132,7 @@ def test_the_same_probe_outside_the_sandbox_with_the_token_joins(cluster, tmp_pa
     marker = tmp_path / "marker-outside"
     found = _run_probe(cluster, probe, marker, str(cluster.local.token_file))
     assert found.get("task_ran") is True, found
+    assert found["ray_processes"]  # outside, the node's processes show their token's path
     assert marker.read_text() == "ran outside the sandbox"
 
 
@@ -338,3 +348,22 @@ def test_orchestrate_with_a_cluster_and_no_safe_token_stops_with_a_clear_error(t
     assert "Traceback" not in done.stderr
     expected = "chmod 600" if kept == "open to others" else "the cluster needs its token"
     assert expected in done.stderr, done.stderr
+
+
+def test_a_local_clis_sandbox_hides_the_clusters_token_file_too(tmp_path, bwrap):
+    """Agents that stay on the driver's machine ([cluster] agents) share it with the token file."""
+    token = make_token_file()
+    try:
+        settings = Settings.model_validate({"cluster": {"address": "127.0.0.1:1", "token_file": str(token)}})
+        sandboxes = system._os_sandboxes(bwrap, settings, tmp_path / "ws" / "s-1", {})
+        for sandbox in sandboxes.values():
+            confinement = Confinement(bwrap=bwrap, writable=(str(tmp_path),), hidden=sandbox.hidden)
+            argv = bwrap_argv(confinement, ["cat", str(token)])
+            done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+            assert done.returncode != 0 and b"Permission denied" in done.stderr, done
+            assert token.read_bytes() not in done.stdout
+        outside = subprocess.run(["cat", str(token)], capture_output=True, timeout=30)
+        assert outside.stdout == token.read_bytes()  # the control: readable outside the sandbox
+    finally:
+        token.unlink()
+        token.parent.rmdir()

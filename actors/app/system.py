@@ -51,7 +51,7 @@ from meta_orchestrator.actors.runtime.preflight import (
     require_clis,
 )
 from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
-from meta_orchestrator.actors.runtime.cluster_auth import without_ray
+from meta_orchestrator.actors.runtime.cluster_auth import secret_paths, without_ray
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -719,11 +719,13 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
 def _os_sandboxes(
     bwrap: str | None, settings: Settings, session_dir: Path, watchers: dict[str, pykka.ActorRef[Any]]
 ) -> dict[str, OsSandbox]:
-    """Per agent: the workspace hidden; for the CLI with the tool hook, the hook's files and
-    socket shown read-only."""
+    """Per agent: the workspace and Ray's token files hidden; for the CLI with the tool hook,
+    the hook's files and socket shown read-only."""
     if bwrap is None:
         return {}
-    hidden = (str(session_dir.parent),)  # every session's files, this one's included
+    token_file = settings.cluster.token_file
+    tokens = (*secret_paths(os.environ, Path.home()), *([str(token_file.expanduser())] if token_file else []))
+    hidden = (str(session_dir.parent), *tokens)  # every session's files, this one's included
     out = {name: OsSandbox(bwrap=bwrap, hidden=hidden) for name in settings.agents}
     hooked = hooked_agent()
     if (guard := watchers.get("guard")) is not None and hooked is not None:
