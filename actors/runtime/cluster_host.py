@@ -120,7 +120,7 @@ def _unread_errors(serialized_objects: list[Any], object_refs: list[Any]) -> Non
     log.warning("%d error replies of cluster nodes were never read (and not unpickled)", len(serialized_objects))
 
 
-def plain_get(ref: Any, timeout: float | None = None) -> bytes:
+def plain_get(ref: Any, timeout: float | None = None) -> bytes | memoryview:
     """The bytes a node's host returned, read without letting Ray deserialize anything.
 
     ``ray.get`` rebuilds an object as its metadata (written by the node) says, which for
@@ -137,7 +137,7 @@ def plain_get(ref: Any, timeout: float | None = None) -> bytes:
     ((data, metadata, _),) = core.get_objects([ref], timeout_ms)
     kind = bytes(metadata or b"").split(b",")[0]
     if kind == b"RAW":
-        return b"" if data is None else data.to_pybytes()
+        return b"" if data is None else memoryview(data)  # no copy: node_wire slices it
     if not kind.isdigit():
         raise NodeReplyRefused(f"a node replied with a {kind[:20]!r} object, not plain bytes: refused")
     name = ErrorType.Name(int(kind)) if int(kind) in ErrorType.values() else f"error type {int(kind)}"
@@ -434,7 +434,7 @@ class RemoteProcess:
                     detail=f"exit status {end.returncode}",
                 )
 
-    def _get(self, ref: Any) -> bytes:
+    def _get(self, ref: Any) -> bytes | memoryview:
         while True:
             try:
                 return plain_get(ref, _WAIT_STEP_S)

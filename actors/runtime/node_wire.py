@@ -146,7 +146,7 @@ _BATCH = TypeAdapter(_WireBatch)
 
 def frame(value: bool | None, payload: bytes = b"") -> bytes:
     """A reply carrying a flag or nothing, and bytes after it (a piece of a line)."""
-    return _framed({"value": value}, payload)
+    return _framed({"value": value}, [payload])
 
 
 def failure(exc: BaseException) -> bytes:
@@ -182,36 +182,36 @@ def batch(value: LineBatch) -> bytes:
     header = _WireBatch(
         chunks=tuple(chunks), last_seq=value.last_seq, end=end, sample=value.sample, buffered_peak=value.buffered_peak
     )
-    return _framed({"value": header.model_dump(mode="json")}, b"".join(parts))
+    return _framed({"value": header.model_dump(mode="json")}, parts)
 
 
 # -- the driver's side --------------------------------------------------------------------------
 
 
-def read_started(reply: bytes) -> RunStarted:
+def read_started(reply: bytes | memoryview) -> RunStarted:
     return _read(reply, _STARTED)[0]
 
 
-def read_flag(reply: bytes) -> bool:
+def read_flag(reply: bytes | memoryview) -> bool:
     return _read(reply, _FLAG)[0]
 
 
-def read_nothing(reply: bytes) -> None:
+def read_nothing(reply: bytes | memoryview) -> None:
     _read(reply, _NOTHING)
 
 
-def read_piece(reply: bytes) -> bytes:
+def read_piece(reply: bytes | memoryview) -> bytes:
     """A piece of an over-long line: nothing in the header, the bytes after it."""
-    return _read(reply, _NOTHING)[1]
+    return bytes(_read(reply, _NOTHING)[1])
 
 
-def read_batch(reply: bytes) -> LineBatch:
+def read_batch(reply: bytes | memoryview) -> LineBatch:
     """A long-poll's answer, checked whole: every size adds up, every line index exists."""
     header, payload = _read(reply, _BATCH)
     offset = 0
     chunks: list[Chunk] = []
     for chunk in header.chunks:
-        packed = payload[offset : offset + chunk.size]
+        packed = bytes(payload[offset : offset + chunk.size])
         offset += chunk.size
         if len(packed) != chunk.size:
             raise NodeReplyError("a batch's lines are shorter than its header says")
@@ -223,7 +223,8 @@ def read_batch(reply: bytes) -> LineBatch:
         chunks.append((chunk.stream, chunk.first, chunk.count, packed, chunk.extras))
     end = None
     if header.end is not None:
-        end = HostEnd(header.end.returncode, header.end.stragglers, _work_back(header.end.work, payload[offset:]))
+        rest = bytes(payload[offset:])
+        end = HostEnd(header.end.returncode, header.end.stragglers, _work_back(header.end.work, rest))
         offset += len(payload) - offset
     if offset != len(payload):
         raise NodeReplyError("a batch carries bytes its header does not account for")
@@ -242,20 +243,22 @@ def _work_back(wire: _WireWork | None, rest: bytes) -> WorkBack | None:
     return WorkBack(bundle=rest if wire.bundle_size is not None else None, commit=wire.commit, error=wire.error)
 
 
-def _framed(header: dict[str, Any], payload: bytes = b"") -> bytes:
+def _framed(header: dict[str, Any], parts: list[bytes] | None = None) -> bytes:
     head = json.dumps(header, separators=(",", ":")).encode()
-    return len(head).to_bytes(_LENGTH_BYTES, "big") + head + payload
+    return b"".join([len(head).to_bytes(_LENGTH_BYTES, "big"), head, *(parts or ())])  # one copy of the lines
 
 
-def _read(reply: object, adapter: TypeAdapter[T]) -> tuple[T, bytes]:
-    """The value and the bytes after the header; the node's error raised as NodeFailure."""
-    if not isinstance(reply, bytes) or len(reply) < _LENGTH_BYTES:
+def _read(reply: object, adapter: TypeAdapter[T]) -> tuple[T, memoryview]:
+    """The value and a view of the bytes after the header (sliced without copying); the
+    node's error raised as NodeFailure."""
+    if not isinstance(reply, bytes | memoryview) or len(reply) < _LENGTH_BYTES:
         raise NodeReplyError("a node's reply is not a framed reply")
+    reply = memoryview(reply).cast("B")
     size = int.from_bytes(reply[:_LENGTH_BYTES], "big")
     if size > HEADER_LIMIT or _LENGTH_BYTES + size > len(reply):
         raise NodeReplyError(f"a node's reply header of {size} bytes does not fit")
     try:
-        header = json.loads(reply[_LENGTH_BYTES : _LENGTH_BYTES + size])
+        header = json.loads(bytes(reply[_LENGTH_BYTES : _LENGTH_BYTES + size]))
         if not isinstance(header, dict) or len(header) != 1:
             raise NodeReplyError("a node's reply header holds neither a value nor an error")
         if "error" in header:
