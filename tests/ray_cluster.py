@@ -252,14 +252,16 @@ class DrivenCluster:
         return [p for n in self.local.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
 
 
-def driven_cluster(slots: int, num_cpus: int | None = None) -> Iterator[DrivenCluster]:
+def driven_cluster(slots: int, num_cpus: int | None = None, under: str = "/tmp") -> Iterator[DrivenCluster]:
     """The body of a module's ``cluster`` fixture: one start for the module, and at its end
-    the driver disconnected, every node stopped and nothing of them left running."""
+    the driver disconnected, every node stopped and nothing of them left running. The nodes'
+    folders go ``under`` a short path (Ray's socket paths must stay short); outside ``/tmp``,
+    the sandbox's private ``/tmp`` does not hide them by itself."""
     import ray
 
     from tests import conftest
 
-    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir=under))
     made = DrivenCluster(root, slots, num_cpus)
     print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
     try:
