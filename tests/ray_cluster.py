@@ -223,13 +223,19 @@ class DrivenCluster:
         from tests import conftest
 
         started = time.monotonic()
-        self.local = LocalRayCluster(root).start()
-        self.slots = self.local.add_node("slots", {"agent_slot": slots}, num_cpus=num_cpus)
-        keep_loopback()
+        self.local = LocalRayCluster(root)
         self._saved_env = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
-        connect(self.local.address, token_file=self.local.token_file)
+        try:
+            self.local.start()
+            self.slots = self.local.add_node("slots", {"agent_slot": slots}, num_cpus=num_cpus)
+            keep_loopback()
+            connect(self.local.address, token_file=self.local.token_file)
+            self.slot_node_id = self.local.node_id(self.slots)
+        except BaseException:  # no fixture teardown follows a failed setup: nothing may be left
+            self.restore_env()
+            self.local.stop()
+            raise
         self.setup_s = time.monotonic() - started
-        self.slot_node_id = self.local.node_id(self.slots)
         conftest.SPARED_SESSIONS.update(n.sid for n in self.local.nodes)
 
     def add_node(self, name: str, resources: dict[str, float]) -> RayNode:
@@ -262,7 +268,11 @@ def driven_cluster(slots: int, num_cpus: int | None = None, under: str = "/tmp")
     from tests import conftest
 
     root = Path(tempfile.mkdtemp(prefix="ray-", dir=under))
-    made = DrivenCluster(root, slots, num_cpus)
+    try:
+        made = DrivenCluster(root, slots, num_cpus)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
     try:
         yield made
