@@ -425,7 +425,7 @@ class ClusterSettings(Section):
     token_file: Path | None = Field(
         default=None,
         description="the cluster's token (Ray's token authentication, RAY_AUTH_MODE=token): a file only you "
-        "can read (chmod 600), e.g. ~/.ray/auth_token; None: the token is in RAY_AUTH_TOKEN in this environment",
+        "can read (chmod 600); None: RAY_AUTH_TOKEN in this environment, else Ray's own ~/.ray/auth_token (0600)",
     )
     agents: tuple[AgentName, ...] | None = Field(
         default=None, description="the agents whose CLIs run on the cluster; None: all of them"

@@ -30,7 +30,7 @@ import ray  # noqa: E402
 from meta_orchestrator.actors.adapters.base import Launch  # noqa: E402
 from meta_orchestrator.actors.app import cluster_wiring, system  # noqa: E402
 from meta_orchestrator.actors.runtime import cluster_host, node_wire  # noqa: E402
-from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_from, without_ray  # noqa: E402
+from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_source, without_ray  # noqa: E402
 from meta_orchestrator.actors.runtime.cluster_host import (  # noqa: E402
     ClusterProcessHost,
     HostCallFailed,
@@ -297,23 +297,33 @@ def test_a_batch_round_trips_and_every_malformed_reply_is_refused():
 
 
 def test_the_driver_refuses_a_missing_or_unsafe_token(tmp_path, monkeypatch):
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
     with pytest.raises(ClusterTokenError, match="token_file"):
-        token_from(None, os.environ)
+        token_source(None, {}, home)
     token = tmp_path / "token"
     with pytest.raises(ClusterTokenError, match="does not exist"):
-        token_from(token, {})
+        token_source(token, {}, home)
     token.write_text("s3cret\n")
-    token.chmod(0o644)
+    token.chmod(0o644)  # as `ray get-auth-token --generate` leaves its file
     with pytest.raises(ClusterTokenError, match="chmod 600"):
-        token_from(token, {})
+        token_source(token, {}, home)
     token.chmod(0o600)
-    assert token_from(token, {}) == "s3cret"
+    assert token_source(token, {"RAY_AUTH_TOKEN": "ignored"}, home) == token
     link = tmp_path / "link"
     link.symlink_to(token)
     with pytest.raises(ClusterTokenError, match="cannot be read"):
-        token_from(link, {})
-    assert token_from(None, {"RAY_AUTH_TOKEN": "from-env"}) == "from-env"
+        token_source(link, {}, home)
+    assert token_source(None, {"RAY_AUTH_TOKEN": "from-env"}, home) is None
+    with pytest.raises(ClusterTokenError, match="RAY_AUTH_TOKEN holds no token"):
+        token_source(None, {"RAY_AUTH_TOKEN": "two words"}, home)
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("default")
+    with pytest.raises(ClusterTokenError, match="chmod 600"):  # Ray's own file, as Ray writes it
+        token_source(None, {}, home)
+    (home / ".ray" / "auth_token").chmod(0o600)
+    assert token_source(None, {}, home) == home / ".ray" / "auth_token"
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     settings = Settings.model_validate({"cluster": {"address": "127.0.0.1:1", "token_file": str(tmp_path / "nope")}})
     with pytest.raises(PreflightError, match="--cluster: the cluster's token file .* does not exist"):
         cluster_wiring._token_file(settings)
@@ -330,6 +340,8 @@ def test_orchestrate_with_a_cluster_and_no_safe_token_stops_with_a_clear_error(t
     token.write_text("s3cret\n")
     token.chmod(0o644)
     flags = ["--cluster-token-file", str(token)] if kept == "open to others" else []
+    home = tmp_path / "home"  # no ~/.ray/auth_token to fall back on
+    home.mkdir()
     code = (
         "import sys\n"
         "from meta_orchestrator.actors.app.launcher import main\n"
@@ -339,7 +351,7 @@ def test_orchestrate_with_a_cluster_and_no_safe_token_stops_with_a_clear_error(t
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
-        env=without_ray(os.environ),
+        env={**without_ray(os.environ), "HOME": str(home)},
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,

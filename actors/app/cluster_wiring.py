@@ -117,18 +117,14 @@ def leave() -> None:
 
 
 def _token_file(settings: Settings) -> Path | None:
-    """Where the driver's token comes from, checked before Ray reads it: ``[cluster] token_file``
-    (the file's path goes to Ray), else ``RAY_AUTH_TOKEN``."""
-    from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_from
+    """The file Ray reads the driver's token from, checked first (None: ``RAY_AUTH_TOKEN``)."""
+    from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_source
 
     token_file = settings.cluster.token_file
-    if token_file is not None:
-        token_file = token_file.expanduser().absolute()
     try:
-        token_from(token_file, os.environ)
+        return token_source(token_file.expanduser().absolute() if token_file else None, os.environ, Path.home())
     except ClusterTokenError as exc:
         raise PreflightError(f"--cluster: {exc}") from None
-    return token_file
 
 
 def _first_line(exc: BaseException) -> str:

@@ -98,7 +98,7 @@ def _run_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         help="the cluster's token, in a file only you can read ([cluster] token_file); "
-        "without it the token is taken from RAY_AUTH_TOKEN",
+        "without it the token is taken from RAY_AUTH_TOKEN, else from ~/.ray/auth_token",
     )
     _unattended_flag(p)
     return p

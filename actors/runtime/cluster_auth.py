@@ -2,12 +2,13 @@
 
 Ray's token authentication (``RAY_AUTH_MODE=token``) refuses every client, driver, node or
 worker without the cluster's token. The driver takes it from ``[cluster] token_file`` (a
-regular file only its owner may read or write) or else from ``RAY_AUTH_TOKEN`` in its own
-environment. A CLI must never get it: Ray reads its settings and the token from ``RAY_*``
-variables (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ...), all dropped from a CLI's
-environment, and from files (``RAY_AUTH_TOKEN_PATH``'s, ``~/.ray/auth_token``), hidden in
-its sandbox with the node's Ray folder (addresses, sockets, logs): a hidden file has
-``/dev/null`` bound over it, which the sandbox's nodev root refuses to open. No Ray import here.
+regular file only its owner may read or write), else from ``RAY_AUTH_TOKEN`` in its own
+environment, else from Ray's own ``~/.ray/auth_token`` (0600 too). A CLI must never get it.
+Ray reads its settings and the token from ``RAY_*`` variables (``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH``, ...): all are dropped from a CLI's environment. It reads the token
+from files (``RAY_AUTH_TOKEN_PATH``'s, ``~/.ray/auth_token``): these are hidden in the
+sandbox, with the node's Ray folder (addresses, sockets, logs); a hidden file has
+``/dev/null`` bound over it, which the sandbox's nodev root refuses to open. No Ray import.
 """
 
 from __future__ import annotations
@@ -67,17 +68,27 @@ def read_token_file(path: Path) -> str:
     return _checked(data.decode(errors="replace"), shown)
 
 
-def token_from(token_file: Path | None, environ: Mapping[str, str]) -> str:
-    """The token: from ``token_file`` when one is set, else from ``RAY_AUTH_TOKEN``."""
+def token_source(token_file: Path | None, environ: Mapping[str, str], home: Path) -> Path | None:
+    """Where the driver's token is, checked: ``token_file`` when one is set, else
+    ``RAY_AUTH_TOKEN`` (None: the environment holds it), else Ray's own ``~/.ray/auth_token``.
+
+    Raises:
+        ClusterTokenError: none of them holds a token, or the file is not safe.
+    """
     if token_file is not None:
-        return read_token_file(token_file)
-    given = environ.get(TOKEN_ENV)
-    if not given:
-        raise ClusterTokenError(
-            f"the cluster needs its token: set [cluster] token_file to a file only you can read (chmod 600), "
-            f"or put the token in {TOKEN_ENV} in this process's environment"
-        )
-    return _checked(given, f"${TOKEN_ENV}")
+        read_token_file(token_file)
+        return token_file
+    if environ.get(TOKEN_ENV):
+        _checked(environ[TOKEN_ENV], f"${TOKEN_ENV}")
+        return None
+    default = home / DEFAULT_TOKEN_DIR / "auth_token"
+    if os.path.lexists(default):
+        read_token_file(default)
+        return default
+    raise ClusterTokenError(
+        f"the cluster needs its token: set [cluster] token_file (--cluster-token-file) to a file only you can "
+        f"read (chmod 600), put the token in {TOKEN_ENV} in this process's environment, or keep it in {default}"
+    )
 
 
 def _checked(token: str, shown: str) -> str:
@@ -96,6 +107,6 @@ __all__ = [
     "TOKEN_PATH_ENV",
     "read_token_file",
     "secret_paths",
-    "token_from",
+    "token_source",
     "without_ray",
 ]
