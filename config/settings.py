@@ -529,6 +529,11 @@ class ClusterSettings(Section):
         description="the Ray cluster to run agent CLIs on, in Ray's own forms (host:port, auto, "
         "ray://host:port); None: every CLI runs on this machine. Needs pip install 'meta-orchestrator[cluster]'",
     )
+    token_file: Path | None = Field(
+        default=None,
+        description="the cluster's token (Ray's token authentication, RAY_AUTH_MODE=token): a file only you "
+        "can read (chmod 600); None: RAY_AUTH_TOKEN in this environment, else Ray's own ~/.ray/auth_token (0600)",
+    )
     agents: tuple[AgentName, ...] | None = Field(
         default=None, description="the agents whose CLIs run on the cluster; None: all of them"
     )

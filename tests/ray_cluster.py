@@ -7,7 +7,10 @@ swaps a node address of 127.0.0.1 for the machine's outward one
 with the swap off, every server of every node listens on 127.0.0.1 and nothing else. Run as a
 script, this file is ``ray start`` with the swap off; ``keep_loopback()`` turns it off in a
 driver. Dashboard off, no usage statistics, health checks every half second so that a killed
-node is declared dead within a few seconds.
+node is declared dead within a few seconds. Token authentication on, as the README asks of a
+real cluster: every node starts with ``RAY_AUTH_MODE=token`` and the path of one token file
+(0600), kept in ``/var/tmp`` rather than ``/tmp`` so that the sandbox's private ``/tmp`` alone
+would not hide it: the run's host must.
 
     python tests/ray_cluster.py start ...    # ray start, on 127.0.0.1
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -73,6 +77,25 @@ class RayNode:
             self.popen.wait(timeout=10)
 
 
+TOKEN_HOME = "/var/tmp"  # the token file's folder: outside the sandbox's private /tmp
+
+
+def make_token_file() -> Path:
+    """A fresh cluster token in a file of its own folder, readable by this user alone."""
+    folder = Path(tempfile.mkdtemp(prefix="ray-token-", dir=TOKEN_HOME))
+    token_file = folder / "auth_token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return token_file
+
+
+def node_env(token_file: Path) -> dict[str, str]:
+    """This process's environment for a node: Ray's test settings and its token's path only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, **RAY_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+
+
 class LocalRayCluster:
     """A head without agent slots, then the nodes a test adds; ``stop`` ends them all."""
 
@@ -82,6 +105,7 @@ class LocalRayCluster:
         self.address = f"{ADDRESS}:{self.port}"
         self.nodes: list[RayNode] = []
         self._num_cpus = num_cpus
+        self.token_file = make_token_file()
 
     def start(self) -> LocalRayCluster:
         self._start_node("head", {}, ["--head", f"--port={self.port}", "--include-dashboard=false"])
@@ -113,7 +137,7 @@ class LocalRayCluster:
                 f"--temp-dir={temp_dir}",
                 *args,
             ],
-            env={**os.environ, **RAY_ENV, "TMPDIR": str(temp_dir / "tmp")},
+            env={**node_env(self.token_file), "TMPDIR": str(temp_dir / "tmp")},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -143,6 +167,7 @@ class LocalRayCluster:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and self._leftovers():
             time.sleep(0.1)
+        shutil.rmtree(self.token_file.parent, ignore_errors=True)
         return self._leftovers()
 
     def _leftovers(self) -> list[str]:
@@ -198,12 +223,19 @@ class DrivenCluster:
         from tests import conftest
 
         started = time.monotonic()
-        self.local = LocalRayCluster(root).start()
-        self.slots = self.local.add_node("slots", {"agent_slot": slots}, num_cpus=num_cpus)
-        keep_loopback()
-        connect(self.local.address)
+        self.local = LocalRayCluster(root)
+        self._saved_env = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+        try:
+            self.local.start()
+            self.slots = self.local.add_node("slots", {"agent_slot": slots}, num_cpus=num_cpus)
+            keep_loopback()
+            connect(self.local.address, token_file=self.local.token_file)
+            self.slot_node_id = self.local.node_id(self.slots)
+        except BaseException:  # no fixture teardown follows a failed setup: nothing may be left
+            self.restore_env()
+            self.local.stop()
+            raise
         self.setup_s = time.monotonic() - started
-        self.slot_node_id = self.local.node_id(self.slots)
         conftest.SPARED_SESSIONS.update(n.sid for n in self.local.nodes)
 
     def add_node(self, name: str, resources: dict[str, float]) -> RayNode:
@@ -213,25 +245,40 @@ class DrivenCluster:
         conftest.SPARED_SESSIONS.add(node.sid)
         return node
 
+    def restore_env(self) -> None:
+        """This process's environment as before ``connect`` set Ray's token variables."""
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
     def scratch_left(self) -> list[Path]:
         """Runs' folders still on a node (each run removes its own when it ends)."""
         return [p for n in self.local.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
 
 
-def driven_cluster(slots: int, num_cpus: int | None = None) -> Iterator[DrivenCluster]:
+def driven_cluster(slots: int, num_cpus: int | None = None, under: str = "/tmp") -> Iterator[DrivenCluster]:
     """The body of a module's ``cluster`` fixture: one start for the module, and at its end
-    the driver disconnected, every node stopped and nothing of them left running."""
+    the driver disconnected, every node stopped and nothing of them left running. The nodes'
+    folders go ``under`` a short path (Ray's socket paths must stay short); outside ``/tmp``,
+    the sandbox's private ``/tmp`` does not hide them by itself."""
     import ray
 
     from tests import conftest
 
-    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
-    made = DrivenCluster(root, slots, num_cpus)
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir=under))
+    try:
+        made = DrivenCluster(root, slots, num_cpus)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     print(f"\ncluster: head + slot node up and the driver connected in {made.setup_s:.1f}s")
     try:
         yield made
     finally:
         ray.shutdown()
+        made.restore_env()
         left = made.local.stop()
         conftest.SPARED_SESSIONS.difference_update(n.sid for n in made.local.nodes)
         shutil.rmtree(root, ignore_errors=True)

@@ -445,7 +445,7 @@ from tests.ray_cluster import keep_loopback
 keep_loopback()
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost, connect
-connect(sys.argv[1])
+connect(sys.argv[1], token_file=Path(sys.argv[3]))
 launch = Launch(argv=(sys.executable, "-c", {WITH_CHILD!r}), env=dict(os.environ), cwd=Path(sys.argv[2]))
 proc = ClusterProcessHost().spawn(launch)
 for batch in proc.line_batches("stdout", 65536, lambda: Path(sys.argv[2], "overflow")):
@@ -458,7 +458,7 @@ time.sleep(120)
 def test_the_remote_group_ends_when_the_driver_goes_away(cluster, tmp_path):
     env = {**os.environ, SESSION_MARKER_ENV: "test-cluster"}
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, cluster.local.address, str(tmp_path)],
+        [sys.executable, "-c", DRIVER, cluster.local.address, str(tmp_path), str(cluster.local.token_file)],
         cwd=PROJECT_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

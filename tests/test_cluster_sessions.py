@@ -43,7 +43,13 @@ def cluster() -> Iterator[DrivenCluster]:
 
 def _settings(tmp_path: Path, cluster: DrivenCluster, **overrides: object) -> Any:
     return load_settings(
-        None, {"workspace": str(tmp_path / "ws"), "cluster.address": cluster.local.address, **overrides}
+        None,
+        {
+            "workspace": str(tmp_path / "ws"),
+            "cluster.address": cluster.local.address,
+            "cluster.token_file": str(cluster.local.token_file),
+            **overrides,
+        },
     )
 
 

@@ -8,6 +8,7 @@ only each chosen agent's CLI runs on a node that offers an agent slot (``[cluste
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ def join(settings: Settings, target: Path) -> None:
 
     Raises:
         PreflightError: Ray is not installed, the target is no git work tree (the work travels
-            to the nodes by git), or the cluster cannot be reached.
+            to the nodes by git), the cluster's token is missing or kept unsafely, or the
+            cluster cannot be reached (or refused the token).
     """
     global _connected_here
     address = settings.cluster.address
@@ -64,10 +66,14 @@ def join(settings: Settings, target: Path) -> None:
             f"--cluster needs the target to be a git repository: the agents' work travels to the cluster's "
             f"nodes and back by git, and {target} is none (git init && git add -A && git commit)"
         )
+    token_file = _token_file(settings)
     try:
-        _connected_here = connect(address) or _connected_here
+        _connected_here = connect(address, token_file) or _connected_here
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
-        raise PreflightError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        raise PreflightError(
+            f"cannot join the Ray cluster at {address}: {_first_line(exc)} (is it up, and is the token the "
+            f"cluster's? every node starts with RAY_AUTH_MODE=token and the same token)"
+        ) from None
     slot = settings.cluster.slot_resource
     slots = offered(slot)
     if not slots:
@@ -108,6 +114,22 @@ def leave() -> None:
 
         disconnect()
         _connected_here = False
+
+
+def _token_file(settings: Settings) -> Path | None:
+    """The file Ray reads the driver's token from, checked first (None: ``RAY_AUTH_TOKEN``)."""
+    from meta_orchestrator.actors.runtime.cluster_auth import ClusterTokenError, token_source
+
+    token_file = settings.cluster.token_file
+    try:
+        return token_source(token_file.expanduser().absolute() if token_file else None, os.environ, Path.home())
+    except ClusterTokenError as exc:
+        raise PreflightError(f"--cluster: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_work_tree(target: Path) -> bool:

@@ -93,6 +93,13 @@ def _run_parser() -> argparse.ArgumentParser:
         help="run the agent CLIs on the nodes of this Ray cluster that offer agent slots "
         "(host:port or auto; [cluster] address); needs pip install 'meta-orchestrator[cluster]'",
     )
+    p.add_argument(
+        "--cluster-token-file",
+        metavar="PATH",
+        type=Path,
+        help="the cluster's token, in a file only you can read ([cluster] token_file); "
+        "without it the token is taken from RAY_AUTH_TOKEN, else from ~/.ray/auth_token",
+    )
     _unattended_flag(p)
     return p
 
@@ -183,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["web.allow_remote"] = True
     if opts.cluster:
         overrides["cluster.address"] = opts.cluster
+    if opts.cluster_token_file:
+        overrides["cluster.token_file"] = str(opts.cluster_token_file)
     return _run_session(
         opts,
         overrides,

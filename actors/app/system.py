@@ -54,6 +54,7 @@ from meta_orchestrator.actors.runtime.preflight import (
 )
 from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.runtime.agent_env import agent_env, describe_env
+from meta_orchestrator.actors.runtime.cluster_auth import secret_paths, without_ray
 from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.runtime.resume import (
     ResumeError,
@@ -181,7 +182,7 @@ def make_demo_target(session_dir: Path) -> Path:
 
 def agent_environment(options: RunOptions) -> dict[str, str]:
     """The environment each agent CLI's allowlist takes its variables from (``agent_env``)."""
-    env = dict(options.env if options.env is not None else os.environ)
+    env = without_ray(options.env if options.env is not None else os.environ)  # nothing of Ray's: its token above all
     if options.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
     return env
@@ -760,12 +761,14 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
 def _os_sandboxes(
     bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: dict[str, pykka.ActorRef[Any]]
 ) -> dict[str, OsSandbox]:
-    """Per agent: every workspace of the user and the host's socket folders hidden (what DNS
+    """Per agent: every workspace of the user, Ray's token files and the host's socket folders hidden (what DNS
     reads there shown), the private tmpfs sized, the host's services cut off (Landlock); for
     the CLI with the tool hook, the hook's files and socket shown read-only."""
     if bwrap is None:
         return {}
-    hidden = (*(str(w) for w in dict.fromkeys(workspaces)), *socket_dirs())
+    token_file = settings.cluster.token_file
+    tokens = (*secret_paths(os.environ, Path.home()), *([str(token_file.expanduser())] if token_file else []))
+    hidden = (*(str(w) for w in dict.fromkeys(workspaces)), *socket_dirs(), *tokens)
     readable = dns_files(hidden)
     sandbox = settings.sandbox
     ports = sandbox.allowed_ports() if sandbox.isolate_host_services else None

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.runtime.agent_env import agent_env
+from meta_orchestrator.actors.runtime.cluster_auth import without_ray
 from meta_orchestrator.actors.runtime.process_host import SESSION_MARKER_ENV
 from meta_orchestrator.actors.sandbox.bwrap import (
     DEFAULT_CONNECT_PORTS,
@@ -51,11 +52,12 @@ def launch_spec(
 
     It works in ``command.workdir`` (its checkout) when the command names one, else in
     ``workdir`` (the target). The tool hook learns that folder from ``RUN_WORKDIR_ENV``.
-    Of ``base_env`` it receives only what ``agent_env`` lets through.
+    Of ``base_env`` it receives only what ``agent_env`` lets through, and nothing of Ray's
+    (``RAY_*``: the cluster's token, its addresses) even when a setting would pass it.
     """
     folder = Path(command.workdir) if command.workdir else workdir
     passed = agent_env(adapter, settings, base_env)  # an allowlist: the rest stays behind
-    env = {**passed, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)}
+    env = without_ray({**passed, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)})
     return LaunchSpec(
         executable=launch_for_preflight(adapter, settings),
         prompt=command.prompt,

@@ -16,6 +16,10 @@ A run that cannot be placed now says so (``waiting_for_slot``) and waits; a host
 dies ends the run as ``node_lost``. With ``RemoteWork`` the run works in a checkout of its own
 on its node; its changes come back with its end (``work_back``).
 
+The driver joins with Ray's token authentication (``connect``) and reads every reply of a
+node as the bytes it is (``plain_get``, ``node_wire``): a node cannot make it unpickle
+anything, neither a reply nor an error nobody read.
+
 Every stream's ``line_batches`` must be consumed (as the worker's two pumps do): a stream
 nobody reads would fill its queue and hold the other back.
 """
@@ -36,13 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode
+from ray.core.generated.common_pb2 import ErrorType
+from ray.exceptions import GetTimeoutError, RayError
 
 from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.runtime import node_wire
+from meta_orchestrator.actors.runtime.cluster_auth import AUTH_MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV
 from meta_orchestrator.actors.runtime.line_buffer import SequencedLines, unpack
+from meta_orchestrator.actors.runtime.node_wire import LineBatch, NodeFailure, NodeReplyError, NodeSample, RunStarted
 from meta_orchestrator.actors.runtime.process_host import RawLine, SpawnCaps
 from meta_orchestrator.actors.runtime.remote_checkout import RemoteWork, WorkBack
-from meta_orchestrator.actors.runtime.remote_host import HostOptions, LineBatch, NodeSample, RemoteRunHost, RunStarted
+from meta_orchestrator.actors.runtime.remote_host import HostOptions, RemoteRunHost
 from meta_orchestrator.actors.runtime.session_files import open_private
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 from meta_orchestrator.messages.cluster import RemoteRunChanged, RemoteRunEnd, RemoteRunPhase
@@ -64,15 +73,77 @@ class _Closed(Exception):
     """The driver abandoned the run (close); the reader stops."""
 
 
-def connect(address: str, namespace: str = "meta-orchestrator") -> bool:
+class NodeReplyRefused(RayError):
+    """A node's reply was not plain bytes (Ray would have unpickled it): the node is not trusted."""
+
+
+class HostCallFailed(RayError):
+    """The host's call raised on its node; its error is not read here (it would be a pickle)."""
+
+
+class NodeGone(RayError):
+    """Ray reports the host, its worker or its node dead or unreachable (its own error type)."""
+
+
+def connect(address: str, token_file: Path | None = None, namespace: str = "meta-orchestrator") -> bool:
     """Join the Ray cluster at ``address`` (Ray's own forms: ``host:port``, ``auto``) as its
-    driver: no dashboard of our own, no usage statistics, the nodes' logs left on the nodes.
-    False when this process is a driver already (then that connection is used)."""
+    driver, with token authentication: the token is read from ``token_file`` (its path goes to
+    Ray, not the token) or else from ``RAY_AUTH_TOKEN``. No dashboard of our own, no usage
+    statistics, the nodes' logs left on the nodes. False when this process is a driver
+    already (then that connection is used)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
+    os.environ[AUTH_MODE_ENV] = "token"
+    if token_file is not None:
+        os.environ[TOKEN_PATH_ENV] = str(token_file)
+        os.environ.pop(TOKEN_ENV, None)  # Ray would take it before the file
+    # Ray's core read RAY_AUTH_MODE when it was imported, and caches the token it loaded:
+    # both are read again now (Ray 2.58's own test helpers do the same).
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raise RuntimeError("Ray did not turn token authentication on (RAY_AUTH_MODE=token)")
     ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    # Ray reports an error reply nobody read (a dropped ``acknowledge``, say) by unpickling it
+    # first: the report is made here instead, from the count alone.
+    ray._private.worker.global_worker.raise_errors = _unread_errors
     return True
+
+
+unread_error_count = 0  # error replies of nodes that nobody read, and that were not unpickled
+
+
+def _unread_errors(serialized_objects: list[Any], object_refs: list[Any]) -> None:
+    global unread_error_count
+    unread_error_count += len(serialized_objects)
+    log.warning("%d error replies of cluster nodes were never read (and not unpickled)", len(serialized_objects))
+
+
+def plain_get(ref: Any, timeout: float | None = None) -> bytes | memoryview:
+    """The bytes a node's host returned, read without letting Ray deserialize anything.
+
+    ``ray.get`` rebuilds an object as its metadata (written by the node) says, which for
+    anything but raw bytes means unpickling; here only ``RAW`` is taken. Ray's own errors
+    (the actor or its node died, the call raised) become ``RayError``s named by their type
+    alone: their payloads are pickles or carry one.
+
+    Raises:
+        GetTimeoutError: nothing came within ``timeout`` seconds.
+        NodeReplyRefused, HostCallFailed, NodeGone: see those.
+    """
+    timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
+    core = ray._private.worker.global_worker.core_worker
+    ((data, metadata, _),) = core.get_objects([ref], timeout_ms)
+    kind = bytes(metadata or b"").split(b",")[0]
+    if kind == b"RAW":
+        return b"" if data is None else memoryview(data)  # no copy: node_wire slices it
+    if not kind.isdigit():
+        raise NodeReplyRefused(f"a node replied with a {kind[:20]!r} object, not plain bytes: refused")
+    name = ErrorType.Name(int(kind)) if int(kind) in ErrorType.values() else f"error type {int(kind)}"
+    if name == "TASK_EXECUTION_EXCEPTION":
+        raise HostCallFailed("the run's host raised (see the node's logs)")
+    raise NodeGone(f"Ray reports {name}")
 
 
 def disconnect() -> None:
@@ -216,8 +287,8 @@ class RemoteProcess:
         if self.phase != "running" or self._exited.is_set():
             return False
         try:
-            return bool(ray.get(self._actor.signal_group.remote(sig), timeout=CALL_TIMEOUT_S))
-        except RayError as exc:
+            return node_wire.read_flag(plain_get(self._actor.signal_group.remote(sig), CALL_TIMEOUT_S))
+        except (RayError, NodeFailure, NodeReplyError) as exc:
             log.warning("signal %s to the remote run on %s failed: %s", sig, self.node_ip, exc)
             return False
 
@@ -231,8 +302,8 @@ class RemoteProcess:
             self._release()  # the pending placement fails, and the reader ends the run
             return
         try:
-            ray.get(self._actor.terminate.remote(grace_s), timeout=grace_s + CALL_TIMEOUT_S)
-        except RayError as exc:  # lost meanwhile: the reader reports it
+            node_wire.read_nothing(plain_get(self._actor.terminate.remote(grace_s), grace_s + CALL_TIMEOUT_S))
+        except (RayError, NodeFailure, NodeReplyError) as exc:  # lost meanwhile: the reader reports it
             log.warning("stopping the remote run on %s failed: %s", self.node_ip, exc)
 
     def acknowledge(self, stream: str, count: int) -> None:
@@ -280,18 +351,8 @@ class RemoteProcess:
             end = self._read_all()
         except _Closed:
             end = RemoteRunEnd(kind="cancelled", detail="the driver closed the run")
-        except RayTaskError as exc:  # raised by the host's own code: before the start, the spawn
-            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            if self._started.is_set():
-                end = RemoteRunEnd(kind="node_lost", detail=f"the run's host failed: {_first_line(cause)}")
-            else:
-                self.spawn_error = cause if isinstance(cause, OSError) else None
-                end = RemoteRunEnd(kind="spawn_failed", detail=f"{type(cause).__name__}: {cause}")
-        except RayError as exc:
-            if self._cancelled:
-                end = RemoteRunEnd(kind="cancelled", detail="stopped before it ended on its node")
-            else:
-                end = RemoteRunEnd(kind="node_lost", detail=f"{type(exc).__name__}: {_first_line(exc)}")
+        except (RayError, NodeFailure, NodeReplyError) as exc:
+            end = self._end_by(exc)
         finally:
             self.end = end
             for pending in self._streams.values():
@@ -304,13 +365,26 @@ class RemoteProcess:
             if self._closing.is_set():
                 self._release()
 
+    def _end_by(self, exc: Exception) -> RemoteRunEnd:
+        """How the run ended when a call to its host failed with ``exc``."""
+        if isinstance(exc, (NodeFailure, HostCallFailed)):  # the host's own code: before the start, the spawn
+            if self._started.is_set():
+                return RemoteRunEnd(kind="node_lost", detail=f"the run's host failed: {_first_line(exc)}")
+            self.spawn_error = exc.as_os_error() if isinstance(exc, NodeFailure) else None
+            return RemoteRunEnd(kind="spawn_failed", detail=str(exc))
+        if isinstance(exc, NodeReplyError):
+            return RemoteRunEnd(kind="node_lost", detail=f"the node's reply was refused: {_first_line(exc)}")
+        if self._cancelled:
+            return RemoteRunEnd(kind="cancelled", detail="stopped before it ended on its node")
+        return RemoteRunEnd(kind="node_lost", detail=f"{type(exc).__name__}: {_first_line(exc)}")
+
     def _place(self) -> RunStarted:
         """Wait for the host to be placed and the CLI started; say so once when no slot is free."""
         asked = time.monotonic()
         told = False
         while True:
             try:
-                return ray.get(self._start_ref, timeout=_WAIT_STEP_S)
+                return node_wire.read_started(plain_get(self._start_ref, _WAIT_STEP_S))
             except GetTimeoutError:
                 if self._closing.is_set():
                     raise _Closed from None
@@ -331,7 +405,7 @@ class RemoteProcess:
         expected = 1
         ref = self._actor.read_batch.remote(0, self._poll_s, 0)
         while True:
-            batch: LineBatch = self._get(ref)
+            batch: LineBatch = node_wire.read_batch(self._get(ref))
             self.batches_received += 1
             if batch.end is None:  # ask again at once (with what is recorded), then hand these on
                 with self._lock:
@@ -360,10 +434,10 @@ class RemoteProcess:
                     detail=f"exit status {end.returncode}",
                 )
 
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any) -> bytes | memoryview:
         while True:
             try:
-                return ray.get(ref, timeout=_WAIT_STEP_S)
+                return plain_get(ref, _WAIT_STEP_S)
             except GetTimeoutError:
                 if self._closing.is_set():
                     raise _Closed from None
@@ -375,13 +449,13 @@ class RemoteProcess:
         try:
             with open_private(local, binary=True, exclusive=True) as out:
                 offset = 0
-                while piece := ray.get(
-                    self._actor.read_overflow.remote(remote_path, offset, OVERFLOW_PIECE), timeout=CALL_TIMEOUT_S
+                while piece := node_wire.read_piece(
+                    plain_get(self._actor.read_overflow.remote(remote_path, offset, OVERFLOW_PIECE), CALL_TIMEOUT_S)
                 ):
                     out.write(piece)
                     offset += len(piece)
             self._actor.discard_overflow.remote(remote_path)
-        except RayError as exc:
+        except (RayError, NodeFailure, NodeReplyError) as exc:
             log.warning("over-long line of the remote run on %s lost: %s", self.node_ip, _first_line(exc))
             return head, total, None
         return head, total, str(local)
@@ -508,4 +582,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AGENT_SLOT", "ClusterProcessHost", "RemoteProcess", "connect", "disconnect", "offered"]
+__all__ = [
+    "AGENT_SLOT",
+    "ClusterProcessHost",
+    "HostCallFailed",
+    "NodeGone",
+    "NodeReplyRefused",
+    "RemoteProcess",
+    "connect",
+    "disconnect",
+    "offered",
+    "plain_get",
+]

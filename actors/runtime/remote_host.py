@@ -10,6 +10,11 @@ tree as this node sees it. With ``RemoteWork`` the CLI works in a checkout of it
 from the bundle the driver sent, and its changes go back as a bundle with the run's end
 (``remote_checkout``).
 
+What crosses back to the driver is plain bytes (``node_wire``): every reply, errors
+included, so the driver never has to unpickle what a node sent. What reaches the CLI holds
+nothing of Ray: no ``RAY_*`` variable (the token, its path, addresses), and in the sandbox
+no token file and no folder of this node's Ray (``cluster_auth``).
+
 How the run ends when the driver goes away: the actor is owned by the driver, and Ray
 destroys an actor whose owner died (fate sharing, no extra traffic, no false alarm while the
 orchestrator is merely slow or suspended, as a heartbeat deadline would give). The CLI leads
@@ -23,6 +28,7 @@ is an optional extra.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -37,11 +43,14 @@ from pathlib import Path
 import ray
 
 from meta_orchestrator.actors.adapters.base import Launch
-from meta_orchestrator.actors.runtime.line_buffer import Chunk, SequencedLines
+from meta_orchestrator.actors.runtime import node_wire
+from meta_orchestrator.actors.runtime.cluster_auth import secret_paths, without_ray
 from meta_orchestrator.actors.runtime.lifeline import Lifeline
+from meta_orchestrator.actors.runtime.line_buffer import SequencedLines
+from meta_orchestrator.actors.runtime.node_wire import HostEnd, LineBatch, NodeSample, RunStarted
 from meta_orchestrator.actors.runtime.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
-from meta_orchestrator.actors.runtime.process_tree import TreeFigures, TreeReader
-from meta_orchestrator.actors.runtime.remote_checkout import NodeCheckout, RemoteWork, WorkBack
+from meta_orchestrator.actors.runtime.process_tree import TreeReader
+from meta_orchestrator.actors.runtime.remote_checkout import NodeCheckout, RemoteWork
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 
 log = logging.getLogger(__name__)
@@ -63,49 +72,6 @@ class HostOptions:
     caps: SpawnCaps | None = None
 
 
-@dataclass(frozen=True)
-class RunStarted:
-    """The CLI runs: where (Ray's node id, its address, the machine's name) and as what."""
-
-    pid: int
-    pgid: int
-    sandboxed: bool
-    node_id: str
-    node_ip: str
-    hostname: str
-    host_pid: int  # the actor's own process
-    workdir: str | None = None  # the node's checkout, when the work travelled by git
-
-
-@dataclass(frozen=True)
-class NodeSample:
-    """The run's process tree as its node sees it, at ``taken_at`` (the node's time.time())."""
-
-    taken_at: float
-    figures: TreeFigures
-
-
-@dataclass(frozen=True)
-class HostEnd:
-    """The CLI's group is gone and every line of it is in the batches."""
-
-    returncode: int  # negative: the signal that ended it
-    stragglers: int  # processes it left in its group, ended by the host
-    work: WorkBack | None = None  # the run's changes, when it worked in a checkout of its own
-
-
-@dataclass(frozen=True)
-class LineBatch:
-    """One long-poll's answer: the lines after ``after_seq`` up to ``last_seq``, the end
-    once every line has been handed over, and the latest sample when there is a new one."""
-
-    chunks: list[Chunk]
-    last_seq: int
-    end: HostEnd | None
-    sample: NodeSample | None
-    buffered_peak: int  # the most the node's buffer held so far (it never exceeds its bound)
-
-
 class RunHost:
     """One CLI run on this node: spawn, pump, buffer, signal, sample."""
 
@@ -123,6 +89,8 @@ class RunHost:
         self._lifeline: Lifeline | None = None
         self._checkout: NodeCheckout | None = None
 
+    # -- what the driver calls: each reply is plain bytes (node_wire), never a pickled object ----
+
     def start(
         self,
         launch: Launch,
@@ -130,10 +98,65 @@ class RunHost:
         options: HostOptions,
         work: RemoteWork | None = None,
         bundle: bytes | None = None,
-    ) -> RunStarted:
+    ) -> bytes:
         """Start the CLI as the local host would; with ``work``, in a checkout made from
-        ``bundle`` (Ray hands the object store's bytes). Raises what ``ProcessHost.spawn``
-        raises, or a ``BundleError``."""
+        ``bundle`` (Ray hands the object store's bytes). The reply: ``RunStarted``, or what
+        ``ProcessHost.spawn`` or the checkout raised."""
+        try:
+            return node_wire.started(self._start(launch, confinement, options, work, bundle))
+        except Exception as exc:  # noqa: BLE001 - the driver gets it as data
+            return node_wire.failure(exc)
+
+    def read_batch(self, after_seq: int, timeout_s: float, ack_seq: int | None = None) -> bytes:
+        """The driver holds the lines up to ``after_seq`` and has recorded those up to
+        ``ack_seq`` (default: all it holds; these are dropped); return the lines after
+        ``after_seq`` as soon as there are some (or the end), else after ``timeout_s``."""
+        taken = self._buffer.take(after_seq, timeout_s, self._options.batch_bytes, ack_seq)
+        batch = LineBatch(
+            chunks=taken.chunks,
+            last_seq=taken.last_seq,
+            end=self._end if taken.ended else None,
+            sample=self._fresh_sample(),
+            buffered_peak=self._buffer.peak_bytes,
+        )
+        return node_wire.batch(batch)
+
+    def acknowledge(self, seq: int) -> None:
+        """The driver has recorded every line up to ``seq`` (between two long-polls: room for
+        a flood the driver is still writing)."""
+        self._buffer.acknowledge(seq)
+
+    def signal_group(self, sig: int) -> bytes:
+        """``HostedProcess.signal_group`` on this node; False when the CLI is gone."""
+        return node_wire.frame(self._proc is not None and self._proc.signal_group(sig))
+
+    def terminate(self, grace_s: float) -> bytes:
+        """SIGCONT, SIGTERM, SIGKILL after ``grace_s``, as the local host stops a CLI."""
+        if self._proc is not None and not self._proc.exited:
+            self._proc.terminate(grace_s)
+        return node_wire.frame(None)
+
+    def read_overflow(self, path: str, offset: int, size: int) -> bytes:
+        """A piece of an over-long line kept in this run's scratch folder."""
+        try:
+            with open(self._own_file(path), "rb") as f:
+                f.seek(offset)
+                return node_wire.frame(None, f.read(size))
+        except OSError as exc:
+            return node_wire.failure(exc)
+
+    def discard_overflow(self, path: str) -> None:
+        """The driver has its copy of this over-long line."""
+        self._own_file(path).unlink(missing_ok=True)
+
+    def _start(
+        self,
+        launch: Launch,
+        confinement: Confinement | None,
+        options: HostOptions,
+        work: RemoteWork | None,
+        bundle: bytes | None,
+    ) -> RunStarted:
         if self._proc is not None:
             raise RuntimeError("this host already runs a CLI")
         self._options = options
@@ -146,6 +169,7 @@ class RunHost:
             self._checkout = NodeCheckout(work, self._scratch)
             self._checkout.make(bundle or b"")
             launch, confinement = self._checkout.rewrite(launch, confinement)
+        launch, confinement = _without_cluster_secrets(launch, confinement)
         proc = ProcessHost(options.caps).spawn(launch, confinement)
         self._lifeline.watch(proc.pgid)
         self._proc = proc
@@ -163,43 +187,6 @@ class RunHost:
             host_pid=os.getpid(),
             workdir=str(self._checkout.tree) if self._checkout is not None else None,
         )
-
-    def read_batch(self, after_seq: int, timeout_s: float, ack_seq: int | None = None) -> LineBatch:
-        """The driver holds the lines up to ``after_seq`` and has recorded those up to
-        ``ack_seq`` (default: all it holds; these are dropped); return the lines after
-        ``after_seq`` as soon as there are some (or the end), else after ``timeout_s``."""
-        taken = self._buffer.take(after_seq, timeout_s, self._options.batch_bytes, ack_seq)
-        return LineBatch(
-            chunks=taken.chunks,
-            last_seq=taken.last_seq,
-            end=self._end if taken.ended else None,
-            sample=self._fresh_sample(),
-            buffered_peak=self._buffer.peak_bytes,
-        )
-
-    def acknowledge(self, seq: int) -> None:
-        """The driver has recorded every line up to ``seq`` (between two long-polls: room for
-        a flood the driver is still writing)."""
-        self._buffer.acknowledge(seq)
-
-    def signal_group(self, sig: int) -> bool:
-        """``HostedProcess.signal_group`` on this node; False when the CLI is gone."""
-        return self._proc is not None and self._proc.signal_group(sig)
-
-    def terminate(self, grace_s: float) -> None:
-        """SIGCONT, SIGTERM, SIGKILL after ``grace_s``, as the local host stops a CLI."""
-        if self._proc is not None and not self._proc.exited:
-            self._proc.terminate(grace_s)
-
-    def read_overflow(self, path: str, offset: int, size: int) -> bytes:
-        """A piece of an over-long line kept in this run's scratch folder."""
-        with open(self._own_file(path), "rb") as f:
-            f.seek(offset)
-            return f.read(size)
-
-    def discard_overflow(self, path: str) -> None:
-        """The driver has its copy of this over-long line."""
-        self._own_file(path).unlink(missing_ok=True)
 
     # -- threads: they move bytes into the buffer; the Ray calls read it -------------------------
 
@@ -256,6 +243,25 @@ class RunHost:
                 return None
             self._sample_sent = self._sample
             return self._sample
+
+
+def _without_cluster_secrets(launch: Launch, confinement: Confinement | None) -> tuple[Launch, Confinement | None]:
+    """The CLI gets nothing of Ray: no ``RAY_*`` variable, and in its sandbox no token file
+    and no folder of this node's Ray (its session: addresses, sockets, logs)."""
+    launch = Launch(argv=launch.argv, env=without_ray(launch.env), cwd=launch.cwd)
+    if confinement is None:
+        return launch, None
+    hidden = [*secret_paths(os.environ, Path.home()), *_ray_folders()]
+    return launch, dataclasses.replace(confinement, hidden=(*confinement.hidden, *hidden))
+
+
+def _ray_folders() -> list[str]:
+    """This node's Ray temp folder (its sessions live in it), as this worker knows it."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        return [node.get_temp_dir_path()] if node is not None else []
+    except Exception:  # noqa: BLE001 - a private API: without it /tmp's own hiding remains
+        return []
 
 
 # No CPU is reserved (the slot is the unit; the CLI's load is the node's business) and no

@@ -58,7 +58,9 @@ class OsSandbox:
     """How a worker confines its CLI: the bwrap binary, and what the wiring hides or shows."""
 
     bwrap: str
-    hidden: tuple[str, ...] = ()  # empty tmpfs over these (every workspace, the socket folders)
+    hidden: tuple[
+        str, ...
+    ] = ()  # empty tmpfs over these folders (every workspace, the socket folders), /dev/null over files
     readable: tuple[str, ...] = ()  # bound back read-only (claude's hook files and socket, DNS)
     tmpfs_bytes: int | None = None  # size of the private /tmp and /dev/shm (None: the kernel's half of RAM)
     allow_connect: tuple[int, ...] | None = None  # extra TCP ports; None: no Landlock (host services reachable)
@@ -169,7 +171,9 @@ def bwrap_argv(confinement: Confinement, argv: tuple[str, ...] | list[str]) -> l
     size = ["--size", str(confinement.tmpfs_bytes)] if confinement.tmpfs_bytes else []
     out += [*size, "--tmpfs", PRIVATE_SHM]
     for kind, path in mounts(confinement):
-        if kind == "hidden":
+        if kind == "hidden" and not os.path.isdir(path):  # a file (a token): read as empty
+            out += ["--ro-bind", "/dev/null", path]
+        elif kind == "hidden":
             out += [*size, "--tmpfs", path]
         else:
             out += [_FLAGS[kind], sources.get(path, path) if kind.startswith("private") else path, path]

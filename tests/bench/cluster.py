@@ -204,7 +204,7 @@ def main() -> None:
     try:
         cluster.add_node("slots", {"agent_slot": runs + 2}, num_cpus=2)
         keep_loopback()
-        connect(cluster.address)
+        connect(cluster.address, token_file=cluster.token_file)
         print(
             f"cluster up and driver connected in {time.perf_counter() - started:.1f}s; driver RSS "
             f"{unconnected / MB:.0f} MB before connecting, {psutil.Process().memory_info().rss / MB:.0f} MB after",
