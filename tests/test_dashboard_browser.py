@@ -264,7 +264,10 @@ def _follows_live_events(page: Any, ref: Any) -> None:
     page.locator("#log .row", has_text="a fresh event from codex").wait_for(timeout=5_000)
     assert page.locator("#log .row").count() < 60
     page.select_option("#filter-agent", "codex")
-    assert set(page.locator("#log .row .ag").all_inner_texts()) == {"codex"}
+    # The page redraws the log after the change event: wait for it, with a deadline.
+    wait_for(
+        lambda: set(page.locator("#log .row .ag").all_inner_texts()) == {"codex"}, timeout=5, message="only codex rows"
+    )
     page.select_option("#filter-agent", "")
     page.locator("#log .row", has_text="a fresh event from codex").click()
     assert "Raw line" in page.locator("#detail-body").inner_text()

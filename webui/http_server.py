@@ -346,6 +346,10 @@ class ResponseWriter(io.BufferedIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         while view:
+            if self._sock.fileno() < 0:
+                # Closed under us (a WebSocket ended and its library closed the socket): a
+                # disconnect, which the request handler ends quietly, not a server error.
+                raise BrokenPipeError("the connection was closed")
             try:
                 view = view[self._sock.send(view, socket.MSG_DONTWAIT) :]
                 continue
