@@ -14,7 +14,8 @@ A keyword in the latest user prompt selects the script:
 ``SCRIPT:text``            a plain text answer (:data:`TEXT_ANSWER`)
 ``SCRIPT:marker``          a text answer that contains a reporting-protocol marker line
 ``SCRIPT:marker <a,b>``    the same with one milestone marker naming each file (``"file": "a"``, ...)
-``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace, or absolute) with
+``SCRIPT:write <name>``    a tool call that writes ``<name>`` (relative to the workspace, or absolute; ``{cli}`` in
+                           it becomes the CLI asking: claude, codex or gemini) with
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
@@ -130,13 +131,17 @@ class RecordedRequest:
     status: int = 200
 
 
-def find_script(texts: Iterable[str]) -> Script | None:
-    """The last ``SCRIPT:`` directive in ``texts`` (searched newest first)."""
+def find_script(texts: Iterable[str], cli: str = "") -> Script | None:
+    """The last ``SCRIPT:`` directive in ``texts`` (searched newest first). ``{cli}`` in its
+    argument becomes the CLI asking (claude, codex, gemini): one prompt, a file per agent."""
     for text in reversed(list(texts)):
         found = [(m.start(), Script(m.group(1), m.group(2))) for m in _SCRIPT_RE.finditer(text or "")]
         found += [(m.start(), Script("bash", m.group(1).strip())) for m in _BASH_RE.finditer(text or "")]
         if found:
-            return max(found, key=lambda item: item[0])[1]
+            script = max(found, key=lambda item: item[0])[1]
+            if script.arg and "{cli}" in script.arg:
+                script = Script(script.kind, script.arg.replace("{cli}", cli))
+            return script
     return None
 
 
@@ -172,7 +177,7 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    script = find_script(texts)
+    script = find_script(texts, "claude")
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
@@ -277,7 +282,7 @@ def _openai_plan(body: dict) -> tuple[Script | None, bool, str]:
             texts.append(content)
         else:
             texts.extend(c.get("text", "") for c in content or [] if isinstance(c, dict))
-    script = find_script(texts)
+    script = find_script(texts, "codex")
     last = items[-1] if items else {}
     has_result = isinstance(last, dict) and last.get("type") in ("custom_tool_call_output", "function_call_output")
     flavour = "custom"
@@ -371,7 +376,7 @@ def _gemini_plan(body: dict) -> tuple[Script | None, bool, str | None]:
                 all_text.append(part["text"])
                 if c.get("role") == "user":
                     texts.append(part["text"])
-    script = find_script(texts)
+    script = find_script(texts, "gemini")
     has_result = False
     if contents and isinstance(contents[-1], dict):
         has_result = any(isinstance(p, dict) and "functionResponse" in p for p in contents[-1].get("parts") or [])
