@@ -368,7 +368,7 @@ def test_a_local_clis_sandbox_hides_the_clusters_token_file_too(tmp_path, bwrap)
     token = make_token_file()
     try:
         settings = Settings.model_validate({"cluster": {"address": "127.0.0.1:1", "token_file": str(token)}})
-        sandboxes = system._os_sandboxes(bwrap, settings, tmp_path / "ws" / "s-1", {})
+        sandboxes = system._os_sandboxes(bwrap, settings, (tmp_path / "ws",), {})
         for sandbox in sandboxes.values():
             confinement = Confinement(bwrap=bwrap, writable=(str(tmp_path),), hidden=sandbox.hidden)
             argv = bwrap_argv(confinement, ["cat", str(token)])

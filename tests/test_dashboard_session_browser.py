@@ -27,7 +27,9 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
         for proc in psutil.Process(launcher.pid).children(recursive=True):
             try:
                 line = " ".join(proc.cmdline())
-                if f"meta_orchestrator.actors.demo {agent}" in line and f"Assignment: {assignment}" in line:
+                # The prompt is on stdin, never on the command line: the run's folder says which.
+                folder = proc.environ().get("ORCHESTRATE_WORKDIR", "") if f"actors.demo {agent}" in line else ""
+                if folder.rstrip("/").endswith(f"/checkouts/{assignment}"):
                     return proc
             except psutil.Error:
                 continue

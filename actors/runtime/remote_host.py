@@ -248,7 +248,7 @@ class RunHost:
 def _without_cluster_secrets(launch: Launch, confinement: Confinement | None) -> tuple[Launch, Confinement | None]:
     """The CLI gets nothing of Ray: no ``RAY_*`` variable, and in its sandbox no token file
     and no folder of this node's Ray (its session: addresses, sockets, logs)."""
-    launch = Launch(argv=launch.argv, env=without_ray(launch.env), cwd=launch.cwd)
+    launch = dataclasses.replace(launch, env=without_ray(launch.env))  # the prompt on stdin kept
     if confinement is None:
         return launch, None
     hidden = [*secret_paths(os.environ, Path.home()), *_ray_folders()]
