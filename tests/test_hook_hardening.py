@@ -33,18 +33,15 @@ import pytest
 from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.runtime.preflight import PreflightError, check_tool_hook, hook_self_test
-from meta_orchestrator.actors.runtime.session_files import read_jsonl
-from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.sandbox.hook_launch import HOOK_MODULE, claude_settings, hook_command
 from meta_orchestrator.actors.sandbox.policy import BUILTIN_BLOCKED, BUILTIN_HIGH_RISK, Policy, rules
 from meta_orchestrator.actors.sandbox_guard import SandboxGuard
-from meta_orchestrator.actors.worker import Worker
-from meta_orchestrator.config.settings import AgentSettings, SandboxSettings, SessionSettings, load_settings
+from meta_orchestrator.config.settings import SandboxSettings, load_settings
 from meta_orchestrator.messages.sandbox import GetSandboxFiles, SandboxFiles
-from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from tests.realcli.model_server import ScriptedModelServer
 from tests.test_real_clis import cli_bin, no_leftover_children, server  # noqa: F401 - fixtures
 from tests.test_sandbox_real_claude import Answerer, World, _start_guard
+from tests.test_sandbox_real_claude import _run_claude as run_claude
 
 CLAUDE = get_adapter("claude")
 PROBE_RULE = r"PROBE-[a-z]+"  # a blocked pattern: the Bash probe is refused by the policy alone
@@ -362,47 +359,8 @@ def _run_claude(
     bypass: bool,
     hook_args: tuple[str, ...],
 ) -> list[str]:
-    """One claude run through the real worker, confined as a session confines it; its tool results."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(world.home),
-        "LANG": "C.UTF-8",
-        "ANTHROPIC_BASE_URL": srv.url,
-        "ANTHROPIC_API_KEY": "sk-ant-mock",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-    }
-    extra_args = hook_args
-    if bypass:
-        extra_args = ("--dangerously-skip-permissions", *extra_args)
-        env["IS_SANDBOX"] = "1"  # claude refuses bypass as root otherwise; tests run as root
-    scratch = world.session_dir / "scratch"
-    scratch.mkdir(exist_ok=True)
-    worker = Worker.start(
-        agent="claude",
-        adapter=CLAUDE,
-        agent_settings=AgentSettings(
-            command=str(bin_dir / "claude"), extra_args=extra_args, share_min=0.4, share_max=0.5, allow_bypass=bypass
-        ),
-        session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=60),
-        session_id="s1",
-        session_dir=world.session_dir,
-        target=world.target,
-        base_env=env,
-        extra_dirs=(scratch,),
-        sandbox=OsSandbox(
-            bwrap=bwrap,
-            hidden=(str(world.workspace),),
-            readable=(str(Path(files.policy).parent), str(Path(files.channel).parent)),
-        ),
-    )
-    try:
-        worker.tell(StartAssignment(assignment_id="attack", prompt=prompt, reply_to=probe.ref))
-        finished = probe.expect(AssignmentFinished, timeout=90)
-    finally:
-        worker.stop()
-    log = world.session_dir / "claude.jsonl"
-    lines = [json.loads(r["raw"]) for r in read_jsonl(log).records if r.get("raw")]
-    log.unlink()  # the next run starts a fresh log
+    """One claude run as a session runs it (``test_sandbox_real_claude``); its tool results."""
+    finished, lines = run_claude(world, bin_dir, srv, files, bwrap, probe, prompt, bypass, hook_args)
     assert finished.returncode == 0, finished
     return _tool_results(lines)
 

@@ -131,8 +131,10 @@ def _run_claude(
     probe: Any,
     prompt: str,
     bypass: bool,
+    hook_args: tuple[str, ...] | None = None,
 ) -> tuple[AssignmentFinished, list[dict[str, Any]]]:
-    """One claude run through the real worker, confined as a session confines it."""
+    """One claude run through the real worker, confined as a session confines it; ``hook_args``
+    (default: the session's) pass the hook's settings file."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(world.home),
@@ -141,9 +143,9 @@ def _run_claude(
         "ANTHROPIC_API_KEY": "sk-ant-mock",
         "CLAUDE_CODE_MAX_RETRIES": "0",
     }
-    extra_args: tuple[str, ...] = ("--settings", files.claude_settings)
+    extra_args = get_adapter("claude").hook_args(files.claude_settings) if hook_args is None else hook_args
     if bypass:
-        extra_args += ("--dangerously-skip-permissions",)
+        extra_args = ("--dangerously-skip-permissions", *extra_args)
         env["IS_SANDBOX"] = "1"  # claude refuses bypass as root otherwise; tests run as root
     scratch = world.session_dir / "scratch"
     scratch.mkdir(exist_ok=True)
