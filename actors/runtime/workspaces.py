@@ -335,7 +335,9 @@ def open_session_repo(
 
 
 def _start_note(record: WorkspaceRecord, dirty: int) -> str:
-    where = f"{where_branch(record.branch, record.store)} at {record.base[:10]}"
+    where = f"branch {record.branch} at {record.base[:10]}"
+    if record.store is not None:
+        where += f" in the session's store {record.store} (your repository gets it only at `orchestrate apply`)"
     if not dirty:
         return f"{where}; your working tree is clean"
     files = f"{dirty} uncommitted file{'s' * (dirty != 1)} of yours"
@@ -1051,9 +1053,10 @@ def _apply_commit(
 def discard_session(
     target: Path | None, session_dir: Path, session_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> DiscardResult:
-    """Delete the session's branches (``orchestrate/<id>`` and ``orchestrate/<id>/*``) from
-    the user's repository, its checkouts and the agents' private CLI state from the session
-    folder. What could not be
+    """Remove the session's store (its branch and every object its agents made), its
+    checkouts and the agents' private CLI state from the session folder, and the branches an
+    older session made in the user's repository (``orchestrate/<id>``, ``orchestrate/<id>/*``;
+    a session with a store made none there, and its ``.git`` is left as it was). What could not be
     deleted (a branch checked out somewhere, a target that is no repository) is in
     ``problems``; nothing is skipped silently. ``target`` None: no repository is known, only
     the checkouts go."""
