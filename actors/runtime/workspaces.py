@@ -138,10 +138,10 @@ def store_path(session_dir: Path) -> Path:
     return session_dir / GIT_FOLDER / STORE
 
 
-def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S, *, config: tuple[str, ...] = ()) -> Git:
+def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> Git:
     """git in a session's store (the orchestrator's own repository), hardened all the same:
     the objects it reads came from the agents."""
-    return Git(["--git-dir", str(store)], config=(*HOSTILE_TREE_CONFIG, *config), timeout_s=timeout_s, cwd=store)
+    return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store)
 
 
 def where_branch(branch: str, store: str | None) -> str:
@@ -149,13 +149,6 @@ def where_branch(branch: str, store: str | None) -> str:
     if store is None:
         return f"branch {branch}"
     return f"branch {branch} in the session's store {store} (your repository gets it at `orchestrate apply`)"
-
-
-def look_at_branch(branch: str, store: str | None) -> str:
-    """The plain git that shows the session branch."""
-    if store is None:
-        return f"git log {branch}"
-    return f"git --git-dir {store} log {branch}  (or into your repository: git fetch {store} {branch})"
 
 
 def check_name(name: str, what: str) -> str:
