@@ -76,6 +76,7 @@ class Coordinator(pykka.ThreadingActor):
         agents_out: Mapping[str, str] | None = None,
         workspace: pykka.ActorRef[Any] | None = None,
         branch: str | None = None,
+        branch_store: str | None = None,
         plan_checkout: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         """``answer_channels``: who can answer questions now (None: not tracked, someone always
@@ -83,7 +84,8 @@ class Coordinator(pykka.ThreadingActor):
         ``recorded_answers``: question id -> ``{"answer", "approve"}`` given while no
         orchestrator ran (``orchestrate answer``), applied before a resumed session goes on;
         ``workspace``: the Workspace actor when the target is a git repository (each writing
-        assignment then works in its own checkout and is merged into ``branch``);
+        assignment then works in its own checkout and is merged into ``branch``, kept in the
+        session's store ``branch_store`` until ``orchestrate apply``);
         ``plan_checkout``: the read-only checkout planning runs in, and what it must read."""
         super().__init__()
         self._session_dir = session_dir
@@ -106,6 +108,7 @@ class Coordinator(pykka.ThreadingActor):
             recorded_answers=dict(recorded_answers or {}),
             workspace=workspace is not None,
             branch=branch if workspace is not None else None,
+            branch_store=branch_store if workspace is not None else None,
             plan_workdir=plan_checkout[0] if plan_checkout else None,
             plan_read_only=plan_checkout[1] if plan_checkout else (),
         )

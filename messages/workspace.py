@@ -56,7 +56,14 @@ class WorkspaceRecord(Frozen):
     git_dir: str = Field(description="the user's git folder of that working tree (its index lives there)")
     common_dir: str = Field(description="the git folder holding objects and refs (differs in a linked worktree)")
     prefix: str = Field(default="", description="the target's folder inside the repository, '' at the top")
-    branch: str = Field(description="orchestrate/<session_id> in the user's repository")
+    branch: str = Field(
+        description="orchestrate/<session_id>, in the session's store (or, older, the user's repository)"
+    )
+    store: str | None = Field(
+        default=None,
+        description="the session's own bare repository, holding its branch and objects until `orchestrate apply`; "
+        "None: an older session, whose branch is in the user's repository",
+    )
     base: str = Field(description="the commit the session starts from")
     user_head: str = Field(description="the user's HEAD commit at the start")
     user_branch: str | None = Field(default=None, description="refs/heads/<name>, or None when HEAD was detached")
@@ -146,6 +153,7 @@ class SessionChanges(Frozen):
     added: int
     removed: int
     truncated: bool = Field(default=False, description="some diff text was cut at the size cap")
+    store: str | None = Field(default=None, description="the git folder the branch is in, when not the user's")
 
 
 # -- Coordinator <-> Workspace actor ------------------------------------------------------------

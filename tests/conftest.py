@@ -226,8 +226,22 @@ def start_orchestrate(args: list[str], env: dict[str, str], marker: str) -> tupl
     raise AssertionError(f"orchestrate {' '.join(args[:2])} printed no {marker!r} line")
 
 
+def session_store(session_dir: Path) -> Path:
+    """The session's store: the bare repository its branch ``orchestrate/<id>`` and objects
+    live in until ``orchestrate apply`` (plain git reads it: ``git -C <store> ...``)."""
+    return session_dir / "git" / "session.git"
+
+
+def git_folder_bytes(repo: Path) -> dict[str, bytes]:
+    """Every file of the user's ``.git`` (refs, packed-refs, objects, index, HEAD, config,
+    logs, stash), byte for byte: what a session must leave exactly as it was."""
+    folder = repo / ".git"
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def branch_files(repo: Path, branch: str) -> set[str]:
-    """The files on ``branch`` of the git repository ``repo`` (a session's orchestrate/<id>)."""
+    """The files on ``branch`` of the git repository ``repo`` (a session's orchestrate/<id>:
+    pass its store, ``session_store(session_dir)``)."""
     done = subprocess.run(
         ["git", "-C", str(repo), "ls-tree", "-r", "-z", "--name-only", branch],
         capture_output=True,

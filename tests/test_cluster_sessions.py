@@ -30,7 +30,7 @@ from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from meta_orchestrator.messages.worker import GetWorkerState
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import PROJECT_ROOT, session_store, wait_for
 from tests.ray_cluster import DrivenCluster, RayNode, driven_cluster
 
 TASK = "Add a /health endpoint"
@@ -111,7 +111,11 @@ def test_a_demo_session_runs_every_cli_on_the_slot_node_and_keeps_everything(clu
     target = Path(state["target"])
     branch = f"orchestrate/{state['session_id']}"
     on_branch = subprocess.run(
-        ["git", "ls-tree", "-r", "--name-only", branch], cwd=target, capture_output=True, text=True, check=True
+        ["git", "ls-tree", "-r", "--name-only", branch],
+        cwd=session_store(session),  # the session's store: the user's repository gets it at apply
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert {"docs/DESIGN.md", "docs/REVIEW.md"} <= set(on_branch)
     assert not (target / "docs" / "DESIGN.md").exists()
@@ -121,7 +125,7 @@ def test_a_demo_session_runs_every_cli_on_the_slot_node_and_keeps_everything(clu
     assert implement["files_written"] and all(Path(f).is_relative_to(checkout) for f in implement["files_written"])
     assert all(Path(f).relative_to(checkout).as_posix() in on_branch for f in implement["files_written"])
     refs = subprocess.run(["git", "for-each-ref"], cwd=target, capture_output=True, text=True, check=True).stdout
-    assert "refs/orchestrate/remote" not in refs  # a run's refs go with it
+    assert "refs/orchestrate/remote" not in refs and "refs/heads/orchestrate/" not in refs  # nothing left there
     wait_for(lambda: not cluster.scratch_left(), timeout=30, message="every run's checkout on the node removed")
     assert not _processes_of(state["session_id"])  # no CLI of the session runs on any node
     print(f"\ncluster session: {runs} remote runs, completed in {took:.1f}s")

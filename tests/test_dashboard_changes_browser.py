@@ -53,6 +53,7 @@ def test_the_changes_panel_shows_each_merge_as_text(
     assert _file_rows(page) == ["ADDED docs/DESIGN.md +3 -0"]
     summary = " ".join(panel.locator("#changes-summary").inner_text().split())
     assert f"orchestrate/{SESSION_ID}" in summary and "1 file +3 -0" in summary
+    assert "in the session's store until orchestrate apply" in summary  # not in the user's repository yet
     assert "Choose a file" in panel.locator("#changes-diff").inner_text()
     panel.locator(".change-file", has_text="docs/DESIGN.md").click()
     hostile = panel.locator("pre.diff .dl.add", has_text="onerror")
@@ -107,7 +108,8 @@ def _a_file_named_as_markup_and_a_diff_past_the_cap(page: Any, panel: Any, ref: 
     page.keyboard.press("Enter")
     cut = panel.locator(".changes-diff .cut")
     cut.wait_for(timeout=5_000)
-    assert f"git diff {changes.base[:10]} orchestrate/{SESSION_ID} -- data/big.txt" in cut.inner_text()
+    whole = f"git --git-dir {changes.store} diff {changes.base[:10]} orchestrate/{SESSION_ID} -- data/big.txt"
+    assert changes.store and whole in cut.inner_text()  # plain git reads the branch in the store
     assert panel.locator("pre.diff .dl.add").count() < 3000
     assert "some diffs cut" in panel.locator("#changes-summary").inner_text()
     panel.locator("#changes-by-assignment").click()

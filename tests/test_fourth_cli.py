@@ -19,7 +19,7 @@ from meta_orchestrator.actors.runtime.error_patterns import Evidence, classify_r
 from meta_orchestrator.actors.runtime.preflight import PreflightError, proactive_fixes
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
-from tests.conftest import branch_files
+from tests.conftest import branch_files, session_store
 from tests.parrot.adapter import ParrotAdapter
 
 
@@ -59,8 +59,9 @@ def test_a_registered_fourth_cli_runs_a_whole_demo_session(tmp_path, demo_env, p
     assert by_id["implement"]["agent"] == "parrot"
     assert by_id["implement"]["status"] == "completed"
     assert any(f.endswith(".py") for f in by_id["implement"]["files_written"])
-    target = Path(state["target"])
-    written = branch_files(target, f"orchestrate/{state['session_id']}")  # the session's branch holds the work
+    written = branch_files(
+        session_store(session), f"orchestrate/{state['session_id']}"
+    )  # the session's branch holds the work
     assert any(f.startswith("app/") and f not in ("app/__init__.py", "app/main.py") for f in written)
     records = read_jsonl(session / "parrot.jsonl").records
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))

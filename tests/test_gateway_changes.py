@@ -108,6 +108,7 @@ def test_a_merge_becomes_a_changes_frame_that_validates_with_the_diff_as_text(br
     (diff,) = frame.data.changes.diffs
     assert diff.path == "docs/DESIGN.md" and f"+{HOSTILE}" in diff.text.splitlines()
     assert [(f.path, f.status, f.added, f.removed) for f in changes.files] == [("docs/DESIGN.md", "added", 3, 0)]
+    assert json.loads(text)["data"]["changes"]["store"] == str(branch.repo.store)  # where plain git finds it
 
 
 def test_changes_data_is_either_a_branch_or_in_place() -> None:

@@ -55,6 +55,7 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from tests.conftest import session_store
 from tests.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
 
 TASK = "Add a /health endpoint"
@@ -200,10 +201,11 @@ def test_a_nested_repository_and_a_diff_driver_in_a_checkout_run_nothing(
     assert root.markers() == [], "a program an agent planted ran outside its sandbox"
     assert root.fingerprint() == before
     branch = f"orchestrate/{SESSION_ID}"
-    on_branch = set(_git(root.repo, "ls-tree", "-r", "--name-only", branch).split())
+    store = session_store(root.session_dir)  # the branch is in the session's store
+    on_branch = set(_git(store, "ls-tree", "-r", "--name-only", branch).split())
     assert {"app/health_endpoint.py", "agent_note.txt", ".gitattributes"} <= on_branch  # the agent's real work
     assert not [p for p in on_branch if p == "nest" or p.startswith("nest/")]  # no gitlink, no nested files
-    assert "160000" not in _git(root.repo, "ls-tree", "-r", branch)
+    assert "160000" not in _git(store, "ls-tree", "-r", branch)
     # The nested repository is kept in its checkout, and the record and the log say why.
     record = json.loads((root.session_dir / "workspace.json").read_text())
     [(name, checkout)] = [(n, c) for n, c in record["checkouts"].items() if c["left_out"]]
@@ -392,7 +394,7 @@ def test_real_claude_a_nested_repository_in_its_checkout_runs_nothing(
     assert any("nested git repositories its agent made there are not on" in line and "nest" in line for line in lines)
     assert root.markers() == []
     assert root.fingerprint() == before
-    on_branch = set(_git(root.repo, "ls-tree", "-r", "--name-only", repo.branch).split())
+    on_branch = set(_git(repo.store, "ls-tree", "-r", "--name-only", repo.branch).split())
     assert {"agent_note.txt", ".gitattributes", "app.py"} <= on_branch and "nest" not in on_branch
 
 
@@ -475,4 +477,4 @@ def test_a_gitmodules_of_the_agent_does_not_make_git_look_into_a_submodule(root:
         assert repo.merge_assignment("committed").ok
         assert set(repo.cleanup()) == {"committed", "never-committed"}  # both hold a repository: kept
         assert root.markers() == [], sid
-        assert _git(root.repo, "ls-tree", repo.branch, "lib").split()[2] == library  # the base's commit
+        assert _git(repo.store, "ls-tree", repo.branch, "lib").split()[2] == library  # the base's commit

@@ -22,6 +22,7 @@ import pytest
 
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.config.settings import load_settings
+from tests.conftest import session_store
 from tests.realcli.model_server import WRITE_CONTENT, ScriptedModelServer
 from tests.test_real_clis import MODELS, cli_bin, server  # noqa: F401 - fixtures
 
@@ -122,10 +123,12 @@ def test_the_three_real_clis_each_put_their_own_file_on_the_session_branch(
     done = {a["id"]: (a["agent"], a["status"], a.get("error")) for a in state["assignments"]}
     assert code == 0, (code, json.dumps(state["assignments"], indent=1)[:6000])
     branch = f"orchestrate/{SESSION}"
-    on_branch = set(_git(target, "ls-tree", "-r", "--name-only", branch).split())
+    store = session_store(root / "workspace" / SESSION)  # the branch is in the session's store
+    on_branch = set(_git(store, "ls-tree", "-r", "--name-only", branch).split())
     for cli in ("claude", "codex", "gemini"):
         assert f"own-{cli}.txt" in on_branch, (on_branch, done)
-        assert _git(target, "show", f"{branch}:own-{cli}.txt") == WRITE_CONTENT
+        assert _git(store, "show", f"{branch}:own-{cli}.txt") == WRITE_CONTENT
+    assert _git(target, "for-each-ref", "refs/heads/orchestrate/") == ""  # nothing in the user's repository
     assert sorted(p.name for p in target.iterdir()) == [".git", "README.md"]  # the user's tree as it was
     served = {r.api for r in server.requests}
     assert {"anthropic", "openai"} <= served and any(api.startswith("gemini") for api in served)

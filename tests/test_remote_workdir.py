@@ -17,6 +17,7 @@ from meta_orchestrator.actors.runtime import remote_workdir
 from meta_orchestrator.actors.runtime.remote_checkout import NodeCheckout, RemoteWork, WorkBack
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 from meta_orchestrator.messages.cluster import RemoteRunEnd
+from tests.conftest import git_folder_bytes
 
 
 def git(repo: Path, *args: str) -> str:
@@ -195,7 +196,7 @@ def test_a_remote_run_in_an_assignment_checkout_is_committed_and_merged_as_a_loc
     from meta_orchestrator.actors.runtime.session_files import private_dir
     from meta_orchestrator.actors.runtime.workspaces import open_session_repo
 
-    user = _state(repo)
+    user, user_git = _state(repo), git_folder_bytes(repo)
     session = open_session_repo(repo, private_dir(private_dir(tmp_path / "ws") / "s1"), "s1").repo
     assert session is not None
     checkout = session.checkout("implement")
@@ -215,7 +216,8 @@ def test_a_remote_run_in_an_assignment_checkout_is_committed_and_merged_as_a_loc
     # From here on it is the Workspace's usual work: commit the checkout, merge into the branch.
     head = session.commit_assignment("implement", "claude", "a feature")
     assert head is not None and session.merge_assignment("implement").ok
-    shown = git(repo, "show", f"{session.branch}:feature.py")
+    shown = git(session.store, "show", f"{session.branch}:feature.py")  # in the session's store
     assert shown == "def feature():\n    return 1"
-    assert _state(repo) | {"refs": ""} == user | {"refs": ""}  # the user's tree, index, HEAD as they were
+    assert _state(repo) == user  # the user's tree, index, HEAD and refs as they were: no branch made there
+    assert git_folder_bytes(repo) == user_git  # nor any object: the run's went to the checkout and the store
     assert not (repo / "feature.py").exists()

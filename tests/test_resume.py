@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 
-from tests.conftest import branch_file, branch_files, kill_tree, popen_orchestrate, wait_for
+from tests.conftest import branch_file, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -109,9 +109,12 @@ def _assert_the_checkout_was_reused(state: dict, session_dir: Path, checkout: Pa
     implement = next(a for a in state["assignments"] if a["id"] == "implement")
     assert implement["workdir"] == str(checkout)
     target = Path(state["target"])
-    files = branch_files(target, f"orchestrate/{session_dir.name}")
+    files = branch_files(session_store(session_dir), f"orchestrate/{session_dir.name}")
     assert {"partial.txt", "docs/DESIGN.md", "docs/REVIEW.md"} <= files
-    assert branch_file(target, f"orchestrate/{session_dir.name}", "partial.txt") == "work done before the kill\n"
+    assert (
+        branch_file(session_store(session_dir), f"orchestrate/{session_dir.name}", "partial.txt")
+        == "work done before the kill\n"
+    )
     assert not checkout.exists() and not (target / "partial.txt").exists()
     assert "resumed on branch" in err
 

@@ -16,7 +16,7 @@ import pytest
 from meta_orchestrator.actors.app.system import RunOptions, run
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
-from tests.conftest import PROJECT_ROOT, branch_files, kill_tree, popen_orchestrate, wait_for
+from tests.conftest import PROJECT_ROOT, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
 
 
 def _settings(tmp_path: Path, **overrides: object):
@@ -56,7 +56,7 @@ def test_demo_session_runs_to_completion_and_records_everything(tmp_path, demo_e
     assert all(a["status"] == "completed" for a in by_id.values())
     target = Path(state["target"])
     # The demo app is a git repository: the work is on the session's branch, not in its tree.
-    on_branch = branch_files(target, f"orchestrate/{session.name}")
+    on_branch = branch_files(session_store(session), f"orchestrate/{session.name}")  # in its store until apply
     assert {"docs/DESIGN.md", "docs/REVIEW.md"} <= on_branch
     assert not (target / "docs").exists()
     assert any(f.endswith(".py") for f in by_id["implement"]["files_written"])
@@ -181,7 +181,7 @@ def test_signal_stops_everything_saves_state_and_exits_130(tmp_path, demo_env, s
     assert state["status"] == "stopped" and state["exit_code"] == 130
     # The branch stays with what was merged (the design); the checkouts it no longer needs go.
     session = Path(state["workspace"])
-    assert "docs/DESIGN.md" in branch_files(Path(state["target"]), f"orchestrate/{session.name}")
+    assert "docs/DESIGN.md" in branch_files(session_store(session), f"orchestrate/{session.name}")
     assert not list(session.glob("checkouts/*")) and not list(session.glob("views/*"))
     assert f"the work is on branch orchestrate/{session.name}" in out
 
@@ -242,7 +242,7 @@ def test_sessions_and_show_commands(tmp_path, demo_env):
     assert session.name in listing.stdout and "completed" in listing.stdout
     # Its branch, and no checkout left: every one was merged and removed at the end.
     line = next(row for row in listing.stdout.splitlines() if row.startswith(session.name))
-    assert line.endswith(f"orchestrate/{session.name}"), line
+    assert line.endswith(f"orchestrate/{session.name} (in its store until apply)"), line
     shown = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "orchestrate"), "show", session.name, "--workspace", str(tmp_path / "ws")],
         capture_output=True,

@@ -74,8 +74,8 @@ def test_a_conflict_stays_in_its_checkout_until_its_agent_resolves_it(
     (second / "app.py").write_text("def main():\n    return 'one and two'\n")
     resolved = _merge(actor, probe, "two", agent="codex")
     assert resolved.result.ok and resolved.result.status == "fast_forward"
-    assert git(user_repo, "show", f"{repo.branch}:app.py") == "def main():\n    return 'one and two'\n"
-    assert len(git(user_repo, "log", "-1", "--format=%P", repo.branch).split()) == 2  # both histories
+    assert git(repo.store, "show", f"{repo.branch}:app.py") == "def main():\n    return 'one and two'\n"
+    assert len(git(repo.store, "log", "-1", "--format=%P", repo.branch).split()) == 2  # both histories
 
 
 def test_git_failing_is_an_answer_not_a_crash(user_repo: Path, tmp_path: Path, probe: Any) -> None:  # noqa: F811

@@ -26,7 +26,7 @@ from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, load_settings
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
-from tests.conftest import branch_file, branch_files, popen_orchestrate
+from tests.conftest import branch_file, branch_files, popen_orchestrate, session_store
 from tests.test_workspaces import _no_global_git_config, git, new_session, user_repo, user_state  # noqa: F401
 
 TASK = "Add a /health endpoint"
@@ -94,7 +94,7 @@ def _assert_conflict_waits_for_the_user(repo: Path, folder: Path, done: subproce
     second = next(a for a in state["assignments"] if a["phase"] == "conflicted")
     in_checkout = (Path(second["workdir"]) / "docs" / "NOTES.md").read_text()
     assert "<<<<<<<" in in_checkout and ">>>>>>>" in in_checkout  # kept for whoever resolves it
-    on_branch = branch_file(repo, f"orchestrate/{folder.name}", "docs/NOTES.md")
+    on_branch = branch_file(session_store(folder), f"orchestrate/{folder.name}", "docs/NOTES.md")
     assert len(on_branch.splitlines()) == 1 and second["role"] not in on_branch  # nothing overwritten
     return second["id"]
 
@@ -111,11 +111,14 @@ def test_a_session_in_the_user_repository_leaves_it_as_it_was_then_apply_and_dis
     assert "3 uncommitted files of yours are not part of the session" in done.stderr
     assert user_state(user_repo) == before  # tree, index, HEAD, branch, stash, config: as they were
     branch = f"orchestrate/{folder.name}"
-    work = branch_files(user_repo, branch)
+    store = session_store(folder)  # the branch and its objects: in the session's own store
+    work = branch_files(store, branch)
     assert {"docs/DESIGN.md", "docs/REVIEW.md", "app/health_endpoint.py"} <= work and "notes.txt" not in work
-    assert branch_file(user_repo, branch, "README.md") == "# project\n"  # HEAD's, not the user's
-    assert f"\nOrchestrate-Session: {folder.name}\n" in git(user_repo, "log", "-1", "--format=%B", branch)
-    assert f"the work is on branch {branch}" in done.stdout and f"orchestrate apply {folder.name}" in done.stdout
+    assert branch_file(store, branch, "README.md") == "# project\n"  # HEAD's, not the user's
+    assert f"\nOrchestrate-Session: {folder.name}\n" in git(store, "log", "-1", "--format=%B", branch)
+    assert f"the work is on branch {branch} in the session's store {store}" in done.stdout
+    assert f"orchestrate apply {folder.name}" in done.stdout and f"git --git-dir {store} diff --stat" in done.stdout
+    assert f"git --git-dir {store} log {branch}" in _state(folder)["summary"]
     _assert_no_review_quotes_the_user_change(folder)
 
     # Another session whose parallel writers conflict, with no round for the agents: it waits.
@@ -127,12 +130,14 @@ def test_a_session_in_the_user_repository_leaves_it_as_it_was_then_apply_and_dis
     assert f"kept checkout {kept}" in other.stdout
     listed = _orchestrate(["sessions", "--workspace", str(ws)], demo_env)
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert lines[folder.name].endswith(branch)  # merged: no checkout left
-    assert lines[other_folder.name].endswith(f"orchestrate/{other_folder.name}, 1 checkout left")
+    assert lines[folder.name].endswith(f"{branch} (in its store until apply)")  # merged: no checkout left
+    assert lines[other_folder.name].endswith(
+        f"orchestrate/{other_folder.name} (in its store until apply), 1 checkout left"
+    )
 
     gone = _orchestrate(["discard", other_folder.name, "--workspace", str(ws)], demo_env)
     assert gone.returncode == 0, gone.stderr
-    assert _branches(user_repo) == [branch]
+    assert _branches(user_repo) == []  # no session ever made a branch there
     assert not [p for p in other_folder.glob("checkouts/*")] and not (other_folder / "git").exists()
     assert git(user_repo, "worktree", "list", "--porcelain") == before["worktrees"]
     assert user_state(user_repo) == before
@@ -162,7 +167,7 @@ def test_parallel_writers_of_one_file_end_in_a_merge_that_keeps_both(tmp_path: P
     assert by_id["review"]["depends_on"] == ["design"]  # implement and review ran side by side
     [second] = [a for a in by_id.values() if a["conflict_rounds"]]
     assert second["conflict_rounds"] == 1 and second["status"] == "completed"
-    repo, branch = Path(state["target"]), f"orchestrate/{folder.name}"
+    repo, branch = session_store(folder), f"orchestrate/{folder.name}"
     notes = branch_file(repo, branch, "docs/NOTES.md")
     assert "- implementer (claude)" in notes and "- reviewer (codex)" in notes and "<<<<<<<" not in notes
     # Its agent resolved the markers in its checkout; the merge keeps both sides' histories.
@@ -281,7 +286,7 @@ def test_a_sandboxed_run_works_in_its_checkout_and_cannot_write_the_user_reposit
     (checkout.path / "result.json").unlink()
     assert repo.commit_assignment("implement", "claude", "made") is not None
     assert repo.merge_assignment("implement").ok
-    assert branch_file(repo_outside_tmp, repo.branch, "made.txt") == "made in the checkout\n"
+    assert branch_file(repo.store, repo.branch, "made.txt") == "made in the checkout\n"
 
 
 def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
@@ -300,7 +305,8 @@ def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
     assert user_state(user_repo) == before
     (folder,) = _session_dirs(tmp_path / "ws")
     branch = f"orchestrate/{folder.name}"
-    assert branch_file(user_repo, branch, "README.md") == "# project\n\nthe user's own note\n"
-    assert branch_file(user_repo, branch, "lib/util.py") == "VALUE = 2  # staged by the user\n"
-    assert {"notes.txt", "docs/DESIGN.md", "app/health_endpoint.py"} <= branch_files(user_repo, branch)
-    assert "debug.log" not in branch_files(user_repo, branch)  # ignored stays out
+    store = session_store(folder)
+    assert branch_file(store, branch, "README.md") == "# project\n\nthe user's own note\n"
+    assert branch_file(store, branch, "lib/util.py") == "VALUE = 2  # staged by the user\n"
+    assert {"notes.txt", "docs/DESIGN.md", "app/health_endpoint.py"} <= branch_files(store, branch)
+    assert "debug.log" not in branch_files(store, branch)  # ignored stays out

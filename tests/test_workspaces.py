@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from meta_orchestrator.actors.runtime.workspaces import (
     discard_session,
     open_session_repo,
 )
-from tests.conftest import PROJECT_ROOT, popen_orchestrate, wait_for
+from tests.conftest import PROJECT_ROOT, git_folder_bytes, popen_orchestrate, wait_for
 
 APP = "def main():\n    return 1\n\n\ndef helper():\n    return 2\n"
 
@@ -95,6 +96,7 @@ def user_state(repo: Path) -> dict[str, Any]:
         "stash": (git(repo, "stash", "list"), git(repo, "rev-parse", "refs/stash")),
         "worktrees": git(repo, "worktree", "list", "--porcelain"),
         "config": (repo / ".git" / "config").read_bytes(),
+        "git folder": git_folder_bytes(repo),  # refs, packed-refs, objects, logs: nothing gained
     }
 
 
@@ -107,6 +109,19 @@ def new_session(workspace: Path, repo: Path, sid: str = "20260101-120000-abc123"
     opened = open_session_repo(repo, private_dir(workspace / sid), sid, **kwargs)
     assert opened.repo is not None, opened.message
     return opened.repo
+
+
+def old_layout_session(workspace: Path, repo: Path, sid: str = "20260101-120000-old123") -> SessionRepo:
+    """A session as made before the store: its branch in the user's repository, and a
+    workspace.json without ``store`` (made now, then moved to that layout before any checkout)."""
+    made = new_session(workspace, repo, sid)
+    git(repo, "fetch", "-q", str(made.store), f"{made.branch}:{made.branch}")
+    record = made.record.model_copy(update={"store": None})
+    shutil.rmtree(made.store)
+    old = SessionRepo(record, workspace / sid)
+    old.save()
+    assert old.store is None and git(repo, "rev-parse", made.branch).strip() == made.base
+    return old
 
 
 def test_a_session_leaves_the_user_repository_as_it_was(user_repo: Path, workspace: Path) -> None:
@@ -133,11 +148,12 @@ def test_a_session_leaves_the_user_repository_as_it_was(user_repo: Path, workspa
     assert result.status == "fast_forward" and result.commit == head
 
     assert user_state(user_repo) == before
-    branch = f"orchestrate/{repo.session_id}"
-    assert git(user_repo, "show", f"{branch}:health.py") == "def health():\n    return 'ok'\n"
-    assert "return 10" in git(user_repo, "show", f"{branch}:app.py")
-    assert "build.log" not in git(user_repo, "ls-tree", "-r", "--name-only", branch)
-    message = git(user_repo, "log", "-1", "--format=%an <%ae>%n%cn%n%B", branch)
+    branch, store = f"orchestrate/{repo.session_id}", repo.store
+    assert store == workspace / repo.session_id / "git" / "session.git"
+    assert git(store, "show", f"{branch}:health.py") == "def health():\n    return 'ok'\n"
+    assert "return 10" in git(store, "show", f"{branch}:app.py")
+    assert "build.log" not in git(store, "ls-tree", "-r", "--name-only", branch)
+    message = git(store, "log", "-1", "--format=%an <%ae>%n%cn%n%B", branch)
     assert message.startswith(
         "orchestrate <orchestrate@localhost>\norchestrate\nimplement (claude): Add a health check"
     )
@@ -169,7 +185,7 @@ def test_include_uncommitted_puts_the_user_change_in_the_base_only(user_repo: Pa
     before = user_state(user_repo)
     repo = new_session(workspace, user_repo, include_uncommitted=True)
     assert repo.base != before["head"].strip()
-    assert git(user_repo, "rev-parse", f"{repo.base}^").strip() == before["head"].strip()
+    assert git(repo.store, "rev-parse", f"{repo.base}^").strip() == before["head"].strip()  # made in the store
     checkout = repo.checkout("implement")
     assert (checkout.path / "README.md").read_text() == "# project\n\nthe user's own note\n"
     assert (checkout.path / "lib" / "util.py").read_text() == "VALUE = 2  # staged by the user\n"
@@ -190,7 +206,7 @@ def test_a_workspace_inside_the_repository_is_no_change_of_the_user(user_repo: P
     assert repo.record.uncommitted_count == 3
     work = repo.checkout("implement")
     assert not (work.path / "workspace").exists()
-    assert "workspace/" not in git(user_repo, "ls-tree", "-r", "--name-only", repo.base)
+    assert "workspace/" not in git(repo.store, "ls-tree", "-r", "--name-only", repo.base)
 
 
 def _two_editors(workspace: Path, user_repo: Path) -> SessionRepo:
@@ -226,7 +242,7 @@ def test_two_assignments_on_the_same_line_conflict_and_the_agent_resolves_it(use
     resolved = repo.commit_assignment("second", "codex", "resolve")
     merged = repo.merge_assignment("second")
     assert (merged.status, merged.commit) == ("fast_forward", resolved)
-    assert "return 'first' + 'second'" in git(user_repo, "show", f"{repo.branch}:app.py")
+    assert "return 'first' + 'second'" in git(repo.store, "show", f"{repo.branch}:app.py")
     # Its own diff now starts from the tip it merged in: the resolution, not the first's work again.
     diff = repo.assignment_diff("second")
     assert "+    return 'first' + 'second'" in diff and "-    return 'first'" in diff
@@ -254,9 +270,9 @@ def test_assignments_on_different_files_merge_with_a_merge_commit(user_repo: Pat
     assert repo.merge_assignment("docs").status == "fast_forward"
     merged = repo.merge_assignment("code")
     assert merged.status == "merged"
-    parents = git(user_repo, "rev-list", "--parents", "-n1", merged.commit).split()
+    parents = git(repo.store, "rev-list", "--parents", "-n1", merged.commit).split()
     assert parents[2] == code_head
-    assert "Orchestrate-Assignment: code" in git(user_repo, "log", "-1", "--format=%B", merged.commit)
+    assert "Orchestrate-Assignment: code" in git(repo.store, "log", "-1", "--format=%B", merged.commit)
     assert repo.merge_assignment("code").status == "up_to_date"
 
     changes = repo.session_changes()
@@ -276,11 +292,11 @@ def test_a_commit_made_on_the_session_branch_by_someone_else_is_merged_and_shown
     (work.path / "health.py").write_text("ok = True\n")
     repo.commit_assignment("implement", "claude", "health")
     look = user_repo.parent / "look"
-    git(user_repo, "worktree", "add", "-q", str(look), repo.branch)
+    git(repo.store, "worktree", "add", "-q", str(look), repo.branch)
     (look / "by-hand.txt").write_text("committed on the branch by hand\n")
     git(look, "add", "by-hand.txt")
     _commit(look, "by hand")
-    git(user_repo, "worktree", "remove", str(look))
+    git(repo.store, "worktree", "remove", str(look))
     merged = repo.merge_assignment("implement")
     assert merged.status == "merged"
     steps = [(a.assignment_id, [f.path for f in a.files]) for a in repo.session_changes().assignments]
@@ -326,7 +342,7 @@ def test_apply_brings_the_work_and_keeps_the_user_change(user_repo: Path, worksp
     repo.merge_assignment("implement")
     before = user_state(user_repo)
 
-    result = apply_session(user_repo, repo.session_id)
+    result = apply_session(user_repo, repo.session_id, store=repo.store)
     assert (result.status, result.branch, result.files) == ("fast_forward", "main", ("app.py",))
     after = user_state(user_repo)
     assert "return 10" in (user_repo / "app.py").read_text()
@@ -335,7 +351,7 @@ def test_apply_brings_the_work_and_keeps_the_user_change(user_repo: Path, worksp
         assert after["files"][kept] == before["files"][kept]
     assert after["cached"] == before["cached"]  # the staged change is still staged
     assert after["stash"] == before["stash"]
-    assert apply_session(user_repo, repo.session_id).status == "up_to_date"
+    assert apply_session(user_repo, repo.session_id, store=repo.store).status == "up_to_date"
 
 
 def test_apply_after_the_user_committed_makes_a_merge_commit(user_repo: Path, workspace: Path) -> None:
@@ -346,7 +362,7 @@ def test_apply_after_the_user_committed_makes_a_merge_commit(user_repo: Path, wo
     repo.merge_assignment("implement")
     _commit(user_repo, "the user's staged change")  # lib/util.py, meanwhile
     mine = git(user_repo, "rev-parse", "HEAD").strip()
-    result = apply_session(user_repo, repo.session_id)
+    result = apply_session(user_repo, repo.session_id, store=repo.store)
     assert result.status == "merged"
     assert git(user_repo, "rev-list", "--parents", "-n1", "HEAD").split()[1:] == [mine, repo.tip()]
     assert (user_repo / "health.py").read_text() == "ok = True\n"
@@ -361,7 +377,7 @@ def test_apply_refuses_when_the_user_change_touches_the_same_file(user_repo: Pat
     repo.merge_assignment("docs")
     before = user_state(user_repo)
     with pytest.raises(ApplyRefused) as refused:
-        apply_session(user_repo, repo.session_id)
+        apply_session(user_repo, repo.session_id, store=repo.store)
     assert refused.value.files == ("README.md",)
     assert "uncommitted changes touch" in str(refused.value)
     assert user_state(user_repo) == before
@@ -378,7 +394,7 @@ def test_apply_refuses_a_conflicting_merge_and_leaves_nothing_half_done(user_rep
     _commit(user_repo, "the user's own edit of app.py")
     before = user_state(user_repo)
     with pytest.raises(ApplyRefused) as refused:
-        apply_session(user_repo, repo.session_id)
+        apply_session(user_repo, repo.session_id, store=repo.store)
     assert refused.value.files == ("app.py",) and "would conflict" in str(refused.value)
     assert user_state(user_repo) == before
     assert not (user_repo / ".git" / "MERGE_HEAD").exists()
@@ -392,7 +408,7 @@ def test_apply_squash_makes_one_commit_on_the_user_branch(user_repo: Path, works
         repo.commit_assignment(name, "claude", f"add {name}")
         repo.merge_assignment(name)
     head = git(user_repo, "rev-parse", "HEAD").strip()
-    result = apply_session(user_repo, repo.session_id, squash=True, title="Add one and two")
+    result = apply_session(user_repo, repo.session_id, squash=True, title="Add one and two", store=repo.store)
     assert result.status == "squashed"
     assert git(user_repo, "rev-list", "--parents", "-n1", "HEAD").split()[1:] == [head]
     message = git(user_repo, "log", "-1", "--format=%an%n%B")
@@ -420,7 +436,7 @@ def test_discard_leaves_no_branch_worktree_or_checkout(user_repo: Path, workspac
 
 
 def test_discard_refuses_a_checked_out_branch_and_says_so(user_repo: Path, workspace: Path) -> None:
-    repo = new_session(workspace, user_repo)
+    repo = old_layout_session(workspace, user_repo)
     other = user_repo.parent / "look"
     git(user_repo, "worktree", "add", "-q", str(other), repo.branch)
     result = discard_session(user_repo, workspace / repo.session_id, repo.session_id)
@@ -444,7 +460,8 @@ def test_a_target_below_the_top_works_in_that_folder_of_the_checkout(user_repo: 
     assert checkout.workdir == checkout.path / "lib" and (checkout.workdir / "util.py").exists()
     writable, readable = checkout.sandbox_paths()
     assert writable == (str(checkout.path),)
-    assert readable == (str(checkout.git_dir), str(user_repo / ".git" / "objects"))
+    store_objects = workspace / repo.session_id / "git" / "session.git" / "objects"
+    assert readable == (str(checkout.git_dir), str(store_objects), str(user_repo / ".git" / "objects"))
 
 
 def test_readonly_checkout_is_exactly_the_commit(user_repo: Path, workspace: Path) -> None:
@@ -476,7 +493,7 @@ def test_remove_checkout_keeps_unmerged_work_unless_forced(user_repo: Path, work
     assert repo.cleanup() == []
     assert not (workspace / repo.session_id / "checkouts" / "implement").exists()
     assert repo.assignment_diff("implement").count("+wip") == 1  # from the user's repository now
-    assert git(user_repo, "rev-parse", repo.branch).strip() == repo.tip()
+    assert git(repo.store, "rev-parse", repo.branch).strip() == repo.tip()
 
 
 def test_the_tool_commits_without_the_user_config_and_runs_none_of_their_hooks(
@@ -589,7 +606,7 @@ def test_resume_makes_a_deleted_session_branch_again_at_its_last_tip(user_repo: 
     (work.path / "x.txt").write_text("x\n")
     repo.commit_assignment("implement", "claude", "x")
     tip = repo.merge_assignment("implement").commit
-    git(user_repo, "branch", "-D", repo.branch)
+    git(repo.store, "branch", "-D", repo.branch)
     again = new_session(workspace, user_repo, sid=repo.session_id)
     assert again.tip() == tip
 
@@ -626,8 +643,9 @@ def test_the_apply_discard_and_sessions_commands_end_to_end(user_repo: Path, wor
     listed = _orchestrate(workspace, "sessions")
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert lines[applied.session_id].endswith(f"orchestrate/{applied.session_id}, 1 checkout left")
-    assert lines[other.session_id].endswith(f"orchestrate/{other.session_id}, 1 checkout left")
+    store_note = "(in its store until apply), 1 checkout left"
+    assert lines[applied.session_id].endswith(f"orchestrate/{applied.session_id} {store_note}")
+    assert lines[other.session_id].endswith(f"orchestrate/{other.session_id} {store_note}")
 
     done = _orchestrate(workspace, "apply", applied.session_id)
     assert done.returncode == 0, done.stderr
@@ -640,8 +658,8 @@ def test_the_apply_discard_and_sessions_commands_end_to_end(user_repo: Path, wor
     gone = _orchestrate(workspace, "discard", other.session_id)
     assert gone.returncode == 0, gone.stderr
     assert f"deleted branch orchestrate/{other.session_id}" in gone.stdout and "removed checkout docs" in gone.stdout
-    refs = git(user_repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/orchestrate/").split()
-    assert refs == [f"orchestrate/{applied.session_id}"]
+    # The applied session's commits are in main; no session branch was ever made in the repository.
+    assert git(user_repo, "for-each-ref", "refs/heads/orchestrate/") == ""
     assert "(discarded)" in _orchestrate(workspace, "sessions").stdout
 
     refused = _orchestrate(workspace, "apply", other.session_id)
@@ -658,4 +676,4 @@ def test_apply_refuses_a_running_session(user_repo: Path, workspace: Path) -> No
     (workspace / repo.session_id / "state.json").write_text(json.dumps(state))
     refused = _orchestrate(workspace, "discard", repo.session_id)
     assert refused.returncode == 2 and "is running" in refused.stderr
-    assert git(user_repo, "rev-parse", "--verify", repo.branch)
+    assert git(repo.store, "rev-parse", "--verify", repo.branch)

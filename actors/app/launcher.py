@@ -6,8 +6,8 @@ orchestrate show <session_id>    print one session
 orchestrate resume <session_id>  continue a session (its orchestrator died, or it waited for answers)
 orchestrate answer <session_id> <question_id> <text>  answer a question of a waiting session
 orchestrate serve                every session of the workspace, live or past, in one page
-orchestrate apply <session_id>   merge the session's branch into your current branch
-orchestrate discard <session_id> delete the session's branches and checkouts
+orchestrate apply <session_id>   bring the session's branch from its store and merge it into your current branch
+orchestrate discard <session_id> remove the session's store (its branch) and checkouts
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FIL
   orchestrate resume <session_id>                     continue a session: recorded answers first
   orchestrate serve [--port N]                        every session, live or past, in one page
                                                       (127.0.0.1:8100), with replay
-  orchestrate apply <session_id> [--squash]           merge branch orchestrate/<session_id> into your
+  orchestrate apply <session_id> [--squash]           bring branch orchestrate/<session_id> from the session's
+                                                      store into your repository and merge it into your
                                                       current branch (refused, with the reason, if your
                                                       uncommitted changes touch its files or it conflicts)
-  orchestrate discard <session_id>                    delete the session's branches and checkouts
+  orchestrate discard <session_id>                    remove the session's store (its branch and objects)
+                                                      and checkouts; your .git stays as it was
 
 exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""

@@ -642,7 +642,8 @@ def _workspace_arguments(wiring: _Wiring) -> dict[str, Any]:
     resumed = wiring.options.resume_state or {}
     # A resumed session with a plan does not plan again: no checkout for it.
     plan = None if resumed.get("assignments") else plan_checkout(repo)
-    return {"workspace": workspace, "branch": repo.branch, "plan_checkout": plan}
+    store = str(repo.store) if repo.store is not None else None
+    return {"workspace": workspace, "branch": repo.branch, "branch_store": store, "plan_checkout": plan}
 
 
 def _begin(running: RunningSession, options: RunOptions) -> None:

@@ -17,6 +17,7 @@ from meta_orchestrator.actors.runtime.workspaces import (
     apply_session,
     discard_session,
     session_branch,
+    where_branch,
     workspace_summary,
 )
 from meta_orchestrator.messages.session import TERMINAL_STATUSES
@@ -30,7 +31,7 @@ def _say(text: str) -> None:
 
 
 def _session(folder: Path, session_id: str) -> tuple[dict[str, Any], Path | None] | None:
-    """The session's state and the repository its branch is in (None: no git target)."""
+    """The session's state and the user's repository (None: no git target)."""
     try:
         state = read_json(folder / "state.json")
     except FileNotFoundError:
@@ -60,8 +61,10 @@ def apply_command(folder: Path, session_id: str, squash: bool) -> int:
         _say(f"session {session_id} has no target repository recorded; nothing to apply")
         return EXIT_USAGE
     title = str(state.get("task") or "").strip() or None
+    summary = workspace_summary(folder) or {}
+    store = Path(str(summary["store"])) if summary.get("store") else None
     try:
-        result = apply_session(repository, session_id, squash=squash, title=title)
+        result = apply_session(repository, session_id, squash=squash, title=title, store=store)
     except ApplyRefused as exc:
         _say(f"not applied: {exc}")
         return EXIT_REFUSED
@@ -75,7 +78,8 @@ def apply_command(folder: Path, session_id: str, squash: bool) -> int:
     how = {"fast_forward": "fast-forward", "merged": "merge commit", "squashed": "one squashed commit"}[result.status]
     count = len(result.files)
     print(f"applied {branch} to {result.branch} ({how} {result.commit[:10]}, {count} file{'s' * (count != 1)})")
-    print(f"the branch is kept; remove it and its checkouts with: orchestrate discard {session_id}")
+    kept = where_branch(branch, str(store) if store else None).split(" (")[0]
+    print(f"the {kept} is kept; remove it and its checkouts with: orchestrate discard {session_id}")
     return 0
 
 
@@ -104,5 +108,6 @@ def branch_note(folder: Path) -> str:
         return ""
     if summary["discarded"]:
         return f"  {summary['branch']} (discarded)"
+    where = f"{summary['branch']} (in its store until apply)" if summary.get("store") else str(summary["branch"])
     left = int(summary["checkouts"])  # type: ignore[call-overload]
-    return f"  {summary['branch']}, {left} checkout{'s' * (left != 1)} left" if left else f"  {summary['branch']}"
+    return f"  {where}, {left} checkout{'s' * (left != 1)} left" if left else f"  {where}"

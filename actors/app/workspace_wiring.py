@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
 from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
@@ -92,7 +92,7 @@ def finish_workspace(repo: SessionRepo, session_dir: Path, say: Say | None) -> l
     try:
         lines = end_report(repo, session_dir, kept)
     except (WorkspaceError, OSError) as exc:  # the session has ended: say so, never fail here
-        lines = [f"the work is on branch {repo.branch} (its diff cannot be shown: {exc})"]
+        lines = [f"the work is on {repo.where()} (its diff cannot be shown: {exc})"]
     for line in lines:
         say(line)
     return kept
@@ -113,30 +113,47 @@ def _remove_finished_checkouts(repo: SessionRepo) -> list[str]:
 
 def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[str]:
     """The lines that close a session with a branch: where, what changed, what next."""
-    record = repo.record
-    sid, branch = repo.session_id, repo.branch
+    record, sid = repo.record, repo.session_id
     try:
         tip = repo.tip()
     except WorkspaceError as exc:
         return [f"the session branch is gone: {exc}"]
     if tip == record.base:
         lines = [
-            f"branch {branch} has no change against its base {record.base[:10]}",
+            f"{repo.where()} has no change against its base {record.base[:10]}",
             f"next: orchestrate discard {sid}  (removes its branches and checkouts)",
         ]
     else:
-        user = Git(["-C", record.repository])
-        stat = user.run("diff", "--stat", "--no-color", *NO_DRIVERS, record.base, tip, ok=(0, 1)).text.splitlines()
-        if len(stat) > _MAX_STAT_LINES:
-            stat = [*stat[: _MAX_STAT_LINES - 1], f" ... ({len(stat) - _MAX_STAT_LINES} more files)", stat[-1]]
-        lines = [
-            f"the work is on branch {branch} (base {record.base[:10]}); git diff --stat {record.base[:10]}..{branch}:"
-        ]
-        lines += [f"  {line.strip()}" for line in stat]
-        into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
-        lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
+        lines = _work_lines(repo, tip)
+    lines += _kept_lines(repo, session_dir, kept)
+    return lines
+
+
+def _work_lines(repo: SessionRepo, tip: str) -> list[str]:
+    """Where the work is, its diffstat, and the next commands."""
+    record, sid, branch = repo.record, repo.session_id, repo.branch
+    git = repo.branch_git()
+    stat = git.run("diff", "--stat", "--no-color", *NO_DRIVERS, record.base, tip, ok=(0, 1)).text.splitlines()
+    if len(stat) > _MAX_STAT_LINES:
+        stat = [*stat[: _MAX_STAT_LINES - 1], f" ... ({len(stat) - _MAX_STAT_LINES} more files)", stat[-1]]
+    store = f"--git-dir {repo.store} " if repo.store is not None else ""
+    lines = [
+        f"the work is on {repo.where()} (base {record.base[:10]}); git {store}diff --stat {record.base[:10]}..{branch}:"
+    ]
+    lines += [f"  {line.strip()}" for line in stat]
+    into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
+    lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
+    if repo.store is None:
         lines.append(f"      or: git merge {branch}")
-        lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
+    else:
+        lines.append(f"      or: git fetch {repo.store} {branch} && git merge FETCH_HEAD")
+    lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
+    return lines
+
+
+def _kept_lines(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[str]:
+    record, branch = repo.record, repo.branch
+    lines = []
     for name in kept:
         # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
         where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")

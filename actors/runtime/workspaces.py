@@ -1,16 +1,23 @@
 """Isolated workspaces: a session works on its own branch, each writing assignment in its own
 checkout; the user's working tree, index, HEAD, current branch and stash are never touched.
 
-In the user's repository a session makes one branch, ``orchestrate/<session_id>``, at its
-base (HEAD's commit, or a snapshot of the user's uncommitted files on top of it), and moves
-it only by fetching a commit into that ref (a fast-forward; ``git fetch`` refuses the
-checked-out branch). Merges are computed without a working tree (``git merge-tree
---write-tree``). ``apply_session`` and ``discard_session`` serve ``orchestrate apply`` and
-``orchestrate discard``.
+A session's branch, ``orchestrate/<session_id>``, and every object its agents made live in a
+store of the session's own, ``<session>/git/session.git``: a bare repository (0700) whose
+``objects/info/alternates`` names the user's object folder, so nothing of the user's is
+copied and nothing of the session's is written into the user's repository. The branch starts
+at the base (HEAD's commit, or a snapshot of the user's uncommitted files on top of it, made
+in the store) and moves only by fetching a commit from a checkout into that ref (a
+fast-forward). Merges are computed without a working tree (``git merge-tree --write-tree``).
+``apply_session`` (``orchestrate apply``) is when the user's repository gains the session's
+commits (fetched from the store, then merged or fast-forwarded); ``discard_session``
+(``orchestrate discard``) removes the store with the checkouts, so the user's ``.git`` is as
+it was. A session of the older layout (workspace.json without ``store``) has its branch in
+the user's repository; it resumes, applies and discards as before.
 
 In the session folder::
 
   workspace.json              base, branch, checkouts and merges (WorkspaceRecord)
+  git/session.git/            the store: the session branch and its objects (bare)
   checkouts/<assignment>/     an assignment's working tree, on orchestrate/<session>/<assignment>
   views/<name>/               a read-only checkout of exactly one commit (planning, reviews)
   git/checkouts/<assignment>/ the git folder of each (the tree's .git is a file pointing here)
@@ -18,8 +25,8 @@ In the session folder::
 
 Why not ``git worktree``: a linked worktree shares the user's ``.git`` (refs, config, hooks),
 so an agent could move or delete the user's branches. Each checkout is instead a repository
-of its own whose ``objects/info/alternates`` names the user's object folder, as ``git clone
---shared`` makes, minus the copy of the user's refs and the ``origin`` remote pointing back:
+of its own whose ``objects/info/alternates`` names the store's object folder (and through it
+the user's), as ``git clone --shared`` makes, minus the copy of the user's refs and the ``origin`` remote pointing back:
 making one costs one ``git init`` and one ``git checkout``, no object is copied, and nothing
 of it can write to the user's repository.
 
@@ -30,7 +37,7 @@ orchestrator's (agents get it read-only), every call names it (``--git-dir``), a
 must still hash as written. Every call also runs with ``CHECKOUT_CONFIG`` (hooks, fsmonitor,
 pager and signing off; never into a submodule or nested repository) and, when the agents run
 in the OS sandbox, inside the same bwrap without network, writable only the checkout and its
-git folder (a fetch into the session branch: only the user's git folder), the workspace
+git folder (a fetch into the session branch: only the store), the workspace
 hidden: a setting that slipped through still writes nothing outside.
 
 A nested repository an agent makes in its checkout (``git init`` there, or a gitlink of the
@@ -42,7 +49,8 @@ and the end report name it); the base's submodules stay at the base's commits.
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
 ``<session>/git/checkouts/<assignment>`` and the object folders named by alternates: the
-user's ``<common git dir>/objects`` and any alternates that folder names itself.
+store's ``objects``, the user's ``<common git dir>/objects`` and any alternates that folder
+names itself.
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ RECORD_FILE = "workspace.json"
 BRANCH_PREFIX = "orchestrate/"
 _FOLDERS: dict[CheckoutKind, str] = {"assignment": "checkouts", "view": "views"}
 GIT_FOLDER = "git"
+STORE = "session.git"  # in GIT_FOLDER: the session's own bare repository
 TRAILER_SESSION = "Orchestrate-Session"
 # The config every call in a checkout runs with: nothing an agent wrote runs (no hook, no
 # fsmonitor, no submodule), no recorded resolutions, a conflict an agent can read (with the base).
@@ -120,8 +129,26 @@ class ApplyRefused(WorkspaceError):
 
 
 def session_branch(session_id: str) -> str:
-    """The session's branch in the user's repository."""
+    """The session's branch (in its store; in the user's repository for an older session)."""
     return f"{BRANCH_PREFIX}{session_id}"
+
+
+def store_path(session_dir: Path) -> Path:
+    """The session's store: the bare repository holding its branch and objects."""
+    return session_dir / GIT_FOLDER / STORE
+
+
+def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> Git:
+    """git in a session's store (the orchestrator's own repository), hardened all the same:
+    the objects it reads came from the agents."""
+    return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store)
+
+
+def where_branch(branch: str, store: str | None) -> str:
+    """Where the session branch is, for the user: in its store until ``orchestrate apply``."""
+    if store is None:
+        return f"branch {branch}"
+    return f"branch {branch} in the session's store {store} (your repository gets it at `orchestrate apply`)"
 
 
 def check_name(name: str, what: str) -> str:
@@ -273,9 +300,11 @@ def open_session_repo(
     git = Git(["-C", found.top], timeout_s=timeout_s)
     exclude = _workspace_inside(session_dir, found.top)
     dirty = uncommitted_files(git, exclude)
+    store = store_path(session_dir)
+    _init_store(store, Path(found.common_dir), session_branch(session_id), timeout_s)
     base = found.head
     if include_uncommitted and dirty:
-        base = _snapshot_uncommitted(git, found, session_dir, session_id, exclude)
+        base = _snapshot_uncommitted(store, found, session_dir, session_id, exclude, timeout_s)
     record = WorkspaceRecord(
         session_id=session_id,
         repository=found.top,
@@ -283,6 +312,7 @@ def open_session_repo(
         common_dir=found.common_dir,
         prefix=found.prefix,
         branch=session_branch(session_id),
+        store=str(store),
         base=base,
         user_head=found.head,
         user_branch=found.branch,
@@ -299,6 +329,8 @@ def open_session_repo(
 
 def _start_note(record: WorkspaceRecord, dirty: int) -> str:
     where = f"branch {record.branch} at {record.base[:10]}"
+    if record.store is not None:
+        where += f" in the session's store {record.store} (your repository gets it only at `orchestrate apply`)"
     if not dirty:
         return f"{where}; your working tree is clean"
     files = f"{dirty} uncommitted file{'s' * (dirty != 1)} of yours"
@@ -308,9 +340,11 @@ def _start_note(record: WorkspaceRecord, dirty: int) -> str:
 
 
 def _snapshot_uncommitted(
-    git: Git, found: _Repository, session_dir: Path, session_id: str, exclude: tuple[str, ...]
+    store: Path, found: _Repository, session_dir: Path, session_id: str, exclude: tuple[str, ...], timeout_s: float
 ) -> str:
-    """A commit of the user's working tree on top of HEAD, through a copy of their index."""
+    """A commit of the user's working tree on top of HEAD, through a copy of their index,
+    written into the session's store (their repository gains no object)."""
+    git = Git(["--git-dir", str(store), "--work-tree", found.top], timeout_s=timeout_s, cwd=Path(found.top))
     tree = _tree_through_index_copy(git, Path(found.git_dir) / "index", session_dir, exclude)
     message = f"The uncommitted changes at the start of session {session_id}\n\n{TRAILER_SESSION}: {session_id}"
     return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
@@ -365,6 +399,9 @@ class SessionRepo:
         self._sandbox = sandbox  # git over the checkouts runs inside it (None: only hardened)
         self._lock = threading.RLock()
         self._user = Git(["-C", record.repository], timeout_s=timeout_s)
+        # Where the branch is: the session's store, or the user's repository (an older session).
+        self._store = Path(record.store) if record.store is not None else None
+        self._branch_git = store_git(self._store, timeout_s) if self._store is not None else self._user
 
     @property
     def record(self) -> WorkspaceRecord:
@@ -382,6 +419,19 @@ class SessionRepo:
     @property
     def base(self) -> str:
         return self._record.base
+
+    @property
+    def store(self) -> Path | None:
+        """The session's store (None: an older session, its branch in the user's repository)."""
+        return self._store
+
+    def branch_git(self) -> Git:
+        """git where the session branch is, to read it (diffs, logs)."""
+        return self._branch_git
+
+    def where(self) -> str:
+        """Where the session branch is, for the user."""
+        return where_branch(self.branch, self._record.store)
 
     def save(self) -> None:
         """Write workspace.json (atomically, private)."""
@@ -406,25 +456,30 @@ class SessionRepo:
         """Make the branch again if it is missing (at the last tip the session set), and clear
         the lock files a killed orchestrator left in its own checkouts and branch."""
         ref = f"refs/heads/{self.branch}"
-        (Path(self._record.common_dir) / f"{ref}.lock").unlink(missing_ok=True)
+        if self._store is not None:
+            _init_store(self._store, Path(self._record.common_dir), self.branch, self._timeout)
+        (Path(self._store or self._record.common_dir) / f"{ref}.lock").unlink(missing_ok=True)
         for record in self._record.checkouts.values():
             if not record.present:
                 continue
             _, git_dir = self._paths(record.kind, record.name)
             for lock in ("index.lock", "HEAD.lock"):
                 (git_dir / lock).unlink(missing_ok=True)
-        if self._user.run("rev-parse", "-q", "--verify", ref, ok=(0, 1)).returncode == 1:
-            self._user.run("update-ref", "-m", f"orchestrate: session {self.session_id}", ref, self._record.tip, "")
+        if self._branch_git.run("rev-parse", "-q", "--verify", ref, ok=(0, 1)).returncode == 1:
+            self._branch_git.run(
+                "update-ref", "-m", f"orchestrate: session {self.session_id}", ref, self._record.tip, ""
+            )
 
     def tip(self) -> str:
         """The session branch's commit now.
 
         Raises:
-            WorkspaceError: the branch is gone from the user's repository.
+            WorkspaceError: the branch is gone from the store (or the user's repository).
         """
-        result = self._user.run("rev-parse", "-q", "--verify", f"refs/heads/{self.branch}^{{commit}}", ok=(0, 1))
+        git = self._branch_git
+        result = git.run("rev-parse", "-q", "--verify", f"refs/heads/{self.branch}^{{commit}}", ok=(0, 1))
         if result.returncode == 1:
-            raise WorkspaceError(f"branch {self.branch} is gone from {self._record.repository}")
+            raise WorkspaceError(f"branch {self.branch} is gone from {self._store or self._record.repository}")
         return result.text
 
     # -- checkouts ------------------------------------------------------------------------
@@ -434,9 +489,9 @@ class SessionRepo:
         return self._dir / folder / name, self._dir / GIT_FOLDER / folder / name
 
     def _alternates(self, kind: CheckoutKind) -> list[Path]:
-        """The object folders a new checkout reads: the user's; a view also every assignment's
-        (it may show a commit not merged yet)."""
-        sources = [Path(self._record.common_dir) / "objects"]
+        """The object folders a new checkout reads: the store's (and through it the user's); a
+        view also every assignment's (it may show a commit not merged yet)."""
+        sources = [(self._store or Path(self._record.common_dir)) / "objects"]
         if kind == "view":
             sources += [self._paths("assignment", n)[1] / "objects" for n in self._assignment_names()]
         return sources
@@ -623,13 +678,14 @@ class SessionRepo:
     def _fetch(self, git_dir: Path, commit: str) -> bool:
         """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
         ref = f"refs/heads/{self.branch}"
-        fetcher = _fetch_git(self._record, git_dir, self._sandbox, self._timeout)
+        fetcher = _fetch_git(self._record, self._store, git_dir, self._sandbox, self._timeout)
         result = fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
         if result.returncode == 0:
             return True
         if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
             return False
-        raise WorkspaceError(f"cannot update {self.branch} in {self._record.repository}: {result.stderr}")
+        where = self._store or self._record.repository
+        raise WorkspaceError(f"cannot update {self.branch} in {where}: {result.stderr}")
 
     def _merged(self, record: CheckoutRecord, before: str, after: str, *, fast_forward: bool) -> MergeResult:
         with self._lock:
@@ -676,7 +732,7 @@ class SessionRepo:
         record = self._assignment(assignment_id, present=False)
         if record.head is None or record.head == record.base:
             return ""
-        git = self._git_in(record, tree=False) if record.present else self._user
+        git = self._git_in(record, tree=False) if record.present else self._branch_git
         return git.run("diff", *changes.DIFF_OPTIONS, "--find-renames", record.base, record.head).text
 
     def working_tree_commit(self, assignment_id: str) -> tuple[str, str]:
@@ -693,7 +749,8 @@ class SessionRepo:
     def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
         """The session branch against its base: per file, per assignment, and the text."""
         record = self._record
-        return changes.session_changes(self._user, record, self.tip(), max_file_bytes, max_total_bytes)
+        found = changes.session_changes(self._branch_git, record, self.tip(), max_file_bytes, max_total_bytes)
+        return found.model_copy(update={"store": record.store})
 
     # -- nothing left behind --------------------------------------------------------------
 
@@ -768,13 +825,34 @@ def _checkout_git(
     return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine, cwd=git_dir)
 
 
-def _fetch_git(record: WorkspaceRecord, git_dir: Path, sandbox: OsSandbox | None, timeout_s: float) -> Git:
-    """git in the user's repository, to fetch from a checkout's git folder: confined, it may
-    write only the repository's git folder (objects, refs)."""
-    readable = (record.repository, str(git_dir), *(str(p) for p in object_folders(git_dir)))
-    confine = _confinement(sandbox, (record.common_dir,), readable)
+def _fetch_git(
+    record: WorkspaceRecord, store: Path | None, git_dir: Path, sandbox: OsSandbox | None, timeout_s: float
+) -> Git:
+    """git in the session's store (an older session: the user's repository), to fetch from a
+    checkout's git folder: confined, it may write only the store (objects, refs)."""
+    readable = (str(git_dir), *(str(p) for p in object_folders(git_dir)))
     config = (*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG)
+    if store is not None:
+        confine = _confinement(sandbox, (str(store),), readable)
+        return Git(["--git-dir", str(store)], config=config, timeout_s=timeout_s, confine=confine, cwd=store)
+    confine = _confinement(sandbox, (record.common_dir,), (record.repository, *readable))
     return Git(["-C", record.repository], config=config, timeout_s=timeout_s, confine=confine)
+
+
+def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) -> None:
+    """The session's store (made once; a half-made one is completed): a bare repository,
+    private, reading the user's objects through alternates, its HEAD the session branch (so
+    that ``git --git-dir <store> log`` shows it)."""
+    private_dir(store.parent)
+    if not (store / "HEAD").is_file():
+        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", str(store))
+    store.chmod(0o700)
+    info = store / "objects" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "alternates").write_text(f"{common_dir / 'objects'}\n")
+    if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
+        shutil.copyfile(common_dir / "shallow", store / "shallow")
+    (store / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
 
 
 def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
@@ -844,11 +922,14 @@ def apply_session(
     squash: bool = False,
     title: str | None = None,
     *,
+    store: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ApplyResult:
     """Merge ``orchestrate/<session_id>`` into the user's current branch (``squash``: as one
-    commit). Everything is checked before anything moves: the merge must not conflict and
-    the user's uncommitted files must not be among those it changes; then their branch is
+    commit). Everything is checked before anything moves, in the session's ``store`` (None:
+    an older session, its branch in the user's repository): the merge must not conflict and
+    the user's uncommitted files must not be among those it changes. Only then does the user's
+    repository gain the session's commits (fetched from the store), and their branch is
     fast-forwarded to the merge (or squash) commit, keeping every other change of theirs,
     staged or not.
 
@@ -862,25 +943,14 @@ def apply_session(
         raise ApplyRefused(found)
     git = Git(["-C", found.top], timeout_s=timeout_s)
     branch = session_branch(session_id)
-    session_tip = _apply_preconditions(git, found, branch)
+    reader = store_git(store, timeout_s) if store is not None else git
+    session_tip = _apply_preconditions(reader, found, branch, store)
     into = (found.branch or "").removeprefix("refs/heads/")
-    fork = git.out("merge-base", found.head, session_tip)
+    fork = reader.out("merge-base", found.head, session_tip)
     if fork == session_tip:
         return ApplyResult(session_id=session_id, status="up_to_date", branch=into, commit=found.head)
-    tree = None
-    if fork != found.head:
-        merged = git.run(
-            "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", found.head, session_tip, ok=(0, 1)
-        )
-        if merged.returncode == 1:
-            files = tuple(dict.fromkeys(merged.fields[1:]))
-            raise ApplyRefused(
-                f"merging {branch} into {into} would conflict in {', '.join(files)}; nothing was changed. "
-                f"Merge it yourself (git merge {branch}) and resolve the conflicts",
-                files,
-            )
-        tree = merged.fields[0]
-    touched = git.run("diff", "--name-only", "-z", "--no-renames", found.head, tree or session_tip).fields
+    tree = _apply_tree(reader, found, branch, session_tip, store) if fork != found.head else None
+    touched = reader.run("diff", "--name-only", "-z", "--no-renames", found.head, tree or session_tip).fields
     overlap = tuple(sorted(set(touched) & set(uncommitted_files(git))))
     if overlap:
         raise ApplyRefused(
@@ -888,22 +958,59 @@ def apply_session(
             "Commit or stash them, then apply again",
             overlap,
         )
+    if store is not None:
+        _fetch_from_store(git, store, session_tip)
+        if tree is not None:  # again in the user's repository: the merge's trees were written in the store
+            tree = _apply_tree(git, found, branch, session_tip, store)
     commit = _apply_commit(git, found, session_id, session_tip, tree, fork, squash, title)
     git.run("merge", "-q", "--ff-only", commit)
     status = "squashed" if squash else ("fast_forward" if commit == session_tip else "merged")
     return ApplyResult(session_id=session_id, status=status, branch=into, commit=commit, files=tuple(touched))
 
 
-def _apply_preconditions(git: Git, found: _Repository, branch: str) -> str:
-    """The session branch's commit, once the user's HEAD is a branch to apply it to."""
+def _apply_tree(git: Git, found: _Repository, branch: str, session_tip: str, store: Path | None) -> str:
+    """The tree of the user's HEAD merged with the session tip (merge-tree writes its objects
+    into the repository ``git`` is in).
+
+    Raises:
+        ApplyRefused: the merge would conflict.
+    """
+    into = (found.branch or "").removeprefix("refs/heads/")
+    merged = git.run(
+        "merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", found.head, session_tip, ok=(0, 1)
+    )
+    if merged.returncode == 1:
+        files = tuple(dict.fromkeys(merged.fields[1:]))
+        yourself = f"git merge {branch}" if store is None else f"git fetch {store} {branch} && git merge FETCH_HEAD"
+        raise ApplyRefused(
+            f"merging {branch} into {into} would conflict in {', '.join(files)}; nothing was changed. "
+            f"Merge it yourself ({yourself}) and resolve the conflicts",
+            files,
+        )
+    return merged.fields[0]
+
+
+def _fetch_from_store(git: Git, store: Path, commit: str) -> None:
+    """The session's commits into the user's repository: their objects only, no ref (the
+    user's branch names them once it is fast-forwarded)."""
+    fetch = ("-c", "protocol.file.allow=always", *(p for pair in _FETCH_CONFIG for p in ("-c", pair)))
+    git.run(*fetch, *_FETCH, "-q", str(store), commit)
+
+
+def _apply_preconditions(git: Git, found: _Repository, branch: str, store: Path | None) -> str:
+    """The session branch's commit (``git``: in the store, or the user's repository), once the
+    user's HEAD is a branch to apply it to."""
     ref = f"refs/heads/{branch}"
     if found.branch is None:
         raise ApplyRefused(f"HEAD is detached in {found.top}: check out the branch to apply the session to")
     if found.branch == ref:
         raise ApplyRefused(f"{branch} itself is checked out in {found.top}: check out the branch to apply it to")
+    if store is not None and not (store / "HEAD").is_file():
+        raise ApplyRefused(f"there is no branch {branch}: the session's store {store} is gone (discarded?)")
     result = git.run("rev-parse", "-q", "--verify", f"{ref}^{{commit}}", ok=(0, 1))
     if result.returncode == 1:
-        raise ApplyRefused(f"there is no branch {branch} in {found.top} (discarded, or never made)")
+        where = store or found.top
+        raise ApplyRefused(f"there is no branch {branch} in {where} (discarded, or never made)")
     return result.text
 
 
@@ -939,20 +1046,22 @@ def _apply_commit(
 def discard_session(
     target: Path | None, session_dir: Path, session_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> DiscardResult:
-    """Delete the session's branches (``orchestrate/<id>`` and ``orchestrate/<id>/*``) from
-    the user's repository, its checkouts and the agents' private CLI state from the session
-    folder. What could not be
+    """Remove the session's store (its branch and every object its agents made), its
+    checkouts and the agents' private CLI state from the session folder, and the branches an
+    older session made in the user's repository (``orchestrate/<id>``, ``orchestrate/<id>/*``;
+    a session with a store made none there, and its ``.git`` is left as it was). What could not be
     deleted (a branch checked out somewhere, a target that is no repository) is in
     ``problems``; nothing is skipped silently. ``target`` None: no repository is known, only
     the checkouts go."""
     check_name(session_id, "session id")
     deleted, problems = _delete_branches(target, session_id, timeout_s) if target is not None else ([], [])
+    deleted = [*_branches_in_store(store_path(session_dir), timeout_s), *deleted]
     removed = []
     for kind, folder in _FOLDERS.items():
         with contextlib.suppress(FileNotFoundError):
             removed += [_key(kind, p.name) for p in sorted((session_dir / folder).iterdir())]
         _remove(session_dir / folder)
-    _remove(session_dir / GIT_FOLDER)
+    _remove(session_dir / GIT_FOLDER)  # the store too: the session's objects go with it
     _remove(session_dir / CLI_STATE_FOLDER)  # the agents' private CLI state: copies of your credentials
     record_path = session_dir / RECORD_FILE
     if record_path.exists():
@@ -964,8 +1073,17 @@ def discard_session(
     )
 
 
+def _branches_in_store(store: Path, timeout_s: float) -> list[str]:
+    """The branches the session's store holds (they go with it)."""
+    if not (store / "HEAD").is_file():
+        return []
+    listed = store_git(store, timeout_s).run("for-each-ref", "--format=%(refname)", "refs/heads/", ok=(0, 128))
+    return [r.removeprefix("refs/heads/") for r in listed.text.splitlines() if r] if listed.returncode == 0 else []
+
+
 def _delete_branches(target: Path, session_id: str, timeout_s: float) -> tuple[list[str], list[str]]:
-    """``git branch -D`` of the session's branches: the deleted ones, and what went wrong."""
+    """``git branch -D`` of the session's branches in the user's repository (an older
+    session's; a session with a store made none there): the deleted ones, and what went wrong."""
     found = probe_repository(Path(target), timeout_s)
     if isinstance(found, str):
         return [], [f"no branch deleted: {found}"]
@@ -1000,6 +1118,7 @@ def workspace_summary(session_dir: Path) -> dict[str, object] | None:
             left += sum(1 for _ in (session_dir / folder).iterdir())
     return {
         "branch": record.branch,
+        "store": str(store_path(session_dir)) if record.store is not None else None,
         "repository": record.repository,
         "base": record.base,
         "discarded": record.discarded,

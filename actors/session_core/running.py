@@ -201,6 +201,19 @@ class RunningRules(StepBase):
         self.update(status=status, summary=summary, exit_code=code, ended_at=self.stamp, shares=self.shares())
         self.announce(SessionEnded(session_id=self.snap.session_id, status=status, exit_code=code, summary=summary))
 
+    def _where_the_work_is(self, branch: str, store: str | None) -> str:
+        sid = self.snap.session_id
+        if store is None:  # an older session: the branch is in the user's repository
+            return (
+                f"the work is on branch {branch}: `orchestrate apply {sid}` merges it into "
+                f"your branch (or `git merge {branch}`); `orchestrate discard {sid}` throws it away"
+            )
+        return (
+            f"the work is on branch {branch} in the session's store {store}, not yet in your repository: "
+            f"`orchestrate apply {sid}` brings it in and merges it into your branch; see it first with "
+            f"`git --git-dir {store} log {branch}`; `orchestrate discard {sid}` throws it away"
+        )
+
     def summary(self) -> str:
         lines = []
         for r in self.records.values():
@@ -210,11 +223,7 @@ class RunningRules(StepBase):
         for agent, why in self.snap.agents_out.items():
             lines.append(f"{agent} could not serve; its roles moved: {why}")
         if self.config.branch:
-            sid = self.snap.session_id
-            lines.append(
-                f"the work is on branch {self.config.branch}: `orchestrate apply {sid}` merges it into "
-                f"your branch (or `git merge {self.config.branch}`); `orchestrate discard {sid}` throws it away"
-            )
+            lines.append(self._where_the_work_is(self.config.branch, self.config.branch_store))
         for share in self.shares():
             lines.append(
                 f"share {share.agent}: planned {share.planned:.0%}, busy "

@@ -34,6 +34,7 @@ class CoreConfig:
     # its commit is merged into ``branch``; False: everyone works in the target (not a repo).
     workspace: bool = False
     branch: str | None = None
+    branch_store: str | None = None  # the session's store holding ``branch`` (None: the user's repository)
     plan_workdir: str | None = None  # a read-only checkout of the base for planning
     plan_read_only: tuple[str, ...] = ()
 

@@ -77,7 +77,9 @@ function renderDiff(box, changes) {
   box.append(head);
   // "(all files)": git's listing could not be split per file (a path with a newline), one text for all.
   const diff = changes.diffs.find((d) => d.path === file.path) || changes.diffs.find((d) => d.path === "(all files)");
-  const whole = "git diff " + short(changes.base) + " " + changes.branch + " -- " + shellWord(file.path);
+  // The branch is in the session's store until `orchestrate apply`: plain git reads it there.
+  const gitDir = changes.store ? "git --git-dir " + shellWord(changes.store) + " " : "git ";
+  const whole = gitDir + "diff " + short(changes.base) + " " + changes.branch + " -- " + shellWord(file.path);
   if (file.binary) { box.append(el("p", "empty", "A binary file: no text to show.")); return; }
   if (!diff || !diff.text) {
     box.append(el("p", "empty", "No diff text here: past the size cap. See it whole with"), el("code", "cmd", whole));
@@ -100,6 +102,11 @@ function summary(changes) {
   box.replaceChildren();
   if (!changes) return;
   box.append(el("code", "branch", changes.branch), el("span", "muted", short(changes.base) + " → " + short(changes.tip)));
+  if (changes.store) {
+    const where = el("span", "muted store", "in the session's store until orchestrate apply");
+    where.title = "git --git-dir " + changes.store + " log " + changes.branch;
+    box.append(where);
+  }
   box.append(el("span", null, changes.files.length + " file" + (changes.files.length === 1 ? "" : "s")), counts(changes));
   if (changes.truncated) box.append(el("span", "cut", "some diffs cut"));
 }
