@@ -82,14 +82,17 @@ def restrict(ports: list[int], version: int) -> None:
     fd = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-    if attr.handled_access_net:
-        for port in ports:
-            rule = _NetPortAttr(allowed_access=_ACCESS_NET_CONNECT_TCP, port=port)
-            if libc.syscall(_ADD_RULE, fd, _RULE_NET_PORT, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
-                raise OSError(ctypes.get_errno(), f"landlock_add_rule for port {port} failed")
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.syscall(_RESTRICT_SELF, fd, ctypes.c_uint32(0)) != 0:
-        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-    os.close(fd)
+    try:
+        if attr.handled_access_net:
+            for port in ports:
+                rule = _NetPortAttr(allowed_access=_ACCESS_NET_CONNECT_TCP, port=port)
+                if libc.syscall(_ADD_RULE, fd, _RULE_NET_PORT, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                    raise OSError(ctypes.get_errno(), f"landlock_add_rule for port {port} failed")
+        no_new_privs = libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+        if not no_new_privs or libc.syscall(_RESTRICT_SELF, fd, ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(fd)  # the domain holds once restricted; the ruleset's fd is not needed after
 
 
 __all__ = ["NET_ABI", "SCOPE_ABI", "abi", "missing", "restrict"]
