@@ -805,3 +805,25 @@ def test_a_workspace_that_fails_to_start_leaves_no_half_made_folder(user_repo: P
     with pytest.raises(WorkspaceError):
         open_session_repo(user_repo, session_dir, sid)
     assert sorted(p.name for p in session_dir.iterdir()) == []
+
+
+def test_a_demo_session_starts_and_ends_with_a_non_utf8_file_name_and_no_traceback(
+    user_repo: Path, workspace: Path, demo_env: dict[str, str]
+) -> None:
+    name = b"caf\xe9.txt"
+    (user_repo / os.fsdecode(name)).write_bytes(b"latin-1 named\n")
+    args = ["Add a /health endpoint", "--demo", "--target", str(user_repo), "--no-dashboard", "--include-uncommitted"]
+    proc = popen_orchestrate([*args, "--workspace", str(workspace)], demo_env)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "Traceback" not in err + out, err[-3000:]
+    (folder,) = [p for p in workspace.iterdir() if p.is_dir()]
+    record = json.loads((folder / "workspace.json").read_text())
+    assert record["uncommitted"] and os.fsdecode(name) in record["uncommitted"]
+    tip = f"refs/heads/orchestrate/{folder.name}"
+    listed = subprocess.run(
+        ["git", "--git-dir", str(folder / "git" / "session.git"), "ls-tree", "-z", "--name-only", tip],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.split(b"\0")
+    assert name in listed and b"docs" in listed

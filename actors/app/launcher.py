@@ -345,7 +345,8 @@ def _apply(args: list[str]) -> int:
     p.description = (
         "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
         "Refused, with nothing changed, when it would conflict, touch your uncommitted files, or "
-        "go to another branch than the one the session started from. Applying again does nothing."
+        "go to another branch than the one the session started from. Applying again does nothing. "
+        "A merge or squash commit is signed when your git config sets commit.gpgSign."
     )
     p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")
