@@ -773,7 +773,11 @@ def test_apply_after_its_worktree_was_removed_names_the_main_worktree(user_repo:
     assert refused.returncode == 1 and "the worktree the session started in, is gone" in refused.stderr
     assert f"its main worktree is {main}" in refused.stderr and f"--target {main}" in refused.stderr
     elsewhere = _orchestrate(workspace, "apply", made.session_id, "--target", str(workspace))
-    assert elsewhere.returncode != 0 and not (workspace / "one.txt").exists()
+    assert elsewhere.returncode == 1 and "is no folder of a git repository" in elsewhere.stderr
+    other = user_repo.parent / "other"
+    git(other.parent, "init", "-q", str(other))
+    another = _orchestrate(workspace, "apply", made.session_id, "--target", str(other))
+    assert another.returncode == 1 and "is not a worktree of" in another.stderr
     done = _orchestrate(workspace, "apply", made.session_id, "--target", str(main), "--onto", "main")
     assert done.returncode == 0 and "to main (fast-forward" in done.stdout, done.stderr
     assert (user_repo / "one.txt").read_text() == "one\n"

@@ -102,7 +102,10 @@ def _apply_target(repository: Path, target: Path | None, summary: dict[str, Any]
     common = str(summary.get("common_dir") or "")
     if target is not None:
         theirs = main_worktree_of(target.resolve())
-        if common and theirs is not None and theirs[1] != Path(common).resolve():
+        if theirs is None:
+            _say(f"not applied: {target} is no folder of a git repository")
+            return None
+        if common and theirs[1] != Path(common).resolve():
             _say(f"not applied: {target} is not a worktree of {repository}'s repository (git folder {common})")
             return None
         return target
