@@ -677,3 +677,157 @@ def test_apply_refuses_a_running_session(user_repo: Path, workspace: Path) -> No
     refused = _orchestrate(workspace, "discard", repo.session_id)
     assert refused.returncode == 2 and "is running" in refused.stderr
     assert git(repo.store, "rev-parse", "--verify", repo.branch)
+
+
+# -- repository shapes and settings apply must survive (issue 22) ----------------------------
+
+
+def _worked_session(workspace: Path, repo: Path, sid: str = "20260101-120000-abc123", *names: str) -> SessionRepo:
+    """A session whose assignments ``names`` (made side by side, then merged) each wrote a file."""
+    made = new_session(workspace, repo, sid)
+    for name in names or ("one",):
+        made.checkout(name)
+    for name in names or ("one",):
+        (workspace / sid / "checkouts" / name / f"{name}.txt").write_text(name + "\n")
+        made.commit_assignment(name, "claude", f"add {name}")
+        assert made.merge_assignment(name).status in ("fast_forward", "merged")
+    return made
+
+
+def test_apply_twice_or_after_a_squash_does_nothing_and_says_so(user_repo: Path, workspace: Path) -> None:
+    made = _worked_session(workspace, user_repo, "20260101-120000-abc123", "one", "two")
+    _write_session(workspace, made.session_id, user_repo)
+    first = apply_session(user_repo, made.session_id, squash=True, store=made.store)
+    assert first.status == "squashed"
+    head = git(user_repo, "rev-parse", "HEAD")
+    again = apply_session(user_repo, made.session_id, squash=True, store=made.store)
+    assert again.status == "up_to_date" and git(user_repo, "rev-parse", "HEAD") == head
+    plain = _orchestrate(workspace, "apply", made.session_id)
+    assert plain.returncode == 0 and "already in main; nothing to do" in plain.stdout, plain.stderr
+    assert git(user_repo, "rev-parse", "HEAD") == head  # no empty merge commit either
+
+
+def test_protocol_allow_never_in_the_user_config_still_merges_and_applies(
+    user_repo: Path, workspace: Path, _no_global_git_config: Path
+) -> None:
+    _no_global_git_config.write_text("[protocol]\n\tallow = never\n")
+    made = _worked_session(workspace, user_repo, "20260101-120000-abc123", "one", "two")  # a fetch, then a merge
+    assert [m.fast_forward for m in made.record.merges] == [True, False]
+    (user_repo / "mine.txt").write_text("committed meanwhile\n")
+    git(user_repo, "add", "mine.txt")
+    _commit(user_repo, "mine")
+    result = apply_session(user_repo, made.session_id, store=made.store)  # a fetch from the store
+    assert result.status == "merged"
+    assert (user_repo / "one.txt").exists() and (user_repo / "two.txt").exists()
+    assert git(user_repo, "config", "protocol.allow") == "never\n"  # allowed for those calls only
+
+
+def _signing_config(config: Path, key: Path) -> None:
+    config.write_text(f"[commit]\n\tgpgsign = true\n[gpg]\n\tformat = ssh\n[user]\n\tsigningkey = {key}\n")
+
+
+def test_apply_signs_as_commit_gpgsign_asks_or_stops_unless_no_sign(
+    user_repo: Path, workspace: Path, _no_global_git_config: Path, tmp_path: Path
+) -> None:
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=60)
+    _signing_config(_no_global_git_config, tmp_path / "no-such-key")
+    made = _worked_session(workspace, user_repo)
+    head = git(user_repo, "rev-parse", "HEAD")
+    with pytest.raises(ApplyRefused, match=r"commit.gpgSign.*signing failed.*--no-sign"):
+        apply_session(user_repo, made.session_id, squash=True, store=made.store)
+    assert git(user_repo, "rev-parse", "HEAD") == head
+    _signing_config(_no_global_git_config, key)
+    assert apply_session(user_repo, made.session_id, squash=True, store=made.store).status == "squashed"
+    assert "gpgsig -----BEGIN SSH SIGNATURE-----" in git(user_repo, "cat-file", "commit", "HEAD")
+    other = _worked_session(workspace, user_repo, "20260101-130000-def456", "two")
+    _signing_config(_no_global_git_config, tmp_path / "no-such-key")
+    unsigned = apply_session(user_repo, other.session_id, squash=True, store=other.store, sign=False)
+    assert unsigned.status == "squashed" and "gpgsig" not in git(user_repo, "cat-file", "commit", "HEAD")
+
+
+def test_apply_onto_another_branch_than_the_session_started_from_needs_onto(user_repo: Path, workspace: Path) -> None:
+    made = _worked_session(workspace, user_repo)
+    _write_session(workspace, made.session_id, user_repo)
+    git(user_repo, "checkout", "-q", "-b", "feature")
+    main = git(user_repo, "rev-parse", "main")
+    refused = _orchestrate(workspace, "apply", made.session_id)
+    assert refused.returncode == 1
+    assert "started from branch main, but the current branch" in refused.stderr and "--onto feature" in refused.stderr
+    wrong = _orchestrate(workspace, "apply", made.session_id, "--onto", "main")
+    assert wrong.returncode == 1 and "current branch in" in wrong.stderr and "is feature" in wrong.stderr
+    assert git(user_repo, "rev-parse", "HEAD") == main  # nothing moved
+    done = _orchestrate(workspace, "apply", made.session_id, "--onto", "feature")
+    assert done.returncode == 0 and "to feature (fast-forward" in done.stdout, done.stderr
+    assert git(user_repo, "rev-parse", "main") == main and (user_repo / "one.txt").exists()
+
+
+def test_apply_after_its_worktree_was_removed_names_the_main_worktree(user_repo: Path, workspace: Path) -> None:
+    linked = user_repo.parent / "linked"
+    git(user_repo, "worktree", "add", "-q", "-b", "side", str(linked))
+    made = _worked_session(workspace, linked)
+    _write_session(workspace, made.session_id, linked)
+    git(user_repo, "worktree", "remove", str(linked))
+    refused = _orchestrate(workspace, "apply", made.session_id)
+    main = user_repo.resolve()
+    assert refused.returncode == 1 and "the worktree the session started in, is gone" in refused.stderr
+    assert f"its main worktree is {main}" in refused.stderr and f"--target {main}" in refused.stderr
+    elsewhere = _orchestrate(workspace, "apply", made.session_id, "--target", str(workspace))
+    assert elsewhere.returncode == 1 and "is no folder of a git repository" in elsewhere.stderr
+    other = user_repo.parent / "other"
+    git(other.parent, "init", "-q", str(other))
+    another = _orchestrate(workspace, "apply", made.session_id, "--target", str(other))
+    assert another.returncode == 1 and "is not a worktree of" in another.stderr
+    done = _orchestrate(workspace, "apply", made.session_id, "--target", str(main), "--onto", "main")
+    assert done.returncode == 0 and "to main (fast-forward" in done.stdout, done.stderr
+    assert (user_repo / "one.txt").read_text() == "one\n"
+
+
+def test_uncommitted_files_with_non_utf8_names_go_into_the_base_and_the_record(
+    user_repo: Path, workspace: Path
+) -> None:
+    name = b"caf\xe9.txt"
+    (user_repo / os.fsdecode(name)).write_bytes(b"latin-1 named\n")
+    made = new_session(workspace, user_repo, include_uncommitted=True)
+    assert name.decode("utf-8", "surrogateescape") in made.record.uncommitted
+    again = new_session(workspace, user_repo, sid=made.session_id)  # workspace.json reads back
+    assert again.record.uncommitted == made.record.uncommitted
+    listed = subprocess.run(
+        ["git", "--git-dir", str(made.store), "ls-tree", "-z", "--name-only", made.base],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.split(b"\0")
+    assert name in listed
+
+
+def test_a_workspace_that_fails_to_start_leaves_no_half_made_folder(user_repo: Path, workspace: Path) -> None:
+    sid = "20260101-120000-abc123"
+    session_dir = private_dir(workspace / sid)
+    (session_dir / "git" / "session.git").mkdir(parents=True)
+    (session_dir / "git" / "session.git" / "HEAD").write_text("garbage\n")  # a store git cannot use
+    with pytest.raises(WorkspaceError):
+        open_session_repo(user_repo, session_dir, sid)
+    assert sorted(p.name for p in session_dir.iterdir()) == []
+
+
+def test_a_demo_session_starts_and_ends_with_a_non_utf8_file_name_and_no_traceback(
+    user_repo: Path, workspace: Path, demo_env: dict[str, str]
+) -> None:
+    name = b"caf\xe9.txt"
+    (user_repo / os.fsdecode(name)).write_bytes(b"latin-1 named\n")
+    args = ["Add a /health endpoint", "--demo", "--target", str(user_repo), "--no-dashboard", "--include-uncommitted"]
+    proc = popen_orchestrate([*args, "--workspace", str(workspace)], demo_env)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "Traceback" not in err + out, err[-3000:]
+    (folder,) = [p for p in workspace.iterdir() if p.is_dir()]
+    record = json.loads((folder / "workspace.json").read_text())
+    assert record["uncommitted"] and os.fsdecode(name) in record["uncommitted"]
+    tip = f"refs/heads/orchestrate/{folder.name}"
+    listed = subprocess.run(
+        ["git", "--git-dir", str(folder / "git" / "session.git"), "ls-tree", "-z", "--name-only", tip],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.split(b"\0")
+    assert name in listed and b"docs" in listed

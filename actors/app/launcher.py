@@ -342,11 +342,36 @@ def _apply(args: list[str]) -> int:
     from meta_orchestrator.actors.app.workspace_commands import apply_command
 
     p = _workspace_parser("apply")
+    p.description = (
+        "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
+        "Refused, with nothing changed, when it would conflict, touch your uncommitted files, or "
+        "go to another branch than the one the session started from. Applying again does nothing. "
+        "A merge or squash commit is signed when your git config sets commit.gpgSign."
+    )
     p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")
+    p.add_argument(
+        "--onto",
+        metavar="BRANCH",
+        help="apply to BRANCH, the current branch, though the session started from another",
+    )
+    p.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="make the merge or squash commit unsigned though commit.gpgSign is set (when signing fails)",
+    )
+    p.add_argument(
+        "--target",
+        type=Path,
+        metavar="FOLDER",
+        help="apply in this worktree of the session's repository (e.g. when the one it started in is gone)",
+    )
     opts = p.parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
-    return apply_command(settings.workspace.expanduser().resolve() / opts.session_id, opts.session_id, opts.squash)
+    folder = settings.workspace.expanduser().resolve() / opts.session_id
+    return apply_command(
+        folder, opts.session_id, opts.squash, onto=opts.onto, sign=not opts.no_sign, target=opts.target
+    )
 
 
 def _discard(args: list[str]) -> int:

@@ -417,8 +417,10 @@ def _open_workspace(wiring: _Wiring, bwrap: str | None) -> SessionRepo | None:
             no_branch=lambda reason: setattr(wiring, "no_branch", reason),
             bwrap=bwrap,
         )
-    except WorkspaceError as exc:
+    except (WorkspaceError, SessionFileError) as exc:
         raise PreflightError(f"the session's branch cannot be made: {exc}") from None
+    except OSError as exc:
+        raise PreflightError(f"the session's branch cannot be made: {exc.strerror or exc}: {exc.filename}") from None
 
 
 def _start_session(wiring: _Wiring, bwrap: str | None, gateway: SupervisedRef | None) -> RunningSession:

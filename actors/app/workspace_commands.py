@@ -13,9 +13,9 @@ import psutil
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import read_json
 from meta_orchestrator.actors.runtime.workspaces import (
-    ApplyRefused,
     apply_session,
     discard_session,
+    main_worktree_of,
     session_branch,
     where_branch,
     workspace_summary,
@@ -51,8 +51,17 @@ def _session(folder: Path, session_id: str) -> tuple[dict[str, Any], Path | None
     return state, Path(target) if target else None
 
 
-def apply_command(folder: Path, session_id: str, squash: bool) -> int:
-    """Merge the session's branch into the user's current branch; 1 when refused."""
+def apply_command(
+    folder: Path,
+    session_id: str,
+    squash: bool,
+    *,
+    onto: str | None = None,
+    sign: bool = True,
+    target: Path | None = None,
+) -> int:
+    """Merge the session's branch into the user's current branch; 1 when refused.
+    ``target``: another worktree of the session's repository to apply in."""
     found = _session(folder, session_id)
     if found is None:
         return EXIT_USAGE
@@ -63,12 +72,15 @@ def apply_command(folder: Path, session_id: str, squash: bool) -> int:
     title = str(state.get("task") or "").strip() or None
     summary = workspace_summary(folder) or {}
     store = Path(str(summary["store"])) if summary.get("store") else None
-    try:
-        result = apply_session(repository, session_id, squash=squash, title=title, store=store)
-    except ApplyRefused as exc:
-        _say(f"not applied: {exc}")
+    where = _apply_target(repository, target, summary, session_id)
+    if where is None:
         return EXIT_REFUSED
-    except WorkspaceError as exc:
+    started_on = str(summary["user_branch"]) if summary.get("user_branch") else None
+    try:
+        result = apply_session(
+            where, session_id, squash=squash, title=title, store=store, started_on=started_on, onto=onto, sign=sign
+        )
+    except WorkspaceError as exc:  # ApplyRefused too: the reason nothing was done
         _say(f"not applied: {exc}")
         return EXIT_REFUSED
     branch = session_branch(session_id)
@@ -81,6 +93,33 @@ def apply_command(folder: Path, session_id: str, squash: bool) -> int:
     kept = where_branch(branch, str(store) if store else None).split(" (")[0]
     print(f"the {kept} is kept; remove it and its checkouts with: orchestrate discard {session_id}")
     return 0
+
+
+def _apply_target(repository: Path, target: Path | None, summary: dict[str, Any], session_id: str) -> Path | None:
+    """Where to apply: ``target`` when it is a worktree of the session's repository, else the
+    folder the session started in; None (said why) when that is gone or ``target`` is another
+    repository's."""
+    common = str(summary.get("common_dir") or "")
+    if target is not None:
+        theirs = main_worktree_of(target.resolve())
+        if theirs is None:
+            _say(f"not applied: {target} is no folder of a git repository")
+            return None
+        if common and theirs[1] != Path(common).resolve():
+            _say(f"not applied: {target} is not a worktree of {repository}'s repository (git folder {common})")
+            return None
+        return target
+    if repository.is_dir() or not common:
+        return repository
+    main = (main_worktree_of(Path(common)) or (None, None))[0]
+    way = (
+        f"its main worktree is {main}: run `orchestrate apply {session_id} --target {main}` "
+        "(or cd there and pass --target .)"
+        if main is not None
+        else f"pass --target with a worktree of the repository whose git folder is {common}"
+    )
+    _say(f"not applied: {repository}, the worktree the session started in, is gone; {way}")
+    return None
 
 
 def discard_command(folder: Path, session_id: str) -> int:

@@ -131,10 +131,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
         SessionFileError: the file could not be written.
     """
     try:
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a file name git gave as bytes (surrogateescape): as \udcXX escapes
+        text = json.dumps(data, indent=2).encode("ascii")
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, indent=2, ensure_ascii=False)
+            with os.fdopen(fd, "wb") as out:
+                out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)

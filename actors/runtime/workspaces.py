@@ -297,6 +297,22 @@ def open_session_repo(
     found = probe_repository(Path(target), timeout_s)
     if isinstance(found, str):
         return OpenResult(None, found)
+    try:
+        return _open_new(found, session_dir, session_id, include_uncommitted, timeout_s, sandbox)
+    except BaseException:  # no half-made workspace: a new start makes it again from nothing
+        _remove(session_dir / RECORD_FILE, session_dir / GIT_FOLDER, *(session_dir / f for f in _FOLDERS.values()))
+        raise
+
+
+def _open_new(
+    found: _Repository,
+    session_dir: Path,
+    session_id: str,
+    include_uncommitted: bool,
+    timeout_s: float,
+    sandbox: OsSandbox | None,
+) -> OpenResult:
+    """A new session's store, base, branch and workspace.json (see open_session_repo)."""
     git = Git(["-C", found.top], timeout_s=timeout_s)
     exclude = _workspace_inside(session_dir, found.top)
     dirty = uncommitted_files(git, exclude)
@@ -923,15 +939,21 @@ def apply_session(
     title: str | None = None,
     *,
     store: Path | None = None,
+    started_on: str | None = None,
+    onto: str | None = None,
+    sign: bool = True,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ApplyResult:
     """Merge ``orchestrate/<session_id>`` into the user's current branch (``squash``: as one
     commit). Everything is checked before anything moves, in the session's ``store`` (None:
-    an older session, its branch in the user's repository): the merge must not conflict and
-    the user's uncommitted files must not be among those it changes. Only then does the user's
-    repository gain the session's commits (fetched from the store), and their branch is
-    fast-forwarded to the merge (or squash) commit, keeping every other change of theirs,
-    staged or not.
+    an older session, its branch in the user's repository): the current branch must be the
+    one the session started from (``started_on``, refs/heads/<name>) unless ``onto`` names it,
+    the merge must not conflict and the user's uncommitted files must not be among those it
+    changes. Only then does the user's repository gain the session's commits (fetched from the
+    store), and their branch is fast-forwarded to the merge (or squash) commit, keeping every
+    other change of theirs, staged or not. Idempotent: when their branch's tree already holds
+    the session's changes, nothing is done (never an empty commit). ``commit.gpgSign`` in
+    their config is honoured (``sign`` False: the commit is made unsigned).
 
     Raises:
         ApplyRefused: the reason nothing was done (and the files concerned).
@@ -946,10 +968,11 @@ def apply_session(
     reader = store_git(store, timeout_s) if store is not None else git
     session_tip = _apply_preconditions(reader, found, branch, store)
     into = (found.branch or "").removeprefix("refs/heads/")
+    _check_onto(found, started_on, onto)
     fork = reader.out("merge-base", found.head, session_tip)
-    if fork == session_tip:
+    tree = _apply_tree(reader, found, branch, session_tip, store) if fork not in (found.head, session_tip) else None
+    if fork == session_tip or (_makes_commit(squash, tree) and _already_in(reader, found.head, tree, session_tip)):
         return ApplyResult(session_id=session_id, status="up_to_date", branch=into, commit=found.head)
-    tree = _apply_tree(reader, found, branch, session_tip, store) if fork != found.head else None
     touched = reader.run("diff", "--name-only", "-z", "--no-renames", found.head, tree or session_tip).fields
     overlap = tuple(sorted(set(touched) & set(uncommitted_files(git))))
     if overlap:
@@ -962,10 +985,69 @@ def apply_session(
         _fetch_from_store(git, store, session_tip)
         if tree is not None:  # again in the user's repository: the merge's trees were written in the store
             tree = _apply_tree(git, found, branch, session_tip, store)
-    commit = _apply_commit(git, found, session_id, session_tip, tree, fork, squash, title)
+    signing = _signing(git, sign)
+    commit = _apply_commit(git, found, session_id, session_tip, tree, fork, squash, title, signing)
     git.run("merge", "-q", "--ff-only", commit)
     status = "squashed" if squash else ("fast_forward" if commit == session_tip else "merged")
     return ApplyResult(session_id=session_id, status=status, branch=into, commit=commit, files=tuple(touched))
+
+
+def main_worktree_of(folder: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[Path | None, Path] | None:
+    """``(main worktree, common git folder)`` of the repository ``folder`` is in (a working
+    tree or a git folder); the main worktree None when there is none (bare, or removed);
+    None: ``folder`` is in no repository."""
+    if not folder.is_dir():
+        return None
+    found = Git(["-C", str(folder)], timeout_s=timeout_s).run(
+        "rev-parse", "--path-format=absolute", "--git-common-dir", ok=(0, 128)
+    )
+    if found.returncode != 0:
+        return None
+    common = Path(found.text).resolve()
+    listed = Git(["--git-dir", str(common)], timeout_s=timeout_s, cwd=common).run(
+        "worktree", "list", "--porcelain", ok=(0, 128)
+    )
+    first = listed.text.split("\n\n")[0].splitlines() if listed.returncode == 0 else []
+    if not first or not first[0].startswith("worktree ") or "bare" in first:
+        return None, common
+    main = Path(first[0].removeprefix("worktree "))
+    return (main if main.is_dir() else None), common
+
+
+def _check_onto(found: _Repository, started_on: str | None, onto: str | None) -> None:
+    """Apply goes to the branch the session started from, or to the current one ``onto`` names.
+
+    Raises:
+        ApplyRefused: the current branch is neither.
+    """
+    current = (found.branch or "").removeprefix("refs/heads/")
+    if onto is not None and onto.removeprefix("refs/heads/") != current:
+        raise ApplyRefused(f"--onto {onto}, but the current branch in {found.top} is {current}: check out {onto} first")
+    started = (started_on or "").removeprefix("refs/heads/")
+    if onto is None and started and started != current:
+        raise ApplyRefused(
+            f"the session started from branch {started}, but the current branch in {found.top} is {current}; "
+            f"nothing was changed. Check out {started}, or apply onto {current} with --onto {current}"
+        )
+
+
+def _makes_commit(squash: bool, tree: str | None) -> bool:
+    """Whether apply would write a commit (a squash, or a merge); a fast-forward writes none."""
+    return squash or tree is not None
+
+
+def _already_in(git: Git, head: str, tree: str | None, session_tip: str) -> bool:
+    """The commit apply would make holds the tree the user's HEAD has (an empty commit):
+    the session's changes are in their branch already (e.g. squashed before)."""
+    made = tree or git.out("rev-parse", f"{session_tip}^{{tree}}")
+    return made == git.out("rev-parse", f"{head}^{{tree}}")
+
+
+def _signing(git: Git, sign: bool) -> tuple[str, ...]:
+    """``-S`` when the user's config asks for signed commits (``commit.gpgSign``; git's
+    commit-tree does not read it) and ``sign``: signed with their own signing setup."""
+    wanted = git.run("config", "--type=bool", "commit.gpgSign", ok=(0, 1)).text == "true"
+    return ("-S",) if wanted and sign else ()
 
 
 def _apply_tree(git: Git, found: _Repository, branch: str, session_tip: str, store: Path | None) -> str:
@@ -1023,11 +1105,39 @@ def _apply_commit(
     fork: str,
     squash: bool,
     title: str | None,
+    signing: tuple[str, ...] = (),
 ) -> str:
     """The commit the user's branch fast-forwards to: the session tip itself, a merge commit
-    of both, or one squash commit on top of their HEAD."""
+    of both, or one squash commit on top of their HEAD (``signing``: ``-S``, signed).
+
+    Raises:
+        ApplyRefused: signing failed; nothing was changed.
+    """
     if not squash and tree is None:
         return session_tip
+    try:
+        return _write_apply_commit(git, found, session_id, session_tip, tree, fork, squash, title, signing)
+    except WorkspaceError as exc:
+        if not signing:
+            raise
+        raise ApplyRefused(
+            f"your git config asks for signed commits (commit.gpgSign) and signing failed: {exc.stderr or exc}; "
+            "nothing was changed. Fix signing (user.signingKey, gpg.format), or apply with --no-sign "
+            "for an unsigned commit"
+        ) from None
+
+
+def _write_apply_commit(
+    git: Git,
+    found: _Repository,
+    session_id: str,
+    session_tip: str,
+    tree: str | None,
+    fork: str,
+    squash: bool,
+    title: str | None,
+    signing: tuple[str, ...],
+) -> str:
     # Their own identity when git has one for them, as `git merge` would; the tool's otherwise.
     identity = {} if git.run("var", "GIT_COMMITTER_IDENT", ok=(0, 128)).returncode == 0 else dict(TOOL_IDENTITY)
     branch = session_branch(session_id)
@@ -1035,12 +1145,14 @@ def _apply_commit(
     trailer = f"{TRAILER_SESSION}: {session_id}"
     if not squash:
         message = f"Merge branch '{branch}' into {into}\n\n{trailer}"
-        return git.out("commit-tree", tree or "", "-p", found.head, "-p", session_tip, "-m", message, env=identity)
+        parents = ("-p", found.head, "-p", session_tip)
+        return git.out("commit-tree", *signing, tree or "", *parents, "-m", message, env=identity)
     subjects = git.out("log", "--no-merges", "--format=* %s", f"{fork}..{session_tip}")
     subject = _one_line(title, 100) if title else f"Apply session {session_id} (orchestrate)"
     message = f"{subject}\n\n{subjects}\n\n{trailer}" if subjects else f"{subject}\n\n{trailer}"
     authored = {**identity, **{k: v for k, v in TOOL_IDENTITY.items() if k.startswith("GIT_AUTHOR")}}
-    return git.out("commit-tree", tree or f"{session_tip}^{{tree}}", "-p", found.head, "-m", message, env=authored)
+    squashed = tree or f"{session_tip}^{{tree}}"
+    return git.out("commit-tree", *signing, squashed, "-p", found.head, "-m", message, env=authored)
 
 
 def discard_session(
@@ -1120,6 +1232,8 @@ def workspace_summary(session_dir: Path) -> dict[str, object] | None:
         "branch": record.branch,
         "store": str(store_path(session_dir)) if record.store is not None else None,
         "repository": record.repository,
+        "common_dir": record.common_dir,
+        "user_branch": record.user_branch,
         "base": record.base,
         "discarded": record.discarded,
         "checkouts": left,
