@@ -108,6 +108,19 @@ CHECKOUT_CONFIG = (*HOSTILE_TREE_CONFIG, "rerere.enabled=false", "merge.conflict
 _FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
 # Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
 _FETCH = ("fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance", "--no-recurse-submodules")
+# Fetching the objects a partial clone lacks from its promisor remote (by id, no negotiation:
+# the store's haves are the user's whole history), over the usual transports only.
+_PROMISOR_FETCH = tuple(
+    part
+    for pair in (
+        "fetch.negotiationAlgorithm=noop",
+        "protocol.version=2",
+        *(f"protocol.{scheme}.allow=always" for scheme in ("file", "git", "http", "https")),
+    )
+    for part in ("-c", pair)
+)
+_FETCH_BATCH = 1000  # object ids per fetch command line
+_KEEP_IGNORED = 50  # ignored files named per checkout
 _KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
 _MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
 
@@ -305,6 +318,7 @@ def open_session_repo(
     base = found.head
     if include_uncommitted and dirty:
         base = _snapshot_uncommitted(store, found, session_dir, session_id, exclude, timeout_s)
+    fetch_missing_objects(store, git, base, timeout_s)
     record = WorkspaceRecord(
         session_id=session_id,
         repository=found.top,
@@ -541,13 +555,25 @@ class SessionRepo:
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
         )
         git = self._git_in(record)
+        self._fetch_missing(git, commit)
         if branch is None:
             git.run("checkout", "-q", "--detach", commit)
             record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
         else:
             git.run("checkout", "-q", "-b", branch, commit)
+        _verify_checkout(git, name, commit)
         self._set_checkout(record, _key(kind, name))
         return record
+
+    def _fetch_missing(self, git: Git, commit: str) -> None:
+        """The objects ``commit``'s tree needs that no object folder holds (a partial clone's),
+        fetched from the user's promisor remote into the store (never the user's repository).
+
+        Raises:
+            WorkspaceError: they cannot be fetched (the reason, and the fix).
+        """
+        if _missing_objects(git, commit) and self._store is not None:
+            fetch_missing_objects(self._store, self._user, commit, self._timeout)
 
     def checkout(self, assignment_id: str, writing: bool = True) -> Checkout:
         """The assignment's checkout on ``orchestrate/<session>/<assignment>``, made from the
@@ -585,8 +611,10 @@ class SessionRepo:
                 record = self._make("view", name, commit, None)
             elif record.base != commit:
                 git = self._git_in(record)
+                self._fetch_missing(git, commit)
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
+                _verify_checkout(git, name, commit)
                 record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
                 self._set_checkout(record, _key("view", name))
             return self._as_checkout(record)
@@ -845,7 +873,8 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     that ``git --git-dir <store> log`` shows it)."""
     private_dir(store.parent)
     if not (store / "HEAD").is_file():
-        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", str(store))
+        formats = f"--object-format={object_format(common_dir, timeout_s)}"
+        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", formats, str(store))
     store.chmod(0o700)
     info = store / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
@@ -855,12 +884,84 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     (store / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
 
 
+def _missing_objects(git: Git, commit: str) -> list[str]:
+    """The objects of ``commit``'s tree that no object folder ``git`` reads holds."""
+    listed = git.run("rev-list", "--objects", "--missing=print", "--no-walk", commit).text.splitlines()
+    return [line[1:] for line in listed if line.startswith("?")]
+
+
+def _promisor_urls(user: Git) -> list[str]:
+    """Where the user's partial clone fetches what it lacks: its promisor remotes' URLs."""
+    found = user.run("config", "-z", "--get-regexp", r"^remote\..*\.promisor$", ok=(0, 1)).fields
+    names = [
+        key.removeprefix("remote.").removesuffix(".promisor")
+        for key, _, value in (f.partition("\n") for f in found)
+        if value == "true"
+    ]
+    urls = (user.run("config", "--get", f"remote.{name}.url", ok=(0, 1)).text for name in names)
+    return [url for url in urls if url]
+
+
+def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Fetch the objects of ``commit``'s tree that the user's repository lacks (a partial
+    clone's, e.g. outside a sparse checkout) from its promisor remote into the session's
+    store; without them a checkout would miss those files and its branch would delete them.
+
+    Raises:
+        WorkspaceError: they cannot all be fetched: the session must not start.
+    """
+    git = store_git(store, timeout_s)
+    missing = _missing_objects(git, commit)
+    if not missing:
+        return
+    said = f"{len(missing)} file(s) of commit {commit[:10]} have no content in your repository (a partial clone?)"
+    fix = "fetch them (e.g. `git sparse-checkout disable`, or `git fetch --refetch`) and start again"
+    urls = _promisor_urls(user)
+    if not urls:
+        raise WorkspaceError(f"{said} and it names no promisor remote to fetch them from: {fix}")
+    try:
+        for start in range(0, len(missing), _FETCH_BATCH):
+            git.run(*_PROMISOR_FETCH, *_FETCH, "-q", urls[0], *missing[start : start + _FETCH_BATCH])
+    except WorkspaceError as exc:
+        raise WorkspaceError(f"{said}, and fetching them from {urls[0]} failed ({exc}): {fix}") from None
+    left = _missing_objects(git, commit)
+    if left:
+        raise WorkspaceError(f"{said}; {len(left)} are still missing after a fetch from {urls[0]}: {fix}")
+
+
+def _verify_checkout(git: Git, name: str, commit: str) -> None:
+    """A checkout's tree and index must be exactly ``commit``'s: git's checkout may print
+    errors (an object it cannot read) and still exit 0, and a file missing here would be
+    deleted on the branch.
+
+    Raises:
+        WorkspaceError: it is not.
+    """
+    differ = git.run("status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=all").fields
+    if differ:
+        shown = ", ".join(field[3:] for field in differ[:10]) + (" ..." if len(differ) > 10 else "")
+        raise WorkspaceError(
+            f"checkout {name} does not hold commit {commit[:10]}: {len(differ)} file(s) differ: {shown}"
+        )
+
+
+def object_format(git_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """The repository's object format (sha1, sha256): the store and checkouts are made with
+    it, or they could read none of its objects."""
+    return Git(["--git-dir", str(git_dir)], timeout_s=timeout_s, cwd=git_dir).out("rev-parse", "--show-object-format")
+
+
 def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
-    """An empty repository with its git folder apart, reading the objects of ``alternates``."""
-    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", f"--separate-git-dir={git_dir}", str(path))
+    """An empty repository with its git folder apart, reading the objects of ``alternates``,
+    excluding what the user's ``info/exclude`` excludes."""
+    formats = f"--object-format={object_format(common_dir, timeout_s)}"
+    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", formats, f"--separate-git-dir={git_dir}", str(path))
     info = git_dir / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "alternates").write_text("".join(f"{source}\n" for source in alternates))
+    if (common_dir / "info" / "exclude").is_file():
+        (git_dir / "info").mkdir(exist_ok=True)
+        shutil.copyfile(common_dir / "info" / "exclude", git_dir / "info" / "exclude")
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
         shutil.copyfile(common_dir / "shallow", git_dir / "shallow")
 

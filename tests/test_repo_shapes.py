@@ -1,0 +1,137 @@
+"""Repository shapes a user really has, built with real git: a partial clone with a sparse
+checkout (its missing blobs come from its promisor remote into the session's store, never the
+user's repository; the branch deletes nothing), ignore rules (the user's info/exclude applies
+in checkouts; files an ignore rule hides are named, with the rule, and their checkout kept),
+planning without its checkout (never in the user's tree), and a SHA-256 repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meta_orchestrator.actors.runtime.git_command import WorkspaceError
+from meta_orchestrator.actors.runtime.session_files import private_dir
+from tests.conftest import branch_file, branch_files, git_folder_bytes
+from tests.test_workspaces import _commit, _no_global_git_config, git, new_session, old_layout_session  # noqa: F401
+
+SID = "20260101-120000-shape1"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return private_dir(tmp_path / "workspace")
+
+
+def _origin(tmp_path: Path) -> Path:
+    """A repository serving partial clones (file://): two folders, a file in each."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    git(origin, "config", "uploadpack.allowFilter", "true")
+    for folder, text in (("kept", "in the sparse cone\n"), ("elsewhere", "never fetched by the user\n")):
+        (origin / folder).mkdir()
+        (origin / folder / "file.txt").write_text(text)
+    git(origin, "add", "-A")
+    _commit(origin, "start")
+    return origin
+
+
+def _partial_sparse_clone(tmp_path: Path, origin: Path) -> Path:
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "-c", "protocol.file.allow=always", "clone", "-q", "--filter=blob:none", "--sparse"]
+        + [origin.as_uri(), str(clone)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    git(clone, "sparse-checkout", "set", "kept")
+    return clone
+
+
+def _blob_in(repo: Path, path: str) -> bool:
+    """Whether ``repo`` holds the blob of HEAD:path (without fetching it: a plain rev-list)."""
+    listed = git(
+        repo, "-c", "fetch.negotiationAlgorithm=noop", "rev-list", "--objects", "--missing=print", "--no-walk", "HEAD"
+    )
+    blob = git(repo, "rev-parse", f"HEAD:{path}").strip()
+    return f"?{blob}" not in listed.split()
+
+
+def test_a_partial_sparse_clone_gets_its_missing_files_from_its_promisor_into_the_store(
+    tmp_path: Path, workspace: Path
+) -> None:
+    clone = _partial_sparse_clone(tmp_path, _origin(tmp_path))
+    assert not _blob_in(clone, "elsewhere/file.txt")  # the shape: a blob the user never fetched
+    before = git_folder_bytes(clone)
+    repo = new_session(workspace, clone, SID)
+    checkout = repo.checkout("implement")
+    assert (checkout.path / "elsewhere" / "file.txt").read_text() == "never fetched by the user\n"
+    (checkout.path / "kept" / "new.txt").write_text("the agent's\n")
+    repo.commit_assignment("implement", "demo", "write")
+    assert repo.merge_assignment("implement").status == "fast_forward"
+    store = repo.store
+    assert store is not None
+    assert branch_files(store, repo.branch) == {"kept/file.txt", "kept/new.txt", "elsewhere/file.txt"}
+    assert branch_file(store, repo.branch, "elsewhere/file.txt") == "never fetched by the user\n"
+    assert git_folder_bytes(clone) == before  # the objects went into the store, not theirs
+    assert not _blob_in(clone, "elsewhere/file.txt")
+
+
+def test_a_partial_clone_whose_promisor_is_gone_is_refused_with_the_reason(tmp_path: Path, workspace: Path) -> None:
+    origin = _origin(tmp_path)
+    clone = _partial_sparse_clone(tmp_path, origin)
+    origin.rename(tmp_path / "moved")
+    with pytest.raises(WorkspaceError, match=r"1 file\(s\) of commit \w+ have no content in your repository") as caught:
+        new_session(workspace, clone, SID)
+    assert "fetching them from file://" in str(caught.value) and "sparse-checkout disable" in str(caught.value)
+
+
+def test_a_checkout_that_misses_a_file_is_refused_not_made(tmp_path: Path, workspace: Path) -> None:
+    """Without the fetch (an object gone after the session opened), git's checkout prints an
+    error and exits 0: the check after it refuses the checkout instead of a branch deleting it."""
+    origin = _origin(tmp_path)
+    clone = _partial_sparse_clone(tmp_path, origin)
+    repo = new_session(workspace, clone, SID)
+    store = repo.store
+    assert store is not None
+    for folder in (store / "objects").iterdir():  # what the session fetched: gone again
+        if folder.name != "info":
+            shutil.rmtree(folder)
+    origin.rename(tmp_path / "moved")
+    with pytest.raises(WorkspaceError, match="fetching them from"):
+        repo.checkout("implement")
+    assert "implement" not in repo.record.checkouts
+
+
+def test_a_checkout_git_left_incomplete_is_found_by_the_check_after_it(tmp_path: Path, workspace: Path) -> None:
+    """An older session (its branch in the user's repository, no store to fetch into): git's
+    checkout cannot read a blob, prints an error and exits 0; the tree is checked against the
+    commit and the checkout refused."""
+    clone = _partial_sparse_clone(tmp_path, _origin(tmp_path))
+    old = old_layout_session(workspace, clone)
+    with pytest.raises(WorkspaceError, match=r"does not hold commit \w+: 1 file\(s\) differ: elsewhere/file.txt"):
+        old.checkout("implement")
+    assert "implement" not in old.record.checkouts
+
+
+def test_the_user_info_exclude_applies_in_checkouts(tmp_path: Path, workspace: Path) -> None:
+    user = tmp_path / "project"
+    user.mkdir()
+    git(user, "init", "-q", "-b", "main")
+    (user / "app.py").write_text("X = 1\n")
+    git(user, "add", "-A")
+    _commit(user, "start")
+    (user / ".git" / "info").mkdir(exist_ok=True)
+    (user / ".git" / "info" / "exclude").write_text("*.pyc\n")
+    repo = new_session(workspace, user, SID)
+    checkout = repo.checkout("implement")
+    (checkout.path / "app.cpython-311.pyc").write_bytes(b"\0compiled")
+    (checkout.path / "app.py").write_text("X = 2\n")
+    repo.commit_assignment("implement", "demo", "edit")
+    repo.merge_assignment("implement")
+    assert repo.store is not None
+    assert branch_files(repo.store, repo.branch) == {"app.py"}
