@@ -14,7 +14,8 @@ import pytest
 
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir
-from tests.conftest import branch_file, branch_files, git_folder_bytes
+from tests.conftest import branch_file, branch_files, git_folder_bytes, session_store
+from tests.test_workspace_sessions import _demo, _orchestrate
 from tests.test_workspaces import _commit, _no_global_git_config, git, new_session, old_layout_session  # noqa: F401
 
 SID = "20260101-120000-shape1"
@@ -135,3 +136,49 @@ def test_the_user_info_exclude_applies_in_checkouts(tmp_path: Path, workspace: P
     repo.merge_assignment("implement")
     assert repo.store is not None
     assert branch_files(repo.store, repo.branch) == {"app.py"}
+
+
+def _sha256_repo(tmp_path: Path) -> Path:
+    user = tmp_path / "project256"
+    user.mkdir()
+    git(user, "init", "-q", "-b", "main", "--object-format=sha256")
+    (user / "README.md").write_text("# project\n")
+    git(user, "add", "-A")
+    _commit(user, "start")
+    return user
+
+
+def test_a_sha256_repository_gets_a_store_and_checkouts_of_its_format(tmp_path: Path, workspace: Path) -> None:
+    user = _sha256_repo(tmp_path)
+    before = git_folder_bytes(user)
+    repo = new_session(workspace, user, SID)
+    assert len(repo.base) == 64
+    checkout = repo.checkout("implement")
+    (checkout.path / "notes.txt").write_text("the agent's\n")
+    head = repo.commit_assignment("implement", "demo", "write")
+    assert head is not None and len(head) == 64
+    assert repo.merge_assignment("implement").status == "fast_forward"
+    view = repo.readonly_checkout("plan", repo.tip())
+    assert (view.path / "notes.txt").read_text() == "the agent's\n"
+    assert repo.store is not None and branch_files(repo.store, repo.branch) == {"README.md", "notes.txt"}
+    assert git_folder_bytes(user) == before
+
+
+def test_a_demo_session_in_a_sha256_repository_works_end_to_end_then_applies(
+    tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    user = _sha256_repo(tmp_path)
+    before = git_folder_bytes(user)
+    ws = tmp_path / "ws"
+    done, folder = _demo(user, ws, demo_env)
+    assert done.returncode == 0, done.stderr
+    assert "is not a commit" not in done.stderr and "warning" not in done.stderr
+    assert git_folder_bytes(user) == before
+    branch = f"orchestrate/{folder.name}"
+    work = branch_files(session_store(folder), branch)
+    assert {"docs/DESIGN.md", "app/health_endpoint.py", "README.md"} <= work
+    assert f"the work is on branch {branch}" in done.stdout
+    applied = _orchestrate(["apply", folder.name, "--workspace", str(ws)], demo_env)
+    assert applied.returncode == 0, applied.stderr
+    assert (user / "app" / "health_endpoint.py").is_file()
+    assert len(git(user, "rev-parse", "HEAD").strip()) == 64
