@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from meta_orchestrator.actors.app.workspace_wiring import plan_checkout
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.messages.session import StartSession
 from tests.conftest import branch_file, branch_files, git_folder_bytes, session_store
+from tests.playbook import Playbook
 from tests.test_workspace_sessions import _demo, _orchestrate
 from tests.test_workspaces import _commit, _no_global_git_config, git, new_session, old_layout_session  # noqa: F401
 
@@ -182,3 +185,17 @@ def test_a_demo_session_in_a_sha256_repository_works_end_to_end_then_applies(
     assert applied.returncode == 0, applied.stderr
     assert (user / "app" / "health_endpoint.py").is_file()
     assert len(git(user, "rev-parse", "HEAD").strip()) == 64
+
+
+def test_without_its_checkout_planning_takes_the_default_breakdown_never_the_user_tree(
+    tmp_path: Path, workspace: Path
+) -> None:
+    user = _sha256_repo(tmp_path)
+    repo = new_session(workspace, user, SID)
+    (workspace / SID / "views").write_text("in the way")  # no view can be made there
+    assert plan_checkout(repo) is None
+    book = Playbook(workspace=True, plan_view=False)
+    book.send(StartSession())
+    assert "@plan" not in [assignment for _, assignment in book.started()]  # no architect run
+    assert book.snapshot.plan_source == "fallback"
+    assert [r.role for r in book.snapshot.assignments] == ["architect", "implementer", "reviewer"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
+from meta_orchestrator.actors.runtime.session_files import SessionFileError
 from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
@@ -66,11 +67,12 @@ def open_workspace(
 
 def plan_checkout(repo: SessionRepo) -> tuple[str, tuple[str, ...]] | None:
     """Planning's read-only checkout of the session branch, and what its sandbox must read;
-    None: planning reads the target (said in the log)."""
+    None: it cannot be made (said in the log), and planning takes the default breakdown
+    (never the user's tree)."""
     try:
         view = repo.readonly_checkout(PLAN_VIEW, repo.tip())
-    except WorkspaceError as exc:
-        log.warning("no checkout for planning (%s); the architect reads the target", exc)
+    except (WorkspaceError, SessionFileError, OSError) as exc:
+        log.warning("no checkout for planning (%s); the default breakdown is used", exc)
         return None
     return str(view.workdir), view.sandbox_paths()[1]
 
