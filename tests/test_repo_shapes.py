@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_orchestrator.actors.app.workspace_wiring import plan_checkout
+from meta_orchestrator.actors.app.workspace_wiring import end_report, plan_checkout
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.messages.session import StartSession
@@ -199,3 +199,55 @@ def test_without_its_checkout_planning_takes_the_default_breakdown_never_the_use
     assert "@plan" not in [assignment for _, assignment in book.started()]  # no architect run
     assert book.snapshot.plan_source == "fallback"
     assert [r.role for r in book.snapshot.assignments] == ["architect", "implementer", "reviewer"]
+
+
+def _plain_repo(tmp_path: Path, gitignore: str) -> Path:
+    user = tmp_path / "project"
+    user.mkdir()
+    git(user, "init", "-q", "-b", "main")
+    (user / "app.py").write_text("X = 1\n")
+    (user / ".gitignore").write_text(gitignore)
+    git(user, "add", "-A")
+    _commit(user, "start")
+    return user
+
+
+def test_files_an_ignore_rule_hides_are_named_with_the_rule_and_their_checkout_kept(
+    tmp_path: Path,
+    workspace: Path,
+    _no_global_git_config: Path,  # noqa: F811
+) -> None:
+    excludes = tmp_path / "global-excludes"
+    excludes.write_text("*.tmp\n")
+    _no_global_git_config.write_text(f"[core]\n\texcludesFile = {excludes}\n")
+    user = _plain_repo(tmp_path, "*.log\nbuild/\n")
+    repo = new_session(workspace, user, SID)
+    checkout = repo.checkout("implement")
+    (checkout.path / "run.log").write_text("the agent's log\n")
+    (checkout.path / "build").mkdir()
+    (checkout.path / "build" / "out.bin").write_bytes(b"\0")
+    (checkout.path / "draft.tmp").write_text("the agent's draft\n")
+    assert repo.commit_assignment("implement", "demo", "write") is None  # nothing the branch can hold
+    ignored = repo.record.checkouts["implement"].ignored
+    assert set(ignored) == {
+        "run.log (.gitignore:1: *.log)",
+        "build/ (.gitignore:2: build/)",
+        f"draft.tmp ({excludes}:1: *.tmp)",
+    }
+    repo.merge_assignment("implement")
+    assert repo.cleanup() == ["implement"]  # kept: never silently dropped
+    assert (checkout.path / "draft.tmp").read_text() == "the agent's draft\n"
+    [line] = [line for line in end_report(repo, workspace / SID, ["implement"]) if "kept checkout" in line]
+    assert "an ignore rule keeps off" in line and "run.log (.gitignore:1: *.log)" in line
+    assert str(checkout.path) in line
+
+
+def test_a_demo_session_whose_writes_are_ignored_says_so_and_keeps_them(
+    tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    user = _plain_repo(tmp_path, "app/\n")
+    done, folder = _demo(user, tmp_path / "ws", demo_env)
+    assert done.returncode == 0, done.stderr
+    kept = [line for line in done.stdout.splitlines() if "an ignore rule keeps off" in line]
+    assert kept and "app/ (.gitignore:1: app/)" in kept[0]
+    assert list(folder.glob("checkouts/*/app/health_endpoint.py"))  # the agent's file is still there

@@ -160,11 +160,18 @@ def _kept_lines(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[s
         # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
         where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")
         left_out = record.checkouts[name].left_out if name in record.checkouts else ()
+        ignored = record.checkouts[name].ignored if name in record.checkouts else ()
+        if ignored:
+            lines.append(
+                f"kept checkout {name}: files its agent wrote that an ignore rule keeps off {branch} "
+                f"(git add -f them there, or change the rule): {', '.join(ignored)}: {where}"
+            )
         if left_out:
             lines.append(
                 f"kept checkout {name}: the nested git repositories its agent made there are not on {branch} "
                 f"(a gitlink to a commit only that checkout has would be of no use): {', '.join(left_out)}: {where}"
             )
+        if ignored or left_out:
             continue
         lines.append(f"kept checkout {name} (work not in {branch}, or a conflict to resolve): {where}")
     return lines

@@ -648,6 +648,9 @@ class SessionRepo:
             left_out = add_all(git, path)
             if left_out:
                 log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
+            ignored = _ignored_writes(git, git_dir)
+            if ignored:
+                log.warning("%s: files an ignore rule keeps off its commit: %s", assignment_id, ignored)
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
@@ -656,7 +659,7 @@ class SessionRepo:
             body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
             commit_staged(git, git_dir, "-m", subject, "-m", body, "-m", trailers)
             head = git.out("rev-parse", "HEAD")
-            update = {"head": head, "conflicts": (), "left_out": left_out}
+            update = {"head": head, "conflicts": (), "left_out": left_out, "ignored": ignored}
             self._set_checkout(record.model_copy(update=update), assignment_id)
             return None if head == record.base else head
 
@@ -815,6 +818,10 @@ class SessionRepo:
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
         if record.left_out:
             raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
+        if record.ignored:
+            raise WorkspaceError(
+                f"checkout {record.name} holds files an ignore rule hides: {', '.join(record.ignored)}"
+            )
         if uncommitted_files(self._git_in(record), agents=True):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
@@ -927,6 +934,25 @@ def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float 
     left = _missing_objects(git, commit)
     if left:
         raise WorkspaceError(f"{said}; {len(left)} are still missing after a fetch from {urls[0]}: {fix}")
+
+
+def _ignored_writes(git: Git, git_dir: Path) -> tuple[str, ...]:
+    """The files (a folder once) in an agent's checkout that an ignore rule keeps off its
+    commits, each with the rule, as ``path (source:line: pattern)``: the checkout starts
+    with none, so its agent wrote them."""
+    listed = git.run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").fields
+    if not listed:
+        return ()
+    shown = listed[:_KEEP_IGNORED]
+    # One "source:line:pattern<TAB>path" a line (-z needs --stdin; a path git quotes is named without its rule).
+    said = git.run("-c", "core.quotePath=false", "check-ignore", "-v", "--", *shown, ok=(0, 1)).text.splitlines()
+    rules = {}
+    for rule, _, path in (line.partition("\t") for line in said):
+        source, line, pattern = (rule.split(":", 2) + ["", ""])[:3]
+        where = ".git/info/exclude" if source.startswith(str(git_dir)) else source
+        rules[path] = f"{where}:{line}: {pattern}"
+    named = tuple(f"{path} ({rules[path]})" if path in rules else path for path in shown)
+    return named + ((f"... {len(listed) - len(shown)} more",) if len(listed) > len(shown) else ())
 
 
 def _verify_checkout(git: Git, name: str, commit: str) -> None:
