@@ -200,6 +200,7 @@ class MergeAssignment(Message):
     assignment_id: str
     agent: AgentName
     title: str
+    files_written: tuple[str, ...] = Field(default=(), description="what its CLI reported writing (ignored ones kept)")
     reply_to: Any = Field(default=None, exclude=True)
 
 

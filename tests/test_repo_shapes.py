@@ -227,7 +227,11 @@ def test_files_an_ignore_rule_hides_are_named_with_the_rule_and_their_checkout_k
     (checkout.path / "build").mkdir()
     (checkout.path / "build" / "out.bin").write_bytes(b"\0")
     (checkout.path / "draft.tmp").write_text("the agent's draft\n")
-    assert repo.commit_assignment("implement", "demo", "write") is None  # nothing the branch can hold
+    (checkout.path / "__pycache__").mkdir()  # a test run's cache, not reported as written: only logged
+    (checkout.path / "__pycache__" / "app.pyc").write_bytes(b"\0")
+    (checkout.path / ".gitignore").write_text("*.log\nbuild/\n__pycache__/\n")
+    written = ("run.log", str(checkout.path / "build" / "out.bin"), str(checkout.path / "draft.tmp"))
+    assert repo.commit_assignment("implement", "demo", "write", written) is not None  # .gitignore only
     ignored = repo.record.checkouts["implement"].ignored
     assert set(ignored) == {
         "run.log (.gitignore:1: *.log)",

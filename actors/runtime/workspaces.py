@@ -629,10 +629,14 @@ class SessionRepo:
             raise WorkspaceError(f"assignment {assignment_id}'s checkout was removed (checkout() makes a new one)")
         return record
 
-    def commit_assignment(self, assignment_id: str, agent: str, title: str) -> str | None:
+    def commit_assignment(
+        self, assignment_id: str, agent: str, title: str, written: tuple[str, ...] = ()
+    ) -> str | None:
         """Commit everything in the assignment's checkout (untracked files too, ignored ones
         not) as the tool, hooks off. Returns the assignment's head, or None when it has no
-        change at all against its base.
+        change at all against its base. ``written``: the files its CLI reported writing; those
+        an ignore rule hides are recorded with the rule (``CheckoutRecord.ignored``: the
+        checkout is kept); other ignored files (a test run's caches) are only logged.
 
         Raises:
             ConflictMarkersLeft: after prepare_conflict, markers are still in these files.
@@ -648,9 +652,7 @@ class SessionRepo:
             left_out = add_all(git, path)
             if left_out:
                 log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
-            ignored = _ignored_writes(git, git_dir)
-            if ignored:
-                log.warning("%s: files an ignore rule keeps off its commit: %s", assignment_id, ignored)
+            ignored = _ignored_writes(git, git_dir, _in_tree(written, path, self._record.prefix))
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
@@ -936,11 +938,23 @@ def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float 
         raise WorkspaceError(f"{said}; {len(left)} are still missing after a fetch from {urls[0]}: {fix}")
 
 
-def _ignored_writes(git: Git, git_dir: Path) -> tuple[str, ...]:
-    """The files (a folder once) in an agent's checkout that an ignore rule keeps off its
-    commits, each with the rule, as ``path (source:line: pattern)``: the checkout starts
-    with none, so its agent wrote them."""
-    listed = git.run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").fields
+def _in_tree(written: tuple[str, ...], tree: Path, prefix: str) -> set[str]:
+    """The files a CLI reported writing (absolute, or relative to its workdir), as paths in ``tree``."""
+    found = set()
+    for name in written:
+        path = Path(os.path.normpath(tree / prefix / name))  # an absolute name stays as it is
+        with contextlib.suppress(ValueError):
+            found.add(path.relative_to(tree).as_posix())
+    return found
+
+
+def _ignored_writes(git: Git, git_dir: Path, written: set[str]) -> tuple[str, ...]:
+    """The files (a folder once) its agent reported writing in its checkout that an ignore
+    rule keeps off its commits, each with the rule, as ``path (source:line: pattern)``."""
+    every = git.run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").fields
+    listed = [p for p in every if p in written or (p.endswith("/") and any(w.startswith(p) for w in written))]
+    if len(every) > len(listed):
+        log.info("ignored files not reported as written (kept off the branch): %s", every[:_KEEP_IGNORED])
     if not listed:
         return ()
     shown = listed[:_KEEP_IGNORED]
