@@ -6,6 +6,7 @@ planning without its checkout (never in the user's tree), and a SHA-256 reposito
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.messages.session import StartSession
 from tests.conftest import branch_file, branch_files, git_folder_bytes, session_store
 from tests.playbook import Playbook
-from tests.test_workspace_sessions import _demo, _orchestrate
+from tests.test_workspace_sessions import TASK, _demo, _orchestrate
 from tests.test_workspaces import _commit, _no_global_git_config, git, new_session, old_layout_session  # noqa: F401
 
 SID = "20260101-120000-shape1"
@@ -255,3 +256,36 @@ def test_a_demo_session_whose_writes_are_ignored_says_so_and_keeps_them(
     kept = [line for line in done.stdout.splitlines() if "an ignore rule keeps off" in line]
     assert kept and "app/ (.gitignore:1: app/)" in kept[0]
     assert list(folder.glob("checkouts/*/app/health_endpoint.py"))  # the agent's file is still there
+
+
+def test_a_demo_session_in_a_partial_sparse_clone_deletes_nothing_and_applies(
+    tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    clone = _partial_sparse_clone(tmp_path, _origin(tmp_path))
+    ws = tmp_path / "ws"
+    done, folder = _demo(clone, ws, demo_env)
+    assert done.returncode == 0, done.stderr
+    branch = f"orchestrate/{folder.name}"
+    store = session_store(folder)
+    assert {"kept/file.txt", "elsewhere/file.txt", "app/health_endpoint.py"} <= branch_files(store, branch)
+    base = json.loads((folder / "workspace.json").read_text())["base"]
+    assert git(store, "diff", "--name-only", "--diff-filter=D", base, branch) == ""  # nothing deleted
+    applied = _orchestrate(["apply", folder.name, "--workspace", str(ws)], demo_env)
+    assert applied.returncode == 0, applied.stderr
+    assert git(clone, "ls-files", "elsewhere") == "elsewhere/file.txt\n"  # still on their branch
+    assert "app/health_endpoint.py" in git(clone, "ls-tree", "-r", "--name-only", "HEAD")  # outside their cone
+
+
+def test_a_demo_session_in_a_partial_clone_without_its_promisor_is_refused_with_the_reason(
+    tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    origin = _origin(tmp_path)
+    clone = _partial_sparse_clone(tmp_path, origin)
+    origin.rename(tmp_path / "moved")
+    done = _orchestrate(
+        [TASK, "--demo", "--target", str(clone), "--no-dashboard", "--workspace", str(tmp_path / "ws")], demo_env
+    )
+    assert done.returncode != 0
+    assert "have no content in your repository" in done.stderr and "Traceback" not in done.stderr
+    assert not (clone / "app").exists()  # nothing ran in place
+    assert not list((tmp_path / "ws").glob("*/git"))  # its store is gone with it

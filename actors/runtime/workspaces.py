@@ -318,7 +318,11 @@ def open_session_repo(
     base = found.head
     if include_uncommitted and dirty:
         base = _snapshot_uncommitted(store, found, session_dir, session_id, exclude, timeout_s)
-    fetch_missing_objects(store, git, base, timeout_s)
+    try:
+        fetch_missing_objects(store, git, base, timeout_s)
+    except WorkspaceError:
+        _remove(store.parent)  # the session is refused: its store goes (nothing of it was used)
+        raise
     record = WorkspaceRecord(
         session_id=session_id,
         repository=found.top,
@@ -924,7 +928,10 @@ def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float 
     if not missing:
         return
     said = f"{len(missing)} file(s) of commit {commit[:10]} have no content in your repository (a partial clone?)"
-    fix = "fetch them (e.g. `git sparse-checkout disable`, or `git fetch --refetch`) and start again"
+    fix = (
+        "make that remote reachable, or fetch them yourself (`git sparse-checkout disable` fetches every file), "
+        "and start again"
+    )
     urls = _promisor_urls(user)
     if not urls:
         raise WorkspaceError(f"{said} and it names no promisor remote to fetch them from: {fix}")
@@ -932,7 +939,8 @@ def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float 
         for start in range(0, len(missing), _FETCH_BATCH):
             git.run(*_PROMISOR_FETCH, *_FETCH, "-q", urls[0], *missing[start : start + _FETCH_BATCH])
     except WorkspaceError as exc:
-        raise WorkspaceError(f"{said}, and fetching them from {urls[0]} failed ({exc}): {fix}") from None
+        why = _one_line(exc.stderr or str(exc), 300)
+        raise WorkspaceError(f"{said}, and fetching them from {urls[0]} failed ({why}): {fix}") from None
     left = _missing_objects(git, commit)
     if left:
         raise WorkspaceError(f"{said}; {len(left)} are still missing after a fetch from {urls[0]}: {fix}")
