@@ -985,9 +985,12 @@ def _verify_checkout(git: Git, name: str, commit: str) -> None:
     Raises:
         WorkspaceError: it is not.
     """
-    differ = git.run("status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=all").fields
+    # The index against the commit, and its files present: no content is read (`git status`
+    # would run the tree's content filters), and git leaves out a file whose blob it lacks.
+    staged = git.run("diff-index", "--cached", "--name-only", "-z", "--ignore-submodules=all", commit).fields
+    differ = list(dict.fromkeys([*staged, *git.run("ls-files", "-z", "--deleted").fields]))
     if differ:
-        shown = ", ".join(field[3:] for field in differ[:10]) + (" ..." if len(differ) > 10 else "")
+        shown = ", ".join(differ[:10]) + (" ..." if len(differ) > 10 else "")
         raise WorkspaceError(
             f"checkout {name} does not hold commit {commit[:10]}: {len(differ)} file(s) differ: {shown}"
         )
