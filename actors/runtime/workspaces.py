@@ -559,7 +559,7 @@ class SessionRepo:
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
         )
         git = self._git_in(record)
-        self._fetch_missing(git, commit)
+        _fetch_missing(git, self._store, self._user, commit, self._timeout)
         if branch is None:
             git.run("checkout", "-q", "--detach", commit)
             record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
@@ -568,16 +568,6 @@ class SessionRepo:
         _verify_checkout(git, name, commit)
         self._set_checkout(record, _key(kind, name))
         return record
-
-    def _fetch_missing(self, git: Git, commit: str) -> None:
-        """The objects ``commit``'s tree needs that no object folder holds (a partial clone's),
-        fetched from the user's promisor remote into the store (never the user's repository).
-
-        Raises:
-            WorkspaceError: they cannot be fetched (the reason, and the fix).
-        """
-        if _missing_objects(git, commit) and self._store is not None:
-            fetch_missing_objects(self._store, self._user, commit, self._timeout)
 
     def checkout(self, assignment_id: str, writing: bool = True) -> Checkout:
         """The assignment's checkout on ``orchestrate/<session>/<assignment>``, made from the
@@ -615,7 +605,7 @@ class SessionRepo:
                 record = self._make("view", name, commit, None)
             elif record.base != commit:
                 git = self._git_in(record)
-                self._fetch_missing(git, commit)
+                _fetch_missing(git, self._store, self._user, commit, self._timeout)
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
                 _verify_checkout(git, name, commit)
@@ -975,6 +965,13 @@ def _ignored_writes(git: Git, git_dir: Path, written: set[str]) -> tuple[str, ..
         rules[path] = f"{where}:{line}: {pattern}"
     named = tuple(f"{path} ({rules[path]})" if path in rules else path for path in shown)
     return named + ((f"... {len(listed) - len(shown)} more",) if len(listed) > len(shown) else ())
+
+
+def _fetch_missing(git: Git, store: Path | None, user: Git, commit: str, timeout_s: float) -> None:
+    """Before a checkout (``git``) of ``commit``: the objects it needs that no object folder
+    holds, fetched into the ``store`` (an older session has none: the check after it refuses)."""
+    if store is not None and _missing_objects(git, commit):
+        fetch_missing_objects(store, user, commit, timeout_s)
 
 
 def _verify_checkout(git: Git, name: str, commit: str) -> None:
