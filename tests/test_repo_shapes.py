@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from meta_orchestrator.actors.app.workspace_wiring import end_report, plan_checkout
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import private_dir
+from meta_orchestrator.actors.runtime.workspaces import open_session_repo
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.messages.session import StartSession
 from tests.conftest import branch_file, branch_files, git_folder_bytes, session_store
 from tests.playbook import Playbook
@@ -289,3 +293,28 @@ def test_a_demo_session_in_a_partial_clone_without_its_promisor_is_refused_with_
     assert "have no content in your repository" in done.stderr and "Traceback" not in done.stderr
     assert not (clone / "app").exists()  # nothing ran in place
     assert not list((tmp_path / "ws").glob("*/git"))  # its store is gone with it
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder outside /tmp (private inside the sandbox): the user's repository must be reachable there."""
+    folder = Path(tempfile.mkdtemp(prefix="orch-shapes-", dir="/var/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_partial_clone_in_the_os_sandbox_gets_its_missing_files_too(
+    tmp_path: Path, outside_tmp: Path, bwrap: str
+) -> None:
+    clone = _partial_sparse_clone(outside_tmp, _origin(outside_tmp))
+    workspace = private_dir(tmp_path / "workspace")
+    sandbox = OsSandbox(bwrap=bwrap, hidden=(str(workspace),))
+    opened = open_session_repo(clone, private_dir(workspace / SID), SID, sandbox=sandbox)
+    assert opened.repo is not None, opened.message
+    checkout = opened.repo.checkout("implement")
+    assert (checkout.path / "elsewhere" / "file.txt").read_text() == "never fetched by the user\n"
+    (checkout.path / "kept" / "new.txt").write_text("the agent's\n")
+    opened.repo.commit_assignment("implement", "demo", "write")
+    assert opened.repo.merge_assignment("implement").status == "fast_forward"
+    assert opened.repo.store is not None
+    assert "elsewhere/file.txt" in branch_files(opened.repo.store, opened.repo.branch)
