@@ -98,7 +98,7 @@ class Workspace(pykka.ThreadingActor):
         assignment_id = message.assignment_id
         repo = self._repo
         try:
-            commit = repo.commit_assignment(assignment_id, message.agent, message.title)
+            commit = repo.commit_assignment(assignment_id, message.agent, message.title, message.files_written)
         except ConflictMarkersLeft as exc:
             # Its agent did not finish resolving: the same conflict, another round.
             result = MergeResult(assignment_id=assignment_id, status="conflict", commit=repo.tip(), conflicts=exc.files)
@@ -110,7 +110,7 @@ class Workspace(pykka.ThreadingActor):
                 result = result.model_copy(update={"conflicts": files})
                 return AssignmentMerged(assignment_id=assignment_id, result=result, commit=commit)
             # git merged it cleanly in the checkout after all: commit that and merge again.
-            commit = repo.commit_assignment(assignment_id, message.agent, message.title)
+            commit = repo.commit_assignment(assignment_id, message.agent, message.title, message.files_written)
             result = repo.merge_assignment(assignment_id)
         return AssignmentMerged(assignment_id=assignment_id, result=result, commit=commit)
 

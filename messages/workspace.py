@@ -36,6 +36,10 @@ class CheckoutRecord(Frozen):
         default=(),
         description="nested git repositories its agent made in it, left out of its commits (kept in the checkout)",
     )
+    ignored: tuple[str, ...] = Field(
+        default=(),
+        description="files its agent wrote that an ignore rule keeps off its commits, each with the rule (kept)",
+    )
 
 
 class MergeRecord(Frozen):
@@ -196,6 +200,7 @@ class MergeAssignment(Message):
     assignment_id: str
     agent: AgentName
     title: str
+    files_written: tuple[str, ...] = Field(default=(), description="what its CLI reported writing (ignored ones kept)")
     reply_to: Any = Field(default=None, exclude=True)
 
 

@@ -46,6 +46,7 @@ class Playbook:
         recorded_answers: dict[str, dict[str, Any]] | None = None,
         agents_out: dict[str, str] | None = None,
         workspace: bool = False,
+        plan_view: bool = True,
     ) -> None:
         self.settings = load_settings(None, {"workspace": "/nowhere", **(overrides or {})})
         config = CoreConfig(
@@ -59,7 +60,7 @@ class Playbook:
             recorded_answers=recorded_answers or {},
             workspace=workspace,
             branch="orchestrate/s1" if workspace else None,
-            plan_workdir="/nowhere/s1/checkouts/plan" if workspace else None,
+            plan_workdir="/nowhere/s1/checkouts/plan" if workspace and plan_view else None,
             plan_read_only=("/app/.git",) if workspace else (),
         )
         self.clock = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

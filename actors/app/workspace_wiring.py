@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
+from meta_orchestrator.actors.runtime.session_files import SessionFileError
 from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
@@ -66,11 +67,12 @@ def open_workspace(
 
 def plan_checkout(repo: SessionRepo) -> tuple[str, tuple[str, ...]] | None:
     """Planning's read-only checkout of the session branch, and what its sandbox must read;
-    None: planning reads the target (said in the log)."""
+    None: it cannot be made (said in the log), and planning takes the default breakdown
+    (never the user's tree)."""
     try:
         view = repo.readonly_checkout(PLAN_VIEW, repo.tip())
-    except WorkspaceError as exc:
-        log.warning("no checkout for planning (%s); the architect reads the target", exc)
+    except (WorkspaceError, SessionFileError, OSError) as exc:
+        log.warning("no checkout for planning (%s); the default breakdown is used", exc)
         return None
     return str(view.workdir), view.sandbox_paths()[1]
 
@@ -158,11 +160,18 @@ def _kept_lines(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[s
         # The layout of runtime.workspaces: checkouts/<assignment>, views/<name>.
         where = session_dir / ("views" if name.startswith("view:") else "checkouts") / name.removeprefix("view:")
         left_out = record.checkouts[name].left_out if name in record.checkouts else ()
+        ignored = record.checkouts[name].ignored if name in record.checkouts else ()
+        if ignored:
+            lines.append(
+                f"kept checkout {name}: files its agent wrote that an ignore rule keeps off {branch} "
+                f"(git add -f them there, or change the rule): {', '.join(ignored)}: {where}"
+            )
         if left_out:
             lines.append(
                 f"kept checkout {name}: the nested git repositories its agent made there are not on {branch} "
                 f"(a gitlink to a commit only that checkout has would be of no use): {', '.join(left_out)}: {where}"
             )
+        if ignored or left_out:
             continue
         lines.append(f"kept checkout {name} (work not in {branch}, or a conflict to resolve): {where}")
     return lines

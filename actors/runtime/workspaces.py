@@ -108,6 +108,19 @@ CHECKOUT_CONFIG = (*HOSTILE_TREE_CONFIG, "rerere.enabled=false", "merge.conflict
 _FETCH_CONFIG = ("protocol.version=2", "uploadpack.allowAnySHA1InWant=true")
 # Not -q: a rejected (non-fast-forward) update is said only on stderr, as "[rejected]".
 _FETCH = ("fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance", "--no-recurse-submodules")
+# Fetching the objects a partial clone lacks from its promisor remote (by id, no negotiation:
+# the store's haves are the user's whole history), over the usual transports only.
+_PROMISOR_FETCH = tuple(
+    part
+    for pair in (
+        "fetch.negotiationAlgorithm=noop",
+        "protocol.version=2",
+        *(f"protocol.{scheme}.allow=always" for scheme in ("file", "git", "http", "https")),
+    )
+    for part in ("-c", pair)
+)
+_FETCH_BATCH = 1000  # object ids per fetch command line
+_KEEP_IGNORED = 50  # ignored files named per checkout
 _KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
 _MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
 
@@ -321,6 +334,11 @@ def _open_new(
     base = found.head
     if include_uncommitted and dirty:
         base = _snapshot_uncommitted(store, found, session_dir, session_id, exclude, timeout_s)
+    try:
+        fetch_missing_objects(store, git, base, timeout_s)
+    except WorkspaceError:
+        _remove(store.parent)  # the session is refused: its store goes (nothing of it was used)
+        raise
     record = WorkspaceRecord(
         session_id=session_id,
         repository=found.top,
@@ -557,11 +575,13 @@ class SessionRepo:
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
         )
         git = self._git_in(record)
+        _fetch_missing(git, self._store, self._user, commit, self._timeout)
         if branch is None:
             git.run("checkout", "-q", "--detach", commit)
             record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
         else:
             git.run("checkout", "-q", "-b", branch, commit)
+        _verify_checkout(git, name, commit)
         self._set_checkout(record, _key(kind, name))
         return record
 
@@ -601,8 +621,10 @@ class SessionRepo:
                 record = self._make("view", name, commit, None)
             elif record.base != commit:
                 git = self._git_in(record)
+                _fetch_missing(git, self._store, self._user, commit, self._timeout)
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
+                _verify_checkout(git, name, commit)
                 record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
                 self._set_checkout(record, _key("view", name))
             return self._as_checkout(record)
@@ -617,10 +639,14 @@ class SessionRepo:
             raise WorkspaceError(f"assignment {assignment_id}'s checkout was removed (checkout() makes a new one)")
         return record
 
-    def commit_assignment(self, assignment_id: str, agent: str, title: str) -> str | None:
+    def commit_assignment(
+        self, assignment_id: str, agent: str, title: str, written: tuple[str, ...] = ()
+    ) -> str | None:
         """Commit everything in the assignment's checkout (untracked files too, ignored ones
         not) as the tool, hooks off. Returns the assignment's head, or None when it has no
-        change at all against its base.
+        change at all against its base. ``written``: the files its CLI reported writing; those
+        an ignore rule hides are recorded with the rule (``CheckoutRecord.ignored``: the
+        checkout is kept); other ignored files (a test run's caches) are only logged.
 
         Raises:
             ConflictMarkersLeft: after prepare_conflict, markers are still in these files.
@@ -636,6 +662,7 @@ class SessionRepo:
             left_out = add_all(git, path)
             if left_out:
                 log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
+            ignored = _ignored_writes(git, git_dir, _in_tree(written, path, self._record.prefix))
             subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
             trailers = (
                 f"{TRAILER_SESSION}: {self.session_id}\n"
@@ -644,7 +671,7 @@ class SessionRepo:
             body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
             commit_staged(git, git_dir, "-m", subject, "-m", body, "-m", trailers)
             head = git.out("rev-parse", "HEAD")
-            update = {"head": head, "conflicts": (), "left_out": left_out}
+            update = {"head": head, "conflicts": (), "left_out": left_out, "ignored": ignored}
             self._set_checkout(record.model_copy(update=update), assignment_id)
             return None if head == record.base else head
 
@@ -803,6 +830,10 @@ class SessionRepo:
             raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
         if record.left_out:
             raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
+        if record.ignored:
+            raise WorkspaceError(
+                f"checkout {record.name} holds files an ignore rule hides: {', '.join(record.ignored)}"
+            )
         if uncommitted_files(self._git_in(record), agents=True):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
@@ -861,7 +892,8 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     that ``git --git-dir <store> log`` shows it)."""
     private_dir(store.parent)
     if not (store / "HEAD").is_file():
-        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", str(store))
+        formats = f"--object-format={object_format(common_dir, timeout_s)}"
+        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", formats, str(store))
     store.chmod(0o700)
     info = store / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
@@ -871,12 +903,129 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     (store / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
 
 
+def _missing_objects(git: Git, commit: str) -> list[str]:
+    """The objects of ``commit``'s tree that no object folder ``git`` reads holds."""
+    listed = git.run("rev-list", "--objects", "--missing=print", "--no-walk", commit).text.splitlines()
+    return [line[1:] for line in listed if line.startswith("?")]
+
+
+def _promisor_urls(user: Git) -> list[str]:
+    """Where the user's partial clone fetches what it lacks: its promisor remotes' URLs."""
+    found = user.run("config", "-z", "--get-regexp", r"^remote\..*\.promisor$", ok=(0, 1)).fields
+    names = [
+        key.removeprefix("remote.").removesuffix(".promisor")
+        for key, _, value in (f.partition("\n") for f in found)
+        if value == "true"
+    ]
+    urls = (user.run("config", "--get", f"remote.{name}.url", ok=(0, 1)).text for name in names)
+    return [url for url in urls if url]
+
+
+def fetch_missing_objects(store: Path, user: Git, commit: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Fetch the objects of ``commit``'s tree that the user's repository lacks (a partial
+    clone's, e.g. outside a sparse checkout) from its promisor remote into the session's
+    store; without them a checkout would miss those files and its branch would delete them.
+
+    Raises:
+        WorkspaceError: they cannot all be fetched: the session must not start.
+    """
+    git = store_git(store, timeout_s)
+    missing = _missing_objects(git, commit)
+    if not missing:
+        return
+    said = f"{len(missing)} file(s) of commit {commit[:10]} have no content in your repository (a partial clone?)"
+    fix = (
+        "make that remote reachable, or fetch them yourself (`git sparse-checkout disable` fetches every file), "
+        "and start again"
+    )
+    urls = _promisor_urls(user)
+    if not urls:
+        raise WorkspaceError(f"{said} and it names no promisor remote to fetch them from: {fix}")
+    try:
+        for start in range(0, len(missing), _FETCH_BATCH):
+            git.run(*_PROMISOR_FETCH, *_FETCH, "-q", urls[0], *missing[start : start + _FETCH_BATCH])
+    except WorkspaceError as exc:
+        why = _one_line(exc.stderr or str(exc), 300)
+        raise WorkspaceError(f"{said}, and fetching them from {urls[0]} failed ({why}): {fix}") from None
+    left = _missing_objects(git, commit)
+    if left:
+        raise WorkspaceError(f"{said}; {len(left)} are still missing after a fetch from {urls[0]}: {fix}")
+
+
+def _in_tree(written: tuple[str, ...], tree: Path, prefix: str) -> set[str]:
+    """The files a CLI reported writing (absolute, or relative to its workdir), as paths in ``tree``."""
+    found = set()
+    for name in written:
+        path = Path(os.path.normpath(tree / prefix / name))  # an absolute name stays as it is
+        with contextlib.suppress(ValueError):
+            found.add(path.relative_to(tree).as_posix())
+    return found
+
+
+def _ignored_writes(git: Git, git_dir: Path, written: set[str]) -> tuple[str, ...]:
+    """The files (a folder once) its agent reported writing in its checkout that an ignore
+    rule keeps off its commits, each with the rule, as ``path (source:line: pattern)``."""
+    every = git.run("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory").fields
+    listed = [p for p in every if p in written or (p.endswith("/") and any(w.startswith(p) for w in written))]
+    if len(every) > len(listed):
+        log.info("ignored files not reported as written (kept off the branch): %s", every[:_KEEP_IGNORED])
+    if not listed:
+        return ()
+    shown = listed[:_KEEP_IGNORED]
+    # One "source:line:pattern<TAB>path" a line (-z needs --stdin; a path git quotes is named without its rule).
+    said = git.run("-c", "core.quotePath=false", "check-ignore", "-v", "--", *shown, ok=(0, 1)).text.splitlines()
+    rules = {}
+    for rule, _, path in (line.partition("\t") for line in said):
+        source, line, pattern = (rule.split(":", 2) + ["", ""])[:3]
+        where = ".git/info/exclude" if source.startswith(str(git_dir)) else source
+        rules[path] = f"{where}:{line}: {pattern}"
+    named = tuple(f"{path} ({rules[path]})" if path in rules else path for path in shown)
+    return named + ((f"... {len(listed) - len(shown)} more",) if len(listed) > len(shown) else ())
+
+
+def _fetch_missing(git: Git, store: Path | None, user: Git, commit: str, timeout_s: float) -> None:
+    """Before a checkout (``git``) of ``commit``: the objects it needs that no object folder
+    holds, fetched into the ``store`` (an older session has none: the check after it refuses)."""
+    if store is not None and _missing_objects(git, commit):
+        fetch_missing_objects(store, user, commit, timeout_s)
+
+
+def _verify_checkout(git: Git, name: str, commit: str) -> None:
+    """A checkout's tree and index must be exactly ``commit``'s: git's checkout may print
+    errors (an object it cannot read) and still exit 0, and a file missing here would be
+    deleted on the branch.
+
+    Raises:
+        WorkspaceError: it is not.
+    """
+    # The index against the commit, and its files present: no content is read (`git status`
+    # would run the tree's content filters), and git leaves out a file whose blob it lacks.
+    staged = git.run("diff-index", "--cached", "--name-only", "-z", "--ignore-submodules=all", commit).fields
+    differ = list(dict.fromkeys([*staged, *git.run("ls-files", "-z", "--deleted").fields]))
+    if differ:
+        shown = ", ".join(differ[:10]) + (" ..." if len(differ) > 10 else "")
+        raise WorkspaceError(
+            f"checkout {name} does not hold commit {commit[:10]}: {len(differ)} file(s) differ: {shown}"
+        )
+
+
+def object_format(git_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """The repository's object format (sha1, sha256): the store and checkouts are made with
+    it, or they could read none of its objects."""
+    return Git(["--git-dir", str(git_dir)], timeout_s=timeout_s, cwd=git_dir).out("rev-parse", "--show-object-format")
+
+
 def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir: Path, timeout_s: float) -> None:
-    """An empty repository with its git folder apart, reading the objects of ``alternates``."""
-    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", f"--separate-git-dir={git_dir}", str(path))
+    """An empty repository with its git folder apart, reading the objects of ``alternates``,
+    excluding what the user's ``info/exclude`` excludes."""
+    formats = f"--object-format={object_format(common_dir, timeout_s)}"
+    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", formats, f"--separate-git-dir={git_dir}", str(path))
     info = git_dir / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "alternates").write_text("".join(f"{source}\n" for source in alternates))
+    if (common_dir / "info" / "exclude").is_file():
+        (git_dir / "info").mkdir(exist_ok=True)
+        shutil.copyfile(common_dir / "info" / "exclude", git_dir / "info" / "exclude")
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
         shutil.copyfile(common_dir / "shallow", git_dir / "shallow")
 

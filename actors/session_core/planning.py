@@ -44,6 +44,12 @@ class PlanningRules(StepBase):
         if architect is None:
             self.adopt_plan(fallback_plan(self.snap.task), "fallback", "no agent is enabled to plan")
             return
+        if self.config.workspace and self.config.plan_workdir is None:
+            # Its read-only checkout could not be made (the log says why): the architect would
+            # run in the user's own tree, where it could write.
+            reason = "planning's read-only checkout could not be made; the architect never runs in your tree"
+            self.adopt_plan(fallback_plan(self.snap.task), "fallback", reason)
+            return
         roles = {role: agent for role in ROLES if (agent := self.agent_for(role))}
         shares = {name: (a.share_min, a.share_max) for name, a in self.settings.agents.items()}
         # With a workspace the architect reads its checkout of the base, not the user's tree.

@@ -29,7 +29,14 @@ class WorkspaceRules(StepBase):
     def start_merge(self, record: AssignmentRecord, message: AssignmentFinished) -> None:
         self.finishes[record.id] = message
         self.put(record.id, "merging", busy_s=round(record.busy_s + message.duration_s, 3))
-        self.to_workspace(MergeAssignment(assignment_id=record.id, agent=record.agent, title=record.title))
+        self.to_workspace(
+            MergeAssignment(
+                assignment_id=record.id,
+                agent=record.agent,
+                title=record.title,
+                files_written=message.outcome.files_written,
+            )
+        )
         self.schedule()  # its agent is free for other work meanwhile
 
     def on_merged(self, message: AssignmentMerged) -> None:
