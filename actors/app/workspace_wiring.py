@@ -11,7 +11,13 @@ from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import SessionFileError
-from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, SessionRepo, discard_session, open_session_repo
+from meta_orchestrator.actors.runtime.workspaces import (
+    RECORD_FILE,
+    SessionRepo,
+    discard_session,
+    open_session_repo,
+    where_branch,
+)
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ def finish_workspace(repo: SessionRepo, session_dir: Path, say: Say | None) -> l
     try:
         lines = end_report(repo, session_dir, kept)
     except (WorkspaceError, OSError) as exc:  # the session has ended: say so, never fail here
-        lines = [f"the work is on {repo.where()} (its diff cannot be shown: {exc})"]
+        lines = [f"the work is on {where_branch(repo.branch, repo.store)} (its diff cannot be shown: {exc})"]
     for line in lines:
         say(line)
     return kept
@@ -122,7 +128,7 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
         return [f"the session branch is gone: {exc}"]
     if tip == record.base:
         lines = [
-            f"{repo.where()} has no change against its base {record.base[:10]}",
+            f"{where_branch(repo.branch, repo.store)} has no change against its base {record.base[:10]}",
             f"next: orchestrate discard {sid}  (removes its branches and checkouts)",
         ]
     else:
@@ -139,9 +145,8 @@ def _work_lines(repo: SessionRepo, tip: str) -> list[str]:
     if len(stat) > _MAX_STAT_LINES:
         stat = [*stat[: _MAX_STAT_LINES - 1], f" ... ({len(stat) - _MAX_STAT_LINES} more files)", stat[-1]]
     store = f"--git-dir {repo.store} " if repo.store is not None else ""
-    lines = [
-        f"the work is on {repo.where()} (base {record.base[:10]}); git {store}diff --stat {record.base[:10]}..{branch}:"
-    ]
+    where = where_branch(branch, repo.store)
+    lines = [f"the work is on {where} (base {record.base[:10]}); git {store}diff --stat {record.base[:10]}..{branch}:"]
     lines += [f"  {line.strip()}" for line in stat]
     into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
     lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")

@@ -136,8 +136,10 @@ def run_command(
     cwd: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output: int | None = None,
+    umask: int = -1,
 ) -> GitResult:
     """Run ``argv`` with stdin closed, in a process group of its own, and reap it.
+    ``umask``: the child's (-1: this process's).
 
     ``max_output``: stop reading after that many bytes of stdout and end the group (the
     result says ``truncated``). On timeout the whole group is killed.
@@ -155,6 +157,7 @@ def run_command(
                 env=dict(env) if env is not None else git_env(),
                 cwd=cwd,
                 start_new_session=True,
+                umask=umask,
             )
         except FileNotFoundError as exc:
             raise WorkspaceError(f"{argv[0]} is not installed (not found on PATH)") from exc
@@ -228,7 +231,8 @@ class Git:
     """git bound to one repository: ``prefix`` (e.g. ``-C <dir>`` or ``--git-dir``) and
     ``config`` (``-c`` pairs) go before every subcommand; with ``confine`` each call runs
     inside that OS sandbox; ``cwd``: where it runs (a git folder, for calls that read no
-    working tree: git takes the current folder for one otherwise)."""
+    working tree: git takes the current folder for one otherwise); ``private``: what it writes
+    is the session's (a store, a checkout), readable by this user alone (umask 077)."""
 
     def __init__(
         self,
@@ -239,8 +243,10 @@ class Git:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         confine: Confinement | None = None,
         cwd: Path | None = None,
+        private: bool = False,
     ) -> None:
         self._argv = ["git", *prefix]
+        self._umask = 0o077 if private else -1
         for pair in config:
             self._argv += ["-c", pair]
         self._env = git_env(env)
@@ -275,6 +281,7 @@ class Git:
             cwd=self._cwd,
             timeout_s=self.timeout_s,
             max_output=max_output,
+            umask=self._umask,
         )
         if result.returncode not in ok:
             said = result.stderr or result.text or "no message"

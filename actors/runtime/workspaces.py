@@ -154,7 +154,7 @@ def store_path(session_dir: Path) -> Path:
 def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> Git:
     """git in a session's store (the orchestrator's own repository), hardened all the same:
     the objects it reads came from the agents."""
-    return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store)
+    return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store, private=True)
 
 
 def where_branch(branch: str, store: str | None) -> str:
@@ -378,7 +378,9 @@ def _snapshot_uncommitted(
 ) -> str:
     """A commit of the user's working tree on top of HEAD, through a copy of their index,
     written into the session's store (their repository gains no object)."""
-    git = Git(["--git-dir", str(store), "--work-tree", found.top], timeout_s=timeout_s, cwd=Path(found.top))
+    git = Git(
+        ["--git-dir", str(store), "--work-tree", found.top], timeout_s=timeout_s, cwd=Path(found.top), private=True
+    )
     tree = _tree_through_index_copy(git, Path(found.git_dir) / "index", session_dir, exclude)
     message = f"The uncommitted changes at the start of session {session_id}\n\n{TRAILER_SESSION}: {session_id}"
     return git.out("commit-tree", tree, "-p", found.head, "-m", message, env=TOOL_IDENTITY)
@@ -463,10 +465,6 @@ class SessionRepo:
         """git where the session branch is, to read it (diffs, logs)."""
         return self._branch_git
 
-    def where(self) -> str:
-        """Where the session branch is, for the user."""
-        return where_branch(self.branch, self._record.store)
-
     def save(self) -> None:
         """Write workspace.json (atomically, private)."""
         with self._lock:
@@ -527,24 +525,14 @@ class SessionRepo:
         view also every assignment's (it may show a commit not merged yet)."""
         sources = [(self._store or Path(self._record.common_dir)) / "objects"]
         if kind == "view":
-            sources += [self._paths("assignment", n)[1] / "objects" for n in self._assignment_names()]
+            writing = [n for n, r in self._record.checkouts.items() if r.kind == "assignment" and r.present]
+            sources += [self._paths("assignment", n)[1] / "objects" for n in writing]
         return sources
 
     def _as_checkout(self, record: CheckoutRecord) -> Checkout:
         path, git_dir = self._paths(record.kind, record.name)
-        return Checkout(
-            name=record.name,
-            kind=record.kind,
-            path=path,
-            git_dir=git_dir,
-            workdir=path / self._record.prefix if self._record.prefix else path,
-            branch=record.branch,
-            base=record.base,
-            object_dirs=_with_their_alternates(self._alternates(record.kind)),
-        )
-
-    def _assignment_names(self) -> list[str]:
-        return [n for n, r in self._record.checkouts.items() if r.kind == "assignment" and r.present]
+        objects = _with_their_alternates(self._alternates(record.kind))
+        return _checkout(record, path, git_dir, self._record.prefix, objects)
 
     def _git_in(self, record: CheckoutRecord, *, tree: bool = True) -> Git:
         """git for a checkout, once its config is known to be the one the orchestrator wrote.
@@ -663,13 +651,7 @@ class SessionRepo:
             if left_out:
                 log.warning("%s: nested git repositories left out of its commit: %s", assignment_id, left_out)
             ignored = _ignored_writes(git, git_dir, _in_tree(written, path, self._record.prefix))
-            subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
-            trailers = (
-                f"{TRAILER_SESSION}: {self.session_id}\n"
-                f"Orchestrate-Assignment: {assignment_id}\nOrchestrate-Agent: {_one_line(agent, 64)}"
-            )
-            body = f"Assignment {assignment_id} of session {self.session_id}, by {_one_line(agent, 64)}."
-            commit_staged(git, git_dir, "-m", subject, "-m", body, "-m", trailers)
+            commit_staged(git, git_dir, *_commit_message(self.session_id, assignment_id, agent, title))
             head = git.out("rev-parse", "HEAD")
             update = {"head": head, "conflicts": (), "left_out": left_out, "ignored": ignored}
             self._set_checkout(record.model_copy(update=update), assignment_id)
@@ -705,15 +687,13 @@ class SessionRepo:
                 if not self._fetch(git_dir, head):
                     raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
                 return self._merged(record, tip, head, fast_forward=True)
-            found = git.run("merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", tip, head, ok=(0, 1))
-            if found.returncode == 1:
-                conflicts = tuple(dict.fromkeys(found.fields[1:]))
-                return MergeResult(assignment_id=assignment_id, status="conflict", commit=tip, conflicts=conflicts)
             message = (
                 f"Merge assignment {assignment_id} into {self.branch}\n\n"
                 f"{TRAILER_SESSION}: {self.session_id}\nOrchestrate-Assignment: {assignment_id}"
             )
-            merge = git.out("commit-tree", found.fields[0], "-p", tip, "-p", head, "-m", message)
+            merge, conflicts = _merge_commit(git, tip, head, message)
+            if merge is None:
+                return MergeResult(assignment_id=assignment_id, status="conflict", commit=tip, conflicts=conflicts)
             if not self._fetch(git_dir, merge):
                 raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
             return self._merged(record, tip, merge, fast_forward=False)
@@ -757,13 +737,8 @@ class SessionRepo:
             with contextlib.suppress(FileNotFoundError):
                 if (git_dir / "MERGE_HEAD").read_text().strip() == tip:
                     return record.conflicts
-            git = self._git_in(record)
             message = f"Merge {self.branch} into {assignment_id} (conflict resolution)"
-            merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
-            if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
-                raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
-            unmerged = ("diff", "--name-only", "-z", "--diff-filter=U", "--ignore-submodules=all")
-            conflicts = tuple(git.run(*unmerged).fields)
+            conflicts = _merge_with_markers(self._git_in(record), git_dir, tip, message, assignment_id)
             self._set_checkout(record.model_copy(update={"base": tip, "conflicts": conflicts}), assignment_id)
             return conflicts
 
@@ -799,11 +774,7 @@ class SessionRepo:
 
     def checkouts_left(self) -> list[str]:
         """Checkouts on disk or recorded: assignment ids, and views as ``view:<name>``."""
-        found = {key for key, record in self._record.checkouts.items() if record.present}
-        for kind, folder in _FOLDERS.items():
-            with contextlib.suppress(FileNotFoundError):
-                found.update(_key(kind, p.name) for p in (self._dir / folder).iterdir())
-        return sorted(found)
+        return _checkouts_left(self._record, self._dir)
 
     def remove_checkout(self, name: str, force: bool = False) -> None:
         """Remove a checkout (an assignment id, or ``view:<name>``) and its git folder.
@@ -826,14 +797,8 @@ class SessionRepo:
                 self._set_checkout(None, name)
 
     def _check_nothing_unmerged(self, record: CheckoutRecord) -> None:
-        if record.head not in (None, record.base, record.merged_head):
-            raise WorkspaceError(f"checkout {record.name} has commits not merged into {self.branch}")
-        if record.left_out:
-            raise WorkspaceError(f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}")
-        if record.ignored:
-            raise WorkspaceError(
-                f"checkout {record.name} holds files an ignore rule hides: {', '.join(record.ignored)}"
-            )
+        if (kept := _work_not_on_branch(record, self.branch)) is not None:
+            raise WorkspaceError(kept)
         if uncommitted_files(self._git_in(record), agents=True):
             raise WorkspaceError(f"checkout {record.name} has uncommitted files (commit_assignment first)")
 
@@ -853,6 +818,67 @@ class SessionRepo:
         return self.checkouts_left()
 
 
+def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, objects: tuple[Path, ...]) -> Checkout:
+    return Checkout(
+        name=record.name,
+        kind=record.kind,
+        path=path,
+        git_dir=git_dir,
+        workdir=path / prefix if prefix else path,
+        branch=record.branch,
+        base=record.base,
+        object_dirs=objects,
+    )
+
+
+def _checkouts_left(record: WorkspaceRecord, session_dir: Path) -> list[str]:
+    found = {key for key, checkout in record.checkouts.items() if checkout.present}
+    for kind, folder in _FOLDERS.items():
+        with contextlib.suppress(FileNotFoundError):
+            found.update(_key(kind, p.name) for p in (session_dir / folder).iterdir())
+    return sorted(found)
+
+
+def _work_not_on_branch(record: CheckoutRecord, branch: str) -> str | None:
+    """Why a checkout holds work its session branch has not (a reason to keep it), or None."""
+    if record.head not in (None, record.base, record.merged_head):
+        return f"checkout {record.name} has commits not merged into {branch}"
+    if record.left_out:
+        return f"checkout {record.name} holds nested git repositories: {', '.join(record.left_out)}"
+    if record.ignored:
+        return f"checkout {record.name} holds files an ignore rule hides: {', '.join(record.ignored)}"
+    return None
+
+
+def _commit_message(session_id: str, assignment_id: str, agent: str, title: str) -> tuple[str, ...]:
+    """``-m`` arguments of an assignment's commit: subject, body, trailers."""
+    subject = _one_line(f"{assignment_id} ({agent}): {title}", 100)
+    trailers = (
+        f"{TRAILER_SESSION}: {session_id}\n"
+        f"Orchestrate-Assignment: {assignment_id}\nOrchestrate-Agent: {_one_line(agent, 64)}"
+    )
+    body = f"Assignment {assignment_id} of session {session_id}, by {_one_line(agent, 64)}."
+    return ("-m", subject, "-m", body, "-m", trailers)
+
+
+def _merge_commit(git: Git, tip: str, head: str, message: str) -> tuple[str | None, tuple[str, ...]]:
+    """A merge commit of ``tip`` and ``head`` made without a working tree, or (None, the
+    files that conflict)."""
+    found = git.run("merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", tip, head, ok=(0, 1))
+    if found.returncode == 1:
+        return None, tuple(dict.fromkeys(found.fields[1:]))
+    return git.out("commit-tree", found.fields[0], "-p", tip, "-p", head, "-m", message), ()
+
+
+def _merge_with_markers(git: Git, git_dir: Path, tip: str, message: str, assignment_id: str) -> tuple[str, ...]:
+    """``git merge`` of ``tip`` into a checkout, leaving conflict markers; the files to resolve."""
+    merged = git.run("merge", "-q", "--no-ff", "--no-commit", "--no-verify", "-m", message, tip, ok=(0, 1))
+    if merged.returncode == 1 and not (git_dir / "MERGE_HEAD").exists():
+        raise WorkspaceError(f"assignment {assignment_id}: git merge failed: {merged.stderr or merged.text}")
+    unmerged = ("diff", "--name-only", "-z", "--diff-filter=U", "--ignore-submodules=all")
+    return tuple(git.run(*unmerged).fields)
+
+
 def _confinement(sandbox: OsSandbox | None, writable: tuple[str, ...], readable: tuple[str, ...]) -> Confinement | None:
     return confined_git(sandbox.bwrap, writable, readable, sandbox.hidden) if sandbox is not None else None
 
@@ -866,10 +892,20 @@ def _checkout_git(
     confine = _confinement(sandbox, writable, tuple(str(p) for p in objects))
     if tree is not None:
         prefix = ["--git-dir", str(git_dir), "--work-tree", str(tree)]
-        return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine)
+        return Git(
+            prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine, private=True
+        )
     # No working tree: run in the git folder, or git takes the current folder for one.
     prefix = ["--git-dir", str(git_dir)]
-    return Git(prefix, config=CHECKOUT_CONFIG, env=TOOL_IDENTITY, timeout_s=timeout_s, confine=confine, cwd=git_dir)
+    return Git(
+        prefix,
+        config=CHECKOUT_CONFIG,
+        env=TOOL_IDENTITY,
+        timeout_s=timeout_s,
+        confine=confine,
+        cwd=git_dir,
+        private=True,
+    )
 
 
 def _fetch_git(
@@ -881,7 +917,9 @@ def _fetch_git(
     config = (*HOSTILE_TREE_CONFIG, *_FETCH_CONFIG)
     if store is not None:
         confine = _confinement(sandbox, (str(store),), readable)
-        return Git(["--git-dir", str(store)], config=config, timeout_s=timeout_s, confine=confine, cwd=store)
+        return Git(
+            ["--git-dir", str(store)], config=config, timeout_s=timeout_s, confine=confine, cwd=store, private=True
+        )
     confine = _confinement(sandbox, (record.common_dir,), (record.repository, *readable))
     return Git(["-C", record.repository], config=config, timeout_s=timeout_s, confine=confine)
 
@@ -893,14 +931,14 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     private_dir(store.parent)
     if not (store / "HEAD").is_file():
         formats = f"--object-format={object_format(common_dir, timeout_s)}"
-        Git([], timeout_s=timeout_s).run("init", "-q", "--bare", "--template=", formats, str(store))
+        Git([], timeout_s=timeout_s, private=True).run("init", "-q", "--bare", "--template=", formats, str(store))
     store.chmod(0o700)
     info = store / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "alternates").write_text(f"{common_dir / 'objects'}\n")
+    _write_private(info / "alternates", f"{common_dir / 'objects'}\n".encode())
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
-        shutil.copyfile(common_dir / "shallow", store / "shallow")
-    (store / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+        _write_private(store / "shallow", (common_dir / "shallow").read_bytes())
+    _write_private(store / "HEAD", f"ref: refs/heads/{branch}\n".encode())
 
 
 def _missing_objects(git: Git, commit: str) -> list[str]:
@@ -1019,15 +1057,26 @@ def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir
     """An empty repository with its git folder apart, reading the objects of ``alternates``,
     excluding what the user's ``info/exclude`` excludes."""
     formats = f"--object-format={object_format(common_dir, timeout_s)}"
-    Git([], timeout_s=timeout_s).run("init", "-q", "--template=", formats, f"--separate-git-dir={git_dir}", str(path))
+    Git([], timeout_s=timeout_s, private=True).run(
+        "init", "-q", "--template=", formats, f"--separate-git-dir={git_dir}", str(path)
+    )
     info = git_dir / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "alternates").write_text("".join(f"{source}\n" for source in alternates))
+    _write_private(info / "alternates", "".join(f"{source}\n" for source in alternates).encode())
     if (common_dir / "info" / "exclude").is_file():
-        (git_dir / "info").mkdir(exist_ok=True)
-        shutil.copyfile(common_dir / "info" / "exclude", git_dir / "info" / "exclude")
+        (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
+        _write_private(git_dir / "info" / "exclude", (common_dir / "info" / "exclude").read_bytes())
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
-        shutil.copyfile(common_dir / "shallow", git_dir / "shallow")
+        _write_private(git_dir / "shallow", (common_dir / "shallow").read_bytes())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A file of the session's git folders, readable by this user alone (as git makes them there)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def _with_their_alternates(sources: list[Path]) -> tuple[Path, ...]:
