@@ -318,3 +318,36 @@ def test_a_partial_clone_in_the_os_sandbox_gets_its_missing_files_too(
     assert opened.repo.merge_assignment("implement").status == "fast_forward"
     assert opened.repo.store is not None
     assert "elsewhere/file.txt" in branch_files(opened.repo.store, opened.repo.branch)
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("shape", ["bare", "another_users"])
+def test_a_repository_git_refuses_is_refused_before_anything_starts_with_the_fix(
+    tmp_path: Path, workspace: Path, demo_env: dict[str, str], shape: str
+) -> None:
+    """Never in place by surprise: a bare repository, or one git refuses as another user's
+    (safe.directory), gets a refusal naming the fix; nothing lands in it."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "README.md").write_text("# app\n")
+    git(source, "init", "-q", "-b", "main")
+    git(source, "add", "-A")
+    _commit(source, "start")
+    if shape == "bare":
+        target = tmp_path / "repo.git"
+        git(tmp_path, "clone", "-q", "--bare", str(source), str(target))
+        fix = "worktree add"
+    else:
+        target = source
+        subprocess.run(["chown", "-R", "nobody", str(target)], check=True)  # git refuses another user's
+        fix = "safe.directory"
+    before = _tree_bytes(target)
+    done = _orchestrate(
+        [TASK, "--demo", "--target", str(target), "--no-dashboard", "--workspace", str(workspace)], demo_env
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert fix in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert _tree_bytes(target) == before  # no file of an agent, nothing of git's

@@ -133,6 +133,27 @@ class ConflictMarkersLeft(WorkspaceError):
         self.files = files
 
 
+class RepositoryRefused(WorkspaceError):
+    """git refuses the target as it is; ``str()`` names the fix. Nothing was started."""
+
+
+def _refusal(target: Path, said: str) -> str:
+    """Why git refuses ``target``, with the fix: the agents never work there in place."""
+    said = " ".join(said.split())
+    if "dubious ownership" in said:
+        return (
+            f"git refuses {target}: it belongs to another user ({said}). If you trust it: "
+            f"git config --global --add safe.directory {target}; then start again"
+        )
+    if "must be run in a work tree" in said:
+        return (
+            f"{target} is a bare repository: the agents need a working tree. Make one "
+            f"(git -C {target} worktree add <folder> <branch>, or git clone {target} <folder>) "
+            "and pass that folder as --target"
+        )
+    return f"git cannot use {target} ({said}); nothing was started"
+
+
 class ApplyRefused(WorkspaceError):
     """``orchestrate apply`` would overwrite the user's changes or conflict; nothing was done."""
 
@@ -221,7 +242,13 @@ class _Repository:
 
 
 def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Repository | str:
-    """The git repository ``target`` is in, or the reason it cannot have a session branch."""
+    """The git repository ``target`` is in, or the reason it cannot have a session branch (a
+    folder without git, or without a commit).
+
+    Raises:
+        RepositoryRefused: git refuses the folder (a bare repository, one owned by another
+            user...): a session there is refused, never run in place.
+    """
     if not target.is_dir():
         return f"{target} is not a folder"
     git = Git(["-C", str(target)], timeout_s=timeout_s)
@@ -249,7 +276,7 @@ def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Rep
                 f"{target} is a git repository without a commit: the agents will work in it directly; commit once "
                 "(`git add -A && git commit -m start`; `git init` made the repository) to give each session a branch"
             )
-        return f"git cannot use {target}: {result.stderr or 'exit ' + str(result.returncode)}"
+        raise RepositoryRefused(_refusal(target, result.stderr or f"exit {result.returncode}"))
     top, git_dir, common_dir, prefix, head, symbolic = lines[:6]
     branch = symbolic if symbolic.startswith("refs/heads/") else None
     return _Repository(top, git_dir, common_dir, prefix, head, branch)
@@ -1394,7 +1421,10 @@ def _branches_in_store(store: Path, timeout_s: float) -> list[str]:
 def _delete_branches(target: Path, session_id: str, timeout_s: float) -> tuple[list[str], list[str]]:
     """``git branch -D`` of the session's branches in the user's repository (an older
     session's; a session with a store made none there): the deleted ones, and what went wrong."""
-    found = probe_repository(Path(target), timeout_s)
+    try:
+        found = probe_repository(Path(target), timeout_s)
+    except RepositoryRefused as exc:
+        return [], [f"no branch deleted: {exc}"]
     if isinstance(found, str):
         return [], [f"no branch deleted: {found}"]
     git = Git(["-C", found.top], timeout_s=timeout_s)
