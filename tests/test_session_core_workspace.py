@@ -156,3 +156,12 @@ def test_a_conflict_answered_while_nothing_ran_is_applied_on_resume():
     book.send(StartSession())
     assert book.phases()["check"] == "failed" and book.started() == []
     assert book.ended().status == "failed"
+
+
+def test_a_session_that_merged_nothing_does_not_say_the_work_is_on_its_branch():
+    book = Playbook(NO_REVIEWS, workspace=True)
+    book.start_with_plan(DESIGN, BUILD)
+    book.send(CheckoutFailed(assignment_id="design", error="disk full"))
+    summary = book.ended().summary
+    assert "the work is on branch" not in summary and "orchestrate apply" not in summary
+    assert "nothing was merged into branch orchestrate/s1" in summary

@@ -222,8 +222,10 @@ class RunningRules(StepBase):
             lines.append(f"{r.id} [{r.agent}] {r.status}{files}{why}")
         for agent, why in self.snap.agents_out.items():
             lines.append(f"{agent} could not serve; its roles moved: {why}")
-        if self.config.branch:
+        if self.config.branch and any(r.commit for r in self.records.values()):
             lines.append(self._where_the_work_is(self.config.branch, self.config.branch_store))
+        elif self.config.branch:  # nothing was merged: no "the work is on branch ..." before a "no change"
+            lines.append(f"nothing was merged into branch {self.config.branch}")
         for share in self.shares():
             lines.append(
                 f"share {share.agent}: planned {share.planned:.0%}, busy "
