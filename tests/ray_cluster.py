@@ -7,7 +7,7 @@ swaps a node address of 127.0.0.1 for the machine's outward one
 with the swap off, every server of every node listens on 127.0.0.1 and nothing else. Run as a
 script, this file is ``ray start`` with the swap off; ``keep_loopback()`` turns it off in a
 driver. Dashboard off, no usage statistics, health checks every half second so that a killed
-node is declared dead within a few seconds. Token authentication on, as the README asks of a
+node is declared dead within a few seconds. Token authentication on, as docs/cluster.md asks of a
 real cluster: every node starts with ``RAY_AUTH_MODE=token`` and the path of one token file
 (0600), kept in ``/var/tmp`` rather than ``/tmp`` so that the sandbox's private ``/tmp`` alone
 would not hide it: the run's host must.

@@ -65,7 +65,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "with --demo it defaults to a small demo app made in the session folder)",
     )
     p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
-    p.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    p.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")
     p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
     p.add_argument("--port", type=int, help="dashboard port (default 8000)")
