@@ -18,19 +18,17 @@ hooks, MCP servers and ``notify`` never flow back. The copy goes with the sessio
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter, CliState, StatePlace, TokenShape
-from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir, write_bytes_atomic
 from meta_orchestrator.actors.sandbox.bwrap import PrivateBind
 from meta_orchestrator.actors.sandbox.state_rules import changed, merged, pinned, token_data
 
@@ -94,7 +92,7 @@ class PrivateCliState:
                 made.mkdir(mode=0o700, parents=True, exist_ok=True)
             elif not os.path.lexists(made):
                 made.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _write_new(made, _EMPTY.get(made.suffix, b""), 0o600)
+                write_bytes_atomic(made, _EMPTY.get(made.suffix, b""), 0o600)
         for relative in place.credentials:
             self._take_tokens(place, relative, copy / relative)
 
@@ -105,7 +103,7 @@ class PrivateCliState:
         seen_path = self._seen_path(place, relative)
         user = self._user_tokens(place, relative)
         if not seen_path.exists():
-            _write_new(seen_path, json.dumps(user).encode(), 0o600)
+            write_bytes_atomic(seen_path, json.dumps(user).encode(), 0o600)
             return
         seen = json.loads(seen_path.read_text(encoding="utf-8"))
         if not user or user == seen:
@@ -116,19 +114,19 @@ class PrivateCliState:
             return
         if not isinstance(mine, dict) or token_data(mine, place.credentials[relative])[0] != seen:
             return
-        _write_new(mine_path, (json.dumps(merged(mine, changed(user, seen)), indent=2) + "\n").encode(), 0o600)
-        _write_new(seen_path, json.dumps(user).encode(), 0o600)
+        write_bytes_atomic(mine_path, (json.dumps(merged(mine, changed(user, seen)), indent=2) + "\n").encode(), 0o600)
+        write_bytes_atomic(seen_path, json.dumps(user).encode(), 0o600)
 
     def _prepare_file(self, place: StatePlace, copy: Path) -> None:
         if not os.path.lexists(place.real):
             # The mount point inside. Only a CLI never run here lacks it; an empty object is
             # what it would start from.
             log.info("%s: %s does not exist; made it as an empty JSON object", self.agent, place.real)
-            _write_new(place.real, _EMPTY[".json"], 0o600)
+            write_bytes_atomic(place.real, _EMPTY[".json"], 0o600)
         if not os.path.lexists(copy):
             copied = _copy_entry(place.real, copy)
             if not copied:
-                _write_new(copy, _EMPTY[".json"], 0o600)
+                write_bytes_atomic(copy, _EMPTY[".json"], 0o600)
         elif place.pinned:
             self._pin(place, copy)
 
@@ -146,12 +144,12 @@ class PrivateCliState:
             log.warning("%s: the private %s is no JSON object; made again from yours", self.agent, place.real.name)
             copy.unlink(missing_ok=True)
             if not _copy_entry(place.real, copy):
-                _write_new(copy, _EMPTY[".json"], 0o600)
+                write_bytes_atomic(copy, _EMPTY[".json"], 0o600)
             return
         reset = pinned(mine, user if isinstance(user, dict) else {}, place.pinned)
         if reset != mine:
             log.info("%s: reset %s in the private %s", self.agent, ", ".join(place.pinned), place.real.name)
-            _write_new(copy, json.dumps(reset, indent=2).encode(), 0o600)
+            write_bytes_atomic(copy, json.dumps(reset, indent=2).encode(), 0o600)
 
     def _seen_path(self, place: StatePlace, relative: str) -> Path:
         return self.root / _SEEN / f"{place.name}.{relative.replace('/', '_')}.json"
@@ -220,7 +218,7 @@ def _copy_entry(source: Path, dest: Path) -> bool:
         log.warning("not copied into the private CLI state: %s (not a regular file, or too large)", source)
         return False
     with open(source, "rb") as src:
-        _write_new(dest, src.read(MAX_COPIED_FILE_BYTES), 0o600)
+        write_bytes_atomic(dest, src.read(MAX_COPIED_FILE_BYTES), 0o600)
     return True
 
 
@@ -236,27 +234,11 @@ def _too_large(folder: str, names: list[str]) -> set[str]:
     return left
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` whole through a temporary file and a rename (a concurrent run sees all or nothing)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _replace_keeping_mode(path: Path, data: bytes) -> None:
     """Atomically replace an existing file (its symlink's target, where it is a link) with its mode."""
     real = Path(os.path.realpath(path))
     mode = stat.S_IMODE(os.stat(real).st_mode)
-    _write_new(real, data, mode)
+    write_bytes_atomic(real, data, mode)
 
 
 def _read_json_capped(path: Path, follow: bool = False, limit: int = MAX_TOKEN_FILE_BYTES) -> object | None:

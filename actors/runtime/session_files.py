@@ -135,19 +135,31 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except UnicodeEncodeError:  # a file name git gave as bytes (surrogateescape): as \udcXX escapes
         text = json.dumps(data, indent=2).encode("ascii")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_bytes_atomic(path, text)
     except OSError as exc:
         raise SessionFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` through a temporary file (made 0600) and a rename, with
+    ``mode``: a reader, or a concurrent run, sees the old or the new file, never half.
+
+    Raises:
+        OSError: the file could not be written.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if mode != 0o600:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: Path) -> Any:
