@@ -134,6 +134,7 @@ def session_changes(
     return SessionChanges(
         session_id=record.session_id,
         branch=record.branch,
+        store=record.store,
         base=record.base,
         tip=tip,
         files=files,

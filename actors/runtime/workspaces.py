@@ -793,9 +793,7 @@ class SessionRepo:
 
     def session_changes(self, max_file_bytes: int = 64_000, max_total_bytes: int = 2_000_000) -> SessionChanges:
         """The session branch against its base: per file, per assignment, and the text."""
-        record = self._record
-        found = changes.session_changes(self._branch_git, record, self.tip(), max_file_bytes, max_total_bytes)
-        return found.model_copy(update={"store": record.store})
+        return changes.session_changes(self._branch_git, self._record, self.tip(), max_file_bytes, max_total_bytes)
 
     # -- nothing left behind --------------------------------------------------------------
 
