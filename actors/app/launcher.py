@@ -61,15 +61,18 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         type=Path,
+        metavar="DIR",
         help="the repository to work in (must exist; "
         "with --demo it defaults to a small demo app made in the session folder)",
     )
-    p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
-    p.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")
+    p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (see docs/configuration.md)")
     p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
-    p.add_argument("--port", type=int, help="dashboard port (default 8000)")
-    p.add_argument("--host", help="dashboard interface (default 127.0.0.1; another needs --allow-remote)")
+    p.add_argument("--port", type=int, metavar="N", help="dashboard port (default 8000)")
+    p.add_argument(
+        "--host", metavar="HOST", help="dashboard interface (default 127.0.0.1; another needs --allow-remote)"
+    )
     p.add_argument(
         "--allow-remote",
         action="store_true",
@@ -137,9 +140,24 @@ def _question_id_arg(value: str) -> str:
 
 def _workspace_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"orchestrate {prog}")
-    p.add_argument("--workspace", type=Path)
-    p.add_argument("--config", type=Path)
+    p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     return p
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its name ("orchestrate", then each subcommand): what --help
+    prints, and what the command reference in docs/ is generated from."""
+    subcommands = {
+        "sessions": _sessions_parser,
+        "show": _show_parser,
+        "answer": _answer_parser,
+        "resume": _resume_parser,
+        "serve": _serve_parser,
+        "apply": _apply_parser,
+        "discard": _discard_parser,
+    }
+    return {"orchestrate": _run_parser(), **{name: build() for name, build in subcommands.items()}}
 
 
 def setup_logging(verbose: bool) -> Any:
@@ -249,21 +267,37 @@ def _remote_dashboard_ok(settings: Settings) -> bool:
     return True
 
 
-def _resume(args: list[str]) -> int:
+def _resume_parser() -> argparse.ArgumentParser:
     p = _workspace_parser("resume")
-    p.add_argument("session_id", type=_session_id_arg)
-    p.add_argument("--no-dashboard", action="store_true")
-    p.add_argument("--port", type=int)
-    p.add_argument("--exit-when-done", action="store_true")
-    p.add_argument("--verbose", "-v", action="store_true")
+    p.description = "Continue a session whose orchestrator died, or that waited for answers: recorded answers first."
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
+    p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
+    p.add_argument("--port", type=int, metavar="N", help="dashboard port (default 8000)")
+    p.add_argument(
+        "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
+    )
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     _unattended_flag(p)
-    opts = p.parse_args(args)
+    return p
+
+
+def _resume(args: list[str]) -> int:
+    opts = _resume_parser().parse_args(args)
     overrides: dict[str, Any] = {"workspace": str(opts.workspace)} if opts.workspace else {}
     if opts.port is not None:
         overrides["web.port"] = opts.port
     if opts.unattended:
         overrides["questions.unattended"] = "defaults"
     return _run_session(opts, overrides, task="", target=None, resume=opts.session_id)
+
+
+def _answer_parser() -> argparse.ArgumentParser:
+    p = _workspace_parser("answer")
+    p.description = "Answer a question of a waiting session; `orchestrate resume` applies the answer."
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
+    p.add_argument("question_id", type=_question_id_arg, help="the question's id, as `orchestrate show` prints it")
+    p.add_argument("text", nargs="+", help="the answer (yes or no for a confirmation)")
+    return p
 
 
 def _answer(args: list[str]) -> int:
@@ -274,11 +308,7 @@ def _answer(args: list[str]) -> int:
     from meta_orchestrator.actors.runtime.session_files import read_json
     from meta_orchestrator.messages.session import TERMINAL_STATUSES
 
-    p = _workspace_parser("answer")
-    p.add_argument("session_id", type=_session_id_arg)
-    p.add_argument("question_id", type=_question_id_arg)
-    p.add_argument("text", nargs="+", help="the answer (yes or no for a confirmation)")
-    opts = p.parse_args(args)
+    opts = _answer_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
     workspace_flag = f" --workspace {opts.workspace}" if opts.workspace else ""
@@ -311,13 +341,20 @@ def _answer(args: list[str]) -> int:
     return 0
 
 
+def _serve_parser() -> argparse.ArgumentParser:
+    p = _workspace_parser("serve")
+    p.description = "Every session of the workspace, live or past, in one page, with replay."
+    p.add_argument("--port", type=int, default=8100, metavar="N", help="port on 127.0.0.1 (0: a free one)")
+    p.add_argument(
+        "--host", default="127.0.0.1", metavar="HOST", help="a loopback address (use an SSH tunnel from elsewhere)"
+    )
+    return p
+
+
 def _serve(args: list[str]) -> int:
     from meta_orchestrator.webui.serve import ServeError, SessionsServer
 
-    p = _workspace_parser("serve")
-    p.add_argument("--port", type=int, default=8100, help="port on 127.0.0.1 (0: a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="a loopback address (use an SSH tunnel from elsewhere)")
-    opts = p.parse_args(args)
+    opts = _serve_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     workspace = settings.workspace.expanduser().resolve()
     try:
@@ -338,9 +375,7 @@ def _serve(args: list[str]) -> int:
     return 0
 
 
-def _apply(args: list[str]) -> int:
-    from meta_orchestrator.actors.app.workspace_commands import apply_command
-
+def _apply_parser() -> argparse.ArgumentParser:
     p = _workspace_parser("apply")
     p.description = (
         "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
@@ -348,7 +383,7 @@ def _apply(args: list[str]) -> int:
         "go to another branch than the one the session started from. Applying again does nothing. "
         "A merge or squash commit is signed when your git config sets commit.gpgSign."
     )
-    p.add_argument("session_id", type=_session_id_arg)
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")
     p.add_argument(
         "--onto",
@@ -366,7 +401,13 @@ def _apply(args: list[str]) -> int:
         metavar="FOLDER",
         help="apply in this worktree of the session's repository (e.g. when the one it started in is gone)",
     )
-    opts = p.parse_args(args)
+    return p
+
+
+def _apply(args: list[str]) -> int:
+    from meta_orchestrator.actors.app.workspace_commands import apply_command
+
+    opts = _apply_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
     return apply_command(
@@ -374,12 +415,17 @@ def _apply(args: list[str]) -> int:
     )
 
 
+def _discard_parser() -> argparse.ArgumentParser:
+    p = _workspace_parser("discard")
+    p.description = "Remove the session's store (its branch and objects) and checkouts; your .git stays as it was."
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
+    return p
+
+
 def _discard(args: list[str]) -> int:
     from meta_orchestrator.actors.app.workspace_commands import discard_command
 
-    p = _workspace_parser("discard")
-    p.add_argument("session_id", type=_session_id_arg)
-    opts = p.parse_args(args)
+    opts = _discard_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     return discard_command(settings.workspace.expanduser().resolve() / opts.session_id, opts.session_id)
 
@@ -390,11 +436,17 @@ def _subcommand(name: str, args: list[str]) -> int:
     return run(args)
 
 
+def _sessions_parser() -> argparse.ArgumentParser:
+    p = _workspace_parser("sessions")
+    p.description = "List the sessions in the workspace: id, status, start time, task and branch."
+    return p
+
+
 def _sessions(args: list[str]) -> int:
     from meta_orchestrator.actors.app.workspace_commands import branch_note
     from meta_orchestrator.actors.runtime.session_files import iter_sessions
 
-    opts = _workspace_parser("sessions").parse_args(args)
+    opts = _sessions_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     rows = list(iter_sessions(settings.workspace.expanduser().resolve()))
     if not rows:
@@ -411,15 +463,20 @@ def _sessions(args: list[str]) -> int:
     return 0
 
 
-def _show(args: list[str]) -> int:
-    from meta_orchestrator.actors.runtime.session_files import read_json
-
+def _show_parser() -> argparse.ArgumentParser:
     p = _workspace_parser("show")
-    p.add_argument("session_id", type=_session_id_arg)
+    p.description = "Print one session, its open questions included, or follow its events live."
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
     p.add_argument("--json", action="store_true", help="print state.json as it is")
     p.add_argument("--follow", action="store_true", help="print the session's events as they come, until it ends")
     p.add_argument("--last", type=int, default=20, metavar="N", help="with --follow: begin with the last N events")
-    opts = p.parse_args(args)
+    return p
+
+
+def _show(args: list[str]) -> int:
+    from meta_orchestrator.actors.runtime.session_files import read_json
+
+    opts = _show_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
     if opts.follow:
