@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from uuid import UUID
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = ".venv/bin/python -m tests.docs_pages"
@@ -55,22 +55,23 @@ _SCALARS: dict[Any, str] = {
 }
 
 
-def type_words(annotation: Any, name_model: Namer, none: str = "null") -> str:
+def type_words(annotation: Any, name_model: Namer, none: str = "null", mapping: str = "object") -> str:
     """An annotation as a reader says it: ``integer or null``, ``list of string``, ``"a" or "b"``."""
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin is Annotated:
-        return type_words(args[0], name_model, none)
+        return type_words(args[0], name_model, none, mapping)
     if origin in (Union, types.UnionType):
-        named = [type_words(a, name_model, none) for a in args if a is not type(None)]
+        named = [type_words(a, name_model, none, mapping) for a in args if a is not type(None)]
         return " or ".join(named + ([none] if type(None) in args else []))
     if origin is Literal:
         return " or ".join(json.dumps(a) for a in args)
     if origin in (tuple, list, set, frozenset):
         item = args[0] if args else Any
-        return f"list of {type_words(item, name_model, none)}"
+        return f"list of {type_words(item, name_model, none, mapping)}"
     if origin is dict:
-        return f"table of {type_words(args[0], name_model, none)} to {type_words(args[1], name_model, none)}"
+        key, value = (type_words(a, name_model, none, mapping) for a in args)
+        return f"{mapping} of {key} to {value}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return name_model(annotation)
     if annotation in _SCALARS:
@@ -107,15 +108,27 @@ def toml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+
+
+def prose(text: str) -> str:
+    """Text as Markdown shows it: ``<agent>`` outside code is no HTML tag (a lone ``>`` is harmless)."""
+    parts, last = [], 0
+    for code in _CODE_SPAN.finditer(text):
+        parts += [text[last : code.start()].replace("<", "&lt;"), code.group(0)]
+        last = code.end()
+    return "".join([*parts, text[last:].replace("<", "&lt;")])
+
+
 def cell(text: str) -> str:
     """Text fit for one cell of a Markdown table."""
-    return " ".join(text.split()).replace("|", "\\|")
+    return prose(" ".join(text.split())).replace("|", "\\|")
 
 
 def doc_text(model: type) -> str:
     """A class's docstring as one paragraph per blank-line-separated block."""
     raw = model.__doc__ or ""
-    blocks = [" ".join(block.split()) for block in raw.split("\n\n")]
+    blocks = [prose(" ".join(block.split())) for block in raw.split("\n\n")]
     return "\n\n".join(b for b in blocks if b)
 
 
@@ -150,7 +163,7 @@ def _settings_rows(model: type[BaseModel], defaults: dict[str, Any]) -> list[str
     for name, field in model.model_fields.items():
         if section_of(field.annotation):
             continue
-        kind = type_words(field.annotation, lambda m: m.__name__, none=UNSET)
+        kind = type_words(field.annotation, lambda m: m.__name__, none=UNSET, mapping="table")
         bounds = bounds_words(field)
         kind_text = f"{kind} ({bounds})" if bounds else kind
         if defaults:
@@ -298,15 +311,19 @@ def _field_rows(model: type[BaseModel]) -> list[str]:
     for name, field in model.model_fields.items():
         kind = type_words(field.annotation, _anchor)
         bounds = bounds_words(field)
-        if field.is_required():
-            default = "required"
-        elif field.default_factory is not None:
-            default = "(made when sent)" if name in ("timestamp", "message_id") else ""
-        else:
-            default = f"`{json.dumps(field.default, default=str)}`" if field.default is not PydanticUndefined else ""
+        default = "required" if field.is_required() else _json_default(field.get_default(call_default_factory=True))
         kind_text = f"{kind} ({bounds})" if bounds else kind
         rows.append(f"| `{name}` | {cell(kind_text)} | {cell(default)} | {cell(field.description or '')} |")
     return rows
+
+
+def _json_default(value: Any) -> str:
+    """A default as JSON; a time or id made when the message is made says so."""
+    if isinstance(value, datetime.datetime | UUID):
+        return "(made when sent)"
+    if isinstance(value, BaseModel):
+        return "its defaults"
+    return f"`{json.dumps(value, default=str)}`"
 
 
 def _data_model(frame: type[BaseModel]) -> Any:
@@ -348,7 +365,8 @@ def wire_frames_page() -> str:
         data = _data_model(frame)
         say = doc_text(frame) or (doc_text(data) if isinstance(data, type) else "")
         frame_type = frame.model_fields["type"].default
-        out.append(f"| `{frame_type}` | {kind} | {cell(type_words(data, _anchor))} | {cell(say)} |")
+        holds = "list of the frames above" if frame is frames.BatchFrame else type_words(data, _anchor)
+        out.append(f"| `{frame_type}` | {kind} | {cell(holds)} | {cell(say)} |")
     out += [
         "",
         "## Requests the browser sends",
@@ -357,7 +375,7 @@ def wire_frames_page() -> str:
         "(which names what was wrong), a `pong` or a `snapshot`. The same controls and answers are "
         "`POST /api/control/<action>` and `POST /api/answer` over HTTP.",
         "",
-        "| type | data | what it asks |",
+        "| type | fields | what it asks |",
         "|---|---|---|",
     ]
     sent = members(gateway.BrowserRequest)
@@ -365,7 +383,7 @@ def wire_frames_page() -> str:
         request_type = get_args(request.model_fields["type"].annotation)[0]
         out.append(f"| `{request_type}` | {_anchor(request)} | {cell(doc_text(request))} |")
     out += ["", "## Types", "", "Every object a frame or request holds, in the order first met.", ""]
-    _types_section([*(_data_model(f) for f in received), *sent], out)
+    _types_section([*(_data_model(f) for f in received if f is not frames.BatchFrame), *sent], out)
     return _joined(out)
 
 

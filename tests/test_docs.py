@@ -10,6 +10,7 @@ import importlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import unicodedata
@@ -127,6 +128,53 @@ def test_the_architecture_picture_names_real_actors_and_messages():
             assert label.startswith("'") or label in known, f"{label} is no message class in messages/"
 
 
+_TOML = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _toml_examples() -> list[tuple[str, str]]:
+    return [
+        (f"{path.name}[{n}]", block)
+        for path in sorted(DOCS.glob("*.md"))
+        for n, block in enumerate(_TOML.findall(path.read_text(encoding="utf-8")))
+    ]
+
+
+@pytest.mark.parametrize(("where", "block"), _toml_examples(), ids=[w for w, _ in _toml_examples()])
+def test_every_toml_example_in_the_guides_is_a_valid_configuration(where: str, block: str, tmp_path: Path):
+    from meta_orchestrator.config.settings import ConfigError, load_settings
+
+    example = tmp_path / "example.toml"
+    example.write_text(block, encoding="utf-8")
+    try:
+        load_settings(example)
+    except ConfigError as exc:
+        pytest.fail(f"the TOML in {where} is refused by config/settings.py: {exc}")
+
+
+def _differences(given: dict, defaults: dict, path: str = "") -> list[str]:
+    found = []
+    for key, value in given.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            found += _differences(value, default, f"{path}{key}.")
+        elif value != default:
+            found.append(f"{path}{key} = {value!r} (the code: {default!r})")
+    return found
+
+
+def test_the_configuration_guide_states_the_defaults_of_the_code():
+    """docs/configuration.md shows "every key, with its default": each value it shows is the code's."""
+    import tomllib
+
+    from meta_orchestrator.config.settings import Settings
+
+    (block,) = _TOML.findall((DOCS / "configuration.md").read_text(encoding="utf-8"))
+    defaults = Settings().model_dump(mode="json")
+    # Two placeholders the page explains: the command is the CLI's own name, no model is "".
+    shown = _differences(tomllib.loads(block), defaults)
+    assert [d for d in shown if not re.match(r"agents\.\w+\.(command|model) ", d)] == []
+
+
 # --- the README and the links ------------------------------------------------------------------------
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -240,3 +288,56 @@ def test_the_site_builds_strict_and_loads_nothing_from_the_network(tmp_path: Pat
     css = " ".join(p.read_text(encoding="utf-8") for p in site.rglob("*.css"))
     assert "fonts.googleapis" not in css and "@import url(http" not in css
     assert (site / "architecture.svg").is_file()
+
+
+# --- the files of a session -----------------------------------------------------------------------
+
+SESSION_FILES_PAGE = DOCS / "reference" / "session-files.md"
+WORKING_TREES = ("checkouts", "views", "demo-app")  # written by git with your umask, not by the session
+AGENTS = ("gemini", "codex", "claude")
+
+
+def _named_on_page() -> tuple[set[str], set[str]]:
+    """The top-level entries the page's table names (``<agent>.jsonl``, ``reviews/``), and every
+    name in backticks on the page."""
+    text = SESSION_FILES_PAGE.read_text(encoding="utf-8")
+    table = text.split("## The files", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split(" | ", 1)[0] for row in table.splitlines() if row.startswith("| `")]
+    top = {re.sub(r"/.*", "/", name) for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+    return top, set(re.findall(r"`([^`]+)`", text))
+
+
+def _generic(name: str) -> str:
+    """A file name with its agent's name as the page writes it: ``claude.jsonl`` is ``<agent>.jsonl``."""
+    return re.sub(rf"^({'|'.join(AGENTS)})\.", "<agent>.", name)
+
+
+def test_the_files_of_a_session_page_names_what_a_session_writes_and_its_modes(tmp_path: Path, demo_env):
+    """A demo session on a git repository (the demo app): every entry it leaves in its folder,
+    and every file of its reviews and sandbox, is on the page; the session's own files are
+    private as the page says (0600 files, 0700 folders)."""
+    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.config.settings import load_settings
+
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
+    options = RunOptions(
+        task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+    )
+    assert run(settings, options) == 0
+    (session,) = (tmp_path / "ws").iterdir()
+    top_named, named = _named_on_page()
+    assert {"state.json", "<agent>.jsonl", "reviews/", "git/"} <= top_named
+
+    top = sorted(session.iterdir())
+    missing = [p.name for p in top if _generic(p.name) + ("/" if p.is_dir() else "") not in top_named]
+    inner = [*(session / "sandbox").iterdir(), *(f for r in (session / "reviews").iterdir() for f in r.iterdir())]
+    assert inner, "the demo session made no review and no sandbox files"
+    missing += [str(p.relative_to(session)) for p in inner if _generic(p.name) not in named]
+    assert missing == [], f"{SESSION_FILES_PAGE.relative_to(PROJECT_ROOT)} does not name {missing}"
+
+    loose = [
+        f"{p.relative_to(session)}: {stat.S_IMODE(p.stat().st_mode):o}"
+        for p in [session, *top, *inner]
+        if p.name not in WORKING_TREES and stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
+    ]
+    assert loose == [], "not private"
