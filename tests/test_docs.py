@@ -268,6 +268,14 @@ def _mkdocs() -> str:
 _REMOTE_LOAD = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.IGNORECASE)
 
 
+def test_ci_installs_the_docs_extra_and_builds_the_site_with_warnings_as_errors():
+    lines = (PROJECT_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    install = next(n for n, line in enumerate(lines) if "install -q -e '.[docs]'" in line)
+    tests = next(n for n, line in enumerate(lines) if line.endswith("-m pytest"))
+    assert install < tests  # the suite builds the site too
+    assert any(line.endswith(".venv/bin/mkdocs build --strict") for line in lines)
+
+
 def test_the_site_builds_strict_and_loads_nothing_from_the_network(tmp_path: Path):
     site = tmp_path / "site"
     built = subprocess.run(
