@@ -7,7 +7,9 @@
   (each field's type, default, bounds and description);
 - docs/reference/commands.md from the launcher's argparse parsers (``command_parsers()``);
 - docs/reference/wire-frames.md from the frame models of ``messages/frames.py`` and the
-  browser's requests in ``messages/gateway.py``.
+  browser's requests in ``messages/gateway.py``;
+- docs/architecture.svg, the picture of the actors and their messages, from ``ACTORS`` and
+  ``MESSAGES`` below (``tests/test_docs.py`` checks each name against the code).
 
 It lives with the tests, not in the package: the pages are built from a checkout (the docs
 site in ``.ci/run``), ``tests/test_docs.py`` fails when a committed page and this text differ,
@@ -181,7 +183,9 @@ def _settings_section(
 ) -> None:
     """A heading (the TOML header), the model's docstring, its plain keys, then each section it holds."""
     out += [f"## `{path}`" if path else "## Top level", ""]
-    out += [text for text in (note, doc_text(model)) if text for text in (text, "")]
+    for paragraph in (note, doc_text(model)):
+        if paragraph:
+            out += [paragraph, ""]
     if any(not section_of(f.annotation) for f in model.model_fields.values()):
         out += [*_settings_rows(model, defaults), ""]
     for name, field in model.model_fields.items():
@@ -213,8 +217,9 @@ def configuration_page() -> str:
         "",
         "# Configuration reference",
         "",
-        "`orchestrate --config FILE` reads a TOML file; every key below is optional and an unknown key is an "
-        "error naming it. A table's title is its TOML header; *(unset)* means the key is left out (no value). "
+        "`orchestrate --config FILE` reads a TOML file. Every key may be left out (its default applies) "
+        "except one marked *required*, which a table that is given must hold; an unknown key is an error "
+        "naming it. A table's title is its TOML header; *(unset)* means the key is left out (no value). "
         "The settings and their checks are `config/settings.py`; [Configuration](../configuration.md) shows "
         "the whole file with its defaults as one TOML block.",
         "",
@@ -240,7 +245,7 @@ def _argument_default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
-def _usage(name: str, parser: argparse.ArgumentParser) -> str:
+def _usage(parser: argparse.ArgumentParser) -> str:
     """A usage line built from the actions (argparse's own wraps by terminal width)."""
     parts = [parser.prog]
     for action in parser._actions:  # argparse offers no public list of its arguments
@@ -270,11 +275,11 @@ def commands_page() -> str:
         "`orchestrate <subcommand> --help` print the same.",
         "",
     ]
-    for name, parser in launcher.command_parsers().items():
+    for parser in launcher.command_parsers().values():
         out += [f"## `{parser.prog}`", ""]
         if parser.description:
-            out += [" ".join(parser.description.split()), ""]
-        out += ["```text", _usage(name, parser), "```", ""]
+            out += [prose(" ".join(parser.description.split())), ""]
+        out += ["```text", _usage(parser), "```", ""]
         out += ["| argument | default | meaning |", "|---|---|---|"]
         for action in parser._actions:  # argparse offers no public list of its arguments
             if isinstance(action, argparse._HelpAction):
