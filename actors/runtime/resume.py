@@ -7,13 +7,12 @@ option can pick it up.
 
 from __future__ import annotations
 
-import fcntl
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.runtime.session_files import read_json, read_jsonl, write_json_atomic
+from meta_orchestrator.actors.runtime.session_files import locked, read_json, read_jsonl, write_json_atomic
 from meta_orchestrator.actors.adapters.registry import agent_names
 
 LAUNCH_FILE = "launch.json"
@@ -99,8 +98,7 @@ def record_answer(session_dir: Path, question_id: str, text: str) -> dict[str, A
     except (OSError, json.JSONDecodeError) as exc:
         raise AnswerError(f"cannot read {session_dir / 'state.json'}: {exc}") from None
     lock_path = session_dir / f".{ANSWERS_FILE}.lock"
-    with open(lock_path, "a", encoding="utf-8") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two `orchestrate answer` at once: one wins, one is refused
+    with locked(lock_path):  # two `orchestrate answer` at once: one wins, one is refused
         try:
             answers = recorded_answers(session_dir)
         except ResumeError as exc:

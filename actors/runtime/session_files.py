@@ -16,6 +16,7 @@ refused; readers never follow a symlink out of the session folder.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -122,6 +123,17 @@ def open_in_session(session_dir: Path, path: Path) -> IO[bytes]:
 def new_session_id() -> str:
     """A sortable, readable id: date, time and a short random part."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@contextlib.contextmanager
+def locked(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (made 0600 if absent: it sits among private files)."""
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -8,15 +8,13 @@ under a lock) lists them; a session's start adds its own and drops the folders t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.session_files import SessionFileError, private_dir, write_json_atomic
+from meta_orchestrator.actors.runtime.session_files import SessionFileError, locked, private_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ def register_workspace(workspace: Path, env: Mapping[str, str] | None = None) ->
     try:
         path.parent.parent.mkdir(parents=True, exist_ok=True)  # the user's state folder, as it is
         private_dir(path.parent)
-        with _locked(path.parent / ".lock"):
+        with locked(path.parent / ".lock"):  # two sessions starting at once both get listed
             listed = [Path(p) for p in _read(path)]
             kept = [p for p in dict.fromkeys([*listed, workspace]) if p.is_dir()]
             if kept != listed:
@@ -63,16 +61,6 @@ def _read(path: Path) -> list[str]:
         return []
     entries = data.get("workspaces") if isinstance(data, dict) else None
     return [e for e in entries or [] if isinstance(e, str) and os.path.isabs(e)]
-
-
-@contextlib.contextmanager
-def _locked(lock: Path):  # type: ignore[no-untyped-def]
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # two sessions starting at once both get listed
-        yield
-    finally:
-        os.close(fd)
 
 
 __all__ = ["register_workspace", "registry_path"]
