@@ -61,8 +61,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         type=Path,
-        help="the repository to work in (must exist; "
-        "with --demo it defaults to a small demo app made in the session folder)",
+        help="the repository or folder to work in (must exist; a folder without git is imported into the "
+        "session's own repository; with --demo it defaults to a small demo app made in the session folder)",
     )
     p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
     p.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")
@@ -88,6 +88,12 @@ def _run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the session from your uncommitted changes too (a snapshot; your working tree and "
         "index stay as they are); without it the session starts from HEAD and they are not part of it",
+    )
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="no isolation: the agents write straight into --target, with no branch, no checkout and nothing "
+        "to undo or discard (without it every session works on a branch of its own)",
     )
     p.add_argument(
         "--cluster",
@@ -202,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo=opts.demo,
         next_free_port=opts.next_free_port,
         include_uncommitted=opts.include_uncommitted,
+        in_place=opts.in_place,
     )
 
 
