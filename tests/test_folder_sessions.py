@@ -277,6 +277,7 @@ def test_in_place_through_the_launcher_writes_into_the_target_and_says_so(
     assert (target / "docs" / "DESIGN.md").is_file() and not (target / ".git").exists()
     (session_dir,) = _session_dirs(ws)
     assert not (session_dir / "workspace.json").exists()
+    assert loud in (session_dir / "orchestrator.log").read_text()  # the log says it too
 
 
 def test_a_folder_too_big_to_import_or_a_bare_repository_is_refused_before_a_session_folder_is_made(

@@ -218,12 +218,12 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     target = check_target(options.target) if options.target is not None else None
     if target is None and not options.demo:
         raise PreflightError("no --target given; pass the repository the agents should work in")
+    env = agent_environment(options)
+    settings = _runnable_agents(settings, options, env)
     if target is not None and not options.resume and not options.in_place:
         refused = isolation_refused(target, workspace)
         if refused is not None:  # before the session folder is made: nothing is left behind
             raise PreflightError(refused)
-    env = agent_environment(options)
-    settings = _runnable_agents(settings, options, env)
     session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
     try:
