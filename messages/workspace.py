@@ -65,8 +65,12 @@ class WorkspaceRecord(Frozen):
         description="repository: a git repository's branch; folder: a folder imported into the session's store",
     )
     repository: str = Field(description="the top folder of the user's working tree (a folder: the folder itself)")
-    git_dir: str = Field(description="the user's git folder of that working tree (its index lives there)")
-    common_dir: str = Field(description="the git folder holding objects and refs (differs in a linked worktree)")
+    git_dir: str = Field(
+        description="the user's git folder of that working tree (its index lives there); a folder: the store"
+    )
+    common_dir: str = Field(
+        description="the git folder holding objects and refs (differs in a linked worktree); a folder: the store"
+    )
     prefix: str = Field(default="", description="the target's folder inside the repository, '' at the top")
     branch: str = Field(
         description="orchestrate/<session_id>, in the session's store (or, older, the user's repository)"
@@ -247,7 +251,7 @@ class ChangesUpdated(Message):
 class WorkspaceNotOpened(Message):
     """Launcher -> listeners (the dashboard), at start: the session has no git workspace, so
     there is no session branch and no ``ChangesUpdated`` will come; the agents work in the
-    target itself (``orchestrate run --in-place``, or a resumed session that ran so).
+    target itself (``orchestrate <task> --in-place``, or a resumed session that ran so).
     ``reason``: what the launcher warned."""
 
     reason: str

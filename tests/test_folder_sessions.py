@@ -305,11 +305,14 @@ def test_the_import_leaves_out_the_workspace_inside_and_keeps_bytes_and_resumes(
     folder.mkdir()
     (folder / ".gitattributes").write_text("* text eol=crlf\n*.txt filter=nothing-runs\n")
     (folder / "crlf.txt").write_bytes(b"one\r\ntwo\n")
+    os.mkfifo(os.fsencode(folder) + b"/p\xff")  # a FIFO whose name is not UTF-8: named, printable
     workspace = folder / "ws"
     session_dir = private_dir(private_dir(workspace) / "s1")
     assert check_folder(folder, workspace).workspace == "ws"
     opened = import_folder(folder, session_dir, "s1")
     assert opened.repo is not None and "left out: the session workspace ws" in opened.message
+    assert "special files (FIFOs, sockets, devices): p\\xff" in opened.message
+    opened.message.encode("utf-8")  # no lone surrogate: it can be printed and logged
     store = session_store(session_dir)
     base = _tree(store, opened.repo.base)
     assert set(base) == {b".gitattributes", b"crlf.txt"} and base[b"crlf.txt"][1] == b"one\r\ntwo\n"  # byte for byte

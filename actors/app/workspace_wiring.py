@@ -66,7 +66,7 @@ def open_workspace(
     in_place: bool = False,
 ) -> SessionRepo | None:
     """The session's branch and checkouts, or None: the agents work in the target itself,
-    only when asked (``in_place``, ``orchestrate run --in-place``), said loudly.
+    only when asked (``in_place``, ``orchestrate <task> --in-place``), said loudly.
 
     A folder without git, or a repository without a commit, is imported into the session's
     own repository (runtime.folder_workspace). A resumed session keeps what it started with:

@@ -24,6 +24,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
+from meta_orchestrator.actors.runtime.folder_workspace import shown
 from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, Git
 from meta_orchestrator.actors.runtime.session_files import read_json, write_bytes_atomic, write_json_atomic
 from meta_orchestrator.actors.runtime.workspaces import RECORD_FILE, ApplyRefused, store_git
@@ -139,13 +140,13 @@ def _sort(folder: str, changes: list[_Change]) -> tuple[list[_Change], list[str]
         blocked = _parents_blocked(folder, change.path, deleted)
         now = _current(folder, change.path)
         if blocked is not None:
-            conflicts.append(f"{change.path} ({blocked} is no folder now)")
+            conflicts.append(f"{shown(change.path)} ({shown(blocked)} is no folder now)")
         elif now == change.tip:
             done += 1
         elif now == change.base or _emptied(folder, change, now, deleted):
             todo.append(change)
         else:
-            conflicts.append(f"{change.path} ({_why(change, now)})")
+            conflicts.append(f"{shown(change.path)} ({_why(change, now)})")
     return todo, conflicts, done
 
 

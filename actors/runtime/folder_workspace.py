@@ -291,9 +291,14 @@ def _remove_made(session_dir: Path) -> None:
     shutil.rmtree(session_dir / GIT_FOLDER, ignore_errors=True)
 
 
+def shown(name: str) -> str:
+    """A file name as it can be printed and logged: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _named(items: tuple[str, ...]) -> str:
-    shown = ", ".join(items[:_NAMED])
-    return shown + (f" and {len(items) - _NAMED} more" if len(items) > _NAMED else "")
+    shown_ = ", ".join(shown(item) for item in items[:_NAMED])
+    return shown_ + (f" and {len(items) - _NAMED} more" if len(items) > _NAMED else "")
 
 
 def import_note(record: WorkspaceRecord, survey: FolderSurvey, no_commit: bool) -> str:
