@@ -262,7 +262,9 @@ def test_a_repository_without_a_commit_is_imported_and_its_git_folder_never_writ
 
 
 def test_in_place_through_the_launcher_writes_into_the_target_and_says_so(
-    tmp_path: Path, demo_env: dict[str, str]
+    tmp_path: Path,
+    demo_env: dict[str, str],
+    bwrap: str,  # noqa: F811 - the fixture
 ) -> None:
     target = tmp_path / "plain"
     target.mkdir()
