@@ -308,12 +308,16 @@ def test_the_import_leaves_out_the_workspace_inside_and_keeps_bytes_and_resumes(
     (folder / ".gitattributes").write_text("* text eol=crlf\n*.txt filter=nothing-runs\n")
     (folder / "crlf.txt").write_bytes(b"one\r\ntwo\n")
     os.mkfifo(os.fsencode(folder) + b"/p\xff")  # a FIFO whose name is not UTF-8: named, printable
+    (folder / "nested").mkdir()
+    git(folder / "nested", "init", "-q")  # a repository of its own inside: named and left out
+    (folder / "nested" / "n.txt").write_text("theirs\n")
     workspace = folder / "ws"
     session_dir = private_dir(private_dir(workspace) / "s1")
     assert check_folder(folder, workspace).workspace == "ws"
     opened = import_folder(folder, session_dir, "s1")
     assert opened.repo is not None and "left out: the session workspace ws" in opened.message
     assert "special files (FIFOs, sockets, devices): p\\xff" in opened.message
+    assert "left out, nested git repositories (run a session on each): nested" in opened.message
     opened.message.encode("utf-8")  # no lone surrogate: it can be printed and logged
     store = session_store(session_dir)
     base = _tree(store, opened.repo.base)

@@ -33,7 +33,7 @@ import os
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import (
@@ -141,6 +141,55 @@ def _inside(folder: Path, workspace: Path | None) -> str | None:
     return None
 
 
+@dataclass
+class _Walk:
+    """The survey's walk: what it counted so far (see survey_folder)."""
+
+    folder: Path
+    skip: set[str]  # the workspace and ignored files
+    ignored_dirs: set[str]
+    files: int = 0
+    size: int = 0
+    special: list[str] = field(default_factory=list)
+    nested: list[str] = field(default_factory=list)
+
+    def scan(self, rel: str) -> list[str]:
+        """Count one folder's entries; returns its sub-folders to walk.
+
+        Raises:
+            ImportRefused: it cannot be read.
+        """
+        below = []
+        try:
+            with os.scandir(self.folder / rel if rel else self.folder) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.name != ".git" and path not in self.skip:
+                        below += self._count(entry, path)
+        except OSError as exc:
+            raise ImportRefused(
+                f"{self.folder / rel} cannot be read ({exc.strerror or exc}): make it readable, or name it in a "
+                ".gitignore, or run with --in-place (no isolation, nothing to undo)"
+            ) from None
+        return below
+
+    def _count(self, entry: os.DirEntry[str], path: str) -> list[str]:
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            if path in self.ignored_dirs:
+                return []
+            if os.path.lexists(os.path.join(entry.path, ".git")):
+                self.nested.append(path)
+                return []
+            return [path]
+        if stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode):
+            self.files += 1
+            self.size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+        else:
+            self.special.append(path)
+        return []
+
+
 def survey_folder(
     folder: Path,
     git: Git,
@@ -153,44 +202,24 @@ def survey_folder(
     ignore rules), links never followed.
 
     Raises:
-        ImportRefused: it is too big, or the session workspace is the folder itself.
+        ImportRefused: it is too big or unreadable, or the session workspace is the folder itself.
     """
     max_files, max_bytes = limits or (IMPORT_MAX_FILES, IMPORT_MAX_BYTES)
     skipped_workspace = _inside(folder, workspace)
     if skipped_workspace == ".":
         raise ImportRefused(f"the session workspace {workspace} is {folder} itself: pass another --workspace")
     ignored_files, ignored_dirs = _ignored(git)
-    files = size = 0
-    special: list[str] = []
-    nested: list[str] = []
+    walk = _Walk(folder, {*ignored_files, *([skipped_workspace] if skipped_workspace else [])}, ignored_dirs)
     pending = [""]
     while pending:
-        rel = pending.pop()
-        with os.scandir(folder / rel if rel else folder) as entries:
-            for entry in entries:
-                path = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.name == ".git" or path == skipped_workspace or path in ignored_files:
-                    continue
-                mode = entry.stat(follow_symlinks=False).st_mode
-                if stat.S_ISDIR(mode):
-                    if path in ignored_dirs:
-                        continue
-                    if os.path.lexists(os.path.join(entry.path, ".git")):
-                        nested.append(path)
-                    else:
-                        pending.append(path)
-                elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                    files += 1
-                    size += entry.stat(follow_symlinks=False).st_size if stat.S_ISREG(mode) else 0
-                    if files > max_files or size > max_bytes:
-                        raise ImportRefused(_too_big(folder, max_files, max_bytes, git_dir))
-                else:
-                    special.append(path)
+        pending += walk.scan(pending.pop())
+        if walk.files > max_files or walk.size > max_bytes:
+            raise ImportRefused(_too_big(folder, max_files, max_bytes, git_dir))
     return FolderSurvey(
-        files=files,
-        size=size,
-        special=tuple(sorted(special)),
-        nested=tuple(sorted(nested)),
+        files=walk.files,
+        size=walk.size,
+        special=tuple(sorted(walk.special)),
+        nested=tuple(sorted(walk.nested)),
         ignored=len(ignored_files) + len(ignored_dirs),
         workspace=skipped_workspace,
     )
