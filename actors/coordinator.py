@@ -77,6 +77,7 @@ class Coordinator(pykka.ThreadingActor):
         workspace: pykka.ActorRef[Any] | None = None,
         branch: str | None = None,
         branch_store: str | None = None,
+        branch_folder: str | None = None,
         plan_checkout: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         """``answer_channels``: who can answer questions now (None: not tracked, someone always
@@ -85,7 +86,8 @@ class Coordinator(pykka.ThreadingActor):
         orchestrator ran (``orchestrate answer``), applied before a resumed session goes on;
         ``workspace``: the Workspace actor when the target is a git repository (each writing
         assignment then works in its own checkout and is merged into ``branch``, kept in the
-        session's store ``branch_store`` until ``orchestrate apply``);
+        session's store ``branch_store`` until ``orchestrate apply``; ``branch_folder``: a folder
+        without git imported into that store, into which apply writes the changed files);
         ``plan_checkout``: the read-only checkout planning runs in, and what it must read."""
         super().__init__()
         self._session_dir = session_dir
@@ -109,6 +111,7 @@ class Coordinator(pykka.ThreadingActor):
             workspace=workspace is not None,
             branch=branch if workspace is not None else None,
             branch_store=branch_store if workspace is not None else None,
+            branch_folder=branch_folder if workspace is not None else None,
             plan_workdir=plan_checkout[0] if plan_checkout else None,
             plan_read_only=plan_checkout[1] if plan_checkout else (),
         )

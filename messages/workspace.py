@@ -14,6 +14,10 @@ from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestam
 from pydantic import ConfigDict, Field
 
 CheckoutKind = Literal["assignment", "view"]
+# "repository": the target is a git repository, the session branch is merged into it at apply;
+# "folder": a folder without git (or a repository without a commit) imported into the
+# session's store as its base, the changed files written back into it at apply.
+WorkspaceKind = Literal["repository", "folder"]
 MergeStatus = Literal["fast_forward", "merged", "up_to_date", "conflict"]
 ApplyStatus = Literal["fast_forward", "merged", "squashed", "up_to_date"]
 FileStatus = Literal["added", "modified", "deleted", "type_changed", "unmerged", "unknown"]
@@ -56,9 +60,17 @@ class WorkspaceRecord(Frozen):
     """What a session knows of its repository: saved in workspace.json, reread on resume."""
 
     session_id: str
-    repository: str = Field(description="the top folder of the user's working tree")
-    git_dir: str = Field(description="the user's git folder of that working tree (its index lives there)")
-    common_dir: str = Field(description="the git folder holding objects and refs (differs in a linked worktree)")
+    kind: WorkspaceKind = Field(
+        default="repository",
+        description="repository: a git repository's branch; folder: a folder imported into the session's store",
+    )
+    repository: str = Field(description="the top folder of the user's working tree (a folder: the folder itself)")
+    git_dir: str = Field(
+        description="the user's git folder of that working tree (its index lives there); a folder: the store"
+    )
+    common_dir: str = Field(
+        description="the git folder holding objects and refs (differs in a linked worktree); a folder: the store"
+    )
     prefix: str = Field(default="", description="the target's folder inside the repository, '' at the top")
     branch: str = Field(
         description="orchestrate/<session_id>, in the session's store (or, older, the user's repository)"
@@ -78,6 +90,7 @@ class WorkspaceRecord(Frozen):
     checkouts: dict[str, CheckoutRecord] = Field(default_factory=dict)
     merges: tuple[MergeRecord, ...] = ()
     discarded: bool = False
+    applied: str | None = Field(default=None, description="a folder's session: the tip `orchestrate apply` wrote")
     created_at: Timestamp = Field(default_factory=utc_now)
 
 
@@ -93,6 +106,16 @@ class MergeResult(Frozen):
     def ok(self) -> bool:
         """The work is in the session branch."""
         return self.status != "conflict"
+
+
+class FolderApplyResult(Frozen):
+    """``orchestrate apply`` of a folder's session: the files written into the folder."""
+
+    session_id: str
+    folder: str
+    already: bool = Field(default=False, description="the folder already held the session's changes")
+    written: tuple[str, ...] = Field(default=(), description="files written (added, changed, mode or type)")
+    deleted: tuple[str, ...] = ()
 
 
 class ApplyResult(Frozen):
@@ -158,6 +181,9 @@ class SessionChanges(Frozen):
     removed: int
     truncated: bool = Field(default=False, description="some diff text was cut at the size cap")
     store: str | None = Field(default=None, description="the git folder the branch is in, when not the user's")
+    folder: str | None = Field(
+        default=None, description="a folder's session (no git there): `orchestrate apply` writes the files into it"
+    )
 
 
 # -- Coordinator <-> Workspace actor ------------------------------------------------------------
@@ -225,7 +251,7 @@ class ChangesUpdated(Message):
 class WorkspaceNotOpened(Message):
     """Launcher -> listeners (the dashboard), at start: the session has no git workspace, so
     there is no session branch and no ``ChangesUpdated`` will come; the agents work in the
-    target itself. ``reason``: what the launcher warned (the target is no git repository, or
-    has no commit yet; ``git init`` and a first commit give the next session a branch)."""
+    target itself (``orchestrate <task> --in-place``, or a resumed session that ran so).
+    ``reason``: what the launcher warned."""
 
     reason: str

@@ -149,10 +149,10 @@ def test_a_session_without_a_branch_says_the_agents_work_in_place(browser_page: 
     page = browser_page
     ref, address = start_gateway(tmp_path)
     ref.tell(SessionStateChanged(snapshot=session_snapshot()))
-    ref.tell(WorkspaceNotOpened(reason=f"{tmp_path} is not a git repository: `git init` and a first commit"))
+    ref.tell(WorkspaceNotOpened(reason=f"IN PLACE: the agents write straight into {tmp_path}"))
     page.goto(address.url)
-    page.locator("#changes .empty", has_text="Not a git repository").wait_for(timeout=10_000)
+    page.locator("#changes .empty", has_text="In place").wait_for(timeout=10_000)
     text = page.locator("#changes").inner_text()
-    assert text.startswith("Not a git repository: agents work in place.") and "git init" in text
+    assert text.startswith("In place: the agents write straight into the target") and "IN PLACE" in text
     assert page.locator("#changes .change-file").count() == 0
     assert not page.errors, page.errors  # type: ignore[attr-defined]

@@ -157,7 +157,9 @@ def in_place_attack(marker: Path) -> str:
     )
 
 
-def _demo_session(root: Root, target: Path, script: str, milestones: tuple[str, ...], os_sandbox: str) -> int:
+def _demo_session(
+    root: Root, target: Path, script: str, milestones: tuple[str, ...], os_sandbox: str, in_place: bool = False
+) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATE_DEMO_SCENARIO")}
     env.update(
         ORCHESTRATE_DEMO_PACE="0",
@@ -176,7 +178,14 @@ def _demo_session(root: Root, target: Path, script: str, milestones: tuple[str, 
         },
     )
     options = RunOptions(
-        task=TASK, target=target, demo=True, dashboard=False, console=False, env=env, session_id=SESSION_ID
+        task=TASK,
+        target=target,
+        demo=True,
+        dashboard=False,
+        console=False,
+        env=env,
+        session_id=SESSION_ID,
+        in_place=in_place,
     )
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(code=run(settings, options)), daemon=True)
@@ -218,7 +227,7 @@ def test_in_place_a_repository_and_files_named_by_milestones_are_not_used(root: 
     before = root.fingerprint()
     state_file = root.session_dir / "state.json"
     named = (str(state_file), str(root.host_tmp_file), "link-out", "pipe", "agent_note.txt")
-    code = _demo_session(root, root.plain, in_place_attack(root.marker), named, "bwrap")
+    code = _demo_session(root, root.plain, in_place_attack(root.marker), named, "bwrap", in_place=True)
     state = _state(root)
     assert code == 0, state.get("summary")
     assert root.markers() == []

@@ -1,7 +1,7 @@
 """Whole demo sessions with isolated workspaces, through the launcher and real git: the user's
 repository stays as it was, the session branch holds the work, reviews quote only the
 agents' change, apply and discard; parallel writers of one file end in a resolved merge or a
-question; a sandboxed run works in its checkout; a folder that is no repository runs in place."""
+question; a sandboxed run works in its checkout; --in-place runs in the target, and says so."""
 
 from __future__ import annotations
 
@@ -178,23 +178,28 @@ def test_parallel_writers_of_one_file_end_in_a_merge_that_keeps_both(tmp_path: P
     assert not list(folder.glob("checkouts/*"))  # all merged: none left
 
 
-def test_a_folder_that_is_no_repository_runs_in_place_with_a_warning(
+def test_in_place_runs_in_the_target_and_says_so_at_start_in_the_log_and_at_the_end(
     tmp_path: Path, demo_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "plain"
     target.mkdir()
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.enabled": False})
-    options = RunOptions(task=TASK, target=target, demo=True, dashboard=False, console=True, env=demo_env)
+    options = RunOptions(
+        task=TASK, target=target, demo=True, dashboard=False, console=True, env=demo_env, in_place=True
+    )
     assert run(settings, options) == 0
-    said = capsys.readouterr().err
-    assert "is not a git repository" in said and "`git init`" in said
+    said = capsys.readouterr()
+    loud = f"IN PLACE: the agents write straight into {target}"
+    assert f"warning: {loud}" in said.err and "nothing to undo" in said.err  # at start
+    assert loud in said.out.splitlines()[-1] or any(loud in line for line in said.out.splitlines()[-3:])  # the end
     assert (target / "docs" / "DESIGN.md").is_file() and (target / "docs" / "REVIEW.md").is_file()
     (folder,) = _session_dirs(tmp_path / "ws")
     assert not (folder / "workspace.json").exists() and not (folder / "checkouts").exists()
+    assert not (folder / "git").exists() and not (target / ".git").exists()
     # The dashboard (and a replay) hears why there is no branch: the Changes panel says it.
     history = (folder / "history.jsonl").read_text()
     assert "WorkspaceNotOpened" in history or '"in_place"' in history
-    assert "git init" in history
+    assert "IN PLACE" in history
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ orchestrate resume <session_id>  continue a session (its orchestrator died, or i
 orchestrate answer <session_id> <question_id> <text>  answer a question of a waiting session
 orchestrate serve                every session of the workspace, live or past, in one page
 orchestrate apply <session_id>   bring the session's branch from its store and merge it into your current branch
+                                 (a folder without git: write the changed files into it)
 orchestrate discard <session_id> remove the session's store (its branch) and checkouts
 """
 
@@ -42,9 +43,11 @@ SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FIL
   orchestrate apply <session_id> [--squash]           bring branch orchestrate/<session_id> from the session's
                                                       store into your repository and merge it into your
                                                       current branch (refused, with the reason, if your
-                                                      uncommitted changes touch its files or it conflicts)
+                                                      uncommitted changes touch its files or it conflicts);
+                                                      a folder without git: its changed files are written
+                                                      into it (refused if you changed one of them meanwhile)
   orchestrate discard <session_id>                    remove the session's store (its branch and objects)
-                                                      and checkouts; your .git stays as it was
+                                                      and checkouts; your .git (or folder) stays as it was
 
 exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""
@@ -62,8 +65,8 @@ def _run_parser() -> argparse.ArgumentParser:
         "--target",
         type=Path,
         metavar="DIR",
-        help="the repository to work in (must exist; "
-        "with --demo it defaults to a small demo app made in the session folder)",
+        help="the repository or folder to work in (must exist; a folder without git is imported into the "
+        "session's own repository; with --demo it defaults to a small demo app made in the session folder)",
     )
     p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (see docs/configuration.md)")
@@ -91,6 +94,12 @@ def _run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the session from your uncommitted changes too (a snapshot; your working tree and "
         "index stay as they are); without it the session starts from HEAD and they are not part of it",
+    )
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="no isolation: the agents write straight into --target, with no branch, no checkout and nothing "
+        "to undo or discard (without it every session works on a branch of its own)",
     )
     p.add_argument(
         "--cluster",
@@ -220,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo=opts.demo,
         next_free_port=opts.next_free_port,
         include_uncommitted=opts.include_uncommitted,
+        in_place=opts.in_place,
     )
 
 
@@ -381,7 +391,9 @@ def _apply_parser() -> argparse.ArgumentParser:
         "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
         "Refused, with nothing changed, when it would conflict, touch your uncommitted files, or "
         "go to another branch than the one the session started from. Applying again does nothing. "
-        "A merge or squash commit is signed when your git config sets commit.gpgSign."
+        "A merge or squash commit is signed when your git config sets commit.gpgSign. "
+        "A session on a folder without git writes its changed files into the folder instead, after "
+        "checking you did not change them meanwhile (refused, nothing written, if you did)."
     )
     p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")

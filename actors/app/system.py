@@ -25,6 +25,8 @@ from meta_orchestrator.actors.app.console_answers import read_console_answers
 from meta_orchestrator.actors.app.workspace_wiring import (
     abandon_workspace,
     finish_workspace,
+    in_place_note,
+    isolation_refused,
     open_workspace,
     plan_checkout,
     say_on_stderr,
@@ -113,6 +115,8 @@ class RunOptions:
     on_started: Callable[[RunningSession], None] | None = None
     # The user's uncommitted files go into the session's base (their tree stays as it is).
     include_uncommitted: bool = False
+    # The agents write straight into the target: no branch, no checkout, nothing to undo.
+    in_place: bool = False
 
 
 @dataclass
@@ -216,6 +220,10 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
         raise PreflightError("no --target given; pass the repository the agents should work in")
     env = agent_environment(options)
     settings = _runnable_agents(settings, options, env)
+    if target is not None and not options.resume and not options.in_place:
+        refused = isolation_refused(target, workspace)
+        if refused is not None:  # before the session folder is made: nothing is left behind
+            raise PreflightError(refused)
     session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
     try:
@@ -413,6 +421,7 @@ def _open_workspace(wiring: _Wiring, bwrap: str | None) -> SessionRepo | None:
             wiring.session_id,
             options.include_uncommitted,
             resuming=bool(options.resume),
+            in_place=options.in_place,
             say=say_on_stderr if options.console else None,
             no_branch=lambda reason: setattr(wiring, "no_branch", reason),
             bwrap=bwrap,
@@ -645,7 +654,14 @@ def _workspace_arguments(wiring: _Wiring) -> dict[str, Any]:
     # A resumed session with a plan does not plan again: no checkout for it.
     plan = None if resumed.get("assignments") else plan_checkout(repo)
     store = str(repo.store) if repo.store is not None else None
-    return {"workspace": workspace, "branch": repo.branch, "branch_store": store, "plan_checkout": plan}
+    folder = repo.record.repository if repo.record.kind == "folder" else None
+    return {
+        "workspace": workspace,
+        "branch": repo.branch,
+        "branch_store": store,
+        "branch_folder": folder,
+        "plan_checkout": plan,
+    }
 
 
 def _begin(running: RunningSession, options: RunOptions) -> None:
@@ -903,6 +919,10 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
                 # Every agent has ended: what is merged leaves its checkout; the branch stays.
                 say = (lambda line: print(line, flush=True)) if options.console else None
                 finish_workspace(interrupts.running.workspace, interrupts.running.session_dir, say)
+            elif interrupts.running is not None:  # in place: said at the end as at the start
+                log.warning("%s", in_place_note(interrupts.running.target))
+                if options.console:
+                    print(f"{in_place_note(interrupts.running.target)}; their changes are there now", flush=True)
             cluster_wiring.leave()
 
 

@@ -1,5 +1,6 @@
 """``orchestrate apply`` and ``orchestrate discard``: a session's branch into the user's
-current branch, or away; and the branch column of ``orchestrate sessions``."""
+current branch (a folder without git: its changed files into the folder), or away; and the
+branch column of ``orchestrate sessions``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from meta_orchestrator.actors.runtime.folder_apply import apply_folder_session
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import read_json
 from meta_orchestrator.actors.runtime.workspaces import (
@@ -71,6 +73,14 @@ def apply_command(
         return EXIT_USAGE
     title = str(state.get("task") or "").strip() or None
     summary = workspace_summary(folder) or {}
+    if summary.get("kind") == "folder":
+        if squash or onto or target is not None:
+            _say(
+                "not applied: --squash, --onto and --target are for a git repository's session; this one "
+                f"writes its changed files into {repository}"
+            )
+            return EXIT_USAGE
+        return _apply_folder(folder, session_id)
     store = Path(str(summary["store"])) if summary.get("store") else None
     where = _apply_target(repository, target, summary, session_id)
     if where is None:
@@ -92,6 +102,28 @@ def apply_command(
     print(f"applied {branch} to {result.branch} ({how} {result.commit[:10]}, {count} file{'s' * (count != 1)})")
     kept = where_branch(branch, str(store) if store else None).split(" (")[0]
     print(f"the {kept} is kept; remove it and its checkouts with: orchestrate discard {session_id}")
+    return 0
+
+
+def _apply_folder(folder: Path, session_id: str) -> int:
+    """Write a folder's session (no git there) into the folder; 1 when refused."""
+    try:
+        result = apply_folder_session(folder, session_id)
+    except WorkspaceError as exc:  # ApplyRefused too: the reason nothing was written
+        _say(f"not applied: {exc}")
+        return EXIT_REFUSED
+    if result.already:
+        print(f"session {session_id} is already applied to {result.folder}; nothing written")
+        return 0
+    if not result.written and not result.deleted:
+        print(f"session {session_id} changed nothing in {result.folder}; nothing written")
+        return 0
+    count = len(result.written) + len(result.deleted)
+    print(
+        f"applied session {session_id} to {result.folder}: {len(result.written)} file(s) written, "
+        f"{len(result.deleted)} deleted ({count} in all)"
+    )
+    print(f"the session's store is kept; remove it and its checkouts with: orchestrate discard {session_id}")
     return 0
 
 
@@ -129,6 +161,8 @@ def discard_command(folder: Path, session_id: str) -> int:
         return EXIT_USAGE
     _, repository = found
     result = discard_session(repository, folder, session_id)
+    if (workspace_summary(folder) or {}).get("kind") == "folder":
+        print(f"removed the session's own repository of {repository}; the folder is left as it is")
     for branch in result.branches:
         print(f"deleted branch {branch}")
     for name in result.checkouts:
@@ -147,6 +181,9 @@ def branch_note(folder: Path) -> str:
         return ""
     if summary["discarded"]:
         return f"  {summary['branch']} (discarded)"
+    if summary.get("kind") == "folder":
+        applied = "applied to" if summary.get("applied") else "until apply writes into"
+        return f"  {summary['branch']} (its own repository; {applied} {summary['repository']})"
     where = f"{summary['branch']} (in its store until apply)" if summary.get("store") else str(summary["branch"])
     left = int(summary["checkouts"])  # type: ignore[call-overload]
     return f"  {where}, {left} checkout{'s' * (left != 1)} left" if left else f"  {where}"

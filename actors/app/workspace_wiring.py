@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from meta_orchestrator.actors.runtime.folder_workspace import check_folder, import_folder
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import SessionFileError
 from meta_orchestrator.actors.runtime.workspaces import (
@@ -16,6 +17,7 @@ from meta_orchestrator.actors.runtime.workspaces import (
     SessionRepo,
     discard_session,
     open_session_repo,
+    probe_repository,
     where_branch,
 )
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
@@ -33,6 +35,25 @@ def say_on_stderr(text: str) -> None:
     print(f"orchestrate: {text}", file=sys.stderr, flush=True)
 
 
+def isolation_refused(target: Path, workspace: Path) -> str | None:
+    """Why a new session on ``target`` can be neither a repository's branch nor an imported
+    folder, with the fix; None: it can. Read only: checked before the session folder is made."""
+    try:
+        if isinstance(probe_repository(target), str):
+            check_folder(target, workspace)
+    except WorkspaceError as exc:  # RepositoryRefused, ImportRefused: the fix is named
+        return str(exc)
+    return None
+
+
+def in_place_note(target: Path) -> str:
+    """What an in-place session says at start, in the log and at its end."""
+    return (
+        f"IN PLACE: the agents write straight into {target}: no session branch, no checkout, and nothing "
+        "to undo or discard their changes"
+    )
+
+
 def open_workspace(
     target: Path,
     session_dir: Path,
@@ -42,32 +63,40 @@ def open_workspace(
     say: Say | None = say_on_stderr,
     no_branch: Say | None = None,
     bwrap: str | None = None,
+    in_place: bool = False,
 ) -> SessionRepo | None:
-    """The session's branch and checkouts, or None: the agents work in the target itself.
+    """The session's branch and checkouts, or None: the agents work in the target itself,
+    only when asked (``in_place``, ``orchestrate <task> --in-place``), said loudly.
 
-    A resumed session keeps what it started with: its workspace if it had one, none if it
-    ran in place (a repository made meanwhile must not move half its work elsewhere).
-    ``bwrap``: the agents' OS sandbox; the orchestrator's git over their checkouts runs in
-    it too, with the workspace (every session's files) hidden as it is from the agents.
+    A folder without git, or a repository without a commit, is imported into the session's
+    own repository (runtime.folder_workspace). A resumed session keeps what it started with:
+    its workspace if it had one, none if it ran in place (a repository made meanwhile must not
+    move half its work elsewhere). ``bwrap``: the agents' OS sandbox; the orchestrator's git
+    over their checkouts runs in it too, with the workspace (every session's files) hidden as
+    it is from the agents.
 
     Raises:
-        WorkspaceError: git failed, or the session was discarded.
+        WorkspaceError: git failed, the folder cannot be imported, or the session was discarded.
     """
-    if resuming and not (session_dir / RECORD_FILE).exists():
-        log.info("session %s ran in its target without a branch; it goes on that way", session_id)
+    if in_place or (resuming and not (session_dir / RECORD_FILE).exists()):
+        note = in_place_note(target) + (" (it ran in place; it goes on that way)" if resuming else "")
+        log.warning("%s", note)
+        if no_branch is not None:
+            no_branch(note)
+        if say is not None:
+            say(f"warning: {note}")
         return None
     sandbox = OsSandbox(bwrap=bwrap, hidden=(str(session_dir.parent),)) if bwrap is not None else None
     opened = open_session_repo(target, session_dir, session_id, include_uncommitted, sandbox=sandbox)
-    if opened.repo is None:
-        log.warning("no session branch: %s", opened.message)
-        if no_branch is not None:
-            no_branch(opened.message)
+    if opened.repo is None:  # no git, or no commit: the folder becomes the session's own repository
+        log.info("%s: importing the folder", opened.message)
+        opened = import_folder(target, session_dir, session_id, sandbox=sandbox)
+        if include_uncommitted:
+            opened = opened._replace(message=f"{opened.message}\n(--include-uncommitted: the whole folder is the base)")
+    for line in opened.message.splitlines():
+        log.info("workspace: %s", line)
         if say is not None:
-            say(f"warning: {opened.message}")
-        return None
-    log.info("workspace: %s", opened.message)
-    if say is not None:
-        say(opened.message)
+            say(line)
     return opened.repo
 
 
@@ -131,6 +160,8 @@ def end_report(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[st
             f"{where_branch(repo.branch, repo.store)} has no change against its base {record.base[:10]}",
             f"next: orchestrate discard {sid}  (removes its branches and checkouts)",
         ]
+        if record.kind == "folder":
+            lines[0] = f"the session changed nothing in {record.repository} (its imported base {record.base[:10]})"
     else:
         lines = _work_lines(repo, tip)
     lines += _kept_lines(repo, session_dir, kept)
@@ -149,6 +180,18 @@ def _work_lines(repo: SessionRepo, tip: str) -> list[str]:
     lines = [f"the work is on {where} (base {record.base[:10]}); git {store}diff --stat {record.base[:10]}..{branch}:"]
     lines += [f"  {line.strip()}" for line in stat]
     into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
+    if record.kind == "folder":  # no git in the folder: apply writes the files, after a check
+        lines[0] = (
+            f"the work is on branch {branch} in the session's own repository {repo.store}, made from "
+            f"{record.repository} (imported as base {record.base[:10]}; the folder is as it was); "
+            f"git --git-dir {repo.store} diff --stat {record.base[:10]}..{branch}:"
+        )
+        lines.append(
+            f"next: orchestrate apply {sid}  (writes the changed files into {record.repository}, "
+            "after checking you did not change them meanwhile)"
+        )
+        lines.append(f"      throw it away: orchestrate discard {sid}  (its store and checkouts; the folder stays)")
+        return lines
     lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
     if repo.store is None:
         lines.append(f"      or: git merge {branch}")
@@ -182,4 +225,13 @@ def _kept_lines(repo: SessionRepo, session_dir: Path, kept: list[str]) -> list[s
     return lines
 
 
-__all__ = ["abandon_workspace", "end_report", "finish_workspace", "open_workspace", "plan_checkout", "say_on_stderr"]
+__all__ = [
+    "abandon_workspace",
+    "end_report",
+    "finish_workspace",
+    "in_place_note",
+    "isolation_refused",
+    "open_workspace",
+    "plan_checkout",
+    "say_on_stderr",
+]

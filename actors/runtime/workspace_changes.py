@@ -135,6 +135,7 @@ def session_changes(
         session_id=record.session_id,
         branch=record.branch,
         store=record.store,
+        folder=record.repository if record.kind == "folder" else None,
         base=record.base,
         tip=tip,
         files=files,

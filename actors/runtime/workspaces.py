@@ -267,15 +267,9 @@ def probe_repository(target: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> _Rep
     lines = result.stdout.decode("utf-8", "surrogateescape").split("\n")
     if result.returncode != 0:
         if "not a git repository" in result.stderr:
-            return (
-                f"{target} is not a git repository: the agents will work in it directly, with nothing to "
-                "separate or undo their changes; `git init` and a first commit give each session a branch of its own"
-            )
+            return f"{target} is not a git repository"
         if len(lines) >= 4 and ("unknown revision" in result.stderr or "ambiguous argument" in result.stderr):
-            return (
-                f"{target} is a git repository without a commit: the agents will work in it directly; commit once "
-                "(`git add -A && git commit -m start`; `git init` made the repository) to give each session a branch"
-            )
+            return f"{target} is a git repository without a commit"
         raise RepositoryRefused(_refusal(target, result.stderr or f"exit {result.returncode}"))
     top, git_dir, common_dir, prefix, head, symbolic = lines[:6]
     branch = symbolic if symbolic.startswith("refs/heads/") else None
@@ -960,7 +954,8 @@ def _init_store(store: Path, common_dir: Path, branch: str, timeout_s: float) ->
     store.chmod(0o700)
     info = store / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
-    _write_private(info / "alternates", f"{common_dir / 'objects'}\n".encode())
+    if common_dir != store:  # an imported folder's store has every object of its own
+        _write_private(info / "alternates", f"{common_dir / 'objects'}\n".encode())
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
         _write_private(store / "shallow", (common_dir / "shallow").read_bytes())
     _write_private(store / "HEAD", f"ref: refs/heads/{branch}\n".encode())
@@ -1088,9 +1083,10 @@ def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir
     info = git_dir / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
     _write_private(info / "alternates", "".join(f"{source}\n" for source in alternates).encode())
-    if (common_dir / "info" / "exclude").is_file():
-        (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
-        _write_private(git_dir / "info" / "exclude", (common_dir / "info" / "exclude").read_bytes())
+    for rules in ("exclude", "attributes"):  # attributes: an imported folder's, byte for byte
+        if (common_dir / "info" / rules).is_file():
+            (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
+            _write_private(git_dir / "info" / rules, (common_dir / "info" / rules).read_bytes())
     if (common_dir / "shallow").exists():  # a shallow clone's boundary, or its history looks broken
         _write_private(git_dir / "shallow", (common_dir / "shallow").read_bytes())
 
@@ -1389,6 +1385,8 @@ def discard_session(
     ``problems``; nothing is skipped silently. ``target`` None: no repository is known, only
     the checkouts go."""
     check_name(session_id, "session id")
+    if _kind_of(session_dir) == "folder":
+        target = None  # an imported folder's branches are all in the store; the folder stays as it is
     deleted, problems = _delete_branches(target, session_id, timeout_s) if target is not None else ([], [])
     deleted = [*_branches_in_store(store_path(session_dir), timeout_s), *deleted]
     removed = []
@@ -1406,6 +1404,12 @@ def discard_session(
     return DiscardResult(
         session_id=session_id, branches=tuple(deleted), checkouts=tuple(removed), problems=tuple(problems)
     )
+
+
+def _kind_of(session_dir: Path) -> str | None:
+    with contextlib.suppress(OSError, ValueError):
+        return WorkspaceRecord.model_validate(read_json(session_dir / RECORD_FILE)).kind
+    return None
 
 
 def _branches_in_store(store: Path, timeout_s: float) -> list[str]:
@@ -1456,6 +1460,8 @@ def workspace_summary(session_dir: Path) -> dict[str, object] | None:
             left += sum(1 for _ in (session_dir / folder).iterdir())
     return {
         "branch": record.branch,
+        "kind": record.kind,
+        "applied": record.applied,
         "store": str(store_path(session_dir)) if record.store is not None else None,
         "repository": record.repository,
         "common_dir": record.common_dir,

@@ -203,6 +203,12 @@ class RunningRules(StepBase):
 
     def _where_the_work_is(self, branch: str, store: str | None) -> str:
         sid = self.snap.session_id
+        if self.config.branch_folder is not None:  # a folder without git, imported into the store
+            return (
+                f"the work is on branch {branch} in the session's store {store}; {self.config.branch_folder} "
+                f"is as it was: `orchestrate apply {sid}` writes the changed files into it; "
+                f"`orchestrate discard {sid}` throws the work away"
+            )
         if store is None:  # an older session: the branch is in the user's repository
             return (
                 f"the work is on branch {branch}: `orchestrate apply {sid}` merges it into "

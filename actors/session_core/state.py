@@ -35,6 +35,7 @@ class CoreConfig:
     workspace: bool = False
     branch: str | None = None
     branch_store: str | None = None  # the session's store holding ``branch`` (None: the user's repository)
+    branch_folder: str | None = None  # a folder without git imported into the store: apply writes into it
     plan_workdir: str | None = None  # a read-only checkout of the base for planning
     plan_read_only: tuple[str, ...] = ()
 

@@ -103,7 +103,10 @@ function summary(changes) {
   if (!changes) return;
   box.append(el("code", "branch", changes.branch), el("span", "muted", short(changes.base) + " → " + short(changes.tip)));
   if (changes.store) {
-    const where = el("span", "muted store", "in the session's store until orchestrate apply");
+    // A folder without git: its files were imported; apply writes the changed ones back into it.
+    const until = changes.folder ? "until orchestrate apply writes the changed files into " + changes.folder
+      : "until orchestrate apply";
+    const where = el("span", "muted store", "in the session's store " + until);
     where.title = "git --git-dir " + changes.store + " log " + changes.branch;
     box.append(where);
   }
@@ -120,7 +123,7 @@ export function renderChanges() {
   $("changes-modes").hidden = !(changes && changes.files.length);
   root.replaceChildren();
   if (data && data.workspace === "in_place") {
-    root.append(el("p", "empty", "Not a git repository: agents work in place."));
+    root.append(el("p", "empty", "In place: the agents write straight into the target, nothing to undo."));
     if (data.reason) root.append(el("p", "muted reason", data.reason));
     return;
   }
