@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field
 
 CheckoutKind = Literal["assignment", "view"]
 MergeStatus = Literal["fast_forward", "merged", "up_to_date", "conflict"]
-ApplyStatus = Literal["fast_forward", "merged", "squashed", "up_to_date"]
+ApplyStatus = Literal["fast_forward", "merged", "squashed", "replayed", "up_to_date"]
 FileStatus = Literal["added", "modified", "deleted", "type_changed", "unmerged", "unknown"]
 
 

@@ -67,7 +67,7 @@ from meta_orchestrator.actors.runtime.session_files import SessionFileError, new
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.actors.runtime.git_command import WorkspaceError
 from meta_orchestrator.actors.runtime.workspace_registry import register_workspace
-from meta_orchestrator.actors.runtime.workspaces import SessionRepo
+from meta_orchestrator.actors.runtime.workspaces import SessionRepo, check_can_start
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.actors.workspace import Workspace
 from meta_orchestrator.messages.workspace import WorkspaceNotOpened
@@ -216,6 +216,8 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
         raise PreflightError("no --target given; pass the repository the agents should work in")
     env = agent_environment(options)
     settings = _runnable_agents(settings, options, env)
+    if target is not None and not options.resume:
+        _check_can_start(target, options.include_uncommitted)  # before the session folder exists
     session_id = options.resume or options.session_id or new_session_id()
     session_dir = workspace / session_id
     try:
@@ -227,6 +229,18 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     if not options.resume:
         save_launch(session_dir, options.task, target, options.demo, settings.model_dump(mode="json"))
     return settings, target, session_dir, session_id, env
+
+
+def _check_can_start(target: Path, include_uncommitted: bool) -> None:
+    """A repository git refuses, or one mid-merge with --include-uncommitted: refused first.
+
+    Raises:
+        PreflightError: the reason, with the fix.
+    """
+    try:
+        check_can_start(target, include_uncommitted)
+    except WorkspaceError as exc:
+        raise PreflightError(f"the session's branch cannot be made: {exc}") from None
 
 
 def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str]) -> Settings:
