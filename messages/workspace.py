@@ -40,6 +40,12 @@ class CheckoutRecord(Frozen):
         default=(),
         description="files its agent wrote that an ignore rule keeps off its commits, each with the rule (kept)",
     )
+    submodules: tuple[str, ...] = Field(
+        default=(), description="submodule folders filled read-only from the user's checkouts of them"
+    )
+    empty_submodules: tuple[str, ...] = Field(
+        default=(), description="submodule folders left empty: the user has not checked them out"
+    )
 
 
 class MergeRecord(Frozen):
@@ -182,6 +188,7 @@ class CheckoutReady(Message):
     workdir: str
     base: str = Field(description="the commit the checkout started from")
     read_only_dirs: tuple[str, ...] = ()
+    note: str | None = Field(default=None, description="for the agent's prompt: its checkout's submodule folders")
 
 
 class CheckoutFailed(Message):

@@ -7,6 +7,7 @@ empty commit."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from meta_orchestrator.actors.demo.common import SHARED_FILE_ENV
+from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.actors.runtime.workspace_apply import few
+from meta_orchestrator.actors.runtime.workspaces import open_session_repo
+from meta_orchestrator.actors.sandbox.bwrap import Confinement, bwrap_argv
 from tests.conftest import branch_file, git_folder_bytes, session_store
 from tests.test_workspace_sessions import _demo, _orchestrate
 from tests.test_workspaces import _no_global_git_config, git, user_repo, user_state  # noqa: F401
@@ -51,6 +55,7 @@ def _session_with_wip(repo: Path, tmp_path: Path, env: dict[str, str]) -> tuple[
     done, folder = _demo(repo, tmp_path / "ws", env, "--include-uncommitted")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 uncommitted files of yours are in the session's base" in done.stderr
+    assert "the snapshot of your uncommitted files, which stay yours" in done.stdout  # what apply will do
     assert user_state(repo) == before
     own = _own_changes(folder)
     assert {"docs/DESIGN.md", "docs/REVIEW.md", "app/health_endpoint.py"} <= own
@@ -281,3 +286,89 @@ def test_apply_twice_squash_twice_and_plain_after_squash_add_nothing(
             again = _apply(folder, *how, env=demo_env)
             assert again.returncode == 0 and "is already in main; nothing to do" in again.stdout, again.stderr
         assert git(repo, "rev-parse", "HEAD") == head  # no commit at all
+
+
+# -- submodules in the checkouts ---------------------------------------------------------------
+
+
+@pytest.fixture
+def with_submodules(tmp_path: Path) -> Path:
+    """A repository with two submodules (file:// URLs): vendor/lib checked out, vendor/other
+    never initialized here (its folder is empty in the user's tree too)."""
+    for name in ("lib", "other"):
+        source = tmp_path / f"{name}-source"
+        source.mkdir()
+        git(source, "init", "-q", "-b", "main")
+        (source / f"{name}.py").write_text(f"NAME = {name!r}\n")
+        git(source, "add", "-A")
+        git(source, *USER, "commit", "-q", "-m", name)
+    repo = tmp_path / "super"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "app.py").write_text("import vendor.lib.lib\n")
+    for name in ("lib", "other"):
+        source = (tmp_path / f"{name}-source").as_uri()
+        git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", source, f"vendor/{name}")
+    git(repo, "add", "-A")
+    git(repo, *USER, "commit", "-q", "-m", "with submodules")
+    git(repo, "submodule", "deinit", "-q", "-f", "vendor/other")
+    return repo
+
+
+def _gitlinks(repo: Path, commit: str) -> str:
+    return git(repo, "ls-tree", commit, "vendor/")
+
+
+def test_checkouts_hold_the_user_submodules_read_only_and_name_the_empty_ones(
+    with_submodules: Path, tmp_path: Path, bwrap: str
+) -> None:
+    sid = "20260101-120000-abc123"
+    opened = open_session_repo(with_submodules, private_dir(private_dir(tmp_path / "ws") / sid), sid)
+    assert opened.repo is not None, opened.message
+    assert "submodule folder vendor/lib is filled read-only in the checkouts" in opened.message
+    assert "submodule folder vendor/other is empty in the checkouts" in opened.message
+    made = opened.repo
+    checkout = made.checkout("implement")
+    lib = checkout.path / "vendor" / "lib"
+    assert (lib / "lib.py").read_text() == "NAME = 'lib'\n" and not (lib / ".git").exists()
+    assert not os.stat(lib / "lib.py").st_mode & 0o222 and not os.stat(lib).st_mode & 0o222
+    assert list((checkout.path / "vendor" / "other").iterdir()) == []
+    assert checkout.note is not None and "vendor/lib hold the files" in checkout.note
+    assert "vendor/other are empty here" in checkout.note
+    writable, readable = checkout.sandbox_paths()
+    assert str(lib) in readable
+    # In the sandbox the agents run in, the filled folder is read-only even to root.
+    confinement = Confinement(bwrap=bwrap, writable=writable, readable=readable, chdir=str(checkout.path))
+    tried = subprocess.run(
+        bwrap_argv(confinement, ["sh", "-c", "echo x > vendor/lib/lib.py || exit 7; echo y > mine.txt"]),
+        capture_output=True,
+        timeout=60,
+    )
+    assert tried.returncode == 7 and b"Read-only file system" in tried.stderr, tried
+    (checkout.path / "app.py").write_text("import vendor.lib.lib  # used\n")
+    assert made.commit_assignment("implement", "claude", "use the library") is not None
+    assert made.merge_assignment("implement").ok
+    tip = made.tip()
+    assert _gitlinks(made.store, tip) == _gitlinks(with_submodules, "HEAD")  # gitlinks as they were
+    assert "mine.txt" not in git(made.store, "ls-tree", "--name-only", tip)  # the script stopped at the refusal
+    view = made.readonly_checkout("plan", tip)
+    assert (view.path / "vendor" / "lib" / "lib.py").is_file()
+    assert made.cleanup() == []  # the read-only folders went with their checkouts
+    assert not list((tmp_path / "ws" / sid / "checkouts").iterdir()) and not (view.path).exists()
+
+
+def test_a_demo_session_on_a_repository_with_submodules_tells_the_agents_and_applies(
+    with_submodules: Path, tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    before = git_folder_bytes(with_submodules)
+    done, folder = _demo(with_submodules, tmp_path / "ws", demo_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submodule folder vendor/lib is filled read-only" in done.stderr
+    prompts = (folder / "gemini.jsonl").read_text()  # the architect's launch, its prompt in full
+    assert "vendor/lib hold the files of the commit the repository records" in prompts
+    assert git_folder_bytes(with_submodules) == before
+    applied = _apply(folder, env=demo_env)
+    assert applied.returncode == 0, applied.stderr
+    assert _gitlinks(with_submodules, "HEAD") == _gitlinks(with_submodules, "HEAD~1")
+    assert (with_submodules / "vendor" / "lib" / "lib.py").is_file()
+    assert git(with_submodules, "status", "--porcelain") == ""

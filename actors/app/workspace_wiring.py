@@ -11,6 +11,7 @@ from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import SessionFileError
+from meta_orchestrator.actors.runtime.workspace_apply import snapshot_base
 from meta_orchestrator.actors.runtime.workspaces import (
     RECORD_FILE,
     SessionRepo,
@@ -149,11 +150,20 @@ def _work_lines(repo: SessionRepo, tip: str) -> list[str]:
     lines = [f"the work is on {where} (base {record.base[:10]}); git {store}diff --stat {record.base[:10]}..{branch}:"]
     lines += [f"  {line.strip()}" for line in stat]
     into = (record.user_branch or "").removeprefix("refs/heads/") or "your current branch"
-    lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
-    if repo.store is None:
-        lines.append(f"      or: git merge {branch}")
+    snapshot = snapshot_base(record.base, record.user_head, record.include_uncommitted)
+    if snapshot is not None:  # the base holds the user's uncommitted files: only the session's change is applied
+        lines.append(
+            f"next: orchestrate apply {sid}  (one commit on {into} of the changes since {snapshot[:10]}, "
+            "the snapshot of your uncommitted files, which stay yours)"
+        )
+        fetch = f"git fetch {repo.store} {branch}"
+        lines.append(f"      or: {fetch} && git diff --binary {snapshot[:10]} FETCH_HEAD | git apply -3")
     else:
-        lines.append(f"      or: git fetch {repo.store} {branch} && git merge FETCH_HEAD")
+        lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
+        fetch = (
+            f"git merge {branch}" if repo.store is None else f"git fetch {repo.store} {branch} && git merge FETCH_HEAD"
+        )
+        lines.append(f"      or: {fetch}")
     lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
     return lines
 

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from meta_orchestrator.actors.runtime import checkout_submodules as submodules
 from meta_orchestrator.actors.runtime import workspace_changes as changes
 from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER
 from meta_orchestrator.actors.runtime.git_command import (
@@ -224,6 +225,8 @@ class Checkout:
     branch: str | None
     base: str
     object_dirs: tuple[Path, ...]  # read through alternates
+    submodules: tuple[Path, ...] = ()  # submodule folders filled read-only (checkout_submodules)
+    note: str | None = None  # for its agent: which submodule folders are filled, which empty
 
     @property
     def writable(self) -> bool:
@@ -232,7 +235,7 @@ class Checkout:
 
     def sandbox_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(read_write, read_only)`` paths a sandbox must bind for git to work in it."""
-        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs))
+        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs), *(str(p) for p in self.submodules))
         if self.writable:
             return (str(self.path),), readable
         return (), (str(self.path), *readable)
@@ -403,8 +406,12 @@ def _open_new(
     repo.save()  # first, so that a kill before the branch exists resumes and makes it
     repo.resume()
     unfinished = unfinished_operation(Path(found.git_dir))
-    note = _start_note(record, len(dirty))
-    return OpenResult(repo, f"{note}; {unfinished_note(unfinished, found.head, found.branch)}" if unfinished else note)
+    notes = (
+        _start_note(record, len(dirty)),
+        unfinished_note(unfinished, found.head, found.branch) if unfinished else None,
+        submodules.start_note(store_git(store, timeout_s), Path(found.top), base, timeout_s),
+    )
+    return OpenResult(repo, "; ".join(note for note in notes if note))
 
 
 def check_can_start(target: Path, include_uncommitted: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
@@ -643,6 +650,8 @@ class SessionRepo:
         else:
             git.run("checkout", "-q", "-b", branch, commit)
         _verify_checkout(git, name, commit)
+        filled, empty = submodules.fill_all(git, path, Path(self._record.repository), commit, self._dir, self._timeout)
+        record = record.model_copy(update={"submodules": filled, "empty_submodules": empty})
         self._set_checkout(record, _key(kind, name))
         return record
 
@@ -683,10 +692,16 @@ class SessionRepo:
             elif record.base != commit:
                 git = self._git_in(record)
                 _fetch_missing(git, self._store, self._user, commit, self._timeout)
+                for filled in record.submodules:  # git moves no submodule's files: they go, refilled after
+                    submodules.clear(path / filled)
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
                 _verify_checkout(git, name, commit)
-                record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
+                filled, empty = submodules.fill_all(
+                    git, path, Path(self._record.repository), commit, self._dir, self._timeout
+                )
+                update = {"base": git.out("rev-parse", "HEAD"), "submodules": filled, "empty_submodules": empty}
+                record = record.model_copy(update=update)
                 self._set_checkout(record, _key("view", name))
             return self._as_checkout(record)
 
@@ -899,6 +914,8 @@ def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, ob
         branch=record.branch,
         base=record.base,
         object_dirs=objects,
+        submodules=tuple(path / name for name in record.submodules),
+        note=submodules.agent_note(record.submodules, record.empty_submodules),
     )
 
 
@@ -1192,10 +1209,7 @@ def _has_markers(path: Path) -> bool:
 
 def _remove(*paths: Path) -> None:
     for path in paths:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
+        submodules.clear(path)  # a filled submodule folder inside is read-only
 
 
 # -- orchestrate apply / discard / sessions -------------------------------------------------
