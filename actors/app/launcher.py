@@ -346,7 +346,9 @@ def _apply(args: list[str]) -> int:
         "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
         "Refused, with nothing changed, when it would conflict, touch your uncommitted files, or "
         "go to another branch than the one the session started from. Applying again does nothing. "
-        "A merge or squash commit is signed when your git config sets commit.gpgSign."
+        "A merge or squash commit is signed when your git config sets commit.gpgSign. A session "
+        "started with --include-uncommitted comes in as one commit of its own changes, never the "
+        "snapshot of your uncommitted files."
     )
     p.add_argument("session_id", type=_session_id_arg)
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")

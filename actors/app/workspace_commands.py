@@ -107,7 +107,7 @@ def apply_command(
     if snapshot is not None:
         print(
             f"only the session's own changes came in: its base {snapshot[:10]}, the snapshot of your uncommitted "
-            "files, is no commit of yours; your uncommitted files stay as they are"
+            "files, is no commit of yours; your uncommitted files, if any, stay as they are"
         )
     kept = where_branch(branch, str(store) if store else None).split(" (")[0]
     print(f"the {kept} is kept; remove it and its checkouts with: orchestrate discard {session_id}")

@@ -44,7 +44,9 @@ A nested repository an agent makes in its checkout (``git init`` there, or a git
 base it fills) is left out of its commits: a gitlink to a commit that exists only in that
 checkout would be of no use on the branch, and its own ``.git/config`` is the agent's. It
 stays in the checkout, which is then kept at the end (``CheckoutRecord.left_out``; the log
-and the end report name it); the base's submodules stay at the base's commits.
+and the end report name it); the base's submodules stay at the base's commits. Their folders
+hold those commits' files, read-only, taken from the user's own submodule checkouts
+(``checkout_submodules``); one the user has not checked out stays empty, and is named.
 
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
