@@ -652,8 +652,7 @@ class SessionRepo:
         else:
             git.run("checkout", "-q", "-b", branch, commit)
         _verify_checkout(git, name, commit)
-        filled, empty = submodules.fill_all(git, path, Path(self._record.repository), commit, self._dir, self._timeout)
-        record = record.model_copy(update={"submodules": filled, "empty_submodules": empty})
+        record = _with_submodules(record, git, path, Path(self._record.repository), self._dir, self._timeout)
         self._set_checkout(record, _key(kind, name))
         return record
 
@@ -699,11 +698,8 @@ class SessionRepo:
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
                 _verify_checkout(git, name, commit)
-                filled, empty = submodules.fill_all(
-                    git, path, Path(self._record.repository), commit, self._dir, self._timeout
-                )
-                update = {"base": git.out("rev-parse", "HEAD"), "submodules": filled, "empty_submodules": empty}
-                record = record.model_copy(update=update)
+                record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
+                record = _with_submodules(record, git, path, Path(self._record.repository), self._dir, self._timeout)
                 self._set_checkout(record, _key("view", name))
             return self._as_checkout(record)
 
@@ -904,6 +900,14 @@ class SessionRepo:
             except WorkspaceError as exc:
                 log.info("keeping checkout %s: %s", name, exc)
         return self.checkouts_left()
+
+
+def _with_submodules(
+    record: CheckoutRecord, git: Git, tree: Path, repository: Path, scratch: Path, timeout_s: float
+) -> CheckoutRecord:
+    """The record of a checkout of ``record.base`` once its submodule folders are filled."""
+    filled, empty = submodules.fill_all(git, tree, repository, record.base, scratch, timeout_s)
+    return record.model_copy(update={"submodules": filled, "empty_submodules": empty})
 
 
 def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, objects: tuple[Path, ...]) -> Checkout:
