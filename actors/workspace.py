@@ -75,6 +75,7 @@ class Workspace(pykka.ThreadingActor):
                 workdir=str(checkout.workdir),
                 base=checkout.base,
                 read_only_dirs=read_only,
+                note=checkout.note,
             ),
         )
 

@@ -19,7 +19,7 @@ CheckoutKind = Literal["assignment", "view"]
 # session's store as its base, the changed files written back into it at apply.
 WorkspaceKind = Literal["repository", "folder"]
 MergeStatus = Literal["fast_forward", "merged", "up_to_date", "conflict"]
-ApplyStatus = Literal["fast_forward", "merged", "squashed", "up_to_date"]
+ApplyStatus = Literal["fast_forward", "merged", "squashed", "replayed", "up_to_date"]
 FileStatus = Literal["added", "modified", "deleted", "type_changed", "unmerged", "unknown"]
 
 
@@ -43,6 +43,12 @@ class CheckoutRecord(Frozen):
     ignored: tuple[str, ...] = Field(
         default=(),
         description="files its agent wrote that an ignore rule keeps off its commits, each with the rule (kept)",
+    )
+    submodules: tuple[str, ...] = Field(
+        default=(), description="submodule folders filled read-only from the user's checkouts of them"
+    )
+    empty_submodules: tuple[str, ...] = Field(
+        default=(), description="submodule folders left empty: the user has not checked them out"
     )
 
 
@@ -208,6 +214,7 @@ class CheckoutReady(Message):
     workdir: str
     base: str = Field(description="the commit the checkout started from")
     read_only_dirs: tuple[str, ...] = ()
+    note: str | None = Field(default=None, description="for the agent's prompt: its checkout's submodule folders")
 
 
 class CheckoutFailed(Message):

@@ -391,9 +391,11 @@ def _apply_parser() -> argparse.ArgumentParser:
         "Bring the session's commits into your current branch (a fast-forward, or a merge commit). "
         "Refused, with nothing changed, when it would conflict, touch your uncommitted files, or "
         "go to another branch than the one the session started from. Applying again does nothing. "
-        "A merge or squash commit is signed when your git config sets commit.gpgSign. "
-        "A session on a folder without git writes its changed files into the folder instead, after "
-        "checking you did not change them meanwhile (refused, nothing written, if you did)."
+        "A merge or squash commit is signed when your git config sets commit.gpgSign. A session "
+        "started with --include-uncommitted comes in as one commit of its own changes, never the "
+        "snapshot of your uncommitted files. A session on a folder without git writes its changed "
+        "files into the folder instead, after checking you did not change them meanwhile (refused, "
+        "nothing written, if you did)."
     )
     p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
     p.add_argument("--squash", action="store_true", help="one commit instead of a merge")

@@ -221,7 +221,7 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
     env = agent_environment(options)
     settings = _runnable_agents(settings, options, env)
     if target is not None and not options.resume and not options.in_place:
-        refused = isolation_refused(target, workspace)
+        refused = isolation_refused(target, workspace, options.include_uncommitted)
         if refused is not None:  # before the session folder is made: nothing is left behind
             raise PreflightError(refused)
     session_id = options.resume or options.session_id or new_session_id()

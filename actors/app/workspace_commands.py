@@ -86,9 +86,18 @@ def apply_command(
     if where is None:
         return EXIT_REFUSED
     started_on = str(summary["user_branch"]) if summary.get("user_branch") else None
+    snapshot = str(summary["snapshot"]) if summary.get("snapshot") else None
     try:
         result = apply_session(
-            where, session_id, squash=squash, title=title, store=store, started_on=started_on, onto=onto, sign=sign
+            where,
+            session_id,
+            squash=squash,
+            title=title,
+            store=store,
+            started_on=started_on,
+            onto=onto,
+            sign=sign,
+            snapshot=snapshot,
         )
     except WorkspaceError as exc:  # ApplyRefused too: the reason nothing was done
         _say(f"not applied: {exc}")
@@ -97,9 +106,19 @@ def apply_command(
     if result.status == "up_to_date":
         print(f"{branch} is already in {result.branch}; nothing to do")
         return 0
-    how = {"fast_forward": "fast-forward", "merged": "merge commit", "squashed": "one squashed commit"}[result.status]
+    how = {
+        "fast_forward": "fast-forward",
+        "merged": "merge commit",
+        "squashed": "one squashed commit",
+        "replayed": "one commit",
+    }[result.status]
     count = len(result.files)
     print(f"applied {branch} to {result.branch} ({how} {result.commit[:10]}, {count} file{'s' * (count != 1)})")
+    if snapshot is not None:
+        print(
+            f"only the session's own changes came in: its base {snapshot[:10]}, the snapshot of your uncommitted "
+            "files, is no commit of yours; your uncommitted files, if any, stay as they are"
+        )
     kept = where_branch(branch, str(store) if store else None).split(" (")[0]
     print(f"the {kept} is kept; remove it and its checkouts with: orchestrate discard {session_id}")
     return 0

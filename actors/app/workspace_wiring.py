@@ -12,9 +12,11 @@ from pathlib import Path
 from meta_orchestrator.actors.runtime.folder_workspace import check_folder, import_folder
 from meta_orchestrator.actors.runtime.git_command import NO_DRIVERS, WorkspaceError
 from meta_orchestrator.actors.runtime.session_files import SessionFileError
+from meta_orchestrator.actors.runtime.workspace_apply import snapshot_base
 from meta_orchestrator.actors.runtime.workspaces import (
     RECORD_FILE,
     SessionRepo,
+    check_can_start,
     discard_session,
     open_session_repo,
     probe_repository,
@@ -35,12 +37,16 @@ def say_on_stderr(text: str) -> None:
     print(f"orchestrate: {text}", file=sys.stderr, flush=True)
 
 
-def isolation_refused(target: Path, workspace: Path) -> str | None:
+def isolation_refused(target: Path, workspace: Path, include_uncommitted: bool = False) -> str | None:
     """Why a new session on ``target`` can be neither a repository's branch nor an imported
-    folder, with the fix; None: it can. Read only: checked before the session folder is made."""
+    folder, with the fix; None: it can. Read only: checked before the session folder is made.
+    ``include_uncommitted``: a repository mid-merge, mid-rebase... is refused too (its
+    half-made state would become the session's base)."""
     try:
         if isinstance(probe_repository(target), str):
             check_folder(target, workspace)
+        else:
+            check_can_start(target, include_uncommitted)
     except WorkspaceError as exc:  # RepositoryRefused, ImportRefused: the fix is named
         return str(exc)
     return None
@@ -192,11 +198,20 @@ def _work_lines(repo: SessionRepo, tip: str) -> list[str]:
         )
         lines.append(f"      throw it away: orchestrate discard {sid}  (its store and checkouts; the folder stays)")
         return lines
-    lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
-    if repo.store is None:
-        lines.append(f"      or: git merge {branch}")
+    snapshot = snapshot_base(record.base, record.user_head, record.include_uncommitted)
+    if snapshot is not None:  # the base holds the user's uncommitted files: only the session's change is applied
+        lines.append(
+            f"next: orchestrate apply {sid}  (one commit on {into} of the changes since {snapshot[:10]}, "
+            "the snapshot of your uncommitted files, which stay yours)"
+        )
+        fetch = f"git fetch {repo.store} {branch}"
+        lines.append(f"      or: {fetch} && git diff --binary {snapshot[:10]} FETCH_HEAD | git apply -3")
     else:
-        lines.append(f"      or: git fetch {repo.store} {branch} && git merge FETCH_HEAD")
+        lines.append(f"next: orchestrate apply {sid}  (merges it into {into}; --squash for one commit)")
+        fetch = (
+            f"git merge {branch}" if repo.store is None else f"git fetch {repo.store} {branch} && git merge FETCH_HEAD"
+        )
+        lines.append(f"      or: {fetch}")
     lines.append(f"      throw it away: orchestrate discard {sid}  (its branches and checkouts)")
     return lines
 

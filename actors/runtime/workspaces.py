@@ -44,7 +44,9 @@ A nested repository an agent makes in its checkout (``git init`` there, or a git
 base it fills) is left out of its commits: a gitlink to a commit that exists only in that
 checkout would be of no use on the branch, and its own ``.git/config`` is the agent's. It
 stays in the checkout, which is then kept at the end (``CheckoutRecord.left_out``; the log
-and the end report name it); the base's submodules stay at the base's commits.
+and the end report name it); the base's submodules stay at the base's commits. Their folders
+hold those commits' files, read-only, taken from the user's own submodule checkouts
+(``checkout_submodules``); one the user has not checked out stays empty, and is named.
 
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
@@ -67,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from meta_orchestrator.actors.runtime import checkout_submodules as submodules
 from meta_orchestrator.actors.runtime import workspace_changes as changes
 from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER
 from meta_orchestrator.actors.runtime.git_command import (
@@ -79,11 +82,26 @@ from meta_orchestrator.actors.runtime.git_command import (
     commit_staged,
     confined_git,
 )
+from meta_orchestrator.actors.runtime.repository_state import (
+    unfinished_note,
+    unfinished_operation,
+    unfinished_refusal,
+    unmerged_files,
+    unmerged_refusal,
+)
 from meta_orchestrator.actors.runtime.session_files import private_dir, read_json, write_json_atomic
+from meta_orchestrator.actors.runtime.workspace_apply import (
+    few,
+    overlap_refusal,
+    replayed_tree,
+    snapshot_base,
+    snapshot_conflict,
+)
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.messages.workspace import (
     ApplyResult,
+    ApplyStatus,
     CheckoutKind,
     CheckoutRecord,
     DiscardResult,
@@ -209,6 +227,8 @@ class Checkout:
     branch: str | None
     base: str
     object_dirs: tuple[Path, ...]  # read through alternates
+    submodules: tuple[Path, ...] = ()  # submodule folders filled read-only (checkout_submodules)
+    note: str | None = None  # for its agent: which submodule folders are filled, which empty
 
     @property
     def writable(self) -> bool:
@@ -217,7 +237,7 @@ class Checkout:
 
     def sandbox_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(read_write, read_only)`` paths a sandbox must bind for git to work in it."""
-        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs))
+        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs), *(str(p) for p in self.submodules))
         if self.writable:
             return (str(self.path),), readable
         return (), (str(self.path), *readable)
@@ -348,6 +368,8 @@ def _open_new(
 ) -> OpenResult:
     """A new session's store, base, branch and workspace.json (see open_session_repo)."""
     git = Git(["-C", found.top], timeout_s=timeout_s)
+    if include_uncommitted:
+        _refuse_half_made(found, git)
     exclude = _workspace_inside(session_dir, found.top)
     dirty = uncommitted_files(git, exclude)
     store = store_path(session_dir)
@@ -379,7 +401,40 @@ def _open_new(
     repo = SessionRepo(record, session_dir, timeout_s, sandbox)
     repo.save()  # first, so that a kill before the branch exists resumes and makes it
     repo.resume()
-    return OpenResult(repo, _start_note(record, len(dirty)))
+    unfinished = unfinished_operation(Path(found.git_dir))
+    notes = (
+        _start_note(record, len(dirty)),
+        unfinished_note(unfinished, found.head, found.branch) if unfinished else None,
+        submodules.start_note(store_git(store, timeout_s), Path(found.top), base, timeout_s),
+    )
+    return OpenResult(repo, "; ".join(note for note in notes if note))
+
+
+def check_can_start(target: Path, include_uncommitted: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """What refuses a new session before anything is made (the launcher asks before it makes
+    the session folder): git refuses the target, or ``include_uncommitted`` would copy the
+    half-made state of a merge, rebase... into the base.
+
+    Raises:
+        RepositoryRefused: the reason, with the fix.
+    """
+    found = probe_repository(Path(target), timeout_s)
+    if include_uncommitted and isinstance(found, _Repository):
+        _refuse_half_made(found, Git(["-C", found.top], timeout_s=timeout_s))
+
+
+def _refuse_half_made(found: _Repository, git: Git) -> None:
+    """A snapshot of the user's uncommitted files must not hold an unfinished operation's state.
+
+    Raises:
+        RepositoryRefused: a merge, rebase... is unfinished, or files are unmerged.
+    """
+    unfinished = unfinished_operation(Path(found.git_dir))
+    if unfinished is not None:
+        raise RepositoryRefused(unfinished_refusal(found.top, unfinished, found.head))
+    unmerged = unmerged_files(git)
+    if unmerged:
+        raise RepositoryRefused(unmerged_refusal(found.top, unmerged))
 
 
 def _start_note(record: WorkspaceRecord, dirty: int) -> str:
@@ -388,10 +443,10 @@ def _start_note(record: WorkspaceRecord, dirty: int) -> str:
         where += f" in the session's store {record.store} (your repository gets it only at `orchestrate apply`)"
     if not dirty:
         return f"{where}; your working tree is clean"
-    files = f"{dirty} uncommitted file{'s' * (dirty != 1)} of yours"
+    files = f"{dirty} uncommitted file{'s' * (dirty != 1)} of yours {'are' if dirty != 1 else 'is'}"
     if record.include_uncommitted:
-        return f"{where}; {files} are in the session's base (your tree and index stay as they are)"
-    return f"{where}; {files} are not part of the session (--include-uncommitted takes them in)"
+        return f"{where}; {files} in the session's base (your tree and index stay as they are)"
+    return f"{where}; {files} not part of the session (--include-uncommitted takes them in)"
 
 
 def _snapshot_uncommitted(
@@ -591,6 +646,7 @@ class SessionRepo:
         else:
             git.run("checkout", "-q", "-b", branch, commit)
         _verify_checkout(git, name, commit)
+        record = _with_submodules(record, git, path, Path(self._record.repository), self._dir, self._timeout)
         self._set_checkout(record, _key(kind, name))
         return record
 
@@ -631,10 +687,13 @@ class SessionRepo:
             elif record.base != commit:
                 git = self._git_in(record)
                 _fetch_missing(git, self._store, self._user, commit, self._timeout)
+                for filled in record.submodules:  # git moves no submodule's files: they go, refilled after
+                    submodules.clear(path / filled)
                 git.run("checkout", "-q", "-f", "--detach", commit)
                 git.run("clean", "-q", "-ffdx")
                 _verify_checkout(git, name, commit)
                 record = record.model_copy(update={"base": git.out("rev-parse", "HEAD")})
+                record = _with_submodules(record, git, path, Path(self._record.repository), self._dir, self._timeout)
                 self._set_checkout(record, _key("view", name))
             return self._as_checkout(record)
 
@@ -837,6 +896,14 @@ class SessionRepo:
         return self.checkouts_left()
 
 
+def _with_submodules(
+    record: CheckoutRecord, git: Git, tree: Path, repository: Path, scratch: Path, timeout_s: float
+) -> CheckoutRecord:
+    """The record of a checkout of ``record.base`` once its submodule folders are filled."""
+    filled, empty = submodules.fill_all(git, tree, repository, record.base, scratch, timeout_s)
+    return record.model_copy(update={"submodules": filled, "empty_submodules": empty})
+
+
 def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, objects: tuple[Path, ...]) -> Checkout:
     return Checkout(
         name=record.name,
@@ -847,6 +914,8 @@ def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, ob
         branch=record.branch,
         base=record.base,
         object_dirs=objects,
+        submodules=tuple(path / name for name in record.submodules),
+        note=submodules.agent_note(record.submodules, record.empty_submodules),
     )
 
 
@@ -1142,10 +1211,7 @@ def _has_markers(path: Path) -> bool:
 
 def _remove(*paths: Path) -> None:
     for path in paths:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
+        submodules.clear(path)  # a filled submodule folder inside is read-only
 
 
 # -- orchestrate apply / discard / sessions -------------------------------------------------
@@ -1161,6 +1227,7 @@ def apply_session(
     started_on: str | None = None,
     onto: str | None = None,
     sign: bool = True,
+    snapshot: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ApplyResult:
     """Merge ``orchestrate/<session_id>`` into the user's current branch (``squash``: as one
@@ -1172,7 +1239,9 @@ def apply_session(
     store), and their branch is fast-forwarded to the merge (or squash) commit, keeping every
     other change of theirs, staged or not. Idempotent: when their branch's tree already holds
     the session's changes, nothing is done (never an empty commit). ``commit.gpgSign`` in
-    their config is honoured (``sign`` False: the commit is made unsigned).
+    their config is honoured (``sign`` False: the commit is made unsigned). ``snapshot``: the
+    session's base is this snapshot of the user's uncommitted files; only the session's own
+    changes since it come in, as one commit (``workspace_apply``).
 
     Raises:
         ApplyRefused: the reason nothing was done (and the files concerned).
@@ -1188,27 +1257,58 @@ def apply_session(
     session_tip = _apply_preconditions(reader, found, branch, store)
     into = (found.branch or "").removeprefix("refs/heads/")
     _check_onto(found, started_on, onto)
-    fork = reader.out("merge-base", found.head, session_tip)
-    tree = _apply_tree(reader, found, branch, session_tip, store) if fork not in (found.head, session_tip) else None
-    if fork == session_tip or (_makes_commit(squash, tree) and _already_in(reader, found.head, tree, session_tip)):
+    plan = _plan_apply(reader, found, branch, session_tip, store, squash, snapshot)
+    if plan is None:
         return ApplyResult(session_id=session_id, status="up_to_date", branch=into, commit=found.head)
-    touched = reader.run("diff", "--name-only", "-z", "--no-renames", found.head, tree or session_tip).fields
-    overlap = tuple(sorted(set(touched) & set(uncommitted_files(git))))
+    touched = reader.run("diff", "--name-only", "-z", "--no-renames", found.head, plan.tree or session_tip).fields
+    overlap = sorted(set(touched) & set(uncommitted_files(git)))
     if overlap:
-        raise ApplyRefused(
-            f"your uncommitted changes touch files the session changed: {', '.join(overlap)}; nothing was changed. "
-            "Commit or stash them, then apply again",
-            overlap,
-        )
+        raise ApplyRefused(overlap_refusal(overlap), tuple(overlap))
     if store is not None:
         _fetch_from_store(git, store, session_tip)
-        if tree is not None:  # again in the user's repository: the merge's trees were written in the store
-            tree = _apply_tree(git, found, branch, session_tip, store)
+        if plan.tree is not None:  # again in the user's repository: the merge's trees were written in the store
+            plan = _plan_apply(git, found, branch, session_tip, store, squash, snapshot) or plan
     signing = _signing(git, sign)
-    commit = _apply_commit(git, found, session_id, session_tip, tree, fork, squash, title, signing)
+    commit = _apply_commit(git, found, session_id, session_tip, plan, title, signing)
     git.run("merge", "-q", "--ff-only", commit)
-    status = "squashed" if squash else ("fast_forward" if commit == session_tip else "merged")
+    status = plan.status if commit != session_tip else "fast_forward"
     return ApplyResult(session_id=session_id, status=status, branch=into, commit=commit, files=tuple(touched))
+
+
+class _ApplyPlan(NamedTuple):
+    """What apply will make: ``tree`` None, a fast-forward to the session tip; else a commit
+    of that tree, a merge or one commit on HEAD (its message lists ``since``..tip)."""
+
+    tree: str | None
+    since: str
+    one_commit: bool
+    status: ApplyStatus
+
+
+def _plan_apply(
+    git: Git, found: _Repository, branch: str, session_tip: str, store: Path | None, squash: bool, snapshot: str | None
+) -> _ApplyPlan | None:
+    """What apply will make, in the repository of ``git``; None: the user's branch already
+    holds the session's changes (apply makes no empty commit).
+
+    Raises:
+        ApplyRefused: the merge would conflict.
+    """
+    into = (found.branch or "").removeprefix("refs/heads/")
+    if snapshot is not None:
+        tree, conflicts = replayed_tree(git, found.head, snapshot, session_tip)
+        if tree is None:
+            raise ApplyRefused(snapshot_conflict(branch, into, conflicts), conflicts)
+        if tree == git.out("rev-parse", f"{found.head}^{{tree}}"):
+            return None
+        return _ApplyPlan(tree, snapshot, True, "squashed" if squash else "replayed")
+    fork = git.out("merge-base", found.head, session_tip)
+    if fork == session_tip:
+        return None
+    tree = _apply_tree(git, found, branch, session_tip, store) if fork != found.head else None
+    if _makes_commit(squash, tree) and _already_in(git, found.head, tree, session_tip):
+        return None
+    return _ApplyPlan(tree, fork, squash, "squashed" if squash else "merged")
 
 
 def main_worktree_of(folder: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[Path | None, Path] | None:
@@ -1284,7 +1384,7 @@ def _apply_tree(git: Git, found: _Repository, branch: str, session_tip: str, sto
         files = tuple(dict.fromkeys(merged.fields[1:]))
         yourself = f"git merge {branch}" if store is None else f"git fetch {store} {branch} && git merge FETCH_HEAD"
         raise ApplyRefused(
-            f"merging {branch} into {into} would conflict in {', '.join(files)}; nothing was changed. "
+            f"merging {branch} into {into} would conflict in {few(files)}; nothing was changed. "
             f"Merge it yourself ({yourself}) and resolve the conflicts",
             files,
         )
@@ -1320,22 +1420,20 @@ def _apply_commit(
     found: _Repository,
     session_id: str,
     session_tip: str,
-    tree: str | None,
-    fork: str,
-    squash: bool,
+    plan: _ApplyPlan,
     title: str | None,
     signing: tuple[str, ...] = (),
 ) -> str:
     """The commit the user's branch fast-forwards to: the session tip itself, a merge commit
-    of both, or one squash commit on top of their HEAD (``signing``: ``-S``, signed).
+    of both, or one commit on top of their HEAD (``signing``: ``-S``, signed).
 
     Raises:
         ApplyRefused: signing failed; nothing was changed.
     """
-    if not squash and tree is None:
+    if not plan.one_commit and plan.tree is None:
         return session_tip
     try:
-        return _write_apply_commit(git, found, session_id, session_tip, tree, fork, squash, title, signing)
+        return _write_apply_commit(git, found, session_id, session_tip, plan, title, signing)
     except WorkspaceError as exc:
         if not signing:
             raise
@@ -1351,9 +1449,7 @@ def _write_apply_commit(
     found: _Repository,
     session_id: str,
     session_tip: str,
-    tree: str | None,
-    fork: str,
-    squash: bool,
+    plan: _ApplyPlan,
     title: str | None,
     signing: tuple[str, ...],
 ) -> str:
@@ -1362,15 +1458,15 @@ def _write_apply_commit(
     branch = session_branch(session_id)
     into = (found.branch or "").removeprefix("refs/heads/")
     trailer = f"{TRAILER_SESSION}: {session_id}"
-    if not squash:
+    if not plan.one_commit:
         message = f"Merge branch '{branch}' into {into}\n\n{trailer}"
         parents = ("-p", found.head, "-p", session_tip)
-        return git.out("commit-tree", *signing, tree or "", *parents, "-m", message, env=identity)
-    subjects = git.out("log", "--no-merges", "--format=* %s", f"{fork}..{session_tip}")
+        return git.out("commit-tree", *signing, plan.tree or "", *parents, "-m", message, env=identity)
+    subjects = git.out("log", "--no-merges", "--format=* %s", f"{plan.since}..{session_tip}")
     subject = _one_line(title, 100) if title else f"Apply session {session_id} (orchestrate)"
     message = f"{subject}\n\n{subjects}\n\n{trailer}" if subjects else f"{subject}\n\n{trailer}"
     authored = {**identity, **{k: v for k, v in TOOL_IDENTITY.items() if k.startswith("GIT_AUTHOR")}}
-    squashed = tree or f"{session_tip}^{{tree}}"
+    squashed = plan.tree or f"{session_tip}^{{tree}}"
     return git.out("commit-tree", *signing, squashed, "-p", found.head, "-m", message, env=authored)
 
 
@@ -1467,6 +1563,7 @@ def workspace_summary(session_dir: Path) -> dict[str, object] | None:
         "common_dir": record.common_dir,
         "user_branch": record.user_branch,
         "base": record.base,
+        "snapshot": snapshot_base(record.base, record.user_head, record.include_uncommitted),
         "discarded": record.discarded,
         "checkouts": left,
         "merges": len(record.merges),

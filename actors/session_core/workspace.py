@@ -16,6 +16,9 @@ class WorkspaceRules(StepBase):
         if record is None or record.phase != "preparing":
             return  # stopped (or handed over) while the checkout was made
         record = self.put(record.id, workdir=message.workdir, read_only_dirs=message.read_only_dirs)
+        if message.note:  # said in its prompt, once (start_run clears it)
+            note = " ".join(n for n in (record.fixes.note, message.note) if n)
+            record = self.put(record.id, fixes=record.fixes.model_copy(update={"note": note}))
         self.start_run(record)
 
     def on_checkout_failed(self, message: CheckoutFailed) -> None:
