@@ -384,3 +384,36 @@ def test_a_demo_session_in_an_lfs_repository_works_offline_and_applies_its_objec
     assert not design.startswith(b"version https://git-lfs")  # the content, from their own store
     assert _lfs_object(user, design).is_file()
     assert git(user, "status", "--porcelain") == ""
+
+
+# -- the config check: a tool's own writes, never an agent's -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("added", "runs"),
+    [
+        ("[lfs]\n\trepositoryformatversion = 0\n", True),
+        ('[lfs "http://127.0.0.1:9/lfs"]\n\taccess = basic\n', True),
+        ('[filter "crypt"]\n\tclean = touch {marker}\n', False),
+        ("[include]\n\tpath = {marker}.cfg\n", False),
+        ("[core]\n\tfsmonitor = touch {marker}\n", False),
+        ("[lfs]\n\trepositoryformatversion = 0\n[core]\n\tfsmonitor = touch {marker}\n", False),
+    ],
+)
+def test_the_config_check_tolerates_what_git_lfs_writes_and_nothing_that_runs(
+    tmp_path: Path, added: str, runs: bool
+) -> None:
+    user = _crypt_repo(tmp_path)
+    workspace = private_dir(tmp_path / "workspace")
+    repo = _session(workspace, user, None)
+    checkout = repo.checkout("implement")
+    marker = tmp_path / "planted-ran"
+    with (checkout.git_dir / "config").open("a") as config:
+        config.write(added.format(marker=marker))
+    (checkout.path / "x.secret").write_text("x\n")
+    if runs:
+        assert repo.commit_assignment("implement", "demo", "write") is not None
+    else:
+        with pytest.raises(WorkspaceError, match="was changed after the orchestrator wrote it"):
+            repo.commit_assignment("implement", "demo", "write")
+    assert not marker.exists()

@@ -64,6 +64,9 @@ LFS_NO_DOWNLOAD = "file:///nonexistent/orchestrate-checkouts-never-download"
 # Folders of the user's git folder a tool keeps its state in, read through the checkout's git
 # folder (git-crypt reads its key from `git rev-parse --git-dir`/git-crypt).
 _TOOL_STATE = ("git-crypt",)
+# Settings git-lfs writes into a repository's config by itself; none runs anything.
+_TOOL_WRITTEN = re.compile(r"^lfs\.(repositoryformatversion|.+\.access|.+\.locksverify)$", re.IGNORECASE)
+WRITTEN_CONFIG = "orchestrate-config"  # in a checkout's git folder: its config as the orchestrator wrote it
 _POINTER_MAX = 1024  # bytes: an LFS pointer file is smaller
 _OID = re.compile(r"^oid sha256:([0-9a-f]{64})$", re.MULTILINE)
 _POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
@@ -186,6 +189,38 @@ def write_checkout_storage(
             os.symlink(user.common_dir / name, git_dir / name)
     if user.lfs and store is not None:
         link_lfs_objects(user.lfs_objects, store / LFS_FOLDER / "objects")
+    # A copy of the config as written (the digest is taken of both): what a tool's own write is told apart from.
+    shutil.copyfile(git_dir / "config", git_dir / WRITTEN_CONFIG)
+    os.chmod(git_dir / WRITTEN_CONFIG, 0o600)
+
+
+def only_tool_writes(git_dir: Path, digest: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether a checkout's config differs from the one the orchestrator wrote (``digest``)
+    only by settings a tool writes itself and that run nothing (git-lfs's
+    ``lfs.repositoryformatversion``, ``lfs.<url>.access``...): then git may run there. Any
+    other change (a filter, an include, a hook path...) is not tolerated."""
+    written = git_dir / WRITTEN_CONFIG
+    try:
+        if hashlib.sha256(written.read_bytes()).hexdigest() != digest:
+            return False
+    except OSError:
+        return False
+    now, then = _entries(git_dir / "config", timeout_s), _entries(written, timeout_s)
+    if now is None or then is None:
+        return False
+    tolerated = [e for e in now if e not in then and _TOOL_WRITTEN.match(e.partition("\n")[0])]
+    if [e for e in now if e not in tolerated] != then:
+        return False
+    log.info("%s: settings git-lfs wrote itself, tolerated: %s", git_dir / "config", tolerated)
+    return True
+
+
+def _entries(config: Path, timeout_s: float) -> list[str] | None:
+    """A config file's entries (``key\nvalue``), its includes not followed; None: unreadable."""
+    listed = Git([], timeout_s=timeout_s, cwd=config.parent).run(
+        "config", "--file", str(config), "--no-includes", "--list", "-z", ok=(0, 1, 3, 128)
+    )
+    return listed.fields if listed.returncode in (0, 1) else None
 
 
 def link_lfs_objects(source: Path, target: Path) -> int:

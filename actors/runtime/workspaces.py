@@ -608,7 +608,7 @@ class SessionRepo:
             digest = _digest(git_dir / "config")
         except OSError as exc:
             raise WorkspaceError(f"checkout {record.name}: its git folder {git_dir} is unreadable: {exc}") from exc
-        if digest != record.config_digest:
+        if digest != record.config_digest and not storage_config.only_tool_writes(git_dir, record.config_digest):
             raise WorkspaceError(
                 f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
                 "no git command is run there (remove the checkout, or discard the session)"
