@@ -46,11 +46,16 @@ checkout would be of no use on the branch, and its own ``.git/config`` is the ag
 stays in the checkout, which is then kept at the end (``CheckoutRecord.left_out``; the log
 and the end report name it); the base's submodules stay at the base's commits.
 
+Content is stored in checkouts as in the user's repository (``storage_config``): their
+repository config's filters and line-ending settings and their ``info/attributes`` are
+written into each checkout's config before its digest is taken, and Git LFS objects are
+shared with their LFS store through the session's store (linked, never downloaded).
+
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
 ``<session>/git/checkouts/<assignment>`` and the object folders named by alternates: the
 store's ``objects``, the user's ``<common git dir>/objects`` and any alternates that folder
-names itself.
+names itself; in an LFS repository the session's LFS folder and the user's too.
 """
 
 from __future__ import annotations
