@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -80,8 +83,13 @@ def _crypt_repo(folder: Path, *, in_info: bool = False) -> Path:
     user = folder / "project"
     user.mkdir()
     git(user, "init", "-q", "-b", "main")
-    git(user, "config", "filter.crypt.clean", "base64")
-    git(user, "config", "filter.crypt.smudge", "base64 -d")
+    # As git-crypt does, the filter reads its key from the git folder git runs it for.
+    keys = user / ".git" / "git-crypt" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "default").write_text("the user's key\n")
+    with_key = 'test -f "$(git rev-parse --git-dir)/git-crypt/keys/default" && '
+    git(user, "config", "filter.crypt.clean", f"sh -c '{with_key}base64'")
+    git(user, "config", "filter.crypt.smudge", f"sh -c '{with_key}base64 -d'")
     git(user, "config", "filter.crypt.required", "true")
     if in_info:
         (user / ".git" / "info").mkdir(exist_ok=True)
@@ -417,3 +425,90 @@ def test_the_config_check_tolerates_what_git_lfs_writes_and_nothing_that_runs(
         with pytest.raises(WorkspaceError, match="was changed after the orchestrator wrote it"):
             repo.commit_assignment("implement", "demo", "write")
     assert not marker.exists()
+
+
+def test_an_lfs_store_the_user_keeps_elsewhere_is_shared_and_gets_the_new_objects(tmp_path: Path, git_lfs: str) -> None:
+    user = _lfs_repo(tmp_path)
+    elsewhere = tmp_path / "lfs-elsewhere"
+    shutil.move(user / ".git" / "lfs", elsewhere)
+    git(user, "config", "lfs.storage", str(elsewhere))
+    workspace = private_dir(tmp_path / "workspace")
+    repo = _session(workspace, user, None)
+    checkout = repo.checkout("implement")
+    assert (checkout.path / "data.bin").read_bytes() == BIG
+    (checkout.path / "more.bin").write_bytes(b"more\n" * 100)
+    repo.commit_assignment("implement", "demo", "write")
+    repo.merge_assignment("implement")
+    apply_session(user, SID, store=session_store(workspace / SID), started_on="refs/heads/main")
+    oid = hashlib.sha256(b"more\n" * 100).hexdigest()
+    assert (elsewhere / "objects" / oid[:2] / oid[2:4] / oid).is_file()
+    assert (user / "more.bin").read_bytes() == b"more\n" * 100
+    assert not (user / ".git" / "lfs" / "objects").exists()
+
+
+class _LfsServer(http.server.BaseHTTPRequestHandler):
+    """An LFS server that only counts what reaches it."""
+
+    requests: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+        self.requests.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    do_GET = do_POST  # noqa: N815
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+@pytest.fixture
+def lfs_server() -> Iterator[tuple[str, list[str]]]:
+    """A reachable LFS endpoint on 127.0.0.1 and the requests it received."""
+    _LfsServer.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LfsServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/lfs", _LfsServer.requests
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_a_checkout_never_asks_a_reachable_lfs_server_for_an_object_the_user_lacks(
+    tmp_path: Path, git_lfs: str, lfs_server: tuple[str, list[str]]
+) -> None:
+    url, requests = lfs_server
+    user = _lfs_repo(tmp_path)
+    (user / ".lfsconfig").write_text(f"[lfs]\n\turl = {url}\n")
+    git(user, "add", "-A")
+    _commit(user, "a server that answers")
+    os.utime(user / "data.bin", (1_000_000_000, 1_000_000_000))
+    git(user, "update-index", "--refresh")
+    _lfs_object(user, BIG).unlink()
+    done = subprocess.run(  # the shape: git-lfs in the user's own tree asks that server
+        ["git", "-C", str(user), "lfs", "fetch"], capture_output=True, timeout=60, check=False
+    )
+    assert requests, done.stderr
+    requests.clear()
+    workspace = private_dir(tmp_path / "workspace")
+    repo = _session(workspace, user, None)
+    checkout = repo.checkout("implement")
+    (checkout.path / ".lfsconfig").write_text(f"[lfs]\n\turl = {url}\n")  # an agent's, naming it too
+    (checkout.path / "data.bin").touch()
+    repo.commit_assignment("implement", "demo", "write")
+    repo.readonly_checkout("review", repo.tip())
+    assert (checkout.path / "data.bin").read_bytes() == _blob(user, "HEAD:data.bin")  # the pointer file
+    assert requests == []
+
+
+def test_the_snapshot_of_uncommitted_files_is_stored_through_the_user_filter(tmp_path: Path) -> None:
+    user = _crypt_repo(tmp_path)
+    (user / "draft.secret").write_text("not committed yet\n")
+    workspace = private_dir(tmp_path / "workspace")
+    opened = open_session_repo(user, private_dir(workspace / SID), SID, include_uncommitted=True)
+    assert opened.repo is not None, opened.message
+    store = session_store(workspace / SID)
+    assert _blob(store, f"{opened.repo.base}:draft.secret") == base64.b64encode(b"not committed yet\n") + b"\n"
+    checkout = opened.repo.checkout("implement")
+    assert (checkout.path / "draft.secret").read_text() == "not committed yet\n"

@@ -93,6 +93,7 @@ class UserStorage:
         objects (the session's may be symbolic links to them), their attributes file and the
         filter programs the private /tmp would hide."""
         paths = [str(self.lfs_objects)] if self.lfs_objects.is_dir() else []
+        paths += [str(self.common_dir / name) for name in _TOOL_STATE if (self.common_dir / name).is_dir()]
         attributes = dict(self.entries).get("core.attributesfile")
         paths += [attributes] if attributes and os.path.isabs(attributes) else []
         programs = [_program(command) or "" for parts in self.filters.values() for command in parts.values()]
@@ -184,14 +185,20 @@ def write_checkout_storage(
         (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
         shutil.copyfile(user.attributes, git_dir / "info" / "attributes")
         os.chmod(git_dir / "info" / "attributes", 0o600)
-    for name in _TOOL_STATE:
-        if (user.common_dir / name).is_dir() and not os.path.lexists(git_dir / name):
-            os.symlink(user.common_dir / name, git_dir / name)
+    link_tool_state(git_dir, user)
     if user.lfs and store is not None:
         link_lfs_objects(user.lfs_objects, store / LFS_FOLDER / "objects")
     # A copy of the config as written (the digest is taken of both): what a tool's own write is told apart from.
     shutil.copyfile(git_dir / "config", git_dir / WRITTEN_CONFIG)
     os.chmod(git_dir / WRITTEN_CONFIG, 0o600)
+
+
+def link_tool_state(git_dir: Path, user: UserStorage) -> None:
+    """The state a filter keeps in the user's git folder (git-crypt's keys), linked into
+    ``git_dir`` (a checkout's, the store): the filter finds it by ``git rev-parse --git-dir``."""
+    for name in _TOOL_STATE:
+        if (user.common_dir / name).is_dir() and not os.path.lexists(git_dir / name):
+            os.symlink(user.common_dir / name, git_dir / name)
 
 
 def only_tool_writes(git_dir: Path, digest: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

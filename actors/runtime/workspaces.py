@@ -416,6 +416,7 @@ def _snapshot_uncommitted(
     written into the session's store (their repository gains no object)."""
     # Stored as their repository stores it: their filters and line endings (LFS objects into the store).
     user = storage_config.read_user_storage(Path(found.git_dir), Path(found.common_dir), Path(found.top), timeout_s)
+    storage_config.link_tool_state(store, user)
     git = Git(
         ["--git-dir", str(store), "--work-tree", found.top],
         config=storage_config.as_config(user, store),
