@@ -203,13 +203,14 @@ def test_line_endings_are_stored_and_shown_as_the_user_repository_says(tmp_path:
 BIG = bytes(range(256)) * 40  # 10 KiB
 
 
-def _lfs_repo(folder: Path) -> Path:
-    """An LFS repository (``git lfs install --local``, ``*.bin`` tracked) whose remote and LFS
-    server are unreachable: nothing can be downloaded."""
+def _lfs_repo(folder: Path, scope: str = "--local") -> Path:
+    """An LFS repository (``git lfs install --local``, or in the global config as most users
+    have it: ``git lfs install``;
+    ``*.bin`` tracked) whose remote and LFS server are unreachable: nothing can be downloaded."""
     user = folder / "project"
     user.mkdir()
     git(user, "init", "-q", "-b", "main")
-    git(user, "lfs", "install", "--local")
+    git(user, "lfs", "install", *([scope] if scope != "--global" else []))
     git(user, "lfs", "track", "*.bin")
     git(user, "remote", "add", "origin", (folder / "gone.git").as_uri())
     (user / ".lfsconfig").write_text("[lfs]\n\turl = http://127.0.0.1:9/lfs\n")
@@ -226,10 +227,12 @@ def _lfs_object(user: Path, content: bytes) -> Path:
 
 
 @pytest.mark.parametrize("sandboxed", [False, True])
+@pytest.mark.parametrize("scope", ["--local", "--global"])
 def test_an_lfs_repository_shares_the_user_objects_never_downloads_and_apply_brings_the_new_ones(
-    tmp_path: Path, outside_tmp: Path, request: pytest.FixtureRequest, git_lfs: str, sandboxed: bool
+    tmp_path: Path, outside_tmp: Path, request: pytest.FixtureRequest, git_lfs: str, sandboxed: bool, scope: str
 ) -> None:
-    user = _lfs_repo(outside_tmp)
+    user = _lfs_repo(outside_tmp, scope)
+    assert ("filter.lfs.process" in git(user, "config", "--local", "--list")) == (scope == "--local")
     workspace = private_dir(tmp_path / "workspace")
     before = git_folder_bytes(user)
     repo = _session(workspace, user, _sandbox(request, workspace))
