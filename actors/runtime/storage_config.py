@@ -11,8 +11,9 @@ orchestrator's, digest-checked; a tree's ``.lfsconfig`` cannot override what it 
 
 Git LFS: the session's LFS objects live in its store, ``<store>/lfs/objects`` (git-lfs's
 place in a bare repository). The user's objects are linked there (a hard link, a symbolic
-link across file systems: never a copy) by the orchestrator, outside the sandbox, since a
-hard link cannot cross the sandbox's bind mounts. Each checkout's ``lfs.storage`` names
+link across file systems: never a copy) by the orchestrator when the session's first
+checkout is made (its base is theirs: what they fetch later is not needed), outside the
+sandbox, since a hard link cannot cross the sandbox's bind mounts. Each checkout's ``lfs.storage`` names
 that folder, so git-lfs smudges from it and cleans an agent's new file into it; ``lfs.url``
 names a path that does not exist, so a checkout never downloads (an object the user lacks
 stays a pointer file, as git-lfs leaves it, and is committed back unchanged).
@@ -66,6 +67,7 @@ LFS_NO_DOWNLOAD = "file:///nonexistent/orchestrate-checkouts-never-download"
 _TOOL_STATE = ("git-crypt",)
 # Settings git-lfs writes into a repository's config by itself; none runs anything.
 _TOOL_WRITTEN = re.compile(r"^lfs\.(repositoryformatversion|.+\.access|.+\.locksverify)$", re.IGNORECASE)
+LINKED_MARK = "orchestrate-linked"  # in the session's LFS folder: the user's objects are linked there
 WRITTEN_CONFIG = "orchestrate-config"  # in a checkout's git folder: its config as the orchestrator wrote it
 _POINTER_MAX = 1024  # bytes: an LFS pointer file is smaller
 _OID = re.compile(r"^oid sha256:([0-9a-f]{64})$", re.MULTILINE)
@@ -186,8 +188,11 @@ def write_checkout_storage(
         shutil.copyfile(user.attributes, git_dir / "info" / "attributes")
         os.chmod(git_dir / "info" / "attributes", 0o600)
     link_tool_state(git_dir, user)
-    if user.lfs and store is not None:
-        link_lfs_objects(user.lfs_objects, store / LFS_FOLDER / "objects")
+    linked = store / LFS_FOLDER / LINKED_MARK if store is not None else None
+    if user.lfs and linked is not None and not linked.exists():  # once a session: its base is the user's
+        linked.parent.mkdir(mode=0o700, exist_ok=True)
+        count = link_lfs_objects(user.lfs_objects, linked.parent / "objects")
+        linked.write_text(f"{count} LFS objects of {user.lfs_objects} linked\n")
     # A copy of the config as written (the digest is taken of both): what a tool's own write is told apart from.
     shutil.copyfile(git_dir / "config", git_dir / WRITTEN_CONFIG)
     os.chmod(git_dir / WRITTEN_CONFIG, 0o600)
@@ -234,28 +239,30 @@ def link_lfs_objects(source: Path, target: Path) -> int:
     """Link every LFS object of ``source`` that ``target`` lacks (a hard link; a symbolic link
     where a hard link is refused, e.g. across file systems). Returns how many were linked."""
     linked = 0
-    for path in _lfs_object_files(source):
-        dest = target / path.relative_to(source)
-        if os.path.lexists(dest):
-            continue
-        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            os.link(path, dest)
-        except OSError:
-            os.symlink(path, dest)
-        linked += 1
+    for relative, names in _lfs_object_folders(source):
+        folder = target / relative
+        with contextlib.suppress(FileNotFoundError):
+            names -= set(os.listdir(folder))  # one listing a folder: a second checkout costs little
+        for name in sorted(names):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                os.link(source / relative / name, folder / name)
+            except OSError:
+                os.symlink(source / relative / name, folder / name)
+            linked += 1
     return linked
 
 
-def _lfs_object_files(folder: Path) -> Iterable[Path]:
-    """The object files of an LFS objects folder (``ab/cd/<oid>``)."""
+def _lfs_object_folders(folder: Path) -> Iterable[tuple[Path, set[str]]]:
+    """The folders of an LFS objects folder (``ab/cd``), each with its object files' names."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for first in os.scandir(folder):
             if not first.is_dir() or len(first.name) != 2:
                 continue
             for second in os.scandir(first.path):
                 if second.is_dir() and len(second.name) == 2:
-                    yield from (Path(f.path) for f in os.scandir(second.path) if len(f.name) == 64)
+                    names = {f.name for f in os.scandir(second.path) if len(f.name) == 64}
+                    yield Path(first.name, second.name), names
 
 
 def check_required_filters(user: UserStorage, git: Git, commit: str) -> None:
