@@ -105,13 +105,16 @@ class UserStorage:
 def read_user_storage(git_dir: Path, common_dir: Path, top: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> UserStorage:
     """The user's storage settings, from their repository's config as git reads it there
     (includes followed, a linked worktree's own config too)."""
+    if not git_dir.is_dir():  # a linked worktree removed since the session started: its repository's
+        git_dir = common_dir
     git = Git(["--git-dir", str(git_dir)], timeout_s=timeout_s, cwd=git_dir)
     fields = git.run("config", "--list", "-z", "--show-scope", ok=(0, 1)).fields
     entries: dict[str, str] = {}
     filters: dict[str, dict[str, str]] = {}
     lfs_storage = ""
     for scope, entry in zip(fields[::2], fields[1::2], strict=False):
-        key, _, value = entry.partition("\n")
+        key, newline, value = entry.partition("\n")
+        value = value if newline else "true"  # a key without "=": a boolean, true
         lowered = key.lower()
         found = _FILTER_KEY.match(key)
         if found:
