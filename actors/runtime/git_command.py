@@ -63,8 +63,10 @@ TOOL_IDENTITY = {
 _STDERR_TAIL = 2000
 # Every git call over a tree an agent could write (an assignment's checkout, a node's
 # checkout): nothing the agent wrote may run, and git goes into no other repository. The
-# repository's own config is the orchestrator's (digest-checked); the user's global and
-# system config stay (their LFS or git-crypt filters are theirs), but nothing there that
+# repository's own config is the orchestrator's (digest-checked; it holds the storage settings
+# of the user's repository config, storage_config.py); the user's global and system config
+# stay (their LFS or git-crypt filters are theirs: an agent's .gitattributes may select what
+# the user defined, never define a driver), but nothing there that
 # starts a program by itself: hooks, the fsmonitor, a pager, a signing program. Never into
 # a nested repository or submodule: an agent's `git init` there brings its own config
 # (filters, fsmonitor), which `git status` would honour when it looks inside.

@@ -48,11 +48,16 @@ and the end report name it); the base's submodules stay at the base's commits. T
 hold those commits' files, read-only, taken from the user's own submodule checkouts
 (``checkout_submodules``); one the user has not checked out stays empty, and is named.
 
+Content is stored in checkouts as in the user's repository (``storage_config``): their
+repository config's filters and line-ending settings and their ``info/attributes`` are
+written into each checkout's config before its digest is taken, and Git LFS objects are
+shared with their LFS store through the session's store (linked, never downloaded).
+
 For a sandboxed agent (``Checkout.sandbox_paths``): read-write, its tree
 ``<session>/checkouts/<assignment>``; read-only, its git folder
 ``<session>/git/checkouts/<assignment>`` and the object folders named by alternates: the
 store's ``objects``, the user's ``<common git dir>/objects`` and any alternates that folder
-names itself.
+names itself; in an LFS repository the session's LFS folder and the user's too.
 """
 
 from __future__ import annotations
@@ -65,11 +70,12 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from meta_orchestrator.actors.runtime import checkout_submodules as submodules
+from meta_orchestrator.actors.runtime import storage_config
 from meta_orchestrator.actors.runtime import workspace_changes as changes
 from meta_orchestrator.actors.runtime.cli_state import CLI_STATE_FOLDER
 from meta_orchestrator.actors.runtime.git_command import (
@@ -229,6 +235,7 @@ class Checkout:
     object_dirs: tuple[Path, ...]  # read through alternates
     submodules: tuple[Path, ...] = ()  # submodule folders filled read-only (checkout_submodules)
     note: str | None = None  # for its agent: which submodule folders are filled, which empty
+    storage_dirs: tuple[Path, ...] = ()  # the session's LFS objects (its git-lfs reads them)
 
     @property
     def writable(self) -> bool:
@@ -237,7 +244,10 @@ class Checkout:
 
     def sandbox_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(read_write, read_only)`` paths a sandbox must bind for git to work in it."""
-        readable = (str(self.git_dir), *(str(p) for p in self.object_dirs), *(str(p) for p in self.submodules))
+        readable = (
+            str(self.git_dir),
+            *(str(p) for p in (*self.object_dirs, *self.storage_dirs, *self.submodules)),
+        )
         if self.writable:
             return (str(self.path),), readable
         return (), (str(self.path), *readable)
@@ -370,6 +380,8 @@ def _open_new(
     git = Git(["-C", found.top], timeout_s=timeout_s)
     if include_uncommitted:
         _refuse_half_made(found, git)
+    storage = storage_config.read_user_storage(Path(found.git_dir), Path(found.common_dir), Path(found.top), timeout_s)
+    storage_config.check_required_filters(storage, git, found.head)
     exclude = _workspace_inside(session_dir, found.top)
     dirty = uncommitted_files(git, exclude)
     store = store_path(session_dir)
@@ -454,8 +466,15 @@ def _snapshot_uncommitted(
 ) -> str:
     """A commit of the user's working tree on top of HEAD, through a copy of their index,
     written into the session's store (their repository gains no object)."""
+    # Stored as their repository stores it: their filters and line endings (LFS objects into the store).
+    user = storage_config.read_user_storage(Path(found.git_dir), Path(found.common_dir), Path(found.top), timeout_s)
+    storage_config.link_tool_state(store, user)
     git = Git(
-        ["--git-dir", str(store), "--work-tree", found.top], timeout_s=timeout_s, cwd=Path(found.top), private=True
+        ["--git-dir", str(store), "--work-tree", found.top],
+        config=storage_config.as_config(user, store),
+        timeout_s=timeout_s,
+        cwd=Path(found.top),
+        private=True,
     )
     tree = _tree_through_index_copy(git, Path(found.git_dir) / "index", session_dir, exclude)
     message = f"The uncommitted changes at the start of session {session_id}\n\n{TRAILER_SESSION}: {session_id}"
@@ -514,6 +533,7 @@ class SessionRepo:
         # Where the branch is: the session's store, or the user's repository (an older session).
         self._store = Path(record.store) if record.store is not None else None
         self._branch_git = store_git(self._store, timeout_s) if self._store is not None else self._user
+        self._user_storage: storage_config.UserStorage | None = None
 
     @property
     def record(self) -> WorkspaceRecord:
@@ -605,10 +625,35 @@ class SessionRepo:
             sources += [self._paths("assignment", n)[1] / "objects" for n in writing]
         return sources
 
+    def _storage(self) -> storage_config.UserStorage:
+        """How the user's repository stores content (read once: checkouts store it so)."""
+        with self._lock:
+            if self._user_storage is None:
+                record = self._record
+                self._user_storage = storage_config.read_user_storage(
+                    Path(record.git_dir), Path(record.common_dir), Path(record.repository), self._timeout
+                )
+            return self._user_storage
+
+    def _storage_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(writable, readable)`` for a confined git over a checkout: the session's LFS folder
+        (git-lfs cleans an agent's new file into it), what the user's settings name."""
+        storage = self._storage()
+        if not storage.lfs:
+            return (), storage.readable()
+        folder = storage_config.lfs_folder(self._store, storage)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # bwrap binds only what exists
+        return (str(folder),), storage.readable()
+
     def _as_checkout(self, record: CheckoutRecord) -> Checkout:
         path, git_dir = self._paths(record.kind, record.name)
         objects = _with_their_alternates(self._alternates(record.kind))
-        return _checkout(record, path, git_dir, self._record.prefix, objects)
+        checkout = _checkout(record, path, git_dir, self._record.prefix, objects)
+        storage = self._storage()
+        if storage.lfs:  # the session's LFS objects, and the user's its links may name
+            dirs = (storage_config.lfs_folder(self._store, storage), storage.lfs_objects)
+            return replace(checkout, storage_dirs=tuple(d for d in dict.fromkeys(dirs) if d.is_dir()))
+        return checkout
 
     def _git_in(self, record: CheckoutRecord, *, tree: bool = True) -> Git:
         """git for a checkout, once its config is known to be the one the orchestrator wrote.
@@ -621,13 +666,14 @@ class SessionRepo:
             digest = _digest(git_dir / "config")
         except OSError as exc:
             raise WorkspaceError(f"checkout {record.name}: its git folder {git_dir} is unreadable: {exc}") from exc
-        if digest != record.config_digest:
+        if digest != record.config_digest and not storage_config.only_tool_writes(git_dir, record.config_digest):
             raise WorkspaceError(
                 f"checkout {record.name}: {git_dir / 'config'} was changed after the orchestrator wrote it; "
                 "no git command is run there (remove the checkout, or discard the session)"
             )
         objects = self._as_checkout(record).object_dirs
-        return _checkout_git(git_dir, path if tree else None, objects, self._sandbox, self._timeout)
+        storage = self._storage_paths()
+        return _checkout_git(git_dir, path if tree else None, objects, self._sandbox, self._timeout, storage)
 
     def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
         path, git_dir = self._paths(kind, name)
@@ -635,6 +681,7 @@ class SessionRepo:
         for folder in (self._dir / _FOLDERS[kind], self._dir / GIT_FOLDER, git_dir.parent):
             private_dir(folder)
         _init_checkout(path, git_dir, self._alternates(kind), Path(self._record.common_dir), self._timeout)
+        storage_config.write_checkout_storage(git_dir, self._storage(), self._store, self._timeout)
         record = CheckoutRecord(
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
         )
@@ -972,12 +1019,18 @@ def _confinement(sandbox: OsSandbox | None, writable: tuple[str, ...], readable:
 
 
 def _checkout_git(
-    git_dir: Path, tree: Path | None, objects: tuple[Path, ...], sandbox: OsSandbox | None, timeout_s: float
+    git_dir: Path,
+    tree: Path | None,
+    objects: tuple[Path, ...],
+    sandbox: OsSandbox | None,
+    timeout_s: float,
+    storage: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
 ) -> Git:
     """git for a checkout (``tree`` None: without its working tree), hardened, and confined
-    in ``sandbox``: writable only its tree and git folder, its object folders readable."""
+    in ``sandbox``: writable only its tree and git folder (and ``storage``'s writable: the
+    session's LFS folder), its object folders and ``storage``'s readable readable."""
     writable = (str(tree), str(git_dir)) if tree is not None else (str(git_dir),)
-    confine = _confinement(sandbox, writable, tuple(str(p) for p in objects))
+    confine = _confinement(sandbox, (*writable, *storage[0]), (*(str(p) for p in objects), *storage[1]))
     if tree is not None:
         prefix = ["--git-dir", str(git_dir), "--work-tree", str(tree)]
         return Git(
@@ -1270,6 +1323,9 @@ def apply_session(
             plan = _plan_apply(git, found, branch, session_tip, store, squash, snapshot) or plan
     signing = _signing(git, sign)
     commit = _apply_commit(git, found, session_id, session_tip, plan, title, signing)
+    if store is not None:  # before their branch moves: git-lfs smudges the session's files from their store
+        user = storage_config.read_user_storage(Path(found.git_dir), Path(found.common_dir), Path(found.top))
+        storage_config.bring_lfs_objects(git, user, store, commit, touched)
     git.run("merge", "-q", "--ff-only", commit)
     status = plan.status if commit != session_tip else "fast_forward"
     return ApplyResult(session_id=session_id, status=status, branch=into, commit=commit, files=tuple(touched))
