@@ -9,7 +9,7 @@ Limits are graduated (the rules: ``runtime.limit_rules``): a warning at ``warn_f
 limit, then the limit's action (warn, pause the group, stop the group). Every action is a
 ``LimitExceeded`` fact with the figures; the coordinator decides what the session does next. A
 breach is acted on in the sample that shows it, so within about one interval. Budgets (cost,
-tokens) come from the agents' own usage reports (``EventRecorded`` result events) and pause
+tokens) come from the agents' own usage reports (``EventsRecorded`` result events) and pause
 the session.
 """
 
@@ -58,14 +58,12 @@ from meta_orchestrator.messages.resources import (
     WatchWorkers,
 )
 from meta_orchestrator.messages.worker import (
-    EventRecorded,
     EventsRecorded,
     GetWorkerState,
     PauseWorker,
     ResumeWorker,
     StopWorker,
     WorkerStateChanged,
-    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -187,8 +185,8 @@ class ResourceMonitor(pykka.ThreadingActor):
                 return self._sample()
             case WorkerStateChanged():
                 return self._on_worker_state(message)
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case WatchWorkers():
