@@ -1,7 +1,7 @@
 """ResourceMonitor actor: samples every agent's process tree, enforces the limits, keeps budgets.
 
 A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
-running agent's whole tree (the CLI and every descendant, ``runtime.tree_sampler``) and the
+running agent's whole tree (the CLI and every descendant, ``runtime.process_tree``) and the
 machine, publishes ``ResourcesSampled`` and appends it to the session's ``resources.jsonl``
 (rotated to ``resources.1.jsonl`` after ``history_samples``).
 
@@ -40,12 +40,7 @@ from meta_orchestrator.actors.runtime.limit_rules import (
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
-from meta_orchestrator.actors.runtime.tree_sampler import (
-    RemoteTreeSampler,
-    TreeSampler,
-    machine_sample,
-    prime_machine,
-)
+from meta_orchestrator.actors.runtime.tree_sampler import TreeSource, machine_sample, prime_machine, tree_reader
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -78,7 +73,7 @@ class _Run:
 
     assignment_id: str | None
     clock: RunClock
-    tree: TreeSampler | RemoteTreeSampler
+    tree: TreeSource
     status: str = "running"
     last_output: float = 0.0
     silent_at_pause: float = 0.0
@@ -212,9 +207,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 assignment_id=snap.assignment_id,
                 clock=RunClock(started=now),
                 # A remote run's tree is on its node: the samples that come with its lines.
-                tree=TreeSampler(snap.pid)
-                if snap.remote_sample is None
-                else RemoteTreeSampler(snap.pid, snap.remote_sample, snap.node),
+                tree=tree_reader(snap.pid, snap.remote_sample, snap.node),
                 last_output=now,
             )
         if snap.status == "paused" and not run.clock.paused:
