@@ -17,7 +17,7 @@ from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
 from meta_orchestrator.messages.session import RoleFallbackRecord, SessionEnded, SessionStateChanged
 from meta_orchestrator.messages.events import Event
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
 
 ALWAYS_SHOWN = {"milestone", "blocker", "finding", "review", "error", "task"}
 RESET = "\033[0m"
@@ -49,8 +49,8 @@ class ConsoleView(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case WorkerStateChanged():

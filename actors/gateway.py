@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +39,6 @@ from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.runtime.supervision import report_crash_of
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import Message, utc_now
-from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.frames import (
     AckData,
     AckFrame,
@@ -79,7 +77,7 @@ from meta_orchestrator.messages.session import (
     SessionSnapshot,
     SessionStateChanged,
 )
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerSnapshot, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from meta_orchestrator.webui.app import DashboardLink, DashboardView, create_app, describe
 from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
 from meta_orchestrator.webui.outboxes import Outboxes
@@ -205,10 +203,8 @@ class Gateway(pykka.ThreadingActor):
 
     def on_receive(self, message: object) -> object:
         match message:
-            case EventRecorded():
-                return self._on_events((message.event,), (message.line,))
             case EventsRecorded():
-                return self._on_events(message.events, message.lines or (None,) * len(message.events))
+                return self._on_events(message)
             case WorkerStateChanged():
                 return self._on_worker_state_changed(message)
             case SessionStateChanged():
@@ -229,15 +225,15 @@ class Gateway(pykka.ThreadingActor):
 
     # -- facts --
 
-    def _on_events(self, events: Sequence[Event], lines: Sequence[str | None]) -> None:
+    def _on_events(self, message: EventsRecorded) -> None:
         """Number and keep each event; offer the batch to every browser as one queue item.
 
         The data of an ``event`` frame is the line already written to ``<agent>.jsonl``
-        (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream.
+        (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream
+        (or here, for a batch read back from disk without its lines).
         """
         frames = []
-        for event, line in zip(events, lines, strict=True):
-            data = line or event.model_dump_json(exclude_none=True)
+        for event, data in zip(message.events, message.jsonl_lines(), strict=True):
             if len(data) > MAX_FRAME_EVENT:
                 raw = event.raw or ""
                 cut = EventData(**event.model_dump(exclude={"raw"}), raw=raw[:RAW_KEPT], raw_cut=len(raw))
@@ -248,8 +244,6 @@ class Gateway(pykka.ThreadingActor):
             frame = f'{{"type":"event","seq":{self._seq},"data":{data}}}'  # encode_frame, inlined: hot
             self._frames.append(self._seq, frame)
             frames.append(frame)
-        if not frames:
-            return
         self._clients.offer_all(frames[0] if len(frames) == 1 else batch(frames))
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionFileError
 from meta_orchestrator.messages.base import utc_now
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
+from meta_orchestrator.messages.worker import EventsRecorded
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class HistoryRecorder(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded() | EventsRecorded():
+            case EventsRecorded():
                 return None  # on disk in <agent>.jsonl already
             case BaseModel() if self._writer is not None:
                 seq = self._writer.seq + 1

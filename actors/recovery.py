@@ -1,6 +1,6 @@
 """Recovery actor: classifies a failed (or refused) run and plans what to do about it.
 
-It listens to the workers' ``EventRecorded`` (keeping each agent's recent error, blocker and
+It listens to the workers' ``EventsRecorded`` (keeping each agent's recent error, blocker and
 launch events) and answers the coordinator's ``RecoveryRequested`` with ``RecoveryPlanned``:
 relaunch with corrected flags, retry after a jittered back-off, or escalate with advice.
 Retries are bounded per agent and per class, so no failure can loop. It never starts or
@@ -26,7 +26,7 @@ from meta_orchestrator.config.settings import RecoverySettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.recovery import RecoveryAction, RecoveryPlanned, RecoveryRequested
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded, WorkerStateChanged, events_in
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class Recovery(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case RecoveryRequested():

@@ -1,7 +1,7 @@
 """ResourceMonitor actor: samples every agent's process tree, enforces the limits, keeps budgets.
 
 A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
-running agent's whole tree (the CLI and every descendant, ``runtime.tree_sampler``) and the
+running agent's whole tree (the CLI and every descendant, ``runtime.process_tree``) and the
 machine, publishes ``ResourcesSampled`` and appends it to the session's ``resources.jsonl``
 (rotated to ``resources.1.jsonl`` after ``history_samples``).
 
@@ -9,7 +9,7 @@ Limits are graduated (the rules: ``runtime.limit_rules``): a warning at ``warn_f
 limit, then the limit's action (warn, pause the group, stop the group). Every action is a
 ``LimitExceeded`` fact with the figures; the coordinator decides what the session does next. A
 breach is acted on in the sample that shows it, so within about one interval. Budgets (cost,
-tokens) come from the agents' own usage reports (``EventRecorded`` result events) and pause
+tokens) come from the agents' own usage reports (``EventsRecorded`` result events) and pause
 the session.
 """
 
@@ -40,12 +40,7 @@ from meta_orchestrator.actors.runtime.limit_rules import (
 from meta_orchestrator.actors.runtime.run_clock import RunClock
 from meta_orchestrator.actors.runtime.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.runtime.supervision import report_crash_of, tell_all
-from meta_orchestrator.actors.runtime.tree_sampler import (
-    RemoteTreeSampler,
-    TreeSampler,
-    machine_sample,
-    prime_machine,
-)
+from meta_orchestrator.actors.runtime.tree_sampler import TreeSource, machine_sample, prime_machine, tree_reader
 from meta_orchestrator.config.settings import LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
@@ -58,14 +53,12 @@ from meta_orchestrator.messages.resources import (
     WatchWorkers,
 )
 from meta_orchestrator.messages.worker import (
-    EventRecorded,
     EventsRecorded,
     GetWorkerState,
     PauseWorker,
     ResumeWorker,
     StopWorker,
     WorkerStateChanged,
-    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +73,7 @@ class _Run:
 
     assignment_id: str | None
     clock: RunClock
-    tree: TreeSampler | RemoteTreeSampler
+    tree: TreeSource
     status: str = "running"
     last_output: float = 0.0
     silent_at_pause: float = 0.0
@@ -187,8 +180,8 @@ class ResourceMonitor(pykka.ThreadingActor):
                 return self._sample()
             case WorkerStateChanged():
                 return self._on_worker_state(message)
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case WatchWorkers():
@@ -214,9 +207,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 assignment_id=snap.assignment_id,
                 clock=RunClock(started=now),
                 # A remote run's tree is on its node: the samples that come with its lines.
-                tree=TreeSampler(snap.pid)
-                if snap.remote_sample is None
-                else RemoteTreeSampler(snap.pid, snap.remote_sample, snap.node),
+                tree=tree_reader(snap.pid, snap.remote_sample, snap.node),
                 last_output=now,
             )
         if snap.status == "paused" and not run.clock.paused:

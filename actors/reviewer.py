@@ -1,6 +1,6 @@
 """Reviewer actor (review engine): triggers, review requests, peers' verdicts, the decision.
 
-It listens to the workers' ``EventRecorded`` (milestone markers, blockers, review requests)
+It listens to the workers' ``EventsRecorded`` (milestone markers, blockers, review requests)
 and the coordinator's ``SessionStateChanged`` (the task and its assignments), and takes
 ``RequestReview`` from the coordinator (end of a phase, the user). Triggers for the same
 assignment within ``debounce_s`` make one review; reviews per assignment are capped.
@@ -62,12 +62,10 @@ from meta_orchestrator.messages.session import (
 )
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
-    EventRecorded,
     EventsRecorded,
     StartAssignment,
     StopWorker,
     WorkerStateChanged,
-    events_in,
 )
 
 log = logging.getLogger(__name__)
@@ -189,8 +187,8 @@ class Reviewer(pykka.ThreadingActor):
                 return self._on_timed_out(message)
             case CheckReviewers():
                 return self._on_check(message)
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case WorkerStateChanged() | SessionEnded():

@@ -60,13 +60,11 @@ from meta_orchestrator.messages.sandbox import (
 )
 from meta_orchestrator.messages.session import AskQuestion, Question, QuestionAnswered
 from meta_orchestrator.messages.worker import (
-    EventRecorded,
     EventsRecorded,
     PauseWorker,
     ResumeWorker,
     StopWorker,
     WorkerStateChanged,
-    events_in,
 )
 import contextlib
 
@@ -254,8 +252,8 @@ class SandboxGuard(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case EventRecorded() | EventsRecorded():
-                for event in events_in(message):
+            case EventsRecorded():
+                for event in message.events:
                     self._on_event(event)
                 return None
             case ApprovalRequested():

@@ -481,7 +481,7 @@ FRAME_OF: dict[type[BaseModel], tuple[str, Callable[[Any], Frozen]]] = {
 }
 """Facts whose frames are kept in ``SnapshotData.recent``, except those of ``STATE_FRAMES``
 (``session_ended``, ``changes``): the latest of those is state, a field of the snapshot.
-``EventRecorded``/``EventsRecorded``, ``WorkerStateChanged`` and ``SessionStateChanged`` carry
+``EventsRecorded``, ``WorkerStateChanged`` and ``SessionStateChanged`` carry
 their snapshot as it is (``EventData``, ``WorkerSnapshot``, ``SessionSnapshot``)."""
 
 

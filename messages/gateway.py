@@ -1,6 +1,6 @@
 """Gateway conversations: browser sockets <-> Gateway, and what the browser may ask for.
 
-The gateway is a listener: it is *told* ``EventRecorded``, ``WorkerStateChanged``,
+The gateway is a listener: it is *told* ``EventsRecorded``, ``WorkerStateChanged``,
 ``SessionStateChanged``, ``SessionEnded`` and the facts listed in ``messages.frames.FRAME_OF``.
 Its own vocabulary is here:
 

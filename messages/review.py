@@ -1,6 +1,6 @@
 """Peer reviews: Coordinator/Reviewer triggers, the peers' verdicts and the policy's decision.
 
-Flow: the Reviewer hears ``EventRecorded`` (milestone markers, blockers, review requests)
+Flow: the Reviewer hears ``EventsRecorded`` (milestone markers, blockers, review requests)
 and ``RequestReview`` (the coordinator at the end of a phase, the user), asks the peers in
 read-only mode, and tells the Coordinator ``ReviewCompleted`` with the decision.
 """

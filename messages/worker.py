@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from meta_orchestrator.messages.base import AgentName, Frozen, Message
 from meta_orchestrator.messages.events import Event
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 AssignmentMode = Literal["write", "read_only"]
 # waiting: a remote run waits for a free agent slot on the cluster (no process yet).
@@ -93,26 +93,27 @@ class WorkerSnapshot(Frozen):
     remote_sample: Any = Field(default=None, exclude=True)
 
 
-class EventRecorded(Message):
-    """Worker -> listeners: this event is appended and flushed to ``<agent>.jsonl``."""
+class EventsRecorded(Message):
+    """Worker -> listeners: these events (one or more, in order: one read of the CLI's output)
+    are appended and flushed to ``<agent>.jsonl``. One message per batch keeps a flood cheap
+    to pass on; a single event is a batch of one."""
 
-    event: Event
-    line: str | None = Field(
-        default=None, description="the event as written to the .jsonl; serialised once, reused by whoever forwards it"
+    events: tuple[Event, ...] = Field(min_length=1)
+    lines: tuple[str, ...] = Field(
+        default=(),
+        description="each event as written to the .jsonl, serialised once and reused by whoever forwards it"
+        " (empty: not at hand, e.g. read back from disk)",
     )
 
+    @model_validator(mode="after")
+    def _one_line_per_event(self) -> EventsRecorded:
+        if self.lines and len(self.lines) != len(self.events):
+            raise ValueError(f"{len(self.lines)} lines for {len(self.events)} events")
+        return self
 
-class EventsRecorded(Message):
-    """Worker -> listeners: these events (in order, one read of the CLI's output) are appended
-    and flushed to their .jsonl. One message per batch keeps a flood cheap to pass on."""
-
-    events: tuple[Event, ...]
-    lines: tuple[str, ...] = Field(default=(), description="each event as written to the .jsonl")
-
-
-def events_in(message: EventRecorded | EventsRecorded) -> tuple[Event, ...]:
-    """The events a worker's fact carries, one or a batch, in order."""
-    return (message.event,) if isinstance(message, EventRecorded) else message.events
+    def jsonl_lines(self) -> tuple[str, ...]:
+        """Each event as its ``.jsonl`` line: the worker's own, or serialised here when absent."""
+        return self.lines or tuple(event.model_dump_json(exclude_none=True) for event in self.events)
 
 
 class WorkerStateChanged(Message):

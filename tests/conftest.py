@@ -11,13 +11,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pykka
 import pytest
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.worker import EventsRecorded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO = (sys.executable, "-m", "meta_orchestrator.actors.demo")
@@ -37,6 +39,14 @@ def wait_for(
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One event of a worker's ``EventsRecorded``: the probe splits each batch into these,
+    since a test waits on one event, not on how a read happened to group them."""
+
+    event: Event
+
+
 class Probe(pykka.ThreadingActor):
     """A collaborator that records every message it is told; tests wait on them by kind."""
 
@@ -48,7 +58,7 @@ class Probe(pykka.ThreadingActor):
         if isinstance(message, EventsRecorded):
             # Workers publish a read's events as one batch; tests wait on single events.
             for event in message.events:
-                self.received.put(EventRecorded(event=event))
+                self.received.put(RecordedEvent(event))
             return None
         self.received.put(message)
         return None

@@ -38,7 +38,8 @@ from meta_orchestrator.actors.sandbox.launch_path import launch_path
 from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from tests.conftest import RecordedEvent
 
 CLAUDE_INIT = json.dumps({"type": "system", "subtype": "init", "session_id": "s-1", "model": "m", "cwd": "/x"})
 CLAUDE_RESULT = json.dumps(
@@ -245,7 +246,7 @@ def test_an_agent_plants_nothing_in_the_users_cli_state_and_only_tokens_flow_bac
     said = [
         m.event.payload.text
         for m in probe.drain()
-        if isinstance(m, EventRecorded) and m.event.payload.kind == "credentials"
+        if isinstance(m, RecordedEvent) and m.event.payload.kind == "credentials"
     ]
     assert len(said) == 1 and "claudeAiOauth.helper" in said[0] and "apiKeyHelper" in said[0], said
     assert "touch" not in said[0]  # names only, never values

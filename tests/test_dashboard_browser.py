@@ -25,7 +25,7 @@ from meta_orchestrator.messages.review import (
     ReviewTrigger,
 )
 from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, SessionStateChanged
-from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 from tests.test_gateway import event, session_snapshot, start_gateway, worker_snapshot
 
@@ -178,14 +178,16 @@ def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
         agent, kind, text = lines[n % len(lines)]
         seqs[agent] += 1
         ref.tell(
-            EventRecorded(
-                event=event(
-                    agent,
-                    seqs[agent],
-                    f"{text} ({n})",
-                    kind,
-                    at=n * 2,
-                    progress=min(100, n * 2) if kind == "progress" else None,
+            EventsRecorded(
+                events=(
+                    event(
+                        agent,
+                        seqs[agent],
+                        f"{text} ({n})",
+                        kind,
+                        at=n * 2,
+                        progress=min(100, n * 2) if kind == "progress" else None,
+                    ),
                 )
             )
         )
@@ -260,7 +262,7 @@ def _shows_the_fed_state(page: Any, claude: Any) -> None:
 
 def _follows_live_events(page: Any, ref: Any) -> None:
     # Events arrive live; the log is windowed, not one DOM row per event.
-    ref.tell(EventRecorded(event=event("codex", 500, "a fresh event from codex", "milestone", at=500)))
+    ref.tell(EventsRecorded(events=(event("codex", 500, "a fresh event from codex", "milestone", at=500),)))
     page.locator("#log .row", has_text="a fresh event from codex").wait_for(timeout=5_000)
     assert page.locator("#log .row").count() < 60
     page.select_option("#filter-agent", "codex")
@@ -274,7 +276,7 @@ def _follows_live_events(page: Any, ref: Any) -> None:
 
     # Thousands of events: the page keeps up and the DOM holds only the visible window.
     for i in range(1, 3001):
-        ref.tell(EventRecorded(event=event("gemini", 1000 + i, f"bulk event {i}", at=600 + i)))
+        ref.tell(EventsRecorded(events=(event("gemini", 1000 + i, f"bulk event {i}", at=600 + i),)))
         if i % 500 == 0:  # in bursts the page can follow (a faster flood gets a snapshot)
             page.locator("#log .row", has_text=f"bulk event {i}").wait_for(timeout=15_000)
     assert page.locator("#log .row").count() < 80

@@ -28,7 +28,7 @@ from meta_orchestrator.messages.session import (
     SessionSnapshot,
     SessionStateChanged,
 )
-from meta_orchestrator.messages.worker import EventRecorded, WorkerSnapshot, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 
 TOKEN = "test-token-5f2c"
@@ -450,6 +450,6 @@ def test_stop_frees_the_port(tmp_path: Path) -> None:
 def test_events_told_to_the_gateway_are_counted(tmp_path: Path) -> None:
     ref, _ = start_gateway(tmp_path, events_kept=5)
     for i in range(1, 21):
-        ref.tell(EventRecorded(event=event("claude", i)))
+        ref.tell(EventsRecorded(events=(event("claude", i),)))
     stats = wait_for(lambda: (s := ref.ask(GetGatewayStats(), timeout=2)).events_seen == 20 and s)
     assert stats.events_kept == 5 and stats.seq == 20

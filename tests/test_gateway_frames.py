@@ -99,14 +99,14 @@ def test_the_snapshot_of_a_gateway_validates(tmp_path: Path) -> None:
     import simple_websocket
 
     from meta_orchestrator.messages.session import SessionStateChanged
-    from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
+    from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
     from tests.test_gateway import TOKEN, event, session_snapshot, start_gateway, worker_snapshot
 
     ref, address = start_gateway(tmp_path)
     try:
         ref.tell(SessionStateChanged(snapshot=session_snapshot()))
         ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude")))
-        ref.tell(EventRecorded(event=event("claude", 1, "x" * 300_000)))  # cut for the browser
+        ref.tell(EventsRecorded(events=(event("claude", 1, "x" * 300_000),)))  # cut for the browser
         for fact in FACTS:
             ref.tell(fact)
         client = simple_websocket.Client.connect(

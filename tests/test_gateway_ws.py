@@ -21,7 +21,7 @@ from wsproto.events import Event as WsEvent
 from meta_orchestrator.messages.frames import FRAME
 from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayStats
 from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, SessionStateChanged
-from meta_orchestrator.messages.worker import EventRecorded, WorkerStateChanged
+from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 from tests.test_gateway import (
     TOKEN,
@@ -214,7 +214,7 @@ def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
     ref.tell(SessionStateChanged(snapshot=session_snapshot()))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude")))
     for i in range(1, 4):
-        ref.tell(EventRecorded(event=event("claude", i, f"before {i}")))
+        ref.tell(EventsRecorded(events=(event("claude", i, f"before {i}"),)))
     wait_for(lambda: stats(ref).seq == 5)
 
     client = connect(address)
@@ -225,7 +225,7 @@ def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
     assert [w["agent"] for w in data["workers"]] == ["claude"]
     assert [e["payload"]["text"] for e in data["events"]] == ["before 1", "before 2", "before 3"]
 
-    ref.tell(EventRecorded(event=event("codex", 1, "after")))
+    ref.tell(EventsRecorded(events=(event("codex", 1, "after"),)))
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("codex", "paused")))
     frames = [receive(client), receive(client)]
     assert [(f["type"], f["seq"]) for f in frames] == [("event", 6), ("worker", 7)]
@@ -268,13 +268,13 @@ def test_reconnect_with_since_loses_nothing(tmp_path: Path) -> None:
     client = connect(address)
     snapshot = receive(client)
     for i in range(1, 11):
-        ref.tell(EventRecorded(event=event("gemini", i)))
+        ref.tell(EventsRecorded(events=(event("gemini", i),)))
     frames = receive_until(client, lambda f: f["seq"] == 10)
     last_seen = frames[-1]["seq"]
     client.close()
 
     for i in range(11, 61):  # while the browser is away
-        ref.tell(EventRecorded(event=event("gemini", i)))
+        ref.tell(EventsRecorded(events=(event("gemini", i),)))
     wait_for(lambda: stats(ref).seq == 60 and not stats(ref).clients)
 
     again = connect(address, since=last_seen, epoch=snapshot["data"]["epoch"])
@@ -292,7 +292,7 @@ def test_reconnect_too_late_or_to_another_gateway_gets_a_snapshot(tmp_path: Path
     epoch = receive(client)["data"]["epoch"]
     client.close()
     for i in range(1, 101):
-        ref.tell(EventRecorded(event=event("claude", i)))
+        ref.tell(EventsRecorded(events=(event("claude", i),)))
     wait_for(lambda: stats(ref).seq == 100)
     late = connect(address, since=5, epoch=epoch)  # frames 6.. are gone from the ring
     frame = receive(late)
@@ -350,7 +350,7 @@ def test_a_dead_client_is_dropped(tmp_path: Path) -> None:
     client.sock.shutdown(socket.SHUT_RDWR)  # vanishes without a close frame
     client.sock.close()
     for i in range(1, 20):
-        ref.tell(EventRecorded(event=event("claude", i)))
+        ref.tell(EventsRecorded(events=(event("claude", i),)))
     wait_for(lambda: not stats(ref).clients, message="the dead client to be dropped")
 
 
@@ -377,7 +377,7 @@ def test_a_client_that_never_reads_does_not_slow_the_gateway(tmp_path: Path) -> 
     text = "x" * 1000  # 20 MB in all: far more than the stalled socket's buffers hold
     started = time.monotonic()
     for i in range(1, 20_001):
-        ref.tell(EventRecorded(event=event("claude", i, text)))
+        ref.tell(EventsRecorded(events=(event("claude", i, text),)))
     peak = 0
     while (current := stats(ref)).events_seen < 20_000:
         peak = max([peak] + [c.queued for c in current.clients])
@@ -412,7 +412,7 @@ def test_a_client_stuck_for_too_long_is_dropped(tmp_path: Path) -> None:
     while not stats(ref).clients_dropped:
         for _ in range(500):
             i += 1
-            ref.tell(EventRecorded(event=event("claude", i, text)))
+            ref.tell(EventsRecorded(events=(event("claude", i, text),)))
         assert time.monotonic() < deadline, "the stuck client was never dropped"
         time.sleep(0.1)
     assert not stats(ref).clients

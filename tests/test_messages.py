@@ -6,7 +6,7 @@ import pydantic
 import pytest
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.session import Plan
-from meta_orchestrator.messages.worker import StartAssignment
+from meta_orchestrator.messages.worker import EventsRecorded, StartAssignment
 
 
 def test_a_bad_event_names_the_bad_fields():
@@ -22,6 +22,18 @@ def test_messages_are_frozen_and_reject_unknown_fields():
         event.type = "error"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="extra_field"):
         StartAssignment(assignment_id="a", prompt="p", extra_field=1)
+
+
+def test_events_recorded_is_one_or_more_events_with_their_lines_or_none():
+    one, two = Event(type="milestone", agent="claude", seq=1), Event(type="progress", agent="claude", seq=2)
+    with pytest.raises(pydantic.ValidationError, match="at least 1"):
+        EventsRecorded(events=())
+    with pytest.raises(pydantic.ValidationError, match="1 lines for 2 events"):
+        EventsRecorded(events=(one, two), lines=("{}",))
+    # Without its lines (read back from disk), each event's .jsonl line is serialised on demand.
+    batch = EventsRecorded(events=(one, two))
+    assert [Event.model_validate_json(line) for line in batch.jsonl_lines()] == [one, two]
+    assert EventsRecorded(events=(one,), lines=("as written",)).jsonl_lines() == ("as written",)
 
 
 def test_a_plan_with_a_cycle_or_a_missing_dependency_is_refused():

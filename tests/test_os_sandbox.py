@@ -32,14 +32,13 @@ from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, San
 from meta_orchestrator.messages.resources import ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
-    EventRecorded,
     PauseWorker,
     ResumeWorker,
     StartAssignment,
     StopWorker,
     WorkerStateChanged,
 )
-from tests.conftest import wait_for
+from tests.conftest import RecordedEvent, wait_for
 from tests.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
 import contextlib
 
@@ -198,7 +197,7 @@ def test_pause_resume_and_a_polite_stop_reach_every_process_inside(tmp_path, pro
     worker = rig.worker(probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     leader = _running_leader(probe)
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     inside = _inside(leader.pid)
     assert len(inside) == 3
     assert len({os.getpgid(p.pid) for p in inside}) == 2  # one escaped the group
@@ -219,7 +218,7 @@ def test_an_unhandled_sigterm_reports_the_signal_and_a_stubborn_cli_is_killed(tm
     rig = Rig(tmp_path, bwrap)
     polite = rig.worker(probe, rig.script(f"import time\nprint({CLAUDE_INIT!r}, flush=True)\ntime.sleep(60)\n"))
     polite.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     polite.tell(StopWorker(reason="test"))
     assert probe.expect(AssignmentFinished, timeout=15).returncode == -signal.SIGTERM  # not bwrap's 143
     polite.stop()
@@ -233,7 +232,7 @@ def test_an_unhandled_sigterm_reports_the_signal_and_a_stubborn_cli_is_killed(tm
         stop_grace_s=0.5,
     )
     stubborn.tell(StartAssignment(assignment_id="a2", prompt="go", reply_to=probe.ref))
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     stubborn.tell(StopWorker(reason="test"))
     assert probe.expect(AssignmentFinished, timeout=15).returncode == -signal.SIGKILL
 
@@ -255,7 +254,7 @@ def test_what_a_finished_cli_leaves_running_inside_is_ended(tmp_path, probe, bwr
     worker = rig.worker(probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     leader = _running_leader(probe)
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     inside = _inside(leader.pid)
     assert len(inside) == 3
     (rig.target / "go").write_text("")

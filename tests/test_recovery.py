@@ -12,7 +12,7 @@ from meta_orchestrator.actors.runtime.error_patterns import Evidence, classify_r
 from meta_orchestrator.config.settings import RecoverySettings, load_settings
 from meta_orchestrator.messages.events import Event, EventPayload
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, RunOutcome
+from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded, RunOutcome
 
 # (cli, a real line from reference §1.5/§1.6, §2.1/§2.5/§2.6, §3.1/§3.3-§3.6, exit code, class)
 REAL_MESSAGES = [
@@ -248,12 +248,14 @@ def test_missing_cli_escalates_with_the_npm_package(recovery, probe):
 
 def test_folder_refusal_relaunches_with_the_lifting_flag_once(recovery, probe):
     ref = recovery()
-    launch = EventRecorded(
-        event=Event(
-            type="status",
-            agent="codex",
-            assignment_id="implement",
-            payload=EventPayload(kind="launch", text="starting codex: codex exec --json -C /r prompt"),
+    launch = EventsRecorded(
+        events=(
+            Event(
+                type="status",
+                agent="codex",
+                assignment_id="implement",
+                payload=EventPayload(kind="launch", text="starting codex: codex exec --json -C /r prompt"),
+            ),
         )
     )
     ref.tell(launch)
@@ -305,9 +307,14 @@ def test_errors_recorded_by_the_worker_are_evidence(recovery, probe):
         ("Failed to authenticate. API Error: 401 bad key", "api_error", "error"),
     ):
         ref.tell(
-            EventRecorded(
-                event=Event(
-                    type=type_, agent="claude", assignment_id="implement", payload=EventPayload(kind=kind, text=text)
+            EventsRecorded(
+                events=(
+                    Event(
+                        type=type_,
+                        agent="claude",
+                        assignment_id="implement",
+                        payload=EventPayload(kind=kind, text=text),
+                    ),
                 )
             )
         )

@@ -22,9 +22,9 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded, GetWorkerState, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded, GetWorkerState, StartAssignment
 
-from tests.conftest import wait_for
+from tests.conftest import RecordedEvent, wait_for
 
 INTERVAL = 0.25
 PROMPT = "Session: t\nAssignment: implement\nRole: implementer\nTask: Add a /health endpoint\n"
@@ -94,7 +94,7 @@ def test_memory_hog_is_stopped_within_about_one_interval(tmp_path, probe, demo_e
     reports = [
         m.event
         for m in probe.drain()
-        if isinstance(m, EventRecorded)
+        if isinstance(m, RecordedEvent)
         and "holding" in (m.event.payload.text or "")
         and m.event.timestamp <= fact.sent_at
     ]
@@ -330,8 +330,8 @@ def test_a_restarted_monitor_counts_what_was_spent_before_its_crash(tmp_path, pr
     monitor = ResourceMonitor.start(
         settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers={"claude": probe.ref}
     )
-    monitor.tell(EventRecorded(event=before))  # told again after the restart: not counted twice
-    monitor.tell(EventRecorded(event=result(2, 0.4)))
-    monitor.tell(EventRecorded(event=result(3, 0.2)))
+    monitor.tell(EventsRecorded(events=(before,)))  # told again after the restart: not counted twice
+    monitor.tell(EventsRecorded(events=(result(2, 0.4),)))
+    monitor.tell(EventsRecorded(events=(result(3, 0.2),)))
     fact = probe.expect(LimitExceeded, timeout=5, where=lambda m: m.limit == "cost_budget")
     assert fact.action == "pause_session" and fact.observed == pytest.approx(1.1)

@@ -22,7 +22,7 @@ from meta_orchestrator.config.settings import RecoverySettings, load_settings
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested
 from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, GetSessionState
-from meta_orchestrator.messages.worker import AssignmentFinished, EventRecorded
+from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded
 from tests.conftest import wait_for
 
 FAST = {
@@ -363,7 +363,9 @@ def test_real_cli_errors_are_classified(real_rig, probe, status, cause, action):
     ref = Recovery.start(settings=RecoverySettings(), target=real_rig.work, listeners=())
     for seq, d in enumerate(res.drafts, 1):
         ref.tell(
-            EventRecorded(event=Event(type=d.type, agent=real_rig.cli, payload=d.payload, seq=seq, assignment_id="a1"))
+            EventsRecorded(
+                events=(Event(type=d.type, agent=real_rig.cli, payload=d.payload, seq=seq, assignment_id="a1"),)
+            )
         )
     tail = tuple(res.run.stderr_text.splitlines()[-20:])
     ref.tell(

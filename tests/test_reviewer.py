@@ -16,7 +16,7 @@ from meta_orchestrator.messages.events import Event, EventPayload
 from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewTrigger
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
-    EventRecorded,
+    EventsRecorded,
     RunOutcome,
     StartAssignment,
 )
@@ -97,14 +97,16 @@ def _gate(assignment: str = "design", agent: str = "gemini") -> RequestReview:
 
 def _marker(
     type_: str, assignment: str = "design", agent: str = "gemini", kind: str = "marker", seq: int = 5
-) -> EventRecorded:
-    return EventRecorded(
-        event=Event(
-            type=type_,
-            agent=agent,
-            assignment_id=assignment,
-            seq=seq,
-            payload=EventPayload(kind=kind, text=f"{type_} text"),
+) -> EventsRecorded:
+    return EventsRecorded(
+        events=(
+            Event(
+                type=type_,
+                agent=agent,
+                assignment_id=assignment,
+                seq=seq,
+                payload=EventPayload(kind=kind, text=f"{type_} text"),
+            ),
         )
     )
 

@@ -21,7 +21,7 @@ from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.supervision import ActorCrashed, ActorRestarted, SupervisionFailed
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
-    EventRecorded,
+    EventsRecorded,
     PauseWorker,
     StartAssignment,
     WorkerStateChanged,
@@ -235,7 +235,7 @@ def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_for
             )
             armed.set()
             pykka.ActorRegistry.get_by_class(Reviewer)[0].tell(
-                EventRecorded(event=Event(type="progress", agent="claude"))
+                EventsRecorded(events=(Event(type="progress", agent="claude"),))
             )
 
         threading.Thread(target=later, daemon=True).start()

@@ -18,14 +18,13 @@ from meta_orchestrator.actors.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
-    EventRecorded,
     PauseWorker,
     ResumeWorker,
     StartAssignment,
     StopWorker,
     WorkerStateChanged,
 )
-from tests.conftest import wait_for
+from tests.conftest import RecordedEvent, wait_for
 
 
 def _script(tmp_path: Path, body: str) -> str:
@@ -122,7 +121,7 @@ def test_pause_and_resume_stop_and_continue_the_whole_group(tmp_path, probe):
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     state = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
-    event = probe.expect(EventRecorded, where=lambda m: (m.event.payload.text or "").startswith("child"))
+    event = probe.expect(RecordedEvent, where=lambda m: (m.event.payload.text or "").startswith("child"))
     leader = psutil.Process(state.snapshot.pid)
     child = psutil.Process(int(event.event.payload.text.split()[1]))
     assert worker.ask(PauseWorker(), timeout=5)
@@ -156,7 +155,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path, probe):
     )
     worker = _worker(tmp_path, probe, command, stop_grace_s=0.5)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     worker.tell(StopWorker(reason="test"))
     finished = probe.expect(AssignmentFinished, timeout=15)
     assert finished.returncode == -signal.SIGKILL
@@ -175,7 +174,7 @@ def test_children_left_behind_by_a_finished_cli_are_ended(tmp_path, probe):
     )
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
-    event = probe.expect(EventRecorded, where=lambda m: (m.event.payload.text or "").startswith("child"))
+    event = probe.expect(RecordedEvent, where=lambda m: (m.event.payload.text or "").startswith("child"))
     child_pid = int(event.event.payload.text.split()[1])
     finished = probe.expect(AssignmentFinished, timeout=15)
     assert finished.returncode == 0
@@ -203,7 +202,7 @@ def test_stopping_the_actor_ends_the_cli_and_records_its_last_lines(tmp_path, pr
     worker = _worker(tmp_path, probe, command)
     worker.tell(StartAssignment(assignment_id="a1", prompt="go", reply_to=probe.ref))
     state = probe.expect(WorkerStateChanged, where=lambda m: m.snapshot.status == "running")
-    probe.expect(EventRecorded, where=lambda m: m.event.payload.kind == "init")
+    probe.expect(RecordedEvent, where=lambda m: m.event.payload.kind == "init")
     worker.stop(timeout=15)
     assert not psutil.pid_exists(state.snapshot.pid)
     records = read_jsonl(tmp_path / "session" / "claude.jsonl").records

@@ -80,8 +80,9 @@ def follow(session_dir: Path, out: TextIO, backlog: int = 20, poll_s: float = 0.
     state_mtime = -1.0
     state: dict[str, Any] = {}
     try:
-        earlier = [r for tail in tails for r in tail.last(backlog)]
-        view.ask(EventsRecorded(events=tuple(_events(earlier)[-backlog:])), timeout=ASK_TIMEOUT_S)
+        earlier = _events([r for tail in tails for r in tail.last(backlog)])[-backlog:]
+        if earlier:
+            view.ask(EventsRecorded(events=tuple(earlier)), timeout=ASK_TIMEOUT_S)
         while True:
             try:
                 mtime = (session_dir / "state.json").stat().st_mtime

@@ -20,7 +20,7 @@ from meta_orchestrator.actors.runtime.session_files import JsonlWriter, SessionF
 from meta_orchestrator.actors.runtime.supervision import tell_all
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
-from meta_orchestrator.messages.worker import EventRecorded, EventsRecorded
+from meta_orchestrator.messages.worker import EventsRecorded
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,7 @@ class EventRecorder:
             return exc
         self.recorded += len(self._unpublished)
         batch, self._unpublished = self._unpublished, []
-        if len(batch) == 1:
-            fact: EventRecorded | EventsRecorded = EventRecorded(event=batch[0][0], line=batch[0][1])
-        else:
-            fact = EventsRecorded(events=tuple(e for e, _ in batch), lines=tuple(li for _, li in batch))
-        tell_all(self._listeners, fact)
+        tell_all(self._listeners, EventsRecorded(events=tuple(e for e, _ in batch), lines=tuple(li for _, li in batch)))
         return None
 
 

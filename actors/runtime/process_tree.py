@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class TreeFigures:
-    """A tree at one instant. ``None``: not readable (AccessDenied)."""
+    """A tree at one instant. ``None``: a member's figure could not be read (AccessDenied)."""
 
     processes: int
     pids: tuple[int, ...]  # the root first
@@ -77,44 +80,41 @@ def _tmpfs_devices(pid: str) -> set[str]:
 
 
 class TreeReader:
-    """Reads the tree under one root process, again and again."""
+    """Reads the tree under one root process, again and again: the one reader of a tree, for
+    the resource monitor on this machine and for a cluster node's run host alike, so a tree
+    counts the same wherever it runs.
+
+    Each figure stands alone: a process whose memory or file descriptors this process may not
+    read (``AccessDenied``: another user's, or a setuid program's) still counts as a process
+    and makes only that figure unknown (``None``); its CPU adds what can be read.
+    """
 
     def __init__(self, root_pid: int) -> None:
-        self._root_pid = root_pid
+        self.pid = root_pid
         self._procs: dict[int, psutil.Process] = {}
 
     def read(self) -> TreeFigures | None:
         """The tree now; ``None`` once the root is gone."""
-        try:
-            root = self._procs.get(self._root_pid) or psutil.Process(self._root_pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+        members = self._members()
+        if members is None:
             return None
-        except psutil.AccessDenied:
-            members = [self._procs.get(self._root_pid) or psutil.Process(self._root_pid)]
         alive: dict[int, psutil.Process] = {}
         cpu = 0.0
         rss: int | None = 0
         fds: int | None = 0
         for member in members:
-            known = self._procs.get(member.pid)
-            primed = known is not None and known.is_running()
-            proc = known if known is not None and primed else member
-            if not primed:
-                with contextlib.suppress(psutil.Error):
-                    proc.cpu_percent(None)  # primes it; its figure counts from the next read
+            proc, primed = self._known(member)
             try:
                 with proc.oneshot():
-                    if proc.status() == psutil.STATUS_ZOMBIE:
+                    if _readable(proc.status) == psutil.STATUS_ZOMBIE:
                         continue
-                    if primed:
-                        cpu += proc.cpu_percent(None)
-                    rss = None if rss is None else rss + proc.memory_info().rss
-                    fds = None if fds is None else fds + proc.num_fds()
+                    cpu += (_readable(proc.cpu_percent, None) or 0.0) if primed else 0.0
+                    memory = _readable(proc.memory_info)
+                    rss = None if rss is None or memory is None else rss + memory.rss
+                    open_fds = _readable(proc.num_fds)
+                    fds = None if fds is None or open_fds is None else fds + open_fds
             except psutil.NoSuchProcess:
-                continue
-            except psutil.AccessDenied:
-                rss = fds = None
+                continue  # ended between the listing and its reading
             alive[proc.pid] = proc
         self._procs = alive
         return TreeFigures(
@@ -125,3 +125,34 @@ class TreeReader:
             open_files=fds,
             tmpfs_bytes=private_tmpfs_bytes(alive),
         )
+
+    def _members(self) -> list[psutil.Process] | None:
+        """The root and every descendant; the root alone when its children cannot be listed."""
+        try:
+            root = self._procs.get(self.pid) or psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return None
+        try:
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return None  # exited between the worker's report and this reading
+        except psutil.AccessDenied:
+            return [root]
+
+    def _known(self, member: psutil.Process) -> tuple[psutil.Process, bool]:
+        """The object kept from the last reading (its CPU counts), or the new one, primed now:
+        the first ``cpu_percent`` of a process is a meaningless 0.0."""
+        known = self._procs.get(member.pid)
+        if known is not None and known.is_running():
+            return known, True
+        with contextlib.suppress(psutil.Error):
+            member.cpu_percent(None)
+        return member, False
+
+
+def _readable(read: Callable[..., T], *args: object) -> T | None:
+    """One figure of a process, or ``None`` when this process may not read it."""
+    try:
+        return read(*args)
+    except psutil.AccessDenied:
+        return None
