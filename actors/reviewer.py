@@ -297,6 +297,7 @@ class Reviewer(pykka.ThreadingActor):
     def _on_allowed(self, key: str) -> None:
         pending = self._pending.get(key)
         if pending is not None and pending.asked and not self._closed:
+            pending.reply_to.append(self._decisions_to)  # the session now waits for its decision
             self._begin(key)
 
     def _begin(self, key: str) -> None:
