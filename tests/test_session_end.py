@@ -324,3 +324,15 @@ def test_a_question_asked_once_the_session_ends_gets_its_default_at_once():
     (told,) = book.answers_to_askers()
     assert (told.answer, told.approve, told.expired) == ("no", False, True)
     assert not book.snapshot.questions and not book.timers()
+
+
+def test_an_answer_after_the_end_changes_nothing():
+    book = Playbook()
+    book.start_with_plan(DESIGN, BUILD)
+    book.finish("design")
+    book.review("design", "PAUSE_AND_CLARIFY")  # pauses and asks q-r1
+    book.send(ControlRequested(action="stop", source="signal"))
+    assert book.ended().status == "stopped"
+    book.send(AnswerGiven(question_id="q-r1", answer="go on with v2", source="dashboard"))
+    assert book.reply() is False and not book.started() and not book.snapshot.notes
+    assert book.snapshot.status == "stopped"

@@ -71,7 +71,8 @@ class QuestionRules(StepBase):
         """True when the answer matched an open question."""
         found = self.resolve(message.question_id, message.answer, message.approve, expired=False, by=message.source)
         if not found:
-            self.log("warning", f"answer to {message.question_id} ignored: no such open question")
+            why = f"the session ended ({self.snap.status})" if self.terminal else "no such open question"
+            self.log("warning", f"answer to {message.question_id} ignored: {why}")
         return found
 
     def on_expire(self, message: ExpireQuestion) -> None:
