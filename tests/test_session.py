@@ -15,9 +15,10 @@ import psutil
 import pykka
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import RunOptions, run, start, stop_all
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
+from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from tests.conftest import PROJECT_ROOT, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
 
 
@@ -121,6 +122,41 @@ def test_a_review_due_when_the_last_assignment_ends_is_answered_before_the_end(t
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "still running after shutdown" not in logged
     assert "did not stop within" not in logged
+
+
+def test_a_stop_during_a_review_stops_its_peers_and_nothing_starts_after_it(tmp_path, demo_env, caplog):
+    """Stop while a phase-end review waits on a peer that never answers: the session ends
+    stopped at once (not after the review's time limit), the reviewer ends that peer's CLI,
+    no review starts after the end, and shutdown leaves no actor and no process."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_PEER_REVIEW"] = "hang"
+    caplog.set_level("INFO")
+    started: list = []
+    running = start(
+        _settings(tmp_path, **{"review.reviewer_timeout_s": 300}),
+        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        started,
+    )
+    try:
+        wait_for(
+            lambda: running.coordinator.ask(GetSessionState(), timeout=5).status == "reviewing",
+            timeout=60,
+            message="design's review under way",
+        )
+        wait_for(lambda: list(running.session_dir.glob("reviews/*/claude.jsonl")), timeout=30, message="claude asked")
+        asked = time.monotonic()
+        running.coordinator.tell(ControlRequested(action="stop", source="test"))
+        ended = running.ended.get(timeout=60)
+    finally:
+        stop_all(started)
+    assert time.monotonic() - asked < 60  # the hanging peer did not hold the end
+    assert ended.status == "stopped"
+    assert not pykka.ActorRegistry.get_all()
+    assert not _left_running(tmp_path)
+    state = json.loads((running.session_dir / "state.json").read_text())
+    for request in running.session_dir.glob("reviews/*/request.json"):
+        assert json.loads(request.read_text())["created_at"] <= state["ended_at"], request.parent.name
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "still running after shutdown" not in logged and "did not stop within" not in logged
 
 
 def test_invalid_plan_is_retried_with_the_error(tmp_path, demo_env):
