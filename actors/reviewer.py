@@ -3,7 +3,11 @@
 It listens to the workers' ``EventsRecorded`` (milestone markers, blockers, review requests)
 and the coordinator's ``SessionStateChanged`` (the task and its assignments), and takes
 ``RequestReview`` from the coordinator (end of a phase, the user). Triggers for the same
-assignment within ``debounce_s`` make one review; reviews per assignment are capped.
+assignment within ``debounce_s`` make one review; reviews per assignment are capped. A review
+the events ask for starts only on the coordinator's ``ReviewAllowed`` (asked with
+``ReviewWanted``): the session's rules alone decide that the session ends, so no review starts
+after that. Once the session has ended, nothing starts, and the peers still at work are
+stopped and waited for.
 
 Peers answer through their own Worker actors, started by a factory the wiring passes in
 (this module imports no other actor), in read-only mode, recording to
@@ -48,11 +52,13 @@ from meta_orchestrator.messages.review import (
     CheckReviewers,
     RequestReview,
     ReviewAnswer,
+    ReviewAllowed,
     ReviewCompleted,
     ReviewDue,
     ReviewerTimedOut,
     ReviewStarted,
     ReviewTrigger,
+    ReviewWanted,
 )
 from meta_orchestrator.messages.session import (
     TERMINAL_STATUSES,
@@ -73,6 +79,7 @@ log = logging.getLogger(__name__)
 StartReviewWorker = Callable[[AgentName, Path], pykka.ActorRef[Any]]
 CHECK_EVERY_S = 1.0
 BACKSTOP_GRACE_S = 30.0  # past the worker's own limit, which normally ends a slow peer
+STOP_WAIT_S = 30.0  # a peer's worker ends its CLI within its stop grace; this bounds the wait
 
 
 @dataclass(kw_only=True)
@@ -83,6 +90,7 @@ class _Pending:
     reply_to: list[Any] = field(default_factory=list)
     gate: bool = False
     timer: threading.Timer | None = None
+    asked: bool = False  # the coordinator was asked whether it may start (ReviewWanted)
 
     def merge(self, trigger: ReviewTrigger, reply_to: Any, gate: bool) -> None:
         self.triggers.append(trigger)
@@ -159,13 +167,24 @@ class Reviewer(pykka.ThreadingActor):
         self._closed = False
 
     def on_stop(self) -> None:
+        self._close("the orchestrator is stopping")
+
+    def _close(self, why: str) -> None:
+        """The session ended: no review starts from now on, and the peers still at work are
+        stopped and waited for (their CLIs ended and reaped) before this returns."""
+        if self._closed:
+            return
         self._closed = True
         for pending in self._pending.values():
             pending.cancel_timers()
+        self._pending.clear()
         for review in list(self._running.values()):
+            del self._running[review.review_id]
             review.cancel_timers()
             for ref in review.workers.values():
-                _stop_quietly(ref)
+                _stop_and_wait(ref)
+            self._drop_view(review)
+            log.info("review %s stopped: %s", review.review_id, why)
 
     # -- switchboard --------------------------------------------------------------------------
 
@@ -183,6 +202,8 @@ class Reviewer(pykka.ThreadingActor):
                 return self._on_answer(message)
             case ReviewDue():
                 return self._on_due(message.key)
+            case ReviewAllowed():
+                return self._on_allowed(message.key)
             case ReviewerTimedOut():
                 return self._on_timed_out(message)
             case CheckReviewers():
@@ -191,7 +212,9 @@ class Reviewer(pykka.ThreadingActor):
                 for event in message.events:
                     self._on_event(event)
                 return None
-            case WorkerStateChanged() | SessionEnded():
+            case SessionEnded():
+                return self._close(f"the session ended ({message.status})")
+            case WorkerStateChanged():
                 return None  # heard as a listener; nothing to do
         return super().on_receive(message)
 
@@ -201,9 +224,7 @@ class Reviewer(pykka.ThreadingActor):
         self._snapshot = snapshot
         self._task = snapshot.task or self._task
         if snapshot.status in TERMINAL_STATUSES:
-            for pending in self._pending.values():
-                pending.cancel_timers()
-            self._pending.clear()
+            self._close(f"the session ended ({snapshot.status})")
 
     def _on_event(self, event: Event) -> None:
         if event.assignment_id is None or event.assignment_id.startswith("@"):
@@ -226,6 +247,9 @@ class Reviewer(pykka.ThreadingActor):
     def _on_request(self, message: RequestReview) -> None:
         trigger = message.trigger
         reply_to = message.reply_to or self._decisions_to
+        if self._closed:  # in flight when the session ended: its decision would change nothing
+            log.info("review of %s not started: the session has ended", trigger.assignment_id or "the session")
+            return
         if not self._settings.enabled:
             skipped = skipped_review(
                 self._next_id(trigger.assignment_id),
@@ -253,36 +277,63 @@ class Reviewer(pykka.ThreadingActor):
             pending.timer = _timer(self._settings.debounce_s, self.actor_ref, ReviewDue(key=key))
 
     def _on_due(self, key: str) -> None:
-        pending = self._pending.pop(key, None)
+        """The triggers for ``key`` may start a review: at once when the coordinator asked for it,
+        else once the coordinator allows it (only it knows whether the session goes on)."""
+        pending = self._pending.get(key)
         if pending is None or self._closed:
             return
-        pending.cancel_timers()
+        if pending.reply_to or self._decisions_to is None:
+            self._begin(key)
+            return
+        if pending.asked or self._past_cap(key, pending):
+            return
+        pending.asked = True
         first = pending.triggers[0]
-        assignment_id = first.assignment_id
         author = next((t.agent for t in pending.triggers if t.agent), None)
-        if self._snapshot is not None and self._snapshot.status in TERMINAL_STATUSES and not pending.reply_to:
+        _tell(self._decisions_to, ReviewWanted(key=key, assignment_id=first.assignment_id, author=author))
+
+    def _on_allowed(self, key: str) -> None:
+        pending = self._pending.get(key)
+        if pending is not None and pending.asked and not self._closed:
+            pending.reply_to.append(self._decisions_to)  # the session now waits for its decision
+            self._begin(key)
+
+    def _begin(self, key: str) -> None:
+        pending = self._pending.pop(key)
+        pending.cancel_timers()
+        if self._past_cap(key, pending):
             return
-        if assignment_id and self._rounds[assignment_id] >= self._settings.max_rounds:
-            reason = (
-                f"{self._rounds[assignment_id]} review round(s) of {assignment_id} done: "
-                f"review.max_rounds = {self._settings.max_rounds} reached"
-            )
-            log.info("review skipped: %s", reason)
-            if pending.gate or pending.reply_to:
-                skipped = skipped_review(
-                    self._next_id(assignment_id),
-                    pending.triggers,
-                    author,
-                    pending.gate,
-                    reason,
-                    f"{reason}; not reviewed again, so not an approval",
-                    self._rounds[assignment_id],
-                )
-                self._tell_decision(skipped, pending.reply_to)
-            return
+        assignment_id = pending.triggers[0].assignment_id
+        author = next((t.agent for t in pending.triggers if t.agent), None)
         if assignment_id:
             self._rounds[assignment_id] += 1
         self._start_review(key, pending, assignment_id, author)
+
+    def _past_cap(self, key: str, pending: _Pending) -> bool:
+        """True (and the triggers dropped, told as skipped to whoever waits) past ``max_rounds``."""
+        assignment_id = pending.triggers[0].assignment_id
+        if not assignment_id or self._rounds[assignment_id] < self._settings.max_rounds:
+            return False
+        self._pending.pop(key, None)
+        pending.cancel_timers()
+        reason = (
+            f"{self._rounds[assignment_id]} review round(s) of {assignment_id} done: "
+            f"review.max_rounds = {self._settings.max_rounds} reached"
+        )
+        log.info("review skipped: %s", reason)
+        if pending.gate or pending.reply_to:
+            author = next((t.agent for t in pending.triggers if t.agent), None)
+            skipped = skipped_review(
+                self._next_id(assignment_id),
+                pending.triggers,
+                author,
+                pending.gate,
+                reason,
+                f"{reason}; not reviewed again, so not an approval",
+                self._rounds[assignment_id],
+            )
+            self._tell_decision(skipped, pending.reply_to)
+        return True
 
     # -- one review ------------------------------------------------------------------------------
 
@@ -535,6 +586,16 @@ def _timer(delay: float, ref: pykka.ActorRef[Any], messages: Any) -> threading.T
 def _tell(ref: Any, message: Any) -> None:
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
+
+
+def _stop_and_wait(ref: pykka.ActorRef[Any]) -> None:
+    """Stop a peer's worker and wait until it has ended its CLI (and reaped it)."""
+    try:
+        ref.stop(block=True, timeout=STOP_WAIT_S)
+    except pykka.ActorDeadError:
+        pass
+    except pykka.Timeout:
+        log.error("a review worker did not stop within %.0fs", STOP_WAIT_S)
 
 
 def _stop_quietly(ref: pykka.ActorRef[Any] | None) -> None:

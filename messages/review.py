@@ -2,7 +2,9 @@
 
 Flow: the Reviewer hears ``EventsRecorded`` (milestone markers, blockers, review requests)
 and ``RequestReview`` (the coordinator at the end of a phase, the user), asks the peers in
-read-only mode, and tells the Coordinator ``ReviewCompleted`` with the decision.
+read-only mode, and tells the Coordinator ``ReviewCompleted`` with the decision. A review
+the events ask for waits for the Coordinator's ``ReviewAllowed`` (``ReviewWanted``), so that
+none starts once the session's end is decided.
 """
 
 from __future__ import annotations
@@ -152,3 +154,21 @@ class CheckReviewers(Message):
     """Reviewer's timer -> Reviewer: is every asked peer's worker still alive?"""
 
     review_id: str
+
+
+class ReviewWanted(Message):
+    """Reviewer -> Coordinator: the triggers gathered for ``key`` (an agent's events) are due.
+
+    The review starts only on the coordinator's ``ReviewAllowed``: the session's rules are the
+    one place that knows whether the session still goes on, so no review races its end.
+    """
+
+    key: str
+    assignment_id: str | None = None
+    author: AgentName | None = None
+
+
+class ReviewAllowed(Message):
+    """Coordinator -> Reviewer: the review wanted for ``key`` may start (the session goes on)."""
+
+    key: str

@@ -13,14 +13,22 @@ import meta_orchestrator.actors.reviewer as reviewer_module
 from meta_orchestrator.actors.reviewer import Reviewer
 from meta_orchestrator.config.settings import ReviewSettings
 from meta_orchestrator.messages.events import Event, EventPayload
-from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewTrigger
+from meta_orchestrator.messages.review import (
+    RequestReview,
+    ReviewAllowed,
+    ReviewCompleted,
+    ReviewDue,
+    ReviewTrigger,
+    ReviewWanted,
+)
+from meta_orchestrator.messages.session import SessionEnded
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
     EventsRecorded,
     RunOutcome,
     StartAssignment,
 )
-from tests.conftest import ProbeHandle
+from tests.conftest import ProbeHandle, wait_for
 
 VERDICT = '[demo] verdict:\n```json\n{{"verdict": "{v}", "summary": "{v} from {a}", "findings": []}}\n```'
 
@@ -67,10 +75,13 @@ def rig(tmp_path: Path, probe: ProbeHandle):
         scripts: dict[str, str] = {"gemini": "approve", "codex": "approve", "claude": "approve"}
         seen: list[StartAssignment] = []
         started: list[tuple[str, Path]] = []
+        peers: list[pykka.ActorRef[Any]] = []
 
         def factory(self, agent: str, events_path: Path) -> pykka.ActorRef[Any]:
             self.started.append((agent, events_path))
-            return FakePeer.start(agent, self.scripts[agent], self.seen)
+            ref = FakePeer.start(agent, self.scripts[agent], self.seen)
+            self.peers.append(ref)
+            return ref
 
         def start(self, agents=("gemini", "codex", "claude"), **settings: Any):
             base = {"debounce_s": 0.2, **settings}
@@ -87,8 +98,10 @@ def rig(tmp_path: Path, probe: ProbeHandle):
             )
 
     r = Rig()
-    r.seen, r.started = [], []
-    return r
+    r.seen, r.started, r.peers = [], [], []
+    yield r
+    for ref in r.peers:
+        ref.stop()
 
 
 def _gate(assignment: str = "design", agent: str = "gemini") -> RequestReview:
@@ -200,6 +213,9 @@ def test_blocker_and_denials(rig, probe):
     ref = rig.start(debounce_s=0.1)
     ref.tell(_marker("blocker", kind="denial"))  # Recovery's business, not a review
     ref.tell(_marker("blocker"))  # the agent says it is stuck: a review
+    wanted = probe.expect(ReviewWanted)  # the coordinator says whether the session still goes on
+    assert (wanted.assignment_id, wanted.author) == ("design", "gemini") and not rig.seen
+    ref.tell(ReviewAllowed(key=wanted.key))
     done = probe.expect(ReviewCompleted)
     assert [t.kind for t in done.triggers] == ["blocker"] and not done.gate
 
@@ -226,3 +242,44 @@ def test_user_review_without_an_assignment_asks_every_agent(rig, probe):
     done = probe.expect(ReviewCompleted)
     assert sorted(a.agent for a in done.answers) == ["claude", "codex", "gemini"]
     assert done.review_id.endswith("session")
+
+
+def _ended() -> SessionEnded:
+    return SessionEnded(session_id="s1", status="completed", exit_code=0, summary="done")
+
+
+def test_an_event_review_starts_only_when_the_coordinator_allows_it(rig, probe):
+    ref = rig.start(debounce_s=0)
+    ref.tell(_marker("milestone"))
+    ref.tell(_marker("milestone", seq=6))  # merged: the coordinator is asked once
+    wanted = probe.expect(ReviewWanted)
+    ref.ask(ReviewDue(key="nothing"))  # everything told before has been handled
+    assert not rig.seen and not [m for m in probe.drain() if isinstance(m, ReviewWanted)]
+    ref.tell(ReviewAllowed(key=wanted.key))
+    done = probe.expect(ReviewCompleted)
+    assert [t.event_seq for t in done.triggers] == [5, 6] and len(rig.seen) == 2
+
+
+def test_nothing_starts_after_the_session_ended(rig, probe):
+    """A start in flight when the session ended (the coordinator's allowance, a request, an
+    agent's last milestone) is refused: no peer is started."""
+    ref = rig.start(debounce_s=0)
+    ref.tell(_marker("milestone"))
+    wanted = probe.expect(ReviewWanted)
+    ref.tell(_ended())
+    ref.tell(ReviewAllowed(key=wanted.key))
+    ref.tell(_gate())
+    ref.tell(_marker("milestone", assignment="build", seq=9))
+    ref.ask(ReviewDue(key=wanted.key))
+    assert not rig.started and not rig.seen
+    assert not [m for m in probe.drain() if isinstance(m, (ReviewWanted, ReviewCompleted))]
+
+
+def test_peers_still_at_work_when_the_session_ends_are_stopped_and_waited_for(rig, probe):
+    rig.scripts = {**rig.scripts, "codex": "silent", "claude": "silent"}
+    ref = rig.start(agents=("gemini", "codex", "claude"))
+    ref.tell(_gate())
+    wait_for(lambda: len(rig.seen) == 2, timeout=10, message="both peers asked")
+    ref.ask(_ended())  # returns once the reviewer has handled the end
+    assert rig.peers and not any(peer.is_alive() for peer in rig.peers)
+    ref.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,11 +12,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pykka
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import RunOptions, run, start, stop_all
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
+from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from tests.conftest import PROJECT_ROOT, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
 
 
@@ -74,6 +77,86 @@ def test_demo_session_runs_to_completion_and_records_everything(tmp_path, demo_e
     assert shares["claude"]["busy_s"] > 0
     assert by_id["implement"]["cost_usd"] is not None  # claude reports cost in its result
     assert (session / "orchestrator.log").exists() or True  # written by the launcher's logging
+
+
+def _left_running(tmp_path: Path) -> list[str]:
+    """Processes of ours still alive: this test's children, and agents working under tmp_path."""
+    ours = {p.pid: p for p in psutil.Process().children(recursive=True)}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError, ValueError):
+            if "ORCHESTRATE_SESSION_ID" in proc.environ() and Path(proc.cwd()).is_relative_to(tmp_path):
+                ours[proc.pid] = proc
+    alive = []
+    for proc in ours.values():
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+    return alive
+
+
+def test_a_review_due_when_the_last_assignment_ends_is_answered_before_the_end(tmp_path, demo_env, caplog):
+    """The race of issue 22, made certain: the last assignment's milestone review is due
+    while it runs (debounce 0, a milestone early in its run) and one peer never answers (the
+    review's time limit ends it), so the review is still at work when the assignment ends.
+    The session completes only once the review has answered; nothing is left running, and
+    shutdown finds no actor to force."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX_WORK"] = "shell_script"
+    demo_env["ORCHESTRATE_DEMO_MILESTONE_FILES"] = "docs/REVIEW.md"
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_GEMINI_PEER_REVIEW"] = "hang"
+    caplog.set_level("INFO")
+    overrides = {"review.debounce_s": 0, "review.phase_end_roles": [], "review.reviewer_timeout_s": 8}
+    code, session = _run_demo(tmp_path, demo_env, **overrides)
+    assert not pykka.ActorRegistry.get_all()
+    assert not _left_running(tmp_path)
+    state = json.loads((session / "state.json").read_text())
+    assert code == 0 and state["status"] == "completed", state["summary"]
+    last = next(a for a in state["assignments"] if a["id"] == "review")
+    (review,) = [d for d in state["decisions"] if d.get("kind") == "review" and d["assignment_id"] == "review"]
+    assert review["sent_at"] > last["finished_at"]  # the review outlived the assignment: the race
+    assert review["decided_at"] <= state["ended_at"]  # ... and the end waited for its answer
+    assert review["applied"] == "warning logged; continued"
+    assert {a["agent"]: a["verdict"] for a in review["answers"]} == {"gemini": "concern", "claude": "approve"}
+    # Every review that started has its decision: none was cut short by the end.
+    for request in session.glob("reviews/*/request.json"):
+        assert (request.parent / "decision.json").exists(), request.parent.name
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "still running after shutdown" not in logged
+    assert "did not stop within" not in logged
+
+
+def test_a_stop_during_a_review_stops_its_peers_and_nothing_starts_after_it(tmp_path, demo_env, caplog):
+    """Stop while a phase-end review waits on a peer that never answers: the session ends
+    stopped at once (not after the review's time limit), the reviewer ends that peer's CLI,
+    no review starts after the end, and shutdown leaves no actor and no process."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_PEER_REVIEW"] = "hang"
+    caplog.set_level("INFO")
+    started: list = []
+    running = start(
+        _settings(tmp_path, **{"review.reviewer_timeout_s": 300}),
+        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        started,
+    )
+    try:
+        wait_for(
+            lambda: running.coordinator.ask(GetSessionState(), timeout=5).status == "reviewing",
+            timeout=60,
+            message="design's review under way",
+        )
+        wait_for(lambda: list(running.session_dir.glob("reviews/*/claude.jsonl")), timeout=30, message="claude asked")
+        asked = time.monotonic()
+        running.coordinator.tell(ControlRequested(action="stop", source="test"))
+        ended = running.ended.get(timeout=60)
+    finally:
+        stop_all(started)
+    assert time.monotonic() - asked < 60  # the hanging peer did not hold the end
+    assert ended.status == "stopped"
+    assert not pykka.ActorRegistry.get_all()
+    assert not _left_running(tmp_path)
+    state = json.loads((running.session_dir / "state.json").read_text())
+    for request in running.session_dir.glob("reviews/*/request.json"):
+        assert json.loads(request.read_text())["created_at"] <= state["ended_at"], request.parent.name
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "still running after shutdown" not in logged and "did not stop within" not in logged
 
 
 def test_invalid_plan_is_retried_with_the_error(tmp_path, demo_env):

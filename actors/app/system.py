@@ -835,8 +835,12 @@ def _supervised(
 
 
 def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
-    """Stop actors in reverse start order; log and move on if one hangs."""
-    for ref in reversed(started):
+    """Stop actors in reverse start order; log and move on if one hangs.
+
+    ``started`` is emptied from its end: an actor started while the others stop (a review's
+    peer, say, after a forced stop) is stopped too, not left running."""
+    while started:
+        ref = started.pop()
         try:
             ref.stop(block=True, timeout=timeout)
         except pykka.Timeout:

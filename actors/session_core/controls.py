@@ -78,11 +78,12 @@ class ControlRules(StepBase):
         """A crashed actor was started anew without its memory: stop waiting on what it owed."""
         self.log("warning", f"{message.name} was restarted after a crash: {message.error}")
         self.update(decisions=(*self.snap.decisions, message.record(at=self.now)))
-        if message.name == "reviewer" and self.in_phase("gated"):
+        if message.name == "reviewer" and (self.in_phase("gated") or self.reviews):
             # The reviews in flight are lost: go on as after a warning, and say so.
             self.log("warning", "reviews in flight were lost; continuing without their decisions")
             for record in self.in_phase("gated"):
                 self.put(record.id, "done")
+            self.reviews.clear()
             self.refresh_status()
             self.schedule()
             self.check_done()
@@ -109,7 +110,9 @@ class ControlRules(StepBase):
         if planning is not None:
             self.plan = None
         self.hand_over(agent, f"crashed past its restarts: {message.error}", failed_id=failed)
-        if planning is not None and not self.ending.abort and (successor := self.agent_for("architect")):
+        if planning is not None and self.winding_down:
+            self.check_done()  # stopping while it planned: nothing else would end the session
+        elif planning is not None and not self.ending.abort and (successor := self.agent_for("architect")):
             self.plan = planning
             self.send_plan_request(successor, planning.prompt)
 

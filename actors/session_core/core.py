@@ -18,7 +18,7 @@ from meta_orchestrator.actors.session_core.workspace import WorkspaceRules
 from meta_orchestrator.messages.cluster import RunPlaced
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RelaunchDue
 from meta_orchestrator.messages.resources import LimitExceeded
-from meta_orchestrator.messages.review import ReviewCompleted
+from meta_orchestrator.messages.review import ReviewCompleted, ReviewWanted
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided
 from meta_orchestrator.messages.session import (
     AnswerChannelChanged,
@@ -120,6 +120,7 @@ _RULES: dict[type, str] = {
     ExpireQuestion: "on_expire",
     AnswerChannelChanged: "on_channel",
     ReviewCompleted: "on_review_completed",
+    ReviewWanted: "on_review_wanted",
     RecoveryPlanned: "on_recovery_planned",
     RelaunchDue: "on_relaunch_due",
     ActorRestarted: "on_actor_restarted",

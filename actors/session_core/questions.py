@@ -40,6 +40,9 @@ def default_answer(question: Question) -> tuple[str, bool | None]:
 class QuestionRules(StepBase):
     def ask(self, message: AskQuestion) -> None:
         question = message.question
+        if self.end_decided:
+            self.decline(question)
+            return
         timeout = self.settings.questions.timeout_s.get(question.kind, question.timeout_s)  # type: ignore[call-overload]
         question = question.model_copy(
             update={
@@ -55,11 +58,21 @@ class QuestionRules(StepBase):
         if self.channels is not None and not self.channels:
             self.nobody_to_answer("nobody can answer (no terminal on stdin, no dashboard)")
 
+    def decline(self, question: Question) -> None:
+        """A question asked once the session ends: nobody will answer it; its asker hears the default."""
+        answer, approve = default_answer(question)
+        self.log("info", f"question {question.id} from {question.asked_by} not asked: the session is ending")
+        told = QuestionAnswered(
+            question_id=question.id, answer=answer, approve=approve, expired=True, answered_by="session ending"
+        )
+        self.effects.append(AnswerAsker(question.id, told))
+
     def on_answer(self, message: AnswerGiven) -> bool:
         """True when the answer matched an open question."""
         found = self.resolve(message.question_id, message.answer, message.approve, expired=False, by=message.source)
         if not found:
-            self.log("warning", f"answer to {message.question_id} ignored: no such open question")
+            why = f"the session ended ({self.snap.status})" if self.terminal else "no such open question"
+            self.log("warning", f"answer to {message.question_id} ignored: {why}")
         return found
 
     def on_expire(self, message: ExpireQuestion) -> None:
@@ -70,8 +83,8 @@ class QuestionRules(StepBase):
 
     def resolve(self, question_id: str, answer: str, approve: bool | None, expired: bool, by: str | None) -> bool:
         question = next((q for q in self.open_questions() if q.id == question_id), None)
-        if question is None:
-            return False
+        if question is None or self.terminal:
+            return False  # an ended session's open questions are answered with `orchestrate answer`
         resolved = question.model_copy(
             update={
                 "status": "expired" if expired else "answered",

@@ -181,6 +181,7 @@ class RecoveryRules(StepBase):
             )
         for record in self.in_phase("gated"):
             self.put(record.id, "done")
+        self.reviews.clear()  # the reviewer stops what still runs when the session ends
         if self.plan is not None and self.plan.phase == "backing_off":
             self.plan = None
         if self.grants:

@@ -4,7 +4,14 @@ reviewed assignment; a decision that needs the user pauses the session and asks.
 from __future__ import annotations
 
 from meta_orchestrator.actors.session_core.step import StepBase
-from meta_orchestrator.messages.review import RequestReview, ReviewCompleted, ReviewDecisionRecord, ReviewTrigger
+from meta_orchestrator.messages.review import (
+    RequestReview,
+    ReviewAllowed,
+    ReviewCompleted,
+    ReviewDecisionRecord,
+    ReviewTrigger,
+    ReviewWanted,
+)
 from meta_orchestrator.messages.session import AskQuestion, ControlRequested, Question
 from meta_orchestrator.messages.worker import PauseWorker, ResumeWorker, StopWorker
 
@@ -16,6 +23,9 @@ class ReviewRules(StepBase):
     def request_user_review(self, message: ControlRequested) -> bool:
         if not self.config.has_reviewer or not self.settings.review.enabled:
             self.log("info", f"review requested by {message.source}, but reviews are off")
+            return False
+        if self.end_decided:
+            self.log("info", f"review requested by {message.source} not started: the session is ending")
             return False
         running = [
             (r.id, r.agent)
@@ -34,8 +44,20 @@ class ReviewRules(StepBase):
             text=f"requested by {message.source}",
             source=message.source,
         )
+        self.reviews.add(assignment_id or "")
         self.to_reviewer(RequestReview(trigger=trigger))
         return True
+
+    def on_review_wanted(self, message: ReviewWanted) -> None:
+        """An agent's events asked for a review: it starts only while the session goes on."""
+        where = message.assignment_id or "the session"
+        if self.end_decided:
+            self.log("info", f"review of {where} not started: the session is ending")
+            return
+        if not self.config.has_reviewer or not self.settings.review.enabled:
+            return
+        self.reviews.add(message.assignment_id or "")
+        self.to_reviewer(ReviewAllowed(key=message.key))
 
     def refresh_status(self) -> None:
         """running <-> reviewing as review gates open and close (paused and ends stay)."""
@@ -47,9 +69,12 @@ class ReviewRules(StepBase):
     def on_review_completed(self, message: ReviewCompleted) -> None:
         if any(isinstance(d, ReviewDecisionRecord) and d.review_id == message.review_id for d in self.snap.decisions):
             return  # the same decision heard twice (reply_to and the default route)
+        self.reviews.discard(message.assignment_id or "")
         decision = message.decision.decision
         if self.terminal:
             applied = f"session already {self.snap.status}"
+        elif self.winding_down:
+            applied = "not applied: the session is stopping"
         elif decision in ("CONTINUE", "LOG_WARNING"):
             if decision == "LOG_WARNING":
                 self.log("warning", f"review {message.review_id}: {message.decision.reasoning}")
@@ -58,6 +83,9 @@ class ReviewRules(StepBase):
             applied = "paused; asked the user"
         self.update(decisions=(*self.snap.decisions, message.record(applied, at=self.now)))
         if self.terminal:
+            return
+        if self.winding_down:
+            self.check_done()  # no question now: the session ends once its runs have
             return
         if decision in ("CONTINUE", "LOG_WARNING"):
             self.release_gate(message.assignment_id if message.gate else None)

@@ -20,6 +20,10 @@ class RunningRules(StepBase):
     def schedule(self) -> None:
         if self.snap.status not in ("running", "reviewing"):
             return
+        if self.winding_down:
+            self.skip_pending_when_stopping()
+            self.check_done()
+            return
         for record in list(self.records.values()):
             if record.phase != "pending":
                 continue
@@ -36,6 +40,14 @@ class RunningRules(StepBase):
                 continue
             self.launch(record)
         self.check_done()
+
+    def skip_pending_when_stopping(self) -> None:
+        """Stopping: work that became pending meanwhile (a hand-over) is skipped, never started.
+        Saving itself for answers, it stays pending: `orchestrate resume` runs it."""
+        if not self.ending.stop:
+            return
+        for record in self.in_phase("pending"):
+            self.put(record.id, "skipped", finished_at=self.stamp, error="session stopped")
 
     def launch(self, record: AssignmentRecord) -> None:
         """Start the assignment's run; with a workspace, its checkout is made first."""
@@ -187,8 +199,8 @@ class RunningRules(StepBase):
         if self.ending.wait:
             self.finish("waiting", self.waiting_summary())
             return
-        if self.snap.status not in ("running", "reviewing") or self.in_phase("gated"):
-            return
+        if self.snap.status not in ("running", "reviewing") or self.in_phase("gated") or self.reviews:
+            return  # a review asked for still answers first: its decision is part of the session
         if self.in_phase("interrupted", *WAITING_PHASES, *ACTIVE_PHASES):
             return
         failed = self.in_phase("failed", "skipped")

@@ -82,6 +82,9 @@ class CoreState:
     granted: frozenset[str] = frozenset()  # recovery ids the user allowed
     resumed: frozenset[str] = frozenset()  # questions asked again after a resume (not reviews')
     held_for_answers: bool = False  # a resumed session waits for its re-asked questions first
+    # Reviews asked for that no gate holds (assignment id, "" for the whole session): a session
+    # completes only once they answered; stopping drops them (the reviewer stops them at the end).
+    reviews: frozenset[str] = frozenset()
 
 
 def initial_state(

@@ -47,6 +47,7 @@ class StepBase:
         self.granted = set(state.granted)
         self.resumed = set(state.resumed)
         self.held_for_answers = state.held_for_answers
+        self.reviews = set(state.reviews)
         self.effects: list[Effect] = []
         self._state = state
         self._changed = False
@@ -73,6 +74,7 @@ class StepBase:
             granted=frozenset(self.granted),
             resumed=frozenset(self.resumed),
             held_for_answers=self.held_for_answers,
+            reviews=frozenset(self.reviews),
         )
         head: list[Effect] = [Persist(snapshot), Publish(snapshot)] if snapshot is not self._state.snapshot else []
         return state, [*head, *self.effects]
@@ -133,6 +135,12 @@ class StepBase:
     def winding_down(self) -> bool:
         """Stopping or saving itself: nothing new starts, no failure is worth recovering."""
         return bool(self.ending.stop or self.ending.wait)
+
+    @property
+    def end_decided(self) -> bool:
+        """Ended, or winding down to its end: from here on nothing starts (no run, no review,
+        no retry, no question); what runs is stopped or finishes."""
+        return self.terminal or self.winding_down
 
     def runs(self) -> list[tuple[str, str]]:
         """(assignment id, agent) of everything that holds an agent, planning included."""
