@@ -474,13 +474,12 @@ def shapes_root() -> Iterator[Path]:
 def runs(request: pytest.FixtureRequest, shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """Each selected shape built and given a demo session; every session has ended (no process
     of them left) before the first test asserts anything."""
-    state_home = tmp_path_factory.getbasetemp() / "xdg-state"
     made: dict[str, Run] = {}
     for name in _selected(request):
         shape = SHAPES[name]
         folder = shapes_root / name
         folder.mkdir()
-        env = Env(folder, state_home)
+        env = Env(folder, folder / "state")  # the sessions it lists: its own
         root = folder / "shape"
         root.mkdir()
         target = shape.build(env, root)
@@ -642,6 +641,20 @@ def _assert_applied(run: Run, squash: bool) -> None:
             assert now[(where / name).as_posix()][1] == data, name
 
 
+def _assert_written_back(run: Run) -> None:
+    """A folder's session (no commit there): apply wrote exactly the session's files into the
+    folder, and nothing else of it changed (a repository without a commit: its .git neither)."""
+    store, record = session_store(run.folder), run.record  # type: ignore[arg-type]
+    gained = _raw_diff(run.env, store, str(record["base"]), str(record["branch"]))
+    before, now = run.before, _snapshot(run.root)
+    assert {p: now.get(p) for p in before} == before
+    where = run.target.relative_to(run.root)
+    expected = {(where / name).as_posix() for name in gained}
+    assert set(now) - set(before) - _folders_of(expected) == expected
+    for name, (_, _, blob) in gained.items():
+        assert now[(where / name).as_posix()][1] == run.env.git(store, "cat-file", "blob", blob), name
+
+
 def _folders_of(paths: set[str]) -> set[str]:
     return {parent.as_posix() for p in paths for parent in PurePosixPath(p).parents if parent.as_posix() != "."}
 
@@ -664,7 +677,10 @@ def _apply_as_the_shape_says(run: Run) -> None:
         return
     applied = run.orchestrate("apply", run.folder.name, *args)  # type: ignore[union-attr]
     assert applied.returncode == 0, applied.stderr[-2000:]
-    _assert_applied(run, squash="--squash" in args)
+    if shape.folder:
+        _assert_written_back(run)
+    else:
+        _assert_applied(run, squash="--squash" in args)
     now = _snapshot(run.root)
     again = run.orchestrate("apply", run.folder.name, *args)  # type: ignore[union-attr]
     assert again.returncode == 0, again.stderr[-2000:]
