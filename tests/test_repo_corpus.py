@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from meta_orchestrator.actors.demo.common import design_md, module_py, review_md, slugify, unit_test_py
-from tests.conftest import popen_orchestrate, session_store
+from tests.conftest import kill_tree, popen_orchestrate, session_store
 from tests.test_workspace_sessions import TASK
 
 SLUG = slugify(TASK)
@@ -435,7 +435,7 @@ class Run:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            kill_tree(proc)  # the launcher and its agents (each in a group of its own)
             out, err = proc.communicate()
             raise AssertionError(f"orchestrate {args[0]} ({self.name}) did not end: {err[-3000:]}") from None
         return subprocess.CompletedProcess(args, proc.returncode, out, err)
