@@ -1,10 +1,25 @@
-"""Benchmark: one assignment's checkout made, committed and merged in a big repository. Run by hand:
+"""Benchmarks of the workspace code in big repositories, in two parts. Run by hand:
 
-    python -m tests.bench.workspaces                 # 50,000 files, 5 rounds
-    python -m tests.bench.workspaces --files 5000 --rounds 3
+    python -m tests.bench.workspaces                 # both parts below
+    python -m tests.bench.workspaces --part assignment --files 5000 --rounds 3
+    python -m tests.bench.workspaces --part checkouts --checkout-files 40000 --checkout-mb 150
 
-It generates a repository of ``--files`` small files in a temporary folder (through ``git
-fast-import``, then one checkout), then times, round after round and alternately:
+**checkouts** (``tests/bench/checkouts.py``): a realistic repository (``--checkout-files``
+files, ``--checkout-mb`` MB in all: nested folders of varied depth, most files of a few KB,
+some of tens, a few of hundreds, some binary) is generated in a temporary folder; then,
+round after round and alternately, a checkout of its HEAD commit is made by ``git worktree
+add --detach`` and by the session's workspace code (``SessionRepo.checkout``, a new
+assignment each round, in one session: after the rounds it holds that many checkouts),
+without and with the OS sandbox the sessions run git in. For each: the time (wall, medians)
+and the disk the new files take (their blocks, a hardlinked file counted once: the
+checkout's tree and git folder; for the worktree its tree and ``.git/worktrees/<name>``);
+then the session folder's size, and where the module's time goes (each git call, and the
+rest). Caches are written back (``sync``) before each timed checkout, so that no checkout
+pays for the previous one's writes.
+
+**assignment**, one assignment's checkout made, committed and merged: it generates a
+repository of ``--files`` small files in a temporary folder (through ``git fast-import``,
+then one checkout), then times, round after round and alternately:
 
 * plain git, the same steps by hand: ``git clone --shared`` of the session branch, a branch
   for the work, the edit, ``git add -A``, ``git commit``, and ``git fetch`` of the result
@@ -34,6 +49,7 @@ from pathlib import Path
 
 from meta_orchestrator.actors.runtime.session_files import private_dir
 from meta_orchestrator.actors.runtime.workspaces import SessionRepo, open_session_repo
+from tests.bench.checkouts import run_checkouts
 
 IDENTITY = ("-c", "user.name=bench", "-c", "user.email=bench@localhost")
 EDITED = 10
@@ -131,15 +147,27 @@ def _best_of(times: int, action: Callable[[], object]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--part", choices=["assignment", "checkouts", "both"], default="both")
+    parser.add_argument("--files", type=int, default=50_000, help="assignment: the repository's files")
+    parser.add_argument("--rounds", type=int, default=5, help="assignment: rounds")
+    parser.add_argument("--checkout-files", type=int, default=40_000, help="checkouts: the repository's files")
+    parser.add_argument("--checkout-mb", type=float, default=150, help="checkouts: the repository's size in MB")
+    parser.add_argument("--checkout-rounds", type=int, default=4, help="checkouts: rounds (the session's checkouts)")
     opts = parser.parse_args()
+    if opts.part in ("checkouts", "both"):
+        with tempfile.TemporaryDirectory(prefix="bench-checkouts-") as folder:
+            run_checkouts(Path(folder), opts.checkout_files, opts.checkout_mb, opts.checkout_rounds)
+    if opts.part in ("assignment", "both"):
+        run_assignment(opts.files, opts.rounds)
+
+
+def run_assignment(files: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-workspaces-") as folder:
         root = Path(folder)
         repo = root / "repo"
         start = time.perf_counter()
-        make_repository(repo, opts.files)
-        print(f"repository: {opts.files:,} files, made in {time.perf_counter() - start:.1f} s")
+        make_repository(repo, files)
+        print(f"repository: {files:,} files, made in {time.perf_counter() - start:.1f} s")
         git("-C", str(repo), "branch", "orchestrate/plain", "main")
 
         status_s = _best_of(3, lambda: git("-C", str(repo), "status", "--porcelain", "--untracked-files=all"))
@@ -160,17 +188,15 @@ def main() -> None:
 
         scratch = root / "scratch"
         scratch.mkdir()
-        plain_round(repo, scratch, 0, opts.files)  # warm-up: the objects in the page cache for both
-        module_round(session, 0, opts.files)
+        plain_round(repo, scratch, 0, files)  # warm-up: the objects in the page cache for both
+        module_round(session, 0, files)
         plain: list[dict[str, float]] = []
         module: list[dict[str, float]] = []
-        for round_no in range(1, opts.rounds + 1):
-            plain.append(plain_round(repo, scratch, round_no, opts.files))
-            module.append(module_round(session, round_no, opts.files))
+        for round_no in range(1, rounds + 1):
+            plain.append(plain_round(repo, scratch, round_no, files))
+            module.append(module_round(session, round_no, files))
 
-    print(
-        f"one assignment (checkout, edit {EDITED} + add {ADDED} files, commit, merge), median of {opts.rounds} rounds:"
-    )
+    print(f"one assignment (checkout, edit {EDITED} + add {ADDED} files, commit, merge), median of {rounds} rounds:")
     for label, rounds in (("plain git", plain), ("workspaces", module)):
         parts = ", ".join(f"{step} {_median(rounds, step) * 1000:.0f} ms" for step in ("clone", "commit", "merge"))
         wall, cpu = _median(rounds) * 1000, _median(rounds, "cpu") * 1000
