@@ -147,17 +147,6 @@ _FETCH_BATCH = 1000  # object ids per fetch command line
 _KEEP_IGNORED = 50  # ignored files named per checkout
 _KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
 _MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
-# An operation git has not finished in the user's worktree (its file in the worktree's git
-# folder), and how to end it: apply waits for it (git's own merge would fail half-way).
-_UNFINISHED = (
-    ("rebase-merge", "a rebase", "git rebase --continue, or git rebase --abort"),
-    ("rebase-apply", "a rebase or git am", "git rebase --continue / git am --continue, or --abort"),
-    ("MERGE_HEAD", "a merge", "resolve and git commit, or git merge --abort"),
-    ("CHERRY_PICK_HEAD", "a cherry-pick", "git cherry-pick --continue, or git cherry-pick --abort"),
-    ("REVERT_HEAD", "a revert", "git revert --continue, or git revert --abort"),
-)
-
-
 class ConflictMarkersLeft(WorkspaceError):
     """commit_assignment after prepare_conflict: these files still hold conflict markers."""
 
@@ -1467,12 +1456,12 @@ def _apply_preconditions(git: Git, found: _Repository, branch: str, store: Path 
     """The session branch's commit (``git``: in the store, or the user's repository), once the
     user's HEAD is a branch to apply it to and no merge, rebase... is unfinished there."""
     ref = f"refs/heads/{branch}"
-    for marker, what, fix in _UNFINISHED:
-        if (Path(found.git_dir) / marker).exists():
-            raise ApplyRefused(
-                f"{found.top} is in the middle of {what}; nothing was changed. Finish or abort it first ({fix}), "
-                "then apply again"
-            )
+    unfinished = unfinished_operation(Path(found.git_dir))  # git's own merge would fail half-way
+    if unfinished is not None:
+        raise ApplyRefused(
+            f"{found.top} is in the middle of {unfinished.what}; nothing was changed. Finish or abort it first "
+            f"({unfinished.fix}), then apply again"
+        )
     if found.branch is None:
         raise ApplyRefused(f"HEAD is detached in {found.top}: check out the branch to apply the session to")
     if found.branch == ref:
