@@ -66,7 +66,7 @@ def _read(path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _locked(lock: Path):  # type: ignore[no-untyped-def]
+def _locked(lock: Path):
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # two sessions starting at once both get listed

@@ -178,7 +178,7 @@ def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> Git:
     return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store, private=True)
 
 
-def where_branch(branch: str, store: str | None) -> str:
+def where_branch(branch: str, store: Path | str | None) -> str:
     """Where the session branch is, for the user: in its store until ``orchestrate apply``."""
     if store is None:
         return f"branch {branch}"
@@ -287,7 +287,7 @@ def uncommitted_files(git: Git, exclude: tuple[str, ...] = (), *, agents: bool =
     ``exclude``: pathspecs left out (the workspace, when it lies inside the repository).
     ``agents``: an agent's checkout, whose submodules are never looked into (only the command
     line's ``--ignore-submodules`` wins over a ``.gitmodules`` its agent wrote)."""
-    args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    args: tuple[str, ...] = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
     if agents:
         args = (*args, "--ignore-submodules=all")
     fields = git.run(*args, *(("--", *exclude) if exclude else ())).fields

@@ -40,7 +40,7 @@ def default_answer(question: Question) -> tuple[str, bool | None]:
 class QuestionRules(StepBase):
     def ask(self, message: AskQuestion) -> None:
         question = message.question
-        timeout = self.settings.questions.timeout_s.get(question.kind, question.timeout_s)  # type: ignore[call-overload]
+        timeout = self.settings.questions.timeout_s.get(question.kind, question.timeout_s)
         question = question.model_copy(
             update={
                 "asked_at": self.stamp,
