@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT, kill_tree, start_orchestrate, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture, used by name
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.session, pytest.mark.browser]
 
 # What a person reads off the page, and the state behind it (times excluded: they tick).
 VIEW = """() => {
