@@ -48,6 +48,13 @@ def _interrupt(proc: subprocess.Popen) -> None:
             kill_tree(proc)
 
 
+def _recorded_events(workspace: Path) -> int:
+    """The events the session's agents recorded: one whole line each in ``<session>/<agent>.jsonl``
+    and, for the peer reviews, ``<session>/reviews/<id>/<agent>.jsonl``."""
+    files = [p for p in workspace.rglob("*.jsonl") if p.stem in ("claude", "codex", "gemini")]
+    return sum(p.read_bytes().count(b"\n") for p in files)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "ws"
@@ -68,6 +75,12 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
             lambda: json.loads(next(workspace.glob("*/state.json")).read_text())["status"] == "completed",
             timeout=30,
             message="state.json completed",
+        )
+        # Events recorded just before the end reach the page after it: wait for every one.
+        wait_for(
+            lambda: page.evaluate("() => window.orchestrator.state.eventsSeen") == _recorded_events(workspace),
+            timeout=30,
+            message="the live page to show every recorded event",
         )
         live = page.evaluate(VIEW)
         _interrupt(launcher)
