@@ -51,7 +51,9 @@ def _interrupt(proc: subprocess.Popen) -> None:
 def _recorded_events(workspace: Path) -> int:
     """The events the session's agents recorded: one whole line each in ``<session>/<agent>.jsonl``
     and, for the peer reviews, ``<session>/reviews/<id>/<agent>.jsonl``."""
-    files = [p for p in workspace.rglob("*.jsonl") if p.stem in ("claude", "codex", "gemini")]
+    session = next(workspace.glob("*/state.json")).parent  # not a walk: temp files come and go in it
+    listed = [*session.glob("*.jsonl"), *session.glob("reviews/*/*.jsonl")]
+    files = [p for p in listed if p.stem in ("claude", "codex", "gemini")]
     return sum(p.read_bytes().count(b"\n") for p in files)
 
 
