@@ -105,7 +105,6 @@ class ResourceMonitor(pykka.ThreadingActor):
         session_dir: Path,
         listeners: Sequence[pykka.ActorRef[Any]] = (),
         workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
-        stop_grace_s: float = 5.0,
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -119,7 +118,6 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
         self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
         self._history: RotatingJsonl | None = None
-        self._stop_grace_s = stop_grace_s
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -370,7 +368,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             LimitExceeded(
                 agent=agent,
                 limit=breach.kind,
-                action=breach.action,  # type: ignore[arg-type]
+                action=breach.action,
                 observed=round(breach.observed, 3),
                 threshold=breach.threshold,
                 unit=breach.unit,

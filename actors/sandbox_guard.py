@@ -324,7 +324,7 @@ class SandboxGuard(pykka.ThreadingActor):
             call=request.call,
             decision=decision,
             decided_by=by,
-            rule=request.rule,  # type: ignore[arg-type]
+            rule=request.rule,
             reason=reason,
         )
         if request.reply is not None:

@@ -83,8 +83,8 @@ class Supervisor(pykka.ThreadingActor):
                 SupervisionFailed(name=message.name, error=f"restart failed: {exc!r}", restarts_in_window=len(crashes))
             )
             return
-        fact = ActorRestarted(name=message.name, error=message.error, restarts_in_window=len(crashes))
-        self._tell_everyone(fact)
+        restarted = ActorRestarted(name=message.name, error=message.error, restarts_in_window=len(crashes))
+        self._tell_everyone(restarted)
 
     def _tell_everyone(self, fact: Any) -> None:
         tell_all([t for t in (self._coordinator, *self._listeners) if t is not None], fact)

@@ -81,6 +81,13 @@ def _default_agents() -> dict[str, AgentSettings]:
     }
 
 
+_ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
+    "architect": ("claude", "codex"),
+    "implementer": ("codex", "gemini"),
+    "reviewer": ("claude", "gemini"),
+}
+
+
 class SessionSettings(Section):
     """How a session plans and schedules its work."""
 
@@ -121,11 +128,7 @@ class SessionSettings(Section):
         description="which agent plays which role",
     )
     role_fallback: dict[str, tuple[AgentName, ...]] = Field(
-        default_factory=lambda: {
-            "architect": ("claude", "codex"),
-            "implementer": ("codex", "gemini"),
-            "reviewer": ("claude", "gemini"),
-        },
+        default_factory=lambda: dict(_ROLE_FALLBACK),
         description="who takes a role over, in order, when its agent cannot serve in this session "
         "(not installed, credentials or licence refused, quota spent, crashed past its restarts)",
     )
@@ -434,7 +437,7 @@ class LimitsSettings(Section):
 
     def for_agent(self, agent: str) -> AgentLimits:
         """The limits that apply to one agent."""
-        return self.agents.get(agent, self.default)  # type: ignore[call-overload]
+        return self.agents.get(agent, self.default)
 
 
 SuspiciousAction = Literal["warn", "pause", "stop"]

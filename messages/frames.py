@@ -383,7 +383,6 @@ Frame = Annotated[SingleFrame | BatchFrame, Field(discriminator="type")]
 FRAME: TypeAdapter[Frame] = TypeAdapter(Frame)
 
 STATE_FRAMES: tuple[str, ...] = ("snapshot", "event", "worker", "session", "session_ended", "changes")
-REPLY_FRAMES: tuple[str, ...] = ("hello", "ack", "error", "pong", "batch")
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from pydantic import ConfigDict, Field
 TriggerKind = Literal["milestone", "blocker", "request", "phase_end", "user"]
 Verdict = Literal["approve", "concern", "blocker"]
 Decision = Literal["CONTINUE", "LOG_WARNING", "PAUSE_AND_CLARIFY", "STOP_AND_ESCALATE"]
-DECISIONS: tuple[str, ...] = ("CONTINUE", "LOG_WARNING", "PAUSE_AND_CLARIFY", "STOP_AND_ESCALATE")
 
 
 class ReviewTrigger(Frozen):

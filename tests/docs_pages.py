@@ -460,7 +460,7 @@ def _centre(actor: str) -> tuple[float, float]:
     return x + BOX_W / 2, y + BOX_H / 2
 
 
-def _to_border(cx: float, cy: float, dx: float, dy: float) -> float:
+def _to_border(dx: float, dy: float) -> float:
     """How far along (dx, dy) from a box's centre its border is."""
     scales = [abs(BOX_W / 2 / dx) if dx else float("inf"), abs(BOX_H / 2 / dy) if dy else float("inf")]
     return min(scales)
@@ -472,8 +472,8 @@ def _arrow(source: str, target: str, labels: tuple[str, ...]) -> list[str]:
     ux, uy = (bx - ax) / length, (by - ay) / length
     nx, ny = -uy, ux  # each direction of a pair runs on its own side
     side = 7
-    start = _to_border(ax, ay, ux, uy) + 2
-    end = length - _to_border(bx, by, ux, uy) - 4
+    start = _to_border(ux, uy) + 2
+    end = length - _to_border(ux, uy) - 4
     x1, y1 = ax + ux * start + nx * side, ay + uy * start + ny * side
     x2, y2 = ax + ux * end + nx * side, ay + uy * end + ny * side
     out = [f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" class="msg" marker-end="url(#head)"/>']

@@ -17,7 +17,6 @@ from meta_orchestrator.actors.session_core.effects import (
     AnswerAsker,
     Effect,
     Persist,
-    Publish,
     Reply,
     StartTimer,
     ToRecovery,
@@ -193,9 +192,6 @@ class Playbook:
 
     def writes(self) -> int:
         return sum(isinstance(e, Persist) for e in self.effects)
-
-    def publishes(self) -> int:
-        return sum(isinstance(e, Publish) for e in self.effects)
 
 
 def plan_text(*items: dict[str, Any]) -> str:

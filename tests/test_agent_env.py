@@ -156,6 +156,7 @@ def _target(root: Path) -> Path:
     return target
 
 
+@pytest.mark.session
 def test_a_sessions_cli_receives_no_secret_but_its_key_and_what_pass_env_adds(tmp_path, demo_env, caplog):
     fake = tmp_path / "fake-claude"
     fake.write_text(FAKE_CLAUDE)

@@ -84,6 +84,7 @@ def _state(session: Path) -> dict[str, Any]:
     return json.loads((session / "state.json").read_text())
 
 
+@pytest.mark.session
 def test_a_demo_session_runs_every_cli_on_the_slot_node_and_keeps_everything(cluster, tmp_path, demo_env):
     started = time.monotonic()
     code = run(_settings(tmp_path, cluster), _options(demo_env))
@@ -158,6 +159,7 @@ def _status(pid: int) -> str:
         return "gone"
 
 
+@pytest.mark.session
 def test_pause_resume_and_stop_reach_the_remote_run(cluster, tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK"] = "hang"
     started: list[Any] = []
@@ -185,6 +187,7 @@ def test_pause_resume_and_stop_reach_the_remote_run(cluster, tmp_path, demo_env)
     wait_for(lambda: not cluster.scratch_left(), timeout=30, message="the run's checkout on the node removed")
 
 
+@pytest.mark.session
 def test_a_memory_limit_stops_a_remote_run_from_the_nodes_samples(cluster, tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "memory_hog"
     demo_env["ORCHESTRATE_DEMO_HOG_MB"] = "640"
@@ -214,6 +217,7 @@ def _waiting_notice(session: Path, agent: str) -> str | None:
     return None
 
 
+@pytest.mark.session
 def test_a_run_waits_for_a_slot_then_a_node_killed_mid_run_is_recovered_on_another(cluster, tmp_path, demo_env):
     # Claude's runs ask for slots no node offers yet: they wait, and say so. Then two nodes that
     # offer them join; its run lands on one, which is killed mid-run.
@@ -301,6 +305,7 @@ def test_cluster_without_ray_is_a_clear_error(tmp_path):
     assert "pip install 'meta-orchestrator[cluster]'" in done.stderr and "--cluster needs Ray" in done.stderr
 
 
+@pytest.mark.session
 def test_cluster_refuses_a_target_that_is_no_git_repository(cluster, tmp_path, demo_env):
     target = tmp_path / "plain"
     target.mkdir()

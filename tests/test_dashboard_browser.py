@@ -8,6 +8,7 @@ wiring function; this one checks the page itself.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,14 @@ from meta_orchestrator.messages.session import AnswerGiven, ControlRequested, Se
 from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
 from tests.conftest import ProbeHandle, wait_for
 from tests.test_gateway import event, session_snapshot, start_gateway, worker_snapshot
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's assertion that polls its locator until it holds (5 s deadline)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
 
 pytestmark = pytest.mark.browser
 
@@ -235,7 +244,7 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     # A worker paused by the coordinator shows it in colour and text.
     ref.tell(WorkerStateChanged(snapshot=worker_snapshot("claude", "paused", last_progress=45)))
     claude.locator(".w-status", has_text="Paused").wait_for(timeout=5_000)
-    assert "status-paused" in claude.locator(".w-status").get_attribute("class")
+    expect(claude.locator(".w-status")).to_have_class(re.compile(r"\bstatus-paused\b"))
 
     _says_when_the_connection_drops_and_returns(page, ref, address.port, tmp_path, probe)
     # The only console errors allowed: the reconnects that found the gateway stopped on purpose.
@@ -245,19 +254,20 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
 
 def _shows_the_fed_state(page: Any, claude: Any) -> None:
     claude.locator(".w-status", has_text="Running").wait_for(timeout=10_000)
-    assert page.locator(".worker").count() == 3
-    assert page.locator('.worker[data-agent="gemini"] .w-status').inner_text() == "Exited"
-    assert "Edit app/health.py" in claude.locator(".activity").inner_text()
-    assert claude.locator(".p-value").inner_text() == "45%"
-    assert claude.locator(".s-value").inner_text() == "42%"
-    assert "on target" in claude.locator(".share-note").inner_text()
+    # Each panel draws on its own frame: wait for each (Playwright's expect polls, with a deadline).
+    expect(page.locator(".worker")).to_have_count(3)
+    expect(page.locator('.worker[data-agent="gemini"] .w-status')).to_have_text("Exited")
+    expect(claude.locator(".activity")).to_contain_text("Edit app/health.py")
+    expect(claude.locator(".p-value")).to_have_text("45%")
+    expect(claude.locator(".s-value")).to_have_text("42%")
+    expect(claude.locator(".share-note")).to_contain_text("on target")
     claude.locator(".spark-cpu svg polyline").wait_for(timeout=5_000)
-    assert page.locator("#session-status").inner_text() == "Running"
-    assert "LOG WARNING" in page.locator("#decision").inner_text()
+    expect(page.locator("#session-status")).to_have_text("Running")
+    expect(page.locator("#decision")).to_contain_text("LOG WARNING")
     page.locator("#reviews .review", has_text="r2").wait_for(timeout=5_000)
     reviews = page.locator("#reviews").inner_text()
     assert "No check of the database connection" in reviews and "Concern" in reviews
-    assert page.locator("#inbox .question").count() == 2
+    expect(page.locator("#inbox .question")).to_have_count(2)
 
 
 def _follows_live_events(page: Any, ref: Any) -> None:
@@ -272,7 +282,7 @@ def _follows_live_events(page: Any, ref: Any) -> None:
     )
     page.select_option("#filter-agent", "")
     page.locator("#log .row", has_text="a fresh event from codex").click()
-    assert "Raw line" in page.locator("#detail-body").inner_text()
+    expect(page.locator("#detail-body")).to_contain_text("Raw line")
 
     # Thousands of events: the page keeps up and the DOM holds only the visible window.
     for i in range(1, 3001):
@@ -280,8 +290,8 @@ def _follows_live_events(page: Any, ref: Any) -> None:
         if i % 500 == 0:  # in bursts the page can follow (a faster flood gets a snapshot)
             page.locator("#log .row", has_text=f"bulk event {i}").wait_for(timeout=15_000)
     assert page.locator("#log .row").count() < 80
-    assert page.locator("#event-count").inner_text() == "3,061"
-    assert "3,061 events" in page.locator("#log-count").inner_text()  # none lost by a resync
+    expect(page.locator("#event-count")).to_have_text("3,061")
+    expect(page.locator("#log-count")).to_contain_text("3,061 events")  # none lost by a resync
 
 
 def _sends_controls_and_answers(page: Any, probe: ProbeHandle, claude: Any) -> None:
@@ -309,8 +319,8 @@ def _says_when_the_connection_drops_and_returns(
     # The connection drops: a clear banner; the gateway comes back: it says so.
     ref.stop(timeout=10)
     page.locator('#banner[data-kind="lost"]').wait_for(timeout=10_000)
-    assert "lost" in page.locator("#banner").inner_text().lower()
-    assert page.locator("#conn-text").inner_text() == "Disconnected"
+    expect(page.locator("#banner")).to_contain_text("lost", ignore_case=True)
+    expect(page.locator("#conn-text")).to_have_text("Disconnected")
     page.screenshot(path=str(OUTPUT / "dashboard-disconnected.png"))
     from meta_orchestrator.actors.gateway import Gateway
     from meta_orchestrator.config.settings import WebSettings
@@ -340,10 +350,11 @@ def test_open_questions_show_in_the_tab_title(browser_page: Any, tmp_path: Path,
     assert not page.title().startswith("(")
     ask("open", "open")
     wait_for(lambda: page.title().startswith("(2) needs you · Running"), message="two waiting", timeout=5)
-    assert page.locator("#inbox .question").count() == 2 and page.locator("#inbox-count").inner_text() == "2"
+    expect(page.locator("#inbox .question")).to_have_count(2)
+    expect(page.locator("#inbox-count")).to_have_text("2")
     ask("answered", "open")
     wait_for(lambda: page.title().startswith("(1) needs you"), message="one waiting", timeout=5)
     ask("answered", "expired")
     wait_for(lambda: "needs you" not in page.title(), message="none waiting", timeout=5)
-    assert page.locator("#inbox .empty").inner_text() == "Nothing waits on you."
+    expect(page.locator("#inbox .empty")).to_have_text("Nothing waits on you.")
     assert not page.errors, page.errors  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import pytest
 
 from meta_orchestrator.messages.session import SessionStateChanged
 from meta_orchestrator.messages.workspace import ChangesUpdated, WorkspaceNotOpened
-from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
+from tests.test_dashboard_browser import OUTPUT, browser_page, expect  # noqa: F401 - the fixture
 from tests.test_gateway import session_snapshot, start_gateway
 from tests.test_gateway_changes import HOSTILE, SESSION_ID, branch, design_merged, implement_merged  # noqa: F401
 
@@ -44,8 +44,8 @@ def test_the_changes_panel_shows_each_merge_as_text(
     page.goto(address.url)
     panel = page.locator("#changes-card")
     page.locator("#session-status", has_text="Running").wait_for(timeout=10_000)
-    assert panel.locator("#changes").inner_text() == "No changes merged yet."
-    assert panel.locator("#changes-modes").is_hidden()
+    expect(panel.locator("#changes")).to_have_text("No changes merged yet.")
+    expect(panel.locator("#changes-modes")).to_be_hidden()
 
     # The architect's work is merged: one file, and its diff holds a line of markup.
     ref.tell(ChangesUpdated(changes=design_merged(branch)))
@@ -101,9 +101,9 @@ def _a_file_named_as_markup_and_a_diff_past_the_cap(page: Any, panel: Any, ref: 
     assert "ADDED notes/<b>bold</b>.txt +1 -0" in _file_rows(page)
     assert "ADDED data/big.txt +3000 -0" in _file_rows(page)
     panel.locator(".change-file", has_text="bold").click()
-    assert panel.locator(".diff-head .path").inner_text() == marked
+    expect(panel.locator(".diff-head .path")).to_have_text(marked)  # drawn after the click: wait for it
     assert panel.locator(".change-file .path *, .diff-head .path *").count() == 0  # no element made of the path
-    assert panel.locator("pre.diff .dl.add").all_inner_texts() == ["+a note"]
+    expect(panel.locator("pre.diff .dl.add")).to_have_text(["+a note"])
     panel.locator(".change-file", has_text="big.txt").focus()
     page.keyboard.press("Enter")
     cut = panel.locator(".changes-diff .cut")
@@ -113,6 +113,7 @@ def _a_file_named_as_markup_and_a_diff_past_the_cap(page: Any, panel: Any, ref: 
     assert panel.locator("pre.diff .dl.add").count() < 3000
     assert "some diffs cut" in panel.locator("#changes-summary").inner_text()
     panel.locator("#changes-by-assignment").click()
+    panel.locator(".change-group").first.wait_for(timeout=5_000)  # drawn after the click
     heads = [" ".join(t.split()) for t in panel.locator(".change-group .g-head").all_inner_texts()]
     assert heads[0] == "fix 2 files +3001 -0"  # not in the plan: no agent, no title
 

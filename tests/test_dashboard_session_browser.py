@@ -19,7 +19,7 @@ from meta_orchestrator.messages.frames import FRAME, STATE_FRAMES
 from tests.conftest import kill_tree, start_orchestrate, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.session, pytest.mark.browser]
 
 
 def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> psutil.Process | None:

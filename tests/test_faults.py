@@ -68,6 +68,7 @@ def test_agent_killed_mid_stream_keeps_what_it_printed(tmp_path, demo_env):
     assert {a["id"]: a["status"] for a in state["assignments"]}["implement"] == "failed"
 
 
+@pytest.mark.session
 @pytest.mark.parametrize(
     "phase,env_key,agent",
     [
@@ -104,6 +105,7 @@ def test_signal_in_each_phase_ends_every_group_and_saves_state(tmp_path, demo_en
         assert not result.torn_tail and result.bad_lines == 0
 
 
+@pytest.mark.session
 def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
     ws = tmp_path / "ws"
     # An agent that ignores SIGTERM makes the first stop wait out the grace period.
@@ -164,6 +166,7 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
     assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.session
 def test_sighup_does_not_end_the_agents_silently(tmp_path, demo_env):
     ws = tmp_path / "ws"
     proc = _launch(
@@ -191,6 +194,7 @@ def test_sighup_does_not_end_the_agents_silently(tmp_path, demo_env):
     assert "SIGHUP" in err and proc.returncode == 130
 
 
+@pytest.mark.session
 def test_workspace_full_mid_run_stops_the_session_and_keeps_what_was_written(tmp_path, demo_env):
     """A full disk mid-run. (A read-only remount is what the issue names, but Linux refuses
     to remount a filesystem read-only while files on it are open for writing - "mount point

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
@@ -21,6 +23,7 @@ def _session_folder(ws: Path) -> Path:
     )
 
 
+@pytest.mark.session
 def test_follow_prints_every_milestone_and_ends_with_the_session(tmp_path: Path, demo_env: dict[str, str]):
     ws = tmp_path / "ws"
     session = _orchestrate(
@@ -53,6 +56,7 @@ def test_follow_prints_every_milestone_and_ends_with_the_session(tmp_path: Path,
         assert f"assignment {assignment['id']} completed" in out
 
 
+@pytest.mark.session
 def test_follow_says_how_to_resume_when_the_orchestrator_is_gone(tmp_path: Path, demo_env: dict[str, str]):
     ws = tmp_path / "ws"
     session = _orchestrate(

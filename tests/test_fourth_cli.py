@@ -46,6 +46,7 @@ def _parrot_settings(tmp_path: Path, **overrides: object):
     )
 
 
+@pytest.mark.session
 def test_a_registered_fourth_cli_runs_a_whole_demo_session(tmp_path, demo_env, parrot):
     code = run(
         _parrot_settings(tmp_path),
@@ -92,6 +93,7 @@ def test_preflight_checks_a_fourth_cli_by_its_adapter(parrot, tmp_path):
     assert mine[0].action == "verified: every parrot command line carries --any-dir"
 
 
+@pytest.mark.session
 def test_an_agent_no_adapter_knows_is_refused_before_launch(tmp_path, demo_env):
     settings = load_settings(
         None, {"workspace": str(tmp_path / "ws"), "agents.mystery": {"share_min": 0, "share_max": 1}}

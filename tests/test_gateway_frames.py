@@ -26,6 +26,7 @@ from meta_orchestrator.messages.workspace import (
     WorkspaceNotOpened,
 )
 from tests.test_gateway import resources_sampled
+from tests.test_gateway_ws import WsClient
 
 _HEALTH = FileChange(path="health.py", status="added", added=2, removed=0)
 CHANGES = SessionChanges(
@@ -96,7 +97,6 @@ def test_a_frame_with_a_guessed_field_is_refused() -> None:
 
 
 def test_the_snapshot_of_a_gateway_validates(tmp_path: Path) -> None:
-    import simple_websocket
 
     from meta_orchestrator.messages.session import SessionStateChanged
     from meta_orchestrator.messages.worker import EventsRecorded, WorkerStateChanged
@@ -109,9 +109,7 @@ def test_the_snapshot_of_a_gateway_validates(tmp_path: Path) -> None:
         ref.tell(EventsRecorded(events=(event("claude", 1, "x" * 300_000),)))  # cut for the browser
         for fact in FACTS:
             ref.tell(fact)
-        client = simple_websocket.Client.connect(
-            f"ws://127.0.0.1:{address.port}/ws", headers={"X-Orchestrate-Token": TOKEN}
-        )
+        client = WsClient.connect(f"ws://127.0.0.1:{address.port}/ws", headers={"X-Orchestrate-Token": TOKEN})
         snapshot = FRAME.validate_json(client.receive(timeout=5))
         client.close()
         assert snapshot.type == "snapshot"

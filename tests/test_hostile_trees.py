@@ -199,6 +199,7 @@ def _state(root: Root) -> dict[str, Any]:
     return json.loads((root.session_dir / "state.json").read_text())
 
 
+@pytest.mark.session
 @pytest.mark.parametrize("os_sandbox", ["bwrap", "off"])
 def test_a_nested_repository_and_a_diff_driver_in_a_checkout_run_nothing(
     root: Root, os_sandbox: str, bwrap: str, caplog: pytest.LogCaptureFixture
@@ -223,6 +224,7 @@ def test_a_nested_repository_and_a_diff_driver_in_a_checkout_run_nothing(
     assert "implement: nested git repositories its agent made are not on the session branch" in caplog.text
 
 
+@pytest.mark.session
 def test_in_place_a_repository_and_files_named_by_milestones_are_not_used(root: Root, bwrap: str) -> None:
     before = root.fingerprint()
     state_file = root.session_dir / "state.json"

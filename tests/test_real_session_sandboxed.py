@@ -26,7 +26,7 @@ from tests.conftest import session_store
 from tests.realcli.model_server import WRITE_CONTENT, ScriptedModelServer
 from tests.test_real_clis import MODELS, cli_bin, server  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.realcli
+pytestmark = [pytest.mark.session, pytest.mark.realcli]
 SESSION = "real-three"
 
 

@@ -57,7 +57,6 @@ IDENTITY = {
     "GIT_COMMITTER_EMAIL": "user@example.com",
 }
 SESSIONS_AT_ONCE = 4
-OWN_REPOSITORY = pytest.mark.xfail(strict=True, reason="own repository for a folder without git: branch i22-ownrepo")
 
 
 # -- git, as the user runs it -----------------------------------------------------------------
@@ -549,16 +548,8 @@ def _assert_branch_holds_the_agents_writes(run: Run) -> None:
 
 # -- the tests -----------------------------------------------------------------------------------
 
-# main makes the session folder before git is asked; i22-uncommitted asks first (check_can_start).
-NO_FOLDER_YET = pytest.mark.xfail(
-    strict=True, reason="no session folder for a refused repository: branch i22-uncommitted (check_can_start)"
-)
 REFUSED = [name for name, shape in SHAPES.items() if shape.refused]
-SESSIONS = [
-    pytest.param(name, marks=OWN_REPOSITORY) if shape.folder else name
-    for name, shape in SHAPES.items()
-    if not shape.refused
-]
+SESSIONS = [name for name, shape in SHAPES.items() if not shape.refused]
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -571,7 +562,6 @@ def test_a_shape_git_refuses_is_refused_before_anything_starts_naming_the_fix(ru
     assert run.folder is None or not (run.folder / "git").exists()  # no store, no checkout
 
 
-@NO_FOLDER_YET
 @pytest.mark.parametrize("name", REFUSED)
 def test_a_refused_shape_leaves_no_session_folder(runs: dict[str, Run], name: str) -> None:
     assert runs[name].folder is None

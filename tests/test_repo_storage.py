@@ -228,8 +228,9 @@ def _lfs_object(user: Path, content: bytes) -> Path:
 
 @pytest.mark.parametrize("sandboxed", [False, True])
 @pytest.mark.parametrize("scope", ["--local", "--global"])
+@pytest.mark.usefixtures("git_lfs")
 def test_an_lfs_repository_shares_the_user_objects_never_downloads_and_apply_brings_the_new_ones(
-    tmp_path: Path, outside_tmp: Path, request: pytest.FixtureRequest, git_lfs: str, sandboxed: bool, scope: str
+    tmp_path: Path, outside_tmp: Path, request: pytest.FixtureRequest, sandboxed: bool, scope: str
 ) -> None:
     user = _lfs_repo(outside_tmp, scope)
     assert ("filter.lfs.process" in git(user, "config", "--local", "--list")) == (scope == "--local")
@@ -261,9 +262,8 @@ def test_an_lfs_repository_shares_the_user_objects_never_downloads_and_apply_bri
     assert git(user, "status", "--porcelain") == ""
 
 
-def test_an_lfs_object_the_user_lacks_stays_a_pointer_and_is_committed_back_unchanged(
-    tmp_path: Path, git_lfs: str
-) -> None:
+@pytest.mark.usefixtures("git_lfs")
+def test_an_lfs_object_the_user_lacks_stays_a_pointer_and_is_committed_back_unchanged(tmp_path: Path) -> None:
     user = _lfs_repo(tmp_path)
     # Not racy (or the session's `git status` in their tree would clean it into their store again).
     os.utime(user / "data.bin", (1_000_000_000, 1_000_000_000))
@@ -320,8 +320,9 @@ def test_without_git_lfs_an_lfs_repository_works_with_pointer_files_as_content(
     assert _blob(store, f"{repo.branch}:data.bin") == _pointer(BIG)
 
 
+@pytest.mark.usefixtures("git_lfs")
 def test_an_lfs_repository_requiring_git_lfs_without_it_is_refused_naming_the_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, git_lfs: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user = _lfs_repo(tmp_path)
     _without_git_lfs(tmp_path, monkeypatch)
@@ -366,11 +367,11 @@ def test_a_demo_session_in_a_filtered_repository_stores_the_agents_files_filtere
 
 
 @pytest.mark.parametrize("sandbox", ["bwrap", "off"])
+@pytest.mark.usefixtures("git_lfs")
 def test_a_demo_session_in_an_lfs_repository_works_offline_and_applies_its_objects(
     tmp_path: Path,
     outside_tmp: Path,
     demo_env: dict[str, str],
-    git_lfs: str,
     sandbox: str,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -430,7 +431,8 @@ def test_the_config_check_tolerates_what_git_lfs_writes_and_nothing_that_runs(
     assert not marker.exists()
 
 
-def test_an_lfs_store_the_user_keeps_elsewhere_is_shared_and_gets_the_new_objects(tmp_path: Path, git_lfs: str) -> None:
+@pytest.mark.usefixtures("git_lfs")
+def test_an_lfs_store_the_user_keeps_elsewhere_is_shared_and_gets_the_new_objects(tmp_path: Path) -> None:
     user = _lfs_repo(tmp_path)
     elsewhere = tmp_path / "lfs-elsewhere"
     shutil.move(user / ".git" / "lfs", elsewhere)
@@ -478,8 +480,9 @@ def lfs_server() -> Iterator[tuple[str, list[str]]]:
     thread.join(timeout=10)
 
 
+@pytest.mark.usefixtures("git_lfs")
 def test_a_checkout_never_asks_a_reachable_lfs_server_for_an_object_the_user_lacks(
-    tmp_path: Path, git_lfs: str, lfs_server: tuple[str, list[str]]
+    tmp_path: Path, lfs_server: tuple[str, list[str]]
 ) -> None:
     url, requests = lfs_server
     user = _lfs_repo(tmp_path)

@@ -209,6 +209,7 @@ def test_session_records_why_a_memory_hog_implementer_was_stopped(tmp_path, demo
     assert (session / "resources.jsonl").stat().st_size > 0
 
 
+@pytest.mark.session
 def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
     started: list[Any] = []
     try:

@@ -6,12 +6,16 @@ import contextlib
 import json
 import signal
 import subprocess
+
+import pytest
 from pathlib import Path
 
 import psutil
 from meta_orchestrator.actors.runtime.session_files import read_jsonl
 
 from tests.conftest import branch_file, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
+
+pytestmark = pytest.mark.session  # every test here starts a whole session
 
 
 def _orchestrate(args: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -91,6 +91,7 @@ def _launches(session: Path, agent: str, assignment: str) -> list[str]:
 # -- reviews ------------------------------------------------------------------------------------
 
 
+@pytest.mark.session
 def test_default_demo_session_reviews_with_both_peers_and_decides_on_disk(tmp_path, demo_env):
     code, session, state = _run(tmp_path, demo_env)
     assert code == 0 and state["status"] == "completed"
@@ -144,6 +145,7 @@ def _open_question(running, kind: str):
     )
 
 
+@pytest.mark.session
 def test_two_concerns_pause_ask_and_the_answer_reaches_the_next_prompt(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX"] = "concern"
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "concern"
@@ -182,6 +184,7 @@ def test_two_concerns_pause_ask_and_the_answer_reaches_the_next_prompt(tmp_path,
     assert any("Validate input with a regex." in p for p in prompts)  # echoed by the CLI
 
 
+@pytest.mark.session
 def test_a_blocker_escalates_and_stop_ends_the_session(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "blocker"
     started, running = _start_session(tmp_path, demo_env)
@@ -199,6 +202,7 @@ def test_a_blocker_escalates_and_stop_ends_the_session(tmp_path, demo_env):
     assert "stopped" in state["decisions"][0]["applied"]
 
 
+@pytest.mark.session
 def test_user_can_ask_for_a_review(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "slow"
     demo_env["ORCHESTRATE_DEMO_PACE"] = "0.05"
@@ -226,6 +230,7 @@ def test_user_can_ask_for_a_review(tmp_path, demo_env):
 # -- recovery, one class at a time ------------------------------------------------------------
 
 
+@pytest.mark.session
 @pytest.mark.parametrize(
     "agent,assignment,flag",
     [
@@ -251,6 +256,7 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
     assert (Path(granted) / "NOTES.md").is_file()  # the refused write happened on the relaunch
 
 
+@pytest.mark.session
 @pytest.mark.parametrize(
     "agent,scenario,cause,advice",
     [
@@ -270,6 +276,7 @@ def test_unfixable_errors_escalate_with_the_right_advice(tmp_path, demo_env, age
     assert len(_launches(session, agent, failed["id"])) == 1  # never relaunched blindly
 
 
+@pytest.mark.session
 @pytest.mark.parametrize(
     "agent,assignment,advice",
     [("claude", "implement", "ANTHROPIC_API_KEY"), ("codex", "review", "CODEX_API_KEY")],
@@ -291,6 +298,7 @@ def test_refused_credentials_escalate_with_the_advice_and_the_role_moves_on(
     assert hand_over["moved"] == {assignment: moved["agent"]}
 
 
+@pytest.mark.session
 @pytest.mark.parametrize(
     "agent,scenario,cause,retries,exit_code",
     [
@@ -313,6 +321,7 @@ def test_retries_back_off_and_the_caps_hold(tmp_path, demo_env, agent, scenario,
     assert len(_launches(session, agent, assignment)) == retries + 1
 
 
+@pytest.mark.session
 def test_a_retry_that_works_is_recorded_as_recovered(tmp_path, demo_env):
     # Rate-limited once: the first run fails, the relaunch (after the back-off) succeeds.
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "rate_limit_once"
@@ -324,6 +333,7 @@ def test_a_retry_that_works_is_recorded_as_recovered(tmp_path, demo_env):
     assert [(r["cause"], r["action"], r["outcome"]) for r in mine] == [("rate_limit", "retry_after", "recovered")]
 
 
+@pytest.mark.session
 def test_preflight_checks_are_recorded(tmp_path, demo_env):
     code, session, state = _run(tmp_path, demo_env)
     checked = {r["agent"]: r for r in state["recoveries"] if r["outcome"] == "checked"}
@@ -385,6 +395,7 @@ def test_real_cli_errors_are_classified(real_rig, probe, status, cause, action):
     assert plan.evidence
 
 
+@pytest.mark.session
 def test_outside_path_grant_refused_by_the_user_escalates(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "permission_error"
     code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=False))

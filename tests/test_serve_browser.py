@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT, kill_tree, start_orchestrate, wait_for
 from tests.test_dashboard_browser import OUTPUT, browser_page  # noqa: F401 - the fixture, used by name
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.session, pytest.mark.browser]
 
 # What a person reads off the page, and the state behind it (times excluded: they tick).
 VIEW = """() => {
@@ -48,6 +48,15 @@ def _interrupt(proc: subprocess.Popen) -> None:
             kill_tree(proc)
 
 
+def _recorded_events(workspace: Path) -> int:
+    """The events the session's agents recorded: one whole line each in ``<session>/<agent>.jsonl``
+    and, for the peer reviews, ``<session>/reviews/<id>/<agent>.jsonl``."""
+    session = next(workspace.glob("*/state.json")).parent  # not a walk: temp files come and go in it
+    listed = [*session.glob("*.jsonl"), *session.glob("reviews/*/*.jsonl")]
+    files = [p for p in listed if p.stem in ("claude", "codex", "gemini")]
+    return sum(p.read_bytes().count(b"\n") for p in files)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "ws"
@@ -68,6 +77,12 @@ def test_a_replayed_session_shows_what_it_showed_live(browser_page: Any, workspa
             lambda: json.loads(next(workspace.glob("*/state.json")).read_text())["status"] == "completed",
             timeout=30,
             message="state.json completed",
+        )
+        # Events recorded just before the end reach the page after it: wait for every one.
+        wait_for(
+            lambda: page.evaluate("() => window.orchestrator.state.eventsSeen") == _recorded_events(workspace),
+            timeout=30,
+            message="the live page to show every recorded event",
         )
         live = page.evaluate(VIEW)
         _interrupt(launcher)

@@ -19,7 +19,6 @@ from typing import Any
 import psutil
 import pykka
 import pytest
-import simple_websocket
 
 from meta_orchestrator.config.settings import ConfigError, WebSettings, load_settings
 from meta_orchestrator.actors.gateway import Gateway
@@ -28,6 +27,7 @@ from meta_orchestrator.messages.session import SessionStateChanged
 from meta_orchestrator.webui.serve import ServeError, SessionsServer
 from tests.conftest import wait_for
 from tests.test_gateway import TOKEN, session_snapshot
+from tests.test_gateway_ws import WsClient
 
 IDLE = 1000
 FILES_NEEDED = 2 * IDLE + 512  # both ends of each idle connection live in this process
@@ -270,7 +270,7 @@ def test_serve_slow_readers_hold_slots_up_to_the_send_timeout_and_past_the_cap_g
 
 def test_dashboard_streams_outlive_the_request_timeout_and_still_get_frames(start):
     served = start("dashboard", request_timeout_s=0.5, ping_interval_s=0.2)
-    ws = simple_websocket.Client.connect(
+    ws = WsClient.connect(
         f"ws://127.0.0.1:{served.port}/ws", headers={"X-Orchestrate-Token": TOKEN}, subprotocols=["orchestrate"]
     )
     sse = open_stream(served.port)

@@ -21,6 +21,8 @@ from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from tests.conftest import PROJECT_ROOT, branch_files, kill_tree, popen_orchestrate, session_store, wait_for
 
+pytestmark = pytest.mark.session  # every test here starts a whole session
+
 
 def _settings(tmp_path: Path, **overrides: object):
     return load_settings(None, {"workspace": str(tmp_path / "ws"), **overrides})

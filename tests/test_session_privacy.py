@@ -50,6 +50,7 @@ def _as_nobody(*argv: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+@pytest.mark.session
 def test_a_finished_session_is_unreadable_to_another_user(open_parent, demo_env):
     workspace = open_parent / "ws"
     code = run(
@@ -93,6 +94,7 @@ def test_a_workspace_owned_by_another_user_is_refused(tmp_path):
         check_workspace(workspace)
 
 
+@pytest.mark.session
 def test_a_session_run_in_a_foreign_workspace_never_starts(tmp_path, demo_env):
     workspace = tmp_path / "ws"
     workspace.mkdir(mode=0o700)

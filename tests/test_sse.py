@@ -12,6 +12,8 @@ import pytest
 from meta_orchestrator.messages.frames import FRAME
 from tests.conftest import kill_tree, start_orchestrate
 
+pytestmark = pytest.mark.session  # every test here starts a whole session
+
 
 def _curl() -> str:
     found = shutil.which("curl")

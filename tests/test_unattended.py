@@ -217,6 +217,7 @@ def _run(tmp_path: Path, env: dict[str, str], **overrides: Any) -> tuple[int, Pa
     return code, folder, state
 
 
+@pytest.mark.session
 def test_defaults_a_clarification_continues_with_an_unanswered_note(tmp_path, demo_env):
     code, _, state = _run(tmp_path, {**demo_env, **CONCERNS}, **{"questions.unattended": "defaults"})
     assert code == 0
@@ -226,6 +227,7 @@ def test_defaults_a_clarification_continues_with_an_unanswered_note(tmp_path, de
     assert "default answer" in state["decisions"][0]["applied"]
 
 
+@pytest.mark.session
 def test_stop_an_escalation_waits_then_continue_resumes_it(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "blocker"}
     code, folder, state = _run(tmp_path, env)
@@ -255,6 +257,7 @@ def test_stop_an_escalation_waits_then_continue_resumes_it(tmp_path, demo_env):
     assert code == 0 and state["status"] == "completed"
 
 
+@pytest.mark.session
 def test_high_risk_call_confirmation_with_nobody_there(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "risky_call"}
     code, folder, state = _run(tmp_path / "stop", env)
@@ -272,6 +275,7 @@ def test_high_risk_call_confirmation_with_nobody_there(tmp_path, demo_env):
     assert denied and denied[0]["rule"] == "git_push" and denied[0]["decided_by"] == "unavailable"
 
 
+@pytest.mark.session
 def test_suspicious_call_pause_with_nobody_there(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "suspicious_call"}
     code, folder, state = _run(tmp_path / "stop", env)
@@ -285,6 +289,7 @@ def test_suspicious_call_pause_with_nobody_there(tmp_path, demo_env):
     assert implement["status"] == "failed" and "security finding" in implement["error"]
 
 
+@pytest.mark.session
 def test_folder_grant_confirmation_waits_then_yes_on_resume_grants_it(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
     code, folder, state = _run(tmp_path, env, **{"sandbox.enabled": False})
@@ -300,6 +305,7 @@ def test_folder_grant_confirmation_waits_then_yes_on_resume_grants_it(tmp_path, 
     assert (Path(implement["workdir"] + "-outside") / "NOTES.md").is_file()  # written on the granted run
 
 
+@pytest.mark.session
 def test_a_question_timeout_per_kind_takes_the_default(tmp_path, demo_env):
     settings = load_settings(
         None, {"workspace": str(tmp_path / "ws"), **FAST, "questions.timeout_s": {"clarification": 0.3}}
@@ -325,6 +331,7 @@ def test_a_question_timeout_per_kind_takes_the_default(tmp_path, demo_env):
 # -- role fallback ----------------------------------------------------------------------------------
 
 
+@pytest.mark.session
 def test_gemini_refusing_the_licence_hands_the_architect_role_over(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_GEMINI": "license_refused"}
     code, _, state = _run(tmp_path, env)
@@ -339,6 +346,7 @@ def test_gemini_refusing_the_licence_hands_the_architect_role_over(tmp_path, dem
     assert "gemini could not serve" in state["summary"]
 
 
+@pytest.mark.session
 def test_a_missing_cli_among_several_hands_its_roles_over(tmp_path, demo_env):
     target = tmp_path / "app"
     target.mkdir()
@@ -414,6 +422,7 @@ def test_a_new_question_rings_the_bell_once():
     assert out.getvalue().count("\a") == 1 and "q1" in out.getvalue()
 
 
+@pytest.mark.session
 def test_closing_the_dashboard_while_a_question_is_open_ends_the_wait(tmp_path, demo_env):
     """The dashboard is an answer channel while it runs; closed from the page, it is gone."""
     import threading
@@ -508,6 +517,7 @@ def test_real_gemini_prints_the_licence_refusal_and_it_is_the_account_class(cli_
     assert found is not None and found.cause == "account", (lines, res.describe())
 
 
+@pytest.mark.session
 def test_defaults_a_folder_grant_is_not_given(tmp_path, demo_env):
     env = {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "permission_error"}
     code, _, state = _run(tmp_path, env, **{"sandbox.enabled": False, "questions.unattended": "defaults"})

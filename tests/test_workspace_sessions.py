@@ -99,6 +99,7 @@ def _assert_conflict_waits_for_the_user(repo: Path, folder: Path, done: subproce
     return second["id"]
 
 
+@pytest.mark.session
 def test_a_session_in_the_user_repository_leaves_it_as_it_was_then_apply_and_discard(
     user_repo: Path,  # noqa: F811
     tmp_path: Path,
@@ -160,6 +161,7 @@ def _run_demo(tmp_path: Path, env: dict[str, str], **overrides: Any) -> tuple[in
     return code, folder, _state(folder)
 
 
+@pytest.mark.session
 def test_parallel_writers_of_one_file_end_in_a_merge_that_keeps_both(tmp_path: Path, demo_env: dict[str, str]) -> None:
     code, folder, state = _run_demo(tmp_path, {**demo_env, SHARED_FILE_ENV: "docs/NOTES.md"})
     assert code == 0, state["summary"]
@@ -178,6 +180,7 @@ def test_parallel_writers_of_one_file_end_in_a_merge_that_keeps_both(tmp_path: P
     assert not list(folder.glob("checkouts/*"))  # all merged: none left
 
 
+@pytest.mark.session
 def test_in_place_runs_in_the_target_and_says_so_at_start_in_the_log_and_at_the_end(
     tmp_path: Path, demo_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -294,6 +297,7 @@ def test_a_sandboxed_run_works_in_its_checkout_and_cannot_write_the_user_reposit
     assert branch_file(repo.store, repo.branch, "made.txt") == "made in the checkout\n"
 
 
+@pytest.mark.session
 def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
     user_repo: Path,  # noqa: F811
     tmp_path: Path,

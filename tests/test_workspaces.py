@@ -631,6 +631,7 @@ def _orchestrate(workspace: Path, *args: str) -> subprocess.CompletedProcess[str
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.session
 def test_the_apply_discard_and_sessions_commands_end_to_end(user_repo: Path, workspace: Path) -> None:
     applied = new_session(workspace, user_repo, sid="20260101-120000-aaaaaa")
     work = applied.checkout("implement")
@@ -670,6 +671,7 @@ def test_the_apply_discard_and_sessions_commands_end_to_end(user_repo: Path, wor
     assert missing.returncode == 2 and "no session" in missing.stderr
 
 
+@pytest.mark.session
 def test_apply_refuses_a_running_session(user_repo: Path, workspace: Path) -> None:
     repo = new_session(workspace, user_repo)
     _write_session(workspace, repo.session_id, user_repo, status="running")
@@ -696,6 +698,7 @@ def _worked_session(workspace: Path, repo: Path, sid: str = "20260101-120000-abc
     return made
 
 
+@pytest.mark.session
 def test_apply_twice_or_after_a_squash_does_nothing_and_says_so(user_repo: Path, workspace: Path) -> None:
     made = _worked_session(workspace, user_repo, "20260101-120000-abc123", "one", "two")
     _write_session(workspace, made.session_id, user_repo)
@@ -748,6 +751,7 @@ def test_apply_signs_as_commit_gpgsign_asks_or_stops_unless_no_sign(
     assert unsigned.status == "squashed" and "gpgsig" not in git(user_repo, "cat-file", "commit", "HEAD")
 
 
+@pytest.mark.session
 def test_apply_onto_another_branch_than_the_session_started_from_needs_onto(user_repo: Path, workspace: Path) -> None:
     made = _worked_session(workspace, user_repo)
     _write_session(workspace, made.session_id, user_repo)
@@ -764,6 +768,7 @@ def test_apply_onto_another_branch_than_the_session_started_from_needs_onto(user
     assert git(user_repo, "rev-parse", "main") == main and (user_repo / "one.txt").exists()
 
 
+@pytest.mark.session
 def test_apply_after_its_worktree_was_removed_names_the_main_worktree(user_repo: Path, workspace: Path) -> None:
     linked = user_repo.parent / "linked"
     git(user_repo, "worktree", "add", "-q", "-b", "side", str(linked))
@@ -813,6 +818,7 @@ def test_a_workspace_that_fails_to_start_leaves_no_half_made_folder(user_repo: P
     assert sorted(p.name for p in session_dir.iterdir()) == []
 
 
+@pytest.mark.session
 def test_a_demo_session_starts_and_ends_with_a_non_utf8_file_name_and_no_traceback(
     user_repo: Path, workspace: Path, demo_env: dict[str, str]
 ) -> None:

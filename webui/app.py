@@ -24,6 +24,7 @@ from uuid import uuid4
 
 import simple_websocket
 from flask import Flask, Response, jsonify, request, send_from_directory
+from flask.json.provider import DefaultJSONProvider
 from flask_sock import Sock
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -95,6 +96,12 @@ class DashboardLink:
     close: Callable[[], None]
 
 
+class InOrderJSON(DefaultJSONProvider):
+    """Flask's JSON with the keys in the order they were built (the frames' order), not sorted."""
+
+    sort_keys = False
+
+
 def describe(exc: ValidationError) -> str:
     """A pydantic error as one line: ``field: what is wrong; ...``."""
     parts = []
@@ -118,7 +125,7 @@ def create_app(link: DashboardLink) -> Flask:
         "ping_interval": link.ping_interval_s,
     }
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.json.sort_keys = False
+    app.json = InOrderJSON(app)
     sock = Sock(app)
 
     _add_guard(app, link)

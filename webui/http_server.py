@@ -202,7 +202,7 @@ class BoundedWSGIServer(BaseWSGIServer):
         try:
             self.finish_request(connection, connection.address)  # type: ignore[arg-type]
         except Exception:
-            self.handle_error(connection, connection.address)  # type: ignore[arg-type]
+            self.handle_error(connection, connection.address)
         finally:
             with self._lock:
                 self._active -= 1
@@ -290,7 +290,7 @@ class BoundedRequestHandler(WSGIRequestHandler):
     within the request's deadline; writing with a timeout on the peer's progress."""
 
     protocol_version = "HTTP/1.1"
-    request: Connection  # type: ignore[assignment]
+    request: Connection
     server: BoundedWSGIServer
 
     def setup(self) -> None:

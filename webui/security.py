@@ -23,7 +23,11 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
 
 TOKEN_HEADER = "X-Orchestrate-Token"
 WS_PROTOCOL = "orchestrate"
@@ -112,7 +116,7 @@ class Guard:
         self,
         method: str,
         path: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Headers,
         query_token: str | None = None,
     ) -> Refusal | None:
         """``None`` if the request may go on; otherwise why not.

@@ -32,7 +32,7 @@ from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc
 from meta_orchestrator.messages.ids import is_session_id
-from meta_orchestrator.webui.app import STATIC_DIR
+from meta_orchestrator.webui.app import STATIC_DIR, InOrderJSON
 from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, Guard, allowed_hosts, is_loopback
 
@@ -130,7 +130,7 @@ def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
 def create_serve_app(workspace: Path, guard: Callable[[], Guard]) -> Flask:
     """The sessions page and its API over ``workspace``."""
     app = Flask("orchestrator_sessions", static_folder=str(STATIC_DIR), static_url_path="/static")
-    app.json.sort_keys = False
+    app.json = InOrderJSON(app)
 
     _add_guard(app, guard)
     _add_list_routes(app, workspace)

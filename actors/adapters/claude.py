@@ -458,7 +458,8 @@ def _base36(number: int) -> str:
 
 def _policy_hook_switches(settings: dict[str, Any], off_env: tuple[str, ...]) -> list[str]:
     strict = settings.get("strictPluginOnlyCustomization")
-    env = settings.get("env") if isinstance(settings.get("env"), dict) else {}
+    given_env = settings.get("env")
+    env: dict[str, Any] = given_env if isinstance(given_env, dict) else {}
     switches = [key for key in ("disableAllHooks", "allowManagedHooksOnly") if settings.get(key) is True]
     if strict is True or (isinstance(strict, list) and "hooks" in strict):
         switches.append("strictPluginOnlyCustomization")

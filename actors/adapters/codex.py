@@ -11,6 +11,7 @@ from typing import Any
 
 from meta_orchestrator.actors.adapters.base import (
     StatePlace,
+    TokenShape,
     AgentAdapter,
     ArgsFixed,
     CliState,
@@ -403,7 +404,7 @@ def _without_sandbox_flag(args: tuple[str, ...]) -> tuple[str, ...]:
 
 # $CODEX_HOME/auth.json: the ChatGPT tokens codex refreshes. The API key is not among them:
 # codex never changes it, so a run may not either.
-CODEX_TOKENS = MappingProxyType(
+CODEX_TOKENS: TokenShape = MappingProxyType(
     {
         "tokens": MappingProxyType(
             {

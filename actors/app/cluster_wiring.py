@@ -95,7 +95,7 @@ def hosts(settings: Settings, caps: SpawnCaps) -> HostSet:
     remote = {
         name: ClusterProcessHost(
             caps=caps,
-            resources={cluster.slot_resource: 1, **cluster.resources.get(name, {})},  # type: ignore[call-overload]
+            resources={cluster.slot_resource: 1, **cluster.resources.get(name, {})},
             options=options,
             notice_s=cluster.wait_notice_s,
             hold_until_recorded=True,  # a line leaves its node only once it is in the event file

@@ -60,7 +60,7 @@ def read_console_answers(coordinator: pykka.ActorRef[Any], stream: Any) -> None:
             if not line.strip():
                 continue
             try:
-                snapshot = coordinator.ask(GetSessionState(), timeout=ASK_TIMEOUT_S)
+                snapshot = coordinator.ask(GetSessionState(), block=True, timeout=ASK_TIMEOUT_S)
             except (pykka.ActorDeadError, pykka.Timeout):
                 return
             answer = parse_console_answer(line, snapshot)

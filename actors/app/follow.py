@@ -44,14 +44,14 @@ class _Tail:
         return self.log is not None
 
     def last(self, count: int) -> list[dict[str, Any]]:
-        if not self.open():
+        if not self.open() or self.log is None:
             return []
         window = self.log.tail(count)
         self.offset = window.end
         return window.records
 
     def new(self) -> list[dict[str, Any]]:
-        if not self.open():
+        if not self.open() or self.log is None:
             return []
         window = self.log.read_from(self.offset, READ_BATCH)
         self.offset = window.end

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import psutil
 import pykka
@@ -33,7 +33,7 @@ from meta_orchestrator.actors.app.workspace_wiring import (
 )
 from meta_orchestrator.actors.console import ConsoleView
 from meta_orchestrator.actors.coordinator import Coordinator
-from meta_orchestrator.actors.runtime.supervision import ReplyInbox, SupervisedRef, tell_all
+from meta_orchestrator.actors.runtime.supervision import ActorHandle, ReplyInbox, SupervisedRef, tell_all
 from meta_orchestrator.actors.supervisor import Supervisor
 from meta_orchestrator.actors.recovery import Recovery
 from meta_orchestrator.actors.reviewer import Reviewer
@@ -127,8 +127,8 @@ class RunningSession:
     session_dir: Path
     target: Path
     coordinator: pykka.ActorRef[Any]
-    workers: dict[str, pykka.ActorRef[Any]]
-    gateway: pykka.ActorRef[Any] | None = None
+    workers: Mapping[str, ActorHandle]
+    gateway: ActorHandle | None = None
     dashboard_url: str | None = None
     token: str | None = None
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
@@ -335,7 +335,7 @@ class _Wiring:
 
     settings: Settings
     options: RunOptions
-    started: list[pykka.ActorRef[Any]]
+    started: list[ActorHandle]
     target: Path
     session_dir: Path
     session_id: str
@@ -362,7 +362,7 @@ class _Wiring:
 def start(
     settings: Settings,
     options: RunOptions,
-    started: list[pykka.ActorRef[Any]],
+    started: list[ActorHandle],
     log_setup: Callable[[Path], None] | None = None,
 ) -> RunningSession:
     """Start every actor for one session and tell the coordinator to begin."""
@@ -737,7 +737,6 @@ def _start_watchers(
             settings=settings.limits,
             session_dir=session_dir,
             listeners=listeners,
-            stop_grace_s=settings.session.stop_grace_s,
         )
     if settings.sandbox.enabled:
         watchers["guard"] = _supervised(
@@ -778,7 +777,7 @@ def _sandboxed(name: str, settings: Settings, watchers: dict[str, SupervisedRef]
 
 
 def _os_sandboxes(
-    bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: dict[str, pykka.ActorRef[Any]]
+    bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: Mapping[str, ActorHandle]
 ) -> dict[str, OsSandbox]:
     """Per agent: every workspace of the user, Ray's token files and the host's socket folders hidden (what DNS
     reads there shown), the private tmpfs sized, the host's services cut off (Landlock); for
@@ -818,7 +817,7 @@ def _spawn_caps(settings: Settings) -> SpawnCaps:
     )
 
 
-def _start(started: list[pykka.ActorRef[Any]], actor_class: type[pykka.Actor], **kwargs: Any) -> pykka.ActorRef[Any]:
+def _start(started: list[ActorHandle], actor_class: type[pykka.Actor], **kwargs: Any) -> pykka.ActorRef[Any]:
     ref = actor_class.start(**kwargs)
     started.append(ref)
     return ref
@@ -834,7 +833,7 @@ def _supervised(
     return child
 
 
-def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
+def stop_all(started: list[ActorHandle], timeout: float = 15.0) -> None:
     """Stop actors in reverse start order; log and move on if one hangs.
 
     ``started`` is emptied from its end: an actor started while the others stop (a review's
@@ -910,7 +909,7 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
     Ctrl-C or SIGTERM asks the coordinator to stop (every agent group ended, state saved,
     exit 130); a second Ctrl-C stops the actors at once.
     """
-    started: list[pykka.ActorRef[Any]] = []
+    started: list[ActorHandle] = []
     with _Interrupts() as interrupts:
         try:
             running = interrupts.running = start(settings, options, started, log_setup)

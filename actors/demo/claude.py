@@ -172,7 +172,7 @@ class Claude(DemoAgent):
         self.tool_calls += 1
         hooked = self.hooks.decide(self._hook_call(name, tool_input, tool_id), self.cwd)
         if hooked is not None:  # a hook decides before the permission mode does
-            denial = None if hooked == "allow" else hooked
+            denial = None if isinstance(hooked, str) else hooked  # "allow", or a denial
         if denial:
             text, listed = denial
             block = {

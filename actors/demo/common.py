@@ -692,7 +692,7 @@ class Parser(argparse.ArgumentParser):
         self._format = error_format
         self._code = error_code
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageExit(self._format.format(message=message), self._code)
 
     def parse_cli(self, argv: list[str], rest: str) -> tuple[argparse.Namespace, list[str]]:

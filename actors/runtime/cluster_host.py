@@ -40,8 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode
-from ray.core.generated.common_pb2 import ErrorType
+
+# Ray's compiled core and its generated protobuf modules carry no type information.
+from ray._raylet import (  # type: ignore[attr-defined]
+    AuthenticationMode,
+    AuthenticationTokenLoader,
+    Config,
+    get_authentication_mode,
+)
+from ray.core.generated.common_pb2 import ErrorType  # type: ignore[attr-defined]
 from ray.exceptions import GetTimeoutError, RayError
 
 from meta_orchestrator.actors.adapters.base import Launch
@@ -107,7 +114,7 @@ def connect(address: str, token_file: Path | None = None, namespace: str = "meta
     ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
     # Ray reports an error reply nobody read (a dropped ``acknowledge``, say) by unpickling it
     # first: the report is made here instead, from the count alone.
-    ray._private.worker.global_worker.raise_errors = _unread_errors
+    ray._private.worker.global_worker.raise_errors = _unread_errors  # type: ignore[method-assign]  # on purpose
     return True
 
 
@@ -133,7 +140,7 @@ def plain_get(ref: Any, timeout: float | None = None) -> bytes | memoryview:
         NodeReplyRefused, HostCallFailed, NodeGone: see those.
     """
     timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
-    core = ray._private.worker.global_worker.core_worker
+    core = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]  # set at ray.init, untyped
     ((data, metadata, _),) = core.get_objects([ref], timeout_ms)
     kind = bytes(metadata or b"").split(b",")[0]
     if kind == b"RAW":

@@ -91,7 +91,10 @@ def compile_patterns(extra: Iterable[dict[str, object]] = ()) -> tuple[ErrorPatt
         if cli != "*" and cli not in agent_names():
             raise ValueError(f"recovery pattern cli {cli!r} is not one of *, {', '.join(agent_names())}")
         regex = entry.get("match")
-        codes = tuple(int(c) for c in entry.get("exit_codes", ()) or ())  # type: ignore[union-attr]
+        listed = entry.get("exit_codes") or ()
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(c, int) for c in listed):
+            raise ValueError(f"recovery pattern exit_codes {listed!r} is not a list of whole numbers")
+        codes = tuple(int(c) for c in listed)
         try:
             user.append(
                 ErrorPattern(

@@ -139,7 +139,7 @@ def read_events_page(
 def read_reviews(session_dir: Path) -> list[dict[str, Any]]:
     """Every review under ``<session_dir>/reviews/<id>/``: its JSON files by name, oldest first."""
     root = session_dir / "reviews"
-    reviews = []
+    reviews: list[dict[str, Any]] = []
     if not root.is_dir():
         return reviews
     for folder in root.iterdir():

@@ -176,6 +176,12 @@ def run_command(
     return GitResult(returncode=returncode, stdout=stdout, stderr=stderr, truncated=truncated)
 
 
+def _shown(args: object) -> str:
+    """The start of a command line, for a message (Popen keeps its ``args`` as given)."""
+    words = args if isinstance(args, (list, tuple)) else [args]
+    return " ".join(str(a) for a in words[:4])
+
+
 def _read_stdout(proc: subprocess.Popen[bytes], timeout_s: float, max_output: int | None) -> tuple[bytes, bool]:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
@@ -187,7 +193,7 @@ def _read_stdout(proc: subprocess.Popen[bytes], timeout_s: float, max_output: in
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WorkspaceError(f"{' '.join(proc.args[:4])}... took longer than {timeout_s:g}s and was ended")  # type: ignore[index]
+                raise WorkspaceError(f"{_shown(proc.args)}... took longer than {timeout_s:g}s and was ended")
             if not selector.select(left):
                 continue
             data = os.read(fd, 1 << 16)

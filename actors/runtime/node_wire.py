@@ -164,7 +164,7 @@ def started(value: RunStarted) -> bytes:
 def batch(value: LineBatch) -> bytes:
     """A long-poll's answer: its lines and a bundle after the header, each sized there."""
     chunks = [
-        _WireChunk(stream=stream, first=first, count=count, size=len(packed), extras=extras)  # type: ignore[arg-type]
+        _WireChunk(stream=stream, first=first, count=count, size=len(packed), extras=extras)
         for stream, first, count, packed, extras in value.chunks
     ]
     parts = [packed for _, _, _, packed, _ in value.chunks]

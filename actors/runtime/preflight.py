@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.runtime.session_files import SessionFileError, check_owned_dir
@@ -260,8 +260,8 @@ def hook_self_test(agent: str, bwrap: str | None, env: dict[str, str], python: s
         if bwrap is not None:
             readable = (folder, *under_private_tmp(hook_read_paths()))
             argv = bwrap_argv(Confinement(bwrap=bwrap, writable=(), readable=readable, chdir=folder), argv)
-        call = {"hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": folder, "tool_use_id": "preflight"}
-        call["tool_input"] = {"command": HOOK_TEST_COMMAND}
+        call: dict[str, Any] = {"hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": folder}
+        call.update(tool_use_id="preflight", tool_input={"command": HOOK_TEST_COMMAND})
         try:
             done = subprocess.run(
                 argv,

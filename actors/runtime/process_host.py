@@ -300,17 +300,20 @@ class ProcessHost:
             _require_executable(argv[0], env.get("PATH"), launch.cwd)
             argv = bwrap_argv(confinement, argv)
             env = {**env, "TMPDIR": PRIVATE_TMP}
-        start = functools.partial(
-            subprocess.Popen,
-            argv,
-            cwd=launch.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL if launch.stdin is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        stdin = subprocess.DEVNULL if launch.stdin is None else subprocess.PIPE
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                cwd=launch.cwd,
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+
         ports = confinement.connect_ports if confinement is not None else None
         popen = start() if ports is None else _start_restricted(start, ports)
         if launch.stdin is not None:
@@ -392,9 +395,8 @@ def _landlock_abi() -> int:
 def _require_executable(exe: str, path: str | None, cwd: Path) -> None:
     """What Popen would raise for a missing or non-executable CLI (bwrap would only exit 1)."""
     if os.sep in exe:
-        found: str | None = str(Path(cwd, exe))
-        if not os.path.exists(found):
-            found = None
+        inside = str(Path(cwd, exe))
+        found = inside if os.path.exists(inside) else None
     else:
         found = shutil.which(exe, mode=os.F_OK, path=path)
     if found is None:

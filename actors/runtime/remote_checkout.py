@@ -114,8 +114,8 @@ class NodeCheckout:
         """``text`` with each driver path replaced where it stands whole (not "/a/b" in "/a/bc")."""
         for driver in sorted(self._paths, key=len, reverse=True):
             if driver in text:
-                node = self._paths[driver]
-                text = re.sub(re.escape(driver) + r"(?![\w.-])", lambda _, node=node: node, text)
+                node = self._paths[driver]  # literal: re.sub reads backslashes in a replacement
+                text = re.sub(re.escape(driver) + r"(?![\w.-])", node.replace("\\", "\\\\"), text)
         return text
 
     def collect(self) -> WorkBack:

@@ -267,6 +267,9 @@ def _ray_folders() -> list[str]:
 # No CPU is reserved (the slot is the unit; the CLI's load is the node's business) and no
 # restart (a restarted actor would have lost its CLI: the run is lost instead). Where it may
 # run is given per run: ``RemoteRunHost.options(resources={"agent_slot": 1})``.
-RemoteRunHost = ray.remote(num_cpus=0, max_concurrency=HOST_CONCURRENCY, max_restarts=0, max_task_retries=0)(RunHost)
+# ray.remote's overloads list no actor options (max_concurrency, max_restarts): Ray accepts them.
+RemoteRunHost = ray.remote(  # type: ignore[call-overload]
+    num_cpus=0, max_concurrency=HOST_CONCURRENCY, max_restarts=0, max_task_retries=0
+)(RunHost)
 
 __all__ = ["HostEnd", "HostOptions", "LineBatch", "NodeSample", "RemoteRunHost", "RunHost", "RunStarted"]

@@ -137,7 +137,7 @@ def spawn(
 def placed(agent: str, command: Any, fact: RemoteRunChanged) -> RunPlaced:
     """The fact that tells the coordinator where ``command``'s run now runs."""
     node = RunNode(node_id=fact.node_id or "unknown", node_ip=fact.node_ip, hostname=fact.hostname)
-    return RunPlaced(agent=agent, assignment_id=command.assignment_id, node=node, pid=fact.pid)  # type: ignore[arg-type]
+    return RunPlaced(agent=agent, assignment_id=command.assignment_id, node=node, pid=fact.pid)
 
 
 def sampler(proc: Any) -> Callable[[], Any] | None:

@@ -154,7 +154,7 @@ def parse_cursor(cursor: str, sources: Iterable[str]) -> dict[str, int]:
 # --- frames: what the dashboard was sent, rebuilt from the timeline ----------------------------
 
 
-def _fact_classes() -> dict[str, type]:
+def _fact_classes() -> dict[str, type[Message]]:
     """Every message class by name (the history names each fact's class)."""
 
     for module in (
@@ -170,7 +170,7 @@ def _fact_classes() -> dict[str, type]:
         "workspace",
     ):
         importlib.import_module(f"meta_orchestrator.messages.{module}")
-    found: dict[str, type] = {}
+    found: dict[str, type[Message]] = {}
     todo = [Message]
     while todo:
         cls = todo.pop()
@@ -180,7 +180,7 @@ def _fact_classes() -> dict[str, type]:
     return found
 
 
-_FACTS: dict[str, type] | None = None
+_FACTS: dict[str, type[Message]] | None = None
 
 
 def fact_of(record: dict[str, Any]) -> Any | None:

@@ -67,8 +67,8 @@ def decide(
     -> LOG_WARNING; all approve -> CONTINUE. With no answer at all, ``when_no_reviewers`` is
     chosen and the reasoning says so: it is never reported as an approval.
     """
-    counts = Counter(a.verdict for a in answers)
-    tally = {v: counts.get(v, 0) for v in VERDICTS}
+    counts = Counter[str](a.verdict for a in answers)
+    tally = {v: counts[v] for v in VERDICTS}
     said = "; ".join(_who_said(a) for a in answers)
     if not answers:
         missing = ", ".join(unavailable) or "none configured"
@@ -176,7 +176,7 @@ def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0, durat
         summary = obj.get("summary") or obj.get("reason") or obj.get("comment") or ""
         return ReviewAnswer(
             agent=agent,
-            verdict=normalise_verdict(obj["verdict"]),  # type: ignore[arg-type]
+            verdict=normalise_verdict(obj["verdict"]),
             summary=str(summary)[:SUMMARY_LIMIT],
             findings=_findings(obj.get("findings")),
             returncode=returncode,
@@ -194,7 +194,7 @@ def parse_verdict(agent: AgentName, text: str, returncode: int | None = 0, durat
             )
             return ReviewAnswer(
                 agent=agent,
-                verdict="concern" if verdict == "approve" else verdict,  # type: ignore[arg-type]
+                verdict="concern" if verdict == "approve" else verdict,
                 summary=_prose(text),
                 reason=reason,
                 parsed=False,

@@ -103,7 +103,7 @@ def open_private(path: Path, binary: bool = False, exclusive: bool = False) -> I
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
+    return os.fdopen(fd, "ab") if binary else os.fdopen(fd, "a", encoding="utf-8")
 
 
 def open_in_session(session_dir: Path, path: Path) -> IO[bytes]:

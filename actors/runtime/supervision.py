@@ -9,7 +9,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 from meta_orchestrator.messages.supervision import ActorCrashed
@@ -96,6 +96,16 @@ class SupervisedRef:
 
     def __repr__(self) -> str:
         return f"<SupervisedRef {self.name} -> {self.ref}>"
+
+
+class ActorHandle(Protocol):
+    """What the wiring does with an actor it started: a plain ``pykka.ActorRef`` or a ``SupervisedRef``."""
+
+    def tell(self, message: Any) -> None: ...
+
+    def ask(self, message: Any, *, timeout: float | None = None) -> Any: ...
+
+    def stop(self, *, block: bool = True, timeout: float | None = None) -> Any: ...
 
 
 def tell_all(listeners: Any, fact: Any) -> None:

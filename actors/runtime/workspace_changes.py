@@ -43,8 +43,12 @@ def parse_raw_numstat(fields: Sequence[str]) -> tuple[FileChange, ...]:
         i += 1
     changes = []
     for path in order:
-        added, removed = counts.get(path, (0, 0))
-        changes.append(FileChange(path=path, status=statuses[path], added=added, removed=removed, binary=added is None))
+        lines_added, lines_removed = counts.get(path, (0, 0))
+        changes.append(
+            FileChange(
+                path=path, status=statuses[path], added=lines_added, removed=lines_removed, binary=lines_added is None
+            )
+        )
     return tuple(changes)
 
 

@@ -147,6 +147,8 @@ _FETCH_BATCH = 1000  # object ids per fetch command line
 _KEEP_IGNORED = 50  # ignored files named per checkout
 _KEEP_UNCOMMITTED = 200  # names kept in workspace.json; the count is exact
 _MARKERS = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+
+
 class ConflictMarkersLeft(WorkspaceError):
     """commit_assignment after prepare_conflict: these files still hold conflict markers."""
 
@@ -200,7 +202,7 @@ def store_git(store: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> Git:
     return Git(["--git-dir", str(store)], config=HOSTILE_TREE_CONFIG, timeout_s=timeout_s, cwd=store, private=True)
 
 
-def where_branch(branch: str, store: str | None) -> str:
+def where_branch(branch: str, store: Path | str | None) -> str:
     """Where the session branch is, for the user: in its store until ``orchestrate apply``."""
     if store is None:
         return f"branch {branch}"
@@ -309,7 +311,7 @@ def uncommitted_files(git: Git, exclude: tuple[str, ...] = (), *, agents: bool =
     ``exclude``: pathspecs left out (the workspace, when it lies inside the repository).
     ``agents``: an agent's checkout, whose submodules are never looked into (only the command
     line's ``--ignore-submodules`` wins over a ``.gitmodules`` its agent wrote)."""
-    args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+    args: tuple[str, ...] = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
     if agents:
         args = (*args, "--ignore-submodules=all")
     fields = git.run(*args, *(("--", *exclude) if exclude else ())).fields

@@ -41,7 +41,6 @@ from typing import Any
 from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV, Policy, check_tool_call
 
 CONNECT_TIMEOUT_S = 2.0
-NOTIFY_TIMEOUT_S = 0.5
 
 
 def decision(kind: str, reason: str) -> dict[str, Any]:
@@ -79,7 +78,8 @@ def ask_channel(path: str, request: dict[str, Any], timeout_s: float) -> dict[st
 def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
     """The hook's output for one PreToolUse input (``None``: say nothing, claude decides)."""
     tool = str(call.get("tool_name") or "")
-    tool_input = call.get("tool_input") if isinstance(call.get("tool_input"), dict) else {}
+    given = call.get("tool_input")
+    tool_input: dict[str, Any] = given if isinstance(given, dict) else {}
     verdict = check_tool_call(policy, tool, tool_input, call.get("cwd"))
     request = {
         "secret": policy.secret,

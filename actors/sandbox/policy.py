@@ -7,11 +7,9 @@ every agent's recorded tool calls. Standard library only (the hook imports this)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Iterable
 
@@ -177,11 +175,6 @@ class Policy:
             secret=str(data.get("secret", "")),
             run_roots=tuple(data.get("run_roots", ())),
         )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Policy:
-        """Read ``sandbox/policy.json``."""
-        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def rules(builtin: Iterable[tuple[str, str]], extra: Iterable[str] = (), prefix: str = "config") -> tuple[Rule, ...]:

@@ -13,7 +13,7 @@ from meta_orchestrator.actors.runtime.prompts import (
 )
 from meta_orchestrator.actors.session_core.state import PLAN_ID, PlanRun
 from meta_orchestrator.actors.session_core.step import ROLES, StepBase
-from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRequested, RelaunchDue
+from meta_orchestrator.messages.recovery import RecoveryOutcome, RecoveryPlanned, RecoveryRequested, RelaunchDue
 from meta_orchestrator.messages.session import AssignmentRecord, Plan
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 
@@ -128,7 +128,9 @@ class PlanningRules(StepBase):
         self.plan = plan = replace(self.plan, phase="idle", finish=None)
         retry = verdict.action in ("relaunch", "retry_after") and not self.winding_down
         if verdict.cause is not None:
-            outcome = "pending" if retry else ("escalated" if verdict.action == "escalate" else "given_up")
+            outcome: RecoveryOutcome = (
+                "pending" if retry else ("escalated" if verdict.action == "escalate" else "given_up")
+            )
             if verdict.action == "none":
                 outcome = "not_needed"
             self.update(recoveries=(*self.snap.recoveries, verdict.record(outcome, at=self.now)))

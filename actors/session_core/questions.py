@@ -43,7 +43,7 @@ class QuestionRules(StepBase):
         if self.end_decided:
             self.decline(question)
             return
-        timeout = self.settings.questions.timeout_s.get(question.kind, question.timeout_s)  # type: ignore[call-overload]
+        timeout = self.settings.questions.timeout_s.get(question.kind, question.timeout_s)
         question = question.model_copy(
             update={
                 "asked_at": self.stamp,
