@@ -360,9 +360,9 @@ class Reviewer(pykka.ThreadingActor):
         )
         self._running[review_id] = review
         context = self._context(review)
-        review.workdir, review.read_only_dirs = self._view(review_id, context["change"].get("commit"))
+        review.workdir, review.read_only_dirs = _view(self._repo, review_id, context["change"].get("commit"))
         prompt = review_prompt(self._session_id, review_id, self._task, context)
-        self._save(
+        _save(
             directory / "request.json",
             {
                 "review_id": review_id,
@@ -452,7 +452,7 @@ class Reviewer(pykka.ThreadingActor):
 
     def _record_answer(self, review: _Running, answer: ReviewAnswer, raw_text: str) -> None:
         review.answers[answer.agent] = answer
-        self._save(review.directory / f"{answer.agent}.answer.json", dump_answer(answer, raw_text))
+        _save(review.directory / f"{answer.agent}.answer.json", dump_answer(answer, raw_text))
 
     def _maybe_finish(self, review: _Running) -> None:
         asked = set(review.workers) | set(review.answers)
@@ -475,7 +475,7 @@ class Reviewer(pykka.ThreadingActor):
             review_dir=str(review.directory),
             round=review.round,
         )
-        self._save(review.directory / "decision.json", fact.model_dump(mode="json", exclude={"message_id"}))
+        _save(review.directory / "decision.json", fact.model_dump(mode="json", exclude={"message_id"}))
         log.info("review %s: %s (%s)", review.review_id, decision.decision, decision.reasoning)
         self._tell_decision(fact, review.reply_to)
 
@@ -501,17 +501,6 @@ class Reviewer(pykka.ThreadingActor):
             private=(self._dir.parent.parent,),  # the workspace: every session's files
         )
 
-    def _view(self, review_id: str, commit: str | None) -> tuple[str | None, tuple[str, ...]]:
-        """A read-only checkout of ``commit`` for the peers: its folder and what they must read."""
-        if self._repo is None or commit is None:
-            return None, ()
-        try:
-            view = self._repo.readonly_checkout(review_id, commit)
-        except WorkspaceError as exc:
-            log.error("review %s: no checkout of %s for the peers (%s); they read the target", review_id, commit, exc)
-            return None, ()
-        return str(view.workdir), view.sandbox_paths()[1]
-
     def _drop_view(self, review: _Running) -> None:
         if self._repo is None or review.workdir is None:
             return
@@ -531,11 +520,24 @@ class Reviewer(pykka.ThreadingActor):
         for ref in self._listeners:
             _tell(ref, fact)
 
-    def _save(self, path: Path, data: Any) -> None:
-        try:
-            write_json_atomic(path, data)
-        except SessionFileError as exc:
-            log.error("%s", exc)
+
+def _view(repo: SessionRepo | None, review_id: str, commit: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """A read-only checkout of ``commit`` for the peers: its folder and what they must read."""
+    if repo is None or commit is None:
+        return None, ()
+    try:
+        view = repo.readonly_checkout(review_id, commit)
+    except WorkspaceError as exc:
+        log.error("review %s: no checkout of %s for the peers (%s); they read the target", review_id, commit, exc)
+        return None, ()
+    return str(view.workdir), view.sandbox_paths()[1]
+
+
+def _save(path: Path, data: Any) -> None:
+    try:
+        write_json_atomic(path, data)
+    except SessionFileError as exc:
+        log.error("%s", exc)
 
 
 def _reviews_on_disk(folder: Path) -> int:

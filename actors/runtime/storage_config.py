@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meta_orchestrator.actors.runtime.git_command import DEFAULT_TIMEOUT_S, Git, WorkspaceError
+from meta_orchestrator.actors.runtime.session_files import write_bytes_atomic
 from meta_orchestrator.actors.sandbox.bwrap import under_private_tmp
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,24 @@ def lfs_folder(store: Path | None, user: UserStorage) -> Path:
     return store / LFS_FOLDER if store is not None else user.lfs_objects.parent
 
 
+def confined_paths(store: Path | None, user: UserStorage) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(writable, readable)`` for a confined git over a checkout: the session's LFS folder
+    (git-lfs cleans an agent's new file into it), what the user's settings name."""
+    if not user.lfs:
+        return (), user.readable()
+    folder = lfs_folder(store, user)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # bwrap binds only what exists
+    return (str(folder),), user.readable()
+
+
+def storage_dirs(store: Path | None, user: UserStorage) -> tuple[Path, ...]:
+    """What a sandboxed agent's git-lfs reads: the session's LFS objects, and the user's its links may name."""
+    if not user.lfs:
+        return ()
+    dirs = (lfs_folder(store, user), user.lfs_objects)
+    return tuple(d for d in dict.fromkeys(dirs) if d.is_dir())
+
+
 def checkout_entries(user: UserStorage, lfs_dir: Path) -> list[tuple[str, str]]:
     """The settings a checkout's config gets: the user's, and where its git-lfs stores objects
     (never downloading)."""
@@ -195,7 +214,7 @@ def write_checkout_storage(
     if user.lfs and linked is not None and not linked.exists():  # once a session: its base is the user's
         linked.parent.mkdir(mode=0o700, exist_ok=True)
         count = link_lfs_objects(user.lfs_objects, linked.parent / "objects")
-        linked.write_text(f"{count} LFS objects of {user.lfs_objects} linked\n")
+        write_bytes_atomic(linked, f"{count} LFS objects of {user.lfs_objects} linked\n".encode())
     # A copy of the config as written (the digest is taken of both): what a tool's own write is told apart from.
     shutil.copyfile(git_dir / "config", git_dir / WRITTEN_CONFIG)
     os.chmod(git_dir / WRITTEN_CONFIG, 0o600)

@@ -616,15 +616,6 @@ class SessionRepo:
         folder = _FOLDERS[kind]
         return self._dir / folder / name, self._dir / GIT_FOLDER / folder / name
 
-    def _alternates(self, kind: CheckoutKind) -> list[Path]:
-        """The object folders a new checkout reads: the store's (and through it the user's); a
-        view also every assignment's (it may show a commit not merged yet)."""
-        sources = [(self._store or Path(self._record.common_dir)) / "objects"]
-        if kind == "view":
-            writing = [n for n, r in self._record.checkouts.items() if r.kind == "assignment" and r.present]
-            sources += [self._paths("assignment", n)[1] / "objects" for n in writing]
-        return sources
-
     def _storage(self) -> storage_config.UserStorage:
         """How the user's repository stores content (read once: checkouts store it so)."""
         with self._lock:
@@ -635,25 +626,11 @@ class SessionRepo:
                 )
             return self._user_storage
 
-    def _storage_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """``(writable, readable)`` for a confined git over a checkout: the session's LFS folder
-        (git-lfs cleans an agent's new file into it), what the user's settings name."""
-        storage = self._storage()
-        if not storage.lfs:
-            return (), storage.readable()
-        folder = storage_config.lfs_folder(self._store, storage)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # bwrap binds only what exists
-        return (str(folder),), storage.readable()
-
     def _as_checkout(self, record: CheckoutRecord) -> Checkout:
         path, git_dir = self._paths(record.kind, record.name)
-        objects = _with_their_alternates(self._alternates(record.kind))
+        objects = _with_their_alternates(_alternates(self._record, self._store, self._dir, record.kind))
         checkout = _checkout(record, path, git_dir, self._record.prefix, objects)
-        storage = self._storage()
-        if storage.lfs:  # the session's LFS objects, and the user's its links may name
-            dirs = (storage_config.lfs_folder(self._store, storage), storage.lfs_objects)
-            return replace(checkout, storage_dirs=tuple(d for d in dict.fromkeys(dirs) if d.is_dir()))
-        return checkout
+        return replace(checkout, storage_dirs=storage_config.storage_dirs(self._store, self._storage()))
 
     def _git_in(self, record: CheckoutRecord, *, tree: bool = True) -> Git:
         """git for a checkout, once its config is known to be the one the orchestrator wrote.
@@ -672,7 +649,7 @@ class SessionRepo:
                 "no git command is run there (remove the checkout, or discard the session)"
             )
         objects = self._as_checkout(record).object_dirs
-        storage = self._storage_paths()
+        storage = storage_config.confined_paths(self._store, self._storage())
         return _checkout_git(git_dir, path if tree else None, objects, self._sandbox, self._timeout, storage)
 
     def _make(self, kind: CheckoutKind, name: str, commit: str, branch: str | None) -> CheckoutRecord:
@@ -680,7 +657,13 @@ class SessionRepo:
         _remove(path, git_dir)  # a half-made one (killed before it was recorded)
         for folder in (self._dir / _FOLDERS[kind], self._dir / GIT_FOLDER, git_dir.parent):
             private_dir(folder)
-        _init_checkout(path, git_dir, self._alternates(kind), Path(self._record.common_dir), self._timeout)
+        _init_checkout(
+            path,
+            git_dir,
+            _alternates(self._record, self._store, self._dir, kind),
+            Path(self._record.common_dir),
+            self._timeout,
+        )
         storage_config.write_checkout_storage(git_dir, self._storage(), self._store, self._timeout)
         record = CheckoutRecord(
             name=name, kind=kind, branch=branch, base=commit, config_digest=_digest(git_dir / "config")
@@ -799,7 +782,9 @@ class SessionRepo:
             if head is None or head == record.base or head == record.merged_head:
                 return MergeResult(assignment_id=assignment_id, status="up_to_date", commit=tip)
             _, git_dir = self._paths("assignment", assignment_id)
-            if tip == record.base and self._fetch(git_dir, head):
+            if tip == record.base and _fetch_into_branch(
+                self._record, self._store, self._sandbox, self._timeout, git_dir, head
+            ):
                 return self._merged(record, tip, head, fast_forward=True)
             git = self._git_in(record, tree=False)
             found_fork = git.run("merge-base", tip, head, ok=(0, 1))
@@ -811,7 +796,7 @@ class SessionRepo:
             if fork == head:
                 return self._merged(record, tip, tip, fast_forward=True)
             if fork == tip:
-                if not self._fetch(git_dir, head):
+                if not _fetch_into_branch(self._record, self._store, self._sandbox, self._timeout, git_dir, head):
                     raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
                 return self._merged(record, tip, head, fast_forward=True)
             message = (
@@ -821,21 +806,9 @@ class SessionRepo:
             merge, conflicts = _merge_commit(git, tip, head, message)
             if merge is None:
                 return MergeResult(assignment_id=assignment_id, status="conflict", commit=tip, conflicts=conflicts)
-            if not self._fetch(git_dir, merge):
+            if not _fetch_into_branch(self._record, self._store, self._sandbox, self._timeout, git_dir, merge):
                 raise WorkspaceError(f"branch {self.branch} moved while merging {assignment_id}; try again")
             return self._merged(record, tip, merge, fast_forward=False)
-
-    def _fetch(self, git_dir: Path, commit: str) -> bool:
-        """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
-        ref = f"refs/heads/{self.branch}"
-        fetcher = _fetch_git(self._record, self._store, git_dir, self._sandbox, self._timeout)
-        result = fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
-        if result.returncode == 0:
-            return True
-        if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
-            return False
-        where = self._store or self._record.repository
-        raise WorkspaceError(f"cannot update {self.branch} in {where}: {result.stderr}")
 
     def _merged(self, record: CheckoutRecord, before: str, after: str, *, fast_forward: bool) -> MergeResult:
         with self._lock:
@@ -949,6 +922,30 @@ def _with_submodules(
     """The record of a checkout of ``record.base`` once its submodule folders are filled."""
     filled, empty = submodules.fill_all(git, tree, repository, record.base, scratch, timeout_s)
     return record.model_copy(update={"submodules": filled, "empty_submodules": empty})
+
+
+def _alternates(record: WorkspaceRecord, store: Path | None, session_dir: Path, kind: CheckoutKind) -> list[Path]:
+    """The object folders a new checkout reads: the store's (and through it the user's); a
+    view also every assignment's (it may show a commit not merged yet)."""
+    sources = [(store or Path(record.common_dir)) / "objects"]
+    if kind == "view":
+        writing = [n for n, r in record.checkouts.items() if r.kind == "assignment" and r.present]
+        sources += [session_dir / GIT_FOLDER / _FOLDERS["assignment"] / n / "objects" for n in writing]
+    return sources
+
+
+def _fetch_into_branch(
+    record: WorkspaceRecord, store: Path | None, sandbox: OsSandbox | None, timeout_s: float, git_dir: Path, commit: str
+) -> bool:
+    """Bring ``commit`` from a checkout into the session branch; False: no fast-forward."""
+    ref = f"refs/heads/{record.branch}"
+    fetcher = _fetch_git(record, store, git_dir, sandbox, timeout_s)
+    result = fetcher.run(*_FETCH, str(git_dir), f"{commit}:{ref}", ok=(0, 1))
+    if result.returncode == 0:
+        return True
+    if "non-fast-forward" in result.stderr or "rejected" in result.stderr:
+        return False
+    raise WorkspaceError(f"cannot update {record.branch} in {store or record.repository}: {result.stderr}")
 
 
 def _checkout(record: CheckoutRecord, path: Path, git_dir: Path, prefix: str, objects: tuple[Path, ...]) -> Checkout:
