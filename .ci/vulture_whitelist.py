@@ -43,7 +43,7 @@ _.raise_errors  # Ray's worker: reports unread error replies through cluster_hos
 object_refs  # a parameter of that hook: Ray's calling signature
 _.resolve_ip_for_localhost  # Ray's node config in tests/ray_cluster.py
 sort_keys  # Flask's JSON provider (webui.app.InOrderJSON)
-_.connected  # simple-websocket's client (tests/test_gateway_ws.WsClient)
+_.connected  # simple-websocket's client (tests/webui/test_gateway_ws.WsClient)
 
 # A test changes an object's class to make it crash on purpose (test_supervision.py).
 _.__class__

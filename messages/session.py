@@ -17,7 +17,7 @@ Role = Literal["architect", "implementer", "reviewer"]
 SessionStatus = Literal["planning", "running", "paused", "reviewing", "completed", "failed", "stopped", "waiting"]
 AssignmentStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 # Where an assignment is in its life (the session core's table of moves is in
-# actors/session_core/phases.py); ``status`` is the coarse view of it that state.json and the
+# actors/session/core/phases.py); ``status`` is the coarse view of it that state.json and the
 # dashboard have always shown. "interrupted": its run ended because the session saves itself
 # for answers; it stays "running" on disk so that `orchestrate resume` continues it.
 # "preparing": its checkout is being made; "merging": its run succeeded and its commit goes

@@ -22,7 +22,7 @@ from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventsRecorded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO = (sys.executable, "-m", "meta_orchestrator.actors.demo")
+DEMO = (sys.executable, "-m", "meta_orchestrator.actors.agents.demo")
 
 
 def wait_for(

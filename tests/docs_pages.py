@@ -417,17 +417,17 @@ BOX_W, BOX_H = 200, 50
 ACTORS: dict[str, tuple[str, str, int, int]] = {
     # id: (title, module, x, y)
     "browser": ("Browser", "webui/static/", 30, 30),
-    "gateway": ("Gateway", "actors/gateway.py", 440, 30),
-    "console": ("ConsoleView", "actors/console.py", 900, 590),
-    "history": ("HistoryRecorder", "actors/history.py", 900, 30),
-    "reviewer": ("Reviewer", "actors/reviewer.py", 30, 250),
-    "coordinator": ("Coordinator", "actors/coordinator.py", 440, 250),
-    "workspace": ("Workspace", "actors/workspace.py", 900, 250),
-    "recovery": ("Recovery", "actors/recovery.py", 30, 440),
-    "sandbox": ("SandboxGuard", "actors/sandbox_guard.py", 900, 460),
-    "worker": ("Worker (one per agent)", "actors/worker.py", 440, 460),
-    "monitor": ("ResourceMonitor", "actors/resource_monitor.py", 900, 130),
-    "supervisor": ("Supervisor", "actors/supervisor.py", 30, 590),
+    "gateway": ("Gateway", "webui/gateway.py", 440, 30),
+    "console": ("ConsoleView", "actors/console/console.py", 900, 590),
+    "history": ("HistoryRecorder", "actors/history/history.py", 900, 30),
+    "reviewer": ("Reviewer", "actors/reviews/reviewer.py", 30, 250),
+    "coordinator": ("Coordinator", "actors/session/coordinator.py", 440, 250),
+    "workspace": ("Workspace", "actors/workspaces/workspace.py", 900, 250),
+    "recovery": ("Recovery", "actors/recovery/recovery.py", 30, 440),
+    "sandbox": ("SandboxGuard", "actors/sandbox/sandbox_guard.py", 900, 460),
+    "worker": ("Worker (one per agent)", "actors/agents/worker.py", 440, 460),
+    "monitor": ("ResourceMonitor", "actors/limits/resource_monitor.py", 900, 130),
+    "supervisor": ("Supervisor", "actors/supervision/supervisor.py", 30, 590),
     "cli": ("agent CLI in bubblewrap", "claude, codex or gemini", 440, 640),
 }
 OUTSIDE = ("browser", "cli")  # not actors: drawn dashed

@@ -11,8 +11,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from meta_orchestrator.actors.session_core import CoreConfig, handle, initial_state
-from meta_orchestrator.actors.session_core.effects import (
+from meta_orchestrator.actors.session.core import CoreConfig, handle, initial_state
+from meta_orchestrator.actors.session.core.effects import (
     Announce,
     AnswerAsker,
     Effect,

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.process_groups import pids_in_session
+from meta_orchestrator.actors.processes.process_groups import pids_in_session
 
 HERE = Path(__file__).resolve()
 ADDRESS = "127.0.0.1"
@@ -173,7 +173,7 @@ class LocalRayCluster:
     def _leftovers(self) -> list[str]:
         found = [f"{n.name}: {pid} {_cmdline(pid)}" for n in self.nodes for pid in n.processes()]
         for pid in os.listdir("/proc"):
-            if pid.isdigit() and "runtime.lifeline" in (line := _cmdline(int(pid))) and str(self.root) in line:
+            if pid.isdigit() and "processes.lifeline" in (line := _cmdline(int(pid))) and str(self.root) in line:
                 found.append(f"guardian {pid} {line}")
         found += [f"scratch {p}" for n in self.nodes for p in (n.temp_dir / "tmp").glob("orchestrate-run-*")]
         return found
@@ -219,7 +219,7 @@ class DrivenCluster:
     by the leftover-process check until it stops."""
 
     def __init__(self, root: Path, slots: int, num_cpus: int | None = None) -> None:
-        from meta_orchestrator.actors.runtime.cluster_host import connect
+        from meta_orchestrator.actors.cluster.cluster_host import connect
         from tests import conftest
 
         started = time.monotonic()

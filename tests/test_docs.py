@@ -250,7 +250,7 @@ def test_the_link_check_sees_a_broken_link_and_anchor(tmp_path: Path):
     found = [m.group(1) for m in _LINK.finditer(_prose(page.read_text()))]
     assert found == ["missing.md", "#files-of-a-session"]
     assert anchors(page) == {"a-page", "files-of-a-session"}
-    assert slug("Peer reviews (`actors/reviewer.py`)") == "peer-reviews-actorsreviewerpy"
+    assert slug("Peer reviews (`actors/reviews/reviewer.py`)") == "peer-reviews-actorsreviewsreviewerpy"
 
 
 # --- the site ------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_installed_beside_pypi_config_a_demo_session_completes(wheel: Path, tmp_
         [
             sys.executable,
             "-c",
-            "import config, meta_orchestrator.config.settings as s, meta_orchestrator.actors.worker as w;"
+            "import config, meta_orchestrator.config.settings as s, meta_orchestrator.actors.agents.worker as w;"
             "print(config.__file__); print(s.__file__); print(w.__file__)",
         ],
         capture_output=True,

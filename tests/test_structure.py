@@ -94,7 +94,7 @@ CLI_NAME_EXCEPTIONS = {
     "config/settings.py",
     "messages/base.py",
     # The role table's fallback order names the built-in agents per role.
-    "actors/coordinator.py",
+    "actors/session/coordinator.py",
     # The program's --help describes the default team.
     "actors/app/launcher.py",
 }
@@ -123,7 +123,7 @@ def test_only_the_adapters_and_demo_agents_name_a_cli():
     for folder in SUBPACKAGES:
         for path in (ROOT / folder).rglob("*.py"):
             rel = path.relative_to(ROOT).as_posix()
-            if rel.startswith(("actors/adapters/", "actors/demo/")) or rel in CLI_NAME_EXCEPTIONS:
+            if rel.startswith(("actors/adapters/", "actors/agents/demo/")) or rel in CLI_NAME_EXCEPTIONS:
                 continue
             for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
                 if _CLI_NAME.search(node.value):
@@ -135,7 +135,7 @@ def test_only_the_adapters_and_demo_agents_name_a_cli():
 
 MAX_CLASS_LINES = 400
 MAX_FUNCTION_LINES = 80
-# Modules allowed past the caps (none: the coordinator's rules moved into actors/session_core).
+# Modules allowed past the caps (none: the coordinator's rules moved into actors/session/core).
 SHAPE_EXCEPTIONS: frozenset[str] = frozenset()
 MAX_COORDINATOR_LINES = 300  # the switchboard only: the rules are in the session core
 
@@ -166,7 +166,7 @@ def _product_modules() -> dict[str, Path]:
 
 def test_no_class_over_400_lines_and_no_function_over_80():
     modules = _product_modules()
-    assert {"actors/worker.py", "messages/base.py", "webui/app.py", "config/settings.py"} <= set(modules)
+    assert {"actors/agents/worker.py", "messages/base.py", "webui/app.py", "config/settings.py"} <= set(modules)
     offenders = [
         f"{rel}: {kind} {name} has {lines} lines"
         for rel, path in sorted(modules.items())
@@ -177,7 +177,7 @@ def test_no_class_over_400_lines_and_no_function_over_80():
 
 
 def test_the_coordinator_is_a_switchboard():
-    tree = ast.parse((ROOT / "actors" / "coordinator.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "actors" / "session" / "coordinator.py").read_text(encoding="utf-8"))
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Coordinator"]
     assert (cls.end_lineno or cls.lineno) - cls.lineno + 1 < MAX_COORDINATOR_LINES
 
@@ -207,8 +207,8 @@ def test_the_shape_measure_sees_nested_and_async_definitions():
 # The cluster path (the optional extra ``cluster``): the only product modules that import ray,
 # and imported by no other product module, so that without ray installed nothing changes;
 # the launcher's cluster wiring imports it only inside the functions ``--cluster`` calls.
-RAY_MODULES = {"actors/runtime/remote_host.py", "actors/runtime/cluster_host.py"}
-LAZY_CLUSTER_MODULES = {"actors/app/cluster_wiring.py"}
+RAY_MODULES = {"actors/cluster/remote_host.py", "actors/cluster/cluster_host.py"}
+LAZY_CLUSTER_MODULES = {"actors/cluster/cluster_wiring.py"}
 
 
 def test_only_the_cluster_path_imports_ray():

@@ -29,7 +29,7 @@ from flask_sock import Sock
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from meta_orchestrator.actors.runtime.event_pages import read_events_page, read_review, read_reviews
+from meta_orchestrator.actors.history.event_pages import read_events_page, read_review, read_reviews
 from meta_orchestrator.messages.base import Message, utc_now
 from meta_orchestrator.messages.frames import ErrorData, ErrorFrame, batch, format_utc
 from meta_orchestrator.messages.gateway import (

@@ -5,7 +5,7 @@ it needs no session to be running and can never disturb one: a finished session 
 read-only from its files, a running one follows its files as they grow, and a session
 started while it runs appears in the list. The session page is the dashboard's own page,
 fed from ``/api/sessions/<id>/snapshot`` and ``/frames`` instead of a WebSocket: the same
-frames, rebuilt from the files through the same table (``actors.runtime.replay``).
+frames, rebuilt from the files through the same table (``actors.history.replay``).
 
 The same guard as a session's dashboard: a per-run token in a header, the Host allowlist,
 Origin and Content-Type rules (``webui.security``); loopback only.
@@ -24,10 +24,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from meta_orchestrator.actors.runtime.event_log import EventLog, parse_time
-from meta_orchestrator.actors.runtime.replay import Timeline, frame_data, parse_cursor, snapshot_at
-from meta_orchestrator.actors.runtime.session_index import is_live, list_sessions, summarize
-from meta_orchestrator.actors.runtime.session_files import read_json
+from meta_orchestrator.actors.history.event_log import EventLog, parse_time
+from meta_orchestrator.actors.history.replay import Timeline, frame_data, parse_cursor, snapshot_at
+from meta_orchestrator.actors.history.session_index import is_live, list_sessions, summarize
+from meta_orchestrator.actors.files.session_files import read_json
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc

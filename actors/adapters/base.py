@@ -400,4 +400,4 @@ class AgentAdapter(ABC):
 
     def demo_argv(self) -> tuple[str, ...]:
         """The command of its demo agent, which prints this CLI's exact stream format."""
-        return (sys.executable, "-m", "meta_orchestrator.actors.demo", self.name)
+        return (sys.executable, "-m", "meta_orchestrator.actors.agents.demo", self.name)

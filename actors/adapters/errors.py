@@ -1,7 +1,7 @@
 """The shape of one row of the error table; each adapter holds the rows for its own CLI.
 
 A row is a real message (a regex, case-insensitive) or exit code that identifies an error
-class. The classes and the order they are tried in are ``runtime.error_patterns``'s.
+class. The classes and the order they are tried in are ``recovery.error_patterns``'s.
 """
 
 from __future__ import annotations

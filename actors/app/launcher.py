@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import pykka.debug
 
-from meta_orchestrator.actors.runtime.session_files import open_private
+from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
 SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard")
@@ -314,8 +314,8 @@ def _answer(args: list[str]) -> int:
     """Record an answer for a session that is not running; `orchestrate resume` applies it."""
     import psutil
 
-    from meta_orchestrator.actors.runtime.resume import AnswerError, record_answer
-    from meta_orchestrator.actors.runtime.session_files import read_json
+    from meta_orchestrator.actors.history.resume import AnswerError, record_answer
+    from meta_orchestrator.actors.files.session_files import read_json
     from meta_orchestrator.messages.session import TERMINAL_STATUSES
 
     opts = _answer_parser().parse_args(args)
@@ -419,7 +419,7 @@ def _apply_parser() -> argparse.ArgumentParser:
 
 
 def _apply(args: list[str]) -> int:
-    from meta_orchestrator.actors.app.workspace_commands import apply_command
+    from meta_orchestrator.actors.workspaces.workspace_commands import apply_command
 
     opts = _apply_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -437,7 +437,7 @@ def _discard_parser() -> argparse.ArgumentParser:
 
 
 def _discard(args: list[str]) -> int:
-    from meta_orchestrator.actors.app.workspace_commands import discard_command
+    from meta_orchestrator.actors.workspaces.workspace_commands import discard_command
 
     opts = _discard_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -457,8 +457,8 @@ def _sessions_parser() -> argparse.ArgumentParser:
 
 
 def _sessions(args: list[str]) -> int:
-    from meta_orchestrator.actors.app.workspace_commands import branch_note
-    from meta_orchestrator.actors.runtime.session_files import iter_sessions
+    from meta_orchestrator.actors.workspaces.workspace_commands import branch_note
+    from meta_orchestrator.actors.files.session_files import iter_sessions
 
     opts = _sessions_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
@@ -488,13 +488,13 @@ def _show_parser() -> argparse.ArgumentParser:
 
 
 def _show(args: list[str]) -> int:
-    from meta_orchestrator.actors.runtime.session_files import read_json
+    from meta_orchestrator.actors.files.session_files import read_json
 
     opts = _show_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
     if opts.follow:
-        from meta_orchestrator.actors.app.follow import follow
+        from meta_orchestrator.actors.console.follow import follow
 
         if not (folder / "state.json").is_file():
             print(f"orchestrate: no session {opts.session_id} in {settings.workspace}", file=sys.stderr)
@@ -527,7 +527,7 @@ def _print_session(folder: Path, state: dict[str, Any], workspace: Path | None) 
             f"  share {s['agent']:<7} planned {s['planned']:.0%}  busy {s['actual_by_time']:.0%}"
             f"  target {s['target_min']:.0%}-{s['target_max']:.0%}"
         )
-    from meta_orchestrator.actors.runtime.resume import ResumeError, recorded_answers
+    from meta_orchestrator.actors.history.resume import ResumeError, recorded_answers
 
     try:
         recorded = recorded_answers(folder)

@@ -20,9 +20,9 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter, hooked_agent
-from meta_orchestrator.actors.app import cluster_wiring
-from meta_orchestrator.actors.app.console_answers import read_console_answers
-from meta_orchestrator.actors.app.workspace_wiring import (
+from meta_orchestrator.actors.cluster import cluster_wiring
+from meta_orchestrator.actors.console.console_answers import read_console_answers
+from meta_orchestrator.actors.workspaces.workspace_wiring import (
     abandon_workspace,
     finish_workspace,
     in_place_note,
@@ -31,19 +31,19 @@ from meta_orchestrator.actors.app.workspace_wiring import (
     plan_checkout,
     say_on_stderr,
 )
-from meta_orchestrator.actors.console import ConsoleView
-from meta_orchestrator.actors.coordinator import Coordinator
-from meta_orchestrator.actors.runtime.supervision import ActorHandle, ReplyInbox, SupervisedRef, tell_all
-from meta_orchestrator.actors.supervisor import Supervisor
-from meta_orchestrator.actors.recovery import Recovery
-from meta_orchestrator.actors.reviewer import Reviewer
-from meta_orchestrator.actors.resource_monitor import ResourceMonitor
-from meta_orchestrator.actors.runtime.process_host import SpawnCaps
+from meta_orchestrator.actors.console.console import ConsoleView
+from meta_orchestrator.actors.session.coordinator import Coordinator
+from meta_orchestrator.actors.supervision.supervision import ActorHandle, ReplyInbox, SupervisedRef, tell_all
+from meta_orchestrator.actors.supervision.supervisor import Supervisor
+from meta_orchestrator.actors.recovery.recovery import Recovery
+from meta_orchestrator.actors.reviews.reviewer import Reviewer
+from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
+from meta_orchestrator.actors.processes.process_host import SpawnCaps
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
-from meta_orchestrator.actors.sandbox_guard import SandboxGuard
-from meta_orchestrator.actors.history import HistoryRecorder
-from meta_orchestrator.actors.gateway import Gateway, GatewayError
-from meta_orchestrator.actors.runtime.preflight import (
+from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
+from meta_orchestrator.actors.history.history import HistoryRecorder
+from meta_orchestrator.webui.gateway import Gateway, GatewayError
+from meta_orchestrator.actors.recovery.preflight import (
     PreflightError,
     check_cli,
     check_host_isolation,
@@ -54,24 +54,24 @@ from meta_orchestrator.actors.runtime.preflight import (
     proactive_fixes,
     require_clis,
 )
-from meta_orchestrator.actors.runtime.cli_launch import launch_for_preflight
-from meta_orchestrator.actors.runtime.agent_env import agent_env, describe_env
-from meta_orchestrator.actors.runtime.cluster_auth import secret_paths, without_ray
-from meta_orchestrator.actors.runtime.orphans import end_orphans, find_orphans
-from meta_orchestrator.actors.runtime.resume import (
+from meta_orchestrator.actors.agents.cli_launch import launch_for_preflight
+from meta_orchestrator.actors.agents.agent_env import agent_env, describe_env
+from meta_orchestrator.actors.cluster.cluster_auth import secret_paths, without_ray
+from meta_orchestrator.actors.processes.orphans import end_orphans, find_orphans
+from meta_orchestrator.actors.history.resume import (
     ResumeError,
     interrupted_cli_sessions,
     load_launch,
     recorded_answers,
     save_launch,
 )
-from meta_orchestrator.actors.runtime.session_files import SessionFileError, new_session_id, private_dir
+from meta_orchestrator.actors.files.session_files import SessionFileError, new_session_id, private_dir
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
-from meta_orchestrator.actors.runtime.git_command import WorkspaceError
-from meta_orchestrator.actors.runtime.workspace_registry import register_workspace
-from meta_orchestrator.actors.runtime.workspaces import SessionRepo
-from meta_orchestrator.actors.worker import Worker
-from meta_orchestrator.actors.workspace import Workspace
+from meta_orchestrator.actors.workspaces.git_command import WorkspaceError
+from meta_orchestrator.actors.workspaces.workspace_registry import register_workspace
+from meta_orchestrator.actors.workspaces.workspaces import SessionRepo
+from meta_orchestrator.actors.agents.worker import Worker
+from meta_orchestrator.actors.workspaces.workspace import Workspace
 from meta_orchestrator.messages.workspace import WorkspaceNotOpened
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.resources import WatchWorkers

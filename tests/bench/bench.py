@@ -30,9 +30,9 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.runtime.supervision import ReplyInbox
-from meta_orchestrator.actors.gateway import Gateway
-from meta_orchestrator.actors.worker import Worker
+from meta_orchestrator.actors.supervision.supervision import ReplyInbox
+from meta_orchestrator.webui.gateway import Gateway
+from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, WebSettings
 from meta_orchestrator.messages.gateway import GetGatewayAddress
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
@@ -459,7 +459,7 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
                 # Under the OS sandbox the bwrap in front of the agent carries the same command line.
                 if (
                     name != "bwrap"
-                    and "meta_orchestrator.actors.demo claude" in line
+                    and "meta_orchestrator.actors.agents.demo claude" in line
                     and "Assignment: implement" in line
                 ):
                     hog = child

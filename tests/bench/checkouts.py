@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime import git_command
-from meta_orchestrator.actors.runtime.session_files import private_dir
-from meta_orchestrator.actors.runtime.workspaces import SessionRepo, open_session_repo
+from meta_orchestrator.actors.workspaces import git_command
+from meta_orchestrator.actors.files.session_files import private_dir
+from meta_orchestrator.actors.workspaces.workspaces import SessionRepo, open_session_repo
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 
 MIB = 1024 * 1024

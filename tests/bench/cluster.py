@@ -85,7 +85,7 @@ def _read(proc: Any, overflow_dir: Path, timed: bool = False) -> dict[str, Any]:
 
 
 def run_local(argv: list[str], folder: Path, timed: bool = False) -> dict[str, Any]:
-    from meta_orchestrator.actors.runtime.process_host import ProcessHost
+    from meta_orchestrator.actors.processes.process_host import ProcessHost
 
     started = time.perf_counter()
     proc = ProcessHost().spawn(_launch(argv, folder))
@@ -96,7 +96,7 @@ def run_local(argv: list[str], folder: Path, timed: bool = False) -> dict[str, A
 
 
 def run_remote(argv: list[str], folder: Path, timed: bool = False) -> dict[str, Any]:
-    from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost
+    from meta_orchestrator.actors.cluster.cluster_host import ClusterProcessHost
 
     started = time.perf_counter()
     proc = ClusterProcessHost(hold_until_recorded=True).spawn(_launch(argv, folder))  # as in a session
@@ -148,7 +148,7 @@ ONE_LINER = "import sys, time\nfor i in range({n}):\n    print('tick', i, flush=
 
 
 def driver_rss(runs: int, folder: Path) -> list[str]:
-    from meta_orchestrator.actors.runtime.cluster_host import ClusterProcessHost
+    from meta_orchestrator.actors.cluster.cluster_host import ClusterProcessHost
 
     me = psutil.Process()
     gc.collect()
@@ -199,7 +199,7 @@ def main() -> None:
     cluster = LocalRayCluster(root).start()
     import ray
 
-    from meta_orchestrator.actors.runtime.cluster_host import connect
+    from meta_orchestrator.actors.cluster.cluster_host import connect
 
     try:
         cluster.add_node("slots", {"agent_slot": runs + 2}, num_cpus=2)

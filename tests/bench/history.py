@@ -27,8 +27,8 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.event_log import EventLog
-from meta_orchestrator.actors.runtime.session_files import last_seq
+from meta_orchestrator.actors.history.event_log import EventLog
+from meta_orchestrator.actors.files.session_files import last_seq
 from meta_orchestrator.webui.serve import SessionsServer
 
 AGENTS = ("gemini", "codex", "claude")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from meta_orchestrator.actors.runtime.process_host import _start_restricted
+from meta_orchestrator.actors.processes.process_host import _start_restricted
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, bwrap_argv, socket_dirs
 
 

@@ -5,7 +5,7 @@
 
 Drives the Coordinator actor through a whole session with scripted workers, reviewer and
 recovery (actors that answer at once, no process), once with the Coordinator as it was at
-``--before`` (read from git: the last version before the rules moved into actors/session_core)
+``--before`` (read from git: the last version before the rules moved into actors/session/core)
 and once with the current one, and prints per version the state.json writes, their bytes, the
 snapshots broadcast and the wall time. Every third assignment fails once and is relaunched;
 implementers' work is reviewed before its dependents start, as in a real session.
@@ -164,7 +164,7 @@ class Listener(pykka.ThreadingActor):
 def coordinator_at(rev: str) -> Any:
     """The Coordinator class as it was at git revision ``rev``."""
     source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:actors/coordinator.py"],
+        ["git", "-C", str(ROOT), "show", f"{rev}:actors/session/coordinator.py"],
         capture_output=True,
         text=True,
         check=True,
@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--assignments", type=int, default=50)
     parser.add_argument("--before", default="fbfc091", help="git revision of the Coordinator to compare with")
     args = parser.parse_args()
-    import meta_orchestrator.actors.coordinator as current
+    import meta_orchestrator.actors.session.coordinator as current
 
     before = run_session(coordinator_at(args.before), args.assignments)
     after = run_session(current, args.assignments)

@@ -47,8 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meta_orchestrator.actors.runtime.session_files import private_dir
-from meta_orchestrator.actors.runtime.workspaces import SessionRepo, open_session_repo
+from meta_orchestrator.actors.files.session_files import private_dir
+from meta_orchestrator.actors.workspaces.workspaces import SessionRepo, open_session_repo
 from tests.bench.checkouts import run_checkouts
 
 IDENTITY = ("-c", "user.name=bench", "-c", "user.email=bench@localhost")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from meta_orchestrator.actors.demo.common import (
+from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
     Parser,

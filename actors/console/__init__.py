@@ -1,0 +1,1 @@
+"""The terminal: the console view actor, answers typed there, and `orchestrate follow`."""

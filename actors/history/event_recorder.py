@@ -1,0 +1,125 @@
+"""A worker's files: its events, numbered, written a batch at a time, then told; the CLI's stderr.
+
+Every event is on disk before anyone hears of it: ``flush`` writes the pending batch with one
+write and only then tells the listeners, as one fact per batch (a flood costs each listener
+one message per read, not one per line). When the file cannot be written the pending events
+are dropped, never told, and the recorder takes no more: the run must end.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pykka
+from meta_orchestrator.actors.adapters.base import Draft
+from meta_orchestrator.actors.files.session_files import JsonlWriter, SessionFileError, open_private
+from meta_orchestrator.actors.supervision.supervision import tell_all
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.worker import EventsRecorded
+
+log = logging.getLogger(__name__)
+
+ACTIVITY_CHARS = 160
+STDERR_TAIL = 40
+STDERR_LINE_CHARS = 2000
+
+
+class EventRecorder:
+    """Numbers, writes and publishes one agent's events; keeps what its snapshot shows."""
+
+    def __init__(self, agent: AgentName, path: Path, listeners: Sequence[pykka.ActorRef[Any]]) -> None:
+        self.path = path
+        self.fatal: str | None = None  # the file cannot be written: nothing more is recorded
+        self.recorded = 0  # events on disk, earlier runs' included
+        self.last_activity: str | None = None
+        self.last_progress: int | None = None
+        self._agent = agent
+        self._listeners = tuple(listeners)
+        self._writer: JsonlWriter | None = None
+        self._unpublished: list[tuple[Event, str]] = []  # serialised, not yet written
+
+    def open(self) -> None:
+        self._writer = JsonlWriter(self.path)
+        self.recorded = self._writer.seq
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def add(self, drafts: Sequence[Draft], assignment_id: str | None, raw: str | None, raw_file: str | None) -> None:
+        """Serialise the events; ``flush`` writes them, and publishes them once on disk."""
+        assert self._writer is not None
+        if self.fatal:
+            return
+        for item in drafts:
+            event = Event(
+                type=item.type,
+                agent=self._agent,
+                payload=item.payload,
+                seq=self._writer.seq + len(self._unpublished) + 1,
+                assignment_id=assignment_id,
+                raw=raw,
+                raw_file=raw_file,
+            )
+            self._unpublished.append((event, event.model_dump_json(exclude_none=True)))
+            if event.payload.text and event.type != "status":
+                self.last_activity = event.payload.text[:ACTIVITY_CHARS]
+            if event.payload.progress is not None:
+                self.last_progress = event.payload.progress
+
+    def flush(self) -> SessionFileError | None:
+        """Write the pending events (one write per batch), then tell the listeners.
+
+        Returns the error when the file cannot be written: ``fatal`` then says why.
+        """
+        assert self._writer is not None
+        if not self._unpublished:
+            return None
+        try:
+            self._writer.write_batch([line for _, line in self._unpublished], self._unpublished[-1][0].seq)
+        except SessionFileError as exc:
+            log.error("%s: %s; ending the run", self._agent, exc)
+            self.fatal = f"session files cannot be written: {exc}"
+            self._unpublished = []  # never published: they are not on disk
+            return exc
+        self.recorded += len(self._unpublished)
+        batch, self._unpublished = self._unpublished, []
+        tell_all(self._listeners, EventsRecorded(events=tuple(e for e, _ in batch), lines=tuple(li for _, li in batch)))
+        return None
+
+
+class StderrLog:
+    """The CLI's stderr as it came, in ``<agent>.stderr.log``, and the current run's last lines
+    (told with its finish). A write that fails is logged: stderr is evidence, not the record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._file: IO[bytes] | None = None
+
+    def open(self) -> None:
+        self._file = open_private(self.path, binary=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, lines: Sequence[bytes]) -> list[str]:
+        """Append the lines; the text of each, which the tail keeps too."""
+        if self._file is not None:
+            try:
+                self._file.write(b"".join(data + b"\n" for data in lines))
+                self._file.flush()
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.path, exc)
+        texts = [data.decode("utf-8", errors="replace") for data in lines]
+        self.tail.extend(text[:STDERR_LINE_CHARS] for text in texts)
+        return texts
+
+
+__all__ = ["EventRecorder", "StderrLog"]

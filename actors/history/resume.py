@@ -1,0 +1,130 @@
+"""What ``orchestrate resume`` needs from a dead orchestrator's session folder.
+
+``launch.json`` (written when the session started) says how it was started; the event
+files say which CLI session each interrupted assignment was in, so the CLI's own resume
+option can pick it up.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meta_orchestrator.actors.files.session_files import locked, read_json, read_jsonl, write_json_atomic
+from meta_orchestrator.actors.adapters.registry import agent_names
+
+LAUNCH_FILE = "launch.json"
+
+
+class ResumeError(Exception):
+    """The session cannot be resumed; the message says why."""
+
+
+def save_launch(session_dir: Path, task: str, target: Path, demo: bool, settings: dict[str, Any]) -> None:
+    """Record how the session was started (the settings as they were, demo commands included)."""
+    write_json_atomic(
+        session_dir / LAUNCH_FILE, {"task": task, "target": str(target), "demo": demo, "settings": settings}
+    )
+
+
+def load_launch(session_dir: Path) -> dict[str, Any]:
+    """How the session was started.
+
+    Raises:
+        ResumeError: no such session, or its files are unreadable.
+    """
+    if not (session_dir / "state.json").exists():
+        raise ResumeError(f"no session in {session_dir} (state.json is missing)")
+    try:
+        launch = read_json(session_dir / LAUNCH_FILE)
+        state = read_json(session_dir / "state.json")
+    except FileNotFoundError:
+        raise ResumeError(
+            f"{session_dir / LAUNCH_FILE} is missing; this session was started by "
+            "an older orchestrator and cannot be resumed"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResumeError(f"cannot read {session_dir}: {exc}") from None
+    return {**launch, "state": state}
+
+
+def interrupted_cli_sessions(session_dir: Path, assignment_ids: set[str]) -> dict[str, str]:
+    """Assignment id -> the CLI session id its last run announced (init event), if any."""
+    found: dict[str, str] = {}
+    for agent in agent_names():
+        for record in read_jsonl(session_dir / f"{agent}.jsonl").records:
+            assignment = record.get("assignment_id")
+            payload = record.get("payload") or {}
+            if assignment in assignment_ids and payload.get("kind") == "init" and payload.get("session_id"):
+                found[assignment] = payload["session_id"]
+    return found
+
+
+# -- answers given while no orchestrator runs (``orchestrate answer``) -------------------------
+
+ANSWERS_FILE = "answers.json"
+APPROVE_WORDS = ("y", "yes", "approve", "ok", "allow")
+DENY_WORDS = ("n", "no", "deny", "reject", "refuse")
+
+
+class AnswerError(Exception):
+    """The answer cannot be recorded; the message says why."""
+
+
+def recorded_answers(session_dir: Path) -> dict[str, dict[str, Any]]:
+    """Question id -> ``{"answer", "approve", "answered_at"}`` recorded by ``orchestrate answer``."""
+    try:
+        data = read_json(session_dir / ANSWERS_FILE)
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResumeError(f"cannot read {session_dir / ANSWERS_FILE}: {exc}") from None
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def record_answer(session_dir: Path, question_id: str, text: str) -> dict[str, Any]:
+    """Record a person's answer to an open question of a session that is not running.
+
+    Raises:
+        AnswerError: no such session or question, already answered, or not a yes/no for a
+            confirmation.
+    """
+    try:
+        state = read_json(session_dir / "state.json")
+    except FileNotFoundError:
+        raise AnswerError(f"no session in {session_dir} (state.json is missing)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AnswerError(f"cannot read {session_dir / 'state.json'}: {exc}") from None
+    lock_path = session_dir / f".{ANSWERS_FILE}.lock"
+    with locked(lock_path):  # two `orchestrate answer` at once: one wins, one is refused
+        try:
+            answers = recorded_answers(session_dir)
+        except ResumeError as exc:
+            raise AnswerError(str(exc)) from None
+        questions = {q.get("id"): q for q in state.get("questions", []) if isinstance(q, dict)}
+        waiting = [qid for qid, q in questions.items() if q.get("status") == "open" and qid not in answers]
+        question = questions.get(question_id)
+        if question is None:
+            listed = ", ".join(str(q) for q in waiting) or "none"
+            raise AnswerError(f"session {state.get('session_id')} has no question {question_id!r} (open: {listed})")
+        if question.get("status") != "open" or question_id in answers:
+            given = answers.get(question_id, {}).get("answer", question.get("answer"))
+            raise AnswerError(f"question {question_id} was already answered ({given!r}); an answer cannot be changed")
+        answer = text.strip()
+        if not answer:
+            raise AnswerError(f"empty answer to {question_id}")
+        approve = None
+        if question.get("kind") == "confirmation":
+            word = answer.lower()
+            if word not in APPROVE_WORDS + DENY_WORDS:
+                raise AnswerError(f"{question_id} is a confirmation: answer yes or no")
+            approve = word in APPROVE_WORDS
+        entry = {"answer": answer, "approve": approve, "answered_at": _now()}
+        write_json_atomic(session_dir / ANSWERS_FILE, {**answers, question_id: entry})
+    return {**entry, "question": question, "still_open": [q for q in waiting if q != question_id]}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

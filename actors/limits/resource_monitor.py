@@ -1,0 +1,415 @@
+"""ResourceMonitor actor: samples every agent's process tree, enforces the limits, keeps budgets.
+
+A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
+running agent's whole tree (the CLI and every descendant, ``processes.process_tree``) and the
+machine, publishes ``ResourcesSampled`` and appends it to the session's ``resources.jsonl``
+(rotated to ``resources.1.jsonl`` after ``history_samples``).
+
+Limits are graduated (the rules: ``limits.limit_rules``): a warning at ``warn_fraction`` of a
+limit, then the limit's action (warn, pause the group, stop the group). Every action is a
+``LimitExceeded`` fact with the figures; the coordinator decides what the session does next. A
+breach is acted on in the sample that shows it, so within about one interval. Budgets (cost,
+tokens) come from the agents' own usage reports (``EventsRecorded`` result events) and pause
+the session.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykka
+from meta_orchestrator.actors.limits.limit_rules import (
+    MB,
+    RESUME_FACTOR,
+    Breach,
+    beyond_concurrency,
+    cpu_average,
+    exhausted,
+    memory_victim,
+    tokens_of,
+    tree_breaches,
+)
+from meta_orchestrator.actors.processes.run_clock import RunClock
+from meta_orchestrator.actors.files.session_files import RotatingJsonl, private_dir, read_jsonl
+from meta_orchestrator.actors.supervision.supervision import report_crash_of, tell_all
+from meta_orchestrator.actors.limits.tree_sampler import TreeSource, machine_sample, prime_machine, tree_reader
+from meta_orchestrator.config.settings import LimitsSettings
+from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.events import Event
+from meta_orchestrator.messages.resources import (
+    LimitExceeded,
+    MachineSample,
+    ResourcesSampled,
+    SampleDue,
+    TreeSample,
+    WatchWorkers,
+)
+from meta_orchestrator.messages.worker import (
+    EventsRecorded,
+    GetWorkerState,
+    PauseWorker,
+    ResumeWorker,
+    StopWorker,
+    WorkerStateChanged,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLED_STATUSES = ("running", "paused", "stopping")
+CPU_SAMPLES_KEPT = 3600
+
+
+@dataclass
+class _Run:
+    """What the monitor knows about one agent's current CLI run."""
+
+    assignment_id: str | None
+    clock: RunClock
+    tree: TreeSource
+    status: str = "running"
+    last_output: float = 0.0
+    silent_at_pause: float = 0.0
+    cpu: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=CPU_SAMPLES_KEPT)
+    )
+    warned: set[str] = field(default_factory=set)
+    acted: set[str] = field(default_factory=set)
+    paused_by_me: dict[str, str] = field(default_factory=dict)  # limit kind -> reason
+    overridden: set[str] = field(default_factory=set)  # the user resumed after these
+    resuming: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.tree.pid
+
+    def silent_s(self, now: float) -> float:
+        if self.clock.paused:
+            return self.silent_at_pause
+        return max(0.0, now - self.last_output)
+
+
+class ResourceMonitor(pykka.ThreadingActor):
+    """Watches the agents' processes and the machine; acts on the configured limits."""
+
+    def __init__(
+        self,
+        settings: LimitsSettings,
+        session_dir: Path,
+        listeners: Sequence[pykka.ActorRef[Any]] = (),
+        workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._session_dir = session_dir
+        self._listeners = tuple(listeners)
+        self._workers: dict[str, Any] = dict(workers or {})
+        self._runs: dict[str, _Run] = {}
+        self._cost = 0.0
+        self._tokens = 0
+        self._budget_hit: set[str] = set()
+        self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
+        self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
+        self._history: RotatingJsonl | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        prime_machine()
+        self._session_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._session_dir)
+        self._history = RotatingJsonl(self._session_dir, "resources", self._settings.history_samples)
+        threading.Thread(target=self._tick, name="resource-ticker", daemon=True).start()
+        if self._workers:  # started anew after a crash: learn what runs and what was spent
+            self._replay_spending()
+            self._ask_worker_states()
+
+    def _replay_spending(self) -> None:
+        """The spend the agents reported before the crash, from their event files (the
+        budgets must not start again from zero); later events arrive as messages."""
+        for agent in self._workers:
+            for record in read_jsonl(self._session_dir / f"{agent}.jsonl").records:
+                seq = record.get("seq")
+                if isinstance(seq, int):
+                    self._replayed[agent] = max(self._replayed.get(agent, 0), seq)
+                payload = record.get("payload") or {}
+                if payload.get("kind") == "result":
+                    self._cost += payload.get("cost_usd") or 0.0
+                    self._tokens += tokens_of(payload.get("usage"))
+        for kind, *_ in exhausted(self._cost, self._tokens, self._settings):
+            self._budget_hit.add(kind)  # the crashed monitor acted on it already
+        log.info("resource monitor restarted: %.4f USD and %d tokens spent so far", self._cost, self._tokens)
+
+    def _ask_worker_states(self) -> None:
+        """Each worker tells its current state back (a restarted monitor knows no process)."""
+        tell_all(self._workers.values(), GetWorkerState(reply_to=self.actor_ref))
+
+    def on_stop(self) -> None:
+        self._sampling_stopped.set()
+        if self._history is not None:
+            self._history.close()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # The supervisor starts a new monitor, which asks the workers what runs now.
+        self.on_stop()
+        report_crash_of(self, exception_value)
+
+    def _tick(self) -> None:
+        """Ticker thread: tells the actor when a sample is due; touches no actor state."""
+        interval = self._settings.interval_s
+        while not self._sampling_stopped.wait(interval):
+            try:
+                self.actor_ref.tell(SampleDue())
+            except pykka.ActorDeadError:
+                return
+
+    # -- switchboard -----------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case SampleDue():
+                return self._sample()
+            case WorkerStateChanged():
+                return self._on_worker_state(message)
+            case EventsRecorded():
+                for event in message.events:
+                    self._on_event(event)
+                return None
+            case WatchWorkers():
+                self._workers.update(dict(message.workers))
+                self._ask_worker_states()
+                return None
+        return super().on_receive(message)
+
+    # -- what the workers tell -----------------------------------------------------------------------
+
+    def _on_worker_state(self, message: WorkerStateChanged) -> None:
+        snap = message.snapshot
+        now = time.monotonic()
+        run = self._runs.get(snap.agent)
+        if snap.status in ("idle", "exited") or (snap.status != "starting" and snap.pid is None):
+            self._runs.pop(snap.agent, None)
+            self._resume_pressure_paused()  # a finished agent may make room for a paused one
+            return
+        if snap.pid is None:
+            return
+        if run is None or run.pid != snap.pid:
+            run = self._runs[snap.agent] = _Run(
+                assignment_id=snap.assignment_id,
+                clock=RunClock(started=now),
+                # A remote run's tree is on its node: the samples that come with its lines.
+                tree=tree_reader(snap.pid, snap.remote_sample, snap.node),
+                last_output=now,
+            )
+        if snap.status == "paused" and not run.clock.paused:
+            run.clock.pause(now)
+            run.silent_at_pause = now - run.last_output
+        elif snap.status == "running" and run.clock.paused:
+            run.clock.resume(now)
+            run.last_output = now - run.silent_at_pause  # paused time is not silence
+            if not run.resuming and run.paused_by_me:
+                run.overridden |= set(run.paused_by_me)  # the user resumed: only warn now
+                run.paused_by_me.clear()
+            run.resuming = False
+        run.status = snap.status
+
+    def _on_event(self, event: Event) -> None:
+        if event.seq is not None and event.seq <= self._replayed.get(event.agent, 0):
+            return  # counted from the event file when this monitor started
+        if (run := self._runs.get(event.agent)) is not None:
+            run.last_output = time.monotonic()
+        payload = event.payload
+        if payload.kind != "result" or (payload.cost_usd is None and not payload.usage):
+            return
+        self._cost += payload.cost_usd or 0.0
+        self._tokens += tokens_of(payload.usage)
+        self._check_budgets()
+
+    # -- sampling ---------------------------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        wall = time.time()
+        trees = []
+        for agent, run in list(self._runs.items()):
+            if run.status not in SAMPLED_STATUSES:
+                continue
+            tree = self._read_tree(agent, run, now)
+            if tree is not None:
+                trees.append(tree)
+        machine = machine_sample()
+        fact = ResourcesSampled(
+            taken_at=wall, machine=machine, agents=tuple(trees), cost_usd=round(self._cost, 6), tokens=self._tokens
+        )
+        if self._history is not None:
+            self._history.append(fact.model_dump(mode="json", exclude={"message_id"}))
+        self._publish(fact)
+        for tree in trees:
+            self._check_agent(tree, wall)
+        self._check_machine(machine, trees, wall)
+        self._check_concurrency(wall)
+
+    def _read_tree(self, agent: str, run: _Run, now: float) -> TreeSample | None:
+        reading = run.tree.read()
+        if reading is None:
+            return None
+        run.cpu.append((now, reading.cpu_percent))
+        return TreeSample(
+            agent=agent,
+            pid=run.pid,
+            status=run.status,
+            processes=reading.processes,
+            cpu_percent=round(reading.cpu_percent, 1),
+            rss_bytes=reading.rss_bytes,
+            tmpfs_bytes=reading.tmpfs_bytes,
+            open_files=reading.open_files,
+            run_s=round(run.clock.run_s(now), 3),
+            silent_s=round(run.silent_s(now), 3),
+            node=getattr(run.tree, "node", None),
+        )
+
+    # -- limits -------------------------------------------------------------------------------------------
+
+    def _check_agent(self, tree: TreeSample, sampled_at: float) -> None:
+        run = self._runs.get(tree.agent)
+        if run is None or run.status != "running":
+            return
+        now = time.monotonic()
+        breaches = tree_breaches(
+            tree,
+            cpu_average(run.cpu, run.clock.started, now, self._settings.cpu_window_s),
+            self._settings.for_agent(tree.agent),
+            self._settings.warn_fraction,
+            acted=run.acted,
+            warned=run.warned,
+            overridden=run.overridden,
+        )
+        for breach in breaches:
+            (run.warned if breach.early else run.acted).add(breach.kind)
+            self._act(tree.agent, run, breach, sampled_at)
+
+    def _check_machine(self, machine: MachineSample, trees: list[TreeSample], sampled_at: float) -> None:
+        minimum = self._settings.min_free_memory_mb
+        if minimum is None:
+            return
+        available = machine.memory_available_bytes / MB
+        if available >= minimum:
+            if available >= minimum * RESUME_FACTOR:
+                self._resume_kind("system_memory", f"available memory recovered to {available:.0f} MB")
+            return
+        exempt = {agent for agent, run in self._runs.items() if "system_memory" in run.overridden}
+        victim = memory_victim(trees, exempt)
+        if victim is not None:
+            breach = Breach("system_memory", "pause", available, minimum, "MB free")
+            self._act(victim.agent, self._runs[victim.agent], breach, sampled_at)
+
+    def _check_concurrency(self, sampled_at: float) -> None:
+        limit = self._settings.max_concurrent_agents
+        if limit is None:
+            return
+        running = [(r.clock.started, a) for a, r in self._runs.items() if r.status == "running"]
+        for agent in beyond_concurrency(running, limit):
+            run = self._runs[agent]
+            if "concurrency" in run.overridden:
+                continue
+            self._act(agent, run, Breach("concurrency", "pause", len(running), limit, "agents"), sampled_at)
+
+    def _resume_pressure_paused(self) -> None:
+        limit = self._settings.max_concurrent_agents
+        running = sum(1 for r in self._runs.values() if r.status == "running")
+        if limit is not None and running < limit:
+            waiting = sorted((r.clock.started, a) for a, r in self._runs.items() if "concurrency" in r.paused_by_me)
+            for _, agent in waiting[: limit - running]:
+                self._resume(agent, "concurrency", "another agent finished")
+
+    def _resume_kind(self, kind: str, why: str) -> None:
+        for agent, run in list(self._runs.items()):
+            if kind in run.paused_by_me:
+                self._resume(agent, kind, why)
+
+    def _resume(self, agent: str, kind: str, why: str) -> None:
+        run = self._runs[agent]
+        reason = run.paused_by_me.pop(kind)
+        if run.paused_by_me:
+            return  # still held by another limit
+        run.resuming = True
+        self._tell_worker(agent, ResumeWorker(reason=f"{why} (was: {reason})"))
+        self._publish(
+            LimitExceeded(
+                agent=agent,
+                limit=kind,
+                action="resume",
+                observed=0,
+                threshold=0,
+                reason=f"resumed: {why}",
+                assignment_id=run.assignment_id,
+                sampled_at=time.time(),
+            )
+        )
+
+    def _act(self, agent: str, run: _Run, breach: Breach, sampled_at: float) -> None:
+        reason = breach.reason(agent)
+        if breach.action == "pause":
+            if run.paused_by_me.get(breach.kind):
+                return
+            run.paused_by_me[breach.kind] = reason
+            self._tell_worker(agent, PauseWorker(reason=reason))
+        elif breach.action == "stop":
+            self._tell_worker(agent, StopWorker(reason=reason))
+        log.warning("%s", reason)
+        self._publish(
+            LimitExceeded(
+                agent=agent,
+                limit=breach.kind,
+                action=breach.action,
+                observed=round(breach.observed, 3),
+                threshold=breach.threshold,
+                unit=breach.unit,
+                assignment_id=run.assignment_id,
+                reason=reason,
+                sampled_at=sampled_at,
+            )
+        )
+
+    def _check_budgets(self) -> None:
+        for kind, spent, budget, unit in exhausted(self._cost, self._tokens, self._settings):
+            if kind in self._budget_hit:
+                continue
+            self._budget_hit.add(kind)
+            reason = f"{kind.replace('_', ' ')} exhausted: {spent:g} {unit} >= {budget:g} {unit}; pausing the session"
+            log.warning("%s", reason)
+            self._publish(
+                LimitExceeded(
+                    agent=None,
+                    limit=kind,
+                    action="pause_session",
+                    observed=round(spent, 6),
+                    threshold=budget,
+                    unit=unit,
+                    reason=reason,
+                    sampled_at=time.time(),
+                )
+            )
+
+    # -- output -------------------------------------------------------------------------------------------
+
+    def _tell_worker(self, agent: str, message: Any) -> None:
+        worker = self._workers.get(agent)
+        if worker is None:
+            log.error("no worker ref for %s; cannot %s", agent, type(message).__name__)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            worker.tell(message)
+
+    def _publish(self, fact: Any) -> None:
+        tell_all(self._listeners, fact)
+
+
+__all__ = ["ResourceMonitor"]

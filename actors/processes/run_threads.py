@@ -1,0 +1,148 @@
+"""The threads a worker runs beside its actor. They move bytes and tell; they never touch its state.
+
+Two pumps read the CLI's stdout and stderr in line batches and tell them to the actor (at most
+``IN_FLIGHT_BATCHES`` not yet recorded: then the CLI waits on its pipe); a reaper tells the exit
+once both pipes are drained; a watchdog ends a run past its wall-clock limit (paused time left
+out); an exit watch ends a CLI that printed its result and lingers; a termination waits out
+the grace period off the actor's thread, so its inbox keeps moving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pykka
+from meta_orchestrator.actors.processes.process_host import HostedProcess, monotonic
+from meta_orchestrator.actors.processes.run_clock import RunClock
+from meta_orchestrator.actors.files.session_files import private_dir
+from meta_orchestrator.messages.worker import LinesRead, ProcessEnded, StopWorker
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT_BATCHES = 64  # reads (of at most 64 KiB) not yet recorded; then the CLI waits on its pipe
+AFTER_RESULT = "final result printed, but the CLI did not exit"
+WATCHDOG_POLL_S = 0.5
+
+
+class RunThreads:
+    """One worker's threads, across its runs; ``closing`` tells them all the actor is stopping.
+
+    Lines a pump read once the actor no longer takes messages are kept for ``join`` to return.
+    """
+
+    def __init__(self, agent: str, actor_ref: pykka.ActorRef[Any], max_line_bytes: int, overflow_dir: Path) -> None:
+        self.closing = threading.Event()
+        self._agent = agent
+        self._actor_ref = actor_ref
+        self._max_line_bytes = max_line_bytes
+        self._overflow_dir = overflow_dir
+        self._overflow_count = 0  # only stdout pumps count, one run at a time
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_BATCHES)
+        self._late_lines: list[LinesRead] = []
+        self._threads: list[threading.Thread] = []
+        # A remote run's node keeps each line until it is recorded: told here, per run.
+        self._acknowledge: dict[int, Callable[[str, int], None]] = {}
+
+    def watch(self, proc: HostedProcess, run_id: int, clock: RunClock, limit_s: float, file_stem: str) -> None:
+        """Pumps for both pipes, the reaper and the wall-clock watchdog of one run."""
+        overflow = self._overflow_namer(run_id, file_stem)
+        acknowledge = getattr(proc, "acknowledge", None)
+        self._acknowledge = {run_id: acknowledge} if acknowledge is not None else {}
+        pumps = [
+            self._spawn(f"{self._agent}-{name}", self._pump, name, proc, run_id, overflow)
+            for name in ("stdout", "stderr")
+        ]
+        self._spawn(f"{self._agent}-reaper", self._reap, proc, pumps, run_id)
+        self._spawn(f"{self._agent}-watchdog", self._watchdog, proc, clock, limit_s)
+
+    def watch_exit(self, proc: HostedProcess, grace_s: float) -> None:
+        """The CLI printed its final result: stop it if it has not exited within ``grace_s``."""
+        self._spawn(f"{self._agent}-exit-watch", self._exit_watch, proc, grace_s)
+
+    def terminate(self, proc: HostedProcess, grace_s: float) -> None:
+        self._spawn(f"{self._agent}-terminate", proc.terminate, grace_s)
+
+    def recorded(self, message: LinesRead) -> None:
+        """The actor handled one ``LinesRead`` (its lines are on disk): a pump may tell
+        another, and a remote run's node may drop them."""
+        self._in_flight.release()
+        acknowledge = self._acknowledge.get(message.run_id)
+        if acknowledge is not None:
+            acknowledge(message.stream, len(message.lines))
+
+    def join(self, timeout: float) -> list[LinesRead]:
+        """Wait for every thread (after ``closing`` is set); the lines told too late to the actor."""
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        late, self._late_lines = self._late_lines, []
+        return late
+
+    # -- the threads' bodies -------------------------------------------------------------------
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return thread
+
+    def _overflow_namer(self, run_id: int, file_stem: str) -> Callable[[], Path]:
+        def next_file() -> Path:
+            self._overflow_count += 1
+            return private_dir(self._overflow_dir) / f"{file_stem}-run{run_id}-{self._overflow_count}.txt"
+
+        return next_file
+
+    def _pump(self, stream: str, proc: HostedProcess, run_id: int, overflow_file: Callable[[], Path]) -> None:
+        try:  # a local pipe or a remote run's lines: the process says how to read them
+            for batch in proc.line_batches(stream, self._max_line_bytes, overflow_file):
+                self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
+        except (OSError, ValueError) as exc:
+            log.warning("%s %s pipe: %s", self._agent, stream, exc)
+
+    def _forward(self, message: LinesRead) -> None:
+        while not self.closing.is_set():
+            if self._in_flight.acquire(timeout=0.2):
+                try:
+                    self._actor_ref.tell(message)
+                    return
+                except pykka.ActorDeadError:
+                    self._in_flight.release()
+                    break
+        self._late_lines.append(message)
+
+    def _reap(self, proc: HostedProcess, pumps: list[threading.Thread], run_id: int) -> None:
+        proc.wait_exit_unreaped()
+        stragglers = proc.end_stragglers()
+        if stragglers:
+            log.info("%s left %d process(es) in its group; ended them", self._agent, stragglers)
+        for pump in pumps:
+            pump.join()  # every line is queued before the exit is
+        if self.closing.is_set():
+            return  # the stopping actor reaps and records the end itself
+        returncode = proc.reap()
+        self._tell(ProcessEnded(returncode=returncode, run_id=run_id))
+
+    def _exit_watch(self, proc: HostedProcess, grace_s: float) -> None:
+        if proc.wait_exited(grace_s) or self.closing.is_set():
+            return
+        self._tell(StopWorker(reason=AFTER_RESULT))
+
+    def _watchdog(self, proc: HostedProcess, clock: RunClock, limit_s: float) -> None:
+        while not proc.exited and not self.closing.is_set():
+            if self.closing.wait(WATCHDOG_POLL_S):
+                return
+            if clock.run_s(monotonic()) > limit_s:
+                self._tell(StopWorker(reason=f"wall-clock limit of {limit_s:g}s reached"))
+                return
+
+    def _tell(self, message: Any) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._actor_ref.tell(message)
+
+
+__all__ = ["AFTER_RESULT", "IN_FLIGHT_BATCHES", "RunThreads"]

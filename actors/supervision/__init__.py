@@ -1,0 +1,1 @@
+"""Who restarts a crashed actor, and how an actor reports its crash."""

@@ -1,0 +1,1 @@
+"""Tests of actors/adapters, against recorded transcripts of the real CLIs."""

@@ -1,0 +1,1 @@
+"""Tests of actors/agents: the worker, launching, the demo agents and the real CLIs."""

@@ -1,0 +1,1 @@
+"""Whole sessions through the launcher: ids, unattended runs, faults."""

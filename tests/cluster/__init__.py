@@ -1,0 +1,1 @@
+"""Tests of actors/cluster, with a real local Ray cluster."""

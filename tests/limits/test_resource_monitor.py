@@ -1,0 +1,340 @@
+"""The resource monitor against real demo agents: memory, processes, stalls, budgets.
+
+Each test runs a real ``Worker`` with a demo CLI and a real ``ResourceMonitor`` listening to
+it; the probe hears the monitor's facts and the worker's finish. Reaction times are measured
+from the sample that showed the breach and from the agent's own report of crossing it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.app.system import RunOptions, start, stop_all
+from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
+from meta_orchestrator.actors.agents.worker import Worker
+from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
+from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
+from meta_orchestrator.messages.session import ControlRequested, GetSessionState
+from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded, GetWorkerState, StartAssignment
+
+from tests.conftest import RecordedEvent, wait_for
+
+INTERVAL = 0.25
+PROMPT = "Session: t\nAssignment: implement\nRole: implementer\nTask: Add a /health endpoint\n"
+
+
+def _rig(tmp_path: Path, probe: Any, demo_env: dict[str, str], agent: str = "claude", **limits: Any) -> tuple[Any, Any]:
+    defaults = {
+        key: limits.pop(key)
+        for key in list(limits)
+        if key in ("max_rss_mb", "max_processes", "stall_s", "max_wall_s", "max_cpu_percent", "actions")
+    }
+    settings = LimitsSettings(
+        interval_s=INTERVAL,
+        min_free_memory_mb=None,
+        default={**LimitsSettings().default.model_dump(), **defaults},
+        **limits,
+    )
+    session_dir = tmp_path / "session"
+    target = tmp_path / "target"
+    target.mkdir()
+    monitor = ResourceMonitor.start(settings=settings, session_dir=session_dir, listeners=(probe.ref,))
+    command = f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo {agent}"
+    worker = Worker.start(
+        agent=agent,
+        adapter=get_adapter(agent),
+        agent_settings=AgentSettings(command=command, share_min=0.4, share_max=0.5),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="t",
+        session_dir=session_dir,
+        target=target,
+        listeners=(probe.ref, monitor),
+        base_env=demo_env,
+    )
+    monitor.tell(WatchWorkers(workers=((agent, worker),)))
+    return monitor, worker
+
+
+def test_samples_cover_the_whole_tree_and_are_persisted(tmp_path, probe, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "fork_bomb_lite"
+    demo_env["ORCHESTRATE_DEMO_CHILDREN"] = "5"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.2"
+    _monitor, worker = _rig(tmp_path, probe, demo_env)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    sample = probe.expect(ResourcesSampled, timeout=10, where=lambda m: any(a.processes >= 6 for a in m.agents))
+    tree = sample.agents[0]
+    assert tree.agent == "claude" and tree.rss_bytes and tree.rss_bytes > 1_000_000
+    assert tree.open_files and tree.open_files >= 3
+    assert sample.machine.memory_total_bytes > 0 and sample.machine.cpu_count >= 1
+    finished = probe.expect(AssignmentFinished, timeout=30)
+    assert finished.outcome.success
+    lines = (tmp_path / "session" / "resources.jsonl").read_text().splitlines()
+    # The last sample may come after the run ended (no agent in it): look at those with one.
+    with_agents = [agents for line in lines if (agents := json.loads(line)["agents"])]
+    assert with_agents and "processes" in with_agents[-1][0]
+
+
+def test_memory_hog_is_stopped_within_about_one_interval(tmp_path, probe, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "memory_hog"
+    demo_env["ORCHESTRATE_DEMO_HOG_MB"] = "640"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"  # 32 MB every 0.1 s: crosses 200 MB in < 1 s
+    _monitor, worker = _rig(tmp_path, probe, demo_env, max_rss_mb=200)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "stop")
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    # The agent's RSS is its heap plus the interpreter, so the limit may be crossed before
+    # the agent's own count says so: measure from its last report before the stop.
+    reports = [
+        m.event
+        for m in probe.drain()
+        if isinstance(m, RecordedEvent)
+        and "holding" in (m.event.payload.text or "")
+        and m.event.timestamp <= fact.sent_at
+    ]
+    assert reports, "the agent reported no allocation before it was stopped"
+    crossed = max(reports, key=lambda e: e.timestamp)
+    reaction = fact.sent_at - crossed.timestamp
+    assert fact.limit == "rss" and fact.observed > 200 and fact.agent == "claude"
+    assert reaction.total_seconds() < INTERVAL * 2 + 0.5, reaction
+    assert not finished.outcome.success and "rss limit" in (finished.stopped_by or "")
+    print(
+        f"memory hog: stop told {reaction.total_seconds():.3f}s after the agent reported "
+        f"crossing the limit; sample-to-action {fact.sent_at.timestamp() - fact.sampled_at:.3f}s"
+    )
+
+
+def test_warning_comes_before_the_limit(tmp_path, probe, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "memory_hog"
+    demo_env["ORCHESTRATE_DEMO_HOG_MB"] = "320"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.15"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, max_rss_mb=300, actions={"rss": "pause"})
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    warn = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "warn")
+    pause = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "pause")
+    assert warn.limit == pause.limit == "rss" and warn.sent_at <= pause.sent_at
+    wait_for(
+        lambda: any(getattr(m, "snapshot", None) and m.snapshot.status == "paused" for m in probe.drain()),
+        timeout=5,
+        message="the worker paused",
+    )
+
+
+def test_fork_bomb_lite_is_stopped_and_its_children_are_gone(tmp_path, probe, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "fork_bomb_lite"
+    demo_env["ORCHESTRATE_DEMO_CHILDREN"] = "40"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.3"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, max_processes=20)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "stop")
+    assert fact.limit == "processes" and fact.observed > 20
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert not finished.outcome.success and "processes limit" in (finished.stopped_by or "")
+    # conftest checks that none of the 40 `sleep 300` children is left
+
+
+def test_silent_agent_is_ended_after_the_stall_limit(tmp_path, probe, demo_env):
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.0)
+    started = time.monotonic()
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "stop")
+    elapsed = time.monotonic() - started
+    assert fact.limit == "stall" and fact.observed >= 1.0
+    assert elapsed < 1.0 + INTERVAL * 2 + 1.0, elapsed
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "")
+
+
+def test_user_resume_overrides_a_pause(tmp_path, probe, demo_env):
+    from meta_orchestrator.messages.worker import ResumeWorker, WorkerStateChanged
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=0.5, actions={"stall": "pause"})
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "pause")
+    probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "paused")
+    worker.tell(ResumeWorker(reason="user"))
+    resumed = probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "running")
+    # Barrier: four samples of the resumed, still silent agent. The monitor tells a pause in
+    # the pass that samples it, before the next sample, so each would have shown one.
+    for _ in range(4):
+        probe.expect(ResourcesSampled, timeout=5, where=lambda m: m.sent_at > resumed.sent_at and bool(m.agents))
+    later = [m for m in probe.drain() if isinstance(m, LimitExceeded) and m.action == "pause"]
+    assert not later
+
+
+# -- whole sessions -------------------------------------------------------------------------------
+
+
+def _settings(tmp_path: Path, **overrides: object):
+    return load_settings(
+        None,
+        {
+            "workspace": str(tmp_path / "ws"),
+            "limits.interval_s": INTERVAL,
+            "limits.min_free_memory_mb": None,
+            **overrides,
+        },
+    )
+
+
+def _session_state(running) -> Any:
+    return running.coordinator.ask(GetSessionState(), timeout=2)
+
+
+def test_session_records_why_a_memory_hog_implementer_was_stopped(tmp_path, demo_env):
+    from meta_orchestrator.actors.app.system import run
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "memory_hog"
+    demo_env["ORCHESTRATE_DEMO_HOG_MB"] = "640"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"
+    code = run(
+        _settings(tmp_path, **{"limits.agents.claude.max_rss_mb": 200}),
+        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+    )
+    session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())
+    state = json.loads((session / "state.json").read_text())
+    assert code == 1 and state["status"] == "failed"  # a killed implementer is no success
+    implement = next(a for a in state["assignments"] if a["agent"] == "claude")
+    assert implement["status"] == "failed" and "rss limit" in implement["error"]
+    limits = [d for d in state["decisions"] if d.get("kind") == "limit_exceeded"]
+    assert any(d["limit"] == "rss" and d["action"] == "stop" and d["observed"] > 200 for d in limits), limits
+    assert (session / "resources.jsonl").stat().st_size > 0
+
+
+@pytest.mark.session
+def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
+    started: list[Any] = []
+    try:
+        running = start(
+            _settings(tmp_path, **{"limits.max_cost_usd": 0.0001}),
+            RunOptions(
+                task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+            ),
+            started,
+        )
+        state = wait_for(
+            lambda: (s := _session_state(running)).status == "paused" and s,
+            timeout=60,
+            message="the session paused on the budget",
+        )
+        budget = [d for d in state.decisions if d.kind == "limit_exceeded" and d.limit == "cost_budget"]
+        assert budget and budget[0].action == "pause_session"
+        assert budget[0].observed >= 0.0001
+        # Claude's result was the first cost report. Running agents are paused and nothing
+        # new starts: what was pending stays pending.
+        pending = {a.id for a in state.assignments if a.status == "pending"}
+        assert pending
+        # Barrier: every worker is paused or done. A worker tells its AssignmentFinished before
+        # it answers idle, and the coordinator handles that before the next ask: the
+        # scheduling pass a finished run triggers has happened when the state is read.
+        wait_for(
+            lambda: all(
+                w.ask(GetWorkerState(), timeout=2).status in ("paused", "idle", "exited")
+                for w in running.workers.values()
+            ),
+            timeout=30,
+            message="every worker paused or done",
+        )
+        state = _session_state(running)
+        assert state.status == "paused"
+        assert {a.id for a in state.assignments if a.status == "pending"} == pending
+        running.coordinator.tell(ControlRequested(action="stop", source="test"))
+        ended = running.ended.get(timeout=30)
+        assert ended.status == "stopped"
+    finally:
+        stop_all(started)
+
+
+def test_a_crashed_monitor_is_restarted_and_enforces_the_limits_again(tmp_path, probe, demo_env, monkeypatch):
+    from meta_orchestrator.actors.supervision.supervision import SupervisedRef
+    from meta_orchestrator.actors.supervision.supervisor import Supervisor
+    from meta_orchestrator.messages.supervision import ActorRestarted
+    from meta_orchestrator.messages.worker import WorkerStateChanged
+
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    settings = LimitsSettings(
+        interval_s=INTERVAL, min_free_memory_mb=None, default={**LimitsSettings().default.model_dump(), "stall_s": 1.5}
+    )
+    session_dir = tmp_path / "session"
+    target = tmp_path / "target"
+    target.mkdir()
+    supervisor = Supervisor.start(max_restarts=2, window_s=60, listeners=(probe.ref,))
+    workers: dict[str, Any] = {}  # filled once the worker exists, as the wiring does
+    monitor = SupervisedRef(
+        "monitor",
+        lambda _ref: ResourceMonitor.start(
+            settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers=workers
+        ),
+        supervisor,
+    ).start()
+    supervisor.proxy().supervise(monitor).get(timeout=5)
+    workers["claude"] = Worker.start(
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(
+            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
+            share_min=0,
+            share_max=1,
+        ),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="t",
+        session_dir=session_dir,
+        target=target,
+        listeners=(probe.ref, monitor),
+        base_env=demo_env,
+    )
+    monitor.tell(WatchWorkers(workers=(("claude", workers["claude"]),)))
+    workers["claude"].tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    probe.expect(WorkerStateChanged, timeout=10, where=lambda m: m.snapshot.status == "running")
+
+    original = ResourceMonitor._sample
+    faults = {"left": 1}
+
+    def faulty(self: Any) -> Any:  # one fault in a handler, while the agent runs
+        if faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("injected fault in the monitor")
+        return original(self)
+
+    monkeypatch.setattr(ResourceMonitor, "_sample", faulty)
+    restarted = probe.expect(ActorRestarted, timeout=10)
+    assert restarted.name == "monitor" and "injected fault" in restarted.error
+    # The new monitor asked the worker what runs, so the silent agent is still ended.
+    fact = probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall" and fact.agent == "claude"
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "")
+
+
+def test_a_restarted_monitor_counts_what_was_spent_before_its_crash(tmp_path, probe):
+    from meta_orchestrator.actors.files.session_files import JsonlWriter
+    from meta_orchestrator.messages.events import Event, EventPayload
+
+    session_dir = tmp_path / "session"
+    session_dir.mkdir()
+
+    def result(seq: int, cost: float) -> Event:
+        return Event(type="review", agent="claude", seq=seq, payload=EventPayload(kind="result", cost_usd=cost))
+
+    writer = JsonlWriter(session_dir / "claude.jsonl")
+    before = result(1, 0.5)
+    writer.write_batch([before.model_dump_json()], before.seq)
+    writer.close()
+    settings = LimitsSettings(interval_s=INTERVAL, min_free_memory_mb=None, max_cost_usd=1.0)
+    # Started with its workers: what the supervisor's factory does after a crash.
+    monitor = ResourceMonitor.start(
+        settings=settings, session_dir=session_dir, listeners=(probe.ref,), workers={"claude": probe.ref}
+    )
+    monitor.tell(EventsRecorded(events=(before,)))  # told again after the restart: not counted twice
+    monitor.tell(EventsRecorded(events=(result(2, 0.4),)))
+    monitor.tell(EventsRecorded(events=(result(3, 0.2),)))
+    fact = probe.expect(LimitExceeded, timeout=5, where=lambda m: m.limit == "cost_budget")
+    assert fact.action == "pause_session" and fact.observed == pytest.approx(1.1)

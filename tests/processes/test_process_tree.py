@@ -1,0 +1,101 @@
+"""One process-tree reader: a tree counts the same on this machine and on a cluster node.
+
+The resource monitor reads a local run's tree itself and a remote run's tree from the samples
+its node sends over the wire; both come from ``process_tree.TreeReader``. The case where
+readers used to differ is a member whose figures this process may not read: here a real
+process of another user (``nobody``), read by a root without capabilities (``setpriv``), for
+whom its ``/proc/<pid>/fd`` is closed (``AccessDenied``) while its memory stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+NOBODY = 65534
+
+# The tree: this leader (root) and a `sleep` run as nobody below it; it prints the sleep's
+# pid and lives until its stdin closes.
+LEADER = f"""
+import subprocess, sys
+child = subprocess.Popen(["sleep", "600"], user={NOBODY}, group={NOBODY}, extra_groups=[])
+print(child.pid, flush=True)
+sys.stdin.read()
+child.kill()
+child.wait()
+"""
+
+# Run without capabilities: the local path (what the monitor builds for a run here) and the
+# remote path (the node's reading, through the wire's bytes, read back as the monitor does).
+READER = """
+import dataclasses, json, sys
+import psutil
+from meta_orchestrator.actors.cluster import node_wire
+from meta_orchestrator.actors.processes.process_tree import TreeReader
+from meta_orchestrator.actors.limits.tree_sampler import tree_reader
+
+root, hidden = int(sys.argv[1]), int(sys.argv[2])
+try:
+    psutil.Process(hidden).num_fds()
+    denied = False
+except psutil.AccessDenied:
+    denied = True
+local = tree_reader(root).read()
+node_figures = TreeReader(root).read()
+sample = node_wire.NodeSample(taken_at=1.0, figures=node_figures)
+wire = node_wire.batch(node_wire.LineBatch(chunks=[], last_seq=0, end=None, sample=sample, buffered_peak=0))
+received = node_wire.read_batch(wire).sample
+remote = tree_reader(root, remote_sample=lambda: received, node="n1").read()
+print(json.dumps({"denied": denied, "local": dataclasses.asdict(local), "remote": dataclasses.asdict(remote)}))
+"""
+
+
+def _setpriv() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another user")
+    path = shutil.which("setpriv")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("setpriv (util-linux) is not installed")
+        pytest.skip("setpriv (util-linux) is not installed")
+    return path
+
+
+def test_a_tree_with_a_member_it_may_not_read_counts_the_same_here_and_through_a_node():
+    setpriv = _setpriv()
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        hidden = int(leader.stdout.readline())
+        done = subprocess.run(
+            [setpriv, "--bounding-set", "-all", "--inh-caps", "-all", "--no-new-privs", sys.executable, "-c", READER]
+            + [str(leader.pid), str(hidden)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        leader.stdin.close()  # the leader ends its child and itself
+        try:
+            leader.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(leader.pid, signal.SIGKILL)
+            leader.wait()
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["denied"], "the reader could read the other user's file descriptors: the case is not exercised"
+    local, remote = found["local"], found["remote"]
+    # Every member counts as a process, readable or not; its memory is readable and counted;
+    # the tree's open files are unknown (one member's are closed to us), not undercounted.
+    assert local["processes"] == 2 and sorted(local["pids"]) == sorted([leader.pid, hidden])
+    assert isinstance(local["rss_bytes"], int) and local["rss_bytes"] > 0
+    assert local["open_files"] is None
+    counts = ("processes", "pids", "rss_bytes", "open_files", "tmpfs_bytes")
+    assert {k: remote[k] for k in counts} == {k: local[k] for k in counts}

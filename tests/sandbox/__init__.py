@@ -1,0 +1,1 @@
+"""Tests of actors/sandbox, with real bubblewrap and the real claude."""

@@ -1,0 +1,1 @@
+"""Tests of actors/session: the coordinator and the session core."""
