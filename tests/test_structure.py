@@ -177,11 +177,13 @@ def _module_name(rel: str) -> str:
     return f"{PACKAGE}." + rel.removesuffix(".py").replace("/", ".")
 
 
-# Modules that start an actor of another feature: the start order, and `orchestrate follow`'s view.
-STARTERS = {"actors/app/system.py", "actors/console/follow.py"}
+# Modules that start the actors of other features: the start order, and `orchestrate follow`'s view.
+STARTERS = {"actors/console/follow.py"}
 
 
 def test_no_actor_imports_another():
+    """An actor module imports no other actor; a feature's other modules (its ``start``) import
+    only its own actors; only the start order in actors/app imports them all."""
     actors = _actor_modules()
     assert {
         "actors/agents/worker.py",
@@ -200,8 +202,16 @@ def test_no_actor_imports_another():
     for rel, path in _product_files().items():
         if rel in STARTERS or rel.startswith(f"{TOP}/"):
             continue
-        others = {names[m] for m in _imports(path) if m in names and names[m] != rel}
+        imported = {names[m] for m in _imports(path) if m in names and names[m] != rel}
+        others = {a for a in imported if rel in actors or _folder_of_path(a) != _folder_of_path(rel)}
         assert not others, f"{rel} imports the actor modules {sorted(others)}"
+
+
+def test_each_feature_starts_through_its_start_module():
+    """The start order imports a feature's start function, not its actor."""
+    for path in (ROOT / TOP).glob("*.py"):
+        direct = {m for m in _imports(path) if m in {_module_name(rel) for rel in _actor_modules()}}
+        assert not direct, f"{TOP}/{path.name} starts {sorted(direct)} itself: go through the feature's start module"
 
 
 def test_top_level_layout():
@@ -385,7 +395,6 @@ def _top_level_imports(path: Path) -> set[str]:
 MAX_MODULE_LINES = 700
 MODULE_EXCEPTIONS = {
     "actors/workspaces/workspaces.py": "the session's git store: SessionRepo and its checkouts",
-    "actors/app/system.py": "the wiring, until each feature's start function holds its part",
     "actors/sandbox/policy.py": "the hook's whole policy in one place",
     "actors/agents/demo/common.py": "what the three demo CLIs share",
 }

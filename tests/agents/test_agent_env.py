@@ -172,7 +172,7 @@ def test_a_sessions_cli_receives_no_secret_but_its_key_and_what_pass_env_adds(tm
             "agents.codex.enabled": False,
         },
     )
-    caplog.set_level(logging.INFO, logger="meta_orchestrator.actors.app.system")
+    caplog.set_level(logging.INFO, logger="meta_orchestrator.actors.app")
     options = RunOptions(
         task="Add a /health endpoint", target=_target(tmp_path), demo=False, dashboard=False, console=False, env=environ
     )

@@ -29,7 +29,7 @@ import ray  # noqa: E402
 
 from meta_orchestrator.actors.adapters.base import Launch  # noqa: E402
 from meta_orchestrator.actors.cluster import cluster_wiring  # noqa: E402
-from meta_orchestrator.actors.app import system  # noqa: E402
+from meta_orchestrator.actors.app import start_order  # noqa: E402
 from meta_orchestrator.actors.cluster import cluster_host, node_wire  # noqa: E402
 from meta_orchestrator.actors.cluster.cluster_auth import ClusterTokenError, token_source, without_ray  # noqa: E402
 from meta_orchestrator.actors.cluster.cluster_host import (  # noqa: E402
@@ -369,7 +369,7 @@ def test_a_local_clis_sandbox_hides_the_clusters_token_file_too(tmp_path, bwrap)
     token = make_token_file()
     try:
         settings = Settings.model_validate({"cluster": {"address": "127.0.0.1:1", "token_file": str(token)}})
-        sandboxes = system._os_sandboxes(bwrap, settings, (tmp_path / "ws",), {})
+        sandboxes = start_order.os_sandboxes(bwrap, settings, (tmp_path / "ws",), {})
         for sandbox in sandboxes.values():
             confinement = Confinement(bwrap=bwrap, writable=(str(tmp_path),), hidden=sandbox.hidden)
             argv = bwrap_argv(confinement, ["cat", str(token)])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import Launch
-from meta_orchestrator.actors.app.system import _spawn_caps
+from meta_orchestrator.actors.app.start_order import spawn_caps
 from meta_orchestrator.actors.processes.process_host import ProcessHost
 from meta_orchestrator.config.settings import DEFAULT_MAX_FILE_MB, load_settings
 
@@ -44,7 +44,7 @@ def _limit(pid: int) -> str:
 def test_the_default_settings_cap_an_agents_files_at_1024_mb(tmp_path: Path) -> None:
     settings = load_settings(None)
     assert settings.limits.spawn_max_file_mb == DEFAULT_MAX_FILE_MB == 1024
-    host = ProcessHost(_spawn_caps(settings))
+    host = ProcessHost(spawn_caps(settings))
     child = host.spawn(Launch(argv=(sys.executable, "-c", "import signal; signal.pause()"), env={}, cwd=tmp_path))
     try:
         assert _limit(child.pid) == str(1024 * MiB)
@@ -55,12 +55,12 @@ def test_the_default_settings_cap_an_agents_files_at_1024_mb(tmp_path: Path) -> 
 
 
 def test_zero_turns_the_cap_off(tmp_path: Path) -> None:
-    assert _spawn_caps(load_settings(None, {"limits.spawn_max_file_mb": 0})).max_file_bytes is None
+    assert spawn_caps(load_settings(None, {"limits.spawn_max_file_mb": 0})).max_file_bytes is None
 
 
 def test_a_write_past_the_cap_fails_and_the_file_stops_at_it(tmp_path: Path) -> None:
     cap_mb = 1
-    host = ProcessHost(_spawn_caps(load_settings(None, {"limits.spawn_max_file_mb": cap_mb})))
+    host = ProcessHost(spawn_caps(load_settings(None, {"limits.spawn_max_file_mb": cap_mb})))
     big = tmp_path / "big"
     child = host.spawn(Launch(argv=(sys.executable, "-c", WRITER, str(big), str(cap_mb * MiB)), env={}, cwd=tmp_path))
     out = child.stdout.read().decode()

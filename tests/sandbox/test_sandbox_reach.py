@@ -2,7 +2,7 @@
 
 Each run is a real one: a fake CLI printing claude's stream format (or the real claude against
 the scripted model server) started by the real ``Worker`` and process host inside bwrap, with the
-sandboxes the session wiring builds (``system._os_sandboxes``) from the user's workspace registry.
+sandboxes the session wiring builds (``start_order.os_sandboxes``) from the user's workspace registry.
 Stand-ins for the host's services are started here, outside: a daemon on a named Unix socket
 in the user's runtime folder, one on an abstract socket, a TCP listener on 127.0.0.1 (the
 dashboard's and Ray's ports), and the model endpoint the CLI is configured for.
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.app.system import _os_sandboxes
+from meta_orchestrator.actors.app.start_order import os_sandboxes
 from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.recovery.preflight import check_host_isolation
 from meta_orchestrator.actors.workspaces.workspace_registry import register_workspace, registry_path
@@ -132,7 +132,7 @@ class Rig:
             limits=LimitsSettings(default=AgentLimits(max_rss_mb=100)),
         )
         workspaces = register_workspace(self.workspace)
-        return _os_sandboxes(self.bwrap, settings, workspaces, {})[agent]
+        return os_sandboxes(self.bwrap, settings, workspaces, {})[agent]
 
     def script(self, body: str) -> str:
         path = self.target / "fake_cli.py"

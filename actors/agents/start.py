@@ -1,0 +1,79 @@
+"""How the agents start: one supervised worker per enabled agent, and the peers' workers a
+review starts later on demand, all from what the session's runs share (``AgentRuns``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.agents.worker import Worker
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+from meta_orchestrator.actors.supervision.starting import start_actor, start_supervised
+from meta_orchestrator.actors.supervision.supervision import SupervisedRef
+from meta_orchestrator.config.settings import AgentSettings, Settings
+
+if TYPE_CHECKING:
+    from meta_orchestrator.actors.cluster.cluster_wiring import HostSet
+
+
+@dataclass(frozen=True)
+class AgentRuns:
+    """What every run of the session shares: where it works, its environment, the host that
+    starts it (here or a node's) and, per enabled agent, its settings and its OS sandbox."""
+
+    settings: Settings
+    session_id: str
+    session_dir: Path
+    target: Path
+    env: dict[str, str]
+    extra_dirs: tuple[Path, ...]
+    hosts: HostSet
+    agents: dict[str, AgentSettings]  # the enabled agents, each with its tool hook's flags
+    sandboxes: dict[str, OsSandbox]
+
+    def worker_arguments(self, agent: str) -> dict[str, Any]:
+        return {
+            "agent": agent,
+            "adapter": get_adapter(agent),
+            "agent_settings": self.agents[agent],
+            "session_settings": self.settings.session,
+            "session_id": self.session_id,
+            "session_dir": self.session_dir,
+            "target": self.target,
+            "base_env": self.env,
+            "extra_dirs": self.extra_dirs,
+            "host": self.hosts.for_agent(agent),
+            "sandbox": self.sandboxes.get(agent),
+        }
+
+
+def start_workers(
+    started: list[Any], supervisor: pykka.ActorRef[Any], runs: AgentRuns, listeners: tuple[Any, ...]
+) -> dict[str, SupervisedRef]:
+    """One supervised worker per enabled agent, heard by ``listeners``."""
+    return {
+        name: start_supervised(
+            started, supervisor, f"worker:{name}", Worker, **runs.worker_arguments(name), listeners=listeners
+        )
+        for name in runs.agents
+    }
+
+
+def review_worker_starter(
+    started: list[Any], runs: AgentRuns, listeners: tuple[Any, ...]
+) -> Callable[[str, Path], pykka.ActorRef[Any]]:
+    """What the reviewer calls to ask a peer: a read-only review run in a worker of its own,
+    recorded under reviews/<id>/, limited by the review timeout, heard by ``listeners``."""
+    session = runs.settings.session
+    timeout_s = min(runs.settings.review.reviewer_timeout_s, session.assignment_timeout_s)
+    session_settings = session.model_copy(update={"assignment_timeout_s": timeout_s})
+
+    def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
+        arguments = {**runs.worker_arguments(agent), "session_settings": session_settings}
+        return start_actor(started, Worker, **arguments, listeners=listeners, events_path=events_path)
+
+    return start_review_worker
