@@ -11,7 +11,7 @@ import queue
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from meta_orchestrator.actors.sandbox.start import hooked_launch_env, sandboxed,
 from meta_orchestrator.actors.sandbox.start import os_sandboxes as confinements
 from meta_orchestrator.actors.session.start import start_coordinator
 from meta_orchestrator.actors.supervision.starting import LateRef, start_supervisor
-from meta_orchestrator.actors.supervision.supervision import ReplyInbox, SupervisedRef, tell_all
+from meta_orchestrator.actors.supervision.supervision import ActorHandle, ReplyInbox, SupervisedRef, tell_all
 from meta_orchestrator.actors.workspaces.git_command import WorkspaceError
 from meta_orchestrator.actors.workspaces.start import start_workspace
 from meta_orchestrator.actors.workspaces.workspace_registry import register_workspace
@@ -66,8 +66,8 @@ class RunningSession:
     session_dir: Path
     target: Path
     coordinator: pykka.ActorRef[Any]
-    workers: dict[str, pykka.ActorRef[Any]]
-    gateway: pykka.ActorRef[Any] | None = None
+    workers: Mapping[str, ActorHandle]
+    gateway: ActorHandle | None = None
     dashboard_url: str | None = None
     token: str | None = None
     dashboard_closed: threading.Event = field(default_factory=threading.Event)
@@ -259,7 +259,7 @@ def _agent_runs(
 
 
 def os_sandboxes(
-    bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: dict[str, pykka.ActorRef[Any]]
+    bwrap: str | None, settings: Settings, workspaces: tuple[Path, ...], watchers: Mapping[str, ActorHandle]
 ) -> dict[str, OsSandbox]:
     """Per agent, its OS sandbox (``sandbox.start.os_sandboxes``), hiding every workspace of
     the user and the cluster's token files."""

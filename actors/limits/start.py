@@ -33,5 +33,4 @@ def start_monitor(
         settings=settings.limits,
         session_dir=session_dir,
         listeners=listeners,
-        stop_grace_s=settings.session.stop_grace_s,
     )

@@ -10,7 +10,7 @@ from meta_orchestrator.actors.adapters.registry import get_adapter, hooked_agent
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
 from meta_orchestrator.actors.supervision.starting import LateRef, start_supervised
-from meta_orchestrator.actors.supervision.supervision import SupervisedRef
+from meta_orchestrator.actors.supervision.supervision import ActorHandle, SupervisedRef
 from meta_orchestrator.config.settings import AgentSettings, Settings
 from meta_orchestrator.messages.sandbox import GetSandboxFiles
 
@@ -74,7 +74,7 @@ def os_sandboxes(
     settings: Settings,
     workspaces: tuple[Path, ...],
     secrets: tuple[str, ...],
-    guard: pykka.ActorRef[Any] | None,
+    guard: ActorHandle | None,
 ) -> dict[str, OsSandbox]:
     """Per agent: every workspace of the user, the host's socket folders and ``secrets`` (files
     no agent may read) hidden (what DNS reads there shown), the private tmpfs sized, the host's
