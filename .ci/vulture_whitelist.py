@@ -4,24 +4,6 @@ Each line uses the name, so vulture counts it as used. Remove a line when its re
 """
 
 # ruff: noqa: B018, F821
-# The session core's rules: core._RULES names each by string (getattr), which vulture cannot follow.
-_.on_actor_restarted
-_.on_answer
-_.on_assignment_finished
-_.on_channel
-_.on_checkout_failed
-_.on_checkout_ready
-_.on_expire
-_.on_limit_exceeded
-_.on_merged
-_.on_relaunch_due
-_.on_review_completed
-_.on_review_wanted
-_.on_run_placed
-_.on_security_fact
-_.on_state_not_saved
-_.on_supervision_failed
-
 # Fields of the messages and of state.json: data for the dashboard (webui/static), the files of a
 # session and their readers, written by the actors and read there, not in Python.
 actual_by_tokens  # the dashboard's share bars

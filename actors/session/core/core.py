@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from meta_orchestrator.actors.session.core.controls import ControlRules
 from meta_orchestrator.actors.session.core.effects import Effect, Reply
@@ -15,6 +16,7 @@ from meta_orchestrator.actors.session.core.reviews import ReviewRules
 from meta_orchestrator.actors.session.core.running import RunningRules
 from meta_orchestrator.actors.session.core.state import CoreState
 from meta_orchestrator.actors.session.core.workspace import WorkspaceRules
+from meta_orchestrator.messages.base import Message
 from meta_orchestrator.messages.cluster import RunPlaced
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RelaunchDue
 from meta_orchestrator.messages.resources import LimitExceeded
@@ -50,11 +52,11 @@ class SessionStep(
 ):
     """Every rule of the session, applied to one message."""
 
-    def dispatch(self, message: Any) -> Any:
-        rule = _RULES.get(type(message))
+    def dispatch(self, message: Message) -> object:
+        rule = RULES.get(type(message))
         if rule is None:
             raise NoRule(f"the session core has no rule for {type(message).__name__}")
-        return getattr(self, rule)(message)
+        return rule(self, message)
 
     def on_state_not_saved(self, message: StateNotSaved) -> None:
         self.abort(message.reason)
@@ -110,30 +112,43 @@ class SessionStep(
         self.schedule()
 
 
-# Which rule takes which message; a reply (a control's or an answer's acceptance) is what it returns.
-_RULES: dict[type, str] = {
-    StartSession: "start",
-    AssignmentFinished: "on_assignment_finished",
-    ControlRequested: "on_control",
-    AskQuestion: "ask",
-    AnswerGiven: "on_answer",
-    ExpireQuestion: "on_expire",
-    AnswerChannelChanged: "on_channel",
-    ReviewCompleted: "on_review_completed",
-    ReviewWanted: "on_review_wanted",
-    RecoveryPlanned: "on_recovery_planned",
-    RelaunchDue: "on_relaunch_due",
-    ActorRestarted: "on_actor_restarted",
-    SupervisionFailed: "on_supervision_failed",
-    LimitExceeded: "on_limit_exceeded",
-    SecurityFinding: "on_security_fact",
-    ToolCallDecided: "on_security_fact",
-    StateNotSaved: "on_state_not_saved",
-    CheckoutReady: "on_checkout_ready",
-    CheckoutFailed: "on_checkout_failed",
-    AssignmentMerged: "on_merged",
-    RunPlaced: "on_run_placed",
-}
+# A rule: a method of ``SessionStep`` applied to one kind of message; what it returns is the
+# reply (a control's or an answer's acceptance), None for a tell.
+Rule = Callable[[SessionStep, Any], object]
+_M = TypeVar("_M", bound=Message)
+
+
+def _rule(kind: type[_M], apply: Callable[[SessionStep, _M], object]) -> tuple[type[Message], Rule]:
+    """One row of the table: the type checker holds ``apply``'s parameter to ``kind``."""
+    return kind, apply
+
+
+# Which rule takes which message: the whole of the session's entry points, in one table.
+RULES: dict[type[Message], Rule] = dict(
+    [
+        _rule(StartSession, SessionStep.start),
+        _rule(AssignmentFinished, SessionStep.on_assignment_finished),
+        _rule(ControlRequested, SessionStep.on_control),
+        _rule(AskQuestion, SessionStep.ask),
+        _rule(AnswerGiven, SessionStep.on_answer),
+        _rule(ExpireQuestion, SessionStep.on_expire),
+        _rule(AnswerChannelChanged, SessionStep.on_channel),
+        _rule(ReviewCompleted, SessionStep.on_review_completed),
+        _rule(ReviewWanted, SessionStep.on_review_wanted),
+        _rule(RecoveryPlanned, SessionStep.on_recovery_planned),
+        _rule(RelaunchDue, SessionStep.on_relaunch_due),
+        _rule(ActorRestarted, SessionStep.on_actor_restarted),
+        _rule(SupervisionFailed, SessionStep.on_supervision_failed),
+        _rule(LimitExceeded, SessionStep.on_limit_exceeded),
+        _rule(SecurityFinding, SessionStep.on_security_fact),
+        _rule(ToolCallDecided, SessionStep.on_security_fact),
+        _rule(StateNotSaved, SessionStep.on_state_not_saved),
+        _rule(CheckoutReady, SessionStep.on_checkout_ready),
+        _rule(CheckoutFailed, SessionStep.on_checkout_failed),
+        _rule(AssignmentMerged, SessionStep.on_merged),
+        _rule(RunPlaced, SessionStep.on_run_placed),
+    ]
+)
 
 
 def handle(state: CoreState, message: Any, now: datetime) -> tuple[CoreState, list[Effect]]:
