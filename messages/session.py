@@ -8,7 +8,7 @@ from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestam
 from meta_orchestrator.messages.cluster import RunNode
 from meta_orchestrator.messages.recovery import RecoveryEntry
 from meta_orchestrator.messages.resources import LimitExceededRecord
-from meta_orchestrator.messages.review import ReviewDecisionRecord
+from meta_orchestrator.messages.review import Decision, ReviewDecisionRecord
 from meta_orchestrator.messages.sandbox import SecurityFindingRecord, ToolCallRecord
 from meta_orchestrator.messages.supervision import ActorRestartedRecord
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -156,16 +156,91 @@ class Plan(Frozen):
 QuestionKind = Literal["escalation", "clarification", "confirmation"]
 
 
+class ReviewDecisionSubject(Frozen):
+    """A review's decision the user settles: PAUSE_AND_CLARIFY asks for a note,
+    STOP_AND_ESCALATE (an escalation) asks whether the session goes on."""
+
+    type: Literal["review_decision"] = "review_decision"
+    review_id: str
+    decision: Decision
+    assignment_id: str | None = None
+    gate: bool = Field(default=False, description="the reviewed assignment's dependents wait for the answer")
+    reasoning: str = ""
+
+
+class FolderGrantSubject(Frozen):
+    """Recovery would relaunch an agent with access to folders outside the target."""
+
+    type: Literal["folder_grant"] = "folder_grant"
+    assignment_id: str
+    directories: tuple[str, ...]
+
+
+class MergeConflictSubject(Frozen):
+    """An assignment's work still conflicts with the session branch after its agent's rounds."""
+
+    type: Literal["merge_conflict"] = "merge_conflict"
+    assignment_id: str
+    files: tuple[str, ...] = ()
+
+
+class SandboxCallSubject(Frozen):
+    """A high-risk tool call the agent's hook holds until the user allows it."""
+
+    type: Literal["sandbox_call"] = "sandbox_call"
+    rule: str = ""
+    tool: str = ""
+    tool_input: dict[str, Any] = Field(default_factory=dict)
+    cwd: str | None = None
+    assignment_id: str | None = Field(default=None, description="None: the agent's assignment waiting to run")
+
+
+class SecurityFindingSubject(Frozen):
+    """An agent paused by the sandbox after a suspicious event: go on, or stop it."""
+
+    type: Literal["security_finding"] = "security_finding"
+    rules: tuple[str, ...] = ()
+    event_seq: int = Field(description="seq of the event in <agent>.jsonl")
+
+
+# What a question is about, told apart by ``type``; the rules act on the answer by this.
+QuestionSubject = Annotated[
+    ReviewDecisionSubject | FolderGrantSubject | MergeConflictSubject | SandboxCallSubject | SecurityFindingSubject,
+    Field(discriminator="type"),
+]
+
+
+def _subject_of_details(question: dict[str, Any]) -> dict[str, Any] | None:
+    """state.json written before questions had a ``subject``: who asked and the ``details`` said it."""
+    details, asked_by = question.get("details") or {}, question.get("asked_by")
+    if asked_by == "reviewer" and details.get("review_id"):
+        return {"type": "review_decision", **details}
+    if str(question.get("id", "")).startswith("grant-") and "assignment_id" in details:
+        return {
+            "type": "folder_grant",
+            "assignment_id": details["assignment_id"],
+            "directories": details.get("directories", ()),
+        }
+    if asked_by == "workspace" and "assignment_id" in details:
+        return {"type": "merge_conflict", "assignment_id": details["assignment_id"], "files": details.get("files", ())}
+    if asked_by == "sandbox" and "event_seq" in details:
+        return {"type": "security_finding", "rules": details.get("rules", ()), "event_seq": details["event_seq"]}
+    if asked_by == "sandbox":
+        fields = ("rule", "tool", "tool_input", "cwd", "assignment_id")
+        return {"type": "sandbox_call", **{k: details[k] for k in fields if k in details}}
+    return None
+
+
 class Question(Frozen):
     """Something only a person can decide; shown in the console and the dashboard inbox."""
 
     id: str
     kind: QuestionKind
     text: str
-    asked_by: str = Field(description="who asked: coordinator, reviewer, sandbox, ...")
+    asked_by: str = Field(description="who asked: coordinator, reviewer, sandbox, ... (shown, never acted on)")
     agent: AgentName | None = None
     options: tuple[str, ...] = Field(default=(), description="suggested answers, if any")
-    details: dict[str, Any] = Field(default_factory=dict)
+    subject: QuestionSubject | None = Field(default=None, description="what it is about (None: only its text)")
     asked_at: str = ""
     timeout_s: float | None = Field(default=None, description="unanswered by then: default_answer")
     default_answer: str | None = None
@@ -175,6 +250,14 @@ class Question(Frozen):
     answered_by: str | None = Field(
         default=None, description="console, dashboard, command (orchestrate answer), timeout or unattended"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _subject_from_details(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "details" in data and "subject" not in data:
+            rest = {k: v for k, v in data.items() if k != "details"}
+            return {**rest, "subject": _subject_of_details(data)}
+        return data
 
 
 class LaunchFixes(Frozen):

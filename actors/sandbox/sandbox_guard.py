@@ -58,7 +58,13 @@ from meta_orchestrator.messages.sandbox import (
     ToolCallDecided,
     ToolCallSummary,
 )
-from meta_orchestrator.messages.session import AskQuestion, Question, QuestionAnswered
+from meta_orchestrator.messages.session import (
+    AskQuestion,
+    Question,
+    QuestionAnswered,
+    SandboxCallSubject,
+    SecurityFindingSubject,
+)
 from meta_orchestrator.messages.worker import (
     EventsRecorded,
     PauseWorker,
@@ -284,12 +290,9 @@ class SandboxGuard(pykka.ThreadingActor):
             options=("yes", "no"),
             timeout_s=self._settings.confirm_timeout_s,
             default_answer="no",
-            details={
-                "rule": message.rule,
-                "tool": message.call.tool,
-                "tool_input": message.call.tool_input,
-                "cwd": message.call.cwd,
-            },
+            subject=SandboxCallSubject(
+                rule=message.rule, tool=message.call.tool, tool_input=message.call.tool_input, cwd=message.call.cwd
+            ),
         )
         self._pending[question.id] = message
         try:
@@ -396,7 +399,7 @@ class SandboxGuard(pykka.ThreadingActor):
             agent=event.agent,
             options=("yes", "no"),
             text=f"{event.agent} was paused: {finding.payload.text}. Let it go on? (no stops it)",
-            details={"rules": [f.rule for f in findings], "event_seq": event.seq},
+            subject=SecurityFindingSubject(rules=tuple(f.rule for f in findings), event_seq=event.seq),
             timeout_s=self._settings.confirm_timeout_s,  # unanswered: no, like every confirmation
             default_answer="no",
         )

@@ -28,6 +28,7 @@ from meta_orchestrator.messages.session import (
     ControlRequested,
     ExpireQuestion,
     Question,
+    SandboxCallSubject,
     RoleFallbackRecord,
     SessionSnapshot,
     StartSession,
@@ -453,7 +454,7 @@ def test_resume_continues_interrupted_work_in_its_cli_session():
 
 
 def test_resume_waits_for_questions_still_open_then_goes_on():
-    open_question = _question("q9", asked_at="x").model_copy(update={"details": {"assignment_id": "build"}})
+    open_question = _question("q9", asked_at="x", subject=SandboxCallSubject(tool="Bash", assignment_id="build"))
     book = Playbook(resume_from=_saved(q=open_question))
     book.send(StartSession())
     assert book.snapshot.status == "paused" and book.started() == []
@@ -463,7 +464,7 @@ def test_resume_waits_for_questions_still_open_then_goes_on():
 
 
 def test_an_answer_recorded_while_nothing_ran_is_applied_on_resume():
-    open_question = _question("q9").model_copy(update={"details": {"assignment_id": "build"}})
+    open_question = _question("q9", subject=SandboxCallSubject(tool="Bash", assignment_id="build"))
     book = Playbook(resume_from=_saved(q=open_question), recorded_answers={"q9": {"answer": "no", "approve": False}})
     book.send(StartSession())
     assert book.snapshot.questions[-1].answered_by == "command"

@@ -132,7 +132,12 @@ def _feed(ref: pykka.ActorRef[Any], session_dir: Path) -> None:
             "asked_by": "sandbox",
             "agent": "claude",
             "text": "claude wants to run `rm -rf build/` in the target. Allow it?",
-            "details": {"command": "rm -rf build/", "cwd": "/home/dev/billing"},
+            "subject": {
+                "type": "sandbox_call",
+                "tool": "Bash",
+                "tool_input": {"command": "rm -rf build/"},
+                "cwd": "/home/dev/billing",
+            },
             "asked_at": "2025-01-01T10:06:30Z",
         },
         {

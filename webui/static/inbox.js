@@ -42,7 +42,8 @@ function buildQuestion(q) {
   if (q.agent) head.append(el("span", "agent-tag agent-" + q.agent, q.agent));
   if (q.asked_at) head.append(el("span", null, fmtTime(q.asked_at)));
   node.append(head, el("div", "q-text", q.text));
-  const details = Object.entries(q.details);
+  // What the question is about (its typed subject), less the tag that says which kind it is.
+  const details = Object.entries(q.subject || {}).filter(([k, v]) => k !== "type" && v !== null);
   if (details.length) {
     const dl = el("dl", "q-details");
     details.slice(0, 8).forEach(([k, v]) => {

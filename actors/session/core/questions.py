@@ -13,9 +13,14 @@ from meta_orchestrator.messages.session import (
     AnswerGiven,
     AskQuestion,
     ExpireQuestion,
+    FolderGrantSubject,
     LaunchFixes,
+    MergeConflictSubject,
     Question,
     QuestionAnswered,
+    ReviewDecisionSubject,
+    SandboxCallSubject,
+    SecurityFindingSubject,
     SessionSnapshot,
 )
 from meta_orchestrator.messages.worker import StopWorker
@@ -94,15 +99,9 @@ class QuestionRules(StepBase):
             }
         )
         self.update(questions=tuple(resolved if q.id == question_id else q for q in self.snap.questions))
-        if resolved.asked_by == "reviewer":
-            self.on_decision_answered(resolved, answer, expired)
-        if resolved.asked_by == "workspace":
-            self.on_conflict_answered(resolved)
-        if question_id in self.grants:
-            self.on_grant_answered(question_id, approve is True)
-        if question_id in self.resumed:
-            self.resumed.discard(question_id)
-            self.apply_late_answer(resolved)
+        late = question_id in self.resumed
+        self.resumed.discard(question_id)
+        self.apply_answer(resolved, late)
         told = QuestionAnswered(
             question_id=question_id, answer=answer, approve=approve, expired=expired, answered_by=by
         )
@@ -181,42 +180,48 @@ class QuestionRules(StepBase):
                     }
                 )
                 self.update(questions=tuple(answered if q.id == question.id else q for q in self.snap.questions))
-                self.apply_late_answer(answered)
+                self.apply_answer(answered, late=True)
                 continue
-            if question.asked_by != "reviewer":
+            if not isinstance(question.subject, ReviewDecisionSubject):
                 self.resumed.add(question.id)
             self.held_for_answers = True
         for question in self.open_questions():
             if question.timeout_s:
                 self.timer(question.timeout_s, ExpireQuestion(question_id=question.id))
 
-    def apply_late_answer(self, question: Question) -> None:
-        """What an answer means once the run that asked has ended (the session was resumed)."""
-        answer, expired = question.answer or "", question.status == "expired"
-        if question.asked_by == "reviewer" and question.details.get("review_id"):
-            self.on_decision_answered(question, answer, expired)
-            return
-        if question.asked_by == "workspace":
-            self.on_conflict_answered(question)  # its assignment waited, conflicted, for this
-            return
-        details = question.details
-        target = details.get("assignment_id") or next(
+    def apply_answer(self, question: Question, late: bool) -> None:
+        """What an answer means, by what the question is about. ``late``: the run that asked has
+        ended (the session was resumed), so the answer goes into the assignment's next launch."""
+        match question.subject:
+            case ReviewDecisionSubject() as subject:
+                self.on_decision_answered(question, subject)
+            case MergeConflictSubject() as subject:
+                self.on_conflict_answered(subject, question.approve is True)  # its assignment waited for it
+            case FolderGrantSubject() as subject if question.id in self.grants:
+                self.on_grant_answered(question.id, question.approve is True)
+            case FolderGrantSubject() as subject if late and question.approve:
+                record = self.records.get(subject.assignment_id)
+                if record is not None:
+                    self.put(record.id, fixes=record.fixes.add(extra_dirs=subject.directories))
+            case SecurityFindingSubject() | SandboxCallSubject() as subject if late:
+                self.apply_late_sandbox_answer(question, subject)
+
+    def apply_late_sandbox_answer(
+        self, question: Question, subject: SecurityFindingSubject | SandboxCallSubject
+    ) -> None:
+        """The sandbox asked while the run went on (the guard applied a live answer itself)."""
+        wanted = subject.assignment_id if isinstance(subject, SandboxCallSubject) else None
+        target = wanted or next(
             (r.id for r in self.records.values() if r.agent == question.agent and r.phase == "pending"), None
         )
-        if target is None or target not in self.records:
+        record = self.records.get(target or "")
+        if record is None:
             return
-        record = self.records[target]
-        if question.id.startswith("grant-"):
-            if question.approve:
-                self.put(target, fixes=record.fixes.add(extra_dirs=tuple(details.get("directories", ()))))
-            return
-        if question.asked_by != "sandbox":
-            return
-        if "event_seq" in details and not question.approve:  # a suspicious call: "no" stops the agent
-            if record.phase == "pending":
-                error = f"stopped by the user after a security finding ({answer})"
-                self.put(target, "failed", error=error, fixes=LaunchFixes())
+        if isinstance(subject, SecurityFindingSubject) and not question.approve:
+            if record.phase == "pending":  # a suspicious call: "no" stops the agent
+                error = f"stopped by the user after a security finding ({question.answer or ''})"
+                self.put(record.id, "failed", error=error, fixes=LaunchFixes())
             return
         verdict = "allowed" if question.approve else "refused"
         said = f"The user {verdict} this request of yours: {question.text[:400]}"
-        self.put(target, fixes=record.fixes.with_note(said))
+        self.put(record.id, fixes=record.fixes.with_note(said))

@@ -7,7 +7,13 @@ from meta_orchestrator.actors.session.core.planning import agent_out_reason
 from meta_orchestrator.actors.session.core.state import PLAN_ID
 from meta_orchestrator.actors.session.core.step import StepBase
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRecord, RelaunchDue
-from meta_orchestrator.messages.session import AskQuestion, AssignmentRecord, Question
+from meta_orchestrator.messages.session import (
+    AskQuestion,
+    AssignmentRecord,
+    FolderGrantSubject,
+    MergeConflictSubject,
+    Question,
+)
 from meta_orchestrator.messages.worker import AssignmentFinished
 
 _OUTCOME_OF_ACTION = {
@@ -104,7 +110,7 @@ class RecoveryRules(StepBase):
                         f"{plan.assignment_id} ({plan.evidence[:200]}). Relaunch it with access to "
                         f"{'that folder' if len(new) == 1 else 'those folders'}?"
                     ),
-                    details={"assignment_id": plan.assignment_id, "directories": new},
+                    subject=FolderGrantSubject(assignment_id=plan.assignment_id, directories=tuple(new)),
                     timeout_s=self.settings.recovery.confirm_timeout_s,
                     default_answer="no",
                 )
@@ -171,7 +177,7 @@ class RecoveryRules(StepBase):
             self.put(record.id, "failed", finished_at=self.stamp, error="session stopped before it started")
         for record in self.in_phase("conflicted"):
             self.put(record.id, "failed", finished_at=self.stamp)  # its branch and checkout are kept
-        conflicts = {q.id for q in self.open_questions() if q.asked_by == "workspace"}
+        conflicts = {q.id for q in self.open_questions() if isinstance(q.subject, MergeConflictSubject)}
         if conflicts:
             self.update(
                 questions=tuple(

@@ -12,7 +12,7 @@ from meta_orchestrator.messages.review import (
     ReviewTrigger,
     ReviewWanted,
 )
-from meta_orchestrator.messages.session import AskQuestion, ControlRequested, Question
+from meta_orchestrator.messages.session import AskQuestion, ControlRequested, Question, ReviewDecisionSubject
 from meta_orchestrator.messages.worker import PauseWorker, ResumeWorker, StopWorker
 
 _GO_ON_WORDS = ("continue", "yes", "y", "ok", "go on", "")
@@ -111,13 +111,13 @@ class ReviewRules(StepBase):
             asked_by="reviewer",
             agent=message.author,
             options=("continue", "stop") if escalate else (),
-            details={
-                "review_id": message.review_id,
-                "decision": decision,
-                "assignment_id": message.assignment_id,
-                "gate": message.gate,
-                "reasoning": message.decision.reasoning[:2000],
-            },
+            subject=ReviewDecisionSubject(
+                review_id=message.review_id,
+                decision=decision,
+                assignment_id=message.assignment_id,
+                gate=message.gate,
+                reasoning=message.decision.reasoning[:2000],
+            ),
             timeout_s=timeout,
             default_answer=("stop" if escalate else "continue") if timeout else None,
         )
@@ -138,10 +138,10 @@ class ReviewRules(StepBase):
         self.schedule()
         self.check_done()
 
-    def on_decision_answered(self, question: Question, answer: str, expired: bool) -> None:
+    def on_decision_answered(self, question: Question, subject: ReviewDecisionSubject) -> None:
         """Apply the answer to a review's question (live, re-asked after a resume, or recorded)."""
-        details = question.details
-        review_id, decision, aid = details.get("review_id"), details.get("decision"), details.get("assignment_id")
+        answer, expired = question.answer or "", question.status == "expired"
+        review_id, decision, aid = subject.review_id, subject.decision, subject.assignment_id
         word = answer.strip().lower()
         stop = decision == "STOP_AND_ESCALATE" and word.split()[:1] in _STOP_WORDS
         how = "expired: " if expired else ""
@@ -158,7 +158,7 @@ class ReviewRules(StepBase):
         if stop:
             self.stop_session(f"escalation {review_id}")
             return
-        note = self.decision_note(question, answer, expired)
+        note = self.decision_note(question, subject)
         if note:
             self.update(notes=(*self.snap.notes, note))
             record = self.records.get(aid or "")
@@ -168,23 +168,22 @@ class ReviewRules(StepBase):
                 self.to_worker(record.agent, StopWorker(reason="relaunching with the user's clarification"))
         if not self.decisions_open() and self.snap.status == "paused" and not self.held_for_answers:
             self.resume_all("the user answered")
-        if details.get("gate"):
+        if subject.gate:
             self.release_gate(aid)
             return
         self.refresh_status()
         self.schedule()
         self.check_done()
 
-    def decision_note(self, question: Question, answer: str, expired: bool) -> str | None:
+    def decision_note(self, question: Question, subject: ReviewDecisionSubject) -> str | None:
         """What the agents are told of the answer (None: nothing worth passing on)."""
-        details = question.details
-        aid = details.get("assignment_id")
-        where = f" about {aid}" if aid else ""
-        raised = "blocker" if details.get("decision") == "STOP_AND_ESCALATE" else "concerns"
-        if expired and question.kind == "clarification":
+        answer = question.answer or ""
+        where = f" about {subject.assignment_id}" if subject.assignment_id else ""
+        raised = "blocker" if subject.decision == "STOP_AND_ESCALATE" else "concerns"
+        if question.status == "expired" and question.kind == "clarification":
             return (
                 f"Nobody answered the reviewers' {raised}{where} (unanswered); go on with your own "
-                f"judgement and address them: {details.get('reasoning', '')}"
+                f"judgement and address them: {subject.reasoning}"
             )
         if answer.strip().lower() not in _GO_ON_WORDS:
             return f"The user answered the reviewers' {raised}{where}: {answer.strip()}"

@@ -26,7 +26,14 @@ from meta_orchestrator.actors.session.core.effects import (
 from meta_orchestrator.actors.session.core.phases import ACTIVE_PHASES, check_assignment_move, check_session_move
 from meta_orchestrator.actors.session.core.state import PLAN_ID, CoreState, Ending, PlanRun
 from meta_orchestrator.messages.base import AGENT_NAMES, Message, iso_utc
-from meta_orchestrator.messages.session import STATUS_OF_PHASE, AgentShare, AssignmentRecord, Question
+from meta_orchestrator.messages.session import (
+    STATUS_OF_PHASE,
+    AgentShare,
+    AssignmentRecord,
+    MergeConflictSubject,
+    Question,
+    ReviewDecisionSubject,
+)
 
 if TYPE_CHECKING:
     from meta_orchestrator.messages.recovery import RecoveryPlanned
@@ -76,8 +83,8 @@ class StepBase:
         def hand_over(self, agent: str, reason: str, failed_id: str | None = None) -> None: ...
         def request_user_review(self, message: ControlRequested) -> bool: ...
         def refresh_status(self) -> None: ...
-        def on_decision_answered(self, question: Question, answer: str, expired: bool) -> None: ...
-        def on_conflict_answered(self, question: Question) -> None: ...
+        def on_decision_answered(self, question: Question, subject: ReviewDecisionSubject) -> None: ...
+        def on_conflict_answered(self, subject: MergeConflictSubject, approve: bool) -> None: ...
         def on_grant_answered(self, question_id: str, approve: bool) -> None: ...
         def wants_recovery(self, message: AssignmentFinished) -> bool: ...
         def settle(self, recovery_id: str, message: AssignmentFinished) -> None: ...
@@ -198,7 +205,7 @@ class StepBase:
 
     def decisions_open(self) -> bool:
         """A review's decision still waits for the user's answer."""
-        return any(q.asked_by == "reviewer" for q in self.open_questions())
+        return any(isinstance(q.subject, ReviewDecisionSubject) for q in self.open_questions())
 
     def agent_for(self, role: str) -> str | None:
         """The role's agent, else the first of ``[session] role_fallback`` (then any other) that can serve."""

@@ -5,7 +5,7 @@ back to the assignment's agent (bounded rounds), then to the user."""
 from __future__ import annotations
 
 from meta_orchestrator.actors.session.core.step import StepBase
-from meta_orchestrator.messages.session import AskQuestion, AssignmentRecord, Question
+from meta_orchestrator.messages.session import AskQuestion, AssignmentRecord, MergeConflictSubject, Question
 from meta_orchestrator.messages.worker import AssignmentFinished
 from meta_orchestrator.messages.workspace import AssignmentMerged, CheckoutFailed, CheckoutReady, MergeAssignment
 
@@ -86,7 +86,10 @@ class WorkspaceRules(StepBase):
             self.put(record.id, "failed", finished_at=self.stamp)
             self.check_done()
             return
-        asked = sum(q.id.startswith(f"conflict-{record.id}-") for q in self.snap.questions)
+        asked = sum(
+            isinstance(q.subject, MergeConflictSubject) and q.subject.assignment_id == record.id
+            for q in self.snap.questions
+        )
         self.ask(
             AskQuestion(
                 question=Question(
@@ -101,17 +104,17 @@ class WorkspaceRules(StepBase):
                         f"or answer yes to let {record.agent} try again; no fails the assignment "
                         f"(its branch is kept)."
                     ),
-                    details={"assignment_id": record.id, "files": list(files)},
+                    subject=MergeConflictSubject(assignment_id=record.id, files=files),
                     default_answer="no",
                 )
             )
         )
 
-    def on_conflict_answered(self, question: Question) -> None:
-        record = self.records.get(question.details.get("assignment_id", ""))
+    def on_conflict_answered(self, subject: MergeConflictSubject, approve: bool) -> None:
+        record = self.records.get(subject.assignment_id)
         if record is None or record.phase != "conflicted":
             return
-        if question.approve and not self.winding_down:
+        if approve and not self.winding_down:
             note = "The user asked you to finish resolving the merge conflict in your checkout."
             self.put(record.id, "pending", conflict_rounds=0, fixes=record.fixes.with_note(note))
             self.schedule()
