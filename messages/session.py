@@ -39,7 +39,7 @@ AssignmentPhase = Literal[
     "failed",
     "skipped",
 ]
-STATUS_OF_PHASE: dict[str, AssignmentStatus] = {
+STATUS_OF_PHASE: dict[AssignmentPhase, AssignmentStatus] = {
     "pending": "pending",
     "preparing": "running",
     "running": "running",
@@ -64,7 +64,7 @@ _PHASE_OF_STATUS: dict[str, AssignmentPhase] = {
 }
 # "waiting": ended by itself because questions were open and nobody could answer them;
 # `orchestrate answer` then `orchestrate resume` continue it.
-TERMINAL_STATUSES: tuple[str, ...] = ("completed", "failed", "stopped", "waiting")
+TERMINAL_STATUSES: tuple[SessionStatus, ...] = ("completed", "failed", "stopped", "waiting")
 AnswerChannel = Literal["console", "dashboard", "program"]
 
 

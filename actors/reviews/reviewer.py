@@ -512,7 +512,9 @@ class Reviewer(pykka.ThreadingActor):
     # -- output ------------------------------------------------------------------------------------
 
     def _tell_decision(self, fact: ReviewCompleted, reply_to: Sequence[Any]) -> None:
-        for ref in _distinct((*reply_to, self._decisions_to)):
+        """Each who waits for the decision, once: the coordinator is among them when it asked for
+        the review (its ``reply_to``) or allowed it (``_on_allowed``); it is not told again."""
+        for ref in _distinct(reply_to):
             _tell(ref, fact)
         self._tell_listeners(fact)
 

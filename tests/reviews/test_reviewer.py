@@ -11,10 +11,12 @@ import pytest
 
 import meta_orchestrator.actors.reviews.reviewer as reviewer_module
 from meta_orchestrator.actors.reviews.reviewer import Reviewer
+from meta_orchestrator.actors.supervision.starting import LateRef
 from meta_orchestrator.config.settings import ReviewSettings
 from meta_orchestrator.messages.events import Event, EventPayload
 from meta_orchestrator.messages.review import (
     RequestReview,
+    CheckReviewers,
     ReviewAllowed,
     ReviewCompleted,
     ReviewDue,
@@ -283,3 +285,31 @@ def test_peers_still_at_work_when_the_session_ends_are_stopped_and_waited_for(ri
     ref.ask(_ended())  # returns once the reviewer has handled the end
     assert rig.peers and not any(peer.is_alive() for peer in rig.peers)
     ref.stop()
+
+
+def test_the_coordinator_hears_a_decision_it_asked_for_once(tmp_path, probe):
+    """As wired: the coordinator asks with itself as ``reply_to`` and is also the reviewer's
+    ``decisions_to`` through a stand-in (LateRef); the decision reaches it once, not twice."""
+    slot, peers = LateRef(), []
+    slot.target = probe.ref
+    ref = Reviewer.start(
+        settings=ReviewSettings(debounce_s=0.2),
+        session_id="s1",
+        session_dir=tmp_path,
+        target=tmp_path,
+        agents=("gemini", "codex", "claude"),
+        start_review_worker=lambda agent, _path: peers.append(FakePeer.start(agent, "approve", [])) or peers[-1],
+        decisions_to=slot,
+        listeners=(),
+        task="the task",
+    )
+    try:
+        ref.tell(_gate().model_copy(update={"reply_to": probe.ref}))
+        done = probe.expect(ReviewCompleted)
+        ref.ask(CheckReviewers(review_id="none"))  # the reviewer has finished telling the decision
+        probe.barrier()
+        assert [m for m in probe.drain() if isinstance(m, ReviewCompleted)] == []
+        assert done.gate and done.decision.decision == "CONTINUE"
+    finally:
+        for actor in (ref, *peers):
+            actor.stop()

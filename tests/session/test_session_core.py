@@ -34,7 +34,7 @@ from meta_orchestrator.messages.session import (
     StartSession,
 )
 from meta_orchestrator.messages.supervision import ActorRestarted, SupervisionFailed
-from meta_orchestrator.messages.worker import StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from tests.playbook import BUILD, CHECK, DESIGN, Playbook, finished
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -526,7 +526,7 @@ def test_the_phase_tables_are_complete_and_ends_are_final():
 )
 def test_illegal_assignment_moves_raise(old, new):
     with pytest.raises(IllegalTransition, match=f"{old} -> {new}"):
-        check_assignment_move("a", old, new)
+        check_assignment_move(AssignmentFinished, "a", old, new)
 
 
 @pytest.mark.parametrize(("old", "new"), [("completed", "running"), ("planning", "reviewing"), ("stopped", "paused")])

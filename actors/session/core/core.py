@@ -56,6 +56,7 @@ class SessionStep(
         rule = RULES.get(type(message))
         if rule is None:
             raise NoRule(f"the session core has no rule for {type(message).__name__}")
+        self.cause = type(message)
         return rule(self, message)
 
     def on_state_not_saved(self, message: StateNotSaved) -> None:

@@ -12,7 +12,13 @@ from meta_orchestrator.messages.review import (
     ReviewTrigger,
     ReviewWanted,
 )
-from meta_orchestrator.messages.session import AskQuestion, ControlRequested, Question, ReviewDecisionSubject
+from meta_orchestrator.messages.session import (
+    AskQuestion,
+    ControlRequested,
+    Question,
+    ReviewDecisionSubject,
+    SessionStatus,
+)
 from meta_orchestrator.messages.worker import PauseWorker, ResumeWorker, StopWorker
 
 _GO_ON_WORDS = ("continue", "yes", "y", "ok", "go on", "")
@@ -62,13 +68,11 @@ class ReviewRules(StepBase):
     def refresh_status(self) -> None:
         """running <-> reviewing as review gates open and close (paused and ends stay)."""
         if self.snap.status in ("running", "reviewing"):
-            wanted = "reviewing" if self.in_phase("gated") else "running"
+            wanted: SessionStatus = "reviewing" if self.in_phase("gated") else "running"
             if wanted != self.snap.status:
                 self.update(status=wanted)
 
     def on_review_completed(self, message: ReviewCompleted) -> None:
-        if any(isinstance(d, ReviewDecisionRecord) and d.review_id == message.review_id for d in self.snap.decisions):
-            return  # the same decision heard twice (reply_to and the default route)
         self.reviews.discard(message.assignment_id or "")
         decision = message.decision.decision
         if self.terminal:

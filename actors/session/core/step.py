@@ -37,7 +37,7 @@ from meta_orchestrator.messages.session import (
 
 if TYPE_CHECKING:
     from meta_orchestrator.messages.recovery import RecoveryPlanned
-    from meta_orchestrator.messages.session import AskQuestion, ControlRequested, SessionStatus
+    from meta_orchestrator.messages.session import AskQuestion, AssignmentPhase, ControlRequested, SessionStatus
     from meta_orchestrator.messages.worker import AssignmentFinished
 
 ROLES = ("architect", "implementer", "reviewer")
@@ -64,6 +64,7 @@ class StepBase:
         self._state = state
         self._changed = False
         self._records_changed = False
+        self.cause: type[Message] | None = None  # the message being handled: it says which moves are legal
 
     if TYPE_CHECKING:
         # The rules one mixin calls in another (``core.SessionStep`` joins them): declared here
@@ -125,18 +126,19 @@ class StepBase:
 
     # -- changing the state ------------------------------------------------------------------
 
-    def update(self, **changes: Any) -> None:
+    def update(self, status: SessionStatus | None = None, **changes: Any) -> None:
         """Change the session's snapshot (not its assignments: ``put`` does those)."""
-        if "status" in changes:
-            check_session_move(self.snap.status, changes["status"])
+        if status is not None:
+            check_session_move(self.snap.status, status)
+            changes["status"] = status
         self.snap = self.snap.model_copy(update=changes)
         self._changed = True
 
-    def put(self, assignment_id: str, phase: str | None = None, **changes: Any) -> AssignmentRecord:
-        """Change one assignment; a new ``phase`` must be a legal move and sets its status."""
+    def put(self, assignment_id: str, phase: AssignmentPhase | None = None, **changes: Any) -> AssignmentRecord:
+        """Change one assignment; a new ``phase`` must be a legal move (phases.py) and sets its status."""
         record = self.records[assignment_id]
         if phase is not None:
-            check_assignment_move(assignment_id, record.phase, phase)
+            check_assignment_move(self.cause, assignment_id, record.phase, phase)
             changes.update(phase=phase, status=STATUS_OF_PHASE[phase])
         record = record.model_copy(update=changes)
         self.records[assignment_id] = record
@@ -197,7 +199,7 @@ class StepBase:
         running = [r.agent for r in self.records.values() if r.phase in ("running", "paused")]
         return list(dict.fromkeys([*planning, *running]))
 
-    def in_phase(self, *phases: str) -> list[AssignmentRecord]:
+    def in_phase(self, *phases: AssignmentPhase) -> list[AssignmentRecord]:
         return [r for r in self.records.values() if r.phase in phases]
 
     def open_questions(self) -> list[Question]:
