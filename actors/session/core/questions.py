@@ -197,7 +197,7 @@ class QuestionRules(StepBase):
                 self.on_decision_answered(question, subject)
             case MergeConflictSubject() as subject:
                 self.on_conflict_answered(subject, question.approve is True)  # its assignment waited for it
-            case FolderGrantSubject() as subject if question.id in self.grants:
+            case FolderGrantSubject() if question.id in self.grants:
                 self.on_grant_answered(question.id, question.approve is True)
             case FolderGrantSubject() as subject if late and question.approve:
                 record = self.records.get(subject.assignment_id)
