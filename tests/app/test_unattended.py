@@ -295,7 +295,7 @@ def test_folder_grant_confirmation_waits_then_yes_on_resume_grants_it(tmp_path, 
     code, folder, state = _run(tmp_path, env, **{"sandbox.enabled": False})
     assert code == 3
     [question] = [q for q in state["questions"] if q["status"] == "open"]
-    assert question["id"].startswith("grant-")
+    assert question["id"].startswith("grant-") and question["subject"]["type"] == "folder_grant"
     record_answer(folder, question["id"], "yes")
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
     code = run(settings, RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name))

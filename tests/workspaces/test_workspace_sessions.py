@@ -92,6 +92,8 @@ def _assert_conflict_waits_for_the_user(repo: Path, folder: Path, done: subproce
     [question] = [q for q in state["questions"] if q["status"] == "open"]
     assert question["asked_by"] == "workspace" and "docs/NOTES.md" in question["text"]
     second = next(a for a in state["assignments"] if a["phase"] == "conflicted")
+    subject = {"type": "merge_conflict", "assignment_id": second["id"], "files": ["docs/NOTES.md"]}
+    assert question["subject"] == subject
     in_checkout = (Path(second["workdir"]) / "docs" / "NOTES.md").read_text()
     assert "<<<<<<<" in in_checkout and ">>>>>>>" in in_checkout  # kept for whoever resolves it
     on_branch = branch_file(session_store(folder), f"orchestrate/{folder.name}", "docs/NOTES.md")
