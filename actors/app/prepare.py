@@ -68,6 +68,11 @@ class Prepared:
     def session(self) -> tuple[str, Path, Path]:
         return self.session_id, self.session_dir, self.target
 
+    @property
+    def workspace(self) -> Path:
+        """The checked folder every session's folder is in."""
+        return self.session_dir.parent
+
 
 def demo_settings(settings: Settings) -> Settings:
     """The same settings with every agent's command pointed at the built-in demo agents."""

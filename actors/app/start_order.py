@@ -91,7 +91,7 @@ def start(
     if log_setup:
         log_setup(session_dir)
     bwrap = _launch_checks(settings, request, env, target)
-    session, workspaces = prepared.session, register_workspace(session_dir.parent)
+    session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
     # Who hears every fact: the history first (a replay sees what any view saw), the console,
     # then the supervisor, then the dashboard (supervised).

@@ -70,7 +70,7 @@ def test_prepare_leaves_its_request_unchanged_and_returns_what_it_found(tmp_path
     # What it found: the folder and its id, the target, the agent that cannot run and why.
     assert isinstance(prepared, Prepared) and prepared.request == request
     assert prepared.session_dir == (tmp_path / "ws" / prepared.session_id).resolve() and prepared.session_dir.is_dir()
-    assert prepared.target == (tmp_path / "app").resolve()
+    assert prepared.target == (tmp_path / "app").resolve() and prepared.workspace == (tmp_path / "ws").resolve()
     assert list(prepared.agents_out) == ["claude"] and "not_installed" in prepared.agents_out["claude"]
     assert not prepared.settings.agents["claude"].enabled and settings.agents["claude"].enabled
     assert prepared.resume_state is None
