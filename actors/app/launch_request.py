@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from meta_orchestrator.actors.app.start_order import RunningSession
@@ -44,7 +44,7 @@ class LaunchRequest:
     console: bool = True
     # -- how the caller is reached (a program or a test; the launcher sets answer_stream) --
     env: Mapping[str, str] | None = None  # the agents' environment comes from this (None: os.environ)
-    answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
+    answer_stream: TextIO | None = None  # where typed answers come from (the launcher passes stdin)
     # Channels beyond the console and the dashboard: "program" when the caller itself answers
     # through the coordinator (tests, an embedding program). None of them: no question waits.
     answer_channels: tuple[str, ...] = ()
