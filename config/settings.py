@@ -6,9 +6,11 @@ that needs it. Unknown keys are errors, so a typo never passes silently.
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -602,7 +604,7 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read the TOML file (if any), apply command-line overrides, validate.
 
     Raises:
@@ -618,14 +620,25 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
             raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    for dotted, value in (overrides or {}).items():
-        node = data
+    return with_overrides(data, overrides or {}, f"config file {path}" if path else "settings")
+
+
+def with_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> Settings:
+    """Settings from ``data`` (a TOML file's or ``launch.json``'s) with ``overrides`` by dotted
+    name (``"web.port"``) over it, validated; ``data`` is left as it was. ``source`` names the
+    data in the error.
+
+    Raises:
+        ConfigError: a bad key or value.
+    """
+    merged = copy.deepcopy(dict(data))
+    for dotted, value in overrides.items():
+        node = merged
         *parents, last = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(merged)
     except ValidationError as exc:
-        source = f"config file {path}" if path else "settings"
         raise ConfigError(f"{source} has {exc.error_count()} problem(s):\n{_describe(exc)}") from None

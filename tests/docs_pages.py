@@ -245,12 +245,17 @@ def _argument_default(action: argparse.Action) -> str:
     return f"`{action.default}`"
 
 
+def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's arguments, positionals first (the flags shared through a parent parser
+    come before the command's own in argparse's list), --help left out."""
+    actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]  # no public list
+    return sorted(actions, key=lambda action: bool(action.option_strings))
+
+
 def _usage(parser: argparse.ArgumentParser) -> str:
     """A usage line built from the actions (argparse's own wraps by terminal width)."""
     parts = [parser.prog]
-    for action in parser._actions:  # argparse offers no public list of its arguments
-        if isinstance(action, argparse._HelpAction):
-            continue
+    for action in _arguments(parser):
         if not action.option_strings:
             text = action.metavar or action.dest
             parts.append(f"{text} [{text} ...]" if action.nargs == "+" else text)
@@ -281,9 +286,7 @@ def commands_page() -> str:
             out += [prose(" ".join(parser.description.split())), ""]
         out += ["```text", _usage(parser), "```", ""]
         out += ["| argument | default | meaning |", "|---|---|---|"]
-        for action in parser._actions:  # argparse offers no public list of its arguments
-            if isinstance(action, argparse._HelpAction):
-                continue
+        for action in _arguments(parser):
             out.append(f"| {_argument_names(action)} | {_argument_default(action)} | {cell(action.help or '')} |")
         out.append("")
     out += ["## Exit codes", "", "```text", launcher.SUBCOMMAND_HELP.split("\n\n")[-1], "```", ""]

@@ -324,11 +324,11 @@ def test_the_files_of_a_session_page_names_what_a_session_writes_and_its_modes(t
     """A demo session on a git repository (the demo app): every entry it leaves in its folder,
     and every file of its reviews and sandbox, is on the page; the session's own files are
     private as the page says (0600 files, 0700 folders)."""
-    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.app.system import LaunchRequest, run
     from meta_orchestrator.config.settings import load_settings
 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
-    options = RunOptions(
+    options = LaunchRequest(
         task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
     )
     assert run(settings, options) == 0

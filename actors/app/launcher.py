@@ -22,10 +22,11 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pykka.debug
 
+from meta_orchestrator.actors.app.launch_request import LaunchRequest, from_command_line
 from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
@@ -53,24 +54,10 @@ exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting f
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="orchestrate",
-        description="Run gemini (design), claude (implementation) and codex (review) as one team on a task.",
-        epilog=SUBCOMMAND_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("task", help="what the agents should do, in plain words")
-    p.add_argument(
-        "--target",
-        type=Path,
-        metavar="DIR",
-        help="the repository or folder to work in (must exist; a folder without git is imported into the "
-        "session's own repository; with --demo it defaults to a small demo app made in the session folder)",
-    )
-    p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (see docs/configuration.md)")
-    p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
+def _session_flags() -> argparse.ArgumentParser:
+    """The flags ``orchestrate`` and ``orchestrate resume`` share: how this run is watched and
+    answered, not what the session is (a resumed one keeps its task, target and settings)."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
     p.add_argument("--port", type=int, metavar="N", help="dashboard port (default 8000)")
     p.add_argument(
@@ -89,6 +76,34 @@ def _run_parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--unattended",
+        action="store_true",
+        help="when nobody can answer a question, take its default (clarification: continue; escalation: "
+        "stop; confirmation: no) instead of saving the session and exiting 3 ([questions] unattended)",
+    )
+    return p
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchestrate",
+        description="Run gemini (design), claude (implementation) and codex (review) as one team on a task.",
+        epilog=SUBCOMMAND_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_session_flags()],
+    )
+    p.add_argument("task", help="what the agents should do, in plain words")
+    p.add_argument(
+        "--target",
+        type=Path,
+        metavar="DIR",
+        help="the repository or folder to work in (must exist; a folder without git is imported into the "
+        "session's own repository; with --demo it defaults to a small demo app made in the session folder)",
+    )
+    p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (see docs/configuration.md)")
+    p.add_argument("--demo", action="store_true", help="use the built-in demo agents instead of the real CLIs")
     p.add_argument(
         "--include-uncommitted",
         action="store_true",
@@ -114,17 +129,7 @@ def _run_parser() -> argparse.ArgumentParser:
         help="the cluster's token, in a file only you can read ([cluster] token_file); "
         "without it the token is taken from RAY_AUTH_TOKEN, else from ~/.ray/auth_token",
     )
-    _unattended_flag(p)
     return p
-
-
-def _unattended_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--unattended",
-        action="store_true",
-        help="when nobody can answer a question, take its default (clarification: continue; escalation: "
-        "stop; confirmation: no) instead of saving the session and exiting 3 ([questions] unattended)",
-    )
 
 
 def _session_id_arg(value: str) -> str:
@@ -192,7 +197,7 @@ def setup_logging(verbose: bool) -> Any:
     return to_file
 
 
-def _load(config: Path | None, overrides: dict[str, Any]) -> Settings:
+def _load(config: Path | None, overrides: Mapping[str, Any]) -> Settings:
     try:
         return load_settings(config, overrides)
     except ConfigError as exc:
@@ -206,99 +211,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in SUBCOMMANDS:
         return _subcommand(args[0], args[1:])
     opts = _run_parser().parse_args(args)
-    overrides: dict[str, Any] = {}
-    if opts.workspace:
-        overrides["workspace"] = str(opts.workspace)
-    if opts.port is not None:
-        overrides["web.port"] = opts.port
-    if opts.host:
-        overrides["web.host"] = opts.host
-    if opts.unattended:
-        overrides["questions.unattended"] = "defaults"
-    if opts.allow_remote:
-        overrides["web.allow_remote"] = True
-    if opts.cluster:
-        overrides["cluster.address"] = opts.cluster
-    if opts.cluster_token_file:
-        overrides["cluster.token_file"] = str(opts.cluster_token_file)
-    return _run_session(
+    request = from_command_line(
         opts,
-        overrides,
         task=opts.task,
         target=opts.target,
         demo=opts.demo,
-        next_free_port=opts.next_free_port,
         include_uncommitted=opts.include_uncommitted,
         in_place=opts.in_place,
     )
+    return _run_session(opts.config, request)
 
 
-def _run_session(opts: argparse.Namespace, overrides: dict[str, Any], **options: Any) -> int:
+def _run_session(config: Path | None, request: LaunchRequest) -> int:
     """Load the settings, set up logging and run one session (new or resumed) to its end."""
-    settings = _load(opts.config, overrides)
-    if not getattr(opts, "no_dashboard", False) and not _remote_dashboard_ok(settings):
-        return EXIT_USAGE
-    from meta_orchestrator.actors.app.system import PreflightError, RunOptions, run
+    settings = _load(config, request.settings_overrides)
+    from meta_orchestrator.actors.app.system import PreflightError, run
 
-    log_to_file = setup_logging(opts.verbose)
-    run_options = RunOptions(
-        dashboard=not opts.no_dashboard,
-        exit_when_done=opts.exit_when_done,
-        verbose=opts.verbose,
-        answer_stream=sys.stdin,
-        **options,
-    )
+    log_to_file = setup_logging(request.verbose)
     try:
-        return run(settings, run_options, log_setup=log_to_file)
+        return run(settings, request, log_setup=log_to_file)
     except PreflightError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _remote_dashboard_ok(settings: Settings) -> bool:
-    """A dashboard other machines can reach only on purpose, and never without saying the cost."""
-    from meta_orchestrator.webui.security import is_loopback
-
-    host = settings.web.host
-    if is_loopback(host):
-        return True
-    if not settings.web.allow_remote:
-        print(
-            f"orchestrate: --host {host} lets other machines reach the dashboard; pass --allow-remote if "
-            "you mean it, or keep 127.0.0.1 and use an SSH tunnel (ssh -L 8000:127.0.0.1:8000 <this machine>)",
-            file=sys.stderr,
-        )
-        return False
-    print(
-        f"orchestrate: warning: the dashboard on {host} is plain HTTP: the token in its address travels "
-        "in clear, and anyone who reads it can steer the agents",
-        file=sys.stderr,
-    )
-    return True
-
-
 def _resume_parser() -> argparse.ArgumentParser:
-    p = _workspace_parser("resume")
-    p.description = "Continue a session whose orchestrator died, or that waited for answers: recorded answers first."
-    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
-    p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
-    p.add_argument("--port", type=int, metavar="N", help="dashboard port (default 8000)")
-    p.add_argument(
-        "--exit-when-done", action="store_true", help="leave as soon as the session ends, even with the dashboard"
+    p = argparse.ArgumentParser(prog="orchestrate resume", parents=[_session_flags()])
+    p.description = (
+        "Continue a session whose orchestrator died, or that waited for answers: recorded answers first. "
+        "It keeps the task, target and settings of its first start (launch.json); these flags apply over them."
     )
-    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    _unattended_flag(p)
+    p.add_argument("session_id", type=_session_id_arg, help="the session's folder name in the workspace")
+    p.add_argument("--workspace", type=Path, metavar="DIR", help="where session folders go (default ./workspace)")
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML settings file (only its workspace counts on resume)"
+    )
     return p
 
 
 def _resume(args: list[str]) -> int:
     opts = _resume_parser().parse_args(args)
-    overrides: dict[str, Any] = {"workspace": str(opts.workspace)} if opts.workspace else {}
-    if opts.port is not None:
-        overrides["web.port"] = opts.port
-    if opts.unattended:
-        overrides["questions.unattended"] = "defaults"
-    return _run_session(opts, overrides, task="", target=None, resume=opts.session_id)
+    return _run_session(opts.config, from_command_line(opts, task="", target=None, resume=opts.session_id))
 
 
 def _answer_parser() -> argparse.ArgumentParser:

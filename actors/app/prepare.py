@@ -1,5 +1,7 @@
-"""What one session is asked for (``RunOptions``) and the preflight that readies it: the settings
-for this run, the target, the session's folder and id, the agents' environment."""
+"""The preflight that readies one session (``prepare``): from what was asked (a
+``LaunchRequest``, left as it is) to what this run works with (``Prepared``): the settings for
+this run, the target, the session's folder and id, the agents' environment, the agents that
+cannot run and why, and on resume the saved state."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
 import psutil
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
@@ -19,7 +22,10 @@ from meta_orchestrator.actors.agents.agent_env import agent_env
 from meta_orchestrator.actors.agents.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.cluster.cluster_auth import without_ray
 from meta_orchestrator.actors.files.session_files import SessionFileError, new_session_id, private_dir
+from meta_orchestrator.actors.app.launch_request import LaunchRequest
 from meta_orchestrator.actors.history.resume import (
+    LAUNCH_FILE,
+    LaunchRecord,
     ResumeError,
     interrupted_cli_sessions,
     load_launch,
@@ -35,45 +41,37 @@ from meta_orchestrator.actors.recovery.preflight import (
     require_clis,
 )
 from meta_orchestrator.actors.workspaces.workspace_wiring import isolation_refused
-from meta_orchestrator.config.settings import Settings
+from meta_orchestrator.config.settings import ConfigError, Settings, with_overrides
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
 from meta_orchestrator.messages.session import SessionSnapshot
-
-if TYPE_CHECKING:
-    from meta_orchestrator.actors.app.start_order import RunningSession
+from meta_orchestrator.webui.security import is_loopback
 
 log = logging.getLogger(__name__)
 
 DEMO_PACE_DEFAULT = "0.25"
 
 
-@dataclass
-class RunOptions:
-    """What the launcher asks for one session."""
+@dataclass(frozen=True)
+class Prepared:
+    """What the preflight found for one session: ``prepare`` returns it, its request stays as it was."""
 
-    task: str
-    target: Path | None
-    demo: bool = False
-    dashboard: bool = True
-    exit_when_done: bool = False
-    verbose: bool = False
-    console: bool = True
-    session_id: str | None = None
-    env: dict[str, str] | None = None
-    answer_stream: Any = None  # where typed answers come from (the launcher passes stdin)
-    # Channels beyond the console and the dashboard: "program" when the caller itself answers
-    # through the coordinator (tests, an embedding program). None of them: no question waits.
-    answer_channels: tuple[str, ...] = ()
-    next_free_port: bool = False
-    resume: str | None = None  # a session id: continue that session
-    resume_state: dict[str, Any] | None = None  # filled in by prepare()
-    agents_out: dict[str, str] = field(default_factory=dict)  # filled in by prepare(): CLIs that cannot run
-    print_url: Callable[[str], None] | None = None
-    on_started: Callable[[RunningSession], None] | None = None
-    # The user's uncommitted files go into the session's base (their tree stays as it is).
-    include_uncommitted: bool = False
-    # The agents write straight into the target: no branch, no checkout, nothing to undo.
-    in_place: bool = False
+    request: LaunchRequest  # as it applies: on resume, with the task, target and demo of the first start
+    settings: Settings  # for this run: demo commands, the first start's on resume, the agents that cannot run off
+    target: Path
+    session_dir: Path
+    session_id: str
+    env: Mapping[str, str]  # what each agent's environment allowlist takes its variables from
+    agents_out: Mapping[str, str] = field(default_factory=dict)  # agent -> why it cannot run
+    resume_state: Mapping[str, Any] | None = None  # the saved state.json of the session continued
+
+    @property
+    def session(self) -> tuple[str, Path, Path]:
+        return self.session_id, self.session_dir, self.target
+
+    @property
+    def workspace(self) -> Path:
+        """The checked folder every session's folder is in."""
+        return self.session_dir.parent
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -109,16 +107,19 @@ def make_demo_target(session_dir: Path) -> Path:
     return target
 
 
-def agent_environment(options: RunOptions) -> dict[str, str]:
+def agent_environment(request: LaunchRequest) -> dict[str, str]:
     """The environment each agent CLI's allowlist takes its variables from (``agent_env``)."""
-    env = without_ray(options.env if options.env is not None else os.environ)  # nothing of Ray's: its token above all
-    if options.demo:
+    env = without_ray(request.env if request.env is not None else os.environ)  # nothing of Ray's: its token above all
+    if request.demo:
         env.setdefault("ORCHESTRATE_DEMO_PACE", DEMO_PACE_DEFAULT)
     return env
 
 
-def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Path, str, dict[str, str]]:
-    """Preflight: settings for this run, the target, the session folder, its id, the agent env.
+def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
+    """Preflight: what this run works with (``Prepared``); ``request`` is left as it was.
+
+    On resume the request's task, target and demo, and the settings, are those of the first
+    start (``launch.json``), with this run's flags over them.
 
     Raises:
         PreflightError: something must be fixed first; the message says what.
@@ -129,27 +130,29 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
             f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
             f"known agents: {', '.join(agent_names())}"
         )
-    for given in (options.resume, options.session_id):
+    for given in (request.resume, request.session_id):
         if given is not None:
             try:
                 check_session_id(given)
             except InvalidId as exc:
                 raise PreflightError(str(exc)) from None
-    if options.resume:
-        settings = _prepare_resume(settings, options)
-    elif options.demo:
+    resume_state: dict[str, Any] | None = None
+    if request.resume:
+        settings, request, resume_state = _resumed(settings, request)
+    elif request.demo:
         settings = demo_settings(settings)
+    check_dashboard_reach(settings, request)
     workspace = check_workspace(settings.workspace)
-    target = check_target(options.target) if options.target is not None else None
-    if target is None and not options.demo:
+    target = check_target(request.target) if request.target is not None else None
+    if target is None and not request.demo:
         raise PreflightError("no --target given; pass the repository the agents should work in")
-    env = agent_environment(options)
-    settings = _runnable_agents(settings, options, env)
-    if target is not None and not options.resume and not options.in_place:
-        refused = isolation_refused(target, workspace, options.include_uncommitted)
+    env = agent_environment(request)
+    settings, agents_out = _runnable_agents(settings, env)
+    if target is not None and not request.resume and not request.in_place:
+        refused = isolation_refused(target, workspace, request.include_uncommitted)
         if refused is not None:  # before the session folder is made: nothing is left behind
             raise PreflightError(refused)
-    session_id = options.resume or options.session_id or new_session_id()
+    session_id = request.resume or request.session_id or new_session_id()
     session_dir = workspace / session_id
     try:
         private_dir(session_dir)
@@ -157,14 +160,39 @@ def prepare(settings: Settings, options: RunOptions) -> tuple[Settings, Path, Pa
         raise PreflightError(str(exc)) from None
     if target is None:
         target = make_demo_target(session_dir)
-    if not options.resume:
-        save_launch(session_dir, options.task, target, options.demo, settings.model_dump(mode="json"))
-    return settings, target, session_dir, session_id, env
+    if not request.resume:
+        first = LaunchRecord(
+            task=request.task, target=target, demo=request.demo, settings=settings.model_dump(mode="json")
+        )
+        save_launch(session_dir, first)
+    return Prepared(request, settings, target, session_dir, session_id, MappingProxyType(env), agents_out, resume_state)
 
 
-def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str]) -> Settings:
+def check_dashboard_reach(settings: Settings, request: LaunchRequest) -> None:
+    """A dashboard other machines can reach only on purpose, and never without saying the cost.
+
+    Raises:
+        PreflightError: a host other machines reach, without allow_remote.
+    """
+    host = settings.web.host
+    if not request.dashboard or is_loopback(host):
+        return
+    if not settings.web.allow_remote:
+        raise PreflightError(
+            f"--host {host} lets other machines reach the dashboard; pass --allow-remote if "
+            "you mean it, or keep 127.0.0.1 and use an SSH tunnel (ssh -L 8000:127.0.0.1:8000 <this machine>)"
+        )
+    print(
+        f"orchestrate: warning: the dashboard on {host} is plain HTTP: the token in its address travels "
+        "in clear, and anyone who reads it can steer the agents",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings, Mapping[str, str]]:
     """The settings with every enabled CLI checked; those that cannot run are disabled (their
-    roles move to the others, named in ``options.agents_out``) unless none can run.
+    roles move to the others) unless none can run; and each one disabled, with why.
 
     Raises:
         PreflightError: no agent is enabled, or none of them can run.
@@ -184,12 +212,13 @@ def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str
     bad = [c for c in checks if c.problem]
     if len(bad) == len(checks):
         require_clis(checks, settings)  # none can run: stop the launch, naming each
+    out: dict[str, str] = {}
     if bad:
         # Some can run: the others' roles move to them (role_fallback), each with its reason.
         agents = dict(settings.agents)
         for check in bad:
             agents[check.agent] = agents[check.agent].model_copy(update={"enabled": False})
-            options.agents_out[check.agent] = f"not_installed: {check.problem}"
+            out[check.agent] = f"not_installed: {check.problem}"
             print(
                 f"orchestrate: {check.agent} cannot run ({check.problem}); its roles go to the others",
                 file=sys.stderr,
@@ -199,21 +228,32 @@ def _runnable_agents(settings: Settings, options: RunOptions, env: dict[str, str
     for check in checks:
         if not check.problem:
             log.info("%s: %s (%s)", check.agent, check.version, shlex.join(check.argv))
-    return settings
+    return settings, MappingProxyType(out)
 
 
-def _prepare_resume(settings: Settings, options: RunOptions) -> Settings:
-    """Load how the session was started; end what its dead orchestrator left running."""
-    session_dir = settings.workspace.expanduser().resolve() / str(options.resume)
+def _resumed(settings: Settings, request: LaunchRequest) -> tuple[Settings, LaunchRequest, dict[str, Any]]:
+    """The session continued: its first start's settings with this run's flags over them (the
+    workspace named now wins: the folder may have moved), the request as it applies, its saved
+    state; what its dead orchestrator left running is ended.
+
+    Raises:
+        PreflightError: no such session, its files are unreadable, or it still runs.
+    """
+    session_dir = settings.workspace.expanduser().resolve() / str(request.resume)
     try:
-        launch = load_launch(session_dir)
+        first, state = load_launch(session_dir)
     except ResumeError as exc:
         raise PreflightError(str(exc)) from None
-    state = launch["state"]
     owner = state.get("orchestrator_pid")
     if owner and owner != os.getpid() and psutil.pid_exists(owner) and _is_orchestrator(owner):
-        raise PreflightError(f"session {options.resume} is still running (orchestrator pid {owner})")
-    orphans = find_orphans(str(options.resume))
+        raise PreflightError(f"session {request.resume} is still running (orchestrator pid {owner})")
+    try:
+        resumed = with_overrides(
+            first.settings, {**request.settings_overrides, "workspace": str(settings.workspace)}, LAUNCH_FILE
+        )
+    except ConfigError as exc:
+        raise PreflightError(f"session {request.resume}: {exc}") from None
+    orphans = find_orphans(str(request.resume))
     if orphans:
         log.warning(
             "ending %d process(es) the previous orchestrator left: %s",
@@ -221,25 +261,19 @@ def _prepare_resume(settings: Settings, options: RunOptions) -> Settings:
             "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans),
         )
         end_orphans(orphans)
-    options.task = launch["task"]
-    options.target = Path(launch["target"])
-    options.demo = bool(launch["demo"])
-    options.resume_state = state
-    saved = Settings.model_validate(launch["settings"])
-    # The workspace the user named now wins over the one recorded (the folder may have moved).
-    return saved.model_copy(update={"workspace": settings.workspace})
+    return resumed, request.resumed(first.task, first.target, first.demo), state
 
 
-def resume_arguments(options: RunOptions, session_dir: Path) -> dict[str, Any]:
+def resume_arguments(prepared: Prepared) -> dict[str, Any]:
     """The coordinator's resume_from and resume_ids, when resuming."""
-    if not options.resume_state:
+    if not prepared.resume_state:
         return {}
-    saved = SessionSnapshot.model_validate(options.resume_state)
+    saved = SessionSnapshot.model_validate(prepared.resume_state)
     interrupted = {a.id for a in saved.assignments if a.status == "running"}
     return {
         "resume_from": saved,
-        "resume_ids": interrupted_cli_sessions(session_dir, interrupted),
-        "recorded_answers": recorded_answers(session_dir),
+        "resume_ids": interrupted_cli_sessions(prepared.session_dir, interrupted),
+        "recorded_answers": recorded_answers(prepared.session_dir),
     }
 
 

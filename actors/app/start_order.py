@@ -20,7 +20,8 @@ import pykka
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.agents.agent_env import agent_env, describe_env
 from meta_orchestrator.actors.agents.start import AgentRuns, review_worker_starter, start_workers
-from meta_orchestrator.actors.app.prepare import RunOptions, prepare, resume_arguments
+from meta_orchestrator.actors.app.launch_request import LaunchRequest
+from meta_orchestrator.actors.app.prepare import Prepared, prepare, resume_arguments
 from meta_orchestrator.actors.cluster import cluster_wiring
 from meta_orchestrator.actors.cluster.cluster_auth import secret_paths
 from meta_orchestrator.actors.console.start import read_answers, start_console
@@ -78,28 +79,31 @@ class RunningSession:
 
 def start(
     settings: Settings,
-    options: RunOptions,
+    request: LaunchRequest,
     started: list[pykka.ActorRef[Any]],
     log_setup: Callable[[Path], None] | None = None,
 ) -> RunningSession:
     """Start every actor for one session, in order, and tell the coordinator to begin."""
-    settings, target, session_dir, session_id, env = prepare(settings, options)
+    prepared = prepare(settings, request)
+    # From here the request as it applies (on resume: with what the first start asked).
+    request, settings, target, session_dir = prepared.request, prepared.settings, prepared.target, prepared.session_dir
+    env = dict(prepared.env)
     if log_setup:
         log_setup(session_dir)
-    bwrap = _launch_checks(settings, options, env, target)
-    session, workspaces = (session_id, session_dir, target), register_workspace(session_dir.parent)
+    bwrap = _launch_checks(settings, request, env, target)
+    session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
     # Who hears every fact: the history first (a replay sees what any view saw), the console,
     # then the supervisor, then the dashboard (supervised).
     listeners = [start_history(started, session_dir)]
-    if options.console:
-        listeners.append(start_console(started, options.demo, settings.questions.bell))
+    if request.console:
+        listeners.append(start_console(started, request.demo, settings.questions.bell))
     supervisor = start_supervisor(started, settings.session, tuple(listeners))
-    gateway = _dashboard(started, supervisor, settings, options, (session_dir, token, coordinator_slot, closed))
+    gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     heard = (*listeners, *([gateway] if gateway is not None else []))
     scratch = private_dir(session_dir / "scratch")
-    repo, no_branch = _open_workspace(session, options, bwrap)
-    with _abandoned_if_it_fails(repo, session_dir, options):
+    repo, no_branch = _open_workspace(session, request, bwrap)
+    with _abandoned_if_it_fails(repo, session_dir, request):
         settings, fixes = proactive_fixes(settings, target, env)
         recovery = start_recovery(started, supervisor, settings, target, heard)
         # The watchers hear the workers, so they start first; ``workers`` is filled below (a
@@ -122,7 +126,7 @@ def start(
         runs = _agent_runs(settings, session, env, (scratch, (session_dir.parent, *workspaces)), bwrap, guard)
         review_worker = review_worker_starter(started, runs, heard)
         reviewer = start_reviewer(
-            started, supervisor, settings, session, review_worker, coordinator_slot, heard, options.task, repo
+            started, supervisor, settings, session, review_worker, coordinator_slot, heard, request.task, repo
         )
         watchers = tuple(w for w in (monitor, guard) if w is not None)
         workers.update(start_workers(started, supervisor, runs, (*heard, *watchers, reviewer, recovery)))
@@ -131,8 +135,8 @@ def start(
             started,
             supervisor,
             coordinator_slot,
-            **start_workspace(started, supervisor, repo, heard, no_branch, options.resume_state or {}),
-            **_coordinator_arguments(settings, options, session, gateway is not None),
+            **start_workspace(started, supervisor, repo, heard, no_branch, dict(prepared.resume_state or {})),
+            **_coordinator_arguments(prepared, settings, gateway is not None),
             workers=workers,
             listeners=(*heard, reviewer),
             reviewer=reviewer,
@@ -141,11 +145,11 @@ def start(
         )
     running = RunningSession(*session, coordinator, workers, gateway, token=token, dashboard_closed=closed)
     running.host, running.workspace = runs.hosts, repo
-    _begin(running, options)
+    _begin(running, request)
     return running
 
 
-def _launch_checks(settings: Settings, options: RunOptions, env: dict[str, str], target: Path) -> str | None:
+def _launch_checks(settings: Settings, request: LaunchRequest, env: dict[str, str], target: Path) -> str | None:
     """Before any actor: the agents' environments said, the OS sandbox and the tool hook checked,
     no bypass flag the user did not allow, the cluster joined; bubblewrap's path (None: none).
 
@@ -155,7 +159,7 @@ def _launch_checks(settings: Settings, options: RunOptions, env: dict[str, str],
     for name, agent in settings.agents.items():
         if agent.enabled:
             log.info("%s", describe_env(name, agent_env(get_adapter(name), agent, env), env, agent.env))
-    bwrap = check_os_sandbox(settings.sandbox, options.demo, env)
+    bwrap = check_os_sandbox(settings.sandbox, request.demo, env)
     if bwrap is not None:
         check_host_isolation(settings.sandbox)
     check_tool_hook(settings, bwrap, env)
@@ -172,7 +176,7 @@ def _launch_checks(settings: Settings, options: RunOptions, env: dict[str, str],
 
 
 def _dashboard(
-    started: list[Any], supervisor: pykka.ActorRef[Any], settings: Settings, options: RunOptions, place: tuple
+    started: list[Any], supervisor: pykka.ActorRef[Any], settings: Settings, request: LaunchRequest, place: tuple
 ) -> SupervisedRef | None:
     """The dashboard when asked for. ``place``: the session's folder, its token, the
     coordinator's stand-in and the event the page's close button sets.
@@ -180,19 +184,19 @@ def _dashboard(
     Raises:
         PreflightError: its address cannot be bound.
     """
-    if not options.dashboard:
+    if not request.dashboard:
         return None
     session_dir, token, coordinator, closed = place
     try:
         return start_dashboard(
-            started, supervisor, settings.web, session_dir, token, coordinator, options.next_free_port, closed
+            started, supervisor, settings.web, session_dir, token, coordinator, request.next_free_port, closed
         )
     except GatewayError as exc:
         raise PreflightError(f"{exc}; pick another port with --port, or pass --next-free-port") from None
 
 
 def _open_workspace(
-    session: tuple[str, Path, Path], options: RunOptions, bwrap: str | None
+    session: tuple[str, Path, Path], request: LaunchRequest, bwrap: str | None
 ) -> tuple[SessionRepo | None, str | None]:
     """The session's git workspace (see workspace_wiring.open_workspace), and why there is none.
 
@@ -206,10 +210,10 @@ def _open_workspace(
             target,
             session_dir,
             session_id,
-            options.include_uncommitted,
-            resuming=bool(options.resume),
-            in_place=options.in_place,
-            say=say_on_stderr if options.console else None,
+            request.include_uncommitted,
+            resuming=bool(request.resume),
+            in_place=request.in_place,
+            say=say_on_stderr if request.console else None,
             no_branch=why.append,
             bwrap=bwrap,
         )
@@ -221,12 +225,12 @@ def _open_workspace(
 
 
 @contextlib.contextmanager
-def _abandoned_if_it_fails(repo: SessionRepo | None, session_dir: Path, options: RunOptions) -> Iterator[None]:
+def _abandoned_if_it_fails(repo: SessionRepo | None, session_dir: Path, request: LaunchRequest) -> Iterator[None]:
     """A start that fails after the workspace is made leaves no branch behind: nothing ran on it."""
     try:
         yield
     except BaseException:
-        if repo is not None and not options.resume:
+        if repo is not None and not request.resume:
             abandon_workspace(repo, session_dir)
         raise
 
@@ -278,41 +282,39 @@ def spawn_caps(settings: Settings) -> SpawnCaps:
     )
 
 
-def _coordinator_arguments(
-    settings: Settings, options: RunOptions, session: tuple[str, Path, Path], dashboard: bool
-) -> dict[str, Any]:
-    session_id, session_dir, target = session
+def _coordinator_arguments(prepared: Prepared, settings: Settings, dashboard: bool) -> dict[str, Any]:
+    """``settings``: the prepared ones with the preflight's proactive fixes."""
     return {
         "settings": settings,
-        "session_id": session_id,
-        "session_dir": session_dir,
-        "task": options.task,
-        "target": target,
-        "demo": options.demo,
-        "answer_channels": _answer_channels(options, dashboard),
-        "agents_out": options.agents_out,
-        **resume_arguments(options, session_dir),
+        "session_id": prepared.session_id,
+        "session_dir": prepared.session_dir,
+        "task": prepared.request.task,
+        "target": prepared.target,
+        "demo": prepared.request.demo,
+        "answer_channels": _answer_channels(prepared.request, dashboard),
+        "agents_out": dict(prepared.agents_out),
+        **resume_arguments(prepared),
     }
 
 
-def _begin(running: RunningSession, options: RunOptions) -> None:
+def _begin(running: RunningSession, request: LaunchRequest) -> None:
     """Give the user the dashboard's address, tell the coordinator to begin, read the console."""
     if running.gateway is not None:
         address = running.gateway.ask(GetGatewayAddress(), timeout=5)
         running.dashboard_url = address.url
-        (options.print_url or _print_url)(address.url)
+        (request.print_url or _print_url)(address.url)
     running.coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
-    if options.console and options.answer_stream is not None:
-        read_answers(running.coordinator, options.answer_stream)
-    if options.on_started:
-        options.on_started(running)
+    if request.console and request.answer_stream is not None:
+        read_answers(running.coordinator, request.answer_stream)
+    if request.on_started:
+        request.on_started(running)
 
 
-def _answer_channels(options: RunOptions, dashboard: bool) -> tuple[str, ...]:
+def _answer_channels(request: LaunchRequest, dashboard: bool) -> tuple[str, ...]:
     """Who can answer at the start. The console counts while its reader has not met end of
     file (a terminal, or a pipe someone may still write to); the reader says when it does."""
-    channels = list(options.answer_channels)
-    if options.console and options.answer_stream is not None and not getattr(options.answer_stream, "closed", False):
+    channels = list(request.answer_channels)
+    if request.console and request.answer_stream is not None and not getattr(request.answer_stream, "closed", False):
         channels.append("console")
     if dashboard:
         channels.append("dashboard")

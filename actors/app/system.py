@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pykka
-from meta_orchestrator.actors.app.prepare import RunOptions, prepare
+from meta_orchestrator.actors.app.launch_request import LaunchRequest
+from meta_orchestrator.actors.app.prepare import Prepared, prepare
 from meta_orchestrator.actors.app.start_order import RunningSession, start
 from meta_orchestrator.actors.cluster import cluster_wiring
 from meta_orchestrator.actors.recovery.preflight import PreflightError
@@ -64,9 +65,9 @@ class _Interrupts:
         log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM or from the dashboard")
 
 
-def _linger(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> None:
+def _linger(running: RunningSession, request: LaunchRequest, interrupts: _Interrupts) -> None:
     """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C."""
-    if running.gateway is None or options.exit_when_done or interrupts.count:
+    if running.gateway is None or request.exit_when_done or interrupts.count:
         return  # no dashboard, asked not to, or the user already pressed Ctrl-C to leave
     seen = interrupts.count
     print(
@@ -79,7 +80,7 @@ def _linger(running: RunningSession, options: RunOptions, interrupts: _Interrupt
         pass
 
 
-def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], None] | None = None) -> int:
+def run(settings: Settings, request: LaunchRequest, log_setup: Callable[[Path], None] | None = None) -> int:
     """Run one session to its end. Returns the process exit code.
 
     Ctrl-C or SIGTERM asks the coordinator to stop (every agent group ended, state saved,
@@ -88,24 +89,24 @@ def run(settings: Settings, options: RunOptions, log_setup: Callable[[Path], Non
     started: list[pykka.ActorRef[Any]] = []
     with _Interrupts() as interrupts:
         try:
-            running = interrupts.running = start(settings, options, started, log_setup)
+            running = interrupts.running = start(settings, request, started, log_setup)
             if interrupts.count:
                 running.coordinator.tell(ControlRequested(action="stop", source="signal"))
-            return _wait_for_end(running, options, interrupts)
+            return _wait_for_end(running, request, interrupts)
         finally:
             stop_all(started)
             if interrupts.running is not None and interrupts.running.workspace is not None:
                 # Every agent has ended: what is merged leaves its checkout; the branch stays.
-                say = (lambda line: print(line, flush=True)) if options.console else None
+                say = (lambda line: print(line, flush=True)) if request.console else None
                 finish_workspace(interrupts.running.workspace, interrupts.running.session_dir, say)
             elif interrupts.running is not None:  # in place: said at the end as at the start
                 log.warning("%s", in_place_note(interrupts.running.target))
-                if options.console:
+                if request.console:
                     print(f"{in_place_note(interrupts.running.target)}; their changes are there now", flush=True)
             cluster_wiring.leave()
 
 
-def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Interrupts) -> int:
+def _wait_for_end(running: RunningSession, request: LaunchRequest, interrupts: _Interrupts) -> int:
     """Wait for the session's end (or a forced stop, or a coordinator gone); its exit code."""
     dashboard_told = False
     while True:
@@ -115,10 +116,10 @@ def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Int
             ended = None
         if ended is not None:
             if ended.status == "waiting":
-                if not options.console:
+                if not request.console:
                     print(ended.summary, file=sys.stderr, flush=True)
                 return ended.exit_code  # nobody is there: the dashboard does not linger
-            _linger(running, options, interrupts)
+            _linger(running, request, interrupts)
             return ended.exit_code
         if running.gateway is not None and not dashboard_told and running.dashboard_closed.is_set():
             dashboard_told = True  # closed from the page: it can no longer answer
@@ -138,4 +139,4 @@ def _wait_for_end(running: RunningSession, options: RunOptions, interrupts: _Int
             return 1
 
 
-__all__ = ["PreflightError", "RunOptions", "RunningSession", "prepare", "run", "start", "stop_all"]
+__all__ = ["LaunchRequest", "PreflightError", "Prepared", "RunningSession", "prepare", "run", "start", "stop_all"]

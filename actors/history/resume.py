@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from meta_orchestrator.actors.files.session_files import locked, read_json, read_jsonl, write_json_atomic
 from meta_orchestrator.actors.adapters.registry import agent_names
@@ -22,18 +24,34 @@ class ResumeError(Exception):
     """The session cannot be resumed; the message says why."""
 
 
-def save_launch(session_dir: Path, task: str, target: Path, demo: bool, settings: dict[str, Any]) -> None:
-    """Record how the session was started (the settings as they were, demo commands included)."""
-    write_json_atomic(
-        session_dir / LAUNCH_FILE, {"task": task, "target": str(target), "demo": demo, "settings": settings}
-    )
+class LaunchRecord(BaseModel):
+    """``launch.json``: how the session was first started, what ``orchestrate resume`` starts from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: str
+    target: Path
+    demo: bool
+    settings: dict[str, Any]  # the settings as they were, demo commands included
 
 
-def load_launch(session_dir: Path) -> dict[str, Any]:
-    """How the session was started.
+class SavedLaunch(NamedTuple):
+    """A session as ``orchestrate resume`` finds it: its first start and its last saved state."""
+
+    launch: LaunchRecord
+    state: dict[str, Any]
+
+
+def save_launch(session_dir: Path, launch: LaunchRecord) -> None:
+    """Record how the session was started (once, at its first start)."""
+    write_json_atomic(session_dir / LAUNCH_FILE, launch.model_dump(mode="json"))
+
+
+def load_launch(session_dir: Path) -> SavedLaunch:
+    """How the session was first started, and its last saved state.
 
     Raises:
-        ResumeError: no such session, or its files are unreadable.
+        ResumeError: no such session, or its files are unreadable or not what they should be.
     """
     if not (session_dir / "state.json").exists():
         raise ResumeError(f"no session in {session_dir} (state.json is missing)")
@@ -47,7 +65,14 @@ def load_launch(session_dir: Path) -> dict[str, Any]:
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ResumeError(f"cannot read {session_dir}: {exc}") from None
-    return {**launch, "state": state}
+    try:
+        record = LaunchRecord.model_validate(launch)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors())
+        raise ResumeError(f"{session_dir / LAUNCH_FILE} is not a launch record ({problems})") from None
+    if not isinstance(state, dict):
+        raise ResumeError(f"{session_dir / 'state.json'} is not a JSON object")
+    return SavedLaunch(record, state)
 
 
 def interrupted_cli_sessions(session_dir: Path, assignment_ids: set[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from meta_orchestrator.actors.adapters import registry
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
 from meta_orchestrator.actors.recovery.preflight import PreflightError, proactive_fixes
 from meta_orchestrator.actors.files.session_files import read_jsonl
@@ -50,7 +50,9 @@ def _parrot_settings(tmp_path: Path, **overrides: object):
 def test_a_registered_fourth_cli_runs_a_whole_demo_session(tmp_path, demo_env, parrot):
     code = run(
         _parrot_settings(tmp_path),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
     )
     assert code == 0
     (session,) = [p for p in (tmp_path / "ws").iterdir() if p.is_dir()]
@@ -98,7 +100,7 @@ def test_an_agent_no_adapter_knows_is_refused_before_launch(tmp_path, demo_env):
     settings = load_settings(
         None, {"workspace": str(tmp_path / "ws"), "agents.mystery": {"share_min": 0, "share_max": 1}}
     )
-    options = RunOptions(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env)
+    options = LaunchRequest(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env)
     with pytest.raises(PreflightError, match=r"\[agents\] names mystery, which no adapter knows; known agents: claude"):
         run(settings, options)
     assert not (tmp_path / "ws").exists()  # refused before anything was written

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.agents.agent_env import agent_env, describe_env
 from meta_orchestrator.actors.agents.cli_launch import launch_spec
 from meta_orchestrator.config.settings import AgentSettings, ConfigError, load_settings
@@ -173,7 +173,7 @@ def test_a_sessions_cli_receives_no_secret_but_its_key_and_what_pass_env_adds(tm
         },
     )
     caplog.set_level(logging.INFO, logger="meta_orchestrator.actors.app")
-    options = RunOptions(
+    options = LaunchRequest(
         task="Add a /health endpoint", target=_target(tmp_path), demo=False, dashboard=False, console=False, env=environ
     )
     assert run(settings, options) == 0

@@ -81,15 +81,15 @@ def test_a_path_for_an_id_is_refused_with_exit_2_and_nothing_read_or_written(
 
 
 def test_the_main_run_refuses_a_hostile_session_id_before_making_a_folder(tmp_path: Path) -> None:
-    from meta_orchestrator.actors.app.system import PreflightError, RunOptions, prepare
+    from meta_orchestrator.actors.app.system import PreflightError, LaunchRequest, prepare
     from meta_orchestrator.config.settings import load_settings
 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
     for hostile in ("../escape", "a/b"):
         with pytest.raises(PreflightError, match="is not valid"):
-            prepare(settings, RunOptions(task="t", target=None, demo=True, session_id=hostile))
+            prepare(settings, LaunchRequest(task="t", target=None, demo=True, session_id=hostile))
         with pytest.raises(PreflightError, match="is not valid"):
-            prepare(settings, RunOptions(task="", target=None, resume=hostile))
+            prepare(settings, LaunchRequest(task="", target=None, resume=hostile))
     assert not (tmp_path / "escape").exists() and not (tmp_path / "ws").exists()
 
 

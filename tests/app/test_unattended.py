@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.console.console import ConsoleView
 from meta_orchestrator.actors.session.coordinator import Coordinator
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
@@ -211,7 +211,7 @@ def _run(tmp_path: Path, env: dict[str, str], **overrides: Any) -> tuple[int, Pa
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, **overrides})
     code = run(
         settings,
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=env),
+        LaunchRequest(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=env),
     )
     folder, state = _session(tmp_path / "ws")
     return code, folder, state
@@ -243,7 +243,7 @@ def test_stop_an_escalation_waits_then_continue_resumes_it(tmp_path, demo_env):
     # claude blocks in every review it gives: a later review it takes part in (a milestone of
     # the reviewer's own work, say) escalates again, and is answered the same way.
     for _ in range(3):
-        options = RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name)
+        options = LaunchRequest(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name)
         code = run(settings, options)
         state = json.loads((folder / "state.json").read_text())
         first = next(q for q in state["questions"] if q["id"] == answered[0])
@@ -298,7 +298,9 @@ def test_folder_grant_confirmation_waits_then_yes_on_resume_grants_it(tmp_path, 
     assert question["id"].startswith("grant-") and question["subject"]["type"] == "folder_grant"
     record_answer(folder, question["id"], "yes")
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
-    code = run(settings, RunOptions(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name))
+    code = run(
+        settings, LaunchRequest(task="", target=None, dashboard=False, console=False, env=env, resume=folder.name)
+    )
     state = json.loads((folder / "state.json").read_text())
     assert code == 0, state["summary"]
     implement = next(a for a in state["assignments"] if a["id"] == "implement")
@@ -312,7 +314,7 @@ def test_a_question_timeout_per_kind_takes_the_default(tmp_path, demo_env):
     )
     code = run(
         settings,
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,
@@ -364,7 +366,8 @@ def test_a_missing_cli_among_several_hands_its_roles_over(tmp_path, demo_env):
         },
     )
     code = run(
-        settings, RunOptions(task="Add a /health endpoint", target=target, dashboard=False, console=False, env=demo_env)
+        settings,
+        LaunchRequest(task="Add a /health endpoint", target=target, dashboard=False, console=False, env=demo_env),
     )
     state = _session(tmp_path / "ws")[1]
     assert code == 0, state["summary"]
@@ -451,7 +454,7 @@ def test_closing_the_dashboard_while_a_question_is_open_ends_the_wait(tmp_path, 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, "web.port": 0})
     code = run(
         settings,
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,

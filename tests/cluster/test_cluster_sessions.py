@@ -25,7 +25,7 @@ except ImportError:
         raise  # CI installs the cluster extra: its absence is a failure there
     pytest.skip("ray is not installed (pip install -e '.[cluster]')", allow_module_level=True)
 
-from meta_orchestrator.actors.app.system import PreflightError, RunOptions, run, start, stop_all
+from meta_orchestrator.actors.app.system import PreflightError, LaunchRequest, run, start, stop_all
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
@@ -53,8 +53,8 @@ def _settings(tmp_path: Path, cluster: DrivenCluster, **overrides: object) -> An
     )
 
 
-def _options(demo_env: dict[str, str]) -> RunOptions:
-    return RunOptions(task=TASK, target=None, demo=True, dashboard=False, console=False, env=demo_env)
+def _options(demo_env: dict[str, str]) -> LaunchRequest:
+    return LaunchRequest(task=TASK, target=None, demo=True, dashboard=False, console=False, env=demo_env)
 
 
 def _only_session(tmp_path: Path) -> Path:
@@ -309,6 +309,6 @@ def test_cluster_without_ray_is_a_clear_error(tmp_path):
 def test_cluster_refuses_a_target_that_is_no_git_repository(cluster, tmp_path, demo_env):
     target = tmp_path / "plain"
     target.mkdir()
-    options = RunOptions(task=TASK, target=target, demo=True, dashboard=False, console=False, env=demo_env)
+    options = LaunchRequest(task=TASK, target=target, demo=True, dashboard=False, console=False, env=demo_env)
     with pytest.raises(PreflightError, match="needs the target to be a git repository"):
         run(_settings(tmp_path, cluster), options)

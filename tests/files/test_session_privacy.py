@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.recovery.preflight import PreflightError, check_workspace
 from meta_orchestrator.actors.files.session_files import (
     JsonlWriter,
@@ -55,7 +55,9 @@ def test_a_finished_session_is_unreadable_to_another_user(open_parent, demo_env)
     workspace = open_parent / "ws"
     code = run(
         load_settings(None, {"workspace": str(workspace)}),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
     )
     assert code == 0
     [session] = [p for p in workspace.iterdir() if p.is_dir()]
@@ -102,7 +104,7 @@ def test_a_session_run_in_a_foreign_workspace_never_starts(tmp_path, demo_env):
     with pytest.raises(PreflightError, match="use a folder of your own"):
         run(
             load_settings(None, {"workspace": str(workspace)}),
-            RunOptions(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+            LaunchRequest(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env),
         )
     assert list(workspace.iterdir()) == []
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.app.system import RunOptions, start, stop_all
+from meta_orchestrator.actors.app.system import LaunchRequest, start, stop_all
 from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
@@ -197,7 +197,9 @@ def test_session_records_why_a_memory_hog_implementer_was_stopped(tmp_path, demo
     demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"
     code = run(
         _settings(tmp_path, **{"limits.agents.claude.max_rss_mb": 200}),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
     )
     session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())
     state = json.loads((session / "state.json").read_text())
@@ -215,7 +217,7 @@ def test_exhausted_cost_budget_pauses_the_session(tmp_path, demo_env):
     try:
         running = start(
             _settings(tmp_path, **{"limits.max_cost_usd": 0.0001}),
-            RunOptions(
+            LaunchRequest(
                 task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
             ),
             started,

@@ -15,7 +15,7 @@ from typing import Any
 import pykka
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run, start, stop_all
+from meta_orchestrator.actors.app.system import LaunchRequest, run, start, stop_all
 from meta_orchestrator.actors.recovery.recovery import Recovery
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.config.settings import RecoverySettings, load_settings
@@ -41,7 +41,7 @@ def _settings(tmp_path: Path, **overrides: Any):
 def _run(tmp_path: Path, env: dict[str, str], on_started: Any = None, **overrides: Any) -> tuple[int, Path, dict]:
     code = run(
         _settings(tmp_path, **overrides),
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,
@@ -119,7 +119,7 @@ def _start_session(tmp_path: Path, env: dict[str, str], **overrides: Any):
     started: list[pykka.ActorRef[Any]] = []
     running = start(
         _settings(tmp_path, **overrides),
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.config.settings import load_settings
 from tests.conftest import session_store
 from tests.realcli.model_server import WRITE_CONTENT, ScriptedModelServer
@@ -110,7 +110,7 @@ def test_the_three_real_clis_each_put_their_own_file_on_the_session_branch(
     }
     settings = load_settings(None, overrides)
     assert settings.sandbox.os == "bwrap"
-    options = RunOptions(
+    options = LaunchRequest(
         task="SCRIPT:write own-{cli}.txt (one file per agent)",
         target=target,
         dashboard=False,

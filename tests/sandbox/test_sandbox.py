@@ -75,7 +75,7 @@ def test_ordinary_tool_calls_are_not_suspicious():
 
 
 def test_a_bypass_flag_needs_the_users_opt_in(tmp_path, demo_env):
-    from meta_orchestrator.actors.app.system import RunOptions, start, stop_all
+    from meta_orchestrator.actors.app.system import LaunchRequest, start, stop_all
     from meta_orchestrator.actors.recovery.preflight import PreflightError
 
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "agents.codex.extra_args": ["--yolo"]})
@@ -84,7 +84,7 @@ def test_a_bypass_flag_needs_the_users_opt_in(tmp_path, demo_env):
         with pytest.raises(PreflightError, match="allow_bypass"):
             start(
                 settings,
-                RunOptions(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+                LaunchRequest(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env),
                 started,
             )
     finally:
@@ -260,11 +260,13 @@ def test_suspicious_tool_call_is_a_finding_and_pauses_the_agent(tmp_path, probe)
 
 def test_demo_claude_honours_the_hook_like_the_real_one(tmp_path, probe, demo_env):
     """The demo claude runs the --settings PreToolUse hook: a demo session goes through it."""
-    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.app.system import LaunchRequest, run
 
     code = run(
         load_settings(None, {"workspace": str(tmp_path / "ws")}),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
     )
     assert code == 0
     session = next(p for p in (tmp_path / "ws").iterdir() if p.is_dir())

@@ -15,7 +15,7 @@ import psutil
 import pykka
 import pytest
 
-from meta_orchestrator.actors.app.system import RunOptions, run, start, stop_all
+from meta_orchestrator.actors.app.system import LaunchRequest, run, start, stop_all
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
@@ -45,7 +45,7 @@ def _run_demo(
 ) -> tuple[int, Path]:
     code = run(
         _settings(tmp_path, **overrides),
-        RunOptions(task=task, target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(task=task, target=None, demo=True, dashboard=False, console=False, env=demo_env),
     )
     return code, _only_session(tmp_path)
 
@@ -135,7 +135,9 @@ def test_a_stop_during_a_review_stops_its_peers_and_nothing_starts_after_it(tmp_
     started: list = []
     running = start(
         _settings(tmp_path, **{"review.reviewer_timeout_s": 300}),
-        RunOptions(task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
         started,
     )
     try:

@@ -117,7 +117,7 @@ def test_a_worker_that_crashes_mid_run_ends_its_cli_and_reports(tmp_path: Path, 
 
 
 def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[str, str]):
-    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.app.system import LaunchRequest, run
     from meta_orchestrator.config.settings import load_settings
 
     def kill_dashboard(running: Any) -> None:
@@ -126,7 +126,7 @@ def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "web.port": 0})
     code = run(
         settings,
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,
@@ -142,7 +142,7 @@ def test_a_dead_dashboard_never_stops_the_agents(tmp_path: Path, demo_env: dict[
 
 
 def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Path, demo_env: dict[str, str]):
-    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.app.system import LaunchRequest, run
     from meta_orchestrator.config.settings import load_settings
 
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK"] = "hang"
@@ -174,7 +174,7 @@ def test_a_vanished_coordinator_ends_the_agents_instead_of_hanging(tmp_path: Pat
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
     code = run(
         settings,
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,
@@ -209,7 +209,7 @@ def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_for
 ):
     import json
 
-    from meta_orchestrator.actors.app.system import RunOptions, run
+    from meta_orchestrator.actors.app.system import LaunchRequest, run
     from meta_orchestrator.actors.reviews.reviewer import Reviewer
     from meta_orchestrator.config.settings import load_settings
     from meta_orchestrator.messages.events import Event
@@ -244,7 +244,7 @@ def test_a_crashed_reviewer_is_restarted_and_the_session_does_not_wait_on_it_for
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.reviewer_timeout_s": 3})
     code = run(
         settings,
-        RunOptions(
+        LaunchRequest(
             task="Add a /health endpoint",
             target=None,
             demo=True,

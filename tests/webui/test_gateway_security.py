@@ -6,6 +6,7 @@ the browser version of the same attack is in ``test_dashboard_hostile_browser.py
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +156,20 @@ def test_a_remote_host_needs_allow_remote(tmp_path: Path) -> None:
 def test_the_launcher_refuses_a_remote_host_without_allow_remote(tmp_path: Path, capsys: Any) -> None:
     from meta_orchestrator.actors.app import launcher
 
-    code = launcher.main(["a task", "--demo", "--workspace", str(tmp_path / "ws"), "--host", "0.0.0.0"])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # the preflight refuses it after the launcher's logging is set up: put back as it was
+        code = launcher.main(["a task", "--demo", "--workspace", str(tmp_path / "ws"), "--host", "0.0.0.0"])
+    finally:
+        root.handlers[:], root.level = handlers, level
     assert code == launcher.EXIT_USAGE
     err = capsys.readouterr().err
     assert "--allow-remote" in err and "ssh -L" in err
     assert not (tmp_path / "ws").exists()  # nothing started
 
+    from meta_orchestrator.actors.app.system import LaunchRequest
+    from meta_orchestrator.actors.app.prepare import check_dashboard_reach
+
     settings = Settings.model_validate({"web": {"host": "0.0.0.0", "allow_remote": True}})
-    assert launcher._remote_dashboard_ok(settings)
+    check_dashboard_reach(settings, LaunchRequest(task="a task", target=None))  # allowed, and said
     assert "travels in clear" in capsys.readouterr().err

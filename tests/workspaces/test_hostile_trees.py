@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.workspaces.workspace_wiring import end_report
 from meta_orchestrator.actors.workspaces.git_command import Git, confined_git
 from meta_orchestrator.actors.reviews.review_context import (
@@ -177,7 +177,7 @@ def _demo_session(
             "agents.claude.allow_bypass": True,
         },
     )
-    options = RunOptions(
+    options = LaunchRequest(
         task=TASK,
         target=target,
         demo=True,

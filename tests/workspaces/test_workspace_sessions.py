@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.app.system import RunOptions, run
+from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.agents.demo.common import SHARED_FILE_ENV
 from meta_orchestrator.actors.files.session_files import private_dir, read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
@@ -157,7 +157,7 @@ def test_a_session_in_the_user_repository_leaves_it_as_it_was_then_apply_and_dis
 
 def _run_demo(tmp_path: Path, env: dict[str, str], **overrides: Any) -> tuple[int, Path, dict[str, Any]]:
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), **overrides})
-    options = RunOptions(task=TASK, target=None, demo=True, dashboard=False, console=False, env=env)
+    options = LaunchRequest(task=TASK, target=None, demo=True, dashboard=False, console=False, env=env)
     code = run(settings, options)
     (folder,) = _session_dirs(tmp_path / "ws")
     return code, folder, _state(folder)
@@ -189,7 +189,7 @@ def test_in_place_runs_in_the_target_and_says_so_at_start_in_the_log_and_at_the_
     target = tmp_path / "plain"
     target.mkdir()
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.enabled": False})
-    options = RunOptions(
+    options = LaunchRequest(
         task=TASK, target=target, demo=True, dashboard=False, console=True, env=demo_env, in_place=True
     )
     assert run(settings, options) == 0
@@ -308,7 +308,7 @@ def test_include_uncommitted_starts_from_the_user_change_and_leaves_their_tree(
 ) -> None:
     before = user_state(user_repo)
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "review.enabled": False})
-    options = RunOptions(
+    options = LaunchRequest(
         task=TASK, target=user_repo, demo=True, dashboard=False, console=True, env=demo_env, include_uncommitted=True
     )
     assert run(settings, options) == 0
