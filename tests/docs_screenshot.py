@@ -25,7 +25,7 @@ from pathlib import Path
 from tests.conftest import PROJECT_ROOT, kill_tree, start_orchestrate
 
 IMAGE = PROJECT_ROOT / "docs" / "dashboard.jpg"
-VIEWPORT = {"width": 1280, "height": 800}
+WIDTH, HEIGHT = 1280, 800
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 TASK = "Add a /health endpoint"
@@ -56,7 +56,7 @@ def _shoot(url: str, image: Path) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
+            page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
             page.goto(url)
             # the designer's step is done (its output names the design file) ...
             page.locator('article.worker[data-agent="gemini"]').filter(has_text="docs/DESIGN.md").wait_for(
