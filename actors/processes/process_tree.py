@@ -47,10 +47,30 @@ def private_tmpfs_bytes(pids: Iterable[int]) -> int:
         for device, point in _tmpfs_mounts(str(pid)):
             if device in ours:
                 continue  # the host's own tmpfs bound in (a target under /tmp): not the run's
-            with contextlib.suppress(OSError):
-                info = os.statvfs(f"/proc/{pid}/root{point}")
-                total += (info.f_blocks - info.f_bfree) * info.f_frsize
+            total += tmpfs_used(f"/proc/{pid}/root{point}", device)
     return total
+
+
+def tmpfs_used(path: str, device: str) -> int:
+    """Bytes used in the tmpfs ``device`` (``major:minor``) mounted at ``path``; 0 when what is
+    there now is another file system. The sandbox's mounts move while bwrap sets them up
+    (pivot_root): a path read from mountinfo a moment ago may then name the host's disk, whose
+    usage is no memory of the run. One open folder is checked and measured, so both reads
+    are of the same file system."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return 0
+    try:
+        found = os.fstat(fd).st_dev
+        if f"{os.major(found)}:{os.minor(found)}" != device:
+            return 0
+        info = os.fstatvfs(fd)
+        return (info.f_blocks - info.f_bfree) * info.f_frsize
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def _mount_ns(pid: str) -> str | None:

@@ -15,8 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+
+from meta_orchestrator.actors.processes.process_tree import tmpfs_used
 
 NOBODY = 65534
 
@@ -99,3 +103,18 @@ def test_a_tree_with_a_member_it_may_not_read_counts_the_same_here_and_through_a
     assert local["open_files"] is None
     counts = ("processes", "pids", "rss_bytes", "open_files", "tmpfs_bytes")
     assert {k: remote[k] for k in counts} == {k: local[k] for k in counts}
+
+
+def test_a_tmpfs_is_measured_only_while_the_path_is_that_tmpfs(tmp_path: Path) -> None:
+    # The sandbox's mounts move while bwrap sets them up: a point read from mountinfo may name the
+    # host's disk a moment later, whose usage (gigabytes) once ended an agent for "memory".
+    shm = os.stat("/dev/shm").st_dev
+    shm_device = f"{os.major(shm)}:{os.minor(shm)}"
+    with tempfile.NamedTemporaryFile(dir="/dev/shm") as held:
+        held.write(b"x" * 1_000_000)
+        held.flush()
+        assert tmpfs_used("/dev/shm", shm_device) >= 1_000_000
+    disk = os.stat(tmp_path).st_dev
+    assert f"{os.major(disk)}:{os.minor(disk)}" != shm_device
+    assert tmpfs_used(str(tmp_path), shm_device) == 0  # another file system there now: nothing
+    assert tmpfs_used(str(tmp_path / "gone"), shm_device) == 0
