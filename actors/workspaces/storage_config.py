@@ -200,15 +200,11 @@ def write_checkout_storage(
     git_dir: Path, user: UserStorage, store: Path | None, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> None:
     """Write the user's storage settings into a new checkout's config (before its digest is
-    taken), their ``info/attributes`` into its git folder, and make the user's LFS objects
-    readable in the session's LFS folder."""
+    taken) and make the user's LFS objects readable in the session's LFS folder. (Their
+    ``info/attributes`` is copied by ``workspaces._init_checkout``, with ``info/exclude``.)"""
     git = Git([], timeout_s=timeout_s, cwd=git_dir, private=True)
     for key, value in checkout_entries(user, lfs_folder(store, user)):
         git.run("config", "--file", str(git_dir / "config"), "--", key, value)
-    if user.attributes.is_file():
-        (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
-        shutil.copyfile(user.attributes, git_dir / "info" / "attributes")
-        os.chmod(git_dir / "info" / "attributes", 0o600)
     link_tool_state(git_dir, user)
     linked = store / LFS_FOLDER / LINKED_MARK if store is not None else None
     if user.lfs and linked is not None and not linked.exists():  # once a session: its base is the user's

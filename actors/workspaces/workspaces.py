@@ -1202,7 +1202,7 @@ def _init_checkout(path: Path, git_dir: Path, alternates: list[Path], common_dir
     info = git_dir / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
     _write_private(info / "alternates", "".join(f"{source}\n" for source in alternates).encode())
-    for rules in ("exclude", "attributes"):  # attributes: an imported folder's, byte for byte
+    for rules in ("exclude", "attributes"):  # the user's (an imported folder's: byte for byte)
         if (common_dir / "info" / rules).is_file():
             (git_dir / "info").mkdir(mode=0o700, exist_ok=True)
             _write_private(git_dir / "info" / rules, (common_dir / "info" / rules).read_bytes())
