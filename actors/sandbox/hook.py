@@ -10,6 +10,8 @@ and acts on what it prints (exit 0, JSON on stdout)::
                             "permissionDecision": "deny" | "allow",
                             "permissionDecisionReason": "..."}}
 
+The decision itself is ``tool_broker.decide``, shared with every other CLI's way of asking:
+
 * blocked by the policy -> ``deny``: the tool never runs; claude shows the reason to the model
   as the tool_result and lists the call in ``result.permission_denials``. The guard is told
   (best effort) for the session's record.
@@ -27,20 +29,17 @@ treats as a block). A hook that cannot start or import at all is blocked by its 
 
 from __future__ import annotations
 
-import contextlib
 import argparse
 import hashlib
 import hmac
 import json
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
-from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV, Policy, check_tool_call
-
-CONNECT_TIMEOUT_S = 2.0
+from meta_orchestrator.actors.sandbox.policy import RUN_WORKDIR_ENV, Policy
+from meta_orchestrator.actors.sandbox.tool_broker import decide
 
 
 def decision(kind: str, reason: str) -> dict[str, Any]:
@@ -54,64 +53,14 @@ def decision(kind: str, reason: str) -> dict[str, Any]:
     }
 
 
-def ask_channel(path: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Send one JSON line, read one JSON line back. Raises ``OSError``/``ValueError``."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(CONNECT_TIMEOUT_S)
-        sock.connect(path)
-        sock.sendall((json.dumps(request) + "\n").encode())
-        if timeout_s <= 0:
-            return {}
-        sock.settimeout(timeout_s)
-        buffer = b""
-        while not buffer.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buffer += chunk
-        answer = json.loads(buffer.decode() or "null")
-        if not isinstance(answer, dict):
-            raise ValueError("the guard closed the channel without an answer")
-        return answer
-
-
 def judge(policy: Policy, call: dict[str, Any]) -> dict[str, Any] | None:
     """The hook's output for one PreToolUse input (``None``: say nothing, claude decides)."""
-    tool = str(call.get("tool_name") or "")
     given = call.get("tool_input")
     tool_input: dict[str, Any] = given if isinstance(given, dict) else {}
-    verdict = check_tool_call(policy, tool, tool_input, call.get("cwd"))
-    request = {
-        "secret": policy.secret,
-        "agent": policy.agent,
-        "tool_name": tool,
-        "tool_input": tool_input,
-        "cwd": call.get("cwd"),
-        "tool_use_id": call.get("tool_use_id"),
-        "rule": verdict.rule,
-        "reason": verdict.reason,
-    }
-    if verdict.decision == "allow":
+    answer = decide(policy, str(call.get("tool_name") or ""), tool_input, call.get("cwd"), call.get("tool_use_id"))
+    if answer is None:
         return None
-    if verdict.decision == "block":
-        if policy.channel:
-            with contextlib.suppress(OSError):  # the record is a courtesy; the block stands either way
-                ask_channel(policy.channel, {**request, "type": "blocked"}, 0)
-        return decision(
-            "deny",
-            f"Blocked by the orchestrator's sandbox policy "
-            f"({verdict.rule}): {verdict.reason}. Do not try to work around "
-            "this; report it as a blocker if the task needs it.",
-        )
-    if not policy.channel:
-        return decision("deny", f"{verdict.reason}; no way to ask the user, so it is denied")
-    try:
-        answer = ask_channel(policy.channel, {**request, "type": "ask"}, policy.confirm_timeout_s + 10)
-    except (OSError, ValueError) as exc:
-        return decision("deny", f"{verdict.reason}; the orchestrator could not be asked ({exc}), so it is denied")
-    if answer.get("decision") == "allow":
-        return decision("allow", str(answer.get("reason") or "approved by the user"))
-    return decision("deny", str(answer.get("reason") or "denied by the user"))
+    return decision("allow" if answer.allow else "deny", answer.reason)
 
 
 def _past_deadline(_signum: int, _frame: Any) -> None:

@@ -321,7 +321,7 @@ def _settings_hook(settings_file: str, call: dict[str, Any]) -> dict[str, Any] |
 
 def _push(channel: str, request: dict[str, Any]) -> dict[str, Any]:
     """Another local process writing straight into the guard's socket."""
-    from meta_orchestrator.actors.sandbox.hook import ask_channel
+    from meta_orchestrator.actors.sandbox.tool_broker import ask_channel
 
     return ask_channel(channel, request, 5)
 
