@@ -57,6 +57,11 @@ class AgentSettings(Section):
         default=False,
         description="allow the CLI's bypass-all-permissions flag; the OS sandbox and claude's hook still apply",
     )
+    protocol: Literal["stream", "acp", "app-server"] | None = Field(
+        default=None,
+        description="how the CLI is driven: stream (its headless JSON output), acp (Agent Client Protocol: "
+        "asked before every tool call), app-server (codex's JSON-RPC server); default: the CLI's own first choice",
+    )
 
     @field_validator("pass_env")
     @classmethod

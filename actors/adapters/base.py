@@ -329,6 +329,11 @@ class AgentAdapter(ABC):
     vendor_env: ClassVar[tuple[str, ...]] = ()
     # The CLI's own state in $HOME (see ``cli_state``); a run gets a private copy of each.
     state_places: ClassVar[tuple[StatePlace, ...]] = ()  # ``real`` relative to $HOME
+    # How it can be driven: "stream" (its headless JSON stream: ``build_launch``/``new_parser``),
+    # "acp" (Agent Client Protocol over stdio, started with ``acp_args``), "app-server" (codex's
+    # JSON-RPC server). The first is the default; ``[agents.<name>] protocol`` picks another.
+    protocols: ClassVar[tuple[str, ...]] = ("stream",)
+    acp_args: ClassVar[tuple[str, ...] | None] = None  # the arguments that make it speak ACP on stdio
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
