@@ -62,6 +62,23 @@ class AgentSettings(Section):
         description="how the CLI is driven: stream (its headless JSON output), acp (Agent Client Protocol: "
         "asked before every tool call), app-server (codex's JSON-RPC server); default: the CLI's own first choice",
     )
+    state_dirs: tuple[str, ...] = Field(
+        default=(),
+        description='a CLI added by configuration (protocol = "acp"): the folders in $HOME where it keeps its '
+        "state; each run gets the session's private copy of each",
+    )
+    state_copy: tuple[str, ...] = Field(
+        default=(), description="what of each state folder (its settings, its login) the private copy starts with"
+    )
+    install_hint: str | None = Field(default=None, description="how to install a CLI added by configuration")
+
+    @field_validator("state_dirs", "state_copy")
+    @classmethod
+    def _relative(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path or path.startswith(("/", "~")) or ".." in path.split("/"):
+                raise ValueError(f"{path!r} must be a path relative to $HOME (or to the state folder), without ..")
+        return paths
 
     @field_validator("pass_env")
     @classmethod

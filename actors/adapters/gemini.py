@@ -338,6 +338,9 @@ class GeminiAdapter(AgentAdapter):
         '{"security":{"auth":{"selectedType":"gemini-api-key"}}} in ~/.gemini/settings.json'
     )
     trust_flag = "--skip-trust"
+    # 0.61.0's --help: "--acp  Starts the agent in ACP mode"; --experimental-acp is deprecated.
+    protocols = ("stream", "acp")
+    acp_args = ("--acp",)
     grant_dir_flag = "--include-directories"
     bypass_flags = ("--yolo", "-y", "yolo")
     error_patterns = GEMINI_ERRORS

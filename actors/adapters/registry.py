@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 
+from collections.abc import Mapping
+from typing import Any
+
+from meta_orchestrator.actors.adapters.acp import AcpDriven, ConfiguredAcpAdapter
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.codex import CodexAdapter
@@ -66,3 +70,40 @@ def unregister(name: str) -> None:
 def hooked_agent() -> AgentAdapter | None:
     """The CLI that takes the sandbox's tool hook in a settings file, if one is known."""
     return next((a for a in ADAPTERS.values() if a.hook_settings_flag), None)
+
+
+def driven(name: str, protocol: str | None) -> AgentAdapter:
+    """The adapter for ``name`` driven as ``[agents.<name>] protocol`` says (None: its own first way).
+
+    Raises:
+        KeyError: ``name`` is not one of the known agents.
+        ValueError: the CLI is not known to speak that protocol.
+    """
+    adapter = get_adapter(name)
+    if protocol is None or protocol in adapter.protocols[:1]:
+        return adapter
+    if protocol not in adapter.protocols:
+        raise ValueError(f"{name} cannot be driven over {protocol}; it speaks {', '.join(adapter.protocols)}")
+    return AcpDriven(adapter) if protocol == "acp" else adapter
+
+
+def register_configured(agents: Mapping[str, Any]) -> list[str]:
+    """Make every ``[agents.<name>] protocol = "acp"`` table that names no known CLI an agent
+    (``ConfiguredAcpAdapter``); one configured before under that name is replaced. Returns the names."""
+    made = []
+    for name, settings in agents.items():
+        if getattr(settings, "protocol", None) != "acp" or name in _BUILT_IN:
+            continue
+        current = ADAPTERS.get(name)
+        if current is not None and not isinstance(current, ConfiguredAcpAdapter):
+            continue  # a plug-in registered in code keeps its own adapter
+        if not settings.command:
+            raise ValueError(f'[agents.{name}] protocol = "acp" needs the command that starts it speaking ACP')
+        ADAPTERS.pop(name, None)
+        register(
+            ConfiguredAcpAdapter(
+                name, settings.command, settings.state_dirs, settings.state_copy, settings.install_hint
+            )
+        )
+        made.append(name)
+    return made

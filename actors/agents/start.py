@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
-from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.adapters.registry import driven
 from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.supervision.starting import start_actor, start_supervised
@@ -38,7 +38,7 @@ class AgentRuns:
     def worker_arguments(self, agent: str) -> dict[str, Any]:
         return {
             "agent": agent,
-            "adapter": get_adapter(agent),
+            "adapter": driven(agent, self.agents[agent].protocol),
             "agent_settings": self.agents[agent],
             "session_settings": self.settings.session,
             "session_id": self.session_id,

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 import psutil
-from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
+from meta_orchestrator.actors.adapters.registry import agent_names, driven, get_adapter, register_configured
 from meta_orchestrator.actors.agents.agent_env import agent_env
 from meta_orchestrator.actors.agents.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.cluster.cluster_auth import without_ray
@@ -124,12 +124,7 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     Raises:
         PreflightError: something must be fixed first; the message says what.
     """
-    unknown = [name for name in settings.agents if name not in agent_names()]
-    if unknown:
-        raise PreflightError(
-            f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
-            f"known agents: {', '.join(agent_names())}"
-        )
+    check_agents(settings)
     for given in (request.resume, request.session_id):
         if given is not None:
             try:
@@ -139,6 +134,7 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     resume_state: dict[str, Any] | None = None
     if request.resume:
         settings, request, resume_state = _resumed(settings, request)
+        check_agents(settings)
     elif request.demo:
         settings = demo_settings(settings)
     check_dashboard_reach(settings, request)
@@ -166,6 +162,31 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
         )
         save_launch(session_dir, first)
     return Prepared(request, settings, target, session_dir, session_id, MappingProxyType(env), agents_out, resume_state)
+
+
+def check_agents(settings: Settings) -> None:
+    """Every [agents.<name>] names a CLI an adapter knows (an ACP one by its table alone),
+    driven over a protocol it speaks.
+
+    Raises:
+        PreflightError: an unknown name, or a protocol the CLI does not speak.
+    """
+    try:
+        register_configured(settings.agents)
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
+    unknown = [name for name in settings.agents if name not in agent_names()]
+    if unknown:
+        raise PreflightError(
+            f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
+            f"known agents: {', '.join(agent_names())}; a CLI that speaks ACP is added with "
+            'protocol = "acp" and its command in its [agents.<name>] table'
+        )
+    for name, agent in settings.agents.items():
+        try:
+            driven(name, agent.protocol)
+        except ValueError as exc:
+            raise PreflightError(f"[agents.{name}] protocol: {exc}") from None
 
 
 def check_dashboard_reach(settings: Settings, request: LaunchRequest) -> None:

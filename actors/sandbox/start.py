@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pykka
+from meta_orchestrator.actors.adapters.acp import POLICY_ENV, POLICY_SHA256_ENV
 from meta_orchestrator.actors.adapters.registry import get_adapter, hooked_agent
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
@@ -59,8 +61,13 @@ def hooked_launch_env(settings: Settings, env: dict[str, str]) -> dict[str, str]
 
 
 def sandboxed(name: str, settings: Settings, guard: SupervisedRef | None) -> AgentSettings:
-    """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file."""
+    """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file;
+    for one driven over ACP, the policy (and its hash) its bridge asks the broker with."""
     agent = settings.agents[name]
+    if agent.protocol == "acp" and guard is not None:
+        policy = guard.ask(GetSandboxFiles(), timeout=10).policy
+        digest = hashlib.sha256(Path(policy).read_bytes()).hexdigest()
+        return agent.model_copy(update={"env": {**agent.env, POLICY_ENV: policy, POLICY_SHA256_ENV: digest}})
     flag = get_adapter(name).hook_settings_flag
     if flag is None or guard is None:
         return agent
@@ -78,8 +85,8 @@ def os_sandboxes(
 ) -> dict[str, OsSandbox]:
     """Per agent: every workspace of the user, the host's socket folders and ``secrets`` (files
     no agent may read) hidden (what DNS reads there shown), the private tmpfs sized, the host's
-    services cut off (Landlock); for the CLI with the tool hook, the hook's files and socket
-    shown read-only."""
+    services cut off (Landlock); for the CLI with the tool hook and those driven over ACP, the
+    policy and the guard's socket shown read-only."""
     if bwrap is None:
         return {}
     hidden = (*(str(w) for w in dict.fromkeys(workspaces)), *socket_dirs(), *secrets)
@@ -88,14 +95,16 @@ def os_sandboxes(
     ports = sandbox.allowed_ports() if sandbox.isolate_host_services else None
     hooked = hooked_agent()
     shown: tuple[str, ...] = ()
-    if guard is not None and hooked is not None:
+    asking = {name for name, agent in settings.agents.items() if agent.protocol == "acp"}
+    asking |= {hooked.name} if hooked is not None else set()
+    if guard is not None and asking:
         files = guard.ask(GetSandboxFiles(), timeout=10)
         shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
     return {
         name: OsSandbox(
             bwrap=bwrap,
             hidden=hidden,
-            readable=(*readable, *(shown if hooked is not None and name == hooked.name else ())),
+            readable=(*readable, *(shown if name in asking else ())),
             tmpfs_bytes=sandbox.private_tmp_bytes(settings.limits.for_agent(name).max_rss_mb),
             allow_connect=ports,
         )

@@ -1,0 +1,297 @@
+"""A CLI driven over ACP: the bridge (our ACP client) on the tests' own ACP agent, its parser,
+a CLI made an agent by configuration alone, and such an agent on a whole demo session's team."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from meta_orchestrator.actors.adapters import registry
+from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
+from meta_orchestrator.actors.adapters.base import Draft, LaunchSpec
+from meta_orchestrator.actors.app.prepare import PreflightError, check_agents
+from meta_orchestrator.actors.app.system import LaunchRequest, run
+from meta_orchestrator.actors.files.session_files import read_jsonl
+from meta_orchestrator.actors.history.event_pages import read_events_page, read_reviews
+from meta_orchestrator.config.settings import load_settings
+from tests.conftest import branch_files, session_store
+
+FIXTURE = Path(__file__).with_name("acp_agent.py")
+PYTHON = sys.executable
+
+
+def fixture_command(tag: str = "") -> tuple[str, ...]:
+    """The fixture agent's command; ``tag`` marks its process so a test can look for leftovers."""
+    return (PYTHON, str(FIXTURE), *((f"--tag={tag}",) if tag else ()))
+
+
+def bridge(
+    prompt: str, cwd: Path, *options: str, tag: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """The bridge as the worker runs it (``python -I -m ...``), on the fixture agent."""
+    argv = [PYTHON, "-I", "-m", "meta_orchestrator.actors.agents.acp_bridge", "--agent", "fixture", *options]
+    return subprocess.run(
+        [*argv, "--", *fixture_command(tag)],
+        input=prompt.encode(),
+        cwd=cwd,
+        capture_output=True,
+        env={**(env or {}), "ORCHESTRATE_DEMO_PACE": "0", "PATH": "/usr/bin:/bin"},
+        timeout=timeout,
+        check=False,
+        start_new_session=True,
+    )
+
+
+def parse(stdout: bytes, returncode: int) -> tuple[AcpParser, list[Draft]]:
+    parser = AcpParser("fixture", ConfiguredAcpAdapter("fixture", "x").error_patterns)
+    drafts = [d for line in stdout.splitlines() for d in parser.feed_line(line)]
+    return parser, drafts + parser.finish(returncode, ())
+
+
+def lines(stdout: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def no_process_tagged(tag: str) -> bool:
+    return not [p for p in psutil.process_iter(["cmdline"]) if f"--tag={tag}" in (p.info["cmdline"] or [])]
+
+
+def test_a_prompt_over_acp_gives_the_same_drafts_as_a_stream(tmp_path):
+    prompt = "Do the thing.\nACP:plan\nACP:write notes/a.txt\nACP:bash echo hi > b.txt\n"
+    done = bridge(prompt, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "notes" / "a.txt").is_file() and (tmp_path / "b.txt").read_text() == "hi\n"
+    said = lines(done.stdout)
+    # The prompt is never on the command line; it reached the agent over ACP.
+    assert said[0]["result"]["agentInfo"]["name"] == "acp-fixture"
+    [permission] = [s for s in said if s.get("bridge") == "permission"]
+    assert permission["tool"] == "Bash" and permission["tool_input"] == {"command": "echo hi > b.txt"}
+    assert (permission["decision"], permission["optionId"]) == ("allow", "yes-once")
+    parser, drafts = parse(done.stdout, done.returncode)
+    kinds = [(d.type, d.payload.kind) for d in drafts]
+    assert ("progress", "plan") in kinds
+    assert ("milestone", "marker") in kinds and ("progress", "marker") in kinds  # markers cut across chunks
+    calls = [d.payload for d in drafts if d.payload.kind == "tool_call"]
+    assert [c.tool for c in calls] == ["Write", "Bash"] and calls[0].file == str(tmp_path / "notes" / "a.txt")
+    assert [d.payload.file for d in drafts if d.payload.kind == "file_written"] == [str(tmp_path / "notes" / "a.txt")]
+    outcome = parser.outcome(writing=True)
+    assert outcome.success and outcome.session_id and outcome.total_tokens and outcome.total_tokens > 0
+    assert outcome.files_written == (str(tmp_path / "notes" / "a.txt"),)
+    assert "All done." in outcome.final_text and "ORCHESTRATE_EVENT" not in drafts[-1].payload.text
+
+
+def test_a_read_only_run_refuses_a_write_the_agent_asks_about(tmp_path):
+    done = bridge("ACP:ask-write out.txt\n", tmp_path, "--read-only")
+    assert done.returncode == 0
+    assert not (tmp_path / "out.txt").exists()
+    parser, drafts = parse(done.stdout, done.returncode)
+    [denial] = [d for d in drafts if d.type == "blocker"]
+    assert denial.payload.kind == "denial" and "read-only" in (denial.payload.text or "")
+    assert parser.outcome().permission_denials and parser.outcome().success
+
+
+def test_a_request_the_client_does_not_offer_gets_an_error_answer_and_the_run_goes_on(tmp_path):
+    done = bridge("ACP:unknown-request\n", tmp_path)
+    assert done.returncode == 0
+    said = lines(done.stdout)
+    assert any(s.get("bridge") == "notice" and "fs/mystery" in s["text"] for s in said)
+    parser, _ = parse(done.stdout, done.returncode)
+    assert "-32601" in parser.outcome().final_text
+
+
+@pytest.mark.parametrize(
+    ("keyword", "kind", "words"),
+    [
+        ("ACP:garbage", "garbage", "not JSON-RPC"),
+        ("ACP:die", "agent_exited", "exit code 3"),
+    ],
+)
+def test_garbage_or_an_agent_dying_mid_prompt_ends_the_run_clearly(tmp_path, keyword, kind, words):
+    tag = uuid.uuid4().hex
+    done = bridge(f"Start.\n{keyword}\nACP:bash echo late > late.txt\n", tmp_path, tag=tag, timeout=30)
+    assert done.returncode == 1
+    last = lines(done.stdout)[-1]  # the agent's stray line is not passed on: the bridge says what it was
+    assert (last["bridge"], last["kind"]) == ("error", kind) and words in last["text"]
+    assert not (tmp_path / "late.txt").exists()
+    assert no_process_tagged(tag)  # the agent is not left running
+    parser, drafts = parse(done.stdout, done.returncode)
+    outcome = parser.outcome()
+    assert not outcome.success and words in (outcome.error or "")
+    [ended] = [d for d in drafts if d.payload.kind == "acp"]
+    assert ended.payload.terminal and ended.payload.details["cause"] == "crash"
+
+
+def test_an_agents_error_answer_is_classified_through_its_error_rows(tmp_path):
+    done = bridge("ACP:auth-error\n", tmp_path)
+    assert done.returncode == 1
+    parser, drafts = parse(done.stdout, done.returncode)
+    [ended] = [d for d in drafts if d.payload.kind == "acp"]
+    assert ended.payload.terminal and ended.payload.details["cause"] == "auth"
+    assert "Authentication required" in (parser.outcome().error or "")
+
+
+def test_a_stop_reason_other_than_end_turn_is_a_failed_run(tmp_path):
+    done = bridge("ACP:stop max_turn_requests\n", tmp_path)
+    parser, drafts = parse(done.stdout, done.returncode)
+    assert done.returncode == 0 and not parser.outcome().success
+    [ended] = [d for d in drafts if d.payload.kind == "result"]
+    assert ended.type == "error" and ended.payload.details["cause"] == "turn_cap"
+
+
+def test_resuming_loads_the_session_without_replaying_it_as_this_runs_events(tmp_path):
+    first = bridge("Hello.\n", tmp_path)
+    session_id = next(s["sessionId"] for s in lines(first.stdout) if s.get("bridge") == "session")
+    again = bridge("Go on.\n", tmp_path, "--resume", session_id)
+    assert again.returncode == 0
+    [session] = [s for s in lines(again.stdout) if s.get("bridge") == "session"]
+    assert session == {"bridge": "session", "sessionId": session_id, "loaded": True, "replayed": 1}
+    assert b"an earlier turn" not in again.stdout
+    assert parse(again.stdout, 0)[0].outcome().session_id == session_id
+
+
+def test_bad_setup_is_a_clear_line_and_no_agent_is_started(tmp_path):
+    policy = tmp_path / "policy.json"
+    policy.write_text("{}")
+    done = bridge("Hello.\n", tmp_path, "--policy", str(policy), "--policy-sha256", "0" * 64)
+    assert done.returncode == 2
+    [said] = lines(done.stdout)
+    assert said["bridge"] == "error" and "was changed" in said["text"]
+
+
+# -- adapters ---------------------------------------------------------------------------------------
+
+
+def test_the_launch_is_the_bridge_with_the_prompt_on_stdin_and_the_policy_out_of_the_agents_env(tmp_path):
+    spec = LaunchSpec(
+        executable=("myagent", "acp"),
+        prompt="secret prompt",
+        workdir=tmp_path,
+        mode="read_only",
+        resume_session_id="s-1",
+        extra_args=("--fast",),
+        env={"ORCHESTRATE_ACP_POLICY": "/p.json", "ORCHESTRATE_ACP_POLICY_SHA256": "ab", "HOME": "/h"},
+    )
+    launch = ConfiguredAcpAdapter("mine", "myagent acp").build_launch(spec)
+    argv = list(launch.argv)
+    assert argv[:4] == [sys.executable, "-I", "-m", "meta_orchestrator.actors.agents.acp_bridge"]
+    assert argv[argv.index("--") :] == ["--", "myagent", "acp", "--fast"]
+    assert {"--read-only", "--policy", "/p.json", "--policy-sha256", "ab", "--resume", "s-1"} <= set(argv)
+    assert "secret prompt" not in " ".join(argv) and launch.stdin == b"secret prompt"
+    assert launch.env == {"HOME": "/h"} and launch.cwd == tmp_path
+    assert bridge_launch("x", spec, ("a",)).argv[-2:] == ("--", "a")
+
+
+def test_gemini_over_acp_keeps_what_its_adapter_knows(tmp_path):
+    gemini = registry.get_adapter("gemini")
+    driven = registry.driven("gemini", "acp")
+    assert isinstance(driven, AcpDriven) and driven.state_places == gemini.state_places
+    assert set(gemini.error_patterns) <= set(driven.error_patterns) and driven.hook_settings_flag is None
+    launch = driven.build_launch(
+        LaunchSpec(executable=("gemini",), prompt="p", workdir=tmp_path, extra_dirs=(tmp_path,))
+    )
+    cut = launch.argv.index("--")
+    assert launch.argv[cut:] == ("--", "gemini", "--acp", "--skip-trust", "--include-directories", str(tmp_path))
+    assert registry.driven("gemini", None) is gemini and registry.driven("gemini", "stream") is gemini
+    with pytest.raises(ValueError, match="cannot be driven over acp"):
+        registry.driven("claude", "acp")
+
+
+@pytest.fixture
+def forget_configured() -> Iterator[None]:
+    before = set(registry.agent_names())
+    yield
+    for name in set(registry.agent_names()) - before:
+        registry.unregister(name)
+
+
+def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path, forget_configured):
+    settings = load_settings(
+        None,
+        {
+            "agents.helper": {
+                "share_min": 0.1,
+                "share_max": 0.5,
+                "protocol": "acp",
+                "command": "helper-cli --acp",
+                "state_dirs": [".helper"],
+                "state_copy": ["config.json"],
+                "install_hint": "pipx install helper-cli",
+            }
+        },
+    )
+    check_agents(settings)
+    adapter = registry.get_adapter("helper")
+    assert isinstance(adapter, ConfiguredAcpAdapter) and adapter.protocols == ("acp",)
+    assert adapter.install_hint() == "pipx install helper-cli" and adapter.default_executable == "helper-cli"
+    [place] = adapter.cli_state({"HOME": str(tmp_path)}).places
+    assert place.real == tmp_path / ".helper" and place.copied == ("config.json",)
+    with pytest.raises(PreflightError, match='no adapter knows.*protocol = "acp"'):
+        check_agents(load_settings(None, {"agents.stranger": {"share_min": 0.1, "share_max": 0.5}}))
+    with pytest.raises(PreflightError, match="needs the command"):
+        check_agents(load_settings(None, {"agents.nocmd": {"share_min": 0.1, "share_max": 0.5, "protocol": "acp"}}))
+    with pytest.raises(PreflightError, match="claude cannot be driven over acp"):
+        check_agents(load_settings(None, {"agents.claude.protocol": "acp"}))
+    with pytest.raises(Exception, match="relative to"):
+        load_settings(None, {"agents.helper": {"share_min": 0, "share_max": 1, "state_dirs": ["/etc"]}})
+
+
+# -- on a team --------------------------------------------------------------------------------------
+
+
+def acp_team_settings(tmp_path: Path, **overrides: Any):
+    return load_settings(
+        None,
+        {
+            "workspace": str(tmp_path / "ws"),
+            "agents.fixture": {
+                "share_min": 0.3,
+                "share_max": 0.7,
+                "protocol": "acp",
+                "command": " ".join(fixture_command()),
+            },
+            "agents.gemini.enabled": False,
+            "session.roles.architect": "fixture",
+            "session.roles.implementer": "fixture",
+            **overrides,
+        },
+    )
+
+
+@pytest.mark.session
+def test_a_configured_acp_agent_plays_its_roles_in_a_whole_demo_session(tmp_path, demo_env, forget_configured):
+    code = run(
+        acp_team_settings(tmp_path),
+        LaunchRequest(
+            task="Add a /health endpoint", target=None, demo=True, dashboard=False, console=False, env=demo_env
+        ),
+    )
+    assert code == 0
+    (session,) = [p for p in (tmp_path / "ws").iterdir() if p.is_dir()]
+    state = json.loads((session / "state.json").read_text())
+    assert state["status"] == "completed"
+    by_id = {a["id"]: a for a in state["assignments"]}
+    assert by_id["implement"]["agent"] == "fixture" and by_id["implement"]["status"] == "completed"
+    assert any(f.endswith(".py") for f in by_id["implement"]["files_written"])
+    written = branch_files(session_store(session), f"orchestrate/{state['session_id']}")
+    assert "docs/DESIGN.md" in written and any(f.startswith("app/") and f != "app/main.py" for f in written)
+    records = read_jsonl(session / "fixture.jsonl").records
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    kinds = {(r["type"], r["payload"].get("kind")) for r in records}
+    assert {("status", "init"), ("progress", "tool_call"), ("milestone", "file_written"), ("review", "result")} <= kinds
+    assert ("status", "permission") in kinds  # its shell call was decided by the broker before it ran
+    launch = next(r for r in records if r["payload"].get("kind") == "launch")
+    assert "acp_bridge" in launch["payload"]["text"] and "--policy" in launch["payload"]["text"]
+    # Its work was reviewed by a peer, as a built-in CLI's is.
+    reviews = read_reviews(session)
+    assert reviews and any("fixture" in json.dumps(r["files"]) for r in reviews)
+    # The dashboard's history API serves its events like any agent's.
+    page = read_events_page(session, None, agent="fixture")
+    assert page["events"] and {e["agent"] for e in page["events"]} == {"fixture"}
