@@ -87,6 +87,7 @@ class AcpParser(GuardedParser):
         self._turn_chars = 0
         self._tools: dict[str, dict[str, Any]] = {}  # toolCallId -> the call as last told
         self._denied: set[str] = set()
+        self._announced: set[str] = set()
 
     def feed_object(self, obj: dict[str, Any]) -> list[Draft]:
         """Name each line's type (a bridge line, an update, a request, an answer) and dispatch."""
@@ -106,6 +107,10 @@ class AcpParser(GuardedParser):
             return self._on_update(name, as_dict(as_dict(obj.get("params")).get("update")))
         if kind == "bridge":
             return self._on_bridge(name, obj)
+        if kind == "request" and name == "session/request_permission":
+            # Some agents (gemini 0.61) announce a call only in this request, before it runs.
+            call = as_dict(as_dict(obj.get("params")).get("toolCall"))
+            return [*self._markers.flush(), *self._on_tool({**call, "sessionUpdate": "permission_request"})]
         if kind == "request":
             return [draft("status", kind="acp_request", text=name)]
         error = obj.get("error")
@@ -153,7 +158,8 @@ class AcpParser(GuardedParser):
         known.update({k: v for k, v in update.items() if v is not None and k != "sessionUpdate"})
         status = as_str(update.get("status"))
         drafts: list[Draft] = []
-        if update.get("sessionUpdate") == "tool_call":
+        if call_id not in self._announced:  # the call itself, once, before what became of it
+            self._announced.add(call_id)
             drafts.append(self._call_draft(call_id, known))
         if status in ("completed", "failed"):
             drafts += self._result_drafts(call_id, known, status == "completed")
@@ -161,6 +167,8 @@ class AcpParser(GuardedParser):
 
     def _call_draft(self, call_id: str, call: dict[str, Any]) -> Draft:
         raw = as_dict(call.get("rawInput"))
+        if as_str(call.get("kind")) == "execute" and not as_str(raw.get("command")) and as_str(call.get("title")):
+            raw = {**raw, "command": call["title"]}  # gemini names the command only in the title
         path = _path_of(call)
         summary = as_str(call.get("title")) or as_str(raw.get("command")) or path or call_id
         return draft(
@@ -252,10 +260,7 @@ class AcpParser(GuardedParser):
 
     def _on_result(self, obj: dict[str, Any]) -> list[Draft]:
         self.session_id = as_str(obj.get("sessionId")) or self.session_id
-        usage = as_dict(obj.get("usage")) or as_dict(as_dict(obj.get("meta")).get("usage"))
-        if usage:
-            self.usage = usage
-            self.total_tokens = as_int(usage.get("totalTokens")) or as_int(usage.get("total_tokens"))
+        self._take_usage(as_dict(obj.get("usage")), as_dict(obj.get("meta")))
         stop = as_str(obj.get("stopReason")) or "?"
         if stop == "end_turn":
             self.final_text = "".join(self._turn_text).strip()
@@ -285,6 +290,17 @@ class AcpParser(GuardedParser):
                 details={"cause": cause, "stop_reason": stop},
             )
         ]
+
+    def _take_usage(self, usage: dict[str, Any], meta: dict[str, Any]) -> None:
+        """ACP's ``usage`` (``totalTokens``), or gemini's ``_meta.quota.token_count``."""
+        counted = as_dict(as_dict(meta.get("quota")).get("token_count"))
+        if usage:
+            self.usage = usage
+            self.total_tokens = as_int(usage.get("totalTokens")) or as_int(usage.get("total_tokens"))
+        elif counted:
+            self.usage = counted
+            parts = [as_int(counted.get(k)) for k in ("input_tokens", "output_tokens")]
+            self.total_tokens = sum(p for p in parts if p is not None) or None
 
     def _cause(self, text: str) -> dict[str, Any]:
         """The error class of ``text``: this agent's rows first, then the common table."""
@@ -345,6 +361,8 @@ def bridge_launch(name: str, spec: LaunchSpec, agent_argv: tuple[str, ...]) -> L
         argv.append("--read-only")
     if spec.resume_session_id:
         argv += ["--resume", spec.resume_session_id]
+    if spec.model:
+        argv += ["--model", spec.model]
     return Launch(tuple([*argv, "--", *agent_argv]), env, spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
 

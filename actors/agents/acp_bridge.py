@@ -1,12 +1,13 @@
 """The ACP client a run over ACP is: ``python -I -m meta_orchestrator.actors.agents.acp_bridge
-[--policy <file> --policy-sha256 <hex>] [--agent NAME] [--read-only] [--resume ID] -- <agent command...>``.
+[--policy <file> --policy-sha256 <hex>] [--agent NAME] [--read-only] [--resume ID] [--model M] -- <agent command...>``.
 
 The worker starts this as the run's process, inside the OS sandbox, with the prompt on stdin
 (never in argv). It starts the agent's ACP command as its child (same process group, so a
 pause or a stop reaches both; killed with it), and drives it over the child's stdio: JSON-RPC
 2.0, one message a line: ``initialize`` (no fs or terminal capability offered: the agent uses
 its own tools, which is what the sandbox confines), ``session/new`` (cwd = the run's folder,
-no MCP servers) or ``session/load`` when resuming and the agent can, then ``session/prompt``.
+no MCP servers) or ``session/load`` when resuming and the agent can, ``session/set_model`` when
+the run names a model, then ``session/prompt``.
 
 Before a tool runs the agent asks ``session/request_permission``; the answer is
 ``tool_broker.decide``'s, the one decision every CLI's calls get, with the call in the policy's
@@ -228,8 +229,8 @@ class Bridge:
         return {"outcome": {"outcome": "selected", "optionId": option}}
 
 
-def run_session(bridge: Bridge, prompt: str, cwd: str, resume: str | None) -> str:
-    """initialize, a session (new or loaded), the prompt; returns the stop reason."""
+def run_session(bridge: Bridge, prompt: str, cwd: str, resume: str | None, model: str | None = None) -> str:
+    """initialize, a session (new or loaded), its model, the prompt; returns the stop reason."""
     init = bridge.request(
         "initialize",
         {
@@ -253,10 +254,22 @@ def run_session(bridge: Bridge, prompt: str, cwd: str, resume: str | None) -> st
         if not isinstance(session_id, str):
             raise BridgeError("protocol", "the agent's session/new answer names no sessionId")
         bridge.note("session", sessionId=session_id, loaded=False)
+    if model:
+        choose_model(bridge, session_id, model)
     result = bridge.request("session/prompt", {"sessionId": session_id, "prompt": [{"type": "text", "text": prompt}]})
     stop = result.get("stopReason")
     bridge.note("result", sessionId=session_id, stopReason=stop, usage=result.get("usage"), meta=result.get("_meta"))
     return str(stop)
+
+
+def choose_model(bridge: Bridge, session_id: str, model: str) -> None:
+    """ACP's (unstable) ``session/set_model``; an agent without it keeps its own model, said so."""
+    try:
+        bridge.request("session/set_model", {"sessionId": session_id, "modelId": model})
+    except BridgeError as exc:
+        if exc.kind != "rpc_error":
+            raise
+        bridge.note("notice", kind="model_not_set", text=f"the model stays the agent's own: {exc}")
 
 
 def load_policy(path: str, digest: str, agent: str) -> Policy:
@@ -317,6 +330,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--agent", default="")
     parser.add_argument("--read-only", action="store_true")
     parser.add_argument("--resume", default=None)
+    parser.add_argument("--model", default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -354,7 +368,7 @@ def main(argv: list[str]) -> int:
     ended = False
     try:
         bridge = Bridge(child, out, make_judge(policy, args.read_only, cwd))
-        run_session(bridge, prompt, cwd, args.resume)
+        run_session(bridge, prompt, cwd, args.resume, args.model)
         ended = True
         return 0
     except BridgeError as exc:

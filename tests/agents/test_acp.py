@@ -157,6 +157,14 @@ def test_resuming_loads_the_session_without_replaying_it_as_this_runs_events(tmp
     assert parse(again.stdout, 0)[0].outcome().session_id == session_id
 
 
+def test_a_model_the_agent_cannot_choose_is_a_notice_and_the_run_goes_on(tmp_path):
+    done = bridge("Hello.\n", tmp_path, "--model", "big-model")
+    assert done.returncode == 0
+    [notice] = [s for s in lines(done.stdout) if s.get("bridge") == "notice"]
+    assert notice["kind"] == "model_not_set" and "session/set_model" in notice["text"]
+    assert parse(done.stdout, 0)[0].outcome().success
+
+
 def test_bad_setup_is_a_clear_line_and_no_agent_is_started(tmp_path):
     policy = tmp_path / "policy.json"
     policy.write_text("{}")
@@ -176,6 +184,7 @@ def test_the_launch_is_the_bridge_with_the_prompt_on_stdin_and_the_policy_out_of
         workdir=tmp_path,
         mode="read_only",
         resume_session_id="s-1",
+        model="m-1",
         extra_args=("--fast",),
         env={"ORCHESTRATE_ACP_POLICY": "/p.json", "ORCHESTRATE_ACP_POLICY_SHA256": "ab", "HOME": "/h"},
     )
@@ -183,7 +192,9 @@ def test_the_launch_is_the_bridge_with_the_prompt_on_stdin_and_the_policy_out_of
     argv = list(launch.argv)
     assert argv[:4] == [sys.executable, "-I", "-m", "meta_orchestrator.actors.agents.acp_bridge"]
     assert argv[argv.index("--") :] == ["--", "myagent", "acp", "--fast"]
-    assert {"--read-only", "--policy", "/p.json", "--policy-sha256", "ab", "--resume", "s-1"} <= set(argv)
+    assert {"--read-only", "--policy", "/p.json", "--policy-sha256", "ab", "--resume", "s-1", "--model", "m-1"} <= set(
+        argv
+    )
     assert "secret prompt" not in " ".join(argv) and launch.stdin == b"secret prompt"
     assert launch.env == {"HOME": "/h"} and launch.cwd == tmp_path
     assert bridge_launch("x", spec, ("a",)).argv[-2:] == ("--", "a")

@@ -19,7 +19,7 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude only: a Bash tool call running the rest of the line; once
+``SCRIPT:bash <command>``  claude and gemini: a shell tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
@@ -637,6 +637,10 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [
                 {"functionCall": {"name": "write_file", "args": {"file_path": file_path, "content": WRITE_CONTENT}}}
             ]
+            rec.answered = "tool_call"
+            chunks = [_gemini_chunk(parts, finish=True, model=model)]
+        elif script and script.kind == "bash" and not has_result:  # gemini's shell tool
+            parts = [{"functionCall": {"name": "run_shell_command", "args": {"command": script.arg}}}]
             rec.answered = "tool_call"
             chunks = [_gemini_chunk(parts, finish=True, model=model)]
         else:
