@@ -75,11 +75,14 @@ class Prepared:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The same settings with every agent's command pointed at the built-in demo agents."""
+    """The same settings with every agent's command pointed at the built-in demo agents (which
+    print their CLI's stream: a built-in CLI set to another protocol is driven by its stream)."""
     agents = {}
     for name, agent in settings.agents.items():
-        cmd = shlex.join(get_adapter(name).demo_argv())
-        agents[name] = agent.model_copy(update={"command": cmd})
+        adapter = get_adapter(name)
+        cmd = shlex.join(adapter.demo_argv())
+        own = agent.protocol if agent.protocol in adapter.protocols[:1] else None
+        agents[name] = agent.model_copy(update={"command": cmd, "protocol": own})
     return settings.model_copy(update={"agents": agents})
 
 

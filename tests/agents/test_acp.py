@@ -17,7 +17,7 @@ import pytest
 from meta_orchestrator.actors.adapters import registry
 from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
 from meta_orchestrator.actors.adapters.base import Draft, LaunchSpec
-from meta_orchestrator.actors.app.prepare import PreflightError, check_agents
+from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, demo_settings
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.history.event_pages import read_events_page, read_reviews
@@ -244,6 +244,9 @@ def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path, forget_configur
     assert adapter.install_hint() == "pipx install helper-cli" and adapter.default_executable == "helper-cli"
     [place] = adapter.cli_state({"HOME": str(tmp_path)}).places
     assert place.real == tmp_path / ".helper" and place.copied == ("config.json",)
+    # The demo agents print their CLI's stream: a built-in CLI set to ACP is driven by it in a demo.
+    demo = demo_settings(load_settings(None, {"agents.gemini.protocol": "acp"}))
+    assert demo.agents["gemini"].protocol is None
     with pytest.raises(PreflightError, match='no adapter knows.*protocol = "acp"'):
         check_agents(load_settings(None, {"agents.stranger": {"share_min": 0.1, "share_max": 0.5}}))
     with pytest.raises(PreflightError, match="needs the command"):
