@@ -65,7 +65,8 @@ _BRIDGE_EXITS: dict[int, tuple[str, bool | None]] = {
 
 
 def acp_errors(name: str) -> tuple[ErrorPattern, ...]:
-    """Rows every ACP agent shares: the bridge's own words for what went wrong."""
+    """Rows every CLI driven over ACP shares (``name`` "*": Recovery's generic table): the ACP
+    client's own words for what went wrong."""
     return (
         error_pattern(name, "auth", r"Authentication required|answered \S+ with error -32000", source="ACP"),
         error_pattern(name, "crash", r"closed its output before answering|stopped reading its input", source="bridge"),
@@ -381,7 +382,7 @@ class AcpDriven(AgentAdapter):
         for attribute in ("package", "credentials", "trust_flag", "grant_dir_flag", "bypass_flags", "advice"):
             setattr(self, attribute, getattr(base, attribute))
         self.colour, self.vendor_env, self.state_places = base.colour, base.vendor_env, base.state_places
-        self.error_patterns = (*base.error_patterns, *acp_errors(base.name))
+        self.error_patterns = base.error_patterns  # the ACP client's own rows are the generic table's
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The bridge with ``<cli> <acp_args> [trust flag] [folder grants] <extra args>``."""
@@ -391,7 +392,7 @@ class AcpDriven(AgentAdapter):
         return bridge_launch(self.name, spec, agent)
 
     def new_parser(self) -> AcpParser:
-        return AcpParser(self.name, self.error_patterns)
+        return AcpParser(self.name, (*self.error_patterns, *acp_errors(self.name)))
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
         return self.base.cli_state(env, folders)
@@ -435,7 +436,7 @@ class ConfiguredAcpAdapter(AgentAdapter):
         self.command = argv
         self.default_executable = argv[0]
         self.credentials = f"what {argv[0]} itself needs (pass its variables with [agents.{name}] pass_env)"
-        self.error_patterns = acp_errors(name)
+        self.error_patterns = ()  # the ACP client's rows are the generic table's (``acp_errors``)
         self._install = install
         # Each state folder gets the session's private copy; ``state_copy`` names what of the
         # user's is copied into it (its settings, its login).
@@ -451,7 +452,7 @@ class ConfiguredAcpAdapter(AgentAdapter):
         return bridge_launch(self.name, spec, (*spec.executable, *spec.extra_args))
 
     def new_parser(self) -> AcpParser:
-        return AcpParser(self.name, self.error_patterns)
+        return AcpParser(self.name, (*self.error_patterns, *acp_errors(self.name)))
 
     def install_hint(self) -> str:
         return self._install or f"put {self.default_executable} on PATH or set [agents.{self.name}] command"

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from meta_orchestrator.actors.adapters.errors import ErrorPattern, error_pattern
+from meta_orchestrator.actors.adapters.acp import acp_errors
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
 
 # Classes in the order they are tried: the cause of a failure before its side effects
@@ -41,12 +42,14 @@ CAUSE_ORDER: tuple[str, ...] = (
 )
 
 # The rows that hold for every CLI: what the worker itself reports (process_host.describe_spawn_error,
-# remote_workdir.finish). Each CLI's own rows live with its adapter (``AgentAdapter.error_patterns``).
+# remote_workdir.finish), and the ACP client for every CLI driven over ACP. Each CLI's own rows
+# live with its adapter (``AgentAdapter.error_patterns``).
 GENERIC_PATTERNS: tuple[ErrorPattern, ...] = (
     error_pattern("*", "node_lost", r"^node lost: the cluster node .* was lost", source="worker"),
     error_pattern("*", "not_installed", r"executable '(?P<exe>[^']+)' not found", source="worker"),
     error_pattern("*", "not_installed", r"executable '(?P<exe>[^']+)' is not executable", source="worker"),
     error_pattern("*", "bad_workdir", r"working directory (?P<path>\S+) does not exist", source="worker"),
+    *acp_errors("*"),
 )
 
 

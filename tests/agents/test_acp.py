@@ -16,6 +16,7 @@ import pytest
 
 from meta_orchestrator.actors.adapters import registry
 from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
+from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
 from meta_orchestrator.actors.adapters.base import Draft, LaunchSpec
 from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, demo_settings
 from meta_orchestrator.actors.app.system import LaunchRequest, run
@@ -51,7 +52,7 @@ def bridge(
 
 
 def parse(stdout: bytes, returncode: int) -> tuple[AcpParser, list[Draft]]:
-    parser = AcpParser("fixture", ConfiguredAcpAdapter("fixture", "x").error_patterns)
+    parser = ConfiguredAcpAdapter("fixture", "x").new_parser()
     drafts = [d for line in stdout.splitlines() for d in parser.feed_line(line)]
     return parser, drafts + parser.finish(returncode, ())
 
@@ -135,6 +136,9 @@ def test_an_agents_error_answer_is_classified_through_its_error_rows(tmp_path):
     parser, drafts = parse(done.stdout, done.returncode)
     [ended] = [d for d in drafts if d.payload.kind == "acp"]
     assert ended.payload.terminal and ended.payload.details["cause"] == "auth"
+    # Recovery reads the same words the same way, for gemini over ACP as for a configured CLI.
+    found = classify_run(Evidence(agent="gemini", lines=(ended.payload.text,), returncode=1))
+    assert found is not None and found.cause == "auth"
     assert "Authentication required" in (parser.outcome().error or "")
 
 
