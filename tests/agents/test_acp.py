@@ -22,6 +22,7 @@ from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, d
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.history.event_pages import read_events_page, read_reviews
+from meta_orchestrator.actors.history.replay import Timeline, snapshot_at
 from meta_orchestrator.config.settings import load_settings
 from tests.conftest import branch_files, session_store
 
@@ -313,3 +314,10 @@ def test_a_configured_acp_agent_plays_its_roles_in_a_whole_demo_session(tmp_path
     # The dashboard's history API serves its events like any agent's.
     page = read_events_page(session, None, agent="fixture")
     assert page["events"] and {e["agent"] for e in page["events"]} == {"fixture"}
+    # The dashboard's snapshot (as a browser opening the finished session gets it) shows it.
+    with Timeline(session, registry.agent_names()) as timeline:
+        start, end = timeline.bounds()  # type: ignore[misc]
+        text, _page, _seq = snapshot_at(timeline, end, start)
+    snapshot = json.loads(text)["data"]
+    assert "fixture" in {w["agent"] for w in snapshot["workers"]}
+    assert any(e["agent"] == "fixture" for e in snapshot["events"])
