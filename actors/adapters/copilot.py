@@ -48,6 +48,8 @@ _ERROR_TYPES: dict[str, tuple[str, bool]] = {
     "authentication": ("auth", False),
     "rate_limit": ("rate_limit", True),
 }
+# Lasting events that only mark the rhythm of a run.
+_QUIET = MappingProxyType({"assistant.turn_start": "turn_start", "assistant.turn_end": "turn_end"})
 # Secrets copilot strips from its shell's environment and redacts from output (--secret-env-vars).
 SECRET_VARS = ("COPILOT_PROVIDER_API_KEY", "COPILOT_PROVIDER_BEARER_TOKEN", "COPILOT_GITHUB_TOKEN")
 # Review runs: the rules that refuse every file tool (create, edit) and every shell command.
@@ -74,6 +76,10 @@ class CopilotParser(GuardedParser):
     def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
         data = require_dict(obj, "data")
         match type_:
+            case "session.start":  # written to session-state/<id>/events.jsonl; 1.0.102 -p does not print it
+                self.session_id = as_str(data.get("sessionId")) or self.session_id
+                model = as_str(data.get("selectedModel"))
+                return [draft("status", kind="init", session_id=self.session_id, model=model, text="session started")]
             case "user.message":
                 return [draft("status", kind="prompt_echo", text=clip(as_str(data.get("content"))))]
             case "assistant.message":
@@ -87,7 +93,7 @@ class CopilotParser(GuardedParser):
                 return self._on_error(data)
             case "result":
                 return self._on_result(obj)
-        return [draft("status", kind=type_.rpartition(".")[2] or "unknown", text=type_)]
+        return [draft("status", kind=_QUIET.get(type_, "unknown"), text=type_)]
 
     def _on_message(self, data: dict[str, Any]) -> list[Draft]:
         """The whole text of one model turn (markers complete), then its tool calls."""

@@ -51,8 +51,8 @@ def copilot_cache() -> Iterator[Path]:
 class CopilotRig:
     """One run's world: fresh HOME and workspace, copilot pointed at the server (BYOK)."""
 
-    def __init__(self, bin_dir: Path, server: ScriptedModelServer, root: Path, cache: Path) -> None:
-        self.server = server
+    def __init__(self, bin_dir: Path, model_server: ScriptedModelServer, root: Path, cache: Path) -> None:
+        self.server = model_server
         self.exe = str(bin_dir / "copilot")
         self.home, self.work = root / "home", (root / "work").resolve()
         for folder in (self.home, self.work):
@@ -64,7 +64,7 @@ class CopilotRig:
             "NO_COLOR": "1",
             "XDG_CACHE_HOME": str(cache),
             "COPILOT_PROVIDER_TYPE": "anthropic",
-            "COPILOT_PROVIDER_BASE_URL": server.url,
+            "COPILOT_PROVIDER_BASE_URL": model_server.url,
             "COPILOT_PROVIDER_API_KEY": "sk-copilot-mock",
             "COPILOT_MODEL": MODEL,
         }
@@ -161,7 +161,7 @@ def test_api_errors_are_classified(rig: CopilotRig, status: int, cause: str, ret
     if status == 401:
         assert f"Authentication failed with provider at {rig.server.url} (HTTP 401)" in text, text
     else:
-        assert f"retried 5 times" in text and f"Last error: {status} {error_message(status)}" in text, text
+        assert "retried 5 times" in text and f"Last error: {status} {error_message(status)}" in text, text
     assert not res.outcome.success and not res.of("review")
     assert _classified(res) == cause, res.describe()
     # Copilot's own retries (measured): 401 three tries, 429 and 500 one plus five retries.
