@@ -7,9 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.config.settings import load_settings
 from tests.conftest import session_store
+
+pytestmark = pytest.mark.session
 
 
 def test_a_demo_session_with_every_role_on_copilot_completes(tmp_path: Path, demo_env: dict[str, str]) -> None:

@@ -136,6 +136,7 @@ def test_copilot_inside_the_os_sandbox_writes_in_the_checkout_and_not_in_the_use
     assert any("following rules: `write`" in d for d in reviewed.outcome.permission_denials), reviewed.outcome
 
 
+@pytest.mark.session
 def test_a_whole_session_where_the_real_copilot_implements(
     cli_bin: Path,  # noqa: F811
     server: ScriptedModelServer,  # noqa: F811
