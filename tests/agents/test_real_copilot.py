@@ -18,7 +18,11 @@ import pytest
 
 from meta_orchestrator.actors.adapters.base import LaunchSpec
 from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
+from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+from tests.agents import test_prompt_delivery as prompt_delivery
 from tests.agents.test_real_clis import (  # noqa: F401 - fixtures
     AdapterRun,
     cli_bin,
@@ -26,6 +30,7 @@ from tests.agents.test_real_clis import (  # noqa: F401 - fixtures
     run_process,
     server,
 )
+from tests.conftest import ProbeHandle
 from tests.realcli.model_server import (
     MARKER_ANSWER,
     MARKER_TEXT,
@@ -195,3 +200,43 @@ def test_a_path_outside_the_workspace_is_denied_headless(rig: CopilotRig) -> Non
     denials = res.of("blocker", "denial")
     assert denials and "no interactive user response was available" in (denials[0].payload.text or ""), res.describe()
     assert _classified(res) == "outside_path", res.describe()
+
+
+@pytest.mark.parametrize("sandboxed", [False, True])
+def test_the_whole_prompt_goes_on_stdin_and_no_command_line_shows_it(
+    sandboxed: bool,
+    cli_bin: Path,  # noqa: F811
+    server: ScriptedModelServer,  # noqa: F811
+    tmp_path: Path,
+    probe: ProbeHandle,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review-sized prompt, held at the server: no command line holds it, the model gets it
+    whole, on a first and on a resumed run (prompt_delivery's check, for copilot)."""
+    monkeypatch.setitem(prompt_delivery.API, "copilot", "anthropic")
+    root = Path(tempfile.mkdtemp(prefix="orch-copilot-prompt-", dir="/var/tmp"))  # the home visible inside
+    try:
+        rig = CopilotRig(cli_bin, server, root, root / "cache")
+        del rig.env["XDG_CACHE_HOME"]  # ~/.cache/copilot, as a user has it
+        session_dir = tmp_path / "session"
+        session_dir.mkdir()
+        worker = Worker.start(
+            agent="copilot",
+            adapter=get_adapter("copilot"),
+            agent_settings=AgentSettings(command=rig.exe, share_min=0.1, share_max=0.5),
+            session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=90),
+            session_id="prompt-test",
+            session_dir=session_dir,
+            target=rig.work,
+            base_env={**rig.env, **prompt_delivery.SECRET},
+            sandbox=OsSandbox(bwrap=request.getfixturevalue("bwrap")) if sandboxed else None,
+        )
+        try:
+            session_id = prompt_delivery._held_run(worker, probe, server, "copilot", None, sandboxed)
+            assert session_id
+            prompt_delivery._held_run(worker, probe, server, "copilot", session_id, sandboxed)
+        finally:
+            worker.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
