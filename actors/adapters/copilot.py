@@ -347,7 +347,7 @@ class CopilotAdapter(AgentAdapter):
         if spec.model:
             argv += ["--model", spec.model]
         if spec.resume_session_id:
-            argv.append(f"--resume={spec.resume_session_id}")
+            argv += ["--resume", spec.resume_session_id]  # the id a word of its own, as history reads it
         argv += spec.extra_args
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
         env.setdefault("COPILOT_AUTO_UPDATE", "false")

@@ -42,14 +42,15 @@ def test_review_runs_deny_every_write_and_shell_rule_and_the_rest_is_passed() ->
     argv, _env, _stdin = _launch(
         mode="read_only", extra_dirs=(Path("/scratch"),), model="m1", resume_session_id="abc", extra_args=("--x",)
     )
-    assert argv[-8:] == (
+    assert argv[-9:] == (
         "--deny-tool=write",
         "--deny-tool=shell",
         "--add-dir",
         "/scratch",
         "--model",
         "m1",
-        "--resume=abc",
+        "--resume",
+        "abc",
         "--x",
     )
 
