@@ -350,6 +350,9 @@ class CopilotAdapter(AgentAdapter):
             argv += ["--resume", spec.resume_session_id]  # the id a word of its own, as history reads it
         argv += spec.extra_args
         env = dict(spec.env)  # a copy: the caller's mapping is shared between runs
+        # Exactly "true" also trusts the working folder: its hooks, MCP servers and plugins, which
+        # an agent can write into the checkout for the next run. --allow-all-tools is on anyway.
+        env.pop("COPILOT_ALLOW_ALL", None)
         env.setdefault("COPILOT_AUTO_UPDATE", "false")
         if env.get("COPILOT_PROVIDER_BASE_URL"):
             # A provider of the user's own needs no GitHub: no login, telemetry or web tools.

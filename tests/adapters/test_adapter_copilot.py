@@ -33,9 +33,10 @@ def test_the_prompt_goes_on_stdin_never_in_argv() -> None:
     assert env["COPILOT_AUTO_UPDATE"] == "false" and env["COPILOT_OFFLINE"] == "true"
 
 
-def test_a_github_login_is_not_made_offline() -> None:
-    _argv, env, _stdin = _launch(env={"COPILOT_GITHUB_TOKEN": "t"})
+def test_a_github_login_is_not_made_offline_and_the_folder_is_never_trusted() -> None:
+    _argv, env, _stdin = _launch(env={"COPILOT_GITHUB_TOKEN": "t", "COPILOT_ALLOW_ALL": "true"})
     assert "COPILOT_OFFLINE" not in env  # offline mode refuses to run without a provider of one's own
+    assert "COPILOT_ALLOW_ALL" not in env  # "true" would load the checkout's hooks and MCP servers
 
 
 def test_review_runs_deny_every_write_and_shell_rule_and_the_rest_is_passed() -> None:

@@ -193,7 +193,10 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
-    m = re.search(r"(?:Primary|Current) working directory: (\S+)", system_text)
+    # claude names its "Primary working directory", copilot its "Current working directory".
+    m = re.search(r"Primary working directory: (\S+)", system_text) or re.search(
+        r"Current working directory: (\S+)", system_text
+    )
     return script, has_result, (m.group(1) if m else None)
 
 
