@@ -16,6 +16,7 @@ from meta_orchestrator.actors.adapters.acp import AcpDriven, ConfiguredAcpAdapte
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.codex import CodexAdapter
+from meta_orchestrator.actors.adapters.copilot import CopilotAdapter
 from meta_orchestrator.actors.adapters.gemini import GeminiAdapter
 
 # Adapters are stateless (parsers hold the per-run state), so one instance each is shared.
@@ -23,6 +24,7 @@ ADAPTERS: dict[str, AgentAdapter] = {
     "claude": ClaudeAdapter(),
     "codex": CodexAdapter(),
     "gemini": GeminiAdapter(),
+    "copilot": CopilotAdapter(),
 }
 _BUILT_IN = frozenset(ADAPTERS)
 

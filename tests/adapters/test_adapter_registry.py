@@ -49,8 +49,8 @@ def test_every_row_of_a_cli_is_its_own_and_names_a_known_class():
 
 def test_a_user_pattern_must_name_a_known_cli():
     assert compile_patterns([{"cli": "codex", "cause": "auth", "match": "nope"}])[0].source == "config"
-    with pytest.raises(ValueError, match="cli 'copilot' is not one of \\*, claude, codex, gemini"):
-        compile_patterns([{"cli": "copilot", "cause": "auth", "match": "nope"}])
+    with pytest.raises(ValueError, match="cli 'nosuch' is not one of \\*, claude, codex, gemini"):
+        compile_patterns([{"cli": "nosuch", "cause": "auth", "match": "nope"}])
 
 
 def test_registering_checks_the_name():

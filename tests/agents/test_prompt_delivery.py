@@ -43,6 +43,7 @@ from tests.agents.test_real_clis import MODELS, Rig, cli_bin, server  # noqa: F4
 
 ADAPTERS = {"claude": get_adapter("claude"), "codex": get_adapter("codex"), "gemini": get_adapter("gemini")}
 ADAPTERS["parrot"] = ParrotAdapter()
+ADAPTERS["copilot"] = get_adapter("copilot")
 
 
 # -- the command lines -------------------------------------------------------------------------

@@ -19,12 +19,13 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude and gemini: a shell tool call running the rest of the line; once
+``SCRIPT:bash <command>``  claude, gemini and copilot: a shell tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
 A request without a keyword (a CLI's own side request) gets a short text answer.
+Copilot CLI (BYOK, Anthropic type) is told apart by its tools (`create`, `bash`).
 All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
 """
 
@@ -170,6 +171,11 @@ def _anthropic_texts(content: Any) -> list[str]:
     return texts
 
 
+def _is_copilot(body: dict) -> bool:
+    """Copilot CLI speaks Anthropic too (BYOK); its tools are ``create`` {path, file_text} and ``bash``."""
+    return any(isinstance(t, dict) and t.get("name") == "create" for t in body.get("tools") or [])
+
+
 def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     """(script, tool result present in the latest user turn, primary working directory)."""
     messages = body.get("messages") or []
@@ -177,7 +183,7 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    script = find_script(texts, "claude")
+    script = find_script(texts, "copilot" if _is_copilot(body) else "claude")
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
@@ -187,7 +193,10 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
-    m = re.search(r"Primary working directory: (\S+)", system_text)
+    # claude names its "Primary working directory", copilot its "Current working directory".
+    m = re.search(r"Primary working directory: (\S+)", system_text) or re.search(
+        r"Current working directory: (\S+)", system_text
+    )
     return script, has_result, (m.group(1) if m else None)
 
 
@@ -549,8 +558,10 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Write",
-                    "input": {"file_path": path, "content": WRITE_CONTENT},
+                    "name": "create" if _is_copilot(body) else "Write",
+                    "input": {"path": path, "file_text": WRITE_CONTENT}
+                    if _is_copilot(body)
+                    else {"file_path": path, "content": WRITE_CONTENT},
                 }
             ]
             stop, rec.answered = "tool_use", "tool_call"
@@ -559,7 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Bash",
+                    "name": "bash" if _is_copilot(body) else "Bash",
                     "input": {"command": script.arg or "true", "description": "Run the scripted command"},
                 }
             ]
