@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from meta_orchestrator.messages.base import AGENT_NAMES, AgentName
+from meta_orchestrator.messages.base import AgentName
 
 
 # An agent's largest file: past it a write fails ("File too large") instead of filling the disk.
@@ -85,11 +85,13 @@ def _default_agents() -> dict[str, AgentSettings]:
         "gemini": AgentSettings(share_min=0.40, share_max=0.50),
         "codex": AgentSettings(share_min=0.10, share_max=0.20),
         "claude": AgentSettings(share_min=0.40, share_max=0.50),
+        # Not in the default team: [agents.qwen] enabled = true brings it in.
+        "qwen": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
     }
 
 
 _ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
-    "architect": ("claude", "codex"),
+    "architect": ("qwen", "claude", "codex"),  # qwen: a Gemini CLI fork, gemini's natural stand-in
     "implementer": ("codex", "gemini"),
     "reviewer": ("claude", "gemini"),
 }
@@ -588,13 +590,13 @@ class Settings(Section):
         if isinstance(data, dict) and isinstance(data.get("agents"), dict):
             merged = {}
             defaults = _default_agents()
-            for name in AGENT_NAMES:
+            for name in defaults:
                 base = defaults[name].model_dump()
                 given = data["agents"].get(name, {})
                 if isinstance(given, AgentSettings):
                     given = given.model_dump()
                 merged[name] = {**base, **given} if isinstance(given, dict) else given
-            unknown = set(data["agents"]) - set(AGENT_NAMES)
+            unknown = set(data["agents"]) - set(defaults)
             for name in unknown:
                 merged[name] = data["agents"][name]  # let validation name it
             data = {**data, "agents": merged}

@@ -19,12 +19,14 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude only: a Bash tool call running the rest of the line; once
+``SCRIPT:bash <command>``  claude and qwen: a shell tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
 A request without a keyword (a CLI's own side request) gets a short text answer.
+qwen-code (``--auth-type anthropic``) is told apart by its tools (``read_file``, ``write_file``,
+``run_shell_command``); its memory-extraction request after a run is a side request.
 All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
 """
 
@@ -170,6 +172,11 @@ def _anthropic_texts(content: Any) -> list[str]:
     return texts
 
 
+def _is_qwen(body: dict) -> bool:
+    """qwen-code speaks Anthropic too; its tools are Gemini CLI's (``read_file``, ``write_file``)."""
+    return any(isinstance(t, dict) and t.get("name") == "read_file" for t in body.get("tools") or [])
+
+
 def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     """(script, tool result present in the latest user turn, primary working directory)."""
     messages = body.get("messages") or []
@@ -177,17 +184,23 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    script = find_script(texts, "claude")
+    qwen = _is_qwen(body)
+    script = find_script(texts, "qwen" if qwen else "claude")
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
         if isinstance(content, list):
             has_result = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+        # qwen's memory extraction after the run: a new user turn with neither script nor result
+        if qwen and not has_result and not find_script(_anthropic_texts(content)):
+            script = None
     system = body.get("system")
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
     m = re.search(r"Primary working directory: (\S+)", system_text)
+    # qwen names it in its first user turn ("I'm currently working in the directory: <dir>")
+    m = m or next(filter(None, (_GEMINI_CWD_RES[1].search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
 
 
@@ -549,7 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Write",
+                    "name": "write_file" if _is_qwen(body) else "Write",
                     "input": {"file_path": path, "content": WRITE_CONTENT},
                 }
             ]
@@ -559,7 +572,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Bash",
+                    "name": "run_shell_command" if _is_qwen(body) else "Bash",
                     "input": {"command": script.arg or "true", "description": "Run the scripted command"},
                 }
             ]
