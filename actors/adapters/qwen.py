@@ -148,18 +148,23 @@ class QwenParser(ClaudeParser):
         return "unexpected exit code", None
 
 
-# Its rows of the error table: the real 0.24.4's words against the scripted model server.
+_RUN = "qwen-code 0.24.4 run"  # read off the real program against the scripted model server
+_BUNDLE = "qwen-code 0.24.4 bundle"  # its source text, not triggered in a run
+
+# Its rows of the error table.
 QWEN_ERRORS: tuple[ErrorPattern, ...] = (
-    error_pattern("qwen", "bad_flag", r"Cannot use both --yolo \(-y\) and --approval-mode"),
-    error_pattern("qwen", "bad_flag", r"Unknown arguments?: (?P<arg>\S+)"),
-    error_pattern("qwen", "bad_flag", r"Invalid values:"),
-    error_pattern("qwen", "session_not_found", r"No saved session found with title"),
-    error_pattern("qwen", "auth", r"\[API Error: 40[13]\b"),
-    error_pattern("qwen", "auth", r"authentication_error|permission_error"),
-    error_pattern("qwen", "rate_limit", r"\[API Error: 429\b|rate_limit_error"),
-    error_pattern("qwen", "server", r"\[API Error: 5\d\d\b|\bapi_error\b|overloaded_error"),
-    error_pattern("qwen", "turn_cap", r"max(?:imum)? session turns"),
-    error_pattern("qwen", "mode_too_strict", r'requires permission to use "[^"]+", but that permission was declined'),
+    error_pattern("qwen", "bad_flag", r"Cannot use both --yolo \(-y\) and --approval-mode", source=_RUN),
+    error_pattern("qwen", "bad_flag", r"Unknown arguments?: (?P<arg>\S+)", source=_BUNDLE),
+    error_pattern("qwen", "bad_flag", r"Invalid values:", source=_BUNDLE),
+    error_pattern("qwen", "session_not_found", r"No saved session found with title", source=_RUN),
+    error_pattern("qwen", "auth", r"\[API Error: 40[13]\b", source=_RUN),
+    error_pattern("qwen", "auth", r"authentication_error|permission_error", source=_RUN),
+    error_pattern("qwen", "rate_limit", r"\[API Error: 429\b|rate_limit_error", source=_RUN),
+    error_pattern("qwen", "server", r"\[API Error: 5\d\d\b|\bapi_error\b|overloaded_error", source=_RUN),
+    error_pattern("qwen", "turn_cap", r"max(?:imum)? session turns", source=_BUNDLE),
+    error_pattern(
+        "qwen", "mode_too_strict", r'requires permission to use "[^"]+", but that permission was declined', source=_RUN
+    ),
 )
 
 

@@ -172,6 +172,9 @@ def _anthropic_texts(content: Any) -> list[str]:
     return texts
 
 
+_QWEN_CWD_RE = re.compile(r"I'm currently working in the (?:directory: |following directories:\n\s*- )(\S+)")
+
+
 def _is_qwen(body: dict) -> bool:
     """qwen-code speaks Anthropic too; its tools are Gemini CLI's (``read_file``, ``write_file``)."""
     return any(isinstance(t, dict) and t.get("name") == "read_file" for t in body.get("tools") or [])
@@ -199,8 +202,9 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
     m = re.search(r"Primary working directory: (\S+)", system_text)
-    # qwen names it in its first user turn ("I'm currently working in the directory: <dir>")
-    m = m or next(filter(None, (_GEMINI_CWD_RES[1].search(t) for t in texts)), None)
+    # qwen names it in its first user turn: "I'm currently working in the directory: <dir>",
+    # or with more folders "... in the following directories:\n  - <dir>"
+    m = m or next(filter(None, (_QWEN_CWD_RE.search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
 
 
