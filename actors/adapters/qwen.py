@@ -41,6 +41,9 @@ _DENIED = re.compile(r'requires permission to use "(?P<tool>[^"]+)", but that pe
 _API_ERROR = re.compile(r"^\[API Error: (?:(?P<status>\d{3})\b)?")
 
 
+_UNTRUSTED = "because the current folder is not trusted"  # 'Approval mode overridden to "default" because ...'
+
+
 def _api_cause(text: str, status: int | None) -> tuple[str | None, bool | None]:
     """(cause, retryable) of a failed run: the HTTP status first, then the words."""
     if status in (401, 403):
@@ -138,6 +141,13 @@ class QwenParser(ClaudeParser):
             *self._result_denials(obj),
         ]
 
+    def feed_stderr(self, line: str) -> list[Draft]:
+        """With ``security.folderTrust.enabled``, an untrusted folder silently drops the run to
+        the ``default`` mode (no edits, no shell): only stderr says so."""
+        if _UNTRUSTED in line:
+            return [draft("blocker", kind="trust", text=clip(line.strip()), details={"cause": "repo_trust"})]
+        return []
+
     def _exit_meaning(self, returncode: int) -> tuple[str, bool | None]:
         """Exit 1 for an API error after its retries, a bad flag or an unknown session; 55 when
         ``--max-wall-time`` or ``--max-tool-calls`` ran out (its help)."""
@@ -156,6 +166,12 @@ QWEN_ERRORS: tuple[ErrorPattern, ...] = (
     error_pattern("qwen", "bad_flag", r"Cannot use both --yolo \(-y\) and --approval-mode", source=_RUN),
     error_pattern("qwen", "bad_flag", r"Unknown arguments?: (?P<arg>\S+)", source=_BUNDLE),
     error_pattern("qwen", "bad_flag", r"Invalid values:", source=_BUNDLE),
+    error_pattern(
+        "qwen",
+        "repo_trust",
+        r'Approval mode overridden to "default" because the current folder is not trusted',
+        source=_RUN,
+    ),
     error_pattern("qwen", "session_not_found", r"No saved session found with title", source=_RUN),
     error_pattern("qwen", "auth", r"\[API Error: 40[13]\b", source=_RUN),
     error_pattern("qwen", "auth", r"authentication_error|permission_error", source=_RUN),
@@ -200,6 +216,9 @@ class QwenAdapter(AgentAdapter):
             '[agents.qwen] extra_args = ["--allowed-tools", "run_shell_command(npm test)"]',
             "rate_limit": "qwen retried its 429s (60 s and more apart, up to 10 times): wait, or set "
             "model.generationConfig.maxRetries in ~/.qwen/settings.json",
+            "repo_trust": "qwen does not trust {target} (security.folderTrust.enabled in ~/.qwen/settings.json) "
+            "and ran without edits: trust the folder in an interactive qwen, or point "
+            "QWEN_CODE_TRUSTED_FOLDERS_PATH ([agents.qwen] env) at a trustedFolders.json that lists it",
             "auth": "qwen's API key was refused: check the key of its auth type (ANTHROPIC_API_KEY, "
             "OPENAI_API_KEY, ...) in [agents.qwen] env or your environment",
         }
@@ -254,6 +273,11 @@ class QwenAdapter(AgentAdapter):
         # 0.24.4's sanitizeCwd: every character but [a-zA-Z0-9] becomes "-" (claude's rule, uncut).
         projects = tuple(f"projects/{project_folder_name(str(f))}" for f in folders)
         return CliState(places=(replace(place, copied=(*place.copied, *projects)),))
+
+    def folder_check(self, in_git_repo: bool) -> str:
+        """0.24.4 checks folder trust only with ``security.folderTrust.enabled`` (then an untrusted
+        folder runs in ``default`` mode, said on stderr); there is no flag to skip it."""
+        return "trust is checked only when security.folderTrust.enabled is set"
 
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
