@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,38 @@ def test_qwen_api_error_classified(
     # 401 is not retried; 429 and 500 are, by qwen itself, before it gives up.
     attempts = [r for r in server.recorded("anthropic") if r.answered == f"error {status}"]
     assert (len(attempts) == 1) if status == 401 else (len(attempts) >= 2), len(attempts)
+
+
+def test_qwen_speaks_acp_on_stdio_with_its_acp_args(cli_bin: Path, server: ScriptedModelServer, tmp_path: Path) -> None:
+    """``protocols`` names acp: ``qwen --acp`` answers the client's ``initialize``."""
+    adapter = get_adapter("qwen")
+    assert "acp" in adapter.protocols and adapter.acp_args == ("--acp",)
+    env = qwen_env(tmp_path / "home", server.url)
+    proc = subprocess.Popen(
+        (str(cli_bin / "qwen"), *adapter.acp_args, *AUTH_ARGS, "-m", MODEL),
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    watchdog = threading.Timer(60, os.killpg, (proc.pid, signal.SIGKILL))  # a silent agent: readline ends
+    watchdog.start()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}}
+        proc.stdin.write((json.dumps(request) + "\n").encode())
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+    finally:
+        watchdog.cancel()
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    answer = json.loads(line)
+    assert answer["id"] == 1 and answer["result"]["protocolVersion"] == 1, answer
+    assert answer["result"]["agentInfo"] == {"name": "qwen-code", "title": "Qwen Code", "version": "0.24.4"}
