@@ -104,11 +104,13 @@ def _default_agents() -> dict[str, AgentSettings]:
         "claude": AgentSettings(share_min=0.40, share_max=0.50),
         # Not in the default team: [agents.copilot] enabled = true brings it in.
         "copilot": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
+        # Not in the default team: [agents.qwen] enabled = true brings it in.
+        "qwen": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
     }
 
 
 _ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
-    "architect": ("claude", "codex"),
+    "architect": ("qwen", "claude", "codex"),  # qwen: a Gemini CLI fork, gemini's natural stand-in
     "implementer": ("codex", "gemini", "copilot"),
     "reviewer": ("claude", "gemini", "copilot"),
 }

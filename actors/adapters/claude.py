@@ -61,9 +61,9 @@ _API_ERROR_RETRYABLE = {
 }
 
 
-def _denial(text: str) -> re.Match[str] | None:
-    """The §1.5 pattern a tool_result error text matches, if any."""
-    for pattern in _DENIALS:
+def _denial(text: str, patterns: tuple[re.Pattern[str], ...] = _DENIALS) -> re.Match[str] | None:
+    """The §1.5 pattern (or a fork's) a tool_result error text matches, if any."""
+    for pattern in patterns:
         if (match := pattern.search(text)) is not None:
             return match
     return None
@@ -81,6 +81,11 @@ class ClaudeParser(GuardedParser):
     """Claude's stream-json: system / assistant / user / result lines."""
 
     agent: AgentName = "claude"
+    # Its tool names; a fork with Claude-shaped events (qwen) names its own.
+    write_tools: frozenset[str] = _WRITE_TOOLS
+    task_tools: frozenset[str] = _TASK_TOOLS
+    findings_tool: str | None = "ReportFindings"
+    denials: tuple[re.Pattern[str], ...] = _DENIALS
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,14 +186,14 @@ class ClaudeParser(GuardedParser):
         tool_input = as_dict(block.get("input"))
         if tool_id := as_str(block.get("id")):
             self._tools[tool_id] = (name, tool_input)
-        if name in _TASK_TOOLS:
+        if name in self.task_tools:
             text = (
                 as_str(tool_input.get("subject"))
                 or as_str(tool_input.get("status"))
                 or f"{len(as_list(tool_input.get('todos')))} todos"
             )
             return [draft("task", kind="todo", tool=name, tool_input=tool_input, text=clip(text))]
-        if name == "ReportFindings":
+        if name == self.findings_tool:
             findings = [as_dict(item) for item in as_list(tool_input.get("findings"))]
             drafts = [
                 draft(
@@ -236,7 +241,7 @@ class ClaudeParser(GuardedParser):
         text = _block_text(block.get("content"))
         self.note_tool_result(block.get("is_error") is not True, text)
         if block.get("is_error") is True:
-            if (match := _denial(text)) is not None:
+            if (match := _denial(text, self.denials)) is not None:
                 path = match.groupdict().get("path")
                 self._denied[tool_id or text] = text
                 self.permission_denials = list(self._denied.values())
@@ -261,7 +266,7 @@ class ClaudeParser(GuardedParser):
             ]
         drafts = [draft("progress", kind="tool_result", tool=name, text=clip(text), details={"tool_use_id": tool_id})]
         path = as_str(tool_input.get("file_path")) or as_str(tool_input.get("notebook_path"))
-        if name in _WRITE_TOOLS and path:
+        if name in self.write_tools and path:
             self.files_written.append(path)
             drafts.append(draft("milestone", kind="file_written", file=path, tool=name, text=f"{name} {path}"))
         return drafts

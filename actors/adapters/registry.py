@@ -18,6 +18,7 @@ from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.codex import CodexAdapter
 from meta_orchestrator.actors.adapters.copilot import CopilotAdapter
 from meta_orchestrator.actors.adapters.gemini import GeminiAdapter
+from meta_orchestrator.actors.adapters.qwen import QwenAdapter
 
 # Adapters are stateless (parsers hold the per-run state), so one instance each is shared.
 ADAPTERS: dict[str, AgentAdapter] = {
@@ -25,6 +26,7 @@ ADAPTERS: dict[str, AgentAdapter] = {
     "codex": CodexAdapter(),
     "gemini": GeminiAdapter(),
     "copilot": CopilotAdapter(),
+    "qwen": QwenAdapter(),
 }
 _BUILT_IN = frozenset(ADAPTERS)
 

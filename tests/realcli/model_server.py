@@ -19,13 +19,15 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude, gemini and copilot: a shell tool call running the rest of the line; once
+``SCRIPT:bash <command>``  claude, gemini, copilot and qwen: a shell tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
 A request without a keyword (a CLI's own side request) gets a short text answer.
 Copilot CLI (BYOK, Anthropic type) is told apart by its tools (`create`, `bash`).
+qwen-code (``--auth-type anthropic``) is told apart by its tools (``read_file``, ``write_file``,
+``run_shell_command``); its memory-extraction request after a run is a side request.
 All requests are recorded in :attr:`ScriptedModelServer.requests` for assertions.
 """
 
@@ -176,6 +178,14 @@ def _is_copilot(body: dict) -> bool:
     return any(isinstance(t, dict) and t.get("name") == "create" for t in body.get("tools") or [])
 
 
+_QWEN_CWD_RE = re.compile(r"I'm currently working in the (?:directory: |following directories:\n\s*- )(\S+)")
+
+
+def _is_qwen(body: dict) -> bool:
+    """qwen-code speaks Anthropic too; its tools are Gemini CLI's (``read_file``, ``write_file``)."""
+    return any(isinstance(t, dict) and t.get("name") == "read_file" for t in body.get("tools") or [])
+
+
 def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     """(script, tool result present in the latest user turn, primary working directory)."""
     messages = body.get("messages") or []
@@ -183,12 +193,16 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    script = find_script(texts, "copilot" if _is_copilot(body) else "claude")
+    qwen = _is_qwen(body)
+    script = find_script(texts, "qwen" if qwen else "copilot" if _is_copilot(body) else "claude")
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
         if isinstance(content, list):
             has_result = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+        # qwen's memory extraction after the run: a new user turn with neither script nor result
+        if qwen and not has_result and not find_script(_anthropic_texts(content)):
+            script = None
     system = body.get("system")
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
@@ -197,6 +211,9 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     m = re.search(r"Primary working directory: (\S+)", system_text) or re.search(
         r"Current working directory: (\S+)", system_text
     )
+    # qwen names it in its first user turn: "I'm currently working in the directory: <dir>",
+    # or with more folders "... in the following directories:\n  - <dir>"
+    m = m or next(filter(None, (_QWEN_CWD_RE.search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
 
 
@@ -558,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "create" if _is_copilot(body) else "Write",
+                    "name": "write_file" if _is_qwen(body) else "create" if _is_copilot(body) else "Write",
                     "input": {"path": path, "file_text": WRITE_CONTENT}
                     if _is_copilot(body)
                     else {"file_path": path, "content": WRITE_CONTENT},
@@ -570,7 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "bash" if _is_copilot(body) else "Bash",
+                    "name": "run_shell_command" if _is_qwen(body) else "bash" if _is_copilot(body) else "Bash",
                     "input": {"command": script.arg or "true", "description": "Run the scripted command"},
                 }
             ]
