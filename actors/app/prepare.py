@@ -115,6 +115,28 @@ def agent_environment(request: LaunchRequest) -> dict[str, str]:
     return env
 
 
+def _check_agent_names(settings: Settings) -> None:
+    """Every agent the config names, in [agents] and in [session] roles / role_fallback, is one
+    the registry knows (any registered CLI; which ones exist is the registry's business).
+
+    Raises:
+        PreflightError: a name no adapter knows.
+    """
+    unknown = [name for name in settings.agents if name not in agent_names()]
+    if unknown:
+        raise PreflightError(
+            f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
+            f"known agents: {', '.join(agent_names())}"
+        )
+    named = {*settings.session.roles.values(), *(a for order in settings.session.role_fallback.values() for a in order)}
+    strangers = named - set(agent_names())
+    if strangers:
+        raise PreflightError(
+            f"[session] roles / role_fallback name {', '.join(sorted(strangers))}, which no adapter knows; "
+            f"known agents: {', '.join(agent_names())}"
+        )
+
+
 def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     """Preflight: what this run works with (``Prepared``); ``request`` is left as it was.
 
@@ -124,12 +146,7 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     Raises:
         PreflightError: something must be fixed first; the message says what.
     """
-    unknown = [name for name in settings.agents if name not in agent_names()]
-    if unknown:
-        raise PreflightError(
-            f"[agents] names {', '.join(sorted(unknown))}, which no adapter knows; "
-            f"known agents: {', '.join(agent_names())}"
-        )
+    _check_agent_names(settings)
     for given in (request.resume, request.session_id):
         if given is not None:
             try:

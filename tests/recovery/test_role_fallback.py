@@ -19,9 +19,11 @@ import pytest
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
+from meta_orchestrator.actors.recovery.preflight import PreflightError
 from meta_orchestrator.actors.session.core.planning import agent_out_reason
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.recovery import RecoveryPlanned
+from tests.adapters.test_fourth_cli import parrot  # noqa: F401 - fixture
 from tests.reviews.test_review_recovery_session import FAST, _launches
 
 # The stall limit short enough for a test, sampled often enough to act on it at once.
@@ -141,6 +143,32 @@ def test_a_single_hang_is_retried_and_moves_no_role(tmp_path, demo_env):
     assert not state["agents_out"]
 
 
+@pytest.mark.session
+def test_role_fallback_names_any_registered_cli(tmp_path, demo_env, parrot):  # noqa: F811
+    # parrot is known to nothing but the registry: claude's implementer role falls to it.
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "server_error"
+    overrides = {
+        "agents.parrot": {"share_min": 0.1, "share_max": 0.5},
+        "session.role_fallback.implementer": ["parrot", "codex"],
+        "review.enabled": False,
+    }
+    code, session, state = _run(tmp_path, demo_env, **overrides)
+    assert code == 0 and state["status"] == "completed", state["summary"]
+    implement = next(a for a in state["assignments"] if a["id"] == "implement")
+    assert implement["agent"] == "parrot" and implement["status"] == "completed"
+    assert _hand_over(state, "claude")["moved"] == {"implement": "parrot"}
+
+
+def test_role_fallback_naming_no_known_cli_is_refused_before_launch(tmp_path, demo_env):
+    settings = load_settings(
+        None, {"workspace": str(tmp_path / "ws"), "session.role_fallback.reviewer": ["claude", "nosuch"]}
+    )
+    request = LaunchRequest(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env)
+    with pytest.raises(PreflightError, match=r"role_fallback name nosuch, which no adapter knows; known agents: "):
+        run(settings, request)
+    assert not (tmp_path / "ws").exists()
+
+
 # -- the real pinned claude ------------------------------------------------------------------------
 
 with contextlib.suppress(Exception):  # the real-CLI tier is optional
@@ -179,15 +207,14 @@ def test_real_claudes_401_moves_its_roles_and_the_demo_backed_session_completes(
     overrides: dict[str, Any] = {
         "agents.claude.command": str(cli_bin / "claude"),
         "agents.claude.env": {"ANTHROPIC_BASE_URL": server.url, "CLAUDE_CODE_MAX_RETRIES": "0"},
-        # The prompt the orchestrator writes carries the model server's directive.
-        "agents.claude.extra_args": ["--append-system-prompt", "SCRIPT:error 401"],
         "review.enabled": False,
     }
     for name in ("codex", "gemini"):
         overrides[f"agents.{name}.command"] = shlex.join(get_adapter(name).demo_argv())
     settings = load_settings(None, {"workspace": str(tmp_path / "ws"), **FAST, **overrides})
     request = LaunchRequest(
-        task="Add a /health endpoint",
+        # Every prompt carries the task, so the directive reaches the model server from claude.
+        task="Add a /health endpoint. SCRIPT:error 401",
         target=target,
         dashboard=False,
         console=False,
