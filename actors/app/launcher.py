@@ -174,6 +174,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
         "serve": _serve_parser,
         "apply": _apply_parser,
         "discard": _discard_parser,
+        "agents": _agents_parser,
     }
     return {"orchestrate": _run_parser(), **{name: build() for name, build in subcommands.items()}}
 
