@@ -158,7 +158,8 @@ class SessionSettings(Section):
     role_fallback: dict[str, tuple[AgentName, ...]] = Field(
         default_factory=lambda: dict(_ROLE_FALLBACK),
         description="who takes a role over, in order, when its agent cannot serve in this session "
-        "(not installed, credentials or licence refused, quota spent, crashed past its restarts)",
+        "(not installed, credentials or licence refused, quota spent, crashed past its restarts, "
+        "server errors, malformed output or hangs past recovery.max_retries); any registered CLI",
     )
 
     @model_validator(mode="after")
@@ -316,12 +317,16 @@ class RecoverySettings(Section):
             "server": 2,
             "network": 2,
             "crash": 1,
+            "hang": 1,
+            "malformed": 1,
             "outside_path": 2,
             "repo_trust": 1,
             "session_not_found": 1,
             "node_lost": 2,
         },
-        description="retries per agent and class; a class not listed is never retried",
+        description="retries per agent and class; a class not listed is never retried. Once spent, a "
+        "persistent failure (rate_limit, server, network, hang, malformed, crash) moves the agent's "
+        "roles to the next of [session] role_fallback",
     )
     backoff_base_s: float = Field(default=5.0, ge=0, description="first back-off delay")
     backoff_max_s: float = Field(default=300.0, ge=0, description="largest back-off delay")

@@ -40,6 +40,7 @@ class TreeSample(Frozen):
     run_s: float = Field(default=0.0, description="seconds since the run started, pauses excluded")
     silent_s: float = Field(default=0.0, description="seconds since the agent's last event")
     node: str | None = Field(default=None, description="the cluster node it was sampled on (None: this machine)")
+    review_id: str | None = Field(default=None, description="the review this run answers (None: the agent's own run)")
 
 
 class MachineSample(Frozen):

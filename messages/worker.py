@@ -88,6 +88,12 @@ class WorkerSnapshot(Frozen):
     last_progress: int | None = None
     started_at: float | None = None
     node: str | None = Field(default=None, description="the cluster node the CLI runs on (None: this machine)")
+    review_id: str | None = Field(
+        default=None, description="the review this worker answers (a peer's read-only run); None: the agent's own"
+    )
+    # A review worker's own ref, so the resource monitor can stop that run and not the agent's
+    # own worker (it is started per review, after the monitor was told the workers); never serialised.
+    worker: Any = Field(default=None, exclude=True)
     # A remote run's latest sample of its tree on its node (a callable, for the resource
     # monitor, which cannot read a process on another machine); never serialised.
     remote_sample: Any = Field(default=None, exclude=True)

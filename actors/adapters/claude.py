@@ -377,6 +377,8 @@ CLAUDE_ERRORS: tuple[ErrorPattern, ...] = (
     error_pattern("claude", "auth", r"authentication_failed"),
     error_pattern("claude", "auth", r"Not logged in"),
     error_pattern("claude", "auth", r"Failed to authenticate"),
+    # Its words for a 401 whose message names x-api-key (the real API's); measured on 2.1.197.
+    error_pattern("claude", "auth", r"Invalid API key · Fix external API key"),
     error_pattern("claude", "rate_limit", r"Request rejected \(429\)"),
     error_pattern("claude", "rate_limit", r"\brate_limit\b"),
     error_pattern("claude", "context", r"prompt_too_long|Prompt is too long"),

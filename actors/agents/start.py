@@ -67,13 +67,19 @@ def review_worker_starter(
     started: list[Any], runs: AgentRuns, listeners: tuple[Any, ...]
 ) -> Callable[[str, Path], pykka.ActorRef[Any]]:
     """What the reviewer calls to ask a peer: a read-only review run in a worker of its own,
-    recorded under reviews/<id>/, limited by the review timeout, heard by ``listeners``."""
+    recorded under reviews/<id>/, limited by the review timeout, heard by ``listeners`` (the
+    resource monitor among them: a review run is watched like any run)."""
     session = runs.settings.session
     timeout_s = min(runs.settings.review.reviewer_timeout_s, session.assignment_timeout_s)
     session_settings = session.model_copy(update={"assignment_timeout_s": timeout_s})
 
     def start_review_worker(agent: str, events_path: Path) -> pykka.ActorRef[Any]:
-        arguments = {**runs.worker_arguments(agent), "session_settings": session_settings}
+        # The review's folder (reviews/<review_id>/<agent>.jsonl) names the review.
+        arguments = {
+            **runs.worker_arguments(agent),
+            "session_settings": session_settings,
+            "review_id": events_path.parent.name,
+        }
         return start_actor(started, Worker, **arguments, listeners=listeners, events_path=events_path)
 
     return start_review_worker

@@ -67,8 +67,10 @@ class Worker(pykka.ThreadingActor):
         host: ProcessHost | None = None,
         extra_dirs: Sequence[Path] = (),
         sandbox: OsSandbox | None = None,
+        review_id: str | None = None,
     ) -> None:
         super().__init__()
+        self._review_id = review_id  # a peer's worker for this one review
         self._sandbox = sandbox
         self._agent = agent
         self._adapter = adapter
@@ -435,6 +437,8 @@ class Worker(pykka.ThreadingActor):
             last_activity=self._recorder.last_activity,
             last_progress=self._recorder.last_progress,
             node=self._node,
+            review_id=self._review_id,
+            worker=self.actor_ref if self._review_id else None,
             remote_sample=remote_workdir.sampler(self._proc),
         )
 

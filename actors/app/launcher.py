@@ -9,6 +9,7 @@ orchestrate serve                every session of the workspace, live or past, i
 orchestrate apply <session_id>   bring the session's branch from its store and merge it into your current branch
                                  (a folder without git: write the changed files into it)
 orchestrate discard <session_id> remove the session's store (its branch) and checkouts
+orchestrate agents [--json]      every known agent CLI: installed, version, credentials, sandbox, protocols
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from meta_orchestrator.actors.app.launch_request import LaunchRequest, from_comm
 from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard")
+SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard", "agents")
 EXIT_USAGE = 2
 SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FILE):
   orchestrate sessions                                list the sessions in the workspace
@@ -47,6 +48,9 @@ SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FIL
                                                       uncommitted changes touch its files or it conflicts);
                                                       a folder without git: its changed files are written
                                                       into it (refused if you changed one of them meanwhile)
+  orchestrate agents [--json]                         every known agent CLI: installed (path), version,
+                                                      credentials found (which variable or file), sandbox
+                                                      ready, protocols, and why when something is missing
   orchestrate discard <session_id>                    remove the session's store (its branch and objects)
                                                       and checkouts; your .git (or folder) stays as it was
 
@@ -170,6 +174,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
         "serve": _serve_parser,
         "apply": _apply_parser,
         "discard": _discard_parser,
+        "agents": _agents_parser,
     }
     return {"orchestrate": _run_parser(), **{name: build() for name, build in subcommands.items()}}
 
@@ -398,9 +403,32 @@ def _discard(args: list[str]) -> int:
 
 
 def _subcommand(name: str, args: list[str]) -> int:
-    commands = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions}
+    commands = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions, "agents": _agents}
     run = {**commands, "apply": _apply, "discard": _discard}.get(name, _show)
     return run(args)
+
+
+def _agents_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orchestrate agents")
+    p.description = (
+        "Every known agent CLI: installed or not (its path), version, credentials found or not (which "
+        "variable or file, never the value), OS sandbox ready or not, protocols, and why when something is missing."
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file ([agents.<name>] command)")
+    p.add_argument("--json", action="store_true", help="one JSON list, for tools")
+    return p
+
+
+def _agents(args: list[str]) -> int:
+    from meta_orchestrator.actors.recovery.cli_survey import render_text, survey
+
+    opts = _agents_parser().parse_args(args)
+    reports = survey(_load(opts.config, {}), dict(os.environ))
+    if opts.json:
+        print(json.dumps([r.as_json() for r in reports], indent=2))
+    else:
+        print(render_text(reports))
+    return 0
 
 
 def _sessions_parser() -> argparse.ArgumentParser:

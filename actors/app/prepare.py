@@ -118,6 +118,22 @@ def agent_environment(request: LaunchRequest) -> dict[str, str]:
     return env
 
 
+def _check_role_names(settings: Settings) -> None:
+    """Every agent [session] roles / role_fallback names is one the registry knows (any
+    registered CLI, configured ACP ones included; which exist is the registry's business).
+
+    Raises:
+        PreflightError: a name no adapter knows.
+    """
+    named = {*settings.session.roles.values(), *(a for order in settings.session.role_fallback.values() for a in order)}
+    strangers = named - set(agent_names())
+    if strangers:
+        raise PreflightError(
+            f"[session] roles / role_fallback name {', '.join(sorted(strangers))}, which no adapter knows; "
+            f"known agents: {', '.join(agent_names())}"
+        )
+
+
 def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     """Preflight: what this run works with (``Prepared``); ``request`` is left as it was.
 
@@ -128,6 +144,7 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
         PreflightError: something must be fixed first; the message says what.
     """
     check_agents(settings)
+    _check_role_names(settings)
     for given in (request.resume, request.session_id):
         if given is not None:
             try:

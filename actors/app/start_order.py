@@ -124,7 +124,7 @@ def start(
             hooked_launch_env(settings, env),
         )
         runs = _agent_runs(settings, session, env, (scratch, (session_dir.parent, *workspaces)), bwrap, guard)
-        review_worker = review_worker_starter(started, runs, heard)
+        review_worker = review_worker_starter(started, runs, (*heard, *([monitor] if monitor else [])))
         reviewer = start_reviewer(
             started, supervisor, settings, session, review_worker, coordinator_slot, heard, request.task, repo
         )

@@ -8,7 +8,7 @@ had paused, that limit only warns.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,9 +103,12 @@ def cpu_average(samples: Iterable[tuple[float, float]], started: float, now: flo
     return sum(recent) / len(recent) if recent else None
 
 
-def memory_victim(trees: Sequence[TreeSample], exempt: Collection[str]) -> TreeSample | None:
-    """Under memory pressure the biggest running tree is paused first, one per sample."""
-    candidates = [t for t in trees if t.status == "running" and t.agent not in exempt]
+def memory_victim(
+    trees: Sequence[TreeSample], exempt: Collection[str], key: Callable[[TreeSample], str] = lambda t: t.agent
+) -> TreeSample | None:
+    """Under memory pressure the biggest running tree is paused first, one per sample (``exempt``
+    holds runs named by ``key``)."""
+    candidates = [t for t in trees if t.status == "running" and key(t) not in exempt]
     return max(candidates, key=lambda t: memory_bytes(t) or 0, default=None)
 
 

@@ -67,13 +67,22 @@ SAMPLED_STATUSES = ("running", "paused", "stopping")
 CPU_SAMPLES_KEPT = 3600
 
 
+def run_key(agent: str, review_id: str | None) -> str:
+    """The monitor's name for a run: the agent's own worker runs one at a time; a peer's review
+    run has a worker of its own beside it."""
+    return agent if review_id is None else f"{agent} review {review_id}"
+
+
 @dataclass
 class _Run:
-    """What the monitor knows about one agent's current CLI run."""
+    """What the monitor knows about one agent's current CLI run (or one of its review runs)."""
 
     assignment_id: str | None
     clock: RunClock
     tree: TreeSource
+    agent: str = ""
+    review_id: str | None = None
+    worker: Any = None  # a review run's own worker (None: the agent's, in ``_workers``)
     status: str = "running"
     last_output: float = 0.0
     silent_at_pause: float = 0.0
@@ -89,6 +98,11 @@ class _Run:
     @property
     def pid(self) -> int:
         return self.tree.pid
+
+    @property
+    def who(self) -> str:
+        """The run as a limit's reason names it."""
+        return self.agent if self.review_id is None else f"{self.agent}'s review run {self.review_id}"
 
     def silent_s(self, now: float) -> float:
         if self.clock.paused:
@@ -193,16 +207,20 @@ class ResourceMonitor(pykka.ThreadingActor):
     def _on_worker_state(self, message: WorkerStateChanged) -> None:
         snap = message.snapshot
         now = time.monotonic()
-        run = self._runs.get(snap.agent)
+        key = run_key(snap.agent, snap.review_id)
+        run = self._runs.get(key)
         if snap.status in ("idle", "exited") or (snap.status != "starting" and snap.pid is None):
-            self._runs.pop(snap.agent, None)
+            self._runs.pop(key, None)
             self._resume_pressure_paused()  # a finished agent may make room for a paused one
             return
         if snap.pid is None:
             return
         if run is None or run.pid != snap.pid:
-            run = self._runs[snap.agent] = _Run(
+            run = self._runs[key] = _Run(
                 assignment_id=snap.assignment_id,
+                agent=snap.agent,
+                review_id=snap.review_id,
+                worker=snap.worker,
                 clock=RunClock(started=now),
                 # A remote run's tree is on its node: the samples that come with its lines.
                 tree=tree_reader(snap.pid, snap.remote_sample, snap.node),
@@ -223,7 +241,8 @@ class ResourceMonitor(pykka.ThreadingActor):
     def _on_event(self, event: Event) -> None:
         if event.seq is not None and event.seq <= self._replayed.get(event.agent, 0):
             return  # counted from the event file when this monitor started
-        if (run := self._runs.get(event.agent)) is not None:
+        review = run_key(event.agent, event.assignment_id)
+        if (run := self._runs.get(review if review in self._runs else event.agent)) is not None:
             run.last_output = time.monotonic()
         payload = event.payload
         if payload.kind != "result" or (payload.cost_usd is None and not payload.usage):
@@ -238,10 +257,10 @@ class ResourceMonitor(pykka.ThreadingActor):
         now = time.monotonic()
         wall = time.time()
         trees = []
-        for agent, run in list(self._runs.items()):
+        for run in list(self._runs.values()):
             if run.status not in SAMPLED_STATUSES:
                 continue
-            tree = self._read_tree(agent, run, now)
+            tree = self._read_tree(run, now)
             if tree is not None:
                 trees.append(tree)
         machine = machine_sample()
@@ -256,13 +275,14 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._check_machine(machine, trees, wall)
         self._check_concurrency(wall)
 
-    def _read_tree(self, agent: str, run: _Run, now: float) -> TreeSample | None:
+    def _read_tree(self, run: _Run, now: float) -> TreeSample | None:
         reading = run.tree.read()
         if reading is None:
             return None
         run.cpu.append((now, reading.cpu_percent))
         return TreeSample(
-            agent=agent,
+            agent=run.agent,
+            review_id=run.review_id,
             pid=run.pid,
             status=run.status,
             processes=reading.processes,
@@ -278,7 +298,8 @@ class ResourceMonitor(pykka.ThreadingActor):
     # -- limits -------------------------------------------------------------------------------------------
 
     def _check_agent(self, tree: TreeSample, sampled_at: float) -> None:
-        run = self._runs.get(tree.agent)
+        key = run_key(tree.agent, tree.review_id)
+        run = self._runs.get(key)
         if run is None or run.status != "running":
             return
         now = time.monotonic()
@@ -293,7 +314,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         )
         for breach in breaches:
             (run.warned if breach.early else run.acted).add(breach.kind)
-            self._act(tree.agent, run, breach, sampled_at)
+            self._act(key, run, breach, sampled_at)
 
     def _check_machine(self, machine: MachineSample, trees: list[TreeSample], sampled_at: float) -> None:
         minimum = self._settings.min_free_memory_mb
@@ -304,11 +325,12 @@ class ResourceMonitor(pykka.ThreadingActor):
             if available >= minimum * RESUME_FACTOR:
                 self._resume_kind("system_memory", f"available memory recovered to {available:.0f} MB")
             return
-        exempt = {agent for agent, run in self._runs.items() if "system_memory" in run.overridden}
-        victim = memory_victim(trees, exempt)
+        exempt = {key for key, run in self._runs.items() if "system_memory" in run.overridden}
+        victim = memory_victim(trees, exempt, key=lambda t: run_key(t.agent, t.review_id))
         if victim is not None:
+            key = run_key(victim.agent, victim.review_id)
             breach = Breach("system_memory", "pause", available, minimum, "MB free")
-            self._act(victim.agent, self._runs[victim.agent], breach, sampled_at)
+            self._act(key, self._runs[key], breach, sampled_at)
 
     def _check_concurrency(self, sampled_at: float) -> None:
         limit = self._settings.max_concurrent_agents
@@ -343,7 +365,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._tell_worker(agent, ResumeWorker(reason=f"{why} (was: {reason})"))
         self._publish(
             LimitExceeded(
-                agent=agent,
+                agent=run.agent or agent,
                 limit=kind,
                 action="resume",
                 observed=0,
@@ -354,15 +376,16 @@ class ResourceMonitor(pykka.ThreadingActor):
             )
         )
 
-    def _act(self, agent: str, run: _Run, breach: Breach, sampled_at: float) -> None:
-        reason = breach.reason(agent)
+    def _act(self, key: str, run: _Run, breach: Breach, sampled_at: float) -> None:
+        agent = run.agent or key
+        reason = breach.reason(run.who or key)
         if breach.action == "pause":
             if run.paused_by_me.get(breach.kind):
                 return
             run.paused_by_me[breach.kind] = reason
-            self._tell_worker(agent, PauseWorker(reason=reason))
+            self._tell_worker(key, PauseWorker(reason=reason))
         elif breach.action == "stop":
-            self._tell_worker(agent, StopWorker(reason=reason))
+            self._tell_worker(key, StopWorker(reason=reason))
         log.warning("%s", reason)
         self._publish(
             LimitExceeded(
@@ -400,10 +423,11 @@ class ResourceMonitor(pykka.ThreadingActor):
 
     # -- output -------------------------------------------------------------------------------------------
 
-    def _tell_worker(self, agent: str, message: Any) -> None:
-        worker = self._workers.get(agent)
+    def _tell_worker(self, key: str, message: Any) -> None:
+        run = self._runs.get(key)
+        worker = run.worker if run is not None and run.worker is not None else self._workers.get(key)
         if worker is None:
-            log.error("no worker ref for %s; cannot %s", agent, type(message).__name__)
+            log.error("no worker ref for %s; cannot %s", key, type(message).__name__)
             return
         with contextlib.suppress(pykka.ActorDeadError):
             worker.tell(message)

@@ -21,6 +21,7 @@ from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
 # (a 401 run also prints "Reconnecting..."; a refused root bypass also exits 1).
 CAUSE_ORDER: tuple[str, ...] = (
     "node_lost",  # the machine went: whatever the CLI printed last is not why it ended
+    "hang",  # the stall limit ended it: what it printed before (retries, say) did not end it
     "not_installed",
     "bad_workdir",
     "root_bypass",
@@ -38,6 +39,7 @@ CAUSE_ORDER: tuple[str, ...] = (
     "server",
     "outside_path",
     "mode_too_strict",
+    "malformed",  # only without a terminal event: a stream that ended well had stray lines only
     "crash",
 )
 
@@ -50,6 +52,12 @@ GENERIC_PATTERNS: tuple[ErrorPattern, ...] = (
     error_pattern("*", "not_installed", r"executable '(?P<exe>[^']+)' is not executable", source="worker"),
     error_pattern("*", "bad_workdir", r"working directory (?P<path>\S+) does not exist", source="worker"),
     *acp_errors("*"),
+    # The resource monitor's stop reason (limit_rules.Breach.reason) for a silent run.
+    error_pattern("*", "hang", r"^stall limit: ", source="resource monitor"),
+    # The stream parser's words for a line it could not read (adapters.base.LineParser).
+    error_pattern(
+        "*", "malformed", r"^line is (?:not JSON|not valid UTF-8|JSON but not an object)", source="stream parser"
+    ),
 )
 
 
@@ -127,7 +135,7 @@ def classify_run(
         allowed &= {"outside_path", "mode_too_strict"}
     mine = [p for p in patterns if p.cli in ("*", evidence.agent)]
     for cause in CAUSE_ORDER:
-        if cause not in allowed:
+        if cause not in allowed or (cause == "malformed" and evidence.terminal_event_seen):
             continue
         for pattern in (p for p in mine if p.cause == cause):
             if pattern.compiled is not None:

@@ -96,12 +96,16 @@ class Recovery(pykka.ThreadingActor):
         # Terminal errors first: they name the cause; blockers and stderr explain side effects.
         events.sort(key=lambda e: (not e.payload.terminal, e.type != "error"))
         lines: list[str] = []
+        if done.stopped_by:
+            lines.append(done.stopped_by)  # only a stall stop is asked about: it is why the run ended
         if done.spawn_error:
             lines.append(done.spawn_error)
         for event in events:
             p = event.payload
-            cause = (p.details or {}).get("cause")
-            lines.append(" ".join(x for x in (p.text or "", f"[{cause}]" if cause else "") if x))
+            details = p.details or {}
+            # The parser's own reading of the event (its class, the CLI's error code) is evidence too.
+            tags = " ".join(str(details[k]) for k in ("cause", "error") if isinstance(details.get(k), str))
+            lines.append(" ".join(x for x in (p.text or "", f"[{tags}]" if tags else "") if x))
         if done.outcome.error:
             lines.append(done.outcome.error)
         lines.extend(done.outcome.permission_denials)
@@ -367,6 +371,10 @@ _RETRY_ADVICE = {
     "quota to reset or use another key or model",
     "server": "the model server failed (5xx/overloaded): retrying later",
     "network": "the model API was unreachable: retrying; if it persists, check the network, proxy and base URL",
+    "hang": "the CLI printed nothing for the stall limit (hung, or retrying without a word) and was "
+    "ended: retrying; if it hangs again its roles move on",
+    "malformed": "the CLI's output was not the stream it should print (no result): retrying; if it "
+    "persists its roles move on; its raw lines are in the session folder",
     "crash": "the CLI ended without a result: retrying once; if it crashes again, look at "
     "its stderr log in the session folder",
 }

@@ -58,14 +58,16 @@ def _state(ws: Path) -> dict:
 def test_agent_killed_mid_stream_keeps_what_it_printed(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK"] = "killed"
     code, session = _run_demo(tmp_path, demo_env)
-    assert code == 1
+    assert code == 0  # killed on its retry too: its roles moved on and the others finished
     records = _events(session, "claude")
     implement = [r for r in records if r.get("assignment_id") == "implement"]
     assert any(r["payload"].get("kind") == "marker" for r in implement)  # printed before the kill
     last = implement[-1]
     assert last["type"] == "error" and "signal 9" in last["payload"]["text"]
     state = json.loads((session / "state.json").read_text())
-    assert {a["id"]: a["status"] for a in state["assignments"]}["implement"] == "failed"
+    implement = next(a for a in state["assignments"] if a["id"] == "implement")
+    assert implement["status"] == "completed" and implement["agent"] != "claude"
+    assert state["agents_out"]["claude"].startswith("crash: ")
 
 
 @pytest.mark.session

@@ -545,7 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- per vendor
     def _error(self, rec: RecordedRequest, status: int, api: str) -> None:
         rec.answered, rec.status = f"error {status}", status
-        msg = error_message(status)
+        msg = self.server.owner.error_messages.get(status) or error_message(status)
         if api == "anthropic":
             etype = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
             body = {"type": "error", "error": {"type": etype, "message": msg}, "request_id": _new_id("req_mock")}
@@ -717,6 +717,9 @@ class ScriptedModelServer:
 
     host: str = "127.0.0.1"
     requests: list[RecordedRequest] = field(default_factory=list)
+    # status -> the error message in place of ERROR_MESSAGES' (a vendor's own words, e.g. the
+    # real Anthropic API's "invalid x-api-key", which claude turns into "Invalid API key").
+    error_messages: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.released = threading.Event()  # held requests (SCRIPT:hold) are answered once set

@@ -187,14 +187,15 @@ def test_garbage_lines_become_error_events_and_the_session_goes_on(tmp_path, dem
     assert any(r["type"] == "review" for r in records)
 
 
-def test_crashing_agent_fails_the_session_and_leaves_no_process(tmp_path, demo_env):
+def test_crashing_agent_moves_its_roles_and_leaves_no_process(tmp_path, demo_env):
+    # It crashes on every run: past its retry its roles move on (docs/reviews-and-recovery.md).
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "crash"
     code, session = _run_demo(tmp_path, demo_env)
     state = json.loads((session / "state.json").read_text())
-    assert code == 1 and state["status"] == "failed"
+    assert code == 0 and state["status"] == "completed"
     by_id = {a["id"]: a for a in state["assignments"]}
-    assert by_id["implement"]["status"] == "failed"
-    assert by_id["review"]["status"] == "skipped"
+    assert by_id["implement"]["status"] == "completed" and by_id["implement"]["agent"] != "claude"
+    assert state["agents_out"]["claude"].startswith("crash: ")
     last = _events(session, "claude")[-1]
     assert last["type"] == "error" and last["payload"]["terminal"] is True
 

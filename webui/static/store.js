@@ -108,7 +108,7 @@ function keepFact(kind, data) {
   if (kind === "resources") {
     data.agents.forEach((tree) => {
       const list = samples[tree.agent];
-      if (!list) return;
+      if (!list || tree.review_id) return; // a peer's review run: not the agent's own chart
       list.push({ cpu: tree.cpu_percent, rss: tree.rss_bytes });
       if (list.length > MAX_SAMPLES) list.shift();
     });

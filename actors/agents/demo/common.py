@@ -44,6 +44,8 @@ SCENARIOS: dict[str, str] = {
     "hang": "start, then sleep forever printing nothing",
     "result_then_hang": "the whole successful run including the terminal line, then never exit",
     "garbage": "a non-JSON line, a cut JSON line, invalid UTF-8, a 10 MB line; then a normal run",
+    "garbage_only": "the garbage lines, then exit 0 with no terminal event (a stream that is not the CLI's)",
+    "hang_once": "the hang on the first run (marked by the file ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
     "flood": "ORCHESTRATE_DEMO_FLOOD_LINES (100000) progress lines at full speed, then a run",
     "invalid_plan": "Kind plan: a plan that fails validation; valid on a retry quoting the error",
     "invalid_plan_always": "Kind plan: a plan that fails validation, also on retries",
@@ -593,8 +595,13 @@ def run(agent: DemoAgent) -> int:
     if sc in _FAILURES or (sc in _GEMINI_FAILURES and agent.name == "gemini"):
         return agent.fail(sc)
     agent.start()
-    if sc == "hang":
+    if sc == "hang" or (sc == "hang_once" and once and not os.path.exists(once)):
+        if once:
+            Path(once).touch()
         _sleep_forever()
+    if sc == "garbage_only":
+        _garbage(agent)
+        return 0
     if sc in ("crash", "killed"):
         return _crash(agent, killed=sc == "killed")
     keep = _before_work(agent, sc)

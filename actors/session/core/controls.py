@@ -67,7 +67,8 @@ class ControlRules(StepBase):
         """The monitor already acted on the worker; the session records why and, for an
         exhausted budget, pauses (nothing new starts until the user resumes)."""
         self.update(decisions=(*self.snap.decisions, message.record(at=self.now)))
-        if message.action == "pause_session" and self.snap.status == "running":
+        # A review run's spend counts too: the budget may run out while the session reviews.
+        if message.action == "pause_session" and self.snap.status in ("running", "reviewing"):
             self.log("warning", message.reason)
             self.on_control(ControlRequested(action="pause", source=message.reason))
 

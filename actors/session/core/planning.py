@@ -27,14 +27,30 @@ def failure_reason(message: AssignmentFinished) -> str:
     return message.outcome.error or f"exited with {message.returncode}"
 
 
+# Failures that say the CLI (or its vendor) cannot do the work today once its retries are
+# spent (recovery.max_retries, per class): its roles move on, like refused credentials.
+PERSISTENT_FAILURES = {
+    "rate_limit": "quota or rate limit still reached after back-off",
+    "server": "the vendor's server kept failing (5xx) after its retries",
+    "network": "the model API stayed unreachable after its retries",
+    "malformed": "its output stream stayed malformed (no result) after its retries",
+    "hang": "it hung again (ended by the stall limit) after its retries",
+    "crash": "it kept ending without a result after its retries",
+}
+
+
 def agent_out_reason(plan: RecoveryPlanned) -> str | None:
-    """Why a recovery plan means the agent cannot serve in this session (None: it can)."""
+    """Why a recovery plan means the agent cannot serve in this session (None: it can).
+
+    Refused credentials or account and a missing CLI move its roles at once; a persistent
+    failure (``PERSISTENT_FAILURES``) only once Recovery gave up retrying it, never on the
+    first transient one."""
     if plan.action not in ("escalate", "give_up"):
         return None
     if plan.cause in ("not_installed", "auth", "account"):
         return f"{plan.cause}: {plan.advice}"
-    if plan.cause == "rate_limit":
-        return f"quota or rate limit still reached after back-off: {plan.advice}"
+    if plan.cause in PERSISTENT_FAILURES and plan.action == "give_up":
+        return f"{plan.cause}: {PERSISTENT_FAILURES[plan.cause]}: {plan.advice}"
     return None
 
 

@@ -7,6 +7,7 @@ from meta_orchestrator.actors.session.core.planning import agent_out_reason
 from meta_orchestrator.actors.session.core.state import PLAN_ID
 from meta_orchestrator.actors.session.core.step import StepBase
 from meta_orchestrator.messages.recovery import RecoveryPlanned, RecoveryRecord, RelaunchDue
+from meta_orchestrator.messages.resources import LimitExceededRecord
 from meta_orchestrator.messages.session import (
     AskQuestion,
     AssignmentRecord,
@@ -30,8 +31,21 @@ class RecoveryRules(StepBase):
         if not self.config.has_recovery or not self.settings.recovery.enabled or self.winding_down:
             return False
         if message.stopped_by:
-            return False  # the user or the wall-clock limit ended it: not a failure to fix
+            # The user or the wall-clock limit ended it: not a failure to fix. The stall limit
+            # did: it hung (or retried without a word), a failure Recovery counts.
+            return self.stalled(message)
         return not message.outcome.success or bool(message.outcome.permission_denials)
+
+    def stalled(self, message: AssignmentFinished) -> bool:
+        """The resource monitor stopped this run for its silence (its fact is in decisions)."""
+        return any(
+            isinstance(d, LimitExceededRecord)
+            and d.limit == "stall"
+            and d.action == "stop"
+            and d.agent == message.agent
+            and d.assignment_id == message.assignment_id
+            for d in self.snap.decisions
+        )
 
     def on_recovery_planned(self, plan: RecoveryPlanned) -> None:
         if plan.assignment_id.startswith(PLAN_ID):

@@ -25,7 +25,7 @@ from meta_orchestrator.actors.session.core.effects import (
 )
 from meta_orchestrator.actors.session.core.phases import ACTIVE_PHASES, check_assignment_move, check_session_move
 from meta_orchestrator.actors.session.core.state import PLAN_ID, CoreState, Ending, PlanRun
-from meta_orchestrator.messages.base import AGENT_NAMES, Message, iso_utc
+from meta_orchestrator.messages.base import Message, iso_utc
 from meta_orchestrator.messages.session import (
     STATUS_OF_PHASE,
     AgentShare,
@@ -213,7 +213,8 @@ class StepBase:
         """The role's agent, else the first of ``[session] role_fallback`` (then any other) that can serve."""
         session = self.settings.session
         preferred = session.roles.get(role)
-        order = ((preferred,) if preferred else ()) + tuple(session.role_fallback.get(role, ())) + AGENT_NAMES
+        # Then any other agent of the session, whichever CLIs are registered.
+        order = ((preferred,) if preferred else ()) + tuple(session.role_fallback.get(role, ())) + self.config.agents
         for agent in dict.fromkeys(order):
             if agent in self.config.agents and self.can_serve(agent):
                 return agent
