@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstr
 # An agent is named by its adapter (actors.adapters.registry knows which exist); the name is
 # also a file name (<agent>.jsonl) and a config table key, hence the narrow alphabet.
 AgentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
-# The team a session runs by default (config defaults); not the list of every known CLI.
-AGENT_NAMES: tuple[AgentName, ...] = ("gemini", "codex", "claude")
 
 
 def utc_now() -> datetime:

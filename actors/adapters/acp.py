@@ -367,6 +367,22 @@ def bridge_launch(name: str, spec: LaunchSpec, agent_argv: tuple[str, ...]) -> L
     return Launch(tuple([*argv, "--", *agent_argv]), env, spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
 
+# What a CLI's adapter knows that holds whichever way it is driven.
+_KNOWLEDGE = (
+    "acp_args",
+    "package",
+    "credentials",
+    "trust_flag",
+    "grant_dir_flag",
+    "bypass_flags",
+    "advice",
+    "colour",
+    "vendor_env",
+    "state_places",
+    "error_patterns",
+)
+
+
 class AcpDriven(AgentAdapter):
     """A built-in CLI run over ACP: everything its adapter knows, but started and read over ACP."""
 
@@ -378,11 +394,11 @@ class AcpDriven(AgentAdapter):
         self.base = base
         self.name = base.name
         self.default_executable = base.default_executable
-        self.acp_args = base.acp_args
-        for attribute in ("package", "credentials", "trust_flag", "grant_dir_flag", "bypass_flags", "advice"):
+        # What the base adapter declares per class is this one's per instance (setattr: the
+        # base class types them as class variables). The ACP client's own error rows are the
+        # generic table's; the CLI's rows still name its own messages.
+        for attribute in _KNOWLEDGE:
             setattr(self, attribute, getattr(base, attribute))
-        self.colour, self.vendor_env, self.state_places = base.colour, base.vendor_env, base.state_places
-        self.error_patterns = base.error_patterns  # the ACP client's own rows are the generic table's
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The bridge with ``<cli> <acp_args> [trust flag] [folder grants] <extra args>``."""
@@ -435,17 +451,23 @@ class ConfiguredAcpAdapter(AgentAdapter):
         self.name = name
         self.command = argv
         self.default_executable = argv[0]
-        self.credentials = f"what {argv[0]} itself needs (pass its variables with [agents.{name}] pass_env)"
-        self.error_patterns = ()  # the ACP client's rows are the generic table's (``acp_errors``)
         self._install = install
-        # Each state folder gets the session's private copy; ``state_copy`` names what of the
-        # user's is copied into it (its settings, its login).
-        self.state_places = tuple(
-            StatePlace(real=Path(d), name=f"{name}-state-{i}", copied=state_copy) for i, d in enumerate(state_dirs)
-        )
-        self.advice = MappingProxyType(
-            {"crash": f"{name} broke the ACP conversation: check its command in [agents.{name}] and its stderr log"}
-        )
+        # Per instance what adapters declare per class (setattr: typed as class variables). The
+        # ACP client's error rows are the generic table's (``acp_errors``). Each state folder
+        # gets the session's private copy; ``state_copy`` names what of the user's is copied
+        # into it (its settings, its login).
+        known: dict[str, Any] = {
+            "credentials": f"what {argv[0]} itself needs (pass its variables with [agents.{name}] pass_env)",
+            "error_patterns": (),
+            "state_places": tuple(
+                StatePlace(real=Path(d), name=f"{name}-state-{i}", copied=state_copy) for i, d in enumerate(state_dirs)
+            ),
+            "advice": MappingProxyType(
+                {"crash": f"{name} broke the ACP conversation: check its command in [agents.{name}] and its stderr log"}
+            ),
+        }
+        for attribute, value in known.items():
+            setattr(self, attribute, value)
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The bridge with the configured command (``spec.executable``) and the extra args."""

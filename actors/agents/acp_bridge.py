@@ -239,7 +239,8 @@ def run_session(bridge: Bridge, prompt: str, cwd: str, resume: str | None, model
             "clientInfo": {"name": "meta-orchestrator", "version": "1"},
         },
     )
-    capabilities = init.get("agentCapabilities") if isinstance(init.get("agentCapabilities"), dict) else {}
+    offered = init.get("agentCapabilities")
+    capabilities: dict[str, Any] = offered if isinstance(offered, dict) else {}
     session_id: Any = None
     if resume and capabilities.get("loadSession"):
         bridge.quiet = True

@@ -136,7 +136,8 @@ def render_text(reports: Sequence[CliReport]) -> str:
         lines = [f"{r.name}  ({mark}){'' if r.enabled else '  [disabled in the config]'}"]
         lines.append(f"  installed    {'yes, ' + (r.path or r.command) if r.installed else 'no (' + r.command + ')'}")
         lines.append(f"  version      {r.version or '-'}")
-        lines.append(f"  credentials  {', '.join(r.credentials) if r.credentials else 'none found'}")
+        found = ", ".join(r.credentials) if r.credentials else f"none found (it needs {r.credentials_needed})"
+        lines.append(f"  credentials  {found}")
         state = ", ".join(f"{f.path}{'' if f.exists else ' (not yet)'}" for f in r.state_folders) or "-"
         lines.append(f"  sandbox      {'ready' if r.sandbox_ready else 'not ready'}; state: {state}")
         lines.append(f"  protocols    {', '.join(r.protocols)}")

@@ -228,7 +228,8 @@ def forget_configured() -> Iterator[None]:
         registry.unregister(name)
 
 
-def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path, forget_configured):
+@pytest.mark.usefixtures("forget_configured")
+def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path):
     settings = load_settings(
         None,
         {
@@ -285,7 +286,8 @@ def acp_team_settings(tmp_path: Path, **overrides: Any):
 
 
 @pytest.mark.session
-def test_a_configured_acp_agent_plays_its_roles_in_a_whole_demo_session(tmp_path, demo_env, forget_configured):
+@pytest.mark.usefixtures("forget_configured")
+def test_a_configured_acp_agent_plays_its_roles_in_a_whole_demo_session(tmp_path, demo_env):
     code = run(
         acp_team_settings(tmp_path),
         LaunchRequest(

@@ -107,9 +107,8 @@ def test_a_call_the_policy_asks_about_waits_in_the_inbox_and_runs_only_after_yes
 
 
 @pytest.mark.session
-def test_with_nobody_to_answer_an_acp_agents_asked_call_is_denied_and_the_session_goes_on(
-    tmp_path, demo_env, forget_configured
-):
+@pytest.mark.usefixtures("forget_configured")
+def test_with_nobody_to_answer_an_acp_agents_asked_call_is_denied_and_the_session_goes_on(tmp_path, demo_env):
     env = {
         **demo_env,
         "ORCHESTRATE_DEMO_SCENARIO_ACP_WORK": "shell_script",
