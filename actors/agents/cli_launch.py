@@ -69,6 +69,7 @@ def launch_spec(
         extra_args=(*settings.extra_args, *command.extra_args),
         env=env,
         confined=confined,
+        protocol=adapter.protocol_for(settings.protocol),
     )
 
 

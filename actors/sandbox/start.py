@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pykka
+from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV
 from meta_orchestrator.actors.adapters.registry import get_adapter, hooked_agent
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
@@ -62,11 +64,21 @@ def sandboxed(name: str, settings: Settings, guard: SupervisedRef | None) -> Age
     """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file."""
     agent = settings.agents[name]
     flag = get_adapter(name).hook_settings_flag
+    if guard is not None and asks_through_bridge(name, settings):
+        files = guard.ask(GetSandboxFiles(), timeout=10)
+        digest = hashlib.sha256(Path(files.policy).read_bytes()).hexdigest()
+        return agent.model_copy(update={"env": {**agent.env, POLICY_FILE_ENV: files.policy, POLICY_SHA256_ENV: digest}})
     if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
     hook_args = get_adapter(name).hook_args(files.claude_settings)
     return agent.model_copy(update={"extra_args": (*agent.extra_args, *hook_args)})
+
+
+def asks_through_bridge(name: str, settings: Settings) -> bool:
+    """The agent is driven through a bridge that asks the broker before each call (codex's
+    app-server): it is given the policy file, and its sandbox shows it and the channel."""
+    return get_adapter(name).protocol_for(settings.agents[name].protocol) == "app-server"
 
 
 def os_sandboxes(
@@ -88,16 +100,20 @@ def os_sandboxes(
     ports = sandbox.allowed_ports() if sandbox.isolate_host_services else None
     hooked = hooked_agent()
     shown: tuple[str, ...] = ()
-    if guard is not None and hooked is not None:
+    if guard is not None:
         files = guard.ask(GetSandboxFiles(), timeout=10)
         shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
     return {
         name: OsSandbox(
             bwrap=bwrap,
             hidden=hidden,
-            readable=(*readable, *(shown if hooked is not None and name == hooked.name else ())),
+            readable=(*readable, *(shown if _asks(name, hooked, settings) else ())),
             tmpfs_bytes=sandbox.private_tmp_bytes(settings.limits.for_agent(name).max_rss_mb),
             allow_connect=ports,
         )
         for name in settings.agents
     }
+
+
+def _asks(name: str, hooked: Any, settings: Settings) -> bool:
+    return (hooked is not None and name == hooked.name) or asks_through_bridge(name, settings)
