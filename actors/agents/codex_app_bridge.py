@@ -107,6 +107,10 @@ class Child:
             self.proc.stdin.write((json.dumps(obj) + "\n").encode())
             self.proc.stdin.flush()
         except OSError as exc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(STOP_GRACE_S)
+            if self.proc.returncode is not None:
+                raise BridgeError(self._exited()) from None
             raise BridgeError(f"codex app-server stopped reading its input ({exc})") from None
 
     def next_message(self, timeout_s: float | None) -> dict[str, Any]:
@@ -115,8 +119,8 @@ class Child:
         except queue.Empty:
             raise BridgeError(f"codex app-server sent nothing for {timeout_s:g}s") from None
         if line is None:
-            code = self.proc.wait()
-            raise BridgeError(f"codex app-server exited (exit {code}) before the turn ended")
+            self.proc.wait()
+            raise BridgeError(self._exited())
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -124,6 +128,9 @@ class Child:
         if not isinstance(obj, dict):
             raise BridgeError(f"codex app-server sent JSON that is not a message: {line[:200]!r}")
         return obj
+
+    def _exited(self) -> str:
+        return f"codex app-server exited (exit {self.proc.returncode}) before the turn ended"
 
     def stop(self) -> int | None:
         """End codex (its stdin closed, then TERM, then KILL) and reap it."""
