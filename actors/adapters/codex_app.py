@@ -164,7 +164,16 @@ class CodexAppParser(CodexParser):
         decision, reason = as_str(obj.get("decision")), as_str(obj.get("reason")) or ""
         details = {"decision": decision, "by": as_str(obj.get("by")), "item_id": as_str(obj.get("itemId"))}
         if decision == "accept":
-            return [draft("status", kind="approval", tool=tool, tool_input=tool_input, text=f"allowed: {what}")]
+            return [
+                draft(
+                    "status",
+                    kind="approval",
+                    tool=tool,
+                    tool_input=tool_input,
+                    text=f"allowed: {what}",
+                    details=details,
+                )
+            ]
         self.permission_denials.append(f"{tool} {what}: {reason}")
         return [
             draft(

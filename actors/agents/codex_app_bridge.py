@@ -35,6 +35,7 @@ import hmac
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -219,7 +220,7 @@ class Bridge:
         self.child.send({"id": request_id, "result": result})
 
     def _command(self, params: dict[str, Any]) -> dict[str, Any]:
-        command = str(params.get("command") or "")
+        command = shell_script(str(params.get("command") or ""))
         cwd = str(params.get("cwd") or self.cwd)
         answer = self._decide("Bash", {"command": command}, cwd, params)
         decision = "accept" if answer.allow else "decline"
@@ -274,6 +275,19 @@ class Bridge:
                 "reason": answer.reason,
             }
         )
+
+
+def shell_script(command: str) -> str:
+    """The command the model asked for: codex runs each as ``/bin/bash -lc '<script>'`` (0.169.0),
+    which the policy would take for a nested shell; the script is what is judged."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    shells = ("bash", "sh", "zsh", "dash")
+    if len(words) == 3 and os.path.basename(words[0]) in shells and words[1] in ("-c", "-lc", "-ic"):
+        return words[2]
+    return command
 
 
 def file_change_calls(item: dict[str, Any] | None) -> list[tuple[str, str]]:
