@@ -476,6 +476,8 @@ class CodexAdapter(AgentAdapter):
         """codex refuses a folder outside a trusted git repository (§2.1)."""
         return "a git repository" if in_git_repo else "not a git repository"
 
+    # exec --json, or app-server through the bridge (asked before every command and patch).
+    protocols = ("stream", "app-server")
     state_places = (
         StatePlace(
             real=Path(".codex"),
