@@ -10,6 +10,7 @@ without asking. Every decision is in ``security.jsonl``.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import threading
 from pathlib import Path
@@ -183,3 +184,76 @@ def test_patches_and_permissions_in_the_policy_words() -> None:
         "network": {"enabled": True},
     }
     assert permission_writes(asked) == (["/a", "/b"], ["write /d/**", "network"])
+
+
+# -- through the real Worker, inside the OS sandbox (as a session runs it) --------------------------
+
+
+def test_inside_the_os_sandbox_through_the_worker(rig: Rig, probe: ProbeHandle, bwrap: str, tmp_path: Path) -> None:
+    """The bridge runs as the run's process inside bwrap (its interpreter and the policy shown
+    read-only, the channel reachable); codex's command waits for the user's yes, then runs."""
+    import tempfile
+
+    import pykka
+
+    from meta_orchestrator.actors.agents.worker import Worker
+    from meta_orchestrator.actors.files.session_files import read_jsonl
+    from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
+    from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+    from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+    from tests.agents.test_real_clis import MODELS
+
+    root = Path(tempfile.mkdtemp(prefix="orch-sbx-app-", dir="/var/tmp"))  # /tmp is private inside
+    boxed = Rig("codex", rig.bin_dir, rig.server, root)
+    asker = ProbeHandle()
+    guard, env, session_dir = guarded(boxed, asker.ref, probe.ref)
+    files = guard.ask(GetSandboxFiles(), timeout=10)
+    scratch = root / "scratch"
+    scratch.mkdir()
+    worker = Worker.start(
+        agent="codex",
+        adapter=get_adapter_codex(),
+        agent_settings=AgentSettings(
+            command=boxed.exe,
+            model=MODELS["codex"],
+            extra_args=boxed.extra_args,
+            share_min=0.3,
+            share_max=0.5,
+            protocol="app-server",
+            env={k: v for k, v in env.items() if k != RUN_WORKDIR_ENV},
+        ),
+        session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=90),
+        session_id="s1",
+        session_dir=session_dir,
+        target=boxed.work,
+        base_env=boxed.env,
+        extra_dirs=(scratch,),
+        sandbox=OsSandbox(
+            bwrap=bwrap,
+            hidden=(str(session_dir),),
+            readable=(str(Path(files.policy).parent), str(Path(files.channel).parent)),
+        ),
+    )
+    try:
+        worker.tell(StartAssignment(assignment_id="a1", prompt=f"SCRIPT:bash {COMMAND}", reply_to=probe.ref))
+        ask = asker.expect(AskQuestion, timeout=90)
+        assert not (boxed.work / ASKED).exists()  # held before it runs
+        guard.tell(QuestionAnswered(question_id=ask.question.id, answer="yes", approve=True))
+        finished = probe.expect(AssignmentFinished, timeout=90)
+    finally:
+        worker.stop()
+        pykka.ActorRegistry.stop_all(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+    records = read_jsonl(session_dir / "codex.jsonl").records
+    assert finished.outcome.success, (finished.outcome.error, finished.stderr_tail)
+    assert (boxed.work / ASKED).exists()
+    launch = next(r["payload"]["text"] for r in records if r["payload"].get("kind") == "launch")
+    assert "codex_app_bridge" in launch and "--sandbox danger-full-access" in launch
+    kinds = [r["payload"].get("kind") for r in records]
+    assert "approval" in kinds and "tool_result" in kinds
+
+
+def get_adapter_codex() -> Any:
+    from meta_orchestrator.actors.adapters.registry import get_adapter
+
+    return get_adapter("codex")
