@@ -425,7 +425,8 @@ CODEX_TOKENS: TokenShape = MappingProxyType(
 
 
 class CodexAdapter(AgentAdapter):
-    """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … -`` with the prompt on stdin (§2, §6)."""
+    """``codex app-server`` under the bridge, or ``codex exec --json --skip-git-repo-check -C <dir>
+    -s <sandbox> … -``; the prompt on stdin either way (§2, §6)."""
 
     name: AgentName = "codex"
     default_executable = "codex"
@@ -476,8 +477,9 @@ class CodexAdapter(AgentAdapter):
         """codex refuses a folder outside a trusted git repository (§2.1)."""
         return "a git repository" if in_git_repo else "not a git repository"
 
-    # exec --json, or app-server through the bridge (asked before every command and patch).
-    protocols = ("stream", "app-server")
+    # app-server through the bridge (asked before every command and patch; verified with the
+    # pinned 0.169.0 against the model server, inside bwrap too), or exec --json.
+    protocols = ("app-server", "stream")
     state_places = (
         StatePlace(
             real=Path(".codex"),
