@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pykka
-from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV
+from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV
 from meta_orchestrator.actors.adapters.registry import get_adapter, hooked_agent
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
@@ -65,9 +64,9 @@ def sandboxed(name: str, settings: Settings, guard: SupervisedRef | None) -> Age
     agent = settings.agents[name]
     flag = get_adapter(name).hook_settings_flag
     if guard is not None and asks_through_bridge(name, settings):
+        # The policy file for its bridge; the worker reads its hash as each run starts.
         files = guard.ask(GetSandboxFiles(), timeout=10)
-        digest = hashlib.sha256(Path(files.policy).read_bytes()).hexdigest()
-        return agent.model_copy(update={"env": {**agent.env, POLICY_FILE_ENV: files.policy, POLICY_SHA256_ENV: digest}})
+        return agent.model_copy(update={"env": {**agent.env, POLICY_FILE_ENV: files.policy}})
     if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)

@@ -240,20 +240,75 @@ def test_inside_the_os_sandbox_through_the_worker(rig: Rig, probe: ProbeHandle, 
         assert not (boxed.work / ASKED).exists()  # held before it runs
         guard.tell(QuestionAnswered(question_id=ask.question.id, answer="yes", approve=True))
         finished = probe.expect(AssignmentFinished, timeout=90)
+        records = read_jsonl(session_dir / "codex.jsonl").records
+        assert finished.outcome.success, (finished.outcome.error, finished.stderr_tail)
+        assert (boxed.work / ASKED).exists()
+        launch = next(r["payload"]["text"] for r in records if r["payload"].get("kind") == "launch")
+        assert "codex_app_bridge" in launch and "--sandbox danger-full-access" in launch
+        kinds = [r["payload"].get("kind") for r in records]
+        assert "approval" in kinds and "tool_result" in kinds
     finally:
         worker.stop()
         pykka.ActorRegistry.stop_all(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
-    records = read_jsonl(session_dir / "codex.jsonl").records
-    assert finished.outcome.success, (finished.outcome.error, finished.stderr_tail)
-    assert (boxed.work / ASKED).exists()
-    launch = next(r["payload"]["text"] for r in records if r["payload"].get("kind") == "launch")
-    assert "codex_app_bridge" in launch and "--sandbox danger-full-access" in launch
-    kinds = [r["payload"].get("kind") for r in records]
-    assert "approval" in kinds and "tool_result" in kinds
 
 
 def get_adapter_codex() -> Any:
     from meta_orchestrator.actors.adapters.registry import get_adapter
 
     return get_adapter("codex")
+
+
+def test_each_run_reads_the_policy_hash_as_it_starts(tmp_path: Path) -> None:
+    """A restarted guard rewrites the policy (new channel, new secret): the next run's bridge is
+    given the new file's hash, not the one of the session's start."""
+    from meta_orchestrator.actors.agents.cli_launch import launch_spec
+    from meta_orchestrator.config.settings import AgentSettings
+    from meta_orchestrator.messages.worker import StartAssignment
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"version": 1}')
+    settings = AgentSettings(share_min=0.3, share_max=0.5, protocol="app-server", env={POLICY_FILE_ENV: str(policy)})
+    adapter = get_adapter_codex()
+
+    def spec() -> Any:
+        return launch_spec(
+            adapter,
+            settings,
+            StartAssignment(assignment_id="a", prompt="p"),
+            session_id="s",
+            workdir=tmp_path,
+            extra_dirs=(),
+            base_env={},
+        )
+
+    first = spec()
+    assert first.env[POLICY_SHA256_ENV] == hashlib.sha256(policy.read_bytes()).hexdigest()
+    assert first.protocol == "app-server"
+    policy.write_text('{"version": 1, "secret": "new"}')
+    second = spec()
+    assert (
+        second.env[POLICY_SHA256_ENV] == hashlib.sha256(policy.read_bytes()).hexdigest() != first.env[POLICY_SHA256_ENV]
+    )
+    launch = adapter.build_launch(second)
+    assert launch.argv[launch.argv.index("--policy-sha256") + 1] == second.env[POLICY_SHA256_ENV]
+
+
+def test_a_protocol_the_cli_does_not_speak_is_refused_before_the_session(tmp_path: Path, demo_env) -> None:
+    from meta_orchestrator.actors.app.system import LaunchRequest, start, stop_all
+    from meta_orchestrator.actors.recovery.preflight import PreflightError
+    from meta_orchestrator.config.settings import load_settings
+
+    settings = load_settings(None, {"workspace": str(tmp_path / "ws"), "agents.claude.protocol": "app-server"})
+    started: list[Any] = []
+    try:
+        with pytest.raises(
+            PreflightError, match=r"\[agents.claude\] protocol: claude cannot be driven by 'app-server'"
+        ):
+            start(
+                settings,
+                LaunchRequest(task="t", target=None, demo=True, dashboard=False, console=False, env=demo_env),
+                started,
+            )
+    finally:
+        stop_all(started)
