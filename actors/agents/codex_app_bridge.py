@@ -67,6 +67,11 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (codex's messages are checked, not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
 def load_policy(path: str | None, sha256: str, workdir: str | None) -> Policy | None:
     """The session's policy for this run, checked against its hash like the hook does; None
     without one (no sandbox guard: codex's own sandbox and this bridge's accept decide)."""
@@ -193,7 +198,7 @@ class Bridge:
             if "id" in msg and ("result" in msg or "error" in msg):
                 return  # an answer to a request we no longer wait for
             raise BridgeError(f"codex app-server sent a message that is neither request nor notification: {msg}")
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params = _dict(msg.get("params"))
         if "id" in msg:
             self.answer(msg["id"], method, params)
             return
@@ -202,7 +207,7 @@ class Bridge:
             item = params["item"]
             self.items[str(item.get("id"))] = item
         elif method == "turn/completed":
-            self.turn_end = params.get("turn") if isinstance(params.get("turn"), dict) else {}
+            self.turn_end = _dict(params.get("turn"))
 
     def answer(self, request_id: Any, method: str, params: dict[str, Any]) -> None:
         """Answer one request codex made."""
@@ -242,7 +247,7 @@ class Bridge:
         return {"decision": "accept"}
 
     def _permissions(self, params: dict[str, Any]) -> dict[str, Any]:
-        asked = params.get("permissions") if isinstance(params.get("permissions"), dict) else {}
+        asked = _dict(params.get("permissions"))
         writes, other = permission_writes(asked)
         granted = not other
         for path in writes:
@@ -297,7 +302,7 @@ def file_change_calls(item: dict[str, Any] | None) -> list[tuple[str, str]]:
     for change in (item or {}).get("changes") or []:
         if not isinstance(change, dict) or not isinstance(change.get("path"), str):
             continue
-        kind = change.get("kind") if isinstance(change.get("kind"), dict) else {}
+        kind = _dict(change.get("kind"))
         calls.append(("Write" if kind.get("type") == "add" else "Edit", change["path"]))
         if isinstance(kind.get("move_path"), str):
             calls.append(("Write", kind["move_path"]))
@@ -306,7 +311,7 @@ def file_change_calls(item: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 def permission_writes(asked: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The write paths a permissions request names, and what else it asks (never granted)."""
-    fs = asked.get("fileSystem") if isinstance(asked.get("fileSystem"), dict) else {}
+    fs = _dict(asked.get("fileSystem"))
     writes = [p for p in fs.get("write") or [] if isinstance(p, str)]
     other: list[str] = []
     for entry in fs.get("entries") or []:
@@ -317,7 +322,7 @@ def permission_writes(asked: dict[str, Any]) -> tuple[list[str], list[str]]:
             writes.append(path["path"])
         else:
             other.append(f"{entry.get('access')} {path.get('pattern') or path.get('value')}")
-    network = asked.get("network") if isinstance(asked.get("network"), dict) else {}
+    network = _dict(asked.get("network"))
     if network.get("enabled"):
         other.append("network")
     return writes, other
@@ -338,7 +343,7 @@ def converse(bridge: Bridge, args: argparse.Namespace, prompt: str) -> dict[str,
     bridge.call("initialize", {"clientInfo": {"name": "meta-orchestrator", "title": None, "version": "1"}})
     bridge.child.send({"method": "initialized"})
     started = bridge.call("thread/resume" if args.resume else "thread/start", thread_params(args))
-    thread = started.get("thread") if isinstance(started.get("thread"), dict) else {}
+    thread = _dict(started.get("thread"))
     thread_id = thread.get("id")
     if not isinstance(thread_id, str):
         raise BridgeError("codex started no thread (its answer names no thread id)")

@@ -64,8 +64,9 @@ class Rpc:
         self.send({"method": method, "id": request_id, "params": params})
         while True:
             msg = self.read()
+            result = msg.get("result")
             if msg.get("id") == request_id and "method" not in msg:
-                return msg.get("result") if isinstance(msg.get("result"), dict) else {}
+                return result if isinstance(result, dict) else {}
 
 
 class CodexAppServer(DemoAgent):
@@ -113,8 +114,13 @@ class CodexAppServer(DemoAgent):
             self.say(f"[demo] I could not write {path}: Read-only file system (os error 30).")
             return False
         kind = "update" if path.exists() else "add"
-        item = {"type": "fileChange", "id": self._new_item(), "status": "inProgress"}
-        item["changes"] = [{"path": str(path), "kind": {"type": kind}, "diff": content}]
+        changes = [{"path": str(path), "kind": {"type": kind}, "diff": content}]
+        item: dict[str, Any] = {
+            "type": "fileChange",
+            "id": self._new_item(),
+            "status": "inProgress",
+            "changes": changes,
+        }
         self._item("started", item)
         asked = self.rpc.ask("item/fileChange/requestApproval", self._approval(item["id"]))
         if asked.get("decision") not in ("accept", "acceptForSession"):
@@ -127,8 +133,8 @@ class CodexAppServer(DemoAgent):
     def shell(self, command: Command) -> str | None:
         self.tool_calls += 1
         shown = f"/bin/bash -lc {shlex.quote(command.display)}"
-        item = {"type": "commandExecution", "id": self._new_item(), "command": shown, "cwd": str(self.cwd)}
-        item.update(status="inProgress", aggregatedOutput=None, exitCode=None, commandActions=[])
+        item: dict[str, Any] = {"type": "commandExecution", "id": self._new_item(), "command": shown}
+        item.update(cwd=str(self.cwd), status="inProgress", aggregatedOutput=None, exitCode=None, commandActions=[])
         self._item("started", item)
         params = {**self._approval(item["id"]), "command": shown, "cwd": str(self.cwd), "kind": "command"}
         if self.rpc.ask("item/commandExecution/requestApproval", params).get("decision") not in (
