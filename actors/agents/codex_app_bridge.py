@@ -54,6 +54,18 @@ REPLY_TIMEOUT_S = 120.0  # codex answers initialize / thread/start / turn/start 
 STOP_GRACE_S = 3.0
 METHOD_NOT_FOUND = -32601
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Per-token and per-chunk notifications: the completed items carry the whole text and output,
+# so these would only flood the run's event log (initialize's optOutNotificationMethods).
+NOT_WANTED = (
+    "item/agentMessage/delta",
+    "item/reasoning/textDelta",
+    "item/reasoning/summaryTextDelta",
+    "item/reasoning/summaryPartAdded",
+    "item/commandExecution/outputDelta",
+    "item/fileChange/outputDelta",
+    "command/exec/outputDelta",
+    "account/rateLimits/updated",
+)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -340,7 +352,8 @@ def thread_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def converse(bridge: Bridge, args: argparse.Namespace, prompt: str) -> dict[str, Any]:
     """initialize, the thread, one turn with ``prompt``; the finished turn."""
-    bridge.call("initialize", {"clientInfo": {"name": "meta-orchestrator", "title": None, "version": "1"}})
+    client = {"name": "meta-orchestrator", "title": None, "version": "1"}
+    bridge.call("initialize", {"clientInfo": client, "capabilities": {"optOutNotificationMethods": list(NOT_WANTED)}})
     bridge.child.send({"method": "initialized"})
     started = bridge.call("thread/resume" if args.resume else "thread/start", thread_params(args))
     thread = _dict(started.get("thread"))
