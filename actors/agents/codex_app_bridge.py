@@ -50,6 +50,10 @@ AGENT = "codex"
 # Asks before every command and every patch (measured with codex 0.169.0: even ``ls`` is asked
 # under danger-full-access); "on-request" would let the model decide when to ask.
 APPROVAL_POLICY = "untrusted"
+# No sandbox policy (the guard is off): codex asks nothing and its own sandbox decides, as in
+# exec. Accepting its asks instead would widen it: an accepted patch is written wherever it
+# points, even outside workspace-write's folders (measured with 0.169.0).
+UNGUARDED_APPROVAL_POLICY = "never"
 REPLY_TIMEOUT_S = 120.0  # codex answers initialize / thread/start / turn/start in well under this
 STOP_GRACE_S = 3.0
 METHOD_NOT_FOUND = -32601
@@ -86,7 +90,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def load_policy(path: str | None, sha256: str, workdir: str | None) -> Policy | None:
     """The session's policy for this run, checked against its hash like the hook does; None
-    without one (no sandbox guard: codex's own sandbox and this bridge's accept decide)."""
+    without one (no sandbox guard: codex is told not to ask, its own sandbox decides)."""
     if not path:
         return None
     with open(path, "rb") as f:
@@ -273,7 +277,7 @@ class Bridge:
 
     def _decide(self, tool: str, tool_input: dict[str, Any], cwd: str, params: dict[str, Any]) -> BrokerAnswer:
         if self.policy is None:
-            return BrokerAnswer(True, "no sandbox policy for this run: codex's own sandbox decides", "none")
+            return BrokerAnswer(False, "no sandbox policy for this run, and codex was told not to ask", "none")
         answer = decide(self.policy, tool, tool_input, cwd, str(params.get("itemId") or "") or None)
         return answer or BrokerAnswer(True, "allowed by the sandbox policy")
 
@@ -340,9 +344,11 @@ def permission_writes(asked: dict[str, Any]) -> tuple[list[str], list[str]]:
     return writes, other
 
 
-def thread_params(args: argparse.Namespace) -> dict[str, Any]:
-    """``thread/start`` / ``thread/resume``: where, how sandboxed, asking before every call."""
-    params: dict[str, Any] = {"cwd": args.cwd, "sandbox": args.sandbox, "approvalPolicy": APPROVAL_POLICY}
+def thread_params(args: argparse.Namespace, guarded: bool) -> dict[str, Any]:
+    """``thread/start`` / ``thread/resume``: where, how sandboxed, asking before every call
+    (``guarded``: there is a policy to ask)."""
+    approval = APPROVAL_POLICY if guarded else UNGUARDED_APPROVAL_POLICY
+    params: dict[str, Any] = {"cwd": args.cwd, "sandbox": args.sandbox, "approvalPolicy": approval}
     if args.model:
         params["model"] = args.model
     if args.resume:
@@ -355,7 +361,9 @@ def converse(bridge: Bridge, args: argparse.Namespace, prompt: str) -> dict[str,
     client = {"name": "meta-orchestrator", "title": None, "version": "1"}
     bridge.call("initialize", {"clientInfo": client, "capabilities": {"optOutNotificationMethods": list(NOT_WANTED)}})
     bridge.child.send({"method": "initialized"})
-    started = bridge.call("thread/resume" if args.resume else "thread/start", thread_params(args))
+    started = bridge.call(
+        "thread/resume" if args.resume else "thread/start", thread_params(args, bridge.policy is not None)
+    )
     thread = _dict(started.get("thread"))
     thread_id = thread.get("id")
     if not isinstance(thread_id, str):

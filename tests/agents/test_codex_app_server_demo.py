@@ -46,8 +46,8 @@ def test_the_demo_reviewer_writes_its_review_through_the_bridge(tmp_path: Path) 
     assert outcome.success, outcome.error
     assert outcome.files_written == (str(tmp_path / "docs" / "REVIEW.md"),)
     assert (tmp_path / "docs" / "REVIEW.md").is_file() and outcome.session_id
-    approvals = [d for d in drafts if d.payload.kind == "approval"]
-    assert approvals and all(d.payload.details["decision"] == "accept" for d in approvals)
+    # No sandbox guard here: codex is told never to ask (the sessions below have one and ask).
+    assert [d for d in drafts if d.payload.kind == "approval"] == []
     assert [d.type for d in drafts if d.type == "unknown"] == []
     assert not [d for d in drafts if d.type == "error"], drafts
 

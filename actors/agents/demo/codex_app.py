@@ -78,6 +78,7 @@ class CodexAppServer(DemoAgent):
         super().__init__(prompt, Path(thread["cwd"]), [], thread["id"])
         self.rpc = rpc
         self.sandbox = thread["sandbox"]
+        self.asks = thread["approval"] != "never"  # "never": its sandbox alone decides, as in exec
         self.turn_id = turn_id
         self.item = 0
         self.turn_over = False  # turn/completed sent: the server waits for the client to leave
@@ -122,8 +123,7 @@ class CodexAppServer(DemoAgent):
             "changes": changes,
         }
         self._item("started", item)
-        asked = self.rpc.ask("item/fileChange/requestApproval", self._approval(item["id"]))
-        if asked.get("decision") not in ("accept", "acceptForSession"):
+        if not self._allowed("item/fileChange/requestApproval", self._approval(item["id"])):
             self._item("completed", {**item, "status": "declined"})
             return False
         self.do_write(path, content)
@@ -137,10 +137,7 @@ class CodexAppServer(DemoAgent):
         item.update(cwd=str(self.cwd), status="inProgress", aggregatedOutput=None, exitCode=None, commandActions=[])
         self._item("started", item)
         params = {**self._approval(item["id"]), "command": shown, "cwd": str(self.cwd), "kind": "command"}
-        if self.rpc.ask("item/commandExecution/requestApproval", params).get("decision") not in (
-            "accept",
-            "acceptForSession",
-        ):
+        if not self._allowed("item/commandExecution/requestApproval", params):
             self._item("completed", {**item, "status": "declined"})
             return None
         out, code = self.run_command(command)
@@ -148,6 +145,10 @@ class CodexAppServer(DemoAgent):
         status = "completed" if code == 0 else "failed"
         self._item("completed", {**item, "status": status, "aggregatedOutput": out, "exitCode": code})
         return out
+
+    def _allowed(self, method: str, params: dict[str, Any]) -> bool:
+        """Asked first (unless told never to ask): only ``accept`` lets it run."""
+        return not self.asks or self.rpc.ask(method, params).get("decision") in ("accept", "acceptForSession")
 
     def _approval(self, item_id: str) -> dict[str, Any]:
         return {"threadId": self.session_id, "turnId": self.turn_id, "itemId": item_id, "startedAtMs": 0}
@@ -189,6 +190,7 @@ def main(argv: list[str]) -> int:
         "id": params.get("threadId") or new_id(),
         "cwd": params.get("cwd") or str(Path.cwd()),
         "sandbox": params.get("sandbox") or "read-only",
+        "approval": params.get("approvalPolicy") or "on-request",
     }
     rpc.send({"id": start["id"], "result": {"thread": {"id": thread["id"]}, "model": params.get("model") or "demo"}})
     turn = rpc.expect("turn/start")
