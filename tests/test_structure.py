@@ -248,6 +248,8 @@ CLI_NAME_EXCEPTIONS = {
     "actors/session/coordinator.py",
     # The program's --help describes the default team.
     "actors/app/launcher.py",
+    # The bridge that runs codex's app-server as the run's process (its adapter builds the command).
+    "actors/agents/codex_app_bridge.py",
 }
 _CLI_NAME = re.compile(r"\b(claude|codex|gemini)\b", re.IGNORECASE)
 

@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import (
+    POLICY_FILE_ENV,
+    POLICY_SHA256_ENV,
     AgentAdapter,
     ArgsFixed,
     CliState,
@@ -44,10 +46,10 @@ from meta_orchestrator.actors.adapters.errors import ErrorPattern, error_pattern
 from meta_orchestrator.actors.adapters.protocol import MarkerBuffer, strip_markers
 
 BRIDGE_MODULE = "meta_orchestrator.actors.agents.acp_bridge"
-# Set by the sandbox for a run over ACP (``sandbox.start.sandboxed``); the adapter moves them
-# onto the bridge's command line and out of the agent's environment.
-POLICY_ENV = "ORCHESTRATE_ACP_POLICY"
-POLICY_SHA256_ENV = "ORCHESTRATE_ACP_POLICY_SHA256"
+# Set for a run over ACP (the file by ``sandbox.start.sandboxed``, its hash by the worker as
+# each run starts); the adapter moves them onto the bridge's command line and out of the
+# agent's environment.
+POLICY_ENV = POLICY_FILE_ENV  # the one name for every bridge (base.py)
 
 WRITE_KINDS = frozenset({"edit", "delete", "move", "write"})
 FINAL_TEXT_LIMIT = 1_000_000

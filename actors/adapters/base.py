@@ -45,6 +45,12 @@ def draft(type_: EventType, **payload: Any) -> Draft:
     return Draft(type_, EventPayload(**payload))
 
 
+# Set for a CLI asked through a bridge (codex app-server) when the sandbox guard runs: the
+# session's policy file and its sha256, which the adapter puts on the bridge's command line.
+POLICY_FILE_ENV = "ORCHESTRATE_TOOL_POLICY"
+POLICY_SHA256_ENV = "ORCHESTRATE_TOOL_POLICY_SHA256"
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """Everything an adapter needs to build one run's command line."""
@@ -61,6 +67,7 @@ class LaunchSpec:
     # The run is inside the orchestrator's OS sandbox: a CLI whose own sandbox cannot nest in
     # it (codex's bwrap, as root) turns its own off and relies on ours.
     confined: bool = False
+    protocol: str = "stream"  # how the CLI is driven (``AgentAdapter.protocols``)
 
 
 @dataclass(frozen=True)
@@ -342,6 +349,22 @@ class AgentAdapter(ABC):
     @abstractmethod
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
+
+    def protocol_for(self, configured: str | None) -> str:
+        """The protocol a run uses: the configured one, else the CLI's first choice.
+
+        Raises:
+            ValueError: the CLI cannot be driven that way.
+        """
+        if configured is None:
+            return self.protocols[0]
+        if configured not in self.protocols:
+            raise ValueError(f"{self.name} cannot be driven by {configured!r}; it speaks {', '.join(self.protocols)}")
+        return configured
+
+    def parser_for(self, protocol: str) -> StreamParser:
+        """A fresh parser for one run driven by ``protocol``."""
+        return self.new_parser()
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
         """The state places of this CLI for a run with environment ``env`` working in ``folders``."""

@@ -1,16 +1,21 @@
-"""Codex CLI (``codex exec --json``): command line and the thread/turn/item stream."""
+"""Codex CLI: ``codex exec --json`` (its thread/turn/item stream), or ``codex app-server``
+through the orchestrator's bridge, which has every command and patch asked first."""
 
 from __future__ import annotations
 
 from types import MappingProxyType
 from collections.abc import Mapping
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.adapters.base import (
+    POLICY_FILE_ENV,
+    POLICY_SHA256_ENV,
     StatePlace,
+    StreamParser,
     TokenShape,
     AgentAdapter,
     ArgsFixed,
@@ -420,7 +425,8 @@ CODEX_TOKENS: TokenShape = MappingProxyType(
 
 
 class CodexAdapter(AgentAdapter):
-    """``codex exec --json --skip-git-repo-check -C <dir> -s <sandbox> … -`` with the prompt on stdin (§2, §6)."""
+    """``codex app-server`` under the bridge, or ``codex exec --json --skip-git-repo-check -C <dir>
+    -s <sandbox> … -``; the prompt on stdin either way (§2, §6)."""
 
     name: AgentName = "codex"
     default_executable = "codex"
@@ -471,6 +477,9 @@ class CodexAdapter(AgentAdapter):
         """codex refuses a folder outside a trusted git repository (§2.1)."""
         return "a git repository" if in_git_repo else "not a git repository"
 
+    # app-server through the bridge (asked before every command and patch; verified with the
+    # pinned 0.169.0 against the model server, inside bwrap too), or exec --json.
+    protocols = ("app-server", "stream")
     state_places = (
         StatePlace(
             real=Path(".codex"),
@@ -490,29 +499,68 @@ class CodexAdapter(AgentAdapter):
         return state
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The exact command line; ``resume <id>`` and ``-`` (read the prompt from stdin) come last."""
-        argv: list[str] = [
-            *spec.executable,
-            "exec",
-            "--json",
-            "--skip-git-repo-check",
-            "-C",
-            str(spec.workdir),
-            "-s",
-            _sandbox_mode(spec),
-        ]
-        for extra in spec.extra_dirs:
-            argv += ["--add-dir", str(extra)]  # only effective in workspace-write; harmless
-        if spec.model:
-            argv += ["-m", spec.model]
-        # Without this, codex retries "Reconnecting... waiting for network" forever (§0, §7).
-        argv += ["--disable", "unbounded_connection_retries"]
-        argv += _without_sandbox_flag(spec.extra_args) if spec.confined else spec.extra_args
-        if spec.resume_session_id:
-            argv += ["resume", spec.resume_session_id]
-        argv.append("-")  # the prompt is read from stdin (§2.1; `resume <id> -` too, verified 0.169)
-        return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
+        """``exec --json`` or, for the app-server protocol, the bridge around ``app-server``."""
+        if spec.protocol == "app-server":
+            return _app_server_launch(spec)
+        return _exec_launch(spec)
+
+    def parser_for(self, protocol: str) -> StreamParser:
+        """The bridge's lines for app-server, else exec's stream."""
+        if protocol == "app-server":
+            from meta_orchestrator.actors.adapters.codex_app import CodexAppParser  # it builds on CodexParser
+
+            return CodexAppParser()
+        return self.new_parser()
 
     def new_parser(self) -> CodexParser:
-        """A fresh parser for one run."""
+        """A fresh parser for one ``exec --json`` run."""
         return CodexParser()
+
+
+BRIDGE_MODULE = "meta_orchestrator.actors.agents.codex_app_bridge"
+
+
+def _app_server_launch(spec: LaunchSpec) -> Launch:
+    """``python -I -m <bridge> [--policy F --policy-sha256 H] --cwd D --sandbox S ... -- codex app-server ...``:
+    the bridge runs codex's JSON-RPC server and answers its approval requests by the policy.
+    The interpreter is this one, isolated like claude's hook (no PYTHON* variables, no
+    working folder on the import path); the prompt goes to the bridge's stdin."""
+    bridge = [sys.executable, "-I", "-m", BRIDGE_MODULE]
+    if spec.env.get(POLICY_FILE_ENV):
+        bridge += ["--policy", spec.env[POLICY_FILE_ENV], "--policy-sha256", spec.env.get(POLICY_SHA256_ENV, "")]
+    bridge += ["--cwd", str(spec.workdir), "--sandbox", _sandbox_mode(spec)]
+    if spec.model:
+        bridge += ["--model", spec.model]
+    if spec.resume_session_id:
+        bridge += ["--resume", spec.resume_session_id]
+    codex = [*spec.executable, "app-server"]
+    if spec.extra_dirs and not spec.confined:  # exec's --add-dir; app-server takes it as config
+        roots = ", ".join(f'"{d}"' for d in spec.extra_dirs)
+        codex += ["-c", f"sandbox_workspace_write.writable_roots=[{roots}]"]
+    codex += ["--disable", "unbounded_connection_retries", *_without_sandbox_flag(spec.extra_args)]
+    return Launch(argv=(*bridge, "--", *codex), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
+
+
+def _exec_launch(spec: LaunchSpec) -> Launch:
+    """The exact command line; ``resume <id>`` and ``-`` (read the prompt from stdin) come last."""
+    argv: list[str] = [
+        *spec.executable,
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "-C",
+        str(spec.workdir),
+        "-s",
+        _sandbox_mode(spec),
+    ]
+    for extra in spec.extra_dirs:
+        argv += ["--add-dir", str(extra)]  # only effective in workspace-write; harmless
+    if spec.model:
+        argv += ["-m", spec.model]
+    # Without this, codex retries "Reconnecting... waiting for network" forever (§0, §7).
+    argv += ["--disable", "unbounded_connection_retries"]
+    argv += _without_sandbox_flag(spec.extra_args) if spec.confined else spec.extra_args
+    if spec.resume_session_id:
+        argv += ["resume", spec.resume_session_id]
+    argv.append("-")  # the prompt is read from stdin (§2.1; `resume <id> -` too, verified 0.169)
+    return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from meta_orchestrator.actors.adapters.base import AgentAdapter, LaunchSpec
+from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV, AgentAdapter, LaunchSpec
 from meta_orchestrator.actors.agents.agent_env import agent_env
 from meta_orchestrator.actors.cluster.cluster_auth import without_ray
 from meta_orchestrator.actors.processes.process_host import SESSION_MARKER_ENV
@@ -58,6 +59,7 @@ def launch_spec(
     folder = Path(command.workdir) if command.workdir else workdir
     passed = agent_env(adapter, settings, base_env)  # an allowlist: the rest stays behind
     env = without_ray({**passed, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)})
+    env.update(_policy_digest(env))
     return LaunchSpec(
         executable=launch_for_preflight(adapter, settings),
         prompt=command.prompt,
@@ -69,7 +71,21 @@ def launch_spec(
         extra_args=(*settings.extra_args, *command.extra_args),
         env=env,
         confined=confined,
+        protocol=adapter.protocol_for(settings.protocol),
     )
+
+
+def _policy_digest(env: Mapping[str, str]) -> dict[str, str]:
+    """The sha256 of the policy a bridge judges by (codex app-server), read as this run starts:
+    a restarted guard rewrites the file (new channel, new secret), so it is read again each run.
+    The bridge refuses a file that differs from it."""
+    policy = env.get(POLICY_FILE_ENV)
+    if not policy:
+        return {}
+    try:
+        return {POLICY_SHA256_ENV: hashlib.sha256(Path(policy).read_bytes()).hexdigest()}
+    except OSError:
+        return {POLICY_SHA256_ENV: "unreadable"}  # the bridge then refuses it: every call declined
 
 
 def confinement(

@@ -185,7 +185,6 @@ class Worker(pykka.ThreadingActor):
                 ),
             )
             return
-        self._begin_run(message)
         spec = launch_spec(
             self._adapter,
             self._settings,
@@ -196,6 +195,7 @@ class Worker(pykka.ThreadingActor):
             base_env=self._base_env,
             confined=self._sandbox is not None,
         )
+        self._begin_run(message, spec.protocol)
         launch = self._adapter.build_launch(spec)
         self._run_env = spec.env
         self._set_status("starting")
@@ -234,11 +234,11 @@ class Worker(pykka.ThreadingActor):
         """The CLI's private state bound for this run (made or completed now); None: none kept here."""
         return self._cli_state.prepare(spec.env, spec.workdir) if self._cli_state else None
 
-    def _begin_run(self, message: StartAssignment) -> None:
+    def _begin_run(self, message: StartAssignment, protocol: str) -> None:
         """A new run: nothing of the last one's parse, stop reason, stderr or progress is kept."""
         self._current = message
         self._run_id += 1
-        self._parser = self._adapter.new_parser()
+        self._parser = self._adapter.parser_for(protocol)
         self._stopped_by = None
         self._exit_watch_armed = False
         self._stderr.tail.clear()

@@ -339,6 +339,10 @@ def proactive_fixes(
         if not agent_settings.enabled:
             continue
         adapter = get_adapter(name)
+        try:
+            adapter.protocol_for(agent_settings.protocol)
+        except ValueError as exc:
+            raise PreflightError(f"[agents.{name}] protocol: {exc}") from None
         fixed = adapter.fix_before_launch(
             agent_settings.extra_args,
             allow_bypass=agent_settings.allow_bypass,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pykka
-from meta_orchestrator.actors.adapters.acp import POLICY_ENV, POLICY_SHA256_ENV
+from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV
 from meta_orchestrator.actors.adapters.registry import get_adapter, hooked_agent
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, dns_files, socket_dirs
 from meta_orchestrator.actors.sandbox.sandbox_guard import SandboxGuard
@@ -64,16 +63,24 @@ def sandboxed(name: str, settings: Settings, guard: SupervisedRef | None) -> Age
     """The agent's settings; for the CLI that takes a tool hook, its settings-file flag with the hook's file;
     for one driven over ACP, the policy (and its hash) its bridge asks the broker with."""
     agent = settings.agents[name]
-    if agent.protocol == "acp" and guard is not None:
-        policy = guard.ask(GetSandboxFiles(), timeout=10).policy
-        digest = hashlib.sha256(Path(policy).read_bytes()).hexdigest()
-        return agent.model_copy(update={"env": {**agent.env, POLICY_ENV: policy, POLICY_SHA256_ENV: digest}})
     flag = get_adapter(name).hook_settings_flag
+    if guard is not None and asks_through_bridge(name, settings):
+        # The policy file for its bridge; the worker reads its hash as each run starts (a
+        # restarted guard rewrites it).
+        files = guard.ask(GetSandboxFiles(), timeout=10)
+        return agent.model_copy(update={"env": {**agent.env, POLICY_FILE_ENV: files.policy}})
     if flag is None or guard is None:
         return agent
     files = guard.ask(GetSandboxFiles(), timeout=10)
     hook_args = get_adapter(name).hook_args(files.claude_settings)
     return agent.model_copy(update={"extra_args": (*agent.extra_args, *hook_args)})
+
+
+def asks_through_bridge(name: str, settings: Settings) -> bool:
+    """The agent is driven through a bridge that asks the broker before each call (ACP's
+    client, codex's app-server): it is given the policy file, and its sandbox shows it and the
+    channel."""
+    return get_adapter(name).protocol_for(settings.agents[name].protocol) in ("acp", "app-server")
 
 
 def os_sandboxes(
@@ -95,18 +102,20 @@ def os_sandboxes(
     ports = sandbox.allowed_ports() if sandbox.isolate_host_services else None
     hooked = hooked_agent()
     shown: tuple[str, ...] = ()
-    asking = {name for name, agent in settings.agents.items() if agent.protocol == "acp"}
-    asking |= {hooked.name} if hooked is not None else set()
-    if guard is not None and asking:
+    if guard is not None:
         files = guard.ask(GetSandboxFiles(), timeout=10)
         shown = (str(Path(files.policy).parent), str(Path(files.channel).parent))
     return {
         name: OsSandbox(
             bwrap=bwrap,
             hidden=hidden,
-            readable=(*readable, *(shown if name in asking else ())),
+            readable=(*readable, *(shown if _asks(name, hooked, settings) else ())),
             tmpfs_bytes=sandbox.private_tmp_bytes(settings.limits.for_agent(name).max_rss_mb),
             allow_connect=ports,
         )
         for name in settings.agents
     }
+
+
+def _asks(name: str, hooked: Any, settings: Settings) -> bool:
+    return (hooked is not None and name == hooked.name) or asks_through_bridge(name, settings)

@@ -19,7 +19,7 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude, gemini, copilot and qwen: a shell tool call running the rest of the line; once
+``SCRIPT:bash <command>``  a shell tool call running the rest of the line (claude's Bash, gemini's and qwen's run_shell_command, copilot's bash, codex's ``exec_command``); once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
@@ -647,6 +647,19 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             rec.answered = "tool_call"
             items = [item]
+        elif script and script.kind == "bash" and not has_result:
+            arguments = json.dumps({"cmd": script.arg or "true"})
+            items = [
+                {
+                    "type": "function_call",
+                    "id": _new_id("fc_mock"),
+                    "status": "completed",
+                    "call_id": _new_id("call_mock"),
+                    "name": "exec_command",
+                    "arguments": arguments,
+                }
+            ]
+            rec.answered = "tool_call"
         else:
             text, rec.answered = self._final_text(script, has_result)
             items = [_openai_message(text)]

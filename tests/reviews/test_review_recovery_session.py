@@ -266,7 +266,8 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
 )
 def test_unfixable_errors_escalate_with_the_right_advice(tmp_path, demo_env, agent, scenario, cause, advice):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = scenario
-    code, session, state = _run(tmp_path, demo_env)
+    # codex's folder check is exec's (its app-server has none): that is the protocol tested here
+    code, session, state = _run(tmp_path, demo_env, **{f"agents.{agent}.protocol": "stream"})
     assert code == 1 and state["status"] == "failed"
     mine = [r for r in state["recoveries"] if r.get("assignment_id") and r["agent"] == agent]
     assert mine and {(r["cause"], r["action"], r["outcome"]) for r in mine} == {(cause, "escalate", "escalated")}

@@ -67,7 +67,12 @@ def _run(rig: Rig, adapter: Any, bwrap: str, probe: ProbeHandle, prompt: str) ->
         agent=rig.cli,
         adapter=adapter,
         agent_settings=AgentSettings(
-            command=rig.exe, model=MODELS[rig.cli], extra_args=rig.extra_args, share_min=0.3, share_max=0.5
+            command=rig.exe,
+            model=MODELS[rig.cli],
+            extra_args=rig.extra_args,
+            share_min=0.3,
+            share_max=0.5,
+            protocol="stream",  # codex exec's own sandbox and its -s are what is tested here
         ),
         session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=90),
         session_id="s1",

@@ -77,9 +77,11 @@ def _assert_no_review_quotes_the_user_change(folder: Path) -> None:
         assert len(change["commit"]) == 40
         if not (request.parent / "codex.jsonl").exists():
             continue  # codex wrote this work: it is no peer here
-        # Its peers read a checkout of exactly that commit (codex names its folder with -C).
+        # Its peers read a checkout of exactly that commit (codex names its folder with exec's -C,
+        # or its app-server bridge's --cwd).
         launches = [r["payload"]["text"] for r in read_jsonl(request.parent / "codex.jsonl").records]
-        assert any(f"-C {folder}/views/{request.parent.name} " in text for text in launches)
+        view = f"{folder}/views/{request.parent.name} "
+        assert any(f"-C {view}" in text or f"--cwd {view}" in text for text in launches)
         read_by_codex += 1
     assert read_by_codex
 

@@ -205,6 +205,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         print(f"codex-cli {VERSION} [demo]", flush=True)
         return 0
+    if argv[:1] == ["app-server"]:  # JSON-RPC over stdio, asked through the orchestrator's bridge
+        from meta_orchestrator.actors.agents.demo.codex_app import main as app_server
+
+        return app_server(argv[1:])
     sub = next((i for i, a in enumerate(argv) if a in ("exec", "e")), None)
     if sub is None:
         raise UsageExit("[demo] the demo codex supports only `codex exec`" + USAGE_TAIL, 2)
