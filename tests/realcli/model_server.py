@@ -19,7 +19,8 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  a shell tool call running the rest of the line (claude's Bash, gemini's and qwen's run_shell_command, copilot's bash, codex's ``exec_command``); once
+``SCRIPT:bash <command>``  a shell tool call running the rest of the line (claude's Bash, gemini's
+                           and qwen's run_shell_command, copilot's bash, codex's ``exec_command``); once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
