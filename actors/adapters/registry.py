@@ -84,11 +84,9 @@ def driven(name: str, protocol: str | None) -> AgentAdapter:
         ValueError: the CLI is not known to speak that protocol.
     """
     adapter = get_adapter(name)
-    if protocol is None or protocol in adapter.protocols[:1]:
-        return adapter
-    if protocol not in adapter.protocols:
-        raise ValueError(f"{name} cannot be driven over {protocol}; it speaks {', '.join(adapter.protocols)}")
-    return AcpDriven(adapter) if protocol == "acp" else adapter
+    chosen = adapter.protocol_for(protocol)  # raises ValueError for one it does not speak
+    # ACP is a wrapper around the CLI's own adapter; app-server and stream are the adapter's own.
+    return AcpDriven(adapter) if chosen == "acp" and "acp" not in adapter.protocols[:1] else adapter
 
 
 def register_configured(agents: Mapping[str, Any]) -> list[str]:

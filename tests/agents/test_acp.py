@@ -17,7 +17,7 @@ import pytest
 from meta_orchestrator.actors.adapters import registry
 from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
-from meta_orchestrator.actors.adapters.base import Draft, LaunchSpec
+from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV, Draft, LaunchSpec
 from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, demo_settings
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.files.session_files import read_jsonl
@@ -191,7 +191,7 @@ def test_the_launch_is_the_bridge_with_the_prompt_on_stdin_and_the_policy_out_of
         resume_session_id="s-1",
         model="m-1",
         extra_args=("--fast",),
-        env={"ORCHESTRATE_ACP_POLICY": "/p.json", "ORCHESTRATE_ACP_POLICY_SHA256": "ab", "HOME": "/h"},
+        env={POLICY_FILE_ENV: "/p.json", POLICY_SHA256_ENV: "ab", "HOME": "/h"},
     )
     launch = ConfiguredAcpAdapter("mine", "myagent acp").build_launch(spec)
     argv = list(launch.argv)
@@ -216,7 +216,7 @@ def test_gemini_over_acp_keeps_what_its_adapter_knows(tmp_path):
     cut = launch.argv.index("--")
     assert launch.argv[cut:] == ("--", "gemini", "--acp", "--skip-trust", "--include-directories", str(tmp_path))
     assert registry.driven("gemini", None) is gemini and registry.driven("gemini", "stream") is gemini
-    with pytest.raises(ValueError, match="cannot be driven over acp"):
+    with pytest.raises(ValueError, match="cannot be driven by 'acp'"):
         registry.driven("claude", "acp")
 
 
@@ -257,7 +257,7 @@ def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path):
         check_agents(load_settings(None, {"agents.stranger": {"share_min": 0.1, "share_max": 0.5}}))
     with pytest.raises(PreflightError, match="needs the command"):
         check_agents(load_settings(None, {"agents.nocmd": {"share_min": 0.1, "share_max": 0.5, "protocol": "acp"}}))
-    with pytest.raises(PreflightError, match="claude cannot be driven over acp"):
+    with pytest.raises(PreflightError, match="claude cannot be driven by 'acp'"):
         check_agents(load_settings(None, {"agents.claude.protocol": "acp"}))
     with pytest.raises(Exception, match="relative to"):
         load_settings(None, {"agents.helper": {"share_min": 0, "share_max": 1, "state_dirs": ["/etc"]}})
