@@ -88,10 +88,16 @@ def _default_agents() -> dict[str, AgentSettings]:
     }
 
 
+# CLIs outside the default team: what an [agents.<name>] table of theirs starts from.
+_OPTIONAL_AGENTS: dict[str, dict[str, Any]] = {
+    "opencode": {"share_min": 0.0, "share_max": 0.5},
+}
+
+
 _ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
-    "architect": ("claude", "codex"),
-    "implementer": ("codex", "gemini"),
-    "reviewer": ("claude", "gemini"),
+    "architect": ("claude", "codex", "opencode"),
+    "implementer": ("codex", "gemini", "opencode"),
+    "reviewer": ("claude", "gemini", "opencode"),
 }
 
 
@@ -596,7 +602,10 @@ class Settings(Section):
                 merged[name] = {**base, **given} if isinstance(given, dict) else given
             unknown = set(data["agents"]) - set(AGENT_NAMES)
             for name in unknown:
-                merged[name] = data["agents"][name]  # let validation name it
+                given = data["agents"][name]
+                if name in _OPTIONAL_AGENTS and isinstance(given, dict):
+                    given = {**_OPTIONAL_AGENTS[name], **given}
+                merged[name] = given  # let validation name it
             data = {**data, "agents": merged}
         return data
 

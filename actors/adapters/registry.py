@@ -13,12 +13,14 @@ from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.actors.adapters.claude import ClaudeAdapter
 from meta_orchestrator.actors.adapters.codex import CodexAdapter
 from meta_orchestrator.actors.adapters.gemini import GeminiAdapter
+from meta_orchestrator.actors.adapters.opencode import OpencodeAdapter
 
 # Adapters are stateless (parsers hold the per-run state), so one instance each is shared.
 ADAPTERS: dict[str, AgentAdapter] = {
     "claude": ClaudeAdapter(),
     "codex": CodexAdapter(),
     "gemini": GeminiAdapter(),
+    "opencode": OpencodeAdapter(),
 }
 _BUILT_IN = frozenset(ADAPTERS)
 

@@ -1,4 +1,4 @@
-"""A scripted model server that the real ``claude``, ``codex`` and ``gemini`` CLIs can talk to.
+"""A scripted model server that the real ``claude``, ``codex``, ``gemini`` (and ``opencode``) CLIs can talk to.
 
 It speaks just enough of three vendor APIs over SSE, on 127.0.0.1, to run whole headless
 sessions with no network and no credentials:
@@ -19,7 +19,7 @@ A keyword in the latest user prompt selects the script:
                            :data:`WRITE_CONTENT`; once the conversation carries the tool
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
-``SCRIPT:bash <command>``  claude only: a Bash tool call running the rest of the line; once
+``SCRIPT:bash <command>``  claude and opencode: a Bash (bash) tool call running the rest of the line; once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
@@ -170,14 +170,14 @@ def _anthropic_texts(content: Any) -> list[str]:
     return texts
 
 
-def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
+def _anthropic_plan(body: dict, cli: str = "claude") -> tuple[Script | None, bool, str | None]:
     """(script, tool result present in the latest user turn, primary working directory)."""
     messages = body.get("messages") or []
     user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    script = find_script(texts, "claude")
+    script = find_script(texts, cli)
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
@@ -187,7 +187,7 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
-    m = re.search(r"Primary working directory: (\S+)", system_text)
+    m = re.search(r"(?:Primary working|  Working) directory: (\S+)", system_text)  # claude's, opencode's
     return script, has_result, (m.group(1) if m else None)
 
 
@@ -533,7 +533,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, body, {"retry-after": "0"} if status == 429 else None)
 
     def _anthropic(self, rec: RecordedRequest, body: dict) -> None:
-        script, has_result, cwd = _anthropic_plan(body)
+        # opencode speaks Anthropic too; its tools are lower case (``write`` with ``filePath``).
+        opencode = self.headers.get("User-Agent", "").startswith("opencode/")
+        script, has_result, cwd = _anthropic_plan(body, "opencode" if opencode else "claude")
         rec.script = script
         if script and script.kind == "error":
             return self._error(rec, int(script.arg or 500), "anthropic")
@@ -549,8 +551,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Write",
-                    "input": {"file_path": path, "content": WRITE_CONTENT},
+                    "name": "write" if opencode else "Write",
+                    "input": {"filePath" if opencode else "file_path": path, "content": WRITE_CONTENT},
                 }
             ]
             stop, rec.answered = "tool_use", "tool_call"
@@ -559,7 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "Bash",
+                    "name": "bash" if opencode else "Bash",
                     "input": {"command": script.arg or "true", "description": "Run the scripted command"},
                 }
             ]
