@@ -34,7 +34,9 @@ def test_a_demo_session_with_every_role_on_opencode_completes(tmp_path: Path, de
     (session,) = [p for p in (tmp_path / "ws").iterdir() if p.is_dir()]
     state = json.loads((session / "state.json").read_text())
     assert state["status"] == "completed", state
+    assert state["plan_source"] == "architect"  # its plan, read off its own text
     assert {a["agent"] for a in state["assignments"]} == {"opencode"}
+    assert {a["role"] for a in state["assignments"]} == set(ROLES)
     assert all(a["status"] == "completed" for a in state["assignments"]), state["assignments"]
     written = branch_files(session_store(session), f"orchestrate/{state['session_id']}")
     assert any(f.startswith("app/") and f not in ("app/__init__.py", "app/main.py") for f in written), written

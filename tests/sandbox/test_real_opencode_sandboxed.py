@@ -160,6 +160,8 @@ def test_a_whole_session_with_every_role_on_the_real_opencode(
     state = json.loads((session / "state.json").read_text())
     assert code == 0, (code, json.dumps(state["assignments"], indent=1)[:6000])
     assert {a["agent"] for a in state["assignments"]} == {"opencode"}
+    roles = {a["role"]: a["status"] for a in state["assignments"]}
+    assert roles.get("implementer") == "completed" and roles.get("reviewer") == "completed", roles
     branch = "orchestrate/real-opencode"
     store = session_store(session)
     assert _git(store, "show", f"{branch}:own-opencode.txt") == WRITE_CONTENT
