@@ -15,12 +15,14 @@ GOOD_LINE = {
     "claude": b'{"type":"system","subtype":"init","session_id":"s-1","model":"m"}',
     "codex": b'{"type":"thread.started","thread_id":"s-1"}',
     "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1","model":"m"}',
+    "opencode": b'{"type":"step_start","timestamp":1796610949770,"sessionID":"s-1","part":{"type":"step-start"}}',
 }
 # Known types whose structural fields have the wrong JSON type.
 WRONG_TYPES = {
     "claude": b'{"type":"assistant","message":"not an object","session_id":"s-1"}',
     "codex": b'{"type":"item.completed","item":["not","an","object"]}',
     "gemini": b'{"type":"tool_result","tool_id":{"x":1},"status":["success"],"error":"oops"}',
+    "opencode": b'{"type":"tool_use","sessionID":"s-1","part":{"tool":"write","state":["completed"]}}',
 }
 
 
@@ -42,7 +44,7 @@ def kinds(drafts: list[Draft]) -> list[tuple[str, str | None]]:
 
 
 def test_registry_knows_the_three_clis() -> None:
-    assert set(ADAPTERS) == {"claude", "codex", "gemini"}
+    assert {"claude", "codex", "gemini", "opencode"} <= set(ADAPTERS)
     for name, adapter in ADAPTERS.items():
         assert adapter.name == name and adapter.default_executable == name
     with pytest.raises(KeyError, match="unknown agent"):

@@ -129,6 +129,7 @@ def test_real_opencode_in_the_os_sandbox_writes_its_checkout_and_not_the_users_f
 
 
 @pytest.mark.session
+@pytest.mark.timeout(300)  # five real opencode runs, each 10-20 s on a busy machine (it starts slowly)
 def test_a_whole_session_with_every_role_on_the_real_opencode(
     cli_bin: Path,  # noqa: F811
     server: ScriptedModelServer,  # noqa: F811
@@ -141,6 +142,7 @@ def test_a_whole_session_with_every_role_on_the_real_opencode(
         "limits.enabled": False,
         "questions.unattended": "defaults",
         "session.assignment_timeout_s": 120,
+        "session.plan_retries": 0,  # the scripted answer is no plan: one try, then the default breakdown
         "agents.opencode": {"command": str(cli_bin / "opencode"), "model": MODEL},
         **{f"agents.{name}.enabled": False for name in ("claude", "codex", "gemini")},
         **{f"session.roles.{role}": "opencode" for role in ("architect", "implementer", "reviewer")},
