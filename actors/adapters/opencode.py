@@ -15,8 +15,10 @@ Measured with ``opencode-ai`` 1.18.33 (a native binary) against the scripted mod
 * ``OPENCODE_PERMISSION`` (JSON) is merged over every config's ``permission``: a review run
   denies ``edit`` and ``bash``, and opencode then does not even offer those tools. An ``ask``
   is rejected at once in ``run`` (stderr ``! permission requested: ...; auto-rejecting``).
-* A 401 ends the run at once (exit 1), a 429 after about 9 attempts in 9 s (exit 1); a 500
-  or a cut stream is retried without end and prints nothing: the stall rule ends that run.
+* A 401 ends the run at once (exit 1), a 429 after about 9 attempts in 9 s (exit 1); a 500,
+  a cut stream or a refused connection is retried without end and prints nothing (not even
+  with ``--print-logs``): only the stall rule ends that run. An unknown ``-m`` model gives an
+  ``UnknownError`` line, "Unexpected server error. Check server logs for details.", exit 1.
 """
 
 from __future__ import annotations
@@ -203,20 +205,16 @@ class OpencodeParser(GuardedParser):
 
 # Its rows of the error table (the real 1.18.33's messages against the scripted server).
 OPENCODE_ERRORS: tuple[ErrorPattern, ...] = (
-    error_pattern(
-        "opencode", "bad_workdir", r"No such file or directory.*--dir|Failed to change directory to (?P<path>\S+)"
-    ),
+    error_pattern("opencode", "bad_workdir", r"Failed to change directory to (?P<path>\S+)", source="opencode 1.18.33"),
     error_pattern("opencode", "auth", r"\(HTTP 40[13]\)|\"statusCode\":40[13]\b", source="opencode 1.18.33"),
-    error_pattern(
-        "opencode", "auth", r"Invalid API key|invalid x-api-key|API key is missing", source="opencode 1.18.33"
-    ),
+    error_pattern("opencode", "auth", r"invalid x-api-key|authentication_error", source="Anthropic's 401 body"),
     error_pattern("opencode", "rate_limit", r"\(HTTP 429\)|\"statusCode\":429\b", source="opencode 1.18.33"),
-    error_pattern("opencode", "context", r"prompt is too long|context_length_exceeded", source="provider messages"),
-    error_pattern("opencode", "session_not_found", r"Session not found|NotFoundError", source="opencode 1.18.33"),
+    error_pattern("opencode", "context", r"prompt is too long|context_length_exceeded", source="providers' 400 bodies"),
+    error_pattern("opencode", "session_not_found", r"Session not found", source="opencode 1.18.33 -s"),
+    # An unknown -m model: opencode says only this (an UnknownError line, exit 1); its usual cause.
     error_pattern(
-        "opencode", "invalid_model", r"ProviderModelNotFoundError|Model not found:", source="opencode 1.18.33"
+        "opencode", "invalid_model", r"Unexpected server error\. Check server logs", source="opencode 1.18.33 -m"
     ),
-    error_pattern("opencode", "network", r"Unable to connect|ECONNREFUSED|fetch failed", source="opencode 1.18.33"),
     error_pattern("opencode", "server", r"\(HTTP 5\d\d\)|\"statusCode\":5\d\d\b", source="opencode 1.18.33"),
     error_pattern("opencode", "mode_too_strict", r"rejected permission|unavailable tool|auto-rejecting"),
 )
@@ -254,8 +252,8 @@ class OpencodeAdapter(AgentAdapter):
         {
             "auth": "opencode's provider refused the key: set it in [agents.opencode] env (ANTHROPIC_API_KEY, "
             "OPENAI_API_KEY, ...) or run `opencode auth login`",
-            "invalid_model": "opencode does not know that model: [agents.opencode] model is provider/model "
-            "(`opencode models` lists them)",
+            "invalid_model": "opencode could not use that model (it says only 'Unexpected server error'): "
+            "[agents.opencode] model is provider/model, as `opencode models` lists them",
             "server": "{agent}'s provider kept failing; opencode retries a 5xx without end, so the stall "
             "limit ended the run",
             "mode_too_strict": "opencode's rules denied or asked about a call, and `run` rejects every ask: "

@@ -91,3 +91,26 @@ def test_demo_opencode_api_errors_are_classified(tmp_path, demo_env, scenario, c
     lines = (outcome.error or "", *(line.decode() for line in done.stdout.splitlines()))
     found = classify_run(Evidence(agent="opencode", lines=lines, returncode=1, succeeded=False))
     assert found is not None and found.cause == cause, found
+
+
+# The real 1.18.33's words (stderr in colour unless NO_COLOR), each with the class it must get.
+REAL_FAILURES = (
+    ("\x1b[91m\x1b[1mError: \x1b[0mFailed to change directory to /srv/nowhere", "bad_workdir"),
+    ("\x1b[91m\x1b[1mError: \x1b[0mSession not found", "session_not_found"),
+    (
+        '{"type":"error","timestamp":1796613058192,"sessionID":"ses_db184605affeoS3pz1wrQ6CXgG","error":'
+        '{"name":"UnknownError","data":{"message":"Unexpected server error. Check server logs for details.",'
+        '"ref":"err_9b8c56f7"}}}',
+        "invalid_model",
+    ),
+    ("\x1b[93m\x1b[1m! \x1b[0mpermission requested: external_directory (/tmp/oc/*); auto-rejecting", "mode_too_strict"),
+)
+
+
+@pytest.mark.parametrize(("line", "cause"), REAL_FAILURES)
+def test_the_real_opencode_messages_are_classified(line: str, cause: str) -> None:
+    succeeded = cause == "mode_too_strict"  # the run that rejected an ask still exits 0
+    found = classify_run(
+        Evidence(agent="opencode", lines=(line,), returncode=0 if succeeded else 1, succeeded=succeeded)
+    )
+    assert found is not None and found.cause == cause, found
