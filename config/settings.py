@@ -102,17 +102,18 @@ def _default_agents() -> dict[str, AgentSettings]:
         "gemini": AgentSettings(share_min=0.40, share_max=0.50),
         "codex": AgentSettings(share_min=0.10, share_max=0.20),
         "claude": AgentSettings(share_min=0.40, share_max=0.50),
-        # Not in the default team: [agents.copilot] enabled = true brings it in.
+        # Not in the default team: [agents.<name>] enabled = true brings one in (a user without
+        # it installed is not refused at preflight).
         "copilot": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
-        # Not in the default team: [agents.qwen] enabled = true brings it in.
         "qwen": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
+        "opencode": AgentSettings(share_min=0.0, share_max=0.50, enabled=False),
     }
 
 
 _ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
-    "architect": ("qwen", "claude", "codex"),  # qwen: a Gemini CLI fork, gemini's natural stand-in
-    "implementer": ("codex", "gemini", "copilot"),
-    "reviewer": ("claude", "gemini", "copilot"),
+    "architect": ("qwen", "claude", "codex", "opencode"),  # qwen: a Gemini CLI fork, gemini's natural stand-in
+    "implementer": ("codex", "gemini", "copilot", "opencode"),
+    "reviewer": ("claude", "gemini", "copilot", "opencode"),
 }
 
 

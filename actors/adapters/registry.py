@@ -19,6 +19,7 @@ from meta_orchestrator.actors.adapters.codex import CodexAdapter
 from meta_orchestrator.actors.adapters.copilot import CopilotAdapter
 from meta_orchestrator.actors.adapters.gemini import GeminiAdapter
 from meta_orchestrator.actors.adapters.qwen import QwenAdapter
+from meta_orchestrator.actors.adapters.opencode import OpencodeAdapter
 
 # Adapters are stateless (parsers hold the per-run state), so one instance each is shared.
 ADAPTERS: dict[str, AgentAdapter] = {
@@ -27,6 +28,7 @@ ADAPTERS: dict[str, AgentAdapter] = {
     "gemini": GeminiAdapter(),
     "copilot": CopilotAdapter(),
     "qwen": QwenAdapter(),
+    "opencode": OpencodeAdapter(),
 }
 _BUILT_IN = frozenset(ADAPTERS)
 

@@ -151,6 +151,8 @@ def endpoint_ports(env: Mapping[str, str], args: Sequence[str] = ()) -> tuple[in
     (codex's ``-c model_providers.x.base_url="..."``). The run may connect to them."""
     urls = [v for n, v in env.items() if n.endswith(_ENDPOINT_SUFFIXES)]
     urls += [m for a in args if "base_url" in a or "endpoint" in a for m in _URL.findall(a)]
+    # A provider's JSON settings in a variable (opencode's OPENCODE_CONFIG_CONTENT: "baseURL").
+    urls += [m for v in env.values() if "baseURL" in v for m in _URL.findall(v)]
     ports = []
     for url in urls:
         try:

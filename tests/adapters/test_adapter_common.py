@@ -17,6 +17,7 @@ GOOD_LINE = {
     "gemini": b'{"type":"init","timestamp":"2026-11-23T23:32:58.937Z","session_id":"s-1","model":"m"}',
     "copilot": b'{"type":"session.start","data":{"sessionId":"s-1","version":1,"selectedModel":"m"},"id":"e-1"}',
     "qwen": b'{"type":"system","subtype":"init","session_id":"s-1","model":"m","qwen_code_version":"0.24.4"}',
+    "opencode": b'{"type":"step_start","timestamp":1796610949770,"sessionID":"s-1","part":{"type":"step-start"}}',
 }
 # Known types whose structural fields have the wrong JSON type.
 WRONG_TYPES = {
@@ -25,6 +26,7 @@ WRONG_TYPES = {
     "gemini": b'{"type":"tool_result","tool_id":{"x":1},"status":["success"],"error":"oops"}',
     "copilot": b'{"type":"tool.execution_complete","data":["not","an","object"]}',
     "qwen": b'{"type":"user","message":"not an object","session_id":"s-1"}',
+    "opencode": b'{"type":"tool_use","sessionID":"s-1","part":{"tool":"write","state":["completed"]}}',
 }
 
 
@@ -46,7 +48,7 @@ def kinds(drafts: list[Draft]) -> list[tuple[str, str | None]]:
 
 
 def test_registry_knows_the_three_clis() -> None:
-    assert {"claude", "codex", "gemini", "copilot", "qwen"} <= set(ADAPTERS)
+    assert {"claude", "codex", "gemini", "copilot", "qwen", "opencode"} <= set(ADAPTERS)
     for name, adapter in ADAPTERS.items():
         assert adapter.name == name and adapter.default_executable == name
     with pytest.raises(KeyError, match="unknown agent"):

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "node_modules"
 BIN_DIR = NODE_MODULES / ".bin"
-CLI_NAMES = ("claude", "codex", "gemini", "copilot", "qwen")
+CLI_NAMES = ("claude", "codex", "gemini", "copilot", "qwen", "opencode")
 _CLAUDE_PKG = NODE_MODULES / "@anthropic-ai" / "claude-code"
 _STUB_MAX_BYTES = 1 << 20  # the placeholder is a few KB; the real binary is ~245 MB
 NPM_CI_TIMEOUT_S = 1200

@@ -1,4 +1,4 @@
-"""A scripted model server that the real ``claude``, ``codex`` and ``gemini`` CLIs can talk to.
+"""A scripted model server that the real agent CLIs (claude, codex, gemini, qwen, copilot, opencode) can talk to.
 
 It speaks just enough of three vendor APIs over SSE, on 127.0.0.1, to run whole headless
 sessions with no network and no credentials:
@@ -20,7 +20,8 @@ A keyword in the latest user prompt selects the script:
                            result, a final text (:func:`write_done_text`)
 ``SCRIPT:error <status>``  HTTP ``<status>`` with the vendor's error JSON body
 ``SCRIPT:bash <command>``  a shell tool call running the rest of the line (claude's Bash, gemini's
-                           and qwen's run_shell_command, copilot's bash, codex's ``exec_command``); once
+                           and qwen's run_shell_command, copilot's and opencode's bash, codex's
+                           ``exec_command``); once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
@@ -187,33 +188,46 @@ def _is_qwen(body: dict) -> bool:
     return any(isinstance(t, dict) and t.get("name") == "read_file" for t in body.get("tools") or [])
 
 
-def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
+# Each CLI that speaks Anthropic, by its tool shapes: (write tool, its path key, its content key, shell tool).
+ANTHROPIC_TOOLS = {
+    "claude": ("Write", "file_path", "content", "Bash"),
+    "qwen": ("write_file", "file_path", "content", "run_shell_command"),
+    "copilot": ("create", "path", "file_text", "bash"),
+    "opencode": ("write", "filePath", "content", "bash"),
+}
+
+
+def anthropic_cli(body: dict, user_agent: str) -> str:
+    """Which CLI sent an Anthropic request: opencode by its User-Agent, qwen and copilot by their tools."""
+    if user_agent.startswith("opencode/"):
+        return "opencode"
+    return "qwen" if _is_qwen(body) else "copilot" if _is_copilot(body) else "claude"
+
+
+def _anthropic_plan(body: dict, cli: str = "claude") -> tuple[Script | None, bool, str | None]:
     """(script, tool result present in the latest user turn, primary working directory)."""
     messages = body.get("messages") or []
     user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     texts: list[str] = []
     for m in user_msgs:
         texts.extend(_anthropic_texts(m.get("content")))
-    qwen = _is_qwen(body)
-    script = find_script(texts, "qwen" if qwen else "copilot" if _is_copilot(body) else "claude")
+    script = find_script(texts, cli)
     has_result = False
     if user_msgs:  # the list may end with a role:"system" entry: look back for the last user
         content = user_msgs[-1].get("content")
         if isinstance(content, list):
             has_result = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
         # qwen's memory extraction after the run: a new user turn with neither script nor result
-        if qwen and not has_result and not find_script(_anthropic_texts(content)):
+        if cli == "qwen" and not has_result and not find_script(_anthropic_texts(content)):
             script = None
     system = body.get("system")
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
-    # claude names its "Primary working directory", copilot its "Current working directory".
-    m = re.search(r"Primary working directory: (\S+)", system_text) or re.search(
-        r"Current working directory: (\S+)", system_text
-    )
-    # qwen names it in its first user turn: "I'm currently working in the directory: <dir>",
-    # or with more folders "... in the following directories:\n  - <dir>"
+    # claude names its "Primary working directory", copilot its "Current working directory", opencode
+    # its "  Working directory"; qwen names it in its first user turn ("I'm currently working in the
+    # directory: <dir>", or with more folders "... in the following directories:\n  - <dir>").
+    m = re.search(r"(?:Primary working|  Working|Current working) directory: (\S+)", system_text)
     m = m or next(filter(None, (_QWEN_CWD_RE.search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
 
@@ -560,7 +574,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, body, {"retry-after": "0"} if status == 429 else None)
 
     def _anthropic(self, rec: RecordedRequest, body: dict) -> None:
-        script, has_result, cwd = _anthropic_plan(body)
+        cli = anthropic_cli(body, self.headers.get("User-Agent", ""))
+        write_tool, path_key, content_key, shell_tool = ANTHROPIC_TOOLS[cli]
+        script, has_result, cwd = _anthropic_plan(body, cli)
         rec.script = script
         if script and script.kind == "error":
             return self._error(rec, int(script.arg or 500), "anthropic")
@@ -576,10 +592,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "write_file" if _is_qwen(body) else "create" if _is_copilot(body) else "Write",
-                    "input": {"path": path, "file_text": WRITE_CONTENT}
-                    if _is_copilot(body)
-                    else {"file_path": path, "content": WRITE_CONTENT},
+                    "name": write_tool,
+                    "input": {path_key: path, content_key: WRITE_CONTENT},
                 }
             ]
             stop, rec.answered = "tool_use", "tool_call"
@@ -588,7 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": _new_id("toolu_mock"),
-                    "name": "run_shell_command" if _is_qwen(body) else "bash" if _is_copilot(body) else "Bash",
+                    "name": shell_tool,
                     "input": {"command": script.arg or "true", "description": "Run the scripted command"},
                 }
             ]

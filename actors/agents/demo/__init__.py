@@ -6,4 +6,4 @@ the prompt's ``Kind:``/``Role:``/``Task:`` lines; failure modes from ``ORCHESTRA
 (see ``actors.agents.demo.common.SCENARIOS``).
 """
 
-AGENTS = ("claude", "codex", "gemini", "copilot", "qwen")
+AGENTS = ("claude", "codex", "gemini", "copilot", "qwen", "opencode")
