@@ -341,8 +341,8 @@ class OpencodeAdapter(AgentAdapter):
         }
         places = []
         for place in self.state_places:
-            base = str(place.real.parent)
-            real = Path(bases[base]) / place.real.name if bases.get(base) else home / place.real
+            xdg = bases.get(str(place.real.parent))
+            real = Path(xdg) / place.real.name if xdg else home / place.real
             places.append(replace(place, real=real))
         return CliState(places=tuple(places))
 
