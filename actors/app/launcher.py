@@ -63,7 +63,12 @@ def _session_flags() -> argparse.ArgumentParser:
     answered, not what the session is (a resumed one keeps its task, target and settings)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--no-dashboard", action="store_true", help="no web dashboard; console only")
-    p.add_argument("--port", type=int, metavar="N", help="dashboard port (default 8000)")
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="dashboard port (default: [web] port of the config, 8000; on resume, the session's own)",
+    )
     p.add_argument(
         "--host", metavar="HOST", help="dashboard interface (default 127.0.0.1; another needs --allow-remote)"
     )

@@ -351,20 +351,25 @@ def test_the_agents_die_with_a_killed_orchestrator(tmp_path, bwrap, demo_env):
                 return {psutil.Process(p).name(): psutil.Process(p).parent().name() for p in pids}
             return {}
 
-        # bwrap is there a moment before the CLI it starts: wait for both.
-        wait_for(
-            lambda: {"bwrap", "python"} <= set(names_of(implementer())),
-            timeout=60,
-            message="the demo implementer to run inside bwrap",
-        )
-        agents = implementer()
-        names = names_of(agents)
-        assert names["bwrap"] and names["python"] == "bwrap", names  # bwrap, and the CLI inside it
+        def inside_bwrap() -> tuple[list[int], dict[str, str]] | None:
+            # bwrap is there a moment before the CLI it starts, and claude may first run a short
+            # review: the pids and their names come from one read, never two.
+            pids = implementer()
+            names = names_of(pids)
+            return (pids, names) if names.get("bwrap") and names.get("python") == "bwrap" else None
+
+        agents, names = wait_for(inside_bwrap, timeout=60, message="the demo implementer to run inside bwrap")
         orchestrator.kill()
         orchestrator.wait(timeout=10)
+
+        def alive(pids: list[int]) -> bool:
+            return any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+        # Those seen, and any run of the session started since: all gone with the orchestrator.
         wait_for(
-            lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in agents),
-            message="the sandboxed agent to die with its orchestrator (--die-with-parent)",
+            lambda: not alive(agents) and not alive(implementer()),
+            timeout=30,
+            message=f"the sandboxed agent {names} to die with its orchestrator (--die-with-parent)",
         )
     finally:
         if orchestrator.poll() is None:

@@ -57,6 +57,9 @@ IDENTITY = {
     "GIT_COMMITTER_EMAIL": "user@example.com",
 }
 SESSIONS_AT_ONCE = 4
+# The module's first test builds every shape and runs its session (each bounded by
+# ``orchestrate``'s own deadline): minutes on a loaded machine, not the default 120 s.
+pytestmark = pytest.mark.timeout(900)
 
 
 # -- git, as the user runs it -----------------------------------------------------------------
