@@ -75,13 +75,14 @@ class Prepared:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The same settings with every agent's command pointed at the built-in demo agents (which
-    print their CLI's stream: a built-in CLI set to another protocol is driven by its stream)."""
+    """The same settings with every agent's command pointed at the built-in demo agents. They
+    print their CLI's stream and codex's demo also speaks app-server; none speaks ACP, so a
+    built-in CLI set to ACP is driven by its own first protocol."""
     agents = {}
     for name, agent in settings.agents.items():
         adapter = get_adapter(name)
         cmd = shlex.join(adapter.demo_argv())
-        own = agent.protocol if agent.protocol in adapter.protocols[:1] else None
+        own = None if agent.protocol == "acp" and adapter.protocols[0] != "acp" else agent.protocol
         agents[name] = agent.model_copy(update={"command": cmd, "protocol": own})
     return settings.model_copy(update={"agents": agents})
 
