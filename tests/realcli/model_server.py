@@ -187,6 +187,10 @@ def _anthropic_plan(body: dict) -> tuple[Script | None, bool, str | None]:
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
+    # claude 2.1.332 moved its environment section (the working directory) into a role:"system" message
+    for msg in messages:
+        if isinstance(msg, dict) and msg.get("role") == "system":
+            system_text += " " + " ".join(_anthropic_texts(msg.get("content")))
     m = re.search(r"Primary working directory: (\S+)", system_text)
     return script, has_result, (m.group(1) if m else None)
 
