@@ -35,14 +35,16 @@ def no_npm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(install.shutil, "which", lambda name: None)
 
 
-def test_the_named_folder_is_used_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_npm: None) -> None:
+@pytest.mark.usefixtures("no_npm")
+def test_the_named_folder_is_used_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = _bin_folder(tmp_path, claude_bytes=8 << 20)
     monkeypatch.setenv(BIN_ENV, str(bin_dir))
     assert ensure_real_clis() == bin_dir.resolve()
     assert not (tmp_path / "package.json").exists()  # nothing was installed there
 
 
-def test_a_folder_without_a_cli_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_npm: None) -> None:
+@pytest.mark.usefixtures("no_npm")
+def test_a_folder_without_a_cli_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = _bin_folder(tmp_path, claude_bytes=8 << 20, leave_out="codex")
     monkeypatch.setenv(BIN_ENV, str(bin_dir))
     with pytest.raises(RealCliUnavailable, match=r"has no codex .*--latest DIR"):
