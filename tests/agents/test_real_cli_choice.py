@@ -51,9 +51,8 @@ def test_a_folder_without_a_cli_names_it(tmp_path: Path, monkeypatch: pytest.Mon
         ensure_real_clis()
 
 
-def test_a_folder_whose_claude_is_the_stub_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_npm: None
-) -> None:
+@pytest.mark.usefixtures("no_npm")
+def test_a_folder_whose_claude_is_the_stub_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = _bin_folder(tmp_path, claude_bytes=4096)
     monkeypatch.setenv(BIN_ENV, str(bin_dir))
     with pytest.raises(RealCliUnavailable, match="placeholder stub"):
