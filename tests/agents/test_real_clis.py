@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.realcli.install import RealCliUnavailable, ensure_real_clis
+from tests.realcli.install import BIN_ENV, RealCliUnavailable, ensure_real_clis
 from tests.realcli.model_server import (
     MARKER_ANSWER,
     MARKER_TEXT,
@@ -55,12 +55,13 @@ ERROR_STATUSES = (401, 429, 500)
 
 @pytest.fixture(scope="session")
 def cli_bin() -> Path:
-    """``tests/realcli/node_modules/.bin``, installed with ``npm ci`` if needed."""
+    """``tests/realcli/node_modules/.bin``, installed with ``npm ci`` if needed, or the
+    folder ``ORCHESTRATE_REAL_CLI_BIN`` names (e.g. the latest releases)."""
     try:
         return ensure_real_clis()
     except RealCliUnavailable as exc:
         reason = f"real CLIs unavailable: {exc}"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get(BIN_ENV):  # a folder asked for by name must be there
             pytest.fail(reason)
         pytest.skip(reason)
 
@@ -514,6 +515,7 @@ def test_ensure_real_clis_names_missing_node(monkeypatch: pytest.MonkeyPatch) ->
     """Without node/npm the installer says so instead of failing obscurely."""
     import tests.realcli.install as install
 
+    monkeypatch.delenv(BIN_ENV, raising=False)  # the pinned install, even in a run against another folder
     monkeypatch.setattr(install.shutil, "which", lambda name: None)
     with pytest.raises(RealCliUnavailable, match="node and npm not found on PATH"):
         install.ensure_real_clis()

@@ -6,10 +6,16 @@
 ``claude`` is the real native binary rather than the placeholder stub that stays in
 place when npm skipped the package's postinstall (if so it runs that postinstall,
 ``node install.cjs``, which only hard-links the already downloaded platform binary).
+
+``ORCHESTRATE_REAL_CLI_BIN=<dir>`` names another ``node_modules/.bin`` to test instead (it is
+checked, never installed into); ``python -m tests.realcli.install --latest DIR`` fills such a
+folder with the latest release of each CLI in ``package.json`` (a package.json of its own in
+DIR; the pinned lock is never touched) and prints the versions it got.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -26,6 +32,7 @@ CLI_NAMES = ("claude", "codex", "gemini", "copilot", "qwen", "opencode")
 _CLAUDE_PKG = NODE_MODULES / "@anthropic-ai" / "claude-code"
 _STUB_MAX_BYTES = 1 << 20  # the placeholder is a few KB; the real binary is ~245 MB
 NPM_CI_TIMEOUT_S = 1200
+BIN_ENV = "ORCHESTRATE_REAL_CLI_BIN"  # another node_modules/.bin to test, e.g. the latest releases
 
 
 class RealCliUnavailable(RuntimeError):
@@ -58,8 +65,8 @@ def _problems() -> list[str]:
     return problems
 
 
-def _claude_is_stub() -> bool:
-    exe = _CLAUDE_PKG / "bin" / "claude.exe"
+def _claude_is_stub(package: Path = _CLAUDE_PKG) -> bool:
+    exe = package / "bin" / "claude.exe"
     try:
         return exe.stat().st_size < _STUB_MAX_BYTES
     except OSError:
@@ -76,12 +83,26 @@ def _run(argv: list[str], cwd: Path, timeout: float) -> None:
         raise RealCliUnavailable(f"`{' '.join(argv)}` in {cwd} failed with exit {proc.returncode}:\n{tail}")
 
 
+def _chosen_bin(bin_dir: Path) -> Path:
+    """The ``node_modules/.bin`` that ``ORCHESTRATE_REAL_CLI_BIN`` names, once it has every CLI."""
+    hint = f"(`python -m tests.realcli.install --latest DIR` fills DIR/node_modules/.bin; {BIN_ENV}={bin_dir})"
+    missing = [cli for cli in CLI_NAMES if not (bin_dir / cli).exists()]
+    if missing:
+        raise RealCliUnavailable(f"{bin_dir} has no {', '.join(missing)} {hint}")
+    if _claude_is_stub(bin_dir.parent / "@anthropic-ai" / "claude-code"):
+        raise RealCliUnavailable(f"claude in {bin_dir} is the placeholder stub, not the native binary {hint}")
+    return bin_dir
+
+
 def ensure_real_clis() -> Path:
-    """Install the pinned CLIs if needed; return the ``node_modules/.bin`` directory.
+    """Install the pinned CLIs if needed; return the ``node_modules/.bin`` directory
+    (or the one ``ORCHESTRATE_REAL_CLI_BIN`` names, checked but never installed into).
 
     Raises :class:`RealCliUnavailable` with a readable reason when node/npm are
     missing or the install fails.
     """
+    if os.environ.get(BIN_ENV):
+        return _chosen_bin(Path(os.environ[BIN_ENV]).resolve())
     node = shutil.which("node")
     npm = shutil.which("npm")
     if node is None or npm is None:
@@ -113,6 +134,32 @@ def ensure_real_clis() -> Path:
     return BIN_DIR
 
 
+def install_latest(folder: Path) -> dict[str, str]:
+    """``npm install <cli>@latest`` for every CLI ``package.json`` pins, into ``folder`` (its
+    own package.json and lock; never this directory). Returns package -> version installed."""
+    folder = folder.resolve()
+    if folder == HERE:
+        raise RealCliUnavailable(f"{folder} holds the pinned lock; --latest needs another folder")
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        raise RealCliUnavailable("node and npm are needed on PATH to install the latest CLIs")
+    pinned = json.loads((HERE / "package.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "package.json"
+    if not manifest.exists():  # the scripts policy is the pinned one's: same packages, same trust
+        own = {"name": "real-clis-latest", "private": True, "allowScripts": pinned.get("allowScripts", {})}
+        manifest.write_text(json.dumps(own, indent=2) + "\n")
+    wanted = [f"{name}@latest" for name in pinned["dependencies"]]
+    _run([npm, "install", "--save-exact", "--no-audit", "--no-fund", *wanted], folder, NPM_CI_TIMEOUT_S)
+    claude = folder / "node_modules" / "@anthropic-ai" / "claude-code"
+    if _claude_is_stub(claude):
+        _run([node, "install.cjs"], claude, 300)
+    modules = folder / "node_modules"
+    return {
+        name: json.loads((modules / name / "package.json").read_text())["version"] for name in pinned["dependencies"]
+    }
+
+
 def real_cli_versions(bin_dir: Path | None = None) -> dict[str, str]:
     """``--version`` of each installed CLI (for reports)."""
     bin_dir = bin_dir or BIN_DIR
@@ -130,6 +177,24 @@ def real_cli_versions(bin_dir: Path | None = None) -> dict[str, str]:
     return out
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.realcli.install", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latest", metavar="DIR", type=Path, help="install the latest release of each CLI into DIR")
+    args = parser.parse_args(argv)
+    try:
+        if args.latest is None:
+            bin_dir = ensure_real_clis()
+        else:
+            got = install_latest(args.latest)
+            pinned = _pinned_versions()
+            for name, version in got.items():
+                print(f"{name:28} {version:12} (pinned {pinned.get(name, '?')})")
+            bin_dir = args.latest.resolve() / "node_modules" / ".bin"
+    except RealCliUnavailable as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"{BIN_ENV}={bin_dir}")
+    print(real_cli_versions(bin_dir))
+
+
 if __name__ == "__main__":
-    print(ensure_real_clis())
-    print(real_cli_versions())
+    main()

@@ -224,6 +224,10 @@ def _anthropic_plan(body: dict, cli: str = "claude") -> tuple[Script | None, boo
     system_text = (
         system if isinstance(system, str) else " ".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
     )
+    # claude 2.1.332 moved its environment section (the working directory) into a role:"system" message
+    for msg in messages:
+        if isinstance(msg, dict) and msg.get("role") == "system":
+            system_text += " " + " ".join(_anthropic_texts(msg.get("content")))
     # claude names its "Primary working directory", copilot its "Current working directory", opencode
     # its "  Working directory"; qwen names it in its first user turn ("I'm currently working in the
     # directory: <dir>", or with more folders "... in the following directories:\n  - <dir>").
