@@ -350,6 +350,11 @@ class AgentAdapter(ABC):
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
 
+    def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Over ACP: the arguments after ``acp_args`` and the environment for this run (a CLI
+        whose own settings would let a call run unasked makes it ask here)."""
+        return (), dict(spec.env)
+
     def protocol_for(self, configured: str | None) -> str:
         """The protocol a run uses: the configured one, else the CLI's first choice.
 
