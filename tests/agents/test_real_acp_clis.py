@@ -202,6 +202,7 @@ def _held_run(rig: AcpRig, session_dir: Path, answer: str, approve: bool) -> tup
 def test_over_acp_a_command_the_policy_asks_about_is_held(
     rig: AcpRig, tmp_path: Path, answer: str, approve: bool
 ) -> None:
+    (tmp_path / "workspace").mkdir()
     returncode, out, err = _held_run(rig, tmp_path / "workspace" / "s", answer, approve)
     shown = f"{out.decode(errors='replace')[-3000:]}\n--- stderr\n{err.decode(errors='replace')[-2000:]}"
     assert returncode == 0, shown
