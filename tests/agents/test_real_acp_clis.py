@@ -14,8 +14,9 @@ classifier approve calls unasked), opencode ``OPENCODE_PERMISSION`` asking for e
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from tests.realcli.model_server import (
     BASH_DONE_TEXT,
     MARKER_ANSWER,
     MARKER_TEXT,
+    TEXT_ANSWER,
     WRITE_CONTENT,
     ScriptedModelServer,
 )
@@ -54,6 +56,12 @@ pytestmark = pytest.mark.realcli
 
 ACP_CLIS = ("qwen", "copilot", "opencode")
 ANSWER_TIMEOUT_S = 120
+# What refuses a review's edit, in its own words (verified with the pinned versions).
+REVIEW_REFUSAL = {
+    "qwen": "Plan mode is active",
+    "copilot": "this run is read-only",
+    "opencode": "unavailable tool 'write'",
+}
 
 
 @dataclass
@@ -214,3 +222,34 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
     assert bool(outcome.permission_denials) is not approve, shown
     if approve:
         assert outcome.final_text == BASH_DONE_TEXT, shown
+
+
+def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: ScriptedModelServer) -> None:
+    first = rig.run("First. SCRIPT:text")
+    assert first.returncode == 0, first.describe()
+    session_id = rig.parse(first.stdout, first.returncode).session_id
+    assert session_id
+    again = registry.driven(rig.cli, "acp").build_launch(
+        replace(rig.spec("Again. SCRIPT:marker"), resume_session_id=session_id)
+    )
+    second = run_process(again.argv, again.env, again.cwd, again.stdin)
+    assert second.returncode == 0, second.describe()
+    outcome = rig.parse(second.stdout, second.returncode)
+    assert outcome.success and outcome.session_id == session_id, second.describe()
+    assert outcome.final_text == MARKER_ANSWER  # this run's answer only, not the loaded history
+    # The second turn's request carries the first exchange: the session was loaded, not new.
+    [turn] = [r for r in server.recorded() if r.script and r.script.kind == "marker"]
+    assert TEXT_ANSWER in json.dumps(turn.body), second.describe()
+
+
+def test_over_acp_a_review_run_writes_no_file(rig: AcpRig) -> None:
+    launch = registry.driven(rig.cli, "acp").build_launch(replace(rig.spec("SCRIPT:write out.txt"), mode="read_only"))
+    assert "--read-only" in launch.argv
+    done = run_process(launch.argv, launch.env, launch.cwd, launch.stdin)
+    assert not (rig.work / "out.txt").exists(), done.describe()
+    outcome = rig.parse(done.stdout, done.returncode)
+    assert outcome.files_written == (), done.describe()
+    # Who refuses: copilot asks and the bridge rejects (read-only); qwen's plan mode and
+    # opencode's deny rules refuse before asking, and say so in the tool's result.
+    said = [p.text for p in rig.of("denial") + rig.of("tool_result")]
+    assert any(REVIEW_REFUSAL[rig.cli] in text for text in said), done.describe()
