@@ -416,11 +416,9 @@ class AcpDriven(AgentAdapter):
             setattr(self, attribute, getattr(base, attribute))
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The bridge with ``<cli> <acp_args> [trust flag] [folder grants] <extra args>``."""
-        grants = [a for d in spec.extra_dirs if d.is_dir() for a in (self.grant_dir_flag, str(d))]
-        trust = (self.trust_flag,) if self.trust_flag else ()
+        """The bridge with ``<cli> <acp_args> <its ACP options (trust flag, folder grants)> <extra args>``."""
         own, env = self.base.acp_options(spec)
-        agent = (*spec.executable, *(self.acp_args or ()), *own, *trust, *grants, *spec.extra_args)
+        agent = (*spec.executable, *(self.acp_args or ()), *own, *spec.extra_args)
         return bridge_launch(self.name, replace(spec, env=env), agent)
 
     def new_parser(self) -> AcpParser:

@@ -367,7 +367,9 @@ class OpencodeAdapter(AgentAdapter):
 
     def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
         """Over ACP its edits and shell commands are asked (``session/request_permission``, so the
-        broker decides); its defaults would run them unasked (1.18.33). A review still denies them."""
+        broker decides); its defaults would run them unasked (1.18.33). A review still denies them.
+        No folder flag: ``opencode acp`` has no ``--dir`` (its folder is the session's cwd); the
+        granted folders are in its rules."""
         env = self.build_launch(spec).env
         rules = self._rules(spec)
         if spec.mode != "read_only":

@@ -337,10 +337,17 @@ def test_qwen_and_opencode_over_acp_ask_before_every_edit_and_shell_command(tmp_
 
     assert launched("qwen", "write")[0] == ("--", "qwen", "--acp", "--approval-mode", "default")
     assert launched("qwen", "read_only")[0] == ("--", "qwen", "--acp", "--approval-mode", "plan")
-    assert launched("copilot", "write")[0] == ("--", "copilot", "--acp")
+    argv, env = launched("copilot", "write", {"COPILOT_ALLOW_ALL": "true", "COPILOT_PROVIDER_BASE_URL": "http://h"})
+    assert argv[:4] == ("--", "copilot", "--acp", "--no-auto-update") and "--allow-all-tools" not in argv
+    assert "COPILOT_ALLOW_ALL" not in env and env["COPILOT_OFFLINE"] == "true"
     user = json.dumps({"provider": {"anthropic": {"options": {"baseURL": "http://127.0.0.1:1/v1"}}}})
     argv, env = launched("opencode", "write", {"OPENCODE_CONFIG_CONTENT": user, "HOME": "/h"})
     assert argv == ("--", "opencode", "acp") and env["HOME"] == "/h"
+    granted = registry.driven("opencode", "acp").build_launch(
+        LaunchSpec(executable=("opencode",), prompt="p", workdir=tmp_path, extra_dirs=(tmp_path,))
+    )
+    assert "--dir" not in granted.argv  # `opencode acp` has none: the folder is granted by its rules
+    assert json.loads(granted.env["OPENCODE_PERMISSION"])["external_directory"][f"{tmp_path}/*"] == "allow"
     assert json.loads(env["OPENCODE_PERMISSION"]) == {"edit": "ask", "bash": "ask"}
     assert json.loads(env["OPENCODE_CONFIG_CONTENT"])["provider"] == json.loads(user)["provider"]
     assert json.loads(launched("opencode", "read_only")[1]["OPENCODE_PERMISSION"]) == {"edit": "deny", "bash": "deny"}

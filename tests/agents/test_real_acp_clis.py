@@ -34,6 +34,8 @@ from meta_orchestrator.messages.session import AnswerGiven, GetSessionState
 from tests.agents import test_real_opencode as real_opencode
 from tests.agents import test_real_qwen as real_qwen
 from tests.agents.test_real_clis import (  # noqa: F401 - fixtures
+    MODELS,
+    Rig,
     Run,
     cli_bin,
     no_leftover_children,
@@ -55,9 +57,12 @@ from tests.realcli.model_server import (
 pytestmark = pytest.mark.realcli
 
 ACP_CLIS = ("qwen", "copilot", "opencode")
+# Resume and a review's refusal: gemini's too, to compare all four over ACP.
+ALL_ACP_CLIS = ("gemini", *ACP_CLIS)
 ANSWER_TIMEOUT_S = 120
 # What refuses a review's edit, in its own words (verified with the pinned versions).
 REVIEW_REFUSAL = {
+    "gemini": "this run is read-only",
     "qwen": "Plan mode is active",
     "copilot": "this run is read-only",
     "opencode": "unavailable tool 'write'",
@@ -107,6 +112,10 @@ class AcpRig:
 
 
 def _rig(cli: str, bin_dir: Path, model_server: ScriptedModelServer, root: Path, cache: Path) -> AcpRig:
+    if cli == "gemini":  # as tests/agents/test_real_gemini_acp.py has it
+        gemini = Rig("gemini", bin_dir, model_server, root)
+        env = {**gemini.env, "GEMINI_CLI_TRUST_WORKSPACE": "true"}
+        return AcpRig(cli, gemini.exe, gemini.work, env, MODELS["gemini"])
     if cli == "qwen":
         env = real_qwen.qwen_env(root / "home", model_server.url)
         work = root / "work"
@@ -224,6 +233,15 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
         assert outcome.final_text == BASH_DONE_TEXT, shown
 
 
+# gemini 0.61.0 saves the ACP session (~/.gemini/tmp/<project>/chats/session-...-<id>.jsonl) but
+# answers session/load with -32603 "No previous sessions found for this project.": its resume
+# over ACP does not work; strict, so this says so when a version fixes it.
+GEMINI_LOAD_FAILS = pytest.mark.xfail(
+    reason="gemini 0.61.0: session/load finds no session it saved over ACP", strict=True, raises=AssertionError
+)
+
+
+@pytest.mark.parametrize("rig", [pytest.param("gemini", marks=GEMINI_LOAD_FAILS), *ACP_CLIS], indirect=True)
 def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: ScriptedModelServer) -> None:
     first = rig.run("First. SCRIPT:text")
     assert first.returncode == 0, first.describe()
@@ -242,6 +260,7 @@ def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: Sc
     assert TEXT_ANSWER in json.dumps(turn.body), second.describe()
 
 
+@pytest.mark.parametrize("rig", ALL_ACP_CLIS, indirect=True)
 def test_over_acp_a_review_run_writes_no_file(rig: AcpRig) -> None:
     launch = registry.driven(rig.cli, "acp").build_launch(replace(rig.spec("SCRIPT:write out.txt"), mode="read_only"))
     assert "--read-only" in launch.argv
