@@ -59,7 +59,7 @@ pytestmark = pytest.mark.realcli
 ACP_CLIS = ("qwen", "copilot", "opencode")
 # Resume and a review's refusal: gemini's too, to compare all four over ACP.
 ALL_ACP_CLIS = ("gemini", *ACP_CLIS)
-ANSWER_TIMEOUT_S = 120
+ANSWER_TIMEOUT_S = 90
 # What refuses a review's edit, in its own words (verified with the pinned versions).
 REVIEW_REFUSAL = {
     "gemini": "this run is read-only",
@@ -199,7 +199,12 @@ def _held_run(rig: AcpRig, session_dir: Path, answer: str, approve: bool) -> tup
             def asked() -> list[Any]:
                 return [q for q in coordinator.ask(GetSessionState(), timeout=5).questions if q.status == "open"]
 
-            wait_for(asked, timeout=ANSWER_TIMEOUT_S, message=f"{rig.cli}'s command in the inbox")
+            try:
+                wait_for(asked, timeout=ANSWER_TIMEOUT_S, message=f"{rig.cli}'s command in the inbox")
+            except AssertionError:
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail(f"never asked; the run said:\n{out.decode(errors='replace')[-4000:]}\n{err[-2000:]!r}")
             [question] = asked()
             assert question.agent == rig.cli and "touch ran.txt" in question.text
             assert proc.poll() is None and not (rig.work / "ran.txt").exists()  # held
@@ -215,6 +220,7 @@ def _held_run(rig: AcpRig, session_dir: Path, answer: str, approve: bool) -> tup
     return proc.returncode, out, err
 
 
+@pytest.mark.timeout(2 * ANSWER_TIMEOUT_S + 30)
 @pytest.mark.parametrize(("answer", "approve"), [("yes", True), ("no", False)])
 def test_over_acp_a_command_the_policy_asks_about_is_held(
     rig: AcpRig, tmp_path: Path, answer: str, approve: bool
