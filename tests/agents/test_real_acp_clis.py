@@ -226,7 +226,8 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
     rig: AcpRig, tmp_path: Path, answer: str, approve: bool
 ) -> None:
     (tmp_path / "workspace").mkdir()
-    returncode, out, err = _held_run(rig, tmp_path / "workspace" / "s", answer, approve)
+    session_dir = tmp_path / "workspace" / "s"
+    returncode, out, err = _held_run(rig, session_dir, answer, approve)
     shown = f"{out.decode(errors='replace')[-3000:]}\n--- stderr\n{err.decode(errors='replace')[-2000:]}"
     assert returncode == 0, shown
     assert (rig.work / "ran.txt").exists() is approve, shown
@@ -237,6 +238,9 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
     assert bool(outcome.permission_denials) is not approve, shown
     if approve:
         assert outcome.final_text == BASH_DONE_TEXT, shown
+    decisions = [json.loads(line) for line in (session_dir / "security.jsonl").read_text().splitlines()]
+    decided = "allow" if approve else "deny"
+    assert [(d["decision"], d["decided_by"], d["call"]["agent"]) for d in decisions] == [(decided, "user", rig.cli)]
 
 
 # gemini 0.61.0 saves the ACP session (~/.gemini/tmp/<project>/chats/session-...-<id>.jsonl) but
