@@ -15,6 +15,7 @@ the same drafts as every other CLI's stream. Two ways to get such an adapter:
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,6 +89,7 @@ class AcpParser(GuardedParser):
         self._markers = MarkerBuffer()
         self._turn_text: list[str] = []
         self._turn_chars = 0
+        self._chunk_tokens = 0  # qwen's per-response usage (see _take_chunk_usage)
         self._tools: dict[str, dict[str, Any]] = {}  # toolCallId -> the call as last told
         self._denied: set[str] = set()
         self._announced: set[str] = set()
@@ -127,6 +129,7 @@ class AcpParser(GuardedParser):
     def _on_update(self, name: str, update: dict[str, Any]) -> list[Draft]:
         match name:
             case "agent_message_chunk":
+                self._take_chunk_usage(as_dict(as_dict(update.get("_meta")).get("usage")))
                 return self._on_text(as_dict(update.get("content")))
             case "tool_call" | "tool_call_update":
                 handled = self._on_tool(update)
@@ -294,9 +297,19 @@ class AcpParser(GuardedParser):
             )
         ]
 
+    def _take_chunk_usage(self, usage: dict[str, Any]) -> None:
+        """qwen (0.24.4) puts each model response's usage on a text chunk's ``_meta``, none on
+        the prompt's result: summed here, used when the result names none."""
+        total = as_int(usage.get("totalTokens"))
+        if total is not None:
+            self._chunk_tokens += total
+
     def _take_usage(self, usage: dict[str, Any], meta: dict[str, Any]) -> None:
-        """ACP's ``usage`` (``totalTokens``), or gemini's ``_meta.quota.token_count``."""
+        """ACP's ``usage`` (``totalTokens``), gemini's ``_meta.quota.token_count``, or qwen's
+        chunks' ``_meta.usage``."""
         counted = as_dict(as_dict(meta.get("quota")).get("token_count"))
+        if not usage and not counted and self._chunk_tokens:
+            usage = {"totalTokens": self._chunk_tokens}
         if usage:
             self.usage = usage
             self.total_tokens = as_int(usage.get("totalTokens")) or as_int(usage.get("total_tokens"))
@@ -403,11 +416,10 @@ class AcpDriven(AgentAdapter):
             setattr(self, attribute, getattr(base, attribute))
 
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The bridge with ``<cli> <acp_args> [trust flag] [folder grants] <extra args>``."""
-        grants = [a for d in spec.extra_dirs if d.is_dir() for a in (self.grant_dir_flag, str(d))]
-        trust = (self.trust_flag,) if self.trust_flag else ()
-        agent = (*spec.executable, *(self.acp_args or ()), *trust, *grants, *spec.extra_args)
-        return bridge_launch(self.name, spec, agent)
+        """The bridge with ``<cli> <acp_args> <its ACP options (trust flag, folder grants)> <extra args>``."""
+        own, env = self.base.acp_options(spec)
+        agent = (*spec.executable, *(self.acp_args or ()), *own, *spec.extra_args)
+        return bridge_launch(self.name, replace(spec, env=env), agent)
 
     def new_parser(self) -> AcpParser:
         return AcpParser(self.name, (*self.error_patterns, *acp_errors(self.name)))

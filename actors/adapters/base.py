@@ -350,6 +350,14 @@ class AgentAdapter(ABC):
     def new_parser(self) -> StreamParser:
         """A fresh parser for one run."""
 
+    def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Over ACP: the arguments after ``acp_args`` (its trust flag, its granted folders) and
+        the environment for this run; a CLI whose own settings would let a call run unasked
+        makes it ask here."""
+        grants = [a for d in spec.extra_dirs if d.is_dir() for a in (self.grant_dir_flag, str(d))]
+        trust = (self.trust_flag,) if self.trust_flag else ()
+        return (*trust, *grants), dict(spec.env)
+
     def protocol_for(self, configured: str | None) -> str:
         """The protocol a run uses: the configured one, else the CLI's first choice.
 

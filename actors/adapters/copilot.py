@@ -359,6 +359,14 @@ class CopilotAdapter(AgentAdapter):
             env.setdefault("COPILOT_OFFLINE", "true")
         return Launch(argv=tuple(argv), env=env, cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
+    def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Over ACP it asks before its shell and file tools as it is (1.0.102): no
+        ``--allow-all-tools``; the rest as for a stream run (no updater, secrets masked, offline
+        with a provider of the user's own, no ``COPILOT_ALLOW_ALL``, which would skip the asking)."""
+        args, _ = super().acp_options(spec)
+        env = self.build_launch(spec).env
+        return ("--no-auto-update", f"--secret-env-vars={','.join(SECRET_VARS)}", *args), env
+
     def new_parser(self) -> CopilotParser:
         """A fresh parser for one run."""
         return CopilotParser()

@@ -68,6 +68,8 @@ _QUIET_ENV = {"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE
 _SETTINGS = {"autoupdate": False, "share": "disabled"}
 # A review reads: no file tool that writes, no shell (whose commands could write).
 _READ_ONLY_RULES = {"edit": "deny", "bash": "deny"}
+# Over ACP: every edit and shell command asked, so the broker decides it.
+_ACP_ASK_RULES = {"edit": "ask", "bash": "ask"}
 
 
 class OpencodeParser(GuardedParser):
@@ -362,6 +364,18 @@ class OpencodeAdapter(AgentAdapter):
         env["OPENCODE_CONFIG_CONTENT"] = json.dumps({**_user_json(spec.env, "OPENCODE_CONFIG_CONTENT"), **_SETTINGS})
         env["OPENCODE_PERMISSION"] = json.dumps(self._rules(spec))
         return Launch(argv=tuple(argv), env=env, cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
+
+    def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Over ACP its edits and shell commands are asked (``session/request_permission``, so the
+        broker decides); its defaults would run them unasked (1.18.33). A review still denies them.
+        No folder flag: ``opencode acp`` has no ``--dir`` (its folder is the session's cwd); the
+        granted folders are in its rules."""
+        env = self.build_launch(spec).env
+        rules = self._rules(spec)
+        if spec.mode != "read_only":
+            rules = {**_ACP_ASK_RULES, **rules}
+        env["OPENCODE_PERMISSION"] = json.dumps(rules)
+        return (), env
 
     @staticmethod
     def _rules(spec: LaunchSpec) -> dict[str, Any]:

@@ -314,6 +314,12 @@ class QwenAdapter(AgentAdapter):
         argv += spec.extra_args
         return Launch(argv=tuple(argv), env=dict(spec.env), cwd=spec.workdir, stdin=spec.prompt.encode("utf-8"))
 
+    def acp_options(self, spec: LaunchSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Over ACP ``default`` asks before every edit and shell command (its own default, ``auto``,
+        lets a model classifier approve calls unasked, 0.24.4); a review is ``plan``."""
+        args, env = super().acp_options(spec)
+        return ("--approval-mode", "plan" if spec.mode == "read_only" else "default", *args), env
+
     def new_parser(self) -> QwenParser:
         """A fresh parser for one run."""
         return QwenParser()

@@ -47,7 +47,15 @@ from meta_orchestrator.actors.sandbox.tool_broker import BrokerAnswer, decide
 PROTOCOL_VERSION = 1
 EXIT_GRACE_S = 3.0  # after the result the agent gets this long to exit on its own
 WRITE_KINDS = frozenset({"edit", "delete", "move", "write"})
-PATH_KEYS = ("file_path", "filePath", "path", "absolute_path", "abs_path", "notebook_path")
+PATH_KEYS = (
+    "file_path",
+    "filePath",
+    "fileName",
+    "path",
+    "absolute_path",
+    "abs_path",
+    "notebook_path",
+)  # fileName: copilot
 METHOD_NOT_FOUND = -32601
 PR_SET_PDEATHSIG = 1
 

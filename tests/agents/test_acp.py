@@ -16,6 +16,7 @@ import pytest
 
 from meta_orchestrator.actors.adapters import registry
 from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
+from meta_orchestrator.actors.agents.acp_bridge import PolicyCall, policy_call
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
 from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV, Draft, LaunchSpec
 from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, demo_settings
@@ -323,3 +324,67 @@ def test_a_configured_acp_agent_plays_its_roles_in_a_whole_demo_session(tmp_path
     snapshot = json.loads(text)["data"]
     assert "fixture" in {w["agent"] for w in snapshot["workers"]}
     assert any(e["agent"] == "fixture" for e in snapshot["events"])
+
+
+def test_qwen_and_opencode_over_acp_ask_before_every_edit_and_shell_command(tmp_path):
+    """Their own defaults would run calls unasked over ACP (qwen's ``auto`` classifier, opencode's
+    allow-all): driven over ACP they ask, so the broker decides; a review refuses edits itself."""
+
+    def launched(name: str, mode: str, env: dict[str, str] | None = None):
+        spec = LaunchSpec(executable=(name,), prompt="p", workdir=tmp_path, mode=mode, env=env or {})
+        launch = registry.driven(name, "acp").build_launch(spec)
+        return launch.argv[launch.argv.index("--") :], launch.env
+
+    assert launched("qwen", "write")[0] == ("--", "qwen", "--acp", "--approval-mode", "default")
+    assert launched("qwen", "read_only")[0] == ("--", "qwen", "--acp", "--approval-mode", "plan")
+    argv, env = launched("copilot", "write", {"COPILOT_ALLOW_ALL": "true", "COPILOT_PROVIDER_BASE_URL": "http://h"})
+    assert argv[:4] == ("--", "copilot", "--acp", "--no-auto-update") and "--allow-all-tools" not in argv
+    assert "COPILOT_ALLOW_ALL" not in env and env["COPILOT_OFFLINE"] == "true"
+    user = json.dumps({"provider": {"anthropic": {"options": {"baseURL": "http://127.0.0.1:1/v1"}}}})
+    argv, env = launched("opencode", "write", {"OPENCODE_CONFIG_CONTENT": user, "HOME": "/h"})
+    assert argv == ("--", "opencode", "acp") and env["HOME"] == "/h"
+    granted = registry.driven("opencode", "acp").build_launch(
+        LaunchSpec(executable=("opencode",), prompt="p", workdir=tmp_path, extra_dirs=(tmp_path,))
+    )
+    assert "--dir" not in granted.argv  # `opencode acp` has none: the folder is granted by its rules
+    assert json.loads(granted.env["OPENCODE_PERMISSION"])["external_directory"][f"{tmp_path}/*"] == "allow"
+    assert json.loads(env["OPENCODE_PERMISSION"]) == {"edit": "ask", "bash": "ask"}
+    assert json.loads(env["OPENCODE_CONFIG_CONTENT"])["provider"] == json.loads(user)["provider"]
+    assert json.loads(launched("opencode", "read_only")[1]["OPENCODE_PERMISSION"]) == {"edit": "deny", "bash": "deny"}
+    # The stream path is untouched: qwen's stream run still approves edits itself.
+    stream = registry.get_adapter("qwen").build_launch(LaunchSpec(executable=("qwen",), prompt="p", workdir=tmp_path))
+    assert "auto-edit" in stream.argv and "--acp" not in stream.argv
+
+
+def test_a_write_named_only_by_copilots_file_name_is_judged_by_that_path():
+    """copilot 1.0.102 names the file of an edit in ``rawInput.fileName``."""
+    call = policy_call({"kind": "edit", "title": "Create file", "rawInput": {"fileName": "/w/out.txt", "diff": "+x"}})
+    assert call == PolicyCall("Write", {"file_path": "/w/out.txt"})
+    # Every CLI's shell command as the pinned versions send it: rawInput.command.
+    for raw in ({"command": "touch ran.txt"}, {"command": "touch ran.txt", "commands": ["touch ran.txt"]}):
+        assert policy_call({"kind": "execute", "title": "Run", "rawInput": raw}) == PolicyCall(
+            "Bash", {"command": "touch ran.txt"}
+        )
+
+
+def test_qwens_usage_on_its_text_chunks_is_the_runs_token_count():
+    """qwen 0.24.4 reports each model response's usage on a text chunk's ``_meta``, not on the result."""
+    parser = registry.driven("qwen", "acp").new_parser()
+
+    def chunk(text: str, total: int | None) -> bytes:
+        update: dict[str, Any] = {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}}
+        if total is not None:
+            update["_meta"] = {"usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": total}}
+        message = {"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s", "update": update}}
+        return json.dumps(message).encode()
+
+    for line in (
+        json.dumps({"bridge": "session", "sessionId": "s", "loaded": False}).encode(),
+        chunk("Hello", None),
+        chunk("", 145),
+        chunk("", 290),
+        json.dumps({"bridge": "result", "sessionId": "s", "stopReason": "end_turn", "usage": None}).encode(),
+    ):
+        parser.feed_line(line)
+    parser.finish(0, ())
+    assert parser.outcome().total_tokens == 435 and parser.outcome().final_text == "Hello"
