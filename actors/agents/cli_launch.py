@@ -130,7 +130,9 @@ def confinement(
         bwrap=sandbox.bwrap,
         writable=tuple(str(p) for p in folders),
         hidden=sandbox.hidden,
-        readable=(*own, *sandbox.readable, *read_only_dirs),
+        # A read-only run still works in its folder: bound read-only (in place, or under the
+        # private /tmp, nothing else would show it).
+        readable=(*own, *sandbox.readable, *read_only_dirs, *((str(spec.workdir),) if viewed else ())),
         chdir=str(spec.workdir),
         private=tuple(private or ()),
         tmpfs_bytes=sandbox.tmpfs_bytes,
