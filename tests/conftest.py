@@ -7,6 +7,7 @@ import os
 import subprocess
 import queue
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -23,6 +24,18 @@ from meta_orchestrator.messages.worker import EventsRecorded
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO = (sys.executable, "-m", "meta_orchestrator.actors.agents.demo")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the run the way Ctrl-C does, so fixture teardown still runs: the Ray nodes
+    and other servers the tests start lead sessions of their own, which a signal to pytest's
+    process group does not reach."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def wait_for(

@@ -111,6 +111,13 @@ def ensure_real_clis() -> Path:
             f"{missing} not found on PATH: the real-CLI tests need Node.js >= 20 with npm "
             f"(then `npm ci` in {HERE} installs the pinned CLIs)"
         )
+    if NODE_MODULES.is_symlink():
+        # `npm ci` empties node_modules first: through a link it would wipe the folder it points at
+        # (another checkout's CLIs). A hard-linked copy (`cp -al`) is safe; a link is refused.
+        raise RealCliUnavailable(
+            f"{NODE_MODULES} is a symbolic link to {os.readlink(NODE_MODULES)}: `npm ci` would empty that "
+            "folder; replace it with a copy (`cp -al <other>/node_modules tests/realcli/`) or remove it"
+        )
     key = hashlib.sha256(str(HERE).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"realcli-install-{key}.lock"
     with open(lock_path, "w") as lock_file:  # one installer at a time (npm ci wipes node_modules)
