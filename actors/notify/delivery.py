@@ -143,7 +143,7 @@ class Outbox:
         with self._changed:
             left = len(self._pending)
         log.warning(
-            "notify: %s: %d notice(s) not sent when the program ended (and one still being sent)",
+            "notify: %s: the program ends with one notice still being sent and %d more queued; they are dropped",
             self.channel.name,
             left,
         )
