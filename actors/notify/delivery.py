@@ -84,7 +84,11 @@ class Desktop:
         argv = [self.executable, "--app-name=orchestrate", notice.title, notice.body["text"]]
         try:
             child = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as exc:
             raise DeliveryError(f"cannot start {self.executable}: {exc.strerror or exc}") from None
@@ -169,7 +173,9 @@ class Outbox:
                 log.debug("notify: %s notice sent to %s", notice.event, self.channel.name)
                 return
             except DeliveryError as exc:
-                failure = f"notify: {notice.event} notice to {self.channel.name} failed (attempt {attempt} of {tries}): {exc}"
+                failure = (
+                    f"notify: {notice.event} notice to {self.channel.name} failed (attempt {attempt} of {tries}): {exc}"
+                )
             except Exception as exc:  # noqa: BLE001 - a bug in a send must not end the thread
                 failure = f"notify: {notice.event} notice to {self.channel.name} failed unexpectedly: {exc!r}"
             wait = self._settings.backoff_s * 2 ** (attempt - 1)

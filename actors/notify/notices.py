@@ -77,7 +77,9 @@ class NoticeRules:
         ]
 
     def _question(self, question: Question) -> Notice:
-        asked = question.text if len(question.text) <= QUESTION_TEXT_CHARS else question.text[:QUESTION_TEXT_CHARS] + "…"
+        asked = (
+            question.text if len(question.text) <= QUESTION_TEXT_CHARS else question.text[:QUESTION_TEXT_CHARS] + "…"
+        )
         return self._notice(
             "question_opened",
             f"orchestrate: a {question.kind} waits on you",

@@ -225,9 +225,11 @@ def test_notify_send_absent_is_one_log_line(tmp_path, caplog):
     [desktop] = notify_channels(settings, path=str(tmp_path / "bin"))
     assert isinstance(desktop, Desktop)
     deliveries = Deliveries([desktop], settings)
-    deliveries.offer(*NoticeRules("s1", ("session_ended",)).on_ended(
-        SessionEnded(session_id="s1", status="failed", exit_code=1, summary="it broke")
-    ))
+    deliveries.offer(
+        *NoticeRules("s1", ("session_ended",)).on_ended(
+            SessionEnded(session_id="s1", status="failed", exit_code=1, summary="it broke")
+        )
+    )
     deliveries.close()  # waits for the one queued, within the grace
     [call] = _calls(record)
     assert call[:2] == ["--app-name=orchestrate", "orchestrate: session failed"] and "it broke" in call[2]
@@ -240,9 +242,11 @@ def test_a_notify_send_that_hangs_is_killed_with_its_group(tmp_path, caplog):
     (folder / "notify-send").chmod(0o755)
     settings = load_settings(None, {"notify.desktop": True, "notify.timeout_s": 0.5, "notify.retries": 0}).notify
     deliveries = Deliveries(notify_channels(settings, path=str(folder)), settings)
-    deliveries.offer(*NoticeRules("s1", ("session_ended",)).on_ended(
-        SessionEnded(session_id="s1", status="stopped", exit_code=130, summary="stopped")
-    ))
+    deliveries.offer(
+        *NoticeRules("s1", ("session_ended",)).on_ended(
+            SessionEnded(session_id="s1", status="stopped", exit_code=130, summary="stopped")
+        )
+    )
     wait_for(lambda: "process group was killed" in caplog.text, message="the kill logged", timeout=10)
     deliveries.close()  # the autouse fixture then checks no sleep is left
 
