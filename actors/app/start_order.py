@@ -309,7 +309,7 @@ def _begin(running: RunningSession, request: LaunchRequest) -> None:
         address = running.gateway.ask(GetGatewayAddress(), timeout=5)
         running.dashboard_url = address.url
         if running.notifier is not None:  # before the session begins: every notice carries it
-            running.notifier.tell(DashboardAddressKnown(base_url=address.base_url))
+            tell_all((running.notifier,), DashboardAddressKnown(base_url=address.base_url))
         (request.print_url or _print_url)(address.url)
     running.coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
     if request.console and request.answer_stream is not None:
