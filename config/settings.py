@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from meta_orchestrator.config.notify_settings import NotifySettings
 from meta_orchestrator.messages.base import AgentName
 
 
@@ -606,6 +607,7 @@ class Settings(Section):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     extra: dict[str, Any] = Field(default_factory=dict, description="sections added by later features")
 
     @model_validator(mode="before")

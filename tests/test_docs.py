@@ -56,7 +56,7 @@ def test_the_configuration_reference_holds_every_setting():
     defaults = Settings()
     assert "| `assignment_timeout_s` | number (> 0) | `1800` |" in page
     assert "gemini: `0.4`, codex: `0.1`, claude: `0.4`" in page  # each agent's own default share
-    for section in ("session", "web", "review", "recovery", "limits", "sandbox", "questions", "cluster"):
+    for section in ("session", "web", "review", "recovery", "limits", "sandbox", "questions", "cluster", "notify"):
         assert f"## `[{section}]`" in page
         for name, field in type(getattr(defaults, section)).model_fields.items():
             if docs_pages.section_of(field.annotation) is None:

@@ -34,6 +34,7 @@ FEATURE_USES: dict[str, dict[str, str]] = {
     "actors/workspaces": {},
     "actors/recovery": {},
     "actors/limits": {},
+    "actors/notify": {},
     "actors/history": {"actors/workspaces": "the session index reads each session's workspace record"},
     "actors/reviews": {
         "actors/workspaces": "a review request carries the diff of the session's checkouts",
@@ -196,6 +197,7 @@ def test_no_actor_imports_another():
         "actors/supervision/supervisor.py",
         "actors/console/console.py",
         "actors/history/history.py",
+        "actors/notify/notifier.py",
         "actors/workspaces/workspace.py",
     } == set(actors)
     names = {_module_name(rel): rel for rel in actors}

@@ -28,6 +28,7 @@ from meta_orchestrator.actors.console.start import read_answers, start_console
 from meta_orchestrator.actors.files.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.history.start import start_history
 from meta_orchestrator.actors.limits.start import start_monitor
+from meta_orchestrator.actors.notify.start import start_notifier
 from meta_orchestrator.actors.processes.process_host import SpawnCaps
 from meta_orchestrator.actors.recovery.preflight import (
     PreflightError,
@@ -51,6 +52,7 @@ from meta_orchestrator.actors.workspaces.workspace_wiring import abandon_workspa
 from meta_orchestrator.actors.workspaces.workspaces import SessionRepo
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.gateway import GetGatewayAddress
+from meta_orchestrator.messages.notify import DashboardAddressKnown
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.session import SessionEnded, StartSession
 from meta_orchestrator.webui.dashboard_server import GatewayError
@@ -75,6 +77,7 @@ class RunningSession:
     ended: queue.Queue[SessionEnded] = field(default_factory=queue.Queue)
     host: Any = None  # started every CLI of the session (a cluster_wiring.HostSet): a forced stop kills them
     workspace: SessionRepo | None = None  # the session's branch and checkouts (None: in place)
+    notifier: pykka.ActorRef[Any] | None = None  # tells webhooks and the desktop (None: nothing asked)
 
 
 def start(
@@ -94,10 +97,13 @@ def start(
     session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
     # Who hears every fact: the history first (a replay sees what any view saw), the console,
-    # then the supervisor, then the dashboard (supervised).
+    # the notifier, then the supervisor, then the dashboard (supervised).
     listeners = [start_history(started, session_dir)]
     if request.console:
         listeners.append(start_console(started, request.demo, settings.questions.bell))
+    notifier = start_notifier(started, settings.notify, session[0])
+    if notifier is not None:
+        listeners.append(notifier)
     supervisor = start_supervisor(started, settings.session, tuple(listeners))
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     heard = (*listeners, *([gateway] if gateway is not None else []))
@@ -144,7 +150,7 @@ def start(
             preflight_fixes=fixes,
         )
     running = RunningSession(*session, coordinator, workers, gateway, token=token, dashboard_closed=closed)
-    running.host, running.workspace = runs.hosts, repo
+    running.host, running.workspace, running.notifier = runs.hosts, repo, notifier
     _begin(running, request)
     return running
 
@@ -302,6 +308,8 @@ def _begin(running: RunningSession, request: LaunchRequest) -> None:
     if running.gateway is not None:
         address = running.gateway.ask(GetGatewayAddress(), timeout=5)
         running.dashboard_url = address.url
+        if running.notifier is not None:  # before the session begins: every notice carries it
+            tell_all((running.notifier,), DashboardAddressKnown(base_url=address.base_url))
         (request.print_url or _print_url)(address.url)
     running.coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
     if request.console and request.answer_stream is not None:

@@ -38,8 +38,8 @@ def _agent_process(launcher: subprocess.Popen, agent: str, assignment: str) -> p
     return None
 
 
-def _start_launcher(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    args = ["Add a /health endpoint", "--demo", "--workspace", str(tmp_path / "ws"), "--port", "0"]
+def _start_launcher(tmp_path: Path, env: dict[str, str], more: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    args = ["Add a /health endpoint", "--demo", "--workspace", str(tmp_path / "ws"), "--port", "0", *more]
     return start_orchestrate(args, env, "dashboard: ")
 
 

@@ -4,6 +4,7 @@
 //   socket.js   the WebSocket: snapshot, numbered deltas, resume after a drop
 //   store.js    the state, and what each frame of the wire contract does to it
 //   workers.js, inbox.js, reviews.js, changes.js, eventlog.js   the parts of the page
+//   notify.js   browser notifications, once the user turns them on
 import { $, cap, showBanner, toast } from "./dom.js";
 import { api } from "./api.js";
 import { connect, onBannerHidden, send } from "./socket.js";
@@ -12,6 +13,7 @@ import { renderWorkers } from "./workers.js";
 import { renderInbox } from "./inbox.js";
 import { renderDecision, renderPlan, renderReviews } from "./reviews.js";
 import { renderChanges, setupChanges } from "./changes.js";
+import { setupNotify } from "./notify.js";
 import { replaySession, startReplay } from "./replay.js";
 import { appendLog, hideDetail, log, onLogScroll, rebuildLog, showDetail, togglePause } from "./eventlog.js";
 
@@ -132,6 +134,7 @@ let searchTimer = null;
 $("filter-text").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => markDirty("log-reset"), 150); });
 $("pause-scroll").onclick = togglePause;
 setupChanges();
+setupNotify();
 $("log").addEventListener("scroll", onLogScroll, { passive: true });
 setInterval(tickElapsed, 1000);
 setInterval(() => send({ type: "ping" }), 25000);

@@ -7,6 +7,7 @@
 import { $, showBanner, toast } from "./dom.js";
 import { api, token } from "./api.js";
 import { applyFrame, state } from "./store.js";
+import { noticeFrame } from "./notify.js";
 
 let ws = null;
 let attempts = 0;
@@ -64,7 +65,9 @@ export function connect() {
 function receive(frame) {
   if (frame.type === "error") toast(frame.data.error, true);
   // A gap: something was lost between us and the gateway; ask for the whole state.
-  if (applyFrame(frame)) send({ type: "resync" });
+  const gap = applyFrame(frame);
+  noticeFrame(frame);
+  if (gap) send({ type: "resync" });
 }
 
 function scheduleReconnect() {
