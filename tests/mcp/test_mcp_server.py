@@ -14,6 +14,7 @@ import psutil
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
 
 from tests.conftest import PROJECT_ROOT
 
@@ -186,7 +187,7 @@ def test_a_client_starts_follows_answers_applies_and_discards_a_demo_session(tmp
         ("session_events", {"session_id": "a/b"}, "session id"),
         ("answer_question", {"session_id": "..", "question_id": "q1", "answer": "x"}, "session id"),
         ("apply_session", {"session_id": "/etc/passwd"}, "session id"),
-        ("discard_session", {"session_id": ".mcp"}, "no session .mcp"),
+        ("discard_session", {"session_id": ".mcp"}, "is not valid"),
         ("start_session", {"task": "  ", "demo": True}, "task is empty"),
         ("start_session", {"task": "x", "target": "relative/dir"}, "absolute path"),
         ("start_session", {"task": "x"}, "target is required"),
@@ -220,10 +221,17 @@ def test_a_resource_out_of_the_workspace_is_refused(tmp_path, demo_env):
         async with stdio_client(_server(ws, _config(tmp_path), demo_env)) as streams:
             async with ClientSession(*streams) as session:
                 await session.initialize()
-                for uri in ("orchestrate://sessions/../secret/state.json", "orchestrate://sessions/..%2Fsecret/state.json"):
-                    with pytest.raises(Exception) as failed:  # noqa: B017 - the SDK's error type for a refusal
+                for uri in (
+                    "orchestrate://sessions/../secret/state.json",  # no match: the id is one segment
+                    "orchestrate://sessions/../state.json",
+                    "orchestrate://sessions/..%2Fsecret/state.json",
+                    "orchestrate://sessions/secret/events/..%2Fstate.json",
+                ):
+                    with pytest.raises(MCPError) as failed:
                         await session.read_resource(uri)
-                    assert "secret" not in str(failed.value) or "no session" in str(failed.value) or "id" in str(failed.value)
+                    said = str(failed.value)
+                    assert '"session_id"' not in said
+                    assert "Unknown resource" in said or "session id" in said or "no session" in said, said
 
     asyncio.run(scenario())
 
