@@ -138,7 +138,8 @@ class SessionTools:
                 raise ToolRefused(f"target must be an absolute path (the server's folder is nobody's): {target}")
         elif not options.get("demo"):
             raise ToolRefused("target is required (only a demo session makes its own)")
-        config = self._config_with_roles(options.get("roles")) if options.get("roles") else self.config
+        roles = options.get("roles")
+        config = self._config_with_roles(dict(roles)) if roles else self.config
         argv = launcher_argv({**options, "task": task, "target": target}, self.workspace, config)
         try:
             launched = start_session_process(argv, self.workspace, self.env)

@@ -4,9 +4,11 @@ real launcher processes for the sessions, the demo agents as the CLIs, a real gi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +60,26 @@ def _git(repo: Path, *args: str) -> str:
 def _server(workspace: Path, config: Path, env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "meta_orchestrator.actors.app.launcher", "mcp", "--workspace", str(workspace), "--config", str(config)],
+        args=[
+            "-m",
+            "meta_orchestrator.actors.app.launcher",
+            "mcp",
+            "--workspace",
+            str(workspace),
+            "--config",
+            str(config),
+        ],
         env=env,
         cwd=str(PROJECT_ROOT),
     )
+
+
+@contextlib.asynccontextmanager
+async def _client(server: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    """The SDK's own client over stdio, initialised."""
+    async with stdio_client(server) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        yield session
 
 
 async def _call(session: ClientSession, tool: str, **arguments: Any) -> Any:
@@ -103,76 +121,74 @@ def test_a_client_starts_follows_answers_applies_and_discards_a_demo_session(tmp
     repo, ws = _repo(tmp_path), tmp_path / "ws"
 
     async def scenario() -> None:
-        async with stdio_client(_server(ws, _config(tmp_path), {**demo_env, **CONCERNS})) as streams:
-            async with ClientSession(*streams) as session:
-                await session.initialize()
-                names = {t.name for t in (await session.list_tools()).tools}
-                assert names == {
-                    "start_session",
-                    "list_sessions",
-                    "session_status",
-                    "session_events",
-                    "answer_question",
-                    "control_session",
-                    "apply_session",
-                    "discard_session",
-                }
-                started = await _call(
-                    session, "start_session", task="Add a /health endpoint", target=str(repo), demo=True, roles=ROLES
-                )
-                sid = started["session_id"]
-                assert started["dashboard_url"].startswith("http://127.0.0.1:") and started["token"]
-                assert started["token"] in started["dashboard_url"]
-                assert [s["session_id"] for s in await _call(session, "list_sessions")] == [sid]
+        async with _client(_server(ws, _config(tmp_path), {**demo_env, **CONCERNS})) as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert names == {
+                "start_session",
+                "list_sessions",
+                "session_status",
+                "session_events",
+                "answer_question",
+                "control_session",
+                "apply_session",
+                "discard_session",
+            }
+            started = await _call(
+                session, "start_session", task="Add a /health endpoint", target=str(repo), demo=True, roles=ROLES
+            )
+            sid = started["session_id"]
+            assert started["dashboard_url"].startswith("http://127.0.0.1:") and started["token"]
+            assert started["token"] in started["dashboard_url"]
+            assert [s["session_id"] for s in await _call(session, "list_sessions")] == [sid]
 
-                seen: list[tuple[str, int]] = []
-                cursor: list[str | None] = [None]
+            seen: list[tuple[str, int]] = []
+            cursor: list[str | None] = [None]
 
-                async def page() -> dict[str, Any]:
-                    got = await _call(session, "session_events", session_id=sid, cursor=cursor[0], limit=5)
-                    seen.extend((e["agent"], e["seq"]) for e in got["events"])
-                    cursor[0] = got["cursor"]
-                    return got
+            async def page() -> dict[str, Any]:
+                got = await _call(session, "session_events", session_id=sid, cursor=cursor[0], limit=5)
+                seen.extend((e["agent"], e["seq"]) for e in got["events"])
+                cursor[0] = got["cursor"]
+                return got
 
-                async def question() -> Any:
-                    await page()
-                    status = await _call(session, "session_status", session_id=sid)
-                    return status["open_questions"]
-
-                [asked] = await _until(question, "the reviewer's concern as a question")
-                assert asked["kind"] == "clarification"
-                answered = await _call(
-                    session, "answer_question", session_id=sid, question_id=asked["id"], answer="Validate with a regex."
-                )
-                assert answered["answered"] == "live"
-
-                async def ended() -> bool:
-                    got = await page()
-                    return not got["live"] and not got["more"]
-
-                await _until(ended, "the session's end, every event read")
-                assert len(seen) == len(set(seen)) and len(seen) > 10  # paged by cursor: none twice
+            async def question() -> Any:
+                await page()
                 status = await _call(session, "session_status", session_id=sid)
-                assert status["status"] == "completed", status
-                [done] = [q for q in json.loads((ws / sid / "state.json").read_text())["questions"]]
-                assert (done["status"], done["answer"]) == ("answered", "Validate with a regex.")
-                assert status["branch"] == f"orchestrate/{sid}" and "file" in status["diff_stat"]
+                return status["open_questions"]
 
-                state = await session.read_resource(f"orchestrate://sessions/{sid}/state.json")
-                assert json.loads(state.contents[0].text)["session_id"] == sid
-                events = await session.read_resource(f"orchestrate://sessions/{sid}/events/gemini")
-                assert len(events.contents[0].text.splitlines()) >= 1
+            [asked] = await _until(question, "the reviewer's concern as a question")
+            assert asked["kind"] == "clarification"
+            answered = await _call(
+                session, "answer_question", session_id=sid, question_id=asked["id"], answer="Validate with a regex."
+            )
+            assert answered["answered"] == "live"
 
-                applied = await _call(session, "apply_session", session_id=sid, squash=True)
-                assert "one squashed commit" in applied["output"]
-                assert len(_git(repo, "log", "--format=%H", "main").split()) == 2  # first, and the squash
-                assert _git(repo, "status", "--porcelain") == ""
-                again = await _call(session, "apply_session", session_id=sid, squash=True)
-                assert "nothing to do" in again["output"] or "already" in again["output"]
+            async def ended() -> bool:
+                got = await page()
+                return not got["live"] and not got["more"]
 
-                discarded = await _call(session, "discard_session", session_id=sid)
-                assert f"orchestrate/{sid}" in discarded["output"]
-                assert f"orchestrate/{sid}" not in _git(repo, "branch", "--list")
+            await _until(ended, "the session's end, every event read")
+            assert len(seen) == len(set(seen)) and len(seen) > 10  # paged by cursor: none twice
+            status = await _call(session, "session_status", session_id=sid)
+            assert status["status"] == "completed", status
+            [done] = [q for q in json.loads((ws / sid / "state.json").read_text())["questions"]]
+            assert (done["status"], done["answer"]) == ("answered", "Validate with a regex.")
+            assert status["branch"] == f"orchestrate/{sid}" and "file" in status["diff_stat"]
+
+            state = await session.read_resource(f"orchestrate://sessions/{sid}/state.json")
+            assert json.loads(state.contents[0].text)["session_id"] == sid
+            events = await session.read_resource(f"orchestrate://sessions/{sid}/events/gemini")
+            assert len(events.contents[0].text.splitlines()) >= 1
+
+            applied = await _call(session, "apply_session", session_id=sid, squash=True)
+            assert "one squashed commit" in applied["output"]
+            assert len(_git(repo, "log", "--format=%H", "main").split()) == 2  # first, and the squash
+            assert _git(repo, "status", "--porcelain") == ""
+            again = await _call(session, "apply_session", session_id=sid, squash=True)
+            assert "nothing to do" in again["output"] or "already" in again["output"]
+
+            discarded = await _call(session, "discard_session", session_id=sid)
+            assert f"orchestrate/{sid}" in discarded["output"]
+            assert f"orchestrate/{sid}" not in _git(repo, "branch", "--list")
 
         assert _gone(ws / sid / "state.json")
 
@@ -201,12 +217,10 @@ def test_bad_input_is_an_mcp_error_with_the_reason(tmp_path, demo_env, tool, arg
     ws = tmp_path / "ws"
 
     async def scenario() -> None:
-        async with stdio_client(_server(ws, _config(tmp_path), demo_env)) as streams:
-            async with ClientSession(*streams) as session:
-                await session.initialize()
-                with pytest.raises(ToolFailed) as failed:
-                    await _call(session, tool, **arguments)
-                assert reason in str(failed.value)
+        async with _client(_server(ws, _config(tmp_path), demo_env)) as session:
+            with pytest.raises(ToolFailed) as failed:
+                await _call(session, tool, **arguments)
+            assert reason in str(failed.value)
 
     asyncio.run(scenario())
     assert not [p for p in ws.iterdir() if (p / "state.json").exists()]  # nothing was started
@@ -218,20 +232,18 @@ def test_a_resource_out_of_the_workspace_is_refused(tmp_path, demo_env):
     (tmp_path / "secret" / "state.json").write_text('{"session_id": "secret"}')
 
     async def scenario() -> None:
-        async with stdio_client(_server(ws, _config(tmp_path), demo_env)) as streams:
-            async with ClientSession(*streams) as session:
-                await session.initialize()
-                for uri in (
-                    "orchestrate://sessions/../secret/state.json",  # no match: the id is one segment
-                    "orchestrate://sessions/../state.json",
-                    "orchestrate://sessions/..%2Fsecret/state.json",
-                    "orchestrate://sessions/secret/events/..%2Fstate.json",
-                ):
-                    with pytest.raises(MCPError) as failed:
-                        await session.read_resource(uri)
-                    said = str(failed.value)
-                    assert '"session_id"' not in said
-                    assert "Unknown resource" in said or "session id" in said or "no session" in said, said
+        async with _client(_server(ws, _config(tmp_path), demo_env)) as session:
+            for uri in (
+                "orchestrate://sessions/../secret/state.json",  # no match: the id is one segment
+                "orchestrate://sessions/../state.json",
+                "orchestrate://sessions/..%2Fsecret/state.json",
+                "orchestrate://sessions/secret/events/..%2Fstate.json",
+            ):
+                with pytest.raises(MCPError) as failed:
+                    await session.read_resource(uri)
+                said = str(failed.value)
+                assert '"session_id"' not in said
+                assert "Unknown resource" in said or "session id" in said or "no session" in said, said
 
     asyncio.run(scenario())
 
@@ -241,16 +253,16 @@ def test_a_session_outlives_its_client_and_is_stopped_by_another(tmp_path, demo_
     env = {**demo_env, **CONCERNS}
 
     async def start() -> str:
-        async with stdio_client(_server(ws, config, env)) as streams:
-            async with ClientSession(*streams) as session:
-                await session.initialize()
-                started = await _call(session, "start_session", task="Add a /health endpoint", target=str(repo), demo=True, roles=ROLES)
+        async with _client(_server(ws, config, env)) as session:
+            started = await _call(
+                session, "start_session", task="Add a /health endpoint", target=str(repo), demo=True, roles=ROLES
+            )
 
-                async def asking() -> Any:
-                    return (await _call(session, "session_status", session_id=started["session_id"]))["open_questions"]
+            async def asking() -> Any:
+                return (await _call(session, "session_status", session_id=started["session_id"]))["open_questions"]
 
-                await _until(asking, "a question the session waits on")
-                return str(started["session_id"])
+            await _until(asking, "a question the session waits on")
+            return str(started["session_id"])
 
     sid = asyncio.run(start())
     # The client and its server are gone; the session still runs, waiting on its question.
@@ -258,16 +270,14 @@ def test_a_session_outlives_its_client_and_is_stopped_by_another(tmp_path, demo_
     assert state["status"] not in ("completed", "failed", "stopped") and not _gone(ws / sid / "state.json")
 
     async def stop() -> None:
-        async with stdio_client(_server(ws, config, env)) as streams:
-            async with ClientSession(*streams) as session:
-                await session.initialize()
-                stopped = await _call(session, "control_session", session_id=sid, action="stop")
-                assert stopped["accepted"]
+        async with _client(_server(ws, config, env)) as session:
+            stopped = await _call(session, "control_session", session_id=sid, action="stop")
+            assert stopped["accepted"]
 
-                async def ended() -> bool:
-                    return (await _call(session, "session_status", session_id=sid))["status"] == "stopped"
+            async def ended() -> bool:
+                return (await _call(session, "session_status", session_id=sid))["status"] == "stopped"
 
-                await _until(ended, "the stopped session")
+            await _until(ended, "the stopped session")
 
     asyncio.run(stop())
 
