@@ -23,6 +23,10 @@ A keyword in the latest user prompt selects the script:
                            and qwen's run_shell_command, copilot's and opencode's bash, codex's
                            ``exec_command``); once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
+``SCRIPT:mcp <tool> <json>``  (Anthropic only) a call of the MCP tool ``<tool>`` as the CLI names it
+                           (claude: ``mcp__<server>__<tool>``) with the JSON object as its input, if the
+                           request offers that tool; once the conversation carries the result,
+                           :data:`MCP_DONE_TEXT` and the result's text
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
@@ -54,11 +58,14 @@ MARKER_LINE = f'ORCHESTRATE_EVENT {{"type":"milestone","text":"{MARKER_TEXT}"}}'
 MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
 SIDE_ANSWER = "ok"
 BASH_DONE_TEXT = "Ran the scripted command."
+MCP_DONE_TEXT = "Called the scripted MCP tool."
 HOLD_LIMIT_S = 60  # a held request is answered after this even if the test never releases it
 
 _SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error|hold)(?:[ \t]+([^\s`'\"]+))?")
 # ``SCRIPT:bash <command>``: the rest of the line is the command (it has spaces).
 _BASH_RE = re.compile(r"SCRIPT:bash[ \t]+([^\n`]+)")
+# ``SCRIPT:mcp <tool> {...}``: the tool's name, then its input as one JSON object on the line.
+_MCP_RE = re.compile(r"SCRIPT:mcp[ \t]+(\S+[ \t]+\{[^\n]*\})")
 
 ERROR_MESSAGES = {
     400: "mock bad request",
@@ -142,6 +149,7 @@ def find_script(texts: Iterable[str], cli: str = "") -> Script | None:
     for text in reversed(list(texts)):
         found = [(m.start(), Script(m.group(1), m.group(2))) for m in _SCRIPT_RE.finditer(text or "")]
         found += [(m.start(), Script("bash", m.group(1).strip())) for m in _BASH_RE.finditer(text or "")]
+        found += [(m.start(), Script("mcp", m.group(1).strip())) for m in _MCP_RE.finditer(text or "")]
         if found:
             script = max(found, key=lambda item: item[0])[1]
             if script.arg and "{cli}" in script.arg:
@@ -234,6 +242,16 @@ def _anthropic_plan(body: dict, cli: str = "claude") -> tuple[Script | None, boo
     m = re.search(r"(?:Primary working|  Working|Current working) directory: (\S+)", system_text)
     m = m or next(filter(None, (_QWEN_CWD_RE.search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
+
+
+def _tool_result_text(body: dict) -> str:
+    """The text of the last tool result the conversation carries (what the tool answered)."""
+    for message in reversed(body.get("messages") or []):
+        for block in message.get("content") if isinstance(message.get("content"), list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                content = block.get("content")
+                return content if isinstance(content, str) else " ".join(_anthropic_texts(content))
+    return ""
 
 
 def _anthropic_stream(model: str, blocks: list[dict], stop_reason: str) -> bytes:
@@ -611,8 +629,20 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             ]
             stop, rec.answered = "tool_use", "tool_call"
+        elif script and script.kind == "mcp" and not has_result:
+            tool, arguments = (script.arg or "").split(None, 1)
+            offered = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+            if tool in offered:
+                blocks = [
+                    {"type": "tool_use", "id": _new_id("toolu_mock"), "name": tool, "input": json.loads(arguments)}
+                ]
+                stop, rec.answered = "tool_use", "tool_call"
+            else:
+                blocks, rec.answered = [{"type": "text", "text": f"no tool {tool} offered"}], "no_tool"
         else:
             text, rec.answered = self._final_text(script, has_result)
+            if script and script.kind == "mcp":
+                text += "\n" + _tool_result_text(body)
             blocks = [{"type": "text", "text": text}]
         model = body.get("model", "claude-mock")
         if body.get("stream"):
@@ -729,6 +759,8 @@ class _Handler(BaseHTTPRequestHandler):
             return write_done_text(script.arg or "scripted.txt"), "final"
         if script.kind == "bash":
             return BASH_DONE_TEXT, "final"
+        if script.kind == "mcp":
+            return MCP_DONE_TEXT, "final"
         if script.kind == "marker" and script.arg:
             named = [json.dumps({"type": "milestone", "text": MARKER_TEXT, "file": f}) for f in script.arg.split(",")]
             return "\n".join(["Starting the scripted work.", *(f"ORCHESTRATE_EVENT {n}" for n in named)]), "marker"
