@@ -281,7 +281,63 @@ def test_a_session_outlives_its_client_and_is_stopped_by_another(tmp_path, demo_
 
     asyncio.run(stop())
 
-    async def launcher_gone() -> bool:
-        return _gone(ws / sid / "state.json")
+    asyncio.run(_until(_async(lambda: _gone(ws / sid / "state.json")), "the session's process to end"))
 
-    asyncio.run(_until(launcher_gone, "the session's process to end"))
+
+def test_answering_a_session_that_waits_with_nobody_there_resumes_it(tmp_path, demo_env):
+    """A session from a terminal with no dashboard and nobody at its console saves itself,
+    waiting (exit 3); the answer over MCP is recorded and, none being left open, the session
+    goes on in its own process to its end."""
+    repo, ws, config = _repo(tmp_path), tmp_path / "ws", _config(tmp_path)
+    roles = tmp_path / "roles.toml"
+    roles.write_text(
+        config.read_text() + '[session]\nroles = { architect = "gemini", implementer = "gemini", reviewer = "codex" }\n'
+    )
+    env = {**demo_env, **CONCERNS}
+    launcher = [sys.executable, "-m", "meta_orchestrator.actors.app.launcher"]
+    waited = subprocess.run(
+        [*launcher, "Add a /health endpoint", "--demo", "--no-dashboard", "--target", str(repo)]
+        + ["--workspace", str(ws), "--config", str(roles)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        start_new_session=True,
+    )
+    assert waited.returncode == 3, waited.stderr
+    [folder] = [p for p in ws.iterdir() if (p / "state.json").is_file()]
+    sid = folder.name
+
+    async def scenario() -> None:
+        async with _client(_server(ws, config, env)) as session:
+            status = await _call(session, "session_status", session_id=sid)
+            assert status["status"] == "waiting" and not status["live"]
+            [asked] = status["open_questions"]
+            with pytest.raises(ToolFailed, match="session is not running|not running"):
+                await _call(session, "control_session", session_id=sid, action="pause")
+            with pytest.raises(ToolFailed, match="has no question"):
+                await _call(session, "answer_question", session_id=sid, question_id="q-nope", answer="x")
+            answered = await _call(
+                session, "answer_question", session_id=sid, question_id=asked["id"], answer="Validate with a regex."
+            )
+            assert answered["answered"] == "recorded" and answered["resumed"]["pid"]
+
+            async def completed() -> bool:
+                return (await _call(session, "session_status", session_id=sid))["status"] == "completed"
+
+            await _until(completed, "the resumed session's end")
+            state = json.loads((folder / "state.json").read_text())
+            [done] = [q for q in state["questions"] if q["id"] == asked["id"]]
+            assert (done["status"], done["answered_by"]) == ("answered", "command")
+
+    asyncio.run(scenario())
+    asyncio.run(_until(_async(lambda: _gone(folder / "state.json")), "the resumed session's process to end"))
+
+
+def _async(condition: Any) -> Any:
+    async def check() -> Any:
+        return condition()
+
+    return check
