@@ -271,6 +271,20 @@ def test_a_session_outlives_its_client_and_is_stopped_by_another(tmp_path, demo_
 
     async def stop() -> None:
         async with _client(_server(ws, config, env)) as session:
+            with pytest.raises(ToolFailed, match="the session refused"):
+                await _call(session, "control_session", session_id=sid, action="pause", agent="nobody")
+
+            async def status_is(wanted: str) -> Any:
+                return (await _call(session, "session_status", session_id=sid))["status"] == wanted
+
+            await _call(session, "control_session", session_id=sid, action="pause")
+            await _until(lambda: status_is("paused"), "the paused session")
+            await _call(session, "control_session", session_id=sid, action="resume")
+
+            async def not_paused() -> bool:
+                return not await status_is("paused")
+
+            await _until(not_paused, "the resumed session")
             stopped = await _call(session, "control_session", session_id=sid, action="stop")
             assert stopped["accepted"]
 
