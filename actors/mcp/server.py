@@ -46,7 +46,9 @@ def build_server(tools: SessionTools) -> MCPServer:  # noqa: PLR0915 - one regis
         """Start a session: a team of agents on `task` in the repository or folder `target`
         (an absolute path; a demo session makes its own when none is given). `roles` maps a
         role (architect, implementer, reviewer) to an agent (claude, codex, gemini, ...).
-        `unattended`: a question nobody answers takes its default instead of waiting.
+        `unattended`: when no one can answer a question any more (its dashboard closed), it
+        takes its default instead of the session saving itself to wait; while the dashboard
+        is up, questions wait for answer_question.
         Returns the session id, its dashboard address and token."""
         options = {
             "task": task,

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import threading
 import time
 import tomllib
@@ -23,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from meta_orchestrator.actors.files.session_files import read_json
+from meta_orchestrator.actors.files.session_files import open_private, private_dir, read_json
 from meta_orchestrator.actors.history.event_pages import read_events_page
 from meta_orchestrator.actors.history.resume import AnswerError, record_answer
 from meta_orchestrator.actors.history.session_index import (
@@ -232,11 +233,7 @@ class SessionTools:
             with_overrides(data, {}, "roles")
         except ConfigError as exc:
             raise ToolRefused(str(exc)) from None
-        from meta_orchestrator.actors.files.session_files import open_private, private_dir
-
-        folder = private_dir(self.workspace / LAUNCH_DIR)
-        path = folder / f"config-{abs(hash(json.dumps(data, sort_keys=True, default=str)))}.toml"
-        path.unlink(missing_ok=True)
+        path = private_dir(self.workspace / LAUNCH_DIR) / f"config-{secrets.token_hex(6)}.toml"
         try:
             text = toml_text(data)
         except ValueError as exc:
