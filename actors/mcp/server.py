@@ -31,7 +31,7 @@ def _checked(call: Any) -> Any:
         raise ToolError(str(exc)) from None
 
 
-def build_server(tools: SessionTools) -> MCPServer:  # noqa: PLR0915 - one registration per tool
+def build_server(tools: SessionTools) -> MCPServer:
     server: MCPServer = MCPServer(name="orchestrate", instructions=INSTRUCTIONS)
 
     @server.tool()
@@ -98,6 +98,13 @@ def build_server(tools: SessionTools) -> MCPServer:  # noqa: PLR0915 - one regis
         """Remove the ended session's branch, store and checkouts; the repository stays as it was."""
         return dict(_checked(lambda: tools.discard(session_id)))
 
+    _add_resources(server, tools)
+    return server
+
+
+def _add_resources(server: MCPServer, tools: SessionTools) -> None:
+    """A session's state.json and its event files, read as they are on disk."""
+
     @server.resource("orchestrate://sessions/{session_id}/state.json", mime_type="application/json")
     def session_state(session_id: str) -> str:
         """The session's state.json as it is on disk."""
@@ -111,8 +118,6 @@ def build_server(tools: SessionTools) -> MCPServer:  # noqa: PLR0915 - one regis
         if agent not in agent_names():
             raise ResourceError(f"unknown agent {agent[:40]!r}; expected one of {', '.join(agent_names())}")
         return _read(tools, session_id, f"{agent}.jsonl")
-
-    return server
 
 
 def _read(tools: SessionTools, session_id: str, name: str) -> str:
