@@ -97,8 +97,10 @@ def test_real_claude_starts_a_session_over_mcp(tmp_path, claude):
         assert called, said
     objects = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     [init] = [o for o in objects if o.get("type") == "system" and o.get("subtype") == "init"]
-    assert {"name": "orchestrate", "status": "connected"} in init["mcp_servers"], said
-    assert TOOL in init["tools"]
+    # claude -p does not wait for its MCP servers: still connecting at its start, the server's
+    # tools come once the model calls WaitForMcpServers (the scripted model does, as a model would).
+    assert init["mcp_servers"][0]["name"] == "orchestrate", said
+    assert init["mcp_servers"][0]["status"] in ("connected", "pending"), said
     [result] = [o for o in objects if o.get("type") == "result"]
     assert MCP_DONE_TEXT in result["result"], said
     [folder] = [p for p in ws.iterdir() if (p / "state.json").is_file()]
