@@ -50,6 +50,11 @@ FEATURE_USES: dict[str, dict[str, str]] = {
         "actors/history": "a worker records its events",
     },
     "webui": {"actors/history": "the dashboard pages and `orchestrate serve` read the event logs"},
+    "actors/mcp": {
+        "actors/history": "the tools read sessions, event pages and record answers as the subcommands do",
+        "actors/workspaces": "apply_session and discard_session are `orchestrate apply` and `discard`",
+        "webui": "a running session's answers and controls go to its dashboard's API, with its token header",
+    },
 }
 TOP = "actors/app"  # the launcher and the start order: imports any feature, imported by none
 FOLDERS = {*SHARED_GROUND, *FEATURE_USES, TOP, "config", "messages"}

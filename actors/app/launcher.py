@@ -10,6 +10,7 @@ orchestrate apply <session_id>   bring the session's branch from its store and m
                                  (a folder without git: write the changed files into it)
 orchestrate discard <session_id> remove the session's store (its branch) and checkouts
 orchestrate agents [--json]      every known agent CLI: installed, version, credentials, sandbox, protocols
+orchestrate mcp                  an MCP server on stdio: other tools start and drive the workspace's sessions
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from meta_orchestrator.actors.app.launch_request import LaunchRequest, from_comm
 from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
-SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard", "agents")
+SUBCOMMANDS = ("sessions", "show", "resume", "answer", "serve", "apply", "discard", "agents", "mcp")
 EXIT_USAGE = 2
 SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FILE):
   orchestrate sessions                                list the sessions in the workspace
@@ -53,6 +54,8 @@ SUBCOMMAND_HELP = """other commands (each takes --workspace DIR and --config FIL
                                                       ready, protocols, and why when something is missing
   orchestrate discard <session_id>                    remove the session's store (its branch and objects)
                                                       and checkouts; your .git (or folder) stays as it was
+  orchestrate mcp                                     an MCP server on stdio: other tools (Claude Code, Codex,
+                                                      any MCP client) start, follow, answer and apply sessions
 
 exit codes: 0 completed, 1 failed, 2 could not start (or bad input), 3 waiting for answers
 (nobody could answer a question: see 'orchestrate show'), 130 stopped"""
@@ -180,6 +183,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
         "apply": _apply_parser,
         "discard": _discard_parser,
         "agents": _agents_parser,
+        "mcp": _mcp_parser,
     }
     return {"orchestrate": _run_parser(), **{name: build() for name, build in subcommands.items()}}
 
@@ -409,8 +413,32 @@ def _discard(args: list[str]) -> int:
 
 def _subcommand(name: str, args: list[str]) -> int:
     commands = {"resume": _resume, "serve": _serve, "answer": _answer, "sessions": _sessions, "agents": _agents}
-    run = {**commands, "apply": _apply, "discard": _discard}.get(name, _show)
+    run = {**commands, "apply": _apply, "discard": _discard, "mcp": _mcp}.get(name, _show)
     return run(args)
+
+
+def _mcp_parser() -> argparse.ArgumentParser:
+    p = _workspace_parser("mcp")
+    p.description = (
+        "An MCP server on stdin/stdout over the workspace's sessions (docs/mcp.md): start_session, "
+        "list_sessions, session_status, session_events, answer_question, control_session, apply_session, "
+        "discard_session. A session started through it runs as its own process, headless, and outlives "
+        "the server; --config is the settings file its sessions start with."
+    )
+    return p
+
+
+def _mcp(args: list[str]) -> int:
+    opts = _mcp_parser().parse_args(args)
+    settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
+    workspace = settings.workspace.expanduser().resolve()
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        from meta_orchestrator.actors.mcp.server import serve  # the SDK loads for this command only
+    except (OSError, ImportError) as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(workspace, opts.config.resolve() if opts.config else None)
 
 
 def _agents_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,11 @@ A keyword in the latest user prompt selects the script:
                            and qwen's run_shell_command, copilot's and opencode's bash, codex's
                            ``exec_command``); once
                            the conversation carries the tool result, :data:`BASH_DONE_TEXT`
+``SCRIPT:mcp <tool> <json>``  (Anthropic only) a call of the MCP tool ``<tool>`` as the CLI names it
+                           (claude: ``mcp__<server>__<tool>``) with the JSON object as its input, if the
+                           request offers that tool (claude's ``WaitForMcpServers`` first while its
+                           server connects); once it has been called, :data:`MCP_DONE_TEXT` and the
+                           text of the last tool result
 ``SCRIPT:hold``            the text answer, sent only once the test calls ``release()``: the
                            CLI waits on the request meanwhile (recorded as ``answered="held"``)
 
@@ -54,11 +59,15 @@ MARKER_LINE = f'ORCHESTRATE_EVENT {{"type":"milestone","text":"{MARKER_TEXT}"}}'
 MARKER_ANSWER = f"Starting the scripted work.\n{MARKER_LINE}\nAll scripted work is done."
 SIDE_ANSWER = "ok"
 BASH_DONE_TEXT = "Ran the scripted command."
+MCP_DONE_TEXT = "Called the scripted MCP tool."
+WAIT_FOR_MCP = "WaitForMcpServers"  # claude's tool for MCP servers still connecting
 HOLD_LIMIT_S = 60  # a held request is answered after this even if the test never releases it
 
 _SCRIPT_RE = re.compile(r"SCRIPT:(text|marker|write|error|hold)(?:[ \t]+([^\s`'\"]+))?")
 # ``SCRIPT:bash <command>``: the rest of the line is the command (it has spaces).
 _BASH_RE = re.compile(r"SCRIPT:bash[ \t]+([^\n`]+)")
+# ``SCRIPT:mcp <tool> {...}``: the tool's name, then its input as one JSON object on the line.
+_MCP_RE = re.compile(r"SCRIPT:mcp[ \t]+(\S+[ \t]+\{[^\n]*\})")
 
 ERROR_MESSAGES = {
     400: "mock bad request",
@@ -142,6 +151,7 @@ def find_script(texts: Iterable[str], cli: str = "") -> Script | None:
     for text in reversed(list(texts)):
         found = [(m.start(), Script(m.group(1), m.group(2))) for m in _SCRIPT_RE.finditer(text or "")]
         found += [(m.start(), Script("bash", m.group(1).strip())) for m in _BASH_RE.finditer(text or "")]
+        found += [(m.start(), Script("mcp", m.group(1).strip())) for m in _MCP_RE.finditer(text or "")]
         if found:
             script = max(found, key=lambda item: item[0])[1]
             if script.arg and "{cli}" in script.arg:
@@ -234,6 +244,44 @@ def _anthropic_plan(body: dict, cli: str = "claude") -> tuple[Script | None, boo
     m = re.search(r"(?:Primary working|  Working|Current working) directory: (\S+)", system_text)
     m = m or next(filter(None, (_QWEN_CWD_RE.search(t) for t in texts)), None)
     return script, has_result, (m.group(1) if m else None)
+
+
+def _called(body: dict) -> set[str]:
+    """The tools the conversation has called so far (its assistant turns' tool_use blocks)."""
+    return {
+        str(block.get("name"))
+        for message in body.get("messages") or []
+        if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    }
+
+
+def _mcp_call(body: dict, arg: str) -> dict | None:
+    """``SCRIPT:mcp``'s next tool call (name and input), None once the tool was called (or
+    cannot be). claude -p does not wait for its MCP servers before the first request: while
+    one connects, its tools are missing and ``WaitForMcpServers`` is offered instead."""
+    tool, arguments = arg.split(None, 1)
+    offered = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+    called = _called(body)
+    if tool in called:
+        return None
+    if tool in offered:
+        return {"name": tool, "input": json.loads(arguments)}
+    if WAIT_FOR_MCP in offered and WAIT_FOR_MCP not in called:
+        server = tool.split("__")[1] if tool.count("__") >= 2 else None
+        return {"name": WAIT_FOR_MCP, "input": {"servers": [server]} if server else {}}
+    return None
+
+
+def _tool_result_text(body: dict) -> str:
+    """The text of the last tool result the conversation carries (what the tool answered)."""
+    for message in reversed(body.get("messages") or []):
+        for block in message.get("content") if isinstance(message.get("content"), list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                content = block.get("content")
+                return content if isinstance(content, str) else " ".join(_anthropic_texts(content))
+    return ""
 
 
 def _anthropic_stream(model: str, blocks: list[dict], stop_reason: str) -> bytes:
@@ -611,8 +659,13 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             ]
             stop, rec.answered = "tool_use", "tool_call"
+        elif script and script.kind == "mcp" and (call := _mcp_call(body, script.arg or "")) is not None:
+            blocks = [{"type": "tool_use", "id": _new_id("toolu_mock"), **call}]
+            stop, rec.answered = "tool_use", "tool_call" if call["name"] != WAIT_FOR_MCP else "wait_for_mcp"
         else:
             text, rec.answered = self._final_text(script, has_result)
+            if script and script.kind == "mcp":
+                text += "\n" + _tool_result_text(body)
             blocks = [{"type": "text", "text": text}]
         model = body.get("model", "claude-mock")
         if body.get("stream"):
@@ -729,6 +782,8 @@ class _Handler(BaseHTTPRequestHandler):
             return write_done_text(script.arg or "scripted.txt"), "final"
         if script.kind == "bash":
             return BASH_DONE_TEXT, "final"
+        if script.kind == "mcp":
+            return (MCP_DONE_TEXT, "final") if has_result else (f"no tool {script.arg} offered", "no_tool")
         if script.kind == "marker" and script.arg:
             named = [json.dumps({"type": "milestone", "text": MARKER_TEXT, "file": f}) for f in script.arg.split(",")]
             return "\n".join(["Starting the scripted work.", *(f"ORCHESTRATE_EVENT {n}" for n in named)]), "marker"

@@ -1,0 +1,1 @@
+"""``orchestrate mcp``: the workspace's sessions as MCP tools, for other tools to drive."""
