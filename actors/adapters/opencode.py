@@ -297,7 +297,7 @@ class OpencodeAdapter(AgentAdapter):
         "TOGETHER_AI_API_KEY",
         "GITHUB_TOKEN",
     )
-    protocols = ("stream", "acp")
+    protocols = ("acp", "stream")
     acp_args = ("acp",)  # verified: `opencode acp` answers `initialize` on stdio
     state_places = (
         # Its settings, agents, commands and plugins. opencode installs its plugin package here

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.agents.demo.acp import serve
 from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
@@ -307,6 +308,18 @@ def _parser() -> Parser:
     return p
 
 
+def _granted_dirs(values: list[str] | None) -> list[Path]:
+    """The ``--include-directories`` folders; one that does not exist ends the run, as in gemini."""
+    dirs = [Path(d.strip()).expanduser() for v in values or [] for d in v.split(",") if d.strip()]
+    for d in dirs:
+        if not d.is_dir():
+            raise UsageExit(
+                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\nAn "
+                f"unexpected critical error occurred:Error: Directory does not exist: {d}"
+            )
+    return dirs
+
+
 def main(argv: list[str]) -> int:
     args, unknown = _parser().parse_cli(argv, "query")
     if unknown:
@@ -321,17 +334,13 @@ def main(argv: list[str]) -> int:
             f'Invalid values:\n  Argument: approval-mode, Given: "{args.approval_mode}", Choices: '
             + ", ".join(f'"{m}"' for m in MODES)
         )
-    dirs = [Path(d.strip()).expanduser() for v in args.include_directories or [] for d in v.split(",") if d.strip()]
-    for d in dirs:
-        if not d.is_dir():
-            raise UsageExit(
-                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\nAn "
-                f"unexpected critical error occurred:Error: Directory does not exist: {d}"
-            )
+    dirs = _granted_dirs(args.include_directories)
     scenario = scenario_for("gemini")
     trusted = args.skip_trust or os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") == "true"
     if scenario == "force_untrusted" or not trusted:
         raise UsageExit(UNTRUSTED, 55)
+    if args.acp:
+        return serve("gemini", VERSION)  # the prompt comes over ACP
     prompt = " ".join(x for x in [args.prompt or "", *args.query] if x)
     piped = piped_input(STDIN_WAIT_S)  # headless gemini puts stdin before -p's text (§3.1)
     if piped:
