@@ -424,7 +424,7 @@ class AcpDriven(AgentAdapter):
     def build_launch(self, spec: LaunchSpec) -> Launch:
         """The bridge with ``<cli> <acp_args> <its ACP options (trust flag, folder grants)> <extra args>``;
         a run ``run_protocol`` sent by the stream, the CLI's own stream launch."""
-        if spec.protocol == "stream":
+        if self.run_protocol(None, resuming=bool(spec.resume_session_id)) == "stream":
             env = {k: v for k, v in spec.env.items() if k not in (POLICY_ENV, POLICY_SHA256_ENV)}
             return self.base.build_launch(replace(spec, env=env))
         own, env = self.base.acp_options(spec)

@@ -89,4 +89,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--version"]:
         print(VERSION)
         sys.exit(0)
-    sys.exit(serve("acp-fixture", VERSION, AcpDemo, ask_writes=False))
+    sys.exit(serve("acp-fixture", VERSION, AcpDemo, ask_writes=False, set_model=False))

@@ -170,9 +170,11 @@ class AcpTurn(DemoAgent):
         return run(self)
 
 
-def serve(name: str, version: str, turn: type[AcpTurn] = AcpTurn, ask_writes: bool = True) -> int:
+def serve(
+    name: str, version: str, turn: type[AcpTurn] = AcpTurn, ask_writes: bool = True, set_model: bool = True
+) -> int:
     """Answer the client until it closes stdin; a turn that crashed or failed ends the process
-    with its code, as a real agent's would."""
+    with its code, as a real agent's would. ``set_model`` False: no ``session/set_model``."""
     sessions: dict[str, str] = {}
     while (message := read()) is not None:
         method, request_id = message.get("method"), message.get("id")
@@ -200,7 +202,7 @@ def serve(name: str, version: str, turn: type[AcpTurn] = AcpTurn, ask_writes: bo
                 }
             )
             send({"jsonrpc": "2.0", "id": request_id, "result": {}})
-        elif method == "session/set_model":
+        elif method == "session/set_model" and set_model:
             send({"jsonrpc": "2.0", "id": request_id, "result": {}})
         elif method == "session/prompt":
             text = "".join(b.get("text", "") for b in params.get("prompt", []) if isinstance(b, dict))
