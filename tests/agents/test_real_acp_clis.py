@@ -249,25 +249,29 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
 
 
 # gemini 0.61.0 saves the ACP session (~/.gemini/tmp/<project>/chats/session-...-<id>.jsonl) but
-# answers session/load with -32603 "No previous sessions found for this project.": its resume
-# over ACP does not work; strict, so this says so when a version fixes it.
-GEMINI_LOAD_FAILS = pytest.mark.xfail(
-    reason="gemini 0.61.0: session/load finds no session it saved over ACP", strict=True, raises=AssertionError
-)
+# answers session/load with -32603 "No previous sessions found for this project.": a resumed
+# gemini run goes by its stream (``acp_resumes = False``), whose ``--resume <id>`` finds it.
 
 
-@pytest.mark.parametrize("rig", [pytest.param("gemini", marks=GEMINI_LOAD_FAILS), *ACP_CLIS], indirect=True)
+@pytest.mark.parametrize("rig", ALL_ACP_CLIS, indirect=True)
 def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: ScriptedModelServer) -> None:
     first = rig.run("First. SCRIPT:text")
     assert first.returncode == 0, first.describe()
     session_id = rig.parse(first.stdout, first.returncode).session_id
     assert session_id
-    again = registry.driven(rig.cli, "acp").build_launch(
-        replace(rig.spec("Again. SCRIPT:marker"), resume_session_id=session_id)
+    adapter = registry.driven(rig.cli, None)  # the default: ACP
+    protocol = adapter.run_protocol(None, resuming=True)
+    assert protocol == ("stream" if rig.cli == "gemini" else "acp")
+    again = adapter.build_launch(
+        replace(rig.spec("Again. SCRIPT:marker"), resume_session_id=session_id, protocol=protocol)
     )
     second = run_process(again.argv, again.env, again.cwd, again.stdin)
     assert second.returncode == 0, second.describe()
-    outcome = rig.parse(second.stdout, second.returncode)
+    parser = adapter.parser_for(protocol)
+    for line in second.stdout.splitlines():
+        parser.feed_line(line)
+    parser.finish(second.returncode, ())
+    outcome = parser.outcome()
     assert outcome.success and outcome.session_id == session_id, second.describe()
     assert outcome.final_text == MARKER_ANSWER  # this run's answer only, not the loaded history
     # The second turn's request carries the first exchange: the session was loaded, not new.
