@@ -55,6 +55,7 @@ class AcpTurn(DemoAgent):
         self.ask_writes = ask_writes
         self.calls = 0
         self.answered = False
+        self.failures = FAILURES
 
     # -- ACP ------------------------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class AcpTurn(DemoAgent):
         return 0
 
     def fail(self, cause: str) -> int:
-        code, text = FAILURES.get(cause, (-32603, f"Internal error: {cause}"))
+        code, text = self.failures.get(cause, (-32603, f"Internal error: {cause}"))
         send({"jsonrpc": "2.0", "id": self.request_id, "error": {"code": code, "message": text}})
         self.answered = True
         return 1
@@ -171,10 +172,16 @@ class AcpTurn(DemoAgent):
 
 
 def serve(
-    name: str, version: str, turn: type[AcpTurn] = AcpTurn, ask_writes: bool = True, set_model: bool = True
+    name: str,
+    version: str,
+    turn: type[AcpTurn] = AcpTurn,
+    ask_writes: bool = True,
+    set_model: bool = True,
+    failures: dict[str, tuple[int, str]] | None = None,
 ) -> int:
     """Answer the client until it closes stdin; a turn that crashed or failed ends the process
-    with its code, as a real agent's would. ``set_model`` False: no ``session/set_model``."""
+    with its code, as a real agent's would. ``set_model`` False: no ``session/set_model``;
+    ``failures``: the CLI's own words for a failure scenario (else ``FAILURES``)."""
     sessions: dict[str, str] = {}
     while (message := read()) is not None:
         method, request_id = message.get("method"), message.get("id")
@@ -209,6 +216,7 @@ def serve(
             session_id = str(params.get("sessionId"))
             cwd = Path(sessions.get(session_id, os.getcwd()))
             current = turn(name, text, cwd, session_id, request_id, ask_writes)
+            current.failures = {**FAILURES, **(failures or {})}
             code = current.play()
             if code:
                 return code
