@@ -226,9 +226,12 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
     rig: AcpRig, tmp_path: Path, answer: str, approve: bool, request: pytest.FixtureRequest
 ) -> None:
     if rig.cli == "qwen":
-        # About one run in four, qwen 0.24.4 never sends session/request_permission for the
-        # command (its stderr then says the model is "not found for authType 'anthropic'"):
-        # the cause is open; not strict, so a pass still counts and a failure is reported.
+        # Now and then, under load, qwen 0.24.4 never sends session/request_permission for the
+        # command (1 of 2 in a loaded tier run, 0 of 12 alone). Not the cause: its stderr's
+        # "Model '...' not found for authType 'anthropic'" is its answer to the bridge's
+        # session/set_model (the model is in no modelProviders entry), in every run, passing
+        # ones too; its mid-turn `craft/drainMidTurnQueue` gets -32601 (drain off) every run.
+        # Not strict, so a pass still counts and a failure is reported.
         request.applymarker(pytest.mark.xfail(strict=False, reason="qwen over ACP sometimes never asks: cause open"))
     (tmp_path / "workspace").mkdir()
     session_dir = tmp_path / "workspace" / "s"
