@@ -262,7 +262,7 @@ def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: Sc
     assert first.returncode == 0, first.describe()
     session_id = rig.parse(first.stdout, first.returncode).session_id
     assert session_id
-    adapter = registry.driven(rig.cli, None)  # the default: ACP
+    adapter = registry.driven(rig.cli, "acp")
     protocol = adapter.run_protocol(None, resuming=True)
     assert protocol == ("stream" if rig.cli == "gemini" else "acp")
     again = adapter.build_launch(
