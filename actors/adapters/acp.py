@@ -32,6 +32,7 @@ from meta_orchestrator.actors.adapters.base import (
     Launch,
     LaunchSpec,
     StatePlace,
+    StreamParser,
     draft,
 )
 from meta_orchestrator.actors.adapters.common import (
@@ -415,14 +416,26 @@ class AcpDriven(AgentAdapter):
         for attribute in _KNOWLEDGE:
             setattr(self, attribute, getattr(base, attribute))
 
+    def run_protocol(self, configured: str | None, resuming: bool) -> str:
+        """ACP; a resumed run of a CLI whose ``session/load`` cannot find its sessions goes by
+        its stream, which can (gemini 0.61: its tool calls are then watched, not asked)."""
+        return "stream" if resuming and not self.base.acp_resumes else "acp"
+
     def build_launch(self, spec: LaunchSpec) -> Launch:
-        """The bridge with ``<cli> <acp_args> <its ACP options (trust flag, folder grants)> <extra args>``."""
+        """The bridge with ``<cli> <acp_args> <its ACP options (trust flag, folder grants)> <extra args>``;
+        a run ``run_protocol`` sent by the stream, the CLI's own stream launch."""
+        if self.run_protocol(None, resuming=bool(spec.resume_session_id)) == "stream":
+            env = {k: v for k, v in spec.env.items() if k not in (POLICY_ENV, POLICY_SHA256_ENV)}
+            return self.base.build_launch(replace(spec, env=env))
         own, env = self.base.acp_options(spec)
         agent = (*spec.executable, *(self.acp_args or ()), *own, *spec.extra_args)
         return bridge_launch(self.name, replace(spec, env=env), agent)
 
     def new_parser(self) -> AcpParser:
         return AcpParser(self.name, (*self.error_patterns, *acp_errors(self.name)))
+
+    def parser_for(self, protocol: str) -> StreamParser:
+        return self.base.new_parser() if protocol == "stream" else self.new_parser()
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:
         return self.base.cli_state(env, folders)

@@ -341,6 +341,9 @@ class AgentAdapter(ABC):
     # JSON-RPC server). The first is the default; ``[agents.<name>] protocol`` picks another.
     protocols: ClassVar[tuple[str, ...]] = ("stream",)
     acp_args: ClassVar[tuple[str, ...] | None] = None  # the arguments that make it speak ACP on stdio
+    # Over ACP its ``session/load`` finds the sessions it saved; when not, a resumed run goes
+    # by its stream (``run_protocol``), whose resume finds them.
+    acp_resumes: ClassVar[bool] = True
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -369,6 +372,10 @@ class AgentAdapter(ABC):
         if configured not in self.protocols:
             raise ValueError(f"{self.name} cannot be driven by {configured!r}; it speaks {', '.join(self.protocols)}")
         return configured
+
+    def run_protocol(self, configured: str | None, resuming: bool) -> str:
+        """The protocol one run uses: ``protocol_for``, unless a resumed run cannot go that way."""
+        return self.protocol_for(configured)
 
     def parser_for(self, protocol: str) -> StreamParser:
         """A fresh parser for one run driven by ``protocol``."""

@@ -298,7 +298,7 @@ class CopilotAdapter(AgentAdapter):
     # COPILOT_* holds its provider, model, home and token (COPILOT_GITHUB_TOKEN); GH_TOKEN and
     # GITHUB_TOKEN are general GitHub tokens, passed only when the user names them in pass_env.
     vendor_env = ("COPILOT_*", "XDG_CACHE_HOME")
-    protocols = ("stream", "acp")
+    protocols = ("acp", "stream")
     acp_args = ("--acp",)
 
     def cli_state(self, env: Mapping[str, str], folders: tuple[Path, ...] = ()) -> CliState:

@@ -339,8 +339,11 @@ class GeminiAdapter(AgentAdapter):
     )
     trust_flag = "--skip-trust"
     # 0.61.0's --help: "--acp  Starts the agent in ACP mode"; --experimental-acp is deprecated.
-    protocols = ("stream", "acp")
+    protocols = ("acp", "stream")
     acp_args = ("--acp",)
+    # 0.61.0 saves a session it ran over ACP but its session/load answers -32603 "No previous
+    # sessions found for this project."; ``--resume <id>`` of its stream finds it.
+    acp_resumes = False
     grant_dir_flag = "--include-directories"
     bypass_flags = ("--yolo", "-y", "yolo")
     error_patterns = GEMINI_ERRORS

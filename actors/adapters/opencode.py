@@ -297,6 +297,9 @@ class OpencodeAdapter(AgentAdapter):
         "TOGETHER_AI_API_KEY",
         "GITHUB_TOKEN",
     )
+    # Stream first: a whole session on the real 1.18.33 over ACP inside the OS sandbox ends
+    # every run without a result (tests/sandbox/test_real_opencode_sandboxed.py, cause open),
+    # while ACP outside it works (tests/agents/test_real_acp_clis.py): ACP is the second way.
     protocols = ("stream", "acp")
     acp_args = ("acp",)  # verified: `opencode acp` answers `initialize` on stdio
     state_places = (

@@ -249,7 +249,7 @@ class QwenAdapter(AgentAdapter):
         "GOOGLE_APPLICATION_CREDENTIALS",
         "WEB_SEARCH_*",
     )
-    protocols = ("stream", "acp")
+    protocols = ("acp", "stream")
     acp_args = ("--acp",)  # 0.24.4 answers ACP's initialize on stdio (protocolVersion 1)
 
     state_places = (

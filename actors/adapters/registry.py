@@ -87,8 +87,10 @@ def driven(name: str, protocol: str | None) -> AgentAdapter:
     """
     adapter = get_adapter(name)
     chosen = adapter.protocol_for(protocol)  # raises ValueError for one it does not speak
-    # ACP is a wrapper around the CLI's own adapter; app-server and stream are the adapter's own.
-    return AcpDriven(adapter) if chosen == "acp" and "acp" not in adapter.protocols[:1] else adapter
+    # ACP is a wrapper around a CLI's own (stream) adapter; app-server and stream are the
+    # adapter's own, and an adapter made for ACP (a configured one, a wrapper) is its own.
+    native = isinstance(adapter, (AcpDriven, ConfiguredAcpAdapter))
+    return AcpDriven(adapter) if chosen == "acp" and not native else adapter
 
 
 def register_configured(agents: Mapping[str, Any]) -> list[str]:

@@ -71,7 +71,7 @@ def launch_spec(
         extra_args=(*settings.extra_args, *command.extra_args),
         env=env,
         confined=confined,
-        protocol=adapter.protocol_for(settings.protocol),
+        protocol=adapter.run_protocol(settings.protocol, resuming=bool(command.resume_session_id)),
     )
 
 

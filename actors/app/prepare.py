@@ -75,15 +75,14 @@ class Prepared:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The same settings with every agent's command pointed at the built-in demo agents. They
-    print their CLI's stream and codex's demo also speaks app-server; none speaks ACP, so a
-    built-in CLI set to ACP is driven by its own first protocol."""
+    """The same settings with every agent's command pointed at the built-in demo agents. Each
+    speaks what its CLI speaks (its stream; codex's app-server; gemini's, qwen's, copilot's and
+    opencode's ACP), so the demo goes the way each is configured, by default the default way."""
     agents = {}
     for name, agent in settings.agents.items():
         adapter = get_adapter(name)
         cmd = shlex.join(adapter.demo_argv())
-        own = None if agent.protocol == "acp" and adapter.protocols[0] != "acp" else agent.protocol
-        agents[name] = agent.model_copy(update={"command": cmd, "protocol": own})
+        agents[name] = agent.model_copy(update={"command": cmd})
     return settings.model_copy(update={"agents": agents})
 
 

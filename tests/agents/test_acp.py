@@ -216,9 +216,30 @@ def test_gemini_over_acp_keeps_what_its_adapter_knows(tmp_path):
     )
     cut = launch.argv.index("--")
     assert launch.argv[cut:] == ("--", "gemini", "--acp", "--skip-trust", "--include-directories", str(tmp_path))
-    assert registry.driven("gemini", None) is gemini and registry.driven("gemini", "stream") is gemini
+    # ACP is its default; its stream is the second way.
+    assert isinstance(registry.driven("gemini", None), AcpDriven) and registry.driven("gemini", "stream") is gemini
     with pytest.raises(ValueError, match="cannot be driven by 'acp'"):
         registry.driven("claude", "acp")
+
+
+def test_a_resumed_gemini_run_goes_by_its_stream_and_qwen_stays_on_acp(tmp_path):
+    """gemini 0.61's session/load finds none of its ACP sessions; its stream's ``--resume`` does."""
+    env = {POLICY_FILE_ENV: "/p.json", POLICY_SHA256_ENV: "ab", "HOME": "/h"}
+    gemini = registry.driven("gemini", None)
+    assert gemini.run_protocol(None, resuming=False) == "acp" and gemini.run_protocol("acp", resuming=True) == "stream"
+    spec = LaunchSpec(executable=("gemini",), prompt="p", workdir=tmp_path, resume_session_id="s-1", env=env)
+    launch = gemini.build_launch(spec)
+    assert "acp_bridge" not in " ".join(launch.argv) and "--acp" not in launch.argv
+    assert launch.argv[launch.argv.index("--resume") + 1] == "s-1" and "--output-format" in launch.argv
+    assert not {POLICY_FILE_ENV, POLICY_SHA256_ENV} & set(launch.env)  # no bridge to judge by
+    assert type(gemini.parser_for("stream")) is type(registry.get_adapter("gemini").new_parser())
+    assert isinstance(gemini.parser_for("acp"), AcpParser)
+    qwen = registry.driven("qwen", None)
+    assert qwen.run_protocol(None, resuming=True) == "acp"
+    argv = qwen.build_launch(
+        LaunchSpec(executable=("qwen",), prompt="p", workdir=tmp_path, resume_session_id="s-1")
+    ).argv
+    assert "acp_bridge" in " ".join(argv) and argv[argv.index("--resume") + 1] == "s-1"
 
 
 @pytest.fixture
@@ -251,9 +272,9 @@ def test_an_acp_cli_is_an_agent_by_configuration_alone(tmp_path):
     assert adapter.install_hint() == "pipx install helper-cli" and adapter.default_executable == "helper-cli"
     [place] = adapter.cli_state({"HOME": str(tmp_path)}).places
     assert place.real == tmp_path / ".helper" and place.copied == ("config.json",)
-    # The demo agents print their CLI's stream: a built-in CLI set to ACP is driven by it in a demo.
-    demo = demo_settings(load_settings(None, {"agents.gemini.protocol": "acp"}))
-    assert demo.agents["gemini"].protocol is None
+    # The demo agents speak what their CLI speaks: a demo goes the way each CLI is configured.
+    demo = demo_settings(load_settings(None, {"agents.gemini.protocol": "stream", "agents.qwen.protocol": "acp"}))
+    assert (demo.agents["gemini"].protocol, demo.agents["qwen"].protocol) == ("stream", "acp")
     with pytest.raises(PreflightError, match='no adapter knows.*protocol = "acp"'):
         check_agents(load_settings(None, {"agents.stranger": {"share_min": 0.1, "share_max": 0.5}}))
     with pytest.raises(PreflightError, match="needs the command"):

@@ -1,5 +1,6 @@
-"""A whole demo session with every role on opencode: its demo agent prints the real 1.18.33
-``run --format json`` lines, and the same adapter that drives the real program parses them."""
+"""A whole demo session with every role on opencode driven by its stream (its second way,
+``protocol = "stream"``): its demo agent prints the real 1.18.33 ``run --format json`` lines,
+and the same adapter that drives the real program parses them."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ ROLES = ("architect", "implementer", "reviewer")
 def test_a_demo_session_with_every_role_on_opencode_completes(tmp_path: Path, demo_env: dict[str, str]) -> None:
     overrides: dict[str, object] = {
         "workspace": str(tmp_path / "ws"),
-        "agents.opencode": {"enabled": True},  # not in the default team
+        # Not in the default team; by its stream, the format this file is about.
+        "agents.opencode": {"enabled": True, "protocol": "stream"},
         **{f"agents.{name}.enabled": False for name in ("claude", "codex", "gemini")},
         **{f"session.roles.{role}": "opencode" for role in ROLES},
     }

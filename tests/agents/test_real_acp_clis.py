@@ -226,9 +226,12 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
     rig: AcpRig, tmp_path: Path, answer: str, approve: bool, request: pytest.FixtureRequest
 ) -> None:
     if rig.cli == "qwen":
-        # About one run in four, qwen 0.24.4 never sends session/request_permission for the
-        # command (its stderr then says the model is "not found for authType 'anthropic'"):
-        # the cause is open; not strict, so a pass still counts and a failure is reported.
+        # Now and then, under load, qwen 0.24.4 never sends session/request_permission for the
+        # command (1 of 2 in a loaded tier run, 0 of 12 alone). Not the cause: its stderr's
+        # "Model '...' not found for authType 'anthropic'" is its answer to the bridge's
+        # session/set_model (the model is in no modelProviders entry), in every run, passing
+        # ones too; its mid-turn `craft/drainMidTurnQueue` gets -32601 (drain off) every run.
+        # Not strict, so a pass still counts and a failure is reported.
         request.applymarker(pytest.mark.xfail(strict=False, reason="qwen over ACP sometimes never asks: cause open"))
     (tmp_path / "workspace").mkdir()
     session_dir = tmp_path / "workspace" / "s"
@@ -249,25 +252,29 @@ def test_over_acp_a_command_the_policy_asks_about_is_held(
 
 
 # gemini 0.61.0 saves the ACP session (~/.gemini/tmp/<project>/chats/session-...-<id>.jsonl) but
-# answers session/load with -32603 "No previous sessions found for this project.": its resume
-# over ACP does not work; strict, so this says so when a version fixes it.
-GEMINI_LOAD_FAILS = pytest.mark.xfail(
-    reason="gemini 0.61.0: session/load finds no session it saved over ACP", strict=True, raises=AssertionError
-)
+# answers session/load with -32603 "No previous sessions found for this project.": a resumed
+# gemini run goes by its stream (``acp_resumes = False``), whose ``--resume <id>`` finds it.
 
 
-@pytest.mark.parametrize("rig", [pytest.param("gemini", marks=GEMINI_LOAD_FAILS), *ACP_CLIS], indirect=True)
+@pytest.mark.parametrize("rig", ALL_ACP_CLIS, indirect=True)
 def test_over_acp_a_second_run_resumes_the_first_session(rig: AcpRig, server: ScriptedModelServer) -> None:
     first = rig.run("First. SCRIPT:text")
     assert first.returncode == 0, first.describe()
     session_id = rig.parse(first.stdout, first.returncode).session_id
     assert session_id
-    again = registry.driven(rig.cli, "acp").build_launch(
-        replace(rig.spec("Again. SCRIPT:marker"), resume_session_id=session_id)
+    adapter = registry.driven(rig.cli, "acp")
+    protocol = adapter.run_protocol(None, resuming=True)
+    assert protocol == ("stream" if rig.cli == "gemini" else "acp")
+    again = adapter.build_launch(
+        replace(rig.spec("Again. SCRIPT:marker"), resume_session_id=session_id, protocol=protocol)
     )
     second = run_process(again.argv, again.env, again.cwd, again.stdin)
     assert second.returncode == 0, second.describe()
-    outcome = rig.parse(second.stdout, second.returncode)
+    parser = adapter.parser_for(protocol)
+    for line in second.stdout.splitlines():
+        parser.feed_line(line)
+    parser.finish(second.returncode, ())
+    outcome = parser.outcome()
     assert outcome.success and outcome.session_id == session_id, second.describe()
     assert outcome.final_text == MARKER_ANSWER  # this run's answer only, not the loaded history
     # The second turn's request carries the first exchange: the session was loaded, not new.

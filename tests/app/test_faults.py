@@ -121,7 +121,8 @@ def test_second_ctrl_c_forces_the_end(tmp_path, demo_env):
         "time.sleep(120)\n"
     )
     cfg.write_text(
-        f"[session]\nstop_grace_s = 30\n[agents.gemini]\ncommand = "
+        # protocol = "stream": the stubborn agent prints a line of gemini's stream, not ACP.
+        f"[session]\nstop_grace_s = 30\n[agents.gemini]\nprotocol = 'stream'\ncommand = "
         f"'{sys.executable} {script}'\n[agents.codex]\nenabled = false\n"
         "[agents.claude]\nenabled = false\n"
     )

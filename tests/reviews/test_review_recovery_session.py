@@ -149,11 +149,13 @@ def _open_question(running, kind: str):
 def test_two_concerns_pause_ask_and_the_answer_reaches_the_next_prompt(tmp_path, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CODEX"] = "concern"
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "concern"
-    # gemini designs and implements: its CLI echoes the prompt, so the note can be seen.
+    # gemini designs and implements by its stream: it echoes the prompt there (over ACP nothing
+    # does), so the note can be seen.
     started, running = _start_session(
         tmp_path,
         demo_env,
         **{
+            "agents.gemini.protocol": "stream",
             "session.roles": {"architect": "gemini", "implementer": "gemini", "reviewer": "codex"},
             "review.phase_end_roles": ["architect"],
             "review.on_milestone": False,
@@ -242,7 +244,11 @@ def test_outside_path_denial_is_relaunched_with_the_directory_once_the_user_agre
     tmp_path, demo_env, agent, assignment, flag
 ):
     demo_env[f"ORCHESTRATE_DEMO_SCENARIO_{agent.upper()}"] = "permission_error"
-    code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=True))
+    # gemini by its stream: this recovery reads its own refusal of a path outside its folders
+    # ("Path not in workspace") after the fact; over ACP the write is put to the broker first
+    # and asked in the inbox (tests/sandbox/test_acp_approvals.py).
+    pinned = {"agents.gemini.protocol": "stream"} if agent == "gemini" else {}
+    code, session, state = _run(tmp_path, demo_env, on_started=_answer_grants(approve=True), **pinned)
     assert code == 0
     recoveries = [r for r in state["recoveries"] if r.get("assignment_id") == assignment]
     assert recoveries and recoveries[0]["cause"] == "outside_path"

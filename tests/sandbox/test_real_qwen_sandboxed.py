@@ -148,11 +148,12 @@ def test_a_session_with_qwen_planning_and_reviewing_puts_its_work_on_the_branch(
     for cli in ("qwen", "claude", "gemini"):
         assert _git(store, "show", f"{branch}:own-{cli}.txt") == WRITE_CONTENT
     assert sorted(p.name for p in target.iterdir()) == [".git", "README.md"]  # the user's tree as it was
-    # qwen planned and reviewed read-only (plan mode) and wrote its design with edits approved.
+    # qwen planned and reviewed read-only (plan mode) and wrote its design over ACP (its
+    # default), every edit asked (``default``).
     events = read_jsonl(folder / "qwen.jsonl").records
     launches = [r["payload"]["text"] for r in events if r["payload"].get("kind") == "launch"]
     assert any("--approval-mode plan" in text for text in launches), launches
-    assert any("--approval-mode auto-edit" in text for text in launches), launches
+    assert any("--approval-mode default" in text for text in launches), launches
     # qwen's peer review of claude's work: a real read-only run whose answer was recorded.
     reviews = [d for d in state["decisions"] if d.get("kind") == "review" and d.get("author") == "claude"]
     assert [a["agent"] for r in reviews for a in r["answers"] if a["agent"] == "qwen"], json.dumps(reviews)[:3000]

@@ -1,5 +1,6 @@
-"""A whole demo session with every role on the demo ``qwen`` (qwen-code 0.24.4's stream format),
-and the demo qwen's failures as the adapter and Recovery read them."""
+"""A whole demo session with every role on the demo ``qwen`` driven by its stream (its second
+way, ``protocol = "stream"``: qwen-code 0.24.4's stream format), and the demo qwen's failures as
+the adapter and Recovery read them."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_a_demo_session_with_every_role_on_qwen_completes(tmp_path: Path, demo_e
     overrides = {
         "workspace": str(tmp_path / "ws"),
         "session.roles": {"architect": "qwen", "implementer": "qwen", "reviewer": "qwen"},
-        "agents.qwen.enabled": True,
+        "agents.qwen": {"enabled": True, "protocol": "stream"},  # the stream format is what this is about
         **{f"agents.{name}.enabled": False for name in ("claude", "codex", "gemini")},
     }
     request = LaunchRequest(

@@ -361,7 +361,10 @@ def test_a_demo_session_on_a_repository_with_submodules_tells_the_agents_and_app
     with_submodules: Path, tmp_path: Path, demo_env: dict[str, str]
 ) -> None:
     before = git_folder_bytes(with_submodules)
-    done, folder = _demo(with_submodules, tmp_path / "ws", demo_env)
+    # gemini by its stream: the prompt is read off its echo there (over ACP nothing echoes it).
+    config = tmp_path / "stream.toml"
+    config.write_text('[agents.gemini]\nprotocol = "stream"\n')
+    done, folder = _demo(with_submodules, tmp_path / "ws", demo_env, "--config", str(config))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "submodule folder vendor/lib is filled read-only" in done.stderr
     prompts = (folder / "gemini.jsonl").read_text()  # the architect's launch, its prompt in full

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.agents.demo.acp import serve
 from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
@@ -218,6 +219,8 @@ def main(argv: list[str]) -> int:
     if os.environ.get("COPILOT_OFFLINE") == "true" and not os.environ.get("COPILOT_PROVIDER_BASE_URL"):
         print("Offline mode requires a local model provider. Set COPILOT_PROVIDER_BASE_URL to configure one.")
         return 1
+    if args.acp:
+        return serve("copilot", VERSION)  # the prompt comes over ACP
     cwd = Path(args.C) if args.C else Path.cwd()
     session_id = args.session_id or (args.resume if args.resume and args.resume is not True else None)
     prompt = args.prompt if args.prompt is not None else (piped_input(None) or "")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.agents.demo.acp import serve
 from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
@@ -40,6 +41,23 @@ PLAN_DENIED = (
     "Tool execution denied by policy. You are in Plan Mode and cannot modify source code. You may "
     "ONLY use write_file or replace to save plans to the designated plans directory as .md files."
 )
+
+
+# The API's refusals in gemini's words (§3.6), in its stream's result and, over ACP, in the
+# error a prompt is answered with; client_retired at sign-in (issue 10's wording).
+RETIRED = "This client is no longer supported for Gemini Code Assist for individuals. [demo]"
+LICENCE_403 = (
+    '[API Error: {"error":{"code":403,"message":"You do not have a valid license of this '
+    'product [demo] (#3501)","status":"PERMISSION_DENIED"}}]'
+)
+QUOTA = "[API Error: You have exhausted your daily quota on this model.]\nPlease wait and try again later. [demo]"
+INTERNAL_500 = '[API Error: {"error":{"code":500,"message":"[demo] internal error","status":"INTERNAL"}}]'
+ACP_FAILURES = {
+    "license_refused": (-32603, LICENCE_403),
+    "client_retired": (-32603, RETIRED),
+    "rate_limit": (-32603, QUOTA),
+    "server_error": (-32603, INTERNAL_500),
+}
 
 
 class Gemini(DemoAgent):
@@ -231,29 +249,16 @@ class Gemini(DemoAgent):
             return 41
         if cause == "client_retired":
             # At sign-in, before any request (issue 10's wording; the text is the server's).
-            self.err("This client is no longer supported for Gemini Code Assist for individuals. [demo]")
+            self.err(RETIRED)
             return 41
         self.start()
         if cause == "license_refused":
             # A 403 API error: the result carries it, the exit code is the status mod 256 (§3.6).
-            message, code = (
-                '[API Error: {"error":{"code":403,"message":"You do not have a valid license of this '
-                'product [demo] (#3501)","status":"PERMISSION_DENIED"}}]',
-                147,
-            )
+            message, code = LICENCE_403, 147
         elif cause == "rate_limit":
-            message, code = (
-                (
-                    "[API Error: You have exhausted your daily quota on this model.]\nPlease wait "
-                    "and try again later. [demo]"
-                ),
-                173,
-            )
+            message, code = QUOTA, 173
         else:
-            message, code = (
-                ('[API Error: {"error":{"code":500,"message":"[demo] internal error","status":"INTERNAL"}}]'),
-                244,
-            )
+            message, code = INTERNAL_500, 244
         self.emit(
             {
                 "type": "result",
@@ -307,6 +312,18 @@ def _parser() -> Parser:
     return p
 
 
+def _granted_dirs(values: list[str] | None) -> list[Path]:
+    """The ``--include-directories`` folders; one that does not exist ends the run, as in gemini."""
+    dirs = [Path(d.strip()).expanduser() for v in values or [] for d in v.split(",") if d.strip()]
+    for d in dirs:
+        if not d.is_dir():
+            raise UsageExit(
+                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\nAn "
+                f"unexpected critical error occurred:Error: Directory does not exist: {d}"
+            )
+    return dirs
+
+
 def main(argv: list[str]) -> int:
     args, unknown = _parser().parse_cli(argv, "query")
     if unknown:
@@ -321,17 +338,13 @@ def main(argv: list[str]) -> int:
             f'Invalid values:\n  Argument: approval-mode, Given: "{args.approval_mode}", Choices: '
             + ", ".join(f'"{m}"' for m in MODES)
         )
-    dirs = [Path(d.strip()).expanduser() for v in args.include_directories or [] for d in v.split(",") if d.strip()]
-    for d in dirs:
-        if not d.is_dir():
-            raise UsageExit(
-                f"[WARN] Skipping unreadable directory: {d} (Directory does not exist: {d})\nAn "
-                f"unexpected critical error occurred:Error: Directory does not exist: {d}"
-            )
+    dirs = _granted_dirs(args.include_directories)
     scenario = scenario_for("gemini")
     trusted = args.skip_trust or os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") == "true"
     if scenario == "force_untrusted" or not trusted:
         raise UsageExit(UNTRUSTED, 55)
+    if args.acp:
+        return serve("gemini", VERSION, failures=ACP_FAILURES)  # the prompt comes over ACP
     prompt = " ".join(x for x in [args.prompt or "", *args.query] if x)
     piped = piped_input(STDIN_WAIT_S)  # headless gemini puts stdin before -p's text (§3.1)
     if piped:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.agents.demo.acp import serve
 from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
@@ -164,8 +165,10 @@ def main(argv: list[str]) -> int:
         return 0
     if unknown:
         raise UsageExit(f"Error: Unknown argument: {unknown[0].lstrip('-')}")
+    if args.command_name == "acp":
+        return serve("opencode", VERSION)  # the prompt comes over ACP
     if args.command_name != "run":
-        raise UsageExit("[demo] the demo opencode supports only `opencode run`")
+        raise UsageExit("[demo] the demo opencode supports only `opencode run` and `opencode acp`")
     cwd = Path(args.dir) if args.dir else Path.cwd()
     if not cwd.is_dir():
         raise UsageExit(f"Error: Failed to change directory to {cwd}")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meta_orchestrator.actors.agents.demo.acp import serve
 from meta_orchestrator.actors.agents.demo.common import (
     Command,
     DemoAgent,
@@ -229,6 +230,8 @@ def main(argv: list[str]) -> int:
         if value is not None and value not in choices:
             shown = ", ".join(f'"{c}"' for c in choices)
             raise UsageExit(f'Invalid values:\n  Argument: {name}, Given: "{value}", Choices: {shown}')
+    if args.acp:
+        return serve("qwen", VERSION)  # the prompt comes over ACP
     args.output_format = args.output_format or "text"
     piped = piped_input(None) or ""  # headless qwen reads stdin to its end, then appends -p
     prompt = "\n".join(x for x in (piped, args.prompt or "", " ".join(args.query)) if x)
