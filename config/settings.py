@@ -389,11 +389,11 @@ class AgentLimits(Section):
         "in a silent test suite is not idle",
     )
     stall_cpu_percent: float = Field(
-        default=2.0,
+        default=5.0,
         ge=0,
         description="CPU of the tree (100 = one core), averaged over stall_s, at or below which it counts "
         "as idle: a CLI hung on a dead connection or retrying a request without end uses a little, "
-        "never none",
+        "never none (opencode retrying a 500: 1.5-3%), a test suite far more",
     )
     actions: dict[str, LimitAction] = Field(
         default_factory=_default_limit_actions,
