@@ -382,7 +382,7 @@ class AgentLimits(Section):
         "the worker's own backstop)",
     )
     stall_s: float | None = Field(
-        default=180,
+        default=300,
         gt=0,
         description="longest time a run may be idle: no output, no file written in its folder and its "
         "tree's CPU at most stall_cpu_percent over this window (paused time not counted); a run busy "
