@@ -81,6 +81,22 @@ def idle_over(live: Liveness, window_s: float, cpu_percent: float) -> tuple[bool
     return used is not None and used <= cpu_percent, used
 
 
+WALKS_PER_WINDOW = 20  # while a run looks idle, its folder is walked at most this often per window
+
+
+def walk_due(
+    live: Liveness, window_s: float, warn_fraction: float, cpu_percent: float, since_walk_s: float | None
+) -> bool:
+    """Whether to walk the run's folder for its newest write now: only once output and CPU say
+    it is idle (past the warning's share of the window), then every ``window_s /
+    WALKS_PER_WINDOW``, and always before a stall is decided (no stop on a stale walk)."""
+    if not idle_over(live, window_s * warn_fraction, cpu_percent)[0]:
+        return False
+    if since_walk_s is None or since_walk_s >= window_s / WALKS_PER_WINDOW:
+        return True
+    return idle_over(live, window_s, cpu_percent)[0]
+
+
 def drop_older(cpu: collections.deque[tuple[float, float]], keep_s: float) -> None:
     """Forget the samples a window of ``keep_s`` no longer needs: one at or before its start stays."""
     if not cpu:
@@ -234,6 +250,7 @@ def tokens_of(usage: dict[str, Any] | None) -> int:
 __all__ = [
     "MB",
     "RESUME_FACTOR",
+    "WALKS_PER_WINDOW",
     "Breach",
     "Liveness",
     "beyond_concurrency",
@@ -247,4 +264,5 @@ __all__ = [
     "stall_breaches",
     "tokens_of",
     "tree_breaches",
+    "walk_due",
 ]

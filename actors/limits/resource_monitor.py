@@ -38,10 +38,10 @@ from meta_orchestrator.actors.limits.limit_rules import (
     cpu_average,
     drop_older,
     exhausted,
-    idle_over,
     memory_victim,
     tokens_of,
     tree_breaches,
+    walk_due,
 )
 from meta_orchestrator.actors.processes.folder_writes import newest_write
 from meta_orchestrator.actors.processes.run_clock import RunClock
@@ -106,6 +106,7 @@ class _Run:
     activity: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
     workdir: str | None = None  # a local run's folder
     newest_write: float | None = None  # time.time() of the newest write found in it
+    walked_at: float | None = None  # when it was looked for (monotonic)
     warned: set[str] = field(default_factory=set)
     acted: set[str] = field(default_factory=set)
     paused_by_me: dict[str, str] = field(default_factory=dict)  # limit kind -> reason
@@ -346,8 +347,10 @@ class ResourceMonitor(pykka.ThreadingActor):
         live = Liveness(tree.silent_s, self._written_s(run), tuple(run.activity))
         if limits.stall_s is None or run.workdir is None:
             return live
-        if idle_over(live, limits.stall_s * self._settings.warn_fraction, limits.stall_cpu_percent)[0]:
-            run.newest_write = newest_write(run.workdir, until=time.time())
+        now = time.monotonic()
+        since_walk = None if run.walked_at is None else now - run.walked_at
+        if walk_due(live, limits.stall_s, self._settings.warn_fraction, limits.stall_cpu_percent, since_walk):
+            run.newest_write, run.walked_at = newest_write(run.workdir, until=time.time()), now
             live = Liveness(tree.silent_s, self._written_s(run), live.cpu)
         return live
 

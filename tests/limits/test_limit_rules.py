@@ -7,6 +7,7 @@ from pathlib import Path
 
 from meta_orchestrator.actors.limits.limit_rules import (
     MB,
+    WALKS_PER_WINDOW,
     Breach,
     Liveness,
     beyond_concurrency,
@@ -18,6 +19,7 @@ from meta_orchestrator.actors.limits.limit_rules import (
     memory_victim,
     tokens_of,
     tree_breaches,
+    walk_due,
 )
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.files.session_files import RotatingJsonl, read_jsonl
@@ -211,3 +213,15 @@ def test_only_the_samples_a_window_needs_are_kept():
     drop_older(samples, 100)
     assert samples[0][0] == 200 and samples[-1][0] == 300  # one at the window's start stays
     assert cpu_percent_over(samples, 100) is not None
+
+
+def test_the_folder_is_walked_only_when_the_run_looks_idle_and_always_before_a_stall():
+    def due(silent_s: float, since_walk_s: float | None, cpu_percent: float = 0.0) -> bool:
+        live = Liveness(silent_s=silent_s, cpu=_cpu(cpu_percent, int(silent_s)))
+        return walk_due(live, 100, 0.8, 2.0, since_walk_s)
+
+    assert not due(50, None)  # printing lately: no walk
+    assert not due(90, None, cpu_percent=50)  # busy: no walk
+    assert due(85, None) and due(85, 100 / WALKS_PER_WINDOW)  # idle past the warning: walk, then now and then
+    assert not due(85, 1.0)
+    assert due(100, 1.0)  # a stall is about to be decided: never on a stale walk
