@@ -382,7 +382,20 @@ class AgentLimits(Section):
         "paused time not counted (session.assignment_timeout_s is "
         "the worker's own backstop)",
     )
-    stall_s: float | None = Field(default=900, gt=0, description="longest time without any output while running")
+    stall_s: float | None = Field(
+        default=300,
+        gt=0,
+        description="longest time a run may be idle: no output, no file written in its folder and its "
+        "tree's CPU at most stall_cpu_percent over this window (paused time not counted); a run busy "
+        "in a silent test suite is not idle",
+    )
+    stall_cpu_percent: float = Field(
+        default=5.0,
+        ge=0,
+        description="CPU of the tree (100 = one core), averaged over stall_s, at or below which it counts "
+        "as idle: a CLI hung on a dead connection or retrying a request without end uses a little, "
+        "never none (opencode retrying a 500: 1.5-3%), a test suite far more",
+    )
     actions: dict[str, LimitAction] = Field(
         default_factory=_default_limit_actions,
         description="what crossing each limit does: warn (a fact only), pause (SIGSTOP the group "

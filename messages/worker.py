@@ -97,6 +97,9 @@ class WorkerSnapshot(Frozen):
     # A remote run's latest sample of its tree on its node (a callable, for the resource
     # monitor, which cannot read a process on another machine); never serialised.
     remote_sample: Any = Field(default=None, exclude=True)
+    # The folder a local run works in, for the resource monitor's stall limit (None: no run, or
+    # a remote one, whose node looks itself); never serialised.
+    workdir: str | None = Field(default=None, exclude=True)
 
 
 class EventsRecorded(Message):

@@ -101,6 +101,7 @@ class Worker(pykka.ThreadingActor):
         self._exit_watch_armed = False
         self._sent: remote_workdir.SentWork | None = None  # a remote run's folder, as sent
         self._node: str | None = None  # where a remote run runs
+        self._workdir: str | None = None  # a local run's folder (the monitor looks for writes there)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Worker(pykka.ThreadingActor):
             self._reply_not_started(message, reason)
             return
         self._clock = RunClock(started=monotonic())
+        self._workdir = None if remote_workdir.is_remote(self._host) else str(spec.workdir)  # a node watches its own
         self._set_status("running" if self._proc.pid is not None else "starting")  # remote: once placed
         self._threads.watch(
             self._proc,
@@ -440,6 +442,7 @@ class Worker(pykka.ThreadingActor):
             review_id=self._review_id,
             worker=self.actor_ref if self._review_id else None,
             remote_sample=remote_workdir.sampler(self._proc),
+            workdir=self._workdir if self._proc else None,
         )
 
 

@@ -50,6 +50,7 @@ class NodeSample:
 
     taken_at: float
     figures: TreeFigures
+    written_s: float | None = None  # since the newest write in the run's folder (None: not known)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from meta_orchestrator.actors.processes.lifeline import Lifeline
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines
 from meta_orchestrator.actors.cluster.node_wire import HostEnd, LineBatch, NodeSample, RunStarted
 from meta_orchestrator.actors.processes.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
+from meta_orchestrator.actors.processes.folder_writes import newest_write
 from meta_orchestrator.actors.processes.process_tree import TreeReader
 from meta_orchestrator.actors.cluster.remote_checkout import NodeCheckout, RemoteWork
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 # Threads of one run's actor: the long-poll, a signal or stop, an overflow read, and spare.
 HOST_CONCURRENCY = 4
 STRAGGLER_GRACE_S = 1.0
+# The run's folder is walked for its newest write at most this often (the stall limit's
+# window is minutes; the driver cannot look at a folder on this node).
+WRITES_WALK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class RunHost:
         self._sample_lock = threading.Lock()
         self._lifeline: Lifeline | None = None
         self._checkout: NodeCheckout | None = None
+        self._folder: str | None = None
+        self._newest_write: tuple[float, float | None] | None = None  # (walked at, newest mtime)
 
     # -- what the driver calls: each reply is plain bytes (node_wire), never a pickled object ----
 
@@ -174,6 +180,7 @@ class RunHost:
         self._lifeline.watch(proc.pgid)
         self._proc = proc
         self._tree = TreeReader(proc.pid)
+        self._folder = str(launch.cwd)
         pumps = [self._thread(f"pump-{name}", self._pump, name) for name in ("stdout", "stderr")]
         self._thread("reaper", self._reap, pumps)
         context = ray.get_runtime_context()
@@ -238,11 +245,20 @@ class RunHost:
             if self._tree is not None and (last is None or now - last.taken_at >= self._options.sample_interval_s):
                 figures = self._tree.read()
                 if figures is not None:
-                    self._sample = NodeSample(taken_at=now, figures=figures)
+                    self._sample = NodeSample(taken_at=now, figures=figures, written_s=self._written_s(now))
             if self._sample is self._sample_sent:
                 return None
             self._sample_sent = self._sample
             return self._sample
+
+    def _written_s(self, now: float) -> float | None:
+        """Seconds since the newest write in the run's folder, walked at most every WRITES_WALK_S."""
+        if self._folder is None:
+            return None
+        if self._newest_write is None or now - self._newest_write[0] >= WRITES_WALK_S:
+            self._newest_write = (now, newest_write(self._folder, until=now))
+        newest = self._newest_write[1]
+        return None if newest is None else max(0.0, now - newest)
 
 
 def _without_cluster_secrets(launch: Launch, confinement: Confinement | None) -> tuple[Launch, Confinement | None]:

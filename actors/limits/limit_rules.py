@@ -4,10 +4,17 @@ Pure: figures and settings in, decisions out; the actor samples, tells and publi
 Limits are graduated: a warning at ``warn_fraction`` of a limit (once per run), then the
 limit's own action (warn, pause, stop) once per run; after the user resumed an agent a limit
 had paused, that limit only warns.
+
+The stall limit is about liveness, not silence: a run is stalled when, for the whole window,
+it printed nothing, wrote no file in its folder and its tree used at most a trickle of CPU
+(``stall_cpu_percent`` averaged over the window: a CLI hung on a dead connection or retrying
+without end still wakes for its timers, so never exactly zero). A run busy in a silent test
+suite uses CPU or writes files, and is left alone.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +46,66 @@ class Breach:
         )
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """One run's signs of life at a sample: seconds since its last output and since the newest
+    write in its folder (``None``: none seen, or no folder to look at), paused time left out
+    of the first; and its tree's CPU as (run seconds, CPU seconds used so far), oldest first
+    (empty: the tree could not be read, and CPU is no sign either way)."""
+
+    silent_s: float
+    written_s: float | None = None
+    cpu: Sequence[tuple[float, float]] = ()
+
+
+def cpu_percent_over(cpu: Sequence[tuple[float, float]], window_s: float) -> float | None:
+    """The tree's CPU (100 = one core) over the last ``window_s`` of run time; ``None`` until
+    the samples span the window."""
+    if not cpu:
+        return None
+    now_r, now_used = cpu[-1]
+    start = next(((r, used) for r, used in reversed(cpu) if r <= now_r - window_s), None)
+    if start is None or now_r <= start[0]:
+        return None
+    return 100.0 * max(0.0, now_used - start[1]) / (now_r - start[0])
+
+
+def idle_over(live: Liveness, window_s: float, cpu_percent: float) -> tuple[bool, float | None]:
+    """Whether the run was idle the whole window (nothing printed, nothing written in its
+    folder, CPU at most ``cpu_percent``), with its CPU over the window (``None``: unknown)."""
+    if live.silent_s < window_s or (live.written_s is not None and live.written_s < window_s):
+        return False, None
+    if not live.cpu:
+        return True, None  # no CPU figure at all: output and files decide
+    used = cpu_percent_over(live.cpu, window_s)
+    return used is not None and used <= cpu_percent, used
+
+
+WALKS_PER_WINDOW = 20  # while a run looks idle, its folder is walked at most this often per window
+
+
+def walk_due(
+    live: Liveness, window_s: float, warn_fraction: float, cpu_percent: float, since_walk_s: float | None
+) -> bool:
+    """Whether to walk the run's folder for its newest write now: only once output and CPU say
+    it is idle (past the warning's share of the window), then every ``window_s /
+    WALKS_PER_WINDOW``, and always before a stall is decided (no stop on a stale walk)."""
+    if not idle_over(live, window_s * warn_fraction, cpu_percent)[0]:
+        return False
+    if since_walk_s is None or since_walk_s >= window_s / WALKS_PER_WINDOW:
+        return True
+    return idle_over(live, window_s, cpu_percent)[0]
+
+
+def drop_older(cpu: collections.deque[tuple[float, float]], keep_s: float) -> None:
+    """Forget the samples a window of ``keep_s`` no longer needs: one at or before its start stays."""
+    if not cpu:
+        return
+    start = cpu[-1][0] - keep_s
+    while len(cpu) > 2 and cpu[1][0] <= start:
+        cpu.popleft()
+
+
 def tree_breaches(
     tree: TreeSample,
     cpu_average: float | None,
@@ -48,8 +115,10 @@ def tree_breaches(
     acted: Collection[str],
     warned: Collection[str],
     overridden: Collection[str],
+    live: Liveness | None = None,
 ) -> list[Breach]:
-    """What this sample of a running tree breaks, in the table's order; nothing after a stop."""
+    """What this sample of a running tree breaks, in the table's order; nothing after a stop.
+    The stall limit is judged on ``live`` (no signs given: not judged)."""
     found: list[Breach] = []
     for kind, observed, threshold, unit in _figures(tree, cpu_average, limits):
         if observed is None or threshold is None:
@@ -60,11 +129,48 @@ def tree_breaches(
             action = "warn" if kind in overridden else limits.action(kind)
             found.append(Breach(kind, action, observed, threshold, unit, note=_memory_note(kind, tree)))
             if action == "stop":
-                break  # one stop is enough
+                return found  # one stop is enough
         elif observed > threshold * warn_fraction and kind not in warned:
             note = f" ({warn_fraction:.0%} of the limit {threshold:g} {unit})"
             found.append(Breach(kind, "warn", observed, threshold * warn_fraction, unit, early=True, note=note))
+    if live is not None:
+        found.extend(stall_breaches(live, limits, warn_fraction, acted=acted, warned=warned, overridden=overridden))
     return found
+
+
+def stall_breaches(
+    live: Liveness,
+    limits: AgentLimits,
+    warn_fraction: float,
+    *,
+    acted: Collection[str],
+    warned: Collection[str],
+    overridden: Collection[str],
+) -> list[Breach]:
+    """The stall limit: idle for ``stall_s`` takes its action; idle for ``warn_fraction`` of it warns."""
+    window = limits.stall_s
+    if window is None or "stall" in acted:
+        return []
+    idle, used = idle_over(live, window, limits.stall_cpu_percent)
+    if idle:
+        action = "warn" if "stall" in overridden else limits.action("stall")
+        return [Breach("stall", action, _quiet_s(live), window, "s", note=_idle_note(used, limits))]
+    early = window * warn_fraction
+    idle, used = idle_over(live, early, limits.stall_cpu_percent)
+    if idle and "stall" not in warned:
+        note = f" ({warn_fraction:.0%} of the limit {window:g} s){_idle_note(used, limits)}"
+        return [Breach("stall", "warn", _quiet_s(live), early, "s", early=True, note=note)]
+    return []
+
+
+def _quiet_s(live: Liveness) -> float:
+    """How long nothing was printed or written (CPU has no instant to count from)."""
+    return live.silent_s if live.written_s is None else min(live.silent_s, live.written_s)
+
+
+def _idle_note(used: float | None, limits: AgentLimits) -> str:
+    cpu = "" if used is None else f", CPU {used:.1f}% <= {limits.stall_cpu_percent:g}%"
+    return f" (idle: no output, no file written in its folder{cpu})"
 
 
 def memory_bytes(tree: TreeSample) -> int | None:
@@ -91,7 +197,6 @@ def _figures(
         ("open_files", tree.open_files, limits.max_open_files, "fds"),
         ("cpu", cpu_average, limits.max_cpu_percent, "%"),
         ("wall", tree.run_s, limits.max_wall_s, "s"),
-        ("stall", tree.silent_s, limits.stall_s, "s"),
     ]
 
 
@@ -145,12 +250,19 @@ def tokens_of(usage: dict[str, Any] | None) -> int:
 __all__ = [
     "MB",
     "RESUME_FACTOR",
+    "WALKS_PER_WINDOW",
     "Breach",
+    "Liveness",
     "beyond_concurrency",
     "cpu_average",
+    "cpu_percent_over",
+    "drop_older",
     "exhausted",
+    "idle_over",
     "memory_bytes",
     "memory_victim",
+    "stall_breaches",
     "tokens_of",
     "tree_breaches",
+    "walk_due",
 ]

@@ -6,7 +6,10 @@ machine, publishes ``ResourcesSampled`` and appends it to the session's ``resour
 (rotated to ``resources.1.jsonl`` after ``history_samples``).
 
 Limits are graduated (the rules: ``limits.limit_rules``): a warning at ``warn_fraction`` of a
-limit, then the limit's action (warn, pause the group, stop the group). Every action is a
+limit, then the limit's action (warn, pause the group, stop the group). The stall limit
+watches liveness: a run's output, the CPU its tree used (the reader's running total) and,
+only when those two say it is idle, the newest write in its folder (``processes.folder_writes``;
+a remote run's node looks at its own checkout and sends the figure with its samples). Every action is a
 ``LimitExceeded`` fact with the figures; the coordinator decides what the session does next. A
 breach is acted on in the sample that shows it, so within about one interval. Budgets (cost,
 tokens) come from the agents' own usage reports (``EventsRecorded`` result events) and pause
@@ -30,18 +33,28 @@ from meta_orchestrator.actors.limits.limit_rules import (
     MB,
     RESUME_FACTOR,
     Breach,
+    Liveness,
     beyond_concurrency,
     cpu_average,
+    drop_older,
     exhausted,
     memory_victim,
     tokens_of,
     tree_breaches,
+    walk_due,
 )
+from meta_orchestrator.actors.processes.folder_writes import newest_write
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.files.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.supervision.supervision import report_crash_of, tell_all
-from meta_orchestrator.actors.limits.tree_sampler import TreeSource, machine_sample, prime_machine, tree_reader
-from meta_orchestrator.config.settings import LimitsSettings
+from meta_orchestrator.actors.limits.tree_sampler import (
+    RemoteTreeSampler,
+    TreeSource,
+    machine_sample,
+    prime_machine,
+    tree_reader,
+)
+from meta_orchestrator.config.settings import AgentLimits, LimitsSettings
 from meta_orchestrator.messages.base import AgentName
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.resources import (
@@ -89,6 +102,11 @@ class _Run:
     cpu: collections.deque[tuple[float, float]] = field(
         default_factory=lambda: collections.deque(maxlen=CPU_SAMPLES_KEPT)
     )
+    # (run seconds, CPU seconds the tree used so far), while running: the stall limit's CPU
+    activity: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
+    workdir: str | None = None  # a local run's folder
+    newest_write: float | None = None  # time.time() of the newest write found in it
+    walked_at: float | None = None  # when it was looked for (monotonic)
     warned: set[str] = field(default_factory=set)
     acted: set[str] = field(default_factory=set)
     paused_by_me: dict[str, str] = field(default_factory=dict)  # limit kind -> reason
@@ -225,6 +243,7 @@ class ResourceMonitor(pykka.ThreadingActor):
                 # A remote run's tree is on its node: the samples that come with its lines.
                 tree=tree_reader(snap.pid, snap.remote_sample, snap.node),
                 last_output=now,
+                workdir=snap.workdir,
             )
         if snap.status == "paused" and not run.clock.paused:
             run.clock.pause(now)
@@ -280,6 +299,9 @@ class ResourceMonitor(pykka.ThreadingActor):
         if reading is None:
             return None
         run.cpu.append((now, reading.cpu_percent))
+        if run.status == "running" and not run.clock.paused:  # paused time is no idleness
+            run.activity.append((run.clock.run_s(now), reading.cpu_time_s))
+            drop_older(run.activity, self._settings.for_agent(run.agent).stall_s or 0.0)
         return TreeSample(
             agent=run.agent,
             review_id=run.review_id,
@@ -303,18 +325,38 @@ class ResourceMonitor(pykka.ThreadingActor):
         if run is None or run.status != "running":
             return
         now = time.monotonic()
+        limits = self._settings.for_agent(tree.agent)
         breaches = tree_breaches(
             tree,
             cpu_average(run.cpu, run.clock.started, now, self._settings.cpu_window_s),
-            self._settings.for_agent(tree.agent),
+            limits,
             self._settings.warn_fraction,
             acted=run.acted,
             warned=run.warned,
             overridden=run.overridden,
+            live=self._liveness(run, tree, limits),
         )
         for breach in breaches:
             (run.warned if breach.early else run.acted).add(breach.kind)
             self._act(key, run, breach, sampled_at)
+
+    def _liveness(self, run: _Run, tree: TreeSample, limits: AgentLimits) -> Liveness:
+        """The run's signs of life; its folder is walked only when the others say it is idle."""
+        if isinstance(run.tree, RemoteTreeSampler):
+            return Liveness(tree.silent_s, run.tree.written_s(), tuple(run.activity))
+        live = Liveness(tree.silent_s, self._written_s(run), tuple(run.activity))
+        if limits.stall_s is None or run.workdir is None:
+            return live
+        now = time.monotonic()
+        since_walk = None if run.walked_at is None else now - run.walked_at
+        if walk_due(live, limits.stall_s, self._settings.warn_fraction, limits.stall_cpu_percent, since_walk):
+            run.newest_write, run.walked_at = newest_write(run.workdir, until=time.time()), now
+            live = Liveness(tree.silent_s, self._written_s(run), live.cpu)
+        return live
+
+    @staticmethod
+    def _written_s(run: _Run) -> float | None:
+        return None if run.newest_write is None else max(0.0, time.time() - run.newest_write)
 
     def _check_machine(self, machine: MachineSample, trees: list[TreeSample], sampled_at: float) -> None:
         minimum = self._settings.min_free_memory_mb

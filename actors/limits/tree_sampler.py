@@ -31,6 +31,12 @@ class RemoteTreeSampler:
         sample = self._latest()
         return None if sample is None else sample.figures
 
+    def written_s(self) -> float | None:
+        """Seconds since the newest write in the run's folder on its node, as of its last
+        sample (``None``: not known)."""
+        sample = self._latest()
+        return None if sample is None else sample.written_s
+
 
 TreeSource = TreeReader | RemoteTreeSampler
 

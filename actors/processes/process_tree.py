@@ -27,6 +27,10 @@ class TreeFigures:
     rss_bytes: int | None
     open_files: int | None
     tmpfs_bytes: int = 0  # held in the run's private tmpfs mounts (/tmp, /dev/shm): memory too
+    # CPU seconds the tree used since its reader's first reading (a running total): each
+    # member's user + system time since the last reading, and the time of descendants a member
+    # reaped meanwhile, so a child born and ended between two readings counts too.
+    cpu_time_s: float = 0.0
 
 
 def private_tmpfs_bytes(pids: Iterable[int]) -> int:
@@ -112,6 +116,8 @@ class TreeReader:
     def __init__(self, root_pid: int) -> None:
         self.pid = root_pid
         self._procs: dict[int, psutil.Process] = {}
+        self._times: dict[int, float] = {}  # each member's CPU seconds (its reaped children's included)
+        self._cpu_time = 0.0
 
     def read(self) -> TreeFigures | None:
         """The tree now; ``None`` once the root is gone."""
@@ -119,6 +125,7 @@ class TreeReader:
         if members is None:
             return None
         alive: dict[int, psutil.Process] = {}
+        times: dict[int, float] = {}
         cpu = 0.0
         rss: int | None = 0
         fds: int | None = 0
@@ -133,10 +140,18 @@ class TreeReader:
                     rss = None if rss is None or memory is None else rss + memory.rss
                     open_fds = _readable(proc.num_fds)
                     fds = None if fds is None or open_fds is None else fds + open_fds
+                    used = _cpu_seconds(_readable(proc.cpu_times))
             except psutil.NoSuchProcess:
                 continue  # ended between the listing and its reading
             alive[proc.pid] = proc
+            if used is not None:
+                times[proc.pid] = used
+                before = self._times.get(proc.pid) if primed else None
+                # A new member counts its whole life: it began after the last reading. A child
+                # seen alive is counted again when its parent reaps it: that errs towards busy.
+                self._cpu_time += used if before is None else max(0.0, used - before)
         self._procs = alive
+        self._times = times
         return TreeFigures(
             processes=len(alive),
             pids=tuple(alive),
@@ -144,6 +159,7 @@ class TreeReader:
             rss_bytes=rss,
             open_files=fds,
             tmpfs_bytes=private_tmpfs_bytes(alive),
+            cpu_time_s=round(self._cpu_time, 3),
         )
 
     def _members(self) -> list[psutil.Process] | None:
@@ -168,6 +184,13 @@ class TreeReader:
         with contextlib.suppress(psutil.Error):
             member.cpu_percent(None)
         return member, False
+
+
+def _cpu_seconds(times: object | None) -> float | None:
+    """User and system time of a process and of the children it reaped."""
+    if times is None:
+        return None
+    return sum(getattr(times, name, 0.0) for name in ("user", "system", "children_user", "children_system"))
 
 
 def _readable(read: Callable[..., T], *args: object) -> T | None:

@@ -371,8 +371,8 @@ _RETRY_ADVICE = {
     "quota to reset or use another key or model",
     "server": "the model server failed (5xx/overloaded): retrying later",
     "network": "the model API was unreachable: retrying; if it persists, check the network, proxy and base URL",
-    "hang": "the CLI printed nothing for the stall limit (hung, or retrying without a word) and was "
-    "ended: retrying; if it hangs again its roles move on",
+    "hang": "the CLI was idle for the stall limit (no output, no file written, next to no CPU: hung, "
+    "or retrying without a word) and was ended: retrying; if it hangs again its roles move on",
     "malformed": "the CLI's output was not the stream it should print (no result): retrying; if it "
     "persists its roles move on; its raw lines are in the session folder",
     "crash": "the CLI ended without a result: retrying once; if it crashes again, look at "

@@ -24,7 +24,11 @@ import pytest
 
 from meta_orchestrator.actors.adapters.base import LaunchSpec
 from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.limits.limit_rules import Liveness, idle_over
+from meta_orchestrator.actors.processes.folder_writes import newest_write
+from meta_orchestrator.actors.processes.process_tree import TreeReader
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
+from meta_orchestrator.config.settings import AgentLimits
 from tests.agents.test_real_clis import Run, cli_bin, no_leftover_children, run_process, server  # noqa: F401
 from tests.realcli.model_server import (
     MARKER_ANSWER,
@@ -38,7 +42,8 @@ from tests.realcli.model_server import (
 pytestmark = pytest.mark.realcli
 
 MODEL = "anthropic/claude-sonnet-4-5"
-STALL_DEADLINE_S = 90  # the most a run waits for opencode's second try at a 500 (it retries without end)
+STALL_DEADLINE_S = 90  # the most it waits for the first retry (its start and back-off are slow on a busy machine)
+RETRY_WATCHED_S = 20  # its retry loop is read this long, as the resource monitor reads it
 
 
 @dataclass
@@ -191,41 +196,63 @@ def test_api_errors_are_classified(rig: OpencodeRig, status: int, cause: str, re
     assert (len(attempts) == 1) if status == 401 else (len(attempts) > 1), [r.answered for r in attempts]
 
 
-def test_a_500_is_retried_without_end_and_a_deadline_ends_it(rig: OpencodeRig) -> None:
+def test_a_500_is_retried_without_end_and_only_the_stall_rule_ends_it(rig: OpencodeRig, tmp_path: Path) -> None:
+    """It prints nothing, writes nothing in its folder and, between its retries, uses next to
+    no CPU: its tree, read as the resource monitor reads it, is idle by the stall rule's
+    default threshold (the CPU it does use is printed beside it)."""
     launch = rig.launch("Do the thing. SCRIPT:error 500")
     start = time.monotonic()
-    proc = subprocess.Popen(
-        launch.argv,
-        cwd=launch.cwd,
-        env=launch.env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-    def retried() -> bool:
-        return sum(r.status == 500 for r in rig.server.recorded("anthropic")) >= 2
-
-    stdin: bytes | None = launch.stdin
-    while True:  # until it has retried at least once: its start and back-off are slow on a busy machine
-        try:
-            out, err = proc.communicate(stdin, timeout=0.5)
-            pytest.fail(f"opencode ended on a 500 (exit {proc.returncode}): {out[-2000:]!r} {err[-2000:]!r}")
-        except subprocess.TimeoutExpired:
-            stdin = None  # sent with the first call; later calls only go on reading
-        if retried() or time.monotonic() - start > STALL_DEADLINE_S:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)  # what the stall rule does to a run that prints nothing
-    out, err = proc.communicate()
-    res = parse(Run(tuple(launch.argv), proc.returncode, out, err, time.monotonic() - start), "write")
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        proc = subprocess.Popen(
+            launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.PIPE, stdout=out, stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+    samples: list[tuple[float, float]] = []
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(launch.stdin or b"")
+        proc.stdin.close()
+        reader = TreeReader(proc.pid)
+        # The retry loop from its second attempt on (its start-up is no part of it), read
+        # once a second as the monitor does, for RETRY_WATCHED_S.
+        deadline = time.monotonic() + STALL_DEADLINE_S
+        while len([r for r in rig.server.recorded("anthropic") if r.status == 500]) < 2:
+            assert time.monotonic() < deadline, "opencode did not retry its 500 in time"
+            _still_running(proc, 0.2)
+        retrying = time.monotonic()
+        while (now := time.monotonic()) - retrying < RETRY_WATCHED_S:
+            figures = reader.read()
+            assert figures is not None, "opencode ended on a 500"
+            samples.append((now - retrying, figures.cpu_time_s))
+            _still_running(proc, 1.0)
+        written = newest_write(rig.work, until=time.time())
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the stall rule does to it
+        proc.wait()
+    window = samples[-1][0] - samples[0][0]
+    live = Liveness(silent_s=window, written_s=None if written is None else time.time() - written, cpu=samples)
+    threshold = AgentLimits().stall_cpu_percent
+    idle, used = idle_over(live, window, threshold)
+    print(f"opencode retrying a 500: {used:.2f}% of a core over {window:.0f} s (stall threshold {threshold:g}%)")
+    assert idle, (used, live.written_s)
+    out_bytes, err_bytes = (tmp_path / "out").read_bytes(), (tmp_path / "err").read_bytes()
+    res = parse(Run(tuple(launch.argv), proc.returncode, out_bytes, err_bytes, time.monotonic() - start), "write")
     assert not res.run.lines, res.describe()  # silent the whole time: only a stall rule sees it
     attempts = [r for r in rig.server.recorded("anthropic") if r.status == 500]
-    assert len(attempts) >= 2, [r.answered for r in rig.server.recorded()]
+    assert len(attempts) >= 3, [r.answered for r in rig.server.recorded()]
     assert res.outcome.success is False and res.outcome.terminal_event_seen is False
     (ended,) = [d for d in res.of("error") if d.payload.terminal]
     assert "killed by signal 9" in (ended.payload.text or "") and ended.payload.retryable is True
     # no_leftover_children checks that killing its group left nothing running.
+
+
+def _still_running(proc: subprocess.Popen[bytes], wait_s: float) -> None:
+    """Wait up to ``wait_s`` for it to end, which it must not."""
+    try:
+        code = proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        return
+    pytest.fail(f"opencode ended on a 500 (exit {code})")
 
 
 def test_it_contacts_nothing_but_the_model_server(rig: OpencodeRig, tmp_path: Path) -> None:

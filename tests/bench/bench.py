@@ -36,6 +36,7 @@ from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings, WebSettings
 from meta_orchestrator.messages.gateway import GetGatewayAddress
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from tests.bench.stall import stall_figures
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -547,7 +548,9 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "cost", "reactions", "startup", "connections"])
+    parser.add_argument(
+        "--only", choices=["throughput", "latency", "cost", "reactions", "stall", "startup", "connections"]
+    )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
@@ -557,6 +560,7 @@ def main() -> None:
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
         "reactions": lambda: [*reactions(), limit_reaction()],
+        "stall": lambda: stall_figures(5.0 if args.quick else 10.0),
         "startup": startup,
         "connections": idle_connections,
     }

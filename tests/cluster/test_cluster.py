@@ -41,7 +41,9 @@ from meta_orchestrator.actors.cluster.remote_host import HostOptions
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp
 from meta_orchestrator.actors.agents.worker import Worker
-from meta_orchestrator.config.settings import AgentSettings, SessionSettings
+from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
+from meta_orchestrator.config.settings import AgentLimits, AgentSettings, LimitsSettings, SessionSettings
+from meta_orchestrator.messages.resources import LimitExceeded, WatchWorkers
 from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from tests.conftest import DEMO, PROJECT_ROOT, wait_for
@@ -286,11 +288,16 @@ def test_a_sample_of_the_tree_comes_with_the_batches(cluster, tmp_path):
         for i in range(0, len(hold), 4096):
             hold[i] = 1  # touched: resident
         print("ready", flush=True)
+        with open("progress.txt", "w") as out:
+            out.write("written in its folder")  # the stall limit's sign of life a node sends
         end = time.monotonic() + 60
         while time.monotonic() < end:
             pass  # busy: the sample shows the CPU it takes
         """,
     )
+    long_ago = time.time() - 86_400
+    for path in (tmp_path / "cli.py", tmp_path):
+        os.utime(path, (long_ago, long_ago))
     proc = ClusterProcessHost(options=HostOptions(sample_interval_s=0.2)).spawn(launch)
     reading = Reading(proc)
     wait_for(
@@ -300,6 +307,14 @@ def test_a_sample_of_the_tree_comes_with_the_batches(cluster, tmp_path):
     )
     sample = proc.latest_sample
     assert sample is not None and sample.figures.processes == 1 and sample.figures.open_files >= 3
+    # The stall limit's figures: the CPU seconds used so far, and the age of the newest write
+    # in its folder (the node walks it every few seconds: a day old until it sees the file).
+    written = wait_for(
+        lambda: (s := proc.latest_sample) and s.written_s is not None and s.written_s < 3600 and s,
+        timeout=30,
+        message="a sample that saw the file written in the run's folder",
+    )
+    assert written.figures.cpu_time_s >= sample.figures.cpu_time_s > 0
     proc.terminate(grace_s=2.0)
     proc.reap()
     reading.join()
@@ -374,8 +389,9 @@ def test_an_over_long_line_is_copied_whole_from_the_node(cluster, tmp_path):
     assert path is not None and Path(path).read_bytes() == b"x" * 3_000_000 + b"\n"
 
 
-def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe, demo_env):
-    target = tmp_path / "target"  # a git work tree: the run's folder travels to its node by git
+def _git_target(tmp_path: Path) -> Path:
+    """A git work tree: a remote run's folder travels to its node by git."""
+    target = tmp_path / "target"
     target.mkdir()
     (target / "README.md").write_text("# target\n")
     for args in (
@@ -384,6 +400,11 @@ def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe
         ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "start"],
     ):
         subprocess.run(["git", *args], cwd=target, check=True, capture_output=True)
+    return target
+
+
+def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe, demo_env):
+    target = _git_target(tmp_path)
     worker = Worker.start(
         agent="claude",
         adapter=get_adapter("claude"),
@@ -407,6 +428,33 @@ def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe
     assert cluster.slot_node_id in placed["payload"]["details"]["node_id"]
     assert any(target.rglob("*.py")) and "orchestrate-run-" not in str(next(target.rglob("*.py")))
     assert any(r["payload"].get("kind") == "remote_work" for r in records)
+
+
+def test_a_remote_cli_hung_on_a_read_is_ended_by_the_stall_limit(cluster, tmp_path, probe, demo_env):
+    """The monitor judges a remote run on its node's samples: its CPU seconds (the reason
+    names the CPU over the window) and the age of the newest write in its folder there."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    limits = LimitsSettings(interval_s=0.25, min_free_memory_mb=None, default=AgentLimits(stall_s=3.0))
+    monitor = ResourceMonitor.start(settings=limits, session_dir=tmp_path / "session", listeners=(probe.ref,))
+    worker = Worker.start(
+        agent="claude",
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(command=shlex.join((*DEMO, "claude")), share_min=0.4, share_max=0.5),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="test-session",
+        session_dir=tmp_path / "session",
+        target=_git_target(tmp_path),
+        listeners=(probe.ref, monitor),
+        base_env=demo_env,
+        host=ClusterProcessHost(options=HostOptions(sample_interval_s=0.2)),
+    )
+    monitor.tell(WatchWorkers(workers=(("claude", worker),)))
+    worker.tell(StartAssignment(assignment_id="a-1", prompt=PROMPT, reply_to=probe.ref))
+    stop = probe.expect(LimitExceeded, timeout=90, where=lambda m: m.action == "stop")
+    assert stop.limit == "stall" and "CPU" in stop.reason, stop.reason
+    finished = probe.expect(AssignmentFinished, timeout=60)
+    assert "stall limit" in (finished.stopped_by or "") and not finished.outcome.success
+    monitor.stop()
 
 
 # A CLI with a child of its own in its group: Ray ends an exiting worker's direct children

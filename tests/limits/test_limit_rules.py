@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 from meta_orchestrator.actors.limits.limit_rules import (
     MB,
+    WALKS_PER_WINDOW,
     Breach,
+    Liveness,
     beyond_concurrency,
     cpu_average,
+    cpu_percent_over,
+    drop_older,
     exhausted,
+    idle_over,
     memory_victim,
     tokens_of,
     tree_breaches,
+    walk_due,
 )
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.files.session_files import RotatingJsonl, read_jsonl
@@ -124,3 +131,97 @@ def test_the_samples_file_rotates_after_its_window(tmp_path: Path):
     again.close()
     assert [r["seq"] for r in read_jsonl(tmp_path / "resources.1.jsonl").records] == [4, 5, 6]
     assert (tmp_path / "resources.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+# -- the stall limit: liveness, not silence --------------------------------------------------------
+
+
+def _cpu(percent: float, seconds: int, start: float = 0.0, used: float = 0.0) -> list[tuple[float, float]]:
+    """One sample a second over ``seconds`` of run time, the tree using ``percent`` of a core."""
+    return [(start + t, used + percent / 100 * t) for t in range(seconds + 1)]
+
+
+STALL = AgentLimits(max_rss_mb=None, max_processes=None, stall_s=100, stall_cpu_percent=2.0)
+
+
+def _stall(live: Liveness, limits: AgentLimits = STALL, **seen) -> list[Breach]:
+    sets = {"acted": set(), "warned": set(), "overridden": set(), **seen}
+    return tree_breaches(_tree(), None, limits, 0.8, live=live, **sets)
+
+
+def test_cpu_over_a_window_counts_from_the_sample_at_its_start():
+    cpu = [(0.0, 0.0), (50.0, 10.0), (100.0, 10.5), (150.0, 11.0)]
+    assert cpu_percent_over(cpu, 100) == 100 * 1.0 / 100  # from the sample at 50 s
+    assert cpu_percent_over(cpu, 150) == 100 * 11.0 / 150
+    assert cpu_percent_over(cpu, 151) is None  # the samples do not span it yet
+    assert cpu_percent_over([], 10) is None
+
+
+def test_an_idle_run_is_stalled_and_the_reason_says_what_idle_means():
+    (breach,) = _stall(Liveness(silent_s=120, written_s=None, cpu=_cpu(0.5, 120)))
+    assert (breach.kind, breach.action, breach.early, breach.threshold) == ("stall", "stop", False, 100)
+    assert breach.reason("opencode") == (
+        "stall limit: 120.0 s > 100 s (idle: no output, no file written in its folder, CPU 0.5% <= 2%); "
+        "stopping opencode"
+    )
+
+
+def test_a_run_busy_in_a_silent_test_suite_is_not_stalled():
+    # Silent for ten minutes, its tree at 80% of a core the while: working, not hung.
+    assert _stall(Liveness(silent_s=600, written_s=None, cpu=_cpu(80, 600))) == []
+    # Idle for most of the window, then a burst of work near its end: still busy.
+    burst = [*_cpu(0.1, 95), *_cpu(100, 5, start=95, used=0.095)[1:]]
+    assert _stall(Liveness(silent_s=600, cpu=burst)) == []
+
+
+def test_a_run_writing_files_in_its_folder_is_not_stalled():
+    assert _stall(Liveness(silent_s=600, written_s=3, cpu=_cpu(0.0, 600))) == []
+    (breach,) = _stall(Liveness(silent_s=600, written_s=300, cpu=_cpu(0.0, 600)))
+    assert breach.action == "stop" and breach.observed == 300  # quiet since its last write
+
+
+def test_a_trickle_of_cpu_below_the_threshold_is_still_a_stall_and_the_threshold_is_inclusive():
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(1.9, 120)))[0].action == "stop"
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(2.0, 120)))[0].action == "stop"
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(2.5, 120))) == []
+
+
+def test_a_stall_warns_first_and_acts_once():
+    (early,) = _stall(Liveness(silent_s=85, cpu=_cpu(0.0, 85)))
+    assert (early.action, early.early, early.threshold) == ("warn", True, 80)
+    assert _stall(Liveness(silent_s=85, cpu=_cpu(0.0, 85)), warned={"stall"}) == []
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(0.0, 120)), acted={"stall"}) == []
+    (overridden,) = _stall(Liveness(silent_s=120, cpu=_cpu(0.0, 120)), overridden={"stall"})
+    assert overridden.action == "warn" and not overridden.early
+
+
+def test_output_ends_idleness_and_no_stall_before_the_samples_span_the_window():
+    assert _stall(Liveness(silent_s=50, cpu=_cpu(0.0, 120))) == []  # it printed 50 s ago
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(0.0, 60, start=60))) == []  # samples over 60 s only
+    assert _stall(Liveness(silent_s=120, cpu=_cpu(0.0, 120)), AgentLimits(stall_s=None)) == []
+
+
+def test_without_any_cpu_figure_output_and_files_decide():
+    idle, used = idle_over(Liveness(silent_s=120, cpu=()), 100, 2.0)
+    assert idle and used is None
+    (breach,) = _stall(Liveness(silent_s=120, cpu=()))
+    assert "CPU" not in breach.reason("codex") and breach.action == "stop"
+
+
+def test_only_the_samples_a_window_needs_are_kept():
+    samples = collections.deque(_cpu(1.0, 300))
+    drop_older(samples, 100)
+    assert samples[0][0] == 200 and samples[-1][0] == 300  # one at the window's start stays
+    assert cpu_percent_over(samples, 100) is not None
+
+
+def test_the_folder_is_walked_only_when_the_run_looks_idle_and_always_before_a_stall():
+    def due(silent_s: float, since_walk_s: float | None, cpu_percent: float = 0.0) -> bool:
+        live = Liveness(silent_s=silent_s, cpu=_cpu(cpu_percent, int(silent_s)))
+        return walk_due(live, 100, 0.8, 2.0, since_walk_s)
+
+    assert not due(50, None)  # printing lately: no walk
+    assert not due(90, None, cpu_percent=50)  # busy: no walk
+    assert due(85, None) and due(85, 100 / WALKS_PER_WINDOW)  # idle past the warning: walk, then now and then
+    assert not due(85, 1.0)
+    assert due(100, 1.0)  # a stall is about to be decided: never on a stale walk

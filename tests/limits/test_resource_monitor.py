@@ -34,7 +34,8 @@ def _rig(tmp_path: Path, probe: Any, demo_env: dict[str, str], agent: str = "cla
     defaults = {
         key: limits.pop(key)
         for key in list(limits)
-        if key in ("max_rss_mb", "max_processes", "stall_s", "max_wall_s", "max_cpu_percent", "actions")
+        if key
+        in ("max_rss_mb", "max_processes", "stall_s", "stall_cpu_percent", "max_wall_s", "max_cpu_percent", "actions")
     }
     settings = LimitsSettings(
         interval_s=INTERVAL,
@@ -150,6 +151,46 @@ def test_silent_agent_is_ended_after_the_stall_limit(tmp_path, probe, demo_env):
     assert fact.limit == "stall" and fact.observed >= 1.0 and elapsed >= 1.0
     finished = probe.expect(AssignmentFinished, timeout=10)
     assert "stall limit" in (finished.stopped_by or "")
+
+
+def test_a_cli_hung_on_a_read_is_ended_with_the_stall_reason(tmp_path, probe, demo_env):
+    """Blocked on a read nothing answers: no output, no write, no CPU."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.5)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall" and "no file written in its folder, CPU" in fact.reason
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "") and not finished.outcome.success
+
+
+def test_a_trickle_of_cpu_below_the_threshold_does_not_keep_a_silent_cli_alive(tmp_path, probe, demo_env):
+    """Wakes every 0.1 s for a millisecond of CPU (a retry loop's share): still ended."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "heartbeat_silent"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.5)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=20, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall", fact.reason
+    finished = probe.expect(AssignmentFinished, timeout=10)
+    assert "stall limit" in (finished.stopped_by or "")
+
+
+@pytest.mark.parametrize("scenario", ["busy_silent", "writing_silent"])
+def test_a_silent_run_that_works_is_left_alone_past_the_window(tmp_path, probe, demo_env, scenario):
+    """Three windows without a word, a child burning CPU (a test suite) or files written in
+    its folder (a build): neither is a stall, and the run ends by itself."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = scenario
+    demo_env["ORCHESTRATE_DEMO_SILENT_S"] = "4.5"
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.5)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    finished = probe.expect(AssignmentFinished, timeout=60)
+    assert finished.outcome.success and not finished.stopped_by, finished
+    silent = [s for m in probe.drain() if isinstance(m, ResourcesSampled) for s in m.agents if s.silent_s > 1.5]
+    assert silent, "the run was never silent past the window"
+    stalls = [m for m in probe.drain() if isinstance(m, LimitExceeded) and m.limit == "stall"]
+    assert not stalls, [m.reason for m in stalls]
 
 
 def test_user_resume_overrides_a_pause(tmp_path, probe, demo_env):

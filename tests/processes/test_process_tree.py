@@ -118,3 +118,43 @@ def test_a_tmpfs_is_measured_only_while_the_path_is_that_tmpfs(tmp_path: Path) -
     assert f"{os.major(disk)}:{os.minor(disk)}" != shm_device
     assert tmpfs_used(str(tmp_path), shm_device) == 0  # another file system there now: nothing
     assert tmpfs_used(str(tmp_path / "gone"), shm_device) == 0
+
+
+# A shell that, each time a line comes in, runs a child burning 0.3 s of CPU that ends before
+# the next reading; the shell itself waits (idle) and reaps it.
+SHORT_LIVED = f"""
+import subprocess, sys
+burn = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass"
+for _ in sys.stdin:
+    subprocess.run([{sys.executable!r}, "-c", burn], check=True)
+    print("done", flush=True)
+"""
+
+
+def test_cpu_time_counts_children_that_ended_between_two_readings():
+    """The stall limit's CPU figure: a test suite of short processes is busy, not idle, though
+    no reading ever saw one of them alive."""
+    from meta_orchestrator.actors.processes.process_tree import TreeReader
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHORT_LIVED],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        reader = TreeReader(proc.pid)
+        first = reader.read()
+        assert first is not None
+        assert proc.stdin is not None and proc.stdout is not None
+        for _ in range(3):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "done\n"
+        after = reader.read()
+        assert after is not None and after.processes == 1  # every child is gone
+        assert after.cpu_time_s - first.cpu_time_s >= 0.8  # 3 x 0.3 s, at clock-tick resolution
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=10)

@@ -41,8 +41,14 @@ SCENARIOS: dict[str, str] = {
     "server_error": "the CLI's exact HTTP 5xx shape and exit code",
     "crash": "start, a line or two, a stack trace on stderr, exit 1 without a terminal event",
     "killed": "start, a line, then SIGKILL itself",
-    "hang": "start, then sleep forever printing nothing",
+    "hang": "start, then wait forever on a read that never returns (a dead connection), printing nothing",
     "result_then_hang": "the whole successful run including the terminal line, then never exit",
+    "heartbeat_silent": "start, then forever wake every ORCHESTRATE_DEMO_PACE s and use a millisecond of CPU "
+    "(a CLI retrying without end), printing nothing",
+    "busy_silent": "start, then a child burns CPU for ORCHESTRATE_DEMO_SILENT_S (5) s printing nothing "
+    "(a silent test suite); then a normal run",
+    "writing_silent": "start, then write a file in its folder every ORCHESTRATE_DEMO_PACE s for "
+    "ORCHESTRATE_DEMO_SILENT_S (5) s printing nothing (a silent build), remove it; then a normal run",
     "garbage": "a non-JSON line, a cut JSON line, invalid UTF-8, a 10 MB line; then a normal run",
     "garbage_only": "the garbage lines, then exit 0 with no terminal event (a stream that is not the CLI's)",
     "hang_once": "the hang on the first run (marked by the file ORCHESTRATE_DEMO_ONCE_FILE), a normal run afterwards",
@@ -393,8 +399,39 @@ class DemoAgent:
 
 
 def _sleep_forever() -> None:
+    """Block on a read nothing will ever answer, as a CLI on a dead connection does."""
+    read_end, _write_end = os.pipe()  # the write end stays open here: no EOF either
     while True:
-        time.sleep(3600)
+        os.read(read_end, 1)
+
+
+def _heartbeat_forever(pace: float) -> None:
+    """Wake now and then and use a millisecond of CPU: a retry loop's trickle, not work."""
+    while True:
+        time.sleep(max(pace, 0.05))
+        started = time.process_time()
+        while time.process_time() - started < 0.001:
+            pass
+
+
+_BURN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def _silent_work(agent: DemoAgent, scenario: str) -> None:
+    """Work that prints nothing for ORCHESTRATE_DEMO_SILENT_S: a child burning CPU (a test
+    suite), or files written in the folder now and then (a build)."""
+    seconds = env_float("ORCHESTRATE_DEMO_SILENT_S", 5.0)
+    if scenario == "busy_silent":
+        subprocess.run([sys.executable, "-c", _BURN.format(seconds=seconds)], check=False)
+        return
+    log = agent.cwd / "silent-build.log"
+    end = time.monotonic() + seconds
+    step = 0
+    while time.monotonic() < end:
+        step += 1
+        log.write_text(f"step {step}\n", encoding="utf-8")
+        time.sleep(max(agent.pace, 0.05))
+    log.unlink(missing_ok=True)
 
 
 def _garbage(agent: DemoAgent) -> None:
@@ -599,6 +636,10 @@ def run(agent: DemoAgent) -> int:
         if once:
             Path(once).touch()
         _sleep_forever()
+    if sc == "heartbeat_silent":
+        _heartbeat_forever(agent.pace)
+    if sc in ("busy_silent", "writing_silent"):
+        _silent_work(agent, sc)
     if sc == "garbage_only":
         _garbage(agent)
         return 0
