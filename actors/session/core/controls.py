@@ -55,7 +55,7 @@ class ControlRules(StepBase):
                 self.put(record.id, "running")
         if message.agent is None and self.snap.status == "paused":
             self.update(status="reviewing" if self.in_phase("gated") else "running")
-            self.schedule()
+        self.schedule()  # the agent's waiting work may start again
 
     def stop_session(self, reason: str) -> None:
         """Stop every run; pending work is skipped; the session ends once the runs have ended."""

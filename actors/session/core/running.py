@@ -10,7 +10,7 @@ from meta_orchestrator.actors.session.core.step import StepBase
 from meta_orchestrator.messages.recovery import RecoveryRequested
 from meta_orchestrator.messages.review import RequestReview, ReviewTrigger
 from meta_orchestrator.messages.session import AssignmentRecord, SessionEnded, SessionStatus
-from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, PauseWorker, StartAssignment
 from meta_orchestrator.messages.workspace import PrepareCheckout
 
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130, "waiting": 3}
@@ -36,8 +36,8 @@ class RunningRules(StepBase):
             if len(self.runs()) >= self.settings.session.max_concurrent:
                 break
             slot = self.free_slot(record.agent)
-            if slot is None:
-                continue  # each of its agent's runs is taken (max_parallel)
+            if slot is None or self.agent_paused(record.agent):
+                continue  # each of its agent's runs is taken (max_parallel), or a person paused it
             self.launch(self.put(record.id, slot=slot))
         self.check_done()
 
@@ -85,6 +85,9 @@ class RunningRules(StepBase):
             ),
             record.slot,
         )
+        if self.agent_paused(record.agent):  # its checkout was being made as the agent was paused
+            self.to_worker(record.agent, PauseWorker(reason="its agent is paused"), record.slot)
+            self.put(record.id, "paused")
 
     def on_assignment_finished(self, message: AssignmentFinished) -> None:
         if message.fatal:
