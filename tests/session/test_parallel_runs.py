@@ -112,9 +112,9 @@ def test_parallel_runs_overlap_each_in_its_checkout_merge_resolve_a_conflict_and
             )
             pid = running.workers[name].ask(GetWorkerState(), timeout=5).pid
             tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-            assert [p.status() for p in tree] == [psutil.STATUS_STOPPED] * len(tree), (
-                name,
-                [p.cmdline()[:3] for p in tree],
+            wait_for(  # the signal reaches each process of its group
+                lambda tree=tree: all(p.status() == psutil.STATUS_STOPPED for p in tree),
+                message=f"each process of {name}'s run stopped",
             )
         running.coordinator.tell(ControlRequested(action="resume", agent="claude", source="test"))
         ended = running.ended.get(timeout=180)
