@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from meta_orchestrator.actors.session.core.effects import ToWorker
 from meta_orchestrator.messages.session import ControlRequested, SessionSnapshot, StartSession
+from meta_orchestrator.messages.supervision import SupervisionFailed
 from meta_orchestrator.messages.worker import StartAssignment
 from tests.playbook import Playbook
 
@@ -120,3 +121,12 @@ def test_a_paused_agent_starts_no_other_run_until_resumed():
     assert _slots(book) == [] and book.phases()["impl3"] == "pending"  # impl1 is still paused
     book.send(ControlRequested(action="resume", agent="claude", source="dashboard"))
     assert _slots(book) == [("claude#2", "impl3")]
+
+
+def test_a_run_worker_crashing_past_its_restarts_hands_that_run_over():
+    book = _parallel(2, **NO_REVIEWS)
+    book.start_with_plan(_impl(1), _impl(2))
+    book.send(SupervisionFailed(name="worker:claude#2", error="segfault", restarts_in_window=3))
+    assert "claude" in book.snapshot.agents_out
+    assert book.record("impl2").agent == "codex" and _slots(book) == [("codex", "impl2")]
+    assert (book.record("impl1").agent, book.phases()["impl1"]) == ("claude", "running")  # its first run goes on

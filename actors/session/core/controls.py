@@ -102,13 +102,13 @@ class ControlRules(StepBase):
 
     def on_supervision_failed(self, message: SupervisionFailed) -> None:
         reason = f"{message.name} kept crashing ({message.restarts_in_window} restarts): {message.error}"
-        agent, _ = split_worker_name(message.name.removeprefix("worker:"))  # any of its runs' workers
+        agent, slot = split_worker_name(message.name.removeprefix("worker:"))  # any of its runs' workers
         if not message.name.startswith("worker:") or agent not in self.config.agents:
             self.abort(reason)
             return
         planning = self.plan if self.plan is not None and self.plan.active and self.plan.agent == agent else None
         held = self.in_phase(*ACTIVE_PHASES)
-        failed = next((r.id for r in held if r.agent == agent), None)
+        failed = next((r.id for r in held if r.agent == agent and r.slot == slot), None)  # that worker's run
         if failed is not None:
             self.finishes.pop(failed, None)
         if planning is not None:
