@@ -1,4 +1,5 @@
-"""Worker actor: one per agent. Owns its CLI process; turns its output into recorded events.
+"""Worker actor: one per run slot of an agent (one slot unless ``max_parallel``). Owns its CLI
+process; turns its output into recorded events.
 
 Threads only move bytes (``processes.run_threads``): two pumps read stdout/stderr lines and tell
 them to the actor, a reaper waits for the exit. Parsing, the .jsonl append and publishing
