@@ -444,8 +444,8 @@ class LimitsSettings(Section):
     max_concurrent_agents: int | None = Field(
         default=None,
         ge=1,
-        le=3,
-        description="agents running at once; the newest beyond it is "
+        le=64,
+        description="agent runs at once (each parallel run of an agent counts); the newest beyond it is "
         "paused until another finishes (the coordinator's session.max_concurrent schedules)",
     )
     max_cost_usd: float | None = Field(
