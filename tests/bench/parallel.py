@@ -3,7 +3,7 @@ implementer assignments of the demo agents, run at max_parallel 1, 2 and 4, here
 2-node local Ray cluster (a head without agent slots, two nodes with 2 each, all on
 127.0.0.1). Run by hand:
 
-    python -m tests.bench.parallel             # about 4 minutes on 2 cores
+    python -m tests.bench.parallel             # about 5 minutes on 2 cores
     python -m tests.bench.parallel --quick     # 6 assignments, no cluster, for a smoke run
 
 Each session's wall time (from the launch to its end: planning, checkouts, the runs, their
