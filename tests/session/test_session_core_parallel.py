@@ -130,3 +130,20 @@ def test_a_run_worker_crashing_past_its_restarts_hands_that_run_over():
     assert "claude" in book.snapshot.agents_out
     assert book.record("impl2").agent == "codex" and _slots(book) == [("codex", "impl2")]
     assert (book.record("impl1").agent, book.phases()["impl1"]) == ("claude", "running")  # its first run goes on
+
+
+def test_a_checkout_made_while_its_agent_is_paused_starts_its_run_paused():
+    overrides = {"session": {"max_concurrent": 8}, "agents": {"claude": {"max_parallel": 2}}, **NO_REVIEWS}
+    book = Playbook(overrides, workspace=True)
+    book.start_with_plan(_impl(1), _impl(2))
+    assert book.phases() == {"impl1": "preparing", "impl2": "preparing"}
+    book.checkout_ready("impl1")
+    book.send(ControlRequested(action="pause", agent="claude", source="dashboard"))
+    assert book.phases() == {"impl1": "paused", "impl2": "preparing"}
+    book.checkout_ready("impl2")
+    told = [(e.worker, type(e.message).__name__) for e in book.told(ToWorker)]
+    assert told == [("claude#2", "StartAssignment"), ("claude#2", "PauseWorker")]
+    assert book.phases()["impl2"] == "paused"
+    book.send(ControlRequested(action="resume", agent="claude", source="dashboard"))
+    assert sorted(e.worker for e in book.told(ToWorker)) == ["claude", "claude#2"]
+    assert book.phases() == {"impl1": "running", "impl2": "running"}

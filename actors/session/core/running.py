@@ -10,7 +10,7 @@ from meta_orchestrator.actors.session.core.step import StepBase
 from meta_orchestrator.messages.recovery import RecoveryRequested
 from meta_orchestrator.messages.review import RequestReview, ReviewTrigger
 from meta_orchestrator.messages.session import AssignmentRecord, SessionEnded, SessionStatus
-from meta_orchestrator.messages.worker import AssignmentFinished, PauseWorker, StartAssignment
+from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from meta_orchestrator.messages.workspace import PrepareCheckout
 
 EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130, "waiting": 3}
@@ -85,9 +85,6 @@ class RunningRules(StepBase):
             ),
             record.slot,
         )
-        if self.agent_paused(record.agent):  # its checkout was being made as the agent was paused
-            self.to_worker(record.agent, PauseWorker(reason="its agent is paused"), record.slot)
-            self.put(record.id, "paused")
 
     def on_assignment_finished(self, message: AssignmentFinished) -> None:
         if message.fatal:

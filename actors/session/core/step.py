@@ -205,10 +205,10 @@ class StepBase:
         running = [(r.agent, r.slot) for r in self.records.values() if r.phase in ("running", "paused")]
         return [run for run in dict.fromkeys([*planning, *running]) if agent is None or run[0] == agent]
 
-    def agent_paused(self, agent: str) -> bool:
-        """One of the agent's runs is paused: a person paused the agent (each of its runs),
-        so no other run of it starts until it is resumed."""
-        return any(r.agent == agent and r.phase == "paused" for r in self.records.values())
+    def agent_paused(self, agent: str, but: str | None = None) -> bool:
+        """One of the agent's runs (``but`` aside) is paused: a person paused the agent (each of
+        its runs), so no other run of it starts until it is resumed."""
+        return any(r.agent == agent and r.phase == "paused" and r.id != but for r in self.records.values())
 
     def free_slot(self, agent: str) -> int | None:
         """The lowest of ``agent``'s run slots (``[agents.<name>] max_parallel``) nothing holds
