@@ -52,6 +52,13 @@ class AgentSettings(Section):
         "(MY_TOOL_*); it always receives PATH, HOME, locale, terminal, proxies, CA bundles and its "
         "vendor's own, and nothing else",
     )
+    max_parallel: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="assignments of this agent that may run at once, each a CLI process in its own checkout "
+        "(independent ones only; [session] max_concurrent still caps the session's total)",
+    )
     share_min: float = Field(ge=0, le=1, description="least share of the work (by weight)")
     share_max: float = Field(ge=0, le=1, description="largest share of the work (by weight)")
     allow_bypass: bool = Field(
@@ -121,7 +128,9 @@ _ROLE_FALLBACK: dict[str, tuple[AgentName, ...]] = {
 class SessionSettings(Section):
     """How a session plans and schedules its work."""
 
-    max_concurrent: int = Field(default=3, ge=1, le=3, description="assignments running at once")
+    max_concurrent: int = Field(
+        default=3, ge=1, le=64, description="assignments running at once, of all agents (planning and reviews aside)"
+    )
     plan_retries: int = Field(
         default=1,
         ge=0,
@@ -449,8 +458,8 @@ class LimitsSettings(Section):
     max_concurrent_agents: int | None = Field(
         default=None,
         ge=1,
-        le=3,
-        description="agents running at once; the newest beyond it is "
+        le=64,
+        description="agent runs at once (each parallel run of an agent counts); the newest beyond it is "
         "paused until another finishes (the coordinator's session.max_concurrent schedules)",
     )
     max_cost_usd: float | None = Field(

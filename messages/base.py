@@ -12,6 +12,23 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstr
 # also a file name (<agent>.jsonl) and a config table key, hence the narrow alphabet.
 AgentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
+# One of an agent's runs at once (``[agents.<name>] max_parallel``): slot 1 is the agent's first
+# worker, named like the agent (``claude``, ``claude.jsonl``); slot 2 on are ``claude#2``,
+# ``claude#2.jsonl``. '#' is outside the agent alphabet, so a worker's name is never an agent's.
+RunSlot = Annotated[int, Field(ge=1, le=16)]
+WorkerName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}(#([2-9]|1[0-6]))?$")]
+
+
+def worker_name(agent: str, slot: int = 1) -> str:
+    """The name of ``agent``'s worker for ``slot``: its key, its event file's stem, its label."""
+    return agent if slot == 1 else f"{agent}#{slot}"
+
+
+def split_worker_name(name: str) -> tuple[str, int]:
+    """(agent, slot) of a worker's name (``claude#2`` -> ``("claude", 2)``)."""
+    agent, _, slot = name.partition("#")
+    return agent, int(slot) if slot.isdigit() else 1
+
 
 def utc_now() -> datetime:
     """The current time, timezone-aware, in UTC."""

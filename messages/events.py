@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from meta_orchestrator.messages.base import AgentName, Frozen, utc_now
+from meta_orchestrator.messages.base import AgentName, Frozen, RunSlot, utc_now
 
 EventType = Literal["status", "progress", "finding", "task", "blocker", "milestone", "review", "error"]
 EVENT_TYPES: tuple[str, ...] = (
@@ -65,6 +65,9 @@ class Event(Frozen):
     timestamp: datetime = Field(default_factory=utc_now)
     payload: EventPayload = Field(default_factory=EventPayload)
     seq: int | None = Field(default=None, description="position in <agent>.jsonl, from 1")
+    slot: RunSlot | None = Field(
+        default=None, description="which of the agent's parallel runs, its file <agent>#<slot>.jsonl (None: the first)"
+    )
     assignment_id: str | None = None
     raw: str | None = None
     raw_file: str | None = None

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from typing import Any, Literal
 
-from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp, utc_now
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, RunSlot, Timestamp, WorkerName, utc_now
 from pydantic import ConfigDict, Field
 
 LimitKind = Literal[
@@ -28,6 +28,7 @@ class TreeSample(Frozen):
     """One agent's whole process tree at one instant. ``None``: not readable (AccessDenied)."""
 
     agent: AgentName
+    slot: RunSlot = Field(default=1, description="which of the agent's parallel runs (<agent>#2: 2)")
     pid: int
     status: str = Field(description="the worker's status when sampled: running, paused, ...")
     processes: int
@@ -118,4 +119,4 @@ class WatchWorkers(Message):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    workers: tuple[tuple[AgentName, Any], ...] = Field(default=(), exclude=True)
+    workers: tuple[tuple[WorkerName, Any], ...] = Field(default=(), exclude=True)  # by worker name: claude#2

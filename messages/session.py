@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from meta_orchestrator.messages.base import AgentName, Frozen, Message, Timestamp
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, RunSlot, Timestamp
 from meta_orchestrator.messages.cluster import RunNode
 from meta_orchestrator.messages.recovery import RecoveryEntry
 from meta_orchestrator.messages.resources import LimitExceededRecord
@@ -313,6 +313,9 @@ class AssignmentRecord(Frozen):
     commit: str | None = Field(default=None, description="its commit, merged into the session branch")
     conflict_rounds: int = Field(default=0, description="times its agent was asked to resolve a merge conflict")
     node: RunNode | None = Field(default=None, description="the cluster node its last run was placed on (None: here)")
+    slot: RunSlot = Field(
+        default=1, description="which of its agent's parallel runs it holds (its worker: <agent>, <agent>#2, ...)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from meta_orchestrator.messages.base import AgentName, Frozen, Message
+from meta_orchestrator.messages.base import AgentName, Frozen, Message, RunSlot, worker_name
 from meta_orchestrator.messages.events import Event
 from pydantic import ConfigDict, Field, model_validator
 
@@ -80,6 +80,7 @@ class WorkerSnapshot(Frozen):
     """A worker as seen from outside."""
 
     agent: AgentName
+    slot: RunSlot = Field(default=1, description="which of the agent's parallel runs (its name: <agent>#2)")
     status: WorkerStatus
     pid: int | None = None
     assignment_id: str | None = None
@@ -91,6 +92,12 @@ class WorkerSnapshot(Frozen):
     review_id: str | None = Field(
         default=None, description="the review this worker answers (a peer's read-only run); None: the agent's own"
     )
+
+    @property
+    def name(self) -> str:
+        """The worker's name: the agent's for its first run, ``claude#2`` for the second."""
+        return worker_name(self.agent, self.slot)
+
     # A review worker's own ref, so the resource monitor can stop that run and not the agent's
     # own worker (it is started per review, after the monitor was told the workers); never serialised.
     worker: Any = Field(default=None, exclude=True)

@@ -247,8 +247,9 @@ class Gateway(pykka.ThreadingActor):
         self._clients.offer_all(frames[0] if len(frames) == 1 else batch(frames))
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
-        self._workers[message.snapshot.agent] = message.snapshot
-        self._worker_views[message.snapshot.agent] = message.snapshot.model_dump(mode="json")
+        # One entry per run slot: claude, claude#2, ... (a review worker has its own snapshot too).
+        self._workers[message.snapshot.name] = message.snapshot
+        self._worker_views[message.snapshot.name] = message.snapshot.model_dump(mode="json")
         self._publish("worker", message.snapshot.model_dump_json())
 
     def _on_session_state_changed(self, message: SessionStateChanged) -> None:

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 from meta_orchestrator.actors.history.event_log import EventLog, parse_time
 from meta_orchestrator.actors.history.replay import Timeline, frame_data, parse_cursor, snapshot_at
 from meta_orchestrator.actors.history.session_index import is_live, list_sessions, summarize
-from meta_orchestrator.actors.files.session_files import read_json
+from meta_orchestrator.actors.files.session_files import event_files, read_json
 from meta_orchestrator.config.settings import WebSettings
 from meta_orchestrator.messages.base import utc_now
 from meta_orchestrator.messages.frames import encode_frame, format_utc
@@ -108,8 +108,7 @@ def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
                         found.append(
                             {"at": record["timestamp"], "kind": "decision", "label": _decision_label(decision)}
                         )
-    for agent in agents:
-        path = folder / f"{agent}.jsonl"
+    for path in (p for agent in agents for p in event_files(folder, agent)):  # parallel runs' too
         if not path.exists():
             continue
         with path.open("rb") as f:  # a byte test per line: no JSON parse for the others
@@ -121,7 +120,7 @@ def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
                         continue
                     text = (record.get("payload") or {}).get("text") or "error"
                     found.append(
-                        {"at": record.get("timestamp"), "kind": "error", "agent": agent, "label": str(text)[:120]}
+                        {"at": record.get("timestamp"), "kind": "error", "agent": path.stem, "label": str(text)[:120]}
                     )
     found.sort(key=lambda m: str(m["at"]))
     return found[:MAX_MARKS]

@@ -1,5 +1,5 @@
-"""How the agents start: one supervised worker per enabled agent, and the peers' workers a
-review starts later on demand, all from what the session's runs share (``AgentRuns``)."""
+"""How the agents start: one supervised worker per run slot of each enabled agent, and the
+peers' workers a review starts later on demand, all from what the session's runs share (``AgentRuns``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.supervision.starting import start_actor, start_supervised
 from meta_orchestrator.actors.supervision.supervision import SupervisedRef
 from meta_orchestrator.config.settings import AgentSettings, Settings
+from meta_orchestrator.messages.base import worker_name
 
 if TYPE_CHECKING:
     from meta_orchestrator.actors.cluster.cluster_wiring import HostSet
@@ -35,9 +36,10 @@ class AgentRuns:
     agents: dict[str, AgentSettings]  # the enabled agents, each with its tool hook's flags
     sandboxes: dict[str, OsSandbox]
 
-    def worker_arguments(self, agent: str) -> dict[str, Any]:
+    def worker_arguments(self, agent: str, slot: int = 1) -> dict[str, Any]:
         return {
             "agent": agent,
+            "slot": slot,
             "adapter": driven(agent, self.agents[agent].protocol),
             "agent_settings": self.agents[agent],
             "session_settings": self.settings.session,
@@ -54,12 +56,19 @@ class AgentRuns:
 def start_workers(
     started: list[Any], supervisor: pykka.ActorRef[Any], runs: AgentRuns, listeners: tuple[Any, ...]
 ) -> dict[str, SupervisedRef]:
-    """One supervised worker per enabled agent, heard by ``listeners``."""
+    """One supervised worker per run slot of each enabled agent (``[agents.<name>]
+    max_parallel``), by worker name (``claude``, ``claude#2``), heard by ``listeners``."""
     return {
-        name: start_supervised(
-            started, supervisor, f"worker:{name}", Worker, **runs.worker_arguments(name), listeners=listeners
+        worker_name(name, slot): start_supervised(
+            started,
+            supervisor,
+            f"worker:{worker_name(name, slot)}",
+            Worker,
+            **runs.worker_arguments(name, slot),
+            listeners=listeners,
         )
-        for name in runs.agents
+        for name, agent in runs.agents.items()
+        for slot in range(1, agent.max_parallel + 1)
     }
 
 

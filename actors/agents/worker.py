@@ -1,4 +1,5 @@
-"""Worker actor: one per agent. Owns its CLI process; turns its output into recorded events.
+"""Worker actor: one per run slot of an agent (one slot unless ``max_parallel``). Owns its CLI
+process; turns its output into recorded events.
 
 Threads only move bytes (``processes.run_threads``): two pumps read stdout/stderr lines and tell
 them to the actor, a reaper waits for the exit. Parsing, the .jsonl append and publishing
@@ -29,7 +30,7 @@ from meta_orchestrator.actors.files.session_files import SessionFileError, priva
 from meta_orchestrator.actors.supervision.supervision import report_crash_of, tell_all
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, PrivateBind
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
-from meta_orchestrator.messages.base import AgentName, Message
+from meta_orchestrator.messages.base import AgentName, Message, worker_name
 from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
@@ -68,8 +69,13 @@ class Worker(pykka.ThreadingActor):
         extra_dirs: Sequence[Path] = (),
         sandbox: OsSandbox | None = None,
         review_id: str | None = None,
+        slot: int = 1,
     ) -> None:
+        """``slot``: which of the agent's parallel runs this worker holds (``[agents.<name>]
+        max_parallel``); its events go to ``<agent>.jsonl`` for the first, ``<agent>#<slot>.jsonl``
+        for the others."""
         super().__init__()
+        self._slot = slot
         self._review_id = review_id  # a peer's worker for this one review
         self._sandbox = sandbox
         self._agent = agent
@@ -81,8 +87,8 @@ class Worker(pykka.ThreadingActor):
         self._target = target
         self._listeners = tuple(listeners)
         self._base_env = dict(base_env or {})
-        events_path = events_path or session_dir / f"{agent}.jsonl"
-        self._recorder = EventRecorder(agent, events_path, self._listeners)
+        events_path = events_path or session_dir / f"{worker_name(agent, slot)}.jsonl"
+        self._recorder = EventRecorder(agent, events_path, self._listeners, slot)
         self._stderr = StderrLog(events_path.with_suffix(".stderr.log"))
         self._host = host or ProcessHost()
         # The CLI's private state (a remote run's node keeps its own; unconfined, the user's).
@@ -432,6 +438,7 @@ class Worker(pykka.ThreadingActor):
     def _snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
             agent=self._agent,
+            slot=self._slot,
             status=self._status,
             pid=self._proc.pid if self._proc else None,
             assignment_id=self._current.assignment_id if self._current else None,
@@ -440,7 +447,7 @@ class Worker(pykka.ThreadingActor):
             last_progress=self._recorder.last_progress,
             node=self._node,
             review_id=self._review_id,
-            worker=self.actor_ref if self._review_id else None,
+            worker=self.actor_ref if self._review_id or self._slot > 1 else None,
             remote_sample=remote_workdir.sampler(self._proc),
             workdir=self._workdir if self._proc else None,
         )

@@ -511,11 +511,15 @@ class ClusterProcessHost:
         queue_bytes: int = QUEUE_BYTES,
         on_change: OnChange | None = None,
         hold_until_recorded: bool = False,
+        spread: bool = False,
     ) -> None:
         """``hold_until_recorded``: the node keeps each line until the consumer says it is
         recorded (``RemoteProcess.acknowledge``, as the worker does); False: until the driver
-        holds it (for a consumer that does not acknowledge)."""
+        holds it (for a consumer that does not acknowledge). ``spread``: each run goes to the
+        node with the fewest of this host's runs that has a free slot (Ray's SPREAD), so an
+        agent's parallel runs use the cluster's nodes rather than fill one."""
         self._hold = hold_until_recorded
+        self._strategy = "SPREAD" if spread else "DEFAULT"
         self._queue_bytes = queue_bytes
         self._resources = dict(resources or {AGENT_SLOT: 1})
         base = options or HostOptions()
@@ -537,7 +541,7 @@ class ClusterProcessHost:
         """Ask for a slot and start the CLI there; returns at once (the run is ``placing``).
         With ``work``, the node checks ``bundle`` out first and the CLI works there. Where the
         node cannot start it, the run ends ``spawn_failed`` (``spawn_error``: what it raised)."""
-        actor = RemoteRunHost.options(resources=self._resources).remote()
+        actor = RemoteRunHost.options(resources=self._resources, scheduling_strategy=self._strategy).remote()
         bundle_ref = ray.put(bundle) if bundle is not None else None  # the object store carries it
         process = RemoteProcess(
             actor,

@@ -99,6 +99,7 @@ def hosts(settings: Settings, caps: SpawnCaps) -> HostSet:
             options=options,
             notice_s=cluster.wait_notice_s,
             hold_until_recorded=True,  # a line leaves its node only once it is in the event file
+            spread=settings.agents[name].max_parallel > 1,  # its runs at once go to different nodes
         )
         for name in settings.agents
         if cluster.runs_remote(name)

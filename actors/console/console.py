@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import ADAPTERS
+from meta_orchestrator.messages.base import split_worker_name, worker_name
 from meta_orchestrator.messages.recovery import RecoveryPlanned
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
 from meta_orchestrator.messages.session import RoleFallbackRecord, SessionEnded, SessionStateChanged
@@ -25,7 +26,7 @@ BELL = "\a"  # a new question: a person at the terminal is told even when lookin
 
 
 def _colour(agent: str) -> str:
-    adapter = ADAPTERS.get(agent)
+    adapter = ADAPTERS.get(split_worker_name(agent)[0])  # claude#2 in claude's colour
     return adapter.colour if adapter is not None else ""
 
 
@@ -90,16 +91,17 @@ class ConsoleView(pykka.ThreadingActor):
     def _on_event(self, event: Event) -> None:
         p = event.payload
         text = (p.text or "").strip().replace("\n", " ")
+        run = worker_name(event.agent, event.slot or 1)  # an agent's parallel runs: claude, claude#2
         if event.type in ALWAYS_SHOWN and p.kind not in ("text",):
             detail = f" {p.file}" if p.file else ""
             progress = f" {p.progress}%" if p.progress is not None else ""
-            self._line(event.agent, f"{event.type}{progress}{detail}: {text[:140]}")
+            self._line(run, f"{event.type}{progress}{detail}: {text[:140]}")
             return
         now = time.monotonic()
-        if text and now - self._last_activity.get(event.agent, 0.0) >= self._every:
-            self._last_activity[event.agent] = now
+        if text and now - self._last_activity.get(run, 0.0) >= self._every:
+            self._last_activity[run] = now
             progress = f" {p.progress}%" if p.progress is not None else ""
-            self._line(event.agent, f"…{progress} {text[:120]}")
+            self._line(run, f"…{progress} {text[:120]}")
 
     def _on_session(self, message: SessionStateChanged) -> None:
         snap = message.snapshot

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from meta_orchestrator.actors.adapters.registry import agent_names
 from meta_orchestrator.actors.console.console import ConsoleView
 from meta_orchestrator.actors.history.event_log import EventLog
-from meta_orchestrator.actors.files.session_files import read_json
+from meta_orchestrator.actors.files.session_files import event_files, read_json
 from meta_orchestrator.actors.history.session_index import ENDED_STATUSES, orchestrator_alive
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.session import SessionSnapshot, SessionStateChanged
@@ -75,7 +75,7 @@ def _events(records: list[dict[str, Any]]) -> list[Event]:
 
 def follow(session_dir: Path, out: TextIO, backlog: int = 20, poll_s: float = 0.2) -> int:
     """Print the session's events until it ends; 0 when it ended, 1 when its owner vanished."""
-    tails = [_Tail(session_dir / f"{agent}.jsonl") for agent in agent_names()]
+    tails = [_Tail(path) for agent in agent_names() for path in event_files(session_dir, agent)]
     view = ConsoleView.start(stream=out, activity_every_s=0.0)
     state_mtime = -1.0
     state: dict[str, Any] = {}

@@ -321,6 +321,13 @@ def read_jsonl(path: Path, since_seq: int = 0, limit: int | None = None) -> Json
     return result
 
 
+def event_files(session_dir: Path, agent: str) -> list[Path]:
+    """``agent``'s event files: ``<agent>.jsonl`` (its first run slot, and every run before
+    ``max_parallel``), then ``<agent>#2.jsonl`` and on, one per parallel run slot, in slot order."""
+    slots = [p for p in session_dir.glob(f"{agent}#*.jsonl") if p.stem.partition("#")[2].isdigit()]
+    return [session_dir / f"{agent}.jsonl", *sorted(slots, key=lambda p: int(p.stem.partition("#")[2]))]
+
+
 def iter_sessions(workspace: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
     """Each session folder in the workspace (newest first) with its state, or None if unreadable."""
     if not workspace.is_dir():

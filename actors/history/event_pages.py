@@ -1,8 +1,9 @@
 """Reading a session's files for the dashboard: events page by page, and the reviews.
 
-``read_events_page`` pages ``<agent>.jsonl`` (see ``session_files``) with a per-agent cursor,
-so nothing is lost however long the session runs; a last line still being written is left
-for the next page. ``read_reviews`` / ``read_review`` read ``reviews/<id>/*.json``.
+``read_events_page`` pages ``<agent>.jsonl`` (and ``<agent>#<slot>.jsonl``, an agent's parallel
+runs: see ``session_files``) with a per-file cursor, so nothing is lost however long the
+session runs; a last line still being written is left for the next page. ``read_reviews`` /
+``read_review`` read ``reviews/<id>/*.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meta_orchestrator.actors.adapters.registry import agent_names
+from meta_orchestrator.actors.files.session_files import event_files
 from meta_orchestrator.messages.events import EVENT_TYPES
 from meta_orchestrator.messages.frames import format_utc
 
@@ -26,20 +28,22 @@ MAX_SEQ_DIGITS = 15  # a seq is a line number of one file; more digits is not a 
 _SEQ = re.compile(rb'"seq":\s*(\d+)')
 
 
-def parse_cursor(since: str | None) -> dict[str, int]:
-    """``since`` is ``<n>`` (every agent after seq n) or ``gemini:3,codex:0,claude:12``.
+def parse_cursor(since: str | None, runs: tuple[str, ...] | None = None) -> dict[str, int]:
+    """``since`` is ``<n>`` (every file after seq n) or ``gemini:3,codex:0,claude:12,claude#2:4``;
+    ``runs``: the event files' names (default: one per agent).
 
     Raises:
         ValueError: with a message saying what is wrong.
     """
-    cursor = {agent: 0 for agent in agent_names()}
+    runs = runs or agent_names()
+    cursor = dict.fromkeys(runs, 0)
     if since is None or since.strip() == "":
         return cursor
     text = since.strip()
-    if len(text) > 200:
+    if len(text) > 2000:
         raise ValueError(f"since is too long ({len(text)} characters); pass the cursor of the last page")
     if text.isdigit():
-        return {agent: _seq(text) for agent in agent_names()}
+        return {run: _seq(text) for run in runs}
     for part in text.split(","):
         name, sep, value = part.partition(":")
         if not sep or name.strip() not in cursor or not value.strip().isdigit():
@@ -57,7 +61,12 @@ def _seq(digits: str) -> int:
 
 def format_cursor(cursor: dict[str, int]) -> str:
     """The inverse of ``parse_cursor``."""
-    return ",".join(f"{agent}:{cursor[agent]}" for agent in agent_names())
+    return ",".join(f"{run}:{seq}" for run, seq in cursor.items())
+
+
+def _event_runs(session_dir: Path, agents: tuple[str, ...]) -> tuple[str, ...]:
+    """The event files of ``agents`` by name: each agent's, then its parallel runs' (claude#2)."""
+    return tuple(path.stem for agent in agents for path in event_files(session_dir, agent))
 
 
 def _scan_agent(path: Path, since: int, event_type: str | None, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
@@ -98,25 +107,26 @@ def read_events_page(
 ) -> dict[str, Any]:
     """One page of recorded events, read from ``<session_dir>/<agent>.jsonl``.
 
-    The cursor is per agent, because each file numbers its own records (``seq`` from 1):
-    ``since`` is ``gemini:3,codex:0,claude:12`` (or one number for every agent; 0 or absent:
-    from the start). The page merges the agents' next records by timestamp and returns
+    The cursor is per event file, because each numbers its own records (``seq`` from 1):
+    ``since`` is ``gemini:3,codex:0,claude:12`` (an agent's parallel runs too: ``claude#2:5``;
+    or one number for every file; 0 or absent: from the start). The page merges the files'
+    next records by timestamp and returns
     ``{"events": [...], "cursor": "<pass as since for the next page>", "more": bool}``.
-    Each agent's records come out in seq order exactly once across pages, so paging never
-    loses or repeats an event; with ``agent`` only that agent's file is read.
+    Each file's records come out in seq order exactly once across pages, so paging never
+    loses or repeats an event; with ``agent`` only that agent's files are read.
 
     Raises:
         ValueError: bad ``since``, ``agent``, ``type`` or ``limit``, saying which.
     """
-    cursor = parse_cursor(since)
     if agent is not None and agent not in agent_names():
         raise ValueError(f"unknown agent {agent!r}; expected one of {', '.join(agent_names())}")
     if event_type is not None and event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
-    agents = (agent,) if agent else agent_names()
-    scans = {a: _scan_agent(session_dir / f"{a}.jsonl", cursor[a], event_type, limit) for a in agents}
+    runs = _event_runs(session_dir, (agent,) if agent else agent_names())
+    cursor = parse_cursor(since, _event_runs(session_dir, agent_names()))
+    scans = {a: _scan_agent(session_dir / f"{a}.jsonl", cursor[a], event_type, limit) for a in runs}
     merged = sorted(
         ((str(r.get("timestamp", "")), a, r["seq"], r) for a, (found, _, _) in scans.items() for r in found),
         key=lambda item: item[:3],

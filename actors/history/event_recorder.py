@@ -32,8 +32,9 @@ STDERR_LINE_CHARS = 2000
 class EventRecorder:
     """Numbers, writes and publishes one agent's events; keeps what its snapshot shows."""
 
-    def __init__(self, agent: AgentName, path: Path, listeners: Sequence[pykka.ActorRef[Any]]) -> None:
+    def __init__(self, agent: AgentName, path: Path, listeners: Sequence[pykka.ActorRef[Any]], slot: int = 1) -> None:
         self.path = path
+        self._slot = slot if slot > 1 else None  # the first run's events say none (as before slots)
         self.fatal: str | None = None  # the file cannot be written: nothing more is recorded
         self.recorded = 0  # events on disk, earlier runs' included
         self.last_activity: str | None = None
@@ -62,6 +63,7 @@ class EventRecorder:
                 agent=self._agent,
                 payload=item.payload,
                 seq=self._writer.seq + len(self._unpublished) + 1,
+                slot=self._slot,
                 assignment_id=assignment_id,
                 raw=raw,
                 raw_file=raw_file,

@@ -21,7 +21,8 @@ import importlib
 import json
 
 from meta_orchestrator.actors.history.event_log import EventLog, record_time
-from meta_orchestrator.messages.base import Message
+from meta_orchestrator.actors.files.session_files import event_files
+from meta_orchestrator.messages.base import Message, worker_name
 from meta_orchestrator.messages.frames import EventData, SnapshotData, encode_frame, frame_for
 from meta_orchestrator.messages.session import SessionStateChanged
 from meta_orchestrator.messages.worker import WorkerStateChanged
@@ -66,7 +67,9 @@ class Timeline:
     def __init__(self, session_dir: Path, agents: Iterable[str]) -> None:
         self._logs: dict[str, EventLog] = {}
         agents = tuple(agents)
-        sources = [(HISTORY, session_dir / HISTORY_FILE), *((a, session_dir / f"{a}.jsonl") for a in agents)]
+        # Each agent's events, and its parallel runs' (claude#2.jsonl) beside them.
+        runs = [(path.stem, path) for a in agents for path in event_files(session_dir, a)]
+        sources = [(HISTORY, session_dir / HISTORY_FILE), *runs]
         # Peer reviews run in workers of their own, recorded under reviews/<id>/<agent>.jsonl;
         # the dashboard was told their events too.
         for folder in sorted((session_dir / "reviews").glob("*/")):
@@ -245,7 +248,8 @@ def snapshot_at(
         if kind == "session":
             state["session"] = json.loads(data)
         elif kind == "worker":
-            workers[json.loads(data)["agent"]] = json.loads(data)
+            worker = json.loads(data)  # one per run: claude, claude#2 (its slot)
+            workers[worker_name(worker["agent"], worker.get("slot") or 1)] = worker
         elif kind == "session_ended":
             state["ended"] = json.loads(data)
         elif kind == "changes":

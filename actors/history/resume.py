@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from meta_orchestrator.actors.files.session_files import locked, read_json, read_jsonl, write_json_atomic
+from meta_orchestrator.actors.files.session_files import event_files, locked, read_json, read_jsonl, write_json_atomic
 from meta_orchestrator.actors.adapters.registry import agent_names
 
 LAUNCH_FILE = "launch.json"
@@ -78,8 +78,9 @@ def load_launch(session_dir: Path) -> SavedLaunch:
 def interrupted_cli_sessions(session_dir: Path, assignment_ids: set[str]) -> dict[str, str]:
     """Assignment id -> the CLI session id its last run announced (init event), if any."""
     found: dict[str, str] = {}
-    for agent in agent_names():
-        for record in read_jsonl(session_dir / f"{agent}.jsonl").records:
+    files = [path for agent in agent_names() for path in event_files(session_dir, agent)]  # every run slot's
+    for path in files:
+        for record in read_jsonl(path).records:
             assignment = record.get("assignment_id")
             payload = record.get("payload") or {}
             if assignment in assignment_ids and payload.get("kind") == "init" and payload.get("session_id"):

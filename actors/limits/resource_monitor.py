@@ -55,7 +55,7 @@ from meta_orchestrator.actors.limits.tree_sampler import (
     tree_reader,
 )
 from meta_orchestrator.config.settings import AgentLimits, LimitsSettings
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import worker_name
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.resources import (
     LimitExceeded,
@@ -80,10 +80,11 @@ SAMPLED_STATUSES = ("running", "paused", "stopping")
 CPU_SAMPLES_KEPT = 3600
 
 
-def run_key(agent: str, review_id: str | None) -> str:
-    """The monitor's name for a run: the agent's own worker runs one at a time; a peer's review
-    run has a worker of its own beside it."""
-    return agent if review_id is None else f"{agent} review {review_id}"
+def run_key(agent: str, review_id: str | None, slot: int | None = 1) -> str:
+    """The monitor's name for a run: each worker of the agent's own runs one at a time (its
+    name: ``claude``, ``claude#2`` for its second parallel run); a peer's review run has a
+    worker of its own beside them."""
+    return worker_name(agent, slot or 1) if review_id is None else f"{agent} review {review_id}"
 
 
 @dataclass
@@ -94,6 +95,7 @@ class _Run:
     clock: RunClock
     tree: TreeSource
     agent: str = ""
+    slot: int = 1
     review_id: str | None = None
     worker: Any = None  # a review run's own worker (None: the agent's, in ``_workers``)
     status: str = "running"
@@ -120,7 +122,11 @@ class _Run:
     @property
     def who(self) -> str:
         """The run as a limit's reason names it."""
-        return self.agent if self.review_id is None else f"{self.agent}'s review run {self.review_id}"
+        return (
+            worker_name(self.agent, self.slot)
+            if self.review_id is None
+            else f"{self.agent}'s review run {self.review_id}"
+        )
 
     def silent_s(self, now: float) -> float:
         if self.clock.paused:
@@ -136,7 +142,7 @@ class ResourceMonitor(pykka.ThreadingActor):
         settings: LimitsSettings,
         session_dir: Path,
         listeners: Sequence[pykka.ActorRef[Any]] = (),
-        workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
+        workers: Mapping[str, pykka.ActorRef[Any]] | None = None,  # by worker name (claude#2)
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -225,7 +231,7 @@ class ResourceMonitor(pykka.ThreadingActor):
     def _on_worker_state(self, message: WorkerStateChanged) -> None:
         snap = message.snapshot
         now = time.monotonic()
-        key = run_key(snap.agent, snap.review_id)
+        key = run_key(snap.agent, snap.review_id, snap.slot)
         run = self._runs.get(key)
         if snap.status in ("idle", "exited") or (snap.status != "starting" and snap.pid is None):
             self._runs.pop(key, None)
@@ -237,6 +243,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             run = self._runs[key] = _Run(
                 assignment_id=snap.assignment_id,
                 agent=snap.agent,
+                slot=snap.slot,
                 review_id=snap.review_id,
                 worker=snap.worker,
                 clock=RunClock(started=now),
@@ -258,10 +265,11 @@ class ResourceMonitor(pykka.ThreadingActor):
         run.status = snap.status
 
     def _on_event(self, event: Event) -> None:
-        if event.seq is not None and event.seq <= self._replayed.get(event.agent, 0):
+        own = run_key(event.agent, None, event.slot)  # its worker's name, its event file's stem
+        if event.seq is not None and event.seq <= self._replayed.get(own, 0):
             return  # counted from the event file when this monitor started
         review = run_key(event.agent, event.assignment_id)
-        if (run := self._runs.get(review if review in self._runs else event.agent)) is not None:
+        if (run := self._runs.get(review if review in self._runs else own)) is not None:
             run.last_output = time.monotonic()
         payload = event.payload
         if payload.kind != "result" or (payload.cost_usd is None and not payload.usage):
@@ -304,6 +312,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             drop_older(run.activity, self._settings.for_agent(run.agent).stall_s or 0.0)
         return TreeSample(
             agent=run.agent,
+            slot=run.slot,
             review_id=run.review_id,
             pid=run.pid,
             status=run.status,
@@ -320,7 +329,7 @@ class ResourceMonitor(pykka.ThreadingActor):
     # -- limits -------------------------------------------------------------------------------------------
 
     def _check_agent(self, tree: TreeSample, sampled_at: float) -> None:
-        key = run_key(tree.agent, tree.review_id)
+        key = run_key(tree.agent, tree.review_id, tree.slot)
         run = self._runs.get(key)
         if run is None or run.status != "running":
             return
@@ -368,9 +377,9 @@ class ResourceMonitor(pykka.ThreadingActor):
                 self._resume_kind("system_memory", f"available memory recovered to {available:.0f} MB")
             return
         exempt = {key for key, run in self._runs.items() if "system_memory" in run.overridden}
-        victim = memory_victim(trees, exempt, key=lambda t: run_key(t.agent, t.review_id))
+        victim = memory_victim(trees, exempt, key=lambda t: run_key(t.agent, t.review_id, t.slot))
         if victim is not None:
-            key = run_key(victim.agent, victim.review_id)
+            key = run_key(victim.agent, victim.review_id, victim.slot)
             breach = Breach("system_memory", "pause", available, minimum, "MB free")
             self._act(key, self._runs[key], breach, sampled_at)
 

@@ -46,7 +46,7 @@ from meta_orchestrator.actors.sandbox.policy import (
 from meta_orchestrator.actors.files.session_files import open_private, private_dir, write_json_atomic
 from meta_orchestrator.actors.supervision.supervision import ReplyInbox, report_crash_of, tell_all
 from meta_orchestrator.config.settings import SandboxSettings
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import worker_name
 from meta_orchestrator.messages.events import Event, EventPayload
 from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.sandbox import (
@@ -160,7 +160,7 @@ class SandboxGuard(pykka.ThreadingActor):
         extra_dirs: Sequence[Path] = (),
         asker: Any = None,
         listeners: Sequence[pykka.ActorRef[Any]] = (),
-        workers: Mapping[AgentName, pykka.ActorRef[Any]] | None = None,
+        workers: Mapping[str, pykka.ActorRef[Any]] | None = None,  # by worker name (claude#2)
         home: str | None = None,
         checkouts: Path | None = None,
         launch_env: Mapping[str, str] | None = None,
@@ -384,7 +384,8 @@ class SandboxGuard(pykka.ThreadingActor):
         )
         self._record("finding", finding.to_record())
         self._publish(SecurityFinding(event=finding, rule=findings[0].rule, action=action))
-        worker = self._workers.get(event.agent)
+        run = worker_name(event.agent, event.slot or 1)  # the worker of the run that made the call
+        worker = self._workers.get(run)
         if worker is None or action == "warn":
             return
         reason = f"security finding: {rules_hit}"
@@ -398,12 +399,12 @@ class SandboxGuard(pykka.ThreadingActor):
             asked_by="sandbox",
             agent=event.agent,
             options=("yes", "no"),
-            text=f"{event.agent} was paused: {finding.payload.text}. Let it go on? (no stops it)",
+            text=f"{run} was paused: {finding.payload.text}. Let it go on? (no stops it)",
             subject=SecurityFindingSubject(rules=tuple(f.rule for f in findings), event_seq=event.seq),
             timeout_s=self._settings.confirm_timeout_s,  # unanswered: no, like every confirmation
             default_answer="no",
         )
-        self._finding_questions[question.id] = event.agent
+        self._finding_questions[question.id] = run
         try:
             if self._asker is not None:
                 self._asker.tell(AskQuestion(question=question, reply_to=self.actor_ref))

@@ -37,7 +37,7 @@ from meta_orchestrator.actors.session.core.effects import (
     ToWorkspace,
 )
 from meta_orchestrator.config.settings import Settings
-from meta_orchestrator.messages.base import AgentName, utc_now
+from meta_orchestrator.messages.base import split_worker_name, utc_now
 from meta_orchestrator.messages.recovery import PreflightRecord
 from meta_orchestrator.messages.resources import ResourcesSampled
 from meta_orchestrator.messages.session import (
@@ -63,7 +63,7 @@ class Coordinator(pykka.ThreadingActor):
         session_dir: Path,
         task: str,
         target: Path,
-        workers: Mapping[AgentName, pykka.ActorRef[Any]],
+        workers: Mapping[str, pykka.ActorRef[Any]],
         listeners: Sequence[pykka.ActorRef[Any]] = (),
         demo: bool = False,
         reviewer: pykka.ActorRef[Any] | None = None,
@@ -88,7 +88,8 @@ class Coordinator(pykka.ThreadingActor):
         assignment then works in its own checkout and is merged into ``branch``, kept in the
         session's store ``branch_store`` until ``orchestrate apply``; ``branch_folder``: a folder
         without git imported into that store, into which apply writes the changed files);
-        ``plan_checkout``: the read-only checkout planning runs in, and what it must read."""
+        ``plan_checkout``: the read-only checkout planning runs in, and what it must read;
+        ``workers``: by worker name, one per run slot of each agent (``claude``, ``claude#2``)."""
         super().__init__()
         self._session_dir = session_dir
         self._workers = dict(workers)
@@ -101,7 +102,7 @@ class Coordinator(pykka.ThreadingActor):
         self._timers: list[threading.Timer] = []
         config = CoreConfig(
             settings=settings,
-            agents=tuple(self._workers),
+            agents=tuple(dict.fromkeys(split_worker_name(name)[0] for name in self._workers)),
             session_dir=str(session_dir),
             has_reviewer=reviewer is not None,
             has_recovery=recovery is not None,
@@ -163,8 +164,8 @@ class Coordinator(pykka.ThreadingActor):
                 self._persist(snapshot)
             case Publish(snapshot=snapshot):
                 tell_all(self._listeners, SessionStateChanged(snapshot=snapshot))
-            case ToWorker(agent=agent, message=message):
-                self._workers[agent].tell(self._replying(message))
+            case ToWorker():
+                self._workers[effect.worker].tell(self._replying(effect.message))
             case ToReviewer(message=message) if self._reviewer is not None:
                 self._reviewer.tell(self._replying(message))
             case ToRecovery(message=message) if self._recovery is not None:

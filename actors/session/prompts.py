@@ -37,9 +37,15 @@ def _header(session_id: str, assignment_id: str, role: str, kind: str, task: str
 
 
 def plan_prompt(
-    session_id: str, task: str, target: str, shares: dict[str, tuple[float, float]], roles: dict[str, str]
+    session_id: str,
+    task: str,
+    target: str,
+    shares: dict[str, tuple[float, float]],
+    roles: dict[str, str],
+    parallel: dict[str, int] | None = None,
 ) -> str:
-    """Ask the architect for a structured plan."""
+    """Ask the architect for a structured plan; ``parallel``: how many assignments each
+    agent may run at once (``[agents.<name>] max_parallel``)."""
     share_lines = "\n".join(
         f"- {role} ({roles.get(role, '?')}): {ROLE_DESCRIPTIONS[role]} Target share of the work: "
         f"{int(shares[roles[role]][0] * 100)}-{int(shares[roles[role]][1] * 100)}%."
@@ -51,11 +57,29 @@ def plan_prompt(
         + f"\nYou are the architect of a team of three coding agents working in {target}.\n"
         "Break the task into assignments for these roles:\n"
         f"{share_lines}\n\n"
+        f"{_parallel_lines(roles, parallel or {})}"
         "Answer with ONE fenced ```json block holding the plan and nothing else of importance:\n"
         f"{PLAN_SCHEMA_HINT}\n"
         "Rules: ids are short words ([A-Za-z0-9_.-]); depends_on names ids of this plan; "
         "no cycles; weight is the assignment's share of the effort; 2 to 8 assignments. "
         "Do not change any file while planning.\n"
+    )
+
+
+def _parallel_lines(roles: dict[str, str], parallel: dict[str, int]) -> str:
+    """What the architect is told of the runs each role's agent may have at once."""
+    lines = [
+        f"- {role} ({agent}): up to {parallel.get(agent, 1)} assignment(s) at once"
+        for role, agent in roles.items()
+        if role in ROLE_DESCRIPTIONS
+    ]
+    if not any(parallel.get(agent, 1) > 1 for agent in roles.values()):
+        return ""
+    return (
+        "Assignments run at once when none depends on another, each in its own checkout, merged "
+        "afterwards; give independent ones no depends_on between them, and keep them to separate files:\n"
+        + "\n".join(lines)
+        + "\n\n"
     )
 
 

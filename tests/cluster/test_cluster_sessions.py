@@ -27,6 +27,7 @@ except ImportError:
 
 from meta_orchestrator.actors.app.system import PreflightError, LaunchRequest, run, start, stop_all
 from meta_orchestrator.actors.files.session_files import read_jsonl
+from meta_orchestrator.actors.agents.demo.common import PLAN_PARTS_ENV
 from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from meta_orchestrator.messages.worker import GetWorkerState
@@ -283,6 +284,34 @@ def test_a_run_waits_for_a_slot_then_a_node_killed_mid_run_is_recovered_on_anoth
     assert any(w["agent"] == "claude" and w["status"] == "waiting" for w in shown)
     assert any(w["agent"] == "claude" and w["status"] == "running" and w["node"] for w in shown)
     print(f"\nnode killed mid-run: the session completed {took:.1f}s later")
+
+
+@pytest.mark.session
+def test_an_agents_parallel_runs_are_spread_over_the_nodes(cluster, tmp_path, demo_env):
+    # Two nodes, each with room for both of claude's runs (2 slots): Ray's default would fill
+    # one first; max_parallel 2 spreads them.
+    extra = [cluster.add_node(name, {"agent_slot": 2, "par_node": 2}) for name in ("par-a", "par-b")]
+    try:
+        settings = _settings(
+            tmp_path,
+            cluster,
+            **{
+                "cluster.agents": ["claude"],
+                "cluster.resources": {"claude": {"par_node": 1}},
+                "agents.claude.max_parallel": 2,
+                "review.enabled": False,
+            },
+        )
+        env = {**demo_env, PLAN_PARTS_ENV: "2", "ORCHESTRATE_DEMO_PACE": "0.3"}
+        code = run(settings, _options(env))
+    finally:
+        for node in extra:
+            node.kill()
+    state = _state(_only_session(tmp_path))
+    assert code == 0, state.get("summary")
+    nodes = {a["id"]: a["node"]["node_id"] for a in state["assignments"]}
+    assert sorted(nodes) == ["part1", "part2"]
+    assert len(set(nodes.values())) == 2 and set(nodes.values()) <= {cluster.local.node_id(n) for n in extra}
 
 
 def test_cluster_without_ray_is_a_clear_error(tmp_path):

@@ -381,3 +381,40 @@ def test_a_restarted_monitor_counts_what_was_spent_before_its_crash(tmp_path, pr
     monitor.tell(EventsRecorded(events=(result(3, 0.2),)))
     fact = probe.expect(LimitExceeded, timeout=5, where=lambda m: m.limit == "cost_budget")
     assert fact.action == "pause_session" and fact.observed == pytest.approx(1.1)
+
+
+def test_parallel_runs_of_one_agent_are_watched_apart(tmp_path, probe, demo_env):
+    """claude's second run at once (its worker claude#2) hangs silent while its first works on:
+    the stall limit stops the second alone, and names it; each run's samples say its slot."""
+    monitor, first = _rig(tmp_path, probe, {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.2"}, stall_s=1.5)
+    second = Worker.start(
+        agent="claude",
+        slot=2,
+        adapter=get_adapter("claude"),
+        agent_settings=AgentSettings(
+            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
+            share_min=0.4,
+            share_max=0.5,
+        ),
+        session_settings=SessionSettings(stop_grace_s=1.0),
+        session_id="t",
+        session_dir=tmp_path / "session",
+        target=tmp_path / "target",
+        listeners=(probe.ref, monitor),
+        base_env={**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "hang"},
+    )
+    monitor.tell(WatchWorkers(workers=(("claude", first), ("claude#2", second))))
+    second.tell(StartAssignment(assignment_id="a2", prompt=PROMPT.replace("implement", "a2"), reply_to=probe.ref))
+    first.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    sampled = probe.expect(ResourcesSampled, timeout=10, where=lambda m: {t.slot for t in m.agents} == {1, 2})
+    assert {(t.agent, t.slot) for t in sampled.agents} == {("claude", 1), ("claude", 2)}
+    fact = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "stop")
+    assert (fact.limit, fact.assignment_id) == ("stall", "a2") and "claude#2" in fact.reason
+    ends = {}
+    while len(ends) < 2:
+        finished = probe.expect(AssignmentFinished, timeout=30)
+        ends[finished.assignment_id] = finished
+    assert ends["a1"].outcome.success and ends["a1"].stopped_by is None
+    assert "stall limit" in (ends["a2"].stopped_by or "")
+    assert (tmp_path / "session" / "claude#2.jsonl").is_file()  # its own event file
+    second.stop()

@@ -251,10 +251,28 @@ def test_dashboard_shows_the_session_live_and_sends_controls(
     claude.locator(".w-status", has_text="Paused").wait_for(timeout=5_000)
     expect(claude.locator(".w-status")).to_have_class(re.compile(r"\bstatus-paused\b"))
 
+    _shows_each_parallel_run(page, ref)
     _says_when_the_connection_drops_and_returns(page, ref, address.port, tmp_path, probe)
     # The only console errors allowed: the reconnects that found the gateway stopped on purpose.
     unexpected = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]  # type: ignore[attr-defined]
     assert not unexpected, unexpected
+
+
+def _shows_each_parallel_run(page: Any, ref: Any) -> None:
+    """claude's second run at once ([agents.claude] max_parallel) has a card of its own, with
+    its own status, assignment and activity (its events say slot 2); its buttons act on claude."""
+    second = worker_snapshot("claude", "running", slot=2, assignment_id="impl2", last_activity=None)
+    ref.tell(WorkerStateChanged(snapshot=second))
+    own = event("claude", 1, "Edit app/part2.py").model_copy(update={"slot": 2})
+    ref.tell(EventsRecorded(events=(own,)))
+    card = page.locator('.worker[data-agent="claude#2"]')
+    card.locator(".w-status", has_text="Running").wait_for(timeout=5_000)
+    expect(card.locator("h3")).to_have_text("claude#2")
+    expect(card.locator(".ids")).to_contain_text("impl2")
+    expect(card.locator(".activity")).to_contain_text("Edit app/part2.py")
+    expect(page.locator(".worker")).to_have_count(4)
+    expect(page.locator('.worker[data-agent="claude"] .w-status')).to_have_text("Paused")  # the first, as it was
+    expect(card.locator('[data-action="pause"]')).to_have_attribute("data-agent", "claude")
 
 
 def _shows_the_fed_state(page: Any, claude: Any) -> None:

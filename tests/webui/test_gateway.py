@@ -385,6 +385,25 @@ def test_events_paging_with_a_type_filter_is_lossless(tmp_path: Path) -> None:
     assert sorted(seen) == sorted([("gemini", i) for i in range(3, 31, 3)] + [("claude", i) for i in range(4, 21, 4)])
 
 
+def test_events_paging_reads_each_parallel_run_of_an_agent(tmp_path: Path) -> None:
+    """claude's second run at once writes claude#2.jsonl, numbered on its own: the pages hold
+    both files' events exactly once, the cursor says where each file is, ``agent`` takes both."""
+    write_jsonl(tmp_path / "claude.jsonl", [event("claude", i) for i in range(1, 6)])
+    second = [event("claude", i, at=i + 0.5).model_copy(update={"slot": 2}) for i in range(1, 5)]
+    write_jsonl(tmp_path / "claude#2.jsonl", second)
+    for agent in (None, "claude"):
+        seen, since, cursors = [], None, []
+        while True:
+            page = read_events_page(tmp_path, since, agent=agent, limit=3)
+            seen += [(e["agent"], e.get("slot", 1), e["seq"]) for e in page["events"]]
+            since = page["cursor"]
+            cursors.append(since)
+            if not page["more"]:
+                break
+        assert sorted(seen) == sorted([("claude", 1, i) for i in range(1, 6)] + [("claude", 2, i) for i in range(1, 5)])
+        assert "claude#2:4" in cursors[-1] and "claude:5" in cursors[-1]
+
+
 def test_reviews_are_read_from_the_session_folder(gateway: GatewayAddress, tmp_path: Path) -> None:
     folder = tmp_path / "reviews" / "r1"
     folder.mkdir(parents=True)

@@ -12,8 +12,12 @@ export const state = {
   seq: null, epoch: null, session: null, ended: null, changes: null, workers: {}, facts: {},
   events: [], eventsSeen: 0, clockOffset: 0, pendingAnswers: {},
 };
-export const samples = {};  // agent -> [{cpu, rss}]
+export const samples = {};  // run -> [{cpu, rss}]
 AGENTS.forEach((a) => { samples[a] = []; });
+
+// A run's name: the agent's for its first run, "claude#2" for its second parallel one
+// ([agents.<name>] max_parallel); a worker, an event and a sample each say agent and slot.
+export function runName(agent, slot) { return slot && slot > 1 ? agent + "#" + slot : agent; }
 
 // --- render scheduling: parts of the page marked dirty are drawn on the next frame ---------
 const dirty = new Set();
@@ -52,7 +56,7 @@ export function applyFrame(frame) {
       markDirty("log", "workers", "counts");
       break;
     case "worker":
-      state.workers[data.agent] = data;
+      state.workers[runName(data.agent, data.slot)] = data;
       markDirty("workers");
       break;
     case "session":
@@ -82,8 +86,9 @@ function applySnapshot(seq, data) {
   let events = data.events;
   if (state.epoch === data.epoch && state.events.length) {
     // Same gateway, we fell behind: keep what we had and add the snapshot's recent events.
-    const fresh = new Set(events.map((e) => e.agent + ":" + e.seq));
-    events = state.events.filter((e) => !fresh.has(e.agent + ":" + e.seq)).concat(events);
+    const key = (e) => runName(e.agent, e.slot) + ":" + e.seq;  // each run's file numbers its own
+    const fresh = new Set(events.map(key));
+    events = state.events.filter((e) => !fresh.has(key(e))).concat(events);
     if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
   }
   state.epoch = data.epoch;
@@ -91,12 +96,12 @@ function applySnapshot(seq, data) {
   state.ended = data.ended;
   state.changes = data.changes;
   state.workers = {};
-  data.workers.forEach((w) => { state.workers[w.agent] = w; });
+  data.workers.forEach((w) => { state.workers[runName(w.agent, w.slot)] = w; });
   state.events = events;
   state.eventsSeen = data.events_seen;
   state.clockOffset = Date.parse(data.server_time) - Date.now();
   state.facts = {};
-  AGENTS.forEach((a) => { samples[a] = []; });
+  Object.keys(samples).forEach((a) => { samples[a] = []; });
   data.recent.forEach((f) => keepFact(f.type, f.data));
   markDirty("session", "workers", "log-reset", "inbox", "decision", "reviews", "plan", "changes");
 }
@@ -107,8 +112,9 @@ function keepFact(kind, data) {
   if (list.length > MAX_FACTS) list.splice(0, list.length - MAX_FACTS);
   if (kind === "resources") {
     data.agents.forEach((tree) => {
-      const list = samples[tree.agent];
-      if (!list || tree.review_id) return; // a peer's review run: not the agent's own chart
+      if (tree.review_id || !samples[tree.agent]) return; // a peer's review run: not the agent's own chart
+      const run = runName(tree.agent, tree.slot);
+      const list = samples[run] || (samples[run] = []);
       list.push({ cpu: tree.cpu_percent, rss: tree.rss_bytes });
       if (list.length > MAX_SAMPLES) list.shift();
     });

@@ -1,7 +1,21 @@
-// One card per agent: status, activity, progress, load share, CPU and memory sparklines.
+// One card per agent, and one more per parallel run of it (claude#2): status, activity,
+// progress, load share, CPU and memory sparklines.
 import { $, cap, el, fmtBytes, pct, pill } from "./dom.js";
 import { describe } from "./eventlog.js";
-import { AGENTS, samples, state } from "./store.js";
+import { AGENTS, runName, samples, state } from "./store.js";
+
+// Each agent's card, then one per further run slot its workers reported, in slot order.
+function runs() {
+  const names = [];
+  AGENTS.forEach((agent) => {
+    names.push(agent);
+    Object.values(state.workers)
+      .filter((w) => w.agent === agent && w.slot > 1)
+      .sort((a, b) => a.slot - b.slot)
+      .forEach((w) => names.push(runName(agent, w.slot)));
+  });
+  return names;
+}
 
 function rolesOf(agent) {
   const roles = new Set();
@@ -9,19 +23,20 @@ function rolesOf(agent) {
   return Array.from(roles).join(", ");
 }
 
-function lastEventOf(agent, pred) {
+function lastEventOf(run, pred) {
   for (let i = state.events.length - 1, n = 0; i >= 0 && n < 2000; i--, n++) {
     const e = state.events[i];
-    if (e.agent === agent && (!pred || pred(e))) return e;
+    if (runName(e.agent, e.slot) === run && (!pred || pred(e))) return e;
   }
   return null;
 }
 
 export function renderWorkers() {
   const root = $("workers");
-  AGENTS.forEach((agent) => {
-    const card = root.querySelector('[data-agent="' + agent + '"]') || buildWorkerCard(root, agent);
-    const w = state.workers[agent];
+  runs().forEach((run) => {
+    const agent = run.split("#")[0];
+    const card = root.querySelector('[data-agent="' + run + '"]') || buildWorkerCard(root, run, agent);
+    const w = state.workers[run];
     const status = w ? w.status : "idle";
     const statusPill = card.querySelector(".w-status");
     statusPill.className = "pill w-status status-" + status;
@@ -29,7 +44,7 @@ export function renderWorkers() {
     statusPill.textContent = w ? cap(status) : "Not started";
     card.querySelector(".role").textContent = rolesOf(agent);
 
-    const last = lastEventOf(agent);
+    const last = lastEventOf(run);
     const activity = (w && w.last_activity) || (last && describe(last)) || "";
     const act = card.querySelector(".activity");
     act.textContent = activity || "No activity yet";
@@ -38,7 +53,7 @@ export function renderWorkers() {
 
     let progress = w && w.last_progress !== null ? w.last_progress : null;
     if (progress === null) {
-      const pe = lastEventOf(agent, (e) => e.payload && typeof e.payload.progress === "number");
+      const pe = lastEventOf(run, (e) => e.payload && typeof e.payload.progress === "number");
       if (pe) progress = pe.payload.progress;
     }
     card.querySelector(".p-fill").style.width = (progress || 0) + "%";
@@ -63,8 +78,9 @@ export function renderWorkers() {
       note.textContent = "No share measured yet";
     }
 
-    renderSpark(card.querySelector(".spark-cpu"), samples[agent].map((s) => s.cpu), (v) => v.toFixed(0) + "%", 100);
-    renderSpark(card.querySelector(".spark-mem"), samples[agent].map((s) => s.rss), fmtBytes, null);
+    const runSamples = samples[run] || [];
+    renderSpark(card.querySelector(".spark-cpu"), runSamples.map((s) => s.cpu), (v) => v.toFixed(0) + "%", 100);
+    renderSpark(card.querySelector(".spark-mem"), runSamples.map((s) => s.rss), fmtBytes, null);
 
     const ids = [];
     if (w && w.pid) ids.push("pid " + w.pid);
@@ -78,11 +94,12 @@ export function renderWorkers() {
   });
 }
 
-function buildWorkerCard(root, agent) {
+// The card of one run; its buttons act on the agent (pausing claude pauses each of its runs).
+function buildWorkerCard(root, run, agent) {
   const card = el("article", "card worker");
-  card.dataset.agent = agent;
+  card.dataset.agent = run;
   const head = el("div", "worker-head");
-  head.append(el("h3", null, agent), el("span", "role"), pill("Not started", "idle", "w-status"));
+  head.append(el("h3", null, run), el("span", "role"), pill("Not started", "idle", "w-status"));
   const act = el("div", "activity none", "No activity yet");
 
   const prog = el("div", "metric");

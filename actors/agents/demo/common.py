@@ -76,6 +76,9 @@ _CONFLICT_RETRY = "finish resolving the merge conflict"
 # Set to a path (e.g. docs/NOTES.md): the plan runs implement and review side by side, and
 # each of them also writes this file, so that their merges into the session branch conflict.
 SHARED_FILE_ENV = "ORCHESTRATE_DEMO_SHARED_FILE"
+# Set to N: the plan is N independent implementer assignments (part1 .. partN), each writing a
+# module of its own (app/<task>_part<k>.py): work for one agent's parallel runs.
+PLAN_PARTS_ENV = "ORCHESTRATE_DEMO_PLAN_PARTS"
 _RETRY_HINTS = ("depends on unknown", "validation error", "did not validate", "invalid plan")
 
 
@@ -173,8 +176,29 @@ def is_uuid(value: str) -> bool:
 # --- what the agent produces -------------------------------------------------------------
 
 
+def _parts_plan(task: str, short: str, parts: int) -> dict[str, Any]:
+    """N independent implementer assignments, each with a module of its own."""
+    return {
+        "summary": f"[demo] {parts} independent parts: {short}",
+        "assignments": [
+            {
+                "id": f"part{k}",
+                "role": "implementer",
+                "title": f"Part {k}: {short}",
+                "instructions": f"Write part {k} of the task as a module of its own under app/ with its test: {task}",
+                "depends_on": [],
+                "weight": 10,
+            }
+            for k in range(1, parts + 1)
+        ],
+    }
+
+
 def plan_object(task: str, invalid: bool) -> dict[str, Any]:
     short = task if len(task) <= 80 else task[:77] + "..."
+    parts = env_int(PLAN_PARTS_ENV, 0)
+    if parts > 0 and not invalid:
+        return _parts_plan(task, short, parts)
     side_by_side = bool(os.environ.get(SHARED_FILE_ENV))  # two writers at once
     review_deps = ["qa"] if invalid else ["design"] if side_by_side else ["implement"]
     return {
@@ -498,7 +522,9 @@ def _work(agent: DemoAgent) -> str:
     elif _CONFLICT_NOTE.search(agent.prompt) or _CONFLICT_RETRY in agent.prompt:
         text = _resolve_conflicts(agent)
     elif role in _ROLE_WORK:
-        text = _ROLE_WORK[role](agent, task, slugify(task))
+        part = agent.headers.get("assignment", "")
+        parted = os.environ.get(PLAN_PARTS_ENV) and part.startswith("part")
+        text = _ROLE_WORK[role](agent, task, slugify(task) + (f"_{part}" if parted else ""))
         if role in ("implementer", "reviewer") and os.environ.get(SHARED_FILE_ENV):
             _write_shared(agent, role, os.environ[SHARED_FILE_ENV])
     else:
@@ -540,7 +566,8 @@ def _write_shared(agent: DemoAgent, role: str, relative: str) -> None:
         before = path.read_text(encoding="utf-8")
     except OSError:
         before = ""
-    agent.write(path, f"{before}- {role} ({agent.name}): [demo] notes on the task\n")
+    which = agent.headers.get("assignment", "")  # two runs of one agent: two different lines
+    agent.write(path, f"{before}- {role} ({agent.name}) in {which}: [demo] notes on the task\n")
 
 
 def _design(agent: DemoAgent, task: str, slug: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from meta_orchestrator.actors.session.core.phases import ACTIVE_PHASES
 from meta_orchestrator.actors.session.core.step import ROLES, StepBase
+from meta_orchestrator.messages.base import split_worker_name
 from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided
 from meta_orchestrator.messages.session import ControlRequested, LaunchFixes, RoleFallbackRecord
@@ -19,46 +20,48 @@ class ControlRules(StepBase):
         if message.agent is not None and message.agent not in self.config.agents:
             self.log("warning", f"{message.action} for {message.agent} ignored: that agent is not part of this session")
             return False
-        agents = [message.agent] if message.agent else self.agents_with_process()
+        # One agent: each of its runs (its first worker when none runs); else every run.
+        runs = (
+            (self.runs_with_process(message.agent) or [(message.agent, 1)])
+            if message.agent
+            else self.runs_with_process()
+        )
         match message.action:
             case "pause":
-                self.pause(agents, message)
+                self.pause(runs, message)
             case "resume":
-                self.resume(agents, message)
+                self.resume(runs, message)
             case "stop":
                 if message.agent is not None:
-                    self.to_worker(message.agent, StopWorker(reason=message.source))
+                    self.tell_runs(runs, StopWorker(reason=message.source))
                     return True
                 self.stop_session(f"requested by {message.source}")
             case "review":
                 return self.request_user_review(message)
         return True
 
-    def pause(self, agents: list[str], message: ControlRequested) -> None:
-        for agent in agents:
-            self.to_worker(agent, PauseWorker(reason=message.source))
+    def pause(self, runs: list[tuple[str, int]], message: ControlRequested) -> None:
+        self.tell_runs(runs, PauseWorker(reason=message.source))
         for record in self.in_phase("running"):
-            if record.agent in agents:
+            if (record.agent, record.slot) in runs:
                 self.put(record.id, "paused")
         if message.agent is None and self.snap.status in ("running", "reviewing"):
             self.update(status="paused")
 
-    def resume(self, agents: list[str], message: ControlRequested) -> None:
-        for agent in agents:
-            self.to_worker(agent, ResumeWorker(reason=message.source))
+    def resume(self, runs: list[tuple[str, int]], message: ControlRequested) -> None:
+        self.tell_runs(runs, ResumeWorker(reason=message.source))
         for record in self.in_phase("paused"):
-            if record.agent in agents:
+            if (record.agent, record.slot) in runs:
                 self.put(record.id, "running")
         if message.agent is None and self.snap.status == "paused":
             self.update(status="reviewing" if self.in_phase("gated") else "running")
-            self.schedule()
+        self.schedule()  # the agent's waiting work may start again
 
     def stop_session(self, reason: str) -> None:
         """Stop every run; pending work is skipped; the session ends once the runs have ended."""
         self.end(stop=self.ending.stop or reason)
         self.drop_recoveries_and_gates()
-        for agent in self.agents_with_process():
-            self.to_worker(agent, StopWorker(reason=self.ending.stop or reason))
+        self.tell_runs(self.runs_with_process(), StopWorker(reason=self.ending.stop or reason))
         for record in self.in_phase("pending"):
             self.put(record.id, "skipped", error="session stopped")
         self.check_done()
@@ -99,13 +102,13 @@ class ControlRules(StepBase):
 
     def on_supervision_failed(self, message: SupervisionFailed) -> None:
         reason = f"{message.name} kept crashing ({message.restarts_in_window} restarts): {message.error}"
-        agent = message.name.removeprefix("worker:")
+        agent, slot = split_worker_name(message.name.removeprefix("worker:"))  # any of its runs' workers
         if not message.name.startswith("worker:") or agent not in self.config.agents:
             self.abort(reason)
             return
         planning = self.plan if self.plan is not None and self.plan.active and self.plan.agent == agent else None
         held = self.in_phase(*ACTIVE_PHASES)
-        failed = next((r.id for r in held if r.agent == agent), None)
+        failed = next((r.id for r in held if r.agent == agent and r.slot == slot), None)  # that worker's run
         if failed is not None:
             self.finishes.pop(failed, None)
         if planning is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meta_orchestrator.messages.base import Message
+from meta_orchestrator.messages.base import Message, worker_name
 from meta_orchestrator.messages.session import SessionSnapshot
 
 
@@ -25,10 +25,15 @@ class Publish:
 
 @dataclass(frozen=True)
 class ToWorker:
-    """Tell the agent's worker; its ``reply_to`` becomes the coordinator."""
+    """Tell the worker of the agent's run ``slot``; its ``reply_to`` becomes the coordinator."""
 
     agent: str
     message: Message
+    slot: int = 1
+
+    @property
+    def worker(self) -> str:
+        return worker_name(self.agent, self.slot)
 
 
 @dataclass(frozen=True)

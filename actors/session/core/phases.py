@@ -62,7 +62,8 @@ ASSIGNMENT_MOVES: dict[AssignmentPhase, frozenset[AssignmentPhase]] = {
 # the rules that rule calls (a message missing here moves no assignment: ReviewWanted, RunPlaced,
 # the sandbox's facts). Read with ASSIGNMENT_MOVES: "interrupted" only by a run's end while the
 # session saves itself, "conflicted" only by a merge, "recovering" only by a failed run's end,
-# "paused" only by a control, a review's decision or an exhausted budget.
+# "paused" only by a control, a review's decision, an exhausted budget, or a checkout made
+# ready while its agent is paused.
 # fmt: off
 PHASES_OF_MESSAGE: dict[type[Message], frozenset[AssignmentPhase]] = {
     StartSession: frozenset({
@@ -102,7 +103,7 @@ PHASES_OF_MESSAGE: dict[type[Message], frozenset[AssignmentPhase]] = {
     SupervisionFailed: frozenset({"pending", "preparing", "running", "done", "failed", "skipped"}),
     LimitExceeded: frozenset({"preparing", "running", "paused", "done", "failed", "skipped"}),
     StateNotSaved: frozenset({"done", "failed", "skipped"}),
-    CheckoutReady: frozenset({"running"}),
+    CheckoutReady: frozenset({"running", "paused"}),  # paused: its agent was paused meanwhile
     CheckoutFailed: frozenset({"preparing", "running", "failed", "skipped"}),
     AssignmentMerged: frozenset({
         "pending", "preparing", "running", "backing_off", "awaiting_grant", "merging", "conflicted", "gated", "done",

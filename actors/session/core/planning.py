@@ -70,7 +70,8 @@ class PlanningRules(StepBase):
         shares = {name: (a.share_min, a.share_max) for name, a in self.settings.agents.items()}
         # With a workspace the architect reads its checkout of the base, not the user's tree.
         where = self.config.plan_workdir or self.snap.target
-        prompt = plan_prompt(self.snap.session_id, self.snap.task, where, shares, roles)
+        parallel = {name: a.max_parallel for name, a in self.settings.agents.items() if name in self.config.agents}
+        prompt = plan_prompt(self.snap.session_id, self.snap.task, where, shares, roles, parallel)
         self.send_plan_request(architect, prompt)
 
     def send_plan_request(self, agent: str, prompt: str, recovery_id: str | None = None) -> None:

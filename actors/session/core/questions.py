@@ -146,8 +146,9 @@ class QuestionRules(StepBase):
             self.put(record.id, "pending", error="waiting for answers")
         if self.plan is not None and self.plan.phase in ("recovering", "backing_off"):
             self.plan = None
-        for agent in self.agents_with_process():
-            self.to_worker(agent, StopWorker(reason="nobody can answer the open questions; the session waits"))
+        self.tell_runs(
+            self.runs_with_process(), StopWorker(reason="nobody can answer the open questions; the session waits")
+        )
         self.check_done()
 
     def waiting_summary(self) -> str:

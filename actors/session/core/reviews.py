@@ -127,8 +127,7 @@ class ReviewRules(StepBase):
         )
 
     def pause_for_decision(self) -> None:
-        for agent in self.agents_with_process():
-            self.to_worker(agent, PauseWorker(reason="waiting for the user's decision"))
+        self.tell_runs(self.runs_with_process(), PauseWorker(reason="waiting for the user's decision"))
         for record in self.in_phase("running"):
             self.put(record.id, "paused")
         if self.snap.status in ("running", "reviewing"):
@@ -169,7 +168,9 @@ class ReviewRules(StepBase):
             if record is not None and record.phase in ("running", "paused"):
                 # A running agent hears the answer by being resumed with it (same agent session).
                 self.put(record.id, relaunch_on_stop=True)
-                self.to_worker(record.agent, StopWorker(reason="relaunching with the user's clarification"))
+                self.to_worker(
+                    record.agent, StopWorker(reason="relaunching with the user's clarification"), record.slot
+                )
         if not self.decisions_open() and self.snap.status == "paused" and not self.held_for_answers:
             self.resume_all("the user answered")
         if subject.gate:
@@ -195,8 +196,7 @@ class ReviewRules(StepBase):
 
     def resume_all(self, reason: str) -> None:
         """Resume every paused run and the session (it was paused as a whole)."""
-        for agent in self.agents_with_process():
-            self.to_worker(agent, ResumeWorker(reason=reason))
+        self.tell_runs(self.runs_with_process(), ResumeWorker(reason=reason))
         for record in self.in_phase("paused"):
             self.put(record.id, "running")
         self.update(status="reviewing" if self.in_phase("gated") else "running")

@@ -33,12 +33,12 @@ class RunningRules(StepBase):
                 continue
             if not all(d is not None and d.phase == "done" for d in deps):
                 continue  # a dependency still runs, or waits for its review's decision
-            runs = self.runs()
-            if len(runs) >= self.settings.session.max_concurrent:
+            if len(self.runs()) >= self.settings.session.max_concurrent:
                 break
-            if record.agent in {agent for _, agent in runs}:
-                continue
-            self.launch(record)
+            slot = self.free_slot(record.agent)
+            if slot is None or self.agent_paused(record.agent):
+                continue  # each of its agent's runs is taken (max_parallel), or a person paused it
+            self.launch(self.put(record.id, slot=slot))
         self.check_done()
 
     def skip_pending_when_stopping(self) -> None:
@@ -83,6 +83,7 @@ class RunningRules(StepBase):
                 workdir=record.workdir,
                 read_only_dirs=record.read_only_dirs,
             ),
+            record.slot,
         )
 
     def on_assignment_finished(self, message: AssignmentFinished) -> None:

@@ -153,8 +153,13 @@ class StepBase:
     def log(self, level: str, text: str) -> None:
         self.effects.append(Log(level, text))
 
-    def to_worker(self, agent: str, message: Message) -> None:
-        self.effects.append(ToWorker(agent, message))
+    def to_worker(self, agent: str, message: Message, slot: int = 1) -> None:
+        self.effects.append(ToWorker(agent, message, slot))
+
+    def tell_runs(self, runs: list[tuple[str, int]], message: Message) -> None:
+        """Tell each (agent, slot)'s worker ``message``."""
+        for agent, slot in runs:
+            self.to_worker(agent, message, slot)
 
     def to_reviewer(self, message: Message) -> None:
         self.effects.append(ToReviewer(message))
@@ -193,11 +198,27 @@ class StepBase:
         held = [(PLAN_ID, self.plan.agent)] if self.plan is not None and self.plan.active else []
         return held + [(r.id, r.agent) for r in self.records.values() if r.phase in ACTIVE_PHASES]
 
-    def agents_with_process(self) -> list[str]:
-        """Agents whose CLI runs now (paused or not): those a control reaches."""
-        planning = [self.plan.agent] if self.plan is not None and self.plan.phase == "running" else []
-        running = [r.agent for r in self.records.values() if r.phase in ("running", "paused")]
-        return list(dict.fromkeys([*planning, *running]))
+    def runs_with_process(self, agent: str | None = None) -> list[tuple[str, int]]:
+        """(agent, slot) of every CLI that runs now (paused or not), of ``agent`` alone when
+        given: those a control reaches (pausing an agent pauses each of its runs)."""
+        planning = [(self.plan.agent, 1)] if self.plan is not None and self.plan.phase == "running" else []
+        running = [(r.agent, r.slot) for r in self.records.values() if r.phase in ("running", "paused")]
+        return [run for run in dict.fromkeys([*planning, *running]) if agent is None or run[0] == agent]
+
+    def agent_paused(self, agent: str, but: str | None = None) -> bool:
+        """One of the agent's runs (``but`` aside) is paused: a person paused the agent (each of
+        its runs), so no other run of it starts until it is resumed."""
+        return any(r.agent == agent and r.phase == "paused" and r.id != but for r in self.records.values())
+
+    def free_slot(self, agent: str) -> int | None:
+        """The lowest of ``agent``'s run slots (``[agents.<name>] max_parallel``) nothing holds
+        now, None when each is taken (planning holds the architect's first)."""
+        agent_settings = self.settings.agents.get(agent)
+        limit = agent_settings.max_parallel if agent_settings is not None else 1
+        held = {r.slot for r in self.records.values() if r.agent == agent and r.phase in ACTIVE_PHASES}
+        if self.plan is not None and self.plan.active and self.plan.agent == agent:
+            held.add(1)
+        return next((slot for slot in range(1, limit + 1) if slot not in held), None)
 
     def in_phase(self, *phases: AssignmentPhase) -> list[AssignmentRecord]:
         return [r for r in self.records.values() if r.phase in phases]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from meta_orchestrator.actors.session.core.step import StepBase
 from meta_orchestrator.messages.session import AskQuestion, AssignmentRecord, MergeConflictSubject, Question
-from meta_orchestrator.messages.worker import AssignmentFinished
+from meta_orchestrator.messages.worker import AssignmentFinished, PauseWorker
 from meta_orchestrator.messages.workspace import AssignmentMerged, CheckoutFailed, CheckoutReady, MergeAssignment
 
 
@@ -20,6 +20,9 @@ class WorkspaceRules(StepBase):
             note = " ".join(n for n in (record.fixes.note, message.note) if n)
             record = self.put(record.id, fixes=record.fixes.model_copy(update={"note": note}))
         self.start_run(record)
+        if self.agent_paused(record.agent, but=record.id):  # its checkout was made as the agent was paused
+            self.to_worker(record.agent, PauseWorker(reason="its agent is paused"), record.slot)
+            self.put(record.id, "paused")
 
     def on_checkout_failed(self, message: CheckoutFailed) -> None:
         record = self.records.get(message.assignment_id)
