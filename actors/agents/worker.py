@@ -71,9 +71,8 @@ class Worker(pykka.ThreadingActor):
         review_id: str | None = None,
         slot: int = 1,
     ) -> None:
-        """``slot``: which of the agent's parallel runs this worker holds (``[agents.<name>]
-        max_parallel``); its events go to ``<agent>.jsonl`` for the first, ``<agent>#<slot>.jsonl``
-        for the others."""
+        """``slot``: which of the agent's parallel runs (``max_parallel``) this worker holds; its
+        events go to ``<agent>.jsonl`` for the first, ``<agent>#<slot>.jsonl`` for the others."""
         super().__init__()
         self._slot = slot
         self._review_id = review_id  # a peer's worker for this one review
