@@ -115,11 +115,14 @@ def test_memory_hog_is_stopped(tmp_path, probe, demo_env):
 def test_warning_comes_before_the_limit(tmp_path, probe, demo_env):
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "memory_hog"
     demo_env["ORCHESTRATE_DEMO_HOG_MB"] = "320"
-    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.15"
+    # Two 32 MB steps lie between the warning share (240 MB) and the limit: paced so that several
+    # samples fall between them even when a loaded machine delays some (a sample that jumps
+    # past both is a pause with no warning).
+    demo_env["ORCHESTRATE_DEMO_PACE"] = "0.6"
     _monitor, worker = _rig(tmp_path, probe, demo_env, max_rss_mb=300, actions={"rss": "pause"})
     worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
-    warn = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "warn")
-    pause = probe.expect(LimitExceeded, timeout=15, where=lambda m: m.action == "pause")
+    warn = probe.expect(LimitExceeded, timeout=60, where=lambda m: m.action == "warn")
+    pause = probe.expect(LimitExceeded, timeout=60, where=lambda m: m.action == "pause")
     assert warn.limit == pause.limit == "rss" and warn.sent_at <= pause.sent_at
     wait_for(
         lambda: any(getattr(m, "snapshot", None) and m.snapshot.status == "paused" for m in probe.drain()),
