@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
@@ -32,6 +33,31 @@ class Frozen(BaseModel):
     """An immutable value; unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+_set = object.__setattr__
+
+
+@functools.cache
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(cls.model_fields)  # a class's model_fields costs a microsecond to read
+
+
+def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+    """An instance of ``cls`` from values the caller made and knows valid, without validation.
+
+    For the event path's hot loop only (one per line an agent prints): what
+    ``model_construct`` does, minus its per-field Python loop, about 2-3x cheaper than
+    validating and 10x cheaper than ``model_construct``. ``fields`` must name every field,
+    in their order (defaults are not filled in), and becomes the instance's own dict.
+    """
+    instance = cls.__new__(cls)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(_field_names(cls)))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
 
 
 class Message(Frozen):

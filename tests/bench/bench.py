@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -30,6 +31,7 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.app.system import collect_less_often
 from meta_orchestrator.actors.supervision.supervision import ReplyInbox
 from meta_orchestrator.webui.gateway import Gateway
 from meta_orchestrator.actors.agents.worker import Worker
@@ -50,8 +52,9 @@ def _agent_command(lines: int, rate: float = 0.0) -> str:
 # -- 1. throughput ---------------------------------------------------------------------------------
 
 
-def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
-    """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL."""
+def baseline(k: int, n: int, folder: Path) -> tuple[float, int, float]:
+    """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL.
+    Returns the seconds it took, the lines and the CPU seconds this process spent."""
     counts = [0] * k
 
     def one(i: int) -> None:
@@ -77,13 +80,19 @@ def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
                 counts[i] += 1
         proc.wait()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start, sum(counts)
+    return time.perf_counter() - start, sum(counts), _cpu_s() - cpu
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process (every thread, not the agents or the client) used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class WsCounter:
@@ -126,11 +135,11 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
                 events_path=folder / f"agent-{i}.jsonl",
             )
         )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     for w in workers:
         w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
     finished = [inbox.queue.get(timeout=600) for _ in workers]
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
     assert all(isinstance(f, AssignmentFinished) and f.returncode == 0 for f in finished), finished
     text_events = 0
     for i in range(k):
@@ -142,6 +151,7 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
     gateway.stop()
     return {
         "elapsed": elapsed,
+        "cpu_s": cpu,
         "events_on_disk": text_events,
         "ws_events": seen["events"],
         "ws_snapshots": seen["snapshots"],
@@ -153,7 +163,7 @@ def throughput(sizes: list[int], n: int) -> list[str]:
     rows = []
     for k in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            base_s, base_events = baseline(k, n, Path(tmp))
+            base_s, base_events, base_cpu = baseline(k, n, Path(tmp))
         with tempfile.TemporaryDirectory() as tmp:
             result = pipeline(k, n, Path(tmp))
         expected = k * n
@@ -164,7 +174,8 @@ def throughput(sizes: list[int], n: int) -> list[str]:
             f"K={k:<3} N={n}: pipeline {rate:>9,.0f} ev/s, baseline {base_rate:>9,.0f} "
             f"lines/s, ratio {rate / base_rate:.2f}; on disk {result['events_on_disk']:,}"
             f"/{expected:,} (lost {lost}); websocket client got {result['ws_events']:,} "
-            f"event frames + {result['ws_snapshots']} snapshot(s)"
+            f"event frames + {result['ws_snapshots']} snapshot(s); CPU per 200,000 lines: pipeline "
+            f"{result['cpu_s'] / expected * 200_000:.2f} s, baseline {base_cpu / base_events * 200_000:.2f} s"
         )
         print(rows[-1], flush=True)
     return rows
@@ -173,17 +184,43 @@ def throughput(sizes: list[int], n: int) -> list[str]:
 # -- 2. latency ---------------------------------------------------------------------------------
 
 
+def bare_latencies(rate: float, seconds: float) -> list[float]:
+    """The baseline: print-to-read latency of a bare reader of the same agent's pipe, which
+    is what the machine's scheduling costs before the orchestrator does anything."""
+    proc = subprocess.Popen(
+        shlex.split(_agent_command(int(rate * seconds), rate)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    found = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        now = time.time_ns()
+        text = json.loads(line).get("message", {}).get("content", [{}])[0].get("text", "")
+        head = text.split(" ", 1)[0]
+        if head.isdigit() and len(head) > 15:
+            found.append((now - int(head)) / 1e6)
+    proc.wait()
+    return found
+
+
+def _percentiles(found: list[float]) -> tuple[float, float, float]:
+    lat = sorted(found)
+    return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1]
+
+
 def latency(rate: float, seconds: float) -> str:
+    bare = bare_latencies(rate, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         result = pipeline(1, int(rate * seconds), Path(tmp), rate=rate)
-    lat = sorted(result["latencies_ms"])
-    if not lat:
+    if not result["latencies_ms"] or not bare:
         return f"{rate:g} ev/s: no latency samples"
-    p50 = statistics.median(lat)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    p50, p99, most = _percentiles(result["latencies_ms"])
+    b50, b99, bmost = _percentiles(bare)
     line = (
         f"{rate:>6g} ev/s for {seconds:g}s: print->websocket p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-        f"max {lat[-1]:.2f} ms ({len(lat)} samples)"
+        f"max {most:.2f} ms ({len(result['latencies_ms'])} samples); baseline print->bare reader "
+        f"p50 {b50:.2f} ms, p99 {b99:.2f} ms, max {bmost:.2f} ms"
     )
     print(line, flush=True)
     return line
@@ -543,6 +580,7 @@ def idle_connections(count: int = 1000, rounds: int = 20) -> str:
 
 
 def main() -> None:
+    collect_less_often()  # as the launcher does before it starts a session
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
