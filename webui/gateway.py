@@ -51,7 +51,6 @@ from meta_orchestrator.messages.frames import (
     PongFrame,
     SessionEndedData,
     SnapshotData,
-    batch,
     encode_frame,
     frame_for,
 )
@@ -244,7 +243,9 @@ class Gateway(pykka.ThreadingActor):
             frame = f'{{"type":"event","seq":{self._seq},"data":{data}}}'  # encode_frame, inlined: hot
             self._frames.append(self._seq, frame)
             frames.append(frame)
-        self._clients.offer_all(frames[0] if len(frames) == 1 else batch(frames))
+        # One outbox item for the batch, its frames apart: a socket sends them as one message,
+        # a stream writes them one by one, and neither parses them again.
+        self._clients.offer_all(frames[0] if len(frames) == 1 else tuple(frames))
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
         self._workers[message.snapshot.agent] = message.snapshot
