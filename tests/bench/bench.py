@@ -96,11 +96,12 @@ def _cpu_s() -> float:
 
 
 class WsCounter:
-    """The browser stand-in, in its own process (a real browser is not the orchestrator's cost)."""
+    """The browser stand-in, in its own process (a real browser is not the orchestrator's cost);
+    or with ``sse_client.py``, a script reading the Server-Sent Events stream."""
 
-    def __init__(self, url: str, expected: int) -> None:
+    def __init__(self, url: str, expected: int, script: str = "ws_client.py") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "ws_client.py"), url, "10", str(expected)],
+            [sys.executable, str(HERE / script), url, "10", str(expected)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -113,11 +114,15 @@ class WsCounter:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
-    """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client."""
+def pipeline(k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False) -> dict[str, Any]:
+    """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client
+    (a WebSocket, or with ``sse`` a reader of ``/api/stream``)."""
     gateway = Gateway.start(settings=WebSettings(port=0), session_dir=folder, token=TOKEN)
     address = gateway.ask(GetGatewayAddress(), timeout=5)
-    ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
+    if sse:
+        ws = WsCounter(f"http://127.0.0.1:{address.port}/api/stream?token={TOKEN}", k * n, "sse_client.py")
+    else:
+        ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
     inbox = ReplyInbox()
     workers = []
     for i in range(k):
@@ -179,6 +184,23 @@ def throughput(sizes: list[int], n: int) -> list[str]:
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def stream_reader(n: int) -> str:
+    """One agent's flood read by a script through ``/api/stream`` (SSE) instead of a WebSocket:
+    how many lines reach it as frames; the rest it gets as snapshots (it fell behind)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base_s, base_events, _ = baseline(1, n, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = pipeline(1, n, Path(tmp), sse=True)
+    rate = result["events_on_disk"] / result["elapsed"]
+    line = (
+        f"SSE reader, K=1 N={n}: pipeline {rate:,.0f} ev/s (baseline {base_events / base_s:,.0f} lines/s, "
+        f"ratio {rate / (base_events / base_s):.2f}); the reader got {result['ws_events']:,} of "
+        f"{n:,} lines as event frames ({result['ws_events'] / n:.0%}) + {result['ws_snapshots']} snapshot(s)"
+    )
+    print(line, flush=True)
+    return line
 
 
 # -- 2. latency ---------------------------------------------------------------------------------
@@ -585,13 +607,14 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "cost", "reactions", "startup", "connections"])
+    parser.add_argument("--only", choices=["throughput", "stream", "latency", "cost", "reactions", "startup", "connections"])
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     sections = {
         "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
+        "stream": lambda: stream_reader(n * 5),
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
         "reactions": lambda: [*reactions(), limit_reaction()],
