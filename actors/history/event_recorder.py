@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from datetime import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -52,11 +53,20 @@ class EventRecorder:
         if self._writer is not None:
             self._writer.close()
 
-    def add(self, drafts: Sequence[Draft], assignment_id: str | None, raw: str | None, raw_file: str | None) -> None:
-        """Serialise the events; ``flush`` writes them, and publishes them once on disk."""
+    def add(
+        self,
+        drafts: Sequence[Draft],
+        assignment_id: str | None,
+        raw: str | None,
+        raw_file: str | None,
+        moment: datetime | None = None,
+    ) -> None:
+        """Serialise the events; ``flush`` writes them, and publishes them once on disk.
+        ``moment``: when the line arrived (the lines of one pipe read share it); now if None."""
         assert self._writer is not None
         if self.fatal:
             return
+        moment = moment or utc_now()
         seq = self._writer.seq + len(self._unpublished)
         for item in drafts:
             seq += 1
@@ -67,7 +77,7 @@ class EventRecorder:
                 {
                     "type": item.type,
                     "agent": self._agent,
-                    "timestamp": utc_now(),
+                    "timestamp": moment,
                     "payload": item.payload,
                     "seq": seq,
                     "assignment_id": assignment_id,

@@ -607,7 +607,9 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "stream", "latency", "cost", "reactions", "startup", "connections"])
+    parser.add_argument(
+        "--only", choices=["throughput", "stream", "latency", "cost", "reactions", "startup", "connections"]
+    )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]

@@ -181,3 +181,31 @@ def test_records_write_one_time_form():
     assert text.endswith("Z") and len(text) == len("2025-01-01T10:00:00.000Z")
     assert datetime.fromisoformat(text) == record.at.replace(microsecond=record.at.microsecond // 1000 * 1000)
     assert record.at.tzinfo == UTC
+
+
+def test_a_trusted_event_equals_and_serialises_as_a_validated_one():
+    from meta_orchestrator.actors.adapters.base import draft
+    from meta_orchestrator.messages.base import trusted, utc_now
+    from meta_orchestrator.messages.events import EventPayload
+
+    moment = utc_now()
+    for item in (draft("progress", kind="text", text="héllo"), draft("milestone", text="m", progress=40)):
+        fields = {
+            "type": item.type,
+            "agent": "claude",
+            "timestamp": moment,
+            "payload": item.payload,
+            "seq": 7,
+            "assignment_id": None,
+            "raw": '{"x": 1}',
+            "raw_file": None,
+        }
+        fast, checked = trusted(Event, dict(fields)), Event(**fields)
+        assert fast == checked
+        assert fast.model_dump_json(exclude_none=True) == checked.model_dump_json(exclude_none=True)
+        assert fast.model_fields_set == checked.model_fields_set | {"assignment_id", "raw_file"}
+        assert fast.model_copy(update={"seq": 8}).seq == 8 and fast.seq == 7
+    # The unvalidated text payload is the validated one, field for field.
+    assert draft("status", kind="k", text=None).payload == EventPayload(kind="k")
+    with pytest.raises(pydantic.ValidationError):
+        draft("progress", kind="text", text="t", progress=140)  # anything more than text and kind is validated
