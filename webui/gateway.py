@@ -76,6 +76,7 @@ from meta_orchestrator.messages.session import (
     SessionSnapshot,
     SessionStateChanged,
 )
+from meta_orchestrator.messages.session_delta import WHOLE_EVERY, session_delta
 from meta_orchestrator.messages.worker import EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from meta_orchestrator.webui.app import DashboardLink, DashboardView, create_app, describe
 from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
@@ -159,7 +160,7 @@ class Gateway(pykka.ThreadingActor):
         self._events = _Ring(max_items=events_kept, max_bytes=16 * 1024 * 1024)
         self._frames = _Ring(max_items=frames_kept, max_bytes=32 * 1024 * 1024)
         self._session: SessionSnapshot | None = None
-        self._session_json = "null"
+        self._session_changes = 0
         self._session_view: dict[str, Any] | None = None
         self._workers: dict[str, WorkerSnapshot] = {}
         self._worker_views: dict[str, dict[str, Any]] = {}
@@ -253,10 +254,18 @@ class Gateway(pykka.ThreadingActor):
         self._publish("worker", message.snapshot.model_dump_json())
 
     def _on_session_state_changed(self, message: SessionStateChanged) -> None:
+        """A ``session_delta`` frame with what changed (an assignment, a decision...); the whole
+        session as a ``session`` frame first, every ``WHOLE_EVERY`` changes, and when a
+        delta cannot say it. A browser that connects or falls behind gets it in a snapshot."""
+        before, whole_due = self._session_view, self._session_changes % WHOLE_EVERY == 0
+        self._session_changes += 1
         self._session = message.snapshot
-        self._session_json = message.snapshot.model_dump_json()
         self._session_view = message.snapshot.model_dump(mode="json")
-        self._publish("session", self._session_json)
+        delta = None if before is None or whole_due else session_delta(before, self._session_view)
+        if delta is None:
+            self._publish("session", message.snapshot.model_dump_json())
+        else:
+            self._publish("session_delta", delta.model_dump_json())
 
     def _on_other_fact(self, message: BaseModel) -> None:
         found = frame_for(message)

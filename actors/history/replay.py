@@ -24,6 +24,7 @@ from meta_orchestrator.actors.history.event_log import EventLog, record_time
 from meta_orchestrator.messages.base import Message
 from meta_orchestrator.messages.frames import EventData, SnapshotData, encode_frame, frame_for
 from meta_orchestrator.messages.session import SessionStateChanged
+from meta_orchestrator.messages.session_delta import SessionStateDelta, apply_session_delta
 from meta_orchestrator.messages.worker import WorkerStateChanged
 
 HISTORY = "history"
@@ -165,6 +166,7 @@ def _fact_classes() -> dict[str, type[Message]]:
         "review",
         "sandbox",
         "session",
+        "session_delta",
         "supervision",
         "worker",
         "workspace",
@@ -208,6 +210,8 @@ def frame_data(item: Item) -> tuple[str, str] | None:
     fact = fact_of(item.record)
     if isinstance(fact, SessionStateChanged):
         return "session", fact.snapshot.model_dump_json()
+    if isinstance(fact, SessionStateDelta):
+        return "session_delta", fact.delta.model_dump_json()
     if isinstance(fact, WorkerStateChanged):
         return "worker", fact.snapshot.model_dump_json()
     found = frame_for(fact) if fact is not None else None
@@ -244,6 +248,9 @@ def snapshot_at(
             continue
         if kind == "session":
             state["session"] = json.loads(data)
+        elif kind == "session_delta":
+            if state["session"] is not None:  # a history starts whole: a delta always follows one
+                state["session"] = apply_session_delta(state["session"], json.loads(data))
         elif kind == "worker":
             workers[json.loads(data)["agent"]] = json.loads(data)
         elif kind == "session_ended":

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from meta_orchestrator.actors.history.replay import Timeline, parse_cursor
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.messages.gateway import GatewayAddress
+from meta_orchestrator.messages.session_delta import apply_session_delta
 from meta_orchestrator.webui.serve import SessionsServer
 from tests.conftest import PROJECT_ROOT
 from tests.webui.test_gateway import TOKEN, http
@@ -54,7 +56,19 @@ def test_the_history_holds_every_state_change_and_ends_with_state_json(finished_
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     facts = [r["fact"] for r in records]
     assert "SessionEnded" in facts and "ReviewCompleted" in facts and "WorkerStateChanged" in facts
-    snapshots = [r["data"]["snapshot"] for r in records if r["fact"] == "SessionStateChanged"]
+    # The session is written whole first, then as what changed (each delta far smaller than the
+    # whole); applied in order they give every state the session went through, and state.json.
+    snapshots: list[dict[str, Any]] = []
+    delta_bytes = whole_bytes = 0
+    for record in records:
+        if record["fact"] == "SessionStateChanged":
+            snapshots.append(record["data"]["snapshot"])
+        elif record["fact"] == "SessionStateDelta":
+            snapshots.append(apply_session_delta(snapshots[-1], record["data"]["delta"]))
+            delta_bytes += len(json.dumps(record["data"]["delta"]))
+            whole_bytes += len(json.dumps(snapshots[-1]))
+    assert facts.index("SessionStateChanged") < facts.index("SessionStateDelta")
+    assert delta_bytes < whole_bytes / 2
     statuses = [s["status"] for s in snapshots]
     assert statuses[0] == "planning" and "running" in statuses and statuses[-1] == "completed"
     assert snapshots[-1] == json.loads((finished_session / "state.json").read_text())
