@@ -101,8 +101,12 @@ class _Ring:
     size: int = 0
 
     def append(self, key: int, text: str) -> None:
-        self.items.append((key, text))
-        self.size += len(text)
+        self.extend([(key, text)])
+
+    def extend(self, keyed: list[tuple[int, str]]) -> None:
+        """Append several (a batch of events: counted and bounded once)."""
+        self.items.extend(keyed)
+        self.size += sum(len(text) for _, text in keyed)
         while self.items and (len(self.items) > self.max_items or self.size > self.max_bytes):
             _, old = self.items.popleft()
             self.size -= len(old)
@@ -232,18 +236,20 @@ class Gateway(pykka.ThreadingActor):
         (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream
         (or here, for a batch read back from disk without its lines).
         """
-        frames = []
+        kept: list[tuple[int, str]] = []
+        numbered: list[tuple[int, str]] = []
         for event, data in zip(message.events, message.jsonl_lines(), strict=True):
             if len(data) > MAX_FRAME_EVENT:
                 raw = event.raw or ""
                 cut = EventData(**event.model_dump(exclude={"raw"}), raw=raw[:RAW_KEPT], raw_cut=len(raw))
                 data = cut.model_dump_json(exclude_none=True)  # the whole line stays in <agent>.jsonl
             self._events_seen += 1
-            self._events.append(self._events_seen, data)
+            kept.append((self._events_seen, data))
             self._seq += 1
-            frame = f'{{"type":"event","seq":{self._seq},"data":{data}}}'  # encode_frame, inlined: hot
-            self._frames.append(self._seq, frame)
-            frames.append(frame)
+            numbered.append((self._seq, f'{{"type":"event","seq":{self._seq},"data":{data}}}'))  # encode_frame
+        self._events.extend(kept)
+        self._frames.extend(numbered)
+        frames = [frame for _, frame in numbered]
         # One outbox item for the batch, its frames apart: a socket sends them as one message,
         # a stream writes them one by one, and neither parses them again.
         self._clients.offer_all(frames[0] if len(frames) == 1 else tuple(frames))
