@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
@@ -49,6 +50,33 @@ class Frozen(BaseModel):
     """An immutable value; unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+_set = object.__setattr__
+
+
+@functools.cache
+def _all_fields_set(cls: type[BaseModel]) -> set[str]:
+    # One set per class, shared by its trusted instances: pydantic never changes a frozen
+    # model's fields set (model_copy copies it first). model_fields costs a microsecond to read.
+    return set(cls.model_fields)
+
+
+def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+    """An instance of ``cls`` from values the caller made and knows valid, without validation.
+
+    For frozen models on the event path's hot loop only (one per line an agent prints): what
+    ``model_construct`` does, minus its per-field Python loop, about 2-3x cheaper than
+    validating and 10x cheaper than ``model_construct``. ``fields`` must name every field,
+    in their order (defaults are not filled in), and becomes the instance's own dict.
+    """
+    instance = cls.__new__(cls)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", _all_fields_set(cls))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
 
 
 class Message(Frozen):

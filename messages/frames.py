@@ -35,6 +35,7 @@ from meta_orchestrator.messages.resources import (
 from meta_orchestrator.messages.review import ReviewCompleted, ReviewStarted
 from meta_orchestrator.messages.sandbox import SecurityFinding, ToolCallDecided, ToolCallSummary
 from meta_orchestrator.messages.session import SessionEnded, SessionSnapshot, SessionStatus
+from meta_orchestrator.messages.session_delta import SessionDelta
 from meta_orchestrator.messages.supervision import ActorRestarted
 from meta_orchestrator.messages.worker import WorkerSnapshot
 from meta_orchestrator.messages.workspace import ChangesUpdated, SessionChanges, WorkspaceNotOpened
@@ -260,6 +261,11 @@ class SessionFrame(_Delta):
     data: SessionSnapshot
 
 
+class SessionDeltaFrame(_Delta):
+    type: Literal["session_delta"] = "session_delta"
+    data: SessionDelta
+
+
 class SessionEndedFrame(_Delta):
     type: Literal["session_ended"] = "session_ended"
     data: SessionEndedData
@@ -354,6 +360,7 @@ SingleFrame = Annotated[
     | EventFrame
     | WorkerFrame
     | SessionFrame
+    | SessionDeltaFrame
     | SessionEndedFrame
     | ResourcesFrame
     | LimitFrame
@@ -382,7 +389,15 @@ class BatchFrame(_Reply):
 Frame = Annotated[SingleFrame | BatchFrame, Field(discriminator="type")]
 FRAME: TypeAdapter[Frame] = TypeAdapter(Frame)
 
-STATE_FRAMES: tuple[str, ...] = ("snapshot", "event", "worker", "session", "session_ended", "changes")
+STATE_FRAMES: tuple[str, ...] = (
+    "snapshot",
+    "event",
+    "worker",
+    "session",
+    "session_delta",
+    "session_ended",
+    "changes",
+)
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from meta_orchestrator.messages.gateway import (
     ControlBody,
     ControlReceived,
 )
+from meta_orchestrator.webui.outboxes import OutboxItem, frame_list
 from meta_orchestrator.webui.stream import add_stream_route
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, WS_PROTOCOL, Guard
 import contextlib
@@ -317,7 +318,7 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         since = int(raw_since) if raw_since is not None else None
         if request.args.get("epoch") not in (None, link.epoch):
             since = None  # another gateway's numbering: start from a snapshot
-        outbox: queue.Queue[str | None] = queue.Queue(maxsize=link.client_queue)
+        outbox: queue.Queue[OutboxItem] = queue.Queue(maxsize=link.client_queue)
         client = uuid4().hex[:12]
 
         def hangup() -> None:
@@ -333,7 +334,7 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
             while (frames := _next(ws, outbox, client, link.tell)) is not None:
                 # The only thread that writes to this socket. Frames that queued up while it
                 # sent go out as one "batch" message: one send instead of many under load.
-                ready = [f for f in frames if f is not None]
+                ready = [f for item in frames if item is not None for f in frame_list(item)]
                 ws.send(ready[0] if len(ready) == 1 else batch(ready))
                 if frames[-1] is None:
                     break
@@ -373,7 +374,7 @@ def _finish(ws: simple_websocket.Server, code: int | None = None, reason: str | 
 
 def _next(
     ws: simple_websocket.Server,
-    outbox: queue.Queue[str | None],
+    outbox: queue.Queue[OutboxItem],
     client: str,
     tell: Callable[[Message], bool],
 ) -> list[Any] | None:

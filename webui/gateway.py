@@ -51,7 +51,6 @@ from meta_orchestrator.messages.frames import (
     PongFrame,
     SessionEndedData,
     SnapshotData,
-    batch,
     encode_frame,
     frame_for,
 )
@@ -77,6 +76,7 @@ from meta_orchestrator.messages.session import (
     SessionSnapshot,
     SessionStateChanged,
 )
+from meta_orchestrator.messages.session_delta import WHOLE_EVERY, session_delta
 from meta_orchestrator.messages.worker import EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from meta_orchestrator.webui.app import DashboardLink, DashboardView, create_app, describe
 from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
@@ -101,8 +101,12 @@ class _Ring:
     size: int = 0
 
     def append(self, key: int, text: str) -> None:
-        self.items.append((key, text))
-        self.size += len(text)
+        self.extend([(key, text)])
+
+    def extend(self, keyed: list[tuple[int, str]]) -> None:
+        """Append several (a batch of events: counted and bounded once)."""
+        self.items.extend(keyed)
+        self.size += sum(len(text) for _, text in keyed)
         while self.items and (len(self.items) > self.max_items or self.size > self.max_bytes):
             _, old = self.items.popleft()
             self.size -= len(old)
@@ -160,7 +164,7 @@ class Gateway(pykka.ThreadingActor):
         self._events = _Ring(max_items=events_kept, max_bytes=16 * 1024 * 1024)
         self._frames = _Ring(max_items=frames_kept, max_bytes=32 * 1024 * 1024)
         self._session: SessionSnapshot | None = None
-        self._session_json = "null"
+        self._session_changes = 0
         self._session_view: dict[str, Any] | None = None
         self._workers: dict[str, WorkerSnapshot] = {}
         self._worker_views: dict[str, dict[str, Any]] = {}
@@ -232,19 +236,23 @@ class Gateway(pykka.ThreadingActor):
         (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream
         (or here, for a batch read back from disk without its lines).
         """
-        frames = []
+        kept: list[tuple[int, str]] = []
+        numbered: list[tuple[int, str]] = []
         for event, data in zip(message.events, message.jsonl_lines(), strict=True):
             if len(data) > MAX_FRAME_EVENT:
                 raw = event.raw or ""
                 cut = EventData(**event.model_dump(exclude={"raw"}), raw=raw[:RAW_KEPT], raw_cut=len(raw))
                 data = cut.model_dump_json(exclude_none=True)  # the whole line stays in <agent>.jsonl
             self._events_seen += 1
-            self._events.append(self._events_seen, data)
+            kept.append((self._events_seen, data))
             self._seq += 1
-            frame = f'{{"type":"event","seq":{self._seq},"data":{data}}}'  # encode_frame, inlined: hot
-            self._frames.append(self._seq, frame)
-            frames.append(frame)
-        self._clients.offer_all(frames[0] if len(frames) == 1 else batch(frames))
+            numbered.append((self._seq, f'{{"type":"event","seq":{self._seq},"data":{data}}}'))  # encode_frame
+        self._events.extend(kept)
+        self._frames.extend(numbered)
+        frames = [frame for _, frame in numbered]
+        # One outbox item for the batch, its frames apart: a socket sends them as one message,
+        # a stream writes them one by one, and neither parses them again.
+        self._clients.offer_all(frames[0] if len(frames) == 1 else tuple(frames))
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
         # One entry per run slot: claude, claude#2, ... (a review worker has its own snapshot too).
@@ -253,10 +261,18 @@ class Gateway(pykka.ThreadingActor):
         self._publish("worker", message.snapshot.model_dump_json())
 
     def _on_session_state_changed(self, message: SessionStateChanged) -> None:
+        """A ``session_delta`` frame with what changed (an assignment, a decision...); the whole
+        session as a ``session`` frame first, every ``WHOLE_EVERY`` changes, and when a
+        delta cannot say it. A browser that connects or falls behind gets it in a snapshot."""
+        before, whole_due = self._session_view, self._session_changes % WHOLE_EVERY == 0
+        self._session_changes += 1
         self._session = message.snapshot
-        self._session_json = message.snapshot.model_dump_json()
         self._session_view = message.snapshot.model_dump(mode="json")
-        self._publish("session", self._session_json)
+        delta = None if before is None or whole_due else session_delta(before, self._session_view)
+        if delta is None:
+            self._publish("session", message.snapshot.model_dump_json())
+        else:
+            self._publish("session_delta", delta.model_dump_json())
 
     def _on_other_fact(self, message: BaseModel) -> None:
         found = frame_for(message)

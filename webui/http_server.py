@@ -143,6 +143,9 @@ class BoundedWSGIServer(BaseWSGIServer):
     def _admit(self, sock: socket.socket, address: Any) -> None:
         try:
             sock.setblocking(False)
+            # A live frame goes out at once: with Nagle's algorithm a frame sent while the last
+            # is unacknowledged waits for the peer's delayed ACK (40 ms on Linux).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: a peer that acknowledges nothing is dropped
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.limits.send_timeout_s * 1000))
         except OSError:  # gone already

@@ -21,13 +21,22 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 1.0
 
+# What an outbox holds: a frame, the frames of one batch of events (kept apart, so that each
+# writer sends them its way without parsing them again), or None: close.
+OutboxItem = str | tuple[str, ...] | None
+
+
+def frame_list(item: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The frames of one outbox item, in order."""
+    return item if isinstance(item, tuple) else (item,)
+
 
 @dataclass
 class Outbox:
     """One browser's outbox and what the actor counts of it."""
 
     client: str
-    queue: queue.Queue[str | None]
+    queue: queue.Queue[OutboxItem]
     remote: str | None
     hangup: Callable[[], None] | None
     frames_queued: int = 0
@@ -69,11 +78,11 @@ class Outboxes:
     def remove(self, client: str) -> bool:
         return self._boxes.pop(client, None) is not None
 
-    def offer_all(self, item: str) -> None:
+    def offer_all(self, item: str | tuple[str, ...]) -> None:
         for box in self:
             self.offer(box, item)
 
-    def offer(self, box: Outbox, item: str) -> None:
+    def offer(self, box: Outbox, item: str | tuple[str, ...]) -> None:
         try:
             box.queue.put_nowait(item)
         except queue.Full:
@@ -144,4 +153,4 @@ def drain(outbox: queue.Queue[Any]) -> None:
             return
 
 
-__all__ = ["Outbox", "Outboxes", "drain"]
+__all__ = ["Outbox", "OutboxItem", "Outboxes", "drain", "frame_list"]

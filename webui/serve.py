@@ -84,6 +84,22 @@ def _decision_label(record: dict[str, Any]) -> str:
     return (f"{verdict}: {why}" if why else str(verdict))[:160]
 
 
+def _decisions_in(record: dict[str, Any]) -> list[Any]:
+    """The decisions a history line holds: all of them in a whole snapshot, the new ones in a
+    delta (``SessionStateDelta``); the caller skips those it has seen."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return []
+    if record.get("fact") == "SessionStateChanged":
+        found = (data.get("snapshot") or {}).get("decisions")
+    elif record.get("fact") == "SessionStateDelta":
+        delta = data.get("delta") or {}
+        found = (delta.get("appended") or {}).get("decisions") or (delta.get("fields") or {}).get("decisions")
+    else:
+        found = None
+    return found if isinstance(found, list) else []
+
+
 def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
     """Where a replay can jump: each decision (from the history) and each error event."""
     found: list[dict[str, Any]] = []
@@ -98,9 +114,7 @@ def marks_of(folder: Path, agents: tuple[str, ...]) -> list[dict[str, Any]]:
                     break
                 offset = window.end
                 for record in window.records:
-                    if record.get("fact") != "SessionStateChanged":
-                        continue
-                    for decision in record.get("data", {}).get("snapshot", {}).get("decisions", []):
+                    for decision in _decisions_in(record):
                         key = json.dumps(decision, sort_keys=True)
                         if key in seen_decisions:
                             continue

@@ -25,9 +25,9 @@ from uuid import uuid4
 
 from flask import Flask, Response, jsonify, request
 
-from meta_orchestrator.messages.frames import BATCH_PREFIX
 from meta_orchestrator.messages.gateway import ClientConnected, ClientDisconnected
 from meta_orchestrator.webui.http_server import peer_has_closed
+from meta_orchestrator.webui.outboxes import OutboxItem, frame_list
 import contextlib
 
 if TYPE_CHECKING:
@@ -38,12 +38,13 @@ HANGUP_CHECK_S = 0.5  # a quiet stream looks this often whether its reader hung 
 _HEAD = re.compile(r'^\{"type":"(\w+)","seq":(null|\d+),')
 
 
-def sse_messages(frame: str) -> Iterator[str]:
-    """The SSE messages for one outbox item (a frame, or a batch of frames)."""
-    if frame.startswith(BATCH_PREFIX):
-        for inner in json.loads(frame)["data"]:
-            yield from sse_messages(json.dumps(inner, separators=(",", ":"), ensure_ascii=False))
-        return
+def sse_messages(item: str | tuple[str, ...]) -> str:
+    """The SSE messages for one outbox item (a frame, or the frames of a batch of events),
+    written in one go."""
+    return "".join(_sse_message(frame) for frame in frame_list(item))
+
+
+def _sse_message(frame: str) -> str:
     head = _HEAD.match(frame)
     if head is not None:
         seq = head.group(2)
@@ -51,7 +52,7 @@ def sse_messages(frame: str) -> Iterator[str]:
         value = json.loads(frame).get("seq")
         seq = str(value) if isinstance(value, int) else "null"
     prefix = f"id: {seq}\n" if seq != "null" else ""
-    yield f"{prefix}data: {frame}\n\n"
+    return f"{prefix}data: {frame}\n\n"
 
 
 def add_stream_route(app: Flask, link: DashboardLink) -> None:
@@ -67,7 +68,7 @@ def add_stream_route(app: Flask, link: DashboardLink) -> None:
             response.status_code = 400
             return response
         since = int(raw) if raw is not None else None
-        outbox: queue.Queue[str | None] = queue.Queue(maxsize=link.client_queue)
+        outbox: queue.Queue[OutboxItem] = queue.Queue(maxsize=link.client_queue)
         client = "sse-" + uuid4().hex[:12]
         sock = request.environ.get("werkzeug.socket")
 
@@ -102,7 +103,7 @@ def add_stream_route(app: Flask, link: DashboardLink) -> None:
                         reason = "closed by the gateway"
                         return
                     quiet_since = time.monotonic()
-                    yield from sse_messages(frame)
+                    yield sse_messages(frame)
             finally:
                 link.tell(ClientDisconnected(client=client, reason=reason))
 

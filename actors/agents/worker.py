@@ -30,7 +30,7 @@ from meta_orchestrator.actors.files.session_files import SessionFileError, priva
 from meta_orchestrator.actors.supervision.supervision import report_crash_of, tell_all
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox, PrivateBind
 from meta_orchestrator.config.settings import AgentSettings, SessionSettings
-from meta_orchestrator.messages.base import AgentName, Message, worker_name
+from meta_orchestrator.messages.base import AgentName, Message, utc_now, worker_name
 from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
@@ -258,12 +258,14 @@ class Worker(pykka.ThreadingActor):
         if message.stream == "stderr":
             self._on_stderr(message)
             return
+        arrived = utc_now()  # the lines of one read arrived together
+        assignment_id = self._current.assignment_id if self._current else None
         for data, total_bytes, overflow_path in message.lines:
             drafts = self._parser.feed_line(data, total_bytes)
             raw = data.decode("utf-8", errors="replace")
             if not drafts and raw.strip():
                 drafts = [draft("status", kind="unrecognised", text=raw[:200])]
-            self._record(drafts, raw=raw, raw_file=overflow_path, flush=False)
+            self._recorder.add(drafts, assignment_id, raw, overflow_path, arrived)
         self._flush()
         if self._parser.terminal_seen and not self._exit_watch_armed and self._proc is not None:
             # Some CLI versions print their final result and then never exit.
@@ -388,11 +390,10 @@ class Worker(pykka.ThreadingActor):
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(self, drafts: list[Draft], raw: str | None, raw_file: str | None = None, flush: bool = True) -> None:
+    def _record(self, drafts: list[Draft], raw: str | None) -> None:
         assignment_id = self._current.assignment_id if self._current else None
-        self._recorder.add(drafts, assignment_id, raw, raw_file)
-        if flush:
-            self._flush()
+        self._recorder.add(drafts, assignment_id, raw, None)
+        self._flush()
 
     def _flush(self) -> None:
         error = self._recorder.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from datetime import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -18,13 +19,14 @@ import pykka
 from meta_orchestrator.actors.adapters.base import Draft
 from meta_orchestrator.actors.files.session_files import JsonlWriter, SessionFileError, open_private
 from meta_orchestrator.actors.supervision.supervision import tell_all
-from meta_orchestrator.messages.base import AgentName
+from meta_orchestrator.messages.base import AgentName, trusted, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventsRecorded
 
 log = logging.getLogger(__name__)
 
 ACTIVITY_CHARS = 160
+_to_json = Event.__pydantic_serializer__.to_json
 STDERR_TAIL = 40
 STDERR_LINE_CHARS = 2000
 
@@ -37,9 +39,9 @@ class EventRecorder:
         self._slot = slot if slot > 1 else None  # the first run's events say none (as before slots)
         self.fatal: str | None = None  # the file cannot be written: nothing more is recorded
         self.recorded = 0  # events on disk, earlier runs' included
-        self.last_activity: str | None = None
+        self._last_text: str | None = None
         self.last_progress: int | None = None
-        self._agent = agent
+        self._agent = Event(type="status", agent=agent).agent  # validated once: events are built without
         self._listeners = tuple(listeners)
         self._writer: JsonlWriter | None = None
         self._unpublished: list[tuple[Event, str]] = []  # serialised, not yet written
@@ -52,27 +54,51 @@ class EventRecorder:
         if self._writer is not None:
             self._writer.close()
 
-    def add(self, drafts: Sequence[Draft], assignment_id: str | None, raw: str | None, raw_file: str | None) -> None:
-        """Serialise the events; ``flush`` writes them, and publishes them once on disk."""
+    def add(
+        self,
+        drafts: Sequence[Draft],
+        assignment_id: str | None,
+        raw: str | None,
+        raw_file: str | None,
+        moment: datetime | None = None,
+    ) -> None:
+        """Serialise the events; ``flush`` writes them, and publishes them once on disk.
+        ``moment``: when the line arrived (the lines of one pipe read share it); now if None."""
         assert self._writer is not None
         if self.fatal:
             return
+        moment = moment or utc_now()
+        seq = self._writer.seq + len(self._unpublished)
         for item in drafts:
-            event = Event(
-                type=item.type,
-                agent=self._agent,
-                payload=item.payload,
-                seq=self._writer.seq + len(self._unpublished) + 1,
-                slot=self._slot,
-                assignment_id=assignment_id,
-                raw=raw,
-                raw_file=raw_file,
+            seq += 1
+            # Built without validation: a draft is validated where it is made, the agent's
+            # name once in __init__, and the rest is the recorder's own (one event per line).
+            event = trusted(
+                Event,
+                {
+                    "type": item.type,
+                    "agent": self._agent,
+                    "timestamp": moment,
+                    "payload": item.payload,
+                    "seq": seq,
+                    "slot": self._slot,
+                    "assignment_id": assignment_id,
+                    "raw": raw,
+                    "raw_file": raw_file,
+                },
             )
-            self._unpublished.append((event, event.model_dump_json(exclude_none=True)))
-            if event.payload.text and event.type != "status":
-                self.last_activity = event.payload.text[:ACTIVITY_CHARS]
-            if event.payload.progress is not None:
-                self.last_progress = event.payload.progress
+            # model_dump_json(exclude_none=True) without its Python wrapper: once per line.
+            self._unpublished.append((event, _to_json(event, exclude_none=True).decode()))
+            payload = item.payload
+            if payload.text and item.type != "status":
+                self._last_text = payload.text
+            if payload.progress is not None:
+                self.last_progress = payload.progress
+
+    @property
+    def last_activity(self) -> str | None:
+        """The start of the last thing the agent said or did (status lines aside)."""
+        return self._last_text[:ACTIVITY_CHARS] if self._last_text is not None else None
 
     def flush(self) -> SessionFileError | None:
         """Write the pending events (one write per batch), then tell the listeners.

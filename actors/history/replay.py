@@ -25,6 +25,7 @@ from meta_orchestrator.actors.files.session_files import event_files
 from meta_orchestrator.messages.base import Message, worker_name
 from meta_orchestrator.messages.frames import EventData, SnapshotData, encode_frame, frame_for
 from meta_orchestrator.messages.session import SessionStateChanged
+from meta_orchestrator.messages.session_delta import SessionStateDelta, apply_session_delta
 from meta_orchestrator.messages.worker import WorkerStateChanged
 
 HISTORY = "history"
@@ -168,6 +169,7 @@ def _fact_classes() -> dict[str, type[Message]]:
         "review",
         "sandbox",
         "session",
+        "session_delta",
         "supervision",
         "worker",
         "workspace",
@@ -211,6 +213,8 @@ def frame_data(item: Item) -> tuple[str, str] | None:
     fact = fact_of(item.record)
     if isinstance(fact, SessionStateChanged):
         return "session", fact.snapshot.model_dump_json()
+    if isinstance(fact, SessionStateDelta):
+        return "session_delta", fact.delta.model_dump_json()
     if isinstance(fact, WorkerStateChanged):
         return "worker", fact.snapshot.model_dump_json()
     found = frame_for(fact) if fact is not None else None
@@ -247,6 +251,9 @@ def snapshot_at(
             continue
         if kind == "session":
             state["session"] = json.loads(data)
+        elif kind == "session_delta":
+            if state["session"] is not None:  # a history starts whole: a delta always follows one
+                state["session"] = apply_session_delta(state["session"], json.loads(data))
         elif kind == "worker":
             worker = json.loads(data)  # one per run: claude, claude#2 (its slot)
             workers[worker_name(worker["agent"], worker.get("slot") or 1)] = worker

@@ -178,3 +178,34 @@ def test_killed_by_signal_is_retryable() -> None:
     parser = get_adapter("gemini").new_parser()
     [end] = parser.finish(-9, ())
     assert end.payload.retryable is True
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"type": "x", "n": NaN}', "nan"),  # orjson refuses NaN; the standard library reads it
+        (b'{"type": "x", "n": 123456789012345678901234567890}', 123456789012345678901234567890),
+        (b'{"type": "x", "n": "\\ud800"}', "\ud800"),  # a lone surrogate
+        (b'{"type": "x", "n": "\xc3\xa9"}', "\u00e9"),
+    ],
+)
+def test_lines_are_decoded_as_the_json_module_decodes_them(line: bytes, expected: object) -> None:
+    seen: list[dict[str, object]] = []
+
+    class Recording(StreamParser):
+        def feed_object(self, obj: dict[str, object]) -> list[Draft]:
+            seen.append(obj)
+            return []
+
+        def finish(self, returncode: int | None, stderr_tail: tuple[str, ...]) -> list[Draft]:
+            return []
+
+    Recording().feed_line(line)
+    value = seen[0]["n"]
+    assert (str(value) == "nan") if expected == "nan" else value == expected
+
+
+def test_a_bad_line_is_described_as_the_json_module_says() -> None:
+    drafts = get_adapter("claude").new_parser().feed_line(b'{"type": "assistant", "message": ')
+    assert drafts[0].payload.kind == "parse_error"
+    assert drafts[0].payload.text == "line is not JSON (cut short?): Expecting value at column 33"

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -30,6 +31,7 @@ import psutil
 import pykka
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.app.system import collect_less_often
 from meta_orchestrator.actors.supervision.supervision import ReplyInbox
 from meta_orchestrator.webui.gateway import Gateway
 from meta_orchestrator.actors.agents.worker import Worker
@@ -51,8 +53,9 @@ def _agent_command(lines: int, rate: float = 0.0) -> str:
 # -- 1. throughput ---------------------------------------------------------------------------------
 
 
-def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
-    """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL."""
+def baseline(k: int, n: int, folder: Path) -> tuple[float, int, float]:
+    """A bare loop per agent: read the subprocess's lines, parse them, append the same JSONL.
+    Returns the seconds it took, the lines and the CPU seconds this process spent."""
     counts = [0] * k
 
     def one(i: int) -> None:
@@ -78,21 +81,28 @@ def baseline(k: int, n: int, folder: Path) -> tuple[float, int]:
                 counts[i] += 1
         proc.wait()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start, sum(counts)
+    return time.perf_counter() - start, sum(counts), _cpu_s() - cpu
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process (every thread, not the agents or the client) used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class WsCounter:
-    """The browser stand-in, in its own process (a real browser is not the orchestrator's cost)."""
+    """The browser stand-in, in its own process (a real browser is not the orchestrator's cost);
+    or with ``sse_client.py``, a script reading the Server-Sent Events stream."""
 
-    def __init__(self, url: str, expected: int) -> None:
+    def __init__(self, url: str, expected: int, script: str = "ws_client.py") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "ws_client.py"), url, "10", str(expected)],
+            [sys.executable, str(HERE / script), url, "10", str(expected)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -105,11 +115,15 @@ class WsCounter:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
-    """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client."""
+def pipeline(k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False) -> dict[str, Any]:
+    """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client
+    (a WebSocket, or with ``sse`` a reader of ``/api/stream``)."""
     gateway = Gateway.start(settings=WebSettings(port=0), session_dir=folder, token=TOKEN)
     address = gateway.ask(GetGatewayAddress(), timeout=5)
-    ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
+    if sse:
+        ws = WsCounter(f"http://127.0.0.1:{address.port}/api/stream?token={TOKEN}", k * n, "sse_client.py")
+    else:
+        ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
     inbox = ReplyInbox()
     workers = []
     for i in range(k):
@@ -127,11 +141,11 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
                 events_path=folder / f"agent-{i}.jsonl",
             )
         )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     for w in workers:
         w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
     finished = [inbox.queue.get(timeout=600) for _ in workers]
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
     assert all(isinstance(f, AssignmentFinished) and f.returncode == 0 for f in finished), finished
     text_events = 0
     for i in range(k):
@@ -143,6 +157,7 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0) -> dict[str, Any]:
     gateway.stop()
     return {
         "elapsed": elapsed,
+        "cpu_s": cpu,
         "events_on_disk": text_events,
         "ws_events": seen["events"],
         "ws_snapshots": seen["snapshots"],
@@ -154,7 +169,7 @@ def throughput(sizes: list[int], n: int) -> list[str]:
     rows = []
     for k in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            base_s, base_events = baseline(k, n, Path(tmp))
+            base_s, base_events, base_cpu = baseline(k, n, Path(tmp))
         with tempfile.TemporaryDirectory() as tmp:
             result = pipeline(k, n, Path(tmp))
         expected = k * n
@@ -165,26 +180,70 @@ def throughput(sizes: list[int], n: int) -> list[str]:
             f"K={k:<3} N={n}: pipeline {rate:>9,.0f} ev/s, baseline {base_rate:>9,.0f} "
             f"lines/s, ratio {rate / base_rate:.2f}; on disk {result['events_on_disk']:,}"
             f"/{expected:,} (lost {lost}); websocket client got {result['ws_events']:,} "
-            f"event frames + {result['ws_snapshots']} snapshot(s)"
+            f"event frames + {result['ws_snapshots']} snapshot(s); CPU per 200,000 lines: pipeline "
+            f"{result['cpu_s'] / expected * 200_000:.2f} s, baseline {base_cpu / base_events * 200_000:.2f} s"
         )
         print(rows[-1], flush=True)
     return rows
 
 
+def stream_reader(n: int) -> str:
+    """One agent's flood read by a script through ``/api/stream`` (SSE) instead of a WebSocket:
+    how many lines reach it as frames; the rest it gets as snapshots (it fell behind)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base_s, base_events, _ = baseline(1, n, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = pipeline(1, n, Path(tmp), sse=True)
+    rate = result["events_on_disk"] / result["elapsed"]
+    line = (
+        f"SSE reader, K=1 N={n}: pipeline {rate:,.0f} ev/s (baseline {base_events / base_s:,.0f} lines/s, "
+        f"ratio {rate / (base_events / base_s):.2f}); the reader got {result['ws_events']:,} of "
+        f"{n:,} lines as event frames ({result['ws_events'] / n:.0%}) + {result['ws_snapshots']} snapshot(s)"
+    )
+    print(line, flush=True)
+    return line
+
+
 # -- 2. latency ---------------------------------------------------------------------------------
 
 
+def bare_latencies(rate: float, seconds: float) -> list[float]:
+    """The baseline: print-to-read latency of a bare reader of the same agent's pipe, which
+    is what the machine's scheduling costs before the orchestrator does anything."""
+    proc = subprocess.Popen(
+        shlex.split(_agent_command(int(rate * seconds), rate)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    found = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        now = time.time_ns()
+        text = json.loads(line).get("message", {}).get("content", [{}])[0].get("text", "")
+        head = text.split(" ", 1)[0]
+        if head.isdigit() and len(head) > 15:
+            found.append((now - int(head)) / 1e6)
+    proc.wait()
+    return found
+
+
+def _percentiles(found: list[float]) -> tuple[float, float, float]:
+    lat = sorted(found)
+    return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1]
+
+
 def latency(rate: float, seconds: float) -> str:
+    bare = bare_latencies(rate, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         result = pipeline(1, int(rate * seconds), Path(tmp), rate=rate)
-    lat = sorted(result["latencies_ms"])
-    if not lat:
+    if not result["latencies_ms"] or not bare:
         return f"{rate:g} ev/s: no latency samples"
-    p50 = statistics.median(lat)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    p50, p99, most = _percentiles(result["latencies_ms"])
+    b50, b99, bmost = _percentiles(bare)
     line = (
         f"{rate:>6g} ev/s for {seconds:g}s: print->websocket p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-        f"max {lat[-1]:.2f} ms ({len(lat)} samples)"
+        f"max {most:.2f} ms ({len(result['latencies_ms'])} samples); baseline print->bare reader "
+        f"p50 {b50:.2f} ms, p99 {b99:.2f} ms, max {bmost:.2f} ms"
     )
     print(line, flush=True)
     return line
@@ -544,12 +603,13 @@ def idle_connections(count: int = 1000, rounds: int = 20) -> str:
 
 
 def main() -> None:
+    collect_less_often()  # as the launcher does before it starts a session
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--only", choices=["throughput", "latency", "cost", "reactions", "stall", "startup", "connections"]
+        "--only", choices=["throughput", "stream", "latency", "cost", "reactions", "stall", "startup", "connections"]
     )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
@@ -557,6 +617,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     sections = {
         "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
+        "stream": lambda: stream_reader(n * 5),
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
         "reactions": lambda: [*reactions(), limit_reaction()],

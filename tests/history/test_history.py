@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from meta_orchestrator.actors.history.replay import Timeline, parse_cursor
+from meta_orchestrator.actors.history.replay import Timeline, parse_cursor, snapshot_at
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.messages.gateway import GatewayAddress
-from meta_orchestrator.webui.serve import SessionsServer
+from meta_orchestrator.messages.session_delta import apply_session_delta
+from meta_orchestrator.webui.serve import SessionsServer, marks_of
 from tests.conftest import PROJECT_ROOT
 from tests.webui.test_gateway import TOKEN, http
 
@@ -54,10 +57,47 @@ def test_the_history_holds_every_state_change_and_ends_with_state_json(finished_
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     facts = [r["fact"] for r in records]
     assert "SessionEnded" in facts and "ReviewCompleted" in facts and "WorkerStateChanged" in facts
-    snapshots = [r["data"]["snapshot"] for r in records if r["fact"] == "SessionStateChanged"]
+    # The session is written whole first, then as what changed (each delta far smaller than the
+    # whole); applied in order they give every state the session went through, and state.json.
+    snapshots: list[dict[str, Any]] = []
+    delta_bytes = whole_bytes = 0
+    for record in records:
+        if record["fact"] == "SessionStateChanged":
+            snapshots.append(record["data"]["snapshot"])
+        elif record["fact"] == "SessionStateDelta":
+            snapshots.append(apply_session_delta(snapshots[-1], record["data"]["delta"]))
+            delta_bytes += len(json.dumps(record["data"]["delta"]))
+            whole_bytes += len(json.dumps(snapshots[-1]))
+    assert facts.index("SessionStateChanged") < facts.index("SessionStateDelta")
+    assert delta_bytes < whole_bytes / 2
     statuses = [s["status"] for s in snapshots]
     assert statuses[0] == "planning" and "running" in statuses and statuses[-1] == "completed"
     assert snapshots[-1] == json.loads((finished_session / "state.json").read_text())
+
+
+def test_a_history_of_whole_snapshots_replays_as_one_with_deltas(finished_session: Path, tmp_path: Path):
+    # A history written before deltas holds every change whole: the same session, so written,
+    # gives the same snapshot at every moment, with the same marks.
+    old = tmp_path / finished_session.name
+    shutil.copytree(finished_session, old)
+    session: dict[str, Any] = {}
+    lines = []
+    for record in read_jsonl(finished_session / "history.jsonl").records:
+        if record["fact"] == "SessionStateChanged":
+            session = record["data"]["snapshot"]
+        elif record["fact"] == "SessionStateDelta":
+            session = apply_session_delta(session, record["data"]["delta"])
+            data = {k: v for k, v in record["data"].items() if k != "delta"} | {"snapshot": session}
+            record = {**record, "fact": "SessionStateChanged", "data": data}
+        lines.append(json.dumps(record) + "\n")
+    (old / "history.jsonl").write_text("".join(lines))
+    assert "SessionStateDelta" not in (old / "history.jsonl").read_text()
+    with Timeline(finished_session, AGENTS) as new_timeline, Timeline(old, AGENTS) as old_timeline:
+        first, last = new_timeline.bounds()
+        for moment in (first, first + (last - first) / 3, first + (last - first) / 2, last):
+            built = [json.loads(snapshot_at(t, moment, first)[0])["data"] for t in (new_timeline, old_timeline)]
+            assert built[0]["session"] == built[1]["session"] and built[0]["seq"] == built[1]["seq"]
+    assert marks_of(old, AGENTS) == marks_of(finished_session, AGENTS)
 
 
 def test_the_timeline_pages_through_everything_once_in_time_order(finished_session: Path):

@@ -181,3 +181,57 @@ def test_records_write_one_time_form():
     assert text.endswith("Z") and len(text) == len("2025-01-01T10:00:00.000Z")
     assert datetime.fromisoformat(text) == record.at.replace(microsecond=record.at.microsecond // 1000 * 1000)
     assert record.at.tzinfo == UTC
+
+
+def test_a_trusted_event_equals_and_serialises_as_a_validated_one():
+    from meta_orchestrator.actors.adapters.base import draft
+    from meta_orchestrator.messages.base import trusted, utc_now
+    from meta_orchestrator.messages.events import EventPayload
+
+    moment = utc_now()
+    for item in (draft("progress", kind="text", text="héllo"), draft("milestone", text="m", progress=40)):
+        fields = {
+            "type": item.type,
+            "agent": "claude",
+            "timestamp": moment,
+            "payload": item.payload,
+            "seq": 7,
+            "slot": None,
+            "assignment_id": None,
+            "raw": '{"x": 1}',
+            "raw_file": None,
+        }
+        fast, checked = trusted(Event, dict(fields)), Event(**fields)
+        assert fast == checked
+        assert fast.model_dump_json(exclude_none=True) == checked.model_dump_json(exclude_none=True)
+        assert list(fields) == list(Event.model_fields)  # trusted() needs every field, in order
+        assert fast.model_fields_set == checked.model_fields_set | {"slot", "assignment_id", "raw_file"}
+        assert fast.model_copy(update={"seq": 8}).seq == 8 and fast.seq == 7
+    # The unvalidated text payload is the validated one, field for field.
+    assert draft("status", kind="k", text=None).payload == EventPayload(kind="k")
+    with pytest.raises(pydantic.ValidationError):
+        draft("progress", kind="text", text="t", progress=140)  # anything more than text and kind is validated
+
+
+def test_a_session_delta_applied_gives_the_session_after_and_says_only_what_changed():
+    from meta_orchestrator.messages.session_delta import apply_session_delta, session_delta
+
+    one = {"id": "design", "status": "running", "instructions": "x" * 5000}
+    two = {"id": "implement", "status": "pending", "instructions": "y" * 5000}
+    before = {"status": "running", "assignments": [one, two], "decisions": [{"d": 1}], "summary": ""}
+    after = {
+        "status": "running",
+        "assignments": [{**one, "status": "completed"}, two, {"id": "review", "status": "pending"}],
+        "decisions": [{"d": 1}, {"d": 2}],
+        "summary": "done",
+    }
+    delta = session_delta(before, after)
+    assert delta is not None
+    assert delta.fields == {"summary": "done"} and delta.appended == {"decisions": [{"d": 2}]}
+    assert [a["id"] for a in delta.assignments] == ["design", "review"]  # "implement" did not change
+    assert apply_session_delta(before, delta.model_dump(mode="json")) == after
+    assert apply_session_delta(after, session_delta(after, after).model_dump(mode="json")) == after
+    # What a delta cannot say goes whole: an assignment removed or moved, a field gone.
+    assert session_delta(before, {**before, "assignments": [one]}) is None
+    assert session_delta(before, {**before, "assignments": [two, one]}) is None
+    assert session_delta(before, {k: v for k, v in before.items() if k != "summary"}) is None

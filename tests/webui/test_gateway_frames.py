@@ -120,3 +120,41 @@ def test_the_snapshot_of_a_gateway_validates(tmp_path: Path) -> None:
         assert snapshot.data.changes is not None and snapshot.data.changes.workspace == "in_place"  # the latest
     finally:
         pykka.ActorRegistry.stop_all(timeout=10)
+
+
+def test_the_session_goes_whole_then_as_deltas_and_a_new_browser_gets_it_whole(tmp_path: Path) -> None:
+    from meta_orchestrator.messages.session import SessionStateChanged
+    from meta_orchestrator.messages.session_delta import WHOLE_EVERY, apply_session_delta
+    from tests.webui.test_gateway import TOKEN, session_snapshot, start_gateway
+
+    ref, address = start_gateway(tmp_path)
+    try:
+        live = WsClient.connect(f"ws://127.0.0.1:{address.port}/ws", headers={"X-Orchestrate-Token": TOKEN})
+        assert FRAME.validate_json(live.receive(timeout=5)).type == "snapshot"
+        first = session_snapshot()
+        states = [first]
+        for i in range(WHOLE_EVERY + 1):
+            moved = [a.model_copy(update={"status": "running" if i % 2 else "pending"}) for a in first.assignments]
+            states.append(first.model_copy(update={"updated_at": f"2025-01-01T10:{i:02d}:00Z", "assignments": moved}))
+        for state in states:
+            ref.tell(SessionStateChanged(snapshot=state))
+        frames = []
+        while len(frames) < len(states):
+            message = json.loads(live.receive(timeout=5))
+            frames += message["data"] if message["type"] == "batch" else [message]
+        kinds = [f["type"] for f in frames]
+        assert kinds[0] == "session" and kinds[WHOLE_EVERY] == "session"  # whole again every WHOLE_EVERY
+        assert set(kinds) - {"session"} == {"session_delta"}
+        seen: dict[str, Any] = {}
+        for frame, state in zip(frames, states, strict=True):
+            FRAME.validate_python(frame)
+            seen = frame["data"] if frame["type"] == "session" else apply_session_delta(seen, frame["data"])
+            assert seen == state.model_dump(mode="json")
+        live.close()
+        late = WsClient.connect(f"ws://127.0.0.1:{address.port}/ws", headers={"X-Orchestrate-Token": TOKEN})
+        snapshot = FRAME.validate_json(late.receive(timeout=5))
+        late.close()
+        assert snapshot.type == "snapshot" and snapshot.data.session is not None
+        assert snapshot.data.session.model_dump(mode="json") == states[-1].model_dump(mode="json")
+    finally:
+        pykka.ActorRegistry.stop_all(timeout=10)

@@ -63,6 +63,10 @@ export function applyFrame(frame) {
       state.session = data;
       markDirty("session", "workers", "inbox", "decision", "reviews", "plan");
       break;
+    case "session_delta":  // what changed since the last session frame (messages/session_delta.py)
+      if (state.session) state.session = applySessionDelta(state.session, data);
+      markDirty("session", "workers", "inbox", "decision", "reviews", "plan");
+      break;
     case "session_ended":
       state.ended = data;
       markDirty("session");
@@ -104,6 +108,25 @@ function applySnapshot(seq, data) {
   Object.keys(samples).forEach((a) => { samples[a] = []; });
   data.recent.forEach((f) => keepFact(f.type, f.data));
   markDirty("session", "workers", "log-reset", "inbox", "decision", "reviews", "plan", "changes");
+}
+
+// As apply_session_delta in messages/session_delta.py: fields replaced, lists extended,
+// assignments replaced by id (or added at the end).
+export function applySessionDelta(session, delta) {
+  const result = Object.assign({}, session, delta.fields || {});
+  Object.entries(delta.appended || {}).forEach(([name, items]) => {
+    result[name] = (result[name] || []).concat(items);
+  });
+  const changed = delta.assignments || [];
+  if (changed.length) {
+    const merged = (result.assignments || []).slice();
+    changed.forEach((a) => {
+      const i = merged.findIndex((b) => b.id === a.id);
+      if (i < 0) merged.push(a); else merged[i] = a;
+    });
+    result.assignments = merged;
+  }
+  return result;
 }
 
 function keepFact(kind, data) {
