@@ -3,6 +3,7 @@
 // asks for the permission (browsers allow the request only from a click).
 import { $, cap, toast } from "./dom.js";
 import { replaySession } from "./replay.js";
+import { state } from "./store.js";
 
 const ACTED = ["pause", "stop", "pause_session"];  // as actors/notify/notices.py: a warning is not news
 const told = new Set();  // question ids already seen: on screen or told
@@ -40,12 +41,14 @@ function questions(session, tell) {
   });
 }
 
-// Every frame the page applies comes here too; a snapshot only marks what is already shown.
+// Every frame the page applies comes here too, after the store has applied it; a snapshot only
+// marks what is already shown.
 export function noticeFrame(frame) {
   const data = frame.data;
   switch (frame.type) {
     case "snapshot": questions(data.session, false); break;
     case "session": questions(data, true); break;
+    case "session_delta": questions(state.session, true); break;  // applied to the store just before
     case "session_ended":
       show("Session " + data.status, data.session_id + " (exit " + data.exit_code + "): " + data.summary, "ended");
       break;
