@@ -391,8 +391,7 @@ class Worker(pykka.ThreadingActor):
     # -- recording -----------------------------------------------------------------------------
 
     def _record(self, drafts: list[Draft], raw: str | None) -> None:
-        assignment_id = self._current.assignment_id if self._current else None
-        self._recorder.add(drafts, assignment_id, raw, None)
+        self._recorder.add(drafts, self._current.assignment_id if self._current else None, raw, None)
         self._flush()
 
     def _flush(self) -> None:
