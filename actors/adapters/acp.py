@@ -386,6 +386,7 @@ def bridge_launch(name: str, spec: LaunchSpec, agent_argv: tuple[str, ...]) -> L
 # What a CLI's adapter knows that holds whichever way it is driven.
 _KNOWLEDGE = (
     "acp_args",
+    "acp_port_flag",
     "package",
     "credentials",
     "trust_flag",

@@ -92,6 +92,9 @@ class LaunchSpec:
     # it (codex's bwrap, as root) turns its own off and relies on ours.
     confined: bool = False
     protocol: str = "stream"  # how the CLI is driven (``AgentAdapter.protocols``)
+    # The port its ACP agent's own server listens on (``AgentAdapter.acp_port_flag``), chosen
+    # free for a run in the OS sandbox, whose Landlock lets that run alone connect to it.
+    serve_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,9 @@ class AgentAdapter(ABC):
     # Over ACP its ``session/load`` finds the sessions it saved; when not, a resumed run goes
     # by its stream (``run_protocol``), whose resume finds them.
     acp_resumes: ClassVar[bool] = True
+    # Its ACP agent is a client of an HTTP server it starts for itself on 127.0.0.1 (opencode):
+    # the flag naming that server's port. Its default, any free port, is one Landlock refuses.
+    acp_port_flag: ClassVar[str | None] = None
 
     @abstractmethod
     def build_launch(self, spec: LaunchSpec) -> Launch:
@@ -383,7 +389,11 @@ class AgentAdapter(ABC):
         makes it ask here."""
         grants = [a for d in spec.extra_dirs if d.is_dir() for a in (self.grant_dir_flag, str(d))]
         trust = (self.trust_flag,) if self.trust_flag else ()
-        return (*trust, *grants), dict(spec.env)
+        return (*trust, *grants, *self.serve_args(spec)), dict(spec.env)
+
+    def serve_args(self, spec: LaunchSpec) -> tuple[str, ...]:
+        """The port of the server its ACP agent starts for itself, when the run chose one."""
+        return (self.acp_port_flag, str(spec.serve_port)) if self.acp_port_flag and spec.serve_port else ()
 
     def protocol_for(self, configured: str | None) -> str:
         """The protocol a run uses: the configured one, else the CLI's first choice.

@@ -297,11 +297,14 @@ class OpencodeAdapter(AgentAdapter):
         "TOGETHER_AI_API_KEY",
         "GITHUB_TOKEN",
     )
-    # Stream first: a whole session on the real 1.18.33 over ACP inside the OS sandbox ends
-    # every run without a result (tests/sandbox/test_real_opencode_sandboxed.py, cause open),
-    # while ACP outside it works (tests/agents/test_real_acp_clis.py): ACP is the second way.
-    protocols = ("stream", "acp")
+    # ACP first: each edit and shell command is asked (``acp_options``). Its stream remains
+    # (``protocol = "stream"``), where ``run`` rejects every ask and watches the rest.
+    protocols = ("acp", "stream")
     acp_args = ("acp",)  # verified: `opencode acp` answers `initialize` on stdio
+    # `opencode acp` serves its own HTTP server on 127.0.0.1 (default --port 0: any free port)
+    # and its ACP agent is that server's client; in the OS sandbox Landlock refused the connect
+    # and every `session/new` failed ("OpenCode service failure", service "directory").
+    acp_port_flag = "--port"
     state_places = (
         # Its settings, agents, commands and plugins. opencode installs its plugin package here
         # with npm at every start unless node_modules has it: copied, so no run fetches it.
@@ -372,13 +375,13 @@ class OpencodeAdapter(AgentAdapter):
         """Over ACP its edits and shell commands are asked (``session/request_permission``, so the
         broker decides); its defaults would run them unasked (1.18.33). A review still denies them.
         No folder flag: ``opencode acp`` has no ``--dir`` (its folder is the session's cwd); the
-        granted folders are in its rules."""
+        granted folders are in its rules. In the OS sandbox, ``--port`` of its own server."""
         env = self.build_launch(spec).env
         rules = self._rules(spec)
         if spec.mode != "read_only":
             rules = {**_ACP_ASK_RULES, **rules}
         env["OPENCODE_PERMISSION"] = json.dumps(rules)
-        return (), env
+        return self.serve_args(spec), env
 
     @staticmethod
     def _rules(spec: LaunchSpec) -> dict[str, Any]:

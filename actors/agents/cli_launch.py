@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shlex
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,6 +61,7 @@ def launch_spec(
     passed = agent_env(adapter, settings, base_env)  # an allowlist: the rest stays behind
     env = without_ray({**passed, **settings.env, SESSION_MARKER_ENV: session_id, RUN_WORKDIR_ENV: str(folder)})
     env.update(_policy_digest(env))
+    protocol = adapter.run_protocol(settings.protocol, resuming=bool(command.resume_session_id))
     return LaunchSpec(
         executable=launch_for_preflight(adapter, settings),
         prompt=command.prompt,
@@ -71,8 +73,18 @@ def launch_spec(
         extra_args=(*settings.extra_args, *command.extra_args),
         env=env,
         confined=confined,
-        protocol=adapter.run_protocol(settings.protocol, resuming=bool(command.resume_session_id)),
+        protocol=protocol,
+        serve_port=free_loopback_port() if confined and protocol == "acp" and adapter.acp_port_flag else None,
     )
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a CLI's own server (``AgentAdapter.acp_port_flag``):
+    its run may connect to it through Landlock; should another program take it first, the CLI
+    cannot listen, its run fails and its retry chooses again."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _policy_digest(env: Mapping[str, str]) -> dict[str, str]:
@@ -138,7 +150,12 @@ def confinement(
         tmpfs_bytes=sandbox.tmpfs_bytes,
         connect_ports=None
         if sandbox.allow_connect is None
-        else (*DEFAULT_CONNECT_PORTS, *endpoint_ports(spec.env, spec.extra_args), *sandbox.allow_connect),
+        else (
+            *DEFAULT_CONNECT_PORTS,
+            *endpoint_ports(spec.env, spec.extra_args),
+            *sandbox.allow_connect,
+            *((spec.serve_port,) if spec.serve_port else ()),  # the CLI's own server (opencode acp)
+        ),
     )
 
 
@@ -180,4 +197,11 @@ def shown_command(argv: tuple[str, ...], prompt: str) -> str:
     return f"{shlex.join(argv)} <<< {shlex.quote(short)}"
 
 
-__all__ = ["confinement", "endpoint_ports", "launch_for_preflight", "launch_spec", "shown_command"]
+__all__ = [
+    "confinement",
+    "endpoint_ports",
+    "free_loopback_port",
+    "launch_for_preflight",
+    "launch_spec",
+    "shown_command",
+]

@@ -17,6 +17,7 @@ import pytest
 from meta_orchestrator.actors.adapters import registry
 from meta_orchestrator.actors.adapters.acp import AcpDriven, AcpParser, ConfiguredAcpAdapter, bridge_launch
 from meta_orchestrator.actors.agents.acp_bridge import PolicyCall, policy_call
+from meta_orchestrator.actors.agents.cli_launch import confinement, launch_spec
 from meta_orchestrator.actors.recovery.error_patterns import Evidence, classify_run
 from meta_orchestrator.actors.adapters.base import POLICY_FILE_ENV, POLICY_SHA256_ENV, Draft, LaunchSpec
 from meta_orchestrator.actors.app.prepare import PreflightError, check_agents, demo_settings
@@ -24,7 +25,9 @@ from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.history.event_pages import read_events_page, read_reviews
 from meta_orchestrator.actors.history.replay import Timeline, snapshot_at
-from meta_orchestrator.config.settings import load_settings
+from meta_orchestrator.actors.sandbox.bwrap import DEFAULT_CONNECT_PORTS, OsSandbox
+from meta_orchestrator.config.settings import AgentSettings, load_settings
+from meta_orchestrator.messages.worker import StartAssignment
 from tests.conftest import branch_files, session_store
 
 FIXTURE = Path(__file__).with_name("acp_agent.py")
@@ -375,6 +378,38 @@ def test_qwen_and_opencode_over_acp_ask_before_every_edit_and_shell_command(tmp_
     # The stream path is untouched: qwen's stream run still approves edits itself.
     stream = registry.get_adapter("qwen").build_launch(LaunchSpec(executable=("qwen",), prompt="p", workdir=tmp_path))
     assert "auto-edit" in stream.argv and "--acp" not in stream.argv
+
+
+def test_opencode_over_acp_in_the_os_sandbox_serves_itself_on_a_port_only_its_run_may_reach(tmp_path):
+    """`opencode acp` is the client of an HTTP server it starts on 127.0.0.1 (default ``--port 0``,
+    which Landlock refused): a confined run names a free port and may connect to that one."""
+    sandbox = OsSandbox(bwrap="bwrap", allow_connect=())  # Landlock on
+
+    def planned(name: str, confined: bool, protocol: str | None = None):
+        adapter = registry.driven(name, protocol)
+        spec = launch_spec(
+            adapter,
+            AgentSettings(protocol=protocol, share_min=0.1, share_max=0.5),
+            StartAssignment(assignment_id="a", prompt="p"),
+            session_id="s",
+            workdir=tmp_path,
+            extra_dirs=(),
+            base_env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            confined=confined,
+        )
+        reach = confinement(adapter, sandbox, spec, private=())
+        return spec, adapter.build_launch(spec).argv, reach.connect_ports if reach else None
+
+    spec, argv, ports = planned("opencode", confined=True)
+    assert spec.serve_port and argv[-3:] == ("acp", "--port", str(spec.serve_port))
+    assert ports == (*DEFAULT_CONNECT_PORTS, spec.serve_port)
+    # Outside the OS sandbox its own default stays; by its stream (no server) and for any other
+    # CLI nothing is chosen and no port is added.
+    spec, argv, _ = planned("opencode", confined=False)
+    assert spec.serve_port is None and "--port" not in argv
+    for name, protocol in (("opencode", "stream"), ("gemini", None), ("qwen", None), ("copilot", None)):
+        spec, argv, ports = planned(name, confined=True, protocol=protocol)
+        assert spec.serve_port is None and "--port" not in argv and ports == DEFAULT_CONNECT_PORTS, name
 
 
 def test_a_write_named_only_by_copilots_file_name_is_judged_by_that_path():

@@ -1,10 +1,15 @@
 """The real pinned opencode (1.18.33) inside the OS sandbox, as root.
 
-One run by the real Worker: it writes a file in the checkout, and the user's opencode
-folders (``~/.config/opencode``, ``~/.local/share/opencode``, ``~/.cache/opencode``,
+One run by the real Worker, over ACP (its default) and with the host's TCP services cut off
+(Landlock): it writes a file in the checkout, and the user's opencode folders
+(``~/.config/opencode``, ``~/.local/share/opencode``, ``~/.cache/opencode``,
 ``~/.local/state/opencode``) are never written: its sessions, logs and locks go to the
 session's private copy. Then a whole session with every role on the real opencode: its plan,
-its written file on the session branch, and its review.
+its written file on the session branch, and its review, each edit put to the broker first.
+
+``opencode acp`` is the client of an HTTP server it starts on 127.0.0.1; on the random port of
+its default Landlock refused the connect and every ``session/new`` failed ("OpenCode service
+failure", service "directory"): the run names the port (``--port``) and may reach that one.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import pykka
 import pytest
 
-from meta_orchestrator.actors.adapters.registry import get_adapter
+from meta_orchestrator.actors.adapters.registry import driven
 from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.actors.app.system import LaunchRequest, run
 from meta_orchestrator.actors.files.session_files import read_jsonl
@@ -103,7 +108,7 @@ def test_real_opencode_in_the_os_sandbox_writes_its_checkout_and_not_the_users_f
     (session_dir / "scratch").mkdir(parents=True)
     worker = Worker.start(
         agent="opencode",
-        adapter=get_adapter("opencode"),
+        adapter=driven("opencode", None),  # its default, as a session drives it
         agent_settings=AgentSettings(command=str(cli_bin / "opencode"), model=MODEL, share_min=0.3, share_max=0.5),
         session_settings=SessionSettings(stop_grace_s=2.0, assignment_timeout_s=90),
         session_id="s1",
@@ -111,7 +116,8 @@ def test_real_opencode_in_the_os_sandbox_writes_its_checkout_and_not_the_users_f
         target=work,
         base_env=env,
         extra_dirs=(session_dir / "scratch",),
-        sandbox=OsSandbox(bwrap=bwrap, hidden=(str(root / "workspace"),)),
+        # allow_connect=(): Landlock on, as in a session (the model server's port is its baseURL's).
+        sandbox=OsSandbox(bwrap=bwrap, hidden=(str(root / "workspace"),), allow_connect=()),
     )
     try:
         worker.tell(StartAssignment(assignment_id="a1", prompt="SCRIPT:write by-opencode.txt", reply_to=probe.ref))
@@ -125,6 +131,8 @@ def test_real_opencode_in_the_os_sandbox_writes_its_checkout_and_not_the_users_f
     assert (private / "opencode-data" / "opencode.db").is_file()  # its session, for -s, in the private copy
     records = read_jsonl(session_dir / "opencode.jsonl").records
     assert any(r["payload"].get("kind") == "file_written" for r in records)
+    launch = next(r["payload"]["text"] for r in records if r["payload"].get("kind") == "launch")
+    assert "acp_bridge" in launch and " acp --port " in launch, launch
     assert {r.api for r in server.requests} == {"anthropic"}
 
 
@@ -170,5 +178,9 @@ def test_a_whole_session_with_every_role_on_the_real_opencode(
     records = read_jsonl(session / "opencode.jsonl").records
     prompts = [r["payload"].get("text") or "" for r in records if r["payload"].get("kind") == "launch"]
     assert len(prompts) >= 2, prompts  # the plan's run and the implementer's, at least
+    # Over ACP, its own server on the port its run was given; its edits put to the broker first.
+    assert all("acp_bridge" in p and " acp --port " in p for p in prompts), prompts
+    asked = [r["payload"] for r in records if r["payload"].get("kind") == "permission"]
+    assert asked and all(p["details"]["by"] == "policy" for p in asked), asked
     assert any("Kind: plan" in json.dumps(r.body) for r in server.requests), "no planning run reached the model"
     assert sorted(p.name for p in target.iterdir()) == [".git", "README.md"]  # the user's tree as it was

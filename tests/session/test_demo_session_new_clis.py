@@ -1,6 +1,6 @@
 """A demo session whose roles are only on the CLIs added in 2026 (qwen, copilot, opencode),
-each driven the way it is by default (qwen and copilot over ACP: each edit and command asked
-first), with the seed's three turned off."""
+each driven the way it is by default (over ACP: each edit and command asked first), with the
+seed's three turned off."""
 
 from __future__ import annotations
 
@@ -48,10 +48,9 @@ def test_a_demo_session_with_roles_on_qwen_copilot_and_opencode_only_completes(
     # Peer reviews crossed CLIs: someone other than the author reviewed a milestone.
     reviews = [r for name in agents for r in read_jsonl(session / f"{name}.jsonl").records if r["type"] == "review"]
     assert reviews, "no peer review ran"
-    # qwen and copilot are driven over ACP by default (opencode by its stream): each edit and
-    # command was put to the broker before it ran (the policy allowed them all: only asks reach
-    # security.jsonl and the inbox).
-    for name in agents & {"qwen", "copilot"}:
+    # Driven over ACP by default: each edit and command was put to the broker before it ran
+    # (the policy allowed them all: only asks reach security.jsonl and the inbox).
+    for name in agents:
         records = read_jsonl(session / f"{name}.jsonl").records
         calls = [r["payload"] for r in records if r["payload"].get("kind") == "tool_call"]
         allowed = [r["payload"] for r in records if r["payload"].get("kind") == "permission"]
