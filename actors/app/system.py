@@ -114,8 +114,8 @@ def _end_work(
     session's lock: apply and discard wait for exactly this (files.end_lock). Done once."""
     if keep is None:
         stop_all(started)
-    else:
-        stop_after(started, keep)
+    elif not stop_after(started, keep):
+        return  # the actors could not be told apart: all stop, and the end work is done, at the end
     if running is None or running.end_lock is None:
         return  # never started, or done before the dashboard lingered
     lock, running.end_lock = running.end_lock, None

@@ -75,14 +75,16 @@ def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
         pykka.ActorRegistry.stop_all(block=True, timeout=timeout)
 
 
-def stop_after(started: list[Any], keep: Any, timeout: float = 15.0) -> None:
+def stop_after(started: list[Any], keep: Any, timeout: float = 15.0) -> bool:
     """Stop the actors started after ``keep``, in reverse (the supervisor, moved last, first):
     what a session ran on, while ``keep`` (a dashboard left up after the end) and the actors
-    started before it go on until ``stop_all``."""
+    started before it go on until ``stop_all``. False: ``keep`` is not in ``started``, nothing
+    was stopped."""
     if keep not in started:
-        return
+        return False
     while started[-1] is not keep:
         _stop(started.pop(), timeout)
+    return True
 
 
 def _stop(ref: Any, timeout: float) -> None:
