@@ -25,6 +25,8 @@ from meta_orchestrator.actors.app.prepare import Prepared, prepare, resume_argum
 from meta_orchestrator.actors.cluster import cluster_wiring
 from meta_orchestrator.actors.cluster.cluster_auth import secret_paths
 from meta_orchestrator.actors.console.start import read_answers, start_console
+from meta_orchestrator.actors.files.end_lock import RUNNING, SessionBusy, SessionLock
+from meta_orchestrator.actors.files.end_lock import take as end_lock_of
 from meta_orchestrator.actors.files.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.history.start import start_history
 from meta_orchestrator.actors.limits.start import start_monitor
@@ -78,6 +80,7 @@ class RunningSession:
     host: Any = None  # started every CLI of the session (a cluster_wiring.HostSet): a forced stop kills them
     workspace: SessionRepo | None = None  # the session's branch and checkouts (None: in place)
     notifier: pykka.ActorRef[Any] | None = None  # tells webhooks and the desktop (None: nothing asked)
+    end_lock: SessionLock | None = None  # held until the end work is done (files.end_lock)
 
 
 def start(
@@ -89,7 +92,31 @@ def start(
     """Start every actor for one session, in order, and tell the coordinator to begin."""
     prepared = prepare(settings, request)
     # From here the request as it applies (on resume: with what the first start asked).
-    request, settings, target, session_dir = prepared.request, prepared.settings, prepared.target, prepared.session_dir
+    request, settings, session_dir = prepared.request, prepared.settings, prepared.session_dir
+    # apply and discard wait on this lock: held from before the session begins to its end work's end.
+    try:
+        end_lock = end_lock_of(session_dir)
+    except SessionBusy as exc:
+        raise PreflightError(str(exc)) from None
+    try:
+        end_lock.mark(RUNNING)
+        running = _start(settings, request, prepared, started, log_setup)
+        running.end_lock = end_lock
+        _begin(running, request)
+    except BaseException:
+        end_lock.release()
+        raise
+    return running
+
+
+def _start(
+    settings: Settings,
+    request: LaunchRequest,
+    prepared: Prepared,
+    started: list[pykka.ActorRef[Any]],
+    log_setup: Callable[[Path], None] | None,
+) -> RunningSession:
+    target, session_dir = prepared.target, prepared.session_dir
     env = dict(prepared.env)
     if log_setup:
         log_setup(session_dir)
@@ -151,7 +178,6 @@ def start(
         )
     running = RunningSession(*session, coordinator, workers, gateway, token=token, dashboard_closed=closed)
     running.host, running.workspace, running.notifier = runs.hosts, repo, notifier
-    _begin(running, request)
     return running
 
 

@@ -6,6 +6,7 @@ what a session is asked for and its preflight ``prepare``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import queue
@@ -21,8 +22,9 @@ from meta_orchestrator.actors.app.launch_request import LaunchRequest
 from meta_orchestrator.actors.app.prepare import Prepared, prepare
 from meta_orchestrator.actors.app.start_order import RunningSession, start
 from meta_orchestrator.actors.cluster import cluster_wiring
+from meta_orchestrator.actors.files.end_lock import ENDED
 from meta_orchestrator.actors.recovery.preflight import PreflightError
-from meta_orchestrator.actors.supervision.starting import stop_all
+from meta_orchestrator.actors.supervision.starting import stop_after, stop_all
 from meta_orchestrator.actors.workspaces.workspace_wiring import finish_workspace, in_place_note
 from meta_orchestrator.config.settings import Settings
 from meta_orchestrator.messages.session import AnswerChannelChanged, ControlRequested
@@ -54,22 +56,28 @@ class _Interrupts:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.count += 1
-        if self.running is not None and self.count == 1:
+        # After the end work (the dashboard lingering) the coordinator is gone: Ctrl-C just leaves.
+        if self.running is not None and self.count == 1 and self.running.coordinator.is_alive():
             print(
                 f"\nstopping (signal {signal.Signals(signum).name}); press Ctrl-C again to force",
                 file=sys.stderr,
                 flush=True,
             )
-            self.running.coordinator.tell(ControlRequested(action="stop", source="signal"))
+            with contextlib.suppress(pykka.ActorDeadError):  # it may stop right now
+                self.running.coordinator.tell(ControlRequested(action="stop", source="signal"))
 
     def _on_hangup(self, signum: int, _frame: Any) -> None:
         log.warning("the terminal hung up (SIGHUP); the session goes on - stop it with SIGTERM or from the dashboard")
 
 
-def _linger(running: RunningSession, request: LaunchRequest, interrupts: _Interrupts) -> None:
-    """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C."""
+def _linger(
+    started: list[pykka.ActorRef[Any]], running: RunningSession, request: LaunchRequest, interrupts: _Interrupts
+) -> None:
+    """Keep the dashboard up on the final state until the user closes it or presses Ctrl-C;
+    the end work is done first, so the session can be applied or discarded meanwhile."""
     if running.gateway is None or request.exit_when_done or interrupts.count:
         return  # no dashboard, asked not to, or the user already pressed Ctrl-C to leave
+    _end_work(started, running, request, keep=running.gateway)
     seen = interrupts.count
     print(
         f"session ended; the dashboard stays up at {running.dashboard_url} - press Ctrl-C "
@@ -110,21 +118,42 @@ def run(settings: Settings, request: LaunchRequest, log_setup: Callable[[Path], 
             running = interrupts.running = start(settings, request, started, log_setup)
             if interrupts.count:
                 running.coordinator.tell(ControlRequested(action="stop", source="signal"))
-            return _wait_for_end(running, request, interrupts)
+            return _wait_for_end(started, running, request, interrupts)
         finally:
-            stop_all(started)
-            if interrupts.running is not None and interrupts.running.workspace is not None:
-                # Every agent has ended: what is merged leaves its checkout; the branch stays.
-                say = (lambda line: print(line, flush=True)) if request.console else None
-                finish_workspace(interrupts.running.workspace, interrupts.running.session_dir, say)
-            elif interrupts.running is not None:  # in place: said at the end as at the start
-                log.warning("%s", in_place_note(interrupts.running.target))
-                if request.console:
-                    print(f"{in_place_note(interrupts.running.target)}; their changes are there now", flush=True)
+            _end_work(started, interrupts.running, request)
             cluster_wiring.leave()
 
 
-def _wait_for_end(running: RunningSession, request: LaunchRequest, interrupts: _Interrupts) -> int:
+def _end_work(
+    started: list[pykka.ActorRef[Any]], running: RunningSession | None, request: LaunchRequest, keep: Any = None
+) -> None:
+    """Stop the session's actors (all, or those started after ``keep``: the dashboard left up),
+    remove the checkouts whose work is merged, then mark the end work done and release the
+    session's lock: apply and discard wait for exactly this (files.end_lock). Done once."""
+    if keep is None:
+        stop_all(started)
+    elif not stop_after(started, keep):
+        return  # the actors could not be told apart: all stop, and the end work is done, at the end
+    if running is None or running.end_lock is None:
+        return  # never started, or done before the dashboard lingered
+    lock, running.end_lock = running.end_lock, None
+    try:
+        if running.workspace is not None:
+            # Every agent has ended: what is merged leaves its checkout; the branch stays.
+            say = (lambda line: print(line, flush=True)) if request.console else None
+            finish_workspace(running.workspace, running.session_dir, say)
+        else:  # in place: said at the end as at the start
+            log.warning("%s", in_place_note(running.target))
+            if request.console:
+                print(f"{in_place_note(running.target)}; their changes are there now", flush=True)
+        lock.mark(ENDED)
+    finally:
+        lock.release()
+
+
+def _wait_for_end(
+    started: list[pykka.ActorRef[Any]], running: RunningSession, request: LaunchRequest, interrupts: _Interrupts
+) -> int:
     """Wait for the session's end (or a forced stop, or a coordinator gone); its exit code."""
     dashboard_told = False
     while True:
@@ -137,7 +166,7 @@ def _wait_for_end(running: RunningSession, request: LaunchRequest, interrupts: _
                 if not request.console:
                     print(ended.summary, file=sys.stderr, flush=True)
                 return ended.exit_code  # nobody is there: the dashboard does not linger
-            _linger(running, request, interrupts)
+            _linger(started, running, request, interrupts)
             return ended.exit_code
         if running.gateway is not None and not dashboard_told and running.dashboard_closed.is_set():
             dashboard_told = True  # closed from the page: it can no longer answer

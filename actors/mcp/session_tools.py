@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import secrets
 import threading
-import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -28,10 +26,8 @@ from meta_orchestrator.actors.files.session_files import open_private, private_d
 from meta_orchestrator.actors.history.event_pages import read_events_page
 from meta_orchestrator.actors.history.resume import AnswerError, record_answer
 from meta_orchestrator.actors.history.session_index import (
-    ENDED_STATUSES,
     is_live,
     list_sessions,
-    orchestrator_alive,
     summarize,
 )
 from meta_orchestrator.actors.mcp.launch import (
@@ -51,7 +47,6 @@ from meta_orchestrator.webui.security import TOKEN_HEADER
 
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 HTTP_TIMEOUT_S = 10.0
-FINISH_TIMEOUT_S = 60.0
 # apply and discard print as the subcommands do; the capture swaps sys.stdout for everyone.
 _CAPTURE = threading.Lock()
 
@@ -183,30 +178,12 @@ class SessionTools:
         return {"session_id": session_id, "action": action, "agent": agent, "accepted": True}
 
     def apply(self, session_id: str, squash: bool) -> dict[str, Any]:
-        folder = self._finished(session_id)
+        folder = self.folder(session_id)
         return _captured(lambda: apply_command(folder, session_id, squash))
 
     def discard(self, session_id: str) -> dict[str, Any]:
-        folder = self._finished(session_id)
-        return _captured(lambda: discard_command(folder, session_id))
-
-    def _finished(self, session_id: str) -> Path:
-        """The folder of a session whose launcher has exited. A session's state says it ended
-        a moment before its process has removed its merged checkouts: apply or discard then
-        would race it, so that moment is waited out (a session still running is refused by
-        the subcommands' own check)."""
         folder = self.folder(session_id)
-        deadline = time.monotonic() + FINISH_TIMEOUT_S
-        while True:
-            state = self.state(session_id)
-            pid = state.get("orchestrator_pid")
-            if state.get("status") not in ENDED_STATUSES or not orchestrator_alive(pid) or pid == os.getpid():
-                return folder
-            if time.monotonic() > deadline:
-                raise ToolRefused(
-                    f"session {session_id} ended, but its process (pid {pid}) is still finishing; try again"
-                )
-            time.sleep(0.05)
+        return _captured(lambda: discard_command(folder, session_id))
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -68,14 +68,29 @@ def stop_all(started: list[pykka.ActorRef[Any]], timeout: float = 15.0) -> None:
     ``started`` is emptied from its end: an actor started while the others stop (a review's
     peer, say, after a forced stop) is stopped too, not left running."""
     while started:
-        ref = started.pop()
-        try:
-            ref.stop(block=True, timeout=timeout)
-        except pykka.Timeout:
-            log.error("%s did not stop within %.0fs", ref, timeout)
-        except pykka.ActorDeadError:
-            pass
+        _stop(started.pop(), timeout)
     survivors = pykka.ActorRegistry.get_all()
     if survivors:
         log.error("actors still running after shutdown: %s", survivors)
         pykka.ActorRegistry.stop_all(block=True, timeout=timeout)
+
+
+def stop_after(started: list[Any], keep: Any, timeout: float = 15.0) -> bool:
+    """Stop the actors started after ``keep``, in reverse (the supervisor, moved last, first):
+    what a session ran on, while ``keep`` (a dashboard left up after the end) and the actors
+    started before it go on until ``stop_all``. False: ``keep`` is not in ``started``, nothing
+    was stopped."""
+    if keep not in started:
+        return False
+    while started[-1] is not keep:
+        _stop(started.pop(), timeout)
+    return True
+
+
+def _stop(ref: Any, timeout: float) -> None:
+    try:
+        ref.stop(block=True, timeout=timeout)
+    except pykka.Timeout:
+        log.error("%s did not stop within %.0fs", ref, timeout)
+    except pykka.ActorDeadError:
+        pass

@@ -13,6 +13,8 @@ import psutil
 
 from meta_orchestrator.actors.workspaces.folder_apply import apply_folder_session
 from meta_orchestrator.actors.workspaces.git_command import WorkspaceError
+from meta_orchestrator.actors.files.end_lock import END_WAIT_S, SessionBusy, SessionLock
+from meta_orchestrator.actors.files.end_lock import take as take_end_lock
 from meta_orchestrator.actors.files.session_files import read_json
 from meta_orchestrator.actors.workspaces.workspaces import (
     apply_session,
@@ -32,8 +34,12 @@ def _say(text: str) -> None:
     print(f"orchestrate: {text}", file=sys.stderr)
 
 
-def _session(folder: Path, session_id: str) -> tuple[dict[str, Any], Path | None] | None:
-    """The session's state and the user's repository (None: no git target)."""
+def _session(
+    folder: Path, session_id: str, what: str, wait_s: float
+) -> tuple[dict[str, Any], Path | None, SessionLock] | None:
+    """The session's state, the user's repository (None: no git target) and the session's
+    lock, held: its launcher's end work is done (files.end_lock), waited for up to ``wait_s``.
+    None (said why): no such session, still running, or its end work not done in time."""
     try:
         state = read_json(folder / "state.json")
     except FileNotFoundError:
@@ -46,11 +52,28 @@ def _session(folder: Path, session_id: str) -> tuple[dict[str, Any], Path | None
     if state.get("status") not in TERMINAL_STATUSES and pid and pid != os.getpid() and psutil.pid_exists(pid):
         _say(f"session {session_id} is running (orchestrator pid {pid}); let it end, or stop it, first")
         return None
+    try:
+        lock = take_end_lock(folder, wait_s, what)
+    except SessionBusy as exc:
+        _say(str(exc))
+        return None
+    except OSError as exc:
+        _say(f"{folder} cannot be locked: {exc}")
+        return None
+    try:  # as the end work left it (the launcher may write it once more after the status)
+        state = read_json(folder / "state.json")
+    except (OSError, ValueError) as exc:
+        lock.release()
+        _say(f"{folder / 'state.json'} cannot be read: {exc}")
+        return None
+    note = lock.unfinished_end()
+    if note is not None:
+        _say(note)
     summary = workspace_summary(folder)
     if summary is not None:
-        return state, Path(str(summary["repository"]))
+        return state, Path(str(summary["repository"])), lock
     target = state.get("target")
-    return state, Path(target) if target else None
+    return state, Path(target) if target else None, lock
 
 
 def apply_command(
@@ -61,13 +84,29 @@ def apply_command(
     onto: str | None = None,
     sign: bool = True,
     target: Path | None = None,
+    wait_s: float = END_WAIT_S,
 ) -> int:
     """Merge the session's branch into the user's current branch; 1 when refused.
-    ``target``: another worktree of the session's repository to apply in."""
-    found = _session(folder, session_id)
+    ``target``: another worktree of the session's repository to apply in; ``wait_s``: how
+    long to wait for the launcher's end work."""
+    found = _session(folder, session_id, "apply", wait_s)
     if found is None:
         return EXIT_USAGE
-    state, repository = found
+    state, repository, lock = found
+    with lock:
+        return _apply_held(folder, session_id, state, repository, squash, onto, sign, target)
+
+
+def _apply_held(
+    folder: Path,
+    session_id: str,
+    state: dict[str, Any],
+    repository: Path | None,
+    squash: bool,
+    onto: str | None,
+    sign: bool,
+    target: Path | None,
+) -> int:
     if repository is None:
         _say(f"session {session_id} has no target repository recorded; nothing to apply")
         return EXIT_USAGE
@@ -173,13 +212,15 @@ def _apply_target(repository: Path, target: Path | None, summary: dict[str, Any]
     return None
 
 
-def discard_command(folder: Path, session_id: str) -> int:
-    """Delete the session's branches and checkouts; 1 when something could not be deleted."""
-    found = _session(folder, session_id)
+def discard_command(folder: Path, session_id: str, wait_s: float = END_WAIT_S) -> int:
+    """Delete the session's branches and checkouts; 1 when something could not be deleted.
+    ``wait_s``: how long to wait for the launcher's end work."""
+    found = _session(folder, session_id, "discard", wait_s)
     if found is None:
         return EXIT_USAGE
-    _, repository = found
-    result = discard_session(repository, folder, session_id)
+    _, repository, lock = found
+    with lock:
+        result = discard_session(repository, folder, session_id)
     if (workspace_summary(folder) or {}).get("kind") == "folder":
         print(f"removed the session's own repository of {repository}; the folder is left as it is")
     for branch in result.branches:
