@@ -361,6 +361,22 @@ def _three_at_once(folder: Path) -> Path:
     return cfg
 
 
+def _demo_agent(proc: subprocess.Popen[Any], agent: str, assignment: str) -> psutil.Process | None:
+    """The demo ``agent``'s process working on ``assignment`` (its prompt is on its stdin: it
+    is known by its command and its checkout), not the bwrap in front of it."""
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if (
+                child.name() != "bwrap"
+                and f"meta_orchestrator.actors.agents.demo {agent}" in " ".join(child.cmdline())
+                and Path(child.cwd()).name == assignment
+            ):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
 def reactions() -> list[str]:
     """Dashboard pause to SIGSTOP; Ctrl-C to every process gone."""
     rows = []
@@ -370,17 +386,8 @@ def reactions() -> list[str]:
         token = _dashboard_token(proc)
         _wait(lambda: _health(port), 30)
 
-        def implementer() -> psutil.Process | None:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    if "Assignment: implement" in " ".join(child.cmdline()):
-                        return child
-                except psutil.Error:
-                    continue
-            return None
-
-        _wait(implementer, 60)
-        agent = implementer()
+        _wait(lambda: _demo_agent(proc, "claude", "implement"), 60)
+        agent = _demo_agent(proc, "claude", "implement")
         assert agent is not None
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/control/pause",
@@ -450,19 +457,7 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
         hog = None
         deadline = time.monotonic() + 60
         while hog is None and time.monotonic() < deadline:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    line = " ".join(child.cmdline())
-                    name = child.name()
-                except psutil.Error:
-                    continue
-                # Under the OS sandbox the bwrap in front of the agent carries the same command line.
-                if (
-                    name != "bwrap"
-                    and "meta_orchestrator.actors.agents.demo claude" in line
-                    and "Assignment: implement" in line
-                ):
-                    hog = child
+            hog = _demo_agent(proc, "claude", "implement")
             time.sleep(0.01)
         crossed = gone = None
         while hog is not None and time.monotonic() < deadline:
