@@ -110,6 +110,28 @@ def _head(path: str, size: int = 4096) -> bytes:
         return f.read(size)
 
 
+def wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``procs`` to end; those still running. A zombie has
+    ended: a straggler is not our child (the sandbox's init, say, whose parent is the leader
+    we keep unreaped), so ``psutil.wait_procs`` would wait out its whole timeout on it."""
+    deadline = time.monotonic() + timeout
+    step = 0.002
+    while True:
+        alive = [p for p in procs if _running(p)]
+        left = deadline - time.monotonic()
+        if not alive or left <= 0:
+            return alive
+        time.sleep(min(step, left))  # not our children: no wait() to block on
+        step = min(step * 2, 0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
 class HostedProcess:
     """A running CLI: its pipes, its process group and how to end it.
 
@@ -151,10 +173,10 @@ class HostedProcess:
         if not members:
             return 0
         self.signal_group(signal.SIGTERM)
-        gone, alive = psutil.wait_procs(members, timeout=grace_s)
+        alive = wait_ended(members, grace_s)
         if alive:
             self.signal_group(signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=grace_s)
+            wait_ended(alive, grace_s)
         return len(members)
 
     def group_members(self) -> list[psutil.Process]:
