@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -239,8 +240,8 @@ def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings,
     Raises:
         PreflightError: no agent is enabled, or none of them can run.
     """
-    checks = [
-        check_cli(
+    probes = [
+        (
             name,
             get_adapter(name),
             launch_for_preflight(get_adapter(name), agent),
@@ -249,6 +250,9 @@ def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings,
         for name, agent in settings.agents.items()
         if agent.enabled
     ]
+    # Each check waits on its CLI's version probe: all at once, the start waits for the slowest only.
+    with ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="preflight") as pool:
+        checks = list(pool.map(lambda probe: check_cli(*probe), probes))
     if not checks:
         raise PreflightError("every agent is disabled in the config; enable at least one")
     bad = [c for c in checks if c.problem]

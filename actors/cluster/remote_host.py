@@ -47,6 +47,7 @@ from meta_orchestrator.actors.cluster import node_wire
 from meta_orchestrator.actors.cluster.cluster_auth import secret_paths, without_ray
 from meta_orchestrator.actors.processes.lifeline import Lifeline
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines
+from meta_orchestrator.actors.cluster.node_bases import NodeBases
 from meta_orchestrator.actors.cluster.node_wire import HostEnd, LineBatch, NodeSample, RunStarted
 from meta_orchestrator.actors.processes.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
 from meta_orchestrator.actors.processes.process_tree import TreeReader
@@ -104,6 +105,13 @@ class RunHost:
         ``ProcessHost.spawn`` or the checkout raised."""
         try:
             return node_wire.started(self._start(launch, confinement, options, work, bundle))
+        except Exception as exc:  # noqa: BLE001 - the driver gets it as data
+            return node_wire.failure(exc)
+
+    def bases(self) -> bytes:
+        """The starts this node keeps (newest first): a bundle for it may leave out what they hold."""
+        try:
+            return node_wire.commits(NodeBases().known())
         except Exception as exc:  # noqa: BLE001 - the driver gets it as data
             return node_wire.failure(exc)
 
@@ -166,7 +174,7 @@ class RunHost:
         # checkout, in the scratch folder, goes with the run whatever ends it).
         self._lifeline = Lifeline(self._scratch, options.guard_grace_s)
         if work is not None:
-            self._checkout = NodeCheckout(work, self._scratch)
+            self._checkout = NodeCheckout(work, self._scratch, NodeBases())
             self._checkout.make(bundle or b"")
             launch, confinement = self._checkout.rewrite(launch, confinement)
         launch, confinement = _without_cluster_secrets(launch, confinement)
