@@ -468,6 +468,7 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
             hog = _demo_agent(proc, "claude", "implement")
             time.sleep(0.01)
         crossed = gone = None
+        gone_wall = 0.0
         while hog is not None and time.monotonic() < deadline:
             try:
                 rss = hog.memory_info().rss
@@ -479,21 +480,36 @@ def limit_reaction(interval_s: float = 1.0, limit_mb: int = 150) -> str:
             if crossed is None and rss > limit_mb * 2**20:
                 crossed = now
             if not alive:
-                gone = now
+                gone, gone_wall = now, time.time()
                 break
             time.sleep(0.002)
         _end(proc)
+        seen_at = _first_sample_over(Path(tmp), "claude", limit_mb * 2**20)
     if crossed is None or gone is None:
         line = "limit breach -> process gone: not measured (the hog was not seen crossing)"
     else:
         took = gone - crossed
+        # Where the crossing falls in the interval is chance (the hog's start against the
+        # ticks): the sample that showed it to the end is the monitor's own reaction.
+        reaction = f"{(gone_wall - seen_at) * 1000:.0f} ms" if seen_at is not None else "not recorded"
         line = (
             f"limit breach -> agent ended: {took * 1000:.0f} ms after its RSS crossed "
             f"{limit_mb} MiB (sampling interval {interval_s * 1000:.0f} ms; target "
-            f"<= {(interval_s + 0.2) * 1000:.0f} ms)"
+            f"<= {(interval_s + 0.2) * 1000:.0f} ms); from the sample that showed it: {reaction}"
         )
     print(line, flush=True)
     return line
+
+
+def _first_sample_over(workspace: Path, agent: str, rss_bytes: int) -> float | None:
+    """When the resource monitor first sampled ``agent`` over ``rss_bytes`` (its wall clock)."""
+    for history in workspace.glob("*/resources.jsonl"):
+        for line in history.read_text().splitlines():
+            sample = json.loads(line)
+            for tree in sample.get("agents", []):
+                if tree.get("agent") == agent and (tree.get("rss_bytes") or 0) > rss_bytes:
+                    return float(sample["taken_at"])
+    return None
 
 
 def _timed_health(port: int, token: str, rounds: int) -> tuple[float, int]:
