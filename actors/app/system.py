@@ -94,6 +94,10 @@ def run(settings: Settings, request: LaunchRequest, log_setup: Callable[[Path], 
                 running.coordinator.tell(ControlRequested(action="stop", source="signal"))
             return _wait_for_end(running, request, interrupts)
         finally:
+            if interrupts.running is not None and interrupts.running.host is not None:
+                # Whatever still runs (the coordinator stopped them all, unless it could not)
+                # ends at once, not worker after worker as each actor stops.
+                interrupts.running.host.terminate_all(settings.session.stop_grace_s)
             stop_all(started)
             if interrupts.running is not None and interrupts.running.workspace is not None:
                 # Every agent has ended: what is merged leaves its checkout; the branch stays.

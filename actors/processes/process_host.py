@@ -348,6 +348,23 @@ class ProcessHost:
             self._started.add(hosted)
         return hosted
 
+    def terminate_all(self, grace_s: float) -> int:
+        """End every CLI this host started that still runs, all at once: SIGCONT and SIGTERM
+        to every group, one deadline for all, then SIGKILL to those left (one after another,
+        each would wait its own grace). Their workers read their pipes to the end as ever.
+        Returns how many were running."""
+        with self._lock:
+            running = [p for p in self._started if not p.exited]
+        for proc in running:
+            proc.signal_group(signal.SIGCONT)  # a stopped group cannot act on SIGTERM
+            proc.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            if not proc.wait_exited(max(0.0, deadline - time.monotonic())):
+                log.warning("pid %s ignored SIGTERM for %.1fs; sending SIGKILL to its group", proc.pid, grace_s)
+                proc.signal_group(signal.SIGKILL)
+        return len(running)
+
     def kill_all(self) -> int:
         """SIGKILL every CLI this host started that still runs (a forced stop: no grace
         period); their workers then see them exit. Returns how many were signalled."""
