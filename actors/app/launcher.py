@@ -240,6 +240,9 @@ def _run_session(config: Path | None, request: LaunchRequest) -> int:
     # the imports (a tenth of their time) or after (frozen).
     gc.disable()
     try:
+        from meta_orchestrator.actors.app.prepare import forget_version_checks, start_version_checks
+
+        start_version_checks(settings, request)  # the CLIs answer while the rest is imported
         from meta_orchestrator.actors.app.system import PreflightError, run
     finally:
         gc.freeze()
@@ -252,6 +255,7 @@ def _run_session(config: Path | None, request: LaunchRequest) -> int:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        forget_version_checks()
         # Every actor has stopped: what is left is freed at exit. Frozen, it is not walked
         # by the interpreter's last full collections first (up to a second on a busy machine,
         # between Ctrl-C and the prompt); nothing is lost, the files are closed already.
