@@ -21,7 +21,7 @@ from meta_orchestrator.webui.security import is_loopback
 logger = logging.getLogger(__name__)
 
 PORT_TRIES = 20  # with next_free_port: this port and the next ones
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 30.0  # a stop wakes the loop itself: this is only its longest sleep
 BACKLOG = 128
 
 

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import math
+import os
 import select
 import selectors
 import socket
@@ -50,6 +51,7 @@ LINGER_S = 1.0  # after an answer from the serving thread: read on until the pee
 ACCEPT_PAUSE_S = 0.1  # out of file descriptors: stop accepting this long
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut its side
+_WAKE = "wake"  # the selector's mark of the wake-up pipe
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
@@ -86,6 +88,11 @@ class BoundedWSGIServer(BaseWSGIServer):
         self._stopped = threading.Event()
         self._stopped.set()  # not serving yet: a shutdown has nothing to wait for
         self._accept_paused_until = 0.0
+        # A stop wakes the loop at once through this pipe: no polling for it, idle or not.
+        self._wake_r, self._wake_w = os.pipe()
+        self._wake_fds: tuple[int, ...] = (self._wake_r, self._wake_w)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     @property
     def active(self) -> int:
@@ -97,6 +104,7 @@ class BoundedWSGIServer(BaseWSGIServer):
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self._stopped.clear()
         self._selector.register(self.socket, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -104,6 +112,9 @@ class BoundedWSGIServer(BaseWSGIServer):
                 for key, _ in self._selector.select(self._wait_s(now, poll_interval)):
                     if key.data is None:
                         self._accept()
+                    elif key.data is _WAKE:
+                        with contextlib.suppress(OSError):
+                            os.read(self._wake_r, 64)
                     else:
                         self._read(key.fileobj)  # type: ignore[arg-type]
                 self._expire(time.monotonic())
@@ -115,11 +126,21 @@ class BoundedWSGIServer(BaseWSGIServer):
 
     def shutdown(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already
+            os.write(self._wake_w, b"\0")
         self._stopped.wait(timeout=5)
 
+    def server_close(self) -> None:
+        super().server_close()
+        fds, self._wake_fds = getattr(self, "_wake_fds", ()), ()  # werkzeug closes in __init__ too
+        for fd in fds:  # once: a number closed twice may be someone else's by then
+            os.close(fd)
+
     def _wait_s(self, now: float, poll_interval: float) -> float:
-        """Until the next deadline, at most ``poll_interval`` (a stop is noticed by then)."""
+        """Until the next deadline, at most ``poll_interval`` (a stop wakes the loop itself)."""
         wait = poll_interval
+        if self._accept_paused_until:
+            wait = min(wait, self._accept_paused_until - now)
         if self._waiting:
             wait = min(wait, next(iter(self._waiting.values())).deadline - now)
         if self._closing:

@@ -16,6 +16,7 @@ orchestrate mcp                  an MCP server on stdio: other tools start and d
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -239,7 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_session(config: Path | None, request: LaunchRequest) -> int:
     """Load the settings, set up logging and run one session (new or resumed) to its end."""
     settings = _load(config, request.settings_overrides)
-    from meta_orchestrator.actors.app.system import PreflightError, run
+    # The modules' objects live as long as the process: no collection need walk them, during
+    # the imports (a tenth of their time) or after (frozen).
+    gc.disable()
+    try:
+        from meta_orchestrator.actors.app.prepare import forget_version_checks, start_version_checks
+
+        start_version_checks(settings, request)  # the CLIs answer while the rest is imported
+        from meta_orchestrator.actors.app.system import PreflightError, run
+    finally:
+        gc.freeze()
+        gc.enable()
 
     log_to_file = setup_logging(request.verbose)
     try:
@@ -247,6 +258,12 @@ def _run_session(config: Path | None, request: LaunchRequest) -> int:
     except PreflightError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        forget_version_checks()
+        # Every actor has stopped: what is left is freed at exit. Frozen, it is not walked
+        # by the interpreter's last full collections first (up to a second on a busy machine,
+        # between Ctrl-C and the prompt); nothing is lost, the files are closed already.
+        gc.freeze()
 
 
 def _resume_parser() -> argparse.ArgumentParser:

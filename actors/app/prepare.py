@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -34,6 +35,7 @@ from meta_orchestrator.actors.history.resume import (
 )
 from meta_orchestrator.actors.processes.orphans import end_orphans, find_orphans
 from meta_orchestrator.actors.recovery.preflight import (
+    CliCheck,
     PreflightError,
     check_cli,
     check_target,
@@ -231,15 +233,48 @@ def check_dashboard_reach(settings: Settings, request: LaunchRequest) -> None:
     )
 
 
-def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings, Mapping[str, str]]:
-    """The settings with every enabled CLI checked; those that cannot run are disabled (their
-    roles move to the others) unless none can run; and each one disabled, with why.
+def start_version_checks(settings: Settings, request: LaunchRequest) -> None:
+    """Start the enabled CLIs' version probes now, in a thread, for ``prepare`` to take: they
+    wait on processes while the launcher imports the rest of the start. A resume probes later
+    (its settings are the first start's); anything unusual here is left for ``prepare`` to say."""
+    if request.resume:
+        return
+    try:
+        check_agents(settings)
+        if request.demo:
+            settings = demo_settings(settings)
+        env = agent_environment(request)
+    except Exception:  # noqa: BLE001 - prepare checks it all again and says what is wrong
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-early")
+    _early.append((dict(settings.agents), env, pool.submit(_version_checks, settings, env)))
+    pool.shutdown(wait=False)
 
-    Raises:
-        PreflightError: no agent is enabled, or none of them can run.
-    """
-    checks = [
-        check_cli(
+
+# Probes started before prepare (start_version_checks): (agents, env, their checks).
+_early: list[tuple[dict[str, Any], dict[str, str], Future[list[CliCheck]]]] = []
+
+
+def _early_checks(settings: Settings, env: dict[str, str]) -> list[CliCheck] | None:
+    """The early probes' checks when they were of these very agents and environment."""
+    while _early:
+        agents, early_env, checks = _early.pop()
+        if agents == dict(settings.agents) and early_env == env:
+            return checks.result()
+    return None
+
+
+def forget_version_checks() -> None:
+    """Wait for early probes no ``prepare`` took (it failed before): none is left running."""
+    while _early:
+        _early.pop()[2].exception()
+
+
+def _version_checks(settings: Settings, env: dict[str, str]) -> list[CliCheck]:
+    """Every enabled CLI's check; each waits on its CLI's version probe: all at once, the
+    start waits for the slowest only."""
+    probes = [
+        (
             name,
             get_adapter(name),
             launch_for_preflight(get_adapter(name), agent),
@@ -248,6 +283,20 @@ def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings,
         for name, agent in settings.agents.items()
         if agent.enabled
     ]
+    with ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="preflight") as pool:
+        return list(pool.map(lambda probe: check_cli(*probe), probes))
+
+
+def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings, Mapping[str, str]]:
+    """The settings with every enabled CLI checked; those that cannot run are disabled (their
+    roles move to the others) unless none can run; and each one disabled, with why.
+
+    Raises:
+        PreflightError: no agent is enabled, or none of them can run.
+    """
+    checks = _early_checks(settings, env)
+    if checks is None:
+        checks = _version_checks(settings, env)
     if not checks:
         raise PreflightError("every agent is disabled in the config; enable at least one")
     bad = [c for c in checks if c.problem]

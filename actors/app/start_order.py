@@ -120,7 +120,6 @@ def _start(
     env = dict(prepared.env)
     if log_setup:
         log_setup(session_dir)
-    bwrap = _launch_checks(settings, request, env, target)
     session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
     # Who hears every fact: the history first (a replay sees what any view saw), the console,
@@ -134,6 +133,9 @@ def _start(
     supervisor = start_supervisor(started, settings.session, tuple(listeners))
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     heard = (*listeners, *([gateway] if gateway is not None else []))
+    # The dashboard answers while the checks run (probes of bubblewrap and the tool hook, a
+    # cluster to join): none of it is needed to show the page, all of it before an agent.
+    bwrap = _launch_checks(settings, request, env, target)
     scratch = private_dir(session_dir / "scratch")
     repo, no_branch = _open_workspace(session, request, bwrap)
     with _abandoned_if_it_fails(repo, session_dir, request):

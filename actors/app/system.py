@@ -120,16 +120,25 @@ def run(settings: Settings, request: LaunchRequest, log_setup: Callable[[Path], 
                 running.coordinator.tell(ControlRequested(action="stop", source="signal"))
             return _wait_for_end(started, running, request, interrupts)
         finally:
-            _end_work(started, interrupts.running, request)
+            _end_work(started, interrupts.running, request, grace_s=settings.session.stop_grace_s)
             cluster_wiring.leave()
 
 
 def _end_work(
-    started: list[pykka.ActorRef[Any]], running: RunningSession | None, request: LaunchRequest, keep: Any = None
+    started: list[pykka.ActorRef[Any]],
+    running: RunningSession | None,
+    request: LaunchRequest,
+    keep: Any = None,
+    grace_s: float | None = None,
 ) -> None:
     """Stop the session's actors (all, or those started after ``keep``: the dashboard left up),
     remove the checkouts whose work is merged, then mark the end work done and release the
-    session's lock: apply and discard wait for exactly this (files.end_lock). Done once."""
+    session's lock: apply and discard wait for exactly this (files.end_lock). Done once.
+    With ``grace_s``, whatever still runs on this machine is ended first, all at once."""
+    if grace_s is not None and running is not None and running.host is not None:
+        # The coordinator stopped them all unless it could not: the rest end together, not
+        # worker after worker as each actor stops.
+        running.host.terminate_all(grace_s)
     if keep is None:
         stop_all(started)
     elif not stop_after(started, keep):

@@ -15,33 +15,49 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from meta_orchestrator.actors.workspaces.git_command import HOSTILE_TREE_CONFIG
 
 GIT_TIMEOUT_S = 300.0
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256
 
 
 class BundleError(Exception):
     """A bundle could not be made, read or applied; the message says what git said."""
 
 
-def make_bundle(repo: Path, ref: str, base: str | None = None) -> bytes:
+def make_bundle(repo: Path, ref: str, base: str | None = None, has: Sequence[str] = ()) -> bytes:
     """A bundle of ``ref`` (a branch or other ref name, recorded in the bundle) and its history;
-    with ``base`` (a commit the receiver has), only the commits after it."""
+    with ``base`` (a commit the receiver has), only the commits after it; with ``has`` (commits
+    the receiver may have), without what they hold that ``repo`` knows of (a thin bundle:
+    those it knows are its prerequisites; the others are ignored)."""
+    exclude = [f"^{commit}" for commit in known_commits(repo, has)]
     with tempfile.TemporaryDirectory(prefix="orchestrate-bundle-") as tmp:
         path = Path(tmp) / "work.bundle"
-        _git(repo, "bundle", "create", "--quiet", str(path), f"{base}..{ref}" if base else ref)
+        run_git(repo, "bundle", "create", "--quiet", str(path), f"{base}..{ref}" if base else ref, *exclude)
         return path.read_bytes()
+
+
+def known_commits(repo: Path, commits: Sequence[str]) -> list[str]:
+    """Those of ``commits`` (full object names) that are commits of ``repo``."""
+    wanted = [c for c in dict.fromkeys(commits) if _OBJECT_NAME.fullmatch(c)]
+    if not wanted:
+        return []
+    answers = run_git(repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", stdin="\n".join(wanted) + "\n")
+    found = {line.split()[0] for line in answers.splitlines() if line.endswith(" commit")}
+    return [c for c in wanted if c in found]
 
 
 def bundle_of_commits(repo: Path, branch: str, since: str) -> bytes | None:
     """The commits on ``branch`` after ``since`` (an assignment's start) as a bundle whose
     prerequisite is ``since``; None when the branch has none."""
-    if _git(repo, "rev-list", "--count", f"{since}..{branch}").strip() == "0":
+    if run_git(repo, "rev-list", "--count", f"{since}..{branch}").strip() == "0":
         return None
     return make_bundle(repo, branch, base=since)
 
@@ -60,11 +76,23 @@ def checkout_from_bundle(
         dest.mkdir(parents=True, exist_ok=True)
         if any(dest.iterdir()):
             raise BundleError(f"{dest} is not empty")
-        _git(dest, "init", "--quiet", *([f"--separate-git-dir={git_dir}"] if git_dir is not None else []))
+        run_git(dest, "init", "--quiet", *([f"--separate-git-dir={git_dir}"] if git_dir is not None else []))
         # The new repository's own (unborn) branch may have the same name: fetch into it anyway.
-        _git(dest, "fetch", "--quiet", "--update-head-ok", str(path), f"{head}:refs/heads/{local}")
-        _git(dest, "checkout", "--quiet", "--force", local)
-    return _git(dest, "rev-parse", "HEAD").strip()
+        run_git(dest, "fetch", "--quiet", "--update-head-ok", str(path), f"{head}:refs/heads/{local}")
+        run_git(dest, "checkout", "--quiet", "--force", local)
+    return run_git(dest, "rev-parse", "HEAD").strip()
+
+
+def checkout_from_repo(source: Path, ref: str, dest: Path, git_dir: Path, local_branch: str) -> str:
+    """As ``checkout_from_bundle``, from ``ref`` of the repository ``source`` on this machine
+    (its objects copied: the new repository stands alone). Returns the commit checked out."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise BundleError(f"{dest} is not empty")
+    run_git(dest, "init", "--quiet", f"--separate-git-dir={git_dir}")
+    run_git(dest, "fetch", "--quiet", "--no-tags", "--update-head-ok", str(source), f"{ref}:refs/heads/{local_branch}")
+    run_git(dest, "checkout", "--quiet", "--force", local_branch)
+    return run_git(dest, "rev-parse", "HEAD").strip()
 
 
 def apply_bundle(repo: Path, data: bytes, ref: str) -> str:
@@ -73,12 +101,12 @@ def apply_bundle(repo: Path, data: bytes, ref: str) -> str:
     refused. ``repo`` must have the bundle's prerequisites. Returns the new commit."""
     target = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
     with _bundle_file(data) as path:
-        _git(repo, "bundle", "verify", str(path))  # names any missing prerequisite
+        run_git(repo, "bundle", "verify", str(path))  # names any missing prerequisite
         heads = _heads(path)
         if len(heads) != 1:
             raise BundleError(f"the bundle has {len(heads)} heads ({', '.join(heads) or 'none'}); one was expected")
-        _git(repo, "fetch", str(path), f"{heads[0]}:{target}")
-    return _git(repo, "rev-parse", target).strip()
+        run_git(repo, "fetch", str(path), f"{heads[0]}:{target}")
+    return run_git(repo, "rev-parse", target).strip()
 
 
 @contextlib.contextmanager
@@ -91,7 +119,7 @@ def _bundle_file(data: bytes):  # noqa: ANN202 - a context manager of a Path
 
 def _heads(path: Path) -> list[str]:
     """The ref names a bundle carries."""
-    out = _git(path.parent, "bundle", "list-heads", str(path))
+    out = run_git(path.parent, "bundle", "list-heads", str(path))
     return [line.split(" ", 1)[1] for line in out.splitlines() if " " in line]
 
 
@@ -103,7 +131,7 @@ def _head_named(path: Path, branch: str) -> str:
     raise BundleError(f"the bundle has no branch {branch!r} (it has {', '.join(heads) or 'nothing'})")
 
 
-def _git(cwd: Path, *args: str) -> str:
+def run_git(cwd: Path, *args: str, stdin: str | None = None) -> str:
     """Run git in its own process group; its output, or a BundleError with its message."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     # Hardened as every git over a folder an agent wrote: a repository worked in place is
@@ -115,14 +143,14 @@ def _git(cwd: Path, *args: str) -> str:
         ["git", *hardening, *args],
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=GIT_TIMEOUT_S)
+        out, err = proc.communicate(stdin, timeout=GIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

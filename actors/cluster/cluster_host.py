@@ -53,6 +53,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.cluster import node_wire
+from meta_orchestrator.actors.cluster.bundles import BundleError
 from meta_orchestrator.actors.cluster.cluster_auth import AUTH_MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines, unpack
 from meta_orchestrator.actors.cluster.node_wire import LineBatch, NodeFailure, NodeReplyError, NodeSample, RunStarted
@@ -221,7 +222,18 @@ class RemoteProcess:
         self._hold = hold_until_recorded  # False: a line is dropped once the driver holds it
         self._ack_sent = 0
         self._ack_bytes = 0  # recorded since the mark last went to the node
-        self._start_ref = actor.start.remote(launch, confinement, options, work, bundle)
+        self.bundle_bytes: int | None = None  # the start's bundle as sent (thin when the node had a base)
+        self.bundle_bases = 0  # the starts the node had kept when it was made
+        self._asked = time.monotonic()
+        self._told = False
+        if callable(bundle):  # made once placed, against what that node has: the node is asked first
+            self._bundle_for: Callable[[tuple[str, ...]], bytes] | None = bundle
+            self._start_args = (launch, confinement, options, work)
+            self._bases_ref = actor.bases.remote()
+            self._start_ref = None
+        else:
+            self._bundle_for = None
+            self._start_ref = actor.start.remote(launch, confinement, options, work, bundle)
         self._reader = threading.Thread(target=self._run, name="remote-run-reader", daemon=True)
         self._reader.start()
 
@@ -358,6 +370,8 @@ class RemoteProcess:
             end = self._read_all()
         except _Closed:
             end = RemoteRunEnd(kind="cancelled", detail="the driver closed the run")
+        except BundleError as exc:
+            end = RemoteRunEnd(kind="spawn_failed", detail=f"the run's folder could not be sent: {exc}")
         except (RayError, NodeFailure, NodeReplyError) as exc:
             end = self._end_by(exc)
         finally:
@@ -386,19 +400,28 @@ class RemoteProcess:
         return RemoteRunEnd(kind="node_lost", detail=f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _place(self) -> RunStarted:
-        """Wait for the host to be placed and the CLI started; say so once when no slot is free."""
-        asked = time.monotonic()
-        told = False
+        """Wait for the host to be placed and the CLI started; with a bundle to make, made
+        once the node has said which starts it keeps (the bundle leaves out what they hold)."""
+        if self._start_ref is None:
+            assert self._bundle_for is not None
+            bases = node_wire.read_commits(self._placed(self._bases_ref))
+            bundle = self._bundle_for(bases)
+            self.bundle_bytes, self.bundle_bases = len(bundle), len(bases)
+            self._start_ref = self._actor.start.remote(*self._start_args, ray.put(bundle))
+        return node_wire.read_started(self._placed(self._start_ref))
+
+    def _placed(self, ref: Any) -> bytes | memoryview:
+        """The reply of a call that waits for the host's placement; said once when no slot is free."""
         while True:
             try:
-                return node_wire.read_started(plain_get(self._start_ref, _WAIT_STEP_S))
+                return plain_get(ref, _WAIT_STEP_S)
             except GetTimeoutError:
                 if self._closing.is_set():
                     raise _Closed from None
-                if not told and time.monotonic() - asked >= self._notice_s:
+                if not self._told and time.monotonic() - self._asked >= self._notice_s:
                     reason = _why_unplaced(self._resources)
                     if reason is not None:
-                        told = True
+                        self._told = True
                         self._change("waiting_for_slot", detail=reason)
 
     def _on_started(self, started: RunStarted) -> None:
@@ -536,13 +559,16 @@ class ClusterProcessHost:
         confinement: Confinement | None = None,
         on_change: OnChange | None = None,
         work: RemoteWork | None = None,
-        bundle: bytes | None = None,
+        bundle: bytes | Callable[[tuple[str, ...]], bytes] | None = None,
     ) -> RemoteProcess:
         """Ask for a slot and start the CLI there; returns at once (the run is ``placing``).
-        With ``work``, the node checks ``bundle`` out first and the CLI works there. Where the
-        node cannot start it, the run ends ``spawn_failed`` (``spawn_error``: what it raised)."""
+        With ``work``, the node checks ``bundle`` out first and the CLI works there: given as
+        a function of the starts the node keeps, it is made once the run is placed, without
+        what they hold. Where the node cannot start it, the run ends ``spawn_failed``
+        (``spawn_error``: what it raised)."""
         actor = RemoteRunHost.options(resources=self._resources, scheduling_strategy=self._strategy).remote()
-        bundle_ref = ray.put(bundle) if bundle is not None else None  # the object store carries it
+        # The object store carries it (a function is called once the node is known).
+        bundle_ref = ray.put(bundle) if isinstance(bundle, bytes) else bundle
         process = RemoteProcess(
             actor,
             launch,

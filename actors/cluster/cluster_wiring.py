@@ -39,6 +39,11 @@ class HostSet:
         """A forced stop: every CLI of every host ended at once (no grace)."""
         return sum(host.kill_all() for host in self._all())
 
+    def terminate_all(self, grace_s: float) -> int:
+        """Every CLI of this machine ended at once, with one grace for all (remote runs are
+        ended by their workers, each through its node)."""
+        return self.local.terminate_all(grace_s)
+
     def _all(self) -> Iterable[Any]:
         return [self.local, *self.remote.values()]
 

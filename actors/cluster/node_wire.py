@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from meta_orchestrator.actors.processes.line_buffer import Chunk
 from meta_orchestrator.actors.processes.process_tree import TreeFigures
@@ -140,6 +140,7 @@ _STARTED = TypeAdapter(RunStarted)
 _FLAG = TypeAdapter(bool)
 _NOTHING = TypeAdapter(type(None))
 _BATCH = TypeAdapter(_WireBatch)
+_COMMITS = TypeAdapter(tuple[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")], ...])
 
 
 # -- the node's side ----------------------------------------------------------------------------
@@ -148,6 +149,11 @@ _BATCH = TypeAdapter(_WireBatch)
 def frame(value: bool | None, payload: bytes = b"") -> bytes:
     """A reply carrying a flag or nothing, and bytes after it (a piece of a line)."""
     return _framed({"value": value}, [payload])
+
+
+def commits(values: tuple[str, ...]) -> bytes:
+    """A reply carrying commit names (the starts a node keeps)."""
+    return _framed({"value": list(values)})
 
 
 def failure(exc: BaseException) -> bytes:
@@ -191,6 +197,10 @@ def batch(value: LineBatch) -> bytes:
 
 def read_started(reply: bytes | memoryview) -> RunStarted:
     return _read(reply, _STARTED)[0]
+
+
+def read_commits(reply: bytes | memoryview) -> tuple[str, ...]:
+    return _read(reply, _COMMITS)[0]
 
 
 def read_flag(reply: bytes | memoryview) -> bool:
@@ -284,9 +294,11 @@ __all__ = [
     "NodeSample",
     "RunStarted",
     "batch",
+    "commits",
     "failure",
     "frame",
     "read_batch",
+    "read_commits",
     "read_flag",
     "read_nothing",
     "read_piece",

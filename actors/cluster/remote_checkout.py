@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meta_orchestrator.actors.adapters.base import Launch
-from meta_orchestrator.actors.cluster.bundles import bundle_of_commits, checkout_from_bundle
+from meta_orchestrator.actors.cluster.bundles import (
+    BundleError,
+    bundle_of_commits,
+    checkout_from_bundle,
+    checkout_from_repo,
+)
+from meta_orchestrator.actors.cluster.node_bases import NodeBases
 from meta_orchestrator.actors.workspaces.git_command import (
     HOSTILE_TREE_CONFIG,
     TOOL_IDENTITY,
@@ -67,8 +73,9 @@ class WorkBack:
 class NodeCheckout:
     """One run's checkout in ``scratch`` (the run's own folder on the node)."""
 
-    def __init__(self, work: RemoteWork, scratch: Path) -> None:
+    def __init__(self, work: RemoteWork, scratch: Path, bases: NodeBases | None = None) -> None:
         self.work = work
+        self._bases = bases  # with it, the start is kept on the node: the next bundle can be thin
         self.tree = scratch / "checkout" / (Path(work.local_top).name or "work")
         self.git_dir = scratch / "git"
         self._scratch = scratch
@@ -76,9 +83,18 @@ class NodeCheckout:
         self._confinement: Confinement | None = None  # the run's, once rewritten: collect runs in it too
 
     def make(self, bundle: bytes) -> str:
-        """Check the start out from ``bundle``; the commit checked out. Raises BundleError."""
+        """Check the start out from ``bundle`` (thin: its prerequisites are in this node's
+        bases); the commit checked out. Raises BundleError."""
         self.tree.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        commit = checkout_from_bundle(bundle, self.tree, self.work.head, git_dir=self.git_dir, local_branch=WORK_BRANCH)
+        if self._bases is None:
+            commit = checkout_from_bundle(
+                bundle, self.tree, self.work.head, git_dir=self.git_dir, local_branch=WORK_BRANCH
+            )
+        else:
+            kept = self._bases.receive(bundle, self.work.start)
+            commit = checkout_from_repo(self._bases.repo, kept, self.tree, self.git_dir, WORK_BRANCH)
+        if commit != self.work.start:
+            raise BundleError(f"the checkout is at {commit[:12]}, not the run's start {self.work.start[:12]}")
         self._paths = {self.work.local_top: str(self.tree)}
         for n, folder in enumerate(self.work.stand_ins):
             if not os.path.isdir(folder):  # shared or on this machine: the CLI gets the folder itself

@@ -47,6 +47,7 @@ from meta_orchestrator.actors.cluster import node_wire
 from meta_orchestrator.actors.cluster.cluster_auth import secret_paths, without_ray
 from meta_orchestrator.actors.processes.lifeline import Lifeline
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines
+from meta_orchestrator.actors.cluster.node_bases import NodeBases
 from meta_orchestrator.actors.cluster.node_wire import HostEnd, LineBatch, NodeSample, RunStarted
 from meta_orchestrator.actors.processes.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
 from meta_orchestrator.actors.processes.folder_writes import newest_write
@@ -113,6 +114,13 @@ class RunHost:
         except Exception as exc:  # noqa: BLE001 - the driver gets it as data
             return node_wire.failure(exc)
 
+    def bases(self) -> bytes:
+        """The starts this node keeps (newest first): a bundle for it may leave out what they hold."""
+        try:
+            return node_wire.commits(NodeBases().known())
+        except Exception as exc:  # noqa: BLE001 - the driver gets it as data
+            return node_wire.failure(exc)
+
     def read_batch(self, after_seq: int, timeout_s: float, ack_seq: int | None = None) -> bytes:
         """The driver holds the lines up to ``after_seq`` and has recorded those up to
         ``ack_seq`` (default: all it holds; these are dropped); return the lines after
@@ -172,7 +180,7 @@ class RunHost:
         # checkout, in the scratch folder, goes with the run whatever ends it).
         self._lifeline = Lifeline(self._scratch, options.guard_grace_s)
         if work is not None:
-            self._checkout = NodeCheckout(work, self._scratch)
+            self._checkout = NodeCheckout(work, self._scratch, NodeBases())
             self._checkout.make(bundle or b"")
             launch, confinement = self._checkout.rewrite(launch, confinement)
         launch, confinement = _without_cluster_secrets(launch, confinement)

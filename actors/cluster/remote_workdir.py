@@ -181,7 +181,7 @@ def finish(proc: Any, sent: SentWork | None) -> RunEnd:
 
 def _send(
     folder: Path, writing: bool, subject: str, stand_ins: tuple[str, ...], confinement: Confinement | None
-) -> tuple[SentWork, RemoteWork, bytes]:
+) -> tuple[SentWork, RemoteWork, Callable[[tuple[str, ...]], bytes]]:
     top, git_dir = _work_tree_of(folder)
     private = Path(tempfile.mkdtemp(prefix="orchestrate-send-"))  # 0700
     confine = None
@@ -206,15 +206,27 @@ def _send(
         parents = ["-p", head] if head else []
         start = git.out("commit-tree", tree, *parents, "-m", f"start of a remote run: {subject}")
         git.run("update-ref", start_ref, start)
-        bundle = make_bundle(Path(git_dir), start_ref)
-    except (WorkspaceError, BundleError) as exc:
+    except WorkspaceError as exc:
         _forget(SentWork(git, Path(git_dir), top, "", start_ref, index, private, writing))
         raise RemoteWorkError(f"cannot send {folder} to the cluster node: {exc}") from None
     sent = SentWork(git, Path(git_dir), top, start, start_ref, index, private, writing)
     work = RemoteWork(
         head=start_ref, start=start, local_top=top, bring_back=writing, subject=subject, stand_ins=stand_ins
     )
-    log.info("sending %s to a cluster node: commit %s, bundle of %d bytes", top, start[:12], len(bundle))
+
+    def bundle(has: tuple[str, ...]) -> bytes:
+        """Made once the node is known: without what the starts it keeps (``has``) hold;
+        nothing when it keeps this very start (the same folder sent again)."""
+        data = b"" if start in has else make_bundle(Path(git_dir), start_ref, has=has)
+        log.info(
+            "sending %s to a cluster node: commit %s, bundle of %d bytes (%s)",
+            top,
+            start[:12],
+            len(data),
+            f"thin: the node keeps {len(has)} start(s)" if has else "whole: the node keeps no start",
+        )
+        return data
+
     return sent, work, bundle
 
 

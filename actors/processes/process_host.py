@@ -110,6 +110,28 @@ def _head(path: str, size: int = 4096) -> bytes:
         return f.read(size)
 
 
+def wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``procs`` to end; those still running. A zombie has
+    ended: a straggler is not our child (the sandbox's init, say, whose parent is the leader
+    we keep unreaped), so ``psutil.wait_procs`` would wait out its whole timeout on it."""
+    deadline = time.monotonic() + timeout
+    step = 0.002
+    while True:
+        alive = [p for p in procs if _running(p)]
+        left = deadline - time.monotonic()
+        if not alive or left <= 0:
+            return alive
+        time.sleep(min(step, left))  # not our children: no wait() to block on
+        step = min(step * 2, 0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
 class HostedProcess:
     """A running CLI: its pipes, its process group and how to end it.
 
@@ -151,10 +173,10 @@ class HostedProcess:
         if not members:
             return 0
         self.signal_group(signal.SIGTERM)
-        gone, alive = psutil.wait_procs(members, timeout=grace_s)
+        alive = wait_ended(members, grace_s)
         if alive:
             self.signal_group(signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=grace_s)
+            wait_ended(alive, grace_s)
         return len(members)
 
     def group_members(self) -> list[psutil.Process]:
@@ -325,6 +347,23 @@ class ProcessHost:
         with self._lock:
             self._started.add(hosted)
         return hosted
+
+    def terminate_all(self, grace_s: float) -> int:
+        """End every CLI this host started that still runs, all at once: SIGCONT and SIGTERM
+        to every group, one deadline for all, then SIGKILL to those left (one after another,
+        each would wait its own grace). Their workers read their pipes to the end as ever.
+        Returns how many were running."""
+        with self._lock:
+            running = [p for p in self._started if not p.exited]
+        for proc in running:
+            proc.signal_group(signal.SIGCONT)  # a stopped group cannot act on SIGTERM
+            proc.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            if not proc.wait_exited(max(0.0, deadline - time.monotonic())):
+                log.warning("pid %s ignored SIGTERM for %.1fs; sending SIGKILL to its group", proc.pid, grace_s)
+                proc.signal_group(signal.SIGKILL)
+        return len(running)
 
     def kill_all(self) -> int:
         """SIGKILL every CLI this host started that still runs (a forced stop: no grace

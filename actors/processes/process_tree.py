@@ -169,11 +169,18 @@ class TreeReader:
         except psutil.NoSuchProcess:
             return None
         try:
-            return [root, *root.children(recursive=True)]
+            pids = descendants(self.pid)
+            if pids is None:  # no /proc children lists: psutil reads every process's parent
+                return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return None  # exited between the worker's report and this reading
         except psutil.AccessDenied:
             return [root]
+        members = [root]
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended since: not a member now
+                members.append(self._procs.get(pid) or psutil.Process(pid))
+        return members
 
     def _known(self, member: psutil.Process) -> tuple[psutil.Process, bool]:
         """The object kept from the last reading (its CPU counts), or the new one, primed now:
@@ -191,6 +198,46 @@ def _cpu_seconds(times: object | None) -> float | None:
     if times is None:
         return None
     return sum(getattr(times, name, 0.0) for name in ("user", "system", "children_user", "children_system"))
+
+
+_CHILDREN_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")  # CONFIG_PROC_CHILDREN
+
+
+def descendants(pid: int) -> list[int] | None:
+    """Every descendant of ``pid``, read from the tree itself (``/proc/<pid>/task/<tid>/children``
+    of each of its threads, and so on down): a few small reads, where psutil's ``children``
+    reads the parent of every process of the machine, several times a second for a session's
+    runs. None where the kernel offers no such list.
+
+    Raises:
+        psutil.NoSuchProcess: ``pid`` is gone. psutil.AccessDenied: its lists may not be read.
+    """
+    if not _CHILDREN_LISTS:
+        return None
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            if parent == pid:
+                raise psutil.NoSuchProcess(pid) from None
+            continue  # ended meanwhile: its children, if any, are re-parented out of the tree
+        except PermissionError:
+            raise psutil.AccessDenied(parent) from None
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as listing:
+                    children = listing.read().split()
+            except FileNotFoundError:
+                continue  # that thread ended meanwhile
+            except PermissionError:
+                raise psutil.AccessDenied(parent) from None
+            for child in children:
+                found.append(int(child))
+                pending.append(int(child))
+    return found
 
 
 def _readable(read: Callable[..., T], *args: object) -> T | None:

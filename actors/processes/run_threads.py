@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT_BATCHES = 64  # reads (of at most 64 KiB) not yet recorded; then the CLI waits on its pipe
 AFTER_RESULT = "final result printed, but the CLI did not exit"
-WATCHDOG_POLL_S = 0.5
+WATCHDOG_MIN_WAIT_S = 0.01  # a limit just short of reached is not waited for in a tight loop
 
 
 class RunThreads:
@@ -133,11 +133,14 @@ class RunThreads:
         self._tell(StopWorker(reason=AFTER_RESULT))
 
     def _watchdog(self, proc: HostedProcess, clock: RunClock, limit_s: float) -> None:
-        while not proc.exited and not self.closing.is_set():
-            if self.closing.wait(WATCHDOG_POLL_S):
-                return
-            if clock.run_s(monotonic()) > limit_s:
+        # Asleep until the limit could be reached (paused time does not count: then it sleeps
+        # again) or the CLI exits; a stopping actor ends the CLI, which wakes it.
+        while not self.closing.is_set():
+            left = limit_s - clock.run_s(monotonic())
+            if left <= 0:
                 self._tell(StopWorker(reason=f"wall-clock limit of {limit_s:g}s reached"))
+                return
+            if proc.wait_exited(max(left, WATCHDOG_MIN_WAIT_S)):
                 return
 
     def _tell(self, message: Any) -> None:

@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import secrets
+import selectors
 import shutil
 import socketserver
 import tempfile
@@ -82,11 +83,48 @@ SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
 
 
 class _Channel(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The hooks' socket. Its loop sleeps until a connection or a stop: a stop wakes it
+    through a pipe (socketserver's own loop would poll for it, idle or not)."""
+
     daemon_threads = True
     guard: pykka.ActorRef[Any]
     wait_s: float
     hook_agent: str  # the CLI whose tool hook asks over this channel
     secret: str
+
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(path, handler)
+        self._wake_r, self._wake_w = os.pipe()
+        self._wake_fds: tuple[int, ...] = (self._wake_r, self._wake_w)
+        os.set_blocking(self._wake_w, False)
+        self._stop = threading.Event()
+        self._served = threading.Event()
+        self._served.set()  # not serving yet: a shutdown has nothing to wait for
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._served.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self:
+                            self._handle_request_noblock()  # type: ignore[attr-defined]  # socketserver's own
+        finally:
+            self._served.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already
+            os.write(self._wake_w, b"\0")
+        self._served.wait(timeout=5)
+
+    def server_close(self) -> None:
+        super().server_close()
+        fds, self._wake_fds = getattr(self, "_wake_fds", ()), ()  # werkzeug closes in __init__ too
+        for fd in fds:  # once: a number closed twice may be someone else's by then
+            os.close(fd)
 
 
 class _ChannelHandler(socketserver.StreamRequestHandler):
@@ -207,9 +245,7 @@ class SandboxGuard(pykka.ThreadingActor):
         server.hook_agent = hooked.name if hooked is not None else "?"
         server.secret = secret
         self._server = server
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-channel", daemon=True
-        ).start()
+        threading.Thread(target=server.serve_forever, name="sandbox-channel", daemon=True).start()
         policy = Policy(
             agent=server.hook_agent,
             roots=self._roots,

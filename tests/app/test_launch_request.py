@@ -162,3 +162,28 @@ def test_orchestrate_and_resume_share_one_set_of_flags():
     )
     for flag in shared:
         assert getattr(run_args, flag) == getattr(resume_args, flag), flag
+
+
+def test_version_probes_started_early_are_the_ones_prepare_takes(tmp_path, demo_env):
+    """The launcher starts the probes before it imports the rest; prepare takes their checks
+    (the same agents and environment), and a probe of other settings is not taken."""
+    from meta_orchestrator.actors.app import prepare as preparing
+
+    demo = shlex.join(get_adapter("gemini").demo_argv())
+    missing = str(tmp_path / "no-such-claude")
+    settings = load_settings(
+        None,
+        {"workspace": str(tmp_path / "ws"), "agents.gemini.command": demo, "agents.claude.command": missing},
+    )
+    request = LaunchRequest(task=TASK, target=_repository(tmp_path / "app"), env=demo_env)
+    preparing.start_version_checks(settings, request)
+    assert len(preparing._early) == 1
+    prepared = prepare(settings, request)
+    assert preparing._early == []  # taken
+    assert missing in prepared.agents_out["claude"] and "gemini" not in prepared.agents_out
+    other = load_settings(None, {"workspace": str(tmp_path / "ws"), "agents.gemini.command": demo})
+    preparing.start_version_checks(other, request)  # claude is the real one here: other checks
+    prepared = prepare(settings, request)
+    assert preparing._early == [] and missing in prepared.agents_out["claude"]  # probed again, not taken
+    preparing.start_version_checks(settings, dataclasses.replace(request, resume="20260101-000000-abcdef"))
+    assert preparing._early == []  # a resume probes later, with its first start's settings

@@ -2,6 +2,7 @@
 
     python -m tests.bench.cluster            # about 3 minutes on 2 cores
     python -m tests.bench.cluster --quick    # smaller sizes, for a smoke run
+    python -m tests.bench.cluster --only bundles
 
 A head without agent slots and one node with them (tests/ray_cluster.py: every server on
 127.0.0.1), then, each beside the local ``ProcessHost`` path in the same run:
@@ -12,7 +13,11 @@ A head without agent slots and one node with them (tests/ray_cluster.py: every s
    until the reader acknowledges it, as the worker does once the lines are recorded;
 2. latency at 100 lines/s: each line carries the time it was printed; the reader's clock
    at receipt minus that (same machine, same clock), p50/p99/max;
-3. the driver's RSS with 64 remote runs streaming at once (a Python one-liner each).
+3. the driver's RSS with 64 remote runs streaming at once (a Python one-liner each);
+4. bundles: two runs from the same repository (a history of a few MB), one after the other on
+   the same node: the bytes each start's bundle carried, beside the whole bundle of the
+   second start (what it would have cost without the node's kept starts), and the time from
+   the spawn to the CLI running.
 
 Targets (issue 15): remote throughput at least half the local one; p99 under 20 ms.
 """
@@ -24,6 +29,7 @@ import gc
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -186,10 +192,54 @@ def driver_rss(runs: int, folder: Path) -> list[str]:
     return [row]
 
 
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b"}
+    env["GIT_COMMITTER_EMAIL"] = "b@x"
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def bundles(history_mb: int, folder: Path) -> list[str]:
+    from meta_orchestrator.actors.cluster import remote_workdir
+    from meta_orchestrator.actors.cluster.bundles import make_bundle
+    from meta_orchestrator.actors.cluster.cluster_host import ClusterProcessHost
+
+    repo = folder / "bundled-app"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    for n in range(history_mb):  # a commit of 1 MB of incompressible data each
+        (repo / f"blob-{n}.bin").write_bytes(os.urandom(MB))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", f"history {n}")
+    launch = _launch([sys.executable, "-c", "import pathlib; pathlib.Path('out.txt').write_text('done')"], repo)
+    host = ClusterProcessHost()
+    rows = []
+    for run in range(2):
+        (repo / "note.txt").write_text(f"run {run}\n")  # a start of its own each time
+        started = time.perf_counter()
+        proc, sent = remote_workdir.spawn(host, launch, None, folder=repo, writing=True, subject=f"bench {run}")
+        assert sent is not None and proc.wait_started(120), proc.end
+        placed = time.perf_counter() - started
+        result = _read(proc, folder)
+        assert proc.reap() == 0, proc.end
+        whole = len(make_bundle(sent.git_dir, sent.start_ref))  # the baseline, before finish forgets the ref
+        end = remote_workdir.finish(proc, sent)
+        assert end.error is None, end.error
+        (repo / "out.txt").unlink()
+        kind = f"thin against {proc.bundle_bases} kept start(s)" if proc.bundle_bases else "whole (the node kept none)"
+        rows.append(
+            f"bundle, run {run + 1} ({history_mb} MB of history): {proc.bundle_bytes:,} bytes sent, {kind}; "
+            f"the whole bundle of the same start {whole:,} bytes (ratio {proc.bundle_bytes / whole:.4f}); "
+            f"spawn to running {placed:.2f}s; {result['lines']} line(s)"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "latency", "rss"])
+    parser.add_argument("--only", choices=["throughput", "latency", "rss", "bundles"])
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     unconnected = psutil.Process().memory_info().rss
@@ -218,6 +268,8 @@ def main() -> None:
                 latency(100.0, 3.0 if args.quick else 10.0, folder)
             if args.only in (None, "rss"):
                 driver_rss(runs, folder)
+            if args.only in (None, "bundles"):
+                bundles(2 if args.quick else 8, folder)
     finally:
         ray.shutdown()
         left = cluster.stop()

@@ -13,8 +13,10 @@ from meta_orchestrator.actors.cluster.bundles import (
     apply_bundle,
     bundle_of_commits,
     checkout_from_bundle,
+    checkout_from_repo,
     make_bundle,
 )
+from meta_orchestrator.actors.cluster.node_bases import NodeBases
 
 IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid"}
 IDENTITY |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
@@ -120,3 +122,40 @@ def test_errors_name_what_is_wrong(repo, tmp_path):
     (tmp_path / "full" / "file").write_text("mine")
     with pytest.raises(BundleError, match="not empty"):
         checkout_from_bundle(bundle, tmp_path / "full", "main")
+
+
+def test_a_node_that_kept_a_start_gets_a_thin_bundle_and_the_same_checkout(repo, tmp_path):
+    """The second start's bundle leaves out what the first one holds; the node's checkout of it
+    is the same as one from a whole bundle."""
+    bases = NodeBases(tmp_path / "node" / "bases.git")
+    (repo / "big.bin").write_bytes(os.urandom(200_000))
+    git(repo, "add", "big.bin")
+    git(repo, "commit", "-q", "-m", "history")
+    first = git(repo, "rev-parse", "HEAD")
+    assert bases.known() == ()
+    whole = make_bundle(repo, "main", has=bases.known())
+    kept = bases.receive(whole, first)
+    assert bases.known() == (first,) and kept == f"refs/bases/{first}"
+    second = commit(repo, "c.txt", "three")
+    thin = make_bundle(repo, "main", has=(*bases.known(), "f" * 40))  # a commit the driver lacks is ignored
+    assert len(thin) * 20 < len(make_bundle(repo, "main"))
+    ref = bases.receive(thin, second)
+    from_thin = checkout_from_repo(bases.repo, ref, tmp_path / "a" / "tree", tmp_path / "a" / "git", "work")
+    from_whole = checkout_from_bundle(make_bundle(repo, "main"), tmp_path / "b" / "tree", "main")
+    assert from_thin == from_whole == second
+    tree = git(tmp_path / "a" / "tree", "ls-tree", "-r", "HEAD")
+    assert tree == git(tmp_path / "b" / "tree", "ls-tree", "-r", "HEAD") and "big.bin" in tree
+    assert bases.receive(b"", second) == ref  # the same start again: nothing to send
+    assert set(bases.known()) == {first, second}
+
+
+def test_a_thin_bundle_a_node_cannot_apply_says_what_it_lacks(repo, tmp_path):
+    start = git(repo, "rev-parse", "HEAD")
+    newer = commit(repo, "c.txt", "three")
+    stranger = NodeBases(tmp_path / "stranger" / "bases.git")
+    with pytest.raises(BundleError, match="prerequisite|lacks"):
+        stranger.receive(make_bundle(repo, "main", has=(start,)), newer)
+    with pytest.raises(BundleError, match="does not keep the start"):
+        stranger.receive(b"", newer)
+    with pytest.raises(BundleError, match="not the run's start"):
+        stranger.receive(make_bundle(repo, "main"), start)  # its head is another commit

@@ -523,3 +523,52 @@ def test_the_remote_group_ends_when_the_driver_goes_away(cluster, tmp_path):
             os.killpg(driver.pid, signal.SIGKILL)  # the orchestrator dies without a word
         driver.wait()
     wait_for(lambda: _gone(cli) and _gone(child), timeout=30, message="the remote group to end with its driver")
+
+
+def test_a_second_run_from_the_same_repository_gets_a_thin_bundle_and_the_same_result(cluster, tmp_path):
+    """The node keeps each start it received: the next run's bundle leaves out what it holds
+    (the repository's history), and the run works on the same files as with a whole one."""
+    from meta_orchestrator.actors.cluster import remote_workdir
+
+    repo = tmp_path / "app"
+    repo.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@x"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q", "-b", "main")
+    (repo / "data.bin").write_bytes(os.urandom(300_000))  # history worth leaving out
+    (repo / "note.txt").write_text("first\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "base")
+    body = """
+        import hashlib, pathlib
+        digest = hashlib.sha256(pathlib.Path("data.bin").read_bytes()).hexdigest()
+        pathlib.Path("result.txt").write_text(digest + " " + pathlib.Path("note.txt").read_text())
+        print("done", flush=True)
+    """
+    script = tmp_path / "cli.py"
+    script.write_text(textwrap.dedent(body))
+    launch = Launch(
+        argv=(sys.executable, str(script)), env={**os.environ, SESSION_MARKER_ENV: "test-cluster"}, cwd=repo
+    )
+    host = ClusterProcessHost()
+    results, sizes = [], []
+    for run in range(2):
+        proc, sent = remote_workdir.spawn(host, launch, None, folder=repo, writing=True, subject=f"run {run}")
+        reading = Reading(proc)
+        assert proc.reap() == 0, proc.end
+        reading.join()
+        end = remote_workdir.finish(proc, sent)
+        assert end.error is None and end.changes and "1 changed file(s) brought back" in end.changes
+        assert reading.text() == ["done"] and proc.node_id == cluster.slot_node_id
+        results.append((repo / "result.txt").read_text())
+        sizes.append((proc.bundle_bytes, proc.bundle_bases))
+        (repo / "result.txt").unlink()  # the folder as it was: the second run starts from the same files
+    first, second = sizes
+    assert first[0] is not None and second[0] is not None
+    assert second[1] >= 1 and second[0] * 10 < first[0], sizes  # thin: the 300 kB of history stayed out
+    assert results[0] == results[1]  # the same work on the same files
+    assert results[0].endswith(" first\n") and len(results[0].split()[0]) == 64

@@ -14,6 +14,7 @@ import pytest
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.cluster import remote_workdir
+from meta_orchestrator.actors.cluster.node_bases import NodeBases
 from meta_orchestrator.actors.cluster.remote_checkout import NodeCheckout, RemoteWork, WorkBack
 from meta_orchestrator.actors.sandbox.bwrap import Confinement
 from meta_orchestrator.messages.cluster import RemoteRunEnd
@@ -49,12 +50,15 @@ class Cluster:
     node_dir: Path
     remote = True
     runs: list[NodeRun] = field(default_factory=list)
+    bundles: list[bytes] = field(default_factory=list)  # as sent, one per run
 
     def spawn(self, launch: Launch, confinement: Any, on_change: Any = None, work: Any = None, bundle: Any = None):
         scratch = self.node_dir / f"run-{len(self.runs)}"
         scratch.mkdir(parents=True)
-        checkout = NodeCheckout(work, scratch)
-        checkout.make(bundle)
+        bases = NodeBases(self.node_dir / "bases.git")  # as RunHost keeps the starts it got
+        checkout = NodeCheckout(work, scratch, bases)
+        self.bundles.append(bundle(bases.known()) if callable(bundle) else bundle)
+        checkout.make(self.bundles[-1])
         rewritten, self.confinement = checkout.rewrite(launch, confinement)
         run = NodeRun(rewritten, work, checkout)
         self.runs.append(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 from meta_orchestrator.actors.processes.process_host import iter_line_batches
@@ -47,3 +48,55 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
         expected = [e[:-1] if e.endswith(b"\r") and len(e) <= 1000 else e for e in expected]
         assert got == expected, trial
         assert totals == [len(e) for e in expected], trial
+
+
+def test_terminate_all_ends_every_group_at_once_and_their_lines_are_all_read(tmp_path: Path):
+    """One CLI ends on SIGTERM, one ignores it (and its child with it): both groups are gone
+    after one grace, and every line they printed before is still read from their pipes."""
+    import signal
+    import sys
+
+    from meta_orchestrator.actors.adapters.base import Launch
+    from meta_orchestrator.actors.processes.process_groups import pids_in_group
+    from meta_orchestrator.actors.processes.process_host import ProcessHost
+
+    polite = "import sys, time\nfor i in range(3): print('polite', i, flush=True)\ntime.sleep(600)\n"
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        "for i in range(3): print('stubborn', i, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    host = ProcessHost()
+    procs = [
+        host.spawn(Launch(argv=(sys.executable, "-c", code), env=dict(os.environ), cwd=tmp_path))
+        for code in (polite, stubborn)
+    ]
+    lines: dict[int, list[bytes]] = {p.pid: [] for p in procs}
+    readers = []
+    for proc in procs:
+
+        def read(proc=proc) -> None:
+            for batch in proc.line_batches("stdout", 1_048_576, lambda: tmp_path / "overflow.txt"):
+                lines[proc.pid].extend(line for line, _, _ in batch)
+
+        readers.append(threading.Thread(target=read))
+        readers[-1].start()
+    reapers = [threading.Thread(target=p.wait_exit_unreaped) for p in procs]
+    for reaper in reapers:
+        reaper.start()
+    for proc in procs:  # each has printed its lines
+        deadline = time.monotonic() + 30
+        while len(lines[proc.pid]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert host.terminate_all(grace_s=0.5) == 2
+    for thread in (*readers, *reapers):
+        thread.join(30)
+        assert not thread.is_alive()
+    assert [p.reap() for p in procs] == [-signal.SIGTERM, -signal.SIGKILL]
+    assert all(not pids_in_group(p.pgid) for p in procs)  # the stubborn one's child too
+    assert lines[procs[0].pid] == [b"polite 0", b"polite 1", b"polite 2"]
+    assert lines[procs[1].pid] == [b"stubborn 0", b"stubborn 1", b"stubborn 2"]
+    assert host.terminate_all(grace_s=0.5) == 0  # nothing left to end

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,42 @@ def test_cpu_time_counts_children_that_ended_between_two_readings():
     finally:
         proc.stdin.close()  # type: ignore[union-attr]
         proc.wait(timeout=10)
+
+
+def test_a_tree_is_read_from_its_own_children_lists_and_finds_every_descendant():
+    """Grandchildren, a child of another thread than the main one, and an exited branch: the
+    tree's own /proc lists give what psutil finds by reading every process of the machine."""
+    import psutil
+
+    from meta_orchestrator.actors.processes.process_tree import TreeReader, descendants
+
+    script = (
+        "import subprocess, sys, threading\n"
+        "kids = [subprocess.Popen(['sh', '-c', 'sleep 600 & sleep 600; wait'])]\n"
+        "t = threading.Thread(target=lambda: kids.append(subprocess.Popen(['sleep', '600'])))\n"
+        "t.start(); t.join()\n"
+        "subprocess.run(['true'])\n"  # a branch that ended: not a member
+        "print(len(kids), flush=True); sys.stdin.read()\n"
+        "for k in kids: k.kill()\n"
+    )
+    leader = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert leader.stdout is not None and leader.stdout.readline().strip() == "2"
+        expected = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the shell starts its two sleeps
+            expected = {p.pid for p in psutil.Process(leader.pid).children(recursive=True)}
+            if len(expected) == 4:
+                break
+            time.sleep(0.01)
+        assert len(expected) == 4  # the shell, its two sleeps, the thread's sleep
+        found = descendants(leader.pid)
+        assert found is not None and set(found) == expected
+        assert set(TreeReader(leader.pid).read().pids) == {leader.pid, *expected}  # type: ignore[union-attr]
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+    with pytest.raises(psutil.NoSuchProcess):
+        descendants(leader.pid)
