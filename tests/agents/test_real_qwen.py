@@ -162,6 +162,7 @@ def test_qwen_review_run_cannot_write(cli_bin: Path, server: ScriptedModelServer
 @pytest.mark.parametrize(
     ("status", "cause", "retryable"), [(401, "auth", False), (429, "rate_limit", True), (500, "server", True)]
 )
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)  # qwen backs off for a minute or more before it gives up on a 429 or 500
 def test_qwen_api_error_classified(
     cli_bin: Path, server: ScriptedModelServer, tmp_path: Path, status: int, cause: str, retryable: bool
 ) -> None:
