@@ -134,7 +134,7 @@ def test_the_session_goes_whole_then_as_deltas_and_a_new_browser_gets_it_whole(t
         first = session_snapshot()
         states = [first]
         for i in range(WHOLE_EVERY + 1):
-            moved = [a.model_copy(update={"status": "running" if i % 2 else "pending"}) for a in first.assignments]
+            moved = tuple(a.model_copy(update={"status": "running" if i % 2 else "pending"}) for a in first.assignments)
             states.append(first.model_copy(update={"updated_at": f"2025-01-01T10:{i:02d}:00Z", "assignments": moved}))
         for state in states:
             ref.tell(SessionStateChanged(snapshot=state))
