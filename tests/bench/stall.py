@@ -20,8 +20,6 @@ import argparse
 import logging
 import os
 import queue
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +27,10 @@ from typing import Any
 
 import pykka
 
-from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.agents.worker import Worker
-from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
-from meta_orchestrator.config.settings import AgentLimits, AgentSettings, LimitsSettings, SessionSettings
-from meta_orchestrator.messages.resources import LimitExceeded, WatchWorkers
+from meta_orchestrator.config.settings import AgentLimits, LimitsSettings
+from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded, StartAssignment
-
-PROMPT = "Session: bench\nAssignment: implement\nRole: implementer\nTask: Add a /health endpoint\n"
+from tests.limits.rig import PROMPT, watched_demo
 
 
 class _Listener(pykka.ThreadingActor):
@@ -58,29 +52,15 @@ def _run(scenario: str, window_s: float, silent_s: float, timeout_s: float) -> d
         target = Path(tmp) / "target"
         target.mkdir()
         limits = LimitsSettings(min_free_memory_mb=None, default=AgentLimits(stall_s=window_s))
-        monitor = ResourceMonitor.start(settings=limits, session_dir=Path(tmp) / "session", listeners=(listener,))
         env = {
             **os.environ,
             "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": scenario,
             "ORCHESTRATE_DEMO_SILENT_S": str(silent_s),
             "ORCHESTRATE_DEMO_PACE": "0.05",
         }
-        worker = Worker.start(
-            agent="claude",
-            adapter=get_adapter("claude"),
-            agent_settings=AgentSettings(
-                command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
-                share_min=0.4,
-                share_max=0.5,
-            ),
-            session_settings=SessionSettings(stop_grace_s=1.0),
-            session_id="bench",
-            session_dir=Path(tmp) / "session",
-            target=target,
-            listeners=(listener, monitor),
-            base_env=env,
+        monitor, worker = watched_demo(
+            listener, Path(tmp) / "session", target, env, settings=limits, session_id="bench"
         )
-        monitor.tell(WatchWorkers(workers=(("claude", worker),)))
         worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=listener))
         seen: dict[str, Any] = {"last_output": None, "stalls": [], "finished": None, "ended_at": None}
         deadline = time.monotonic() + timeout_s

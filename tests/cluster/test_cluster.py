@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -34,19 +33,17 @@ except ImportError:
     pytest.skip("ray is not installed (pip install -e '.[cluster]')", allow_module_level=True)
 
 from meta_orchestrator.actors.adapters.base import Launch
-from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.cluster.cluster_host import ClusterProcessHost, RemoteProcess
 from meta_orchestrator.actors.processes.process_host import SESSION_MARKER_ENV, RawLine, describe_spawn_error
 from meta_orchestrator.actors.cluster.remote_host import HostOptions
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp
-from meta_orchestrator.actors.agents.worker import Worker
-from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
-from meta_orchestrator.config.settings import AgentLimits, AgentSettings, LimitsSettings, SessionSettings
-from meta_orchestrator.messages.resources import LimitExceeded, WatchWorkers
+from meta_orchestrator.config.settings import AgentLimits, LimitsSettings
+from meta_orchestrator.messages.resources import LimitExceeded
 from meta_orchestrator.messages.cluster import RemoteRunChanged
 from meta_orchestrator.messages.worker import AssignmentFinished, StartAssignment
 from tests.conftest import DEMO, PROJECT_ROOT, wait_for
+from tests.limits.rig import demo_worker, watched_demo
 from tests.ray_cluster import DrivenCluster, driven_cluster
 
 PROMPT = (
@@ -405,16 +402,12 @@ def _git_target(tmp_path: Path) -> Path:
 
 def test_a_worker_runs_its_cli_through_the_cluster_host(cluster, tmp_path, probe, demo_env):
     target = _git_target(tmp_path)
-    worker = Worker.start(
-        agent="claude",
-        adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(command=shlex.join((*DEMO, "claude")), share_min=0.4, share_max=0.5),
-        session_settings=SessionSettings(stop_grace_s=1.0),
+    worker = demo_worker(
+        (probe.ref,),
+        tmp_path / "session",
+        target,
+        demo_env,
         session_id="test-session",
-        session_dir=tmp_path / "session",
-        target=target,
-        listeners=(probe.ref,),
-        base_env=demo_env,
         host=ClusterProcessHost(hold_until_recorded=True),
     )
     worker.tell(StartAssignment(assignment_id="a-1", prompt=PROMPT, reply_to=probe.ref))
@@ -435,20 +428,15 @@ def test_a_remote_cli_hung_on_a_read_is_ended_by_the_stall_limit(cluster, tmp_pa
     names the CPU over the window) and the age of the newest write in its folder there."""
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
     limits = LimitsSettings(interval_s=0.25, min_free_memory_mb=None, default=AgentLimits(stall_s=3.0))
-    monitor = ResourceMonitor.start(settings=limits, session_dir=tmp_path / "session", listeners=(probe.ref,))
-    worker = Worker.start(
-        agent="claude",
-        adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(command=shlex.join((*DEMO, "claude")), share_min=0.4, share_max=0.5),
-        session_settings=SessionSettings(stop_grace_s=1.0),
+    monitor, worker = watched_demo(
+        probe.ref,
+        tmp_path / "session",
+        _git_target(tmp_path),
+        demo_env,
+        settings=limits,
         session_id="test-session",
-        session_dir=tmp_path / "session",
-        target=_git_target(tmp_path),
-        listeners=(probe.ref, monitor),
-        base_env=demo_env,
         host=ClusterProcessHost(options=HostOptions(sample_interval_s=0.2)),
     )
-    monitor.tell(WatchWorkers(workers=(("claude", worker),)))
     worker.tell(StartAssignment(assignment_id="a-1", prompt=PROMPT, reply_to=probe.ref))
     stop = probe.expect(LimitExceeded, timeout=90, where=lambda m: m.action == "stop")
     assert stop.limit == "stall" and "CPU" in stop.reason, stop.reason

@@ -8,26 +8,22 @@ from the sample that showed the breach and from the agent's own report of crossi
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.app.system import LaunchRequest, start, stop_all
 from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
-from meta_orchestrator.actors.agents.worker import Worker
-from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SessionSettings, load_settings
+from meta_orchestrator.config.settings import LimitsSettings, load_settings
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
 from meta_orchestrator.messages.worker import AssignmentFinished, EventsRecorded, GetWorkerState, StartAssignment
 
 from tests.conftest import RecordedEvent, wait_for
+from tests.limits.rig import PROMPT, demo_worker, watched_demo
 
 INTERVAL = 0.25
-PROMPT = "Session: t\nAssignment: implement\nRole: implementer\nTask: Add a /health endpoint\n"
 
 
 def _rig(tmp_path: Path, probe: Any, demo_env: dict[str, str], agent: str = "claude", **limits: Any) -> tuple[Any, Any]:
@@ -43,24 +39,9 @@ def _rig(tmp_path: Path, probe: Any, demo_env: dict[str, str], agent: str = "cla
         default={**LimitsSettings().default.model_dump(), **defaults},
         **limits,
     )
-    session_dir = tmp_path / "session"
     target = tmp_path / "target"
     target.mkdir()
-    monitor = ResourceMonitor.start(settings=settings, session_dir=session_dir, listeners=(probe.ref,))
-    command = f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo {agent}"
-    worker = Worker.start(
-        agent=agent,
-        adapter=get_adapter(agent),
-        agent_settings=AgentSettings(command=command, share_min=0.4, share_max=0.5),
-        session_settings=SessionSettings(stop_grace_s=1.0),
-        session_id="t",
-        session_dir=session_dir,
-        target=target,
-        listeners=(probe.ref, monitor),
-        base_env=demo_env,
-    )
-    monitor.tell(WatchWorkers(workers=((agent, worker),)))
-    return monitor, worker
+    return watched_demo(probe.ref, tmp_path / "session", target, demo_env, settings=settings, agent=agent)
 
 
 def test_samples_cover_the_whole_tree_and_are_persisted(tmp_path, probe, demo_env):
@@ -322,22 +303,7 @@ def test_a_crashed_monitor_is_restarted_and_enforces_the_limits_again(tmp_path, 
         supervisor,
     ).start()
     supervisor.proxy().supervise(monitor).get(timeout=5)
-    workers["claude"] = Worker.start(
-        agent="claude",
-        adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(
-            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
-            share_min=0,
-            share_max=1,
-        ),
-        session_settings=SessionSettings(stop_grace_s=1.0),
-        session_id="t",
-        session_dir=session_dir,
-        target=target,
-        listeners=(probe.ref, monitor),
-        base_env=demo_env,
-    )
-    monitor.tell(WatchWorkers(workers=(("claude", workers["claude"]),)))
+    _monitor, workers["claude"] = watched_demo(probe.ref, session_dir, target, demo_env, monitor=monitor)
     workers["claude"].tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
     probe.expect(WorkerStateChanged, timeout=10, where=lambda m: m.snapshot.status == "running")
 
@@ -390,21 +356,12 @@ def test_parallel_runs_of_one_agent_are_watched_apart(tmp_path, probe, demo_env)
     """claude's second run at once (its worker claude#2) hangs silent while its first works on:
     the stall limit stops the second alone, and names it; each run's samples say its slot."""
     monitor, first = _rig(tmp_path, probe, {**demo_env, "ORCHESTRATE_DEMO_PACE": "0.2"}, stall_s=1.5)
-    second = Worker.start(
-        agent="claude",
+    second = demo_worker(
+        (probe.ref, monitor),
+        tmp_path / "session",
+        tmp_path / "target",
+        {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "hang"},
         slot=2,
-        adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(
-            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
-            share_min=0.4,
-            share_max=0.5,
-        ),
-        session_settings=SessionSettings(stop_grace_s=1.0),
-        session_id="t",
-        session_dir=tmp_path / "session",
-        target=tmp_path / "target",
-        listeners=(probe.ref, monitor),
-        base_env={**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "hang"},
     )
     monitor.tell(WatchWorkers(workers=(("claude", first), ("claude#2", second))))
     second.tell(StartAssignment(assignment_id="a2", prompt=PROMPT.replace("implement", "a2"), reply_to=probe.ref))

@@ -24,12 +24,11 @@ import psutil
 import pytest
 
 from meta_orchestrator.actors.adapters.registry import get_adapter
-from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
 from meta_orchestrator.actors.recovery.preflight import PreflightError, check_os_sandbox
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, OsSandbox, bwrap_argv, mounts, socket_dirs
 from meta_orchestrator.actors.agents.worker import Worker
 from meta_orchestrator.config.settings import AgentSettings, LimitsSettings, SandboxSettings, SessionSettings
-from meta_orchestrator.messages.resources import ResourcesSampled, WatchWorkers
+from meta_orchestrator.messages.resources import ResourcesSampled
 from meta_orchestrator.messages.worker import (
     AssignmentFinished,
     PauseWorker,
@@ -39,6 +38,7 @@ from meta_orchestrator.messages.worker import (
     WorkerStateChanged,
 )
 from tests.conftest import RecordedEvent, wait_for
+from tests.limits.rig import PROMPT, watched_demo
 from tests.agents.test_real_clis import cli_bin, server  # noqa: F401 - fixtures
 import contextlib
 
@@ -276,30 +276,15 @@ def test_the_monitor_samples_the_whole_tree_through_the_namespace(tmp_path, prob
     demo_env.update(
         ORCHESTRATE_DEMO_SCENARIO_CLAUDE="fork_bomb_lite", ORCHESTRATE_DEMO_CHILDREN="5", ORCHESTRATE_DEMO_PACE="0.2"
     )
-    monitor = ResourceMonitor.start(
+    _monitor, worker = watched_demo(
+        probe.ref,
+        rig.session_dir,
+        rig.target,
+        {**demo_env, "HOME": str(rig.home)},
         settings=LimitsSettings(interval_s=0.25, min_free_memory_mb=None),
-        session_dir=rig.session_dir,
-        listeners=(probe.ref,),
-    )
-    worker = Worker.start(
-        agent="claude",
-        adapter=get_adapter("claude"),
-        agent_settings=AgentSettings(
-            command=f"{shlex.quote(sys.executable)} -m meta_orchestrator.actors.agents.demo claude",
-            share_min=0.4,
-            share_max=0.5,
-        ),
-        session_settings=SessionSettings(stop_grace_s=1.0),
-        session_id="t",
-        session_dir=rig.session_dir,
-        target=rig.target,
-        listeners=(probe.ref, monitor),
-        base_env={**demo_env, "HOME": str(rig.home)},
         sandbox=rig.sandbox,
     )
-    monitor.tell(WatchWorkers(workers=(("claude", worker),)))
-    prompt = "Session: t\nAssignment: implement\nRole: implementer\nTask: Add a /health endpoint\n"
-    worker.tell(StartAssignment(assignment_id="a1", prompt=prompt, reply_to=probe.ref))
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
     # bwrap, its init, the demo CLI and its 5 children
     sample = probe.expect(ResourcesSampled, timeout=15, where=lambda m: any(a.processes >= 8 for a in m.agents))
     tree = sample.agents[0]
