@@ -16,6 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from meta_orchestrator.actors.files.end_lock import END_WAIT_S
+
 if TYPE_CHECKING:
     from meta_orchestrator.actors.app.start_order import RunningSession
 
@@ -40,6 +42,9 @@ class LaunchRequest:
     dashboard: bool = True
     next_free_port: bool = False
     exit_when_done: bool = False
+    # How long a start waits for the session's lock (files.end_lock): on resume, for its last
+    # launcher to finish its end work.
+    end_wait_s: float = END_WAIT_S
     verbose: bool = False
     console: bool = True
     # -- how the caller is reached (a program or a test; the launcher sets answer_stream) --

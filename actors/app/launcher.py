@@ -295,21 +295,29 @@ def _answer_parser() -> argparse.ArgumentParser:
 
 
 def _answer(args: list[str]) -> int:
-    """Record an answer for a session that is not running; `orchestrate resume` applies it."""
-    import psutil
-
-    from meta_orchestrator.actors.history.resume import AnswerError, record_answer
-    from meta_orchestrator.actors.files.session_files import read_json
-    from meta_orchestrator.messages.session import TERMINAL_STATUSES
-
     opts = _answer_parser().parse_args(args)
     settings = _load(opts.config, {"workspace": str(opts.workspace)} if opts.workspace else {})
     folder = settings.workspace.expanduser().resolve() / opts.session_id
     workspace_flag = f" --workspace {opts.workspace}" if opts.workspace else ""
+    return answer_command(folder, opts.session_id, opts.question_id, " ".join(opts.text), workspace_flag)
+
+
+def answer_command(
+    folder: Path, session_id: str, question_id: str, text: str, workspace_flag: str = "", wait_s: float | None = None
+) -> int:
+    """Record an answer for a session that is not running; `orchestrate resume` applies it.
+    ``wait_s``: how long to wait for its launcher's end work (None: files.end_lock's 60 s)."""
+    import psutil
+
+    from meta_orchestrator.actors.files.end_lock import END_WAIT_S
+    from meta_orchestrator.actors.history.resume import AnswerError, record_answer
+    from meta_orchestrator.actors.files.session_files import read_json
+    from meta_orchestrator.messages.session import TERMINAL_STATUSES
+
     try:
         state = read_json(folder / "state.json")
     except FileNotFoundError:
-        print(f"orchestrate: no session {opts.session_id} in {settings.workspace}", file=sys.stderr)
+        print(f"orchestrate: no session {session_id} in {folder.parent}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as exc:
         print(f"orchestrate: {folder / 'state.json'} is not valid JSON: {exc}", file=sys.stderr)
@@ -317,21 +325,21 @@ def _answer(args: list[str]) -> int:
     pid = state.get("orchestrator_pid")
     if state.get("status") not in TERMINAL_STATUSES and pid and pid != os.getpid() and psutil.pid_exists(pid):
         print(
-            f"orchestrate: session {opts.session_id} is running (orchestrator pid {pid}); "
+            f"orchestrate: session {session_id} is running (orchestrator pid {pid}); "
             "answer on its console or dashboard",
             file=sys.stderr,
         )
         return EXIT_USAGE
     try:
-        recorded = record_answer(folder, opts.question_id, " ".join(opts.text))
+        recorded = record_answer(folder, question_id, text, END_WAIT_S if wait_s is None else wait_s)
     except AnswerError as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     verdict = {True: " (yes)", False: " (no)", None: ""}[recorded["approve"]]
-    print(f"recorded the answer to {opts.question_id}{verdict}: {recorded['answer']}")
+    print(f"recorded the answer to {question_id}{verdict}: {recorded['answer']}")
     if recorded["still_open"]:
         print(f"still open: {', '.join(recorded['still_open'])}")
-    print(f"continue with: orchestrate resume {opts.session_id}{workspace_flag}")
+    print(f"continue with: orchestrate resume {session_id}{workspace_flag}")
     return 0
 
 

@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from meta_orchestrator.actors.adapters.registry import agent_names, driven, get_
 from meta_orchestrator.actors.agents.agent_env import agent_env
 from meta_orchestrator.actors.agents.cli_launch import launch_for_preflight
 from meta_orchestrator.actors.cluster.cluster_auth import without_ray
+from meta_orchestrator.actors.files.end_lock import SessionBusy, SessionLock
+from meta_orchestrator.actors.files.end_lock import take as take_end_lock
 from meta_orchestrator.actors.files.session_files import SessionFileError, new_session_id, private_dir
 from meta_orchestrator.actors.app.launch_request import LaunchRequest
 from meta_orchestrator.actors.history.resume import (
@@ -45,7 +48,7 @@ from meta_orchestrator.actors.recovery.preflight import (
 from meta_orchestrator.actors.workspaces.workspace_wiring import isolation_refused
 from meta_orchestrator.config.settings import ConfigError, Settings, with_overrides
 from meta_orchestrator.messages.ids import InvalidId, check_session_id
-from meta_orchestrator.messages.session import SessionSnapshot
+from meta_orchestrator.messages.session import TERMINAL_STATUSES, SessionSnapshot
 from meta_orchestrator.webui.security import is_loopback
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,8 @@ class Prepared:
     env: Mapping[str, str]  # what each agent's environment allowlist takes its variables from
     agents_out: Mapping[str, str] = field(default_factory=dict)  # agent -> why it cannot run
     resume_state: Mapping[str, Any] | None = None  # the saved state.json of the session continued
+    # On resume, the session's lock (files.end_lock), taken before its saved state was read: start holds it on.
+    end_lock: SessionLock | None = None
 
     @property
     def session(self) -> tuple[str, Path, Path]:
@@ -153,12 +158,26 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
                 check_session_id(given)
             except InvalidId as exc:
                 raise PreflightError(str(exc)) from None
-    resume_state: dict[str, Any] | None = None
     if request.resume:
-        settings, request, resume_state = _resumed(settings, request)
-        check_agents(settings)
-    elif request.demo:
+        settings, request, resume_state, end_lock = _resumed(settings, request)
+        try:
+            check_agents(settings)
+            return _prepared(settings, request, resume_state, end_lock)
+        except BaseException:
+            end_lock.release()
+            raise
+    if request.demo:
         settings = demo_settings(settings)
+    return _prepared(settings, request)
+
+
+def _prepared(
+    settings: Settings,
+    request: LaunchRequest,
+    resume_state: dict[str, Any] | None = None,
+    end_lock: SessionLock | None = None,
+) -> Prepared:
+    """The rest of ``prepare``: the checks every start makes, the session folder made."""
     check_dashboard_reach(settings, request)
     workspace = check_workspace(settings.workspace)
     target = check_target(request.target) if request.target is not None else None
@@ -183,7 +202,9 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
             task=request.task, target=target, demo=request.demo, settings=settings.model_dump(mode="json")
         )
         save_launch(session_dir, first)
-    return Prepared(request, settings, target, session_dir, session_id, MappingProxyType(env), agents_out, resume_state)
+    return Prepared(
+        request, settings, target, session_dir, session_id, MappingProxyType(env), agents_out, resume_state, end_lock
+    )
 
 
 def check_agents(settings: Settings) -> None:
@@ -321,37 +342,68 @@ def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings,
     return settings, MappingProxyType(out)
 
 
-def _resumed(settings: Settings, request: LaunchRequest) -> tuple[Settings, LaunchRequest, dict[str, Any]]:
+def _resumed(settings: Settings, request: LaunchRequest) -> tuple[Settings, LaunchRequest, dict[str, Any], SessionLock]:
     """The session continued: its first start's settings with this run's flags over them (the
     workspace named now wins: the folder may have moved), the request as it applies, its saved
-    state; what its dead orchestrator left running is ended.
+    state, and its lock, held; what its dead orchestrator left running is ended.
+
+    A session still running is refused at once; one whose launcher is finishing its end work
+    is waited for (``request.end_wait_s``), and only then is its state read or anything ended.
 
     Raises:
-        PreflightError: no such session, its files are unreadable, or it still runs.
+        PreflightError: no such session, its files are unreadable, it still runs, or its end
+            work was not done by the deadline.
     """
     session_dir = settings.workspace.expanduser().resolve() / str(request.resume)
+    deadline = time.monotonic() + request.end_wait_s
+    _, state = _saved_launch(session_dir)
+    if state.get("status") not in TERMINAL_STATUSES and _live_orchestrator(state.get("orchestrator_pid")):
+        raise PreflightError(
+            f"session {request.resume} is still running (orchestrator pid {state['orchestrator_pid']})"
+        )
     try:
-        first, state = load_launch(session_dir)
+        end_lock = take_end_lock(session_dir, request.end_wait_s, "resume")
+    except SessionBusy as exc:
+        raise PreflightError(str(exc)) from None
+    except OSError as exc:
+        raise PreflightError(f"{session_dir} cannot be locked: {exc}") from None
+    try:
+        first, state = _saved_launch(session_dir)  # as the end work left it
+        owner = state.get("orchestrator_pid")
+        # Its end work is done; a launcher that released the lock may still be exiting, or
+        # keep its dashboard up on the final state (then it is still running).
+        while _live_orchestrator(owner) and time.monotonic() < deadline:
+            time.sleep(0.02)  # a condition wait: the owner's exit, up to the deadline
+        if _live_orchestrator(owner):
+            raise PreflightError(
+                f"session {request.resume} is still running (orchestrator pid {owner}): "
+                "close its dashboard (Ctrl-C) first"
+            )
+        try:
+            resumed = with_overrides(
+                first.settings, {**request.settings_overrides, "workspace": str(settings.workspace)}, LAUNCH_FILE
+            )
+        except ConfigError as exc:
+            raise PreflightError(f"session {request.resume}: {exc}") from None
+        orphans = find_orphans(str(request.resume))
+        if orphans:
+            log.warning(
+                "ending %d process(es) the previous orchestrator left: %s",
+                len(orphans),
+                "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans),
+            )
+            end_orphans(orphans)
+    except BaseException:
+        end_lock.release()
+        raise
+    return resumed, request.resumed(first.task, first.target, first.demo), state, end_lock
+
+
+def _saved_launch(session_dir: Path) -> tuple[LaunchRecord, dict[str, Any]]:
+    try:
+        return load_launch(session_dir)
     except ResumeError as exc:
         raise PreflightError(str(exc)) from None
-    owner = state.get("orchestrator_pid")
-    if owner and owner != os.getpid() and psutil.pid_exists(owner) and _is_orchestrator(owner):
-        raise PreflightError(f"session {request.resume} is still running (orchestrator pid {owner})")
-    try:
-        resumed = with_overrides(
-            first.settings, {**request.settings_overrides, "workspace": str(settings.workspace)}, LAUNCH_FILE
-        )
-    except ConfigError as exc:
-        raise PreflightError(f"session {request.resume}: {exc}") from None
-    orphans = find_orphans(str(request.resume))
-    if orphans:
-        log.warning(
-            "ending %d process(es) the previous orchestrator left: %s",
-            len(orphans),
-            "; ".join(f"{o.pid} {o.cmdline[:80]}" for o in orphans),
-        )
-        end_orphans(orphans)
-    return resumed, request.resumed(first.task, first.target, first.demo), state
 
 
 def resume_arguments(prepared: Prepared) -> dict[str, Any]:
@@ -367,7 +419,10 @@ def resume_arguments(prepared: Prepared) -> dict[str, Any]:
     }
 
 
-def _is_orchestrator(pid: int) -> bool:
+def _live_orchestrator(pid: Any) -> bool:
+    """Whether ``pid`` is another process running the orchestrator (not a zombie, not us)."""
+    if not pid or pid == os.getpid() or not psutil.pid_exists(pid):
+        return False
     try:
         return "orchestrate" in " ".join(psutil.Process(pid).cmdline())
     except psutil.Error:

@@ -94,8 +94,8 @@ def start(
     # From here the request as it applies (on resume: with what the first start asked).
     request, settings, session_dir = prepared.request, prepared.settings, prepared.session_dir
     # apply and discard wait on this lock: held from before the session begins to its end work's end.
-    try:
-        end_lock = end_lock_of(session_dir)
+    try:  # a resume took it before it read the saved state
+        end_lock = prepared.end_lock or end_lock_of(session_dir, request.end_wait_s)
     except SessionBusy as exc:
         raise PreflightError(str(exc)) from None
     try:

@@ -3,12 +3,13 @@ its folder (``flock``).
 
 The launcher holds it from before its session begins until its end work is done: every agent
 actor stopped, the merged checkouts removed, the store settled. ``state.json`` turns final a
-moment before that, so ``orchestrate apply`` and ``discard`` (and the MCP tools, which call
-them) take the same lock, waiting with a deadline: they run on a finished session only, never
-beside its end work. A launcher that keeps its dashboard up after the end releases the lock
-before it lingers, so its session is appliable then. The kernel releases the lock of a process
-that dies; what the launcher last wrote into the file (``phase``) then tells whether its end
-work was done.
+moment before that, so ``orchestrate apply``, ``discard`` and ``answer`` (and the MCP tools,
+which call them) take the same lock, waiting with a deadline, and ``orchestrate resume`` takes
+it before it reads the saved state: they run on a finished session only, never beside its end
+work. A launcher that keeps its dashboard up after the end releases the lock before it
+lingers, so its session is appliable then. The kernel releases the lock of a process that
+dies; what the launcher last wrote into the file (``phase``) then tells whether its end work
+was done.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _busy(session_dir: Path, wait_s: float, what: str) -> str:
     who = f"its launcher (pid {holder['pid']})" if holder.get("pid") else "its launcher"
     return (
         f"session {session_dir.name} is busy: {who} is still finishing its end work (stopping its agents, "
-        f"removing merged checkouts), or another apply or discard runs on it; waited {wait_s:.0f}s, "
+        f"removing merged checkouts), or another apply, discard, answer or resume runs on it; waited {wait_s:.0f}s, "
         f"{what} did nothing; try again in a moment"
     )
 

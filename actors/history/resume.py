@@ -14,7 +14,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from meta_orchestrator.actors.files.session_files import event_files, locked, read_json, read_jsonl, write_json_atomic
+from meta_orchestrator.actors.files.end_lock import END_WAIT_S, SessionBusy
+from meta_orchestrator.actors.files.end_lock import take as take_end_lock
+from meta_orchestrator.actors.files.session_files import event_files, read_json, read_jsonl, write_json_atomic
 from meta_orchestrator.actors.adapters.registry import agent_names
 
 LAUNCH_FILE = "launch.json"
@@ -110,45 +112,58 @@ def recorded_answers(session_dir: Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
-def record_answer(session_dir: Path, question_id: str, text: str) -> dict[str, Any]:
-    """Record a person's answer to an open question of a session that is not running.
+def record_answer(session_dir: Path, question_id: str, text: str, wait_s: float = END_WAIT_S) -> dict[str, Any]:
+    """Record a person's answer to an open question of a session that is not running, once
+    its launcher's end work is done (its lock, files.end_lock, waited for up to ``wait_s``):
+    the questions are read as that work left them, and nothing is written beside it.
 
     Raises:
-        AnswerError: no such session or question, already answered, or not a yes/no for a
-            confirmation.
+        AnswerError: no such session or question, already answered, not a yes/no for a
+            confirmation, or the session still busy at the deadline (nothing written).
     """
+    if not (session_dir / "state.json").is_file():
+        raise AnswerError(f"no session in {session_dir} (state.json is missing)")
+    try:
+        end_lock = take_end_lock(session_dir, wait_s, "answer")
+    except SessionBusy as exc:
+        raise AnswerError(str(exc)) from None
+    except OSError as exc:
+        raise AnswerError(f"{session_dir} cannot be locked: {exc}") from None
+    with end_lock:  # also one answer at a time: two at once, one wins and one is refused
+        return _record_answer(session_dir, question_id, text)
+
+
+def _record_answer(session_dir: Path, question_id: str, text: str) -> dict[str, Any]:
     try:
         state = read_json(session_dir / "state.json")
     except FileNotFoundError:
         raise AnswerError(f"no session in {session_dir} (state.json is missing)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise AnswerError(f"cannot read {session_dir / 'state.json'}: {exc}") from None
-    lock_path = session_dir / f".{ANSWERS_FILE}.lock"
-    with locked(lock_path):  # two `orchestrate answer` at once: one wins, one is refused
-        try:
-            answers = recorded_answers(session_dir)
-        except ResumeError as exc:
-            raise AnswerError(str(exc)) from None
-        questions = {q.get("id"): q for q in state.get("questions", []) if isinstance(q, dict)}
-        waiting = [qid for qid, q in questions.items() if q.get("status") == "open" and qid not in answers]
-        question = questions.get(question_id)
-        if question is None:
-            listed = ", ".join(str(q) for q in waiting) or "none"
-            raise AnswerError(f"session {state.get('session_id')} has no question {question_id!r} (open: {listed})")
-        if question.get("status") != "open" or question_id in answers:
-            given = answers.get(question_id, {}).get("answer", question.get("answer"))
-            raise AnswerError(f"question {question_id} was already answered ({given!r}); an answer cannot be changed")
-        answer = text.strip()
-        if not answer:
-            raise AnswerError(f"empty answer to {question_id}")
-        approve = None
-        if question.get("kind") == "confirmation":
-            word = answer.lower()
-            if word not in APPROVE_WORDS + DENY_WORDS:
-                raise AnswerError(f"{question_id} is a confirmation: answer yes or no")
-            approve = word in APPROVE_WORDS
-        entry = {"answer": answer, "approve": approve, "answered_at": _now()}
-        write_json_atomic(session_dir / ANSWERS_FILE, {**answers, question_id: entry})
+    try:
+        answers = recorded_answers(session_dir)
+    except ResumeError as exc:
+        raise AnswerError(str(exc)) from None
+    questions = {q.get("id"): q for q in state.get("questions", []) if isinstance(q, dict)}
+    waiting = [qid for qid, q in questions.items() if q.get("status") == "open" and qid not in answers]
+    question = questions.get(question_id)
+    if question is None:
+        listed = ", ".join(str(q) for q in waiting) or "none"
+        raise AnswerError(f"session {state.get('session_id')} has no question {question_id!r} (open: {listed})")
+    if question.get("status") != "open" or question_id in answers:
+        given = answers.get(question_id, {}).get("answer", question.get("answer"))
+        raise AnswerError(f"question {question_id} was already answered ({given!r}); an answer cannot be changed")
+    answer = text.strip()
+    if not answer:
+        raise AnswerError(f"empty answer to {question_id}")
+    approve = None
+    if question.get("kind") == "confirmation":
+        word = answer.lower()
+        if word not in APPROVE_WORDS + DENY_WORDS:
+            raise AnswerError(f"{question_id} is a confirmation: answer yes or no")
+        approve = word in APPROVE_WORDS
+    entry = {"answer": answer, "approve": approve, "answered_at": _now()}
+    write_json_atomic(session_dir / ANSWERS_FILE, {**answers, question_id: entry})
     return {**entry, "question": question, "still_open": [q for q in waiting if q != question_id]}
 
 

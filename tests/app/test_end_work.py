@@ -19,10 +19,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from meta_orchestrator.actors.app.launcher import answer_command
+from meta_orchestrator.actors.app.system import LaunchRequest, PreflightError, run
 from meta_orchestrator.actors.files.end_lock import ENDED, LOCK_FILE, RUNNING, read_holder
 from meta_orchestrator.actors.workspaces.workspace_commands import apply_command, discard_command
+from meta_orchestrator.config.settings import load_settings
 from meta_orchestrator.messages.session import TERMINAL_STATUSES
 from tests.conftest import branch_files, kill_tree, popen_orchestrate, session_store
 
@@ -30,6 +34,7 @@ TASK = "Add a /health endpoint"
 WORK = {"docs/DESIGN.md", "docs/REVIEW.md", "app/health_endpoint.py"}
 DEADLINE_S = 120.0
 ROUNDS = 3  # each round: one apply and one discard, both the instant the status turns final
+BLOCKER = {"ORCHESTRATE_DEMO_SCENARIO_CLAUDE": "blocker"}  # claude escalates: nobody there, exit 3
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -150,32 +155,36 @@ def test_a_session_whose_dashboard_stays_up_is_appliable_while_it_serves(
     assert not any("Traceback" in line for line in lines), "".join(lines)[-3000:]
 
 
-def _stopped_mid_end(repo_dir: Path, ws: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path] | None:
+def _stopped_mid_end(
+    repo_dir: Path, ws: Path, env: dict[str, str], exit_code: int
+) -> tuple[subprocess.Popen, Path] | None:
     """A launcher frozen (SIGSTOP) the instant its status turned final, before it marked its
-    end work done; None if it had already finished it (it is let end then)."""
+    end work done; None if it had already finished it (it is let end then, with ``exit_code``)."""
     proc, folder = _launch(_repo(repo_dir), ws, env, "--no-dashboard")
     _until_final(folder, proc)
     os.killpg(proc.pid, signal.SIGSTOP)
     if read_holder(folder).get("phase") == RUNNING:
         return proc, folder
     os.killpg(proc.pid, signal.SIGCONT)
-    assert _ended(proc)[0] == 0
+    assert _ended(proc)[0] == exit_code
     return None
+
+
+def _caught_mid_end(tmp_path: Path, env: dict[str, str], exit_code: int = 0) -> tuple[subprocess.Popen, Path, Path]:
+    """A launcher frozen mid-end, its session folder and its target repository."""
+    for attempt in range(5):  # the end work takes a moment: the freeze lands in it nearly always
+        repo = tmp_path / f"repo-{attempt}"
+        caught = _stopped_mid_end(repo, tmp_path / "ws", env, exit_code)
+        if caught is not None:
+            return (*caught, repo)
+    raise AssertionError("the launcher finished its end work before it could be frozen, every time")
 
 
 @pytest.mark.session
 def test_a_launcher_killed_mid_end_leaves_a_session_apply_and_discard_handle(
     tmp_path: Path, demo_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ws = tmp_path / "ws"
-    caught = None
-    for attempt in range(5):  # the end work takes a moment: the freeze lands in it nearly always
-        caught = _stopped_mid_end(tmp_path / f"repo-{attempt}", ws, demo_env)
-        if caught is not None:
-            break
-    assert caught is not None, "the launcher finished its end work before it could be frozen, every time"
-    proc, folder = caught
-    repo = tmp_path / f"repo-{attempt}"
+    proc, folder, repo = _caught_mid_end(tmp_path, demo_env)
     try:
         # Frozen mid-end, it holds the lock: both are refused with the reason, nothing touched.
         assert discard_command(folder, folder.name, wait_s=0.3) == 2
@@ -199,3 +208,78 @@ def test_a_launcher_killed_mid_end_leaves_a_session_apply_and_discard_handle(
     assert discard_command(folder, folder.name, wait_s=5) == 0, capsys.readouterr().err
     _assert_discarded(folder, repo)
     assert (folder / LOCK_FILE).is_file()
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a session folder, byte for byte (the lock file's holder too)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _open_question(folder: Path) -> str:
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "waiting", state["status"]
+    return next(q["id"] for q in state["questions"] if q["status"] == "open")
+
+
+@pytest.mark.session
+def test_answer_waits_for_the_end_work_of_a_waiting_session_and_refuses_it_busy(
+    tmp_path: Path, demo_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {**demo_env, **BLOCKER}
+    proc, folder, _ = _caught_mid_end(tmp_path, env, exit_code=3)
+    try:
+        question, before = _open_question(folder), _folder_bytes(folder)
+        # Frozen mid-end, it holds the lock: the answer is refused with the reason, nothing written.
+        assert answer_command(folder, folder.name, question, "continue", wait_s=0.3) == 2
+        said = capsys.readouterr().err
+        assert f"session {folder.name} is busy: its launcher (pid {proc.pid}) is still finishing its end work" in said
+        assert "answer did nothing" in said
+        assert _folder_bytes(folder) == before and read_holder(folder) == {"pid": proc.pid, "phase": RUNNING}
+        # The command waits for the end work (up to its 60 s), then records the answer.
+        answering = popen_orchestrate(
+            ["answer", folder.name, question, "continue", "--workspace", str(folder.parent)], env
+        )
+        os.killpg(proc.pid, signal.SIGCONT)
+        code, err = _ended(answering)
+        assert code == 0, err
+        assert json.loads((folder / "answers.json").read_text())[question]["answer"] == "continue"
+        assert _ended(proc)[0] == 3
+        assert read_holder(folder) == {"pid": proc.pid, "phase": ENDED}
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+
+
+@pytest.mark.session
+def test_resume_waits_for_the_end_work_of_a_waiting_session_and_refuses_it_busy(
+    tmp_path: Path, demo_env: dict[str, str]
+) -> None:
+    env = {**demo_env, **BLOCKER}
+    proc, folder, _ = _caught_mid_end(tmp_path, env, exit_code=3)
+    ws = folder.parent
+    try:
+        before = _folder_bytes(folder)
+        # Frozen mid-end, it holds the lock: the resume is refused with the reason, nothing touched.
+        settings = load_settings(None, {"workspace": str(ws)})
+        request = LaunchRequest(
+            task="", target=None, resume=folder.name, dashboard=False, console=False, env=env, end_wait_s=0.3
+        )
+        with pytest.raises(PreflightError) as refused:
+            run(settings, request)
+        said = str(refused.value)
+        assert f"session {folder.name} is busy: its launcher (pid {proc.pid}) is still finishing its end work" in said
+        assert "resume did nothing" in said
+        assert _folder_bytes(folder) == before and psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED
+        # `orchestrate resume` waits for the end work (up to its 60 s), then continues the session:
+        # the question is still open, so it waits again (exit 3), its own end work done.
+        resuming = popen_orchestrate(["resume", folder.name, "--no-dashboard", "--workspace", str(ws)], env)
+        os.killpg(proc.pid, signal.SIGCONT)
+        assert _ended(proc)[0] == 3
+        code, err = _ended(resuming)
+        assert code == 3, err
+        assert "is busy:" not in err and "still running" not in err
+        assert read_holder(folder) == {"pid": resuming.pid, "phase": ENDED}
+        assert json.loads((folder / "state.json").read_text())["orchestrator_pid"] == resuming.pid
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)

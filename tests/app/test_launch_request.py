@@ -112,6 +112,8 @@ def test_a_resumed_session_starts_from_the_launch_json_of_its_first_start(tmp_pa
     before = dataclasses.replace(request)
 
     prepared = prepare(now, request)
+    assert prepared.end_lock is not None  # held from before the saved state was read, for start
+    prepared.end_lock.release()
 
     assert request == before  # still the command line's: no task, no target
     assert (prepared.request.task, prepared.request.demo) == (TASK, True)

@@ -238,7 +238,7 @@ def test_stop_an_escalation_waits_then_continue_resumes_it(tmp_path, demo_env):
     with pytest.raises(AnswerError, match="no question"):
         record_answer(folder, "q-nope", "continue")
     record_answer(folder, question["id"], "continue")
-    assert (folder / ".answers.json.lock").stat().st_mode & 0o777 == 0o600  # private, whatever the umask
+    assert (folder / "launcher.lock").stat().st_mode & 0o777 == 0o600  # private, whatever the umask
     settings = load_settings(None, {"workspace": str(tmp_path / "ws")})
     answered = [question["id"]]
     # claude blocks in every review it gives: a later review it takes part in (a milestone of
