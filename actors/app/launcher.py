@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import pykka.debug
 
 from meta_orchestrator.actors.app.launch_request import LaunchRequest, from_command_line
+from meta_orchestrator.actors.app.lossy_stderr import LossyStderr
 from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.config.settings import ConfigError, Settings, load_settings
 
@@ -222,7 +223,16 @@ def _load(config: Path | None, overrides: Mapping[str, Any]) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``orchestrate`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    stderr = sys.stderr
+    if stderr is not None:  # a stderr nobody reads loses what is said there, not the run
+        sys.stderr = LossyStderr(stderr)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        sys.stderr = stderr
+
+
+def _main(args: list[str]) -> int:
     if args and args[0] in SUBCOMMANDS:
         return _subcommand(args[0], args[1:])
     opts = _run_parser().parse_args(args)

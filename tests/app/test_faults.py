@@ -236,3 +236,48 @@ def test_workspace_full_mid_run_stops_the_session_and_keeps_what_was_written(tmp
         assert state["session_id"] == session.name
     finally:
         subprocess.run(["umount", "-l", str(ws)], check=False)
+
+
+@pytest.mark.session
+@pytest.mark.parametrize("closed", ["before_start", "while_running"])
+def test_ctrl_c_exits_130_with_stderr_closed(tmp_path, demo_env, closed):
+    """Its stderr a pipe nobody reads (a closed terminal, a log reader gone), from the start or
+    from mid-run: what it says there is lost, and Ctrl-C still ends the session with 130."""
+    ws = tmp_path / "ws"
+    read_end, write_end = os.pipe()
+    reader: list[int] = [read_end]  # the read end while it is open
+
+    def close_reader() -> None:
+        while reader:
+            os.close(reader.pop())
+
+    if closed == "before_start":
+        close_reader()  # every write to its stderr fails (EPIPE)
+    try:
+        proc = popen_orchestrate(
+            ["Add a /health endpoint", "--demo", "--no-dashboard", "--workspace", str(ws)],
+            {**demo_env, "ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang"},
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+        )
+    finally:
+        os.close(write_end)
+
+    def hanging() -> bool:
+        assert proc.poll() is None, f"the launcher ended with {proc.returncode} before the stop"
+        return _running_agent(proc.pid, "claude") and any(ws.glob("*/state.json")) and _state(ws)["status"] == "running"
+
+    try:
+        wait_for(hanging, timeout=60, message="claude to hang while the session runs")
+        close_reader()  # while running: what it said so far stays unread; the goodbye will fail
+        children = _descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        proc.wait(timeout=60)
+    finally:
+        close_reader()
+        if proc.poll() is None:
+            kill_tree(proc)
+    assert proc.returncode == 130
+    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    state = _state(ws)
+    assert state["status"] == "stopped" and state["exit_code"] == 130
