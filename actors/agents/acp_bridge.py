@@ -16,12 +16,12 @@ words (``execute`` -> ``Bash`` + ``command``; ``edit``/``delete``/``move`` -> ``
 ``allow_once`` or ``reject_once`` option.
 
 Its stdout is what the adapter parses (``actors.adapters.acp``): every message the agent sent,
-as it is, one JSON line each, and lines of its own, ``{"bridge": <what>, ...}``: ``session``
-(the session id), ``permission`` (each decision), ``result`` (the prompt's stop reason and
-usage), ``notice`` and ``error`` (what went wrong; the exit status is then 1). It never waits
-on an agent that died, printed something that is not JSON-RPC, or asked something unknown
-(that gets a JSON-RPC error answer). Standard library and the broker only: it runs where the
-hook does.
+as it is (an ``available_commands_update`` with the commands' names alone), one JSON line
+each, and lines of its own, ``{"bridge": <what>, ...}``: ``session`` (the session id),
+``permission`` (each decision), ``result`` (the prompt's stop reason and usage), ``notice``
+and ``error`` (what went wrong; the exit status is then 1). It never waits on an agent that
+died, printed something that is not JSON-RPC, or asked something unknown (that gets a
+JSON-RPC error answer). Standard library and the broker only: it runs where the hook does.
 """
 
 from __future__ import annotations
@@ -99,6 +99,24 @@ def policy_call(tool_call: dict[str, Any]) -> PolicyCall:
             path = next((p for p in paths if isinstance(p, str) and p), None)
         return PolicyCall("Write", {"file_path": path} if path else {})
     return PolicyCall(None, raw_input)
+
+
+def commands_by_name(message: dict[str, Any]) -> dict[str, Any]:
+    """An ``available_commands_update`` with each command's name alone; any other message as it
+    is. qwen's carries every command's description and hints and every skill's whole body
+    (about 560 KB a run, in ``_meta``): printed as it is, each run's events would record it,
+    and nothing reads more of it than the names."""
+    params = message.get("params")
+    if not isinstance(params, dict):
+        return message
+    update = params.get("update")
+    if not isinstance(update, dict) or update.get("sessionUpdate") != "available_commands_update":
+        return message
+    commands = update.get("availableCommands")
+    listed = commands if isinstance(commands, list) else []
+    names = [c["name"] for c in listed if isinstance(c, dict) and isinstance(c.get("name"), str)]
+    shrunk = {"sessionUpdate": "available_commands_update", "availableCommands": [{"name": n} for n in names]}
+    return {**message, "params": {**params, "update": shrunk}}
 
 
 def pick_option(options: Any, allow: bool) -> str | None:
@@ -193,7 +211,7 @@ class Bridge:
         if self.quiet and method == "session/update":
             self.replayed += 1
             return
-        self.emit(message)
+        self.emit(commands_by_name(message) if method == "session/update" else message)
         if method is None or "id" not in message:
             return
         if method == "session/request_permission":

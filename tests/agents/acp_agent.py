@@ -15,6 +15,8 @@ prompt script one run for the tests:
 * ``ACP:die``: exit 3 in the middle of the prompt
 * ``ACP:stop <reason>``: end the turn with that stop reason
 * ``ACP:auth-error``: answer the prompt with ACP's authentication error
+* ``ACP:commands <KB>``: an ``available_commands_update`` shaped as qwen's: each command with
+  its description, input hint and ``_meta``, and skills whose bodies add up to KB kilobytes
 
 ``--version`` prints its version (preflight asks for it).
 """
@@ -82,7 +84,30 @@ class AcpDemo(AcpTurn):
         elif keyword == "auth-error":
             self.fail("auth_error")
             return True
+        elif keyword == "commands":
+            self.update(commands_update(int(argument)))
         return False
+
+
+def commands_update(skills_kb: int) -> dict[str, Any]:
+    """What qwen 0.24 sends after ``session/new``: its slash commands, and in ``_meta`` every
+    skill with its whole body (about 560 KB from a real install)."""
+    commands = [
+        {
+            "name": name,
+            "description": f"{name}: what the command does, in a sentence or two",
+            "input": {"hint": "[args]"},
+            "_meta": {"source": "builtin", "supportedModes": ["interactive", "acp"], "subcommands": []},
+        }
+        for name in ("init", "summary", "compress", "memory", "tools", "review")
+    ]
+    skills = [f"skill-{i}" for i in range(skills_kb)]
+    details = [{"name": n, "description": f"{n} skill", "body": "s" * 1024, "level": "user"} for n in skills]
+    return {
+        "sessionUpdate": "available_commands_update",
+        "availableCommands": commands,
+        "_meta": {"availableSkills": skills, "availableSkillDetails": details},
+    }
 
 
 if __name__ == "__main__":

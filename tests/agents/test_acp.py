@@ -166,6 +166,21 @@ def test_resuming_loads_the_session_without_replaying_it_as_this_runs_events(tmp
     assert parse(again.stdout, 0)[0].outcome().session_id == session_id
 
 
+def test_qwens_large_commands_update_reaches_the_events_with_the_command_names_alone(tmp_path):
+    """qwen's available_commands_update carries every skill's body (about 560 KB a run): the
+    bridge prints the commands' names alone, so each run's events do not record it."""
+    done = bridge("ACP:commands 600\nACP:write a.txt\n", tmp_path)
+    assert done.returncode == 0, done.stderr
+    [line] = [li for li in done.stdout.splitlines() if b"available_commands_update" in li]
+    update = json.loads(line)["params"]["update"]
+    names = ["init", "summary", "compress", "memory", "tools", "review"]
+    assert update == {"sessionUpdate": "available_commands_update", "availableCommands": [{"name": n} for n in names]}
+    assert len(line) < 1024 and len(done.stdout) < 32 * 1024  # of the 600 KB the agent sent
+    parser, drafts = parse(done.stdout, done.returncode)
+    assert ("status", "acp_update") in [(d.type, d.payload.kind) for d in drafts]
+    assert parser.outcome(writing=True).success and (tmp_path / "a.txt").is_file()  # the run went on
+
+
 def test_a_model_the_agent_cannot_choose_is_a_notice_and_the_run_goes_on(tmp_path):
     done = bridge("Hello.\n", tmp_path, "--model", "big-model")
     assert done.returncode == 0
