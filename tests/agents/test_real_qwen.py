@@ -7,7 +7,9 @@ prompt on stdin, its own process group, a watchdog; no child is left behind.
 
 qwen retries a 429 and a 5xx itself (7 attempts, backoff from 1.5 s up to 30 s; a 429 then
 again every 60 s and more, 10 times unless ``model.generationConfig.maxRetries`` says
-fewer), so those two runs take about 65-100 s each with ``maxRetries: 0``.
+fewer). The 7 attempts' backoff has no setting or variable; only a ``retry-after-ms`` on a
+429 (or 503) replaces it, so the scripted 429 carries a short one and that run takes seconds;
+the 500 run still takes about 65-100 s.
 """
 
 # ruff: noqa: F811 - the fixtures cli_bin and server come from test_real_clis
@@ -40,12 +42,13 @@ from tests.realcli.model_server import MARKER_TEXT, WRITE_CONTENT, ScriptedModel
 pytestmark = pytest.mark.realcli
 
 MODEL = "claude-sonnet-4-5"
-# A 429 or 500 takes qwen's own 7 attempts (about 65-100 s); a text run a few seconds.
+# A 500 takes qwen's own 7 attempts (about 65-100 s); a text run a few seconds.
 RUN_TIMEOUT_S = 240
 # The test's auth flags: Anthropic Messages at the scripted server, no retries of a 429 past
 # qwen's first seven attempts.
 AUTH_ARGS = ("--auth-type", "anthropic")
 SETTINGS = {"model": {"generationConfig": {"maxRetries": 0}}}
+RETRY_AFTER_MS = 20  # what the scripted server's 429 asks qwen to wait before its next attempt
 
 
 def qwen_env(home: Path, url: str) -> dict[str, str]:
@@ -162,10 +165,13 @@ def test_qwen_review_run_cannot_write(cli_bin: Path, server: ScriptedModelServer
 @pytest.mark.parametrize(
     ("status", "cause", "retryable"), [(401, "auth", False), (429, "rate_limit", True), (500, "server", True)]
 )
-@pytest.mark.timeout(RUN_TIMEOUT_S + 30)  # qwen backs off for a minute or more before it gives up on a 429 or 500
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)  # qwen backs off for a minute or more before it gives up on a 500
 def test_qwen_api_error_classified(
     cli_bin: Path, server: ScriptedModelServer, tmp_path: Path, status: int, cause: str, retryable: bool
 ) -> None:
+    # A 429 that asks for a wait (retry-after-ms) has qwen wait that long between its 7 attempts,
+    # not back off for a minute and more; a 5xx's backoff has no setting (qwen 0.24.4).
+    server.retry_after_ms = RETRY_AFTER_MS
     res, _ = run_qwen(cli_bin, server, tmp_path, f"Do the thing. SCRIPT:error {status}")
     assert res.run.returncode == 1, res.describe()
     terminal = [d for d in res.of("error") if d.payload.terminal]
