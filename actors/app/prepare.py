@@ -52,6 +52,8 @@ from meta_orchestrator.messages.session import TERMINAL_STATUSES, SessionSnapsho
 from meta_orchestrator.webui.security import is_loopback
 
 log = logging.getLogger(__name__)
+# How long resume waits for a launcher that finished its end work to exit.
+_EXIT_GRACE_S = 5.0
 
 DEMO_PACE_DEFAULT = "0.25"
 
@@ -370,10 +372,12 @@ def _resumed(settings: Settings, request: LaunchRequest) -> tuple[Settings, Laun
     try:
         first, state = _saved_launch(session_dir)  # as the end work left it
         owner = state.get("orchestrator_pid")
-        # Its end work is done; a launcher that released the lock may still be exiting, or
-        # keep its dashboard up on the final state (then it is still running).
-        while _live_orchestrator(owner) and time.monotonic() < deadline:
-            time.sleep(0.02)  # a condition wait: the owner's exit, up to the deadline
+        # Its end work is done; a launcher that released the lock may still be exiting (give
+        # it a few seconds), or keep its dashboard up on the final state (then it is still
+        # running, and waiting the whole deadline for it would only delay the refusal).
+        exit_by = min(deadline, time.monotonic() + _EXIT_GRACE_S)
+        while _live_orchestrator(owner) and time.monotonic() < exit_by:
+            time.sleep(0.02)  # a condition wait: the owner's exit, up to its grace
         if _live_orchestrator(owner):
             raise PreflightError(
                 f"session {request.resume} is still running (orchestrator pid {owner}): "
