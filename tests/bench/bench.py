@@ -372,7 +372,12 @@ def startup(rounds: int = 3) -> str:
 
 def own_cost(idle_s: float, flood_lines: int) -> list[str]:
     """The launcher's own CPU and RSS: three silent agents, then a flood through claude."""
-    rows = []
+    return [idle_cost(idle_s), flood_cost(flood_lines)]
+
+
+def idle_cost(idle_s: float) -> str:
+    """The launcher's own CPU and RSS while three agents run and print nothing (``--only idle``:
+    this figure alone, without the flood)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         proc = _launch(
@@ -389,11 +394,16 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         rss = me.memory_info().rss
         _end(proc)
     idle_cpu = busy / (time.perf_counter() - t0) * 100
-    rows.append(
+    line = (
         f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
         f"agents, RSS {rss / 2**20:.1f} MiB"
     )
-    print(rows[-1], flush=True)
+    print(line, flush=True)
+    return line
+
+
+def flood_cost(flood_lines: int) -> str:
+    """The launcher's RSS while the architect floods it with ``flood_lines`` lines."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         proc = _launch(
@@ -418,13 +428,13 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         if samples
         else "-"
     )
-    rows.append(
+    line = (
         f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
         f"on disk; orchestrator RSS at 1/4, 1/2, 3/4 and the end of the run: {quarters} "
         f"MiB (peak {max(samples) / 2**20:.0f} MiB; idle baseline above)"
     )
-    print(rows[-1], flush=True)
-    return rows
+    print(line, flush=True)
+    return line
 
 
 def _three_at_once(folder: Path) -> Path:
@@ -632,7 +642,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--only", choices=["throughput", "stream", "latency", "cost", "reactions", "stall", "startup", "connections"]
+        "--only",
+        choices=["throughput", "stream", "latency", "cost", "idle", "reactions", "stall", "startup", "connections"],
     )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
@@ -643,6 +654,7 @@ def main() -> None:
         "stream": lambda: stream_reader(n * 5),
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
+        "idle": lambda: idle_cost(5 if args.quick else 30),
         "reactions": lambda: [*reactions(), limit_reaction()],
         "stall": lambda: stall_figures(5.0 if args.quick else 10.0),
         "startup": startup,
