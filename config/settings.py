@@ -441,6 +441,14 @@ class LimitsSettings(Section):
         ge=10,
         description="samples kept in the session's resources.jsonl before it rotates to resources.1.jsonl",
     )
+    heartbeat_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="the limits read every sample, but the dashboard, history.jsonl and resources.jsonl get one "
+        "only when a run's CPU moved by over 1 point, its memory by over 1 MiB, its processes or status changed, "
+        "a run started or ended or the spend moved, or this long after the last one (0: every sample)",
+    )
     warn_fraction: float = Field(
         default=0.8, gt=0, le=1, description="share of a limit at which a warning fact is published once per run"
     )
