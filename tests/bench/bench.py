@@ -376,16 +376,18 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
 
 
 def idle_cost(idle_s: float) -> str:
-    """The launcher's own CPU and RSS while three agents run and print nothing (``--only idle``:
-    this figure alone, without the flood)."""
+    """The launcher's own CPU and RSS while three agent runs print nothing (``--only idle``:
+    this figure alone, without the flood): the plan is three parts for claude, three runs at
+    once, each of which starts and then hangs silent."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(
-            Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, ("--config", str(_three_at_once(Path(tmp))))
-        )
+        silent = {"ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang", "ORCHESTRATE_DEMO_PLAN_PARTS": "3"}
+        proc = _launch(Path(tmp), port, silent, ("--config", str(_three_at_once(Path(tmp)))))
         me = psutil.Process(proc.pid)
         _wait(lambda: _health(port), 30)
-        time.sleep(2)  # let the planner's hang settle; the agents print nothing from here on
+        if _wait(lambda: _running_assignments(Path(tmp)) == 3, 60) is None:
+            raise RuntimeError("three runs never ran at once")
+        time.sleep(2)  # let their start settle; they print nothing from here on
         cpu0 = me.cpu_times()
         t0 = time.perf_counter()
         time.sleep(idle_s)
@@ -395,8 +397,8 @@ def idle_cost(idle_s: float) -> str:
         _end(proc)
     idle_cpu = busy / (time.perf_counter() - t0) * 100
     line = (
-        f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
-        f"agents, RSS {rss / 2**20:.1f} MiB"
+        f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with three silent "
+        f"agent runs, RSS {rss / 2**20:.1f} MiB"
     )
     print(line, flush=True)
     return line
@@ -439,8 +441,16 @@ def flood_cost(flood_lines: int) -> str:
 
 def _three_at_once(folder: Path) -> Path:
     cfg = folder / "bench.toml"
-    cfg.write_text("[session]\nmax_concurrent = 3\n")
+    cfg.write_text("[session]\nmax_concurrent = 3\n[agents.claude]\nmax_parallel = 3\n")
     return cfg
+
+
+def _running_assignments(workspace: Path) -> int:
+    """How many assignments the session in ``workspace`` says are running now."""
+    for state in workspace.glob("*/state.json"):
+        with contextlib.suppress(OSError, ValueError):
+            return sum(a.get("status") == "running" for a in json.loads(state.read_text()).get("assignments", []))
+    return 0
 
 
 def _demo_agent(proc: subprocess.Popen[Any], agent: str, assignment: str) -> psutil.Process | None:
