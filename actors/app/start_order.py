@@ -130,8 +130,7 @@ def _start(
     supervisor = start_supervisor(started, settings.session, tuple(listeners))
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     heard = (*listeners, *([gateway] if gateway is not None else []))
-    # Imported once the dashboard answers (its server thread serves while they load): the
-    # actors that start from here on, a tenth of the launcher's imports, are no part of the page.
+    # Imported once the dashboard serves: the actors started from here on are no part of the page.
     from meta_orchestrator.actors.agents.start import review_worker_starter, start_workers
     from meta_orchestrator.actors.limits.start import start_monitor
     from meta_orchestrator.actors.recovery.start import start_recovery
