@@ -394,7 +394,7 @@ class GeminiAdapter(AgentAdapter):
 
     def version_env(self) -> Mapping[str, str]:
         # gemini relaunches itself as a child node process, --version too: without that, its
-        # probe takes a third of the time (1.65 s against 4.7 s at load 5; 0.61.0).
+        # probe takes a third to a half of the time (1.7-2.5 s against 3.0-4.8 s at load 5-8; 0.61.0).
         return {"GEMINI_CLI_NO_RELAUNCH": "true"}
 
     def fix_before_launch(
