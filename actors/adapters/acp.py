@@ -447,6 +447,9 @@ class AcpDriven(AgentAdapter):
     def version_argv(self, executable: tuple[str, ...]) -> tuple[str, ...]:
         return self.base.version_argv(executable)
 
+    def version_env(self) -> Mapping[str, str]:
+        return self.base.version_env()
+
     def install_hint(self) -> str:
         return self.base.install_hint()
 

@@ -429,6 +429,11 @@ class AgentAdapter(ABC):
         """Command that prints the CLI's version (preflight)."""
         return (*executable, "--version")
 
+    def version_env(self) -> Mapping[str, str]:
+        """Set for the version probe alone: the CLI's own switches off work ``--version`` needs
+        not do (the start waits on the slowest probe before the dashboard answers)."""
+        return {}
+
     def install_hint(self) -> str:
         """How to install the CLI, as a command when there is one."""
         return f"npm install -g {self.package}" if self.package else f"put {self.default_executable} on PATH"

@@ -392,6 +392,11 @@ class GeminiAdapter(AgentAdapter):
         "CLOUD_SHELL",
     )
 
+    def version_env(self) -> Mapping[str, str]:
+        # gemini relaunches itself as a child node process, --version too: without that, its
+        # probe takes a third to a half of the time (1.7-2.5 s against 3.0-4.8 s at load 5-8; 0.61.0).
+        return {"GEMINI_CLI_NO_RELAUNCH": "true"}
+
     def fix_before_launch(
         self, extra_args: tuple[str, ...], *, allow_bypass: bool, env: Mapping[str, str], euid: int
     ) -> ArgsFixed | None:

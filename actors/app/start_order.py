@@ -14,12 +14,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.agents.agent_env import agent_env, describe_env
-from meta_orchestrator.actors.agents.start import AgentRuns, review_worker_starter, start_workers
 from meta_orchestrator.actors.app.launch_request import LaunchRequest
 from meta_orchestrator.actors.app.prepare import Prepared, prepare, resume_arguments
 from meta_orchestrator.actors.cluster import cluster_wiring
@@ -29,7 +28,6 @@ from meta_orchestrator.actors.files.end_lock import RUNNING, SessionBusy, Sessio
 from meta_orchestrator.actors.files.end_lock import take as end_lock_of
 from meta_orchestrator.actors.files.session_files import SessionFileError, private_dir
 from meta_orchestrator.actors.history.start import start_history
-from meta_orchestrator.actors.limits.start import start_monitor
 from meta_orchestrator.actors.notify.start import start_notifier
 from meta_orchestrator.actors.processes.process_host import SpawnCaps
 from meta_orchestrator.actors.recovery.preflight import (
@@ -39,16 +37,12 @@ from meta_orchestrator.actors.recovery.preflight import (
     check_tool_hook,
     proactive_fixes,
 )
-from meta_orchestrator.actors.recovery.start import start_recovery
-from meta_orchestrator.actors.reviews.start import start_reviewer
 from meta_orchestrator.actors.sandbox.bwrap import OsSandbox
 from meta_orchestrator.actors.sandbox.start import hooked_launch_env, sandboxed, start_guard
 from meta_orchestrator.actors.sandbox.start import os_sandboxes as confinements
-from meta_orchestrator.actors.session.start import start_coordinator
 from meta_orchestrator.actors.supervision.starting import LateRef, start_supervisor
 from meta_orchestrator.actors.supervision.supervision import ActorHandle, ReplyInbox, SupervisedRef, tell_all
 from meta_orchestrator.actors.workspaces.git_command import WorkspaceError
-from meta_orchestrator.actors.workspaces.start import start_workspace
 from meta_orchestrator.actors.workspaces.workspace_registry import register_workspace
 from meta_orchestrator.actors.workspaces.workspace_wiring import abandon_workspace, open_workspace, say_on_stderr
 from meta_orchestrator.actors.workspaces.workspaces import SessionRepo
@@ -59,6 +53,9 @@ from meta_orchestrator.messages.resources import WatchWorkers
 from meta_orchestrator.messages.session import SessionEnded, StartSession
 from meta_orchestrator.webui.dashboard_server import GatewayError
 from meta_orchestrator.webui.start import start_dashboard
+
+if TYPE_CHECKING:
+    from meta_orchestrator.actors.agents.start import AgentRuns
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +130,14 @@ def _start(
     supervisor = start_supervisor(started, settings.session, tuple(listeners))
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     heard = (*listeners, *([gateway] if gateway is not None else []))
+    # Imported once the dashboard serves: the actors started from here on are no part of the page.
+    from meta_orchestrator.actors.agents.start import review_worker_starter, start_workers
+    from meta_orchestrator.actors.limits.start import start_monitor
+    from meta_orchestrator.actors.recovery.start import start_recovery
+    from meta_orchestrator.actors.reviews.start import start_reviewer
+    from meta_orchestrator.actors.session.start import start_coordinator
+    from meta_orchestrator.actors.workspaces.start import start_workspace
+
     # The dashboard answers while the checks run (probes of bubblewrap and the tool hook, a
     # cluster to join): none of it is needed to show the page, all of it before an agent.
     bwrap = _launch_checks(settings, request, env, target)
@@ -280,6 +285,8 @@ def _agent_runs(
     """What every run shares: the hosts that start them (here or a cluster's), each enabled
     agent's settings with its tool hook, and its OS sandbox. ``folders``: the session's scratch
     folder, and every workspace of the user (hidden inside each run)."""
+    from meta_orchestrator.actors.agents.start import AgentRuns  # after the dashboard answers (_start)
+
     session_id, session_dir, target = session
     scratch, workspaces = folders
     enabled = [name for name, agent in settings.agents.items() if agent.enabled]

@@ -2,8 +2,10 @@
 
 A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
 running agent's whole tree (the CLI and every descendant, ``processes.process_tree``) and the
-machine, publishes ``ResourcesSampled`` and appends it to the session's ``resources.jsonl``
-(rotated to ``resources.1.jsonl`` after ``history_samples``).
+machine, and the limits read every sample. When it changed since the last one told, or
+``limits.heartbeat_s`` after it (``limits.sample_changes``), it publishes ``ResourcesSampled``
+and appends it to the session's ``resources.jsonl`` (rotated to ``resources.1.jsonl`` after
+``history_samples``).
 
 Limits are graduated (the rules: ``limits.limit_rules``): a warning at ``warn_fraction`` of a
 limit, then the limit's action (warn, pause the group, stop the group). The stall limit
@@ -47,6 +49,7 @@ from meta_orchestrator.actors.processes.folder_writes import newest_write
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.files.session_files import RotatingJsonl, private_dir, read_jsonl
 from meta_orchestrator.actors.supervision.supervision import report_crash_of, tell_all
+from meta_orchestrator.actors.limits.sample_changes import worth_telling
 from meta_orchestrator.actors.limits.tree_sampler import (
     RemoteTreeSampler,
     TreeSource,
@@ -156,6 +159,8 @@ class ResourceMonitor(pykka.ThreadingActor):
         self._replayed: dict[str, int] = {}  # agent -> last seq counted from its event file
         self._sampling_stopped = threading.Event()  # not _stop: pykka owns that name
         self._history: RotatingJsonl | None = None
+        self._told: ResourcesSampled | None = None  # the last sample told (sample_changes)
+        self._told_at = 0.0  # when (monotonic)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -294,13 +299,22 @@ class ResourceMonitor(pykka.ThreadingActor):
         fact = ResourcesSampled(
             taken_at=wall, machine=machine, agents=tuple(trees), cost_usd=round(self._cost, 6), tokens=self._tokens
         )
-        if self._history is not None:
-            self._history.append(fact.model_dump(mode="json", exclude={"message_id"}))
-        self._publish(fact)
+        if self._worth_telling(fact, now):
+            if self._history is not None:
+                self._history.append(fact.model_dump(mode="json", exclude={"message_id"}))
+            self._publish(fact)
         for tree in trees:
             self._check_agent(tree, wall)
         self._check_machine(machine, trees, wall)
         self._check_concurrency(wall)
+
+    def _worth_telling(self, fact: ResourcesSampled, now: float) -> bool:
+        """Only a sample that changed, or the heartbeat, goes out; the limits read every one."""
+        since = None if self._told is None else now - self._told_at
+        if not worth_telling(self._told, fact, since, self._settings.heartbeat_s):
+            return False
+        self._told, self._told_at = fact, now
+        return True
 
     def _read_tree(self, run: _Run, now: float) -> TreeSample | None:
         reading = run.tree.read()

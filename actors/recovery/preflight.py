@@ -93,7 +93,7 @@ def check_cli(
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
-            env=env,
+            env={**env, **adapter.version_env()},
             start_new_session=True,
         )
     except FileNotFoundError:

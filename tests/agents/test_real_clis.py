@@ -519,3 +519,18 @@ def test_ensure_real_clis_names_missing_node(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(install.shutil, "which", lambda name: None)
     with pytest.raises(RealCliUnavailable, match="node and npm not found on PATH"):
         install.ensure_real_clis()
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_version_probe_of_the_real_cli(cli_bin: Path, cli: str, tmp_path: Path) -> None:
+    """The preflight's probe, as the start runs it (gemini's without its relaunch), answers
+    with the pinned version."""
+    from meta_orchestrator.actors.adapters.registry import get_adapter
+    from meta_orchestrator.actors.recovery.preflight import check_cli
+    from tests.realcli.install import _pinned_versions
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    check = check_cli(cli, get_adapter(cli), (str(cli_bin / cli),), env, timeout_s=60)
+    assert check.problem is None, check.problem
+    pinned = _pinned_versions()[str(get_adapter(cli).package)]
+    assert pinned in (check.version or ""), (check.version, pinned)

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,21 @@ def test_version_probes_started_early_are_the_ones_prepare_takes(tmp_path, demo_
     assert preparing._early == [] and missing in prepared.agents_out["claude"]  # probed again, not taken
     preparing.start_version_checks(settings, dataclasses.replace(request, resume="20260101-000000-abcdef"))
     assert preparing._early == []  # a resume probes later, with its first start's settings
+
+
+def test_what_starts_after_the_dashboard_is_imported_after_it():
+    """What the launcher imports before the dashboard answers (the start order, prepare, the
+    history, console, notifier and dashboard start modules) leaves out the actors that start
+    after it and the notifier's delivery when no notification is asked for (issue 25: the
+    imports are most of the start's CPU)."""
+    code = (
+        "import sys\n"
+        "import meta_orchestrator.actors.app.launcher, meta_orchestrator.actors.app.system\n"
+        "import meta_orchestrator.actors.notify.start, meta_orchestrator.webui.start\n"
+        "later = ('meta_orchestrator.actors.session.coordinator', 'meta_orchestrator.actors.recovery.recovery',\n"
+        "    'meta_orchestrator.actors.reviews.reviewer', 'meta_orchestrator.actors.agents.worker',\n"
+        "    'meta_orchestrator.actors.limits.resource_monitor', 'meta_orchestrator.actors.notify.delivery')\n"
+        "print(','.join(m for m in later if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "", done.stdout

@@ -372,15 +372,22 @@ def startup(rounds: int = 3) -> str:
 
 def own_cost(idle_s: float, flood_lines: int) -> list[str]:
     """The launcher's own CPU and RSS: three silent agents, then a flood through claude."""
-    rows = []
+    return [idle_cost(idle_s), flood_cost(flood_lines)]
+
+
+def idle_cost(idle_s: float) -> str:
+    """The launcher's own CPU and RSS while three agent runs print nothing (``--only idle``:
+    this figure alone, without the flood): the plan is three parts for claude, three runs at
+    once, each of which starts and then hangs silent."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
-        proc = _launch(
-            Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, ("--config", str(_three_at_once(Path(tmp))))
-        )
+        silent = {"ORCHESTRATE_DEMO_SCENARIO_CLAUDE_WORK": "hang", "ORCHESTRATE_DEMO_PLAN_PARTS": "3"}
+        proc = _launch(Path(tmp), port, silent, ("--config", str(_three_at_once(Path(tmp)))))
         me = psutil.Process(proc.pid)
         _wait(lambda: _health(port), 30)
-        time.sleep(2)  # let the planner's hang settle; the agents print nothing from here on
+        if _wait(lambda: _running_assignments(Path(tmp)) == 3, 60) is None:
+            raise RuntimeError("three runs never ran at once")
+        time.sleep(2)  # let their start settle; they print nothing from here on
         cpu0 = me.cpu_times()
         t0 = time.perf_counter()
         time.sleep(idle_s)
@@ -389,11 +396,16 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         rss = me.memory_info().rss
         _end(proc)
     idle_cpu = busy / (time.perf_counter() - t0) * 100
-    rows.append(
-        f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with silent "
-        f"agents, RSS {rss / 2**20:.1f} MiB"
+    line = (
+        f"idle: orchestrator CPU {idle_cpu:.2f}% of a core over {idle_s:g}s with three silent "
+        f"agent runs, RSS {rss / 2**20:.1f} MiB"
     )
-    print(rows[-1], flush=True)
+    print(line, flush=True)
+    return line
+
+
+def flood_cost(flood_lines: int) -> str:
+    """The launcher's RSS while the architect floods it with ``flood_lines`` lines."""
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         proc = _launch(
@@ -418,19 +430,27 @@ def own_cost(idle_s: float, flood_lines: int) -> list[str]:
         if samples
         else "-"
     )
-    rows.append(
+    line = (
         f"flood: {flood_lines:,} lines from the architect in {took:.1f}s, {events:,} events "
         f"on disk; orchestrator RSS at 1/4, 1/2, 3/4 and the end of the run: {quarters} "
         f"MiB (peak {max(samples) / 2**20:.0f} MiB; idle baseline above)"
     )
-    print(rows[-1], flush=True)
-    return rows
+    print(line, flush=True)
+    return line
 
 
 def _three_at_once(folder: Path) -> Path:
     cfg = folder / "bench.toml"
-    cfg.write_text("[session]\nmax_concurrent = 3\n")
+    cfg.write_text("[session]\nmax_concurrent = 3\n[agents.claude]\nmax_parallel = 3\n")
     return cfg
+
+
+def _running_assignments(workspace: Path) -> int:
+    """How many assignments the session in ``workspace`` says are running now."""
+    for state in workspace.glob("*/state.json"):
+        with contextlib.suppress(OSError, ValueError):
+            return sum(a.get("status") == "running" for a in json.loads(state.read_text()).get("assignments", []))
+    return 0
 
 
 def _demo_agent(proc: subprocess.Popen[Any], agent: str, assignment: str) -> psutil.Process | None:
@@ -631,18 +651,24 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    # The idle figure is a few hundredths of a CPU second over 30 s, counted in clock ticks
+    # (10 ms): a longer window reads a change of a tenth of it.
+    parser.add_argument("--idle-s", type=float, help="seconds the idle figure is measured over (30; --quick: 5)")
     parser.add_argument(
-        "--only", choices=["throughput", "stream", "latency", "cost", "reactions", "stall", "startup", "connections"]
+        "--only",
+        choices=["throughput", "stream", "latency", "cost", "idle", "reactions", "stall", "startup", "connections"],
     )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
+    idle_s = args.idle_s or (5 if args.quick else 30)
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     sections = {
         "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
         "stream": lambda: stream_reader(n * 5),
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
-        "cost": lambda: own_cost(5 if args.quick else 30, 100_000 if args.quick else 1_000_000),
+        "cost": lambda: own_cost(idle_s, 100_000 if args.quick else 1_000_000),
+        "idle": lambda: idle_cost(idle_s),
         "reactions": lambda: [*reactions(), limit_reaction()],
         "stall": lambda: stall_figures(5.0 if args.quick else 10.0),
         "startup": startup,

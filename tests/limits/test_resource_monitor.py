@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from meta_orchestrator.actors.app.system import LaunchRequest, start, stop_all
 from meta_orchestrator.actors.limits.resource_monitor import ResourceMonitor
+from meta_orchestrator.actors.limits.sample_changes import changed
 from meta_orchestrator.config.settings import LimitsSettings, load_settings
 from meta_orchestrator.messages.resources import LimitExceeded, ResourcesSampled, WatchWorkers
 from meta_orchestrator.messages.session import ControlRequested, GetSessionState
@@ -167,7 +168,8 @@ def test_a_silent_run_that_works_is_left_alone_past_the_window(tmp_path, probe, 
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = scenario
     demo_env["ORCHESTRATE_DEMO_SILENT_S"] = "4.5"
     demo_env["ORCHESTRATE_DEMO_PACE"] = "0.1"
-    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.5)
+    # heartbeat 0: every sample is told, so the probe sees the silence grow past the window
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=1.5, heartbeat_s=0)
     worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
     finished = probe.expect(AssignmentFinished, timeout=60)
     assert finished.outcome.success and not finished.stopped_by, finished
@@ -177,11 +179,35 @@ def test_a_silent_run_that_works_is_left_alone_past_the_window(tmp_path, probe, 
     assert not stalls, [m.reason for m in stalls]
 
 
+def test_an_idle_run_is_told_on_change_and_heartbeat_while_its_limits_read_every_sample(tmp_path, probe, demo_env):
+    """A silent run: its samples go out when they change and every heartbeat, the same ones
+    into resources.jsonl; the stall limit, which reads every sample, still ends it."""
+    demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
+    monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=4.0, heartbeat_s=1.0)
+    worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
+    fact = probe.expect(LimitExceeded, timeout=20, where=lambda m: m.action == "stop")
+    assert fact.limit == "stall"
+    probe.expect(AssignmentFinished, timeout=10)
+    monitor.stop()
+    lines = (tmp_path / "session" / "resources.jsonl").read_text().splitlines()
+    written = [json.loads(line)["taken_at"] for line in lines]
+    told = wait_for(
+        lambda: len(found := [m for m in probe.drain() if isinstance(m, ResourcesSampled)]) >= len(written) and found,
+        message="every sample told reached the probe",
+    )
+    assert [m.taken_at for m in told] == written
+    unchanged = [(a, b) for a, b in zip(told, told[1:], strict=False) if not changed(a, b)]
+    assert unchanged, "no heartbeat in four silent seconds"
+    # An unchanged sample waited for the heartbeat (the sampling interval is a quarter of it).
+    assert all(b.taken_at - a.taken_at >= 0.95 for a, b in unchanged), [b.taken_at - a.taken_at for a, b in unchanged]
+
+
 def test_user_resume_overrides_a_pause(tmp_path, probe, demo_env):
     from meta_orchestrator.messages.worker import ResumeWorker, WorkerStateChanged
 
     demo_env["ORCHESTRATE_DEMO_SCENARIO_CLAUDE"] = "hang"
-    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=0.5, actions={"stall": "pause"})
+    # heartbeat 0: every sample is told, the barrier below counts them
+    _monitor, worker = _rig(tmp_path, probe, demo_env, stall_s=0.5, actions={"stall": "pause"}, heartbeat_s=0)
     worker.tell(StartAssignment(assignment_id="a1", prompt=PROMPT, reply_to=probe.ref))
     probe.expect(LimitExceeded, timeout=10, where=lambda m: m.action == "pause")
     probe.expect(WorkerStateChanged, timeout=5, where=lambda m: m.snapshot.status == "paused")

@@ -12,7 +12,8 @@ from pathlib import Path
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.app.start_order import spawn_caps
 from meta_orchestrator.actors.processes.process_host import ProcessHost
-from meta_orchestrator.config.settings import DEFAULT_MAX_FILE_MB, load_settings
+from meta_orchestrator.config.limits_settings import DEFAULT_MAX_FILE_MB
+from meta_orchestrator.config.settings import load_settings
 
 MiB = 1024 * 1024
 # Writes one byte past the cap and says how the write ended.

@@ -85,3 +85,22 @@ def test_the_sandbox_check_is_reported(fakes, capsys, tmp_path):
         assert report["sandbox_ready"] is False
         assert any('sandbox.os = "off"' in p for p in report["problems"])
         assert report["state_folders"], report  # where its state would be copied from
+
+
+def test_gemini_is_probed_without_its_relaunch(tmp_path):
+    """gemini's --version relaunches itself as a child node process unless told not to: its
+    probe (which the start waits on before the dashboard answers) tells it not to."""
+    from meta_orchestrator.actors.adapters.registry import driven
+    from meta_orchestrator.actors.recovery.preflight import check_cli
+
+    seen = tmp_path / "env.txt"
+    fake = tmp_path / "gemini"
+    fake.write_text(f'#!/bin/sh\necho "$GEMINI_CLI_NO_RELAUNCH" > {seen}\necho 0.61.0\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    for adapter in (get_adapter("gemini"), driven("gemini", "acp")):
+        check = check_cli("gemini", adapter, (str(fake),), {"PATH": "/usr/bin:/bin"})
+        assert (check.version, check.problem) == ("0.61.0", None)
+        assert seen.read_text().strip() == "true"
+        seen.unlink()
+    check_cli("claude", get_adapter("claude"), (str(fake),), {"PATH": "/usr/bin:/bin"})
+    assert seen.read_text().strip() == ""  # the others' probes run in the environment given

@@ -275,6 +275,11 @@ def _shows_each_parallel_run(page: Any, ref: Any) -> None:
     expect(card.locator('[data-action="pause"]')).to_have_attribute("data-agent", "claude")
 
 
+def _chart_xs(card: Any) -> list[float]:
+    points = card.locator(".spark-cpu svg polyline").get_attribute("points") or ""
+    return [float(point.split(",")[0]) for point in points.split()]
+
+
 def _shows_the_fed_state(page: Any, claude: Any) -> None:
     claude.locator(".w-status", has_text="Running").wait_for(timeout=10_000)
     # Each panel draws on its own frame: wait for each (Playwright's expect polls, with a deadline).
@@ -285,6 +290,12 @@ def _shows_the_fed_state(page: Any, claude: Any) -> None:
     expect(claude.locator(".s-value")).to_have_text("42%")
     expect(claude.locator(".share-note")).to_contain_text("on target")
     claude.locator(".spark-cpu svg polyline").wait_for(timeout=5_000)
+    # The chart places each sample at its time: 40 samples a second apart fill the right part of
+    # its 90 s (from 51 s in), each held until the next (a step: two points per sample but the first).
+    xs = wait_for(
+        lambda: len(found := _chart_xs(claude)) == 2 * 40 - 1 and found, timeout=5, message="all 40 samples drawn"
+    )
+    assert xs[0] == pytest.approx(51 / 90 * 100, abs=0.01) and xs[-1] == 100 and xs == sorted(xs), xs
     expect(page.locator("#session-status")).to_have_text("Running")
     expect(page.locator("#decision")).to_contain_text("LOG WARNING")
     page.locator("#reviews .review", has_text="r2").wait_for(timeout=5_000)

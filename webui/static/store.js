@@ -5,14 +5,15 @@
 export const AGENTS = ["gemini", "codex", "claude"];
 export const TERMINAL = ["completed", "failed", "stopped"];
 const MAX_EVENTS = 20000;   // kept in memory; the log only renders what is visible
-const MAX_SAMPLES = 90;     // per agent, for the sparklines
+const MAX_SAMPLES = 120;    // per run, for the sparklines: at most one a second in their window
+export const SPARK_WINDOW_MS = 90000;  // the sparklines show a run's last 90 s
 const MAX_FACTS = 600;      // per frame type
 
 export const state = {
   seq: null, epoch: null, session: null, ended: null, changes: null, workers: {}, facts: {},
   events: [], eventsSeen: 0, clockOffset: 0, pendingAnswers: {},
 };
-export const samples = {};  // run -> [{cpu, rss}]
+export const samples = {};  // run -> [{at, cpu, rss}], at: the sample's time (ms)
 AGENTS.forEach((a) => { samples[a] = []; });
 
 // A run's name: the agent's for its first run, "claude#2" for its second parallel one
@@ -134,12 +135,16 @@ function keepFact(kind, data) {
   list.push(data);
   if (list.length > MAX_FACTS) list.splice(0, list.length - MAX_FACTS);
   if (kind === "resources") {
+    // The monitor tells a sample when a run's figures moved or every heartbeat (10 s), not every
+    // second: the charts place each one at its time, and drop those before their window but
+    // the last of them, which still holds at the window's left edge.
+    const at = Date.parse(data.taken_at);
     data.agents.forEach((tree) => {
       if (tree.review_id || !samples[tree.agent]) return; // a peer's review run: not the agent's own chart
       const run = runName(tree.agent, tree.slot);
       const list = samples[run] || (samples[run] = []);
-      list.push({ cpu: tree.cpu_percent, rss: tree.rss_bytes });
-      if (list.length > MAX_SAMPLES) list.shift();
+      list.push({ at, cpu: tree.cpu_percent, rss: tree.rss_bytes });
+      while (list.length > MAX_SAMPLES || (list.length > 1 && list[1].at <= at - SPARK_WINDOW_MS)) list.shift();
     });
     markDirty("workers");
   }

@@ -2,7 +2,7 @@
 // progress, load share, CPU and memory sparklines.
 import { $, cap, el, fmtBytes, pct, pill } from "./dom.js";
 import { describe } from "./eventlog.js";
-import { AGENTS, runName, samples, state } from "./store.js";
+import { AGENTS, SPARK_WINDOW_MS, runName, samples, state } from "./store.js";
 
 // Each agent's card, then one per further run slot its workers reported, in slot order.
 function runs() {
@@ -79,8 +79,8 @@ export function renderWorkers() {
     }
 
     const runSamples = samples[run] || [];
-    renderSpark(card.querySelector(".spark-cpu"), runSamples.map((s) => s.cpu), (v) => v.toFixed(0) + "%", 100);
-    renderSpark(card.querySelector(".spark-mem"), runSamples.map((s) => s.rss), fmtBytes, null);
+    renderSpark(card.querySelector(".spark-cpu"), runSamples.map((s) => ({ at: s.at, v: s.cpu })), (v) => v.toFixed(0) + "%", 100);
+    renderSpark(card.querySelector(".spark-mem"), runSamples.map((s) => ({ at: s.at, v: s.rss })), fmtBytes, null);
 
     const ids = [];
     if (w && w.pid) ids.push("pid " + w.pid);
@@ -140,8 +140,10 @@ function sparkBox(label, cls) {
 }
 
 const SVGNS = "http://www.w3.org/2000/svg";
-function renderSpark(box, values, fmt, fixedMax) {
-  const vals = values.filter((v) => typeof v === "number");  // null: the tree could not be read
+// points: [{at, v}] in time order; the line spans the run's last SPARK_WINDOW_MS.
+function renderSpark(box, points, fmt, fixedMax) {
+  const known = points.filter((p) => typeof p.v === "number");  // null: the tree could not be read
+  const vals = known.map((p) => p.v);
   const now = box.querySelector(".now");
   let svg = box.querySelector("svg");
   const nodata = box.querySelector(".nodata");
@@ -161,9 +163,16 @@ function renderSpark(box, values, fmt, fixedMax) {
     box.append(svg);
   }
   const max = Math.max(fixedMax || 0, ...vals) || 1;
-  const n = Math.max(vals.length - 1, 1);
-  const pts = vals.map((v, i) => (i / n * 100).toFixed(2) + "," + (29 - (v / max) * 27).toFixed(2));
-  if (vals.length === 1) pts.push("100," + pts[0].split(",")[1]);
+  const start = known[known.length - 1].at - SPARK_WINDOW_MS;
+  const x = (at) => (Math.max(0, at - start) / SPARK_WINDOW_MS * 100).toFixed(2);
+  const y = (v) => (29 - (v / max) * 27).toFixed(2);
+  // A sample holds until the next one (the next is told once a figure moved): steps, not slopes.
+  const pts = [];
+  known.forEach((p, i) => {
+    if (i > 0) pts.push(x(p.at) + "," + y(known[i - 1].v));
+    pts.push(x(p.at) + "," + y(p.v));
+  });
+  if (known.length === 1) pts.unshift("0," + y(known[0].v));
   svg.querySelector("polyline").setAttribute("points", pts.join(" "));
-  svg.querySelector("polygon").setAttribute("points", "0,30 " + pts.join(" ") + " 100,30");
+  svg.querySelector("polygon").setAttribute("points", pts[0].split(",")[0] + ",30 " + pts.join(" ") + " 100,30");
 }
