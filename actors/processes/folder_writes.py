@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from pathlib import Path
 
 ENTRIES_WALKED = 20_000  # at most this many entries per walk (a few tens of ms)
@@ -22,11 +23,14 @@ SKIPPED = frozenset({".git"})
 def newest_write(folder: str | Path, until: float, limit: int = ENTRIES_WALKED) -> float | None:
     """The newest mtime (``time.time()`` scale) of ``folder`` and what is under it, walking at
     most ``limit`` entries (the nearest first); ``None`` when the folder cannot be read. An
-    mtime after ``until`` (now) is left out: a file dated in the future is no sign of life."""
+    mtime after ``until`` (now) is left out: a file dated in the future is no sign of life; one
+    written while the walk runs (after ``until`` was read) is checked against the clock again."""
     try:
         root = os.stat(folder).st_mtime
     except OSError:
         return None
+    if root > until:  # written since the caller read the clock is not the future
+        until = max(until, time.time())
     newest = root if root <= until else 0.0
     pending = collections.deque([os.fspath(folder)])
     walked = 0
@@ -44,6 +48,8 @@ def newest_write(folder: str | Path, until: float, limit: int = ENTRIES_WALKED) 
                     continue
                 try:
                     mtime = entry.stat(follow_symlinks=False).st_mtime
+                    if mtime > until:  # written while we walk is not the future: look at the clock again
+                        until = max(until, time.time())
                     if newest < mtime <= until:
                         newest = mtime
                     if entry.is_dir(follow_symlinks=False):

@@ -50,6 +50,18 @@ def test_git_internals_and_future_dates_do_not_count(tmp_path: Path):
     assert newest_write(root, until=time.time()) == OLD
 
 
+def test_a_write_after_the_clock_was_read_counts(tmp_path: Path):
+    """The monitor reads the clock, then walks: a file a silent build writes meanwhile is dated
+    after that reading. It is the newest write, not a future date (a stall test once stopped a
+    writing run under load this way)."""
+    root = _tree(tmp_path / "run")
+    read_before = time.time() - 0.5  # the clock as read before the walk began
+    (root / "src" / "deep" / "a.py").write_text("written during the walk\n")
+    written = (root / "src" / "deep" / "a.py").stat().st_mtime
+    assert written > read_before
+    assert newest_write(root, until=read_before) == written
+
+
 def test_the_walk_is_bounded_nearest_first(tmp_path: Path):
     root = tmp_path / "run"
     (root / "a" / "b").mkdir(parents=True)
