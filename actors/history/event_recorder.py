@@ -62,7 +62,7 @@ class EventRecorder:
         raw_file: str | None,
         moment: datetime | None = None,
     ) -> None:
-        """Serialise the events; ``flush`` writes them, and publishes them once on disk.
+        """Number the events; ``flush`` serialises and writes them, then publishes them.
         ``moment``: when the line arrived (the lines of one pipe read share it); now if None."""
         assert self._writer is not None
         if self.fatal:
