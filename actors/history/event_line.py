@@ -74,10 +74,12 @@ def _payload(value: Any) -> _Payload:
         raise _Unusual
     fields = value.__dict__
     # The typed fields are what their types say (validated, or built from strings); only
-    # these can hold a float, or anything else, deep inside.
-    for name in ("tool_input", "usage", "cost_usd", "details"):
-        if fields[name] is not None and not _same_in_both(fields[name]):
+    # these can hold a float, or anything else, deep inside. Most payloads have none of them.
+    if fields["tool_input"] is not None or fields["usage"] is not None or fields["details"] is not None:
+        if not _same_in_both([fields["tool_input"], fields["usage"], fields["details"]]):
             raise _Unusual
+    if fields["cost_usd"] is not None:
+        raise _Unusual  # a float
     return _Payload(*fields.values())
 
 
