@@ -29,8 +29,9 @@ _to_json = Event.__pydantic_serializer__.to_json
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _Payload(msgspec.Struct, omit_defaults=True):
-    """``EventPayload``'s fields in its order; None ones are left out, as exclude_none does."""
+class _Payload(msgspec.Struct, omit_defaults=True, gc=False):
+    """``EventPayload``'s fields in its order; None ones are left out, as exclude_none does.
+    Untracked by the garbage collector: it lives for one encoding and refers to no struct."""
 
     text: Any = None
     progress: Any = None
@@ -51,7 +52,7 @@ class _Payload(msgspec.Struct, omit_defaults=True):
     details: Any = None
 
 
-class _Record(msgspec.Struct, omit_defaults=True):
+class _Record(msgspec.Struct, omit_defaults=True, gc=False):
     """``Event``'s fields in its order (the payload is turned into a ``_Payload`` on the way)."""
 
     type: str
