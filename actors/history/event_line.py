@@ -27,6 +27,7 @@ from meta_orchestrator.messages.events import Event, EventPayload
 
 _to_json = Event.__pydantic_serializer__.to_json
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NOTHING_DEEP = (None, None, None)
 
 
 class _Payload(msgspec.Struct, omit_defaults=True, gc=False):
@@ -76,11 +77,9 @@ def _payload(value: Any) -> _Payload:
     fields = value.__dict__
     # The typed fields are what their types say (validated, or built from strings); only
     # these can hold a float, or anything else, deep inside. Most payloads have none of them.
-    if fields["tool_input"] is not None or fields["usage"] is not None or fields["details"] is not None:
-        if not _same_in_both([fields["tool_input"], fields["usage"], fields["details"]]):
-            raise _Unusual
-    if fields["cost_usd"] is not None:
-        raise _Unusual  # a float
+    deep = (fields["tool_input"], fields["usage"], fields["details"])
+    if fields["cost_usd"] is not None or (deep != _NOTHING_DEEP and not _same_in_both(deep)):
+        raise _Unusual
     return _Payload(*fields.values())
 
 
