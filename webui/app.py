@@ -15,6 +15,8 @@ import json
 import logging
 import queue
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +30,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_sock import Sock
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+from wsproto.events import Ping
 
 from meta_orchestrator.actors.history.event_pages import read_events_page, read_review, read_reviews
 from meta_orchestrator.messages.base import Message, utc_now
@@ -123,7 +126,8 @@ def create_app(link: DashboardLink) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {
         "max_message_size": MAX_WS_MESSAGE,
         "subprotocols": [WS_PROTOCOL],
-        "ping_interval": link.ping_interval_s,
+        # No pings from the library's reader thread: this request's thread sends them (``Pinger``).
+        "ping_interval": None,
     }
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json = InOrderJSON(app)
@@ -318,6 +322,7 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         since = int(raw_since) if raw_since is not None else None
         if request.args.get("epoch") not in (None, link.epoch):
             since = None  # another gateway's numbering: start from a snapshot
+        ws.sock = OneWriterSocket(ws.sock)  # before anything is sent but the handshake
         outbox: queue.Queue[OutboxItem] = queue.Queue(maxsize=link.client_queue)
         client = uuid4().hex[:12]
 
@@ -330,8 +335,9 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
             _finish(ws)
             return
         reason = "closed by the gateway"
+        pinger = Pinger(ws, link.ping_interval_s)
         try:
-            while (frames := _next(ws, outbox, client, link.tell)) is not None:
+            while (frames := _next(ws, outbox, client, link.tell, pinger)) is not None:
                 # The only thread that writes to this socket. Frames that queued up while it
                 # sent go out as one "batch" message: one send instead of many under load.
                 ready = [f for item in frames if item is not None for f in frame_list(item)]
@@ -345,6 +351,53 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         finally:
             link.tell(ClientDisconnected(client=client, reason=reason))
             _finish(ws)
+
+
+class Pinger:
+    """Pings a WebSocket from the thread that sends its frames, and knows when one went unanswered.
+
+    simple-websocket can ping from its reader thread, but a send of its own beside ours put a
+    ping inside a frame (see ``OneWriterSocket``); its reader thread still notes each pong."""
+
+    def __init__(self, ws: simple_websocket.Server, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._ws = ws
+        self._due = time.monotonic() + interval_s
+
+    def ping_if_due(self) -> bool:
+        """Ping when the interval has passed since the last; False: the last was never answered."""
+        now = time.monotonic()
+        if now < self._due:
+            return True
+        if not self._ws.pong_received:
+            return False
+        self._ws.pong_received = False
+        self._ws.sock.send(self._ws.ws.send(Ping()))
+        self._due = now + self.interval_s
+        return True
+
+
+class OneWriterSocket:
+    """A WebSocket's socket whose sends never interleave and are always whole.
+
+    simple-websocket answers the browser's pings and closes from its reader thread while this
+    request's thread sends frames, each with one ``socket.send``. A send to a slow browser
+    waits for room in the buffer, and the kernel lets another thread's send in meanwhile: its
+    pings (when it sent them) landed inside frames, and the browser closed the socket as
+    corrupt (1007, seen in a 64-agent flood). A ``send`` may also be cut short (a signal),
+    and the library ignores what it returns. Here each send is whole, one at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sending = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._sending:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:  # recv, fileno, shutdown, close: the socket's own
+        return getattr(self._sock, name)
 
 
 def _is_seq(text: str) -> bool:
@@ -377,13 +430,17 @@ def _next(
     outbox: queue.Queue[OutboxItem],
     client: str,
     tell: Callable[[Message], bool],
+    pinger: Pinger,
 ) -> list[Any] | None:
-    """Forward what the browser sent, then wait briefly for frames.
+    """Forward what the browser sent, ping it when due, then wait briefly for frames.
 
     Returns the frames queued so far (at most ``BATCH_MAX``; a trailing None means close
-    after sending them), or None: close now.
+    after sending them), or None: close now (the gateway said so, or a ping went unanswered).
     """
     while True:
+        if not pinger.ping_if_due():
+            logger.warning("closing a WebSocket: its ping of %gs ago went unanswered", pinger.interval_s)
+            return None
         while (raw := ws.receive(timeout=0)) is not None:
             text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
             if not tell(ControlReceived(client=client, raw=text)):

@@ -77,6 +77,7 @@ from meta_orchestrator.messages.session import (
     SessionStateChanged,
 )
 from meta_orchestrator.messages.session_delta import WHOLE_EVERY, session_delta
+from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventsRecorded, WorkerSnapshot, WorkerStateChanged
 from meta_orchestrator.webui.app import DashboardLink, DashboardView, create_app, describe
 from meta_orchestrator.webui.dashboard_server import DashboardServer, GatewayError
@@ -103,13 +104,28 @@ class _Ring:
     def append(self, key: int, text: str) -> None:
         self.extend([(key, text)])
 
-    def extend(self, keyed: list[tuple[int, str]]) -> None:
-        """Append several (a batch of events: counted and bounded once)."""
-        self.items.extend(keyed)
-        self.size += sum(len(text) for _, text in keyed)
-        while self.items and (len(self.items) > self.max_items or self.size > self.max_bytes):
-            _, old = self.items.popleft()
+    def extend(self, keyed: list[tuple[int, str]], size: int | None = None) -> None:
+        """Append several (a batch of events: counted and bounded once); ``size``: their
+        texts' length together, when the caller knows it."""
+        items = self.items
+        items.extend(keyed)
+        self.size += sum(len(text) for _, text in keyed) if size is None else size
+        if len(items) > self.max_items:  # the usual bound in a flood: drop the oldest at once
+            dropped = [items.popleft() for _ in range(len(items) - self.max_items)]
+            self.size -= sum(len(text) for _, text in dropped)
+        while items and self.size > self.max_bytes:
+            _, old = items.popleft()
             self.size -= len(old)
+
+
+def _for_browsers(event: Event, data: str) -> str:
+    """An event's frame data: its line, or past ``MAX_FRAME_EVENT`` the line with ``raw`` cut
+    (the whole line stays in <agent>.jsonl)."""
+    if len(data) <= MAX_FRAME_EVENT:
+        return data
+    raw = event.raw or ""
+    cut = EventData(**event.model_dump(exclude={"raw"}), raw=raw[:RAW_KEPT], raw_cut=len(raw))
+    return cut.model_dump_json(exclude_none=True)
 
 
 # --- the actor -------------------------------------------------------------------------------
@@ -236,20 +252,18 @@ class Gateway(pykka.ThreadingActor):
         (``Event`` serialised without its empty fields, as ``EventData``), serialised once upstream
         (or here, for a batch read back from disk without its lines).
         """
-        kept: list[tuple[int, str]] = []
-        numbered: list[tuple[int, str]] = []
-        for event, data in zip(message.events, message.jsonl_lines(), strict=True):
-            if len(data) > MAX_FRAME_EVENT:
-                raw = event.raw or ""
-                cut = EventData(**event.model_dump(exclude={"raw"}), raw=raw[:RAW_KEPT], raw_cut=len(raw))
-                data = cut.model_dump_json(exclude_none=True)  # the whole line stays in <agent>.jsonl
-            self._events_seen += 1
-            kept.append((self._events_seen, data))
-            self._seq += 1
-            numbered.append((self._seq, f'{{"type":"event","seq":{self._seq},"data":{data}}}'))  # encode_frame
-        self._events.extend(kept)
-        self._frames.extend(numbered)
-        frames = [frame for _, frame in numbered]
+        lines = message.jsonl_lines()
+        if max(map(len, lines)) > MAX_FRAME_EVENT:
+            lines = tuple(_for_browsers(event, data) for event, data in zip(message.events, lines, strict=True))
+        seen, seq, count = self._events_seen, self._seq, len(lines)
+        self._events_seen, self._seq = seen + count, seq + count
+        frames = [
+            f'{{"type":"event","seq":{n},"data":{data}}}'
+            for n, data in zip(range(seq + 1, seq + count + 1), lines, strict=True)
+        ]  # encode_frame
+        size = sum(map(len, lines))
+        self._events.extend(list(zip(range(seen + 1, seen + count + 1), lines, strict=True)), size)
+        self._frames.extend(list(zip(range(seq + 1, seq + count + 1), frames, strict=True)), sum(map(len, frames)))
         # One outbox item for the batch, its frames apart: a socket sends them as one message,
         # a stream writes them one by one, and neither parses them again.
         self._clients.offer_all(frames[0] if len(frames) == 1 else tuple(frames))

@@ -204,6 +204,16 @@ class StreamParser(ABC):
     def feed_line(self, data: bytes, total_bytes: int | None = None) -> list[Draft]:
         """Parse one stdout line. Bad lines become ``error`` drafts; the stream goes on."""
         total = len(data) if total_bytes is None else total_bytes
+        if total == len(data):
+            # Most lines: JSON that msgspec reads from the bytes (checking their UTF-8, ignoring
+            # JSON's whitespace around it). Anything else is read below, which says what is wrong.
+            try:
+                obj = _DECODER.decode(data)
+            except msgspec.DecodeError:
+                pass
+            else:
+                if type(obj) is dict:
+                    return self.feed_object(obj)
         if total > len(data):
             return [
                 draft(

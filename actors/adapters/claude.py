@@ -151,6 +151,11 @@ class ClaudeParser(GuardedParser):
         message = require_dict(obj, "message")
         if "error" in obj:  # synthetic message: the API call failed, a result follows
             return [self._api_error(obj, message)]
+        content = message.get("content")
+        if type(content) is list and len(content) == 1:  # most lines: one text block
+            block = content[0]
+            if type(block) is dict and block.get("type") == "text" and type(text := block.get("text")) is str:
+                return text_drafts(text)
         drafts: list[Draft] = []
         for block in as_list(message.get("content")):
             block = as_dict(block)

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from meta_orchestrator.actors.adapters.base import Draft, draft
-from meta_orchestrator.messages.events import EventPayload
+from meta_orchestrator.messages.events import EventPayload, text_payload
 
 MARKER = "ORCHESTRATE_EVENT"
 MARKER_TYPES: dict[str, str] = {
@@ -113,8 +113,15 @@ def text_drafts(text: str, limit: int = 4000, **payload: Any) -> list[Draft]:
     readable = strip_markers(text) if markers else text
     if len(readable) > limit:
         readable = readable[:limit] + f"… [{len(readable) - limit} more characters]"
-    drafts = [draft("progress", kind="text", text=readable, **payload)] if readable or not markers else []
-    return drafts + markers
+    if not readable and markers:
+        return markers
+    # Most lines of a flood: text alone, whose payload needs no validation (see ``draft``).
+    said = (
+        Draft("progress", text_payload("text", readable))
+        if not payload
+        else draft("progress", kind="text", text=readable, **payload)
+    )
+    return [said, *markers] if markers else [said]
 
 
 class MarkerBuffer:

@@ -92,8 +92,11 @@ def _linger(
 # Allocations between two collections of the youngest generation (Python's default: 700).
 # Every line an agent prints makes a dozen short-lived objects (its JSON, the event, its
 # frame); at the default a flood spends about a sixth of its CPU in the collector
-# (tests/bench/bench.py). Objects that live on are few, so memory does not grow with this.
-GC_YOUNG_THRESHOLD = 10_000
+# (tests/bench/bench.py). A collection scans every young object still alive, and in a flood
+# of many agents that is mostly lines and events queued between the actors: at 10,000 one
+# ran every few thousand lines over the same queues (5-12 % of the CPU at 16-64 agents).
+# Objects that live on are few, so memory does not grow with this.
+GC_YOUNG_THRESHOLD = 100_000
 
 
 def collect_less_often() -> None:

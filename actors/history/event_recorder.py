@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import pykka
 from meta_orchestrator.actors.adapters.base import Draft
+from meta_orchestrator.actors.history.event_line import event_lines
 from meta_orchestrator.actors.files.session_files import JsonlWriter, SessionFileError, open_private
 from meta_orchestrator.actors.supervision.supervision import tell_all
 from meta_orchestrator.messages.base import AgentName, trusted, utc_now
@@ -26,7 +27,6 @@ from meta_orchestrator.messages.worker import EventsRecorded
 log = logging.getLogger(__name__)
 
 ACTIVITY_CHARS = 160
-_to_json = Event.__pydantic_serializer__.to_json
 STDERR_TAIL = 40
 STDERR_LINE_CHARS = 2000
 
@@ -44,7 +44,7 @@ class EventRecorder:
         self._agent = Event(type="status", agent=agent).agent  # validated once: events are built without
         self._listeners = tuple(listeners)
         self._writer: JsonlWriter | None = None
-        self._unpublished: list[tuple[Event, str]] = []  # serialised, not yet written
+        self._unpublished: list[Event] = []  # not yet written
 
     def open(self) -> None:
         self._writer = JsonlWriter(self.path)
@@ -62,7 +62,7 @@ class EventRecorder:
         raw_file: str | None,
         moment: datetime | None = None,
     ) -> None:
-        """Serialise the events; ``flush`` writes them, and publishes them once on disk.
+        """Number the events; ``flush`` serialises and writes them, then publishes them.
         ``moment``: when the line arrived (the lines of one pipe read share it); now if None."""
         assert self._writer is not None
         if self.fatal:
@@ -87,8 +87,7 @@ class EventRecorder:
                     "raw_file": raw_file,
                 },
             )
-            # model_dump_json(exclude_none=True) without its Python wrapper: once per line.
-            self._unpublished.append((event, _to_json(event, exclude_none=True).decode()))
+            self._unpublished.append(event)
             payload = item.payload
             if payload.text and item.type != "status":
                 self._last_text = payload.text
@@ -108,8 +107,9 @@ class EventRecorder:
         assert self._writer is not None
         if not self._unpublished:
             return None
+        lines = event_lines(self._unpublished)  # model_dump_json(exclude_none=True), in one call
         try:
-            self._writer.write_batch([line for _, line in self._unpublished], self._unpublished[-1][0].seq)
+            self._writer.write_batch(lines, self._unpublished[-1].seq)
         except SessionFileError as exc:
             log.error("%s: %s; ending the run", self._agent, exc)
             self.fatal = f"session files cannot be written: {exc}"
@@ -117,7 +117,7 @@ class EventRecorder:
             return exc
         self.recorded += len(self._unpublished)
         batch, self._unpublished = self._unpublished, []
-        tell_all(self._listeners, EventsRecorded(events=tuple(e for e, _ in batch), lines=tuple(li for _, li in batch)))
+        tell_all(self._listeners, EventsRecorded(events=tuple(batch), lines=tuple(lines)))
         return None
 
 

@@ -113,6 +113,8 @@ class WsCounter:
 
     def close(self) -> dict[str, Any]:
         out, _ = self.proc.communicate("", timeout=60)
+        if not out.strip():
+            raise RuntimeError(f"the client ended ({self.proc.returncode}) without its summary: see its error above")
         return json.loads(out.strip().splitlines()[-1])
 
 
@@ -127,35 +129,37 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False)
         ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
     inbox = ReplyInbox()
     workers = []
-    for i in range(k):
-        workers.append(
-            Worker.start(
-                agent="claude",
-                adapter=get_adapter("claude"),
-                agent_settings=AgentSettings(command=_agent_command(n, rate), share_min=0, share_max=1),
-                session_settings=SessionSettings(),
-                session_id="bench",
-                session_dir=folder,
-                target=folder,
-                listeners=(gateway,),
-                base_env=dict(os.environ),
-                events_path=folder / f"agent-{i}.jsonl",
+    try:  # a failure (the client lost its socket) must not leave the actors running
+        for i in range(k):
+            workers.append(
+                Worker.start(
+                    agent="claude",
+                    adapter=get_adapter("claude"),
+                    agent_settings=AgentSettings(command=_agent_command(n, rate), share_min=0, share_max=1),
+                    session_settings=SessionSettings(),
+                    session_id="bench",
+                    session_dir=folder,
+                    target=folder,
+                    listeners=(gateway,),
+                    base_env=dict(os.environ),
+                    events_path=folder / f"agent-{i}.jsonl",
+                )
             )
-        )
-    start, cpu = time.perf_counter(), _cpu_s()
-    for w in workers:
-        w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
-    finished = [inbox.queue.get(timeout=600) for _ in workers]
-    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
-    assert all(isinstance(f, AssignmentFinished) and f.returncode == 0 for f in finished), finished
-    text_events = 0
-    for i in range(k):
-        with open(folder / f"agent-{i}.jsonl", "rb") as f:
-            text_events += sum(1 for line in f if json.loads(line).get("payload", {}).get("kind") == "text")
-    seen = ws.close()
-    for w in workers:
-        w.stop()
-    gateway.stop()
+        start, cpu = time.perf_counter(), _cpu_s()
+        for w in workers:
+            w.tell(StartAssignment(assignment_id="bench", prompt="bench", reply_to=inbox))
+        finished = [inbox.queue.get(timeout=600) for _ in workers]
+        elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
+        assert all(isinstance(f, AssignmentFinished) and f.returncode == 0 for f in finished), finished
+        text_events = 0
+        for i in range(k):
+            with open(folder / f"agent-{i}.jsonl", "rb") as f:
+                text_events += sum(1 for line in f if json.loads(line).get("payload", {}).get("kind") == "text")
+        seen = ws.close()
+    finally:
+        for w in workers:
+            w.stop()
+        gateway.stop()
     return {
         "elapsed": elapsed,
         "cpu_s": cpu,
