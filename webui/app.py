@@ -349,8 +349,13 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         except OSError as exc:
             reason = f"socket error: {exc}"
         finally:
-            link.tell(ClientDisconnected(client=client, reason=reason))
-            _finish(ws)
+            if pinger.unanswered:  # the close frame says why, as simple-websocket's own pings did
+                reason = "no answer to a ping"
+                link.tell(ClientDisconnected(client=client, reason=reason))
+                _finish(ws, code=1008, reason="Ping/Pong timeout")
+            else:
+                link.tell(ClientDisconnected(client=client, reason=reason))
+                _finish(ws)
 
 
 class Pinger:
@@ -363,6 +368,7 @@ class Pinger:
         self.interval_s = interval_s
         self._ws = ws
         self._due = time.monotonic() + interval_s
+        self.unanswered = False  # a ping went unanswered: the socket is closed for it
 
     def ping_if_due(self) -> bool:
         """Ping when the interval has passed since the last; False: the last was never answered."""
@@ -370,6 +376,7 @@ class Pinger:
         if now < self._due:
             return True
         if not self._ws.pong_received:
+            self.unanswered = True
             return False
         self._ws.pong_received = False
         self._ws.sock.send(self._ws.ws.send(Ping()))
