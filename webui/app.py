@@ -349,13 +349,11 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         except OSError as exc:
             reason = f"socket error: {exc}"
         finally:
+            code, message = None, None
             if pinger.unanswered:  # the close frame says why, as simple-websocket's own pings did
-                reason = "no answer to a ping"
-                link.tell(ClientDisconnected(client=client, reason=reason))
-                _finish(ws, code=1008, reason="Ping/Pong timeout")
-            else:
-                link.tell(ClientDisconnected(client=client, reason=reason))
-                _finish(ws)
+                reason, code, message = "no answer to a ping", 1008, "Ping/Pong timeout"
+            link.tell(ClientDisconnected(client=client, reason=reason))
+            _finish(ws, code=code, reason=message)
 
 
 class Pinger:

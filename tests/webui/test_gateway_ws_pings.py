@@ -1,19 +1,21 @@
-"""A WebSocket pinged while a large send waits on a slow browser: every message arrives whole.
+"""A WebSocket pinged both ways while a large send waits on a slow browser: every message arrives whole.
 
-simple-websocket pings from its reader thread while the request's thread sends frames; a
-send that waits for room in the socket's buffer let the ping in between a frame's bytes,
-and the browser closed the socket as corrupt (code 1007). The flood below makes sends wait
-(a small receive buffer, read in small bites) with a ping due every few milliseconds."""
+simple-websocket's reader thread answers the browser's pings (and pinged, before the frames'
+thread did) while the request's thread sends frames; a send that waits for room in the
+socket's buffer let the pong in between a frame's bytes, and the browser closed the socket
+as corrupt (code 1007). The flood below makes sends wait (a small receive buffer) while the
+client pings whenever its last ping was answered and the server pings every 0.1 s."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
-from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from meta_orchestrator.messages.frames import FRAME
@@ -24,7 +26,7 @@ from meta_orchestrator.messages.gateway import GetGatewayAddress
 from tests.webui.test_gateway import TOKEN, event
 from tests.webui.test_gateway_ws import RawClient
 
-EVENTS = 20_000
+EVENTS = 4_000  # 8 MB: about 2,000 reads of the small buffer
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +36,13 @@ def _stop_actors() -> Any:
 
 
 class PongingClient(RawClient):
-    """Answers every ping and checks every message."""
+    """Answers every ping, pings after every read, and checks every message."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.pings = 0
+        self.pongs = 0
+        self.pings_sent = 0
+        self.snapshots = 0
         self.last_seq = 0
         super().__init__(*args, **kwargs)
 
@@ -47,11 +52,13 @@ class PongingClient(RawClient):
         if not data:
             raise ConnectionError(f"closed (close code {self.closed_with})")
         self.ws.receive_data(data)
-        events = list(self.ws.events())  # a ping inside a frame: RemoteProtocolError here
+        events = list(self.ws.events())  # a pong inside a frame: RemoteProtocolError here
         for ev in events:
             if isinstance(ev, Ping):
                 self.pings += 1
                 self.sock.sendall(self.ws.send(ev.response()))
+            elif isinstance(ev, Pong):
+                self.pongs += 1
             elif isinstance(ev, CloseConnection):
                 self.closed_with = ev.code
             elif isinstance(ev, TextMessage):
@@ -61,6 +68,7 @@ class PongingClient(RawClient):
                     FRAME.validate_json(whole)
                     message = json.loads(whole)
                     for frame in message["data"] if message["type"] == "batch" else [message]:
+                        self.snapshots += frame["type"] == "snapshot"
                         if frame["type"] == "event":
                             self.last_seq = frame["data"]["seq"]
                     self._text.clear()
@@ -72,14 +80,24 @@ def test_pings_never_land_inside_a_frame(tmp_path: Path) -> None:
     ref = Gateway.start(settings, tmp_path, TOKEN)
     address = ref.ask(GetGatewayAddress(), timeout=5)
     client = PongingClient(address, rcvbuf=4096)
+    deadline = time.monotonic() + 30
+    while not client.snapshots:  # subscribed: every event below comes as an event frame
+        assert time.monotonic() < deadline, "no snapshot"
+        client._pump()
     text = "z" * 2000
     for start in range(1, EVENTS + 1, 100):
         ref.tell(EventsRecorded(events=tuple(event("claude", i, text) for i in range(start, start + 100))))
     try:
         while client.last_seq < EVENTS:
+            assert time.monotonic() < deadline + 60, f"event {client.last_seq} of {EVENTS} after 90 s"
             client._pump()
+            if client.pongs == client.pings_sent:  # one at a time, as a browser: never a full buffer both ways
+                client.pings_sent += 1
+                client.sock.sendall(client.ws.send(Ping(b"p")))
     except (RemoteProtocolError, LocalProtocolError, ConnectionError, UnicodeDecodeError) as exc:
-        pytest.fail(f"the stream broke after event {client.last_seq} ({client.pings} pings answered): {exc!r}")
+        pytest.fail(f"the stream broke after event {client.last_seq} ({client.pongs} pongs read): {exc!r}")
     assert client.closed_with is None
-    assert client.pings > 0, "no ping was sent during the flood: the test proved nothing"
+    # A pong waits for the frame being sent (a batch of up to hundreds of events), so there are few.
+    assert client.pongs > 0, "no pong during the flood: the test proved nothing"
+    assert client.pings > 0, "the server sent no ping during the flood"
     client.close()
