@@ -143,8 +143,24 @@ def create_app(link: DashboardLink) -> Flask:
     def api_unknown(rest: str) -> Response:
         return _refuse(404, f"no such API endpoint: {request.method} /api/{_short(rest, 100)[1:-1]}")
 
+    _decline_compression(app)
     _add_socket_route(sock, link)
     return app
+
+
+def _decline_compression(app: Flask) -> None:
+    """WebSockets without permessage-deflate: the dashboard is on 127.0.0.1, zlib only costs CPU.
+
+    simple-websocket 1.1 accepts every permessage-deflate offer (no option turns it off) and
+    browsers always offer it: zlib ran on every frame, for about a fifth more of the gateway's
+    CPU in a flood (docs/benchmarks.md). Without the offer the handshake agrees no extension.
+    Before-request hooks run before flask-sock's view accepts the socket.
+    """
+
+    @app.before_request
+    def no_offer() -> None:
+        if request.path == "/ws":
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def _refuse(status: int, reason: str) -> Response:

@@ -101,9 +101,9 @@ class WsCounter:
     """The browser stand-in, in its own process (a real browser is not the orchestrator's cost);
     or with ``sse_client.py``, a script reading the Server-Sent Events stream."""
 
-    def __init__(self, url: str, expected: int, script: str = "ws_client.py") -> None:
+    def __init__(self, url: str, expected: int, script: str = "ws_client.py", extra: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / script), url, "10", str(expected)],
+            [sys.executable, str(HERE / script), url, "10", str(expected), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -118,15 +118,19 @@ class WsCounter:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def pipeline(k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False) -> dict[str, Any]:
+def pipeline(
+    k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False, deflate: bool = False
+) -> dict[str, Any]:
     """The whole real path: subprocess, worker actor, parse, JSONL append, gateway, one client
-    (a WebSocket, or with ``sse`` a reader of ``/api/stream``)."""
+    (a WebSocket, offering permessage-deflate with ``deflate``; or with ``sse`` a reader of
+    ``/api/stream``)."""
     gateway = Gateway.start(settings=WebSettings(port=0), session_dir=folder, token=TOKEN)
     address = gateway.ask(GetGatewayAddress(), timeout=5)
     if sse:
         ws = WsCounter(f"http://127.0.0.1:{address.port}/api/stream?token={TOKEN}", k * n, "sse_client.py")
     else:
-        ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n)
+        extra = ("--deflate",) if deflate else ()
+        ws = WsCounter(f"ws://127.0.0.1:{address.port}/ws?token={TOKEN}", k * n, extra=extra)
     inbox = ReplyInbox()
     workers = []
     try:  # a failure (the client lost its socket) must not leave the actors running
@@ -167,6 +171,7 @@ def pipeline(k: int, n: int, folder: Path, rate: float = 0.0, sse: bool = False)
         "ws_events": seen["events"],
         "ws_snapshots": seen["snapshots"],
         "latencies_ms": seen["latencies_ms"],
+        "extensions": seen.get("extensions", []),
     }
 
 
@@ -190,6 +195,28 @@ def throughput(sizes: list[int], n: int) -> list[str]:
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def deflate_cost(k: int, n: int, rounds: int) -> str:
+    """The gateway's process CPU with a client offering permessage-deflate (as a browser does)
+    against one offering nothing, alternated ``rounds`` times: what zlib on every frame costs."""
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    negotiated: dict[bool, list[str]] = {}
+    for _ in range(rounds):
+        for deflate in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = pipeline(k, n, Path(tmp), deflate=deflate)
+            cpu[deflate].append(result["cpu_s"] / result["events_on_disk"] * 100_000)
+            negotiated[deflate] = result["extensions"]
+    plain, packed = statistics.median(cpu[False]), statistics.median(cpu[True])
+    line = (
+        f"deflate, K={k} N={n}, median of {rounds} (load {os.getloadavg()[0]:.1f}): CPU-s per 100,000 events "
+        f"{packed:.2f} offering permessage-deflate (negotiated: {negotiated[True] or 'none'}), "
+        f"{plain:.2f} offering nothing; ratio {packed / plain:.2f} (each: "
+        f"{', '.join(f'{a:.2f}' for a in cpu[True])} / {', '.join(f'{b:.2f}' for b in cpu[False])})"
+    )
+    print(line, flush=True)
+    return line
 
 
 def stream_reader(n: int) -> str:
@@ -660,7 +687,18 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, help="seconds the idle figure is measured over (30; --quick: 5)")
     parser.add_argument(
         "--only",
-        choices=["throughput", "stream", "latency", "cost", "idle", "reactions", "stall", "startup", "connections"],
+        choices=[
+            "throughput",
+            "deflate",
+            "stream",
+            "latency",
+            "cost",
+            "idle",
+            "reactions",
+            "stall",
+            "startup",
+            "connections",
+        ],
     )
     args = parser.parse_args()
     n = 5_000 if args.quick else 20_000
@@ -669,6 +707,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     sections = {
         "throughput": lambda: throughput(sizes, n if not args.quick else 5_000),
+        "deflate": lambda: deflate_cost(4, 25_000 if not args.quick else 5_000, 5 if not args.quick else 1),
         "stream": lambda: stream_reader(n * 5),
         "latency": lambda: [latency(100, 5 if args.quick else 10), latency(1000, 5 if args.quick else 10)],
         "cost": lambda: own_cost(idle_s, 100_000 if args.quick else 1_000_000),

@@ -1,7 +1,10 @@
 """The benchmark's browser stand-in, in a process of its own: counts event frames, measures
 print-to-receive latency from the timestamp the fake agent puts in each line.
 
-    python ws_client.py URL   # prints one JSON summary line when stdin closes
+    python ws_client.py URL [SECONDS [EVENTS]] [--deflate]   # one JSON summary line when stdin closes
+
+``--deflate`` offers permessage-deflate, as every browser does; the summary names the
+extensions the server accepted.
 
 A ``token`` in the URL's query goes as the WebSocket subprotocol ``token.<token>``, as the
 dashboard's page sends it (the gateway refuses a token in the address).
@@ -14,15 +17,43 @@ import time
 import urllib.parse
 
 import simple_websocket
+from wsproto.events import AcceptConnection, RejectConnection, Request
+from wsproto.extensions import PerMessageDeflate
+
+
+class DeflateClient(simple_websocket.Client):
+    """simple-websocket's client offering permessage-deflate (its own offers no extension)."""
+
+    def handshake(self) -> None:
+        request = Request(
+            host=self.host,
+            target=self.path,
+            subprotocols=self.subprotocols,
+            extensions=[PerMessageDeflate()],
+            extra_headers=self.extra_headeers,
+        )
+        self.sock.send(self.ws.send(request))
+        event = None
+        while event is None:
+            self.ws.receive_data(self.sock.recv(self.receive_bytes))
+            event = next(self.ws.events(), None)
+        if isinstance(event, RejectConnection) or not isinstance(event, AcceptConnection):
+            raise simple_websocket.ConnectionError(getattr(event, "status_code", 400))
+        self.subprotocol = event.subprotocol
+        self.extensions = [ext.name for ext in event.extensions]
+        self.connected = self._handle_events()  # a frame read with the 101 answer
 
 
 def main() -> None:
-    parts = urllib.parse.urlsplit(sys.argv[1])
+    deflate = "--deflate" in sys.argv
+    argv = [a for a in sys.argv if a != "--deflate"]
+    parts = urllib.parse.urlsplit(argv[1])
     query = urllib.parse.parse_qs(parts.query)
     token = query.pop("token", [""])[0]
     url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, doseq=True)))
-    client = simple_websocket.Client.connect(url, subprotocols=["orchestrate", f"token.{token}"])
-    state = {"events": 0, "snapshots": 0, "latencies_ms": []}
+    kind = DeflateClient if deflate else simple_websocket.Client
+    client = kind.connect(url, subprotocols=["orchestrate", f"token.{token}"])
+    state = {"events": 0, "snapshots": 0, "latencies_ms": [], "extensions": getattr(client, "extensions", [])}
     done = threading.Event()
 
     def read() -> None:
@@ -49,8 +80,8 @@ def main() -> None:
     reader.start()
     print("ready", flush=True)
     sys.stdin.read()  # the benchmark closes stdin when it wants the summary
-    deadline = time.monotonic() + float(sys.argv[2]) if len(sys.argv) > 2 else 0
-    expected = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    deadline = time.monotonic() + float(argv[2]) if len(argv) > 2 else 0
+    expected = int(argv[3]) if len(argv) > 3 else 0
     while time.monotonic() < deadline and state["events"] < expected:
         time.sleep(0.05)
     done.set()

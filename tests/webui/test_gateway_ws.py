@@ -17,6 +17,7 @@ import simple_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, Request, TextMessage
 from wsproto.events import Event as WsEvent
+from wsproto.extensions import PerMessageDeflate
 
 from meta_orchestrator.messages.frames import FRAME
 from meta_orchestrator.messages.gateway import GatewayAddress, GetGatewayStats
@@ -106,7 +107,9 @@ def stats(ref: pykka.ActorRef[Any]) -> Any:
 class RawClient:
     """A WebSocket client on a bare socket that reads only when told to (a stalled browser)."""
 
-    def __init__(self, address: GatewayAddress, rcvbuf: int = 4096, target: str = "/ws") -> None:
+    def __init__(
+        self, address: GatewayAddress, rcvbuf: int = 4096, target: str = "/ws", extensions: tuple[Any, ...] = ()
+    ) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", address.port))
@@ -116,6 +119,7 @@ class RawClient:
                 Request(
                     host=f"127.0.0.1:{address.port}",
                     target=target,
+                    extensions=list(extensions),
                     extra_headers=[(b"x-orchestrate-token", TOKEN.encode())],
                 )
             )
@@ -123,10 +127,12 @@ class RawClient:
         self._text: list[str] = []
         self.frames: list[dict[str, Any]] = []
         self.closed_with: int | None = None
+        self.accepted: AcceptConnection | None = None
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             for ev in self._pump():
                 if isinstance(ev, AcceptConnection):
+                    self.accepted = ev
                     return
                 if isinstance(ev, RejectConnection):
                     raise ConnectionError(ev.status_code)
@@ -223,6 +229,22 @@ def test_a_bad_since_closes_with_an_error_frame(tmp_path: Path, since: str) -> N
     client.close()
     assert not stats(ref).clients  # never registered
     assert connect(address).receive(timeout=5) is not None  # and the gateway is fine
+
+
+def test_a_browsers_offer_of_compression_is_declined(tmp_path: Path) -> None:
+    # zlib on every frame only costs CPU on 127.0.0.1 (docs/benchmarks.md): the socket is
+    # accepted with no extension, and the frames arrive whole and plain.
+    ref, address = start_gateway(tmp_path)
+    client = RawClient(address, rcvbuf=1 << 20, extensions=(PerMessageDeflate(),))
+    assert client.accepted is not None and client.accepted.extensions == []
+    assert client.read_until(lambda f: f["type"] == "snapshot")["seq"] == 0
+    text = "compressible " * 500
+    for i in range(1, 201):
+        ref.tell(EventsRecorded(events=(event("claude", i, text),)))
+    last = client.read_until(lambda f: f["seq"] == 200)  # a compressed frame: a protocol error
+    assert last["data"]["payload"]["text"] == text
+    assert [f["seq"] for f in client.frames if f["type"] == "event"] == list(range(1, 201))
+    client.close()
 
 
 def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
