@@ -143,24 +143,28 @@ def create_app(link: DashboardLink) -> Flask:
     def api_unknown(rest: str) -> Response:
         return _refuse(404, f"no such API endpoint: {request.method} /api/{_short(rest, 100)[1:-1]}")
 
-    _decline_compression(app)
+    _prepare_websockets(app)
     _add_socket_route(sock, link)
     return app
 
 
-def _decline_compression(app: Flask) -> None:
-    """WebSockets without permessage-deflate: the dashboard is on 127.0.0.1, zlib only costs CPU.
-
-    simple-websocket 1.1 accepts every permessage-deflate offer (no option turns it off) and
-    browsers always offer it: zlib ran on every frame, for about a fifth more of the gateway's
-    CPU in a flood (docs/benchmarks.md). Without the offer the handshake agrees no extension.
-    Before-request hooks run before flask-sock's view accepts the socket.
-    """
+def _prepare_websockets(app: Flask) -> None:
+    """What a ``/ws`` request needs before flask-sock's view accepts it (hooks run first)."""
 
     @app.before_request
-    def no_offer() -> None:
-        if request.path == "/ws":
-            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    def prepare() -> None:
+        if request.path != "/ws":
+            return
+        # simple-websocket 1.1 accepts every permessage-deflate offer (no option turns it off)
+        # and browsers always offer it: zlib ran on every frame over 127.0.0.1, for about a
+        # fifth more of the gateway's CPU in a flood (docs/benchmarks.md). Without the offer
+        # the handshake agrees no extension.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        # The library's socket from the start: the handshake too goes through it, and the
+        # library's close of it leaves Werkzeug's own socket open (``OneWriterSocket.close``).
+        sock = request.environ.get("werkzeug.socket")
+        if sock is not None:
+            request.environ["werkzeug.socket"] = OneWriterSocket(sock)
 
 
 def _refuse(status: int, reason: str) -> Response:
@@ -338,7 +342,6 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
         since = int(raw_since) if raw_since is not None else None
         if request.args.get("epoch") not in (None, link.epoch):
             since = None  # another gateway's numbering: start from a snapshot
-        ws.sock = OneWriterSocket(ws.sock)  # before anything is sent but the handshake
         outbox: queue.Queue[OutboxItem] = queue.Queue(maxsize=link.client_queue)
         client = uuid4().hex[:12]
 
@@ -417,7 +420,18 @@ class OneWriterSocket:
             self._sock.sendall(data)
         return len(data)
 
-    def __getattr__(self, name: str) -> Any:  # recv, fileno, shutdown, close: the socket's own
+    def close(self) -> None:
+        """Shut the socket down and leave closing it to the server, which owns the connection.
+
+        simple-websocket's reader thread closes its socket as the WebSocket ends, often before
+        Werkzeug's request handler is done with it: Werkzeug then put the closed socket (fd -1)
+        in a selector to drain it and logged "Error on request ... Invalid file descriptor" at
+        nearly every close. Shut down, it reads as ended and a write fails as a dropped
+        connection, which Werkzeug ignores; the server closes it after the handler."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def __getattr__(self, name: str) -> Any:  # recv, fileno, shutdown: the socket's own
         return getattr(self._sock, name)
 
 

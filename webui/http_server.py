@@ -347,7 +347,7 @@ class RequestReader(io.RawIOBase):
             return n
         while True:
             if self._sock.fileno() < 0:
-                return 0  # closed under us (a WebSocket ended): nothing more to read
+                return 0  # closed under us (a library closed an upgraded socket): nothing more to read
             if not wait_ready(self._sock, select.POLLIN, self._deadline - time.monotonic()):
                 raise TimeoutError(f"the request did not arrive within {self._timeout_s:g}s")
             try:
@@ -371,8 +371,8 @@ class ResponseWriter(io.BufferedIOBase):
         view = memoryview(data).cast("B")
         while view:
             if self._sock.fileno() < 0:
-                # Closed under us (a WebSocket ended and its library closed the socket): a
-                # disconnect, which the request handler ends quietly, not a server error.
+                # Closed under us (a library closed an upgraded socket; the dashboard's only shuts
+                # it, see ``OneWriterSocket.close``): a disconnect, ended quietly, not an error.
                 raise BrokenPipeError("the connection was closed")
             try:
                 view = view[self._sock.send(view, socket.MSG_DONTWAIT) :]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 import socket
 import threading
@@ -245,6 +246,30 @@ def test_a_browsers_offer_of_compression_is_declined(tmp_path: Path) -> None:
     assert last["data"]["payload"]["text"] == text
     assert [f["seq"] for f in client.frames if f["type"] == "event"] == list(range(1, 201))
     client.close()
+
+
+def test_a_closed_websocket_leaves_no_error_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # simple-websocket's reader thread closed the socket while Werkzeug's request handler still
+    # drained it: "Error on request ... Invalid file descriptor: -1" in the session's log at
+    # nearly every close. Closes by the browser, and by the gateway (a refused ``since``).
+    caplog.set_level(logging.INFO)
+    _, address = start_gateway(tmp_path)
+    for _ in range(10):
+        client = connect(address)
+        assert receive(client)["type"] == "snapshot"
+        client.close()
+    for _ in range(5):
+        refused = RawClient(address, target="/ws?since=x")
+        assert refused.read_until(lambda f: True, timeout=5)["type"] == "error"
+        with pytest.raises(ConnectionError):  # the close frame, then the end of the stream
+            refused.read_until(lambda f: False, timeout=5)
+        assert refused.closed_with == 1008
+        refused.close()
+    request_thread = f"gateway-http-{address.port}-request"  # one per request, gone once it is done
+    wait_for(lambda: all(t.name != request_thread for t in threading.enumerate()), message="the requests to end")
+    assert caplog.text.count('"GET /ws') == 15  # each request was served and logged
+    assert "Invalid file descriptor" not in caplog.text
+    assert not [r for r in caplog.records if r.name == "werkzeug" and r.levelno >= logging.ERROR]
 
 
 def test_snapshot_first_then_numbered_deltas(tmp_path: Path) -> None:
