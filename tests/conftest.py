@@ -29,13 +29,16 @@ DEMO = (sys.executable, "-m", "meta_orchestrator.actors.agents.demo")
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM ends the run the way Ctrl-C does, so fixture teardown still runs: the Ray nodes
     and other servers the tests start lead sessions of their own, which a signal to pytest's
-    process group does not reach."""
+    process group does not reach. Ctrl-C gets the same handler, not Python's default: a session
+    run in-process stops in order on either signal, then gives it to the handler it replaced
+    if the program installed one (``actors/app/system.py``), and the run ends there too."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def wait_for(

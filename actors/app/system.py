@@ -36,12 +36,18 @@ class _Interrupts:
     """Ctrl-C and SIGTERM while a session runs: the first asks the coordinator to stop (every
     agent group ended, state saved, exit 130), a second forces it. A closed terminal (SIGHUP)
     must not end the agents silently, as its default would: the session goes on and says so.
-    Handlers are installed only on the main thread (Python allows no other)."""
+    Handlers are installed only on the main thread (Python allows no other).
+
+    Run in-process by a program with a handler of its own (a test suite ends its run on SIGTERM),
+    the signal was for that program too: once the session has stopped in order, the handler it
+    replaced is given it. Python's own (default, ignore, KeyboardInterrupt on Ctrl-C) are not:
+    exit code 130 already says it, and the launcher would end in a traceback."""
 
     def __init__(self) -> None:
         self.count = 0
         self.running: RunningSession | None = None
         self._previous: dict[int, Any] = {}
+        self._received: list[int] = []
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -53,9 +59,14 @@ class _Interrupts:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        for signum in dict.fromkeys(self._received):
+            handler = self._previous.get(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.raise_signal(signum)  # runs it now, here: what it raises leaves run()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.count += 1
+        self._received.append(signum)
         # After the end work (the dashboard lingering) the coordinator is gone: Ctrl-C just leaves.
         if self.running is not None and self.count == 1 and self.running.coordinator.is_alive():
             print(
