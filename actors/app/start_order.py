@@ -127,15 +127,7 @@ def _start(
         log_setup(session_dir)
     session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
-    # Who hears every fact: the history first (a replay sees what any view saw), the console,
-    # the notifier, then the supervisor, then the dashboard (supervised).
-    listeners = [start_history(started, session_dir)]
-    if request.console:
-        listeners.append(start_console(started, request.demo, settings.questions.bell))
-    notifier = start_notifier(started, settings.notify, session[0])
-    if notifier is not None:
-        listeners.append(notifier)
-    supervisor = start_supervisor(started, settings.session, tuple(listeners))
+    listeners, notifier, supervisor = _listeners(started, settings, request, session)
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
     url = _announce(gateway, notifier, request)
     heard = (*listeners, *([gateway] if gateway is not None else []))
@@ -198,6 +190,22 @@ def _start(
     running = RunningSession(*session, coordinator, workers, gateway, url, token, closed)
     running.host, running.workspace, running.notifier = runs.hosts, repo, notifier
     return running
+
+
+def _listeners(
+    started: list[pykka.ActorRef[Any]], settings: Settings, request: LaunchRequest, session: tuple[str, Path, Path]
+) -> tuple[list[pykka.ActorRef[Any]], pykka.ActorRef[Any] | None, pykka.ActorRef[Any]]:
+    """Who hears every fact, the dashboard aside, and the supervisor: the history first (a
+    replay sees what any view saw), the console, the notifier (None: nothing asked), then the
+    supervisor, which hears them all; the dashboard starts next (supervised)."""
+    session_id, session_dir, _ = session
+    listeners = [start_history(started, session_dir)]
+    if request.console:
+        listeners.append(start_console(started, request.demo, settings.questions.bell))
+    notifier = start_notifier(started, settings.notify, session_id)
+    if notifier is not None:
+        listeners.append(notifier)
+    return listeners, notifier, start_supervisor(started, settings.session, tuple(listeners))
 
 
 def _launch_checks(settings: Settings, request: LaunchRequest, env: dict[str, str], target: Path) -> str | None:

@@ -120,7 +120,10 @@ def test_a_failing_probe_still_ends_the_launcher_with_the_preflight_error(tmp_pa
     cfg = tmp_path / "config.toml"  # every agent broken: none can run, the start ends as before
     cfg.write_text(
         "[sandbox]\nos = 'off'\n"
-        + "".join(f"[agents.{name}]\ncommand = {json.dumps(f'{sys.executable} {fake}')}\n" for name in ("gemini", "codex", "claude"))
+        + "".join(
+            f"[agents.{name}]\ncommand = {json.dumps(f'{sys.executable} {fake}')}\n"
+            for name in ("gemini", "codex", "claude")
+        )
     )
     ws = tmp_path / "ws"
     args = ["Add a /health endpoint", "--target", str(_repository(tmp_path / "app")), "--workspace", str(ws)]
