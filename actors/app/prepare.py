@@ -1,10 +1,16 @@
 """The preflight that readies one session (``prepare``): from what was asked (a
 ``LaunchRequest``, left as it is) to what this run works with (``Prepared``): the settings for
 this run, the target, the session's folder and id, the agents' environment, the agents that
-cannot run and why, and on resume the saved state."""
+cannot run and why, and on resume the saved state.
+
+It is done in two steps, so the dashboard answers while the CLIs' version probes run (the
+slowest takes seconds): ``prepare_session`` makes the session's folder and leaves the probes
+running; ``agents_checked`` waits for them, disables the agents that cannot run and writes
+``launch.json``. ``prepare`` is both at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -68,7 +74,8 @@ class Prepared:
     session_dir: Path
     session_id: str
     env: Mapping[str, str]  # what each agent's environment allowlist takes its variables from
-    agents_out: Mapping[str, str] = field(default_factory=dict)  # agent -> why it cannot run
+    # agent -> why it cannot run; None: the CLIs' probes still run (prepare_session; agents_checked takes them)
+    agents_out: Mapping[str, str] | None = field(default_factory=dict)
     resume_state: Mapping[str, Any] | None = None  # the saved state.json of the session continued
     # On resume, the session's lock (files.end_lock), taken before its saved state was read: start holds it on.
     end_lock: SessionLock | None = None
@@ -144,7 +151,24 @@ def _check_role_names(settings: Settings) -> None:
 
 
 def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
-    """Preflight: what this run works with (``Prepared``); ``request`` is left as it was.
+    """Preflight, both steps at once (``prepare_session``, then ``agents_checked``).
+
+    Raises:
+        PreflightError: something must be fixed first; the message says what.
+    """
+    prepared = prepare_session(settings, request)
+    try:
+        return agents_checked(prepared)
+    except BaseException:
+        if prepared.end_lock is not None:
+            prepared.end_lock.release()
+        raise
+
+
+def prepare_session(settings: Settings, request: LaunchRequest) -> Prepared:
+    """The first step of the preflight: every check but the CLIs' version probes, the session's
+    folder made; the probes are left running (``agents_out`` is None) for ``agents_checked``.
+    ``request`` is left as it was.
 
     On resume the request's task, target and demo, and the settings, are those of the first
     start (``launch.json``), with this run's flags over them.
@@ -173,20 +197,42 @@ def prepare(settings: Settings, request: LaunchRequest) -> Prepared:
     return _prepared(settings, request)
 
 
+def agents_checked(prepared: Prepared) -> Prepared:
+    """The second step: the CLIs' probes waited for; the settings with the agents that cannot
+    run disabled (their roles go to the others), each with why; a new session's ``launch.json``
+    written with them (a resume probes again, from its first start's settings).
+
+    Raises:
+        PreflightError: none of the agents can run; the message names each and why.
+    """
+    if prepared.agents_out is not None:
+        return prepared  # taken already
+    settings, agents_out = _runnable_agents(prepared.settings, dict(prepared.env))
+    if not prepared.request.resume:
+        request = prepared.request
+        first = LaunchRecord(
+            task=request.task, target=prepared.target, demo=request.demo, settings=settings.model_dump(mode="json")
+        )
+        save_launch(prepared.session_dir, first)
+    return dataclasses.replace(prepared, settings=settings, agents_out=agents_out)
+
+
 def _prepared(
     settings: Settings,
     request: LaunchRequest,
     resume_state: dict[str, Any] | None = None,
     end_lock: SessionLock | None = None,
 ) -> Prepared:
-    """The rest of ``prepare``: the checks every start makes, the session folder made."""
+    """The rest of ``prepare_session``: the checks every start makes, the session folder made,
+    the CLIs' probes running."""
     check_dashboard_reach(settings, request)
     workspace = check_workspace(settings.workspace)
     target = check_target(request.target) if request.target is not None else None
     if target is None and not request.demo:
         raise PreflightError("no --target given; pass the repository the agents should work in")
+    if not any(agent.enabled for agent in settings.agents.values()):
+        raise PreflightError("every agent is disabled in the config; enable at least one")
     env = agent_environment(request)
-    settings, agents_out = _runnable_agents(settings, env)
     if target is not None and not request.resume and not request.in_place:
         refused = isolation_refused(target, workspace, request.include_uncommitted)
         if refused is not None:  # before the session folder is made: nothing is left behind
@@ -199,13 +245,9 @@ def _prepared(
         raise PreflightError(str(exc)) from None
     if target is None:
         target = make_demo_target(session_dir)
-    if not request.resume:
-        first = LaunchRecord(
-            task=request.task, target=target, demo=request.demo, settings=settings.model_dump(mode="json")
-        )
-        save_launch(session_dir, first)
+    _probe(settings, env)  # unless the launcher's early probes are of these very agents
     return Prepared(
-        request, settings, target, session_dir, session_id, MappingProxyType(env), agents_out, resume_state, end_lock
+        request, settings, target, session_dir, session_id, MappingProxyType(env), None, resume_state, end_lock
     )
 
 
@@ -269,26 +311,36 @@ def start_version_checks(settings: Settings, request: LaunchRequest) -> None:
         env = agent_environment(request)
     except Exception:  # noqa: BLE001 - prepare checks it all again and says what is wrong
         return
+    _probe(settings, env)
+
+
+# Probes running in the background, for agents_checked to take (started by start_version_checks
+# or prepare_session): (agents, env, their checks).
+_early: list[tuple[dict[str, Any], dict[str, str], Future[list[CliCheck]]]] = []
+
+
+def _probe(settings: Settings, env: dict[str, str]) -> None:
+    """Start the enabled CLIs' probes in a thread, unless some of these very agents and
+    environment already run."""
+    if any(agents == dict(settings.agents) and early_env == env for agents, early_env, _ in _early):
+        return
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-early")
     _early.append((dict(settings.agents), env, pool.submit(_version_checks, settings, env)))
     pool.shutdown(wait=False)
 
 
-# Probes started before prepare (start_version_checks): (agents, env, their checks).
-_early: list[tuple[dict[str, Any], dict[str, str], Future[list[CliCheck]]]] = []
-
-
 def _early_checks(settings: Settings, env: dict[str, str]) -> list[CliCheck] | None:
-    """The early probes' checks when they were of these very agents and environment."""
-    while _early:
-        agents, early_env, checks = _early.pop()
+    """The background probes' checks when they were of these very agents and environment (the
+    others stay for ``forget_version_checks``)."""
+    for i, (agents, early_env, checks) in enumerate(_early):
         if agents == dict(settings.agents) and early_env == env:
+            del _early[i]
             return checks.result()
     return None
 
 
 def forget_version_checks() -> None:
-    """Wait for early probes no ``prepare`` took (it failed before): none is left running."""
+    """Wait for background probes nobody took (the start failed before): none is left running."""
     while _early:
         _early.pop()[2].exception()
 
@@ -320,7 +372,7 @@ def _runnable_agents(settings: Settings, env: dict[str, str]) -> tuple[Settings,
     checks = _early_checks(settings, env)
     if checks is None:
         checks = _version_checks(settings, env)
-    if not checks:
+    if not checks:  # prepare_session said so already; a Prepared made otherwise
         raise PreflightError("every agent is disabled in the config; enable at least one")
     bad = [c for c in checks if c.problem]
     if len(bad) == len(checks):

@@ -1,6 +1,7 @@
 """The start order of one session, in one function (``start``), after Mopidy's ``run``: each
 feature starts through its own ``start`` module; refs go through constructors; whoever hears
-an actor starts before it; the coordinator starts last; ``stop_all`` stops in reverse."""
+an actor starts before it; the coordinator starts last; ``stop_all`` stops in reverse. The
+dashboard answers (its address printed) before the CLIs' version probes are waited for."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ import pykka
 from meta_orchestrator.actors.adapters.registry import get_adapter
 from meta_orchestrator.actors.agents.agent_env import agent_env, describe_env
 from meta_orchestrator.actors.app.launch_request import LaunchRequest
-from meta_orchestrator.actors.app.prepare import Prepared, prepare, resume_arguments
+from meta_orchestrator.actors.app.prepare import (
+    Prepared,
+    agents_checked,
+    forget_version_checks,
+    prepare_session,
+    resume_arguments,
+)
 from meta_orchestrator.actors.cluster import cluster_wiring
 from meta_orchestrator.actors.cluster.cluster_auth import secret_paths
 from meta_orchestrator.actors.console.start import read_answers, start_console
@@ -87,7 +94,7 @@ def start(
     log_setup: Callable[[Path], None] | None = None,
 ) -> RunningSession:
     """Start every actor for one session, in order, and tell the coordinator to begin."""
-    prepared = prepare(settings, request)
+    prepared = prepare_session(settings, request)  # the CLIs' probes still run: _start takes them
     # From here the request as it applies (on resume: with what the first start asked).
     request, settings, session_dir = prepared.request, prepared.settings, prepared.session_dir
     # apply and discard wait on this lock: held from before the session begins to its end work's end.
@@ -102,6 +109,7 @@ def start(
         _begin(running, request)
     except BaseException:
         end_lock.release()
+        forget_version_checks()  # probes the start never took: none is left running
         raise
     return running
 
@@ -119,16 +127,9 @@ def _start(
         log_setup(session_dir)
     session, workspaces = prepared.session, register_workspace(prepared.workspace)
     token, closed, coordinator_slot = secrets.token_urlsafe(24), threading.Event(), LateRef()
-    # Who hears every fact: the history first (a replay sees what any view saw), the console,
-    # the notifier, then the supervisor, then the dashboard (supervised).
-    listeners = [start_history(started, session_dir)]
-    if request.console:
-        listeners.append(start_console(started, request.demo, settings.questions.bell))
-    notifier = start_notifier(started, settings.notify, session[0])
-    if notifier is not None:
-        listeners.append(notifier)
-    supervisor = start_supervisor(started, settings.session, tuple(listeners))
+    listeners, notifier, supervisor = _listeners(started, settings, request, session)
     gateway = _dashboard(started, supervisor, settings, request, (session_dir, token, coordinator_slot, closed))
+    url = _announce(gateway, notifier, request)
     heard = (*listeners, *([gateway] if gateway is not None else []))
     # Imported once the dashboard serves: the actors started from here on are no part of the page.
     from meta_orchestrator.actors.agents.start import review_worker_starter, start_workers
@@ -138,8 +139,11 @@ def _start(
     from meta_orchestrator.actors.session.start import start_coordinator
     from meta_orchestrator.actors.workspaces.start import start_workspace
 
-    # The dashboard answers while the checks run (probes of bubblewrap and the tool hook, a
-    # cluster to join): none of it is needed to show the page, all of it before an agent.
+    # The dashboard answers while the checks run (the CLIs' version probes, those of bubblewrap
+    # and the tool hook, a cluster to join): none of it is needed to show the page, all of it
+    # before an agent. The probes come first: the agents that cannot run are off for the rest.
+    prepared = agents_checked(prepared)
+    settings = prepared.settings
     bwrap = _launch_checks(settings, request, env, target)
     scratch = private_dir(session_dir / "scratch")
     repo, no_branch = _open_workspace(session, request, bwrap)
@@ -183,9 +187,25 @@ def _start(
             recovery=recovery,
             preflight_fixes=fixes,
         )
-    running = RunningSession(*session, coordinator, workers, gateway, token=token, dashboard_closed=closed)
+    running = RunningSession(*session, coordinator, workers, gateway, url, token, closed)
     running.host, running.workspace, running.notifier = runs.hosts, repo, notifier
     return running
+
+
+def _listeners(
+    started: list[pykka.ActorRef[Any]], settings: Settings, request: LaunchRequest, session: tuple[str, Path, Path]
+) -> tuple[list[pykka.ActorRef[Any]], pykka.ActorRef[Any] | None, pykka.ActorRef[Any]]:
+    """Who hears every fact, the dashboard aside, and the supervisor: the history first (a
+    replay sees what any view saw), the console, the notifier (None: nothing asked), then the
+    supervisor, which hears them all; the dashboard starts next (supervised)."""
+    session_id, session_dir, _ = session
+    listeners = [start_history(started, session_dir)]
+    if request.console:
+        listeners.append(start_console(started, request.demo, settings.questions.bell))
+    notifier = start_notifier(started, settings.notify, session_id)
+    if notifier is not None:
+        listeners.append(notifier)
+    return listeners, notifier, start_supervisor(started, settings.session, tuple(listeners))
 
 
 def _launch_checks(settings: Settings, request: LaunchRequest, env: dict[str, str], target: Path) -> str | None:
@@ -333,19 +353,27 @@ def _coordinator_arguments(prepared: Prepared, settings: Settings, dashboard: bo
         "target": prepared.target,
         "demo": prepared.request.demo,
         "answer_channels": _answer_channels(prepared.request, dashboard),
-        "agents_out": dict(prepared.agents_out),
+        "agents_out": dict(prepared.agents_out or {}),  # taken (agents_checked) before the coordinator
         **resume_arguments(prepared),
     }
 
 
+def _announce(
+    gateway: SupervisedRef | None, notifier: pykka.ActorRef[Any] | None, request: LaunchRequest
+) -> str | None:
+    """Give the user the dashboard's address as soon as it answers (the page shows the session
+    starting until the coordinator's first state), and the notifier: every notice carries it."""
+    if gateway is None:
+        return None
+    address = gateway.ask(GetGatewayAddress(), timeout=5)
+    if notifier is not None:
+        tell_all((notifier,), DashboardAddressKnown(base_url=address.base_url))
+    (request.print_url or _print_url)(address.url)
+    return address.url
+
+
 def _begin(running: RunningSession, request: LaunchRequest) -> None:
-    """Give the user the dashboard's address, tell the coordinator to begin, read the console."""
-    if running.gateway is not None:
-        address = running.gateway.ask(GetGatewayAddress(), timeout=5)
-        running.dashboard_url = address.url
-        if running.notifier is not None:  # before the session begins: every notice carries it
-            tell_all((running.notifier,), DashboardAddressKnown(base_url=address.base_url))
-        (request.print_url or _print_url)(address.url)
+    """Tell the coordinator to begin, read the console."""
     running.coordinator.tell(StartSession(reply_to=ReplyInbox(running.ended)))
     if request.console and request.answer_stream is not None:
         read_answers(running.coordinator, request.answer_stream)

@@ -187,9 +187,39 @@ def test_version_probes_started_early_are_the_ones_prepare_takes(tmp_path, demo_
     other = load_settings(None, {"workspace": str(tmp_path / "ws"), "agents.gemini.command": demo})
     preparing.start_version_checks(other, request)  # claude is the real one here: other checks
     prepared = prepare(settings, request)
-    assert preparing._early == [] and missing in prepared.agents_out["claude"]  # probed again, not taken
+    assert missing in prepared.agents_out["claude"]  # probed again, the other's not taken ...
+    assert [agents for agents, _, _ in preparing._early] == [dict(other.agents)]
+    preparing.forget_version_checks()  # ... but waited for at the launcher's end
+    assert preparing._early == []
     preparing.start_version_checks(settings, dataclasses.replace(request, resume="20260101-000000-abcdef"))
     assert preparing._early == []  # a resume probes later, with its first start's settings
+
+
+def test_prepare_session_leaves_the_probes_running_and_agents_checked_takes_them(tmp_path, demo_env):
+    """The first step makes the session's folder without waiting for the CLIs' probes (the
+    dashboard answers meanwhile); the second takes them and only then writes launch.json."""
+    from meta_orchestrator.actors.app import prepare as preparing
+
+    missing = str(tmp_path / "no-such-claude")
+    settings = load_settings(
+        None,
+        {
+            "workspace": str(tmp_path / "ws"),
+            "agents.gemini.command": shlex.join(get_adapter("gemini").demo_argv()),
+            "agents.codex.enabled": False,
+            "agents.claude.command": missing,
+        },
+    )
+    request = LaunchRequest(task=TASK, target=_repository(tmp_path / "app"), env=demo_env)
+    session = preparing.prepare_session(settings, request)
+    assert session.agents_out is None and session.session_dir.is_dir() and len(preparing._early) == 1
+    assert not (session.session_dir / LAUNCH_FILE).exists()
+    prepared = preparing.agents_checked(session)
+    assert preparing._early == [] and missing in (prepared.agents_out or {})["claude"]
+    assert not prepared.settings.agents["claude"].enabled and session.settings.agents["claude"].enabled
+    first = LaunchRecord.model_validate_json((prepared.session_dir / LAUNCH_FILE).read_text())
+    assert first.settings["agents"]["claude"]["enabled"] is False  # a resume starts from what ran
+    assert preparing.agents_checked(prepared) is prepared  # taken once
 
 
 def test_what_starts_after_the_dashboard_is_imported_after_it():

@@ -291,7 +291,7 @@ def _free_port() -> int:
 
 
 def _launch(
-    workspace: Path, port: int, env_extra: dict[str, str], extra: tuple[str, ...] = ()
+    workspace: Path, port: int, env_extra: dict[str, str], extra: tuple[str, ...] = (), demo: bool = True
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "ORCHESTRATE_DEMO_PACE": "0", **env_extra}
     proc = subprocess.Popen(
@@ -299,7 +299,7 @@ def _launch(
             sys.executable,
             str(ROOT / "orchestrate"),
             "bench task",
-            "--demo",
+            *(["--demo"] if demo else []),
             "--workspace",
             str(workspace),
             "--port",
@@ -370,10 +370,12 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def startup(rounds: int = 3) -> str:
+def startup(rounds: int = 3, probe_s: float | None = None) -> str:
     """Launcher start to the dashboard answering, the median of ``rounds`` starts; baseline:
     a bare ``python -c pass``. Without written bytecode (PYTHONDONTWRITEBYTECODE) every start
-    compiles the project's modules again: the line says which."""
+    compiles the project's modules again: the line says which. With ``probe_s``, gemini's
+    ``--version`` takes that long, as a real CLI's does (opencode 1.9 s, gemini 1.7-4 s): the
+    demo agents by their commands, not --demo, on a git target, no OS sandbox."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], check=True)
     bare = time.perf_counter() - t0
@@ -381,7 +383,8 @@ def startup(rounds: int = 3) -> str:
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             port = _free_port()
-            proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"})
+            extra = () if probe_s is None else _slow_probe_run(Path(tmp), probe_s)
+            proc = _launch(Path(tmp), port, {"ORCHESTRATE_DEMO_SCENARIO": "hang"}, extra, demo=probe_s is None)
             answered = _wait(lambda port=port: _health(port), 30)
             with contextlib.suppress(psutil.Error):  # its own CPU by then: what a busy machine does not stretch
                 used = psutil.Process(proc.pid).cpu_times()
@@ -390,15 +393,41 @@ def startup(rounds: int = 3) -> str:
         if answered is not None:
             took.append(answered)
     bytecode = "not written (PYTHONDONTWRITEBYTECODE)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "cached"
+    slow = "" if probe_s is None else f" with a {probe_s:g} s version probe"
     line = (
-        f"start-up: launcher to dashboard answering {statistics.median(took):.3f} s, median of {len(took)} "
+        f"start-up{slow}: launcher to dashboard answering {statistics.median(took):.3f} s, median of {len(took)} "
         f"(fastest {min(took):.3f} s; bare python start {bare:.3f} s, ratio {statistics.median(took) / bare:.1f}x; "
         f"the launcher's own CPU by then {statistics.median(cpu) if cpu else float('nan'):.3f} s; bytecode {bytecode})"
         if took
-        else "start-up: dashboard never answered"
+        else f"start-up{slow}: dashboard never answered"
     )
     print(line, flush=True)
     return line
+
+
+def _slow_probe_run(folder: Path, probe_s: float) -> tuple[str, ...]:
+    """The flags of a run whose gemini answers ``--version`` after ``probe_s`` (then is the demo
+    gemini), the other agents the demo ones, on a fresh git repository in ``folder``."""
+    slow = folder / "slow_gemini.py"
+    slow.write_text(
+        "import os, sys, time\n"
+        f"if '--version' in sys.argv or '-v' in sys.argv:\n    time.sleep({probe_s!r})  # a CLI's own start\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'meta_orchestrator.actors.agents.demo', 'gemini',"
+        " *sys.argv[1:]])\n"
+    )
+    commands = {"gemini": f"{sys.executable} {slow}"}
+    commands.update({name: shlex.join(get_adapter(name).demo_argv()) for name in ("codex", "claude")})
+    config = folder / "slow-probe.toml"
+    config.write_text(
+        "[sandbox]\nos = 'off'\n" + "".join(f"[agents.{n}]\ncommand = {json.dumps(c)}\n" for n, c in commands.items())
+    )
+    target = folder / "app"
+    target.mkdir()
+    (target / "README.md").write_text("# app\n")
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
+        subprocess.run([*git, *cmd], cwd=target, check=True, capture_output=True)
+    return ("--config", str(config), "--target", str(target))
 
 
 def own_cost(idle_s: float, flood_lines: int) -> list[str]:
@@ -688,16 +717,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         choices=[
-            "throughput",
-            "deflate",
-            "stream",
-            "latency",
-            "cost",
-            "idle",
-            "reactions",
-            "stall",
-            "startup",
-            "connections",
+            *("throughput", "deflate", "stream", "latency", "cost", "idle", "reactions", "stall"),
+            *("startup", "startup-probe", "connections"),
         ],
     )
     args = parser.parse_args()
@@ -715,6 +736,7 @@ def main() -> None:
         "reactions": lambda: [*reactions(), limit_reaction()],
         "stall": lambda: stall_figures(5.0 if args.quick else 10.0),
         "startup": startup,
+        "startup-probe": lambda: startup(probe_s=2.0),
         "connections": idle_connections,
     }
     for name, fn in sections.items():

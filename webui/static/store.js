@@ -153,7 +153,7 @@ function keepFact(kind, data) {
 
 // --- derived ----------------------------------------------------------------------------
 export function sessionStatus() {
-  return (state.ended && state.ended.status) || (state.session && state.session.status) || "waiting";
+  return (state.ended && state.ended.status) || (state.session && state.session.status) || "starting";
 }
 
 export function openQuestions() {
