@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+import msgspec
 
 from meta_orchestrator.actors.adapters.base import (
     OFF_VALUES,
@@ -77,8 +79,28 @@ def _block_text(content: Any) -> str:
     return "\n".join(part for part in parts if part)
 
 
+class _TextBlock(msgspec.Struct, gc=False):
+    type: Literal["text"]
+    text: str
+
+
+class _OneTextMessage(msgspec.Struct, gc=False):
+    content: tuple[_TextBlock]  # exactly one block
+
+
+class _AssistantText(msgspec.Struct, gc=False):
+    """An assistant line of one text block: most lines a model's answer streams as."""
+
+    type: Literal["assistant"]
+    message: _OneTextMessage
+    session_id: str | None = None
+    error: Any = msgspec.UNSET  # a synthetic API error: read as a dict
+
+
 class ClaudeParser(GuardedParser):
     """Claude's stream-json: system / assistant / user / result lines."""
+
+    fast_shape: ClassVar[msgspec.json.Decoder[Any] | None] = msgspec.json.Decoder(_AssistantText)
 
     agent: AgentName = "claude"
     # Its tool names; a fork with Claude-shaped events (qwen) names its own.
@@ -91,6 +113,14 @@ class ClaudeParser(GuardedParser):
         super().__init__()
         self._tools: dict[str, tuple[str, dict[str, Any]]] = {}  # tool_use id -> (name, input)
         self._denied: dict[str, str] = {}  # tool_use id (or text) -> denial description
+
+    def feed_fast(self, line: _AssistantText) -> list[Draft] | None:
+        """What ``_dispatch`` makes of an assistant line of one text block."""
+        if line.error is not msgspec.UNSET:
+            return None
+        if self.session_id is None and line.session_id:
+            self.session_id = line.session_id
+        return text_drafts(line.message.content[0].text)
 
     def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
         """Route one line by its top-level type."""

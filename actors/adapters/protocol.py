@@ -109,6 +109,8 @@ def strip_markers(text: str) -> str:
 def text_drafts(text: str, limit: int = 4000, **payload: Any) -> list[Draft]:
     """A whole block of assistant text: its readable part as progress (cut to ``limit``
     characters; the raw line keeps it all), then every marker in it."""
+    if MARKER not in text and len(text) <= limit and not payload:  # most lines of a flood
+        return [Draft("progress", text_payload("text", text))]
     markers = extract_markers(text)
     readable = strip_markers(text) if markers else text
     if len(readable) > limit:

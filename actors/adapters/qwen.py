@@ -63,6 +63,7 @@ class QwenParser(ClaudeParser):
     task_tools = frozenset({"todo_write", "task_create", "task_update"})
     findings_tool = None
     denials = (_DENIED,)
+    fast_shape = None  # its text blocks may be API errors (``_on_assistant``): every line is read as a dict
 
     def _dispatch(self, type_: str, obj: dict[str, Any]) -> list[Draft]:
         """``stream_event`` (goal state, deltas) is status; the rest is Claude's shape."""

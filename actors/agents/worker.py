@@ -260,12 +260,14 @@ class Worker(pykka.ThreadingActor):
             return
         arrived = utc_now()  # the lines of one read arrived together
         assignment_id = self._current.assignment_id if self._current else None
+        feed, parsed = self._parser.feed_line, []
         for data, total_bytes, overflow_path in message.lines:
-            drafts = self._parser.feed_line(data, total_bytes)
+            drafts = feed(data, total_bytes)
             raw = data.decode("utf-8", errors="replace")
             if not drafts and raw.strip():
                 drafts = [draft("status", kind="unrecognised", text=raw[:200])]
-            self._recorder.add(drafts, assignment_id, raw, overflow_path, arrived)
+            parsed.append((drafts, raw, overflow_path))
+        self._recorder.add_lines(parsed, assignment_id, arrived)
         self._flush()
         if self._parser.terminal_seen and not self._exit_watch_armed and self._proc is not None:
             # Some CLI versions print their final result and then never exit.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 from datetime import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,37 +62,52 @@ class EventRecorder:
         raw_file: str | None,
         moment: datetime | None = None,
     ) -> None:
-        """Number the events; ``flush`` serialises and writes them, then publishes them.
-        ``moment``: when the line arrived (the lines of one pipe read share it); now if None."""
+        """Number one line's events; ``flush`` serialises and writes them, then publishes them.
+        ``moment``: when the line arrived; now if None."""
+        self.add_lines(((drafts, raw, raw_file),), assignment_id, moment)
+
+    def add_lines(
+        self,
+        lines: Iterable[tuple[Sequence[Draft], str | None, str | None]],
+        assignment_id: str | None,
+        moment: datetime | None = None,
+    ) -> None:
+        """Number the events of several lines (their drafts, raw line and side file), as
+        ``add`` does each: one call for a pipe read's lines, which share ``moment``."""
         assert self._writer is not None
         if self.fatal:
             return
         moment = moment or utc_now()
-        seq = self._writer.seq + len(self._unpublished)
-        for item in drafts:
-            seq += 1
-            # Built without validation: a draft is validated where it is made, the agent's
-            # name once in __init__, and the rest is the recorder's own (one event per line).
-            event = trusted(
-                Event,
-                {
-                    "type": item.type,
-                    "agent": self._agent,
-                    "timestamp": moment,
-                    "payload": item.payload,
-                    "seq": seq,
-                    "slot": self._slot,
-                    "assignment_id": assignment_id,
-                    "raw": raw,
-                    "raw_file": raw_file,
-                },
-            )
-            self._unpublished.append(event)
-            payload = item.payload
-            if payload.text and item.type != "status":
-                self._last_text = payload.text
-            if payload.progress is not None:
-                self.last_progress = payload.progress
+        agent, slot, unpublished = self._agent, self._slot, self._unpublished
+        last_text, last_progress = self._last_text, self.last_progress
+        seq = self._writer.seq + len(unpublished)
+        for drafts, raw, raw_file in lines:
+            for item in drafts:
+                seq += 1
+                # Built without validation: a draft is validated where it is made, the agent's
+                # name once in __init__, and the rest is the recorder's own (one event per line).
+                payload = item.payload
+                unpublished.append(
+                    trusted(
+                        Event,
+                        {
+                            "type": item.type,
+                            "agent": agent,
+                            "timestamp": moment,
+                            "payload": payload,
+                            "seq": seq,
+                            "slot": slot,
+                            "assignment_id": assignment_id,
+                            "raw": raw,
+                            "raw_file": raw_file,
+                        },
+                    )
+                )
+                if payload.text and item.type != "status":
+                    last_text = payload.text
+                if payload.progress is not None:
+                    last_progress = payload.progress
+        self._last_text, self.last_progress = last_text, last_progress
 
     @property
     def last_activity(self) -> str | None:

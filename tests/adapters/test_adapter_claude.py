@@ -240,3 +240,47 @@ def test_unknown_system_subtype_and_thinking() -> None:
     )
     assert (rf1.type, rf1.payload.file, rf1.payload.line, rf1.payload.text) == ("finding", "a.py", 3, "bug")
     assert rf2.type == "finding"
+
+
+# An assistant line of one text block is read into structs (``fast_shape``); every other line,
+# and every variation of it, must come out as the dict path makes it.
+_FAST_SHAPE_LINES = [
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"hello"}]},"session_id":"s1"}',
+    b'{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"a\\nb","citations":[]}],"usage":{"input_tokens":3}},"parent_tool_use_id":null,"session_id":"s1","uuid":"u"}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"done\\n[[MILESTONE: api ready]]\\nnext"}]}}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":""}]},"session_id":""}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"x"}]},"session_id":null}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"x"}]},"session_id":7}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":7}]}}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}',
+    b'{"type":"assistant","message":{"content":[]}}',
+    b'{"type":"assistant","message":{"content":"plain"}}',
+    b'{"type":"assistant","message":"not an object"}',
+    b'{"type":"assistant"}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"API Error: 500"}]},"error":"server_error"}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"x"}]},"error":null}',
+    b'{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Write","input":{"file_path":"a.py"}}]}}',
+    b'{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"hmm"}]}}',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"\\ud800 lone"}]}}',
+    b'{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}}',
+    b'{"type":"system","subtype":"init","session_id":"s2","model":"m"}',
+    b'  {"type":"assistant","message":{"content":[{"type":"text","text":"spaced"}]}}  ',
+    b'{"type":"assistant","message":{"content":[{"type":"text","text":"cut',
+    b"not json",
+]
+
+
+def test_the_fast_shape_reads_every_line_as_the_dict_path_does(monkeypatch: object) -> None:
+    import pytest
+
+    from meta_orchestrator.actors.adapters.claude import ClaudeParser
+
+    fast, plain = ClaudeParser(), ClaudeParser()
+    assert ClaudeParser.fast_shape is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClaudeParser, "fast_shape", None)
+        expected = [(plain.feed_line(line), plain.session_id) for line in _FAST_SHAPE_LINES]
+    got = [(fast.feed_line(line), fast.session_id) for line in _FAST_SHAPE_LINES]
+    for line, want, have in zip(_FAST_SHAPE_LINES, expected, got, strict=True):
+        assert have == want, line
+    assert fast._tools == plain._tools

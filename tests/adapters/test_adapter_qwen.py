@@ -161,3 +161,10 @@ def test_its_state_is_the_qwen_folder_with_this_folders_sessions(tmp_path: Path)
     assert "projects/-srv-my-repo" in place.copied and "oauth_creds.json" in place.credentials
     (moved,) = QwenAdapter().cli_state({"HOME": str(tmp_path), "QWEN_HOME": "/cfg/qwen"}).places
     assert moved.real == Path("/cfg/qwen")
+
+
+def test_an_api_error_in_a_text_block_is_not_taken_for_text_by_the_fast_shape() -> None:
+    from meta_orchestrator.actors.adapters.qwen import QwenParser
+
+    line = b'{"type":"assistant","message":{"content":[{"type":"text","text":"[API Error: 401 bad key]"}]}}'
+    assert [d.type for d in QwenParser().feed_line(line)] == ["error"]
