@@ -8,8 +8,9 @@ prompt on stdin, its own process group, a watchdog; no child is left behind.
 qwen retries a 429 and a 5xx itself (7 attempts, backoff from 1.5 s up to 30 s; a 429 then
 again every 60 s and more, 10 times unless ``model.generationConfig.maxRetries`` says
 fewer). The 7 attempts' backoff has no setting or variable; only a ``retry-after-ms`` on a
-429 (or 503) replaces it, so the scripted 429 carries a short one and that run takes seconds;
-the 500 run still takes about 65-100 s.
+429 or a 503 replaces it, so the scripted server's carry a short one and those runs take
+seconds. The server error tested is a 503 (overloaded, as APIs say it with a wait): a 500
+has no wait to give, and its run took 65-100 s of qwen's own backoff for the same parse.
 """
 
 # ruff: noqa: F811 - the fixtures cli_bin and server come from test_real_clis
@@ -42,7 +43,7 @@ from tests.realcli.model_server import MARKER_TEXT, WRITE_CONTENT, ScriptedModel
 pytestmark = pytest.mark.realcli
 
 MODEL = "claude-sonnet-4-5"
-# A 500 takes qwen's own 7 attempts (about 65-100 s); a text run a few seconds.
+# A run takes a few seconds; a 5xx without a wait would take qwen's own 7 attempts (65-100 s).
 RUN_TIMEOUT_S = 240
 # The test's auth flags: Anthropic Messages at the scripted server, no retries of a 429 past
 # qwen's first seven attempts.
@@ -163,14 +164,14 @@ def test_qwen_review_run_cannot_write(cli_bin: Path, server: ScriptedModelServer
 
 
 @pytest.mark.parametrize(
-    ("status", "cause", "retryable"), [(401, "auth", False), (429, "rate_limit", True), (500, "server", True)]
+    ("status", "cause", "retryable"), [(401, "auth", False), (429, "rate_limit", True), (503, "server", True)]
 )
-@pytest.mark.timeout(RUN_TIMEOUT_S + 30)  # qwen backs off for a minute or more before it gives up on a 500
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)  # a wait qwen ignored would back off for a minute or more
 def test_qwen_api_error_classified(
     cli_bin: Path, server: ScriptedModelServer, tmp_path: Path, status: int, cause: str, retryable: bool
 ) -> None:
-    # A 429 that asks for a wait (retry-after-ms) has qwen wait that long between its 7 attempts,
-    # not back off for a minute and more; a 5xx's backoff has no setting (qwen 0.24.4).
+    # A 429 or 503 that asks for a wait (retry-after-ms) has qwen wait that long between its 7
+    # attempts, not back off for a minute and more; other 5xx's backoff has no setting (qwen 0.24.4).
     server.retry_after_ms = RETRY_AFTER_MS
     res, _ = run_qwen(cli_bin, server, tmp_path, f"Do the thing. SCRIPT:error {status}")
     assert res.run.returncode == 1, res.describe()
@@ -184,7 +185,7 @@ def test_qwen_api_error_classified(
     evidence = Evidence("qwen", (res.outcome.error or "",), res.run.returncode, terminal_event_seen=True)
     found = classify_run(evidence)
     assert found is not None and found.cause == cause, res.describe()
-    # 401 is not retried; 429 and 500 are, by qwen itself, before it gives up.
+    # 401 is not retried; 429 and 503 are, by qwen itself, before it gives up.
     attempts = [r for r in server.recorded("anthropic") if r.answered == f"error {status}"]
     assert (len(attempts) == 1) if status == 401 else (len(attempts) >= 2), len(attempts)
 

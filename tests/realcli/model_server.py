@@ -624,7 +624,7 @@ class _Handler(BaseHTTPRequestHandler):
                 msg = GEMINI_LICENCE_REFUSAL  # what Code Assist for individuals answers since 2026-06-18
             body = {"error": {"code": status, "message": msg, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
         headers = {"retry-after": "0"} if status == 429 else {}
-        if status == 429 and self.server.owner.retry_after_ms is not None:
+        if status in (429, 503) and self.server.owner.retry_after_ms is not None:
             headers["retry-after-ms"] = str(self.server.owner.retry_after_ms)
         self._json(status, body, headers)
 
@@ -810,7 +810,7 @@ class ScriptedModelServer:
     # status -> the error message in place of ERROR_MESSAGES' (a vendor's own words, e.g. the
     # real Anthropic API's "invalid x-api-key", which claude turns into "Invalid API key").
     error_messages: dict[int, str] = field(default_factory=dict)
-    # Also on a 429: ``retry-after-ms``, the wait it asks for. ``retry-after: 0`` alone leaves
+    # Also on a 429 or a 503: ``retry-after-ms``, the wait it asks for. ``retry-after: 0`` alone leaves
     # each client to its own schedule (qwen: 7 attempts backing off 1.5 s to 30 s, about 76 s);
     # qwen waits exactly this long between them instead (as the Anthropic and OpenAI SDKs do).
     retry_after_ms: int | None = None
