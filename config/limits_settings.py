@@ -103,7 +103,8 @@ class LimitsSettings(_Section):
         le=3600,
         description="the limits read every sample, but the dashboard, history.jsonl and resources.jsonl get one "
         "only when a run's CPU moved by over 1 point, its memory by over 1 MiB, its processes or status changed, "
-        "a run started or ended or the spend moved, or this long after the last one (0: every sample)",
+        "a run started or ended or the spend moved, a limit acted on it, or this long after the last one "
+        "(0: every sample)",
     )
     warn_fraction: float = Field(
         default=0.8, gt=0, le=1, description="share of a limit at which a warning fact is published once per run"

@@ -2,8 +2,8 @@
 
 A ticker thread tells the actor ``SampleDue`` every ``limits.interval_s``; the actor reads each
 running agent's whole tree (the CLI and every descendant, ``processes.process_tree``) and the
-machine, and the limits read every sample. When it changed since the last one told, or
-``limits.heartbeat_s`` after it (``limits.sample_changes``), it publishes ``ResourcesSampled``
+machine, and the limits read every sample. When it changed since the last one told, a limit
+acts on it, or ``limits.heartbeat_s`` after it (``limits.sample_changes``), it publishes ``ResourcesSampled``
 and appends it to the session's ``resources.jsonl`` (rotated to ``resources.1.jsonl`` after
 ``history_samples``).
 
@@ -299,19 +299,25 @@ class ResourceMonitor(pykka.ThreadingActor):
         fact = ResourcesSampled(
             taken_at=wall, machine=machine, agents=tuple(trees), cost_usd=round(self._cost, 6), tokens=self._tokens
         )
-        if self._worth_telling(fact, now):
+        breaches = [said for tree in trees if (said := self._agent_breaches(tree)) is not None]
+        # A sample a limit acts on is always told: the charts and resources.jsonl show the
+        # figure that crossed it, even when it moved less than the threshold since the last one.
+        if self._worth_telling(fact, now, acting=bool(breaches)):
             if self._history is not None:
                 self._history.append(fact.model_dump(mode="json", exclude={"message_id"}))
             self._publish(fact)
-        for tree in trees:
-            self._check_agent(tree, wall)
+        for key, run, of_run in breaches:
+            for breach in of_run:
+                (run.warned if breach.early else run.acted).add(breach.kind)
+                self._act(key, run, breach, wall)
         self._check_machine(machine, trees, wall)
         self._check_concurrency(wall)
 
-    def _worth_telling(self, fact: ResourcesSampled, now: float) -> bool:
-        """Only a sample that changed, or the heartbeat, goes out; the limits read every one."""
+    def _worth_telling(self, fact: ResourcesSampled, now: float, acting: bool) -> bool:
+        """Only a sample that changed, one a limit acts on, or the heartbeat goes out; the
+        limits read every one."""
         since = None if self._told is None else now - self._told_at
-        if not worth_telling(self._told, fact, since, self._settings.heartbeat_s):
+        if not acting and not worth_telling(self._told, fact, since, self._settings.heartbeat_s):
             return False
         self._told, self._told_at = fact, now
         return True
@@ -342,11 +348,12 @@ class ResourceMonitor(pykka.ThreadingActor):
 
     # -- limits -------------------------------------------------------------------------------------------
 
-    def _check_agent(self, tree: TreeSample, sampled_at: float) -> None:
+    def _agent_breaches(self, tree: TreeSample) -> tuple[str, _Run, list[Breach]] | None:
+        """What a run's limits say of its sample (None: nothing, or the run is not running)."""
         key = run_key(tree.agent, tree.review_id, tree.slot)
         run = self._runs.get(key)
         if run is None or run.status != "running":
-            return
+            return None
         now = time.monotonic()
         limits = self._settings.for_agent(tree.agent)
         breaches = tree_breaches(
@@ -359,9 +366,7 @@ class ResourceMonitor(pykka.ThreadingActor):
             overridden=run.overridden,
             live=self._liveness(run, tree, limits),
         )
-        for breach in breaches:
-            (run.warned if breach.early else run.acted).add(breach.kind)
-            self._act(key, run, breach, sampled_at)
+        return (key, run, list(breaches)) if breaches else None
 
     def _liveness(self, run: _Run, tree: TreeSample, limits: AgentLimits) -> Liveness:
         """The run's signs of life; its folder is walked only when the others say it is idle."""

@@ -3,7 +3,8 @@
 The monitor samples every ``limits.interval_s`` and its limit rules see every sample; its
 listeners (the dashboard's charts, ``history.jsonl``) and ``resources.jsonl`` get a sample
 only when it differs from the last one told beyond a small threshold, or ``heartbeat_s``
-after it, so a reader still sees the monitor is alive. Idle agents then cost the session a
+after it, so a reader still sees the monitor is alive (and, the monitor's own rule, when a
+limit acts on it). Idle agents then cost the session a
 sample every heartbeat, not one every second through every listener and two files.
 
 The comparison is with the last sample told, not the one before: a slow drift (half a MiB a
