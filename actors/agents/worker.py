@@ -50,6 +50,21 @@ from meta_orchestrator.messages.worker import (
 log = logging.getLogger(__name__)
 
 
+def _parsed(
+    parser: StreamParser, lines: tuple[tuple[bytes, int, str | None], ...]
+) -> list[tuple[list[Draft], str, str | None]]:
+    """Each stdout line of a read: its drafts (a line no draft came of says so), its text and
+    its side file, for the recorder to number in one call."""
+    parsed = []
+    for data, total_bytes, overflow_path in lines:
+        drafts = parser.feed_line(data, total_bytes)
+        raw = data.decode("utf-8", errors="replace")
+        if not drafts and raw.strip():
+            drafts = [draft("status", kind="unrecognised", text=raw[:200])]
+        parsed.append((drafts, raw, overflow_path))
+    return parsed
+
+
 class Worker(pykka.ThreadingActor):
     """Runs one agent CLI at a time and records everything it prints."""
 
@@ -260,14 +275,7 @@ class Worker(pykka.ThreadingActor):
             return
         arrived = utc_now()  # the lines of one read arrived together
         assignment_id = self._current.assignment_id if self._current else None
-        feed, parsed = self._parser.feed_line, []
-        for data, total_bytes, overflow_path in message.lines:
-            drafts = feed(data, total_bytes)
-            raw = data.decode("utf-8", errors="replace")
-            if not drafts and raw.strip():
-                drafts = [draft("status", kind="unrecognised", text=raw[:200])]
-            parsed.append((drafts, raw, overflow_path))
-        self._recorder.add_lines(parsed, assignment_id, arrived)
+        self._recorder.add_lines(_parsed(self._parser, message.lines), assignment_id, arrived)
         self._flush()
         if self._parser.terminal_seen and not self._exit_watch_armed and self._proc is not None:
             # Some CLI versions print their final result and then never exit.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -298,6 +299,10 @@ def test_broken_config_is_refused_with_a_clear_message(tmp_path, demo_env):
 
 
 def test_missing_clis_point_at_demo(tmp_path, demo_env):
+    # No agent CLI on PATH; git is (the target's isolation is checked before the CLIs' probes
+    # are taken, and would say git is missing first).
+    (tmp_path / "empty-bin").mkdir()
+    (tmp_path / "empty-bin" / "git").symlink_to(shutil.which("git"))
     env = {**demo_env, "PATH": str(tmp_path / "empty-bin")}
     target = tmp_path / "app"
     target.mkdir()
