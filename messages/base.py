@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -59,30 +59,51 @@ _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-_new = object.__new__
 
 
-@functools.cache
-def _all_fields_set(cls: type[BaseModel]) -> set[str]:
-    # One set per class, shared by its trusted instances: pydantic never changes a frozen
-    # model's fields set (model_copy copies it first). model_fields costs a microsecond to read.
-    return set(cls.model_fields)
+def trusted_maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
+    """A function making instances of ``cls`` from values the caller made and knows valid,
+    without validation.
+
+    For frozen models on the event path's hot loop only (one per line an agent prints): what
+    ``model_construct`` does, minus its per-field Python loop, about 3x cheaper than
+    validating and 10x cheaper than ``model_construct``. The fields dict must name every
+    field, in their order (defaults are not filled in), and becomes the instance's own dict.
+    Everything but the dict is bound once here: a quarter of the cost of each call.
+    """
+    # One fields set per class, shared by its trusted instances: pydantic never changes a
+    # frozen model's fields set (model_copy copies it first).
+    all_fields = set(cls.model_fields)
+    new, set_dict, set_fields_set, set_extra, set_private = (
+        object.__new__,
+        _set_dict,
+        _set_fields_set,
+        _set_extra,
+        _set_private,
+    )
+
+    def make(fields: dict[str, Any]) -> M:
+        instance = new(cls)
+        set_dict(instance, fields)
+        set_fields_set(instance, all_fields)
+        set_extra(instance, None)
+        set_private(instance, None)
+        return instance
+
+    return make
+
+
+_makers: dict[type[BaseModel], Callable[[dict[str, Any]], Any]] = {}
 
 
 def trusted(cls: type[M], fields: dict[str, Any]) -> M:
-    """An instance of ``cls`` from values the caller made and knows valid, without validation.
-
-    For frozen models on the event path's hot loop only (one per line an agent prints): what
-    ``model_construct`` does, minus its per-field Python loop, about 2-3x cheaper than
-    validating and 10x cheaper than ``model_construct``. ``fields`` must name every field,
-    in their order (defaults are not filled in), and becomes the instance's own dict.
-    """
-    instance = _new(cls)
-    _set_dict(instance, fields)
-    _set_fields_set(instance, _all_fields_set(cls))
-    _set_extra(instance, None)
-    _set_private(instance, None)
-    return instance
+    """An instance of ``cls`` from ``fields``, as ``trusted_maker(cls)`` makes one (where a
+    loop makes many, bind the maker once instead)."""
+    make = _makers.get(cls)
+    if make is None:
+        make = _makers[cls] = trusted_maker(cls)
+    result: M = make(fields)
+    return result
 
 
 class Message(Frozen):

@@ -15,7 +15,7 @@ records are JSON objects for now (``Record``), the form they have in ``state.jso
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -410,11 +410,31 @@ def encode_frame(kind: str, seq: int | None, data_json: str) -> str:
     return f'{{"type":"{kind}","seq":{"null" if seq is None else seq},"data":{data_json}}}'
 
 
-def batch(frames: list[str]) -> str:
+def batch(frames: Sequence[str | tuple[str, ...]]) -> str:
     """Several encoded frames as one ``batch`` frame; a batch among them is spliced in, so a
-    browser never sees nesting."""
-    parts = [f[len(BATCH_PREFIX) : -2] if f.startswith(BATCH_PREFIX) else f for f in frames if f]
+    browser never sees nesting. A tuple is the event frames of one batch of an agent's lines
+    (never a batch themselves): joined in one call, however many."""
+    parts = []
+    for frame in frames:
+        if isinstance(frame, tuple):
+            parts.append(",".join(frame))
+        elif frame.startswith(BATCH_PREFIX):
+            parts.append(frame[len(BATCH_PREFIX) : -2])
+        else:
+            parts.append(frame)
     return BATCH_PREFIX + ",".join(p for p in parts if p) + "]}"
+
+
+def one_message(items: Sequence[str | tuple[str, ...]]) -> str:
+    """What a socket sends for the outbox items it took at once: a lone frame as it is,
+    anything more as one ``batch`` frame."""
+    if len(items) == 1:
+        only = items[0]
+        if isinstance(only, str):
+            return only
+        if len(only) == 1:
+            return only[0]
+    return batch(items)
 
 
 # --- the table: fact -> frame ---------------------------------------------------------------------

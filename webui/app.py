@@ -34,7 +34,7 @@ from wsproto.events import Ping
 
 from meta_orchestrator.actors.history.event_pages import read_events_page, read_review, read_reviews
 from meta_orchestrator.messages.base import Message, utc_now
-from meta_orchestrator.messages.frames import ErrorData, ErrorFrame, batch, format_utc
+from meta_orchestrator.messages.frames import ErrorData, ErrorFrame, format_utc, one_message
 from meta_orchestrator.messages.gateway import (
     CONTROL_ACTIONS,
     AnswerBody,
@@ -43,7 +43,7 @@ from meta_orchestrator.messages.gateway import (
     ControlBody,
     ControlReceived,
 )
-from meta_orchestrator.webui.outboxes import OutboxItem, frame_list
+from meta_orchestrator.webui.outboxes import OutboxItem
 from meta_orchestrator.webui.stream import add_stream_route
 from meta_orchestrator.webui.security import PAGE_CSP, SECURITY_HEADERS, WS_PROTOCOL, Guard
 import contextlib
@@ -359,8 +359,9 @@ def _add_socket_route(sock: Sock, link: DashboardLink) -> None:
             while (frames := _next(ws, outbox, client, link.tell, pinger)) is not None:
                 # The only thread that writes to this socket. Frames that queued up while it
                 # sent go out as one "batch" message: one send instead of many under load.
-                ready = [f for item in frames if item is not None for f in frame_list(item)]
-                ws.send(ready[0] if len(ready) == 1 else batch(ready))
+                ready = [item for item in frames if item is not None]
+                if ready:
+                    ws.send(one_message(ready))
                 if frames[-1] is None:
                     break
         except simple_websocket.ConnectionClosed:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -94,28 +95,72 @@ _SNAPSHOT_TAIL = '"changes":null,"events":[],"recent":[]}'
 
 @dataclass
 class _Ring:
-    """Recent strings with a count and a byte bound."""
+    """Recent strings, numbered by consecutive keys, with a count and a byte bound.
+
+    Kept as the batches they came in (an agent's pipe read is hundreds of events), so keeping
+    one costs a few steps whatever its length; only the oldest batch is ever cut.
+    """
 
     max_items: int
     max_bytes: int
-    items: deque[tuple[int, str]] = field(default_factory=deque)
+    # (key of the first text, the texts, their length together), oldest first
+    chunks: deque[tuple[int, tuple[str, ...], int]] = field(default_factory=deque)
+    count: int = 0
     size: int = 0
 
-    def append(self, key: int, text: str) -> None:
-        self.extend([(key, text)])
+    def __len__(self) -> int:
+        return self.count
 
-    def extend(self, keyed: list[tuple[int, str]], size: int | None = None) -> None:
-        """Append several (a batch of events: counted and bounded once); ``size``: their
-        texts' length together, when the caller knows it."""
-        items = self.items
-        items.extend(keyed)
-        self.size += sum(len(text) for _, text in keyed) if size is None else size
-        if len(items) > self.max_items:  # the usual bound in a flood: drop the oldest at once
-            dropped = [items.popleft() for _ in range(len(items) - self.max_items)]
-            self.size -= sum(len(text) for _, text in dropped)
-        while items and self.size > self.max_bytes:
-            _, old = items.popleft()
-            self.size -= len(old)
+    @property
+    def first_key(self) -> int | None:
+        return self.chunks[0][0] if self.chunks else None
+
+    def append(self, key: int, text: str) -> None:
+        self.extend(key, (text,), len(text))
+
+    def extend(self, first_key: int, texts: tuple[str, ...], size: int | None = None) -> None:
+        """Keep ``texts``, numbered from ``first_key`` (the key after the last one kept);
+        ``size``: their length together, when the caller knows it."""
+        if not texts:
+            return
+        size = sum(map(len, texts)) if size is None else size
+        self.chunks.append((first_key, texts, size))
+        self.count += len(texts)
+        self.size += size
+        while self.count > self.max_items or self.size > self.max_bytes:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Drop what the bounds need from the oldest batch (all of it, or its first texts)."""
+        first_key, texts, size = self.chunks[0]
+        drop = self.count - self.max_items
+        if self.size > self.max_bytes:
+            excess, freed, n = self.size - self.max_bytes, 0, 0
+            while n < len(texts) and freed < excess:
+                freed += len(texts[n])
+                n += 1
+            drop = max(drop, n)
+        if drop >= len(texts):
+            self.chunks.popleft()
+            self.count -= len(texts)
+            self.size -= size
+            return
+        dropped = sum(map(len, texts[:drop]))
+        self.chunks[0] = (first_key + drop, texts[drop:], size - dropped)
+        self.count -= drop
+        self.size -= dropped
+
+    def texts(self) -> Iterator[str]:
+        for _, texts, _ in self.chunks:
+            yield from texts
+
+    def after(self, key: int) -> list[str]:
+        """The texts kept whose key is greater than ``key``, oldest first."""
+        found: list[str] = []
+        for first_key, texts, _ in self.chunks:
+            if first_key + len(texts) - 1 > key:
+                found.extend(texts[max(key - first_key + 1, 0) :])
+        return found
 
 
 def _for_browsers(event: Event, data: str) -> str:
@@ -257,16 +302,17 @@ class Gateway(pykka.ThreadingActor):
             lines = tuple(_for_browsers(event, data) for event, data in zip(message.events, lines, strict=True))
         seen, seq, count = self._events_seen, self._seq, len(lines)
         self._events_seen, self._seq = seen + count, seq + count
-        frames = [
-            f'{{"type":"event","seq":{n},"data":{data}}}'
-            for n, data in zip(range(seq + 1, seq + count + 1), lines, strict=True)
-        ]  # encode_frame
-        size = sum(map(len, lines))
-        self._events.extend(list(zip(range(seen + 1, seen + count + 1), lines, strict=True)), size)
-        self._frames.extend(list(zip(range(seq + 1, seq + count + 1), frames, strict=True)), sum(map(len, frames)))
+        frames = tuple(
+            [
+                f'{{"type":"event","seq":{n},"data":{data}}}'
+                for n, data in zip(range(seq + 1, seq + count + 1), lines, strict=True)
+            ]
+        )  # encode_frame
+        self._events.extend(seen + 1, lines)
+        self._frames.extend(seq + 1, frames)
         # One outbox item for the batch, its frames apart: a socket sends them as one message,
         # a stream writes them one by one, and neither parses them again.
-        self._clients.offer_all(frames[0] if len(frames) == 1 else tuple(frames))
+        self._clients.offer_all(frames[0] if count == 1 else frames)
 
     def _on_worker_state_changed(self, message: WorkerStateChanged) -> None:
         # One entry per run slot: claude, claude#2, ... (a review worker has its own snapshot too).
@@ -334,7 +380,7 @@ class Gateway(pykka.ThreadingActor):
         record = self._clients.add(message)
         since = message.since
         if since is not None and self._can_resume(since):
-            missed = [f for s, f in self._frames.items if s > since]
+            missed = self._frames.after(since)
             hello = HelloFrame(data=HelloData(since=since, seq=self._seq, epoch=self.epoch, missed=len(missed)))
             self._clients.offer(record, hello.model_dump_json())
             for frame in missed:
@@ -349,9 +395,10 @@ class Gateway(pykka.ThreadingActor):
     def _can_resume(self, since: int) -> bool:
         if since == self._seq:
             return True
-        if since > self._seq or not self._frames.items:
+        first = self._frames.first_key
+        if since > self._seq or first is None:
             return False
-        return self._frames.items[0][0] <= since + 1
+        return first <= since + 1
 
     def _on_client_disconnected(self, message: ClientDisconnected) -> None:
         if self._clients.remove(message.client):
@@ -405,7 +452,7 @@ class Gateway(pykka.ThreadingActor):
             events_seen=self._events_seen,
         ).model_dump_json()
         assert head.endswith(_SNAPSHOT_TAIL), "changes, events and recent are the last fields of SnapshotData"
-        events = ",".join(text for _, text in self._events.items)
+        events = ",".join(self._events.texts())
         recent = ",".join(frame for _, frame, _ in sorted(f for kept in self._facts.values() for f in kept))
         changes = self._changes_json
         data = f'{head[: -len(_SNAPSHOT_TAIL)]}"changes":{changes},"events":[{events}],"recent":[{recent}]}}'
@@ -447,8 +494,8 @@ class Gateway(pykka.ThreadingActor):
         return GatewayStats(
             seq=self._seq,
             events_seen=self._events_seen,
-            events_kept=len(self._events.items),
-            frames_kept=len(self._frames.items),
+            events_kept=len(self._events),
+            frames_kept=len(self._frames),
             clients_dropped=self._clients.dropped,
             clients=tuple(box.stats() for box in self._clients),
         )

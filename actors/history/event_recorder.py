@@ -20,11 +20,13 @@ from meta_orchestrator.actors.adapters.base import Draft
 from meta_orchestrator.actors.history.event_line import event_lines
 from meta_orchestrator.actors.files.session_files import JsonlWriter, SessionFileError, open_private
 from meta_orchestrator.actors.supervision.supervision import tell_all
-from meta_orchestrator.messages.base import AgentName, trusted, utc_now
+from meta_orchestrator.messages.base import AgentName, trusted_maker, utc_now
 from meta_orchestrator.messages.events import Event
 from meta_orchestrator.messages.worker import EventsRecorded
 
 log = logging.getLogger(__name__)
+# Events of the hot loop are built without validation (see ``add_lines``).
+_make_event = trusted_maker(Event)
 
 ACTIVITY_CHARS = 160
 STDERR_TAIL = 40
@@ -81,15 +83,15 @@ class EventRecorder:
         agent, slot, unpublished = self._agent, self._slot, self._unpublished
         last_text, last_progress = self._last_text, self.last_progress
         seq = self._writer.seq + len(unpublished)
+        make_event, add = _make_event, unpublished.append
         for drafts, raw, raw_file in lines:
             for item in drafts:
                 seq += 1
                 # Built without validation: a draft is validated where it is made, the agent's
                 # name once in __init__, and the rest is the recorder's own (one event per line).
                 payload = item.payload
-                unpublished.append(
-                    trusted(
-                        Event,
+                add(
+                    make_event(
                         {
                             "type": item.type,
                             "agent": agent,

@@ -350,6 +350,36 @@ def test_reconnect_with_since_loses_nothing(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_resume_inside_a_batch_gets_the_rest_of_it_and_the_bounds_cut_inside_one(tmp_path: Path) -> None:
+    """Events come in batches (one pipe read of an agent) and are kept as such: a resume may
+    fall inside a batch, and the bound on frames kept cuts the oldest batch in two."""
+    ref, address = start_gateway(tmp_path, frames_kept=30, events_kept=5)
+    first = connect(address)
+    epoch = receive(first)["data"]["epoch"]
+    first.close()
+    for first in range(1, 71, 7):  # ten batches of seven: 1-7, ..., 64-70
+        ref.tell(EventsRecorded(events=tuple(event("claude", i) for i in range(first, first + 7))))
+    wait_for(lambda: stats(ref).seq == 70)
+    assert stats(ref).frames_kept == 30 and stats(ref).events_kept == 5
+
+    inside = connect(address, since=45, epoch=epoch)  # in the batch 43-49
+    hello = receive(inside)
+    assert hello["type"] == "hello" and hello["data"]["missed"] == 25
+    assert [f["data"]["seq"] for f in receive_until(inside, lambda f: f["seq"] == 70)] == list(range(46, 71))
+    inside.close()
+
+    oldest = connect(address, since=40, epoch=epoch)  # 41 is the first frame kept: batch 36-42, cut
+    assert receive(oldest)["data"]["missed"] == 30
+    assert [f["seq"] for f in receive_until(oldest, lambda f: f["seq"] == 70)] == list(range(41, 71))
+    oldest.close()
+
+    gone = connect(address, since=39, epoch=epoch)
+    snapshot = receive(gone)
+    assert snapshot["type"] == "snapshot"
+    assert [e["seq"] for e in snapshot["data"]["events"]] == list(range(66, 71))
+    gone.close()
+
+
 def test_reconnect_too_late_or_to_another_gateway_gets_a_snapshot(tmp_path: Path) -> None:
     ref, address = start_gateway(tmp_path, frames_kept=20)
     client = connect(address)
