@@ -84,8 +84,12 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
             spill = None
             batch.append((_head(spill_path), spilled, spill_path))
             chunk = chunk[end + 1 :]
-        pieces = (partial + chunk if partial else chunk).split(b"\n")  # split in C: the hot path
+        data = partial + chunk if partial else chunk
+        pieces = data.split(b"\n")  # split in C: the hot path
         partial = pieces.pop()
+        if pieces and b"\r" not in data and max(map(len, pieces)) <= max_line_bytes:
+            batch.extend([(piece, len(piece), None) for piece in pieces])  # a flood's usual read
+            pieces = []
         for piece in pieces:
             if len(piece) > max_line_bytes:
                 path = str(overflow_file())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -50,6 +51,18 @@ def test_lines_survive_any_chunking_and_long_lines_are_kept_whole(tmp_path: Path
         expected = [e[:-1] if e.endswith(b"\r") and len(e) <= 1000 else e for e in expected]
         assert got == expected, trial
         assert totals == [len(e) for e in expected], trial
+
+
+def test_a_carriage_return_before_a_read_boundary_is_still_taken_off(tmp_path: Path):
+    """A CRLF line whose CR ends one read and whose LF starts the next: the next read has no
+    CR in it, yet the line it completes does (the fast path must look at the line, not the read)."""
+    writer, reader = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one read per send
+    for part in (b"one\r", b"\ntwo\n", b"three\r\nfour\n", b"five"):
+        writer.send(part)
+    writer.close()
+    lines = [line for batch in iter_line_batches(reader.fileno(), 1000, lambda: tmp_path / "x") for line in batch]
+    reader.close()
+    assert lines == [(b"one", 3, None), (b"two", 3, None), (b"three", 5, None), (b"four", 4, None), (b"five", 4, None)]
 
 
 def test_terminate_all_ends_every_group_at_once_and_their_lines_are_all_read(tmp_path: Path):
