@@ -89,16 +89,8 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
         partial = pieces.pop()
         if pieces and b"\r" not in data and max(map(len, pieces)) <= max_line_bytes:
             batch.extend([(piece, len(piece), None) for piece in pieces])  # a flood's usual read
-            pieces = []
-        for piece in pieces:
-            if len(piece) > max_line_bytes:
-                path = str(overflow_file())
-                with open_private(Path(path), binary=True, exclusive=True) as out:
-                    out.write(piece + b"\n")
-                batch.append((piece[:4096], len(piece), path))
-            else:
-                line = piece[:-1] if piece.endswith(b"\r") else piece
-                batch.append((line, len(line), None))
+        else:
+            batch.extend(_lines(pieces, max_line_bytes, overflow_file))
         if len(partial) > max_line_bytes:
             spill_path = str(overflow_file())
             spill = open_private(Path(spill_path), binary=True, exclusive=True)
@@ -107,6 +99,22 @@ def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], 
             partial = b""
         if batch:
             yield batch
+
+
+def _lines(pieces: list[bytes], max_line_bytes: int, overflow_file: Callable[[], Path]) -> list[RawLine]:
+    """Whole lines as ``RawLine``: a CR before the newline taken off, an over-long line
+    written whole to its own file and its head kept."""
+    found: list[RawLine] = []
+    for piece in pieces:
+        if len(piece) > max_line_bytes:
+            path = str(overflow_file())
+            with open_private(Path(path), binary=True, exclusive=True) as out:
+                out.write(piece + b"\n")
+            found.append((piece[:4096], len(piece), path))
+        else:
+            line = piece[:-1] if piece.endswith(b"\r") else piece
+            found.append((line, len(line), None))
+    return found
 
 
 def _head(path: str, size: int = 4096) -> bytes:
