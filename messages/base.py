@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -93,16 +94,15 @@ def trusted_maker(cls: type[M]) -> Callable[[dict[str, Any]], M]:
     return make
 
 
-_makers: dict[type[BaseModel], Callable[[dict[str, Any]], Any]] = {}
+@functools.cache
+def _maker(cls: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
+    return trusted_maker(cls)
 
 
 def trusted(cls: type[M], fields: dict[str, Any]) -> M:
     """An instance of ``cls`` from ``fields``, as ``trusted_maker(cls)`` makes one (where a
     loop makes many, bind the maker once instead)."""
-    make = _makers.get(cls)
-    if make is None:
-        make = _makers[cls] = trusted_maker(cls)
-    result: M = make(fields)
+    result: M = _maker(cls)(fields)
     return result
 
 
