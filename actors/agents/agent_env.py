@@ -10,8 +10,10 @@ set on top by the launch (``cli_launch.launch_spec``). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from fnmatch import fnmatchcase
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from fnmatch import translate
 
 from meta_orchestrator.actors.adapters.base import AgentAdapter
 from meta_orchestrator.config.settings import AgentSettings
@@ -29,13 +31,22 @@ def env_patterns(adapter: AgentAdapter, settings: AgentSettings, environ: Mappin
 
 def allowed(name: str, patterns: Iterable[str]) -> bool:
     """Does ``name`` match one of ``patterns`` (case-sensitive, as the environment is)?"""
-    return any(name == p or fnmatchcase(name, p) for p in patterns)
+    return _matcher(tuple(patterns))(name) is not None
 
 
 def agent_env(adapter: AgentAdapter, settings: AgentSettings, environ: Mapping[str, str]) -> dict[str, str]:
     """The part of ``environ`` this agent's CLI receives."""
-    patterns = env_patterns(adapter, settings, environ)
-    return {name: value for name, value in environ.items() if allowed(name, patterns)}
+    matches = _matcher(env_patterns(adapter, settings, environ))
+    return {name: value for name, value in environ.items() if matches(name) is not None}
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    # Every pattern in one expression, compiled once per set of patterns: a run's start
+    # tested each variable against each glob in turn (a millisecond a run with 40 patterns).
+    if not patterns:
+        return lambda _name: None
+    return re.compile("|".join(translate(p) for p in patterns)).match
 
 
 def describe_env(

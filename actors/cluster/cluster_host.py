@@ -57,7 +57,8 @@ from meta_orchestrator.actors.cluster.bundles import BundleError
 from meta_orchestrator.actors.cluster.cluster_auth import AUTH_MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines, unpack
 from meta_orchestrator.actors.cluster.node_wire import LineBatch, NodeFailure, NodeReplyError, NodeSample, RunStarted
-from meta_orchestrator.actors.processes.process_host import RawLine, SpawnCaps
+from meta_orchestrator.actors.processes.line_splitter import RawLine
+from meta_orchestrator.actors.processes.process_host import SpawnCaps
 from meta_orchestrator.actors.cluster.remote_checkout import RemoteWork, WorkBack
 from meta_orchestrator.actors.cluster.remote_host import HostOptions, RemoteRunHost
 from meta_orchestrator.actors.files.session_files import open_private

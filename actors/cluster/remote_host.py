@@ -49,7 +49,8 @@ from meta_orchestrator.actors.processes.lifeline import Lifeline
 from meta_orchestrator.actors.processes.line_buffer import SequencedLines
 from meta_orchestrator.actors.cluster.node_bases import NodeBases
 from meta_orchestrator.actors.cluster.node_wire import HostEnd, LineBatch, NodeSample, RunStarted
-from meta_orchestrator.actors.processes.process_host import HostedProcess, ProcessHost, SpawnCaps, iter_line_batches
+from meta_orchestrator.actors.processes.line_splitter import iter_line_batches
+from meta_orchestrator.actors.processes.process_host import HostedProcess, ProcessHost, SpawnCaps
 from meta_orchestrator.actors.processes.folder_writes import newest_write
 from meta_orchestrator.actors.processes.process_tree import TreeReader
 from meta_orchestrator.actors.cluster.remote_checkout import NodeCheckout, RemoteWork

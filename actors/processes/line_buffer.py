@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from meta_orchestrator.actors.processes.process_host import RawLine
+from meta_orchestrator.actors.processes.line_splitter import RawLine
 
 # What a buffered line costs beyond its bytes, so that a flood of empty lines is bounded too
 # (and a handoff of a buffer's worth stays a bounded number of line objects).

@@ -1,4 +1,4 @@
-"""Which processes belong to a process group: the standard library only, read from /proc.
+"""Which processes belong to a process group or a session: the standard library only.
 
 Kept apart from the process host so that the lifeline guardian (a tiny process on every
 cluster node) starts in milliseconds without pydantic or psutil.
@@ -7,48 +7,55 @@ cluster node) starts in milliseconds without pydantic or psutil.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 
 def pids_in_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes whose process group is ``pgid``, read straight from /proc:
-    one small read per process, where psutil would build an object and read several files."""
-    try:
-        return _pids_where(_PGRP, pgid)
-    except OSError:
-        import psutil  # no /proc (not Linux): the slow, portable way
-
-        return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    return _pids_where(os.getpgid, pgid)
 
 
 def pids_in_session(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid`` (Linux: /proc)."""
-    return _pids_where(_SESSION, sid)
+    """Live (not zombie) processes of session ``sid``."""
+    return _pids_where(os.getsid, sid)
 
 
-# Fields of /proc/<pid>/stat after "pid (comm) ": state ppid pgrp session ...
-_PGRP = 2
-_SESSION = 3
-
-
-def _pids_where(field: int, value: int) -> list[int]:
+def _pids_where(which: Callable[[int], int], value: int) -> list[int]:
+    # One system call per process, which keeps the interpreter lock (a file read per process
+    # gives it up and takes it back three times: with many agents' threads waiting for it,
+    # a run's end paid milliseconds for that). Only a match has its state read.
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in _pid_entries():
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+            if which(entry) == value and not _zombie(entry):
+                found.append(entry)
+        except OSError:  # gone meanwhile
             continue
-        # comm may hold spaces and parentheses: the fields start after the last ")".
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > field and fields[0] != b"Z" and int(fields[field]) == value:
-            found.append(int(entry))
     return found
 
 
-def _pgid(pid: int) -> int | None:
+def _pid_entries() -> list[int]:
     try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:  # no /proc (not Linux): the slow, portable way
+        import psutil
+
+        return psutil.pids()
+
+
+def _zombie(pid: int) -> bool:
+    """True when ``pid`` has exited and waits to be reaped (or is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc
+        import psutil
+
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+    # comm may hold spaces and parentheses: the state follows the last ")".
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"

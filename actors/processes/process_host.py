@@ -17,21 +17,20 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from collections.abc import Callable, Iterator
 
 import psutil
 
 from meta_orchestrator.actors.adapters.base import Launch
+from meta_orchestrator.actors.processes.line_splitter import RawLine, iter_line_batches
 from meta_orchestrator.actors.processes.process_groups import pids_in_group
-from meta_orchestrator.actors.files.session_files import open_private
 from meta_orchestrator.actors.sandbox import landlock
 from meta_orchestrator.actors.sandbox.bwrap import PRIVATE_TMP, Confinement, bwrap_argv
 import contextlib
 
 log = logging.getLogger(__name__)
 
-CHUNK = 65_536
 # The environment marker every agent process carries, so that a later orchestrator can find
 # the orphans of one that died (and never touch a process it did not start).
 SESSION_MARKER_ENV = "ORCHESTRATE_SESSION_ID"
@@ -41,85 +40,6 @@ _DEATH_SIGNALS = frozenset(
 )
 # Signals the CLI must get itself: bwrap dies of them at once and its namespace with it.
 _FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2})
-
-
-# (data, total_bytes, overflow_path): a line, or the head of an over-long line kept whole in a file
-RawLine = tuple[bytes, int, "str | None"]
-
-
-def iter_line_batches(fd: int, max_line_bytes: int, overflow_file: Callable[[], Path]) -> Iterator[list[RawLine]]:
-    """Yield the lines of a pipe in batches: whatever one read returned, split into lines.
-
-    Under load a read returns many lines and the handoff to the actor is paid once per batch;
-    when the CLI is quiet a batch is one line and nothing waits. A line longer than
-    ``max_line_bytes`` is written whole to the file ``overflow_file()`` names and only its
-    head is kept, so memory stays bounded and nothing is lost.
-    """
-    partial = b""
-    spill: Any = None  # open overflow file of the current over-long line
-    spill_path = ""
-    spilled = 0
-    while True:
-        chunk = os.read(fd, CHUNK)
-        batch: list[RawLine] = []
-        if not chunk:
-            if spill is not None:
-                spill.close()
-                batch.append((_head(spill_path), spilled, spill_path))
-            elif partial:
-                line = partial[:-1] if partial.endswith(b"\r") else partial
-                batch.append((line, len(line), None))
-            if batch:
-                yield batch
-            return
-        if spill is not None:  # inside an over-long line: copy until its end
-            end = chunk.find(b"\n")
-            if end == -1:
-                spill.write(chunk)
-                spilled += len(chunk)
-                continue
-            spill.write(chunk[: end + 1])
-            spilled += end
-            spill.close()
-            spill = None
-            batch.append((_head(spill_path), spilled, spill_path))
-            chunk = chunk[end + 1 :]
-        data = partial + chunk if partial else chunk
-        pieces = data.split(b"\n")  # split in C: the hot path
-        partial = pieces.pop()
-        if pieces and b"\r" not in data and max(map(len, pieces)) <= max_line_bytes:
-            batch.extend([(piece, len(piece), None) for piece in pieces])  # a flood's usual read
-        else:
-            batch.extend(_lines(pieces, max_line_bytes, overflow_file))
-        if len(partial) > max_line_bytes:
-            spill_path = str(overflow_file())
-            spill = open_private(Path(spill_path), binary=True, exclusive=True)
-            spill.write(partial)
-            spilled = len(partial)
-            partial = b""
-        if batch:
-            yield batch
-
-
-def _lines(pieces: list[bytes], max_line_bytes: int, overflow_file: Callable[[], Path]) -> list[RawLine]:
-    """Whole lines as ``RawLine``: a CR before the newline taken off, an over-long line
-    written whole to its own file and its head kept."""
-    found: list[RawLine] = []
-    for piece in pieces:
-        if len(piece) > max_line_bytes:
-            path = str(overflow_file())
-            with open_private(Path(path), binary=True, exclusive=True) as out:
-                out.write(piece + b"\n")
-            found.append((piece[:4096], len(piece), path))
-        else:
-            line = piece[:-1] if piece.endswith(b"\r") else piece
-            found.append((line, len(line), None))
-    return found
-
-
-def _head(path: str, size: int = 4096) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(size)
 
 
 def wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -167,11 +87,15 @@ class HostedProcess:
     ) -> Iterator[list[RawLine]]:
         """The lines of ``stream`` ("stdout" or "stderr") in batches until it closes; the pipe
         is closed at the end. A remote process offers the same, so a pump takes either."""
-        pipe = self.stdout if stream == "stdout" else self.stderr
+        pipe = self.pipe(stream)
         try:
             yield from iter_line_batches(pipe.fileno(), max_line_bytes, overflow_file)
         finally:
             pipe.close()
+
+    def pipe(self, stream: str) -> IO[bytes]:
+        """The read end of ``stream`` ("stdout" or "stderr"); its reader closes it at the end."""
+        return self.stdout if stream == "stdout" else self.stderr
 
     def wait_exit_unreaped(self) -> None:
         """Block until the leader exits, leaving it a zombie so its pid (the pgid) stays ours."""

@@ -1,15 +1,18 @@
 """The threads a worker runs beside its actor. They move bytes and tell; they never touch its state.
 
-Two pumps read the CLI's stdout and stderr in line batches and tell them to the actor (at most
-``IN_FLIGHT_BATCHES`` not yet recorded: then the CLI waits on its pipe); a reaper tells the exit
-once both pipes are drained; a watchdog ends a run past its wall-clock limit (paused time left
-out); an exit watch ends a CLI that printed its result and lingers; a termination waits out
-the grace period off the actor's thread, so its inbox keeps moving.
+A local CLI's stdout and stderr are read by the process's one pipe reader (``pipe_reader``), a
+remote run's by two pumps of its own; either way each read's lines are told to the actor, at
+most ``IN_FLIGHT_BATCHES`` not yet recorded (then the pipe is left unread and the CLI waits on
+it). A reaper tells the exit once both streams are drained; a watchdog ends a run past its
+wall-clock limit (paused time left out); an exit watch ends a CLI that printed its result and
+lingers; a termination waits out the grace period off the actor's thread, so its inbox keeps
+moving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pykka
+from meta_orchestrator.actors.processes.line_splitter import LineSplitter, RawLine
+from meta_orchestrator.actors.processes.pipe_reader import FollowedPipe, PipeReader, shared_reader
 from meta_orchestrator.actors.processes.process_host import HostedProcess, monotonic
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.files.session_files import private_dir
@@ -32,32 +37,54 @@ WATCHDOG_MIN_WAIT_S = 0.01  # a limit just short of reached is not waited for in
 class RunThreads:
     """One worker's threads, across its runs; ``closing`` tells them all the actor is stopping.
 
-    Lines a pump read once the actor no longer takes messages are kept for ``join`` to return.
+    Lines read once the actor no longer takes messages are kept for ``join`` to return.
     """
 
-    def __init__(self, agent: str, actor_ref: pykka.ActorRef[Any], max_line_bytes: int, overflow_dir: Path) -> None:
+    def __init__(
+        self,
+        agent: str,
+        actor_ref: pykka.ActorRef[Any],
+        max_line_bytes: int,
+        overflow_dir: Path,
+        reader: PipeReader | None = None,
+    ) -> None:
         self.closing = threading.Event()
         self._agent = agent
         self._actor_ref = actor_ref
         self._max_line_bytes = max_line_bytes
         self._overflow_dir = overflow_dir
-        self._overflow_count = 0  # only stdout pumps count, one run at a time
-        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT_BATCHES)
+        self._overflow_count = 0
+        self._reader = reader or shared_reader()
+        # Reads told and not yet recorded; the local pipes refused meanwhile (resumed as the
+        # actor records); the reads that came too late for the actor. All under ``_flow``.
+        self._flow = threading.Condition()
+        self._in_flight = 0
+        self._refused: list[FollowedPipe] = []
         self._late_lines: list[LinesRead] = []
+        self._drained: list[threading.Event] = []  # the current run's streams, set at their end
         self._threads: list[threading.Thread] = []
         # A remote run's node keeps each line until it is recorded: told here, per run.
         self._acknowledge: dict[int, Callable[[str, int], None]] = {}
 
     def watch(self, proc: HostedProcess, run_id: int, clock: RunClock, limit_s: float, file_stem: str) -> None:
-        """Pumps for both pipes, the reaper and the wall-clock watchdog of one run."""
+        """Reading of both streams, the reaper and the wall-clock watchdog of one run."""
         overflow = self._overflow_namer(run_id, file_stem)
         acknowledge = getattr(proc, "acknowledge", None)
         self._acknowledge = {run_id: acknowledge} if acknowledge is not None else {}
-        pumps = [
-            self._spawn(f"{self._agent}-{name}", self._pump, name, proc, run_id, overflow)
-            for name in ("stdout", "stderr")
-        ]
-        self._spawn(f"{self._agent}-reaper", self._reap, proc, pumps, run_id)
+        self._drained = [threading.Event(), threading.Event()]
+        for stream, drained in zip(("stdout", "stderr"), self._drained, strict=True):
+            if isinstance(proc, HostedProcess):  # a local pipe
+                followed = FollowedPipe(
+                    name=f"{self._agent} {stream}",
+                    pipe=proc.pipe(stream),
+                    splitter=LineSplitter(self._max_line_bytes, overflow),
+                    offer=functools.partial(self._offer, stream, run_id),
+                    ended=drained.set,
+                )
+                self._reader.follow(followed)
+            else:  # a remote run's lines come by calls that wait: a thread each
+                self._spawn(f"{self._agent}-{stream}", self._pump, stream, proc, run_id, overflow, drained)
+        self._spawn(f"{self._agent}-reaper", self._reap, proc, self._drained, run_id)
         self._spawn(f"{self._agent}-watchdog", self._watchdog, proc, clock, limit_s)
 
     def watch_exit(self, proc: HostedProcess, grace_s: float) -> None:
@@ -68,18 +95,32 @@ class RunThreads:
         self._spawn(f"{self._agent}-terminate", proc.terminate, grace_s)
 
     def recorded(self, message: LinesRead) -> None:
-        """The actor handled one ``LinesRead`` (its lines are on disk): a pump may tell
-        another, and a remote run's node may drop them."""
-        self._in_flight.release()
+        """The actor handled one ``LinesRead`` (its lines are on disk): another read may be
+        told, and a remote run's node may drop them."""
+        with self._flow:
+            self._in_flight -= 1
+            self._flow.notify()
+            refused, self._refused = self._refused, []
+        for followed in refused:
+            self._reader.resume(followed)
         acknowledge = self._acknowledge.get(message.run_id)
         if acknowledge is not None:
             acknowledge(message.stream, len(message.lines))
 
     def join(self, timeout: float) -> list[LinesRead]:
-        """Wait for every thread (after ``closing`` is set); the lines told too late to the actor."""
+        """Wait for both streams' ends and every thread (after ``closing`` is set); the lines
+        read too late for the actor."""
+        with self._flow:
+            refused, self._refused = self._refused, []
+        for followed in refused:  # closing: their lines are kept for the caller
+            self._reader.resume(followed)
+        deadline = monotonic() + timeout
+        for drained in self._drained:
+            drained.wait(max(0.0, deadline - monotonic()))
         for thread in self._threads:
-            thread.join(timeout=timeout)
-        late, self._late_lines = self._late_lines, []
+            thread.join(timeout=max(0.0, deadline - monotonic()))
+        with self._flow:
+            late, self._late_lines = self._late_lines, []
         return late
 
     # -- the threads' bodies -------------------------------------------------------------------
@@ -97,31 +138,62 @@ class RunThreads:
 
         return next_file
 
-    def _pump(self, stream: str, proc: HostedProcess, run_id: int, overflow_file: Callable[[], Path]) -> None:
-        try:  # a local pipe or a remote run's lines: the process says how to read them
+    def _offer(self, stream: str, run_id: int, lines: list[RawLine], followed: FollowedPipe) -> bool:
+        """On the pipe reader's thread, which must not wait: tell one read's lines, or refuse
+        them while the actor has enough in hand (``recorded`` resumes the pipe)."""
+        message = LinesRead(stream=stream, run_id=run_id, lines=tuple(lines))
+        with self._flow:
+            if not self.closing.is_set():
+                if self._in_flight >= IN_FLIGHT_BATCHES:
+                    self._refused.append(followed)
+                    return False
+                if self._told(message):
+                    return True
+            self._late_lines.append(message)
+            return True
+
+    def _pump(
+        self,
+        stream: str,
+        proc: HostedProcess,
+        run_id: int,
+        overflow_file: Callable[[], Path],
+        drained: threading.Event,
+    ) -> None:
+        try:  # a remote run's lines: the process says how to read them
             for batch in proc.line_batches(stream, self._max_line_bytes, overflow_file):
                 self._forward(LinesRead(stream=stream, run_id=run_id, lines=tuple(batch)))
         except (OSError, ValueError) as exc:
             log.warning("%s %s pipe: %s", self._agent, stream, exc)
+        finally:
+            drained.set()
 
     def _forward(self, message: LinesRead) -> None:
-        while not self.closing.is_set():
-            if self._in_flight.acquire(timeout=0.2):
-                try:
-                    self._actor_ref.tell(message)
-                    return
-                except pykka.ActorDeadError:
-                    self._in_flight.release()
+        with self._flow:
+            while not self.closing.is_set():
+                if self._in_flight < IN_FLIGHT_BATCHES:
+                    if self._told(message):
+                        return
                     break
-        self._late_lines.append(message)
+                self._flow.wait(0.2)  # ``closing`` is set without the lock: looked at again
+            self._late_lines.append(message)
 
-    def _reap(self, proc: HostedProcess, pumps: list[threading.Thread], run_id: int) -> None:
+    def _told(self, message: LinesRead) -> bool:
+        """Tell the actor one read (``_flow`` held); False when it has stopped."""
+        try:
+            self._actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        self._in_flight += 1
+        return True
+
+    def _reap(self, proc: HostedProcess, drained: list[threading.Event], run_id: int) -> None:
         proc.wait_exit_unreaped()
         stragglers = proc.end_stragglers()
         if stragglers:
             log.info("%s left %d process(es) in its group; ended them", self._agent, stragglers)
-        for pump in pumps:
-            pump.join()  # every line is queued before the exit is
+        for stream in drained:
+            stream.wait()  # every line is told before the exit is
         if self.closing.is_set():
             return  # the stopping actor reaps and records the end itself
         returncode = proc.reap()

@@ -34,7 +34,8 @@ except ImportError:
 
 from meta_orchestrator.actors.adapters.base import Launch
 from meta_orchestrator.actors.cluster.cluster_host import ClusterProcessHost, RemoteProcess
-from meta_orchestrator.actors.processes.process_host import SESSION_MARKER_ENV, RawLine, describe_spawn_error
+from meta_orchestrator.actors.processes.line_splitter import RawLine
+from meta_orchestrator.actors.processes.process_host import SESSION_MARKER_ENV, describe_spawn_error
 from meta_orchestrator.actors.cluster.remote_host import HostOptions
 from meta_orchestrator.actors.files.session_files import read_jsonl
 from meta_orchestrator.actors.sandbox.bwrap import Confinement, under_private_tmp

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from meta_orchestrator.actors.processes.process_host import iter_line_batches
+from meta_orchestrator.actors.processes.line_splitter import iter_line_batches
 
 from tests.conftest import wait_for
 

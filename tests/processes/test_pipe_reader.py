@@ -1,0 +1,160 @@
+"""The one thread that reads every local CLI's pipes: every line in order, and a pipe left
+unread (the writer waiting) while its consumer has enough, never a line dropped."""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import subprocess
+import sys
+import termios
+import threading
+from pathlib import Path
+
+import pytest
+
+from meta_orchestrator.actors.processes.line_splitter import LineSplitter, RawLine
+from meta_orchestrator.actors.processes.pipe_reader import FollowedPipe, PipeReader
+from tests.conftest import wait_for
+
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Linux
+PRINTER = "import sys\nfor i in range(int(sys.argv[1])): print(sys.argv[2], i)\n"
+
+
+class Consumer:
+    """Collects a pipe's lines; refuses them while ``refusing`` is set."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.refusing = threading.Event()
+        self.refused = threading.Event()
+        self.ended = threading.Event()
+        self.ends = 0
+
+    def offer(self, lines: list[RawLine], _followed: FollowedPipe) -> bool:
+        if self.refusing.is_set():
+            self.refused.set()
+            return False
+        self.lines.extend(data for data, _, _ in lines)
+        return True
+
+    def end(self) -> None:
+        self.ends += 1
+        self.ended.set()
+
+
+def _follow(reader: PipeReader, proc: subprocess.Popen[bytes], consumer: Consumer, tmp_path: Path) -> FollowedPipe:
+    assert proc.stdout is not None
+    followed = FollowedPipe(
+        name="test stdout",
+        pipe=proc.stdout,
+        splitter=LineSplitter(1 << 20, lambda: tmp_path / "overflow"),
+        offer=consumer.offer,
+        ended=consumer.end,
+    )
+    reader.follow(followed)
+    return followed
+
+
+def _printer(count: int, tag: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PRINTER, str(count), tag], stdout=subprocess.PIPE, start_new_session=True
+    )
+
+
+def _unread_bytes(fd: int) -> int:
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+def test_every_pipe_is_read_to_its_end_in_order_and_closed(tmp_path: Path):
+    reader = PipeReader()
+    procs = [_printer(20_000, f"p{n}") for n in range(8)]
+    consumers = [Consumer() for _ in procs]
+    followed = [_follow(reader, p, c, tmp_path) for p, c in zip(procs, consumers, strict=True)]
+    for proc, consumer, pipe in zip(procs, consumers, followed, strict=True):
+        assert consumer.ended.wait(60)
+        assert proc.wait(30) == 0
+        assert consumer.lines == [f"p{procs.index(proc)} {i}".encode() for i in range(20_000)]
+        assert consumer.ends == 1 and pipe.pipe.closed
+
+
+def test_a_refused_pipe_is_left_unread_until_resumed_and_loses_nothing(tmp_path: Path):
+    reader = PipeReader()
+    consumer = Consumer()
+    consumer.refusing.set()
+    proc = _printer(200_000, "flood")  # ~2.5 MB: far more than a pipe holds
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    followed = _follow(reader, proc, consumer, tmp_path)
+    assert consumer.refused.wait(30)
+    # Not read on: the pipe fills up, and the CLI waits on it.
+    full = fcntl.fcntl(fd, F_GETPIPE_SZ) - 4096  # within a page of its size (a read left one part-used)
+    wait_for(lambda: _unread_bytes(fd) >= full, 30, message="the refused pipe to fill up")
+    assert proc.poll() is None and not consumer.lines
+    consumer.refusing.clear()
+    reader.resume(followed)
+    assert consumer.ended.wait(60)
+    assert proc.wait(30) == 0
+    assert consumer.lines == [f"flood {i}".encode() for i in range(200_000)]
+
+
+def test_the_last_lines_refused_end_the_pipe_only_once_taken(tmp_path: Path):
+    reader = PipeReader()
+    consumer = Consumer()
+    consumer.refusing.set()
+    proc = _printer(3, "short")
+    followed = _follow(reader, proc, consumer, tmp_path)
+    assert proc.wait(30) == 0
+    assert consumer.refused.wait(30)
+    # Everything it printed was read and refused: the end waits for them to be taken.
+    wait_for(lambda: followed.at_end or len(followed.refused) == 3, 30, message="the whole output read")
+    assert not consumer.ended.is_set()
+    consumer.refusing.clear()
+    reader.resume(followed)
+    assert consumer.ended.wait(30)
+    assert consumer.lines == [b"short 0", b"short 1", b"short 2"] and consumer.ends == 1
+
+
+def test_a_consumer_that_raises_does_not_stop_the_other_pipes(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    reader = PipeReader()
+    broken, sound = Consumer(), Consumer()
+
+    def explode(_lines: list[RawLine], _followed: FollowedPipe) -> bool:
+        raise RuntimeError("a consumer's bug")
+
+    broken.offer = explode  # type: ignore[method-assign]
+    first, second = _printer(1000, "broken"), _printer(1000, "sound")
+    _follow(reader, first, broken, tmp_path)
+    _follow(reader, second, sound, tmp_path)
+    assert sound.ended.wait(30) and broken.ended.wait(30)
+    assert sound.lines == [f"sound {i}".encode() for i in range(1000)]
+    assert "a consumer's bug" in caplog.text
+    assert first.wait(30) == 0 and second.wait(30) == 0
+
+
+def test_a_pipe_whose_over_long_line_cannot_be_kept_is_ended_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    reader = PipeReader()
+    consumer = Consumer()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write('x' * 100_000 + '\\nafter\\n')"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    followed = FollowedPipe(
+        name="claude stdout",
+        pipe=proc.stdout,
+        splitter=LineSplitter(1000, lambda: tmp_path / "missing" / "overflow"),  # no such folder
+        offer=consumer.offer,
+        ended=consumer.end,
+    )
+    reader.follow(followed)
+    assert consumer.ended.wait(30)
+    assert "claude stdout pipe" in caplog.text and followed.pipe.closed
+    proc.wait(30)
+    assert not os.path.exists(tmp_path / "missing")
