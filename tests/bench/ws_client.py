@@ -3,6 +3,8 @@ print-to-receive latency from the timestamp the fake agent puts in each line.
 
     python ws_client.py URL [SECONDS [EVENTS]] [--deflate]   # one JSON summary line when stdin closes
 
+It prints ``all`` once it has EVENTS event frames (the benchmark's CPU window ends there).
+
 ``--deflate`` offers permessage-deflate, as every browser does; the summary names the
 extensions the server accepted.
 
@@ -71,17 +73,19 @@ def main() -> None:
                     state["snapshots"] += 1
                 elif frame["type"] == "event":
                     state["events"] += 1
+                    if state["events"] == expected:
+                        print("all", flush=True)  # the benchmark ends its CPU window here
                     text = (frame["data"].get("payload") or {}).get("text") or ""
                     head = text.split(" ", 1)[0]
                     if head.isdigit() and len(head) > 15:
                         state["latencies_ms"].append((now - int(head)) / 1e6)
 
+    expected = int(argv[3]) if len(argv) > 3 else 0
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     print("ready", flush=True)
     sys.stdin.read()  # the benchmark closes stdin when it wants the summary
     deadline = time.monotonic() + float(argv[2]) if len(argv) > 2 else 0
-    expected = int(argv[3]) if len(argv) > 3 else 0
     while time.monotonic() < deadline and state["events"] < expected:
         time.sleep(0.05)
     done.set()
