@@ -2,10 +2,11 @@
 process; turns its output into recorded events.
 
 Threads only move bytes (``processes.run_threads``): the process's pipe reader tells the
-actor the stdout/stderr lines (a remote run's: two pumps), a reaper waits for the exit. Parsing, the .jsonl append and publishing
-happen in the actor, in order (``history.event_recorder``), so every event is on disk before
-anyone hears of it. A remote run (a cluster host) is started and ended through
-``cluster.remote_workdir``: its folder travels to its node and its changes come back by git.
+actor the stdout/stderr lines (a remote run's: two pumps), a reaper waits for the exit.
+Parsing, the .jsonl append and publishing happen in the actor, in order
+(``history.event_recorder``), so every event is on disk before anyone hears of it. A remote
+run (a cluster host) is started and ended through ``cluster.remote_workdir``: its folder
+travels to its node and its changes come back by git.
 """
 
 from __future__ import annotations

@@ -78,13 +78,10 @@ class PipeReader:
     def _run(self) -> None:
         while True:
             for key, _ in self._selector.select():
-                try:
-                    if key.data is None:
-                        self._take_requests()
-                    else:
-                        self._read(key.data)
-                except Exception:  # the thread reads every run's pipes: it must go on
-                    log.exception("reading the agents' pipes")
+                if key.data is None:
+                    self._take_requests()
+                else:
+                    self._guarded(key.data, self._read)
 
     def _take_requests(self) -> None:
         while True:
@@ -97,15 +94,32 @@ class PipeReader:
             added, self._added = self._added, []
             resumed, self._resumed = self._resumed, []
         for followed in added:
-            self._selector.register(followed.pipe, selectors.EVENT_READ, followed)
+            self._guarded(followed, self._start)
         for followed in resumed:
-            lines, followed.refused = followed.refused, []
-            if not self._offered(lines, followed):
-                continue
-            if followed.at_end:
-                self._finish(followed)
-            else:
-                self._selector.register(followed.pipe, selectors.EVENT_READ, followed)
+            self._guarded(followed, self._resume)
+
+    def _guarded(self, followed: FollowedPipe, step: Callable[[FollowedPipe], None]) -> None:
+        """One pipe's step; if it fails (a pipe closed under it, say), that pipe is ended, so
+        that whoever waits for its end is not left waiting, and the others go on."""
+        try:
+            step(followed)
+        except Exception:
+            log.exception("%s pipe: reading it failed; it is closed", followed.name)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(followed.pipe)
+            self._finish(followed)
+
+    def _start(self, followed: FollowedPipe) -> None:
+        self._selector.register(followed.pipe, selectors.EVENT_READ, followed)
+
+    def _resume(self, followed: FollowedPipe) -> None:
+        lines, followed.refused = followed.refused, []
+        if not self._offered(lines, followed):
+            return
+        if followed.at_end:
+            self._finish(followed)
+        else:
+            self._selector.register(followed.pipe, selectors.EVENT_READ, followed)
 
     def _read(self, followed: FollowedPipe) -> None:
         try:
@@ -140,8 +154,9 @@ class PipeReader:
     def _finish(self, followed: FollowedPipe) -> None:
         try:
             followed.pipe.close()
-        finally:
-            followed.ended()
+        except OSError as exc:
+            log.warning("%s pipe: closing it: %s", followed.name, exc)
+        followed.ended()
 
 
 _shared: PipeReader | None = None

@@ -158,3 +158,19 @@ def test_a_pipe_whose_over_long_line_cannot_be_kept_is_ended_with_a_warning(
     assert "claude stdout pipe" in caplog.text and followed.pipe.closed
     proc.wait(30)
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_a_pipe_that_cannot_be_watched_is_ended_and_the_others_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    reader = PipeReader()
+    closed, sound = Consumer(), Consumer()
+    gone = _printer(10, "gone")
+    assert gone.stdout is not None
+    gone.stdout.close()  # closed before the reader could watch it
+    _follow(reader, gone, closed, tmp_path)
+    other = _printer(1000, "other")
+    _follow(reader, other, sound, tmp_path)
+    assert closed.ended.wait(30) and sound.ended.wait(30)
+    assert sound.lines == [f"other {i}".encode() for i in range(1000)]
+    assert "test stdout pipe: reading it failed" in caplog.text
+    gone.wait(30)
+    other.wait(30)
