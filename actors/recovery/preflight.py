@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,11 +89,11 @@ def check_cli(
     if os.sep not in exe and shutil.which(exe, path=env.get("PATH")) is None:
         return CliCheck(agent, argv, None, f"{exe} is not installed (not found on PATH)")
     try:
-        done = subprocess.run(
+        probe = subprocess.Popen(
             list(adapter.version_argv(argv)),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env={**env, **adapter.version_env()},
             start_new_session=True,
         )
@@ -100,15 +101,23 @@ def check_cli(
         return CliCheck(agent, argv, None, f"{exe} was not found")
     except PermissionError:
         return CliCheck(agent, argv, None, f"{exe} is not executable")
-    except subprocess.TimeoutExpired:
-        return CliCheck(agent, argv, None, f"{exe} --version did not answer in {timeout_s:g}s")
-    text = (done.stdout or done.stderr).decode("utf-8", "replace").strip().splitlines()
-    if done.returncode != 0:
+    with probe:
+        try:
+            stdout, stderr = probe.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            # The whole group, before the leader is reaped (its pid, the group's, stays ours):
+            # what it started would otherwise outlive the start, holding the pipes open.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
+            return CliCheck(agent, argv, None, f"{exe} --version did not answer in {timeout_s:g}s")
+    text = (stdout or stderr).decode("utf-8", "replace").strip().splitlines()
+    if probe.returncode != 0:
         return CliCheck(
             agent,
             argv,
             None,
-            f"{exe} --version failed with exit {done.returncode}: {text[-1] if text else 'no output'}",
+            f"{exe} --version failed with exit {probe.returncode}: {text[-1] if text else 'no output'}",
         )
     return CliCheck(agent, argv, text[0] if text else "unknown version", None)
 

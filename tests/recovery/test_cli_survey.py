@@ -12,6 +12,7 @@ import pytest
 
 from meta_orchestrator.actors.adapters.registry import agent_names, get_adapter
 from meta_orchestrator.actors.app.launcher import main
+from tests.conftest import wait_for
 
 
 def _fake(folder: Path, name: str, version: str) -> None:
@@ -104,3 +105,27 @@ def test_gemini_is_probed_without_its_relaunch(tmp_path):
         seen.unlink()
     check_cli("claude", get_adapter("claude"), (str(fake),), {"PATH": "/usr/bin:/bin"})
     assert seen.read_text().strip() == ""  # the others' probes run in the environment given
+
+
+def test_a_hung_probe_is_ended_with_everything_it_started(tmp_path):
+    """A ``--version`` that starts a child and hangs: the probe gives up after its timeout and
+    ends the child too (it held the probe's pipes and would have outlived the start)."""
+    from meta_orchestrator.actors.recovery.preflight import check_cli
+
+    child_pid = tmp_path / "child.pid"
+    fake = tmp_path / "claude"
+    fake.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {child_pid}\nsleep 600\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    check = check_cli("claude", get_adapter("claude"), (str(fake),), {"PATH": "/usr/bin:/bin"}, timeout_s=1)
+    assert check.version is None and check.problem == f"{fake} --version did not answer in 1s"
+    child = int(child_pid.read_text())
+    wait_for(lambda: not _alive(child), 10, message="the probe's child to be ended")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except FileNotFoundError:
+        return False
+    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] != b"Z"
