@@ -102,20 +102,34 @@ def test_a_refused_pipe_is_left_unread_until_resumed_and_loses_nothing(tmp_path:
 
 
 def test_the_last_lines_refused_end_the_pipe_only_once_taken(tmp_path: Path):
+    """The consumer takes the first lines and refuses the last, which come at the pipe's end:
+    the end is told only once they are taken."""
     reader = PipeReader()
     consumer = Consumer()
-    consumer.refusing.set()
-    proc = _printer(3, "short")
+
+    def offer(lines: list[RawLine], followed: FollowedPipe) -> bool:
+        if any(data == b"short 2" for data, _, _ in lines) and not consumer.refused.is_set():
+            consumer.refusing.set()  # the first time only
+        return Consumer.offer(consumer, lines, followed)
+
+    consumer.offer = offer  # type: ignore[method-assign]
+    # One write (atomic: under PIPE_BUF) and no newline at the end: the last line is known
+    # only at the end of the pipe.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os; os.write(1, b'short 0\\nshort 1\\nshort 2')"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     followed = _follow(reader, proc, consumer, tmp_path)
     assert proc.wait(30) == 0
-    assert consumer.refused.wait(30)
-    # Everything it printed was read and refused: the end waits for them to be taken.
-    wait_for(lambda: followed.at_end or len(followed.refused) == 3, 30, message="the whole output read")
-    assert not consumer.ended.is_set()
+    wait_for(lambda: followed.at_end, 30, message="the last line refused at the end")
+    assert followed.refused == [(b"short 2", 7, None)] and not consumer.ended.is_set()
+    assert not followed.pipe.closed
     consumer.refusing.clear()
     reader.resume(followed)
     assert consumer.ended.wait(30)
     assert consumer.lines == [b"short 0", b"short 1", b"short 2"] and consumer.ends == 1
+    assert followed.pipe.closed
 
 
 def test_a_consumer_that_raises_does_not_stop_the_other_pipes(tmp_path: Path, caplog: pytest.LogCaptureFixture):
