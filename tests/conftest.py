@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import subprocess
 import queue
 import shutil
 import signal
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +56,15 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def pipe_nearly_full(fd: int) -> bool:
+    """Whether the pipe read at ``fd`` holds within a page of its size (a read may have left a
+    page part-used): its writer waits on it."""
+    size = fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032))  # Linux
+    unread = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, unread)
+    return unread[0] >= size - 4096
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def _pids_where(which: Callable[[int], int], value: int) -> list[int]:
     found = []
     for entry in _pid_entries():
         try:
-            if which(entry) == value and not _zombie(entry):
+            if which(entry) == value and running(entry):
                 found.append(entry)
         except OSError:  # gone meanwhile
             continue
@@ -43,19 +43,19 @@ def _pid_entries() -> list[int]:
         return psutil.pids()
 
 
-def _zombie(pid: int) -> bool:
-    """True when ``pid`` has exited and waits to be reaped (or is gone)."""
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except FileNotFoundError:
-        return True
+        return False
     except OSError:  # no /proc
         import psutil
 
         try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
-            return True
+            return False
     # comm may hold spaces and parentheses: the state follows the last ")".
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"

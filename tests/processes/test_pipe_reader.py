@@ -3,12 +3,9 @@ unread (the writer waiting) while its consumer has enough, never a line dropped.
 
 from __future__ import annotations
 
-import array
-import fcntl
 import os
 import subprocess
 import sys
-import termios
 import threading
 from pathlib import Path
 
@@ -16,9 +13,8 @@ import pytest
 
 from meta_orchestrator.actors.processes.line_splitter import LineSplitter, RawLine
 from meta_orchestrator.actors.processes.pipe_reader import FollowedPipe, PipeReader
-from tests.conftest import wait_for
+from tests.conftest import pipe_nearly_full, wait_for
 
-F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Linux
 PRINTER = "import sys\nfor i in range(int(sys.argv[1])): print(sys.argv[2], i)\n"
 
 
@@ -63,12 +59,6 @@ def _printer(count: int, tag: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _unread_bytes(fd: int) -> int:
-    count = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, count)
-    return count[0]
-
-
 def test_every_pipe_is_read_to_its_end_in_order_and_closed(tmp_path: Path):
     reader = PipeReader()
     procs = [_printer(20_000, f"p{n}") for n in range(8)]
@@ -91,8 +81,7 @@ def test_a_refused_pipe_is_left_unread_until_resumed_and_loses_nothing(tmp_path:
     followed = _follow(reader, proc, consumer, tmp_path)
     assert consumer.refused.wait(30)
     # Not read on: the pipe fills up, and the CLI waits on it.
-    full = fcntl.fcntl(fd, F_GETPIPE_SZ) - 4096  # within a page of its size (a read left one part-used)
-    wait_for(lambda: _unread_bytes(fd) >= full, 30, message="the refused pipe to fill up")
+    wait_for(lambda: pipe_nearly_full(fd), 30, message="the refused pipe to fill up")
     assert proc.poll() is None and not consumer.lines
     consumer.refusing.clear()
     reader.resume(followed)

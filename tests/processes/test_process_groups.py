@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from meta_orchestrator.actors.processes.process_groups import pids_in_group, pids_in_session
+from meta_orchestrator.actors.processes.process_groups import pids_in_group, pids_in_session, running
 from tests.conftest import wait_for
 
 # The leader starts a child that exits at once and is never waited for (a zombie in the group)
@@ -20,12 +20,6 @@ LEADER = (
 )
 
 
-def _state(pid: int) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-
-
 def test_a_group_and_a_session_hold_their_live_processes_only():
     leader = subprocess.Popen(
         [sys.executable, "-c", LEADER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
@@ -33,7 +27,9 @@ def test_a_group_and_a_session_hold_their_live_processes_only():
     try:
         assert leader.stdout is not None
         dead, live = map(int, leader.stdout.readline().split())
-        wait_for(lambda: _state(dead) == b"Z", 30, message="the unwaited child is a zombie")
+        # Never waited for, it stays a zombie while the leader lives: exited, not gone.
+        wait_for(lambda: not running(dead), 30, message="the unwaited child to exit")
+        assert os.path.exists(f"/proc/{dead}") and running(live) and running(leader.pid)
         assert sorted(pids_in_group(leader.pid)) == sorted([leader.pid, live])
         assert sorted(pids_in_session(leader.pid)) == sorted([leader.pid, live])
         assert os.getpid() not in pids_in_group(leader.pid)

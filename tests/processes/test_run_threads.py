@@ -4,11 +4,8 @@ what is read once the actor stops kept for it."""
 
 from __future__ import annotations
 
-import array
-import fcntl
 import os
 import sys
-import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from meta_orchestrator.actors.processes.process_host import ProcessHost, monoton
 from meta_orchestrator.actors.processes.run_clock import RunClock
 from meta_orchestrator.actors.processes.run_threads import IN_FLIGHT_BATCHES, RunThreads
 from meta_orchestrator.messages.worker import LinesRead, ProcessEnded
-from tests.conftest import wait_for
+from tests.conftest import pipe_nearly_full, wait_for
 
 FLOOD = "import sys\nfor i in range(int(sys.argv[1])): print('line', i)\n"
 
@@ -58,13 +55,7 @@ class GatedActor(pykka.ThreadingActor):
         return None
 
 
-def _unread_bytes(fd: int) -> int:
-    count = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, count)
-    return count[0]
-
-
-def _start(tmp_path: Path, lines: int) -> tuple[pykka.ActorRef[Any], Told, RunThreads, Any, threading.Event]:
+def _watched(tmp_path: Path, lines: int) -> tuple[pykka.ActorRef[Any], Told, RunThreads, Any, threading.Event]:
     gate = threading.Event()
     actor = Told()
     ref = GatedActor.start(gate, actor)
@@ -72,6 +63,7 @@ def _start(tmp_path: Path, lines: int) -> tuple[pykka.ActorRef[Any], Told, RunTh
     ref.ask(threads)
     launch = Launch(argv=(sys.executable, "-c", FLOOD, str(lines)), env=dict(os.environ), cwd=tmp_path)
     proc = ProcessHost().spawn(launch)
+    threads.watch(proc, 1, RunClock(started=monotonic()), 600, "claude")
     return ref, actor, threads, proc, gate
 
 
@@ -80,16 +72,14 @@ def _texts(messages: list[Any]) -> list[bytes]:
 
 
 def test_a_slow_actor_holds_the_cli_at_its_pipe_and_every_line_comes_in_order(tmp_path: Path):
-    ref, actor, threads, proc, gate = _start(tmp_path, 300_000)
+    ref, actor, threads, proc, gate = _watched(tmp_path, 300_000)
     stdout = proc.pipe("stdout").fileno()
     try:
-        threads.watch(proc, 1, RunClock(started=monotonic()), 600, "claude")
-        full = fcntl.fcntl(stdout, getattr(fcntl, "F_GETPIPE_SZ", 1032)) - 4096
         inbox = ref.actor_inbox  # type: ignore[attr-defined]
         # One read in the actor's hands, the rest of the allowance in its inbox, and the pipe
         # left unread: full, the CLI waiting on it.
         wait_for(
-            lambda: inbox.qsize() + 1 == IN_FLIGHT_BATCHES and _unread_bytes(stdout) >= full,
+            lambda: inbox.qsize() + 1 == IN_FLIGHT_BATCHES and pipe_nearly_full(stdout),
             30,
             message="the allowance told and the CLI's pipe full",
         )
@@ -108,12 +98,10 @@ def test_a_slow_actor_holds_the_cli_at_its_pipe_and_every_line_comes_in_order(tm
 
 
 def test_what_is_read_once_the_actor_stops_is_kept_for_it(tmp_path: Path):
-    ref, actor, threads, proc, gate = _start(tmp_path, 10_000_000)
+    ref, actor, threads, proc, gate = _watched(tmp_path, 10_000_000)
     stdout = proc.pipe("stdout").fileno()
     try:
-        threads.watch(proc, 1, RunClock(started=monotonic()), 600, "claude")
-        full = fcntl.fcntl(stdout, getattr(fcntl, "F_GETPIPE_SZ", 1032)) - 4096
-        wait_for(lambda: _unread_bytes(stdout) >= full, 30, message="the CLI's pipe to fill up")
+        wait_for(lambda: pipe_nearly_full(stdout), 30, message="the CLI's pipe to fill up")
         threads.closing.set()  # as a stopping worker does: then it ends the CLI and joins
         proc.terminate(5)
         late = threads.join(10)

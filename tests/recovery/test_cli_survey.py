@@ -110,6 +110,7 @@ def test_gemini_is_probed_without_its_relaunch(tmp_path):
 def test_a_hung_probe_is_ended_with_everything_it_started(tmp_path):
     """A ``--version`` that starts a child and hangs: the probe gives up after its timeout and
     ends the child too (it held the probe's pipes and would have outlived the start)."""
+    from meta_orchestrator.actors.processes.process_groups import running
     from meta_orchestrator.actors.recovery.preflight import check_cli
 
     child_pid = tmp_path / "child.pid"
@@ -119,13 +120,4 @@ def test_a_hung_probe_is_ended_with_everything_it_started(tmp_path):
     check = check_cli("claude", get_adapter("claude"), (str(fake),), {"PATH": "/usr/bin:/bin"}, timeout_s=1)
     assert check.version is None and check.problem == f"{fake} --version did not answer in 1s"
     child = int(child_pid.read_text())
-    wait_for(lambda: not _alive(child), 10, message="the probe's child to be ended")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat_line = f.read()
-    except FileNotFoundError:
-        return False
-    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] != b"Z"
+    wait_for(lambda: not running(child), 10, message="the probe's child to be ended")
